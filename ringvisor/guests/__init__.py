@@ -1,0 +1,1 @@
+"""Guest software built from the sources under guests/ (see guests/README.md)."""

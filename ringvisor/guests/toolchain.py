@@ -1,0 +1,79 @@
+"""Build 32-bit freestanding guest images with the stock gcc and ld.
+
+Guests are compiled with ``gcc -m32 -ffreestanding -nostdlib -fno-pic -no-pie``
+and linked with ``ld -m elf_i386``.  No multilib is installed on the build
+machines, so guests bring their own helpers (64-bit division and the like).
+``-mgeneral-regs-only`` keeps the compiler away from x87/SSE registers: the
+hardware model has no FPU yet.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ringvisor.errors import RingvisorError
+
+CFLAGS = [
+    "-m32", "-march=i686", "-ffreestanding", "-nostdlib", "-fno-pic", "-no-pie",
+    "-fno-stack-protector", "-fno-builtin", "-mgeneral-regs-only",
+    "-fno-asynchronous-unwind-tables", "-Wall",
+]
+LDFLAGS = ["-m", "elf_i386", "--no-warn-rwx-segments", "-z", "noexecstack"]
+
+
+class BuildError(RingvisorError):
+    """The guest build failed (compiler missing or a compile error)."""
+
+
+@dataclass
+class Target:
+    """One image: its sources, linker script and extra compiler flags."""
+
+    name: str
+    sources: list[Path]
+    linker_script: Path | None = None
+    cflags: list[str] = field(default_factory=list)
+    include_dirs: list[Path] = field(default_factory=list)
+    optimize: str = "-O2"
+
+
+def _run(cmd: list[str]) -> None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError as e:
+        raise BuildError(f"guest build needs {cmd[0]!r}, which is not installed") from e
+    if proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise BuildError(f"{Path(cmd[0]).name} failed: {msg[0] if msg else proc.returncode}"
+                         + ("" if len(msg) <= 1 else f" (+{len(msg) - 1} more lines)\n"
+                            + "\n".join(msg[:40])))
+
+
+def build(target: Target, out: Path) -> Path:
+    """Compile and link ``target`` into the ELF file ``out`` (written atomically)."""
+    gcc = os.environ.get("RINGVISOR_CC", "gcc")
+    ld = os.environ.get("RINGVISOR_LD", "ld")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rv-build-") as tmp:
+        objs = []
+        for i, src in enumerate(target.sources):
+            obj = Path(tmp) / f"{i}-{src.stem}.o"
+            cmd = [gcc, *CFLAGS, target.optimize, *target.cflags]
+            cmd += [f"-I{d}" for d in target.include_dirs]
+            cmd += ["-c", str(src), "-o", str(obj)]
+            _run(cmd)
+            objs.append(str(obj))
+        linked = Path(tmp) / "image.elf"
+        cmd = [ld, *LDFLAGS]
+        if target.linker_script:
+            cmd += ["-T", str(target.linker_script)]
+        _run(cmd + ["-o", str(linked), *objs])
+        tmp_out = out.with_name(out.name + ".tmp")
+        shutil.copyfile(linked, tmp_out)
+        os.replace(tmp_out, out)
+    return out

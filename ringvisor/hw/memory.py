@@ -1,0 +1,124 @@
+"""Physical memory: RAM as one bytearray, plus MMIO regions and code-page tracking.
+
+The CPU's fast paths index RAM directly through the typed views ``m8``/``m16``/
+``m32`` (aligned accesses only); everything else (unaligned, MMIO, beyond RAM)
+comes through the ``read*``/``write*`` slow paths here.
+
+Self-modifying code: pages that hold translated code are marked in
+``code_pages``.  The CPU never caches a write mapping for such a page, so every
+write to it arrives here and ``on_code_write`` (set by the code cache) drops
+the translations built from it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+
+
+class MmioDevice(Protocol):
+    def mmio_read(self, offset: int, size: int) -> int: ...
+    def mmio_write(self, offset: int, size: int, value: int) -> None: ...
+
+
+class PhysicalMemory:
+    """RAM of ``size`` bytes at physical address 0, and MMIO regions above it."""
+
+    def __init__(self, size: int) -> None:
+        if size <= 0 or size % PAGE_SIZE:
+            raise ValueError("memory size must be a positive multiple of 4 KiB")
+        self.size = size
+        self.ram = bytearray(size)
+        self.m8 = memoryview(self.ram)
+        self.m16 = self.m8.cast("H")
+        self.m32 = self.m8.cast("I")
+        self._mmio: list[tuple[int, int, MmioDevice]] = []
+        # physical page number -> True while translated code comes from it
+        self.code_pages: set[int] = set()
+        self.on_code_write: Callable[[int], None] = lambda ppn: None
+
+    # -- MMIO --------------------------------------------------------------
+    def add_mmio(self, start: int, length: int, device: MmioDevice) -> None:
+        if start < self.size:
+            raise ValueError("MMIO region overlaps RAM")
+        self._mmio.append((start, start + length, device))
+
+    def _mmio_at(self, addr: int) -> tuple[int, MmioDevice] | None:
+        for start, end, dev in self._mmio:
+            if start <= addr < end:
+                return start, dev
+        return None
+
+    def is_ram(self, addr: int) -> bool:
+        return 0 <= addr < self.size
+
+    # -- byte-granular slow paths ----------------------------------------------
+    def read(self, addr: int, n: int) -> bytes:
+        """Read ``n`` bytes; bytes outside RAM and MMIO read as 0xFF (open bus)."""
+        if 0 <= addr and addr + n <= self.size:
+            return bytes(self.ram[addr:addr + n])
+        return bytes(self.read8(addr + i) for i in range(n))
+
+    def write(self, addr: int, data: bytes) -> None:
+        n = len(data)
+        if 0 <= addr and addr + n <= self.size:
+            self.ram[addr:addr + n] = data
+            self._check_code(addr, n)
+            return
+        for i, b in enumerate(data):
+            self.write8(addr + i, b)
+
+    def _check_code(self, addr: int, n: int) -> None:
+        if self.code_pages:
+            first, last = addr >> PAGE_SHIFT, (addr + n - 1) >> PAGE_SHIFT
+            for ppn in range(first, last + 1):
+                if ppn in self.code_pages:
+                    self.on_code_write(ppn)
+
+    def _read_sized(self, addr: int, size: int) -> int:
+        addr &= 0xFFFFFFFF
+        if addr + size <= self.size:
+            return int.from_bytes(self.ram[addr:addr + size], "little")
+        hit = self._mmio_at(addr)
+        if hit is not None:
+            start, dev = hit
+            return dev.mmio_read(addr - start, size) & ((1 << (8 * size)) - 1)
+        if addr < self.size:  # straddles the end of RAM
+            return int.from_bytes(self.read(addr, size), "little")
+        return (1 << (8 * size)) - 1
+
+    def _write_sized(self, addr: int, size: int, value: int) -> None:
+        addr &= 0xFFFFFFFF
+        if addr + size <= self.size:
+            self.ram[addr:addr + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+            if self.code_pages:
+                self._check_code(addr, size)
+            return
+        hit = self._mmio_at(addr)
+        if hit is not None:
+            start, dev = hit
+            dev.mmio_write(addr - start, size, value & ((1 << (8 * size)) - 1))
+            return
+        if addr < self.size:
+            self.write(addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
+        # writes beyond RAM and MMIO are dropped, as on a PC bus
+
+    def read8(self, addr: int) -> int:
+        return self._read_sized(addr, 1)
+
+    def read16(self, addr: int) -> int:
+        return self._read_sized(addr, 2)
+
+    def read32(self, addr: int) -> int:
+        return self._read_sized(addr, 4)
+
+    def write8(self, addr: int, value: int) -> None:
+        self._write_sized(addr, 1, value)
+
+    def write16(self, addr: int, value: int) -> None:
+        self._write_sized(addr, 2, value)
+
+    def write32(self, addr: int, value: int) -> None:
+        self._write_sized(addr, 4, value)
