@@ -1,0 +1,239 @@
+"""The code cache: translated blocks keyed by physical address and CPU mode.
+
+``lookup`` finds the function for a linear EIP: first through a per-mode jump
+cache keyed by linear address (cleared whenever the TLB is, since linear
+addresses may then map elsewhere), then through the physical-address cache,
+and only then by translating.  Writes into a page that holds translated code
+arrive at ``page_written`` (the MMU never lets them bypass the slow path) and
+drop every block built from that page.  If the write hits the very block that
+is executing, the write is refused with :class:`SmcRestart` before it happens;
+the CPU then re-executes that instruction alone, so the rest of the block runs
+from the new bytes, as on real hardware.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import iced_x86 as ix
+
+from . import alu, flags as F
+from .faults import UD, CpuFault
+from .semantics import EMITTERS, LOCKABLE, helper as helper_emit
+from .system import fpu_class
+from .translate import ALL_FLAGS, BlockBuilder, Mode, Translation, Unsupported
+
+PAGE = 0xFFFFF000
+
+
+class SmcRestart(CpuFault):
+    """A write into the executing block: restart the instruction on its own."""
+
+    def __init__(self) -> None:
+        super().__init__(-1)
+
+
+class CodeCache:
+    def __init__(self, cpu, max_insns: int = 48, keep_source: bool = False) -> None:
+        self.cpu = cpu
+        self.max_insns = max_insns
+        self.keep_source = keep_source
+        self.blocks: dict[tuple[int, int], Translation] = {}
+        self.by_page: dict[int, set[tuple[int, int]]] = {}
+        self.jump: dict[int, dict[int, object]] = {}
+        self.by_code: dict[object, Translation] = {}
+        self.translations = 0
+        self.invalidations = 0
+        self.bytes = 0
+        self.env = self._environment()
+        cpu.mem.on_code_write = self.page_written
+
+    def _environment(self) -> dict:
+        cpu = self.cpu
+        mmu, mem = cpu.mmu, cpu.mem
+        return {
+            "C": cpu, "S": cpu.state, "R": cpu.state.regs, "SEGS": cpu.state.segs,
+            "M8": mem.m8, "M16": mem.m16, "M32": mem.m32,
+            "TRS": mmu.tr_s, "TWS": mmu.tw_s, "TRU": mmu.tr_u, "TWU": mmu.tw_u,
+            "RD": mmu.read, "WR": mmu.write, "LIN": cpu.segmentation.linear,
+            "FL": cpu.arith_flags, "PAR": F.PARITY, "CpuFault": CpuFault,
+            "HELP": cpu._run_helper,
+            "SHIFT": alu.shift, "SHLD": alu.shld, "SHRD": alu.shrd, "MUL": alu.mul,
+            "IMUL": alu.imul, "DIV": alu.div, "IDIV": alu.idiv, "BSF": alu.bsf, "BSR": alu.bsr,
+            "DAA": alu.daa, "DAS": alu.das, "AAA": alu.aaa, "AAM": alu.aam, "AAD": alu.aad,
+        }
+
+    # -- lookup ------------------------------------------------------------------------
+    def flush_jump_cache(self) -> None:
+        for d in self.jump.values():
+            d.clear()
+
+    def lookup(self, eip: int, mode: Mode, single: bool = False):
+        cpu = self.cpu
+        phys = cpu.mmu.walk(eip, False, mode.user)   # #PF on fetch
+        key = (phys, mode.key | (1 << 20 if single else 0))
+        tr = self.blocks.get(key)
+        if tr is None:
+            tr = self.translate(eip, phys, mode, single)
+            if tr.phys_pages:
+                self.blocks[key] = tr
+                for ppn in tr.phys_pages:
+                    if ppn not in cpu.mem.code_pages:
+                        cpu.mem.code_pages.add(ppn)
+                        cpu.mmu.protect_code_page(ppn)
+                    self.by_page.setdefault(ppn, set()).add(key)
+        if not single and len(tr.phys_pages) == 1:
+            self.jump.setdefault(mode.key, {})[eip] = tr.fn
+        return tr.fn
+
+    # -- invalidation ----------------------------------------------------------------
+    def page_written(self, ppn: int) -> None:
+        keys = self.by_page.pop(ppn, None)
+        self.cpu.mem.code_pages.discard(ppn)
+        if not keys:
+            return
+        for key in keys:
+            tr = self.blocks.pop(key, None)
+            if tr is not None:
+                self.invalidations += 1
+                self.by_code.pop(tr.fn.__code__, None)
+                self.bytes -= tr.size
+        self.flush_jump_cache()
+
+    def check_smc(self, phys: int, size: int) -> None:
+        """Called before a slow-path write to a code page: refuse writes into the running block."""
+        frame = sys._getframe(2)
+        for _ in range(4):
+            if frame is None:
+                return
+            tr = self.by_code.get(frame.f_code)
+            if tr is not None:
+                if tr.n_insns > 1 and tr.phys_start < phys + size and phys < tr.phys_end:
+                    self.page_written(phys >> 12)
+                    raise SmcRestart()
+                return
+            frame = frame.f_back
+
+    def flush(self) -> None:
+        self.blocks.clear()
+        self.by_page.clear()
+        self.by_code.clear()
+        self.cpu.mem.code_pages.clear()
+        self.flush_jump_cache()
+        self.bytes = 0
+
+    # -- translation -----------------------------------------------------------------
+    def fetch(self, eip: int, user: bool) -> tuple[bytes, bool]:
+        """Code bytes from ``eip`` to the end of its page (plus the next page if needed)."""
+        mmu = self.cpu.mmu
+        n = 0x1000 - (eip & 0xFFF)
+        data = mmu.read_bytes(eip, n, user)
+        return data, n < 16
+
+    def translate(self, eip: int, phys: int, mode: Mode, single: bool) -> Translation:
+        cpu = self.cpu
+        user = mode.user
+        data, near_end = self.fetch(eip, user)
+        decoder = ix.Decoder(32 if mode.cs32 else 16, data, ip=eip)
+        bb = BlockBuilder(mode)
+        bb.helper_const = None
+        bb.next_expr = None
+        limit = 1 if single else self.max_insns
+        pages = {phys >> 12}
+        i = 0
+        last_end = eip
+        insns = []
+        while i < limit:
+            if decoder.can_decode is False and i > 0:
+                break
+            ins = decoder.decode()
+            if ins.code == ix.Code.INVALID and decoder.last_error == ix.DecoderError.NO_MORE_BYTES:
+                if i > 0:
+                    break
+                # the first instruction straddles a page boundary: fetch across it
+                more = cpu.mmu.read_bytes((eip + len(data)) & 0xFFFFFFFF, 15, user)
+                pages.add(cpu.mmu.walk((eip + len(data)) & 0xFFFFFFFF, False, user) >> 12)
+                decoder = ix.Decoder(32 if mode.cs32 else 16, data + more, ip=eip)
+                ins = decoder.decode()
+                limit = 1
+            insns.append(ins)
+            bb.begin_insn(i, ins.ip32)
+            try:
+                self.emit(bb, ins)
+            except Unsupported:
+                bb.emit("raise CpuFault(6)")
+                bb.ends = True
+                bb.next_expr = "None"
+            i += 1
+            last_end = ins.next_ip32
+            if bb.ends:
+                break
+        if bb.next_expr is None and bb.helper_const is None:
+            bb.next_expr = f"{last_end:#x}"
+        src = self.assemble(bb, insns, eip)
+        fn = self.compile(src, bb.consts, eip)
+        tr = Translation(fn, eip, tuple(sorted(pages)), len(insns),
+                         src if self.keep_source else "", len(src))
+        tr.phys_start = phys
+        tr.phys_end = phys + (last_end - eip)
+        self.translations += 1
+        self.bytes += tr.size
+        self.by_code[fn.__code__] = tr
+        return tr
+
+    def emit(self, bb: BlockBuilder, ins: ix.Instruction) -> None:
+        if ins.code == ix.Code.INVALID:
+            raise Unsupported("invalid")
+        if ins.has_lock_prefix and (ins.mnemonic not in LOCKABLE or ins.op0_kind != ix.OpKind.MEMORY):
+            raise Unsupported("lock prefix")
+        fn = EMITTERS.get(ins.mnemonic)
+        if fn is None:
+            if fpu_class(ins):
+                return helper_emit(bb, ins)
+            raise Unsupported(str(ins))
+        fn(bb, ins)
+
+    def assemble(self, bb: BlockBuilder, insns: list, eip: int) -> str:
+        out = ["def blk():"]
+        for i in sorted(bb.used):
+            out.append(f"    r{i} = R[{i}]")
+        if bb.entry_flags_var:
+            out.append("    ef = FL()")
+        out.append("    try:")
+        out.extend(bb.lines if bb.lines else ["        pass"])
+        out.append("    except CpuFault:")
+        for i in sorted(bb.dirty):
+            out.append(f"        R[{i}] = r{i}")
+        first = True
+        for index, ieip, fsrc in bb.snapshots:
+            store = bb.flags_store_code(fsrc)
+            kw = "if" if first else "elif"
+            first = False
+            out.append(f"        {kw} n == {index}:")
+            out.append(f"            C.state.eip = {ieip:#x}")
+            out.extend("            " + s for s in store)
+        out.append("        C.state.icount += n")
+        out.append("        raise")
+        for i in sorted(bb.dirty):
+            out.append(f"    R[{i}] = r{i}")
+        out.extend("    " + s for s in bb.flags_store_code(bb.fsrc))
+        n = len(insns)
+        if bb.helper_const is not None:
+            out.append(f"    S.icount += {n - 1}")
+            out.append(f"    S.eip = {insns[-1].ip32:#x}")
+            out.append(f"    nxt = HELP({bb.helper_const})")
+            out.append("    S.icount += 1")
+            out.append("    return nxt")
+        else:
+            out.append(f"    S.icount += {n}")
+            out.append(f"    return {bb.next_expr}")
+        return "\n".join(out) + "\n"
+
+    def compile(self, src: str, consts: list, eip: int):
+        names = ", ".join(f"K{i}" for i in range(len(consts)))
+        factory = f"def make({names}):\n" + "".join("    " + l + "\n" for l in src.splitlines()) + \
+            "    return blk\n"
+        code = compile(factory, f"<block {eip:#010x}>", "exec")
+        ns: dict = {}
+        exec(code, self.env, ns)
+        return ns["make"](*consts)

@@ -1,0 +1,203 @@
+"""The IA-32 processor: state, flags, mode, and the execution loop.
+
+``run`` executes translated blocks until the instruction budget is spent, an
+interrupt must be taken, or the CPU halts.  Interrupts are recognised between
+blocks: a device raising its line (through the PIC) sets ``limit`` to zero,
+which ends the current dispatch loop at the next block boundary.  Faults
+unwind out of a block with the state precise at the faulting instruction and
+are delivered here, with the double- and triple-fault rules of SDM Vol. 3
+Table 6-5.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from . import flags as F
+from .codecache import CodeCache, SmcRestart
+from .faults import CONTRIBUTORY, DB, DF, HAS_ERROR_CODE, PF, CpuFault, PageFault, TripleFault
+from .memory import PhysicalMemory
+from .mmu import Mmu
+from .segments import Segmentation, is_flat
+from .state import (ARITH_FLAGS, CS, DF as DF_FLAG, EFLAGS_FIXED, IF, SS, TF, CpuState)
+from .system import run_helper
+from . import transfers
+from .translate import Mode
+
+
+class Cpu:
+    def __init__(self, mem: PhysicalMemory, bus, engine: str = "jit",
+                 max_block: int = 48, keep_source: bool = False) -> None:
+        if engine not in ("jit", "interp"):
+            raise ValueError(f"unknown engine {engine!r}")
+        self.engine = engine
+        self.state = CpuState()
+        self.mem = mem
+        self.bus = bus
+        self.mmu = Mmu(mem, self.state)
+        self.segmentation = Segmentation(self)
+        # the lazy arithmetic flags (see flags.py)
+        self.lf_op = 0
+        self.lf_res = 0
+        self.lf_a = 0
+        self.lf_b = 0
+        self.cpl = 0
+        self.limit = 0
+        self.intr = False                 # the INTR line, driven by the PIC
+        self.acknowledge = lambda: 0      # the INTA cycle: returns the vector
+        self.interrupt_shadow = False
+        self.recent = deque(maxlen=16)    # recent block addresses, for crash reports
+        self.exceptions = deque(maxlen=8)
+        self.stats = {"exceptions": 0, "interrupts": 0, "smc_restarts": 0}
+        self.cache = CodeCache(self, 1 if engine == "interp" else max_block, keep_source)
+        self.mmu.smc_hook = self.cache.check_smc
+        self.mode = Mode(0, True, True, False, 0)
+        self.mode_changed()
+
+    # -- flags ----------------------------------------------------------------------------
+    def arith_flags(self) -> int:
+        return F.materialize(self.lf_op, self.lf_res, self.lf_a, self.lf_b)
+
+    def get_eflags(self) -> int:
+        return (self.state.eflags & ~ARITH_FLAGS) | self.arith_flags() | EFLAGS_FIXED
+
+    def set_eflags(self, value: int, mask: int = 0xFFFFFFFF) -> None:
+        st = self.state
+        if mask & ARITH_FLAGS:
+            cur = self.arith_flags()
+            self.lf_op = 0
+            self.lf_res = (cur & ~mask | value & mask) & ARITH_FLAGS
+        other = mask & ~ARITH_FLAGS
+        st.eflags = ((st.eflags & ~other) | (value & other)) & ~ARITH_FLAGS | EFLAGS_FIXED
+
+    # -- mode ----------------------------------------------------------------------------
+    def mode_changed(self) -> None:
+        """Recompute the mode bits after anything that may change them; ends the dispatch loop."""
+        st = self.state
+        self.cpl = st.segs[CS].selector & 3
+        flat = 0
+        for i, s in enumerate(st.segs):
+            if is_flat(s):
+                flat |= 1 << i
+        self.mode = Mode(self.cpl, st.segs[CS].big, st.segs[SS].big, bool(st.eflags & DF_FLAG), flat)
+        self.limit = 0
+
+    def tlb_flush(self) -> None:
+        self.mmu.flush()
+        self.cache.flush_jump_cache()
+        self.limit = 0
+
+    def invlpg(self, lin: int) -> None:
+        self.mmu.invlpg(lin)
+        self.cache.flush_jump_cache()
+
+    def tsc(self) -> int:
+        return (self.state.icount + self.state.tsc_offset) & 0xFFFFFFFFFFFFFFFF
+
+    def _run_helper(self, ins) -> int:
+        return run_helper(self, ins)
+
+    # -- interrupts -------------------------------------------------------------------------
+    def set_intr(self, level: bool) -> None:
+        """The PIC's INTR output changed."""
+        self.intr = level
+        if level:
+            self.irq_check()
+
+    def irq_check(self) -> None:
+        if self.intr and self.state.eflags & IF:
+            self.limit = 0
+
+    def deliver_exception(self, fault: CpuFault) -> None:
+        """Deliver a fault or trap raised by an instruction, with the double-fault rules."""
+        st = self.state
+        self.stats["exceptions"] += 1
+        first = fault
+        for _ in range(4):
+            self.exceptions.append((st.eip, str(first)))
+            if isinstance(first, PageFault):
+                st.cr2 = first.address
+            err = first.error_code
+            if first.vector in HAS_ERROR_CODE and err is None:
+                err = 0
+            try:
+                transfers.deliver(self, first.vector, err, first.soft, st.eip)
+                return
+            except CpuFault as second:
+                a, b = first.vector, second.vector
+                if a == DF:
+                    raise TripleFault(f"{second} while delivering #DF") from None
+                if (a in CONTRIBUTORY and b in CONTRIBUTORY) or \
+                        (a == PF and (b == PF or b in CONTRIBUTORY)):
+                    self.exceptions.append((st.eip, f"{second} during {first}"))
+                    if isinstance(second, PageFault):
+                        st.cr2 = second.address
+                    first = CpuFault(DF, 0)
+                    continue
+                first = second
+        raise TripleFault("exception delivery loops")
+
+    def deliver_interrupt(self) -> None:
+        st = self.state
+        vector = self.acknowledge()
+        self.stats["interrupts"] += 1
+        st.halted = False
+        try:
+            transfers.deliver(self, vector, None, False, st.eip)
+        except CpuFault as f:
+            self.deliver_exception(f)
+
+    # -- execution ---------------------------------------------------------------------------
+    def step(self) -> None:
+        """Execute exactly one instruction (delivering any fault it raises)."""
+        st = self.state
+        tf = st.eflags & TF
+        try:
+            fn = self.cache.lookup(st.eip, self.mode, single=True)
+            st.eip = fn()
+        except CpuFault as f:
+            if isinstance(f, SmcRestart):
+                return
+            self.deliver_exception(f)
+            return
+        if tf:
+            st.dr[6] |= 0x4000
+            self.deliver_exception(CpuFault(DB, None, trap=True))
+
+    def run(self, until: int) -> None:
+        """Execute until ``icount >= until`` or the CPU halts."""
+        st = self.state
+        cache = self.cache
+        recent = self.recent
+        while st.icount < until:
+            if self.interrupt_shadow:
+                self.interrupt_shadow = False
+                self.step()
+                continue
+            if self.intr and st.eflags & IF:
+                self.deliver_interrupt()
+            if st.halted:
+                return
+            if st.eflags & TF:
+                self.step()
+                continue
+            self.limit = until
+            mode = self.mode
+            jc = cache.jump.setdefault(mode.key, {})
+            eip = st.eip
+            try:
+                while st.icount < self.limit:
+                    fn = jc.get(eip)
+                    if fn is None:
+                        st.eip = eip
+                        fn = cache.lookup(eip, mode)
+                    recent.append(eip)
+                    eip = fn()
+                st.eip = eip
+            except SmcRestart:
+                self.stats["smc_restarts"] += 1
+                self.step()
+            except CpuFault as f:
+                if f.trap:
+                    st.eip = eip
+                self.deliver_exception(f)

@@ -1,0 +1,184 @@
+"""Linear-to-physical translation: two-level paging, 4 KiB and 4 MiB pages, the TLB.
+
+The TLB is four dictionaries — reads and writes, supervisor and user — from a
+linear page base to ``delta = physical page - linear page``.  Translated code
+looks an access up with ``tlb.get(addr & PAGE_MASK_ALIGNED)``: the low bits of
+the key carry the alignment, so one dictionary probe checks "mapped with the
+right rights, and aligned".  A miss takes the slow path here, which walks the
+page tables (setting accessed and dirty bits as the hardware does), raises
+#PF, or fills the entry.
+
+A write entry is made only once the dirty bit is set, and never for a page
+that holds translated code: writes to such pages must reach
+``PhysicalMemory`` so the stale translations can be dropped.
+"""
+
+from __future__ import annotations
+
+from .faults import PageFault
+from .memory import PhysicalMemory
+from .state import CR0_PG, CR0_WP, CR4_PSE, CpuState
+
+PTE_P, PTE_W, PTE_U, PTE_A, PTE_D, PTE_PS = 1, 2, 4, 0x20, 0x40, 0x80
+PF_P, PF_W, PF_U = 1, 2, 4
+PAGE = 0xFFFFF000
+
+
+class Mmu:
+    def __init__(self, mem: PhysicalMemory, state: CpuState) -> None:
+        self.mem = mem
+        self.state = state
+        # [user][write] -> {linear page: delta}
+        self.tr_s: dict[int, int] = {}
+        self.tw_s: dict[int, int] = {}
+        self.tr_u: dict[int, int] = {}
+        self.tw_u: dict[int, int] = {}
+        self.stats_walks = 0
+        # called with (physical address, size) before a slow-path write into a page
+        # holding translated code (the code cache refuses writes into the running block)
+        self.smc_hook = None
+
+    # -- TLB management -------------------------------------------------------
+    def flush(self) -> None:
+        """Forget every translation (CR3 load, CR0/CR4 paging changes)."""
+        self.tr_s.clear()
+        self.tw_s.clear()
+        self.tr_u.clear()
+        self.tw_u.clear()
+
+    def invlpg(self, lin: int) -> None:
+        page = lin & PAGE
+        for t in (self.tr_s, self.tw_s, self.tr_u, self.tw_u):
+            t.pop(page, None)
+
+    def protect_code_page(self, ppn: int) -> None:
+        """Drop write mappings of physical page ``ppn`` (it now holds translated code)."""
+        target = ppn << 12
+        for t in (self.tw_s, self.tw_u):
+            stale = [lp for lp, d in t.items() if lp + d == target]
+            for lp in stale:
+                del t[lp]
+
+    # -- the page walk ----------------------------------------------------------
+    def walk(self, lin: int, write: bool, user: bool, fill: bool = True) -> int:
+        """Translate ``lin``; raise #PF on a violation; return the physical address."""
+        st = self.state
+        lin &= 0xFFFFFFFF
+        page = lin & PAGE
+        if not st.cr0 & CR0_PG:
+            phys_page = page
+        else:
+            self.stats_walks += 1
+            mem = self.mem
+            pde_addr = (st.cr3 & PAGE) | ((lin >> 20) & 0xFFC)
+            pde = mem.read32(pde_addr)
+            err = (PF_W if write else 0) | (PF_U if user else 0)
+            if not pde & PTE_P:
+                raise PageFault(lin, err)
+            if pde & PTE_PS and st.cr4 & CR4_PSE:
+                rights = pde
+                phys_page = (pde & 0xFFC00000) | (lin & 0x003FF000)
+                self._check(lin, rights, write, user, err)
+                new = pde | PTE_A | (PTE_D if write else 0)
+                if new != pde:
+                    mem.write32(pde_addr, new)
+                dirty = bool(new & PTE_D)
+            else:
+                pte_addr = (pde & PAGE) | ((lin >> 10) & 0xFFC)
+                pte = mem.read32(pte_addr)
+                if not pte & PTE_P:
+                    raise PageFault(lin, err)
+                rights = pde & pte   # U/S and R/W are the AND of both levels
+                self._check(lin, rights, write, user, err)
+                if not pde & PTE_A:
+                    mem.write32(pde_addr, pde | PTE_A)
+                new = pte | PTE_A | (PTE_D if write else 0)
+                if new != pte:
+                    mem.write32(pte_addr, new)
+                dirty = bool(new & PTE_D)
+                phys_page = pte & PAGE
+            user_ok = bool(rights & PTE_U)
+            sup_w = dirty and (bool(rights & PTE_W) or not st.cr0 & CR0_WP)
+            user_w = dirty and user_ok and bool(rights & PTE_W)
+            if fill and self.mem.is_ram(phys_page):
+                delta = phys_page - page
+                self.tr_s[page] = delta
+                if user_ok:
+                    self.tr_u[page] = delta
+                if (phys_page >> 12) not in self.mem.code_pages:
+                    if sup_w:
+                        self.tw_s[page] = delta
+                    if user_w:
+                        self.tw_u[page] = delta
+            return phys_page | (lin & 0xFFF)
+        if fill and self.mem.is_ram(phys_page):
+            delta = phys_page - page
+            self.tr_s[page] = delta
+            self.tr_u[page] = delta
+            if (phys_page >> 12) not in self.mem.code_pages:
+                self.tw_s[page] = delta
+                self.tw_u[page] = delta
+        return phys_page | (lin & 0xFFF)
+
+    def _check(self, lin: int, rights: int, write: bool, user: bool, err: int) -> None:
+        if user:
+            if not rights & PTE_U or (write and not rights & PTE_W):
+                raise PageFault(lin, err | PF_P)
+        elif write and not rights & PTE_W and self.state.cr0 & CR0_WP:
+            raise PageFault(lin, err | PF_P)
+
+    def probe(self, lin: int) -> int | None:
+        """Translate without side effects or faults (for debuggers and reports)."""
+        st = self.state
+        if not st.cr0 & CR0_PG:
+            return lin
+        pde = self.mem.read32((st.cr3 & PAGE) | ((lin >> 20) & 0xFFC))
+        if not pde & PTE_P:
+            return None
+        if pde & PTE_PS and st.cr4 & CR4_PSE:
+            return (pde & 0xFFC00000) | (lin & 0x3FFFFF)
+        pte = self.mem.read32((pde & PAGE) | ((lin >> 10) & 0xFFC))
+        if not pte & PTE_P:
+            return None
+        return (pte & PAGE) | (lin & 0xFFF)
+
+    # -- slow-path accesses (misses, unaligned, MMIO) --------------------------------
+    def read(self, lin: int, size: int, user: bool) -> int:
+        lin &= 0xFFFFFFFF
+        if (lin & 0xFFF) + size <= 0x1000:
+            return self.mem._read_sized(self.walk(lin, False, user), size)
+        # crosses a page boundary: both pages are checked before the access
+        first = 0x1000 - (lin & 0xFFF)
+        p1 = self.walk(lin, False, user)
+        p2 = self.walk((lin + first) & 0xFFFFFFFF, False, user)
+        lo = self.mem.read(p1, first)
+        hi = self.mem.read(p2, size - first)
+        return int.from_bytes(lo + hi, "little")
+
+    def write(self, lin: int, size: int, value: int, user: bool) -> None:
+        lin &= 0xFFFFFFFF
+        if (lin & 0xFFF) + size <= 0x1000:
+            phys = self.walk(lin, True, user)
+            if self.smc_hook is not None and (phys >> 12) in self.mem.code_pages:
+                self.smc_hook(phys, size)
+            self.mem._write_sized(phys, size, value)
+            return
+        first = 0x1000 - (lin & 0xFFF)
+        p1 = self.walk(lin, True, user)
+        p2 = self.walk((lin + first) & 0xFFFFFFFF, True, user)
+        if self.smc_hook is not None:
+            for p, n in ((p1, first), (p2, size - first)):
+                if (p >> 12) in self.mem.code_pages:
+                    self.smc_hook(p, n)
+        data = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+        self.mem.write(p1, data[:first])
+        self.mem.write(p2, data[first:])
+
+    def read_bytes(self, lin: int, n: int, user: bool) -> bytes:
+        out = bytearray()
+        while n > 0:
+            chunk = min(n, 0x1000 - (lin & 0xFFF))
+            out += self.mem.read(self.walk(lin, False, user), chunk)
+            lin = (lin + chunk) & 0xFFFFFFFF
+            n -= chunk
+        return bytes(out)

@@ -1,0 +1,810 @@
+"""Helpers: instructions executed in Python on the CPU's architectural state.
+
+System and sensitive instructions (and a few rare, awkward ones) end their
+translated block; the block writes its registers and flags back, and the helper
+here executes the instruction with every privilege check of the SDM, returning
+the address of the next instruction.  This is also where a virtual machine
+monitor's story begins: these are the instructions that must trap, or must be
+translated, when a guest kernel runs de-privileged.
+"""
+
+from __future__ import annotations
+
+import iced_x86 as ix
+
+from . import transfers
+from .faults import BP, BR, DB, GP, NM, NP, OF as OF_VEC, UD, CpuFault
+from .segments import LDT, TSS16_AVAIL, TSS32_AVAIL, null_segment
+from .state import (ATTR_UNUSABLE, CR0_EM, CR0_MP, CR0_NW, CR0_CD, CR0_PE, CR0_PG, CR0_TS,
+                    CR4_DE, CR4_OSFXSR, CR4_PGE, CR4_PSE, CR4_TSD, CS, DF, IF, IOPL_MASK,
+                    OF, RF, SS, VM, ZF)
+from .translate import GPR, SREG
+
+M = ix.Mnemonic
+OK = ix.OpKind
+Rg = ix.Register
+
+HELPERS: dict[int, callable] = {}
+
+CR0_WRITABLE = 0xE005003F      # PG CD NW AM WP NE ET TS EM MP PE
+CR4_SUPPORTED = CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | 0x100   # PCE too
+
+# CPUID: a family-6 integer core; features are only those the model implements.
+CPUID_FEATURES_EDX = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 13) | (1 << 15)
+CPUID_SIGNATURE = 0x00000633      # family 6, model 3, stepping 3
+
+MSR_TSC, MSR_APIC_BASE, MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = (
+    0x10, 0x1B, 0x174, 0x175, 0x176)
+MSR_PLATFORM_ID, MSR_BIOS_SIGN, MSR_MISC_ENABLE, MSR_PAT = 0x17, 0x8B, 0x1A0, 0x277
+KNOWN_MSRS = {MSR_SYSENTER_CS: 0, MSR_SYSENTER_ESP: 0, MSR_SYSENTER_EIP: 0,
+              MSR_PLATFORM_ID: 0, MSR_BIOS_SIGN: 0, MSR_MISC_ENABLE: 1,
+              MSR_PAT: 0x0007040600070406}
+
+
+def helper(*mnemonics):
+    def deco(fn):
+        for m in mnemonics:
+            HELPERS[m] = fn
+        return fn
+    return deco
+
+
+# --- operand access from Python --------------------------------------------------
+def ea(cpu, ins: ix.Instruction) -> int:
+    regs = cpu.state.regs
+    a16 = False
+    v = ins.memory_displacement
+    if ins.memory_base != Rg.NONE:
+        i, size, _ = GPR[ins.memory_base]
+        a16 = size == 2
+        v += regs[i] & (0xFFFF if a16 else 0xFFFFFFFF)
+    if ins.memory_index != Rg.NONE:
+        i, size, _ = GPR[ins.memory_index]
+        a16 = size == 2
+        v += (regs[i] & (0xFFFF if a16 else 0xFFFFFFFF)) * ins.memory_index_scale
+    if ins.memory_displ_size == 2:
+        a16 = True
+    return v & (0xFFFF if a16 else 0xFFFFFFFF)
+
+
+def mem_linear(cpu, ins: ix.Instruction, size: int, write: bool, extra: int = 0) -> int:
+    s = SREG[ins.memory_segment]
+    return cpu.segmentation.linear(s, (ea(cpu, ins) + extra) & 0xFFFFFFFF, size, write)
+
+
+def read_mem(cpu, ins, size, extra=0) -> int:
+    return cpu.mmu.read(mem_linear(cpu, ins, size, False, extra), size, cpu.cpl == 3)
+
+
+def write_mem(cpu, ins, size, value, extra=0) -> None:
+    cpu.mmu.write(mem_linear(cpu, ins, size, True, extra), size, value, cpu.cpl == 3)
+
+
+def get_reg(cpu, r: int) -> int:
+    i, size, high = GPR[r]
+    v = cpu.state.regs[i]
+    if size == 4:
+        return v
+    return (v >> 8) & 0xFF if high else v & (0xFF if size == 1 else 0xFFFF)
+
+
+def set_reg(cpu, r: int, value: int) -> None:
+    i, size, high = GPR[r]
+    regs = cpu.state.regs
+    if size == 4:
+        regs[i] = value & 0xFFFFFFFF
+    elif high:
+        regs[i] = (regs[i] & 0xFFFF00FF) | ((value & 0xFF) << 8)
+    else:
+        m = 0xFF if size == 1 else 0xFFFF
+        regs[i] = (regs[i] & ~m & 0xFFFFFFFF) | (value & m)
+
+
+def read_op(cpu, ins, i: int, size: int) -> int:
+    k = ins.op_kind(i)
+    if k == OK.REGISTER:
+        return get_reg(cpu, ins.op_register(i))
+    if k == OK.MEMORY:
+        return read_mem(cpu, ins, size)
+    return ins.immediate(i) & ((1 << (8 * size)) - 1)
+
+
+def write_op(cpu, ins, i: int, size: int, value: int) -> None:
+    if ins.op_kind(i) == OK.REGISTER:
+        set_reg(cpu, ins.op_register(i), value)
+    else:
+        write_mem(cpu, ins, size, value)
+
+
+_CODE16_CACHE: dict[int, bool] = {}
+
+
+def ix_code_is_16(code: int) -> bool:
+    r = _CODE16_CACHE.get(code)
+    if r is None:
+        info = ix.OpCodeInfo(code)
+        r = info.operand_size == 16
+        _CODE16_CACHE[code] = r
+    return r
+
+
+def require_cpl0(cpu) -> None:
+    if cpu.cpl != 0:
+        raise CpuFault(GP, 0)
+
+
+def push(cpu, value: int, size: int) -> None:
+    transfers._set_esp(cpu, cpu.state.segs[SS],
+                       transfers._push_frame(cpu, cpu.state.segs[SS], cpu.state.regs[4], [value],
+                                             size, cpu.cpl == 3))
+
+
+# --- interrupts and flags ------------------------------------------------------------
+@helper(M.INT)
+def h_int(cpu, ins) -> int:
+    transfers.deliver(cpu, ins.immediate8, None, True, ins.next_ip32)
+    return cpu.state.eip
+
+
+@helper(M.INT3)
+def h_int3(cpu, ins) -> int:
+    transfers.deliver(cpu, BP, None, True, ins.next_ip32)
+    return cpu.state.eip
+
+
+@helper(M.INTO)
+def h_into(cpu, ins) -> int:
+    if cpu.get_eflags() & OF:
+        transfers.deliver(cpu, OF_VEC, None, True, ins.next_ip32)
+        return cpu.state.eip
+    return ins.next_ip32
+
+
+@helper(M.INT1)
+def h_int1(cpu, ins) -> int:
+    transfers.deliver(cpu, DB, None, False, ins.next_ip32)
+    return cpu.state.eip
+
+
+@helper(M.IRET, M.IRETD)
+def h_iret(cpu, ins) -> int:
+    transfers.iret(cpu, 4 if ins.mnemonic == M.IRETD else 2)
+    return cpu.state.eip
+
+
+@helper(M.HLT)
+def h_hlt(cpu, ins) -> int:
+    require_cpl0(cpu)
+    cpu.state.halted = True
+    cpu.limit = 0
+    return ins.next_ip32
+
+
+def _iopl(cpu) -> int:
+    return (cpu.state.eflags & IOPL_MASK) >> 12
+
+
+@helper(M.CLI, M.STI)
+def h_cli(cpu, ins) -> int:
+    if cpu.cpl > _iopl(cpu):
+        raise CpuFault(GP, 0)
+    st = cpu.state
+    if ins.mnemonic == M.CLI:
+        st.eflags &= ~IF
+    else:
+        if not st.eflags & IF:
+            cpu.interrupt_shadow = True     # interrupts wait until after the next instruction
+        st.eflags |= IF
+        cpu.irq_check()
+    return ins.next_ip32
+
+
+@helper(M.CLD, M.STD)
+def h_cld(cpu, ins) -> int:
+    if ins.mnemonic == M.CLD:
+        cpu.state.eflags &= ~DF
+    else:
+        cpu.state.eflags |= DF
+    cpu.mode_changed()
+    return ins.next_ip32
+
+
+@helper(M.POPF, M.POPFD)
+def h_popf(cpu, ins) -> int:
+    size = 4 if ins.mnemonic == M.POPFD else 2
+    st = cpu.state
+    (v,) = transfers._pop_values(cpu, 1, size)
+    cpl = cpu.cpl
+    # Arithmetic flags, TF, DF, NT always; AC and ID with 32 bits; IOPL only at CPL 0;
+    # IF only when CPL <= IOPL.  Anything else is silently kept — the reason POPF
+    # cannot be virtualized by trapping (Robin & Irvine).
+    mask = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4000
+    if size == 4:
+        mask |= 0x40000 | 0x200000
+    if cpl == 0:
+        mask |= IOPL_MASK
+    if cpl <= _iopl(cpu):
+        mask |= IF
+    was_if = st.eflags & IF
+    transfers._set_esp(cpu, st.segs[SS], st.regs[4] + size)
+    cpu.set_eflags(v, mask)
+    st.eflags &= ~RF
+    if st.eflags & IF and not was_if:
+        cpu.irq_check()
+    cpu.mode_changed()
+    return ins.next_ip32
+
+
+# --- I/O -----------------------------------------------------------------------------
+def io_permitted(cpu, port: int, size: int) -> None:
+    """IOPL, then the TSS I/O permission bitmap (SDM Vol. 1 §19.5)."""
+    if cpu.cpl <= _iopl(cpu):
+        return
+    tr = cpu.state.tr
+    if tr.attr & ATTR_UNUSABLE or tr.type not in (9, 0xB) or tr.limit < 0x67:
+        raise CpuFault(GP, 0)
+    base = cpu.mmu.read(tr.base + 0x66, 2, False)
+    byte = base + (port >> 3)
+    if byte + 1 > tr.limit:
+        raise CpuFault(GP, 0)
+    bits = cpu.mmu.read(tr.base + byte, 2, False)
+    if (bits >> (port & 7)) & ((1 << size) - 1):
+        raise CpuFault(GP, 0)
+
+
+def _acc_size(ins, i: int) -> int:
+    return GPR[ins.op_register(i)][1]
+
+
+@helper(M.IN)
+def h_in(cpu, ins) -> int:
+    size = _acc_size(ins, 0)
+    port = ins.immediate8 if ins.op1_kind == OK.IMMEDIATE8 else cpu.state.regs[2] & 0xFFFF
+    io_permitted(cpu, port, size)
+    set_reg(cpu, ins.op0_register, cpu.bus.read(port, size))
+    return ins.next_ip32
+
+
+@helper(M.OUT)
+def h_out(cpu, ins) -> int:
+    size = _acc_size(ins, 1)
+    port = ins.immediate8 if ins.op0_kind == OK.IMMEDIATE8 else cpu.state.regs[2] & 0xFFFF
+    io_permitted(cpu, port, size)
+    cpu.bus.write(port, size, get_reg(cpu, ins.op1_register))
+    return ins.next_ip32
+
+
+def _string_io(cpu, ins, size: int, out: bool) -> int:
+    st = cpu.state
+    port = st.regs[2] & 0xFFFF
+    io_permitted(cpu, port, size)
+    a32 = ins.op_kind(0 if not out else 1) in (OK.MEMORY_ESEDI, OK.MEMORY_SEG_ESI)
+    am = 0xFFFFFFFF if a32 else 0xFFFF
+    step = -size if st.eflags & DF else size
+    rep = ins.has_rep_prefix or ins.has_repne_prefix
+    ri = 6 if out else 7
+    while True:
+        if rep and not st.regs[1] & am:
+            break
+        off = st.regs[ri] & am
+        if out:
+            lin = cpu.segmentation.linear(SREG[ins.memory_segment], off, size, False)
+            cpu.bus.write(port, size, cpu.mmu.read(lin, size, cpu.cpl == 3))
+        else:
+            lin = cpu.segmentation.linear(0, off, size, True)
+            # the destination is checked before the port is read
+            cpu.mmu.walk(lin, True, cpu.cpl == 3)
+            cpu.mmu.write(lin, size, cpu.bus.read(port, size), cpu.cpl == 3)
+        st.regs[ri] = (st.regs[ri] & ~am & 0xFFFFFFFF) | ((off + step) & am)
+        if not rep:
+            break
+        st.regs[1] = (st.regs[1] & ~am & 0xFFFFFFFF) | (((st.regs[1] & am) - 1) & am)
+        cpu.state.icount += 1
+    return ins.next_ip32
+
+
+@helper(M.INSB, M.INSW, M.INSD)
+def h_ins(cpu, ins) -> int:
+    return _string_io(cpu, ins, {M.INSB: 1, M.INSW: 2, M.INSD: 4}[ins.mnemonic], False)
+
+
+@helper(M.OUTSB, M.OUTSW, M.OUTSD)
+def h_outs(cpu, ins) -> int:
+    return _string_io(cpu, ins, {M.OUTSB: 1, M.OUTSW: 2, M.OUTSD: 4}[ins.mnemonic], True)
+
+
+# --- identification, time, MSRs ----------------------------------------------------------
+@helper(M.CPUID)
+def h_cpuid(cpu, ins) -> int:
+    r = cpu.state.regs
+    leaf = r[0]
+    if leaf == 0:
+        v = (1, 0x756E6547, 0x6C65746E, 0x49656E69)   # "GenuineIntel"
+    else:   # leaf 1, and any higher basic leaf answers as the highest one
+        v = (CPUID_SIGNATURE, 0, 0, CPUID_FEATURES_EDX)
+    if leaf >= 0x80000000:
+        v = (0, 0, 0, 0)
+    r[0], r[3], r[1], r[2] = v
+    return ins.next_ip32
+
+
+@helper(M.RDTSC)
+def h_rdtsc(cpu, ins) -> int:
+    if cpu.state.cr4 & CR4_TSD and cpu.cpl != 0:
+        raise CpuFault(GP, 0)
+    t = cpu.tsc()
+    cpu.state.regs[0] = t & 0xFFFFFFFF
+    cpu.state.regs[2] = (t >> 32) & 0xFFFFFFFF
+    return ins.next_ip32
+
+
+@helper(M.RDPMC)
+def h_rdpmc(cpu, ins) -> int:
+    raise CpuFault(GP, 0)    # no performance counters
+
+
+@helper(M.RDMSR)
+def h_rdmsr(cpu, ins) -> int:
+    require_cpl0(cpu)
+    st = cpu.state
+    n = st.regs[1]
+    if n == MSR_TSC:
+        v = cpu.tsc()
+    elif n in KNOWN_MSRS:
+        v = st.msrs.get(n, KNOWN_MSRS[n])
+    else:
+        raise CpuFault(GP, 0)
+    st.regs[0], st.regs[2] = v & 0xFFFFFFFF, (v >> 32) & 0xFFFFFFFF
+    return ins.next_ip32
+
+
+@helper(M.WRMSR)
+def h_wrmsr(cpu, ins) -> int:
+    require_cpl0(cpu)
+    st = cpu.state
+    n = st.regs[1]
+    v = st.regs[0] | st.regs[2] << 32
+    if n == MSR_TSC:
+        st.tsc_offset = v - st.icount
+    elif n in (MSR_PLATFORM_ID,):
+        raise CpuFault(GP, 0)   # read-only
+    elif n in KNOWN_MSRS:
+        st.msrs[n] = v
+    else:
+        raise CpuFault(GP, 0)
+    return ins.next_ip32
+
+
+@helper(M.SYSENTER, M.SYSEXIT, M.UD0, M.UD1, M.UD2)
+def h_ud(cpu, ins) -> int:
+    raise CpuFault(UD)
+
+
+# --- descriptor tables ------------------------------------------------------------------
+@helper(M.LGDT, M.LIDT)
+def h_lgdt(cpu, ins) -> int:
+    require_cpl0(cpu)
+    limit = read_mem(cpu, ins, 2)
+    base = read_mem(cpu, ins, 4, 2)
+    if ix_code_is_16(ins.code):
+        base &= 0xFFFFFF
+    t = cpu.state.gdtr if ins.mnemonic == M.LGDT else cpu.state.idtr
+    t.base, t.limit = base, limit
+    return ins.next_ip32
+
+
+@helper(M.SGDT, M.SIDT)
+def h_sgdt(cpu, ins) -> int:
+    # Not privileged: ring 3 reads the real table addresses (the "Red Pill").
+    t = cpu.state.gdtr if ins.mnemonic == M.SGDT else cpu.state.idtr
+    base = t.base & (0xFFFFFF if ix_code_is_16(ins.code) else 0xFFFFFFFF)
+    lin0 = mem_linear(cpu, ins, 2, True)
+    lin1 = mem_linear(cpu, ins, 4, True, 2)
+    cpu.mmu.walk(lin1, True, cpu.cpl == 3)
+    cpu.mmu.write(lin0, 2, t.limit, cpu.cpl == 3)
+    cpu.mmu.write(lin1, 4, base, cpu.cpl == 3)
+    return ins.next_ip32
+
+
+def _store_selector(cpu, ins, value: int) -> None:
+    if ins.op0_kind == OK.REGISTER:
+        set_reg(cpu, ins.op0_register, value)   # zero-extended into a 32-bit register
+    else:
+        write_mem(cpu, ins, 2, value)
+
+
+@helper(M.SLDT)
+def h_sldt(cpu, ins) -> int:
+    _store_selector(cpu, ins, cpu.state.ldtr.selector)
+    return ins.next_ip32
+
+
+@helper(M.STR)
+def h_str(cpu, ins) -> int:
+    _store_selector(cpu, ins, cpu.state.tr.selector)
+    return ins.next_ip32
+
+
+@helper(M.SMSW)
+def h_smsw(cpu, ins) -> int:
+    if ins.op0_kind == OK.REGISTER:
+        set_reg(cpu, ins.op0_register, cpu.state.cr0)
+    else:
+        write_mem(cpu, ins, 2, cpu.state.cr0 & 0xFFFF)
+    return ins.next_ip32
+
+
+@helper(M.LMSW)
+def h_lmsw(cpu, ins) -> int:
+    require_cpl0(cpu)
+    v = read_op(cpu, ins, 0, 2)
+    cr0 = cpu.state.cr0
+    # LMSW loads PE, MP, EM and TS; it can set PE but never clear it
+    cpu.state.cr0 = (cr0 & ~0xE) | (v & 0xE) | (cr0 & 1) | (v & 1)
+    return ins.next_ip32
+
+
+@helper(M.CLTS)
+def h_clts(cpu, ins) -> int:
+    require_cpl0(cpu)
+    cpu.state.cr0 &= ~CR0_TS
+    return ins.next_ip32
+
+
+@helper(M.LLDT)
+def h_lldt(cpu, ins) -> int:
+    require_cpl0(cpu)
+    sel = read_op(cpu, ins, 0, 2)
+    st = cpu.state
+    if (sel & 0xFFFC) == 0:
+        st.ldtr = null_segment(sel)
+        return ins.next_ip32
+    if sel & 4:
+        raise CpuFault(GP, sel & 0xFFFC)
+    d = cpu.segmentation.read_descriptor(sel)
+    if d.s or d.type != LDT:
+        raise CpuFault(GP, sel & 0xFFFC)
+    if not d.present:
+        raise CpuFault(NP, sel & 0xFFFC)
+    st.ldtr = d.segment(sel)
+    return ins.next_ip32
+
+
+@helper(M.LTR)
+def h_ltr(cpu, ins) -> int:
+    require_cpl0(cpu)
+    sel = read_op(cpu, ins, 0, 2)
+    if (sel & 0xFFFC) == 0:
+        raise CpuFault(GP, 0)
+    if sel & 4:
+        raise CpuFault(GP, sel & 0xFFFC)
+    d = cpu.segmentation.read_descriptor(sel)
+    if d.s or d.type not in (TSS16_AVAIL, TSS32_AVAIL):
+        raise CpuFault(GP, sel & 0xFFFC)
+    if not d.present:
+        raise CpuFault(NP, sel & 0xFFFC)
+    # mark the TSS busy in the GDT
+    b = cpu.mmu.read(d.addr + 5, 1, False)
+    cpu.mmu.write(d.addr + 5, 1, b | 2, False)
+    d.raw |= 2 << 40
+    cpu.state.tr = d.segment(sel)
+    return ins.next_ip32
+
+
+# --- control and debug registers -------------------------------------------------------------
+def write_cr(cpu, n: int, v: int) -> None:
+    st = cpu.state
+    if n == 0:
+        if v & ~CR0_WRITABLE & 0xFFFFFFFF:
+            raise CpuFault(GP, 0)
+        if (v & CR0_PG and not v & CR0_PE) or (v & CR0_NW and not v & CR0_CD):
+            raise CpuFault(GP, 0)
+        if not v & CR0_PE:
+            raise CpuFault(GP, 0)   # real mode is not supported yet: see docs/hardware.md
+        old = st.cr0
+        st.cr0 = v | 0x10           # ET is hardwired to 1
+        if (old ^ st.cr0) & (CR0_PG | 0x10000 | CR0_PE):
+            cpu.tlb_flush()
+    elif n == 2:
+        st.cr2 = v
+    elif n == 3:
+        st.cr3 = v & 0xFFFFF018
+        cpu.tlb_flush()
+    elif n == 4:
+        if v & ~CR4_SUPPORTED:
+            raise CpuFault(GP, 0)
+        old = st.cr4
+        st.cr4 = v
+        if (old ^ v) & (CR4_PSE | CR4_PGE):
+            cpu.tlb_flush()
+    else:
+        raise CpuFault(UD)
+
+
+def read_cr(cpu, n: int) -> int:
+    st = cpu.state
+    if n in (0, 2, 3, 4):
+        return (st.cr0, 0, st.cr2, st.cr3, st.cr4)[n]
+    raise CpuFault(UD)
+
+
+CR_REGS = {getattr(Rg, f"CR{i}"): i for i in range(8) if hasattr(Rg, f"CR{i}")}
+DR_REGS = {getattr(Rg, f"DR{i}"): i for i in range(8) if hasattr(Rg, f"DR{i}")}
+
+
+def _dr_index(cpu, n: int) -> int:
+    if n in (4, 5):
+        if cpu.state.cr4 & CR4_DE:
+            raise CpuFault(UD)
+        n += 2
+    return n
+
+
+@helper(M.MOV)
+def h_mov(cpu, ins) -> int:
+    r0, r1 = ins.op0_register, ins.op1_register
+    st = cpu.state
+    if r0 in CR_REGS or r1 in CR_REGS:
+        require_cpl0(cpu)
+        if r0 in CR_REGS:
+            write_cr(cpu, CR_REGS[r0], get_reg(cpu, r1))
+            cpu.mode_changed()
+        else:
+            set_reg(cpu, r0, read_cr(cpu, CR_REGS[r1]))
+        return ins.next_ip32
+    if r0 in DR_REGS or r1 in DR_REGS:
+        require_cpl0(cpu)
+        if r0 in DR_REGS:
+            st.dr[_dr_index(cpu, DR_REGS[r0])] = get_reg(cpu, r1)
+        else:
+            set_reg(cpu, r0, st.dr[_dr_index(cpu, DR_REGS[r1])])
+        return ins.next_ip32
+    # mov sreg, r/m16
+    s = SREG[r0]
+    sel = read_op(cpu, ins, 1, 2)
+    cpu.segmentation.load(s, sel)
+    if s == SS:
+        cpu.interrupt_shadow = True
+    return ins.next_ip32
+
+
+@helper(M.POP)
+def h_pop_sreg(cpu, ins) -> int:
+    st = cpu.state
+    size = abs(ins.stack_pointer_increment) or 4
+    (v,) = transfers._pop_values(cpu, 1, size)
+    s = SREG[ins.op0_register]
+    cpu.segmentation.load(s, v & 0xFFFF)
+    transfers._set_esp(cpu, st.segs[SS], st.regs[4] + size)
+    if s == SS:
+        cpu.interrupt_shadow = True
+    return ins.next_ip32
+
+
+@helper(M.INVLPG)
+def h_invlpg(cpu, ins) -> int:
+    require_cpl0(cpu)
+    s = cpu.state.segs[SREG[ins.memory_segment]]
+    cpu.invlpg((s.base + ea(cpu, ins)) & 0xFFFFFFFF)
+    return ins.next_ip32
+
+
+@helper(M.INVD, M.WBINVD)
+def h_invd(cpu, ins) -> int:
+    require_cpl0(cpu)
+    return ins.next_ip32
+
+
+# --- descriptor inspection (unprivileged, and sensitive) ----------------------------------------
+LAR_TYPES = {1, 2, 3, 4, 5, 9, 0xB, 0xC}
+LSL_TYPES = {1, 2, 3, 9, 0xB}
+
+
+def _inspect(cpu, sel: int, valid_system: set):
+    if (sel & 0xFFFC) == 0:
+        return None
+    try:
+        d = cpu.segmentation.read_descriptor(sel)
+    except CpuFault:
+        return None
+    if not d.s and d.type not in valid_system:
+        return None
+    if not d.conforming:
+        if d.dpl < cpu.cpl or d.dpl < (sel & 3):
+            return None
+    return d
+
+
+def _set_zf(cpu, on: bool) -> None:
+    cpu.set_eflags(ZF if on else 0, ZF)
+
+
+@helper(M.LAR, M.LSL)
+def h_lar(cpu, ins) -> int:
+    sel = read_op(cpu, ins, 1, 2)
+    lar = ins.mnemonic == M.LAR
+    d = _inspect(cpu, sel, LAR_TYPES if lar else LSL_TYPES)
+    if d is None:
+        _set_zf(cpu, False)
+        return ins.next_ip32
+    size = GPR[ins.op0_register][1]
+    if lar:
+        v = (d.raw >> 32) & (0x00F0FF00 if size == 4 else 0xFF00)
+    else:
+        v = d.limit & (0xFFFFFFFF if size == 4 else 0xFFFF)
+    set_reg(cpu, ins.op0_register, v)
+    _set_zf(cpu, True)
+    return ins.next_ip32
+
+
+@helper(M.VERR, M.VERW)
+def h_verr(cpu, ins) -> int:
+    sel = read_op(cpu, ins, 0, 2)
+    d = _inspect(cpu, sel, set())
+    ok = d is not None and d.s
+    if ok:
+        ok = d.readable if ins.mnemonic == M.VERR else d.writable
+    _set_zf(cpu, bool(ok))
+    return ins.next_ip32
+
+
+@helper(M.ARPL)
+def h_arpl(cpu, ins) -> int:
+    dst = read_op(cpu, ins, 0, 2)
+    src = get_reg(cpu, ins.op1_register)
+    if dst & 3 < src & 3:
+        write_op(cpu, ins, 0, 2, (dst & ~3) | (src & 3))
+        _set_zf(cpu, True)
+    else:
+        _set_zf(cpu, False)
+    return ins.next_ip32
+
+
+# --- far pointers and far transfers --------------------------------------------------------------
+@helper(M.LDS, M.LES, M.LFS, M.LGS, M.LSS)
+def h_lds(cpu, ins) -> int:
+    size = GPR[ins.op0_register][1]
+    off = read_mem(cpu, ins, size)
+    sel = read_mem(cpu, ins, 2, size)
+    s = {M.LDS: 3, M.LES: 0, M.LFS: 4, M.LGS: 5, M.LSS: 2}[ins.mnemonic]
+    cpu.segmentation.load(s, sel)
+    set_reg(cpu, ins.op0_register, off)
+    return ins.next_ip32
+
+
+def _far_target(cpu, ins) -> tuple[int, int, int]:
+    k = ins.op0_kind
+    if k in (OK.FAR_BRANCH16, OK.FAR_BRANCH32):
+        size = 4 if k == OK.FAR_BRANCH32 else 2
+        off = ins.far_branch32 if size == 4 else ins.far_branch16
+        return ins.far_branch_selector, off, size
+    size = 2 if ix_code_is_16(ins.code) else 4
+    off = read_mem(cpu, ins, size)
+    sel = read_mem(cpu, ins, 2, size)
+    return sel, off, size
+
+
+@helper(M.JMP)
+def h_far_jmp(cpu, ins) -> int:
+    sel, off, size = _far_target(cpu, ins)
+    transfers.far_transfer(cpu, sel, off, size, False, ins.next_ip32)
+    return cpu.state.eip
+
+
+@helper(M.CALL)
+def h_far_call(cpu, ins) -> int:
+    sel, off, size = _far_target(cpu, ins)
+    transfers.far_transfer(cpu, sel, off, size, True, ins.next_ip32)
+    return cpu.state.eip
+
+
+@helper(M.RETF)
+def h_retf(cpu, ins) -> int:
+    size = 2 if ix_code_is_16(ins.code) else 4
+    transfers.far_return(cpu, size, ins.immediate16 if ins.op_count else 0)
+    return cpu.state.eip
+
+
+@helper(M.ENTER)
+def h_enter(cpu, ins) -> int:
+    st = cpu.state
+    size = 2 if ix_code_is_16(ins.code) else 4
+    alloc = ins.immediate16
+    level = ins.immediate8_2nd & 31
+    ss = st.segs[SS]
+    big = ss.big
+    m = 0xFFFFFFFF if big else 0xFFFF
+    esp, ebp = st.regs[4], st.regs[5]
+    vals = [ebp & ((1 << (8 * size)) - 1)]
+    frame = (esp - size) & m
+    for i in range(1, level):
+        off = (ebp - i * size) & m
+        vals.append(cpu.mmu.read(cpu.segmentation.linear(SS, off, size, False), size,
+                                 cpu.cpl == 3))
+    if level:
+        vals.append(frame)
+    new_esp = transfers._push_frame(cpu, ss, esp, vals, size, cpu.cpl == 3)
+    final = (new_esp - alloc) & m
+    # the final stack pointer must be usable (a fault here leaves registers alone)
+    cpu.segmentation.linear(SS, final, 1, True)
+    if size == 4:
+        st.regs[5] = frame
+    else:
+        st.regs[5] = (ebp & 0xFFFF0000) | (frame & 0xFFFF)
+    transfers._set_esp(cpu, ss, final)
+    return ins.next_ip32
+
+
+@helper(M.BOUND)
+def h_bound(cpu, ins) -> int:
+    size = GPR[ins.op0_register][1]
+    s = 1 << (8 * size - 1)
+    idx = (get_reg(cpu, ins.op0_register) ^ s) - s
+    lo = (read_mem(cpu, ins, size) ^ s) - s
+    hi = (read_mem(cpu, ins, size, size) ^ s) - s
+    if idx < lo or idx > hi:
+        raise CpuFault(BR)
+    return ins.next_ip32
+
+
+@helper(M.CMPXCHG8B)
+def h_cmpxchg8b(cpu, ins) -> int:
+    if ins.op0_kind != OK.MEMORY:
+        raise CpuFault(UD)
+    r = cpu.state.regs
+    lin = mem_linear(cpu, ins, 8, True)
+    user = cpu.cpl == 3
+    cpu.mmu.walk(lin, True, user)
+    cpu.mmu.walk(lin + 7, True, user)
+    old = cpu.mmu.read(lin, 4, user) | cpu.mmu.read(lin + 4, 4, user) << 32
+    if old == (r[0] | r[2] << 32):
+        cpu.mmu.write(lin, 4, r[3], user)
+        cpu.mmu.write(lin + 4, 4, r[1], user)
+        _set_zf(cpu, True)
+    else:
+        cpu.mmu.write(lin, 4, old & 0xFFFFFFFF, user)
+        cpu.mmu.write(lin + 4, 4, old >> 32, user)
+        r[0], r[2] = old & 0xFFFFFFFF, old >> 32
+        _set_zf(cpu, False)
+    return ins.next_ip32
+
+
+# --- x87 / MMX / SSE: there is no FPU ----------------------------------------------------------
+def h_fpu(cpu, ins) -> int:
+    """No floating point unit: #NM or #UD exactly as CR0.EM/TS (and CR4.OSFXSR) direct."""
+    cr0, cr4 = cpu.state.cr0, cpu.state.cr4
+    feats = set(ins.cpuid_features())
+    F = ix.CpuidFeature
+    if ins.mnemonic in (M.WAIT,):       # FWAIT: #NM only when both MP and TS are set
+        if cr0 & CR0_MP and cr0 & CR0_TS:
+            raise CpuFault(NM)
+        return ins.next_ip32
+    if F.FPU in feats or F.FPU287 in feats or F.FPU387 in feats:
+        if cr0 & (CR0_EM | CR0_TS):
+            raise CpuFault(NM)
+        raise CpuFault(UD)
+    # MMX / SSE
+    if cr0 & CR0_EM:
+        raise CpuFault(UD)
+    sse = any(f in feats for f in (F.SSE, F.SSE2, F.SSE3, F.SSSE3, F.SSE4_1, F.SSE4_2, F.FXSR))
+    if sse and not cr4 & CR4_OSFXSR:
+        raise CpuFault(UD)
+    if cr0 & CR0_TS:
+        raise CpuFault(NM)
+    raise CpuFault(UD)
+
+
+def fpu_class(ins: ix.Instruction) -> bool:
+    F = ix.CpuidFeature
+    feats = set(ins.cpuid_features())
+    return bool(feats & {F.FPU, F.FPU287, F.FPU387, F.MMX, F.SSE, F.SSE2, F.SSE3, F.SSSE3,
+                         F.SSE4_1, F.SSE4_2, F.FXSR}) or ins.mnemonic == M.WAIT
+
+
+def run_helper(cpu, ins: ix.Instruction) -> int:
+    fn = HELPERS.get(ins.mnemonic)
+    if fn is None:
+        if fpu_class(ins):
+            return h_fpu(cpu, ins)
+        raise CpuFault(UD)
+    return fn(cpu, ins)

@@ -1,0 +1,288 @@
+"""Control transfers that cross segments or privilege levels.
+
+Interrupt and exception delivery through IDT gates (with the TSS stack switch),
+IRET, far CALL/JMP (to code segments and through call gates) and far RET —
+the machinery of SDM Vol. 3 §5.8 and §6.12 that decides what a ring may do.
+Each function checks everything first, then pushes, then commits registers,
+so a fault leaves the CPU as it was before the instruction.
+"""
+
+from __future__ import annotations
+
+from .faults import GP, NP, SS, CpuFault
+from .segments import (CALL_GATE16, Descriptor, CALL_GATE32, INT_GATE16, INT_GATE32, TRAP_GATE16,
+                       TRAP_GATE32, check_access)
+from .state import CS, IF, IOPL_MASK, NT, RF, SS as SREG_SS, TF, VM, Segment
+
+AC, ID, VIF, VIP = 0x40000, 0x200000, 0x80000, 0x100000
+
+
+def _push_frame(cpu, ss: Segment, esp: int, vals: list[int], size: int, user: bool) -> int:
+    """Write ``vals`` (first pushed first) below ``esp`` on stack ``ss``; return the new ESP."""
+    big = ss.big
+    m = 0xFFFFFFFF if big else 0xFFFF
+    new = (esp - size * len(vals)) & m
+    addrs = []
+    for j in range(len(vals)):
+        off = (new + (len(vals) - 1 - j) * size) & m
+        addrs.append(check_access(ss, off, size, True, SS))
+    for a, v in zip(addrs, vals):
+        cpu.mmu.write(a, size, v & ((1 << (8 * size)) - 1), user)
+    return (esp & ~m & 0xFFFFFFFF) | new if not big else new
+
+
+def _pop_values(cpu, n: int, size: int, skip: int = 0) -> list[int]:
+    """Read ``n`` stack values starting ``skip`` bytes above ESP (no ESP change)."""
+    st = cpu.state
+    ss = st.segs[SREG_SS]
+    m = 0xFFFFFFFF if ss.big else 0xFFFF
+    esp = st.regs[4]
+    out = []
+    for j in range(n):
+        off = (esp + skip + j * size) & m
+        out.append(cpu.mmu.read(check_access(ss, off, size, False, SS), size, cpu.cpl == 3))
+    return out
+
+
+def _set_esp(cpu, ss: Segment, value: int) -> None:
+    st = cpu.state
+    if ss.big:
+        st.regs[4] = value & 0xFFFFFFFF
+    else:
+        st.regs[4] = (st.regs[4] & 0xFFFF0000) | (value & 0xFFFF)
+
+
+def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: int) -> None:
+    """Enter the handler for ``vector`` through the IDT (protected mode)."""
+    st = cpu.state
+    seg = cpu.segmentation
+    ext = 0 if soft else 1
+    idt_err = vector * 8 + 2 + ext
+    if vector * 8 + 7 > st.idtr.limit:
+        raise CpuFault(GP, idt_err)
+    addr = st.idtr.base + vector * 8
+    raw = cpu.mmu.read(addr, 4, False) | cpu.mmu.read(addr + 4, 4, False) << 32
+    gate = Descriptor(raw, addr)
+    if gate.s or gate.type not in (INT_GATE16, TRAP_GATE16, INT_GATE32, TRAP_GATE32):
+        raise CpuFault(GP, idt_err)     # task gates are not supported: see docs/hardware.md
+    cpl = cpu.cpl
+    if soft and gate.dpl < cpl:
+        raise CpuFault(GP, vector * 8 + 2)
+    if not gate.present:
+        raise CpuFault(NP, idt_err)
+    sel = gate.gate_selector
+    cd = seg.check_code_target(sel, ext)
+    if cd.dpl > cpl:
+        raise CpuFault(GP, (sel & 0xFFFC) | ext)
+    if not cd.present:
+        raise CpuFault(NP, (sel & 0xFFFC) | ext)
+    gate32 = bool(gate.type & 8)
+    size = 4 if gate32 else 2
+    offset = gate.gate_offset if gate32 else gate.gate_offset & 0xFFFF
+    if offset > cd.limit:
+        raise CpuFault(GP, ext)
+    eflags = cpu.get_eflags()
+    old_cs = st.segs[CS].selector
+    err = [] if error_code is None else [error_code]
+    if not cd.conforming and cd.dpl < cpl:
+        new_cpl = cd.dpl
+        ss_sel, new_esp = seg.load_tss_stack(new_cpl, ext)
+        new_ss = seg.check_new_ss(ss_sel, new_cpl, ext)
+        vals = [st.segs[SREG_SS].selector, st.regs[4], eflags, old_cs, return_eip] + err
+        esp = _push_frame(cpu, new_ss, new_esp, vals, size, new_cpl == 3)
+    else:
+        new_cpl = cpl
+        new_ss = st.segs[SREG_SS]
+        esp = _push_frame(cpu, new_ss, st.regs[4], [eflags, old_cs, return_eip] + err, size,
+                          cpl == 3)
+    seg.set_accessed(cd)
+    st.segs[CS] = cd.segment((sel & 0xFFFC) | new_cpl)
+    if new_ss is not st.segs[SREG_SS]:
+        st.segs[SREG_SS] = new_ss
+        st.regs[4] = esp
+    else:
+        _set_esp(cpu, new_ss, esp)
+    clear = TF | NT | RF | VM
+    if gate.type in (INT_GATE16, INT_GATE32):
+        clear |= IF
+    st.eflags &= ~clear
+    st.eip = offset
+    cpu.mode_changed()
+
+
+def _check_return_cs(cpu, sel: int) -> "Descriptor":
+    seg = cpu.segmentation
+    cpl = cpu.cpl
+    if (sel & 0xFFFC) == 0:
+        raise CpuFault(GP, 0)
+    d = seg.read_descriptor(sel)
+    err = sel & 0xFFFC
+    rpl = sel & 3
+    if not d.is_code or rpl < cpl:
+        raise CpuFault(GP, err)
+    if d.conforming and d.dpl > rpl:
+        raise CpuFault(GP, err)
+    if not d.conforming and d.dpl != rpl:
+        raise CpuFault(GP, err)
+    if not d.present:
+        raise CpuFault(NP, err)
+    return d
+
+
+def _check_return_ss(cpu, sel: int, rpl_cs: int) -> Segment:
+    seg = cpu.segmentation
+    if (sel & 0xFFFC) == 0:
+        raise CpuFault(GP, 0)
+    d = seg.read_descriptor(sel)
+    err = sel & 0xFFFC
+    if sel & 3 != rpl_cs or not d.writable or d.dpl != rpl_cs:
+        raise CpuFault(GP, err)
+    if not d.present:
+        raise CpuFault(SS, err)
+    seg.set_accessed(d)
+    return d.segment(sel)
+
+
+def iret(cpu, size: int) -> None:
+    """IRET in protected mode (same privilege or to an outer ring)."""
+    st = cpu.state
+    if st.eflags & NT:
+        raise CpuFault(GP, 0)   # nested-task return: task switching is not supported
+    eip, cs_sel, fl = _pop_values(cpu, 3, size)
+    cs_sel &= 0xFFFF
+    old_cpl = cpu.cpl
+    if size == 4 and fl & VM and old_cpl == 0:
+        raise CpuFault(GP, 0)   # return to virtual-8086 mode is not supported
+    d = _check_return_cs(cpu, cs_sel)
+    rpl = cs_sel & 3
+    outer = rpl > old_cpl
+    if outer:
+        new_esp, ss_sel = _pop_values(cpu, 2, size, 3 * size)
+        new_ss = _check_return_ss(cpu, ss_sel & 0xFFFF, rpl)
+    if eip > d.limit:
+        raise CpuFault(GP, 0)
+    # commit
+    mask = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | TF | 0x400 | 0x800 | NT
+    if size == 4:
+        mask |= RF | AC | ID
+    iopl = (st.eflags & IOPL_MASK) >> 12
+    if old_cpl <= iopl:
+        mask |= IF
+    if old_cpl == 0:
+        mask |= IOPL_MASK
+        if size == 4:
+            mask |= VIF | VIP
+    cpu.set_eflags(fl, mask)
+    cpu.segmentation.set_accessed(d)
+    st.segs[CS] = d.segment(cs_sel)
+    st.eip = eip if size == 4 else eip & 0xFFFF
+    if outer:
+        st.segs[SREG_SS] = new_ss
+        _set_esp(cpu, new_ss, new_esp)
+        cpu.segmentation.null_outer_data_segments(rpl)
+    else:
+        _set_esp(cpu, st.segs[SREG_SS], st.regs[4] + 3 * size)
+    cpu.mode_changed()
+
+
+def far_return(cpu, size: int, imm: int) -> None:
+    """RETF [imm16] in protected mode."""
+    st = cpu.state
+    eip, cs_sel = _pop_values(cpu, 2, size)
+    cs_sel &= 0xFFFF
+    old_cpl = cpu.cpl
+    d = _check_return_cs(cpu, cs_sel)
+    rpl = cs_sel & 3
+    outer = rpl > old_cpl
+    if outer:
+        new_esp, ss_sel = _pop_values(cpu, 2, size, 2 * size + imm)
+        new_ss = _check_return_ss(cpu, ss_sel & 0xFFFF, rpl)
+    if eip > d.limit:
+        raise CpuFault(GP, 0)
+    cpu.segmentation.set_accessed(d)
+    st.segs[CS] = d.segment(cs_sel)
+    st.eip = eip if size == 4 else eip & 0xFFFF
+    if outer:
+        st.segs[SREG_SS] = new_ss
+        _set_esp(cpu, new_ss, new_esp + imm)
+        cpu.segmentation.null_outer_data_segments(rpl)
+    else:
+        _set_esp(cpu, st.segs[SREG_SS], st.regs[4] + 2 * size + imm)
+    cpu.mode_changed()
+
+
+def far_transfer(cpu, sel: int, offset: int, size: int, call: bool, return_eip: int) -> None:
+    """Far JMP or CALL to ``sel:offset``: a code segment or a call gate."""
+    st = cpu.state
+    seg = cpu.segmentation
+    cpl = cpu.cpl
+    sel &= 0xFFFF
+    if (sel & 0xFFFC) == 0:
+        raise CpuFault(GP, 0)
+    d = seg.read_descriptor(sel)
+    err = sel & 0xFFFC
+    rpl = sel & 3
+    if d.is_code:
+        if d.conforming:
+            if d.dpl > cpl:
+                raise CpuFault(GP, err)
+        elif rpl > cpl or d.dpl != cpl:
+            raise CpuFault(GP, err)
+        if not d.present:
+            raise CpuFault(NP, err)
+        if size == 2:
+            offset &= 0xFFFF
+        if offset > d.limit:
+            raise CpuFault(GP, 0)
+        if call:
+            esp = _push_frame(cpu, st.segs[SREG_SS], st.regs[4],
+                              [st.segs[CS].selector, return_eip], size, cpl == 3)
+            _set_esp(cpu, st.segs[SREG_SS], esp)
+        seg.set_accessed(d)
+        st.segs[CS] = d.segment((sel & 0xFFFC) | cpl)
+        st.eip = offset
+        cpu.mode_changed()
+        return
+    if d.s or d.type not in (CALL_GATE16, CALL_GATE32):
+        raise CpuFault(GP, err)    # task gates and TSS targets: task switching is not supported
+    # through a call gate
+    if d.dpl < cpl or d.dpl < rpl:
+        raise CpuFault(GP, err)
+    if not d.present:
+        raise CpuFault(NP, err)
+    gsel = d.gate_selector
+    cd = seg.check_code_target(gsel)
+    gerr = gsel & 0xFFFC
+    if cd.dpl > cpl:
+        raise CpuFault(GP, gerr)
+    if not call and ((not cd.conforming and cd.dpl != cpl)):
+        raise CpuFault(GP, gerr)
+    if not cd.present:
+        raise CpuFault(NP, gerr)
+    gsize = 4 if d.type == CALL_GATE32 else 2
+    target = d.gate_offset if gsize == 4 else d.gate_offset & 0xFFFF
+    if target > cd.limit:
+        raise CpuFault(GP, 0)
+    if call and not cd.conforming and cd.dpl < cpl:
+        new_cpl = cd.dpl
+        ss_sel, new_esp = seg.load_tss_stack(new_cpl, 0)
+        new_ss = seg.check_new_ss(ss_sel, new_cpl, 0)
+        nparams = d.gate_params
+        # parameters keep their order on the new stack: the one at the old ESP ends up lowest
+        params = _pop_values(cpu, nparams, gsize) if nparams else []
+        vals = [st.segs[SREG_SS].selector, st.regs[4]] + params[::-1] + \
+            [st.segs[CS].selector, return_eip]
+        esp = _push_frame(cpu, new_ss, new_esp, vals, gsize, new_cpl == 3)
+        seg.set_accessed(cd)
+        st.segs[CS] = cd.segment((gsel & 0xFFFC) | new_cpl)
+        st.segs[SREG_SS] = new_ss
+        st.regs[4] = esp
+    else:
+        if call:
+            esp = _push_frame(cpu, st.segs[SREG_SS], st.regs[4],
+                              [st.segs[CS].selector, return_eip], gsize, cpl == 3)
+            _set_esp(cpu, st.segs[SREG_SS], esp)
+        seg.set_accessed(cd)
+        st.segs[CS] = cd.segment((gsel & 0xFFFC) | cpl)
+    st.eip = target
+    cpu.mode_changed()

@@ -1,0 +1,481 @@
+"""Translate a basic block of x86 code into a Python function.
+
+The generated function keeps the general registers it touches in locals
+(``r0``..``r7``), computes every arithmetic flag lazily — the translator knows
+which instruction last wrote each flag, and turns a ``jcc`` into a direct
+comparison of that instruction's operands — and reaches memory through the
+TLB dictionaries of :mod:`ringvisor.hw.mmu`.
+
+Exceptions are precise: an instruction performs all its checks and memory
+accesses before it assigns a register, and the local ``n`` says which
+instruction is executing, so the block's ``except`` clause can write back the
+registers and flags exactly as they stood before the faulting instruction and
+point EIP at it.
+
+Instructions that touch system state (segment loads, control registers,
+interrupts, I/O...) are executed by Python *helpers* on the CPU object; such an
+instruction always ends its block, after the block has written its state back.
+
+``dump`` mode keeps the generated source so a reader can see what a block
+became (``ringvisor run --trace``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import iced_x86 as ix
+
+from . import flags as F
+from .faults import CpuFault
+
+M32 = 0xFFFFFFFF
+FLAG_BITS = {"cf": 0x1, "pf": 0x4, "af": 0x10, "zf": 0x40, "sf": 0x80, "of": 0x800}
+ALL_FLAGS = ("cf", "pf", "af", "zf", "sf", "of")
+
+
+# --- register table: iced register -> (index, size in bytes, high byte) --------
+def _build_regs() -> dict[int, tuple[int, int, bool]]:
+    R = ix.Register
+    t: dict[int, tuple[int, int, bool]] = {}
+    for i, n in enumerate(("EAX", "ECX", "EDX", "EBX", "ESP", "EBP", "ESI", "EDI")):
+        t[getattr(R, n)] = (i, 4, False)
+    for i, n in enumerate(("AX", "CX", "DX", "BX", "SP", "BP", "SI", "DI")):
+        t[getattr(R, n)] = (i, 2, False)
+    for i, n in enumerate(("AL", "CL", "DL", "BL")):
+        t[getattr(R, n)] = (i, 1, False)
+    for i, n in enumerate(("AH", "CH", "DH", "BH")):
+        t[getattr(R, n)] = (i, 1, True)
+    return t
+
+
+GPR = _build_regs()
+SREG = {ix.Register.ES: 0, ix.Register.CS: 1, ix.Register.SS: 2, ix.Register.DS: 3,
+        ix.Register.FS: 4, ix.Register.GS: 5}
+MASK = {1: 0xFF, 2: 0xFFFF, 4: M32}
+SIGN = {1: 0x80, 2: 0x8000, 4: 0x80000000}
+ALIGN_KEY = {1: 0xFFFFF000, 2: 0xFFFFF001, 4: 0xFFFFF003}
+VIEW = {1: ("M8", 0), 2: ("M16", 1), 4: ("M32", 2)}
+
+
+@dataclass
+class Mode:
+    """The CPU mode bits that change what a block of code means."""
+
+    cpl: int
+    cs32: bool
+    ss32: bool
+    df: bool
+    flat: int          # bit s set: segment register s is flat (base 0, 4 GiB, usable, writable)
+
+    @property
+    def key(self) -> int:
+        return self.cpl | self.cs32 << 2 | self.ss32 << 3 | self.df << 4 | self.flat << 5
+
+    @property
+    def user(self) -> bool:
+        return self.cpl == 3
+
+
+class Group:
+    """The flags produced by one instruction of the block, kept symbolically."""
+
+    __slots__ = ("kind", "size", "res", "a", "b")
+
+    def __init__(self, kind: int, size: int, res: str, a: str, b: str) -> None:
+        self.kind, self.size, self.res, self.a, self.b = kind, size, res, a, b
+
+
+@dataclass
+class Translation:
+    """A translated block: its function, where it came from, and its source."""
+
+    fn: object
+    eip: int
+    phys_pages: tuple[int, ...]
+    n_insns: int
+    source: str = ""
+    size: int = 0
+
+
+class Unsupported(Exception):
+    """No semantics for this instruction: it raises #UD when executed."""
+
+
+@dataclass
+class BlockBuilder:
+    mode: Mode
+    lines: list[str] = field(default_factory=list)
+    ind: int = 2
+    ntmp: int = 0
+    used: set = field(default_factory=set)
+    dirty: set = field(default_factory=set)
+    # flag name -> ("entry",) | ("grp", Group) | ("var", name)
+    fsrc: dict = field(default_factory=lambda: {f: ("entry",) for f in ALL_FLAGS})
+    entry_flags_var: str | None = None
+    snapshots: list = field(default_factory=list)   # (index, eip, fsrc copy)
+    consts: list = field(default_factory=list)      # closure constants (instructions for helpers)
+    ends: bool = False
+    index: int = 0
+
+    # -- emission ----------------------------------------------------------------
+    def emit(self, line: str) -> None:
+        self.lines.append("    " * self.ind + line)
+
+    def tmp(self, prefix: str = "t") -> str:
+        self.ntmp += 1
+        return f"{prefix}{self.ntmp}"
+
+    def let(self, expr: str, prefix: str = "t") -> str:
+        v = self.tmp(prefix)
+        self.emit(f"{v} = {expr}")
+        return v
+
+    def const(self, obj: object) -> str:
+        self.consts.append(obj)
+        return f"K{len(self.consts) - 1}"
+
+    # -- registers ---------------------------------------------------------------
+    def reg(self, i: int) -> str:
+        self.used.add(i)
+        return f"r{i}"
+
+    def read_reg(self, r: int) -> str:
+        i, size, high = GPR[r]
+        v = self.reg(i)
+        if size == 4:
+            return v
+        if high:
+            return f"(({v} >> 8) & 0xFF)"
+        return f"({v} & {MASK[size]:#x})"
+
+    def write_reg(self, r: int, expr: str) -> None:
+        """Assign an already-masked value to a register."""
+        i, size, high = GPR[r]
+        v = self.reg(i)
+        self.dirty.add(i)
+        if size == 4:
+            self.emit(f"{v} = {expr}")
+        elif high:
+            self.emit(f"{v} = ({v} & 0xFFFF00FF) | ({expr} << 8)")
+        else:
+            self.emit(f"{v} = ({v} & {M32 ^ MASK[size]:#x}) | {expr}")
+
+    def set_reg32(self, i: int, expr: str) -> None:
+        self.reg(i)
+        self.dirty.add(i)
+        self.emit(f"r{i} = {expr}")
+
+    # -- addresses and memory ----------------------------------------------------
+    def ea(self, ins: ix.Instruction) -> str:
+        """The effective address (offset within the segment) of ``ins``'s memory operand."""
+        parts = []
+        base, index = ins.memory_base, ins.memory_index
+        a16 = False
+        if base != ix.Register.NONE:
+            i, size, _ = GPR[base]
+            a16 = size == 2
+            parts.append(self.reg(i))
+        if index != ix.Register.NONE:
+            i, size, _ = GPR[index]
+            a16 = size == 2
+            sc = ins.memory_index_scale
+            parts.append(self.reg(i) if sc == 1 else f"{self.reg(i)} * {sc}")
+        disp = ins.memory_displacement
+        if a16 or ins.memory_displ_size == 2:
+            a16 = True
+        mask = 0xFFFF if a16 else M32
+        if a16 and parts:
+            parts = [f"({p} & 0xFFFF)" if " " not in p else f"(({p}) & 0xFFFF)" for p in parts]
+        disp &= mask
+        if disp:
+            parts.append(f"{disp:#x}")
+        if not parts:
+            return f"{disp:#x}"
+        if len(parts) == 1 and not disp:
+            return parts[0]
+        return f"(({' + '.join(parts)}) & {mask:#x})"
+
+    def linear(self, seg: int, off: str, size: int, write: bool) -> str:
+        """A local holding the linear address of ``seg:off`` (checked if not flat)."""
+        if self.mode.flat >> seg & 1:
+            if off.isidentifier():
+                return off
+            return self.let(off, "a")
+        return self.let(f"LIN({seg}, {off}, {size}, {int(write)})", "a")
+
+    def mem_linear(self, ins: ix.Instruction, size: int, write: bool) -> str:
+        return self.linear(SREG[ins.memory_segment], self.ea(ins), size, write)
+
+    def load(self, lin: str, size: int) -> str:
+        view, sh = VIEW[size]
+        tlb = "TRU" if self.mode.user else "TRS"
+        d = self.tmp("d")
+        v = self.tmp()
+        idx = f"({lin} + {d})" if not sh else f"({lin} + {d}) >> {sh}"
+        self.emit(f"{d} = {tlb}.get({lin} & {ALIGN_KEY[size]:#x})")
+        self.emit(f"{v} = {view}[{idx}] if {d} is not None else RD({lin}, {size}, {int(self.mode.user)})")
+        return v
+
+    def store(self, lin: str, size: int, val: str) -> None:
+        view, sh = VIEW[size]
+        tlb = "TWU" if self.mode.user else "TWS"
+        d = self.tmp("d")
+        idx = f"{lin} + {d}" if not sh else f"({lin} + {d}) >> {sh}"
+        self.emit(f"{d} = {tlb}.get({lin} & {ALIGN_KEY[size]:#x})")
+        self.emit(f"if {d} is not None: {view}[{idx}] = {val}")
+        self.emit(f"else: WR({lin}, {size}, {val}, {int(self.mode.user)})")
+
+    def rmw_begin(self, lin: str, size: int) -> tuple[str, str]:
+        """Read for a read-modify-write: probes the write TLB so the write cannot miss."""
+        view, sh = VIEW[size]
+        tlb = "TWU" if self.mode.user else "TWS"
+        d = self.tmp("d")
+        v = self.tmp()
+        idx = f"({lin} + {d})" if not sh else f"({lin} + {d}) >> {sh}"
+        self.emit(f"{d} = {tlb}.get({lin} & {ALIGN_KEY[size]:#x})")
+        self.emit(f"{v} = {view}[{idx}] if {d} is not None else RD({lin}, {size}, {int(self.mode.user)})")
+        return v, d
+
+    def rmw_end(self, lin: str, size: int, d: str, val: str) -> None:
+        view, sh = VIEW[size]
+        idx = f"{lin} + {d}" if not sh else f"({lin} + {d}) >> {sh}"
+        self.emit(f"if {d} is not None: {view}[{idx}] = {val}")
+        self.emit(f"else: WR({lin}, {size}, {val}, {int(self.mode.user)})")
+
+    # -- operands ------------------------------------------------------------------
+    def op_size(self, ins: ix.Instruction, i: int) -> int:
+        k = ins.op_kind(i)
+        if k == ix.OpKind.REGISTER:
+            return GPR[ins.op_register(i)][1]
+        if k == ix.OpKind.MEMORY:
+            return ins.memory_size and ix.MemorySizeExt.size(ins.memory_size) or 4
+        raise Unsupported(f"operand size of kind {k}")
+
+    def read_op(self, ins: ix.Instruction, i: int, size: int) -> str:
+        k = ins.op_kind(i)
+        if k == ix.OpKind.REGISTER:
+            return self.read_reg(ins.op_register(i))
+        if k == ix.OpKind.MEMORY:
+            return self.load(self.mem_linear(ins, size, False), size)
+        return f"{imm(ins, i, size):#x}"
+
+    def stack_push(self, vals: list[str], size: int) -> None:
+        """Push values (first pushed first). Memory is written before ESP changes."""
+        sp = self.reg(4)
+        if self.mode.ss32:
+            addrs = []
+            for j, _ in enumerate(vals):
+                addrs.append(f"({sp} - {(j + 1) * size}) & 0xFFFFFFFF")
+            new_sp = self.let(addrs[-1], "s")
+            for j, v in enumerate(vals):
+                off = (len(vals) - 1 - j) * size
+                a = new_sp if off == 0 else self.let(f"({new_sp} + {off}) & 0xFFFFFFFF", "s")
+                lin = self.linear(2, a, size, True)
+                self.store(lin, size, v)
+            self.set_reg32(4, new_sp)
+        else:
+            new_sp = self.let(f"({sp} - {len(vals) * size}) & 0xFFFF", "s")
+            for j, v in enumerate(vals):
+                off = (len(vals) - 1 - j) * size
+                a = self.let(f"({new_sp} + {off}) & 0xFFFF", "s")
+                lin = self.linear(2, a, size, True)
+                self.store(lin, size, v)
+            self.set_reg32(4, f"({sp} & 0xFFFF0000) | {new_sp}")
+
+    def stack_pop(self, count: int, size: int, extra: int = 0) -> list[str]:
+        """Pop values (returns them in pop order); ESP is updated by the caller via pop_commit."""
+        sp = self.reg(4)
+        vals = []
+        m = 0xFFFFFFFF if self.mode.ss32 else 0xFFFF
+        for j in range(count):
+            a = sp if j == 0 and m == M32 else self.let(f"({sp} + {j * size}) & {m:#x}", "s")
+            lin = self.linear(2, a, size, False)
+            vals.append(self.load(lin, size))
+        self._pending_sp = (count * size + extra, m)
+        return vals
+
+    def pop_commit(self) -> None:
+        n, m = self._pending_sp
+        sp = self.reg(4)
+        if m == M32:
+            self.set_reg32(4, f"({sp} + {n}) & 0xFFFFFFFF")
+        else:
+            self.set_reg32(4, f"({sp} & 0xFFFF0000) | (({sp} + {n}) & 0xFFFF)")
+
+    # -- flags -------------------------------------------------------------------
+    def set_group(self, kind: int, size: int, res: str, a: str, b: str,
+                  which: tuple[str, ...] = ALL_FLAGS) -> None:
+        g = Group(kind, size, res, a, b)
+        for f in which:
+            self.fsrc[f] = ("grp", g)
+
+    def set_flag_var(self, f: str, var: str) -> None:
+        self.fsrc[f] = ("var", var)
+
+    def entry_flags(self) -> str:
+        if self.entry_flags_var is None:
+            self.entry_flags_var = "ef"
+            # emitted at the top of the function body (see finish)
+        return "ef"
+
+    def flag(self, f: str) -> str:
+        """An expression that is truthy exactly when flag ``f`` is set."""
+        src = self.fsrc[f]
+        if src[0] == "entry":
+            return f"({self.entry_flags()} & {FLAG_BITS[f]:#x})"
+        if src[0] == "var":
+            return src[1]
+        return group_flag(src[1], f)
+
+    def flag01(self, f: str) -> str:
+        """An expression worth exactly 0 or 1."""
+        src = self.fsrc[f]
+        if src[0] == "var":
+            return src[1]
+        return f"(1 if {self.flag(f)} else 0)"
+
+    def capture_flags(self, which=ALL_FLAGS) -> None:
+        """Pin flags into 0/1 locals (before code that may or may not overwrite them)."""
+        for f in which:
+            if self.fsrc[f][0] != "var":
+                self.fsrc[f] = ("var", self.let(self.flag01(f), "f"))
+
+    def cond(self, cc: int) -> str:
+        """A Python expression for x86 condition code ``cc`` (0..15)."""
+        neg = cc & 1
+        base = cc >> 1
+        e = None
+        srcs = {self.fsrc[f][0] == "grp" and self.fsrc[f][1] for f in ("cf", "zf", "sf", "of")}
+        g = self.fsrc["zf"][1] if self.fsrc["zf"][0] == "grp" else None
+        if g is not None and len(srcs) == 1:
+            e = group_cond(g, base)
+        if e is None:
+            fl = self.flag
+            e = {0: fl("of"), 1: fl("cf"), 2: fl("zf"), 3: f"({fl('cf')} or {fl('zf')})",
+                 4: fl("sf"), 5: fl("pf"),
+                 6: f"((not {fl('sf')}) != (not {fl('of')}))",
+                 7: f"({fl('zf')} or ((not {fl('sf')}) != (not {fl('of')})))"}[base]
+        return f"(not {e})" if neg else f"({e})"
+
+    def flags_store_code(self, fsrc: dict) -> list[str]:
+        """Statements writing the flags described by ``fsrc`` into the CPU's lazy record."""
+        kinds = {fsrc[f][0] for f in ALL_FLAGS}
+        if kinds == {"entry"}:
+            return []
+        groups = {id(fsrc[f][1]) for f in ALL_FLAGS if fsrc[f][0] == "grp"}
+        if kinds == {"grp"} and len(groups) == 1:
+            g = fsrc["zf"][1]
+            return [f"C.lf_op = {F.op_code(g.kind, g.size * 8)}; C.lf_res = {g.res}; "
+                    f"C.lf_a = {g.a}; C.lf_b = {g.b}"]
+        saved = self.fsrc
+        self.fsrc = fsrc
+        try:
+            g = fsrc["zf"][1] if fsrc["zf"][0] == "grp" else None
+            if g is not None and g.kind in (F.INC, F.DEC) and \
+                    all(fsrc[f][0] == "grp" and fsrc[f][1] is g for f in ALL_FLAGS if f != "cf"):
+                # INC/DEC keep CF: the lazy record carries it in ``b``
+                return [f"C.lf_op = {F.op_code(g.kind, g.size * 8)}; C.lf_res = {g.res}; "
+                        f"C.lf_a = {g.a}; C.lf_b = {self.flag01('cf')}"]
+            bits = " | ".join(f"({FLAG_BITS[f]:#x} if {self.flag(f)} else 0)" for f in ALL_FLAGS)
+        finally:
+            self.fsrc = saved
+        return [f"C.lf_op = 0; C.lf_res = {bits}"]
+
+    # -- per-instruction bookkeeping ---------------------------------------------
+    def begin_insn(self, index: int, eip: int) -> None:
+        self.index = index
+        self.emit(f"n = {index}")
+        self.snapshots.append((index, eip, dict(self.fsrc)))
+
+
+def imm(ins: ix.Instruction, i: int, size: int) -> int:
+    k = ins.op_kind(i)
+    OK = ix.OpKind
+    if k == OK.IMMEDIATE8:
+        return ins.immediate8
+    if k == OK.IMMEDIATE16:
+        return ins.immediate16
+    if k == OK.IMMEDIATE32:
+        return ins.immediate32
+    if k in (OK.IMMEDIATE8TO16, OK.IMMEDIATE8TO32):
+        return ins.immediate(i) & MASK[size]
+    if k == OK.IMMEDIATE8_2ND:
+        return ins.immediate8_2nd
+    return ins.immediate(i) & MASK[size]
+
+
+def group_flag(g: Group, f: str) -> str:
+    """Truthy-when-set expression for flag ``f`` of group ``g``."""
+    k, size, res, a, b = g.kind, g.size, g.res, g.a, g.b
+    sign = SIGN[size]
+    if f == "zf":
+        return f"({res} == 0)"
+    if f == "sf":
+        return f"({res} & {sign:#x})"
+    if f == "pf":
+        return f"PAR[{res} & 0xFF]"
+    if k == F.LOGIC:
+        return "0" if f in ("cf", "of", "af") else None
+    if f == "af":
+        if k == F.INC:
+            return f"(({res} & 0xF) == 0)"
+        if k == F.DEC:
+            return f"(({res} & 0xF) == 0xF)"
+        if k == F.NEG:
+            return f"(({a} ^ {res}) & 0x10)"
+        return f"(({a} ^ {b} ^ {res}) & 0x10)"
+    if f == "cf":
+        if k == F.ADD:
+            return f"({res} < {a})"
+        if k == F.ADC:
+            return f"({a} + {b} + 1 > {MASK[size]:#x})"
+        if k == F.SUB:
+            return f"({a} < {b})"
+        if k == F.SBB:
+            return f"({a} <= {b})"
+        if k == F.NEG:
+            return f"({a} != 0)"
+        if k in (F.INC, F.DEC):
+            return f"({b} & 1)"
+    if f == "of":
+        if k in (F.ADD, F.ADC):
+            return f"(({a} ^ {res}) & ({b} ^ {res}) & {sign:#x})"
+        if k in (F.SUB, F.SBB):
+            return f"(({a} ^ {b}) & ({a} ^ {res}) & {sign:#x})"
+        if k == F.INC:
+            return f"({res} == {sign:#x})"
+        if k == F.DEC:
+            return f"({res} == {sign - 1:#x})"
+        if k == F.NEG:
+            return f"({res} == {sign:#x})"
+    raise AssertionError((k, f))
+
+
+def group_cond(g: Group, base: int) -> str | None:
+    """Fast forms of conditions when CF/ZF/SF/OF all come from one group."""
+    k, size, res, a, b = g.kind, g.size, g.res, g.a, g.b
+    sign = SIGN[size]
+    if base == 2:
+        return f"{res} == 0"
+    if base == 4:
+        return f"{res} & {sign:#x}"
+    if k == F.SUB:
+        if base == 1:
+            return f"{a} < {b}"
+        if base == 3:
+            return f"{a} <= {b}"
+        if base == 6:
+            return f"({a} ^ {sign:#x}) < ({b} ^ {sign:#x})"
+        if base == 7:
+            return f"({a} ^ {sign:#x}) <= ({b} ^ {sign:#x})"
+    if k == F.LOGIC:
+        if base in (0, 1):
+            return "False"
+        if base == 3:
+            return f"{res} == 0"
+        if base == 6:
+            return f"{res} & {sign:#x}"
+        if base == 7:
+            return f"{res} == 0 or {res} & {sign:#x}"
+    return None
