@@ -56,7 +56,7 @@ class CodeCache:
             "M8": mem.m8, "M16": mem.m16, "M32": mem.m32,
             "TRS": mmu.tr_s, "TWS": mmu.tw_s, "TRU": mmu.tr_u, "TWU": mmu.tw_u,
             "RD": mmu.read, "WR": mmu.write, "LIN": cpu.segmentation.linear,
-            "FL": cpu.arith_flags, "PAR": F.PARITY, "CpuFault": CpuFault,
+            "FL": cpu.arith_flags, "MAT": F.materialize, "PAR": F.PARITY, "CpuFault": CpuFault,
             "HELP": cpu._run_helper,
             "SHIFT": alu.shift, "SHLD": alu.shld, "SHRD": alu.shrd, "MUL": alu.mul,
             "IMUL": alu.imul, "DIV": alu.div, "IDIV": alu.idiv, "BSF": alu.bsf, "BSR": alu.bsr,
@@ -136,8 +136,6 @@ class CodeCache:
         data, near_end = self.fetch(eip, user)
         decoder = ix.Decoder(32 if mode.cs32 else 16, data, ip=eip)
         bb = BlockBuilder(mode)
-        bb.helper_const = None
-        bb.next_expr = None
         limit = 1 if single else self.max_insns
         pages = {phys >> 12}
         i = 0
@@ -164,6 +162,7 @@ class CodeCache:
                 bb.emit("raise CpuFault(6)")
                 bb.ends = True
                 bb.next_expr = "None"
+            bb.end_insn()
             i += 1
             last_end = ins.next_ip32
             if bb.ends:
@@ -179,6 +178,10 @@ class CodeCache:
         self.translations += 1
         self.bytes += tr.size
         self.by_code[fn.__code__] = tr
+        if cpu.trace:
+            listing = "\n".join(f"  {x.ip32:08x}: {x}" for x in insns)
+            cpu.trace(f"[{cpu.state.icount}] translate {eip:#010x} (phys {phys:#x}, mode {mode.key:#x}, "
+                      f"{len(insns)} instructions)\n{listing}\n{src}\n")
         return tr
 
     def emit(self, bb: BlockBuilder, ins: ix.Instruction) -> None:
@@ -194,40 +197,54 @@ class CodeCache:
         fn(bb, ins)
 
     def assemble(self, bb: BlockBuilder, insns: list, eip: int) -> str:
-        out = ["def blk():"]
-        for i in sorted(bb.used):
-            out.append(f"    r{i} = R[{i}]")
-        if bb.entry_flags_var:
-            out.append("    ef = FL()")
-        out.append("    try:")
-        out.extend(bb.lines if bb.lines else ["        pass"])
-        out.append("    except CpuFault:")
-        for i in sorted(bb.dirty):
-            out.append(f"        R[{i}] = r{i}")
-        first = True
-        for index, ieip, fsrc in bb.snapshots:
-            store = bb.flags_store_code(fsrc)
-            kw = "if" if first else "elif"
-            first = False
-            out.append(f"        {kw} n == {index}:")
-            out.append(f"            C.state.eip = {ieip:#x}")
-            out.extend("            " + s for s in store)
-        out.append("        C.state.icount += n")
-        out.append("        raise")
-        for i in sorted(bb.dirty):
-            out.append(f"    R[{i}] = r{i}")
-        out.extend("    " + s for s in bb.flags_store_code(bb.fsrc))
+        """Wrap the body: register loads, the precise-exception handler, the exit.
+
+        A block whose branch leads back to its own start is *fused*: the body
+        runs in a ``while`` loop inside the one function, registers stay in
+        locals, the lazy flag record is carried in locals (``lo``..``lb``), and
+        the instruction budget is counted locally, so a tight guest loop costs
+        no dispatch at all.
+        """
         n = len(insns)
+        fused = (bb.helper_const is None and eip in bb.targets and n > 0)
+        ind = "    " * (2 if fused else 1)
+        # flag stores may refer to the entry flags: generate them before the header
+        handler = [ind + "except CpuFault:"]
+        handler += [ind + f"    R[{i}] = r{i}" for i in sorted(bb.dirty)]
+        for k, (index, ieip, fsrc) in enumerate(bb.snapshots):
+            handler.append(ind + f"    {'if' if k == 0 else 'elif'} n == {index}:")
+            handler.append(ind + f"        S.eip = {ieip:#x}")
+            handler.extend(ind + "        " + s for s in bb.flags_store_code(fsrc))
+        handler.append(ind + ("    S.icount += ic + n" if fused else "    S.icount += n"))
+        handler.append(ind + "    raise")
+        tail = [f"    R[{i}] = r{i}" for i in sorted(bb.dirty)]
+        tail.extend("    " + s for s in bb.flags_store_code(bb.fsrc, not bb.body_entry_defined))
         if bb.helper_const is not None:
-            out.append(f"    S.icount += {n - 1}")
-            out.append(f"    S.eip = {insns[-1].ip32:#x}")
-            out.append(f"    nxt = HELP({bb.helper_const})")
-            out.append("    S.icount += 1")
-            out.append("    return nxt")
+            tail += [f"    S.icount += {n - 1}", f"    S.eip = {insns[-1].ip32:#x}",
+                     f"    nxt = HELP({bb.helper_const})", "    S.icount += 1", "    return nxt"]
+        elif fused:
+            tail += [f"    S.icount += ic + {n}", f"    return {bb.next_expr}"]
         else:
-            out.append(f"    S.icount += {n}")
-            out.append(f"    return {bb.next_expr}")
-        return "\n".join(out) + "\n"
+            tail += [f"    S.icount += {n}", f"    return {bb.next_expr}"]
+        head = ["def blk():"] + [f"    r{i} = R[{i}]" for i in sorted(bb.used)]
+        body = bb.lines if bb.lines else ["        pass"]
+        if fused:
+            head += ["    lo = C.lf_op; lr = C.lf_res; la = C.lf_a; lb = C.lf_b",
+                     "    ic = 0", "    lim = C.limit - S.icount", "    while True:", "        try:"]
+            body = ["    " + l for l in body]
+            back = [f"        if {bb.next_expr} != {eip:#x} or ic + {n} >= lim: break",
+                    f"        ic += {n}"]
+            back += ["        " + s.replace("C.lf_op", "lo").replace("C.lf_res", "lr")
+                     .replace("C.lf_a", "la").replace("C.lf_b", "lb")
+                     for s in bb.flags_store_code(bb.fsrc, not bb.body_entry_defined)
+                     if s != "__ENTRY_STORE__"]
+            src = "\n".join(head + body + handler + back + tail) + "\n"
+            src = src.replace("__ENTRY_STORE__", "C.lf_op = lo; C.lf_res = lr; C.lf_a = la; C.lf_b = lb")
+            return src.replace("__ENTRY__", "MAT(lo, lr, la, lb)")
+        head.append("    try:")
+        src = "\n".join(head + body + handler + tail) + "\n"
+        src = "\n".join(l for l in src.split("\n") if l.strip() != "__ENTRY_STORE__")
+        return src.replace("__ENTRY__", "FL()")
 
     def compile(self, src: str, consts: list, eip: int):
         names = ", ".join(f"K{i}" for i in range(len(consts)))

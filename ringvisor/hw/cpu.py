@@ -49,6 +49,7 @@ class Cpu:
         self.recent = deque(maxlen=16)    # recent block addresses, for crash reports
         self.exceptions = deque(maxlen=8)
         self.stats = {"exceptions": 0, "interrupts": 0, "smc_restarts": 0}
+        self.trace = None                 # a callable taking text: translations, traps, interrupts
         self.cache = CodeCache(self, 1 if engine == "interp" else max_block, keep_source)
         self.mmu.smc_hook = self.cache.check_smc
         self.mode = Mode(0, True, True, False, 0)
@@ -115,6 +116,8 @@ class Cpu:
         first = fault
         for _ in range(4):
             self.exceptions.append((st.eip, str(first)))
+            if self.trace:
+                self.trace(f"[{st.icount}] exception {first} at eip={st.eip:#010x} cpl={self.cpl}\n")
             if isinstance(first, PageFault):
                 st.cr2 = first.address
             err = first.error_code
@@ -141,6 +144,8 @@ class Cpu:
         st = self.state
         vector = self.acknowledge()
         self.stats["interrupts"] += 1
+        if self.trace:
+            self.trace(f"[{st.icount}] interrupt vector {vector:#x} at eip={st.eip:#010x}\n")
         st.halted = False
         try:
             transfers.deliver(self, vector, None, False, st.eip)

@@ -63,7 +63,7 @@ def flags_bits(bb: BlockBuilder) -> str:
 
 def set_flags_bits(bb: BlockBuilder, var: str, which=ALL_FLAGS) -> None:
     for f in which:
-        bb.fsrc[f] = ("var", f"({var} & {FLAG_BITS[f]:#x})")
+        bb.fsrc[f] = ("var", f"(({var} >> {FLAG_BITS[f].bit_length() - 1}) & 1)")
 
 
 def stable(bb: BlockBuilder, expr: str) -> str:
@@ -463,17 +463,17 @@ def shift(bb: BlockBuilder, ins: ix.Instruction) -> None:
         c = count
         if name == "shl":
             res = bb.let(f"({a} << {c}) & {mask:#x}", "v")
-            cf = bb.let(f"({a} >> {bits - c}) & 1", "f")
-            of = bb.let(f"({res} >> {bits - 1}) ^ {cf}", "f")
+            cf = f"(({a} >> {bits - c}) & 1)"
+            of = f"((({res} >> {bits - 1}) ^ {cf}) & 1)"
         elif name == "shr":
             res = bb.let(f"{a} >> {c}", "v")
-            cf = bb.let(f"({a} >> {c - 1}) & 1", "f")
-            of = bb.let(f"{a} >> {bits - 1}", "f")
+            cf = f"(({a} >> {c - 1}) & 1)"
+            of = f"({a} >> {bits - 1})"
         else:
             s = SIGN[size]
             sa = bb.let(f"({a} ^ {s:#x}) - {s:#x}", "w")
             res = bb.let(f"({sa} >> {c}) & {mask:#x}", "v")
-            cf = bb.let(f"({sa} >> {c - 1}) & 1", "f")
+            cf = f"(({sa} >> {c - 1}) & 1)"
             of = "0"
         bb.set_group(F.LOGIC, size, res, res, res, ("pf", "zf", "sf", "af"))
         bb.set_flag_var("cf", cf)
@@ -657,16 +657,17 @@ def aam(bb: BlockBuilder, ins: ix.Instruction) -> None:
 
 
 # --- control transfer -----------------------------------------------------------
-def end(bb: BlockBuilder, nxt: str) -> None:
+def end(bb: BlockBuilder, nxt: str, *targets: int) -> None:
     bb.ends = True
     bb.next_expr = nxt
+    bb.targets.update(targets)
 
 
 @sem(M.JMP)
 def jmp(bb: BlockBuilder, ins: ix.Instruction) -> None:
     k = ins.op0_kind
     if k in (OK.NEAR_BRANCH16, OK.NEAR_BRANCH32):
-        return end(bb, f"{ins.near_branch_target:#x}")
+        return end(bb, f"{ins.near_branch_target:#x}", ins.near_branch_target)
     if k in (OK.FAR_BRANCH16, OK.FAR_BRANCH32) or ins.is_jmp_far_indirect:
         return helper(bb, ins)
     size = bb.op_size(ins, 0)
@@ -678,13 +679,15 @@ def jmp(bb: BlockBuilder, ins: ix.Instruction) -> None:
      M.JL, M.JGE, M.JLE, M.JG)
 def jcc(bb: BlockBuilder, ins: ix.Instruction) -> None:
     c = bb.cond(ins.condition_code - 1)
-    end(bb, bb.let(f"{ins.near_branch_target:#x} if {c} else {ins.next_ip:#x}", "j"))
+    end(bb, bb.let(f"{ins.near_branch_target:#x} if {c} else {ins.next_ip:#x}", "j"),
+        ins.near_branch_target, ins.next_ip)
 
 
 @sem(M.JCXZ, M.JECXZ)
 def jecxz(bb: BlockBuilder, ins: ix.Instruction) -> None:
     c = bb.reg(1) if ins.mnemonic == M.JECXZ else f"({bb.reg(1)} & 0xFFFF)"
-    end(bb, bb.let(f"{ins.near_branch_target:#x} if {c} == 0 else {ins.next_ip:#x}", "j"))
+    end(bb, bb.let(f"{ins.near_branch_target:#x} if {c} == 0 else {ins.next_ip:#x}", "j"),
+        ins.near_branch_target, ins.next_ip)
 
 
 @sem(M.LOOP, M.LOOPE, M.LOOPNE)
@@ -704,7 +707,7 @@ def loop(bb: BlockBuilder, ins: ix.Instruction) -> None:
         cond += f" and not {bb.flag('zf')}"
     j = bb.let(f"{ins.near_branch_target:#x} if {cond} else {ins.next_ip:#x}", "j")
     bb.set_reg32(1, nc)
-    end(bb, j)
+    end(bb, j, ins.near_branch_target, ins.next_ip)
 
 
 @sem(M.CALL)
@@ -795,7 +798,7 @@ def string(bb: BlockBuilder, ins: ix.Instruction) -> None:
     if rep:
         bb.set_reg32(1, f"({cx} - 1) & {am:#x}" if a32 else
                      f"({cx} & 0xFFFF0000) | (({cx} - 1) & 0xFFFF)")
-        bb.emit("C.icount += 1")
+        bb.emit("S.icount += 1")
         if kind in ("cmps", "scas"):
             zf = names["zf"]
             bb.emit(f"if {'not ' if ins.has_repe_prefix else ''}{zf}: break")

@@ -78,6 +78,21 @@ class Segment:
     def copy(self) -> "Segment":
         return Segment(self.selector, self.base, self.limit, self.attr)
 
+    @classmethod
+    def from_kvm(cls, d: dict) -> "Segment":
+        """From the fields of KVM's ``struct kvm_segment``."""
+        attr = (d["type"] & 0xF) | d["s"] << 4 | (d["dpl"] & 3) << 5 | d["present"] << 7 | \
+            d.get("avl", 0) << 12 | d.get("l", 0) << 13 | d["db"] << 14 | d["g"] << 15 | \
+            d.get("unusable", 0) << 16
+        return cls(d["selector"], d["base"], d["limit"], attr)
+
+    def to_kvm(self) -> dict:
+        a = self.attr
+        return {"selector": self.selector, "base": self.base, "limit": self.limit,
+                "type": a & 0xF, "s": a >> 4 & 1, "dpl": a >> 5 & 3, "present": a >> 7 & 1,
+                "avl": a >> 12 & 1, "l": a >> 13 & 1, "db": a >> 14 & 1, "g": a >> 15 & 1,
+                "unusable": a >> 16 & 1}
+
 
 @dataclass
 class DescriptorTable:

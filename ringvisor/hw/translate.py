@@ -117,6 +117,13 @@ class BlockBuilder:
     consts: list = field(default_factory=list)      # closure constants (instructions for helpers)
     ends: bool = False
     index: int = 0
+    storing: bool = False          # generating flag stores (handler/tail), not body code
+    insn_start: int = 0
+    pending_snapshot: tuple | None = None
+    body_entry_defined: bool = False
+    targets: set = field(default_factory=set)   # static successors (for loop fusion)
+    helper_const: str | None = None
+    next_expr: str | None = None
 
     # -- emission ----------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -314,9 +321,16 @@ class BlockBuilder:
         self.fsrc[f] = ("var", var)
 
     def entry_flags(self) -> str:
-        if self.entry_flags_var is None:
-            self.entry_flags_var = "ef"
-            # emitted at the top of the function body (see finish)
+        """The name of a local holding the flags as they were at block entry.
+
+        In the body it is computed once, at the start of the first instruction
+        that needs it (``__ENTRY__`` becomes ``FL()``, or the loop-carried
+        record in a fused loop); flag stores compute their own.
+        """
+        self.entry_flags_var = "ef"
+        if not self.storing and not self.body_entry_defined:
+            self.lines.insert(self.insn_start, "    " * 2 + "ef = __ENTRY__")
+            self.body_entry_defined = True
         return "ef"
 
     def flag(self, f: str) -> str:
@@ -358,11 +372,21 @@ class BlockBuilder:
                  7: f"({fl('zf')} or ((not {fl('sf')}) != (not {fl('of')})))"}[base]
         return f"(not {e})" if neg else f"({e})"
 
-    def flags_store_code(self, fsrc: dict) -> list[str]:
+    def flags_store_code(self, fsrc: dict, recompute_entry: bool = True) -> list[str]:
         """Statements writing the flags described by ``fsrc`` into the CPU's lazy record."""
+        self.storing = True
+        try:
+            code = self._flags_store(fsrc)
+        finally:
+            self.storing = False
+        if any("ef" in line for line in code) and recompute_entry:
+            code.insert(0, "ef = __ENTRY__")
+        return code
+
+    def _flags_store(self, fsrc: dict) -> list[str]:
         kinds = {fsrc[f][0] for f in ALL_FLAGS}
         if kinds == {"entry"}:
-            return []
+            return ["__ENTRY_STORE__"]
         groups = {id(fsrc[f][1]) for f in ALL_FLAGS if fsrc[f][0] == "grp"}
         if kinds == {"grp"} and len(groups) == 1:
             g = fsrc["zf"][1]
@@ -385,8 +409,19 @@ class BlockBuilder:
     # -- per-instruction bookkeeping ---------------------------------------------
     def begin_insn(self, index: int, eip: int) -> None:
         self.index = index
-        self.emit(f"n = {index}")
-        self.snapshots.append((index, eip, dict(self.fsrc)))
+        self.insn_start = len(self.lines)
+        self.pending_snapshot = (index, eip, dict(self.fsrc))
+
+    FAULT_TOKENS = ("RD(", "WR(", "LIN(", "DIV(", "AAM(", "raise")
+
+    def end_insn(self) -> None:
+        """Only an instruction that can fault needs its index recorded for the handler."""
+        added = "\n".join(self.lines[self.insn_start:])
+        if any(t in added for t in self.FAULT_TOKENS):
+            index = self.pending_snapshot[0]
+            self.lines.insert(self.insn_start, "    " * 2 + f"n = {index}")
+            self.snapshots.append(self.pending_snapshot)
+        self.pending_snapshot = None
 
 
 def imm(ins: ix.Instruction, i: int, size: int) -> int:

@@ -1,0 +1,20 @@
+# The two commands of the README.  Both install what they need first.
+PYTHON ?= python3
+
+.PHONY: demo test setup setup-test
+
+demo: setup
+	ringvisor demo
+
+test: setup-test
+	$(PYTHON) -m pytest -q -n 2
+
+setup:
+	$(PYTHON) -m pip install -q -e .
+
+# qemu-system-i386 is the reference hardware the guests are cross-checked against
+setup-test:
+	@command -v qemu-system-i386 >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq qemu-system-x86 >/dev/null; \
+	    else echo "note: qemu-system-i386 not installed; the QEMU cross-checks will be skipped"; fi; }
+	$(PYTHON) -m pip install -q -e '.[test]'

@@ -1,0 +1,5 @@
+import sys
+
+from ringvisor.cli import main
+
+sys.exit(main())

@@ -1,0 +1,276 @@
+"""The PC: CPU, memory, bus and devices assembled in one place, and its main loop.
+
+The main loop runs the CPU up to the next timer deadline, fires the timers,
+and, when the CPU halts, skips virtual time forward to the next deadline (or
+waits for the host's input) — so a run is deterministic and an idle guest
+costs nothing.  A run ends with a :class:`Stop` saying why: the guest's
+isa-debug-exit status, a reset request, a triple fault (with a CPU report), a
+halt nothing can wake, or the instruction limit.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import iced_x86 as ix
+
+from ringvisor.errors import ConfigError, ImageError
+
+from .boot.multiboot import load_multiboot
+from .bus import IoBus
+from .clock import VirtualClock
+from .cpu import Cpu
+from .devices.cmos import Cmos
+from .devices.debugexit import DebugExit
+from .devices.pic import PicPair
+from .devices.pit import Pit8254
+from .devices.reset import ResetControl
+from .devices.uart import HostInput, Uart16550
+from .faults import TripleFault
+from .memory import PhysicalMemory
+from .state import IF, REG_NAMES, SEG_NAMES, DescriptorTable, Segment
+
+MAX_MEM_MB = 3584          # below the 4 GiB hole; the machine has no PAE
+SLICE = 1_000_000          # instructions between polls of host input
+
+
+@dataclass
+class Stop:
+    """Why a run ended: ``status`` is the process exit status ringvisor reports."""
+
+    reason: str            # "exit", "reset", "triple-fault", "halted", "limit"
+    status: int
+    message: str = ""
+
+
+class Machine:
+    def __init__(self, mem_mb: int = 32, engine: str = "jit", cpu_hz: int = 100_000_000,
+                 output: Callable[[bytes], None] | None = None, pace: bool = False,
+                 keep_source: bool = False) -> None:
+        if not 1 <= mem_mb <= MAX_MEM_MB:
+            raise ConfigError(f"memory size must be between 1 and {MAX_MEM_MB} MiB, not {mem_mb}")
+        self.mem = PhysicalMemory(mem_mb << 20)
+        self.bus = IoBus()
+        self.clock = VirtualClock(cpu_hz, pace=pace)
+        self.cpu = Cpu(self.mem, self.bus, engine, keep_source=keep_source)
+        self.clock.attach(lambda: self.cpu.state.icount)
+        self.output = output or (lambda b: None)
+        self.pic = PicPair(self.bus, self.cpu.set_intr)
+        self.cpu.acknowledge = self.pic.acknowledge
+        self.pit = Pit8254(self.bus, self.clock, lambda: self.pic.raise_irq(0),
+                           lambda: self.pic.lower_irq(0))
+        self.uart = Uart16550(self.bus, 0x3F8, lambda: self.pic.raise_irq(4),
+                              lambda: self.pic.lower_irq(4), self._serial_out, clock=self.clock)
+        self.debug_exit = DebugExit(self.bus, self._on_exit)
+        self.cmos = Cmos(self.bus, self.clock, self.mem.size)
+        self.reset_control = ResetControl(self.bus, self._on_reset)
+        self.host_input: HostInput | None = None
+        self.quit_key = False      # Ctrl-A x on an interactive console stops the machine
+        self._ctrl_a = False
+        self.stop: Stop | None = None
+        self.wall_seconds = 0.0
+
+    # -- devices' callbacks ------------------------------------------------------------
+    def _serial_out(self, data: bytes) -> None:
+        self.output(data)
+
+    def _on_exit(self, status: int) -> None:
+        self.stop = Stop("exit", status)
+        self.cpu.limit = 0
+
+    def _on_reset(self) -> None:
+        self.stop = Stop("reset", 0, "the guest requested a system reset")
+        self.cpu.limit = 0
+
+    # -- boot ------------------------------------------------------------------------
+    def boot_multiboot(self, image: bytes, cmdline: str = "",
+                       modules: list[tuple[str, bytes, str]] | None = None,
+                       image_name: str = "kernel") -> None:
+        info = load_multiboot(self.mem, image, cmdline, modules or [], image_name)
+        ms = info.machine_state()
+        st = self.cpu.state
+        for i, name in enumerate(REG_NAMES):
+            st.regs[i] = ms[name]
+        st.eip = ms["eip"]
+        for i, name in enumerate(SEG_NAMES):
+            st.segs[i] = Segment.from_kvm(ms[name])
+        st.ldtr = Segment.from_kvm(ms["ldt"])
+        st.tr = Segment.from_kvm(ms["tr"])
+        st.gdtr = DescriptorTable(ms["gdt"]["base"], ms["gdt"]["limit"])
+        st.idtr = DescriptorTable(ms["idt"]["base"], ms["idt"]["limit"])
+        st.cr0, st.cr2, st.cr3, st.cr4 = ms["cr0"], ms["cr2"], ms["cr3"], ms["cr4"]
+        self.cpu.set_eflags(ms["eflags"])
+        self.cpu.mode_changed()
+
+    # -- running ----------------------------------------------------------------------
+    def feed_input(self, data: bytes) -> None:
+        self.uart.feed(data)
+
+    def _poll_host(self) -> None:
+        h = self.host_input
+        if h is not None and not h.eof:
+            data = h.read()
+            if data and self.quit_key:
+                data = self._escape(data)
+            if data:
+                self.uart.feed(data)
+
+    def _escape(self, data: bytes) -> bytes:
+        out = bytearray()
+        for b in data:
+            if self._ctrl_a:
+                self._ctrl_a = False
+                if b in b"xX":
+                    self.stop = Stop("quit", 0, "stopped by the user (Ctrl-A x)")
+                    self.cpu.limit = 0
+                    return bytes(out)
+                if b != 1:
+                    out.append(1)
+            elif b == 1:
+                self._ctrl_a = True
+                continue
+            out.append(b)
+        return bytes(out)
+
+    def run(self, max_instructions: int | None = None) -> Stop:
+        cpu, clock = self.cpu, self.clock
+        st = cpu.state
+        limit = None if max_instructions is None else st.icount + max_instructions
+        t0 = time.perf_counter()
+        try:
+            while self.stop is None:
+                deadline = clock.next_deadline()
+                until = st.icount + SLICE
+                if deadline is not None:
+                    until = min(until, max(deadline - clock.offset, st.icount + 1))
+                if limit is not None:
+                    if st.icount >= limit:
+                        self.stop = Stop("limit", 4, f"stopped after {max_instructions} instructions")
+                        break
+                    until = min(until, limit)
+                cpu.run(until)
+                clock.run_due()
+                self._poll_host()
+                if st.halted and self.stop is None:
+                    self._idle()
+        except TripleFault as e:
+            self.stop = Stop("triple-fault", 3, f"triple fault: {e}\n{self.report()}")
+        finally:
+            self.wall_seconds += time.perf_counter() - t0
+        return self.stop
+
+    def _idle(self) -> None:
+        """The CPU is halted: skip to the next event, or wait for the host's input."""
+        cpu, clock = self.cpu, self.clock
+        st = cpu.state
+        if cpu.intr and st.eflags & IF:
+            return
+        if not st.eflags & IF:
+            self.stop = Stop("halted", 0, f"the guest halted with interrupts disabled at "
+                                          f"eip={st.eip:#010x}")
+            return
+        deadline = clock.next_deadline()
+        h = self.host_input
+        if h is not None and not h.eof and (deadline is None or clock.pacing):
+            wait = None if deadline is None else clock.wall_delay(deadline)
+            if h.wait(wait):
+                self._poll_host()
+                return
+        if deadline is None:
+            if self.uart.has_pending_input():
+                return
+            self.stop = Stop("halted", 0, "the guest halted and nothing can wake it")
+            return
+        clock.advance_to(deadline)
+
+    # -- reports --------------------------------------------------------------------------
+    def report(self) -> str:
+        """The CPU state and the recent history, for crash reports."""
+        cpu = self.cpu
+        st = cpu.state
+        lines = []
+        regs = " ".join(f"{n}={st.regs[i]:08x}" for i, n in enumerate(REG_NAMES))
+        lines.append(f"  {regs}")
+        lines.append(f"  eip={st.eip:08x} eflags={cpu.get_eflags():08x} cpl={cpu.cpl} "
+                     f"cr0={st.cr0:08x} cr2={st.cr2:08x} cr3={st.cr3:08x} cr4={st.cr4:08x}")
+        segs = " ".join(f"{n}={s.selector:04x}" for n, s in zip(SEG_NAMES, st.segs))
+        lines.append(f"  {segs} gdt={st.gdtr.base:08x}/{st.gdtr.limit:x} "
+                     f"idt={st.idtr.base:08x}/{st.idtr.limit:x} tr={st.tr.selector:04x}")
+        if cpu.exceptions:
+            lines.append("  exceptions: " + ", ".join(f"{e} at {a:08x}" for a, e in cpu.exceptions))
+        if cpu.recent:
+            lines.append("  last blocks: " + " ".join(f"{a:08x}" for a in cpu.recent))
+        lines.append("  last instructions:")
+        for a in list(cpu.recent)[-3:]:
+            lines.extend("    " + l for l in self.disassemble(a, 6))
+        return "\n".join(lines)
+
+    def disassemble(self, eip: int, count: int) -> list[str]:
+        phys = self.cpu.mmu.probe(eip)
+        if phys is None or not self.mem.is_ram(phys):
+            return [f"{eip:08x}: <not mapped>"]
+        data = self.mem.read(phys, 15 * count)
+        dec = ix.Decoder(32 if self.cpu.mode.cs32 else 16, data, ip=eip)
+        out = []
+        for ins in dec:
+            out.append(f"{ins.ip:08x}: {ins}")
+            if len(out) >= count or ins.flow_control != ix.FlowControl.NEXT:
+                break
+        return out
+
+    def stats(self) -> dict:
+        cpu = self.cpu
+        n = cpu.state.icount
+        return {
+            "instructions": n,
+            "wall_seconds": self.wall_seconds,
+            "mips": n / self.wall_seconds / 1e6 if self.wall_seconds else 0.0,
+            "blocks_translated": cpu.cache.translations,
+            "code_cache_blocks": len(cpu.cache.blocks),
+            "code_cache_bytes": cpu.cache.bytes,
+            "invalidations": cpu.cache.invalidations,
+            "smc_restarts": cpu.stats["smc_restarts"],
+            "exceptions": cpu.stats["exceptions"],
+            "interrupts": cpu.stats["interrupts"],
+            "tlb_walks": cpu.mmu.stats_walks,
+        }
+
+
+def read_image(path: str | os.PathLike, what: str = "kernel", max_bytes: int | None = None) -> bytes:
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise ImageError(f"{p}: {what} image is {size} bytes, more than the "
+                             f"{max_bytes >> 20} MiB of guest memory")
+        return p.read_bytes()
+    except IsADirectoryError:
+        raise ImageError(f"{p}: is a directory, not a {what} image") from None
+    except FileNotFoundError:
+        raise ImageError(f"{p}: no such {what} image") from None
+    except PermissionError:
+        raise ImageError(f"{p}: permission denied") from None
+    except OSError as e:
+        raise ImageError(f"{p}: cannot read: {e.strerror}") from None
+
+
+def run_image(path, cmdline: str = "", mem_mb: int = 32, stdin: bytes = b"",
+              max_instructions: int | None = None, engine: str = "jit",
+              modules: list[str] | None = None) -> tuple[bytes, int]:
+    """Boot a Multiboot image, feed ``stdin`` to COM1; return (serial output, exit status)."""
+    out = bytearray()
+    m = Machine(mem_mb, engine, output=out.extend)
+    image = read_image(path, max_bytes=m.mem.size)
+    mods = [(str(p), read_image(p, "module", m.mem.size), str(p)) for p in (modules or [])]
+    m.boot_multiboot(image, cmdline, mods, image_name=str(path))
+    if stdin:
+        m.feed_input(stdin)
+    stop = m.run(max_instructions)
+    if stop.reason != "exit" and stop.message:
+        print(f"ringvisor: {stop.message}", file=sys.stderr)
+    return bytes(out), stop.status
