@@ -33,6 +33,42 @@ class SmcRestart(CpuFault):
         super().__init__(-1)
 
 
+class Unwind:
+    """Rebuild the architectural state when an instruction of a block faults.
+
+    Registers are written back from the block's locals; the lazy flags as they
+    stood before the faulting instruction are stored by a small piece of code
+    compiled the first time that instruction faults.
+    """
+
+    __slots__ = ("dirty", "snaps", "fused", "env", "compiled")
+
+    def __init__(self, dirty: list[int], snaps: dict, fused: bool, env: dict) -> None:
+        self.dirty, self.snaps, self.fused, self.env = dirty, snaps, fused, env
+        self.compiled: dict[int, object] = {}
+
+    def run(self, n: int, local: dict) -> None:
+        env = self.env
+        regs = env["R"]
+        for i in self.dirty:
+            regs[i] = local[f"r{i}"]
+        st = env["S"]
+        eip, code = self.snaps[n]
+        st.eip = eip
+        if code:
+            c = self.compiled.get(n)
+            if c is None:
+                entry = "MAT(lo, lr, la, lb)" if self.fused else "FL()"
+                src = code.replace("__ENTRY_CF__", "CARRY(lo, lr, la, lb)" if self.fused else
+                                   "CARRY(C.lf_op, C.lf_res, C.lf_a, C.lf_b)")
+                src = src.replace("__ENTRY_STORE__",
+                                   "C.lf_op = lo; C.lf_res = lr; C.lf_a = la; C.lf_b = lb"
+                                   if self.fused else "").replace("__ENTRY__", entry)
+                c = self.compiled[n] = compile(src, "<unwind>", "exec")
+            exec(c, env, dict(local))
+        st.icount += n + (local["ic"] if self.fused else 0)
+
+
 class CodeCache:
     def __init__(self, cpu, max_insns: int = 48, keep_source: bool = False) -> None:
         self.cpu = cpu
@@ -56,7 +92,7 @@ class CodeCache:
             "M8": mem.m8, "M16": mem.m16, "M32": mem.m32,
             "TRS": mmu.tr_s, "TWS": mmu.tw_s, "TRU": mmu.tr_u, "TWU": mmu.tw_u,
             "RD": mmu.read, "WR": mmu.write, "LIN": cpu.segmentation.linear,
-            "FL": cpu.arith_flags, "MAT": F.materialize, "PAR": F.PARITY, "CpuFault": CpuFault,
+            "FL": cpu.arith_flags, "MAT": F.materialize, "CARRY": F.carry, "PAR": F.PARITY, "CpuFault": CpuFault,
             "HELP": cpu._run_helper,
             "SHIFT": alu.shift, "SHLD": alu.shld, "SHRD": alu.shrd, "MUL": alu.mul,
             "IMUL": alu.imul, "DIV": alu.div, "IDIV": alu.idiv, "BSF": alu.bsf, "BSR": alu.bsr,
@@ -70,7 +106,9 @@ class CodeCache:
 
     def lookup(self, eip: int, mode: Mode, single: bool = False):
         cpu = self.cpu
-        phys = cpu.mmu.walk(eip, False, mode.user)   # #PF on fetch
+        mmu = cpu.mmu
+        d = (mmu.tr_u if mode.user else mmu.tr_s).get(eip & PAGE)
+        phys = eip + d if d is not None else mmu.walk(eip, False, mode.user)   # #PF on fetch
         key = (phys, mode.key | (1 << 20 if single else 0))
         tr = self.blocks.get(key)
         if tr is None:
@@ -123,39 +161,42 @@ class CodeCache:
         self.bytes = 0
 
     # -- translation -----------------------------------------------------------------
-    def fetch(self, eip: int, user: bool) -> tuple[bytes, bool]:
-        """Code bytes from ``eip`` to the end of its page (plus the next page if needed)."""
-        mmu = self.cpu.mmu
-        n = 0x1000 - (eip & 0xFFF)
-        data = mmu.read_bytes(eip, n, user)
-        return data, n < 16
-
     def translate(self, eip: int, phys: int, mode: Mode, single: bool) -> Translation:
+        """Decode and translate the block at ``eip``.
+
+        The block follows direct JMPs and CALLs whose target lies in the same
+        page (so one page mapping covers it all), and ends at any other control
+        transfer, a helper instruction, the size limit or the page's end.
+        """
         cpu = self.cpu
         user = mode.user
-        data, near_end = self.fetch(eip, user)
-        decoder = ix.Decoder(32 if mode.cs32 else 16, data, ip=eip)
+        bits = 32 if mode.cs32 else 16
+        page = eip & PAGE
+        data = cpu.mmu.read_bytes(page, 0x1000, user)
+        decoder = ix.Decoder(bits, data, ip=page)
+        decoder.position = eip - page
+        decoder.ip = eip
         bb = BlockBuilder(mode)
         limit = 1 if single else self.max_insns
         pages = {phys >> 12}
-        i = 0
-        last_end = eip
+        lo_off = hi_off = eip - page
+        visited = {eip}
         insns = []
-        while i < limit:
-            if decoder.can_decode is False and i > 0:
-                break
+        last_end = eip
+        while len(insns) < limit:
             ins = decoder.decode()
             if ins.code == ix.Code.INVALID and decoder.last_error == ix.DecoderError.NO_MORE_BYTES:
-                if i > 0:
+                if insns:
                     break
                 # the first instruction straddles a page boundary: fetch across it
-                more = cpu.mmu.read_bytes((eip + len(data)) & 0xFFFFFFFF, 15, user)
-                pages.add(cpu.mmu.walk((eip + len(data)) & 0xFFFFFFFF, False, user) >> 12)
-                decoder = ix.Decoder(32 if mode.cs32 else 16, data + more, ip=eip)
+                nxt = (page + 0x1000) & 0xFFFFFFFF
+                more = cpu.mmu.read_bytes(nxt, 15, user)
+                pages.add(cpu.mmu.walk(nxt, False, user) >> 12)
+                decoder = ix.Decoder(bits, data[eip - page:] + more, ip=eip)
                 ins = decoder.decode()
                 limit = 1
             insns.append(ins)
-            bb.begin_insn(i, ins.ip32)
+            bb.begin_insn(len(insns) - 1, ins.ip32)
             try:
                 self.emit(bb, ins)
             except Unsupported:
@@ -163,18 +204,34 @@ class CodeCache:
                 bb.ends = True
                 bb.next_expr = "None"
             bb.end_insn()
-            i += 1
+            off = ins.ip32 - page
+            lo_off, hi_off = min(lo_off, off), max(hi_off, off + ins.len)
             last_end = ins.next_ip32
-            if bb.ends:
-                break
+            if not bb.ends:
+                continue
+            target = ins.near_branch_target if ins.op0_kind in (
+                ix.OpKind.NEAR_BRANCH32, ix.OpKind.NEAR_BRANCH16) else None
+            if (not single and bb.helper_const is None and target is not None and
+                    ins.mnemonic in (ix.Mnemonic.JMP, ix.Mnemonic.CALL) and
+                    target & PAGE == page and target not in visited and len(insns) < limit):
+                # keep going at the target: the block becomes a superblock
+                visited.add(target)
+                bb.ends = False
+                bb.next_expr = None
+                bb.targets.discard(target)
+                decoder.position = target - page
+                decoder.ip = target
+                continue
+            break
         if bb.next_expr is None and bb.helper_const is None:
             bb.next_expr = f"{last_end:#x}"
         src = self.assemble(bb, insns, eip)
         fn = self.compile(src, bb.consts, eip)
         tr = Translation(fn, eip, tuple(sorted(pages)), len(insns),
                          src if self.keep_source else "", len(src))
-        tr.phys_start = phys
-        tr.phys_end = phys + (last_end - eip)
+        # the code bytes this block came from (a conservative hull, for self-modifying code)
+        tr.phys_start = (phys & PAGE) + lo_off
+        tr.phys_end = (phys & PAGE) + hi_off
         self.translations += 1
         self.bytes += tr.size
         self.by_code[fn.__code__] = tr
@@ -208,15 +265,14 @@ class CodeCache:
         n = len(insns)
         fused = (bb.helper_const is None and eip in bb.targets and n > 0)
         ind = "    " * (2 if fused else 1)
-        # flag stores may refer to the entry flags: generate them before the header
-        handler = [ind + "except CpuFault:"]
-        handler += [ind + f"    R[{i}] = r{i}" for i in sorted(bb.dirty)]
-        for k, (index, ieip, fsrc) in enumerate(bb.snapshots):
-            handler.append(ind + f"    {'if' if k == 0 else 'elif'} n == {index}:")
-            handler.append(ind + f"        S.eip = {ieip:#x}")
-            handler.extend(ind + "        " + s for s in bb.flags_store_code(fsrc))
-        handler.append(ind + ("    S.icount += ic + n" if fused else "    S.icount += n"))
-        handler.append(ind + "    raise")
+        # The exception path is rare: one shared function rebuilds the state from
+        # the block's locals, with per-instruction flag stores compiled on first use.
+        snaps = {}
+        for index, ieip, fsrc in bb.snapshots:
+            code = bb.flags_store_code(fsrc)
+            snaps[index] = (ieip, "\n".join(code))
+        unwind = bb.const(Unwind(sorted(bb.dirty), snaps, fused, self.env))
+        handler = [ind + "except CpuFault:", ind + f"    {unwind}.run(n, locals())", ind + "    raise"]
         tail = [f"    R[{i}] = r{i}" for i in sorted(bb.dirty)]
         tail.extend("    " + s for s in bb.flags_store_code(bb.fsrc, not bb.body_entry_defined))
         if bb.helper_const is not None:
@@ -240,10 +296,12 @@ class CodeCache:
                      if s != "__ENTRY_STORE__"]
             src = "\n".join(head + body + handler + back + tail) + "\n"
             src = src.replace("__ENTRY_STORE__", "C.lf_op = lo; C.lf_res = lr; C.lf_a = la; C.lf_b = lb")
+            src = src.replace("__ENTRY_CF__", "CARRY(lo, lr, la, lb)")
             return src.replace("__ENTRY__", "MAT(lo, lr, la, lb)")
         head.append("    try:")
         src = "\n".join(head + body + handler + tail) + "\n"
         src = "\n".join(l for l in src.split("\n") if l.strip() != "__ENTRY_STORE__")
+        src = src.replace("__ENTRY_CF__", "CARRY(C.lf_op, C.lf_res, C.lf_a, C.lf_b)")
         return src.replace("__ENTRY__", "FL()")
 
     def compile(self, src: str, consts: list, eip: int):

@@ -46,8 +46,7 @@ class Cpu:
         self.intr = False                 # the INTR line, driven by the PIC
         self.acknowledge = lambda: 0      # the INTA cycle: returns the vector
         self.interrupt_shadow = False
-        self.recent = deque(maxlen=16)    # recent block addresses, for crash reports
-        self.exceptions = deque(maxlen=8)
+        self.exceptions = deque(maxlen=12)   # recent (eip, exception), for crash reports
         self.stats = {"exceptions": 0, "interrupts": 0, "smc_restarts": 0}
         self.trace = None                 # a callable taking text: translations, traps, interrupts
         self.cache = CodeCache(self, 1 if engine == "interp" else max_block, keep_source)
@@ -173,7 +172,6 @@ class Cpu:
         """Execute until ``icount >= until`` or the CPU halts."""
         st = self.state
         cache = self.cache
-        recent = self.recent
         while st.icount < until:
             if self.interrupt_shadow:
                 self.interrupt_shadow = False
@@ -196,7 +194,6 @@ class Cpu:
                     if fn is None:
                         st.eip = eip
                         fn = cache.lookup(eip, mode)
-                    recent.append(eip)
                     eip = fn()
                 st.eip = eip
             except SmcRestart:

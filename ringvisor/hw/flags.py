@@ -85,6 +85,22 @@ def materialize(op: int, res: int, a: int, b: int) -> int:
     return f
 
 
+def carry(op: int, res: int, a: int, b: int) -> int:
+    """Just CF (0 or 1) of a lazy record: cheaper than :func:`materialize`."""
+    kind, si = op >> 2, op & 3
+    if kind == CONCRETE:
+        return res & 1
+    if kind == SUB:
+        return 1 if a < b else 0
+    if kind == ADD:
+        return 1 if res < a else 0
+    if kind == LOGIC:
+        return 0
+    if kind == INC or kind == DEC:
+        return b & 1
+    return materialize(op, res, a, b) & CF
+
+
 # Condition codes in x86 encoding order (the low nibble of Jcc/SETcc/CMOVcc).
 CC_NAMES = ("o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g")
 

@@ -203,11 +203,12 @@ class Machine:
                      f"idt={st.idtr.base:08x}/{st.idtr.limit:x} tr={st.tr.selector:04x}")
         if cpu.exceptions:
             lines.append("  exceptions: " + ", ".join(f"{e} at {a:08x}" for a, e in cpu.exceptions))
-        if cpu.recent:
-            lines.append("  last blocks: " + " ".join(f"{a:08x}" for a in cpu.recent))
-        lines.append("  last instructions:")
-        for a in list(cpu.recent)[-3:]:
-            lines.extend("    " + l for l in self.disassemble(a, 6))
+        lines.append("  instructions at eip:")
+        lines.extend("    " + l for l in self.disassemble(st.eip, 6))
+        for a in dict.fromkeys(a for a, _ in list(cpu.exceptions)[-3:]):
+            if a != st.eip:
+                lines.append(f"  instructions at {a:08x} (a recent exception):")
+                lines.extend("    " + l for l in self.disassemble(a, 4))
         return "\n".join(lines)
 
     def disassemble(self, eip: int, count: int) -> list[str]:

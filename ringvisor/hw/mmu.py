@@ -70,8 +70,9 @@ class Mmu:
         else:
             self.stats_walks += 1
             mem = self.mem
+            m32, size = mem.m32, mem.size
             pde_addr = (st.cr3 & PAGE) | ((lin >> 20) & 0xFFC)
-            pde = mem.read32(pde_addr)
+            pde = m32[pde_addr >> 2] if pde_addr < size else mem.read32(pde_addr)
             err = (PF_W if write else 0) | (PF_U if user else 0)
             if not pde & PTE_P:
                 raise PageFault(lin, err)
@@ -85,7 +86,7 @@ class Mmu:
                 dirty = bool(new & PTE_D)
             else:
                 pte_addr = (pde & PAGE) | ((lin >> 10) & 0xFFC)
-                pte = mem.read32(pte_addr)
+                pte = m32[pte_addr >> 2] if pte_addr < size else mem.read32(pte_addr)
                 if not pte & PTE_P:
                     raise PageFault(lin, err)
                 rights = pde & pte   # U/S and R/W are the AND of both levels

@@ -336,6 +336,8 @@ class BlockBuilder:
     def flag(self, f: str) -> str:
         """An expression that is truthy exactly when flag ``f`` is set."""
         src = self.fsrc[f]
+        if src[0] == "entry" and f == "cf" and self.storing:
+            return "__ENTRY_CF__"
         if src[0] == "entry":
             return f"({self.entry_flags()} & {FLAG_BITS[f]:#x})"
         if src[0] == "var":
@@ -347,7 +349,8 @@ class BlockBuilder:
         src = self.fsrc[f]
         if src[0] == "var":
             return src[1]
-        return f"(1 if {self.flag(f)} else 0)"
+        e = self.flag(f)
+        return e if e == "__ENTRY_CF__" else f"(1 if {e} else 0)"
 
     def capture_flags(self, which=ALL_FLAGS) -> None:
         """Pin flags into 0/1 locals (before code that may or may not overwrite them)."""
@@ -399,12 +402,13 @@ class BlockBuilder:
             if g is not None and g.kind in (F.INC, F.DEC) and \
                     all(fsrc[f][0] == "grp" and fsrc[f][1] is g for f in ALL_FLAGS if f != "cf"):
                 # INC/DEC keep CF: the lazy record carries it in ``b``
-                return [f"C.lf_op = {F.op_code(g.kind, g.size * 8)}; C.lf_res = {g.res}; "
-                        f"C.lf_a = {g.a}; C.lf_b = {self.flag01('cf')}"]
+                # CF is read first: it may come from the record being replaced
+                return [f"C.lf_b = {self.flag01('cf')}; C.lf_op = {F.op_code(g.kind, g.size * 8)}; "
+                        f"C.lf_res = {g.res}; C.lf_a = {g.a}"]
             bits = " | ".join(f"({FLAG_BITS[f]:#x} if {self.flag(f)} else 0)" for f in ALL_FLAGS)
         finally:
             self.fsrc = saved
-        return [f"C.lf_op = 0; C.lf_res = {bits}"]
+        return [f"C.lf_res = {bits}; C.lf_op = 0"]
 
     # -- per-instruction bookkeeping ---------------------------------------------
     def begin_insn(self, index: int, eip: int) -> None:
