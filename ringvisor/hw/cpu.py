@@ -43,6 +43,7 @@ class Cpu:
         self.lf_b = 0
         self.cpl = 0
         self.limit = 0
+        self.stop_requested = False       # a device asked the machine to stop (debug exit, reset)
         self.intr = False                 # the INTR line, driven by the PIC
         self.acknowledge = lambda: 0      # the INTA cycle: returns the vector
         self.interrupt_shadow = False
@@ -80,6 +81,11 @@ class Cpu:
             if is_flat(s):
                 flat |= 1 << i
         self.mode = Mode(self.cpl, st.segs[CS].big, st.segs[SS].big, bool(st.eflags & DF_FLAG), flat)
+        self.limit = 0
+
+    def request_stop(self) -> None:
+        """End ``run`` at the next block boundary (the current instruction completes)."""
+        self.stop_requested = True
         self.limit = 0
 
     def tlb_flush(self) -> None:
@@ -172,7 +178,7 @@ class Cpu:
         """Execute until ``icount >= until`` or the CPU halts."""
         st = self.state
         cache = self.cache
-        while st.icount < until:
+        while st.icount < until and not self.stop_requested:
             if self.interrupt_shadow:
                 self.interrupt_shadow = False
                 self.step()

@@ -81,11 +81,11 @@ class Machine:
 
     def _on_exit(self, status: int) -> None:
         self.stop = Stop("exit", status)
-        self.cpu.limit = 0
+        self.cpu.request_stop()
 
     def _on_reset(self) -> None:
         self.stop = Stop("reset", 0, "the guest requested a system reset")
-        self.cpu.limit = 0
+        self.cpu.request_stop()
 
     # -- boot ------------------------------------------------------------------------
     def boot_multiboot(self, image: bytes, cmdline: str = "",
@@ -127,7 +127,7 @@ class Machine:
                 self._ctrl_a = False
                 if b in b"xX":
                     self.stop = Stop("quit", 0, "stopped by the user (Ctrl-A x)")
-                    self.cpu.limit = 0
+                    self.cpu.request_stop()
                     return bytes(out)
                 if b != 1:
                     out.append(1)
