@@ -1,0 +1,46 @@
+/* Kernel entry: Multiboot information, descriptor tables, memory, timer,
+ * the first process. */
+#include "kernel.h"
+
+static char cmdline[256];
+
+void kmain(uint32_t magic, uint32_t mbi_phys)
+{
+    uint64_t boot_tsc = arch_rdtsc();
+    kstats.boot_tsc_lo = (uint32_t)boot_tsc;
+    kstats.boot_tsc_hi = (uint32_t)(boot_tsc >> 32);
+    serial_init();
+    if (magic != MB_BOOT_MAGIC)
+        panic("not started by a Multiboot loader (eax=0x%08x)", magic);
+    /* Only the first 8 MiB are mapped until mm_init builds the direct map. */
+    if (mbi_phys >= (8u << 20))
+        panic("Multiboot information above 8 MiB (0x%08x)", mbi_phys);
+    struct mb_info *mbi = P2V(mbi_phys);
+    if ((mbi->flags & 4) && mbi->cmdline) {
+        if (mbi->cmdline >= (8u << 20))
+            panic("kernel command line above 8 MiB");
+        strncpy0(cmdline, P2V(mbi->cmdline), sizeof(cmdline));
+    }
+
+    desc_init();
+    mm_init(mbi);
+
+    uint32_t hz = 100;
+    char val[16];
+    if (cmdline_get(cmdline, "hz", val, sizeof(val))) {
+        const char *end;
+        hz = parse_u32(val, &end);
+        if (*end || hz < 10 || hz > 10000) {
+            kprintf("kernel: hz must be a number from 10 to 10000, not '%s'\n", val);
+            machine_exit(2);
+        }
+    }
+    timer_hz = hz;
+    kprintf("ringvisor teaching kernel (timer %u Hz)\n", hz);
+
+    proc_init();
+    trap_init(hz);
+    serial_enable_rx_irq();
+    start_init(cmdline);
+    idle_loop();
+}
