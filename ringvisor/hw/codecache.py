@@ -196,6 +196,8 @@ class CodeCache:
                 ins = decoder.decode()
                 limit = 1
             insns.append(ins)
+            # room for at least a few more instructions after a branch's side exit
+            bb.side_exits = not single and len(insns) < limit - 4 and ins.next_ip32 & PAGE == page
             bb.begin_insn(len(insns) - 1, ins.ip32)
             try:
                 self.emit(bb, ins)
@@ -283,7 +285,15 @@ class CodeCache:
         else:
             tail += [f"    S.icount += {n}", f"    return {bb.next_expr}"]
         head = ["def blk():"] + [f"    r{i} = R[{i}]" for i in sorted(bb.used)]
-        body = bb.lines if bb.lines else ["        pass"]
+        body = []
+        for line in bb.lines or ["        pass"]:
+            stripped = line.lstrip()
+            if stripped.startswith("__WB__:"):
+                pad = line[:len(line) - len(stripped)]
+                regs = sorted(bb.dirty) if fused else [int(x) for x in stripped[7:].split(",") if x]
+                body.extend(f"{pad}R[{i}] = r{i}" for i in regs)
+            else:
+                body.append(line)
         if fused:
             head += ["    lo = C.lf_op; lr = C.lf_res; la = C.lf_a; lb = C.lf_b",
                      "    ic = 0", "    lim = C.limit - S.icount", "    while True:", "        try:"]
@@ -296,13 +306,13 @@ class CodeCache:
                      if s != "__ENTRY_STORE__"]
             src = "\n".join(head + body + handler + back + tail) + "\n"
             src = src.replace("__ENTRY_STORE__", "C.lf_op = lo; C.lf_res = lr; C.lf_a = la; C.lf_b = lb")
-            src = src.replace("__ENTRY_CF__", "CARRY(lo, lr, la, lb)")
+            src = src.replace("__ENTRY_CF__", "CARRY(lo, lr, la, lb)").replace("__IC__", "ic + ")
             return src.replace("__ENTRY__", "MAT(lo, lr, la, lb)")
         head.append("    try:")
         src = "\n".join(head + body + handler + tail) + "\n"
         src = "\n".join(l for l in src.split("\n") if l.strip() != "__ENTRY_STORE__")
         src = src.replace("__ENTRY_CF__", "CARRY(C.lf_op, C.lf_res, C.lf_a, C.lf_b)")
-        return src.replace("__ENTRY__", "FL()")
+        return src.replace("__ENTRY__", "FL()").replace("__IC__", "")
 
     def compile(self, src: str, consts: list, eip: int):
         names = ", ".join(f"K{i}" for i in range(len(consts)))

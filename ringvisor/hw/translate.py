@@ -124,6 +124,7 @@ class BlockBuilder:
     targets: set = field(default_factory=set)   # static successors (for loop fusion)
     helper_const: str | None = None
     next_expr: str | None = None
+    side_exits: bool = False       # may a forward branch leave the block mid-way?
 
     # -- emission ----------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -409,6 +410,23 @@ class BlockBuilder:
         finally:
             self.fsrc = saved
         return [f"C.lf_res = {bits}; C.lf_op = 0"]
+
+    def side_exit(self, cond: str, target: int) -> None:
+        """Leave the block when ``cond`` holds; translation goes on along the fall-through.
+
+        The exit writes back what the block has changed so far, exactly as the
+        end of a block does (``__IC__`` becomes the loop counter in a fused loop).
+        """
+        self.emit(f"if {cond}:")
+        self.ind += 1
+        # which registers to write back is settled at assembly: in a fused loop an
+        # exit taken in a later iteration must write back everything the body changes
+        self.emit("__WB__:" + ",".join(str(i) for i in sorted(self.dirty)))
+        for line in self.flags_store_code(self.fsrc, not self.body_entry_defined):
+            self.emit(line)
+        self.emit(f"S.icount += __IC__{self.index + 1}")
+        self.emit(f"return {target:#x}")
+        self.ind -= 1
 
     # -- per-instruction bookkeeping ---------------------------------------------
     def begin_insn(self, index: int, eip: int) -> None:
