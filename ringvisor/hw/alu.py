@@ -154,7 +154,9 @@ def idiv(lo: int, hi: int, b: int, size: int) -> tuple[int, int]:
     bits, mask = BITS[size], MASK[size]
     if b == 0:
         raise CpuFault(DE)
-    n = signed((hi << bits) | lo, size * 2)
+    wide = (hi << bits) | lo
+    top = 1 << (2 * bits - 1)
+    n = (wide ^ top) - top       # the double-width dividend, signed
     d = signed(b, size)
     q = abs(n) // abs(d)
     if (n < 0) != (d < 0):
@@ -208,19 +210,15 @@ def das(al: int, fl: int) -> tuple[int, int]:
 
 
 def aaa(ax: int, fl: int, sub: bool) -> tuple[int, int]:
-    al, ah = ax & 0xFF, ax >> 8
-    if (al & 0xF) > 9 or fl & AF:
-        if sub:
-            al = (al - 6) & 0xFF
-            ah = (ah - 1) & 0xFF
-        else:
-            al = (al + 6) & 0xFF
-            ah = (ah + 1) & 0xFF
+    """AAA / AAS.  The SDM adjusts the whole of AX (AAA: ``AX ← AX + 106H``; AAS:
+    ``AX ← AX – 6; AH ← AH – 1``), so a carry or borrow out of AL reaches AH."""
+    if (ax & 0xF) > 9 or fl & AF:
+        ax = (ax - 0x106) & 0xFFFF if sub else (ax + 0x106) & 0xFFFF
         f = AF | CF
     else:
         f = 0
-    al &= 0xF
-    return (ah << 8) | al, (fl & ~ARITH) | f | szp(al, 1)
+    ax &= 0xFF0F
+    return ax, (fl & ~ARITH) | f | szp(ax & 0xFF, 1)
 
 
 def aam(al: int, base: int, fl: int) -> tuple[int, int]:

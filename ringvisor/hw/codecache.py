@@ -18,7 +18,7 @@ import sys
 import iced_x86 as ix
 
 from . import alu, flags as F
-from .faults import UD, CpuFault
+from .faults import GP, UD, CpuFault
 from .semantics import EMITTERS, LOCKABLE, helper as helper_emit
 from .system import fpu_class
 from .translate import ALL_FLAGS, BlockBuilder, Mode, Translation, Unsupported
@@ -107,8 +107,11 @@ class CodeCache:
     def lookup(self, eip: int, mode: Mode, single: bool = False):
         cpu = self.cpu
         mmu = cpu.mmu
-        d = (mmu.tr_u if mode.user else mmu.tr_s).get(eip & PAGE)
-        phys = eip + d if d is not None else mmu.walk(eip, False, mode.user)   # #PF on fetch
+        if eip > mode.cs_limit:
+            raise CpuFault(GP, 0)          # fetch beyond the code segment's limit
+        lin = (mode.cs_base + eip) & 0xFFFFFFFF
+        d = (mmu.tr_u if mode.user else mmu.tr_s).get(lin & PAGE)
+        phys = lin + d if d is not None else mmu.walk(lin, False, mode.user)   # #PF on fetch
         key = (phys, mode.key | (1 << 20 if single else 0))
         tr = self.blocks.get(key)
         if tr is None:
@@ -171,15 +174,17 @@ class CodeCache:
         cpu = self.cpu
         user = mode.user
         bits = 32 if mode.cs32 else 16
-        page = eip & PAGE
+        base = mode.cs_base
+        # ``page`` and the offsets below are linear; the decoder works in EIP (offsets in CS)
+        page = (base + eip) & PAGE
         data = cpu.mmu.read_bytes(page, 0x1000, user)
-        decoder = ix.Decoder(bits, data, ip=page)
-        decoder.position = eip - page
-        decoder.ip = eip
+        decoder = ix.Decoder(bits, data, ip=eip)
+        decoder.position = (base + eip) & 0xFFF
         bb = BlockBuilder(mode)
         limit = 1 if single else self.max_insns
         pages = {phys >> 12}
-        lo_off = hi_off = eip - page
+        lo_off = hi_off = (base + eip) & 0xFFF
+        cs_end = mode.cs_limit
         visited = {eip}
         insns = []
         last_end = eip
@@ -192,12 +197,15 @@ class CodeCache:
                 nxt = (page + 0x1000) & 0xFFFFFFFF
                 more = cpu.mmu.read_bytes(nxt, 15, user)
                 pages.add(cpu.mmu.walk(nxt, False, user) >> 12)
-                decoder = ix.Decoder(bits, data[eip - page:] + more, ip=eip)
+                decoder = ix.Decoder(bits, data[(base + eip) & 0xFFF:] + more, ip=eip)
                 ins = decoder.decode()
                 limit = 1
+            if ins.next_ip32 - 1 > cs_end and insns:
+                break                      # the next block's fetch raises #GP
             insns.append(ins)
             # room for at least a few more instructions after a branch's side exit
-            bb.side_exits = not single and len(insns) < limit - 4 and ins.next_ip32 & PAGE == page
+            bb.side_exits = (not single and len(insns) < limit - 4 and
+                             (base + ins.next_ip32) & PAGE == page)
             bb.begin_insn(len(insns) - 1, ins.ip32)
             try:
                 self.emit(bb, ins)
@@ -206,7 +214,7 @@ class CodeCache:
                 bb.ends = True
                 bb.next_expr = "None"
             bb.end_insn()
-            off = ins.ip32 - page
+            off = (base + ins.ip32 - page) & 0xFFFFFFFF
             lo_off, hi_off = min(lo_off, off), max(hi_off, off + ins.len)
             last_end = ins.next_ip32
             if not bb.ends:
@@ -215,13 +223,14 @@ class CodeCache:
                 ix.OpKind.NEAR_BRANCH32, ix.OpKind.NEAR_BRANCH16) else None
             if (not single and bb.helper_const is None and target is not None and
                     ins.mnemonic in (ix.Mnemonic.JMP, ix.Mnemonic.CALL) and
-                    target & PAGE == page and target not in visited and len(insns) < limit):
+                    (base + target) & PAGE == page and target not in visited and
+                    target <= cs_end and len(insns) < limit):
                 # keep going at the target: the block becomes a superblock
                 visited.add(target)
                 bb.ends = False
                 bb.next_expr = None
                 bb.targets.discard(target)
-                decoder.position = target - page
+                decoder.position = (base + target) & 0xFFF
                 decoder.ip = target
                 continue
             break

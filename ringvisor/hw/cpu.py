@@ -19,7 +19,7 @@ from .faults import CONTRIBUTORY, DB, DF, HAS_ERROR_CODE, PF, CpuFault, PageFaul
 from .memory import PhysicalMemory
 from .mmu import Mmu
 from .segments import Segmentation, is_flat
-from .state import (ARITH_FLAGS, CS, DF as DF_FLAG, EFLAGS_FIXED, IF, SS, TF, CpuState)
+from .state import (ARITH_FLAGS, CS, DF as DF_FLAG, EFLAGS_FIXED, IF, RF, SS, TF, CpuState)
 from .system import run_helper
 from . import transfers
 from .translate import Mode
@@ -47,6 +47,8 @@ class Cpu:
         self.intr = False                 # the INTR line, driven by the PIC
         self.acknowledge = lambda: 0      # the INTA cycle: returns the vector
         self.interrupt_shadow = False
+        self.debug_active = False         # DR7 enables a breakpoint: execute one instruction at a time
+        self.exec_breakpoints: list[tuple[int, int]] = []
         self.exceptions = deque(maxlen=12)   # recent (eip, exception), for crash reports
         self.stats = {"exceptions": 0, "interrupts": 0, "smc_restarts": 0}
         self.trace = None                 # a callable taking text: translations, traps, interrupts
@@ -80,8 +82,38 @@ class Cpu:
         for i, s in enumerate(st.segs):
             if is_flat(s):
                 flat |= 1 << i
-        self.mode = Mode(self.cpl, st.segs[CS].big, st.segs[SS].big, bool(st.eflags & DF_FLAG), flat)
+        cs = st.segs[CS]
+        self.mode = Mode(self.cpl, cs.big, st.segs[SS].big, bool(st.eflags & DF_FLAG), flat,
+                         cs.base, cs.limit)
         self.limit = 0
+
+    def update_debug(self) -> None:
+        """DR0-DR3/DR7 changed: recompute the breakpoints (SDM Vol. 3 §17.2)."""
+        st = self.state
+        dr7 = st.dr[7]
+        execs, watch = [], []
+        for i in range(4):
+            if not (dr7 >> (2 * i)) & 3:
+                continue
+            rw = (dr7 >> (16 + 4 * i)) & 3
+            length = (1, 2, 8, 4)[(dr7 >> (18 + 4 * i)) & 3]
+            addr = st.dr[i] & ~(length - 1) & 0xFFFFFFFF
+            if rw == 0:
+                execs.append((i, st.dr[i]))
+            elif rw in (1, 3):
+                watch.append((i, addr, addr + length - 1, rw == 1))
+            # rw == 2 (I/O breakpoints) is not modelled
+        self.exec_breakpoints = execs
+        self.mmu.watch = watch
+        self.mmu.watch_pages = {a & 0xFFFFF000 for _, a, e, _ in watch} | \
+            {e & 0xFFFFF000 for _, a, e, _ in watch}
+        self.debug_active = bool(execs or watch)
+        self.tlb_flush()
+
+    def open_interrupt_shadow(self) -> None:
+        """STI (from IF=0), MOV SS and POP SS: the next instruction runs before any interrupt."""
+        self.interrupt_shadow = True
+        self.limit = 0                    # so the run loop single-steps that instruction
 
     def request_stop(self) -> None:
         """End ``run`` at the next block boundary (the current instruction completes)."""
@@ -159,9 +191,24 @@ class Cpu:
 
     # -- execution ---------------------------------------------------------------------------
     def step(self) -> None:
-        """Execute exactly one instruction (delivering any fault it raises)."""
+        """Execute exactly one instruction (delivering any fault it raises).
+
+        Single-step (TF) and the debug registers are checked here, so the run
+        loop comes this way whenever either is active.
+        """
         st = self.state
         tf = st.eflags & TF
+        if self.exec_breakpoints and not st.eflags & RF:
+            lin = (self.mode.cs_base + st.eip) & 0xFFFFFFFF
+            hits = 0
+            for i, addr in self.exec_breakpoints:
+                if addr == lin:
+                    hits |= 1 << i
+            if hits:   # an instruction breakpoint is a fault: before the instruction runs
+                st.dr[6] = (st.dr[6] & ~0xF) | hits
+                self.deliver_exception(CpuFault(DB))
+                return
+        self.mmu.watch_hits = 0
         try:
             fn = self.cache.lookup(st.eip, self.mode, single=True)
             st.eip = fn()
@@ -170,8 +217,13 @@ class Cpu:
                 return
             self.deliver_exception(f)
             return
-        if tf:
-            st.dr[6] |= 0x4000
+        st.eflags &= ~RF
+        hits = self.mmu.watch_hits
+        if hits or tf:
+            if hits:   # a data breakpoint is a trap: after the access
+                st.dr[6] = (st.dr[6] & ~0xF) | hits
+            if tf:
+                st.dr[6] |= 0x4000
             self.deliver_exception(CpuFault(DB, None, trap=True))
 
     def run(self, until: int) -> None:
@@ -187,9 +239,10 @@ class Cpu:
                 self.deliver_interrupt()
             if st.halted:
                 return
-            if st.eflags & TF:
+            if st.eflags & TF or self.debug_active:
                 self.step()
                 continue
+            st.eflags &= ~RF    # RF only matters to the next instruction's breakpoint check
             self.limit = until
             mode = self.mode
             jc = cache.jump.setdefault(mode.key, {})

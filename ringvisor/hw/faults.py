@@ -62,3 +62,11 @@ def ud() -> CpuFault:
 
 class TripleFault(Exception):
     """The CPU shut down: a fault while delivering a double fault."""
+
+
+class UnsupportedFeature(Exception):
+    """The guest used something this machine does not model (e.g. a hardware task switch).
+
+    Real hardware would do it; inventing a fault would mislead the guest, so the
+    machine stops with a report instead.
+    """

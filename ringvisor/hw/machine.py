@@ -31,7 +31,7 @@ from .devices.pic import PicPair
 from .devices.pit import Pit8254
 from .devices.reset import ResetControl
 from .devices.uart import HostInput, Uart16550
-from .faults import TripleFault
+from .faults import TripleFault, UnsupportedFeature
 from .memory import PhysicalMemory
 from .state import IF, REG_NAMES, SEG_NAMES, DescriptorTable, Segment
 
@@ -160,6 +160,8 @@ class Machine:
                     self._idle()
         except TripleFault as e:
             self.stop = Stop("triple-fault", 3, f"triple fault: {e}\n{self.report()}")
+        except UnsupportedFeature as e:
+            self.stop = Stop("unsupported", 3, f"stopped: {e}\n{self.report()}")
         finally:
             self.wall_seconds += time.perf_counter() - t0
         return self.stop

@@ -37,6 +37,11 @@ class Mmu:
         # called with (physical address, size) before a slow-path write into a page
         # holding translated code (the code cache refuses writes into the running block)
         self.smc_hook = None
+        # data breakpoints (DR0-DR3): (index, first, last, writes only); their pages stay
+        # out of the TLB so every access to them comes through the slow paths below
+        self.watch: list[tuple[int, int, int, bool]] = []
+        self.watch_pages: set[int] = set()
+        self.watch_hits = 0
 
     # -- TLB management -------------------------------------------------------
     def flush(self) -> None:
@@ -101,7 +106,7 @@ class Mmu:
             user_ok = bool(rights & PTE_U)
             sup_w = dirty and (bool(rights & PTE_W) or not st.cr0 & CR0_WP)
             user_w = dirty and user_ok and bool(rights & PTE_W)
-            if fill and self.mem.is_ram(phys_page):
+            if fill and self.mem.is_ram(phys_page) and page not in self.watch_pages:
                 delta = phys_page - page
                 self.tr_s[page] = delta
                 if user_ok:
@@ -112,7 +117,7 @@ class Mmu:
                     if user_w:
                         self.tw_u[page] = delta
             return phys_page | (lin & 0xFFF)
-        if fill and self.mem.is_ram(phys_page):
+        if fill and self.mem.is_ram(phys_page) and page not in self.watch_pages:
             delta = phys_page - page
             self.tr_s[page] = delta
             self.tr_u[page] = delta
@@ -144,8 +149,16 @@ class Mmu:
         return (pte & PAGE) | (lin & 0xFFF)
 
     # -- slow-path accesses (misses, unaligned, MMIO) --------------------------------
+    def _watched(self, lin: int, size: int, write: bool) -> None:
+        last = lin + size - 1
+        for i, first, end, writes_only in self.watch:
+            if lin <= end and first <= last and (write or not writes_only):
+                self.watch_hits |= 1 << i
+
     def read(self, lin: int, size: int, user: bool) -> int:
         lin &= 0xFFFFFFFF
+        if self.watch:
+            self._watched(lin, size, False)
         if (lin & 0xFFF) + size <= 0x1000:
             return self.mem._read_sized(self.walk(lin, False, user), size)
         # crosses a page boundary: both pages are checked before the access
@@ -158,6 +171,8 @@ class Mmu:
 
     def write(self, lin: int, size: int, value: int, user: bool) -> None:
         lin &= 0xFFFFFFFF
+        if self.watch:
+            self._watched(lin, size, True)
         if (lin & 0xFFF) + size <= 0x1000:
             phys = self.walk(lin, True, user)
             if self.smc_hook is not None and (phys >> 12) in self.mem.code_pages:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import iced_x86 as ix
 
 from . import transfers
-from .faults import BP, BR, DB, GP, NM, NP, OF as OF_VEC, UD, CpuFault
+from .faults import BP, BR, DB, GP, NM, NP, OF as OF_VEC, UD, CpuFault, UnsupportedFeature
 from .segments import LDT, TSS16_AVAIL, TSS32_AVAIL, null_segment
-from .state import (ATTR_UNUSABLE, CR0_EM, CR0_MP, CR0_NW, CR0_CD, CR0_PE, CR0_PG, CR0_TS,
+from .state import (ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, Segment, CR0_EM, CR0_MP, CR0_NW, CR0_CD, CR0_PE, CR0_PG, CR0_TS,
                     CR4_DE, CR4_OSFXSR, CR4_PGE, CR4_PSE, CR4_TSD, CS, DF, IF, IOPL_MASK,
                     OF, RF, SS, VM, ZF)
 from .translate import GPR, SREG
@@ -29,8 +29,10 @@ HELPERS: dict[int, callable] = {}
 CR0_WRITABLE = 0xE005003F      # PG CD NW AM WP NE ET TS EM MP PE
 CR4_SUPPORTED = CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | 0x100   # PCE too
 
-# CPUID: a family-6 integer core; features are only those the model implements.
-CPUID_FEATURES_EDX = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 13) | (1 << 15)
+# CPUID: a family-6 integer core; features are only those the model implements:
+# DE, PSE, TSC, MSR, CX8, SEP, PGE, CMOV.
+CPUID_FEATURES_EDX = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | \
+    (1 << 13) | (1 << 15)
 CPUID_SIGNATURE = 0x00000633      # family 6, model 3, stepping 3
 
 MSR_TSC, MSR_APIC_BASE, MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = (
@@ -193,7 +195,7 @@ def h_cli(cpu, ins) -> int:
         st.eflags &= ~IF
     else:
         if not st.eflags & IF:
-            cpu.interrupt_shadow = True     # interrupts wait until after the next instruction
+            cpu.open_interrupt_shadow()     # interrupts wait until after the next instruction
         st.eflags |= IF
         cpu.irq_check()
     return ins.next_ip32
@@ -375,9 +377,43 @@ def h_wrmsr(cpu, ins) -> int:
     return ins.next_ip32
 
 
-@helper(M.SYSENTER, M.SYSEXIT, M.UD0, M.UD1, M.UD2)
+@helper(M.UD0, M.UD1, M.UD2)
 def h_ud(cpu, ins) -> int:
     raise CpuFault(UD)
+
+
+def _flat(selector: int, code: bool, dpl: int) -> Segment:
+    attr = ATTR_P | ATTR_S | ATTR_DB | ATTR_G | (dpl << 5) | (0xB if code else 0x3)
+    return Segment(selector, 0, 0xFFFFFFFF, attr)
+
+
+@helper(M.SYSENTER)
+def h_sysenter(cpu, ins) -> int:
+    """Fast system call: flat ring-0 CS/SS from IA32_SYSENTER_CS, ESP/EIP from the MSRs."""
+    st = cpu.state
+    cs = st.msrs.get(MSR_SYSENTER_CS, 0)
+    if cs & 0xFFFC == 0:
+        raise CpuFault(GP, 0)
+    st.eflags &= ~(VM | IF | RF)
+    st.segs[CS] = _flat(cs & 0xFFFC, True, 0)
+    st.segs[SS] = _flat((cs + 8) & 0xFFFC, False, 0)
+    st.regs[4] = st.msrs.get(MSR_SYSENTER_ESP, 0) & 0xFFFFFFFF
+    cpu.mode_changed()
+    return st.msrs.get(MSR_SYSENTER_EIP, 0) & 0xFFFFFFFF
+
+
+@helper(M.SYSEXIT)
+def h_sysexit(cpu, ins) -> int:
+    """Return to ring 3: flat CS/SS at IA32_SYSENTER_CS + 16/24, ESP = ECX, EIP = EDX."""
+    st = cpu.state
+    cs = st.msrs.get(MSR_SYSENTER_CS, 0)
+    if cs & 0xFFFC == 0 or cpu.cpl != 0:
+        raise CpuFault(GP, 0)
+    st.segs[CS] = _flat(((cs + 16) & 0xFFFC) | 3, True, 3)
+    st.segs[SS] = _flat(((cs + 24) & 0xFFFC) | 3, False, 3)
+    st.regs[4] = st.regs[1]
+    cpu.mode_changed()
+    return st.regs[2]
 
 
 # --- descriptor tables ------------------------------------------------------------------
@@ -500,7 +536,7 @@ def write_cr(cpu, n: int, v: int) -> None:
         if (v & CR0_PG and not v & CR0_PE) or (v & CR0_NW and not v & CR0_CD):
             raise CpuFault(GP, 0)
         if not v & CR0_PE:
-            raise CpuFault(GP, 0)   # real mode is not supported yet: see docs/hardware.md
+            raise UnsupportedFeature("clearing CR0.PE: real mode is not modelled")
         old = st.cr0
         st.cr0 = v | 0x10           # ET is hardwired to 1
         if (old ^ st.cr0) & (CR0_PG | 0x10000 | CR0_PE):
@@ -555,7 +591,15 @@ def h_mov(cpu, ins) -> int:
     if r0 in DR_REGS or r1 in DR_REGS:
         require_cpl0(cpu)
         if r0 in DR_REGS:
-            st.dr[_dr_index(cpu, DR_REGS[r0])] = get_reg(cpu, r1)
+            n = _dr_index(cpu, DR_REGS[r0])
+            v = get_reg(cpu, r1)
+            if n == 6:
+                v = (v & 0x0000E00F) | 0xFFFF0FF0     # reserved bits read as 1
+            elif n == 7:
+                v = (v & 0xFFFF2BFF) | 0x400
+            st.dr[n] = v
+            if n in (0, 1, 2, 3, 7):
+                cpu.update_debug()
         else:
             set_reg(cpu, r0, st.dr[_dr_index(cpu, DR_REGS[r1])])
         return ins.next_ip32
@@ -564,7 +608,7 @@ def h_mov(cpu, ins) -> int:
     sel = read_op(cpu, ins, 1, 2)
     cpu.segmentation.load(s, sel)
     if s == SS:
-        cpu.interrupt_shadow = True
+        cpu.open_interrupt_shadow()
     return ins.next_ip32
 
 
@@ -577,7 +621,7 @@ def h_pop_sreg(cpu, ins) -> int:
     cpu.segmentation.load(s, v & 0xFFFF)
     transfers._set_esp(cpu, st.segs[SS], st.regs[4] + size)
     if s == SS:
-        cpu.interrupt_shadow = True
+        cpu.open_interrupt_shadow()
     return ins.next_ip32
 
 

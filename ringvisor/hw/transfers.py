@@ -9,8 +9,8 @@ so a fault leaves the CPU as it was before the instruction.
 
 from __future__ import annotations
 
-from .faults import GP, NP, SS, CpuFault
-from .segments import (CALL_GATE16, Descriptor, CALL_GATE32, INT_GATE16, INT_GATE32, TRAP_GATE16,
+from .faults import GP, NP, SS, TS, CpuFault, UnsupportedFeature
+from .segments import (CALL_GATE16, TASK_GATE, TSS16_BUSY, TSS32_BUSY, Descriptor, CALL_GATE32, INT_GATE16, INT_GATE32, TRAP_GATE16,
                        TRAP_GATE32, check_access)
 from .state import CS, IF, IOPL_MASK, NT, RF, SS as SREG_SS, TF, VM, Segment
 
@@ -63,8 +63,11 @@ def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: in
     addr = st.idtr.base + vector * 8
     raw = cpu.mmu.read(addr, 4, False) | cpu.mmu.read(addr + 4, 4, False) << 32
     gate = Descriptor(raw, addr)
-    if gate.s or gate.type not in (INT_GATE16, TRAP_GATE16, INT_GATE32, TRAP_GATE32):
-        raise CpuFault(GP, idt_err)     # task gates are not supported: see docs/hardware.md
+    if not gate.s and gate.type == TASK_GATE and gate.present:
+        raise UnsupportedFeature(f"a task gate in the IDT (vector {vector:#x}): hardware task "
+                                 "switching is not modelled")
+    if gate.s or gate.type not in (INT_GATE16, TRAP_GATE16, INT_GATE32, TRAP_GATE32, TASK_GATE):
+        raise CpuFault(GP, idt_err)
     cpl = cpu.cpl
     if soft and gate.dpl < cpl:
         raise CpuFault(GP, vector * 8 + 2)
@@ -143,16 +146,31 @@ def _check_return_ss(cpu, sel: int, rpl_cs: int) -> Segment:
     return d.segment(sel)
 
 
+def _task_return_checks(cpu) -> None:
+    """IRET with NT set returns to the task in the TSS back link (SDM: TASK-RETURN)."""
+    st = cpu.state
+    link = cpu.mmu.read(st.tr.base, 2, False)
+    if link & 4:
+        raise CpuFault(TS, link & 0xFFFC)
+    d = cpu.segmentation.read_descriptor(link, TS)
+    if d.s or d.type not in (TSS16_BUSY, TSS32_BUSY):
+        raise CpuFault(TS, link & 0xFFFC)
+    if not d.present:
+        raise CpuFault(NP, link & 0xFFFC)
+    raise UnsupportedFeature(f"IRET with NT=1 to task {link:#06x}: hardware task switching "
+                             "is not modelled")
+
+
 def iret(cpu, size: int) -> None:
     """IRET in protected mode (same privilege or to an outer ring)."""
     st = cpu.state
     if st.eflags & NT:
-        raise CpuFault(GP, 0)   # nested-task return: task switching is not supported
+        _task_return_checks(cpu)
     eip, cs_sel, fl = _pop_values(cpu, 3, size)
     cs_sel &= 0xFFFF
     old_cpl = cpu.cpl
     if size == 4 and fl & VM and old_cpl == 0:
-        raise CpuFault(GP, 0)   # return to virtual-8086 mode is not supported
+        raise UnsupportedFeature("IRET to virtual-8086 mode: VM86 is not modelled")
     d = _check_return_cs(cpu, cs_sel)
     rpl = cs_sel & 3
     outer = rpl > old_cpl
@@ -243,8 +261,11 @@ def far_transfer(cpu, sel: int, offset: int, size: int, call: bool, return_eip: 
         st.eip = offset
         cpu.mode_changed()
         return
+    if not d.s and d.type in (TASK_GATE, 1, 9) and d.present:
+        raise UnsupportedFeature(f"far {'CALL' if call else 'JMP'} to task {sel:#06x}: hardware "
+                                 "task switching is not modelled")
     if d.s or d.type not in (CALL_GATE16, CALL_GATE32):
-        raise CpuFault(GP, err)    # task gates and TSS targets: task switching is not supported
+        raise CpuFault(GP, err)
     # through a call gate
     if d.dpl < cpl or d.dpl < rpl:
         raise CpuFault(GP, err)

@@ -67,10 +67,13 @@ class Mode:
     ss32: bool
     df: bool
     flat: int          # bit s set: segment register s is flat (base 0, 4 GiB, usable, writable)
+    cs_base: int = 0   # code is fetched at CS.base + EIP; EIP constants depend on it
+    cs_limit: int = 0xFFFFFFFF
 
     @property
     def key(self) -> int:
-        return self.cpl | self.cs32 << 2 | self.ss32 << 3 | self.df << 4 | self.flat << 5
+        return (self.cpl | self.cs32 << 2 | self.ss32 << 3 | self.df << 4 | self.flat << 5 |
+                self.cs_base << 12)
 
     @property
     def user(self) -> bool:
