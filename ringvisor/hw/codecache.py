@@ -112,6 +112,10 @@ class CodeCache:
         lin = (mode.cs_base + eip) & 0xFFFFFFFF
         d = (mmu.tr_u if mode.user else mmu.tr_s).get(lin & PAGE)
         phys = lin + d if d is not None else mmu.walk(lin, False, mode.user)   # #PF on fetch
+        if cpu.native:
+            hit = cpu.native.find(phys)
+            if hit is not None:
+                return self._native_entry(hit, mode)
         key = (phys, mode.key | (1 << 20 if single else 0))
         tr = self.blocks.get(key)
         if tr is None:
@@ -126,6 +130,25 @@ class CodeCache:
         if not single and len(tr.phys_pages) == 1:
             self.jump.setdefault(mode.key, {})[eip] = tr.fn
         return tr.fn
+
+    def _native_entry(self, hit, mode: Mode):
+        """The "block" for an address inside a native-handler region."""
+        cpu = self.cpu
+        st = cpu.state
+        start, handler, name = hit
+        if mode.cpl != 0:
+            def refuse():
+                raise CpuFault(UD)
+            return refuse
+
+        def enter():
+            st.icount += 1
+            if cpu.trace:
+                cpu.trace(f"[{st.icount}] native handler {name!r} at eip={st.eip:#010x}\n")
+            handler(cpu)
+            cpu.mode_changed()
+            return st.eip
+        return enter
 
     # -- invalidation ----------------------------------------------------------------
     def page_written(self, ppn: int) -> None:

@@ -18,6 +18,7 @@ from .codecache import CodeCache, SmcRestart
 from .faults import CONTRIBUTORY, DB, DF, HAS_ERROR_CODE, PF, CpuFault, PageFault, TripleFault
 from .memory import PhysicalMemory
 from .mmu import Mmu
+from .native import NativeRegions
 from .segments import Segmentation, is_flat
 from .state import (ARITH_FLAGS, CS, DF as DF_FLAG, EFLAGS_FIXED, IF, RF, SS, TF, CpuState)
 from .system import run_helper
@@ -35,6 +36,7 @@ class Cpu:
         self.mem = mem
         self.bus = bus
         self.mmu = Mmu(mem, self.state)
+        self.native = NativeRegions()     # ring-0 software written in Python (native.py)
         self.segmentation = Segmentation(self)
         # the lazy arithmetic flags (see flags.py)
         self.lf_op = 0
@@ -128,6 +130,10 @@ class Cpu:
     def invlpg(self, lin: int) -> None:
         self.mmu.invlpg(lin)
         self.cache.flush_jump_cache()
+
+    def iret(self) -> None:
+        """Execute a 32-bit IRET (for native handlers returning to their caller)."""
+        transfers.iret(self, 4)
 
     def tsc(self) -> int:
         return (self.state.icount + self.state.tsc_offset) & 0xFFFFFFFFFFFFFFFF

@@ -1,0 +1,46 @@
+"""Native-handler regions: ring-0 software written in Python, living on the machine.
+
+A region of the physical address space is bound to a Python callable.  When
+the CPU, at CPL 0, fetches an instruction from that region — typically after a
+real gate transfer (an interrupt through the IDT, a call gate) has taken it
+there — the callable runs *as* that ring-0 code: it receives the CPU with its
+architectural state and must leave EIP (and whatever else it changes) as the
+code it stands for would, for instance by returning with :meth:`Cpu.iret`.
+This is how a monitor or a BIOS service written in Python runs *on* the
+hardware instead of inside it: the guest reaches it only through the gates
+and mappings that real hardware would check.
+
+At any other CPL the region executes as an invalid opcode (#UD): ring-3 code
+that reaches it has been let through by the page tables, as on real hardware,
+but it gets no Python service.  Each entry retires one instruction.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+Handler = Callable[[object], None]
+
+
+class NativeRegions:
+    def __init__(self) -> None:
+        self.regions: list[tuple[int, int, Handler, str]] = []
+
+    def bind(self, start: int, length: int, handler: Handler, name: str = "native") -> None:
+        """Bind physical ``[start, start + length)`` to ``handler`` (a callable taking the CPU)."""
+        if length <= 0 or start < 0 or start + length > 1 << 32:
+            raise ValueError("a native region must lie inside the 4 GiB physical space")
+        end = start + length
+        for s, e, _, n in self.regions:
+            if start < e and s < end:
+                raise ValueError(f"native region {name!r} overlaps {n!r}")
+        self.regions.append((start, end, handler, name))
+
+    def find(self, phys: int) -> tuple[int, Handler, str] | None:
+        for s, e, h, n in self.regions:
+            if s <= phys < e:
+                return s, h, n
+        return None
+
+    def __bool__(self) -> bool:
+        return bool(self.regions)
