@@ -252,15 +252,7 @@ def far_transfer(cpu, sel: int, offset: int, size: int, call: bool, return_eip: 
             offset &= 0xFFFF
         if offset > d.limit:
             raise CpuFault(GP, 0)
-        if call:
-            esp = _push_frame(cpu, st.segs[SREG_SS], st.regs[4],
-                              [st.segs[CS].selector, return_eip], size, cpl == 3)
-            _set_esp(cpu, st.segs[SREG_SS], esp)
-        seg.set_accessed(d)
-        st.segs[CS] = d.segment((sel & 0xFFFC) | cpl)
-        st.eip = offset
-        cpu.mode_changed()
-        return
+        return _same_level(cpu, d, sel, offset, size, call, return_eip)
     if not d.s and d.type in (TASK_GATE, 1, 9) and d.present:
         raise UnsupportedFeature(f"far {'CALL' if call else 'JMP'} to task {sel:#06x}: hardware "
                                  "task switching is not modelled")
@@ -299,11 +291,21 @@ def far_transfer(cpu, sel: int, offset: int, size: int, call: bool, return_eip: 
         st.segs[SREG_SS] = new_ss
         st.regs[4] = esp
     else:
-        if call:
-            esp = _push_frame(cpu, st.segs[SREG_SS], st.regs[4],
-                              [st.segs[CS].selector, return_eip], gsize, cpl == 3)
-            _set_esp(cpu, st.segs[SREG_SS], esp)
-        seg.set_accessed(cd)
-        st.segs[CS] = cd.segment((gsel & 0xFFFC) | cpl)
+        return _same_level(cpu, cd, gsel, target, gsize, call, return_eip)
     st.eip = target
+    cpu.mode_changed()
+
+
+def _same_level(cpu, d: Descriptor, sel: int, offset: int, size: int, call: bool,
+                return_eip: int) -> None:
+    """Enter code segment ``d`` at the current privilege level (pushing CS:EIP for a CALL)."""
+    st = cpu.state
+    cpl = cpu.cpl
+    if call:
+        esp = _push_frame(cpu, st.segs[SREG_SS], st.regs[4],
+                          [st.segs[CS].selector, return_eip], size, cpl == 3)
+        _set_esp(cpu, st.segs[SREG_SS], esp)
+    cpu.segmentation.set_accessed(d)
+    st.segs[CS] = d.segment((sel & 0xFFFC) | cpl)
+    st.eip = offset
     cpu.mode_changed()

@@ -218,29 +218,9 @@ class BlockBuilder:
     def mem_linear(self, ins: ix.Instruction, size: int, write: bool) -> str:
         return self.linear(SREG[ins.memory_segment], self.ea(ins), size, write)
 
-    def load(self, lin: str, size: int) -> str:
+    def _probe(self, lin: str, size: int, tlb: str) -> tuple[str, str]:
+        """Read through TLB dictionary ``tlb``; returns (value, delta) locals."""
         view, sh = VIEW[size]
-        tlb = "TRU" if self.mode.user else "TRS"
-        d = self.tmp("d")
-        v = self.tmp()
-        idx = f"({lin} + {d})" if not sh else f"({lin} + {d}) >> {sh}"
-        self.emit(f"{d} = {tlb}.get({lin} & {ALIGN_KEY[size]:#x})")
-        self.emit(f"{v} = {view}[{idx}] if {d} is not None else RD({lin}, {size}, {int(self.mode.user)})")
-        return v
-
-    def store(self, lin: str, size: int, val: str) -> None:
-        view, sh = VIEW[size]
-        tlb = "TWU" if self.mode.user else "TWS"
-        d = self.tmp("d")
-        idx = f"{lin} + {d}" if not sh else f"({lin} + {d}) >> {sh}"
-        self.emit(f"{d} = {tlb}.get({lin} & {ALIGN_KEY[size]:#x})")
-        self.emit(f"if {d} is not None: {view}[{idx}] = {val}")
-        self.emit(f"else: WR({lin}, {size}, {val}, {int(self.mode.user)})")
-
-    def rmw_begin(self, lin: str, size: int) -> tuple[str, str]:
-        """Read for a read-modify-write: probes the write TLB so the write cannot miss."""
-        view, sh = VIEW[size]
-        tlb = "TWU" if self.mode.user else "TWS"
         d = self.tmp("d")
         v = self.tmp()
         idx = f"({lin} + {d})" if not sh else f"({lin} + {d}) >> {sh}"
@@ -248,11 +228,27 @@ class BlockBuilder:
         self.emit(f"{v} = {view}[{idx}] if {d} is not None else RD({lin}, {size}, {int(self.mode.user)})")
         return v, d
 
-    def rmw_end(self, lin: str, size: int, d: str, val: str) -> None:
+    def _put(self, lin: str, size: int, d: str, val: str) -> None:
+        """Write through the delta ``d`` found by a write-TLB probe (slow path on a miss)."""
         view, sh = VIEW[size]
         idx = f"{lin} + {d}" if not sh else f"({lin} + {d}) >> {sh}"
         self.emit(f"if {d} is not None: {view}[{idx}] = {val}")
         self.emit(f"else: WR({lin}, {size}, {val}, {int(self.mode.user)})")
+
+    def load(self, lin: str, size: int) -> str:
+        return self._probe(lin, size, "TRU" if self.mode.user else "TRS")[0]
+
+    def store(self, lin: str, size: int, val: str) -> None:
+        d = self.tmp("d")
+        self.emit(f"{d} = {'TWU' if self.mode.user else 'TWS'}.get({lin} & {ALIGN_KEY[size]:#x})")
+        self._put(lin, size, d, val)
+
+    def rmw_begin(self, lin: str, size: int) -> tuple[str, str]:
+        """Read for a read-modify-write: probes the write TLB so the write cannot miss."""
+        return self._probe(lin, size, "TWU" if self.mode.user else "TWS")
+
+    def rmw_end(self, lin: str, size: int, d: str, val: str) -> None:
+        self._put(lin, size, d, val)
 
     # -- operands ------------------------------------------------------------------
     def op_size(self, ins: ix.Instruction, i: int) -> int:
