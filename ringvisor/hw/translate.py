@@ -235,13 +235,24 @@ class BlockBuilder:
         self.emit(f"if {d} is not None: {view}[{idx}] = {val}")
         self.emit(f"else: WR({lin}, {size}, {val}, {int(self.mode.user)})")
 
+    # A TLB hit is a dictionary subscript; a miss raises KeyError, which costs
+    # nothing until it happens (zero-cost exceptions) and sends the access to the
+    # slow path.  This is cheaper than dict.get and a None test on every hit.
     def load(self, lin: str, size: int) -> str:
-        return self._probe(lin, size, "TRU" if self.mode.user else "TRS")[0]
+        view, sh = VIEW[size]
+        tlb = "TRU" if self.mode.user else "TRS"
+        v = self.tmp()
+        idx = f"{lin} + {tlb}[{lin} & {ALIGN_KEY[size]:#x}]"
+        self.emit(f"try: {v} = {view}[{idx if not sh else f'({idx}) >> {sh}'}]")
+        self.emit(f"except KeyError: {v} = RD({lin}, {size}, {int(self.mode.user)})")
+        return v
 
     def store(self, lin: str, size: int, val: str) -> None:
-        d = self.tmp("d")
-        self.emit(f"{d} = {'TWU' if self.mode.user else 'TWS'}.get({lin} & {ALIGN_KEY[size]:#x})")
-        self._put(lin, size, d, val)
+        view, sh = VIEW[size]
+        tlb = "TWU" if self.mode.user else "TWS"
+        idx = f"{lin} + {tlb}[{lin} & {ALIGN_KEY[size]:#x}]"
+        self.emit(f"try: {view}[{idx if not sh else f'({idx}) >> {sh}'}] = {val}")
+        self.emit(f"except KeyError: WR({lin}, {size}, {val}, {int(self.mode.user)})")
 
     def rmw_begin(self, lin: str, size: int) -> tuple[str, str]:
         """Read for a read-modify-write: probes the write TLB so the write cannot miss."""
