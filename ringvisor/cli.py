@@ -85,6 +85,13 @@ def build_parser() -> Parser:
                    help="run only this workload (repeatable)")
     b.add_argument("--no-qemu", action="store_true", help="do not run qemu-system-i386 for comparison")
 
+    c = sub.add_parser("crosscheck", help="run KERNEL on the translator and the interpreter in "
+                                          "lockstep and report the first difference")
+    c.add_argument("kernel", metavar="KERNEL")
+    c.add_argument("--append", default="", metavar="CMDLINE")
+    c.add_argument("--mem", type=parse_size, default=32, metavar="SIZE")
+    c.add_argument("--max-instructions", type=positive_int, default=5_000_000, metavar="N")
+
     g = sub.add_parser("build-guests", help="rebuild the bundled guest images from guests/")
     g.add_argument("out", nargs="?", help="output directory (default: the package's images)")
     g.add_argument("--opt", choices=("-O0", "-O1", "-O2", "-O3", "-Os"), default=None)
@@ -199,6 +206,17 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_crosscheck(args) -> int:
+    from ringvisor.hw.crosscheck import crosscheck
+    from ringvisor.hw.machine import read_image
+    kernel = _resolve_kernel(args.kernel)
+    r = crosscheck(read_image(kernel, max_bytes=args.mem << 20), args.append,
+                   args.max_instructions, args.mem)
+    print(f"{'agree' if r.ok else 'DIFFER'}: {r.instructions:,} instructions, {r.blocks:,} blocks; "
+          f"{r.message}")
+    return 0 if r.ok else 1
+
+
 def cmd_build_guests(args) -> int:
     from pathlib import Path
     from ringvisor.guests.build import build_all
@@ -208,4 +226,5 @@ def cmd_build_guests(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "bench": cmd_bench, "build-guests": cmd_build_guests}
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "bench": cmd_bench, "crosscheck": cmd_crosscheck,
+            "build-guests": cmd_build_guests}
