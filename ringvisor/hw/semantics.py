@@ -134,6 +134,9 @@ def lea(bb: BlockBuilder, ins: ix.Instruction) -> None:
     e = bb.ea(ins)
     if size != 4:
         e = f"({e} & 0xFFFF)"
+    elif ins.memory_base == R.NONE and ins.memory_index_scale > 1 and not ins.memory_displacement:
+        # BlockBuilder.ea returns a lone scaled index (``r0 * 2``) without the 32-bit mask
+        e = f"(({e}) & 0xFFFFFFFF)"
     bb.write_reg(ins.op0_register, e)
 
 
@@ -302,7 +305,8 @@ def pushf(bb: BlockBuilder, ins: ix.Instruction) -> None:
 
 @sem(M.LEAVE)
 def leave(bb: BlockBuilder, ins: ix.Instruction) -> None:
-    size = stack_size(ins)
+    # iced gives LEAVE no fixed stack increment: the operand size is in the code
+    size = 2 if ins.code == ix.Code.LEAVEW else 4
     bp = bb.reg(5)
     if bb.mode.ss32:
         lin = bb.linear(2, bp, size, False)
@@ -618,12 +622,18 @@ def cmpxchg(bb: BlockBuilder, ins: ix.Instruction) -> None:
     res = bb.let(f"({a} - {dst}) & {MASK[size]:#x}", "v")
     bb.set_group(F.SUB, size, res, a, dst)
     new = bb.let(f"{src} if {a} == {dst} else {dst}", "v")
+    # The accumulator gets DEST on a mismatch (and keeps its value, equal to DEST, on a
+    # match), so it is simply DEST.
     if d is not None:
-        # the destination is written in both cases (with itself on failure), as the SDM says
+        # the destination is written in both cases (with itself on failure), as the SDM
+        # says; the store comes first, it may fault
         bb.rmw_end(lin, size, d, new)
+        bb.write_reg(acc, dst)
     else:
+        # a register destination is written last: when it is the accumulator itself
+        # (``cmpxchg al, cl`` with AL equal to itself) it must end up holding SRC
+        bb.write_reg(acc, dst)
         bb.write_reg(ins.op0_register, new)
-    bb.write_reg(acc, f"({a} if {a} == {dst} else {dst})")
 
 
 @sem(M.CLC, M.STC, M.CMC)
@@ -705,11 +715,15 @@ def jecxz(bb: BlockBuilder, ins: ix.Instruction) -> None:
         ins.near_branch_target, ins.next_ip)
 
 
+LOOP_CX_CODES = frozenset(getattr(ix.Code, f"{m}_REL8_{o}_CX") for m in ("LOOP", "LOOPE", "LOOPNE")
+                          for o in (16, 32))
+
+
 @sem(M.LOOP, M.LOOPE, M.LOOPNE)
 def loop(bb: BlockBuilder, ins: ix.Instruction) -> None:
     c = bb.reg(1)
-    # the address size decides whether ECX or CX counts
-    a32 = not any(ins.op_register(i) == R.CX for i in range(ins.op_count))
+    # the address size decides whether ECX or CX counts (CX is implicit, not an operand)
+    a32 = ins.code not in LOOP_CX_CODES
     if a32:
         nc = bb.let(f"({c} - 1) & 0xFFFFFFFF")
     else:
