@@ -665,10 +665,9 @@ def stack_case(draw):
         level = draw(st.one_of(st.integers(0, 4), st.sampled_from([31, 32, 33])))
         alloc = draw(st.one_of(st.integers(0, 64), st.sampled_from([0x100, 0x1000])))
         ins = ix.Instruction.create_u32_u32(C.ENTERW_IMM16_IMM8 if o16 else C.ENTERD_IMM16_IMM8, alloc, level)
-        # EBP at least level slots above ESP (otherwise ENTER reads back the frame
-        # pointers it has just pushed) and in ESP's 64 KiB (a 16-bit ENTER then loads
-        # EBP's upper half): both are ringvisor bugs pinned by test_enter_known_bugs
-        g.fixed[5] = esp + 4 * (level & 31) + draw(st.integers(0, 0x100)) * 4 + \
+        # EBP anywhere from ESP up: close to ESP, ENTER reads back the frame
+        # pointers it has just pushed (test_enter_edge_cases pins those cases)
+        g.fixed[5] = esp + draw(st.integers(0, 0x100 + (level & 31))) * 4 + \
             draw(st.sampled_from([0, 0, 2]))
     else:   # leave
         ins = ix.Instruction.create(C.LEAVEW if o16 else C.LEAVED)
@@ -682,24 +681,20 @@ def test_stack(case):
     check(case)
 
 
-ENTER_BUGS = {
+ENTER_EDGES = {
     # SDM ENTER: Push(EBP); FrameTemp <- ESP; then for each level EBP <- EBP - 4;
     # Push([EBP]): with EBP == ESP the first frame pointer copied is the EBP just pushed.
-    # ringvisor's h_enter (system.py) reads the outer frame pointers before pushing.
     "nested_level2": (C.ENTERD_IMM16_IMM8, 2, STACK_TOP),
     "nested_level3": (C.ENTERD_IMM16_IMM8, 3, STACK_TOP),
-    # SDM ENTER: "IF StackSize = 32 THEN EBP <- FrameTemp" whatever the operand size;
-    # ringvisor's h_enter writes only BP for a 16-bit ENTER (EBP's upper half differs here).
+    # SDM ENTER: "IF StackSize = 32 THEN EBP <- FrameTemp" whatever the operand size,
+    # so a 16-bit ENTER on a 32-bit stack replaces EBP's upper half too.
     "o16_on_32bit_stack": (C.ENTERW_IMM16_IMM8, 1, 0x12340000 | (STACK_TOP + 0x100) & 0xFFFF),
 }
 
 
-@pytest.mark.xfail(strict=True, raises=H.Mismatch,
-                   reason="ENTER bugs in system.py h_enter (helpers are not ours "
-                   "to edit): see ENTER_BUGS and the report; drop this marker once fixed")
-@pytest.mark.parametrize("bug", sorted(ENTER_BUGS))
-def test_enter_known_bugs(bug):
-    code, level, ebp = ENTER_BUGS[bug]
+@pytest.mark.parametrize("bug", sorted(ENTER_EDGES))
+def test_enter_edge_cases(bug):
+    code, level, ebp = ENTER_EDGES[bug]
     ins = ix.Instruction.create_u32_u32(code, 8, level)
     check(Case(body=[ins], regs=[0, 0, 0, 0, STACK_TOP, ebp, 0, 0], follow="none"))
 

@@ -66,18 +66,6 @@ def set_flags_bits(bb: BlockBuilder, var: str, which=ALL_FLAGS) -> None:
         bb.fsrc[f] = ("var", f"(({var} >> {FLAG_BITS[f].bit_length() - 1}) & 1)")
 
 
-def cond(bb: BlockBuilder, cc: int) -> str:
-    """A parenthesized Python condition for x86 condition code ``cc``.
-
-    The negation is applied here, around the parenthesized positive condition:
-    ``BlockBuilder.cond`` negates ``group_cond``'s unparenthesized text, and for
-    ``le`` after a logic op that is ``not v == 0 or v & s`` — i.e. ``(not v == 0) or
-    v & s`` — so SETG/CMOVG/JG after AND/OR/XOR/TEST came out wrong.
-    """
-    e = bb.cond(cc & ~1)
-    return f"(not {e})" if cc & 1 else e
-
-
 def stable(bb: BlockBuilder, expr: str) -> str:
     """A name whose value cannot change later in the block (for flag groups)."""
     if expr.startswith("0x") or expr.isdigit():
@@ -134,9 +122,6 @@ def lea(bb: BlockBuilder, ins: ix.Instruction) -> None:
     e = bb.ea(ins)
     if size != 4:
         e = f"({e} & 0xFFFF)"
-    elif ins.memory_base == R.NONE and ins.memory_index_scale > 1 and not ins.memory_displacement:
-        # BlockBuilder.ea returns a lone scaled index (``r0 * 2``) without the 32-bit mask
-        e = f"(({e}) & 0xFFFFFFFF)"
     bb.write_reg(ins.op0_register, e)
 
 
@@ -206,7 +191,7 @@ def cmov(bb: BlockBuilder, ins: ix.Instruction) -> None:
     size = opsize(bb, ins)
     src = bb.read_op(ins, 1, size)   # memory is read whatever the condition
     src = stable(bb, src)
-    cond_ = cond(bb, ins.condition_code - 1)
+    cond_ = bb.cond(ins.condition_code - 1)
     dst = bb.read_reg(ins.op0_register)
     bb.write_reg(ins.op0_register, f"({src} if {cond_} else {dst})")
 
@@ -214,7 +199,7 @@ def cmov(bb: BlockBuilder, ins: ix.Instruction) -> None:
 @sem(M.SETO, M.SETNO, M.SETB, M.SETAE, M.SETE, M.SETNE, M.SETBE, M.SETA,
      M.SETS, M.SETNS, M.SETP, M.SETNP, M.SETL, M.SETGE, M.SETLE, M.SETG)
 def setcc(bb: BlockBuilder, ins: ix.Instruction) -> None:
-    v = bb.let(f"1 if {cond(bb, ins.condition_code - 1)} else 0")
+    v = bb.let(f"1 if {bb.cond(ins.condition_code - 1)} else 0")
     if is_mem(ins, 0):
         bb.store(bb.mem_linear(ins, 1, True), 1, v)
     else:
@@ -700,7 +685,7 @@ def jmp(bb: BlockBuilder, ins: ix.Instruction) -> None:
 @sem(M.JO, M.JNO, M.JB, M.JAE, M.JE, M.JNE, M.JBE, M.JA, M.JS, M.JNS, M.JP, M.JNP,
      M.JL, M.JGE, M.JLE, M.JG)
 def jcc(bb: BlockBuilder, ins: ix.Instruction) -> None:
-    c = cond(bb, ins.condition_code - 1)
+    c = bb.cond(ins.condition_code - 1)
     if bb.side_exits and ins.near_branch_target > ins.ip:
         # a forward branch: taken is a side exit, the block goes on along the fall-through
         return bb.side_exit(c, ins.near_branch_target)

@@ -761,20 +761,39 @@ def h_enter(cpu, ins) -> int:
     esp, ebp = st.regs[4], st.regs[5]
     vals = [ebp & ((1 << (8 * size)) - 1)]
     frame = (esp - size) & m
+    # The outer frame pointers are read after EBP (and each earlier copy) is pushed, so
+    # a read that overlaps the new frame sees the pushed bytes (the SDM's sequential
+    # Push/Push([EBP]) order); nothing is written until every read has succeeded.
+    pushed = {}
+
+    def note(value, slot):
+        for k in range(size):
+            pushed[(esp - (slot + 1) * size + k) & m] = value >> (8 * k) & 0xFF
+
+    note(vals[0], 0)
+    user = cpu.cpl == 3
     for i in range(1, level):
         off = (ebp - i * size) & m
-        vals.append(cpu.mmu.read(cpu.segmentation.linear(SS, off, size, False), size,
-                                 cpu.cpl == 3))
+        if any((off + k) & m in pushed for k in range(size)):
+            v = 0
+            for k in range(size):
+                o = (off + k) & m
+                b = pushed.get(o)
+                if b is None:
+                    b = cpu.mmu.read(cpu.segmentation.linear(SS, o, 1, False), 1, user)
+                v |= b << (8 * k)
+        else:
+            v = cpu.mmu.read(cpu.segmentation.linear(SS, off, size, False), size, user)
+        vals.append(v)
+        note(v, i)
     if level:
         vals.append(frame)
     new_esp = transfers._push_frame(cpu, ss, esp, vals, size, cpu.cpl == 3)
     final = (new_esp - alloc) & m
     # the final stack pointer must be usable (a fault here leaves registers alone)
     cpu.segmentation.linear(SS, final, 1, True)
-    if size == 4:
-        st.regs[5] = frame
-    else:
-        st.regs[5] = (ebp & 0xFFFF0000) | (frame & 0xFFFF)
+    # the stack size, not the operand size, picks EBP or BP
+    st.regs[5] = frame if big else (ebp & 0xFFFF0000) | (frame & 0xFFFF)
     transfers._set_esp(cpu, ss, final)
     return ins.next_ip32
 

@@ -203,7 +203,8 @@ class BlockBuilder:
             parts.append(f"{disp:#x}")
         if not parts:
             return f"{disp:#x}"
-        if len(parts) == 1 and not disp:
+        if len(parts) == 1 and " " not in parts[0]:
+            # a bare register needs no mask; a scaled index (``r0 * 4``) does
             return parts[0]
         return f"(({' + '.join(parts)}) & {mask:#x})"
 
@@ -384,7 +385,7 @@ class BlockBuilder:
                  4: fl("sf"), 5: fl("pf"),
                  6: f"((not {fl('sf')}) != (not {fl('of')}))",
                  7: f"({fl('zf')} or ((not {fl('sf')}) != (not {fl('of')})))"}[base]
-        return f"(not {e})" if neg else f"({e})"
+        return f"(not ({e}))" if neg else f"({e})"
 
     def flags_store_code(self, fsrc: dict, recompute_entry: bool = True) -> list[str]:
         """Statements writing the flags described by ``fsrc`` into the CPU's lazy record."""
