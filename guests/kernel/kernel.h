@@ -20,7 +20,7 @@
 #define USER_STACK_MAX  (1u << 20)
 #define USER_STACK_LOW  (USER_TOP - USER_STACK_MAX)
 #define USER_HEAP_MAX   0x40000000u         /* sbrk limit */
-#define SCRATCH_VA      0xFFC00000u         /* ptemod scratch page (PDE 1023) */
+#define SCRATCH_VA      0xFF800000u         /* ptemod scratch page (PDE 1022: the top 4 MiB stay free for a monitor) */
 
 /* ---- page table entries ---- */
 #define PTE_P       0x001u

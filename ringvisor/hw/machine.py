@@ -90,8 +90,8 @@ class Machine:
     # -- boot ------------------------------------------------------------------------
     def boot_multiboot(self, image: bytes, cmdline: str = "",
                        modules: list[tuple[str, bytes, str]] | None = None,
-                       image_name: str = "kernel") -> None:
-        info = load_multiboot(self.mem, image, cmdline, modules or [], image_name)
+                       image_name: str = "kernel", ram_size: int | None = None) -> None:
+        info = load_multiboot(self.mem, image, cmdline, modules or [], image_name, ram_size)
         ms = info.machine_state()
         st = self.cpu.state
         for i, name in enumerate(REG_NAMES):

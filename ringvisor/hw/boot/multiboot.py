@@ -329,11 +329,25 @@ def _memory_map(mem_size: int) -> list[tuple[int, int, int]]:
     return entries
 
 
+class _Window:
+    """The first ``size`` bytes of physical memory, as the loader sees them."""
+
+    def __init__(self, mem: PhysicalMemory, size: int) -> None:
+        self.size = size
+        self.write = mem.write
+
+
 def load_multiboot(mem: PhysicalMemory, image: bytes, cmdline: str = "",
                    modules: list[tuple[str, bytes, str]] = [],  # noqa: B006 (never mutated)
-                   image_name: str = "kernel") -> BootInfo:
-    """Load a Multiboot v1 ``image`` (and ``modules``: (name, data, args)) into ``mem``."""
+                   image_name: str = "kernel", ram_size: int | None = None) -> BootInfo:
+    """Load a Multiboot v1 ``image`` (and ``modules``: (name, data, args)) into ``mem``.
+
+    ``ram_size`` limits the RAM the kernel is told about and may be loaded into
+    (a monitor keeps the rest of the machine's memory for itself).
+    """
     name = image_name
+    size = mem.size if ram_size is None else min(ram_size, mem.size)
+    mem = _Window(mem, size)
     image = bytes(image)
     if len(image) > mem.size:
         raise ImageError(f"{name}: image of {len(image)} bytes is larger than the machine's "

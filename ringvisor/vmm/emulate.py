@@ -1,0 +1,427 @@
+"""Emulating the guest kernel's privileged and sensitive instructions.
+
+One function per instruction, run on the virtual CPU with the guest's
+registers (the real ones: the hardware left them alone on the way into the
+monitor) and the interrupt frame (the guest's CS, EIP, EFLAGS, SS).  Both
+monitors use it: trap-and-emulate when the instruction faulted at ring 1,
+binary translation when translated code called out for it.
+
+Each returns ``NEXT`` (the guest continues after the instruction) or ``DONE``
+(the function set the guest's next EIP itself).  An instruction the guest may
+not execute raises ``GuestFault`` with what the hardware would raise.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import iced_x86 as ix
+
+from ringvisor.hw.system import KNOWN_MSRS, MSR_TSC, ea, get_reg, set_reg
+from ringvisor.hw.translate import GPR, SREG
+
+from .descriptors import guest_descriptor_fields
+from .guestmem import GuestPageFault
+from .monitor import IOPL_MASK, GuestFault, MonitorStop
+from .vcpu import IF
+
+M = ix.Mnemonic
+OK = ix.OpKind
+R = ix.Register
+NEXT, DONE = "next", "done"
+GP, UD = 13, 6
+TSS_AVAILABLE, TSS_BUSY = 0x9, 0xB
+ARITH = 0x8D5 | 0x400 | 0x100        # CF PF AF ZF SF OF | DF | TF
+
+EMULATORS = {}
+
+
+def emulates(*mnemonics):
+    def reg(fn):
+        for m in mnemonics:
+            EMULATORS[m] = fn
+        return fn
+    return reg
+
+
+class Context:
+    """What an emulator function works on: the monitor, the frame and the instruction."""
+
+    def __init__(self, mon, f, ins: ix.Instruction, eip: int) -> None:
+        self.mon, self.f, self.ins, self.eip = mon, f, ins, eip
+        self.cpu = mon.cpu
+        self.v = mon.vcpu
+
+    @property
+    def next_eip(self) -> int:
+        return (self.eip + self.ins.len) & 0xFFFFFFFF
+
+    def seg_base(self, sreg: int) -> int:
+        i = SREG[sreg]
+        if i == 1:
+            return self.mon.real_descriptor_base(self.f.cs)
+        if i == 2:
+            return self.mon.real_descriptor_base(self.f.ss)
+        return self.cpu.state.segs[i].base
+
+    def linear(self, extra: int = 0) -> int:
+        return (self.seg_base(self.ins.memory_segment) + ea(self.cpu, self.ins) + extra) & 0xFFFFFFFF
+
+    def read(self, size: int, extra: int = 0) -> int:
+        return self.mon.gm.read_u(self.linear(extra), size, self.v.cpl == 3)
+
+    def write(self, size: int, value: int, extra: int = 0) -> None:
+        self.mon.gm.write_u(self.linear(extra), size, value, self.v.cpl == 3)
+
+    def op(self, i: int, size: int) -> int:
+        k = self.ins.op_kind(i)
+        if k == OK.REGISTER:
+            return get_reg(self.cpu, self.ins.op_register(i))
+        if k == OK.MEMORY:
+            return self.read(size)
+        return self.ins.immediate(i)
+
+    def set_op(self, i: int, size: int, value: int) -> None:
+        if self.ins.op_kind(i) == OK.REGISTER:
+            set_reg(self.cpu, self.ins.op_register(i), value)
+        else:
+            self.write(size, value)
+
+    def push(self, value: int, size: int = 4) -> None:
+        st = self.cpu.state
+        esp = (st.regs[4] - size) & 0xFFFFFFFF
+        self.mon.gm.write_u((self.seg_base(R.SS) + esp) & 0xFFFFFFFF, size, value, self.v.cpl == 3)
+        st.regs[4] = esp
+
+    def pop(self, size: int = 4, skip: int = 0) -> int:
+        st = self.cpu.state
+        lin = (self.seg_base(R.SS) + st.regs[4] + skip) & 0xFFFFFFFF
+        return self.mon.gm.read_u(lin, size, self.v.cpl == 3)
+
+    def kernel_only(self) -> None:
+        if self.v.cpl != 0:
+            raise GuestFault(GP, 0)
+
+
+def emulate(mon, f, ins: ix.Instruction, eip: int) -> str | None:
+    """Emulate ``ins`` (at guest ``eip``); None if it is not one the monitor emulates."""
+    fn = EMULATORS.get(ins.mnemonic)
+    if fn is None:
+        return None
+    mon.emulated[ix_name(ins)] += 1
+    return fn(Context(mon, f, ins, eip))
+
+
+def ix_name(ins: ix.Instruction) -> str:
+    return _NAMES.get(ins.mnemonic) or _mnemonic_name(ins.mnemonic)
+
+
+_NAMES: dict[int, str] = {}
+
+
+def _mnemonic_name(m: int) -> str:
+    for k, v in vars(M).items():
+        if v == m and not k.startswith("_"):
+            _NAMES[m] = k.lower()
+            return _NAMES[m]
+    return str(m)
+
+
+# -- the interrupt flag and halting -------------------------------------------------------
+@emulates(M.CLI)
+def e_cli(c: Context) -> str:
+    if c.v.cpl > c.v.iopl:
+        raise GuestFault(GP, 0)
+    c.v.vif = False
+    return NEXT
+
+
+@emulates(M.STI)
+def e_sti(c: Context) -> str:
+    if c.v.cpl > c.v.iopl:
+        raise GuestFault(GP, 0)
+    if not c.v.vif:
+        c.v.vif = True
+        c.mon.sti_shadow = True
+    return NEXT
+
+
+@emulates(M.HLT)
+def e_hlt(c: Context) -> str:
+    c.kernel_only()
+    c.mon.halt(c.f)
+    return NEXT
+
+
+# -- port I/O -------------------------------------------------------------------------------
+def _io_allowed(c: Context) -> None:
+    if c.v.cpl > c.v.iopl:
+        raise GuestFault(GP, 0)
+
+
+@emulates(M.IN)
+def e_in(c: Context) -> str:
+    _io_allowed(c)
+    ins = c.ins
+    size = GPR[ins.op0_register][1]
+    port = c.cpu.state.regs[2] & 0xFFFF if ins.op1_kind == OK.REGISTER else ins.immediate8
+    set_reg(c.cpu, ins.op0_register, c.mon.platform.read(port, size))
+    return NEXT
+
+
+@emulates(M.OUT)
+def e_out(c: Context) -> str:
+    _io_allowed(c)
+    ins = c.ins
+    size = GPR[ins.op1_register][1]
+    port = c.cpu.state.regs[2] & 0xFFFF if ins.op0_kind == OK.REGISTER else ins.immediate8
+    c.mon.platform.write(port, size, get_reg(c.cpu, ins.op1_register))
+    return NEXT
+
+
+@emulates(M.INSB, M.INSW, M.INSD, M.OUTSB, M.OUTSW, M.OUTSD)
+def e_string_io(c: Context) -> str:
+    _io_allowed(c)
+    ins, regs = c.ins, c.cpu.state.regs
+    m = ins.mnemonic
+    size = {M.INSB: 1, M.OUTSB: 1, M.INSW: 2, M.OUTSW: 2}.get(m, 4)
+    outs = m in (M.OUTSB, M.OUTSW, M.OUTSD)
+    step = -size if c.f.eflags & 0x400 else size
+    rep = ins.has_rep_prefix or ins.has_repne_prefix
+    port = regs[2] & 0xFFFF
+    count = regs[1] if rep else 1
+    user = c.v.cpl == 3
+    while count:
+        if outs:
+            base = c.seg_base(ins.memory_segment)
+            value = c.mon.gm.read_u((base + regs[6]) & 0xFFFFFFFF, size, user)
+            c.mon.platform.write(port, size, value)
+            regs[6] = (regs[6] + step) & 0xFFFFFFFF
+        else:
+            value = c.mon.platform.read(port, size)
+            c.mon.gm.write_u((c.cpu.state.segs[0].base + regs[7]) & 0xFFFFFFFF, size, value, user)
+            regs[7] = (regs[7] + step) & 0xFFFFFFFF
+        count -= 1
+        if rep:
+            regs[1] = count
+    return NEXT
+
+
+# -- descriptor tables --------------------------------------------------------------------
+@emulates(M.LGDT, M.LIDT)
+def e_lgdt(c: Context) -> str:
+    c.kernel_only()
+    limit = c.read(2)
+    base = c.read(4, 2)
+    if c.ins.code in (ix.Code.LGDT_M1632_16, ix.Code.LIDT_M1632_16):
+        base &= 0xFFFFFF
+    if c.ins.mnemonic == M.LGDT:
+        c.v.gdt_base, c.v.gdt_limit = base, limit
+        c.mon.load_gdt()
+    else:
+        c.v.idt_base, c.v.idt_limit = base, limit
+    return NEXT
+
+
+@emulates(M.SGDT, M.SIDT)
+def e_sgdt(c: Context) -> str:
+    v = c.v
+    base, limit = (v.gdt_base, v.gdt_limit) if c.ins.mnemonic == M.SGDT else (v.idt_base, v.idt_limit)
+    c.write(2, limit)
+    c.write(4, base, 2)
+    return NEXT
+
+
+@emulates(M.LLDT)
+def e_lldt(c: Context) -> str:
+    c.kernel_only()
+    sel = c.op(0, 2)
+    if sel & ~3:
+        raise MonitorStop(f"{c.mon.name}: the guest loads an LDT (selector {sel:#x}); "
+                          "LDTs are not virtualized")
+    c.v.ldtr = 0
+    return NEXT
+
+
+@emulates(M.SLDT)
+def e_sldt(c: Context) -> str:
+    c.set_op(0, 2 if c.ins.op0_kind == OK.MEMORY else 4, c.v.ldtr)
+    return NEXT
+
+
+@emulates(M.STR)
+def e_str(c: Context) -> str:
+    c.set_op(0, 2 if c.ins.op0_kind == OK.MEMORY else 4, c.v.tr)
+    return NEXT
+
+
+@emulates(M.LTR)
+def e_ltr(c: Context) -> str:
+    c.kernel_only()
+    sel = c.op(0, 2)
+    raw = c.mon.guest_descriptor(sel)
+    if not sel & ~3 or raw is None:
+        raise GuestFault(GP, sel & 0xFFFC)
+    base, limit, access, _ = guest_descriptor_fields(raw)
+    if access & 0x1F != TSS_AVAILABLE:
+        raise GuestFault(GP, sel & 0xFFFC)
+    if not access & 0x80:
+        raise GuestFault(11, sel & 0xFFFC)
+    # mark it busy in the guest's GDT, as the processor does
+    c.mon.gm.write_u(c.v.gdt_base + (sel & ~7) + 5, 1, access | 2)
+    c.v.tr, c.v.tr_base, c.v.tr_limit = sel, base, limit
+    return NEXT
+
+
+# -- control and debug registers, the TLB, MSRs --------------------------------------------
+@emulates(M.MOV)
+def e_mov(c: Context) -> str | None:
+    ins = c.ins
+    k0, k1 = ins.op0_kind, ins.op1_kind
+    r0 = ins.op0_register if k0 == OK.REGISTER else R.NONE
+    r1 = ins.op1_register if k1 == OK.REGISTER else R.NONE
+    if R.CR0 <= r0 <= R.CR15:
+        c.kernel_only()
+        c.mon.set_cr(r0 - R.CR0, get_reg(c.cpu, r1))
+        return NEXT
+    if R.CR0 <= r1 <= R.CR15:
+        c.kernel_only()
+        set_reg(c.cpu, r0, c.mon.get_cr(r1 - R.CR0))
+        return NEXT
+    if R.DR0 <= r0 <= R.DR7:
+        c.kernel_only()
+        c.v.dr[r0 - R.DR0] = get_reg(c.cpu, r1)
+        return NEXT
+    if R.DR0 <= r1 <= R.DR7:
+        c.kernel_only()
+        set_reg(c.cpu, r0, c.v.dr[r1 - R.DR0])
+        return NEXT
+    if r0 in SREG:
+        c.mon.load_sreg(SREG[r0], c.op(1, 2))
+        return NEXT
+    if r1 in SREG:
+        return c.mon.store_sreg(c, SREG[r1])
+    return None
+
+
+@emulates(M.CLTS)
+def e_clts(c: Context) -> str:
+    c.kernel_only()
+    c.v.cr0 &= ~8
+    return NEXT
+
+
+@emulates(M.LMSW)
+def e_lmsw(c: Context) -> str:
+    c.kernel_only()
+    value = c.op(0, 2)
+    c.mon.set_cr(0, (c.v.cr0 & ~0xE) | (value & 0xF) | (c.v.cr0 & 1))
+    return NEXT
+
+
+@emulates(M.SMSW)
+def e_smsw(c: Context) -> str:
+    if c.ins.op0_kind == OK.REGISTER:
+        set_reg(c.cpu, c.ins.op0_register, c.v.cr0)
+    else:
+        c.write(2, c.v.cr0 & 0xFFFF)
+    return NEXT
+
+
+@emulates(M.INVLPG)
+def e_invlpg(c: Context) -> str:
+    c.kernel_only()
+    c.mon.invlpg(c.linear())
+    return NEXT
+
+
+@emulates(M.INVD, M.WBINVD)
+def e_cache(c: Context) -> str:
+    c.kernel_only()
+    return NEXT
+
+
+@emulates(M.RDMSR, M.WRMSR)
+def e_msr(c: Context) -> str:
+    c.kernel_only()
+    regs = c.cpu.state.regs
+    n = regs[1]
+    if n != MSR_TSC and n not in KNOWN_MSRS:
+        raise GuestFault(GP, 0)
+    if c.ins.mnemonic == M.RDMSR:
+        value = c.cpu.tsc() if n == MSR_TSC else c.v.msrs.get(n, KNOWN_MSRS.get(n, 0))
+        regs[0], regs[2] = value & 0xFFFFFFFF, value >> 32
+    else:
+        if n == MSR_TSC:
+            raise MonitorStop(f"{c.mon.name}: the guest writes the TSC (not virtualized)")
+        c.v.msrs[n] = regs[0] | regs[2] << 32
+    return NEXT
+
+
+# -- segment registers and far transfers -------------------------------------------------
+@emulates(M.POP)
+def e_pop(c: Context) -> str | None:
+    r = c.ins.op0_register if c.ins.op0_kind == OK.REGISTER else R.NONE
+    if r != R.SS:
+        return None
+    sel = c.pop(2)
+    c.mon.load_sreg(2, sel)
+    c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 4) & 0xFFFFFFFF
+    return NEXT
+
+
+@emulates(M.LSS)
+def e_lss(c: Context) -> str:
+    off = c.read(4)
+    sel = c.read(2, 4)
+    c.mon.load_sreg(2, sel)
+    set_reg(c.cpu, c.ins.op0_register, off)
+    return NEXT
+
+
+@emulates(M.RETF)
+def e_retf(c: Context) -> str:
+    imm = c.ins.immediate16 if c.ins.op_count else 0
+    eip = c.pop(4)
+    cs = c.pop(2, 4)
+    if cs & 3 == 3:
+        esp = c.pop(4, 8 + imm)
+        ss = c.pop(2, 12 + imm)
+        c.mon.return_to_user(c.f, eip, cs, None, esp, ss)
+        return DONE
+    c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 8 + imm) & 0xFFFFFFFF
+    c.mon.return_to_kernel(c.f, eip, cs)
+    return DONE
+
+
+@emulates(M.IRET, M.IRETD)
+def e_iret(c: Context) -> str:
+    if c.ins.mnemonic == M.IRET:
+        raise MonitorStop(f"{c.mon.name}: a 16-bit IRET is not virtualized")
+    if c.v.cpl != 0:
+        raise GuestFault(GP, 0)
+    eip = c.pop(4)
+    cs = c.pop(2, 4)
+    eflags = c.pop(4, 8)
+    if cs & 3 == 3:
+        esp = c.pop(4, 12)
+        ss = c.pop(2, 16)
+        c.mon.return_to_user(c.f, eip, cs, eflags, esp, ss)
+        return DONE
+    c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 12) & 0xFFFFFFFF
+    c.mon.set_guest_eflags(c.f, eflags)
+    c.mon.return_to_kernel(c.f, eip, cs)
+    return DONE
+
+
+def apply_eflags(mon, f, value: int, popf_size: int = 4) -> None:
+    """POPF/IRET at (virtual) CPL 0: every flag the guest may set, IF and IOPL virtually."""
+    v = mon.vcpu
+    mask = ARITH | 0x4000 | 0x40000 | 0x200000   # + NT, AC, ID
+    if popf_size == 2:
+        mask &= 0xFFFF
+    f.eflags = (f.eflags & ~mask) | (value & mask)
+    if v.cpl == 0:
+        v.iopl = (value & IOPL_MASK) >> 12
+    if v.cpl <= v.iopl:
+        v.vif = bool(value & IF)

@@ -1,0 +1,129 @@
+"""The guest's view of memory, walked in software by the monitor.
+
+The monitor reads and writes guest memory by guest *linear* address (a
+descriptor table, an interrupt frame, an instruction to emulate) exactly as the
+guest's own page tables say, with the guest's protection rules and accessed and
+dirty bits, and never touches memory outside the guest's RAM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .vcpu import CR0_WP, CR4_PSE, VirtualCpu
+
+P, W, U, A, D, PS = 1, 2, 4, 0x20, 0x40, 0x80
+
+
+class GuestPageFault(Exception):
+    """The guest's own page tables refuse an access: a #PF for the guest."""
+
+    def __init__(self, address: int, error_code: int) -> None:
+        super().__init__(f"guest #PF at {address:#010x} (error {error_code:#x})")
+        self.address = address
+        self.error_code = error_code
+
+
+class GuestBadFrame(Exception):
+    """A guest mapping names physical memory the guest does not have."""
+
+
+@dataclass
+class Mapping:
+    phys: int          # guest physical address of the byte asked for
+    user: bool         # user-accessible at both levels
+    writable: bool     # writable at both levels
+    dirty: bool        # the guest PTE's dirty bit (after this access)
+    large: bool        # a 4 MiB page
+
+
+class GuestMemory:
+    def __init__(self, mem, vcpu: VirtualCpu, ram_size: int) -> None:
+        self.mem = mem
+        self.vcpu = vcpu
+        self.ram_size = ram_size
+        self.written_hook = lambda phys, n: None     # the monitor's: code and table frames
+
+    # -- page walks -------------------------------------------------------------------
+    def translate(self, lin: int, write: bool, user: bool, set_bits: bool = True) -> Mapping:
+        """Walk the guest's tables for one access; raise GuestPageFault as the guest's MMU would."""
+        v = self.vcpu
+        lin &= 0xFFFFFFFF
+        if not v.paging:
+            return Mapping(lin, True, True, True, False)
+        err = (2 if write else 0) | (4 if user else 0)
+        pde_addr = (v.cr3 & 0xFFFFF000) + (lin >> 22) * 4
+        pde = self._read_table(pde_addr)
+        if not pde & P:
+            raise GuestPageFault(lin, err)
+        if pde & PS and v.cr4 & CR4_PSE:
+            rights = pde
+            entries = [(pde_addr, pde)]
+            phys = (pde & 0xFFC00000) | (lin & 0x3FFFFF)
+            large = True
+        else:
+            pte_addr = (pde & 0xFFFFF000) + ((lin >> 12) & 0x3FF) * 4
+            pte = self._read_table(pte_addr)
+            if not pte & P:
+                raise GuestPageFault(lin, err)
+            rights = pde & pte
+            entries = [(pde_addr, pde), (pte_addr, pte)]
+            phys = (pte & 0xFFFFF000) | (lin & 0xFFF)
+            large = False
+        if user and not rights & U:
+            raise GuestPageFault(lin, err | 1)
+        if write and not rights & W and (user or v.cr0 & CR0_WP):
+            raise GuestPageFault(lin, err | 1)
+        last_addr, last = entries[-1]
+        if set_bits:
+            for addr, e in entries[:-1]:
+                if not e & A:
+                    self.mem.write32(addr, e | A)
+            new = last | A | (D if write else 0)
+            if new != last:
+                self.mem.write32(last_addr, new)
+                last = new
+        return Mapping(phys, bool(rights & U), bool(rights & W), bool(last & D), large)
+
+    def _read_table(self, addr: int) -> int:
+        if addr + 4 > self.ram_size:
+            raise GuestBadFrame(f"a guest page table entry at {addr:#x} lies outside "
+                                f"the guest's {self.ram_size >> 20} MiB")
+        return self.mem.read32(addr)
+
+    def phys(self, lin: int, write: bool = False, user: bool = False) -> int:
+        p = self.translate(lin, write, user).phys
+        if p >= self.ram_size:
+            raise GuestBadFrame(f"guest linear {lin:#010x} maps physical {p:#x}, beyond the "
+                                f"guest's {self.ram_size >> 20} MiB")
+        return p
+
+    # -- accesses ------------------------------------------------------------------------
+    def read(self, lin: int, n: int, user: bool = False) -> bytes:
+        out = bytearray()
+        while n:
+            chunk = min(n, 0x1000 - (lin & 0xFFF))
+            out += self.mem.read(self.phys(lin, False, user), chunk)
+            lin = (lin + chunk) & 0xFFFFFFFF
+            n -= chunk
+        return bytes(out)
+
+    def write(self, lin: int, data: bytes, user: bool = False) -> None:
+        # translate every page first: a fault leaves memory untouched
+        parts, off = [], 0
+        while off < len(data):
+            chunk = min(len(data) - off, 0x1000 - ((lin + off) & 0xFFF))
+            parts.append((self.phys((lin + off) & 0xFFFFFFFF, True, user), data[off:off + chunk]))
+            off += chunk
+        for p, d in parts:
+            self.mem.write(p, d)
+            self.written_hook(p, len(d))
+
+    def read32(self, lin: int, user: bool = False) -> int:
+        return int.from_bytes(self.read(lin, 4, user), "little")
+
+    def read_u(self, lin: int, size: int, user: bool = False) -> int:
+        return int.from_bytes(self.read(lin, size, user), "little")
+
+    def write_u(self, lin: int, size: int, value: int, user: bool = False) -> None:
+        self.write(lin, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"), user)

@@ -1,0 +1,46 @@
+"""Where the monitor lives: the hypervisor region at the top of every address space.
+
+The guest owns machine physical memory ``[0, guest_ram)``; the monitor owns the
+``MONITOR_RAM`` bytes above it.  The top 4 MiB of the linear address space
+(one page-directory entry) map the monitor's tables, stack, native entry points
+and translation cache; they are supervisor pages, and every segment the guest
+can load is truncated below them (ring compression), so neither guest ring 1
+nor guest ring 3 can reach them.  Physical-only pages (shadow page tables) need
+no linear mapping: the monitor is Python and reaches them directly.
+
+Offsets below are from the region's linear base ``MLIN`` and, identically,
+from its physical base (``guest_ram``).
+"""
+
+MLIN = 0xFFC00000                # the hypervisor region's linear base (last PDE)
+GUEST_LIMIT = MLIN - 1           # highest linear address a guest segment may reach
+MONITOR_RAM = 8 << 20            # machine memory the monitor keeps for itself
+
+GDT = 0x000000                   # the real GDT: 8192 descriptors (64 KiB)
+GDT_ENTRIES = 8192
+IDT = 0x010000                   # the real IDT: 256 gates
+TSS = 0x011000                   # the real TSS (ring-0 stack = the monitor's)
+ENTRY = 0x012000                 # native entry points: vector v at ENTRY + 8 * v
+ENTRY_SIZE = 0x1000
+STACK = 0x014000                 # the monitor's ring-0 stack
+STACK_TOP = 0x01C000
+MONITOR_PT = 0x01C000            # the page table behind the region's PDE
+VOID = 0x01D000                  # a page of 0xFF, for guest frames that do not exist
+TC = 0x100000                    # the translation cache (binary translation)
+TC_SIZE = 0x200000
+MAPPED = 0x400000                # everything above is physical-only
+POOL = 0x400000                  # shadow page tables
+POOL_PAGES = 1024
+
+# The monitor's descriptors sit at the top of the real GDT (as Xen reserves its
+# own); guest descriptors keep their indexes below.
+FIRST_RESERVED = 8184
+SEL_MCODE = FIRST_RESERVED * 8          # ring 0 code, flat
+SEL_MDATA = SEL_MCODE + 8               # ring 0 data, flat
+SEL_MTSS = SEL_MCODE + 16               # the monitor's TSS
+SEL_TCODE = (SEL_MCODE + 24) | 1        # ring 1 code over everything: translated code runs here
+
+# Real IDT vectors the monitor uses for itself.
+PIC_BASE = 0x50                  # the physical PICs deliver IRQ n at PIC_BASE + n
+CALLOUT = 0xF0                   # translated code calls the monitor (gate DPL 1)
+CHAIN = 0xF1                     # translated code asks for the translation of a target

@@ -1,0 +1,45 @@
+"""The virtual platform: the PC's devices as the guest kernel sees them.
+
+The guest's port I/O traps (the real IOPL is 0 and the monitor's TSS has no
+I/O bitmap), and the monitor performs it on the machine's devices for the
+guest, with one exception: the interrupt vectors.  The real PICs must deliver
+to the monitor's own IDT vectors, so the vector base the guest programs in
+ICW2 is remembered and replaced by the monitor's; an interrupt that reaches the
+monitor on vector ``PIC_BASE + n`` is a virtual interrupt on the guest's
+``base + n``.
+"""
+
+from __future__ import annotations
+
+from . import layout as L
+
+MASTER_CMD, MASTER_DATA, SLAVE_CMD, SLAVE_DATA = 0x20, 0x21, 0xA0, 0xA1
+
+
+class VirtualPlatform:
+    def __init__(self, bus) -> None:
+        self.bus = bus
+        self.guest_base = [0x08, 0x70]       # the vector bases the guest programmed (BIOS defaults)
+        self._icw = [0, 0]                   # initialisation-word state per PIC (0: none)
+        self.stats = {"io": 0}
+
+    def guest_vector(self, real_vector: int) -> int | None:
+        n = real_vector - L.PIC_BASE
+        if not 0 <= n < 16:
+            return None
+        return self.guest_base[n >> 3] + (n & 7)
+
+    def read(self, port: int, size: int) -> int:
+        self.stats["io"] += 1
+        return self.bus.read(port, size)
+
+    def write(self, port: int, size: int, value: int) -> None:
+        self.stats["io"] += 1
+        if port in (MASTER_CMD, SLAVE_CMD) and size == 1 and value & 0x10:
+            self._icw[port == SLAVE_CMD] = 2        # ICW1 given: ICW2 comes next
+        elif port in (MASTER_DATA, SLAVE_DATA) and size == 1 and self._icw[port == SLAVE_DATA] == 2:
+            which = port == SLAVE_DATA
+            self._icw[which] = 0
+            self.guest_base[which] = value & 0xF8
+            value = L.PIC_BASE + 8 * which
+        self.bus.write(port, size, value)

@@ -1,0 +1,64 @@
+"""Booting a guest under a monitor."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from ringvisor.hw.machine import Machine, read_image
+
+from . import layout as L
+
+MODES = ("native", "trapemu", "bt")
+
+
+def _monitor_class(mode: str):
+    if mode == "trapemu":
+        from .trapemu import TrapAndEmulate
+        return TrapAndEmulate
+    if mode == "bt":
+        from .bt import BinaryTranslation
+        return BinaryTranslation
+    raise ValueError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+
+
+@dataclass
+class VmResult:
+    output: bytes
+    status: int
+    stop: object
+    machine: Machine
+    monitor: object = None
+    stats: dict = field(default_factory=dict)
+
+
+def create_vm(image: bytes, mode: str = "native", cmdline: str = "", mem_mb: int = 32,
+              engine: str = "jit", modules=(), image_name: str = "kernel", output=None, **kw):
+    """A machine with ``image`` booted under ``mode``; returns (machine, monitor or None)."""
+    if mode == "native":
+        m = Machine(mem_mb, engine, output=output, **kw)
+        m.boot_multiboot(image, cmdline, list(modules), image_name=image_name)
+        return m, None
+    cls = _monitor_class(mode)
+    guest_ram = mem_mb << 20
+    m = Machine((guest_ram + L.MONITOR_RAM) >> 20, engine, output=output, **kw)
+    m.boot_multiboot(image, cmdline, list(modules), image_name=image_name, ram_size=guest_ram)
+    mon = cls(m, guest_ram)
+    mon.install()
+    return m, mon
+
+
+def run_vm(path, mode: str = "native", cmdline: str = "", mem_mb: int = 32, stdin: bytes = b"",
+           max_instructions: int | None = None, engine: str = "jit", quiet: bool = False) -> VmResult:
+    out = bytearray()
+    image = read_image(path, max_bytes=mem_mb << 20)
+    m, mon = create_vm(image, mode, cmdline, mem_mb, engine, image_name=str(path), output=out.extend)
+    if stdin:
+        m.feed_input(stdin)
+    stop = m.run(max_instructions)
+    if stop.reason != "exit" and stop.message and not quiet:
+        print(f"ringvisor: {stop.message}", file=sys.stderr)
+    stats = m.stats()
+    if mon is not None:
+        stats["monitor"] = mon.report()
+    return VmResult(bytes(out), stop.status, stop, m, mon, stats)
