@@ -255,6 +255,9 @@ class CodeCache:
                 bb.targets.discard(target)
                 decoder.position = (base + target) & 0xFFF
                 decoder.ip = target
+                # if nothing at the target fits in this block (an instruction that
+                # straddles the page end), the block must still exit *to the target*
+                last_end = target
                 continue
             break
         if bb.next_expr is None and bb.helper_const is None:

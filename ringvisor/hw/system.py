@@ -490,7 +490,7 @@ def h_clts(cpu, ins) -> int:
 @helper(M.LLDT)
 def h_lldt(cpu, ins) -> int:
     require_cpl0(cpu)
-    sel = read_op(cpu, ins, 0, 2)
+    sel = read_op(cpu, ins, 0, 2) & 0xFFFF   # "ltr ax" names EAX; the selector is 16 bits
     st = cpu.state
     if (sel & 0xFFFC) == 0:
         st.ldtr = null_segment(sel)
@@ -509,7 +509,7 @@ def h_lldt(cpu, ins) -> int:
 @helper(M.LTR)
 def h_ltr(cpu, ins) -> int:
     require_cpl0(cpu)
-    sel = read_op(cpu, ins, 0, 2)
+    sel = read_op(cpu, ins, 0, 2) & 0xFFFF
     if (sel & 0xFFFC) == 0:
         raise CpuFault(GP, 0)
     if sel & 4:
