@@ -8,10 +8,14 @@ Images (ELF, Multiboot):
 * ``bench-<workload>``: a standalone bare-metal image per CPU-bound workload
   (no paging, no interrupts), sharing the workload sources with the kernel's
   user programs.
+* ``probe``: the sensitive-instruction probe (after Robin & Irvine, USENIX
+  Security 2000), a standalone kernel that runs each probe in ring 0 and in
+  ring 3 (``ringvisor.probe_table`` reads its output).
 
 ``build_all()`` writes them to ``ringvisor/guests/images/`` by default, which
 is also where the shipped (package-data) images live, so a rebuild from source
-replaces them.  ``image_path()`` finds a shipped image without a compiler.
+replaces them; ``build_image(name)`` builds just one.  ``image_path()`` finds
+a shipped image without a compiler.
 
 Command line: ``python -m ringvisor.guests.build [OUT_DIR]``.
 The optimisation level is ``-O2`` unless ``opt`` or the environment variable
@@ -35,7 +39,7 @@ IMAGES_DIR = PACKAGE_DIR / "images"
 SOURCE_DIR = PACKAGE_DIR.parents[1] / "guests"
 
 WORKLOADS = ("sieve", "crc32", "matmul", "qsort", "strings", "dhrystone")
-IMAGE_NAMES = ("kernel",) + tuple(f"bench-{w}" for w in WORKLOADS)
+IMAGE_NAMES = ("kernel",) + tuple(f"bench-{w}" for w in WORKLOADS) + ("probe",)
 
 # Keep loops as loops (gcc may otherwise turn them into memset/memcpy calls).
 EXTRA_CFLAGS = ["-fno-tree-loop-distribute-patterns"]
@@ -98,22 +102,49 @@ def _build_bench(src: Path, files: dict[str, list[Path]], workload: str, out: Pa
                         include_dirs=[src / "include"], optimize=opt), out)
 
 
+def _build_probe(src: Path, files: dict[str, list[Path]], out: Path, opt: str) -> Path:
+    probe = src / "probe"
+    sources = [probe / "boot.S", probe / "probes.S", probe / "probe.c"] + files["common"]
+    return build(Target(name="probe", sources=sources, linker_script=probe / "probe.lds",
+                        cflags=EXTRA_CFLAGS, include_dirs=[src / "include", probe],
+                        optimize=opt), out)
+
+
+def _jobs(src: Path, out: Path, opt: str | None) -> dict:
+    files = _sources(src)
+    flag = _opt_flag(opt)
+    jobs = {"kernel": lambda: _build_kernel(src, files, out / "kernel.elf", flag)}
+    for w in WORKLOADS:
+        jobs[f"bench-{w}"] = (lambda w=w: _build_bench(src, files, w, out / f"bench-{w}.elf",
+                                                       flag))
+    jobs["probe"] = lambda: _build_probe(src, files, out / "probe.elf", flag)
+    return jobs
+
+
 def build_all(out_dir: Path | None = None, *, opt: str | None = None,
               source_dir: Path | None = None) -> dict[str, Path]:
     """Build every image from source into ``out_dir`` (default: the package's
     ``images/`` directory); return image name -> path."""
     src = Path(source_dir) if source_dir is not None else SOURCE_DIR
     out = Path(out_dir) if out_dir is not None else IMAGES_DIR
-    files = _sources(src)
-    flag = _opt_flag(opt)
+    jobs = _jobs(src, out, opt)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = {"kernel": lambda: _build_kernel(src, files, out / "kernel.elf", flag)}
-    for w in WORKLOADS:
-        jobs[f"bench-{w}"] = (lambda w=w: _build_bench(src, files, w, out / f"bench-{w}.elf",
-                                                       flag))
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         futures = {name: pool.submit(job) for name, job in jobs.items()}
         return {name: futures[name].result() for name in IMAGE_NAMES}
+
+
+def build_image(name: str, out_dir: Path | None = None, *, opt: str | None = None,
+                source_dir: Path | None = None) -> Path:
+    """Build the one image called ``name`` (as :func:`build_all` would) into
+    ``out_dir``; return its path."""
+    if name not in IMAGE_NAMES:
+        raise ImageError(f"unknown guest image {name!r} (known: {', '.join(IMAGE_NAMES)})")
+    src = Path(source_dir) if source_dir is not None else SOURCE_DIR
+    out = Path(out_dir) if out_dir is not None else IMAGES_DIR
+    jobs = _jobs(src, out, opt)
+    out.mkdir(parents=True, exist_ok=True)
+    return jobs[name]()
 
 
 def image_path(name: str) -> Path:
