@@ -57,6 +57,9 @@ def build_parser() -> Parser:
     r.add_argument("kernel", metavar="KERNEL",
                    help="a Multiboot image (ELF32 or a.out kludge), or the name of a bundled "
                         "image: kernel, bench-sieve, bench-crc32, ...")
+    r.add_argument("--mode", choices=("native", "trapemu", "bt"), default="native",
+                   help="native: the bare hardware; trapemu: the kernel de-privileged to ring 1 "
+                        "under trap-and-emulate; bt: binary translation of kernel code")
     r.add_argument("--mem", type=parse_size, default=32, metavar="SIZE",
                    help="guest RAM (default 32M)")
     r.add_argument("--append", default="", metavar="CMDLINE", help="kernel command line")
@@ -92,6 +95,13 @@ def build_parser() -> Parser:
     c.add_argument("--mem", type=parse_size, default=32, metavar="SIZE")
     c.add_argument("--max-instructions", type=positive_int, default=5_000_000, metavar="N")
 
+    pr = sub.add_parser("probe", help="run the Robin & Irvine sensitive-instruction probes "
+                                      "natively, under trap-and-emulate and under binary "
+                                      "translation, and print the table")
+    pr.add_argument("--mode", action="append", choices=("native", "trapemu", "bt"),
+                    help="only these modes (repeatable; default: all three)")
+    pr.add_argument("--engine", choices=("jit", "interp"), default="jit")
+
     g = sub.add_parser("build-guests", help="rebuild the bundled guest images from guests/")
     g.add_argument("out", nargs="?", help="output directory (default: the package's images)")
     g.add_argument("--opt", choices=("-O0", "-O1", "-O2", "-O3", "-Os"), default=None)
@@ -124,7 +134,8 @@ def _resolve_kernel(name: str) -> str:
 
 def cmd_run(args) -> int:
     from ringvisor.hw.devices.uart import HostInput
-    from ringvisor.hw.machine import Machine, read_image
+    from ringvisor.hw.machine import read_image
+    from ringvisor.vmm import create_vm
 
     kernel = _resolve_kernel(args.kernel)
     interactive = sys.stdin.isatty()
@@ -138,12 +149,13 @@ def cmd_run(args) -> int:
     pace = interactive if args.pace == "auto" else args.pace == "on"
     trace = open(args.trace, "w") if args.trace else None
     try:
-        m = Machine(args.mem, args.engine, output=output, pace=pace, keep_source=bool(trace))
+        size = args.mem << 20
+        image = read_image(kernel, max_bytes=size)
+        mods = [(p, read_image(p, "module", size), p) for p in args.module]
+        m, mon = create_vm(image, args.mode, args.append, args.mem, args.engine, mods,
+                           image_name=kernel, output=output, pace=pace, keep_source=bool(trace))
         if trace:
             m.cpu.trace = trace.write
-        image = read_image(kernel, max_bytes=m.mem.size)
-        mods = [(p, read_image(p, "module", m.mem.size), p) for p in args.module]
-        m.boot_multiboot(image, args.append, mods, image_name=kernel)
         with HostInput(0, raw=interactive) as host:
             m.host_input = host
             m.quit_key = interactive
@@ -155,7 +167,22 @@ def cmd_run(args) -> int:
         print(f"\nringvisor: {stop.message}", file=sys.stderr)
     if args.stats:
         print_stats(m)
+        if mon is not None:
+            print_monitor_stats(mon)
     return stop.status
+
+
+def print_monitor_stats(mon) -> None:
+    r = mon.report()
+    lines = [f"monitor: {mon.name}"]
+    for key in ("traps", "emulated", "callouts"):
+        if key in r and r[key]:
+            items = sorted(r[key].items(), key=lambda kv: -kv[1])
+            lines.append(f"{key}: " + ", ".join(f"{k} {v:,}" for k, v in items))
+    rest = {k: v for k, v in r.items() if not isinstance(v, dict)}
+    lines.append(", ".join(f"{k.replace('_', ' ')}: {v:,}" if isinstance(v, int) else
+                           f"{k.replace('_', ' ')}: {v}" for k, v in rest.items()))
+    print("\n".join(lines), file=sys.stderr)
 
 
 def print_stats(m) -> None:
@@ -226,5 +253,26 @@ def cmd_build_guests(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    from ringvisor import probe_table
+    from ringvisor.guests.build import image_path
+    from ringvisor.vmm import run_vm
+
+    modes = args.mode or ["native", "trapemu", "bt"]
+    if "native" not in modes:
+        modes = ["native"] + modes
+    results = {}
+    for mode in modes:
+        r = run_vm(image_path("probe"), mode, engine=args.engine, max_instructions=50_000_000,
+                   quiet=True)
+        try:
+            results[mode] = probe_table.parse(r.output.decode(errors="replace"))
+        except ValueError as e:
+            msg = r.stop.message or f"exit status {r.status}"
+            raise ConfigError(f"the probe guest failed under {mode}: {e} ({msg.splitlines()[0]})") from None
+    print(probe_table.table(results))
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "bench": cmd_bench, "crosscheck": cmd_crosscheck,
-            "build-guests": cmd_build_guests}
+            "probe": cmd_probe, "build-guests": cmd_build_guests}

@@ -235,7 +235,7 @@ def e_sgdt(c: Context) -> str:
 @emulates(M.LLDT)
 def e_lldt(c: Context) -> str:
     c.kernel_only()
-    sel = c.op(0, 2)
+    sel = c.op(0, 2) & 0xFFFF
     if sel & ~3:
         raise MonitorStop(f"{c.mon.name}: the guest loads an LDT (selector {sel:#x}); "
                           "LDTs are not virtualized")
@@ -258,7 +258,7 @@ def e_str(c: Context) -> str:
 @emulates(M.LTR)
 def e_ltr(c: Context) -> str:
     c.kernel_only()
-    sel = c.op(0, 2)
+    sel = c.op(0, 2) & 0xFFFF
     raw = c.mon.guest_descriptor(sel)
     if not sel & ~3 or raw is None:
         raise GuestFault(GP, sel & 0xFFFC)
@@ -297,7 +297,7 @@ def e_mov(c: Context) -> str | None:
         set_reg(c.cpu, r0, c.v.dr[r1 - R.DR0])
         return NEXT
     if r0 in SREG:
-        c.mon.load_sreg(SREG[r0], c.op(1, 2))
+        c.mon.load_sreg(SREG[r0], c.op(1, 2) & 0xFFFF)     # "mov ss, eax" uses AX
         return NEXT
     if r1 in SREG:
         return c.mon.store_sreg(c, SREG[r1])

@@ -1,0 +1,470 @@
+"""Binary translation with direct execution (VMware's answer, the chapter's 2.2).
+
+Guest kernel code (virtual CPL 0) never runs as itself: it runs as
+translations in the translation cache, at ring 1.  A translation unit covers
+up to ``MAX_UNIT`` guest instructions, or fewer up to a control transfer:
+
+* IDENT instructions (almost all of them) are copied unchanged;
+* privileged and sensitive instructions become callouts (``int CALLOUT``) into
+  the monitor, which emulates them on the virtual CPU -- so PUSHF shows the
+  virtual IF, POPF and IRET restore it, SGDT shows the guest's GDT, and
+  ``mov ax, cs`` shows ring 0;
+* control flow is rewritten: a direct jump or branch leaves through a stub
+  that asks for the target's translation and is then patched into a direct
+  jump (chaining); ``call`` pushes the *guest* return address, so nothing the
+  guest can see reveals the translation; returns and indirect jumps look the
+  target up through a callout.
+
+Guest user code (CPL 3) runs directly on the hardware at ring 3: it cannot tell
+(except by the sensitive instructions Robin & Irvine list, which it executes
+for real: the Red Pill's SIDT shows the monitor's IDT).
+
+Translated guest code frames are write-protected in the shadow page tables; a
+write to one invalidates its translations.
+"""
+
+from __future__ import annotations
+
+import iced_x86 as ix
+
+from ringvisor.hw.system import get_reg
+
+from . import emulate as E
+from . import layout as L
+from .emulate import DONE, NEXT, Context, GuestFault
+from .frame import Frame
+from .guestmem import GuestPageFault
+from .monitor import Monitor, MonitorStop
+from .tcache import CHAIN_STUB, TranslationCache, Unit
+
+M = ix.Mnemonic
+FC = ix.FlowControl
+OK = ix.OpKind
+R = ix.Register
+MAX_UNIT = 24
+CALLOUT = b"\xCD" + bytes([L.CALLOUT])
+
+# Sensitive but unprivileged (Robin & Irvine) plus privileged: always callouts.
+SENSITIVE = {
+    M.CLI, M.STI, M.HLT, M.IN, M.OUT, M.INSB, M.INSW, M.INSD, M.OUTSB, M.OUTSW, M.OUTSD,
+    M.LGDT, M.LIDT, M.LLDT, M.LTR, M.SGDT, M.SIDT, M.SLDT, M.STR, M.SMSW, M.LMSW, M.CLTS,
+    M.INVLPG, M.INVD, M.WBINVD, M.RDMSR, M.WRMSR, M.PUSHF, M.PUSHFD, M.POPF, M.POPFD,
+    M.LAR, M.LSL, M.VERR, M.VERW, M.IRET, M.IRETD, M.RETF, M.LSS, M.INT, M.INT3, M.INTO,
+    M.INT1, M.SYSENTER, M.SYSEXIT, M.UD0, M.LFS, M.LGS, M.LDS, M.LES,
+}
+BRANCH_REL8 = {M.LOOP, M.LOOPE, M.LOOPNE, M.JECXZ, M.JCXZ}
+
+
+def _classify(ins: ix.Instruction) -> str:
+    m = ins.mnemonic
+    if m in SENSITIVE:
+        return "callout"
+    if ins.memory_segment == R.CS and ins.op_count and any(
+            ins.op_kind(i) == OK.MEMORY for i in range(ins.op_count)):
+        return "callout"        # a CS-relative access would see the translation cache
+    for i in range(ins.op_count):
+        if ins.op_kind(i) == OK.REGISTER and ins.op_register(i) in (R.CS, R.SS) or \
+                ins.op_kind(i) == OK.REGISTER and R.CR0 <= ins.op_register(i) <= R.DR7:
+            return "callout"
+    if m == M.MOV and ins.op0_kind == OK.REGISTER and ins.op0_register == R.SS:
+        return "callout"
+    if m in (M.PUSH, M.POP) and ins.op0_kind == OK.REGISTER and ins.op0_register in (R.CS, R.SS):
+        return "callout"
+    fc = ins.flow_control
+    if fc == FC.NEXT:
+        return "ident"
+    if fc == FC.UNCONDITIONAL_BRANCH and ins.op0_kind in (OK.NEAR_BRANCH32, OK.NEAR_BRANCH16):
+        return "jmp"
+    if fc == FC.CONDITIONAL_BRANCH:
+        return "jcc"
+    if fc == FC.CALL and ins.op0_kind in (OK.NEAR_BRANCH32, OK.NEAR_BRANCH16):
+        return "call"
+    return "callout"            # ret, indirect and far transfers, int, ...
+
+
+class BinaryTranslation(Monitor):
+    name = "bt"
+
+    def __init__(self, machine, guest_ram: int) -> None:
+        super().__init__(machine, guest_ram)
+        self.tc = TranslationCache(self.mem, self.base)
+        self.callouts = self.emulated        # callouts by instruction
+
+    # -- how guest kernel code runs ---------------------------------------------------
+    def kernel_entry(self, eip: int) -> int:
+        return self.translation(eip).start
+
+    def kernel_cs(self, sel: int) -> int:
+        return L.SEL_TCODE
+
+    def kernel_cs_view(self, f: Frame) -> int:
+        return self.vcpu.cs
+
+    def guest_eip(self, f: Frame) -> int:
+        if f.cs == L.SEL_TCODE:
+            g = self.tc.guest_eip(f.eip)
+            if g is None:
+                raise MonitorStop(f"bt: translated code at {f.eip:#010x} has no guest address")
+            return g
+        return f.eip
+
+    def translation(self, eip: int) -> Unit:
+        tc = self.tc
+        tc.stats["lookups"] += 1
+        u = tc.units.get(eip)
+        if u is not None:
+            try:
+                phys = self.gm.translate(eip, False, False, set_bits=False).phys
+            except GuestPageFault:
+                phys = None
+            if phys == u.phys:
+                tc.stats["hits"] += 1
+                return u
+            tc.invalidate_frame(u.phys >> 12)
+        return self.translate(eip)
+
+    # -- translating --------------------------------------------------------------------
+    def _fetch(self, eip: int, frames: set[int]) -> ix.Instruction:
+        data = b""
+        lin = eip
+        while len(data) < 15:
+            chunk = min(15 - len(data), 0x1000 - (lin & 0xFFF))
+            try:
+                phys = self.gm.phys(lin)
+            except GuestPageFault:
+                if not data:
+                    raise
+                break
+            frames.add(phys >> 12)
+            data += self.mem.read(phys, chunk)
+            lin = (lin + chunk) & 0xFFFFFFFF
+        ins = ix.Decoder(32, data, ip=eip).decode()
+        if ins.len > 0 and (eip & 0xFFF) + ins.len <= 0x1000:
+            # only the frames the instruction really touches
+            pass
+        return ins
+
+    def translate(self, eip: int) -> Unit:
+        tc = self.tc
+        if not tc.room(MAX_UNIT * 16 + 64):
+            self.flush_translations()
+        frames: set[int] = set()
+        start = tc.top
+        code = bytearray()
+        tc_map: list[int] = []
+        guest_map: list[int] = []
+        sites: dict[int, tuple] = {}
+        first_phys = self.gm.phys(eip)
+
+        def here() -> int:
+            return start + len(code)
+
+        def mark(g: int) -> None:
+            tc_map.append(here())
+            guest_map.append(g)
+
+        def stub(target: int) -> None:
+            mark(target)
+            u = tc.units.get(target)
+            if u is not None and u.live:
+                site = here()
+                code.extend(b"\xE9" + ((u.start - (site + 5)) & 0xFFFFFFFF).to_bytes(4, "little"))
+                u.incoming.append(site)
+                tc.stats["chains"] += 1
+            else:
+                sites[here() + 2] = ("chain", target)
+                code.extend(CHAIN_STUB)
+
+        g = eip
+        for n in range(MAX_UNIT):
+            try:
+                ins = self._fetch(g, frames)
+            except GuestPageFault:
+                if n == 0:
+                    raise
+                stub(g)
+                break
+            kind = _classify(ins) if not ins.is_invalid else "ident"
+            if kind == "ident":
+                mark(g)
+                code.extend(self._raw(g, ins.len))
+            elif kind == "callout":
+                mark(g)
+                code.extend(CALLOUT)
+                sites[here()] = ("callout", ins, g)
+                if ins.flow_control != FC.NEXT or ins.mnemonic in (M.HLT, M.LSS):
+                    # the emulation decides where the guest goes; the next
+                    # instruction gets its own stub all the same (after a HLT
+                    # or a callout that falls through)
+                    stub(ins.next_ip32)
+                    break
+            elif kind == "jmp":
+                stub(ins.near_branch32)
+                break
+            elif kind == "call":
+                mark(g)
+                code.extend(b"\x68" + ins.next_ip32.to_bytes(4, "little"))
+                stub(ins.near_branch32)
+                break
+            elif kind == "jcc":
+                mark(g)
+                if ins.mnemonic in BRANCH_REL8:
+                    if ins.memory_size == 0 and ins.code in (ix.Code.JCXZ_REL8_32, ix.Code.JCXZ_REL8_16,
+                                                             ix.Code.LOOP_REL8_32_CX, ix.Code.LOOP_REL8_16_CX,
+                                                             ix.Code.LOOPE_REL8_32_CX, ix.Code.LOOPE_REL8_16_CX,
+                                                             ix.Code.LOOPNE_REL8_32_CX, ix.Code.LOOPNE_REL8_16_CX):
+                        raise MonitorStop("bt: a CX-counted loop/jcxz in kernel code is not translated")
+                    raw = self._raw(g, ins.len)
+                    code.extend(raw[:-1] + b"\x05")         # taken: skip the fall-through stub
+                else:
+                    cc = ins.condition_code - 1            # iced: 1-based o, no, b, ...
+                    code.extend(bytes([0x0F, 0x80 | cc]) + (5).to_bytes(4, "little"))
+                stub(ins.next_ip32)
+                stub(ins.near_branch32)
+                break
+            g = ins.next_ip32
+        else:
+            stub(g)
+        unit = Unit(eip, first_phys, start, start + len(code), frames, tc_map, guest_map)
+        tc.add(unit, bytes(code))
+        tc.sites.update(sites)
+        for fr in frames:
+            self.shadow.protect(fr)
+        return unit
+
+    def _raw(self, g: int, n: int) -> bytes:
+        return self.gm.read(g, n)
+
+    def flush_translations(self) -> None:
+        for fr in list(self.tc.by_frame):
+            self.shadow.unprotect(fr)
+        self.tc.flush()
+
+    # -- callouts ------------------------------------------------------------------------
+    def callout(self, f: Frame, vector: int) -> None:
+        site = self.tc.sites.get(f.eip) if f.cs == L.SEL_TCODE else None
+        if site is None:
+            # not from translated code: the guest executed INT n on one of these vectors
+            self.soft_interrupt(f, vector, 2)
+            return
+        if site[0] == "chain":
+            target = site[1]
+            unit = self.translation(target)
+            s = f.eip - 2
+            if self.tc.unit_at(s) is not None and self.tc.unit_at(s).live:
+                self.tc.chain(s, unit)
+            f.eip = unit.start
+            self.traps["chain"] += 1
+            return
+        _, ins, g = site
+        self.traps["callout"] += 1
+        try:
+            fn = BT_EMULATORS.get(ins.mnemonic)
+            if fn is not None:
+                self.emulated[E.ix_name(ins)] += 1
+                result = fn(Context(self, f, ins, g))
+            else:
+                result = E.emulate(self, f, ins, g)
+            if result is None:
+                raise GuestFault(13, 0) if ins.mnemonic != M.UD0 else GuestFault(6, None)
+        except GuestFault as e:
+            self.deliver(f, e.vector, e.error_code, False, g)
+            return
+        except GuestPageFault as e:
+            self.vcpu.cr2 = e.address
+            self.deliver(f, 14, e.error_code, False, g)
+            return
+        if result == NEXT:
+            # continue in the translation, or (after a control transfer) at the next instruction
+            pass
+
+    def general_protection(self, f: Frame) -> None:
+        err = f.err or 0
+        if err & 3 == 2 and f.user:
+            # INT n from user code (every real gate but the callouts is DPL 0)
+            lin = (self.real_descriptor_base(f.cs) + f.eip) & 0xFFFFFFFF
+            try:
+                op = self.gm.read(lin, 1, True)[0]
+            except GuestPageFault:
+                op = 0xCD
+            self.soft_interrupt(f, err >> 3, {0xCC: 1, 0xCE: 1, 0xF1: 1}.get(op, 2))
+            return
+        self.traps["#GP (guest)"] += 1
+        self.deliver(f, 13, err, False, self.guest_eip(f))
+
+    def protected_write(self, f: Frame, ppn: int) -> None:
+        self.traps["#PF (translated code written)"] += 1
+        self.tc.invalidate_frame(ppn)
+        self.shadow.unprotect(ppn)
+
+    def guest_written(self, phys: int, n: int) -> None:
+        for ppn in range(phys >> 12, ((phys + n - 1) >> 12) + 1):
+            if ppn in self.shadow.protected:
+                self.tc.invalidate_frame(ppn)
+                self.shadow.unprotect(ppn)
+
+    def report(self) -> dict:
+        out = super().report()
+        out["callouts"] = out.pop("emulated")
+        out.update(self.tc.stats)
+        s = self.tc.stats
+        out["tc_hit_rate"] = round(s["hits"] / s["lookups"], 4) if s["lookups"] else 0.0
+        return out
+
+
+# -- the sensitive instructions only binary translation sees ---------------------------------
+BT_EMULATORS = {}
+
+
+def bt_emulates(*mnemonics):
+    def reg(fn):
+        for m in mnemonics:
+            BT_EMULATORS[m] = fn
+        return fn
+    return reg
+
+
+@bt_emulates(M.PUSHF, M.PUSHFD)
+def b_pushf(c: Context) -> str:
+    size = 2 if c.ins.mnemonic == M.PUSHF else 4
+    c.push(c.v.eflags_view(c.f.eflags) & ~((1 << 16) | (1 << 17)), size)
+    return NEXT
+
+
+@bt_emulates(M.POPF, M.POPFD)
+def b_popf(c: Context) -> str:
+    size = 2 if c.ins.mnemonic == M.POPF else 4
+    value = c.pop(size)
+    c.cpu.state.regs[4] = (c.cpu.state.regs[4] + size) & 0xFFFFFFFF
+    E.apply_eflags(c.mon, c.f, value, size)
+    c.f.eflags = c.mon.real_eflags(c.f.eflags)
+    return NEXT
+
+
+@bt_emulates(M.RET)
+def b_ret(c: Context) -> str:
+    imm = c.ins.immediate16 if c.ins.op_count else 0
+    target = c.pop(4)
+    c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 4 + imm) & 0xFFFFFFFF
+    c.f.eip = c.mon.kernel_entry(target)
+    return DONE
+
+
+@bt_emulates(M.JMP)
+def b_jmp(c: Context) -> str:
+    ins = c.ins
+    if ins.op0_kind in (OK.FAR_BRANCH32, OK.FAR_BRANCH16):
+        return _far(c, ins.far_branch_selector, ins.far_branch32, call=False)
+    if ins.op0_kind == OK.MEMORY and ins.memory_size in (ix.MemorySize.SEG_PTR32, ix.MemorySize.SEG_PTR16):
+        off = c.read(4)
+        return _far(c, c.read(2, 4), off, call=False)
+    c.f.eip = c.mon.kernel_entry(c.op(0, 4))
+    return DONE
+
+
+@bt_emulates(M.CALL)
+def b_call(c: Context) -> str:
+    ins = c.ins
+    if ins.op0_kind in (OK.FAR_BRANCH32, OK.FAR_BRANCH16):
+        return _far(c, ins.far_branch_selector, ins.far_branch32, call=True)
+    if ins.op0_kind == OK.MEMORY and ins.memory_size in (ix.MemorySize.SEG_PTR32, ix.MemorySize.SEG_PTR16):
+        off = c.read(4)
+        return _far(c, c.read(2, 4), off, call=True)
+    target = c.op(0, 4)
+    c.push(c.next_eip)
+    c.f.eip = c.mon.kernel_entry(target)
+    return DONE
+
+
+def _far(c: Context, sel: int, off: int, call: bool) -> str:
+    raw = c.mon.guest_descriptor(sel)
+    if raw is None or not (raw >> 43) & 1 or not (raw >> 44) & 1:
+        raise MonitorStop(f"bt: far transfer to selector {sel:#x} (gates and tasks are not "
+                          "virtualized)") if raw is not None and not (raw >> 44) & 1 else \
+            GuestFault(13, sel & 0xFFFC)
+    if (raw >> 45) & 3 != 0:
+        raise GuestFault(13, sel & 0xFFFC)
+    if call:
+        c.push(c.v.cs)
+        c.push(c.next_eip)
+    c.v.cs = sel & ~3
+    c.f.eip = c.mon.kernel_entry(off)
+    return DONE
+
+
+@bt_emulates(M.INT, M.INT3, M.INTO, M.INT1)
+def b_int(c: Context) -> str:
+    m = c.ins.mnemonic
+    if m == M.INTO and not c.f.eflags & 0x800:
+        return NEXT
+    vector = {M.INT3: 3, M.INTO: 4, M.INT1: 1}.get(m, c.ins.immediate8 if m == M.INT else 0)
+    c.mon.traps[f"int {vector:#x}"] += 1
+    c.mon.deliver(c.f, vector, None, m != M.INT1, c.next_eip)
+    return DONE
+
+
+@bt_emulates(M.PUSH)
+def b_push_sreg(c: Context) -> str:
+    r = c.ins.op0_register
+    c.push(c.v.cs if r == R.CS else c.v.ss, 4)
+    return NEXT
+
+
+@bt_emulates(M.LAR, M.LSL, M.VERR, M.VERW)
+def b_descriptor_probe(c: Context) -> str:
+    """LAR/LSL/VERR/VERW against the guest's own GDT, at the guest's privilege."""
+    ins = c.ins
+    m = ins.mnemonic
+    src = 0 if m in (M.VERR, M.VERW) else 1
+    sel = c.op(src, 2) & 0xFFFF
+    raw = c.mon.guest_descriptor(sel) if sel & ~3 else None
+    ok = False
+    value = 0
+    if raw is not None:
+        access = (raw >> 40) & 0xFF
+        dpl = (access >> 5) & 3
+        s = access & 0x10
+        typ = access & 0xF
+        conforming = s and typ & 0xC == 0xC
+        visible = conforming or dpl >= max(c.v.cpl, sel & 3)
+        if m == M.LAR:
+            ok = visible and (s or typ in (1, 2, 3, 4, 5, 9, 0xB, 0xC))
+            value = raw >> 32 & 0x00F0FF00
+        elif m == M.LSL:
+            ok = visible and (s or typ in (1, 2, 3, 9, 0xB))
+            limit = (raw & 0xFFFF) | ((raw >> 48) & 0xF) << 16
+            value = (limit << 12 | 0xFFF) if raw >> 55 & 1 else limit
+        elif m == M.VERR:
+            ok = bool(s) and visible and (not typ & 8 or typ & 2)
+        else:
+            ok = bool(s) and visible and not typ & 8 and bool(typ & 2)
+    if ok and m in (M.LAR, M.LSL):
+        reg = ins.op0_register
+        size = 2 if R.AX <= reg <= R.DI else 4
+        c.set_op(0, size, value & (0xFFFF if size == 2 else 0xFFFFFFFF))
+    c.f.eflags = (c.f.eflags & ~0x40) | (0x40 if ok else 0)
+    return NEXT
+
+
+@bt_emulates(M.MOV)
+def b_mov(c: Context) -> str | None:
+    return E.e_mov(c)
+
+
+@bt_emulates(M.SYSENTER, M.SYSEXIT, M.UD0)
+def b_fault(c: Context) -> str:
+    raise GuestFault(13 if c.ins.mnemonic != M.UD0 else 6, 0 if c.ins.mnemonic != M.UD0 else None)
+
+
+@bt_emulates(M.LDS, M.LES, M.LFS, M.LGS)
+def b_lxs(c: Context) -> str:
+    off = c.read(4)
+    sel = c.read(2, 4)
+    i = {M.LDS: 3, M.LES: 0, M.LFS: 4, M.LGS: 5}[c.ins.mnemonic]
+    c.mon.load_sreg(i, sel)
+    from ringvisor.hw.system import set_reg
+    set_reg(c.cpu, c.ins.op0_register, off)
+    return NEXT
+
+
+_ = get_reg

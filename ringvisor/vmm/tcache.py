@@ -1,0 +1,111 @@
+"""The translation cache: translated guest kernel code, in the hypervisor region.
+
+Translations are x86 code in machine memory (``layout.TC``), executed by the
+real CPU at ring 1.  Space is handed out sequentially; when it runs out, the
+whole cache is flushed (VMware's first policy, and the simplest that is
+correct: chained jumps between translations never dangle).  A translation whose
+guest code changes is invalidated on its own, and the jumps chained into it are
+turned back into "translate this" stubs.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from . import layout as L
+
+CHAIN_STUB = b"\xCD" + bytes([L.CHAIN]) + b"\x90\x90\x90"
+
+
+@dataclass
+class Unit:
+    guest: int                     # guest linear EIP of the first instruction
+    phys: int                      # guest physical address of the first byte
+    start: int                     # linear address in the translation cache
+    end: int
+    frames: set[int]               # guest page frames its code came from
+    tc_map: list[int]              # translation-cache addresses ...
+    guest_map: list[int]           # ... and the guest EIP each stands for
+    incoming: list[int] = field(default_factory=list)   # chained jump sites into it
+    live: bool = True
+
+
+class TranslationCache:
+    def __init__(self, mem, base: int, size: int = L.TC_SIZE) -> None:
+        self.mem = mem
+        self.phys = base + L.TC
+        self.start = L.MLIN + L.TC
+        self.size = size
+        self.top = self.start
+        self.units: dict[int, Unit] = {}        # guest EIP -> live unit
+        self.by_frame: dict[int, set[int]] = {} # guest frame -> guest EIPs of units from it
+        self.starts: list[int] = []             # TC start of every unit since the last flush
+        self.all_units: list[Unit] = []
+        self.sites: dict[int, tuple] = {}       # return address of a callout -> what it stands for
+        self.stats = {"translations": 0, "guest_instructions": 0, "tc_bytes": 0, "lookups": 0,
+                      "hits": 0, "chains": 0, "flushes": 0, "invalidations": 0}
+
+    def room(self, n: int) -> bool:
+        return self.top + n <= self.start + self.size
+
+    def flush(self) -> None:
+        self.units.clear()
+        self.by_frame.clear()
+        self.starts.clear()
+        self.all_units.clear()
+        self.sites.clear()
+        self.top = self.start
+        self.stats["flushes"] += 1
+
+    def write(self, lin: int, data: bytes) -> None:
+        self.mem.write(self.phys + (lin - self.start), data)
+
+    def add(self, unit: Unit, code: bytes) -> None:
+        self.write(unit.start, code)
+        self.top = unit.end
+        self.units[unit.guest] = unit
+        for fr in unit.frames:
+            self.by_frame.setdefault(fr, set()).add(unit.guest)
+        self.starts.append(unit.start)
+        self.all_units.append(unit)
+        self.stats["translations"] += 1
+        self.stats["guest_instructions"] += len(unit.guest_map)
+        self.stats["tc_bytes"] = self.top - self.start
+
+    def unit_at(self, lin: int) -> Unit | None:
+        i = bisect.bisect_right(self.starts, lin) - 1
+        if i < 0:
+            return None
+        u = self.all_units[i]
+        return u if u.start <= lin < u.end else None
+
+    def guest_eip(self, lin: int) -> int | None:
+        """The guest EIP that translation-cache address ``lin`` stands for."""
+        u = self.unit_at(lin)
+        if u is None:
+            return None
+        i = bisect.bisect_right(u.tc_map, lin) - 1
+        return u.guest_map[max(i, 0)]
+
+    def chain(self, site: int, unit: Unit) -> None:
+        """Patch the stub at ``site`` into a direct jump to ``unit``."""
+        rel = (unit.start - (site + 5)) & 0xFFFFFFFF
+        self.write(site, b"\xE9" + rel.to_bytes(4, "little"))
+        unit.incoming.append(site)
+        self.stats["chains"] += 1
+
+    def invalidate_frame(self, frame: int) -> int:
+        """Drop every translation made from guest frame ``frame``; the number dropped."""
+        n = 0
+        for g in self.by_frame.pop(frame, ()):
+            u = self.units.pop(g, None)
+            if u is None or not u.live:
+                continue
+            u.live = False
+            for site in u.incoming:
+                self.write(site, CHAIN_STUB)
+            u.incoming.clear()
+            n += 1
+        self.stats["invalidations"] += n
+        return n
