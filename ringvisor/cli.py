@@ -102,6 +102,14 @@ def build_parser() -> Parser:
                     help="only these modes (repeatable; default: all three)")
     pr.add_argument("--engine", choices=("jit", "interp"), default="jit")
 
+    vb = sub.add_parser("vmbench", help="cost per operation of every workload natively and "
+                                         "under each monitor, with ratios to native")
+    vb.add_argument("--mode", action="append", choices=("trapemu", "bt"),
+                    help="monitors to measure besides native (repeatable; default: both)")
+    vb.add_argument("--workload", action="append", metavar="NAME", help="only this workload (repeatable)")
+    vb.add_argument("--scale", type=float, default=1.0, help="multiply the iteration counts")
+    vb.add_argument("--engine", choices=("jit", "interp"), default="jit")
+
     g = sub.add_parser("build-guests", help="rebuild the bundled guest images from guests/")
     g.add_argument("out", nargs="?", help="output directory (default: the package's images)")
     g.add_argument("--opt", choices=("-O0", "-O1", "-O2", "-O3", "-Os"), default=None)
@@ -274,5 +282,20 @@ def cmd_probe(args) -> int:
     return 0
 
 
+def cmd_vmbench(args) -> int:
+    from ringvisor import vmbench
+    names = args.workload or vmbench.NANO + vmbench.LMBENCH + vmbench.CPU
+    bad = [n for n in names if n not in vmbench.ITERS]
+    if bad:
+        raise ConfigError(f"unknown workload {bad[0]!r} (choose from {', '.join(vmbench.ITERS)})")
+    if args.scale <= 0:
+        raise ConfigError("--scale must be positive")
+    modes = ["native"] + (args.mode or ["trapemu", "bt"])
+    print(f"cycles = guest rdtsc per operation (instructions retired; a trap into the monitor "
+          f"counts one); wall = host time per operation less boot; engine {args.engine}")
+    vmbench.measure(modes, names, args.scale, args.engine)
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "bench": cmd_bench, "crosscheck": cmd_crosscheck,
-            "probe": cmd_probe, "build-guests": cmd_build_guests}
+            "probe": cmd_probe, "vmbench": cmd_vmbench, "build-guests": cmd_build_guests}

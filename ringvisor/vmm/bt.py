@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import iced_x86 as ix
 
-from ringvisor.hw.system import get_reg
-
 from . import emulate as E
 from . import layout as L
 from .emulate import DONE, NEXT, Context, GuestFault
@@ -138,11 +136,7 @@ class BinaryTranslation(Monitor):
             frames.add(phys >> 12)
             data += self.mem.read(phys, chunk)
             lin = (lin + chunk) & 0xFFFFFFFF
-        ins = ix.Decoder(32, data, ip=eip).decode()
-        if ins.len > 0 and (eip & 0xFFF) + ins.len <= 0x1000:
-            # only the frames the instruction really touches
-            pass
-        return ins
+        return ix.Decoder(32, data, ip=eip).decode()
 
     def translate(self, eip: int) -> Unit:
         tc = self.tc
@@ -466,5 +460,3 @@ def b_lxs(c: Context) -> str:
     set_reg(c.cpu, c.ins.op0_register, off)
     return NEXT
 
-
-_ = get_reg

@@ -13,15 +13,12 @@ not execute raises ``GuestFault`` with what the hardware would raise.
 
 from __future__ import annotations
 
-import struct
-
 import iced_x86 as ix
 
 from ringvisor.hw.system import KNOWN_MSRS, MSR_TSC, ea, get_reg, set_reg
 from ringvisor.hw.translate import GPR, SREG
 
 from .descriptors import guest_descriptor_fields
-from .guestmem import GuestPageFault
 from .monitor import IOPL_MASK, GuestFault, MonitorStop
 from .vcpu import IF
 

@@ -23,7 +23,10 @@ from __future__ import annotations
 import struct
 from collections import Counter
 
+import iced_x86 as ix
+
 from ringvisor.hw.faults import TripleFault, UnsupportedFeature
+from ringvisor.hw.translate import GPR
 
 from . import descriptors as D
 from . import layout as L
@@ -32,8 +35,6 @@ from .guestmem import GuestBadFrame, GuestMemory, GuestPageFault
 from .platform import VirtualPlatform
 from .shadow import ShadowPaging
 from .vcpu import CR0_PG, CR4_PSE, IF, VirtualCpu
-from ringvisor.hw.translate import GPR
-import iced_x86 as ix
 
 ERROR_CODE_VECTORS = {8, 10, 11, 12, 13, 14, 17}
 TF, NT, RF, VM = 1 << 8, 1 << 14, 1 << 16, 1 << 17
