@@ -121,3 +121,17 @@ def test_cli_bad_mode():
                        capture_output=True, timeout=60)
     assert p.returncode == 2 and b"Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) <= 3
+
+
+def test_vmbench_reports_ratios():
+    p = subprocess.run([sys.executable, "-m", "ringvisor", "vmbench", "--workload", "syscall",
+                        "--mode", "bt", "--scale", "0.05"], capture_output=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    line = [l for l in p.stdout.decode().splitlines() if l.startswith("syscall")][0]
+    assert "native:" in line and "bt:" in line and "cyc," in line
+
+
+def test_vmbench_bad_workload():
+    p = subprocess.run([sys.executable, "-m", "ringvisor", "vmbench", "--workload", "nosuch"],
+                       capture_output=True, timeout=60)
+    assert p.returncode == 2 and b"unknown workload" in p.stderr and b"Traceback" not in p.stderr
