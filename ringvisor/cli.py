@@ -292,7 +292,7 @@ def cmd_vmbench(args) -> int:
         raise ConfigError("--scale must be positive")
     modes = ["native"] + (args.mode or ["trapemu", "bt"])
     print(f"cycles = guest rdtsc per operation (instructions retired; a trap into the monitor "
-          f"counts one); wall = host time per operation less boot; engine {args.engine}")
+          f"counts one); wall = host time per operation (run of 2n minus run of n); engine {args.engine}")
     vmbench.measure(modes, names, args.scale, args.engine)
     return 0
 
