@@ -86,7 +86,6 @@ class BinaryTranslation(Monitor):
     def __init__(self, machine, guest_ram: int) -> None:
         super().__init__(machine, guest_ram)
         self.tc = TranslationCache(self.mem, self.base)
-        self.callouts = self.emulated        # callouts by instruction
 
     # -- how guest kernel code runs ---------------------------------------------------
     def kernel_entry(self, eip: int) -> int:
@@ -122,7 +121,7 @@ class BinaryTranslation(Monitor):
         return self.translate(eip)
 
     # -- translating --------------------------------------------------------------------
-    def _fetch(self, eip: int, frames: set[int]) -> ix.Instruction:
+    def _fetch(self, eip: int, frames: set[int]) -> tuple[ix.Instruction, bytes]:
         data = b""
         lin = eip
         while len(data) < 15:
@@ -136,7 +135,8 @@ class BinaryTranslation(Monitor):
             frames.add(phys >> 12)
             data += self.mem.read(phys, chunk)
             lin = (lin + chunk) & 0xFFFFFFFF
-        return ix.Decoder(32, data, ip=eip).decode()
+        ins = ix.Decoder(32, data, ip=eip).decode()
+        return ins, data[:ins.len]
 
     def translate(self, eip: int) -> Unit:
         tc = self.tc
@@ -172,7 +172,7 @@ class BinaryTranslation(Monitor):
         g = eip
         for n in range(MAX_UNIT):
             try:
-                ins = self._fetch(g, frames)
+                ins, raw = self._fetch(g, frames)
             except GuestPageFault:
                 if n == 0:
                     raise
@@ -181,7 +181,7 @@ class BinaryTranslation(Monitor):
             kind = _classify(ins) if not ins.is_invalid else "ident"
             if kind == "ident":
                 mark(g)
-                code.extend(self._raw(g, ins.len))
+                code.extend(raw)
             elif kind == "callout":
                 mark(g)
                 code.extend(CALLOUT)
@@ -203,12 +203,11 @@ class BinaryTranslation(Monitor):
             elif kind == "jcc":
                 mark(g)
                 if ins.mnemonic in BRANCH_REL8:
-                    if ins.memory_size == 0 and ins.code in (ix.Code.JCXZ_REL8_32, ix.Code.JCXZ_REL8_16,
+                    if ins.code in (ix.Code.JCXZ_REL8_32, ix.Code.JCXZ_REL8_16,
                                                              ix.Code.LOOP_REL8_32_CX, ix.Code.LOOP_REL8_16_CX,
                                                              ix.Code.LOOPE_REL8_32_CX, ix.Code.LOOPE_REL8_16_CX,
                                                              ix.Code.LOOPNE_REL8_32_CX, ix.Code.LOOPNE_REL8_16_CX):
                         raise MonitorStop("bt: a CX-counted loop/jcxz in kernel code is not translated")
-                    raw = self._raw(g, ins.len)
                     code.extend(raw[:-1] + b"\x05")         # taken: skip the fall-through stub
                 else:
                     cc = ins.condition_code - 1            # iced: 1-based o, no, b, ...
@@ -226,9 +225,6 @@ class BinaryTranslation(Monitor):
             self.shadow.protect(fr)
         return unit
 
-    def _raw(self, g: int, n: int) -> bytes:
-        return self.gm.read(g, n)
-
     def flush_translations(self) -> None:
         for fr in list(self.tc.by_frame):
             self.shadow.unprotect(fr)
@@ -245,46 +241,17 @@ class BinaryTranslation(Monitor):
             target = site[1]
             unit = self.translation(target)
             s = f.eip - 2
-            if self.tc.unit_at(s) is not None and self.tc.unit_at(s).live:
+            here = self.tc.unit_at(s)
+            if here is not None and here.live:
                 self.tc.chain(s, unit)
             f.eip = unit.start
             self.traps["chain"] += 1
             return
         _, ins, g = site
         self.traps["callout"] += 1
-        try:
-            fn = BT_EMULATORS.get(ins.mnemonic)
-            if fn is not None:
-                self.emulated[E.ix_name(ins)] += 1
-                result = fn(Context(self, f, ins, g))
-            else:
-                result = E.emulate(self, f, ins, g)
-            if result is None:
-                raise GuestFault(13, 0) if ins.mnemonic != M.UD0 else GuestFault(6, None)
-        except GuestFault as e:
-            self.deliver(f, e.vector, e.error_code, False, g)
-            return
-        except GuestPageFault as e:
-            self.vcpu.cr2 = e.address
-            self.deliver(f, 14, e.error_code, False, g)
-            return
-        if result == NEXT:
-            # continue in the translation, or (after a control transfer) at the next instruction
-            pass
-
-    def general_protection(self, f: Frame) -> None:
-        err = f.err or 0
-        if err & 3 == 2 and f.user:
-            # INT n from user code (every real gate but the callouts is DPL 0)
-            lin = (self.real_descriptor_base(f.cs) + f.eip) & 0xFFFFFFFF
-            try:
-                op = self.gm.read(lin, 1, True)[0]
-            except GuestPageFault:
-                op = 0xCD
-            self.soft_interrupt(f, err >> 3, {0xCC: 1, 0xCE: 1, 0xF1: 1}.get(op, 2))
-            return
-        self.traps["#GP (guest)"] += 1
-        self.deliver(f, 13, err, False, self.guest_eip(f))
+        if E.emulate(self, f, ins, g, (BT_EMULATORS, E.EMULATORS)) is None:
+            # a sensitive instruction nobody emulates: what it does at ring 3, #GP
+            self.deliver(f, 13, 0, False, g)
 
     def protected_write(self, f: Frame, ppn: int) -> None:
         self.traps["#PF (translated code written)"] += 1
@@ -307,15 +274,8 @@ class BinaryTranslation(Monitor):
 
 
 # -- the sensitive instructions only binary translation sees ---------------------------------
-BT_EMULATORS = {}
-
-
-def bt_emulates(*mnemonics):
-    def reg(fn):
-        for m in mnemonics:
-            BT_EMULATORS[m] = fn
-        return fn
-    return reg
+BT_EMULATORS: dict = {}
+bt_emulates = E.registrar(BT_EMULATORS)
 
 
 @bt_emulates(M.PUSHF, M.PUSHFD)
@@ -330,8 +290,7 @@ def b_popf(c: Context) -> str:
     size = 2 if c.ins.mnemonic == M.POPF else 4
     value = c.pop(size)
     c.cpu.state.regs[4] = (c.cpu.state.regs[4] + size) & 0xFFFFFFFF
-    E.apply_eflags(c.mon, c.f, value, size)
-    c.f.eflags = c.mon.real_eflags(c.f.eflags)
+    c.mon.set_guest_eflags(c.f, value, size)
     return NEXT
 
 
@@ -344,28 +303,26 @@ def b_ret(c: Context) -> str:
     return DONE
 
 
-@bt_emulates(M.JMP)
-def b_jmp(c: Context) -> str:
+def _far_operand(c: Context) -> tuple[int, int] | None:
+    """(selector, offset) of a far JMP/CALL, direct or through memory; None if near."""
     ins = c.ins
     if ins.op0_kind in (OK.FAR_BRANCH32, OK.FAR_BRANCH16):
-        return _far(c, ins.far_branch_selector, ins.far_branch32, call=False)
+        return ins.far_branch_selector, ins.far_branch32
     if ins.op0_kind == OK.MEMORY and ins.memory_size in (ix.MemorySize.SEG_PTR32, ix.MemorySize.SEG_PTR16):
         off = c.read(4)
-        return _far(c, c.read(2, 4), off, call=False)
-    c.f.eip = c.mon.kernel_entry(c.op(0, 4))
-    return DONE
+        return c.read(2, 4), off
+    return None
 
 
-@bt_emulates(M.CALL)
-def b_call(c: Context) -> str:
-    ins = c.ins
-    if ins.op0_kind in (OK.FAR_BRANCH32, OK.FAR_BRANCH16):
-        return _far(c, ins.far_branch_selector, ins.far_branch32, call=True)
-    if ins.op0_kind == OK.MEMORY and ins.memory_size in (ix.MemorySize.SEG_PTR32, ix.MemorySize.SEG_PTR16):
-        off = c.read(4)
-        return _far(c, c.read(2, 4), off, call=True)
+@bt_emulates(M.JMP, M.CALL)
+def b_jmp_call(c: Context) -> str:
+    call = c.ins.mnemonic == M.CALL
+    far = _far_operand(c)
+    if far is not None:
+        return _far(c, *far, call=call)
     target = c.op(0, 4)
-    c.push(c.next_eip)
+    if call:
+        c.push(c.next_eip)
     c.f.eip = c.mon.kernel_entry(target)
     return DONE
 

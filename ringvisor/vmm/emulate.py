@@ -7,7 +7,8 @@ monitors use it: trap-and-emulate when the instruction faulted at ring 1,
 binary translation when translated code called out for it.
 
 Each returns ``NEXT`` (the guest continues after the instruction) or ``DONE``
-(the function set the guest's next EIP itself).  An instruction the guest may
+(the function set the guest's next EIP itself); ``emulate`` returns ``FAULTED``
+when the instruction raised an exception that it delivered to the guest.  An instruction the guest may
 not execute raises ``GuestFault`` with what the hardware would raise.
 """
 
@@ -15,30 +16,36 @@ from __future__ import annotations
 
 import iced_x86 as ix
 
+from ringvisor.hw.faults import NAMES
 from ringvisor.hw.system import KNOWN_MSRS, MSR_TSC, ea, get_reg, set_reg
 from ringvisor.hw.translate import GPR, SREG
 
 from .descriptors import guest_descriptor_fields
-from .monitor import IOPL_MASK, GuestFault, MonitorStop
-from .vcpu import IF
+from .guestmem import GuestPageFault
+from .monitor import GuestFault, MonitorStop
 
 M = ix.Mnemonic
 OK = ix.OpKind
 R = ix.Register
-NEXT, DONE = "next", "done"
+NEXT, DONE, FAULTED = "next", "done", "faulted"
 GP, UD = 13, 6
 TSS_AVAILABLE, TSS_BUSY = 0x9, 0xB
-ARITH = 0x8D5 | 0x400 | 0x100        # CF PF AF ZF SF OF | DF | TF
 
-EMULATORS = {}
+EMULATORS: dict = {}
 
 
-def emulates(*mnemonics):
-    def reg(fn):
-        for m in mnemonics:
-            EMULATORS[m] = fn
-        return fn
-    return reg
+def registrar(table: dict):
+    """A decorator registering functions in ``table`` under the mnemonics given."""
+    def emulates(*mnemonics):
+        def reg(fn):
+            for m in mnemonics:
+                table[m] = fn
+            return fn
+        return reg
+    return emulates
+
+
+emulates = registrar(EMULATORS)
 
 
 class Context:
@@ -100,28 +107,35 @@ class Context:
             raise GuestFault(GP, 0)
 
 
-def emulate(mon, f, ins: ix.Instruction, eip: int) -> str | None:
-    """Emulate ``ins`` (at guest ``eip``); None if it is not one the monitor emulates."""
-    fn = EMULATORS.get(ins.mnemonic)
-    if fn is None:
+def emulate(mon, f, ins: ix.Instruction, eip: int, tables=(EMULATORS,)) -> str | None:
+    """Emulate ``ins`` (at guest ``eip``) with the first of ``tables`` that has it.
+
+    None if no table has it.  An exception the instruction raises for the guest is
+    delivered to it (the result is then ``FAULTED``: the guest is in its handler).
+    """
+    for table in tables:
+        fn = table.get(ins.mnemonic)
+        if fn is not None:
+            break
+    else:
         return None
     mon.emulated[ix_name(ins)] += 1
-    return fn(Context(mon, f, ins, eip))
+    try:
+        return fn(Context(mon, f, ins, eip))
+    except GuestFault as e:
+        mon.traps[f"{NAMES.get(e.vector, e.vector)} (guest)"] += 1
+        mon.deliver(f, e.vector, e.error_code, False, eip)
+    except GuestPageFault as e:
+        mon.vcpu.cr2 = e.address
+        mon.deliver(f, 14, e.error_code, False, eip)
+    return FAULTED
+
+
+_NAMES = {v: k.lower() for k, v in vars(M).items() if not k.startswith("_") and isinstance(v, int)}
 
 
 def ix_name(ins: ix.Instruction) -> str:
-    return _NAMES.get(ins.mnemonic) or _mnemonic_name(ins.mnemonic)
-
-
-_NAMES: dict[int, str] = {}
-
-
-def _mnemonic_name(m: int) -> str:
-    for k, v in vars(M).items():
-        if v == m and not k.startswith("_"):
-            _NAMES[m] = k.lower()
-            return _NAMES[m]
-    return str(m)
+    return _NAMES.get(ins.mnemonic, str(ins.mnemonic))
 
 
 # -- the interrupt flag and halting -------------------------------------------------------
@@ -156,13 +170,17 @@ def _io_allowed(c: Context) -> None:
         raise GuestFault(GP, 0)
 
 
+def _port(c: Context, kind: int) -> int:
+    """The port operand: DX, or the immediate."""
+    return c.cpu.state.regs[2] & 0xFFFF if kind == OK.REGISTER else c.ins.immediate8
+
+
 @emulates(M.IN)
 def e_in(c: Context) -> str:
     _io_allowed(c)
     ins = c.ins
     size = GPR[ins.op0_register][1]
-    port = c.cpu.state.regs[2] & 0xFFFF if ins.op1_kind == OK.REGISTER else ins.immediate8
-    set_reg(c.cpu, ins.op0_register, c.mon.platform.read(port, size))
+    set_reg(c.cpu, ins.op0_register, c.mon.platform.read(_port(c, ins.op1_kind), size))
     return NEXT
 
 
@@ -171,8 +189,7 @@ def e_out(c: Context) -> str:
     _io_allowed(c)
     ins = c.ins
     size = GPR[ins.op1_register][1]
-    port = c.cpu.state.regs[2] & 0xFFFF if ins.op0_kind == OK.REGISTER else ins.immediate8
-    c.mon.platform.write(port, size, get_reg(c.cpu, ins.op1_register))
+    c.mon.platform.write(_port(c, ins.op0_kind), size, get_reg(c.cpu, ins.op1_register))
     return NEXT
 
 
@@ -297,8 +314,22 @@ def e_mov(c: Context) -> str | None:
         c.mon.load_sreg(SREG[r0], c.op(1, 2) & 0xFFFF)     # "mov ss, eax" uses AX
         return NEXT
     if r1 in SREG:
-        return c.mon.store_sreg(c, SREG[r1])
+        return _store_sreg(c, SREG[r1])
     return None
+
+
+def _store_sreg(c: Context, i: int) -> str:
+    """``mov r/m, sreg``: the guest sees the selector it loaded (CS and SS as its own)."""
+    v = c.v
+    if i == 1:
+        sel = v.cs if v.cpl == 0 else c.f.cs
+    elif i == 2:
+        sel = v.ss if v.cpl == 0 else c.f.ss
+    else:
+        sel = c.cpu.state.segs[i].selector
+    reg = c.ins.op0_kind == OK.REGISTER
+    c.set_op(0, GPR[c.ins.op0_register][1] if reg else 2, sel)
+    return NEXT
 
 
 @emulates(M.CLTS)
@@ -410,15 +441,3 @@ def e_iret(c: Context) -> str:
     c.mon.return_to_kernel(c.f, eip, cs)
     return DONE
 
-
-def apply_eflags(mon, f, value: int, popf_size: int = 4) -> None:
-    """POPF/IRET at (virtual) CPL 0: every flag the guest may set, IF and IOPL virtually."""
-    v = mon.vcpu
-    mask = ARITH | 0x4000 | 0x40000 | 0x200000   # + NT, AC, ID
-    if popf_size == 2:
-        mask &= 0xFFFF
-    f.eflags = (f.eflags & ~mask) | (value & mask)
-    if v.cpl == 0:
-        v.iopl = (value & IOPL_MASK) >> 12
-    if v.cpl <= v.iopl:
-        v.vif = bool(value & IF)

@@ -25,8 +25,8 @@ from collections import Counter
 
 import iced_x86 as ix
 
-from ringvisor.hw.faults import TripleFault, UnsupportedFeature
-from ringvisor.hw.translate import GPR
+from ringvisor.hw.faults import HAS_ERROR_CODE, NAMES, TripleFault, UnsupportedFeature
+from ringvisor.hw.machine import Stop
 
 from . import descriptors as D
 from . import layout as L
@@ -36,11 +36,9 @@ from .platform import VirtualPlatform
 from .shadow import ShadowPaging
 from .vcpu import CR0_PG, CR4_PSE, IF, VirtualCpu
 
-ERROR_CODE_VECTORS = {8, 10, 11, 12, 13, 14, 17}
-TF, NT, RF, VM = 1 << 8, 1 << 14, 1 << 16, 1 << 17
+TF, NT, RF, VM, AC, ID = 1 << 8, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 21
 IOPL_MASK = 3 << 12
-EXC_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
-             10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC"}
+ARITH = 0x8D5 | 0x400 | TF          # CF PF AF ZF SF OF, DF, TF
 
 
 class MonitorStop(UnsupportedFeature):
@@ -164,7 +162,7 @@ class Monitor:
     # -- entries ------------------------------------------------------------------------------
     def _entry(self, cpu) -> None:
         vector = (cpu.state.eip - (L.MLIN + L.ENTRY)) // 8
-        f = Frame(cpu, self.base, vector in ERROR_CODE_VECTORS)
+        f = Frame(cpu, self.base, vector in HAS_ERROR_CODE)
         self.frame = f
         self.vcpu.cpl = 3 if f.user else 0
         self.sti_shadow = self.halting = False
@@ -194,7 +192,7 @@ class Monitor:
         elif vector in (L.CALLOUT, L.CHAIN):
             self.callout(f, vector)
         else:
-            self.traps[EXC_NAMES.get(vector, f"vector {vector:#x}")] += 1
+            self.traps[NAMES.get(vector, f"vector {vector:#x}")] += 1
             self.deliver(f, vector, f.err, False, self.guest_eip(f))
 
     # -- hooks for the execution strategy -------------------------------------------------
@@ -218,8 +216,32 @@ class Monitor:
         # only translated code raises these; anything else asked for a software interrupt
         self.soft_interrupt(f, vector, 2)
 
+    def fetch(self, f: Frame) -> ix.Instruction:
+        """The guest instruction at the frame's CS:EIP (a second page only if readable)."""
+        lin = (self.real_descriptor_base(f.cs) + f.eip) & 0xFFFFFFFF
+        first = min(15, 0x1000 - (lin & 0xFFF))
+        data = self.gm.read(lin, first, f.user)
+        if first < 15:
+            try:
+                data += self.gm.read((lin + first) & 0xFFFFFFFF, 15 - first, f.user)
+            except GuestPageFault:
+                pass
+        return ix.Decoder(32, data, ip=f.eip).decode()
+
     def general_protection(self, f: Frame) -> None:
-        raise NotImplementedError
+        err = f.err or 0
+        if err & 3 == 2 and f.cs != L.SEL_TCODE:
+            # INT n through a gate of lower privilege: every real gate but the callouts
+            # is DPL 0, so every software interrupt the guest executes itself arrives
+            # here (the guest's own gate decides)
+            self.soft_interrupt(f, err >> 3, self.fetch(f).len)
+            return
+        self.privileged_fault(f, err)
+
+    def privileged_fault(self, f: Frame, err: int) -> None:
+        """A #GP that is not a software interrupt: the guest's own, by default."""
+        self.traps["#GP (guest)"] += 1
+        self.deliver(f, 13, err, False, self.guest_eip(f))
 
     def guest_written(self, phys: int, n: int) -> None:
         """The monitor wrote guest memory on the guest's behalf."""
@@ -246,10 +268,10 @@ class Monitor:
             except GuestPageFault as e:
                 self.vcpu.cr2 = e.address
                 nv, ne = 14, e.error_code
-            except _GuestFault as e:
+            except GuestFault as e:
                 nv, ne = e.vector, e.error_code
             if vector == 8:
-                raise TripleFault(f"the guest faulted ({EXC_NAMES.get(nv, nv)}) delivering #DF "
+                raise TripleFault(f"the guest faulted ({NAMES.get(nv, nv)}) delivering #DF "
                                   f"under {self.name}; first: vector {first[0]}")
             contributory = {0, 10, 11, 12, 13}
             if (vector in contributory and nv in contributory) or (vector == 14 and nv in contributory | {14}):
@@ -263,7 +285,7 @@ class Monitor:
         v = self.vcpu
         ext = 0 if soft else 1
         if vector * 8 + 7 > v.idt_limit:
-            raise _GuestFault(13, vector * 8 + 2 + ext)
+            raise GuestFault(13, vector * 8 + 2 + ext)
         raw = int.from_bytes(self.gm.read(v.idt_base + vector * 8, 8), "little")
         access = (raw >> 40) & 0xFF
         gtype = access & 0x1F
@@ -271,31 +293,31 @@ class Monitor:
         if gtype == 0x05 and access & 0x80:
             raise MonitorStop(f"{self.name}: a task gate in the guest IDT (vector {vector:#x})")
         if gtype not in (0x0E, 0x0F):
-            raise _GuestFault(13, vector * 8 + 2 + ext)
+            raise GuestFault(13, vector * 8 + 2 + ext)
         if soft and dpl < v.cpl:
-            raise _GuestFault(13, vector * 8 + 2)
+            raise GuestFault(13, vector * 8 + 2)
         if not access & 0x80:
-            raise _GuestFault(11, vector * 8 + 2 + ext)
+            raise GuestFault(11, vector * 8 + 2 + ext)
         sel = (raw >> 16) & 0xFFFF
         offset = (raw & 0xFFFF) | ((raw >> 48) & 0xFFFF) << 16
         target = self.guest_descriptor(sel)
         if target is None or not (target >> 44) & 1 or not (target >> 43) & 1:
-            raise _GuestFault(13, (sel & 0xFFFC) | ext)
+            raise GuestFault(13, (sel & 0xFFFC) | ext)
         tdpl = (target >> 45) & 3
         if tdpl != 0:
             raise MonitorStop(f"{self.name}: guest vector {vector:#x} leads to a ring-{tdpl} "
                               "handler (only ring-0 handlers are virtualized)")
         if not (target >> 47) & 1:
-            raise _GuestFault(11, (sel & 0xFFFC) | ext)
+            raise GuestFault(11, (sel & 0xFFFC) | ext)
         geflags = v.eflags_view(f.eflags)
         tail = [] if err is None else [err]
         if v.cpl == 3:
             if v.tr_limit < 11:
-                raise _GuestFault(10, (v.tr & 0xFFFC) | ext)
+                raise GuestFault(10, (v.tr & 0xFFFC) | ext)
             esp0 = self.gm.read32(v.tr_base + 4)
             ss0 = self.gm.read_u(v.tr_base + 8, 2)
             if not ss0 & ~3:
-                raise _GuestFault(10, ext)
+                raise GuestFault(10, ext)
             vals = [f.ss, self.cpu.state.regs[4], geflags, f.cs, ret] + tail
             ss_real, esp, ss_guest = (ss0 & ~3) | 1, esp0, ss0 & ~3
         else:
@@ -325,14 +347,11 @@ class Monitor:
     def deliver_pending(self, f: Frame) -> None:
         """Deliver a waiting virtual interrupt if the guest's IF allows it."""
         v = self.vcpu
-        if v.pending and v.vif and not self.in_shadow(f):
+        if v.pending and v.vif:
             gvec = v.pending.pop(0)
             self.stats["virtual_interrupts"] += 1
             v.halted = False
             self.deliver(f, gvec, None, False, self.guest_eip(f))
-
-    def in_shadow(self, f: Frame) -> bool:
-        return False
 
     def skip_halt_after_sti(self, f: Frame) -> None:
         """``sti; hlt``: the STI shadow keeps the interrupt out until HLT has run, so the
@@ -348,7 +367,6 @@ class Monitor:
 
     def halt(self, f: Frame) -> None:
         if not self.vcpu.vif:
-            from ringvisor.hw.machine import Stop
             self.machine.stop = Stop("halted", 0, f"the guest halted with interrupts disabled "
                                                   f"at eip={self.guest_eip(f):#010x} ({self.name})")
             self.cpu.request_stop()
@@ -382,23 +400,18 @@ class Monitor:
         except Exception:
             raise GuestFault(13, sel & 0xFFFC) from None
 
-    def store_sreg(self, c, i: int) -> str:
-        """``mov r/m, sreg``: the guest sees the selector it loaded (CS and SS as its own)."""
+    def set_guest_eflags(self, f: Frame, value: int, size: int = 4) -> None:
+        """POPF/IRET at (virtual) CPL 0: every flag the guest may set for real, IF and
+        IOPL on the virtual CPU."""
         v = self.vcpu
-        if i == 1:
-            sel = v.cs if v.cpl == 0 else self.frame.cs
-        elif i == 2:
-            sel = v.ss if v.cpl == 0 else self.frame.ss
-        else:
-            sel = self.cpu.state.segs[i].selector
-        reg = c.ins.op0_kind == ix.OpKind.REGISTER
-        c.set_op(0, GPR[c.ins.op0_register][1] if reg else 2, sel)
-        return "next"
-
-    def set_guest_eflags(self, f: Frame, value: int) -> None:
-        from .emulate import apply_eflags
-        apply_eflags(self, f, value)
-        f.eflags = self.real_eflags(f.eflags)
+        mask = ARITH | NT | AC | ID
+        if size == 2:
+            mask &= 0xFFFF
+        f.eflags = self.real_eflags((f.eflags & ~mask) | (value & mask))
+        if v.cpl == 0:
+            v.iopl = (value & IOPL_MASK) >> 12
+        if v.cpl <= v.iopl:
+            v.vif = bool(value & IF)
 
     def return_to_kernel(self, f: Frame, eip: int, cs: int) -> None:
         raw = self.guest_descriptor(cs)
@@ -475,29 +488,26 @@ class Monitor:
             self.shadow.flush()
         elif n == 4:
             if value & ~(CR4_PSE | 0x80 | 0x4 | 0x8):
-                raise _GuestFault(13, 0)
+                raise GuestFault(13, 0)
             if (v.cr4 ^ value) & CR4_PSE:
                 self.shadow.flush()
             v.cr4 = value
         else:
-            raise _GuestFault(6, None)
+            raise GuestFault(6, None)
         self.stats[f"cr{n} writes"] += 1
 
     def get_cr(self, n: int) -> int:
         v = self.vcpu
         if n in (1, 5, 6, 7) or n > 7:
-            raise _GuestFault(6, None)
+            raise GuestFault(6, None)
         return {0: v.cr0, 2: v.cr2, 3: v.cr3, 4: v.cr4}[n]
 
     def invlpg(self, lin: int) -> None:
         v = self.vcpu
         large = False
         if v.paging and v.cr4 & CR4_PSE:
-            try:
-                pde = self.mem.read32((v.cr3 & ~0xFFF) + (lin >> 22) * 4)
-                large = bool(pde & 0x81 == 0x81)
-            except Exception:
-                large = True
+            pde = self.mem.read32((v.cr3 & ~0xFFF) + (lin >> 22) * 4)
+            large = pde & 0x81 == 0x81
         if large:
             self.shadow.invalidate_region(lin)
         else:
@@ -512,7 +522,7 @@ class Monitor:
         return out
 
 
-class _GuestFault(Exception):
+class GuestFault(Exception):
     """An exception the guest must see (raised while emulating on its behalf)."""
 
     def __init__(self, vector: int, error_code: int | None) -> None:
@@ -520,5 +530,3 @@ class _GuestFault(Exception):
         self.vector = vector
         self.error_code = error_code
 
-
-GuestFault = _GuestFault
