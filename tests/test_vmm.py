@@ -135,3 +135,35 @@ def test_vmbench_bad_workload():
     p = subprocess.run([sys.executable, "-m", "ringvisor", "vmbench", "--workload", "nosuch"],
                        capture_output=True, timeout=60)
     assert p.returncode == 2 and b"unknown workload" in p.stderr and b"Traceback" not in p.stderr
+
+
+def test_guest_page_tables_are_write_protected(kernel):
+    """fork, exec, exit and context switches rewrite page tables while other address
+    spaces' shadows are kept: the output stays native only if every such store is seen."""
+    cmdline = "run=forkwait,ctxsw,ptemod,pagefault iters=6"
+    ref = native(kernel, cmdline)
+    for mode in ("trapemu", "bt"):
+        r = run_vm(kernel, mode, cmdline, max_instructions=LIMIT, quiet=True)
+        assert untagged(r.output) == untagged(ref.output), mode
+        s = r.stats["monitor"]
+        assert s["table_write_faults"] > 0 and s["traps"]["#PF (page table written)"] > 0
+        # shadows survive CR3 loads: switching back finds the address space still shadowed
+        assert s["shadow_root_hits"] > s["shadow_roots_made"] and s["shadow_flushes"] <= 1
+
+
+def test_bt_adaptive_translation_of_page_table_stores(kernel):
+    cmdline = "run=ptemod,forkwait iters=30"
+    ref = native(kernel, cmdline)
+    r = run_vm(kernel, "bt", cmdline, max_instructions=LIMIT, quiet=True)
+    assert untagged(r.output) == untagged(ref.output)
+    s = r.stats["monitor"]
+    mon = r.monitor
+    assert s["adaptive retranslations"] > 0 and mon.adaptive
+    # the stores now run as callouts, seen by the monitor without a trap
+    assert s["table_writes_seen"] > 0
+    # a PTE store traps only until it is retranslated (once more per other unit
+    # that holds a copy of it); rep stos (memset) is never a callout and traps on
+    hot = {site: c for site, c in mon.adaptive.items() if c[0] >= 10}
+    assert hot
+    for site, (stores, to_tables) in hot.items():
+        assert mon.table_write_traps[site] <= 4 and to_tables == stores

@@ -25,7 +25,11 @@ write to one invalidates its translations.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import iced_x86 as ix
+
+from ringvisor.hw.translate import GPR
 
 from . import emulate as E
 from . import layout as L
@@ -40,6 +44,8 @@ FC = ix.FlowControl
 OK = ix.OpKind
 R = ix.Register
 MAX_UNIT = 24
+ADAPT_AFTER = 2        # page-table write traps at one guest EIP before it becomes a callout
+ADAPT_CHECK = 32       # ... and store callouts after which it must have hit tables half the time
 CALLOUT = b"\xCD" + bytes([L.CALLOUT])
 
 # Sensitive but unprivileged (Robin & Irvine) plus privileged: always callouts.
@@ -86,6 +92,9 @@ class BinaryTranslation(Monitor):
     def __init__(self, machine, guest_ram: int) -> None:
         super().__init__(machine, guest_ram)
         self.tc = TranslationCache(self.mem, self.base)
+        self.table_write_traps: Counter[int] = Counter()    # guest EIP -> trapped table stores
+        self.adaptive: dict[int, list[int]] = {}             # store callouts: guest EIP -> [stores, to tables]
+        self.adapt_after: dict[int, int] = {}                # a site's threshold (doubles when it goes back)
 
     # -- how guest kernel code runs ---------------------------------------------------
     def kernel_entry(self, eip: int) -> int:
@@ -164,6 +173,7 @@ class BinaryTranslation(Monitor):
                 site = here()
                 code.extend(b"\xE9" + ((u.start - (site + 5)) & 0xFFFFFFFF).to_bytes(4, "little"))
                 u.incoming.append(site)
+                sites[site + 2] = ("chain", target)     # for when it is un-chained
                 tc.stats["chains"] += 1
             else:
                 sites[here() + 2] = ("chain", target)
@@ -179,6 +189,8 @@ class BinaryTranslation(Monitor):
                 stub(g)
                 break
             kind = _classify(ins) if not ins.is_invalid else "ident"
+            if kind == "ident" and g in self.adaptive and _is_plain_store(ins):
+                kind = "callout"
             if kind == "ident":
                 mark(g)
                 code.extend(raw)
@@ -254,15 +266,78 @@ class BinaryTranslation(Monitor):
             self.deliver(f, 13, 0, False, g)
 
     def protected_write(self, f: Frame, ppn: int) -> None:
-        self.traps["#PF (translated code written)"] += 1
-        self.tc.invalidate_frame(ppn)
-        self.shadow.unprotect(ppn)
+        if ppn in self.shadow.pinned:
+            self.traps["#PF (translated code written)"] += 1
+            self.tc.invalidate_frame(ppn)
+            self.shadow.unprotect(ppn)
+        if self.shadow.is_table(ppn) and f.cs == L.SEL_TCODE:
+            self._adapt(f)
+        super().protected_write(f, ppn)
+
+    def _adapt(self, f: Frame) -> None:
+        """Adaptive translation: a kernel store that keeps hitting page tables becomes a callout.
+
+        A trapped store costs a page fault, and the monitor must then drop every
+        shadow entry that came from the table (it cannot see the guest's next
+        stores).  As a callout the store is performed by the monitor, which
+        drops only the one entry it changed and keeps the table protected.
+        """
+        g = self.guest_eip(f)
+        self.table_write_traps[g] += 1
+        u = self.tc.unit_at(f.eip)
+        if u is None or not u.live:
+            return
+        if g in self.adaptive:
+            # another unit overlapping the instruction still has it as a plain copy
+            self.tc.invalidate_unit(u)
+            return
+        if self.table_write_traps[g] < self.adapt_after.get(g, ADAPT_AFTER):
+            return
+        try:
+            ins, _ = self._fetch(g, set())
+        except GuestPageFault:
+            return
+        if not _is_plain_store(ins):
+            return
+        self.adaptive[g] = [0, 0]
+        self.tc.invalidate_unit(u)       # the next entry retranslates it (this one finishes)
+        self.stats["adaptive retranslations"] += 1
+
+    def store_callout(self, c: Context) -> None:
+        """Perform an adaptive store; a site that mostly writes ordinary data goes back to IDENT."""
+        size = ix.MemorySizeExt.size(c.ins.memory_size)
+        lin = c.linear()
+        c.write(size, c.op(1, size))
+        counts = self.adaptive.get(c.eip)
+        if counts is None:
+            return
+        counts[0] += 1
+        try:
+            ppn = self.gm.translate(lin, True, False, set_bits=False).phys >> 12
+        except GuestPageFault:
+            ppn = None
+        if ppn is not None and self.shadow.is_table(ppn):
+            counts[1] += 1
+        if counts[0] >= ADAPT_CHECK:
+            if 2 * counts[1] < counts[0]:
+                # a general-purpose store (memset, say) that sometimes hits a table:
+                # cheaper as a plain store that traps now and then
+                del self.adaptive[c.eip]
+                self.adapt_after[c.eip] = 2 * self.adapt_after.get(c.eip, ADAPT_AFTER)
+                self.table_write_traps[c.eip] = 0
+                u = self.tc.unit_at(c.f.eip)
+                if u is not None and u.live:
+                    self.tc.invalidate_unit(u)
+                self.stats["adaptive reversions"] += 1
+            else:
+                counts[0] = counts[1] = 0
 
     def guest_written(self, phys: int, n: int) -> None:
         for ppn in range(phys >> 12, ((phys + n - 1) >> 12) + 1):
-            if ppn in self.shadow.protected:
+            if ppn in self.shadow.pinned:
                 self.tc.invalidate_frame(ppn)
                 self.shadow.unprotect(ppn)
+        super().guest_written(phys, n)
 
     def report(self) -> dict:
         out = super().report()
@@ -399,7 +474,16 @@ def b_descriptor_probe(c: Context) -> str:
 
 @bt_emulates(M.MOV)
 def b_mov(c: Context) -> str | None:
+    if _is_plain_store(c.ins):           # an adaptive callout: a store to a page table
+        c.mon.store_callout(c)
+        return NEXT
     return E.e_mov(c)
+
+
+def _is_plain_store(ins: ix.Instruction) -> bool:
+    """``mov mem, reg/imm`` with an ordinary segment: what adaptive translation turns into a callout."""
+    return (ins.mnemonic == M.MOV and ins.op0_kind == OK.MEMORY and ins.memory_segment != R.CS
+            and (ins.op1_kind != OK.REGISTER or ins.op1_register in GPR))
 
 
 @bt_emulates(M.SYSENTER, M.SYSEXIT, M.UD0)

@@ -35,6 +35,8 @@ class Mapping:
     writable: bool     # writable at both levels
     dirty: bool        # the guest PTE's dirty bit (after this access)
     large: bool        # a 4 MiB page
+    pde_addr: int | None = None   # where the guest's entries were read (None: paging off)
+    pte_addr: int | None = None
 
 
 class GuestMemory:
@@ -83,7 +85,8 @@ class GuestMemory:
             if new != last:
                 self.mem.write32(last_addr, new)
                 last = new
-        return Mapping(phys, bool(rights & U), bool(rights & W), bool(last & D), large)
+        return Mapping(phys, bool(rights & U), bool(rights & W), bool(last & D), large,
+                       pde_addr, None if large else entries[1][0])
 
     def _read_table(self, addr: int) -> int:
         if addr + 4 > self.ram_size:

@@ -33,7 +33,7 @@ from . import layout as L
 from .frame import Frame
 from .guestmem import GuestBadFrame, GuestMemory, GuestPageFault
 from .platform import VirtualPlatform
-from .shadow import ShadowPaging
+from .shadow import NO_PAGING, ShadowPaging
 from .vcpu import CR0_PG, CR4_PSE, IF, VirtualCpu
 
 TF, NT, RF, VM, AC, ID = 1 << 8, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 21
@@ -111,8 +111,7 @@ class Monitor:
         st.idtr.base, st.idtr.limit = L.MLIN + L.IDT, 256 * 8 - 1
         st.cr0 = 0x80010031            # PG, WP, NE, ET, PE
         st.cr4 = 0
-        st.cr3 = self.shadow.cr3
-        cpu.tlb_flush()
+        self.shadow.switch(self.shadow_key())
         seg = cpu.segmentation
         st.tr = seg.read_descriptor(L.SEL_MTSS).segment(L.SEL_MTSS)
         # restart the guest at ring 1 through a real IRET from the monitor's ring 0
@@ -245,6 +244,7 @@ class Monitor:
 
     def guest_written(self, phys: int, n: int) -> None:
         """The monitor wrote guest memory on the guest's behalf."""
+        self.shadow.written(phys, n)
 
     # -- flags ---------------------------------------------------------------------------------
     @staticmethod
@@ -460,15 +460,23 @@ class Monitor:
         if frame >= self.guest_ram:
             raise MonitorStop(f"{self.name}: the guest mapped linear {lin:#010x} to physical "
                               f"{frame:#x}, beyond its {self.guest_ram >> 20} MiB")
-        if write and frame >> 12 in self.shadow.protected:
+        if write and self.shadow.is_protected(frame >> 12):
             self.protected_write(f, frame >> 12)
-        if write and err & 1:
+        elif write and err & 1:
             self.shadow.stats["dirty_faults"] += 1
-        self.shadow.install(lin, frame, m.user, m.writable and (m.dirty or write))
+        self.shadow.install(lin, frame, m.user, m.writable and (m.dirty or write),
+                            m.pde_addr, m.pte_addr)
 
     def protected_write(self, f: Frame, ppn: int) -> None:
-        """The guest writes a frame the monitor keeps read-only."""
-        self.shadow.unprotect(ppn)
+        """The guest stores to a frame the monitor keeps read-only."""
+        if self.shadow.is_table(ppn):
+            self.traps["#PF (page table written)"] += 1
+            self.shadow.write_fault(ppn)
+
+    def shadow_key(self) -> int:
+        """Which shadow directory stands for the guest's current address space."""
+        v = self.vcpu
+        return v.cr3 >> 12 if v.paging else NO_PAGING
 
     # -- control registers -----------------------------------------------------------------
     def set_cr(self, n: int, value: int) -> None:
@@ -477,15 +485,19 @@ class Monitor:
             if not value & 1:
                 raise MonitorStop(f"{self.name}: the guest left protected mode (real mode is "
                                   "not virtualized)")
-            changed = (v.cr0 ^ value) & (CR0_PG | (1 << 16))
+            changed = v.cr0 ^ value
             v.cr0 = value
-            if changed:
+            if changed & (1 << 16):           # WP: what a kernel store may do changed
                 self.shadow.flush()
+            if changed & CR0_PG:
+                self.shadow.switch(self.shadow_key())
         elif n == 2:
             v.cr2 = value
         elif n == 3:
+            # every change to the guest's tables was seen (they are write-protected),
+            # so the shadow of this address space, if there is one, is still right
             v.cr3 = value
-            self.shadow.flush()
+            self.shadow.switch(self.shadow_key())
         elif n == 4:
             if value & ~(CR4_PSE | 0x80 | 0x4 | 0x8):
                 raise GuestFault(13, 0)

@@ -2,127 +2,293 @@
 
 The guest's page tables map guest linear addresses to guest physical frames;
 the real CR3 points at a shadow page directory owned by the monitor, filled on
-demand from the guest's tables.  The shadow acts as a (large) TLB for the
-guest: it starts empty, a real #PF on a missing entry makes the monitor walk the
-guest's tables (setting the guest's accessed bit) and install the entry, a
-guest ``mov cr3`` empties it, a guest ``invlpg`` drops one entry — exactly the
-events after which a real TLB may differ from the page tables, so the guest
-cannot tell.
+demand from the guest's tables: a real #PF on a missing entry makes the monitor
+walk the guest's tables (setting the guest's accessed bit) and install the
+entry.
+
+The guest's own tables are write-protected.  Every guest frame the monitor
+has read as a page directory or a page table while filling is mapped
+read-only in every shadow, so the guest cannot change a mapping behind the
+monitor's back.  Because the monitor sees every change, a shadow stays valid
+after the guest leaves its address space: one shadow directory is kept per
+guest CR3 (up to ``max_roots``, least recently used replaced), and a guest
+``mov cr3`` only selects one -- a context switch back to a process finds its
+mappings still there.
+
+When the guest writes one of its tables:
+
+- through a trapped store (a real #PF on the read-only mapping): everything
+  derived from that frame is dropped and the frame is unprotected, so the
+  guest's next stores to it (a loop filling a new table, say) run at full
+  speed; the next fill that reads the frame protects it again
+  (``write_fault``);
+- through the monitor (an emulated store, the adaptive callout of binary
+  translation): only the entries derived from the bytes written are dropped,
+  and the frame stays protected (``written``).
 
 Dirty bits are reflected back: a page is shadowed read-only until the guest
 first writes it; that write faults, the monitor sets the guest PTE's dirty bit
-and makes the shadow entry writable.  Frames the monitor must see written
-(translated code under binary translation) stay read-only in every shadow
-mapping (``protect``), so the first write to one traps.
+and makes the shadow entry writable.  Frames the monitor pins for reasons of
+its own (translated code under binary translation) also stay read-only in
+every shadow mapping (``protect``).
 
-The last PDE maps the hypervisor region (supervisor pages; the guest's
-segments stop below it).
+The last PDE of every shadow directory maps the hypervisor region (supervisor
+pages; the guest's segments stop below it).
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 from . import layout as L
 from .guestmem import P, U, W, A, D
 
 PAGE = 0x1000
+NO_PAGING = -1                   # the key of the shadow used while guest paging is off
+
+
+class Root:
+    """One shadow page directory, standing for one guest CR3."""
+
+    __slots__ = ("key", "pd", "tables", "tracked")
+
+    def __init__(self, key: int, pd: int) -> None:
+        self.key = key            # the guest page directory's frame number, or NO_PAGING
+        self.pd = pd              # machine address of the shadow directory
+        self.tables: dict[int, tuple[int, int | None]] = {}   # pde index -> (shadow table, guest table ppn)
+        self.tracked = False      # the guest directory frame is write-protected for it
 
 
 class ShadowPaging:
-    def __init__(self, cpu, mem, base: int) -> None:
+    def __init__(self, cpu, mem, base: int, max_roots: int = 8, pool_pages: int = L.POOL_PAGES) -> None:
         self.cpu = cpu
         self.mem = mem
-        self.base = base                       # the monitor's physical base
+        self.base = base                           # the monitor's physical base
         self.pool = base + L.POOL
-        self.pd = self.pool                    # page 0 of the pool: the shadow directory
-        self.next_free = 1
-        self.protected: set[int] = set()       # guest frames kept read-only
-        self.rmap: dict[int, set[int]] = {}    # guest frame -> linear pages mapping it writable
+        self.max_roots = max_roots
+        self.free = [self.pool + i * PAGE for i in reversed(range(pool_pages))]
+        self.roots: OrderedDict[int, Root] = OrderedDict()
+        self.pinned: set[int] = set()              # frames kept read-only for the monitor
+        self.l1_users: dict[int, set[tuple[Root, int]]] = {}   # guest page table -> (root, pde index)
+        self.l2_users: dict[int, set[Root]] = {}                # guest page directory -> roots
+        self.rmap: dict[int, set[tuple[Root, int]]] = {}        # guest frame -> writable (root, linear page)
         self.stats = {"shadow_fills": 0, "shadow_flushes": 0, "dirty_faults": 0,
-                      "shadow_pool_resets": 0}
-        self.mem.write32(self.pd + 1023 * 4, (base + L.MONITOR_PT) | P | W)
+                      "shadow_pool_resets": 0, "shadow_roots_made": 0, "shadow_root_hits": 0,
+                      "table_write_faults": 0, "table_writes_seen": 0}
+        self.root = self._new_root(NO_PAGING)
 
     @property
     def cr3(self) -> int:
-        return self.pd
+        return self.root.pd
 
-    # -- emptying --------------------------------------------------------------------
+    @property
+    def pd(self) -> int:
+        return self.root.pd
+
+    # -- which frames are read-only -------------------------------------------------------
+    def is_protected(self, ppn: int) -> bool:
+        return ppn in self.l1_users or ppn in self.l2_users or ppn in self.pinned
+
+    def protect(self, ppn: int) -> None:
+        """Keep guest frame ``ppn`` read-only in every shadow mapping until ``unprotect``."""
+        self.pinned.add(ppn)
+        self._write_protect(ppn)
+
+    def unprotect(self, ppn: int) -> None:
+        self.pinned.discard(ppn)
+
+    def _write_protect(self, ppn: int) -> None:
+        for root, lin in self.rmap.pop(ppn, ()):
+            addr = self._entry_addr(root, lin)
+            if addr is None:
+                continue
+            e = self.mem.read32(addr)
+            if e & P and e >> 12 == ppn:
+                self.mem.write32(addr, e & ~W)
+                if root is self.root:
+                    self.cpu.invlpg(lin)
+
+    def _entry_addr(self, root: Root, lin: int) -> int | None:
+        t = root.tables.get(lin >> 22)
+        return None if t is None else t[0] + ((lin >> 12) & 0x3FF) * 4
+
+    # -- shadow directories ---------------------------------------------------------------
+    def _alloc(self) -> int:
+        if not self.free:
+            self._reset_pool()
+        page = self.free.pop()
+        self.mem.write(page, bytes(PAGE))
+        return page
+
+    def _new_root(self, key: int) -> Root:
+        if len(self.roots) >= self.max_roots:
+            _, old = self.roots.popitem(last=False)
+            self._free_root(old)
+        root = Root(key, self._alloc())
+        self.mem.write32(root.pd + 1023 * 4, (self.base + L.MONITOR_PT) | P | W)
+        self.roots[key] = root
+        self.stats["shadow_roots_made"] += 1
+        return root
+
+    def _clear_root(self, root: Root) -> None:
+        """Empty a shadow directory (its tables go back to the pool)."""
+        for i, (table, src) in root.tables.items():
+            self.mem.write32(root.pd + i * 4, 0)
+            self.free.append(table)
+            if src is not None:
+                self._untrack(self.l1_users, src, (root, i))
+        root.tables.clear()
+        if root.tracked:
+            self._untrack(self.l2_users, root.key, root)
+            root.tracked = False
+        if root is self.root:
+            self.cpu.tlb_flush()
+
+    def _free_root(self, root: Root) -> None:
+        self._clear_root(root)
+        self.free.append(root.pd)
+
+    @staticmethod
+    def _untrack(users: dict, ppn: int, who) -> None:
+        s = users.get(ppn)
+        if s is not None:
+            s.discard(who)
+            if not s:
+                del users[ppn]
+
+    def _reset_pool(self) -> None:
+        """Out of shadow pages: empty every shadow (the guest refaults what it uses)."""
+        self.stats["shadow_pool_resets"] += 1
+        for key in [k for k, r in self.roots.items() if r is not self.root]:
+            self._free_root(self.roots.pop(key))
+        self._clear_root(self.root)
+        self.rmap.clear()
+
+    def switch(self, key: int) -> None:
+        """The guest loaded CR3 (or turned paging on or off): select its shadow."""
+        root = self.roots.get(key)
+        if root is None:
+            root = self._new_root(key)
+        else:
+            self.roots.move_to_end(key)
+            self.stats["shadow_root_hits"] += 1
+        self.root = root
+        self.cpu.state.cr3 = root.pd
+        self.cpu.tlb_flush()
+
     def flush(self) -> None:
-        """Forget every guest mapping (a guest CR3 load)."""
-        self.mem.write(self.pd, bytes(1023 * 4))
-        self.next_free = 1
+        """Forget every guest mapping in every shadow (paging rules changed: WP, PSE)."""
+        for root in self.roots.values():
+            self._clear_root(root)
         self.rmap.clear()
         self.stats["shadow_flushes"] += 1
         self.cpu.tlb_flush()
 
-    def invalidate(self, lin: int) -> None:
-        """Forget the mapping of one guest page (a guest INVLPG)."""
-        pde = self.mem.read32(self.pd + (lin >> 22) * 4)
-        if pde & P and lin < L.MLIN:
-            self.mem.write32((pde & ~0xFFF) + ((lin >> 12) & 0x3FF) * 4, 0)
-        self.cpu.invlpg(lin)
+    # -- filling ---------------------------------------------------------------------------
+    def install(self, lin: int, frame: int, user: bool, writable: bool,
+                pde_addr: int | None = None, pte_addr: int | None = None) -> None:
+        """Map guest linear page ``lin`` to machine frame ``frame``.
 
-    def invalidate_region(self, lin: int) -> None:
-        """Forget a whole 4 MiB region (a guest INVLPG of a large page)."""
-        if lin >= L.MLIN:
-            return
-        pde_addr = self.pd + (lin >> 22) * 4
-        pde = self.mem.read32(pde_addr)
-        if pde & P:
-            self.mem.write(pde & ~0xFFF, bytes(PAGE))
-        self.cpu.tlb_flush()
-
-    # -- filling -------------------------------------------------------------------------
-    def _table(self, lin: int) -> int:
-        pde_addr = self.pd + (lin >> 22) * 4
-        pde = self.mem.read32(pde_addr)
-        if pde & P:
-            return pde & ~0xFFF
-        if self.next_free >= L.POOL_PAGES:
-            # out of shadow tables: start again (the guest refaults what it uses)
-            self.stats["shadow_pool_resets"] += 1
-            self.flush()
-            pde_addr = self.pd + (lin >> 22) * 4
-        table = self.pool + self.next_free * PAGE
-        self.next_free += 1
-        self.mem.write(table, bytes(PAGE))
-        self.mem.write32(pde_addr, table | P | W | U)
-        return table
-
-    def install(self, lin: int, frame: int, user: bool, writable: bool) -> None:
-        """Map guest linear page ``lin`` to machine frame ``frame``."""
+        ``pde_addr``/``pte_addr`` are where the guest's entries for it were read
+        (None with paging off, ``pte_addr`` None for a 4 MiB page): those frames
+        become write-protected.
+        """
         lin &= ~0xFFF
-        if frame >> 12 in self.protected:
+        i = lin >> 22
+        src = None if pte_addr is None else pte_addr >> 12
+        root = self.root
+        t = root.tables.get(i)
+        if t is not None and t[1] != src:
+            # the slot was filled from another guest table (a 4 MiB page before,
+            # say): start it again
+            self._drop_table(root, i)
+            t = None
+        if t is None:
+            table = self._alloc()
+            root = self.root                      # (an exhausted pool emptied it)
+            root.tables[i] = (table, src)
+            self.mem.write32(root.pd + i * 4, table | P | W | U)
+            if src is not None:
+                self.l1_users.setdefault(src, set()).add((root, i))
+                self._write_protect(src)
+        else:
+            table = t[0]
+        if pde_addr is not None and not root.tracked:
+            root.tracked = True
+            self.l2_users.setdefault(root.key, set()).add(root)
+            self._write_protect(root.key)
+        if self.is_protected(frame >> 12):
             writable = False
-        table = self._table(lin)
         flags = P | A | (U if user else 0) | ((W | D) if writable else 0)
         self.mem.write32(table + ((lin >> 12) & 0x3FF) * 4, frame | flags)
         if writable:
-            self.rmap.setdefault(frame >> 12, set()).add(lin)
+            self.rmap.setdefault(frame >> 12, set()).add((root, lin))
         self.stats["shadow_fills"] += 1
         self.cpu.invlpg(lin)
 
     def lookup(self, lin: int) -> int:
-        """The shadow PTE for ``lin`` (0 if none)."""
-        pde = self.mem.read32(self.pd + (lin >> 22) * 4)
-        if not pde & P:
-            return 0
-        return self.mem.read32((pde & ~0xFFF) + ((lin >> 12) & 0x3FF) * 4)
+        """The current shadow's PTE for ``lin`` (0 if none)."""
+        addr = self._entry_addr(self.root, lin)
+        return 0 if addr is None else self.mem.read32(addr)
 
-    # -- write protection ------------------------------------------------------------------
-    def protect(self, ppn: int) -> None:
-        """Keep guest frame ``ppn`` read-only in every shadow mapping from now on."""
-        if ppn in self.protected:
-            return
-        self.protected.add(ppn)
-        for lin in self.rmap.pop(ppn, ()):
-            pde = self.mem.read32(self.pd + (lin >> 22) * 4)
-            if not pde & P:
-                continue
-            addr = (pde & ~0xFFF) + ((lin >> 12) & 0x3FF) * 4
-            e = self.mem.read32(addr)
-            if e & P and e >> 12 == ppn:
-                self.mem.write32(addr, e & ~W)
+    # -- forgetting --------------------------------------------------------------------------
+    def _drop_table(self, root: Root, i: int) -> None:
+        table, src = root.tables.pop(i)
+        self.mem.write32(root.pd + i * 4, 0)
+        self.free.append(table)
+        if src is not None:
+            self._untrack(self.l1_users, src, (root, i))
+        if root is self.root:
+            self.cpu.tlb_flush()
+
+    def _drop_entry(self, root: Root, lin: int) -> None:
+        addr = self._entry_addr(root, lin)
+        if addr is not None:
+            self.mem.write32(addr, 0)
+            if root is self.root:
                 self.cpu.invlpg(lin)
 
-    def unprotect(self, ppn: int) -> None:
-        self.protected.discard(ppn)
+    def invalidate(self, lin: int) -> None:
+        """Forget the current shadow's mapping of one guest page (a guest INVLPG)."""
+        if lin < L.MLIN:
+            self._drop_entry(self.root, lin & ~0xFFF)
+        self.cpu.invlpg(lin)
+
+    def invalidate_region(self, lin: int) -> None:
+        """Forget a whole 4 MiB region (a guest INVLPG of a large page)."""
+        if lin < L.MLIN and lin >> 22 in self.root.tables:
+            self._drop_table(self.root, lin >> 22)
+        self.cpu.tlb_flush()
+
+    def write_fault(self, ppn: int) -> None:
+        """The guest's store to its table frame ``ppn`` trapped: drop what came from it."""
+        self.stats["table_write_faults"] += 1
+        for root, i in list(self.l1_users.pop(ppn, ())):
+            if i in root.tables:
+                self._drop_table(root, i)
+        for root in list(self.l2_users.pop(ppn, ())):
+            self._clear_root(root)
+
+    def is_table(self, ppn: int) -> bool:
+        return ppn in self.l1_users or ppn in self.l2_users
+
+    def written(self, phys: int, n: int) -> None:
+        """The monitor wrote guest memory: drop the shadow entries those bytes defined."""
+        end = phys + n
+        for ppn in range(phys >> 12, ((end - 1) >> 12) + 1):
+            lo = max(phys, ppn << 12) & 0xFFF
+            hi = min(end, (ppn + 1) << 12) - (ppn << 12)
+            slots = range(lo >> 2, ((hi - 1) >> 2) + 1)
+            users = self.l1_users.get(ppn)
+            if users:
+                self.stats["table_writes_seen"] += 1
+                for root, i in list(users):
+                    for k in slots:
+                        self._drop_entry(root, (i << 22) | (k << 12))
+            roots = self.l2_users.get(ppn)
+            if roots:
+                self.stats["table_writes_seen"] += 1
+                for root in list(roots):
+                    for k in slots:
+                        if k in root.tables:
+                            self._drop_table(root, k)

@@ -99,13 +99,20 @@ class TranslationCache:
         """Drop every translation made from guest frame ``frame``; the number dropped."""
         n = 0
         for g in self.by_frame.pop(frame, ()):
-            u = self.units.pop(g, None)
-            if u is None or not u.live:
-                continue
-            u.live = False
-            for site in u.incoming:
-                self.write(site, CHAIN_STUB)
-            u.incoming.clear()
-            n += 1
-        self.stats["invalidations"] += n
+            u = self.units.get(g)
+            if u is not None and u.live:
+                self.invalidate_unit(u)
+                n += 1
         return n
+
+    def invalidate_unit(self, u: Unit) -> None:
+        """Drop one translation: lookups miss it, jumps chained into it become stubs again.
+
+        Its code stays where it is until the next flush (a thread may be inside it)."""
+        if self.units.get(u.guest) is u:
+            del self.units[u.guest]
+        u.live = False
+        for site in u.incoming:
+            self.write(site, CHAIN_STUB)
+        u.incoming.clear()
+        self.stats["invalidations"] += 1
