@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from ringvisor.errors import ConfigError, RingvisorError
 
@@ -113,6 +114,11 @@ def build_parser() -> Parser:
     g = sub.add_parser("build-guests", help="rebuild the bundled guest images from guests/")
     g.add_argument("out", nargs="?", help="output directory (default: the package's images)")
     g.add_argument("--opt", choices=("-O0", "-O1", "-O2", "-O3", "-Os"), default=None)
+
+    h = sub.add_parser("pvabi-header", help="regenerate the C header of the para-virtual ABI "
+                                            "(guests/include/pv/xen_abi.h) from ringvisor.vmm.pvabi")
+    h.add_argument("--output", metavar="FILE",
+                   help="where to write it ('-': standard output; default: the source tree's copy)")
     return p
 
 
@@ -261,6 +267,15 @@ def cmd_build_guests(args) -> int:
     return 0
 
 
+def cmd_pvabi_header(args) -> int:
+    from ringvisor.vmm import pvabi
+    if args.output == "-":
+        sys.stdout.write(pvabi.c_header())
+    else:
+        print(pvabi.write_header(args.output and Path(args.output)))
+    return 0
+
+
 def cmd_probe(args) -> int:
     from ringvisor import probe_table
     from ringvisor.guests.build import image_path
@@ -298,4 +313,6 @@ def cmd_vmbench(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "bench": cmd_bench, "crosscheck": cmd_crosscheck,
-            "probe": cmd_probe, "vmbench": cmd_vmbench, "build-guests": cmd_build_guests}
+            "probe": cmd_probe, "vmbench": cmd_vmbench, "build-guests": cmd_build_guests,
+            "pvabi-header": cmd_pvabi_header}
+

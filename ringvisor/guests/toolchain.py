@@ -9,8 +9,8 @@ hardware model has no FPU yet.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -54,6 +54,22 @@ def _run(cmd: list[str]) -> None:
                             + "\n".join(msg[:40])))
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new
+    one, never half of either (a temporary file beside it, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)             # mkstemp makes it private; images are shared
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def build(target: Target, out: Path) -> Path:
     """Compile and link ``target`` into the ELF file ``out`` (written atomically)."""
     gcc = os.environ.get("RINGVISOR_CC", "gcc")
@@ -73,7 +89,5 @@ def build(target: Target, out: Path) -> Path:
         if target.linker_script:
             cmd += ["-T", str(target.linker_script)]
         _run(cmd + ["-o", str(linked), *objs])
-        tmp_out = out.with_name(out.name + ".tmp")
-        shutil.copyfile(linked, tmp_out)
-        os.replace(tmp_out, out)
+        write_atomic(out, linked.read_bytes())
     return out
