@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 from ringvisor.hw.machine import Machine
 from ringvisor.hw.state import ATTR_DB, ATTR_G, ATTR_P, ATTR_S, CR0_PE, Segment
 
@@ -30,3 +32,69 @@ def test_jump_to_an_instruction_that_straddles_the_page_end():
         m.cpu.run(100)
         assert m.cpu.state.regs[0] == 0x12345678, engine
         assert m.cpu.state.eip == 0x2002 and m.cpu.state.halted, engine
+
+
+def _idt_machine(engine: str, data_limit: int) -> Machine:
+    """Flat code; data segments of base 0 and ``data_limit``; #GP/#SS handlers that halt."""
+    m = flat_machine(engine)
+    st = m.cpu.state
+    g = data_limit >> 12
+    data = Segment(0x10, 0, data_limit, ATTR_P | ATTR_S | ATTR_DB | ATTR_G | 0x3)
+    assert g  # page-granular limit
+    for i in (0, 2, 3, 4, 5):
+        st.segs[i] = data.copy()
+    for vec in (12, 13):
+        handler = 0x4000 + vec * 0x10
+        m.mem.write(0x3000 + vec * 8, struct.pack("<HHBBH", handler & 0xFFFF, 0x08, 0, 0x8E, handler >> 16))
+        m.mem.write(handler, b"\xF4")                        # hlt
+    st.idtr.base, st.idtr.limit = 0x3000, 256 * 8 - 1
+    m.mem.write(0x2000, struct.pack("<3Q", 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF))   # null, code, data
+    st.gdtr.base, st.gdtr.limit = 0x2000, 3 * 8 - 1
+    m.cpu.mode_changed()
+    return m
+
+
+def test_base_zero_segment_cut_below_4g_still_checks_its_limit():
+    """A monitor's ring compression leaves base-0 segments whose limit stops short of
+    4 GiB; the fast path for them must still fault past the limit (both engines)."""
+    limit = 0xFFBFFFFF
+    for engine in ("jit", "interp"):
+        for ebx, size_code, ok in ((0xFFBFFFFC, b"\x8B\x03", True),      # mov eax,[ebx]
+                                   (0xFFBFFFFD, b"\x8B\x03", False),
+                                   (0xFFBFFFFF, b"\x8A\x03", True),      # mov al,[ebx]
+                                   (0xFFC00000, b"\x89\x03", False),     # mov [ebx],eax
+                                   (0x00001000, b"\x89\x03", True)):
+            m = _idt_machine(engine, limit)
+            st = m.cpu.state
+            m.mem.write(0x1000, b"\x90" * 4 + size_code + b"\xF4")
+            st.eip, st.regs[3] = 0x1000, ebx
+            m.cpu.run(50)
+            if ok:
+                assert st.eip == 0x1000 + 4 + len(size_code) + 1, (engine, hex(ebx))
+            else:
+                assert st.eip == 0x4000 + 13 * 0x10 + 1, (engine, hex(ebx))     # in the #GP handler
+                assert m.mem.read32(st.regs[4] + 4) == 0x1004                    # faulting EIP
+
+
+def test_data_written_beside_code_keeps_the_code_translated():
+    """Storing into a code page outside any block leaves the blocks alone; storing
+    into a block's bytes replaces it (the new code runs)."""
+    m = flat_machine("jit")
+    st = m.cpu.state
+    # 0x1000: mov [0x1800], eax ; inc eax ; hlt
+    m.mem.write(0x1000, bytes([0xA3, 0x00, 0x18, 0, 0, 0x40, 0xF4]))
+    st.eip, st.regs[0] = 0x1000, 5
+    m.cpu.run(10)
+    cache = m.cpu.cache
+    before = cache.invalidations
+    st.eip, st.halted = 0x1000, False
+    m.cpu.run(10)
+    assert st.regs[0] == 7 and cache.invalidations == before
+    m.mem.write32(0x1800, 0)
+    # now overwrite "inc eax" with "dec eax" from guest code and run it again
+    m.mem.write(0x1100, bytes([0xC6, 0x05, 0x05, 0x10, 0, 0, 0x48, 0xF4]))   # mov byte [0x1005], 0x48 ; hlt
+    st.eip, st.halted = 0x1100, False
+    m.cpu.run(10)
+    st.eip, st.halted = 0x1000, False
+    m.cpu.run(10)
+    assert st.regs[0] == 6 and cache.invalidations > before

@@ -151,12 +151,34 @@ class CodeCache:
         return enter
 
     # -- invalidation ----------------------------------------------------------------
-    def page_written(self, ppn: int) -> None:
-        keys = self.by_page.pop(ppn, None)
-        self.cpu.mem.code_pages.discard(ppn)
+    def page_written(self, ppn: int, addr: int | None = None, n: int = 0) -> None:
+        """Bytes ``[addr, addr + n)`` of page ``ppn`` were written (the whole page if no ``addr``).
+
+        Only the blocks built from those bytes go: a page often holds code and
+        data side by side (a translation cache patched in place, a kernel's
+        data next to its text), and the rest of its blocks stay valid.
+        """
+        keys = self.by_page.get(ppn)
         if not keys:
+            self.by_page.pop(ppn, None)
+            self.cpu.mem.code_pages.discard(ppn)
             return
-        for key in keys:
+        if addr is None:
+            doomed = keys
+        else:
+            end = addr + n
+            blocks = self.blocks
+            doomed = {k for k in keys
+                      if (tr := blocks.get(k)) is None or len(tr.phys_pages) > 1
+                      or tr.overlaps(addr, end)}
+            if not doomed:
+                return
+        if doomed is keys or len(doomed) == len(keys):
+            del self.by_page[ppn]
+            self.cpu.mem.code_pages.discard(ppn)
+        else:
+            keys -= doomed
+        for key in doomed:
             tr = self.blocks.pop(key, None)
             if tr is not None:
                 self.invalidations += 1
@@ -172,8 +194,8 @@ class CodeCache:
                 return
             tr = self.by_code.get(frame.f_code)
             if tr is not None:
-                if tr.n_insns > 1 and tr.phys_start < phys + size and phys < tr.phys_end:
-                    self.page_written(phys >> 12)
+                if tr.n_insns > 1 and tr.overlaps(phys, phys + size):
+                    self.page_written(phys >> 12, phys, size)
                     raise SmcRestart()
                 return
             frame = frame.f_back
@@ -206,7 +228,7 @@ class CodeCache:
         bb = BlockBuilder(mode)
         limit = 1 if single else self.max_insns
         pages = {phys >> 12}
-        lo_off = hi_off = (base + eip) & 0xFFF
+        runs: list[list[int]] = []         # the byte ranges the instructions came from
         cs_end = mode.cs_limit
         visited = {eip}
         insns = []
@@ -238,7 +260,10 @@ class CodeCache:
                 bb.next_expr = "None"
             bb.end_insn()
             off = (base + ins.ip32 - page) & 0xFFFFFFFF
-            lo_off, hi_off = min(lo_off, off), max(hi_off, off + ins.len)
+            if runs and runs[-1][1] == off:
+                runs[-1][1] = off + ins.len
+            else:
+                runs.append([off, off + ins.len])
             last_end = ins.next_ip32
             if not bb.ends:
                 continue
@@ -266,9 +291,9 @@ class CodeCache:
         fn = self.compile(src, bb.consts, eip)
         tr = Translation(fn, eip, tuple(sorted(pages)), len(insns),
                          src if self.keep_source else "", len(src))
-        # the code bytes this block came from (a conservative hull, for self-modifying code)
-        tr.phys_start = (phys & PAGE) + lo_off
-        tr.phys_end = (phys & PAGE) + hi_off
+        # the code bytes this block came from (for self-modifying code): a
+        # superblock that followed jumps holds several runs of one page
+        tr.ranges = tuple(((phys & PAGE) + a, (phys & PAGE) + b) for a, b in runs)
         self.translations += 1
         self.bytes += tr.size
         self.by_code[fn.__code__] = tr

@@ -20,7 +20,7 @@ from .memory import PhysicalMemory
 from .mmu import Mmu
 from .native import NativeRegions
 from .segments import Segmentation, is_flat
-from .state import (ARITH_FLAGS, CS, DF as DF_FLAG, EFLAGS_FIXED, IF, RF, SS, TF, CpuState)
+from .state import (ARITH_FLAGS, CS, DS, DF as DF_FLAG, EFLAGS_FIXED, IF, RF, SS, TF, CpuState)
 from .system import run_helper
 from . import transfers
 from .translate import Mode
@@ -37,6 +37,10 @@ class Cpu:
         self.bus = bus
         self.mmu = Mmu(mem, self.state)
         self.native = NativeRegions()     # ring-0 software written in Python (native.py)
+        # a measuring probe on RDTSC (a logic analyser, not part of the machine):
+        # called with each value the guest reads, so host time can be taken at the
+        # very instructions that bracket a guest's own measurement
+        self.tsc_probe = None
         self.segmentation = Segmentation(self)
         # the lazy arithmetic flags (see flags.py)
         self.lf_op = 0
@@ -80,13 +84,16 @@ class Cpu:
         """Recompute the mode bits after anything that may change them; ends the dispatch loop."""
         st = self.state
         self.cpl = st.segs[CS].selector & 3
+        # segments that need no base and no type checks: base 0, usable, writable,
+        # expand-up, all with one limit (4 GiB, or the DS limit a monitor cut short)
+        ds_limit = st.segs[DS].limit if is_flat(st.segs[DS], any_limit=True) else 0xFFFFFFFF
         flat = 0
         for i, s in enumerate(st.segs):
-            if is_flat(s):
+            if is_flat(s, any_limit=True) and s.limit == ds_limit:
                 flat |= 1 << i
         cs = st.segs[CS]
         self.mode = Mode(self.cpl, cs.big, st.segs[SS].big, bool(st.eflags & DF_FLAG), flat,
-                         cs.base, cs.limit)
+                         cs.base, cs.limit, ds_limit)
         self.limit = 0
 
     def update_debug(self) -> None:

@@ -37,7 +37,7 @@ class PhysicalMemory:
         self._mmio: list[tuple[int, int, MmioDevice]] = []
         # physical page number -> True while translated code comes from it
         self.code_pages: set[int] = set()
-        self.on_code_write: Callable[[int], None] = lambda ppn: None
+        self.on_code_write: Callable[[int, int, int], None] = lambda ppn, addr, n: None
 
     # -- MMIO --------------------------------------------------------------
     def add_mmio(self, start: int, length: int, device: MmioDevice) -> None:
@@ -75,7 +75,7 @@ class PhysicalMemory:
             first, last = addr >> PAGE_SHIFT, (addr + n - 1) >> PAGE_SHIFT
             for ppn in range(first, last + 1):
                 if ppn in self.code_pages:
-                    self.on_code_write(ppn)
+                    self.on_code_write(ppn, addr, n)
 
     def _read_sized(self, addr: int, size: int) -> int:
         addr &= 0xFFFFFFFF

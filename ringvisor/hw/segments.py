@@ -245,7 +245,7 @@ def check_access(seg: Segment, off: int, size: int, write: bool, vec: int = GP) 
     return (seg.base + off) & 0xFFFFFFFF
 
 
-def is_flat(seg: Segment) -> bool:
-    """Base 0, limit 4 GiB, expand-up writable data (or the like): no checks needed."""
-    return (seg.base == 0 and seg.limit == 0xFFFFFFFF and
+def is_flat(seg: Segment, any_limit: bool = False) -> bool:
+    """Base 0, limit 4 GiB (or any, with ``any_limit``), expand-up writable data: no type checks needed."""
+    return (seg.base == 0 and (any_limit or seg.limit == 0xFFFFFFFF) and
             (seg.attr & (ATTR_UNUSABLE | ATTR_P | ATTR_S | 0xE)) == (ATTR_P | ATTR_S | 0x2))

@@ -335,6 +335,8 @@ def h_rdtsc(cpu, ins) -> int:
     if cpu.state.cr4 & CR4_TSD and cpu.cpl != 0:
         raise CpuFault(GP, 0)
     t = cpu.tsc()
+    if cpu.tsc_probe is not None:
+        cpu.tsc_probe(t)
     cpu.state.regs[0] = t & 0xFFFFFFFF
     cpu.state.regs[2] = (t >> 32) & 0xFFFFFFFF
     return ins.next_ip32

@@ -69,11 +69,12 @@ class Mode:
     flat: int          # bit s set: segment register s is flat (base 0, 4 GiB, usable, writable)
     cs_base: int = 0   # code is fetched at CS.base + EIP; EIP constants depend on it
     cs_limit: int = 0xFFFFFFFF
+    flat_limit: int = 0xFFFFFFFF   # the limit of the flat segments (below 4 GiB: one compare per access)
 
     @property
     def key(self) -> int:
         return (self.cpl | self.cs32 << 2 | self.ss32 << 3 | self.df << 4 | self.flat << 5 |
-                self.cs_base << 12)
+                self.cs_base << 12 | self.flat_limit << 44)
 
     @property
     def user(self) -> bool:
@@ -99,6 +100,10 @@ class Translation:
     n_insns: int
     source: str = ""
     size: int = 0
+    ranges: tuple[tuple[int, int], ...] = ()    # physical byte ranges of its instructions
+
+    def overlaps(self, start: int, end: int) -> bool:
+        return any(a < end and start < b for a, b in self.ranges)
 
 
 class Unsupported(Exception):
@@ -211,9 +216,14 @@ class BlockBuilder:
     def linear(self, seg: int, off: str, size: int, write: bool) -> str:
         """A local holding the linear address of ``seg:off`` (checked if not flat)."""
         if self.mode.flat >> seg & 1:
-            if off.isidentifier():
-                return off
-            return self.let(off, "a")
+            limit = self.mode.flat_limit
+            if limit == 0xFFFFFFFF:
+                return off if off.isidentifier() else self.let(off, "a")
+            # base 0 but cut short (a monitor's ring compression): past the limit
+            # the checked path raises the fault
+            a = self.let(off, "a")
+            self.emit(f"if {a} > {limit - (size - 1)}: {a} = LIN({seg}, {a}, {size}, {int(write)})")
+            return a
         return self.let(f"LIN({seg}, {off}, {size}, {int(write)})", "a")
 
     def mem_linear(self, ins: ix.Instruction, size: int, write: bool) -> str:
