@@ -110,6 +110,7 @@ def build_parser() -> Parser:
     vb.add_argument("--workload", action="append", metavar="NAME", help="only this workload (repeatable)")
     vb.add_argument("--scale", type=float, default=1.0, help="multiply the iteration counts")
     vb.add_argument("--engine", choices=("jit", "interp"), default="jit")
+    vb.add_argument("--repeat", type=int, default=2, help="boots per workload and mode; the fastest counts")
 
     g = sub.add_parser("build-guests", help="rebuild the bundled guest images from guests/")
     g.add_argument("out", nargs="?", help="output directory (default: the package's images)")
@@ -119,13 +120,27 @@ def build_parser() -> Parser:
                                             "(guests/include/pv/xen_abi.h) from ringvisor.vmm.pvabi")
     h.add_argument("--output", metavar="FILE",
                    help="where to write it ('-': standard output; default: the source tree's copy)")
+
+    pv = sub.add_parser("pvcc", add_help=False,
+                        help="compile guest C/assembly for para-virtualization: privileged "
+                             "instructions become hypercalls (ringvisor pvcc --help)")
+    pv.add_argument("gcc_args", nargs=argparse.REMAINDER)
     return p
 
 
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["pvcc"]:
+        # gcc-style arguments (-c, -S, -I...): handed over as they are
+        return _run_command(cmd_pvcc, argv[1:])
     args = build_parser().parse_args(argv)
+    return _run_command(COMMANDS[args.command], args)
+
+
+def _run_command(command, args) -> int:
     try:
-        return COMMANDS[args.command](args)
+        return command(args)
     except RingvisorError as e:
         print(f"ringvisor: {e}", file=sys.stderr)
         return e.exit_status
@@ -267,6 +282,11 @@ def cmd_build_guests(args) -> int:
     return 0
 
 
+def cmd_pvcc(argv: list[str]) -> int:
+    from ringvisor import pvcc
+    return pvcc.main(argv)
+
+
 def cmd_pvabi_header(args) -> int:
     from ringvisor.vmm import pvabi
     if args.output == "-":
@@ -305,14 +325,16 @@ def cmd_vmbench(args) -> int:
         raise ConfigError(f"unknown workload {bad[0]!r} (choose from {', '.join(vmbench.ITERS)})")
     if args.scale <= 0:
         raise ConfigError("--scale must be positive")
+    if args.repeat < 1:
+        raise ConfigError("--repeat must be at least 1")
     modes = ["native"] + (args.mode or ["trapemu", "bt"])
     print(f"cycles = guest rdtsc per operation (instructions retired; a trap into the monitor "
-          f"counts one); wall = host time per operation (run of 2n minus run of n); engine {args.engine}")
-    vmbench.measure(modes, names, args.scale, args.engine)
+          f"counts one); wall = host time per operation of the guest's timed loop (fastest of "
+          f"{args.repeat}); engine {args.engine}")
+    vmbench.measure(modes, names, args.scale, args.engine, args.repeat)
     return 0
 
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "bench": cmd_bench, "crosscheck": cmd_crosscheck,
             "probe": cmd_probe, "vmbench": cmd_vmbench, "build-guests": cmd_build_guests,
             "pvabi-header": cmd_pvabi_header}
-

@@ -2,15 +2,27 @@
 
 Every workload of the teaching kernel runs on the bare hardware and under each
 monitor, in one process, one after the other.  Per workload and mode it reports
-the guest's own cost per operation (``rdtsc`` cycles: on this machine, guest
-instructions retired, with each trap into the monitor counting as one) and the
-wall time per operation, taken as the difference between a run of ``2n`` and a run of
-``n`` operations (so booting and the program's start-up cancel out), and the
-ratio of both to native.
+
+- the guest's own cost per operation, in ``rdtsc`` cycles: on this machine
+  guest instructions retired, with each trap into the monitor counting as one,
+  so the figure is exact and repeatable;
+- the host's wall time per operation: a probe on RDTSC (``cpu.tsc_probe``)
+  notes the host clock at every value the guest reads, and the two reads that
+  bracket the guest's own timed loop (their difference is the ``cycles=`` the
+  guest prints) give the wall time of exactly that loop -- booting, start-up
+  and printing do not count.  The workload runs twice per boot and the second,
+  warm run counts (the first pays for translating code).  Each run is repeated and the fastest kept, as
+  these machines are shared and noisy;
+
+and the ratio of both to native.  Beside the nanobenchmarks it prints the
+figures Adams and Agesen published for their software VMM (ASPLOS 2006,
+section 6.2: Pentium 4 cycles, as quoted in their text), and after the
+CPU-bound suite the throughput of each monitor relative to native.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 
@@ -24,17 +36,46 @@ ITERS = {"syscall": 400, "in": 2000, "crwr": 2000, "callret": 4000, "pgfault": 2
          "divzero": 400, "ptemod": 2000, "null": 400, "ctxsw": 100, "forkwait": 10,
          "pagefault": 200, "sieve": 3, "crc32": 20, "matmul": 6, "qsort": 4, "strings": 40,
          "dhrystone": 150}
-TIMING = re.compile(r"\[timing\] (\S+): (\d+) cycles/op \(iters=(\d+)")
+TIMING = re.compile(r"\[timing\] (\S+): (\d+) cycles/op \(iters=(\d+), cycles=(\d+)\)")
+
+# Adams & Agesen, "A Comparison of Software and Hardware Techniques for x86
+# Virtualization" (ASPLOS 2006), section 6.2, Pentium 4 cycles: (native, software
+# VMM).  None where the text gives no figure; their cr8wr writes CR8, our crwr CR0.
+PUBLISHED = {
+    "syscall": (None, "native + ~2000"),
+    "in": (3209, "~214 (15x faster than native)"),
+    "crwr": (None, "35 (cr8wr, ~4x faster than native)"),
+    "callret": (11, "51"),
+    "pgfault": (1093, "3927"),
+    "divzero": (889, "3223"),
+    "ptemod": (1, "391 (native: one store)"),
+}
 
 
-def _run(kernel, mode: str, cmdline: str, engine: str):
-    t0 = time.perf_counter()
-    r = run_vm(kernel, mode, cmdline, engine=engine, max_instructions=2_000_000_000, quiet=True)
-    return r, time.perf_counter() - t0
+def _run(kernel, mode: str, name: str, iters: int, engine: str) -> dict:
+    """One boot running ``name``; the guest's figures and the wall time of its timed loop."""
+    reads: list[tuple[int, float]] = []
+    # the workload runs twice in the one boot and the second run counts: the
+    # first pays for translating the code (the engine's and binary translation's)
+    r = run_vm(kernel, mode, f"run={name},{name} iters={iters}", engine=engine,
+               max_instructions=2_000_000_000, quiet=True,
+               tsc_probe=lambda t: reads.append((t, time.perf_counter())))
+    m = [x for x in TIMING.findall(r.output.decode(errors="replace")) if x[0] == name]
+    if r.status != 1 or not m:
+        return {"ok": False}
+    per_op, n, total = int(m[-1][1]), int(m[-1][2]), int(m[-1][3])
+    seen = {}
+    wall = None
+    for t, host in reads:
+        if t - total in seen:
+            wall = host - seen[t - total]        # the last bracketing pair
+        seen.setdefault(t, host)
+    return {"ok": wall is not None, "cycles": per_op, "iters": n,
+            "wall_us": (wall or 0.0) / n * 1e6, "instructions": r.stats["instructions"]}
 
 
 def measure(modes=("native", "trapemu", "bt"), workloads=None, scale: float = 1.0,
-            engine: str = "jit", report=print) -> dict:
+            engine: str = "jit", repeat: int = 2, report=print) -> dict:
     kernel = image_path("kernel")
     names = workloads or NANO + LMBENCH + CPU
     results: dict = {}
@@ -42,16 +83,25 @@ def measure(modes=("native", "trapemu", "bt"), workloads=None, scale: float = 1.
         iters = max(1, int(ITERS.get(name, 10) * scale))
         row = {}
         for mode in modes:
-            r1, wall1 = _run(kernel, mode, f"run={name} iters={iters}", engine)
-            r, wall = _run(kernel, mode, f"run={name} iters={2 * iters}", engine)
-            m = [x for x in TIMING.findall(r.output.decode(errors="replace")) if x[0] == name]
-            ok = r.status == 1 and r1.status == 1 and bool(m)
-            cycles = int(m[0][1]) if m else None
-            row[mode] = {"ok": ok, "cycles": cycles, "wall_us": max(wall - wall1, 0.0) / iters * 1e6,
-                         "instructions": r.stats["instructions"] - r1.stats["instructions"]}
+            best = None
+            for _ in range(repeat):
+                c = _run(kernel, mode, name, iters, engine)
+                if not c["ok"]:
+                    best = c
+                    break
+                if best is None or c["wall_us"] < best["wall_us"]:
+                    best = c
+            row[mode] = best
         results[name] = row
         report(_line(name, iters, row, modes))
+    cpu = [n for n in names if n in CPU]
+    if cpu and "native" in modes:
+        report(_throughput(cpu, results, modes))
     return results
+
+
+def _ratio(a, b) -> float:
+    return a / b if b else float("nan")
 
 
 def _line(name: str, iters: int, row: dict, modes) -> str:
@@ -62,10 +112,31 @@ def _line(name: str, iters: int, row: dict, modes) -> str:
         if not c["ok"]:
             parts.append(f"{mode}: failed")
             continue
-        txt = f"{mode}: {c['cycles']:>7,} cyc {c['wall_us']:>8.1f} us"
+        txt = f"{mode}: {c['cycles']:>7,} cyc {c['wall_us']:>9.1f} us"
         if mode != "native" and nat and nat["ok"]:
-            rc = c["cycles"] / nat["cycles"] if nat["cycles"] else float("nan")
-            rw = c["wall_us"] / nat["wall_us"] if nat["wall_us"] else float("nan")
-            txt += f" (x{rc:.2f} cyc, x{rw:.2f} wall)"
+            txt += (f" (x{_ratio(c['cycles'], nat['cycles']):.2f} cyc,"
+                    f" x{_ratio(c['wall_us'], nat['wall_us']):.2f} wall)")
         parts.append(txt)
+    if name in PUBLISHED:
+        native, vmm = PUBLISHED[name]
+        parts.append(f"| A&A 2006: native {native if native is not None else '?'}, software VMM {vmm}")
     return "  ".join(parts)
+
+
+def _throughput(names, results, modes) -> str:
+    """The CPU-bound suite's throughput under each monitor, relative to native (geometric mean)."""
+    out = ["CPU-bound suite throughput relative to native (geometric mean over "
+           f"{', '.join(names)}):"]
+    for mode in modes:
+        if mode == "native":
+            continue
+        cyc, wall = [], []
+        for n in names:
+            nat, c = results[n]["native"], results[n][mode]
+            if nat["ok"] and c["ok"]:
+                cyc.append(_ratio(nat["cycles"], c["cycles"]))
+                wall.append(_ratio(nat["wall_us"], c["wall_us"]))
+        if cyc:
+            g = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))
+            out.append(f"  {mode}: {100 * g(cyc):.1f}% in guest cycles, {100 * g(wall):.1f}% in wall time")
+    return "\n".join(out)

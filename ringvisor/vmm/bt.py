@@ -98,6 +98,24 @@ class BinaryTranslation(Monitor):
 
     # -- how guest kernel code runs ---------------------------------------------------
     def kernel_entry(self, eip: int) -> int:
+        """Where translated code resumes guest ``eip``.
+
+        An interrupted kernel resumes wherever the interrupt hit it, mostly in
+        the middle of a translation unit: it continues there, at the
+        instruction's place in the unit, rather than getting a unit of its own
+        (every tick would otherwise translate code anew).
+        """
+        hit = self.tc.entries.get(eip)
+        if hit is not None and eip not in self.tc.units:
+            u, addr = hit
+            if u.live and (eip ^ u.guest) >> 12 == 0:
+                try:
+                    phys = self.gm.translate(eip, False, False, set_bits=False).phys
+                except GuestPageFault:
+                    phys = None
+                if phys == u.phys + (eip - u.guest):
+                    self.tc.stats["mid-unit entries"] += 1
+                    return addr
         return self.translation(eip).start
 
     def kernel_cs(self, sel: int) -> int:
@@ -232,6 +250,10 @@ class BinaryTranslation(Monitor):
             stub(g)
         unit = Unit(eip, first_phys, start, start + len(code), frames, tc_map, guest_map)
         tc.add(unit, bytes(code))
+        for addr, g_ in zip(tc_map, guest_map):
+            e = tc.entries.get(g_)
+            if e is None or not e[0].live:
+                tc.entries[g_] = (unit, addr)
         tc.sites.update(sites)
         for fr in frames:
             self.shadow.protect(fr)

@@ -49,10 +49,12 @@ def create_vm(image: bytes, mode: str = "native", cmdline: str = "", mem_mb: int
 
 
 def run_vm(path, mode: str = "native", cmdline: str = "", mem_mb: int = 32, stdin: bytes = b"",
-           max_instructions: int | None = None, engine: str = "jit", quiet: bool = False) -> VmResult:
+           max_instructions: int | None = None, engine: str = "jit", quiet: bool = False,
+           tsc_probe=None) -> VmResult:
     out = bytearray()
     image = read_image(path, max_bytes=mem_mb << 20)
     m, mon = create_vm(image, mode, cmdline, mem_mb, engine, image_name=str(path), output=out.extend)
+    m.cpu.tsc_probe = tsc_probe
     if stdin:
         m.feed_input(stdin)
     stop = m.run(max_instructions)

@@ -43,8 +43,9 @@ class TranslationCache:
         self.starts: list[int] = []             # TC start of every unit since the last flush
         self.all_units: list[Unit] = []
         self.sites: dict[int, tuple] = {}       # return address of a callout -> what it stands for
+        self.entries: dict[int, tuple[Unit, int]] = {}   # guest EIP -> a unit holding it, and where
         self.stats = {"translations": 0, "guest_instructions": 0, "tc_bytes": 0, "lookups": 0,
-                      "hits": 0, "chains": 0, "flushes": 0, "invalidations": 0}
+                      "hits": 0, "chains": 0, "flushes": 0, "invalidations": 0, "mid-unit entries": 0}
 
     def room(self, n: int) -> bool:
         return self.top + n <= self.start + self.size
@@ -55,6 +56,7 @@ class TranslationCache:
         self.starts.clear()
         self.all_units.clear()
         self.sites.clear()
+        self.entries.clear()
         self.top = self.start
         self.stats["flushes"] += 1
 
