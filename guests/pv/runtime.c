@@ -1,0 +1,102 @@
+/* The PV runtime: what pvcc's rewrites of lgdt and lidt call, linked into a
+ * para-virtualized kernel.  It runs in the kernel's higher half (C sites
+ * only), at ring 1, and talks to the hypervisor only with hypercalls.
+ *
+ *   pv_lgdt: Xen wants the GDT in whole pages of its own: copy the kernel's
+ *            table to a page-aligned buffer and hand over its frames.
+ *   pv_lidt: the hypervisor delivers exceptions and software interrupts
+ *            through a trap table (set_trap_table) and interrupts as events
+ *            through one callback (pv_upcall, upcall.S), which finds the
+ *            kernel's handler in the IDT recorded here. */
+#include "pv.h"
+
+#define GDT_PAGES 2
+#define NR_ISA_IRQS 16
+
+static uint64_t pv_gdt[GDT_PAGES * 512] __attribute__((aligned(4096)));
+static trap_info_t pv_traps[257];
+static int pv_irqs_bound;
+
+/* Read by pv_upcall. */
+uint32_t pv_idt_base, pv_idt_limit;          /* the kernel's IDT (linear) */
+uint8_t pv_port_irq[EVTCHN_2L_NR_CHANNELS];  /* port -> ISA IRQ + 1 (0: none) */
+uint8_t pv_irq_vector[NR_ISA_IRQS];          /* IRQ -> vector, asked once (0: not yet) */
+uint32_t pv_upcall_target;                   /* the handler pv_upcall jumps to */
+
+void pv_panic(const char *msg)
+{
+    uint32_t n = 0;
+    while (msg[n])
+        n++;
+    HYPERVISOR_console_io(CONSOLEIO_write, n, msg);
+    struct sched_shutdown s = { SHUTDOWN_crash };
+    for (;;)
+        HYPERVISOR_sched_op(SCHEDOP_shutdown, &s);
+}
+
+void pv_lgdt(const struct pv_dtr *d)
+{
+    uint32_t bytes = (uint32_t)d->limit + 1;
+    if (bytes > sizeof(pv_gdt) || bytes % 8)
+        pv_panic("pv: lgdt: the GDT must be whole descriptors, at most 1024\n");
+    const volatile uint8_t *src = (const uint8_t *)d->base;
+    volatile uint8_t *dst = (volatile uint8_t *)pv_gdt;
+    uint32_t pages = (bytes + 4095) / 4096;
+    for (uint32_t i = 0; i < pages * 4096; i++)
+        dst[i] = i < bytes ? src[i] : 0;
+    xen_pfn_t frames[GDT_PAGES];
+    for (uint32_t p = 0; p < pages; p++) {
+        long mfn = HYPERVISOR_rv_machine_op(RV_VA_TO_MFN, (uint32_t)pv_gdt + p * 4096, 0);
+        if (mfn < 0)
+            pv_panic("pv: lgdt: no frame behind the GDT copy\n");
+        frames[p] = (xen_pfn_t)mfn;
+    }
+    if (HYPERVISOR_set_gdt(frames, bytes / 8) < 0)
+        pv_panic("pv: lgdt: set_gdt refused the GDT\n");
+}
+
+static void bind_isa_irqs(void)
+{
+    for (uint32_t irq = 0; irq < NR_ISA_IRQS; irq++) {
+        struct evtchn_bind_pirq b = { .pirq = irq, .flags = 0 };
+        if (HYPERVISOR_event_channel_op(EVTCHNOP_bind_pirq, &b) < 0)
+            continue;                   /* not ours to have */
+        if (b.port >= EVTCHN_2L_NR_CHANNELS)
+            pv_panic("pv: lidt: event channel port out of range\n");
+        pv_port_irq[b.port] = (uint8_t)(irq + 1);
+        struct evtchn_unmask u = { .port = b.port };
+        HYPERVISOR_event_channel_op(EVTCHNOP_unmask, &u);
+    }
+}
+
+void pv_lidt(const struct pv_dtr *d)
+{
+    const volatile uint32_t *idt = (const uint32_t *)d->base;
+    uint32_t n = 0;
+    pv_idt_base = d->base;
+    pv_idt_limit = d->limit;
+    for (uint32_t v = 0; v < 256 && v * 8 + 7 <= d->limit; v++) {
+        uint32_t lo = idt[2 * v], hi = idt[2 * v + 1];
+        uint32_t type = (hi >> 8) & 0xF, dpl = (hi >> 13) & 3;
+        if (!(hi & 0x8000) || (v >= 32 && dpl != 3))
+            continue;                   /* not present; or an IRQ vector: events */
+        if (type != 0xE && type != 0xF)
+            pv_panic("pv: lidt: only 32-bit interrupt and trap gates are supported\n");
+        pv_traps[n].vector = (uint8_t)v;
+        pv_traps[n].flags = (uint8_t)(dpl | (type == 0xE ? TI_IF : 0));
+        pv_traps[n].cs = (uint16_t)((lo >> 16) | 1);   /* the kernel runs at ring 1 */
+        pv_traps[n].address = (lo & 0xFFFF) | (hi & 0xFFFF0000u);
+        n++;
+    }
+    pv_traps[n].address = 0;            /* the end of the table */
+    if (HYPERVISOR_set_trap_table(pv_traps) < 0)
+        pv_panic("pv: lidt: set_trap_table refused the table\n");
+    uint32_t cs;
+    __asm__ volatile("movl %%cs, %0" : "=r"(cs));
+    if (HYPERVISOR_set_callbacks(cs, pv_upcall, cs, pv_failsafe) < 0)
+        pv_panic("pv: lidt: set_callbacks failed\n");
+    if (!pv_irqs_bound) {
+        pv_irqs_bound = 1;
+        bind_isa_irqs();
+    }
+}
