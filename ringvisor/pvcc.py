@@ -163,6 +163,23 @@ def split_operands(text: str) -> list[str]:
     return ops
 
 
+def split_statements(line: str) -> list[str]:
+    """``line`` cut at its comment (``#``) and split at ``;``, quotes respected."""
+    parts, cur, quote = [], "", False
+    for i, ch in enumerate(line):
+        if ch == '"' and (i == 0 or line[i - 1] != "\\"):
+            quote = not quote
+        elif not quote and ch == "#":
+            break
+        elif not quote and ch == ";":
+            parts.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    parts.append(cur)
+    return [p for p in parts if p.strip()]
+
+
 def reg_name(op: str) -> str | None:
     """``%eax`` -> ``eax`` (any register), else None."""
     m = re.fullmatch(r"%([a-z]+[0-9]*)", op.strip())
@@ -506,10 +523,9 @@ class Rewriter:
     def _statements(self, line: str) -> list[tuple[list[str], str]] | None:
         """The instructions on ``line`` if any of them needs pvcc's attention
         (else None: the line is kept as it is)."""
-        code = line.split("#", 1)[0] if '"' not in line else line
-        if not code.strip() or code.lstrip().startswith((".", "#")) and not _LABEL.match(code):
+        parts = split_statements(line)
+        if not parts or parts[0].lstrip().startswith(".") and not _LABEL.match(parts[0]):
             return None
-        parts = [code] if '"' in code else code.split(";")
         result, interesting = [], False
         for part in parts:
             labels = []
@@ -889,5 +905,7 @@ def main(argv: list[str]) -> int:
         write_atomic(a.report_file, report.text().encode())
     if a.report:
         sys.stdout.write(report.text())
-        print(f"pvcc: {len(report.sites)} sites rewritten", file=sys.stderr)
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts().items()))
+        print(f"pvcc: {len(report.sites)} sites rewritten" + (f" ({counts})" if counts else ""),
+              file=sys.stderr)
     return 0
