@@ -58,9 +58,10 @@ def build_parser() -> Parser:
     r.add_argument("kernel", metavar="KERNEL",
                    help="a Multiboot image (ELF32 or a.out kludge), or the name of a bundled "
                         "image: kernel, bench-sieve, bench-crc32, ...")
-    r.add_argument("--mode", choices=("native", "trapemu", "bt"), default="native",
+    r.add_argument("--mode", choices=("native", "trapemu", "bt", "paravirt"), default="native",
                    help="native: the bare hardware; trapemu: the kernel de-privileged to ring 1 "
-                        "under trap-and-emulate; bt: binary translation of kernel code")
+                        "under trap-and-emulate; bt: binary translation of kernel code; "
+                        "paravirt: a kernel built by pvcc, with hypercalls and event channels")
     r.add_argument("--mem", type=parse_size, default=32, metavar="SIZE",
                    help="guest RAM (default 32M)")
     r.add_argument("--append", default="", metavar="CMDLINE", help="kernel command line")
@@ -204,7 +205,7 @@ def cmd_run(args) -> int:
 def print_monitor_stats(mon) -> None:
     r = mon.report()
     lines = [f"monitor: {mon.name}"]
-    for key in ("traps", "emulated", "callouts"):
+    for key in ("traps", "emulated", "callouts", "hypercalls"):
         if key in r and r[key]:
             items = sorted(r[key].items(), key=lambda kv: -kv[1])
             lines.append(f"{key}: " + ", ".join(f"{k} {v:,}" for k, v in items))

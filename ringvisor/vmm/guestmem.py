@@ -45,6 +45,9 @@ class GuestMemory:
         self.vcpu = vcpu
         self.ram_size = ram_size
         self.written_hook = lambda phys, n: None     # the monitor's: code and table frames
+        # pages the monitor itself places at fixed linear addresses (para-virtualization's
+        # start_info and shared_info): linear page -> (machine address, writable)
+        self.fixed: dict[int, tuple[int, bool]] = {}
 
     # -- page walks -------------------------------------------------------------------
     def translate(self, lin: int, write: bool, user: bool, set_bits: bool = True) -> Mapping:
@@ -95,6 +98,11 @@ class GuestMemory:
         return self.mem.read32(addr)
 
     def phys(self, lin: int, write: bool = False, user: bool = False) -> int:
+        hit = self.fixed.get(lin & 0xFFFFF000) if self.fixed else None
+        if hit is not None:
+            if user or (write and not hit[1]):
+                raise GuestPageFault(lin, (2 if write else 0) | (4 if user else 0) | 1)
+            return hit[0] + (lin & 0xFFF)
         p = self.translate(lin, write, user).phys
         if p >= self.ram_size:
             raise GuestBadFrame(f"guest linear {lin:#010x} maps physical {p:#x}, beyond the "

@@ -25,7 +25,7 @@ from collections import Counter
 
 import iced_x86 as ix
 
-from ringvisor.hw.faults import HAS_ERROR_CODE, NAMES, TripleFault, UnsupportedFeature
+from ringvisor.hw.faults import HAS_ERROR_CODE, NAMES, CpuFault, TripleFault, UnsupportedFeature
 from ringvisor.hw.machine import Stop
 
 from . import descriptors as D
@@ -139,7 +139,7 @@ class Monitor:
         v = self.vcpu
         n = min((v.gdt_limit + 1) // 8, L.FIRST_RESERVED)
         try:
-            table = self.gm.read(v.gdt_base, n * 8)
+            table = self.guest_gdt_bytes(0, n * 8)
         except (GuestPageFault, GuestBadFrame):
             table = b""
         real = D.build_gdt(table)
@@ -147,11 +147,16 @@ class Monitor:
         self.stats["gdt_loads"] += 1
 
     def guest_descriptor(self, sel: int) -> int | None:
-        """The guest's raw descriptor for ``sel`` (None if outside its GDT)."""
+        """The guest's raw descriptor for ``sel`` (None if outside its GDT, or in the
+        slots the real GDT keeps for the monitor's own descriptors)."""
         v = self.vcpu
-        if sel & 4 or (sel | 7) > v.gdt_limit:
+        if sel & 4 or (sel | 7) > v.gdt_limit or sel >> 3 >= L.FIRST_RESERVED:
             return None
-        return int.from_bytes(self.gm.read(v.gdt_base + (sel & ~7), 8), "little")
+        return int.from_bytes(self.guest_gdt_bytes(sel & ~7, 8), "little")
+
+    def guest_gdt_bytes(self, offset: int, n: int) -> bytes:
+        """Bytes of the guest's GDT (where its GDTR points)."""
+        return self.gm.read(self.vcpu.gdt_base + offset, n)
 
     def real_descriptor_base(self, sel: int) -> int:
         raw = self.mem.read32(self.base + L.GDT + (sel & ~7)) | \
@@ -173,7 +178,13 @@ class Monitor:
                 self.deliver_pending(f)
         except GuestBadFrame as e:
             raise MonitorStop(f"{self.name}: {e}") from None
-        f.resume()
+        try:
+            f.resume()
+        except CpuFault as e:
+            # the real IRET refused the frame (a selector or EIP the guest chose that the
+            # real GDT does not hold): the fault must never enter the monitor itself
+            raise MonitorStop(f"{self.name}: cannot resume the guest at {f.cs:#06x}:{f.eip:#010x} "
+                              f"({e})") from None
         if self.halting:
             # the real HLT: the CPU waits at ring 1 with interrupts on for the next one
             cpu.state.halted = True
@@ -282,6 +293,12 @@ class Monitor:
         raise TripleFault(f"guest exception delivery loops under {self.name}")
 
     def _deliver(self, f: Frame, vector: int, err: int | None, soft: bool, ret: int) -> None:
+        sel, offset, interrupt_gate = self.guest_gate(vector, soft)
+        self.enter_guest_handler(f, sel, offset, interrupt_gate, err, ret, 0 if soft else 1)
+
+    def guest_gate(self, vector: int, soft: bool) -> tuple[int, int, bool]:
+        """The guest's handler for ``vector``: (code selector, offset, clears IF), with the
+        faults the hardware raises while reading its gate."""
         v = self.vcpu
         ext = 0 if soft else 1
         if vector * 8 + 7 > v.idt_limit:
@@ -300,24 +317,26 @@ class Monitor:
             raise GuestFault(11, vector * 8 + 2 + ext)
         sel = (raw >> 16) & 0xFFFF
         offset = (raw & 0xFFFF) | ((raw >> 48) & 0xFFFF) << 16
+        return sel, offset, gtype == 0x0E
+
+    def enter_guest_handler(self, f: Frame, sel: int, offset: int, interrupt_gate: bool,
+                            err: int | None, ret: int, ext: int) -> None:
+        """Push the frame the hardware would (switching to the guest kernel's stack from
+        user mode) and continue at ``sel:offset`` in the guest kernel."""
+        v = self.vcpu
         target = self.guest_descriptor(sel)
         if target is None or not (target >> 44) & 1 or not (target >> 43) & 1:
             raise GuestFault(13, (sel & 0xFFFC) | ext)
         tdpl = (target >> 45) & 3
         if tdpl != 0:
-            raise MonitorStop(f"{self.name}: guest vector {vector:#x} leads to a ring-{tdpl} "
-                              "handler (only ring-0 handlers are virtualized)")
+            raise MonitorStop(f"{self.name}: a guest handler at {sel:#06x}:{offset:#010x} runs "
+                              f"at ring {tdpl} (only ring-0 handlers are virtualized)")
         if not (target >> 47) & 1:
             raise GuestFault(11, (sel & 0xFFFC) | ext)
         geflags = v.eflags_view(f.eflags)
         tail = [] if err is None else [err]
         if v.cpl == 3:
-            if v.tr_limit < 11:
-                raise GuestFault(10, (v.tr & 0xFFFC) | ext)
-            esp0 = self.gm.read32(v.tr_base + 4)
-            ss0 = self.gm.read_u(v.tr_base + 8, 2)
-            if not ss0 & ~3:
-                raise GuestFault(10, ext)
+            ss0, esp0 = self.kernel_stack(ext)
             vals = [f.ss, self.cpu.state.regs[4], geflags, f.cs, ret] + tail
             ss_real, esp, ss_guest = (ss0 & ~3) | 1, esp0, ss0 & ~3
         else:
@@ -333,10 +352,21 @@ class Monitor:
         f.cs = self.kernel_cs(sel)
         f.eip = self.kernel_entry(offset)
         f.eflags = self.real_eflags(f.eflags) & ~TF
-        if gtype == 0x0E:
+        if interrupt_gate:
             v.vif = False
         v.cpl = 0
         v.cs, v.ss = sel & ~3, ss_guest
+
+    def kernel_stack(self, ext: int) -> tuple[int, int]:
+        """(SS, ESP) for entering the guest kernel from user mode: its TSS's ring-0 stack."""
+        v = self.vcpu
+        if v.tr_limit < 11:
+            raise GuestFault(10, (v.tr & 0xFFFC) | ext)
+        esp0 = self.gm.read32(v.tr_base + 4)
+        ss0 = self.gm.read_u(v.tr_base + 8, 2)
+        if not ss0 & ~3:
+            raise GuestFault(10, ext)
+        return ss0, esp0
 
     # -- virtual interrupts --------------------------------------------------------------
     def virtual_interrupt(self, f: Frame, gvec: int) -> None:
@@ -390,6 +420,8 @@ class Monitor:
                 raise GuestFault(13, sel & 0xFFFC)
             if not (raw >> 47) & 1:
                 raise GuestFault(12, sel & 0xFFFC)
+            if not self.mem.read32(self.base + L.GDT + (sel & ~7) + 4) & 0x8000:
+                raise GuestFault(13, sel & 0xFFFC)     # refused by ring compression
             self.frame.ss = (sel & ~3) | (1 if v.cpl == 0 else 3)
             v.ss = sel
             return

@@ -9,7 +9,7 @@ from ringvisor.hw.machine import Machine, read_image
 
 from . import layout as L
 
-MODES = ("native", "trapemu", "bt")
+MODES = ("native", "trapemu", "bt", "paravirt")
 
 
 def _monitor_class(mode: str):
@@ -19,6 +19,9 @@ def _monitor_class(mode: str):
     if mode == "bt":
         from .bt import BinaryTranslation
         return BinaryTranslation
+    if mode == "paravirt":
+        from .paravirt import ParaVirt
+        return ParaVirt
     raise ValueError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
 
 
@@ -43,7 +46,7 @@ def create_vm(image: bytes, mode: str = "native", cmdline: str = "", mem_mb: int
     guest_ram = mem_mb << 20
     m = Machine((guest_ram + L.MONITOR_RAM) >> 20, engine, output=output, **kw)
     m.boot_multiboot(image, cmdline, list(modules), image_name=image_name, ram_size=guest_ram)
-    mon = cls(m, guest_ram)
+    mon = cls(m, guest_ram, cmdline=cmdline) if mode == "paravirt" else cls(m, guest_ram)
     mon.install()
     return m, mon
 

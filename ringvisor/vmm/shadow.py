@@ -226,6 +226,21 @@ class ShadowPaging:
         self.stats["shadow_fills"] += 1
         self.cpu.invlpg(lin)
 
+    def install_fixed(self, lin: int, frame: int, writable: bool) -> None:
+        """Map a page the monitor gives the guest at a fixed address (para-virtualization's
+        start_info and shared_info), whatever the guest's tables say; supervisor only."""
+        lin &= ~0xFFF
+        i = lin >> 22
+        t = self.root.tables.get(i)
+        if t is None:
+            table = self._alloc()
+            self.root.tables[i] = (table, None)
+            self.mem.write32(self.root.pd + i * 4, table | P | W | U)
+        else:
+            table = t[0]
+        self.mem.write32(table + ((lin >> 12) & 0x3FF) * 4, frame | P | A | ((W | D) if writable else 0))
+        self.cpu.invlpg(lin)
+
     def lookup(self, lin: int) -> int:
         """The current shadow's PTE for ``lin`` (0 if none)."""
         addr = self._entry_addr(self.root, lin)

@@ -1,0 +1,632 @@
+"""Para-virtualization (the chapter's section 3): the guest kernel asks instead of trapping.
+
+The guest kernel was built by ``ringvisor pvcc``: every privileged or sensitive
+instruction in it became a hypercall (``int $0x82``, Xen's x86_32 ABI, the
+contract in ``pvabi``) or a store into the shared-info page, so it runs
+directly at ring 1 with nothing left to emulate but port I/O (which Xen, too,
+emulates for a domain with I/O privilege).  Interrupts become events
+(``evtchn``): the virtual interrupt flag is ``evtchn_upcall_mask`` in shared
+memory, which the guest flips without a trap, and the hypervisor enters the
+guest's event callback when something is pending and the mask is clear.
+
+What stays from the monitor core: the hypervisor region, ring compression of
+the guest's GDT (given by ``set_gdt``), shadow page tables over the guest's
+write-protected tables (stores the guest makes to its own page tables trap
+and are validated, Xen's "writable page tables"; ``mmu_update`` and
+``update_va_mapping`` do the same explicitly), and frames pushed for the
+guest's handlers exactly as the hardware would push them.
+
+Every hypercall argument is checked: pointers are read through the guest's
+own page tables with its kernel rights (a bad one is ``-EFAULT``), frames must
+be the guest's own (``-EPERM``), counts are bounded.  A guest that makes the
+hypervisor's work impossible (no handler for a fault, an unusable stack) is
+stopped with a report, as the other monitors do.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+
+from ringvisor.hw.machine import Stop
+
+from . import emulate as E
+from . import layout as L
+from .descriptors import compress, guest_descriptor_fields
+from .evtchn import EvtchnError, EventChannels
+from .frame import Frame
+from .guestmem import GuestBadFrame, GuestPageFault
+from .monitor import GuestFault, Monitor, MonitorStop
+from .pvabi import (CALLBACK_REGISTER, EVTCHN_ALLOC_UNBOUND, EVTCHN_BIND_INTERDOMAIN,
+                    EVTCHN_BIND_IPI, EVTCHN_BIND_PIRQ, EVTCHN_BIND_VIRQ, EVTCHN_CLOSE,
+                    EVTCHN_SEND, EVTCHN_STATUS, EVTCHN_UNMASK, HYPERCALL_VECTOR, MMU_UPDATE,
+                    MMUEXT_OP, PHYSDEV_IRQ_STATUS_QUERY, PHYSDEV_SET_IOPL, PV_BOOT_STACK_TOP,
+                    PV_BOOT_STACK_VA, PV_SHARED_INFO_VA, PV_START_INFO_VA, SCHED_SHUTDOWN,
+                    SHARED_INFO, START_INFO, START_INFO_MAGIC, TRAP_INFO, CallbackOp, CallbackType,
+                    ConsoleIO, DomId, Errno, EvtchnOp, Hypercall, Mmu, Mmuext, PhysdevOp,
+                    RvMachineOp, SchedOp, Shutdown, Sif, Uvmf, VcpuOp, Virq, VmAssistCmd,
+                    VmAssistType, XenVer)
+
+KEEP = object()                  # a hypercall that set the guest's registers itself (iret)
+MAX_BATCH = 1024                 # entries per mmu_update / mmuext_op call
+MAX_CONSOLE = 4096
+TS = 1 << 3
+
+IO_EMULATORS = {m: E.EMULATORS[m] for m in (E.M.IN, E.M.OUT, E.M.INSB, E.M.INSW, E.M.INSD,
+                                            E.M.OUTSB, E.M.OUTSW, E.M.OUTSD) if m in E.EMULATORS}
+
+
+class HypercallError(Exception):
+    def __init__(self, errno: Errno) -> None:
+        super().__init__(errno.name)
+        self.errno = errno
+
+
+def _fail(errno: Errno):
+    raise HypercallError(errno)
+
+
+class ParaVirt(Monitor):
+    name = "paravirt"
+
+    def __init__(self, machine, guest_ram: int, cmdline: str = "") -> None:
+        super().__init__(machine, guest_ram)
+        self.cmdline = cmdline
+        self.si_phys = self.base + L.PV_SHARED_INFO
+        self.events = EventChannels(self.mem, self.si_phys)
+        # the fixed pages: linear page -> (machine frame, writable)
+        self.fixed = {PV_BOOT_STACK_VA: (self.base + L.PV_BOOT_STACK, True),
+                      PV_START_INFO_VA: (self.base + L.PV_START_INFO, False),
+                      PV_SHARED_INFO_VA: (self.si_phys, True)}
+        self.gm.fixed = self.fixed
+        self.trap_table: dict[int, tuple[int, int, int]] = {}    # vector -> (flags, cs, eip)
+        self.callbacks: dict[int, tuple[int, int]] = {}          # CALLBACKTYPE -> (cs, eip)
+        self.gdt_frames: list[int] = []
+        self.kstack: tuple[int, int] | None = None               # stack_switch
+        self.pinned: set[int] = set()
+        self.timer_deadline: int | None = None
+        self.hypercalls: Counter[str] = Counter()
+        self.time_version = 0
+
+    # -- start of day ---------------------------------------------------------------------
+    def _takeover(self) -> None:
+        mem, b = self.mem, self.base
+        # hypercalls come from ring 1 only; no translated code here, so no ring-1
+        # code segment over the whole address space either
+        off = L.MLIN + L.ENTRY + 8 * HYPERCALL_VECTOR
+        mem.write(b + L.IDT + 8 * HYPERCALL_VECTOR,
+                  struct.pack("<HHBBH", off & 0xFFFF, L.SEL_MCODE, 0, 0x8E | 1 << 5, off >> 16))
+        mem.write(b + L.GDT + (L.SEL_TCODE & ~7), bytes(8))
+        mem.write(b + L.PV_START_INFO, START_INFO.pack(
+            magic=START_INFO_MAGIC, nr_pages=self.guest_ram >> 12, shared_info=self.si_phys,
+            flags=Sif.PRIVILEGED | Sif.INITDOMAIN,
+            cmd_line=list(self.cmdline.encode()[:1023] + b"\0")))
+        mem.write(self.si_phys, bytes(0x1000))
+        self.events.upcall_mask = True
+        self.update_time()
+        st = self.cpu.state
+        st.regs[4] = PV_BOOT_STACK_TOP
+        st.regs[6] = PV_START_INFO_VA
+        super()._takeover()
+        self.vcpu.vif = False
+
+    # -- entries --------------------------------------------------------------------------
+    def dispatch(self, vector: int, f: Frame) -> None:
+        v = self.vcpu
+        v.vif = not self.events.upcall_mask          # the guest's virtual IF, as it left it
+        n = vector - L.PIC_BASE
+        if 0 <= n < 16:
+            self.traps["interrupt"] += 1
+            self.events.raise_pirq(n)
+        elif vector == HYPERCALL_VECTOR and not f.user:
+            self.hypercall(f)
+        else:
+            super().dispatch(vector, f)
+        if self.timer_deadline is not None and self.machine.clock.now_ns() >= self.timer_deadline:
+            self.timer_deadline = None
+            self.events.raise_virq(Virq.TIMER)
+        self.events.upcall_mask = not v.vif
+        if v.vif and self.events.upcall_pending:
+            self.upcall(f)
+
+    def upcall(self, f: Frame) -> None:
+        """Enter the guest's event callback, as an interrupt gate would (events masked)."""
+        cb = self.callbacks.get(CallbackType.event)
+        if cb is None:
+            return                                   # nobody to tell yet: stays pending
+        self.halting = False
+        self.update_time()
+        self.stats["events_delivered"] += 1
+        self.enter_guest_handler(f, cb[0], cb[1], True, None, self.guest_eip(f), 1)
+        self.events.upcall_mask = True
+
+    def update_time(self) -> None:
+        """vcpu_time_info: system time in ns and the TSC it was read at."""
+        clock = self.machine.clock
+        o = self.si_phys + SHARED_INFO.offset("vcpu_info[0].time")
+        hz, shift = clock.cpu_hz, 0
+        ratio = 10 ** 9 / hz
+        while ratio >= 1:
+            ratio /= 2
+            shift += 1
+        while ratio < 0.5:
+            ratio *= 2
+            shift -= 1
+        self.time_version += 2
+        self.mem.write(o, struct.pack("<IIQQIbB2x", self.time_version, 0, self.cpu.tsc(),
+                                      clock.now_ns(), int(ratio * (1 << 32)), shift, 0))
+
+    # -- what the guest sees at fixed addresses -----------------------------------------
+    def page_fault(self, f: Frame) -> None:
+        lin = self.cpu.state.cr2
+        hit = self.fixed.get(lin & ~0xFFF)
+        if hit is not None:
+            frame, writable = hit
+            err = f.err or 0
+            if not (err & 4 or (err & 2 and not writable)):
+                self.traps["#PF (fixed page)"] += 1
+                self.shadow.install_fixed(lin, frame, writable)
+                return
+        super().page_fault(f)
+
+    # -- the guest's tables, as the hypercalls gave them --------------------------------------
+    def guest_gate(self, vector: int, soft: bool) -> tuple[int, int, bool]:
+        v = self.vcpu
+        if vector == 14:
+            self.mem.write32(self.si_phys + SHARED_INFO.offset("vcpu_info[0].arch.cr2"), v.cr2)
+        entry = self.trap_table.get(vector)
+        ext = 0 if soft else 1
+        if not self.trap_table:
+            raise MonitorStop(f"paravirt: the guest took vector {vector:#x} at "
+                              f"{self.frame.eip:#010x} before it registered a trap table "
+                              "(is the kernel built para-virtualized, by ringvisor pvcc?)")
+        if entry is None:
+            raise GuestFault(13, vector * 8 + 2 + ext)
+        flags, cs, eip = entry
+        if soft and (flags & 3) < v.cpl:
+            raise GuestFault(13, vector * 8 + 2)
+        return cs, eip, bool(flags & 4)
+
+    def guest_gdt_bytes(self, offset: int, n: int) -> bytes:
+        if not self.gdt_frames:
+            return super().guest_gdt_bytes(offset, n)
+        out = bytearray()
+        while n:
+            i, o = offset >> 12, offset & 0xFFF
+            if i >= len(self.gdt_frames):
+                raise GuestFault(13, 0)
+            chunk = min(n, 0x1000 - o)
+            out += self.mem.read((self.gdt_frames[i] << 12) + o, chunk)
+            offset += chunk
+            n -= chunk
+        return bytes(out)
+
+    def kernel_stack(self, ext: int) -> tuple[int, int]:
+        if self.kstack is not None:
+            return self.kstack
+        return super().kernel_stack(ext)
+
+    def privileged_fault(self, f: Frame, err: int) -> None:
+        """Ring 1 executed a privileged instruction: port I/O is emulated, the rest is the
+        guest's #GP (a PV kernel has no business executing them)."""
+        if not f.user:
+            ins = self.fetch(f)
+            result = E.emulate(self, f, ins, f.eip, (IO_EMULATORS,))
+            if result == E.NEXT:
+                self.traps["#GP (port I/O)"] += 1
+                f.eip = (f.eip + ins.len) & 0xFFFFFFFF
+                return
+            if result == E.FAULTED:
+                return
+        super().privileged_fault(f, err)
+
+    # -- hypercalls ------------------------------------------------------------------------------
+    def hypercall(self, f: Frame) -> None:
+        r = self.cpu.state.regs
+        nr = r[0]
+        args = (r[3], r[1], r[2], r[6], r[7])          # ebx, ecx, edx, esi, edi
+        try:
+            name = Hypercall(nr).name
+        except ValueError:
+            name = f"#{nr}"
+        self.hypercalls[name] += 1
+        handler = HYPERCALLS.get(nr)
+        try:
+            result = -Errno.ENOSYS if handler is None else handler(self, f, *args)
+        except HypercallError as e:
+            result = -e.errno
+        except (GuestPageFault, GuestBadFrame):
+            result = -Errno.EFAULT
+        except EvtchnError as e:
+            result = -e.errno
+        if result is not KEEP:
+            r[0] = (result or 0) & 0xFFFFFFFF
+
+    # guest memory for hypercall arguments: the guest kernel's view, faults become -EFAULT
+    def _read(self, lin: int, n: int) -> bytes:
+        return self.gm.read(lin, n)
+
+    def _write(self, lin: int, data: bytes) -> None:
+        self.gm.write(lin, data)
+
+    def _frame(self, mfn: int) -> int:
+        """The machine address of one of the guest's own frames (or -EPERM)."""
+        if not 0 <= mfn < self.guest_ram >> 12:
+            _fail(Errno.EPERM)
+        return mfn << 12
+
+    def _check_pte(self, val: int) -> None:
+        """A page-table entry the guest may write: it maps nothing beyond its RAM."""
+        if val & 1 and (val & 0xFFFFF000) >= self.guest_ram:
+            _fail(Errno.EPERM)
+
+    def _write_table_entry(self, ma: int, val: int) -> None:
+        if ma & 3 or not 0 <= ma < self.guest_ram:
+            _fail(Errno.EINVAL)
+        self._check_pte(val)
+        self.mem.write32(ma, val & 0xFFFFFFFF)
+        self.guest_written(ma, 4)
+
+    def hc_set_trap_table(self, f, ptr, *_):
+        if ptr == 0:
+            self.trap_table.clear()
+            return 0
+        for i in range(257):
+            e = TRAP_INFO.unpack(self._read(ptr + i * TRAP_INFO.size, TRAP_INFO.size))
+            if e["address"] == 0:
+                return 0
+            if e["cs"] & ~3 == 0 or e["cs"] >> 3 >= L.FIRST_RESERVED:
+                _fail(Errno.EINVAL)
+            # the kernel's selectors have RPL 0; it runs at ring 1 (Xen fixes them the same way)
+            self.trap_table[e["vector"]] = (e["flags"] & 7, e["cs"] | 1, e["address"])
+        _fail(Errno.E2BIG)
+
+    def hc_mmu_update(self, f, reqs, count, done_ptr, dom, *_):
+        self._own(dom)
+        if count > MAX_BATCH:
+            _fail(Errno.EINVAL)
+        done = 0
+        try:
+            for i in range(count):
+                e = MMU_UPDATE.unpack(self._read(reqs + i * MMU_UPDATE.size, MMU_UPDATE.size))
+                cmd, ma, val = e["ptr"] & 3, e["ptr"] & ~3, e["val"]
+                if ma >> 32 or val >> 32:
+                    _fail(Errno.EINVAL)
+                if cmd in (Mmu.NORMAL_PT_UPDATE, Mmu.PT_UPDATE_PRESERVE_AD):
+                    if cmd == Mmu.PT_UPDATE_PRESERVE_AD and 0 <= ma < self.guest_ram:
+                        val = (val & ~0x60) | (self.mem.read32(ma) & 0x60)
+                    self._write_table_entry(ma, val)
+                elif cmd == Mmu.MACHPHYS_UPDATE:
+                    # pseudo-physical = machine here: the only valid entry is the identity
+                    if (ma >> 12) != val or ma >= self.guest_ram:
+                        _fail(Errno.EINVAL)
+                else:
+                    _fail(Errno.ENOSYS)
+                done += 1
+        finally:
+            if done_ptr:
+                self._write(done_ptr, struct.pack("<I", done))
+        return 0
+
+    def hc_mmuext_op(self, f, ops, count, done_ptr, dom, *_):
+        self._own(dom)
+        if count > MAX_BATCH:
+            _fail(Errno.EINVAL)
+        done = 0
+        try:
+            for i in range(count):
+                op = MMUEXT_OP.unpack(self._read(ops + i * MMUEXT_OP.size, MMUEXT_OP.size))
+                self._mmuext(op["cmd"], op["arg1"], op["arg2"])
+                done += 1
+        finally:
+            if done_ptr:
+                self._write(done_ptr, struct.pack("<I", done))
+        return 0
+
+    def _mmuext(self, cmd: int, arg1: dict, arg2: dict) -> None:
+        if cmd in (Mmuext.PIN_L1_TABLE, Mmuext.PIN_L2_TABLE):
+            ppn = self._frame(arg1["mfn"]) >> 12
+            if ppn in self.pinned:
+                _fail(Errno.EINVAL)
+            self.pinned.add(ppn)
+        elif cmd == Mmuext.UNPIN_TABLE:
+            ppn = self._frame(arg1["mfn"]) >> 12
+            if ppn not in self.pinned:
+                _fail(Errno.EINVAL)
+            self.pinned.discard(ppn)
+        elif cmd == Mmuext.NEW_BASEPTR:
+            self.set_cr(3, self._frame(arg1["mfn"]))
+        elif cmd in (Mmuext.TLB_FLUSH_LOCAL, Mmuext.TLB_FLUSH_MULTI, Mmuext.TLB_FLUSH_ALL):
+            self.cpu.tlb_flush()       # the shadows saw every table store: nothing stale
+        elif cmd in (Mmuext.INVLPG_LOCAL, Mmuext.INVLPG_MULTI, Mmuext.INVLPG_ALL):
+            self.invlpg(arg1["linear_addr"] & 0xFFFFFFFF)
+        elif cmd in (Mmuext.FLUSH_CACHE, Mmuext.FLUSH_CACHE_GLOBAL):
+            pass
+        elif cmd == Mmuext.CLEAR_PAGE:
+            ma = self._frame(arg1["mfn"])
+            self.mem.write(ma, bytes(0x1000))
+            self.guest_written(ma, 0x1000)
+        elif cmd == Mmuext.COPY_PAGE:
+            dst, src = self._frame(arg1["mfn"]), self._frame(arg2["src_mfn"])
+            self.mem.write(dst, self.mem.read(src, 0x1000))
+            self.guest_written(dst, 0x1000)
+        else:
+            _fail(Errno.ENOSYS)
+
+    def _own(self, dom: int) -> None:
+        if dom not in (DomId.SELF, 0):
+            _fail(Errno.ESRCH)
+
+    def hc_set_gdt(self, f, frames_ptr, entries, *_):
+        if not 0 < entries <= L.FIRST_RESERVED:
+            _fail(Errno.EINVAL)
+        n = (entries * 8 + 0xFFF) >> 12
+        mfns = struct.unpack(f"<{n}I", self._read(frames_ptr, 4 * n))
+        frames = [self._frame(m) >> 12 for m in mfns]
+        self.gdt_frames = frames
+        self.vcpu.gdt_base, self.vcpu.gdt_limit = 0, entries * 8 - 1
+        self.load_gdt()
+        return 0
+
+    def hc_update_descriptor(self, f, ma_lo, ma_hi, d_lo, d_hi, *_):
+        if ma_hi or ma_lo & 7:
+            _fail(Errno.EINVAL)
+        for i, fr in enumerate(self.gdt_frames):
+            if fr << 12 <= ma_lo < (fr + 1) << 12:
+                index = (i << 9) + ((ma_lo & 0xFFF) >> 3)
+                if index * 8 + 7 > self.vcpu.gdt_limit:
+                    _fail(Errno.EINVAL)
+                raw = d_lo | d_hi << 32
+                self.mem.write(ma_lo, struct.pack("<Q", raw))
+                self.mem.write(self.base + L.GDT + index * 8, struct.pack("<Q", compress(raw)))
+                return 0
+        _fail(Errno.EINVAL)
+
+    def hc_stack_switch(self, f, ss, esp, *_):
+        raw = self.guest_descriptor(ss) if ss & ~3 else None
+        if raw is None or (raw >> 43) & 1 or not (raw >> 41) & 1 or (raw >> 45) & 3 != 0:
+            _fail(Errno.EINVAL)      # a writable data segment of the guest kernel
+        self.kstack = (ss & ~3, esp)
+        return 0
+
+    def hc_set_callbacks(self, f, ev_cs, ev_eip, fs_cs, fs_eip, *_):
+        self.callbacks[CallbackType.event] = (ev_cs | 1, ev_eip)
+        self.callbacks[CallbackType.failsafe] = (fs_cs | 1, fs_eip)
+        return 0
+
+    def hc_callback_op(self, f, cmd, arg, *_):
+        if cmd == CallbackOp.register:
+            cb = CALLBACK_REGISTER.unpack(self._read(arg, CALLBACK_REGISTER.size))
+            if cb["type"] not in (CallbackType.event, CallbackType.failsafe):
+                _fail(Errno.EINVAL)
+            self.callbacks[cb["type"]] = (cb["address"]["cs"] | 1, cb["address"]["eip"])
+            return 0
+        if cmd == CallbackOp.unregister:
+            t = struct.unpack("<H", self._read(arg, 2))[0]
+            if self.callbacks.pop(t, None) is None:
+                _fail(Errno.EINVAL)
+            return 0
+        _fail(Errno.ENOSYS)
+
+    def hc_fpu_taskswitch(self, f, set_, *_):
+        v = self.vcpu
+        v.cr0 = v.cr0 | TS if set_ else v.cr0 & ~TS
+        return 0
+
+    def hc_update_va_mapping(self, f, va, lo, hi, flags, *_):
+        v = self.vcpu
+        if hi or va >= L.MLIN or va & ~0xFFF in self.fixed or not v.paging:
+            _fail(Errno.EINVAL)
+        pde = self.mem.read32(self._frame(v.cr3 >> 12) + (va >> 22) * 4)
+        if not pde & 1 or pde & 0x80:
+            _fail(Errno.EINVAL)
+        self._write_table_entry(self._frame(pde >> 12) + ((va >> 12) & 0x3FF) * 4, lo)
+        kind = flags & Uvmf.FLUSHTYPE_MASK
+        if kind == Uvmf.INVLPG:
+            self.invlpg(va)
+        elif kind == Uvmf.TLB_FLUSH:
+            self.cpu.tlb_flush()
+        return 0
+
+    def hc_set_timer_op(self, f, lo, hi, *_):
+        timeout = lo | hi << 32
+        self.timer_deadline = timeout or None
+        return 0
+
+    def hc_xen_version(self, f, cmd, arg, *_):
+        if cmd == XenVer.version:
+            return 3 << 16
+        if cmd == XenVer.extraversion:
+            self._write(arg, b"-ringvisor".ljust(16, b"\0"))
+            return 0
+        if cmd == XenVer.capabilities:
+            self._write(arg, b"xen-3.0-x86_32".ljust(1024, b"\0"))
+            return 0
+        if cmd == XenVer.get_features:
+            idx = struct.unpack("<I", self._read(arg, 4))[0]
+            self._write(arg + 4, struct.pack("<I", 0))
+            return 0 if idx < 32 else -Errno.EINVAL
+        if cmd == XenVer.platform_parameters:
+            self._write(arg, struct.pack("<I", PV_BOOT_STACK_VA))
+            return 0
+        if cmd == XenVer.pagesize:
+            return 0x1000
+        _fail(Errno.ENOSYS)
+
+    def hc_console_io(self, f, cmd, count, buf, *_):
+        if cmd == ConsoleIO.write:
+            if count > MAX_CONSOLE:
+                _fail(Errno.EINVAL)
+            self.machine.output(self._read(buf, count))
+            return 0
+        if cmd == ConsoleIO.read:
+            return 0
+        _fail(Errno.ENOSYS)
+
+    def hc_vm_assist(self, f, cmd, type_, *_):
+        if cmd not in (VmAssistCmd.enable, VmAssistCmd.disable):
+            _fail(Errno.EINVAL)
+        if type_ != VmAssistType.writable_pagetables:
+            _fail(Errno.EINVAL)
+        return 0                       # page-table stores always trap and are validated
+
+    def hc_iret(self, f, *_):
+        """Xen's iret: the guest's stack holds eax, eip, cs, eflags [, esp, ss]."""
+        st = self.cpu.state
+        sp = (self.real_descriptor_base(f.ss) + st.regs[4]) & 0xFFFFFFFF
+        eax, eip, cs, eflags = struct.unpack("<4I", self._read(sp, 16))
+        self.set_guest_eflags(f, eflags)             # (as ring 0 executes it: IOPL too)
+        if cs & 3 == 3:
+            esp, ss = struct.unpack("<2I", self._read(sp + 16, 8))
+            try:
+                self.return_to_user(f, eip, cs & 0xFFFF, None, esp, ss & 0xFFFF)
+            except GuestFault:
+                _fail(Errno.EINVAL)
+        else:
+            try:
+                self.return_to_kernel(f, eip, cs & 0xFFFF)
+            except GuestFault:
+                _fail(Errno.EINVAL)
+            st.regs[4] = (st.regs[4] + 16) & 0xFFFFFFFF
+        self.vcpu.vif = bool(eflags & (1 << 9))      # Xen: the mask follows the frame's IF
+        st.regs[0] = eax
+        return KEEP
+
+    def hc_vcpu_op(self, f, cmd, vcpu, arg, *_):
+        if vcpu != 0:
+            _fail(Errno.ENOENT)
+        if cmd == VcpuOp.is_up:
+            return 1
+        if cmd == VcpuOp.up:
+            return 0
+        if cmd == VcpuOp.down:
+            # the only vCPU goes down: the machine stops, as after "cli; hlt"
+            self.vcpu.vif = False
+            self.halt(f)
+            return 0
+        if cmd == VcpuOp.set_singleshot_timer:
+            timeout, _flags = struct.unpack("<QI", self._read(arg, 12))
+            self.timer_deadline = timeout or None
+            return 0
+        if cmd == VcpuOp.stop_singleshot_timer:
+            self.timer_deadline = None
+            return 0
+        _fail(Errno.ENOSYS)
+
+    def hc_sched_op(self, f, cmd, arg, *_):
+        if cmd == SchedOp.yield_:
+            return 0
+        if cmd in (SchedOp.block, SchedOp.poll):
+            # unmask events and wait for one (at once if one is already pending)
+            self.vcpu.vif = True
+            if not self.events.upcall_pending:
+                self.halting = True
+            self.stats["blocks"] += 1
+            return 0
+        if cmd == SchedOp.shutdown:
+            reason = SCHED_SHUTDOWN.unpack(self._read(arg, SCHED_SHUTDOWN.size))["reason"]
+            try:
+                why = Shutdown(reason).name
+            except ValueError:
+                _fail(Errno.EINVAL)
+            self.machine.stop = Stop("shutdown", 0 if reason == Shutdown.poweroff else 1,
+                                     f"the guest shut down ({why})")
+            self.cpu.request_stop()
+            return 0
+        if cmd == SchedOp.shutdown_code:
+            return 0
+        _fail(Errno.ENOSYS)
+
+    def hc_event_channel_op(self, f, cmd, arg, *_):
+        ev = self.events
+
+        def io(s, fn, out: str | None = None):
+            d = s.unpack(self._read(arg, s.size))
+            result = fn(d)
+            if out is not None:
+                d[out] = result
+                self._write(arg, s.pack(d))
+            return 0
+
+        if cmd == EvtchnOp.alloc_unbound:
+            return io(EVTCHN_ALLOC_UNBOUND, lambda d: ev.alloc_unbound(d["dom"], d["remote_dom"]), "port")
+        if cmd == EvtchnOp.bind_interdomain:
+            return io(EVTCHN_BIND_INTERDOMAIN,
+                      lambda d: ev.bind_interdomain(d["remote_dom"], d["remote_port"]), "local_port")
+        if cmd == EvtchnOp.bind_virq:
+            return io(EVTCHN_BIND_VIRQ, lambda d: ev.bind_virq(d["virq"], d["vcpu"]), "port")
+        if cmd == EvtchnOp.bind_pirq:
+            return io(EVTCHN_BIND_PIRQ, lambda d: ev.bind_pirq(d["pirq"]), "port")
+        if cmd == EvtchnOp.bind_ipi:
+            return io(EVTCHN_BIND_IPI, lambda d: ev.bind_ipi(d["vcpu"]), "port")
+        if cmd == EvtchnOp.close:
+            return io(EVTCHN_CLOSE, lambda d: ev.close(d["port"]))
+        if cmd == EvtchnOp.send:
+            return io(EVTCHN_SEND, lambda d: ev.send(d["port"]))
+        if cmd == EvtchnOp.unmask:
+            return io(EVTCHN_UNMASK, lambda d: ev.unmask(d["port"]))
+        if cmd == EvtchnOp.status:
+            d = EVTCHN_STATUS.unpack(self._read(arg, EVTCHN_STATUS.size))
+            ev._self(d["dom"])
+            d.update(ev.status(d["port"]))
+            self._write(arg, EVTCHN_STATUS.pack(d))
+            return 0
+        _fail(Errno.ENOSYS)
+
+    def hc_physdev_op(self, f, cmd, arg, *_):
+        if cmd == PhysdevOp.eoi:
+            return 0               # the PIC's EOI is the guest's own port write
+        if cmd == PhysdevOp.set_iopl:
+            self.vcpu.iopl = PHYSDEV_SET_IOPL.unpack(self._read(arg, 4))["iopl"] & 3
+            return 0
+        if cmd == PhysdevOp.irq_status_query:
+            d = PHYSDEV_IRQ_STATUS_QUERY.unpack(self._read(arg, PHYSDEV_IRQ_STATUS_QUERY.size))
+            if not 0 <= d["irq"] < 16:
+                _fail(Errno.EINVAL)
+            d["flags"] = 0
+            self._write(arg, PHYSDEV_IRQ_STATUS_QUERY.pack(d))
+            return 0
+        _fail(Errno.ENOSYS)
+
+    def hc_rv_machine_op(self, f, cmd, a, b, *_):
+        v = self.vcpu
+        if cmd == RvMachineOp.WRITE_CR:
+            if a not in (0, 4):
+                _fail(Errno.EINVAL)
+            try:
+                self.set_cr(a, b)
+            except GuestFault:
+                _fail(Errno.EINVAL)
+            return 0
+        if cmd == RvMachineOp.READ_CR:
+            if a not in (0, 3, 4):
+                _fail(Errno.EINVAL)
+            return self.get_cr(a)
+        if cmd == RvMachineOp.LTR:
+            raw = self.guest_descriptor(a) if a & ~3 else None
+            if raw is None or (raw >> 40) & 0x1F not in (0x09, 0x0B) or not (raw >> 47) & 1:
+                _fail(Errno.EINVAL)
+            base, limit, _, _ = guest_descriptor_fields(raw)
+            v.tr, v.tr_base, v.tr_limit = a & 0xFFFC, base, limit
+            return 0
+        if cmd == RvMachineOp.VA_TO_MFN:
+            try:
+                return self.gm.phys(a) >> 12
+            except (GuestPageFault, GuestBadFrame):
+                _fail(Errno.EFAULT)
+        if cmd == RvMachineOp.IRQ_VECTOR:
+            if not 0 <= a < 16:
+                _fail(Errno.EINVAL)
+            return self.platform.guest_base[a >> 3] + (a & 7)
+        _fail(Errno.ENOSYS)
+
+    # -- reports -------------------------------------------------------------------------------
+    def report(self) -> dict:
+        out = super().report()
+        out["hypercalls"] = dict(self.hypercalls)
+        out.update(self.events.stats)
+        return out
+
+
+HYPERCALLS = {int(h): getattr(ParaVirt, f"hc_{h.name}") for h in Hypercall
+              if hasattr(ParaVirt, f"hc_{h.name}")}
