@@ -157,3 +157,12 @@ def test_hypercall_fuzzer_cannot_disturb_the_hypervisor(fuzzer, seed):
                 if e & 1:
                     assert (e >> 12) < (32 << 8) or (e >> 12) in fixed
     assert sum(mon.hypercalls.values()) > 100
+
+
+def test_vmbench_measures_paravirt():
+    p = subprocess.run([sys.executable, "-m", "ringvisor", "vmbench", "--workload", "syscall",
+                        "--mode", "paravirt", "--scale", "0.05", "--repeat", "1"],
+                       capture_output=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    line = [l for l in p.stdout.decode().splitlines() if l.startswith("syscall")][0]
+    assert "native:" in line and "paravirt:" in line and "cyc," in line
