@@ -66,7 +66,9 @@ def monitor_descriptors() -> dict[int, int]:
     return {
         L.SEL_MCODE: _pack(0, 0xFFFFF, 0x9A, 0xC),
         L.SEL_MDATA: _pack(0, 0xFFFFF, 0x92, 0xC),
-        L.SEL_TCODE & ~3: _pack(0, 0xFFFFF, 0xBA, 0xC),      # DPL 1, execute/read
+        # DPL 1, execute-only: translated code runs in it, but guest ring 1 cannot load
+        # it into a data segment register and read the monitor through it
+        L.SEL_TCODE & ~3: _pack(0, 0xFFFFF, 0xB8, 0xC),
     }
 
 
