@@ -15,6 +15,7 @@ This monitor does not paper over any of that: it is the failure, shown.
 
 from __future__ import annotations
 
+from . import layout as L
 from .emulate import FAULTED, NEXT, emulate
 from .frame import Frame
 from .monitor import Monitor
@@ -22,6 +23,12 @@ from .monitor import Monitor
 
 class TrapAndEmulate(Monitor):
     name = "trapemu"
+
+    def install(self) -> None:
+        super().install()
+        # no translated code here: the ring-1 code segment over the whole address space
+        # (binary translation's) must not exist, or guest ring 1 could far-jump into it
+        self.mem.write(self.base + L.GDT + (L.SEL_TCODE & ~7), bytes(8))
 
     def privileged_fault(self, f: Frame, err: int) -> None:
         if f.user:
