@@ -35,6 +35,13 @@ class VirtualPlatform:
 
     def write(self, port: int, size: int, value: int) -> None:
         self.stats["io"] += 1
+        if size > 1 and port in (MASTER_CMD, MASTER_DATA, SLAVE_CMD, SLAVE_DATA):
+            # the PICs take bytes: a wider write reaches them split (``outw`` to 0x20 is
+            # ICW1 then ICW2), so split it here, where ICW2 is watched
+            for i in range(size):
+                self.write(port + i, 1, (value >> (8 * i)) & 0xFF)
+            self.stats["io"] -= size
+            return
         if port in (MASTER_CMD, SLAVE_CMD) and size == 1 and value & 0x10:
             self._icw[port == SLAVE_CMD] = 2        # ICW1 given: ICW2 comes next
         elif port in (MASTER_DATA, SLAVE_DATA) and size == 1 and self._icw[port == SLAVE_DATA] == 2:
