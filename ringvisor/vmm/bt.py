@@ -273,7 +273,14 @@ class BinaryTranslation(Monitor):
             return
         if site[0] == "chain":
             target = site[1]
-            unit = self.translation(target)
+            try:
+                unit = self.translation(target)
+            except GuestPageFault as e:
+                # the jump landed on an unmapped page: the fetch there faults
+                self.vcpu.cr2 = e.address
+                self.traps["#PF (guest)"] += 1
+                self.deliver(f, 14, e.error_code, False, target)
+                return
             s = f.eip - 2
             here = self.tc.unit_at(s)
             if here is not None and here.live:
