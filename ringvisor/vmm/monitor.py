@@ -178,6 +178,9 @@ class Monitor:
                 self.deliver_pending(f)
         except GuestBadFrame as e:
             raise MonitorStop(f"{self.name}: {e}") from None
+        except GuestPageFault as e:
+            # a guest #PF no emulation path turned into a reflected fault: never a crash
+            raise MonitorStop(f"{self.name}: unhandled {e} at eip={self.guest_eip(f):#010x}") from None
         try:
             f.resume()
         except CpuFault as e:
