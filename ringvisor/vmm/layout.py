@@ -47,3 +47,4 @@ SEL_TCODE = (SEL_MCODE + 24) | 1        # ring 1 code over everything: translate
 PIC_BASE = 0x50                  # the physical PICs deliver IRQ n at PIC_BASE + n
 CALLOUT = 0xF0                   # translated code calls the monitor (gate DPL 1)
 CHAIN = 0xF1                     # translated code asks for the translation of a target
+HV_TIMER = 0xF2                  # the hypervisor's own one-shot timer (para-virtualization)

@@ -37,6 +37,7 @@ from .evtchn import EvtchnError, EventChannels
 from .frame import Frame
 from .guestmem import GuestBadFrame, GuestPageFault
 from .monitor import GuestFault, Monitor, MonitorStop
+from .platform import HypervisorTimer
 from .pvabi import (CALLBACK_REGISTER, EVTCHN_ALLOC_UNBOUND, EVTCHN_BIND_INTERDOMAIN,
                     EVTCHN_BIND_IPI, EVTCHN_BIND_PIRQ, EVTCHN_BIND_VIRQ, EVTCHN_CLOSE,
                     EVTCHN_SEND, EVTCHN_STATUS, EVTCHN_UNMASK, HYPERCALL_VECTOR, MMU_UPDATE,
@@ -84,7 +85,7 @@ class ParaVirt(Monitor):
         self.gdt_frames: list[int] = []
         self.kstack: tuple[int, int] | None = None               # stack_switch
         self.pinned: set[int] = set()
-        self.timer_deadline: int | None = None
+        self.timer = HypervisorTimer(machine, L.HV_TIMER)
         self.hypercalls: Counter[str] = Counter()
         self.time_version = 0
 
@@ -120,11 +121,11 @@ class ParaVirt(Monitor):
             self.events.raise_pirq(n)
         elif vector == HYPERCALL_VECTOR and not f.user:
             self.hypercall(f)
+        elif vector == L.HV_TIMER:
+            self.traps["timer"] += 1
+            self.events.raise_virq(Virq.TIMER)
         else:
             super().dispatch(vector, f)
-        if self.timer_deadline is not None and self.machine.clock.now_ns() >= self.timer_deadline:
-            self.timer_deadline = None
-            self.events.raise_virq(Virq.TIMER)
         self.events.upcall_mask = not v.vif
         if v.vif and self.events.upcall_pending:
             self.upcall(f)
@@ -226,7 +227,7 @@ class ParaVirt(Monitor):
         nr = r[0]
         args = (r[3], r[1], r[2], r[6], r[7])          # ebx, ecx, edx, esi, edi
         try:
-            name = Hypercall(nr).name
+            name = f"{Hypercall(nr).name} ({nr})"
         except ValueError:
             name = f"#{nr}"
         self.hypercalls[name] += 1
@@ -275,10 +276,8 @@ class ParaVirt(Monitor):
             e = TRAP_INFO.unpack(self._read(ptr + i * TRAP_INFO.size, TRAP_INFO.size))
             if e["address"] == 0:
                 return 0
-            if e["cs"] & ~3 == 0 or e["cs"] >> 3 >= L.FIRST_RESERVED:
-                _fail(Errno.EINVAL)
             # the kernel's selectors have RPL 0; it runs at ring 1 (Xen fixes them the same way)
-            self.trap_table[e["vector"]] = (e["flags"] & 7, e["cs"] | 1, e["address"])
+            self.trap_table[e["vector"]] = (e["flags"] & 7, self._kernel_code(e["cs"]), e["address"])
         _fail(Errno.E2BIG)
 
     def hc_mmu_update(self, f, reqs, count, done_ptr, dom, *_):
@@ -389,9 +388,16 @@ class ParaVirt(Monitor):
         self.kstack = (ss & ~3, esp)
         return 0
 
+    def _kernel_code(self, sel: int) -> int:
+        """A code selector of the guest kernel's own (with RPL 1), or -EINVAL."""
+        raw = self.guest_descriptor(sel & 0xFFFF) if sel & 0xFFFC else None
+        if raw is None or not (raw >> 43) & 1 or not (raw >> 44) & 1 or (raw >> 45) & 3 != 0:
+            _fail(Errno.EINVAL)
+        return (sel & 0xFFFC) | 1
+
     def hc_set_callbacks(self, f, ev_cs, ev_eip, fs_cs, fs_eip, *_):
-        self.callbacks[CallbackType.event] = (ev_cs | 1, ev_eip)
-        self.callbacks[CallbackType.failsafe] = (fs_cs | 1, fs_eip)
+        ev, fs = (self._kernel_code(ev_cs), ev_eip), (self._kernel_code(fs_cs), fs_eip)
+        self.callbacks[CallbackType.event], self.callbacks[CallbackType.failsafe] = ev, fs
         return 0
 
     def hc_callback_op(self, f, cmd, arg, *_):
@@ -399,7 +405,7 @@ class ParaVirt(Monitor):
             cb = CALLBACK_REGISTER.unpack(self._read(arg, CALLBACK_REGISTER.size))
             if cb["type"] not in (CallbackType.event, CallbackType.failsafe):
                 _fail(Errno.EINVAL)
-            self.callbacks[cb["type"]] = (cb["address"]["cs"] | 1, cb["address"]["eip"])
+            self.callbacks[cb["type"]] = (self._kernel_code(cb["address"]["cs"]), cb["address"]["eip"])
             return 0
         if cmd == CallbackOp.unregister:
             t = struct.unpack("<H", self._read(arg, 2))[0]
@@ -429,9 +435,15 @@ class ParaVirt(Monitor):
         return 0
 
     def hc_set_timer_op(self, f, lo, hi, *_):
-        timeout = lo | hi << 32
-        self.timer_deadline = timeout or None
+        """A one-shot VIRQ_TIMER at system time ``timeout`` ns (0 cancels)."""
+        self._timer(lo | hi << 32)
         return 0
+
+    def _timer(self, timeout: int) -> None:
+        if timeout:
+            self.timer.arm(timeout)
+        else:
+            self.timer.cancel()
 
     def hc_xen_version(self, f, cmd, arg, *_):
         if cmd == XenVer.version:
@@ -506,10 +518,10 @@ class ParaVirt(Monitor):
             return 0
         if cmd == VcpuOp.set_singleshot_timer:
             timeout, _flags = struct.unpack("<QI", self._read(arg, 12))
-            self.timer_deadline = timeout or None
+            self._timer(timeout)
             return 0
         if cmd == VcpuOp.stop_singleshot_timer:
-            self.timer_deadline = None
+            self._timer(0)
             return 0
         _fail(Errno.ENOSYS)
 

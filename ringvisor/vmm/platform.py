@@ -50,3 +50,50 @@ class VirtualPlatform:
             self.guest_base[which] = value & 0xF8
             value = L.PIC_BASE + 8 * which
         self.bus.write(port, size, value)
+
+
+class HypervisorTimer:
+    """A one-shot timer interrupt of the hypervisor's own (the part a local APIC timer plays
+    for Xen): the guest's ``set_timer_op`` must wake it even when the guest programmed no
+    timer of its own, so the hypervisor needs an interrupt source the guest does not own.
+
+    It is a second line into the CPU's INTR input beside the PIC's, with its own vector:
+    the PIC's output is routed through here, and the interrupt acknowledge cycle answers
+    with ``vector`` while the line is raised, otherwise asks the PIC.
+    """
+
+    def __init__(self, machine, vector: int, on_fire=None) -> None:
+        self.cpu, self.clock, self.pic = machine.cpu, machine.clock, machine.pic
+        self.vector = vector
+        self.pic_level = False
+        self.line = False
+        self.handle = None
+        self.pic.set_intr = self._pic_output
+        self.cpu.acknowledge = self._acknowledge
+
+    def _pic_output(self, level: bool) -> None:
+        self.pic_level = level
+        self.cpu.set_intr(level or self.line)
+
+    def _acknowledge(self) -> int:
+        if self.line:
+            self.line = False
+            self.cpu.set_intr(self.pic_level)
+            return self.vector
+        return self.pic.acknowledge()
+
+    def arm(self, at_ns: int) -> None:
+        """Interrupt at virtual time ``at_ns`` (at once if it has passed)."""
+        self.cancel()
+        self.handle = self.clock.schedule(max(self.clock.ns_to_cycles(at_ns), self.clock.cycles()),
+                                          self._fire)
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.clock.cancel(self.handle)
+            self.handle = None
+
+    def _fire(self) -> None:
+        self.handle = None
+        self.line = True
+        self.cpu.set_intr(True)

@@ -3,39 +3,10 @@
  * "seed=N calls=M") and reports how many it made and how many failed.  Any
  * outcome is acceptable to the hypervisor but one: being disturbed itself.
  * The test (tests/test_paravirt.py) checks the machine afterwards. */
-#include "xen_abi.h"
-
-typedef unsigned int u32;
+#include "pvlib.h"
 
 static u32 rng;
 static u32 next(void) { rng ^= rng << 13; rng ^= rng >> 17; rng ^= rng << 5; return rng; }
-
-static long hypercall(u32 nr, u32 a, u32 b, u32 c, u32 d, u32 e)
-{
-    long r;
-    __asm__ volatile("int $0x82" : "=a"(r) : "a"(nr), "b"(a), "c"(b), "d"(c), "S"(d), "D"(e)
-                     : "memory");
-    return r;
-}
-
-static u32 slen(const char *s) { u32 n = 0; while (s[n]) n++; return n; }
-static void puts_(const char *s) { hypercall(__HYPERVISOR_console_io, CONSOLEIO_write, slen(s), (u32)s, 0, 0); }
-static void putn(u32 v)
-{
-    char b[12]; int i = 11; b[i] = 0;
-    do { b[--i] = '0' + v % 10; v /= 10; } while (v);
-    puts_(b + i);
-}
-
-static u32 number_after(const char *s, const char *key)
-{
-    for (; *s; s++) {
-        const char *k = key, *p = s;
-        while (*k && *p == *k) { k++; p++; }
-        if (!*k) { u32 v = 0; while (*p >= '0' && *p <= '9') v = v * 10 + (*p++ - '0'); return v; }
-    }
-    return 0;
-}
 
 static unsigned char scratch[8192] __attribute__((aligned(4096)));
 
@@ -113,7 +84,6 @@ int main(start_info_t *si)
         putn((u32)-r[i]);
     }
     puts_("\n");
-    struct sched_shutdown sd = { SHUTDOWN_poweroff };
-    hypercall(__HYPERVISOR_sched_op, SCHEDOP_shutdown, (u32)&sd, 0, 0, 0);
+    shutdown();
     return 0;
 }
