@@ -280,47 +280,43 @@ class ParaVirt(Monitor):
             self.trap_table[e["vector"]] = (e["flags"] & 7, self._kernel_code(e["cs"]), e["address"])
         _fail(Errno.E2BIG)
 
-    def hc_mmu_update(self, f, reqs, count, done_ptr, dom, *_):
+    def _batch(self, items: int, count: int, done_ptr: int, dom: int, layout, op) -> int:
+        """Apply ``op`` to ``count`` structures at ``items``, stopping at the first refusal;
+        how many were done goes to ``done_ptr`` (Xen's batched MMU interface)."""
         self._own(dom)
         if count > MAX_BATCH:
             _fail(Errno.EINVAL)
         done = 0
         try:
             for i in range(count):
-                e = MMU_UPDATE.unpack(self._read(reqs + i * MMU_UPDATE.size, MMU_UPDATE.size))
-                cmd, ma, val = e["ptr"] & 3, e["ptr"] & ~3, e["val"]
-                if ma >> 32 or val >> 32:
-                    _fail(Errno.EINVAL)
-                if cmd in (Mmu.NORMAL_PT_UPDATE, Mmu.PT_UPDATE_PRESERVE_AD):
-                    if cmd == Mmu.PT_UPDATE_PRESERVE_AD and 0 <= ma < self.guest_ram:
-                        val = (val & ~0x60) | (self.mem.read32(ma) & 0x60)
-                    self._write_table_entry(ma, val)
-                elif cmd == Mmu.MACHPHYS_UPDATE:
-                    # pseudo-physical = machine here: the only valid entry is the identity
-                    if (ma >> 12) != val or ma >= self.guest_ram:
-                        _fail(Errno.EINVAL)
-                else:
-                    _fail(Errno.ENOSYS)
+                op(layout.unpack(self._read(items + i * layout.size, layout.size)))
                 done += 1
         finally:
             if done_ptr:
                 self._write(done_ptr, struct.pack("<I", done))
         return 0
 
-    def hc_mmuext_op(self, f, ops, count, done_ptr, dom, *_):
-        self._own(dom)
-        if count > MAX_BATCH:
+    def hc_mmu_update(self, f, reqs, count, done_ptr, dom, *_):
+        return self._batch(reqs, count, done_ptr, dom, MMU_UPDATE, self._mmu_update)
+
+    def _mmu_update(self, e: dict) -> None:
+        cmd, ma, val = e["ptr"] & 3, e["ptr"] & ~3, e["val"]
+        if ma >> 32 or val >> 32:
             _fail(Errno.EINVAL)
-        done = 0
-        try:
-            for i in range(count):
-                op = MMUEXT_OP.unpack(self._read(ops + i * MMUEXT_OP.size, MMUEXT_OP.size))
-                self._mmuext(op["cmd"], op["arg1"], op["arg2"])
-                done += 1
-        finally:
-            if done_ptr:
-                self._write(done_ptr, struct.pack("<I", done))
-        return 0
+        if cmd in (Mmu.NORMAL_PT_UPDATE, Mmu.PT_UPDATE_PRESERVE_AD):
+            if cmd == Mmu.PT_UPDATE_PRESERVE_AD and 0 <= ma < self.guest_ram:
+                val = (val & ~0x60) | (self.mem.read32(ma) & 0x60)
+            self._write_table_entry(ma, val)
+        elif cmd == Mmu.MACHPHYS_UPDATE:
+            # pseudo-physical = machine here: the only valid entry is the identity
+            if (ma >> 12) != val or ma >= self.guest_ram:
+                _fail(Errno.EINVAL)
+        else:
+            _fail(Errno.ENOSYS)
+
+    def hc_mmuext_op(self, f, ops, count, done_ptr, dom, *_):
+        return self._batch(ops, count, done_ptr, dom, MMUEXT_OP,
+                           lambda op: self._mmuext(op["cmd"], op["arg1"], op["arg2"]))
 
     def _mmuext(self, cmd: int, arg1: dict, arg2: dict) -> None:
         if cmd in (Mmuext.PIN_L1_TABLE, Mmuext.PIN_L2_TABLE):
