@@ -67,6 +67,7 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in [
 # Images that are not conformance guests (runner self-tests).
 EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("hang", "hang"),
+    Kernel("hostile", "hostile"),       # attacks the monitor's region (tests/test_hostile.py)
 ]}
 
 
