@@ -89,9 +89,12 @@ def _classify(ins: ix.Instruction) -> str:
 class BinaryTranslation(Monitor):
     name = "bt"
 
-    def __init__(self, machine, guest_ram: int) -> None:
+    def __init__(self, machine, guest_ram: int, tc_size: int = L.TC_SIZE) -> None:
         super().__init__(machine, guest_ram)
-        self.tc = TranslationCache(self.mem, self.base)
+        if not 0x1000 <= tc_size <= L.TC_SIZE:
+            raise ValueError(f"translation cache size must be between 4 KiB and "
+                             f"{L.TC_SIZE >> 10} KiB, not {tc_size}")
+        self.tc = TranslationCache(self.mem, self.base, tc_size)
         self.table_write_traps: Counter[int] = Counter()    # guest EIP -> trapped table stores
         self.adaptive: dict[int, list[int]] = {}             # store callouts: guest EIP -> [stores, to tables]
         self.adapt_after: dict[int, int] = {}                # a site's threshold (doubles when it goes back)
