@@ -371,12 +371,10 @@ def test_cli_stop_is_a_report_not_a_traceback(image):
 
 
 # -- a known hole, left to the shadow paging's owners ------------------------------------------
-@pytest.mark.xfail(reason="shadow.py (591b99d): a store to the live page directory through the "
-                          "guest's own mapping livelocks -- the trapped write drops the shadow, the "
-                          "refill of the code page walks (and write-protects) the directory again, "
-                          "and the store faults again", strict=False)
 @pytest.mark.parametrize("mode", MONITORS)
 def test_store_to_live_page_directory(image, mode):
+    """A store into the live page directory through the guest's own mapping: the monitor
+    must single-step it (unprotecting would only livelock, the refill protects it again)."""
     nat = boot(image, "native", "attack=pd-selfwrite")
     assert nat.stop.reason == "exit"
     n = nat.machine.cpu.state.icount

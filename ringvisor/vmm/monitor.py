@@ -66,6 +66,7 @@ class Monitor:
         self.stats = Counter()
         self.frame: Frame | None = None
         self.sti_shadow = False          # the guest just set IF with STI
+        self.stepping: tuple | None = None   # a table store being single-stepped (step_store)
         self.halting = False             # the guest executed HLT with IF set
 
     # -- building the hypervisor region ------------------------------------------------
@@ -171,7 +172,10 @@ class Monitor:
         self.vcpu.cpl = 3 if f.user else 0
         self.sti_shadow = self.halting = False
         try:
-            self.dispatch(vector, f)
+            if self.stepping is not None and self.end_step(f) and vector == 1:
+                pass                     # our own single step: the store is done
+            else:
+                self.dispatch(vector, f)
             if self.vcpu.pending:
                 if self.sti_shadow:
                     self.skip_halt_after_sti(f)
@@ -495,12 +499,47 @@ class Monitor:
         if frame >= self.guest_ram:
             raise MonitorStop(f"{self.name}: the guest mapped linear {lin:#010x} to physical "
                               f"{frame:#x}, beyond its {self.guest_ram >> 20} MiB")
-        if write and self.shadow.is_protected(frame >> 12):
-            self.protected_write(f, frame >> 12)
-        elif write and err & 1:
+        ppn = frame >> 12
+        # a store into a table its own mapping comes from (the live page directory, a
+        # self-mapped table): unprotecting cannot let it through, as the fill that
+        # follows protects the frame again
+        own_table = ppn in {a >> 12 for a in (m.pde_addr, m.pte_addr) if a is not None}
+        if write and self.shadow.is_protected(ppn) and not (own_table and m.writable):
+            self.protected_write(f, ppn)
+        elif write and err & 1 and not own_table:
             self.shadow.stats["dirty_faults"] += 1
         self.shadow.install(lin, frame, m.user, m.writable and (m.dirty or write),
                             m.pde_addr, m.pte_addr)
+        if write and m.writable and self.shadow.is_protected(ppn):
+            self.step_store(f, lin, frame)
+
+    def step_store(self, f: Frame, lin: int, frame: int) -> None:
+        """Let one guest store into a write-protected table through, single-stepped.
+
+        The page is made writable for one instruction, with the trap flag set and
+        interrupts held off; the #DB after it (or whatever else ends the step) lands in
+        ``end_step``, which compares the table with its copy and drops the shadow
+        entries of exactly the slots that changed."""
+        self.stats["single-stepped table stores"] += 1
+        self.stepping = (lin, frame, self.mem.read(frame, 0x1000), f.eflags & (TF | IF))
+        self.shadow.set_writable(lin, True)
+        f.eflags = (f.eflags | TF) & ~IF
+
+    def end_step(self, f: Frame) -> bool:
+        """Close a single-stepped table store; True if this entry is its #DB."""
+        lin, frame, before, flags = self.stepping
+        self.stepping = None
+        self.shadow.set_writable(lin, False)
+        after = self.mem.read(frame, 0x1000)
+        if after != before:
+            for off in range(0, 0x1000, 4):
+                if after[off:off + 4] != before[off:off + 4]:
+                    self.shadow.written(frame + off, 4)
+        ours = not flags & TF
+        f.eflags = (f.eflags & ~(TF | IF)) | flags
+        if ours:
+            self.cpu.state.dr[6] &= ~0x4000          # BS: the step was the monitor's
+        return ours
 
     def protected_write(self, f: Frame, ppn: int) -> None:
         """The guest stores to a frame the monitor keeps read-only."""

@@ -241,6 +241,15 @@ class ShadowPaging:
         self.mem.write32(table + ((lin >> 12) & 0x3FF) * 4, frame | P | A | ((W | D) if writable else 0))
         self.cpu.invlpg(lin)
 
+    def set_writable(self, lin: int, on: bool) -> None:
+        """Open or close the current shadow's mapping of ``lin`` for writing (one step)."""
+        addr = self._entry_addr(self.root, lin)
+        if addr is not None:
+            e = self.mem.read32(addr)
+            if e & P:
+                self.mem.write32(addr, e | W | D if on else e & ~W)
+                self.cpu.invlpg(lin)
+
     def lookup(self, lin: int) -> int:
         """The current shadow's PTE for ``lin`` (0 if none)."""
         addr = self._entry_addr(self.root, lin)
