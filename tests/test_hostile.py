@@ -62,7 +62,7 @@ SAME = {
     "h5-user-ljmp-mcode", "i1-ds-tcode", "i2-es-tcode-rpl0", "i3-es-mdata", "i3-es-mcode",
     "i3-es-mtss", "i4-ss-mdata", "i4-ss-tcode", "i5-ljmp-tcode", "i5-ljmp-tcode-rpl1",
     "i5-ljmp-mcode", "i5-iret-tcode", "i5-iret-tcode-rpl1", "j1-pic-word",
-    "k1-jmp-unmapped", "k2-call-unmapped", "k3-ret-unmapped",
+    "k1-jmp-unmapped", "k2-call-unmapped", "k3-ret-unmapped", "l1-rep-outs",
 }
 
 # What the monitors make of the attacks that reach the region (every segment

@@ -28,6 +28,7 @@ M = ix.Mnemonic
 OK = ix.OpKind
 R = ix.Register
 NEXT, DONE, FAULTED = "next", "done", "faulted"
+STRING_IO_SLICE = 4096          # REP INS/OUTS iterations per trap
 GP, UD = 13, 6
 TSS_AVAILABLE, TSS_BUSY = 0x9, 0xB
 
@@ -205,7 +206,14 @@ def e_string_io(c: Context) -> str:
     port = regs[2] & 0xFFFF
     count = regs[1] if rep else 1
     user = c.v.cpl == 3
+    # a REP string instruction is interruptible: a slice at a time, then the guest
+    # executes it again (so a count of 4 G cannot hold the monitor)
+    budget = STRING_IO_SLICE
     while count:
+        if not budget:               # resume at the instruction itself; ECX says what is left
+            c.f.eip = c.eip if user else c.mon.kernel_entry(c.eip)
+            return DONE
+        budget -= 1
         if outs:
             base = c.seg_base(ins.memory_segment)
             value = c.mon.gm.read_u((base + regs[6]) & 0xFFFFFFFF, size, user)

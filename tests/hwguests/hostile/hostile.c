@@ -450,6 +450,15 @@ static void attack_pic(void)
             hx_irq_count >= 3 ? "arrived" : "missing", hx_irq_bad ? "BAD" : "ok");
 }
 
+/* (l) a REP OUTS long enough to hold a monitor that emulates it in one go: it
+ * must finish, with the registers of the native run, port 0x80 being a sink */
+static void attack_rep_outs(void)
+{
+    u32 ecx = 300000, esi = 0x00100000;
+    __asm__ volatile("cld; rep outsb" : "+c"(ecx), "+S"(esi) : "d"(0x80) : "memory");
+    kprintf("attack l1-rep-outs: ecx=%u esi=+%u\n", ecx, esi - 0x00100000);
+}
+
 /* (k) kernel control transfers to an unmapped page */
 static void attacks_unmapped(void)
 {
@@ -568,6 +577,7 @@ int hostile_main(void)
         attacks_selectors();
         attack_pic();
         attacks_unmapped();
+        attack_rep_outs();
         attacks_nopaging();
     }
     kprintf("hostile: done\n");
