@@ -109,13 +109,18 @@ static void catch_all(void)
 
 enum { READ, WRITE, NOVALUE };
 
-static void attempt(const char *id, void (*fn)(void), int kind)
+/* Run one attack at ring 0 (or ring 3) and print what it got: the exception
+ * the guest took, or the value it read. */
+static void attempt_at(const char *id, void (*fn)(void), int kind, int user)
 {
     exc.count = 0;
     hx_stage = 0;
     hx_out = 0;
-    hx_try(fn);
-    kprintf("attack %s: stage=%u", id, hx_stage);
+    if (user)
+        rt_run_user(fn);
+    else
+        hx_try(fn);
+    kprintf("attack %s: %sstage=%u", id, user ? "ring3 " : "", hx_stage);
     if (exc.count) {
         kprintf(" #%u", exc.vector);
         if (has_err(exc.vector))
@@ -130,26 +135,8 @@ static void attempt(const char *id, void (*fn)(void), int kind)
     putch('\n');
 }
 
-static void attempt_user(const char *id, void (*fn)(void), int kind)
-{
-    exc.count = 0;
-    hx_stage = 0;
-    hx_out = 0;
-    rt_run_user(fn);
-    kprintf("attack %s: ring3 stage=%u", id, hx_stage);
-    if (exc.count) {
-        kprintf(" #%u", exc.vector);
-        if (has_err(exc.vector))
-            kprintf(" err=0x%x", exc.err);
-        if (exc.vector == 14)
-            kprintf(" cr2=0x%08x", exc.cr2);
-    } else if (kind == READ) {
-        kprintf(" read 0x%08x", hx_out);
-    } else {
-        kprintf(" ok");
-    }
-    putch('\n');
-}
+static void attempt(const char *id, void (*fn)(void), int kind) { attempt_at(id, fn, kind, 0); }
+static void attempt_user(const char *id, void (*fn)(void), int kind) { attempt_at(id, fn, kind, 1); }
 
 static void seg_read(const char *id, void (*fn)(void), u32 sel, u32 addr)
 {
