@@ -8,6 +8,17 @@
  */
         .text
 
+/* the kernel's flat segments and the stack hx_try saved (after any attack) */
+        .macro back_to_flat
+        movw $0x10, %ax
+        movw %ax, %ds
+        movw %ax, %es
+        movw %ax, %fs
+        movw %ax, %gs
+        movw %ax, %ss
+        movl hx_saved_esp, %esp
+        .endm
+
 /* main: keep the Multiboot information pointer (EBX is preserved by rt_init). */
         .globl main
 main:
@@ -27,25 +38,13 @@ hx_try:
         call *%eax
         .globl hx_done
 hx_done:                                /* also the target of far jumps back */
-        movw $0x10, %ax
-        movw %ax, %ds
-        movw %ax, %es
-        movw %ax, %fs
-        movw %ax, %gs
-        movw %ax, %ss
-        movl hx_saved_esp, %esp
+        back_to_flat
         movl $0, hx_resume
         xorl %eax, %eax
         jmp 2f
         .globl hx_caught
 hx_caught:
-        movw $0x10, %ax
-        movw %ax, %ds
-        movw %ax, %es
-        movw %ax, %fs
-        movw %ax, %gs
-        movw %ax, %ss
-        movl hx_saved_esp, %esp
+        back_to_flat
         movl $1, %eax
 2:      popl %edi
         popl %esi
