@@ -86,10 +86,11 @@ class Cpu:
         self.cpl = st.segs[CS].selector & 3
         # segments that need no base and no type checks: base 0, usable, writable,
         # expand-up, all with one limit (4 GiB, or the DS limit a monitor cut short)
-        ds_limit = st.segs[DS].limit if is_flat(st.segs[DS], any_limit=True) else 0xFFFFFFFF
+        ds = st.segs[DS]
+        ds_limit = ds.limit if is_flat(ds, any_limit=True) else 0xFFFFFFFF
         flat = 0
         for i, s in enumerate(st.segs):
-            if is_flat(s, any_limit=True) and s.limit == ds_limit:
+            if s.limit == ds_limit and is_flat(s, any_limit=True):
                 flat |= 1 << i
         cs = st.segs[CS]
         self.mode = Mode(self.cpl, cs.big, st.segs[SS].big, bool(st.eflags & DF_FLAG), flat,

@@ -160,6 +160,12 @@ class Mmu:
         if self.watch:
             self._watched(lin, size, False)
         if (lin & 0xFFF) + size <= 0x1000:
+            # implicit accesses (descriptor tables, the TSS, interrupt frames) use the
+            # TLB like any other: an entry exists only where a walk allowed this kind
+            # of access and set the accessed bit
+            d = (self.tr_u if user else self.tr_s).get(lin & PAGE)
+            if d is not None:
+                return self.mem._read_sized(lin + d, size)
             return self.mem._read_sized(self.walk(lin, False, user), size)
         # crosses a page boundary: both pages are checked before the access
         first = 0x1000 - (lin & 0xFFF)
@@ -174,6 +180,11 @@ class Mmu:
         if self.watch:
             self._watched(lin, size, True)
         if (lin & 0xFFF) + size <= 0x1000:
+            # write entries exist only for dirty, writable, non-code pages
+            d = (self.tw_u if user else self.tw_s).get(lin & PAGE)
+            if d is not None:
+                self.mem._write_sized(lin + d, size, value)
+                return
             phys = self.walk(lin, True, user)
             if self.smc_hook is not None and (phys >> 12) in self.mem.code_pages:
                 self.smc_hook(phys, size)
