@@ -194,3 +194,13 @@ def test_trace_file(tmp_path):
     assert p.returncode == 1
     text = trace.read_text()
     assert "translate 0x" in text and "dec ecx" in text and "def blk" in text
+
+
+def test_demo_boots_and_compares_the_structures():
+    p = subprocess.run([sys.executable, "-m", "ringvisor", "demo", "--append", "run=hello"],
+                       capture_output=True, timeout=300)
+    out = p.stdout.decode()
+    assert p.returncode == 0, p.stderr
+    assert "hello from pid" in out and "guest exit status 1" in out
+    rows = [l for l in out.splitlines() if l.split()[:1] in (["syscall"], ["pgfault"], ["ctxsw"])]
+    assert len(rows) == 3 and all("paravirt:" in r and "bt:" in r and "failed" not in r for r in rows)
