@@ -16,7 +16,7 @@ import iced_x86 as ix
 
 from . import flags as F
 from .translate import (ALL_FLAGS, FLAG_BITS, GPR, MASK, SIGN, SREG, BlockBuilder, Unsupported,
-                        imm)
+                        imm, registrar)
 
 M = ix.Mnemonic
 OK = ix.OpKind
@@ -26,12 +26,7 @@ M32 = 0xFFFFFFFF
 EMITTERS: dict[int, callable] = {}
 
 
-def sem(*mnemonics):
-    def deco(fn):
-        for m in mnemonics:
-            EMITTERS[m] = fn
-        return fn
-    return deco
+sem = registrar(EMITTERS)
 
 
 def is_mem(ins: ix.Instruction, i: int) -> bool:

@@ -18,7 +18,7 @@ from .segments import LDT, TSS16_AVAIL, TSS32_AVAIL, null_segment
 from .state import (ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, Segment, CR0_EM, CR0_MP, CR0_NW, CR0_CD, CR0_PE, CR0_PG, CR0_TS,
                     CR4_DE, CR4_OSFXSR, CR4_PGE, CR4_PSE, CR4_TSD, CS, DF, IF, IOPL_MASK,
                     OF, RF, SS, VM, ZF)
-from .translate import GPR, SREG
+from .translate import GPR, SREG, registrar
 
 M = ix.Mnemonic
 OK = ix.OpKind
@@ -43,12 +43,7 @@ KNOWN_MSRS = {MSR_SYSENTER_CS: 0, MSR_SYSENTER_ESP: 0, MSR_SYSENTER_EIP: 0,
               MSR_PAT: 0x0007040600070406}
 
 
-def helper(*mnemonics):
-    def deco(fn):
-        for m in mnemonics:
-            HELPERS[m] = fn
-        return fn
-    return deco
+helper = registrar(HELPERS)
 
 
 # --- operand access from Python --------------------------------------------------

@@ -58,6 +58,19 @@ ALIGN_KEY = {1: 0xFFFFF000, 2: 0xFFFFF001, 4: 0xFFFFF003}
 VIEW = {1: ("M8", 0), 2: ("M16", 1), 4: ("M32", 2)}
 
 
+
+def registrar(table: dict):
+    """A decorator factory: ``@registrar(table)(*mnemonics)`` files a function in
+    ``table`` under each mnemonic (the translator's emitters, the helpers, a monitor's
+    emulators)."""
+    def register(*mnemonics):
+        def deco(fn):
+            for m in mnemonics:
+                table[m] = fn
+            return fn
+        return deco
+    return register
+
 @dataclass
 class Mode:
     """The CPU mode bits that change what a block of code means."""

@@ -29,7 +29,7 @@ from collections import Counter
 
 import iced_x86 as ix
 
-from ringvisor.hw.translate import GPR
+from ringvisor.hw.translate import GPR, registrar
 
 from . import emulate as E
 from . import layout as L
@@ -382,7 +382,7 @@ class BinaryTranslation(Monitor):
 
 # -- the sensitive instructions only binary translation sees ---------------------------------
 BT_EMULATORS: dict = {}
-bt_emulates = E.registrar(BT_EMULATORS)
+bt_emulates = registrar(BT_EMULATORS)
 
 
 @bt_emulates(M.PUSHF, M.PUSHFD)

@@ -18,7 +18,7 @@ import iced_x86 as ix
 
 from ringvisor.hw.faults import NAMES
 from ringvisor.hw.system import KNOWN_MSRS, MSR_TSC, ea, get_reg, set_reg
-from ringvisor.hw.translate import GPR, SREG
+from ringvisor.hw.translate import GPR, SREG, registrar
 
 from .descriptors import guest_descriptor_fields
 from .guestmem import GuestPageFault
@@ -33,17 +33,6 @@ GP, UD = 13, 6
 TSS_AVAILABLE, TSS_BUSY = 0x9, 0xB
 
 EMULATORS: dict = {}
-
-
-def registrar(table: dict):
-    """A decorator registering functions in ``table`` under the mnemonics given."""
-    def emulates(*mnemonics):
-        def reg(fn):
-            for m in mnemonics:
-                table[m] = fn
-            return fn
-        return reg
-    return emulates
 
 
 emulates = registrar(EMULATORS)
