@@ -63,6 +63,18 @@ class HypercallError(Exception):
         self.errno = errno
 
 
+def _tsc_scale(hz: int) -> tuple[int, int]:
+    """vcpu_time_info's (tsc_to_system_mul, tsc_shift): ns = (tsc << shift) * mul >> 32."""
+    ratio, shift = 10 ** 9 / hz, 0
+    while ratio >= 1:
+        ratio /= 2
+        shift += 1
+    while ratio < 0.5:
+        ratio *= 2
+        shift -= 1
+    return int(ratio * (1 << 32)), shift
+
+
 def _fail(errno: Errno):
     raise HypercallError(errno)
 
@@ -88,6 +100,7 @@ class ParaVirt(Monitor):
         self.timer = HypervisorTimer(machine, L.HV_TIMER)
         self.hypercalls: Counter[str] = Counter()
         self.time_version = 0
+        self.time_scale = _tsc_scale(machine.clock.cpu_hz)
 
     # -- start of day ---------------------------------------------------------------------
     def _takeover(self) -> None:
@@ -143,19 +156,11 @@ class ParaVirt(Monitor):
 
     def update_time(self) -> None:
         """vcpu_time_info: system time in ns and the TSC it was read at."""
-        clock = self.machine.clock
         o = self.si_phys + SHARED_INFO.offset("vcpu_info[0].time")
-        hz, shift = clock.cpu_hz, 0
-        ratio = 10 ** 9 / hz
-        while ratio >= 1:
-            ratio /= 2
-            shift += 1
-        while ratio < 0.5:
-            ratio *= 2
-            shift -= 1
+        mul, shift = self.time_scale
         self.time_version += 2
         self.mem.write(o, struct.pack("<IIQQIbB2x", self.time_version, 0, self.cpu.tsc(),
-                                      clock.now_ns(), int(ratio * (1 << 32)), shift, 0))
+                                      self.machine.clock.now_ns(), mul, shift, 0))
 
     # -- what the guest sees at fixed addresses -----------------------------------------
     def page_fault(self, f: Frame) -> None:
@@ -483,19 +488,16 @@ class ParaVirt(Monitor):
         st = self.cpu.state
         sp = (self.real_descriptor_base(f.ss) + st.regs[4]) & 0xFFFFFFFF
         eax, eip, cs, eflags = struct.unpack("<4I", self._read(sp, 16))
-        self.set_guest_eflags(f, eflags)             # (as ring 0 executes it: IOPL too)
-        if cs & 3 == 3:
-            esp, ss = struct.unpack("<2I", self._read(sp + 16, 8))
-            try:
-                self.return_to_user(f, eip, cs & 0xFFFF, None, esp, ss & 0xFFFF)
-            except GuestFault:
-                _fail(Errno.EINVAL)
-        else:
-            try:
+        try:
+            if cs & 3 == 3:
+                esp, ss = struct.unpack("<2I", self._read(sp + 16, 8))
+                self.return_to_user(f, eip, cs & 0xFFFF, eflags, esp, ss & 0xFFFF)
+            else:
                 self.return_to_kernel(f, eip, cs & 0xFFFF)
-            except GuestFault:
-                _fail(Errno.EINVAL)
-            st.regs[4] = (st.regs[4] + 16) & 0xFFFFFFFF
+                self.set_guest_eflags(f, eflags)     # (as ring 0 executes it: IOPL too)
+                st.regs[4] = (st.regs[4] + 16) & 0xFFFFFFFF
+        except GuestFault:
+            _fail(Errno.EINVAL)
         self.vcpu.vif = bool(eflags & (1 << 9))      # Xen: the mask follows the frame's IF
         st.regs[0] = eax
         return KEEP

@@ -62,7 +62,7 @@ class HypervisorTimer:
     with ``vector`` while the line is raised, otherwise asks the PIC.
     """
 
-    def __init__(self, machine, vector: int, on_fire=None) -> None:
+    def __init__(self, machine, vector: int) -> None:
         self.cpu, self.clock, self.pic = machine.cpu, machine.clock, machine.pic
         self.vector = vector
         self.pic_level = False

@@ -81,10 +81,6 @@ class ShadowPaging:
     def cr3(self) -> int:
         return self.root.pd
 
-    @property
-    def pd(self) -> int:
-        return self.root.pd
-
     # -- which frames are read-only -------------------------------------------------------
     def is_protected(self, ppn: int) -> bool:
         return ppn in self.l1_users or ppn in self.l2_users or ppn in self.pinned
