@@ -2,7 +2,7 @@
  * -DBENCH_WORKLOAD=wl_NAME) iters=N times, N from the Multiboot command
  * line, prints the checksum line and a [timing] line on COM1, and exits
  * through isa-debug-exit with 0 (QEMU status 1). */
-#include "rvlib.h"
+#include "standalone.h"
 #include "workloads.h"
 
 #ifndef BENCH_WORKLOAD
@@ -14,18 +14,6 @@ struct mb_info {
     uint32_t flags, mem_lower, mem_upper, boot_device, cmdline;
 };
 
-static inline void outb(uint16_t port, uint8_t v)
-{
-    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
-}
-
-static inline uint8_t inb(uint16_t port)
-{
-    uint8_t v;
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-
 static inline uint64_t rdtsc(void)
 {
     uint32_t lo, hi;
@@ -33,39 +21,12 @@ static inline uint64_t rdtsc(void)
     return ((uint64_t)hi << 32) | lo;
 }
 
-static void putc_serial(char c, void *ctx)
-{
-    (void)ctx;
-    while (!(inb(0x3F8 + 5) & 0x20))
-        ;
-    outb(0x3F8, (uint8_t)c);
-}
-
-static void print(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vformat(putc_serial, 0, fmt, ap);
-    va_end(ap);
-}
-
-static void __attribute__((noreturn)) finish(uint8_t status)
-{
-    outb(0xF4, status);
-    for (;;)
-        __asm__ volatile("hlt");
-}
-
 void bench_main(uint32_t magic, const struct mb_info *mbi)
 {
     const struct workload *wl = &BENCH_WORKLOAD;
     uint32_t iters = wl->default_iters;
 
-    outb(0x3F8 + 1, 0x00);       /* no UART interrupts */
-    outb(0x3F8 + 3, 0x80);
-    outb(0x3F8 + 0, 0x01);       /* 115200 baud */
-    outb(0x3F8 + 1, 0x00);
-    outb(0x3F8 + 3, 0x03);       /* 8N1 */
+    serial_init();
 
     if (magic != 0x2BADB002u) {
         print("%s: not started by a Multiboot loader\n", wl->name);

@@ -14,46 +14,10 @@
  * PUSH CS, LAR, ...) run in ring 3 without a trap, revealing or silently
  * ignoring machine state.  Under a virtual machine monitor the "kernel"
  * column shows what the deprivileged guest kernel sees instead. */
-#include "rvlib.h"
+#include "standalone.h"
 #include "probe.h"
 
-#define COM1 0x3F8
 #define EFLAGS_IF 0x200
-
-static inline void outb(uint16_t port, uint8_t v)
-{
-    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
-}
-
-static inline uint8_t inb(uint16_t port)
-{
-    uint8_t v;
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-
-static void putc_serial(char c, void *ctx)
-{
-    (void)ctx;
-    while (!(inb(COM1 + 5) & 0x20))
-        ;
-    outb(COM1, (uint8_t)c);
-}
-
-static void print(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vformat(putc_serial, 0, fmt, ap);
-    va_end(ap);
-}
-
-static void __attribute__((noreturn)) finish(uint8_t status)
-{
-    outb(0xF4, status);
-    for (;;)
-        __asm__ volatile("cli; hlt");
-}
 
 /* ---- the probes -------------------------------------------------------- */
 
@@ -246,15 +210,6 @@ static void pic_mask_all(void)
     outb(0xa1, 0x01);
     outb(0x21, 0xff);
     outb(0xa1, 0xff);
-}
-
-static void serial_init(void)
-{
-    outb(COM1 + 1, 0x00);       /* no UART interrupts */
-    outb(COM1 + 3, 0x80);
-    outb(COM1 + 0, 0x01);       /* 115200 baud */
-    outb(COM1 + 1, 0x00);
-    outb(COM1 + 3, 0x03);       /* 8N1 */
 }
 
 void probe_main(uint32_t magic, uint32_t mbi)
