@@ -121,7 +121,7 @@ def build_parser() -> Parser:
     g.add_argument("--opt", choices=("-O0", "-O1", "-O2", "-O3", "-Os"), default=None)
 
     h = sub.add_parser("pvabi-header", help="regenerate the C header of the para-virtual ABI "
-                                            "(guests/include/pv/xen_abi.h) from ringvisor.vmm.pvabi")
+                                            "(guests/include/pv/xen_abi.h) from ringvisor.abi")
     h.add_argument("--output", metavar="FILE",
                    help="where to write it ('-': standard output; default: the source tree's copy)")
 
@@ -301,11 +301,12 @@ def cmd_pvcc(argv: list[str]) -> int:
 
 
 def cmd_pvabi_header(args) -> int:
-    from ringvisor.vmm import pvabi
+    from ringvisor.abi.header import c_header
+    from ringvisor.guests.build import write_abi_header
     if args.output == "-":
-        sys.stdout.write(pvabi.c_header())
+        sys.stdout.write(c_header())
     else:
-        print(pvabi.write_header(args.output and Path(args.output)))
+        print(write_abi_header(args.output and Path(args.output)))
     return 0
 
 

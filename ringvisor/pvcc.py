@@ -45,14 +45,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ringvisor.guests.toolchain import CFLAGS, LDFLAGS, BuildError, Target, _run, write_atomic
-from ringvisor.vmm import pvabi
-from ringvisor.vmm.pvabi import (
+from ringvisor import abi
+from ringvisor.abi import (
     DomId, Hypercall, Mmuext, RvMachineOp, SchedOp, VcpuOp, XenVer)
 
-MASK = f"0x{pvabi.PV_UPCALL_MASK_VA:08x}"           # vcpu_info[0].evtchn_upcall_mask
-PENDING = f"0x{pvabi.PV_UPCALL_PENDING_VA:08x}"     # vcpu_info[0].evtchn_upcall_pending
-CR2 = f"0x{pvabi.PV_CR2_VA:08x}"                    # vcpu_info[0].arch.cr2
-INT = f"int ${pvabi.HYPERCALL_VECTOR:#x}"
+MASK = f"0x{abi.PV_UPCALL_MASK_VA:08x}"           # vcpu_info[0].evtchn_upcall_mask
+PENDING = f"0x{abi.PV_UPCALL_PENDING_VA:08x}"     # vcpu_info[0].evtchn_upcall_pending
+CR2 = f"0x{abi.PV_CR2_VA:08x}"                    # vcpu_info[0].arch.cr2
+INT = f"int ${abi.HYPERCALL_VECTOR:#x}"
 EFLAGS_IF = 0x200
 
 RUNTIME_DIR = "pv"          # under the guest source directory

@@ -20,7 +20,7 @@ from ringvisor.guests.toolchain import Target, build
 from ringvisor.vmm import layout as L
 from ringvisor.vmm import run_vm
 from ringvisor.vmm.evtchn import EventChannels
-from ringvisor.vmm.pvabi import SHARED_INFO, EvtchnStat
+from ringvisor.abi import SHARED_INFO, EvtchnStat
 
 LIMIT = 60_000_000
 TESTS = Path(__file__).resolve().parent

@@ -22,13 +22,13 @@ from elftools.elf.elffile import ELFFile
 from ringvisor import pvcc
 from ringvisor.guests import build as guest_build
 from ringvisor.guests.toolchain import CFLAGS, Target
-from ringvisor.vmm import pvabi
-from ringvisor.vmm.pvabi import Hypercall, Mmuext, RvMachineOp, SchedOp, VcpuOp
+from ringvisor import abi
+from ringvisor.abi import Hypercall, Mmuext, RvMachineOp, SchedOp, VcpuOp
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
 
 SRC = guest_build.SOURCE_DIR
-MASK, PENDING, CR2 = pvabi.PV_UPCALL_MASK_VA, pvabi.PV_UPCALL_PENDING_VA, pvabi.PV_CR2_VA
+MASK, PENDING, CR2 = abi.PV_UPCALL_MASK_VA, abi.PV_UPCALL_PENDING_VA, abi.PV_CR2_VA
 MNEMONIC = {v: k for k, v in vars(ix.Mnemonic).items() if not k.startswith("_")}
 IF_SENSITIVE = {"CLI", "STI", "IRET", "IRETD", "POPF", "POPFD", "PUSHF", "PUSHFD"}
 
@@ -181,7 +181,7 @@ def _run(tmp_path, src: str, origin: str, regs: dict, stack: list[int], shared: 
     base, stack_top = 0x10000, 0x30000
     uc.mem_map(base, 0x10000)
     uc.mem_map(0x20000, 0x10000)
-    uc.mem_map(pvabi.PV_SHARED_INFO_VA, 0x1000)
+    uc.mem_map(abi.PV_SHARED_INFO_VA, 0x1000)
     uc.mem_write(base, code)
     for addr, byte in shared.items():
         uc.mem_write(addr, bytes([byte]))
@@ -207,7 +207,7 @@ def _run(tmp_path, src: str, origin: str, regs: dict, stack: list[int], shared: 
     after = {n: uc.reg_read(getattr(X, f"UC_X86_REG_{n.upper()}")) for n in names + ["esp"]}
     after["esp"] -= esp
     words = [int.from_bytes(uc.mem_read(esp - 8 + 4 * k, 4), "little") for k in range(6)]
-    page = bytes(uc.mem_read(pvabi.PV_SHARED_INFO_VA, 64))
+    page = bytes(uc.mem_read(abi.PV_SHARED_INFO_VA, 64))
     return after, uc.reg_read(X.UC_X86_REG_EFLAGS), words, calls, page
 
 
@@ -282,12 +282,12 @@ def test_sequences_keep_registers_and_flags(tmp_path, origin, seed):
     # mov to cr3: mmuext_op({NEW_BASEPTR, mfn}, 1, NULL, DOMID_SELF)
     regs, _, _, _, calls, _ = check("movl %edx, %cr3")
     (c,) = calls
-    assert (c["eax"], c["ecx"], c["edx"], c["esi"]) == (Hypercall.mmuext_op, 1, 0, pvabi.DomId.SELF)
-    assert pvabi.MMUEXT_OP.unpack(c["mem"])["cmd"] == Mmuext.NEW_BASEPTR
-    assert pvabi.MMUEXT_OP.unpack(c["mem"])["arg1"]["mfn"] == regs["edx"] >> 12
+    assert (c["eax"], c["ecx"], c["edx"], c["esi"]) == (Hypercall.mmuext_op, 1, 0, abi.DomId.SELF)
+    assert abi.MMUEXT_OP.unpack(c["mem"])["cmd"] == Mmuext.NEW_BASEPTR
+    assert abi.MMUEXT_OP.unpack(c["mem"])["arg1"]["mfn"] == regs["edx"] >> 12
     # invlpg: mmuext_op({INVLPG_LOCAL, linear_addr})
     regs, _, _, _, calls, _ = check("invlpg 0x10(%ecx,%esi,2)")
-    op = pvabi.MMUEXT_OP.unpack(calls[0]["mem"])
+    op = abi.MMUEXT_OP.unpack(calls[0]["mem"])
     assert op["cmd"] == Mmuext.INVLPG_LOCAL
     assert op["arg1"]["linear_addr"] == (regs["ecx"] + 2 * regs["esi"] + 0x10) & 0xFFFFFFFF
     # control registers through rv_machine_op

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ringvisor.errors import ImageError, RingvisorError
-from ringvisor.guests.toolchain import BuildError, Target, build
+from ringvisor.guests.toolchain import BuildError, Target, build, write_atomic
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 IMAGES_DIR = PACKAGE_DIR / "images"
@@ -45,6 +45,7 @@ SOURCE_DIR = PACKAGE_DIR.parents[1] / "guests"
 WORKLOADS = ("sieve", "crc32", "matmul", "qsort", "strings", "dhrystone")
 IMAGE_NAMES = ("kernel",) + tuple(f"bench-{w}" for w in WORKLOADS) + ("probe", "kernel-pv")
 PV_REPORT_SUFFIX = ".pvcc.txt"       # kernel-pv.elf -> kernel-pv.pvcc.txt
+ABI_HEADER = Path("include") / "pv" / "xen_abi.h"   # generated from ringvisor.abi
 
 # Keep loops as loops (gcc may otherwise turn them into memset/memcpy calls).
 EXTRA_CFLAGS = ["-fno-tree-loop-distribute-patterns"]
@@ -176,6 +177,19 @@ def image_path(name: str) -> Path:
     if not path.is_file():
         raise ImageError(f"guest image {name!r} is missing from {IMAGES_DIR}: "
                          "rebuild with 'python -m ringvisor.guests.build'")
+    return path
+
+
+def abi_header_path(source_dir: Path | None = None) -> Path:
+    """Where the guest's ABI header lives in the source tree (``guests/include/pv``)."""
+    return Path(source_dir if source_dir is not None else SOURCE_DIR) / ABI_HEADER
+
+
+def write_abi_header(path: Path | None = None) -> Path:
+    """Regenerate the ABI header from ``ringvisor.abi`` (atomically); return its path."""
+    from ringvisor.abi.header import c_header
+    path = Path(path) if path is not None else abi_header_path()
+    write_atomic(path, c_header().encode())
     return path
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .pvabi import SHARED_INFO, DomId, Errno, EvtchnStat, Misc, Virq
+from ringvisor.abi import SHARED_INFO, DomId, Errno, EvtchnStat, Misc, Virq
 
 NR_PORTS = 32 * 32              # 2-level: a 32-bit selector word over 32-bit pending words
 NR_PIRQS = 16                   # the ISA interrupts of the PC

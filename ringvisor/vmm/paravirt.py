@@ -2,7 +2,7 @@
 
 The guest kernel was built by ``ringvisor pvcc``: every privileged or sensitive
 instruction in it became a hypercall (``int $0x82``, Xen's x86_32 ABI, the
-contract in ``pvabi``) or a store into the shared-info page, so it runs
+contract in ``ringvisor.abi``) or a store into the shared-info page, so it runs
 directly at ring 1 with nothing left to emulate but port I/O (which Xen, too,
 emulates for a domain with I/O privilege).  Interrupts become events
 (``evtchn``): the virtual interrupt flag is ``evtchn_upcall_mask`` in shared
@@ -28,6 +28,15 @@ from __future__ import annotations
 import struct
 from collections import Counter
 
+from ringvisor.abi import (CALLBACK_REGISTER, EVTCHN_ALLOC_UNBOUND, EVTCHN_BIND_INTERDOMAIN,
+                    EVTCHN_BIND_IPI, EVTCHN_BIND_PIRQ, EVTCHN_BIND_VIRQ, EVTCHN_CLOSE,
+                    EVTCHN_SEND, EVTCHN_STATUS, EVTCHN_UNMASK, HYPERCALL_VECTOR, MMU_UPDATE,
+                    MMUEXT_OP, PHYSDEV_IRQ_STATUS_QUERY, PHYSDEV_SET_IOPL, PV_BOOT_STACK_TOP,
+                    PV_BOOT_STACK_VA, PV_SHARED_INFO_VA, PV_START_INFO_VA, SCHED_SHUTDOWN,
+                    SHARED_INFO, START_INFO, START_INFO_MAGIC, TRAP_INFO, CallbackOp, CallbackType,
+                    ConsoleIO, DomId, Errno, EvtchnOp, Hypercall, Mmu, Mmuext, PhysdevOp,
+                    RvMachineOp, SchedOp, Shutdown, Sif, Uvmf, VcpuOp, Virq, VmAssistCmd,
+                    VmAssistType, XenVer)
 from ringvisor.hw.machine import Stop
 
 from . import emulate as E
@@ -38,15 +47,6 @@ from .frame import Frame
 from .guestmem import GuestBadFrame, GuestPageFault
 from .monitor import GuestFault, Monitor, MonitorStop
 from .platform import HypervisorTimer
-from .pvabi import (CALLBACK_REGISTER, EVTCHN_ALLOC_UNBOUND, EVTCHN_BIND_INTERDOMAIN,
-                    EVTCHN_BIND_IPI, EVTCHN_BIND_PIRQ, EVTCHN_BIND_VIRQ, EVTCHN_CLOSE,
-                    EVTCHN_SEND, EVTCHN_STATUS, EVTCHN_UNMASK, HYPERCALL_VECTOR, MMU_UPDATE,
-                    MMUEXT_OP, PHYSDEV_IRQ_STATUS_QUERY, PHYSDEV_SET_IOPL, PV_BOOT_STACK_TOP,
-                    PV_BOOT_STACK_VA, PV_SHARED_INFO_VA, PV_START_INFO_VA, SCHED_SHUTDOWN,
-                    SHARED_INFO, START_INFO, START_INFO_MAGIC, TRAP_INFO, CallbackOp, CallbackType,
-                    ConsoleIO, DomId, Errno, EvtchnOp, Hypercall, Mmu, Mmuext, PhysdevOp,
-                    RvMachineOp, SchedOp, Shutdown, Sif, Uvmf, VcpuOp, Virq, VmAssistCmd,
-                    VmAssistType, XenVer)
 
 KEEP = object()                  # a hypercall that set the guest's registers itself (iret)
 MAX_BATCH = 1024                 # entries per mmu_update / mmuext_op call

@@ -1,20 +1,14 @@
-"""The para-virtual ABI contract: Xen's 32-bit PV interface, as data.
+"""Xen's public interface for an x86_32 para-virtual guest, as data.
 
-One module holds every number and every structure layout the PV guest and the
-PV hypervisor must agree on (as Xen's ``xen/include/public`` does).  The
-numbers are Xen's (``xen.h``, ``arch-x86/xen.h``, ``arch-x86/xen-x86_32.h``,
-``event_channel.h``, ``sched.h``, ``vcpu.h``, ``callback.h``, ``physdev.h``,
-``version.h``, ``errno.h``); ringvisor's own additions are the
-``rv_machine_op`` hypercall in Xen's architecture-specific range and the fixed
-guest virtual addresses of docs/paravirt.md.
-
-Structures are described once, as lists of fields with C types
-(:class:`Struct`).  The i386 System V layout rules give their offsets and
-sizes; from the same description come Python packing/unpacking and the C
-header ``guests/include/pv/xen_abi.h`` that the guest's PV runtime includes
-(:func:`c_header`; regenerate with ``ringvisor pvabi-header`` or
-``python -m ringvisor.vmm.pvabi``).  A test compiles the header with
-``gcc -m32`` and checks every offset with ``_Static_assert``.
+The numbers and structure layouts the PV guest and the hypervisor must agree
+on (as Xen's ``xen/include/public`` holds them): ``xen.h``,
+``arch-x86/xen.h``, ``arch-x86/xen-x86_32.h``, ``event_channel.h``,
+``sched.h``, ``vcpu.h``, ``callback.h``, ``physdev.h``, ``version.h``,
+``errno.h``.  ringvisor's own additions are the ``rv_machine_op`` hypercall in
+Xen's architecture-specific range and the fixed guest virtual addresses of
+docs/paravirt.md.  The management interfaces (domctl, sysctl, XSM) are in
+``control``, memory and grant tables in ``grant``, the xenstore and console
+rings in ``rings``.
 
 From Python::
 
@@ -27,230 +21,10 @@ From Python::
 
 from __future__ import annotations
 
-import re
-import struct as _struct
-import sys
-from dataclasses import dataclass
 from enum import IntEnum
-from pathlib import Path
-from typing import Union
 
-# ---------------------------------------------------------------------------
-# Structure descriptions
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Prim:
-    """A C scalar type of the x86_32 ABI: its C spelling, size and
-    :mod:`struct` format letter.  In a struct on i386 an 8-byte integer is
-    aligned to 4 bytes only (System V i386 ABI), hence ``align``."""
-
-    c: str
-    size: int
-    fmt: str
-
-    @property
-    def align(self) -> int:
-        return min(self.size, 4)
-
-
-U8 = Prim("uint8_t", 1, "B")
-I8 = Prim("int8_t", 1, "b")
-CHAR = Prim("char", 1, "c")
-U16 = Prim("uint16_t", 2, "H")
-U32 = Prim("uint32_t", 4, "I")
-I32 = Prim("int32_t", 4, "i")
-INT = Prim("int", 4, "i")
-UINT = Prim("unsigned int", 4, "I")
-U64 = Prim("uint64_t", 8, "Q")
-ULONG = Prim("unsigned long", 4, "I")          # x86_32: 4 bytes
-XEN_ULONG = Prim("xen_ulong_t", 4, "I")         # unsigned long on x86
-XEN_PFN = Prim("xen_pfn_t", 4, "I")             # unsigned long on x86
-DOMID = Prim("domid_t", 2, "H")
-PORT = Prim("evtchn_port_t", 4, "I")
-PTR = Prim("uint32_t", 4, "I")                  # a guest pointer / guest handle (32-bit)
-
-# typedefs the header declares before the structures
-TYPEDEFS = (("domid_t", "uint16_t"), ("evtchn_port_t", "uint32_t"),
-            ("xen_pfn_t", "unsigned long"), ("xen_ulong_t", "unsigned long"))
-
-
-@dataclass(frozen=True)
-class Field:
-    """One member: a scalar, a nested structure or union, or an array of
-    either (``count`` elements)."""
-
-    name: str
-    type: Union[Prim, "Struct"]
-    count: int | None = None
-    comment: str = ""
-
-
-class Struct:
-    """A C structure (or union) of the x86_32 ABI, laid out as gcc -m32 does.
-
-    ``inline`` types have no name of their own in C: they are written out in
-    place where a field uses them (the anonymous unions of Xen's headers).
-    """
-
-    def __init__(self, name: str, fields: list[Field], *, union: bool = False,
-                 inline: bool = False, comment: str = "") -> None:
-        self.name = name
-        self.fields = tuple(fields)
-        self.union = union
-        self.inline = inline
-        self.comment = comment
-        self.offsets: dict[str, int] = {}
-        size = align = 0
-        for f in self.fields:
-            fsize = f.type.size * (f.count or 1)
-            falign = f.type.align
-            align = max(align, falign)
-            if union:
-                self.offsets[f.name] = 0
-                size = max(size, fsize)
-            else:
-                size = (size + falign - 1) // falign * falign
-                self.offsets[f.name] = size
-                size += fsize
-        self.align = max(align, 1)
-        self.size = (size + self.align - 1) // self.align * self.align
-
-    def __repr__(self) -> str:
-        return f"<{'union' if self.union else 'struct'} {self.name}: {self.size} bytes>"
-
-    @property
-    def c_type(self) -> str:
-        return f"{'union' if self.union else 'struct'} {self.name}"
-
-    def field(self, name: str) -> Field:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise KeyError(f"{self.name} has no field {name!r}")
-
-    # -- paths: "vcpu_info[0].arch.cr2" ------------------------------------
-
-    _STEP = re.compile(r"(\w+)(?:\[(\d+)\])?$")
-
-    def resolve(self, path: str) -> tuple[int, Field, bool]:
-        """``path`` -> (offset, field, indexed): the byte offset of the member a
-        dotted path with optional ``[i]`` subscripts names."""
-        struct_, off, field, indexed = self, 0, None, False
-        for step in path.split("."):
-            m = self._STEP.match(step)
-            if struct_ is None or not m:
-                raise KeyError(f"{path!r}: no member {step!r} there")
-            field = struct_.field(m.group(1))
-            off += struct_.offsets[field.name]
-            indexed = m.group(2) is not None
-            if indexed:
-                i = int(m.group(2))
-                if field.count is None or not 0 <= i < field.count:
-                    raise KeyError(f"{path!r}: index {i} out of range for {field.name}")
-                off += i * field.type.size
-            whole = field.count is None or indexed
-            struct_ = field.type if isinstance(field.type, Struct) and whole else None
-        return off, field, indexed
-
-    def offset(self, path: str) -> int:
-        """Byte offset of a member: ``offset("arch.cr2")``."""
-        return self.resolve(path)[0]
-
-    def sizeof(self, path: str) -> int:
-        """Size of a member (a whole array unless subscripted)."""
-        _, f, indexed = self.resolve(path)
-        return f.type.size * (1 if indexed or f.count is None else f.count)
-
-    # -- values ------------------------------------------------------------
-
-    def pack(self, values: dict | None = None, **kw) -> bytes:
-        """The structure's bytes, little-endian; missing members are zero.
-        Nested structures are dicts, arrays lists, ``char`` arrays bytes."""
-        buf = bytearray(self.size)
-        self._pack_into(buf, 0, {**(values or {}), **kw})
-        return bytes(buf)
-
-    def _pack_into(self, buf: bytearray, base: int, values: dict) -> None:
-        for name, value in values.items():
-            f = self.field(name)
-            off = base + self.offsets[name]
-            if f.count is None:
-                _pack_one(f.type, buf, off, value)
-            elif f.type is CHAR:
-                data = bytes(value)
-                if len(data) > f.count:
-                    raise ValueError(f"{self.name}.{name}: {len(data)} bytes, room for {f.count}")
-                buf[off:off + len(data)] = data
-            else:
-                if len(value) > f.count:
-                    raise ValueError(f"{self.name}.{name}: {len(value)} elements, room for {f.count}")
-                for i, v in enumerate(value):
-                    _pack_one(f.type, buf, off + i * f.type.size, v)
-
-    def unpack(self, data: bytes, base: int = 0) -> dict:
-        """The members of the structure at ``data[base:]`` as a dict (every
-        member of a union is decoded from the same bytes)."""
-        if len(data) - base < self.size:
-            raise ValueError(f"{self.name} needs {self.size} bytes, got {len(data) - base}")
-        out = {}
-        for f in self.fields:
-            off = base + self.offsets[f.name]
-            if f.count is None:
-                out[f.name] = _unpack_one(f.type, data, off)
-            elif f.type is CHAR:
-                out[f.name] = bytes(data[off:off + f.count])
-            else:
-                out[f.name] = [_unpack_one(f.type, data, off + i * f.type.size)
-                               for i in range(f.count)]
-        return out
-
-    # -- C -----------------------------------------------------------------
-
-    def c_body(self, indent: str = "    ") -> list[str]:
-        lines = []
-        for f in self.fields:
-            dim = f"[{f.count}]" if f.count is not None else ""
-            note = f"  /* {f.comment} */" if f.comment else ""
-            if isinstance(f.type, Struct) and f.type.inline:
-                lines.append(f"{indent}{'union' if f.type.union else 'struct'} {{")
-                lines += f.type.c_body(indent + "    ")
-                lines.append(f"{indent}}} {f.name}{dim};{note}")
-            else:
-                ctype = f.type.c_type if isinstance(f.type, Struct) else f.type.c
-                lines.append(f"{indent}{ctype} {f.name}{dim};{note}")
-        return lines
-
-    def c_definition(self) -> str:
-        head = f"/* {self.comment} */\n" if self.comment else ""
-        return (head + f"{self.c_type} {{\n" + "\n".join(self.c_body()) + "\n};\n"
-                + f"typedef {self.c_type} {self.name}_t;\n")
-
-    def member_paths(self) -> list[tuple[str, int]]:
-        """(path, offset) of every member, descending into nested
-        structures that are not arrays (what assembly code needs)."""
-        out = []
-        for f in self.fields:
-            out.append((f.name, self.offsets[f.name]))
-            if isinstance(f.type, Struct) and f.count is None:
-                base = self.offsets[f.name]
-                out += [(f"{f.name}.{p}", base + o) for p, o in f.type.member_paths()]
-        return out
-
-
-def _pack_one(t, buf: bytearray, off: int, value) -> None:
-    if isinstance(t, Struct):
-        t._pack_into(buf, off, value)
-    else:
-        _struct.pack_into("<" + t.fmt, buf, off, value)
-
-
-def _unpack_one(t, data: bytes, off: int):
-    if isinstance(t, Struct):
-        return t.unpack(data, off)
-    return _struct.unpack_from("<" + t.fmt, data, off)[0]
-
+from .cstruct import (CHAR, DOMID, I8, INT, PORT, PTR, U8, U16, U32, U64, UINT, ULONG, XEN_PFN,
+                      XEN_ULONG, Field, Struct)
 
 # ---------------------------------------------------------------------------
 # Numbers
@@ -296,6 +70,10 @@ class Hypercall(IntEnum):
     xenoprof_op = 31
     event_channel_op = 32
     physdev_op = 33
+    hvm_op = 34
+    sysctl = 35
+    domctl = 36
+    kexec_op = 37
     rv_machine_op = 48          # = __HYPERVISOR_arch_0
     arch_0 = 48
 
@@ -324,6 +102,11 @@ HYPERCALL_ARGS: dict[Hypercall, tuple[str, ...]] = {
     Hypercall.callback_op: ("cmd (CALLBACKOP_*)", "void *arg"),
     Hypercall.event_channel_op: ("cmd (EVTCHNOP_*)", "void *arg"),
     Hypercall.physdev_op: ("cmd (PHYSDEVOP_*)", "void *arg"),
+    Hypercall.memory_op: ("cmd (XENMEM_*)", "void *arg"),
+    Hypercall.grant_table_op: ("cmd (GNTTABOP_*)", "void *uop", "count"),
+    Hypercall.xsm_op: ("xen_flask_op_t *op",),
+    Hypercall.sysctl: ("xen_sysctl_t *op",),
+    Hypercall.domctl: ("xen_domctl_t *op",),
     Hypercall.rv_machine_op: ("cmd (RV_*)", "a", "b"),
 }
 
@@ -628,6 +411,7 @@ class Misc(IntEnum):
     HYPERCALL_VECTOR = HYPERCALL_VECTOR
 
 
+
 # ---------------------------------------------------------------------------
 # Structures (x86_32)
 # ---------------------------------------------------------------------------
@@ -798,7 +582,6 @@ STRUCTS: tuple[Struct, ...] = (
 )
 
 START_INFO_MAGIC = b"xen-3.0-x86_32"
-
 # ---------------------------------------------------------------------------
 # ringvisor's fixed guest virtual addresses (docs/paravirt.md): just below the
 # hypervisor region (ringvisor.vmm.layout.MLIN), mapped in every address space
@@ -856,101 +639,3 @@ CONSTANT_GROUPS: tuple[tuple[type[IntEnum], str, str], ...] = (
     (Sif, "SIF_", "start_info.flags"),
     (Misc, "", "single constants"),
 )
-
-
-def member_name(key: str) -> str:
-    """The C spelling of an enum member's name: Python cannot name a member
-    ``yield`` or ``4gb_segments``, so those are written ``yield_`` and
-    ``_4gb_segments`` here."""
-    if key.endswith("_"):
-        key = key[:-1]
-    if key.startswith("_") and key[1:2].isdigit():
-        key = key[1:]
-    return key
-
-
-def c_constants() -> dict[str, int]:
-    """Every constant of the header, by its C name."""
-    return {prefix + member_name(key): int(member)
-            for enum, prefix, _ in CONSTANT_GROUPS for key, member in enum.__members__.items()}
-
-
-# ---------------------------------------------------------------------------
-# The C header
-# ---------------------------------------------------------------------------
-
-HEADER_RELPATH = Path("include") / "pv" / "xen_abi.h"
-
-
-def _macro_path(path: str) -> str:
-    return path.replace(".", "_")
-
-
-def c_header() -> str:
-    """The text of ``guests/include/pv/xen_abi.h``."""
-    out = [
-        "/* xen_abi.h: Xen's x86_32 para-virtual ABI as ringvisor implements it.",
-        " *",
-        " * GENERATED by ringvisor.vmm.pvabi -- do not edit; regenerate with",
-        " * `ringvisor pvabi-header`.  Numbers and layouts are Xen's public",
-        " * interface (xen/include/public); RV_* and PV_* are ringvisor's",
-        " * (docs/paravirt.md).  Usable from C and from assembly (.S). */",
-        "#ifndef RV_PV_XEN_ABI_H",
-        "#define RV_PV_XEN_ABI_H",
-        "",
-    ]
-    for enum, prefix, title in CONSTANT_GROUPS:
-        out.append(f"/* {title} */")
-        for key, member in enum.__members__.items():
-            line = f"#define {prefix + member_name(key):<40} {int(member)}"
-            if enum is Hypercall and member in HYPERCALL_ARGS and key == member.name:
-                line += f"  /* ({', '.join(HYPERCALL_ARGS[member])}) */"
-            out.append(line)
-        out.append("")
-    out.append("/* ringvisor's fixed guest virtual addresses */")
-    for name, value, what in FIXED_VAS:
-        out.append(f"#define {name:<40} 0x{value:08X}  /* {what} */")
-    out += ["", f'#define START_INFO_MAGIC "{START_INFO_MAGIC.decode()}"', ""]
-    out.append("/* sizes and member offsets, for assembly */")
-    for s in STRUCTS:
-        out.append(f"#define {'SIZEOF_' + s.name:<40} {s.size}")
-        for path, off in s.member_paths():
-            out.append(f"#define {'OFFSETOF_' + s.name + '_' + _macro_path(path):<40} {off}")
-    out += ["", "#ifndef __ASSEMBLER__", "", "#include <stdint.h>", ""]
-    out += [f"typedef {base} {name};" for name, base in TYPEDEFS]
-    out.append("")
-    for s in STRUCTS:
-        out.append(s.c_definition())
-    out += ["#endif /* __ASSEMBLER__ */", "#endif /* RV_PV_XEN_ABI_H */", ""]
-    return "\n".join(out)
-
-
-def header_path(source_dir: Path | None = None) -> Path:
-    """Where the header lives in the source tree (``guests/include/pv``)."""
-    if source_dir is None:
-        from ringvisor.guests.build import SOURCE_DIR as source_dir
-    return Path(source_dir) / HEADER_RELPATH
-
-
-def write_header(path: Path | None = None) -> Path:
-    """Regenerate the header (atomically); return its path."""
-    from ringvisor.guests.toolchain import write_atomic
-    path = Path(path) if path is not None else header_path()
-    write_atomic(path, c_header().encode())
-    return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args and (args[0] in ("-h", "--help") or args[0] != "--output" or len(args) != 2):
-        print("usage: python -m ringvisor.vmm.pvabi [--output FILE|-]", file=sys.stderr)
-        return 0 if args and args[0] in ("-h", "--help") else 2
-    if args and args[1] == "-":
-        sys.stdout.write(c_header())
-        return 0
-    print(write_header(Path(args[1]) if args else None))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
