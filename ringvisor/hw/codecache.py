@@ -13,6 +13,7 @@ from the new bytes, as on real hardware.
 
 from __future__ import annotations
 
+import re
 import sys
 
 import iced_x86 as ix
@@ -24,6 +25,9 @@ from .system import fpu_class
 from .translate import ALL_FLAGS, BlockBuilder, Mode, Translation, Unsupported
 
 PAGE = 0xFFFFF000
+IDENT = re.compile(r"\b[A-Za-z_]\w*")
+# the words of a flag store that are not the block's locals
+CARRY_WORDS = frozenset({"lo", "lr", "la", "lb", "PAR", "if", "else", "not", "and", "or"})
 
 
 class SmcRestart(CpuFault):
@@ -36,24 +40,28 @@ class SmcRestart(CpuFault):
 class Unwind:
     """Rebuild the architectural state when an instruction of a block faults.
 
-    Registers are written back from the block's locals; the lazy flags as they
-    stood before the faulting instruction are stored by a small piece of code
-    compiled the first time that instruction faults.
+    Registers are written back from the block's locals (each instruction's
+    snapshot says which local held which register when it began); the lazy flags
+    as they stood before the faulting instruction are stored by a small piece of
+    code compiled the first time that instruction faults.
     """
 
-    __slots__ = ("dirty", "snaps", "fused", "env", "compiled")
+    __slots__ = ("snaps", "fused", "env", "compiled", "carry")
 
-    def __init__(self, dirty: list[int], snaps: dict, fused: bool, env: dict) -> None:
-        self.dirty, self.snaps, self.fused, self.env = dirty, snaps, fused, env
+    def __init__(self, snaps: dict, fused: bool, env: dict, carry=None) -> None:
+        self.snaps, self.fused, self.env = snaps, fused, env
         self.compiled: dict[int, object] = {}
+        # a fused loop that does not carry its flag record (CodeCache._carried_flags):
+        # the code that rebuilds it from the previous iteration's locals
+        self.carry = carry
 
     def run(self, n: int, local: dict) -> None:
         env = self.env
         regs = env["R"]
-        for i in self.dirty:
-            regs[i] = local[f"r{i}"]
+        eip, code, regmap = self.snaps[n]
+        for i, name in regmap.items():
+            regs[i] = local[name] if name.isidentifier() else int(name, 0)
         st = env["S"]
-        eip, code = self.snaps[n]
         st.eip = eip
         if code:
             c = self.compiled.get(n)
@@ -65,7 +73,10 @@ class Unwind:
                                    "C.lf_op = lo; C.lf_res = lr; C.lf_a = la; C.lf_b = lb"
                                    if self.fused else "").replace("__ENTRY__", entry)
                 c = self.compiled[n] = compile(src, "<unwind>", "exec")
-            exec(c, env, dict(local))
+            loc = dict(local)
+            if self.carry is not None and loc["ic"]:
+                exec(self.carry, env, loc)
+            exec(c, env, loc)
         st.icount += n + (local["ic"] if self.fused else 0)
 
 
@@ -327,15 +338,28 @@ class CodeCache:
         n = len(insns)
         fused = (bb.helper_const is None and eip in bb.targets and n > 0)
         ind = "    " * (2 if fused else 1)
+
+        def regmap(cur: dict) -> dict:
+            # in a fused loop an exit taken in a later iteration must write back
+            # everything the body changes: what is not renamed yet is in r0..r7
+            m = {i: v for i, v in cur.items() if v != f"r{i}"}
+            if fused:
+                for i in bb.dirty:
+                    m.setdefault(i, f"r{i}")
+            return dict(sorted(m.items()))
+
         # The exception path is rare: one shared function rebuilds the state from
         # the block's locals, with per-instruction flag stores compiled on first use.
         snaps = {}
-        for index, ieip, fsrc in bb.snapshots:
+        for index, ieip, fsrc, cur in bb.snapshots:
             code = bb.flags_store_code(fsrc)
-            snaps[index] = (ieip, "\n".join(code))
-        unwind = bb.const(Unwind(sorted(bb.dirty), snaps, fused, self.env))
+            snaps[index] = (ieip, "\n".join(code), regmap(cur))
+        carry = self._carried_flags(bb, fused)
+        unwind = bb.const(Unwind(snaps, fused, self.env,
+                                 compile(carry, "<carry>", "exec") if carry else None))
         handler = [ind + "except CpuFault:", ind + f"    {unwind}.run(n, locals())", ind + "    raise"]
-        tail = [f"    R[{i}] = r{i}" for i in sorted(bb.dirty)]
+        final = regmap(bb.cur)
+        tail = [f"    R[{i}] = {v}" for i, v in final.items()]
         tail.extend("    " + s for s in bb.flags_store_code(bb.fsrc, not bb.body_entry_defined))
         if bb.helper_const is not None:
             tail += [f"    S.icount += {n - 1}", f"    S.eip = {insns[-1].ip32:#x}",
@@ -344,26 +368,32 @@ class CodeCache:
             tail += [f"    S.icount += ic + {n}", f"    return {bb.next_expr}"]
         else:
             tail += [f"    S.icount += {n}", f"    return {bb.next_expr}"]
-        head = ["def blk():"] + [f"    r{i} = R[{i}]" for i in sorted(bb.used)]
+        loaded = sorted(bb.used | bb.dirty) if fused else sorted(bb.used)
+        head = ["def blk():"] + [f"    r{i} = R[{i}]" for i in loaded]
         body = []
         for line in bb.lines or ["        pass"]:
             stripped = line.lstrip()
             if stripped.startswith("__WB__:"):
                 pad = line[:len(line) - len(stripped)]
-                regs = sorted(bb.dirty) if fused else [int(x) for x in stripped[7:].split(",") if x]
-                body.extend(f"{pad}R[{i}] = r{i}" for i in regs)
+                wb = regmap(bb.wb_points[int(stripped[7:])])
+                body.extend(f"{pad}R[{i}] = {v}" for i, v in wb.items())
             else:
                 body.append(line)
         if fused:
             head += ["    lo = C.lf_op; lr = C.lf_res; la = C.lf_a; lb = C.lf_b",
-                     "    ic = 0", "    lim = C.limit - S.icount", "    while True:", "        try:"]
+                     "    ic = 0", f"    lim = C.limit - S.icount - {n}", "    while True:",
+                     "        try:"]
             body = ["    " + l for l in body]
-            back = [f"        if {bb.next_expr} != {eip:#x} or ic + {n} >= lim: break",
+            back = [f"        if {bb.next_expr} != {eip:#x} or ic >= lim: break",
                     f"        ic += {n}"]
-            back += ["        " + s.replace("C.lf_op", "lo").replace("C.lf_res", "lr")
-                     .replace("C.lf_a", "la").replace("C.lf_b", "lb")
-                     for s in bb.flags_store_code(bb.fsrc, not bb.body_entry_defined)
-                     if s != "__ENTRY_STORE__"]
+            if carry is None:
+                back += ["        " + s for s in self._loop_flags(bb)]
+            # the next iteration starts from r0..r7 (one parallel assignment: a
+            # register may have been renamed to another's entry value)
+            carried = {i: v for i, v in final.items() if v != f"r{i}"}
+            if carried:
+                back.append("        " + ", ".join(f"r{i}" for i in carried) + " = " +
+                            ", ".join(carried.values()))
             src = "\n".join(head + body + handler + back + tail) + "\n"
             src = src.replace("__ENTRY_STORE__", "C.lf_op = lo; C.lf_res = lr; C.lf_a = la; C.lf_b = lb")
             src = src.replace("__ENTRY_CF__", "CARRY(lo, lr, la, lb)").replace("__IC__", "ic + ")
@@ -373,6 +403,38 @@ class CodeCache:
         src = "\n".join(l for l in src.split("\n") if l.strip() != "__ENTRY_STORE__")
         src = src.replace("__ENTRY_CF__", "CARRY(C.lf_op, C.lf_res, C.lf_a, C.lf_b)")
         return src.replace("__ENTRY__", "FL()").replace("__IC__", "")
+
+    @staticmethod
+    def _loop_flags(bb: BlockBuilder) -> list[str]:
+        """The statements carrying the flags into the next iteration of a fused loop."""
+        return [s.replace("C.lf_op", "lo").replace("C.lf_res", "lr").replace("C.lf_a", "la")
+                .replace("C.lf_b", "lb")
+                for s in bb.flags_store_code(bb.fsrc, not bb.body_entry_defined)
+                if s != "__ENTRY_STORE__"]
+
+    def _carried_flags(self, bb: BlockBuilder, fused: bool) -> str | None:
+        """In a fused loop, the flag record carried to the next iteration is needed only
+        where the flags of the iteration's start are read: by the body, a side exit, or
+        an instruction that faults before writing them.  When the body reads none and
+        the locals that the record would be made of still hold the previous iteration's
+        values at every such fault, the loop does not carry the record; the unwind path
+        rebuilds it from those locals (returned: the code that does so)."""
+        if not fused or any(f[0] == "entry" for f in bb.fsrc.values()):
+            return None
+        if any("__ENTRY" in line for line in bb.lines):
+            return None
+        code = "\n".join(self._loop_flags(bb))
+        names = {w for w in IDENT.findall(code) if w not in CARRY_WORDS}
+        for index, _, fsrc, _ in bb.snapshots:
+            if not any(f[0] == "entry" for f in fsrc.values()):
+                continue
+            for w in names:
+                if w[0] == "r" and w[1:].isdigit():
+                    if int(w[1:]) in bb.dirty:       # r0..r7 are reassigned between iterations
+                        return None
+                elif bb.born.get(w, -1) <= index:    # assigned before the fault: this iteration's
+                    return None
+        return code
 
     def compile(self, src: str, consts: list, eip: int):
         names = ", ".join(f"K{i}" for i in range(len(consts)))

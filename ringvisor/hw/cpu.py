@@ -20,7 +20,7 @@ from .memory import PhysicalMemory
 from .mmu import Mmu
 from .native import NativeRegions
 from .segments import Segmentation, is_flat
-from .state import (ARITH_FLAGS, CS, DS, DF as DF_FLAG, EFLAGS_FIXED, IF, RF, SS, TF, CpuState)
+from .state import (ARITH_FLAGS, CR0_PG, CS, DS, DF as DF_FLAG, EFLAGS_FIXED, IF, RF, SS, TF, CpuState)
 from .system import run_helper
 from . import transfers
 from .translate import Mode
@@ -93,8 +93,9 @@ class Cpu:
             if s.limit == ds_limit and is_flat(s, any_limit=True):
                 flat |= 1 << i
         cs = st.segs[CS]
+        direct = not st.cr0 & CR0_PG and not self.mmu.watch
         self.mode = Mode(self.cpl, cs.big, st.segs[SS].big, bool(st.eflags & DF_FLAG), flat,
-                         cs.base, cs.limit, ds_limit)
+                         cs.base, cs.limit, ds_limit, direct)
         self.limit = 0
 
     def update_debug(self) -> None:
@@ -119,6 +120,7 @@ class Cpu:
             {e & 0xFFFFF000 for _, a, e, _ in watch}
         self.debug_active = bool(execs or watch)
         self.tlb_flush()
+        self.mode_changed()           # data breakpoints end direct RAM loads (Mode.direct)
 
     def open_interrupt_shadow(self) -> None:
         """STI (from IF=0), MOV SS and POP SS: the next instruction runs before any interrupt."""

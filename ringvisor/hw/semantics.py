@@ -16,7 +16,7 @@ import iced_x86 as ix
 
 from . import flags as F
 from .translate import (ALL_FLAGS, FLAG_BITS, GPR, MASK, SIGN, SREG, BlockBuilder, Unsupported,
-                        imm, registrar)
+                        imm, is_atom, registrar)
 
 M = ix.Mnemonic
 OK = ix.OpKind
@@ -62,10 +62,11 @@ def set_flags_bits(bb: BlockBuilder, var: str, which=ALL_FLAGS) -> None:
 
 
 def stable(bb: BlockBuilder, expr: str) -> str:
-    """A name whose value cannot change later in the block (for flag groups)."""
-    if expr.startswith("0x") or expr.isdigit():
-        return expr
-    if expr.isidentifier() and not (expr[0] == "r" and expr[1:].isdigit()):
+    """A name whose value cannot change later in the block (for flag groups).
+
+    Every local of a block is assigned once (registers are renamed on each write,
+    see ``BlockBuilder.cur``), except the names a REP loop reassigns."""
+    if is_atom(expr) and expr not in bb.pinned:
         return expr
     return bb.let(expr)
 
@@ -248,7 +249,7 @@ def pop(bb: BlockBuilder, ins: ix.Instruction) -> None:
         n, m = bb._pending_sp
         new_sp = bb.let(f"({bb.reg(4)} + {n}) & {m:#x}" if m == M32 else
                         f"({bb.reg(4)} & 0xFFFF0000) | (({bb.reg(4)} + {n}) & 0xFFFF)", "s")
-        e = bb.ea(ins).replace("r4", new_sp)
+        e = bb.ea(ins, esp=new_sp)
         lin = bb.linear(SREG[ins.memory_segment], e, size, True)
         bb.store(lin, size, v)
         bb.set_reg32(4, new_sp)
@@ -320,7 +321,10 @@ def alu(bb: BlockBuilder, ins: ix.Instruction) -> None:
         bb.write_reg(ins.op0_register, "0")
         bb.set_group(F.LOGIC if m == M.XOR else F.SUB, size, "0", "0", "0")
         return
-    b = stable(bb, bb.read_op(ins, 1, size))
+    kind = ALU_KIND[m]
+    # the logical group's flags depend on the result alone: its operands need no names
+    keep = (lambda e: e) if kind == F.LOGIC else (lambda e: stable(bb, e))
+    b = keep(bb.read_op(ins, 1, size))
     d = lin = None
     if is_mem(ins, 0):
         lin = bb.mem_linear(ins, size, writes)
@@ -329,14 +333,13 @@ def alu(bb: BlockBuilder, ins: ix.Instruction) -> None:
         else:
             a = bb.load(lin, size)
     else:
-        a = stable(bb, bb.read_reg(ins.op0_register))
-    kind = ALU_KIND[m]
+        a = keep(bb.read_reg(ins.op0_register))
     if m in (M.ADC, M.SBB):
         c = bb.flag01("cf")
         op = "+" if m == M.ADC else "-"
         wide = bb.let(f"{a} {op} {b} {op} {c}", "w")
         res = bb.let(f"{wide} & {mask:#x}", "v")
-        cfv = bb.let(f"{wide} >> {size * 8} & 1" if m == M.ADC else f"1 if {wide} < 0 else 0", "f")
+        cfv = f"({wide} >> {size * 8} & 1)" if m == M.ADC else f"(1 if {wide} < 0 else 0)"
         bb.set_group(kind, size, res, a, b, ("pf", "af", "zf", "sf", "of"))
         bb.set_flag_var("cf", cfv)
     else:
@@ -344,6 +347,8 @@ def alu(bb: BlockBuilder, ins: ix.Instruction) -> None:
                 M.CMP: f"({a} - {b}) & {mask:#x}", M.AND: f"{a} & {b}", M.TEST: f"{a} & {b}",
                 M.OR: f"{a} | {b}", M.XOR: f"{a} ^ {b}"}[m]
         res = bb.let(expr, "v")
+        if kind == F.LOGIC:
+            a = b = res
         bb.set_group(kind, size, res, a, b)
     if writes:
         if d is not None:
@@ -407,7 +412,8 @@ def mul(bb: BlockBuilder, ins: ix.Instruction) -> None:
     s = SIGN[size]
     p = bb.let(f"((({a}) ^ {s:#x}) - {s:#x}) * ((({b}) ^ {s:#x}) - {s:#x})", "w")
     res = bb.let(f"{p} & {MASK[size]:#x}", "v")
-    ov = bb.let(f"1 if {p} != ((({res}) ^ {s:#x}) - {s:#x}) else 0", "f")
+    # CF = OF = "the product does not fit": computed only if something reads them
+    ov = f"(1 if {p} != ((({res}) ^ {s:#x}) - {s:#x}) else 0)"
     bb.write_reg(ins.op0_register, res)
     bb.set_group(F.LOGIC, size, res, res, res, ("pf", "zf", "sf", "af"))
     bb.set_flag_var("cf", ov)
@@ -538,8 +544,7 @@ def bt(bb: BlockBuilder, ins: ix.Instruction) -> None:
     else:
         a = stable(bb, bb.read_reg(ins.op0_register))
         bit = f"({off} & {bits - 1})" if off is not None else f"{bitno}"
-    cf = bb.let(f"({a} >> {bit}) & 1", "f")
-    bb.set_flag_var("cf", cf)
+    bb.set_flag_var("cf", f"(({a} >> {bit}) & 1)")
     if not writes:
         return
     if m == M.BTS:
@@ -761,12 +766,15 @@ def string(bb: BlockBuilder, ins: ix.Instruction) -> None:
     src_seg = SREG[ins.memory_segment] if kind in ("movs", "lods", "cmps") else None
     uses_si = kind in ("movs", "lods", "cmps")
     uses_di = kind in ("movs", "stos", "cmps", "scas")
-    si, di, cx = bb.reg(6), bb.reg(7), bb.reg(1)
     names = {f: f"sf_{f}_{bb.index}" for f in ALL_FLAGS}
     if rep and kind in ("cmps", "scas"):
         # with a zero count no iteration runs and the flags stay as they were
         bb.capture_flags()
         bb.emit("; ".join(f"{names[f]} = {bb.fsrc[f][1]}" for f in ALL_FLAGS))
+    if rep:
+        # the registers the loop changes keep one name across its iterations
+        bb.pin([1] + [6] * uses_si + [7] * uses_di + [0] * (kind == "lods"))
+    si, di, cx = bb.reg(6), bb.reg(7), bb.reg(1)
     if rep:
         cnt = cx if a32 else f"({cx} & 0xFFFF)"
         bb.emit(f"while {cnt}:")
@@ -812,6 +820,7 @@ def string(bb: BlockBuilder, ins: ix.Instruction) -> None:
             zf = names["zf"]
             bb.emit(f"if {'not ' if ins.has_repe_prefix else ''}{zf}: break")
         bb.ind -= 1
+        bb.unpin()
     if kind in ("cmps", "scas"):
         for f in ALL_FLAGS:
             bb.set_flag_var(f, names[f])

@@ -83,11 +83,12 @@ class Mode:
     cs_base: int = 0   # code is fetched at CS.base + EIP; EIP constants depend on it
     cs_limit: int = 0xFFFFFFFF
     flat_limit: int = 0xFFFFFFFF   # the limit of the flat segments (below 4 GiB: one compare per access)
+    direct: bool = False   # paging off and no data breakpoint: loads index RAM by linear address
 
     @property
     def key(self) -> int:
         return (self.cpl | self.cs32 << 2 | self.ss32 << 3 | self.df << 4 | self.flat << 5 |
-                self.cs_base << 12 | self.flat_limit << 44)
+                self.direct << 11 | self.cs_base << 12 | self.flat_limit << 44)
 
     @property
     def user(self) -> bool:
@@ -146,6 +147,15 @@ class BlockBuilder:
     helper_const: str | None = None
     next_expr: str | None = None
     side_exits: bool = False       # may a forward branch leave the block mid-way?
+    # Copy propagation: a register written in the block lives in a fresh local
+    # (or is a constant), named here, until the block writes it back.  The locals
+    # ``r0``..``r7`` hold the values at block entry (in a fused loop: at the start
+    # of the iteration) and are never reassigned in the body, so any name a flag
+    # group keeps stays valid to the end of the block.
+    cur: dict = field(default_factory=dict)        # register index -> local name or constant
+    pinned: set = field(default_factory=set)       # names reassigned inside a REP loop
+    wb_points: list = field(default_factory=list)  # register maps at side exits
+    born: dict = field(default_factory=dict)       # temporary -> index of the instruction assigning it
 
     # -- emission ----------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -153,7 +163,9 @@ class BlockBuilder:
 
     def tmp(self, prefix: str = "t") -> str:
         self.ntmp += 1
-        return f"{prefix}{self.ntmp}"
+        name = f"{prefix}{self.ntmp}"
+        self.born[name] = self.index    # a temporary is assigned by the instruction that made it
+        return name
 
     def let(self, expr: str, prefix: str = "t") -> str:
         v = self.tmp(prefix)
@@ -166,6 +178,10 @@ class BlockBuilder:
 
     # -- registers ---------------------------------------------------------------
     def reg(self, i: int) -> str:
+        """The name holding register ``i``'s current value."""
+        v = self.cur.get(i)
+        if v is not None:
+            return v
         self.used.add(i)
         return f"r{i}"
 
@@ -181,35 +197,64 @@ class BlockBuilder:
     def write_reg(self, r: int, expr: str) -> None:
         """Assign an already-masked value to a register."""
         i, size, high = GPR[r]
-        v = self.reg(i)
-        self.dirty.add(i)
         if size == 4:
-            self.emit(f"{v} = {expr}")
-        elif high:
-            self.emit(f"{v} = ({v} & 0xFFFF00FF) | ({expr} << 8)")
+            return self.set_reg32(i, expr)
+        v = self.reg(i)
+        if high:
+            self.set_reg32(i, f"({v} & 0xFFFF00FF) | ({expr} << 8)")
         else:
-            self.emit(f"{v} = ({v} & {M32 ^ MASK[size]:#x}) | {expr}")
+            self.set_reg32(i, f"({v} & {M32 ^ MASK[size]:#x}) | {expr}")
 
     def set_reg32(self, i: int, expr: str) -> None:
-        self.reg(i)
         self.dirty.add(i)
-        self.emit(f"r{i} = {expr}")
+        name = self.cur.get(i)
+        if name in self.pinned:
+            # inside a REP loop the register keeps one name across iterations
+            self.emit(f"{name} = {expr}")
+            return
+        if is_atom(expr):
+            self.cur[i] = expr
+        else:
+            self.cur[i] = self.let(expr, "v")
+
+    def pin(self, regs) -> None:
+        """Give registers names that a Python loop may reassign (REP string instructions)."""
+        for i in regs:
+            name = self.tmp("q")
+            self.emit(f"{name} = {self.reg(i)}")
+            self.dirty.add(i)
+            self.cur[i] = name
+            self.pinned.add(name)
+
+    def unpin(self) -> None:
+        self.pinned.clear()
+
+    def regmap(self, everything: bool) -> dict:
+        """Register -> name at this point: the renamed ones, or (``everything``, in a
+        fused loop) every register the block writes."""
+        m = {i: v for i, v in self.cur.items() if v != f"r{i}"}
+        if everything:
+            for i in self.dirty:
+                m.setdefault(i, f"r{i}")
+        return m
 
     # -- addresses and memory ----------------------------------------------------
-    def ea(self, ins: ix.Instruction) -> str:
-        """The effective address (offset within the segment) of ``ins``'s memory operand."""
+    def ea(self, ins: ix.Instruction, esp: str | None = None) -> str:
+        """The effective address (offset within the segment) of ``ins``'s memory operand
+        (``esp``: the name to use for ESP, for POP whose address uses ESP after the pop)."""
+        reg = (lambda i: esp if i == 4 and esp else self.reg(i))
         parts = []
         base, index = ins.memory_base, ins.memory_index
         a16 = False
         if base != ix.Register.NONE:
             i, size, _ = GPR[base]
             a16 = size == 2
-            parts.append(self.reg(i))
+            parts.append(reg(i))
         if index != ix.Register.NONE:
             i, size, _ = GPR[index]
             a16 = size == 2
             sc = ins.memory_index_scale
-            parts.append(self.reg(i) if sc == 1 else f"{self.reg(i)} * {sc}")
+            parts.append(reg(i) if sc == 1 else f"{reg(i)} * {sc}")
         disp = ins.memory_displacement
         if a16 or ins.memory_displ_size == 2:
             a16 = True
@@ -264,8 +309,19 @@ class BlockBuilder:
     # slow path.  This is cheaper than dict.get and a None test on every hit.
     def load(self, lin: str, size: int) -> str:
         view, sh = VIEW[size]
-        tlb = "TRU" if self.mode.user else "TRS"
         v = self.tmp()
+        if self.mode.direct:
+            # no paging: the linear address is the physical one, and RAM is one
+            # array; unaligned accesses and addresses beyond RAM (IndexError) take
+            # the slow path, which also reaches MMIO
+            slow = f"RD({lin}, {size}, {int(self.mode.user)})"
+            if sh:
+                self.emit(f"try: {v} = {view}[{lin} >> {sh}] if not {lin} & {size - 1} else {slow}")
+            else:
+                self.emit(f"try: {v} = {view}[{lin}]")
+            self.emit(f"except IndexError: {v} = {slow}")
+            return v
+        tlb = "TRU" if self.mode.user else "TRS"
         idx = f"{lin} + {tlb}[{lin} & {ALIGN_KEY[size]:#x}]"
         self.emit(f"try: {v} = {view}[{idx if not sh else f'({idx}) >> {sh}'}]")
         self.emit(f"except KeyError: {v} = RD({lin}, {size}, {int(self.mode.user)})")
@@ -455,7 +511,8 @@ class BlockBuilder:
         self.ind += 1
         # which registers to write back is settled at assembly: in a fused loop an
         # exit taken in a later iteration must write back everything the body changes
-        self.emit("__WB__:" + ",".join(str(i) for i in sorted(self.dirty)))
+        self.emit(f"__WB__:{len(self.wb_points)}")
+        self.wb_points.append(dict(self.cur))
         for line in self.flags_store_code(self.fsrc, not self.body_entry_defined):
             self.emit(line)
         self.emit(f"S.icount += __IC__{self.index + 1}")
@@ -466,7 +523,7 @@ class BlockBuilder:
     def begin_insn(self, index: int, eip: int) -> None:
         self.index = index
         self.insn_start = len(self.lines)
-        self.pending_snapshot = (index, eip, dict(self.fsrc))
+        self.pending_snapshot = (index, eip, dict(self.fsrc), dict(self.cur))
 
     FAULT_TOKENS = ("RD(", "WR(", "LIN(", "DIV(", "AAM(", "raise")
 
@@ -478,6 +535,19 @@ class BlockBuilder:
             self.lines.insert(self.insn_start, "    " * 2 + f"n = {index}")
             self.snapshots.append(self.pending_snapshot)
         self.pending_snapshot = None
+
+
+def is_atom(expr: str) -> bool:
+    """A local name or a constant: needs no temporary of its own."""
+    return expr.isidentifier() or is_const(expr)
+
+
+def is_const(expr: str) -> bool:
+    try:
+        int(expr, 0)
+    except ValueError:
+        return False
+    return True
 
 
 def imm(ins: ix.Instruction, i: int, size: int) -> int:
