@@ -280,8 +280,8 @@ class Ringvisor:
         st.eflags = 0x2
         cpu.set_eflags(case.eflags)
         st.halted = False
-        cpu.interrupt_shadow = False
-        cpu.intr = False
+        cpu.state.interrupt_shadow = False
+        cpu.state.intr = False
         cpu.mode_changed()
         cpu.tlb_flush()
         st.eip = CODE

@@ -28,6 +28,8 @@ PAGE = 0xFFFFF000
 IDENT = re.compile(r"\b[A-Za-z_]\w*")
 # the words of a flag store that are not the block's locals
 CARRY_WORDS = frozenset({"lo", "lr", "la", "lb", "PAR", "if", "else", "not", "and", "or"})
+STRING_OPS = frozenset(getattr(ix.Mnemonic, f"{op}{s}") for op in ("MOVS", "STOS", "LODS", "CMPS", "SCAS")
+                       for s in "BWD")
 
 
 class SmcRestart(CpuFault):
@@ -68,9 +70,9 @@ class Unwind:
             if c is None:
                 entry = "MAT(lo, lr, la, lb)" if self.fused else "FL()"
                 src = code.replace("__ENTRY_CF__", "CARRY(lo, lr, la, lb)" if self.fused else
-                                   "CARRY(C.lf_op, C.lf_res, C.lf_a, C.lf_b)")
+                                   "CARRY(S.lf_op, S.lf_res, S.lf_a, S.lf_b)")
                 src = src.replace("__ENTRY_STORE__",
-                                   "C.lf_op = lo; C.lf_res = lr; C.lf_a = la; C.lf_b = lb"
+                                   "S.lf_op = lo; S.lf_res = lr; S.lf_a = la; S.lf_b = lb"
                                    if self.fused else "").replace("__ENTRY__", entry)
                 c = self.compiled[n] = compile(src, "<unwind>", "exec")
             loc = dict(local)
@@ -277,6 +279,8 @@ class CodeCache:
                 runs.append([off, off + ins.len])
             last_end = ins.next_ip32
             if not bb.ends:
+                if (ins.has_rep_prefix or ins.has_repne_prefix) and ins.mnemonic in STRING_OPS:
+                    break        # it retires once per iteration: it ends the block (Cpu.run)
                 continue
             target = ins.near_branch_target if ins.op0_kind in (
                 ix.OpKind.NEAR_BRANCH32, ix.OpKind.NEAR_BRANCH16) else None
@@ -380,7 +384,7 @@ class CodeCache:
             else:
                 body.append(line)
         if fused:
-            head += ["    lo = C.lf_op; lr = C.lf_res; la = C.lf_a; lb = C.lf_b",
+            head += ["    lo = S.lf_op; lr = S.lf_res; la = S.lf_a; lb = S.lf_b",
                      "    ic = 0", f"    lim = C.limit - S.icount - {n}", "    while True:",
                      "        try:"]
             body = ["    " + l for l in body]
@@ -395,20 +399,20 @@ class CodeCache:
                 back.append("        " + ", ".join(f"r{i}" for i in carried) + " = " +
                             ", ".join(carried.values()))
             src = "\n".join(head + body + handler + back + tail) + "\n"
-            src = src.replace("__ENTRY_STORE__", "C.lf_op = lo; C.lf_res = lr; C.lf_a = la; C.lf_b = lb")
+            src = src.replace("__ENTRY_STORE__", "S.lf_op = lo; S.lf_res = lr; S.lf_a = la; S.lf_b = lb")
             src = src.replace("__ENTRY_CF__", "CARRY(lo, lr, la, lb)").replace("__IC__", "ic + ")
             return src.replace("__ENTRY__", "MAT(lo, lr, la, lb)")
         head.append("    try:")
         src = "\n".join(head + body + handler + tail) + "\n"
         src = "\n".join(l for l in src.split("\n") if l.strip() != "__ENTRY_STORE__")
-        src = src.replace("__ENTRY_CF__", "CARRY(C.lf_op, C.lf_res, C.lf_a, C.lf_b)")
+        src = src.replace("__ENTRY_CF__", "CARRY(S.lf_op, S.lf_res, S.lf_a, S.lf_b)")
         return src.replace("__ENTRY__", "FL()").replace("__IC__", "")
 
     @staticmethod
     def _loop_flags(bb: BlockBuilder) -> list[str]:
         """The statements carrying the flags into the next iteration of a fused loop."""
-        return [s.replace("C.lf_op", "lo").replace("C.lf_res", "lr").replace("C.lf_a", "la")
-                .replace("C.lf_b", "lb")
+        return [s.replace("S.lf_op", "lo").replace("S.lf_res", "lr").replace("S.lf_a", "la")
+                .replace("S.lf_b", "lb")
                 for s in bb.flags_store_code(bb.fsrc, not bb.body_entry_defined)
                 if s != "__ENTRY_STORE__"]
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from collections import deque
 
-from . import flags as F
 from .codecache import CodeCache, SmcRestart
 from .faults import CONTRIBUTORY, DB, DF, HAS_ERROR_CODE, PF, CpuFault, PageFault, TripleFault
 from .memory import PhysicalMemory
 from .mmu import Mmu
 from .native import NativeRegions
 from .segments import Segmentation, is_flat
-from .state import (ARITH_FLAGS, CR0_PG, CS, DS, DF as DF_FLAG, EFLAGS_FIXED, IF, RF, SS, TF, CpuState)
+from .state import CR0_PG, CS, DS, DF as DF_FLAG, IF, RF, SS, TF, CpuState
 from .system import run_helper
 from . import transfers
 from .translate import Mode
@@ -42,17 +41,16 @@ class Cpu:
         # very instructions that bracket a guest's own measurement
         self.tsc_probe = None
         self.segmentation = Segmentation(self)
-        # the lazy arithmetic flags (see flags.py)
-        self.lf_op = 0
-        self.lf_res = 0
-        self.lf_a = 0
-        self.lf_b = 0
         self.cpl = 0
         self.limit = 0
+        # stop exactly at ``run``'s bound: blocks never run past it (the last few
+        # instructions before it are executed one at a time), so what happens at a
+        # bound -- a timer firing, a save -- is at one instruction whatever the
+        # engine and whatever blocks the code cache holds (QEMU's icount mode does
+        # the same: it retranslates a block that would overrun the budget)
+        self.exact = True
         self.stop_requested = False       # a device asked the machine to stop (debug exit, reset)
-        self.intr = False                 # the INTR line, driven by the PIC
         self.acknowledge = lambda: 0      # the INTA cycle: returns the vector
-        self.interrupt_shadow = False
         self.debug_active = False         # DR7 enables a breakpoint: execute one instruction at a time
         self.exec_breakpoints: list[tuple[int, int]] = []
         self.exceptions = deque(maxlen=12)   # recent (eip, exception), for crash reports
@@ -63,21 +61,39 @@ class Cpu:
         self.mode = Mode(0, True, True, False, 0)
         self.mode_changed()
 
-    # -- flags ----------------------------------------------------------------------------
+    # -- flags (kept in the state: state.py) ---------------------------------------------
     def arith_flags(self) -> int:
-        return F.materialize(self.lf_op, self.lf_res, self.lf_a, self.lf_b)
+        return self.state.arith_flags()
 
     def get_eflags(self) -> int:
-        return (self.state.eflags & ~ARITH_FLAGS) | self.arith_flags() | EFLAGS_FIXED
+        return self.state.get_eflags()
 
     def set_eflags(self, value: int, mask: int = 0xFFFFFFFF) -> None:
-        st = self.state
-        if mask & ARITH_FLAGS:
-            cur = self.arith_flags()
-            self.lf_op = 0
-            self.lf_res = (cur & ~mask | value & mask) & ARITH_FLAGS
-        other = mask & ~ARITH_FLAGS
-        st.eflags = ((st.eflags & ~other) | (value & other)) & ~ARITH_FLAGS | EFLAGS_FIXED
+        self.state.set_eflags(value, mask)
+
+    @property
+    def intr(self) -> bool:
+        """The INTR line (state.intr)."""
+        return self.state.intr
+
+    @property
+    def interrupt_shadow(self) -> bool:
+        return self.state.interrupt_shadow
+
+    # -- state (the lifecycle protocol: ringvisor.lifecycle) --------------------------
+    state_name = "cpu"
+    state_version = 1
+
+    def get_state(self) -> dict:
+        return self.state.to_dict()
+
+    def set_state(self, state: dict) -> None:
+        """Load a saved state; everything derived from the old one is dropped."""
+        self.state.load(state)
+        self.stop_requested = False
+        self.cache.flush()
+        self.update_debug()               # breakpoints from DR7; flushes the TLB
+        self.mode_changed()
 
     # -- mode ----------------------------------------------------------------------------
     def mode_changed(self) -> None:
@@ -124,7 +140,7 @@ class Cpu:
 
     def open_interrupt_shadow(self) -> None:
         """STI (from IF=0), MOV SS and POP SS: the next instruction runs before any interrupt."""
-        self.interrupt_shadow = True
+        self.state.interrupt_shadow = True
         self.limit = 0                    # so the run loop single-steps that instruction
 
     def request_stop(self) -> None:
@@ -154,12 +170,12 @@ class Cpu:
     # -- interrupts -------------------------------------------------------------------------
     def set_intr(self, level: bool) -> None:
         """The PIC's INTR output changed."""
-        self.intr = level
+        self.state.intr = level
         if level:
             self.irq_check()
 
     def irq_check(self) -> None:
-        if self.intr and self.state.eflags & IF:
+        if self.state.intr and self.state.eflags & IF:
             self.limit = 0
 
     def deliver_exception(self, fault: CpuFault) -> None:
@@ -246,20 +262,25 @@ class Cpu:
         """Execute until ``icount >= until`` or the CPU halts."""
         st = self.state
         cache = self.cache
+        # a block runs whole once entered, so it may only start this far before ``until``
+        # (a REP string instruction, which retires one per iteration, ends its block)
+        slack = cache.max_insns if self.exact and cache.max_insns > 1 else 0
         while st.icount < until and not self.stop_requested:
-            if self.interrupt_shadow:
-                self.interrupt_shadow = False
+            if st.interrupt_shadow:
+                st.interrupt_shadow = False
+                self.limit = until            # (a string instruction stops at the bound)
                 self.step()
                 continue
-            if self.intr and st.eflags & IF:
+            if st.intr and st.eflags & IF:
                 self.deliver_interrupt()
             if st.halted:
                 return
-            if st.eflags & TF or self.debug_active:
+            if st.eflags & TF or self.debug_active or until - st.icount <= slack:
+                self.limit = until
                 self.step()
                 continue
             st.eflags &= ~RF    # RF only matters to the next instruction's breakpoint check
-            self.limit = until
+            self.limit = until - slack
             mode = self.mode
             jc = cache.jump.setdefault(mode.key, {})
             eip = st.eip

@@ -44,6 +44,7 @@ def crosscheck(image: bytes, cmdline: str = "", max_instructions: int = 10_000_0
     b = Machine(mem_mb, "interp", output=out_b.extend)
     for m in (a, b):
         m.boot_multiboot(image, cmdline)
+    a.cpu.exact = False        # whole blocks, as translated: they are what is checked
     sa, sb = a.cpu.state, b.cpu.state
     blocks = 0
     while sa.icount < max_instructions:

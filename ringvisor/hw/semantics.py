@@ -776,7 +776,16 @@ def string(bb: BlockBuilder, ins: ix.Instruction) -> None:
         bb.pin([1] + [6] * uses_si + [7] * uses_di + [0] * (kind == "lods"))
     si, di, cx = bb.reg(6), bb.reg(7), bb.reg(1)
     if rep:
+        # A repeated string instruction can be interrupted between iterations (SDM Vol. 2B
+        # "REP/REPE/REPZ/REPNE/REPNZ": the registers then hold the progress and EIP the
+        # instruction, which resumes).  Each iteration retires one instruction; at the
+        # CPU's bound (Cpu.run) it stops with iterations left, so an interrupt or a stop
+        # comes at an exact count.  The instruction itself counts once, when it completes
+        # (the block's tail counts it: a suspended pass takes that one back), so where it
+        # was suspended never changes the count.  It is the last of its block.
         cnt = cx if a32 else f"({cx} & 0xFFFF)"
+        left, more = f"rl_{bb.index}", f"more_{bb.index}"
+        bb.emit(f"{left} = C.limit - S.icount - {bb.index}; {more} = False")
         bb.emit(f"while {cnt}:")
         bb.ind += 1
     # one iteration
@@ -819,8 +828,11 @@ def string(bb: BlockBuilder, ins: ix.Instruction) -> None:
         if kind in ("cmps", "scas"):
             zf = names["zf"]
             bb.emit(f"if {'not ' if ins.has_repe_prefix else ''}{zf}: break")
+        bb.emit(f"{left} -= 1")
+        bb.emit(f"if {left} <= 0 and {cnt}: {more} = True; S.icount -= 1; break")
         bb.ind -= 1
         bb.unpin()
+        bb.next_expr = f"({ins.ip32:#x} if {more} else {ins.next_ip32:#x})"
     if kind in ("cmps", "scas"):
         for f in ALL_FLAGS:
             bb.set_flag_var(f, names[f])

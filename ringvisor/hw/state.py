@@ -1,15 +1,21 @@
 """The architectural state of the CPU as plain data.
 
 Everything here is serializable and maps field for field onto KVM's
-``kvm_regs``/``kvm_sregs`` (segment attributes use the VMX access-rights
-layout, which is also how KVM's ``kvm_segment`` bits are derived), so a VM can
-move between the Python engine and real KVM.  Derived state (TLBs, translated
-code) lives elsewhere and can always be rebuilt.
+``kvm_regs``/``kvm_sregs``/``kvm_vcpu_events`` (segment attributes use the VMX
+access-rights layout, which is also how KVM's ``kvm_segment`` bits are
+derived), so a VM can move between the Python engine and real KVM.  Derived
+state (TLBs, translated code) lives elsewhere and can always be rebuilt.
+
+The arithmetic flags are kept lazily (``flags.py``): the translator stores how
+they were last produced in ``lf_op``/``lf_res``/``lf_a``/``lf_b`` and ``eflags``
+holds every other bit.  Both live here, so the state is complete; ``to_dict``
+gives the architectural view (EFLAGS with its arithmetic flags materialized,
+no lazy record), and ``from_dict`` takes it back.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 # General registers, in x86 encoding order.
 EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI = range(8)
@@ -78,6 +84,13 @@ class Segment:
     def copy(self) -> "Segment":
         return Segment(self.selector, self.base, self.limit, self.attr)
 
+    def to_dict(self) -> dict:
+        return {"selector": self.selector, "base": self.base, "limit": self.limit, "attr": self.attr}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Segment":
+        return cls(int(d["selector"]), int(d["base"]), int(d["limit"]), int(d["attr"]))
+
     @classmethod
     def from_kvm(cls, d: dict) -> "Segment":
         """From the fields of KVM's ``struct kvm_segment``."""
@@ -121,6 +134,101 @@ class CpuState:
     tsc_offset: int = 0
     icount: int = 0          # instructions retired (the virtual clock's source)
     halted: bool = False
+    # STI / MOV SS / POP SS just ran: the next instruction runs before any interrupt
+    # (SDM Vol. 3 §6.8.3; KVM's kvm_vcpu_events.interrupt.shadow)
+    interrupt_shadow: bool = False
+    intr: bool = False       # the level of the INTR input pin (the PIC's INT output)
+    # the lazy arithmetic flags (flags.py): how CF PF AF ZF SF OF were last produced
+    lf_op: int = 0
+    lf_res: int = 0
+    lf_a: int = 0
+    lf_b: int = 0
 
+    # -- EFLAGS ----------------------------------------------------------------------
+    def arith_flags(self) -> int:
+        from .flags import materialize      # (flags.py names its bits from this module)
+        return materialize(self.lf_op, self.lf_res, self.lf_a, self.lf_b)
+
+    def get_eflags(self) -> int:
+        return (self.eflags & ~ARITH_FLAGS) | self.arith_flags() | EFLAGS_FIXED
+
+    def set_eflags(self, value: int, mask: int = 0xFFFFFFFF) -> None:
+        if mask & ARITH_FLAGS:
+            cur = self.arith_flags()
+            self.lf_op = 0                  # CONCRETE: the flag bits themselves in lf_res
+            self.lf_res = (cur & ~mask | value & mask) & ARITH_FLAGS
+        other = mask & ~ARITH_FLAGS
+        self.eflags = ((self.eflags & ~other) | (value & other)) & ~ARITH_FLAGS | EFLAGS_FIXED
+
+    # -- as plain data ----------------------------------------------------------------
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The architectural state: EFLAGS whole, the lazy record folded into it."""
+        d = {}
+        for f in fields(self):
+            if f.name in LAZY_FIELDS:
+                continue
+            v = getattr(self, f.name)
+            if isinstance(v, Segment):
+                v = v.to_dict()
+            elif isinstance(v, DescriptorTable):
+                v = {"base": v.base, "limit": v.limit}
+            elif f.name == "segs":
+                v = [s.to_dict() for s in v]
+            elif f.name == "msrs":
+                v = {str(k): val for k, val in sorted(v.items())}
+            elif isinstance(v, list):
+                v = list(v)
+            d[f.name] = v
+        d["eflags"] = self.get_eflags()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CpuState":
+        """The inverse of :meth:`to_dict` (missing fields keep their reset values)."""
+        st = cls()
+        st.load(d)
+        return st
+
+    def load(self, d: dict) -> None:
+        """Take the state :meth:`to_dict` gave, in place: the translator's code holds
+        this object and its ``regs`` and ``segs`` lists."""
+        st = CpuState()
+        known = {f.name for f in fields(self)} - LAZY_FIELDS
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown CPU state fields: {', '.join(sorted(unknown))}")
+        for name, v in d.items():
+            if name in ("segs",):
+                v = [Segment.from_dict(s) for s in v]
+                if len(v) != 6:
+                    raise ValueError("the CPU state needs six segment registers")
+            elif name in ("ldtr", "tr"):
+                v = Segment.from_dict(v)
+            elif name in ("gdtr", "idtr"):
+                v = DescriptorTable(int(v["base"]), int(v["limit"]))
+            elif name == "regs":
+                v = [int(x) & 0xFFFFFFFF for x in v]
+                if len(v) != 8:
+                    raise ValueError("the CPU state needs eight general registers")
+            elif name == "dr":
+                v = [int(x) for x in v]
+                if len(v) != 8:
+                    raise ValueError("the CPU state needs eight debug registers")
+            elif name == "msrs":
+                v = {int(k): int(val) for k, val in v.items()}
+            elif name in ("halted", "interrupt_shadow", "intr"):
+                v = bool(v)
+            else:
+                v = int(v)
+            setattr(st, name, v)
+        st.eflags = EFLAGS_FIXED
+        st.set_eflags(int(d.get("eflags", EFLAGS_FIXED)))
+        for f in fields(self):
+            v = getattr(st, f.name)
+            if f.name in ("regs", "segs"):
+                getattr(self, f.name)[:] = v
+            else:
+                setattr(self, f.name, v)
+
+
+LAZY_FIELDS = frozenset({"lf_op", "lf_res", "lf_a", "lf_b"})

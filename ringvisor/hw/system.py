@@ -296,7 +296,13 @@ def _string_io(cpu, ins, size: int, out: bool) -> int:
         if not rep:
             break
         st.regs[1] = (st.regs[1] & ~am & 0xFFFFFFFF) | (((st.regs[1] & am) - 1) & am)
-        cpu.state.icount += 1
+        st.icount += 1
+        if st.icount >= cpu.limit and st.regs[1] & am:
+            # suspended between iterations at the CPU's bound, as the translated
+            # string instructions are (semantics.string); the block's tail counts
+            # this instruction once more, so take that back
+            st.icount -= 1
+            return ins.ip32
     return ins.next_ip32
 
 

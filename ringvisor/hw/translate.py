@@ -484,8 +484,8 @@ class BlockBuilder:
         groups = {id(fsrc[f][1]) for f in ALL_FLAGS if fsrc[f][0] == "grp"}
         if kinds == {"grp"} and len(groups) == 1:
             g = fsrc["zf"][1]
-            return [f"C.lf_op = {F.op_code(g.kind, g.size * 8)}; C.lf_res = {g.res}; "
-                    f"C.lf_a = {g.a}; C.lf_b = {g.b}"]
+            return [f"S.lf_op = {F.op_code(g.kind, g.size * 8)}; S.lf_res = {g.res}; "
+                    f"S.lf_a = {g.a}; S.lf_b = {g.b}"]
         saved = self.fsrc
         self.fsrc = fsrc
         try:
@@ -494,12 +494,12 @@ class BlockBuilder:
                     all(fsrc[f][0] == "grp" and fsrc[f][1] is g for f in ALL_FLAGS if f != "cf"):
                 # INC/DEC keep CF: the lazy record carries it in ``b``
                 # CF is read first: it may come from the record being replaced
-                return [f"C.lf_b = {self.flag01('cf')}; C.lf_op = {F.op_code(g.kind, g.size * 8)}; "
-                        f"C.lf_res = {g.res}; C.lf_a = {g.a}"]
+                return [f"S.lf_b = {self.flag01('cf')}; S.lf_op = {F.op_code(g.kind, g.size * 8)}; "
+                        f"S.lf_res = {g.res}; S.lf_a = {g.a}"]
             bits = " | ".join(f"({FLAG_BITS[f]:#x} if {self.flag(f)} else 0)" for f in ALL_FLAGS)
         finally:
             self.fsrc = saved
-        return [f"C.lf_res = {bits}; C.lf_op = 0"]
+        return [f"S.lf_res = {bits}; S.lf_op = 0"]
 
     def side_exit(self, cond: str, target: int) -> None:
         """Leave the block when ``cond`` holds; translation goes on along the fall-through.
