@@ -49,6 +49,41 @@ def positive_int(text: str) -> int:
     return v
 
 
+def _console_args(r) -> None:
+    """The options of a VM run in the foreground on the console (run, restore)."""
+    r.add_argument("--engine", choices=("jit", "interp"), default="jit",
+                   help="translating engine (default) or the one-instruction interpreter")
+    r.add_argument("--max-instructions", type=positive_int, metavar="N",
+                   help="stop after N more guest instructions (exit status 4)")
+    r.add_argument("--trace", metavar="FILE",
+                   help="write every translation, exception and interrupt to FILE")
+    r.add_argument("--stats", action="store_true", help="print execution statistics to stderr")
+    r.add_argument("--pace", choices=("auto", "on", "off"), default="auto",
+                   help="keep virtual time from running ahead of wall time (auto: on a terminal)")
+
+
+def _stop_args(r) -> None:
+    r.add_argument("--stop-at", type=positive_int, metavar="N",
+                   help="stop when the guest has retired N instructions (counted from boot)")
+    r.add_argument("--save", metavar="FILE",
+                   help="with --stop-at: save the stopped VM to FILE (ringvisor restore FILE "
+                        "resumes it)")
+
+
+def _store_arg(r) -> None:
+    r.add_argument("--store", default=os.environ.get("RINGVISOR_STORE", "ringvisor-snapshots"),
+                   metavar="DIR", help="the snapshot tree's directory (default: $RINGVISOR_STORE "
+                                       "or ./ringvisor-snapshots)")
+
+
+def _snapshot_out_args(r) -> None:
+    r.add_argument("--snapshot", metavar="NAME",
+                   help="with --stop-at: add the stopped VM to the snapshot tree as NAME (a child "
+                        "of the current node)")
+    r.add_argument("--description", default="", metavar="TEXT", help="the snapshot's description")
+    _store_arg(r)
+
+
 def build_parser() -> Parser:
     p = Parser(prog="ringvisor", description="Virtualization structures on an IA-32 PC in Python.")
     sub = p.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
@@ -67,15 +102,52 @@ def build_parser() -> Parser:
     r.add_argument("--append", default="", metavar="CMDLINE", help="kernel command line")
     r.add_argument("--module", action="append", default=[], metavar="FILE",
                    help="a Multiboot module (repeatable)")
-    r.add_argument("--engine", choices=("jit", "interp"), default="jit",
-                   help="translating engine (default) or the one-instruction interpreter")
-    r.add_argument("--max-instructions", type=positive_int, metavar="N",
-                   help="stop after N guest instructions (exit status 4)")
-    r.add_argument("--trace", metavar="FILE",
-                   help="write every translation, exception and interrupt to FILE")
-    r.add_argument("--stats", action="store_true", help="print execution statistics to stderr")
-    r.add_argument("--pace", choices=("auto", "on", "off"), default="auto",
-                   help="keep virtual time from running ahead of wall time (auto: on a terminal)")
+    _console_args(r)
+    _stop_args(r)
+
+    _snapshot_out_args(r)
+
+    rs = sub.add_parser("restore", help="resume a VM saved by 'run --stop-at N --save FILE'")
+    rs.add_argument("image", metavar="FILE", help="a saved VM")
+    _console_args(rs)
+    _stop_args(rs)
+
+    sc = sub.add_parser("snapshot-create", help="add a saved VM (FILE) to the snapshot tree")
+    sc.add_argument("name", metavar="NAME")
+    sc.add_argument("--from", dest="image", required=True, metavar="FILE",
+                    help="the saved VM (run --save, snapshot-export)")
+    sc.add_argument("--description", default="", metavar="TEXT")
+    sc.add_argument("--parent", metavar="NODE", help="default: the current node")
+    _store_arg(sc)
+    sl = sub.add_parser("snapshot-list", help="the snapshot tree (* marks the current node)")
+    _store_arg(sl)
+    sv = sub.add_parser("snapshot-revert", help="resume the VM from a node of the tree, and run "
+                                                 "a branch of its own")
+    sv.add_argument("name", metavar="NAME")
+    _console_args(sv)
+    _stop_args(sv)
+    _snapshot_out_args(sv)
+    scu = sub.add_parser("snapshot-current", help="show the current node, or make NAME current")
+    scu.add_argument("name", nargs="?", metavar="NAME")
+    _store_arg(scu)
+    sd = sub.add_parser("snapshot-delete", help="delete a node (its children move to its parent)")
+    sd.add_argument("name", metavar="NAME")
+    _store_arg(sd)
+    sdf = sub.add_parser("snapshot-diff", help="what differs between two nodes: pages, "
+                                                "registers, devices")
+    sdf.add_argument("a", metavar="NAME1")
+    sdf.add_argument("b", metavar="NAME2")
+    _store_arg(sdf)
+    se = sub.add_parser("snapshot-export", help="a node as a standalone image file")
+    se.add_argument("name", metavar="NAME")
+    se.add_argument("file", metavar="FILE")
+    _store_arg(se)
+    si = sub.add_parser("snapshot-import", help="an image file as a node")
+    si.add_argument("file", metavar="FILE")
+    si.add_argument("name", metavar="NAME")
+    si.add_argument("--description", default="", metavar="TEXT")
+    si.add_argument("--parent", metavar="NODE", help="default: the current node")
+    _store_arg(si)
 
     d = sub.add_parser("demo", help="boot the bundled teaching kernel, run workloads, print measurements")
     d.add_argument("--engine", choices=("jit", "interp"), default="jit")
@@ -165,37 +237,41 @@ def _resolve_kernel(name: str) -> str:
         raise ConfigError(f"{name}: no such file, and no bundled image of that name") from None
 
 
-def cmd_run(args) -> int:
-    from ringvisor.hw.devices.uart import HostInput
-    from ringvisor.hw.machine import read_image
-    from ringvisor.vmm import create_vm
+class Console:
+    """The serial console of a VM run in the foreground: COM1 is stdin and stdout."""
 
-    kernel = _resolve_kernel(args.kernel)
-    interactive = sys.stdin.isatty()
-    out_tty = sys.stdout.isatty()
-    stdout = sys.stdout.buffer
+    def __init__(self, args) -> None:
+        self.interactive = sys.stdin.isatty()
+        self.raw_out = self.interactive and sys.stdout.isatty()
+        self.stdout = sys.stdout.buffer
+        self.pace = self.interactive if args.pace == "auto" else args.pace == "on"
+        self.trace = None
+        if args.trace:
+            try:
+                self.trace = open(args.trace, "w")
+            except OSError as e:
+                raise ConfigError(f"{args.trace}: cannot write the trace: {e.strerror}") from None
 
-    def output(data: bytes) -> None:
-        stdout.write(data.replace(b"\n", b"\r\n") if interactive and out_tty else data)
-        stdout.flush()
+    def output(self, data: bytes) -> None:
+        self.stdout.write(data.replace(b"\n", b"\r\n") if self.raw_out else data)
+        self.stdout.flush()
 
-    pace = interactive if args.pace == "auto" else args.pace == "on"
-    trace = open(args.trace, "w") if args.trace else None
-    try:
-        size = args.mem << 20
-        image = read_image(kernel, max_bytes=size)
-        mods = [(p, read_image(p, "module", size), p) for p in args.module]
-        m, mon = create_vm(image, args.mode, args.append, args.mem, args.engine, mods,
-                           image_name=kernel, output=output, pace=pace, keep_source=bool(trace))
-        if trace:
-            m.cpu.trace = trace.write
-        with HostInput(0, raw=interactive) as host:
-            m.host_input = host
-            m.quit_key = interactive
-            stop = m.run(args.max_instructions)
-    finally:
-        if trace:
-            trace.close()
+    def run(self, m, max_instructions: int | None):
+        from ringvisor.hw.devices.uart import HostInput
+        if self.trace:
+            m.cpu.trace = self.trace.write
+        try:
+            with HostInput(0, raw=self.interactive) as host:
+                m.host_input = host
+                m.quit_key = self.interactive
+                return m.run(max_instructions)
+        finally:
+            m.host_input = None
+            if self.trace:
+                self.trace.close()
+
+
+def _finish(args, m, mon, stop) -> int:
     if stop.message:
         print(f"\nringvisor: {stop.message}", file=sys.stderr)
     if args.stats:
@@ -203,6 +279,172 @@ def cmd_run(args) -> int:
         if mon is not None:
             print_monitor_stats(mon)
     return stop.status
+
+
+def cmd_run(args) -> int:
+    from ringvisor.hw.machine import read_image
+    from ringvisor.vmm import create_vm
+
+    _check_stop_args(args)
+    kernel = _resolve_kernel(args.kernel)
+    con = Console(args)
+    size = args.mem << 20
+    image = read_image(kernel, max_bytes=size)
+    mods = [(p, read_image(p, "module", size), p) for p in args.module]
+    m, mon = create_vm(image, args.mode, args.append, args.mem, args.engine, mods,
+                       image_name=kernel, output=con.output, pace=con.pace,
+                       keep_source=bool(con.trace))
+    return _run_and_keep(args, con, m, mon, kernel, args.append)
+
+
+def _check_stop_args(args) -> None:
+    wants = getattr(args, "save", None) or getattr(args, "snapshot", None)
+    if wants and not args.stop_at:
+        raise ConfigError("--save and --snapshot need --stop-at N (where to stop the VM)")
+
+
+def _run_and_keep(args, con, m, mon, image: str, cmdline: str) -> int:
+    """Run in the foreground; at --stop-at, save the VM and/or snapshot it."""
+    from ringvisor.lifecycle.vm import VmInfo
+    budget = args.max_instructions
+    if args.stop_at:
+        left = args.stop_at - m.cpu.state.icount
+        if left <= 0:
+            raise ConfigError(f"the VM is at instruction {m.cpu.state.icount:,} already "
+                              f"(--stop-at {args.stop_at:,})")
+        budget = left if budget is None else min(budget, left)
+    stop = con.run(m, budget)
+    if not (args.stop_at and stop.reason == "limit" and m.cpu.state.icount >= args.stop_at):
+        if getattr(args, "save", None) or getattr(args, "snapshot", None):
+            print(f"ringvisor: the VM stopped ({stop.reason}) before instruction "
+                  f"{args.stop_at:,}; nothing saved", file=sys.stderr)
+        return _finish(args, m, mon, stop)
+    n = m.cpu.state.icount
+    info = VmInfo(image=image, cmdline=cmdline, description=getattr(args, "description", ""))
+    if args.save:
+        from ringvisor.lifecycle.vm import save_file
+        size = save_file(args.save, m, mon, info)
+        print(f"ringvisor: saved the VM at instruction {n:,} to {args.save} ({size:,} bytes)",
+              file=sys.stderr)
+    if getattr(args, "snapshot", None):
+        from ringvisor.lifecycle.snapshots import SnapshotTree
+        tree = SnapshotTree(args.store)
+        node = tree.create(args.snapshot, m, mon, info, args.description)
+        where = f" (child of {node.parent})" if node.parent else ""
+        print(f"ringvisor: snapshot {node.name} at instruction {n:,}{where}", file=sys.stderr)
+    if not args.save and not getattr(args, "snapshot", None):
+        print(f"ringvisor: stopped at instruction {n:,}", file=sys.stderr)
+    if args.stats:
+        print_stats(m)
+        if mon is not None:
+            print_monitor_stats(mon)
+    return 0
+
+
+def cmd_restore(args) -> int:
+    from ringvisor.lifecycle.vm import load_file
+    from ringvisor.vmm import attach_monitor
+
+    _check_stop_args(args)
+    con = Console(args)
+    m, mon, info = load_file(args.image, attach_monitor, args.engine, con.output, pace=con.pace,
+                             keep_source=bool(con.trace))
+    return _run_and_keep(args, con, m, mon, info.image, info.cmdline)
+
+
+def _tree(args):
+    from ringvisor.lifecycle.snapshots import SnapshotTree
+    return SnapshotTree(args.store)
+
+
+def cmd_snapshot_create(args) -> int:
+    node = _tree(args).import_image(args.image, args.name, args.description,
+                                    ... if args.parent is None else args.parent)
+    print(f"snapshot {node.name} created from {args.image} (instruction {node.icount:,}"
+          + (f", child of {node.parent})" if node.parent else ")"))
+    return 0
+
+
+def cmd_snapshot_list(args) -> int:
+    tree = _tree(args)
+    lines = tree.tree_lines()
+    print("\n".join(lines) if lines else f"{args.store}: no snapshots")
+    return 0
+
+
+def cmd_snapshot_revert(args) -> int:
+    from ringvisor.vmm import attach_monitor
+    _check_stop_args(args)
+    tree = _tree(args)
+    con = Console(args)
+    m, mon, info = tree.revert(args.name, attach_monitor, args.engine, con.output, pace=con.pace,
+                               keep_source=bool(con.trace))
+    return _run_and_keep(args, con, m, mon, info.image, info.cmdline)
+
+
+def cmd_snapshot_current(args) -> int:
+    tree = _tree(args)
+    if args.name:
+        tree.set_current(args.name)
+    print(tree.current or f"{args.store}: no current snapshot")
+    return 0
+
+
+def cmd_snapshot_delete(args) -> int:
+    freed = _tree(args).delete(args.name)
+    print(f"snapshot {args.name} deleted ({freed:,} bytes of pages freed)")
+    return 0
+
+
+def cmd_snapshot_diff(args) -> int:
+    d = _tree(args).diff(args.a, args.b)
+    ia, ib = d["icount"]
+    pages = d["pages"]
+    print(f"{args.a} (instruction {ia:,}) -> {args.b} (instruction {ib:,})")
+    print(f"pages: {len(pages)} differ" + (": " + _ranges(pages) if pages else ""))
+    for comp, changes in d["components"].items():
+        print(f"{comp}: {len(changes)} field(s)")
+        for path, x, y in changes[:40]:
+            print(f"  {path}: {_show(x)} -> {_show(y)}")
+        if len(changes) > 40:
+            print(f"  ... and {len(changes) - 40} more")
+    return 0
+
+
+def _show(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:#x}"
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _ranges(pages: list[int]) -> str:
+    """Page numbers as address ranges: 0x1000-0x2fff, ..."""
+    out, start, prev = [], None, None
+    for p in pages + [None]:
+        if start is not None and p != prev + 1:
+            out.append(f"{start << 12:#x}-{((prev + 1) << 12) - 1:#x}")
+            start = None
+        if start is None and p is not None:
+            start = p
+        prev = p
+    text = ", ".join(out[:12])
+    return text + (f", ... ({len(out)} ranges)" if len(out) > 12 else "")
+
+
+def cmd_snapshot_export(args) -> int:
+    n = _tree(args).export(args.name, args.file)
+    print(f"snapshot {args.name} exported to {args.file} ({n:,} bytes)")
+    return 0
+
+
+def cmd_snapshot_import(args) -> int:
+    node = _tree(args).import_image(args.file, args.name, args.description,
+                                    ... if args.parent is None else args.parent)
+    print(f"snapshot {node.name} imported from {args.file} (instruction {node.icount:,})")
+    return 0
 
 
 def print_monitor_stats(mon) -> None:
@@ -349,6 +591,10 @@ def cmd_vmbench(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "bench": cmd_bench, "crosscheck": cmd_crosscheck,
+COMMANDS = {"run": cmd_run, "restore": cmd_restore, "snapshot-create": cmd_snapshot_create,
+            "snapshot-list": cmd_snapshot_list, "snapshot-revert": cmd_snapshot_revert,
+            "snapshot-current": cmd_snapshot_current, "snapshot-delete": cmd_snapshot_delete,
+            "snapshot-diff": cmd_snapshot_diff, "snapshot-export": cmd_snapshot_export,
+            "snapshot-import": cmd_snapshot_import, "demo": cmd_demo, "bench": cmd_bench, "crosscheck": cmd_crosscheck,
             "probe": cmd_probe, "vmbench": cmd_vmbench, "build-guests": cmd_build_guests,
             "pvabi-header": cmd_pvabi_header}

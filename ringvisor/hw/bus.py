@@ -42,6 +42,7 @@ class PortRange:
     write: WriteFn
     name: str
     max_access: int = 4
+    owner: object = None     # the device (its state is saved and restored: ringvisor.lifecycle)
 
     @property
     def end(self) -> int:
@@ -57,11 +58,13 @@ class IoBus:
 
     # -- wiring ------------------------------------------------------------
     def register(self, first_port: int, count: int, read: ReadFn, write: WriteFn,
-                 name: str, max_access: int = 4) -> PortRange:
+                 name: str, max_access: int = 4, owner: object = None) -> PortRange:
         """Claim ports ``first_port .. first_port+count-1`` for a device.
 
         ``max_access`` is the widest access the handlers understand; wider
         ones are split into bytes (1 for the 8-bit ISA devices of a PC).
+        ``owner`` is the device object: a machine's devices are found through it
+        when the machine is saved.
         Raises ValueError if any of the ports is already claimed.
         """
         if count <= 0 or first_port < 0 or first_port + count > NUM_PORTS:
@@ -72,7 +75,7 @@ class IoBus:
             other = self._owner[p]
             if other is not None:
                 raise ValueError(f"{name}: port {p:#x} already belongs to {other.name}")
-        rng = PortRange(first_port, count, read, write, name, max_access)
+        rng = PortRange(first_port, count, read, write, name, max_access, owner)
         for p in range(first_port, first_port + count):
             self._owner[p] = rng
         self._ranges.append(rng)

@@ -173,6 +173,9 @@ class VirtualClock:
                 time.sleep(delay)
 
     # -- state -------------------------------------------------------------
+    state_name = "clock"
+    state_version = 1
+
     def get_state(self) -> dict:
         return {"cpu_hz": self.cpu_hz, "cycles": self.cycles()}
 

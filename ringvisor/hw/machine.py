@@ -69,11 +69,21 @@ class Machine:
         self.debug_exit = DebugExit(self.bus, self._on_exit)
         self.cmos = Cmos(self.bus, self.clock, self.mem.size)
         self.reset_control = ResetControl(self.bus, self._on_reset)
+        # every device, by the name its state is saved under (ringvisor.lifecycle); the
+        # interrupt controller last, so that restoring it settles the lines the others drive
+        self.devices = {d.state_name: d for d in (self.pit, self.uart, self.cmos, self.reset_control,
+                                                  self.debug_exit, self.pic)}
         self.host_input: HostInput | None = None
         self.quit_key = False      # Ctrl-A x on an interactive console stops the machine
         self._ctrl_a = False
         self.stop: Stop | None = None
         self.wall_seconds = 0.0
+
+    def components(self) -> list:
+        """What a saved machine is made of, in the order it is restored: the CPU (its
+        instruction counter drives the clock), the clock, then the devices (which
+        re-arm their timers on it).  RAM is saved page by page beside them."""
+        return [self.cpu, self.clock, *self.devices.values()]
 
     # -- devices' callbacks ------------------------------------------------------------
     def _serial_out(self, data: bytes) -> None:
@@ -145,7 +155,9 @@ class Machine:
         try:
             while self.stop is None:
                 deadline = clock.next_deadline()
-                until = st.icount + SLICE
+                # slices end at multiples of SLICE, so a run restored from a save
+                # polls at the same instructions as the run it continues
+                until = (st.icount // SLICE + 1) * SLICE
                 if deadline is not None:
                     until = min(until, max(deadline - clock.offset, st.icount + 1))
                 if limit is not None:
@@ -170,7 +182,7 @@ class Machine:
         """The CPU is halted: skip to the next event, or wait for the host's input."""
         cpu, clock = self.cpu, self.clock
         st = cpu.state
-        if cpu.intr and st.eflags & IF:
+        if st.intr and st.eflags & IF:
             return
         if not st.eflags & IF:
             self.stop = Stop("halted", 0, f"the guest halted with interrupts disabled at "

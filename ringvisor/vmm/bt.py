@@ -88,6 +88,7 @@ def _classify(ins: ix.Instruction) -> str:
 
 class BinaryTranslation(Monitor):
     name = "bt"
+    STATE = Monitor.STATE + ("tc", "table_write_traps", "adaptive", "adapt_after")
 
     def __init__(self, machine, guest_ram: int, tc_size: int = L.TC_SIZE) -> None:
         super().__init__(machine, guest_ram)
@@ -218,7 +219,7 @@ class BinaryTranslation(Monitor):
             elif kind == "callout":
                 mark(g)
                 code.extend(CALLOUT)
-                sites[here()] = ("callout", ins, g)
+                sites[here()] = ("callout", ins, g, raw)     # (raw: for a saved VM)
                 if ins.flow_control != FC.NEXT or ins.mnemonic in (M.HLT, M.LSS):
                     # the emulation decides where the guest goes; the next
                     # instruction gets its own stub all the same (after a HLT
@@ -291,7 +292,7 @@ class BinaryTranslation(Monitor):
             f.eip = unit.start
             self.traps["chain"] += 1
             return
-        _, ins, g = site
+        ins, g = site[1], site[2]
         self.traps["callout"] += 1
         if E.emulate(self, f, ins, g, (BT_EMULATORS, E.EMULATORS)) is None:
             # a sensitive instruction nobody emulates: what it does at ring 3, #GP
@@ -370,6 +371,15 @@ class BinaryTranslation(Monitor):
                 self.tc.invalidate_frame(ppn)
                 self.shadow.unprotect(ppn)
         super().guest_written(phys, n)
+
+    def get_state(self) -> dict:
+        out = super().get_state()
+        # where the VM stands in guest terms (the CPU may be inside a translation)
+        st = self.cpu.state
+        in_tc = st.segs[1].selector == L.SEL_TCODE
+        g = self.tc.guest_eip(st.eip) if in_tc else None
+        out["guest_eip"] = st.eip if not in_tc else (-1 if g is None else g)
+        return out
 
     def report(self) -> dict:
         out = super().report()

@@ -17,7 +17,7 @@ ports, a loopback, which is how the tests exercise ``send``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ringvisor.abi import SHARED_INFO, DomId, Errno, EvtchnStat, Misc, Virq
 
@@ -42,6 +42,26 @@ class Port:
 
 
 class EventChannels:
+    STATE = ("ports", "by_pirq", "by_virq", "early_pirqs", "stats")    # (vmm/state.py)
+    WIRING = ("mem", "si", "domid", "o_pending", "o_mask", "o_sel", "o_upcall", "o_upcall_mask")
+
+    def get_state(self) -> dict:
+        """The ports and their bindings; the pending and mask bitmaps are in the
+        shared-info page, in the monitor's region of machine memory."""
+        return {"ports": [asdict(p) for p in self.ports], "by_pirq": dict(self.by_pirq),
+                "by_virq": dict(self.by_virq), "early_pirqs": set(self.early_pirqs),
+                "stats": dict(self.stats)}
+
+    def set_state(self, state: dict) -> None:
+        ports = [Port(**p) for p in state["ports"]]
+        if len(ports) != NR_PORTS:
+            raise ValueError(f"{len(ports)} event channels, not {NR_PORTS}")
+        self.ports = ports
+        self.by_pirq = {int(k): int(v) for k, v in state["by_pirq"].items()}
+        self.by_virq = {int(k): int(v) for k, v in state["by_virq"].items()}
+        self.early_pirqs = {int(p) for p in state["early_pirqs"]}
+        self.stats.update(state["stats"])
+
     def __init__(self, mem, shared_info_phys: int, domid: int = 0) -> None:
         self.mem = mem
         self.si = shared_info_phys

@@ -30,6 +30,7 @@ from ringvisor.hw.machine import Stop
 
 from . import descriptors as D
 from . import layout as L
+from . import state as S
 from .frame import Frame
 from .guestmem import GuestBadFrame, GuestMemory, GuestPageFault
 from .platform import VirtualPlatform
@@ -47,6 +48,12 @@ class MonitorStop(UnsupportedFeature):
 
 class Monitor:
     name = "monitor"
+    # the lifecycle protocol (vmm/state.py: what each attribute is)
+    state_name = "monitor"
+    state_version = 1
+    STATE = ("vcpu", "platform", "shadow", "stepping", "traps", "emulated", "stats")
+    WIRING = ("machine", "cpu", "mem", "guest_ram", "base", "gm")
+    TRANSIENT = ("frame", "sti_shadow", "halting")
 
     def __init__(self, machine, guest_ram: int) -> None:
         self.machine = machine
@@ -95,8 +102,20 @@ class Monitor:
         for sel, raw in D.monitor_descriptors().items():
             mem.write(b + L.GDT + sel, struct.pack("<Q", raw))
         mem.write(b + L.GDT + L.SEL_MTSS, struct.pack("<Q", D.tss_descriptor(L.MLIN + L.TSS, 103)))
-        self.cpu.native.bind(b + L.ENTRY, L.ENTRY_SIZE, self._entry, f"{self.name} monitor")
+        self.attach()
         self._takeover()
+
+    def attach(self) -> None:
+        """Bind the monitor's entry points on the machine.  A restored VM comes this way
+        only: its region, its tables and the guest's state all come from the image."""
+        self.cpu.native.bind(self.base + L.ENTRY, L.ENTRY_SIZE, self._entry, f"{self.name} monitor")
+
+    def get_state(self) -> dict:
+        return S.get_attrs(self)
+
+    def set_state(self, state: dict) -> None:
+        S.set_attrs(self, state)
+        self.cpu.tlb_flush()
 
     def _takeover(self) -> None:
         cpu, st, v = self.cpu, self.cpu.state, self.vcpu

@@ -81,6 +81,9 @@ def _fail(errno: Errno):
 
 class ParaVirt(Monitor):
     name = "paravirt"
+    STATE = Monitor.STATE + ("events", "trap_table", "callbacks", "gdt_frames", "kstack", "pinned",
+                             "timer", "hypercalls", "time_version")
+    WIRING = Monitor.WIRING + ("cmdline", "si_phys", "fixed", "time_scale")
 
     def __init__(self, machine, guest_ram: int, cmdline: str = "") -> None:
         super().__init__(machine, guest_ram)

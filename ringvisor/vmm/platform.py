@@ -12,16 +12,26 @@ monitor on vector ``PIC_BASE + n`` is a virtual interrupt on the guest's
 from __future__ import annotations
 
 from . import layout as L
+from . import state as S
 
 MASTER_CMD, MASTER_DATA, SLAVE_CMD, SLAVE_DATA = 0x20, 0x21, 0xA0, 0xA1
 
 
 class VirtualPlatform:
+    STATE = ("guest_base", "_icw", "stats")       # (vmm/state.py)
+    WIRING = ("bus",)
+
     def __init__(self, bus) -> None:
         self.bus = bus
         self.guest_base = [0x08, 0x70]       # the vector bases the guest programmed (BIOS defaults)
         self._icw = [0, 0]                   # initialisation-word state per PIC (0: none)
         self.stats = {"io": 0}
+
+    def get_state(self) -> dict:
+        return S.get_attrs(self)
+
+    def set_state(self, state: dict) -> None:
+        S.set_attrs(self, state)
 
     def guest_vector(self, real_vector: int) -> int | None:
         n = real_vector - L.PIC_BASE
@@ -62,6 +72,9 @@ class HypervisorTimer:
     with ``vector`` while the line is raised, otherwise asks the PIC.
     """
 
+    STATE = ("pic_level", "line", "handle")        # (vmm/state.py)
+    WIRING = ("cpu", "clock", "pic", "vector")
+
     def __init__(self, machine, vector: int) -> None:
         self.cpu, self.clock, self.pic = machine.cpu, machine.clock, machine.pic
         self.vector = vector
@@ -81,6 +94,18 @@ class HypervisorTimer:
             self.cpu.set_intr(self.pic_level)
             return self.vector
         return self.pic.acknowledge()
+
+    def get_state(self) -> dict:
+        h = self.handle
+        return {"pic_level": self.pic_level, "line": self.line,
+                "at": h.cycle if h is not None and h.pending else -1}
+
+    def set_state(self, state: dict) -> None:
+        self.cancel()
+        self.pic_level, self.line = bool(state["pic_level"]), bool(state["line"])
+        if state["at"] >= 0:
+            self.handle = self.clock.schedule(int(state["at"]), self._fire)
+        self.cpu.set_intr(self.pic_level or self.line)
 
     def arm(self, at_ns: int) -> None:
         """Interrupt at virtual time ``at_ns`` (at once if it has passed)."""

@@ -25,6 +25,16 @@ def _monitor_class(mode: str):
     raise ValueError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
 
 
+def attach_monitor(mode: str, machine: Machine, guest_ram: int, info=None):
+    """The monitor for a VM restored from an image, attached to its machine (the
+    lifecycle's factory: it gives the monitor its state afterwards)."""
+    cls = _monitor_class(mode)
+    extra = {"cmdline": info.cmdline} if mode == "paravirt" and info is not None else {}
+    mon = cls(machine, guest_ram, **extra)
+    mon.attach()
+    return mon
+
+
 @dataclass
 class VmResult:
     output: bytes

@@ -60,6 +60,10 @@ class Root:
 
 
 class ShadowPaging:
+    # (vmm/state.py) the tables themselves are in the monitor's region of machine memory
+    STATE = ("roots", "root", "free", "pinned", "l1_users", "l2_users", "rmap", "stats")
+    WIRING = ("cpu", "mem", "base", "pool", "max_roots")
+
     def __init__(self, cpu, mem, base: int, max_roots: int = 8, pool_pages: int = L.POOL_PAGES) -> None:
         self.cpu = cpu
         self.mem = mem
@@ -80,6 +84,44 @@ class ShadowPaging:
     @property
     def cr3(self) -> int:
         return self.root.pd
+
+    # -- state (vmm/state.py) ------------------------------------------------------------
+    def get_state(self) -> dict:
+        """Which shadow directory stands for which guest CR3 (least recently used first),
+        where its tables are and which guest tables they came from, which frames are
+        read-only, and the free pool; the entries themselves are in machine memory."""
+        return {
+            "roots": [[r.key, r.pd, r.tracked, [[i, t, -1 if s is None else s]
+                                                for i, (t, s) in r.tables.items()]]
+                      for r in self.roots.values()],
+            "current": self.root.key,
+            "free": list(self.free),
+            "pinned": set(self.pinned),
+            "rmap": {ppn: sorted([r.key, lin] for r, lin in users)
+                     for ppn, users in self.rmap.items() if users},
+            "stats": dict(self.stats),
+        }
+
+    def set_state(self, state: dict) -> None:
+        self.roots.clear()
+        self.l1_users.clear()
+        self.l2_users.clear()
+        for key, pd, tracked, tables in state["roots"]:
+            root = Root(int(key), int(pd))
+            root.tracked = bool(tracked)
+            for i, t, src in tables:
+                root.tables[int(i)] = (int(t), None if src < 0 else int(src))
+                if src >= 0:
+                    self.l1_users.setdefault(int(src), set()).add((root, int(i)))
+            if root.tracked:
+                self.l2_users.setdefault(root.key, set()).add(root)
+            self.roots[root.key] = root
+        self.root = self.roots[int(state["current"])]
+        self.free = [int(p) for p in state["free"]]
+        self.pinned = {int(p) for p in state["pinned"]}
+        self.rmap = {int(ppn): {(self.roots[k], int(lin)) for k, lin in users if k in self.roots}
+                     for ppn, users in state["rmap"].items()}
+        self.stats.update(state["stats"])
 
     # -- which frames are read-only -------------------------------------------------------
     def is_protected(self, ppn: int) -> bool:

@@ -32,6 +32,10 @@ class Unit:
 
 
 class TranslationCache:
+    # (vmm/state.py) the translated code itself is in the monitor's region of machine memory
+    STATE = ("top", "units", "by_frame", "starts", "all_units", "sites", "entries", "stats")
+    WIRING = ("mem", "phys", "start", "size")
+
     def __init__(self, mem, base: int, size: int = L.TC_SIZE) -> None:
         self.mem = mem
         self.phys = base + L.TC
@@ -46,6 +50,58 @@ class TranslationCache:
         self.entries: dict[int, tuple[Unit, int]] = {}   # guest EIP -> a unit holding it, and where
         self.stats = {"translations": 0, "guest_instructions": 0, "tc_bytes": 0, "lookups": 0,
                       "hits": 0, "chains": 0, "flushes": 0, "invalidations": 0, "mid-unit entries": 0}
+
+    # -- state (vmm/state.py) ------------------------------------------------------------
+    def get_state(self) -> dict:
+        """Every unit since the last flush (live or not: a thread may still be inside a
+        dead one), which is current for each guest EIP, and what each callout site
+        stands for (an instruction as its bytes, decoded again on restore)."""
+        index = {id(u): k for k, u in enumerate(self.all_units)}
+        sites = []
+        for addr, site in self.sites.items():
+            if site[0] == "chain":
+                sites.append([addr, "chain", site[1]])
+            else:
+                sites.append([addr, "callout", site[3], site[2]])
+        return {
+            "size": self.size,
+            "top": self.top,
+            "units": [[u.guest, u.phys, u.start, u.end, set(u.frames), list(u.tc_map),
+                       list(u.guest_map), list(u.incoming), u.live] for u in self.all_units],
+            "current": {g: index[id(u)] for g, u in self.units.items()},
+            "by_frame": {fr: set(gs) for fr, gs in self.by_frame.items()},
+            "entries": {g: [index[id(u)], addr] for g, (u, addr) in self.entries.items()
+                        if id(u) in index},
+            "sites": sites,
+            "stats": dict(self.stats),
+        }
+
+    def set_state(self, state: dict) -> None:
+        import iced_x86 as ix
+        self.flush()
+        self.stats.clear()
+        self.stats.update(state["stats"])
+        if not 0x1000 <= state["size"] <= L.TC_SIZE:
+            raise ValueError(f"a translation cache of {state['size']} bytes")
+        self.size = int(state["size"])
+        self.top = int(state["top"])
+        for guest, phys, start, end, frames, tc_map, guest_map, incoming, live in state["units"]:
+            u = Unit(guest, phys, start, end, set(frames), list(tc_map), list(guest_map),
+                     list(incoming), bool(live))
+            self.all_units.append(u)
+            self.starts.append(u.start)
+        for g, k in state["current"].items():
+            self.units[g] = self.all_units[k]
+        for fr, gs in state["by_frame"].items():
+            self.by_frame[fr] = set(gs)
+        for g, (k, addr) in state["entries"].items():
+            self.entries[g] = (self.all_units[k], addr)
+        for site in state["sites"]:
+            if site[1] == "chain":
+                self.sites[site[0]] = ("chain", site[2])
+            else:
+                raw, g = site[2], site[3]
+                self.sites[site[0]] = ("callout", ix.Decoder(32, raw, ip=g).decode(), g, raw)
 
     def room(self, n: int) -> bool:
         return self.top + n <= self.start + self.size

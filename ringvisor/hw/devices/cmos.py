@@ -73,7 +73,7 @@ class Cmos:
         self._periodic: TimerHandle | None = None
         self._second: TimerHandle | None = None
         self.power_on()
-        bus.register(0x70, 2, self._read, self._write, "cmos", max_access=1)
+        bus.register(0x70, 2, self._read, self._write, "cmos", max_access=1, owner=self)
 
     # -- power-on and reset ---------------------------------------------------------
     def power_on(self) -> None:
@@ -262,6 +262,9 @@ class Cmos:
             d[i] = val
 
     # -- state -----------------------------------------------------------------------------
+    state_name = "cmos"
+    state_version = 1
+
     def get_state(self) -> dict:
         return {"data": list(self.data), "index": self.index,
                 "nmi_disabled": self.nmi_disabled, "base_ns": self.base_ns}

@@ -27,7 +27,7 @@ class DebugExit:
         self.on_exit = on_exit
         self.iobase = iobase
         self.iosize = iosize
-        bus.register(iobase, iosize, self._read, self._write, "isa-debug-exit")
+        bus.register(iobase, iosize, self._read, self._write, "isa-debug-exit", owner=self)
 
     def _read(self, port: int, size: int) -> int:
         return (1 << (8 * size)) - 1
@@ -38,6 +38,9 @@ class DebugExit:
 
     def reset(self) -> None:
         pass
+
+    state_name = "debug-exit"
+    state_version = 1
 
     def get_state(self) -> dict:
         return {}

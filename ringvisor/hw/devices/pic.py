@@ -232,8 +232,8 @@ class PicPair:
         self.chips = (self.master, self.slave)
         for base, chip in ((0x20, self.master), (0xA0, self.slave)):
             bus.register(base, 2, self._reader(chip, base), self._writer(chip, base),
-                         f"pic-{'master' if chip.master else 'slave'}", max_access=1)
-        bus.register(0x4D0, 2, self._elcr_read, self._elcr_write, "elcr", max_access=1)
+                         f"pic-{'master' if chip.master else 'slave'}", max_access=1, owner=self)
+        bus.register(0x4D0, 2, self._elcr_read, self._elcr_write, "elcr", max_access=1, owner=self)
 
     def _master_output(self, level: bool) -> None:
         self.set_intr(level)
@@ -297,6 +297,9 @@ class PicPair:
     def reset(self) -> None:
         for chip in self.chips:
             chip.reset()
+
+    state_name = "pic"
+    state_version = 1
 
     def get_state(self) -> dict:
         return {"master": asdict(self.master.s), "slave": asdict(self.slave.s)}

@@ -79,8 +79,8 @@ class Pit8254:
         self.refresh_toggle = 0
         self._timer: TimerHandle | None = None
         self._timer_cycle: int | None = None
-        bus.register(0x40, 4, self._io_read, self._io_write, "pit", max_access=1)
-        bus.register(0x61, 1, self._port61_read, self._port61_write, "port61", max_access=1)
+        bus.register(0x40, 4, self._io_read, self._io_write, "pit", max_access=1, owner=self)
+        bus.register(0x61, 1, self._port61_read, self._port61_write, "port61", max_access=1, owner=self)
         self.reset()
 
     # -- time arithmetic ------------------------------------------------------
@@ -292,6 +292,9 @@ class Pit8254:
         # QEMU does not drive the line at reset: it stays low until the first
         # transition, so the first IRQ 0 edge comes one full period later
         self._irq_timer_update(now, drive=False)
+
+    state_name = "pit"
+    state_version = 1
 
     def get_state(self) -> dict:
         return {"channels": [asdict(ch) for ch in self.channels],

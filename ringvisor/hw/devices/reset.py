@@ -38,11 +38,11 @@ class ResetControl:
     def __init__(self, bus: IoBus, on_reset: Callable[[], None], cf9: bool = True) -> None:
         self.on_reset = on_reset
         self.reset()
-        bus.register(0x60, 1, self._read60, self._write60, "i8042-data", max_access=1)
-        bus.register(0x64, 1, self._read64, self._write64, "i8042-cmd", max_access=1)
-        bus.register(0x92, 1, self._read92, self._write92, "port92", max_access=1)
+        bus.register(0x60, 1, self._read60, self._write60, "i8042-data", max_access=1, owner=self)
+        bus.register(0x64, 1, self._read64, self._write64, "i8042-cmd", max_access=1, owner=self)
+        bus.register(0x92, 1, self._read92, self._write92, "port92", max_access=1, owner=self)
         if cf9:
-            bus.register(0xCF9, 1, self._readcf9, self._writecf9, "reset-cf9", max_access=1)
+            bus.register(0xCF9, 1, self._readcf9, self._writecf9, "reset-cf9", max_access=1, owner=self)
 
     def reset(self) -> None:
         self.status = STAT_SYS
@@ -117,6 +117,9 @@ class ResetControl:
             self._pulse_reset()
 
     # -- state ---------------------------------------------------------------------------
+    state_name = "reset"
+    state_version = 1
+
     def get_state(self) -> dict:
         return {k: getattr(self, k) for k in
                 ("status", "out_byte", "pending_cmd", "cmd_byte", "output_port", "port92", "rcr")}

@@ -94,6 +94,7 @@ class Uart16550:
                  output: Callable[[bytes], None] = lambda data: None,
                  clock=None) -> None:
         self.base = base
+        self.state_name = f"uart@{base:#x}"
         self.irq_raise = irq_raise
         self.irq_lower = irq_lower
         self.output = output
@@ -102,7 +103,7 @@ class Uart16550:
         self.host_queue: deque[int] = deque()  # host side: unbounded
         self._timeout_timer = None
         self.reset()
-        bus.register(base, 8, self._read, self._write, f"uart@{base:#x}", max_access=1)
+        bus.register(base, 8, self._read, self._write, f"uart@{base:#x}", max_access=1, owner=self)
 
     # -- reset and state ---------------------------------------------------------
     def reset(self) -> None:
@@ -112,17 +113,28 @@ class Uart16550:
         self._cancel_timeout()
         self._set_irq(False)
 
+    state_version = 1
+
     def get_state(self) -> dict:
         d = asdict(self.s)
         d["rx_fifo"] = list(self.rx)
+        # input that reached the line but not yet the receiver is part of the VM
+        d["host_queue"] = list(self.host_queue)
+        t = self._timeout_timer
+        d["timeout_at"] = t.cycle if t is not None and t.pending else -1
         return d
 
     def set_state(self, state: dict) -> None:
         names = {f.name for f in fields(UartState)}
         self.s = UartState(**{k: int(v) for k, v in state.items() if k in names})
         self.rx = deque(int(b) for b in state.get("rx_fifo", ()))
+        self.host_queue = deque(int(b) & 0xFF for b in state.get("host_queue", ()))
         self._cancel_timeout()
-        if self.rx:
+        at = int(state.get("timeout_at", -1))
+        if at >= 0 and self.clock is not None:
+            # the RX timeout keeps its deadline: re-arming it "now" would move it
+            self._timeout_timer = self.clock.schedule(at, self._on_timeout)
+        elif self.rx:
             self._arm_timeout()
         self._update_irq()
 

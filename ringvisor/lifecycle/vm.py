@@ -1,0 +1,173 @@
+"""A virtual machine as data: capture a running VM into sections, and back.
+
+A VM is a machine (``ringvisor.hw``) and, unless it runs natively, the monitor
+on it.  ``capture`` stops nothing: it is called between instructions (the
+machine's run loop returns at exact instruction counts), and it reads
+
+* ``META``: what the VM is (structure, memory sizes, the kernel it booted),
+* one ``STATE`` section per component of the machine, in restore order,
+* ``monitor``: the monitor's state, if there is one,
+* ``RAM``: every page of machine memory that is not zero.
+
+``restore`` builds a fresh machine of the same shape, has the monitor attach
+itself to it (through a factory the caller passes: this package imports no
+monitor), and loads every section.  What the machine derives -- translated
+blocks, the TLB, decode caches -- is not in the image and is rebuilt as the
+CPU runs.  The engine (``jit`` or ``interp``) is the host's choice, not the
+VM's: an image saved under one restores under the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Callable
+
+from ringvisor.hw.machine import Machine
+
+from . import codec, ram as RAMCODEC
+from .stream import META, RAM, STATE, BadImage, Section
+
+META_VERSION = 1
+MONITOR_SECTION = "monitor"
+
+
+@dataclass
+class VmInfo:
+    """What an image holds (its META section)."""
+
+    mode: str = "native"
+    guest_mb: int = 32              # the guest's RAM
+    machine_mb: int = 32            # the machine's (guest RAM and the monitor's region)
+    cpu_hz: int = 100_000_000
+    image: str = ""                 # the kernel it booted
+    cmdline: str = ""
+    icount: int = 0                 # instructions retired when it was captured
+    description: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VmInfo":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def capture(machine: Machine, monitor=None, info: VmInfo | None = None,
+            include_ram: bool = True) -> list[Section]:
+    """The VM's sections (RAM last, unless ``include_ram`` is false)."""
+    info = VmInfo(**asdict(info)) if info else VmInfo()
+    info.machine_mb = machine.mem.size >> 20
+    info.cpu_hz = machine.clock.cpu_hz
+    info.icount = machine.cpu.state.icount
+    if monitor is None:
+        info.mode, info.guest_mb = "native", info.machine_mb
+    else:
+        info.mode, info.guest_mb = monitor.name, monitor.guest_ram >> 20
+    out = [Section(META, "vm", META_VERSION, codec.encode(asdict(info), "meta"))]
+    for c in machine.components():
+        out.append(Section(STATE, c.state_name, c.state_version,
+                           codec.encode(c.get_state(), c.state_name)))
+    if monitor is not None:
+        out.append(Section(STATE, MONITOR_SECTION, monitor.state_version,
+                           codec.encode(monitor.get_state(), MONITOR_SECTION)))
+    if include_ram:
+        out.append(Section(RAM, "ram", 1, RAMCODEC.encode(machine.mem.ram)))
+    return out
+
+
+def read_info(sections: list[Section], what: str = "image") -> VmInfo:
+    for s in sections:
+        if s.kind == META and s.name == "vm":
+            if s.version > META_VERSION:
+                raise BadImage(f"{what}: made by a newer ringvisor (its description is "
+                               f"version {s.version})")
+            try:
+                return VmInfo.from_dict(codec.decode(s.payload))
+            except (TypeError, AttributeError, codec.StateError) as e:
+                raise BadImage(f"{what}: corrupt description ({e})") from None
+    raise BadImage(f"{what}: not a VM image (it has no description section)")
+
+
+AttachMonitor = Callable[[str, Machine, int, VmInfo], object]
+
+
+def restore(sections: list[Section], attach_monitor: AttachMonitor | None = None,
+            engine: str = "jit", output=None, what: str = "image", load_ram=None,
+            **machine_kw) -> tuple[Machine, object, VmInfo]:
+    """A machine (and monitor) in the state ``sections`` describe.
+
+    ``attach_monitor(mode, machine, guest_ram, info)`` makes the monitor for a
+    non-native image, attached to the machine but not yet given its state.
+    ``load_ram(machine)``, if given, fills memory instead of a RAM section
+    (the snapshot store's page references, or pages arriving by migration).
+    """
+    info = read_info(sections, what)
+    if not 1 <= info.machine_mb <= 3584 or info.cpu_hz <= 0:
+        raise BadImage(f"{what}: corrupt description (machine of {info.machine_mb} MiB "
+                       f"at {info.cpu_hz} Hz)")
+    m = Machine(info.machine_mb, engine, cpu_hz=info.cpu_hz, output=output, **machine_kw)
+    by_name: dict[str, Section] = {}
+    for s in sections:
+        if s.kind == STATE:
+            if s.name in by_name:
+                raise BadImage(f"{what}: corrupt (two sections named {s.name!r})")
+            by_name[s.name] = s
+    monitor = None
+    if info.mode != "native":
+        if attach_monitor is None:
+            raise BadImage(f"{what}: a VM under {info.mode!r}, and no monitor to restore it with")
+        try:
+            monitor = attach_monitor(info.mode, m, info.guest_mb << 20, info)
+        except ValueError as e:
+            raise BadImage(f"{what}: cannot restore a VM under {info.mode!r} ({e})") from None
+    rams = [s for s in sections if s.kind == RAM]
+    if load_ram is not None:
+        load_ram(m)
+    elif rams:
+        RAMCODEC.decode_into(rams[0].payload, m.mem.ram, what)
+    else:
+        raise BadImage(f"{what}: has no memory section")
+    components = list(m.components()) + ([monitor] if monitor is not None else [])
+    for c in components:
+        name = MONITOR_SECTION if c is monitor else c.state_name
+        s = by_name.pop(name, None)
+        if s is None:
+            raise BadImage(f"{what}: has no state for {name!r} (made by another ringvisor?)")
+        if s.version > c.state_version:
+            raise BadImage(f"{what}: the state of {name!r} is version {s.version}; this "
+                           f"ringvisor reads version {c.state_version} and older")
+        apply_state(c, decode_state(s, what), name, what)
+    if by_name:
+        raise BadImage(f"{what}: has state for {', '.join(sorted(by_name))}, which this "
+                       f"machine does not have (made by another ringvisor?)")
+    return m, monitor, info
+
+
+def decode_state(section: Section, what: str = "image"):
+    try:
+        return codec.decode(section.payload)
+    except codec.StateError as e:
+        raise BadImage(f"{what}: corrupt state for {section.name!r} ({e})") from None
+
+
+def apply_state(component, state, name: str, what: str = "image") -> None:
+    try:
+        component.set_state(state)
+    except BadImage:
+        raise
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+        raise BadImage(f"{what}: corrupt state for {name!r} ({type(e).__name__}: {e})") from None
+
+
+def save_file(path, machine: Machine, monitor=None, info: VmInfo | None = None) -> int:
+    """Save the VM to ``path`` (atomically); the image's size in bytes."""
+    from .stream import pack_image, write_atomic
+    data = pack_image(capture(machine, monitor, info))
+    write_atomic(path, data)
+    return len(data)
+
+
+def load_file(path, attach_monitor: AttachMonitor | None = None, engine: str = "jit",
+              output=None, **machine_kw) -> tuple[Machine, object, VmInfo]:
+    from .stream import read_file, read_sections
+    data = read_file(path)
+    return restore(read_sections(data, str(path)), attach_monitor, engine, output, str(path),
+                   **machine_kw)

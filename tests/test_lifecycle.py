@@ -1,0 +1,182 @@
+"""Save and restore: a VM stopped anywhere and restored runs on exactly as if never stopped.
+
+The reference is the same guest run without a stop; "exactly" is byte for byte,
+``[timing]`` lines included (virtual time is the instruction count), in every
+structure, across engines (saved under one, restored under the other).  Stop
+points are found in the reference run itself: while a timer interrupt is being
+serviced, right after a HLT (the CPU halted), with serial input waiting in the
+UART, and in the middle of a REP string instruction.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ringvisor.guests.build import image_path
+from ringvisor.hw.machine import Machine, read_image
+from ringvisor.hw.state import Segment
+from ringvisor.lifecycle import stream
+from ringvisor.lifecycle.vm import VmInfo, capture, restore
+from ringvisor.vmm import attach_monitor, create_vm
+
+# input for the teaching kernel's shell: the first part waits in the UART from the start;
+# then the shell idles (halted between timer ticks) until the second part arrives, at an
+# instruction count the reference run chooses and every other run repeats
+SCRIPT = b"hello\nsieve 1\n"
+LATER = b"fault-div\nuptime\nstats\nexit 5\n"
+LIMIT = 50_000_000
+
+
+def image(mode: str) -> bytes:
+    return read_image(image_path("kernel-pv" if mode == "paravirt" else "kernel"))
+
+
+def boot(mode: str, output, engine: str = "jit"):
+    m, mon = create_vm(image(mode), mode, "", 32, engine, output=output)
+    m.feed_input(SCRIPT)
+    return m, mon
+
+
+def run_to(m, n: int):
+    stop = m.run(n - m.cpu.state.icount)
+    assert stop.reason == "limit" and m.cpu.state.icount == n, stop
+    m.stop = None
+
+
+def finish(m, feed_at: int):
+    """Run to the end, the later input arriving at instruction ``feed_at``."""
+    if m.cpu.state.icount < feed_at:
+        run_to(m, feed_at)
+        m.feed_input(LATER)
+    return m.run(LIMIT)
+
+
+class Reference:
+    """One uninterrupted run, and the instruction counts at which interesting things happened."""
+
+    def __init__(self, mode: str) -> None:
+        out = bytearray()
+        m, mon = boot(mode, out.extend)
+        self.interrupts: list[int] = []
+        self.halts: list[int] = []
+        cpu = m.cpu
+        deliver, idle = cpu.deliver_interrupt, m._idle
+
+        def on_interrupt():
+            self.interrupts.append(cpu.state.icount)
+            deliver()
+
+        def on_idle():
+            if cpu.state.icount not in self.halts:
+                self.halts.append(cpu.state.icount)
+            idle()
+        cpu.deliver_interrupt, m._idle = on_interrupt, on_idle
+        # until the shell has read the first part and waits for more
+        while not self.halts or cpu.state.icount < self.halts[0] + 3000:
+            m.stop = None
+            assert m.run(20_000).reason == "limit"
+        self.feed_at = cpu.state.icount
+        m.stop = None
+        m.feed_input(LATER)
+        self.stop = m.run(LIMIT)
+        self.output = bytes(out)
+        self.icount = cpu.state.icount
+
+
+_refs: dict[str, Reference] = {}
+
+
+def reference(mode: str) -> Reference:
+    if mode not in _refs:
+        _refs[mode] = Reference(mode)
+    return _refs[mode]
+
+
+def stop_points(ref: Reference) -> dict[str, int]:
+    idle_ticks = [i for i in ref.interrupts if ref.halts[0] < i < ref.feed_at]
+    return {
+        "input waiting in the UART": 50_000,
+        "halted": ref.halts[0],
+        "servicing an interrupt": idle_ticks[0] + 5,
+        "later input waiting": ref.feed_at + 2,
+        "late": ref.icount - 20_000,
+    }
+
+
+@pytest.mark.parametrize("mode", ["native", "trapemu", "bt", "paravirt"])
+def test_save_restore_is_one_uninterrupted_run(mode):
+    ref = reference(mode)
+    assert ref.stop.reason == "exit" and ref.stop.status == 11, ref.output
+    assert b"[timing] ticks " in ref.output
+    out = bytearray()
+    m, mon = boot(mode, out.extend)
+    seen = set()
+    images = []
+    for what, n in sorted(stop_points(ref).items(), key=lambda kv: kv[1]):
+        if n > ref.feed_at and m.cpu.state.icount < ref.feed_at:
+            run_to(m, ref.feed_at)
+            m.feed_input(LATER)
+        run_to(m, n)
+        if m.pic.master.s.isr or (mode == "paravirt" and what.startswith("servicing")):
+            seen.add("interrupt")
+        if m.cpu.state.halted:
+            seen.add("halted")
+        if m.uart.has_pending_input():
+            seen.add("input")
+        images.append((what, n, len(out), stream.pack_image(capture(m, mon, VmInfo()))))
+    finish(m, ref.feed_at)
+    # stopping and going on is invisible ...
+    assert bytes(out) == ref.output
+    assert seen == {"halted", "input", "interrupt"}, seen
+    # ... and so is saving, then restoring on another machine under either engine
+    for k, (what, n, before, data) in enumerate(images):
+        rest = bytearray()
+        engine = "interp" if k % 2 else "jit"
+        m2, mon2, info = restore(stream.read_sections(data), attach_monitor, engine, rest.extend)
+        assert info.icount == n and info.mode == mode
+        stop = finish(m2, ref.feed_at)
+        assert (stop.reason, stop.status) == ("exit", 11), f"{what}: {stop.message}"
+        assert ref.output[:before] + bytes(rest) == ref.output, f"restored {what} (at {n}) under {engine}"
+        assert m2.cpu.state.icount == ref.icount
+
+
+def flat_machine(code: bytes, engine: str) -> Machine:
+    """1 MiB, flat protected mode, ``code`` at 0x1000."""
+    m = Machine(1, engine)
+    m.mem.write(0x1000, code)
+    st = m.cpu.state
+    for i in range(6):
+        st.segs[i] = Segment(0x08 if i == 1 else 0x10, 0, 0xFFFFFFFF, 0xC09B if i == 1 else 0xC093)
+    st.cr0, st.eip = 1, 0x1000
+    m.cpu.mode_changed()
+    return m
+
+
+# mov ecx, 3000; mov esi, 0x10000; mov edi, 0x20000; rep movsb; mov al, 'k'; out 0xe9... (see below)
+REP_CODE = bytes([0xB9, 0xB8, 0x0B, 0, 0,              # mov ecx, 3000
+                  0xBE, 0, 0, 1, 0,                    # mov esi, 0x10000
+                  0xBF, 0, 0, 2, 0,                    # mov edi, 0x20000
+                  0xF3, 0xA4,                          # rep movsb
+                  0xB0, 0x21, 0xE6, 0xF4])             # mov al, 0x21; out 0xf4, al (debug exit)
+
+
+@pytest.mark.parametrize("engine", ["jit", "interp"])
+def test_stop_in_the_middle_of_rep_movs(engine):
+    """A REP string instruction stops between iterations at the exact count (SDM Vol. 2B, REP:
+    the registers hold the progress, EIP the instruction) and resumes from a saved image."""
+    ref = flat_machine(REP_CODE, engine)
+    ref.mem.write(0x10000, bytes(range(256)) * 12)
+    assert ref.run().reason == "exit"
+    m = flat_machine(REP_CODE, engine)
+    m.mem.write(0x10000, bytes(range(256)) * 12)
+    assert m.run(1234).reason == "limit"
+    st = m.cpu.state
+    # three MOVs, then 1231 iterations: EIP still at the REP, ECX holds what is left
+    assert st.icount == 1234 and st.eip == 0x100F and st.regs[1] == 3000 - 1231
+    data = stream.pack_image(capture(m))
+    other = "interp" if engine == "jit" else "jit"
+    m2, _, _ = restore(stream.read_sections(data), None, other)
+    stop = m2.run()
+    assert (stop.reason, stop.status) == ("exit", (0x21 << 1) | 1)
+    assert m2.mem.ram == ref.mem.ram
+    assert m2.cpu.get_state() == ref.cpu.get_state()
