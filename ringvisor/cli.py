@@ -76,6 +76,12 @@ def _store_arg(r) -> None:
                                        "or ./ringvisor-snapshots)")
 
 
+def _new_node_args(r) -> None:
+    r.add_argument("--description", default="", metavar="TEXT")
+    r.add_argument("--parent", metavar="NODE", help="default: the current node")
+    _store_arg(r)
+
+
 def _snapshot_out_args(r) -> None:
     r.add_argument("--snapshot", metavar="NAME",
                    help="with --stop-at: add the stopped VM to the snapshot tree as NAME (a child "
@@ -111,14 +117,13 @@ def build_parser() -> Parser:
     rs.add_argument("image", metavar="FILE", help="a saved VM")
     _console_args(rs)
     _stop_args(rs)
+    _snapshot_out_args(rs)
 
     sc = sub.add_parser("snapshot-create", help="add a saved VM (FILE) to the snapshot tree")
     sc.add_argument("name", metavar="NAME")
     sc.add_argument("--from", dest="image", required=True, metavar="FILE",
                     help="the saved VM (run --save, snapshot-export)")
-    sc.add_argument("--description", default="", metavar="TEXT")
-    sc.add_argument("--parent", metavar="NODE", help="default: the current node")
-    _store_arg(sc)
+    _new_node_args(sc)
     sl = sub.add_parser("snapshot-list", help="the snapshot tree (* marks the current node)")
     _store_arg(sl)
     sv = sub.add_parser("snapshot-revert", help="resume the VM from a node of the tree, and run "
@@ -143,11 +148,9 @@ def build_parser() -> Parser:
     se.add_argument("file", metavar="FILE")
     _store_arg(se)
     si = sub.add_parser("snapshot-import", help="an image file as a node")
-    si.add_argument("file", metavar="FILE")
+    si.add_argument("image", metavar="FILE")
     si.add_argument("name", metavar="NAME")
-    si.add_argument("--description", default="", metavar="TEXT")
-    si.add_argument("--parent", metavar="NODE", help="default: the current node")
-    _store_arg(si)
+    _new_node_args(si)
 
     d = sub.add_parser("demo", help="boot the bundled teaching kernel, run workloads, print measurements")
     d.add_argument("--engine", choices=("jit", "interp"), default="jit")
@@ -358,6 +361,7 @@ def _tree(args):
 
 
 def cmd_snapshot_create(args) -> int:
+    """snapshot-create NAME --from FILE, and snapshot-import FILE NAME."""
     node = _tree(args).import_image(args.image, args.name, args.description,
                                     ... if args.parent is None else args.parent)
     print(f"snapshot {node.name} created from {args.image} (instruction {node.icount:,}"
@@ -437,13 +441,6 @@ def _ranges(pages: list[int]) -> str:
 def cmd_snapshot_export(args) -> int:
     n = _tree(args).export(args.name, args.file)
     print(f"snapshot {args.name} exported to {args.file} ({n:,} bytes)")
-    return 0
-
-
-def cmd_snapshot_import(args) -> int:
-    node = _tree(args).import_image(args.file, args.name, args.description,
-                                    ... if args.parent is None else args.parent)
-    print(f"snapshot {node.name} imported from {args.file} (instruction {node.icount:,})")
     return 0
 
 
@@ -595,6 +592,6 @@ COMMANDS = {"run": cmd_run, "restore": cmd_restore, "snapshot-create": cmd_snaps
             "snapshot-list": cmd_snapshot_list, "snapshot-revert": cmd_snapshot_revert,
             "snapshot-current": cmd_snapshot_current, "snapshot-delete": cmd_snapshot_delete,
             "snapshot-diff": cmd_snapshot_diff, "snapshot-export": cmd_snapshot_export,
-            "snapshot-import": cmd_snapshot_import, "demo": cmd_demo, "bench": cmd_bench, "crosscheck": cmd_crosscheck,
+            "snapshot-import": cmd_snapshot_create, "demo": cmd_demo, "bench": cmd_bench, "crosscheck": cmd_crosscheck,
             "probe": cmd_probe, "vmbench": cmd_vmbench, "build-guests": cmd_build_guests,
             "pvabi-header": cmd_pvabi_header}
