@@ -95,3 +95,87 @@ def _smc_body(imm_addr: int) -> list:
             b"\x40",                                 # inc eax
             b"\x83\xF8\x05",                         # cmp eax, 5
             ("rel8", b"\x75", "top")]
+
+
+# --- segment loads inside translated blocks, and the descriptor cache ----------------------
+GDT_FLAT_DATA = 0x00CF92000000FFFF     # base 0, 4 GiB, read/write, not yet accessed
+GDT_BASED_DATA = 0x00CF92001000FFFF    # the same with base 0x1000
+
+
+def _gdt_machine(engine: str):
+    """Flat code and data; a GDT at 0x2000 (null, code 0x08, data 0x10, based data 0x18)
+    and an IDT at 0x3000 whose #GP (13) and #NP (11) handlers are a HLT each."""
+    import struct
+    from test_codecache import flat_machine
+    m = flat_machine(engine)
+    st = m.cpu.state
+    m.mem.write(0x2000, struct.pack("<4Q", 0, 0x00CF9A000000FFFF, GDT_FLAT_DATA, GDT_BASED_DATA))
+    st.gdtr.base, st.gdtr.limit = 0x2000, 4 * 8 - 1
+    for vec in (11, 13):
+        handler = 0x4000 + vec * 0x10
+        m.mem.write(0x3000 + vec * 8, struct.pack("<HHBBH", handler & 0xFFFF, 0x08, 0, 0x8E, handler >> 16))
+        m.mem.write(handler, b"\xF4")
+    st.idtr.base, st.idtr.limit = 0x3000, 256 * 8 - 1
+    m.cpu.mode_changed()
+    return m
+
+
+@pytest.mark.parametrize("engine", ["jit", "interp"])
+def test_a_descriptor_changed_in_the_gdt_is_seen_by_the_next_load(engine):
+    """SDM Vol. 3 §5.5/§6.3.1: MOV DS reads the descriptor from the table; one whose P bit
+    was cleared since the last load of the same selector raises #NP(selector)."""
+    m = _gdt_machine(engine)
+    st = m.cpu.state
+    code = (b"\x66\xB8\x10\x00"            # mov ax, 0x10
+            b"\x8E\xD8" b"\x8E\xD8"         # mov ds, ax (twice: the second finds it accessed)
+            b"\xC6\x05\x15\x20\x00\x00\x13"  # mov byte [0x2015], 0x13: P clear
+            b"\x8E\xD8"                     # mov ds, ax: #NP(0x10)
+            b"\xF4")
+    m.mem.write(0x1000, code)
+    st.eip = 0x1000
+    m.cpu.run(100)
+    assert st.eip == 0x4000 + 11 * 0x10 + 1, hex(st.eip)            # in the #NP handler
+    esp = st.regs[4]
+    assert m.mem.read32(esp) == 0x10                                  # error code: the selector
+    assert m.mem.read32(esp + 4) == 0x1000 + 4 + 2 + 2 + 7            # the faulting MOV
+
+
+@pytest.mark.parametrize("engine", ["jit", "interp"])
+def test_a_segment_load_that_changes_the_mode_is_seen_by_the_rest_of_the_block(engine):
+    """A MOV DS to a segment with another base mid-block: the loads after it add the new
+    base (SDM Vol. 3 §3.4.3), though the block was translated for a flat DS."""
+    m = _gdt_machine(engine)
+    st = m.cpu.state
+    m.mem.write32(0x100, 0x11111111)
+    m.mem.write32(0x1100, 0x22222222)
+    code = (b"\x8B\x05\x00\x01\x00\x00"    # mov eax, [0x100]
+            b"\x66\xBB\x18\x00"             # mov bx, 0x18
+            b"\x8E\xDB"                     # mov ds, bx (base 0x1000)
+            b"\x8B\x0D\x00\x01\x00\x00"     # mov ecx, [0x100]
+            b"\x66\xBB\x10\x00\x8E\xDB"     # mov bx, 0x10; mov ds, bx (flat again)
+            b"\x8B\x15\x00\x01\x00\x00"     # mov edx, [0x100]
+            b"\xF4")
+    m.mem.write(0x1000, code)
+    st.eip = 0x1000
+    m.cpu.run(100)
+    assert st.halted and (st.regs[0], st.regs[1], st.regs[2]) == (0x11111111, 0x22222222, 0x11111111)
+
+
+@pytest.mark.parametrize("engine", ["jit", "interp"])
+def test_pop_ds_that_faults_leaves_esp_alone(engine):
+    """POP DS of a selector beyond the GDT's limit: #GP(selector), and the instruction has
+    no effect — ESP as before it (SDM Vol. 2, POP: the load is checked before ESP moves)."""
+    m = _gdt_machine(engine)
+    st = m.cpu.state
+    code = (b"\x6A\x28"                     # push 0x28 (beyond the limit)
+            b"\x40"                          # inc eax
+            b"\x1F"                          # pop ds
+            b"\xF4")
+    m.mem.write(0x1000, code)
+    st.eip = 0x1000
+    m.cpu.run(100)
+    assert st.eip == 0x4000 + 13 * 0x10 + 1, hex(st.eip)
+    esp = st.regs[4]
+    assert m.mem.read32(esp) == 0x28 and m.mem.read32(esp + 4) == 0x1003    # error code, EIP
+    assert esp + 16 == 0x8000 - 4                     # error code, EIP, CS, EFLAGS above the pushed 0x28
+    assert st.regs[0] == 1

@@ -106,7 +106,7 @@ class CodeCache:
             "TRS": mmu.tr_s, "TWS": mmu.tw_s, "TRU": mmu.tr_u, "TWU": mmu.tw_u,
             "RD": mmu.read, "WR": mmu.write, "LIN": cpu.segmentation.linear,
             "FL": cpu.arith_flags, "MAT": F.materialize, "CARRY": F.carry, "PAR": F.PARITY, "CpuFault": CpuFault,
-            "HELP": cpu._run_helper,
+            "HELP": cpu._run_helper, "SEGLOAD": cpu.segmentation.load,
             "SHIFT": alu.shift, "SHLD": alu.shld, "SHRD": alu.shrd, "MUL": alu.mul,
             "IMUL": alu.imul, "DIV": alu.div, "IDIV": alu.idiv, "BSF": alu.bsf, "BSR": alu.bsr,
             "DAA": alu.daa, "DAS": alu.das, "AAA": alu.aaa, "AAM": alu.aam, "AAD": alu.aad,

@@ -59,6 +59,7 @@ class Cpu:
         self.cache = CodeCache(self, 1 if engine == "interp" else max_block, keep_source)
         self.mmu.smc_hook = self.cache.check_smc
         self.mode = Mode(0, True, True, False, 0)
+        self._modes: dict[tuple, Mode] = {}
         self.mode_changed()
 
     # -- flags (kept in the state: state.py) ---------------------------------------------
@@ -99,7 +100,24 @@ class Cpu:
     def mode_changed(self) -> None:
         """Recompute the mode bits after anything that may change them; ends the dispatch loop."""
         st = self.state
-        self.cpl = st.segs[CS].selector & 3
+        segs = st.segs
+        es, cs, ss, ds, fs, gs = segs
+        self.cpl = cs.selector & 3
+        # everything the mode is computed from (a kernel switches between a few modes:
+        # each is computed once)
+        sig = (self.cpl, cs.base, cs.limit, cs.attr, st.eflags & DF_FLAG, st.cr0 & CR0_PG,
+               bool(self.mmu.watch), es.base, es.limit, es.attr, ss.base, ss.limit, ss.attr,
+               ds.base, ds.limit, ds.attr, fs.base, fs.limit, fs.attr, gs.base, gs.limit, gs.attr)
+        mode = self._modes.get(sig)
+        if mode is None:
+            mode = self._modes[sig] = self._compute_mode()
+            if len(self._modes) > 256:
+                self._modes.clear()
+        self.mode = mode
+        self.limit = 0
+
+    def _compute_mode(self) -> Mode:
+        st = self.state
         # segments that need no base and no type checks: base 0, usable, writable,
         # expand-up, all with one limit (4 GiB, or the DS limit a monitor cut short)
         ds = st.segs[DS]
@@ -110,9 +128,8 @@ class Cpu:
                 flat |= 1 << i
         cs = st.segs[CS]
         direct = not st.cr0 & CR0_PG and not self.mmu.watch
-        self.mode = Mode(self.cpl, cs.big, st.segs[SS].big, bool(st.eflags & DF_FLAG), flat,
-                         cs.base, cs.limit, ds_limit, direct)
-        self.limit = 0
+        return Mode(self.cpl, cs.big, st.segs[SS].big, bool(st.eflags & DF_FLAG), flat,
+                    cs.base, cs.limit, ds_limit, direct)
 
     def update_debug(self) -> None:
         """DR0-DR3/DR7 changed: recompute the breakpoints (SDM Vol. 3 §17.2)."""

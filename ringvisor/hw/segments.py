@@ -7,8 +7,6 @@ this is where #GP/#NP/#SS/#TS with a selector error code come from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .faults import GP, NP, SS, TS, CpuFault
 from .state import (ATTR_DB, ATTR_P, ATTR_S, ATTR_UNUSABLE, CS, DS, ES, FS, GS, SS as SREG_SS,
                     Segment)
@@ -19,56 +17,52 @@ INT_GATE16, TRAP_GATE16, TSS32_AVAIL, TSS32_BUSY = 6, 7, 9, 0xB
 CALL_GATE32, INT_GATE32, TRAP_GATE32 = 0xC, 0xE, 0xF
 
 
-@dataclass
+def _decode(raw: int) -> tuple:
+    """The fields of ``Descriptor.__slots__`` after ``raw``, from a descriptor's eight bytes."""
+    lim = (raw & 0xFFFF) | (((raw >> 48) & 0xF) << 16)
+    if raw >> 55 & 1:    # G: 4 KiB granularity
+        lim = (lim << 12) | 0xFFF
+    typ, s = (raw >> 40) & 0xF, bool(raw >> 44 & 1)
+    is_code = s and bool(typ & 8)
+    return (((raw >> 40) & 0xFF) | (((raw >> 52) & 0xF) << 12),
+            ((raw >> 16) & 0xFFFFFF) | (((raw >> 56) & 0xFF) << 24),
+            lim, typ, s, (raw >> 45) & 3, bool(raw >> 47 & 1),
+            is_code, s and not typ & 8, is_code and bool(typ & 4))
+
+
+# Decoded descriptors, keyed by their eight bytes: the table is read on every load,
+# so a change to a GDT or LDT entry is seen at once; only the decoding is cached.
+_DECODED: dict[int, tuple] = {}
+
+
 class Descriptor:
-    raw: int           # the 8 bytes as a little-endian integer
-    addr: int          # linear address of the descriptor (for the accessed/busy bits)
+    """A segment or gate descriptor: its eight bytes and where they were read from."""
+
+    __slots__ = ("_raw", "addr", "attr", "base", "limit", "type", "s", "dpl", "present",
+                 "is_code", "is_data", "conforming")
+
+    def __init__(self, raw: int, addr: int) -> None:
+        self.addr = addr           # linear address of the descriptor (for the accessed/busy bits)
+        self.raw = raw
 
     @property
-    def attr(self) -> int:
-        r = self.raw
-        return ((r >> 40) & 0xFF) | (((r >> 52) & 0xF) << 12)
+    def raw(self) -> int:
+        """The 8 bytes as a little-endian integer."""
+        return self._raw
 
-    @property
-    def base(self) -> int:
-        r = self.raw
-        return ((r >> 16) & 0xFFFFFF) | (((r >> 56) & 0xFF) << 24)
+    @raw.setter
+    def raw(self, raw: int) -> None:
+        self._raw = raw
+        f = _DECODED.get(raw)
+        if f is None:
+            if len(_DECODED) > 4096:      # a guest writing random tables cannot grow it
+                _DECODED.clear()
+            f = _DECODED[raw] = _decode(raw)
+        (self.attr, self.base, self.limit, self.type, self.s, self.dpl, self.present,
+         self.is_code, self.is_data, self.conforming) = f
 
-    @property
-    def limit(self) -> int:
-        r = self.raw
-        lim = (r & 0xFFFF) | (((r >> 48) & 0xF) << 16)
-        if r >> 55 & 1:    # G: 4 KiB granularity
-            lim = (lim << 12) | 0xFFF
-        return lim
-
-    @property
-    def type(self) -> int:
-        return (self.raw >> 40) & 0xF
-
-    @property
-    def s(self) -> bool:
-        return bool(self.raw >> 44 & 1)
-
-    @property
-    def dpl(self) -> int:
-        return (self.raw >> 45) & 3
-
-    @property
-    def present(self) -> bool:
-        return bool(self.raw >> 47 & 1)
-
-    @property
-    def is_code(self) -> bool:
-        return self.s and bool(self.type & 8)
-
-    @property
-    def is_data(self) -> bool:
-        return self.s and not self.type & 8
-
-    @property
-    def conforming(self) -> bool:
-        return self.is_code and bool(self.type & 4)
+    def __repr__(self) -> str:
+        return f"Descriptor({self._raw:#018x}, {self.addr:#x})"
 
     @property
     def readable(self) -> bool:   # code: R bit; data: always
@@ -96,6 +90,10 @@ class Descriptor:
         return Segment(selector, self.base, self.limit, self.attr)
 
 
+# the attribute bits the CPU mode depends on (is_flat, and the stack's B bit)
+MODE_ATTRS = ATTR_UNUSABLE | ATTR_P | ATTR_S | 0xE | ATTR_DB
+
+
 def null_segment(selector: int = 0) -> Segment:
     return Segment(selector, 0, 0, ATTR_UNUSABLE)
 
@@ -105,10 +103,17 @@ class Segmentation:
 
     def __init__(self, cpu) -> None:
         self.cpu = cpu
+        # (stack?, CPL, selector, descriptor bytes) -> (base, limit, attr) of loads that passed
+        self._loads: dict[tuple, tuple[int, int, int]] = {}
+        self._descs: dict[tuple[int, int], Descriptor] = {}     # see read_at
 
     # -- descriptor tables ------------------------------------------------------
     def read_descriptor(self, selector: int, err_vector: int = GP, ext: int = 0) -> Descriptor:
         """Fetch the descriptor for ``selector``; #GP(selector) if outside its table."""
+        return self.read_at(self.table_address(selector, err_vector, ext))
+
+    def table_address(self, selector: int, err_vector: int = GP, ext: int = 0) -> int:
+        """The linear address of ``selector``'s descriptor; #GP(selector) if outside its table."""
         st = self.cpu.state
         index = selector & 0xFFF8
         if selector & 4:
@@ -120,19 +125,51 @@ class Segmentation:
             base, limit = st.gdtr.base, st.gdtr.limit
         if index + 7 > limit:
             raise CpuFault(err_vector, (selector & 0xFFFC) | ext)
-        addr = (base + index) & 0xFFFFFFFF
-        return Descriptor(self.cpu.mmu.read(addr, 4, False) | self.cpu.mmu.read(addr + 4, 4, False) << 32,
-                          addr)
+        return (base + index) & 0xFFFFFFFF
+
+    def read_at(self, addr: int) -> Descriptor:
+        """The descriptor at linear ``addr``.
+
+        Descriptors whose accessed bit is set (so that using them changes nothing, and
+        nobody modifies the object) are shared, keyed by their address and bytes: the
+        bytes are read every time, so a change to the table is seen at once."""
+        raw = self.raw_at(addr)
+        d = self._descs.get((addr, raw))
+        if d is None:
+            d = Descriptor(raw, addr)
+            if raw >> 40 & 1 or not raw >> 44 & 1:     # accessed, or a system descriptor
+                if len(self._descs) > 1024:
+                    self._descs.clear()
+                self._descs[(addr, raw)] = d
+        return d
+
+    def raw_at(self, addr: int) -> int:
+        """The eight bytes at linear ``addr`` (a supervisor access, as the CPU's own reads
+        of its tables are)."""
+        mmu = self.cpu.mmu
+        if (addr & 0xFFF) <= 0xFF8:      # one access within the page
+            d = mmu.tr_s.get(addr & 0xFFFFF000)
+            if d is not None and not mmu.watch:    # a TLB hit: RAM, readable, accessed bit set
+                a = addr + d
+                return int.from_bytes(self.cpu.mem.ram[a:a + 8], "little")
+            return mmu.read(addr, 8, False)
+        return mmu.read(addr, 4, False) | mmu.read((addr + 4) & 0xFFFFFFFF, 4, False) << 32
 
     def set_accessed(self, d: Descriptor) -> None:
+        # (only a descriptor read with the bit clear changes here: those are never shared)
         if not d.raw >> 40 & 1:
-            d.raw |= 1 << 40
+            d.raw = d.raw | 1 << 40
             b = self.cpu.mmu.read(d.addr + 5, 1, False)
             self.cpu.mmu.write(d.addr + 5, 1, b | 1, False)
 
     # -- loads -------------------------------------------------------------------
-    def load(self, sreg: int, selector: int) -> None:
-        """MOV/POP/LxS into a data or stack segment register (protected mode)."""
+    def load(self, sreg: int, selector: int) -> bool:
+        """MOV/POP/LxS into a data or stack segment register (protected mode).
+
+        Returns whether the CPU mode changed (``Cpu.mode_changed``): a segment of the
+        same shape — base, limit and the attributes the translator depends on — as the
+        one it replaces (a kernel reloading its data segments on every system call)
+        leaves the mode, and the translated code, as they are."""
         cpu = self.cpu
         st = cpu.state
         cpl = cpu.cpl
@@ -143,10 +180,16 @@ class Segmentation:
         if (selector & 0xFFFC) == 0:
             if sreg == SREG_SS:
                 raise CpuFault(GP, 0)
-            st.segs[sreg] = null_segment(selector)
-            cpu.mode_changed()
-            return
-        d = self.read_descriptor(selector)
+            return self._set(sreg, null_segment(selector))
+        addr = self.table_address(selector)
+        raw = self.raw_at(addr)
+        # the outcome of the checks depends only on these, and the table's bytes are
+        # read every time, so a changed descriptor is never taken from the cache
+        key = (sreg == SREG_SS, cpl, selector, raw)
+        hit = self._loads.get(key)
+        if hit is not None:
+            return self._set(sreg, Segment(selector, *hit))
+        d = Descriptor(raw, addr)
         err = selector & 0xFFFC
         if sreg == SREG_SS:
             if rpl != cpl or not d.writable or d.dpl != cpl:
@@ -161,9 +204,22 @@ class Segmentation:
                     raise CpuFault(GP, err)
             if not d.present:
                 raise CpuFault(NP, err)
+        if d.raw >> 40 & 1:      # accessed already: loading it again writes nothing
+            if len(self._loads) > 1024:
+                self._loads.clear()
+            self._loads[key] = (d.base, d.limit, d.attr)
         self.set_accessed(d)
-        st.segs[sreg] = d.segment(selector)
-        cpu.mode_changed()
+        return self._set(sreg, d.segment(selector))
+
+    def _set(self, sreg: int, new: Segment) -> bool:
+        segs = self.cpu.state.segs
+        old = segs[sreg]
+        segs[sreg] = new
+        if (old.base == new.base and old.limit == new.limit and
+                not (old.attr ^ new.attr) & MODE_ATTRS):
+            return False
+        self.cpu.mode_changed()
+        return True
 
     def load_tss_stack(self, dpl: int, ext: int) -> tuple[int, int]:
         """SS:ESP for privilege level ``dpl`` from the current TSS (#TS on a bad TSS)."""

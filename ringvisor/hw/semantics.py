@@ -90,7 +90,9 @@ def mov(bb: BlockBuilder, ins: ix.Instruction) -> None:
                 else:
                     bb.write_reg(ins.op0_register, v)
             return
-        return helper(bb, ins)   # mov to a segment register, control or debug register
+        if k0 == OK.REGISTER and SREG.get(ins.op0_register) in DATA_SREGS:
+            return seg_load(bb, ins, SREG[ins.op0_register], stable(bb, bb.read_op(ins, 1, 2)))
+        return helper(bb, ins)   # mov to CS/SS, a control or a debug register
     size = opsize(bb, ins)
     if k0 == OK.MEMORY:
         v = bb.read_op(ins, 1, size)
@@ -99,6 +101,16 @@ def mov(bb: BlockBuilder, ins: ix.Instruction) -> None:
     else:
         v = bb.read_op(ins, 1, size)
         bb.write_reg(ins.op0_register, v)
+
+
+DATA_SREGS = (0, 3, 4, 5)     # ES, DS, FS, GS: loads without an interrupt shadow
+
+
+def seg_load(bb: BlockBuilder, ins: ix.Instruction, sreg: int, sel: str) -> None:
+    """Load a data segment register inside the block (all the checks of
+    ``Segmentation.load``, which may fault); the block ends there only if the new
+    segment changes the CPU mode its code was translated for."""
+    bb.side_exit(f"SEGLOAD({sreg}, {sel})", ins.next_ip)
 
 
 @sem(M.MOVZX, M.MOVSX)
@@ -239,7 +251,12 @@ def pop(bb: BlockBuilder, ins: ix.Instruction) -> None:
     size = stack_size(ins)
     k = ins.op0_kind
     if k == OK.REGISTER and ins.op0_register in SREG:
-        return helper(bb, ins)
+        sreg = SREG[ins.op0_register]
+        if sreg not in DATA_SREGS:
+            return helper(bb, ins)          # POP SS opens an interrupt shadow
+        (v,) = bb.stack_pop(1, size)
+        bb.pop_commit()                     # the fault path restores ESP from its snapshot
+        return seg_load(bb, ins, sreg, v)
     (v,) = bb.stack_pop(1, size)
     if k == OK.REGISTER:
         bb.pop_commit()
@@ -747,6 +764,14 @@ def ret(bb: BlockBuilder, ins: ix.Instruction) -> None:
     end(bb, v)
 
 
+@sem(M.CLD, M.STD)
+def cld(bb: BlockBuilder, ins: ix.Instruction) -> None:
+    """DF is part of the mode a block is translated for: setting it to the value it
+    has is nothing at all (a kernel's CLD on every entry); changing it ends the block."""
+    if (ins.mnemonic == M.STD) != bb.mode.df:
+        helper(bb, ins)
+
+
 # --- string instructions ----------------------------------------------------------
 @sem(M.MOVSB, M.MOVSW, M.MOVSD, M.STOSB, M.STOSW, M.STOSD, M.LODSB, M.LODSW, M.LODSD,
      M.CMPSB, M.CMPSW, M.CMPSD, M.SCASB, M.SCASW, M.SCASD)
@@ -858,7 +883,7 @@ def _addr32(ins: ix.Instruction) -> bool:
 
 # --- everything else is a helper or undefined ------------------------------------------
 HELPER_MNEMONICS = (
-    M.INT, M.INT3, M.INTO, M.INT1, M.IRET, M.IRETD, M.HLT, M.CLI, M.STI, M.CLD, M.STD,
+    M.INT, M.INT3, M.INTO, M.INT1, M.IRET, M.IRETD, M.HLT, M.CLI, M.STI,
     M.POPF, M.POPFD, M.IN, M.OUT, M.INSB, M.INSW, M.INSD, M.OUTSB, M.OUTSW, M.OUTSD,
     M.CPUID, M.RDTSC, M.RDMSR, M.WRMSR, M.RDPMC, M.LGDT, M.LIDT, M.LLDT, M.LTR, M.SGDT,
     M.SIDT, M.SLDT, M.STR, M.SMSW, M.LMSW, M.CLTS, M.INVLPG, M.INVD, M.WBINVD, M.LAR,

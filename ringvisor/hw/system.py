@@ -14,7 +14,7 @@ import iced_x86 as ix
 
 from . import transfers
 from .faults import BP, BR, DB, GP, NM, NP, OF as OF_VEC, UD, CpuFault, UnsupportedFeature
-from .segments import LDT, TSS16_AVAIL, TSS32_AVAIL, null_segment
+from .segments import LDT, TSS16_AVAIL, TSS32_AVAIL, Descriptor, null_segment
 from .state import (ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, Segment, CR0_EM, CR0_MP, CR0_NW, CR0_CD, CR0_PE, CR0_PG, CR0_TS,
                     CR4_DE, CR4_OSFXSR, CR4_PGE, CR4_PSE, CR4_TSD, CS, DF, IF, IOPL_MASK,
                     OF, RF, SS, VM, ZF)
@@ -525,8 +525,8 @@ def h_ltr(cpu, ins) -> int:
     # mark the TSS busy in the GDT
     b = cpu.mmu.read(d.addr + 5, 1, False)
     cpu.mmu.write(d.addr + 5, 1, b | 2, False)
-    d.raw |= 2 << 40
-    cpu.state.tr = d.segment(sel)
+    # (a new object: descriptors read from the tables may be shared, see Segmentation.read_at)
+    cpu.state.tr = Descriptor(d.raw | 2 << 40, d.addr).segment(sel)
     return ins.next_ip32
 
 

@@ -9,6 +9,8 @@ so a fault leaves the CPU as it was before the instruction.
 
 from __future__ import annotations
 
+import struct
+
 from .faults import GP, NP, SS, TS, CpuFault, UnsupportedFeature
 from .segments import (CALL_GATE16, TASK_GATE, TSS16_BUSY, TSS32_BUSY, Descriptor, CALL_GATE32, INT_GATE16, INT_GATE32, TRAP_GATE16,
                        TRAP_GATE32, check_access)
@@ -21,7 +23,21 @@ def _push_frame(cpu, ss: Segment, esp: int, vals: list[int], size: int, user: bo
     """Write ``vals`` (first pushed first) below ``esp`` on stack ``ss``; return the new ESP."""
     big = ss.big
     m = 0xFFFFFFFF if big else 0xFFFF
-    new = (esp - size * len(vals)) & m
+    total = size * len(vals)
+    new = (esp - total) & m
+    if new + total <= m + 1:
+        # the frame is one run of bytes: one segment check covers it (the checks of
+        # each value are the same test), and if it lies in one page whose write
+        # entry is in the TLB, no write can fault and it is stored in one step
+        lin = check_access(ss, new, total, True, SS)
+        if (lin & 0xFFF) + total <= 0x1000 and not cpu.mmu.watch:
+            d = (cpu.mmu.tw_u if user else cpu.mmu.tw_s).get(lin & 0xFFFFF000)
+            if d is not None:
+                mask = (1 << (8 * size)) - 1
+                fmt = "<" + ("I" if size == 4 else "H") * len(vals)
+                a = lin + d
+                cpu.mem.ram[a:a + total] = struct.pack(fmt, *(v & mask for v in reversed(vals)))
+                return (esp & ~m & 0xFFFFFFFF) | new if not big else new
     addrs = []
     for j in range(len(vals)):
         off = (new + (len(vals) - 1 - j) * size) & m
@@ -37,6 +53,18 @@ def _pop_values(cpu, n: int, size: int, skip: int = 0) -> list[int]:
     ss = st.segs[SREG_SS]
     m = 0xFFFFFFFF if ss.big else 0xFFFF
     esp = st.regs[4]
+    start = (esp + skip) & m
+    total = n * size
+    if start + total <= m + 1:
+        # one run of bytes: one segment check, and one read if a TLB entry covers it
+        lin = check_access(ss, start, total, False, SS)
+        mmu = cpu.mmu
+        if (lin & 0xFFF) + total <= 0x1000 and not mmu.watch:
+            d = (mmu.tr_u if cpu.cpl == 3 else mmu.tr_s).get(lin & 0xFFFFF000)
+            if d is not None:
+                a = lin + d
+                return list(struct.unpack("<" + ("I" if size == 4 else "H") * n,
+                                          cpu.mem.ram[a:a + total]))
     out = []
     for j in range(n):
         off = (esp + skip + j * size) & m
@@ -60,9 +88,8 @@ def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: in
     idt_err = vector * 8 + 2 + ext
     if vector * 8 + 7 > st.idtr.limit:
         raise CpuFault(GP, idt_err)
-    addr = st.idtr.base + vector * 8
-    raw = cpu.mmu.read(addr, 4, False) | cpu.mmu.read(addr + 4, 4, False) << 32
-    gate = Descriptor(raw, addr)
+    addr = (st.idtr.base + vector * 8) & 0xFFFFFFFF
+    gate = cpu.segmentation.read_at(addr)
     if not gate.s and gate.type == TASK_GATE and gate.present:
         raise UnsupportedFeature(f"a task gate in the IDT (vector {vector:#x}): hardware task "
                                  "switching is not modelled")

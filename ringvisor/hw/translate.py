@@ -84,11 +84,11 @@ class Mode:
     cs_limit: int = 0xFFFFFFFF
     flat_limit: int = 0xFFFFFFFF   # the limit of the flat segments (below 4 GiB: one compare per access)
     direct: bool = False   # paging off and no data breakpoint: loads index RAM by linear address
+    key: int = field(init=False, compare=False)   # the code cache's key (computed once)
 
-    @property
-    def key(self) -> int:
-        return (self.cpl | self.cs32 << 2 | self.ss32 << 3 | self.df << 4 | self.flat << 5 |
-                self.direct << 11 | self.cs_base << 12 | self.flat_limit << 44)
+    def __post_init__(self) -> None:
+        self.key = (self.cpl | self.cs32 << 2 | self.ss32 << 3 | self.df << 4 | self.flat << 5 |
+                    self.direct << 11 | self.cs_base << 12 | self.flat_limit << 44)
 
     @property
     def user(self) -> bool:
@@ -525,7 +525,7 @@ class BlockBuilder:
         self.insn_start = len(self.lines)
         self.pending_snapshot = (index, eip, dict(self.fsrc), dict(self.cur))
 
-    FAULT_TOKENS = ("RD(", "WR(", "LIN(", "DIV(", "AAM(", "raise")
+    FAULT_TOKENS = ("RD(", "WR(", "LIN(", "DIV(", "AAM(", "SEGLOAD(", "raise")
 
     def end_insn(self) -> None:
         """Only an instruction that can fault needs its index recorded for the handler."""
