@@ -11,8 +11,10 @@ monitor, in one process, one after the other.  Per workload and mode it reports
   bracket the guest's own timed loop (their difference is the ``cycles=`` the
   guest prints) give the wall time of exactly that loop -- booting, start-up
   and printing do not count.  The workload runs twice per boot and the second,
-  warm run counts (the first pays for translating code).  Each run is repeated and the fastest kept, as
-  these machines are shared and noisy;
+  warm run counts (the first pays for translating code).  Each run is repeated, the
+  modes taking turns so that a change in the machine's load falls on all of them, and
+  the fastest is kept, as these machines are shared and noisy; beside it the spread of
+  the repeats (half the range, relative to the fastest) says how far it can be trusted;
 
 and the ratio of both to native.  ``paravirt`` runs the pvcc build of the
 kernel (``kernel-pv``), the others the unmodified one.  Beside the
@@ -110,17 +112,28 @@ def measure(modes=("native", "trapemu", "bt", "paravirt"), workloads=None, scale
     results: dict = {}
     for name in names:
         iters = max(1, int(ITERS.get(name, 10) * scale))
+        # the modes take turns (native, trapemu, ..., native, trapemu, ...), so a change
+        # in the machine's load hits them alike; the fastest boot of each counts, and
+        # the spread of its boots says how far its figure can be trusted
+        samples: dict[str, list] = {mode: [] for mode in modes}
+        failed: dict[str, dict] = {}
+        for _ in range(repeat):
+            for mode in modes:
+                if mode in failed:
+                    continue
+                c = _run(_kernel(mode), mode, name, iters, engine)
+                if c["ok"]:
+                    samples[mode].append(c)
+                else:
+                    failed[mode] = c
         row = {}
         for mode in modes:
-            best = None
-            for _ in range(repeat):
-                c = _run(_kernel(mode), mode, name, iters, engine)
-                if not c["ok"]:
-                    best = c
-                    break
-                if best is None or c["wall_us"] < best["wall_us"]:
-                    best = c
-            row[mode] = best
+            if mode in failed:
+                row[mode] = failed[mode]
+                continue
+            walls = [c["wall_us"] for c in samples[mode]]
+            row[mode] = dict(min(samples[mode], key=lambda c: c["wall_us"]),
+                             spread=max(walls) / min(walls) - 1 if min(walls) else 0.0)
         results[name] = row
         report(_line(name, iters, row, modes))
     cpu = [n for n in names if n in CPU]
@@ -141,7 +154,7 @@ def _line(name: str, iters: int, row: dict, modes) -> str:
         if not c["ok"]:
             parts.append(f"{mode}: failed")
             continue
-        txt = f"{mode}: {c['cycles']:>7,} cyc {c['wall_us']:>9.1f} us"
+        txt = f"{mode}: {c['cycles']:>7,} cyc {c['wall_us']:>9.1f} us (±{50 * c['spread']:.0f}%)"
         if mode != "native" and nat and nat["ok"]:
             txt += (f" (x{_ratio(c['cycles'], nat['cycles']):.2f} cyc,"
                     f" x{_ratio(c['wall_us'], nat['wall_us']):.2f} wall)")
