@@ -290,8 +290,10 @@ ONE_SHOT = {
     "idt-unmapped": ("triple", {"trapemu": "triple", "bt": "triple"}),
     # ... or without paging: a monitor has nothing behind the address and refuses
     "idt-nophys": ("triple", {"trapemu": "stop", "bt": "stop"}),
-    # LGDT at the region: the next segment load (natively) or return (monitor) fails
-    "gdt-unmapped": ("triple", {"trapemu": "stop", "bt": "stop"}),
+    # LGDT at the region: the next segment load's descriptor read faults, and so on
+    # (the monitors read the guest's GDT as the processor does) ...
+    "gdt-unmapped": ("triple", {"trapemu": "triple", "bt": "triple"}),
+    # ... or without paging: nothing behind the address, the monitor refuses
     "gdt-nophys": ("triple", {"trapemu": "stop", "bt": "stop"}),
     # mappings of machine memory beyond the guest's RAM: the monitor's own
     "pte-beyond": ("ok", {"trapemu": "stop", "bt": "stop"}),

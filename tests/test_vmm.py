@@ -85,7 +85,7 @@ def test_trapemu_popf_failure_stalls_preemption(kernel):
     stall = ref.index("selftest: preemption of a spinning child ok")
     assert out == ref[:stall]
     assert r.stop.reason == "limit"
-    assert r.monitor.vcpu.vif is False and r.monitor.vcpu.pending
+    assert r.monitor.vcpu.vif is False and r.monitor.platform.intr
 
 
 def test_probe_table(probe):

@@ -174,7 +174,6 @@ class Segmentation:
         st = cpu.state
         cpl = cpu.cpl
         selector &= 0xFFFF
-        rpl = selector & 3
         if sreg == CS:
             raise CpuFault(6)
         if (selector & 0xFFFC) == 0:
@@ -190,20 +189,7 @@ class Segmentation:
         if hit is not None:
             return self._set(sreg, Segment(selector, *hit))
         d = Descriptor(raw, addr)
-        err = selector & 0xFFFC
-        if sreg == SREG_SS:
-            if rpl != cpl or not d.writable or d.dpl != cpl:
-                raise CpuFault(GP, err)
-            if not d.present:
-                raise CpuFault(SS, err)
-        else:
-            if not (d.is_data or (d.is_code and d.readable)):
-                raise CpuFault(GP, err)
-            if d.is_data or not d.conforming:
-                if rpl > d.dpl or cpl > d.dpl:
-                    raise CpuFault(GP, err)
-            if not d.present:
-                raise CpuFault(NP, err)
+        check_segment_load(d, selector, sreg == SREG_SS, cpl)
         if d.raw >> 40 & 1:      # accessed already: loading it again writes nothing
             if len(self._loads) > 1024:
                 self._loads.clear()
@@ -241,17 +227,10 @@ class Segmentation:
 
     def check_new_ss(self, selector: int, dpl: int, ext: int) -> Segment:
         """Validate a stack segment taken from the TSS for a privilege change (#TS/#SS)."""
-        err = (selector & 0xFFFC) | ext
         if (selector & 0xFFFC) == 0:
             raise CpuFault(TS, ext)
-        try:
-            d = self.read_descriptor(selector, TS, ext)
-        except CpuFault:
-            raise
-        if selector & 3 != dpl or d.dpl != dpl or not d.writable:
-            raise CpuFault(TS, err)
-        if not d.present:
-            raise CpuFault(SS, err)
+        d = self.read_descriptor(selector, TS, ext)
+        check_tss_stack(d, selector, dpl, ext)
         self.set_accessed(d)
         return d.segment(selector)
 
@@ -279,6 +258,38 @@ class Segmentation:
         """Check ``off`` against segment register ``sreg``; return the linear address."""
         return check_access(self.cpu.state.segs[sreg], off, size, write,
                             SS if sreg == SREG_SS else GP)
+
+
+# -- the checks of a segment load, on a descriptor already read (the monitors apply the
+# same rules to their guests' descriptors) ----------------------------------------------
+def check_segment_load(d: Descriptor, selector: int, stack: bool, cpl: int) -> None:
+    """MOV/POP/LxS of a non-null selector into SS (``stack``) or DS/ES/FS/GS (SDM Vol. 2
+    MOV: #GP(selector) for the type and privilege rules, then #SS/#NP(selector))."""
+    err = selector & 0xFFFC
+    rpl = selector & 3
+    if stack:
+        if rpl != cpl or not d.writable or d.dpl != cpl:
+            raise CpuFault(GP, err)
+        if not d.present:
+            raise CpuFault(SS, err)
+        return
+    if not (d.is_data or (d.is_code and d.readable)):
+        raise CpuFault(GP, err)
+    if d.is_data or not d.conforming:
+        if rpl > d.dpl or cpl > d.dpl:
+            raise CpuFault(GP, err)
+    if not d.present:
+        raise CpuFault(NP, err)
+
+
+def check_tss_stack(d: Descriptor, selector: int, dpl: int, ext: int) -> None:
+    """The stack segment a privilege change takes from the TSS (SDM Vol. 3 §6.12.1:
+    #TS(selector), #SS(selector) if not present)."""
+    err = (selector & 0xFFFC) | ext
+    if selector & 3 != dpl or d.dpl != dpl or not d.writable:
+        raise CpuFault(TS, err)
+    if not d.present:
+        raise CpuFault(SS, err)
 
 
 def check_access(seg: Segment, off: int, size: int, write: bool, vec: int = GP) -> int:

@@ -238,15 +238,22 @@ def io_permitted(cpu, port: int, size: int) -> None:
     if cpu.cpl <= _iopl(cpu):
         return
     tr = cpu.state.tr
-    if tr.attr & ATTR_UNUSABLE or tr.type not in (9, 0xB) or tr.limit < 0x67:
+    if tr.attr & ATTR_UNUSABLE or tr.type not in (9, 0xB) or \
+            not io_bitmap_permits(lambda a, n: cpu.mmu.read(a, n, False), tr.base, tr.limit,
+                                  port, size):
         raise CpuFault(GP, 0)
-    base = cpu.mmu.read(tr.base + 0x66, 2, False)
-    byte = base + (port >> 3)
-    if byte + 1 > tr.limit:
-        raise CpuFault(GP, 0)
-    bits = cpu.mmu.read(tr.base + byte, 2, False)
-    if (bits >> (port & 7)) & ((1 << size) - 1):
-        raise CpuFault(GP, 0)
+
+
+def io_bitmap_permits(read, tss_base: int, tss_limit: int, port: int, size: int) -> bool:
+    """Does the I/O permission bitmap of the 32-bit TSS at ``tss_base`` allow ``size``
+    bytes at ``port``?  ``read(linear, n)`` reads the TSS.  The processor reads two
+    bytes at the map base + port / 8; both must lie within the TSS limit."""
+    if tss_limit < 0x67:
+        return False
+    byte = read(tss_base + 0x66, 2) + (port >> 3)
+    if byte + 1 > tss_limit:
+        return False
+    return not (read(tss_base + byte, 2) >> (port & 7)) & ((1 << size) - 1)
 
 
 def _acc_size(ins, i: int) -> int:

@@ -90,22 +90,11 @@ def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: in
         raise CpuFault(GP, idt_err)
     addr = (st.idtr.base + vector * 8) & 0xFFFFFFFF
     gate = cpu.segmentation.read_at(addr)
-    if not gate.s and gate.type == TASK_GATE and gate.present:
-        raise UnsupportedFeature(f"a task gate in the IDT (vector {vector:#x}): hardware task "
-                                 "switching is not modelled")
-    if gate.s or gate.type not in (INT_GATE16, TRAP_GATE16, INT_GATE32, TRAP_GATE32, TASK_GATE):
-        raise CpuFault(GP, idt_err)
     cpl = cpu.cpl
-    if soft and gate.dpl < cpl:
-        raise CpuFault(GP, vector * 8 + 2)
-    if not gate.present:
-        raise CpuFault(NP, idt_err)
+    check_gate(gate, vector, soft, cpl)
     sel = gate.gate_selector
     cd = seg.check_code_target(sel, ext)
-    if cd.dpl > cpl:
-        raise CpuFault(GP, (sel & 0xFFFC) | ext)
-    if not cd.present:
-        raise CpuFault(NP, (sel & 0xFFFC) | ext)
+    check_handler_cs(cd, sel, cpl, ext)
     gate32 = bool(gate.type & 8)
     size = 4 if gate32 else 2
     offset = gate.gate_offset if gate32 else gate.gate_offset & 0xFFFF
@@ -140,12 +129,44 @@ def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: in
     cpu.mode_changed()
 
 
-def _check_return_cs(cpu, sel: int) -> "Descriptor":
-    seg = cpu.segmentation
-    cpl = cpu.cpl
-    if (sel & 0xFFFC) == 0:
-        raise CpuFault(GP, 0)
-    d = seg.read_descriptor(sel)
+# -- the rules, on descriptors already read (the monitors apply them to their guests') -----
+def check_gate(gate: Descriptor, vector: int, soft: bool, cpl: int) -> None:
+    """An IDT gate for ``vector`` (SDM Vol. 3 §6.12.1.1; error codes per §6.13: the IDT
+    bit, and EXT unless INT n/INT3/INTO raised it)."""
+    idt_err = vector * 8 + 2 + (0 if soft else 1)
+    if not gate.s and gate.type == TASK_GATE and gate.present:
+        raise UnsupportedFeature(f"a task gate in the IDT (vector {vector:#x}): hardware task "
+                                 "switching is not modelled")
+    if gate.s or gate.type not in (INT_GATE16, TRAP_GATE16, INT_GATE32, TRAP_GATE32, TASK_GATE):
+        raise CpuFault(GP, idt_err)
+    if soft and gate.dpl < cpl:
+        raise CpuFault(GP, vector * 8 + 2)
+    if not gate.present:
+        raise CpuFault(NP, idt_err)
+
+
+def check_handler_cs(cd: Descriptor, sel: int, cpl: int, ext: int) -> None:
+    """The code segment a gate leads to (after ``check_code_target``)."""
+    if cd.dpl > cpl:
+        raise CpuFault(GP, (sel & 0xFFFC) | ext)
+    if not cd.present:
+        raise CpuFault(NP, (sel & 0xFFFC) | ext)
+
+
+def check_far_code(d: Descriptor, sel: int, cpl: int) -> None:
+    """A far JMP or CALL straight to a code segment (SDM Vol. 3 §5.8.1)."""
+    err = sel & 0xFFFC
+    if d.conforming:
+        if d.dpl > cpl:
+            raise CpuFault(GP, err)
+    elif (sel & 3) > cpl or d.dpl != cpl:
+        raise CpuFault(GP, err)
+    if not d.present:
+        raise CpuFault(NP, err)
+
+
+def check_return_cs(d: Descriptor, sel: int, cpl: int) -> None:
+    """The CS an IRET or far RET returns to (SDM Vol. 2 IRET, RET)."""
     err = sel & 0xFFFC
     rpl = sel & 3
     if not d.is_code or rpl < cpl:
@@ -156,6 +177,22 @@ def _check_return_cs(cpu, sel: int) -> "Descriptor":
         raise CpuFault(GP, err)
     if not d.present:
         raise CpuFault(NP, err)
+
+
+def check_return_ss(d: Descriptor, sel: int, rpl_cs: int) -> None:
+    """The SS an IRET or far RET to an outer ring loads."""
+    err = sel & 0xFFFC
+    if sel & 3 != rpl_cs or not d.writable or d.dpl != rpl_cs:
+        raise CpuFault(GP, err)
+    if not d.present:
+        raise CpuFault(SS, err)
+
+
+def _check_return_cs(cpu, sel: int) -> "Descriptor":
+    if (sel & 0xFFFC) == 0:
+        raise CpuFault(GP, 0)
+    d = cpu.segmentation.read_descriptor(sel)
+    check_return_cs(d, sel, cpu.cpl)
     return d
 
 
@@ -164,11 +201,7 @@ def _check_return_ss(cpu, sel: int, rpl_cs: int) -> Segment:
     if (sel & 0xFFFC) == 0:
         raise CpuFault(GP, 0)
     d = seg.read_descriptor(sel)
-    err = sel & 0xFFFC
-    if sel & 3 != rpl_cs or not d.writable or d.dpl != rpl_cs:
-        raise CpuFault(GP, err)
-    if not d.present:
-        raise CpuFault(SS, err)
+    check_return_ss(d, sel, rpl_cs)
     seg.set_accessed(d)
     return d.segment(sel)
 
@@ -268,13 +301,7 @@ def far_transfer(cpu, sel: int, offset: int, size: int, call: bool, return_eip: 
     err = sel & 0xFFFC
     rpl = sel & 3
     if d.is_code:
-        if d.conforming:
-            if d.dpl > cpl:
-                raise CpuFault(GP, err)
-        elif rpl > cpl or d.dpl != cpl:
-            raise CpuFault(GP, err)
-        if not d.present:
-            raise CpuFault(NP, err)
+        check_far_code(d, sel, cpl)
         if size == 2:
             offset &= 0xFFFF
         if offset > d.limit:

@@ -29,6 +29,7 @@ from collections import Counter
 
 import iced_x86 as ix
 
+from ringvisor.hw.transfers import check_far_code
 from ringvisor.hw.translate import GPR, registrar
 
 from . import emulate as E
@@ -124,6 +125,9 @@ class BinaryTranslation(Monitor):
 
     def kernel_cs(self, sel: int) -> int:
         return L.SEL_TCODE
+
+    def enters_monitor(self, f: Frame) -> bool:
+        return f.cs == L.SEL_TCODE and (f.eip + 2) in self.tc.sites
 
     def kernel_cs_view(self, f: Frame) -> int:
         return self.vcpu.cs
@@ -273,7 +277,7 @@ class BinaryTranslation(Monitor):
         site = self.tc.sites.get(f.eip) if f.cs == L.SEL_TCODE else None
         if site is None:
             # not from translated code: the guest executed INT n on one of these vectors
-            self.soft_interrupt(f, vector, 2)
+            self.soft_interrupt_after(f, vector, 2)
             return
         if site[0] == "chain":
             target = site[1]
@@ -445,16 +449,22 @@ def b_jmp_call(c: Context) -> str:
 
 
 def _far(c: Context, sel: int, off: int, call: bool) -> str:
-    raw = c.mon.guest_descriptor(sel)
-    if raw is None or not (raw >> 43) & 1 or not (raw >> 44) & 1:
+    """A far JMP/CALL in kernel code, with the processor's checks (``hw.transfers``)."""
+    if not sel & 0xFFFC:
+        raise GuestFault(13, 0)
+    d = c.mon.guest_desc(sel)
+    if not d.s:
         raise MonitorStop(f"bt: far transfer to selector {sel:#x} (gates and tasks are not "
-                          "virtualized)") if raw is not None and not (raw >> 44) & 1 else \
-            GuestFault(13, sel & 0xFFFC)
-    if (raw >> 45) & 3 != 0:
+                          "virtualized)")
+    if not d.is_code:
         raise GuestFault(13, sel & 0xFFFC)
+    check_far_code(d, sel, c.v.cpl)
+    if off > d.limit:
+        raise GuestFault(13, 0)
     if call:
         c.push(c.v.cs)
         c.push(c.next_eip)
+    c.mon.gdt.set_accessed(d)
     c.v.cs = sel & ~3
     c.f.eip = c.mon.kernel_entry(off)
     return DONE
@@ -467,7 +477,8 @@ def b_int(c: Context) -> str:
         return NEXT
     vector = {M.INT3: 3, M.INTO: 4, M.INT1: 1}.get(m, c.ins.immediate8 if m == M.INT else 0)
     c.mon.traps[f"int {vector:#x}"] += 1
-    c.mon.deliver(c.f, vector, None, m != M.INT1, c.next_eip)
+    # a fault on the way is reported at the instruction, as the hardware reports it
+    c.mon.deliver(c.f, vector, None, m != M.INT1, c.next_eip, c.eip)
     return DONE
 
 

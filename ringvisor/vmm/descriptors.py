@@ -28,15 +28,18 @@ def _pack(base: int, limit: int, access: int, flags: int) -> int:
 
 
 def compress(raw: int) -> int:
-    """The real descriptor standing for guest descriptor ``raw`` (0: not present)."""
+    """The real descriptor standing for guest descriptor ``raw`` (0: none)."""
     base, limit, access, flags = _fields(raw)
-    if not access & 0x80:
-        return 0
     if not access & 0x10:          # system descriptor: TSS, LDT, gates
         return 0
     dpl = (access >> 5) & 3
     if dpl == 0:
         access = (access & ~0x60) | (1 << 5)
+    if not access & 0x80:
+        # kept not present (type and DPL only: the rest is the guest's to use), so that
+        # a load raises what the hardware raises, #NP or #SS(selector), after the same
+        # type and privilege checks
+        return _pack(0, 0, access, flags & 4)
     gran = flags & 8
     size = ((limit << 12) | 0xFFF) if gran else limit
     expand_down = not access & 8 and access & 4

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import iced_x86 as ix
 
-from ringvisor.hw.faults import NAMES
-from ringvisor.hw.system import KNOWN_MSRS, MSR_TSC, ea, get_reg, set_reg
+from ringvisor.hw.faults import NAMES, CpuFault
+from ringvisor.hw.system import KNOWN_MSRS, MSR_TSC, ea, get_reg, io_bitmap_permits, set_reg
 from ringvisor.hw.translate import GPR, SREG, registrar
 
 from .descriptors import guest_descriptor_fields
 from .guestmem import GuestPageFault
-from .monitor import GuestFault, MonitorStop
+from .errors import GuestFault, MonitorStop
 
 M = ix.Mnemonic
 OK = ix.OpKind
@@ -112,7 +112,7 @@ def emulate(mon, f, ins: ix.Instruction, eip: int, tables=(EMULATORS,)) -> str |
     mon.emulated[ix_name(ins)] += 1
     try:
         return fn(Context(mon, f, ins, eip))
-    except GuestFault as e:
+    except CpuFault as e:           # GuestFault, or the hardware's own rules (hw.segments, ...)
         mon.traps[f"{NAMES.get(e.vector, e.vector)} (guest)"] += 1
         mon.deliver(f, e.vector, e.error_code, False, eip)
     except GuestPageFault as e:
@@ -143,7 +143,7 @@ def e_sti(c: Context) -> str:
         raise GuestFault(GP, 0)
     if not c.v.vif:
         c.v.vif = True
-        c.mon.sti_shadow = True
+        c.mon.new_shadow = True     # no interrupt before the next instruction has run
     return NEXT
 
 
@@ -155,8 +155,13 @@ def e_hlt(c: Context) -> str:
 
 
 # -- port I/O -------------------------------------------------------------------------------
-def _io_allowed(c: Context) -> None:
-    if c.v.cpl > c.v.iopl:
+def _io_allowed(c: Context, port: int, size: int) -> None:
+    """IOPL, then the I/O permission bitmap of the guest's own TSS (SDM Vol. 1 §19.5)."""
+    v = c.v
+    if v.cpl <= v.iopl:
+        return
+    if not v.tr & 0xFFFC or not io_bitmap_permits(lambda a, n: c.mon.gm.read_u(a, n), v.tr_base,
+                                                   v.tr_limit, port, size):
         raise GuestFault(GP, 0)
 
 
@@ -167,25 +172,24 @@ def _port(c: Context, kind: int) -> int:
 
 @emulates(M.IN)
 def e_in(c: Context) -> str:
-    _io_allowed(c)
     ins = c.ins
-    size = GPR[ins.op0_register][1]
-    set_reg(c.cpu, ins.op0_register, c.mon.platform.read(_port(c, ins.op1_kind), size))
+    size, port = GPR[ins.op0_register][1], _port(c, ins.op1_kind)
+    _io_allowed(c, port, size)
+    set_reg(c.cpu, ins.op0_register, c.mon.platform.read(port, size))
     return NEXT
 
 
 @emulates(M.OUT)
 def e_out(c: Context) -> str:
-    _io_allowed(c)
     ins = c.ins
-    size = GPR[ins.op1_register][1]
-    c.mon.platform.write(_port(c, ins.op0_kind), size, get_reg(c.cpu, ins.op1_register))
+    size, port = GPR[ins.op1_register][1], _port(c, ins.op0_kind)
+    _io_allowed(c, port, size)
+    c.mon.platform.write(port, size, get_reg(c.cpu, ins.op1_register))
     return NEXT
 
 
 @emulates(M.INSB, M.INSW, M.INSD, M.OUTSB, M.OUTSW, M.OUTSD)
 def e_string_io(c: Context) -> str:
-    _io_allowed(c)
     ins, regs = c.ins, c.cpu.state.regs
     m = ins.mnemonic
     size = {M.INSB: 1, M.OUTSB: 1, M.INSW: 2, M.OUTSW: 2}.get(m, 4)
@@ -193,6 +197,7 @@ def e_string_io(c: Context) -> str:
     step = -size if c.f.eflags & 0x400 else size
     rep = ins.has_rep_prefix or ins.has_repne_prefix
     port = regs[2] & 0xFFFF
+    _io_allowed(c, port, size)
     count = regs[1] if rep else 1
     user = c.v.cpl == 3
     # a REP string instruction is interruptible: a slice at a time, then the guest
@@ -227,8 +232,7 @@ def e_lgdt(c: Context) -> str:
     if c.ins.code in (ix.Code.LGDT_M1632_16, ix.Code.LIDT_M1632_16):
         base &= 0xFFFFFF
     if c.ins.mnemonic == M.LGDT:
-        c.v.gdt_base, c.v.gdt_limit = base, limit
-        c.mon.load_gdt()
+        c.mon.load_gdt(base, limit)
     else:
         c.v.idt_base, c.v.idt_limit = base, limit
     return NEXT
@@ -309,6 +313,8 @@ def e_mov(c: Context) -> str | None:
         return NEXT
     if r0 in SREG:
         c.mon.load_sreg(SREG[r0], c.op(1, 2) & 0xFFFF)     # "mov ss, eax" uses AX
+        if r0 == R.SS:
+            c.mon.new_shadow = True          # no interrupt before the next instruction
         return NEXT
     if r1 in SREG:
         return _store_sreg(c, SREG[r1])
@@ -392,6 +398,7 @@ def e_pop(c: Context) -> str | None:
     sel = c.pop(2)
     c.mon.load_sreg(2, sel)
     c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 4) & 0xFFFFFFFF
+    c.mon.new_shadow = True                  # no interrupt before the next instruction
     return NEXT
 
 

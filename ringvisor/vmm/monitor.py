@@ -25,35 +25,43 @@ from collections import Counter
 
 import iced_x86 as ix
 
-from ringvisor.hw.faults import HAS_ERROR_CODE, NAMES, CpuFault, TripleFault, UnsupportedFeature
+from ringvisor.hw.faults import GP, HAS_ERROR_CODE, NAMES, UD, CpuFault
 from ringvisor.hw.machine import Stop
+from ringvisor.hw.segments import Descriptor, check_segment_load, null_segment
+from ringvisor.hw.system import CR0_WRITABLE, CR4_SUPPORTED
+from ringvisor.hw.transfers import check_return_cs, check_return_ss
 
 from . import descriptors as D
 from . import layout as L
 from . import state as S
+from .delivery import Delivery
+from .errors import GuestFault, MonitorStop
 from .frame import Frame
-from .guestmem import GuestBadFrame, GuestMemory, GuestPageFault
+from .gdt import ACCESSED, GuestGdt
+from .guestmem import W, GuestBadFrame, GuestMemory, GuestPageFault
 from .platform import VirtualPlatform
 from .shadow import NO_PAGING, ShadowPaging
-from .vcpu import CR0_PG, CR4_PSE, IF, VirtualCpu
+from .stepping import Stepping
+from .vcpu import CR0_PG, CR0_WP, CR4_PSE, IF, VirtualCpu
 
 TF, NT, RF, VM, AC, ID = 1 << 8, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 21
 IOPL_MASK = 3 << 12
 ARITH = 0x8D5 | 0x400 | TF          # CF PF AF ZF SF OF, DF, TF
+CR0_ET, CR0_NW, CR0_CD, CR0_PE = 1 << 4, 1 << 29, 1 << 30, 1
+USER_IO = {ix.Mnemonic.IN, ix.Mnemonic.OUT, ix.Mnemonic.INSB, ix.Mnemonic.INSW,
+           ix.Mnemonic.INSD, ix.Mnemonic.OUTSB, ix.Mnemonic.OUTSW, ix.Mnemonic.OUTSD,
+           ix.Mnemonic.CLI, ix.Mnemonic.STI}
 
 
-class MonitorStop(UnsupportedFeature):
-    """The monitor stops the virtual machine (the guest did something it cannot allow)."""
-
-
-class Monitor:
+class Monitor(Delivery, Stepping):
     name = "monitor"
     # the lifecycle protocol (vmm/state.py: what each attribute is)
     state_name = "monitor"
     state_version = 1
-    STATE = ("vcpu", "platform", "shadow", "stepping", "traps", "emulated", "stats")
+    STATE = ("vcpu", "platform", "shadow", "gdt", "step_state", "shadow_at", "guest_halted",
+             "traps", "emulated", "stats")
     WIRING = ("machine", "cpu", "mem", "guest_ram", "base", "gm")
-    TRANSIENT = ("frame", "sti_shadow", "halting")
+    TRANSIENT = ("frame", "halting", "delivered", "new_shadow", "step")   # (step: step_state)
 
     def __init__(self, machine, guest_ram: int) -> None:
         self.machine = machine
@@ -66,15 +74,15 @@ class Monitor:
         self.vcpu = VirtualCpu()
         self.gm = GuestMemory(self.mem, self.vcpu, guest_ram)
         self.gm.written_hook = self.guest_written
-        self.platform = VirtualPlatform(machine.bus)
+        self.platform = VirtualPlatform(machine.bus, machine.pic)
         self.shadow = ShadowPaging(self.cpu, self.mem, self.base)
+        self.gdt = GuestGdt(self)
         self.traps: Counter[str] = Counter()
         self.emulated: Counter[str] = Counter()
         self.stats = Counter()
         self.frame: Frame | None = None
-        self.sti_shadow = False          # the guest just set IF with STI
-        self.stepping: tuple | None = None   # a table store being single-stepped (step_store)
-        self.halting = False             # the guest executed HLT with IF set
+        self.halting = False             # the guest executed HLT with IF set ...
+        self.guest_halted = False        # ... and the real CPU waits in it
 
     # -- building the hypervisor region ------------------------------------------------
     def install(self) -> None:
@@ -125,22 +133,28 @@ class Monitor:
         v.vif = bool(st.eflags & IF)
         v.iopl = (st.eflags >> 12) & 3
         v.cs, v.ss = st.segs[1].selector, st.segs[2].selector
-        self.load_gdt()
+        # from now on the physical PICs deliver to the monitor's vectors; the guest's
+        # PIC is the virtual one, in the state the firmware left the real one in
+        self.platform.take_over()
         # the real processor state: the monitor's tables, the shadow tables
         st.gdtr.base, st.gdtr.limit = L.MLIN + L.GDT, L.GDT_ENTRIES * 8 - 1
         st.idtr.base, st.idtr.limit = L.MLIN + L.IDT, 256 * 8 - 1
         st.cr0 = 0x80010031            # PG, WP, NE, ET, PE
         st.cr4 = 0
         self.shadow.switch(self.shadow_key())
+        self.load_gdt(v.gdt_base, v.gdt_limit)
         seg = cpu.segmentation
         st.tr = seg.read_descriptor(L.SEL_MTSS).segment(L.SEL_MTSS)
-        # restart the guest at ring 1 through a real IRET from the monitor's ring 0
+        # restart the guest at ring 1 through a real IRET from the monitor's ring 0; its
+        # data segments keep what the loader loaded, as the guest's GDT has it compressed
         eip, esp, eflags = st.eip, st.regs[4], cpu.get_eflags()
         for i in (0, 3, 4, 5):
             sel = st.segs[i].selector
-            if sel:
-                st.segs[i] = seg.read_descriptor(sel).segment(sel | 1) if sel >> 3 < L.FIRST_RESERVED \
-                    else st.segs[i]
+            if sel & 0xFFFC:
+                raw = self.guest_descriptor(sel)
+                real = D.compress(raw) if raw is not None else 0
+                st.segs[i] = Descriptor(real | ACCESSED, 0).segment(sel) if real \
+                    else null_segment(sel)
         st.segs[1] = seg.read_descriptor(L.SEL_MCODE).segment(L.SEL_MCODE)
         st.segs[2] = seg.read_descriptor(L.SEL_MDATA).segment(L.SEL_MDATA)
         cpu.mode_changed()
@@ -150,20 +164,17 @@ class Monitor:
         self.mem.write(self.base + L.STACK_TOP - 20, struct.pack(
             "<5I", ret_eip, ret_cs, self.real_eflags(eflags), esp, v.ss | 1))
         st.regs[4] = top
+        undo = self.gdt.unpoison(ret_cs, v.ss | 1)
         cpu.iret()
+        self.gdt.repoison(undo)
         v.cpl = 0
 
     # -- the guest's descriptor tables -------------------------------------------------
-    def load_gdt(self) -> None:
-        """Rebuild the guest part of the real GDT from the guest's (ring compression)."""
-        v = self.vcpu
-        n = min((v.gdt_limit + 1) // 8, L.FIRST_RESERVED)
-        try:
-            table = self.guest_gdt_bytes(0, n * 8)
-        except (GuestPageFault, GuestBadFrame):
-            table = b""
-        real = D.build_gdt(table)
-        self.mem.write(self.base + L.GDT, real + bytes(L.FIRST_RESERVED * 8 - len(real)))
+    def load_gdt(self, base: int, limit: int) -> None:
+        """LGDT: rebuild the guest part of the real GDT from the guest's (ring compression)."""
+        self.gdt.hold()
+        self.vcpu.gdt_base, self.vcpu.gdt_limit = base, limit
+        self.gdt.reload()
         self.stats["gdt_loads"] += 1
 
     def guest_descriptor(self, sel: int) -> int | None:
@@ -174,13 +185,28 @@ class Monitor:
             return None
         return int.from_bytes(self.guest_gdt_bytes(sel & ~7, 8), "little")
 
+    def guest_desc(self, sel: int, vector: int = GP, ext: int = 0) -> Descriptor:
+        """The guest's descriptor for a non-null ``sel``, read as the processor reads it:
+        outside the table, ``vector``(selector) (the guest has no LDT: LLDT of one stops)."""
+        raw = self.guest_descriptor(sel)
+        if raw is None:
+            raise GuestFault(vector, (sel & 0xFFFC) | ext)
+        return Descriptor(raw, (self.vcpu.gdt_base + (sel & ~7)) & 0xFFFFFFFF)
+
     def guest_gdt_bytes(self, offset: int, n: int) -> bytes:
         """Bytes of the guest's GDT (where its GDTR points)."""
         return self.gm.read(self.vcpu.gdt_base + offset, n)
 
     def real_descriptor_base(self, sel: int) -> int:
-        raw = self.mem.read32(self.base + L.GDT + (sel & ~7)) | \
-            self.mem.read32(self.base + L.GDT + (sel & ~7) + 4) << 32
+        """The base of the segment the guest has loaded with ``sel`` (CS, SS)."""
+        held = self.gdt.held.get(sel)
+        raw = int.from_bytes(held if held is not None else
+                             self.mem.read(self.base + L.GDT + (sel & ~7), 8), "little")
+        if not raw and sel >> 3 < L.FIRST_RESERVED:
+            try:                                           # poisoned (``gdt``)
+                raw = self.guest_descriptor(sel) or 0
+            except (GuestPageFault, GuestBadFrame):
+                pass
         return D._fields(raw)[0]
 
     # -- entries ------------------------------------------------------------------------------
@@ -188,22 +214,28 @@ class Monitor:
         vector = (cpu.state.eip - (L.MLIN + L.ENTRY)) // 8
         f = Frame(cpu, self.base, vector in HAS_ERROR_CODE)
         self.frame = f
-        self.vcpu.cpl = 3 if f.user else 0
-        self.sti_shadow = self.halting = False
+        v = self.vcpu
+        v.cpl = 3 if f.user else 0
+        self.halting = self.delivered = False
+        was_halted, self.guest_halted = self.guest_halted, False
+        here = (f.cs, f.eip)
+        covered = self.shadow_entry(f)
+        self.gdt.release(f.cs, f.ss)
         try:
-            if self.stepping is not None and self.end_step(f) and vector == 1:
-                pass                     # our own single step: the store is done
-            else:
+            if self.step is None or not self.step_entry(vector, f):
                 self.dispatch(vector, f)
-            if self.vcpu.pending:
-                if self.sti_shadow:
-                    self.skip_halt_after_sti(f)
-                self.deliver_pending(f)
+            if not self.shadowed(f, covered, here):
+                self.deliver_interrupts(f)
+            if was_halted and not self.delivered and (f.cs, f.eip) == here:
+                # woken by an interrupt the guest does not take: it is still in its HLT
+                self.halting = True
+            self.step_exit(f)
         except GuestBadFrame as e:
             raise MonitorStop(f"{self.name}: {e}") from None
         except GuestPageFault as e:
             # a guest #PF no emulation path turned into a reflected fault: never a crash
             raise MonitorStop(f"{self.name}: unhandled {e} at eip={self.guest_eip(f):#010x}") from None
+        undo = self.gdt.unpoison(f.cs, f.ss)
         try:
             f.resume()
         except CpuFault as e:
@@ -211,16 +243,17 @@ class Monitor:
             # real GDT does not hold): the fault must never enter the monitor itself
             raise MonitorStop(f"{self.name}: cannot resume the guest at {f.cs:#06x}:{f.eip:#010x} "
                               f"({e})") from None
+        finally:
+            self.gdt.repoison(undo)
         if self.halting:
             # the real HLT: the CPU waits at ring 1 with interrupts on for the next one
+            self.guest_halted = True
             cpu.state.halted = True
             cpu.limit = 0
 
     def dispatch(self, vector: int, f: Frame) -> None:
-        gvec = self.platform.guest_vector(vector)
-        if gvec is not None:
+        if self.platform.physical_irq(vector):
             self.traps["interrupt"] += 1
-            self.virtual_interrupt(f, gvec)
         elif vector == 14:
             self.page_fault(f)
         elif vector == 13:
@@ -250,7 +283,7 @@ class Monitor:
 
     def callout(self, f: Frame, vector: int) -> None:
         # only translated code raises these; anything else asked for a software interrupt
-        self.soft_interrupt(f, vector, 2)
+        self.soft_interrupt_after(f, vector, 2)
 
     def fetch(self, f: Frame) -> ix.Instruction:
         """The guest instruction at the frame's CS:EIP (a second page only if readable)."""
@@ -272,16 +305,37 @@ class Monitor:
             # here (the guest's own gate decides)
             self.soft_interrupt(f, err >> 3, self.fetch(f).len)
             return
+        if err & 0xFFFC and not err & 3:
+            # a segment load on a real GDT entry the monitor keeps poisoned (``gdt``)
+            todo = self.gdt.load_fault(err)
+            if todo == "retry":
+                self.traps["#GP (stale descriptor)"] += 1
+                return
+            if todo == "step":
+                self.traps["#GP (first load of a descriptor)"] += 1
+                self.open_entry(f, err)
+                return
         self.privileged_fault(f, err)
 
     def privileged_fault(self, f: Frame, err: int) -> None:
-        """A #GP that is not a software interrupt: the guest's own, by default."""
+        """A #GP that is not a software interrupt: the guest's own, by default -- except
+        the port I/O and CLI/STI of user code the guest's IOPL or I/O bitmap allows (the
+        real IOPL is 0, so that every port access traps)."""
+        if f.user and err == 0:
+            from .emulate import NEXT, emulate
+            ins = self.fetch(f)
+            if ins.mnemonic in USER_IO:
+                self.traps["#GP (user I/O)"] += 1
+                if emulate(self, f, ins, f.eip) == NEXT:
+                    f.eip = (f.eip + ins.len) & 0xFFFFFFFF
+                return
         self.traps["#GP (guest)"] += 1
         self.deliver(f, 13, err, False, self.guest_eip(f))
 
     def guest_written(self, phys: int, n: int) -> None:
         """The monitor wrote guest memory on the guest's behalf."""
         self.shadow.written(phys, n)
+        self.gdt.written(phys, n)
 
     # -- flags ---------------------------------------------------------------------------------
     @staticmethod
@@ -289,174 +343,42 @@ class Monitor:
         """The real EFLAGS for guest code: interrupts always on, IOPL 0, no TF/NT."""
         return (guest & ~(IOPL_MASK | NT | VM | RF)) | IF | 2
 
-    # -- reflecting exceptions and interrupts into the guest ----------------------------------
-    def soft_interrupt(self, f: Frame, vector: int, length: int) -> None:
-        """``int n`` executed by the guest (it trapped: every real gate but the callouts is DPL 0)."""
-        self.traps[f"int {vector:#x}"] += 1
-        self.deliver(f, vector, None, True, (self.guest_eip(f) + length) & 0xFFFFFFFF)
-
-    def deliver(self, f: Frame, vector: int, err: int | None, soft: bool, ret: int) -> None:
-        """Enter the guest's handler for ``vector`` as the hardware would have (SDM 6.12)."""
-        first = (vector, err)
-        for _ in range(3):
-            try:
-                self._deliver(f, vector, err, soft, ret)
-                return
-            except GuestPageFault as e:
-                self.vcpu.cr2 = e.address
-                nv, ne = 14, e.error_code
-            except GuestFault as e:
-                nv, ne = e.vector, e.error_code
-            if vector == 8:
-                raise TripleFault(f"the guest faulted ({NAMES.get(nv, nv)}) delivering #DF "
-                                  f"under {self.name}; first: vector {first[0]}")
-            contributory = {0, 10, 11, 12, 13}
-            if (vector in contributory and nv in contributory) or (vector == 14 and nv in contributory | {14}):
-                vector, err = 8, 0
-            else:
-                vector, err = nv, ne
-            soft = False
-        raise TripleFault(f"guest exception delivery loops under {self.name}")
-
-    def _deliver(self, f: Frame, vector: int, err: int | None, soft: bool, ret: int) -> None:
-        sel, offset, interrupt_gate = self.guest_gate(vector, soft)
-        self.enter_guest_handler(f, sel, offset, interrupt_gate, err, ret, 0 if soft else 1)
-
-    def guest_gate(self, vector: int, soft: bool) -> tuple[int, int, bool]:
-        """The guest's handler for ``vector``: (code selector, offset, clears IF), with the
-        faults the hardware raises while reading its gate."""
-        v = self.vcpu
-        ext = 0 if soft else 1
-        if vector * 8 + 7 > v.idt_limit:
-            raise GuestFault(13, vector * 8 + 2 + ext)
-        raw = int.from_bytes(self.gm.read(v.idt_base + vector * 8, 8), "little")
-        access = (raw >> 40) & 0xFF
-        gtype = access & 0x1F
-        dpl = (access >> 5) & 3
-        if gtype == 0x05 and access & 0x80:
-            raise MonitorStop(f"{self.name}: a task gate in the guest IDT (vector {vector:#x})")
-        if gtype not in (0x0E, 0x0F):
-            raise GuestFault(13, vector * 8 + 2 + ext)
-        if soft and dpl < v.cpl:
-            raise GuestFault(13, vector * 8 + 2)
-        if not access & 0x80:
-            raise GuestFault(11, vector * 8 + 2 + ext)
-        sel = (raw >> 16) & 0xFFFF
-        offset = (raw & 0xFFFF) | ((raw >> 48) & 0xFFFF) << 16
-        return sel, offset, gtype == 0x0E
-
-    def enter_guest_handler(self, f: Frame, sel: int, offset: int, interrupt_gate: bool,
-                            err: int | None, ret: int, ext: int) -> None:
-        """Push the frame the hardware would (switching to the guest kernel's stack from
-        user mode) and continue at ``sel:offset`` in the guest kernel."""
-        v = self.vcpu
-        target = self.guest_descriptor(sel)
-        if target is None or not (target >> 44) & 1 or not (target >> 43) & 1:
-            raise GuestFault(13, (sel & 0xFFFC) | ext)
-        tdpl = (target >> 45) & 3
-        if tdpl != 0:
-            raise MonitorStop(f"{self.name}: a guest handler at {sel:#06x}:{offset:#010x} runs "
-                              f"at ring {tdpl} (only ring-0 handlers are virtualized)")
-        if not (target >> 47) & 1:
-            raise GuestFault(11, (sel & 0xFFFC) | ext)
-        geflags = v.eflags_view(f.eflags)
-        tail = [] if err is None else [err]
-        if v.cpl == 3:
-            ss0, esp0 = self.kernel_stack(ext)
-            vals = [f.ss, self.cpu.state.regs[4], geflags, f.cs, ret] + tail
-            ss_real, esp, ss_guest = (ss0 & ~3) | 1, esp0, ss0 & ~3
-        else:
-            vals = [geflags, self.kernel_cs_view(f), ret] + tail
-            ss_real, esp, ss_guest = f.ss, self.cpu.state.regs[4], v.ss
-        esp = (esp - 4 * len(vals)) & 0xFFFFFFFF
-        ss_base = self.real_descriptor_base(ss_real)
-        self.gm.write((ss_base + esp) & 0xFFFFFFFF, struct.pack(f"<{len(vals)}I", *reversed(vals)))
-        # committed: the guest is in its handler
-        self.stats["reflected"] += 1
-        self.cpu.state.regs[4] = esp
-        f.ss = ss_real
-        f.cs = self.kernel_cs(sel)
-        f.eip = self.kernel_entry(offset)
-        f.eflags = self.real_eflags(f.eflags) & ~TF
-        if interrupt_gate:
-            v.vif = False
-        v.cpl = 0
-        v.cs, v.ss = sel & ~3, ss_guest
-
-    def kernel_stack(self, ext: int) -> tuple[int, int]:
-        """(SS, ESP) for entering the guest kernel from user mode: its TSS's ring-0 stack."""
-        v = self.vcpu
-        if v.tr_limit < 11:
-            raise GuestFault(10, (v.tr & 0xFFFC) | ext)
-        esp0 = self.gm.read32(v.tr_base + 4)
-        ss0 = self.gm.read_u(v.tr_base + 8, 2)
-        if not ss0 & ~3:
-            raise GuestFault(10, ext)
-        return ss0, esp0
-
-    # -- virtual interrupts --------------------------------------------------------------
-    def virtual_interrupt(self, f: Frame, gvec: int) -> None:
-        v = self.vcpu
-        v.pending.append(gvec)
-        self.deliver_pending(f)
-
-    def deliver_pending(self, f: Frame) -> None:
-        """Deliver a waiting virtual interrupt if the guest's IF allows it."""
-        v = self.vcpu
-        if v.pending and v.vif:
-            gvec = v.pending.pop(0)
-            self.stats["virtual_interrupts"] += 1
-            v.halted = False
-            self.deliver(f, gvec, None, False, self.guest_eip(f))
-
-    def skip_halt_after_sti(self, f: Frame) -> None:
-        """``sti; hlt``: the STI shadow keeps the interrupt out until HLT has run, so the
-        interrupt returns *after* the HLT (taking it before would lose the wakeup)."""
-        g = self.guest_eip(f)
-        try:
-            op = self.gm.read(self.real_descriptor_base(f.cs) + g if self.vcpu.cpl == 3 else g, 1)
-        except GuestPageFault:
-            return
-        if op == b"\xF4":
-            f.eip = self.kernel_entry((g + 1) & 0xFFFFFFFF)
-            self.stats["sti_hlt"] += 1
-
     def halt(self, f: Frame) -> None:
         if not self.vcpu.vif:
             self.machine.stop = Stop("halted", 0, f"the guest halted with interrupts disabled "
                                                   f"at eip={self.guest_eip(f):#010x} ({self.name})")
             self.cpu.request_stop()
-        elif not self.vcpu.pending:
+        elif not self.interrupt_waiting():
             self.halting = True
         self.stats["halts"] += 1
 
     # -- segment registers and returns ------------------------------------------------
     def load_sreg(self, i: int, sel: int) -> None:
-        """The guest loads segment register ``i`` (0 ES .. 5 GS) with ``sel``."""
-        v = self.vcpu
+        """The guest loads segment register ``i`` (0 ES .. 5 GS) with ``sel``: the
+        processor's checks on the guest's own descriptor (SDM Vol. 2 MOV)."""
+        v, st = self.vcpu, self.cpu.state
         if i == 1:
-            raise GuestFault(6, None)
-        raw = self.guest_descriptor(sel) if sel & ~3 else None
+            raise GuestFault(UD)
+        sel &= 0xFFFF
+        if not sel & 0xFFFC:
+            if i == 2:
+                raise GuestFault(GP, 0)
+            st.segs[i] = null_segment(sel)
+            self.cpu.mode_changed()
+            return
+        d = self.guest_desc(sel)
+        check_segment_load(d, sel, i == 2, v.cpl)
+        real = D.compress(d.raw)
+        if not real:
+            raise GuestFault(GP, sel & 0xFFFC)     # refused by ring compression
+        self.gdt.set_accessed(d)
         if i == 2:
-            if raw is None:
-                raise GuestFault(13, sel & 0xFFFC)
-            dpl = (raw >> 45) & 3
-            writable_data = (raw >> 44) & 1 and not (raw >> 43) & 1 and (raw >> 41) & 1
-            if sel & 3 != v.cpl or dpl != v.cpl or not writable_data:
-                raise GuestFault(13, sel & 0xFFFC)
-            if not (raw >> 47) & 1:
-                raise GuestFault(12, sel & 0xFFFC)
-            if not self.mem.read32(self.base + L.GDT + (sel & ~7) + 4) & 0x8000:
-                raise GuestFault(13, sel & 0xFFFC)     # refused by ring compression
             self.frame.ss = (sel & ~3) | (1 if v.cpl == 0 else 3)
+            self.gdt.reloaded(self.frame.ss)
             v.ss = sel
             return
-        if sel & ~3 and raw is None:
-            raise GuestFault(13, sel & 0xFFFC)
-        try:
-            self.cpu.segmentation.load(i, sel)
-        except Exception:
-            raise GuestFault(13, sel & 0xFFFC) from None
+        st.segs[i] = Descriptor(real | ACCESSED, 0).segment(sel)
+        self.cpu.mode_changed()
 
     def set_guest_eflags(self, f: Frame, value: int, size: int = 4) -> None:
         """POPF/IRET at (virtual) CPL 0: every flag the guest may set for real, IF and
@@ -472,26 +394,43 @@ class Monitor:
             v.vif = bool(value & IF)
 
     def return_to_kernel(self, f: Frame, eip: int, cs: int) -> None:
-        raw = self.guest_descriptor(cs)
-        if raw is None or not (raw >> 43) & 1 or (raw >> 45) & 3 != 0:
-            raise GuestFault(13, cs & 0xFFFC)
+        """IRET or far RET to the guest kernel's ring, with the processor's checks."""
+        if not cs & 0xFFFC:
+            raise GuestFault(GP, 0)
+        d = self.guest_desc(cs)
+        check_return_cs(d, cs, self.vcpu.cpl)
+        if cs & 3:
+            raise MonitorStop(f"{self.name}: the guest returns to ring {cs & 3} "
+                              f"({cs:#06x}:{eip:#010x}); only rings 0 and 3 are virtualized")
+        if eip > d.limit:
+            raise GuestFault(GP, 0)
+        self.gdt.set_accessed(d)
         f.cs = self.kernel_cs(cs)
         f.eip = self.kernel_entry(eip)
+        self.gdt.reloaded(f.cs)
         self.vcpu.cs = cs & ~3
         self.vcpu.cpl = 0
 
     def return_to_user(self, f: Frame, eip: int, cs: int, eflags: int | None, esp: int,
                        ss: int) -> None:
-        for sel, code in ((cs, True), (ss, False)):
-            raw = self.guest_descriptor(sel)
-            if raw is None or (raw >> 45) & 3 != 3 or bool((raw >> 43) & 1) != code \
-                    or not (raw >> 44) & 1:
-                raise GuestFault(13, sel & 0xFFFC)
-            if not (raw >> 47) & 1:
-                raise GuestFault(11 if code else 12, sel & 0xFFFC)
+        """IRET or far RET to ring 3 (SDM Vol. 2 IRET: RETURN-TO-OUTER-PRIVILEGE-LEVEL)."""
+        if not cs & 0xFFFC:
+            raise GuestFault(GP, 0)
+        d = self.guest_desc(cs)
+        check_return_cs(d, cs, self.vcpu.cpl)
+        if not ss & 0xFFFC:
+            raise GuestFault(GP, 0)
+        sd = self.guest_desc(ss)
+        check_return_ss(sd, ss, 3)
+        if eip > d.limit:
+            raise GuestFault(GP, 0)
         if eflags is not None:
             self.set_guest_eflags(f, eflags)
+        self.gdt.set_accessed(d)
+        self.gdt.set_accessed(sd)
         f.cs, f.eip, f.ss = cs, eip, ss
+        self.gdt.reloaded(cs)
+        self.gdt.reloaded(ss)
         self.cpu.state.regs[4] = esp
         self.vcpu.cpl = 3
 
@@ -523,48 +462,31 @@ class Monitor:
         # self-mapped table): unprotecting cannot let it through, as the fill that
         # follows protects the frame again
         own_table = ppn in {a >> 12 for a in (m.pde_addr, m.pte_addr) if a is not None}
-        if write and self.shadow.is_protected(ppn) and not (own_table and m.writable):
-            self.protected_write(f, ppn)
+        if write and self.shadow.is_protected(ppn):
+            if own_table:
+                self.gdt.stored(ppn)
+            else:
+                self.protected_write(f, ppn)
         elif write and err & 1 and not own_table:
             self.shadow.stats["dirty_faults"] += 1
-        self.shadow.install(lin, frame, m.user, m.writable and (m.dirty or write),
+        # with CR0.WP clear a supervisor store ignores R/W (SDM Vol. 3 §4.6.1): a page
+        # only the kernel reaches can be writable in the shadow
+        writable = m.writable or (not self.vcpu.cr0 & CR0_WP and not m.user)
+        self.shadow.install(lin, frame, m.user, writable and (m.dirty or write),
                             m.pde_addr, m.pte_addr)
-        if write and m.writable and self.shadow.is_protected(ppn):
-            self.step_store(f, lin, frame)
-
-    def step_store(self, f: Frame, lin: int, frame: int) -> None:
-        """Let one guest store into a write-protected table through, single-stepped.
-
-        The page is made writable for one instruction, with the trap flag set and
-        interrupts held off; the #DB after it (or whatever else ends the step) lands in
-        ``end_step``, which compares the table with its copy and drops the shadow
-        entries of exactly the slots that changed."""
-        self.stats["single-stepped table stores"] += 1
-        self.stepping = (lin, frame, self.mem.read(frame, 0x1000), f.eflags & (TF | IF))
-        self.shadow.set_writable(lin, True)
-        f.eflags = (f.eflags | TF) & ~IF
-
-    def end_step(self, f: Frame) -> bool:
-        """Close a single-stepped table store; True if this entry is its #DB."""
-        lin, frame, before, flags = self.stepping
-        self.stepping = None
-        self.shadow.set_writable(lin, False)
-        after = self.mem.read(frame, 0x1000)
-        if after != before:
-            for off in range(0, 0x1000, 4):
-                if after[off:off + 4] != before[off:off + 4]:
-                    self.shadow.written(frame + off, 4)
-        ours = not flags & TF
-        f.eflags = (f.eflags & ~(TF | IF)) | flags
-        if ours:
-            self.cpu.state.dr[6] &= ~0x4000          # BS: the step was the monitor's
-        return ours
+        if write and not self.shadow.lookup(lin) & W:
+            # the store must happen and the page must stay read-only (a table it maps
+            # itself through; a user page the kernel writes with WP clear): one step
+            self.open_page(f, lin, frame, self.shadow.is_table(ppn) or ppn in self.gdt.frames)
 
     def protected_write(self, f: Frame, ppn: int) -> None:
         """The guest stores to a frame the monitor keeps read-only."""
         if self.shadow.is_table(ppn):
             self.traps["#PF (page table written)"] += 1
             self.shadow.write_fault(ppn)
+        if ppn in self.gdt.frames:
+            self.traps["#PF (GDT written)"] += 1
+            self.gdt.stored(ppn)
 
     def shadow_key(self) -> int:
         """Which shadow directory stands for the guest's current address space."""
@@ -573,38 +495,49 @@ class Monitor:
 
     # -- control registers -----------------------------------------------------------------
     def set_cr(self, n: int, value: int) -> None:
+        """MOV to CR0/CR2/CR3/CR4 on the virtual CPU, with the checks of ``hw.system``."""
         v = self.vcpu
         if n == 0:
-            if not value & 1:
+            if value & ~CR0_WRITABLE & 0xFFFFFFFF or (value & CR0_PG and not value & CR0_PE) \
+                    or (value & CR0_NW and not value & CR0_CD):
+                raise GuestFault(GP, 0)
+            if not value & CR0_PE:
                 raise MonitorStop(f"{self.name}: the guest left protected mode (real mode is "
                                   "not virtualized)")
+            value |= CR0_ET                   # hardwired to 1 (SDM Vol. 3 §2.5)
             changed = v.cr0 ^ value
             v.cr0 = value
-            if changed & (1 << 16):           # WP: what a kernel store may do changed
+            if changed & CR0_WP:              # what a kernel store may do changed
                 self.shadow.flush()
             if changed & CR0_PG:
-                self.shadow.switch(self.shadow_key())
+                self.paging_changed()
         elif n == 2:
             v.cr2 = value
         elif n == 3:
             # every change to the guest's tables was seen (they are write-protected),
             # so the shadow of this address space, if there is one, is still right
-            v.cr3 = value
-            self.shadow.switch(self.shadow_key())
+            v.cr3 = value & 0xFFFFF018
+            self.paging_changed()
         elif n == 4:
-            if value & ~(CR4_PSE | 0x80 | 0x4 | 0x8):
-                raise GuestFault(13, 0)
-            if (v.cr4 ^ value) & CR4_PSE:
+            if value & ~CR4_SUPPORTED:
+                raise GuestFault(GP, 0)
+            old, v.cr4 = v.cr4, value
+            if (old ^ value) & CR4_PSE:
                 self.shadow.flush()
-            v.cr4 = value
+                self.paging_changed()
         else:
-            raise GuestFault(6, None)
+            raise GuestFault(UD)
         self.stats[f"cr{n} writes"] += 1
+
+    def paging_changed(self) -> None:
+        self.shadow.switch(self.shadow_key())
+        if self.gdt.moved():
+            self.gdt.reload()
 
     def get_cr(self, n: int) -> int:
         v = self.vcpu
         if n in (1, 5, 6, 7) or n > 7:
-            raise GuestFault(6, None)
+            raise GuestFault(UD)
         return {0: v.cr0, 2: v.cr2, 3: v.cr3, 4: v.cr4}[n]
 
     def invlpg(self, lin: int) -> None:
@@ -623,15 +556,7 @@ class Monitor:
         out = {"traps": dict(self.traps), "emulated": dict(self.emulated)}
         out.update(self.stats)
         out.update(self.shadow.stats)
+        out.update(self.gdt.stats)
         out["io"] = self.platform.stats["io"]
+        out["physical_irqs"] = self.platform.stats["irqs"]
         return out
-
-
-class GuestFault(Exception):
-    """An exception the guest must see (raised while emulating on its behalf)."""
-
-    def __init__(self, vector: int, error_code: int | None) -> None:
-        super().__init__(f"vector {vector}")
-        self.vector = vector
-        self.error_code = error_code
-

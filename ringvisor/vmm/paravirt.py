@@ -37,6 +37,7 @@ from ringvisor.abi import (CALLBACK_REGISTER, EVTCHN_ALLOC_UNBOUND, EVTCHN_BIND_
                     ConsoleIO, DomId, Errno, EvtchnOp, Hypercall, Mmu, Mmuext, PhysdevOp,
                     RvMachineOp, SchedOp, Shutdown, Sif, Uvmf, VcpuOp, Virq, VmAssistCmd,
                     VmAssistType, XenVer)
+from ringvisor.hw.faults import CpuFault
 from ringvisor.hw.machine import Stop
 
 from . import emulate as E
@@ -45,7 +46,8 @@ from .descriptors import compress, guest_descriptor_fields
 from .evtchn import EvtchnError, EventChannels
 from .frame import Frame
 from .guestmem import GuestBadFrame, GuestPageFault
-from .monitor import GuestFault, Monitor, MonitorStop
+from .errors import GuestFault, MonitorStop
+from .monitor import Monitor
 from .platform import HypervisorTimer
 
 KEEP = object()                  # a hypercall that set the guest's registers itself (iret)
@@ -95,6 +97,7 @@ class ParaVirt(Monitor):
                       PV_START_INFO_VA: (self.base + L.PV_START_INFO, False),
                       PV_SHARED_INFO_VA: (self.si_phys, True)}
         self.gm.fixed = self.fixed
+        self.gdt.tracking = False        # the GDT comes by set_gdt, edits by update_descriptor
         self.trap_table: dict[int, tuple[int, int, int]] = {}    # vector -> (flags, cs, eip)
         self.callbacks: dict[int, tuple[int, int]] = {}          # CALLBACKTYPE -> (cs, eip)
         self.gdt_frames: list[int] = []
@@ -131,10 +134,8 @@ class ParaVirt(Monitor):
     def dispatch(self, vector: int, f: Frame) -> None:
         v = self.vcpu
         v.vif = not self.events.upcall_mask          # the guest's virtual IF, as it left it
-        n = vector - L.PIC_BASE
-        if 0 <= n < 16:
+        if self.platform.physical_irq(vector):
             self.traps["interrupt"] += 1
-            self.events.raise_pirq(n)
         elif vector == HYPERCALL_VECTOR and not f.user:
             self.hypercall(f)
         elif vector == L.HV_TIMER:
@@ -143,8 +144,25 @@ class ParaVirt(Monitor):
         else:
             super().dispatch(vector, f)
         self.events.upcall_mask = not v.vif
+        self.take_pirqs()
         if v.vif and self.events.upcall_pending:
             self.upcall(f)
+
+    def take_pirqs(self) -> None:
+        """What the guest's (virtual) PIC lets through becomes an event on the IRQ's port;
+        the PIC is acknowledged as the processor's INTA would, so the guest's EOI (its own
+        port write, or PHYSDEVOP_eoi) ends it."""
+        for _ in range(16):
+            if not self.platform.intr:
+                return
+            irq, _ = self.platform.acknowledge()
+            self.events.raise_pirq(irq)
+
+    def interrupt_waiting(self) -> bool:
+        return bool(self.events.upcall_pending)
+
+    def deliver_interrupts(self, f: Frame) -> None:
+        """Events are delivered by ``dispatch`` (the upcall), not through the IDT."""
 
     def upcall(self, f: Frame) -> None:
         """Enter the guest's event callback, as an interrupt gate would (events masked)."""
@@ -366,9 +384,9 @@ class ParaVirt(Monitor):
         n = (entries * 8 + 0xFFF) >> 12
         mfns = struct.unpack(f"<{n}I", self._read(frames_ptr, 4 * n))
         frames = [self._frame(m) >> 12 for m in mfns]
+        self.gdt.hold()
         self.gdt_frames = frames
-        self.vcpu.gdt_base, self.vcpu.gdt_limit = 0, entries * 8 - 1
-        self.load_gdt()
+        self.load_gdt(0, entries * 8 - 1)
         return 0
 
     def hc_update_descriptor(self, f, ma_lo, ma_hi, d_lo, d_hi, *_):
@@ -496,10 +514,11 @@ class ParaVirt(Monitor):
                 esp, ss = struct.unpack("<2I", self._read(sp + 16, 8))
                 self.return_to_user(f, eip, cs & 0xFFFF, eflags, esp, ss & 0xFFFF)
             else:
-                self.return_to_kernel(f, eip, cs & 0xFFFF)
+                # the kernel's selectors carry RPL 1 (it runs at ring 1): its ring is 0
+                self.return_to_kernel(f, eip, cs & 0xFFFC)
                 self.set_guest_eflags(f, eflags)     # (as ring 0 executes it: IOPL too)
                 st.regs[4] = (st.regs[4] + 16) & 0xFFFFFFFF
-        except GuestFault:
+        except CpuFault:
             _fail(Errno.EINVAL)
         self.vcpu.vif = bool(eflags & (1 << 9))      # Xen: the mask follows the frame's IF
         st.regs[0] = eax
@@ -588,7 +607,11 @@ class ParaVirt(Monitor):
 
     def hc_physdev_op(self, f, cmd, arg, *_):
         if cmd == PhysdevOp.eoi:
-            return 0               # the PIC's EOI is the guest's own port write
+            irq = struct.unpack("<I", self._read(arg, 4))[0]
+            if not 0 <= irq < 16:
+                _fail(Errno.EINVAL)
+            self.platform.end_of_interrupt(irq)     # (or the guest's own port write)
+            return 0
         if cmd == PhysdevOp.set_iopl:
             self.vcpu.iopl = PHYSDEV_SET_IOPL.unpack(self._read(arg, 4))["iopl"] & 3
             return 0
@@ -630,7 +653,7 @@ class ParaVirt(Monitor):
         if cmd == RvMachineOp.IRQ_VECTOR:
             if not 0 <= a < 16:
                 _fail(Errno.EINVAL)
-            return self.platform.guest_base[a >> 3] + (a & 7)
+            return self.platform.irq_vector(a)
         _fail(Errno.ENOSYS)
 
     # -- reports -------------------------------------------------------------------------------

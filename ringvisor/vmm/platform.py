@@ -1,31 +1,59 @@
 """The virtual platform: the PC's devices as the guest kernel sees them.
 
 The guest's port I/O traps (the real IOPL is 0 and the monitor's TSS has no
-I/O bitmap), and the monitor performs it on the machine's devices for the
-guest, with one exception: the interrupt vectors.  The real PICs must deliver
-to the monitor's own IDT vectors, so the vector base the guest programs in
-ICW2 is remembered and replaced by the monitor's; an interrupt that reaches the
-monitor on vector ``PIC_BASE + n`` is a virtual interrupt on the guest's
-``base + n``.
+I/O bitmap), and the monitor performs it for the guest on an I/O bus of the
+guest's own: every device of the machine, except the interrupt controllers.
+
+The monitor owns the physical PICs from the moment it takes over.  Their
+vector base must be the monitor's (``PIC_BASE``): left at the firmware's
+(0x08, or 0 at power-on), the first timer tick would reach the monitor as a
+processor exception.  So at takeover the monitor reprograms them to its own
+vectors, all lines unmasked, and gives the guest a *virtual* 8259A pair
+(the same model as the machine's, ``hw.devices.pic``) that starts in exactly
+the state the hardware was in -- what the firmware left.  Every ICW, mask,
+EOI, poll and register read of the guest goes to the virtual pair; every
+physical interrupt is acknowledged and ended on the real PIC at once and
+becomes an edge on the same line of the virtual pair, which then decides,
+with the guest's own programming, whether and when the guest sees it (as
+VMware's VMM and Xen's HVM emulate the PIC the guest programs).
+
+What the guest cannot tell apart: its IRR shows a request from the moment the
+device raised it (the real CPU always has interrupts on while a guest runs,
+so the monitor hears of it at once), masked lines latch, the in-service
+register and priorities follow its EOIs.  What it could: a line the guest
+programs level-triggered (ELCR, ICW1.LTIM) still sees each physical
+interrupt as an edge (the ISA devices of this PC are edge-triggered).
 """
 
 from __future__ import annotations
+
+from ringvisor.hw.bus import IoBus
+from ringvisor.hw.devices.pic import PicPair
 
 from . import layout as L
 from . import state as S
 
 MASTER_CMD, MASTER_DATA, SLAVE_CMD, SLAVE_DATA = 0x20, 0x21, 0xA0, 0xA1
+PIC_DEVICES = ("pic-master", "pic-slave", "elcr")
+ICW1_ICW4, ICW4_8086 = 0x11, 0x01
+OCW3_READ_ISR = 0x0B
+SPECIFIC_EOI = 0x60
 
 
 class VirtualPlatform:
-    STATE = ("guest_base", "_icw", "stats")       # (vmm/state.py)
-    WIRING = ("bus",)
+    STATE = ("vpic", "stats")                    # (vmm/state.py)
+    WIRING = ("phys", "bus")
 
-    def __init__(self, bus) -> None:
-        self.bus = bus
-        self.guest_base = [0x08, 0x70]       # the vector bases the guest programmed (BIOS defaults)
-        self._icw = [0, 0]                   # initialisation-word state per PIC (0: none)
-        self.stats = {"io": 0}
+    def __init__(self, bus, pic) -> None:
+        self.phys = bus                      # the machine's I/O bus
+        self.bus = IoBus()                   # the guest's: the machine's devices but the PICs
+        for r in bus.ranges():
+            if r.name not in PIC_DEVICES:
+                self.bus.register(r.first, r.count, r.read, r.write, r.name, r.max_access,
+                                  owner=r.owner)
+        self.vpic = PicPair(self.bus, lambda level: None)
+        self.vpic.set_state(pic.get_state())  # exactly what the hardware holds at takeover
+        self.stats = {"io": 0, "irqs": 0, "spurious": 0}
 
     def get_state(self) -> dict:
         return S.get_attrs(self)
@@ -33,32 +61,77 @@ class VirtualPlatform:
     def set_state(self, state: dict) -> None:
         S.set_attrs(self, state)
 
-    def guest_vector(self, real_vector: int) -> int | None:
+    def take_over(self) -> None:
+        """Program the physical PICs to the monitor's vectors, every line open."""
+        w = self.phys.write
+        for cmd, data, base, wiring in ((MASTER_CMD, MASTER_DATA, L.PIC_BASE, 1 << 2),
+                                        (SLAVE_CMD, SLAVE_DATA, L.PIC_BASE + 8, 2)):
+            w(cmd, 1, ICW1_ICW4)
+            w(data, 1, base)
+            w(data, 1, wiring)
+            w(data, 1, ICW4_8086)
+            w(data, 1, 0)                    # OCW1: nothing masked (the guest's IMR is virtual)
+            w(cmd, 1, OCW3_READ_ISR)         # reads of the command port show the ISR
+
+    # -- physical interrupts -------------------------------------------------------------
+    def physical_irq(self, real_vector: int) -> bool:
+        """A real interrupt on ``real_vector``: end it on the real PIC and raise the line on
+        the virtual one.  False if the vector is not a PIC's."""
         n = real_vector - L.PIC_BASE
         if not 0 <= n < 16:
-            return None
-        return self.guest_base[n >> 3] + (n & 7)
+            return False
+        slave = n >= 8
+        cmd = SLAVE_CMD if slave else MASTER_CMD
+        real = bool(self.phys.read(cmd, 1) >> (n & 7) & 1)
+        if real:
+            self.phys.write(cmd, 1, SPECIFIC_EOI | (n & 7))
+        if slave:
+            self.phys.write(MASTER_CMD, 1, SPECIFIC_EOI | 2)   # the cascade input was taken
+        if not real:
+            # not in service: the 8259A's spurious IRQ 7/15 (the request went away before
+            # the acknowledge); nothing happened on the line
+            self.stats["spurious"] += 1
+            return True
+        self.stats["irqs"] += 1
+        self.vpic.pulse_irq(n)
+        return True
 
+    @property
+    def intr(self) -> bool:
+        """The virtual PIC's INT output: an interrupt waits for the guest."""
+        return self.vpic.intr
+
+    def acknowledge(self) -> tuple[int, int]:
+        """The guest's INTA cycle: (IRQ, vector) of the highest-priority request, with the
+        virtual PIC's in-service and request registers updated as the hardware does."""
+        m, s = self.vpic.master, self.vpic.slave
+        irq = m.pending_irq()
+        if irq == 2:
+            irq2 = s.pending_irq()
+            irq = 8 + (irq2 if irq2 >= 0 else 7)
+        elif irq < 0:
+            irq = 7
+        return irq, self.vpic.acknowledge()
+
+    def irq_vector(self, irq: int) -> int:
+        """The vector the guest's PIC programming gives ISA IRQ ``irq``."""
+        return self.vpic.chips[irq >> 3].s.irq_base + (irq & 7)
+
+    def end_of_interrupt(self, irq: int) -> None:
+        """A specific EOI for ``irq`` on the virtual PIC (Xen's PHYSDEVOP_eoi)."""
+        chip = self.vpic.chips[irq >> 3]
+        if chip.s.isr >> (irq & 7) & 1:
+            chip.write(0, SPECIFIC_EOI | (irq & 7))
+            if irq >= 8:
+                self.vpic.master.write(0, SPECIFIC_EOI | 2)
+
+    # -- the guest's port I/O ------------------------------------------------------------
     def read(self, port: int, size: int) -> int:
         self.stats["io"] += 1
         return self.bus.read(port, size)
 
     def write(self, port: int, size: int, value: int) -> None:
         self.stats["io"] += 1
-        if size > 1 and port in (MASTER_CMD, MASTER_DATA, SLAVE_CMD, SLAVE_DATA):
-            # the PICs take bytes: a wider write reaches them split (``outw`` to 0x20 is
-            # ICW1 then ICW2), so split it here, where ICW2 is watched
-            for i in range(size):
-                self.write(port + i, 1, (value >> (8 * i)) & 0xFF)
-            self.stats["io"] -= size
-            return
-        if port in (MASTER_CMD, SLAVE_CMD) and size == 1 and value & 0x10:
-            self._icw[port == SLAVE_CMD] = 2        # ICW1 given: ICW2 comes next
-        elif port in (MASTER_DATA, SLAVE_DATA) and size == 1 and self._icw[port == SLAVE_DATA] == 2:
-            which = port == SLAVE_DATA
-            self._icw[which] = 0
-            self.guest_base[which] = value & 0xF8
-            value = L.PIC_BASE + 8 * which
         self.bus.write(port, size, value)
 
 

@@ -29,8 +29,8 @@ When the guest writes one of its tables:
 Dirty bits are reflected back: a page is shadowed read-only until the guest
 first writes it; that write faults, the monitor sets the guest PTE's dirty bit
 and makes the shadow entry writable.  Frames the monitor pins for reasons of
-its own (translated code under binary translation) also stay read-only in
-every shadow mapping (``protect``).
+its own (translated code under binary translation, ``protect``; the guest's
+GDT, ``watch``) also stay read-only in every shadow mapping.
 
 The last PDE of every shadow directory maps the hypervisor region (supervisor
 pages; the guest's segments stop below it).
@@ -61,7 +61,7 @@ class Root:
 
 class ShadowPaging:
     # (vmm/state.py) the tables themselves are in the monitor's region of machine memory
-    STATE = ("roots", "root", "free", "pinned", "l1_users", "l2_users", "rmap", "stats")
+    STATE = ("roots", "root", "free", "pinned", "watched", "l1_users", "l2_users", "rmap", "stats")
     WIRING = ("cpu", "mem", "base", "pool", "max_roots")
 
     def __init__(self, cpu, mem, base: int, max_roots: int = 8, pool_pages: int = L.POOL_PAGES) -> None:
@@ -73,6 +73,7 @@ class ShadowPaging:
         self.free = [self.pool + i * PAGE for i in reversed(range(pool_pages))]
         self.roots: OrderedDict[int, Root] = OrderedDict()
         self.pinned: set[int] = set()              # frames kept read-only for the monitor
+        self.watched: set[int] = set()             # frames of the guest's GDT (``gdt``)
         self.l1_users: dict[int, set[tuple[Root, int]]] = {}   # guest page table -> (root, pde index)
         self.l2_users: dict[int, set[Root]] = {}                # guest page directory -> roots
         self.rmap: dict[int, set[tuple[Root, int]]] = {}        # guest frame -> writable (root, linear page)
@@ -97,6 +98,7 @@ class ShadowPaging:
             "current": self.root.key,
             "free": list(self.free),
             "pinned": set(self.pinned),
+            "watched": set(self.watched),
             "rmap": {ppn: sorted([r.key, lin] for r, lin in users)
                      for ppn, users in self.rmap.items() if users},
             "stats": dict(self.stats),
@@ -119,13 +121,15 @@ class ShadowPaging:
         self.root = self.roots[int(state["current"])]
         self.free = [int(p) for p in state["free"]]
         self.pinned = {int(p) for p in state["pinned"]}
+        self.watched = {int(p) for p in state["watched"]}
         self.rmap = {int(ppn): {(self.roots[k], int(lin)) for k, lin in users if k in self.roots}
                      for ppn, users in state["rmap"].items()}
         self.stats.update(state["stats"])
 
     # -- which frames are read-only -------------------------------------------------------
     def is_protected(self, ppn: int) -> bool:
-        return ppn in self.l1_users or ppn in self.l2_users or ppn in self.pinned
+        return ppn in self.l1_users or ppn in self.l2_users or ppn in self.pinned or \
+            ppn in self.watched
 
     def protect(self, ppn: int) -> None:
         """Keep guest frame ``ppn`` read-only in every shadow mapping until ``unprotect``."""
@@ -134,6 +138,14 @@ class ShadowPaging:
 
     def unprotect(self, ppn: int) -> None:
         self.pinned.discard(ppn)
+
+    def watch(self, ppn: int) -> None:
+        """Keep a frame of the guest's GDT read-only until ``unwatch`` (see ``gdt``)."""
+        self.watched.add(ppn)
+        self._write_protect(ppn)
+
+    def unwatch(self, ppn: int) -> None:
+        self.watched.discard(ppn)
 
     def _write_protect(self, ppn: int) -> None:
         for root, lin in self.rmap.pop(ppn, ()):

@@ -37,8 +37,6 @@ class VirtualCpu:
     ss: int = 0x10               # the guest kernel's SS selector, as it loaded it
     msrs: dict[int, int] = field(default_factory=dict)
     dr: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0xFFFF0FF0, 0x400, 0xFFFF0FF0, 0x400])
-    pending: list[int] = field(default_factory=list)   # virtual interrupts waiting for IF
-    halted: bool = False
 
     @property
     def paging(self) -> bool:

@@ -1,0 +1,183 @@
+"""Reflecting exceptions and interrupts into the guest's own handlers (SDM Vol. 3 §6.12).
+
+The monitor enters the guest's handler exactly as the hardware would have:
+the guest's IDT gate and the code segment it names are checked with the
+hardware's own rules (``hw.transfers``, ``hw.segments``), the frame is pushed
+on the guest's stack (switching to the stack in the guest's TSS from user
+mode), and every fault raised on the way is what the hardware raises, with
+its error code (the IDT and EXT bits) and the EIP it would save: a fault
+while delivering ``int n`` is reported *at* the ``int``, not after it.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ringvisor.hw.faults import CONTRIBUTORY, GP, NAMES, PF, SS, TS, CpuFault, TripleFault, \
+    UnsupportedFeature
+from ringvisor.hw.segments import INT_GATE16, INT_GATE32, TRAP_GATE16, Descriptor, \
+    check_access, check_tss_stack
+from ringvisor.hw.transfers import check_gate, check_handler_cs
+
+from .errors import MonitorStop
+from .frame import Frame
+from .guestmem import GuestPageFault
+
+TF, NT, RF, VM = 1 << 8, 1 << 14, 1 << 16, 1 << 17
+
+
+class Delivery:
+    """Entering the guest's handlers (mixed into ``Monitor``)."""
+
+    delivered = False            # the guest was sent to a handler during this entry
+
+    def soft_interrupt(self, f: Frame, vector: int, length: int) -> None:
+        """``int n`` executed by the guest (it trapped: every real gate but the callouts is DPL 0)."""
+        self.traps[f"int {vector:#x}"] += 1
+        at = self.guest_eip(f)
+        self.deliver(f, vector, None, True, (at + length) & 0xFFFFFFFF, at)
+
+    def soft_interrupt_after(self, f: Frame, vector: int, length: int) -> None:
+        """``int n`` that reached the monitor through a gate it may use (the callout vectors
+        are DPL 1): the frame's EIP is already past it."""
+        self.traps[f"int {vector:#x}"] += 1
+        ret = self.guest_eip(f)
+        self.deliver(f, vector, None, True, ret, (ret - length) & 0xFFFFFFFF)
+
+    def deliver(self, f: Frame, vector: int, err: int | None, soft: bool, ret: int,
+                at: int | None = None) -> None:
+        """Enter the guest's handler for ``vector`` as the hardware would have.
+
+        ``ret`` is the EIP the frame holds; ``at`` the instruction's own, saved instead
+        when delivering it faults (a software interrupt's; default ``ret``)."""
+        first = vector
+        for _ in range(3):
+            try:
+                self._deliver(f, vector, err, soft, ret)
+                return
+            except GuestPageFault as e:
+                self.vcpu.cr2 = e.address
+                nv, ne = PF, e.error_code
+            except CpuFault as e:
+                nv, ne = e.vector, e.error_code
+            if vector == 8:
+                raise TripleFault(f"the guest faulted ({NAMES.get(nv, nv)}) delivering #DF "
+                                  f"under {self.name}; first: vector {first}")
+            # SDM Vol. 3 Table 6-5: the double-fault rules
+            if (vector in CONTRIBUTORY and nv in CONTRIBUTORY) or \
+                    (vector == PF and nv in CONTRIBUTORY | {PF}):
+                vector, err = 8, 0
+            else:
+                vector, err = nv, ne
+            if at is not None:
+                ret = at
+            soft = False
+        raise TripleFault(f"guest exception delivery loops under {self.name}")
+
+    def _deliver(self, f: Frame, vector: int, err: int | None, soft: bool, ret: int) -> None:
+        sel, offset, interrupt_gate = self.guest_gate(vector, soft)
+        self.enter_guest_handler(f, sel, offset, interrupt_gate, err, ret, 0 if soft else 1)
+
+    def guest_gate(self, vector: int, soft: bool) -> tuple[int, int, bool]:
+        """The guest's handler for ``vector``: (code selector, offset, clears IF), with the
+        faults the hardware raises while reading its gate."""
+        v = self.vcpu
+        if vector * 8 + 7 > v.idt_limit:
+            raise CpuFault(GP, vector * 8 + 2 + (0 if soft else 1))
+        addr = (v.idt_base + vector * 8) & 0xFFFFFFFF
+        gate = Descriptor(int.from_bytes(self.gm.read(addr, 8), "little"), addr)
+        try:
+            check_gate(gate, vector, soft, v.cpl)
+        except UnsupportedFeature:
+            raise MonitorStop(f"{self.name}: a task gate in the guest IDT (vector {vector:#x})") \
+                from None
+        if gate.type in (INT_GATE16, TRAP_GATE16):
+            raise MonitorStop(f"{self.name}: a 16-bit gate in the guest IDT (vector {vector:#x})")
+        return gate.gate_selector, gate.gate_offset, gate.type == INT_GATE32
+
+    def enter_guest_handler(self, f: Frame, sel: int, offset: int, interrupt_gate: bool,
+                            err: int | None, ret: int, ext: int) -> None:
+        """Push the frame the hardware would (switching to the guest kernel's stack from
+        user mode) and continue at ``sel:offset`` in the guest kernel."""
+        v = self.vcpu
+        if not sel & 0xFFFC:
+            raise CpuFault(GP, ext)
+        cd = self.guest_desc(sel, GP, ext)
+        if not cd.is_code:
+            raise CpuFault(GP, (sel & 0xFFFC) | ext)
+        check_handler_cs(cd, sel, v.cpl, ext)
+        if offset > cd.limit:
+            raise CpuFault(GP, ext)
+        new_cpl = v.cpl if cd.conforming else cd.dpl
+        if new_cpl != 0:
+            raise MonitorStop(f"{self.name}: a guest handler at {sel:#06x}:{offset:#010x} runs "
+                              f"at ring {new_cpl} (only ring-0 handlers are virtualized)")
+        geflags = v.eflags_view(f.eflags)
+        tail = [] if err is None else [err]
+        if v.cpl == 3:
+            ss0, esp0 = self.kernel_stack(ext)
+            ssd = self.guest_desc(ss0, TS, ext)
+            check_tss_stack(ssd, ss0, 0, ext)
+            vals = [f.ss, self.cpu.state.regs[4], geflags, f.cs, ret] + tail
+            ss_real, esp, ss_guest = (ss0 & ~3) | 1, esp0, ss0 & ~3
+        else:
+            try:                      # (the cached SS: its descriptor as the guest has it)
+                ssd = self.guest_desc(v.ss, GP, 0) if v.ss & 0xFFFC else None
+            except (CpuFault, GuestPageFault):
+                ssd = None
+            vals = [geflags, self.kernel_cs_view(f), ret] + tail
+            ss_real, esp, ss_guest = f.ss, self.cpu.state.regs[4], v.ss
+        # the pushes: the stack segment's limit, then the guest's paging
+        new = (esp - 4 * len(vals)) & 0xFFFFFFFF
+        if ssd is not None:
+            seg = ssd.segment(ss_real)
+            check_access(seg, new, 4 * len(vals), True, SS)
+            base = seg.base
+        else:
+            base = self.real_descriptor_base(ss_real)
+        self.gm.write((base + new) & 0xFFFFFFFF, struct.pack(f"<{len(vals)}I", *reversed(vals)))
+        # committed: the guest is in its handler
+        self.gdt.set_accessed(cd)
+        if v.cpl == 3:
+            self.gdt.set_accessed(ssd)
+        self.stats["reflected"] += 1
+        self.delivered = True
+        self.cpu.state.regs[4] = new
+        f.ss = ss_real
+        f.cs = self.kernel_cs(sel)
+        f.eip = self.kernel_entry(offset)
+        self.gdt.reloaded(f.cs)
+        self.gdt.reloaded(f.ss)
+        f.eflags = self.real_eflags(f.eflags) & ~(TF | NT | RF | VM)
+        if interrupt_gate:
+            v.vif = False
+        v.cpl = 0
+        v.cs, v.ss = sel & ~3, ss_guest
+
+    def kernel_stack(self, ext: int) -> tuple[int, int]:
+        """(SS, ESP) for entering the guest kernel from user mode: its TSS's ring-0 stack
+        (#TS if the TSS is too short or the selector null, as the hardware checks)."""
+        v = self.vcpu
+        if v.tr_limit < 9:
+            raise CpuFault(TS, (v.tr & 0xFFFC) | ext)
+        esp0 = self.gm.read32(v.tr_base + 4)
+        ss0 = self.gm.read_u(v.tr_base + 8, 2)
+        if not ss0 & 0xFFFC:
+            raise CpuFault(TS, ext)
+        return ss0, esp0
+
+    # -- virtual interrupts ------------------------------------------------------------------
+    def interrupt_waiting(self) -> bool:
+        """The guest's (virtual) PIC asserts its INT output."""
+        return self.platform.intr
+
+    def deliver_interrupts(self, f: Frame) -> None:
+        """Take the interrupts the guest's IF and PIC allow, as the processor takes INTR
+        between instructions (a trap gate leaves IF set: the next one nests at once)."""
+        v = self.vcpu
+        for _ in range(16):
+            if not (v.vif and self.platform.intr):
+                return
+            _, vector = self.platform.acknowledge()
+            self.stats["virtual_interrupts"] += 1
+            self.deliver(f, vector, None, False, self.guest_eip(f))

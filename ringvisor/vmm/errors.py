@@ -1,0 +1,17 @@
+"""What a monitor raises while it works for the guest."""
+
+from __future__ import annotations
+
+from ringvisor.hw.faults import CpuFault, UnsupportedFeature
+
+
+class MonitorStop(UnsupportedFeature):
+    """The monitor stops the virtual machine (the guest did something it cannot allow)."""
+
+
+class GuestFault(CpuFault):
+    """An exception the guest must see (raised while emulating on its behalf).
+
+    The rules the hardware applies (``hw.segments``, ``hw.transfers``) raise plain
+    ``CpuFault``; the monitor applies them to the guest's own descriptors, so it
+    treats both alike: delivered to the guest, never to the monitor."""

@@ -1,0 +1,288 @@
+"""The guest's GDT in the real one, kept in step with the guest's own stores.
+
+On the hardware, a segment load reads the descriptor from memory *then*: a
+kernel that edits a descriptor in place sees the edit at its next load, and
+the processor sets the descriptor's accessed bit when it loads it.  Under a
+monitor the real GDT holds compressed copies (``descriptors.compress``) that
+the real processor loads without asking, so the monitor must know when a copy
+goes stale, and when the guest loads one for the first time:
+
+- The frames that hold the guest's GDT are write-protected in the shadow page
+  tables, as its page tables are.  A guest store to one (a real #PF) does not
+  resynchronize at once: the GDT often shares its page with hot data (the TSS,
+  the kernel's own variables), so the frame is made writable and every real
+  entry it backs is *poisoned* (zeroed).  The next load of any of them faults
+  with #GP(selector) into the monitor, which copies that page again, protects
+  it again and lets the load run.  A page full of hot data costs one write
+  fault and one load fault per round, not a fault per store.
+- A code or data descriptor whose accessed bit is clear is poisoned too.  Its
+  first load faults; the monitor puts the copy in place with the bit clear and
+  single-steps the load.  If the real processor set the bit in the copy, the
+  load happened, and the monitor sets it in the guest's descriptor -- exactly
+  when the hardware would have.
+- The monitor's own IRET back into the guest loads CS and SS: a poisoned entry
+  is put in place for the length of that IRET only.
+
+The frames follow the guest's page tables: the walk that found them is kept,
+and a store to one of those tables poisons everything too.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ringvisor.hw.segments import Descriptor
+
+from . import layout as L
+from . import state as S
+from .descriptors import compress
+from .guestmem import GuestBadFrame, GuestPageFault
+
+ACCESSED = 1 << 40
+PAGE = 0x1000
+
+
+class GuestGdt:
+    STATE = ("tracking", "n", "pages", "frames", "walk", "dirty", "remapped", "unaccessed",
+             "held", "stats")                 # (vmm/state.py)
+    WIRING = ("mon", "mem", "real")
+
+    def __init__(self, mon) -> None:
+        self.mon = mon
+        self.mem = mon.mem
+        self.real = mon.base + L.GDT          # machine address of the real GDT
+        self.tracking = True                  # para-virtualization gives its GDT by hypercall
+        self.n = 0                            # guest entries the real GDT holds
+        self.pages: list[int | None] = []     # GDT page i -> guest frame (None: unmapped)
+        self.frames: dict[int, list[int]] = {}   # guest frame -> the GDT pages it holds
+        self.walk: set[int] = set()           # guest table frames those pages were found through
+        self.dirty: set[int] = set()          # frames stored to since their entries were copied
+        self.remapped = False                 # a table on the walk was stored to
+        self.unaccessed: set[int] = set()     # entries poisoned until their first load
+        self.held: dict[int, bytes] = {}      # CS/SS selector -> the entry it was loaded from
+        self.stats = {"gdt_syncs": 0, "gdt_write_faults": 0, "gdt_load_faults": 0,
+                      "accessed_bits_set": 0}
+
+    def get_state(self) -> dict:
+        return S.get_attrs(self)
+
+    def set_state(self, state: dict) -> None:
+        S.set_attrs(self, state)
+
+    # -- building the real table --------------------------------------------------------
+    def reload(self) -> None:
+        """LGDT, or the GDT's pages may have moved: map them again and copy everything."""
+        mon, v = self.mon, self.mon.vcpu
+        self.n = min((v.gdt_limit + 1) // 8, L.FIRST_RESERVED)
+        for ppn in self.frames:
+            mon.shadow.unwatch(ppn)
+        self.pages, self.frames, self.walk = [], {}, set()
+        self.dirty.clear()
+        self.unaccessed.clear()
+        self.remapped = False
+        if self.tracking:
+            first, last = v.gdt_base >> 12, (v.gdt_base + self.n * 8 - 1) >> 12 if self.n else -1
+            for i, page in enumerate(range(first, last + 1)):
+                try:
+                    m = mon.gm.translate(page << 12, False, False, set_bits=False)
+                    ppn = m.phys >> 12 if m.phys < mon.guest_ram else None
+                except (GuestPageFault, GuestBadFrame):
+                    m, ppn = None, None
+                self.pages.append(ppn)
+                if ppn is not None:
+                    self.frames.setdefault(ppn, []).append(i)
+                    self.walk.update(a >> 12 for a in (m.pde_addr, m.pte_addr) if a is not None)
+            for ppn in self.frames:
+                mon.shadow.watch(ppn)
+        table = bytearray(L.FIRST_RESERVED * 8)
+        table[:self.n * 8] = self._copy(0, self.n)
+        self.mem.write(self.real, bytes(table))
+        self.stats["gdt_syncs"] += 1
+
+    def moved(self) -> bool:
+        """Paging changed (CR3, CR0.PG, CR4.PSE): are the GDT's pages still the same frames?"""
+        if not self.tracking:
+            return False
+        v = self.mon.vcpu
+        for i, ppn in enumerate(self.pages):
+            try:
+                p = self.mon.gm.translate(((v.gdt_base >> 12) + i) << 12, False, False,
+                                          set_bits=False).phys >> 12
+            except (GuestPageFault, GuestBadFrame):
+                p = None
+            if p != ppn:
+                return True
+        return False
+
+    def _copy(self, first: int, last: int) -> bytes:
+        """Real entries ``first`` .. ``last - 1`` from the guest's table as it is now."""
+        out = []
+        for i in range(first, last):
+            raw = self._guest_raw(i)
+            real = 0 if raw is None else compress(raw)
+            if self.tracking and real and raw is not None and raw >> 44 & 1 and \
+                    not raw & ACCESSED and raw >> 47 & 1:
+                self.unaccessed.add(i)
+                real = 0                      # poisoned until its first load
+            else:
+                self.unaccessed.discard(i)
+            out.append(real)
+        return struct.pack(f"<{len(out)}Q", *out)
+
+    def _guest_raw(self, i: int) -> int | None:
+        try:
+            return int.from_bytes(self.mon.guest_gdt_bytes(i * 8, 8), "little")
+        except (GuestPageFault, GuestBadFrame):
+            return None
+
+    def _entries(self, page: int, lo: int = 0, hi: int = PAGE - 1) -> range:
+        """The entries with a byte at offsets ``lo`` .. ``hi`` of GDT page ``page``."""
+        b = self.mon.vcpu.gdt_base & 0xFFF
+        first = max(0, (page * PAGE + lo - b) // 8)
+        last = min(self.n, (page * PAGE + hi - b) // 8 + 1)
+        return range(first, max(first, last))
+
+    def _pages(self, i: int) -> set[int]:
+        b = self.mon.vcpu.gdt_base & 0xFFF
+        return {(b + 8 * i) >> 12, (b + 8 * i + 7) >> 12}
+
+    def _sync(self, entries: range) -> None:
+        if entries:
+            self.mem.write(self.real + entries.start * 8, self._copy(entries.start, entries.stop))
+
+    def _poison(self, entries: range) -> None:
+        if entries:
+            self.mem.write(self.real + entries.start * 8, bytes(8 * len(entries)))
+
+    # -- the guest's stores ------------------------------------------------------------
+    def stored(self, ppn: int) -> None:
+        """The guest's store to frame ``ppn`` trapped (it is about to happen)."""
+        if ppn in self.frames and ppn not in self.dirty:
+            self.stats["gdt_write_faults"] += 1
+            self.dirty.add(ppn)
+            self.mon.shadow.unwatch(ppn)
+            for page in self.frames[ppn]:
+                self._poison(self._entries(page))
+        if ppn in self.walk and not self.remapped:
+            self.remapped = True
+            self._poison(range(self.n))
+
+    def written(self, phys: int, n: int) -> None:
+        """The monitor wrote guest memory (it is done): copy what it changed."""
+        for ppn in range(phys >> 12, ((phys + n - 1) >> 12) + 1):
+            if ppn in self.walk:
+                self.reload()
+                return
+            if ppn not in self.frames or ppn in self.dirty:
+                continue
+            lo = max(phys, ppn << 12) - (ppn << 12)
+            hi = min(phys + n, (ppn + 1) << 12) - 1 - (ppn << 12)
+            for page in self.frames[ppn]:
+                self._sync(self._entries(page, lo, hi))
+
+    # -- the guest's loads ---------------------------------------------------------------
+    def load_fault(self, sel: int) -> str | None:
+        """A segment load faulted on ``sel``.  "retry" if the entry was stale (now copied),
+        "step" if it is a first load (the entry is in place with its accessed bit clear),
+        None if the fault is the guest's own."""
+        i = sel >> 3
+        if sel & 4 or i >= self.n or self.mem.read(self.real + i * 8, 8) != bytes(8):
+            return None                       # the entry is in place: the guest's own fault
+        if self.remapped:
+            self.reload()
+            self.stats["gdt_load_faults"] += 1
+        else:
+            stale = {self.pages[p] for p in self._pages(i) if p < len(self.pages)} & self.dirty
+            for ppn in stale:
+                self.dirty.discard(ppn)
+                for page in self.frames[ppn]:
+                    self._sync(self._entries(page))
+                self.mon.shadow.watch(ppn)
+            if stale:
+                self.stats["gdt_load_faults"] += 1
+            elif i not in self.unaccessed:
+                return None
+        if i not in self.unaccessed:
+            return "retry"
+        raw = self._guest_raw(i)
+        if raw is None:
+            return None
+        self.mem.write(self.real + i * 8, struct.pack("<Q", compress(raw) & ~ACCESSED))
+        self.stats["gdt_load_faults"] += 1
+        return "step"
+
+    def loaded(self, sel: int) -> None:
+        """After a single-stepped first load: if the real processor set the copy's accessed
+        bit, set the guest's (the write syncs the entry); otherwise poison it again."""
+        i = sel >> 3
+        if i not in self.unaccessed:
+            return
+        if self.mem.read32(self.real + i * 8 + 4) & (ACCESSED >> 32):
+            raw = self._guest_raw(i)
+            if raw is not None:
+                self.set_accessed(Descriptor(raw, self.mon.vcpu.gdt_base + i * 8))
+                return
+        self.mem.write(self.real + i * 8, bytes(8))
+
+    def set_accessed(self, d: Descriptor) -> None:
+        """The processor marks a descriptor it loads accessed (SDM Vol. 3 §3.4.5)."""
+        if self.tracking and not d.raw & ACCESSED and d.s:
+            d.raw |= ACCESSED
+            self.mon.gm.write_u(d.addr + 5, 1, (d.raw >> 40) & 0xFF)
+            self.stats["accessed_bits_set"] += 1
+
+    # -- the monitor's own IRET ----------------------------------------------------------
+    def hold(self) -> None:
+        """Before LGDT: the guest's CS and SS keep the descriptors they were loaded from
+        until it loads them again (after LGDT a kernel far-jumps to its new CS), so the
+        monitor's IRET back into the guest must not read them from the new table."""
+        f = self.mon.frame
+        if f is None:
+            return
+        for sel in (f.cs, f.ss):
+            i = sel >> 3
+            if sel & 4 or i >= L.FIRST_RESERVED or sel in self.held:
+                continue
+            now = self.mem.read(self.real + i * 8, 8)
+            if now == bytes(8) and i < self.n:            # poisoned: as the guest had it
+                raw = self._guest_raw(i)
+                now = struct.pack("<Q", (compress(raw) | ACCESSED) if raw is not None else 0)
+            self.held[sel] = now
+
+    def release(self, cs: int, ss: int) -> None:
+        """At entry: a held CS or SS the guest has since loaded anew is its own again."""
+        if self.held:
+            for sel in list(self.held):
+                if sel not in (cs, ss):
+                    del self.held[sel]
+
+    def reloaded(self, sel: int) -> None:
+        """The monitor loaded ``sel`` into CS or SS for the guest."""
+        self.held.pop(sel, None)
+
+    def unpoison(self, *sels: int) -> list[tuple[int, bytes]]:
+        """Put the entries of ``sels`` in place for one real IRET (as they were when the
+        guest loaded them, or its descriptor now); what to put back after."""
+        undo = []
+        for sel in sels:
+            i = sel >> 3
+            if sel & 4 or i >= L.FIRST_RESERVED:
+                continue
+            now = self.mem.read(self.real + i * 8, 8)
+            want = self.held.get(sel)
+            if want is None:
+                if now != bytes(8) or i >= self.n:
+                    continue
+                raw = self._guest_raw(i)
+                real = 0 if raw is None else compress(raw)
+                if not real:
+                    continue
+                want = struct.pack("<Q", real | ACCESSED)
+            if want != now:
+                undo.append((i, now))
+                self.mem.write(self.real + i * 8, want)
+        return undo
+
+    def repoison(self, undo: list[tuple[int, bytes]]) -> None:
+        for i, old in undo:
+            self.mem.write(self.real + i * 8, old)
