@@ -14,6 +14,11 @@ static inline long hypercall(u32 nr, u32 a, u32 b, u32 c, u32 d, u32 e)
     return r;
 }
 
+static inline void outb_(unsigned short port, unsigned char v)
+{
+    __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(port));    /* emulated: I/O privilege */
+}
+
 static inline u32 slen(const char *s) { u32 n = 0; while (s[n]) n++; return n; }
 
 static inline void puts_(const char *s)

@@ -90,12 +90,31 @@ int main(start_info_t *si)
     struct evtchn_bind_virq bv = { VIRQ_TIMER, 0, 0 };
     line("bind_virq timer", evtchn(EVTCHNOP_bind_virq, &bv));
     line("bind_virq timer again", evtchn(EVTCHNOP_bind_virq, &bv));
+    /* the PIT ticking (~1 kHz) before anything programmed the PIC: its IRQ 0 must
+     * not reach the guest as an exception while it blocks */
+    outb_(0x43, 0x34);
+    outb_(0x40, 1193 & 0xff);
+    outb_(0x40, 1193 >> 8);
     unsigned long long t0 = now_ns(), deadline = t0 + 2000000;   /* 2 ms */
     line("set_timer_op", hypercall(__HYPERVISOR_set_timer_op, (u32)deadline, (u32)(deadline >> 32), 0, 0, 0));
     u32 before = upcalls;
     line("block", hypercall(__HYPERVISOR_sched_op, SCHEDOP_block, 0, 0, 0, 0));
     line("woken by the timer port", upcalls > before && (seen >> bv.port & 1));
     line("no earlier than the deadline", now_ns() >= deadline);
+    /* IRQ 0 came meanwhile, bound to nothing: it waits for its pirq to be bound */
+    struct evtchn_bind_pirq bp0 = { 0, 0, 0 };
+    seen = 0;
+    line("bind_pirq 0", evtchn(EVTCHNOP_bind_pirq, &bp0));
+    line("irq 0 there once bound", (seen | SI->evtchn_pending[0]) >> bp0.port & 1);
+    /* blocking with no timer at all: IRQ 0, once the PIC is told the last one ended */
+    V0.evtchn_upcall_mask = 1;
+    SI->evtchn_pending[0] &= ~(1u << bp0.port);
+    seen = 0;
+    struct physdev_eoi eoi = { 0 };
+    line("eoi", hypercall(__HYPERVISOR_physdev_op, PHYSDEVOP_eoi, (u32)&eoi, 0, 0, 0));
+    line("block without a timer", hypercall(__HYPERVISOR_sched_op, SCHEDOP_block, 0, 0, 0, 0));
+    line("woken by irq 0", seen >> bp0.port & 1);
+    outb_(0x43, 0x30);                                /* the PIT quiet again (one shot) */
 
     /* closing one end leaves the other unbound: sends to it are dropped */
     struct evtchn_close cl = { b };
