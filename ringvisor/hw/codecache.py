@@ -25,6 +25,7 @@ from .system import fpu_class
 from .translate import ALL_FLAGS, BlockBuilder, Mode, Translation, Unsupported
 
 PAGE = 0xFFFFF000
+UNPACK_MIN = 3         # registers from which a block loads (and stores) all eight at once
 IDENT = re.compile(r"\b[A-Za-z_]\w*")
 # the words of a flag store that are not the block's locals
 CARRY_WORDS = frozenset({"lo", "lr", "la", "lb", "PAR", "if", "else", "not", "and", "or"})
@@ -363,7 +364,13 @@ class CodeCache:
                                  compile(carry, "<carry>", "exec") if carry else None))
         handler = [ind + "except CpuFault:", ind + f"    {unwind}.run(n, locals())", ind + "    raise"]
         final = regmap(bb.cur)
-        tail = [f"    R[{i}] = {v}" for i, v in final.items()]
+        loaded = sorted(bb.used | bb.dirty) if fused else sorted(bb.used)
+        # one UNPACK_SEQUENCE (or one slice store) costs less than three subscripts
+        unpack = len(loaded) >= UNPACK_MIN
+        if unpack and len(final) >= UNPACK_MIN:
+            tail = ["    R[:] = " + ", ".join(final.get(i, f"r{i}") for i in range(8))]
+        else:
+            tail = [f"    R[{i}] = {v}" for i, v in final.items()]
         tail.extend("    " + s for s in bb.flags_store_code(bb.fsrc, not bb.body_entry_defined))
         if bb.helper_const is not None:
             tail += [f"    S.icount += {n - 1}", f"    S.eip = {insns[-1].ip32:#x}",
@@ -372,8 +379,11 @@ class CodeCache:
             tail += [f"    S.icount += ic + {n}", f"    return {bb.next_expr}"]
         else:
             tail += [f"    S.icount += {n}", f"    return {bb.next_expr}"]
-        loaded = sorted(bb.used | bb.dirty) if fused else sorted(bb.used)
-        head = ["def blk():"] + [f"    r{i} = R[{i}]" for i in loaded]
+        head = ["def blk():"]
+        if unpack:
+            head.append("    r0, r1, r2, r3, r4, r5, r6, r7 = R")
+        else:
+            head += [f"    r{i} = R[{i}]" for i in loaded]
         body = []
         for line in bb.lines or ["        pass"]:
             stripped = line.lstrip()

@@ -276,7 +276,7 @@ class BlockBuilder:
         if self.mode.flat >> seg & 1:
             limit = self.mode.flat_limit
             if limit == 0xFFFFFFFF:
-                return off if off.isidentifier() else self.let(off, "a")
+                return off if is_atom(off) else self.let(off, "a")
             # base 0 but cut short (a monitor's ring compression): past the limit
             # the checked path raises the fault
             a = self.let(off, "a")
@@ -315,7 +315,9 @@ class BlockBuilder:
             # array; unaligned accesses and addresses beyond RAM (IndexError) take
             # the slow path, which also reaches MMIO
             slow = f"RD({lin}, {size}, {int(self.mode.user)})"
-            if sh:
+            if is_const(lin) and not int(lin, 0) & (size - 1):     # a variable's address
+                self.emit(f"try: {v} = {view}[{int(lin, 0) >> sh:#x}]")
+            elif sh:
                 self.emit(f"try: {v} = {view}[{lin} >> {sh}] if not {lin} & {size - 1} else {slow}")
             else:
                 self.emit(f"try: {v} = {view}[{lin}]")
