@@ -179,3 +179,28 @@ def test_pop_ds_that_faults_leaves_esp_alone(engine):
     assert m.mem.read32(esp) == 0x28 and m.mem.read32(esp + 4) == 0x1003    # error code, EIP
     assert esp + 16 == 0x8000 - 4                     # error code, EIP, CS, EFLAGS above the pushed 0x28
     assert st.regs[0] == 1
+
+
+def _closed_by_a_side_exit(test: bytes, body: list, regs: list, **kw) -> Case:
+    """A loop whose block starts at S and follows the JMP back to L, where a forward
+    branch to S (a side exit to the block's own start) begins the next iteration; the
+    way out is a JMP EBP, so the block ends without a helper and runs as a fused loop."""
+    def items():
+        return [("label", "L"), test, ("rel8", b"\x72", "S"), b"\xFF\xE5",    # jb S; jmp ebp
+                ("label", "S"), *body, ("jmp", "L"), ("label", "end")]
+    _, labels = H.assemble(items(), H.CODE)
+    regs[5] = labels["end"]
+    return Case(items(), regs, **kw)
+
+
+def test_side_exit_back_to_the_block_start():
+    check(_closed_by_a_side_exit(b"\x39\xC8", [b"\x40", b"\x01\xC3"],     # cmp eax,ecx / inc eax; add ebx,eax
+                                 _r(eax=1, ecx=9)))
+
+
+def test_fault_in_a_loop_closed_by_a_side_exit():
+    """#DE at the third divisor: EIP, registers and the CMP's flags of the iteration before
+    (ESI - EDI = -0x38 there, PF clear; -0x40 at the first CMP, PF set)."""
+    check(_closed_by_a_side_exit(CMP_ESI_EDI, [DIV_ESI, LEA_ESI_4],
+                                 _r(eax=1000, esi=DATA + 8, edi=DATA + 0x48),
+                                 patches=[(DATA + 8, DIVISORS)]))

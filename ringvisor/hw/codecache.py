@@ -239,7 +239,7 @@ class CodeCache:
         data = cpu.mmu.read_bytes(page, 0x1000, user)
         decoder = ix.Decoder(bits, data, ip=eip)
         decoder.position = (base + eip) & 0xFFF
-        bb = BlockBuilder(mode)
+        bb = BlockBuilder(mode, start=eip)
         limit = 1 if single else self.max_insns
         pages = {phys >> 12}
         runs: list[list[int]] = []         # the byte ranges the instructions came from
@@ -341,7 +341,7 @@ class CodeCache:
         no dispatch at all.
         """
         n = len(insns)
-        fused = (bb.helper_const is None and eip in bb.targets and n > 0)
+        fused = (bb.helper_const is None and (eip in bb.targets or bool(bb.loop_points)) and n > 0)
         ind = "    " * (2 if fused else 1)
 
         def regmap(cur: dict) -> dict:
@@ -387,7 +387,11 @@ class CodeCache:
         body = []
         for line in bb.lines or ["        pass"]:
             stripped = line.lstrip()
-            if stripped.startswith("__WB__:"):
+            if stripped.startswith("__LOOP__:"):
+                if fused:
+                    pad = line[:len(line) - len(stripped)]
+                    body.extend(pad + l for l in self._loop_back(bb, int(stripped[9:]), n))
+            elif stripped.startswith("__WB__:"):
                 pad = line[:len(line) - len(stripped)]
                 wb = regmap(bb.wb_points[int(stripped[7:])])
                 body.extend(f"{pad}R[{i}] = {v}" for i, v in wb.items())
@@ -419,12 +423,27 @@ class CodeCache:
         return src.replace("__ENTRY__", "FL()").replace("__IC__", "")
 
     @staticmethod
-    def _loop_flags(bb: BlockBuilder) -> list[str]:
-        """The statements carrying the flags into the next iteration of a fused loop."""
+    def _loop_flags(bb: BlockBuilder, fsrc: dict | None = None, entry: bool | None = None) -> list[str]:
+        """The statements carrying the flags into the next iteration of a fused loop
+        (``fsrc``: as they are at a side exit back to the start; by default, at the end)."""
+        if fsrc is None:
+            fsrc, entry = bb.fsrc, not bb.body_entry_defined
         return [s.replace("S.lf_op", "lo").replace("S.lf_res", "lr").replace("S.lf_a", "la")
                 .replace("S.lf_b", "lb")
-                for s in bb.flags_store_code(bb.fsrc, not bb.body_entry_defined)
+                for s in bb.flags_store_code(fsrc, entry)
                 if s != "__ENTRY_STORE__"]
+
+    def _loop_back(self, bb: BlockBuilder, i: int, n: int) -> list[str]:
+        """A side exit to the block's start inside a fused loop: the next iteration, if
+        the budget allows (else the exit below it is taken)."""
+        k, cur, fsrc, entry = bb.loop_points[i]
+        lines = [f"if ic < lim + {n - k}:" if n != k else "if ic < lim:", f"    ic += {k}"]
+        lines += ["    " + s for s in self._loop_flags(bb, fsrc, entry)]
+        carried = {j: v for j, v in sorted(cur.items()) if v != f"r{j}"}
+        if carried:
+            lines.append("    " + ", ".join(f"r{j}" for j in carried) + " = " + ", ".join(carried.values()))
+        lines.append("    continue")
+        return lines
 
     def _carried_flags(self, bb: BlockBuilder, fused: bool) -> str | None:
         """In a fused loop, the flag record carried to the next iteration is needed only
@@ -433,7 +452,7 @@ class CodeCache:
         the locals that the record would be made of still hold the previous iteration's
         values at every such fault, the loop does not carry the record; the unwind path
         rebuilds it from those locals (returned: the code that does so)."""
-        if not fused or any(f[0] == "entry" for f in bb.fsrc.values()):
+        if not fused or bb.loop_points or any(f[0] == "entry" for f in bb.fsrc.values()):
             return None
         if any("__ENTRY" in line for line in bb.lines):
             return None

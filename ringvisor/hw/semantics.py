@@ -110,7 +110,7 @@ def seg_load(bb: BlockBuilder, ins: ix.Instruction, sreg: int, sel: str) -> None
     """Load a data segment register inside the block (all the checks of
     ``Segmentation.load``, which may fault); the block ends there only if the new
     segment changes the CPU mode its code was translated for."""
-    bb.side_exit(f"SEGLOAD({sreg}, {sel})", ins.next_ip)
+    bb.side_exit(f"SEGLOAD({sreg}, {sel})", ins.next_ip, loop=False)
 
 
 @sem(M.MOVZX, M.MOVSX)

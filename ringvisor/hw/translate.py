@@ -156,6 +156,8 @@ class BlockBuilder:
     pinned: set = field(default_factory=set)       # names reassigned inside a REP loop
     wb_points: list = field(default_factory=list)  # register maps at side exits
     born: dict = field(default_factory=dict)       # temporary -> index of the instruction assigning it
+    start: int = -1                                # the block's first EIP
+    loop_points: list = field(default_factory=list)   # side exits back to the start (see side_exit)
 
     # -- emission ----------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -503,14 +505,21 @@ class BlockBuilder:
             self.fsrc = saved
         return [f"S.lf_res = {bits}; S.lf_op = 0"]
 
-    def side_exit(self, cond: str, target: int) -> None:
+    def side_exit(self, cond: str, target: int, loop: bool = True) -> None:
         """Leave the block when ``cond`` holds; translation goes on along the fall-through.
 
         The exit writes back what the block has changed so far, exactly as the
         end of a block does (``__IC__`` becomes the loop counter in a fused loop).
+        A branch to the block's own start (``loop``: a branch, not a segment load)
+        makes the block a loop: there the exit starts the next iteration instead,
+        while the instruction budget lasts (``__LOOP__``, settled at assembly).
         """
         self.emit(f"if {cond}:")
         self.ind += 1
+        if loop and target == self.start:
+            self.emit(f"__LOOP__:{len(self.loop_points)}")
+            self.loop_points.append((self.index + 1, dict(self.cur), dict(self.fsrc),
+                                     not self.body_entry_defined))
         # which registers to write back is settled at assembly: in a fused loop an
         # exit taken in a later iteration must write back everything the body changes
         self.emit(f"__WB__:{len(self.wb_points)}")
