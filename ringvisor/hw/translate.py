@@ -12,9 +12,11 @@ instruction is executing, so the block's ``except`` clause can write back the
 registers and flags exactly as they stood before the faulting instruction and
 point EIP at it.
 
-Instructions that touch system state (segment loads, control registers,
-interrupts, I/O...) are executed by Python *helpers* on the CPU object; such an
+Instructions that touch system state (control registers, interrupts, I/O,
+far transfers...) are executed by Python *helpers* on the CPU object; such an
 instruction always ends its block, after the block has written its state back.
+Loads of the data segment registers run inside the block (``SEGLOAD``) and end
+it only when the new segment changes the mode the block was translated for.
 
 ``dump`` mode keeps the generated source so a reader can see what a block
 became (``ringvisor run --trace``).
