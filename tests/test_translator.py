@@ -204,3 +204,31 @@ def test_fault_in_a_loop_closed_by_a_side_exit():
     check(_closed_by_a_side_exit(CMP_ESI_EDI, [DIV_ESI, LEA_ESI_4],
                                  _r(eax=1000, esi=DATA + 8, edi=DATA + 0x48),
                                  patches=[(DATA + 8, DIVISORS)]))
+
+
+@pytest.mark.parametrize("engine", ["jit", "interp"])
+def test_rep_stos_that_faults_midway_keeps_its_progress(engine):
+    """REP STOSD whose fifth store crosses ES's limit: #GP(0) with ECX and EDI holding the
+    four iterations done (SDM Vol. 2B, REP: a repeated string instruction interrupted by
+    an exception leaves the registers at its progress, and resumes from there), and the
+    four iterations counted -- where the CPU was stopped before never changes it."""
+    import struct
+    m = _gdt_machine(engine)
+    st = m.cpu.state
+    # 0x20: data, base 0x10000, byte-granular limit 0x1FFF
+    m.mem.write(0x2000 + 0x20, struct.pack("<Q", 0x0040920100001FFF))
+    st.gdtr.limit = 5 * 8 - 1
+    code = (b"\x66\xB8\x20\x00" b"\x8E\xC0"   # mov ax, 0x20; mov es, ax
+            b"\xBF\xF0\x1F\x00\x00"            # mov edi, 0x1ff0
+            b"\xB9\x08\x00\x00\x00"            # mov ecx, 8
+            b"\xB8\x11\x22\x33\x44"            # mov eax, 0x44332211
+            b"\xF3\xAB" b"\xF4")               # rep stosd; hlt
+    m.mem.write(0x1000, code)
+    st.eip = 0x1000
+    m.cpu.run(100)
+    assert st.eip == 0x4000 + 13 * 0x10 + 1, hex(st.eip)              # in the #GP handler
+    assert (st.regs[1], st.regs[7]) == (4, 0x2000)
+    assert m.mem.read32(st.regs[4] + 4) == 0x1000 + 4 + 2 + 5 + 5 + 5   # EIP: the REP STOSD
+    assert m.mem.read(0x11FF0, 16) == bytes.fromhex("11223344") * 4
+    # mov, mov, mov, mov, mov, four iterations, the hlt in the handler
+    assert st.icount == 5 + 4 + 1, st.icount

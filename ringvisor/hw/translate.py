@@ -229,6 +229,10 @@ class BlockBuilder:
             self.dirty.add(i)
             self.cur[i] = name
             self.pinned.add(name)
+            if self.pending_snapshot is not None:
+                # a fault in a later iteration keeps the earlier ones' progress (SDM Vol. 2B
+                # REP: the registers hold it when an iteration faults), as the icount does
+                self.pending_snapshot[3][i] = name
 
     def unpin(self) -> None:
         self.pinned.clear()
