@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -70,6 +71,20 @@ def _stop_args(r) -> None:
                         "resumes it)")
 
 
+def _migrate_args(r) -> None:
+    r.add_argument("--incoming", metavar="HOST:PORT",
+                   help="do not boot: wait for a VM migrating to HOST:PORT and run it (port 0: "
+                        "any free port, announced on stderr)")
+    r.add_argument("--migrate-to", metavar="HOST:PORT",
+                   help="with --migrate-at: live-migrate the VM to a 'ringvisor run --incoming' "
+                        "(pre-copy)")
+    r.add_argument("--migrate-at", type=positive_int, metavar="N",
+                   help="start migrating when the guest has retired N instructions")
+    r.add_argument("--migrate-link", type=positive_int, default=1000, metavar="MBIT",
+                   help="the link speed, in Mbit/s, that the guest's time is measured against "
+                        "while pages are sent (default 1000)")
+
+
 def _store_arg(r) -> None:
     r.add_argument("--store", default=os.environ.get("RINGVISOR_STORE", "ringvisor-snapshots"),
                    metavar="DIR", help="the snapshot tree's directory (default: $RINGVISOR_STORE "
@@ -112,6 +127,7 @@ def build_parser() -> Parser:
     _stop_args(r)
 
     _snapshot_out_args(r)
+    _migrate_args(r)
 
     rs = sub.add_parser("restore", help="resume a VM saved by 'run --stop-at N --save FILE'")
     rs.add_argument("image", metavar="FILE", help="a saved VM")
@@ -259,7 +275,9 @@ class Console:
         self.stdout.write(data.replace(b"\n", b"\r\n") if self.raw_out else data)
         self.stdout.flush()
 
-    def run(self, m, max_instructions: int | None):
+    @contextlib.contextmanager
+    def attached(self, m):
+        """The machine wired to the console (stdin, the trace) while it runs."""
         from ringvisor.hw.devices.uart import HostInput
         if self.trace:
             m.cpu.trace = self.trace.write
@@ -267,10 +285,18 @@ class Console:
             with HostInput(0, raw=self.interactive) as host:
                 m.host_input = host
                 m.quit_key = self.interactive
-                return m.run(max_instructions)
+                yield
         finally:
             m.host_input = None
             if self.trace:
+                self.trace.flush()
+
+    def run(self, m, max_instructions: int | None, last: bool = True):
+        try:
+            with self.attached(m):
+                return m.run(max_instructions)
+        finally:
+            if self.trace and last:
                 self.trace.close()
 
 
@@ -289,6 +315,8 @@ def cmd_run(args) -> int:
     from ringvisor.vmm import create_vm
 
     _check_stop_args(args)
+    if args.incoming:
+        return _run_incoming(args)
     kernel = _resolve_kernel(args.kernel)
     con = Console(args)
     size = args.mem << 20
@@ -304,12 +332,82 @@ def _check_stop_args(args) -> None:
     wants = getattr(args, "save", None) or getattr(args, "snapshot", None)
     if wants and not args.stop_at:
         raise ConfigError("--save and --snapshot need --stop-at N (where to stop the VM)")
+    to, at = getattr(args, "migrate_to", None), getattr(args, "migrate_at", None)
+    if bool(to) != bool(at):
+        raise ConfigError("--migrate-to HOST:PORT and --migrate-at N go together")
+    if to and args.stop_at:
+        raise ConfigError("--migrate-at and --stop-at cannot be combined")
+    if getattr(args, "incoming", None) and (to or args.stop_at):
+        raise ConfigError("--incoming receives a VM; it cannot also stop or migrate it")
+
+
+def _run_incoming(args) -> int:
+    """run --incoming HOST:PORT: wait for a migrating VM, then run it in the foreground."""
+    from ringvisor.lifecycle.migrate import Incoming, parse_address
+    from ringvisor.lifecycle.stream import BadImage
+    from ringvisor.vmm import attach_monitor
+
+    def expect(info) -> None:
+        if info.mode != args.mode or info.guest_mb != args.mem:
+            raise BadImage(f"the incoming VM runs under {info.mode} with {info.guest_mb} MiB; "
+                           f"this side was started with --mode {args.mode} --mem {args.mem}M")
+
+    con = Console(args)
+    incoming = Incoming(parse_address(args.incoming))
+    print(f"ringvisor: waiting for a VM on {incoming.host}:{incoming.port}", file=sys.stderr,
+          flush=True)
+    try:
+        m, mon, info = incoming.receive(attach_monitor, args.engine, con.output, expect,
+                                        pace=con.pace, keep_source=bool(con.trace))
+    finally:
+        incoming.close()
+    print(f"ringvisor: received the VM at instruction {m.cpu.state.icount:,}; running it",
+          file=sys.stderr, flush=True)
+    return _run_and_keep(args, con, m, mon, info.image, info.cmdline)
+
+
+def _migrate(args, con, m, mon, info):
+    """At --migrate-at: move the VM; None once it has gone, else the Stop to finish with
+    (the guest ended meanwhile) or the VM keeps running here (the destination failed)."""
+    from ringvisor.lifecycle.migrate import MigrationFailed, migrate, parse_address
+    address = parse_address(args.migrate_to)
+    say = lambda text: print(f"ringvisor: {text}", file=sys.stderr, flush=True)
+    try:
+        with con.attached(m):
+            r = migrate(m, mon, info, address, args.migrate_link, say)
+    except MigrationFailed as e:
+        say(f"{e}; the VM keeps running here")
+        return con.run(m, args.max_instructions)
+    if r.stop is not None:
+        say("the guest stopped during the migration; it ends here")
+        return r.stop
+    say(f"migrated to {args.migrate_to} at instruction {r.icount:,}: {len(r.rounds)} rounds, "
+        f"{r.pages_sent:,} pages ({r.final_pages:,} while paused), "
+        f"{r.bytes_sent / 2**20:.1f} MiB in {r.seconds:.2f} s, downtime "
+        f"{r.downtime * 1000:.1f} ms")
+    return None
 
 
 def _run_and_keep(args, con, m, mon, image: str, cmdline: str) -> int:
     """Run in the foreground; at --stop-at, save the VM and/or snapshot it."""
     from ringvisor.lifecycle.vm import VmInfo
     budget = args.max_instructions
+    migrate_at = getattr(args, "migrate_at", None)
+    if migrate_at:
+        left = migrate_at - m.cpu.state.icount
+        if left <= 0:
+            raise ConfigError(f"the VM is at instruction {m.cpu.state.icount:,} already "
+                              f"(--migrate-at {migrate_at:,})")
+        stop = con.run(m, left, last=False)
+        if stop.reason == "limit" and m.cpu.state.icount >= migrate_at:
+            m.stop = None
+            stop = _migrate(args, con, m, mon, VmInfo(image=image, cmdline=cmdline))
+            if stop is None:
+                return 0
+        else:
+            print(f"ringvisor: the VM stopped ({stop.reason}) before instruction "
+                  f"{migrate_at:,}; not migrated", file=sys.stderr)
+        return _finish(args, m, mon, stop)
     if args.stop_at:
         left = args.stop_at - m.cpu.state.icount
         if left <= 0:

@@ -85,6 +85,27 @@ class Machine:
         re-arm their timers on it).  RAM is saved page by page beside them."""
         return [self.cpu, self.clock, *self.devices.values()]
 
+    # -- dirty logging (live migration) ------------------------------------------------
+    def log_dirty(self) -> set[int]:
+        """Log writes to RAM from now on; the physical pages written since the previous
+        call (a round of pre-copy: Clark et al., NSDI 2005), empty the first time.
+
+        Every write reaches RAM through the TLB (whatever page tables the CPU walks:
+        the guest's own natively, the shadow tables under a monitor) or through the
+        memory's slow path (page-walk A/D bits, devices, the monitors' own writes);
+        ``Mmu.log_writes`` sends the first write to each page down the slow path."""
+        pages = self.mem.dirty if self.mem.dirty is not None else set()
+        self.mem.dirty = set()
+        self.cpu.mmu.log_writes(True)
+        return pages
+
+    def stop_dirty_log(self) -> set[int]:
+        """Stop logging; the pages written since the last ``log_dirty``."""
+        pages = self.mem.dirty if self.mem.dirty is not None else set()
+        self.mem.dirty = None
+        self.cpu.mmu.log_writes(False)
+        return pages
+
     # -- devices' callbacks ------------------------------------------------------------
     def _serial_out(self, data: bytes) -> None:
         self.output(data)

@@ -8,6 +8,11 @@ Self-modifying code: pages that hold translated code are marked in
 ``code_pages``.  The CPU never caches a write mapping for such a page, so every
 write to it arrives here and ``on_code_write`` (set by the code cache) drops
 the translations built from it.
+
+Dirty logging (live migration): while ``dirty`` is a set, every slow-path
+write adds its page numbers to it.  Fast-path writes bypass this module, so
+the MMU keeps write entries out of its TLB while the log is on until a write
+has come this way first (``Mmu.log_writes``).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ class PhysicalMemory:
         # physical page number -> True while translated code comes from it
         self.code_pages: set[int] = set()
         self.on_code_write: Callable[[int, int, int], None] = lambda ppn, addr, n: None
+        # physical pages written since the log was last read, or None when not logging
+        self.dirty: set[int] | None = None
 
     # -- MMIO --------------------------------------------------------------
     def add_mmio(self, start: int, length: int, device: MmioDevice) -> None:
@@ -65,6 +72,8 @@ class PhysicalMemory:
         n = len(data)
         if 0 <= addr and addr + n <= self.size:
             self.ram[addr:addr + n] = data
+            if self.dirty is not None and n:
+                self.dirty.update(range(addr >> PAGE_SHIFT, ((addr + n - 1) >> PAGE_SHIFT) + 1))
             self._check_code(addr, n)
             return
         for i, b in enumerate(data):
@@ -93,6 +102,9 @@ class PhysicalMemory:
         addr &= 0xFFFFFFFF
         if addr + size <= self.size:
             self.ram[addr:addr + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+            if self.dirty is not None:
+                self.dirty.add(addr >> PAGE_SHIFT)
+                self.dirty.add((addr + size - 1) >> PAGE_SHIFT)
             if self.code_pages:
                 self._check_code(addr, size)
             return

@@ -11,6 +11,12 @@ page tables (setting accessed and dirty bits as the hardware does), raises
 A write entry is made only once the dirty bit is set, and never for a page
 that holds translated code: writes to such pages must reach
 ``PhysicalMemory`` so the stale translations can be dropped.
+
+While memory writes are logged (``log_writes``, for live migration), write
+entries are *parked*: set aside, not dropped, so the first write to a page
+takes the slow path, which logs the page and puts the same entry back.  This is
+QEMU's TLB_NOTDIRTY: the TLB holds exactly what it would have held, so the
+guest sees the same translations (stale ones included) and the same timing.
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ class Mmu:
         self.watch: list[tuple[int, int, int, bool]] = []
         self.watch_pages: set[int] = set()
         self.watch_hits = 0
+        # write entries set aside while writes are logged ([user] -> {linear page: delta});
+        # empty when they are not
+        self.parked_s: dict[int, int] = {}
+        self.parked_u: dict[int, int] = {}
 
     # -- TLB management -------------------------------------------------------
     def flush(self) -> None:
@@ -50,16 +60,37 @@ class Mmu:
         self.tw_s.clear()
         self.tr_u.clear()
         self.tw_u.clear()
+        self.parked_s.clear()
+        self.parked_u.clear()
 
     def invlpg(self, lin: int) -> None:
         page = lin & PAGE
-        for t in (self.tr_s, self.tw_s, self.tr_u, self.tw_u):
+        for t in (self.tr_s, self.tw_s, self.tr_u, self.tw_u, self.parked_s, self.parked_u):
             t.pop(page, None)
+
+    def log_writes(self, on: bool = True) -> None:
+        """Start a round of write logging (park every write entry), or end logging
+        (``on`` false: the parked entries go back).  ``mem.dirty`` is the log."""
+        for tw, parked in ((self.tw_s, self.parked_s), (self.tw_u, self.parked_u)):
+            if on:
+                parked.update(tw)
+                tw.clear()
+            else:
+                tw.update(parked)
+                parked.clear()
+
+    def _unpark(self, page: int, user: bool) -> int | None:
+        """The parked write entry for ``page``, put back (the write about to use it is
+        logged by the memory's slow path)."""
+        d = (self.parked_u if user else self.parked_s).pop(page, None)
+        if d is not None:
+            (self.tw_u if user else self.tw_s)[page] = d
+        return d
 
     def protect_code_page(self, ppn: int) -> None:
         """Drop write mappings of physical page ``ppn`` (it now holds translated code)."""
         target = ppn << 12
-        for t in (self.tw_s, self.tw_u):
+        for t in (self.tw_s, self.tw_u, self.parked_s, self.parked_u):
             stale = [lp for lp, d in t.items() if lp + d == target]
             for lp in stale:
                 del t[lp]
@@ -112,19 +143,31 @@ class Mmu:
                 if user_ok:
                     self.tr_u[page] = delta
                 if (phys_page >> 12) not in self.mem.code_pages:
-                    if sup_w:
-                        self.tw_s[page] = delta
-                    if user_w:
-                        self.tw_u[page] = delta
+                    self._fill_write(page, delta, sup_w, user_w, write)
             return phys_page | (lin & 0xFFF)
         if fill and self.mem.is_ram(phys_page) and page not in self.watch_pages:
             delta = phys_page - page
             self.tr_s[page] = delta
             self.tr_u[page] = delta
             if (phys_page >> 12) not in self.mem.code_pages:
-                self.tw_s[page] = delta
-                self.tw_u[page] = delta
+                self._fill_write(page, delta, True, True, write)
         return phys_page | (lin & 0xFFF)
+
+    def _fill_write(self, page: int, delta: int, sup_w: bool, user_w: bool, write: bool) -> None:
+        dirty = self.mem.dirty
+        if dirty is None or write:
+            if sup_w:
+                self.tw_s[page] = delta
+            if user_w:
+                self.tw_u[page] = delta
+            if dirty is not None:
+                dirty.add((page + delta) >> 12)
+        else:
+            # logging, and only read: the entry waits until a write comes this way
+            if sup_w:
+                self.parked_s[page] = delta
+            if user_w:
+                self.parked_u[page] = delta
 
     def _check(self, lin: int, rights: int, write: bool, user: bool, err: int) -> None:
         if user:
@@ -182,6 +225,8 @@ class Mmu:
         if (lin & 0xFFF) + size <= 0x1000:
             # write entries exist only for dirty, writable, non-code pages
             d = (self.tw_u if user else self.tw_s).get(lin & PAGE)
+            if d is None and self.mem.dirty is not None:
+                d = self._unpark(lin & PAGE, user)
             if d is not None:
                 self.mem._write_sized(lin + d, size, value)
                 return

@@ -6,6 +6,11 @@ guest's memory is): ::
     size u64 | page size u32 | flags u32 | bitmap of stored pages (1 bit a page)
     | length u64 | the stored pages, in order, as one zlib stream (flags bit 0)
 
+A ``PAGES`` section holds the pages a list names, zero or not (a batch of a
+live migration's round: the receiver's memory already holds the rest)::
+
+    count u32 | page numbers u32 x count | flags u32 | the pages (zlib if flags bit 0)
+
 Pages are the unit everything else in the lifecycle works in: the snapshot
 store shares them by content, a diff counts them, migration sends them.
 """
@@ -20,6 +25,7 @@ from .stream import BadImage
 PAGE = 4096
 ZERO = bytes(PAGE)
 HEAD = struct.Struct("<QII")
+COUNT = struct.Struct("<I")
 COMPRESSED = 1
 
 
@@ -84,3 +90,36 @@ def decode_into(payload: bytes, ram, what: str = "image") -> None:
                        f"{len(pages)} pages)")
     for k, i in enumerate(pages):
         ram[i * PAGE:(i + 1) * PAGE] = data[k * PAGE:(k + 1) * PAGE]
+
+
+def encode_pages(ram, pages: list[int], level: int = 1) -> bytes:
+    """A PAGES payload holding pages ``pages`` of ``ram``."""
+    data = b"".join(ram[i * PAGE:(i + 1) * PAGE] for i in pages)
+    if level:
+        data = zlib.compress(data, level)
+    return (COUNT.pack(len(pages)) + struct.pack(f"<{len(pages)}I", *pages)
+            + COUNT.pack(COMPRESSED if level else 0) + data)
+
+
+def decode_pages_into(payload: bytes, ram, what: str = "stream") -> list[int]:
+    """Write the pages of a PAGES payload into ``ram``; their numbers."""
+    try:
+        (count,) = COUNT.unpack_from(payload)
+        pages = list(struct.unpack_from(f"<{count}I", payload, COUNT.size))
+        off = COUNT.size * (count + 1)
+        (flags,) = COUNT.unpack_from(payload, off)
+    except struct.error:
+        raise BadImage(f"{what}: corrupt (a batch of pages is cut short)") from None
+    data = payload[off + COUNT.size:]
+    if flags & COMPRESSED:
+        try:
+            data = zlib.decompress(data)
+        except zlib.error:
+            raise BadImage(f"{what}: corrupt (a batch of pages does not decompress)") from None
+    n = len(ram) // PAGE
+    if len(data) != count * PAGE or any(i >= n for i in pages):
+        raise BadImage(f"{what}: corrupt (a batch of {count} pages holds {len(data)} bytes, "
+                       f"or names a page beyond the machine's {n})")
+    for k, i in enumerate(pages):
+        ram[i * PAGE:(i + 1) * PAGE] = data[k * PAGE:(k + 1) * PAGE]
+    return pages

@@ -13,7 +13,8 @@ version)::
 All integers are little-endian.  Section kinds: ``STATE`` (a component's
 state, canonical JSON: ``codec.py``), ``RAM`` (guest memory page by page:
 ``ram.py``), ``RAMREF`` (memory as page digests into a page store:
-``store.py``), ``META`` (what the image is: mode, sizes, a description).
+``store.py``), ``META`` (what the image is: mode, sizes, a description),
+``PAGES`` (some pages by number: a round of a live migration, ``ram.py``).
 
 Every way an image can be bad -- not an image, another program's file, a
 newer format, a flipped bit, a cut-off end -- raises :class:`BadImage`, a
@@ -39,8 +40,10 @@ HEADER = struct.Struct("<8sII")
 SECTION_HEAD = struct.Struct("<BB")
 SECTION_TAIL = struct.Struct("<IQ")
 CRC = struct.Struct("<I")
-STATE, RAM, RAMREF, META, END = 1, 2, 3, 4, 0xFF
-KIND_NAMES = {STATE: "state", RAM: "ram", RAMREF: "ram-ref", META: "meta", END: "end"}
+STATE, RAM, RAMREF, META, PAGES, END = 1, 2, 3, 4, 5, 0xFF
+KIND_NAMES = {STATE: "state", RAM: "ram", RAMREF: "ram-ref", META: "meta", PAGES: "pages",
+              END: "end"}
+MIGRATION = 1                  # header flag: a live migration's stream (``migrate.py``)
 MAX_SECTION = 1 << 34          # 16 GiB: nothing in a VM of at most 3.5 GiB is bigger
 
 

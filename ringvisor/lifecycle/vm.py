@@ -97,19 +97,29 @@ def restore(sections: list[Section], attach_monitor: AttachMonitor | None = None
     ``attach_monitor(mode, machine, guest_ram, info)`` makes the monitor for a
     non-native image, attached to the machine but not yet given its state.
     ``load_ram(machine)``, if given, fills memory instead of a RAM section
-    (the snapshot store's page references, or pages arriving by migration).
+    (the snapshot store's page references).
     """
     info = read_info(sections, what)
+    m, monitor = new_machine(info, attach_monitor, engine, output, what, **machine_kw)
+    rams = [s for s in sections if s.kind == RAM]
+    if load_ram is not None:
+        load_ram(m)
+    elif rams:
+        RAMCODEC.decode_into(rams[0].payload, m.mem.ram, what)
+    else:
+        raise BadImage(f"{what}: has no memory section")
+    load_states(m, monitor, sections, what)
+    return m, monitor, info
+
+
+def new_machine(info: VmInfo, attach_monitor: AttachMonitor | None = None, engine: str = "jit",
+                output=None, what: str = "image", **machine_kw) -> tuple[Machine, object]:
+    """A machine of the shape ``info`` gives, its memory zero, with its monitor attached
+    (the first half of a restore; a migration fills the memory as pages arrive)."""
     if not 1 <= info.machine_mb <= 3584 or info.cpu_hz <= 0:
         raise BadImage(f"{what}: corrupt description (machine of {info.machine_mb} MiB "
                        f"at {info.cpu_hz} Hz)")
     m = Machine(info.machine_mb, engine, cpu_hz=info.cpu_hz, output=output, **machine_kw)
-    by_name: dict[str, Section] = {}
-    for s in sections:
-        if s.kind == STATE:
-            if s.name in by_name:
-                raise BadImage(f"{what}: corrupt (two sections named {s.name!r})")
-            by_name[s.name] = s
     monitor = None
     if info.mode != "native":
         if attach_monitor is None:
@@ -118,13 +128,18 @@ def restore(sections: list[Section], attach_monitor: AttachMonitor | None = None
             monitor = attach_monitor(info.mode, m, info.guest_mb << 20, info)
         except ValueError as e:
             raise BadImage(f"{what}: cannot restore a VM under {info.mode!r} ({e})") from None
-    rams = [s for s in sections if s.kind == RAM]
-    if load_ram is not None:
-        load_ram(m)
-    elif rams:
-        RAMCODEC.decode_into(rams[0].payload, m.mem.ram, what)
-    else:
-        raise BadImage(f"{what}: has no memory section")
+    return m, monitor
+
+
+def load_states(m: Machine, monitor, sections: list[Section], what: str = "image") -> None:
+    """Give every component of ``m`` (and the monitor) its state from ``sections``
+    (the second half of a restore, once memory is in place)."""
+    by_name: dict[str, Section] = {}
+    for s in sections:
+        if s.kind == STATE:
+            if s.name in by_name:
+                raise BadImage(f"{what}: corrupt (two sections named {s.name!r})")
+            by_name[s.name] = s
     components = list(m.components()) + ([monitor] if monitor is not None else [])
     for c in components:
         name = MONITOR_SECTION if c is monitor else c.state_name
@@ -138,7 +153,6 @@ def restore(sections: list[Section], attach_monitor: AttachMonitor | None = None
     if by_name:
         raise BadImage(f"{what}: has state for {', '.join(sorted(by_name))}, which this "
                        f"machine does not have (made by another ringvisor?)")
-    return m, monitor, info
 
 
 def decode_state(section: Section, what: str = "image"):
