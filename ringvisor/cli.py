@@ -207,6 +207,12 @@ def build_parser() -> Parser:
     vb.add_argument("--engine", choices=("jit", "interp"), default="jit")
     vb.add_argument("--repeat", type=int, default=2, help="boots per workload and mode; the fastest counts")
 
+    lb = sub.add_parser("lifebench", help="what the VM lifecycle costs for a 32 MiB guest that "
+                                           "writes: save, restore, 100 snapshots, live migration")
+    lb.add_argument("--engine", choices=("jit", "interp"), default="jit")
+    lb.add_argument("--snapshots", type=positive_int, default=100, metavar="N")
+    lb.add_argument("--migrate-link", type=positive_int, default=1000, metavar="MBIT")
+
     g = sub.add_parser("build-guests", help="rebuild the bundled guest images from guests/")
     g.add_argument("out", nargs="?", help="output directory (default: the package's images)")
     g.add_argument("--opt", choices=("-O0", "-O1", "-O2", "-O3", "-Os"), default=None)
@@ -686,7 +692,14 @@ def cmd_vmbench(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "restore": cmd_restore, "snapshot-create": cmd_snapshot_create,
+def cmd_lifebench(args) -> int:
+    from ringvisor import lifebench
+    lifebench.measure(args.engine, args.snapshots, args.migrate_link,
+                      echo=lambda s: print(s, flush=True))
+    return 0
+
+
+COMMANDS = {"lifebench": cmd_lifebench, "run": cmd_run, "restore": cmd_restore, "snapshot-create": cmd_snapshot_create,
             "snapshot-list": cmd_snapshot_list, "snapshot-revert": cmd_snapshot_revert,
             "snapshot-current": cmd_snapshot_current, "snapshot-delete": cmd_snapshot_delete,
             "snapshot-diff": cmd_snapshot_diff, "snapshot-export": cmd_snapshot_export,
