@@ -50,6 +50,7 @@ from .vm import VmInfo, capture, load_states, new_machine, read_info
 MAX_ROUNDS = 29        # Xen's max_iters
 FEW_DIRTY = 50         # stop when a round leaves fewer dirty pages than this
 MAX_FACTOR = 3         # Xen's max_factor: stop once three times the memory has gone
+PAGES_VERSION = 1
 BATCH = 256            # pages per PAGES section (1 MiB)
 LINK_MBIT = 1000       # the link the guest's time is measured against
 ACK = b"RVMIGOK\n"     # destination -> source: the VM is restored, the source may let go
@@ -151,7 +152,7 @@ def _precopy(machine, monitor, info, sock, link_mbit, progress, t0) -> Migration
         start = st.icount
         for k in range(0, len(pending), BATCH):
             batch = pending[k:k + BATCH]
-            send(PAGES, "pages", 1, RAMCODEC.encode_pages(mem.ram, batch))
+            send(PAGES, "pages", PAGES_VERSION, RAMCODEC.encode_pages(mem.ram, batch))
             stop = machine.run(max(1, round(len(batch) * per_page)))
             if stop.reason != "limit":
                 out.stop = stop
@@ -171,7 +172,7 @@ def _precopy(machine, monitor, info, sock, link_mbit, progress, t0) -> Migration
     paused = time.perf_counter()
     final = sorted(machine.stop_dirty_log() | dirty)
     for k in range(0, len(final), BATCH):
-        send(PAGES, "pages", 1, RAMCODEC.encode_pages(mem.ram, final[k:k + BATCH]))
+        send(PAGES, "pages", PAGES_VERSION, RAMCODEC.encode_pages(mem.ram, final[k:k + BATCH]))
     before = out.bytes_sent
     for s in capture(machine, monitor, info, include_ram=False)[1:]:
         send(s.kind, s.name, s.version, s.payload)
@@ -241,6 +242,9 @@ def _receive(f, what, attach_monitor, engine, output, expect, machine_kw):
     states: list[Section] = []
     for s in reader:
         if s.kind == PAGES:
+            if s.version > PAGES_VERSION:
+                raise BadImage(f"{what}: made by a newer ringvisor (pages in layout "
+                               f"{s.version})")
             RAMCODEC.decode_pages_into(s.payload, m.mem.ram, what)
         elif s.kind == STATE:
             states.append(s)
