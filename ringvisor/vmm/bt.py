@@ -126,6 +126,12 @@ class BinaryTranslation(Monitor):
     def kernel_cs(self, sel: int) -> int:
         return L.SEL_TCODE
 
+    def code_at(self, f: Frame) -> ix.Instruction:
+        if f.cs != L.SEL_TCODE:
+            return super().code_at(f)
+        data = self.mem.read(self.tc.phys + (f.eip - self.tc.start), 15)
+        return ix.Decoder(32, data, ip=f.eip).decode()
+
     def enters_monitor(self, f: Frame) -> bool:
         return f.cs == L.SEL_TCODE and (f.eip + 2) in self.tc.sites
 

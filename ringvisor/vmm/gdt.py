@@ -40,12 +40,14 @@ from .guestmem import GuestBadFrame, GuestPageFault
 
 ACCESSED = 1 << 40
 PAGE = 0x1000
+HOT_AFTER = 8           # stores that leave the descriptors alone before a frame is relaxed
 
 
 class GuestGdt:
     STATE = ("tracking", "n", "pages", "frames", "walk", "dirty", "remapped", "unaccessed",
-             "held", "stats")                 # (vmm/state.py)
+             "held", "hot", "hot_after", "relaxed", "stats")    # (vmm/state.py)
     WIRING = ("mon", "mem", "real")
+    TRANSIENT = ("caught_up", "changed")
 
     def __init__(self, mon) -> None:
         self.mon = mon
@@ -60,8 +62,13 @@ class GuestGdt:
         self.remapped = False                 # a table on the walk was stored to
         self.unaccessed: set[int] = set()     # entries poisoned until their first load
         self.held: dict[int, bytes] = {}      # CS/SS selector -> the entry it was loaded from
+        self.caught_up = False                # ``catch_up`` ran at this entry into the monitor
+        self.changed = False                  # ``written`` changed a real entry
+        self.hot: dict[int, int] = {}         # frame -> stores in a row that left the GDT alone
+        self.hot_after: dict[int, int] = {}   # frame -> how many make it relaxed
+        self.relaxed: dict[int, bytes] = {}   # frames compared at each entry, not protected
         self.stats = {"gdt_syncs": 0, "gdt_write_faults": 0, "gdt_load_faults": 0,
-                      "accessed_bits_set": 0}
+                      "accessed_bits_set": 0, "gdt_frames_relaxed": 0}
 
     def get_state(self) -> dict:
         return S.get_attrs(self)
@@ -78,6 +85,8 @@ class GuestGdt:
             mon.shadow.unwatch(ppn)
         self.pages, self.frames, self.walk = [], {}, set()
         self.dirty.clear()
+        self.hot.clear()
+        self.relaxed.clear()
         self.unaccessed.clear()
         self.remapped = False
         if self.tracking:
@@ -146,9 +155,16 @@ class GuestGdt:
         b = self.mon.vcpu.gdt_base & 0xFFF
         return {(b + 8 * i) >> 12, (b + 8 * i + 7) >> 12}
 
-    def _sync(self, entries: range) -> None:
-        if entries:
-            self.mem.write(self.real + entries.start * 8, self._copy(entries.start, entries.stop))
+    def _sync(self, entries: range) -> bool:
+        """Copy ``entries`` again; True if a real entry changed."""
+        if not entries:
+            return False
+        new = self._copy(entries.start, entries.stop)
+        at = self.real + entries.start * 8
+        if self.mem.read(at, len(new)) == new:
+            return False
+        self.mem.write(at, new)
+        return True
 
     def _poison(self, entries: range) -> None:
         if entries:
@@ -167,6 +183,67 @@ class GuestGdt:
             self.remapped = True
             self._poison(range(self.n))
 
+    # -- pages shared with hot data ---------------------------------------------------------
+    def monitor_store(self, ppn: int) -> None:
+        """The monitor performed a guest store to frame ``ppn`` (``stores``); ``changed``
+        says whether it changed a real descriptor.  A frame whose stores keep leaving the
+        descriptors alone holds hot data beside the GDT (the teaching kernel's counters,
+        xv6's ``struct cpu``): after ``HOT_AFTER`` in a row it is *relaxed* -- writable,
+        and compared with a copy at each entry into the monitor instead.  An edit found
+        that way protects it again, with twice the patience."""
+        if self.changed:
+            self.hot[ppn] = 0
+            return
+        self.hot[ppn] = self.hot.get(ppn, 0) + 1
+        if self.hot[ppn] >= self.hot_after.get(ppn, HOT_AFTER):
+            self.relaxed[ppn] = self._snapshot(ppn)
+            self.mon.shadow.unwatch(ppn)
+            self.stats["gdt_frames_relaxed"] += 1
+
+    def _spans(self, ppn: int) -> list[tuple[int, int]]:
+        """(physical address, length) of the GDT's bytes in frame ``ppn``."""
+        b = self.mon.vcpu.gdt_base & 0xFFF
+        out = []
+        for page in self.frames[ppn]:
+            lo = max(0, b - page * PAGE)
+            hi = min(PAGE, b + self.n * 8 - page * PAGE)
+            if hi > lo:
+                out.append(((ppn << 12) + lo, hi - lo))
+        return out
+
+    def _snapshot(self, ppn: int) -> bytes:
+        return b"".join(self.mem.read(a, n) for a, n in self._spans(ppn))
+
+    def compare(self) -> None:
+        """At each entry: has a relaxed frame's GDT changed since?  Copy what changed; a
+        real descriptor changed protects the frame again."""
+        for ppn, old in list(self.relaxed.items()):
+            if self._snapshot(ppn) == old:
+                continue
+            changed = False
+            for page in self.frames[ppn]:
+                changed |= self._sync(self._entries(page))
+            if changed:
+                del self.relaxed[ppn]
+                self.hot[ppn] = 0
+                self.hot_after[ppn] = 2 * self.hot_after.get(ppn, HOT_AFTER)
+                self.mon.shadow.watch(ppn)
+            else:
+                self.relaxed[ppn] = self._snapshot(ppn)
+
+    def catch_up(self) -> None:
+        """At the next entry into the monitor, the stores that made frames writable are
+        done: copy those frames again and protect them again."""
+        self.caught_up = True
+        if self.remapped:
+            self.reload()
+            return
+        for ppn in self.dirty:
+            for page in self.frames[ppn]:
+                self._sync(self._entries(page))
+            self.mon.shadow.watch(ppn)
+        self.dirty.clear()
+
     def written(self, phys: int, n: int) -> None:
         """The monitor wrote guest memory (it is done): copy what it changed."""
         for ppn in range(phys >> 12, ((phys + n - 1) >> 12) + 1):
@@ -178,7 +255,9 @@ class GuestGdt:
             lo = max(phys, ppn << 12) - (ppn << 12)
             hi = min(phys + n, (ppn + 1) << 12) - 1 - (ppn << 12)
             for page in self.frames[ppn]:
-                self._sync(self._entries(page, lo, hi))
+                self.changed |= self._sync(self._entries(page, lo, hi))
+            if ppn in self.relaxed:
+                self.relaxed[ppn] = self._snapshot(ppn)
 
     # -- the guest's loads ---------------------------------------------------------------
     def load_fault(self, sel: int) -> str | None:
@@ -186,8 +265,12 @@ class GuestGdt:
         "step" if it is a first load (the entry is in place with its accessed bit clear),
         None if the fault is the guest's own."""
         i = sel >> 3
-        if sel & 4 or i >= self.n or self.mem.read(self.real + i * 8, 8) != bytes(8):
-            return None                       # the entry is in place: the guest's own fault
+        if sel & 4 or i >= self.n:
+            return None
+        if self.mem.read(self.real + i * 8, 8) != bytes(8):
+            # the entry is in place: the guest's own fault -- unless it was put back at
+            # this very entry (``catch_up``): then the load has not seen it yet
+            return "retry" if self.caught_up else None
         if self.remapped:
             self.reload()
             self.stats["gdt_load_faults"] += 1

@@ -221,6 +221,11 @@ class Monitor(Delivery, Stepping):
         here = (f.cs, f.eip)
         covered = self.shadow_entry(f)
         self.gdt.release(f.cs, f.ss)
+        self.gdt.caught_up = False
+        if self.gdt.dirty or self.gdt.remapped:
+            self.gdt.catch_up()
+        if self.gdt.relaxed:
+            self.gdt.compare()
         try:
             if self.step is None or not self.step_entry(vector, f):
                 self.dispatch(vector, f)
@@ -296,6 +301,11 @@ class Monitor(Delivery, Stepping):
             except GuestPageFault:
                 pass
         return ix.Decoder(32, data, ip=f.eip).decode()
+
+    def code_at(self, f: Frame) -> ix.Instruction:
+        """The instruction the real CPU executes at the frame's CS:EIP (binary translation:
+        a copy in the translation cache)."""
+        return self.fetch(f)
 
     def general_protection(self, f: Frame) -> None:
         err = f.err or 0
@@ -462,6 +472,9 @@ class Monitor(Delivery, Stepping):
         # self-mapped table): unprotecting cannot let it through, as the fill that
         # follows protects the frame again
         own_table = ppn in {a >> 12 for a in (m.pde_addr, m.pte_addr) if a is not None}
+        if write and ppn in self.gdt.frames and ppn not in self.gdt.relaxed and not own_table \
+                and self.gdt_store(f, lin, m):
+            return
         if write and self.shadow.is_protected(ppn):
             if own_table:
                 self.gdt.stored(ppn)
@@ -478,6 +491,21 @@ class Monitor(Delivery, Stepping):
             # the store must happen and the page must stay read-only (a table it maps
             # itself through; a user page the kernel writes with WP clear): one step
             self.open_page(f, lin, frame, self.shadow.is_table(ppn) or ppn in self.gdt.frames)
+
+    def gdt_store(self, f: Frame, lin: int, m) -> bool:
+        """A store into a page holding the guest's GDT (and maybe hot data): done by the
+        monitor if it can (``stores``), the page staying protected."""
+        ppn = m.phys >> 12
+        if f.user or self.shadow.is_table(ppn) or ppn in self.shadow.pinned:
+            return False
+        from .stores import emulate_store
+        self.shadow.install(lin, m.phys & ~0xFFF, m.user, False, m.pde_addr, m.pte_addr)
+        self.gdt.changed = False
+        if emulate_store(self, f, self.code_at(f)):
+            self.traps["#PF (GDT page store emulated)"] += 1
+            self.gdt.monitor_store(ppn)
+            return True
+        return False
 
     def protected_write(self, f: Frame, ppn: int) -> None:
         """The guest stores to a frame the monitor keeps read-only."""

@@ -55,7 +55,7 @@ static struct {
     uint32_t words[26];
     uint8_t iomap[8192 + 1];
 } __attribute__((packed, aligned(16))) tss;
-static uint32_t area1[4] = { 0x11111111 }, area2[4] = { 0x22222222 };
+static uint32_t area1[4] = { 0x11111111 }, area2[4] = { 0x22222222 }, area3[4] = { 0x33333333 };
 static uint8_t user_stack[4096] __attribute__((aligned(16)));
 
 static volatile uint32_t t_vec, t_err, t_eip, user_test;
@@ -159,12 +159,17 @@ static void gdt_edits(void)
     for (int i = 0; i < 3000; i++) {
         hot.counter++;
         if (i % 300 == 0) {
-            GDT[8] = seg_desc(i & 1 ? (uint32_t)area1 : (uint32_t)area2, 0xfff, 0x93, 0x4);
+            GDT[8] = seg_desc((i / 300) & 1 ? (uint32_t)area1 : (uint32_t)area2, 0xfff, 0x93, 0x4);
             probe((void (*)(void))t_fs_read);
             sum += t_fs_again();
         }
     }
     printf("hot page: counter %u, sum %x\n", hot.counter, sum);
+    for (int i = 0; i < 64; i++)
+        hot.counter++;
+    GDT[8] = seg_desc((uint32_t)area3, 0xfff, 0x93, 0x4);
+    probe((void (*)(void))t_fs_read);
+    printf("hot page, then an edit: fs:0 %x\n", t_fs_again());
 }
 
 /* ---- user mode ---- */
