@@ -22,6 +22,7 @@ import iced_x86 as ix
 from ringvisor.errors import ConfigError, ImageError
 
 from .boot.multiboot import load_multiboot
+from .boot.rom import load_rom
 from .bus import IoBus
 from .clock import VirtualClock
 from .cpu import Cpu
@@ -29,11 +30,13 @@ from .devices.cmos import Cmos
 from .devices.debugexit import DebugExit
 from .devices.pic import PicPair
 from .devices.pit import Pit8254
+from .devices.post import PostPorts
 from .devices.reset import ResetControl
 from .devices.uart import HostInput, Uart16550
 from .faults import TripleFault, UnsupportedFeature
 from .memory import PhysicalMemory
-from .state import IF, REG_NAMES, SEG_NAMES, DescriptorTable, Segment
+from .state import EDX, IF, REG_NAMES, SEG_NAMES, DescriptorTable, Segment, reset_state
+from .system import CPUID_SIGNATURE
 
 MAX_MEM_MB = 3584          # below the 4 GiB hole; the machine has no PAE
 SLICE = 1_000_000          # instructions between polls of host input
@@ -69,6 +72,8 @@ class Machine:
         self.debug_exit = DebugExit(self.bus, self._on_exit)
         self.cmos = Cmos(self.bus, self.clock, self.mem.size)
         self.reset_control = ResetControl(self.bus, self._on_reset)
+        # (a logic analyser on the POST ports: no state the guest can see, so not saved)
+        self.post = PostPorts(self.bus, lambda: self.cpu.state.icount)
         # every device, by the name its state is saved under (ringvisor.lifecycle); the
         # interrupt controller last, so that restoring it settles the lines the others drive
         self.devices = {d.state_name: d for d in (self.pit, self.uart, self.cmos, self.reset_control,
@@ -137,6 +142,14 @@ class Machine:
         st.cr0, st.cr2, st.cr3, st.cr4 = ms["cr0"], ms["cr2"], ms["cr3"], ms["cr4"]
         self.cpu.set_eflags(ms["eflags"])
         self.cpu.mode_changed()
+
+    def boot_bios(self, rom: bytes, name: str = "ROM") -> None:
+        """Map a firmware ROM (boot/rom.py) and start the CPU at the reset vector in real
+        mode, as after RESET (SDM Vol. 3 Table 9-1; EDX holds the CPUID signature)."""
+        load_rom(self.mem, rom, name)
+        st = reset_state()
+        st.regs[EDX] = CPUID_SIGNATURE
+        self.cpu.set_state(st.to_dict())
 
     # -- running ----------------------------------------------------------------------
     def feed_input(self, data: bytes) -> None:
@@ -274,6 +287,8 @@ class Machine:
             "exceptions": cpu.stats["exceptions"],
             "interrupts": cpu.stats["interrupts"],
             "tlb_walks": cpu.mmu.stats_walks,
+            "post_writes": self.post.writes,
+            "post_last": self.post.last,
         }
 
 
