@@ -98,6 +98,11 @@ HANDLED = {
     "ltr": "ltr", "ltrw": "ltr", "lret": "lret", "lretl": "lret",
 }
 MOVES = ("mov", "movl", "movw")
+# port I/O: in C, a call into the runtime (which does the real instruction only with
+# I/O privilege); in assembly it stays (it traps, and the hypervisor emulates it)
+PORT_IO = {"inb": ("in", 1), "inw": ("in", 2), "inl": ("in", 4),
+           "outb": ("out", 1), "outw": ("out", 2), "outl": ("out", 4)}
+ACC = {1: "%al", 2: "%ax", 4: "%eax"}
 REFUSED = {
     "pushfw": "16-bit pushf is not supported", "popfw": "16-bit popf is not supported",
     "iretw": "16-bit iret is not supported", "lretw": "16-bit lret is not supported",
@@ -337,6 +342,20 @@ def seq_runtime_call(func: str, mem: str) -> list[str]:
             "leal 4(%esp), %esp", *_pop(*regs)]
 
 
+def seq_port_io(kind: str, size: int, port: str) -> list[str]:
+    """``in``/``out`` of ``size`` bytes at ``port`` (``%dx`` or ``$n``) as a call of the
+    runtime's pv_in(size, port) / pv_out(size, port, value); every register but the
+    destination of an ``in`` is kept."""
+    load_port = ["movzwl %dx, %ecx"] if port == "%dx" else [f"movl {port}, %ecx"]
+    if kind == "out":
+        return [*_push("eax", "ecx", "edx"), "pushl %eax", *load_port, "pushl %ecx",
+                f"pushl ${size}", "call pv_out", "addl $12, %esp", *_pop("eax", "ecx", "edx")]
+    keep = [] if size == 4 else ["pushl %eax"]
+    put = [] if size == 4 else [f"mov{'b' if size == 1 else 'w'} {ACC[size]}, (%esp)", "popl %eax"]
+    return [*_push("ecx", "edx"), *keep, *load_port, "pushl %ecx", f"pushl ${size}",
+            "call pv_in", "addl $8, %esp", *put, *_pop("ecx", "edx")]
+
+
 def seq_ltr(op: str) -> list[str]:
     regs = ("eax", "ebx", "ecx")
     r = gpr32(op)
@@ -562,7 +581,7 @@ class Rewriter:
         if mnem in PREFIXES and ops:
             inner = ops[0].split(None, 1)[0].lower()
             return inner in HANDLED or inner in REFUSED or privileged_mnemonic(inner)
-        if mnem in HANDLED or mnem in REFUSED or privileged_mnemonic(mnem):
+        if mnem in HANDLED or mnem in REFUSED or mnem in PORT_IO or privileged_mnemonic(mnem):
             return True
         if mnem in MOVES or mnem.startswith(("pop", "mov")):
             return any(re.search(r"%(cr|db|dr|tr)\d|%ss\b", o) for o in ops)
@@ -587,6 +606,8 @@ class Rewriter:
             self._fail(st, REFUSED[m])
         if m not in HANDLED and (m in MOVES or m.startswith(("pop", "mov"))):
             return self._rewrite_mov(st, keep)
+        if m in PORT_IO:
+            return self._rewrite_port_io(st)
         kind = HANDLED.get(m)
         if kind is None:
             self._fail(st, "privileged instruction (faults at ring 1) that pvcc cannot "
@@ -629,6 +650,16 @@ class Rewriter:
                 self._fail(st, "ltr from a non-general register")
             return seq_ltr(op), "rv_machine_op(RV_LTR)"
         raise AssertionError(kind)
+
+    def _rewrite_port_io(self, st: _Stmt) -> tuple[list[str], str] | None:
+        if self.origin != "c":
+            return None                   # assembly may run before paging: it traps instead
+        kind, size = PORT_IO[st.mnemonic]
+        ops = [o.strip() for o in st.operands]
+        acc, port = (ops[1], ops[0]) if kind == "in" else (ops[0], ops[1])
+        if len(ops) != 2 or acc != ACC[size] or not (port == "%dx" or re.fullmatch(r"\$\w+", port)):
+            self._fail(st, f"{st.mnemonic} with operands pvcc does not know")
+        return seq_port_io(kind, size, port), f"call pv_{kind} (port I/O)"
 
     def _rewrite_mov(self, st: _Stmt, keep: bool) -> tuple[list[str], str] | None:
         m, ops = st.mnemonic, st.operands

@@ -42,6 +42,10 @@ struct __attribute__((packed)) pv_dtr {
 void pv_lgdt(const struct pv_dtr *d);
 void pv_lidt(const struct pv_dtr *d);
 
+/* pvcc turns `in` and `out` in C into calls of these (io.c). */
+uint32_t pv_in(uint32_t size, uint32_t port);
+void pv_out(uint32_t size, uint32_t port, uint32_t value);
+
 void pv_upcall(void);                   /* upcall.S: the event callback */
 void pv_failsafe(void);                 /* upcall.S: the failsafe callback */
 void pv_panic(const char *msg) __attribute__((noreturn));

@@ -44,36 +44,56 @@ class GuestMemory:
         self.mem = mem
         self.vcpu = vcpu
         self.ram_size = ram_size
+        # pseudo-physical frame -> machine frame, for a domain of a hypervisor whose memory
+        # is frames from a pool (Xen's P2M); None: guest physical is machine physical
+        self.p2m: dict[int, int] | None = None
         self.written_hook = lambda phys, n: None     # the monitor's: code and table frames
         # pages the monitor itself places at fixed linear addresses (para-virtualization's
         # start_info and shared_info): linear page -> (machine address, writable)
         self.fixed: dict[int, tuple[int, bool]] = {}
 
+    @property
+    def translated(self) -> bool:
+        return self.p2m is not None
+
+    def machine(self, gpa: int) -> int:
+        """The machine address of guest physical ``gpa`` (the P2M's; identity without one)."""
+        if self.p2m is None:
+            return gpa
+        mfn = self.p2m.get(gpa >> 12)
+        if mfn is None:
+            raise GuestBadFrame(f"guest physical {gpa:#x} is not backed by a frame of the "
+                                f"domain (its P2M has no entry for frame {gpa >> 12:#x})")
+        return mfn << 12 | (gpa & 0xFFF)
+
     # -- page walks -------------------------------------------------------------------
     def translate(self, lin: int, write: bool, user: bool, set_bits: bool = True) -> Mapping:
-        """Walk the guest's tables for one access; raise GuestPageFault as the guest's MMU would."""
+        """Walk the guest's tables for one access; raise GuestPageFault as the guest's MMU would.
+
+        The addresses in the result are machine addresses (with a P2M, every guest
+        physical address the walk meets is translated)."""
         v = self.vcpu
         lin &= 0xFFFFFFFF
         if not v.paging:
-            return Mapping(lin, True, True, True, False)
+            return Mapping(self.machine(lin), True, True, True, False)
         err = (2 if write else 0) | (4 if user else 0)
-        pde_addr = (v.cr3 & 0xFFFFF000) + (lin >> 22) * 4
+        pde_addr = self.machine(v.cr3 & 0xFFFFF000) + (lin >> 22) * 4
         pde = self._read_table(pde_addr)
         if not pde & P:
             raise GuestPageFault(lin, err)
         if pde & PS and v.cr4 & CR4_PSE:
             rights = pde
             entries = [(pde_addr, pde)]
-            phys = (pde & 0xFFC00000) | (lin & 0x3FFFFF)
+            phys = self.machine((pde & 0xFFC00000) | (lin & 0x3FFFFF))
             large = True
         else:
-            pte_addr = (pde & 0xFFFFF000) + ((lin >> 12) & 0x3FF) * 4
+            pte_addr = self.machine(pde & 0xFFFFF000) + ((lin >> 12) & 0x3FF) * 4
             pte = self._read_table(pte_addr)
             if not pte & P:
                 raise GuestPageFault(lin, err)
             rights = pde & pte
             entries = [(pde_addr, pde), (pte_addr, pte)]
-            phys = (pte & 0xFFFFF000) | (lin & 0xFFF)
+            phys = self.machine((pte & 0xFFFFF000) | (lin & 0xFFF))
             large = False
         if user and not rights & U:
             raise GuestPageFault(lin, err | 1)
@@ -92,7 +112,7 @@ class GuestMemory:
                        pde_addr, None if large else entries[1][0])
 
     def _read_table(self, addr: int) -> int:
-        if addr + 4 > self.ram_size:
+        if self.p2m is None and addr + 4 > self.ram_size:
             raise GuestBadFrame(f"a guest page table entry at {addr:#x} lies outside "
                                 f"the guest's {self.ram_size >> 20} MiB")
         return self.mem.read32(addr)
@@ -104,20 +124,7 @@ class GuestMemory:
                 raise GuestPageFault(lin, (2 if write else 0) | (4 if user else 0) | 1)
             return hit[0] + (lin & 0xFFF)
         p = self.translate(lin, write, user).phys
-        if p >= self.ram_size:
-            raise GuestBadFrame(f"guest linear {lin:#010x} maps physical {p:#x}, beyond the "
-                                f"guest's {self.ram_size >> 20} MiB")
-        return p
-
-    def peek(self, lin: int) -> int:
-        """The guest physical address of ``lin`` as the guest's tables map it, for a
-        debugger: no accessed or dirty bits set, no protection checked (a debugger
-        writes breakpoints into read-only code); GuestPageFault if not mapped."""
-        hit = self.fixed.get(lin & 0xFFFFF000) if self.fixed else None
-        if hit is not None:
-            return hit[0] + (lin & 0xFFF)
-        p = self.translate(lin, False, False, set_bits=False).phys
-        if p >= self.ram_size:
+        if self.p2m is None and p >= self.ram_size:
             raise GuestBadFrame(f"guest linear {lin:#010x} maps physical {p:#x}, beyond the "
                                 f"guest's {self.ram_size >> 20} MiB")
         return p

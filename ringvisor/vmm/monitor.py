@@ -39,7 +39,6 @@ from .errors import GuestFault, MonitorStop
 from .frame import Frame
 from .gdt import ACCESSED, GuestGdt
 from .guestmem import W, GuestBadFrame, GuestMemory, GuestPageFault
-from .guestview import GuestViewHooks
 from .platform import VirtualPlatform
 from .shadow import NO_PAGING, ShadowPaging
 from .stepping import Stepping
@@ -54,7 +53,7 @@ USER_IO = {ix.Mnemonic.IN, ix.Mnemonic.OUT, ix.Mnemonic.INSB, ix.Mnemonic.INSW,
            ix.Mnemonic.CLI, ix.Mnemonic.STI}
 
 
-class Monitor(Delivery, Stepping, GuestViewHooks):
+class Monitor(Delivery, Stepping):
     name = "monitor"
     # the lifecycle protocol (vmm/state.py: what each attribute is)
     state_name = "monitor"
@@ -64,19 +63,24 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
     WIRING = ("machine", "cpu", "mem", "guest_ram", "base", "gm")
     TRANSIENT = ("frame", "halting", "delivered", "new_shadow", "step")   # (step: step_state)
 
-    def __init__(self, machine, guest_ram: int) -> None:
+    def __init__(self, machine, guest_ram: int, *, base: int | None = None,
+                 shadow_pool: list[int] | None = None) -> None:
+        """``base``: where the hypervisor region is (by default just above the guest's RAM,
+        which starts at 0); ``shadow_pool``: the machine frames for this guest's shadow
+        page tables (by default the region's pool).  A hypervisor running many guests
+        passes both: one region for all, frames from its allocator for each."""
         self.machine = machine
         self.cpu = machine.cpu
         self.mem = machine.mem
         self.guest_ram = guest_ram
-        self.base = guest_ram                    # the monitor's physical base
-        if self.mem.size < guest_ram + L.MONITOR_RAM:
+        self.base = guest_ram if base is None else base     # the monitor's physical base
+        if self.mem.size < self.base + L.MONITOR_RAM:
             raise ValueError("the machine has no room for the monitor")
         self.vcpu = VirtualCpu()
         self.gm = GuestMemory(self.mem, self.vcpu, guest_ram)
         self.gm.written_hook = self.guest_written
         self.platform = VirtualPlatform(machine.bus, machine.pic)
-        self.shadow = ShadowPaging(self.cpu, self.mem, self.base)
+        self.shadow = ShadowPaging(self.cpu, self.mem, self.base, frames=shadow_pool)
         self.gdt = GuestGdt(self)
         self.traps: Counter[str] = Counter()
         self.emulated: Counter[str] = Counter()
@@ -88,29 +92,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
     # -- building the hypervisor region ------------------------------------------------
     def install(self) -> None:
         """Lay out the region and move the freshly booted guest onto the virtual CPU."""
-        mem, b = self.mem, self.base
-        mem.write(b, bytes(L.MAPPED))
-        # the region's page table: MLIN + off -> base + off, supervisor
-        pt = b"".join(struct.pack("<I", (b + off) | 0x63) for off in range(0, L.MAPPED, 0x1000))
-        mem.write(b + L.MONITOR_PT, pt)
-        mem.write(b + L.VOID, b"\xFF" * 0x1000)
-        # IDT: interrupt gates to the native entry points; only the callout vectors
-        # can be raised by software (from ring 1, i.e. translated code)
-        idt = bytearray()
-        for v in range(256):
-            off = L.MLIN + L.ENTRY + 8 * v
-            dpl = 1 if v in (L.CALLOUT, L.CHAIN) else 0
-            access = 0x8E | dpl << 5
-            idt += struct.pack("<HHBBH", off & 0xFFFF, L.SEL_MCODE, 0, access, off >> 16)
-        mem.write(b + L.IDT, bytes(idt))
-        # TSS: ring-0 stack = the monitor's; no I/O bitmap (all port I/O traps)
-        tss = bytearray(104)
-        struct.pack_into("<II", tss, 4, L.MLIN + L.STACK_TOP, L.SEL_MDATA)
-        struct.pack_into("<H", tss, 102, 104)
-        mem.write(b + L.TSS, bytes(tss))
-        for sel, raw in D.monitor_descriptors().items():
-            mem.write(b + L.GDT + sel, struct.pack("<Q", raw))
-        mem.write(b + L.GDT + L.SEL_MTSS, struct.pack("<Q", D.tss_descriptor(L.MLIN + L.TSS, 103)))
+        build_region(self.mem, self.base)
         self.attach()
         self._takeover()
 
@@ -212,6 +194,11 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
 
     # -- entries ------------------------------------------------------------------------------
     def _entry(self, cpu) -> None:
+        self.resume(self.handle(cpu))
+
+    def handle(self, cpu) -> Frame:
+        """An entry from the guest through the real IDT: do what it asks, deliver what
+        is pending; the frame to resume it with."""
         vector = (cpu.state.eip - (L.MLIN + L.ENTRY)) // 8
         f = Frame(cpu, self.base, vector in HAS_ERROR_CODE)
         self.frame = f
@@ -241,6 +228,12 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
         except GuestPageFault as e:
             # a guest #PF no emulation path turned into a reflected fault: never a crash
             raise MonitorStop(f"{self.name}: unhandled {e} at eip={self.guest_eip(f):#010x}") from None
+        return f
+
+    def resume(self, f: Frame) -> None:
+        """Back to the guest with a real IRET through ``f`` (the CPU halted in it if the
+        guest is waiting in HLT)."""
+        cpu = self.cpu
         undo = self.gdt.unpoison(f.cs, f.ss)
         try:
             f.resume()
@@ -354,11 +347,15 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
         """The real EFLAGS for guest code: interrupts always on, IOPL 0, no TF/NT."""
         return (guest & ~(IOPL_MASK | NT | VM | RF)) | IF | 2
 
+    def stop(self, stop: Stop) -> None:
+        """The guest is done (it shut down, or halted for good): the run ends."""
+        self.machine.stop = stop
+        self.cpu.request_stop()
+
     def halt(self, f: Frame) -> None:
         if not self.vcpu.vif:
-            self.machine.stop = Stop("halted", 0, f"the guest halted with interrupts disabled "
-                                                  f"at eip={self.guest_eip(f):#010x} ({self.name})")
-            self.cpu.request_stop()
+            self.stop(Stop("halted", 0, f"the guest halted with interrupts disabled "
+                                        f"at eip={self.guest_eip(f):#010x} ({self.name})"))
         elif not self.interrupt_waiting():
             self.halting = True
         self.stats["halts"] += 1
@@ -465,7 +462,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
             return
         self.traps["#PF (shadow)"] += 1
         frame = m.phys & ~0xFFF
-        if frame >= self.guest_ram:
+        if not self.gm.translated and frame >= self.guest_ram:
             raise MonitorStop(f"{self.name}: the guest mapped linear {lin:#010x} to physical "
                               f"{frame:#x}, beyond its {self.guest_ram >> 20} MiB")
         ppn = frame >> 12
@@ -561,9 +558,6 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
     def paging_changed(self) -> None:
         self.shadow.switch(self.shadow_key())
         if self.gdt.moved():
-            # the GDT's pages moved (or went: a kernel's own tables need not map the
-            # loader's GDT); the loaded CS and SS are cached, as after LGDT
-            self.gdt.hold()
             self.gdt.reload()
 
     def get_cr(self, n: int) -> int:
@@ -592,3 +586,32 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
         out["io"] = self.platform.stats["io"]
         out["physical_irqs"] = self.platform.stats["irqs"]
         return out
+
+
+def build_region(mem, base: int) -> None:
+    """Lay out the hypervisor region at machine address ``base``: its page table, the
+    real IDT (every vector to a native entry point), TSS and the monitor's descriptors in
+    the real GDT.  One per machine: a hypervisor running many guests builds it once."""
+    b = base
+    mem.write(b, bytes(L.MAPPED))
+    # the region's page table: MLIN + off -> base + off, supervisor
+    pt = b"".join(struct.pack("<I", (b + off) | 0x63) for off in range(0, L.MAPPED, 0x1000))
+    mem.write(b + L.MONITOR_PT, pt)
+    mem.write(b + L.VOID, b"\xFF" * 0x1000)
+    # IDT: interrupt gates to the native entry points; only the callout vectors
+    # can be raised by software (from ring 1, i.e. translated code)
+    idt = bytearray()
+    for v in range(256):
+        off = L.MLIN + L.ENTRY + 8 * v
+        dpl = 1 if v in (L.CALLOUT, L.CHAIN) else 0
+        access = 0x8E | dpl << 5
+        idt += struct.pack("<HHBBH", off & 0xFFFF, L.SEL_MCODE, 0, access, off >> 16)
+    mem.write(b + L.IDT, bytes(idt))
+    # TSS: ring-0 stack = the monitor's; no I/O bitmap (all port I/O traps)
+    tss = bytearray(104)
+    struct.pack_into("<II", tss, 4, L.MLIN + L.STACK_TOP, L.SEL_MDATA)
+    struct.pack_into("<H", tss, 102, 104)
+    mem.write(b + L.TSS, bytes(tss))
+    for sel, raw in D.monitor_descriptors().items():
+        mem.write(b + L.GDT + sel, struct.pack("<Q", raw))
+    mem.write(b + L.GDT + L.SEL_MTSS, struct.pack("<Q", D.tss_descriptor(L.MLIN + L.TSS, 103)))

@@ -85,17 +85,31 @@ class ParaVirt(Monitor):
     name = "paravirt"
     STATE = Monitor.STATE + ("events", "trap_table", "callbacks", "gdt_frames", "kstack", "pinned",
                              "timer", "hypercalls", "time_version")
-    WIRING = Monitor.WIRING + ("cmdline", "si_phys", "fixed", "time_scale")
+    WIRING = Monitor.WIRING + ("cmdline", "si_phys", "start_info_phys", "fixed", "time_scale",
+                               "io_privileged")
 
-    def __init__(self, machine, guest_ram: int, cmdline: str = "") -> None:
-        super().__init__(machine, guest_ram)
+    def __init__(self, machine, guest_ram: int, cmdline: str = "", *, base: int | None = None,
+                 shadow_pool: list[int] | None = None, pages: dict[str, int] | None = None,
+                 timer=None, events: EventChannels | None = None) -> None:
+        """The keyword arguments are for a hypervisor running many guests
+        (``ringvisor.hypervisor``): the region's ``base`` and this guest's
+        ``shadow_pool`` (``Monitor``), the machine addresses of its start_info,
+        shared_info and boot stack ``pages`` (by default the region's own), its
+        one-shot ``timer`` and its event channels."""
+        super().__init__(machine, guest_ram, base=base, shadow_pool=shadow_pool)
         self.cmdline = cmdline
-        self.si_phys = self.base + L.PV_SHARED_INFO
-        self.events = EventChannels(self.mem, self.si_phys)
+        if pages is None:
+            pages = {"start_info": self.base + L.PV_START_INFO,
+                     "shared_info": self.base + L.PV_SHARED_INFO,
+                     "boot_stack": self.base + L.PV_BOOT_STACK}
+        self.si_phys = pages["shared_info"]
+        self.start_info_phys = pages["start_info"]
+        self.events = events if events is not None else EventChannels(self.mem, self.si_phys)
         # the fixed pages: linear page -> (machine frame, writable)
-        self.fixed = {PV_BOOT_STACK_VA: (self.base + L.PV_BOOT_STACK, True),
-                      PV_START_INFO_VA: (self.base + L.PV_START_INFO, False),
+        self.fixed = {PV_BOOT_STACK_VA: (pages["boot_stack"], True),
+                      PV_START_INFO_VA: (self.start_info_phys, False),
                       PV_SHARED_INFO_VA: (self.si_phys, True)}
+        self.io_privileged = True         # port I/O is emulated for it (Xen's I/O privilege)
         self.gm.fixed = self.fixed
         self.gdt.tracking = False        # the GDT comes by set_gdt, edits by update_descriptor
         self.trap_table: dict[int, tuple[int, int, int]] = {}    # vector -> (flags, cs, eip)
@@ -103,50 +117,60 @@ class ParaVirt(Monitor):
         self.gdt_frames: list[int] = []
         self.kstack: tuple[int, int] | None = None               # stack_switch
         self.pinned: set[int] = set()
-        self.timer = HypervisorTimer(machine, L.HV_TIMER)
+        self.timer = timer if timer is not None else HypervisorTimer(machine, L.HV_TIMER)
         self.hypercalls: Counter[str] = Counter()
         self.time_version = 0
         self.time_scale = _tsc_scale(machine.clock.cpu_hz)
 
     # -- start of day ---------------------------------------------------------------------
     def _takeover(self) -> None:
-        mem, b = self.mem, self.base
-        # hypercalls come from ring 1 only; no translated code here, so no ring-1
-        # code segment over the whole address space either
-        off = L.MLIN + L.ENTRY + 8 * HYPERCALL_VECTOR
-        mem.write(b + L.IDT + 8 * HYPERCALL_VECTOR,
-                  struct.pack("<HHBBH", off & 0xFFFF, L.SEL_MCODE, 0, 0x8E | 1 << 5, off >> 16))
-        mem.write(b + L.GDT + (L.SEL_TCODE & ~7), bytes(8))
-        mem.write(b + L.PV_START_INFO, START_INFO.pack(
-            magic=START_INFO_MAGIC, nr_pages=self.guest_ram >> 12, shared_info=self.si_phys,
-            flags=Sif.PRIVILEGED | Sif.INITDOMAIN,
-            cmd_line=list(self.cmdline.encode()[:1023] + b"\0")))
-        mem.write(self.si_phys, bytes(0x1000))
-        self.events.upcall_mask = True
-        self.update_time()
+        pv_region(self.mem, self.base)
+        self.write_start_info()
         st = self.cpu.state
         st.regs[4] = PV_BOOT_STACK_TOP
         st.regs[6] = PV_START_INFO_VA
         super()._takeover()
         self.vcpu.vif = False
 
+    def start_info(self) -> dict:
+        """start_info's fields for this guest (a lone guest holds the machine: Xen's Dom0)."""
+        return dict(magic=START_INFO_MAGIC, nr_pages=self.guest_ram >> 12,
+                    shared_info=self.si_phys, flags=Sif.PRIVILEGED | Sif.INITDOMAIN,
+                    cmd_line=list(self.cmdline.encode()[:1023] + b"\0"))
+
+    def write_start_info(self) -> None:
+        """The start-of-day pages: start_info filled in, shared_info clear, events masked."""
+        self.mem.write(self.start_info_phys, START_INFO.pack(self.start_info()))
+        self.mem.write(self.si_phys, bytes(0x1000))
+        self.events.upcall_mask = True
+        self.update_time()
+
     # -- entries --------------------------------------------------------------------------
     def dispatch(self, vector: int, f: Frame) -> None:
         v = self.vcpu
         v.vif = not self.events.upcall_mask          # the guest's virtual IF, as it left it
-        if self.platform.physical_irq(vector):
-            self.traps["interrupt"] += 1
+        if self.external(vector):
+            pass
         elif vector == HYPERCALL_VECTOR and not f.user:
             self.hypercall(f)
-        elif vector == L.HV_TIMER:
-            self.traps["timer"] += 1
-            self.events.raise_virq(Virq.TIMER)
         else:
             super().dispatch(vector, f)
         self.events.upcall_mask = not v.vif
         self.take_pirqs()
         if v.vif and self.events.upcall_pending:
             self.upcall(f)
+
+    def external(self, vector: int) -> bool:
+        """A physical interrupt (to the virtual PIC) or the hypervisor's timer (an event)
+        -- False: not one."""
+        if self.platform.physical_irq(vector):
+            self.traps["interrupt"] += 1
+        elif vector == L.HV_TIMER:
+            self.traps["timer"] += 1
+            self.events.raise_virq(Virq.TIMER)
+        else:
+            return False
+        return True
 
     def take_pirqs(self) -> None:
         """What the guest's (virtual) PIC lets through becomes an event on the IRQ's port;
@@ -182,12 +206,6 @@ class ParaVirt(Monitor):
         self.time_version += 2
         self.mem.write(o, struct.pack("<IIQQIbB2x", self.time_version, 0, self.cpu.tsc(),
                                       self.machine.clock.now_ns(), mul, shift, 0))
-
-    def guest_if(self, value: bool | None = None) -> bool:
-        # the virtual IF is the event mask in shared memory, which the guest flips itself
-        if value is not None:
-            self.events.upcall_mask = not value
-        return not self.events.upcall_mask
 
     # -- what the guest sees at fixed addresses -----------------------------------------
     def page_fault(self, f: Frame) -> None:
@@ -242,7 +260,7 @@ class ParaVirt(Monitor):
     def privileged_fault(self, f: Frame, err: int) -> None:
         """Ring 1 executed a privileged instruction: port I/O is emulated, the rest is the
         guest's #GP (a PV kernel has no business executing them)."""
-        if not f.user:
+        if not f.user and self.io_privileged:
             ins = self.fetch(f)
             result = E.emulate(self, f, ins, f.eip, (IO_EMULATORS,))
             if result == E.NEXT:
@@ -256,14 +274,18 @@ class ParaVirt(Monitor):
     # -- hypercalls ------------------------------------------------------------------------------
     def hypercall(self, f: Frame) -> None:
         r = self.cpu.state.regs
-        nr = r[0]
-        args = (r[3], r[1], r[2], r[6], r[7])          # ebx, ecx, edx, esi, edi
+        result = self.do_hypercall(f, r[0], (r[3], r[1], r[2], r[6], r[7]))   # ebx ecx edx esi edi
+        if result is not KEEP:
+            r[0] = result & 0xFFFFFFFF
+
+    def do_hypercall(self, f: Frame | None, nr: int, args: tuple):
+        """Run hypercall ``nr``: its result (0 or positive, or -errno), or KEEP."""
         try:
             name = f"{Hypercall(nr).name} ({nr})"
         except ValueError:
             name = f"#{nr}"
         self.hypercalls[name] += 1
-        handler = HYPERCALLS.get(nr)
+        handler = self.HYPERCALLS.get(nr)
         try:
             result = -Errno.ENOSYS if handler is None else handler(self, f, *args)
         except HypercallError as e:
@@ -272,8 +294,7 @@ class ParaVirt(Monitor):
             result = -Errno.EFAULT
         except EvtchnError as e:
             result = -e.errno
-        if result is not KEEP:
-            r[0] = (result or 0) & 0xFFFFFFFF
+        return result if result is KEEP else result or 0
 
     # guest memory for hypercall arguments: the guest kernel's view, faults become -EFAULT
     def _read(self, lin: int, n: int) -> bytes:
@@ -293,9 +314,20 @@ class ParaVirt(Monitor):
         if val & 1 and (val & 0xFFFFF000) >= self.guest_ram:
             _fail(Errno.EPERM)
 
-    def _write_table_entry(self, ma: int, val: int) -> None:
-        if ma & 3 or not 0 <= ma < self.guest_ram:
+    def _guest_address(self, gpa: int) -> int:
+        """The machine address of a guest physical address the guest passed (or -EINVAL)."""
+        if not 0 <= gpa < self.guest_ram:
             _fail(Errno.EINVAL)
+        return gpa
+
+    def _gfn(self, ma: int) -> int:
+        """The guest's frame number for machine address ``ma`` (what RV_VA_TO_MFN returns)."""
+        return ma >> 12
+
+    def _write_table_entry(self, ma: int, val: int) -> None:
+        if ma & 3:
+            _fail(Errno.EINVAL)
+        ma = self._guest_address(ma)
         self._check_pte(val)
         self.mem.write32(ma, val & 0xFFFFFFFF)
         self.guest_written(ma, 4)
@@ -336,15 +368,18 @@ class ParaVirt(Monitor):
         if ma >> 32 or val >> 32:
             _fail(Errno.EINVAL)
         if cmd in (Mmu.NORMAL_PT_UPDATE, Mmu.PT_UPDATE_PRESERVE_AD):
-            if cmd == Mmu.PT_UPDATE_PRESERVE_AD and 0 <= ma < self.guest_ram:
-                val = (val & ~0x60) | (self.mem.read32(ma) & 0x60)
+            if cmd == Mmu.PT_UPDATE_PRESERVE_AD and not ma & 3:
+                val = (val & ~0x60) | (self.mem.read32(self._guest_address(ma)) & 0x60)
             self._write_table_entry(ma, val)
         elif cmd == Mmu.MACHPHYS_UPDATE:
-            # pseudo-physical = machine here: the only valid entry is the identity
-            if (ma >> 12) != val or ma >= self.guest_ram:
-                _fail(Errno.EINVAL)
+            self._machphys_update(ma >> 12, val)
         else:
             _fail(Errno.ENOSYS)
+
+    def _machphys_update(self, mfn: int, gfn: int) -> None:
+        # pseudo-physical = machine here: the only valid entry is the identity
+        if mfn != gfn or mfn >= self.guest_ram >> 12:
+            _fail(Errno.EINVAL)
 
     def hc_mmuext_op(self, f, ops, count, done_ptr, dom, *_):
         return self._batch(ops, count, done_ptr, dom, MMUEXT_OP,
@@ -362,7 +397,8 @@ class ParaVirt(Monitor):
                 _fail(Errno.EINVAL)
             self.pinned.discard(ppn)
         elif cmd == Mmuext.NEW_BASEPTR:
-            self.set_cr(3, self._frame(arg1["mfn"]))
+            self._frame(arg1["mfn"])                 # the guest's own frame (-EPERM otherwise)
+            self.set_cr(3, arg1["mfn"] << 12)
         elif cmd in (Mmuext.TLB_FLUSH_LOCAL, Mmuext.TLB_FLUSH_MULTI, Mmuext.TLB_FLUSH_ALL):
             self.cpu.tlb_flush()       # the shadows saw every table store: nothing stale
         elif cmd in (Mmuext.INVLPG_LOCAL, Mmuext.INVLPG_MULTI, Mmuext.INVLPG_ALL):
@@ -398,6 +434,7 @@ class ParaVirt(Monitor):
     def hc_update_descriptor(self, f, ma_lo, ma_hi, d_lo, d_hi, *_):
         if ma_hi or ma_lo & 7:
             _fail(Errno.EINVAL)
+        ma_lo = self._guest_address(ma_lo)
         for i, fr in enumerate(self.gdt_frames):
             if fr << 12 <= ma_lo < (fr + 1) << 12:
                 index = (i << 9) + ((ma_lo & 0xFFF) >> 3)
@@ -454,7 +491,8 @@ class ParaVirt(Monitor):
         pde = self.mem.read32(self._frame(v.cr3 >> 12) + (va >> 22) * 4)
         if not pde & 1 or pde & 0x80:
             _fail(Errno.EINVAL)
-        self._write_table_entry(self._frame(pde >> 12) + ((va >> 12) & 0x3FF) * 4, lo)
+        self._frame(pde >> 12)
+        self._write_table_entry((pde & 0xFFFFF000) + ((va >> 12) & 0x3FF) * 4, lo)
         kind = flags & Uvmf.FLUSHTYPE_MASK
         if kind == Uvmf.INVLPG:
             self.invlpg(va)
@@ -497,11 +535,15 @@ class ParaVirt(Monitor):
         if cmd == ConsoleIO.write:
             if count > MAX_CONSOLE:
                 _fail(Errno.EINVAL)
-            self.machine.output(self._read(buf, count))
+            self.console_write(self._read(buf, count))
             return 0
         if cmd == ConsoleIO.read:
             return 0
         _fail(Errno.ENOSYS)
+
+    def console_write(self, data: bytes) -> None:
+        """``console_io`` output: the machine's console (a lone guest owns it)."""
+        self.machine.output(data)
 
     def hc_vm_assist(self, f, cmd, type_, *_):
         if cmd not in (VmAssistCmd.enable, VmAssistCmd.disable):
@@ -567,9 +609,8 @@ class ParaVirt(Monitor):
                 why = Shutdown(reason).name
             except ValueError:
                 _fail(Errno.EINVAL)
-            self.machine.stop = Stop("shutdown", 0 if reason == Shutdown.poweroff else 1,
-                                     f"the guest shut down ({why})")
-            self.cpu.request_stop()
+            self.stop(Stop("shutdown", 0 if reason == Shutdown.poweroff else 1,
+                           f"the guest shut down ({why})"))
             return 0
         if cmd == SchedOp.shutdown_code:
             return 0
@@ -653,7 +694,7 @@ class ParaVirt(Monitor):
             return 0
         if cmd == RvMachineOp.VA_TO_MFN:
             try:
-                return self.gm.phys(a) >> 12
+                return self._gfn(self.gm.phys(a))
             except (GuestPageFault, GuestBadFrame):
                 _fail(Errno.EFAULT)
         if cmd == RvMachineOp.IRQ_VECTOR:
@@ -670,5 +711,19 @@ class ParaVirt(Monitor):
         return out
 
 
-HYPERCALLS = {int(h): getattr(ParaVirt, f"hc_{h.name}") for h in Hypercall
-              if hasattr(ParaVirt, f"hc_{h.name}")}
+def pv_region(mem, base: int) -> None:
+    """The region as para-virtualization wants it: hypercalls come from ring 1 (the
+    ``int $0x82`` gate is DPL 1); no translated code here, so no ring-1 code segment
+    over the whole address space either."""
+    off = L.MLIN + L.ENTRY + 8 * HYPERCALL_VECTOR
+    mem.write(base + L.IDT + 8 * HYPERCALL_VECTOR,
+              struct.pack("<HHBBH", off & 0xFFFF, L.SEL_MCODE, 0, 0x8E | 1 << 5, off >> 16))
+    mem.write(base + L.GDT + (L.SEL_TCODE & ~7), bytes(8))
+
+
+def hypercall_table(cls) -> dict:
+    """Hypercall number -> the ``hc_<name>`` method of ``cls`` that handles it."""
+    return {int(h): getattr(cls, f"hc_{h.name}") for h in Hypercall if hasattr(cls, f"hc_{h.name}")}
+
+
+ParaVirt.HYPERCALLS = hypercall_table(ParaVirt)

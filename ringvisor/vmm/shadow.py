@@ -64,13 +64,19 @@ class ShadowPaging:
     STATE = ("roots", "root", "free", "pinned", "watched", "l1_users", "l2_users", "rmap", "stats")
     WIRING = ("cpu", "mem", "base", "pool", "max_roots")
 
-    def __init__(self, cpu, mem, base: int, max_roots: int = 8, pool_pages: int = L.POOL_PAGES) -> None:
+    def __init__(self, cpu, mem, base: int, max_roots: int = 8, pool_pages: int = L.POOL_PAGES,
+                 frames: list[int] | None = None) -> None:
+        """``frames``: the machine frame numbers of this shadow's pool (by default
+        ``pool_pages`` pages at the region's ``POOL``; a hypervisor gives each domain
+        frames of its own)."""
         self.cpu = cpu
         self.mem = mem
         self.base = base                           # the monitor's physical base
         self.pool = base + L.POOL
         self.max_roots = max_roots
-        self.free = [self.pool + i * PAGE for i in reversed(range(pool_pages))]
+        if frames is None:
+            frames = [((base + L.POOL) >> 12) + i for i in range(pool_pages)]
+        self.free = [f << 12 for f in reversed(frames)]
         self.roots: OrderedDict[int, Root] = OrderedDict()
         self.pinned: set[int] = set()              # frames kept read-only for the monitor
         self.watched: set[int] = set()             # frames of the guest's GDT (``gdt``)

@@ -41,7 +41,7 @@
 #define __HYPERVISOR_xenoprof_op                 31
 #define __HYPERVISOR_event_channel_op            32  /* (cmd (EVTCHNOP_*), void *arg) */
 #define __HYPERVISOR_physdev_op                  33  /* (cmd (PHYSDEVOP_*), void *arg) */
-#define __HYPERVISOR_hvm_op                      34
+#define __HYPERVISOR_hvm_op                      34  /* (cmd (HVMOP_*), xen_hvm_param_t *arg) */
 #define __HYPERVISOR_sysctl                      35  /* (xen_sysctl_t *op) */
 #define __HYPERVISOR_domctl                      36  /* (xen_domctl_t *op) */
 #define __HYPERVISOR_kexec_op                    37
@@ -216,6 +216,16 @@
 #define PHYSDEVOP_eoi                            12
 #define PHYSDEVOP_map_pirq                       13
 #define PHYSDEVOP_unmap_pirq                     14
+
+/* hvm_op commands (hvm/hvm_op.h) */
+#define HVMOP_set_param                          0
+#define HVMOP_get_param                          1
+
+/* hvm_op parameters (hvm/params.h) */
+#define HVM_PARAM_STORE_PFN                      1
+#define HVM_PARAM_STORE_EVTCHN                   2
+#define HVM_PARAM_CONSOLE_PFN                    17
+#define HVM_PARAM_CONSOLE_EVTCHN                 18
 
 /* xen_version commands (version.h) */
 #define XENVER_version                           0
@@ -575,6 +585,8 @@
 #define XENCONS_OUT_SIZE                         2048
 
 /* ringvisor's fixed guest virtual addresses */
+#define PV_XENSTORE_VA                           0xFFBFB000  /* xenstore ring (start_info.store_mfn's page) */
+#define PV_CONSOLE_VA                            0xFFBFC000  /* console ring (start_info.console.domU.mfn's page) */
 #define PV_BOOT_STACK_VA                         0xFFBFD000  /* boot stack page */
 #define PV_BOOT_STACK_TOP                        0xFFBFE000  /* esp at entry */
 #define PV_START_INFO_VA                         0xFFBFE000  /* start_info (read-only) */
@@ -767,6 +779,10 @@
 #define OFFSETOF_xen_feature_info_submap         4
 #define SIZEOF_xen_platform_parameters           4
 #define OFFSETOF_xen_platform_parameters_virt_start 0
+#define SIZEOF_xen_hvm_param                     16
+#define OFFSETOF_xen_hvm_param_domid             0
+#define OFFSETOF_xen_hvm_param_index             4
+#define OFFSETOF_xen_hvm_param_value             8
 #define SIZEOF_pv_iret_frame                     24
 #define OFFSETOF_pv_iret_frame_eax               0
 #define OFFSETOF_pv_iret_frame_eip               4
@@ -1435,6 +1451,13 @@ struct xen_platform_parameters {
     xen_ulong_t virt_start;
 };
 typedef struct xen_platform_parameters xen_platform_parameters_t;
+
+struct xen_hvm_param {
+    domid_t domid;
+    uint32_t index;  /* HVM_PARAM_* */
+    uint64_t value;
+};
+typedef struct xen_hvm_param xen_hvm_param_t;
 
 /* ringvisor's name for the stack frame of the x86_32 iret hypercall */
 struct pv_iret_frame {
