@@ -106,6 +106,7 @@ HYPERCALL_ARGS: dict[Hypercall, tuple[str, ...]] = {
     Hypercall.grant_table_op: ("cmd (GNTTABOP_*)", "void *uop", "count"),
     Hypercall.xsm_op: ("xen_flask_op_t *op",),
     Hypercall.sysctl: ("xen_sysctl_t *op",),
+    Hypercall.hvm_op: ("cmd (HVMOP_*)", "xen_hvm_param_t *arg"),
     Hypercall.domctl: ("xen_domctl_t *op",),
     Hypercall.rv_machine_op: ("cmd (RV_*)", "a", "b"),
 }
@@ -304,6 +305,23 @@ class PhysdevOp(IntEnum):
     eoi = 12
     map_pirq = 13
     unmap_pirq = 14
+
+
+class HvmOp(IntEnum):
+    """``HVMOP_*`` (hvm/hvm_op.h): the parameters of an auto-translated guest."""
+
+    set_param = 0
+    get_param = 1
+
+
+class HvmParam(IntEnum):
+    """``HVM_PARAM_*`` (hvm/params.h): where the toolstack tells the hypervisor (and
+    the guest) the frames and ports of its xenstore and console rings."""
+
+    STORE_PFN = 1
+    STORE_EVTCHN = 2
+    CONSOLE_PFN = 17
+    CONSOLE_EVTCHN = 18
 
 
 class XenVer(IntEnum):
@@ -563,6 +581,9 @@ PHYSDEV_SET_IOPL = Struct("physdev_set_iopl", [Field("iopl", U32)])
 XEN_FEATURE_INFO = Struct("xen_feature_info", [Field("submap_idx", U32), Field("submap", U32)])
 XEN_PLATFORM_PARAMETERS = Struct("xen_platform_parameters", [Field("virt_start", XEN_ULONG)])
 
+XEN_HVM_PARAM = Struct("xen_hvm_param", [
+    Field("domid", DOMID), Field("index", U32, comment="HVM_PARAM_*"), Field("value", U64)])
+
 PV_IRET_FRAME = Struct("pv_iret_frame", [
     Field("eax", U32), Field("eip", U32), Field("cs", U32), Field("eflags", U32),
     Field("esp", U32, comment="only on a return to ring 3"),
@@ -578,7 +599,7 @@ STRUCTS: tuple[Struct, ...] = (
     XEN_CALLBACK, CALLBACK_REGISTER, CALLBACK_UNREGISTER,
     VCPU_SET_PERIODIC_TIMER, VCPU_SET_SINGLESHOT_TIMER, VCPU_RUNSTATE_INFO,
     PHYSDEV_EOI, PHYSDEV_IRQ_STATUS_QUERY, PHYSDEV_SET_IOPL,
-    XEN_FEATURE_INFO, XEN_PLATFORM_PARAMETERS, PV_IRET_FRAME,
+    XEN_FEATURE_INFO, XEN_PLATFORM_PARAMETERS, XEN_HVM_PARAM, PV_IRET_FRAME,
 )
 
 START_INFO_MAGIC = b"xen-3.0-x86_32"
@@ -588,6 +609,8 @@ START_INFO_MAGIC = b"xen-3.0-x86_32"
 # of a PV guest, paging on or off.
 # ---------------------------------------------------------------------------
 
+PV_XENSTORE_VA = 0xFFBFB000            # the xenstore ring (a DomU of the hypervisor)
+PV_CONSOLE_VA = 0xFFBFC000             # the console ring (a DomU of the hypervisor)
 PV_BOOT_STACK_VA = 0xFFBFD000
 PV_BOOT_STACK_TOP = 0xFFBFE000          # esp at entry
 PV_START_INFO_VA = 0xFFBFE000           # read-only
@@ -601,6 +624,8 @@ PV_EVTCHN_PENDING_VA = PV_SHARED_INFO_VA + SHARED_INFO.offset("evtchn_pending")
 PV_EVTCHN_MASK_VA = PV_SHARED_INFO_VA + SHARED_INFO.offset("evtchn_mask")
 
 FIXED_VAS = (
+    ("PV_XENSTORE_VA", PV_XENSTORE_VA, "xenstore ring (start_info.store_mfn's page)"),
+    ("PV_CONSOLE_VA", PV_CONSOLE_VA, "console ring (start_info.console.domU.mfn's page)"),
     ("PV_BOOT_STACK_VA", PV_BOOT_STACK_VA, "boot stack page"),
     ("PV_BOOT_STACK_TOP", PV_BOOT_STACK_TOP, "esp at entry"),
     ("PV_START_INFO_VA", PV_START_INFO_VA, "start_info (read-only)"),
@@ -633,9 +658,25 @@ CONSTANT_GROUPS: tuple[tuple[type[IntEnum], str, str], ...] = (
     (CallbackType, "CALLBACKTYPE_", "callback types (callback.h)"),
     (CallbackOp, "CALLBACKOP_", "callback_op commands"),
     (PhysdevOp, "PHYSDEVOP_", "physdev_op commands (physdev.h)"),
+    (HvmOp, "HVMOP_", "hvm_op commands (hvm/hvm_op.h)"),
+    (HvmParam, "HVM_PARAM_", "hvm_op parameters (hvm/params.h)"),
     (XenVer, "XENVER_", "xen_version commands (version.h)"),
     (Errno, "XEN_", "errno values (errno.h): hypercalls return -XEN_E*"),
     (FlatSel, "FLAT_", "flat segments in Xen's reserved GDT area"),
     (Sif, "SIF_", "start_info.flags"),
     (Misc, "", "single constants"),
 )
+
+
+def pv_boot_context(entry: int, eax: int, ebx: int, cr3: int = 0) -> dict:
+    """The ``vcpu_guest_context`` that starts a Multiboot PV kernel as ringvisor boots
+    one (docs/paravirt.md, "Entry state"): at ``entry`` in ring 1 on Xen's flat
+    segments, ``eax``/``ebx`` as Multiboot leaves them, ``esi`` = start_info's
+    address, on the boot stack, events masked, virtual paging off."""
+    return {"flags": 1 << 2 | 1 << 5,                     # VGCF_in_kernel | VGCF_online
+            "user_regs": {"eax": eax, "ebx": ebx, "esi": PV_START_INFO_VA,
+                          "esp": PV_BOOT_STACK_TOP, "eip": entry, "eflags": 0x2,
+                          "cs": FlatSel.KERNEL_CS, "ss": FlatSel.KERNEL_SS,
+                          "ds": FlatSel.KERNEL_DS, "es": FlatSel.KERNEL_DS,
+                          "fs": FlatSel.KERNEL_DS, "gs": FlatSel.KERNEL_DS},
+            "ctrlreg": [0x11, 0, 0, cr3, 0, 0, 0, 0]}          # PE | ET

@@ -1,0 +1,262 @@
+"""domctl, sysctl and xsm_op: the management hypercalls (Xen's ``common/domctl.c``,
+``common/sysctl.c``, ``xsm/flask/flask_op.c``).
+
+Domain 0's toolstack builds, starts, inspects and destroys domains with these;
+every one is checked by the security module before anything happens (the
+privilege is in that check: the same call from a DomU is refused with
+``-EACCES`` and logged), and the interface version must be Xen's.
+"""
+
+from __future__ import annotations
+
+from ringvisor.abi import (CONTEXT_MAX, DOMCTL, DOMCTL_GETDOMAININFO, DOMCTL_INTERFACE_VERSION,
+                           FLASK_INTERFACE_VERSION, FLASK_OP, SYSCTL, SYSCTL_INTERFACE_VERSION,
+                           VCPU_GUEST_CONTEXT, CreateFlag, DomId, DomInfoFlag, Domctl, Errno,
+                           FlaskOp, SchedCmd, Scheduler, Sysctl)
+from ringvisor.vmm.paravirt import HypercallError
+
+from . import xsm
+from .domain import State
+
+MAX_POLICY = 64 * 1024
+MAX_DOMID = DomId.FIRST_RESERVED - 1
+
+
+def _fail(errno: Errno):
+    raise HypercallError(errno)
+
+
+def domaininfo(hv, d) -> dict:
+    """getdomaininfo's fields for domain ``d``."""
+    flags = 0
+    if d.state is State.DYING:
+        flags |= DomInfoFlag.dying
+    if d.state in (State.SHUTDOWN, State.CRASHED):
+        flags |= DomInfoFlag.shutdown
+        flags |= (d.shutdown_reason or 0) << DomInfoFlag.shutdownshift
+    if d.paused and not d.dead:
+        flags |= DomInfoFlag.paused
+    if d.state is State.BLOCKED:
+        flags |= DomInfoFlag.blocked
+    if hv.current is d:
+        flags |= DomInfoFlag.running
+    if d.kind == "bt":
+        flags |= DomInfoFlag.hvm_guest
+    return {"domain": d.domid, "flags": flags, "tot_pages": d.tot_pages,
+            "max_pages": d.max_pages, "shared_info_frame": d.monitor.si_phys >> 12 if d.monitor else 0,
+            "cpu_time": d.cpu_time_ns, "nr_online_vcpus": 1 if d.started else 0,
+            "max_vcpu_id": 0, "ssidref": hv.sid_of(d.ssid), "handle": list(d.uuid), "cpupool": 0}
+
+
+def _target(mon, domid: int, perm: str):
+    d = mon.hv.lookup(domid)
+    if d is None:
+        _fail(Errno.ESRCH)
+    mon.hv.check(mon.caller, d, "domain", perm)
+    return d
+
+
+def domctl(mon, ptr: int) -> int:
+    hv = mon.hv
+    op = DOMCTL.unpack(mon._read(ptr, DOMCTL.size))
+    if op["interface_version"] != DOMCTL_INTERFACE_VERSION:
+        _fail(Errno.EACCES)
+    cmd, domid, u = op["cmd"], op["domain"], op["u"]
+    out = None                                        # (union member, its new value)
+    if cmd == Domctl.createdomain:
+        c = u["createdomain"]
+        d = hv.create_domain(mon.caller, domid, ssid=hv.type_of_sid(c["ssidref"]),
+                             uuid=bytes(c["handle"]),
+                             kind="bt" if c["flags"] & CreateFlag.hvm_guest else "pv")
+        op["domain"] = d.domid
+        mon._write(ptr, DOMCTL.pack(op))
+        return 0
+    if cmd == Domctl.getdomaininfo:
+        for d in sorted(hv.domains.values(), key=lambda d: d.domid):
+            if d.domid >= domid:
+                hv.check(mon.caller, d, "domain", "getdomaininfo")
+                op["domain"] = d.domid
+                out = ("getdomaininfo", domaininfo(hv, d))
+                break
+        else:
+            _fail(Errno.ESRCH)
+    elif cmd == Domctl.destroydomain:
+        hv.destroy(_target(mon, domid, "destroy"))
+    elif cmd == Domctl.pausedomain:
+        d = _target(mon, domid, "pause")
+        if d is mon.dom or d.dead:
+            _fail(Errno.EINVAL)
+        hv.pause(d)
+    elif cmd == Domctl.unpausedomain:
+        d = _target(mon, domid, "unpause")
+        if not d.paused or d.dead:
+            _fail(Errno.EINVAL)
+        hv.unpause(d)
+    elif cmd == Domctl.max_mem:
+        d = _target(mon, domid, "setdomainmaxmem")
+        kb = u["max_mem"]["max_memkb"]
+        if kb >> 2 > hv.frames.total:
+            _fail(Errno.EINVAL)
+        d.max_pages = kb >> 2
+    elif cmd == Domctl.max_vcpus:
+        _target(mon, domid, "max_vcpus")
+        if u["max_vcpus"]["max"] != 1:
+            _fail(Errno.EINVAL)                      # one vCPU per domain here
+    elif cmd in (Domctl.setvcpucontext, Domctl.getvcpucontext):
+        set_ = cmd == Domctl.setvcpucontext
+        d = _target(mon, domid, "setvcpucontext" if set_ else "getvcpucontext")
+        vc = u["vcpucontext"]
+        if vc["vcpu"] != 0:
+            _fail(Errno.ENOENT)
+        if not d.paused or d.monitor is None or d.kind != "pv":
+            _fail(Errno.EINVAL)                      # only a paused PV domain's vCPU
+        addr = vc["ctxt"] & 0xFFFFFFFF
+        if set_:
+            d.monitor.boot(VCPU_GUEST_CONTEXT.unpack(mon._read(addr, VCPU_GUEST_CONTEXT.size)))
+        else:
+            if not d.started:
+                _fail(Errno.ENODATA)
+            mon._write(addr, VCPU_GUEST_CONTEXT.pack(d.monitor.context()))
+    elif cmd == Domctl.getvcpuinfo:
+        d = _target(mon, domid, "getvcpuinfo")
+        if u["getvcpuinfo"]["vcpu"] != 0:
+            _fail(Errno.ENOENT)
+        out = ("getvcpuinfo", {"vcpu": 0, "online": int(d.started), "blocked":
+                               int(d.state is State.BLOCKED), "running": int(hv.current is d),
+                               "cpu_time": d.cpu_time_ns, "cpu": 0})
+    elif cmd == Domctl.scheduler_op:
+        d = _target(mon, domid, "scheduler")
+        s = u["scheduler_op"]
+        if s["sched_id"] != Scheduler.credit:
+            _fail(Errno.EINVAL)
+        if s["cmd"] == SchedCmd.putinfo:
+            w, cap = s["u"]["credit"]["weight"], s["u"]["credit"]["cap"]
+            if w:
+                d.weight = w
+            d.cap = cap if cap <= 100 else _fail(Errno.EINVAL)
+        elif s["cmd"] == SchedCmd.getinfo:
+            s["u"] = {"credit": {"weight": d.weight, "cap": d.cap}}
+            out = ("scheduler_op", s)
+        else:
+            _fail(Errno.EINVAL)
+    elif cmd == Domctl.setdomainhandle:
+        _target(mon, domid, "setdomainhandle").uuid = bytes(u["setdomainhandle"]["handle"])
+    elif cmd == Domctl.settimeoffset:
+        _target(mon, domid, "settime")
+    else:
+        _fail(Errno.ENOSYS)
+    if out is not None:
+        op["u"] = {out[0]: out[1]}
+        mon._write(ptr, DOMCTL.pack(op))
+    return 0
+
+
+def sysctl(mon, ptr: int) -> int:
+    hv = mon.hv
+    op = SYSCTL.unpack(mon._read(ptr, SYSCTL.size))
+    if op["interface_version"] != SYSCTL_INTERFACE_VERSION:
+        _fail(Errno.EACCES)
+    cmd, u = op["cmd"], op["u"]
+    if cmd == Sysctl.physinfo:
+        hv.check(mon.caller, None, "xen", "physinfo")
+        f = hv.frames
+        out = {"threads_per_core": 1, "cores_per_socket": 1, "nr_cpus": 1, "max_cpu_id": 0,
+               "nr_nodes": 1, "max_node_id": 0, "cpu_khz": hv.machine.clock.cpu_hz // 1000,
+               "capabilities": 0, "total_pages": f.total, "free_pages": f.nr_free,
+               "max_mfn": f.end - 1}
+        op["u"] = {"physinfo": out}
+    elif cmd == Sysctl.sched_id:
+        hv.check(mon.caller, None, "xen", "sched_id")
+        op["u"] = {"sched_id": {"sched_id": Scheduler.credit}}
+    elif cmd == Sysctl.readconsole:
+        hv.check(mon.caller, None, "xen", "readconsole")
+        rc = u["readconsole"]
+        data, index = hv.console.read(rc["index"] if rc["incremental"] else 0, rc["count"])
+        mon._write(rc["buffer"] & 0xFFFFFFFF, data)
+        if rc["clear"]:
+            hv.console.clear()
+        rc["count"], rc["index"] = len(data), index
+        op["u"] = {"readconsole": rc}
+    elif cmd == Sysctl.getdomaininfolist:
+        g = u["getdomaininfolist"]
+        n = 0
+        base = g["buffer"] & 0xFFFFFFFF
+        for d in sorted(hv.domains.values(), key=lambda d: d.domid):
+            if n >= g["max_domains"]:
+                break
+            if d.domid < g["first_domain"]:
+                continue
+            try:
+                hv.check(mon.caller, d, "domain", "getdomaininfo", log=False)
+            except HypercallError:
+                continue                             # what it may not see is left out
+            mon._write(base + n * DOMCTL_GETDOMAININFO.size,
+                       DOMCTL_GETDOMAININFO.pack(domaininfo(hv, d)))
+            n += 1
+        if n == 0 and not hv.may(mon.caller, None, "xen", "getdomaininfo"):
+            hv.check(mon.caller, None, "xen", "getdomaininfo")     # refused: logged
+        g["num_domains"] = n
+        op["u"] = {"getdomaininfolist": g}
+    else:
+        _fail(Errno.ENOSYS)
+    mon._write(ptr, SYSCTL.pack(op))
+    return 0
+
+
+def xsm_op(mon, ptr: int) -> int:
+    hv = mon.hv
+    op = FLASK_OP.unpack(mon._read(ptr, FLASK_OP.size))
+    if op["interface_version"] != FLASK_INTERFACE_VERSION:
+        _fail(Errno.EACCES)
+    cmd, u = op["cmd"], op["u"]
+    if cmd == FlaskOp.load:
+        hv.check(mon.caller, None, "security", "load_policy")
+        size = u["load"]["size"]
+        if size > MAX_POLICY:
+            _fail(Errno.EINVAL)
+        text = mon._read(u["load"]["buffer"], size).decode("utf-8", "replace")
+        try:
+            hv.xsm.load(text)
+        except xsm.PolicyError as e:
+            hv.printk(f"xsm: policy refused: {e}")
+            _fail(Errno.EINVAL)
+        return 0
+    if cmd == FlaskOp.getenforce:
+        return int(hv.xsm.enforcing)
+    if cmd == FlaskOp.setenforce:
+        hv.check(mon.caller, None, "security", "setenforce")
+        hv.xsm.enforcing = bool(u["enforce"]["enforcing"])
+        return 0
+    if cmd in (FlaskOp.context_to_sid, FlaskOp.sid_to_context):
+        sc = u["sid_context"]
+        if cmd == FlaskOp.context_to_sid:
+            if sc["size"] > CONTEXT_MAX:
+                _fail(Errno.EINVAL)
+            ctx = mon._read(sc["context"], sc["size"]).decode(errors="replace").rstrip("\0")
+            sc["sid"] = hv.sid_of(ctx.rsplit(":", 1)[-1]) or _fail(Errno.EINVAL)
+        else:
+            t = hv.type_of_sid(sc["sid"])
+            text = xsm.CONTEXT.format(t).encode()
+            if sc["size"] < len(text):
+                _fail(Errno.ERANGE)
+            mon._write(sc["context"], text)
+            sc["size"] = len(text)
+        op["u"] = {"sid_context": sc}
+        mon._write(ptr, FLASK_OP.pack(op))
+        return 0
+    if cmd == FlaskOp.access:
+        hv.check(mon.caller, None, "security", "compute_av")
+        a = u["access"]
+        classes = list(xsm.CLASSES)
+        if not 1 <= a["tclass"] <= len(classes):
+            _fail(Errno.EINVAL)
+        cls = classes[a["tclass"] - 1]
+        perms = sorted(xsm.CLASSES[cls])
+        src, tgt = hv.type_of_sid(a["ssid"]), hv.type_of_sid(a["tsid"])
+        a["allowed"] = sum(1 << i for i, p in enumerate(perms)
+                           if hv.xsm.allowed(src, tgt, cls, p))
+        op["u"] = {"access": a}
+        mon._write(ptr, FLASK_OP.pack(op))
+        return 0
+    _fail(Errno.ENOSYS)
+

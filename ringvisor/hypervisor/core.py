@@ -1,0 +1,517 @@
+"""The hypervisor: one per machine, owning it, running many domains.
+
+What is machine-wide lives here (Xen's ``arch/x86``, ``common/schedule.c``,
+``common/domain.c``): the hypervisor region (the real GDT, IDT and TSS, the
+entry points, the stack) at the top of machine memory, the pool of machine
+frames below it, the physical interrupts (routed to the domain allowed them)
+and the physical timer (the domains' virtual timers and the scheduler's
+deadlines multiplexed on it), the domain table, the credit scheduler, the
+security module and the hypervisor's console.  What is per domain
+(``Domain``, its ``DomainMonitor``) is the vCPU with its saved state, page
+tables and shadows, trap table, callbacks, event channels, grant table and
+P2M.
+
+Every entry into the hypervisor comes through the real IDT while some
+domain's vCPU was on the CPU (or the idle vCPU, when nothing could run): that
+domain's monitor handles it (a hypercall, a fault to reflect, a page-table
+store...), then the scheduler decides who runs next.  A context switch saves
+the outgoing vCPU's registers and interrupt frame, loads the incoming
+domain's GDT into the real one, its shadow page directory into CR3, its
+registers, delivers its pending events, and returns to it with a real IRET.
+
+A domain that breaks the rules is stopped alone (crashed, with a report in
+the hypervisor's console); the machine stops only when Domain 0 does.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ringvisor.abi import (VCPU_GUEST_CONTEXT, DomId, Errno, FlatSel, Shutdown, Virq,
+                           pv_boot_context)
+from ringvisor.errors import ConfigError
+from ringvisor.hw.boot.multiboot import load_multiboot
+from ringvisor.hw.faults import HAS_ERROR_CODE, TripleFault, UnsupportedFeature
+from ringvisor.hw.machine import Machine, Stop
+from ringvisor.vmm import layout as L
+from ringvisor.vmm.frame import Frame
+from ringvisor.vmm.monitor import build_region
+from ringvisor.vmm.paravirt import HypercallError, pv_region
+from ringvisor.vmm.platform import HypervisorTimer
+
+from . import memory, sched
+from .console import HypervisorConsole
+from .domain import Domain, State
+from .evtchn import DomainEvents
+from .frames import FrameAllocator, OutOfMemory
+from .grant import GrantTable
+from .pvdomain import DomainMonitor, install_flat
+from .timers import DomainTimer
+from .xsm import Denied, SecurityModule
+
+SHADOW_PAGES = 512            # each domain's shadow page-table pool (Xen: shadow_op allocation)
+ISA_IRQS = frozenset(range(16))
+ES, DS, FS, GS = 0, 3, 4, 5
+IF = 1 << 9
+
+
+class PseudoPhysical:
+    """A domain's pseudo-physical memory as the Multiboot loader writes it (``size``,
+    ``write``): through its P2M, one frame at a time."""
+
+    def __init__(self, mem, dom, size: int) -> None:
+        self.mem, self.dom, self.size = mem, dom, size
+
+    def write(self, addr: int, data: bytes) -> None:
+        off = 0
+        while off < len(data):
+            a = addr + off
+            n = min(len(data) - off, 0x1000 - (a & 0xFFF))
+            self.mem.write((self.dom.p2m[a >> 12] << 12) | (a & 0xFFF), data[off:off + n])
+            off += n
+
+
+class Hypervisor:
+    def __init__(self, mem_mb: int = 256, engine: str = "jit", output=None,
+                 pace: bool = False) -> None:
+        self.machine = m = Machine(mem_mb, engine, output=output, pace=pace)
+        self.cpu, self.mem, self.clock = m.cpu, m.mem, m.clock
+        self.base = self.mem.size - L.MONITOR_RAM
+        if self.base < 16 << 20:
+            raise ConfigError(f"{mem_mb} MiB is too little for the hypervisor and a domain")
+        self.frames = FrameAllocator(self.mem, 0x100, self.base >> 12)
+        self.domains: dict[int, Domain] = {}
+        self.next_domid = 1
+        self.current: Domain | None = None
+        self.caller: Domain | None = None       # Domain 0 while its toolstack calls
+        self.console = HypervisorConsole()
+        self.xsm = SecurityModule(self.printk)
+        self.sched = sched.CreditScheduler()
+        self.in_entry = False
+        self.slice_end = 0
+        self.last_ns = 0
+        self.dying: list[Domain] = []
+        self.toolstack_wakeup = lambda: None    # set by the toolstack: events for it
+        self.domain_changed = lambda: None      # ... and a domain stopped or went
+        self.stats = {"entries": 0, "context_switches": 0, "idle_entries": 0, "kicks": 0}
+        build_region(self.mem, self.base)
+        self.cpu.native.bind(self.base + L.ENTRY, L.ENTRY_SIZE, self._entry, "hypervisor")
+        pv_region(self.mem, self.base)
+        install_flat(self.mem, self.base)
+        self.kicker = HypervisorTimer(m, L.HV_TIMER)
+        self.idle_pd = self.frames.alloc_xen(1)[0] << 12
+        self.mem.write32(self.idle_pd + 1023 * 4, (self.base + L.MONITOR_PT) | 3)
+        self._accounting()
+        self.printk(f"ringvisor hypervisor: {self.mem.size >> 20} MiB machine, "
+                    f"{self.frames.total} frames for domains, credit scheduler")
+
+    # -- the console -------------------------------------------------------------------
+    def printk(self, msg: str) -> None:
+        self.console.write(f"(XEN) {msg}\n".encode())
+
+    def guest_console(self, dom: Domain, data: bytes) -> None:
+        """console_io from a guest: Domain 0's is the machine's console, a DomU's goes
+        to the hypervisor's (as Xen's guest_console_write)."""
+        if dom.privileged:
+            self.machine.output(data)
+            return
+        dom.console += data
+        # whole lines, each with the domain's tag (a line may come in several writes)
+        while b"\n" in dom.console:
+            line, _, rest = bytes(dom.console).partition(b"\n")
+            dom.console = bytearray(rest)
+            self.console.write(f"(d{dom.domid}) ".encode() + line[:1000] + b"\n")
+        if len(dom.console) > 1000:
+            self.console.write(f"(d{dom.domid}) ".encode() + bytes(dom.console[:1000]) + b"\n")
+            dom.console.clear()
+
+    # -- the domain table ----------------------------------------------------------------
+    def lookup(self, which) -> Domain | None:
+        if isinstance(which, Domain):
+            return which if which.domid in self.domains else None
+        return self.domains.get(which)
+
+    def check(self, subject, target, cls: str, perm: str, log: bool = True) -> None:
+        """The security module's check; a refusal is -EACCES for the caller."""
+        if not log and not self.may(subject, target, cls, perm):
+            raise HypercallError(Errno.EACCES)
+        try:
+            self.xsm.check(subject, target, cls, perm)
+        except Denied:
+            raise HypercallError(Errno.EACCES) from None
+
+    def may(self, subject, target, cls: str, perm: str) -> bool:
+        return self.xsm.allowed(subject.ssid, "xen_t" if target is None else target.ssid, cls, perm)
+
+    def sid_of(self, type_: str) -> int:
+        types = sorted(self.xsm.policy.types)
+        return types.index(type_) + 1 if type_ in types else 0
+
+    def type_of_sid(self, sid: int) -> str:
+        types = sorted(self.xsm.policy.types)
+        return types[sid - 1] if 1 <= sid <= len(types) else "domU_t"
+
+    def create_domain(self, caller, domid: int = 0, *, ssid: str = "domU_t", uuid: bytes = b"",
+                      kind: str = "pv", privileged: bool = False, name: str = "") -> Domain:
+        """A new, paused, empty domain (domctl createdomain; Domain 0 at boot)."""
+        if kind != "pv":
+            raise HypercallError(Errno.EOPNOTSUPP)
+        if domid == 0 and self.domains:
+            # the next id after the last one given, as Xen does (an id is not reused at once)
+            domid = next(i for i in [*range(self.next_domid, DomId.FIRST_RESERVED),
+                                     *range(1, self.next_domid)] if i not in self.domains)
+        if domid in self.domains or domid >= DomId.FIRST_RESERVED:
+            raise HypercallError(Errno.EEXIST)
+        d = Domain(domid, name=name or f"d{domid}", privileged=privileged, ssid=ssid, kind=kind)
+        if uuid.strip(b"\0"):
+            d.uuid = uuid
+        if caller is not None:
+            self.check(caller, d, "domain", "create")
+        if privileged:
+            d.irqs, d.io_privileged = ISA_IRQS, True
+        try:
+            pool = self.frames.alloc_xen(SHADOW_PAGES)
+            pages = dict(zip(("start_info", "shared_info", "boot_stack"),
+                             (f << 12 for f in self.frames.alloc_xen(3))))
+        except OutOfMemory:
+            raise HypercallError(Errno.ENOMEM) from None
+        d.xen_frames = pool + [p >> 12 for p in pages.values()]
+        self.domains[domid] = d
+        self.next_domid = domid + 1
+        d.events = DomainEvents(self, d, self.mem, pages["shared_info"])
+        d.grants = GrantTable(self, d)
+        timer = DomainTimer(self.clock, lambda d=d: self._timer_fired(d))
+        d.monitor = DomainMonitor(self, d, 0, "", pages, pool, timer, d.events)
+        self.sched.add(d)
+        self.printk(f"domain {domid} created ({ssid})")
+        return d
+
+    def build_dom0(self, image: bytes, cmdline: str, mem_mb: int, image_name: str) -> Domain:
+        """Domain 0, built by the hypervisor itself (Xen's construct_dom0): its memory, the
+        kernel loaded as a Multiboot loader would, its vCPU at the entry point."""
+        from .interface import BUFFER_PAGES, WINDOW_GPFN
+        d = self.create_domain(None, 0, ssid="dom0_t", privileged=True, name="Domain-0")
+        pages = mem_mb << 8
+        d.nr_ram_pages = pages
+        d.max_pages = pages + BUFFER_PAGES
+        # its RAM, and the toolstack's buffers (Domain 0's user space: beyond what its
+        # kernel is told it has)
+        gpfns = list(range(pages)) + list(range(WINDOW_GPFN, WINDOW_GPFN + BUFFER_PAGES))
+        if memory.populate(self, d, gpfns) != len(gpfns):
+            raise ConfigError(f"no room for Domain 0's {mem_mb} MiB")
+        info = load_multiboot(PseudoPhysical(self.mem, d, pages << 12), image, cmdline, [],
+                              image_name)
+        d.monitor.guest_ram = pages << 12
+        d.monitor.cmdline = cmdline
+        ctx = VCPU_GUEST_CONTEXT.unpack(VCPU_GUEST_CONTEXT.pack(
+            pv_boot_context(info.entry, info.eax, info.ebx)))
+        d.monitor.boot(ctx)
+        # Domain 0's is the virtual PIC the machine's interrupts reach; the physical pair is
+        # the hypervisor's, programmed to its vectors
+        d.monitor.platform.take_over()
+        self.unpause(d)
+        return d
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def pause(self, d: Domain) -> None:
+        d.paused += 1
+        if d is self.current:
+            self.kick()
+
+    def unpause(self, d: Domain) -> None:
+        d.paused = max(0, d.paused - 1)
+        if d.runnable:
+            self.event_for(d, wake=False)
+
+    def shutdown(self, d: Domain, reason: int) -> None:
+        if d.dead:
+            return
+        d.state, d.shutdown_reason = State.SHUTDOWN, int(reason)
+        self._stopped(d, f"domain {d.domid} shut down ({Shutdown(reason).name})")
+
+    def crash(self, d: Domain, report: str) -> None:
+        if d.dead:
+            return
+        d.state, d.shutdown_reason, d.crash_report = State.CRASHED, int(Shutdown.crash), report
+        self._stopped(d, f"domain {d.domid} crashed: {report}")
+
+    def _stopped(self, d: Domain, msg: str) -> None:
+        self.printk(msg)
+        d.monitor.timer.close()
+        if d.privileged:
+            self.machine.stop = Stop("dom0", 0 if d.shutdown_reason == Shutdown.poweroff else 3,
+                                     f"Domain 0 stopped the machine: {msg}")
+            self.cpu.request_stop()
+            return
+        dom0 = self.domains.get(0)
+        if dom0 is not None:
+            dom0.events.raise_virq(Virq.DOM_EXC)
+        if d is self.current and not self.in_entry:
+            self.kick()
+        self.domain_changed()
+
+    def destroy(self, d: Domain) -> None:
+        """Take the domain apart: every frame, port, grant and timer goes back."""
+        if d.privileged:
+            raise HypercallError(Errno.EINVAL)
+        if d.state is not State.DYING:
+            d.state = State.DYING
+            d.monitor.timer.close()
+        if d is self.current:
+            # it is on the CPU: it is taken apart once the CPU has left it
+            if d not in self.dying:
+                self.dying.append(d)
+            if not self.in_entry:
+                self.kick()
+            return
+        self._teardown(d)
+
+    def _teardown(self, d: Domain) -> None:
+        d.events.close_all()
+        d.grants.release_all()
+        self.sched.remove(d)
+        for other in self.domains.values():
+            for gpfn, owner in list(other.foreign.items()):
+                if owner == d.domid:
+                    memory.clear_entry(self, other, gpfn)
+        for gpfn in list(d.p2m):
+            memory.clear_entry(self, d, gpfn)
+        for mfn in d.xen_frames:
+            self.frames.release(mfn)
+        d.xen_frames = []
+        del self.domains[d.domid]
+        self.printk(f"domain {d.domid} destroyed")
+        self.domain_changed()
+
+    # -- events and timers -------------------------------------------------------------------
+    def event_for(self, d: Domain, wake: bool = True) -> None:
+        """Something is pending for ``d``: wake it, and take the CPU for it if it should."""
+        if d.state is State.BLOCKED:
+            d.state = State.RUNNABLE
+            if wake:
+                self.sched.wake(d)
+        if d is not self.current and d.runnable and self.sched.should_preempt(self.current, d):
+            self.kick()
+
+    def toolstack_event(self) -> None:
+        self.toolstack_wakeup()
+
+    def _timer_fired(self, d: Domain) -> None:
+        if d.events is not None and not d.dead:
+            d.events.raise_virq(Virq.TIMER)
+            if d is self.current:
+                self.kick()          # to deliver it now: the guest may be in a loop
+
+    def _accounting(self) -> None:
+        self.sched.account()
+        self._acct = self.clock.schedule(self.clock.cycles() + self.clock.ns_to_cycles(sched.ACCT_NS),
+                                         self._accounting)
+        if sum(1 for d in self.domains.values() if self.sched.eligible(d)) > 1:
+            self.kick()                   # priorities may have changed
+
+    def kick(self) -> None:
+        """Make the CPU enter the hypervisor at the next instruction (its own timer line)."""
+        if self.in_entry:
+            return
+        self.stats["kicks"] += 1
+        self.kicker.arm(self.clock.now_ns())
+
+    def yield_cpu(self, d: Domain) -> None:
+        self.slice_end = 0
+
+    def external(self, vector: int) -> bool:
+        """A physical interrupt (to the domain that bound it) or the hypervisor's timer."""
+        if L.PIC_BASE <= vector < L.PIC_BASE + 16:
+            dom0 = self.domains.get(0)
+            if dom0 is not None and not dom0.dead:
+                m = dom0.monitor
+                m.platform.physical_irq(vector)     # an edge on its virtual PIC ...
+                m.take_pirqs()                      # ... an event, if its PIC lets it through
+            return True
+        return vector == L.HV_TIMER
+
+    # -- memory ----------------------------------------------------------------------------
+    def forget_mappings(self, d: Domain) -> None:
+        """``d``'s physmap changed under existing mappings: its shadows start again."""
+        if d.monitor is not None:
+            d.monitor.shadow.flush()
+
+    def guest_memory_written(self, ma: int, n: int) -> None:
+        """The hypervisor wrote machine memory for a guest (a grant copy): any shadow
+        built from those bytes goes."""
+        for d in self.domains.values():
+            if d.monitor is not None:
+                d.monitor.guest_written(ma, n)
+
+    # -- entries and the context switch ----------------------------------------------------
+    def _entry(self, cpu) -> None:
+        self.in_entry = True
+        self.stats["entries"] += 1
+        try:
+            self._charge()
+            d = self.current
+            if d is None:
+                f = self._idle_entry(cpu)
+            else:
+                try:
+                    f = d.monitor.handle(cpu)
+                except (UnsupportedFeature, TripleFault) as e:
+                    f = d.monitor.frame
+                    self.crash(d, str(e))
+            self._schedule(f)
+        finally:
+            self.in_entry = False
+
+    def _idle_entry(self, cpu) -> Frame:
+        vector = (cpu.state.eip - (L.MLIN + L.ENTRY)) // 8
+        f = Frame(cpu, self.base, vector in HAS_ERROR_CODE)
+        self.stats["idle_entries"] += 1
+        if not self.external(vector):
+            raise TripleFault(f"hypervisor: vector {vector:#x} while idle")
+        return f
+
+    def _charge(self) -> None:
+        """The current domain ran since the last entry (unless it was halted, blocked)."""
+        now = self.clock.now_ns()
+        d = self.current
+        if d is not None and d.state is State.RUNNABLE:
+            ns = now - self.last_ns
+            d.cpu_time_ns += ns
+            self.sched.charge(d, ns)
+        self.last_ns = now
+
+    def _schedule(self, f: Frame) -> None:
+        cur = self.current
+        now = self.clock.now_ns()
+        if cur is not None and not cur.dead and cur.monitor.halting:
+            cur.state = State.BLOCKED
+        if cur is not None and cur.monitor.step is not None and cur.runnable:
+            nxt = cur                             # a single-stepped table store: finish it
+        else:
+            expired = now >= self.slice_end
+            if cur is not None and (expired or not cur.runnable):
+                self.sched.descheduled(cur, expired)
+            nxt = self.sched.pick(cur, expired)
+        if nxt is None:
+            if cur is not None and cur.state is State.BLOCKED and cur not in self.dying:
+                cur.monitor.halting = True        # wait in its context for the next interrupt
+                cur.monitor.resume(f)
+                return
+            self._switch(cur, None, f)
+            return
+        if nxt is not cur:
+            self._switch(cur, nxt, f)
+            return
+        if now >= self.slice_end:
+            self._arm_slice(now)
+        cur.monitor.resume(f)
+
+    def _save(self, d: Domain, f: Frame) -> None:
+        c, st = d.ctx, self.cpu.state
+        c.regs = list(st.regs)
+        c.eip, c.cs, c.eflags, c.ss = f.eip, f.cs, f.eflags, f.ss
+        c.sregs = {i: st.segs[i].selector for i in (ES, DS, FS, GS)}
+        c.extra = {"dr": list(st.dr)}
+
+    def _switch(self, cur: Domain | None, nxt: Domain | None, f: Frame) -> None:
+        st, cpu = self.cpu.state, self.cpu
+        if cur is not None and not cur.dead:
+            self._save(cur, f)
+        if cur is not None:
+            cur.monitor.halting = cur.monitor.guest_halted = False
+        for d in self.dying:
+            if d is not nxt:
+                self._teardown(d)
+        self.dying = [d for d in self.dying if d.domid in self.domains and d is nxt]
+        self.current = nxt
+        self.stats["context_switches"] += 1
+        if nxt is None:
+            # the idle vCPU: flat ring-1 segments, an empty address space, halted
+            install_flat(self.mem, self.base)
+            st.cr3 = self.idle_pd
+            cpu.tlb_flush()
+            for i in (ES, DS, FS, GS):
+                cpu.segmentation.load(i, 0)
+            f.eip, f.cs, f.ss, f.eflags = 0, FlatSel.RING1_CS, FlatSel.RING1_DS, IF | 2
+            st.regs[4] = 0
+            f.resume()
+            st.halted = True
+            cpu.limit = 0
+            return
+        m = nxt.monitor
+        c = nxt.ctx
+        m.gdt.reload()                            # the real GDT: its descriptors now
+        install_flat(self.mem, self.base)
+        m.shadow.switch(m.shadow_key())           # CR3: its shadow of its address space
+        st.regs[:] = c.regs
+        if "dr" in c.extra:
+            st.dr[:] = c.extra["dr"]
+        for i, sel in c.sregs.items():
+            try:
+                cpu.segmentation.load(i, sel)
+            except Exception:                      # noqa: BLE001 -- a stale selector: null
+                cpu.segmentation.load(i, 0)
+        f.eip, f.cs, f.eflags, f.ss = c.eip, c.cs, c.eflags, c.ss
+        m.frame = f
+        m.vcpu.cpl = 3 if f.user else 0
+        m.halting = m.guest_halted = False
+        # what became pending while it was off the CPU is delivered now
+        m.vcpu.vif = not m.events.upcall_mask
+        if m.vcpu.vif and m.events.upcall_pending:
+            try:
+                m.upcall(f)
+            except (UnsupportedFeature, TripleFault) as e:
+                self.crash(nxt, str(e))
+                self._switch(None, self.sched.pick(None, True), f)
+                return
+        m.events.upcall_mask = not m.vcpu.vif
+        self._arm_slice(self.clock.now_ns())
+        self.last_ns = self.clock.now_ns()
+        m.resume(f)
+
+    def _arm_slice(self, now: int) -> None:
+        d = self.current
+        self.slice_end = now + (self.sched.slice_for(d) if d is not None else sched.TSLICE_NS)
+        self.clock.cancel(getattr(self, "_slice", None))
+        self._slice = self.clock.schedule(self.clock.ns_to_cycles(self.slice_end), self.kick)
+
+    # -- running -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Put the CPU in the hypervisor's hands and enter the first domain to run."""
+        st, cpu = self.cpu.state, self.cpu
+        st.gdtr.base, st.gdtr.limit = L.MLIN + L.GDT, L.GDT_ENTRIES * 8 - 1
+        st.idtr.base, st.idtr.limit = L.MLIN + L.IDT, 256 * 8 - 1
+        st.cr0 = 0x80010031
+        st.cr4 = 0
+        st.cr3 = self.idle_pd
+        seg = cpu.segmentation
+        st.tr = seg.read_descriptor(L.SEL_MTSS).segment(L.SEL_MTSS)
+        st.segs[1] = seg.read_descriptor(L.SEL_MCODE).segment(L.SEL_MCODE)
+        st.segs[2] = seg.read_descriptor(L.SEL_MDATA).segment(L.SEL_MDATA)
+        cpu.mode_changed()
+        f = Frame.__new__(Frame)
+        f.cpu, f.phys_top, f.err = cpu, self.base + L.STACK_TOP, None
+        f.eip = f.cs = f.eflags = f.esp = f.ss = 0
+        self.last_ns = self.clock.now_ns()
+        self._switch(None, self.sched.pick(None, True), f)
+
+    def run(self, max_instructions: int | None = None) -> Stop:
+        return self.machine.run(max_instructions)
+
+    def run_until(self, done, budget: int, step: int = 500_000, ns: int | None = None) -> bool:
+        """Run until ``done()`` is true (checked every ``step`` instructions) or ``budget``
+        instructions (or ``ns`` of virtual time) have run; whether it became true.  The
+        machine stopping for another reason (Domain 0 stopped it) ends the wait too."""
+        spent = 0
+        end = None if ns is None else self.clock.now_ns() + ns
+        while not done():
+            if spent >= budget or (end is not None and self.clock.now_ns() >= end):
+                return False
+            if end is not None:
+                step = min(step, max(1000, self.clock.ns_to_cycles(end - self.clock.now_ns())))
+            stop = self.machine.run(min(step, budget - spent))
+            spent += step
+            if stop.reason != "limit":
+                return done()
+            self.machine.stop = None
+        return True

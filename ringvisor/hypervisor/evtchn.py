@@ -1,0 +1,162 @@
+"""Event channels between domains (Xen's ``common/event_channel.c``).
+
+Each domain has its own table of ports in its own shared-info page
+(``ringvisor.vmm.evtchn``); here the tables are connected.  A port bound
+*interdomain* names a port of another domain: ``send`` on one side sets the
+other side's port pending (and wakes that domain).  The two steps of the
+handshake are Xen's: one side allocates an *unbound* port that only a given
+remote domain may bind (``alloc_unbound``; Domain 0 may allocate one in
+another domain's table, as the toolstack does for a new domain's xenstore and
+console channels), the other side binds it (``bind_interdomain``).  Closing
+one end leaves the other unbound, as does destroying a domain.
+
+Physical IRQs go only to domains allowed them (Domain 0: the ISA interrupts);
+a virtual IRQ is per domain.  Every inter-domain step is checked by the
+security module (class ``event``: create, bind, send, status).
+
+Ports the toolstack binds (Domain 0's user space, through its hypercall
+interface) are not signalled in Domain 0's shared-info page -- Domain 0's
+kernel would take them as its own interrupts -- but queued for the toolstack,
+which is what Linux's ``/dev/xen/evtchn`` driver does inside Domain 0's
+kernel.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ringvisor.abi import DomId, Errno, EvtchnStat
+from ringvisor.vmm.evtchn import EvtchnError, EventChannels, Port
+
+from .xsm import Denied
+
+
+class DomainEvents(EventChannels):
+    def __init__(self, hv, dom, mem, shared_info_phys: int) -> None:
+        super().__init__(mem, shared_info_phys, dom.domid)
+        self.hv = hv
+        self.dom = dom
+        self.user_ports: set[int] = set()        # bound by the toolstack
+        self.user_pending: deque[int] = deque()   # signalled, for the toolstack to read
+
+    # -- signalling ---------------------------------------------------------------------
+    def set_pending(self, port: int) -> None:
+        if port in self.user_ports:
+            self.stats["events_raised"] += 1
+            if port not in self.user_pending:
+                self.user_pending.append(port)
+            self.hv.toolstack_event()
+            return
+        super().set_pending(port)
+
+    def _notify(self, port: int) -> None:
+        super()._notify(port)
+        self.hv.event_for(self.dom)
+
+    # -- checks -------------------------------------------------------------------------
+    def _check(self, target, perm: str) -> None:
+        try:
+            self.hv.xsm.check(self.caller, target, "event", perm)
+        except Denied:
+            raise EvtchnError(Errno.EACCES) from None
+
+    @property
+    def caller(self):
+        """The domain making the request (the toolstack acts as Domain 0)."""
+        return self.hv.caller or self.dom
+
+    def _domain(self, domid: int):
+        d = self.hv.lookup(self.dom if domid == DomId.SELF else domid)
+        if d is None:
+            raise EvtchnError(Errno.ESRCH)
+        return d
+
+    # -- operations ---------------------------------------------------------------------
+    def alloc_unbound(self, dom: int, remote_dom: int) -> int:
+        owner = self._domain(dom)
+        remote = self._domain(remote_dom)
+        if owner is not self.dom:
+            # a port in another domain's table: Domain 0 setting up a new domain
+            return owner.events._alloc_for(self.caller, remote)
+        port = self._alloc_for(self.caller, remote)
+        if self.hv.caller is not None:
+            self.user_ports.add(port)
+        return port
+
+    def _alloc_for(self, caller, remote) -> int:
+        try:
+            self.hv.xsm.check(caller, self.dom, "event", "create")
+            self.hv.xsm.check(self.dom, remote, "event", "bind")
+        except Denied:
+            raise EvtchnError(Errno.EACCES) from None
+        port = self._alloc()
+        self.ports[port] = Port(EvtchnStat.unbound, remote_dom=remote.domid)
+        return port
+
+    def bind_interdomain(self, remote_dom: int, remote_port: int) -> int:
+        remote = self._domain(remote_dom)
+        peer = remote.events._port(remote_port)
+        if peer.state != EvtchnStat.unbound or peer.remote_dom not in (self.dom.domid, DomId.SELF):
+            raise EvtchnError(Errno.EINVAL)
+        self._check(remote, "bind")
+        port = self._alloc()
+        self.ports[port] = Port(EvtchnStat.interdomain, remote=remote_port,
+                                remote_dom=remote.domid)
+        peer.state, peer.remote, peer.remote_dom = EvtchnStat.interdomain, port, self.dom.domid
+        if self.hv.caller is not None:
+            self.user_ports.add(port)
+        return port
+
+    def bind_pirq(self, pirq: int) -> int:
+        if pirq not in self.dom.irqs:
+            raise EvtchnError(Errno.EPERM)           # not this domain's to have
+        return super().bind_pirq(pirq)
+
+    def close(self, port: int) -> None:
+        p = self._port(port)
+        if p.state == EvtchnStat.interdomain:
+            remote = self.hv.lookup(p.remote_dom)
+            if remote is not None and remote.events is not None:
+                peer = remote.events.ports[p.remote]
+                peer.state, peer.remote, peer.remote_dom = EvtchnStat.unbound, -1, self.dom.domid
+            self.ports[port] = Port()
+            self._set_bit(self.o_pending, port, False)
+        else:
+            super().close(port)
+        self.user_ports.discard(port)
+
+    def send(self, port: int) -> None:
+        p = self._port(port)
+        if p.state == EvtchnStat.interdomain:
+            remote = self.hv.lookup(p.remote_dom)
+            if remote is None or remote.events is None:
+                return                                 # the peer is gone: dropped
+            self._check(remote, "send")
+            remote.events.set_pending(p.remote)
+        else:
+            super().send(port)
+
+    def status(self, port: int) -> dict:
+        out = super().status(port)
+        p = self.ports[port]
+        if p.state == EvtchnStat.interdomain:
+            out["u"] = {"interdomain": {"dom": p.remote_dom, "port": p.remote}}
+        elif p.state == EvtchnStat.unbound:
+            out["u"] = {"unbound": {"dom": p.remote_dom}}
+        return out
+
+    # -- the end ------------------------------------------------------------------------
+    def close_all(self) -> None:
+        """The domain is being destroyed: every port closed, peers left unbound."""
+        for port in range(1, len(self.ports)):
+            if self.ports[port].state != EvtchnStat.closed:
+                self.close(port)
+
+    def ports_in_use(self) -> int:
+        return sum(1 for p in self.ports[1:] if p.state != EvtchnStat.closed)
+
+    def read_user(self) -> list[int]:
+        """The toolstack's pending ports (and they are no longer pending)."""
+        out = list(self.user_pending)
+        self.user_pending.clear()
+        return out

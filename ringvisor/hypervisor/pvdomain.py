@@ -1,0 +1,359 @@
+"""A para-virtual domain: today's PV monitor, as one domain among many.
+
+``ParaVirt`` (``ringvisor.vmm.paravirt``) runs one PV kernel that owns the
+machine.  Here the same monitor runs one domain of the hypervisor, with what
+changes when the machine is shared:
+
+- memory is pseudo-physical: every frame number the guest names goes through
+  its P2M (``_frame``, ``_guest_address``: -EPERM/-EINVAL when it names a
+  frame that is not its own), the shadow page tables hold machine frames, and
+  the guest is *auto-translated* (``XENFEAT_auto_translated_physmap``: its
+  page tables hold pseudo-physical numbers; ``RV_VA_TO_MFN`` answers one);
+- the region, the real IDT and the physical timer are the hypervisor's; the
+  domain's timers, event channels and start-of-day pages are its own, from
+  the hypervisor's frames;
+- physical interrupts and the hypervisor's timer are the hypervisor's to
+  route (``external``); port I/O is emulated only for a domain with I/O
+  privilege (Domain 0), a DomU has none (Xen: #GP);
+- the start state is Xen's ``vcpu_guest_context`` (``boot``), set by whoever
+  builds the domain; until the guest gives a GDT of its own it runs on flat
+  ring-1 and ring-3 segments the hypervisor keeps at Xen's ``FLAT_*``
+  selectors;
+- the management hypercalls (domctl, sysctl, xsm_op, memory_op,
+  grant_table_op) exist, each checked by the security module; a DomU's
+  ``console_io`` goes to the hypervisor's console (``xl dmesg``), as Xen's;
+- stopping is the domain's, not the machine's: a shutdown or a crash ends
+  this domain and the others go on.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ringvisor.abi import (PV_CONSOLE_VA, PV_XENSTORE_VA, SCHED_REMOTE_SHUTDOWN, SCHED_SHUTDOWN,
+                           VCPU_SET_PERIODIC_TIMER, XEN_HVM_PARAM, DomId, Errno, FlatSel,
+                           Hypercall, HvmOp, HvmParam, Misc, SchedOp, Shutdown, Sif, VcpuOp,
+                           XenFeat, XenVer)
+from ringvisor.vmm import layout as L
+from ringvisor.vmm.descriptors import compress
+from ringvisor.vmm.paravirt import HypercallError, ParaVirt, hypercall_table
+
+from . import control, grant, memory
+
+# Xen's flat segments (xen-x86_32.h), present while the guest has no GDT of its own
+FLAT = {FlatSel.RING1_CS: 0x00CF9A000000FFFF, FlatSel.RING1_DS: 0x00CF92000000FFFF,
+        FlatSel.RING3_CS: 0x00CFFA000000FFFF, FlatSel.RING3_DS: 0x00CFF2000000FFFF}
+MAX_GDT_ENTRIES = Misc.FIRST_RESERVED_GDT_ENTRY      # Xen keeps the entries above for itself
+MIN_PERIOD_NS = 1_000_000                             # Xen refuses shorter periodic timers
+MULTIBOOT_MAGIC = 0x2BADB002
+
+# hypercalls the toolstack (Domain 0's user space) may make through its interface;
+# the others act on the calling vCPU and make no sense from user space
+TOOLSTACK_HYPERCALLS = frozenset({
+    Hypercall.domctl, Hypercall.sysctl, Hypercall.xsm_op, Hypercall.memory_op,
+    Hypercall.grant_table_op, Hypercall.event_channel_op, Hypercall.xen_version,
+    Hypercall.sched_op, Hypercall.hvm_op})
+# the shared rings the toolstack sets up, and where the guest finds them
+RINGS = ((HvmParam.CONSOLE_PFN, PV_CONSOLE_VA), (HvmParam.STORE_PFN, PV_XENSTORE_VA))
+
+
+def install_flat(mem, base: int) -> None:
+    """Write the flat ring-1/ring-3 descriptors at Xen's FLAT_* selectors of the real GDT."""
+    for sel, raw in FLAT.items():
+        mem.write(base + L.GDT + (sel & ~7), struct.pack("<Q", compress(raw)))
+
+
+class DomainMonitor(ParaVirt):
+    name = "domain"
+
+    def __init__(self, hv, dom, ram_pages: int, cmdline: str, pages: dict[str, int],
+                 shadow_pool: list[int], timer, events) -> None:
+        super().__init__(hv.machine, ram_pages << 12, cmdline, base=hv.base,
+                         shadow_pool=shadow_pool, pages=pages, timer=timer, events=events)
+        self.hv = hv
+        self.dom = dom
+        self.name = f"d{dom.domid}"
+        self.gm.p2m = dom.p2m                   # the live P2M: pseudo-physical is not machine
+        self.gm.readonly = set()                # machine frames mapped read-only (grants)
+        self.io_privileged = dom.io_privileged
+        self.argmem = None                      # the toolstack's memory while it calls
+        self.params: dict[int, int] = {}        # HVM_PARAM_* the toolstack set
+
+    @property
+    def caller(self):
+        """The domain on whose behalf a hypercall runs (Domain 0 for the toolstack's)."""
+        return self.dom
+
+    # -- the start of day ----------------------------------------------------------------
+    def start_info(self) -> dict:
+        d = self.dom
+        info = super().start_info()
+        info["nr_pages"] = d.nr_ram_pages
+        info["flags"] = (Sif.PRIVILEGED | Sif.INITDOMAIN) if d.privileged else 0
+        p = self.params
+        info["store_mfn"], info["store_evtchn"] = p.get(HvmParam.STORE_PFN, 0), \
+            p.get(HvmParam.STORE_EVTCHN, 0)
+        if not d.privileged:
+            info["console"] = {"domU": {"mfn": p.get(HvmParam.CONSOLE_PFN, 0),
+                                        "evtchn": p.get(HvmParam.CONSOLE_EVTCHN, 0)}}
+        return info
+
+    def boot(self, ctx: dict) -> None:
+        """Take the start state Xen's ``vcpu_guest_context`` gives (setvcpucontext)."""
+        v, d = self.vcpu, self.dom
+        r = ctx["user_regs"]
+        cr = ctx["ctrlreg"]
+        v.cr0, v.cr3, v.cr4 = cr[0] | 1, cr[3], cr[4]
+        v.gdt_base, v.gdt_limit = 0, 0
+        self.gdt_frames = []
+        if ctx["gdt_ents"]:
+            if ctx["gdt_ents"] > MAX_GDT_ENTRIES:
+                raise HypercallError(Errno.EINVAL)
+            n = (ctx["gdt_ents"] * 8 + 0xFFF) >> 12
+            self.gdt_frames = [self._frame(g) >> 12 for g in ctx["gdt_frames"][:n]]
+            v.gdt_limit = ctx["gdt_ents"] * 8 - 1
+        v.vif, v.iopl, v.cpl = False, 0, 0
+        v.cs, v.ss = r["cs"] & ~3, r["ss"] & ~3
+        if ctx["kernel_ss"]:
+            self.kstack = (ctx["kernel_ss"] & ~3, ctx["kernel_sp"])
+        for kind, cs, eip in ((0, ctx["event_callback_cs"], ctx["event_callback_eip"]),
+                              (1, ctx["failsafe_callback_cs"], ctx["failsafe_callback_eip"])):
+            if eip:
+                self.callbacks[kind] = ((cs & 0xFFFC) | 1, eip)
+        for t in ctx["trap_ctxt"]:
+            if t["address"]:
+                self.trap_table[t["vector"]] = (t["flags"] & 7, (t["cs"] & 0xFFFC) | 1, t["address"])
+        for param, va in RINGS:
+            if param in self.params:
+                self.fixed[va] = (self._frame(self.params[param]), True)
+        if r["eax"] == MULTIBOOT_MAGIC:
+            self.cmdline = self._multiboot_cmdline(r["ebx"])
+        self.write_start_info()
+        c = d.ctx
+        c.regs = [r["eax"], r["ecx"], r["edx"], r["ebx"], r["esp"], r["ebp"], r["esi"], r["edi"]]
+        c.eip, c.eflags = r["eip"], self.real_eflags(r["eflags"])
+        c.cs, c.ss = self.kernel_cs(r["cs"]), (r["ss"] & 0xFFFC) | 1
+        c.sregs = {i: (sel | 1 if sel & 0xFFFC else 0)
+                   for i, sel in ((0, r["es"]), (3, r["ds"]), (4, r["fs"]), (5, r["gs"]))}
+        d.started = True          # (its shadow directory is selected when it is switched in)
+
+    def _multiboot_cmdline(self, info: int) -> str:
+        """start_info.cmd_line: the command line the Multiboot loader left (the builder's)."""
+        try:
+            flags, = struct.unpack("<I", self.mem.read(self._guest_address(info), 4))
+            if not flags & 4:
+                return ""
+            ptr, = struct.unpack("<I", self.mem.read(self._guest_address(info + 16), 4))
+            out = bytearray()
+            while len(out) < 1023:
+                b = self.mem.read(self._guest_address(ptr + len(out)), 1)
+                if b == b"\0":
+                    break
+                out += b
+            return out.decode("latin-1")
+        except HypercallError:
+            return ""                         # (no memory there: no command line)
+
+    def context(self) -> dict:
+        """The vCPU's state as ``vcpu_guest_context`` (getvcpucontext; the domain is paused)."""
+        v, c = self.vcpu, self.dom.ctx
+        regs = dict(zip(("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"), c.regs))
+        regs.update(eip=c.eip, cs=c.cs, ss=c.ss, eflags=v.eflags_view(c.eflags),
+                    es=c.sregs.get(0, 0), ds=c.sregs.get(3, 0), fs=c.sregs.get(4, 0),
+                    gs=c.sregs.get(5, 0), saved_upcall_mask=int(self.events.upcall_mask))
+        traps = [{"vector": vec, "flags": fl, "cs": cs, "address": eip}
+                 for vec, (fl, cs, eip) in sorted(self.trap_table.items())][:256]
+        ev = self.callbacks.get(0, (0, 0))
+        fs = self.callbacks.get(1, (0, 0))
+        ks = self.kstack or (0, 0)
+        return {"flags": (1 << 5) | (0 if c.cs & 3 == 3 else 1 << 2), "user_regs": regs,
+                "trap_ctxt": traps,
+                "gdt_frames": [self._gfn(f << 12) for f in self.gdt_frames][:16],
+                "gdt_ents": (v.gdt_limit + 1) // 8 if self.gdt_frames else 0,
+                "kernel_ss": ks[0], "kernel_sp": ks[1],
+                "ctrlreg": [v.cr0, 0, v.cr2, v.cr3, v.cr4, 0, 0, 0],
+                "event_callback_cs": ev[0], "event_callback_eip": ev[1],
+                "failsafe_callback_cs": fs[0], "failsafe_callback_eip": fs[1]}
+
+    def pinned_gfns(self) -> set[int]:
+        """Frames the hypervisor uses for the domain's sake (its GDT, its rings): the
+        domain may not give them back while it does (Xen's page type references)."""
+        out = {self._gfn(f << 12) for f in self.gdt_frames if (f in self.dom.rev)}
+        out |= {self.params[p] for p, _ in RINGS if p in self.params}
+        return out
+
+    # -- pseudo-physical memory ------------------------------------------------------------
+    def _frame(self, gfn: int) -> int:
+        mfn = self.dom.p2m.get(gfn)
+        if mfn is None:
+            raise HypercallError(Errno.EPERM)
+        return mfn << 12
+
+    def _guest_address(self, gpa: int) -> int:
+        mfn = self.dom.p2m.get(gpa >> 12)
+        if mfn is None or not 0 <= gpa < 1 << 32:
+            raise HypercallError(Errno.EINVAL)
+        return mfn << 12 | (gpa & 0xFFF)
+
+    def _gfn(self, ma: int) -> int:
+        gpfn = self.dom.rev.get(ma >> 12)
+        if gpfn is None:
+            raise HypercallError(Errno.EFAULT)
+        return gpfn
+
+    def _check_pte(self, val: int) -> None:
+        if val & 1 and (val >> 12) not in self.dom.p2m:
+            raise HypercallError(Errno.EPERM)
+
+    def _write_table_entry(self, ma: int, val: int) -> None:
+        super()._write_table_entry(ma, val)
+        if val & 3 == 3 and self._frame(val >> 12) >> 12 in self.gm.readonly:
+            self.hv.forget_mappings(self.dom)       # a writable entry can never reach it
+
+    def _machphys_update(self, mfn: int, gfn: int) -> None:
+        """Set the M2P entry of a frame the domain owns (Xen's ownership check)."""
+        if self.hv.frames.owner.get(mfn) != self.dom.domid or gfn not in self.dom.p2m \
+                or self.dom.p2m[gfn] != mfn:
+            raise HypercallError(Errno.EINVAL)
+        self.hv.frames.m2p[mfn] = gfn
+
+    def shadow_key(self) -> int:
+        v = self.vcpu
+        if not v.paging:
+            return super().shadow_key()
+        mfn = self.dom.p2m.get(v.cr3 >> 12)
+        return -2 if mfn is None else mfn          # (an unbacked CR3 faults at the first walk)
+
+    # -- the guest's descriptor tables --------------------------------------------------
+    def load_gdt(self, base: int, limit: int) -> None:
+        super().load_gdt(base, limit)
+        install_flat(self.mem, self.base)     # Xen's flat segments stay, whatever the GDT
+
+    def hc_set_gdt(self, f, frames_ptr, entries, *rest):
+        if entries > MAX_GDT_ENTRIES:
+            raise HypercallError(Errno.EINVAL)
+        return super().hc_set_gdt(f, frames_ptr, entries, *rest)
+
+    # -- the machine is the hypervisor's ---------------------------------------------------
+    def external(self, vector: int) -> bool:
+        return self.hv.external(vector)
+
+    def console_write(self, data: bytes) -> None:
+        self.hv.guest_console(self.dom, data)
+
+    def stop(self, stop) -> None:
+        self.hv.crash(self.dom, stop.message or stop.reason)
+
+    # -- hypercalls with the machine shared -------------------------------------------------
+    def _read(self, lin: int, n: int) -> bytes:
+        return (self.argmem or self.gm).read(lin, n)
+
+    def _write(self, lin: int, data: bytes) -> None:
+        (self.argmem or self.gm).write(lin, data)
+
+    def hc_domctl(self, f, ptr, *_):
+        return control.domctl(self, ptr)
+
+    def hc_sysctl(self, f, ptr, *_):
+        return control.sysctl(self, ptr)
+
+    def hc_xsm_op(self, f, ptr, *_):
+        return control.xsm_op(self, ptr)
+
+    def hc_memory_op(self, f, cmd, arg, *_):
+        return memory.memory_op(self, cmd, arg)
+
+    def hc_grant_table_op(self, f, cmd, uop, count, *_):
+        return grant.grant_table_op(self, cmd, uop, count)
+
+    def hc_hvm_op(self, f, cmd, arg, *_):
+        """The ring parameters: set by the builder before the domain starts, read by anyone
+        who may see the domain."""
+        if cmd not in (HvmOp.set_param, HvmOp.get_param):
+            raise HypercallError(Errno.ENOSYS)
+        a = XEN_HVM_PARAM.unpack(self._read(arg, XEN_HVM_PARAM.size))
+        target = self.hv.lookup(self.dom if a["domid"] == DomId.SELF else a["domid"])
+        if target is None:
+            raise HypercallError(Errno.ESRCH)
+        if a["index"] not in set(HvmParam):
+            raise HypercallError(Errno.EINVAL)
+        m = target.monitor
+        if cmd == HvmOp.set_param:
+            self.hv.check(self.caller, target, "domain", "setvcpucontext")
+            if target.started or a["value"] >> 32:
+                raise HypercallError(Errno.EINVAL)
+            if a["index"] in (HvmParam.CONSOLE_PFN, HvmParam.STORE_PFN):
+                m._frame(a["value"])                 # a frame it has
+            m.params[a["index"]] = a["value"]
+            return 0
+        if target is not self.dom:
+            self.hv.check(self.caller, target, "domain", "getvcpucontext")
+        a["value"] = m.params.get(a["index"], 0)
+        self._write(arg, XEN_HVM_PARAM.pack(a))
+        return 0
+
+    def hc_xen_version(self, f, cmd, arg, *rest):
+        if cmd == XenVer.get_features:
+            idx = struct.unpack("<I", self._read(arg, 4))[0]
+            bits = 1 << XenFeat.auto_translated_physmap | (1 << XenFeat.dom0 if self.dom.privileged else 0)
+            self._write(arg + 4, struct.pack("<I", bits if idx == 0 else 0))
+            return 0 if idx < 32 else -Errno.EINVAL
+        return super().hc_xen_version(f, cmd, arg, *rest)
+
+    def hc_console_io(self, f, cmd, count, buf, *rest):
+        self.hv.check(self.caller, None, "xen", "writeconsole")
+        return super().hc_console_io(f, cmd, count, buf, *rest)
+
+    def hc_sched_op(self, f, cmd, arg, *rest):
+        if cmd == SchedOp.shutdown:
+            reason = SCHED_SHUTDOWN.unpack(self._read(arg, SCHED_SHUTDOWN.size))["reason"]
+            if reason not in set(Shutdown):
+                raise HypercallError(Errno.EINVAL)
+            self.hv.shutdown(self.dom, reason)
+            return 0
+        if cmd == SchedOp.remote_shutdown:
+            r = SCHED_REMOTE_SHUTDOWN.unpack(self._read(arg, SCHED_REMOTE_SHUTDOWN.size))
+            target = self.hv.lookup(r["domain_id"])
+            if target is None:
+                raise HypercallError(Errno.ESRCH)
+            self.hv.check(self.caller, target, "domain", "shutdown")
+            if r["reason"] not in set(Shutdown):
+                raise HypercallError(Errno.EINVAL)
+            self.hv.shutdown(target, r["reason"])
+            return 0
+        if cmd == SchedOp.yield_:
+            self.hv.yield_cpu(self.dom)
+            return 0
+        if self.argmem is not None:
+            raise HypercallError(Errno.EINVAL)       # the toolstack has no vCPU to block
+        return super().hc_sched_op(f, cmd, arg, *rest)
+
+    def hc_vcpu_op(self, f, cmd, vcpu, arg, *rest):
+        if vcpu != 0:
+            raise HypercallError(Errno.ENOENT)
+        if cmd == VcpuOp.set_periodic_timer:
+            period = VCPU_SET_PERIODIC_TIMER.unpack(self._read(arg, 8))["period_ns"]
+            if period < MIN_PERIOD_NS:
+                raise HypercallError(Errno.EINVAL)
+            self.timer.set_periodic(period)
+            return 0
+        if cmd == VcpuOp.stop_periodic_timer:
+            self.timer.stop_periodic()
+            return 0
+        return super().hc_vcpu_op(f, cmd, vcpu, arg, *rest)
+
+    # -- the toolstack's calls ---------------------------------------------------------------
+    def call(self, nr: int, args: tuple, argmem) -> int:
+        """A hypercall of Domain 0's user space: validated and checked exactly as the
+        guest's own, with pointers into ``argmem`` (its memory) instead of the kernel's."""
+        if nr not in TOOLSTACK_HYPERCALLS:
+            return -Errno.ENOSYS
+        self.argmem, self.hv.caller = argmem, self.dom
+        try:
+            result = self.do_hypercall(None, nr, args)
+        finally:
+            self.argmem, self.hv.caller = None, None
+        return result if isinstance(result, int) else 0
+
+
+DomainMonitor.HYPERCALLS = hypercall_table(DomainMonitor)
