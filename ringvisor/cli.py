@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -40,21 +40,6 @@ def parse_size(text: str) -> int:
     return value
 
 
-def port_number(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 < v < 65536:
-        raise argparse.ArgumentTypeError(f"port {v} is out of range (1-65535)")
-    return v
-
-
-def _version() -> str:
-    from ringvisor import __version__
-    return __version__
-
-
 def positive_int(text: str) -> int:
     try:
         v = int(text.replace("_", ""), 0)
@@ -74,22 +59,8 @@ def _console_args(r) -> None:
     r.add_argument("--trace", metavar="FILE",
                    help="write every translation, exception and interrupt to FILE")
     r.add_argument("--stats", action="store_true", help="print execution statistics to stderr")
-    r.add_argument("--json", action="store_true",
-                   help="with --stats: one JSON document on stderr instead (docs/json.md)")
     r.add_argument("--pace", choices=("auto", "on", "off"), default="auto",
                    help="keep virtual time from running ahead of wall time (auto: on a terminal)")
-    r.add_argument("--serial", action="append", metavar="DEV",
-                   help="a serial port's host end, QEMU's spellings: stdio, mon:stdio, null, "
-                        "file:PATH, tcp:[HOST]:PORT[,server][,nowait], unix:PATH[,server]"
-                        "[,nowait]; the first is COM1, a second adds COM2 (default: stdio)")
-    r.add_argument("--gdb", metavar="DEV", help="wait for gdb on tcp:[HOST]:PORT or unix:PATH")
-    r.add_argument("-s", dest="gdb", action="store_const", const="tcp::1234",
-                   help="shorthand for --gdb tcp::1234")
-    r.add_argument("-S", dest="hold", action="store_true",
-                   help="hold the guest before its first instruction until gdb (or the "
-                        "monitor prompt's cont) continues it")
-    r.add_argument("--web", type=port_number, metavar="PORT",
-                   help="serve a live view of the VM's counters on http://127.0.0.1:PORT/")
 
 
 def _stop_args(r) -> None:
@@ -136,20 +107,13 @@ def _snapshot_out_args(r) -> None:
 
 def build_parser() -> Parser:
     p = Parser(prog="ringvisor", description="Virtualization structures on an IA-32 PC in Python.")
-    p.add_argument("--version", action="version", version=f"ringvisor {_version()}")
     sub = p.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
     sub.required = True
 
     r = sub.add_parser("run", help="boot a Multiboot kernel on the emulated PC")
-    r.add_argument("kernel", metavar="KERNEL", nargs="?",
+    r.add_argument("kernel", metavar="KERNEL",
                    help="a Multiboot image (ELF32 or a.out kludge), or the name of a bundled "
                         "image: kernel, bench-sieve, bench-crc32, ...")
-    r.add_argument("--bios", metavar="ROM",
-                   help="instead of a kernel: a firmware ROM image (a multiple of 64 KiB), "
-                        "started at the reset vector in real mode as qemu -bios does")
-    r.add_argument("--post-log", metavar="FILE",
-                   help="write every POST code (ports 0x80 and 0x190) to FILE: instruction "
-                        "count, port, value")
     r.add_argument("--mode", choices=("native", "trapemu", "bt", "paravirt"), default="native",
                    help="native: the bare hardware; trapemu: the kernel de-privileged to ring 1 "
                         "under trap-and-emulate; bt: binary translation of kernel code; "
@@ -218,7 +182,6 @@ def build_parser() -> Parser:
     b.add_argument("--workload", action="append", metavar="NAME",
                    help="run only this workload (repeatable)")
     b.add_argument("--no-qemu", action="store_true", help="do not run qemu-system-i386 for comparison")
-    b.add_argument("--json", action="store_true", help="one JSON document on stdout (docs/json.md)")
 
     c = sub.add_parser("crosscheck", help="run KERNEL on the translator and the interpreter in "
                                           "lockstep and report the first difference")
@@ -233,7 +196,6 @@ def build_parser() -> Parser:
     pr.add_argument("--mode", action="append", choices=("native", "trapemu", "bt"),
                     help="only these modes (repeatable; default: all three)")
     pr.add_argument("--engine", choices=("jit", "interp"), default="jit")
-    pr.add_argument("--json", action="store_true", help="one JSON document on stdout (docs/json.md)")
 
     vb = sub.add_parser("vmbench", help="cost per operation of every workload natively and "
                                          "under each monitor, with ratios to native")
@@ -244,13 +206,79 @@ def build_parser() -> Parser:
     vb.add_argument("--scale", type=float, default=1.0, help="multiply the iteration counts")
     vb.add_argument("--engine", choices=("jit", "interp"), default="jit")
     vb.add_argument("--repeat", type=int, default=2, help="boots per workload and mode; the fastest counts")
-    vb.add_argument("--json", action="store_true", help="one JSON document on stdout (docs/json.md)")
 
     lb = sub.add_parser("lifebench", help="what the VM lifecycle costs for a 32 MiB guest that "
                                            "writes: save, restore, 100 snapshots, live migration")
     lb.add_argument("--engine", choices=("jit", "interp"), default="jit")
     lb.add_argument("--snapshots", type=positive_int, default=100, metavar="N")
     lb.add_argument("--migrate-link", type=positive_int, default=1000, metavar="MBIT")
+    x = sub.add_parser("xen", help="the Xen structure: the hypervisor and Domain 0 in the "
+                                   "foreground (Domain 0's console here); manage domains with "
+                                   "`ringvisor xl` (docs/xen.md)")
+    x.add_argument("--dom0", default="kernel-pv", metavar="IMAGE",
+                   help="Domain 0's kernel: a para-virtual image or a bundled name (default "
+                        "kernel-pv)")
+    x.add_argument("--dom0-mem", type=parse_size, default=32, metavar="SIZE",
+                   help="Domain 0's memory (default 32M)")
+    x.add_argument("--dom0-append", default="", metavar="CMDLINE", help="Domain 0's command line")
+    x.add_argument("--mem", type=parse_size, default=512, metavar="SIZE",
+                   help="the machine's memory, for the hypervisor and every domain (default 512M)")
+    x.add_argument("--state-dir", metavar="DIR",
+                   help="where the control socket and console logs live (default "
+                        "$RINGVISOR_STATE_DIR, else $XDG_RUNTIME_DIR/ringvisor-UID or /tmp/...)")
+    x.add_argument("--policy", metavar="FILE", help="a security policy to load at start")
+    x.add_argument("--engine", choices=("jit", "interp"), default="jit")
+    x.add_argument("--pace", choices=("auto", "on", "off"), default="auto")
+    x.add_argument("--max-instructions", type=positive_int, metavar="N",
+                   help="stop after N instructions (exit status 4)")
+
+    xl = sub.add_parser("xl", help="manage the domains of a running `ringvisor xen` (as Xen's xl)")
+    xl.add_argument("--state-dir", metavar="DIR", help="as for `ringvisor xen`")
+    xs = xl.add_subparsers(dest="xl_command", parser_class=Parser, metavar="SUBCOMMAND")
+    xs.required = True
+    c_ = xs.add_parser("create", help="build and start a domain from an xl.cfg-style file")
+    c_.add_argument("config", metavar="CFG")
+    c_.add_argument("-p", dest="paused", action="store_true", help="leave it paused")
+    c_.add_argument("-c", dest="console", action="store_true", help="attach its console")
+    ls = xs.add_parser("list", help="Name ID Mem VCPUs State Time(s)")
+    ls.add_argument("domains", nargs="*", metavar="DOMAIN")
+    ls.add_argument("--json", action="store_true")
+    vl = xs.add_parser("vcpu-list", help="the virtual CPUs")
+    vl.add_argument("--json", action="store_true")
+    for name, what in (("pause", "pause a domain"), ("unpause", "let a paused domain run"),
+                       ("destroy", "stop a domain at once and free everything it had"),
+                       ("reboot", "ask a domain to reboot"),
+                       ("console", "attach to a domain's console (Ctrl-] detaches)")):
+        a = xs.add_parser(name, help=what)
+        a.add_argument("domain", metavar="DOMAIN")
+    sh = xs.add_parser("shutdown", help="ask a domain to shut down")
+    sh.add_argument("domain", metavar="DOMAIN")
+    sh.add_argument("-w", dest="wait", action="store_true", help="wait until it has")
+    sc = xs.add_parser("sched-credit", help="the credit scheduler's weight and cap")
+    sc.add_argument("-d", dest="domain", metavar="DOMAIN")
+    sc.add_argument("-w", dest="weight", type=int, metavar="WEIGHT")
+    sc.add_argument("-c", dest="cap", type=int, metavar="CAP")
+    sc.add_argument("--json", action="store_true")
+    ms = xs.add_parser("mem-set", help="set a domain's memory target (its balloon)")
+    ms.add_argument("domain", metavar="DOMAIN")
+    ms.add_argument("memory", type=parse_size, metavar="SIZE")
+    inf = xs.add_parser("info", help="the host")
+    inf.add_argument("--json", action="store_true")
+    dm = xs.add_parser("dmesg", help="the hypervisor's console")
+    dm.add_argument("-c", dest="clear", action="store_true", help="clear it after reading")
+    tp = xs.add_parser("top", help="CPU time and memory per domain, once")
+    tp.add_argument("--json", action="store_true")
+    lp = xs.add_parser("loadpolicy", help="load a security policy into the hypervisor")
+    lp.add_argument("policy", metavar="FILE")
+
+    xb = sub.add_parser("xenbench", help="the Xen structure's figures: aggregate throughput of "
+                                         "1..16 DomUs, credit fairness and cap, xl create latency")
+    xb.add_argument("--domains", type=positive_int, action="append", metavar="N",
+                    help="DomU counts for the aggregate (repeatable; default 1 2 4 8 16)")
+    xb.add_argument("--window", type=positive_int, default=600, metavar="MS",
+                    help="virtual milliseconds measured per count (default 600)")
+    xb.add_argument("--fair-window", type=positive_int, default=1500, metavar="MS",
+                    help="virtual milliseconds for the fairness and cap runs (default 1500)")
 
     g = sub.add_parser("build-guests", help="rebuild the bundled guest images from guests/")
     g.add_argument("out", nargs="?", help="output directory (default: the package's images)")
@@ -301,31 +329,57 @@ def _resolve_kernel(name: str) -> str:
         raise ConfigError(f"{name}: no such file, and no bundled image of that name") from None
 
 
-def _console(args):
-    """The host's side of a VM run in the foreground, from the console options."""
-    from ringvisor.ui.session import ConsoleConfig, Foreground
-    if args.json and not args.stats:
-        raise ConfigError("--json writes the --stats report: give both")
-    return Foreground(ConsoleConfig(serial=args.serial or ["stdio"], gdb=args.gdb,
-                                    hold=args.hold, web=args.web, trace=args.trace,
-                                    pace=args.pace, store=args.store))
+class Console:
+    """The serial console of a VM run in the foreground: COM1 is stdin and stdout."""
+
+    def __init__(self, args) -> None:
+        self.interactive = sys.stdin.isatty()
+        self.raw_out = self.interactive and sys.stdout.isatty()
+        self.stdout = sys.stdout.buffer
+        self.pace = self.interactive if args.pace == "auto" else args.pace == "on"
+        self.trace = None
+        if args.trace:
+            try:
+                self.trace = open(args.trace, "w")
+            except OSError as e:
+                raise ConfigError(f"{args.trace}: cannot write the trace: {e.strerror}") from None
+
+    def output(self, data: bytes) -> None:
+        self.stdout.write(data.replace(b"\n", b"\r\n") if self.raw_out else data)
+        self.stdout.flush()
+
+    @contextlib.contextmanager
+    def attached(self, m):
+        """The machine wired to the console (stdin, the trace) while it runs."""
+        from ringvisor.hw.devices.uart import HostInput
+        if self.trace:
+            m.cpu.trace = self.trace.write
+        try:
+            with HostInput(0, raw=self.interactive) as host:
+                m.host_input = host
+                m.quit_key = self.interactive
+                yield
+        finally:
+            m.host_input = None
+            if self.trace:
+                self.trace.flush()
+
+    def run(self, m, max_instructions: int | None, last: bool = True):
+        try:
+            with self.attached(m):
+                return m.run(max_instructions)
+        finally:
+            if self.trace and last:
+                self.trace.close()
 
 
-def _stats(args, m, mon, stop, image: str, cmdline: str) -> None:
-    if args.json:
-        from ringvisor.ui.report import run_stats
-        emit_json(run_stats(m, mon, stop, image, cmdline, args.engine), sys.stderr)
-        return
-    print_stats(m)
-    if mon is not None:
-        print_monitor_stats(mon)
-
-
-def _finish(args, m, mon, stop, image: str, cmdline: str) -> int:
-    if stop.message and not (args.stats and args.json):
+def _finish(args, m, mon, stop) -> int:
+    if stop.message:
         print(f"\nringvisor: {stop.message}", file=sys.stderr)
     if args.stats:
-        _stats(args, m, mon, stop, image, cmdline)
+        print_stats(m)
+        if mon is not None:
+            print_monitor_stats(mon)
     return stop.status
 
 
@@ -334,46 +388,17 @@ def cmd_run(args) -> int:
     from ringvisor.vmm import create_vm
 
     _check_stop_args(args)
-    if args.bios or args.post_log:
-        return _run_bios(args)
     if args.incoming:
         return _run_incoming(args)
-    if not args.kernel:
-        raise ConfigError("run: the KERNEL argument is required (or --bios ROM)")
     kernel = _resolve_kernel(args.kernel)
-    con = _console(args)
+    con = Console(args)
     size = args.mem << 20
     image = read_image(kernel, max_bytes=size)
     mods = [(p, read_image(p, "module", size), p) for p in args.module]
     m, mon = create_vm(image, args.mode, args.append, args.mem, args.engine, mods,
                        image_name=kernel, output=con.output, pace=con.pace,
-                       keep_source=bool(con.trace), serial_ports=con.serial_ports)
+                       keep_source=bool(con.trace))
     return _run_and_keep(args, con, m, mon, kernel, args.append)
-
-
-def _run_bios(args) -> int:
-    """run --bios ROM: the PC from RESET, with the ROM mapped (hw/boot/rom.py)."""
-    from ringvisor.hw.machine import Machine, read_image
-    if not args.bios:
-        raise ConfigError("--post-log goes with --bios ROM")
-    if args.kernel or args.append or args.module:
-        raise ConfigError("--bios runs a ROM from RESET: no KERNEL, --append or --module with it")
-    if args.mode != "native":
-        raise ConfigError(f"--bios runs on the bare machine only, not under --mode {args.mode}")
-    if args.incoming or args.stop_at or getattr(args, "migrate_to", None):
-        raise ConfigError("--bios cannot be combined with --incoming, --stop-at or --migrate-to")
-    image = read_image(args.bios, "ROM")           # (boot/rom.py says what sizes are ROMs)
-    con = _console(args)
-    m = Machine(args.mem, args.engine, output=con.output, pace=con.pace,
-                keep_source=bool(con.trace), serial_ports=con.serial_ports)
-    m.boot_bios(image, args.bios)
-    try:
-        stop = con.run(m, None, args.max_instructions, args.bios)
-    finally:
-        if args.post_log:
-            from ringvisor.lifecycle.stream import write_atomic
-            write_atomic(args.post_log, m.post.log_text().encode())
-    return _finish(args, m, None, stop, args.bios, "")
 
 
 def _check_stop_args(args) -> None:
@@ -400,7 +425,7 @@ def _run_incoming(args) -> int:
             raise BadImage(f"the incoming VM runs under {info.mode} with {info.guest_mb} MiB; "
                            f"this side was started with --mode {args.mode} --mem {args.mem}M")
 
-    con = _console(args)
+    con = Console(args)
     incoming = Incoming(parse_address(args.incoming))
     print(f"ringvisor: waiting for a VM on {incoming.host}:{incoming.port}", file=sys.stderr,
           flush=True)
@@ -421,11 +446,11 @@ def _migrate(args, con, m, mon, info):
     address = parse_address(args.migrate_to)
     say = lambda text: print(f"ringvisor: {text}", file=sys.stderr, flush=True)
     try:
-        with con.attached(m, mon, info.image, info.cmdline):
+        with con.attached(m):
             r = migrate(m, mon, info, address, args.migrate_link, say)
     except MigrationFailed as e:
         say(f"{e}; the VM keeps running here")
-        return con.run(m, mon, args.max_instructions, info.image, info.cmdline)
+        return con.run(m, args.max_instructions)
     if r.stop is not None:
         say("the guest stopped during the migration; it ends here")
         return r.stop
@@ -446,7 +471,7 @@ def _run_and_keep(args, con, m, mon, image: str, cmdline: str) -> int:
         if left <= 0:
             raise ConfigError(f"the VM is at instruction {m.cpu.state.icount:,} already "
                               f"(--migrate-at {migrate_at:,})")
-        stop = con.run(m, mon, left, image, cmdline, last=False)
+        stop = con.run(m, left, last=False)
         if stop.reason == "limit" and m.cpu.state.icount >= migrate_at:
             m.stop = None
             stop = _migrate(args, con, m, mon, VmInfo(image=image, cmdline=cmdline))
@@ -455,19 +480,19 @@ def _run_and_keep(args, con, m, mon, image: str, cmdline: str) -> int:
         else:
             print(f"ringvisor: the VM stopped ({stop.reason}) before instruction "
                   f"{migrate_at:,}; not migrated", file=sys.stderr)
-        return _finish(args, m, mon, stop, image, cmdline)
+        return _finish(args, m, mon, stop)
     if args.stop_at:
         left = args.stop_at - m.cpu.state.icount
         if left <= 0:
             raise ConfigError(f"the VM is at instruction {m.cpu.state.icount:,} already "
                               f"(--stop-at {args.stop_at:,})")
         budget = left if budget is None else min(budget, left)
-    stop = con.run(m, mon, budget, image, cmdline)
+    stop = con.run(m, budget)
     if not (args.stop_at and stop.reason == "limit" and m.cpu.state.icount >= args.stop_at):
         if getattr(args, "save", None) or getattr(args, "snapshot", None):
             print(f"ringvisor: the VM stopped ({stop.reason}) before instruction "
                   f"{args.stop_at:,}; nothing saved", file=sys.stderr)
-        return _finish(args, m, mon, stop, image, cmdline)
+        return _finish(args, m, mon, stop)
     n = m.cpu.state.icount
     info = VmInfo(image=image, cmdline=cmdline, description=getattr(args, "description", ""))
     if args.save:
@@ -484,7 +509,9 @@ def _run_and_keep(args, con, m, mon, image: str, cmdline: str) -> int:
     if not args.save and not getattr(args, "snapshot", None):
         print(f"ringvisor: stopped at instruction {n:,}", file=sys.stderr)
     if args.stats:
-        _stats(args, m, mon, stop, image, cmdline)
+        print_stats(m)
+        if mon is not None:
+            print_monitor_stats(mon)
     return 0
 
 
@@ -493,7 +520,7 @@ def cmd_restore(args) -> int:
     from ringvisor.vmm import attach_monitor
 
     _check_stop_args(args)
-    con = _console(args)
+    con = Console(args)
     m, mon, info = load_file(args.image, attach_monitor, args.engine, con.output, pace=con.pace,
                              keep_source=bool(con.trace))
     return _run_and_keep(args, con, m, mon, info.image, info.cmdline)
@@ -524,7 +551,7 @@ def cmd_snapshot_revert(args) -> int:
     from ringvisor.vmm import attach_monitor
     _check_stop_args(args)
     tree = _tree(args)
-    con = _console(args)
+    con = Console(args)
     m, mon, info = tree.revert(args.name, attach_monitor, args.engine, con.output, pace=con.pace,
                                keep_source=bool(con.trace))
     return _run_and_keep(args, con, m, mon, info.image, info.cmdline)
@@ -588,16 +615,6 @@ def cmd_snapshot_export(args) -> int:
     return 0
 
 
-def emit_json(doc: dict, stream=None) -> None:
-    """One JSON document (docs/json.md): the version that wrote it goes in, and a value
-    JSON cannot carry (NaN, infinity) goes out as null."""
-    from ringvisor.ui.report import clean
-    stream = stream or sys.stdout
-    doc = {"schema": doc["schema"], "ringvisor": _version(), **doc}
-    stream.write(json.dumps(clean(doc), indent=1) + "\n")
-    stream.flush()
-
-
 def print_monitor_stats(mon) -> None:
     r = mon.report()
     lines = [f"monitor: {mon.name}"]
@@ -621,9 +638,6 @@ def print_stats(m) -> None:
           f"{s['smc_restarts']} self-modifying-code restarts)\n"
           f"exceptions: {s['exceptions']:,}  interrupts: {s['interrupts']:,}  "
           f"page walks: {s['tlb_walks']:,}", file=sys.stderr)
-    if s["post_writes"]:
-        print(f"POST codes: {s['post_writes']:,} written, the last {s['post_last']:#04x}",
-              file=sys.stderr)
 
 
 def cmd_demo(args) -> int:
@@ -662,17 +676,10 @@ def cmd_bench(args) -> int:
         raise ConfigError(f"unknown workload {bad[0]!r} (choose from {', '.join(benchmark.WORKLOADS)})")
     if args.scale <= 0:
         raise ConfigError("--scale must be positive")
-    from ringvisor.ui.progress import Progress
-    progress = Progress([(f"bench: {n}", "bench") for n in names])
-    echo = (lambda s: None) if args.json else (lambda s: (progress.clear(), print(s, flush=True)))
-    echo(f"engine: {args.engine}")
-    echo(benchmark.HEADER)
+    print(f"engine: {args.engine}")
+    print(benchmark.HEADER)
     results = benchmark.run_suite(args.engine, args.scale, names, not args.no_qemu,
-                                  echo=echo, progress=progress)
-    progress.clear()
-    if args.json:
-        emit_json(benchmark.to_json(results, args.engine, args.scale))
-        return 0
+                                  echo=lambda s: print(s, flush=True))
     for line in benchmark.summary(results):
         print(line)
     return 0
@@ -730,10 +737,7 @@ def cmd_probe(args) -> int:
         except ValueError as e:
             msg = r.stop.message or f"exit status {r.status}"
             raise ConfigError(f"the probe guest failed under {mode}: {e} ({msg.splitlines()[0]})") from None
-    if args.json:
-        emit_json(probe_table.to_json(results, args.engine))
-    else:
-        print(probe_table.table(results))
+    print(probe_table.table(results))
     return 0
 
 
@@ -748,17 +752,10 @@ def cmd_vmbench(args) -> int:
     if args.repeat < 1:
         raise ConfigError("--repeat must be at least 1")
     modes = ["native"] + (args.mode or ["trapemu", "bt", "paravirt"])
-    from ringvisor.ui.progress import Progress
-    progress = Progress(vmbench.plan(modes, names, args.repeat))
-    report = (lambda s: None) if args.json else (lambda s: (progress.clear(), print(s, flush=True)))
-    report(f"cycles = guest rdtsc per operation (instructions retired; a trap into the monitor "
-           f"counts one); wall = host time per operation of the guest's timed loop (fastest of "
-           f"{args.repeat}); engine {args.engine}")
-    results = vmbench.measure(modes, names, args.scale, args.engine, args.repeat, report=report,
-                              progress=progress)
-    progress.clear()
-    if args.json:
-        emit_json(vmbench.to_json(results, modes, args.scale, args.engine, args.repeat))
+    print(f"cycles = guest rdtsc per operation (instructions retired; a trap into the monitor "
+          f"counts one); wall = host time per operation of the guest's timed loop (fastest of "
+          f"{args.repeat}); engine {args.engine}")
+    vmbench.measure(modes, names, args.scale, args.engine, args.repeat)
     return 0
 
 
@@ -769,7 +766,24 @@ def cmd_lifebench(args) -> int:
     return 0
 
 
-COMMANDS = {"lifebench": cmd_lifebench, "run": cmd_run, "restore": cmd_restore, "snapshot-create": cmd_snapshot_create,
+def cmd_xen(args) -> int:
+    from ringvisor.xenhost import run_xen
+    return run_xen(args)
+
+
+def cmd_xl(args) -> int:
+    from ringvisor.toolstack.client import run_xl
+    return run_xl(args)
+
+
+def cmd_xenbench(args) -> int:
+    from ringvisor import xenbench
+    xenbench.run(tuple(args.domains or (1, 2, 4, 8, 16)), args.window, args.fair_window)
+    return 0
+
+
+COMMANDS = {"xen": cmd_xen, "xl": cmd_xl, "xenbench": cmd_xenbench, "lifebench": cmd_lifebench,
+            "run": cmd_run, "restore": cmd_restore, "snapshot-create": cmd_snapshot_create,
             "snapshot-list": cmd_snapshot_list, "snapshot-revert": cmd_snapshot_revert,
             "snapshot-current": cmd_snapshot_current, "snapshot-delete": cmd_snapshot_delete,
             "snapshot-diff": cmd_snapshot_diff, "snapshot-export": cmd_snapshot_export,

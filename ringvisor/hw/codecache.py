@@ -126,10 +126,6 @@ class CodeCache:
         lin = (mode.cs_base + eip) & 0xFFFFFFFF
         d = (mmu.tr_u if mode.user else mmu.tr_s).get(lin & PAGE)
         phys = lin + d if d is not None else mmu.walk(lin, False, mode.user)   # #PF on fetch
-        if not single and cpu.host.pages and lin & PAGE in cpu.host.pages:
-            # a page with a host debugger's breakpoint runs an instruction at a time
-            # (Cpu.run steps through it): this "block" just ends the dispatch loop
-            return self._to_step
         if cpu.native:
             hit = cpu.native.find(phys)
             if hit is not None:
@@ -148,10 +144,6 @@ class CodeCache:
         if not single and len(tr.phys_pages) == 1:
             self.jump.setdefault(mode.key, {})[eip] = tr.fn
         return tr.fn
-
-    def _to_step(self) -> int:
-        self.cpu.limit = 0
-        return self.cpu.state.eip
 
     def _native_entry(self, hit, mode: Mode):
         """The "block" for an address inside a native-handler region."""

@@ -1,0 +1,122 @@
+"""The domain builder (libxc's ``xc_dom_*``): a kernel image into a new domain.
+
+Run by the toolstack in Domain 0, with hypercalls only:
+
+1. ``createdomain`` (paused, empty), ``max_vcpus``, ``max_mem``;
+2. memory: ``populate_physmap`` for the RAM the kernel is told of, plus two
+   special frames just above it for the console and xenstore rings;
+3. the kernel: Domain 0 maps the new domain's frames into its own address
+   space (``XENMAPSPACE_gmfn_foreign``) and writes the image there as a
+   Multiboot loader would (the loader of ``ringvisor.hw.boot``, over those
+   mappings);
+4. the rings: an unbound event channel in the new domain for each, for
+   Domain 0 to bind; grant entries ``GNTTAB_RESERVED_CONSOLE`` and
+   ``GNTTAB_RESERVED_XENSTORE`` so the back-ends can map them (written
+   through a grant-table frame placed in the domain's physmap for the
+   moment, as ``xc_dom_gnttab_seed`` does); their frames and ports as
+   ``HVM_PARAM_*``;
+5. the vCPU's start state (``setvcpucontext``): ringvisor's PV entry
+   convention (``pv_boot_context``).
+
+The domain stays paused; the caller unpauses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ringvisor.abi import (XEN_HVM_PARAM, GnttabOp, GnttabReserved, Gtf, Hypercall, HvmOp,
+                           HvmParam, MapSpace, GNTTAB_SETUP_TABLE, GRANT_ENTRY_V1,
+                           pv_boot_context)
+from ringvisor.hw.boot.multiboot import load_multiboot
+
+from .xc import Xc, XcError
+
+PAGE = 0x1000
+MAP_CHUNK = 256                 # frames mapped at once while loading
+
+
+@dataclass
+class Built:
+    domid: int
+    console_gpfn: int
+    console_port: int
+    store_gpfn: int
+    store_port: int
+
+
+class ForeignMemory:
+    """The new domain's pseudo-physical memory, as the Multiboot loader writes it."""
+
+    def __init__(self, xc: Xc, domid: int, size: int) -> None:
+        self.xc, self.domid, self.size = xc, domid, size
+
+    def write(self, addr: int, data: bytes) -> None:
+        off = 0
+        while off < len(data):
+            first = (addr + off) >> 12
+            last = min((addr + len(data) - 1) >> 12, first + MAP_CHUNK - 1)
+            va = self.xc.map_foreign(self.domid, list(range(first, last + 1)))
+            try:
+                n = min(len(data) - off, ((last + 1) << 12) - (addr + off))
+                self.xc.iface.write(va + ((addr + off) & 0xFFF), data[off:off + n])
+            finally:
+                self.xc.unmap([va + i * PAGE for i in range(last - first + 1)])
+            off += n
+
+
+def set_param(xc: Xc, domid: int, index: HvmParam, value: int) -> None:
+    xc._struct_call(Hypercall.hvm_op, XEN_HVM_PARAM, {"domid": domid, "index": index,
+                                                     "value": value},
+                    f"hvm set_param {index.name}", pre=(HvmOp.set_param,))
+
+
+def build(xc: Xc, image: bytes, *, name: str, cmdline: str, mem_mb: int, maxmem_mb: int,
+          ssidref: int = 0, handle: bytes = bytes(16)) -> Built:
+    domid = xc.create(ssidref, handle)
+    try:
+        return _fill(xc, domid, image, name, cmdline, mem_mb, maxmem_mb)
+    except BaseException:
+        try:
+            xc.destroy(domid)
+        except XcError:
+            pass
+        raise
+
+
+def _fill(xc: Xc, domid: int, image: bytes, name: str, cmdline: str, mem_mb: int,
+          maxmem_mb: int) -> Built:
+    pages = mem_mb << 8
+    cons_gpfn, store_gpfn, scratch = pages, pages + 1, pages + 2
+    xc.max_vcpus(domid, 1)
+    xc.max_mem(domid, (max(maxmem_mb, mem_mb) << 10) + 2 * 4)
+    gpfns = list(range(pages)) + [cons_gpfn, store_gpfn]
+    if xc.populate_physmap(domid, gpfns) != len(gpfns):
+        raise XcError(12, f"{name}: not enough free memory for {mem_mb} MiB")
+    info = load_multiboot(ForeignMemory(xc, domid, pages << 12), image, cmdline, [], name)
+    cons_port = xc.evtchn_alloc_unbound(domid, 0)
+    store_port = xc.evtchn_alloc_unbound(domid, 0)
+    # the grant entries for the back-ends, through the domain's grant-table frame 0
+    out = xc._struct_call(Hypercall.grant_table_op, GNTTAB_SETUP_TABLE,
+                          {"dom": domid, "nr_frames": 1, "frame_list": xc._scratch(4)},
+                          "grant setup_table", pre=(GnttabOp.setup_table,), post=(1,))
+    if out["status"] != 0:
+        raise XcError(22, f"{name}: grant table setup refused")
+    xc.add_to_physmap(domid, MapSpace.grant_table, 0, scratch)
+    try:
+        va = xc.map_foreign(domid, [scratch])
+        entry = GRANT_ENTRY_V1.size
+        for ref, gpfn in ((GnttabReserved.CONSOLE, cons_gpfn), (GnttabReserved.XENSTORE, store_gpfn)):
+            xc.iface.write(va + ref * entry, GRANT_ENTRY_V1.pack(
+                flags=Gtf.permit_access, domid=0, frame=gpfn))
+        xc.unmap([va])
+    finally:
+        xc.remove_from_physmap(domid, scratch)
+    for index, value in ((HvmParam.CONSOLE_PFN, cons_gpfn), (HvmParam.CONSOLE_EVTCHN, cons_port),
+                         (HvmParam.STORE_PFN, store_gpfn), (HvmParam.STORE_EVTCHN, store_port)):
+        set_param(xc, domid, index, value)
+    xc.set_vcpu_context(domid, pv_boot_context(info.entry, info.eax, info.ebx))
+    return Built(domid, cons_gpfn, cons_port, store_gpfn, store_port)
+
+
+

@@ -1,0 +1,79 @@
+"""``ringvisor xen``: a Xen host in one process -- the hypervisor, Domain 0, its toolstack.
+
+The hypervisor boots Domain 0 (by default the bundled para-virtual teaching
+kernel) in the foreground with its console on this terminal, as a Xen host's
+first console; the toolstack runs beside it as Domain 0's user space and
+listens for ``ringvisor xl`` on the control socket of the state directory
+(every DomU's console goes to ``console/NAME.log`` there, Domain 0's to
+``console/Domain-0.log``).  This module only assembles the parts.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ringvisor.errors import ConfigError
+from ringvisor.toolstack.server import SOCKET, Server, state_dir
+from ringvisor.toolstack.xl import Toolstack, XlError, resolve_kernel
+
+
+def run_xen(args) -> int:
+    """The ``ringvisor xen`` command."""
+    from ringvisor.hw.devices.uart import HostInput
+    from ringvisor.hypervisor.core import Hypervisor
+    from ringvisor.hypervisor.interface import HypercallInterface
+
+    sdir = state_dir(args.state_dir)
+    sdir.mkdir(parents=True, exist_ok=True)
+    (sdir / "console").mkdir(exist_ok=True)
+    image = _kernel(args.dom0)
+    policy = None
+    if args.policy:
+        try:
+            policy = Path(args.policy).read_text()
+        except OSError as e:
+            raise ConfigError(f"{args.policy}: cannot read the policy: {e.strerror}") from None
+    interactive = sys.stdin.isatty()
+    out_tty = sys.stdout.isatty()
+    stdout = sys.stdout.buffer
+    log = open(sdir / "console" / "Domain-0.log", "wb")
+
+    def output(data: bytes) -> None:
+        log.write(data)
+        log.flush()
+        stdout.write(data.replace(b"\n", b"\r\n") if interactive and out_tty else data)
+        stdout.flush()
+
+    pace = interactive if args.pace == "auto" else args.pace == "on"
+    hv = Hypervisor(args.mem, args.engine, output=output, pace=pace)
+    hv.build_dom0(image, args.dom0_append, args.dom0_mem, args.dom0)
+    hv.start()
+    ts = Toolstack(HypercallInterface(hv), sdir)
+    if policy is not None:
+        try:
+            ts.load_policy(policy)
+        except XlError as e:
+            raise ConfigError(str(e)) from None
+    try:
+        server = Server(ts, sdir / SOCKET)
+    except XlError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        with HostInput(0, raw=interactive) as host:
+            hv.machine.host_input = host
+            hv.machine.quit_key = interactive
+            stop = hv.run(args.max_instructions)
+    finally:
+        server.close()
+        log.close()
+    if stop.message:
+        print(f"\nringvisor: {stop.message}", file=sys.stderr)
+    return stop.status
+
+
+def _kernel(name: str) -> bytes:
+    try:
+        return resolve_kernel(name)
+    except XlError as e:
+        raise ConfigError(f"--dom0: {e}") from None

@@ -1,0 +1,184 @@
+"""xenstored: the tree, Xen's permissions, watches, transactions, the ring protocol
+(the toolstack's side), and xl.cfg files and the security policy language."""
+
+from __future__ import annotations
+
+import ast
+import struct
+from pathlib import Path
+
+import pytest
+
+from ringvisor.abi import XENSTORE_DOMAIN_INTERFACE, XSD_SOCKMSG, XsType
+from ringvisor.hypervisor import xsm
+from ringvisor.toolstack import config
+from ringvisor.toolstack.xenstore import Connection, Store, XsError
+
+
+def conns():
+    st = Store()
+    events = {0: [], 1: [], 2: []}
+    c = {d: Connection(st, d, lambda p, t, d=d: events[d].append((p, t))) for d in events}
+    return st, c, events
+
+
+def test_permissions_are_xens():
+    st, c, _ = conns()
+    c[0].write("/local/domain/1/name", "one")
+    c[0].set_perms("/local/domain/1", "n0", "r1")          # owner 0, nobody else, 1 may read
+    assert c[1].read("/local/domain/1") == ""
+    with pytest.raises(XsError, match="EACCES"):
+        c[2].call(XsType.READ, "/local/domain/1")
+    with pytest.raises(XsError, match="EACCES"):
+        c[1].call(XsType.WRITE, "/local/domain/1/x", b"y")
+    c[0].call(XsType.MKDIR, "/local/domain/1/device")
+    c[0].set_perms("/local/domain/1/device", "n1")          # owned by 1
+    c[1].write("/local/domain/1/device/vbd", "x")           # a new node: owned by its creator
+    assert c[1].call(XsType.GET_PERMS, "/local/domain/1/device/vbd") == b"n1\0"
+    with pytest.raises(XsError, match="EACCES"):
+        c[2].set_perms("/local/domain/1/device", "b2")      # only the owner (or Domain 0)
+    with pytest.raises(XsError, match="ENOENT"):
+        c[0].call(XsType.READ, "/nope")
+    with pytest.raises(XsError, match="EINVAL"):
+        c[0].call(XsType.READ, "bad path")
+    assert c[0].call(XsType.DIRECTORY, "/local/domain/1") == b"device\0name\0"
+
+
+def test_watches_fire_on_the_subtree_for_who_may_read():
+    st, c, ev = conns()
+    c[0].write("/local/domain/1/control/shutdown", "")
+    for p in ("/local/domain/1", "/local/domain/1/control", "/local/domain/1/control/shutdown"):
+        c[0].set_perms(p, "n0", "r1")          # (each node has its own permissions)
+    c[1].call(XsType.WATCH, "/local/domain/1/control", "tok")
+    assert ev[1] == [("/local/domain/1/control", "tok")]      # at once, as Xen does
+    c[2].call(XsType.WATCH, "/local/domain/1/control", "spy")
+    c[0].write("/local/domain/1/control/shutdown", "poweroff")
+    assert ("/local/domain/1/control/shutdown", "tok") in ev[1]
+    assert ("/local/domain/1/control/shutdown", "spy") not in ev[2]   # it may not read it
+    c[1].call(XsType.UNWATCH, "/local/domain/1/control", "tok")
+    n = len(ev[1])
+    c[0].write("/local/domain/1/control/shutdown", "reboot")
+    assert len(ev[1]) == n
+    with pytest.raises(XsError, match="ENOENT"):
+        c[1].call(XsType.UNWATCH, "/local/domain/1/control", "tok")
+
+
+def test_transactions_commit_whole_or_not_at_all():
+    st, c, ev = conns()
+    c[0].write("/a", "1")
+    tx = int(c[0].call(XsType.TRANSACTION_START).rstrip(b"\0"))
+    c[0].call(XsType.WRITE, "/a", b"2", tx=tx)
+    c[0].call(XsType.WRITE, "/b", b"3", tx=tx)
+    assert c[0].read("/a") == "1" and c[0].read("/b") is None      # not yet visible
+    assert c[0].call(XsType.TRANSACTION_END, "T", tx=tx) == b"OK\0"
+    assert c[0].read("/a") == "2" and c[0].read("/b") == "3"
+    # a conflict: what the transaction read changed meanwhile
+    tx = int(c[0].call(XsType.TRANSACTION_START).rstrip(b"\0"))
+    c[0].call(XsType.READ, "/a", tx=tx)
+    c[0].call(XsType.WRITE, "/c", b"x", tx=tx)
+    c[0].write("/a", "changed")
+    with pytest.raises(XsError, match="EAGAIN"):
+        c[0].call(XsType.TRANSACTION_END, "T", tx=tx)
+    assert c[0].read("/c") is None
+    # aborted: nothing applies
+    tx = int(c[0].call(XsType.TRANSACTION_START).rstrip(b"\0"))
+    c[0].call(XsType.WRITE, "/d", b"x", tx=tx)
+    c[0].call(XsType.TRANSACTION_END, "F", tx=tx)
+    assert c[0].read("/d") is None
+
+
+def test_quotas_hold_a_domain_back():
+    st, c, _ = conns()
+    c[0].call(XsType.MKDIR, "/local/domain/1/data")
+    c[0].set_perms("/local/domain/1/data", "n1")
+    with pytest.raises(XsError, match="ENOSPC"):
+        for i in range(2000):
+            c[1].write(f"/local/domain/1/data/k{i}", "v")
+    with pytest.raises(XsError, match="E2BIG"):
+        c[1].request(XsType.WRITE, 0, b"/local/domain/1/data/big\0" + b"x" * 5000)
+
+
+def test_the_ring_layout_is_xs_wires():
+    assert XENSTORE_DOMAIN_INTERFACE.offset("rsp") == 1024
+    hdr = XSD_SOCKMSG.pack(type=XsType.READ, req_id=7, tx_id=0, len=3)
+    assert struct.unpack("<4I", hdr) == (2, 7, 0, 3)
+
+
+# -- xl.cfg ---------------------------------------------------------------------------------
+GOOD = 'name = "web"\nkernel = "kernel-pv"  # bundled\nmemory = 16\nmaxmem = 24\n' \
+       'disk = ["/img/web.img,raw,xvda,rw"]\non_crash = "preserve"\n'
+
+
+def test_a_config_file_reads_as_xl_cfg():
+    c = config.parse(GOOD, "web.cfg")
+    assert (c.name, c.kernel, c.memory, c.maxmem, c.on_crash) == ("web", "kernel-pv", 16, 24, "preserve")
+    assert c.disks[0].vdev == "xvda" and c.disks[0].access == "rw"
+    assert config.DomainConfig.from_dict(c.to_dict()) == c
+
+
+@pytest.mark.parametrize("text,expect", [
+    ('kernel = "k"', "web.cfg: name: missing"),
+    ('name = "a"', "web.cfg: kernel: missing"),
+    ('name = "a"\nkernel = "k"\nmemory = "lots"', "web.cfg:3: memory: expected a number"),
+    ('name = "a"\nkernel = k', "web.cfg:2: kernel: cannot read the value"),
+    ('name = "a"\nkernel = "k"\nvcpus = 2', "web.cfg:3: vcpus: 2:"),
+    ('name = "a"\nkernel = "k"\nmemory = 64\nmaxmem = 32', "web.cfg:4: maxmem:"),
+    ('name = "a"\nkernel = "k"\ndisk = ["x.img,qcow2,xvda,rw"]', "web.cfg:3: disk:"),
+    ('name = "a"\nkernel = "k"\non_crash = "explode"', "web.cfg:3: on_crash:"),
+    ('name = "a"\nkernel = "k"\ncolour = "blue"', "web.cfg:3: unknown key 'colour'"),
+    ('name = "a b"\nkernel = "k"', "web.cfg:1: name:"),
+    ('name = "a"\nname = "b"\nkernel = "k"', "web.cfg:2: name: given twice"),
+])
+def test_a_bad_config_file_is_one_line_naming_the_key(text, expect):
+    with pytest.raises(config.ConfigFileError) as e:
+        config.parse(text, "web.cfg")
+    assert str(e.value).startswith(expect) and "\n" not in str(e.value)
+
+
+def test_the_shipped_example_config_is_valid():
+    examples = sorted((Path(__file__).parents[1] / "examples" / "xen").glob("*.cfg"))
+    assert examples
+    for p in examples:
+        config.load(p)
+
+
+# -- the security policy ------------------------------------------------------------------------
+def test_the_default_policy_is_xens_in_spirit():
+    p = xsm.default_policy()
+    assert p.allows("dom0_t", "domU_t", "domain", "pause", False)
+    assert not p.allows("domU_t", "dom0_t", "domain", "pause", False)
+    assert not p.allows("domU_t", "domU_t", "event", "bind", False)     # DomU to DomU: no
+    assert p.allows("domU_t", "domU_t", "event", "bind", True)          # itself: yes
+    assert p.allows("domU_t", "dom0_t", "grant", "map_write", False)
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("type xen_t; type dom0_t; type domU_t;\nallow dom0_t x_t:domain pause;", "p:2: type 'x_t'"),
+    ("type xen_t; type dom0_t; type domU_t;\nallow dom0_t domU_t:domain { fly };", "p:2: class domain has no"),
+    ("type xen_t; type dom0_t; type domU_t;\nallow dom0_t domU_t:nope pause;", "p:2: unknown class"),
+    ("type xen_t; type dom0_t;", "p: the policy must declare type domU_t"),
+    ("type xen_t type", "p:1: expected ';'"),
+])
+def test_a_bad_policy_is_refused_with_its_line(text, expect):
+    with pytest.raises(xsm.PolicyError) as e:
+        xsm.parse(text, "p")
+    assert str(e.value).startswith(expect)
+
+
+# -- the layering: mechanism and policy -------------------------------------------------------------
+ALLOWED = ("ringvisor.abi", "ringvisor.hypervisor.interface", "ringvisor.hw.boot",
+           "ringvisor.errors", "ringvisor.guests.build", "ringvisor.toolstack")
+
+
+def test_the_toolstack_reaches_the_hypervisor_only_through_hypercalls():
+    root = Path(__file__).parents[1] / "ringvisor" / "toolstack"
+    for f in root.glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            mods = []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                mods = [node.module]
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            for m in mods:
+                if m and m.startswith("ringvisor"):
+                    assert m.startswith(ALLOWED), f"{f.name} imports {m}"

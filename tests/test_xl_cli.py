@@ -1,0 +1,99 @@
+"""`ringvisor xen` and `ringvisor xl` as a user runs them: two processes, the control
+socket between them, configuration files, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parents[1] / "examples" / "xen"
+
+
+def xl(env, *args, stdin=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "ringvisor", "xl", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout, input=stdin)
+
+
+def wait_for(cond, seconds=120):
+    end = time.time() + seconds
+    while time.time() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.3)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture(scope="module")
+def xen(tmp_path_factory):
+    d = tmp_path_factory.mktemp("xenhost")
+    env = dict(os.environ, RINGVISOR_STATE_DIR=str(d))
+    proc = subprocess.Popen([sys.executable, "-m", "ringvisor", "xen", "--pace", "on",
+                             "--mem", "160M"], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: (d / "xl.sock").exists() or proc.poll() is not None, 60)
+        assert proc.poll() is None, proc.stderr.read()
+        yield env, d
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def listing(env):
+    r = xl(env, "list", "--json")
+    assert r.returncode == 0, r.stderr
+    return {row["name"]: row for row in json.loads(r.stdout)}
+
+
+def test_a_session(xen):
+    env, d = xen
+    for cfg in ("alpha.cfg", "beta.cfg"):
+        r = xl(env, "create", str(EXAMPLES / cfg))
+        assert r.returncode == 0, r.stderr
+        assert "created" in r.stdout
+    rows = wait_for(lambda: (lambda rs: rs if rs.get("beta", {}).get("state", "")[3:4] == "s"
+                             else None)(listing(env)))
+    assert set(rows) == {"Domain-0", "alpha", "beta"}
+    text = xl(env, "list").stdout.splitlines()
+    assert text[0].split() == ["Name", "ID", "Mem", "VCPUs", "State", "Time(s)"]
+    assert wait_for(lambda: b"$ " in (d / "console" / "alpha.log").read_bytes())
+    assert b"forkwait: iters=5" in (d / "console" / "beta.log").read_bytes()
+    # the console, from a script: what is typed goes in, what it prints comes out
+    r = xl(env, "console", "alpha", stdin="echo from-xl\n")
+    assert r.returncode == 0 and "from-xl" in r.stdout.split("echo from-xl", 1)[-1]
+    assert xl(env, "pause", "alpha").returncode == 0
+    assert listing(env)["alpha"]["state"][2] == "p"
+    assert xl(env, "unpause", "alpha").returncode == 0
+    assert listing(env)["alpha"]["state"][2] == "-"
+    assert xl(env, "sched-credit", "-d", "alpha", "-w", "128").returncode == 0
+    rows = json.loads(xl(env, "sched-credit", "--json").stdout)
+    assert {r["name"]: r["weight"] for r in rows}["alpha"] == 128
+    assert {r["name"]: r["weight"] for r in rows}["beta"] == 512      # from its config file
+    assert xl(env, "destroy", "alpha").returncode == 0
+    assert "alpha" not in listing(env)
+    assert "domain 0 created (dom0_t)" in xl(env, "dmesg").stdout
+    info = json.loads(xl(env, "info", "--json").stdout)
+    assert info["nr_cpus"] == 1 and info["xen_scheduler"] == "credit"
+    r = xl(env, "destroy", "alpha")
+    assert r.returncode == 1 and r.stderr.strip() == "ringvisor: no domain called 'alpha'"
+
+
+def test_bad_input_is_one_line(xen, tmp_path):
+    env, _ = xen
+    bad = tmp_path / "bad.cfg"
+    bad.write_text('name = "x"\nkernel = "kernel-pv"\nmemory = "big"\n')
+    r = xl(env, "create", str(bad))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert f"{bad}:3: memory: expected a number" in r.stderr
+    r = xl(env, "create", str(tmp_path / "missing.cfg"))
+    assert r.returncode == 2 and "no such configuration file" in r.stderr
+    nowhere = dict(env, RINGVISOR_STATE_DIR=str(tmp_path / "none"))
+    r = xl(nowhere, "list")
+    assert r.returncode == 2 and "no `ringvisor xen` is running" in r.stderr
