@@ -43,7 +43,8 @@ from unicorn import x86_const as U
 from ringvisor.hw.cpu import Cpu
 from ringvisor.hw.faults import TripleFault
 from ringvisor.hw.memory import PhysicalMemory
-from ringvisor.hw.state import ATTR_DB, ATTR_G, ATTR_P, ATTR_S, CR0_PE, Segment
+from ringvisor.hw.state import (ATTR_DB, ATTR_G, ATTR_P, ATTR_S, CR0_PE, CR4_OSFXSR,
+                                 CR4_OSXMMEXCPT, FpuState, Segment)
 
 # --- EFLAGS ------------------------------------------------------------------------------
 CF, PF, AF, ZF, SF, TF, IF, DF, OF = 0x1, 0x4, 0x10, 0x40, 0x80, 0x100, 0x200, 0x400, 0x800
@@ -95,6 +96,8 @@ class Case:
     follow: str = "flags"             # "flags", "adc", "sbb" or "none"
     jcc: int = 4                      # condition of the followers' final jcc
     extra_flags: int = 0              # non-arithmetic EFLAGS bits to compare too (always DF)
+    cr0: int = CR0_PE | 0x10          # ringvisor only (unicorn keeps its own)
+    cr4: int = CR4_OSFXSR | CR4_OSXMMEXCPT
 
     def __repr__(self) -> str:
         code, _ = assemble(self.body, CODE)
@@ -273,7 +276,9 @@ class Ringvisor:
         data_seg = Segment(0x10, 0, 0xFFFFFFFF, ATTR_P | ATTR_S | 0x3 | ATTR_DB | ATTR_G)
         st.segs[:] = [data_seg.copy(), code_seg, data_seg.copy(), data_seg.copy(), data_seg.copy(),
                       data_seg.copy()]
-        st.cr0 = CR0_PE | 0x10
+        st.cr0 = case.cr0
+        st.cr4 = case.cr4                  # SSE enabled by default, as unicorn starts
+        st.fpu.load(FpuState())
         st.gdtr.base, st.gdtr.limit = GDT, 3 * 8 - 1
         st.idtr.base, st.idtr.limit = IDT, 32 * 8 - 1
         st.regs[:] = list(case.regs)
@@ -624,7 +629,26 @@ def effect(ins: ix.Instruction, pre) -> tuple[int, int, list]:
         return ZF, ZF, []
     if m in (M.POPFD, M.POPF):
         return ARITH, ARITH, []
+    if m in _FP_EFLAGS:
+        return ARITH, ARITH, []
+    if is_fp(ins):
+        return 0, 0, []
     raise NotImplementedError(f"no flag rule for {ins}")
+
+
+# FP_RULES: FCOMI FCOMIP FUCOMI FUCOMIP COMISS UCOMISS COMISD UCOMISD set ZF PF CF and
+# clear OF SF AF; every other x87, MMX and SSE instruction leaves EFLAGS alone.
+_FP_EFLAGS = (M.FCOMI, M.FCOMIP, M.FUCOMI, M.FUCOMIP, M.COMISS, M.UCOMISS, M.COMISD, M.UCOMISD)
+_FP_FEATURES = frozenset((ix.CpuidFeature.FPU, ix.CpuidFeature.FPU287, ix.CpuidFeature.FPU387, ix.CpuidFeature.CMOV,
+                          ix.CpuidFeature.MMX, ix.CpuidFeature.SSE, ix.CpuidFeature.SSE2,
+                          ix.CpuidFeature.FXSR, ix.CpuidFeature.SSE3))
+
+
+def is_fp(ins: ix.Instruction) -> bool:
+    feats = set(ins.cpuid_features())
+    if ix.CpuidFeature.CMOV in feats:       # FCMOVcc is FPU+CMOV; integer CMOVcc is CMOV only
+        return ix.CpuidFeature.FPU in feats
+    return bool(feats & _FP_FEATURES) or ins.mnemonic == M.WAIT
 
 
 _RFLAGS = ((ix.RflagsBits.OF, OF), (ix.RflagsBits.SF, SF), (ix.RflagsBits.ZF, ZF),

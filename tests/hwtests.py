@@ -39,6 +39,10 @@ class Kernel:
     stdin: bytes = b""
     cmdline: str = ""
     cflags: tuple[str, ...] = field(default_factory=tuple)
+    # the guest's own sources compute in floating point: built without -mgeneral-regs-only,
+    # with these flags (the shared runtime keeps it: it runs before CR0/CR4 allow FP)
+    fp_cflags: tuple[str, ...] | None = None
+    qemu_args: tuple[str, ...] = ()     # e.g. a -cpu with the features the guest tests
 
     def sources(self) -> list[Path]:
         own = sorted(p for p in (GUEST_DIR / self.directory).iterdir()
@@ -46,9 +50,12 @@ class Kernel:
         return RUNTIME_SOURCES + own
 
     def target(self) -> Target:
+        own = [p for p in self.sources() if p not in RUNTIME_SOURCES]
         return Target(name=self.name, sources=self.sources(),
                       linker_script=LINKER_SCRIPT, cflags=list(self.cflags),
-                      include_dirs=[RT_DIR], optimize=self.optimize)
+                      include_dirs=[RT_DIR], optimize=self.optimize,
+                      fp_sources=own if self.fp_cflags is not None else [],
+                      fp_cflags=list(self.fp_cflags or ()))
 
 
 KERNELS: dict[str, Kernel] = {k.name: k for k in [
@@ -62,6 +69,16 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("alu-O0", "alu", optimize="-O0"),
     Kernel("alu-O2", "alu", optimize="-O2"),
     Kernel("alu-O3", "alu", optimize="-O3"),
+    Kernel("cpufeat", "cpufeat", qemu_args=("-cpu", "qemu32,+smep,+umip,+rdtscp")),
+]}
+
+# The x87/SSE guest (tests/hwguests/fpu), one image per code generation; the command line
+# picks the part that runs (tests/test_fpu_guest.py).
+FP_FLAGS = ("-msse2", "-fno-math-errno")
+FPU_KERNELS: dict[str, Kernel] = {k.name: k for k in [
+    Kernel("fpu-387", "fpu", fp_cflags=FP_FLAGS + ("-mfpmath=387",)),
+    Kernel("fpu-sse2", "fpu", fp_cflags=FP_FLAGS + ("-mfpmath=sse",)),
+    Kernel("fpu-sse2-O3", "fpu", optimize="-O3", fp_cflags=FP_FLAGS + ("-mfpmath=sse",)),
 ]}
 
 # Images that are not conformance guests (runner self-tests).
@@ -73,7 +90,7 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
 
 def _fingerprint(kernel: Kernel) -> str:
     h = hashlib.sha256()
-    for part in (*CFLAGS, *LDFLAGS, kernel.optimize, *kernel.cflags,
+    for part in (*CFLAGS, *LDFLAGS, kernel.optimize, *kernel.cflags, str(kernel.fp_cflags),
                  os.environ.get("RINGVISOR_CC", "gcc"), os.environ.get("RINGVISOR_LD", "ld")):
         h.update(part.encode() + b"\0")
     headers = sorted(RT_DIR.glob("*.h")) + sorted((GUEST_DIR / kernel.directory).glob("*.h"))
@@ -88,7 +105,7 @@ def build_kernel(name: str) -> Path:
     Images are cached by a hash of their sources and flags, so concurrent test
     workers and repeated runs share builds.
     """
-    kernel = KERNELS.get(name) or EXTRA_KERNELS[name]
+    kernel = KERNELS.get(name) or FPU_KERNELS.get(name) or EXTRA_KERNELS[name]
     out = BUILD_DIR / f"{name}-{_fingerprint(kernel)}.elf"
     if not out.exists():
         # build under a private name, then rename: safe with parallel workers
@@ -99,7 +116,7 @@ def build_kernel(name: str) -> Path:
 
 
 def run_platform(platform: str, image: Path, cmdline: str = "",
-                 stdin: bytes = b"") -> tuple[str, int]:
+                 stdin: bytes = b"", qemu_args: tuple[str, ...] = ()) -> tuple[str, int]:
     """Run ``image`` on ``platform`` ("qemu", "jit" or "interp").
 
     Returns the COM1 output (decoded as latin-1, CR LF folded to LF) and the
@@ -109,7 +126,7 @@ def run_platform(platform: str, image: Path, cmdline: str = "",
     if platform == "qemu":
         from ringvisor.tools.qemu import run_qemu
         res = run_qemu(Path(image), cmdline=cmdline, mem_mb=MEM_MB, stdin=stdin,
-                       timeout=QEMU_TIMEOUT)
+                       timeout=QEMU_TIMEOUT, extra_args=qemu_args)
         out, code = res.output, res.guest_exit_code
         code = -1 if code is None else code
     elif platform in ("jit", "interp"):

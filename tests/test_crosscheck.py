@@ -25,6 +25,14 @@ def test_conformance_kernels_agree(kernel):
     assert r.ok, r.message
 
 
+def test_fpu_kernel_agrees():
+    """x87/SSE functions called from translated blocks leave the state one-instruction
+    execution leaves, FPU registers included (C code with SSE2 and long double)."""
+    r = cc.crosscheck(build_kernel("fpu-sse2").read_bytes(), "part=0", 3_000_000)
+    assert r.ok, r.message
+    assert "guest stopped (exit)" in r.message
+
+
 def test_a_translator_bug_is_caught(monkeypatch):
     """Break SHL/SHR/... for the translator only: the check must point at it."""
     real = alu.shift

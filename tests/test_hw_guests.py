@@ -42,7 +42,8 @@ QEMU_DEVIATIONS = """
   sets CPL to the segment's DPL (CS.RPL = 0) instead of leaving CPL unchanged
   (SDM 5.8.6 "the CPL is not changed and no stack switch occurs").
 * RDMSR/WRMSR of an unimplemented MSR return 0 / are ignored instead of #GP(0)
-  (SDM vol. 2 RDMSR).
+  (SDM vol. 2 RDMSR); WRMSR of reserved EFER bits is ignored; RDMSR of
+  IA32_TSC_AUX reads 0 even after a WRMSR (RDTSCP returns the value written).
 """
 
 # --------------------------------------------------------------------------
@@ -806,6 +807,34 @@ def alu_expected() -> list[str]:
     ]
 
 
+# --------------------------------------------------------------------------
+# cpufeat (tests/hwguests/cpufeat), on QEMU with -cpu qemu32,+smep,+umip,+rdtscp
+# --------------------------------------------------------------------------
+EXPECTED_CPUFEAT = [
+    "cpufeat: start",
+    # CPUID.(EAX=07H,ECX=0):EBX[7] SMEP, ECX[2] UMIP; CPUID.80000001H:EDX[27]
+    # RDTSCP (SDM vol. 2 CPUID, Table 3-8)
+    "cpuid max>=7: yes leaf 7: smep=1 umip=1",
+    "cpuid 80000001: rdtscp=1",
+    # CR4.UMIP (SDM vol. 3 2.5): SGDT, SIDT, SMSW, STR, SLDT at CPL > 0 -> #GP(0);
+    # at CPL 0, or with UMIP clear, they run (the "Red Pill" is back without it)
+    *[f"umip=0 ring 3 {i}: no exception" for i in ("sgdt", "sidt", "smsw", "str", "sldt")],
+    "umip=0 ring 0 sgdt: no exception base=0x200000",
+    *[f"umip=1 ring 3 {i}: #13 err=0x0 eip=+0" for i in ("sgdt", "sidt", "smsw", "str", "sldt")],
+    "umip=1 ring 0 sgdt: no exception base=0x200000",
+    # CR4.SMEP (SDM vol. 3 4.6.1): a supervisor-mode fetch from a user-mode page is
+    # #PF with P=1 and I/D=1 (4.7: I/D reported because SMEP is on), CR2 the
+    # fetched address; data reads of user pages are unaffected (SMAP is off)
+    "smep=0 ring 0 fetch from a user page: no exception",
+    "smep=0 ring 0 read of a user page: 0xc3",
+    "smep=1 ring 0 fetch from a user page: #14 err=0x11 eip=+0 cr2=0x410000",
+    "smep=1 ring 0 read of a user page: 0xc3",
+    # RDTSCP: EDX:EAX = TSC (later than the RDTSC before it), ECX = IA32_TSC_AUX
+    "rdtscp: ecx=0x1234 later=yes",
+    "cpufeat: done",
+]
+
+
 def expected_lines(name: str) -> list[str]:
     if name.startswith("alu-"):
         return alu_expected()
@@ -817,6 +846,7 @@ def expected_lines(name: str) -> list[str]:
         "uart": EXPECTED_UART,
         "smc": smc_expected(),
         "sysinsn": EXPECTED_SYSINSN,
+        "cpufeat": EXPECTED_CPUFEAT,
     }[name]
 
 
@@ -840,7 +870,8 @@ def _need_platform(platform: str) -> None:
 @functools.lru_cache(maxsize=None)
 def _run(name: str, platform: str) -> tuple[str, int]:
     kernel = KERNELS[name]
-    return run_platform(platform, build_kernel(name), kernel.cmdline, kernel.stdin)
+    return run_platform(platform, build_kernel(name), kernel.cmdline, kernel.stdin,
+                        kernel.qemu_args)
 
 
 def _platform_param(p: str):

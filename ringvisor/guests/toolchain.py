@@ -3,8 +3,10 @@
 Guests are compiled with ``gcc -m32 -ffreestanding -nostdlib -fno-pic -no-pie``
 and linked with ``ld -m elf_i386``.  No multilib is installed on the build
 machines, so guests bring their own helpers (64-bit division and the like).
-``-mgeneral-regs-only`` keeps the compiler away from x87/SSE registers: the
-hardware model has no FPU yet.
+``-mgeneral-regs-only`` keeps the compiler away from x87/SSE registers: a kernel
+must not touch them before it has set CR0/CR4 up for them (and the teaching
+kernel never does).  Sources that compute in floating point on purpose are
+listed in ``Target.fp_sources`` and built without it, with ``fp_cflags``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Target:
     cflags: list[str] = field(default_factory=list)
     include_dirs: list[Path] = field(default_factory=list)
     optimize: str = "-O2"
+    fp_sources: list[Path] = field(default_factory=list)    # may use x87/SSE registers
+    fp_cflags: list[str] = field(default_factory=list)      # e.g. -mfpmath=387, -msse2
 
 
 def _run(cmd: list[str]) -> None:
@@ -79,7 +83,11 @@ def build(target: Target, out: Path) -> Path:
         objs = []
         for i, src in enumerate(target.sources):
             obj = Path(tmp) / f"{i}-{src.stem}.o"
-            cmd = [gcc, *CFLAGS, target.optimize, *target.cflags]
+            if src in target.fp_sources:
+                cmd = [gcc, *(f for f in CFLAGS if f != "-mgeneral-regs-only"), target.optimize,
+                       *target.cflags, *target.fp_cflags]
+            else:
+                cmd = [gcc, *CFLAGS, target.optimize, *target.cflags]
             cmd += [f"-I{d}" for d in target.include_dirs]
             cmd += ["-c", str(src), "-o", str(obj)]
             _run(cmd)

@@ -20,6 +20,8 @@ import iced_x86 as ix
 
 from . import alu, flags as F
 from .faults import GP, UD, CpuFault
+from .state import CR4_SMEP
+from . import fpsem  # noqa: F401  (files the x87/SSE emitters in EMITTERS)
 from .semantics import EMITTERS, LOCKABLE, helper as helper_emit
 from .system import fpu_class
 from .translate import ALL_FLAGS, BlockBuilder, Mode, Translation, Unsupported
@@ -125,7 +127,9 @@ class CodeCache:
             raise CpuFault(GP, 0)          # fetch beyond the code segment's limit
         lin = (mode.cs_base + eip) & 0xFFFFFFFF
         d = (mmu.tr_u if mode.user else mmu.tr_s).get(lin & PAGE)
-        phys = lin + d if d is not None else mmu.walk(lin, False, mode.user)   # #PF on fetch
+        if d is not None and cpu.state.cr4 & CR4_SMEP and not mode.user and lin & PAGE in mmu.tr_u:
+            d = None                   # a user page: the walk decides (SMEP faults)
+        phys = lin + d if d is not None else mmu.walk(lin, False, mode.user, fetch=True)
         if cpu.native:
             hit = cpu.native.find(phys)
             if hit is not None:
@@ -239,7 +243,8 @@ class CodeCache:
         data = cpu.mmu.read_bytes(page, 0x1000, user)
         decoder = ix.Decoder(bits, data, ip=eip)
         decoder.position = (base + eip) & 0xFFF
-        bb = BlockBuilder(mode, start=eip)
+        buf = data                         # the decoder's buffer (for each instruction's bytes)
+        bb = BlockBuilder(mode, start=eip, cpu=cpu)
         limit = 1 if single else self.max_insns
         pages = {phys >> 12}
         runs: list[list[int]] = []         # the byte ranges the instructions came from
@@ -254,9 +259,10 @@ class CodeCache:
                     break
                 # the first instruction straddles a page boundary: fetch across it
                 nxt = (page + 0x1000) & 0xFFFFFFFF
+                pages.add(cpu.mmu.walk(nxt, False, user, fetch=True) >> 12)   # a fetch's faults
                 more = cpu.mmu.read_bytes(nxt, 15, user)
-                pages.add(cpu.mmu.walk(nxt, False, user) >> 12)
-                decoder = ix.Decoder(bits, data[(base + eip) & 0xFFF:] + more, ip=eip)
+                buf = data[(base + eip) & 0xFFF:] + more
+                decoder = ix.Decoder(bits, buf, ip=eip)
                 ins = decoder.decode()
                 limit = 1
             if ins.next_ip32 - 1 > cs_end and insns:
@@ -266,6 +272,7 @@ class CodeCache:
             bb.side_exits = (not single and len(insns) < limit - 4 and
                              (base + ins.next_ip32) & PAGE == page)
             bb.begin_insn(len(insns) - 1, ins.ip32)
+            bb.raw = buf[decoder.position - ins.len:decoder.position]
             try:
                 self.emit(bb, ins)
             except Unsupported:

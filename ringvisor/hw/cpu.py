@@ -20,6 +20,7 @@ from .mmu import Mmu
 from .native import NativeRegions
 from .segments import Segmentation, is_flat
 from .state import CR0_PG, CS, DS, DF as DF_FLAG, IF, RF, SS, TF, CpuState
+from . import identify  # noqa: F401  (files CPUID, RDTSC(P), RDMSR/WRMSR among the helpers)
 from .system import run_helper
 from . import transfers
 from .translate import Mode
@@ -51,6 +52,10 @@ class Cpu:
         self.exact = True
         self.stop_requested = False       # a device asked the machine to stop (debug exit, reset)
         self.acknowledge = lambda: 0      # the INTA cycle: returns the vector
+        # FERR#, the x87's error output (CR0.NE=0): the PC routes it to IRQ 13 unless the
+        # chipset holds IGNNE# (set by a write to port 0xF0, see devices/coprocessor.py)
+        self.ferr_line = lambda level: None
+        self.ignne = False
         self.debug_active = False         # DR7 enables a breakpoint: execute one instruction at a time
         self.exec_breakpoints: list[tuple[int, int]] = []
         self.exceptions = deque(maxlen=12)   # recent (eip, exception), for crash reports
@@ -177,6 +182,16 @@ class Cpu:
     def iret(self) -> None:
         """Execute a 32-bit IRET (for native handlers returning to their caller)."""
         transfers.iret(self, 4)
+
+    def assert_ferr(self) -> None:
+        """A waiting x87 instruction found an unmasked exception pending with CR0.NE=0."""
+        if not self.ignne:
+            self.ferr_line(True)
+
+    def ferr_clear(self) -> None:
+        """The exception flags were cleared: FERR# goes inactive, and the chipset drops IGNNE#."""
+        self.ferr_line(False)
+        self.ignne = False
 
     def tsc(self) -> int:
         return (self.state.icount + self.state.tsc_offset) & 0xFFFFFFFFFFFFFFFF

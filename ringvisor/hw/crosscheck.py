@@ -34,6 +34,8 @@ def snapshot(m: Machine) -> dict:
         "cr4": st.cr4, **{n: st.regs[i] for i, n in enumerate(REG_NAMES)},
         **{n: (s.selector, s.base, s.limit, s.attr) for n, s in zip(SEG_NAMES, st.segs)},
         "halted": st.halted,
+        # the x87/SSE state, compared field by field (vars: no copy, compared at once)
+        **{f"fpu.{k}": v for k, v in vars(st.fpu).items()},
     }
 
 

@@ -7,12 +7,12 @@ CPU's run loop, which delivers it through the IDT.
 
 from __future__ import annotations
 
-DE, DB, NMI, BP, OF, BR, UD, NM, DF, TS, NP, SS, GP, PF, MF, AC, MC = (
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18)
+DE, DB, NMI, BP, OF, BR, UD, NM, DF, TS, NP, SS, GP, PF, MF, AC, MC, XM = (
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19)
 
 NAMES = {DE: "#DE", DB: "#DB", NMI: "NMI", BP: "#BP", OF: "#OF", BR: "#BR", UD: "#UD",
          NM: "#NM", DF: "#DF", TS: "#TS", NP: "#NP", SS: "#SS", GP: "#GP", PF: "#PF",
-         MF: "#MF", AC: "#AC", MC: "#MC"}
+         MF: "#MF", AC: "#AC", MC: "#MC", XM: "#XM"}
 
 # Exceptions that push an error code (SDM Vol. 3, Table 6-1).
 HAS_ERROR_CODE = frozenset({DF, TS, NP, SS, GP, PF, AC})

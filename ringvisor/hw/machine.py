@@ -26,6 +26,7 @@ from .bus import IoBus
 from .clock import VirtualClock
 from .cpu import Cpu
 from .devices.cmos import Cmos
+from .devices.coprocessor import IRQ as FERR_IRQ, CoprocessorError
 from .devices.debugexit import DebugExit
 from .devices.pic import PicPair
 from .devices.pit import Pit8254
@@ -69,10 +70,13 @@ class Machine:
         self.debug_exit = DebugExit(self.bus, self._on_exit)
         self.cmos = Cmos(self.bus, self.clock, self.mem.size)
         self.reset_control = ResetControl(self.bus, self._on_reset)
+        self.coprocessor = CoprocessorError(self.bus, self.cpu,
+                                            lambda: self.pic.raise_irq(FERR_IRQ),
+                                            lambda: self.pic.lower_irq(FERR_IRQ))
         # every device, by the name its state is saved under (ringvisor.lifecycle); the
         # interrupt controller last, so that restoring it settles the lines the others drive
         self.devices = {d.state_name: d for d in (self.pit, self.uart, self.cmos, self.reset_control,
-                                                  self.debug_exit, self.pic)}
+                                                  self.debug_exit, self.coprocessor, self.pic)}
         self.host_input: HostInput | None = None
         self.quit_key = False      # Ctrl-A x on an interactive console stops the machine
         self._ctrl_a = False

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from .faults import PageFault
 from .memory import PhysicalMemory
-from .state import CR0_PG, CR0_WP, CR4_PSE, CpuState
+from .state import CR0_PG, CR0_WP, CR4_PSE, CR4_SMEP, CpuState
 
 PTE_P, PTE_W, PTE_U, PTE_A, PTE_D, PTE_PS = 1, 2, 4, 0x20, 0x40, 0x80
-PF_P, PF_W, PF_U = 1, 2, 4
+PF_P, PF_W, PF_U, PF_I = 1, 2, 4, 0x10
 PAGE = 0xFFFFF000
 
 
@@ -96,8 +96,12 @@ class Mmu:
                 del t[lp]
 
     # -- the page walk ----------------------------------------------------------
-    def walk(self, lin: int, write: bool, user: bool, fill: bool = True) -> int:
-        """Translate ``lin``; raise #PF on a violation; return the physical address."""
+    def walk(self, lin: int, write: bool, user: bool, fill: bool = True, fetch: bool = False) -> int:
+        """Translate ``lin``; raise #PF on a violation; return the physical address.
+
+        ``fetch``: an instruction fetch.  With CR4.SMEP a supervisor-mode fetch from
+        a user-mode page faults, and every fetch fault reports I/D (SDM Vol. 3 §4.6, §4.7).
+        """
         st = self.state
         lin &= 0xFFFFFFFF
         page = lin & PAGE
@@ -110,6 +114,8 @@ class Mmu:
             pde_addr = (st.cr3 & PAGE) | ((lin >> 20) & 0xFFC)
             pde = m32[pde_addr >> 2] if pde_addr < size else mem.read32(pde_addr)
             err = (PF_W if write else 0) | (PF_U if user else 0)
+            if fetch and st.cr4 & CR4_SMEP:
+                err |= PF_I
             if not pde & PTE_P:
                 raise PageFault(lin, err)
             if pde & PTE_PS and st.cr4 & CR4_PSE:
@@ -135,6 +141,8 @@ class Mmu:
                 dirty = bool(new & PTE_D)
                 phys_page = pte & PAGE
             user_ok = bool(rights & PTE_U)
+            if fetch and not user and user_ok and st.cr4 & CR4_SMEP:
+                raise PageFault(lin, err | PF_P)
             sup_w = dirty and (bool(rights & PTE_W) or not st.cr0 & CR0_WP)
             user_w = dirty and user_ok and bool(rights & PTE_W)
             if fill and self.mem.is_ram(phys_page) and page not in self.watch_pages:

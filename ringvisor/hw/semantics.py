@@ -781,8 +781,6 @@ def string(bb: BlockBuilder, ins: ix.Instruction) -> None:
             M.STOSD: "stos", M.LODSB: "lods", M.LODSW: "lods", M.LODSD: "lods", M.CMPSB: "cmps",
             M.CMPSW: "cmps", M.CMPSD: "cmps", M.SCASB: "scas", M.SCASW: "scas",
             M.SCASD: "scas"}[m]
-    if m == M.MOVSD and ins.op_count and ins.op0_kind == OK.REGISTER:
-        raise Unsupported("SSE movsd")
     size = {"B": 1, "W": 2, "D": 4}[_suffix(m)]
     a32 = _addr32(ins)
     am = M32 if a32 else 0xFFFF
@@ -885,7 +883,7 @@ def _addr32(ins: ix.Instruction) -> bool:
 HELPER_MNEMONICS = (
     M.INT, M.INT3, M.INTO, M.INT1, M.IRET, M.IRETD, M.HLT, M.CLI, M.STI,
     M.POPF, M.POPFD, M.IN, M.OUT, M.INSB, M.INSW, M.INSD, M.OUTSB, M.OUTSW, M.OUTSD,
-    M.CPUID, M.RDTSC, M.RDMSR, M.WRMSR, M.RDPMC, M.LGDT, M.LIDT, M.LLDT, M.LTR, M.SGDT,
+    M.CPUID, M.RDTSC, M.RDTSCP, M.RDMSR, M.WRMSR, M.RDPMC, M.LGDT, M.LIDT, M.LLDT, M.LTR, M.SGDT,
     M.SIDT, M.SLDT, M.STR, M.SMSW, M.LMSW, M.CLTS, M.INVLPG, M.INVD, M.WBINVD, M.LAR,
     M.LSL, M.VERR, M.VERW, M.ARPL, M.LDS, M.LES, M.LFS, M.LGS, M.LSS, M.ENTER,
     M.RETF, M.BOUND, M.CMPXCHG8B, M.UD0, M.UD1, M.UD2, M.SYSENTER, M.SYSEXIT,

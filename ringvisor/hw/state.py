@@ -35,7 +35,14 @@ EFLAGS_FIXED = 0x2          # bit 1 always reads as 1
 CR0_PE, CR0_MP, CR0_EM, CR0_TS, CR0_ET, CR0_NE = 1, 2, 4, 8, 0x10, 0x20
 CR0_WP, CR0_AM, CR0_NW, CR0_CD, CR0_PG = 1 << 16, 1 << 18, 1 << 29, 1 << 30, 1 << 31
 CR4_VME, CR4_PVI, CR4_TSD, CR4_DE, CR4_PSE, CR4_PAE = 1, 2, 4, 8, 0x10, 0x20
-CR4_PGE, CR4_OSFXSR = 0x80, 0x200
+CR4_PGE, CR4_PCE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_UMIP = 0x80, 0x100, 0x200, 0x400, 0x800
+CR4_SMEP, CR4_SMAP = 1 << 20, 1 << 21
+
+# Model-specific registers (SDM Vol. 4).
+MSR_TSC, MSR_APIC_BASE, MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = (
+    0x10, 0x1B, 0x174, 0x175, 0x176)
+MSR_PLATFORM_ID, MSR_BIOS_SIGN, MSR_MISC_ENABLE, MSR_PAT = 0x17, 0x8B, 0x1A0, 0x277
+MSR_EFER, MSR_TSC_AUX = 0xC0000080, 0xC0000103
 
 # Segment attribute bits (VMX access-rights layout).
 ATTR_TYPE = 0xF
@@ -114,6 +121,81 @@ class DescriptorTable:
 
 
 @dataclass
+class FpuState:
+    """The x87, MMX and SSE state: what FXSAVE stores (and KVM's ``struct kvm_fpu`` holds).
+
+    ``st`` holds the eight data registers R0-R7 in physical order (ST(i) is
+    ``st[(top + i) & 7]``) as raw 80-bit values; MMX register MMi is the low 64
+    bits of Ri.  ``ftw`` is the abridged tag of FXSAVE: bit i set when Ri is not
+    empty (the full two-bit tags that FSTENV stores are computed from the
+    contents, SDM Vol. 1 §8.1.7).  ``fsw`` is the status word without TOP, which
+    is kept apart in ``top``.  The reset values are those of FNINIT and of
+    MXCSR's power-up value, as QEMU's PC starts.
+    """
+
+    fcw: int = 0x037F
+    fsw: int = 0
+    top: int = 0
+    ftw: int = 0
+    st: list[int] = field(default_factory=lambda: [0] * 8)
+    fop: int = 0              # last non-control instruction's opcode (11 bits)
+    fip: int = 0              # its offset and code segment selector
+    fcs: int = 0
+    fdp: int = 0              # its memory operand's offset and segment selector
+    fds: int = 0
+    mxcsr: int = 0x1F80
+    xmm: list[int] = field(default_factory=lambda: [0] * 8)
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in vars(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FpuState":
+        f = cls(**{k: (list(v) if isinstance(v, list) else v) for k, v in d.items()})
+        f.check()
+        return f
+
+    def check(self) -> None:
+        """Refuse values no register can hold (a damaged or hand-made saved state)."""
+        widths = {"fcw": 16, "fsw": 16, "top": 3, "ftw": 8, "fop": 11, "fip": 32, "fcs": 16,
+                  "fdp": 32, "fds": 16, "mxcsr": 32}
+        for name, bits in widths.items():
+            v = getattr(self, name)
+            if not isinstance(v, int) or not 0 <= v < 1 << bits:
+                raise ValueError(f"FPU state: {name}={v!r} does not fit in {bits} bits")
+        for name, n, bits in (("st", 8, 80), ("xmm", 8, 128)):
+            regs = getattr(self, name)
+            if len(regs) != n or any(not isinstance(v, int) or not 0 <= v < 1 << bits for v in regs):
+                raise ValueError(f"FPU state: {name} must be {n} registers of {bits} bits")
+
+    def load(self, other: "FpuState") -> None:
+        """Take ``other``'s values in place (the CPU's helpers keep references to this object)."""
+        for k, v in vars(other).items():
+            setattr(self, k, list(v) if isinstance(v, list) else v)
+
+    def to_kvm(self) -> dict:
+        """The fields of KVM's ``struct kvm_fpu`` (``fpr`` in ST(i) order, as FXSAVE stores them)."""
+        return {"fpr": [self.st[(self.top + i) & 7].to_bytes(16, "little") for i in range(8)],
+                "fcw": self.fcw, "fsw": self.fsw | self.top << 11, "ftwx": self.ftw,
+                "last_opcode": self.fop, "last_ip": self.fip | self.fcs << 32,
+                "last_dp": self.fdp | self.fds << 32,
+                "xmm": [v.to_bytes(16, "little") for v in self.xmm], "mxcsr": self.mxcsr}
+
+    @classmethod
+    def from_kvm(cls, d: dict) -> "FpuState":
+        top = (d["fsw"] >> 11) & 7
+        st = [0] * 8
+        for i, raw in enumerate(d["fpr"]):
+            st[(top + i) & 7] = int.from_bytes(bytes(raw)[:10], "little")
+        f = cls(d["fcw"], d["fsw"] & ~0x3800, top, d["ftwx"], st, d["last_opcode"] & 0x7FF,
+                d["last_ip"] & 0xFFFFFFFF, (d["last_ip"] >> 32) & 0xFFFF,
+                d["last_dp"] & 0xFFFFFFFF, (d["last_dp"] >> 32) & 0xFFFF, d["mxcsr"],
+                [int.from_bytes(bytes(x), "little") for x in d["xmm"][:8]])
+        f.check()
+        return f
+
+
+@dataclass
 class CpuState:
     """All of the CPU's architectural state."""
 
@@ -143,6 +225,7 @@ class CpuState:
     lf_res: int = 0
     lf_a: int = 0
     lf_b: int = 0
+    fpu: FpuState = field(default_factory=FpuState)     # x87, MMX, SSE (KVM's kvm_fpu)
 
     # -- EFLAGS ----------------------------------------------------------------------
     def arith_flags(self) -> int:
@@ -169,6 +252,8 @@ class CpuState:
                 continue
             v = getattr(self, f.name)
             if isinstance(v, Segment):
+                v = v.to_dict()
+            elif isinstance(v, FpuState):
                 v = v.to_dict()
             elif isinstance(v, DescriptorTable):
                 v = {"base": v.base, "limit": v.limit}
@@ -218,6 +303,8 @@ class CpuState:
                 v = {int(k): int(val) for k, val in v.items()}
             elif name in ("halted", "interrupt_shadow", "intr"):
                 v = bool(v)
+            elif name == "fpu":
+                v = FpuState.from_dict(v)
             else:
                 v = int(v)
             setattr(st, name, v)
@@ -227,6 +314,8 @@ class CpuState:
             v = getattr(st, f.name)
             if f.name in ("regs", "segs"):
                 getattr(self, f.name)[:] = v
+            elif f.name == "fpu":
+                self.fpu.load(v)
             else:
                 setattr(self, f.name, v)
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import iced_x86 as ix
 
-from . import transfers
+from . import transfers, x87control
 from .faults import BP, BR, DB, GP, NM, NP, OF as OF_VEC, UD, CpuFault, UnsupportedFeature
 from .segments import LDT, TSS16_AVAIL, TSS32_AVAIL, Descriptor, null_segment
 from .state import (ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, Segment, CR0_EM, CR0_MP, CR0_NW, CR0_CD, CR0_PE, CR0_PG, CR0_TS,
-                    CR4_DE, CR4_OSFXSR, CR4_PGE, CR4_PSE, CR4_TSD, CS, DF, IF, IOPL_MASK,
-                    OF, RF, SS, VM, ZF)
+                    CR4_DE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PCE, CR4_PGE, CR4_PSE, CR4_SMEP,
+                    CR4_TSD, CR4_UMIP, CS, DF, IF, IOPL_MASK, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
+                    MSR_SYSENTER_ESP, OF, RF, SS, VM, ZF)
 from .translate import GPR, SREG, registrar
 
 M = ix.Mnemonic
@@ -27,21 +28,8 @@ Rg = ix.Register
 HELPERS: dict[int, callable] = {}
 
 CR0_WRITABLE = 0xE005003F      # PG CD NW AM WP NE ET TS EM MP PE
-CR4_SUPPORTED = CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | 0x100   # PCE too
-
-# CPUID: a family-6 integer core; features are only those the model implements:
-# DE, PSE, TSC, MSR, CX8, SEP, PGE, CMOV.
-CPUID_FEATURES_EDX = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | \
-    (1 << 13) | (1 << 15)
-CPUID_SIGNATURE = 0x00000633      # family 6, model 3, stepping 3
-
-MSR_TSC, MSR_APIC_BASE, MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = (
-    0x10, 0x1B, 0x174, 0x175, 0x176)
-MSR_PLATFORM_ID, MSR_BIOS_SIGN, MSR_MISC_ENABLE, MSR_PAT = 0x17, 0x8B, 0x1A0, 0x277
-KNOWN_MSRS = {MSR_SYSENTER_CS: 0, MSR_SYSENTER_ESP: 0, MSR_SYSENTER_EIP: 0,
-              MSR_PLATFORM_ID: 0, MSR_BIOS_SIGN: 0, MSR_MISC_ENABLE: 1,
-              MSR_PAT: 0x0007040600070406}
-
+CR4_SUPPORTED = (CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT |
+                 CR4_UMIP | CR4_SMEP)
 
 helper = registrar(HELPERS)
 
@@ -323,70 +311,6 @@ def h_outs(cpu, ins) -> int:
     return _string_io(cpu, ins, {M.OUTSB: 1, M.OUTSW: 2, M.OUTSD: 4}[ins.mnemonic], True)
 
 
-# --- identification, time, MSRs ----------------------------------------------------------
-@helper(M.CPUID)
-def h_cpuid(cpu, ins) -> int:
-    r = cpu.state.regs
-    leaf = r[0]
-    if leaf == 0:
-        v = (1, 0x756E6547, 0x6C65746E, 0x49656E69)   # "GenuineIntel"
-    else:   # leaf 1, and any higher basic leaf answers as the highest one
-        v = (CPUID_SIGNATURE, 0, 0, CPUID_FEATURES_EDX)
-    if leaf >= 0x80000000:
-        v = (0, 0, 0, 0)
-    r[0], r[3], r[1], r[2] = v
-    return ins.next_ip32
-
-
-@helper(M.RDTSC)
-def h_rdtsc(cpu, ins) -> int:
-    if cpu.state.cr4 & CR4_TSD and cpu.cpl != 0:
-        raise CpuFault(GP, 0)
-    t = cpu.tsc()
-    if cpu.tsc_probe is not None:
-        cpu.tsc_probe(t)
-    cpu.state.regs[0] = t & 0xFFFFFFFF
-    cpu.state.regs[2] = (t >> 32) & 0xFFFFFFFF
-    return ins.next_ip32
-
-
-@helper(M.RDPMC)
-def h_rdpmc(cpu, ins) -> int:
-    raise CpuFault(GP, 0)    # no performance counters
-
-
-@helper(M.RDMSR)
-def h_rdmsr(cpu, ins) -> int:
-    require_cpl0(cpu)
-    st = cpu.state
-    n = st.regs[1]
-    if n == MSR_TSC:
-        v = cpu.tsc()
-    elif n in KNOWN_MSRS:
-        v = st.msrs.get(n, KNOWN_MSRS[n])
-    else:
-        raise CpuFault(GP, 0)
-    st.regs[0], st.regs[2] = v & 0xFFFFFFFF, (v >> 32) & 0xFFFFFFFF
-    return ins.next_ip32
-
-
-@helper(M.WRMSR)
-def h_wrmsr(cpu, ins) -> int:
-    require_cpl0(cpu)
-    st = cpu.state
-    n = st.regs[1]
-    v = st.regs[0] | st.regs[2] << 32
-    if n == MSR_TSC:
-        st.tsc_offset = v - st.icount
-    elif n in (MSR_PLATFORM_ID,):
-        raise CpuFault(GP, 0)   # read-only
-    elif n in KNOWN_MSRS:
-        st.msrs[n] = v
-    else:
-        raise CpuFault(GP, 0)
-    return ins.next_ip32
-
-
 @helper(M.UD0, M.UD1, M.UD2)
 def h_ud(cpu, ins) -> int:
     raise CpuFault(UD)
@@ -439,9 +363,16 @@ def h_lgdt(cpu, ins) -> int:
     return ins.next_ip32
 
 
+def check_umip(cpu) -> None:
+    """CR4.UMIP: SGDT, SIDT, SLDT, SMSW and STR at CPL > 0 raise #GP(0) (SDM Vol. 3 §2.5)."""
+    if cpu.state.cr4 & CR4_UMIP and cpu.cpl > 0:
+        raise CpuFault(GP, 0)
+
+
 @helper(M.SGDT, M.SIDT)
 def h_sgdt(cpu, ins) -> int:
-    # Not privileged: ring 3 reads the real table addresses (the "Red Pill").
+    # Not privileged: ring 3 reads the real table addresses (the "Red Pill"), unless UMIP.
+    check_umip(cpu)
     t = cpu.state.gdtr if ins.mnemonic == M.SGDT else cpu.state.idtr
     base = t.base & (0xFFFFFF if ix_code_is_16(ins.code) else 0xFFFFFFFF)
     lin0 = mem_linear(cpu, ins, 2, True)
@@ -461,18 +392,21 @@ def _store_selector(cpu, ins, value: int) -> None:
 
 @helper(M.SLDT)
 def h_sldt(cpu, ins) -> int:
+    check_umip(cpu)
     _store_selector(cpu, ins, cpu.state.ldtr.selector)
     return ins.next_ip32
 
 
 @helper(M.STR)
 def h_str(cpu, ins) -> int:
+    check_umip(cpu)
     _store_selector(cpu, ins, cpu.state.tr.selector)
     return ins.next_ip32
 
 
 @helper(M.SMSW)
 def h_smsw(cpu, ins) -> int:
+    check_umip(cpu)
     if ins.op0_kind == OK.REGISTER:
         set_reg(cpu, ins.op0_register, cpu.state.cr0)
     else:
@@ -561,7 +495,7 @@ def write_cr(cpu, n: int, v: int) -> None:
             raise CpuFault(GP, 0)
         old = st.cr4
         st.cr4 = v
-        if (old ^ v) & (CR4_PSE | CR4_PGE):
+        if (old ^ v) & (CR4_PSE | CR4_PGE | CR4_SMEP):
             cpu.tlb_flush()
     else:
         raise CpuFault(UD)
@@ -839,6 +773,13 @@ def h_cmpxchg8b(cpu, ins) -> int:
         cpu.mmu.write(lin + 4, 4, old >> 32, user)
         r[0], r[2] = old & 0xFFFFFFFF, old >> 32
         _set_zf(cpu, False)
+    return ins.next_ip32
+
+
+@helper(M.WAIT)
+def h_wait(cpu, ins) -> int:
+    """FWAIT ends its block: with CR0.NE=0 the IRQ 13 it may raise is taken right after it."""
+    x87control.fwait(cpu, None)
     return ins.next_ip32
 
 

@@ -160,6 +160,9 @@ class BlockBuilder:
     born: dict = field(default_factory=dict)       # temporary -> index of the instruction assigning it
     start: int = -1                                # the block's first EIP
     loop_points: list = field(default_factory=list)   # side exits back to the start (see side_exit)
+    cpu: object = None             # the CPU the block is for (FPU/SSE functions are bound to it)
+    raw: bytes = b""               # the bytes of the instruction being translated
+    may_fault: bool = False        # the instruction calls something that may raise a CpuFault
 
     # -- emission ----------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -539,6 +542,7 @@ class BlockBuilder:
     # -- per-instruction bookkeeping ---------------------------------------------
     def begin_insn(self, index: int, eip: int) -> None:
         self.index = index
+        self.may_fault = False
         self.insn_start = len(self.lines)
         self.pending_snapshot = (index, eip, dict(self.fsrc), dict(self.cur))
 
@@ -547,7 +551,7 @@ class BlockBuilder:
     def end_insn(self) -> None:
         """Only an instruction that can fault needs its index recorded for the handler."""
         added = "\n".join(self.lines[self.insn_start:])
-        if any(t in added for t in self.FAULT_TOKENS):
+        if self.may_fault or any(t in added for t in self.FAULT_TOKENS):
             index = self.pending_snapshot[0]
             self.lines.insert(self.insn_start, "    " * 2 + f"n = {index}")
             self.snapshots.append(self.pending_snapshot)

@@ -17,7 +17,9 @@ from __future__ import annotations
 import iced_x86 as ix
 
 from ringvisor.hw.faults import NAMES, CpuFault
-from ringvisor.hw.system import KNOWN_MSRS, MSR_TSC, ea, get_reg, io_bitmap_permits, set_reg
+from ringvisor.hw.identify import KNOWN_MSRS, msr_write_ok
+from ringvisor.hw.state import MSR_TSC
+from ringvisor.hw.system import ea, get_reg, io_bitmap_permits, set_reg
 from ringvisor.hw.translate import GPR, SREG, registrar
 
 from .descriptors import guest_descriptor_fields
@@ -385,7 +387,10 @@ def e_msr(c: Context) -> str:
     else:
         if n == MSR_TSC:
             raise MonitorStop(f"{c.mon.name}: the guest writes the TSC (not virtualized)")
-        c.v.msrs[n] = regs[0] | regs[2] << 32
+        value = regs[0] | regs[2] << 32
+        if not msr_write_ok(n, value):
+            raise GuestFault(GP, 0)
+        c.v.msrs[n] = value
     return NEXT
 
 

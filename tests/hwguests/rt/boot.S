@@ -22,6 +22,7 @@ _start:
         popfl                           /* IF=0 DF=0 IOPL=0 */
         cmpl $0x2badb002, %eax
         jne 1f
+        movl %ebx, rt_mbi               /* the Multiboot information (rt_arg reads it) */
         call rt_init
         call main
         pushl %eax

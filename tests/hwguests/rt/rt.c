@@ -93,6 +93,36 @@ void kprintf(const char *fmt, ...)
     va_end(ap);
 }
 
+u32 rt_mbi;
+
+int rt_arg(const char *key, u32 *value)
+{
+    const u32 *mbi = (const u32 *)rt_mbi;
+    if (!mbi || !(mbi[0] & 4))
+        return 0;
+    const char *c = (const char *)mbi[4];
+    size_t n = 0;
+    while (key[n])
+        n++;
+    for (const char *p = c; *p; p++) {
+        if ((p == c || p[-1] == ' ') && !memcmp(p, key, n) && p[n] == '=') {
+            u32 v = 0, base = 10;
+            p += n + 1;
+            if (p[0] == '0' && p[1] == 'x') {
+                base = 16;
+                p += 2;
+            }
+            for (; *p && *p != ' '; p++) {
+                u32 d = *p >= 'a' ? (u32)(*p - 'a' + 10) : (u32)(*p - '0');
+                v = v * base + d;
+            }
+            *value = v;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 void rt_exit(u32 code)
 {
     outb(0xf4, (u8)code);

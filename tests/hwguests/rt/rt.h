@@ -126,6 +126,11 @@ void puts(const char *s);              /* no newline added */
 void kprintf(const char *fmt, ...);    /* %s %c %u %d %x %08x %02x ... */
 
 void rt_exit(u32 code) __attribute__((noreturn));   /* out 0xf4 */
+
+/* The Multiboot command line: rt_arg("key", &v) finds "key=<number>" (decimal or 0x hex)
+ * and returns 1, or returns 0 if the key is absent. */
+extern u32 rt_mbi;
+int rt_arg(const char *key, u32 *value);
 void fail(const char *what) __attribute__((noreturn)); /* "FAIL: what", exit 1 */
 #define CHECK(cond) do { if (!(cond)) fail(#cond); } while (0)
 

@@ -1,0 +1,130 @@
+"""Identification, time and model-specific registers: CPUID, RDTSC/RDTSCP, RDPMC, RDMSR/WRMSR.
+
+CPUID reports exactly what the model implements (a feature bit is a promise a
+guest will rely on); the MSRs are those the PC's software touches, each with its
+reserved bits (a WRMSR that sets one raises #GP(0), SDM Vol. 2 WRMSR) — and an
+unknown MSR raises #GP(0) too, as on hardware.  ``msr_write_ok`` states that rule
+once for the CPU and for the monitors that emulate WRMSR.
+"""
+
+from __future__ import annotations
+
+import iced_x86 as ix
+
+from .faults import GP, CpuFault
+from .state import (CR4_TSD, MSR_BIOS_SIGN, MSR_EFER, MSR_MISC_ENABLE, MSR_PAT, MSR_PLATFORM_ID,
+                    MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC, MSR_TSC_AUX)
+from .system import helper, require_cpl0
+
+M = ix.Mnemonic
+
+# CPUID: a family-6 core that reports exactly what the model implements (SDM Vol. 2 CPUID).
+CPUID_SIGNATURE = 0x00000633      # family 6, model 3, stepping 3
+CPUID_MAX_BASIC, CPUID_MAX_EXTENDED = 7, 0x80000001
+# leaf 1 EDX: FPU DE PSE TSC MSR CX8 SEP PGE CMOV CLFSH MMX FXSR SSE SSE2
+CPUID_FEATURES_EDX = sum(1 << b for b in (0, 2, 3, 4, 5, 8, 11, 13, 15, 19, 23, 24, 25, 26))
+CPUID_FEATURES_EBX = 8 << 8       # CLFLUSH line size: 8 * 8 = 64 bytes
+CPUID_LEAF7_EBX = 1 << 7          # SMEP
+CPUID_LEAF7_ECX = 1 << 2          # UMIP
+CPUID_EXT_FEATURES_EDX = 1 << 27  # RDTSCP (and IA32_TSC_AUX)
+
+KNOWN_MSRS = {MSR_SYSENTER_CS: 0, MSR_SYSENTER_ESP: 0, MSR_SYSENTER_EIP: 0,
+              MSR_PLATFORM_ID: 0, MSR_BIOS_SIGN: 0, MSR_MISC_ENABLE: 1,
+              MSR_PAT: 0x0007040600070406, MSR_EFER: 0, MSR_TSC_AUX: 0}
+# bits a WRMSR may set (the others are reserved: #GP(0)); MSRs not listed take any value
+MSR_WRITABLE = {MSR_TSC_AUX: 0xFFFFFFFF,
+                # EFER: no long mode, no NX, no SYSCALL on this CPU, so every bit is reserved
+                MSR_EFER: 0}
+READ_ONLY_MSRS = frozenset({MSR_PLATFORM_ID})
+
+
+@helper(M.CPUID)
+def h_cpuid(cpu, ins) -> int:
+    r = cpu.state.regs
+    leaf, sub = r[0], r[1]
+    if leaf >= 0x80000000:
+        if leaf > CPUID_MAX_EXTENDED:
+            leaf = CPUID_MAX_BASIC        # beyond the extended range: the highest basic leaf
+    elif leaf > CPUID_MAX_BASIC:
+        leaf = CPUID_MAX_BASIC
+    if leaf == 0:
+        v = (CPUID_MAX_BASIC, 0x756E6547, 0x6C65746E, 0x49656E69)   # "GenuineIntel"
+    elif leaf == 1:
+        v = (CPUID_SIGNATURE, CPUID_FEATURES_EBX, 0, CPUID_FEATURES_EDX)
+    elif leaf == 7:
+        v = (0, CPUID_LEAF7_EBX, CPUID_LEAF7_ECX, 0) if sub == 0 else (0, 0, 0, 0)
+    elif leaf == 0x80000000:
+        v = (CPUID_MAX_EXTENDED, 0, 0, 0)
+    elif leaf == 0x80000001:
+        v = (0, 0, 0, CPUID_EXT_FEATURES_EDX)
+    else:                                 # leaves 2-6: no cache, MONITOR or power information
+        v = (0, 0, 0, 0)
+    r[0], r[3], r[1], r[2] = v
+    return ins.next_ip32
+
+
+def _rdtsc(cpu) -> int:
+    if cpu.state.cr4 & CR4_TSD and cpu.cpl != 0:
+        raise CpuFault(GP, 0)
+    t = cpu.tsc()
+    if cpu.tsc_probe is not None:
+        cpu.tsc_probe(t)
+    cpu.state.regs[0] = t & 0xFFFFFFFF
+    cpu.state.regs[2] = (t >> 32) & 0xFFFFFFFF
+    return t
+
+
+@helper(M.RDTSC)
+def h_rdtsc(cpu, ins) -> int:
+    _rdtsc(cpu)
+    return ins.next_ip32
+
+
+@helper(M.RDTSCP)
+def h_rdtscp(cpu, ins) -> int:
+    """RDTSC, and ECX = IA32_TSC_AUX (SDM Vol. 2 RDTSCP)."""
+    _rdtsc(cpu)
+    cpu.state.regs[1] = cpu.state.msrs.get(MSR_TSC_AUX, 0) & 0xFFFFFFFF
+    return ins.next_ip32
+
+
+@helper(M.RDPMC)
+def h_rdpmc(cpu, ins) -> int:
+    raise CpuFault(GP, 0)    # no performance counters
+
+
+@helper(M.RDMSR)
+def h_rdmsr(cpu, ins) -> int:
+    require_cpl0(cpu)
+    st = cpu.state
+    n = st.regs[1]
+    if n == MSR_TSC:
+        v = cpu.tsc()
+    elif n in KNOWN_MSRS:
+        v = st.msrs.get(n, KNOWN_MSRS[n])
+    else:
+        raise CpuFault(GP, 0)
+    st.regs[0], st.regs[2] = v & 0xFFFFFFFF, (v >> 32) & 0xFFFFFFFF
+    return ins.next_ip32
+
+
+@helper(M.WRMSR)
+def h_wrmsr(cpu, ins) -> int:
+    require_cpl0(cpu)
+    st = cpu.state
+    n = st.regs[1]
+    v = st.regs[0] | st.regs[2] << 32
+    if n == MSR_TSC:
+        st.tsc_offset = v - st.icount
+    elif msr_write_ok(n, v):
+        st.msrs[n] = v
+    else:
+        raise CpuFault(GP, 0)         # unknown, read-only, or a reserved bit set
+    return ins.next_ip32
+
+
+def msr_write_ok(n: int, value: int) -> bool:
+    """May WRMSR put ``value`` in MSR ``n`` (known, writable, no reserved bit set)?"""
+    if n not in KNOWN_MSRS or n in READ_ONLY_MSRS:
+        return False
+    return not value & ~MSR_WRITABLE.get(n, 0xFFFFFFFFFFFFFFFF)
