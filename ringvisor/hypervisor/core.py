@@ -25,6 +25,8 @@ the hypervisor's console); the machine stops only when Domain 0 does.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import struct
 
 from ringvisor.abi import (VCPU_GUEST_CONTEXT, DomId, Errno, FlatSel, Shutdown, Virq,
@@ -412,6 +414,8 @@ class Hypervisor:
         c.eip, c.cs, c.eflags, c.ss = f.eip, f.cs, f.eflags, f.ss
         c.sregs = {i: st.segs[i].selector for i in (ES, DS, FS, GS)}
         c.extra = {"dr": list(st.dr)}
+        if hasattr(st, "fpu"):
+            c.extra["fpu"] = copy.deepcopy(st.fpu)    # x87/MMX/SSE: each vCPU has its own
 
     def _switch(self, cur: Domain | None, nxt: Domain | None, f: Frame) -> None:
         st, cpu = self.cpu.state, self.cpu
@@ -446,6 +450,11 @@ class Hypervisor:
         st.regs[:] = c.regs
         if "dr" in c.extra:
             st.dr[:] = c.extra["dr"]
+        if hasattr(st, "fpu"):
+            # into the CPU's own object (translated code may hold it): a new vCPU's is reset
+            fresh = c.extra.get("fpu") or type(st.fpu)()
+            for fld in dataclasses.fields(fresh):
+                setattr(st.fpu, fld.name, copy.deepcopy(getattr(fresh, fld.name)))
         for i, sel in c.sregs.items():
             try:
                 cpu.segmentation.load(i, sel)
