@@ -360,11 +360,11 @@ def _features(code: int) -> set:
     return set(ix.Instruction.create(code).cpuid_features())
 
 
-OLD_SIMD = {ix.CpuidFeature.MMX, ix.CpuidFeature.SSE, ix.CpuidFeature.SSE2}
+OLD_SIMD = {ix.CpuidFeature.MMX, ix.CpuidFeature.SSE, ix.CpuidFeature.SSE2, ix.CpuidFeature.SSE3}
 
 
 def simd_codes(*mnemonics) -> list[int]:
-    """MMX, SSE and SSE2 encodings only (PEXTRW r/m16 is SSE4.1, for instance)."""
+    """MMX, SSE, SSE2 and SSE3 encodings only (PEXTRW r/m16 is SSE4.1, for instance)."""
     out = [c for c in codes_for(*mnemonics) if set(ix.OpCodeInfo(c).op_kinds()) & VECTOR_KINDS
            and _features(c) <= OLD_SIMD]
     assert out, mnemonics
@@ -385,6 +385,17 @@ def _denan(a: int, b: int, bits: int) -> int:
         x, y = (a >> (bits * i)) & m, (b >> (bits * i)) & m
         out |= (one if _is_nan(x, bits) and _is_nan(y, bits) else y) << (bits * i)
     return out
+
+
+def _denan_pairs(v: int, bits: int) -> int:
+    """``v`` with the second lane of each adjacent pair of NaNs replaced by 1.0."""
+    one = 0x3F800000 if bits == 32 else 0x3FF0000000000000
+    m = (1 << bits) - 1
+    for i in range(0, 128 // bits, 2):
+        lo, hi = (v >> (bits * i)) & m, (v >> (bits * (i + 1))) & m
+        if _is_nan(lo, bits) and _is_nan(hi, bits):
+            v = (v & ~(m << (bits * (i + 1)))) | one << (bits * (i + 1))
+    return v
 
 
 @st.composite
@@ -428,6 +439,11 @@ def simd_case(draw, codes, mxcsr=None, imm=None):
         elif len(regs_used) > 1 and regs_used[1] in XMM and regs_used[1] != regs_used[0]:
             j = regs_used[1] - R.XMM0
             xmm[j] = _denan(xmm[d], xmm[j], bits)
+    if name.startswith(("HADD", "HSUB")) and regs_used:
+        # the same QUIRK inside one operand: HADDPS adds adjacent lanes of each
+        bits = 32 if lk == "f32" else 64
+        xmm = [_denan_pairs(v, bits) for v in xmm]
+        mem = _denan_pairs(mem, bits)
     mx = draw(mxcsr) if mxcsr is not None else 0x1F80
     # MMX registers are the x87 registers' significands: give them values through ST(i)
     # (always: an instruction may enter MMX state without naming an MMX register)
@@ -462,6 +478,16 @@ def test_sse_arithmetic(c):
 @cfg(40)
 @given(simd_case(SSE_MINMAX, mxcsr_no_daz))
 def test_sse_min_max(c):
+    F.check(c)
+
+
+SSE3 = simd_codes(M.ADDSUBPS, M.ADDSUBPD, M.HADDPS, M.HADDPD, M.HSUBPS, M.HSUBPD, M.MOVSLDUP,
+                  M.MOVSHDUP, M.MOVDDUP, M.LDDQU)
+
+
+@cfg(60)
+@given(simd_case(SSE3, mxcsr))
+def test_sse3(c):
     F.check(c)
 
 

@@ -23,6 +23,7 @@ CPUID_SIGNATURE = 0x00000633      # family 6, model 3, stepping 3
 CPUID_MAX_BASIC, CPUID_MAX_EXTENDED = 7, 0x80000001
 # leaf 1 EDX: FPU DE PSE TSC MSR CX8 SEP PGE CMOV CLFSH MMX FXSR SSE SSE2
 CPUID_FEATURES_EDX = sum(1 << b for b in (0, 2, 3, 4, 5, 8, 11, 13, 15, 19, 23, 24, 25, 26))
+CPUID_FEATURES_ECX = 1 << 0       # SSE3 (not MONITOR/MWAIT, bit 3)
 CPUID_FEATURES_EBX = 8 << 8       # CLFLUSH line size: 8 * 8 = 64 bytes
 CPUID_LEAF7_EBX = 1 << 7          # SMEP
 CPUID_LEAF7_ECX = 1 << 2          # UMIP
@@ -50,7 +51,7 @@ def h_cpuid(cpu, ins) -> int:
     if leaf == 0:
         v = (CPUID_MAX_BASIC, 0x756E6547, 0x6C65746E, 0x49656E69)   # "GenuineIntel"
     elif leaf == 1:
-        v = (CPUID_SIGNATURE, CPUID_FEATURES_EBX, 0, CPUID_FEATURES_EDX)
+        v = (CPUID_SIGNATURE, CPUID_FEATURES_EBX, CPUID_FEATURES_ECX, CPUID_FEATURES_EDX)
     elif leaf == 7:
         v = (0, CPUID_LEAF7_EBX, CPUID_LEAF7_ECX, 0) if sub == 0 else (0, 0, 0, 0)
     elif leaf == 0x80000000:

@@ -291,7 +291,11 @@ class Operand:
 
 
 def denormal_flag(L: _Layout, *bits: int) -> int:
-    return DE if any(is_denormal(L, b) for b in bits) else 0
+    mb, em, mm = L.mbits, L.emask, L.mmask
+    for b in bits:
+        if not (b >> mb) & em and b & mm:
+            return DE
+    return 0
 
 
 def nan_result(L: _Layout, a: Operand, b: Operand | None, x87: bool) -> tuple[int, int]:

@@ -362,3 +362,52 @@ def cvtsd2ss(c: Ctx, a, b):
 
 
 __all__ = ["PE", "DE"]
+
+
+# --- SSE3: alternating and horizontal arithmetic, duplicating moves ----------------------------------
+def _pairwise(c: Ctx, pairs, size: int) -> int:
+    """Lanes ``op(x, y)`` for each ``(kind, x, y)`` in ``pairs``, flags gathered first."""
+    e = env(c.fpu)
+    L = LAYOUTS[size]
+    out, flags = [], 0
+    for kind, x, y in pairs:
+        r, f = _LANES[kind](e, L, x, y)
+        out.append(r)
+        flags |= f
+    signal(c.cpu, c.fpu, flags)
+    return join(out, size)
+
+
+_LANES = {"add": _arith("add"), "sub": _arith("sub")}
+
+
+@simd(M.ADDSUBPS, M.ADDSUBPD)
+def addsub(c: Ctx, a, b):
+    """Even lanes a - b, odd lanes a + b (SDM Vol. 2 ADDSUBPS)."""
+    size = 4 if c.d.mnemonic == M.ADDSUBPS else 8
+    n = 16 // size
+    xs, ys = split(a, size, n), split(b, size, n)
+    return _pairwise(c, [("sub" if i % 2 == 0 else "add", xs[i], ys[i]) for i in range(n)], size)
+
+
+@simd(M.HADDPS, M.HSUBPS, M.HADDPD, M.HSUBPD)
+def horizontal(c: Ctx, a, b):
+    """Adjacent lanes of the destination, then of the source (SDM Vol. 2 HADDPS)."""
+    m = c.d.mnemonic
+    size = 4 if m in (M.HADDPS, M.HSUBPS) else 8
+    kind = "add" if m in (M.HADDPS, M.HADDPD) else "sub"
+    n = 16 // size
+    xs, ys = split(a, size, n), split(b, size, n)
+    return _pairwise(c, [(kind, v[i], v[i + 1]) for v in (xs, ys) for i in range(0, n, 2)], size)
+
+
+@simd(M.MOVSLDUP, M.MOVSHDUP)
+def movsldup(c: Ctx, a, b):
+    x = split(b, 4, 4)
+    k = 0 if c.d.mnemonic == M.MOVSLDUP else 1
+    return join([x[k], x[k], x[k + 2], x[k + 2]], 4)
+
+
+@simd(M.MOVDDUP)
+def movddup(c: Ctx, a, b):
+    return (b & M64) | (b & M64) << 64

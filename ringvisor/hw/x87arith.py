@@ -27,10 +27,17 @@ Op = sf.Operand
 ONE = 0x3FFF_8000_0000_0000_0000
 
 
+_CTL: dict = {}
+
+
 def _ctl(fpu: FpuState, pc: bool = True) -> dict:
-    """Rounding parameters for a register destination."""
-    return {"p": precision(fpu) if pc else 64, "um": masked(fpu, UE), "om": masked(fpu, OE),
-            "wrap": WRAP}
+    """Rounding parameters for a register destination (one dict per control word)."""
+    key = (fpu.fcw, pc)
+    kw = _CTL.get(key)
+    if kw is None:
+        kw = _CTL[key] = {"p": precision(fpu) if pc else 64, "um": masked(fpu, UE),
+                          "om": masked(fpu, OE), "wrap": WRAP}
+    return kw
 
 
 def denormals(*bits: int) -> int:

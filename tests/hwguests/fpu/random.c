@@ -12,10 +12,12 @@
  */
 #include "fpu.h"
 
-enum { X87 = 1, SSE_F32 = 2, SSE_F64 = 4, NOC = 8, TRANS = 16, NODAZ = 32, QBITS = 64, PC = 128 };
+enum { X87 = 1, SSE_F32 = 2, SSE_F64 = 4, NOC = 8, TRANS = 16, NODAZ = 32, QBITS = 64, PC = 128,
+       PAIRS = 256 };
 
 struct op {
-    u8 len, kind;
+    u8 len;
+    u16 kind;
     u8 code[6];
     const char *name;
 };
@@ -65,6 +67,9 @@ static const struct op ops[] = {
     OP("cvtsd2si", SSE_F64, 0xf2, 0x0f, 0x2d, 0xc1), OP("cvttsd2si", SSE_F64, 0xf2, 0x0f, 0x2c, 0xc1),
     OP("cvtpd2dq", SSE_F64, 0xf2, 0x0f, 0xe6, 0xc1), OP("cvttpd2dq", SSE_F64, 0x66, 0x0f, 0xe6, 0xc1),
     OP("cvtsi2sd", SSE_F64, 0xf2, 0x0f, 0x2a, 0xc1),
+    OP("addsubps", SSE_F32, 0xf2, 0x0f, 0xd0, 0xc1), OP("haddpd", SSE_F64 | PAIRS, 0x66, 0x0f, 0x7c, 0xc1),
+    OP("hsubps", SSE_F32 | PAIRS, 0xf2, 0x0f, 0x7d, 0xc1), OP("movshdup", SSE_F32, 0xf3, 0x0f, 0x16, 0xc1),
+    OP("movddup m", SSE_F64, 0xf2, 0x0f, 0x12, 0x00),
 };
 
 #define NOPS (sizeof ops / sizeof ops[0])
@@ -172,6 +177,19 @@ static void fill(const struct op *op)
         if (op->kind & SSE_F32 && is_nan32(s.x0[i]) && is_nan32(s.mem[i]))
             s.mem[i] = 0x40000000;
     }
+    /* HADDPS & co combine adjacent lanes of one operand: no two NaNs there either */
+    for (int i = 0; op->kind & PAIRS && i < 4; i += 2) {
+        u32 *vs[2] = { s.x0, s.x1 };
+        for (int k = 0; k < 2; k++) {
+            u32 *v = vs[k];
+            if (op->kind & SSE_F32 && is_nan32(v[i]) && is_nan32(v[i + 1]))
+                v[i + 1] = 0x3f800000;
+        }
+    }
+    if (op->kind & PAIRS && op->kind & SSE_F64 && is_nan64(s.x0[0], s.x0[1]) && is_nan64(s.x0[2], s.x0[3]))
+        s.x0[3] = 0x3ff00000, s.x0[2] = 0;
+    if (op->kind & PAIRS && op->kind & SSE_F64 && is_nan64(s.x1[0], s.x1[1]) && is_nan64(s.x1[2], s.x1[3]))
+        s.x1[3] = 0x3ff00000, s.x1[2] = 0;
     for (int i = 0; i < 4; i += 2) {
         if (op->kind & SSE_F64 && is_nan64(s.x0[i], s.x0[i + 1]) && is_nan64(s.x1[i], s.x1[i + 1]))
             s.x1[i + 1] = 0x3ff00000;
