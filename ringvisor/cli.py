@@ -111,9 +111,15 @@ def build_parser() -> Parser:
     sub.required = True
 
     r = sub.add_parser("run", help="boot a Multiboot kernel on the emulated PC")
-    r.add_argument("kernel", metavar="KERNEL",
+    r.add_argument("kernel", metavar="KERNEL", nargs="?",
                    help="a Multiboot image (ELF32 or a.out kludge), or the name of a bundled "
                         "image: kernel, bench-sieve, bench-crc32, ...")
+    r.add_argument("--bios", metavar="ROM",
+                   help="instead of a kernel: a firmware ROM image (a multiple of 64 KiB), "
+                        "started at the reset vector in real mode as qemu -bios does")
+    r.add_argument("--post-log", metavar="FILE",
+                   help="write every POST code (ports 0x80 and 0x190) to FILE: instruction "
+                        "count, port, value")
     r.add_argument("--mode", choices=("native", "trapemu", "bt", "paravirt"), default="native",
                    help="native: the bare hardware; trapemu: the kernel de-privileged to ring 1 "
                         "under trap-and-emulate; bt: binary translation of kernel code; "
@@ -388,8 +394,12 @@ def cmd_run(args) -> int:
     from ringvisor.vmm import create_vm
 
     _check_stop_args(args)
+    if args.bios or args.post_log:
+        return _run_bios(args)
     if args.incoming:
         return _run_incoming(args)
+    if not args.kernel:
+        raise ConfigError("run: the KERNEL argument is required (or --bios ROM)")
     kernel = _resolve_kernel(args.kernel)
     con = Console(args)
     size = args.mem << 20
@@ -399,6 +409,31 @@ def cmd_run(args) -> int:
                        image_name=kernel, output=con.output, pace=con.pace,
                        keep_source=bool(con.trace))
     return _run_and_keep(args, con, m, mon, kernel, args.append)
+
+
+def _run_bios(args) -> int:
+    """run --bios ROM: the PC from RESET, with the ROM mapped (hw/boot/rom.py)."""
+    from ringvisor.hw.machine import Machine, read_image
+    if not args.bios:
+        raise ConfigError("--post-log goes with --bios ROM")
+    if args.kernel or args.append or args.module:
+        raise ConfigError("--bios runs a ROM from RESET: no KERNEL, --append or --module with it")
+    if args.mode != "native":
+        raise ConfigError(f"--bios runs on the bare machine only, not under --mode {args.mode}")
+    if args.incoming or args.stop_at or getattr(args, "migrate_to", None):
+        raise ConfigError("--bios cannot be combined with --incoming, --stop-at or --migrate-to")
+    con = Console(args)
+    image = read_image(args.bios, "ROM")           # (boot/rom.py says what sizes are ROMs)
+    m = Machine(args.mem, args.engine, output=con.output, pace=con.pace,
+                keep_source=bool(con.trace))
+    m.boot_bios(image, args.bios)
+    try:
+        stop = con.run(m, args.max_instructions)
+    finally:
+        if args.post_log:
+            from ringvisor.lifecycle.stream import write_atomic
+            write_atomic(args.post_log, m.post.log_text().encode())
+    return _finish(args, m, None, stop)
 
 
 def _check_stop_args(args) -> None:
@@ -638,6 +673,9 @@ def print_stats(m) -> None:
           f"{s['smc_restarts']} self-modifying-code restarts)\n"
           f"exceptions: {s['exceptions']:,}  interrupts: {s['interrupts']:,}  "
           f"page walks: {s['tlb_walks']:,}", file=sys.stderr)
+    if s["post_writes"]:
+        print(f"POST codes: {s['post_writes']:,} written, the last {s['post_last']:#04x}",
+              file=sys.stderr)
 
 
 def cmd_demo(args) -> int:

@@ -19,7 +19,7 @@ from .memory import PhysicalMemory
 from .mmu import Mmu
 from .native import NativeRegions
 from .segments import Segmentation, is_flat
-from .state import CR0_PG, CS, DS, DF as DF_FLAG, IF, RF, SS, TF, CpuState
+from .state import CR0_PE, CR0_PG, CS, DS, DF as DF_FLAG, IF, RF, SS, TF, CpuState
 from . import identify  # noqa: F401  (files CPUID, RDTSC(P), RDMSR/WRMSR among the helpers)
 from .system import run_helper
 from . import transfers
@@ -107,10 +107,13 @@ class Cpu:
         st = self.state
         segs = st.segs
         es, cs, ss, ds, fs, gs = segs
-        self.cpl = cs.selector & 3
+        real = not st.cr0 & CR0_PE
+        # in real mode the CPL is 0 whatever CS holds (SDM Vol. 3 §9.1)
+        self.cpl = 0 if real else cs.selector & 3
+        self.segmentation.real = real
         # everything the mode is computed from (a kernel switches between a few modes:
         # each is computed once)
-        sig = (self.cpl, cs.base, cs.limit, cs.attr, st.eflags & DF_FLAG, st.cr0 & CR0_PG,
+        sig = (self.cpl, real, cs.base, cs.limit, cs.attr, st.eflags & DF_FLAG, st.cr0 & CR0_PG,
                bool(self.mmu.watch), es.base, es.limit, es.attr, ss.base, ss.limit, ss.attr,
                ds.base, ds.limit, ds.attr, fs.base, fs.limit, fs.attr, gs.base, gs.limit, gs.attr)
         mode = self._modes.get(sig)
@@ -134,7 +137,7 @@ class Cpu:
         cs = st.segs[CS]
         direct = not st.cr0 & CR0_PG and not self.mmu.watch
         return Mode(self.cpl, cs.big, st.segs[SS].big, bool(st.eflags & DF_FLAG), flat,
-                    cs.base, cs.limit, ds_limit, direct)
+                    cs.base, cs.limit, ds_limit, direct, not st.cr0 & CR0_PE)
 
     def update_debug(self) -> None:
         """DR0-DR3/DR7 changed: recompute the breakpoints (SDM Vol. 3 §17.2)."""

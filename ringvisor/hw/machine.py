@@ -22,6 +22,7 @@ import iced_x86 as ix
 from ringvisor.errors import ConfigError, ImageError
 
 from .boot.multiboot import load_multiboot
+from .boot.rom import load_rom
 from .bus import IoBus
 from .clock import VirtualClock
 from .cpu import Cpu
@@ -30,11 +31,13 @@ from .devices.coprocessor import IRQ as FERR_IRQ, CoprocessorError
 from .devices.debugexit import DebugExit
 from .devices.pic import PicPair
 from .devices.pit import Pit8254
+from .devices.post import PostPorts
 from .devices.reset import ResetControl
 from .devices.uart import HostInput, Uart16550
 from .faults import TripleFault, UnsupportedFeature
 from .memory import PhysicalMemory
-from .state import IF, REG_NAMES, SEG_NAMES, DescriptorTable, Segment
+from .state import EDX, IF, REG_NAMES, SEG_NAMES, DescriptorTable, Segment, reset_state
+from .system import CPUID_SIGNATURE
 
 MAX_MEM_MB = 3584          # below the 4 GiB hole; the machine has no PAE
 SLICE = 1_000_000          # instructions between polls of host input
@@ -73,6 +76,8 @@ class Machine:
         self.coprocessor = CoprocessorError(self.bus, self.cpu,
                                             lambda: self.pic.raise_irq(FERR_IRQ),
                                             lambda: self.pic.lower_irq(FERR_IRQ))
+        # (a logic analyser on the POST ports: no state the guest can see, so not saved)
+        self.post = PostPorts(self.bus, lambda: self.cpu.state.icount)
         # every device, by the name its state is saved under (ringvisor.lifecycle); the
         # interrupt controller last, so that restoring it settles the lines the others drive
         self.devices = {d.state_name: d for d in (self.pit, self.uart, self.cmos, self.reset_control,
@@ -141,6 +146,14 @@ class Machine:
         st.cr0, st.cr2, st.cr3, st.cr4 = ms["cr0"], ms["cr2"], ms["cr3"], ms["cr4"]
         self.cpu.set_eflags(ms["eflags"])
         self.cpu.mode_changed()
+
+    def boot_bios(self, rom: bytes, name: str = "ROM") -> None:
+        """Map a firmware ROM (boot/rom.py) and start the CPU at the reset vector in real
+        mode, as after RESET (SDM Vol. 3 Table 9-1; EDX holds the CPUID signature)."""
+        load_rom(self.mem, rom, name)
+        st = reset_state()
+        st.regs[EDX] = CPUID_SIGNATURE
+        self.cpu.set_state(st.to_dict())
 
     # -- running ----------------------------------------------------------------------
     def feed_input(self, data: bytes) -> None:
@@ -278,6 +291,8 @@ class Machine:
             "exceptions": cpu.stats["exceptions"],
             "interrupts": cpu.stats["interrupts"],
             "tlb_walks": cpu.mmu.stats_walks,
+            "post_writes": self.post.writes,
+            "post_last": self.post.last,
         }
 
 

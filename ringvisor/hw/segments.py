@@ -7,6 +7,7 @@ this is where #GP/#NP/#SS/#TS with a selector error code come from.
 
 from __future__ import annotations
 
+from . import realmode
 from .faults import GP, NP, SS, TS, CpuFault
 from .state import (ATTR_DB, ATTR_P, ATTR_S, ATTR_UNUSABLE, CS, DS, ES, FS, GS, SS as SREG_SS,
                     Segment)
@@ -106,6 +107,7 @@ class Segmentation:
         # (stack?, CPL, selector, descriptor bytes) -> (base, limit, attr) of loads that passed
         self._loads: dict[tuple, tuple[int, int, int]] = {}
         self._descs: dict[tuple[int, int], Descriptor] = {}     # see read_at
+        self.real = False          # real mode (set with the CPU's mode): realmode.py's rules
 
     # -- descriptor tables ------------------------------------------------------
     def read_descriptor(self, selector: int, err_vector: int = GP, ext: int = 0) -> Descriptor:
@@ -176,6 +178,8 @@ class Segmentation:
         selector &= 0xFFFF
         if sreg == CS:
             raise CpuFault(6)
+        if self.real:
+            return self._set(sreg, realmode.load_segment(cpu, sreg, selector))
         if (selector & 0xFFFC) == 0:
             if sreg == SREG_SS:
                 raise CpuFault(GP, 0)
@@ -256,6 +260,9 @@ class Segmentation:
     # -- access checks for non-flat segments ------------------------------------------
     def linear(self, sreg: int, off: int, size: int, write: bool) -> int:
         """Check ``off`` against segment register ``sreg``; return the linear address."""
+        if self.real:
+            return realmode.check_limit(self.cpu.state.segs[sreg], off, size,
+                                        SS if sreg == SREG_SS else GP)
         return check_access(self.cpu.state.segs[sreg], off, size, write,
                             SS if sreg == SREG_SS else GP)
 

@@ -320,4 +320,17 @@ class CpuState:
                 setattr(self, f.name, v)
 
 
+def reset_state() -> CpuState:
+    """The state after RESET (SDM Vol. 3 Table 9-1): real mode, CS F000 with base
+    FFFF0000 so the first fetch is at FFFFFFF0, the other segments at 0 with 64 KiB
+    limits, CR0 60000010, IDTR 0/FFFF (the IVT)."""
+    st = CpuState()
+    for s in st.segs:
+        s.attr = ATTR_P | ATTR_S | 0x3
+    st.segs[CS] = Segment(0xF000, 0xFFFF0000, 0xFFFF, ATTR_P | ATTR_S | 0xB)
+    st.eip = 0xFFF0
+    st.cr0 = CR0_ET | CR0_CD | CR0_NW
+    return st
+
+
 LAZY_FIELDS = frozenset({"lf_op", "lf_res", "lf_a", "lf_b"})

@@ -113,6 +113,13 @@ def ix_code_is_16(code: int) -> bool:
     return r
 
 
+def require_protected(cpu) -> None:
+    """LLDT, LTR, SLDT, STR, LAR, LSL, VERR, VERW and ARPL are #UD in real mode
+    (SDM Vol. 2: "Real-Address Mode Exceptions")."""
+    if cpu.mode.real:
+        raise CpuFault(UD)
+
+
 def require_cpl0(cpu) -> None:
     if cpu.cpl != 0:
         raise CpuFault(GP, 0)
@@ -324,6 +331,8 @@ def _flat(selector: int, code: bool, dpl: int) -> Segment:
 @helper(M.SYSENTER)
 def h_sysenter(cpu, ins) -> int:
     """Fast system call: flat ring-0 CS/SS from IA32_SYSENTER_CS, ESP/EIP from the MSRs."""
+    if cpu.mode.real:
+        raise CpuFault(GP, 0)       # SDM Vol. 2 SYSENTER/SYSEXIT
     st = cpu.state
     cs = st.msrs.get(MSR_SYSENTER_CS, 0)
     if cs & 0xFFFC == 0:
@@ -339,6 +348,8 @@ def h_sysenter(cpu, ins) -> int:
 @helper(M.SYSEXIT)
 def h_sysexit(cpu, ins) -> int:
     """Return to ring 3: flat CS/SS at IA32_SYSENTER_CS + 16/24, ESP = ECX, EIP = EDX."""
+    if cpu.mode.real:
+        raise CpuFault(GP, 0)       # SDM Vol. 2 SYSENTER/SYSEXIT
     st = cpu.state
     cs = st.msrs.get(MSR_SYSENTER_CS, 0)
     if cs & 0xFFFC == 0 or cpu.cpl != 0:
@@ -392,6 +403,7 @@ def _store_selector(cpu, ins, value: int) -> None:
 
 @helper(M.SLDT)
 def h_sldt(cpu, ins) -> int:
+    require_protected(cpu)
     check_umip(cpu)
     _store_selector(cpu, ins, cpu.state.ldtr.selector)
     return ins.next_ip32
@@ -399,6 +411,7 @@ def h_sldt(cpu, ins) -> int:
 
 @helper(M.STR)
 def h_str(cpu, ins) -> int:
+    require_protected(cpu)
     check_umip(cpu)
     _store_selector(cpu, ins, cpu.state.tr.selector)
     return ins.next_ip32
@@ -421,6 +434,9 @@ def h_lmsw(cpu, ins) -> int:
     cr0 = cpu.state.cr0
     # LMSW loads PE, MP, EM and TS; it can set PE but never clear it
     cpu.state.cr0 = (cr0 & ~0xE) | (v & 0xE) | (cr0 & 1) | (v & 1)
+    if (cr0 ^ cpu.state.cr0) & CR0_PE:
+        cpu.tlb_flush()
+        cpu.mode_changed()
     return ins.next_ip32
 
 
@@ -433,6 +449,7 @@ def h_clts(cpu, ins) -> int:
 
 @helper(M.LLDT)
 def h_lldt(cpu, ins) -> int:
+    require_protected(cpu)
     require_cpl0(cpu)
     sel = read_op(cpu, ins, 0, 2) & 0xFFFF   # "ltr ax" names EAX; the selector is 16 bits
     st = cpu.state
@@ -452,6 +469,7 @@ def h_lldt(cpu, ins) -> int:
 
 @helper(M.LTR)
 def h_ltr(cpu, ins) -> int:
+    require_protected(cpu)
     require_cpl0(cpu)
     sel = read_op(cpu, ins, 0, 2) & 0xFFFF
     if (sel & 0xFFFC) == 0:
@@ -479,8 +497,6 @@ def write_cr(cpu, n: int, v: int) -> None:
             raise CpuFault(GP, 0)
         if (v & CR0_PG and not v & CR0_PE) or (v & CR0_NW and not v & CR0_CD):
             raise CpuFault(GP, 0)
-        if not v & CR0_PE:
-            raise UnsupportedFeature("clearing CR0.PE: real mode is not modelled")
         old = st.cr0
         st.cr0 = v | 0x10           # ET is hardwired to 1
         if (old ^ st.cr0) & (CR0_PG | 0x10000 | CR0_PE):
@@ -609,6 +625,7 @@ def _set_zf(cpu, on: bool) -> None:
 
 @helper(M.LAR, M.LSL)
 def h_lar(cpu, ins) -> int:
+    require_protected(cpu)
     sel = read_op(cpu, ins, 1, 2)
     lar = ins.mnemonic == M.LAR
     d = _inspect(cpu, sel, LAR_TYPES if lar else LSL_TYPES)
@@ -627,6 +644,7 @@ def h_lar(cpu, ins) -> int:
 
 @helper(M.VERR, M.VERW)
 def h_verr(cpu, ins) -> int:
+    require_protected(cpu)
     sel = read_op(cpu, ins, 0, 2)
     d = _inspect(cpu, sel, set())
     ok = d is not None and d.s
@@ -638,6 +656,7 @@ def h_verr(cpu, ins) -> int:
 
 @helper(M.ARPL)
 def h_arpl(cpu, ins) -> int:
+    require_protected(cpu)
     dst = read_op(cpu, ins, 0, 2)
     src = get_reg(cpu, ins.op1_register)
     if dst & 3 < src & 3:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 
+from . import realmode
 from .faults import GP, NP, SS, TS, CpuFault, UnsupportedFeature
 from .segments import (CALL_GATE16, TASK_GATE, TSS16_BUSY, TSS32_BUSY, Descriptor, CALL_GATE32, INT_GATE16, INT_GATE32, TRAP_GATE16,
                        TRAP_GATE32, check_access)
@@ -81,7 +82,9 @@ def _set_esp(cpu, ss: Segment, value: int) -> None:
 
 
 def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: int) -> None:
-    """Enter the handler for ``vector`` through the IDT (protected mode)."""
+    """Enter the handler for ``vector`` through the IDT (or, in real mode, the IVT)."""
+    if cpu.mode.real:
+        return realmode.deliver(cpu, vector, return_eip)
     st = cpu.state
     seg = cpu.segmentation
     ext = 0 if soft else 1
@@ -222,7 +225,9 @@ def _task_return_checks(cpu) -> None:
 
 
 def iret(cpu, size: int) -> None:
-    """IRET in protected mode (same privilege or to an outer ring)."""
+    """IRET (same privilege or to an outer ring; or in real mode)."""
+    if cpu.mode.real:
+        return realmode.iret(cpu, size)
     st = cpu.state
     if st.eflags & NT:
         _task_return_checks(cpu)
@@ -264,7 +269,9 @@ def iret(cpu, size: int) -> None:
 
 
 def far_return(cpu, size: int, imm: int) -> None:
-    """RETF [imm16] in protected mode."""
+    """RETF [imm16]."""
+    if cpu.mode.real:
+        return realmode.far_return(cpu, size, imm)
     st = cpu.state
     eip, cs_sel = _pop_values(cpu, 2, size)
     cs_sel &= 0xFFFF
@@ -291,6 +298,8 @@ def far_return(cpu, size: int, imm: int) -> None:
 
 def far_transfer(cpu, sel: int, offset: int, size: int, call: bool, return_eip: int) -> None:
     """Far JMP or CALL to ``sel:offset``: a code segment or a call gate."""
+    if cpu.mode.real:
+        return realmode.far_transfer(cpu, sel, offset, size, call, return_eip)
     st = cpu.state
     seg = cpu.segmentation
     cpl = cpu.cpl

@@ -74,13 +74,13 @@ def find_qemu() -> str | None:
 
 
 def qemu_command(qemu: str, image: Path, cmdline: str = "", mem_mb: int = 32,
-                 extra_args: Sequence[str] = ()) -> list[str]:
-    """The full qemu-system-i386 command line for ``image``."""
+                 extra_args: Sequence[str] = (), bios: bool = False) -> list[str]:
+    """The full qemu-system-i386 command line for ``image`` (a firmware ROM with ``bios``)."""
+    boot = ["-bios", str(image)] if bios else ["-kernel", str(image), "-append", cmdline]
     return [
         qemu,
         "-accel", "tcg",
-        "-kernel", str(image),
-        "-append", cmdline,
+        *boot,
         "-m", str(mem_mb),
         "-display", "none",
         "-serial", "stdio",
@@ -93,7 +93,7 @@ def qemu_command(qemu: str, image: Path, cmdline: str = "", mem_mb: int = 32,
 
 
 def run_qemu(image: Path, cmdline: str = "", mem_mb: int = 32, stdin: bytes = b"",
-             timeout: float = 60, extra_args: Sequence[str] = ()) -> QemuResult:
+             timeout: float = 60, extra_args: Sequence[str] = (), bios: bool = False) -> QemuResult:
     """Boot ``image`` with ``qemu-system-i386 -kernel`` and wait for it to exit.
 
     ``stdin`` is fed to COM1; the guest's COM1 output is returned.  Raises
@@ -106,7 +106,7 @@ def run_qemu(image: Path, cmdline: str = "", mem_mb: int = 32, stdin: bytes = b"
     image = Path(image)
     if not image.is_file():
         raise QemuError(f"qemu: no such image: {image}")
-    cmd = qemu_command(qemu, image, cmdline, mem_mb, extra_args)
+    cmd = qemu_command(qemu, image, cmdline, mem_mb, extra_args, bios)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
