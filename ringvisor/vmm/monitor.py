@@ -558,6 +558,9 @@ class Monitor(Delivery, Stepping):
     def paging_changed(self) -> None:
         self.shadow.switch(self.shadow_key())
         if self.gdt.moved():
+            # the GDT's pages moved (or went: a kernel's own tables need not map the
+            # loader's GDT); the loaded CS and SS are cached, as after LGDT
+            self.gdt.hold()
             self.gdt.reload()
 
     def get_cr(self, n: int) -> int:

@@ -43,8 +43,11 @@ struct trapframe {
 /* vectors.S: the address of each vector's stub, and the common return path. */
 extern uint32_t frt_vectors[256];
 void frt_trapret(void);
-/* Each kernel defines: called by every stub with the frame; the data segment it loads first. */
+/* Each kernel defines: called by every stub with the frame; the data segment it loads first.
+ * (A kernel with trap entry code of its own defines FRT_OWN_TRAP and its own trap.) */
+#ifndef FRT_OWN_TRAP
 void trap(struct trapframe *tf);
+#endif
 extern uint16_t frt_kdata;
 
 /* descriptors */
