@@ -85,11 +85,14 @@ def run_one(name: str, iters: int, engine: str, mem_mb: int = 32) -> Result:
 
 
 def run_suite(engine: str = "jit", scale: float = 1.0, names=WORKLOADS, use_qemu: bool = True,
-              echo=print) -> list[Result]:
+              echo=print, progress=None) -> list[Result]:
+    """Run the workloads ``names``; ``progress`` (ui.progress.Progress) hears of each."""
     results = []
     qemu_bin = qemu.find_qemu() if use_qemu else None
-    for name in names:
+    for i, name in enumerate(names):
         iters = max(1, int(FULL_ITERS[name] * scale))
+        if progress is not None:
+            progress.start(i, f"bench: {name} on ringvisor" + (" and QEMU" if qemu_bin else ""))
         r = run_one(name, iters, engine)
         if qemu_bin:
             q = qemu.run_qemu(image_path(f"bench-{name}"), f"iters={iters}", timeout=600)
@@ -102,6 +105,8 @@ def run_suite(engine: str = "jit", scale: float = 1.0, names=WORKLOADS, use_qemu
                                                 timeout=600).wall_seconds
             r.qemu_agrees = r.checksum_line in qtext.splitlines()
         results.append(r)
+        if progress is not None:
+            progress.done(i)
         echo(format_row(r))
     return results
 
@@ -120,22 +125,55 @@ def format_row(r: Result) -> str:
             f"{q} {b} {lq} {ratio}  {r.checksum_line.split('checksum=')[-1]}{agree}")
 
 
-def summary(results: list[Result], mem_mb: int = 32) -> list[str]:
-    gm = math.exp(sum(math.log(r.mips) for r in results) / len(results))
-    gc_ = math.exp(sum(math.log(r.cpu_mips) for r in results) / len(results)) \
-        if all(r.cpu_mips for r in results) else 0.0
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    lines = [f"geometric mean: {gm:.2f} MIPS over {len(results)} workloads, "
-             f"{sum(r.instructions for r in results):,} guest instructions "
-             f"({gc_:.2f} MIPS of CPU time: the machine's other load left out)"]
+def _geomean(xs: list[float]) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def totals(results: list[Result], mem_mb: int = 32) -> dict:
+    """The suite's summary figures (``summary`` prints them, ``to_json`` carries them)."""
     qs = [r for r in results if r.qemu_net]
-    if qs:
-        gq = math.exp(sum(math.log(r.seconds / r.qemu_net) for r in qs) / len(qs))
+    return {"geomean_mips": _geomean([r.mips for r in results]),
+            "geomean_cpu_mips": _geomean([r.cpu_mips for r in results])
+            if all(r.cpu_mips for r in results) else None,
+            "instructions": sum(r.instructions for r in results),
+            "qemu_ratio_geomean": _geomean([r.seconds / r.qemu_net for r in qs]) if qs else None,
+            "qemu_workloads": len(qs),
+            "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "guest_ram_mib": mem_mb}
+
+
+def summary(results: list[Result], mem_mb: int = 32) -> list[str]:
+    t = totals(results, mem_mb)
+    lines = [f"geometric mean: {t['geomean_mips']:.2f} MIPS over {len(results)} workloads, "
+             f"{t['instructions']:,} guest instructions "
+             f"({t['geomean_cpu_mips'] or 0.0:.2f} MIPS of CPU time: the machine's other load "
+             "left out)"]
+    if t["qemu_ratio_geomean"] is not None:
         lines.append(f"ringvisor/qemu time ratio (geometric mean, same run, QEMU's start-up "
-                     f"subtracted): {gq:.0f}x over {len(qs)} workloads")
+                     f"subtracted): {t['qemu_ratio_geomean']:.0f}x over {t['qemu_workloads']} "
+                     "workloads")
     lines.append(f"(qemu s: QEMU on the same image and iterations, checksum compared; boot s: "
                  f"QEMU with iters=1; x{QEMU_SCALE} s: QEMU with {QEMU_SCALE}x the iterations; "
                  f"ratio: ringvisor time / QEMU time for the same instructions)")
-    lines.append(f"peak memory: {peak_mib:.0f} MiB (guest RAM {mem_mb} MiB + "
-                 f"{peak_mib - mem_mb:.0f} MiB)")
+    peak = t["peak_memory_mib"]
+    lines.append(f"peak memory: {peak:.0f} MiB (guest RAM {mem_mb} MiB + "
+                 f"{peak - mem_mb:.0f} MiB)")
     return lines
+
+
+def to_json(results: list[Result], engine: str, scale: float) -> dict:
+    """The run as a ``ringvisor.bench/1`` document (docs/json.md)."""
+    rows = []
+    for r in results:
+        q = None
+        if r.qemu_seconds is not None:
+            q = {"seconds": r.qemu_seconds, "boot_seconds": r.qemu_boot_seconds,
+                 "long_seconds": r.qemu_long_seconds, "net_seconds": r.qemu_net,
+                 "ratio": r.seconds / r.qemu_net if r.qemu_net else None,
+                 "agrees": r.qemu_agrees}
+        rows.append({"name": r.name, "iters": r.iters, "instructions": r.instructions,
+                     "seconds": r.seconds, "mips": r.mips, "cpu_seconds": r.cpu_seconds,
+                     "cpu_mips": r.cpu_mips,
+                     "checksum": r.checksum_line.split("checksum=")[-1], "qemu": q})
+    return {"schema": "ringvisor.bench/1", "engine": engine, "scale": scale,
+            "qemu_scale": QEMU_SCALE, "workloads": rows, "summary": totals(results)}

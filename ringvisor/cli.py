@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -40,6 +40,21 @@ def parse_size(text: str) -> int:
     return value
 
 
+def port_number(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 < v < 65536:
+        raise argparse.ArgumentTypeError(f"port {v} is out of range (1-65535)")
+    return v
+
+
+def _version() -> str:
+    from ringvisor import __version__
+    return __version__
+
+
 def positive_int(text: str) -> int:
     try:
         v = int(text.replace("_", ""), 0)
@@ -59,8 +74,22 @@ def _console_args(r) -> None:
     r.add_argument("--trace", metavar="FILE",
                    help="write every translation, exception and interrupt to FILE")
     r.add_argument("--stats", action="store_true", help="print execution statistics to stderr")
+    r.add_argument("--json", action="store_true",
+                   help="with --stats: one JSON document on stderr instead (docs/json.md)")
     r.add_argument("--pace", choices=("auto", "on", "off"), default="auto",
                    help="keep virtual time from running ahead of wall time (auto: on a terminal)")
+    r.add_argument("--serial", action="append", metavar="DEV",
+                   help="a serial port's host end, QEMU's spellings: stdio, mon:stdio, null, "
+                        "file:PATH, tcp:[HOST]:PORT[,server][,nowait], unix:PATH[,server]"
+                        "[,nowait]; the first is COM1, a second adds COM2 (default: stdio)")
+    r.add_argument("--gdb", metavar="DEV", help="wait for gdb on tcp:[HOST]:PORT or unix:PATH")
+    r.add_argument("-s", dest="gdb", action="store_const", const="tcp::1234",
+                   help="shorthand for --gdb tcp::1234")
+    r.add_argument("-S", dest="hold", action="store_true",
+                   help="hold the guest before its first instruction until gdb (or the "
+                        "monitor prompt's cont) continues it")
+    r.add_argument("--web", type=port_number, metavar="PORT",
+                   help="serve a live view of the VM's counters on http://127.0.0.1:PORT/")
 
 
 def _stop_args(r) -> None:
@@ -107,6 +136,7 @@ def _snapshot_out_args(r) -> None:
 
 def build_parser() -> Parser:
     p = Parser(prog="ringvisor", description="Virtualization structures on an IA-32 PC in Python.")
+    p.add_argument("--version", action="version", version=f"ringvisor {_version()}")
     sub = p.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
     sub.required = True
 
@@ -188,6 +218,7 @@ def build_parser() -> Parser:
     b.add_argument("--workload", action="append", metavar="NAME",
                    help="run only this workload (repeatable)")
     b.add_argument("--no-qemu", action="store_true", help="do not run qemu-system-i386 for comparison")
+    b.add_argument("--json", action="store_true", help="one JSON document on stdout (docs/json.md)")
 
     c = sub.add_parser("crosscheck", help="run KERNEL on the translator and the interpreter in "
                                           "lockstep and report the first difference")
@@ -202,6 +233,7 @@ def build_parser() -> Parser:
     pr.add_argument("--mode", action="append", choices=("native", "trapemu", "bt"),
                     help="only these modes (repeatable; default: all three)")
     pr.add_argument("--engine", choices=("jit", "interp"), default="jit")
+    pr.add_argument("--json", action="store_true", help="one JSON document on stdout (docs/json.md)")
 
     vb = sub.add_parser("vmbench", help="cost per operation of every workload natively and "
                                          "under each monitor, with ratios to native")
@@ -212,6 +244,7 @@ def build_parser() -> Parser:
     vb.add_argument("--scale", type=float, default=1.0, help="multiply the iteration counts")
     vb.add_argument("--engine", choices=("jit", "interp"), default="jit")
     vb.add_argument("--repeat", type=int, default=2, help="boots per workload and mode; the fastest counts")
+    vb.add_argument("--json", action="store_true", help="one JSON document on stdout (docs/json.md)")
 
     lb = sub.add_parser("lifebench", help="what the VM lifecycle costs for a 32 MiB guest that "
                                            "writes: save, restore, 100 snapshots, live migration")
@@ -335,57 +368,31 @@ def _resolve_kernel(name: str) -> str:
         raise ConfigError(f"{name}: no such file, and no bundled image of that name") from None
 
 
-class Console:
-    """The serial console of a VM run in the foreground: COM1 is stdin and stdout."""
-
-    def __init__(self, args) -> None:
-        self.interactive = sys.stdin.isatty()
-        self.raw_out = self.interactive and sys.stdout.isatty()
-        self.stdout = sys.stdout.buffer
-        self.pace = self.interactive if args.pace == "auto" else args.pace == "on"
-        self.trace = None
-        if args.trace:
-            try:
-                self.trace = open(args.trace, "w")
-            except OSError as e:
-                raise ConfigError(f"{args.trace}: cannot write the trace: {e.strerror}") from None
-
-    def output(self, data: bytes) -> None:
-        self.stdout.write(data.replace(b"\n", b"\r\n") if self.raw_out else data)
-        self.stdout.flush()
-
-    @contextlib.contextmanager
-    def attached(self, m):
-        """The machine wired to the console (stdin, the trace) while it runs."""
-        from ringvisor.hw.devices.uart import HostInput
-        if self.trace:
-            m.cpu.trace = self.trace.write
-        try:
-            with HostInput(0, raw=self.interactive) as host:
-                m.host_input = host
-                m.quit_key = self.interactive
-                yield
-        finally:
-            m.host_input = None
-            if self.trace:
-                self.trace.flush()
-
-    def run(self, m, max_instructions: int | None, last: bool = True):
-        try:
-            with self.attached(m):
-                return m.run(max_instructions)
-        finally:
-            if self.trace and last:
-                self.trace.close()
+def _console(args):
+    """The host's side of a VM run in the foreground, from the console options."""
+    from ringvisor.ui.session import ConsoleConfig, Foreground
+    if args.json and not args.stats:
+        raise ConfigError("--json writes the --stats report: give both")
+    return Foreground(ConsoleConfig(serial=args.serial or ["stdio"], gdb=args.gdb,
+                                    hold=args.hold, web=args.web, trace=args.trace,
+                                    pace=args.pace, store=args.store))
 
 
-def _finish(args, m, mon, stop) -> int:
-    if stop.message:
+def _stats(args, m, mon, stop, image: str, cmdline: str) -> None:
+    if args.json:
+        from ringvisor.ui.report import run_stats
+        emit_json(run_stats(m, mon, stop, image, cmdline, args.engine), sys.stderr)
+        return
+    print_stats(m)
+    if mon is not None:
+        print_monitor_stats(mon)
+
+
+def _finish(args, m, mon, stop, image: str, cmdline: str) -> int:
+    if stop.message and not (args.stats and args.json):
         print(f"\nringvisor: {stop.message}", file=sys.stderr)
     if args.stats:
-        print_stats(m)
-        if mon is not None:
-            print_monitor_stats(mon)
+        _stats(args, m, mon, stop, image, cmdline)
     return stop.status
 
 
@@ -401,13 +408,13 @@ def cmd_run(args) -> int:
     if not args.kernel:
         raise ConfigError("run: the KERNEL argument is required (or --bios ROM)")
     kernel = _resolve_kernel(args.kernel)
-    con = Console(args)
+    con = _console(args)
     size = args.mem << 20
     image = read_image(kernel, max_bytes=size)
     mods = [(p, read_image(p, "module", size), p) for p in args.module]
     m, mon = create_vm(image, args.mode, args.append, args.mem, args.engine, mods,
                        image_name=kernel, output=con.output, pace=con.pace,
-                       keep_source=bool(con.trace))
+                       keep_source=bool(con.trace), serial_ports=con.serial_ports)
     return _run_and_keep(args, con, m, mon, kernel, args.append)
 
 
@@ -422,18 +429,18 @@ def _run_bios(args) -> int:
         raise ConfigError(f"--bios runs on the bare machine only, not under --mode {args.mode}")
     if args.incoming or args.stop_at or getattr(args, "migrate_to", None):
         raise ConfigError("--bios cannot be combined with --incoming, --stop-at or --migrate-to")
-    con = Console(args)
     image = read_image(args.bios, "ROM")           # (boot/rom.py says what sizes are ROMs)
+    con = _console(args)
     m = Machine(args.mem, args.engine, output=con.output, pace=con.pace,
-                keep_source=bool(con.trace))
+                keep_source=bool(con.trace), serial_ports=con.serial_ports)
     m.boot_bios(image, args.bios)
     try:
-        stop = con.run(m, args.max_instructions)
+        stop = con.run(m, None, args.max_instructions, args.bios)
     finally:
         if args.post_log:
             from ringvisor.lifecycle.stream import write_atomic
             write_atomic(args.post_log, m.post.log_text().encode())
-    return _finish(args, m, None, stop)
+    return _finish(args, m, None, stop, args.bios, "")
 
 
 def _check_stop_args(args) -> None:
@@ -460,7 +467,7 @@ def _run_incoming(args) -> int:
             raise BadImage(f"the incoming VM runs under {info.mode} with {info.guest_mb} MiB; "
                            f"this side was started with --mode {args.mode} --mem {args.mem}M")
 
-    con = Console(args)
+    con = _console(args)
     incoming = Incoming(parse_address(args.incoming))
     print(f"ringvisor: waiting for a VM on {incoming.host}:{incoming.port}", file=sys.stderr,
           flush=True)
@@ -481,11 +488,11 @@ def _migrate(args, con, m, mon, info):
     address = parse_address(args.migrate_to)
     say = lambda text: print(f"ringvisor: {text}", file=sys.stderr, flush=True)
     try:
-        with con.attached(m):
+        with con.attached(m, mon, info.image, info.cmdline):
             r = migrate(m, mon, info, address, args.migrate_link, say)
     except MigrationFailed as e:
         say(f"{e}; the VM keeps running here")
-        return con.run(m, args.max_instructions)
+        return con.run(m, mon, args.max_instructions, info.image, info.cmdline)
     if r.stop is not None:
         say("the guest stopped during the migration; it ends here")
         return r.stop
@@ -506,7 +513,7 @@ def _run_and_keep(args, con, m, mon, image: str, cmdline: str) -> int:
         if left <= 0:
             raise ConfigError(f"the VM is at instruction {m.cpu.state.icount:,} already "
                               f"(--migrate-at {migrate_at:,})")
-        stop = con.run(m, left, last=False)
+        stop = con.run(m, mon, left, image, cmdline, last=False)
         if stop.reason == "limit" and m.cpu.state.icount >= migrate_at:
             m.stop = None
             stop = _migrate(args, con, m, mon, VmInfo(image=image, cmdline=cmdline))
@@ -515,19 +522,19 @@ def _run_and_keep(args, con, m, mon, image: str, cmdline: str) -> int:
         else:
             print(f"ringvisor: the VM stopped ({stop.reason}) before instruction "
                   f"{migrate_at:,}; not migrated", file=sys.stderr)
-        return _finish(args, m, mon, stop)
+        return _finish(args, m, mon, stop, image, cmdline)
     if args.stop_at:
         left = args.stop_at - m.cpu.state.icount
         if left <= 0:
             raise ConfigError(f"the VM is at instruction {m.cpu.state.icount:,} already "
                               f"(--stop-at {args.stop_at:,})")
         budget = left if budget is None else min(budget, left)
-    stop = con.run(m, budget)
+    stop = con.run(m, mon, budget, image, cmdline)
     if not (args.stop_at and stop.reason == "limit" and m.cpu.state.icount >= args.stop_at):
         if getattr(args, "save", None) or getattr(args, "snapshot", None):
             print(f"ringvisor: the VM stopped ({stop.reason}) before instruction "
                   f"{args.stop_at:,}; nothing saved", file=sys.stderr)
-        return _finish(args, m, mon, stop)
+        return _finish(args, m, mon, stop, image, cmdline)
     n = m.cpu.state.icount
     info = VmInfo(image=image, cmdline=cmdline, description=getattr(args, "description", ""))
     if args.save:
@@ -544,9 +551,7 @@ def _run_and_keep(args, con, m, mon, image: str, cmdline: str) -> int:
     if not args.save and not getattr(args, "snapshot", None):
         print(f"ringvisor: stopped at instruction {n:,}", file=sys.stderr)
     if args.stats:
-        print_stats(m)
-        if mon is not None:
-            print_monitor_stats(mon)
+        _stats(args, m, mon, stop, image, cmdline)
     return 0
 
 
@@ -555,7 +560,7 @@ def cmd_restore(args) -> int:
     from ringvisor.vmm import attach_monitor
 
     _check_stop_args(args)
-    con = Console(args)
+    con = _console(args)
     m, mon, info = load_file(args.image, attach_monitor, args.engine, con.output, pace=con.pace,
                              keep_source=bool(con.trace))
     return _run_and_keep(args, con, m, mon, info.image, info.cmdline)
@@ -586,7 +591,7 @@ def cmd_snapshot_revert(args) -> int:
     from ringvisor.vmm import attach_monitor
     _check_stop_args(args)
     tree = _tree(args)
-    con = Console(args)
+    con = _console(args)
     m, mon, info = tree.revert(args.name, attach_monitor, args.engine, con.output, pace=con.pace,
                                keep_source=bool(con.trace))
     return _run_and_keep(args, con, m, mon, info.image, info.cmdline)
@@ -648,6 +653,16 @@ def cmd_snapshot_export(args) -> int:
     n = _tree(args).export(args.name, args.file)
     print(f"snapshot {args.name} exported to {args.file} ({n:,} bytes)")
     return 0
+
+
+def emit_json(doc: dict, stream=None) -> None:
+    """One JSON document (docs/json.md): the version that wrote it goes in, and a value
+    JSON cannot carry (NaN, infinity) goes out as null."""
+    from ringvisor.ui.report import clean
+    stream = stream or sys.stdout
+    doc = {"schema": doc["schema"], "ringvisor": _version(), **doc}
+    stream.write(json.dumps(clean(doc), indent=1) + "\n")
+    stream.flush()
 
 
 def print_monitor_stats(mon) -> None:
@@ -714,10 +729,17 @@ def cmd_bench(args) -> int:
         raise ConfigError(f"unknown workload {bad[0]!r} (choose from {', '.join(benchmark.WORKLOADS)})")
     if args.scale <= 0:
         raise ConfigError("--scale must be positive")
-    print(f"engine: {args.engine}")
-    print(benchmark.HEADER)
+    from ringvisor.ui.progress import Progress
+    progress = Progress([(f"bench: {n}", "bench") for n in names])
+    echo = (lambda s: None) if args.json else (lambda s: (progress.clear(), print(s, flush=True)))
+    echo(f"engine: {args.engine}")
+    echo(benchmark.HEADER)
     results = benchmark.run_suite(args.engine, args.scale, names, not args.no_qemu,
-                                  echo=lambda s: print(s, flush=True))
+                                  echo=echo, progress=progress)
+    progress.clear()
+    if args.json:
+        emit_json(benchmark.to_json(results, args.engine, args.scale))
+        return 0
     for line in benchmark.summary(results):
         print(line)
     return 0
@@ -775,7 +797,10 @@ def cmd_probe(args) -> int:
         except ValueError as e:
             msg = r.stop.message or f"exit status {r.status}"
             raise ConfigError(f"the probe guest failed under {mode}: {e} ({msg.splitlines()[0]})") from None
-    print(probe_table.table(results))
+    if args.json:
+        emit_json(probe_table.to_json(results, args.engine))
+    else:
+        print(probe_table.table(results))
     return 0
 
 
@@ -790,10 +815,17 @@ def cmd_vmbench(args) -> int:
     if args.repeat < 1:
         raise ConfigError("--repeat must be at least 1")
     modes = ["native"] + (args.mode or ["trapemu", "bt", "paravirt"])
-    print(f"cycles = guest rdtsc per operation (instructions retired; a trap into the monitor "
-          f"counts one); wall = host time per operation of the guest's timed loop (fastest of "
-          f"{args.repeat}); engine {args.engine}")
-    vmbench.measure(modes, names, args.scale, args.engine, args.repeat)
+    from ringvisor.ui.progress import Progress
+    progress = Progress(vmbench.plan(modes, names, args.repeat))
+    report = (lambda s: None) if args.json else (lambda s: (progress.clear(), print(s, flush=True)))
+    report(f"cycles = guest rdtsc per operation (instructions retired; a trap into the monitor "
+           f"counts one); wall = host time per operation of the guest's timed loop (fastest of "
+           f"{args.repeat}); engine {args.engine}")
+    results = vmbench.measure(modes, names, args.scale, args.engine, args.repeat, report=report,
+                              progress=progress)
+    progress.clear()
+    if args.json:
+        emit_json(vmbench.to_json(results, modes, args.scale, args.engine, args.repeat))
     return 0
 
 

@@ -159,3 +159,26 @@ def table(results: dict[str, dict[str, tuple[str, str]]], *, describe: bool = Tr
                  "(ring 0 natively), user = run in ring 3; - = not reported; "
                  "#GP(xxxx) etc. = the exception raised (error code)")
     return "\n".join(lines) + "\n"
+
+
+def to_json(results: dict[str, dict[str, tuple[str, str]]], engine: str) -> dict:
+    """The probe's results as a ``ringvisor.probe/1`` document (docs/json.md)."""
+    if not results:
+        raise ValueError("no results to report")
+    modes = list(results)
+    base = BASELINE if BASELINE in results else modes[0]
+    descriptions = dict(SENSITIVE)
+    probes = []
+    for name in _order(results):
+        ref = results[base].get(name)
+        cells = {}
+        for mode in modes:
+            values = results[mode].get(name)
+            if values is None:
+                cells[mode] = None
+                continue
+            cells[mode] = {"kernel": values[0], "user": values[1],
+                           "differs": mode != base and (ref is None or values != ref)}
+        probes.append({"name": name, "description": descriptions.get(name, ""), "results": cells})
+    return {"schema": "ringvisor.probe/1", "engine": engine, "baseline": base, "modes": modes,
+            "probes": probes}

@@ -106,10 +106,20 @@ def _bracket(reads: list[tuple[int, float]], total: int) -> float | None:
     return None
 
 
+def plan(modes, workloads, repeat: int) -> list[tuple[str, str]]:
+    """Every boot ``measure`` makes, in order, as (label, kind) for a progress line;
+    a mode's boots cost alike, so the mode is the kind an estimate learns from."""
+    return [(f"vmbench: {name} under {mode}" + (f" (run {k + 1}/{repeat})" if repeat > 1 else ""),
+             mode) for name in workloads for k in range(repeat) for mode in modes]
+
+
 def measure(modes=("native", "trapemu", "bt", "paravirt"), workloads=None, scale: float = 1.0,
-            engine: str = "jit", repeat: int = 2, report=print) -> dict:
+            engine: str = "jit", repeat: int = 2, report=print, progress=None) -> dict:
+    """Measure; ``report`` gets each row as text, ``progress`` (ui.progress.Progress over
+    ``plan``) hears of each boot."""
     names = workloads or NANO + LMBENCH + CPU
     results: dict = {}
+    step = 0
     for name in names:
         iters = max(1, int(ITERS.get(name, 10) * scale))
         # the modes take turns (native, trapemu, ..., native, trapemu, ...), so a change
@@ -119,9 +129,14 @@ def measure(modes=("native", "trapemu", "bt", "paravirt"), workloads=None, scale
         failed: dict[str, dict] = {}
         for _ in range(repeat):
             for mode in modes:
+                step += 1
                 if mode in failed:
                     continue
+                if progress is not None:
+                    progress.start(step - 1)
                 c = _run(_kernel(mode), mode, name, iters, engine)
+                if progress is not None:
+                    progress.done(step - 1)
                 if c["ok"]:
                     samples[mode].append(c)
                 else:
@@ -165,10 +180,11 @@ def _line(name: str, iters: int, row: dict, modes) -> str:
     return "  ".join(parts)
 
 
-def _throughput(names, results, modes) -> str:
-    """The CPU-bound suite's throughput under each monitor, relative to native (geometric mean)."""
-    out = ["CPU-bound suite throughput relative to native (geometric mean over "
-           f"{', '.join(names)}):"]
+def throughput(names, results, modes) -> dict:
+    """The CPU-bound suite's throughput under each monitor relative to native, in percent
+    (geometric mean of the per-workload ratios): mode -> (guest cycles, wall time)."""
+    out = {}
+    g = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))
     for mode in modes:
         if mode == "native":
             continue
@@ -179,8 +195,41 @@ def _throughput(names, results, modes) -> str:
                 cyc.append(_ratio(nat["cycles"], c["cycles"]))
                 wall.append(_ratio(nat["wall_us"], c["wall_us"]))
         if cyc:
-            g = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))
-            out.append(f"  {mode}: {100 * g(cyc):.1f}% in guest cycles, {100 * g(wall):.1f}% in wall time")
+            out[mode] = (100 * g(cyc), 100 * g(wall))
+    return out
+
+
+def _throughput(names, results, modes) -> str:
+    out = ["CPU-bound suite throughput relative to native (geometric mean over "
+           f"{', '.join(names)}):"]
+    for mode, (cyc, wall) in throughput(names, results, modes).items():
+        out.append(f"  {mode}: {cyc:.1f}% in guest cycles, {wall:.1f}% in wall time")
     if "paravirt" in modes:
         out.append(f"  published for Xen (Barham et al., SOSP 2003): {XEN_SOSP03}")
     return "\n".join(out)
+
+
+def to_json(results: dict, modes, scale: float, engine: str, repeat: int) -> dict:
+    """A ``measure`` run as a ``ringvisor.vmbench/1`` document (docs/json.md)."""
+    rows = []
+    for name, row in results.items():
+        nat = row.get("native")
+        cells = {}
+        for mode in modes:
+            c = dict(row[mode])
+            if mode != "native" and c["ok"] and nat and nat["ok"]:
+                c["cycles_ratio"] = _ratio(c["cycles"], nat["cycles"])
+                c["wall_ratio"] = _ratio(c["wall_us"], nat["wall_us"])
+            cells[mode] = c
+        published = None
+        if name in PUBLISHED:
+            published = {"native": PUBLISHED[name][0], "software_vmm": PUBLISHED[name][1],
+                         "source": "Adams & Agesen, ASPLOS 2006, section 6.2 (Pentium 4 cycles)"}
+        rows.append({"name": name, "iters": next((c["iters"] for c in cells.values()
+                                                 if c.get("iters")), None),
+                     "results": cells, "published": published})
+    cpu = [n for n in results if n in CPU]
+    tp = throughput(cpu, results, modes) if cpu and "native" in modes else {}
+    return {"schema": "ringvisor.vmbench/1", "engine": engine, "scale": scale, "repeat": repeat,
+            "modes": list(modes), "workloads": rows,
+            "throughput": {m: {"cycles_percent": c, "wall_percent": w} for m, (c, w) in tp.items()}}

@@ -15,7 +15,8 @@ from ringvisor.hw.devices.debugexit import DebugExit
 from ringvisor.hw.devices.pic import PicPair
 from ringvisor.hw.devices.pit import PIT_HZ, Pit8254
 from ringvisor.hw.devices.reset import ResetControl
-from ringvisor.hw.devices.uart import HostInput, Uart16550
+from ringvisor.hw.chardev import HostInput
+from ringvisor.hw.devices.uart import Uart16550
 
 HZ = 100_000_000
 

@@ -130,6 +130,10 @@ class CodeCache:
         if d is not None and cpu.state.cr4 & CR4_SMEP and not mode.user and lin & PAGE in mmu.tr_u:
             d = None                   # a user page: the walk decides (SMEP faults)
         phys = lin + d if d is not None else mmu.walk(lin, False, mode.user, fetch=True)
+        if not single and cpu.host.pages and lin & PAGE in cpu.host.pages:
+            # a page with a host debugger's breakpoint runs an instruction at a time
+            # (Cpu.run steps through it): this "block" just ends the dispatch loop
+            return self._to_step
         if cpu.native:
             hit = cpu.native.find(phys)
             if hit is not None:
@@ -148,6 +152,10 @@ class CodeCache:
         if not single and len(tr.phys_pages) == 1:
             self.jump.setdefault(mode.key, {})[eip] = tr.fn
         return tr.fn
+
+    def _to_step(self) -> int:
+        self.cpu.limit = 0
+        return self.cpu.state.eip
 
     def _native_entry(self, hit, mode: Mode):
         """The "block" for an address inside a native-handler region."""

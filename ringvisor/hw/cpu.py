@@ -15,6 +15,7 @@ from collections import deque
 
 from .codecache import CodeCache, SmcRestart
 from .faults import CONTRIBUTORY, DB, DF, HAS_ERROR_CODE, PF, CpuFault, PageFault, TripleFault
+from .hostdebug import PAGE, HostDebug
 from .memory import PhysicalMemory
 from .mmu import Mmu
 from .native import NativeRegions
@@ -58,6 +59,7 @@ class Cpu:
         self.ignne = False
         self.debug_active = False         # DR7 enables a breakpoint: execute one instruction at a time
         self.exec_breakpoints: list[tuple[int, int]] = []
+        self.host = HostDebug()           # the host debugger's breakpoints (hostdebug.py)
         self.exceptions = deque(maxlen=12)   # recent (eip, exception), for crash reports
         self.stats = {"exceptions": 0, "interrupts": 0, "smc_restarts": 0}
         self.trace = None                 # a callable taking text: translations, traps, interrupts
@@ -114,7 +116,8 @@ class Cpu:
         # everything the mode is computed from (a kernel switches between a few modes:
         # each is computed once)
         sig = (self.cpl, real, cs.base, cs.limit, cs.attr, st.eflags & DF_FLAG, st.cr0 & CR0_PG,
-               bool(self.mmu.watch), es.base, es.limit, es.attr, ss.base, ss.limit, ss.attr,
+               bool(self.mmu.watch), self.mmu.host is None,
+               es.base, es.limit, es.attr, ss.base, ss.limit, ss.attr,
                ds.base, ds.limit, ds.attr, fs.base, fs.limit, fs.attr, gs.base, gs.limit, gs.attr)
         mode = self._modes.get(sig)
         if mode is None:
@@ -135,7 +138,7 @@ class Cpu:
             if s.limit == ds_limit and is_flat(s, any_limit=True):
                 flat |= 1 << i
         cs = st.segs[CS]
-        direct = not st.cr0 & CR0_PG and not self.mmu.watch
+        direct = not st.cr0 & CR0_PG and not self.mmu.watch and self.mmu.host is None
         return Mode(self.cpl, cs.big, st.segs[SS].big, bool(st.eflags & DF_FLAG), flat,
                     cs.base, cs.limit, ds_limit, direct, not st.cr0 & CR0_PE)
 
@@ -158,10 +161,17 @@ class Cpu:
         self.exec_breakpoints = execs
         self.mmu.watch = watch
         self.mmu.watch_pages = {a & 0xFFFFF000 for _, a, e, _ in watch} | \
-            {e & 0xFFFFF000 for _, a, e, _ in watch}
-        self.debug_active = bool(execs or watch)
+            {e & 0xFFFFF000 for _, a, e, _ in watch} | self.host.watch_pages()
+        self.mmu.host = self.host if self.host.watchpoints else None
+        self.debug_active = bool(execs or watch or self.host.watchpoints or self.host.break_next)
         self.tlb_flush()
         self.mode_changed()           # data breakpoints end direct RAM loads (Mode.direct)
+
+    def host_debug_changed(self) -> None:
+        """The host debugger's breakpoints or watchpoints changed (hostdebug.py)."""
+        # blocks of a page that now holds a breakpoint must not run from the jump cache
+        self.cache.flush_jump_cache()
+        self.update_debug()
 
     def open_interrupt_shadow(self) -> None:
         """STI (from IF=0), MOV SS and POP SS: the next instruction runs before any interrupt."""
@@ -265,6 +275,10 @@ class Cpu:
         """
         st = self.state
         tf = st.eflags & TF
+        host = self.host
+        if host.armed and host.hit((self.mode.cs_base + st.eip) & 0xFFFFFFFF, st.icount):
+            self.limit = 0                # stopped before the instruction, for the debugger
+            return
         if self.exec_breakpoints and not st.eflags & RF:
             lin = (self.mode.cs_base + st.eip) & 0xFFFFFFFF
             hits = 0
@@ -300,7 +314,8 @@ class Cpu:
         # a block runs whole once entered, so it may only start this far before ``until``
         # (a REP string instruction, which retires one per iteration, ends its block)
         slack = cache.max_insns if self.exact and cache.max_insns > 1 else 0
-        while st.icount < until and not self.stop_requested:
+        host = self.host
+        while st.icount < until and not self.stop_requested and host.event is None:
             if st.interrupt_shadow:
                 st.interrupt_shadow = False
                 self.limit = until            # (a string instruction stops at the bound)
@@ -310,7 +325,8 @@ class Cpu:
                 self.deliver_interrupt()
             if st.halted:
                 return
-            if st.eflags & TF or self.debug_active or until - st.icount <= slack:
+            if st.eflags & TF or self.debug_active or until - st.icount <= slack or (
+                    host.pages and (self.mode.cs_base + st.eip) & PAGE in host.pages):
                 self.limit = until
                 self.step()
                 continue

@@ -1,16 +1,21 @@
 """The PC: CPU, memory, bus and devices assembled in one place, and its main loop.
 
 The main loop runs the CPU up to the next timer deadline, fires the timers,
+polls the host's sources (the serial lines' backends, a debugger's connection)
 and, when the CPU halts, skips virtual time forward to the next deadline (or
 waits for the host's input) — so a run is deterministic and an idle guest
 costs nothing.  A run ends with a :class:`Stop` saying why: the guest's
 isa-debug-exit status, a reset request, a triple fault (with a CPU report), a
-halt nothing can wake, or the instruction limit.
+halt nothing can wake, or the instruction limit.  A run can also *pause*
+(``Stop("paused")``: a host debugger's breakpoint, or :meth:`Machine.pause`
+from a source) and be resumed by calling :meth:`Machine.run` again; the guest
+cannot tell, as its time is the instruction count.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,7 +38,8 @@ from .devices.pic import PicPair
 from .devices.pit import Pit8254
 from .devices.post import PostPorts
 from .devices.reset import ResetControl
-from .devices.uart import HostInput, Uart16550
+from .chardev import Chardev
+from .devices.uart import Uart16550
 from .faults import TripleFault, UnsupportedFeature
 from .memory import PhysicalMemory
 from .state import EDX, IF, REG_NAMES, SEG_NAMES, DescriptorTable, Segment, reset_state
@@ -41,13 +47,14 @@ from .system import CPUID_SIGNATURE
 
 MAX_MEM_MB = 3584          # below the 4 GiB hole; the machine has no PAE
 SLICE = 1_000_000          # instructions between polls of host input
+COM = ((0x3F8, 4), (0x2F8, 3))   # the PC's serial ports: (base, IRQ) of COM1, COM2
 
 
 @dataclass
 class Stop:
     """Why a run ended: ``status`` is the process exit status ringvisor reports."""
 
-    reason: str            # "exit", "reset", "triple-fault", "halted", "limit"
+    reason: str            # "exit", "reset", "triple-fault", "halted", "limit", "quit", "paused"
     status: int
     message: str = ""
 
@@ -55,7 +62,7 @@ class Stop:
 class Machine:
     def __init__(self, mem_mb: int = 32, engine: str = "jit", cpu_hz: int = 100_000_000,
                  output: Callable[[bytes], None] | None = None, pace: bool = False,
-                 keep_source: bool = False) -> None:
+                 keep_source: bool = False, serial_ports: int = 1) -> None:
         if not 1 <= mem_mb <= MAX_MEM_MB:
             raise ConfigError(f"memory size must be between 1 and {MAX_MEM_MB} MiB, not {mem_mb}")
         self.mem = PhysicalMemory(mem_mb << 20)
@@ -68,8 +75,14 @@ class Machine:
         self.cpu.acknowledge = self.pic.acknowledge
         self.pit = Pit8254(self.bus, self.clock, lambda: self.pic.raise_irq(0),
                            lambda: self.pic.lower_irq(0))
-        self.uart = Uart16550(self.bus, 0x3F8, lambda: self.pic.raise_irq(4),
-                              lambda: self.pic.lower_irq(4), self._serial_out, clock=self.clock)
+        if not 1 <= serial_ports <= len(COM):
+            raise ConfigError(f"the PC has 1 to {len(COM)} serial ports, not {serial_ports}")
+        # COM2 exists only when asked for, as on QEMU (one UART per -serial)
+        self.uarts = [Uart16550(self.bus, base, lambda irq=irq: self.pic.raise_irq(irq),
+                                lambda irq=irq: self.pic.lower_irq(irq), clock=self.clock)
+                      for base, irq in COM[:serial_ports]]
+        self.uart = self.uarts[0]
+        self.uart.output = self._serial_out
         self.debug_exit = DebugExit(self.bus, self._on_exit)
         self.cmos = Cmos(self.bus, self.clock, self.mem.size)
         self.reset_control = ResetControl(self.bus, self._on_reset)
@@ -80,11 +93,14 @@ class Machine:
         self.post = PostPorts(self.bus, lambda: self.cpu.state.icount)
         # every device, by the name its state is saved under (ringvisor.lifecycle); the
         # interrupt controller last, so that restoring it settles the lines the others drive
-        self.devices = {d.state_name: d for d in (self.pit, self.uart, self.cmos, self.reset_control,
-                                                  self.debug_exit, self.coprocessor, self.pic)}
-        self.host_input: HostInput | None = None
-        self.quit_key = False      # Ctrl-A x on an interactive console stops the machine
-        self._ctrl_a = False
+        self.devices = {d.state_name: d for d in (self.pit, *self.uarts, self.cmos,
+                                                  self.reset_control, self.debug_exit,
+                                                  self.coprocessor, self.post, self.pic)}
+        # the host's sources of events: objects with fileno() (None: nothing to wait on)
+        # and poll(), polled between slices and waited on while the guest is idle
+        self.sources: list = []
+        self.slice = SLICE
+        self.pause_reason: str | None = None
         self.stop: Stop | None = None
         self.wall_seconds = 0.0
 
@@ -155,47 +171,70 @@ class Machine:
         st.regs[EDX] = CPUID_SIGNATURE
         self.cpu.set_state(st.to_dict())
 
-    # -- running ----------------------------------------------------------------------
+    # -- the host's side -------------------------------------------------------------
     def feed_input(self, data: bytes) -> None:
         self.uart.feed(data)
 
-    def _poll_host(self) -> None:
-        h = self.host_input
-        if h is not None and not h.eof:
-            data = h.read()
-            if data and self.quit_key:
-                data = self._escape(data)
-            if data:
-                self.uart.feed(data)
+    def connect_serial(self, index: int, backend: Chardev) -> None:
+        """Connect serial port ``index`` (0: COM1) to a host backend (chardev.py)."""
+        uart = self.uarts[index]
+        uart.output = backend.write
+        self.sources.append(_SerialLine(backend, uart))
 
-    def _escape(self, data: bytes) -> bytes:
-        out = bytearray()
-        for b in data:
-            if self._ctrl_a:
-                self._ctrl_a = False
-                if b in b"xX":
-                    self.stop = Stop("quit", 0, "stopped by the user (Ctrl-A x)")
-                    self.cpu.request_stop()
-                    return bytes(out)
-                if b != 1:
-                    out.append(1)
-            elif b == 1:
-                self._ctrl_a = True
-                continue
-            out.append(b)
-        return bytes(out)
+    def quit(self, message: str = "stopped by the user") -> None:
+        """End the run at the next instruction boundary (the user asked)."""
+        self.stop = Stop("quit", 0, message)
+        self.cpu.request_stop()
+
+    def pause(self, reason: str) -> None:
+        """Pause the run at the next instruction boundary (``run`` returns ``Stop("paused")``)."""
+        self.pause_reason = reason
+        self.cpu.limit = 0
+
+    def _poll_host(self) -> None:
+        for s in self.sources:
+            s.poll()
+
+    def wait_host(self, timeout: float | None) -> bool:
+        """Wait until a source has something or ``timeout`` passes; poll the sources if
+        one has.  True if one had (False too when there is nothing to wait on)."""
+        fds = [fd for fd in (s.fileno() for s in self.sources) if fd is not None]
+        if not fds:
+            return False
+        try:
+            ready = select.select(fds, [], [], timeout)[0]
+        except (InterruptedError, OSError, ValueError):
+            ready = fds                 # a closed descriptor: its poll finds out
+        if ready:
+            self._poll_host()
+        return bool(ready)
+
+    # -- running ----------------------------------------------------------------------
+    def step(self) -> None:
+        """Execute one instruction, taking no interrupt and firing no timer (a
+        debugger's single step, as QEMU's gdbstub steps by default)."""
+        try:
+            self.cpu.step()
+        except TripleFault as e:
+            self.stop = Stop("triple-fault", 3, f"triple fault: {e}\n{self.report()}")
+        except UnsupportedFeature as e:
+            self.stop = Stop("unsupported", 3, f"stopped: {e}\n{self.report()}")
 
     def run(self, max_instructions: int | None = None) -> Stop:
         cpu, clock = self.cpu, self.clock
         st = cpu.state
         limit = None if max_instructions is None else st.icount + max_instructions
+        self.pause_reason = None
+        cpu.host.event = None
         t0 = time.perf_counter()
         try:
             while self.stop is None:
+                if self.pause_reason is not None or cpu.host.event is not None:
+                    return Stop("paused", 0, self.pause_reason or cpu.host.event.kind)
                 deadline = clock.next_deadline()
-                # slices end at multiples of SLICE, so a run restored from a save
+                # slices end at multiples of the slice, so a run restored from a save
                 # polls at the same instructions as the run it continues
-                until = (st.icount // SLICE + 1) * SLICE
+                until = (st.icount // self.slice + 1) * self.slice
                 if deadline is not None:
                     until = min(until, max(deadline - clock.offset, st.icount + 1))
                 if limit is not None:
@@ -227,14 +266,12 @@ class Machine:
                                           f"eip={st.eip:#010x}")
             return
         deadline = clock.next_deadline()
-        h = self.host_input
-        if h is not None and not h.eof and (deadline is None or clock.pacing):
+        if deadline is None or clock.pacing:
             wait = None if deadline is None else clock.wall_delay(deadline)
-            if h.wait(wait):
-                self._poll_host()
+            if self.wait_host(wait):
                 return
         if deadline is None:
-            if self.uart.has_pending_input():
+            if any(u.has_pending_input() for u in self.uarts):
                 return
             self.stop = Stop("halted", 0, "the guest halted and nothing can wake it")
             return
@@ -294,6 +331,22 @@ class Machine:
             "post_writes": self.post.writes,
             "post_last": self.post.last,
         }
+
+
+class _SerialLine:
+    """A serial port's backend as a source of host input for the main loop."""
+
+    def __init__(self, backend: Chardev, uart: Uart16550) -> None:
+        self.backend = backend
+        self.uart = uart
+
+    def fileno(self) -> int | None:
+        return None if self.backend.eof else self.backend.fileno()
+
+    def poll(self) -> None:
+        data = self.backend.read()
+        if data:
+            self.uart.feed(data)
 
 
 def read_image(path: str | os.PathLike, what: str = "kernel", max_bytes: int | None = None) -> bytes:

@@ -52,6 +52,7 @@ class Mmu:
         # empty when they are not
         self.parked_s: dict[int, int] = {}
         self.parked_u: dict[int, int] = {}
+        self.host = None       # the host debugger's watchpoints, when it has any (hostdebug.py)
 
     # -- TLB management -------------------------------------------------------
     def flush(self) -> None:
@@ -205,10 +206,12 @@ class Mmu:
         for i, first, end, writes_only in self.watch:
             if lin <= end and first <= last and (write or not writes_only):
                 self.watch_hits |= 1 << i
+        if self.host is not None:
+            self.host.watched(lin, size, write)
 
     def read(self, lin: int, size: int, user: bool) -> int:
         lin &= 0xFFFFFFFF
-        if self.watch:
+        if self.watch or self.host is not None:
             self._watched(lin, size, False)
         if (lin & 0xFFF) + size <= 0x1000:
             # implicit accesses (descriptor tables, the TSS, interrupt frames) use the
@@ -228,7 +231,7 @@ class Mmu:
 
     def write(self, lin: int, size: int, value: int, user: bool) -> None:
         lin &= 0xFFFFFFFF
-        if self.watch:
+        if self.watch or self.host is not None:
             self._watched(lin, size, True)
         if (lin & 0xFFF) + size <= 0x1000:
             # write entries exist only for dirty, writable, non-code pages

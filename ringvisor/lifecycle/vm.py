@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
-from ringvisor.hw.machine import Machine
+from ringvisor.hw.machine import COM, Machine
 
 from . import codec, ram as RAMCODEC
 from .stream import META, RAM, STATE, BadImage, Section
@@ -100,6 +100,9 @@ def restore(sections: list[Section], attach_monitor: AttachMonitor | None = None
     (the snapshot store's page references).
     """
     info = read_info(sections, what)
+    # as many serial ports as were saved (COM2 exists when the VM was given a second line)
+    ports = sum(1 for s in sections if s.kind == STATE and s.name.startswith("uart@"))
+    machine_kw.setdefault("serial_ports", min(max(ports, 1), len(COM)))
     m, monitor = new_machine(info, attach_monitor, engine, output, what, **machine_kw)
     rams = [s for s in sections if s.kind == RAM]
     if load_ram is not None:

@@ -90,6 +90,8 @@ def _classify(ins: ix.Instruction) -> str:
 class BinaryTranslation(Monitor):
     name = "bt"
     STATE = Monitor.STATE + ("tc", "table_write_traps", "adaptive", "adapt_after")
+    # a host debugger's breakpoints are the debugger's, not the VM's: never saved
+    TRANSIENT = Monitor.TRANSIENT + ("debug_breakpoints", "debug_tc")
 
     def __init__(self, machine, guest_ram: int, tc_size: int = L.TC_SIZE) -> None:
         super().__init__(machine, guest_ram)
@@ -100,6 +102,8 @@ class BinaryTranslation(Monitor):
         self.table_write_traps: Counter[int] = Counter()    # guest EIP -> trapped table stores
         self.adaptive: dict[int, list[int]] = {}             # store callouts: guest EIP -> [stores, to tables]
         self.adapt_after: dict[int, int] = {}                # a site's threshold (doubles when it goes back)
+        self.debug_breakpoints: set[int] = set()             # guest EIPs a debugger stops at ...
+        self.debug_tc: set[int] = set()                      # ... and the units that start there
 
     # -- how guest kernel code runs ---------------------------------------------------
     def kernel_entry(self, eip: int) -> int:
@@ -213,6 +217,9 @@ class BinaryTranslation(Monitor):
 
         g = eip
         for n in range(MAX_UNIT):
+            if n and g in self.debug_breakpoints:
+                stub(g)                 # a debugger's breakpoint starts a unit of its own
+                break
             try:
                 ins, raw = self._fetch(g, frames)
             except GuestPageFault:
@@ -271,12 +278,48 @@ class BinaryTranslation(Monitor):
         tc.sites.update(sites)
         for fr in frames:
             self.shadow.protect(fr)
+        if eip in self.debug_breakpoints:
+            self.debug_tc.add(unit.start)
+            self.cpu.host.set_breakpoints(self.cpu.host.breakpoints | {unit.start})
+            self.cpu.host_debug_changed()
         return unit
 
     def flush_translations(self) -> None:
         for fr in list(self.tc.by_frame):
             self.shadow.unprotect(fr)
         self.tc.flush()
+        if self.debug_tc:                # the space is handed out again: forget those stops
+            self.cpu.host.set_breakpoints(self.cpu.host.breakpoints - self.debug_tc)
+            self.debug_tc.clear()
+            self.cpu.host_debug_changed()
+
+    # -- the guest view: guest addresses, not the translation cache's -----------------------
+    def view_eip(self, eip: int, cs: int) -> int:
+        if cs == L.SEL_TCODE:
+            g = self.tc.guest_eip(eip)
+            return eip if g is None else g
+        return eip
+
+    def debug_addresses(self, addresses: set[int]) -> set[int]:
+        """A breakpoint at guest X stops user code at X and kernel code where its
+        translation starts: units are split so that X always begins one (here for the
+        units already made, in ``translate`` for those to come)."""
+        self.debug_breakpoints = set(addresses)
+        tc = self.tc
+        for u in list(tc.units.values()):
+            if u.live and any(g in addresses for g in u.guest_map[1:]):
+                tc.invalidate_unit(u)
+        st = self.cpu.state
+        if st.segs[1].selector == L.SEL_TCODE:
+            # stopped inside a unit just dropped: go on from a fresh translation
+            u = tc.unit_at(st.eip)
+            if u is not None and not u.live:
+                try:
+                    st.eip = self.kernel_entry(self.view_eip(st.eip, L.SEL_TCODE))
+                except GuestPageFault:
+                    pass
+        self.debug_tc = {u.start for u in tc.units.values() if u.live and u.guest in addresses}
+        return set(addresses) | self.debug_tc
 
     # -- callouts ------------------------------------------------------------------------
     def callout(self, f: Frame, vector: int) -> None:

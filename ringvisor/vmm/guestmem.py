@@ -129,6 +129,19 @@ class GuestMemory:
                                 f"guest's {self.ram_size >> 20} MiB")
         return p
 
+    def peek(self, lin: int) -> int:
+        """The guest physical address of ``lin`` as the guest's tables map it, for a
+        debugger: no accessed or dirty bits set, no protection checked (a debugger
+        writes breakpoints into read-only code); GuestPageFault if not mapped."""
+        hit = self.fixed.get(lin & 0xFFFFF000) if self.fixed else None
+        if hit is not None:
+            return hit[0] + (lin & 0xFFF)
+        p = self.translate(lin, False, False, set_bits=False).phys
+        if p >= self.ram_size:
+            raise GuestBadFrame(f"guest linear {lin:#010x} maps physical {p:#x}, beyond the "
+                                f"guest's {self.ram_size >> 20} MiB")
+        return p
+
     # -- accesses ------------------------------------------------------------------------
     def read(self, lin: int, n: int, user: bool = False) -> bytes:
         out = bytearray()

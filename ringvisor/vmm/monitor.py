@@ -39,6 +39,7 @@ from .errors import GuestFault, MonitorStop
 from .frame import Frame
 from .gdt import ACCESSED, GuestGdt
 from .guestmem import W, GuestBadFrame, GuestMemory, GuestPageFault
+from .guestview import GuestViewHooks
 from .platform import VirtualPlatform
 from .shadow import NO_PAGING, ShadowPaging
 from .stepping import Stepping
@@ -53,7 +54,7 @@ USER_IO = {ix.Mnemonic.IN, ix.Mnemonic.OUT, ix.Mnemonic.INSB, ix.Mnemonic.INSW,
            ix.Mnemonic.CLI, ix.Mnemonic.STI}
 
 
-class Monitor(Delivery, Stepping):
+class Monitor(Delivery, Stepping, GuestViewHooks):
     name = "monitor"
     # the lifecycle protocol (vmm/state.py: what each attribute is)
     state_name = "monitor"

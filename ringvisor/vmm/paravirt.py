@@ -207,6 +207,12 @@ class ParaVirt(Monitor):
         self.mem.write(o, struct.pack("<IIQQIbB2x", self.time_version, 0, self.cpu.tsc(),
                                       self.machine.clock.now_ns(), mul, shift, 0))
 
+    def guest_if(self, value: bool | None = None) -> bool:
+        # the virtual IF is the event mask in shared memory, which the guest flips itself
+        if value is not None:
+            self.events.upcall_mask = not value
+        return not self.events.upcall_mask
+
     # -- what the guest sees at fixed addresses -----------------------------------------
     def page_fault(self, f: Frame) -> None:
         lin = self.cpu.state.cr2

@@ -43,3 +43,14 @@ class PostPorts:
     def log_text(self) -> str:
         """One line a code: instruction count, port, value (what ``--post-log`` writes)."""
         return "".join(f"{n} {port:#x} {v:#04x}\n" for n, port, v in self.codes)
+
+    # -- state (ringvisor.lifecycle): the analyser's record travels with the machine ----
+    state_name = "post"
+    state_version = 1
+
+    def get_state(self) -> dict:
+        return {"writes": self.writes, "codes": [list(c) for c in self.codes]}
+
+    def set_state(self, state: dict) -> None:
+        self.writes = state["writes"]
+        self.codes = deque((tuple(c) for c in state["codes"]), maxlen=KEEP)

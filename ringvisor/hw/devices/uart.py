@@ -1,4 +1,4 @@
-"""National Semiconductor 16550A UART (COM1 at 0x3F8, IRQ 4), and host stdin.
+"""National Semiconductor 16550A UART (COM1 at 0x3F8, IRQ 4; COM2 at 0x2F8, IRQ 3).
 
 Register map (offsets from ``base``; DLAB = LCR bit 7)
 -------------------------------------------------------
@@ -41,8 +41,6 @@ immediate otherwise.
 
 from __future__ import annotations
 
-import os
-import select
 from collections import deque
 from dataclasses import asdict, dataclass, fields
 from typing import Callable
@@ -368,64 +366,3 @@ class Uart16550:
                 self._update_irq()
             return ret
         return s.scr
-
-
-class HostInput:
-    """Non-blocking reader of a host file descriptor (stdin: a tty or a pipe).
-
-    ``read()`` returns whatever is available now (b"" if nothing);
-    ``wait(timeout)`` blocks until input is available, EOF is reached or the
-    timeout passes, and says whether input (or EOF) is there.  After EOF,
-    ``eof`` is True, ``read()`` returns b"" and ``wait`` returns at once.
-    ``raw=True`` puts a tty into raw mode (restored by ``close()``), so keys
-    reach the guest one at a time and unechoed, as on a serial terminal.
-    Built on select(), so there is no thread to stop.
-    """
-
-    def __init__(self, fd: int = 0, raw: bool = False) -> None:
-        self.fd = fd
-        self.eof = False
-        self._saved_tty = None
-        if raw and os.isatty(fd):
-            import termios
-            import tty
-            self._saved_tty = termios.tcgetattr(fd)
-            tty.setraw(fd)
-
-    def _readable(self, timeout: float | None) -> bool:
-        try:
-            r, _, _ = select.select([self.fd], [], [], timeout)
-        except (OSError, ValueError):  # closed descriptor
-            self.eof = True
-            return True
-        return bool(r)
-
-    def read(self, limit: int = 4096) -> bytes:
-        if self.eof or not self._readable(0):
-            return b""
-        try:
-            data = os.read(self.fd, limit)
-        except BlockingIOError:
-            return b""
-        except OSError:
-            data = b""
-        if not data:
-            self.eof = True
-        return data
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self.eof:
-            return True
-        return self._readable(timeout)
-
-    def close(self) -> None:
-        if self._saved_tty is not None:
-            import termios
-            termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved_tty)
-            self._saved_tty = None
-
-    def __enter__(self) -> "HostInput":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

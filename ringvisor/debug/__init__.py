@@ -1,0 +1,1 @@
+"""Debugging a running guest from the host: the GDB remote protocol (gdbstub.py)."""

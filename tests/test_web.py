@@ -1,0 +1,92 @@
+"""The live view (``--web PORT``) in a real headless browser: Chromium loads the page, its
+script polls the VM's counters, and they change while the guest runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from ringvisor import cli
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
+                                "(make setup-test installs it from Debian's packages)")
+SCHEMA = Path(cli.__file__).resolve().parent / "schemas" / "live.json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def browse(url: str, profile: Path) -> str:
+    """The page's DOM after its script ran for a while (Chromium's virtual time)."""
+    p = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--disable-background-networking", "--disable-component-update",
+                        "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+                        "--virtual-time-budget=2000", "--dump-dom", url],
+                       capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+    return p.stdout.decode()
+
+
+def fetch(url: str) -> dict:
+    with urllib.request.urlopen(url + "live.json", timeout=30) as r:
+        return json.loads(r.read())
+
+
+def shown(dom: str, key: str) -> int:
+    m = re.search(rf'id="{key}">([0-9,]+)<', dom)
+    assert m, f"{key} not filled in by the page's script:\n{dom[:3000]}"
+    return int(m.group(1).replace(",", ""))
+
+
+def test_live_view_in_chromium(tmp_path):
+    port = free_port()
+    # the shell idles on its 100 Hz timer, paced to the wall clock: under para-virtualization
+    # every tick is a timer event and the hypercalls that answer it
+    vm = subprocess.Popen([sys.executable, "-m", "ringvisor", "run", "kernel-pv", "--mode",
+                           "paravirt", "--serial", "null", "--pace", "on", "--web", str(port)],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                live = fetch(url)
+                break
+            except OSError:
+                assert vm.poll() is None and time.monotonic() < deadline, vm.stderr.read()
+                time.sleep(0.1)
+        jsonschema.validate(live, json.loads(SCHEMA.read_text()))
+        assert live["vm"]["mode"] == "paravirt" and live["vm"]["status"] == "running"
+        # on a loaded machine the guest may get little time: wait until it has booted
+        # (its timer events flow), and between the two looks until it has moved on
+        keys = ("instructions", "hypercalls", "events")
+        while fetch(url)["highlights"]["events"] == 0:
+            assert vm.poll() is None and time.monotonic() < deadline + 120
+            time.sleep(0.2)
+        first = browse(url, tmp_path / "profile1")
+        while any(fetch(url)["highlights"][k] <= shown(first, k) for k in keys):
+            assert vm.poll() is None and time.monotonic() < deadline + 120
+            time.sleep(0.2)
+        second = browse(url, tmp_path / "profile2")
+    finally:
+        vm.kill()
+        vm.communicate()
+    assert 'id="mode">paravirt - kernel-pv.elf<' in first
+    for key in keys:
+        assert shown(second, key) > shown(first, key) > 0, key
+    assert 'id="traps">' in second and "<h2>hypercalls</h2>" in second
+    assert "none: this VM runs on its own" in second      # the domains' place, empty today
