@@ -20,8 +20,9 @@ from ringvisor.toolstack.xl import Toolstack, XlError, resolve_kernel
 
 def run_xen(args) -> int:
     """The ``ringvisor xen`` command."""
-    from ringvisor.hw.devices.uart import HostInput
+    from ringvisor.hw.chardev import StdioChardev
     from ringvisor.hypervisor.core import Hypervisor
+    from ringvisor.ui.session import Session
     from ringvisor.hypervisor.interface import HypercallInterface
 
     sdir = state_dir(args.state_dir)
@@ -35,15 +36,20 @@ def run_xen(args) -> int:
         except OSError as e:
             raise ConfigError(f"{args.policy}: cannot read the policy: {e.strerror}") from None
     interactive = sys.stdin.isatty()
-    out_tty = sys.stdout.isatty()
     stdout = sys.stdout.buffer
     log = open(sdir / "console" / "Domain-0.log", "wb")
 
     def output(data: bytes) -> None:
-        log.write(data)
-        log.flush()
-        stdout.write(data.replace(b"\n", b"\r\n") if interactive and out_tty else data)
+        stdout.write(data)
         stdout.flush()
+
+    class Dom0Console(StdioChardev):
+        """The terminal, with everything Domain 0 prints also logged (as xenconsoled does)."""
+
+        def write(self, data: bytes) -> None:
+            log.write(data)
+            log.flush()
+            super().write(data)
 
     pace = interactive if args.pace == "auto" else args.pace == "on"
     hv = Hypervisor(args.mem, args.engine, output=output, pace=pace)
@@ -59,12 +65,14 @@ def run_xen(args) -> int:
         server = Server(ts, sdir / SOCKET)
     except XlError as e:
         raise ConfigError(str(e)) from None
+    session = Session(hv.machine, max_instructions=args.max_instructions)
     try:
-        with HostInput(0, raw=interactive) as host:
-            hv.machine.host_input = host
-            hv.machine.quit_key = interactive
-            stop = hv.run(args.max_instructions)
+        # Domain 0's console is the machine's first serial line, with QEMU's escape keys
+        # (Ctrl-A x ends the host) on a terminal
+        session.attach_serial(0, Dom0Console(raw=interactive, out=output), escapes=interactive)
+        stop = session.run()
     finally:
+        session.close()
         server.close()
         log.close()
     if stop.message:
