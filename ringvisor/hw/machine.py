@@ -43,7 +43,7 @@ from .devices.uart import Uart16550
 from .faults import TripleFault, UnsupportedFeature
 from .memory import PhysicalMemory
 from .state import EDX, IF, REG_NAMES, SEG_NAMES, DescriptorTable, Segment, reset_state
-from .system import CPUID_SIGNATURE
+from .identify import CPUID_SIGNATURE
 
 MAX_MEM_MB = 3584          # below the 4 GiB hole; the machine has no PAE
 SLICE = 1_000_000          # instructions between polls of host input
