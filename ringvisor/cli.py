@@ -157,8 +157,9 @@ def build_parser() -> Parser:
     r.add_argument("--mem", type=parse_size, default=32, metavar="SIZE",
                    help="guest RAM (default 32M)")
     r.add_argument("--append", default="", metavar="CMDLINE", help="kernel command line")
-    r.add_argument("--module", action="append", default=[], metavar="FILE",
-                   help="a Multiboot module (repeatable)")
+    r.add_argument("--module", action="append", default=[], metavar="'FILE [ARGS]'",
+                   help="a Multiboot module, with its string's arguments after a space as in "
+                        "QEMU's -initrd (repeatable)")
     _console_args(r)
     _stop_args(r)
 
@@ -397,7 +398,7 @@ def _finish(args, m, mon, stop, image: str, cmdline: str) -> int:
 
 
 def cmd_run(args) -> int:
-    from ringvisor.hw.machine import read_image
+    from ringvisor.hw.machine import read_image, read_module
     from ringvisor.vmm import create_vm
 
     _check_stop_args(args)
@@ -411,7 +412,7 @@ def cmd_run(args) -> int:
     con = _console(args)
     size = args.mem << 20
     image = read_image(kernel, max_bytes=size)
-    mods = [(p, read_image(p, "module", size), p) for p in args.module]
+    mods = [read_module(p, size) for p in args.module]
     m, mon = create_vm(image, args.mode, args.append, args.mem, args.engine, mods,
                        image_name=kernel, output=con.output, pace=con.pace,
                        keep_source=bool(con.trace), serial_ports=con.serial_ports)

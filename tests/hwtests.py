@@ -43,17 +43,30 @@ class Kernel:
     # with these flags (the shared runtime keeps it: it runs before CR0/CR4 allow FP)
     fp_cflags: tuple[str, ...] | None = None
     qemu_args: tuple[str, ...] = ()     # e.g. a -cpu with the features the guest tests
+    runtime: bool = True            # link the shared runtime (rt/)
+    linker_script: str | None = "link.ld"   # under tests/hwguests; None: ld's default
+    ldflags: tuple[str, ...] = field(default_factory=tuple)
+    modules: tuple[str, ...] = field(default_factory=tuple)  # "FILE ARGS", FILE in the guest's folder
+    mem_mb: int = MEM_MB
 
     def sources(self) -> list[Path]:
         own = sorted(p for p in (GUEST_DIR / self.directory).iterdir()
                      if p.suffix in (".c", ".S"))
-        return RUNTIME_SOURCES + own
+        return (RUNTIME_SOURCES if self.runtime else []) + own
+
+    def linker_path(self) -> Path | None:
+        return GUEST_DIR / self.linker_script if self.linker_script else None
+
+    def module_specs(self) -> list[str]:
+        """The modules as QEMU's -initrd takes them: absolute file name, then arguments."""
+        return [str(GUEST_DIR / self.directory / m.split(" ", 1)[0])
+                + (" " + m.split(" ", 1)[1] if " " in m else "") for m in self.modules]
 
     def target(self) -> Target:
         own = [p for p in self.sources() if p not in RUNTIME_SOURCES]
         return Target(name=self.name, sources=self.sources(),
-                      linker_script=LINKER_SCRIPT, cflags=list(self.cflags),
-                      include_dirs=[RT_DIR], optimize=self.optimize,
+                      linker_script=self.linker_path(), cflags=list(self.cflags),
+                      include_dirs=[RT_DIR], optimize=self.optimize, ldflags=list(self.ldflags),
                       fp_sources=own if self.fp_cflags is not None else [],
                       fp_cflags=list(self.fp_cflags or ()))
 
@@ -81,6 +94,23 @@ FPU_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("fpu-sse2-O3", "fpu", optimize="-O3", fp_cflags=FP_FLAGS + ("-mfpmath=sse",)),
 ]}
 
+# The bare PC against QEMU (tests/test_bare_pc.py): the firmware hand-off, ELF
+# loading, and CPU corner cases; their expected lines are in that file.
+PC_KERNELS: dict[str, Kernel] = {k.name: k for k in [
+    Kernel("handoff", "handoff", runtime=False, cmdline="hand  off test",
+           modules=("handoff.c first module args", "entry.S")),
+    Kernel("handoff-129m", "handoff", runtime=False, mem_mb=129),
+    Kernel("elf-ttext", "elfload", runtime=False, linker_script=None,
+           ldflags=("-Ttext=0x100000", "--defsym=__image_low=0xff000",
+                    "--defsym=__image_high=_end")),
+    Kernel("elf-higher-half", "elfload", runtime=False, linker_script="elfload/higher.ld",
+           cflags=("-DHIGHER_HALF",)),
+    Kernel("elf-segments", "elfload", runtime=False, linker_script="elfload/segments.ld",
+           cflags=("-DBIG_BSS",)),
+    Kernel("aout-kludge", "elfload", runtime=False, linker_script="elfload/aout.ld",
+           cflags=("-DAOUT",)),
+]}
+
 # Images that are not conformance guests (runner self-tests).
 EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("hang", "hang"),
@@ -92,10 +122,12 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
 def _fingerprint(kernel: Kernel) -> str:
     h = hashlib.sha256()
     for part in (*CFLAGS, *LDFLAGS, kernel.optimize, *kernel.cflags, str(kernel.fp_cflags),
+                 *kernel.ldflags, str(kernel.linker_script), str(kernel.runtime),
                  os.environ.get("RINGVISOR_CC", "gcc"), os.environ.get("RINGVISOR_LD", "ld")):
         h.update(part.encode() + b"\0")
     headers = sorted(RT_DIR.glob("*.h")) + sorted((GUEST_DIR / kernel.directory).glob("*.h"))
-    for src in [*kernel.sources(), *headers, LINKER_SCRIPT]:
+    linker = [kernel.linker_path()] if kernel.linker_script else []
+    for src in [*kernel.sources(), *headers, *linker]:
         h.update(src.name.encode() + b"\0" + src.read_bytes())
     return h.hexdigest()[:16]
 
@@ -106,7 +138,8 @@ def build_kernel(name: str) -> Path:
     Images are cached by a hash of their sources and flags, so concurrent test
     workers and repeated runs share builds.
     """
-    kernel = KERNELS.get(name) or FPU_KERNELS.get(name) or EXTRA_KERNELS[name]
+    kernel = (KERNELS.get(name) or FPU_KERNELS.get(name) or PC_KERNELS.get(name)
+              or EXTRA_KERNELS[name])
     out = BUILD_DIR / f"{name}-{_fingerprint(kernel)}.elf"
     if not out.exists():
         # build under a private name, then rename: safe with parallel workers
@@ -116,8 +149,9 @@ def build_kernel(name: str) -> Path:
     return out
 
 
-def run_platform(platform: str, image: Path, cmdline: str = "",
-                 stdin: bytes = b"", qemu_args: tuple[str, ...] = ()) -> tuple[str, int]:
+def run_platform(platform: str, image: Path, cmdline: str = "", stdin: bytes = b"",
+                 mem_mb: int = MEM_MB, modules: list[str] = (),
+                 qemu_args: tuple[str, ...] = ()) -> tuple[str, int]:
     """Run ``image`` on ``platform`` ("qemu", "jit" or "interp").
 
     Returns the COM1 output (decoded as latin-1, CR LF folded to LF) and the
@@ -126,16 +160,18 @@ def run_platform(platform: str, image: Path, cmdline: str = "",
     """
     if platform == "qemu":
         from ringvisor.tools.qemu import run_qemu
-        res = run_qemu(Path(image), cmdline=cmdline, mem_mb=MEM_MB, stdin=stdin,
-                       timeout=QEMU_TIMEOUT, extra_args=qemu_args)
+        extra = ["-initrd", ",".join(modules)] if modules else []
+        res = run_qemu(Path(image), cmdline=cmdline, mem_mb=mem_mb, stdin=stdin,
+                       timeout=QEMU_TIMEOUT, extra_args=[*extra, *qemu_args])
         out, code = res.output, res.guest_exit_code
         code = -1 if code is None else code
     elif platform in ("jit", "interp"):
         from ringvisor.hw.machine import run_image
         # run_image reports the status QEMU would exit with, (byte << 1) | 1 for a
         # write to port 0xf4; anything else means the guest stopped another way.
-        out, status = run_image(Path(image), cmdline=cmdline, mem_mb=MEM_MB, stdin=stdin,
-                                max_instructions=EMULATOR_MAX_INSTRUCTIONS, engine=platform)
+        out, status = run_image(Path(image), cmdline=cmdline, mem_mb=mem_mb, stdin=stdin,
+                                max_instructions=EMULATOR_MAX_INSTRUCTIONS, engine=platform,
+                                modules=list(modules))
         code = status >> 1 if status & 1 else -1
     else:
         raise ValueError(f"unknown platform {platform!r} (expected one of {PLATFORMS})")

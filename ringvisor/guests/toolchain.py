@@ -44,6 +44,7 @@ class Target:
     optimize: str = "-O2"
     fp_sources: list[Path] = field(default_factory=list)    # may use x87/SSE registers
     fp_cflags: list[str] = field(default_factory=list)      # e.g. -mfpmath=387, -msse2
+    ldflags: list[str] = field(default_factory=list)   # extra ld options (e.g. -Ttext=...)
 
 
 def _run(cmd: list[str]) -> None:
@@ -93,7 +94,7 @@ def build(target: Target, out: Path) -> Path:
             _run(cmd)
             objs.append(str(obj))
         linked = Path(tmp) / "image.elf"
-        cmd = [ld, *LDFLAGS]
+        cmd = [ld, *LDFLAGS, *target.ldflags]
         if target.linker_script:
             cmd += ["-T", str(target.linker_script)]
         _run(cmd + ["-o", str(linked), *objs])

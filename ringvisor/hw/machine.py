@@ -26,6 +26,7 @@ import iced_x86 as ix
 
 from ringvisor.errors import ConfigError, ImageError
 
+from .boot import firmware
 from .boot.multiboot import load_multiboot
 from .boot.rom import load_rom
 from .bus import IoBus
@@ -84,7 +85,8 @@ class Machine:
         self.uart = self.uarts[0]
         self.uart.output = self._serial_out
         self.debug_exit = DebugExit(self.bus, self._on_exit)
-        self.cmos = Cmos(self.bus, self.clock, self.mem.size)
+        self.cmos = Cmos(self.bus, self.clock, self.mem.size,
+                         irq_raise=lambda: self.pic.raise_irq(8), irq_lower=lambda: self.pic.lower_irq(8))
         self.reset_control = ResetControl(self.bus, self._on_reset)
         self.coprocessor = CoprocessorError(self.bus, self.cpu,
                                             lambda: self.pic.raise_irq(FERR_IRQ),
@@ -147,7 +149,11 @@ class Machine:
     def boot_multiboot(self, image: bytes, cmdline: str = "",
                        modules: list[tuple[str, bytes, str]] | None = None,
                        image_name: str = "kernel", ram_size: int | None = None) -> None:
-        info = load_multiboot(self.mem, image, cmdline, modules or [], image_name, ram_size)
+        """Hand the PC over as QEMU's firmware does (hw/boot/firmware.py), then load
+        ``image`` as its Multiboot loader does, and set the CPU to the entry state."""
+        ram = self.mem.size if ram_size is None else min(ram_size, self.mem.size)
+        firmware.hand_off(self.mem, self.bus, self.cmos, ram)
+        info = load_multiboot(self.mem, image, cmdline, modules or [], image_name, ram)
         ms = info.machine_state()
         st = self.cpu.state
         for i, name in enumerate(REG_NAMES):
@@ -367,6 +373,13 @@ def read_image(path: str | os.PathLike, what: str = "kernel", max_bytes: int | N
         raise ImageError(f"{p}: cannot read: {e.strerror}") from None
 
 
+def read_module(spec: str, max_bytes: int | None = None) -> tuple[str, bytes, str]:
+    """A module given as ``"FILE ARGS"`` (QEMU's -initrd syntax): the file is read,
+    and the module's string is the whole ``spec``, file name and arguments."""
+    path, _, args = spec.strip().partition(" ")
+    return path, read_image(path, "module", max_bytes), args.strip()
+
+
 def run_image(path, cmdline: str = "", mem_mb: int = 32, stdin: bytes = b"",
               max_instructions: int | None = None, engine: str = "jit",
               modules: list[str] | None = None) -> tuple[bytes, int]:
@@ -374,7 +387,7 @@ def run_image(path, cmdline: str = "", mem_mb: int = 32, stdin: bytes = b"",
     out = bytearray()
     m = Machine(mem_mb, engine, output=out.extend)
     image = read_image(path, max_bytes=m.mem.size)
-    mods = [(str(p), read_image(p, "module", m.mem.size), str(p)) for p in (modules or [])]
+    mods = [read_module(str(p), m.mem.size) for p in (modules or [])]
     m.boot_multiboot(image, cmdline, mods, image_name=str(path))
     if stdin:
         m.feed_input(stdin)

@@ -5,7 +5,8 @@ guest image boots the same here and on ``qemu-system-i386 -kernel``.
 
 The image
 ---------
-The Multiboot header lies 32-bit aligned in the first 8192 bytes:
+The Multiboot header lies 32-bit aligned in the first 8192 bytes (QEMU looks
+for it at offsets below 8144, and so does this loader):
 
     offset  field            used when
     0       magic 0x1BADB002
@@ -21,40 +22,54 @@ The Multiboot header lies 32-bit aligned in the first 8192 bytes:
                              then zeros up to bss_end_addr (0 = no bss)
     32..44  video mode       flags bit 2 (ignored)
 
-Without bit 16 the image must be an ELF32 i386 executable: every PT_LOAD
-segment goes to its physical address p_paddr, p_memsz - p_filesz bytes of it
-zeroed.  The entry point e_entry is a virtual address; if it lies in an
-executable segment whose p_vaddr differs from p_paddr it is translated to the
-physical address, as QEMU's ELF loader does (hw/core/loader, elf_ops.h).
+Without bit 16 the image must be an ELF32 i386 executable, loaded as QEMU's
+ELF loader does (hw/core/loader.c, include/hw/elf_ops.h): every PT_LOAD segment
+with a non-zero p_memsz goes to its physical address p_paddr, p_memsz - p_filesz
+bytes of it zeroed; segments may leave gaps and come in any order, but may not
+overlap.  The entry point e_entry is a virtual address; if it lies in the
+file-backed part of an executable segment whose p_vaddr differs from p_paddr
+(a higher-half kernel linked with ``AT()``) it is translated to the physical
+address.  The image's load range runs from the lowest to the highest segment
+address (QEMU's elf_low/elf_high).
 
-Memory layout (mirrors QEMU's hw/i386/multiboot.c)
----------------------------------------------------
-    0x9000          memory map (mmap_addr)               \\ the low boot page;
-    0x9500          Multiboot information structure (EBX)  } moved above the
-    0x9600          a flat GDT, like QEMU's option ROM's   / kernel if it overlaps
-    kernel          where the image says (outside 640 KiB - 1 MiB, inside RAM)
-    page after it   module list, command lines, boot loader name
-    next pages      each module, page aligned (satisfies flags bit 0 always)
+On a PC the range 640 KiB - 1 MiB holds video memory and ROMs, which a loader
+cannot write: bytes of a segment that fall there are dropped, as they are on
+QEMU (``ld -Ttext=0x100000`` puts a segment holding only the ELF headers at
+0xFF000; it is "loaded" there and nothing is lost).  An entry point there, or a
+segment outside RAM, is refused.
 
-Boot information: flags = mem (bit 0) | cmdline (2) | mods (3) | mmap (6) |
-boot_loader_name (9).  mem_lower = 640 and the map says RAM below 640 KiB,
-reserved 640 KiB - 1 MiB, RAM above (this PC has no BIOS and so no EBDA:
-QEMU reports 639 and a reserved EBDA).  No boot device is claimed (we have no
-disk).  Like QEMU, the kernel command line is ``"<image_name> <cmdline>"`` and
-a module's string is its name followed by its arguments.
+Memory layout (QEMU's hw/i386/multiboot.c and multiboot_dma.bin)
+------------------------------------------------------------------
+    0x9000          memory map (mmap_addr), the firmware's E820 map  } the low boot
+    0x9500          Multiboot information structure (EBX)             } page
+    0xC02B8         the option ROM's GDT (firmware.py)
+    kernel          where the image says
+    load + size     module list, module strings, the kernel command line and
+                    the boot loader name, at the load address plus the image
+                    size rounded up to a page
+    next pages      each module, at the load address plus a page-aligned offset
 
-Machine state at entry (the spec, and what QEMU's multiboot.S leaves)
---------------------------------------------------------------------
-    EAX = 0x2BADB002, EBX = physical address of the information structure
+QEMU writes the low boot page first and the kernel over it; where the kernel or
+a module would cover the low boot page this loader moves the map and the
+structure above the modules instead, so the kernel still finds them.
+
+Boot information: flags 0x24F = mem (bit 0) | boot_device (1) | cmdline (2) |
+mods (3) | mmap (6) | boot_loader_name (9).  mem_lower = 639 (INT 12h: below
+SeaBIOS's EBDA), mem_upper = the RAM contiguous from 1 MiB in the memory map,
+boot_device 0x8000FFFF (BIOS disk 0x80, no partition) and the boot loader name
+"qemu", exactly as QEMU fills them (firmware.py has the map).  Like QEMU, the
+kernel command line is ``"<image_name> <cmdline>"`` and a module's string is
+its name followed by its arguments.
+
+Machine state at entry (what QEMU's option ROM leaves; firmware.py)
+---------------------------------------------------------------------
+    EAX = 0x2BADB002, EBX = physical address of the information structure,
+    ECX = the entry point, EDX, EDI, ESP, EFLAGS as firmware.py says
     CS  = 0x08: base 0, limit 0xFFFFFFFF, 32-bit code, execute/read
     DS = ES = FS = GS = SS = 0x10: base 0, limit 0xFFFFFFFF, 32-bit data, read/write
-    GDTR = the GDT above (5 entries as QEMU's: null, code32, data32, code16,
-           data16); IDTR = base 0 limit 0xFFFF (its reset value, as under QEMU;
-           the kernel must load its own before enabling interrupts)
-    CR0 = PE | ET (0x11): protected mode, paging off; CR3 = CR4 = 0
-    EFLAGS = 0x2: IF = 0, VM = 0; A20 enabled
-    ESP: undefined by the spec; we point it at the low boot page (0x9000) when
-         the 4 KiB below it are free, so a careless kernel still has a stack
+    GDTR = the option ROM's GDT; IDTR = base 0 limit 0x3FF (the real-mode IVT:
+           the kernel must load its own IDT before enabling interrupts)
+    CR0 = PE | ET (0x11): protected mode, paging off; CR3 = CR4 = 0; A20 enabled
 :meth:`BootInfo.machine_state` gives all of that as plain data, with segment
 descriptor caches in the field names of KVM's ``struct kvm_segment``.
 
@@ -70,9 +85,12 @@ from dataclasses import dataclass, field
 from ringvisor.errors import ImageError
 from ringvisor.hw.memory import PAGE_SIZE, PhysicalMemory
 
+from . import firmware
+
 HEADER_MAGIC = 0x1BADB002
 BOOTLOADER_MAGIC = 0x2BADB002
 SEARCH_LIMIT = 8192
+SEARCH_END = SEARCH_LIMIT - 48   # QEMU looks for the magic at offsets below 8144
 
 HDR_PAGE_ALIGN = 1 << 0
 HDR_MEMORY_INFO = 1 << 1
@@ -81,6 +99,7 @@ HDR_AOUT_KLUDGE = 1 << 16
 HDR_KNOWN_REQUIRED = HDR_PAGE_ALIGN | HDR_MEMORY_INFO | HDR_VIDEO_MODE
 
 INFO_MEMORY = 1 << 0
+INFO_BOOTDEV = 1 << 1
 INFO_CMDLINE = 1 << 2
 INFO_MODS = 1 << 3
 INFO_MMAP = 1 << 6
@@ -89,30 +108,23 @@ INFO_SIZE = 88
 MOD_SIZE = 16
 MMAP_ENTRY = 24  # the 4-byte size field + base, length, type (size = 20)
 
-BOOTLOADER_NAME = "ringvisor"
+# QEMU's loader names itself; this loader is indistinguishable from it
+BOOTLOADER_NAME = "qemu"
+BOOT_DEVICE = 0x8000FFFF   # BIOS drive 0x80, no partition (QEMU's fixed value)
 
 # fixed low addresses, as QEMU's loader uses them
 MMAP_ADDR = 0x9000
 INFO_ADDR = 0x9500
-GDT_ADDR = 0x9600
 
-# the ISA hole: VGA memory and ROMs on a PC, reserved in the memory map
+# the ISA hole: video memory and ROMs on a PC; a loader cannot write there
 HOLE_START, HOLE_END = 0xA0000, 0x100000
 
-# the flat GDT of QEMU's multiboot option ROM; 0x08 and 0x10 have the accessed
-# bit set because the loader (CPU) has loaded them
-GDT_ENTRIES = (
-    0x0000000000000000,
-    0x00CF9B000000FFFF,  # 0x08 code: base 0, 4 GiB, 32-bit, execute/read, DPL 0
-    0x00CF93000000FFFF,  # 0x10 data: base 0, 4 GiB, 32-bit, read/write, DPL 0
-    0x00009E000000FFFF,  # 0x18 code: 16-bit, 64 KiB, conforming execute/read
-    0x000092000000FFFF,  # 0x20 data: 16-bit, 64 KiB, read/write
-)
+GDT_ENTRIES = firmware.OPTION_ROM_GDT
+GDT_ADDR = firmware.OPTION_ROM_GDT_ADDR
 CS_SELECTOR = 0x08
 DS_SELECTOR = 0x10
 GDT_LIMIT = 8 * len(GDT_ENTRIES) - 1
 CR0_AT_ENTRY = 0x11  # PE | ET
-EFLAGS_AT_ENTRY = 0x2
 
 ELF_MAGIC = b"\x7fELF"
 EM_386, EM_X86_64 = 3, 62
@@ -141,6 +153,7 @@ class BootInfo:
     entry: int
     ebx: int
     loaded: list[tuple[int, int]]          # kernel [start, end) ranges
+    load_low: int = 0                      # the lowest load address (QEMU's elf_low / load_addr)
     modules: list[tuple[int, int]] = field(default_factory=list)
     boot_data: list[tuple[int, int]] = field(default_factory=list)  # mmap, info, GDT, strings
     cmdline: str = ""
@@ -152,7 +165,6 @@ class BootInfo:
     gdt_limit: int = GDT_LIMIT
     cs: int = CS_SELECTOR
     ds: int = DS_SELECTOR
-    esp: int = 0
     eax: int = BOOTLOADER_MAGIC
 
     def ranges(self) -> list[tuple[int, int]]:
@@ -168,17 +180,18 @@ class BootInfo:
                     "avl": 0, "unusable": 0}
 
         data = seg(self.ds, 0x3)
+        # the code descriptor is not marked accessed (type 0xA), as in the ROM
         return {
-            "eax": self.eax, "ebx": self.ebx, "ecx": 0, "edx": 0,
-            "esi": 0, "edi": 0, "ebp": 0, "esp": self.esp,
-            "eip": self.entry, "eflags": EFLAGS_AT_ENTRY,
+            "eax": self.eax, "ebx": self.ebx,
+            **firmware.entry_registers(self.entry, self.load_low, self.mem_upper),
+            "eip": self.entry,
             "cr0": CR0_AT_ENTRY, "cr2": 0, "cr3": 0, "cr4": 0,
-            "cs": seg(self.cs, 0xB), "ds": dict(data), "es": dict(data),
+            "cs": seg(self.cs, 0xA), "ds": dict(data), "es": dict(data),
             "fs": dict(data), "gs": dict(data), "ss": dict(data),
             "ldt": seg(0, 0x2, limit=0xFFFF, s=0, db=0, g=0),
             "tr": seg(0, 0xB, limit=0xFFFF, s=0, db=0, g=0),
             "gdt": {"base": self.gdt_base, "limit": self.gdt_limit},
-            "idt": {"base": 0, "limit": 0xFFFF},
+            "idt": dict(zip(("base", "limit"), firmware.REAL_MODE_IDT)),
             "a20": True,
         }
 
@@ -188,9 +201,8 @@ class BootInfo:
 
 def _find_header(image: bytes, name: str) -> int:
     """Offset of a valid Multiboot header."""
-    limit = min(len(image), SEARCH_LIMIT)
     bad_checksum = None
-    for off in range(0, limit - 11, 4):
+    for off in range(0, min(SEARCH_END, len(image) - 11), 4):
         magic, flags, checksum = struct.unpack_from("<III", image, off)
         if magic != HEADER_MAGIC:
             continue
@@ -288,19 +300,32 @@ def _elf_segments(image: bytes, name: str) -> tuple[list[Segment], int]:
     return segments, entry
 
 
+def _in_hole(addr: int) -> bool:
+    return HOLE_START <= addr < HOLE_END
+
+
 def _check_segments(segments: list[Segment], entry: int, mem_size: int, name: str) -> None:
     for seg in segments:
-        where = f"{name}: segment at {seg.addr:#x}-{seg.end:#x}"
         if seg.end > mem_size:
-            raise ImageError(f"{where} lies beyond the end of RAM ({mem_size:#x})")
-        if seg.addr < HOLE_END and seg.end > HOLE_START:
-            raise ImageError(f"{where} overlaps the reserved 640 KiB-1 MiB area")
+            raise ImageError(f"{name}: segment at {seg.addr:#x}-{seg.end:#x} lies beyond the end "
+                             f"of RAM ({mem_size:#x})")
     ordered = sorted(segments, key=lambda s: s.addr)
     for a, b in zip(ordered, ordered[1:]):
         if b.addr < a.end:
             raise ImageError(f"{name}: segments at {a.addr:#x} and {b.addr:#x} overlap")
     if not any(s.addr <= entry < s.end for s in segments):
         raise ImageError(f"{name}: entry point {entry:#x} is outside the loaded image")
+    if _in_hole(entry):
+        raise ImageError(f"{name}: entry point {entry:#x} is in the ROM and video area "
+                         f"({HOLE_START:#x}-{HOLE_END:#x}), which a loader cannot write")
+
+
+def _write_ram(mem, addr: int, data: bytes) -> None:
+    """Write ``data`` except the bytes that fall into the ROM and video area."""
+    end = addr + len(data)
+    for start, stop in ((addr, min(end, HOLE_START)), (max(addr, HOLE_END), end)):
+        if start < stop:
+            mem.write(start, data[start - addr:stop - addr])
 
 
 # -- boot information -----------------------------------------------------------------
@@ -319,14 +344,6 @@ def _page_up(addr: int) -> int:
 
 def _overlaps(start: int, end: int, ranges: list[tuple[int, int]]) -> bool:
     return any(start < e and s < end for s, e in ranges)
-
-
-def _memory_map(mem_size: int) -> list[tuple[int, int, int]]:
-    """(base, length, type) entries: 1 = RAM, 2 = reserved."""
-    entries = [(0, min(mem_size, HOLE_START), 1), (HOLE_START, HOLE_END - HOLE_START, 2)]
-    if mem_size > HOLE_END:
-        entries.append((HOLE_END, mem_size - HOLE_END, 1))
-    return entries
 
 
 class _Window:
@@ -366,23 +383,27 @@ def load_multiboot(mem: PhysicalMemory, image: bytes, cmdline: str = "",
         fmt = "elf"
     _check_segments(segments, entry, mem.size, name)
     loaded = [(s.addr, s.end) for s in segments]
+    load_low = min(s.addr for s in segments)
+    load_size = max(s.end for s in segments) - load_low
 
-    # strings and the module list go on the page after the kernel, then the
-    # modules, each page aligned (QEMU's layout); never into the ISA hole
+    # QEMU's buffer after the image (multiboot.c): the module list, the module
+    # strings, the kernel command line and the loader name at the load address
+    # plus the image size rounded up to a page, then each module at the next
+    # page-aligned offset; this loader never puts them into the ISA hole
     kernel_cmdline = _cstring(f"{image_name} {cmdline}", "command line", name)
     loader_name = _cstring(BOOTLOADER_NAME, "boot loader name", name)
     mod_strings = [_cstring(f"{m[0]} {m[2]}" if m[2] else m[0], f"module {m[0]!r} string", name)
                    for m in modules]
 
-    def place(addr: int, size: int) -> int:
+    def place(offset: int, size: int) -> int:
+        addr = load_low + offset
         if addr < HOLE_END and addr + size > HOLE_START:
             addr = HOLE_END
         return addr
 
     strings_size = (MOD_SIZE * len(modules) + sum(map(len, mod_strings))
                     + len(kernel_cmdline) + len(loader_name))
-    area = place(_page_up(max(e for _, e in loaded)), strings_size)
-    mods_addr = area
+    mods_addr = place(_page_up(load_size), strings_size)
     cursor = mods_addr + MOD_SIZE * len(modules)
     mod_string_addrs = []
     for s in mod_strings:
@@ -394,22 +415,24 @@ def load_multiboot(mem: PhysicalMemory, image: bytes, cmdline: str = "",
     boot_data = [(mods_addr, cursor)]
     mod_ranges = []
     for _mname, data, _args in modules:
-        start = place(_page_up(cursor), len(data))
+        start = place(_page_up(cursor - load_low), len(data))
         mod_ranges.append((start, start + len(data)))
-        cursor = start + max(len(data), 1)
+        cursor = start + len(data)
 
     # the fixed low page, unless the kernel or the modules are in the way
-    mmap = _memory_map(mem.size)
-    low = (MMAP_ADDR, GDT_ADDR + 8 * len(GDT_ENTRIES))
+    ram = firmware.e820_map(mem.size)
+    low = (MMAP_ADDR, INFO_ADDR + INFO_SIZE)
     if low[1] > mem.size or _overlaps(*low, loaded + mod_ranges + boot_data):
-        base = place(_page_up(cursor), low[1] - low[0])
-        mmap_addr, info_addr, gdt_addr = (base + a - MMAP_ADDR for a in (MMAP_ADDR, INFO_ADDR, GDT_ADDR))
+        base = place(_page_up(cursor - load_low), low[1] - low[0])
+        mmap_addr, info_addr = base, base + INFO_ADDR - MMAP_ADDR
         cursor = base + low[1] - low[0]
-        esp = 0
     else:
-        mmap_addr, info_addr, gdt_addr = MMAP_ADDR, INFO_ADDR, GDT_ADDR
-        esp = MMAP_ADDR if not _overlaps(MMAP_ADDR - PAGE_SIZE, MMAP_ADDR, loaded + mod_ranges) else 0
-    boot_data.append((mmap_addr, gdt_addr + 8 * len(GDT_ENTRIES)))
+        mmap_addr, info_addr = MMAP_ADDR, INFO_ADDR
+    gdt_addr, gdt_size = GDT_ADDR, 8 * len(GDT_ENTRIES)
+    if gdt_addr + gdt_size > mem.size:       # a machine smaller than 1 MiB has no ROM area
+        gdt_addr, cursor = cursor, cursor + gdt_size
+    boot_data += [(mmap_addr, mmap_addr + MMAP_ENTRY * len(ram)), (info_addr, info_addr + INFO_SIZE),
+                  (gdt_addr, gdt_addr + gdt_size)]
 
     if cursor > mem.size:
         raise ImageError(f"{name}: kernel, modules and boot information need {cursor:#x} bytes "
@@ -417,9 +440,7 @@ def load_multiboot(mem: PhysicalMemory, image: bytes, cmdline: str = "",
 
     # -- everything checked: write memory -------------------------------------------
     for seg in segments:
-        mem.write(seg.addr, seg.data)
-        if seg.memsz > len(seg.data):
-            mem.write(seg.addr + len(seg.data), bytes(seg.memsz - len(seg.data)))
+        _write_ram(mem, seg.addr, seg.data + bytes(seg.memsz - len(seg.data)))
     for (start, _end), (_mname, data, _args) in zip(mod_ranges, modules):
         mem.write(start, data)
     for i, ((start, end), saddr) in enumerate(zip(mod_ranges, mod_string_addrs)):
@@ -428,20 +449,19 @@ def load_multiboot(mem: PhysicalMemory, image: bytes, cmdline: str = "",
         mem.write(addr, s)
     mem.write(cmdline_addr, kernel_cmdline)
     mem.write(loader_addr, loader_name)
-    mem.write(mmap_addr, b"".join(struct.pack("<IQQI", MMAP_ENTRY - 4, b, n, t) for b, n, t in mmap))
+    mem.write(mmap_addr, b"".join(struct.pack("<IQQI", MMAP_ENTRY - 4, b, n, t) for b, n, t in ram))
     mem.write(gdt_addr, b"".join(struct.pack("<Q", d) for d in GDT_ENTRIES))
 
-    mem_lower = min(mem.size, HOLE_START) // 1024
-    mem_upper = max(0, min(mem.size, 1 << 32) - HOLE_END) // 1024
+    mem_lower = firmware.mem_lower_kib(ram)
+    mem_upper = firmware.mem_upper_kib(ram)
     info = bytearray(INFO_SIZE)
-    struct.pack_into("<III", info, 0, INFO_MEMORY | INFO_CMDLINE | INFO_MODS | INFO_MMAP
-                     | INFO_LOADER_NAME, mem_lower, mem_upper)
+    struct.pack_into("<IIII", info, 0, INFO_MEMORY | INFO_BOOTDEV | INFO_CMDLINE | INFO_MODS
+                     | INFO_MMAP | INFO_LOADER_NAME, mem_lower, mem_upper, BOOT_DEVICE)
     struct.pack_into("<III", info, 16, cmdline_addr, len(modules), mods_addr)
-    struct.pack_into("<II", info, 44, MMAP_ENTRY * len(mmap), mmap_addr)
+    struct.pack_into("<II", info, 44, MMAP_ENTRY * len(ram), mmap_addr)
     struct.pack_into("<I", info, 64, loader_addr)
     mem.write(info_addr, bytes(info))
 
-    return BootInfo(entry=entry, ebx=info_addr, loaded=loaded, modules=mod_ranges,
-                    boot_data=boot_data, cmdline=cmdline, header_flags=flags, format=fmt,
-                    mem_lower=mem_lower, mem_upper=mem_upper, gdt_base=gdt_addr,
-                    esp=esp)
+    return BootInfo(entry=entry, ebx=info_addr, loaded=loaded, load_low=load_low,
+                    modules=mod_ranges, boot_data=boot_data, cmdline=cmdline, header_flags=flags,
+                    format=fmt, mem_lower=mem_lower, mem_upper=mem_upper, gdt_base=gdt_addr)

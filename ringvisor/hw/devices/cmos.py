@@ -17,10 +17,14 @@ Register map
     0x0B   B: 7 SET, 6 PIE, 5 AIE, 4 UIE, 3 SQWE, 2 DM (1 = binary), 1 24/12, 0 DSE
     0x0C   C: 7 IRQF, 6 PF, 5 AF, 4 UF -- read-only, cleared by reading
     0x0D   D: 7 VRT (battery good)
+    0x14   equipment byte: bit 1 FPU present, bit 2 PS/2 mouse
     0x15/0x16  base memory in KiB (640)
     0x17/0x18  extended memory above 1 MiB in KiB, capped at 65535 (also 0x30/0x31)
-    0x32   century
-    0x34/0x35  memory above 16 MiB in 64 KiB units, capped at 65535
+    0x32   century (also 0x37, the PS/2 century byte, set once at power-on)
+    0x34/0x35  memory between 16 MiB and 4 GiB in 64 KiB units, capped at 65535
+    0x38   boot order, third device (high nibble) | 1 = skip the floppy boot check
+    0x3D   boot order, second device (high nibble) | first (1 floppy, 2 disk, 3 CD)
+    0x5B-0x5D  memory above 4 GiB in 64 KiB units
     others     plain CMOS RAM, zero at power-on
 
 Time is ``start_time`` (seconds since the Unix epoch, UTC; default
@@ -32,8 +36,9 @@ clock from what was written (a time register written while running sets the
 time at once, as in QEMU).  UIP reads 1 during the last 244 us before each
 second's update.  Periodic, alarm and update-ended interrupts raise IRQ 8
 when enabled (PIE/AIE/UIE); flags are not maintained while disabled.
-Defaults (A = 0x26, B = 0x02, D = 0x80) and the memory bytes follow QEMU
-(hw/rtc/mc146818rtc.c, hw/i386/pc.c).
+Defaults (A = 0x26, B = 0x02, D = 0x80), the memory bytes, the equipment byte
+and QEMU's default boot order "cad" (disk, floppy, CD) follow QEMU
+(hw/rtc/mc146818rtc.c, hw/i386/pc.c pc_cmos_init), read back on QEMU 7.2.
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ SEC, SEC_ALARM, MIN, MIN_ALARM, HOUR, HOUR_ALARM = 0, 1, 2, 3, 4, 5
 WDAY, MDAY, MONTH, YEAR = 6, 7, 8, 9
 REG_A, REG_B, REG_C, REG_D = 0x0A, 0x0B, 0x0C, 0x0D
 CENTURY = 0x32
+PS2_CENTURY = 0x37
+EQUIPMENT, EQUIP_FPU, EQUIP_MOUSE = 0x14, 0x02, 0x04
+BOOT_ORDER = {0x38: 0x30, 0x3D: 0x12}   # "cad": disk, floppy, CD; floppy check on
 TIME_REGS = (SEC, MIN, HOUR, WDAY, MDAY, MONTH, YEAR, CENTURY)
 
 A_UIP = 0x80
@@ -64,9 +72,10 @@ class Cmos:
     def __init__(self, bus: IoBus, clock: VirtualClock, mem_size: int,
                  start_time: int | None = None,
                  irq_raise: Callable[[], None] = lambda: None,
-                 irq_lower: Callable[[], None] = lambda: None) -> None:
+                 irq_lower: Callable[[], None] = lambda: None, fpu: bool = False) -> None:
         self.clock = clock
         self.mem_size = mem_size
+        self.fpu = fpu
         self.start_time = DEFAULT_START if start_time is None else int(start_time)
         self.irq_raise = irq_raise
         self.irq_lower = irq_lower
@@ -84,15 +93,27 @@ class Cmos:
         self.base_ns = self.start_time * NS - self.clock.now_ns()
         d = self.data
         d[REG_A], d[REG_B], d[REG_C], d[REG_D] = 0x26, 0x02, 0x00, 0x80
-        kib = self.mem_size // 1024
+        # the equipment byte tells the truth about this machine's FPU
+        d[EQUIPMENT] = EQUIP_MOUSE | (EQUIP_FPU if self.fpu else 0)
+        for reg, val in BOOT_ORDER.items():
+            d[reg] = val
+        d[PS2_CENTURY] = self._time_regs(self.rtc_ns() // NS)[CENTURY]
+        self.set_ram_size(self.mem_size, 0)
+        self._reschedule()
+
+    def set_ram_size(self, below_4g: int, above_4g: int) -> None:
+        """Store the memory sizes (bytes of RAM below and above 4 GiB)."""
+        d = self.data
+        kib = below_4g // 1024
         base = min(kib, 640)
         ext = min(max(kib - 1024, 0), 65535)
-        above16 = min(max(self.mem_size - (16 << 20), 0) // (64 << 10), 65535)
+        above16 = min(max(below_4g - (16 << 20), 0) // (64 << 10), 65535)
+        high = above_4g // (64 << 10)
         d[0x15], d[0x16] = base & 0xFF, base >> 8
         d[0x17], d[0x18] = ext & 0xFF, ext >> 8
         d[0x30], d[0x31] = ext & 0xFF, ext >> 8
         d[0x34], d[0x35] = above16 & 0xFF, above16 >> 8
-        self._reschedule()
+        d[0x5B], d[0x5C], d[0x5D] = high & 0xFF, (high >> 8) & 0xFF, (high >> 16) & 0xFF
 
     def reset(self) -> None:
         """System reset: the RTC keeps time and CMOS RAM (it has a battery);

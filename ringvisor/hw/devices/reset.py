@@ -8,7 +8,8 @@ Register map
     0x60   W    data byte for a command that takes one (0x60, 0xD1), else
                 keyboard data, ignored (there is no keyboard)
     0x64   R    8042 status: bit 0 OBF (output buffer full), bit 1 IBF (always
-                0: we never busy), bit 2 system flag (1: POST passed)
+                0: we never busy), bit 2 system flag (1: POST passed), bit 3
+                command/data (1: as QEMU leaves it), bit 4 keyboard not inhibited
     0x64   W    8042 command:
                   0x20 read command byte      0x60 write command byte
                   0xAA self test -> 0x55      0xAB interface test -> 0x00
@@ -31,7 +32,7 @@ from typing import Callable
 
 from ringvisor.hw.bus import IoBus
 
-STAT_OBF, STAT_SYS = 0x01, 0x04
+STAT_OBF, STAT_SYS, STAT_CMD, STAT_UNLOCKED = 0x01, 0x04, 0x08, 0x10
 
 
 class ResetControl:
@@ -45,7 +46,8 @@ class ResetControl:
             bus.register(0xCF9, 1, self._readcf9, self._writecf9, "reset-cf9", max_access=1, owner=self)
 
     def reset(self) -> None:
-        self.status = STAT_SYS
+        # as QEMU's i8042 is after SeaBIOS's self test: 0x1C
+        self.status = STAT_UNLOCKED | STAT_CMD | STAT_SYS
         self.out_byte = 0
         self.pending_cmd = 0     # command waiting for its data byte on port 0x60
         self.cmd_byte = 0x61     # translate, system flag, keyboard interrupt on
