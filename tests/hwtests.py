@@ -107,6 +107,9 @@ PC_KERNELS: dict[str, Kernel] = {k.name: k for k in [
            cflags=("-DHIGHER_HALF",)),
     Kernel("elf-segments", "elfload", runtime=False, linker_script="elfload/segments.ld",
            cflags=("-DBIG_BSS",)),
+    Kernel("tfstep", "tfstep"),
+    Kernel("straddle", "straddle"),
+    Kernel("cr0et", "cr0et"),
     Kernel("aout-kludge", "elfload", runtime=False, linker_script="elfload/aout.ld",
            cflags=("-DAOUT",)),
 ]}

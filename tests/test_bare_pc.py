@@ -215,3 +215,97 @@ def test_elf_loading(name: str) -> None:
     assert lines[5] == f"data sum=aaaaaaaa bss=00000000 bss words={words:08x} "
 
 
+
+# --------------------------------------------------------------------------
+# single-stepping (tests/hwguests/tfstep): traps listed as +EIP/ECX
+# --------------------------------------------------------------------------
+
+EXPECTED_TFSTEP = [
+    "tfstep: start",
+    # SDM Vol. 3 §17.3.1.4: a REP string instruction traps after each iteration,
+    # EIP at the instruction while iterations remain; no trap after the POPF
+    # that set TF; the NOP after it traps too
+    "rep movsb ecx=3: traps=4 +0/2 +0/1 +2/0 +3/0 bs=1",
+    "copied: 01 08 0f 00",
+    # a zero count runs no iteration: the instruction completes and traps once
+    "rep stosd ecx=0: traps=2 +2/0 +3/0 bs=1",
+    # REPE stops at the first difference (the third byte): ECX 6 -> 3
+    "repe cmpsb ecx=6: traps=4 +0/5 +0/4 +2/3 +5/3 bs=1",
+    "zf after: 0",
+    # 16-bit addressing counts in CX; ECX's upper half (7) is untouched
+    "rep lodsw a16 cx=2: traps=3 +0/458753 +4/458752 +5/458752 bs=1",
+    "ax=1312",
+    # INT n clears TF through the gate: no trap in the handler; the IRET back
+    # restores TF and the instruction after the INT is the next to trap
+    "int 0x41: traps=3 +1/0 +4/0 +5/0 bs=1",
+    "handler ran: 1, returned to +3",
+    "int3: traps=1 +2/0 bs=1",
+    "handler ran: 1, returned to +1",
+    # a faulting instruction does not complete: no single-step trap for it
+    "ud2: traps=1 +3/0 bs=1",
+    "handler ran: 1 at +0",
+    # a data breakpoint (DR0 write, dst[1]) traps after the iteration that
+    # wrote it, with the REP instruction still in progress (§17.3.1.2)
+    "rep movsb watchpoint: traps=1 +0/2 b0=1",
+    "tfstep: done",
+]
+
+# --------------------------------------------------------------------------
+# an instruction straddling two pages (tests/hwguests/straddle)
+# --------------------------------------------------------------------------
+
+EXPECTED_STRADDLE = [
+    "straddle: start",
+    # mov $imm32, %eax: two immediate bytes from page L1 (0x11 0x22), two from L2
+    "first run: eax=0xa3a22211",
+    "second run: eax=0xa3a22211",
+    "third run: eax=0xa3a22211",
+    # SDM Vol. 3 §4.10.4.1: after INVLPG, or a CR3 load (§4.10.4.1 too), the
+    # fetch uses the new translation of either page
+    "second page remapped, invlpg: eax=0xb3b22211",
+    "first page remapped, invlpg: eax=0xb3b26655",
+    "both back, invlpg: eax=0xa3a22211",
+    "cr3 switched: eax=0xb3b22211",
+    "cr3 switched back: eax=0xa3a22211",
+    # the instruction's fetch from the unmapped page faults: #PF at the
+    # instruction itself, CR2 the first byte it needs there, error code 0
+    # (not present, read, supervisor)
+    "second page unmapped: #14 err=0x0 eip=+0 cr2=0x401000",
+    "mapped again: eax=0xb3b22211",
+    "first page unmapped: #14 err=0x0 eip=+0 cr2=0x400ffd",
+    "straddle: done",
+]
+
+# --------------------------------------------------------------------------
+# CR0.ET (tests/hwguests/cr0et)
+# --------------------------------------------------------------------------
+
+EXPECTED_CR0ET = [
+    "cr0et: start",
+    # SDM Vol. 3 §2.5: ET is hardwired to 1; the loader leaves PE | ET
+    "at entry: cr0=0x00000011 et=1 smsw=0x0011 smsw16=0x0011",
+    "mov cr0 with ET clear: cr0=0x00000011 et=1 smsw=0x0011 smsw16=0x0011",
+    "mov cr0 MP|EM|TS, ET clear: cr0=0x0000001f et=1 smsw=0x001f smsw16=0x001f",
+    "clts: cr0=0x00000017 et=1 smsw=0x0017 smsw16=0x0017",
+    # SDM Vol. 2 LMSW: loads PE, MP, EM, TS only, and cannot clear PE
+    "lmsw 0x0001: cr0=0x00000011 et=1 smsw=0x0011 smsw16=0x0011",
+    "lmsw 0x000f: cr0=0x0000001f et=1 smsw=0x001f smsw16=0x001f",
+    "lmsw 0x0000: cr0=0x00000011 et=1 smsw=0x0011 smsw16=0x0011",
+    "lmsw 0xffe0: cr0=0x00000011 et=1 smsw=0x0011 smsw16=0x0011",
+    "mov cr0 = PE: cr0=0x00000011 et=1 smsw=0x0011 smsw16=0x0011",
+    "paging on, WP: cr0=0x80010011 et=1 smsw=0x0011 smsw16=0x0011",
+    "paging on, mov cr0 with ET clear: cr0=0x80010011 et=1 smsw=0x0011 smsw16=0x0011",
+    "restored: cr0=0x00000011 et=1 smsw=0x0011 smsw16=0x0011",
+    "cr0et: done",
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("name,expected", [("tfstep", EXPECTED_TFSTEP),
+                                           ("straddle", EXPECTED_STRADDLE),
+                                           ("cr0et", EXPECTED_CR0ET)])
+def test_cpu_guest(name: str, expected: list[str], engine: str) -> None:
+    _need_toolchain()
+    out, code = _run(name, engine)
+    assert output_lines(out) == expected, out
+    assert code == 0

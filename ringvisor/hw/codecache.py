@@ -140,6 +140,17 @@ class CodeCache:
                 return self._native_entry(hit, mode)
         key = (phys, mode.key | (1 << 20 if single else 0))
         tr = self.blocks.get(key)
+        if tr is not None and tr.next_page is not None:
+            # the block's instruction straddles into the next page: it is valid only
+            # while that page still maps the frame it was fetched from (after a PTE
+            # change and INVLPG, or a CR3 load, it may not); an unmapped page is a
+            # #PF on this fetch, at this instruction (SDM Vol. 3 §4.10.2)
+            nxt = ((lin & PAGE) + 0x1000) & 0xFFFFFFFF
+            d = (mmu.tr_u if mode.user else mmu.tr_s).get(nxt)
+            now = nxt + d if d is not None else mmu.walk(nxt, False, mode.user, fetch=True)
+            if now >> 12 != tr.next_page:
+                self._drop(key)
+                tr = None
         if tr is None:
             tr = self.translate(eip, phys, mode, single)
             if tr.phys_pages:
@@ -212,6 +223,17 @@ class CodeCache:
                 self.bytes -= tr.size
         self.flush_jump_cache()
 
+    def _drop(self, key: tuple[int, int]) -> None:
+        """Forget one block."""
+        tr = self.blocks.pop(key)
+        for ppn in tr.phys_pages:
+            keys = self.by_page.get(ppn)
+            if keys is not None:
+                keys.discard(key)
+        self.invalidations += 1
+        self.by_code.pop(tr.fn.__code__, None)
+        self.bytes -= tr.size
+
     def check_smc(self, phys: int, size: int) -> None:
         """Called before a slow-path write to a code page: refuse writes into the running block."""
         frame = sys._getframe(2)
@@ -258,6 +280,7 @@ class CodeCache:
         runs: list[list[int]] = []         # the byte ranges the instructions came from
         cs_end = mode.cs_limit
         visited = {eip}
+        next_page = None
         insns = []
         last_end = eip
         while len(insns) < limit:
@@ -267,7 +290,8 @@ class CodeCache:
                     break
                 # the first instruction straddles a page boundary: fetch across it
                 nxt = (page + 0x1000) & 0xFFFFFFFF
-                pages.add(cpu.mmu.walk(nxt, False, user, fetch=True) >> 12)   # a fetch's faults
+                next_page = cpu.mmu.walk(nxt, False, user, fetch=True) >> 12   # a fetch's faults
+                pages.add(next_page)
                 more = cpu.mmu.read_bytes(nxt, 15, user)
                 buf = data[(base + eip) & 0xFFF:] + more
                 decoder = ix.Decoder(bits, buf, ip=eip)
@@ -321,7 +345,7 @@ class CodeCache:
         src = self.assemble(bb, insns, eip)
         fn = self.compile(src, bb.consts, eip)
         tr = Translation(fn, eip, tuple(sorted(pages)), len(insns),
-                         src if self.keep_source else "", len(src))
+                         src if self.keep_source else "", len(src), next_page=next_page)
         # the code bytes this block came from (for self-modifying code): a
         # superblock that followed jumps holds several runs of one page
         tr.ranges = tuple(((phys & PAGE) + a, (phys & PAGE) + b) for a, b in runs)

@@ -57,6 +57,7 @@ class Cpu:
         # chipset holds IGNNE# (set by a write to port 0xF0, see devices/coprocessor.py)
         self.ferr_line = lambda level: None
         self.ignne = False
+        self.deliveries = 0               # gate transfers so far (transfers.deliver counts them)
         self.debug_active = False         # DR7 enables a breakpoint: execute one instruction at a time
         self.exec_breakpoints: list[tuple[int, int]] = []
         self.host = HostDebug()           # the host debugger's breakpoints (hostdebug.py)
@@ -290,6 +291,12 @@ class Cpu:
                 self.deliver_exception(CpuFault(DB))
                 return
         self.mmu.watch_hits = 0
+        deliveries = self.deliveries
+        if tf or self.debug_active:
+            # a budget of one: a REP string instruction runs one iteration and stays
+            # at itself while iterations remain, so the single-step and data
+            # breakpoint traps come after each iteration (SDM Vol. 3 §17.3.1)
+            self.limit = st.icount + 1
         try:
             fn = self.cache.lookup(st.eip, self.mode, single=True)
             st.eip = fn()
@@ -298,6 +305,11 @@ class Cpu:
                 return
             self.deliver_exception(f)
             return
+        if self.deliveries != deliveries:
+            # INT n, INT3, INTO: the gate cleared TF and the handler's first
+            # instruction is next; the single-step trap comes after the IRET's
+            # successor instead (SDM Vol. 3 §17.3.1.4, and QEMU)
+            tf = 0
         st.eflags &= ~RF
         hits = self.mmu.watch_hits
         if hits or tf:

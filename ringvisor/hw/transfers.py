@@ -129,6 +129,7 @@ def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: in
         clear |= IF
     st.eflags &= ~clear
     st.eip = offset
+    cpu.deliveries += 1
     cpu.mode_changed()
 
 

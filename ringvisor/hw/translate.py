@@ -119,6 +119,9 @@ class Translation:
     source: str = ""
     size: int = 0
     ranges: tuple[tuple[int, int], ...] = ()    # physical byte ranges of its instructions
+    # an instruction straddling into the next linear page: the physical page it
+    # was fetched from there (checked against the current mapping before each run)
+    next_page: int | None = None
 
     def overlaps(self, start: int, end: int) -> bool:
         return any(a < end and start < b for a, b in self.ranges)
