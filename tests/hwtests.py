@@ -48,6 +48,7 @@ class Kernel:
     ldflags: tuple[str, ...] = field(default_factory=tuple)
     modules: tuple[str, ...] = field(default_factory=tuple)  # "FILE ARGS", FILE in the guest's folder
     mem_mb: int = MEM_MB
+    serial_ports: int = 1           # COM1 (stdio), COM2... (nothing attached)
 
     def sources(self) -> list[Path]:
         own = sorted(p for p in (GUEST_DIR / self.directory).iterdir()
@@ -99,7 +100,7 @@ FPU_KERNELS: dict[str, Kernel] = {k.name: k for k in [
 PC_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("handoff", "handoff", runtime=False, cmdline="hand  off test",
            modules=("handoff.c first module args", "entry.S")),
-    Kernel("handoff-129m", "handoff", runtime=False, mem_mb=129),
+    Kernel("handoff-129m-com2", "handoff", runtime=False, mem_mb=129, serial_ports=2),
     Kernel("elf-ttext", "elfload", runtime=False, linker_script=None,
            ldflags=("-Ttext=0x100000", "--defsym=__image_low=0xff000",
                     "--defsym=__image_high=_end")),
@@ -154,7 +155,7 @@ def build_kernel(name: str) -> Path:
 
 def run_platform(platform: str, image: Path, cmdline: str = "", stdin: bytes = b"",
                  mem_mb: int = MEM_MB, modules: list[str] = (),
-                 qemu_args: tuple[str, ...] = ()) -> tuple[str, int]:
+                 qemu_args: tuple[str, ...] = (), serial_ports: int = 1) -> tuple[str, int]:
     """Run ``image`` on ``platform`` ("qemu", "jit" or "interp").
 
     Returns the COM1 output (decoded as latin-1, CR LF folded to LF) and the
@@ -164,6 +165,7 @@ def run_platform(platform: str, image: Path, cmdline: str = "", stdin: bytes = b
     if platform == "qemu":
         from ringvisor.tools.qemu import run_qemu
         extra = ["-initrd", ",".join(modules)] if modules else []
+        extra += ["-serial", "null"] * (serial_ports - 1)
         res = run_qemu(Path(image), cmdline=cmdline, mem_mb=mem_mb, stdin=stdin,
                        timeout=QEMU_TIMEOUT, extra_args=[*extra, *qemu_args])
         out, code = res.output, res.guest_exit_code
@@ -174,7 +176,7 @@ def run_platform(platform: str, image: Path, cmdline: str = "", stdin: bytes = b
         # write to port 0xf4; anything else means the guest stopped another way.
         out, status = run_image(Path(image), cmdline=cmdline, mem_mb=mem_mb, stdin=stdin,
                                 max_instructions=EMULATOR_MAX_INSTRUCTIONS, engine=platform,
-                                modules=list(modules))
+                                modules=list(modules), serial_ports=serial_ports)
         code = status >> 1 if status & 1 else -1
     else:
         raise ValueError(f"unknown platform {platform!r} (expected one of {PLATFORMS})")

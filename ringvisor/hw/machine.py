@@ -382,10 +382,10 @@ def read_module(spec: str, max_bytes: int | None = None) -> tuple[str, bytes, st
 
 def run_image(path, cmdline: str = "", mem_mb: int = 32, stdin: bytes = b"",
               max_instructions: int | None = None, engine: str = "jit",
-              modules: list[str] | None = None) -> tuple[bytes, int]:
+              modules: list[str] | None = None, serial_ports: int = 1) -> tuple[bytes, int]:
     """Boot a Multiboot image, feed ``stdin`` to COM1; return (serial output, exit status)."""
     out = bytearray()
-    m = Machine(mem_mb, engine, output=out.extend)
+    m = Machine(mem_mb, engine, output=out.extend, serial_ports=serial_ports)
     image = read_image(path, max_bytes=m.mem.size)
     mods = [read_module(str(p), m.mem.size) for p in (modules or [])]
     m.boot_multiboot(image, cmdline, mods, image_name=str(path))

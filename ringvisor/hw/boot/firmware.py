@@ -16,9 +16,10 @@ Devices (programmed through their ports, as SeaBIOS does)
                 0x0C (the PCI interrupts 10 and 11 level-triggered)
     8254 PIT    channel 0: mode 2 (rate generator), LSB then MSB, count 0
                 (65536): IRQ 0 at 18.2 Hz.  Channels 1 and 2 as at reset.
-    16550A      probed as SeaBIOS's detect_serial does (IER = 0x02, read IER
-                and IIR, IER = 0): the THR-empty edge it causes is left latched
-                in the master's IRR (bit 4), masked
+    16550A      COM1-COM4 probed as SeaBIOS's detect_serial does (IER = 0x02,
+                read IER and IIR, IER = 0): a port that is there leaves the
+                THR-empty edge it raised latched in the master's IRR (bit 4 for
+                COM1, 3 for COM2), masked, and its base in the BDA
     CMOS        memory sizes for the RAM the kernel gets (QEMU's pc_cmos_init)
     8042        status 0x1C: self test passed, keyboard not inhibited
 
@@ -28,7 +29,8 @@ programs the PIC takes IRQ 0 at vector 8, exactly as on QEMU.
 Memory
 ------
     0x0000-0x03FF   the real-mode IVT (zero here: there is no BIOS code to point at)
-    0x0400-0x04FF   the BIOS data area, the fields SeaBIOS sets (``BDA_FIELDS``)
+    0x0400-0x04FF   the BIOS data area, the fields SeaBIOS sets (``BDA_FIELDS``,
+                    the serial ports found and how many)
     0x9FC00         the EBDA, 1 KiB (its first byte holds its size in KiB)
     0xF0000-0xFFFFF the BIOS ROM (reserved in the memory map; zero here)
 
@@ -144,31 +146,38 @@ def entry_registers(entry: int, load_low: int, mem_upper: int) -> dict[str, int]
 # -- the BIOS data area ----------------------------------------------------------------
 # (offset from 0x400, size, value): what SeaBIOS stores, the rest is zero
 BDA_FIELDS = (
-    (0x00, 2, 0x3F8),            # COM1 base (COM2-4, LPT1-3: none)
     (0x0E, 2, EBDA_ADDR >> 4),   # EBDA segment
-    (0x10, 2, 0x0206),           # equipment: 1 serial port, PS/2 mouse, (bit 1) FPU
+    (0x10, 2, 0x0006),           # equipment: PS/2 mouse, (bit 1) FPU; serial ports below
     (0x13, 2, MEM_LOWER_KIB),    # base memory in KiB (INT 12h)
     (0x1A, 2, 0x1E),             # keyboard buffer head
     (0x1C, 2, 0x1E),             # keyboard buffer tail
     (0x76, 1, 0xC0),             # hard disk control byte
-    (0x7C, 1, 0x0A),             # COM1 timeout
     (0x80, 2, 0x1E),             # keyboard buffer start
     (0x82, 2, 0x3E),             # keyboard buffer end
     (0x96, 1, 0x10),             # keyboard: 101/102-key keyboard present
 )
 BDA_ADDR = 0x400
+BDA_COM_PORTS = 0x00             # the serial ports found, in probe order (LPT: none)
+BDA_COM_TIMEOUTS = 0x7C          # one byte each: 10
+COM_TIMEOUT = 0x0A
+EQUIPMENT_SERIAL_SHIFT = 9       # bits 11:9 of the equipment word: how many
 BDA_TICKS = 0x6C                 # timer ticks since midnight (IRQ 0 counts them)
 EQUIPMENT_FPU = 0x02
 PIT_HZ, PIT_PERIOD = 1_193_182, 65536
 
 
-def bda_bytes(seconds_since_midnight: int, fpu: bool) -> bytes:
+def bda_bytes(seconds_since_midnight: int, fpu: bool, com_ports: list[int]) -> bytes:
     """The 256 bytes of the BIOS data area."""
     bda = bytearray(256)
     for off, size, value in BDA_FIELDS:
-        if off == 0x10 and not fpu:
-            value &= ~EQUIPMENT_FPU
+        if off == 0x10:
+            value |= len(com_ports) << EQUIPMENT_SERIAL_SHIFT
+            if not fpu:
+                value &= ~EQUIPMENT_FPU
         bda[off:off + size] = value.to_bytes(size, "little")
+    for i, port in enumerate(com_ports):
+        struct.pack_into("<H", bda, BDA_COM_PORTS + 2 * i, port)
+        bda[BDA_COM_TIMEOUTS + i] = COM_TIMEOUT
     ticks = seconds_since_midnight * PIT_HZ // PIT_PERIOD
     struct.pack_into("<I", bda, BDA_TICKS, ticks)
     return bytes(bda)
@@ -179,11 +188,24 @@ PIC_VECTOR_BASES = (0x08, 0x70)
 PIC_IMR = (0xB8, 0x8E)
 ELCR = (0x00, 0x0C)
 PIT_MODE2_WORD = 0x34            # channel 0, LSB then MSB, mode 2, binary
-COM1 = 0x3F8
+SERIAL_PROBE_ORDER = (0x3F8, 0x2F8, 0x3E8, 0x2E8)   # COM1-COM4, as SeaBIOS looks
+UART_IER, UART_IIR = 1, 2
 
 
-def program_devices(bus: IoBus) -> None:
-    """Program the PIC pair, the PIT and probe COM1 through their ports."""
+def detect_serial(bus: IoBus, port: int) -> bool:
+    """SeaBIOS's detect_serial(): a UART answers an IER write; the probe enables
+    (and at once disables) its THR-empty interrupt."""
+    bus.write(port + UART_IER, 1, 0x02)
+    if bus.read(port + UART_IER, 1) != 0x02:
+        return False
+    bus.read(port + UART_IIR, 1)
+    bus.write(port + UART_IER, 1, 0x00)
+    return True
+
+
+def program_devices(bus: IoBus) -> list[int]:
+    """Program the PIC pair and the PIT through their ports, and probe the serial
+    ports; returns the serial ports found."""
     for (cmd, data), base, wiring in zip(((0x20, 0x21), (0xA0, 0xA1)), PIC_VECTOR_BASES,
                                           (0x04, 0x02)):
         bus.write(cmd, 1, 0x11)          # ICW1: edge, cascade, ICW4 follows
@@ -197,11 +219,7 @@ def program_devices(bus: IoBus) -> None:
     bus.write(0x43, 1, PIT_MODE2_WORD)
     bus.write(0x40, 1, 0)
     bus.write(0x40, 1, 0)
-    # detect_serial(): the THR-empty interrupt this enables is an IRQ 4 edge
-    bus.write(COM1 + 1, 1, 0x02)
-    bus.read(COM1 + 1, 1)
-    bus.read(COM1 + 2, 1)
-    bus.write(COM1 + 1, 1, 0x00)
+    return [port for port in SERIAL_PROBE_ORDER if detect_serial(bus, port)]
 
 
 def hand_off(mem: PhysicalMemory, bus: IoBus, cmos, ram_size: int, fpu: bool = False) -> None:
@@ -213,9 +231,9 @@ def hand_off(mem: PhysicalMemory, bus: IoBus, cmos, ram_size: int, fpu: bool = F
     """
     below, above = ram_split(ram_size)
     cmos.set_ram_size(below, above)
+    com_ports = program_devices(bus)
     seconds = cmos.rtc_ns() // 1_000_000_000 % 86400
-    mem.write(BDA_ADDR, bda_bytes(seconds, fpu))
+    mem.write(BDA_ADDR, bda_bytes(seconds, fpu, com_ports))
     ebda = bytearray(EBDA_KIB * KIB)
     ebda[0] = EBDA_KIB
     mem.write(EBDA_ADDR, bytes(ebda))
-    program_devices(bus)
