@@ -871,7 +871,7 @@ def _need_platform(platform: str) -> None:
 def _run(name: str, platform: str) -> tuple[str, int]:
     kernel = KERNELS[name]
     return run_platform(platform, build_kernel(name), kernel.cmdline, kernel.stdin,
-                        kernel.qemu_args)
+                        qemu_args=kernel.qemu_args)
 
 
 def _platform_param(p: str):
