@@ -32,7 +32,7 @@ def _need_toolchain() -> None:
 def _run(name: str, platform: str) -> tuple[str, int]:
     k = PC_KERNELS[name]
     return run_platform(platform, build_kernel(name), k.cmdline, k.stdin, k.mem_mb,
-                        k.module_specs(), k.serial_ports)
+                        k.module_specs(), serial_ports=k.serial_ports)
 
 
 @pytest.mark.qemu

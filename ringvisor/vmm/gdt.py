@@ -144,6 +144,23 @@ class GuestGdt:
         except (GuestPageFault, GuestBadFrame):
             return None
 
+    def _frame_raw(self, i: int) -> int | None:
+        """Entry ``i`` read from the frames the GDT was in at the last reload: after a
+        CR3 load the guest's paging need not map its GDT any more (a kernel's own tables
+        rarely map the loader's), yet its CS and SS keep the descriptors they were loaded
+        from, as the processor's segment caches do."""
+        a = (self.mon.vcpu.gdt_base & 0xFFF) + 8 * i
+        out = b""
+        for lo in (a, (a | 0xFFF) + 1):
+            if lo >= a + 8:
+                break
+            idx, n = lo >> 12, min(a + 8, (lo | 0xFFF) + 1) - lo
+            ppn = self.pages[idx] if idx < len(self.pages) else None
+            if ppn is None:
+                return None
+            out += self.mem.read((ppn << 12) | (lo & 0xFFF), n)
+        return int.from_bytes(out, "little")
+
     def _entries(self, page: int, lo: int = 0, hi: int = PAGE - 1) -> range:
         """The entries with a byte at offsets ``lo`` .. ``hi`` of GDT page ``page``."""
         b = self.mon.vcpu.gdt_base & 0xFFF
@@ -329,6 +346,8 @@ class GuestGdt:
             now = self.mem.read(self.real + i * 8, 8)
             if now == bytes(8) and i < self.n:            # poisoned: as the guest had it
                 raw = self._guest_raw(i)
+                if raw is None:
+                    raw = self._frame_raw(i)
                 now = struct.pack("<Q", (compress(raw) | ACCESSED) if raw is not None else 0)
             self.held[sel] = now
 
