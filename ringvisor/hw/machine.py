@@ -86,7 +86,8 @@ class Machine:
         self.uart.output = self._serial_out
         self.debug_exit = DebugExit(self.bus, self._on_exit)
         self.cmos = Cmos(self.bus, self.clock, self.mem.size,
-                         irq_raise=lambda: self.pic.raise_irq(8), irq_lower=lambda: self.pic.lower_irq(8))
+                         irq_raise=lambda: self.pic.raise_irq(8), irq_lower=lambda: self.pic.lower_irq(8),
+                         fpu=True)          # the x87 (hw/fpu.py): CPUID leaf 1 says so too
         self.reset_control = ResetControl(self.bus, self._on_reset)
         self.coprocessor = CoprocessorError(self.bus, self.cpu,
                                             lambda: self.pic.raise_irq(FERR_IRQ),
@@ -152,7 +153,7 @@ class Machine:
         """Hand the PC over as QEMU's firmware does (hw/boot/firmware.py), then load
         ``image`` as its Multiboot loader does, and set the CPU to the entry state."""
         ram = self.mem.size if ram_size is None else min(ram_size, self.mem.size)
-        firmware.hand_off(self.mem, self.bus, self.cmos, ram)
+        firmware.hand_off(self.mem, self.bus, self.cmos, ram, fpu=True)
         info = load_multiboot(self.mem, image, cmdline, modules or [], image_name, ram)
         ms = info.machine_state()
         st = self.cpu.state
