@@ -271,6 +271,9 @@ def build_parser() -> Parser:
     x.add_argument("--pace", choices=("auto", "on", "off"), default="auto")
     x.add_argument("--max-instructions", type=positive_int, metavar="N",
                    help="stop after N instructions (exit status 4)")
+    x.add_argument("--web", type=port_number, metavar="PORT",
+                   help="serve a live view of the host on http://127.0.0.1:PORT/: the "
+                        "domains as xl list shows them and the hypervisor's counters")
 
     xl = sub.add_parser("xl", help="manage the domains of a running `ringvisor xen` (as Xen's xl)")
     xl.add_argument("--state-dir", metavar="DIR", help="as for `ringvisor xen`")

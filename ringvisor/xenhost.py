@@ -11,6 +11,7 @@ listens for ``ringvisor xl`` on the control socket of the state directory
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from ringvisor.errors import ConfigError
@@ -66,7 +67,10 @@ def run_xen(args) -> int:
     except XlError as e:
         raise ConfigError(str(e)) from None
     session = Session(hv.machine, max_instructions=args.max_instructions)
+    session.image_path = args.dom0
     try:
+        if args.web is not None:
+            _live_view(session, hv, ts, args.web)
         # Domain 0's console is the machine's first serial line, with QEMU's escape keys
         # (Ctrl-A x ends the host) on a terminal
         session.attach_serial(0, Dom0Console(raw=interactive, out=output), escapes=interactive)
@@ -78,6 +82,28 @@ def run_xen(args) -> int:
     if stop.message:
         print(f"\nringvisor: {stop.message}", file=sys.stderr)
     return stop.status
+
+
+def _live_view(session, hv, ts: Toolstack, port: int) -> None:
+    """``--web PORT``: the live view with the domains as ``xl list`` shows them, taken in
+    the machine's loop (where the toolstack may call the hypervisor) at most four times a
+    second, and handed to the server's thread as one finished list."""
+    rows: list[list[dict]] = [[]]
+    last = [0.0]
+    drain = ts.requests_hook
+
+    def hook() -> None:
+        drain()
+        now = time.perf_counter()
+        if now - last[0] >= 0.25:
+            last[0] = now
+            rows[0] = ts.list()
+
+    ts.requests_hook = hook
+    session.domains = lambda: rows[0]
+    session.hypervisor = hv
+    session.structure = "xen"
+    session.attach_web(port)
 
 
 def _kernel(name: str) -> bytes:

@@ -13,6 +13,7 @@ from ringvisor.hw.machine import read_image
 from ringvisor.lifecycle import stream
 from ringvisor.lifecycle.snapshots import SnapshotTree
 from ringvisor.lifecycle.vm import VmInfo, load_file
+from ringvisor.ui.web import snapshot_rows
 from ringvisor.vmm import attach_monitor, create_vm
 
 CMDLINE = "run=syscall,forkwait iters=12"
@@ -87,6 +88,11 @@ def test_tree_revert_branch_diff_export_delete(tmp_path, reference):
     assert {n: tree.nodes[n].parent for n in tree.nodes} == {"a": None, "b": None, "b-copy": "a"}
     assert freed >= 0
     m4, _, _ = tree.revert("a", attach_monitor)            # still whole after compaction
+    # the live view's rows (--web): parents first, depth by indentation, the current marked
+    rows = snapshot_rows(str(tmp_path / "store"))
+    assert [(r["name"], r["parent"], r["current"]) for r in rows] == [
+        ("a", "", "yes"), ("  b-copy", "a", ""), ("b", "", "")]
+    assert rows[0]["instructions"] == 700_000 and rows[2]["description"] == "branch b"
     assert m4.cpu.state.icount == 700_000
     with pytest.raises(Exception, match="no snapshot named"):
         tree.revert("boot", attach_monitor)

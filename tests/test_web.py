@@ -52,12 +52,29 @@ def shown(dom: str, key: str) -> int:
     return int(m.group(1).replace(",", ""))
 
 
+def small_tree(store: Path) -> None:
+    """A snapshot tree of two nodes, as savevm at the monitor prompt would leave it."""
+    from ringvisor.guests.build import image_path
+    from ringvisor.hw.machine import read_image
+    from ringvisor.lifecycle.snapshots import SnapshotTree
+    from ringvisor.vmm import create_vm
+
+    tree = SnapshotTree(store)
+    m, mon = create_vm(read_image(image_path("kernel")), "native", "", 32, output=lambda b: None)
+    for name, n in (("boot", 20_000), ("later", 40_000)):
+        m.stop = None
+        m.run(n - m.cpu.state.icount)
+        tree.create(name, m, mon, description=f"at {n}")
+
+
 def test_live_view_in_chromium(tmp_path):
     port = free_port()
+    small_tree(tmp_path / "store")
     # the shell idles on its 100 Hz timer, paced to the wall clock: under para-virtualization
     # every tick is a timer event and the hypercalls that answer it
     vm = subprocess.Popen([sys.executable, "-m", "ringvisor", "run", "kernel-pv", "--mode",
-                           "paravirt", "--serial", "null", "--pace", "on", "--web", str(port)],
+                           "paravirt", "--serial", "null", "--pace", "on", "--web", str(port),
+                           "--store", str(tmp_path / "store")],
                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}/"
@@ -89,4 +106,7 @@ def test_live_view_in_chromium(tmp_path):
     for key in keys:
         assert shown(second, key) > shown(first, key) > 0, key
     assert 'id="traps">' in second and "<h2>hypercalls</h2>" in second
-    assert "none: this VM runs on its own" in second      # the domains' place, empty today
+    assert "none: this VM runs on its own" in second      # no hypervisor: no domains
+    assert [r["name"] for r in live["snapshots"]] == ["boot", "  later"]
+    snaps = second[second.index('id="snapshots"'):]
+    assert "<td>boot</td>" in snaps and "<td>  later</td>" in snaps and "<td>yes</td>" in snaps

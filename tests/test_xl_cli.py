@@ -7,12 +7,18 @@ import json
 import os
 import subprocess
 import sys
+import socket
 import time
+import urllib.request
 from pathlib import Path
 
+import jsonschema
 import pytest
 
+from ringvisor import cli
+
 EXAMPLES = Path(__file__).parents[1] / "examples" / "xen"
+SCHEMA = Path(cli.__file__).resolve().parent / "schemas" / "live.json"
 
 
 def xl(env, *args, stdin=None, timeout=60):
@@ -33,9 +39,13 @@ def wait_for(cond, seconds=120):
 @pytest.fixture(scope="module")
 def xen(tmp_path_factory):
     d = tmp_path_factory.mktemp("xenhost")
-    env = dict(os.environ, RINGVISOR_STATE_DIR=str(d))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # the port of the live view, for the test that reads it
+    env = dict(os.environ, RINGVISOR_STATE_DIR=str(d), TEST_WEB_PORT=str(port))
     proc = subprocess.Popen([sys.executable, "-m", "ringvisor", "xen", "--pace", "on",
-                             "--mem", "160M"], env=env, stdin=subprocess.DEVNULL,
+                             "--mem", "160M", "--web", str(port)], env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: (d / "xl.sock").exists() or proc.poll() is not None, 60)
@@ -61,6 +71,17 @@ def test_a_session(xen):
     rows = wait_for(lambda: (lambda rs: rs if rs.get("beta", {}).get("state", "")[3:4] == "s"
                              else None)(listing(env)))
     assert set(rows) == {"Domain-0", "alpha", "beta"}
+    # the live view (--web) lists the same domains, as xl list does
+    url = f"http://127.0.0.1:{env['TEST_WEB_PORT']}/live.json"
+
+    def live():
+        with urllib.request.urlopen(url, timeout=30) as r:
+            d = json.loads(r.read())
+        return d if {x["name"] for x in d["domains"]} == set(rows) else None
+    view = wait_for(live)
+    jsonschema.validate(view, json.loads(SCHEMA.read_text()))
+    assert view["vm"]["mode"] == "xen" and view["groups"]["scheduler"]["accountings"] > 0
+    assert {x["name"]: x["id"] for x in view["domains"]}["Domain-0"] == 0
     text = xl(env, "list").stdout.splitlines()
     assert text[0].split() == ["Name", "ID", "Mem", "VCPUs", "State", "Time(s)"]
     assert wait_for(lambda: b"$ " in (d / "console" / "alpha.log").read_bytes())

@@ -23,6 +23,7 @@ from .server import SOCKET, state_dir
 
 DETACH = 0x1D          # Ctrl-]
 QUIET_S = 1.0          # a non-terminal console ends when the domain is quiet this long
+ANSWER_S = 10.0        # ... after it answered the script's input at all (a loaded host is slow)
 
 
 class XlFailed(RingvisorError):
@@ -178,18 +179,28 @@ def _console(sdir: Path, name: str) -> int:
         saved = termios.tcgetattr(0)
         ttymod.setraw(0)
     out = sys.stdout.buffer
+    history = r["result"].get("history", 0)
     stdin_open = True
+    answered = True            # the domain said something since the last input was sent
     try:
+        while history > 0:                        # what it said before we came
+            data = f.read(min(history, 65536))
+            if not data:
+                return 0
+            history -= len(data)
+            out.write(data.replace(b"\n", b"\r\n") if tty else data)
+        out.flush()
         while True:
             # a script's input ends: go on showing what the domain says until it is quiet
             r, _, _ = select.select([s] + ([0] if stdin_open else []), [], [],
-                                    None if stdin_open else QUIET_S)
+                                    None if stdin_open else QUIET_S if answered else ANSWER_S)
             if not r:
                 break
             if s in r:
                 data = s.recv(4096)
                 if not data:
                     break
+                answered = True
                 out.write(data.replace(b"\n", b"\r\n") if tty else data)
                 out.flush()
             if 0 in r:
@@ -200,6 +211,7 @@ def _console(sdir: Path, name: str) -> int:
                     stdin_open = False
                     continue
                 s.sendall(data)
+                answered = False
     finally:
         if saved is not None:
             import termios

@@ -121,9 +121,11 @@ class Server:
                     except OSError:
                         pass
                 out.conn = conn
-                self._send(conn, {"ok": True, "result": {"name": m.name}})
                 log = ts.state_dir / "console" / f"{m.name}.log"
-                out(log.read_bytes() if log.exists() else b"")
+                history = log.read_bytes() if log.exists() else b""
+                # how much is history tells a script's client where the domain's answers begin
+                self._send(conn, {"ok": True, "result": {"name": m.name, "history": len(history)}})
+                out(history)
                 m.listeners.append(out)
                 keep = True
             elif cmd == "shutdown" and args.get("wait"):

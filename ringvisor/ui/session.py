@@ -47,6 +47,10 @@ class Session:
         self.paused_by: str | None = None     # None: running
         self.running = False                  # inside Machine.run
         self._closers: list = []
+        # what the live view shows beside the counters: the hypervisor's domains
+        # (``ringvisor xen`` sets a callable returning xl list's rows), and its name
+        self.domains = None
+        self.structure: str | None = None
 
     # -- attaching things -------------------------------------------------------------------
     def attach_serial(self, index: int, backend, escapes: bool = False) -> None:

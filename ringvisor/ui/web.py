@@ -5,9 +5,10 @@ loopback address only) serves one page and the JSON it polls twice a second,
 ``/live.json`` (schema ``ringvisor.live/1``, docs/json.md): instructions and MIPS,
 the machine's counters, and the monitor's -- traps by cause, emulated
 instructions or callouts, hypercalls, events, exits, translations,
-translation-cache bytes.  The page draws whatever groups the JSON has, so the
-hypervisor's domains and the snapshot tree (``domains``, ``snapshots``: empty
-today) appear there once they exist.
+translation-cache bytes.  Under ``ringvisor xen`` it lists the hypervisor's
+domains as ``xl list`` does (``domains``) with the hypervisor's, scheduler's and
+grant tables' counters; a run with a snapshot store (``--store``, where the
+monitor prompt's ``savevm`` puts them) lists the snapshot tree (``snapshots``).
 
 The counters are read from the server's thread while the VM runs: they are
 plain dictionaries and integers copied under the interpreter lock, and a copy
@@ -25,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ringvisor import __version__
 from ringvisor.errors import ConfigError
+from ringvisor.lifecycle.snapshots import SnapshotTree
+from ringvisor.lifecycle.stream import BadImage
 
 SCHEMA = "ringvisor.live/1"
 
@@ -36,7 +39,7 @@ PAGE = """<!DOCTYPE html>
  .big { display: flex; gap: 2.5em; margin: .8em 0; }
  .big div span { display: block; font-size: 1.8em; font-variant-numeric: tabular-nums; }
  table { border-collapse: collapse; min-width: 22em; }
- td { padding: .1em .8em .1em 0; font-variant-numeric: tabular-nums; }
+ td, th { padding: .1em .8em .1em 0; font-variant-numeric: tabular-nums; text-align: left; }
  td.n { text-align: right; } #status { color: #555; } .none { color: #888; }
  #groups { display: flex; flex-wrap: wrap; gap: 0 3em; }
 </style></head>
@@ -74,7 +77,18 @@ function table(title, values) {
 function list(id, items, none) {
   const el = document.getElementById(id);
   if (!items || items.length === 0) { el.textContent = none; el.className = "none"; return; }
-  el.className = ""; el.replaceChildren(...items.map(d => table(d.name || "", d)));
+  const t = document.createElement("table");
+  const keys = Object.keys(items[0]);
+  const head = t.insertRow();
+  for (const k of keys) { const c = document.createElement("th"); c.textContent = k; head.appendChild(c); }
+  for (const d of items) {
+    const tr = t.insertRow();
+    for (const k of keys) {
+      const c = tr.insertCell(); c.textContent = fmt(d[k]);
+      if (typeof d[k] === "number") c.className = "n";
+    }
+  }
+  el.className = ""; el.replaceChildren(t);
 }
 async function poll() {
   try {
@@ -88,7 +102,7 @@ async function poll() {
     const groups = document.getElementById("groups");
     groups.replaceChildren(...Object.entries(d.groups)
       .filter(([, v]) => Object.keys(v).length).map(([k, v]) => table(k, v)));
-    list("domains", d.domains, "none: this VM runs on its own");
+    list("domains", d.domains, d.vm.mode === "xen" ? "none" : "none: this VM runs on its own");
     list("snapshots", d.snapshots, "none");
   } catch (e) {
     document.getElementById("status").textContent = "the VM is gone (" + e + ")";
@@ -200,10 +214,41 @@ class LiveView:
                               exits=_total(tables.get("exits")),
                               translations=scalars.get("translations"),
                               tc_bytes=scalars.get("tc_bytes"))
+        hv = getattr(s, "hypervisor", None)
+        if hv is not None:
+            groups["hypervisor"] = _copy(hv.stats)
+            groups["scheduler"] = _copy(hv.sched.stats)
         stop = m.stop
         status = s.status() if stop is None else f"ended: {stop.reason}"
+        mode = s.structure or ("native" if mon is None else mon.name)
         return {"schema": SCHEMA, "ringvisor": __version__,
-                "vm": {"mode": "native" if mon is None else mon.name,
-                       "image": os.path.basename(s.image_path), "status": status},
+                "vm": {"mode": mode, "image": os.path.basename(s.image_path), "status": status},
                 "highlights": highlights, "groups": groups,
-                "domains": [], "snapshots": []}
+                "domains": list(s.domains()) if s.domains is not None else [],
+                "snapshots": snapshot_rows(s.store)}
+
+
+def snapshot_rows(store) -> list[dict]:
+    """The snapshot tree of ``store`` as rows, parents before children (empty if none)."""
+    path = os.path.join(store, "tree.json")
+    if not os.path.exists(path):
+        return []
+    try:
+        tree = SnapshotTree(store)
+    except (BadImage, ConfigError, OSError):
+        return []
+    rows = []
+
+    def walk(name: str, depth: int) -> None:
+        n = tree.nodes[name]
+        rows.append({"name": "  " * depth + n.name, "parent": n.parent or "",
+                     "instructions": n.icount, "mode": n.mode,
+                     "current": "yes" if name == tree.current else "",
+                     "description": n.description})
+        for c in n.children:
+            if c in tree.nodes:
+                walk(c, depth + 1)
+
+    for root in tree.roots():
+        walk(root, 0)
+    return rows
