@@ -47,7 +47,7 @@ class GuestGdt:
     STATE = ("tracking", "n", "pages", "frames", "walk", "dirty", "remapped", "unaccessed",
              "held", "hot", "hot_after", "relaxed", "stats")    # (vmm/state.py)
     WIRING = ("mon", "mem", "real")
-    TRANSIENT = ("caught_up", "changed")
+    TRANSIENT = ("caught_up", "changed", "spans")
 
     def __init__(self, mon) -> None:
         self.mon = mon
@@ -67,6 +67,7 @@ class GuestGdt:
         self.hot: dict[int, int] = {}         # frame -> stores in a row that left the GDT alone
         self.hot_after: dict[int, int] = {}   # frame -> how many make it relaxed
         self.relaxed: dict[int, bytes] = {}   # frames compared at each entry, not protected
+        self.spans: dict[int, list] = {}      # (their GDT bytes: physical spans)
         self.stats = {"gdt_syncs": 0, "gdt_write_faults": 0, "gdt_load_faults": 0,
                       "accessed_bits_set": 0, "gdt_frames_relaxed": 0}
 
@@ -87,6 +88,7 @@ class GuestGdt:
         self.dirty.clear()
         self.hot.clear()
         self.relaxed.clear()
+        self.spans.clear()
         self.unaccessed.clear()
         self.remapped = False
         if self.tracking:
@@ -213,6 +215,7 @@ class GuestGdt:
             return
         self.hot[ppn] = self.hot.get(ppn, 0) + 1
         if self.hot[ppn] >= self.hot_after.get(ppn, HOT_AFTER):
+            self.spans[ppn] = self._spans(ppn)
             self.relaxed[ppn] = self._snapshot(ppn)
             self.mon.shadow.unwatch(ppn)
             self.stats["gdt_frames_relaxed"] += 1
@@ -229,7 +232,12 @@ class GuestGdt:
         return out
 
     def _snapshot(self, ppn: int) -> bytes:
-        return b"".join(self.mem.read(a, n) for a, n in self._spans(ppn))
+        spans = self.spans.get(ppn)
+        if spans is None:
+            spans = self.spans[ppn] = self._spans(ppn)
+        if len(spans) == 1:
+            return self.mem.read(*spans[0])
+        return b"".join(self.mem.read(a, n) for a, n in spans)
 
     def compare(self) -> None:
         """At each entry: has a relaxed frame's GDT changed since?  Copy what changed; a
@@ -366,6 +374,8 @@ class GuestGdt:
         """Put the entries of ``sels`` in place for one real IRET (as they were when the
         guest loaded them, or its descriptor now); what to put back after."""
         undo = []
+        if not (self.held or self.unaccessed or self.dirty or self.remapped):
+            return undo                       # nothing is poisoned
         for sel in sels:
             i = sel >> 3
             if sel & 4 or i >= L.FIRST_RESERVED:
