@@ -120,6 +120,7 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("hang", "hang"),
     Kernel("hostile", "hostile"),       # attacks the monitor's region (tests/test_hostile.py)
     Kernel("com2", "com2"),             # the second serial port, with two lines (test_console.py)
+    Kernel("tasks", "tasks"),           # hardware task switching (test_tasks.py)
 ]}
 
 

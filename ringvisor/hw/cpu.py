@@ -20,11 +20,25 @@ from .memory import PhysicalMemory
 from .mmu import Mmu
 from .native import NativeRegions
 from .segments import Segmentation, is_flat
-from .state import CR0_PE, CR0_PG, CS, DS, DF as DF_FLAG, IF, RF, SS, TF, CpuState
+from .state import CR0_PE, CR0_PG, CS, DS, DF as DF_FLAG, IF, RF, SS, TF, VM, CpuState
 from . import identify  # noqa: F401  (files CPUID, RDTSC(P), RDMSR/WRMSR among the helpers)
 from .system import run_helper
 from . import transfers
 from .translate import Mode
+
+
+def current_privilege_level(st: CpuState) -> int:
+    """The CPL: 0 in real mode (SDM Vol. 3 §9.1), 3 in virtual-8086 mode (§20.2), and
+    otherwise the DPL held in the SS descriptor cache (§5.5: the CPL is the DPL of the
+    code segment being executed, which every transfer that changes it copies into SS;
+    KVM's vmx_get_cpl reads it there).  Not CS's RPL: right after MOV CR0 sets PE the
+    selector is still a real-mode paragraph number, and the CPL stays 0 until a far
+    transfer loads CS (QEMU keeps it in hflags, unchanged by the switch)."""
+    if not st.cr0 & CR0_PE:
+        return 0
+    if st.eflags & VM:
+        return 3
+    return st.segs[SS].dpl
 
 
 class Cpu:
@@ -111,8 +125,7 @@ class Cpu:
         segs = st.segs
         es, cs, ss, ds, fs, gs = segs
         real = not st.cr0 & CR0_PE
-        # in real mode the CPL is 0 whatever CS holds (SDM Vol. 3 §9.1)
-        self.cpl = 0 if real else cs.selector & 3
+        self.cpl = current_privilege_level(st)
         self.segmentation.real = real
         # everything the mode is computed from (a kernel switches between a few modes:
         # each is computed once)
@@ -242,6 +255,10 @@ class Cpu:
                 transfers.deliver(self, first.vector, err, first.soft, st.eip)
                 return
             except CpuFault as second:
+                if second.in_new_task:
+                    # delivery switched tasks, and the new task faulted: a new event there
+                    first = second
+                    continue
                 a, b = first.vector, second.vector
                 if a == DF:
                     raise TripleFault(f"{second} while delivering #DF") from None

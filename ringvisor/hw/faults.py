@@ -27,7 +27,7 @@ class CpuFault(Exception):
     single-step): the saved EIP then points past it.
     """
 
-    __slots__ = ("vector", "error_code", "trap", "soft")
+    __slots__ = ("vector", "error_code", "trap", "soft", "in_new_task")
 
     def __init__(self, vector: int, error_code: int | None = None, trap: bool = False,
                  soft: bool = False) -> None:
@@ -36,6 +36,10 @@ class CpuFault(Exception):
         self.error_code = error_code
         self.trap = trap
         self.soft = soft    # INT n / INT3 / INTO: gate DPL is checked against CPL
+        # raised past a task switch's commit point (tasks.py): the state is already the
+        # new task's, and the exception is delivered there as a new event (SDM Vol. 3
+        # §7.3), not combined with the one that caused the switch into a double fault
+        self.in_new_task = False
 
     def __str__(self) -> str:
         name = NAMES.get(self.vector, f"vector {self.vector:#x}")

@@ -160,7 +160,7 @@ def h_int1(cpu, ins) -> int:
 
 @helper(M.IRET, M.IRETD)
 def h_iret(cpu, ins) -> int:
-    transfers.iret(cpu, 4 if ins.mnemonic == M.IRETD else 2)
+    transfers.iret(cpu, 4 if ins.mnemonic == M.IRETD else 2, ins.next_ip32)
     return cpu.state.eip
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import struct
 
-from . import realmode
+from . import realmode, tasks
 from .faults import GP, NP, SS, TS, CpuFault, UnsupportedFeature
-from .segments import (CALL_GATE16, TASK_GATE, TSS16_BUSY, TSS32_BUSY, Descriptor, CALL_GATE32, INT_GATE16, INT_GATE32, TRAP_GATE16,
+from .segments import (CALL_GATE16, CALL_GATE32, INT_GATE16, INT_GATE32, TASK_GATE, TRAP_GATE16,
+                       TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY, Descriptor,
                        TRAP_GATE32, check_access)
 from .state import CS, IF, IOPL_MASK, NT, RF, SS as SREG_SS, TF, VM, Segment
 
@@ -95,6 +96,8 @@ def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: in
     gate = cpu.segmentation.read_at(addr)
     cpl = cpu.cpl
     check_gate(gate, vector, soft, cpl)
+    if gate.type == TASK_GATE:
+        return _deliver_to_task(cpu, vector, gate, error_code, return_eip, ext)
     sel = gate.gate_selector
     cd = seg.check_code_target(sel, ext)
     check_handler_cs(cd, sel, cpl, ext)
@@ -133,14 +136,28 @@ def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: in
     cpu.mode_changed()
 
 
+def _deliver_to_task(cpu, vector: int, gate: Descriptor, error_code: int | None,
+                     return_eip: int, ext: int) -> None:
+    """An interrupt or exception through a task gate: a nested task switch (SDM Vol. 3
+    §6.12.2), then the error code, if any, pushed on the new task's stack in the size
+    of its TSS."""
+    big = tasks.switch(cpu, vector * 8, gate, tasks.CALL, return_eip, ext)
+    if error_code is not None:
+        st = cpu.state
+        try:
+            esp = _push_frame(cpu, st.segs[SREG_SS], st.regs[4], [error_code], 4 if big else 2,
+                              cpu.cpl == 3)
+        except CpuFault as f:
+            f.in_new_task = True
+            raise
+        _set_esp(cpu, st.segs[SREG_SS], esp)
+
+
 # -- the rules, on descriptors already read (the monitors apply them to their guests') -----
 def check_gate(gate: Descriptor, vector: int, soft: bool, cpl: int) -> None:
     """An IDT gate for ``vector`` (SDM Vol. 3 §6.12.1.1; error codes per §6.13: the IDT
     bit, and EXT unless INT n/INT3/INTO raised it)."""
     idt_err = vector * 8 + 2 + (0 if soft else 1)
-    if not gate.s and gate.type == TASK_GATE and gate.present:
-        raise UnsupportedFeature(f"a task gate in the IDT (vector {vector:#x}): hardware task "
-                                 "switching is not modelled")
     if gate.s or gate.type not in (INT_GATE16, TRAP_GATE16, INT_GATE32, TRAP_GATE32, TASK_GATE):
         raise CpuFault(GP, idt_err)
     if soft and gate.dpl < cpl:
@@ -210,8 +227,9 @@ def _check_return_ss(cpu, sel: int, rpl_cs: int) -> Segment:
     return d.segment(sel)
 
 
-def _task_return_checks(cpu) -> None:
-    """IRET with NT set returns to the task in the TSS back link (SDM: TASK-RETURN)."""
+def task_return(cpu, next_eip: int) -> None:
+    """IRET with NT set returns to the task in the TSS back link (SDM Vol. 2 IRET:
+    TASK-RETURN): it must be a busy TSS in the GDT (#TS(link) otherwise)."""
     st = cpu.state
     link = cpu.mmu.read(st.tr.base, 2, False)
     if link & 4:
@@ -219,19 +237,17 @@ def _task_return_checks(cpu) -> None:
     d = cpu.segmentation.read_descriptor(link, TS)
     if d.s or d.type not in (TSS16_BUSY, TSS32_BUSY):
         raise CpuFault(TS, link & 0xFFFC)
-    if not d.present:
-        raise CpuFault(NP, link & 0xFFFC)
-    raise UnsupportedFeature(f"IRET with NT=1 to task {link:#06x}: hardware task switching "
-                             "is not modelled")
+    tasks.switch(cpu, link, d, tasks.IRET, next_eip)
 
 
-def iret(cpu, size: int) -> None:
-    """IRET (same privilege or to an outer ring; or in real mode)."""
+def iret(cpu, size: int, next_eip: int | None = None) -> None:
+    """IRET (same privilege or to an outer ring, or a task return; or in real mode).
+    ``next_eip`` is the address after the IRET (saved in the TSS by a task return)."""
     if cpu.mode.real:
         return realmode.iret(cpu, size)
     st = cpu.state
     if st.eflags & NT:
-        _task_return_checks(cpu)
+        return task_return(cpu, st.eip if next_eip is None else next_eip)
     eip, cs_sel, fl = _pop_values(cpu, 3, size)
     cs_sel &= 0xFFFF
     old_cpl = cpu.cpl
@@ -317,9 +333,13 @@ def far_transfer(cpu, sel: int, offset: int, size: int, call: bool, return_eip: 
         if offset > d.limit:
             raise CpuFault(GP, 0)
         return _same_level(cpu, d, sel, offset, size, call, return_eip)
-    if not d.s and d.type in (TASK_GATE, 1, 9) and d.present:
-        raise UnsupportedFeature(f"far {'CALL' if call else 'JMP'} to task {sel:#06x}: hardware "
-                                 "task switching is not modelled")
+    if not d.s and d.type in (TASK_GATE, TSS16_AVAIL, TSS32_AVAIL):
+        # a task switch (SDM Vol. 3 §7.3): the TSS or gate must be as privileged as the
+        # caller and the selector's RPL (a busy TSS is no target: #GP below)
+        if d.dpl < cpl or d.dpl < rpl or (sel & 4 and d.type != TASK_GATE):
+            raise CpuFault(GP, err)      # (a TSS descriptor lives in the GDT only)
+        tasks.switch(cpu, sel, d, tasks.CALL if call else tasks.JMP, return_eip)
+        return
     if d.s or d.type not in (CALL_GATE16, CALL_GATE32):
         raise CpuFault(GP, err)
     # through a call gate

@@ -473,21 +473,10 @@ def b_ret(c: Context) -> str:
     return DONE
 
 
-def _far_operand(c: Context) -> tuple[int, int] | None:
-    """(selector, offset) of a far JMP/CALL, direct or through memory; None if near."""
-    ins = c.ins
-    if ins.op0_kind in (OK.FAR_BRANCH32, OK.FAR_BRANCH16):
-        return ins.far_branch_selector, ins.far_branch32
-    if ins.op0_kind == OK.MEMORY and ins.memory_size in (ix.MemorySize.SEG_PTR32, ix.MemorySize.SEG_PTR16):
-        off = c.read(4)
-        return c.read(2, 4), off
-    return None
-
-
 @bt_emulates(M.JMP, M.CALL)
 def b_jmp_call(c: Context) -> str:
     call = c.ins.mnemonic == M.CALL
-    far = _far_operand(c)
+    far = E.far_operand(c)
     if far is not None:
         return _far(c, *far, call=call)
     target = c.op(0, 4)

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import struct
 
-from ringvisor.hw.faults import CONTRIBUTORY, GP, NAMES, PF, SS, TS, CpuFault, TripleFault, \
-    UnsupportedFeature
-from ringvisor.hw.segments import INT_GATE16, INT_GATE32, TRAP_GATE16, Descriptor, \
+from ringvisor.hw.faults import CONTRIBUTORY, GP, NAMES, PF, SS, TS, CpuFault, TripleFault
+from ringvisor.hw.segments import INT_GATE16, INT_GATE32, TASK_GATE, TRAP_GATE16, Descriptor, \
     check_access, check_tss_stack
 from ringvisor.hw.transfers import check_gate, check_handler_cs
 
@@ -86,11 +85,10 @@ class Delivery:
             raise CpuFault(GP, vector * 8 + 2 + (0 if soft else 1))
         addr = (v.idt_base + vector * 8) & 0xFFFFFFFF
         gate = Descriptor(int.from_bytes(self.gm.read(addr, 8), "little"), addr)
-        try:
-            check_gate(gate, vector, soft, v.cpl)
-        except UnsupportedFeature:
-            raise MonitorStop(f"{self.name}: a task gate in the guest IDT (vector {vector:#x})") \
-                from None
+        check_gate(gate, vector, soft, v.cpl)
+        if gate.type == TASK_GATE:
+            raise MonitorStop(f"{self.name}: a task gate in the guest IDT (vector {vector:#x}): "
+                              "hardware task switching is not virtualized")
         if gate.type in (INT_GATE16, TRAP_GATE16):
             raise MonitorStop(f"{self.name}: a 16-bit gate in the guest IDT (vector {vector:#x})")
         return gate.gate_selector, gate.gate_offset, gate.type == INT_GATE32

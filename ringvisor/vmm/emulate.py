@@ -18,6 +18,7 @@ import iced_x86 as ix
 
 from ringvisor.hw.faults import NAMES, CpuFault
 from ringvisor.hw.identify import KNOWN_MSRS, msr_write_ok
+from ringvisor.hw.segments import TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY
 from ringvisor.hw.state import MSR_TSC
 from ringvisor.hw.system import ea, get_reg, io_bitmap_permits, set_reg
 from ringvisor.hw.translate import GPR, SREG, registrar
@@ -35,6 +36,7 @@ GP, UD = 13, 6
 TSS_AVAILABLE, TSS_BUSY = 0x9, 0xB
 
 EMULATORS: dict = {}
+TASK_TARGETS = (TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY)
 
 
 emulates = registrar(EMULATORS)
@@ -395,6 +397,33 @@ def e_msr(c: Context) -> str:
 
 
 # -- segment registers and far transfers -------------------------------------------------
+def far_operand(c: Context) -> tuple[int, int] | None:
+    """(selector, offset) of a far JMP/CALL, direct or through memory; None if near."""
+    ins = c.ins
+    if ins.op0_kind in (OK.FAR_BRANCH32, OK.FAR_BRANCH16):
+        return ins.far_branch_selector, ins.far_branch32
+    if ins.op0_kind == OK.MEMORY and ins.memory_size in (ix.MemorySize.SEG_PTR32, ix.MemorySize.SEG_PTR16):
+        off = c.read(4)
+        return c.read(2, 4), off
+    return None
+
+
+@emulates(M.JMP, M.CALL)
+def e_far_task(c: Context) -> str | None:
+    """A far JMP/CALL the processor refused (#GP: system descriptors never reach the real
+    GDT).  To the guest's TSS or task gate it is a task switch, which the monitors do not
+    virtualize: the VM stops rather than give the guest a #GP hardware would not raise.
+    Anything else is reflected as the #GP it is."""
+    far = far_operand(c)
+    if far is None or not far[0] & 0xFFFC:
+        return None
+    raw = c.mon.guest_descriptor(far[0])
+    if raw is not None and not raw >> 44 & 1 and (raw >> 40) & 0xF in TASK_TARGETS:
+        raise MonitorStop(f"{c.mon.name}: far {'CALL' if c.ins.mnemonic == M.CALL else 'JMP'} "
+                          f"to task {far[0]:#06x} (hardware task switching is not virtualized)")
+    return None
+
+
 @emulates(M.POP)
 def e_pop(c: Context) -> str | None:
     r = c.ins.op0_register if c.ins.op0_kind == OK.REGISTER else R.NONE

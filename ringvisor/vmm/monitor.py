@@ -393,6 +393,11 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
         """POPF/IRET at (virtual) CPL 0: every flag the guest may set for real, IF and
         IOPL on the virtual CPU."""
         v = self.vcpu
+        if value & NT:
+            # NT makes the next IRET a task return: not virtualized, and the real EFLAGS
+            # never carry it (real_eflags), so stop rather than lose it
+            raise MonitorStop(f"{self.name}: the guest sets EFLAGS.NT (nested tasks: hardware "
+                              "task switching is not virtualized)")
         mask = ARITH | NT | AC | ID
         if size == 2:
             mask &= 0xFFFF

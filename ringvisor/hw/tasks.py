@@ -1,0 +1,215 @@
+"""Hardware task switching (SDM Vol. 3 ch. 7).
+
+A far JMP or CALL to a TSS descriptor or a task gate, an interrupt or exception
+through a task gate in the IDT, and IRET with EFLAGS.NT set switch tasks: the
+outgoing state is saved into the current TSS, the incoming one is loaded from
+the new TSS, and the busy bits, the back link and NT record the nesting.
+
+Everything that can fault before the *commit point* (the TSS descriptor, its
+limit, the pages of both TSSes) is checked first, so such a fault leaves the
+old task as it was.  After the commit point (the new TR, CR3, EFLAGS, EIP and
+registers are in place), the LDT and segment-register loads of the new task
+can still fault: those exceptions are delivered in the new task's context
+(``CpuFault.in_new_task``), as the SDM's Table 7-1 describes.  The order of the
+checks and their error codes follow the SDM and QEMU's ``switch_tss_ra``.
+"""
+
+from __future__ import annotations
+
+from .faults import DB, GP, NP, SS, TS, CpuFault, UnsupportedFeature
+from .segments import (LDT, TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY,
+                       Descriptor, null_segment)
+from .state import (CR0_PG, CR0_TS, CS, DS, ES, FS, GS, NT, SS as SREG_SS, VM, Segment)
+
+JMP, CALL, IRET = "jmp", "call", "iret"   # what started the switch (an interrupt is a CALL)
+BUSY = 2                                   # the busy bit in a TSS descriptor's type
+TSS_TYPES = (TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY)
+DR6_BT = 0x8000
+DR7_LOCAL = 0x55                           # L0..L3: cleared by a task switch (SDM §17.2.4)
+
+# the layouts (SDM Vol. 3 Fig. 7-2 and 7-11): offsets of EIP, EFLAGS, the eight
+# general registers, the segment selectors (ES CS SS DS [FS GS]) and the LDT selector
+TSS32 = {"eip": 0x20, "eflags": 0x24, "regs": 0x28, "segs": 0x48, "ldt": 0x60, "size": 4,
+         "seg_step": 4, "nsegs": 6, "min_limit": 0x67}
+TSS16 = {"eip": 0x0E, "eflags": 0x10, "regs": 0x12, "segs": 0x22, "ldt": 0x2A, "size": 2,
+         "seg_step": 2, "nsegs": 4, "min_limit": 0x2B}
+
+
+def layout(tss_type: int) -> dict:
+    return TSS32 if tss_type & 8 else TSS16
+
+
+def target_tss(cpu, sel: int, d: Descriptor, ext: int) -> tuple[int, Descriptor]:
+    """The TSS a switch to ``sel`` (a TSS descriptor or a task gate) goes to, with the
+    checks of SDM Vol. 3 §7.3 steps 1-3 (the DPL rules are the caller's)."""
+    if d.type == TASK_GATE:
+        if not d.present:
+            raise CpuFault(NP, (sel & 0xFFFC) | ext)
+        tss_sel = d.gate_selector
+        if tss_sel & 4:                              # a TSS lives in the GDT only
+            raise CpuFault(TS, (tss_sel & 0xFFFC) | ext)
+        d = cpu.segmentation.read_descriptor(tss_sel, GP, ext)
+        if d.s or d.type not in TSS_TYPES:
+            raise CpuFault(GP, (tss_sel & 0xFFFC) | ext)
+        sel = tss_sel
+    if not d.present:
+        raise CpuFault(NP, (sel & 0xFFFC) | ext)
+    if d.limit < layout(d.type)["min_limit"]:
+        raise CpuFault(TS, (sel & 0xFFFC) | ext)
+    return sel, d
+
+
+def switch(cpu, sel: int, d: Descriptor, source: str, next_eip: int, ext: int = 0) -> bool:
+    """Switch to the task ``sel``/``d`` (a TSS descriptor or task gate already read and
+    checked for privilege).  ``next_eip`` is the EIP saved in the outgoing TSS.  Returns
+    whether the new TSS is a 32-bit one (an exception's error code is pushed in its size)."""
+    st = cpu.state
+    mmu = cpu.mmu
+    sel, d = target_tss(cpu, sel, d, ext)
+    err = (sel & 0xFFFC) | ext
+    busy = bool(d.type & BUSY)
+    if source == IRET and not busy:
+        raise CpuFault(TS, err)
+    if source != IRET and busy:                  # (a task cannot be re-entered: §7.2.1)
+        raise CpuFault(GP, err)
+    new = layout(d.type)
+    size = new["size"]
+
+    def rd(off: int, n: int = size) -> int:
+        return mmu.read((d.base + off) & 0xFFFFFFFF, n, False)
+
+    # -- read the whole incoming state (a fault here is the old task's) ---------------
+    new_cr3 = rd(0x1C, 4) if d.type & 8 else None
+    new_eip = rd(new["eip"])
+    new_eflags = rd(new["eflags"])
+    new_regs = [rd(new["regs"] + i * size) for i in range(8)]
+    new_segs = [rd(new["segs"] + i * new["seg_step"], 2) for i in range(new["nsegs"])] + \
+        [0] * (6 - new["nsegs"])
+    new_ldt = rd(new["ldt"], 2)
+    trap = rd(0x64, 2) & 1 if d.type & 8 else 0
+    if d.type & 8 and new_eflags & VM:
+        raise UnsupportedFeature(f"a task switch to virtual-8086 mode (TSS {sel:#06x}): "
+                                 "VM86 is not modelled")
+    # the outgoing TSS must be writable where the state goes, and the descriptors whose
+    # busy bits change must be reachable: page faults come now, not half-way
+    old_tr = st.tr
+    old = layout(old_tr.type)
+    for off in (0, old["min_limit"]):
+        mmu.walk((old_tr.base + off) & 0xFFFFFFFF, True, False)
+    if source == CALL:
+        mmu.walk(d.base, True, False)
+    gdt = st.gdtr.base
+    old_desc = (gdt + (old_tr.selector & 0xFFF8)) & 0xFFFFFFFF
+    for a in (old_desc, d.addr):
+        mmu.walk((a + 5) & 0xFFFFFFFF, True, False)
+
+    # -- the outgoing task --------------------------------------------------------------
+    if source in (JMP, IRET):
+        _set_busy(cpu, old_desc, False)
+    old_eflags = cpu.get_eflags()
+    if source == IRET:
+        old_eflags &= ~NT
+    osize = old["size"]
+
+    def wr(off: int, n: int, v: int) -> None:
+        mmu.write((old_tr.base + off) & 0xFFFFFFFF, n, v & ((1 << (8 * n)) - 1), False)
+
+    wr(old["eip"], osize, next_eip)
+    wr(old["eflags"], osize, old_eflags)
+    for i in range(8):
+        wr(old["regs"] + i * osize, osize, st.regs[i])
+    for i in range(old["nsegs"]):
+        wr(old["segs"] + i * old["seg_step"], 2, st.segs[i].selector)
+    if source == CALL:
+        mmu.write(d.base, 2, old_tr.selector, False)
+        new_eflags |= NT
+    if source in (JMP, CALL):
+        _set_busy(cpu, d.addr, True)
+
+    # -- the commit point: from here on a fault belongs to the new task ----------------
+    st.cr0 |= CR0_TS
+    st.tr = Segment(sel, d.base, d.limit, d.attr | BUSY)
+    if new_cr3 is not None and st.cr0 & CR0_PG:
+        st.cr3 = new_cr3 & 0xFFFFF018
+        cpu.tlb_flush()
+    st.eip = new_eip
+    if size == 4:
+        cpu.set_eflags(new_eflags)
+        st.regs[:] = new_regs
+    else:
+        cpu.set_eflags(new_eflags, 0xFFFF)
+        st.regs[:] = [(r & 0xFFFF0000) | v for r, v in zip(st.regs, new_regs)]
+    # the selectors first, with empty caches (QEMU does the same): a fault while
+    # loading them leaves the rest of the new task's selectors visible to its handler
+    for i in range(6):
+        st.segs[i] = Segment(new_segs[i], 0, 0, 0)
+    st.ldtr = null_segment(new_ldt & ~4)
+    if st.dr[7] & DR7_LOCAL:
+        st.dr[7] &= ~DR7_LOCAL
+        cpu.update_debug()
+    try:
+        _load_ldt(cpu, new_ldt, ext)
+        cpl = new_segs[CS] & 3
+        for i in (CS, SREG_SS, ES, DS, FS, GS):
+            _load_segment(cpu, i, new_segs[i], cpl, ext)
+        if new_eip > st.segs[CS].limit:
+            raise CpuFault(GP, ext)
+        if trap:                                 # the T bit: #DB once the switch is done
+            st.dr[6] |= DR6_BT
+            raise CpuFault(DB)
+    except CpuFault as f:
+        f.in_new_task = True
+        cpu.mode_changed()
+        raise
+    cpu.mode_changed()
+    return bool(d.type & 8)
+
+
+def _set_busy(cpu, desc_addr: int, busy: bool) -> None:
+    a = (desc_addr + 5) & 0xFFFFFFFF
+    b = cpu.mmu.read(a, 1, False)
+    cpu.mmu.write(a, 1, (b | BUSY) if busy else (b & ~BUSY), False)
+
+
+def _load_ldt(cpu, sel: int, ext: int) -> None:
+    """The new task's LDTR (SDM Table 7-1: every failure is #TS(LDT selector))."""
+    if sel & 4:
+        raise CpuFault(TS, (sel & 0xFFFC) | ext)
+    if not sel & 0xFFFC:
+        return
+    d = cpu.segmentation.read_descriptor(sel, TS, ext)
+    if d.s or d.type != LDT or not d.present:
+        raise CpuFault(TS, (sel & 0xFFFC) | ext)
+    cpu.state.ldtr = d.segment(sel)
+
+
+def _load_segment(cpu, sreg: int, sel: int, cpl: int, ext: int) -> None:
+    """A segment register of the new task, with the checks of SDM Vol. 3 Table 7-1:
+    #TS(selector) for the type and privilege rules, #NP or #SS(selector) if absent."""
+    st = cpu.state
+    err = (sel & 0xFFFC) | ext
+    if not sel & 0xFFFC:
+        if sreg in (CS, SREG_SS):
+            raise CpuFault(TS, err)
+        st.segs[sreg] = null_segment(sel)
+        return
+    seg = cpu.segmentation
+    d = seg.read_descriptor(sel, TS, ext)
+    rpl = sel & 3
+    if not d.s:
+        raise CpuFault(TS, err)
+    if sreg == CS:
+        if not d.is_code or (d.dpl > rpl if d.conforming else d.dpl != rpl):
+            raise CpuFault(TS, err)
+    elif sreg == SREG_SS:
+        if not d.writable or d.dpl != cpl or rpl != cpl:
+            raise CpuFault(TS, err)
+    else:
+        if d.is_code and not d.readable:
+            raise CpuFault(TS, err)
+        if (d.is_data or not d.conforming) and (d.dpl < cpl or d.dpl < rpl):
+            raise CpuFault(TS, err)
+    if not d.present:
+        raise CpuFault(SS if sreg == SREG_SS else NP, err)
+    seg.set_accessed(d)
+    st.segs[sreg] = d.segment(sel)
