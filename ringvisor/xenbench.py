@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ringvisor.guests.build import image_path
 from ringvisor.hypervisor.core import Hypervisor
+from ringvisor.hypervisor.sched import ACCT_NS
 from ringvisor.hypervisor.interface import HypercallInterface
 from ringvisor.toolstack.config import DomainConfig
 from ringvisor.toolstack.xl import Toolstack
@@ -86,15 +87,23 @@ def aggregate(counts, window_ns: int, tmp) -> list[Share]:
     return out
 
 
+# Before a fairness window: five accounting periods, the time an idle Domain 0 takes to
+# reach the bound on its credit (one time slice; till then it earns by its weight the
+# credit it does not use, and the busy domains share less than the whole CPU)
+WARMUP_NS = 5 * ACCT_NS
+
+
 def fairness(window_ns: int, tmp) -> dict:
     b = Bench(2, tmp / "fair")
     a = b.create("w256", CPU_CMDLINE, weight=256)
     c = b.create("w512", CPU_CMDLINE, weight=512)
     b.hv.run_until(lambda: b.started([a, c]), 10 ** 10, step=200_000)
+    b.window([a, c], WARMUP_NS)
     got, _ = b.window([a, c], window_ns)
     capped = Bench(1, tmp / "cap")
     d = capped.create("cap25", CPU_CMDLINE, cap=25)
     capped.hv.run_until(lambda: capped.started([d]), 10 ** 10, step=200_000)
+    capped.window([d], WARMUP_NS)
     got_cap, _ = capped.window([d], window_ns)
     return {"ratio": got[c] / max(1, got[a]), "cap_share": got_cap[d] / window_ns}
 

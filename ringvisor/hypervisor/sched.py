@@ -10,7 +10,9 @@ running consumes credit, nanosecond for nanosecond.  Priorities follow:
   before the others (I/O-bound domains get low latency) until it is next
   descheduled;
 - UNDER: credit left; OVER: credit spent.  The highest priority runs,
-  round-robin within a priority, for a 30 ms time slice;
+  round-robin within a priority, for a 30 ms time slice; a domain that leaves
+  the CPU still runnable (its slice ended, or it was preempted) goes behind
+  the others of its priority;
 - a capped domain that has spent its credit is *parked*: not runnable until
   the next period gives it more, so it never takes more than its cap.
 
@@ -28,6 +30,7 @@ from enum import IntEnum
 TSLICE_NS = 30_000_000
 ACCT_NS = 30_000_000
 DEFAULT_WEIGHT = 256
+MIN_SLICE_NS = 1_000_000        # no shorter slice than this (a domain with a crumb of credit)
 MAX_WEIGHT = 65535
 
 
@@ -161,6 +164,15 @@ class CreditScheduler:
             return current
         if best is not current:
             self.stats["switches"] += 1
+            if current is not None and self.eligible(current):
+                # preempted (a woken domain was boosted past it, or one of a better
+                # priority was ready): like a vCPU whose slice ended it goes behind its
+                # equals, as Xen's __runq_insert puts it after every vCPU of its priority.
+                # Left in front, it would win every tie against its equals after each of
+                # Domain 0's 10 ms ticks and take the OVER time alone.
+                c = self.info[current.domid]
+                c.boost = False
+                c.order = self._next_order()
         return best
 
     def should_preempt(self, current, woken) -> bool:
@@ -171,11 +183,14 @@ class CreditScheduler:
 
     def slice_for(self, dom) -> int:
         """How long ``dom`` may run before the hypervisor looks again: a time slice, or
-        less for a capped domain, whose credit may run out first."""
+        less while it has credit, which may run out first (Xen notices at its next 10 ms
+        tick that a vCPU has gone OVER and lets the UNDER ones run; the slice ends
+        exactly there instead, so a light domain does not overrun its share by up to a
+        tick each period, and a capped one is parked on time)."""
         c = self.info.get(dom.domid)
-        if c is None or not dom.cap:
+        if c is None or (c.credit <= 0 and not dom.cap):
             return TSLICE_NS
-        return max(1_000_000, min(TSLICE_NS, c.credit))
+        return max(MIN_SLICE_NS, min(TSLICE_NS, c.credit))
 
     def params(self, dom) -> dict:
         c = self.info[dom.domid]

@@ -1,0 +1,141 @@
+"""The credit scheduler's shares, driven as the hypervisor drives it (hypervisor/core.py):
+charge what ran, account every 30 ms, pick at each entry, wake and preempt for events.
+A virtual CPU in a loop over virtual nanoseconds; no guest.  The real guests' figures
+come from `ringvisor xenbench` (docs/xen.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from ringvisor.hypervisor import sched as S
+
+MS = 1_000_000
+
+
+@dataclass
+class Dom:
+    domid: int
+    weight: int = S.DEFAULT_WEIGHT
+    cap: int = 0
+    runnable: bool = True
+    ran: int = 0
+
+
+class Cpu:
+    """One physical CPU under the scheduler; Domain 0 (if idle_dom0) wakes every 10 ms for
+    ``dom0_ns`` and blocks again, as the teaching kernel's idle timer tick does."""
+
+    def __init__(self, doms: list[Dom], idle_dom0: bool = True, dom0_ns: int = 20_000) -> None:
+        self.s = S.CreditScheduler()
+        self.dom0 = Dom(0, runnable=False) if idle_dom0 else None
+        self.doms = ([self.dom0] if self.dom0 else []) + doms
+        for d in self.doms:
+            self.s.add(d)
+        self.dom0_ns = dom0_ns
+        self.now = 0
+        self.cur = self.s.pick(None, True)
+        self.slice_end = self.s.slice_for(self.cur) if self.cur else S.TSLICE_NS
+
+    def _switch_to(self, d) -> None:
+        self.cur = d
+        self.slice_end = self.now + (self.s.slice_for(d) if d is not None else S.TSLICE_NS)
+
+    def run(self, ns: int) -> None:
+        end = self.now + ns
+        acct = (self.now // S.ACCT_NS + 1) * S.ACCT_NS
+        tick = (self.now // (10 * MS) + 1) * 10 * MS
+        dom0_off = None
+        while self.now < end:
+            t = min(end, acct, self.slice_end, tick if self.dom0 else end,
+                    dom0_off if dom0_off is not None else end)
+            if self.cur is not None:
+                self.s.charge(self.cur, t - self.now)
+                self.cur.ran += t - self.now
+            self.now = t
+            if t == acct:
+                self.s.account()
+                acct += S.ACCT_NS
+                if self.cur is not None:                # priorities may have changed
+                    nxt = self.s.pick(self.cur, t >= self.slice_end)
+                    if nxt is not self.cur:
+                        self._switch_to(nxt)
+                        continue
+            if self.dom0 is not None and t == tick:
+                tick += 10 * MS
+                self.dom0.runnable = True
+                self.s.wake(self.dom0)
+                dom0_off = t + self.dom0_ns
+                if self.s.should_preempt(self.cur, self.dom0):
+                    self._switch_to(self.s.pick(self.cur, False))
+                continue
+            if dom0_off is not None and t == dom0_off:
+                dom0_off = None
+                self.dom0.runnable = False
+                if self.cur is self.dom0:
+                    self.s.descheduled(self.dom0, False)
+                    self._switch_to(self.s.pick(self.dom0, False))
+                continue
+            if self.cur is None:
+                self._switch_to(self.s.pick(None, True))
+            elif t >= self.slice_end:
+                self.s.descheduled(self.cur, True)
+                self._switch_to(self.s.pick(self.cur, True))
+
+    def shares(self, doms, ns: int) -> list[int]:
+        before = [d.ran for d in doms]
+        self.run(ns)
+        return [d.ran - b for d, b in zip(doms, before)]
+
+
+def settled(cpu: Cpu, doms, ns: int = 3000 * MS) -> list[int]:
+    cpu.run(5 * S.ACCT_NS)             # till the idle Domain 0's credit reaches its bound
+    return cpu.shares(doms, ns)
+
+
+@pytest.mark.parametrize("idle_dom0", [False, True])
+def test_weights_share_the_cpu_in_proportion(idle_dom0):
+    a, b = Dom(1, 256), Dom(2, 512)
+    got = settled(Cpu([a, b], idle_dom0), [a, b])
+    assert got[1] / got[0] == pytest.approx(2, rel=0.02)
+    c, d, e = Dom(1), Dom(2), Dom(3, 1024)
+    got = settled(Cpu([c, d, e], idle_dom0), [c, d, e])
+    assert got[0] / got[1] == pytest.approx(1, rel=0.02)
+    assert got[2] / got[0] == pytest.approx(4, rel=0.02)
+
+
+def test_a_cap_holds_even_with_the_cpu_free():
+    a, b = Dom(1, cap=25), Dom(2, cap=50)
+    cpu = Cpu([a, b])
+    got = settled(cpu, [a, b], 1500 * MS)
+    assert got[0] / (1500 * MS) == pytest.approx(0.25, abs=0.02)
+    assert got[1] / (1500 * MS) == pytest.approx(0.50, abs=0.02)
+    assert cpu.s.stats["parks"] > 0
+
+
+def test_blocked_domains_consume_nothing_and_a_woken_one_runs_first():
+    a, b = Dom(1), Dom(2)
+    cpu = Cpu([a, b], idle_dom0=False)
+    cpu.run(S.ACCT_NS)                # a ran the first slice; the accounting gave b credit
+    assert cpu.s.info[2].credit > 0
+    b.runnable = False                # ... and b blocks before it runs
+    cpu.cur = a
+    got = cpu.shares([a, b], 300 * MS)
+    assert got == [300 * MS, 0]                 # alone, a domain may have the whole CPU
+    assert cpu.s.info[2].credit > 0             # a blocked domain neither earns nor spends
+    b.runnable = True
+    cpu.s.wake(b)
+    assert cpu.s.prio(b) is S.Prio.BOOST and cpu.s.should_preempt(a, b)
+    assert cpu.s.pick(a, False) is b
+    assert cpu.s.prio(a) is not S.Prio.BOOST
+
+
+def test_a_woken_domain_without_credit_is_not_boosted():
+    a, b = Dom(1), Dom(2)
+    s = S.CreditScheduler()
+    s.add(a)
+    s.add(b)
+    s.charge(b, 5 * MS)                           # spent: OVER
+    s.wake(b)
+    assert s.prio(b) is S.Prio.OVER and not s.should_preempt(a, b)
