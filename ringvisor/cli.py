@@ -98,6 +98,9 @@ def _stop_args(r) -> None:
     r.add_argument("--save", metavar="FILE",
                    help="with --stop-at: save the stopped VM to FILE (ringvisor restore FILE "
                         "resumes it)")
+    r.add_argument("--mapped", action="store_true",
+                   help="with --save: keep memory page for page (a sparse file), for restores "
+                        "that map it lazily and share it copy-on-write (ringvisor clone)")
 
 
 def _migrate_args(r) -> None:
@@ -168,9 +171,20 @@ def build_parser() -> Parser:
 
     rs = sub.add_parser("restore", help="resume a VM saved by 'run --stop-at N --save FILE'")
     rs.add_argument("image", metavar="FILE", help="a saved VM")
+    rs.add_argument("--lazy", action="store_true",
+                    help="a mapped image: do not check its pages' checksums before resuming "
+                         "(pages load on first touch; a damaged page goes unnoticed)")
     _console_args(rs)
     _stop_args(rs)
     _snapshot_out_args(rs)
+
+    cl = sub.add_parser("clone", help="copy a saved VM (or a snapshot) to NEWIMAGE, a mapped "
+                                      "image that any number of 'ringvisor restore NEWIMAGE' "
+                                      "run from at once, sharing unchanged memory copy-on-write")
+    cl.add_argument("source", metavar="IMAGE", help="a saved VM (or with --snapshot, a node's name)")
+    cl.add_argument("new", metavar="NEWIMAGE")
+    cl.add_argument("--snapshot", action="store_true", help="IMAGE names a node of the snapshot tree")
+    _store_arg(cl)
 
     sc = sub.add_parser("snapshot-create", help="add a saved VM (FILE) to the snapshot tree")
     sc.add_argument("name", metavar="NAME")
@@ -451,6 +465,8 @@ def _check_stop_args(args) -> None:
     wants = getattr(args, "save", None) or getattr(args, "snapshot", None)
     if wants and not args.stop_at:
         raise ConfigError("--save and --snapshot need --stop-at N (where to stop the VM)")
+    if getattr(args, "mapped", False) and not getattr(args, "save", None):
+        raise ConfigError("--mapped says how --save FILE keeps memory; it needs --save")
     to, at = getattr(args, "migrate_to", None), getattr(args, "migrate_at", None)
     if bool(to) != bool(at):
         raise ConfigError("--migrate-to HOST:PORT and --migrate-at N go together")
@@ -543,7 +559,7 @@ def _run_and_keep(args, con, m, mon, image: str, cmdline: str) -> int:
     info = VmInfo(image=image, cmdline=cmdline, description=getattr(args, "description", ""))
     if args.save:
         from ringvisor.lifecycle.vm import save_file
-        size = save_file(args.save, m, mon, info)
+        size = save_file(args.save, m, mon, info, mapped=args.mapped)
         print(f"ringvisor: saved the VM at instruction {n:,} to {args.save} ({size:,} bytes)",
               file=sys.stderr)
     if getattr(args, "snapshot", None):
@@ -565,8 +581,8 @@ def cmd_restore(args) -> int:
 
     _check_stop_args(args)
     con = _console(args)
-    m, mon, info = load_file(args.image, attach_monitor, args.engine, con.output, pace=con.pace,
-                             keep_source=bool(con.trace))
+    m, mon, info = load_file(args.image, attach_monitor, args.engine, con.output, not args.lazy,
+                             pace=con.pace, keep_source=bool(con.trace))
     return _run_and_keep(args, con, m, mon, info.image, info.cmdline)
 
 
@@ -651,6 +667,18 @@ def _ranges(pages: list[int]) -> str:
         prev = p
     text = ", ".join(out[:12])
     return text + (f", ... ({len(out)} ranges)" if len(out) > 12 else "")
+
+
+def cmd_clone(args) -> int:
+    from ringvisor.lifecycle.vm import clone_file
+    if args.snapshot:
+        size = _tree(args).export(args.source, args.new, mapped=True)
+        stored = os.stat(args.new).st_blocks * 512
+    else:
+        size, stored = clone_file(args.source, args.new)
+    print(f"cloned {args.source} to {args.new} ({size:,} bytes of which {stored:,} stored; "
+          f"every 'ringvisor restore {args.new}' maps it and shares its unchanged pages)")
+    return 0
 
 
 def cmd_snapshot_export(args) -> int:
@@ -857,7 +885,8 @@ def cmd_xenbench(args) -> int:
 
 
 COMMANDS = {"xen": cmd_xen, "xl": cmd_xl, "xenbench": cmd_xenbench, "lifebench": cmd_lifebench,
-            "run": cmd_run, "restore": cmd_restore, "snapshot-create": cmd_snapshot_create,
+            "run": cmd_run, "restore": cmd_restore, "clone": cmd_clone,
+            "snapshot-create": cmd_snapshot_create,
             "snapshot-list": cmd_snapshot_list, "snapshot-revert": cmd_snapshot_revert,
             "snapshot-current": cmd_snapshot_current, "snapshot-delete": cmd_snapshot_delete,
             "snapshot-diff": cmd_snapshot_diff, "snapshot-export": cmd_snapshot_export,

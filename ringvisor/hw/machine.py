@@ -63,10 +63,12 @@ class Stop:
 class Machine:
     def __init__(self, mem_mb: int = 32, engine: str = "jit", cpu_hz: int = 100_000_000,
                  output: Callable[[bytes], None] | None = None, pace: bool = False,
-                 keep_source: bool = False, serial_ports: int = 1) -> None:
+                 keep_source: bool = False, serial_ports: int = 1, ram=None) -> None:
         if not 1 <= mem_mb <= MAX_MEM_MB:
             raise ConfigError(f"memory size must be between 1 and {MAX_MEM_MB} MiB, not {mem_mb}")
-        self.mem = PhysicalMemory(mem_mb << 20)
+        # ``ram``: a buffer to use as RAM instead of a fresh one (memory.py: a private file
+        # mapping, for lazy restore and copy-on-write clones)
+        self.mem = PhysicalMemory(mem_mb << 20, ram)
         self.bus = IoBus()
         self.clock = VirtualClock(cpu_hz, pace=pace)
         self.cpu = Cpu(self.mem, self.bus, engine, keep_source=keep_source)

@@ -9,6 +9,12 @@ Self-modifying code: pages that hold translated code are marked in
 write to it arrives here and ``on_code_write`` (set by the code cache) drops
 the translations built from it.
 
+RAM is a ``bytearray`` unless the caller hands in a ``backing`` buffer of the
+same size: a writable private file mapping (``mmap`` with ``MAP_PRIVATE``) is
+how a restored VM loads its memory lazily and how clones share it copy-on-write
+-- the host kernel reads a page from the file on its first touch and copies it
+on its first write, so every path here and in the CPU works on it unchanged.
+
 Dirty logging (live migration): while ``dirty`` is a set, every slow-path
 write adds its page numbers to it.  Fast-path writes bypass this module, so
 the MMU keeps write entries out of its TLB while the log is on until a write
@@ -31,11 +37,13 @@ class MmioDevice(Protocol):
 class PhysicalMemory:
     """RAM of ``size`` bytes at physical address 0, and MMIO regions above it."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, backing=None) -> None:
         if size <= 0 or size % PAGE_SIZE:
             raise ValueError("memory size must be a positive multiple of 4 KiB")
+        if backing is not None and len(backing) != size:
+            raise ValueError(f"RAM backing of {len(backing)} bytes for {size} bytes of memory")
         self.size = size
-        self.ram = bytearray(size)
+        self.ram = bytearray(size) if backing is None else backing
         self.m8 = memoryview(self.ram)
         self.m16 = self.m8.cast("H")
         self.m32 = self.m8.cast("I")

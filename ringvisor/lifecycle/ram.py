@@ -46,17 +46,28 @@ def nonzero_pages(ram) -> list[int]:
     return out
 
 
-def encode(ram, level: int = 1) -> bytes:
-    n = len(ram) // PAGE
+def bitmap_pages(bitmap: bytes, n: int) -> list[int]:
+    """The page numbers (below ``n``) whose bits are set in ``bitmap``."""
+    return [k * 8 + b for k, byte in enumerate(bitmap) if byte for b in range(8)
+            if byte >> b & 1 and k * 8 + b < n]
+
+
+def page_bitmap(pages: list[int], n: int) -> bytes:
+    """One bit per page of ``n``: set for the pages in ``pages``."""
     bitmap = bytearray((n + 7) // 8)
-    comp = zlib.compressobj(level)
-    parts = []
-    for i in nonzero_pages(ram):
+    for i in pages:
         bitmap[i >> 3] |= 1 << (i & 7)
-        parts.append(comp.compress(ram[i * PAGE:(i + 1) * PAGE]))
+    return bytes(bitmap)
+
+
+def encode(ram, level: int = 1) -> bytes:
+    pages = nonzero_pages(ram)
+    comp = zlib.compressobj(level)
+    parts = [comp.compress(ram[i * PAGE:(i + 1) * PAGE]) for i in pages]
     parts.append(comp.flush())
     data = b"".join(parts)
-    return HEAD.pack(len(ram), PAGE, COMPRESSED) + bytes(bitmap) + struct.pack("<Q", len(data)) + data
+    return (HEAD.pack(len(ram), PAGE, COMPRESSED) + page_bitmap(pages, len(ram) // PAGE)
+            + struct.pack("<Q", len(data)) + data)
 
 
 def decode_into(payload: bytes, ram, what: str = "image") -> None:
@@ -84,7 +95,7 @@ def decode_into(payload: bytes, ram, what: str = "image") -> None:
             data = zlib.decompress(data)
         except zlib.error:
             raise BadImage(f"{what}: corrupt (the RAM pages do not decompress)") from None
-    pages = [i for i in range(n) if bitmap[i >> 3] >> (i & 7) & 1]
+    pages = bitmap_pages(bitmap, n)
     if len(data) != len(pages) * PAGE:
         raise BadImage(f"{what}: corrupt (the RAM section holds {len(data)} bytes for "
                        f"{len(pages)} pages)")

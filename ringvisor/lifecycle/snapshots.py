@@ -24,11 +24,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import codec
+from . import codec, mapped as MAPPEDRAM
 from .store import PageStore, parse_ramref
-from .stream import META, RAM, RAMREF, STATE, BadImage, Section, pack_image, read_file, \
+from .stream import RAM, RAMREF, STATE, BadImage, Section, pack_image, read_file, \
     read_sections, write_atomic
-from .vm import VmInfo, capture, read_info, restore
+from .vm import VmInfo, capture, read_image_file, read_info, restore
 from ringvisor.errors import ConfigError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -120,18 +120,8 @@ class SnapshotTree:
     def import_image(self, path, name: str, description: str = "",
                      parent: str | None = ...) -> Node:
         """A saved image (``run --save``, ``snapshot-export``) as a node."""
-        secs = read_sections(read_file(path), str(path))
-        info = read_info(secs, str(path))
-        out = []
-        for s in secs:
-            if s.kind == RAM:
-                from . import ram as RAMCODEC
-                buf = bytearray(info.machine_mb << 20)
-                RAMCODEC.decode_into(s.payload, buf, str(path))
-                s = Section(RAMREF, "ram", 1, self.pages.ramref(buf))
-            elif s.kind == RAMREF:
-                raise BadImage(f"{path}: refers to pages in another store (export it first)")
-            out.append(s)
+        secs, ram, info = read_image_file(path)
+        out = secs + [Section(RAMREF, "ram", 1, self.pages.ramref(ram))]
         return self._add(name, out, info, description or info.description,
                          self.current if parent is ... else parent)
 
@@ -168,13 +158,16 @@ class SnapshotTree:
         self._save()
         return vm
 
-    def export(self, name: str, path) -> int:
-        """Node ``name`` as a standalone image (pages included); its size."""
+    def export(self, name: str, path, mapped: bool = False) -> int:
+        """Node ``name`` as a standalone image (pages included); its size.  ``mapped``: in
+        the layout restores map copy-on-write (``mapped.py``: ``ringvisor clone``)."""
         from . import ram as RAMCODEC
         secs = self.sections(name)
         size, refs = self._ram_refs(secs, name)
         buf = bytearray(size)
         self.load_ram_into(buf, refs)
+        if mapped:
+            return MAPPEDRAM.save(path, [s for s in secs if s.kind != RAMREF], buf)[0]
         out = [s if s.kind != RAMREF else Section(RAM, "ram", 1, RAMCODEC.encode(buf)) for s in secs]
         data = pack_image(out)
         write_atomic(path, data)

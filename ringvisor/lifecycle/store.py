@@ -93,13 +93,9 @@ class PageStore:
 
     def ramref(self, ram) -> bytes:
         """The RAMREF payload for ``ram``, storing whatever pages are new."""
-        n = len(ram) // PAGE
         pages = RAM.nonzero_pages(ram)
-        bitmap = bytearray((n + 7) // 8)
-        for i in pages:
-            bitmap[i >> 3] |= 1 << (i & 7)
         digests = self.put_pages(ram, pages)
-        return HEAD.pack(len(ram), PAGE) + bytes(bitmap) + b"".join(digests)
+        return HEAD.pack(len(ram), PAGE) + RAM.page_bitmap(pages, len(ram) // PAGE) + b"".join(digests)
 
     # -- reading -------------------------------------------------------------------------
     def get(self, d: bytes) -> bytes:
@@ -162,7 +158,7 @@ def parse_ramref(payload: bytes, what: str = "snapshot") -> tuple[int, list[tupl
     off = HEAD.size
     bitmap = payload[off:off + (n + 7) // 8]
     off += (n + 7) // 8
-    pages = [i for i in range(n) if bitmap[i >> 3] >> (i & 7) & 1] if len(bitmap) == (n + 7) // 8 else None
+    pages = RAM.bitmap_pages(bitmap, n) if len(bitmap) == (n + 7) // 8 else None
     if pages is None or len(payload) != off + DIGEST * len(pages):
         raise BadImage(f"{what}: corrupt (memory references do not match their bitmap)")
     return size, [(i, payload[off + k * DIGEST:off + (k + 1) * DIGEST]) for k, i in enumerate(pages)]

@@ -14,7 +14,10 @@ All integers are little-endian.  Section kinds: ``STATE`` (a component's
 state, canonical JSON: ``codec.py``), ``RAM`` (guest memory page by page:
 ``ram.py``), ``RAMREF`` (memory as page digests into a page store:
 ``store.py``), ``META`` (what the image is: mode, sizes, a description),
-``PAGES`` (some pages by number: a round of a live migration, ``ram.py``).
+``PAGES`` (some pages by number: a round of a live migration, ``ram.py``),
+``MAPPED`` (memory laid out page for page after the END record, to be mapped
+rather than read: ``mapped.py``), ``IMAGE`` (a whole image inside another: a
+recording's checkpoints) and ``EVENTS`` (a recording's host input: ``replay.py``).
 
 Every way an image can be bad -- not an image, another program's file, a
 newer format, a flipped bit, a cut-off end -- raises :class:`BadImage`, a
@@ -40,9 +43,9 @@ HEADER = struct.Struct("<8sII")
 SECTION_HEAD = struct.Struct("<BB")
 SECTION_TAIL = struct.Struct("<IQ")
 CRC = struct.Struct("<I")
-STATE, RAM, RAMREF, META, PAGES, END = 1, 2, 3, 4, 5, 0xFF
+STATE, RAM, RAMREF, META, PAGES, MAPPED, IMAGE, EVENTS, END = 1, 2, 3, 4, 5, 6, 7, 8, 0xFF
 KIND_NAMES = {STATE: "state", RAM: "ram", RAMREF: "ram-ref", META: "meta", PAGES: "pages",
-              END: "end"}
+              MAPPED: "mapped-ram", IMAGE: "image", EVENTS: "events", END: "end"}
 MIGRATION = 1                  # header flag: a live migration's stream (``migrate.py``)
 MAX_SECTION = 1 << 34          # 16 GiB: nothing in a VM of at most 3.5 GiB is bigger
 
@@ -158,9 +161,19 @@ def read_sections(data: bytes, what: str = "image") -> list[Section]:
 
 
 def read_file(path: str | os.PathLike) -> bytes:
+    with open_file(path) as f:
+        return f.read()
+
+
+def open_file(path: str | os.PathLike):
+    """``path`` opened for reading in binary, or a one-line BadImage."""
     p = Path(path)
     try:
-        return p.read_bytes()
+        f = open(p, "rb")
+        if not os.path.isfile(p):
+            f.close()
+            raise IsADirectoryError
+        return f
     except FileNotFoundError:
         raise BadImage(f"{p}: no such image") from None
     except IsADirectoryError:
@@ -171,10 +184,13 @@ def read_file(path: str | os.PathLike) -> bytes:
         raise BadImage(f"{p}: cannot read: {e.strerror}") from None
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | list[bytes]) -> None:
-    """Write ``data`` to ``path`` so that the name holds either the old file or all of the new."""
+def write_atomic(path: str | os.PathLike, data) -> None:
+    """Write ``data`` to ``path`` so that the name holds either the old file or all of the new.
+
+    ``data``: bytes, a list of bytes, or a function that writes to the open file
+    (a sparse file: ``mapped.py``)."""
     p = Path(path)
-    parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+    parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) or callable(data) else data
     directory = p.parent if str(p.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)
@@ -190,7 +206,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | list[bytes]) -> None:
         os.fchmod(fd, 0o666 & ~umask)        # as open() would have made it
         with os.fdopen(fd, "wb") as f:
             for part in parts:
-                f.write(part)
+                part(f) if callable(part) else f.write(part)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)

@@ -19,13 +19,15 @@ VM's: an image saved under one restores under the other.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
 from ringvisor.hw.machine import COM, Machine
 
-from . import codec, ram as RAMCODEC
-from .stream import META, RAM, STATE, BadImage, Section
+from . import codec, mapped as MAPPEDRAM, ram as RAMCODEC
+from .stream import (META, RAM, RAMREF, STATE, BadImage, Section, SectionReader, open_file, pack_image,
+                     write_atomic)
 
 META_VERSION = 1
 MONITOR_SECTION = "monitor"
@@ -174,17 +176,83 @@ def apply_state(component, state, name: str, what: str = "image") -> None:
         raise BadImage(f"{what}: corrupt state for {name!r} ({type(e).__name__}: {e})") from None
 
 
-def save_file(path, machine: Machine, monitor=None, info: VmInfo | None = None) -> int:
-    """Save the VM to ``path`` (atomically); the image's size in bytes."""
-    from .stream import pack_image, write_atomic
+def save_file(path, machine: Machine, monitor=None, info: VmInfo | None = None,
+              mapped: bool = False) -> int:
+    """Save the VM to ``path`` (atomically); the image's size in bytes.  ``mapped``: its
+    memory page for page, to be mapped on restore (``mapped.py``), not compressed."""
+    if mapped:
+        return MAPPEDRAM.save(path, capture(machine, monitor, info, include_ram=False),
+                              machine.mem.ram)[0]
     data = pack_image(capture(machine, monitor, info))
     write_atomic(path, data)
     return len(data)
 
 
 def load_file(path, attach_monitor: AttachMonitor | None = None, engine: str = "jit",
-              output=None, **machine_kw) -> tuple[Machine, object, VmInfo]:
-    from .stream import read_file, read_sections
-    data = read_file(path)
-    return restore(read_sections(data, str(path)), attach_monitor, engine, output, str(path),
+              output=None, verify: bool = True, **machine_kw) -> tuple[Machine, object, VmInfo]:
+    """Restore the image at ``path``.  A mapped image's memory is mapped, not read (its
+    stored pages checked against their checksums first unless ``verify`` is false)."""
+    with open_file(path) as f:
+        secs = list(SectionReader(f, str(path)))
+        section = MAPPEDRAM.find(secs)
+        if section is None:
+            return restore(secs, attach_monitor, engine, output, str(path), **machine_kw)
+        info = read_info(secs, str(path))
+        size = MAPPEDRAM.parse(section, str(path))[0]
+        if size != info.machine_mb << 20:
+            raise BadImage(f"{path}: corrupt (mapped memory of {size:,} bytes for a machine "
+                           f"of {info.machine_mb} MiB)")
+        ram = MAPPEDRAM.map_ram(f, section, str(path), verify)
+    return restore(secs, attach_monitor, engine, output, str(path), lambda m: None, ram=ram,
                    **machine_kw)
+
+
+def read_image_file(path) -> tuple[list[Section], bytearray, VmInfo]:
+    """An image's sections other than its memory, its memory (read, whatever its
+    layout: compressed or mapped), and its description."""
+    with open_file(path) as f:
+        secs = list(SectionReader(f, str(path)))
+        info = read_info(secs, str(path))
+        ram = bytearray(info.machine_mb << 20)
+        mem = [s for s in secs if s.kind in (RAM, MAPPEDRAM.MAPPED, RAMREF)]
+        if mem and mem[0].kind == RAMREF:
+            raise BadImage(f"{path}: refers to pages in another store (export it first)")
+        if not mem:
+            raise BadImage(f"{path}: has no memory section")
+        if mem[0].kind == RAM:
+            RAMCODEC.decode_into(mem[0].payload, ram, str(path))
+        else:
+            got = MAPPEDRAM.read_ram(f, mem[0], str(path))
+            if len(got) != len(ram):
+                raise BadImage(f"{path}: corrupt (mapped memory of {len(got):,} bytes for a "
+                               f"machine of {info.machine_mb} MiB)")
+            ram = got
+    return [s for s in secs if s not in mem], ram, info
+
+
+def clone_file(src, dst) -> tuple[int, int]:
+    """Copy the VM saved in ``src`` to ``dst`` as a mapped image, the base that any
+    number of restores share copy-on-write; (apparent size, bytes of pages stored)."""
+    secs, ram, _ = read_image_file(src)
+    return MAPPEDRAM.save(dst, secs, ram)
+
+
+def clone(machine: Machine, monitor=None, info: VmInfo | None = None, count: int = 1,
+          attach_monitor: AttachMonitor | None = None, engine: str = "jit",
+          outputs=None) -> list[tuple[Machine, object, VmInfo]]:
+    """``count`` copies of a running VM that share its memory copy-on-write.
+
+    The VM is captured once, in the mapped layout, into an anonymous in-memory
+    file (``memfd``), and each copy maps it privately: a page is shared by all the
+    copies until one of them writes it.  The VM itself runs on, on its own memory.
+    """
+    secs = capture(machine, monitor, info, include_ram=False)
+    write, section, _, _ = MAPPEDRAM.pack(secs, machine.mem.ram)
+    out = []
+    with os.fdopen(os.memfd_create("ringvisor-clone", os.MFD_CLOEXEC), "w+b") as f:
+        write(f)
+        for k in range(count):
+            ram = MAPPEDRAM.map_ram(f, section, "clone", verify=False)
+            out.append(restore(secs, attach_monitor, engine, outputs[k] if outputs else None,
+                               "clone", lambda m: None, ram=ram))
+    return out
