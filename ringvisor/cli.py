@@ -117,6 +117,15 @@ def _migrate_args(r) -> None:
                         "while pages are sent (default 1000)")
 
 
+def _record_args(r) -> None:
+    r.add_argument("--record", metavar="FILE",
+                   help="log the host's input against instruction counts, with checkpoints, "
+                        "to FILE (ringvisor replay FILE plays the run again)")
+    r.add_argument("--checkpoint-every", type=positive_int, default=5_000_000, metavar="N",
+                   help="with --record: keep the VM's state every N instructions, where "
+                        "'replay --goto' starts from (default 5,000,000)")
+
+
 def _store_arg(r) -> None:
     r.add_argument("--store", default=os.environ.get("RINGVISOR_STORE", "ringvisor-snapshots"),
                    metavar="DIR", help="the snapshot tree's directory (default: $RINGVISOR_STORE "
@@ -165,6 +174,7 @@ def build_parser() -> Parser:
                         "QEMU's -initrd (repeatable)")
     _console_args(r)
     _stop_args(r)
+    _record_args(r)
 
     _snapshot_out_args(r)
     _migrate_args(r)
@@ -176,7 +186,19 @@ def build_parser() -> Parser:
                          "(pages load on first touch; a damaged page goes unnoticed)")
     _console_args(rs)
     _stop_args(rs)
+    _record_args(rs)
     _snapshot_out_args(rs)
+
+    rp = sub.add_parser("replay", help="play a run recorded with --record again: the same "
+                                       "input at the same instructions, the same output")
+    rp.add_argument("recording", metavar="FILE")
+    rp.add_argument("--goto", type=positive_int, metavar="N",
+                    help="travel to instruction N (from the last checkpoint before it), show the "
+                         "CPU there and stop; --save/--snapshot keep the VM")
+    rp.add_argument("--engine", choices=("jit", "interp"), default="jit")
+    rp.add_argument("--save", metavar="FILE", help="with --goto: save the VM at N to FILE")
+    rp.add_argument("--mapped", action="store_true", help="with --save: a mapped image")
+    _snapshot_out_args(rp)
 
     cl = sub.add_parser("clone", help="copy a saved VM (or a snapshot) to NEWIMAGE, a mapped "
                                       "image that any number of 'ringvisor restore NEWIMAGE' "
@@ -467,6 +489,11 @@ def _check_stop_args(args) -> None:
         raise ConfigError("--save and --snapshot need --stop-at N (where to stop the VM)")
     if getattr(args, "mapped", False) and not getattr(args, "save", None):
         raise ConfigError("--mapped says how --save FILE keeps memory; it needs --save")
+    if getattr(args, "record", None) and getattr(args, "migrate_to", None):
+        raise ConfigError("--record and --migrate-to cannot be combined")
+    if getattr(args, "record", None) and getattr(args, "gdb", None):
+        raise ConfigError("--record and --gdb cannot be combined (a debugger changes the guest "
+                          "behind the recording's back)")
     to, at = getattr(args, "migrate_to", None), getattr(args, "migrate_at", None)
     if bool(to) != bool(at):
         raise ConfigError("--migrate-to HOST:PORT and --migrate-at N go together")
@@ -523,6 +550,23 @@ def _migrate(args, con, m, mon, info):
     return None
 
 
+def _record(args, con, m, mon, image: str, cmdline: str, budget: int | None):
+    """run/restore --record FILE: run in the foreground, logging the host's input."""
+    from ringvisor.lifecycle.replay import record
+    from ringvisor.lifecycle.vm import VmInfo
+    with con.attached(m, mon, image, cmdline):
+        try:
+            stop, rec, size = record(m, mon, VmInfo(image=image, cmdline=cmdline), budget,
+                                     args.checkpoint_every, con.pace, args.record,
+                                     lambda n: con.run(m, mon, n, image, cmdline, last=False))
+        finally:
+            con.session.close()
+    print(f"ringvisor: recorded {len(rec.events):,} input events and "
+          f"{len(rec.checkpoints):,} checkpoints to {args.record} ({size:,} bytes)",
+          file=sys.stderr)
+    return stop
+
+
 def _run_and_keep(args, con, m, mon, image: str, cmdline: str) -> int:
     """Run in the foreground; at --stop-at, save the VM and/or snapshot it."""
     from ringvisor.lifecycle.vm import VmInfo
@@ -549,12 +593,19 @@ def _run_and_keep(args, con, m, mon, image: str, cmdline: str) -> int:
             raise ConfigError(f"the VM is at instruction {m.cpu.state.icount:,} already "
                               f"(--stop-at {args.stop_at:,})")
         budget = left if budget is None else min(budget, left)
-    stop = con.run(m, mon, budget, image, cmdline)
+    stop = (_record(args, con, m, mon, image, cmdline, budget) if getattr(args, "record", None)
+            else con.run(m, mon, budget, image, cmdline))
     if not (args.stop_at and stop.reason == "limit" and m.cpu.state.icount >= args.stop_at):
         if getattr(args, "save", None) or getattr(args, "snapshot", None):
             print(f"ringvisor: the VM stopped ({stop.reason}) before instruction "
                   f"{args.stop_at:,}; nothing saved", file=sys.stderr)
         return _finish(args, m, mon, stop, image, cmdline)
+    return _keep(args, m, mon, stop, image, cmdline)
+
+
+def _keep(args, m, mon, stop, image: str, cmdline: str) -> int:
+    """The VM stopped at --stop-at: save it and/or snapshot it."""
+    from ringvisor.lifecycle.vm import VmInfo
     n = m.cpu.state.icount
     info = VmInfo(image=image, cmdline=cmdline, description=getattr(args, "description", ""))
     if args.save:
@@ -667,6 +718,46 @@ def _ranges(pages: list[int]) -> str:
         prev = p
     text = ", ".join(out[:12])
     return text + (f", ... ({len(out)} ranges)" if len(out) > 12 else "")
+
+
+def cmd_replay(args) -> int:
+    from ringvisor.lifecycle.replay import Recording, replay
+    from ringvisor.vmm import attach_monitor
+    if (args.save or args.snapshot) and not args.goto:
+        raise ConfigError("--save and --snapshot need --goto N (where to stop the replay)")
+    rec = Recording.load(args.recording)
+    out = sys.stdout.buffer
+
+    def show(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+    m, mon, info, stop, n0, outputs = replay(
+        rec, attach_monitor, args.engine, None if args.goto else show, args.goto, args.recording)
+    n = m.cpu.state.icount
+    if args.goto:
+        if n != args.goto:
+            print(f"ringvisor: the guest stopped ({stop.reason}) at instruction {n:,}, before "
+                  f"{args.goto:,}", file=sys.stderr)
+            return 1
+        print(f"ringvisor: at instruction {n:,} (replayed {n - n0:,} from the checkpoint at "
+              f"{n0:,})\n{m.report()}", file=sys.stderr)
+        args.stop_at, args.stats = n, False
+        args.description = args.description or f"instruction {n:,} of {args.recording}"
+        return _keep(args, m, mon, stop, info.image, info.cmdline)
+    end = rec.end
+    if (n, outputs) != (end["icount"], end["outputs"]):
+        print(f"ringvisor: {args.recording}: the replay diverged from the recording (it ended "
+              f"at instruction {n:,} with {_bytes(outputs)} of output; the recording at "
+              f"{end['icount']:,} with {_bytes(end['outputs'])})", file=sys.stderr)
+        return 2
+    print(f"\nringvisor: replayed {n - n0:,} instructions and {len(rec.events):,} input events; "
+          f"the output is the recording's", file=sys.stderr)
+    return end["status"]
+
+
+def _bytes(outputs) -> str:
+    """Serial ports' output lengths, for a message: '1,234 bytes' or '1,234 + 56 bytes'."""
+    return " + ".join(f"{n:,}" for n, _ in outputs) + " bytes"
 
 
 def cmd_clone(args) -> int:
@@ -886,6 +977,7 @@ def cmd_xenbench(args) -> int:
 
 COMMANDS = {"xen": cmd_xen, "xl": cmd_xl, "xenbench": cmd_xenbench, "lifebench": cmd_lifebench,
             "run": cmd_run, "restore": cmd_restore, "clone": cmd_clone,
+            "replay": cmd_replay,
             "snapshot-create": cmd_snapshot_create,
             "snapshot-list": cmd_snapshot_list, "snapshot-revert": cmd_snapshot_revert,
             "snapshot-current": cmd_snapshot_current, "snapshot-delete": cmd_snapshot_delete,

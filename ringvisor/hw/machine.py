@@ -104,6 +104,10 @@ class Machine:
         # the host's sources of events: objects with fileno() (None: nothing to wait on)
         # and poll(), polled between slices and waited on while the guest is idle
         self.sources: list = []
+        # a log of the host's input (ringvisor.lifecycle.replay) or None: told of every
+        # byte a serial line brings and of how each wait of the halted guest ended; a
+        # replay's log (``scripted``) decides how the waits end, from the recording
+        self.input_log = None
         self.slice = SLICE
         self.pause_reason: str | None = None
         self.stop: Stop | None = None
@@ -184,11 +188,17 @@ class Machine:
     def feed_input(self, data: bytes) -> None:
         self.uart.feed(data)
 
+    def feed_serial(self, index: int, data: bytes) -> None:
+        """Bytes from the host for serial port ``index`` (a backend's, or a replay's)."""
+        if self.input_log is not None:
+            self.input_log.fed(index, data)
+        self.uarts[index].feed(data)
+
     def connect_serial(self, index: int, backend: Chardev) -> None:
         """Connect serial port ``index`` (0: COM1) to a host backend (chardev.py)."""
         uart = self.uarts[index]
         uart.output = backend.write
-        self.sources.append(_SerialLine(backend, uart))
+        self.sources.append(_SerialLine(backend, self, index))
 
     def quit(self, message: str = "stopped by the user") -> None:
         """End the run at the next instruction boundary (the user asked)."""
@@ -204,19 +214,22 @@ class Machine:
         for s in self.sources:
             s.poll()
 
-    def wait_host(self, timeout: float | None) -> bool:
+    def wait_host(self, timeout: float | None, idle: bool = False) -> bool:
         """Wait until a source has something or ``timeout`` passes; poll the sources if
-        one has.  True if one had (False too when there is nothing to wait on)."""
+        one has.  True if one had (False too when there is nothing to wait on).
+        ``idle``: the halted guest's wait, whose end the input log records (or decides)."""
         fds = [fd for fd in (s.fileno() for s in self.sources) if fd is not None]
-        if not fds:
-            return False
-        try:
-            ready = select.select(fds, [], [], timeout)[0]
-        except (InterruptedError, OSError, ValueError):
-            ready = fds                 # a closed descriptor: its poll finds out
+        ready = False
+        if fds:
+            try:
+                ready = bool(select.select(fds, [], [], timeout)[0])
+            except (InterruptedError, OSError, ValueError):
+                ready = True            # a closed descriptor: its poll finds out
+        if idle and self.input_log is not None:
+            ready = self.input_log.waited(ready)
         if ready:
             self._poll_host()
-        return bool(ready)
+        return ready
 
     # -- running ----------------------------------------------------------------------
     def step(self) -> None:
@@ -275,9 +288,12 @@ class Machine:
                                           f"eip={st.eip:#010x}")
             return
         deadline = clock.next_deadline()
-        if deadline is None or clock.pacing:
+        log = self.input_log
+        # a replay's log is asked on every halt, since the run it replays may have waited
+        # for input on the wall clock where the replay does not
+        if deadline is None or clock.pacing or (log is not None and log.scripted):
             wait = None if deadline is None else clock.wall_delay(deadline)
-            if self.wait_host(wait):
+            if self.wait_host(wait, idle=True):
                 return
         if deadline is None:
             if any(u.has_pending_input() for u in self.uarts):
@@ -345,9 +361,10 @@ class Machine:
 class _SerialLine:
     """A serial port's backend as a source of host input for the main loop."""
 
-    def __init__(self, backend: Chardev, uart: Uart16550) -> None:
+    def __init__(self, backend: Chardev, machine: Machine, index: int) -> None:
         self.backend = backend
-        self.uart = uart
+        self.machine = machine
+        self.index = index
 
     def fileno(self) -> int | None:
         return None if self.backend.eof else self.backend.fileno()
@@ -355,7 +372,7 @@ class _SerialLine:
     def poll(self) -> None:
         data = self.backend.read()
         if data:
-            self.uart.feed(data)
+            self.machine.feed_serial(self.index, data)
 
 
 def read_image(path: str | os.PathLike, what: str = "kernel", max_bytes: int | None = None) -> bytes:
