@@ -111,25 +111,41 @@ def map_ram(f, section: Section, what: str = "image", verify: bool = True) -> mm
         raise BadImage(f"{what}: truncated (its memory ends at byte {os.fstat(fd).st_size:,} "
                        f"of {offset + size:,})")
     if verify:
-        for i, crc in zip(pages, crcs):
-            if zlib.crc32(os.pread(fd, PAGE, offset + i * PAGE)) != crc:
-                raise BadImage(f"{what}: corrupt (page {i:#x} of its memory: checksum mismatch)")
+        for i, page in _stored(fd, offset, pages):
+            if zlib.crc32(page) != crcs[i]:
+                raise BadImage(f"{what}: corrupt (page {pages[i]:#x} of its memory: checksum "
+                               f"mismatch)")
     return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE,
                      offset=offset)
+
+
+def _stored(fd: int, offset: int, pages: list[int]):
+    """(index in ``pages``, contents) of each stored page, read a run of consecutive
+    pages at a time (one system call for a run, not one a page)."""
+    k = 0
+    while k < len(pages):
+        j = k
+        while j + 1 < len(pages) and pages[j + 1] == pages[j] + 1 and j - k < 255:
+            j += 1
+        data = memoryview(os.pread(fd, (j - k + 1) * PAGE, offset + pages[k] * PAGE))
+        for x in range(j - k + 1):
+            yield k + x, data[x * PAGE:(x + 1) * PAGE]
+        k = j + 1
 
 
 def read_ram(f, section: Section, what: str = "image") -> bytearray:
     """The memory of a mapped image (open file ``f``), read and checked, as a bytearray."""
     size, offset, pages, crcs = parse(section, what)
-    buf = bytearray(size)
     fd = f.fileno()
-    for i, crc in zip(pages, crcs):
-        page = os.pread(fd, PAGE, offset + i * PAGE)
-        if len(page) != PAGE:
-            raise BadImage(f"{what}: truncated (its memory is cut short at page {i:#x})")
-        if zlib.crc32(page) != crc:
-            raise BadImage(f"{what}: corrupt (page {i:#x} of its memory: checksum mismatch)")
-        buf[i * PAGE:(i + 1) * PAGE] = page
+    if os.fstat(fd).st_size < offset + size:
+        raise BadImage(f"{what}: truncated (its memory ends at byte {os.fstat(fd).st_size:,} "
+                       f"of {offset + size:,})")
+    buf = bytearray(size)
+    for k, page in _stored(fd, offset, pages):
+        if zlib.crc32(page) != crcs[k]:
+            raise BadImage(f"{what}: corrupt (page {pages[k]:#x} of its memory: checksum "
+                           f"mismatch)")
+        buf[pages[k] * PAGE:(pages[k] + 1) * PAGE] = page
     return buf
 
 
