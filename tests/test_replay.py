@@ -114,6 +114,9 @@ def test_corrupt_recordings(tmp_path):
     img.write_bytes(stream.pack_image(capture(m)))
     with pytest.raises(stream.BadImage, match="not a recording"):
         Recording.load(img)
+    rec.end["reason"] = "interrupted"                     # as after Ctrl-C
+    with pytest.raises(stream.BadImage, match="ends at instruction .* is after it"):
+        replay(rec, attach_monitor, to=rec.end["icount"] + 1)
 
 
 def test_record_replay_goto_cli(tmp_path):

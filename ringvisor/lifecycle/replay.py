@@ -279,6 +279,9 @@ def replay(rec: Recording, attach_monitor=None, engine: str = "jit", output=None
     if to is not None and to < rec.checkpoints[0][0]:
         raise BadImage(f"{what}: begins at instruction {rec.checkpoints[0][0]:,}; "
                        f"instruction {to:,} is before it")
+    if to is not None and rec.end["reason"] in ("limit", "interrupted") and to > rec.end["icount"]:
+        raise BadImage(f"{what}: the recorded run ends at instruction {rec.end['icount']:,}; "
+                       f"instruction {to:,} is after it")
     n0, k, image = rec.checkpoints[0] if to is None else \
         [c for c in rec.checkpoints if c[0] <= to][-1]
     m, mon, info = restore(read_sections(image, what), attach_monitor, engine, None, what,
