@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +123,7 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("hostile", "hostile"),       # attacks the monitor's region (tests/test_hostile.py)
     Kernel("com2", "com2"),             # the second serial port, with two lines (test_console.py)
     Kernel("tasks", "tasks"),           # hardware task switching (test_tasks.py)
+    Kernel("vm86", "vm86"),             # virtual-8086 mode and a #GP monitor (test_vm86.py)
 ]}
 
 
@@ -187,3 +190,25 @@ def run_platform(platform: str, image: Path, cmdline: str = "", stdin: bytes = b
 def output_lines(text: str) -> list[str]:
     """The guest's output as a list of lines (trailing empty line dropped)."""
     return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+
+
+def guest_lines(platform: str, image: Path) -> tuple[list[str], int]:
+    """The guest's output lines and exit code on ``platform``; the test is skipped
+    when the platform is QEMU and it is not installed."""
+    if platform == "qemu":
+        import pytest
+        from ringvisor.tools.qemu import find_qemu
+        if find_qemu() is None:
+            pytest.skip("qemu-system-i386 is not installed")
+    out, code = run_platform(platform, image)
+    return output_lines(out), code
+
+
+def monitor_stop_line(mode: str, image: Path) -> str:
+    """Run ``image`` under monitor ``mode`` with the CLI, expecting it to stop (exit 3,
+    nothing from the guest): the first line it reports on stderr."""
+    r = subprocess.run([sys.executable, "-m", "ringvisor", "run", "--mode", mode, str(image)],
+                       capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert (r.returncode, r.stdout) == (3, ""), r.stderr
+    return [line for line in r.stderr.splitlines() if line][0]

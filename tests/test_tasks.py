@@ -10,14 +10,11 @@ Descriptor types: 9/B a 32-bit TSS available/busy, 1/3 a 16-bit one.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from hwtests import build_kernel, output_lines, run_platform
+from hwtests import build_kernel, guest_lines, monitor_stop_line
 
 EXPECTED = [
     # CALL to a TSS (§7.3, Table 7-2): the new task gets NT=1 and a back link to the
@@ -62,13 +59,7 @@ def image() -> Path:
 
 @pytest.mark.parametrize("platform", ["qemu", "jit", "interp"])
 def test_tasks_guest(image, platform):
-    if platform == "qemu":
-        from ringvisor.tools.qemu import find_qemu
-        if find_qemu() is None:
-            pytest.skip("qemu-system-i386 is not installed")
-    out, code = run_platform(platform, image)
-    assert output_lines(out) == EXPECTED
-    assert code == 0
+    assert guest_lines(platform, image) == (EXPECTED, 0)
 
 
 @pytest.mark.parametrize("mode,message", [
@@ -77,9 +68,4 @@ def test_tasks_guest(image, platform):
 ])
 def test_monitors_stop_on_a_task_switch(image, mode, message):
     """The monitors do not virtualize task switches: one line, no wrong #GP for the guest."""
-    r = subprocess.run([sys.executable, "-m", "ringvisor", "run", "--mode", mode, str(image)],
-                       capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
-    assert r.returncode == 3
-    assert r.stdout == ""
-    assert [line for line in r.stderr.splitlines() if line][0] == f"ringvisor: stopped: {message}"
+    assert monitor_stop_line(mode, image) == f"ringvisor: stopped: {message}"

@@ -125,11 +125,14 @@ class Cpu:
         segs = st.segs
         es, cs, ss, ds, fs, gs = segs
         real = not st.cr0 & CR0_PE
+        vm86 = bool(st.eflags & VM) and not real
         self.cpl = current_privilege_level(st)
-        self.segmentation.real = real
+        # virtual-8086 mode loads and checks segments as real mode does (SDM Vol. 3
+        # §20.1.1: base = selector * 16, no descriptors)
+        self.segmentation.real = real or vm86
         # everything the mode is computed from (a kernel switches between a few modes:
         # each is computed once)
-        sig = (self.cpl, real, cs.base, cs.limit, cs.attr, st.eflags & DF_FLAG, st.cr0 & CR0_PG,
+        sig = (self.cpl, real, vm86, cs.base, cs.limit, cs.attr, st.eflags & DF_FLAG, st.cr0 & CR0_PG,
                bool(self.mmu.watch), self.mmu.host is None,
                es.base, es.limit, es.attr, ss.base, ss.limit, ss.attr,
                ds.base, ds.limit, ds.attr, fs.base, fs.limit, fs.attr, gs.base, gs.limit, gs.attr)
@@ -154,7 +157,8 @@ class Cpu:
         cs = st.segs[CS]
         direct = not st.cr0 & CR0_PG and not self.mmu.watch and self.mmu.host is None
         return Mode(self.cpl, cs.big, st.segs[SS].big, bool(st.eflags & DF_FLAG), flat,
-                    cs.base, cs.limit, ds_limit, direct, not st.cr0 & CR0_PE)
+                    cs.base, cs.limit, ds_limit, direct, not st.cr0 & CR0_PE,
+                    bool(st.eflags & VM) and bool(st.cr0 & CR0_PE))
 
     def update_debug(self) -> None:
         """DR0-DR3/DR7 changed: recompute the breakpoints (SDM Vol. 3 §17.2)."""

@@ -9,19 +9,37 @@ vector table at IDTR (four bytes a vector: IP then CS), pushing FLAGS, CS and
 IP (SDM Vol. 3 §20.1.4).  No privilege or descriptor checks apply: only the
 segment limits are checked (#GP, or #SS for the stack).
 
-The CPU's mode says which of these rules are in force (``Mode.real``); these
-functions are called only in real mode.
+Virtual-8086 mode (EFLAGS.VM with CR0.PE, SDM Vol. 3 ch. 20) addresses memory
+the same way, at CPL 3: its segment loads, far JMP/CALL/RET and (at IOPL 3) IRET
+are these, with user-mode memory accesses; its interrupts and exceptions leave it
+through the protected-mode IDT (transfers.py).
+
+The CPU's mode says which of these rules are in force (``Mode.real``,
+``Mode.vm86``); these functions are called only in those modes.
 """
 
 from __future__ import annotations
 
 from .faults import GP, SS, CpuFault
-from .state import AC, CS, ID, IF, IOPL_MASK, NT, RF, SS as SREG_SS, TF, Segment
+from .state import (ATTR_P, ATTR_S, AC, CS, ID, IF, IOPL_MASK, NT, RF, SS as SREG_SS, TF,
+                    Segment)
 
 # the EFLAGS bits a real-mode IRET (and POPF) loads besides the arithmetic flags and DF
 # (QEMU helper_iret_real); a 16-bit IRET loads only the low word of them
 IRET_MASK = TF | AC | ID | IF | IOPL_MASK | RF | NT | 0xCD5
+# in virtual-8086 mode IRET and POPF leave IOPL alone (SDM Vol. 2 IRET, POPF; QEMU
+# helper_iret_real with VM set)
+VM86_IRET_MASK = IRET_MASK & ~IOPL_MASK
 SP16 = 0xFFFF
+# what entering virtual-8086 mode puts in each segment cache (SDM Vol. 3 §20.2.1: 64 KiB,
+# read/write, DPL 3; QEMU load_seg_vm, KVM's VM86 segments): accessed read/write data
+VM86_ATTR = ATTR_P | ATTR_S | (3 << 5) | 0x3
+
+
+def vm86_segment(selector: int) -> Segment:
+    """A segment register as IRET or a task switch into virtual-8086 mode loads it."""
+    selector &= 0xFFFF
+    return Segment(selector, selector << 4, 0xFFFF, VM86_ATTR)
 
 
 def load_segment(cpu, sreg: int, selector: int) -> Segment:
@@ -44,7 +62,8 @@ def check_limit(seg: Segment, off: int, size: int, vec: int = GP) -> int:
 
 def push16(cpu, vals: list[int], size: int = 2) -> None:
     """Push ``vals`` (first pushed first) with SP wrapping at 64 KiB, as QEMU's real-mode
-    interrupts and far calls do; memory is written before SP changes."""
+    interrupts and far calls do; memory is written before SP changes (as a user-mode
+    access in virtual-8086 mode)."""
     st = cpu.state
     ss = st.segs[SREG_SS]
     mask = 0xFFFFFFFF if ss.big else SP16
@@ -54,7 +73,7 @@ def push16(cpu, vals: list[int], size: int = 2) -> None:
         off = (sp - (j + 1) * size) & mask
         addrs.append(check_limit(ss, off, size, SS))
     for a, v in zip(addrs, vals):
-        cpu.mmu.write(a, size, v & ((1 << (8 * size)) - 1), False)
+        cpu.mmu.write(a, size, v & ((1 << (8 * size)) - 1), cpu.cpl == 3)
     new = (sp - len(vals) * size) & mask
     st.regs[4] = new if mask == 0xFFFFFFFF else (sp & 0xFFFF0000) | new
 
@@ -65,7 +84,8 @@ def pop16(cpu, n: int, size: int) -> list[int]:
     ss = st.segs[SREG_SS]
     mask = 0xFFFFFFFF if ss.big else SP16
     sp = st.regs[4]
-    return [cpu.mmu.read(check_limit(ss, (sp + j * size) & mask, size, SS), size, False)
+    user = cpu.cpl == 3
+    return [cpu.mmu.read(check_limit(ss, (sp + j * size) & mask, size, SS), size, user)
             for j in range(n)]
 
 
@@ -94,12 +114,14 @@ def deliver(cpu, vector: int, return_eip: int) -> None:
     _load_cs(cpu, entry >> 16, entry & 0xFFFF)
 
 
-def iret(cpu, size: int) -> None:
-    """IRET in real mode: IP, CS, FLAGS (EIP, CS, EFLAGS with an operand-size prefix)."""
+def iret(cpu, size: int, mask: int = IRET_MASK) -> None:
+    """IRET in real mode: IP, CS, FLAGS (EIP, CS, EFLAGS with an operand-size prefix);
+    ``mask``: the EFLAGS bits besides the arithmetic ones it loads."""
     eip, cs, fl = pop16(cpu, 3, size)
     if eip > cpu.state.segs[CS].limit:
         raise CpuFault(GP, 0)
-    mask = IRET_MASK if size == 4 else IRET_MASK & 0xFFFF
+    if size == 2:
+        mask &= 0xFFFF
     _drop(cpu, 3 * size)
     cpu.set_eflags(fl, mask)
     cpu.irq_check()

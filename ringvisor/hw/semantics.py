@@ -294,6 +294,8 @@ def popa(bb: BlockBuilder, ins: ix.Instruction) -> None:
 
 @sem(M.PUSHFD, M.PUSHF)
 def pushf(bb: BlockBuilder, ins: ix.Instruction) -> None:
+    if bb.mode.vm86:
+        return helper(bb, ins)              # IOPL-sensitive there (system.h_pushf)
     size = 4 if ins.mnemonic == M.PUSHFD else 2
     fb = flags_bits(bb)
     # the pushed image has RF and VM clear (SDM, PUSHF)

@@ -114,10 +114,18 @@ def ix_code_is_16(code: int) -> bool:
 
 
 def require_protected(cpu) -> None:
-    """LLDT, LTR, SLDT, STR, LAR, LSL, VERR, VERW and ARPL are #UD in real mode
-    (SDM Vol. 2: "Real-Address Mode Exceptions")."""
-    if cpu.mode.real:
+    """LLDT, LTR, SLDT, STR, LAR, LSL, VERR, VERW and ARPL are #UD in real and
+    virtual-8086 mode (SDM Vol. 2: "Real-Address Mode" and "Virtual-8086 Mode Exceptions")."""
+    if cpu.mode.real or cpu.mode.vm86:
         raise CpuFault(UD)
+
+
+def require_vm86_iopl3(cpu) -> None:
+    """PUSHF, POPF and INT n are IOPL-sensitive in virtual-8086 mode: #GP(0) below IOPL 3,
+    for a monitor to emulate (SDM Vol. 3 §20.2.7; CLI, STI and IRET too, by their own
+    rules).  CR4.VME's virtual interrupt flag is not modelled (CPUID does not offer it)."""
+    if cpu.mode.vm86 and cpu.state.eflags & IOPL_MASK != IOPL_MASK:
+        raise CpuFault(GP, 0)
 
 
 def require_cpl0(cpu) -> None:
@@ -134,6 +142,7 @@ def push(cpu, value: int, size: int) -> None:
 # --- interrupts and flags ------------------------------------------------------------
 @helper(M.INT)
 def h_int(cpu, ins) -> int:
+    require_vm86_iopl3(cpu)        # (INT3 and INTO are not IOPL-sensitive)
     transfers.deliver(cpu, ins.immediate8, None, True, ins.next_ip32)
     return cpu.state.eip
 
@@ -205,6 +214,7 @@ def h_cld(cpu, ins) -> int:
 def h_popf(cpu, ins) -> int:
     size = 4 if ins.mnemonic == M.POPFD else 2
     st = cpu.state
+    require_vm86_iopl3(cpu)
     (v,) = transfers._pop_values(cpu, 1, size)
     cpl = cpu.cpl
     # Arithmetic flags, TF, DF, NT always; AC and ID with 32 bits; IOPL only at CPL 0;
@@ -227,10 +237,21 @@ def h_popf(cpu, ins) -> int:
     return ins.next_ip32
 
 
+@helper(M.PUSHF, M.PUSHFD)
+def h_pushf(cpu, ins) -> int:
+    """PUSHF in virtual-8086 mode (translated inline elsewhere: semantics.pushf)."""
+    require_vm86_iopl3(cpu)
+    size = 4 if ins.mnemonic == M.PUSHFD else 2
+    # the pushed image has RF and VM clear (SDM Vol. 2 PUSHF)
+    push(cpu, cpu.get_eflags() & ~(RF | VM), size)
+    return ins.next_ip32
+
+
 # --- I/O -----------------------------------------------------------------------------
 def io_permitted(cpu, port: int, size: int) -> None:
-    """IOPL, then the TSS I/O permission bitmap (SDM Vol. 1 §19.5)."""
-    if cpu.cpl <= _iopl(cpu):
+    """IOPL, then the TSS I/O permission bitmap (SDM Vol. 1 §19.5); in virtual-8086 mode
+    the bitmap alone, whatever IOPL (SDM Vol. 3 §20.2.8.1)."""
+    if cpu.cpl <= _iopl(cpu) and not cpu.mode.vm86:
         return
     tr = cpu.state.tr
     if tr.attr & ATTR_UNUSABLE or tr.type not in (9, 0xB) or \

@@ -16,7 +16,8 @@ checks and their error codes follow the SDM and QEMU's ``switch_tss_ra``.
 
 from __future__ import annotations
 
-from .faults import DB, GP, NP, SS, TS, CpuFault, UnsupportedFeature
+from . import realmode
+from .faults import DB, GP, NP, SS, TS, CpuFault
 from .segments import (LDT, TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY,
                        Descriptor, null_segment)
 from .state import (CR0_PG, CR0_TS, CS, DS, ES, FS, GS, NT, SS as SREG_SS, VM, Segment)
@@ -87,9 +88,6 @@ def switch(cpu, sel: int, d: Descriptor, source: str, next_eip: int, ext: int = 
         [0] * (6 - new["nsegs"])
     new_ldt = rd(new["ldt"], 2)
     trap = rd(0x64, 2) & 1 if d.type & 8 else 0
-    if d.type & 8 and new_eflags & VM:
-        raise UnsupportedFeature(f"a task switch to virtual-8086 mode (TSS {sel:#06x}): "
-                                 "VM86 is not modelled")
     # the outgoing TSS must be writable where the state goes, and the descriptors whose
     # busy bits change must be reachable: page faults come now, not half-way
     old_tr = st.tr
@@ -149,9 +147,16 @@ def switch(cpu, sel: int, d: Descriptor, source: str, next_eip: int, ext: int = 
         cpu.update_debug()
     try:
         _load_ldt(cpu, new_ldt, ext)
-        cpl = new_segs[CS] & 3
-        for i in (CS, SREG_SS, ES, DS, FS, GS):
-            _load_segment(cpu, i, new_segs[i], cpl, ext)
+        if st.eflags & VM:
+            # a 32-bit TSS whose EFLAGS has VM set: the task runs in virtual-8086 mode,
+            # its six selectors taken as real-mode paragraphs, unchecked (SDM Vol. 3
+            # §20.2.5; QEMU switch_tss_ra: load_seg_vm)
+            for i in range(6):
+                st.segs[i] = realmode.vm86_segment(new_segs[i])
+        else:
+            cpl = new_segs[CS] & 3
+            for i in (CS, SREG_SS, ES, DS, FS, GS):
+                _load_segment(cpu, i, new_segs[i], cpl, ext)
         if new_eip > st.segs[CS].limit:
             raise CpuFault(GP, ext)
         if trap:                                 # the T bit: #DB once the switch is done

@@ -12,13 +12,14 @@ from __future__ import annotations
 import struct
 
 from . import realmode, tasks
-from .faults import GP, NP, SS, TS, CpuFault, UnsupportedFeature
+from .faults import GP, NP, SS, TS, CpuFault
 from .segments import (CALL_GATE16, CALL_GATE32, INT_GATE16, INT_GATE32, TASK_GATE, TRAP_GATE16,
                        TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY, Descriptor,
-                       TRAP_GATE32, check_access)
-from .state import CS, IF, IOPL_MASK, NT, RF, SS as SREG_SS, TF, VM, Segment
+                       TRAP_GATE32, check_access, null_segment)
+from .state import CS, DS, ES, FS, GS, IF, IOPL_MASK, NT, RF, SS as SREG_SS, TF, VM, Segment
 
 AC, ID, VIF, VIP = 0x40000, 0x200000, 0x80000, 0x100000
+EFLAGS_DEFINED = 0x3F7FD5     # every EFLAGS bit that is not reserved (SDM Vol. 1 §3.4.3)
 
 
 def _push_frame(cpu, ss: Segment, esp: int, vals: list[int], size: int, user: bool) -> int:
@@ -101,6 +102,11 @@ def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: in
     sel = gate.gate_selector
     cd = seg.check_code_target(sel, ext)
     check_handler_cs(cd, sel, cpl, ext)
+    vm86 = cpu.mode.vm86
+    if vm86 and (cd.conforming or cd.dpl != 0):
+        # out of virtual-8086 mode only to a ring-0, non-conforming handler (SDM Vol. 2
+        # INT n: INTER-PRIVILEGE-LEVEL-INTERRUPT with VM = 1)
+        raise CpuFault(GP, (sel & 0xFFFC) | ext)
     gate32 = bool(gate.type & 8)
     size = 4 if gate32 else 2
     offset = gate.gate_offset if gate32 else gate.gate_offset & 0xFFFF
@@ -114,7 +120,14 @@ def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: in
         ss_sel, new_esp = seg.load_tss_stack(new_cpl, ext)
         new_ss = seg.check_new_ss(ss_sel, new_cpl, ext)
         vals = [st.segs[SREG_SS].selector, st.regs[4], eflags, old_cs, return_eip] + err
+        if vm86:
+            # INTERRUPT-FROM-VIRTUAL-8086-MODE: GS, FS, DS and ES go on the ring-0 stack
+            # above the usual frame, and are then null (§20.3.1.1, Figure 20-2)
+            vals = [st.segs[i].selector for i in (GS, FS, DS, ES)] + vals
         esp = _push_frame(cpu, new_ss, new_esp, vals, size, new_cpl == 3)
+        if vm86:
+            for i in (ES, DS, FS, GS):
+                st.segs[i] = null_segment(0)
     else:
         new_cpl = cpl
         new_ss = st.segs[SREG_SS]
@@ -246,13 +259,19 @@ def iret(cpu, size: int, next_eip: int | None = None) -> None:
     if cpu.mode.real:
         return realmode.iret(cpu, size)
     st = cpu.state
+    if cpu.mode.vm86:
+        # IOPL-sensitive in virtual-8086 mode; at IOPL 3 a real-mode IRET that leaves
+        # IOPL (and VM) as they are (SDM Vol. 2 IRET, §20.2.7)
+        if st.eflags & IOPL_MASK != IOPL_MASK:
+            raise CpuFault(GP, 0)
+        return realmode.iret(cpu, size, realmode.VM86_IRET_MASK)
     if st.eflags & NT:
         return task_return(cpu, st.eip if next_eip is None else next_eip)
     eip, cs_sel, fl = _pop_values(cpu, 3, size)
     cs_sel &= 0xFFFF
     old_cpl = cpu.cpl
     if size == 4 and fl & VM and old_cpl == 0:
-        raise UnsupportedFeature("IRET to virtual-8086 mode: VM86 is not modelled")
+        return _return_to_vm86(cpu, eip, cs_sel, fl)
     d = _check_return_cs(cpu, cs_sel)
     rpl = cs_sel & 3
     outer = rpl > old_cpl
@@ -285,9 +304,24 @@ def iret(cpu, size: int, next_eip: int | None = None) -> None:
     cpu.mode_changed()
 
 
+def _return_to_vm86(cpu, eip: int, cs_sel: int, fl: int) -> None:
+    """IRET at CPL 0 with VM set in the popped EFLAGS (SDM Vol. 2 IRET:
+    RETURN-TO-VIRTUAL-8086-MODE): ESP, SS, ES, DS, FS and GS follow on the stack, all
+    six segment registers are loaded as in real mode, and EFLAGS is loaded whole."""
+    st = cpu.state
+    esp, ss, es, ds, fs, gs = _pop_values(cpu, 6, 4, 12)
+    cpu.set_eflags(fl, EFLAGS_DEFINED)
+    for i, v in ((CS, cs_sel), (SREG_SS, ss), (ES, es), (DS, ds), (FS, fs), (GS, gs)):
+        st.segs[i] = realmode.vm86_segment(v)
+    st.eip = eip & 0xFFFF      # (QEMU helper_iret_protected: new_eip & 0xffff)
+    st.regs[4] = esp
+    cpu.irq_check()
+    cpu.mode_changed()
+
+
 def far_return(cpu, size: int, imm: int) -> None:
     """RETF [imm16]."""
-    if cpu.mode.real:
+    if cpu.mode.real or cpu.mode.vm86:
         return realmode.far_return(cpu, size, imm)
     st = cpu.state
     eip, cs_sel = _pop_values(cpu, 2, size)
@@ -315,7 +349,7 @@ def far_return(cpu, size: int, imm: int) -> None:
 
 def far_transfer(cpu, sel: int, offset: int, size: int, call: bool, return_eip: int) -> None:
     """Far JMP or CALL to ``sel:offset``: a code segment or a call gate."""
-    if cpu.mode.real:
+    if cpu.mode.real or cpu.mode.vm86:
         return realmode.far_transfer(cpu, sel, offset, size, call, return_eip)
     st = cpu.state
     seg = cpu.segmentation

@@ -87,12 +87,13 @@ class Mode:
     flat_limit: int = 0xFFFFFFFF   # the limit of the flat segments (below 4 GiB: one compare per access)
     direct: bool = False   # paging off and no data breakpoint: loads index RAM by linear address
     real: bool = False     # CR0.PE clear: segment loads and far transfers of realmode.py
+    vm86: bool = False     # EFLAGS.VM (and PE): real-mode segments at CPL 3, IOPL-sensitive
     key: int = field(init=False, compare=False)   # the code cache's key (computed once)
 
     def __post_init__(self) -> None:
         self.key = (self.cpl | self.cs32 << 2 | self.ss32 << 3 | self.df << 4 | self.flat << 5 |
                     self.direct << 11 | self.cs_base << 12 | self.flat_limit << 44 |
-                    self.real << 76)
+                    self.real << 76 | self.vm86 << 77)
 
     @property
     def user(self) -> bool:

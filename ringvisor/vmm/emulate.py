@@ -19,7 +19,7 @@ import iced_x86 as ix
 from ringvisor.hw.faults import NAMES, CpuFault
 from ringvisor.hw.identify import KNOWN_MSRS, msr_write_ok
 from ringvisor.hw.segments import TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY
-from ringvisor.hw.state import MSR_TSC
+from ringvisor.hw.state import MSR_TSC, VM
 from ringvisor.hw.system import ea, get_reg, io_bitmap_permits, set_reg
 from ringvisor.hw.translate import GPR, SREG, registrar
 
@@ -469,6 +469,11 @@ def e_iret(c: Context) -> str:
     eip = c.pop(4)
     cs = c.pop(2, 4)
     eflags = c.pop(4, 8)
+    if eflags & VM:
+        # at CPL 0 this IRET enters virtual-8086 mode (SDM Vol. 2 IRET): not virtualized,
+        # so stop rather than return to a protected-mode segment the guest never meant
+        raise MonitorStop(f"{c.mon.name}: IRET to virtual-8086 mode ({cs:04x}:{eip & 0xFFFF:04x}): "
+                          "VM86 is not virtualized")
     if cs & 3 == 3:
         esp = c.pop(4, 12)
         ss = c.pop(2, 16)
