@@ -85,6 +85,13 @@ EXPECTED = [
     # leaves through the IDT with the VM86 frame (the INT 0xf0 after it traps)
     "gp: ip 014d err 0 int f0 (leave)",
     "f: irq 0 in vm86: cs 1234 vm 1 if 1 iopl 0 ss 2000 sp 0800 es 3000 ds 3000; handler ds 0",
+    # g -- INT 0x33 through a task gate (IOPL 3): a nested task switch out of VM86 saves
+    # its state in the current TSS, EFLAGS with VM set and the IP after the INT (§7.3,
+    # §20.3.1.2); the new task has NT set and the back link; its IRET returns to VM86,
+    # the selectors loaded as paragraphs, with the BX it changed in the saved TSS
+    "g: int 33 through a task gate: tr 50 link 28 eflags 00004002; tss 28 holds eflags "
+    "00023002 cs 1234 ip 0154 ds 3000 bx 1357",
+    "g: back in vm86: pushfd 00003002 cs 1234 bx 2468; tr 28",
     "done",
 ]
 

@@ -22,6 +22,9 @@
  *      caller by IRET with NT set (a task return).
  *   f  a hardware interrupt (the PIT's IRQ 0) taken in VM86 at IOPL 0: not
  *      IOPL-sensitive, it leaves through the IDT like an exception.
+ *   g  INT n from VM86 through a task gate: the VM86 state saved in the old TSS (VM
+ *      in its EFLAGS), and the new task's IRET returns to VM86 (a task switch that
+ *      loads the selectors as paragraphs).
  *
  * Expected values (from the SDM, and QEMU's output) are in tests/test_vm86.py. */
 #include "rt.h"
@@ -42,9 +45,12 @@ struct vframe {
 
 #define SEL_TSS_V   0x48u          /* the VM86 task's 32-bit TSS */
 #define TSS_V_ADDR  0x00206000u
+#define SEL_TSS_G   0x50u          /* the task INT 0x33 switches to */
+#define TSS_G_ADDR  0x00206100u
 
 extern char v86_start[], v86_end[], v86_a[], v86_b[], v86_c[], v86_d[], v86_e[], v86_f[],
-    v86_h21[];
+    v86_g[], v86_h21[];
+extern void task_g_entry(void);
 extern void v86_enter(const u32 *frame9);
 extern void rt_ring_return(void) __attribute__((noreturn));
 extern u32 rt_saved_kesp;
@@ -185,6 +191,15 @@ __asm__(
     "cmpw $0, 0x70\n\t"
     "je v86_f\n\t"
     "int $0xf0\n"
+    /* -- g: INT 0x33 through a task gate -- */
+    "v86_g:\n\t"
+    "movw $0x1357, %bx\n\t"
+    "int $0x33\n\t"
+    "pushfl\n\t"
+    "popl 0x80\n\t"
+    "movw %cs, 0x84\n\t"
+    "movw %bx, 0x86\n\t"
+    "int $0xf0\n"
     "v86_end:\n"
     ".code32\n"
     /* void v86_enter(const u32 frame[9]): IRET to virtual-8086 mode with EIP, CS,
@@ -202,7 +217,12 @@ __asm__(
     "movl $9, %ecx\n\t"
     "cld\n\t"
     "rep movsl\n\t"
-    "iret\n");
+    "iret\n"
+    /* the task INT 0x33 switches to: its IRET (NT set) is a task return */
+    "task_g_entry:\n\t"
+    "call g_task\n\t"
+    "iret\n\t"
+    "jmp task_g_entry\n");
 
 static struct vframe last;      /* the frame of the last INT 0xf0 or INT 0x30 */
 static u32 handler_eflags;
@@ -303,6 +323,24 @@ static void on_irq0(struct frame *f)
     D16(0x70) = 1;
     outb(0x21, 0xff);
     pic_eoi(0);
+}
+
+/* part g: the task behind the task gate of INT 0x33 */
+static u32 g_tr, g_link, g_eflags, g_saved_eflags, g_saved_cs, g_saved_ip, g_saved_ds,
+    g_saved_ebx;
+
+void g_task(void)
+{
+    volatile struct tss *old = (volatile struct tss *)TSS_ADDR;
+    g_tr = str();
+    g_link = *(volatile u16 *)TSS_G_ADDR;
+    g_eflags = read_eflags();
+    g_saved_eflags = old->eflags;
+    g_saved_cs = old->cs;
+    g_saved_ip = old->eip;
+    g_saved_ds = old->ds;
+    g_saved_ebx = old->ebx;
+    old->ebx = 0x2468;                          /* the VM86 task resumes with this BX */
 }
 
 /* ---- part b's monitor: #GP from virtual-8086 mode at IOPL 0 ---- */
@@ -466,6 +504,25 @@ int main(void)
             !!(irq_frame.f.eflags & EFLAGS_IF), (irq_frame.f.eflags >> 12) & 3,
             irq_frame.f.ss3 & 0xffff, irq_frame.f.esp3, irq_frame.es & 0xffff,
             irq_frame.ds & 0xffff, irq_kds & 0xffff);
+
+    /* g */
+    static u8 stack_g[4096] __attribute__((aligned(16)));
+    volatile struct tss *g = (volatile struct tss *)TSS_G_ADDR;
+    memset((void *)TSS_G_ADDR, 0, sizeof(struct tss));
+    g->eip = (u32)task_g_entry;
+    g->eflags = 2;
+    g->cs = SEL_CODE0;
+    g->ss = g->ds = g->es = g->fs = g->gs = SEL_DATA0;
+    g->esp = (u32)stack_g + sizeof stack_g;
+    g->iomap = 0xffff;
+    gdt_set(SEL_TSS_G >> 3, TSS_G_ADDR, 0x67, 0x89, 0);
+    idt_set(0x33, 0, SEL_TSS_G, 0xe5);          /* task gate, DPL 3 */
+    run(v86_g, VM | IOPL3 | 2, V86_DS, V86_DS, 0, 0);
+    kprintf("g: int 33 through a task gate: tr %x link %x eflags %08x; tss 28 holds eflags "
+            "%08x cs %04x ip %04x ds %04x bx %04x\n", g_tr, g_link, g_eflags, g_saved_eflags,
+            g_saved_cs, g_saved_ip, g_saved_ds, g_saved_ebx);
+    kprintf("g: back in vm86: pushfd %08x cs %04x bx %04x; tr %x\n", D32(0x80), D16(0x84),
+            D16(0x86), str());
     kprintf("done\n");
     rt_exit(0);
 }
