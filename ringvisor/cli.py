@@ -172,6 +172,10 @@ def build_parser() -> Parser:
     r.add_argument("--module", action="append", default=[], metavar="'FILE [ARGS]'",
                    help="a Multiboot module, with its string's arguments after a space as in "
                         "QEMU's -initrd (repeatable)")
+    r.add_argument("--disk", metavar="PATH",
+                   help="a raw disk image as the ATA disk on the primary IDE channel (QEMU's "
+                        "-drive file=PATH,format=raw,if=ide)")
+    r.add_argument("--disk-ro", action="store_true", help="the disk is read-only")
     _console_args(r)
     _stop_args(r)
     _record_args(r)
@@ -454,7 +458,8 @@ def cmd_run(args) -> int:
     mods = [read_module(p, size) for p in args.module]
     m, mon = create_vm(image, args.mode, args.append, args.mem, args.engine, mods,
                        image_name=kernel, output=con.output, pace=con.pace,
-                       keep_source=bool(con.trace), serial_ports=con.serial_ports)
+                       keep_source=bool(con.trace), serial_ports=con.serial_ports,
+                       disk=args.disk, disk_readonly=args.disk_ro)
     return _run_and_keep(args, con, m, mon, kernel, args.append)
 
 

@@ -43,7 +43,9 @@
     X(fault_div,  "fault-div",  GRP_FAULT,   1,   "divides by zero without a handler: must be killed") \
     X(hello,      "hello",      GRP_TEST,    1,   "prints a greeting and its pid") \
     X(selftest,   "selftest",   GRP_TEST,    1,   "checks fork/COW, wait, sbrk, sleep, preemption, exec, faults, 64-bit division") \
-    X(panic,      "panic",      GRP_TEST,    1,   "makes the kernel dereference NULL: kernel panic")
+    X(panic,      "panic",      GRP_TEST,    1,   "makes the kernel dereference NULL: kernel panic") \
+    X(blk,        "blk",        GRP_TEST,    1,   "checks the disk's data, writes the next generation, reads it back") \
+    X(blkbench,   "blkbench",   GRP_TEST,    64,  "sequential 16 KiB disk writes then reads, cycles per request")
 
 #define PROG_ENUM(id, name, grp, iters, desc) PROG_##id,
 enum { PROGRAM_LIST(PROG_ENUM) NPROGRAMS };

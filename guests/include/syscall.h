@@ -20,7 +20,17 @@
 #define SYS_fhandler  14  /* fhandler(addr): user fault handler, 0 = none */
 #define SYS_stats     15  /* stats(&struct rv_stats) */
 #define SYS_kill      16  /* kill(pid): it exits with KILLED_STATUS(9) */
-#define NSYSCALLS     17
+#define SYS_disk      17  /* disk(op, lba, buf, count): DISK_* below */
+#define NSYSCALLS     18
+
+/* disk operations (the ATA disk of the primary IDE channel):
+ * DISK_SIZE -> sectors (-1: no disk); READ/WRITE count (1..256) 512-byte
+ * sectors at lba -> 0 (-1: refused); FLUSH -> 0 (-1: refused). */
+#define DISK_SIZE  0
+#define DISK_READ  1
+#define DISK_WRITE 2
+#define DISK_FLUSH 3
+#define DISK_SECTOR 512
 
 /* kbench operations: loops that run in kernel mode because the
  * instruction is privileged. */

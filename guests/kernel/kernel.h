@@ -145,6 +145,11 @@ void proc_sleep_ms(uint32_t ms);
 void idle_loop(void) __attribute__((noreturn));
 void timer_tick(void);
 
+/* ata.c */
+int32_t ata_size(void);                      /* sectors, -1 without a disk */
+int ata_rw(int write, uint32_t lba, uint32_t n, void *buf);
+int ata_flush(void);
+
 /* syscall.c */
 void syscall_dispatch(struct trapframe *tf);
 

@@ -86,6 +86,35 @@ static int32_t sys_stats(uint32_t uptr)
     return copy_to_user(uptr, &s, sizeof(s));
 }
 
+/* 32 sectors at a time through the kernel: a user buffer may cross pages
+ * that are not there yet (copy_*_user fault them in). */
+static uint8_t disk_bounce[32 * DISK_SECTOR] __attribute__((aligned(4096)));
+
+static int32_t sys_disk(uint32_t op, uint32_t lba, uint32_t ubuf, uint32_t count)
+{
+    if (op == DISK_SIZE)
+        return ata_size();
+    if (op == DISK_FLUSH)
+        return ata_flush();
+    if ((op != DISK_READ && op != DISK_WRITE) || count == 0 || count > 256)
+        return -1;
+    if (user_check(ubuf, count * DISK_SECTOR, op == DISK_READ))
+        return -1;
+    while (count) {
+        uint32_t n = count < 32 ? count : 32, bytes = n * DISK_SECTOR;
+        if (op == DISK_WRITE && copy_from_user(disk_bounce, ubuf, bytes))
+            return -1;
+        if (ata_rw(op == DISK_WRITE, lba, n, disk_bounce) < 0)
+            return -1;
+        if (op == DISK_READ && copy_to_user(ubuf, disk_bounce, bytes))
+            return -1;
+        lba += n;
+        ubuf += bytes;
+        count -= n;
+    }
+    return 0;
+}
+
 void syscall_dispatch(struct trapframe *tf)
 {
     uint32_t a = tf->ebx, b = tf->ecx, c = tf->edx;
@@ -108,6 +137,7 @@ void syscall_dispatch(struct trapframe *tf)
     case SYS_fhandler: r = a < USER_TOP ? (current->fault_handler = a, 0) : -1; break;
     case SYS_stats:    r = sys_stats(a); break;
     case SYS_kill:     r = proc_kill((int)a); break;
+    case SYS_disk:     r = sys_disk(a, b, c, tf->esi); break;
     default:           r = -1;
     }
     tf->eax = (uint32_t)r;

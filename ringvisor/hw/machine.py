@@ -32,6 +32,7 @@ from .boot.rom import load_rom
 from .bus import IoBus
 from .clock import VirtualClock
 from .cpu import Cpu
+from .devices.ata import AtaDisk, DiskImage
 from .devices.cmos import Cmos
 from .devices.coprocessor import IRQ as FERR_IRQ, CoprocessorError
 from .devices.debugexit import DebugExit
@@ -47,6 +48,7 @@ from .state import EDX, IF, REG_NAMES, SEG_NAMES, DescriptorTable, Segment, rese
 from .identify import CPUID_SIGNATURE
 
 MAX_MEM_MB = 3584          # below the 4 GiB hole; the machine has no PAE
+ATA_IRQ = 14               # the primary IDE channel's line
 SLICE = 1_000_000          # instructions between polls of host input
 COM = ((0x3F8, 4), (0x2F8, 3))   # the PC's serial ports: (base, IRQ) of COM1, COM2
 
@@ -103,6 +105,7 @@ class Machine:
                                                   self.coprocessor, self.post, self.pic)}
         # the host's sources of events: objects with fileno() (None: nothing to wait on)
         # and poll(), polled between slices and waited on while the guest is idle
+        self.disk = None           # an AtaDisk once attach_disk is called
         self.sources: list = []
         # a log of the host's input (ringvisor.lifecycle.replay) or None: told of every
         # byte a serial line brings and of how each wait of the halted guest ended; a
@@ -112,6 +115,18 @@ class Machine:
         self.pause_reason: str | None = None
         self.stop: Stop | None = None
         self.wall_seconds = 0.0
+
+    def attach_disk(self, path: str, readonly: bool = False):
+        """An ATA disk on the primary IDE channel (IRQ 14), backed by a raw image file
+        (QEMU's ``-drive file=PATH,format=raw,if=ide``)."""
+        image = DiskImage(path, readonly)
+        self.disk = AtaDisk(self.bus, image, lambda: self.pic.raise_irq(ATA_IRQ),
+                            lambda: self.pic.lower_irq(ATA_IRQ))
+        # saved before the interrupt controller, which settles the lines last
+        pic = self.devices.pop(self.pic.state_name)
+        self.devices[self.disk.state_name] = self.disk
+        self.devices[pic.state_name] = pic
+        return self.disk
 
     def components(self) -> list:
         """What a saved machine is made of, in the order it is restored: the CPU (its
