@@ -78,6 +78,9 @@ class VirtualClock:
         self._icount: Callable[[], int] = lambda: 0
         self.offset = 0  # cycles skipped while halted (and attach/restore shifts)
         self._heap: list[TimerHandle] = []
+        # told of each new timer's cycle, so a CPU running towards a later bound can stop
+        # in time (the machine sets it)
+        self.on_schedule: Callable[[int], None] | None = None
         self._seq = itertools.count()
         self._pacing = False
         self._wall_anchor = 0
@@ -115,6 +118,8 @@ class VirtualClock:
     def schedule(self, at_cycle: int, callback: Callable[[], None]) -> TimerHandle:
         handle = TimerHandle(at_cycle, next(self._seq), callback)
         heapq.heappush(self._heap, handle)
+        if self.on_schedule is not None:
+            self.on_schedule(at_cycle)
         return handle
 
     def cancel(self, handle: TimerHandle | None) -> None:

@@ -65,13 +65,17 @@ class Cpu:
         # engine and whatever blocks the code cache holds (QEMU's icount mode does
         # the same: it retranslates a block that would overrun the budget)
         self.exact = True
+        self.bound = 0                    # run's bound (shorten() may bring it forward)
         self.stop_requested = False       # a device asked the machine to stop (debug exit, reset)
-        self.acknowledge = lambda: 0      # the INTA cycle: returns the vector
+        self.acknowledge = lambda: 0      # the INTA cycle: returns the vector (None: nothing)
         # FERR#, the x87's error output (CR0.NE=0): the PC routes it to IRQ 13 unless the
         # chipset holds IGNNE# (set by a write to port 0xF0, see devices/coprocessor.py)
         self.ferr_line = lambda level: None
         self.ignne = False
         self.deliveries = 0               # gate transfers so far (transfers.deliver counts them)
+        self.apic = None                  # the local APIC (devices/lapic.py), if the PC has one
+        self.on_init = None               # INIT received: the machine puts the CPU in wait-for-SIPI
+        self.on_startup = None            # SIPI received (the vector): the machine starts the CPU
         self.debug_active = False         # DR7 enables a breakpoint: execute one instruction at a time
         self.exec_breakpoints: list[tuple[int, int]] = []
         self.host = HostDebug()           # the host debugger's breakpoints (hostdebug.py)
@@ -196,6 +200,13 @@ class Cpu:
         self.state.interrupt_shadow = True
         self.limit = 0                    # so the run loop single-steps that instruction
 
+    def shorten(self, icount: int) -> None:
+        """End the current ``run`` at ``icount`` if that is sooner (a device armed a timer
+        that falls due before the bound the machine gave)."""
+        if icount < self.bound:
+            self.bound = max(icount, self.state.icount + 1)
+            self.limit = 0
+
     def request_stop(self) -> None:
         """End ``run`` at the next block boundary (the current instruction completes)."""
         self.stop_requested = True
@@ -241,6 +252,35 @@ class Cpu:
         if self.state.intr and self.state.eflags & IF:
             self.limit = 0
 
+    def raise_nmi(self) -> None:
+        """The NMI input (from the local APIC: LINT1, an NMI IPI)."""
+        self.state.nmi_pending = True
+        self.limit = 0
+
+    def init(self) -> None:
+        """An INIT message (SDM Vol. 3 §8.4.3): the machine resets the processor."""
+        if self.on_init is not None:
+            self.on_init(self)
+
+    def startup(self, vector: int) -> None:
+        """A start-up IPI: a processor in wait-for-SIPI starts at vector << 12, in real mode."""
+        if self.on_startup is not None:
+            self.on_startup(self, vector)
+
+    def deliver_nmi(self) -> None:
+        """Vector 2, then NMIs blocked until the next IRET (SDM Vol. 3 §6.7.1)."""
+        st = self.state
+        st.nmi_pending = False
+        st.nmi_blocked = True
+        st.halted = False
+        self.stats["interrupts"] += 1
+        if self.trace:
+            self.trace(f"[{st.icount}] NMI at eip={st.eip:#010x}\n")
+        try:
+            transfers.deliver(self, 2, None, False, st.eip)
+        except CpuFault as f:
+            self.deliver_exception(f)
+
     def deliver_exception(self, fault: CpuFault) -> None:
         """Deliver a fault or trap raised by an instruction, with the double-fault rules."""
         st = self.state
@@ -279,6 +319,8 @@ class Cpu:
     def deliver_interrupt(self) -> None:
         st = self.state
         vector = self.acknowledge()
+        if vector is None:                # the request went away (an APIC's priority changed)
+            return
         self.stats["interrupts"] += 1
         if self.trace:
             self.trace(f"[{st.icount}] interrupt vector {vector:#x} at eip={st.eip:#010x}\n")
@@ -341,20 +383,25 @@ class Cpu:
             self.deliver_exception(CpuFault(DB, None, trap=True))
 
     def run(self, until: int) -> None:
-        """Execute until ``icount >= until`` or the CPU halts."""
+        """Execute until ``icount >= until`` (or an earlier bound :meth:`shorten` sets)
+        or the CPU halts."""
+        self.bound = until
         st = self.state
         cache = self.cache
         # a block runs whole once entered, so it may only start this far before ``until``
         # (a REP string instruction, which retires one per iteration, ends its block)
         slack = cache.max_insns if self.exact and cache.max_insns > 1 else 0
         host = self.host
-        while st.icount < until and not self.stop_requested and host.event is None:
+        while st.icount < self.bound and not self.stop_requested and host.event is None:
+            until = self.bound
             if st.interrupt_shadow:
                 st.interrupt_shadow = False
                 self.limit = until            # (a string instruction stops at the bound)
                 self.step()
                 continue
-            if st.intr and st.eflags & IF:
+            if st.nmi_pending and not st.nmi_blocked:
+                self.deliver_nmi()
+            elif st.intr and st.eflags & IF:
                 self.deliver_interrupt()
             if st.halted:
                 return

@@ -12,8 +12,9 @@ from __future__ import annotations
 import iced_x86 as ix
 
 from .faults import GP, CpuFault
-from .state import (CR4_TSD, MSR_BIOS_SIGN, MSR_EFER, MSR_MISC_ENABLE, MSR_PAT, MSR_PLATFORM_ID,
-                    MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC, MSR_TSC_AUX)
+from .state import (CR4_TSD, MSR_APIC_BASE, MSR_BIOS_SIGN, MSR_EFER, MSR_MISC_ENABLE, MSR_PAT,
+                    MSR_PLATFORM_ID, MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC,
+                    MSR_TSC_AUX, MSR_TSC_DEADLINE)
 from .system import helper, require_cpl0
 
 M = ix.Mnemonic
@@ -28,6 +29,8 @@ CPUID_FEATURES_EBX = 8 << 8       # CLFLUSH line size: 8 * 8 = 64 bytes
 CPUID_LEAF7_EBX = 1 << 7          # SMEP
 CPUID_LEAF7_ECX = 1 << 2          # UMIP
 CPUID_EXT_FEATURES_EDX = 1 << 27  # RDTSCP (and IA32_TSC_AUX)
+CPUID_APIC = 1 << 9               # leaf 1 EDX: an on-chip APIC (when the PC has one)
+APIC_MSRS = (MSR_APIC_BASE, MSR_TSC_DEADLINE)   # the local APIC's (devices/lapic.py)
 
 KNOWN_MSRS = {MSR_SYSENTER_CS: 0, MSR_SYSENTER_ESP: 0, MSR_SYSENTER_EIP: 0,
               MSR_PLATFORM_ID: 0, MSR_BIOS_SIGN: 0, MSR_MISC_ENABLE: 1,
@@ -52,6 +55,12 @@ def h_cpuid(cpu, ins) -> int:
         v = (CPUID_MAX_BASIC, 0x756E6547, 0x6C65746E, 0x49656E69)   # "GenuineIntel"
     elif leaf == 1:
         v = (CPUID_SIGNATURE, CPUID_FEATURES_EBX, CPUID_FEATURES_ECX, CPUID_FEATURES_EDX)
+        apic = cpu.apic
+        if apic is not None:
+            # the local APIC's initial ID, and the APIC feature while it is enabled (QEMU
+            # clears the bit when IA32_APIC_BASE disables it: hw/intc/apic.c)
+            v = (v[0], v[1] | apic.initial_id << 24, v[2],
+                 v[3] | (CPUID_APIC if apic.enabled else 0))
     elif leaf == 7:
         v = (0, CPUID_LEAF7_EBX, CPUID_LEAF7_ECX, 0) if sub == 0 else (0, 0, 0, 0)
     elif leaf == 0x80000000:
@@ -101,6 +110,8 @@ def h_rdmsr(cpu, ins) -> int:
     n = st.regs[1]
     if n == MSR_TSC:
         v = cpu.tsc()
+    elif n in APIC_MSRS and cpu.apic is not None:
+        v = cpu.apic.read_msr(n)
     elif n in KNOWN_MSRS:
         v = st.msrs.get(n, KNOWN_MSRS[n])
     else:
@@ -117,6 +128,9 @@ def h_wrmsr(cpu, ins) -> int:
     v = st.regs[0] | st.regs[2] << 32
     if n == MSR_TSC:
         st.tsc_offset = v - st.icount
+    elif n in APIC_MSRS and cpu.apic is not None:
+        if not cpu.apic.write_msr(n, v):
+            raise CpuFault(GP, 0)     # a reserved bit of IA32_APIC_BASE
     elif msr_write_ok(n, v):
         st.msrs[n] = v
     else:

@@ -36,6 +36,8 @@ from .devices.ata import AtaDisk, DiskImage
 from .devices.cmos import Cmos
 from .devices.coprocessor import IRQ as FERR_IRQ, CoprocessorError
 from .devices.debugexit import DebugExit
+from .devices.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic, IsaIrqs
+from .devices.lapic import APIC_DEFAULT_BASE, APIC_WINDOW, ApicBus, LocalApic
 from .devices.pic import PicPair
 from .devices.pit import Pit8254
 from .devices.post import PostPorts
@@ -75,34 +77,45 @@ class Machine:
         self.clock = VirtualClock(cpu_hz, pace=pace)
         self.cpu = Cpu(self.mem, self.bus, engine, keep_source=keep_source)
         self.clock.attach(lambda: self.cpu.state.icount)
+        self.clock.on_schedule = lambda cycle: self.cpu.shorten(cycle - self.clock.offset)
         self.output = output or (lambda b: None)
-        self.pic = PicPair(self.bus, self.cpu.set_intr)
-        self.cpu.acknowledge = self.pic.acknowledge
-        self.pit = Pit8254(self.bus, self.clock, lambda: self.pic.raise_irq(0),
-                           lambda: self.pic.lower_irq(0))
+        # the interrupt architecture of QEMU's i440FX PC: the 8259A pair's INT output is the
+        # local APIC's LINT0, the ISA lines also drive the IO-APIC (devices/ioapic.py)
+        self.apic_bus = ApicBus()
+        self.pic = PicPair(self.bus, self._pic_output)
+        self.lapic = LocalApic(self.cpu, self.clock, self.apic_bus, 0, True, self.pic)
+        self.cpu.apic = self.lapic
+        self.cpu.acknowledge = self.lapic.acknowledge
+        self.ioapic = IoApic(self.apic_bus, self.pic)
+        self.irqs = IsaIrqs(self.pic, self.ioapic)
+        self.mem.add_mmio(APIC_DEFAULT_BASE, APIC_WINDOW, self.apic_bus)
+        self.mem.add_mmio(IOAPIC_BASE, IOAPIC_SIZE, self.ioapic)
+        self.pit = Pit8254(self.bus, self.clock, lambda: self.irqs.raise_irq(0),
+                           lambda: self.irqs.lower_irq(0))
         if not 1 <= serial_ports <= len(COM):
             raise ConfigError(f"the PC has 1 to {len(COM)} serial ports, not {serial_ports}")
         # COM2 exists only when asked for, as on QEMU (one UART per -serial)
-        self.uarts = [Uart16550(self.bus, base, lambda irq=irq: self.pic.raise_irq(irq),
-                                lambda irq=irq: self.pic.lower_irq(irq), clock=self.clock)
+        self.uarts = [Uart16550(self.bus, base, lambda irq=irq: self.irqs.raise_irq(irq),
+                                lambda irq=irq: self.irqs.lower_irq(irq), clock=self.clock)
                       for base, irq in COM[:serial_ports]]
         self.uart = self.uarts[0]
         self.uart.output = self._serial_out
         self.debug_exit = DebugExit(self.bus, self._on_exit)
         self.cmos = Cmos(self.bus, self.clock, self.mem.size,
-                         irq_raise=lambda: self.pic.raise_irq(8), irq_lower=lambda: self.pic.lower_irq(8),
+                         irq_raise=lambda: self.irqs.raise_irq(8), irq_lower=lambda: self.irqs.lower_irq(8),
                          fpu=True)          # the x87 (hw/fpu.py): CPUID leaf 1 says so too
         self.reset_control = ResetControl(self.bus, self._on_reset)
         self.coprocessor = CoprocessorError(self.bus, self.cpu,
-                                            lambda: self.pic.raise_irq(FERR_IRQ),
-                                            lambda: self.pic.lower_irq(FERR_IRQ))
+                                            lambda: self.irqs.raise_irq(FERR_IRQ),
+                                            lambda: self.irqs.lower_irq(FERR_IRQ))
         # (a logic analyser on the POST ports: no state the guest can see, so not saved)
         self.post = PostPorts(self.bus, lambda: self.cpu.state.icount)
         # every device, by the name its state is saved under (ringvisor.lifecycle); the
         # interrupt controller last, so that restoring it settles the lines the others drive
         self.devices = {d.state_name: d for d in (self.pit, *self.uarts, self.cmos,
                                                   self.reset_control, self.debug_exit,
-                                                  self.coprocessor, self.post, self.pic)}
+                                                  self.coprocessor, self.post, self.ioapic,
+                                                  self.pic, self.apic_bus)}
         # the host's sources of events: objects with fileno() (None: nothing to wait on)
         # and poll(), polled between slices and waited on while the guest is idle
         self.disk = None           # an AtaDisk once attach_disk is called
@@ -156,6 +169,9 @@ class Machine:
         return pages
 
     # -- devices' callbacks ------------------------------------------------------------
+    def _pic_output(self, level: bool) -> None:
+        self.lapic.pic_output(level)
+
     def _serial_out(self, data: bytes) -> None:
         self.output(data)
 
@@ -176,6 +192,7 @@ class Machine:
         ram = self.mem.size if ram_size is None else min(ram_size, self.mem.size)
         firmware.hand_off(self.mem, self.bus, self.cmos, ram, fpu=True)
         info = load_multiboot(self.mem, image, cmdline, modules or [], image_name, ram)
+        self._firmware_apic()
         ms = info.machine_state()
         st = self.cpu.state
         for i, name in enumerate(REG_NAMES):
@@ -190,6 +207,13 @@ class Machine:
         st.cr0, st.cr2, st.cr3, st.cr4 = ms["cr0"], ms["cr2"], ms["cr3"], ms["cr4"]
         self.cpu.set_eflags(ms["eflags"])
         self.cpu.mode_changed()
+
+    def _firmware_apic(self) -> None:
+        """The local APIC as SeaBIOS leaves it on QEMU (read back there by tests/hwguests/apic):
+        software-enabled with spurious vector 0xFF, LINT0 ExtINT and LINT1 NMI, both
+        level-triggered -- the 8259A's interrupts reach the processor through LINT0."""
+        for offset, value in ((0xF0, 0x1FF), (0x350, 0x8700), (0x360, 0x8400)):
+            self.lapic.mmio_write(offset, 4, value)
 
     def boot_bios(self, rom: bytes, name: str = "ROM") -> None:
         """Map a firmware ROM (boot/rom.py) and start the CPU at the reset vector in real
@@ -296,7 +320,7 @@ class Machine:
         """The CPU is halted: skip to the next event, or wait for the host's input."""
         cpu, clock = self.cpu, self.clock
         st = cpu.state
-        if st.intr and st.eflags & IF:
+        if st.intr and st.eflags & IF or st.nmi_pending and not st.nmi_blocked:
             return
         if not st.eflags & IF:
             self.stop = Stop("halted", 0, f"the guest halted with interrupts disabled at "

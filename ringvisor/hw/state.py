@@ -42,7 +42,7 @@ CR4_SMEP, CR4_SMAP = 1 << 20, 1 << 21
 MSR_TSC, MSR_APIC_BASE, MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = (
     0x10, 0x1B, 0x174, 0x175, 0x176)
 MSR_PLATFORM_ID, MSR_BIOS_SIGN, MSR_MISC_ENABLE, MSR_PAT = 0x17, 0x8B, 0x1A0, 0x277
-MSR_EFER, MSR_TSC_AUX = 0xC0000080, 0xC0000103
+MSR_EFER, MSR_TSC_AUX, MSR_TSC_DEADLINE = 0xC0000080, 0xC0000103, 0x6E0
 
 # Segment attribute bits (VMX access-rights layout).
 ATTR_TYPE = 0xF
@@ -220,6 +220,10 @@ class CpuState:
     # (SDM Vol. 3 §6.8.3; KVM's kvm_vcpu_events.interrupt.shadow)
     interrupt_shadow: bool = False
     intr: bool = False       # the level of the INTR input pin (the PIC's INT output)
+    # an NMI waits for delivery; NMIs are blocked until the next IRET (SDM Vol. 3 §6.7.1;
+    # KVM's kvm_vcpu_events.nmi.pending / .masked)
+    nmi_pending: bool = False
+    nmi_blocked: bool = False
     # the lazy arithmetic flags (flags.py): how CF PF AF ZF SF OF were last produced
     lf_op: int = 0
     lf_res: int = 0
@@ -301,7 +305,7 @@ class CpuState:
                     raise ValueError("the CPU state needs eight debug registers")
             elif name == "msrs":
                 v = {int(k): int(val) for k, val in v.items()}
-            elif name in ("halted", "interrupt_shadow", "intr"):
+            elif name in ("halted", "interrupt_shadow", "intr", "nmi_pending", "nmi_blocked"):
                 v = bool(v)
             elif name == "fpu":
                 v = FpuState.from_dict(v)

@@ -256,6 +256,9 @@ def task_return(cpu, next_eip: int) -> None:
 def iret(cpu, size: int, next_eip: int | None = None) -> None:
     """IRET (same privilege or to an outer ring, or a task return; or in real mode).
     ``next_eip`` is the address after the IRET (saved in the TSS by a task return)."""
+    cpu.state.nmi_blocked = False         # IRET ends NMI blocking (SDM Vol. 3 §6.7.1)
+    if cpu.state.nmi_pending:
+        cpu.limit = 0
     if cpu.mode.real:
         return realmode.iret(cpu, size)
     st = cpu.state
