@@ -15,6 +15,7 @@ cannot tell, as its time is the instruction count.
 from __future__ import annotations
 
 import os
+import struct
 import select
 import sys
 import time
@@ -26,16 +27,20 @@ import iced_x86 as ix
 
 from ringvisor.errors import ConfigError, ImageError
 
-from .boot import firmware
+from .boot import acpi, firmware
 from .boot.multiboot import load_multiboot
 from .boot.rom import load_rom
 from .bus import IoBus
 from .clock import VirtualClock
 from .cpu import Cpu
+from .devices import fwcfg
+from .devices.acpipm import AcpiPm
 from .devices.ata import AtaDisk, DiskImage
 from .devices.cmos import Cmos
 from .devices.coprocessor import IRQ as FERR_IRQ, CoprocessorError
 from .devices.debugexit import DebugExit
+from .devices.fwcfg import FwCfg
+from .devices.hpet import HPET_BASE, HPET_SIZE, Hpet
 from .devices.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic, IsaIrqs
 from .devices.lapic import APIC_DEFAULT_BASE, APIC_WINDOW, ApicBus, LocalApic
 from .devices.pic import PicPair
@@ -100,6 +105,11 @@ class Machine:
                       for base, irq in COM[:serial_ports]]
         self.uart = self.uarts[0]
         self.uart.output = self._serial_out
+        # the firmware interfaces of QEMU's PC: fw_cfg, the ACPI PM block, the HPET
+        self.fw_cfg = FwCfg(self.bus, self.mem)
+        self.acpi_pm = AcpiPm(self.bus, self.clock, self._on_poweroff)
+        self.hpet = Hpet(self.clock, self.irqs)
+        self.mem.add_mmio(HPET_BASE, HPET_SIZE, self.hpet)
         self.debug_exit = DebugExit(self.bus, self._on_exit)
         self.cmos = Cmos(self.bus, self.clock, self.mem.size,
                          irq_raise=lambda: self.irqs.raise_irq(8), irq_lower=lambda: self.irqs.lower_irq(8),
@@ -114,7 +124,8 @@ class Machine:
         # interrupt controller last, so that restoring it settles the lines the others drive
         self.devices = {d.state_name: d for d in (self.pit, *self.uarts, self.cmos,
                                                   self.reset_control, self.debug_exit,
-                                                  self.coprocessor, self.post, self.ioapic,
+                                                  self.coprocessor, self.post, self.fw_cfg,
+                                                  self.acpi_pm, self.hpet, self.ioapic,
                                                   self.pic, self.apic_bus)}
         # the host's sources of events: objects with fileno() (None: nothing to wait on)
         # and poll(), polled between slices and waited on while the guest is idle
@@ -179,6 +190,10 @@ class Machine:
         self.stop = Stop("exit", status)
         self.cpu.request_stop()
 
+    def _on_poweroff(self) -> None:
+        self.stop = Stop("poweroff", 0, "the guest powered the machine off (ACPI S5)")
+        self.cpu.request_stop()
+
     def _on_reset(self) -> None:
         self.stop = Stop("reset", 0, "the guest requested a system reset")
         self.cpu.request_stop()
@@ -193,6 +208,7 @@ class Machine:
         firmware.hand_off(self.mem, self.bus, self.cmos, ram, fpu=True)
         info = load_multiboot(self.mem, image, cmdline, modules or [], image_name, ram)
         self._firmware_apic()
+        self._firmware_tables(ram)
         ms = info.machine_state()
         st = self.cpu.state
         for i, name in enumerate(REG_NAMES):
@@ -214,6 +230,25 @@ class Machine:
         level-triggered -- the 8259A's interrupts reach the processor through LINT0."""
         for offset, value in ((0xF0, 0x1FF), (0x350, 0x8700), (0x360, 0x8400)):
             self.lapic.mmio_write(offset, 4, value)
+
+    def _firmware_tables(self, ram_size: int) -> None:
+        """fw_cfg's items and the ACPI tables, as QEMU and SeaBIOS leave them for a kernel."""
+        cpus = 1
+        f = self.fw_cfg
+        f.add(fwcfg.RAM_SIZE, struct.pack("<Q", ram_size))
+        f.add(fwcfg.NOGRAPHIC, struct.pack("<H", 0))
+        f.add(fwcfg.NB_CPUS, struct.pack("<H", cpus))
+        f.add(fwcfg.MAX_CPUS, struct.pack("<H", cpus))
+        f.add(fwcfg.IRQ0_OVERRIDE, struct.pack("<I", 1))
+        tables, rsdp = acpi.install(self.mem, ram_size, cpus)
+        f.add_file("etc/acpi/rsdp", rsdp)
+        f.add_file("etc/acpi/tables", tables)
+        # QEMU's own E820 table: the RAM below 4 GiB, and above it what did not fit
+        low, high = firmware.ram_split(ram_size)
+        e820 = struct.pack("<QQI", 0, low, 1)
+        if high:
+            e820 += struct.pack("<QQI", 1 << 32, high, 1)
+        f.add_file("etc/e820", e820)
 
     def boot_bios(self, rom: bytes, name: str = "ROM") -> None:
         """Map a firmware ROM (boot/rom.py) and start the CPU at the reset vector in real
