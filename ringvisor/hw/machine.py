@@ -43,7 +43,9 @@ from .devices.fwcfg import FwCfg
 from .devices.hpet import HPET_BASE, HPET_SIZE, Hpet
 from .devices.ioapic import IOAPIC_BASE, IOAPIC_SIZE, IoApic, IsaIrqs
 from .devices.lapic import APIC_DEFAULT_BASE, APIC_WINDOW, ApicBus, LocalApic
+from .devices.pci import PciHost, i440fx_bus
 from .devices.pic import PicPair
+from .devices.testdev import IOMEM_BASE as TESTDEV_IOMEM, IOMEM_LEN as TESTDEV_IOMEM_LEN, PcTestDev
 from .devices.pit import Pit8254
 from .devices.post import PostPorts
 from .devices.reset import ResetControl
@@ -114,7 +116,12 @@ class Machine:
         self.cmos = Cmos(self.bus, self.clock, self.mem.size,
                          irq_raise=lambda: self.irqs.raise_irq(8), irq_lower=lambda: self.irqs.lower_irq(8),
                          fpu=True)          # the x87 (hw/fpu.py): CPUID leaf 1 says so too
-        self.reset_control = ResetControl(self.bus, self._on_reset)
+        # (0xCF9 lies inside the PCI host's ports, which hand it to the reset control)
+        self.reset_control = ResetControl(self.bus, self._on_reset, cf9=False)
+        self.pci = PciHost(self.bus, self.mem, self.reset_control)
+        i440fx_bus(self.pci)
+        self.testdev = PcTestDev(self.bus, self.irqs)
+        self.mem.add_mmio(TESTDEV_IOMEM, TESTDEV_IOMEM_LEN, self.testdev)
         self.coprocessor = CoprocessorError(self.bus, self.cpu,
                                             lambda: self.irqs.raise_irq(FERR_IRQ),
                                             lambda: self.irqs.lower_irq(FERR_IRQ))
@@ -125,8 +132,8 @@ class Machine:
         self.devices = {d.state_name: d for d in (self.pit, *self.uarts, self.cmos,
                                                   self.reset_control, self.debug_exit,
                                                   self.coprocessor, self.post, self.fw_cfg,
-                                                  self.acpi_pm, self.hpet, self.ioapic,
-                                                  self.pic, self.apic_bus)}
+                                                  self.acpi_pm, self.hpet, self.pci, self.testdev,
+                                                  self.ioapic, self.pic, self.apic_bus)}
         # the host's sources of events: objects with fileno() (None: nothing to wait on)
         # and poll(), polled between slices and waited on while the guest is idle
         self.disk = None           # an AtaDisk once attach_disk is called
@@ -240,7 +247,8 @@ class Machine:
         f.add(fwcfg.NB_CPUS, struct.pack("<H", cpus))
         f.add(fwcfg.MAX_CPUS, struct.pack("<H", cpus))
         f.add(fwcfg.IRQ0_OVERRIDE, struct.pack("<I", 1))
-        tables, rsdp = acpi.install(self.mem, ram_size, cpus)
+        acpi.install(self.mem, ram_size, cpus)
+        tables, rsdp = acpi.build(0, cpus, sealed=False)
         f.add_file("etc/acpi/rsdp", rsdp)
         f.add_file("etc/acpi/tables", tables)
         # QEMU's own E820 table: the RAM below 4 GiB, and above it what did not fit

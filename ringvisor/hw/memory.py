@@ -60,6 +60,10 @@ class PhysicalMemory:
             raise ValueError("MMIO region overlaps RAM")
         self._mmio.append((start, start + length, device))
 
+    def remove_mmio(self, device: MmioDevice) -> None:
+        """Unmap ``device``'s regions (a PCI BAR that moves or stops decoding)."""
+        self._mmio = [r for r in self._mmio if r[2] is not device]
+
     def _mmio_at(self, addr: int) -> tuple[int, MmioDevice] | None:
         for start, end, dev in self._mmio:
             if start <= addr < end:

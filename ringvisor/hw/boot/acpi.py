@@ -50,12 +50,14 @@ def checksum(data: bytes) -> int:
     return -sum(data) & 0xFF
 
 
-def table(signature: bytes, body: bytes, revision: int = 1) -> bytes:
-    """A system description table: the 36-byte header (ACPI 5.2.6) and ``body``."""
+def table(signature: bytes, body: bytes, revision: int = 1, sealed: bool = True) -> bytes:
+    """A system description table: the 36-byte header (ACPI 5.2.6) and ``body``; its
+    checksum is left 0 unless ``sealed`` (for QEMU's table loader to fill in)."""
     head = struct.pack("<4sIBB6s8sI4sI", signature, 36 + len(body), revision, 0, OEM_ID,
                        OEM_TABLE_ID, 1, CREATOR, 1)
     t = bytearray(head + body)
-    t[9] = checksum(t)
+    if sealed:
+        t[9] = checksum(t)
     return bytes(t)
 
 
@@ -63,17 +65,17 @@ def facs() -> bytes:
     return struct.pack("<4sI", b"FACS", 64).ljust(64, b"\0")
 
 
-def fadt(facs_addr: int, dsdt_addr: int) -> bytes:
+def fadt(facs_addr: int, dsdt_addr: int, sealed: bool = True) -> bytes:
     body = struct.pack("<IIBBHIBBBBIIIIIIII", facs_addr, dsdt_addr, 1, 0, SCI_IRQ,
                        SMI_CMD_PORT, ACPI_ENABLE, ACPI_DISABLE, 0, 0,
                        PM_BASE, 0, PM_BASE + 4, 0, 0, PM_TIMER_PORT, GPE0_BLK, 0)
     body += struct.pack("<BBBBBBBB", 4, 2, 0, 4, 4, 0, 0, 0)
     body += struct.pack("<HHHHBBBBBHBI", 0xFFF, 0xFFF, 0, 0, 0, 0, 0, 0, RTC_CENTURY, 0, 0,
                         FADT_FLAGS)
-    return table(b"FACP", body)
+    return table(b"FACP", body, sealed=sealed)
 
 
-def madt(cpus: int) -> bytes:
+def madt(cpus: int, sealed: bool = True) -> bytes:
     body = bytearray(struct.pack("<II", APIC_DEFAULT_BASE, MADT_PCAT_COMPAT))
     for n in range(cpus):
         body += struct.pack("<BBBBI", 0, 8, n, n, 1)
@@ -81,16 +83,20 @@ def madt(cpus: int) -> bytes:
     for irq, gsi, flags in OVERRIDES:
         body += struct.pack("<BBBBIH", 2, 10, 0, irq, gsi, flags)
     body += struct.pack("<BBBHB", 4, 6, 0xFF, 0, 1)
-    return table(b"APIC", bytes(body))
+    return table(b"APIC", bytes(body), sealed=sealed)
 
 
-def hpet_table() -> bytes:
+def hpet_table(sealed: bool = True) -> bytes:
     body = struct.pack("<IBBBBQBHB", HPET_ID, 0, 0, 0, 0, HPET_BASE, 0, 0, 0)
-    return table(b"HPET", body)
+    return table(b"HPET", body, sealed=sealed)
 
 
-def build(base: int, cpus: int) -> tuple[bytes, bytes]:
-    """(the tables, laid out from physical address ``base``; the RSDP pointing at them)."""
+def build(base: int, cpus: int, sealed: bool = True) -> tuple[bytes, bytes]:
+    """(the tables, laid out from physical address ``base``; the RSDP pointing at them).
+
+    Unsealed is how QEMU hands them to the firmware in fw_cfg ("etc/acpi/tables",
+    "etc/acpi/rsdp"): pointers relative to the blob (``base`` 0) and checksums 0, for
+    SeaBIOS's table loader to relocate and sum."""
     blob = bytearray()
 
     def place(data: bytes, align: int = 4) -> int:
@@ -100,12 +106,14 @@ def build(base: int, cpus: int) -> tuple[bytes, bytes]:
         return addr
 
     facs_addr = place(facs(), 64)
-    dsdt_addr = place(table(b"DSDT", b""))
-    pointers = [place(fadt(facs_addr, dsdt_addr)), place(madt(cpus)), place(hpet_table()),
-                place(table(b"WAET", struct.pack("<I", WAET_PM_TIMER_GOOD)))]
-    rsdt_addr = place(table(b"RSDT", struct.pack(f"<{len(pointers)}I", *pointers)))
+    dsdt_addr = place(table(b"DSDT", b"", sealed=sealed))
+    pointers = [place(fadt(facs_addr, dsdt_addr, sealed)), place(madt(cpus, sealed)),
+                place(hpet_table(sealed)),
+                place(table(b"WAET", struct.pack("<I", WAET_PM_TIMER_GOOD), sealed=sealed))]
+    rsdt_addr = place(table(b"RSDT", struct.pack(f"<{len(pointers)}I", *pointers), sealed=sealed))
     rsdp = bytearray(struct.pack("<8sB6sBI", b"RSD PTR ", 0, OEM_ID, 0, rsdt_addr))
-    rsdp[8] = checksum(rsdp)
+    if sealed:
+        rsdp[8] = checksum(rsdp)
     return bytes(blob), bytes(rsdp)
 
 
@@ -117,10 +125,9 @@ def tables_base(ram_size: int) -> int:
     return low - HIGH_TABLES if low >= 0x200000 else 0xF6000
 
 
-def install(mem, ram_size: int, cpus: int) -> tuple[bytes, bytes]:
-    """Write the tables and the RSDP into RAM; returns them (fw_cfg serves them too)."""
+def install(mem, ram_size: int, cpus: int) -> None:
+    """Write the tables and the RSDP into RAM, as SeaBIOS's loader leaves them."""
     base = tables_base(ram_size)
     blob, rsdp = build(base, cpus)
     mem.write(base, blob)
     mem.write(RSDP_ADDR, rsdp)
-    return blob, rsdp

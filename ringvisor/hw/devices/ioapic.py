@@ -194,6 +194,13 @@ class IsaIrqs:
         if self.ioapic is not None:
             self.ioapic.set_pin(ISA_PIN.get(n, n), level)
 
+    def set_gsi(self, n: int, level: bool) -> None:
+        """Global system interrupt ``n``: the ISA IRQs below 16, IO-APIC inputs above."""
+        if n < 16:
+            self.set_irq(n, level)
+        elif self.ioapic is not None:
+            self.ioapic.set_pin(n, level)
+
     def raise_irq(self, n: int) -> None:
         self.set_irq(n, True)
 

@@ -20,6 +20,19 @@ static void sig(const u8 *p, int n) { for (int i = 0; i < n; i++) putch(p[i] >= 
 static u32 r32(const u8 *p) { return p[0] | p[1] << 8 | p[2] << 16 | (u32)p[3] << 24; }
 static u16 r16(const u8 *p) { return (u16)(p[0] | p[1] << 8); }
 
+static volatile u32 hits[256];
+static volatile u32 redir_in_handler;
+static void irq_handler(struct frame *f)
+{
+    hits[f->vector]++;
+    if (f->vector == 0x71) {                         /* the level line: lower it before the EOI */
+        *(volatile u32 *)0xfec00000 = 0x10 + 2 * 10;
+        redir_in_handler = *(volatile u32 *)0xfec00010;
+        outb(0x2000 + 10, 0);
+    }
+    *(volatile u32 *)0xfee000b0 = 0;
+}
+
 int main(void)
 {
     kprintf("firmware: start\n");
@@ -152,6 +165,49 @@ int main(void)
     kprintf("cf8 readback=%08x\n", inl(0xcf8));
     /* pc-testdev: a data port at 0xe0 */
     outl(0xe0, 0x12345678); kprintf("testdev 0xe0=%08x byte=%02x\n", inl(0xe0), inb(0xe1));
+    /* pci-testdev: each test of each BAR, 16 byte writes of its data at its offset */
+    outl(0xcf8, 0x80001010); volatile u8 *mm = (volatile u8 *)(inl(0xcfc) & ~0xfu);
+    outl(0xcf8, 0x80001014); u16 io = inl(0xcfc) & ~3u;
+    for (u32 t = 0; t < 3; t++) {
+        mm[0] = t;
+        u32 off = mm[4] | mm[5] << 8, count0 = mm[12];
+        for (int i = 0; i < 16; i++) mm[off] = mm[8];
+        kprintf("pci-testdev mmio test %u: width=%u off=%u data=%02x count %u->%u name=", t, mm[1], off, mm[8], count0, mm[12]);
+        for (int i = 16; mm[i]; i++) putch(mm[i]);
+        outb(io, t);
+        off = inb(io + 4);
+        for (int i = 0; i < 16; i++) outb(io + off, inb(io + 8));
+        kprintf(" portio: off=%u count=%u\n", off, inb(io + 12));
+    }
+
+    /* pc-testdev interrupt lines: line 10 -> IO-APIC pin 10 (level, as the PCI IRQs are) */
+    for (int v = 0x20; v < 0x100; v++) rt_isr[v] = irq_handler;
+    *(volatile u32 *)0xfec00000 = 0x10 + 2 * 10; *(volatile u32 *)0xfec00010 = 0x8071;
+    outb(0x2000 + 10, 1);
+    sti(); __asm__ volatile("nop"); cli();
+    kprintf("testdev line 10 high: vector 0x71 hits=%u redir10 in handler=%x\n", hits[0x71], redir_in_handler);
+    *(volatile u32 *)0xfec00000 = 0x10 + 2 * 10; kprintf("after eoi: redir10=%x\n", *(volatile u32 *)0xfec00010);
+    *(volatile u32 *)0xfec00010 = 0x10000;
+
+    /* the HPET's timer 0 through IO-APIC pin 2: one-shot, then periodic */
+    if (hpet) {
+        volatile u32 *h = (volatile u32 *)r32(hpet + 44);
+        *(volatile u32 *)0xfec00000 = 0x14; *(volatile u32 *)0xfec00010 = 0x72;   /* pin 2, edge */
+        outb(0x21, 0xff);
+        h[0x100 / 4] = (2 << 9) | 4;                 /* route 2, edge, enabled */
+        h[0x108 / 4] = 100000; h[0x10c / 4] = 0;     /* 1 ms */
+        h[4] = 1;
+        while (!hits[0x72]) __asm__ volatile("sti; hlt; cli");
+        kprintf("hpet one-shot: fired=%u counter past comparator=%u\n", hits[0x72], h[0xf0 / 4] >= 100000);
+        h[0x100 / 4] = (2 << 9) | 4 | 8 | 0x40;      /* periodic, VAL_SET */
+        u32 now = h[0xf0 / 4];
+        h[0x108 / 4] = now + 50000; h[0x10c / 4] = 0;
+        h[0x108 / 4] = 50000;                        /* the period */
+        while (hits[0x72] < 5) __asm__ volatile("sti; hlt; cli");
+        kprintf("hpet periodic: 4 more, timer0 config=%x\n", h[0x100 / 4]);
+        h[4] = 0;
+        h[0x100 / 4] = 0;
+    }
     kprintf("firmware: done\n");
     return 0;
 }
