@@ -168,6 +168,9 @@ def build_parser() -> Parser:
                         "paravirt: a kernel built by pvcc, with hypercalls and event channels")
     r.add_argument("--mem", type=parse_size, default=32, metavar="SIZE",
                    help="guest RAM (default 32M)")
+    r.add_argument("--smp", type=int, default=1, metavar="N",
+                   help="processors (1-8, default 1): the others are started by the kernel "
+                        "with INIT and SIPI, as on QEMU's -smp N")
     r.add_argument("--append", default="", metavar="CMDLINE", help="kernel command line")
     r.add_argument("--module", action="append", default=[], metavar="'FILE [ARGS]'",
                    help="a Multiboot module, with its string's arguments after a space as in "
@@ -456,10 +459,13 @@ def cmd_run(args) -> int:
     size = args.mem << 20
     image = read_image(kernel, max_bytes=size)
     mods = [read_module(p, size) for p in args.module]
+    if args.smp != 1 and args.mode != "native":
+        raise ConfigError(f"--smp {args.smp}: the monitors run a uniprocessor guest "
+                          f"(--mode native only)")
     m, mon = create_vm(image, args.mode, args.append, args.mem, args.engine, mods,
                        image_name=kernel, output=con.output, pace=con.pace,
                        keep_source=bool(con.trace), serial_ports=con.serial_ports,
-                       disk=args.disk, disk_readonly=args.disk_ro)
+                       disk=args.disk, disk_readonly=args.disk_ro, cpus=args.smp)
     return _run_and_keep(args, con, m, mon, kernel, args.append)
 
 
@@ -477,7 +483,7 @@ def _run_bios(args) -> int:
     image = read_image(args.bios, "ROM")           # (boot/rom.py says what sizes are ROMs)
     con = _console(args)
     m = Machine(args.mem, args.engine, output=con.output, pace=con.pace,
-                keep_source=bool(con.trace), serial_ports=con.serial_ports)
+                keep_source=bool(con.trace), serial_ports=con.serial_ports, cpus=args.smp)
     m.boot_bios(image, args.bios)
     try:
         stop = con.run(m, None, args.max_instructions, args.bios)
@@ -816,6 +822,10 @@ def print_stats(m) -> None:
           f"{s['smc_restarts']} self-modifying-code restarts)\n"
           f"exceptions: {s['exceptions']:,}  interrupts: {s['interrupts']:,}  "
           f"page walks: {s['tlb_walks']:,}", file=sys.stderr)
+    for c in s.get("cpus", ()):
+        print(f"  CPU {c['apic_id']}: {c['instructions']:,} instructions, {c['exceptions']:,} "
+              f"exceptions, {c['interrupts']:,} interrupts, {c['blocks_translated']:,} blocks"
+              + ("" if c["started"] else " (never started: waiting for a SIPI)"), file=sys.stderr)
     if s["post_writes"]:
         print(f"POST codes: {s['post_writes']:,} written, the last {s['post_last']:#04x}",
               file=sys.stderr)

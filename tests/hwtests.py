@@ -125,6 +125,7 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("tasks", "tasks"),           # hardware task switching (test_tasks.py)
     Kernel("vm86", "vm86"),             # virtual-8086 mode and a #GP monitor (test_vm86.py)
     Kernel("apic", "apic"),             # local APIC and IO-APIC (test_apic.py)
+    Kernel("smp", "smp"),               # several processors (test_smp.py)
     Kernel("firmware", "firmware"),     # fw_cfg, ACPI, HPET, PCI, QEMU's test devices (test_firmware.py)
 ]}
 
@@ -161,7 +162,8 @@ def build_kernel(name: str) -> Path:
 
 def run_platform(platform: str, image: Path, cmdline: str = "", stdin: bytes = b"",
                  mem_mb: int = MEM_MB, modules: list[str] = (),
-                 qemu_args: tuple[str, ...] = (), serial_ports: int = 1) -> tuple[str, int]:
+                 qemu_args: tuple[str, ...] = (), serial_ports: int = 1,
+                 smp: int = 1) -> tuple[str, int]:
     """Run ``image`` on ``platform`` ("qemu", "jit" or "interp").
 
     Returns the COM1 output (decoded as latin-1, CR LF folded to LF) and the
@@ -172,6 +174,7 @@ def run_platform(platform: str, image: Path, cmdline: str = "", stdin: bytes = b
         from ringvisor.tools.qemu import run_qemu
         extra = ["-initrd", ",".join(modules)] if modules else []
         extra += ["-serial", "null"] * (serial_ports - 1)
+        extra += ["-smp", str(smp)] if smp > 1 else []
         res = run_qemu(Path(image), cmdline=cmdline, mem_mb=mem_mb, stdin=stdin,
                        timeout=QEMU_TIMEOUT, extra_args=[*extra, *qemu_args])
         out, code = res.output, res.guest_exit_code
@@ -182,7 +185,7 @@ def run_platform(platform: str, image: Path, cmdline: str = "", stdin: bytes = b
         # write to port 0xf4; anything else means the guest stopped another way.
         out, status = run_image(Path(image), cmdline=cmdline, mem_mb=mem_mb, stdin=stdin,
                                 max_instructions=EMULATOR_MAX_INSTRUCTIONS, engine=platform,
-                                modules=list(modules), serial_ports=serial_ports)
+                                modules=list(modules), serial_ports=serial_ports, cpus=smp)
         code = status >> 1 if status & 1 else -1
     else:
         raise ValueError(f"unknown platform {platform!r} (expected one of {PLATFORMS})")

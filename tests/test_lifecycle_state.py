@@ -57,7 +57,7 @@ def test_every_device_implements_the_protocol_and_round_trips():
     for rng in m.bus.ranges():
         assert rng.owner is not None, f"port range {rng.name} has no owner (bus.register(owner=...))"
         assert id(rng.owner) in owners, f"{rng.name}'s device is not in Machine.devices"
-    for _, _, dev in m.mem._mmio:
+    for _, _, dev in m.mem.mmio_regions():
         assert id(dev) in owners, f"MMIO device {dev!r} is not in Machine.devices"
     names = set()
     for c in m.components():

@@ -98,7 +98,7 @@ class CodeCache:
         self.invalidations = 0
         self.bytes = 0
         self.env = self._environment()
-        cpu.mem.on_code_write = self.page_written
+        cpu.mem.add_code_cache(self)
 
     def _environment(self) -> dict:
         cpu = self.cpu
@@ -158,7 +158,8 @@ class CodeCache:
                 for ppn in tr.phys_pages:
                     if ppn not in cpu.mem.code_pages:
                         cpu.mem.code_pages.add(ppn)
-                        cpu.mmu.protect_code_page(ppn)
+                        for cache in cpu.mem.code_caches:   # every processor's TLB
+                            cache.cpu.mmu.protect_code_page(ppn)
                     self.by_page.setdefault(ppn, set()).add(key)
         if not single and len(tr.phys_pages) == 1:
             self.jump.setdefault(mode.key, {})[eip] = tr.fn
@@ -198,7 +199,7 @@ class CodeCache:
         keys = self.by_page.get(ppn)
         if not keys:
             self.by_page.pop(ppn, None)
-            self.cpu.mem.code_pages.discard(ppn)
+            self.cpu.mem.release_code_page(ppn, self)
             return
         if addr is None:
             doomed = keys
@@ -212,7 +213,7 @@ class CodeCache:
                 return
         if doomed is keys or len(doomed) == len(keys):
             del self.by_page[ppn]
-            self.cpu.mem.code_pages.discard(ppn)
+            self.cpu.mem.release_code_page(ppn, self)
         else:
             keys -= doomed
         for key in doomed:
@@ -250,9 +251,15 @@ class CodeCache:
 
     def flush(self) -> None:
         self.blocks.clear()
+        pages = list(self.by_page)
         self.by_page.clear()
         self.by_code.clear()
-        self.cpu.mem.code_pages.clear()
+        mem = self.cpu.mem
+        if len(mem.code_caches) == 1:
+            mem.code_pages.clear()
+        else:
+            for ppn in pages:
+                mem.release_code_page(ppn, self)
         self.flush_jump_cache()
         self.bytes = 0
 

@@ -55,6 +55,7 @@ from .faults import TripleFault, UnsupportedFeature
 from .memory import PhysicalMemory
 from .state import EDX, IF, REG_NAMES, SEG_NAMES, DescriptorTable, Segment, reset_state
 from .identify import CPUID_SIGNATURE
+from .smp import MAX_CPUS, Processors
 
 MAX_MEM_MB = 3584          # below the 4 GiB hole; the machine has no PAE
 ATA_IRQ = 14               # the primary IDE channel's line
@@ -74,25 +75,37 @@ class Stop:
 class Machine:
     def __init__(self, mem_mb: int = 32, engine: str = "jit", cpu_hz: int = 100_000_000,
                  output: Callable[[bytes], None] | None = None, pace: bool = False,
-                 keep_source: bool = False, serial_ports: int = 1, ram=None) -> None:
+                 keep_source: bool = False, serial_ports: int = 1, ram=None,
+                 cpus: int = 1) -> None:
         if not 1 <= mem_mb <= MAX_MEM_MB:
             raise ConfigError(f"memory size must be between 1 and {MAX_MEM_MB} MiB, not {mem_mb}")
+        if not 1 <= cpus <= MAX_CPUS:
+            raise ConfigError(f"the PC has 1 to {MAX_CPUS} processors, not {cpus}")
         # ``ram``: a buffer to use as RAM instead of a fresh one (memory.py: a private file
         # mapping, for lazy restore and copy-on-write clones)
         self.mem = PhysicalMemory(mem_mb << 20, ram)
         self.bus = IoBus()
         self.clock = VirtualClock(cpu_hz, pace=pace)
-        self.cpu = Cpu(self.mem, self.bus, engine, keep_source=keep_source)
-        self.clock.attach(lambda: self.cpu.state.icount)
-        self.clock.on_schedule = lambda cycle: self.cpu.shorten(cycle - self.clock.offset)
+        self.cpus = [Cpu(self.mem, self.bus, engine, keep_source=keep_source) for _ in range(cpus)]
+        self.cpu = self.cpus[0]            # the bootstrap processor
         self.output = output or (lambda b: None)
         # the interrupt architecture of QEMU's i440FX PC: the 8259A pair's INT output is the
-        # local APIC's LINT0, the ISA lines also drive the IO-APIC (devices/ioapic.py)
+        # BSP's local APIC's LINT0, the ISA lines also drive the IO-APIC (devices/ioapic.py)
         self.apic_bus = ApicBus()
         self.pic = PicPair(self.bus, self._pic_output)
-        self.lapic = LocalApic(self.cpu, self.clock, self.apic_bus, 0, True, self.pic)
-        self.cpu.apic = self.lapic
-        self.cpu.acknowledge = self.lapic.acknowledge
+        for i, cpu in enumerate(self.cpus):
+            cpu.apic = LocalApic(cpu, self.clock, self.apic_bus, i, i == 0, self.pic if i == 0 else None)
+            cpu.acknowledge = cpu.apic.acknowledge
+            if i:
+                cpu.state_name = f"cpu{i}"
+        self.lapic = self.cpu.apic
+        self.smp = Processors(self, CPUID_SIGNATURE) if cpus > 1 else None
+        if self.smp is None:
+            self.clock.attach(lambda: self.cpu.state.icount)
+            self.clock.on_schedule = lambda cycle: self.cpu.shorten(cycle - self.clock.offset)
+        else:
+            self.clock.attach(self.smp.cycles)
+            self.clock.on_schedule = self.smp.shorten
         self.ioapic = IoApic(self.apic_bus, self.pic)
         self.irqs = IsaIrqs(self.pic, self.ioapic)
         self.mem.add_mmio(APIC_DEFAULT_BASE, APIC_WINDOW, self.apic_bus)
@@ -151,19 +164,20 @@ class Machine:
         """An ATA disk on the primary IDE channel (IRQ 14), backed by a raw image file
         (QEMU's ``-drive file=PATH,format=raw,if=ide``)."""
         image = DiskImage(path, readonly)
-        self.disk = AtaDisk(self.bus, image, lambda: self.pic.raise_irq(ATA_IRQ),
-                            lambda: self.pic.lower_irq(ATA_IRQ))
-        # saved before the interrupt controller, which settles the lines last
-        pic = self.devices.pop(self.pic.state_name)
+        self.disk = AtaDisk(self.bus, image, lambda: self.irqs.raise_irq(ATA_IRQ),
+                            lambda: self.irqs.lower_irq(ATA_IRQ))
+        # saved before the interrupt controllers, which settle the lines last
+        last = [self.devices.pop(d.state_name) for d in (self.ioapic, self.pic, self.apic_bus)]
         self.devices[self.disk.state_name] = self.disk
-        self.devices[pic.state_name] = pic
+        for d in last:
+            self.devices[d.state_name] = d
         return self.disk
 
     def components(self) -> list:
         """What a saved machine is made of, in the order it is restored: the CPU (its
         instruction counter drives the clock), the clock, then the devices (which
-        re-arm their timers on it).  RAM is saved page by page beside them."""
-        return [self.cpu, self.clock, *self.devices.values()]
+        re-arm their timers on it); the application processors after the BSP.  RAM is saved page by page beside them."""
+        return [*self.cpus, self.clock, *self.devices.values()]
 
     # -- dirty logging (live migration) ------------------------------------------------
     def log_dirty(self) -> set[int]:
@@ -240,7 +254,7 @@ class Machine:
 
     def _firmware_tables(self, ram_size: int) -> None:
         """fw_cfg's items and the ACPI tables, as QEMU and SeaBIOS leave them for a kernel."""
-        cpus = 1
+        cpus = len(self.cpus)
         f = self.fw_cfg
         f.add(fwcfg.RAM_SIZE, struct.pack("<Q", ram_size))
         f.add(fwcfg.NOGRAPHIC, struct.pack("<H", 0))
@@ -325,6 +339,8 @@ class Machine:
             self.stop = Stop("unsupported", 3, f"stopped: {e}\n{self.report()}")
 
     def run(self, max_instructions: int | None = None) -> Stop:
+        if self.smp is not None:
+            return self._run_smp(max_instructions)
         cpu, clock = self.cpu, self.clock
         st = cpu.state
         limit = None if max_instructions is None else st.icount + max_instructions
@@ -359,6 +375,14 @@ class Machine:
             self.wall_seconds += time.perf_counter() - t0
         return self.stop
 
+    def _run_smp(self, max_instructions: int | None) -> Stop:
+        self.pause_reason = None
+        t0 = time.perf_counter()
+        try:
+            return self.smp.run(max_instructions)
+        finally:
+            self.wall_seconds += time.perf_counter() - t0
+
     def _idle(self) -> None:
         """The CPU is halted: skip to the next event, or wait for the host's input."""
         cpu, clock = self.cpu, self.clock
@@ -385,9 +409,9 @@ class Machine:
         clock.advance_to(deadline)
 
     # -- reports --------------------------------------------------------------------------
-    def report(self) -> str:
-        """The CPU state and the recent history, for crash reports."""
-        cpu = self.cpu
+    def report(self, cpu: Cpu | None = None) -> str:
+        """A processor's state (the BSP's by default) and the recent history, for crash reports."""
+        cpu = cpu or self.cpu
         st = cpu.state
         lines = []
         regs = " ".join(f"{n}={st.regs[i]:08x}" for i, n in enumerate(REG_NAMES))
@@ -400,19 +424,20 @@ class Machine:
         if cpu.exceptions:
             lines.append("  exceptions: " + ", ".join(f"{e} at {a:08x}" for a, e in cpu.exceptions))
         lines.append("  instructions at eip:")
-        lines.extend("    " + l for l in self.disassemble(st.eip, 6))
+        lines.extend("    " + l for l in self.disassemble(st.eip, 6, cpu))
         for a in dict.fromkeys(a for a, _ in list(cpu.exceptions)[-3:]):
             if a != st.eip:
                 lines.append(f"  instructions at {a:08x} (a recent exception):")
-                lines.extend("    " + l for l in self.disassemble(a, 4))
+                lines.extend("    " + l for l in self.disassemble(a, 4, cpu))
         return "\n".join(lines)
 
-    def disassemble(self, eip: int, count: int) -> list[str]:
-        phys = self.cpu.mmu.probe(eip)
+    def disassemble(self, eip: int, count: int, cpu: Cpu | None = None) -> list[str]:
+        cpu = cpu or self.cpu
+        phys = cpu.mmu.probe(eip)
         if phys is None or not self.mem.is_ram(phys):
             return [f"{eip:08x}: <not mapped>"]
         data = self.mem.read(phys, 15 * count)
-        dec = ix.Decoder(32 if self.cpu.mode.cs32 else 16, data, ip=eip)
+        dec = ix.Decoder(32 if cpu.mode.cs32 else 16, data, ip=eip)
         out = []
         for ins in dec:
             out.append(f"{ins.ip:08x}: {ins}")
@@ -421,23 +446,30 @@ class Machine:
         return out
 
     def stats(self) -> dict:
-        cpu = self.cpu
-        n = cpu.state.icount
-        return {
+        """The machine's counters (summed over the processors, each one's under "cpus")."""
+        cpus = self.cpus
+        n = sum(c.state.icount for c in cpus)
+        s = {
             "instructions": n,
             "wall_seconds": self.wall_seconds,
             "mips": n / self.wall_seconds / 1e6 if self.wall_seconds else 0.0,
-            "blocks_translated": cpu.cache.translations,
-            "code_cache_blocks": len(cpu.cache.blocks),
-            "code_cache_bytes": cpu.cache.bytes,
-            "invalidations": cpu.cache.invalidations,
-            "smc_restarts": cpu.stats["smc_restarts"],
-            "exceptions": cpu.stats["exceptions"],
-            "interrupts": cpu.stats["interrupts"],
-            "tlb_walks": cpu.mmu.stats_walks,
+            "blocks_translated": sum(c.cache.translations for c in cpus),
+            "code_cache_blocks": sum(len(c.cache.blocks) for c in cpus),
+            "code_cache_bytes": sum(c.cache.bytes for c in cpus),
+            "invalidations": sum(c.cache.invalidations for c in cpus),
+            "smc_restarts": sum(c.stats["smc_restarts"] for c in cpus),
+            "exceptions": sum(c.stats["exceptions"] for c in cpus),
+            "interrupts": sum(c.stats["interrupts"] for c in cpus),
+            "tlb_walks": sum(c.mmu.stats_walks for c in cpus),
             "post_writes": self.post.writes,
             "post_last": self.post.last,
         }
+        if len(cpus) > 1:
+            s["cpus"] = [{"apic_id": c.apic.initial_id, "instructions": c.state.icount,
+                          "exceptions": c.stats["exceptions"], "interrupts": c.stats["interrupts"],
+                          "blocks_translated": c.cache.translations,
+                          "started": not c.apic.s.wait_for_sipi} for c in cpus]
+        return s
 
 
 class _SerialLine:
@@ -484,10 +516,11 @@ def read_module(spec: str, max_bytes: int | None = None) -> tuple[str, bytes, st
 
 def run_image(path, cmdline: str = "", mem_mb: int = 32, stdin: bytes = b"",
               max_instructions: int | None = None, engine: str = "jit",
-              modules: list[str] | None = None, serial_ports: int = 1) -> tuple[bytes, int]:
+              modules: list[str] | None = None, serial_ports: int = 1,
+              cpus: int = 1) -> tuple[bytes, int]:
     """Boot a Multiboot image, feed ``stdin`` to COM1; return (serial output, exit status)."""
     out = bytearray()
-    m = Machine(mem_mb, engine, output=out.extend, serial_ports=serial_ports)
+    m = Machine(mem_mb, engine, output=out.extend, serial_ports=serial_ports, cpus=cpus)
     image = read_image(path, max_bytes=m.mem.size)
     mods = [read_module(str(p), m.mem.size) for p in (modules or [])]
     m.boot_multiboot(image, cmdline, mods, image_name=str(path))

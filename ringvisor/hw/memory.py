@@ -48,21 +48,51 @@ class PhysicalMemory:
         self.m16 = self.m8.cast("H")
         self.m32 = self.m8.cast("I")
         self._mmio: list[tuple[int, int, MmioDevice]] = []
+        # the device whose state covers each region, where it is not the region's handler
+        # (a PCI BAR's window belongs to the PCI host): what the lifecycle tests check
+        self.mmio_owners: dict[int, object] = {}
         # physical page number -> True while translated code comes from it
         self.code_pages: set[int] = set()
         self.on_code_write: Callable[[int, int, int], None] = lambda ppn, addr, n: None
+        # every processor's code cache (several with --smp): all hear of writes to code
+        self.code_caches: list = []
         # physical pages written since the log was last read, or None when not logging
         self.dirty: set[int] | None = None
 
+    # -- translated code of several processors ----------------------------------------
+    def add_code_cache(self, cache) -> None:
+        """A processor's code cache: written code pages are reported to it (with one
+        processor, directly; with several, to each in turn)."""
+        self.code_caches.append(cache)
+        self.on_code_write = (cache.page_written if len(self.code_caches) == 1
+                              else self._code_written)
+
+    def _code_written(self, ppn: int, addr: int, n: int) -> None:
+        for cache in self.code_caches:
+            cache.page_written(ppn, addr, n)
+
+    def release_code_page(self, ppn: int, cache) -> None:
+        """``cache`` holds no block of page ``ppn`` any more: the page stops being code
+        once no processor's cache holds one."""
+        if not any(c is not cache and ppn in c.by_page for c in self.code_caches):
+            self.code_pages.discard(ppn)
+
     # -- MMIO --------------------------------------------------------------
-    def add_mmio(self, start: int, length: int, device: MmioDevice) -> None:
+    def add_mmio(self, start: int, length: int, device: MmioDevice, owner: object = None) -> None:
         if start < self.size:
             raise ValueError("MMIO region overlaps RAM")
         self._mmio.append((start, start + length, device))
+        if owner is not None:
+            self.mmio_owners[id(device)] = owner
+
+    def mmio_regions(self) -> list[tuple[int, int, object]]:
+        """(start, end, the device whose state it is) of every MMIO region."""
+        return [(s, e, self.mmio_owners.get(id(d), d)) for s, e, d in self._mmio]
 
     def remove_mmio(self, device: MmioDevice) -> None:
         """Unmap ``device``'s regions (a PCI BAR that moves or stops decoding)."""
         self._mmio = [r for r in self._mmio if r[2] is not device]
+        self.mmio_owners.pop(id(device), None)
 
     def _mmio_at(self, addr: int) -> tuple[int, MmioDevice] | None:
         for start, end, dev in self._mmio:

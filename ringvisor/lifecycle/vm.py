@@ -105,6 +105,9 @@ def restore(sections: list[Section], attach_monitor: AttachMonitor | None = None
     # as many serial ports as were saved (COM2 exists when the VM was given a second line)
     ports = sum(1 for s in sections if s.kind == STATE and s.name.startswith("uart@"))
     machine_kw.setdefault("serial_ports", min(max(ports, 1), len(COM)))
+    # as many processors as were saved (the BSP is "cpu", the others "cpu1".. "cpu7")
+    cpus = sum(1 for s in sections if s.kind == STATE and s.name.startswith("cpu"))
+    machine_kw.setdefault("cpus", min(max(cpus, 1), 8))
     m, monitor = new_machine(info, attach_monitor, engine, output, what, **machine_kw)
     rams = [s for s in sections if s.kind == RAM]
     if load_ram is not None:

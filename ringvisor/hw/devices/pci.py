@@ -210,7 +210,7 @@ class PciHost:
             return self.io.register(base, size, lambda p, s: dev.mmio_read(p - base, s),
                                     lambda p, s, v: dev.mmio_write(p - base, s, v),
                                     "pci-bar", max_access=4, owner=self)
-        self.mem.add_mmio(base, size, dev)
+        self.mem.add_mmio(base, size, dev, owner=self)
         return dev
 
     def _unmap(self, mapping) -> None:

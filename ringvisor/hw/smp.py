@@ -1,0 +1,147 @@
+"""Several processors: start-up by INIT and SIPI, and their deterministic interleaving.
+
+The processors of a PC run at once; here they take turns.  Each runnable
+processor runs a fixed *quantum* of instructions (``QUANTUM``), in the order of
+their APIC IDs, then the next -- so a run with the same inputs interleaves the
+same way and prints the same output, whatever the host does (QEMU's single-threaded
+TCG round-robins its vCPUs the same way, with a time slice instead of a count).
+
+Virtual time is the sum of the instructions all processors have retired (one
+processor: its own count, exactly as before), so a quantum is a slice of time in
+which one processor runs; timers fire between quanta, and a quantum ends early
+when a device arms a timer that falls due within it.  Each processor's TSC is its
+own instruction count (plus its TSC offset), as on one processor.
+
+Start-up (SDM Vol. 3 §8.4.3, the MP initialization protocol): at power-on every
+application processor (AP) waits for a start-up IPI, halted with its local APIC
+in wait-for-SIPI.  An INIT IPI puts a processor back there (the BSP restarts at
+the reset vector, as QEMU has it); a SIPI with vector V starts a waiting AP in
+real mode at V000:0000 (CS base V << 12, EIP 0) -- the real-mode trampoline
+every SMP kernel copies below 1 MiB.  A SIPI to a processor not waiting is
+ignored, as the SDM says of the second SIPI of the protocol.
+"""
+
+from __future__ import annotations
+
+from .faults import TripleFault, UnsupportedFeature
+from .state import CS, EDX, IF, Segment, reset_state
+
+MAX_CPUS = 8
+QUANTUM = 4096                # instructions a processor runs before the next takes its turn
+CODE_ATTR = 0x9B              # P, S, code, execute/read, accessed (SDM Table 9-1)
+
+
+def runnable(cpu) -> bool:
+    st = cpu.state
+    return not st.halted or (st.intr and st.eflags & IF) or (st.nmi_pending and not st.nmi_blocked)
+
+
+class Processors:
+    """The machine's processors (``machine.cpus``; the first is the BSP) and their turns."""
+
+    def __init__(self, machine, signature: int) -> None:
+        self.m = machine
+        self.signature = signature         # EDX after RESET and INIT: the CPUID signature
+        self.current = machine.cpus[0]
+        for cpu in machine.cpus:
+            cpu.on_init = self.init
+            cpu.on_startup = self.startup
+        for cpu in machine.cpus[1:]:
+            cpu.set_state(self._reset_state().to_dict())
+            cpu.state.halted = True         # waiting for a SIPI (its APIC says so too)
+
+    def _reset_state(self):
+        st = reset_state()
+        st.regs[EDX] = self.signature
+        return st
+
+    # -- INIT and SIPI ----------------------------------------------------------------------
+    def init(self, cpu) -> None:
+        st = self._reset_state()
+        if cpu is not self.m.cpus[0]:
+            st.halted = True
+        cpu.set_state(st.to_dict())
+        cpu.apic.init_reset()
+
+    def startup(self, cpu, vector: int) -> None:
+        apic = cpu.apic
+        if not apic.s.wait_for_sipi:
+            return
+        st = self._reset_state()
+        st.segs[CS] = Segment(vector << 8, vector << 12, 0xFFFF, CODE_ATTR)
+        st.eip = 0
+        cpu.set_state(st.to_dict())
+        apic.s.wait_for_sipi = False
+
+    # -- running ------------------------------------------------------------------------------
+    def shorten(self, cycle: int) -> None:
+        """A timer armed for ``cycle``: the running processor's quantum ends by then."""
+        cpu, clock = self.current, self.m.clock
+        cpu.shorten(cpu.state.icount + cycle - clock.cycles())
+
+    def cycles(self) -> int:
+        return sum(c.state.icount for c in self.m.cpus)
+
+    def run(self, max_instructions: int | None):
+        from .machine import Stop          # (the machine imports this module)
+        m, clock = self.m, self.m.clock
+        limit = None if max_instructions is None else self.cycles() + max_instructions
+        next_poll = (self.cycles() // m.slice + 1) * m.slice
+        try:
+            while m.stop is None:
+                if m.pause_reason is not None:
+                    return Stop("paused", 0, m.pause_reason)
+                ran = False
+                for cpu in m.cpus:
+                    if m.stop is not None:
+                        break
+                    if not runnable(cpu):
+                        continue
+                    now = self.cycles()
+                    if limit is not None and now >= limit:
+                        m.stop = Stop("limit", 4, f"stopped after {max_instructions} instructions")
+                        break
+                    budget = QUANTUM
+                    deadline = clock.next_deadline()
+                    if deadline is not None:
+                        budget = min(budget, max(deadline - clock.cycles(), 1))
+                    if limit is not None:
+                        budget = min(budget, limit - now)
+                    self.current = cpu
+                    m.apic_bus.current = cpu.apic
+                    cpu.run(cpu.state.icount + budget)
+                    ran = True
+                    clock.run_due()
+                if m.stop is not None:
+                    break
+                if self.cycles() >= next_poll:
+                    next_poll = (self.cycles() // m.slice + 1) * m.slice
+                    m._poll_host()
+                if not ran:
+                    self._idle()
+        except TripleFault as e:
+            m.stop = Stop("triple-fault", 3, f"triple fault on CPU {self.index()}: {e}\n{m.report(self.current)}")
+        except UnsupportedFeature as e:
+            m.stop = Stop("unsupported", 3, f"stopped on CPU {self.index()}: {e}\n{m.report(self.current)}")
+        finally:
+            m.apic_bus.current = m.cpus[0].apic
+        return m.stop
+
+    def index(self) -> int:
+        return self.m.cpus.index(self.current)
+
+    def _idle(self) -> None:
+        """No processor can run: skip to the next timer, wait for the host, or stop."""
+        from .machine import Stop
+        m, clock = self.m, self.m.clock
+        deadline = clock.next_deadline()
+        if deadline is None or clock.pacing:
+            wait = None if deadline is None else clock.wall_delay(deadline)
+            if m.wait_host(wait):
+                return
+        if deadline is None:
+            if any(u.has_pending_input() for u in m.uarts):
+                return
+            m.stop = Stop("halted", 0, "every processor halted and nothing can wake them")
+            return
+        clock.advance_to(deadline)
