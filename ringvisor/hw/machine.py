@@ -385,14 +385,19 @@ class Machine:
 
     def _idle(self) -> None:
         """The CPU is halted: skip to the next event, or wait for the host's input."""
-        cpu, clock = self.cpu, self.clock
-        st = cpu.state
+        st = self.cpu.state
         if st.intr and st.eflags & IF or st.nmi_pending and not st.nmi_blocked:
             return
         if not st.eflags & IF:
             self.stop = Stop("halted", 0, f"the guest halted with interrupts disabled at "
                                           f"eip={st.eip:#010x}")
             return
+        self.skip_to_next_event("the guest halted and nothing can wake it")
+
+    def skip_to_next_event(self, nothing: str) -> None:
+        """Nothing can run: jump virtual time to the next timer, or wait for the host's
+        input (pacing, or no timer at all); stop with ``nothing`` if nothing can come."""
+        clock = self.clock
         deadline = clock.next_deadline()
         log = self.input_log
         # a replay's log is asked on every halt, since the run it replays may have waited
@@ -404,7 +409,7 @@ class Machine:
         if deadline is None:
             if any(u.has_pending_input() for u in self.uarts):
                 return
-            self.stop = Stop("halted", 0, "the guest halted and nothing can wake it")
+            self.stop = Stop("halted", 0, nothing)
             return
         clock.advance_to(deadline)
 

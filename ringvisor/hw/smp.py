@@ -132,16 +132,4 @@ class Processors:
 
     def _idle(self) -> None:
         """No processor can run: skip to the next timer, wait for the host, or stop."""
-        from .machine import Stop
-        m, clock = self.m, self.m.clock
-        deadline = clock.next_deadline()
-        if deadline is None or clock.pacing:
-            wait = None if deadline is None else clock.wall_delay(deadline)
-            if m.wait_host(wait):
-                return
-        if deadline is None:
-            if any(u.has_pending_input() for u in m.uarts):
-                return
-            m.stop = Stop("halted", 0, "every processor halted and nothing can wake them")
-            return
-        clock.advance_to(deadline)
+        self.m.skip_to_next_event("every processor halted and nothing can wake them")
