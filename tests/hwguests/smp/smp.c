@@ -112,7 +112,7 @@ int main(void)
     delay(200000);
     for (u32 guard = 0; guard < 200000000; guard++) {
         u32 n = 0;
-        for (u32 id = 1; id < ncpu; id++) n += got[id][1] && got[id][2];
+        for (u32 id = 1; id < ncpu; id++) n += got[id][1] && got[id][2] && (id != 1 || got[id][3]);
         if (n == ncpu - 1) break;
         __asm__ volatile("pause");
     }
