@@ -360,6 +360,9 @@ class Cpu:
             # at itself while iterations remain, so the single-step and data
             # breakpoint traps come after each iteration (SDM Vol. 3 §17.3.1)
             self.limit = st.icount + 1
+        # RF only spares the instruction it was set for; an IRET may set it again for
+        # the next one (SDM Vol. 3 §17.3.1.1), so it is cleared before, not after
+        st.eflags &= ~RF
         try:
             fn = self.cache.lookup(st.eip, self.mode, single=True)
             st.eip = fn()
@@ -373,7 +376,6 @@ class Cpu:
             # instruction is next; the single-step trap comes after the IRET's
             # successor instead (SDM Vol. 3 §17.3.1.4, and QEMU)
             tf = 0
-        st.eflags &= ~RF
         hits = self.mmu.watch_hits
         if hits or tf:
             if hits:   # a data breakpoint is a trap: after the access

@@ -76,6 +76,11 @@ def h_cpuid(cpu, ins) -> int:
 def _rdtsc(cpu) -> int:
     if cpu.state.cr4 & CR4_TSD and cpu.cpl != 0:
         raise CpuFault(GP, 0)
+    return read_tsc(cpu)
+
+
+def read_tsc(cpu) -> int:
+    """What RDTSC does once allowed: EDX:EAX = the time-stamp counter."""
     t = cpu.tsc()
     if cpu.tsc_probe is not None:
         cpu.tsc_probe(t)

@@ -549,12 +549,24 @@ CR_REGS = {getattr(Rg, f"CR{i}"): i for i in range(8) if hasattr(Rg, f"CR{i}")}
 DR_REGS = {getattr(Rg, f"DR{i}"): i for i in range(8) if hasattr(Rg, f"DR{i}")}
 
 
-def _dr_index(cpu, n: int) -> int:
+def debug_register(cr4: int, n: int) -> int:
+    """The debug register MOV DRn reaches: DR4/DR5 are DR6/DR7, unless CR4.DE makes
+    them #UD (SDM Vol. 3 §17.2.2)."""
     if n in (4, 5):
-        if cpu.state.cr4 & CR4_DE:
+        if cr4 & CR4_DE:
             raise CpuFault(UD)
         n += 2
     return n
+
+
+def debug_register_value(n: int, v: int) -> int:
+    """What DRn holds after MOV of ``v`` to it: DR6 and DR7 keep their reserved bits
+    (DR6 reads 0xffff0ff0 with no event, DR7 has bit 10 set; SDM Vol. 3 §17.2.3-4)."""
+    if n == 6:
+        return (v & 0x0000E00F) | 0xFFFF0FF0
+    if n == 7:
+        return (v & 0xFFFF2BFF) | 0x400
+    return v
 
 
 @helper(M.MOV)
@@ -572,17 +584,12 @@ def h_mov(cpu, ins) -> int:
     if r0 in DR_REGS or r1 in DR_REGS:
         require_cpl0(cpu)
         if r0 in DR_REGS:
-            n = _dr_index(cpu, DR_REGS[r0])
-            v = get_reg(cpu, r1)
-            if n == 6:
-                v = (v & 0x0000E00F) | 0xFFFF0FF0     # reserved bits read as 1
-            elif n == 7:
-                v = (v & 0xFFFF2BFF) | 0x400
-            st.dr[n] = v
+            n = debug_register(st.cr4, DR_REGS[r0])
+            st.dr[n] = debug_register_value(n, get_reg(cpu, r1))
             if n in (0, 1, 2, 3, 7):
                 cpu.update_debug()
         else:
-            set_reg(cpu, r0, st.dr[_dr_index(cpu, DR_REGS[r1])])
+            set_reg(cpu, r0, st.dr[debug_register(st.cr4, DR_REGS[r1])])
         return ins.next_ip32
     # mov sreg, r/m16
     s = SREG[r0]

@@ -240,16 +240,23 @@ def _check_return_ss(cpu, sel: int, rpl_cs: int) -> Segment:
     return d.segment(sel)
 
 
-def task_return(cpu, next_eip: int) -> None:
-    """IRET with NT set returns to the task in the TSS back link (SDM Vol. 2 IRET:
-    TASK-RETURN): it must be a busy TSS in the GDT (#TS(link) otherwise)."""
-    st = cpu.state
-    link = cpu.mmu.read(st.tr.base, 2, False)
+def check_task_return(link: int, read_descriptor) -> Descriptor:
+    """IRET with NT set returns to the task in the TSS back link ``link`` (SDM Vol. 2
+    IRET: TASK-RETURN): it must be a busy TSS in the GDT (#TS(link) otherwise).  Its
+    descriptor; ``read_descriptor(sel)`` reads a GDT entry (the monitors pass the
+    guest's GDT)."""
     if link & 4:
         raise CpuFault(TS, link & 0xFFFC)
-    d = cpu.segmentation.read_descriptor(link, TS)
+    d = read_descriptor(link)
     if d.s or d.type not in (TSS16_BUSY, TSS32_BUSY):
         raise CpuFault(TS, link & 0xFFFC)
+    return d
+
+
+def task_return(cpu, next_eip: int) -> None:
+    """IRET with NT set: the checks, then the switch to the task in the back link."""
+    link = cpu.mmu.read(cpu.state.tr.base, 2, False)
+    d = check_task_return(link, lambda sel: cpu.segmentation.read_descriptor(sel, TS))
     tasks.switch(cpu, link, d, tasks.IRET, next_eip)
 
 
