@@ -17,13 +17,14 @@ from __future__ import annotations
 import iced_x86 as ix
 
 from ringvisor.hw.faults import NAMES, CpuFault
-from ringvisor.hw.identify import KNOWN_MSRS, msr_write_ok
+from ringvisor.hw.identify import KNOWN_MSRS, msr_write_ok, read_tsc
 from ringvisor.hw.segments import TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY
-from ringvisor.hw.state import MSR_TSC, VM
+from ringvisor.hw.state import MSR_TSC, MSR_TSC_AUX, NT, RF, TF, VM
 from ringvisor.hw.system import ea, get_reg, io_bitmap_permits, set_reg
+from ringvisor.hw.transfers import check_task_return
 from ringvisor.hw.translate import GPR, SREG, registrar
 
-from .descriptors import guest_descriptor_fields
+from .descriptors import compress, guest_descriptor_fields
 from .guestmem import GuestPageFault
 from .errors import GuestFault, MonitorStop
 
@@ -32,7 +33,7 @@ OK = ix.OpKind
 R = ix.Register
 NEXT, DONE, FAULTED = "next", "done", "faulted"
 STRING_IO_SLICE = 4096          # REP INS/OUTS iterations per trap
-GP, UD = 13, 6
+GP, UD, TS, NP = 13, 6, 10, 11
 TSS_AVAILABLE, TSS_BUSY = 0x9, 0xB
 
 EMULATORS: dict = {}
@@ -62,14 +63,36 @@ class Context:
             return self.mon.real_descriptor_base(self.f.ss)
         return self.cpu.state.segs[i].base
 
-    def linear(self, extra: int = 0) -> int:
-        return (self.seg_base(self.ins.memory_segment) + ea(self.cpu, self.ins) + extra) & 0xFFFFFFFF
+    def linear(self, extra: int = 0, size: int = 1, write: bool = False) -> int:
+        off = (ea(self.cpu, self.ins) + extra) & 0xFFFFFFFF
+        if self.ins.memory_segment == R.CS:
+            return self.code_segment(off, size, write)
+        return (self.seg_base(self.ins.memory_segment) + off) & 0xFFFFFFFF
 
+    def code_segment(self, off: int, size: int, write: bool) -> int:
+        """A data access through the guest's CS (SDM Vol. 3 §5.5): code segments are
+        never writable, and must be readable and hold the bytes accessed."""
+        v = self.v
+        sel = v.cs if v.cpl == 0 else self.f.cs
+        raw = self.mon.guest_descriptor(sel)
+        if raw is None or write:
+            raise GuestFault(GP, 0)
+        base, limit, access, _ = guest_descriptor_fields(compress(raw))
+        if not access & 0x2 or off + size - 1 > limit:
+            raise GuestFault(GP, 0)
+        return (base + off) & 0xFFFFFFFF
+
+    # the instruction's own reads and writes: a data breakpoint may be watching them
     def read(self, size: int, extra: int = 0) -> int:
-        return self.mon.gm.read_u(self.linear(extra), size, self.v.cpl == 3)
+        lin = self.linear(extra, size)
+        value = self.mon.gm.read_u(lin, size, self.v.cpl == 3)
+        self.mon.watch(lin, size, False)
+        return value
 
     def write(self, size: int, value: int, extra: int = 0) -> None:
-        self.mon.gm.write_u(self.linear(extra), size, value, self.v.cpl == 3)
+        lin = self.linear(extra, size, True)
+        self.mon.gm.write_u(lin, size, value, self.v.cpl == 3)
+        self.mon.watch(lin, size, True)
 
     def op(self, i: int, size: int) -> int:
         k = self.ins.op_kind(i)
@@ -88,13 +111,17 @@ class Context:
     def push(self, value: int, size: int = 4) -> None:
         st = self.cpu.state
         esp = (st.regs[4] - size) & 0xFFFFFFFF
-        self.mon.gm.write_u((self.seg_base(R.SS) + esp) & 0xFFFFFFFF, size, value, self.v.cpl == 3)
+        lin = (self.seg_base(R.SS) + esp) & 0xFFFFFFFF
+        self.mon.gm.write_u(lin, size, value, self.v.cpl == 3)
+        self.mon.watch(lin, size, True)
         st.regs[4] = esp
 
     def pop(self, size: int = 4, skip: int = 0) -> int:
         st = self.cpu.state
         lin = (self.seg_base(R.SS) + st.regs[4] + skip) & 0xFFFFFFFF
-        return self.mon.gm.read_u(lin, size, self.v.cpl == 3)
+        value = self.mon.gm.read_u(lin, size, self.v.cpl == 3)
+        self.mon.watch(lin, size, False)
+        return value
 
     def kernel_only(self) -> None:
         if self.v.cpl != 0:
@@ -114,8 +141,13 @@ def emulate(mon, f, ins: ix.Instruction, eip: int, tables=(EMULATORS,)) -> str |
     else:
         return None
     mon.emulated[ix_name(ins)] += 1
+    tf = bool(f.eflags & TF)               # (the monitor's own TF is never in the frame)
+    mon.db_hits = 0
     try:
-        return fn(Context(mon, f, ins, eip))
+        result = fn(Context(mon, f, ins, eip))
+        if result is not None:
+            mon.completed(f, tf, ins.mnemonic in (M.IRET, M.IRETD))
+        return result
     except CpuFault as e:           # GuestFault, or the hardware's own rules (hw.segments, ...)
         mon.traps[f"{NAMES.get(e.vector, e.vector)} (guest)"] += 1
         mon.deliver(f, e.vector, e.error_code, False, eip)
@@ -309,11 +341,11 @@ def e_mov(c: Context) -> str | None:
         return NEXT
     if R.DR0 <= r0 <= R.DR7:
         c.kernel_only()
-        c.v.dr[r0 - R.DR0] = get_reg(c.cpu, r1)
+        c.mon.write_dr(r0 - R.DR0, get_reg(c.cpu, r1))
         return NEXT
     if R.DR0 <= r1 <= R.DR7:
         c.kernel_only()
-        set_reg(c.cpu, r0, c.v.dr[r1 - R.DR0])
+        set_reg(c.cpu, r0, c.mon.read_dr(r1 - R.DR0))
         return NEXT
     if r0 in SREG:
         c.mon.load_sreg(SREG[r0], c.op(1, 2) & 0xFFFF)     # "mov ss, eax" uses AX
@@ -396,6 +428,17 @@ def e_msr(c: Context) -> str:
     return NEXT
 
 
+@emulates(M.RDTSC, M.RDTSCP)
+def e_rdtsc(c: Context) -> str:
+    # it traps only because the real CR4.TSD is the guest's (``monitor.GUEST_CR4``):
+    # at (virtual) CPL 0 the guest reads the counter (SDM Vol. 2 RDTSC, RDTSCP)
+    c.kernel_only()
+    read_tsc(c.cpu)
+    if c.ins.mnemonic == M.RDTSCP:
+        c.cpu.state.regs[1] = c.v.msrs.get(MSR_TSC_AUX, 0) & 0xFFFFFFFF
+    return NEXT
+
+
 # -- segment registers and far transfers -------------------------------------------------
 def far_operand(c: Context) -> tuple[int, int] | None:
     """(selector, offset) of a far JMP/CALL, direct or through memory; None if near."""
@@ -462,6 +505,15 @@ def e_retf(c: Context) -> str:
 
 @emulates(M.IRET, M.IRETD)
 def e_iret(c: Context) -> str:
+    if c.f.eflags & NT:
+        # a return to the task in the back link of the guest's TSS (SDM Vol. 2 IRET:
+        # TASK-RETURN): its faults, or a task switch, which is not virtualized
+        link = c.mon.gm.read_u(c.v.tr_base, 2)
+        d = check_task_return(link, lambda sel: c.mon.guest_desc(sel, TS))
+        if not d.present:
+            raise GuestFault(NP, link & 0xFFFC)
+        raise MonitorStop(f"{c.mon.name}: IRET with NT set to task {link:#06x} (hardware "
+                          "task switching is not virtualized)")
     if c.ins.mnemonic == M.IRET:
         raise MonitorStop(f"{c.mon.name}: a 16-bit IRET is not virtualized")
     if c.v.cpl != 0:
@@ -478,9 +530,11 @@ def e_iret(c: Context) -> str:
         esp = c.pop(4, 12)
         ss = c.pop(2, 16)
         c.mon.return_to_user(c.f, eip, cs, eflags, esp, ss)
-        return DONE
-    c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 12) & 0xFFFFFFFF
-    c.mon.set_guest_eflags(c.f, eflags)
-    c.mon.return_to_kernel(c.f, eip, cs)
+    else:
+        c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 12) & 0xFFFFFFFF
+        c.mon.set_guest_eflags(c.f, eflags)
+        c.mon.return_to_kernel(c.f, eip, cs)
+    # RF is the image's: it spares the first instruction there a breakpoint
+    c.f.eflags = (c.f.eflags & ~RF) | (eflags & RF)
     return DONE
 

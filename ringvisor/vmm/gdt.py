@@ -62,7 +62,7 @@ class GuestGdt:
         self.remapped = False                 # a table on the walk was stored to
         self.unaccessed: set[int] = set()     # entries poisoned until their first load
         self.held: dict[int, bytes] = {}      # CS/SS selector -> the entry it was loaded from
-        self.caught_up = False                # ``catch_up`` ran at this entry into the monitor
+        self.caught_up = False                # entries were copied again at this entry into the monitor
         self.changed = False                  # ``written`` changed a real entry
         self.hot: dict[int, int] = {}         # frame -> stores in a row that left the GDT alone
         self.hot_after: dict[int, int] = {}   # frame -> how many make it relaxed
@@ -249,6 +249,8 @@ class GuestGdt:
             for page in self.frames[ppn]:
                 changed |= self._sync(self._entries(page))
             if changed:
+                # a load that faulted on the old entry retries on the new one
+                self.caught_up = True
                 del self.relaxed[ppn]
                 self.hot[ppn] = 0
                 self.hot_after[ppn] = 2 * self.hot_after.get(ppn, HOT_AFTER)

@@ -25,15 +25,18 @@ from collections import Counter
 
 import iced_x86 as ix
 
-from ringvisor.hw.faults import GP, HAS_ERROR_CODE, NAMES, UD, CpuFault
+from ringvisor.hw.faults import DB, GP, HAS_ERROR_CODE, NAMES, TS, UD, CpuFault
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.segments import Descriptor, check_segment_load, null_segment
+from ringvisor.hw.state import (CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_TS, CR4_DE, CR4_OSFXSR,
+                                CR4_OSXMMEXCPT, CR4_PCE, CR4_TSD, CR4_UMIP)
 from ringvisor.hw.system import CR0_WRITABLE, CR4_SUPPORTED
 from ringvisor.hw.transfers import check_return_cs, check_return_ss
 
 from . import descriptors as D
 from . import layout as L
 from . import state as S
+from .debug import DR6_B, GuestDebug
 from .delivery import Delivery
 from .errors import GuestFault, MonitorStop
 from .frame import Frame
@@ -48,21 +51,37 @@ from .vcpu import CR0_PG, CR0_WP, CR4_PSE, IF, VirtualCpu
 TF, NT, RF, VM, AC, ID = 1 << 8, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 21
 IOPL_MASK = 3 << 12
 ARITH = 0x8D5 | 0x400 | TF          # CF PF AF ZF SF OF, DF, TF
-CR0_ET, CR0_NW, CR0_CD, CR0_PE = 1 << 4, 1 << 29, 1 << 30, 1
+CR0_NW, CR0_CD, CR0_PE = 1 << 29, 1 << 30, 1
 USER_IO = {ix.Mnemonic.IN, ix.Mnemonic.OUT, ix.Mnemonic.INSB, ix.Mnemonic.INSW,
            ix.Mnemonic.INSD, ix.Mnemonic.OUTSB, ix.Mnemonic.OUTSW, ix.Mnemonic.OUTSD,
            ix.Mnemonic.CLI, ix.Mnemonic.STI}
 
 
-class Monitor(Delivery, Stepping, GuestViewHooks):
+# The real CR0 and CR4 are the monitor's (paging on its shadow tables, WP so that
+# ring 1 cannot write what the shadows keep read-only), except for the bits that
+# govern instructions the guest's code executes itself: those are the guest's, so
+# that x87/MMX/SSE instructions raise #NM and #UD as natively (SDM Vol. 3 §2.5,
+# §9.2, §13.1) and the FPU reports errors as the guest chose (NE).
+MONITOR_CR0 = (1 << 31) | (1 << 16) | CR0_ET | 1          # PG, WP, ET, PE
+GUEST_CR0 = CR0_MP | CR0_EM | CR0_TS | CR0_NE
+# TSD too: guest user code may enter ring 3 by an IRET the monitor never sees, so
+# it is always in force, and the kernel's RDTSC at ring 1 traps and is emulated.
+GUEST_CR4 = CR4_DE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_TSD
+# ... and UMIP, which restricts CPL 3's SGDT & co., only while the monitor knows
+# guest user code runs: the kernel's ring 1 must not feel it
+USER_CR4 = CR4_UMIP
+
+
+class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     name = "monitor"
     # the lifecycle protocol (vmm/state.py: what each attribute is)
     state_name = "monitor"
     state_version = 1
     STATE = ("vcpu", "platform", "shadow", "gdt", "step_state", "shadow_at", "guest_halted",
-             "traps", "emulated", "stats")
+             "traps", "emulated", "stats", "watchpoints")
     WIRING = ("machine", "cpu", "mem", "guest_ram", "base", "gm")
-    TRANSIENT = ("frame", "halting", "delivered", "new_shadow", "step")   # (step: step_state)
+    TRANSIENT = ("frame", "halting", "delivered", "new_shadow", "step",   # (step: step_state)
+                 "db_hits", "db_owed")
 
     def __init__(self, machine, guest_ram: int, *, base: int | None = None,
                  shadow_pool: list[int] | None = None) -> None:
@@ -123,8 +142,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
         # the real processor state: the monitor's tables, the shadow tables
         st.gdtr.base, st.gdtr.limit = L.MLIN + L.GDT, L.GDT_ENTRIES * 8 - 1
         st.idtr.base, st.idtr.limit = L.MLIN + L.IDT, 256 * 8 - 1
-        st.cr0 = 0x80010031            # PG, WP, NE, ET, PE
-        st.cr4 = 0
+        self.real_control(v.cpl)
         self.shadow.switch(self.shadow_key())
         self.load_gdt(v.gdt_base, v.gdt_limit)
         seg = cpu.segmentation
@@ -152,6 +170,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
         cpu.iret()
         self.gdt.repoison(undo)
         v.cpl = 0
+        self.load_debug()
 
     # -- the guest's descriptor tables -------------------------------------------------
     def load_gdt(self, base: int, limit: int) -> None:
@@ -218,6 +237,9 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
         try:
             if self.step is None or not self.step_entry(vector, f):
                 self.dispatch(vector, f)
+            elif vector == DB and self.cpu.state.dr[6] & DR6_B:
+                self.real_debug_exception(f)      # the step was the monitor's, the hit is not
+            self.deliver_debug(f)
             if not self.shadowed(f, covered, here):
                 self.deliver_interrupts(f)
             if was_halted and not self.delivered and (f.cs, f.eip) == here:
@@ -229,12 +251,14 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
         except GuestPageFault as e:
             # a guest #PF no emulation path turned into a reflected fault: never a crash
             raise MonitorStop(f"{self.name}: unhandled {e} at eip={self.guest_eip(f):#010x}") from None
+        self.before_resume(f)
         return f
 
     def resume(self, f: Frame) -> None:
         """Back to the guest with a real IRET through ``f`` (the CPU halted in it if the
         guest is waiting in HLT)."""
         cpu = self.cpu
+        self.real_control(self.vcpu.cpl)
         undo = self.gdt.unpoison(f.cs, f.ss)
         try:
             f.resume()
@@ -260,6 +284,13 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
             self.general_protection(f)
         elif vector in (L.CALLOUT, L.CHAIN):
             self.callout(f, vector)
+        elif vector == DB:
+            self.real_debug_exception(f)
+        elif vector == TS and f.eflags & NT and self.code_at(f).mnemonic == ix.Mnemonic.IRETD:
+            # IRET with NT set returns to a task; the real TSS the hardware looked in is
+            # the monitor's: the guest's back link decides
+            from .emulate import emulate
+            emulate(self, f, self.fetch(f), f.eip)
         else:
             self.traps[NAMES.get(vector, f"vector {vector:#x}")] += 1
             self.deliver(f, vector, f.err, False, self.guest_eip(f))
@@ -280,6 +311,9 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
     def guest_eip(self, f: Frame) -> int:
         """The guest EIP corresponding to the frame's (real) EIP."""
         return f.eip
+
+    def before_resume(self, f: Frame) -> None:
+        """The last word before the guest resumes at the frame."""
 
     def callout(self, f: Frame, vector: int) -> None:
         # only translated code raises these; anything else asked for a software interrupt
@@ -345,8 +379,15 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
     # -- flags ---------------------------------------------------------------------------------
     @staticmethod
     def real_eflags(guest: int) -> int:
-        """The real EFLAGS for guest code: interrupts always on, IOPL 0, no TF/NT."""
-        return (guest & ~(IOPL_MASK | NT | VM | RF)) | IF | 2
+        """The real EFLAGS for guest code: interrupts always on, IOPL 0 (so that every
+        port access, CLI and STI trap), no VM; TF, NT and RF are the guest's."""
+        return (guest & ~(IOPL_MASK | VM)) | IF | 2
+
+    def real_control(self, cpl: int) -> None:
+        """The real CR0 and CR4 for guest code at ``cpl`` (``MONITOR_CR0``)."""
+        v, st = self.vcpu, self.cpu.state
+        st.cr0 = MONITOR_CR0 | (v.cr0 & GUEST_CR0)
+        st.cr4 = v.cr4 & (GUEST_CR4 | (USER_CR4 if cpl == 3 else 0))
 
     def stop(self, stop: Stop) -> None:
         """The guest is done (it shut down, or halted for good): the run ends."""
@@ -393,11 +434,6 @@ class Monitor(Delivery, Stepping, GuestViewHooks):
         """POPF/IRET at (virtual) CPL 0: every flag the guest may set for real, IF and
         IOPL on the virtual CPU."""
         v = self.vcpu
-        if value & NT:
-            # NT makes the next IRET a task return: not virtualized, and the real EFLAGS
-            # never carry it (real_eflags), so stop rather than lose it
-            raise MonitorStop(f"{self.name}: the guest sets EFLAGS.NT (nested tasks: hardware "
-                              "task switching is not virtualized)")
         mask = ARITH | NT | AC | ID
         if size == 2:
             mask &= 0xFFFF

@@ -22,7 +22,7 @@ from __future__ import annotations
 import iced_x86 as ix
 
 from ringvisor.hw import flags as F
-from ringvisor.hw.state import CF
+from ringvisor.hw.state import CF, TF
 
 from .emulate import Context
 from .frame import Frame
@@ -49,6 +49,8 @@ def emulate_store(mon, f: Frame, ins: ix.Instruction) -> bool:
                             not R.AL <= ins.op1_register <= R.EDI):
         return False
     c = Context(mon, f, ins, f.eip)
+    tf = bool(f.eflags & TF)
+    mon.db_hits = 0
     mask = MASK[size]
     b = c.op(1, size) & mask if ins.op_count > 1 else 0
     if m == M.MOV:
@@ -82,5 +84,6 @@ def emulate_store(mon, f: Frame, ins: ix.Instruction) -> bool:
             fl = F.materialize(F.op_code(kind, 8 * size), res, a, b)
             f.eflags = (f.eflags & ~ARITH_FLAGS) | fl
     f.eip = (f.eip + ins.len) & 0xFFFFFFFF
+    mon.completed(f, tf)
     mon.stats["stores emulated"] += 1
     return True
