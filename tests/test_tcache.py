@@ -48,12 +48,12 @@ def test_small_cache_flushes_and_output_is_native(kernel, cmdline, size):
     highest = [0]
     add = tc.add
 
-    def checked_add(unit, code):
+    def checked_add(unit, code, **kw):
         # every translation lies inside the cache's size, from its start
         assert tc.start <= unit.start and unit.end <= tc.start + size
         assert unit.end - unit.start == len(code)
         highest[0] = max(highest[0], unit.end - tc.start)
-        add(unit, code)
+        add(unit, code, **kw)
 
     tc.add = checked_add
     stop = m.run(LIMIT)

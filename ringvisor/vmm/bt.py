@@ -20,7 +20,13 @@ Guest user code (CPL 3) runs directly on the hardware at ring 3: it cannot tell
 for real: the Red Pill's SIDT shows the monitor's IDT).
 
 Translated guest code frames are write-protected in the shadow page tables; a
-write to one invalidates its translations.
+write to one invalidates its translations (a store into the running unit, to
+code after it, runs alone and the rest is translated again); a unit whose
+linear pages map other frames after INVLPG or a CR3 load goes too.  While the
+guest single-steps its kernel, the kernel runs one-instruction units; the
+guest's instruction breakpoints are checks at the start of units.  The
+translator is ``bttranslate.py``, the callouts only this monitor has
+``btemulate.py``.
 """
 
 from __future__ import annotations
@@ -29,69 +35,31 @@ from collections import Counter
 
 import iced_x86 as ix
 
-from ringvisor.hw.transfers import check_far_code
-from ringvisor.hw.translate import GPR, registrar
+from ringvisor.hw.state import RF, TF
 
 from . import emulate as E
 from . import layout as L
-from .emulate import DONE, NEXT, Context, GuestFault
+from .btemulate import BT_EMULATORS, is_plain_store
+from .bttranslate import CALLOUT, Translator, writes_memory
+from .debug import EXEC, breakpoints
+from .descriptors import compress, guest_descriptor_fields
+from .emulate import NEXT, Context, GuestFault
 from .frame import Frame
 from .guestmem import GuestPageFault
 from .monitor import Monitor, MonitorStop
-from .tcache import CHAIN_STUB, TranslationCache, Unit
+from .tcache import TranslationCache, Unit
+from .vcpu import CR0_PG, CR4_PSE
 
 M = ix.Mnemonic
-FC = ix.FlowControl
-OK = ix.OpKind
 R = ix.Register
-MAX_UNIT = 24
 ADAPT_AFTER = 2        # page-table write traps at one guest EIP before it becomes a callout
 ADAPT_CHECK = 32       # ... and store callouts after which it must have hit tables half the time
-CALLOUT = b"\xCD" + bytes([L.CALLOUT])
 
-# Sensitive but unprivileged (Robin & Irvine) plus privileged: always callouts.
-SENSITIVE = {
-    M.CLI, M.STI, M.HLT, M.IN, M.OUT, M.INSB, M.INSW, M.INSD, M.OUTSB, M.OUTSW, M.OUTSD,
-    M.LGDT, M.LIDT, M.LLDT, M.LTR, M.SGDT, M.SIDT, M.SLDT, M.STR, M.SMSW, M.LMSW, M.CLTS,
-    M.INVLPG, M.INVD, M.WBINVD, M.RDMSR, M.WRMSR, M.PUSHF, M.PUSHFD, M.POPF, M.POPFD,
-    M.LAR, M.LSL, M.VERR, M.VERW, M.IRET, M.IRETD, M.RETF, M.LSS, M.INT, M.INT3, M.INTO,
-    M.INT1, M.SYSENTER, M.SYSEXIT, M.UD0, M.LFS, M.LGS, M.LDS, M.LES,
-}
-BRANCH_REL8 = {M.LOOP, M.LOOPE, M.LOOPNE, M.JECXZ, M.JCXZ}
-
-
-def _classify(ins: ix.Instruction) -> str:
-    m = ins.mnemonic
-    if m in SENSITIVE:
-        return "callout"
-    if ins.memory_segment == R.CS and ins.op_count and any(
-            ins.op_kind(i) == OK.MEMORY for i in range(ins.op_count)):
-        return "callout"        # a CS-relative access would see the translation cache
-    for i in range(ins.op_count):
-        if ins.op_kind(i) == OK.REGISTER and ins.op_register(i) in (R.CS, R.SS) or \
-                ins.op_kind(i) == OK.REGISTER and R.CR0 <= ins.op_register(i) <= R.DR7:
-            return "callout"
-    if m == M.MOV and ins.op0_kind == OK.REGISTER and ins.op0_register == R.SS:
-        return "callout"
-    if m in (M.PUSH, M.POP) and ins.op0_kind == OK.REGISTER and ins.op0_register in (R.CS, R.SS):
-        return "callout"
-    fc = ins.flow_control
-    if fc == FC.NEXT:
-        return "ident"
-    if fc == FC.UNCONDITIONAL_BRANCH and ins.op0_kind in (OK.NEAR_BRANCH32, OK.NEAR_BRANCH16):
-        return "jmp"
-    if fc == FC.CONDITIONAL_BRANCH:
-        return "jcc"
-    if fc == FC.CALL and ins.op0_kind in (OK.NEAR_BRANCH32, OK.NEAR_BRANCH16):
-        return "call"
-    return "callout"            # ret, indirect and far transfers, int, ...
-
-
-class BinaryTranslation(Monitor):
+class BinaryTranslation(Translator, Monitor):
     name = "bt"
     STATE = Monitor.STATE + ("tc", "table_write_traps", "adaptive", "adapt_after")
     # a host debugger's breakpoints are the debugger's, not the VM's: never saved
-    TRANSIENT = Monitor.TRANSIENT + ("debug_breakpoints", "debug_tc")
+    TRANSIENT = Monitor.TRANSIENT + ("debug_breakpoints", "debug_tc", "checked_breaks")
 
     def __init__(self, machine, guest_ram: int, tc_size: int = L.TC_SIZE) -> None:
         super().__init__(machine, guest_ram)
@@ -104,6 +72,7 @@ class BinaryTranslation(Monitor):
         self.adapt_after: dict[int, int] = {}                # a site's threshold (doubles when it goes back)
         self.debug_breakpoints: set[int] = set()             # guest EIPs a debugger stops at ...
         self.debug_tc: set[int] = set()                      # ... and the units that start there
+        self.checked_breaks: frozenset[int] = frozenset()    # the guest's, as units were split
 
     # -- how guest kernel code runs ---------------------------------------------------
     def kernel_entry(self, eip: int) -> int:
@@ -117,15 +86,13 @@ class BinaryTranslation(Monitor):
         hit = self.tc.entries.get(eip)
         if hit is not None and eip not in self.tc.units:
             u, addr = hit
-            if u.live and (eip ^ u.guest) >> 12 == 0:
-                try:
-                    phys = self.gm.translate(eip, False, False, set_bits=False).phys
-                except GuestPageFault:
-                    phys = None
-                if phys == u.phys + (eip - u.guest):
-                    self.tc.stats["mid-unit entries"] += 1
-                    return addr
-        return self.translation(eip).start
+            if u.live and u.pages.get(eip >> 12) == self.frame_of(eip):
+                self.tc.stats["mid-unit entries"] += 1
+                return addr
+        try:
+            return self.translation(eip).start
+        except GuestPageFault:
+            return self.fault_stub(eip)
 
     def kernel_cs(self, sel: int) -> int:
         return L.SEL_TCODE
@@ -155,143 +122,114 @@ class BinaryTranslation(Monitor):
         tc.stats["lookups"] += 1
         u = tc.units.get(eip)
         if u is not None:
-            try:
-                phys = self.gm.translate(eip, False, False, set_bits=False).phys
-            except GuestPageFault:
-                phys = None
-            if phys == u.phys:
+            frame = self.frame_of(eip)
+            if frame == u.phys >> 12:
                 tc.stats["hits"] += 1
                 return u
-            tc.invalidate_frame(u.phys >> 12)
+            tc.remapped(eip >> 12, frame)
         return self.translate(eip)
 
-    # -- translating --------------------------------------------------------------------
-    def _fetch(self, eip: int, frames: set[int]) -> tuple[ix.Instruction, bytes]:
-        data = b""
-        lin = eip
-        while len(data) < 15:
-            chunk = min(15 - len(data), 0x1000 - (lin & 0xFFF))
-            try:
-                phys = self.gm.phys(lin)
-            except GuestPageFault:
-                if not data:
-                    raise
-                break
-            frames.add(phys >> 12)
-            data += self.mem.read(phys, chunk)
-            lin = (lin + chunk) & 0xFFFFFFFF
-        ins = ix.Decoder(32, data, ip=eip).decode()
-        return ins, data[:ins.len]
-
-    def translate(self, eip: int) -> Unit:
-        tc = self.tc
-        if not tc.room(MAX_UNIT * 16 + 64):
-            self.flush_translations()
-        frames: set[int] = set()
-        start = tc.top
-        code = bytearray()
-        tc_map: list[int] = []
-        guest_map: list[int] = []
-        sites: dict[int, tuple] = {}
-        first_phys = self.gm.phys(eip)
-
-        def here() -> int:
-            return start + len(code)
-
-        def mark(g: int) -> None:
-            tc_map.append(here())
-            guest_map.append(g)
-
-        def stub(target: int) -> None:
-            mark(target)
-            u = tc.units.get(target)
-            if u is not None and u.live:
-                site = here()
-                code.extend(b"\xE9" + ((u.start - (site + 5)) & 0xFFFFFFFF).to_bytes(4, "little"))
-                u.incoming.append(site)
-                sites[site + 2] = ("chain", target)     # for when it is un-chained
-                tc.stats["chains"] += 1
-            else:
-                sites[here() + 2] = ("chain", target)
-                code.extend(CHAIN_STUB)
-
-        g = eip
-        for n in range(MAX_UNIT):
-            if n and g in self.debug_breakpoints:
-                stub(g)                 # a debugger's breakpoint starts a unit of its own
-                break
-            try:
-                ins, raw = self._fetch(g, frames)
-            except GuestPageFault:
-                if n == 0:
-                    raise
-                stub(g)
-                break
-            kind = _classify(ins) if not ins.is_invalid else "ident"
-            if kind == "ident" and g in self.adaptive and _is_plain_store(ins):
-                kind = "callout"
-            if kind == "ident":
-                mark(g)
-                code.extend(raw)
-            elif kind == "callout":
-                mark(g)
-                code.extend(CALLOUT)
-                sites[here()] = ("callout", ins, g, raw)     # (raw: for a saved VM)
-                if ins.flow_control != FC.NEXT or ins.mnemonic in (M.HLT, M.LSS):
-                    # the emulation decides where the guest goes; the next
-                    # instruction gets its own stub all the same (after a HLT
-                    # or a callout that falls through)
-                    stub(ins.next_ip32)
-                    break
-            elif kind == "jmp":
-                stub(ins.near_branch32)
-                break
-            elif kind == "call":
-                mark(g)
-                code.extend(b"\x68" + ins.next_ip32.to_bytes(4, "little"))
-                stub(ins.near_branch32)
-                break
-            elif kind == "jcc":
-                mark(g)
-                if ins.mnemonic in BRANCH_REL8:
-                    if ins.code in (ix.Code.JCXZ_REL8_32, ix.Code.JCXZ_REL8_16,
-                                                             ix.Code.LOOP_REL8_32_CX, ix.Code.LOOP_REL8_16_CX,
-                                                             ix.Code.LOOPE_REL8_32_CX, ix.Code.LOOPE_REL8_16_CX,
-                                                             ix.Code.LOOPNE_REL8_32_CX, ix.Code.LOOPNE_REL8_16_CX):
-                        raise MonitorStop("bt: a CX-counted loop/jcxz in kernel code is not translated")
-                    code.extend(raw[:-1] + b"\x05")         # taken: skip the fall-through stub
-                else:
-                    cc = ins.condition_code - 1            # iced: 1-based o, no, b, ...
-                    code.extend(bytes([0x0F, 0x80 | cc]) + (5).to_bytes(4, "little"))
-                stub(ins.next_ip32)
-                stub(ins.near_branch32)
-                break
-            g = ins.next_ip32
+    # -- the guest's mappings -------------------------------------------------------------
+    def invlpg(self, lin: int) -> None:
+        super().invlpg(lin)
+        v = self.vcpu
+        if v.paging and v.cr4 & CR4_PSE and self.mem.read32(
+                (v.cr3 & ~0xFFF) + (lin >> 22) * 4) & 0x81 == 0x81:
+            self.follow_mappings([p for p in self.tc.by_page if p >> 10 == lin >> 22])
         else:
-            stub(g)
-        unit = Unit(eip, first_phys, start, start + len(code), frames, tc_map, guest_map)
-        tc.add(unit, bytes(code))
-        for addr, g_ in zip(tc_map, guest_map):
-            e = tc.entries.get(g_)
-            if e is None or not e[0].live:
-                tc.entries[g_] = (unit, addr)
-        tc.sites.update(sites)
-        for fr in frames:
-            self.shadow.protect(fr)
-        if eip in self.debug_breakpoints:
-            self.debug_tc.add(unit.start)
-            self.cpu.host.set_breakpoints(self.cpu.host.breakpoints | {unit.start})
-            self.cpu.host_debug_changed()
-        return unit
+            self.follow_mappings([lin >> 12])
 
-    def flush_translations(self) -> None:
-        for fr in list(self.tc.by_frame):
-            self.shadow.unprotect(fr)
-        self.tc.flush()
-        if self.debug_tc:                # the space is handed out again: forget those stops
-            self.cpu.host.set_breakpoints(self.cpu.host.breakpoints - self.debug_tc)
-            self.debug_tc.clear()
-            self.cpu.host_debug_changed()
+    def set_cr(self, n: int, value: int) -> None:
+        v = self.vcpu
+        paging = (v.cr0 & CR0_PG, v.cr4 & CR4_PSE)
+        super().set_cr(n, value)
+        if n == 3 or paging != (v.cr0 & CR0_PG, v.cr4 & CR4_PSE):
+            self.follow_mappings(list(self.tc.by_page))
+
+    def follow_mappings(self, pages: list[int]) -> None:
+        """The guest flushed its TLB for ``pages`` (INVLPG, a CR3 load): translations
+        made from frames those pages no longer map go, and the jumps chained into
+        them become stubs again (SDM Vol. 3 §4.10.4: fetches use the new mapping)."""
+        for page in pages:
+            if page in self.tc.by_page:
+                self.tc.remapped(page, self.frame_of(page << 12))
+
+    # -- reads through CS -----------------------------------------------------------------
+    def cs_reads_through_ss(self) -> bool:
+        """Can SS stand in for the guest kernel's CS in a data read?  It can when both
+        (as the real GDT holds them) have one base and one limit, CS is readable and
+        SS an expand-up data segment: then the read is made through SS, at full
+        speed, and faults as it would through CS (``dispatch``)."""
+        v = self.vcpu
+        cs, ss = self.guest_descriptor(v.cs), self.guest_descriptor(v.ss)
+        if cs is None or ss is None:
+            return False
+        cbase, climit, cacc, _ = guest_descriptor_fields(compress(cs))
+        sbase, slimit, sacc, _ = guest_descriptor_fields(compress(ss))
+        return (cacc & 0x8A == 0x8A and sacc & 0x8E == 0x82 and
+                (cbase, climit) == (sbase, slimit))
+
+    def before_resume(self, f: Frame) -> None:
+        tc = self.tc
+        if tc.cs_units and f.cs == L.SEL_TCODE and not self.cs_reads_through_ss():
+            # the guest's CS or SS changed: those reads become callouts again
+            for u in tc.cs_units:
+                if not u.gone:
+                    tc.invalidate_unit(u)
+            tc.cs_units.clear()
+            here = tc.unit_at(f.eip)
+            if here is not None and here.gone:
+                f.eip = self.kernel_entry(self.guest_eip(f))
+        if f.cs == L.SEL_TCODE and f.eflags & TF:
+            # the guest single-steps its kernel: the hardware's trap after each real
+            # instruction is the guest's only if each guest instruction is one real
+            # instruction followed by stubs (a jump folded into a chained one would
+            # go unseen): the kernel runs one-instruction translations meanwhile
+            here = tc.unit_at(f.eip)
+            if here is None or not (here.one and self.tc.guest_eip(f.eip) == here.guest):
+                g = self.guest_eip(f)
+                try:
+                    f.eip = self.single(g).start
+                except GuestPageFault:
+                    f.eip = self.fault_stub(g)
+        if f.cs == L.SEL_TCODE and f.eflags & RF and \
+                self.tc.sites.get(f.eip + len(CALLOUT), ("",))[0] == "break":
+            # RF spares the instruction it resumes at its breakpoint (SDM Vol. 3
+            # §17.3.1.1), as the IRET that set it resumes past the check
+            f.eip += len(CALLOUT)
+
+    def privileged_fault(self, f: Frame, err: int) -> None:
+        if f.cs == L.SEL_TCODE and err == 0:
+            ins = self.code_at(f)
+            if ins.mnemonic in (M.RDTSC, M.RDTSCP):
+                # translated as itself, it traps only under the guest's CR4.TSD
+                # (``monitor.GUEST_CR4``): the kernel may read the counter
+                if E.emulate(self, f, ins, self.guest_eip(f)) == NEXT:
+                    f.eip = (f.eip + ins.len) & 0xFFFFFFFF
+                return
+        super().privileged_fault(f, err)
+
+    def dispatch(self, vector: int, f: Frame) -> None:
+        if vector == 12 and f.cs == L.SEL_TCODE and self._beyond_cs(f):
+            # a read through CS made through SS, past the limit both share: the
+            # fault is the code segment's, #GP(0) (SDM Vol. 3 §5.3)
+            self.traps["#GP (guest)"] += 1
+            self.deliver(f, 13, 0, False, self.guest_eip(f))
+            return
+        super().dispatch(vector, f)
+
+    def _beyond_cs(self, f: Frame) -> bool:
+        try:
+            ins = self.fetch_guest(self.guest_eip(f))
+        except GuestPageFault:
+            return False
+        if ins.memory_segment != R.CS:
+            return False
+        try:
+            E.Context(self, f, ins, 0).linear(0, ix.MemorySizeExt.size(ins.memory_size))
+        except GuestFault:
+            return True
+        return False
 
     # -- the guest view: guest addresses, not the translation cache's -----------------------
     def view_eip(self, eip: int, cs: int) -> int:
@@ -321,12 +259,49 @@ class BinaryTranslation(Monitor):
         self.debug_tc = {u.start for u in tc.units.values() if u.live and u.guest in addresses}
         return set(addresses) | self.debug_tc
 
+    # -- the guest's instruction breakpoints ----------------------------------------------
+    def guest_breaks(self) -> dict[int, int]:
+        """The guest's enabled instruction breakpoints: guest EIP -> their DR6 B bits."""
+        dr = self.vcpu.dr
+        if not dr[7] & 0xFF:
+            return {}
+        out: dict[int, int] = {}
+        for i, addr, rw, _ in breakpoints(dr):
+            if rw == EXEC:
+                out[addr] = out.get(addr, 0) | 1 << i
+        return out
+
+    def debug_changed(self) -> None:
+        """Kernel code runs translated, where the real debug registers cannot watch it:
+        each guest instruction breakpoint begins a unit with a check (``translate``), so
+        the units that hold a breakpoint address set or cleared since are dropped."""
+        now = frozenset(self.guest_breaks())
+        changed = now ^ self.checked_breaks
+        self.checked_breaks = now
+        if not changed:
+            return
+        tc = self.tc
+        for u in list(tc.units.values()) + list(tc.singles.values()):
+            if not u.gone and changed.intersection(u.guest_map):
+                tc.invalidate_unit(u)
+
+    def break_check(self, f: Frame, g: int) -> None:
+        """Translated kernel code reached guest ``g``, where the guest has set an
+        instruction breakpoint: #DB before the instruction (a fault, EIP = ``g``),
+        unless RF spares it (``before_resume``) or DR7 no longer enables it."""
+        bits = self.guest_breaks().get(g, 0)
+        if bits:
+            self.debug_exception(f, bits)
+
     # -- callouts ------------------------------------------------------------------------
     def callout(self, f: Frame, vector: int) -> None:
         site = self.tc.sites.get(f.eip) if f.cs == L.SEL_TCODE else None
         if site is None:
             # not from translated code: the guest executed INT n on one of these vectors
             self.soft_interrupt_after(f, vector, 2)
+            return
+        if site[0] == "break":
+            self.break_check(f, site[1])
             return
         if site[0] == "chain":
             target = site[1]
@@ -347,18 +322,57 @@ class BinaryTranslation(Monitor):
             return
         ins, g = site[1], site[2]
         self.traps["callout"] += 1
+        here = self.tc.unit_at(f.eip)
         if E.emulate(self, f, ins, g, (BT_EMULATORS, E.EMULATORS)) is None:
-            # a sensitive instruction nobody emulates: what it does at ring 3, #GP
-            self.deliver(f, 13, 0, False, g)
+            self.cs_fallback(f, ins, g)
+        if f.cs == L.SEL_TCODE and here is not None and here.gone and \
+                here.start <= f.eip < here.end:
+            # the instruction rewrote the code after it in this very unit (a store
+            # the monitor made for it): the rest runs from the new bytes
+            f.eip = self.kernel_entry(self.guest_eip(f))
+
+    def cs_fallback(self, f: Frame, ins: ix.Instruction, g: int) -> None:
+        """A CS-relative access no emulator performs and SS cannot stand in for:
+        the faults the guest's code segment raises, or a stop."""
+        try:
+            E.Context(self, f, ins, g).linear(0, ix.MemorySizeExt.size(ins.memory_size),
+                                              writes_memory(ins))
+        except GuestFault as e:
+            self.traps["#GP (guest)"] += 1
+            self.deliver(f, e.vector, e.error_code, False, g)
+            return
+        raise MonitorStop(f"bt: {ins} at {g:#010x} reads through a code segment that the "
+                          "stack segment cannot stand in for (not virtualized)")
 
     def protected_write(self, f: Frame, ppn: int) -> None:
         if ppn in self.shadow.pinned:
             self.traps["#PF (translated code written)"] += 1
+            running = self.tc.unit_at(f.eip) if f.cs == L.SEL_TCODE else None
             self.tc.invalidate_frame(ppn)
             self.shadow.unprotect(ppn)
+            if running is not None and self._rewrites_ahead(f, running, ppn):
+                # the store rewrites code the running unit holds after it: it runs
+                # on its own, with its frame open, and the code after it is
+                # translated again from the new bytes (SDM Vol. 3 §11.6)
+                self.traps["stores into the running unit"] += 1
+                f.eip = self.translate(self.guest_eip(f), "store").start
         if self.shadow.is_table(ppn) and f.cs == L.SEL_TCODE:
             self._adapt(f)
         super().protected_write(f, ppn)
+
+    def _rewrites_ahead(self, f: Frame, unit: Unit, ppn: int) -> bool:
+        """May the faulting store (at CR2) write code ``unit`` holds after it?"""
+        g = self.guest_eip(f)
+        lo = self.cpu.state.cr2 & 0xFFF
+        try:
+            ins = self.fetch_guest(g)
+        except GuestPageFault:
+            return True
+        if ins.has_rep_prefix or ins.has_repne_prefix or ins.is_string_instruction:
+            lo, hi = 0, 0x1000                       # a string store runs on through the page
+        else:
+            hi = lo + 16                             # the widest store (and a push) fits
+        return unit.code_after(g, ppn, lo, hi)
 
     def _adapt(self, f: Frame) -> None:
         """Adaptive translation: a kernel store that keeps hitting page tables becomes a callout.
@@ -380,10 +394,10 @@ class BinaryTranslation(Monitor):
         if self.table_write_traps[g] < self.adapt_after.get(g, ADAPT_AFTER):
             return
         try:
-            ins, _ = self._fetch(g, set())
+            ins = self.fetch_guest(g)
         except GuestPageFault:
             return
-        if not _is_plain_store(ins):
+        if not is_plain_store(ins):
             return
         self.adaptive[g] = [0, 0]
         self.tc.invalidate_unit(u)       # the next entry retranslates it (this one finishes)
@@ -441,154 +455,3 @@ class BinaryTranslation(Monitor):
         s = self.tc.stats
         out["tc_hit_rate"] = round(s["hits"] / s["lookups"], 4) if s["lookups"] else 0.0
         return out
-
-
-# -- the sensitive instructions only binary translation sees ---------------------------------
-BT_EMULATORS: dict = {}
-bt_emulates = registrar(BT_EMULATORS)
-
-
-@bt_emulates(M.PUSHF, M.PUSHFD)
-def b_pushf(c: Context) -> str:
-    size = 2 if c.ins.mnemonic == M.PUSHF else 4
-    c.push(c.v.eflags_view(c.f.eflags) & ~((1 << 16) | (1 << 17)), size)
-    return NEXT
-
-
-@bt_emulates(M.POPF, M.POPFD)
-def b_popf(c: Context) -> str:
-    size = 2 if c.ins.mnemonic == M.POPF else 4
-    value = c.pop(size)
-    c.cpu.state.regs[4] = (c.cpu.state.regs[4] + size) & 0xFFFFFFFF
-    c.mon.set_guest_eflags(c.f, value, size)
-    return NEXT
-
-
-@bt_emulates(M.RET)
-def b_ret(c: Context) -> str:
-    imm = c.ins.immediate16 if c.ins.op_count else 0
-    target = c.pop(4)
-    c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 4 + imm) & 0xFFFFFFFF
-    c.f.eip = c.mon.kernel_entry(target)
-    return DONE
-
-
-@bt_emulates(M.JMP, M.CALL)
-def b_jmp_call(c: Context) -> str:
-    call = c.ins.mnemonic == M.CALL
-    far = E.far_operand(c)
-    if far is not None:
-        return _far(c, *far, call=call)
-    target = c.op(0, 4)
-    if call:
-        c.push(c.next_eip)
-    c.f.eip = c.mon.kernel_entry(target)
-    return DONE
-
-
-def _far(c: Context, sel: int, off: int, call: bool) -> str:
-    """A far JMP/CALL in kernel code, with the processor's checks (``hw.transfers``)."""
-    if not sel & 0xFFFC:
-        raise GuestFault(13, 0)
-    d = c.mon.guest_desc(sel)
-    if not d.s:
-        raise MonitorStop(f"bt: far transfer to selector {sel:#x} (gates and tasks are not "
-                          "virtualized)")
-    if not d.is_code:
-        raise GuestFault(13, sel & 0xFFFC)
-    check_far_code(d, sel, c.v.cpl)
-    if off > d.limit:
-        raise GuestFault(13, 0)
-    if call:
-        c.push(c.v.cs)
-        c.push(c.next_eip)
-    c.mon.gdt.set_accessed(d)
-    c.v.cs = sel & ~3
-    c.f.eip = c.mon.kernel_entry(off)
-    return DONE
-
-
-@bt_emulates(M.INT, M.INT3, M.INTO, M.INT1)
-def b_int(c: Context) -> str:
-    m = c.ins.mnemonic
-    if m == M.INTO and not c.f.eflags & 0x800:
-        return NEXT
-    vector = {M.INT3: 3, M.INTO: 4, M.INT1: 1}.get(m, c.ins.immediate8 if m == M.INT else 0)
-    c.mon.traps[f"int {vector:#x}"] += 1
-    # a fault on the way is reported at the instruction, as the hardware reports it
-    c.mon.deliver(c.f, vector, None, m != M.INT1, c.next_eip, c.eip)
-    return DONE
-
-
-@bt_emulates(M.PUSH)
-def b_push_sreg(c: Context) -> str:
-    r = c.ins.op0_register
-    c.push(c.v.cs if r == R.CS else c.v.ss, 4)
-    return NEXT
-
-
-@bt_emulates(M.LAR, M.LSL, M.VERR, M.VERW)
-def b_descriptor_probe(c: Context) -> str:
-    """LAR/LSL/VERR/VERW against the guest's own GDT, at the guest's privilege."""
-    ins = c.ins
-    m = ins.mnemonic
-    src = 0 if m in (M.VERR, M.VERW) else 1
-    sel = c.op(src, 2) & 0xFFFF
-    raw = c.mon.guest_descriptor(sel) if sel & ~3 else None
-    ok = False
-    value = 0
-    if raw is not None:
-        access = (raw >> 40) & 0xFF
-        dpl = (access >> 5) & 3
-        s = access & 0x10
-        typ = access & 0xF
-        conforming = s and typ & 0xC == 0xC
-        visible = conforming or dpl >= max(c.v.cpl, sel & 3)
-        if m == M.LAR:
-            ok = visible and (s or typ in (1, 2, 3, 4, 5, 9, 0xB, 0xC))
-            value = raw >> 32 & 0x00F0FF00
-        elif m == M.LSL:
-            ok = visible and (s or typ in (1, 2, 3, 9, 0xB))
-            limit = (raw & 0xFFFF) | ((raw >> 48) & 0xF) << 16
-            value = (limit << 12 | 0xFFF) if raw >> 55 & 1 else limit
-        elif m == M.VERR:
-            ok = bool(s) and visible and (not typ & 8 or typ & 2)
-        else:
-            ok = bool(s) and visible and not typ & 8 and bool(typ & 2)
-    if ok and m in (M.LAR, M.LSL):
-        reg = ins.op0_register
-        size = 2 if R.AX <= reg <= R.DI else 4
-        c.set_op(0, size, value & (0xFFFF if size == 2 else 0xFFFFFFFF))
-    c.f.eflags = (c.f.eflags & ~0x40) | (0x40 if ok else 0)
-    return NEXT
-
-
-@bt_emulates(M.MOV)
-def b_mov(c: Context) -> str | None:
-    if _is_plain_store(c.ins):           # an adaptive callout: a store to a page table
-        c.mon.store_callout(c)
-        return NEXT
-    return E.e_mov(c)
-
-
-def _is_plain_store(ins: ix.Instruction) -> bool:
-    """``mov mem, reg/imm`` with an ordinary segment: what adaptive translation turns into a callout."""
-    return (ins.mnemonic == M.MOV and ins.op0_kind == OK.MEMORY and ins.memory_segment != R.CS
-            and (ins.op1_kind != OK.REGISTER or ins.op1_register in GPR))
-
-
-@bt_emulates(M.SYSENTER, M.SYSEXIT, M.UD0)
-def b_fault(c: Context) -> str:
-    raise GuestFault(13 if c.ins.mnemonic != M.UD0 else 6, 0 if c.ins.mnemonic != M.UD0 else None)
-
-
-@bt_emulates(M.LDS, M.LES, M.LFS, M.LGS)
-def b_lxs(c: Context) -> str:
-    off = c.read(4)
-    sel = c.read(2, 4)
-    i = {M.LDS: 3, M.LES: 0, M.LFS: 4, M.LGS: 5}[c.ins.mnemonic]
-    c.mon.load_sreg(i, sel)
-    from ringvisor.hw.system import set_reg
-    set_reg(c.cpu, c.ins.op0_register, off)
-    return NEXT
-
