@@ -129,6 +129,17 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("firmware", "firmware"),     # fw_cfg, ACPI, HPET, PCI, QEMU's test devices (test_firmware.py)
 ]}
 
+# Guests that must run under every monitor exactly as on the hardware
+# (tests/test_monitor_guests.py): run natively, on QEMU, under trapemu and bt.
+MONITOR_KERNELS: dict[str, Kernel] = {k.name: k for k in [
+    Kernel("selfstep", "selfstep"),
+    Kernel("selfpatch", "selfpatch"),
+    Kernel("remap", "remap"),
+    Kernel("debugreg", "debugreg"),
+    Kernel("kernelisms", "kernelisms"),
+    Kernel("kernelisms-sdm", "kernelisms", cflags=("-DSEGMENT_CHECKS",)),
+]}
+
 
 def _fingerprint(kernel: Kernel) -> str:
     h = hashlib.sha256()
@@ -150,7 +161,7 @@ def build_kernel(name: str) -> Path:
     workers and repeated runs share builds.
     """
     kernel = (KERNELS.get(name) or FPU_KERNELS.get(name) or PC_KERNELS.get(name)
-              or EXTRA_KERNELS[name])
+              or EXTRA_KERNELS.get(name) or MONITOR_KERNELS[name])
     out = BUILD_DIR / f"{name}-{_fingerprint(kernel)}.elf"
     if not out.exists():
         # build under a private name, then rename: safe with parallel workers
