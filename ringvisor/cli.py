@@ -356,6 +356,19 @@ def build_parser() -> Parser:
     tp.add_argument("--json", action="store_true")
     lp = xs.add_parser("loadpolicy", help="load a security policy into the hypervisor")
     lp.add_argument("policy", metavar="FILE")
+    sv = xs.add_parser("save", help="save a domain to FILE and destroy it (-c: keep it running)")
+    sv.add_argument("domain", metavar="DOMAIN")
+    sv.add_argument("file", metavar="FILE")
+    sv.add_argument("-c", dest="keep", action="store_true", help="leave the domain running")
+    rs_ = xs.add_parser("restore", help="build a domain again from a file 'xl save' wrote")
+    rs_.add_argument("file", metavar="FILE")
+    rs_.add_argument("-p", dest="paused", action="store_true", help="leave it paused")
+    mg = xs.add_parser("migrate", help="move a domain to the ringvisor host listening at "
+                                       "HOST:PORT ('xl migrate-receive' there)")
+    mg.add_argument("domain", metavar="DOMAIN")
+    mg.add_argument("address", metavar="HOST:PORT")
+    mr = xs.add_parser("migrate-receive", help="wait for one domain migrated to this host")
+    mr.add_argument("address", metavar="[HOST:]PORT")
 
     xb = sub.add_parser("xenbench", help="the Xen structure's figures: aggregate throughput of "
                                          "1..16 DomUs, credit fairness and cap, xl create latency")

@@ -51,6 +51,8 @@ class Domctl(IntEnum):
     resumedomain = 27
     sendtrigger = 28
     subscribe = 29
+    sethvmcontext = 33
+    gethvmcontext = 34
     set_address_size = 35
     get_address_size = 36
     set_target = 46
@@ -198,6 +200,11 @@ DOMCTL_SCHEDULER_OP = Struct("xen_domctl_scheduler_op", [
     Field("u", _SCHED_U)])
 DOMCTL_SETDOMAINHANDLE = Struct("xen_domctl_setdomainhandle", [HANDLE])
 DOMCTL_SETTIMEOFFSET = Struct("xen_domctl_settimeoffset", [Field("time_offset_seconds", I64A)])
+# get/sethvmcontext: a paused domain's context records (ringvisor's: hypervisor/domsave.py);
+# a null buffer asks for the size
+DOMCTL_HVMCONTEXT = Struct("xen_domctl_hvmcontext", [
+    Field("size", U32, comment="in: the buffer's; out: the context's"),
+    Field("buffer", HANDLE64, comment="uint8_t *")])
 
 _DOMCTL_U = Struct("", [
     Field("createdomain", DOMCTL_CREATEDOMAIN),
@@ -209,6 +216,7 @@ _DOMCTL_U = Struct("", [
     Field("scheduler_op", DOMCTL_SCHEDULER_OP),
     Field("setdomainhandle", DOMCTL_SETDOMAINHANDLE),
     Field("settimeoffset", DOMCTL_SETTIMEOFFSET),
+    Field("hvmcontext", DOMCTL_HVMCONTEXT),
     Field("pad", U8, 128),
 ], union=True, inline=True)
 
@@ -317,7 +325,7 @@ CONTEXT_MAX = 256
 STRUCTS: tuple[Struct, ...] = (
     ARCH_DOMAINCONFIG, DOMCTL_CREATEDOMAIN, DOMCTL_GETDOMAININFO, DOMCTL_MAX_MEM,
     DOMCTL_VCPUCONTEXT, DOMCTL_GETVCPUINFO, DOMCTL_MAX_VCPUS, SCHED_CREDIT, DOMCTL_SCHEDULER_OP,
-    DOMCTL_SETDOMAINHANDLE, DOMCTL_SETTIMEOFFSET, DOMCTL, CPU_USER_REGS, VCPU_GUEST_CONTEXT,
+    DOMCTL_SETDOMAINHANDLE, DOMCTL_SETTIMEOFFSET, DOMCTL_HVMCONTEXT, DOMCTL, CPU_USER_REGS, VCPU_GUEST_CONTEXT,
     SYSCTL_READCONSOLE, SYSCTL_PHYSINFO, SYSCTL_SCHED_ID, SYSCTL_GETDOMAININFOLIST, SYSCTL,
     FLASK_LOAD, FLASK_SETENFORCE, FLASK_SID_CONTEXT, FLASK_ACCESS, FLASK_OP,
 )

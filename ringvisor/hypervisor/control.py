@@ -15,10 +15,11 @@ from ringvisor.abi import (CONTEXT_MAX, DOMCTL, DOMCTL_GETDOMAININFO, DOMCTL_INT
                            FlaskOp, SchedCmd, Scheduler, Sysctl)
 from ringvisor.vmm.paravirt import HypercallError
 
-from . import xsm
+from . import domsave, xsm
 from .domain import State
 
 MAX_POLICY = 64 * 1024
+MAX_CONTEXT = 192 * 1024       # a domain's context records (they fit the toolstack's buffers)
 MAX_DOMID = DomId.FIRST_RESERVED - 1
 
 
@@ -143,12 +144,34 @@ def domctl(mon, ptr: int) -> int:
         _target(mon, domid, "setdomainhandle").uuid = bytes(u["setdomainhandle"]["handle"])
     elif cmd == Domctl.settimeoffset:
         _target(mon, domid, "settime")
+    elif cmd in (Domctl.gethvmcontext, Domctl.sethvmcontext):
+        out = _hvmcontext(mon, cmd == Domctl.sethvmcontext, domid, u["hvmcontext"])
     else:
         _fail(Errno.ENOSYS)
     if out is not None:
         op["u"] = {out[0]: out[1]}
         mon._write(ptr, DOMCTL.pack(op))
     return 0
+
+
+def _hvmcontext(mon, set_: bool, domid: int, hc: dict):
+    """A paused domain's context records (domsave.py): read (a null buffer asks for the
+    size; too small a buffer is -ENOSPC) or given to a new domain."""
+    d = _target(mon, domid, "setvcpucontext" if set_ else "getvcpucontext")
+    if d.kind != "pv" or d.monitor is None:
+        _fail(Errno.EINVAL)
+    buf, size = hc["buffer"] & 0xFFFFFFFF, hc["size"]
+    if set_:
+        if not buf or size > MAX_CONTEXT:
+            _fail(Errno.EINVAL)
+        domsave.set_context(mon.hv, d, mon._read(buf, size))
+        return None
+    blob = domsave.get_context(mon.hv, d)
+    if buf:
+        if size < len(blob):
+            _fail(Errno.ENOSPC)
+        mon._write(buf, blob)
+    return ("hvmcontext", {"size": len(blob), "buffer": hc["buffer"]})
 
 
 def sysctl(mon, ptr: int) -> int:

@@ -123,9 +123,7 @@ class DomainMonitor(ParaVirt):
         for t in ctx["trap_ctxt"]:
             if t["address"]:
                 self.trap_table[t["vector"]] = (t["flags"] & 7, (t["cs"] & 0xFFFC) | 1, t["address"])
-        for param, va in RINGS:
-            if param in self.params:
-                self.fixed[va] = (self._frame(self.params[param]), True)
+        self.map_rings()
         if r["eax"] == MULTIBOOT_MAGIC:
             self.cmdline = self._multiboot_cmdline(r["ebx"])
         self.write_start_info()
@@ -136,6 +134,13 @@ class DomainMonitor(ParaVirt):
         c.sregs = {i: (sel | 1 if sel & 0xFFFC else 0)
                    for i, sel in ((0, r["es"]), (3, r["ds"]), (4, r["fs"]), (5, r["gs"]))}
         d.started = True          # (its shadow directory is selected when it is switched in)
+
+    def map_rings(self) -> None:
+        """The shared rings the toolstack set up, at the fixed addresses the guest finds
+        them (a frame the domain does not have is -EPERM)."""
+        for param, va in RINGS:
+            if param in self.params:
+                self.fixed[va] = (self._frame(self.params[param]), True)
 
     def _multiboot_cmdline(self, info: int) -> str:
         """start_info.cmd_line: the command line the Multiboot loader left (the builder's)."""

@@ -57,6 +57,24 @@ class DomainTimer:
         self.periodic = self.clock.schedule(self._next, self._tick)
         self.fire()
 
+    # -- state (hypervisor/domsave.py): deadlines as time left, for a clock elsewhere --------
+    def get_state(self) -> dict:
+        now = self.clock.cycles()
+        one = self.handle
+        return {"one_shot_in": max(one.cycle - now, 0) if one is not None and one.pending else -1,
+                "period_ns": self.period_ns,
+                "periodic_in": max(self._next - now, 0) if self.periodic is not None else -1}
+
+    def set_state(self, state: dict) -> None:
+        self.close()
+        now = self.clock.cycles()
+        if state["one_shot_in"] >= 0:
+            self.handle = self.clock.schedule(now + int(state["one_shot_in"]), self._one_shot)
+        if state["periodic_in"] >= 0 and state["period_ns"] > 0:
+            self.period_ns = int(state["period_ns"])
+            self._next = now + int(state["periodic_in"])
+            self.periodic = self.clock.schedule(self._next, self._tick)
+
     def close(self) -> None:
         self.cancel()
         self.stop_periodic()

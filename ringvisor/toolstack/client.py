@@ -155,7 +155,47 @@ def run_xl(args) -> int:
             raise ConfigError(f"{args.policy}: cannot read: {e.strerror}") from None
         request(sdir, "loadpolicy", text=text)
         return 0
+    if cmd == "save":
+        path = str(Path(args.file).resolve())
+        r = request(sdir, "save", name=args.domain, path=path, keep=args.keep)
+        print(f"Saved domain {args.domain} to {args.file} ({r['bytes']:,} bytes)")
+        return 0
+    if cmd == "restore":
+        from ringvisor.lifecycle.stream import read_file
+        from ringvisor.toolstack.saverestore import parse_stream
+        path = str(Path(args.file).resolve())
+        parse_stream(read_file(path), args.file)      # a bad file: one line, exit status 2
+        r = request(sdir, "restore", path=path, paused=args.paused)
+        print(f"Domain {r['id']} restored from {args.file}")
+        return 0
+    if cmd == "migrate":
+        host, port = _address(args.address, "xl migrate")
+        r = request(sdir, "migrate", name=args.domain, host=host, port=port)
+        print(f"Domain {args.domain} migrated to {host}:{port} (domain {r['remote_domid']} "
+              f"there): {r['bytes']:,} bytes, paused for {r['downtime_ms']:.0f} ms")
+        return 0
+    if cmd == "migrate-receive":
+        host, port = _address(args.address, "xl migrate-receive", default_host="127.0.0.1")
+        r = request(sdir, "migrate-receive", host=host, port=port)
+        print(f"Waiting for a domain on {host}:{r['port']}")
+        return 0
     raise ConfigError(f"xl: unknown command {cmd!r}")
+
+
+def _address(text: str, what: str, default_host: str | None = None) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host = ""
+    host = host or default_host
+    if not host:
+        raise ConfigError(f"{what}: expected HOST:PORT, not {text!r}")
+    try:
+        n = int(port)
+    except ValueError:
+        raise ConfigError(f"{what}: bad port {port!r}") from None
+    if not 0 <= n < 65536:
+        raise ConfigError(f"{what}: port {n} is out of range")
+    return host, n
 
 
 def _console(sdir: Path, name: str) -> int:

@@ -128,6 +128,9 @@ class Server:
                 out(history)
                 m.listeners.append(out)
                 keep = True
+            elif cmd in ("save", "migrate"):
+                self._save(cmd, args, conn)
+                keep = True
             elif cmd == "shutdown" and args.get("wait"):
                 def waiter(reason, conn=conn) -> None:
                     self._send(conn, {"ok": True, "result": {
@@ -146,6 +149,29 @@ class Server:
                 done.set()
             if conn is not None and not keep and cmd != "_type":
                 conn.close()
+
+    def _save(self, cmd: str, args: dict, conn) -> None:
+        """save and migrate answer once the domain is saved, or gone, or back."""
+        def answer(err, result=None, conn=conn) -> None:
+            self._send(conn, {"ok": False, "error": err} if err else {"ok": True, "result": result})
+            conn.close()
+        if cmd == "migrate":
+            self.ts.migrate(args["name"], (args["host"], int(args["port"])), answer)
+            return
+        from ringvisor.lifecycle.stream import write_atomic
+
+        def write(stream, err):
+            if err:
+                answer(err)
+                return "resume"
+            try:
+                write_atomic(args["path"], stream)
+            except OSError as e:
+                answer(f"save {args['name']}: cannot write {args['path']}: {e.strerror or e}")
+                return "resume"
+            answer(None, {"bytes": len(stream)})
+            return "resume" if args.get("keep") else "destroy"
+        self.ts.save(args["name"], write)
 
     def dispatch(self, cmd: str, args: dict):
         ts = self.ts
@@ -174,6 +200,15 @@ class Server:
             return ts.dmesg(bool(args.get("clear")))
         if cmd == "loadpolicy":
             return ts.load_policy(args["text"])
+        if cmd == "restore":
+            from ringvisor.lifecycle.stream import BadImage, read_file
+            try:
+                data = read_file(args["path"])
+            except BadImage as e:
+                raise XlError(str(e)) from None
+            return {"id": ts.restore(data, args["path"], paused=bool(args.get("paused")))}
+        if cmd == "migrate-receive":
+            return {"port": ts.migrate_receive((args["host"], int(args["port"])))}
         if cmd == "first-output":
             m = ts.find(args["name"])
             return None if m.first_output_ns is None else (m.first_output_ns - m.created_ns)

@@ -130,6 +130,30 @@ class Xc:
             raise XcError(-rc, f"getvcpucontext d{domid}")
         return out
 
+    def get_context(self, domid: int) -> bytes:
+        """A paused domain's context records (gethvmcontext: the size, then the records)."""
+        size = self.domctl(Domctl.gethvmcontext, domid,
+                           hvmcontext={"size": 0, "buffer": 0})["u"]["hvmcontext"]["size"]
+        va = self._scratch(size)
+        op = {"cmd": Domctl.gethvmcontext, "interface_version": DOMCTL_INTERFACE_VERSION,
+              "domain": domid, "u": {"hvmcontext": {"size": size, "buffer": va}}}
+        dva = self._scratch(DOMCTL.pack(op))
+        try:
+            rc = self.iface.call(Hypercall.domctl, dva)
+            out = self.iface.read(va, size)
+        finally:
+            self._top = self.va0
+        if rc < 0:
+            raise XcError(-rc, f"gethvmcontext d{domid}")
+        return out
+
+    def set_context(self, domid: int, blob: bytes) -> None:
+        va = self._scratch(blob)
+        op = {"cmd": Domctl.sethvmcontext, "interface_version": DOMCTL_INTERFACE_VERSION,
+              "domain": domid, "u": {"hvmcontext": {"size": len(blob), "buffer": va}}}
+        dva = self._scratch(DOMCTL.pack(op))
+        self.hypercall(Hypercall.domctl, dva, what=f"sethvmcontext d{domid}")
+
     def sched_credit(self, domid: int, weight: int | None = None, cap: int | None = None) -> dict:
         """Get (and with ``weight``/``cap``, first set) the credit scheduler's parameters."""
         if weight is not None or cap is not None:

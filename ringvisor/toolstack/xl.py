@@ -10,13 +10,15 @@ hypercall through the interface, with Domain 0's identity.
 
 from __future__ import annotations
 
+import queue
+import time
 import uuid as _uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ringvisor.abi import DomInfoFlag, Shutdown, XsType
 
-from . import builder
+from . import builder, migration, saverestore
 from .config import DomainConfig
 from .consoled import ConsoleBackend
 from .xc import Xc, XcError
@@ -24,6 +26,7 @@ from .xenstore import Connection, Store, XsError
 from .xsring import RingConnection
 
 POLL_NS = 10_000_000            # how often the toolstack looks at its queue (virtual time)
+OFF_CPU_NS = 100_000            # how often a save looks whether its paused domain left the CPU
 SHUTDOWN_REASONS = {int(s): s.name for s in Shutdown}
 
 
@@ -46,6 +49,10 @@ class Managed:
     first_output_ns: int | None = None
     waiters: list = field(default_factory=list)       # (callable) for xl shutdown -w
     handled: bool = False                             # its shutdown/crash was acted on
+
+
+def _span(va: int, n: int) -> list[int]:
+    return [va + i * 0x1000 for i in range(n)]
 
 
 def resolve_kernel(kernel: str) -> bytes:
@@ -74,6 +81,7 @@ class Toolstack:
         self.requests_hook = lambda: None   # the control socket's queue (server.Server.drain)
         self.lifecycle_due = True
         self._ticks = 0
+        self.incoming: queue.SimpleQueue = queue.SimpleQueue()   # migrated domains arriving
         iface.on_event = self.wake
         iface.on_domain_change = self._domain_changed
         for path, value in (("/local/domain/0/name", dom0_name), ("/local/domain/0/domid", "0")):
@@ -118,6 +126,14 @@ class Toolstack:
         if self.lifecycle_due:
             self.lifecycle_due = False
             self._lifecycle()
+        while not self.incoming.empty():
+            data, answer = self.incoming.get()
+            try:
+                d = self.restore(data, "the migration stream")
+            except XlError as e:
+                answer(f"ERROR {e}")
+            else:
+                answer(f"OK {d}")
         self.requests_hook()
 
     def _output(self, m: Managed, data: bytes) -> None:
@@ -292,6 +308,212 @@ class Toolstack:
             except XcError as e:
                 raise XlError(f"shutdown {m.name}: {e}") from None
         self.wake()
+
+    # -- save, restore (saverestore.py) -------------------------------------------------------
+    def save(self, name: str, done) -> None:
+        """Pause the domain and, once it is off the CPU, call ``done(stream, None)`` with
+        its stream, or ``done(None, error)`` if that failed (the domain runs on).  What
+        ``done`` returns says what becomes of the domain: "destroy" (``xl save``),
+        "resume" (``xl save -c``, a migration that failed) or "hold" (paused, for a
+        migration waiting for its destination: ``finish_hold``)."""
+        m = self.find(name)
+        if m.domid == 0 or m.config is None:
+            raise XlError("Domain-0 cannot be saved")
+        try:
+            info = self.xc.domain_info(m.domid)
+            if info["domain"] != m.domid or info["flags"] & (DomInfoFlag.shutdown |
+                                                             DomInfoFlag.dying):
+                raise XlError(f"save {m.name}: the domain is shut down or going")
+            self.xc.pause(m.domid)
+        except XcError as e:
+            raise XlError(f"save {m.name}: {e}") from None
+        self._when_off_cpu(m, lambda: self._saved(m, done))
+
+    def finish_hold(self, name: str, gone: bool) -> None:
+        """A held domain (see ``save``) went elsewhere (destroyed here) or did not (runs on)."""
+        m = self.find(name)
+        if gone:
+            self.destroy(m.name)
+        else:
+            self._resume(m)
+
+    def _when_off_cpu(self, m: Managed, then) -> None:
+        try:
+            running = self.xc.domain_info(m.domid)["flags"] & DomInfoFlag.running
+        except XcError:
+            running = 0
+        if running:
+            self.iface.after(OFF_CPU_NS, lambda: self._when_off_cpu(m, then))
+        else:
+            then()
+
+    def _saved(self, m: Managed, done) -> None:
+        d = m.domid
+        try:
+            self._drain_rings(m)
+            base = f"/local/domain/{d}"
+            info = self.xc.domain_info(d)
+            cfg = m.config
+            meta = {"config": cfg.to_dict(), "uuid": str(_uuid.UUID(bytes=bytes(info["handle"]))),
+                    "max_pages": info["max_pages"],
+                    "console_port": int(self.xs.read(f"{base}/console/port")),
+                    "store_port": int(self.xs.read(f"{base}/store/port")),
+                    "xenstore": self._guest_entries(base)}
+            frames = self._frames(d, (max(cfg.memory, cfg.maxmem) << 8) + 2)
+            stream = saverestore.save_stream(self.xc, d, meta, frames)
+        except (XcError, XsError, TypeError, ValueError) as e:
+            self._resume(m)
+            done(None, f"save {m.name}: {e}")
+            return
+        then = done(stream, None)
+        if then == "destroy":
+            self.destroy(m.name)
+        elif then != "hold":
+            self._resume(m)
+
+    def _resume(self, m: Managed) -> None:
+        try:
+            self.xc.unpause(m.domid)
+        except XcError:
+            pass
+
+    def _drain_rings(self, m: Managed) -> None:
+        """What the paused domain left in its rings is moved out before its memory is read
+        (its console output reaches this host's log, not the next one's)."""
+        for part in (m.console, m.store):
+            if part is not None:
+                part.poll()
+
+    def _frames(self, domid: int, limit: int) -> list[int]:
+        """The pseudo-physical frames the domain has, below ``limit`` (a ballooned-out
+        frame is a hole a foreign mapping refuses)."""
+        out = []
+        for first in range(0, limit, saverestore.MAP_CHUNK):
+            chunk = list(range(first, min(first + saverestore.MAP_CHUNK, limit)))
+            try:
+                self.xc.unmap(_span(self.xc.map_foreign(domid, chunk), len(chunk)))
+                out += chunk
+            except XcError:
+                for g in chunk:
+                    try:
+                        self.xc.unmap([self.xc.map_foreign(domid, [g])])
+                        out.append(g)
+                    except XcError:
+                        pass
+        return out
+
+    def _guest_entries(self, base: str) -> dict[str, str]:
+        """The domain's xenstore entries that are not the toolstack's own, by path below
+        ``base`` (what its front-ends and it wrote: device/, data/, control/...)."""
+        out: dict[str, str] = {}
+
+        def walk(rel: str) -> None:
+            path = f"{base}/{rel}" if rel else base
+            try:
+                kids = [k for k in self.xs.call(XsType.DIRECTORY, path).decode().split("\0") if k]
+            except XsError:
+                return
+            if rel:
+                value = self.xs.read(path)
+                if value:
+                    out[rel] = value
+            for k in kids:
+                if rel or k not in saverestore.OWN_ENTRIES:
+                    walk(f"{rel}/{k}" if rel else k)
+        walk("")
+        return out
+
+    def restore(self, data: bytes, what: str, paused: bool = False) -> int:
+        """Build the domain saved in ``data`` (a stream ``save`` made); its id."""
+        from ringvisor.lifecycle.stream import BadImage
+        try:
+            meta, context, frames, memory, used = saverestore.parse_stream(data, what)
+            cfg = DomainConfig.from_dict(meta["config"])
+        except BadImage as e:
+            raise XlError(str(e)) from None
+        except TypeError as e:
+            raise XlError(f"{what}: corrupt domain configuration ({e})") from None
+        if any(m.name == cfg.name for m in self.managed.values()):
+            raise XlError(f"a domain called {cfg.name!r} exists already")
+        t0 = self.iface.now_ns()
+        try:
+            ssidref = self.xc.flask_context_to_sid(cfg.seclabel) if cfg.seclabel else 0
+            d = saverestore.restore_stream(self.xc, meta, context, frames, memory, used, ssidref)
+        except XcError as e:
+            raise XlError(f"restore {cfg.name}: {e}") from None
+        m = Managed(d, cfg, cfg.name, created_ns=t0)
+        self.managed[d] = m
+        try:
+            self.xc.sched_credit(d, weight=cfg.weight, cap=cfg.cap)
+            ports = builder.Built(d, 0, int(meta["console_port"]), 0, int(meta["store_port"]))
+            self._xenstore_entries(m, ports, _uuid.UUID(meta["uuid"]).bytes)
+            base = f"/local/domain/{d}"
+            for rel, value in sorted(meta["xenstore"].items()):
+                self.xs.write(f"{base}/{rel}", str(value))
+            m.log = open(self.state_dir / "console" / f"{cfg.name}.log", "ab")
+            m.console = ConsoleBackend(self.xc, d, ports.console_port,
+                                       lambda data, m=m: self._output(m, data))
+            m.store = RingConnection(self.xc, self.store, d, ports.store_port)
+            self.store.fire({"@introduceDomain"})
+            if not paused:
+                self.xc.unpause(d)
+        except (XcError, XsError, OSError, ValueError) as e:
+            self._forget(m)
+            try:
+                self.xc.destroy(d)
+            except XcError:
+                pass
+            raise XlError(f"restore {cfg.name}: cannot start the domain: {e}") from None
+        return d
+
+    # -- migration (migration.py) ----------------------------------------------------------
+    def migrate_receive(self, address: tuple[str, int]) -> int:
+        """Listen for one domain on ``address``; the port (0 takes a free one)."""
+        try:
+            lst = migration.Listener(address, lambda data, answer: self.incoming.put((data, answer)),
+                                     self._log)
+        except OSError as e:
+            raise XlError(f"migrate-receive: cannot listen on {address[0]}:{address[1]}: "
+                          f"{e.strerror or e}") from None
+        return lst.port
+
+    def migrate(self, name: str, address: tuple[str, int], reply) -> None:
+        """Send the domain to the toolstack listening at ``address``; ``reply(error or
+        None, report)`` when it runs there (and is gone here) or did not go (and runs on
+        here)."""
+        m = self.find(name)
+        t0 = time.monotonic()
+
+        def send(stream, err):
+            if err:
+                reply(err, None)
+                return "resume"
+            try:
+                sender = migration.Sender(address, stream)
+            except OSError as e:
+                reply(f"migrate {m.name}: cannot reach {address[0]}:{address[1]} "
+                      f"({e.strerror or e}); the domain keeps running here", None)
+                return "resume"
+            self._await(m, sender, reply, len(stream), t0)
+            return "hold"
+        self.save(name, send)
+
+    def _await(self, m: Managed, sender, reply, size: int, t0: float) -> None:
+        got = sender.poll()
+        if got is None:
+            self.iface.after(migration.POLL_NS, lambda: self._await(m, sender, reply, size, t0))
+            return
+        went, text = got
+        self.finish_hold(m.name, went)
+        if went:
+            reply(None, {"bytes": size, "remote_domid": text,
+                         "downtime_ms": (time.monotonic() - t0) * 1000})
+        else:
+            reply(f"migrate {m.name}: {text}; the domain keeps running here", None)
+
+    def _log(self, msg: str) -> None:
+        import sys
+        print(f"ringvisor: {msg}", file=sys.stderr, flush=True)
 
     def mem_set(self, name: str, mb: int) -> None:
         """Set the balloon target (memory/target); the guest's balloon driver follows it."""

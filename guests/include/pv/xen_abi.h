@@ -344,6 +344,8 @@
 #define XEN_DOMCTL_resumedomain                  27
 #define XEN_DOMCTL_sendtrigger                   28
 #define XEN_DOMCTL_subscribe                     29
+#define XEN_DOMCTL_sethvmcontext                 33
+#define XEN_DOMCTL_gethvmcontext                 34
 #define XEN_DOMCTL_set_address_size              35
 #define XEN_DOMCTL_get_address_size              36
 #define XEN_DOMCTL_set_target                    46
@@ -844,6 +846,9 @@
 #define OFFSETOF_xen_domctl_setdomainhandle_handle 0
 #define SIZEOF_xen_domctl_settimeoffset          8
 #define OFFSETOF_xen_domctl_settimeoffset_time_offset_seconds 0
+#define SIZEOF_xen_domctl_hvmcontext             16
+#define OFFSETOF_xen_domctl_hvmcontext_size      0
+#define OFFSETOF_xen_domctl_hvmcontext_buffer    8
 #define SIZEOF_xen_domctl                        144
 #define OFFSETOF_xen_domctl_cmd                  0
 #define OFFSETOF_xen_domctl_interface_version    4
@@ -898,6 +903,9 @@
 #define OFFSETOF_xen_domctl_u_setdomainhandle_handle 16
 #define OFFSETOF_xen_domctl_u_settimeoffset      16
 #define OFFSETOF_xen_domctl_u_settimeoffset_time_offset_seconds 16
+#define OFFSETOF_xen_domctl_u_hvmcontext         16
+#define OFFSETOF_xen_domctl_u_hvmcontext_size    16
+#define OFFSETOF_xen_domctl_u_hvmcontext_buffer  24
 #define OFFSETOF_xen_domctl_u_pad                16
 #define SIZEOF_cpu_user_regs                     68
 #define OFFSETOF_cpu_user_regs_ebx               0
@@ -1554,6 +1562,12 @@ struct xen_domctl_settimeoffset {
 };
 typedef struct xen_domctl_settimeoffset xen_domctl_settimeoffset_t;
 
+struct xen_domctl_hvmcontext {
+    uint32_t size;  /* in: the buffer's; out: the context's */
+    uint64_aligned_t buffer;  /* uint8_t * */
+};
+typedef struct xen_domctl_hvmcontext xen_domctl_hvmcontext_t;
+
 /* the argument of the domctl hypercall (36) */
 struct xen_domctl {
     uint32_t cmd;  /* XEN_DOMCTL_* */
@@ -1569,6 +1583,7 @@ struct xen_domctl {
         struct xen_domctl_scheduler_op scheduler_op;
         struct xen_domctl_setdomainhandle setdomainhandle;
         struct xen_domctl_settimeoffset settimeoffset;
+        struct xen_domctl_hvmcontext hvmcontext;
         uint8_t pad[128];
     } u;
 };

@@ -1,0 +1,169 @@
+"""A paused domain's context as data: what ``xl save`` carries besides its memory.
+
+Xen's toolstack saves a domain from Domain 0 with hypercalls: its memory
+through foreign mappings of its pseudo-physical frames, and the rest through
+``XEN_DOMCTL_gethvmcontext`` (and puts it back with ``sethvmcontext``).  Here
+that context is ringvisor's own record (``CONTEXT_VERSION``, canonical JSON
+through ``lifecycle.codec``): everything of the domain that is not in its
+memory --
+
+- the vCPU as a context switch leaves it (``VcpuContext``: registers, the
+  interrupt frame, segment selectors, debug registers, the x87/MMX/SSE
+  state) and the monitor's virtual CPU (virtual IF, IOPL, CR0-CR4, the GDT
+  and IDT it gave, the interrupt shadow, a halt), its trap table,
+  callbacks, kernel stack, pinned tables, the virtual PIC, the counters;
+- the start-of-day pages the hypervisor keeps for it (start_info,
+  shared_info with the event channels' pending and mask bits and the time,
+  the boot stack) and its grant table's frames;
+- its event channels (ports and bindings), its one-shot and periodic timers
+  (as time left, since virtual time differs on another host), its ring
+  parameters (``HVM_PARAM_*``), its memory figures and scheduler state.
+
+No machine frame number leaves: a frame is named by its pseudo-physical
+number (the guests are auto-translated, so their own page tables already
+are), and a restore on any host maps them through the new P2M.  Dropped and
+rebuilt, as after any change of a physmap: the shadow page tables and the
+real GDT's copy of the guest's descriptors (the next context switch reloads
+both).  An inter-domain channel cannot follow its peer to another host: its
+port is saved *unbound*, waiting for the same peer domain, and the toolstack
+binds its back-ends again (xenconsoled, xenstored) on restore.  A domain
+that holds mappings of other domains' grants or frames cannot be saved
+(``-EBUSY``): they name frames of domains that do not move with it.
+"""
+
+from __future__ import annotations
+
+from ringvisor.abi import PV_BOOT_STACK_VA, Errno, EvtchnStat
+from ringvisor.hw.state import FpuState
+from ringvisor.lifecycle import codec
+from ringvisor.vmm import state as S
+from ringvisor.vmm.paravirt import HypercallError
+
+from .domain import State, VcpuContext
+
+CONTEXT_VERSION = 1
+# the monitor's own state that names no machine frame (the rest is below, translated)
+MONITOR_FIELDS = ("vcpu", "platform", "step_state", "shadow_at", "guest_halted", "traps",
+                  "emulated", "stats", "trap_table", "callbacks", "kstack", "hypercalls",
+                  "time_version")
+PAGE = 0x1000
+
+
+def _fail(errno: Errno):
+    raise HypercallError(errno)
+
+
+def _pages(m) -> dict[str, int]:
+    """The hypervisor's start-of-day pages of the domain, by name: machine addresses."""
+    return {"start_info": m.start_info_phys, "shared_info": m.si_phys,
+            "boot_stack": m.fixed[PV_BOOT_STACK_VA][0]}
+
+
+def get_context(hv, d) -> bytes:
+    """The context of paused domain ``d`` (gethvmcontext)."""
+    if not d.paused or not d.started or d.dead or d.privileged:
+        _fail(Errno.EINVAL)
+    if d is hv.current:
+        _fail(Errno.EBUSY)                 # (a paused domain leaves the CPU at the next entry)
+    if d.foreign or d.grants.maptrack:
+        _fail(Errno.EBUSY)
+    m, mem = d.monitor, hv.mem
+    ports = []
+    for p in d.events.get_state()["ports"]:
+        if p["state"] == EvtchnStat.interdomain:      # the peer does not come along
+            p = {**p, "state": int(EvtchnStat.unbound), "remote": -1}
+        ports.append(p)
+    c = d.ctx
+    fpu = c.extra.get("fpu")
+    state = {
+        "version": CONTEXT_VERSION,
+        "monitor": S.get_attrs(_Fields(m)),
+        "gdt_gfns": [m._gfn(f << 12) for f in m.gdt_frames],
+        "pinned_gfns": sorted(m._gfn(f << 12) for f in m.pinned),
+        "params": dict(m.params), "cmdline": m.cmdline, "guest_ram": m.guest_ram,
+        "events": {**d.events.get_state(), "ports": ports},
+        "timer": m.timer.get_state(),
+        "pages": {name: mem.read(addr, PAGE) for name, addr in _pages(m).items()},
+        "grant_frames": [mem.read(f << 12, PAGE) for f in d.grants.frames],
+        "vcpu": {"regs": list(c.regs), "eip": c.eip, "cs": c.cs, "eflags": c.eflags,
+                 "ss": c.ss, "sregs": dict(c.sregs), "dr": list(c.extra.get("dr", [])),
+                 "fpu": fpu.to_dict() if fpu is not None else None},
+        "domain": {"nr_ram_pages": d.nr_ram_pages, "max_pages": d.max_pages,
+                   "blocked": d.state is State.BLOCKED, "cpu_time_ns": d.cpu_time_ns},
+    }
+    return codec.encode(state, "context")
+
+
+def set_context(hv, d, blob: bytes) -> None:
+    """Give new, paused, never started domain ``d`` -- its memory already in place at
+    the same pseudo-physical frames -- the context ``blob`` (sethvmcontext)."""
+    if not d.paused or d.started or d.dead or d.privileged:
+        _fail(Errno.EINVAL)
+    try:
+        st = codec.decode(blob)
+        if st["version"] > CONTEXT_VERSION:
+            _fail(Errno.EOPNOTSUPP)
+        _apply(hv, d, st)
+    except HypercallError:
+        raise
+    except (codec.StateError, KeyError, TypeError, ValueError, IndexError, AttributeError):
+        _fail(Errno.EINVAL)
+
+
+def _apply(hv, d, st: dict) -> None:
+    m, mem = d.monitor, hv.mem
+    pages = st["pages"]
+    if set(pages) != set(_pages(m)) or any(len(v) != PAGE for v in pages.values()):
+        raise ValueError("start-of-day pages")
+    # everything that names a frame first: a frame the domain does not have is -EPERM
+    gdt_frames = [m._frame(g) >> 12 for g in st["gdt_gfns"]]
+    pinned = {m._frame(g) >> 12 for g in st["pinned_gfns"]}
+    params = {int(k): int(v) for k, v in st["params"].items()}
+    grants = st["grant_frames"]
+    if grants:
+        try:
+            d.grants.grow(len(grants))
+        except Exception:                  # noqa: BLE001 -- GrantFailure: too many frames
+            _fail(Errno.EINVAL)
+    for f, data in zip(d.grants.frames, grants):
+        mem.write(f << 12, bytes(data).ljust(PAGE, b"\0")[:PAGE])
+    S.set_attrs(_Fields(m), st["monitor"])
+    m.gdt_frames, m.pinned, m.params = gdt_frames, pinned, params
+    m.cmdline, m.guest_ram = str(st["cmdline"]), int(st["guest_ram"])
+    m.map_rings()
+    for name, addr in _pages(m).items():
+        mem.write(addr, bytes(pages[name]))
+    d.events.set_state(st["events"])
+    m.timer.set_state(st["timer"])
+    v = st["vcpu"]
+    extra = {"dr": [int(x) for x in v["dr"]]} if v["dr"] else {}
+    if v["fpu"] is not None:
+        extra["fpu"] = FpuState.from_dict(v["fpu"])
+    d.ctx = VcpuContext(regs=[int(r) for r in v["regs"]][:8], eip=int(v["eip"]),
+                        cs=int(v["cs"]), eflags=int(v["eflags"]), ss=int(v["ss"]),
+                        sregs={int(k): int(s) for k, s in v["sregs"].items()}, extra=extra)
+    if len(d.ctx.regs) != 8:
+        raise ValueError("registers")
+    dom = st["domain"]
+    d.nr_ram_pages, d.max_pages = int(dom["nr_ram_pages"]), int(dom["max_pages"])
+    d.cpu_time_ns = int(dom["cpu_time_ns"])
+    d.state = State.BLOCKED if dom["blocked"] else State.RUNNABLE
+    m.update_time()                        # this host's time in shared_info
+    hv.forget_mappings(d)
+    d.started = True
+
+
+class _Fields:
+    """The monitor seen through ``MONITOR_FIELDS`` only (for ``state.set_attrs``)."""
+
+    STATE = MONITOR_FIELDS
+
+    def __init__(self, m) -> None:
+        object.__setattr__(self, "_m", m)
+
+    def __getattr__(self, name):
+        return getattr(self._m, name)
+
+    def __setattr__(self, name, value) -> None:
+        setattr(self._m, name, value)
+

@@ -1,0 +1,184 @@
+"""xl save, xl restore and xl migrate: a DomU leaves its host as data and runs on.
+
+Two hosts (hypervisor, Domain 0, toolstack) in one process.  A DomU runs a
+list of programs; it is saved (or migrated) halfway, built again from the
+stream, and its console output before and after together is the output of
+the same kernel run alone without a stop -- [timing] figures aside: a DomU's
+TSC counts the cycles other domains ran, which differ from host to host."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ringvisor.abi import Errno
+from ringvisor.guests.build import image_path
+from ringvisor.hypervisor.core import Hypervisor
+from ringvisor.hypervisor.domain import State
+from ringvisor.hypervisor.interface import HypercallInterface
+from ringvisor.lifecycle import stream
+from ringvisor.lifecycle.stream import read_file, write_atomic
+from ringvisor.toolstack.config import DomainConfig
+from ringvisor.toolstack.saverestore import parse_stream
+from ringvisor.toolstack.xc import XcError
+from ringvisor.toolstack.xl import Toolstack, XlError
+from ringvisor.vmm import run_vm
+
+TIMING = re.compile(rb"^\[timing\].*\n", re.M)
+PROGRAMS = "run=syscall:300,sieve:2,syscall:300"
+
+
+class Host:
+    def __init__(self, tmp: Path) -> None:
+        self.hv = Hypervisor(160)
+        self.hv.build_dom0(image_path("kernel-pv").read_bytes(), "", 16, "kernel-pv")
+        self.hv.start()
+        self.ts = Toolstack(HypercallInterface(self.hv), tmp)
+        self.out: dict[str, bytearray] = {}
+
+    def create(self, name: str, paused: bool = False) -> int:
+        cfg = DomainConfig(name=name, kernel="kernel-pv", cmdline=PROGRAMS, memory=8,
+                           on_poweroff="preserve")
+        return self.listen(self.ts.create(cfg, paused=paused))
+
+    def listen(self, domid: int) -> int:
+        m = self.ts.managed[domid]
+        m.listeners.append(self.out.setdefault(m.name, bytearray()).extend)
+        return domid
+
+    def dom(self, name: str):
+        return self.hv.domains[self.ts.find(name).domid]
+
+    def run(self, done, budget: int = 40_000_000) -> bool:
+        return self.hv.run_until(done, budget, step=20_000)
+
+    def halfway(self, name: str) -> None:
+        assert self.run(lambda: len(self.out.get(name, b"")) >= 150)
+
+    def finish(self, name: str) -> None:
+        assert self.run(lambda: self.dom(name).state is State.SHUTDOWN)
+
+
+def both(a: Host, b: Host, done, rounds: int = 400) -> None:
+    """Run two hosts by turns (the source waits for the destination's answer)."""
+    for _ in range(rounds):
+        if done():
+            return
+        a.hv.run_until(done, 100_000, step=20_000)
+        b.hv.run_until(done, 100_000, step=20_000)
+    assert done()
+
+
+@pytest.fixture(scope="module")
+def alone() -> bytes:
+    out = run_vm(image_path("kernel-pv"), "paravirt", PROGRAMS, mem_mb=8).output
+    assert b"init: 3 programs run, 0 failed" in out
+    return TIMING.sub(b"", out)
+
+
+def test_save_and_restore_continue_the_console(alone, tmp_path):
+    a = Host(tmp_path / "host")
+    a.create("alpha")
+    a.halfway("alpha")
+    free = a.hv.frames.nr_free
+    path = tmp_path / "alpha.save"
+    said = []
+
+    def write(data, err):
+        assert err is None
+        write_atomic(path, data)
+        said.append(len(data))
+        return "destroy"
+    a.ts.save("alpha", write)
+    assert a.run(lambda: said)
+    assert all(m.name != "alpha" for m in a.ts.managed.values())
+    assert a.hv.frames.nr_free > free + 8 * 256           # its memory went back
+    before = bytes(a.out.pop("alpha"))
+    a.listen(a.ts.restore(read_file(path), str(path)))
+    a.finish("alpha")
+    assert TIMING.sub(b"", before + bytes(a.out["alpha"])) == alone
+    log = (a.ts.state_dir / "console" / "alpha.log").read_bytes()
+    assert log == before + bytes(a.out["alpha"])             # one log, continued
+    with pytest.raises(XlError, match="exists already"):
+        a.ts.restore(read_file(path), str(path))
+    only_a_paused_domu_gives_its_context(a)
+    bad_streams_are_one_line(read_file(path), tmp_path)
+
+
+def test_migrate_to_another_host_and_back_when_it_fails(alone, tmp_path):
+    a, b = Host(tmp_path / "a"), Host(tmp_path / "b")
+    a.create("beta")
+    a.halfway("beta")
+    # nobody listening: the domain runs on here
+    res: dict = {}
+    a.ts.migrate("beta", ("127.0.0.1", 9), lambda err, r: res.update(err=err, r=r))
+    assert a.run(lambda: res, 2_000_000)
+    assert "cannot reach 127.0.0.1:9" in res["err"] and "keeps running here" in res["err"]
+    assert not a.dom("beta").paused
+    # the destination refuses (a domain of that name): the domain runs on here
+    b.create("beta", paused=True)
+    res.clear()
+    a.ts.migrate("beta", ("127.0.0.1", b.ts.migrate_receive(("127.0.0.1", 0))),
+                 lambda err, r: res.update(err=err, r=r))
+    both(a, b, lambda: res)
+    assert "exists already" in res["err"] and not a.dom("beta").paused
+    b.ts.destroy("beta")
+    b.out.pop("beta")
+    # and now it goes
+    res.clear()
+    a.ts.migrate("beta", ("127.0.0.1", b.ts.migrate_receive(("127.0.0.1", 0))),
+                 lambda err, r: res.update(err=err, r=r))
+    both(a, b, lambda: res)
+    assert res["err"] is None and res["r"]["bytes"] > 0
+    assert all(m.name != "beta" for m in a.ts.managed.values())
+    b.listen(b.ts.find("beta").domid)
+    b.finish("beta")
+    assert TIMING.sub(b"", bytes(a.out["beta"]) + bytes(b.out["beta"])) == alone
+
+
+def only_a_paused_domu_gives_its_context(a: Host) -> None:
+    d = a.create("gamma", paused=True)
+    with pytest.raises(XcError) as e:
+        a.ts.xc.set_context(d, a.ts.xc.get_context(d))   # it has started: built, given a vCPU
+    assert e.value.errno == Errno.EINVAL
+    a.ts.unpause("gamma")
+    with pytest.raises(XcError) as e:
+        a.ts.xc.get_context(d)                  # running: pause it first
+    assert e.value.errno == Errno.EINVAL
+    with pytest.raises(XcError) as e:
+        a.ts.xc.get_context(0)
+    assert e.value.errno == Errno.EINVAL
+    fresh = a.ts.xc.create()
+    with pytest.raises(XcError) as e:
+        a.ts.xc.set_context(fresh, b"{}")        # not a context
+    assert e.value.errno == Errno.EINVAL
+    a.ts.xc.destroy(fresh)
+    with pytest.raises(XlError, match="Domain-0 cannot be saved"):
+        a.ts.save("Domain-0", lambda data, err: "resume")
+    a.ts.destroy("gamma")
+
+
+def bad_streams_are_one_line(data: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "bad.save"
+    parse_stream(data, "ok")
+    cases = {"cut": data[:len(data) // 2], "flip": data[:600] + bytes([data[600] ^ 4]) + data[601:],
+             "vm": stream.pack_image([stream.Section(stream.META, "vm", 1, b"{}")]),
+             "junk": b"hello"}
+    for name, bad in cases.items():
+        with pytest.raises(stream.BadImage):
+            parse_stream(bad, name)
+    path.write_bytes(cases["flip"])
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+               RINGVISOR_STATE_DIR=str(tmp_path))
+    p = subprocess.run([sys.executable, "-m", "ringvisor", "xl", "restore", str(path)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "checksum" in p.stderr, p.stderr
+    path.write_bytes(cases["vm"])
+    p = subprocess.run([sys.executable, "-m", "ringvisor", "xl", "restore", str(path)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 2 and "a saved VM, not a domain" in p.stderr, p.stderr
