@@ -77,10 +77,7 @@ def build(xc: Xc, image: bytes, *, name: str, cmdline: str, mem_mb: int, maxmem_
     try:
         return _fill(xc, domid, image, name, cmdline, mem_mb, maxmem_mb)
     except BaseException:
-        try:
-            xc.destroy(domid)
-        except XcError:
-            pass
+        xc.destroy_quietly(domid)
         raise
 
 

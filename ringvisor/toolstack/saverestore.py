@@ -137,10 +137,7 @@ def restore_stream(xc: Xc, meta: dict, context: bytes, gpfns: list[int], memory,
         _write_frames(xc, domid, gpfns, memory, used)
         xc.set_context(domid, context)
     except BaseException:
-        try:
-            xc.destroy(domid)
-        except XcError:
-            pass
+        xc.destroy_quietly(domid)
         raise
     return domid
 

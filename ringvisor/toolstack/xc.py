@@ -90,6 +90,13 @@ class Xc:
     def destroy(self, domid: int) -> None:
         self.domctl(Domctl.destroydomain, domid)
 
+    def destroy_quietly(self, domid: int) -> None:
+        """Destroy a domain being built that failed (gone already: nothing to do)."""
+        try:
+            self.destroy(domid)
+        except XcError:
+            pass
+
     def pause(self, domid: int) -> None:
         self.domctl(Domctl.pausedomain, domid)
 

@@ -172,25 +172,32 @@ class Toolstack:
             raise XlError(f"{cfg.name}: cannot build the domain: {e}") from None
         except Exception as e:          # the loader's refusal of a bad image
             raise XlError(f"{cfg.name}: {e}") from None
-        d = b.domid
-        m = Managed(d, cfg, cfg.name, created_ns=t0)
+        return self._start(Managed(b.domid, cfg, cfg.name, created_ns=t0), b, handle, {},
+                           paused, f"{cfg.name}: cannot start the domain")
+
+    def _start(self, m: Managed, ports, handle: bytes, entries: dict[str, str], paused: bool,
+               what: str, log_mode: str = "wb") -> int:
+        """A built domain under management: its scheduler parameters, xenstore entries
+        (``entries``: more below its /local/domain/N), console log and back-ends; unpaused
+        unless ``paused``.  A failure destroys it."""
+        d, cfg = m.domid, m.config
         self.managed[d] = m
         try:
             self.xc.sched_credit(d, weight=cfg.weight, cap=cfg.cap)
-            self._xenstore_entries(m, b, handle)
-            m.log = open(self.state_dir / "console" / f"{cfg.name}.log", "wb")
-            m.console = ConsoleBackend(self.xc, d, b.console_port, lambda data, m=m: self._output(m, data))
-            m.store = RingConnection(self.xc, self.store, d, b.store_port)
+            self._xenstore_entries(m, ports, handle)
+            for rel, value in sorted(entries.items()):
+                self.xs.write(f"/local/domain/{d}/{rel}", str(value))
+            m.log = open(self.state_dir / "console" / f"{cfg.name}.log", log_mode)
+            m.console = ConsoleBackend(self.xc, d, ports.console_port,
+                                       lambda data, m=m: self._output(m, data))
+            m.store = RingConnection(self.xc, self.store, d, ports.store_port)
             self.store.fire({"@introduceDomain"})
             if not paused:
                 self.xc.unpause(d)
-        except (XcError, XsError, OSError) as e:
+        except (XcError, XsError, OSError, ValueError) as e:
             self._forget(m)
-            try:
-                self.xc.destroy(d)
-            except XcError:
-                pass
-            raise XlError(f"{cfg.name}: cannot start the domain: {e}") from None
+            self.xc.destroy_quietly(d)
+            raise XlError(f"{what}: {e}") from None
         return d
 
     def _xenstore_entries(self, m: Managed, b, handle: bytes) -> None:
@@ -441,30 +448,10 @@ class Toolstack:
             d = saverestore.restore_stream(self.xc, meta, context, frames, memory, used, ssidref)
         except XcError as e:
             raise XlError(f"restore {cfg.name}: {e}") from None
-        m = Managed(d, cfg, cfg.name, created_ns=t0)
-        self.managed[d] = m
-        try:
-            self.xc.sched_credit(d, weight=cfg.weight, cap=cfg.cap)
-            ports = builder.Built(d, 0, int(meta["console_port"]), 0, int(meta["store_port"]))
-            self._xenstore_entries(m, ports, _uuid.UUID(meta["uuid"]).bytes)
-            base = f"/local/domain/{d}"
-            for rel, value in sorted(meta["xenstore"].items()):
-                self.xs.write(f"{base}/{rel}", str(value))
-            m.log = open(self.state_dir / "console" / f"{cfg.name}.log", "ab")
-            m.console = ConsoleBackend(self.xc, d, ports.console_port,
-                                       lambda data, m=m: self._output(m, data))
-            m.store = RingConnection(self.xc, self.store, d, ports.store_port)
-            self.store.fire({"@introduceDomain"})
-            if not paused:
-                self.xc.unpause(d)
-        except (XcError, XsError, OSError, ValueError) as e:
-            self._forget(m)
-            try:
-                self.xc.destroy(d)
-            except XcError:
-                pass
-            raise XlError(f"restore {cfg.name}: cannot start the domain: {e}") from None
-        return d
+        ports = builder.Built(d, 0, int(meta["console_port"]), 0, int(meta["store_port"]))
+        return self._start(Managed(d, cfg, cfg.name, created_ns=t0), ports,
+                           _uuid.UUID(meta["uuid"]).bytes, meta["xenstore"], paused,
+                           f"restore {cfg.name}: cannot start the domain", log_mode="ab")
 
     # -- migration (migration.py) ----------------------------------------------------------
     def migrate_receive(self, address: tuple[str, int]) -> int:
