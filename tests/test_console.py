@@ -76,7 +76,9 @@ def test_escape_keys_and_the_monitor_prompt(tmp_path):
     node = SnapshotTree(store).node("held")
     assert f"snapshot held at instruction {node.icount:,} in {store}" in out
     assert node.mode == "bt" and node.description == "the VM stopped"
-    assert "savevm NAME [DESCRIPTION]" in out and "loadvm: a running VM is not replaced" in out
+    assert "savevm NAME [DESCRIPTION]" in out
+    # loadvm: back to the stopped VM's state, in place; it runs on from there
+    assert f"the VM is at snapshot held (instruction {node.icount:,}) and runs on" in out
     assert "unknown command 'bogus'" in out and "bad format /2q" in out
     # the guest's own console came back: its shell read (and echoed) the command
     assert "exit 4\nkernel: halt (status 4)" in out.split("bad format")[-1]

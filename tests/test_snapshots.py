@@ -127,3 +127,42 @@ def test_snapshot_cli(tmp_path):
     bad = run("snapshot-revert", "nosuch", "--store", store, status=2)
     assert "no snapshot named 'nosuch'" in bad.stderr
     assert bad.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("mode", ["native", "paravirt"])
+def test_loadvm_puts_the_running_vm_back_in_place(mode, tmp_path):
+    """The monitor prompt's loadvm: the VM that runs is given a node's state -- the same
+    memory, CPU, devices and monitor as when savevm took it -- and runs on from there as it
+    did then (the same input, the same output)."""
+    from ringvisor.hw.machine import Machine
+    from ringvisor.lifecycle.vm import capture
+    from ringvisor.ui.hmp import execute
+    from ringvisor.ui.session import Session
+    out = bytearray()
+    m, mon = create_vm(read_image(image_path("kernel-pv" if mode == "paravirt" else "kernel")),
+                       mode, "", 32, output=out.extend)
+    s = Session(m, mon)
+    hmp = lambda line: execute(line, s.view, s)           # noqa: E731 -- the monitor prompt
+    s.store = str(tmp_path / "tree")
+    m.run(400_000)
+    m.stop = None
+    assert "snapshot a at instruction 400,000" in hmp("savevm a before the sieve")
+    at, mark = capture(m, mon), len(out)
+    m.feed_input(b"sieve 1\n")
+    m.run(2_000_000)
+    m.stop = None
+    first = bytes(out[mark:])
+    assert b"sieve: iters=1" in first
+    reply = hmp("loadvm a")
+    assert reply == "the VM is at snapshot a (instruction 400,000) and runs on\n"
+    assert capture(m, mon) == at
+    mark = len(out)
+    m.feed_input(b"sieve 1\n")
+    m.run(2_000_000)
+    assert bytes(out[mark:]) == first
+    assert hmp("loadvm nosuch").startswith("loadvm: ") and hmp("loadvm") == "loadvm NAME\n"
+    SnapshotTree(s.store).create("bare", Machine(4), None, VmInfo())
+    expect = ("has 4 MiB of memory; this VM has" if mode == "native" else
+              "is a VM under native; this one runs under paravirt")
+    assert expect in hmp("loadvm bare")
+    assert capture(m, mon) != at                   # (refused: nothing was touched)

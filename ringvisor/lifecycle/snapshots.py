@@ -28,7 +28,7 @@ from . import codec, mapped as MAPPEDRAM
 from .store import PageStore, parse_ramref
 from .stream import RAM, RAMREF, STATE, BadImage, Section, pack_image, read_file, \
     read_sections, write_atomic
-from .vm import VmInfo, capture, read_image_file, read_info, restore
+from .vm import VmInfo, capture, load_states, read_image_file, read_info, restore
 from ringvisor.errors import ConfigError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -157,6 +157,31 @@ class SnapshotTree:
         self.current = name
         self._save()
         return vm
+
+    def load_into(self, name: str, machine, monitor=None) -> Node:
+        """Node ``name``'s state in place of the running ``machine``'s (and its monitor's):
+        the monitor prompt's ``loadvm``, as QEMU's.  The VM must be of the node's shape
+        (its structure, memory and serial ports); ``name`` becomes current."""
+        what = f"snapshot {name!r}"
+        secs = self.sections(name)
+        info = read_info(secs, what)
+        mode = "native" if monitor is None else monitor.name
+        if info.mode != mode:
+            raise BadImage(f"{what} is a VM under {info.mode}; this one runs under {mode}")
+        size, refs = self._ram_refs(secs, name)
+        if size != machine.mem.size:
+            raise BadImage(f"{what} has {size >> 20} MiB of memory; this VM has "
+                           f"{machine.mem.size >> 20} MiB")
+        ports = sum(1 for s in secs if s.kind == STATE and s.name.startswith("uart@"))
+        if ports != len(machine.uarts):
+            raise BadImage(f"{what} has {ports} serial port(s); this VM has {len(machine.uarts)}")
+        ram = machine.mem.ram
+        ram[:] = bytes(size)                  # (the store keeps the pages that are not zero)
+        self.load_ram_into(ram, refs)
+        load_states(machine, monitor, secs, what)
+        self.current = name
+        self._save()
+        return self.node(name)
 
     def export(self, name: str, path, mapped: bool = False) -> int:
         """Node ``name`` as a standalone image (pages included); its size.  ``mapped``: in

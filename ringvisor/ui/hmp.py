@@ -13,7 +13,7 @@ memory the guest believes it has, never the monitor's.
                         number or a register ($eip, $esp+8 ...)
     stop, cont          pause and resume the VM
     savevm NAME [TEXT]  the VM as it stands, as a node of the snapshot tree
-    loadvm              (says how: a running VM is not replaced in place yet)
+    loadvm NAME         the VM in node NAME's state, in place (it runs on from there)
     quit                end the run
 """
 
@@ -33,6 +33,7 @@ x/FMT ADDR       examine guest memory: FMT = [count][x|d|u|c|i][b|h|w|g], e.g. x
 stop             pause the VM
 cont | c         resume it
 savevm NAME      snapshot the VM into the snapshot tree (snapshot-revert NAME resumes it)
+loadvm NAME      put the VM back in snapshot NAME's state, in place
 quit | q         end the run
 help | ?         this list
 """

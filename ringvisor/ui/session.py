@@ -189,23 +189,28 @@ class Session:
 
     def lifecycle(self, cmd: str, args: str) -> str:
         """``savevm NAME [DESCRIPTION]``: the VM as it stands, as a node of the snapshot tree
-        (``ringvisor snapshot-revert NAME`` resumes it); ``loadvm``: see its answer."""
-        if cmd == "loadvm":
-            return ("loadvm: a running VM is not replaced in place yet: resume a snapshot with "
-                    f"'ringvisor snapshot-revert NAME --store {self.store}'\n")
-        name, _, description = args.strip().partition(" ")
-        if not name:
-            return "savevm NAME [DESCRIPTION]\n"
+        (``ringvisor snapshot-revert NAME`` resumes it); ``loadvm NAME``: the VM goes back
+        (or forward) to node NAME in place and runs on from there, as QEMU's."""
         from ringvisor.errors import RingvisorError
         from ringvisor.lifecycle.snapshots import SnapshotTree
-        from ringvisor.lifecycle.vm import VmInfo
+        name, _, description = args.strip().partition(" ")
+        if not name:
+            return f"{cmd} NAME" + (" [DESCRIPTION]\n" if cmd == "savevm" else "\n")
         self.view.settle()                  # between two guest instructions
+        m = self.machine
         try:
-            node = SnapshotTree(self.store).create(
-                name, self.machine, self.monitor,
-                VmInfo(image=self.image_path, cmdline=self.cmdline), description.strip())
+            tree = SnapshotTree(self.store)
+            if cmd == "loadvm":
+                node = tree.load_into(name, m, self.monitor)
+                self.view.settle()
+                return (f"the VM is at snapshot {node.name} (instruction {node.icount:,}) "
+                        f"and {'runs on' if self.paused_by is None else 'stays paused'}\n")
+            from ringvisor.lifecycle.vm import VmInfo
+            node = tree.create(name, m, self.monitor,
+                               VmInfo(image=self.image_path, cmdline=self.cmdline),
+                               description.strip())
         except RingvisorError as e:
-            return f"savevm: {e}\n"
+            return f"{cmd}: {e}\n"
         return (f"snapshot {node.name} at instruction {node.icount:,} in {self.store} "
                 f"(ringvisor snapshot-revert {node.name} resumes it)\n")
 
