@@ -141,6 +141,13 @@ def test_migrate_to_another_host_and_back_when_it_fails(alone, tmp_path):
     assert TIMING.sub(b"", bytes(a.out["beta"]) + bytes(b.out["beta"])) == alone
 
 
+def test_the_context_covers_the_monitors_state():
+    from ringvisor.hypervisor import domsave
+    from ringvisor.hypervisor.pvdomain import DomainMonitor
+    parts = domsave.MONITOR_FIELDS + domsave.TRANSLATED + domsave.REBUILT
+    assert sorted(parts) == sorted(DomainMonitor.STATE)
+
+
 def only_a_paused_domu_gives_its_context(a: Host) -> None:
     d = a.create("gamma", paused=True)
     with pytest.raises(XcError) as e:
