@@ -153,6 +153,9 @@ def test_loadvm_puts_the_running_vm_back_in_place(mode, tmp_path):
     m.stop = None
     first = bytes(out[mark:])
     assert b"sieve: iters=1" in first
+    m.input_log = object()                         # a run being recorded: refused
+    assert hmp("loadvm a").startswith("loadvm: not while the run is recorded")
+    m.input_log = None
     reply = hmp("loadvm a")
     assert reply == "the VM is at snapshot a (instruction 400,000) and runs on\n"
     assert capture(m, mon) == at

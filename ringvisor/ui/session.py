@@ -201,6 +201,8 @@ class Session:
         try:
             tree = SnapshotTree(self.store)
             if cmd == "loadvm":
+                if m.input_log is not None:
+                    return "loadvm: not while the run is recorded (the recording would not know)\n"
                 node = tree.load_into(name, m, self.monitor)
                 self.view.settle()
                 return (f"the VM is at snapshot {node.name} (instruction {node.icount:,}) "
