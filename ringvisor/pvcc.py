@@ -643,7 +643,9 @@ class Rewriter:
                                "may only be called from C (paging on); move it to C")
             if not is_memory(op):
                 self._fail(st, f"{kind} needs a memory operand")
-            what = "set_gdt" if kind == "lgdt" else "set_trap_table, set_callbacks, bind_pirq"
+            what = "set_gdt" if kind == "lgdt" else \
+                "set_trap_table: every present gate, DPL 0 as the kernel's ring 1; " \
+                "set_callbacks, bind_pirq"
             return seq_runtime_call(f"pv_{kind}", op), f"call pv_{kind} ({what})"
         if kind == "ltr":
             if reg_name(op) and gpr32(op) is None:

@@ -197,3 +197,30 @@ def test_vmbench_measures_paravirt():
     assert p.returncode == 0, p.stderr
     line = [l for l in p.stdout.decode().splitlines() if l.startswith("syscall")][0]
     assert "native:" in line and "paravirt:" in line and "cyc," in line
+
+
+def test_the_kernels_own_gates_are_in_its_trap_table(kernels):
+    """pvcc's promise is an unmodified kernel: every present gate of its IDT, IRQ
+    vectors too, can be invoked by its own ``int n`` as natively (a DPL-0 gate is
+    the kernel ring's, DPL 1: #GP(vector * 8 + 2) from user code, SDM Vol. 2 INT n)."""
+    from ringvisor.hw.machine import read_image
+    from ringvisor.vmm.errors import GuestFault
+    from ringvisor.vmm.runner import create_vm
+    _, pv = kernels
+    m, mon = create_vm(read_image(pv), "paravirt", "run=hello", 32)
+    while not mon.trap_table:
+        m.run(200_000)
+    # the teaching kernel (guests/kernel/trap.c): vectors 0-47 DPL 0, 0x80 DPL 3
+    assert sorted(mon.trap_table) == list(range(48)) + [0x80]
+    assert {v: fl & 3 for v, (fl, _, _) in mon.trap_table.items()} == \
+        {**{v: 1 for v in range(48)}, 0x80: 3}
+    v = mon.vcpu
+    for cpl, vector in ((0, 0x20), (0, 3), (3, 0x80)):
+        v.cpl = cpl
+        cs, eip, _ = mon.guest_gate(vector, True)
+        assert (cs, eip) == mon.trap_table[vector][1:]
+    v.cpl = 3
+    for vector in (0x20, 3):
+        with pytest.raises(GuestFault) as e:
+            mon.guest_gate(vector, True)
+        assert (e.value.vector, e.value.error_code) == (13, vector * 8 + 2)

@@ -78,12 +78,16 @@ void pv_lidt(const struct pv_dtr *d)
     for (uint32_t v = 0; v < 256 && v * 8 + 7 <= d->limit; v++) {
         uint32_t lo = idt[2 * v], hi = idt[2 * v + 1];
         uint32_t type = (hi >> 8) & 0xF, dpl = (hi >> 13) & 3;
-        if (!(hi & 0x8000) || (v >= 32 && dpl != 3))
-            continue;                   /* not present; or an IRQ vector: events */
+        if (!(hi & 0x8000))
+            continue;                   /* not present */
         if (type != 0xE && type != 0xF)
             pv_panic("pv: lidt: only 32-bit interrupt and trap gates are supported\n");
+        /* Every present gate, IRQ vectors too: interrupts come as events, but the
+         * kernel may also invoke any of its gates with int n, as natively.  The
+         * kernel runs at ring 1, so a DPL-0 gate is the kernel ring's (DPL 1):
+         * open to the kernel's int n, #GP from user code as natively. */
         pv_traps[n].vector = (uint8_t)v;
-        pv_traps[n].flags = (uint8_t)(dpl | (type == 0xE ? TI_IF : 0));
+        pv_traps[n].flags = (uint8_t)((dpl ? dpl : 1) | (type == 0xE ? TI_IF : 0));
         pv_traps[n].cs = (uint16_t)((lo >> 16) | 1);   /* the kernel runs at ring 1 */
         pv_traps[n].address = (lo & 0xFFFF) | (hi & 0xFFFF0000u);
         n++;
