@@ -45,7 +45,7 @@ CONTEXT_VERSION = 1
 # the monitor's own state that names no machine frame (the rest is below, translated)
 MONITOR_FIELDS = ("vcpu", "platform", "step_state", "shadow_at", "guest_halted", "traps",
                   "emulated", "stats", "trap_table", "callbacks", "kstack", "hypercalls",
-                  "time_version")
+                  "time_version", "watchpoints")
 # ... and the rest of the monitor's state, each carried in its own way below (or, the
 # shadows and the real GDT's copy, rebuilt); a test checks these cover the monitor's STATE
 TRANSLATED = ("events", "gdt_frames", "pinned", "timer")
