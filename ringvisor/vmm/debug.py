@@ -5,8 +5,8 @@ Vol. 3 ch. 17).  Its DR0-DR7 are virtual (``VirtualCpu.dr``); what they ask
 for, the hardware does wherever it sees what the guest does:
 
 - the guest's breakpoints are loaded into the real DR0-DR3/DR7 (addresses
-  below the hypervisor region; general detect stays the monitor's, as every
-  MOV DR traps anyway), so the data accesses of the guest's own code, and the
+  below the hypervisor region; not DR7.GD nor I/O breakpoints, which the PC
+  does not model), so the data accesses of the guest's own code, and the
   execution of code that runs as itself (all of it under trap-and-emulate,
   user code under binary translation), raise real #DBs;
 - TF and RF are the guest's in the real EFLAGS, so the hardware single-steps
