@@ -47,6 +47,27 @@ def symbol(path, name: str) -> int:
     raise KeyError(name)
 
 
+def symbol_span(path, name: str) -> tuple[int, int]:
+    with open(path, "rb") as f:
+        for s in ELFFile(f).get_section_by_name(".symtab").iter_symbols():
+            if s.name == name:
+                return s["st_value"], s["st_size"]
+    raise KeyError(name)
+
+
+def accessors(path, function: str, data: str) -> dict[int, int]:
+    """The instructions of ``function`` that name ``data`` in a memory operand (its
+    displacement within the object, decoded from the ELF): {where each ends: where it is}."""
+    start, size = symbol_span(path, function)
+    lo, length = symbol_span(path, data)
+    with open(path, "rb") as f:
+        text = ELFFile(f).get_section_by_name(".text")
+        code = text.data()[start - text["sh_addr"]:][:size]
+    return {ins.next_ip32: ins.ip32 for ins in ix.Decoder(32, code, ip=start)
+            if any(ins.op_kind(i) == ix.OpKind.MEMORY for i in range(ins.op_count))
+            and lo <= ins.memory_displacement < lo + length}
+
+
 def instruction_ends(path, addr: int, n: int) -> list[int]:
     """Where the first ``n`` instructions from ``addr`` end, decoded from the ELF itself."""
     with open(path, "rb") as f:
@@ -138,8 +159,76 @@ detach
     # trap-and-emulate shows the guest's *virtual* IF: an IRET to user mode does not
     # trap at ring 1, so it still holds the kernel's cli (the chapter's failure, shown)
     assert bool(register(out, "eflags") & 0x200) == (mode != "trapemu")
-    assert "detached" in out
+    assert "detached" in out, out
     # the guest ran on, none the wiser
+    assert vm.returncode == STATUS, stderr.decode()
+    assert untimed(stdout.decode()) == reference[kernel]
+    assert stderr.decode().strip() == "ringvisor: the debugger detached; the guest runs on"
+
+
+WATCH_STOP = re.compile(r"^Hardware (read |access \(read/write\) |)watchpoint (\d+): .*\n\n"
+                        r"(?:Value = (\d+)|Old value = (\d+)\nNew value = (\d+))\n"
+                        r"(0x[0-9a-f]+) in (\w+) \(\)", re.M)
+
+
+@pytest.mark.parametrize("mode", ["native", "trapemu", "bt", "paravirt"])
+def test_watchpoints_of_every_kind(mode, reference, tmp_path):
+    """``rwatch``, ``watch`` and ``awatch`` on the kernel's syscall counter (kstats.syscalls,
+    written by ``incl`` in syscall_dispatch, read by the stats syscall's copy of kstats):
+    each stop is right after an instruction that reads (rwatch), writes (watch) or
+    touches (awatch) it -- as an x86 data breakpoint's trap is (SDM Vol. 3 17.3.1.2: a
+    data breakpoint is a trap, reported after the access) -- with the value gdb reads
+    back through the guest's page tables; then gdb detaches and the guest's output is
+    an undisturbed run's."""
+    kernel = "kernel-pv" if mode == "paravirt" else "kernel"
+    path = image_path(kernel)
+    where = accessors(path, "syscall_dispatch", "kstats")
+    counter = symbol(path, "kstats") + 8
+    port = free_port()
+    vm = start(kernel, mode, port, "-S")
+    expr = "*(int *)((char *)&kstats + 8)"
+    try:
+        out = gdb(kernel, port, f"""
+break syscall_dispatch
+continue
+delete
+rwatch {expr}
+continue
+continue
+delete
+watch {expr}
+continue
+continue
+delete
+awatch {expr}
+continue
+continue
+delete
+x/1dw {counter:#x}
+detach
+""", tmp_path)
+        stdout, stderr = vm.communicate(timeout=120)
+    finally:
+        vm.kill()
+    stops = [(m.group(1).strip() or "write", int(m.group(2)), m.group(3), m.group(4),
+              m.group(5), int(m.group(6), 16), m.group(7)) for m in WATCH_STOP.finditer(out)]
+    kinds = [s[0] for s in stops]
+    assert kinds == ["read"] * 2 + ["write"] * 2 + ["access (read/write)"] * 2, out
+    for kind, number, value, old, new, eip, func in stops:
+        # right after an instruction of syscall_dispatch that names kstats, never elsewhere
+        assert func == "syscall_dispatch" and eip in where, (hex(eip), out)
+        if kind == "write":
+            assert int(new) == int(old) + 1, out      # kstats.syscalls++
+    # the first read is the first syscall's increment (0 -> 1); the first syscall is the
+    # workload's stats call, whose copy of kstats reads it next, unchanged
+    incl = stops[0][5]
+    assert stops[0][2] == "1" and stops[1][2] == "1" and stops[1][5] != incl, out
+    # a write watchpoint passes over reads: both stops are increments, one after the other
+    assert stops[2][5] == stops[3][5] == incl and int(stops[3][3]) == int(stops[2][4]), out
+    # an access watchpoint takes the read-modify-write, with both values
+    assert [s[5] for s in stops[4:]] == [incl] * 2 and stops[4][3] == stops[3][4], out
+    assert re.search(rf"<kstats\+8>:\s+{stops[5][4]}\n", out), out   # x/1dw afterwards
+    assert "detached" in out, out
     assert vm.returncode == STATUS, stderr.decode()
     assert untimed(stdout.decode()) == reference[kernel]
     assert stderr.decode().strip() == "ringvisor: the debugger detached; the guest runs on"
@@ -147,7 +236,7 @@ detach
 
 def test_watchpoint_and_planted_breakpoints(reference, tmp_path):
     """Under binary translation: a hardware breakpoint (Z1), then breakpoints gdb plants
-    as int3 bytes itself (no Z0), and a hardware watchpoint on a kernel counter stops right after the instruction that wrote it."""
+    as int3 bytes itself (no Z0); the guest never executes them."""
     port = free_port()
     vm = start("kernel", "bt", port, "-S")
     try:
@@ -159,10 +248,6 @@ set remote software-breakpoint-packet off
 break syscall_dispatch
 continue
 x/1xb syscall_dispatch
-delete
-watch *(int *)((char *)&kstats + 8)
-continue
-info registers eip
 delete
 detach
 """, tmp_path)
@@ -179,13 +264,80 @@ detach
         text = ELFFile(f).get_section_by_name(".text")
         first = text.data()[entry - text["sh_addr"]]
     assert re.search(rf"<syscall_dispatch>:\s+0x{first:02x}", out), out
-    m = re.search(r"Hardware watchpoint 3: .*\n\nOld value = (\d+)\nNew value = (\d+)", out)
-    assert m and int(m.group(2)) == int(m.group(1)) + 1, out
-    # a data breakpoint is a trap: the stop is right after the writing instruction
-    # (syscall_dispatch's fourth, ``incl kstats+8``)
-    assert register(out, "eip") == instruction_ends(image_path("kernel"), entry, 4)[-1], out
     assert vm.returncode == STATUS, stderr.decode()
     assert untimed(stdout.decode()) == reference["kernel"]
+
+
+class Reader:
+    """A process's standard output, read as it comes (to wait for a line)."""
+
+    def __init__(self, stream) -> None:
+        import threading
+        self.data = b""
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, stream) -> None:
+        for chunk in iter(lambda: stream.read1(4096), b""):
+            with self.cond:
+                self.data += chunk
+                self.cond.notify_all()
+
+    def wait_for(self, marker: bytes, timeout: float = 60) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: marker in self.data, timeout), self.data[-300:]
+
+
+def test_a_debugger_that_vanishes_mid_run(tmp_path):
+    """gdb attaches to the shell under binary translation, continues it with a breakpoint
+    at proc_fork and a watchpoint on kstats.forks set, and is killed while the guest runs:
+    the connection closes mid-run, the stub forgets both -- the monitor too: proc_fork,
+    translated only afterwards, must not get the breakpoint back -- the next fork stops
+    nobody, and the shell's session is, timing aside, the one it has with nobody attached."""
+    path = image_path("kernel")
+    keys = [b"echo running\n", b"syscall iters=2\n", b"exit 3\n"]
+    alone = subprocess.run([sys.executable, "-m", "ringvisor", "run", "kernel", "--mode", "bt"],
+                           input=b"".join(keys), capture_output=True, timeout=120)
+    assert alone.returncode == (3 << 1) | 1, alone.stderr.decode()
+    port = free_port()
+    vm = start("kernel", "bt", port, cmdline="", stdin=subprocess.PIPE)
+    ready = tmp_path / "continuing"
+    script = tmp_path / "script.gdb"
+    forks = symbol(path, "kstats") + 20
+    script.write_text(f"set pagination off\nset tcp connect-timeout 60\n"
+                      f"target remote 127.0.0.1:{port}\nbreak proc_fork\n"
+                      f"watch *(int *){forks:#x}\nshell touch {ready}\ncontinue\n")
+    log = open(tmp_path / "gdb.log", "wb")
+    out = Reader(vm.stdout)
+    out.wait_for(b"type help\n$ ")                   # the shell waits for its input
+    debugger = subprocess.Popen(["gdb", "-q", "-nx", "-batch", "-x", str(script), str(path)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert time.monotonic() < deadline and debugger.poll() is None, \
+                (tmp_path / "gdb.log").read_text()
+            time.sleep(0.05)
+        # the shell answers: gdb's continue (after its Z packets) is in, the VM runs
+        vm.stdin.write(keys[0])
+        vm.stdin.flush()
+        out.wait_for(b"running\n$ ")
+        debugger.kill()                                # gone mid-run, without a word
+        debugger.wait(timeout=60)
+        vm.stdin.write(b"".join(keys[1:]))             # a fork: nobody to stop for
+        vm.stdin.close()
+        vm.wait(timeout=120)
+        out.thread.join(timeout=60)
+        stderr = vm.stderr.read().decode()
+    finally:
+        debugger.kill()
+        vm.kill()
+    assert vm.returncode == (3 << 1) | 1, stderr
+    assert untimed(out.data.decode()) == untimed(alone.stdout.decode())
+    assert b"syscall: iters=2 checksum=" in out.data
+    assert stderr.strip() == ("ringvisor: the debugger went away; the guest runs on "
+                              f"(waiting for another on tcp::{port})"), stderr
 
 
 # -- the protocol, from a client of our own ------------------------------------------------

@@ -69,6 +69,17 @@ def unescape(data: bytes) -> bytes:
     return bytes(out)
 
 
+def needs_stop(payload: bytes) -> bool:
+    """Whether a packet touches the guest (registers, memory, breakpoints, resumption):
+    those wait until the VM has stopped; the rest of a connection's handshake (features,
+    the target description, threads) is answered at once."""
+    if payload[:1] in (b"q", b"Q"):
+        return payload.startswith(b"qRcmd,")
+    if payload[:1] == b"v":
+        return payload.startswith(b"vCont;")
+    return payload[:1] not in (b"H", b"T")
+
+
 class GdbStub:
     def __init__(self, spec: str, view, machine, control, log=None) -> None:
         self.spec = spec
@@ -83,6 +94,7 @@ class GdbStub:
         self.line.on_disconnect = lambda: self._gone("the debugger went away")
         self.buf = bytearray()
         self.ack = True
+        self.head_acked = False       # the packet at the head of buf has had its '+'
         self.stopped = False          # gdb believes the target stopped (it may send packets)
         self.busy = False             # inside a packet's work (a step may poll us again)
         self.owe_stop = False         # gdb waits for a stop reply
@@ -111,6 +123,7 @@ class GdbStub:
     def _connected(self) -> None:
         self.buf.clear()
         self.ack = True
+        self.head_acked = False
         self.features.clear()
         self.stopped = False
         self.owe_stop = False         # gdb asks with "?" why the target stopped
@@ -196,22 +209,28 @@ class GdbStub:
                 return                                # incomplete
             payload = bytes(buf[1:end])
             sum_text = bytes(buf[end + 1:end + 3])
-            if not self.stopped or self.busy:
-                return                                # gdb waits; answer once stopped
-            del buf[:end + 3]
-            if self.ack:
+            if self.ack and not self.head_acked:
+                # acknowledged on arrival, as QEMU does: gdb sends a packet again when its
+                # '+' is two seconds late (remotetimeout), and a VM that is still stopping
+                # (a connection, a long slice under a loaded host) would then answer twice
                 try:
                     good = int(sum_text, 16) == checksum(payload)
                 except ValueError:
                     good = False
                 self._send_raw(b"+" if good else b"-")
                 if not good:
+                    del buf[:end + 3]
                     continue
-            self.busy = True
+                self.head_acked = True
+            if (not self.stopped or self.busy) and needs_stop(payload):
+                return                                # gdb waits; answer once stopped
+            del buf[:end + 3]
+            self.head_acked = False
+            busy, self.busy = self.busy, True      # (a handshake packet may come mid-step)
             try:
                 reply = self.handle(payload)
             finally:
-                self.busy = False
+                self.busy = busy
             if reply is not None:
                 self.send(reply)
 

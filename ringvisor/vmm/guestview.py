@@ -198,10 +198,11 @@ class GuestView:
         return self.cpu.host.event
 
     def clear(self) -> None:
-        """Forget every breakpoint and watchpoint (a debugger detached)."""
-        self.cpu.host.set_breakpoints(())
-        self.cpu.host.set_watchpoints(())
-        self.cpu.host_debug_changed()
+        """Forget every breakpoint and watchpoint (a debugger detached).  Through
+        ``set_breakpoints``, so that a monitor forgets them too: binary translation
+        would otherwise plant a breakpoint again in code it translates later."""
+        self.set_breakpoints(())
+        self.set_watchpoints(())
 
 
 class NativeView(GuestView):
