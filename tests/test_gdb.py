@@ -40,11 +40,7 @@ def free_port() -> int:
 
 
 def symbol(path, name: str) -> int:
-    with open(path, "rb") as f:
-        for s in ELFFile(f).get_section_by_name(".symtab").iter_symbols():
-            if s.name == name:
-                return s["st_value"]
-    raise KeyError(name)
+    return symbol_span(path, name)[0]
 
 
 def symbol_span(path, name: str) -> tuple[int, int]:
