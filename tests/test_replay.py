@@ -141,3 +141,17 @@ def test_record_replay_goto_cli(tmp_path):
     bad = run("replay", "g.rv", status=2)
     assert bad.stderr.decode() == "ringvisor: g.rv: not a recording (a saved VM? run it with " \
                                   "ringvisor restore)\n"
+
+
+def test_record_replay_with_two_processors(tmp_path):
+    """--smp 2: the log's points (the boot processor's instruction count, the machine's
+    cycle count) are as exact with two processors taking turns."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    rv = [sys.executable, "-m", "ringvisor"]
+    live = subprocess.run(rv + ["run", "kernel", "--smp", "2", "--record", "r.rec"],
+                          input=b"sieve 1\nexit 5\n", capture_output=True, cwd=tmp_path, env=env,
+                          timeout=180)
+    assert live.returncode == 11 and b"sieve: iters=1" in live.stdout, live.stderr
+    again = subprocess.run(rv + ["replay", "r.rec"], capture_output=True, cwd=tmp_path, env=env,
+                           timeout=180)
+    assert again.returncode == 11 and again.stdout == live.stdout, again.stderr
