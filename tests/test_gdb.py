@@ -407,6 +407,10 @@ def test_interrupt_memory_and_a_dropped_connection():
         esc = code.replace(b"}", b"}]").replace(b"#", b"}\x03").replace(b"$", b"}\x04")
         assert c.ask(b"X%x,4:" % eip + esc) == b"OK"
         assert bytes.fromhex(c.ask(b"m%x,4" % eip).decode()) == code
+        # gdb's "monitor info status" (qRcmd): the monitor prompt's answer as console output
+        assert c.ask(b"qRcmd," + b"info status".hex().encode()) == b"O" + \
+            b"VM status: paused (by the debugger)\n".hex().encode()
+        assert c.packet() == b"OK"
         c.raw(b"$g#00")                                     # wrong checksum
         assert c.packet() == b"-"
         c.close()                                           # gone without a word

@@ -374,7 +374,7 @@ class GdbStub:
             return "OK"
         if p.startswith("qRcmd,"):
             text = bytes.fromhex(p[6:]).decode(errors="replace")
-            out = self.control.monitor(text)
+            out = self.control.monitor_command(text)
             if out:
                 self.send("O" + out.encode().hex())
             return "OK"

@@ -10,7 +10,7 @@ cannot tell: its time is the instruction count, which stands still while it is
 paused.
 
 The session is the controller the gdb stub and the monitor prompt talk to
-(``pause``, ``resume``, ``kill``, ``quit``, ``debugger_left``, ``monitor``).
+(``pause``, ``resume``, ``kill``, ``quit``, ``debugger_left``, ``monitor_command``).
 """
 
 from __future__ import annotations
@@ -163,7 +163,8 @@ class Session:
         if self.paused_by in ("debugger", "start"):
             self.resume()
 
-    def monitor(self, text: str) -> str:
+    def monitor_command(self, text: str) -> str:
+        """A line of the monitor prompt (gdb's ``monitor CMD``); the answer."""
         return hmp.execute(text, self.view, self)
 
     def status(self) -> str:
