@@ -336,6 +336,37 @@ def test_a_debugger_that_vanishes_mid_run(tmp_path):
                               f"(waiting for another on tcp::{port})"), stderr
 
 
+@pytest.mark.parametrize("mode", ["native", "bt"])
+def test_x87_and_sse_registers(mode, tmp_path):
+    """gdb sees the x87 and SSE state (gdb's 32bit-core.xml and 32bit-sse.xml): at reset
+    FNINIT's values and MXCSR's power-up value (SDM Vol. 1 8.1.5-8.1.7, 10.2.3.1), then
+    after ``fld1; fldpi`` planted at the entry point and stepped: ST(0) = pi, ST(1) = 1,
+    TOP 6 in the status word, R7 and R6 tagged valid (SDM Vol. 1 8.1.7).  Read-only:
+    writing one is refused."""
+    port = free_port()
+    vm = start("kernel", mode, port, "-S")
+    try:
+        out = gdb("kernel", port, """
+info registers fctrl fstat ftag mxcsr
+set {unsigned char[4]}$pc = {0xd9, 0xe8, 0xd9, 0xeb}
+stepi
+stepi
+info registers fstat ftag
+p $st0
+p $st1
+p $xmm0.uint128
+set $st0 = 2
+""", tmp_path)              # (the refused write ends the script; the guest is killed here)
+    finally:
+        vm.kill()
+    regs = [int(x, 16) for x in re.findall(r"^(?:fctrl|fstat|ftag|mxcsr)\s+(0x[0-9a-f]+)",
+                                           out, re.M)]
+    assert regs == [0x37F, 0, 0xFFFF, 0x1F80, 6 << 11, 0x0FFF], out
+    assert re.search(r"^\$1 = 3\.14159265358979323\d*$", out, re.M), out
+    assert re.search(r"^\$2 = 1$", out, re.M) and re.search(r"^\$3 = 0$", out, re.M), out
+    assert 'Could not write register "st0"' in out
+
+
 # -- the protocol, from a client of our own ------------------------------------------------
 
 class Client:
@@ -392,7 +423,7 @@ def test_interrupt_memory_and_a_dropped_connection():
         assert c.ask(b"qSupported:swbreak+;hwbreak+").startswith(b"PacketSize=")
         assert c.ask(b"?").startswith(b"T05")
         regs = c.ask(b"g")
-        assert len(regs) == 2 * (16 * 4 + 8 * 10 + 8 * 4 + 4 * 4) and b"xx" in regs
+        assert len(regs) == 2 * (16 * 4 + 8 * 10 + 8 * 4 + 8 * 16 + 4 + 4 * 4)
         c.raw(b"$c#63")
         time.sleep(0.3)
         c.raw(b"\x03")                                      # Ctrl-C
@@ -428,6 +459,35 @@ def test_interrupt_memory_and_a_dropped_connection():
     assert lines == ["ringvisor: the debugger went away; the guest runs on (waiting for "
                      f"another on tcp::{port})", "ringvisor: the debugger detached; the guest "
                      "runs on"], lines
+
+
+def test_packets_sent_again_are_answered_once():
+    """gdb sends a packet again when its '+' is two seconds late -- a VM still stopping for
+    a new connection on a loaded host: the copies are acknowledged and dropped, never
+    answered twice (gdb would take the second answer for its next packet's, and give up
+    with "Remote replied unexpectedly").  The handshake is answered while the VM still
+    runs; what needs the guest waits until it has stopped."""
+    port = free_port()
+    vm = start("kernel", "native", port, "--serial", "stdio", cmdline="", stdin=subprocess.PIPE)
+    try:
+        c = Client(port)
+        query = b"qSupported:swbreak+;hwbreak+"
+        again = b"$" + query + b"#%02x" % (sum(query) & 0xFF)
+        c.raw(again * 3)
+        assert c.packet().startswith(b"PacketSize=")
+        c.raw(b"$?#3f$?#3f")                                 # needs the VM stopped
+        assert c.packet().startswith(b"T05")
+        assert c.ask(b"qC") == b"QC1"                        # the next answer is qC's
+        assert c.ask(b"?").startswith(b"T05")                # asked again after the answer
+        c.raw(b"$c#63")
+        c.raw(b"\x03")
+        assert c.packet().startswith(b"T02")
+        assert c.ask(b"D") == b"OK"
+        c.close()
+        stdout, stderr = vm.communicate(b"exit 2\n", timeout=120)
+    finally:
+        vm.kill()
+    assert vm.returncode == (2 << 1) | 1, stderr.decode()
 
 
 def test_gdb_kill_ends_the_run():

@@ -30,7 +30,7 @@ from ringvisor.errors import ConfigError
 from ringvisor.hw.chardev import SocketChardev, parse_port
 from ringvisor.vmm.guestview import ViewError
 
-from .target import REGS, TARGET_XML, decode_all, encode
+from .target import REGS, TARGET_XML, decode_all, encode, fpu_values
 
 PACKET_SIZE = 0x4000
 SIGINT, SIGTRAP = 2, 5
@@ -47,7 +47,7 @@ def parse_spec(spec: str) -> tuple[int, object]:
         if not sep:
             raise ConfigError(f"--gdb {spec}: expected tcp:[HOST]:PORT")
         return socket.AF_INET, (host or "127.0.0.1", parse_port(port.split(",")[0], f"--gdb {spec}"))
-    if kind == "unix" and rest:
+    if kind == "unix" and rest.split(",")[0]:
         return socket.AF_UNIX, rest.split(",")[0]
     raise ConfigError(f"--gdb {spec}: expected tcp:[HOST]:PORT or unix:PATH")
 
@@ -93,6 +93,10 @@ class GdbStub:
         self.line.on_connect = self._connected
         self.line.on_disconnect = lambda: self._gone("the debugger went away")
         self.buf = bytearray()
+        self.base = 0                 # where buf[0] is in the connection's byte stream
+        self.answering = b""          # the packet being answered (a resume: until its stop)
+        self.answered = (b"", 0)      # the last packet answered, and how far the stream was
+                                      # in when its answer went out
         self.ack = True
         self.head_acked = False       # the packet at the head of buf has had its '+'
         self.stopped = False          # gdb believes the target stopped (it may send packets)
@@ -122,6 +126,9 @@ class GdbStub:
 
     def _connected(self) -> None:
         self.buf.clear()
+        self.base = 0
+        self.answering = b""
+        self.answered = (b"", 0)
         self.ack = True
         self.head_acked = False
         self.features.clear()
@@ -138,6 +145,7 @@ class GdbStub:
         if isinstance(payload, str):
             payload = payload.encode("latin-1")
         self._last = b"$" + payload + b"#%02x" % checksum(payload)
+        self.answered = (self.answering, self.base + len(self.buf))
         self._send_raw(self._last)
 
     def close(self) -> None:
@@ -190,7 +198,7 @@ class GdbStub:
         buf = self.buf
         while buf and self.attached:
             if buf[0] == 0x03:                       # Ctrl-C
-                del buf[0]
+                self._consume(1)
                 if not self.stopped or self.busy:     # running, or a step waiting for a wake-up
                     self.last_signal = SIGINT
                     self.owe_stop = not self.stopped
@@ -199,16 +207,25 @@ class GdbStub:
             if buf[0] in b"+-":
                 if buf[0] == ord("-") and self._last:
                     self._send_raw(self._last)
-                del buf[0]
+                self._consume(1)
                 continue
             if buf[0] != ord("$"):
-                del buf[0]                            # noise between packets
+                self._consume(1)                      # noise between packets
                 continue
             end = self._packet_end(buf)
             if end is None or end + 2 >= len(buf):
                 return                                # incomplete
             payload = bytes(buf[1:end])
             sum_text = bytes(buf[end + 1:end + 3])
+            if payload == self.answered[0] and self.base + end + 3 <= self.answered[1]:
+                # the same packet again, sent before gdb could have seen the answer: gdb
+                # sends a packet again when our '+' is late (a VM still stopping on a
+                # loaded host), and never a new one before it has the answer -- so this
+                # is that copy, already answered
+                if self.ack:
+                    self._send_raw(b"+")
+                self._consume(end + 3)
+                continue
             if self.ack and not self.head_acked:
                 # acknowledged on arrival, as QEMU does: gdb sends a packet again when its
                 # '+' is two seconds late (remotetimeout), and a VM that is still stopping
@@ -219,13 +236,14 @@ class GdbStub:
                     good = False
                 self._send_raw(b"+" if good else b"-")
                 if not good:
-                    del buf[:end + 3]
+                    self._consume(end + 3)
                     continue
                 self.head_acked = True
             if (not self.stopped or self.busy) and needs_stop(payload):
                 return                                # gdb waits; answer once stopped
-            del buf[:end + 3]
+            self._consume(end + 3)
             self.head_acked = False
+            self.answering = payload
             busy, self.busy = self.busy, True      # (a handshake packet may come mid-step)
             try:
                 reply = self.handle(payload)
@@ -233,6 +251,10 @@ class GdbStub:
                 self.busy = busy
             if reply is not None:
                 self.send(reply)
+
+    def _consume(self, n: int) -> None:
+        del self.buf[:n]
+        self.base += n
 
     @staticmethod
     def _packet_end(buf: bytearray) -> int | None:
@@ -257,13 +279,13 @@ class GdbStub:
             if c == "?":
                 return self.stop_reply(self.view.event())
             if c == "g":
-                values = self.view.registers()
+                values = self._values()
                 return "".join(encode(r, values) for r in REGS)
             if c == "G":
                 return self.write_registers(p[1:])
             if c == "p":
                 n = int(p[1:], 16)
-                return encode(REGS[n], self.view.registers()) if n < len(REGS) else "E45"
+                return encode(REGS[n], self._values()) if n < len(REGS) else "E45"
             if c == "P":
                 return self.write_register(p[1:])
             if c == "m":
@@ -381,17 +403,21 @@ class GdbStub:
         return ""
 
     # -- registers and memory -----------------------------------------------------------------------
+    def _values(self) -> dict[str, int]:
+        """Every register gdb is told of: the guest view's, and its x87/SSE state."""
+        return {**self.view.registers(), **fpu_values(self.view.fpu())}
+
     def write_registers(self, hexdata: str) -> str:
         current = self.view.registers()
         for reg, value in zip(REGS, decode_all(hexdata)):
-            if value is not None and reg.view is not None and value != current[reg.view]:
+            if value is not None and reg.writable and value != current[reg.view]:
                 self.view.set_register(reg.view, value)
         return "OK"
 
     def write_register(self, text: str) -> str:
         num, _, hexval = text.partition("=")
         reg = REGS[int(num, 16)]
-        if "x" in hexval or reg.view is None:
+        if "x" in hexval or not reg.writable:
             return "E16"
         value = int.from_bytes(bytes.fromhex(hexval), "little")
         if value != self.view.registers()[reg.view]:

@@ -2,12 +2,13 @@
 
 gdb's i386 architecture needs the feature ``org.gnu.gdb.i386.core``: the sixteen
 general and segment registers and the x87 state, in that order (gdb's
-``features/i386/32bit-core.xml``); without ``org.gnu.gdb.i386.sse`` it assumes an
-x87-only processor, which is what this PC is.  The control registers follow in a
+``features/i386/32bit-core.xml``), then ``org.gnu.gdb.i386.sse``: XMM0-7 and
+MXCSR (``32bit-sse.xml``) -- the machine's CPU has both.  The x87 registers are
+shown as gdb expects them: ST(i) in stack order, the status word with TOP, the
+full two-bit tag word (FSTENV's, SDM Vol. 1 8.1.7) computed from FXSAVE's
+abridged tags.  They are read-only from gdb.  The control registers follow in a
 feature of our own (gdb shows registers of features it does not know as they
-are, and ``info registers cr0`` works as under QEMU).  The machine has no FPU,
-so the x87 registers are reported *unavailable* (``xx`` in the ``g`` packet,
-gdb prints ``<unavailable>``) rather than invented.
+are, and ``info registers cr0`` works as under QEMU).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ringvisor.hw import state as S
+from ringvisor.hw.x87 import full_tags
 
 def _fields(prefix: str, names: str) -> tuple[tuple[str, int], ...]:
     """(name, bit) of the flags ``hw.state`` names ``PREFIX + NAME`` (each fact named once)."""
@@ -24,6 +26,9 @@ def _fields(prefix: str, names: str) -> tuple[tuple[str, int], ...]:
 EFLAGS_FIELDS = _fields("", "CF PF AF ZF SF TF IF DF OF NT RF VM AC VIF VIP ID") + (("", 1),)
 CR0_FIELDS = _fields("CR0_", "PE MP EM TS ET NE WP AM NW CD PG")
 CR4_FIELDS = _fields("CR4_", "VME PVI TSD DE PSE PAE PGE OSFXSR")
+# MXCSR's flags, masks and modes (SDM Vol. 1 Figure 10-3), as gdb's 32bit-sse.xml names them
+MXCSR_FIELDS = tuple((n, b) for b, n in enumerate(
+    "IE DE ZE OE UE PE DAZ IM DM ZM OM UM PM".split())) + (("FZ", 15),)
 
 
 @dataclass(frozen=True)
@@ -31,8 +36,9 @@ class Reg:
     name: str
     bits: int
     type: str
-    view: str | None          # the GuestView register it shows (None: unavailable)
+    view: str                 # the value it shows (GuestView's, or fpu_values')
     group: str = ""
+    writable: bool = True     # the x87 and SSE registers are shown, not written
 
 
 _CORE = ([Reg(n, 32, t, n) for n, t in (
@@ -41,12 +47,24 @@ _CORE = ([Reg(n, 32, t, n) for n, t in (
     ("eip", "code_ptr"), ("eflags", "i386_eflags"),
     ("cs", "int32"), ("ss", "int32"), ("ds", "int32"), ("es", "int32"), ("fs", "int32"),
     ("gs", "int32"))]
-    + [Reg(f"st{i}", 80, "i387_ext", None) for i in range(8)]
-    + [Reg(n, 32, "int", None, "float") for n in
+    + [Reg(f"st{i}", 80, "i387_ext", f"st{i}", writable=False) for i in range(8)]
+    + [Reg(n, 32, "int", n, "float", writable=False) for n in
        ("fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop")])
+_SSE = ([Reg(f"xmm{i}", 128, "vec128", f"xmm{i}", writable=False) for i in range(8)]
+        + [Reg("mxcsr", 32, "i386_mxcsr", "mxcsr", "vector", writable=False)])
 _SYSTEM = [Reg("cr0", 32, "i386_cr0", "cr0"), Reg("cr2", 32, "int32", "cr2"),
            Reg("cr3", 32, "int32", "cr3"), Reg("cr4", 32, "i386_cr4", "cr4")]
-REGS: list[Reg] = _CORE + _SYSTEM
+REGS: list[Reg] = _CORE + _SSE + _SYSTEM
+
+
+def fpu_values(fpu) -> dict[str, int]:
+    """The x87 and SSE registers as gdb names them, from the FXSAVE-shaped state."""
+    v = {f"st{i}": fpu.st[(fpu.top + i) & 7] for i in range(8)}
+    v.update(fctrl=fpu.fcw, fstat=fpu.fsw | fpu.top << 11, ftag=full_tags(fpu),
+             fiseg=fpu.fcs, fioff=fpu.fip, foseg=fpu.fds, fooff=fpu.fdp, fop=fpu.fop,
+             mxcsr=fpu.mxcsr)
+    v.update({f"xmm{i}": x for i, x in enumerate(fpu.xmm)})
+    return v
 
 
 def _flags(name: str, fields) -> str:
@@ -68,15 +86,23 @@ TARGET_XML = (
     '<target version="1.0"><architecture>i386</architecture>'
     '<feature name="org.gnu.gdb.i386.core">' + _flags("i386_eflags", EFLAGS_FIELDS)
     + _regs(_CORE, 0) + '</feature>'
+    '<feature name="org.gnu.gdb.i386.sse">'
+    + "".join(f'<vector id="{i}" type="{t}" count="{n}"/>' for i, t, n in (
+        ("v4f", "ieee_single", 4), ("v2d", "ieee_double", 2), ("v16i8", "int8", 16),
+        ("v8i16", "int16", 8), ("v4i32", "int32", 4), ("v2i64", "int64", 2)))
+    + '<union id="vec128">' + "".join(f'<field name="{n}" type="{t}"/>' for n, t in (
+        ("v4_float", "v4f"), ("v2_double", "v2d"), ("v16_int8", "v16i8"),
+        ("v8_int16", "v8i16"), ("v4_int32", "v4i32"), ("v2_int64", "v2i64"),
+        ("uint128", "uint128"))) + '</union>'
+    + _flags("i386_mxcsr", MXCSR_FIELDS) + _regs(_SSE, len(_CORE)) + '</feature>'
     '<feature name="org.ringvisor.i386.sys">' + _flags("i386_cr0", CR0_FIELDS)
-    + _flags("i386_cr4", CR4_FIELDS) + _regs(_SYSTEM, len(_CORE)) + '</feature></target>')
+    + _flags("i386_cr4", CR4_FIELDS) + _regs(_SYSTEM, len(_CORE) + len(_SSE))
+    + '</feature></target>')
 
 
 def encode(reg: Reg, values: dict[str, int]) -> str:
-    """One register as the ``g``/``p`` packets carry it: little-endian hex, or ``xx``s."""
+    """One register as the ``g``/``p`` packets carry it: little-endian hex."""
     n = reg.bits // 8
-    if reg.view is None:
-        return "xx" * n
     return (values[reg.view] & ((1 << reg.bits) - 1)).to_bytes(n, "little").hex()
 
 

@@ -141,6 +141,11 @@ class GuestView:
     def set_register(self, name: str, value: int) -> None:
         raise NotImplementedError
 
+    def fpu(self):
+        """The guest's x87/MMX/SSE state (``hw.state.FpuState``): the CPU's own in every
+        mode: the monitors run no x87 or SSE code of their own."""
+        return self.cpu.state.fpu
+
     @property
     def halted(self) -> bool:
         return self.cpu.state.halted
