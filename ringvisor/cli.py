@@ -162,10 +162,12 @@ def build_parser() -> Parser:
     r.add_argument("--post-log", metavar="FILE",
                    help="write every POST code (ports 0x80 and 0x190) to FILE: instruction "
                         "count, port, value")
-    r.add_argument("--mode", choices=("native", "trapemu", "bt", "paravirt"), default="native",
+    r.add_argument("--mode", choices=("native", "trapemu", "bt", "paravirt", "kvm"),
+                   default="native",
                    help="native: the bare hardware; trapemu: the kernel de-privileged to ring 1 "
                         "under trap-and-emulate; bt: binary translation of kernel code; "
-                        "paravirt: a kernel built by pvcc, with hypercalls and event channels")
+                        "paravirt: a kernel built by pvcc, with hypercalls and event channels; "
+                        "kvm: the host's processor through /dev/kvm, with ringvisor's devices")
     r.add_argument("--mem", type=parse_size, default=32, metavar="SIZE",
                    help="guest RAM (default 32M)")
     r.add_argument("--smp", type=int, default=1, metavar="N",
@@ -468,6 +470,8 @@ def cmd_run(args) -> int:
     if not args.kernel:
         raise ConfigError("run: the KERNEL argument is required (or --bios ROM)")
     kernel = _resolve_kernel(args.kernel)
+    if args.mode == "kvm":
+        _check_kvm_args(args)
     con = _console(args)
     size = args.mem << 20
     image = read_image(kernel, max_bytes=size)
@@ -480,6 +484,19 @@ def cmd_run(args) -> int:
                        keep_source=bool(con.trace), serial_ports=con.serial_ports,
                        disk=args.disk, disk_readonly=args.disk_ro, cpus=args.smp)
     return _run_and_keep(args, con, m, mon, kernel, args.append)
+
+
+def _check_kvm_args(args) -> None:
+    """What --mode kvm cannot do: count instructions (so no budgets or stop points), step
+    for a debugger, or trace the translator."""
+    from ringvisor.vmm.kvm import NO_COUNT
+    counted = [o for o, v in (("--max-instructions", args.max_instructions),
+                              ("--stop-at", args.stop_at),
+                              ("--migrate-at", getattr(args, "migrate_at", None))) if v]
+    if counted:
+        raise ConfigError(f"{NO_COUNT}: {', '.join(counted)} cannot be used")
+    if args.gdb or args.hold or args.trace:
+        raise ConfigError("--mode kvm: no --gdb, -S or --trace (the guest runs on the host's CPU)")
 
 
 def _run_bios(args) -> int:
@@ -827,6 +844,12 @@ def print_monitor_stats(mon) -> None:
 
 def print_stats(m) -> None:
     s = m.stats()
+    if s["instructions"] is None:           # --mode kvm: the host's CPU counts nothing
+        exits = ", ".join(f"{k} {v:,}" for k, v in s["kvm_exits"].items())
+        print(f"wall time: {s['wall_seconds']:.2f} s\n"
+              f"KVM exits: {exits or 'none'}\n"
+              f"interrupts injected: {s['interrupts']:,}", file=sys.stderr)
+        return
     print(f"instructions retired: {s['instructions']:,}\n"
           f"wall time: {s['wall_seconds']:.2f} s ({s['mips']:.2f} MIPS)\n"
           f"blocks translated: {s['blocks_translated']:,} "

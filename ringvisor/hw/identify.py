@@ -42,34 +42,38 @@ MSR_WRITABLE = {MSR_TSC_AUX: 0xFFFFFFFF,
 READ_ONLY_MSRS = frozenset({MSR_PLATFORM_ID})
 
 
-@helper(M.CPUID)
-def h_cpuid(cpu, ins) -> int:
-    r = cpu.state.regs
-    leaf, sub = r[0], r[1]
+def cpuid(leaf: int, sub: int = 0, apic=None) -> tuple[int, int, int, int]:
+    """(EAX, EBX, ECX, EDX) of CPUID ``leaf``/``sub`` on this model with local APIC
+    ``apic`` (or none): the one table the instruction and a KVM vCPU's KVM_SET_CPUID2
+    report."""
     if leaf >= 0x80000000:
         if leaf > CPUID_MAX_EXTENDED:
             leaf = CPUID_MAX_BASIC        # beyond the extended range: the highest basic leaf
     elif leaf > CPUID_MAX_BASIC:
         leaf = CPUID_MAX_BASIC
     if leaf == 0:
-        v = (CPUID_MAX_BASIC, 0x756E6547, 0x6C65746E, 0x49656E69)   # "GenuineIntel"
-    elif leaf == 1:
+        return (CPUID_MAX_BASIC, 0x756E6547, 0x6C65746E, 0x49656E69)   # "GenuineIntel"
+    if leaf == 1:
         v = (CPUID_SIGNATURE, CPUID_FEATURES_EBX, CPUID_FEATURES_ECX, CPUID_FEATURES_EDX)
-        apic = cpu.apic
         if apic is not None:
             # the local APIC's initial ID, and the APIC feature while it is enabled (QEMU
             # clears the bit when IA32_APIC_BASE disables it: hw/intc/apic.c)
             v = (v[0], v[1] | apic.initial_id << 24, v[2],
                  v[3] | (CPUID_APIC if apic.enabled else 0))
-    elif leaf == 7:
-        v = (0, CPUID_LEAF7_EBX, CPUID_LEAF7_ECX, 0) if sub == 0 else (0, 0, 0, 0)
-    elif leaf == 0x80000000:
-        v = (CPUID_MAX_EXTENDED, 0, 0, 0)
-    elif leaf == 0x80000001:
-        v = (0, 0, 0, CPUID_EXT_FEATURES_EDX)
-    else:                                 # leaves 2-6: no cache, MONITOR or power information
-        v = (0, 0, 0, 0)
-    r[0], r[3], r[1], r[2] = v
+        return v
+    if leaf == 7:
+        return (0, CPUID_LEAF7_EBX, CPUID_LEAF7_ECX, 0) if sub == 0 else (0, 0, 0, 0)
+    if leaf == 0x80000000:
+        return (CPUID_MAX_EXTENDED, 0, 0, 0)
+    if leaf == 0x80000001:
+        return (0, 0, 0, CPUID_EXT_FEATURES_EDX)
+    return (0, 0, 0, 0)                   # leaves 2-6: no cache, MONITOR or power information
+
+
+@helper(M.CPUID)
+def h_cpuid(cpu, ins) -> int:
+    r = cpu.state.regs
+    r[0], r[3], r[1], r[2] = cpuid(r[0], r[1], cpu.apic)
     return ins.next_ip32
 
 

@@ -31,7 +31,8 @@ def run_stats(machine, mon, stop, image: str, cmdline: str, engine: str) -> dict
     """A finished run as a ``ringvisor.run-stats/1`` document."""
     ram = machine.mem.size if mon is None else mon.guest_ram
     return {"schema": "ringvisor.run-stats/1",
-            "image": image, "mode": "native" if mon is None else mon.name, "engine": engine,
+            "image": image, "engine": engine,
+            "mode": getattr(machine, "mode_name", "native") if mon is None else mon.name,
             "cmdline": cmdline, "memory_mib": ram >> 20,
             "stop": {"reason": stop.reason, "status": stop.status,
                      "message": stop.message or None},

@@ -9,7 +9,7 @@ from ringvisor.hw.machine import Machine, read_image
 
 from . import layout as L
 
-MODES = ("native", "trapemu", "bt", "paravirt")
+MODES = ("native", "trapemu", "bt", "paravirt", "kvm")
 
 
 def _monitor_class(mode: str):
@@ -55,8 +55,12 @@ def create_vm(image: bytes, mode: str = "native", cmdline: str = "", mem_mb: int
     ``disk``: a raw image for the ATA disk on the primary IDE channel."""
     if tc_size is not None and mode != "bt":
         raise ValueError("a translation cache size only applies to --mode bt")
-    if mode == "native":
-        m = Machine(mem_mb, engine, output=output, **kw)
+    if mode in ("native", "kvm"):
+        if mode == "kvm":
+            from .kvm import KvmMachine
+            m = KvmMachine(mem_mb, engine, output=output, **kw)
+        else:
+            m = Machine(mem_mb, engine, output=output, **kw)
         if disk:
             m.attach_disk(disk, disk_readonly)
         m.boot_multiboot(image, cmdline, list(modules), image_name=image_name)
