@@ -193,6 +193,9 @@ def build_parser() -> Parser:
     rs.add_argument("--lazy", action="store_true",
                     help="a mapped image: do not check its pages' checksums before resuming "
                          "(pages load on first touch; a damaged page goes unnoticed)")
+    rs.add_argument("--mode", choices=("native", "kvm"),
+                    help="what runs a VM saved from the bare machine: native (the emulated "
+                         "CPU, the default) or kvm (the host's processor through /dev/kvm)")
     _console_args(rs)
     _stop_args(rs)
     _record_args(rs)
@@ -283,7 +286,7 @@ def build_parser() -> Parser:
 
     vb = sub.add_parser("vmbench", help="cost per operation of every workload natively and "
                                          "under each monitor, with ratios to native")
-    vb.add_argument("--mode", action="append", choices=("trapemu", "bt", "paravirt"),
+    vb.add_argument("--mode", action="append", choices=("trapemu", "bt", "paravirt", "kvm"),
                     help="monitors to measure besides native (repeatable; default: all three; "
                          "paravirt runs the pvcc build of the kernel)")
     vb.add_argument("--workload", action="append", metavar="NAME", help="only this workload (repeatable)")
@@ -492,7 +495,8 @@ def _check_kvm_args(args) -> None:
     from ringvisor.vmm.kvm import NO_COUNT
     counted = [o for o, v in (("--max-instructions", args.max_instructions),
                               ("--stop-at", args.stop_at),
-                              ("--migrate-at", getattr(args, "migrate_at", None))) if v]
+                              ("--migrate-at", getattr(args, "migrate_at", None)),
+                              ("--record", getattr(args, "record", None))) if v]
     if counted:
         raise ConfigError(f"{NO_COUNT}: {', '.join(counted)} cannot be used")
     if args.gdb or args.hold or args.trace:
@@ -672,9 +676,14 @@ def cmd_restore(args) -> int:
     from ringvisor.vmm import attach_monitor
 
     _check_stop_args(args)
+    extra = {}
+    if args.mode == "kvm":
+        from ringvisor.vmm.kvm import KvmMachine
+        _check_kvm_args(args)
+        extra["machine_cls"] = KvmMachine
     con = _console(args)
     m, mon, info = load_file(args.image, attach_monitor, args.engine, con.output, not args.lazy,
-                             pace=con.pace, keep_source=bool(con.trace))
+                             pace=con.pace, keep_source=bool(con.trace), **extra)
     return _run_and_keep(args, con, m, mon, info.image, info.cmdline)
 
 

@@ -172,3 +172,82 @@ def test_json_stats_validate():
     validate(doc, "run-stats")
     assert doc["mode"] == "kvm" and doc["machine"]["instructions"] is None
     assert doc["machine"]["kvm_exits"]["io"] > 0 and doc["stop"]["status"] == 1
+
+
+def test_a_saved_vm_moves_from_the_emulator_to_kvm(tmp_path):
+    """Stopped and saved on the emulated CPU, resumed on KVM (restore --mode kvm): the
+    two halves of the output are the whole native output."""
+    saved = tmp_path / "crc.vm"
+    whole = rv("run", "bench-crc32", "--append", "iters=60")
+    first = rv("run", "bench-crc32", "--append", "iters=60", "--stop-at", "300000",
+               "--save", str(saved))
+    assert first.returncode == 0, first.stderr
+    second = rv("restore", str(saved), "--mode", "kvm")
+    assert second.returncode == whole.returncode == 1, second.stderr
+    both = first.stdout.decode() + second.stdout.decode()
+    assert first.stdout == b""       # the checksum comes at the end: half its work on each CPU
+    assert untagged(both) == untagged(whole.stdout.decode())
+
+
+def test_a_vm_run_on_kvm_resumes_on_the_emulator(tmp_path):
+    """And back: stopped on KVM partway (a wall-time limit), saved, resumed on the
+    emulated CPU: the same output as one native run."""
+    from ringvisor.hw.machine import Machine
+    from ringvisor.lifecycle.vm import load_file, save_file
+    image = image_path("bench-sieve")
+    whole, _ = run_image(image, cmdline="iters=6", max_instructions=100_000_000)
+    from ringvisor.vmm import create_vm
+    out = bytearray()
+    m, _ = create_vm(read_image(image), "kvm", "iters=6", 32, image_name=str(image),
+                     output=out.extend)
+    m.wall_limit = 0.3
+    assert m.run().reason == "limit"
+    save_file(tmp_path / "sieve.vm", m)
+    m.close()
+    m2, mon, info = load_file(tmp_path / "sieve.vm", output=out.extend)
+    assert type(m2) is Machine and mon is None and info.mode == "native"
+    stop = m2.run(100_000_000)
+    assert stop.reason == "exit" and stop.status == 1
+    assert untagged(out.decode()) == untagged(whole.decode())
+
+
+def test_restore_under_kvm_refuses_a_monitor_vm(tmp_path):
+    saved = tmp_path / "bt.vm"
+    p = rv("run", "kernel", "--mode", "bt", "--append", "run=hello", "--stop-at", "50000",
+           "--save", str(saved))
+    assert p.returncode == 0, p.stderr
+    p = rv("restore", str(saved), "--mode", "kvm")
+    err = p.stderr.decode()
+    assert p.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert "resumes under its monitor" in err
+
+
+def test_vmbench_kvm_column(limits):
+    """vmbench's kvm column: where this host's KVM runs the kernel, an `in` is one IO exit
+    per operation; where it cannot, the cell says why.  Adams & Agesen's hardware-VMM
+    figures are beside their software-VMM ones."""
+    import json
+    p = rv("vmbench", "--mode", "kvm", "--workload", "in", "--scale", "0.05", "--repeat", "1",
+           "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    from test_json import validate
+    validate(doc, "vmbench")
+    row = doc["workloads"][0]
+    assert row["published"]["hardware_vmm"] == 15826 and row["published"]["native"] == 3209
+    cell = row["results"]["kvm"]
+    if limits:
+        assert cell == {"ok": False, "why": next(iter(limits.values()))}
+    else:
+        assert cell["ok"] and cell["instructions"] is None and cell["cycles_ratio"] is None
+        assert 1.0 <= cell["exits_per_op"] < 1.5
+
+
+def test_vmbench_compares_hardware_with_binary_translation():
+    p = rv("vmbench", "--mode", "bt", "--mode", "kvm", "--workload", "divzero", "--scale", "0.05",
+           "--repeat", "1")
+    out = p.stdout.decode()
+    assert p.returncode == 0, p.stderr
+    assert "Hardware assist against binary translation" in out
+    assert "divzero  theirs: 3,223 / 1,014, hardware wins; ours: bt x" in out
+    assert "hardware VMM 1,014" in out

@@ -208,6 +208,7 @@ KVM_SET_FPU = _iow(0x8D, kvm_fpu)
 KVM_SET_CPUID2 = _iow(0x90, kvm_cpuid2_header)
 KVM_GET_VCPU_EVENTS = _ior(0x9F, kvm_vcpu_events)
 KVM_SET_VCPU_EVENTS = _iow(0xA0, kvm_vcpu_events)
+KVM_GET_TSC_KHZ = _io_(0xA3)
 KVM_GET_XSAVE = _ior(0xA4, kvm_xsave)
 KVM_SET_XSAVE = _iow(0xA5, kvm_xsave)
 KVM_GET_DEBUGREGS = _ior(0xA1, kvm_debugregs)
@@ -455,6 +456,10 @@ class KvmVcpu:
         class kvm_signal_mask(ctypes.Structure):
             _fields_ = [("len", u32), ("sigset", u8 * 8)]
         ioctl(self.fd, KVM_SET_SIGNAL_MASK, kvm_signal_mask(8), "KVM_SET_SIGNAL_MASK")
+
+    def tsc_khz(self) -> int:
+        """The guest TSC's rate in kHz (KVM_GET_TSC_KHZ)."""
+        return ioctl(self.fd, KVM_GET_TSC_KHZ, None, "KVM_GET_TSC_KHZ")
 
     def interrupt(self, vector: int) -> None:
         ioctl(self.fd, KVM_INTERRUPT, kvm_interrupt(vector), "KVM_INTERRUPT")

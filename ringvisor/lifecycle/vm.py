@@ -121,13 +121,21 @@ def restore(sections: list[Section], attach_monitor: AttachMonitor | None = None
 
 
 def new_machine(info: VmInfo, attach_monitor: AttachMonitor | None = None, engine: str = "jit",
-                output=None, what: str = "image", **machine_kw) -> tuple[Machine, object]:
+                output=None, what: str = "image", machine_cls: type[Machine] = Machine,
+                **machine_kw) -> tuple[Machine, object]:
     """A machine of the shape ``info`` gives, its memory zero, with its monitor attached
-    (the first half of a restore; a migration fills the memory as pages arrive)."""
+    (the first half of a restore; a migration fills the memory as pages arrive).
+
+    ``machine_cls``: the PC to restore into -- a bare machine's state (CPU, devices,
+    RAM) is the same whatever runs its CPU, so a VM saved on the emulated CPU resumes
+    on KVM (``vmm.kvm.KvmMachine``) and back, as QEMU's savevm ignores the accelerator."""
     if not 1 <= info.machine_mb <= 3584 or info.cpu_hz <= 0:
         raise BadImage(f"{what}: corrupt description (machine of {info.machine_mb} MiB "
                        f"at {info.cpu_hz} Hz)")
-    m = Machine(info.machine_mb, engine, cpu_hz=info.cpu_hz, output=output, **machine_kw)
+    if machine_cls is not Machine and info.mode != "native":
+        raise BadImage(f"{what}: a VM under {info.mode!r} resumes under its monitor on the "
+                       f"emulated CPU, not under {getattr(machine_cls, 'mode_name', '?')}")
+    m = machine_cls(info.machine_mb, engine, cpu_hz=info.cpu_hz, output=output, **machine_kw)
     monitor = None
     if info.mode != "native":
         if attach_monitor is None:

@@ -98,6 +98,9 @@ class KvmMachine(Machine):
         self.vcpu.set_cpuid(cpuid_entries(self.cpu.apic))
         self.vcpu.unblock_signals_in_run()
         self.exits: Counter = Counter()
+        # IO exits that served a serial port (a line of console output is dozens)
+        self.console_exits = 0
+        self._console_ports = {u.base + i for u in self.uarts for i in range(8)}
         self.injected = 0
         self.wall_limit: float | None = None     # seconds of running, then Stop("limit")
         # virtual time: host nanoseconds spent running the vCPU
@@ -302,6 +305,8 @@ class KvmMachine(Machine):
             io = run.exit.io
             size, port, at = io.size, io.port, io.data_offset
             page = self.vcpu.page
+            if port in self._console_ports:
+                self.console_exits += 1
             for _ in range(io.count):
                 if io.direction == K.EXIT_IO_OUT:
                     self.bus.write(port, size, int.from_bytes(page[at:at + size], "little"))
