@@ -221,7 +221,7 @@ def measure(modes=("native", "trapemu", "bt", "paravirt"), workloads=None, scale
                              spread=max(walls) / min(walls) - 1 if min(walls) else 0.0)
         results[name] = row
         report(_line(name, iters, row, modes))
-    if any(n in HW_PUBLISHED for n in names) and {"bt", "kvm", "hvm"} & set(modes):
+    if any(n in HW_PUBLISHED for n in names) and {"kvm", "hvm"} & set(modes):
         report("\n".join(hardware_vs_bt(results, modes)))
     cpu = [n for n in names if n in CPU]
     if cpu and "native" in modes:
