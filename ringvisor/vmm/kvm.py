@@ -253,7 +253,7 @@ class KvmMachine(Machine):
                     self.stop = Stop("halted", 0, "the guest halted with interrupts disabled")
                     break
                 if not intr:
-                    self._idle_kvm()
+                    self.skip_to_next_event("the guest halted and nothing can wake it")
                     continue
             if intr and run.ready_for_interrupt_injection:
                 self.vcpu.interrupt(self.pic.acknowledge())
@@ -283,22 +283,6 @@ class KvmMachine(Machine):
         if deadline is not None:
             delay = min(delay, (deadline - clock.cycles()) / clock.cpu_hz)
         signal.setitimer(signal.ITIMER_REAL, max(delay, 1e-5))
-
-    def _idle_kvm(self) -> None:
-        """Halted with interrupts enabled and none pending: skip to the next timer (or
-        wait for the host), as the emulated PC's loop does."""
-        clock = self.clock
-        deadline = clock.next_deadline()
-        if deadline is None or clock.pacing:
-            wait = None if deadline is None else clock.wall_delay(deadline)
-            if self.wait_host(wait):
-                return
-        if deadline is None:
-            if any(u.has_pending_input() for u in self.uarts):
-                return
-            self.stop = Stop("halted", 0, "the guest halted and nothing can wake it")
-            return
-        clock.advance_to(deadline)
 
     def _serve(self, reason: int, run) -> None:
         if reason == K.EXIT_IO:
