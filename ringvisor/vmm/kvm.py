@@ -13,9 +13,9 @@ instead of the translator:
     MMIO            the memory's MMIO regions (RAM is all in the slot)
     HLT             the CPU halts: time skips to the next timer, as on the
                     emulated PC, or the run ends when nothing can wake it
-    IRQ_WINDOW_OPEN the PIC's INTR is pending: ``KVM_INTERRUPT`` with the
-                    vector ``acknowledge`` gives (INTA), once the vCPU reports
-                    ``ready_for_interrupt_injection``
+    IRQ_WINDOW_OPEN the CPU's INTR pin is up (the local APIC's output, the PIC
+                    on LINT0): ``KVM_INTERRUPT`` with the vector the INTA cycle
+                    gives, once the vCPU reports ``ready_for_interrupt_injection``
     INTR            the timer's signal: fire the due timers, poll the host
     SHUTDOWN        a triple fault: the run stops as on the emulated PC
     FAIL_ENTRY, INTERNAL_ERROR, others   the run stops with KVM's reason
@@ -84,6 +84,8 @@ class KvmMachine(Machine):
     mode_name = "kvm"
 
     def __init__(self, mem_mb: int = 32, engine: str = "jit", **kw) -> None:
+        if kw.get("cpus", 1) != 1:
+            raise ConfigError("--mode kvm runs one vCPU: no --smp")
         try:
             self.kvm = K.KvmSystem()
         except K.KvmError as e:
@@ -247,7 +249,7 @@ class KvmMachine(Machine):
             if self.wall_limit is not None and time.perf_counter() - t0 > self.wall_limit:
                 self.stop = Stop("limit", 4, f"stopped after {self.wall_limit:g} s of wall time")
                 break
-            intr = self.pic.intr
+            intr = st.intr                # the INTR pin: the local APIC's output (LINT0: the PIC)
             if st.halted:
                 if not run.if_flag:
                     self.stop = Stop("halted", 0, "the guest halted with interrupts disabled")
@@ -256,10 +258,12 @@ class KvmMachine(Machine):
                     self.skip_to_next_event("the guest halted and nothing can wake it")
                     continue
             if intr and run.ready_for_interrupt_injection:
-                self.vcpu.interrupt(self.pic.acknowledge())
-                self.injected += 1
-                st.halted = False
-                intr = self.pic.intr
+                vector = self.cpu.acknowledge()      # INTA, through the APIC to the PIC
+                if vector is not None:               # (the request may have gone meanwhile)
+                    self.vcpu.interrupt(vector)
+                    self.injected += 1
+                    st.halted = False
+                intr = st.intr
             run.request_interrupt_window = 1 if intr else 0
             self._arm_timer()
             self._entered_ns = time.monotonic_ns()
