@@ -212,6 +212,24 @@ class Cpu:
         self.stop_requested = True
         self.limit = 0
 
+    # -- the interface monitors drive the processor through ----------------------------------
+    # (DESIGN.md, "The boundary between monitors and the CPU": a monitor never sets an
+    # engine field; vmm/kvm.py drives a KVM vCPU through the same operations, as QEMU's
+    # accelerators implement one set of CPU ops)
+    def halt(self) -> None:
+        """HLT: the processor waits for an interrupt (or NMI/reset); ``run`` returns."""
+        self.state.halted = True
+        self.limit = 0
+
+    def load_cr3(self, value: int) -> None:
+        """MOV to CR3: a new page-directory base; the TLB goes (SDM Vol. 3 §4.10.4.1)."""
+        self.state.cr3 = value & 0xFFFFFFFF
+        self.tlb_flush()
+
+    def connect_interrupt_controller(self, acknowledge) -> None:
+        """Who answers the INTA cycle with a vector (the PIC, or a monitor in front of it)."""
+        self.acknowledge = acknowledge
+
     def tlb_flush(self) -> None:
         self.mmu.flush()
         self.cache.flush_jump_cache()

@@ -95,7 +95,7 @@ class Machine:
         self.pic = PicPair(self.bus, self._pic_output)
         for i, cpu in enumerate(self.cpus):
             cpu.apic = LocalApic(cpu, self.clock, self.apic_bus, i, i == 0, self.pic if i == 0 else None)
-            cpu.acknowledge = cpu.apic.acknowledge
+            cpu.connect_interrupt_controller(cpu.apic.acknowledge)
             if i:
                 cpu.state_name = f"cpu{i}"
         self.lapic = self.cpu.apic

@@ -314,7 +314,7 @@ class KvmMachine(Machine):
                     value |= _READ[size](self.mem, addr + off) << (8 * off)
                 mm.data[:n] = list(value.to_bytes(n, "little"))
         elif reason == K.EXIT_HLT:
-            self.cpu.state.halted = True
+            self.cpu.halt()
         elif reason in (K.EXIT_INTR, K.EXIT_IRQ_WINDOW_OPEN):
             pass
         elif reason == K.EXIT_SHUTDOWN:

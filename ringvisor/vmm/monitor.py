@@ -272,8 +272,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         if self.halting:
             # the real HLT: the CPU waits at ring 1 with interrupts on for the next one
             self.guest_halted = True
-            cpu.state.halted = True
-            cpu.limit = 0
+            cpu.halt()
 
     def dispatch(self, vector: int, f: Frame) -> None:
         if self.platform.physical_irq(vector):

@@ -154,8 +154,8 @@ class HypervisorTimer:
         self.pic_level = False
         self.line = False
         self.handle = None
-        self.pic.set_intr = self._pic_output
-        self.cpu.acknowledge = self._acknowledge
+        self.pic.connect_output(self._pic_output)
+        self.cpu.connect_interrupt_controller(self._acknowledge)
 
     def _pic_output(self, level: bool) -> None:
         self.pic_level = level

@@ -229,8 +229,7 @@ class ShadowPaging:
             self.roots.move_to_end(key)
             self.stats["shadow_root_hits"] += 1
         self.root = root
-        self.cpu.state.cr3 = root.pd
-        self.cpu.tlb_flush()
+        self.cpu.load_cr3(root.pd)
 
     def flush(self) -> None:
         """Forget every guest mapping in every shadow (paging rules changed: WP, PSE)."""

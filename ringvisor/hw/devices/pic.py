@@ -238,6 +238,11 @@ class PicPair:
     def _master_output(self, level: bool) -> None:
         self.set_intr(level)
 
+    def connect_output(self, set_intr: Callable[[bool], None]) -> None:
+        """Wire the master's INT output to ``set_intr`` (the CPU's INTR pin, or a monitor
+        that routes it: vmm/platform.py)."""
+        self.set_intr = set_intr
+
     @staticmethod
     def _reader(chip: I8259, base: int):
         return lambda port, size: chip.read(port - base)
