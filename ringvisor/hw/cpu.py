@@ -226,6 +226,12 @@ class Cpu:
         self.state.cr3 = value & 0xFFFFFFFF
         self.tlb_flush()
 
+    def load_descriptor_tables(self, gdt: tuple[int, int], idt: tuple[int, int]) -> None:
+        """LGDT and LIDT: (base, limit) of each."""
+        st = self.state
+        st.gdtr.base, st.gdtr.limit = gdt
+        st.idtr.base, st.idtr.limit = idt
+
     def connect_interrupt_controller(self, acknowledge) -> None:
         """Who answers the INTA cycle with a vector (the PIC, or a monitor in front of it)."""
         self.acknowledge = acknowledge

@@ -140,8 +140,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         # PIC is the virtual one, in the state the firmware left the real one in
         self.platform.take_over()
         # the real processor state: the monitor's tables, the shadow tables
-        st.gdtr.base, st.gdtr.limit = L.MLIN + L.GDT, L.GDT_ENTRIES * 8 - 1
-        st.idtr.base, st.idtr.limit = L.MLIN + L.IDT, 256 * 8 - 1
+        cpu.load_descriptor_tables((L.MLIN + L.GDT, L.GDT_ENTRIES * 8 - 1),
+                                   (L.MLIN + L.IDT, 256 * 8 - 1))
         self.real_control(v.cpl)
         self.shadow.switch(self.shadow_key())
         self.load_gdt(v.gdt_base, v.gdt_limit)
