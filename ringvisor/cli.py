@@ -376,13 +376,16 @@ def build_parser() -> Parser:
     mr.add_argument("address", metavar="[HOST:]PORT")
 
     xb = sub.add_parser("xenbench", help="the Xen structure's figures: aggregate throughput of "
-                                         "1..16 DomUs, credit fairness and cap, xl create latency")
+                                         "1..16 DomUs, credit fairness and cap, block I/O "
+                                         "through the three structures, xl create latency")
     xb.add_argument("--domains", type=positive_int, action="append", metavar="N",
                     help="DomU counts for the aggregate (repeatable; default 1 2 4 8 16)")
     xb.add_argument("--window", type=positive_int, default=600, metavar="MS",
                     help="virtual milliseconds measured per count (default 600)")
     xb.add_argument("--fair-window", type=positive_int, default=1500, metavar="MS",
                     help="virtual milliseconds for the fairness and cap runs (default 1500)")
+    xb.add_argument("--blk-requests", type=positive_int, default=64, metavar="N",
+                    help="16 KiB requests per direction in the block I/O comparison (default 64)")
 
     g = sub.add_parser("build-guests", help="rebuild the bundled guest images from guests/")
     g.add_argument("out", nargs="?", help="output directory (default: the package's images)")
@@ -1031,7 +1034,8 @@ def cmd_xl(args) -> int:
 
 def cmd_xenbench(args) -> int:
     from ringvisor import xenbench
-    xenbench.run(tuple(args.domains or (1, 2, 4, 8, 16)), args.window, args.fair_window)
+    xenbench.run(tuple(args.domains or (1, 2, 4, 8, 16)), args.window, args.fair_window,
+                 blk_requests=args.blk_requests)
     return 0
 
 

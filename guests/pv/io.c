@@ -15,9 +15,12 @@
  *   PIT (0x40/0x43) channel 0's period becomes VIRQ_TIMER as a periodic vCPU
  *                  timer (VCPUOP_set_periodic_timer), delivered as IRQ 0;
  *   isa-debug-exit (0xF4) shuts the domain down: poweroff for status 0,
- *                  crash otherwise.
+ *                  crash otherwise;
+ *   ATA (0x1F0-0x1F7, 0x3F6) the disk of the primary IDE channel: blkfront
+ *                  (blkfront.c), the block split driver's front-end.
  * Other ports read as 0xFF and ignore writes (an absent device). */
 #include "pv.h"
+#include "pvfront.h"
 
 uint32_t pv_port_in(uint32_t size, uint32_t port);
 void pv_port_out(uint32_t size, uint32_t port, uint32_t v);
@@ -46,10 +49,15 @@ static int privileged(void)
     return io_mode == 1;
 }
 
-static void notify(uint32_t port)
+void pv_notify(uint32_t port)
 {
     struct evtchn_send s = { .port = port };
     HYPERVISOR_event_channel_op(EVTCHNOP_send, &s);
+}
+
+void pv_yield(void)
+{
+    HYPERVISOR_sched_op(SCHEDOP_yield, 0);
 }
 
 /* Make an event of our own pending, as the hypervisor would (Linux's
@@ -63,7 +71,7 @@ static void self_raise(uint32_t port)
     *(volatile uint8_t *)PV_UPCALL_PENDING_VA = 1;
 }
 
-static void port_mask(uint32_t port, int masked)
+void pv_port_mask(uint32_t port, int masked)
 {
     volatile uint32_t *mask = (volatile uint32_t *)PV_EVTCHN_MASK_VA;
     if (masked) {
@@ -114,7 +122,7 @@ static uint32_t cons_in(uint32_t reg)
         uint32_t c = cons->in[cons->in_cons % XENCONS_IN_SIZE];
         __asm__ volatile("" ::: "memory");
         cons->in_cons++;
-        notify(cons_port);             /* room for the back-end */
+        pv_notify(cons_port);             /* room for the back-end */
         return c;
     }
     case 1:
@@ -154,7 +162,7 @@ static void cons_out(uint32_t reg, uint32_t v)
         cons->out[cons->out_prod % XENCONS_OUT_SIZE] = (char)v;
         __asm__ volatile("" ::: "memory");
         cons->out_prod++;
-        notify(cons_port);
+        pv_notify(cons_port);
     } else if (reg == 1) {
         cons_set_ier((uint8_t)v);
     }
@@ -184,7 +192,7 @@ static void pic_out(int which, uint32_t reg, uint32_t v)
     }
     pic_mask[which] = (uint8_t)v;      /* OCW1 */
     if (which == 0 && timer_port)
-        port_mask((uint32_t)timer_port, v & 1);
+        pv_port_mask((uint32_t)timer_port, v & 1);
 }
 
 /* -- the PIT: channel 0's period ----------------------------------------------------- */
@@ -210,7 +218,7 @@ static void pit_out(uint32_t port, uint32_t v)
             pv_panic("pv: no timer event channel\n");
         timer_port = (int)b.port;
         pv_port_irq[b.port] = 0 + 1;
-        port_mask(b.port, pic_mask[0] & 1);
+        pv_port_mask(b.port, pic_mask[0] & 1);
     }
     struct vcpu_set_periodic_timer t = { .period_ns = ticks * PIT_HZ_NUM / 10 };
     if (pv_hypercall4(__HYPERVISOR_vcpu_op, VCPUOP_set_periodic_timer, 0, (uint32_t)&t, 0) < 0)
@@ -225,6 +233,8 @@ uint32_t pv_in(uint32_t size, uint32_t port)
     uint32_t ones = size == 1 ? 0xFF : size == 2 ? 0xFFFF : 0xFFFFFFFF;
     if (port >= 0x3F8 && port < 0x400)
         return cons_in(port - 0x3F8);
+    if ((port >= 0x1F0 && port <= 0x1F7) || port == 0x3F6)
+        return blkfront_in(size, port);
     if (port == 0x21 || port == 0xA1)
         return pic_mask[port == 0xA1];
     if (port == 0x20 || port == 0xA0)
@@ -240,6 +250,8 @@ void pv_out(uint32_t size, uint32_t port, uint32_t v)
     }
     if (port >= 0x3F8 && port < 0x400)
         cons_out(port - 0x3F8, v & 0xFF);
+    else if ((port >= 0x1F0 && port <= 0x1F7) || port == 0x3F6)
+        blkfront_out(size, port, v);
     else if (port == 0x20 || port == 0x21 || port == 0xA0 || port == 0xA1)
         pic_out(port >= 0xA0, port & 1, v & 0xFF);
     else if (port >= 0x40 && port <= 0x43)

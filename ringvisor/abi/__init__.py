@@ -10,11 +10,13 @@ imports nothing of ringvisor.
 - ``control``: domctl, sysctl, XSM/FLASK (the toolstack's interface);
 - ``grant``: grant tables v1 and memory_op;
 - ``rings``: the xenstore wire protocol and the console ring;
+- ``blkif``: the block split driver's ring and requests;
 - ``header``: the generated C header for guests.
 
 Everything is re-exported here: ``from ringvisor.abi import SHARED_INFO, Hypercall``.
 """
 
+from .blkif import *  # noqa: F401,F403
 from .control import *  # noqa: F401,F403
 from .cstruct import *  # noqa: F401,F403
 from .grant import *  # noqa: F401,F403

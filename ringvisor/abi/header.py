@@ -14,10 +14,10 @@ from __future__ import annotations
 import sys
 from enum import IntEnum
 
-from . import control, grant, rings, xen
+from . import blkif, control, grant, rings, xen
 from .cstruct import TYPEDEFS, Struct
 
-MODULES = (xen, control, grant, rings)
+MODULES = (xen, control, grant, rings, blkif)
 
 CONSTANT_GROUPS: tuple[tuple[type[IntEnum], str, str], ...] = tuple(
     g for m in MODULES for g in m.CONSTANT_GROUPS)

@@ -76,6 +76,8 @@ class Hypercall(IntEnum):
     kexec_op = 37
     rv_machine_op = 48          # = __HYPERVISOR_arch_0
     arch_0 = 48
+    rv_blkback_op = 49          # = __HYPERVISOR_arch_1: the in-hypervisor block back-end
+    arch_1 = 49
 
 
 # The arguments of each hypercall in ebx, ecx, edx, esi, edi (Xen's x86_32
@@ -109,6 +111,7 @@ HYPERCALL_ARGS: dict[Hypercall, tuple[str, ...]] = {
     Hypercall.hvm_op: ("cmd (HVMOP_*)", "xen_hvm_param_t *arg"),
     Hypercall.domctl: ("xen_domctl_t *op",),
     Hypercall.rv_machine_op: ("cmd (RV_*)", "a", "b"),
+    Hypercall.rv_blkback_op: ("cmd (RV_BLKBACK_*)", "struct rv_blkback_op *"),
 }
 
 

@@ -41,7 +41,7 @@ from ringvisor.vmm.monitor import build_region
 from ringvisor.vmm.paravirt import HypercallError, pv_region
 from ringvisor.vmm.platform import HypervisorTimer
 
-from . import memory, sched
+from . import blkback, memory, sched
 from .console import HypervisorConsole
 from .domain import Domain, State
 from .evtchn import DomainEvents
@@ -93,6 +93,8 @@ class Hypervisor:
         self.slice_end = 0
         self.last_ns = 0
         self.dying: list[Domain] = []
+        self.blkbacks: dict = {}                # handle -> the in-hypervisor block back-ends
+        self.next_blkback = 0                   # the last handle given out
         self.toolstack_wakeup = lambda: None    # set by the toolstack: events for it
         self.domain_changed = lambda: None      # ... and a domain stopped or went
         self.stats = {"entries": 0, "context_switches": 0, "idle_entries": 0, "kicks": 0}
@@ -269,6 +271,7 @@ class Hypervisor:
         self._teardown(d)
 
     def _teardown(self, d: Domain) -> None:
+        blkback.release(self, d)
         d.events.close_all()
         d.grants.release_all()
         self.sched.remove(d)

@@ -38,9 +38,14 @@ class DomainEvents(EventChannels):
         self.dom = dom
         self.user_ports: set[int] = set()        # bound by the toolstack
         self.user_pending: deque[int] = deque()   # signalled, for the toolstack to read
+        self.kernel_ports: dict = {}               # served inside the hypervisor: port -> fn
 
     # -- signalling ---------------------------------------------------------------------
     def set_pending(self, port: int) -> None:
+        if port in self.kernel_ports:
+            self.stats["events_raised"] += 1
+            self.kernel_ports[port]()
+            return
         if port in self.user_ports:
             self.stats["events_raised"] += 1
             if port not in self.user_pending:
@@ -124,6 +129,7 @@ class DomainEvents(EventChannels):
         else:
             super().close(port)
         self.user_ports.discard(port)
+        self.kernel_ports.pop(port, None)
 
     def send(self, port: int) -> None:
         p = self._port(port)

@@ -38,7 +38,7 @@ from ringvisor.vmm import layout as L
 from ringvisor.vmm.descriptors import compress
 from ringvisor.vmm.paravirt import HypercallError, ParaVirt, hypercall_table
 
-from . import control, grant, memory
+from . import blkback, control, grant, memory
 
 # Xen's flat segments (xen-x86_32.h), present while the guest has no GDT of its own
 FLAT = {FlatSel.RING1_CS: 0x00CF9A000000FFFF, FlatSel.RING1_DS: 0x00CF92000000FFFF,
@@ -52,7 +52,7 @@ MULTIBOOT_MAGIC = 0x2BADB002
 TOOLSTACK_HYPERCALLS = frozenset({
     Hypercall.domctl, Hypercall.sysctl, Hypercall.xsm_op, Hypercall.memory_op,
     Hypercall.grant_table_op, Hypercall.event_channel_op, Hypercall.xen_version,
-    Hypercall.sched_op, Hypercall.hvm_op})
+    Hypercall.sched_op, Hypercall.hvm_op, Hypercall.rv_blkback_op})
 # the shared rings the toolstack sets up, and where the guest finds them
 RINGS = ((HvmParam.CONSOLE_PFN, PV_CONSOLE_VA), (HvmParam.STORE_PFN, PV_XENSTORE_VA))
 
@@ -346,6 +346,9 @@ class DomainMonitor(ParaVirt):
             self.timer.stop_periodic()
             return 0
         return super().hc_vcpu_op(f, cmd, vcpu, arg, *rest)
+
+    def hc_rv_blkback_op(self, f, cmd, arg, *rest):
+        return blkback.blkback_op(self, cmd, arg)
 
     # -- the toolstack's calls ---------------------------------------------------------------
     def call(self, nr: int, args: tuple, argmem) -> int:

@@ -9,7 +9,8 @@
     memory = 32                     # MiB
     maxmem = 48                     # MiB it may balloon up to (default: memory)
     vcpus = 1
-    disk = ['/var/img/web.img,raw,xvda,rw']
+    disk = ['/var/img/web.img,raw,xvda,rw']   # ro; ',backend=hypervisor': the monolithic
+                                              # structure (blkback inside the hypervisor)
     on_poweroff = "destroy"         # destroy | restart | preserve
     on_reboot = "restart"
     on_crash = "destroy"
@@ -26,11 +27,13 @@ problem.
 from __future__ import annotations
 
 import ast
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ACTIONS = ("destroy", "restart", "preserve")
+BACKENDS = ("dom0", "hypervisor")
 KEYS = {"name", "type", "kernel", "cmdline", "extra", "memory", "maxmem", "vcpus", "disk",
         "on_poweroff", "on_reboot", "on_crash", "seclabel", "weight", "cap", "uuid"}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -47,6 +50,7 @@ class Disk:
     format: str
     vdev: str
     access: str
+    backend: str = "dom0"           # dom0: blkback in the toolstack; hypervisor: in the hypervisor
 
 
 @dataclass
@@ -165,12 +169,24 @@ def _check(values: dict, source: str) -> DomainConfig:
                               "CPU and runs one vCPU per domain")
     disks = []
     for spec in get("disk", list, []):
-        parts = [p.strip() for p in spec.split(",")]
+        parts = [p.strip() for p in str(spec).split(",")]
+        backend = "dom0"
+        if len(parts) == 5 and parts[4].startswith("backend="):
+            backend = parts.pop()[len("backend="):]
+            # xl's backend= names the back-end's domain: Domain 0 by its id or name too
+            backend = "dom0" if backend in ("0", "Domain-0") else backend
         if len(parts) != 4 or parts[1] != "raw" or parts[3] not in ("r", "rw", "ro", "w") \
                 or not re.fullmatch(r"xvd[a-z]", parts[2]) or not parts[0]:
             raise ConfigFileError(f"{where('disk')}: disk: {spec!r} is not "
-                                  "'PATH,raw,xvdX,rw' (or ro)")
-        disks.append(Disk(parts[0], parts[1], parts[2], "ro" if parts[3] in ("r", "ro") else "rw"))
+                                  "'PATH,raw,xvdX,rw' (or ro; optionally ,backend=dom0|hypervisor)")
+        if backend not in BACKENDS:
+            raise ConfigFileError(f"{where('disk')}: disk: backend={backend!r} is not one of "
+                                  f"{', '.join(BACKENDS)}")
+        if parts[2] != "xvda" or disks:
+            raise ConfigFileError(f"{where('disk')}: disk: {spec!r}: one disk, xvda (the guest's "
+                                  "front-end stands behind the primary IDE channel's one disk)")
+        disks.append(Disk(os.path.abspath(parts[0]), parts[1], parts[2],
+                          "ro" if parts[3] in ("r", "ro") else "rw", backend))
     actions = {}
     for key, default in (("on_poweroff", "destroy"), ("on_reboot", "restart"),
                          ("on_crash", "destroy")):

@@ -13,7 +13,7 @@ import struct
 
 from ringvisor.abi import (DOMCTL, DOMCTL_GETDOMAININFO, DOMCTL_INTERFACE_VERSION, EVTCHN_ALLOC_UNBOUND,
                            EVTCHN_BIND_INTERDOMAIN, EVTCHN_CLOSE, EVTCHN_SEND, FLASK_INTERFACE_VERSION,
-                           FLASK_OP, GNTTAB_MAP_GRANT_REF, GNTTAB_UNMAP_GRANT_REF, SYSCTL,
+                           FLASK_OP, GNTTAB_COPY, GNTTAB_MAP_GRANT_REF, RV_BLKBACK_OP, RvBlkbackOp, GNTTAB_UNMAP_GRANT_REF, SYSCTL,
                            SYSCTL_INTERFACE_VERSION, VCPU_GUEST_CONTEXT, XEN_ADD_TO_PHYSMAP,
                            XEN_ADD_TO_PHYSMAP_BATCHED, XEN_MEMORY_RESERVATION,
                            XEN_REMOVE_FROM_PHYSMAP, DomId, Domctl, Errno, EvtchnOp, FlaskOp,
@@ -336,6 +336,40 @@ class Xc:
         self.holes.add(i)
         if out["status"] != Gntst.okay:
             raise XcError(Errno.EINVAL, f"grant unmap ({Gntst(out['status']).name})")
+
+    def grant_copy(self, ops: list[dict]) -> list[int]:
+        """``GNTTABOP_copy`` of a batch; each operation's ``GNTST_*`` status."""
+        if not ops:
+            return []
+        va = self._scratch(b"".join(GNTTAB_COPY.pack(op) for op in ops))
+        try:
+            rc = self.iface.call(Hypercall.grant_table_op, GnttabOp.copy, va, len(ops))
+            raw = self.iface.read(va, GNTTAB_COPY.size * len(ops))
+        finally:
+            self._top = self.va0
+        if rc < 0:
+            raise XcError(-rc, "grant copy")
+        return [GNTTAB_COPY.unpack(raw, i * GNTTAB_COPY.size)["status"] for i in range(len(ops))]
+
+    def local_frame(self, va: int) -> int:
+        """The pseudo-physical frame of Domain 0 behind an address of the toolstack."""
+        return self.gpfn0 + ((va - self.va0) >> 12)
+
+    # -- the in-hypervisor block back-end (ringvisor's) ----------------------------------
+    def blkback_attach(self, domid: int, ring_ref: int, port: int, path: str,
+                       readonly: bool) -> tuple[int, int]:
+        """Hand a negotiated blkif ring to the hypervisor's back-end: (handle, sectors)."""
+        data = path.encode()
+        buf = self._scratch(data)
+        out = self._struct_call(Hypercall.rv_blkback_op, RV_BLKBACK_OP,
+                                {"domid": domid, "readonly": int(readonly), "ring_ref": ring_ref,
+                                 "port": port, "path": buf, "path_len": len(data)},
+                                f"blkback attach d{domid}", pre=(RvBlkbackOp.attach,))
+        return out["handle"], out["sectors"]
+
+    def blkback_detach(self, handle: int) -> None:
+        self._struct_call(Hypercall.rv_blkback_op, RV_BLKBACK_OP, {"handle": handle},
+                          "blkback detach", pre=(RvBlkbackOp.detach,))
 
     # -- the security module --------------------------------------------------------------
     def flask_load(self, text: str) -> None:

@@ -32,6 +32,12 @@ MAX_PATH = 3072
 PATH_RE = re.compile(r"(/|(/[A-Za-z0-9_@.:-]+)+|@[A-Za-z]+)")
 
 
+# requests whose first argument is a path, which may be relative to /local/domain/DOMID
+RELATIVE_OK = frozenset({XsType.READ, XsType.WRITE, XsType.MKDIR, XsType.RM, XsType.DIRECTORY,
+                         XsType.DIRECTORY_PART, XsType.GET_PERMS, XsType.SET_PERMS, XsType.WATCH,
+                         XsType.UNWATCH})
+
+
 class XsError(Exception):
     def __init__(self, name: str) -> None:
         assert name in XSD_ERRORS, name
@@ -257,6 +263,8 @@ class Connection:
         if args and args[-1] == b"" and kind not in (XsType.WRITE,):
             args = args[:-1]
         s = [a.decode("utf-8", "replace") for a in args]
+        if kind in RELATIVE_OK and s and s[0] and s[0][0] not in "/@":
+            s[0] = f"/local/domain/{self.domid}/{s[0]}"   # xenstored: relative to the domain's home
 
         def need(n: int) -> None:
             if len(s) < n:
@@ -314,8 +322,9 @@ class Connection:
         if kind in (XsType.WRITE, XsType.MKDIR, XsType.RM, XsType.SET_PERMS):
             local = changed if tx else set()
             if kind == XsType.WRITE:
-                path, _, value = payload.partition(b"\0")
-                st.write(nodes, path.decode("utf-8", "replace"), value, self.domid, local)
+                _, _, value = payload.partition(b"\0")
+                need(1)
+                st.write(nodes, s[0], value, self.domid, local)
             elif kind == XsType.MKDIR:
                 need(1)
                 st.mkdir(nodes, s[0], self.domid, local)

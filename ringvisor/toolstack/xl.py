@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ringvisor.abi import DomInfoFlag, Shutdown, XsType
+from ringvisor.errors import ConfigError
 
 from . import builder, migration, saverestore
 from .config import DomainConfig
+from .blkback import VbdBackend
 from .consoled import ConsoleBackend
 from .xc import Xc, XcError
 from .xenstore import Connection, Store, XsError
@@ -46,6 +48,7 @@ class Managed:
     store: RingConnection | None = None
     log: object = None
     listeners: list = field(default_factory=list)     # attached consoles: callables
+    disks: list = field(default_factory=list)         # blkback.VbdBackend, one per disk
     first_output_ns: int | None = None
     waiters: list = field(default_factory=list)       # (callable) for xl shutdown -w
     handled: bool = False                             # its shutdown/crash was acted on
@@ -80,6 +83,7 @@ class Toolstack:
         self._scheduled = False
         self.requests_hook = lambda: None   # the control socket's queue (server.Server.drain)
         self.lifecycle_due = True
+        self.backend_log: list[str] = []
         self._ticks = 0
         self.incoming: queue.SimpleQueue = queue.SimpleQueue()   # migrated domains arriving
         iface.on_event = self.wake
@@ -123,6 +127,9 @@ class Toolstack:
                     m.store.poll()
                 except XcError:
                     pass
+            for vbd in m.disks:
+                if vbd.poll():
+                    self.wake()             # a full ring's worth served: come back for more
         if self.lifecycle_due:
             self.lifecycle_due = False
             self._lifecycle()
@@ -158,9 +165,6 @@ class Toolstack:
         if cfg.type != "pv":
             raise XlError(f"{cfg.source}: type: {cfg.type!r} domains are not supported by this "
                           "hypervisor yet (only pv)")
-        if cfg.disks:
-            raise XlError(f"{cfg.source}: disk: the block split driver (blkfront/blkback) is "
-                          "not built yet")
         image = resolve_kernel(cfg.kernel)
         ssidref = self.xc.flask_context_to_sid(cfg.seclabel) if cfg.seclabel else 0
         handle = _uuid.uuid4().bytes
@@ -191,10 +195,14 @@ class Toolstack:
             m.console = ConsoleBackend(self.xc, d, ports.console_port,
                                        lambda data, m=m: self._output(m, data))
             m.store = RingConnection(self.xc, self.store, d, ports.store_port)
+            for disk in cfg.disks:
+                vbd = VbdBackend(self.xc, self.store, d, disk, self._log)
+                m.disks.append(vbd)
+                vbd.publish()
             self.store.fire({"@introduceDomain"})
             if not paused:
                 self.xc.unpause(d)
-        except (XcError, XsError, OSError, ValueError) as e:
+        except (XcError, XsError, OSError, ValueError, ConfigError) as e:
             self._forget(m)
             self.xc.destroy_quietly(d)
             raise XlError(f"{what}: {e}") from None
@@ -224,8 +232,15 @@ class Toolstack:
         self.xs.set_perms(f"{base}/control", "n0", f"r{d}")
 
     # -- lifecycle --------------------------------------------------------------------------
+    def _log(self, line: str) -> None:
+        """A back-end's complaint: kept, and appended to ``STATE_DIR/backends.log`` (Xen's
+        back-ends log to /var/log/xen)."""
+        self.backend_log.append(line)
+        with open(self.state_dir / "backends.log", "a") as f:
+            f.write(line + "\n")
+
     def _forget(self, m: Managed) -> None:
-        for part in (m.console, m.store):
+        for part in (*m.disks, m.console, m.store):
             if part is not None:
                 part.close()
         if m.log is not None:

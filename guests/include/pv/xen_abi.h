@@ -47,6 +47,8 @@
 #define __HYPERVISOR_kexec_op                    37
 #define __HYPERVISOR_rv_machine_op               48  /* (cmd (RV_*), a, b) */
 #define __HYPERVISOR_arch_0                      48
+#define __HYPERVISOR_rv_blkback_op               49  /* (cmd (RV_BLKBACK_*), struct rv_blkback_op *) */
+#define __HYPERVISOR_arch_1                      49
 
 /* rv_machine_op commands (ringvisor, docs/paravirt.md) */
 #define RV_WRITE_CR                              0
@@ -577,6 +579,24 @@
 #define XenbusStateReconfiguring                 7
 #define XenbusStateReconfigured                  8
 
+/* block requests (io/blkif.h) */
+#define BLKIF_OP_read                            0
+#define BLKIF_OP_write                           1
+#define BLKIF_OP_write_barrier                   2
+#define BLKIF_OP_flush_diskcache                 3
+#define BLKIF_OP_reserved_1                      4
+#define BLKIF_OP_discard                         5
+#define BLKIF_OP_indirect                        6
+
+/* block response status (io/blkif.h) */
+#define BLKIF_RSP_EOPNOTSUPP                     -2
+#define BLKIF_RSP_ERROR                          -1
+#define BLKIF_RSP_OKAY                           0
+
+/* rv_blkback_op commands (ringvisor) */
+#define RV_BLKBACK_attach                        0
+#define RV_BLKBACK_detach                        1
+
 /* interface versions and ring sizes */
 #define XEN_DOMCTL_INTERFACE_VERSION             0x10
 #define XEN_SYSCTL_INTERFACE_VERSION             0x10
@@ -585,6 +605,10 @@
 #define XENSTORE_PAYLOAD_MAX                     4096
 #define XENCONS_IN_SIZE                          1024
 #define XENCONS_OUT_SIZE                         2048
+#define BLKIF_MAX_SEGMENTS_PER_REQUEST           11
+#define BLKIF_RING_SIZE                          32
+#define BLKIF_SLOT_SIZE                          108
+#define BLKIF_RING_HEADER                        64
 
 /* ringvisor's fixed guest virtual addresses */
 #define PV_XENSTORE_VA                           0xFFBFB000  /* xenstore ring (start_info.store_mfn's page) */
@@ -1175,6 +1199,37 @@
 #define OFFSETOF_xencons_interface_in_prod       3076
 #define OFFSETOF_xencons_interface_out_cons      3080
 #define OFFSETOF_xencons_interface_out_prod      3084
+#define SIZEOF_blkif_request_segment             8
+#define OFFSETOF_blkif_request_segment_gref      0
+#define OFFSETOF_blkif_request_segment_first_sect 4
+#define OFFSETOF_blkif_request_segment_last_sect 5
+#define OFFSETOF_blkif_request_segment__pad      6
+#define SIZEOF_blkif_request                     108
+#define OFFSETOF_blkif_request_operation         0
+#define OFFSETOF_blkif_request_nr_segments       1
+#define OFFSETOF_blkif_request_handle            2
+#define OFFSETOF_blkif_request_id                4
+#define OFFSETOF_blkif_request_sector_number     12
+#define OFFSETOF_blkif_request_seg               20
+#define SIZEOF_blkif_response                    12
+#define OFFSETOF_blkif_response_id               0
+#define OFFSETOF_blkif_response_operation        8
+#define OFFSETOF_blkif_response_status           10
+#define SIZEOF_blkif_sring_header                64
+#define OFFSETOF_blkif_sring_header_req_prod     0
+#define OFFSETOF_blkif_sring_header_req_event    4
+#define OFFSETOF_blkif_sring_header_rsp_prod     8
+#define OFFSETOF_blkif_sring_header_rsp_event    12
+#define OFFSETOF_blkif_sring_header_pad          16
+#define SIZEOF_rv_blkback_op                     28
+#define OFFSETOF_rv_blkback_op_domid             0
+#define OFFSETOF_rv_blkback_op_readonly          2
+#define OFFSETOF_rv_blkback_op_ring_ref          4
+#define OFFSETOF_rv_blkback_op_port              8
+#define OFFSETOF_rv_blkback_op_path              12
+#define OFFSETOF_rv_blkback_op_path_len          16
+#define OFFSETOF_rv_blkback_op_sectors           20
+#define OFFSETOF_rv_blkback_op_handle            24
 
 #ifndef __ASSEMBLER__
 
@@ -1871,6 +1926,53 @@ struct xencons_interface {
     uint32_t out_prod;
 };
 typedef struct xencons_interface xencons_interface_t;
+
+struct blkif_request_segment {
+    grant_ref_t gref;  /* a page of the front-end, granted to the back-end */
+    uint8_t first_sect;  /* first 512-byte sector of the page to transfer */
+    uint8_t last_sect;  /* last one (inclusive) */
+    uint16_t _pad;
+};
+typedef struct blkif_request_segment blkif_request_segment_t;
+
+struct blkif_request {
+    uint8_t operation;  /* BLKIF_OP_* */
+    uint8_t nr_segments;  /* 1..11 for read/write */
+    uint16_t handle;  /* the virtual device */
+    uint64_t id;  /* echoed in the response */
+    uint64_t sector_number;  /* start sector on the disk */
+    struct blkif_request_segment seg[11];
+};
+typedef struct blkif_request blkif_request_t;
+
+struct blkif_response {
+    uint64_t id;  /* the request's */
+    uint8_t operation;  /* the request's */
+    int16_t status;  /* BLKIF_RSP_* */
+};
+typedef struct blkif_response blkif_response_t;
+
+/* the shared ring's indexes */
+struct blkif_sring_header {
+    uint32_t req_prod;
+    uint32_t req_event;
+    uint32_t rsp_prod;
+    uint32_t rsp_event;
+    uint8_t pad[48];
+};
+typedef struct blkif_sring_header blkif_sring_header_t;
+
+struct rv_blkback_op {
+    domid_t domid;  /* the front-end's domain */
+    uint16_t readonly;
+    grant_ref_t ring_ref;  /* the front-end's grant of its ring page */
+    evtchn_port_t port;  /* Domain 0's port bound to the front-end's channel */
+    uint32_t path;  /* char *: the image file on the host */
+    uint32_t path_len;
+    uint32_t sectors;  /* out (attach): the image's size */
+    uint32_t handle;  /* out (attach) / in (detach) */
+};
+typedef struct rv_blkback_op rv_blkback_op_t;
 
 #endif /* __ASSEMBLER__ */
 #endif /* RV_PV_XEN_ABI_H */

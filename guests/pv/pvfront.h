@@ -1,0 +1,19 @@
+/* pvfront.h: what the PV runtime's front-ends share (io.c, xenbus.c, blkfront.c). */
+#ifndef RV_PVFRONT_H
+#define RV_PVFRONT_H
+
+#include <stdint.h>
+
+void pv_notify(uint32_t port);              /* EVTCHNOP_send */
+void pv_yield(void);                        /* SCHEDOP_yield: let Domain 0 work */
+void pv_port_mask(uint32_t port, int masked);
+
+int xs_read(const char *path, char *buf, uint32_t cap);   /* length, -1 */
+int xs_write(const char *path, const char *value);        /* 0, -1 */
+long xs_read_num(const char *path);                       /* value, -1 */
+
+/* blkfront.c: the ATA disk's ports (0x1F0-0x1F7, 0x3F6) in a DomU */
+uint32_t blkfront_in(uint32_t size, uint32_t port);
+void blkfront_out(uint32_t size, uint32_t port, uint32_t value);
+
+#endif
