@@ -76,12 +76,14 @@ def recorded(mode: str, seed: int, tmp_path: Path, interval: int = 100_000):
     return bytes(out), rec, path, m
 
 
-@pytest.mark.parametrize("mode", ["native", "paravirt"])
-def test_replay_repeats_an_erratic_run(mode, tmp_path):
-    out, rec, path, m = recorded(mode, 2, tmp_path)
+# seeds whose host timing has input arrive during a wait (which seeds do depends on the
+# guest image's code: seed 2 stopped doing so for kernel-pv when blkfront joined it)
+@pytest.mark.parametrize("mode,seed", [("native", 2), ("paravirt", 4)])
+def test_replay_repeats_an_erratic_run(mode, seed, tmp_path):
+    out, rec, path, m = recorded(mode, seed, tmp_path)
     assert any(e.call == WAIT for e in rec.events)        # input arrived during a wait
     assert len(rec.checkpoints) > 3
-    other = recorded(mode, 3, tmp_path)[3]
+    other = recorded(mode, seed + 1, tmp_path)[3]
     assert other.cpu.state.icount != m.cpu.state.icount   # the host's timing shows
     got = bytearray()
     m2, _, _, stop, n0, outputs = replay(Recording.load(path), attach_monitor, "jit",
