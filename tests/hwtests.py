@@ -127,6 +127,7 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("apic", "apic"),             # local APIC and IO-APIC (test_apic.py)
     Kernel("smp", "smp"),               # several processors (test_smp.py)
     Kernel("firmware", "firmware"),     # fw_cfg, ACPI, HPET, PCI, QEMU's test devices (test_firmware.py)
+    Kernel("vmx", "vmx"),               # VMX: QEMU's TCG has none (tests/test_vmx_guest.py)
 ]}
 
 # Guests that must run under every monitor exactly as on the hardware

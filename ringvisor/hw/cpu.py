@@ -15,6 +15,7 @@ from collections import deque
 
 from .codecache import CodeCache, SmcRestart
 from .faults import CONTRIBUTORY, DB, DF, HAS_ERROR_CODE, PF, CpuFault, PageFault, TripleFault
+from .vmcs import EXIT_TRIPLE_FAULT
 from .hostdebug import PAGE, HostDebug
 from .memory import PhysicalMemory
 from .mmu import Mmu
@@ -25,6 +26,7 @@ from . import identify  # noqa: F401  (files CPUID, RDTSC(P), RDMSR/WRMSR among 
 from .system import run_helper
 from . import transfers
 from .translate import Mode
+from .vmx import Vmx
 
 
 def current_privilege_level(st: CpuState) -> int:
@@ -83,6 +85,11 @@ class Cpu:
         self.stats = {"exceptions": 0, "interrupts": 0, "smc_restarts": 0}
         self.trace = None                 # a callable taking text: translations, traps, interrupts
         self.cache = CodeCache(self, 1 if engine == "interp" else max_block, keep_source)
+        # VMX (hw/vmx.py): in non-root operation helpers, faults and interrupts may exit
+        self.vmx = Vmx(self)
+        self.nonroot = False
+        self.intr_exits = False           # external interrupts exit, whatever the guest's IF
+        self.vmx_tsc = 0                  # the VMCS's TSC offset while a guest runs
         self.mmu.smc_hook = self.cache.check_smc
         self.mode = Mode(0, True, True, False, 0)
         self._modes: dict[tuple, Mode] = {}
@@ -260,7 +267,7 @@ class Cpu:
         self.ignne = False
 
     def tsc(self) -> int:
-        return (self.state.icount + self.state.tsc_offset) & 0xFFFFFFFFFFFFFFFF
+        return (self.state.icount + self.state.tsc_offset + self.vmx_tsc) & 0xFFFFFFFFFFFFFFFF
 
     def _run_helper(self, ins) -> int:
         return run_helper(self, ins)
@@ -273,8 +280,8 @@ class Cpu:
             self.irq_check()
 
     def irq_check(self) -> None:
-        if self.state.intr and self.state.eflags & IF:
-            self.limit = 0
+        if self.state.intr and self.state.eflags & IF or self.nonroot:
+            self.limit = 0                # (non-root: an interrupt-window exit may be due)
 
     def raise_nmi(self) -> None:
         """The NMI input (from the local APIC: LINT1, an NMI IPI)."""
@@ -307,10 +314,30 @@ class Cpu:
 
     def deliver_exception(self, fault: CpuFault) -> None:
         """Deliver a fault or trap raised by an instruction, with the double-fault rules."""
+        if self.nonroot:
+            try:
+                self._deliver_exception(fault)
+            except TripleFault:
+                self.vmx.exit(EXIT_TRIPLE_FAULT)      # (SDM Vol. 3C §25.2)
+            return
+        self._deliver_exception(fault)
+
+    def _deliver_exception(self, fault: CpuFault) -> None:
         st = self.state
         self.stats["exceptions"] += 1
         first = fault
+        vmx = self.vmx
+        # in VMX non-root operation: the event whose delivery raised the fault (its
+        # IDT-vectoring information if an exit follows), and the exception bitmap
+        during = vmx.event if self.nonroot else None
         for _ in range(4):
+            if self.nonroot:
+                if vmx.exception_exits(first, during):
+                    return
+                during = (first.vector, 6 if first.soft else 3, first.error_code, 0)
+                if first.vector in HAS_ERROR_CODE and first.error_code is None:
+                    during = (first.vector, 3, 0, 0)
+                vmx.event = during
             self.exceptions.append((st.eip, str(first)))
             if self.trace:
                 self.trace(f"[{st.icount}] exception {first} at eip={st.eip:#010x} cpl={self.cpl}\n")
@@ -321,6 +348,7 @@ class Cpu:
                 err = 0
             try:
                 transfers.deliver(self, first.vector, err, first.soft, st.eip)
+                vmx.event = None
                 return
             except CpuFault as second:
                 if second.in_new_task:
@@ -349,8 +377,11 @@ class Cpu:
         if self.trace:
             self.trace(f"[{st.icount}] interrupt vector {vector:#x} at eip={st.eip:#010x}\n")
         st.halted = False
+        if self.nonroot:
+            self.vmx.event = (vector & 0xFF, 0, None, 0)   # an external interrupt (IDT-vectoring)
         try:
             transfers.deliver(self, vector, None, False, st.eip)
+            self.vmx.event = None
         except CpuFault as f:
             self.deliver_exception(f)
 
@@ -425,6 +456,8 @@ class Cpu:
                 self.limit = until            # (a string instruction stops at the bound)
                 self.step()
                 continue
+            if self.nonroot and self.vmx.at_boundary():
+                continue                      # a VM exit: the host runs
             if st.nmi_pending and not st.nmi_blocked:
                 self.deliver_nmi()
             elif st.intr and st.eflags & IF:

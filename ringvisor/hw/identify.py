@@ -16,6 +16,8 @@ from .state import (CR4_TSD, MSR_APIC_BASE, MSR_BIOS_SIGN, MSR_EFER, MSR_MISC_EN
                     MSR_PLATFORM_ID, MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC,
                     MSR_TSC_AUX, MSR_TSC_DEADLINE)
 from .system import helper, require_cpl0
+from .vmcs import (CAPABILITY_MSRS, FC_LOCK, FC_VMX_OUTSIDE_SMX, MSR_FEATURE_CONTROL,
+                   MSR_VMX_CR4_FIXED1)
 
 M = ix.Mnemonic
 
@@ -24,7 +26,7 @@ CPUID_SIGNATURE = 0x00000633      # family 6, model 3, stepping 3
 CPUID_MAX_BASIC, CPUID_MAX_EXTENDED = 7, 0x80000001
 # leaf 1 EDX: FPU DE PSE TSC MSR CX8 SEP PGE CMOV CLFSH MMX FXSR SSE SSE2
 CPUID_FEATURES_EDX = sum(1 << b for b in (0, 2, 3, 4, 5, 8, 11, 13, 15, 19, 23, 24, 25, 26))
-CPUID_FEATURES_ECX = 1 << 0       # SSE3 (not MONITOR/MWAIT, bit 3)
+CPUID_FEATURES_ECX = 1 << 0 | 1 << 5   # SSE3 (not MONITOR/MWAIT, bit 3), VMX (hw/vmx.py)
 CPUID_FEATURES_EBX = 8 << 8       # CLFLUSH line size: 8 * 8 = 64 bytes
 CPUID_LEAF7_EBX = 1 << 7          # SMEP
 CPUID_LEAF7_ECX = 1 << 2          # UMIP
@@ -34,9 +36,16 @@ APIC_MSRS = (MSR_APIC_BASE, MSR_TSC_DEADLINE)   # the local APIC's (devices/lapi
 
 KNOWN_MSRS = {MSR_SYSENTER_CS: 0, MSR_SYSENTER_ESP: 0, MSR_SYSENTER_EIP: 0,
               MSR_PLATFORM_ID: 0, MSR_BIOS_SIGN: 0, MSR_MISC_ENABLE: 1,
-              MSR_PAT: 0x0007040600070406, MSR_EFER: 0, MSR_TSC_AUX: 0}
+              MSR_PAT: 0x0007040600070406, MSR_EFER: 0, MSR_TSC_AUX: 0,
+              # IA32_FEATURE_CONTROL: clear at reset; firmware (or the kernel) enables VMX
+              # outside SMX and locks it (SDM Vol. 3C §23.7)
+              MSR_FEATURE_CONTROL: 0}
+# the VMX capability MSRs (hw/vmcs.py), read-only
+VMX_CAPABILITY_MSRS = frozenset(CAPABILITY_MSRS) | {MSR_VMX_CR4_FIXED1}
 # bits a WRMSR may set (the others are reserved: #GP(0)); MSRs not listed take any value
 MSR_WRITABLE = {MSR_TSC_AUX: 0xFFFFFFFF,
+                # no SMX: "enable VMX inside SMX" (bit 1) is reserved
+                MSR_FEATURE_CONTROL: FC_LOCK | FC_VMX_OUTSIDE_SMX,
                 # EFER: no long mode, no NX, no SYSCALL on this CPU, so every bit is reserved
                 MSR_EFER: 0}
 READ_ONLY_MSRS = frozenset({MSR_PLATFORM_ID})
@@ -121,6 +130,8 @@ def h_rdmsr(cpu, ins) -> int:
         v = cpu.tsc()
     elif n in APIC_MSRS and cpu.apic is not None:
         v = cpu.apic.read_msr(n)
+    elif n in VMX_CAPABILITY_MSRS:
+        v = cpu.vmx.capability(n)
     elif n in KNOWN_MSRS:
         v = st.msrs.get(n, KNOWN_MSRS[n])
     else:
@@ -140,6 +151,8 @@ def h_wrmsr(cpu, ins) -> int:
     elif n in APIC_MSRS and cpu.apic is not None:
         if not cpu.apic.write_msr(n, v):
             raise CpuFault(GP, 0)     # a reserved bit of IA32_APIC_BASE
+    elif n == MSR_FEATURE_CONTROL and st.msrs.get(n, 0) & FC_LOCK:
+        raise CpuFault(GP, 0)         # locked until reset (SDM Vol. 3C §23.7)
     elif msr_write_ok(n, v):
         st.msrs[n] = v
     else:

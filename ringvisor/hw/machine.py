@@ -385,10 +385,11 @@ class Machine:
 
     def _idle(self) -> None:
         """The CPU is halted: skip to the next event, or wait for the host's input."""
-        st = self.cpu.state
-        if st.intr and st.eflags & IF or st.nmi_pending and not st.nmi_blocked:
+        cpu = self.cpu
+        st = cpu.state
+        if st.intr and (st.eflags & IF or cpu.intr_exits) or st.nmi_pending and not st.nmi_blocked:
             return
-        if not st.eflags & IF:
+        if not st.eflags & IF and not cpu.intr_exits:
             self.stop = Stop("halted", 0, f"the guest halted with interrupts disabled at "
                                           f"eip={st.eip:#010x}")
             return

@@ -17,7 +17,7 @@ from .faults import BP, BR, DB, GP, NM, NP, OF as OF_VEC, UD, CpuFault, Unsuppor
 from .segments import LDT, TSS16_AVAIL, TSS32_AVAIL, Descriptor, null_segment
 from .state import (ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, Segment, CR0_EM, CR0_ET, CR0_MP, CR0_NW, CR0_CD, CR0_PE, CR0_PG, CR0_TS,
                     CR4_DE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PCE, CR4_PGE, CR4_PSE, CR4_SMEP,
-                    CR4_TSD, CR4_UMIP, CS, DF, IF, IOPL_MASK, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
+                    CR4_TSD, CR4_UMIP, CR4_VMXE, CS, DF, IF, IOPL_MASK, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
                     MSR_SYSENTER_ESP, OF, RF, SS, VM, ZF)
 from .translate import GPR, SREG, registrar
 
@@ -29,7 +29,9 @@ HELPERS: dict[int, callable] = {}
 
 CR0_WRITABLE = 0xE005003F      # PG CD NW AM WP NE ET TS EM MP PE
 CR4_SUPPORTED = (CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT |
-                 CR4_UMIP | CR4_SMEP)
+                 CR4_UMIP | CR4_SMEP | CR4_VMXE)
+# in VMX operation CR0.PE, NE and PG stay set and CR4.VMXE cannot be cleared (SDM Vol. 3C §23.8)
+VMX_CR0_FIXED = CR0_PE | 0x20 | CR0_PG
 
 helper = registrar(HELPERS)
 
@@ -518,6 +520,8 @@ def write_cr(cpu, n: int, v: int) -> None:
             raise CpuFault(GP, 0)
         if (v & CR0_PG and not v & CR0_PE) or (v & CR0_NW and not v & CR0_CD):
             raise CpuFault(GP, 0)
+        if cpu.vmx.on and v & VMX_CR0_FIXED != VMX_CR0_FIXED:
+            raise CpuFault(GP, 0)
         old = st.cr0
         st.cr0 = v | CR0_ET         # ET is hardwired to 1 (SDM Vol. 3 §2.5)
         if (old ^ st.cr0) & (CR0_PG | 0x10000 | CR0_PE):
@@ -528,7 +532,7 @@ def write_cr(cpu, n: int, v: int) -> None:
         st.cr3 = v & 0xFFFFF018
         cpu.tlb_flush()
     elif n == 4:
-        if v & ~CR4_SUPPORTED:
+        if v & ~CR4_SUPPORTED or (cpu.vmx.on and not v & CR4_VMXE):
             raise CpuFault(GP, 0)
         old = st.cr4
         st.cr4 = v
@@ -868,4 +872,12 @@ def run_helper(cpu, ins: ix.Instruction) -> int:
         if fpu_class(ins):
             return h_fpu(cpu, ins)
         raise CpuFault(UD)
+    if cpu.nonroot:
+        # VMX non-root operation: the instruction may cause a VM exit (hw/vmexits.py)
+        r = cpu.vmx.intercept(ins)
+        if r is not None:
+            return r
+        r = fn(cpu, ins)
+        cpu.vmx.event = None            # an INT n delivered without incident
+        return r
     return fn(cpu, ins)
