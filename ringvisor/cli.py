@@ -162,11 +162,12 @@ def build_parser() -> Parser:
     r.add_argument("--post-log", metavar="FILE",
                    help="write every POST code (ports 0x80 and 0x190) to FILE: instruction "
                         "count, port, value")
-    r.add_argument("--mode", choices=("native", "trapemu", "bt", "paravirt", "kvm"),
+    r.add_argument("--mode", choices=("native", "trapemu", "bt", "paravirt", "hvm", "kvm"),
                    default="native",
                    help="native: the bare hardware; trapemu: the kernel de-privileged to ring 1 "
                         "under trap-and-emulate; bt: binary translation of kernel code; "
                         "paravirt: a kernel built by pvcc, with hypercalls and event channels; "
+                        "hvm: the kernel at ring 0 in VMX non-root operation (VT-x); "
                         "kvm: the host's processor through /dev/kvm, with ringvisor's devices")
     r.add_argument("--mem", type=parse_size, default=32, metavar="SIZE",
                    help="guest RAM (default 32M)")
@@ -279,7 +280,7 @@ def build_parser() -> Parser:
     pr = sub.add_parser("probe", help="run the Robin & Irvine sensitive-instruction probes "
                                       "natively, under trap-and-emulate and under binary "
                                       "translation, and print the table")
-    pr.add_argument("--mode", action="append", choices=("native", "trapemu", "bt"),
+    pr.add_argument("--mode", action="append", choices=("native", "trapemu", "bt", "hvm"),
                     help="only these modes (repeatable; default: all three)")
     pr.add_argument("--engine", choices=("jit", "interp"), default="jit")
     pr.add_argument("--json", action="store_true", help="one JSON document on stdout (docs/json.md)")

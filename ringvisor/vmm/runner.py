@@ -9,7 +9,7 @@ from ringvisor.hw.machine import Machine, read_image
 
 from . import layout as L
 
-MODES = ("native", "trapemu", "bt", "paravirt", "kvm")
+MODES = ("native", "trapemu", "bt", "paravirt", "hvm", "kvm")
 
 
 def _monitor_class(mode: str):
@@ -22,6 +22,9 @@ def _monitor_class(mode: str):
     if mode == "paravirt":
         from .paravirt import ParaVirt
         return ParaVirt
+    if mode == "hvm":
+        from .hvm import HardwareAssisted
+        return HardwareAssisted
     raise ValueError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
 
 

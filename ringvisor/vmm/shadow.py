@@ -62,15 +62,19 @@ class Root:
 class ShadowPaging:
     # (vmm/state.py) the tables themselves are in the monitor's region of machine memory
     STATE = ("roots", "root", "free", "pinned", "watched", "l1_users", "l2_users", "rmap", "stats")
-    WIRING = ("cpu", "mem", "base", "pool", "max_roots")
+    WIRING = ("cpu", "mem", "base", "pool", "max_roots", "region", "top")
 
     def __init__(self, cpu, mem, base: int, max_roots: int = 8, pool_pages: int = L.POOL_PAGES,
-                 frames: list[int] | None = None) -> None:
+                 frames: list[int] | None = None, region: bool = True) -> None:
         """``frames``: the machine frame numbers of this shadow's pool (by default
         ``pool_pages`` pages at the region's ``POOL``; a hypervisor gives each domain
-        frames of its own)."""
+        frames of its own).  ``region``: the last PDE maps the hypervisor region (not
+        under hardware-assisted virtualization, where the monitor runs in another
+        address space and the guest owns all 4 GiB of its linear space)."""
         self.cpu = cpu
         self.mem = mem
+        self.region = region
+        self.top = L.MLIN if region else 1 << 32   # guest linear addresses end here
         self.base = base                           # the monitor's physical base
         self.pool = base + L.POOL
         self.max_roots = max_roots
@@ -181,7 +185,8 @@ class ShadowPaging:
             _, old = self.roots.popitem(last=False)
             self._free_root(old)
         root = Root(key, self._alloc())
-        self.mem.write32(root.pd + 1023 * 4, (self.base + L.MONITOR_PT) | P | W)
+        if self.region:
+            self.mem.write32(root.pd + 1023 * 4, (self.base + L.MONITOR_PT) | P | W)
         self.roots[key] = root
         self.stats["shadow_roots_made"] += 1
         return root
@@ -329,13 +334,13 @@ class ShadowPaging:
 
     def invalidate(self, lin: int) -> None:
         """Forget the current shadow's mapping of one guest page (a guest INVLPG)."""
-        if lin < L.MLIN:
+        if lin < self.top:
             self._drop_entry(self.root, lin & ~0xFFF)
         self.cpu.invlpg(lin)
 
     def invalidate_region(self, lin: int) -> None:
         """Forget a whole 4 MiB region (a guest INVLPG of a large page)."""
-        if lin < L.MLIN and lin >> 22 in self.root.tables:
+        if lin < self.top and lin >> 22 in self.root.tables:
             self._drop_table(self.root, lin >> 22)
         self.cpu.tlb_flush()
 

@@ -1,0 +1,317 @@
+"""Hardware-assisted virtualization (the chapter's section 3.2): a VT-x hypervisor.
+
+The processor itself gains a mode for guests.  This monitor is the software at
+VMX root operation: it turns VMX on (VMXON), describes the guest in a VMCS and
+enters it with VMLAUNCH; the unmodified guest kernel then runs at ring 0 in VMX
+non-root operation, on its own GDT, IDT and TSS.  Nothing is de-privileged and
+nothing is translated: the sensitive instructions that defeat trap-and-emulate
+on x86 (POPF, PUSHF, SGDT, SMSW, MOV from CS...) simply do what they do natively,
+and those the monitor must see cause VM exits, configured in the VMCS:
+
+- CR3 loads and stores, the CR0 bits of paging and protection and every CR4
+  write (guest/host masks; reads come from the read shadows without an exit);
+- #PF (the exception bitmap), for the shadow page tables -- without EPT the real
+  CR3 is a shadow directory filled from the guest's tables (``shadow.py``, as
+  under trap-and-emulate);
+- INVLPG, CPUID (the VMX feature is hidden: no nested virtualization), HLT,
+  port I/O (every port: the devices are the machine's, the PIC the guest sees is
+  a virtual one, ``platform.py``), the VMX MSRs and instructions;
+- external interrupts, acknowledged on exit: a physical interrupt becomes an edge
+  on the virtual PIC, and the monitor injects the guest's vector on VM entry when
+  the guest's IF allows, or asks for an interrupt-window exit.
+
+The monitor runs in Python at HOST_RIP (a native entry, ``hw/native.py``) with
+the host state of the VMCS; the guest's general registers are in the register
+file, as hardware leaves them.  Every exit is counted by its basic reason.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+
+from ringvisor.hw.faults import NAMES, PF
+from ringvisor.hw.machine import Stop
+from ringvisor.hw.segments import LDT
+from ringvisor.hw.state import (ATTR_UNUSABLE, CR0_ET, CR0_NE, CR0_PE, CR0_PG,
+                                CR0_WP, CR4_PGE, CR4_PSE, CR4_VMXE, IF)
+from ringvisor.hw import vmcs as V
+from ringvisor.hw.vmcs import EXIT_REASONS
+
+from . import layout as L
+from .errors import MonitorStop
+from .guestmem import GuestBadFrame, GuestMemory, GuestPageFault
+from .monitor import build_region
+from .platform import VirtualPlatform
+from .shadow import NO_PAGING, ShadowPaging
+from .vcpu import VirtualCpu
+
+# CR0 bits the host owns: PE and PG (real paging is always on, on the shadow tables),
+# NE and WP (what a fixed-1 bit and the shadow's write protection need)
+CR0_OWNED = CR0_PE | CR0_NE | CR0_WP | CR0_PG
+CR0_HOST = CR0_PE | CR0_NE | CR0_WP | CR0_PG | CR0_ET
+CR4_GUEST_REAL = ~(CR4_PSE | CR4_PGE) & 0xFFFFFFFF     # the shadow tables use 4 KiB pages
+IO_STRING_SLICE = 4096
+STRING_IO = 1 << 4
+
+
+class HardwareAssisted:
+    name = "hvm"
+
+    def __init__(self, machine, guest_ram: int) -> None:
+        self.machine = machine
+        self.cpu = machine.cpu
+        self.mem = machine.mem
+        self.vmx = machine.cpu.vmx
+        self.guest_ram = guest_ram
+        self.base = guest_ram
+        if self.mem.size < self.base + L.MONITOR_RAM:
+            raise ValueError("the machine has no room for the monitor")
+        self.vcpu = VirtualCpu()               # the CR0/CR3/CR4 the guest believes it has
+        self.gm = GuestMemory(self.mem, self.vcpu, guest_ram)
+        self.shadow = ShadowPaging(self.cpu, self.mem, self.base, region=False)
+        self.gm.written_hook = self.shadow.written
+        self.platform = VirtualPlatform(machine.bus, machine.pic)
+        self.exits: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter()
+        self.step_page: int | None = None      # a page opened for one store (MTF)
+
+    # -- VMX operations: the monitor's instructions ---------------------------------------
+    def _ok(self, status: int, what: str) -> None:
+        if status:
+            err = "VMfailInvalid" if status < 0 else f"VMfailValid({status})"
+            raise MonitorStop(f"hvm: {what} failed: {err}")
+
+    def write(self, field: int, value: int) -> None:
+        self._ok(self.vmx.vmwrite(field, value), f"VMWRITE {field:#06x}")
+
+    def read(self, field: int) -> int:
+        status, value = self.vmx.vmread(field)
+        self._ok(status, f"VMREAD {field:#06x}")
+        return value
+
+    # -- taking over the freshly booted guest ------------------------------------------------
+    def install(self) -> None:
+        boot = self.cpu.state.to_dict()
+        build_region(self.mem, self.base)
+        self.attach()
+        pd = self.base + L.HVM_HOST_PD
+        self.mem.write(pd, b"".join(struct.pack("<I", i << 22 | 0x83) for i in range(1024)))
+        self.mem.write(self.base + L.HVM_MSR_BITMAP, bytes(4096))
+        self.platform.take_over()
+        self._become_host(pd)
+        self._vmcs_setup(boot)
+        self.write(V.GUEST_RIP, boot["eip"])
+        self.inject_pending()
+        self._ok(self.vmx.vmlaunch(), "VMLAUNCH")
+        if not self.cpu.nonroot:
+            self.exit(self.cpu)                   # a VM-entry failure: reported there
+
+    def attach(self) -> None:
+        self.cpu.native.bind(self.base + L.ENTRY, 8, self.exit, "hvm monitor (VM exits)")
+
+    def _become_host(self, pd: int) -> None:
+        """The processor state of the hypervisor at VMX root: flat ring 0 on the region's
+        GDT, paging on its 1:1 map, CR4.VMXE, VMX enabled by IA32_FEATURE_CONTROL (as
+        firmware leaves it), then VMXON."""
+        cpu, st = self.cpu, self.cpu.state
+        st.cr0 = CR0_HOST
+        st.cr4 = CR4_PSE | CR4_VMXE
+        st.cr3 = pd
+        st.msrs[V.MSR_FEATURE_CONTROL] = V.FC_LOCK | V.FC_VMX_OUTSIDE_SMX
+        st.gdtr.base, st.gdtr.limit = self.base + L.GDT, L.GDT_ENTRIES * 8 - 1
+        st.idtr.base, st.idtr.limit = self.base + L.IDT, 256 * 8 - 1
+        seg = cpu.segmentation
+        st.segs[1] = seg.read_descriptor(L.SEL_MCODE).segment(L.SEL_MCODE)
+        for i in (0, 2, 3, 4, 5):
+            st.segs[i] = seg.read_descriptor(L.SEL_MDATA).segment(L.SEL_MDATA)
+        st.tr = seg.read_descriptor(L.SEL_MTSS).segment(L.SEL_MTSS)
+        cpu.tlb_flush()
+        cpu.mode_changed()
+        for off in (L.HVM_VMXON, L.HVM_VMCS):
+            self.mem.write32(self.base + off, V.VMCS_REVISION)
+        self._ok(self.vmx.vmxon(self.base + L.HVM_VMXON), "VMXON")
+        self._ok(self.vmx.vmclear(self.base + L.HVM_VMCS), "VMCLEAR")
+        self._ok(self.vmx.vmptrld(self.base + L.HVM_VMCS), "VMPTRLD")
+
+    def _controls(self, msr: int, want: int) -> int:
+        cap = self.vmx.capability(msr)
+        ctl = (want | cap) & (cap >> 32)
+        if ctl & want != want:
+            raise MonitorStop(f"hvm: the processor lacks VMX controls {want & ~ctl:#x} (MSR {msr:#x})")
+        return ctl
+
+    def _vmcs_setup(self, boot: dict) -> None:
+        w, st, b = self.write, self.cpu.state, self.base
+        w(V.PIN_CONTROLS, self._controls(V.MSR_VMX_TRUE_PINBASED, V.PIN_EXT_INT))
+        w(V.CPU_CONTROLS, self._controls(V.MSR_VMX_TRUE_PROCBASED,
+                                         V.CPU_HLT | V.CPU_INVLPG | V.CPU_CR3_LOAD | V.CPU_CR3_STORE |
+                                         V.CPU_IO | V.CPU_MSR_BITMAPS | V.CPU_SECONDARY))
+        w(V.CPU_CONTROLS2, self._controls(V.MSR_VMX_PROCBASED_CTLS2, V.CPU2_RDTSCP))
+        w(V.EXIT_CONTROLS, self._controls(V.MSR_VMX_TRUE_EXIT, V.EXIT_ACK_INT))
+        w(V.ENTRY_CONTROLS, self._controls(V.MSR_VMX_TRUE_ENTRY, V.ENTRY_LOAD_DEBUG))
+        w(V.EXCEPTION_BITMAP, 1 << PF)
+        w(V.MSR_BITMAP, b + L.HVM_MSR_BITMAP)
+        # the VMX MSRs are not the guest's (no nested VMX): reading or writing them exits
+        bm = bytearray(4096)
+        for n in [V.MSR_FEATURE_CONTROL] + list(range(V.MSR_VMX_BASIC, V.MSR_VMX_TRUE_ENTRY + 1)):
+            for off in (0, 2048):
+                bm[off + (n >> 3)] |= 1 << (n & 7)
+        self.mem.write(b + L.HVM_MSR_BITMAP, bytes(bm))
+        w(V.VMCS_LINK, 0xFFFFFFFF)
+        w(V.VMCS_LINK + 1, 0xFFFFFFFF)
+        # host state: what the processor holds now
+        w(V.HOST_CR0, st.cr0)
+        w(V.HOST_CR3, st.cr3)
+        w(V.HOST_CR4, st.cr4)
+        for i, s in enumerate(st.segs):
+            w(V.HOST_SEL + 2 * i, s.selector)
+        w(V.HOST_SEL + 12, st.tr.selector)
+        w(V.HOST_TR_BASE, st.tr.base)
+        w(V.HOST_GDTR_BASE, st.gdtr.base)
+        w(V.HOST_IDTR_BASE, st.idtr.base)
+        w(V.HOST_RSP, b + L.STACK_TOP)
+        w(V.HOST_RIP, b + L.ENTRY)
+        # guest state: the machine as the loader left it, paging off on the 1:1 shadow
+        v = self.vcpu
+        v.cr0, v.cr3, v.cr4 = boot["cr0"], boot["cr3"], boot["cr4"]
+        w(V.CR0_MASK, CR0_OWNED)
+        w(V.CR4_MASK, 0xFFFFFFFF)
+        self._set_cr0_views()
+        self._set_cr4_views()
+        self.shadow.switch(self._shadow_key())
+        w(V.GUEST_CR3, self.shadow.cr3)
+        segs = boot["segs"] + [boot["ldtr"], boot["tr"]]
+        for i, s in enumerate(segs):
+            attr = s["attr"]
+            if i < 6 and not attr & ATTR_UNUSABLE and attr & 0x10:
+                attr |= 1                          # loading a segment sets its accessed bit
+            if i == 6 and (attr & ATTR_UNUSABLE or attr & 0x1F != LDT):
+                attr = ATTR_UNUSABLE
+            w(V.GUEST_SEL + 2 * i, s["selector"])
+            w(V.GUEST_BASE + 2 * i, s["base"])
+            w(V.GUEST_LIMIT + 2 * i, s["limit"])
+            w(V.GUEST_AR + 2 * i, attr)
+        w(V.GUEST_GDTR_BASE, boot["gdtr"]["base"])
+        w(V.GUEST_GDTR_LIMIT, boot["gdtr"]["limit"])
+        w(V.GUEST_IDTR_BASE, boot["idtr"]["base"])
+        w(V.GUEST_IDTR_LIMIT, boot["idtr"]["limit"])
+        w(V.GUEST_DR7, boot["dr"][7])
+        w(V.GUEST_RSP, boot["regs"][4])
+        w(V.GUEST_RFLAGS, boot["eflags"])
+        msrs = {int(k): v for k, v in boot["msrs"].items()}
+        w(V.GUEST_SYSENTER_CS, msrs.get(0x174, 0))
+        w(V.GUEST_SYSENTER_ESP, msrs.get(0x175, 0))
+        w(V.GUEST_SYSENTER_EIP, msrs.get(0x176, 0))
+        # the guest's general registers are in the register file (the boot state's)
+        st.regs[:] = boot["regs"]
+
+    # -- the control registers: what the guest believes, what the processor holds --------------
+    def _set_cr0_views(self) -> None:
+        v = self.vcpu
+        self.write(V.CR0_SHADOW, v.cr0)
+        self.write(V.GUEST_CR0, (v.cr0 & ~CR0_OWNED) | CR0_HOST)
+
+    def _set_cr4_views(self) -> None:
+        v = self.vcpu
+        self.write(V.CR4_SHADOW, v.cr4)
+        self.write(V.GUEST_CR4, (v.cr4 & CR4_GUEST_REAL) | CR4_VMXE)
+
+    def _shadow_key(self) -> int:
+        v = self.vcpu
+        return v.cr3 >> 12 if v.paging else NO_PAGING
+
+    def _paging_changed(self) -> None:
+        self.shadow.switch(self._shadow_key())
+        self.write(V.GUEST_CR3, self.shadow.cr3)
+
+    # -- VM exits ------------------------------------------------------------------------------
+    def exit(self, cpu) -> None:
+        """HOST_RIP: one VM exit, handled; then VMRESUME."""
+        reason = self.read(V.EXIT_REASON)
+        basic = reason & 0xFFFF
+        name = EXIT_REASONS.get(basic, str(basic))
+        self.exits[name] += 1
+        if reason & V.EXIT_ENTRY_FAILURE:
+            raise MonitorStop(f"hvm: VM entry failed: {name} (qualification "
+                              f"{self.read(V.EXIT_QUALIFICATION):#x})")
+        self.write(V.ENTRY_INTR_INFO, 0)
+        self._requeue()
+        handler = HANDLERS.get(basic)
+        if handler is None:
+            raise MonitorStop(f"hvm: unexpected VM exit: {name} at eip={self.read(V.GUEST_RIP):#010x}")
+        try:
+            handler(self)
+        except (GuestBadFrame, GuestPageFault) as e:
+            raise MonitorStop(f"hvm: {e} at eip={self.read(V.GUEST_RIP):#010x}") from None
+        if self.machine.stop is not None:
+            return
+        self.inject_pending()
+        self._ok(self.vmx.vmresume(), "VMRESUME")
+
+    def _requeue(self) -> None:
+        """An exit during event delivery: deliver the event again on the next entry (SDM
+        Vol. 3C §27.2.4: a VMM re-injects what the IDT-vectoring information holds)."""
+        idt = self.read(V.IDT_VECTORING_INFO)
+        if not idt & V.INTR_VALID:
+            return
+        self.write(V.ENTRY_INTR_INFO, idt & ~0x1000)
+        if idt & V.INTR_ERROR_VALID:
+            self.write(V.ENTRY_EXCEPTION_ERROR, self.read(V.IDT_VECTORING_ERROR))
+        self.write(V.ENTRY_INSTRUCTION_LEN, self.read(V.EXIT_INSTRUCTION_LEN))
+        self.stats["events re-injected"] += 1
+
+    def skip(self) -> None:
+        """The exiting instruction is done: the guest continues after it."""
+        self.write(V.GUEST_RIP, (self.read(V.GUEST_RIP) + self.read(V.EXIT_INSTRUCTION_LEN)) & 0xFFFFFFFF)
+        # (its interrupt shadow, if any, ends with it)
+        self.write(V.GUEST_INTERRUPTIBILITY, 0)
+
+    def inject_exception(self, vector: int, err: int | None = None) -> None:
+        """Reflect an exception into the guest (the double-fault rules against an event
+        being re-delivered, SDM Vol. 3 Table 6-5)."""
+        pending = self.read(V.ENTRY_INTR_INFO)
+        if pending & V.INTR_VALID and (pending >> 8) & 7 == V.INTR_HW_EXCEPTION and \
+                (pending & 0xFF) in (0, 10, 11, 12, 13, 14) and vector in (0, 10, 11, 12, 13, 14) \
+                and not ((pending & 0xFF) != 14 and vector == 14):
+            vector, err = 8, 0
+        info = V.INTR_VALID | V.INTR_HW_EXCEPTION << 8 | vector
+        if err is not None:
+            info |= V.INTR_ERROR_VALID
+            self.write(V.ENTRY_EXCEPTION_ERROR, err)
+        self.write(V.ENTRY_INTR_INFO, info)
+        self.stats[f"{NAMES.get(vector, vector)} reflected"] += 1
+
+    def inject_pending(self) -> None:
+        """A virtual interrupt the guest can take now is injected; otherwise an
+        interrupt-window exit is asked for."""
+        ctl = self.read(V.CPU_CONTROLS) & ~V.CPU_INTR_WINDOW
+        if self.platform.intr:
+            if not self.read(V.ENTRY_INTR_INFO) & V.INTR_VALID and \
+                    self.read(V.GUEST_RFLAGS) & IF and not self.read(V.GUEST_INTERRUPTIBILITY) & 3:
+                _, vector = self.platform.acknowledge()
+                self.write(V.ENTRY_INTR_INFO, V.INTR_VALID | V.INTR_EXTERNAL << 8 | vector)
+                self.write(V.GUEST_ACTIVITY, 0)
+                self.stats["interrupts injected"] += 1
+            else:
+                ctl |= V.CPU_INTR_WINDOW
+        self.write(V.CPU_CONTROLS, ctl)
+
+    # -- reports -----------------------------------------------------------------------------
+    def report(self) -> dict:
+        out = {"exits": dict(self.exits)}
+        out.update(self.stats)
+        out.update(self.shadow.stats)
+        out["io"] = self.platform.stats["io"]
+        out["physical_irqs"] = self.platform.stats["irqs"]
+        return out
+
+    def stop(self, stop: Stop) -> None:
+        self.machine.stop = stop
+        self.cpu.request_stop()
+
+    def get_state(self) -> dict:
+        raise MonitorStop("hvm: saving a VM under hardware-assisted virtualization is not supported yet")
+
+
+from .hvmexits import HANDLERS  # noqa: E402  (one handler per basic exit reason)

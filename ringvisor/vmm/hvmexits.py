@@ -1,0 +1,259 @@
+"""The HVM monitor's VM-exit handlers, one per basic exit reason (SDM Vol. 3C
+Appendix C), with the exit qualifications of §27.2.1.
+
+The guest's general registers are in the processor's register file (a VM exit
+leaves them alone); ESP, EIP and EFLAGS are in the VMCS.
+"""
+
+from __future__ import annotations
+
+from ringvisor.hw.faults import GP, PF, UD
+from ringvisor.hw.identify import cpuid
+from ringvisor.hw.machine import Stop
+from ringvisor.hw.state import CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, CR4_PSE, IF
+from ringvisor.hw.system import CR0_WRITABLE, CR4_SUPPORTED
+from ringvisor.hw import vmcs as V
+
+from .errors import MonitorStop
+from .guestmem import W, GuestPageFault
+
+HANDLERS: dict = {}
+CPUID_VMX = 1 << 5            # CPUID.1:ECX: this monitor offers no nested VMX
+CR4_GUEST_SUPPORTED = CR4_SUPPORTED & ~V.CR4_VMXE
+
+
+def handles(*reasons):
+    def wrap(fn):
+        for r in reasons:
+            HANDLERS[r] = fn
+        return fn
+    return wrap
+
+
+# -- interrupts -------------------------------------------------------------------------------
+@handles(V.EXIT_EXT_INT)
+def external_interrupt(mon) -> None:
+    """A physical interrupt (acknowledged on exit): an edge on the virtual PIC."""
+    info = mon.read(V.EXIT_INTR_INFO)
+    if info & V.INTR_VALID:
+        mon.platform.physical_irq(info & 0xFF)
+
+
+@handles(V.EXIT_INTR_WINDOW)
+def interrupt_window(mon) -> None:
+    """The guest can take an interrupt now (``inject_pending`` does it)."""
+
+
+@handles(V.EXIT_HLT)
+def hlt(mon) -> None:
+    mon.skip()
+    mon.stats["halts"] += 1
+    if not mon.read(V.GUEST_RFLAGS) & IF:
+        mon.stop(Stop("halted", 0, f"the guest halted with interrupts disabled at "
+                                   f"eip={mon.read(V.GUEST_RIP) - 1:#010x} (hvm)"))
+        return
+    if not mon.platform.intr:
+        mon.write(V.GUEST_ACTIVITY, 1)        # the processor waits, in the guest, for an interrupt
+
+
+@handles(V.EXIT_TRIPLE_FAULT)
+def triple_fault(mon) -> None:
+    mon.stop(Stop("triple-fault", 3, f"triple fault in the guest at eip={mon.read(V.GUEST_RIP):#010x} (hvm)"))
+
+
+# -- exceptions: the shadow page tables ---------------------------------------------------------
+@handles(V.EXIT_EXCEPTION)
+def exception(mon) -> None:
+    info = mon.read(V.EXIT_INTR_INFO)
+    vector = info & 0xFF
+    if vector != PF:
+        raise MonitorStop(f"hvm: unexpected exception exit, vector {vector}")
+    page_fault(mon, mon.read(V.EXIT_QUALIFICATION), mon.read(V.EXIT_INTR_ERROR))
+
+
+def page_fault(mon, lin: int, err: int) -> None:
+    """A real #PF on the shadow tables: the guest's own fault (reflected, with CR2), or
+    a shadow entry to fill from the guest's tables (as under trap-and-emulate)."""
+    write, user = bool(err & 2), bool(err & 4)
+    try:
+        m = mon.gm.translate(lin, write, user)
+    except GuestPageFault as e:
+        mon.stats["#PF (guest)"] += 1
+        mon.cpu.state.cr2 = e.address         # CR2 is the guest's (a VM exit does not load it)
+        mon.inject_exception(PF, e.error_code)
+        return
+    mon.stats["#PF (shadow)"] += 1
+    frame = m.phys & ~0xFFF
+    if frame >= mon.guest_ram:
+        raise MonitorStop(f"hvm: the guest mapped linear {lin:#010x} to physical {frame:#x}, "
+                          f"beyond its {mon.guest_ram >> 20} MiB")
+    ppn = frame >> 12
+    shadow = mon.shadow
+    own_table = ppn in {a >> 12 for a in (m.pde_addr, m.pte_addr) if a is not None}
+    if write and shadow.is_table(ppn) and not own_table:
+        shadow.stats["table_write_faults"] += 0        # (counted by write_fault)
+        shadow.write_fault(ppn)
+    elif write and err & 1 and not own_table:
+        shadow.stats["dirty_faults"] += 1
+    # with CR0.WP clear a supervisor store ignores R/W (SDM Vol. 3 §4.6.1)
+    writable = m.writable or (not mon.vcpu.cr0 & CR0_WP and not m.user)
+    shadow.install(lin, frame, m.user, writable and (m.dirty or write), m.pde_addr, m.pte_addr)
+    if write and not shadow.lookup(lin) & W:
+        # the store must happen and the page must stay read-only (a table mapped through
+        # itself, a user page the kernel writes with WP clear): open it for exactly one
+        # instruction, with the monitor trap flag
+        shadow.set_writable(lin, True)
+        mon.step_page = lin & ~0xFFF
+        mon.write(V.CPU_CONTROLS, mon.read(V.CPU_CONTROLS) | V.CPU_MTF)
+        mon.stats["#PF (one-step store)"] += 1
+
+
+@handles(V.EXIT_MTF)
+def monitor_trap(mon) -> None:
+    mon.write(V.CPU_CONTROLS, mon.read(V.CPU_CONTROLS) & ~V.CPU_MTF)
+    if mon.step_page is not None:
+        mon.shadow.set_writable(mon.step_page, False)
+        mon.step_page = None
+
+
+# -- instructions ---------------------------------------------------------------------------------
+@handles(V.EXIT_CPUID)
+def cpuid(mon) -> None:
+    r = mon.cpu.state.regs
+    a, b, c, d = cpuid(r[0], r[1], mon.cpu.apic)
+    if r[0] == 1:
+        c &= ~CPUID_VMX
+    r[0], r[3], r[1], r[2] = a, b, c, d
+    mon.skip()
+
+
+@handles(V.EXIT_INVD)
+def invd(mon) -> None:
+    mon.skip()
+
+
+@handles(V.EXIT_INVLPG)
+def invlpg(mon) -> None:
+    lin = mon.read(V.EXIT_QUALIFICATION)
+    v = mon.vcpu
+    large = False
+    if v.paging and v.cr4 & CR4_PSE:
+        large = mon.mem.read32((v.cr3 & ~0xFFF) + (lin >> 22) * 4) & 0x81 == 0x81
+    if large:
+        mon.shadow.invalidate_region(lin)
+    else:
+        mon.shadow.invalidate(lin)
+    mon.skip()
+
+
+@handles(V.EXIT_VMCALL, 19, 20, 21, 22, 23, 24, 25, 26, 27)
+def vmx_instruction(mon) -> None:
+    """No nested VMX: the guest's VMX instructions are #UD, as if VMX were absent."""
+    mon.inject_exception(UD)
+
+
+@handles(V.EXIT_RDMSR, V.EXIT_WRMSR)
+def msr(mon) -> None:
+    """The VMX MSRs (the only ones the MSR bitmaps intercept): not this guest's."""
+    mon.inject_exception(GP, 0)
+
+
+@handles(V.EXIT_CR)
+def cr_access(mon) -> None:
+    q = mon.read(V.EXIT_QUALIFICATION)
+    n, access, reg = q & 0xF, (q >> 4) & 3, (q >> 8) & 0xF
+    regs = mon.cpu.state.regs
+    value = mon.read(V.GUEST_RSP) if reg == 4 else regs[reg]
+    if access == 0:                          # MOV to CR
+        if not set_cr(mon, n, value):
+            return
+    elif access == 1:                        # MOV from CR (CR3-store exiting)
+        if reg == 4:
+            mon.write(V.GUEST_RSP, mon.vcpu.cr3)
+        else:
+            regs[reg] = mon.vcpu.cr3
+    elif access == 3:                        # LMSW: PE, MP, EM, TS (PE cannot be cleared)
+        src = q >> 16
+        if not set_cr(mon, 0, (mon.vcpu.cr0 & ~0xE) | (src & 0xF) | (mon.vcpu.cr0 & 1)):
+            return
+    else:                                    # CLTS (TS is not owned: never here)
+        set_cr(mon, 0, mon.vcpu.cr0 & ~8)
+    mon.stats[f"cr{n} {'writes' if access != 1 else 'reads'}"] += 1
+    mon.skip()
+
+
+def set_cr(mon, n: int, value: int) -> bool:
+    """MOV to CR0/CR3/CR4 with the processor's checks; False if it faulted (#GP injected)."""
+    v = mon.vcpu
+    if n == 0:
+        if value & ~CR0_WRITABLE & 0xFFFFFFFF or (value & CR0_PG and not value & CR0_PE) \
+                or (value & CR0_NW and not value & CR0_CD):
+            mon.inject_exception(GP, 0)
+            return False
+        if not value & CR0_PE:
+            raise MonitorStop("hvm: the guest left protected mode (real mode is not virtualized)")
+        value |= CR0_ET
+        changed = v.cr0 ^ value
+        v.cr0 = value
+        mon._set_cr0_views()
+        if changed & CR0_WP:
+            mon.shadow.flush()
+        if changed & CR0_PG:
+            mon._paging_changed()
+    elif n == 3:
+        v.cr3 = value & 0xFFFFF018
+        mon._paging_changed()
+    elif n == 4:
+        if value & ~CR4_GUEST_SUPPORTED:
+            mon.inject_exception(GP, 0)
+            return False
+        old, v.cr4 = v.cr4, value
+        mon._set_cr4_views()
+        if (old ^ value) & CR4_PSE:
+            mon.shadow.flush()
+            mon._paging_changed()
+    return True
+
+
+@handles(V.EXIT_IO)
+def io(mon) -> None:
+    q = mon.read(V.EXIT_QUALIFICATION)
+    size, into, port = (q & 7) + 1, bool(q >> 3 & 1), q >> 16
+    regs = mon.cpu.state.regs
+    if not q & (1 << 4):
+        mask = (1 << (8 * size)) - 1
+        if into:
+            regs[0] = (regs[0] & ~mask & 0xFFFFFFFF) | mon.platform.read(port, size)
+        else:
+            mon.platform.write(port, size, regs[0] & mask)
+        mon.skip()
+        return
+    string_io(mon, q, size, into, port)
+
+
+def string_io(mon, q: int, size: int, into: bool, port: int) -> None:
+    """INS/OUTS (REP: a slice at a time, then the guest executes it again), through the
+    guest's page tables; the address comes from the exit's guest-linear address and
+    advances with EFLAGS.DF."""
+    from .hvm import IO_STRING_SLICE
+    regs = mon.cpu.state.regs
+    rep = bool(q >> 5 & 1)
+    step = -size if mon.read(V.GUEST_RFLAGS) & 0x400 else size
+    user = mon.read(V.GUEST_SEL + 2 * 2) & 3 == 3      # CPL: SS.RPL
+    lin = mon.read(V.GUEST_LINEAR_ADDR)
+    count = regs[1] if rep else 1
+    ri = 7 if into else 6
+    done = 0
+    while count and done < IO_STRING_SLICE:
+        if into:
+            mon.gm.write_u(lin, size, mon.platform.read(port, size), user)
+        else:
+            mon.platform.write(port, size, mon.gm.read_u(lin, size, user))
+        lin = (lin + step) & 0xFFFFFFFF
+        regs[ri] = (regs[ri] + step) & 0xFFFFFFFF
+        count -= 1
+        done += 1
+        if rep:
+            regs[1] = count
+    if not count:
+        mon.skip()
