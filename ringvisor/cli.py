@@ -287,9 +287,10 @@ def build_parser() -> Parser:
 
     vb = sub.add_parser("vmbench", help="cost per operation of every workload natively and "
                                          "under each monitor, with ratios to native")
-    vb.add_argument("--mode", action="append", choices=("trapemu", "bt", "paravirt", "kvm"),
-                    help="monitors to measure besides native (repeatable; default: all three; "
-                         "paravirt runs the pvcc build of the kernel)")
+    vb.add_argument("--mode", action="append", choices=("trapemu", "bt", "paravirt", "hvm", "kvm"),
+                    help="monitors to measure besides native (repeatable; default: trapemu, bt, "
+                         "paravirt and hvm; paravirt runs the pvcc build of the kernel; hvm and "
+                         "kvm add exits per operation)")
     vb.add_argument("--workload", action="append", metavar="NAME", help="only this workload (repeatable)")
     vb.add_argument("--scale", type=float, default=1.0, help="multiply the iteration counts")
     vb.add_argument("--engine", choices=("jit", "interp"), default="jit")
@@ -845,7 +846,7 @@ def emit_json(doc: dict, stream=None) -> None:
 def print_monitor_stats(mon) -> None:
     r = mon.report()
     lines = [f"monitor: {mon.name}"]
-    for key in ("traps", "emulated", "callouts", "hypercalls"):
+    for key in ("exits", "traps", "emulated", "callouts", "hypercalls"):
         if key in r and r[key]:
             items = sorted(r[key].items(), key=lambda kv: -kv[1])
             lines.append(f"{key}: " + ", ".join(f"{k} {v:,}" for k, v in items))
@@ -1001,7 +1002,7 @@ def cmd_vmbench(args) -> int:
         raise ConfigError("--scale must be positive")
     if args.repeat < 1:
         raise ConfigError("--repeat must be at least 1")
-    modes = ["native"] + (args.mode or ["trapemu", "bt", "paravirt"])
+    modes = ["native"] + (args.mode or ["trapemu", "bt", "paravirt", "hvm"])
     from ringvisor.ui.progress import Progress
     progress = Progress(vmbench.plan(modes, names, args.repeat))
     report = (lambda s: None) if args.json else (lambda s: (progress.clear(), print(s, flush=True)))

@@ -41,7 +41,8 @@ import time
 
 from ringvisor.guests.build import image_path
 from ringvisor.hw import kvm as K
-from ringvisor.vmm import run_vm
+from ringvisor.hw.machine import read_image
+from ringvisor.vmm.runner import create_vm
 
 NANO = ["syscall", "in", "crwr", "callret", "pgfault", "divzero", "ptemod"]
 LMBENCH = ["null", "ctxsw", "forkwait", "pagefault"]
@@ -84,19 +85,24 @@ def _run(kernel, mode: str, name: str, iters: int, engine: str) -> dict:
     """One boot running ``name``; the guest's figures and the wall time of its timed loop."""
     if mode == "kvm":
         return _run_kvm(kernel, name, iters, engine)
-    reads: list[tuple[int, float]] = []
+    reads: list[tuple[int, float, int]] = []
+    out = bytearray()
     # the workload runs twice in the one boot and the second run counts: the
     # first pays for translating the code (the engine's and binary translation's)
-    r = run_vm(kernel, mode, f"run={name},{name} iters={iters}", engine=engine,
-               max_instructions=2_000_000_000, quiet=True,
-               tsc_probe=lambda t: reads.append((t, time.perf_counter())))
-    m = [x for x in TIMING.findall(r.output.decode(errors="replace")) if x[0] == name]
-    if r.status != 1 or not m:
+    m, mon = create_vm(read_image(kernel), mode, f"run={name},{name} iters={iters}", engine=engine,
+                       output=out.extend)
+    exits = m.cpu.vmx.exits            # VM exits so far (hardware-assisted modes)
+    m.cpu.tsc_probe = lambda t: reads.append((t, time.perf_counter(), sum(exits.values())))
+    stop = m.run(2_000_000_000)
+    found = [x for x in TIMING.findall(out.decode(errors="replace")) if x[0] == name]
+    if stop.status != 1 or not found:
         return {"ok": False}
-    per_op, n, total = int(m[-1][1]), int(m[-1][2]), int(m[-1][3])
-    wall = _bracket(reads, total)
+    per_op, n, total = int(found[-1][1]), int(found[-1][2]), int(found[-1][3])
+    b = _bracket(reads, total)
+    wall, nexits = b if b is not None else (None, 0)
     return {"ok": wall is not None, "cycles": per_op, "iters": n,
-            "wall_us": (wall or 0.0) / n * 1e6, "instructions": r.stats["instructions"]}
+            "wall_us": (wall or 0.0) / n * 1e6, "instructions": m.stats()["instructions"],
+            "exits_per_op": nexits / n if mode == "hvm" else None}
 
 
 REAL_TSC = ("kvm",)        # modes whose rdtsc is the host's clock, not retired instructions
@@ -150,27 +156,29 @@ def _counted_exits(m) -> int:
     return sum(m.exits.values()) - m.exits[K.EXIT_INTR] - m.console_exits
 
 
-def _bracket(reads: list[tuple[int, float]], total: int) -> float | None:
-    """Host seconds of the guest's timed code: the last two reads ``total`` cycles apart,
-    or else (a workload that adds up several timed pieces, each between two consecutive
-    reads) the last run of consecutive pairs whose pieces add up to ``total``."""
-    seen: dict[int, float] = {}
-    wall = None
-    for t, host in reads:
+def _bracket(reads: list[tuple[int, float, int]], total: int) -> tuple[float, int] | None:
+    """Host seconds (and VM exits) of the guest's timed code: the last two reads ``total``
+    cycles apart, or else (a workload that adds up several timed pieces, each between two
+    consecutive reads) the last run of consecutive pairs whose pieces add up to ``total``."""
+    seen: dict[int, tuple[float, int]] = {}
+    found = None
+    for t, host, ex in reads:
         if t - total in seen:
-            wall = host - seen[t - total]
-        seen.setdefault(t, host)
-    if wall is not None:
-        return wall
+            h0, e0 = seen[t - total]
+            found = (host - h0, ex - e0)
+        seen.setdefault(t, (host, ex))
+    if found is not None:
+        return found
     for start in range(len(reads) - 2, -1, -1):
-        cyc, sec = 0, 0.0
+        cyc, sec, ex = 0, 0.0, 0
         for i in range(start, len(reads) - 1, 2):
             cyc += reads[i + 1][0] - reads[i][0]
             sec += reads[i + 1][1] - reads[i][1]
+            ex += reads[i + 1][2] - reads[i][2]
             if cyc >= total:
                 break
         if cyc == total:
-            return sec
+            return sec, ex
     return None
 
 
@@ -181,7 +189,7 @@ def plan(modes, workloads, repeat: int) -> list[tuple[str, str]]:
              mode) for name in workloads for k in range(repeat) for mode in modes]
 
 
-def measure(modes=("native", "trapemu", "bt", "paravirt"), workloads=None, scale: float = 1.0,
+def measure(modes=("native", "trapemu", "bt", "paravirt", "hvm"), workloads=None, scale: float = 1.0,
             engine: str = "jit", repeat: int = 2, report=print, progress=None) -> dict:
     """Measure; ``report`` gets each row as text, ``progress`` (ui.progress.Progress over
     ``plan``) hears of each boot."""

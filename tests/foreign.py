@@ -58,7 +58,7 @@ def run(platform: str, image: Path, cmdline: str = "") -> tuple[list[str], int]:
         code = -1 if code is None else code
     else:
         from ringvisor.vmm import run_vm
-        mode, engine = (platform, "jit") if platform in ("trapemu", "bt") else ("native", platform)
+        mode, engine = (platform, "jit") if platform in ("trapemu", "bt", "hvm") else ("native", platform)
         r = run_vm(image, mode, cmdline, mem_mb=MEM_MB, max_instructions=MAX_INSTRUCTIONS,
                    engine=engine, quiet=True)
         out, code = r.output, (r.status >> 1 if r.stop.reason == "exit" else -1)

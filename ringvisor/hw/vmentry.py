@@ -17,10 +17,10 @@ from .identify import msr_write_ok
 from .state import (ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, IF, MSR_SYSENTER_CS,
                     MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC, VM, Segment)
 from .vmcs import (CAPABILITY_MSRS, CPU_CONTROLS, CPU_CONTROLS2, CPU_IO_BITMAPS, CPU_MSR_BITMAPS,
-                   CPU_MTF, CPU_SECONDARY, CPU_TSC_OFFSET, CR0_FIXED0, CR0_FIXED1, CR3_TARGET_COUNT, CR4_FIXED0,
+                   CPU_INTR_WINDOW, CPU_MTF, CPU_SECONDARY, CPU_TSC_OFFSET, CR0_FIXED0, CR0_FIXED1, CR3_TARGET_COUNT, CR4_FIXED0,
                    ENTRY_CONTROLS, ENTRY_EXCEPTION_ERROR, ENTRY_INSTRUCTION_LEN, ENTRY_INTR_INFO,
                    ENTRY_LOAD_DEBUG, ENTRY_MSR_LOAD_ADDR, ENTRY_MSR_LOAD_COUNT, ERR_BAD_CONTROLS,
-                   ERR_BAD_HOST, EXIT_BAD_MSR_LOAD, EXIT_CONTROLS, EXIT_MSR_LOAD_ADDR,
+                   ERR_BAD_HOST, EXIT_ACK_INT, EXIT_BAD_MSR_LOAD, EXIT_CONTROLS, EXIT_MSR_LOAD_ADDR,
                    EXIT_MSR_LOAD_COUNT, EXIT_MSR_STORE_ADDR, EXIT_MSR_STORE_COUNT,
                    GUEST_ACTIVITY, GUEST_AR, GUEST_BASE, GUEST_CR0, GUEST_CR3, GUEST_CR4,
                    GUEST_DR7, GUEST_GDTR_BASE, GUEST_GDTR_LIMIT, GUEST_IDTR_BASE,
@@ -230,6 +230,8 @@ def enter(vmx, resume: bool) -> None:
     cpu.nonroot = True
     cpu.intr_exits = bool(r(PIN_CONTROLS) & 1)
     vmx.mtf = bool(proc & CPU_MTF)
+    vmx.window = bool(proc & CPU_INTR_WINDOW)
+    vmx.ack = bool(r(EXIT_CONTROLS) & EXIT_ACK_INT)
     cpu.update_debug()                   # DR7 and the TLB; ends the dispatch loop
     info = r(ENTRY_INTR_INFO)
     if info & INTR_VALID:

@@ -34,20 +34,20 @@ import iced_x86 as ix
 from .faults import GP, PF, DB, UD, CpuFault
 from .state import ARITH_FLAGS, CF, CR0_PE, IF, VM, ZF
 from .system import get_reg, helper, read_mem, read_op, require_cpl0, write_mem, write_op
-from .vmcs import (CAPABILITY_MSRS, CPU_CONTROLS, CPU_INTR_WINDOW, CR0_FIXED0, CR0_FIXED1,
+from .vmcs import (CAPABILITY_MSRS, CR0_FIXED0, CR0_FIXED1,
                    CR0_MASK, CR0_SHADOW, CR4_FIXED0, CR4_MASK, CR4_SHADOW, ENTRY_INTR_INFO,
                    ERR_READ_ONLY_FIELD, ERR_UNSUPPORTED_FIELD,
                    ERR_VMCALL_ROOT, ERR_VMCLEAR_ADDR, ERR_VMCLEAR_VMXON, ERR_VMLAUNCH_NOT_CLEAR,
                    ERR_VMPTRLD_ADDR, ERR_VMPTRLD_REVISION, ERR_VMPTRLD_VMXON,
-                   ERR_VMRESUME_NOT_LAUNCHED, ERR_VMXON_IN_ROOT, EXCEPTION_BITMAP, EXIT_ACK_INT,
-                   EXIT_BAD_GUEST, EXIT_CONTROLS, EXIT_ENTRY_FAILURE, EXIT_EXCEPTION, EXIT_EXT_INT,
+                   ERR_VMRESUME_NOT_LAUNCHED, ERR_VMXON_IN_ROOT, EXCEPTION_BITMAP,
+                   EXIT_BAD_GUEST, EXIT_ENTRY_FAILURE, EXIT_EXCEPTION, EXIT_EXT_INT,
                    EXIT_INSTRUCTION_LEN, EXIT_INTR_ERROR, EXIT_INTR_INFO, EXIT_INTR_WINDOW,
                    EXIT_MTF, EXIT_QUALIFICATION, EXIT_REASON, EXIT_REASONS, EXIT_VMCALL,
                    FC_LOCK, FC_VMX_OUTSIDE_SMX, GUEST_LINEAR_ADDR, IDT_VECTORING_ERROR,
                    IDT_VECTORING_INFO, INTR_ERROR_VALID, INTR_EXTERNAL, INTR_HW_EXCEPTION,
                    INTR_PRIV_SOFT_EXC, INTR_SOFT_EXC, INTR_SOFT_INT, INTR_VALID,
                    MSR_FEATURE_CONTROL, MSR_VMX_CR4_FIXED1, PF_ERROR_MASK, PF_ERROR_MATCH,
-                   PIN_CONTROLS, PIN_EXT_INT, VM_INSTRUCTION_ERROR, VMCS_REVISION, VMCS_SIZE,
+                   VM_INSTRUCTION_ERROR, VMCS_REVISION, VMCS_SIZE,
                    Vmcs, is_read_only, supported)
 from . import vmcs as V
 
@@ -73,6 +73,8 @@ class Vmx:
         self.cache: dict[int, Vmcs] = {}          # active VMCSs, by physical address
         self.event = None               # (vector, type, error, length) being delivered in non-root
         self.mtf = False
+        # controls the run loop tests at each block boundary, read at VM entry
+        self.window = self.ack = False
         self.exits: Counter[str] = Counter()     # VM exits by basic reason
 
     @property
@@ -258,23 +260,22 @@ class Vmx:
     # -- exits from the places the processor already leaves translated code -------------------
     def at_boundary(self) -> bool:
         """Between instructions in non-root operation: MTF, interrupt-window and
-        external-interrupt exits.  True if the guest left."""
+        external-interrupt exits.  True if the guest left.  (The controls it needs were
+        read at VM entry: the guest cannot change the VMCS.)"""
         cpu, st = self.cpu, self.cpu.state
-        ctl = self.read(CPU_CONTROLS)
         if self.mtf:
             self.mtf = False
             cpu.step()
             if cpu.nonroot:
                 self.exit(EXIT_MTF)
             return True
-        if ctl & CPU_INTR_WINDOW and st.eflags & IF:
+        if self.window and st.eflags & IF:
             self.exit(EXIT_INTR_WINDOW)
             return True
-        if st.intr and self.read(PIN_CONTROLS) & PIN_EXT_INT:
+        if st.intr and cpu.intr_exits:
             info = 0
-            if self.read(EXIT_CONTROLS) & EXIT_ACK_INT:
+            if self.ack:
                 info = INTR_VALID | INTR_EXTERNAL << 8 | (cpu.acknowledge() & 0xFF)
-            st.halted = False
             self.exit(EXIT_EXT_INT, intr_info=info)
             return True
         return False

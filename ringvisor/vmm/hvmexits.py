@@ -10,7 +10,7 @@ from __future__ import annotations
 from ringvisor.hw.faults import GP, PF, UD
 from ringvisor.hw.identify import cpuid
 from ringvisor.hw.machine import Stop
-from ringvisor.hw.state import CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, CR4_PSE, IF
+from ringvisor.hw.state import CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, CR4_PSE, CR4_SMEP, IF
 from ringvisor.hw.system import CR0_WRITABLE, CR4_SUPPORTED
 from ringvisor.hw import vmcs as V
 
@@ -19,6 +19,7 @@ from .guestmem import W, GuestPageFault
 
 HANDLERS: dict = {}
 CPUID_VMX = 1 << 5            # CPUID.1:ECX: this monitor offers no nested VMX
+PF_FETCH = 1 << 4             # #PF error code: an instruction fetch
 CR4_GUEST_SUPPORTED = CR4_SUPPORTED & ~V.CR4_VMXE
 
 
@@ -71,6 +72,12 @@ def exception(mon) -> None:
     page_fault(mon, mon.read(V.EXIT_QUALIFICATION), mon.read(V.EXIT_INTR_ERROR))
 
 
+def guest_page_fault(mon, lin: int, err: int) -> None:
+    mon.stats["#PF (guest)"] += 1
+    mon.cpu.state.cr2 = lin                   # CR2 is the guest's (a VM exit does not load it)
+    mon.inject_exception(PF, err)
+
+
 def page_fault(mon, lin: int, err: int) -> None:
     """A real #PF on the shadow tables: the guest's own fault (reflected, with CR2), or
     a shadow entry to fill from the guest's tables (as under trap-and-emulate)."""
@@ -78,9 +85,12 @@ def page_fault(mon, lin: int, err: int) -> None:
     try:
         m = mon.gm.translate(lin, write, user)
     except GuestPageFault as e:
-        mon.stats["#PF (guest)"] += 1
-        mon.cpu.state.cr2 = e.address         # CR2 is the guest's (a VM exit does not load it)
-        mon.inject_exception(PF, e.error_code)
+        guest_page_fault(mon, e.address, e.error_code | (err & PF_FETCH))
+        return
+    if err & PF_FETCH and m.user and not user and mon.vcpu.cr4 & CR4_SMEP:
+        # a supervisor fetch from a user page under the guest's SMEP (SDM Vol. 3 §4.6):
+        # the guest's own fault, whatever the shadow holds
+        guest_page_fault(mon, lin, err | 1)
         return
     mon.stats["#PF (shadow)"] += 1
     frame = m.phys & ~0xFFF
