@@ -73,3 +73,11 @@ def test_cli_stats_count_exits_by_reason():
     assert r.returncode == 1, r.stderr
     assert "monitor: hvm" in r.stderr and "exits: I/O instruction " in r.stderr, r.stderr
 
+
+
+def test_cli_refuses_to_save_an_hvm_vm(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ringvisor", "run", str(image_path("kernel")),
+                        "--mode", "hvm", "--stop-at", "1000", "--save", str(tmp_path / "vm.img")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "VMX state" in r.stderr
+    assert not (tmp_path / "vm.img").exists()
