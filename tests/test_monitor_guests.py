@@ -18,7 +18,7 @@ alone (``kernelisms-sdm``, checked against the SDM).
 Under trapemu the sensitive unprivileged instructions (Robin & Irvine) may
 show the monitor; the guests print nothing that depends on them (PUSHF
 images are printed as TF, NT and DF only), so the lines are the same in
-every mode.
+every mode (hvm: the kernel at ring 0 in VMX non-root operation).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from hwtests import MONITOR_KERNELS, build_kernel, output_lines, run_platform
 from ringvisor.tools.qemu import find_qemu
 from ringvisor.vmm.runner import run_vm
 
-MODES = ("native", "trapemu", "bt")
+MODES = ("native", "trapemu", "bt", "hvm")
 LIMIT = 2_000_000             # every guest retires under 250 000 instructions natively
 
 # --------------------------------------------------------------------------

@@ -410,6 +410,7 @@ class Cpu:
                 return
         self.mmu.watch_hits = 0
         deliveries = self.deliveries
+        nonroot = self.nonroot
         if tf or self.debug_active:
             # a budget of one: a REP string instruction runs one iteration and stays
             # at itself while iterations remain, so the single-step and data
@@ -425,6 +426,10 @@ class Cpu:
             if isinstance(f, SmcRestart):
                 return
             self.deliver_exception(f)
+            return
+        if self.nonroot != nonroot:
+            # a VM exit (the instruction did not complete: the host owes the guest its
+            # trap, SDM Vol. 3C §27.1) or a VM entry: nothing more to report here
             return
         if self.deliveries != deliveries:
             # INT n, INT3, INTO: the gate cleared TF and the handler's first

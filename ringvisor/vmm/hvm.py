@@ -30,7 +30,7 @@ from __future__ import annotations
 import struct
 from collections import Counter
 
-from ringvisor.hw.faults import NAMES, PF
+from ringvisor.hw.faults import DB, NAMES, PF
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.segments import LDT
 from ringvisor.hw.state import (ATTR_UNUSABLE, CR0_ET, CR0_NE, CR0_PE, CR0_PG,
@@ -52,6 +52,7 @@ CR0_OWNED = CR0_PE | CR0_NE | CR0_WP | CR0_PG
 CR0_HOST = CR0_PE | CR0_NE | CR0_WP | CR0_PG | CR0_ET
 CR4_GUEST_REAL = ~(CR4_PSE | CR4_PGE) & 0xFFFFFFFF     # the shadow tables use 4 KiB pages
 IO_STRING_SLICE = 4096
+TF, DR6_BS = 1 << 8, 1 << 14
 STRING_IO = 1 << 4
 
 
@@ -74,7 +75,7 @@ class HardwareAssisted:
         self.platform = VirtualPlatform(machine.bus, machine.pic)
         self.exits: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
-        self.step_page: int | None = None      # a page opened for one store (MTF)
+        self.step_page = None                  # (page, frame, its bytes) opened for one store (MTF)
 
     # -- VMX operations: the monitor's instructions ---------------------------------------
     def _ok(self, status: int, what: str) -> None:
@@ -262,10 +263,14 @@ class HardwareAssisted:
         self.stats["events re-injected"] += 1
 
     def skip(self) -> None:
-        """The exiting instruction is done: the guest continues after it."""
+        """The exiting instruction is done: the guest continues after it, with the
+        single-step trap it owes if the guest's TF is set (SDM Vol. 3 §17.3.1.4)."""
         self.write(V.GUEST_RIP, (self.read(V.GUEST_RIP) + self.read(V.EXIT_INSTRUCTION_LEN)) & 0xFFFFFFFF)
         # (its interrupt shadow, if any, ends with it)
         self.write(V.GUEST_INTERRUPTIBILITY, 0)
+        if self.read(V.GUEST_RFLAGS) & TF:
+            self.cpu.state.dr[6] |= DR6_BS         # DR6 is the guest's (a VM exit leaves it)
+            self.inject_exception(DB)
 
     def inject_exception(self, vector: int, err: int | None = None) -> None:
         """Reflect an exception into the guest (the double-fault rules against an event

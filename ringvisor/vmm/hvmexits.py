@@ -111,9 +111,10 @@ def page_fault(mon, lin: int, err: int) -> None:
     if write and not shadow.lookup(lin) & W:
         # the store must happen and the page must stay read-only (a table mapped through
         # itself, a user page the kernel writes with WP clear): open it for exactly one
-        # instruction, with the monitor trap flag
+        # instruction, with the monitor trap flag; what it wrote into a table is seen then
         shadow.set_writable(lin, True)
-        mon.step_page = lin & ~0xFFF
+        before = mon.mem.read(frame, 0x1000) if shadow.is_table(ppn) else None
+        mon.step_page = (lin & ~0xFFF, frame, before)
         mon.write(V.CPU_CONTROLS, mon.read(V.CPU_CONTROLS) | V.CPU_MTF)
         mon.stats["#PF (one-step store)"] += 1
 
@@ -121,9 +122,16 @@ def page_fault(mon, lin: int, err: int) -> None:
 @handles(V.EXIT_MTF)
 def monitor_trap(mon) -> None:
     mon.write(V.CPU_CONTROLS, mon.read(V.CPU_CONTROLS) & ~V.CPU_MTF)
-    if mon.step_page is not None:
-        mon.shadow.set_writable(mon.step_page, False)
-        mon.step_page = None
+    if mon.step_page is None:
+        return
+    page, frame, before = mon.step_page
+    mon.step_page = None
+    mon.shadow.set_writable(page, False)
+    if before is not None:
+        after = mon.mem.read(frame, 0x1000)
+        for off in range(0, 0x1000, 4):
+            if after[off:off + 4] != before[off:off + 4]:
+                mon.shadow.written(frame + off, 4)     # drop what the old entry defined
 
 
 # -- instructions ---------------------------------------------------------------------------------
