@@ -21,6 +21,7 @@ active (SDM §24.11.1), so it never sees the difference.
 from __future__ import annotations
 
 import struct
+from collections import defaultdict
 
 # -- the capability MSRs (SDM Vol. 3D Appendix A; Vol. 4 Table 2-2) -----------------------
 MSR_FEATURE_CONTROL = 0x3A
@@ -216,7 +217,8 @@ class Vmcs:
     __slots__ = ("fields", "launched")
 
     def __init__(self, fields: dict[int, int] | None = None, launched: bool = False) -> None:
-        self.fields = {} if fields is None else fields
+        # a field never written reads 0 (VM entry and exit index this directly)
+        self.fields = defaultdict(int, fields or {})
         self.launched = launched
 
     def read(self, enc: int) -> int:

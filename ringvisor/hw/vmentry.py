@@ -49,7 +49,7 @@ def _allowed(value: int, msr: int) -> bool:
 
 # -- §26.2.1: the VM-execution, VM-exit and VM-entry control fields -------------------------
 def check_controls(vmx) -> int:
-    r = vmx.read
+    r = vmx.vmcs.fields.__getitem__      # (whole fields: a 64-bit one with both halves)
     proc = r(CPU_CONTROLS)
     if not (_allowed(r(PIN_CONTROLS), MSR_VMX_TRUE_PINBASED) and
             _allowed(proc, MSR_VMX_TRUE_PROCBASED) and
@@ -89,7 +89,7 @@ def check_controls(vmx) -> int:
 # -- §26.2.2-26.2.4: the host-state area --------------------------------------------------------
 def check_host(vmx) -> int:
     from .vmx import cr4_fixed1
-    r = vmx.read
+    r = vmx.vmcs.fields.__getitem__      # (whole fields: a 64-bit one with both halves)
     cr0, cr4 = r(HOST_CR0), r(HOST_CR4)
     if (cr0 & CR0_FIXED0) != CR0_FIXED0 or cr0 & ~CR0_FIXED1 or \
             (cr4 & CR4_FIXED0) != CR4_FIXED0 or cr4 & ~cr4_fixed1():
@@ -123,7 +123,7 @@ def _usable_ok(s: Segment) -> bool:
 def check_guest(vmx) -> int | None:
     """None if the guest state may be loaded, else the exit qualification of the failure."""
     from .vmx import cr4_fixed1
-    r = vmx.read
+    r = vmx.vmcs.fields.__getitem__      # (whole fields: a 64-bit one with both halves)
     cr0, cr4 = r(GUEST_CR0), r(GUEST_CR4)
     if (cr0 & CR0_FIXED0) != CR0_FIXED0 or cr0 & ~CR0_FIXED1 or \
             (cr4 & CR4_FIXED0) != CR4_FIXED0 or cr4 & ~cr4_fixed1():
@@ -199,7 +199,7 @@ def _wrmsr(cpu, index: int, value: int) -> bool:
 
 
 def enter(vmx, resume: bool) -> None:
-    cpu, st, r = vmx.cpu, vmx.cpu.state, vmx.read
+    cpu, st, r = vmx.cpu, vmx.cpu.state, vmx.vmcs.fields.__getitem__
     st.cr0, st.cr3, st.cr4 = r(GUEST_CR0), r(GUEST_CR3), r(GUEST_CR4)
     if r(ENTRY_CONTROLS) & ENTRY_LOAD_DEBUG:
         st.dr[7] = (r(GUEST_DR7) & 0xFFFF2BFF) | 0x400
@@ -241,7 +241,7 @@ def enter(vmx, resume: bool) -> None:
 def inject(vmx, info: int) -> None:
     """Deliver the event of the VM-entry interruption-information field through the
     guest's IDT, as if it had occurred right after the entry (SDM §26.6.1)."""
-    cpu, st, r = vmx.cpu, vmx.cpu.state, vmx.read
+    cpu, st, r = vmx.cpu, vmx.cpu.state, vmx.vmcs.fields.__getitem__
     vector, typ = info & 0xFF, (info >> 8) & 7
     err = r(ENTRY_EXCEPTION_ERROR) if info & INTR_ERROR_VALID else None
     ilen = r(ENTRY_INSTRUCTION_LEN)
@@ -257,7 +257,7 @@ def inject(vmx, info: int) -> None:
 
 
 def save_guest(vmx, rip: int) -> None:
-    cpu, st, w = vmx.cpu, vmx.cpu.state, vmx._w
+    cpu, st, w = vmx.cpu, vmx.cpu.state, vmx.vmcs.fields.__setitem__   # (values within the fields' widths)
     w(GUEST_CR0, st.cr0)
     w(GUEST_CR3, st.cr3)
     w(GUEST_CR4, st.cr4)
@@ -295,7 +295,7 @@ def _host_segment(sel: int, base: int, code: bool) -> Segment:
 def load_host(vmx) -> None:
     """The host-state area becomes the processor state (SDM §27.5): flat segments, RFLAGS
     2, DR7 400H, LDTR unusable, GDTR/IDTR limits FFFFH."""
-    cpu, st, r = vmx.cpu, vmx.cpu.state, vmx.read
+    cpu, st, r = vmx.cpu, vmx.cpu.state, vmx.vmcs.fields.__getitem__
     st.cr0, st.cr3, st.cr4 = r(HOST_CR0), r(HOST_CR3), r(HOST_CR4)
     st.dr[7] = 0x400
     st.msrs[MSR_SYSENTER_CS] = r(HOST_SYSENTER_CS)
