@@ -81,3 +81,8 @@ def test_cli_refuses_to_save_an_hvm_vm(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "VMX state" in r.stderr
     assert not (tmp_path / "vm.img").exists()
+
+
+def test_bench_image_is_native():
+    n, h = both(image_path("bench-sieve"))
+    assert h.output == n.output and h.status == n.status and h.stop.reason == "exit"
