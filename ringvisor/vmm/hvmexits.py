@@ -8,7 +8,7 @@ leaves them alone); ESP, EIP and EFLAGS are in the VMCS.
 from __future__ import annotations
 
 from ringvisor.hw.faults import GP, PF, UD
-from ringvisor.hw.identify import cpuid
+from ringvisor.hw.identify import cpuid as processor_cpuid
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.state import CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, CR4_PSE, CR4_SMEP, IF
 from ringvisor.hw.system import CR0_WRITABLE, CR4_SUPPORTED
@@ -138,7 +138,7 @@ def monitor_trap(mon) -> None:
 @handles(V.EXIT_CPUID)
 def cpuid(mon) -> None:
     r = mon.cpu.state.regs
-    a, b, c, d = cpuid(r[0], r[1], mon.cpu.apic)
+    a, b, c, d = processor_cpuid(r[0], r[1], mon.cpu.apic)
     if r[0] == 1:
         c &= ~CPUID_VMX
     r[0], r[3], r[1], r[2] = a, b, c, d
