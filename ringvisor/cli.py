@@ -567,6 +567,9 @@ def _run_incoming(args) -> int:
         if info.mode != args.mode or info.guest_mb != args.mem:
             raise BadImage(f"the incoming VM runs under {info.mode} with {info.guest_mb} MiB; "
                            f"this side was started with --mode {args.mode} --mem {args.mem}M")
+        if con.serial_ports > info.serial_ports:
+            raise BadImage(f"the incoming VM has {info.serial_ports} serial port(s); this "
+                           f"side was given {con.serial_ports} --serial")
 
     con = _console(args)
     incoming = Incoming(parse_address(args.incoming))

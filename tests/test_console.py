@@ -145,6 +145,13 @@ def test_unix_server_waits_for_its_client(tmp_path):
 @pytest.mark.parametrize("args,expect", [
     (["--serial", "file:/nonexistent-dir/x.log"], "--serial file:/nonexistent-dir/x.log: cannot write"),
     (["--serial", "bogus:1"], "unknown backend"),
+    (["--serial", "stdoi"], "--serial stdoi: unknown backend (stdio, mon:stdio, null, file:PATH"),
+    (["--serial", "file:"], "--serial file:: expected file:PATH"),
+    (["--serial", "unix:,server"], "--serial unix:,server: expected unix:PATH"),
+    (["--serial", "tcp:"], "--serial tcp:: expected tcp:[HOST]:PORT"),
+    (["--serial", "tcp:localhost"], "--serial tcp:localhost: expected tcp:[HOST]:PORT"),
+    (["--serial", "tcp::http"], "--serial tcp::http: bad port 'http'"),
+    (["--serial", "file:/proc/nonexistent-dir/x"], "cannot write"),
     (["--serial", "tcp::{port}"], "cannot connect"),
     (["--serial", "tcp::{busy},server,nowait"], "cannot listen: in use"),
     (["--serial", "tcp::99999,server"], "out of range"),
@@ -153,6 +160,13 @@ def test_unix_server_waits_for_its_client(tmp_path):
     (["--serial", "stdio", "--serial", "mon:stdio"], "one serial port only"),
     (["--gdb", "tcp::{busy}"], "--gdb tcp::{busy}: cannot listen: in use"),
     (["--gdb", "udp::5"], "expected tcp:[HOST]:PORT or unix:PATH"),
+    (["--gdb", "1234"], "--gdb 1234: expected tcp:[HOST]:PORT or unix:PATH"),
+    (["--gdb", "unix:"], "--gdb unix:: expected tcp:[HOST]:PORT or unix:PATH"),
+    (["--gdb", "tcp:"], "--gdb tcp:: expected tcp:[HOST]:PORT"),
+    (["--gdb", "tcp::0x10"], "--gdb tcp::0x10: bad port '0x10'"),
+    (["--gdb", "tcp::70000"], "--gdb tcp::70000: port 70000 is out of range"),
+    (["--gdb", "unix:/nonexistent-dir/gdb.sock"], "--gdb unix:/nonexistent-dir/gdb.sock: "
+                                                  "cannot listen"),
     (["--web", "{busy}"], "--web {busy}: cannot listen: in use"),
 ])
 def test_bad_backends_are_one_line(args, expect, capsys):
@@ -220,3 +234,68 @@ def test_com2_talks_to_a_unix_socket(tmp_path):
     assert vm.returncode == 1
     assert got == b"HI THERE\n"
     assert "from the host: 9 bytes" in log.read_text()
+
+
+def test_com2_travels_with_the_vm():
+    """COM2's state -- its registers, its interrupt, and input the host sent that the guest
+    has not read yet (held back while the guest keeps the line in loopback) -- is part of
+    the VM: saved and restored, and carried by a live migration to a destination that
+    builds the machine before any device's state arrives.  Either way the guest's output,
+    on both ports, is that of a run never interrupted."""
+    import threading
+
+    from ringvisor.hw.machine import Machine, read_image
+    from ringvisor.lifecycle import migrate as MIG
+    from ringvisor.lifecycle.stream import BadImage
+    from ringvisor.lifecycle.vm import VmInfo, capture, restore
+
+    image = read_image(_com2_image())
+
+    def midway():
+        com1, com2 = bytearray(), bytearray()
+        m = Machine(32, output=com1.extend, serial_ports=2)
+        m.uarts[1].output = com2.extend
+        m.boot_multiboot(image)
+        while not m.uarts[1].s.mcr & 0x10:              # until the guest turns loopback on
+            assert m.run(500).reason == "limit"
+            m.stop = None
+        m.feed_serial(1, b"hi there\n")                 # held back until loopback ends
+        assert m.uarts[1].has_pending_input()
+        return m, com1, com2
+
+    m, com1, com2 = midway()
+    assert m.run(50_000_000).reason == "exit"
+    whole = (bytes(com1), bytes(com2))
+    assert b"from the host: 9 bytes" in whole[0] and whole[1] == b"HI THERE\n", whole
+
+    def finish(m2, com1, com2):
+        out1 = bytearray()
+        m2.output = out1.extend
+        m2.uarts[0].output = out1.extend
+        m2.uarts[1].output = com2.extend
+        assert m2.run(50_000_000).reason == "exit"
+        return bytes(com1) + bytes(out1), bytes(com2)
+
+    m, com1, com2 = midway()
+    m2, _, _ = restore(capture(m, None, VmInfo()))
+    assert len(m2.uarts) == 2
+    assert finish(m2, com1, com2) == whole
+
+    m, com1, com2 = midway()
+    inc = MIG.Incoming(("127.0.0.1", 0))
+    got: dict = {}
+
+    def serve():
+        try:
+            got["vm"] = inc.receive()
+        except BadImage as e:
+            got["error"] = str(e)
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    # a fast link: the rounds cost the guest next to no time, and it is still midway
+    r = MIG.migrate(m, None, VmInfo(), (inc.host, inc.port), link_mbit=10**9)
+    t.join(60)
+    assert r.stop is None and "error" not in got, got
+    m2, _, info = got["vm"]
+    assert info.serial_ports == 2 and len(m2.uarts) == 2
+    assert finish(m2, com1, com2) == whole

@@ -353,20 +353,24 @@ def open_chardev(spec: str, stdio: Callable[[], Chardev] | None = None) -> Chard
         return stdio() if stdio is not None else StdioChardev()
     if spec == "null":
         return NullChardev()
-    if kind == "file" and rest:
+    forms = {"file": "file:PATH", "tcp": "tcp:[HOST]:PORT[,server][,nowait]",
+             "unix": "unix:PATH[,server][,nowait]"}
+    if kind in forms and not rest.split(",")[0]:
+        raise ConfigError(f"--serial {spec}: expected {forms[kind]}")
+    if kind == "file":
         return FileChardev(rest)
-    if kind == "tcp" and rest:
+    if kind == "tcp":
         host, sep, tail = rest.partition(":")
         if not sep:
-            raise ConfigError(f"--serial {spec}: expected tcp:[HOST]:PORT[,server][,nowait]")
+            raise ConfigError(f"--serial {spec}: expected {forms['tcp']}")
         port_text, *opts = tail.split(",")
         port = parse_port(port_text, f"--serial {spec}")
         server, wait = parse_options(spec, opts)
         host = host or "127.0.0.1"
         return SocketChardev(spec, socket.AF_INET, (host, port), server, wait)
-    if kind == "unix" and rest:
+    if kind == "unix":
         path, *opts = rest.split(",")
         server, wait = parse_options(spec, opts)
         return SocketChardev(spec, socket.AF_UNIX, path, server, wait)
-    raise ConfigError(f"--serial {spec}: unknown backend (stdio, file:PATH, null, "
-                      "tcp:[HOST]:PORT[,server][,nowait], unix:PATH[,server][,nowait])")
+    raise ConfigError(f"--serial {spec}: unknown backend (stdio, mon:stdio, null, "
+                      + ", ".join(forms.values()) + ")")

@@ -45,6 +45,9 @@ class VmInfo:
     cmdline: str = ""
     icount: int = 0                 # instructions retired when it was captured
     description: str = ""
+    # the serial ports it has (2: COM2 too), said up front: a migration's destination
+    # builds the machine before any device's state arrives (older images: counted)
+    serial_ports: int = 1
 
     @classmethod
     def from_dict(cls, d: dict) -> "VmInfo":
@@ -59,6 +62,7 @@ def capture(machine: Machine, monitor=None, info: VmInfo | None = None,
     info.machine_mb = machine.mem.size >> 20
     info.cpu_hz = machine.clock.cpu_hz
     info.icount = machine.cpu.state.icount
+    info.serial_ports = len(machine.uarts)
     if monitor is None:
         info.mode, info.guest_mb = "native", info.machine_mb
     else:
@@ -135,6 +139,9 @@ def new_machine(info: VmInfo, attach_monitor: AttachMonitor | None = None, engin
     if machine_cls is not Machine and info.mode != "native":
         raise BadImage(f"{what}: a VM under {info.mode!r} resumes under its monitor on the "
                        f"emulated CPU, not under {getattr(machine_cls, 'mode_name', '?')}")
+    if not isinstance(info.serial_ports, int) or not 1 <= info.serial_ports <= len(COM):
+        raise BadImage(f"{what}: corrupt description ({info.serial_ports!r} serial ports)")
+    machine_kw.setdefault("serial_ports", info.serial_ports)
     m = machine_cls(info.machine_mb, engine, cpu_hz=info.cpu_hz, output=output, **machine_kw)
     monitor = None
     if info.mode != "native":
