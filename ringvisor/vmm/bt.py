@@ -35,7 +35,7 @@ from collections import Counter
 
 import iced_x86 as ix
 
-from ringvisor.hw.state import RF, TF
+from ringvisor.hw.state import CR4_SMEP, RF, TF
 
 from . import emulate as E
 from . import layout as L
@@ -141,10 +141,21 @@ class BinaryTranslation(Translator, Monitor):
 
     def set_cr(self, n: int, value: int) -> None:
         v = self.vcpu
-        paging = (v.cr0 & CR0_PG, v.cr4 & CR4_PSE)
+        paging, smep = (v.cr0 & CR0_PG, v.cr4 & CR4_PSE), v.cr4 & CR4_SMEP
         super().set_cr(n, value)
         if n == 3 or paging != (v.cr0 & CR0_PG, v.cr4 & CR4_PSE):
             self.follow_mappings(list(self.tc.by_page))
+        if smep != v.cr4 & CR4_SMEP:
+            # which kernel fetches fault changed: every unit is fetched again
+            self.drop_units(lambda u: True)
+
+    def drop_units(self, doomed) -> None:
+        """Invalidate the current units ``doomed(unit)`` picks (a callout running in
+        one goes on from a fresh translation: ``callout``)."""
+        tc = self.tc
+        for u in list(tc.units.values()) + list(tc.singles.values()):
+            if not u.gone and doomed(u):
+                tc.invalidate_unit(u)
 
     def follow_mappings(self, pages: list[int]) -> None:
         """The guest flushed its TLB for ``pages`` (INVLPG, a CR3 load): translations
@@ -280,10 +291,7 @@ class BinaryTranslation(Translator, Monitor):
         self.checked_breaks = now
         if not changed:
             return
-        tc = self.tc
-        for u in list(tc.units.values()) + list(tc.singles.values()):
-            if not u.gone and changed.intersection(u.guest_map):
-                tc.invalidate_unit(u)
+        self.drop_units(lambda u: changed.intersection(u.guest_map))
 
     def break_check(self, f: Frame, g: int) -> None:
         """Translated kernel code reached guest ``g``, where the guest has set an

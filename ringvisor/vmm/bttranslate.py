@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import iced_x86 as ix
 
+from ringvisor.hw.state import CR4_SMEP
+
 from . import emulate as E
 from . import layout as L
 from .btemulate import BT_EMULATORS, is_plain_store
@@ -128,6 +130,16 @@ class Translator:
         self.tc.singles[eip] = u
         return u
 
+    def fetch_phys(self, lin: int) -> int:
+        """Where the guest kernel's fetch at ``lin`` reads; under the guest's CR4.SMEP a
+        user page is #PF(P, I/D) (SDM Vol. 3 §4.6.1)."""
+        phys = self.gm.phys(lin)
+        v = self.vcpu
+        if v.cr4 & CR4_SMEP and v.paging and \
+                self.gm.translate(lin, False, False, set_bits=False).user:
+            raise GuestPageFault(lin, 0x11)
+        return phys
+
     def _fetch(self, eip: int, pages: dict[int, int]) -> tuple[ix.Instruction, bytes]:
         """The guest instruction at ``eip``; ``pages`` gets the linear pages it lies in
         and their frames.  An instruction that runs on into a page that is not there
@@ -138,7 +150,7 @@ class Translator:
         while len(data) < 15:
             chunk = min(15 - len(data), 0x1000 - (lin & 0xFFF))
             try:
-                phys = self.gm.phys(lin)
+                phys = self.fetch_phys(lin)
             except GuestPageFault as e:
                 if not data:
                     raise

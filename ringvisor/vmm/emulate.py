@@ -425,6 +425,9 @@ def e_msr(c: Context) -> str:
         if not msr_write_ok(n, value):
             raise GuestFault(GP, 0)
         c.v.msrs[n] = value
+        if n == MSR_TSC_AUX:
+            # the guest's own RDTSCP reads it from the real MSR (SDM Vol. 2 RDTSCP)
+            c.cpu.state.msrs[MSR_TSC_AUX] = value
     return NEXT
 
 

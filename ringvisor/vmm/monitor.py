@@ -29,7 +29,8 @@ from ringvisor.hw.faults import DB, GP, HAS_ERROR_CODE, NAMES, TS, UD, CpuFault
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.segments import Descriptor, check_segment_load, null_segment
 from ringvisor.hw.state import (CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_TS, CR4_DE, CR4_OSFXSR,
-                                CR4_OSXMMEXCPT, CR4_PCE, CR4_TSD, CR4_UMIP)
+                                CR4_OSXMMEXCPT, CR4_PCE, CR4_SMEP, CR4_TSD,
+                                CR4_UMIP)
 from ringvisor.hw.system import CR0_WRITABLE, CR4_SUPPORTED
 from ringvisor.hw.transfers import check_return_cs, check_return_ss
 
@@ -64,12 +65,11 @@ USER_IO = {ix.Mnemonic.IN, ix.Mnemonic.OUT, ix.Mnemonic.INSB, ix.Mnemonic.INSW,
 # §9.2, §13.1) and the FPU reports errors as the guest chose (NE).
 MONITOR_CR0 = (1 << 31) | (1 << 16) | CR0_ET | 1          # PG, WP, ET, PE
 GUEST_CR0 = CR0_MP | CR0_EM | CR0_TS | CR0_NE
-# TSD too: guest user code may enter ring 3 by an IRET the monitor never sees, so
-# it is always in force, and the kernel's RDTSC at ring 1 traps and is emulated.
-GUEST_CR4 = CR4_DE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_TSD
-# ... and UMIP, which restricts CPL 3's SGDT & co., only while the monitor knows
-# guest user code runs: the kernel's ring 1 must not feel it
-USER_CR4 = CR4_UMIP
+# TSD and UMIP too, though they restrict CPL 3 only: guest user code may enter ring 3
+# by an IRET the monitor never sees, so they are always in force, and what the
+# kernel's ring 1 then cannot do (RDTSC; SGDT, SIDT, SLDT, STR, SMSW) traps and is
+# emulated.  SMEP: a fetch from a user page by the kernel's ring 1 faults as at ring 0.
+GUEST_CR4 = CR4_DE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_TSD | CR4_UMIP | CR4_SMEP
 
 
 class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
@@ -142,7 +142,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         # the real processor state: the monitor's tables, the shadow tables
         cpu.load_descriptor_tables((L.MLIN + L.GDT, L.GDT_ENTRIES * 8 - 1),
                                    (L.MLIN + L.IDT, 256 * 8 - 1))
-        self.real_control(v.cpl)
+        self.real_control()
         self.shadow.switch(self.shadow_key())
         self.load_gdt(v.gdt_base, v.gdt_limit)
         seg = cpu.segmentation
@@ -258,7 +258,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         """Back to the guest with a real IRET through ``f`` (the CPU halted in it if the
         guest is waiting in HLT)."""
         cpu = self.cpu
-        self.real_control(self.vcpu.cpl)
+        self.real_control()
         undo = self.gdt.unpoison(f.cs, f.ss)
         try:
             f.resume()
@@ -382,11 +382,11 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         port access, CLI and STI trap), no VM; TF, NT and RF are the guest's."""
         return (guest & ~(IOPL_MASK | VM)) | IF | 2
 
-    def real_control(self, cpl: int) -> None:
-        """The real CR0 and CR4 for guest code at ``cpl`` (``MONITOR_CR0``)."""
+    def real_control(self) -> None:
+        """The real CR0 and CR4 for guest code (``MONITOR_CR0``, ``GUEST_CR4``)."""
         v, st = self.vcpu, self.cpu.state
         st.cr0 = MONITOR_CR0 | (v.cr0 & GUEST_CR0)
-        st.cr4 = v.cr4 & (GUEST_CR4 | (USER_CR4 if cpl == 3 else 0))
+        st.cr4 = v.cr4 & GUEST_CR4
 
     def stop(self, stop: Stop) -> None:
         """The guest is done (it shut down, or halted for good): the run ends."""
