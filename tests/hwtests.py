@@ -128,6 +128,7 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("smp", "smp"),               # several processors (test_smp.py)
     Kernel("firmware", "firmware"),     # fw_cfg, ACPI, HPET, PCI, QEMU's test devices (test_firmware.py)
     Kernel("vmx", "vmx"),               # VMX: QEMU's TCG has none (tests/test_vmx_guest.py)
+    Kernel("gdbregs", "gdbregs"),       # x87/SSE values for a debugger (test_gdb_fpu.py)
 ]}
 
 # Guests that must run under every monitor exactly as on the hardware

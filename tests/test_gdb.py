@@ -111,7 +111,7 @@ def register(out: str, name: str) -> int:
     return int(m.group(1), 16)
 
 
-@pytest.mark.parametrize("mode", ["native", "trapemu", "bt", "paravirt"])
+@pytest.mark.parametrize("mode", ["native", "trapemu", "bt", "paravirt", "hvm"])
 def test_break_step_and_detach(mode, reference, tmp_path):
     kernel = "kernel-pv" if mode == "paravirt" else "kernel"
     path = image_path(kernel)
@@ -167,7 +167,7 @@ WATCH_STOP = re.compile(r"^Hardware (read |access \(read/write\) |)watchpoint (\
                         r"(0x[0-9a-f]+) in (\w+) \(\)", re.M)
 
 
-@pytest.mark.parametrize("mode", ["native", "trapemu", "bt", "paravirt"])
+@pytest.mark.parametrize("mode", ["native", "trapemu", "bt", "paravirt", "hvm"])
 def test_watchpoints_of_every_kind(mode, reference, tmp_path):
     """``rwatch``, ``watch`` and ``awatch`` on the kernel's syscall counter (kstats.syscalls,
     written by ``incl`` in syscall_dispatch, read by the stats syscall's copy of kstats):
@@ -334,37 +334,6 @@ def test_a_debugger_that_vanishes_mid_run(tmp_path):
     assert b"syscall: iters=2 checksum=" in out.data
     assert stderr.strip() == ("ringvisor: the debugger went away; the guest runs on "
                               f"(waiting for another on tcp::{port})"), stderr
-
-
-@pytest.mark.parametrize("mode", ["native", "bt"])
-def test_x87_and_sse_registers(mode, tmp_path):
-    """gdb sees the x87 and SSE state (gdb's 32bit-core.xml and 32bit-sse.xml): at reset
-    FNINIT's values and MXCSR's power-up value (SDM Vol. 1 8.1.5-8.1.7, 10.2.3.1), then
-    after ``fld1; fldpi`` planted at the entry point and stepped: ST(0) = pi, ST(1) = 1,
-    TOP 6 in the status word, R7 and R6 tagged valid (SDM Vol. 1 8.1.7).  Read-only:
-    writing one is refused."""
-    port = free_port()
-    vm = start("kernel", mode, port, "-S")
-    try:
-        out = gdb("kernel", port, """
-info registers fctrl fstat ftag mxcsr
-set {unsigned char[4]}$pc = {0xd9, 0xe8, 0xd9, 0xeb}
-stepi
-stepi
-info registers fstat ftag
-p $st0
-p $st1
-p $xmm0.uint128
-set $st0 = 2
-""", tmp_path)              # (the refused write ends the script; the guest is killed here)
-    finally:
-        vm.kill()
-    regs = [int(x, 16) for x in re.findall(r"^(?:fctrl|fstat|ftag|mxcsr)\s+(0x[0-9a-f]+)",
-                                           out, re.M)]
-    assert regs == [0x37F, 0, 0xFFFF, 0x1F80, 6 << 11, 0x0FFF], out
-    assert re.search(r"^\$1 = 3\.14159265358979323\d*$", out, re.M), out
-    assert re.search(r"^\$2 = 1$", out, re.M) and re.search(r"^\$3 = 0$", out, re.M), out
-    assert 'Could not write register "st0"' in out
 
 
 # -- the protocol, from a client of our own ------------------------------------------------

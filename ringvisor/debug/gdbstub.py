@@ -23,6 +23,7 @@ command runs the console's monitor commands).
 
 from __future__ import annotations
 
+import copy
 import socket
 import sys
 
@@ -30,7 +31,7 @@ from ringvisor.errors import ConfigError
 from ringvisor.hw.chardev import SocketChardev, parse_port
 from ringvisor.vmm.guestview import ViewError
 
-from .target import REGS, TARGET_XML, decode_all, encode, fpu_values
+from .target import REGS, TARGET_XML, decode_all, encode, fpu_values, set_fpu_value
 
 PACKET_SIZE = 0x4000
 SIGINT, SIGTRAP = 2, 5
@@ -408,21 +409,33 @@ class GdbStub:
         return {**self.view.registers(), **fpu_values(self.view.fpu())}
 
     def write_registers(self, hexdata: str) -> str:
-        current = self.view.registers()
-        for reg, value in zip(REGS, decode_all(hexdata)):
-            if value is not None and reg.writable and value != current[reg.view]:
-                self.view.set_register(reg.view, value)
+        current = self._values()
+        changed = [(reg, value) for reg, value in zip(REGS, decode_all(hexdata))
+                   if value is not None and value != current[reg.view]]
+        fpu = self.view.fpu()
+        for reg, value in changed:         # the x87/SSE values first: all of them, or none
+            if reg.fpu:
+                set_fpu_value(copy.deepcopy(fpu), reg.view, value)
+        for reg, value in changed:
+            self._set(reg, value)
         return "OK"
 
     def write_register(self, text: str) -> str:
         num, _, hexval = text.partition("=")
         reg = REGS[int(num, 16)]
-        if "x" in hexval or not reg.writable:
+        if "x" in hexval:
             return "E16"
         value = int.from_bytes(bytes.fromhex(hexval), "little")
-        if value != self.view.registers()[reg.view]:
-            self.view.set_register(reg.view, value)
+        if value != self._values()[reg.view]:
+            self._set(reg, value)
         return "OK"
+
+    def _set(self, reg, value: int) -> None:
+        if reg.fpu:
+            set_fpu_value(self.view.fpu(), reg.view, value)
+            self.view.fpu_written()
+        else:
+            self.view.set_register(reg.view, value)
 
     def write_binary(self, pkt: bytes) -> str:
         head, _, data = pkt[1:].partition(b":")

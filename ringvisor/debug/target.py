@@ -6,8 +6,8 @@ general and segment registers and the x87 state, in that order (gdb's
 MXCSR (``32bit-sse.xml``) -- the machine's CPU has both.  The x87 registers are
 shown as gdb expects them: ST(i) in stack order, the status word with TOP, the
 full two-bit tag word (FSTENV's, SDM Vol. 1 8.1.7) computed from FXSAVE's
-abridged tags.  They are read-only from gdb.  The control registers follow in a
-feature of our own (gdb shows registers of features it does not know as they
+abridged tags.  gdb writes them as the guest's FXRSTOR would load them
+(:func:`set_fpu_value`).  The control registers follow in a feature of our own (gdb shows registers of features it does not know as they
 are, and ``info registers cr0`` works as under QEMU).
 """
 
@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ringvisor.hw import state as S
-from ringvisor.hw.x87 import full_tags
+from ringvisor.hw.x87 import abridge, full_tags, set_status_word, update_summary
+from ringvisor.hw.x87control import MXCSR_MASK
 
 def _fields(prefix: str, names: str) -> tuple[tuple[str, int], ...]:
     """(name, bit) of the flags ``hw.state`` names ``PREFIX + NAME`` (each fact named once)."""
@@ -38,7 +39,7 @@ class Reg:
     type: str
     view: str                 # the value it shows (GuestView's, or fpu_values')
     group: str = ""
-    writable: bool = True     # the x87 and SSE registers are shown, not written
+    fpu: bool = False         # an x87/SSE register (fpu_values, set_fpu_value)
 
 
 _CORE = ([Reg(n, 32, t, n) for n, t in (
@@ -47,11 +48,11 @@ _CORE = ([Reg(n, 32, t, n) for n, t in (
     ("eip", "code_ptr"), ("eflags", "i386_eflags"),
     ("cs", "int32"), ("ss", "int32"), ("ds", "int32"), ("es", "int32"), ("fs", "int32"),
     ("gs", "int32"))]
-    + [Reg(f"st{i}", 80, "i387_ext", f"st{i}", writable=False) for i in range(8)]
-    + [Reg(n, 32, "int", n, "float", writable=False) for n in
+    + [Reg(f"st{i}", 80, "i387_ext", f"st{i}", fpu=True) for i in range(8)]
+    + [Reg(n, 32, "int", n, "float", fpu=True) for n in
        ("fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop")])
-_SSE = ([Reg(f"xmm{i}", 128, "vec128", f"xmm{i}", writable=False) for i in range(8)]
-        + [Reg("mxcsr", 32, "i386_mxcsr", "mxcsr", "vector", writable=False)])
+_SSE = ([Reg(f"xmm{i}", 128, "vec128", f"xmm{i}", fpu=True) for i in range(8)]
+        + [Reg("mxcsr", 32, "i386_mxcsr", "mxcsr", "vector", fpu=True)])
 _SYSTEM = [Reg("cr0", 32, "i386_cr0", "cr0"), Reg("cr2", 32, "int32", "cr2"),
            Reg("cr3", 32, "int32", "cr3"), Reg("cr4", 32, "i386_cr4", "cr4")]
 REGS: list[Reg] = _CORE + _SSE + _SYSTEM
@@ -65,6 +66,40 @@ def fpu_values(fpu) -> dict[str, int]:
              mxcsr=fpu.mxcsr)
     v.update({f"xmm{i}": x for i, x in enumerate(fpu.xmm)})
     return v
+
+
+# the widths of the x87 environment's fields (SDM Vol. 1 Figure 8-9, FXSAVE's Table 10-2)
+_WIDTHS = {"fctrl": 16, "fstat": 16, "ftag": 16, "fiseg": 16, "fioff": 32, "foseg": 16,
+           "fooff": 32, "fop": 11}
+
+
+def set_fpu_value(fpu, name: str, value: int) -> None:
+    """Write one register as gdb names it, as FXRSTOR (or FLDENV) would load it: ST(i)
+    into the physical register TOP+i (its tag is left alone: ``ftag`` says which are
+    empty), the status word with TOP, the full tag word abridged, the control word with
+    its bit 6 reading as 1, ES and B following the flags the control word unmasks.  A
+    value the register cannot hold is a ValueError (MXCSR's reserved bits: FXRSTOR's #GP)."""
+    if name.startswith("st"):
+        fpu.st[(fpu.top + int(name[2:])) & 7] = value
+    elif name.startswith("xmm"):
+        fpu.xmm[int(name[3:])] = value
+    elif name == "mxcsr":
+        if value & ~MXCSR_MASK:
+            raise ValueError(f"mxcsr {value:#x}: reserved bits {value & ~MXCSR_MASK:#x}")
+        fpu.mxcsr = value
+    else:
+        if value >> _WIDTHS[name]:
+            raise ValueError(f"{name} holds {_WIDTHS[name]} bits, not {value:#x}")
+        if name == "fctrl":
+            fpu.fcw = value | 0x40
+        elif name == "fstat":
+            set_status_word(fpu, value)
+        elif name == "ftag":
+            fpu.ftw = abridge(value)
+        else:
+            setattr(fpu, {"fiseg": "fcs", "fioff": "fip", "foseg": "fds", "fooff": "fdp",
+                          "fop": "fop"}[name], value)
+        update_summary(fpu)
 
 
 def _flags(name: str, fields) -> str:

@@ -26,11 +26,16 @@ guest-view hooks (``Monitor.view_eip``, ``guest_if``, ``at_guest_boundary``,
   until the real CPU is back between two guest instructions and the guest's
   state moved -- through a trap into the monitor and its emulation, a shadow
   page-table fill (which the guest never sees), a translation's chaining stub.
+
+Under hardware-assisted virtualization (:class:`HvmView`) the processor holds the
+guest's own registers while it runs in VMX non-root operation; only its control
+registers and its memory go through the monitor (``hvm.py``).
 """
 
 from __future__ import annotations
 
 from ringvisor.hw.state import IF, REG_NAMES, SEG_NAMES, TF
+from ringvisor.hw.x87 import ES
 
 from . import layout as L
 from .guestmem import GuestBadFrame, GuestPageFault
@@ -145,6 +150,11 @@ class GuestView:
         """The guest's x87/MMX/SSE state (``hw.state.FpuState``): the CPU's own in every
         mode: the monitors run no x87 or SSE code of their own."""
         return self.cpu.state.fpu
+
+    def fpu_written(self) -> None:
+        """A debugger wrote the x87 state: FERR# follows ES, as after FLDENV or FXRSTOR."""
+        if not self.cpu.state.fpu.fsw & ES:
+            self.cpu.ferr_clear()
 
     @property
     def halted(self) -> bool:
@@ -382,6 +392,38 @@ class MonitorView(GuestView):
                                 "cannot see")
         return self.mon.debug_addresses(addresses)
 
+
+class HvmView(MonitorView):
+    """The guest under hardware-assisted virtualization (``hvm.py``).  In VMX non-root
+    operation the processor holds the guest's own registers -- ring 0, its selectors,
+    its EFLAGS.IF, its EIP -- except CR0, CR3 and CR4, which are the VMCS's (the read
+    shadows hold what the guest believes: the virtual CPU's); no address is the
+    monitor's, which runs at VMX root under a CR3 of its own.  Between two guest
+    instructions means in non-root operation, outside a one-store MTF window."""
+
+    def phys(self, lin: int) -> int:
+        return self.mon.gm.peek(lin)
+
+    def check_range(self, addr: int, length: int) -> None:
+        GuestView.check_range(self, addr, length)
+
+    def real_addresses(self, addresses: set[int]) -> set[int]:
+        return set(addresses)
+
+    def registers(self) -> dict[str, int]:
+        r = NativeView.registers(self)
+        v = self.mon.vcpu
+        r.update(cr0=v.cr0, cr3=v.cr3, cr4=v.cr4)
+        return r
+
+    def set_register(self, name: str, value: int) -> None:
+        if name == "eip":
+            self.cpu.state.halted = False
+        NativeView.set_register(self, name, value)
+
+
 def view_of(machine, monitor=None) -> GuestView:
     """The guest view of a VM: the monitor's, or the bare machine's."""
-    return NativeView(machine) if monitor is None else MonitorView(machine, monitor)
+    if monitor is None:
+        return NativeView(machine)
+    return (HvmView if monitor.name == "hvm" else MonitorView)(machine, monitor)

@@ -302,6 +302,15 @@ class HardwareAssisted:
                 ctl |= V.CPU_INTR_WINDOW
         self.write(V.CPU_CONTROLS, ctl)
 
+    # -- what the guest view asks (``guestview.HvmView``) ---------------------------------------
+    def at_guest_boundary(self) -> bool:
+        """In non-root operation, not inside the one store an MTF window lets through."""
+        return self.cpu.nonroot and self.step_page is None
+
+    def guest_written(self, phys: int, n: int) -> None:
+        """A debugger wrote guest memory: shadow entries those bytes defined are dropped."""
+        self.shadow.written(phys, n)
+
     # -- reports -----------------------------------------------------------------------------
     def report(self) -> dict:
         out = {"exits": dict(self.exits)}
