@@ -110,3 +110,41 @@ def test_live_view_in_chromium(tmp_path):
     assert [r["name"] for r in live["snapshots"]] == ["boot", "  later"]
     snaps = second[second.index('id="snapshots"'):]
     assert "<td>boot</td>" in snaps and "<td>  later</td>" in snaps and "<td>yes</td>" in snaps
+
+
+def test_live_view_of_hvm_in_chromium(tmp_path):
+    """Under hardware-assisted virtualization the page shows VM exits (the monitor has no
+    traps, callouts or hypercalls to show), and they go up as the guest's timer ticks."""
+    port = free_port()
+    vm = subprocess.Popen([sys.executable, "-m", "ringvisor", "run", "kernel", "--mode", "hvm",
+                           "--serial", "null", "--pace", "on", "--web", str(port)],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                live = fetch(url)
+                break
+            except OSError:
+                assert vm.poll() is None and time.monotonic() < deadline, vm.stderr.read()
+                time.sleep(0.1)
+        jsonschema.validate(live, json.loads(SCHEMA.read_text()))
+        while not fetch(url)["highlights"]["exits"]:
+            assert vm.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        first = browse(url, tmp_path / "profile1")
+        while fetch(url)["highlights"]["exits"] <= shown(first, "exits"):
+            assert vm.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        second = browse(url, tmp_path / "profile2")
+        live = fetch(url)
+    finally:
+        vm.kill()
+        _, stderr = vm.communicate()
+    jsonschema.validate(live, json.loads(SCHEMA.read_text()))
+    assert live["vm"]["mode"] == "hvm" and live["highlights"]["traps"] is None
+    assert live["groups"]["exits"]["I/O instruction"] > 0
+    assert 'id="mode">hvm - kernel.elf<' in first
+    assert shown(second, "exits") > shown(first, "exits") > 0
+    assert b"Traceback" not in stderr, stderr.decode()

@@ -196,12 +196,12 @@ class LiveView:
                       "traps": None, "callouts": None, "hypercalls": None, "events": None,
                       "exits": None, "translations": None, "tc_bytes": None}
         if mon is not None:
-            tables = {"traps": _copy(mon.traps), "emulated": _copy(mon.emulated)}
+            # each monitor has the tables of its technique: traps and emulated instructions
+            # (trap-and-emulate), callouts (binary translation), hypercalls, exits (hvm)
+            tables = {name: _copy(getattr(mon, name)) for name in
+                      ("traps", "emulated", "hypercalls", "exits") if hasattr(mon, name)}
             scalars = _copy(mon.stats)
             scalars.update(_copy(mon.shadow.stats))
-            for name in ("hypercalls", "exits"):
-                if hasattr(mon, name):
-                    tables[name] = _copy(getattr(mon, name))
             tc = getattr(mon, "tc", None)
             if tc is not None:
                 tables["callouts"] = tables.pop("emulated")
@@ -209,7 +209,7 @@ class LiveView:
             groups.update({k: v for k, v in tables.items()})
             groups["monitor"] = scalars
             events = scalars.get("events_delivered", 0 if hasattr(mon, "events") else None)
-            highlights.update(traps=_total(tables["traps"]), callouts=_total(tables.get("callouts")),
+            highlights.update(traps=_total(tables.get("traps")), callouts=_total(tables.get("callouts")),
                               hypercalls=_total(tables.get("hypercalls")), events=events,
                               exits=_total(tables.get("exits")),
                               translations=scalars.get("translations"),
