@@ -100,6 +100,14 @@ class PhysicalMemory:
                 return start, dev
         return None
 
+    def device_at(self, addr: int) -> str | None:
+        """The name of the device whose MMIO region holds ``addr`` (its state's name)."""
+        hit = self._mmio_at(addr)
+        if hit is None:
+            return None
+        dev = self.mmio_owners.get(id(hit[1]), hit[1])
+        return getattr(dev, "state_name", "") or type(dev).__name__
+
     def is_ram(self, addr: int) -> bool:
         return 0 <= addr < self.size
 

@@ -166,7 +166,7 @@ class Delivery:
 
     # -- virtual interrupts ------------------------------------------------------------------
     def interrupt_waiting(self) -> bool:
-        """The guest's (virtual) PIC asserts its INT output."""
+        """The guest's (virtual) interrupt controller asserts its output."""
         return self.platform.intr
 
     def deliver_interrupts(self, f: Frame) -> None:
@@ -177,5 +177,7 @@ class Delivery:
             if not (v.vif and self.platform.intr):
                 return
             _, vector = self.platform.acknowledge()
+            if vector is None:            # (its virtual APIC's priority rose meanwhile)
+                return
             self.stats["virtual_interrupts"] += 1
             self.deliver(f, vector, None, False, self.guest_eip(f))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import iced_x86 as ix
 
 from ringvisor.hw.faults import NAMES, CpuFault
-from ringvisor.hw.identify import KNOWN_MSRS, msr_write_ok, read_tsc
+from ringvisor.hw.identify import APIC_MSRS, KNOWN_MSRS, msr_write_ok, read_tsc
 from ringvisor.hw.segments import TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY
 from ringvisor.hw.state import MSR_TSC, MSR_TSC_AUX, NT, RF, TF, VM
 from ringvisor.hw.system import ea, get_reg, io_bitmap_permits, set_reg
@@ -413,6 +413,15 @@ def e_msr(c: Context) -> str:
     c.kernel_only()
     regs = c.cpu.state.regs
     n = regs[1]
+    vapic = c.mon.platform.vapic
+    if n in APIC_MSRS and vapic is not None:       # the guest's local APIC's (vapic.py)
+        if c.ins.mnemonic == M.RDMSR:
+            value = vapic.apic.read_msr(n)
+            regs[0], regs[2] = value & 0xFFFFFFFF, value >> 32
+        elif not vapic.apic.write_msr(n, regs[0] | regs[2] << 32):
+            raise GuestFault(GP, 0)
+        vapic.check()
+        return NEXT
     if n != MSR_TSC and n not in KNOWN_MSRS:
         raise GuestFault(GP, 0)
     if c.ins.mnemonic == M.RDMSR:

@@ -52,3 +52,4 @@ PIC_BASE = 0x50                  # the physical PICs deliver IRQ n at PIC_BASE +
 CALLOUT = 0xF0                   # translated code calls the monitor (gate DPL 1)
 CHAIN = 0xF1                     # translated code asks for the translation of a target
 HV_TIMER = 0xF2                  # the hypervisor's own one-shot timer (para-virtualization)
+APIC_NOTIFY = 0xF3               # the guest's virtual local APIC wants the monitor (vapic.py)

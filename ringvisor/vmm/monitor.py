@@ -47,6 +47,7 @@ from .guestview import GuestViewHooks
 from .platform import VirtualPlatform
 from .shadow import NO_PAGING, ShadowPaging
 from .stepping import Stepping
+from .vapic import APIC_PAGE, emulate_access
 from .vcpu import CR0_PG, CR0_WP, CR4_PSE, IF, VirtualCpu
 
 TF, NT, RF, VM, AC, ID = 1 << 8, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 21
@@ -76,7 +77,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     name = "monitor"
     # the lifecycle protocol (vmm/state.py: what each attribute is)
     state_name = "monitor"
-    state_version = 1
+    state_version = 2                    # 2: the virtual local APIC (vapic.py)
+    virtual_apic = True                  # the guest gets a local APIC (not para-virtualized)
     STATE = ("vcpu", "platform", "shadow", "gdt", "step_state", "shadow_at", "guest_halted",
              "traps", "emulated", "stats", "watchpoints")
     WIRING = ("machine", "cpu", "mem", "guest_ram", "base", "gm")
@@ -99,7 +101,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.vcpu = VirtualCpu()
         self.gm = GuestMemory(self.mem, self.vcpu, guest_ram)
         self.gm.written_hook = self.guest_written
-        self.platform = VirtualPlatform(machine.bus, machine.pic)
+        self.platform = VirtualPlatform(machine.bus, machine.pic,
+                                        machine if self.virtual_apic else None, self.name)
         self.shadow = ShadowPaging(self.cpu, self.mem, self.base, frames=shadow_pool)
         self.gdt = GuestGdt(self)
         self.traps: Counter[str] = Counter()
@@ -501,9 +504,17 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             self.vcpu.cr2 = e.address
             self.deliver(f, 14, e.error_code, False, self.guest_eip(f))
             return
-        self.traps["#PF (shadow)"] += 1
         frame = m.phys & ~0xFFF
+        if frame == APIC_PAGE and not self.gm.translated:
+            self.apic_access(f, m.phys & 0xFFF)
+            return
+        self.traps["#PF (shadow)"] += 1
         if not self.gm.translated and frame >= self.guest_ram:
+            device = self.machine.mem.device_at(frame)
+            if device is not None:
+                raise MonitorStop(f"{self.name}: the guest reached for the machine's "
+                                  f"{device} at {m.phys:#x}, which the monitors do not give a "
+                                  f"guest (its RAM, the port-I/O devices and a local APIC)")
             raise MonitorStop(f"{self.name}: the guest mapped linear {lin:#010x} to physical "
                               f"{frame:#x}, beyond its {self.guest_ram >> 20} MiB")
         ppn = frame >> 12
@@ -530,6 +541,16 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             # the store must happen and the page must stay read-only (a table it maps
             # itself through; a user page the kernel writes with WP clear): one step
             self.open_page(f, lin, frame, self.shadow.is_table(ppn) or ppn in self.gdt.frames)
+
+    def apic_access(self, f: Frame, offset: int) -> None:
+        """The guest touched its local APIC's page, which the shadow never maps: the
+        access is emulated on its virtual APIC (``vapic.py``)."""
+        vapic = self.platform.vapic
+        if vapic is None:
+            raise MonitorStop(f"{self.name}: the guest reached for the local APIC at "
+                              f"{APIC_PAGE + offset:#x}; {self.name} gives a guest no APIC")
+        self.traps["#PF (APIC page)"] += 1
+        emulate_access(self, f, self.code_at(f), offset, vapic)
 
     def gdt_store(self, f: Frame, lin: int, m) -> bool:
         """A store into a page holding the guest's GDT (and maybe hot data): done by the

@@ -83,6 +83,7 @@ def _fail(errno: Errno):
 
 class ParaVirt(Monitor):
     name = "paravirt"
+    virtual_apic = False                 # events and a timer hypercall instead
     STATE = Monitor.STATE + ("events", "trap_table", "callbacks", "gdt_frames", "kstack", "pinned",
                              "timer", "hypercalls", "time_version")
     WIRING = Monitor.WIRING + ("cmdline", "si_phys", "start_info_phys", "fixed", "time_scale",

@@ -23,6 +23,11 @@ so the monitor hears of it at once), masked lines latch, the in-service
 register and priorities follow its EOIs.  What it could: a line the guest
 programs level-triggered (ELCR, ICW1.LTIM) still sees each physical
 interrupt as an edge (the ISA devices of this PC are edge-triggered).
+
+Under trap-and-emulate and binary translation the virtual 8259A's output goes
+to the guest's virtual local APIC (``vapic.py``), whose LINT0 it is, as on the
+PC; the para-virtual monitor gives the guest no APIC, and the virtual PIC's
+output is the guest's interrupt request itself.
 """
 
 from __future__ import annotations
@@ -41,10 +46,12 @@ SPECIFIC_EOI = 0x60
 
 
 class VirtualPlatform:
-    STATE = ("vpic", "stats")                    # (vmm/state.py)
+    STATE = ("vpic", "vapic", "stats")           # (vmm/state.py)
     WIRING = ("phys", "bus")
 
-    def __init__(self, bus, pic) -> None:
+    def __init__(self, bus, pic, machine=None, name: str = "monitor") -> None:
+        """``machine``: give the guest a virtual local APIC (``vapic.py``) in front of the
+        virtual PIC, the monitor owning the machine's physical one."""
         self.phys = bus                      # the machine's I/O bus
         self.bus = IoBus()                   # the guest's: the machine's devices but the PICs
         for r in bus.ranges():
@@ -53,12 +60,19 @@ class VirtualPlatform:
                                   owner=r.owner)
         self.vpic = PicPair(self.bus, lambda level: None)
         self.vpic.set_state(pic.get_state())  # exactly what the hardware holds at takeover
+        self.vapic = None
+        if machine is not None:
+            from .vapic import VirtualApic
+            self.vapic = VirtualApic(machine, self.vpic, L.APIC_NOTIFY, name)
+            self.vpic.set_intr = self.vapic.apic.pic_output
         self.stats = {"io": 0, "irqs": 0, "spurious": 0}
 
     def get_state(self) -> dict:
         return S.get_attrs(self)
 
     def set_state(self, state: dict) -> None:
+        if "vapic" not in state:             # saved before the monitors had a virtual APIC
+            state = {**state, "vapic": S.get_attrs(self)["vapic"]}
         S.set_attrs(self, state)
 
     def take_over(self) -> None:
@@ -77,6 +91,9 @@ class VirtualPlatform:
     def physical_irq(self, real_vector: int) -> bool:
         """A real interrupt on ``real_vector``: end it on the real PIC and raise the line on
         the virtual one.  False if the vector is not a PIC's."""
+        if self.vapic is not None and self.vapic.physical_irq(real_vector):
+            self.stats["irqs"] += 1
+            return True
         n = real_vector - L.PIC_BASE
         if not 0 <= n < 16:
             return False
@@ -98,12 +115,17 @@ class VirtualPlatform:
 
     @property
     def intr(self) -> bool:
-        """The virtual PIC's INT output: an interrupt waits for the guest."""
-        return self.vpic.intr
+        """An interrupt waits for the guest (the virtual APIC's output, or without one
+        the virtual PIC's)."""
+        return self.vapic.intr if self.vapic is not None else self.vpic.intr
 
-    def acknowledge(self) -> tuple[int, int]:
+    def acknowledge(self) -> tuple[int, int | None]:
         """The guest's INTA cycle: (IRQ, vector) of the highest-priority request, with the
-        virtual PIC's in-service and request registers updated as the hardware does."""
+        virtual PIC's in-service and request registers updated as the hardware does.
+        Through a virtual APIC the IRQ is -1 and the vector None if the request went
+        away (its TPR rose meanwhile)."""
+        if self.vapic is not None:
+            return -1, self.vapic.acknowledge()
         m, s = self.vpic.master, self.vpic.slave
         irq = m.pending_irq()
         if irq == 2:

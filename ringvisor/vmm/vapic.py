@@ -1,0 +1,151 @@
+"""The guest's local APIC under trap-and-emulate and binary translation.
+
+The monitor owns the physical local APIC (the 8259A's interrupts reach it
+through LINT0, as the firmware left it) and gives the guest a *virtual* one:
+the same model as the machine's (``hw.devices.lapic``), starting in exactly the
+state the physical APIC was in at takeover, with the guest's virtual 8259A
+pair behind its LINT0.  Nothing of the guest's reaches the physical APIC:
+
+* **The APIC page.**  The shadow page tables never map the guest's APIC page
+  (guest physical 0xFEE00000), so every access to it faults into the monitor,
+  which decodes the instruction, performs the read or write on the virtual APIC
+  and steps past it (:func:`emulate_access`) -- trap-and-emulate of MMIO, as
+  VMware's VMM and Xen's HVM emulate the xAPIC page.
+* **The MSRs.**  RDMSR/WRMSR of IA32_APIC_BASE and IA32_TSC_DEADLINE trap (they
+  are privileged) and go to the virtual APIC.
+* **Its timer** runs on the machine's virtual clock (one-shot, periodic,
+  TSC-deadline with the guest's TSC, which is the real one).
+* **Its interrupts.**  When the virtual APIC raises its output (a timer expiry,
+  a self-IPI, the virtual 8259A through LINT0), the monitor must get control
+  even if the guest is busy in code that never traps: the virtual APIC sends a
+  self-IPI on the physical APIC at the monitor's vector ``APIC_NOTIFY`` (a
+  notification vector, as KVM's posted interrupts have one).  The physical
+  interrupt enters the monitor, which ends it on the physical APIC and delivers
+  the virtual APIC's highest vector when the guest's virtual IF allows, through
+  the guest's IDT, with the virtual ISR, TPR/PPR and EOI rules of the model.
+
+What the monitors do not give a guest: NMIs (an NMI IPI, LINT1 or an LVT in NMI
+mode), INIT and SIPI (there is one virtual processor) -- each stops the run with
+one line; and CPUID, which is not privileged, reports the physical processor's
+APIC (present, ID 0) even after the guest hardware-disables its virtual one.
+"""
+
+from __future__ import annotations
+
+import iced_x86 as ix
+
+from ringvisor.hw.devices.lapic import APIC_DEFAULT_BASE, ApicBus, LocalApic
+from ringvisor.hw.system import get_reg, set_reg
+
+from .errors import MonitorStop
+
+M = ix.Mnemonic
+OK = ix.OpKind
+APIC_PAGE = APIC_DEFAULT_BASE           # QEMU's TCG does not relocate the APIC either
+ICR_LO, EOI = 0x300, 0x0B0
+ICR_SELF = 1 << 18                      # destination shorthand: self
+
+
+class VirtualApic:
+    """The guest's local APIC: the model, and the processor side it talks to (the monitor)."""
+
+    STATE = ("apic", "level", "unsupported")       # (vmm/state.py)
+    WIRING = ("phys", "cpu", "notify_vector", "name")
+
+    def __init__(self, machine, pic, notify_vector: int, name: str) -> None:
+        self.phys = machine.lapic           # the physical APIC, the monitor's
+        self.cpu = machine.cpu
+        self.notify_vector = notify_vector
+        self.name = name
+        self.level = False                  # the virtual APIC asks for the processor
+        self.unsupported = ""               # what the guest asked that no monitor gives
+        self.apic = LocalApic(self, machine.clock, ApicBus(), 0, True, pic)
+        # exactly what the physical APIC holds at takeover (what the firmware left)
+        self._load(self.phys.get_state())
+
+    def _load(self, state: dict) -> None:
+        """The model's registers from ``state``: its output level follows, without a
+        notification (the physical APIC's own state holds any that was pending)."""
+        self.level = True
+        self.apic.set_state(state)
+
+    # -- the processor side of the model (hw.devices.lapic.LocalApic's ``cpu``) ----------
+    def set_intr(self, level: bool) -> None:
+        if level and not self.level:
+            self._notify()
+        self.level = level
+
+    def raise_nmi(self) -> None:
+        self._refuse("an NMI through its local APIC (virtual NMIs are not delivered)")
+
+    def init(self) -> None:
+        self._refuse("an INIT IPI (one virtual processor)")
+
+    def startup(self, vector: int) -> None:
+        self._refuse("a start-up IPI (one virtual processor)")
+
+    def tsc(self) -> int:
+        return self.cpu.tsc()               # the guest's TSC is the real one
+
+    def _refuse(self, what: str) -> None:
+        # (a timer callback may get here, outside the monitor: the stop waits for the
+        # entry the notification causes)
+        self.unsupported = self.unsupported or f"{self.name}: the guest sent {what}"
+        self._notify()
+
+    def _notify(self) -> None:
+        """A self-IPI on the physical APIC at the monitor's vector."""
+        self.phys.mmio_write(ICR_LO, 4, ICR_SELF | self.notify_vector)
+
+    # -- the monitor's side -----------------------------------------------------------------
+    def physical_irq(self, vector: int) -> bool:
+        """The notification: end it on the physical APIC.  False if ``vector`` is not it."""
+        if vector != self.notify_vector:
+            return False
+        self.phys.mmio_write(EOI, 4, 0)
+        self.check()
+        return True
+
+    def check(self) -> None:
+        if self.unsupported:
+            raise MonitorStop(self.unsupported)
+
+    @property
+    def intr(self) -> bool:
+        return self.level
+
+    def acknowledge(self) -> int | None:
+        """The guest's INTA cycle: the vector (an ExtINT from the virtual 8259A, or the
+        APIC's highest one, or its spurious vector), None if the request went away."""
+        v = self.apic.acknowledge()
+        self.check()
+        return v
+
+    def get_state(self) -> dict:
+        return {"apic": self.apic.get_state(), "level": self.level, "unsupported": self.unsupported}
+
+    def set_state(self, state: dict) -> None:
+        self._load(state["apic"])
+        self.level, self.unsupported = bool(state["level"]), str(state["unsupported"])
+
+
+def emulate_access(mon, f, ins: ix.Instruction, offset: int, vapic: VirtualApic) -> None:
+    """The guest's access to its APIC page at ``offset`` by ``ins`` (the instruction at the
+    frame's EIP): performed on the virtual APIC, and the guest continues after it.
+
+    The forms compilers emit for MMIO: MOV (register or immediate) to it, MOV or MOVZX
+    from it.  Anything else stops the run with one line."""
+    m = ins.mnemonic
+    size = ix.MemorySizeExt.size(ins.memory_size)
+    cpu = mon.cpu
+    if m == M.MOV and ins.op0_kind == OK.MEMORY and ins.op1_kind != OK.MEMORY:
+        value = get_reg(cpu, ins.op1_register) if ins.op1_kind == OK.REGISTER else ins.immediate(1)
+        vapic.apic.mmio_write(offset, size, value & (1 << 8 * size) - 1)
+    elif m in (M.MOV, M.MOVZX) and ins.op0_kind == OK.REGISTER and ins.op1_kind == OK.MEMORY:
+        set_reg(cpu, ins.op0_register, vapic.apic.mmio_read(offset, size))
+    else:
+        raise MonitorStop(f"{mon.name}: the guest's {ins} on its local APIC page (offset "
+                          f"{offset:#x}) is not emulated: only MOV to and MOV/MOVZX from it")
+    f.eip = (f.eip + ins.len) & 0xFFFFFFFF
+    mon.stats["apic_accesses"] += 1
+    vapic.check()
