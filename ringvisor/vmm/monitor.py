@@ -217,7 +217,16 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
 
     # -- entries ------------------------------------------------------------------------------
     def _entry(self, cpu) -> None:
-        self.resume(self.handle(cpu))
+        vapic = self.platform.vapic
+        if vapic is None:
+            self.resume(self.handle(cpu))
+            return
+        vapic.inside = True
+        try:
+            f = self.handle(cpu)
+        finally:
+            vapic.inside = False
+        self.resume(f)
 
     def handle(self, cpu) -> Frame:
         """An entry from the guest through the real IDT: do what it asks, deliver what

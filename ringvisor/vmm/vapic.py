@@ -51,6 +51,7 @@ class VirtualApic:
 
     STATE = ("apic", "level", "unsupported")       # (vmm/state.py)
     WIRING = ("phys", "cpu", "notify_vector", "name")
+    TRANSIENT = ("inside",)
 
     def __init__(self, machine, pic, notify_vector: int, name: str) -> None:
         self.phys = machine.lapic           # the physical APIC, the monitor's
@@ -58,6 +59,9 @@ class VirtualApic:
         self.notify_vector = notify_vector
         self.name = name
         self.level = False                  # the virtual APIC asks for the processor
+        # the monitor is running (an entry): it delivers what is waiting before it returns
+        # to the guest, so no notification is needed (the virtual PIC's edges come so)
+        self.inside = False
         self.unsupported = ""               # what the guest asked that no monitor gives
         self.apic = LocalApic(self, machine.clock, ApicBus(), 0, True, pic)
         # exactly what the physical APIC holds at takeover (what the firmware left)
@@ -71,7 +75,7 @@ class VirtualApic:
 
     # -- the processor side of the model (hw.devices.lapic.LocalApic's ``cpu``) ----------
     def set_intr(self, level: bool) -> None:
-        if level and not self.level:
+        if level and not self.level and not self.inside:
             self._notify()
         self.level = level
 
@@ -91,7 +95,8 @@ class VirtualApic:
         # (a timer callback may get here, outside the monitor: the stop waits for the
         # entry the notification causes)
         self.unsupported = self.unsupported or f"{self.name}: the guest sent {what}"
-        self._notify()
+        if not self.inside:
+            self._notify()
 
     def _notify(self) -> None:
         """A self-IPI on the physical APIC at the monitor's vector."""
