@@ -23,7 +23,7 @@ RT_DIR = GUEST_DIR / "rt"
 LINKER_SCRIPT = GUEST_DIR / "link.ld"
 BUILD_DIR = Path(os.environ.get("RINGVISOR_HWGUEST_BUILD", GUEST_DIR / "build"))
 
-PLATFORMS = ("qemu", "jit", "interp", "trapemu", "bt")
+PLATFORMS = ("qemu", "jit", "interp")
 QEMU_TIMEOUT = 30.0                 # seconds per guest run
 EMULATOR_MAX_INSTRUCTIONS = 50_000_000
 MEM_MB = 32
@@ -178,8 +178,7 @@ def run_platform(platform: str, image: Path, cmdline: str = "", stdin: bytes = b
                  mem_mb: int = MEM_MB, modules: list[str] = (),
                  qemu_args: tuple[str, ...] = (), serial_ports: int = 1,
                  smp: int = 1) -> tuple[str, int]:
-    """Run ``image`` on ``platform`` ("qemu", "jit" or "interp"; "trapemu" or "bt": under
-    that monitor, on the translating engine).
+    """Run ``image`` on ``platform`` ("qemu", "jit" or "interp").
 
     Returns the COM1 output (decoded as latin-1, CR LF folded to LF) and the
     guest's exit code: the byte it wrote to port 0xf4, or -1 if the machine
@@ -202,11 +201,6 @@ def run_platform(platform: str, image: Path, cmdline: str = "", stdin: bytes = b
                                 max_instructions=EMULATOR_MAX_INSTRUCTIONS, engine=platform,
                                 modules=list(modules), serial_ports=serial_ports, cpus=smp)
         code = status >> 1 if status & 1 else -1
-    elif platform in ("trapemu", "bt"):
-        from ringvisor.vmm.runner import run_vm
-        r = run_vm(Path(image), platform, cmdline, mem_mb, stdin,
-                   max_instructions=EMULATOR_MAX_INSTRUCTIONS, quiet=True)
-        out, code = r.output, (r.status >> 1 if r.stop.reason == "exit" else -1)
     else:
         raise ValueError(f"unknown platform {platform!r} (expected one of {PLATFORMS})")
     return out.decode("latin-1").replace("\r\n", "\n"), code
