@@ -18,6 +18,11 @@
   machine's ATA disk as a reference: per request in guest cycles (the
   guest's TSC: what every layer under it cost) and wall time, and the
   throughput both give.
+- **The inter-domain event-channel round trip**: two DomUs running ``evping``
+  (``guests/evping``) bound by ``alloc_unbound``/``bind_interdomain``, sending
+  an event back and forth, against the same round trip inside one domain
+  (both ends its own: no domain switch), per round trip in guest cycles and
+  wall time.
 - **``xl create`` to the first console line**: the toolstack building,
   starting and serving a DomU until its first line reaches the console back
   end, in virtual and wall time (Firecracker's bar: 125 ms to init).
@@ -36,6 +41,7 @@ from ringvisor.guests.build import image_path
 from ringvisor.hypervisor.core import Hypervisor
 from ringvisor.hypervisor.sched import ACCT_NS
 from ringvisor.hypervisor.interface import HypercallInterface
+from ringvisor.hypervisor.xsm import DEFAULT_POLICY
 from ringvisor.toolstack.config import DomainConfig, Disk
 from ringvisor.vmm import create_vm
 from ringvisor.toolstack.xl import Toolstack
@@ -143,6 +149,12 @@ class _Timed:
         self.data.extend(chunk)
         self.marks.extend(time.perf_counter() for _ in range(chunk.count(b"\n")))
 
+    def at(self, line: bytes) -> float:
+        """The wall time the first line starting with ``line`` came."""
+        lines = bytes(self.data).split(b"\n")
+        return next(self.marks[i] for i, l in enumerate(lines)
+                    if l.startswith(line) and i < len(self.marks))
+
     def result(self, name: str, n: int, hz: int) -> BlockPath:
         lines = bytes(self.data).split(b"\n")
         at = {l.split(b" ")[1].decode(): self.marks[i] for i, l in enumerate(lines)
@@ -190,6 +202,66 @@ def block_io(tmp, requests: int) -> list[BlockPath]:
     return out
 
 
+# The default policy lets a DomU talk only to Domain 0; the ping-pong pair needs the
+# rule Xen's FLASK policy would have for two DomUs meant to talk (as for a vchan).
+PAIR_RULE = "allow domU_t domU_t:event { bind send };"
+EVPING_RE = re.compile(rb"\[timing\] evping: (\d+) round trips, (\d+) cycles/round trip")
+
+
+@dataclass
+class RoundTrip:
+    name: str
+    cycles: int                    # guest cycles per round trip (the pinging domain's TSC)
+    wall_us: float                 # wall microseconds per round trip
+
+
+def _evping(b: Bench, name: str, role: str, n: int) -> tuple[int, _Timed]:
+    sink = _Timed()
+    d = b.ts.create(DomainConfig(name=name, kernel="evping", cmdline=f"role={role} n={n}",
+                                 memory=4, on_poweroff="preserve", on_crash="preserve"))
+    b.ts.managed[d].listeners.append(sink)
+    return d, sink
+
+
+def _timed_trips(b: Bench, name: str, d: int, sink: _Timed, n: int) -> RoundTrip:
+    b.hv.run_until(lambda: EVPING_RE.search(sink.data) is not None or
+                   b.hv.domains[d].shutdown_reason is not None, 10 ** 12, step=50_000)
+    m = EVPING_RE.search(sink.data)
+    if m is None:
+        raise RuntimeError(f"{name}: evping did not finish:\n{bytes(sink.data).decode()}"
+                           + b.ts.dmesg())
+    return RoundTrip(name, int(m.group(2)),
+                     (sink.at(b"evping: done") - sink.at(b"evping: start")) / n * 1e6)
+
+
+def pair(b: Bench, n: int) -> tuple[int, int, _Timed]:
+    """Start a ping-pong pair of DomUs and introduce them through xenstore, as a
+    toolstack does for two domains meant to talk: ping's peer is pong, ping allocates
+    the port, and the toolstack tells pong the domain and the port (ping, pong, ping's
+    console)."""
+    pong, _ = _evping(b, "pong", "pong", n)
+    ping, sink = _evping(b, "ping", "ping", n)
+    b.ts.xs.write(f"/local/domain/{ping}/data/evping/peer", str(pong))
+    port = f"/local/domain/{ping}/data/evping/port"
+    b.hv.run_until(lambda: b.ts.xs.read(port) is not None or
+                   b.hv.domains[ping].shutdown_reason is not None, 10 ** 12, step=50_000)
+    if b.ts.xs.read(port) is not None:
+        b.ts.xs.write(f"/local/domain/{pong}/data/evping/peer", str(ping))
+        b.ts.xs.write(f"/local/domain/{pong}/data/evping/port", b.ts.xs.read(port))
+    return ping, pong, sink
+
+
+def event_round_trip(tmp, n: int) -> list[RoundTrip]:
+    """The round trip inside one domain, then between two DomUs."""
+    b = Bench(2, tmp / "evtchn")
+    b.ts.load_policy(DEFAULT_POLICY.read_text() + "\n" + PAIR_RULE + "\n")
+    d, sink = _evping(b, "loop", "loop", n)
+    out = [_timed_trips(b, "one domain, both ends (no switch)", d, sink, n)]
+    ping, _, sink = pair(b, n)
+    out.append(_timed_trips(b, "two DomUs (bind_interdomain)", ping, sink, n))
+    return out
+
+
 def create_latency(tmp, repeat: int = 3) -> list[tuple[float, float]]:
     """(virtual ms, wall ms) from `xl create` to the DomU's first console line."""
     b = Bench(repeat, tmp / "create")
@@ -206,7 +278,7 @@ def create_latency(tmp, repeat: int = 3) -> list[tuple[float, float]]:
 
 
 def run(counts=(1, 2, 4, 8, 16), window_ms: int = 600, fair_ms: int = 1500, tmp=None,
-        blk_requests: int = 64) -> str:
+        blk_requests: int = 64, evtchn_trips: int = 2000) -> str:
     import tempfile
     from pathlib import Path
     tmp = Path(tmp or tempfile.mkdtemp(prefix="rv-xenbench-"))
@@ -248,6 +320,17 @@ def run(counts=(1, 2, 4, 8, 16), window_ms: int = 600, fair_ms: int = 1500, tmp=
         "one instruction a cycle, counting every instruction any domain or the guest kernel ran "
         "for the request; work done in the host process -- the toolstack's blkback, the "
         "hypervisor's, the emulated ATA disk -- shows in wall time only)")
+    trips = event_round_trip(tmp, evtchn_trips)
+    say()
+    say(f"event-channel round trip ({evtchn_trips} round trips of evping, EVTCHNOP_send each way, "
+        "waiting with SCHEDOP_block)")
+    say(f"{'path':<40} {'guest cycles':>12} {'wall us':>9} {'cycles':>7} {'wall':>6}")
+    for t in trips:
+        say(f"{t.name:<40} {t.cycles:>12,} {t.wall_us:>9.1f} {t.cycles / trips[0].cycles:>6.2f}x "
+            f"{t.wall_us / trips[0].wall_us:>5.2f}x")
+    say("    (against one domain. Guest cycles: the pinging domain's TSC, which counts the "
+        "instructions of every domain that ran meanwhile -- the ponging one's too; the "
+        "hypervisor's switch between domains is Python and shows in wall time only)")
     lat = create_latency(tmp)
     say()
     say("xl create -> first console line: " + ", ".join(f"{v:.1f} ms virtual / {w:.0f} ms wall"

@@ -43,7 +43,8 @@ IMAGES_DIR = PACKAGE_DIR / "images"
 SOURCE_DIR = PACKAGE_DIR.parents[1] / "guests"
 
 WORKLOADS = ("sieve", "crc32", "matmul", "qsort", "strings", "dhrystone")
-IMAGE_NAMES = ("kernel",) + tuple(f"bench-{w}" for w in WORKLOADS) + ("probe", "kernel-pv")
+IMAGE_NAMES = ("kernel",) + tuple(f"bench-{w}" for w in WORKLOADS) + ("probe", "kernel-pv",
+                                                                       "evping")
 PV_REPORT_SUFFIX = ".pvcc.txt"       # kernel-pv.elf -> kernel-pv.pvcc.txt
 ABI_HEADER = Path("include") / "pv" / "xen_abi.h"   # generated from ringvisor.abi
 
@@ -131,6 +132,16 @@ def _build_probe(src: Path, files: dict[str, list[Path]], out: Path, opt: str) -
                         optimize=opt), out)
 
 
+def _build_evping(src: Path, out: Path, opt: str) -> Path:
+    """The event-channel ping-pong DomU (docs/xen.md): hypercalls written by hand, the PV
+    runtime's xenstore client."""
+    sources = [src / "evping" / "boot.S", src / "evping" / "evping.c", src / "pv" / "xenbus.c",
+               src / "common" / "div64.c"]
+    return build(Target(name="evping", sources=sources, linker_script=src / "bench" / "bench.lds",
+                        cflags=EXTRA_CFLAGS, include_dirs=[src / "include", src / "pv"],
+                        optimize=opt), out)
+
+
 def _jobs(src: Path, out: Path, opt: str | None) -> dict:
     files = _sources(src)
     flag = _opt_flag(opt)
@@ -140,6 +151,7 @@ def _jobs(src: Path, out: Path, opt: str | None) -> dict:
                                                        flag))
     jobs["probe"] = lambda: _build_probe(src, files, out / "probe.elf", flag)
     jobs["kernel-pv"] = lambda: _build_kernel(src, files, out / "kernel-pv.elf", flag, pv=True)
+    jobs["evping"] = lambda: _build_evping(src, out / "evping.elf", flag)
     return jobs
 
 
