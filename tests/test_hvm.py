@@ -75,12 +75,31 @@ def test_cli_stats_count_exits_by_reason():
 
 
 
-def test_cli_refuses_to_save_an_hvm_vm(tmp_path):
+@pytest.mark.parametrize("save", ["--save", "--snapshot"])
+def test_cli_refuses_to_save_an_hvm_vm(save, tmp_path):
     r = subprocess.run([sys.executable, "-m", "ringvisor", "run", str(image_path("kernel")),
-                        "--mode", "hvm", "--stop-at", "1000", "--save", str(tmp_path / "vm.img")],
+                        "--mode", "hvm", "--stop-at", "1000", save, str(tmp_path / "vm.img"),
+                        "--store", str(tmp_path / "store")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "VMX state" in r.stderr
-    assert not (tmp_path / "vm.img").exists()
+    assert not (tmp_path / "vm.img").exists() and not (tmp_path / "store").exists()
+
+
+def test_monitor_prompt_under_hvm(tmp_path):
+    """Ctrl-A c under hvm: the guest's registers and code (held by -S at its entry, paging
+    off), and savevm refused in one line -- the VM is not stopped by it."""
+    keys = b"\x01cinfo registers\nx/2i $eip\nsavevm held\ninfo status\nquit\n"
+    r = subprocess.run([sys.executable, "-m", "ringvisor", "run", "kernel", "--mode", "hvm",
+                        "--serial", "mon:stdio", "-S", "--store", str(tmp_path / "store")],
+                       input=keys, capture_output=True, timeout=120)
+    out = r.stdout.decode()
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr.decode()
+    regs = out.split("guest registers (hvm):")[1]
+    assert "EIP=0010000c" in regs and "CS =0008" in regs and "CR0=00000011" in regs, regs
+    assert "0010000c:  fc               cld" in regs                  # x/2i $eip
+    assert "savevm: --mode hvm: the VMX state is not part of a saved VM yet\n" in out
+    assert "VM status: paused (-S: before the first instruction)" in out
+    assert not (tmp_path / "store" / "held").exists()
 
 
 def test_bench_image_is_native():

@@ -58,6 +58,8 @@ class VmInfo:
 def capture(machine: Machine, monitor=None, info: VmInfo | None = None,
             include_ram: bool = True) -> list[Section]:
     """The VM's sections (RAM last, unless ``include_ram`` is false)."""
+    # the monitor first: one whose state cannot be saved (hvm) refuses before anything is taken
+    mon_state = None if monitor is None else monitor.get_state()
     info = VmInfo(**asdict(info)) if info else VmInfo()
     info.machine_mb = machine.mem.size >> 20
     info.cpu_hz = machine.clock.cpu_hz
@@ -73,7 +75,7 @@ def capture(machine: Machine, monitor=None, info: VmInfo | None = None,
                            codec.encode(c.get_state(), c.state_name)))
     if monitor is not None:
         out.append(Section(STATE, MONITOR_SECTION, monitor.state_version,
-                           codec.encode(monitor.get_state(), MONITOR_SECTION)))
+                           codec.encode(mon_state, MONITOR_SECTION)))
     if include_ram:
         out.append(Section(RAM, "ram", 1, RAMCODEC.encode(machine.mem.ram)))
     return out

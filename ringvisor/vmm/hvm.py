@@ -30,6 +30,7 @@ from __future__ import annotations
 import struct
 from collections import Counter
 
+from ringvisor.errors import ConfigError
 from ringvisor.hw.faults import DB, NAMES, PF
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.segments import LDT
@@ -52,6 +53,7 @@ CR0_OWNED = CR0_PE | CR0_NE | CR0_WP | CR0_PG
 CR0_HOST = CR0_PE | CR0_NE | CR0_WP | CR0_PG | CR0_ET
 CR4_GUEST_REAL = ~(CR4_PSE | CR4_PGE) & 0xFFFFFFFF     # the shadow tables use 4 KiB pages
 IO_STRING_SLICE = 4096
+NOT_SAVED = "--mode hvm: the VMX state is not part of a saved VM yet"
 TF, DR6_BS = 1 << 8, 1 << 14
 STRING_IO = 1 << 4
 
@@ -325,7 +327,9 @@ class HardwareAssisted:
         self.cpu.request_stop()
 
     def get_state(self) -> dict:
-        raise MonitorStop("hvm: saving a VM under hardware-assisted virtualization is not supported yet")
+        """Refused: the VMCS, the VMX root state and the shadow tables are not in the state
+        stream yet (savevm and every other way of saving a VM say so in one line)."""
+        raise ConfigError(NOT_SAVED)
 
 
 from .hvmexits import HANDLERS  # noqa: E402  (one handler per basic exit reason)
