@@ -100,6 +100,7 @@ def test_x87_and_sse_registers(mode):
         "break *gdbregs_loaded", "continue",
         "info all-registers",
         "p $st0", "p $st1", "p $st3", "p $xmm0.v4_float", "p/x $xmm3.uint128",
+        "p/x $fiseg", "p/x $fop", "x/i $fioff",
         *WRITES,
         "p $st0", "p $st2", "p/x $xmm1.v4_int32", "p/x $mxcsr", "p/x $fctrl",
         "continue"])
@@ -120,7 +121,11 @@ def test_x87_and_sse_registers(mode):
     printed = re.findall(r"^\$\d+ = (.*)$", stop, re.M)
     assert printed[:5] == ["1", "3.14159265358979323851", "-1.5", "{1, 2.5, -3, 0.5}",
                            "0x3f3e3d3c3b3a39383736353433323130"], stop
-    assert printed[5:] == ["42", "-0.25", "{0x1, 0x2, 0x3, 0x4}", "0x1f80", "0x37f"], stop
+    # the last x87 instruction (FCS:FIP and FOP, SDM Vol. 1 8.1.8-8.1.9) is the guest's FLD1
+    # (D9 E8) in its own code segment -- not a translation's, not a ring-compressed selector
+    assert printed[5:7] == ["0x8", "0x1e8"], stop
+    assert re.search(r"^   0x[0-9a-f]+ <gdbregs_run\+\d+>:\tfld1$", stop, re.M), stop
+    assert printed[7:] == ["42", "-0.25", "{0x1, 0x2, 0x3, 0x4}", "0x1f80", "0x37f"], stop
     assert out.count("Could not write register") == 1 and \
         'Could not write register "mxcsr"' in out, out
     expected = [WRITTEN.get(i, line) for i, line in enumerate(LOADED)]
@@ -142,9 +147,11 @@ def test_x87_under_paravirt():
         "p $st0", "info registers fstat ftag",
         "set $xmm1.v4_int32 = {1, 2, 3, 4}", "set $mxcsr = 0x3f80",
         "p/x $xmm1.v4_int32", "p/x $mxcsr",
+        "p/x $fiseg", "x/i $fioff",
         "kill"])
     regs = re.findall(r"^(?:fstat|ftag)\s+(0x[0-9a-f]+)", out, re.M)
     assert regs == ["0x3000", "0xfff", "0x3800", "0x3fff"], out
     printed = re.findall(r"^\$\d+ = (.*)$", out, re.M)
     assert printed == ["3.14159265358979323851", "1", "43", "{0x1, 0x2, 0x3, 0x4}",
-                       "0x3f80"], out
+                       "0x3f80", "0x8"], out       # the kernel's CS as it loaded it, not RPL 1
+    assert re.search(r"^   0x[0-9a-f]+ <_start\+4>:\tfaddp\s+%st,%st\(1\)$", out, re.M), out

@@ -406,7 +406,7 @@ class GdbStub:
     # -- registers and memory -----------------------------------------------------------------------
     def _values(self) -> dict[str, int]:
         """Every register gdb is told of: the guest view's, and its x87/SSE state."""
-        return {**self.view.registers(), **fpu_values(self.view.fpu())}
+        return {**self.view.registers(), **fpu_values(self.view.fpu_shown())}
 
     def write_registers(self, hexdata: str) -> str:
         current = self._values()

@@ -34,6 +34,8 @@ registers and its memory go through the monitor (``hvm.py``).
 
 from __future__ import annotations
 
+import copy
+
 from ringvisor.hw.state import IF, REG_NAMES, SEG_NAMES, TF
 from ringvisor.hw.x87 import ES
 
@@ -149,6 +151,10 @@ class GuestView:
     def fpu(self):
         """The guest's x87/MMX/SSE state (``hw.state.FpuState``): the CPU's own in every
         mode: the monitors run no x87 or SSE code of their own."""
+        return self.cpu.state.fpu
+
+    def fpu_shown(self):
+        """The x87/MMX/SSE state as a debugger shows it (``fpu()`` is the one it writes)."""
         return self.cpu.state.fpu
 
     def fpu_written(self) -> None:
@@ -345,6 +351,21 @@ class MonitorView(GuestView):
         else:
             raise ViewError(f"{name} cannot be written from the debugger under {mon.name}")
 
+    def fpu_shown(self):
+        """The x87 state with its last instruction's pointer (FCS:FIP, which the processor
+        records as it executes) the guest's: under binary translation the translated
+        code's address maps back to the guest's, and a selector of the guest kernel's
+        code -- ring-compressed, or the translation cache's -- is the one it loaded.
+        (The guest's own FNSTENV and FXSAVE still store the real pointer: see
+        docs/virtualization.md.)"""
+        fpu = copy.copy(self.cpu.state.fpu)
+        fpu.fip = self.mon.view_eip(fpu.fip, fpu.fcs)
+        if fpu.fcs == L.SEL_TCODE:
+            fpu.fcs = self.mon.vcpu.cs
+        elif fpu.fcs & 3 == 1:
+            fpu.fcs &= ~3
+        return fpu
+
     def _snapshot(self) -> tuple:
         return tuple(self.registers().values()), self.halted
 
@@ -409,6 +430,8 @@ class HvmView(MonitorView):
 
     def real_addresses(self, addresses: set[int]) -> set[int]:
         return set(addresses)
+
+    fpu_shown = GuestView.fpu_shown           # the processor records the guest's own pointers
 
     def registers(self) -> dict[str, int]:
         r = NativeView.registers(self)
