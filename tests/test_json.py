@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import pty
 import subprocess
 import sys
@@ -137,12 +138,13 @@ def test_progress_is_silent_when_piped():
     assert out.getvalue() == ""
 
 
-def test_bench_shows_progress_on_a_terminal():
+def on_a_terminal(*args: str) -> tuple[subprocess.CompletedProcess, bytes]:
+    """``ringvisor ARGS`` with standard error on a pseudo-terminal: the run, and what the
+    terminal got."""
     master, slave = pty.openpty()
     try:
-        p = subprocess.run([sys.executable, "-m", "ringvisor", "bench", "--workload", "crc32",
-                            "--scale", "0.004", "--no-qemu"], stdout=subprocess.PIPE,
-                           stderr=slave, timeout=120)
+        p = subprocess.run([sys.executable, "-m", "ringvisor", *args], stdout=subprocess.PIPE,
+                           stderr=slave, timeout=300)
         os.close(slave)
         slave = -1
         seen = b""
@@ -158,6 +160,34 @@ def test_bench_shows_progress_on_a_terminal():
         os.close(master)
         if slave >= 0:
             os.close(slave)
+    return p, seen
+
+
+def test_bench_shows_progress_on_a_terminal():
+    p, seen = on_a_terminal("bench", "--workload", "crc32", "--scale", "0.004", "--no-qemu")
     assert p.returncode == 0
     assert b"[1/1] bench: crc32 on ringvisor ... estimating the time left" in seen
     assert b"crc32" in p.stdout and b"[1/1]" not in p.stdout
+
+
+def test_vmbench_shows_progress_on_a_terminal():
+    """Each boot on the line in turn, the time left estimated once one has finished; the
+    line is taken away at the end, and the table on standard output has none of it."""
+    p, seen = on_a_terminal("vmbench", "--workload", "syscall", "--scale", "0.01", "--mode", "bt",
+                            "--repeat", "1")
+    assert p.returncode == 0, seen
+    assert b"\r[1/2] vmbench: syscall under native ... estimating the time left" in seen
+    assert re.search(rb"\r\[2/2\] vmbench: syscall under bt \.\.\. about \d+s left",
+                     seen), seen
+    assert seen.endswith(b"\r"), seen          # cleared
+    assert b"syscall" in p.stdout and b"[1/2]" not in p.stdout and b"\r" not in p.stdout
+
+
+def test_version():
+    """``ringvisor --version``: the version every JSON document carries, the package's own."""
+    import tomllib
+    p = subprocess.run([sys.executable, "-m", "ringvisor", "--version"], capture_output=True,
+                       text=True, timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (0, f"ringvisor {__version__}\n", "")
+    pyproject = Path(cli.__file__).resolve().parents[1] / "pyproject.toml"
+    assert tomllib.loads(pyproject.read_text())["project"]["version"] == __version__
