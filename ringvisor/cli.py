@@ -112,6 +112,9 @@ def _migrate_args(r) -> None:
                         "(pre-copy)")
     r.add_argument("--migrate-at", type=positive_int, metavar="N",
                    help="start migrating when the guest has retired N instructions")
+    r.add_argument("--postcopy", action="store_true",
+                   help="with --migrate-to: post-copy (resume the VM on the destination at "
+                        "once, its pages following on demand and in the background)")
     r.add_argument("--migrate-link", type=positive_int, default=1000, metavar="MBIT",
                    help="the link speed, in Mbit/s, that the guest's time is measured against "
                         "while pages are sent (default 1000)")
@@ -552,6 +555,8 @@ def _check_stop_args(args) -> None:
     to, at = getattr(args, "migrate_to", None), getattr(args, "migrate_at", None)
     if bool(to) != bool(at):
         raise ConfigError("--migrate-to HOST:PORT and --migrate-at N go together")
+    if getattr(args, "postcopy", False) and not to:
+        raise ConfigError("--postcopy says how --migrate-to moves the VM; it needs --migrate-to")
     if to and args.stop_at:
         raise ConfigError("--migrate-at and --stop-at cannot be combined")
     if getattr(args, "incoming", None) and (to or args.stop_at):
@@ -594,13 +599,19 @@ def _migrate(args, con, m, mon, info):
     say = lambda text: print(f"ringvisor: {text}", file=sys.stderr, flush=True)
     try:
         with con.attached(m, mon, info.image, info.cmdline):
-            r = migrate(m, mon, info, address, args.migrate_link, say)
+            r = migrate(m, mon, info, address, args.migrate_link, say, args.postcopy)
     except MigrationFailed as e:
         say(f"{e}; the VM keeps running here")
         return con.run(m, mon, args.max_instructions, info.image, info.cmdline)
     if r.stop is not None:
         say("the guest stopped during the migration; it ends here")
         return r.stop
+    if r.postcopy:
+        say(f"migrated to {args.migrate_to} at instruction {r.icount:,} (post-copy): downtime "
+            f"{r.downtime * 1000:.1f} ms, {r.pages_sent:,} pages ({r.pushed:,} pushed, "
+            f"{r.demanded:,} on demand; the destination's demand faults: {r.faults:,}), "
+            f"{r.bytes_sent / 2**20:.1f} MiB in {r.seconds:.2f} s")
+        return None
     say(f"migrated to {args.migrate_to} at instruction {r.icount:,}: {len(r.rounds)} rounds, "
         f"{r.pages_sent:,} pages ({r.final_pages:,} while paused), "
         f"{r.bytes_sent / 2**20:.1f} MiB in {r.seconds:.2f} s, downtime "

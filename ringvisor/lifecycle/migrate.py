@@ -38,52 +38,24 @@ from __future__ import annotations
 
 import socket
 import time
-from dataclasses import dataclass, field
 
-from ringvisor.errors import ConfigError, RingvisorError
+from ringvisor.errors import ConfigError
 
-from . import ram as RAMCODEC
-from .stream import (KIND_NAMES, META, MIGRATION, PAGES, STATE, BadImage, Section,
-                     SectionReader, pack_end, pack_header, pack_section)
+from . import postcopy as POST, ram as RAMCODEC
+from .stream import (KIND_NAMES, META, MIGRATION, PAGES, POSTCOPY, STATE, BadImage, Section,
+                     SectionReader, pack_header)
 from .vm import VmInfo, capture, load_states, new_machine, read_info
+from .wire import (ACK, PAGES_VERSION, TIMEOUT, Migration, MigrationFailed, MigrationLost,
+                   Round, Sender, describe)
+
+__all__ = ["ACK", "TIMEOUT", "Incoming", "Migration", "MigrationFailed", "MigrationLost",
+           "Round", "migrate", "parse_address"]
 
 MAX_ROUNDS = 29        # Xen's max_iters
 FEW_DIRTY = 50         # stop when a round leaves fewer dirty pages than this
 MAX_FACTOR = 3         # Xen's max_factor: stop once three times the memory has gone
-PAGES_VERSION = 1
 BATCH = 256            # pages per PAGES section (1 MiB)
 LINK_MBIT = 1000       # the link the guest's time is measured against
-ACK = b"RVMIGOK\n"     # destination -> source: the VM is restored, the source may let go
-TIMEOUT = 30.0         # seconds without progress on the socket before giving up
-
-
-class MigrationFailed(RingvisorError):
-    """The migration did not complete; the VM is intact on the source."""
-
-
-@dataclass
-class Round:
-    pages: int          # pages sent in the round
-    dirtied: int        # pages written while it was on the wire (the next round's)
-    instructions: int   # guest instructions retired meanwhile
-
-
-@dataclass
-class Migration:
-    rounds: list[Round] = field(default_factory=list)
-    final_pages: int = 0        # sent while paused (stop-and-copy)
-    state_bytes: int = 0        # the components' state sections
-    bytes_sent: int = 0
-    icount: int = 0             # where the VM left the source
-    downtime: float = 0.0       # paused until the destination acknowledged (s)
-    seconds: float = 0.0        # connection to acknowledgement (s)
-    stop: object = None         # the guest's Stop, if it ended on the source mid-way
-
-    @property
-    def pages_sent(self) -> int:
-        return sum(r.pages for r in self.rounds) + self.final_pages
-
-
 def parse_address(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (an IPv6 host in brackets) as (host, port)."""
     host, sep, port = text.rpartition(":")
@@ -97,29 +69,28 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, p
 
 
-def _describe(e: OSError) -> str:
-    if isinstance(e, socket.timeout):
-        return f"no progress for {TIMEOUT:.0f} s"
-    return e.strerror or str(e) or type(e).__name__
-
-
 # -- the source ------------------------------------------------------------------------
 def migrate(machine, monitor, info: VmInfo, address: tuple[str, int],
-            link_mbit: int = LINK_MBIT, progress=None) -> Migration:
-    """Move the VM to ``address``.  Raises :class:`MigrationFailed` with the VM intact
-    and running here; returns with ``stop`` set if the guest ended during pre-copy."""
+            link_mbit: int = LINK_MBIT, progress=None, postcopy: bool = False) -> Migration:
+    """Move the VM to ``address`` (pre-copy, or ``postcopy``: ``postcopy.py``).  Raises
+    :class:`MigrationFailed` with the VM intact and running here, or, once a post-copy
+    destination has taken the VM, :class:`MigrationLost`; returns with ``stop`` set if
+    the guest ended during pre-copy."""
     where = f"{address[0]}:{address[1]}"
     t0 = time.perf_counter()
     try:
         sock = socket.create_connection(address, timeout=TIMEOUT)
     except OSError as e:
-        raise MigrationFailed(f"migration to {where} failed: {_describe(e)}") from None
+        raise MigrationFailed(f"migration to {where} failed: {describe(e)}") from None
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return _precopy(machine, monitor, info, sock, link_mbit, progress or (lambda s: None), t0)
+        progress = progress or (lambda s: None)
+        if postcopy:
+            return POST.source(machine, monitor, info, sock, progress, t0)
+        return _precopy(machine, monitor, info, sock, link_mbit, progress, t0)
     except OSError as e:
         raise MigrationFailed(f"migration to {where} failed: the connection was lost "
-                              f"({_describe(e)})") from None
+                              f"({describe(e)})") from None
     except MigrationFailed as e:
         raise MigrationFailed(f"migration to {where} failed: {e}") from None
     finally:
@@ -134,14 +105,7 @@ def _precopy(machine, monitor, info, sock, link_mbit, progress, t0) -> Migration
     # guest instructions per page on the wire
     per_page = RAMCODEC.PAGE * 8 * machine.clock.cpu_hz / (link_mbit * 1_000_000)
     out = Migration()
-    sent = 0
-
-    def send(kind, name, version, payload) -> None:
-        nonlocal sent
-        data = pack_section(kind, name, version, payload)
-        sock.sendall(data)
-        out.bytes_sent += len(data)
-        sent += 1
+    send = Sender(sock, out)
 
     sock.sendall(pack_header(MIGRATION))
     meta = capture(machine, monitor, info, include_ram=False)
@@ -177,7 +141,7 @@ def _precopy(machine, monitor, info, sock, link_mbit, progress, t0) -> Migration
     for s in capture(machine, monitor, info, include_ram=False)[1:]:
         send(s.kind, s.name, s.version, s.payload)
     out.state_bytes = out.bytes_sent - before
-    sock.sendall(pack_end(sent))
+    send.end()
     reply = b""
     while len(reply) < len(ACK):
         chunk = sock.recv(len(ACK) - len(reply))
@@ -202,7 +166,7 @@ class Incoming:
             self.server = socket.create_server(address)
         except OSError as e:
             raise ConfigError(f"cannot listen on {address[0]}:{address[1]}: "
-                              f"{_describe(e)}") from None
+                              f"{describe(e)}") from None
         self.host, self.port = self.server.getsockname()[:2]
 
     def close(self) -> None:
@@ -217,27 +181,31 @@ class Incoming:
         what = f"migration from {peer[0]}:{peer[1]}"
         try:
             conn.settimeout(TIMEOUT)
-            result = _receive(conn.makefile("rb"), what, attach_monitor, engine, output,
-                              expect, machine_kw)
+            # unbuffered: a post-copy destination waits on the socket itself for pages
+            reader = SectionReader(conn.makefile("rb", buffering=0), what)
+            if not reader.flags & MIGRATION:
+                raise BadImage(f"{what}: not a migration stream (a saved image? ringvisor "
+                               f"restore reads those)")
+            first = reader.next()
+            if first is None or first.kind != META:
+                raise BadImage(f"{what}: corrupt (the stream does not start with the VM's "
+                               f"description)")
+            info = read_info([first], what)
+            if expect is not None:
+                expect(info)
+            if reader.flags & POSTCOPY:
+                return POST.receive(conn, reader, info, what, attach_monitor, engine, output,
+                                    machine_kw)
+            result = _receive(reader, info, what, attach_monitor, engine, output, machine_kw)
             conn.sendall(ACK)
             return result
         except OSError as e:
-            raise BadImage(f"{what}: the connection was lost ({_describe(e)})") from None
+            raise BadImage(f"{what}: the connection was lost ({describe(e)})") from None
         finally:
             conn.close()
 
 
-def _receive(f, what, attach_monitor, engine, output, expect, machine_kw):
-    reader = SectionReader(f, what)
-    if not reader.flags & MIGRATION:
-        raise BadImage(f"{what}: not a migration stream (a saved image? ringvisor restore "
-                       f"reads those)")
-    first = reader.next()
-    if first is None or first.kind != META:
-        raise BadImage(f"{what}: corrupt (the stream does not start with the VM's description)")
-    info = read_info([first], what)
-    if expect is not None:
-        expect(info)
+def _receive(reader, info, what, attach_monitor, engine, output, machine_kw):
     m, monitor = new_machine(info, attach_monitor, engine, output, what, **machine_kw)
     states: list[Section] = []
     for s in reader:

@@ -112,8 +112,9 @@ def encode_pages(ram, pages: list[int], level: int = 1) -> bytes:
             + COUNT.pack(COMPRESSED if level else 0) + data)
 
 
-def decode_pages_into(payload: bytes, ram, what: str = "stream") -> list[int]:
-    """Write the pages of a PAGES payload into ``ram``; their numbers."""
+def decode_pages(payload: bytes, n: int, what: str = "stream") -> tuple[list[int], bytes]:
+    """The page numbers of a PAGES payload and their bytes, one page after another, for
+    a machine of ``n`` pages."""
     try:
         (count,) = COUNT.unpack_from(payload)
         pages = list(struct.unpack_from(f"<{count}I", payload, COUNT.size))
@@ -127,10 +128,15 @@ def decode_pages_into(payload: bytes, ram, what: str = "stream") -> list[int]:
             data = zlib.decompress(data)
         except zlib.error:
             raise BadImage(f"{what}: corrupt (a batch of pages does not decompress)") from None
-    n = len(ram) // PAGE
     if len(data) != count * PAGE or any(i >= n for i in pages):
         raise BadImage(f"{what}: corrupt (a batch of {count} pages holds {len(data)} bytes, "
                        f"or names a page beyond the machine's {n})")
+    return pages, data
+
+
+def decode_pages_into(payload: bytes, ram, what: str = "stream") -> list[int]:
+    """Write the pages of a PAGES payload into ``ram``; their numbers."""
+    pages, data = decode_pages(payload, len(ram) // PAGE, what)
     for k, i in enumerate(pages):
         ram[i * PAGE:(i + 1) * PAGE] = data[k * PAGE:(k + 1) * PAGE]
     return pages

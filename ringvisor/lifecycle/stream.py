@@ -43,10 +43,13 @@ HEADER = struct.Struct("<8sII")
 SECTION_HEAD = struct.Struct("<BB")
 SECTION_TAIL = struct.Struct("<IQ")
 CRC = struct.Struct("<I")
-STATE, RAM, RAMREF, META, PAGES, MAPPED, IMAGE, EVENTS, END = 1, 2, 3, 4, 5, 6, 7, 8, 0xFF
+STATE, RAM, RAMREF, META, PAGES, MAPPED, IMAGE, EVENTS, PAGEMAP, END = (1, 2, 3, 4, 5, 6, 7,
+                                                                       8, 9, 0xFF)
 KIND_NAMES = {STATE: "state", RAM: "ram", RAMREF: "ram-ref", META: "meta", PAGES: "pages",
-              MAPPED: "mapped-ram", IMAGE: "image", EVENTS: "events", END: "end"}
+              MAPPED: "mapped-ram", IMAGE: "image", EVENTS: "events", PAGEMAP: "page-map",
+              END: "end"}
 MIGRATION = 1                  # header flag: a live migration's stream (``migrate.py``)
+POSTCOPY = 2                   # header flag: ... whose memory follows the VM (``postcopy.py``)
 MAX_SECTION = 1 << 34          # 16 GiB: nothing in a VM of at most 3.5 GiB is bigger
 
 
