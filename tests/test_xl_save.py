@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from ringvisor.abi import Errno
+from ringvisor.abi import Errno, XenbusState
 from ringvisor.guests.build import image_path
 from ringvisor.hypervisor.core import Hypervisor
 from ringvisor.hypervisor.domain import State
 from ringvisor.hypervisor.interface import HypercallInterface
 from ringvisor.lifecycle import stream
 from ringvisor.lifecycle.stream import read_file, write_atomic
-from ringvisor.toolstack.config import DomainConfig
+from ringvisor.toolstack.config import DomainConfig, Disk
 from ringvisor.toolstack.saverestore import parse_stream
 from ringvisor.toolstack.xc import XcError
 from ringvisor.toolstack.xl import Toolstack, XlError
@@ -41,9 +41,10 @@ class Host:
         self.ts = Toolstack(HypercallInterface(self.hv), tmp)
         self.out: dict[str, bytearray] = {}
 
-    def create(self, name: str, paused: bool = False) -> int:
-        cfg = DomainConfig(name=name, kernel="kernel-pv", cmdline=PROGRAMS, memory=8,
-                           on_poweroff="preserve")
+    def create(self, name: str, paused: bool = False, cmdline: str = PROGRAMS,
+               disks: tuple = ()) -> int:
+        cfg = DomainConfig(name=name, kernel="kernel-pv", cmdline=cmdline, memory=8,
+                           on_poweroff="preserve", disks=list(disks))
         return self.listen(self.ts.create(cfg, paused=paused))
 
     def listen(self, domid: int) -> int:
@@ -139,6 +140,44 @@ def test_migrate_to_another_host_and_back_when_it_fails(alone, tmp_path):
     b.listen(b.ts.find("beta").domid)
     b.finish("beta")
     assert TIMING.sub(b"", bytes(a.out["beta"]) + bytes(b.out["beta"])) == alone
+
+
+@pytest.mark.parametrize("how,backend", [("restore", "dom0"), ("migrate", "hypervisor")])
+def test_a_domain_with_a_disk_reconnects_it_after_restore_and_migration(how, backend, tmp_path):
+    """blk writes generation 1 and reads it back; the domain is saved (restored on this
+    host) or migrated (to another) halfway through syscall:200; the next blk, on the
+    new back-end, finds generation 1 on the disk -- its first request went to the old
+    ring, got no answer, and blkfront connected to the new back-end and asked again."""
+    img = tmp_path / "xvda.img"
+    img.write_bytes(bytes(2048 * 512))
+    disks = (Disk(str(img), "raw", "xvda", "rw", backend),)
+    a = Host(tmp_path / "a")
+    a.create("delta", cmdline="run=blk,syscall:200,blk", disks=disks)
+    assert a.run(lambda: b"blk: a read past the end was refused" in a.out.get("delta", b""))
+    before = bytes(a.out.pop("delta"))
+    assert b"blk: wrote generation 1, read it back" in before
+    if how == "restore":
+        saved = []
+        a.ts.save("delta", lambda data, err: saved.append(data or err) or "destroy")
+        assert a.run(lambda: saved)
+        b = a
+        assert isinstance(saved[0], bytes), saved
+        b.listen(b.ts.restore(saved[0], "delta.save"))
+    else:
+        b = Host(tmp_path / "b")
+        res: dict = {}
+        a.ts.migrate("delta", ("127.0.0.1", b.ts.migrate_receive(("127.0.0.1", 0))),
+                     lambda err, r: res.update(err=err, r=r))
+        both(a, b, lambda: res)
+        assert res["err"] is None
+        b.listen(b.ts.find("delta").domid)
+    b.finish("delta")
+    after = bytes(b.out["delta"])
+    assert b"blk: generation 1 found and verified (40 sectors)\nblk: wrote generation 2" in after
+    assert b"init: 3 programs run, 0 failed" in after, after
+    vbd = b.ts.find("delta").disks[0]
+    assert vbd.state == XenbusState.Connected
+    assert b.ts.xs.read(f"{vbd.front}/state") == str(int(XenbusState.Connected))
 
 
 def test_the_context_covers_the_monitors_state():

@@ -25,7 +25,11 @@
  * of the data pages between requests, so the back-end holds access only
  * while a request is out.  A BLKIF_RSP_ERROR aborts the command the way a
  * disk does (status DRDY|ERR, error ABRT); a write past the end is aborted
- * before any data move, as QEMU's IDE does. */
+ * before any data move, as QEMU's IDE does.
+ *
+ * After xl restore or xl migrate the ring's back-end is gone: a request that
+ * gets no answer finds its event channel unbound, and the front-end connects
+ * to the new back-end and issues the request again (resumed(), below). */
 #include "pv.h"
 #include "pvfront.h"
 
@@ -35,6 +39,7 @@
 #define REF_RING 8                         /* the first entry after the reserved ones */
 #define REF_DATA 9
 #define WAIT_YIELDS 2000000u
+#define RESUME_CHECK 64u                    /* yields without a response before asking why */
 
 #define BSY 0x80
 #define DRDY 0x40
@@ -185,11 +190,36 @@ static int present(void)
     return state > 0 && !(select & 0x10);
 }
 
+/* Resumed on another back-end (xl restore, xl migrate)?  The domain is saved
+ * without its cooperation, so the front-end learns it when a response does
+ * not come: its event channel, bound to the old back-end's, came back
+ * unbound (an inter-domain channel cannot follow its peer: docs/xen.md), and
+ * the new back-end waits in InitWait.  Linux's blkfront learns it from the
+ * suspend hypercall's return and does what reconnect() does: blkfront_resume
+ * frees the old ring and channel, talk_to_blkback sets up new ones and says
+ * Initialised, and blkif_recover issues the requests that were out again. */
+static int resumed(void)
+{
+    struct evtchn_status s = { .dom = DOMID_SELF, .port = port };
+    return HYPERVISOR_event_channel_op(EVTCHNOP_status, &s) < 0
+           || s.status != EVTCHNSTAT_interdomain;
+}
+
+static int reconnect(void)
+{
+    struct evtchn_close c = { .port = port };
+    HYPERVISOR_event_channel_op(EVTCHNOP_close, &c);   /* the old one, unbound */
+    req_prod = rsp_cons = 0;
+    state = connect() == 0 ? 1 : -1;
+    return state > 0;
+}
+
 /* -- blkif requests ---------------------------------------------------------------- */
 static int16_t request(uint8_t op, uint32_t lba, uint32_t count)
 {
-    volatile struct blkif_request *r = (volatile struct blkif_request *)SLOT(req_prod);
     uint32_t segs = (count + 7) / 8;
+again:;
+    volatile struct blkif_request *r = (volatile struct blkif_request *)SLOT(req_prod);
     r->operation = op;
     r->nr_segments = (uint8_t)segs;
     r->handle = 0;
@@ -215,6 +245,11 @@ static int16_t request(uint8_t op, uint32_t lba, uint32_t count)
             rsp_cons++;
             RING->rsp_event = rsp_cons + 1;
             break;
+        }
+        if (i % RESUME_CHECK == RESUME_CHECK - 1 && resumed()) {
+            if (!reconnect())
+                return BLKIF_RSP_ERROR;     /* the new back-end refused: the disk is gone */
+            goto again;                     /* the request again, on the new ring */
         }
         pv_yield();
     }

@@ -14,7 +14,9 @@ memory --
   callbacks, kernel stack, pinned tables, the virtual PIC, the counters;
 - the start-of-day pages the hypervisor keeps for it (start_info,
   shared_info with the event channels' pending and mask bits and the time,
-  the boot stack) and its grant table's frames;
+  the boot stack) and its grant table's frames, and where it placed the
+  grant table's or the shared info's frames in its physmap (a front-end's
+  ``XENMEM_add_to_physmap``: put back at the same frames on restore);
 - its event channels (ports and bindings), its one-shot and periodic timers
   (as time left, since virtual time differs on another host), its ring
   parameters (``HVM_PARAM_*``), its memory figures and scheduler state.
@@ -26,20 +28,22 @@ rebuilt, as after any change of a physmap: the shadow page tables and the
 real GDT's copy of the guest's descriptors (the next context switch reloads
 both).  An inter-domain channel cannot follow its peer to another host: its
 port is saved *unbound*, waiting for the same peer domain, and the toolstack
-binds its back-ends again (xenconsoled, xenstored) on restore.  A domain
-that holds mappings of other domains' grants or frames cannot be saved
-(``-EBUSY``): they name frames of domains that do not move with it.
+binds its back-ends again (xenconsoled, xenstored) on restore; a front-end
+connects to its new back-end itself (blkfront: ``guests/pv/blkfront.c``).  A
+domain that holds mappings of other domains' grants or frames cannot be
+saved (``-EBUSY``): they name frames of domains that do not move with it.
 """
 
 from __future__ import annotations
 
-from ringvisor.abi import PV_BOOT_STACK_VA, Errno, EvtchnStat
+from ringvisor.abi import PV_BOOT_STACK_VA, DomId, Errno, EvtchnStat, MapSpace
 from ringvisor.hw.state import FpuState
 from ringvisor.lifecycle import codec
 from ringvisor.vmm import state as S
 from ringvisor.vmm.paravirt import HypercallError
 
 from .domain import State, VcpuContext
+from .memory import clear_entry, set_entry
 
 CONTEXT_VERSION = 1
 # the monitor's own state that names no machine frame (the rest is below, translated)
@@ -63,15 +67,46 @@ def _pages(m) -> dict[str, int]:
             "boot_stack": m.fixed[PV_BOOT_STACK_VA][0]}
 
 
+def _xen_placed(d, m) -> list[list] | None:
+    """Where the domain placed frames of its own that Xen keeps -- its grant table's
+    (a front-end's ``XENMEM_add_to_physmap``), its shared info -- as [gpfn, space,
+    index]; None if it holds another domain's frame (those do not move with it)."""
+    out = []
+    for gpfn, owner in sorted(d.foreign.items()):
+        mfn = d.p2m[gpfn]
+        if owner == DomId.XEN and mfn in d.grants.frames:
+            out.append([gpfn, int(MapSpace.grant_table), d.grants.frames.index(mfn)])
+        elif owner == DomId.XEN and mfn == m.si_phys >> 12:
+            out.append([gpfn, int(MapSpace.shared_info), 0])
+        else:
+            return None
+    return out
+
+
+def _place(hv, d, m, placed) -> None:
+    """Put the Xen frames back where the domain had placed them (over whatever frame
+    the toolstack populated there), as its physmap had them."""
+    for gpfn, space, idx in placed:
+        if space == MapSpace.grant_table:
+            mfn = d.grants.frames[int(idx)]
+        elif space == MapSpace.shared_info:
+            mfn = m.si_phys >> 12
+        else:
+            raise ValueError("a placed frame of an unknown space")
+        clear_entry(hv, d, int(gpfn))
+        set_entry(hv, d, int(gpfn), mfn, DomId.XEN)
+
+
 def get_context(hv, d) -> bytes:
     """The context of paused domain ``d`` (gethvmcontext)."""
     if not d.paused or not d.started or d.dead or d.privileged:
         _fail(Errno.EINVAL)
     if d is hv.current:
         _fail(Errno.EBUSY)                 # (a paused domain leaves the CPU at the next entry)
-    if d.foreign or d.grants.maptrack:
-        _fail(Errno.EBUSY)
     m, mem = d.monitor, hv.mem
+    placed = _xen_placed(d, m)
+    if placed is None or d.grants.maptrack:
+        _fail(Errno.EBUSY)
     ports = []
     for p in d.events.get_state()["ports"]:
         if p["state"] == EvtchnStat.interdomain:      # the peer does not come along
@@ -89,6 +124,7 @@ def get_context(hv, d) -> bytes:
         "timer": m.timer.get_state(),
         "pages": {name: mem.read(addr, PAGE) for name, addr in _pages(m).items()},
         "grant_frames": [mem.read(f << 12, PAGE) for f in d.grants.frames],
+        "xen_placed": placed,
         "vcpu": {"regs": list(c.regs), "eip": c.eip, "cs": c.cs, "eflags": c.eflags,
                  "ss": c.ss, "sregs": dict(c.sregs), "dr": list(c.extra.get("dr", [])),
                  "fpu": fpu.to_dict() if fpu is not None else None},
@@ -131,6 +167,7 @@ def _apply(hv, d, st: dict) -> None:
             _fail(Errno.EINVAL)
     for f, data in zip(d.grants.frames, grants):
         mem.write(f << 12, bytes(data).ljust(PAGE, b"\0")[:PAGE])
+    _place(hv, d, m, st.get("xen_placed", []))
     S.set_attrs(_Fields(m), st["monitor"])
     m.gdt_frames, m.pinned, m.params = gdt_frames, pinned, params
     m.cmdline, m.guest_ram = str(st["cmdline"]), int(st["guest_ram"])
