@@ -237,8 +237,7 @@ def test_every_monitor_guest_is_checked() -> None:
 # test_hw_guests.py): CR4.UMIP at ring 3 and ring 0, CR4.SMEP, RDTSCP's
 # IA32_TSC_AUX, under the monitors.  Under trapemu SGDT in the kernel with UMIP
 # clear runs at ring 1 without trapping and shows the monitor's GDT (Robin &
-# Irvine), and a kernel fetch from a user page under SMEP is not faulted yet
-# (docs/virtualization.md, Known limits): those two lines are left out there.
+# Irvine): that line is left out there.
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["trapemu", "bt"])
 def test_cpu_features_under_the_monitors(mode: str) -> None:
@@ -250,7 +249,7 @@ def test_cpu_features_under_the_monitors(mode: str) -> None:
     if mode == "trapemu":
         shown = [l for l in lines if l.startswith("umip=0 ring 0 sgdt")]
         assert shown and "base=0xffc00000" in shown[0]        # the monitor's GDT
-        skip = ("umip=0 ring 0 sgdt", "smep=1 ring 0 fetch from a user page")
+        skip = ("umip=0 ring 0 sgdt",)
         lines = [l for l in lines if not l.startswith(skip)]
         expected = [l for l in expected if not l.startswith(skip)]
     assert lines == expected

@@ -27,6 +27,7 @@ import iced_x86 as ix
 
 from ringvisor.hw.faults import DB, GP, HAS_ERROR_CODE, NAMES, TS, UD, CpuFault
 from ringvisor.hw.machine import Stop
+from ringvisor.hw.mmu import PF_I
 from ringvisor.hw.segments import Descriptor, check_segment_load, null_segment
 from ringvisor.hw.state import (CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_TS, CR4_DE, CR4_OSFXSR,
                                 CR4_OSXMMEXCPT, CR4_PCE, CR4_SMEP, CR4_TSD,
@@ -396,9 +397,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
 
     def real_control(self) -> None:
         """The real CR0 and CR4 for guest code (``MONITOR_CR0``, ``GUEST_CR4``)."""
-        v, st = self.vcpu, self.cpu.state
-        st.cr0 = MONITOR_CR0 | (v.cr0 & GUEST_CR0)
-        st.cr4 = v.cr4 & GUEST_CR4
+        v = self.vcpu
+        self.cpu.load_control(MONITOR_CR0 | (v.cr0 & GUEST_CR0), v.cr4 & GUEST_CR4)
 
     def stop(self, stop: Stop) -> None:
         """The guest is done (it shut down, or halted for good): the run ends."""
@@ -512,6 +512,13 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             self.traps["#PF (guest)"] += 1
             self.vcpu.cr2 = e.address
             self.deliver(f, 14, e.error_code, False, self.guest_eip(f))
+            return
+        if err & PF_I and not user and m.user and self.vcpu.cr4 & CR4_SMEP:
+            # the kernel fetched from a user page under its own SMEP (the real CR4 carries
+            # it): the guest's fault, P and I/D (SDM Vol. 3 §4.6.1, §4.7)
+            self.traps["#PF (guest)"] += 1
+            self.vcpu.cr2 = lin
+            self.deliver(f, 14, err & (PF_I | 1), False, self.guest_eip(f))
             return
         frame = m.phys & ~0xFFF
         if frame == APIC_PAGE and not self.gm.translated:
