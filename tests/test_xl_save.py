@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -100,7 +101,9 @@ def test_save_and_restore_continue_the_console(alone, tmp_path):
     assert all(m.name != "alpha" for m in a.ts.managed.values())
     assert a.hv.frames.nr_free > free + 8 * 256           # its memory went back
     before = bytes(a.out.pop("alpha"))
+    assert not a.run(lambda: False, 5_000_000)              # the host goes on (>= 50 ms)
     a.listen(a.ts.restore(read_file(path), str(path)))
+    its_time_continues(a, "alpha", read_file(path))
     a.finish("alpha")
     assert TIMING.sub(b"", before + bytes(a.out["alpha"])) == alone
     log = (a.ts.state_dir / "console" / "alpha.log").read_bytes()
@@ -178,6 +181,20 @@ def test_a_domain_with_a_disk_reconnects_it_after_restore_and_migration(how, bac
     vbd = b.ts.find("delta").disks[0]
     assert vbd.state == XenbusState.Connected
     assert b.ts.xs.read(f"{vbd.front}/state") == str(int(XenbusState.Connected))
+
+
+def its_time_continues(a: Host, name: str, saved: bytes) -> None:
+    """The restored domain's system time and TSC are where they were at the save, not
+    the host's (which went on for 50 ms meanwhile): Xen's save records the time base."""
+    from ringvisor.abi import SHARED_INFO
+    from ringvisor.lifecycle.codec import decode
+    at_save = decode(parse_stream(saved, "saved")[1])["time"]
+    m = a.dom(name).monitor
+    o = m.si_phys + SHARED_INFO.offset("vcpu_info[0].time")
+    _, _, tsc, system_ns = struct.unpack("<IIQQ", a.hv.mem.read(o, 24))
+    assert (system_ns, tsc) == (at_save["system_ns"], at_save["tsc"])
+    assert m.system_ns() == at_save["system_ns"] and m.guest_tsc() == at_save["tsc"]
+    assert a.hv.clock.now_ns() - system_ns >= 50_000_000     # it would have jumped so far
 
 
 def test_the_context_covers_the_monitors_state():

@@ -432,6 +432,8 @@ class Hypervisor:
         self.dying = [d for d in self.dying if d.domid in self.domains and d is nxt]
         self.current = nxt
         self.stats["context_switches"] += 1
+        # RDTSC reads the running domain's TSC (a restored one continues its own)
+        st.tsc_offset = nxt.monitor.tsc_offset if nxt is not None else 0
         if nxt is None:
             # the idle vCPU: flat ring-1 segments, an empty address space, halted
             install_flat(self.mem, self.base)

@@ -18,7 +18,9 @@ memory --
   grant table's or the shared info's frames in its physmap (a front-end's
   ``XENMEM_add_to_physmap``: put back at the same frames on restore);
 - its event channels (ports and bindings), its one-shot and periodic timers
-  (as time left, since virtual time differs on another host), its ring
+  (as time left, since virtual time differs on another host), its system
+  time and TSC (a restore sets the domain's offsets from the machine's clock
+  so that both continue from there, instead of jumping to this host's), its ring
   parameters (``HVM_PARAM_*``), its memory figures and scheduler state.
 
 No machine frame number leaves: a frame is named by its pseudo-physical
@@ -52,7 +54,7 @@ MONITOR_FIELDS = ("vcpu", "platform", "step_state", "shadow_at", "guest_halted",
                   "time_version", "watchpoints")
 # ... and the rest of the monitor's state, each carried in its own way below (or, the
 # shadows and the real GDT's copy, rebuilt); a test checks these cover the monitor's STATE
-TRANSLATED = ("events", "gdt_frames", "pinned", "timer")
+TRANSLATED = ("events", "gdt_frames", "pinned", "timer", "time_offset_ns", "tsc_offset")
 REBUILT = ("shadow", "gdt")
 PAGE = 0x1000
 
@@ -122,6 +124,9 @@ def get_context(hv, d) -> bytes:
         "params": dict(m.params), "cmdline": m.cmdline, "guest_ram": m.guest_ram,
         "events": {**d.events.get_state(), "ports": ports},
         "timer": m.timer.get_state(),
+        # its clock as it read at the save: a restore continues it (Xen's save records
+        # the time base), where the machine's clock there may be anywhere
+        "time": {"system_ns": m.system_ns(), "tsc": m.guest_tsc()},
         "pages": {name: mem.read(addr, PAGE) for name, addr in _pages(m).items()},
         "grant_frames": [mem.read(f << 12, PAGE) for f in d.grants.frames],
         "xen_placed": placed,
@@ -175,6 +180,10 @@ def _apply(hv, d, st: dict) -> None:
     for name, addr in _pages(m).items():
         mem.write(addr, bytes(pages[name]))
     d.events.set_state(st["events"])
+    t = st.get("time")
+    if t is not None:
+        m.time_offset_ns = hv.clock.now_ns() - int(t["system_ns"])
+        m.tsc_offset = int(t["tsc"]) - (hv.cpu.tsc() - hv.cpu.state.tsc_offset)
     m.timer.set_state(st["timer"])
     v = st["vcpu"]
     extra = {"dr": [int(x) for x in v["dr"]]} if v["dr"] else {}
@@ -189,7 +198,7 @@ def _apply(hv, d, st: dict) -> None:
     d.nr_ram_pages, d.max_pages = int(dom["nr_ram_pages"]), int(dom["max_pages"])
     d.cpu_time_ns = int(dom["cpu_time_ns"])
     d.state = State.BLOCKED if dom["blocked"] else State.RUNNABLE
-    m.update_time()                        # this host's time in shared_info
+    m.update_time()                        # its own time (above) in shared_info
     hv.forget_mappings(d)
     d.started = True
 

@@ -78,11 +78,31 @@ class DomainMonitor(ParaVirt):
         self.io_privileged = dom.io_privileged
         self.argmem = None                      # the toolstack's memory while it calls
         self.params: dict[int, int] = {}        # HVM_PARAM_* the toolstack set
+        # what this domain's clock and TSC lag the machine's: 0 unless it was restored
+        # (hypervisor/domsave.py), when they continue from where they were saved
+        self.time_offset_ns = 0
+        self.tsc_offset = 0
+
+    STATE = ParaVirt.STATE + ("time_offset_ns", "tsc_offset")
 
     @property
     def caller(self):
         """The domain on whose behalf a hypercall runs (Domain 0 for the toolstack's)."""
         return self.dom
+
+    # -- its time: the machine's, less what it missed while saved ----------------------------
+    def system_ns(self) -> int:
+        return self.machine.clock.now_ns() - self.time_offset_ns
+
+    def guest_tsc(self) -> int:
+        # the CPU's TSC offset is the running domain's (the context switch sets it)
+        st = self.cpu.state
+        return (self.cpu.tsc() - st.tsc_offset + self.tsc_offset) & 0xFFFFFFFFFFFFFFFF
+
+    def _timer(self, timeout: int) -> None:
+        """The guest's deadlines are in its own system time; the timer runs on the
+        machine's."""
+        super()._timer(timeout + self.time_offset_ns if timeout else 0)
 
     # -- the start of day ----------------------------------------------------------------
     def start_info(self) -> dict:

@@ -205,8 +205,17 @@ class ParaVirt(Monitor):
         o = self.si_phys + SHARED_INFO.offset("vcpu_info[0].time")
         mul, shift = self.time_scale
         self.time_version += 2
-        self.mem.write(o, struct.pack("<IIQQIbB2x", self.time_version, 0, self.cpu.tsc(),
-                                      self.machine.clock.now_ns(), mul, shift, 0))
+        self.mem.write(o, struct.pack("<IIQQIbB2x", self.time_version, 0, self.guest_tsc(),
+                                      self.system_ns(), mul, shift, 0))
+
+    def system_ns(self) -> int:
+        """The guest's system time, in ns: the machine's clock (a domain restored on a
+        hypervisor counts from where it was saved: ``hypervisor/pvdomain.py``)."""
+        return self.machine.clock.now_ns()
+
+    def guest_tsc(self) -> int:
+        """What the guest's RDTSC reads now."""
+        return self.cpu.tsc()
 
     def guest_if(self, value: bool | None = None) -> bool:
         # the virtual IF is the event mask in shared memory, which the guest flips itself
