@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .layout import MLIN
 from .vcpu import CR0_WP, CR4_PSE, VirtualCpu
 
 P, W, U, A, D, PS = 1, 2, 4, 0x20, 0x40, 0x80
+PAGE = 0xFFFFF000
 
 
 class GuestPageFault(Exception):
@@ -51,6 +53,23 @@ class GuestMemory:
         # pages the monitor itself places at fixed linear addresses (para-virtualization's
         # start_info and shared_info): linear page -> (machine address, writable)
         self.fixed: dict[int, tuple[int, bool]] = {}
+        # the real MMU and the shadow paging whose tables it walks, when the monitor runs
+        # the guest on shadows (``use_tlb``): the real TLB answers for a page first
+        self.mmu = None
+        self.shadow = None
+
+    def use_tlb(self, mmu, shadow) -> None:
+        """Look guest pages up in the real TLB before walking the guest's tables.
+
+        An entry there came from the current shadow, and a shadow entry exists only
+        once a walk of the guest's tables allowed that kind of access and set the
+        accessed bit (and, for a write entry, the dirty bit); every store to a guest
+        table drops the shadow entries it defined and their TLB entries with them.
+        So a hit is what the walk would find, without the walk, as the processor's own
+        implicit accesses (its IDT, GDT, TSS reads and frame pushes) use its TLB (SDM
+        Vol. 3 §4.10.2).  Only while the current shadow is the one loaded: a
+        hypervisor may reach a guest whose address space is not."""
+        self.mmu, self.shadow = mmu, shadow
 
     @property
     def translated(self) -> bool:
@@ -118,6 +137,12 @@ class GuestMemory:
         return self.mem.read32(addr)
 
     def phys(self, lin: int, write: bool = False, user: bool = False) -> int:
+        mmu = self.mmu
+        if mmu is not None and lin < MLIN and mmu.state.cr3 & PAGE == self.shadow.root.pd:
+            d = ((mmu.tw_u if user else mmu.tw_s) if write else
+                 (mmu.tr_u if user else mmu.tr_s)).get(lin & PAGE)
+            if d is not None:
+                return lin + d
         hit = self.fixed.get(lin & 0xFFFFF000) if self.fixed else None
         if hit is not None:
             if user or (write and not hit[1]):

@@ -106,6 +106,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
                                         machine if self.virtual_apic else None, self.name)
         self.shadow = ShadowPaging(self.cpu, self.mem, self.base, frames=shadow_pool)
         self.gdt = GuestGdt(self)
+        self.gm.use_tlb(self.cpu.mmu, self.shadow)
         self.traps: Counter[str] = Counter()
         self.emulated: Counter[str] = Counter()
         self.stats = Counter()
