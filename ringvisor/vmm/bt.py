@@ -122,7 +122,7 @@ class BinaryTranslation(Translator, Monitor):
         tc.stats["lookups"] += 1
         u = tc.units.get(eip)
         if u is not None:
-            frame = self.frame_of(eip)
+            frame = self.frame_of(eip, fetch=True)
             if frame == u.phys >> 12:
                 tc.stats["hits"] += 1
                 return u

@@ -98,10 +98,17 @@ def _emulated(ins: ix.Instruction) -> bool:
 class Translator:
     """Making units (mixed into ``BinaryTranslation``)."""
 
-    def frame_of(self, lin: int) -> int | None:
+    def frame_of(self, lin: int, fetch: bool = False) -> int | None:
         """The guest frame linear ``lin`` maps now (None: not present), as a fetch would
-        find it, without setting accessed bits."""
+        find it, without setting accessed bits -- unless ``fetch``: the guest is about
+        to run there, and the walk is the fetch's (accessed bits set, the page then in
+        the real TLB, where the next look finds it)."""
+        p = self.gm.cached(lin)
+        if p is not None:
+            return p >> 12
         try:
+            if fetch:
+                return self.gm.phys(lin) >> 12
             return self.gm.translate(lin, False, False, set_bits=False).phys >> 12
         except (GuestPageFault, GuestBadFrame):
             return None

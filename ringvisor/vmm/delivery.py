@@ -24,6 +24,11 @@ from .guestmem import GuestPageFault
 
 TF, NT, RF, VM = 1 << 8, 1 << 14, 1 << 16, 1 << 17
 
+# The outcome of reading a guest gate, keyed by its eight bytes and what the checks
+# depend on (vector, software or not, CPL): the IDT is read at every delivery, so
+# a change to a gate is seen at once; only the decoding and the checks are cached.
+_GATES: dict[tuple[int, int, bool, int], tuple[int, int, bool]] = {}
+
 
 class Delivery:
     """Entering the guest's handlers (mixed into ``Monitor``)."""
@@ -84,14 +89,38 @@ class Delivery:
         if vector * 8 + 7 > v.idt_limit:
             raise CpuFault(GP, vector * 8 + 2 + (0 if soft else 1))
         addr = (v.idt_base + vector * 8) & 0xFFFFFFFF
-        gate = Descriptor(int.from_bytes(self.gm.read(addr, 8), "little"), addr)
+        raw = int.from_bytes(self.gm.read(addr, 8), "little")
+        key = (raw, vector, soft, v.cpl)
+        hit = _GATES.get(key)
+        if hit is not None:
+            return hit
+        gate = Descriptor(raw, addr)
         check_gate(gate, vector, soft, v.cpl)
         if gate.type == TASK_GATE:
             raise MonitorStop(f"{self.name}: a task gate in the guest IDT (vector {vector:#x}): "
                               "hardware task switching is not virtualized")
         if gate.type in (INT_GATE16, TRAP_GATE16):
             raise MonitorStop(f"{self.name}: a 16-bit gate in the guest IDT (vector {vector:#x})")
-        return gate.gate_selector, gate.gate_offset, gate.type == INT_GATE32
+        if len(_GATES) > 4096:          # a guest writing random tables cannot grow it
+            _GATES.clear()
+        hit = _GATES[key] = (gate.gate_selector, gate.gate_offset, gate.type == INT_GATE32)
+        return hit
+
+    def soft_interrupt_length(self, f: Frame, vector: int) -> int:
+        """The length of the INT n, INT3 or INTO at the frame's CS:EIP that raised
+        #GP(``vector``, IDT) (its gate's DPL refused it): ``CD n``, ``CC`` and ``CE`` are
+        read as they are (EIP is the instruction's first byte, so there is no prefix
+        before them); anything else is decoded."""
+        lin = (self.real_descriptor_base(f.cs) + f.eip) & 0xFFFFFFFF
+        try:
+            b = self.gm.read(lin, 1 if lin & 0xFFF == 0xFFF else 2, f.user)
+        except GuestPageFault:
+            b = b""
+        if len(b) == 2 and b[0] == 0xCD and b[1] == vector:
+            return 2
+        if b[:1] == b"\xCC" and vector == 3 or b[:1] == b"\xCE" and vector == 4:
+            return 1
+        return self.fetch(f).len
 
     def enter_guest_handler(self, f: Frame, sel: int, offset: int, interrupt_gate: bool,
                             err: int | None, ret: int, ext: int) -> None:

@@ -14,8 +14,13 @@ import struct
 from . import layout as L
 
 
+def base_of(raw: int) -> int:
+    """The base address of descriptor ``raw``."""
+    return ((raw >> 16) & 0xFFFFFF) | ((raw >> 56) & 0xFF) << 24
+
+
 def _fields(raw: int) -> tuple[int, int, int, int]:
-    base = ((raw >> 16) & 0xFFFFFF) | ((raw >> 56) & 0xFF) << 24
+    base = base_of(raw)
     limit = (raw & 0xFFFF) | ((raw >> 48) & 0xF) << 16
     access = (raw >> 40) & 0xFF
     flags = (raw >> 52) & 0xF

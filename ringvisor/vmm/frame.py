@@ -14,6 +14,8 @@ import struct
 
 from . import layout as L
 
+_FIVE, _SIX = struct.Struct("<5I"), struct.Struct("<6I")      # (error code first)
+
 
 class Frame:
     __slots__ = ("cpu", "phys_top", "err", "eip", "cs", "eflags", "esp", "ss")
@@ -21,13 +23,13 @@ class Frame:
     def __init__(self, cpu, monitor_base: int, has_error: bool) -> None:
         self.cpu = cpu
         self.phys_top = monitor_base + L.STACK_TOP
-        n = 6 if has_error else 5
-        vals = struct.unpack_from(f"<{n}I", cpu.mem.read(self.phys_top - 4 * n, 4 * n))
         if has_error:
-            self.err, vals = vals[0], vals[1:]
+            (self.err, self.eip, self.cs, self.eflags, self.esp,
+             self.ss) = _SIX.unpack(cpu.mem.read(self.phys_top - 24, 24))
         else:
             self.err = None
-        self.eip, self.cs, self.eflags, self.esp, self.ss = vals
+            self.eip, self.cs, self.eflags, self.esp, self.ss = \
+                _FIVE.unpack(cpu.mem.read(self.phys_top - 20, 20))
         self.cs &= 0xFFFF
         self.ss &= 0xFFFF
         cpu.state.regs[4] = self.esp
@@ -39,7 +41,7 @@ class Frame:
     def resume(self) -> None:
         cpu = self.cpu
         self.esp = cpu.state.regs[4]
-        cpu.mem.write(self.phys_top - 20, struct.pack("<5I", self.eip, self.cs, self.eflags,
-                                                      self.esp, self.ss))
+        cpu.mem.write(self.phys_top - 20, _FIVE.pack(self.eip, self.cs, self.eflags,
+                                                     self.esp, self.ss))
         cpu.state.regs[4] = L.MLIN + L.STACK_TOP - 20
         cpu.iret()

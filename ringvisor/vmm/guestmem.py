@@ -148,11 +148,34 @@ class GuestMemory:
             if user or (write and not hit[1]):
                 raise GuestPageFault(lin, (2 if write else 0) | (4 if user else 0) | 1)
             return hit[0] + (lin & 0xFFF)
-        p = self.translate(lin, write, user).phys
+        m = self.translate(lin, write, user)
+        p = m.phys
         if self.p2m is None and p >= self.ram_size:
             raise GuestBadFrame(f"guest linear {lin:#010x} maps physical {p:#x}, beyond the "
                                 f"guest's {self.ram_size >> 20} MiB")
+        if mmu is not None and not write and lin < MLIN and \
+                mmu.state.cr3 & PAGE == self.shadow.root.pd:
+            self._fill(lin, m)
         return p
+
+    def _fill(self, lin: int, m: Mapping) -> None:
+        """After a walk for a read: the shadow entry (as a guest read there would have
+        made it) and the real TLB entry, so that the next read of the page is a hit.
+        Pages the guest's code never touches itself (its IDT, its TSS) are read at
+        every entry into the monitor."""
+        writable = (m.writable or (not self.vcpu.cr0 & CR0_WP and not m.user)) and m.dirty
+        self.shadow.install(lin, m.phys & PAGE, m.user, writable, m.pde_addr, m.pte_addr)
+        self.mmu.walk(lin, False, False)
+
+    def cached(self, lin: int) -> int | None:
+        """The machine address a supervisor read at ``lin`` would reach, if the real TLB
+        holds the page (``use_tlb``), without a walk or any accessed bit; else None."""
+        mmu = self.mmu
+        if mmu is not None and lin < MLIN and mmu.state.cr3 & PAGE == self.shadow.root.pd:
+            d = mmu.tr_s.get(lin & PAGE)
+            if d is not None:
+                return lin + d
+        return None
 
     def peek(self, lin: int) -> int:
         """The guest physical address of ``lin`` as the guest's tables map it, for a
@@ -169,6 +192,8 @@ class GuestMemory:
 
     # -- accesses ------------------------------------------------------------------------
     def read(self, lin: int, n: int, user: bool = False) -> bytes:
+        if (lin & 0xFFF) + n <= 0x1000:
+            return self.mem.read(self.phys(lin, False, user), n)
         out = bytearray()
         while n:
             chunk = min(n, 0x1000 - (lin & 0xFFF))

@@ -215,7 +215,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
                 raw = self.guest_descriptor(sel) or 0
             except (GuestPageFault, GuestBadFrame):
                 pass
-        return D._fields(raw)[0]
+        return D.base_of(raw)
 
     # -- entries ------------------------------------------------------------------------------
     def _entry(self, cpu) -> None:
@@ -355,7 +355,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             # INT n through a gate of lower privilege: every real gate but the callouts
             # is DPL 0, so every software interrupt the guest executes itself arrives
             # here (the guest's own gate decides)
-            self.soft_interrupt(f, err >> 3, self.fetch(f).len)
+            self.soft_interrupt(f, err >> 3, self.soft_interrupt_length(f, err >> 3))
             return
         if err & 0xFFFC and not err & 3:
             # a segment load on a real GDT entry the monitor keeps poisoned (``gdt``)
