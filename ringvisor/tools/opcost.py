@@ -18,7 +18,7 @@ import sys
 
 from ringvisor.guests.build import image_path
 from ringvisor.hw.machine import read_image
-from ringvisor.vmbench import ITERS, NANO, LMBENCH, TIMING, _bracket
+from ringvisor.vmbench import LMBENCH, NANO, TIMING, _bracket
 from ringvisor.vmm.runner import create_vm
 
 MODES = ("native", "trapemu", "bt", "paravirt")
@@ -32,7 +32,6 @@ def count(name: str, mode: str, iters: int) -> tuple[float, float]:
                      engine="jit", output=out.extend)
     ops = calls = 0
     reads: list[tuple[int, int, int]] = []
-    m.cpu.tsc_probe = lambda t: reads.append((t, ops, calls))
 
     def local(frame, event, arg):
         nonlocal ops
@@ -46,7 +45,18 @@ def count(name: str, mode: str, iters: int) -> tuple[float, float]:
         frame.f_trace_opcodes = True
         return local
 
-    sys.settrace(on_call)
+    def probe(t: int) -> None:
+        if not reads:
+            # the workload's first RDTSC: trace from here on (the boot is not measured),
+            # the frames already running included
+            f = sys._getframe(1)
+            while f is not None:
+                f.f_trace, f.f_trace_opcodes = local, True
+                f = f.f_back
+            sys.settrace(on_call)
+        reads.append((t, ops, calls))
+
+    m.cpu.tsc_probe = probe
     try:
         stop = m.run(2_000_000_000)
     finally:
@@ -79,7 +89,7 @@ def main(argv: list[str]) -> int:
         return 2
     base = None
     for mode in modes:
-        ops, calls = count(name, mode, min(iters, ITERS.get(name, iters) * 10))
+        ops, calls = count(name, mode, iters)
         base = base or (ops if mode == "native" else None)
         ratio = f"  ({ops / base:.2f}x native)" if base else ""
         print(f"{name} {mode:9s} {ops:9.0f} bytecodes/op {calls:7.0f} calls/op{ratio}", flush=True)

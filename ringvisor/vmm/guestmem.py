@@ -57,6 +57,7 @@ class GuestMemory:
         # the guest on shadows (``use_tlb``): the real TLB answers for a page first
         self.mmu = None
         self.shadow = None
+        self.tlb_stale = False    # a single-stepped store may have changed a guest table
 
     def use_tlb(self, mmu, shadow) -> None:
         """Look guest pages up in the real TLB before walking the guest's tables.
@@ -138,9 +139,12 @@ class GuestMemory:
 
     def phys(self, lin: int, write: bool = False, user: bool = False) -> int:
         mmu = self.mmu
-        if mmu is not None and lin < MLIN and mmu.state.cr3 & PAGE == self.shadow.root.pd:
-            d = ((mmu.tw_u if user else mmu.tw_s) if write else
-                 (mmu.tr_u if user else mmu.tr_s)).get(lin & PAGE)
+        if mmu is not None and lin < MLIN and not (write and user) and not self.tlb_stale \
+                and mmu.state.cr3 & PAGE == self.shadow.root.pd:
+            # (not a user write: while the monitor single-steps a kernel store into a page
+            # it keeps read-only, the shadow entry is writable for that one instruction,
+            # and a user write entry can come of it)
+            d = (mmu.tw_s if write else mmu.tr_u if user else mmu.tr_s).get(lin & PAGE)
             if d is not None:
                 return lin + d
         hit = self.fixed.get(lin & 0xFFFFF000) if self.fixed else None
@@ -153,7 +157,7 @@ class GuestMemory:
         if self.p2m is None and p >= self.ram_size:
             raise GuestBadFrame(f"guest linear {lin:#010x} maps physical {p:#x}, beyond the "
                                 f"guest's {self.ram_size >> 20} MiB")
-        if mmu is not None and not write and lin < MLIN and \
+        if mmu is not None and not write and lin < MLIN and not self.tlb_stale and \
                 mmu.state.cr3 & PAGE == self.shadow.root.pd:
             self._fill(lin, m)
         return p
@@ -171,7 +175,8 @@ class GuestMemory:
         """The machine address a supervisor read at ``lin`` would reach, if the real TLB
         holds the page (``use_tlb``), without a walk or any accessed bit; else None."""
         mmu = self.mmu
-        if mmu is not None and lin < MLIN and mmu.state.cr3 & PAGE == self.shadow.root.pd:
+        if mmu is not None and lin < MLIN and not self.tlb_stale and \
+                mmu.state.cr3 & PAGE == self.shadow.root.pd:
             d = mmu.tr_s.get(lin & PAGE)
             if d is not None:
                 return lin + d

@@ -73,6 +73,7 @@ class Stepping:
         self.step = None if d is None else Step(
             int(d["cs"]), int(d["eip"]), bool(d["guest_tf"]), int(d["pushf"]),
             {int(p): (int(fr), b) for p, fr, b in d["pages"]}, [int(x) for x in d["sels"]])
+        self.gm.tlb_stale = self.step is not None and bool(self.step.pages)
 
     def begin_step(self, f: Frame) -> Step:
         """The step of the instruction at the frame's CS:EIP (the one under way, if any)."""
@@ -100,6 +101,9 @@ class Stepping:
         if page not in s.pages:
             s.pages[page] = (frame, self.mem.read(frame, 0x1000) if tracked else None)
             self.shadow.set_writable(page, True)
+            # the store may rewrite a table the real TLB's entries came from, which the
+            # shadow learns only when the step closes: until then the monitor walks
+            self.gm.tlb_stale = True
 
     def open_entry(self, f: Frame, sel: int) -> None:
         self.begin_step(f).sels.append(sel)
@@ -139,6 +143,7 @@ class Stepping:
                     for off in range(0, 0x1000, 4):
                         if after[off:off + 4] != before[off:off + 4]:
                             self.guest_written(frame + off, 4)
+        self.gm.tlb_stale = False
         for sel in s.sels:
             self.gdt.loaded(sel)
         if trap and s.pushf and not s.guest_tf:
