@@ -70,6 +70,9 @@ class Cpu:
         self.bound = 0                    # run's bound (shorten() may bring it forward)
         self.stop_requested = False       # a device asked the machine to stop (debug exit, reset)
         self.acknowledge = lambda: 0      # the INTA cycle: returns the vector (None: nothing)
+        # (CS selector, EIP) -> what the x87 records as its last instruction's pointer
+        # (None: the real ones; a binary translator maps its code back to the guest's)
+        self.fpu_origin = None
         # FERR#, the x87's error output (CR0.NE=0): the PC routes it to IRQ 13 unless the
         # chipset holds IGNNE# (set by a write to port 0xF0, see devices/coprocessor.py)
         self.ferr_line = lambda level: None
@@ -255,6 +258,11 @@ class Cpu:
     def connect_interrupt_controller(self, acknowledge) -> None:
         """Who answers the INTA cycle with a vector (the PIC, or a monitor in front of it)."""
         self.acknowledge = acknowledge
+
+    def connect_fpu_origin(self, origin) -> None:
+        """Who says which guest instruction x87 code at (CS, EIP) stands for, for the
+        last-instruction pointer FSTENV, FSAVE and FXSAVE store (None: itself)."""
+        self.fpu_origin = origin
 
     def tlb_flush(self) -> None:
         self.mmu.flush()

@@ -112,8 +112,10 @@ def begin(cpu, waiting: bool = True) -> FpuState:
 
 def note(fpu: FpuState, cpu, d: Insn, off: int = 0) -> None:
     """Record the last non-control instruction and its operand (FSTENV/FXSAVE report them)."""
-    fpu.fip = d.eip
-    fpu.fcs = cpu.state.segs[CS].selector
+    if cpu.fpu_origin is None:
+        fpu.fip, fpu.fcs = d.eip, cpu.state.segs[CS].selector
+    else:
+        fpu.fcs, fpu.fip = cpu.fpu_origin(cpu.state.segs[CS].selector, d.eip)
     fpu.fop = d.fop
     if d.mem:
         fpu.fdp = off

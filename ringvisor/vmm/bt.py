@@ -73,6 +73,8 @@ class BinaryTranslation(Translator, Monitor):
         self.debug_breakpoints: set[int] = set()             # guest EIPs a debugger stops at ...
         self.debug_tc: set[int] = set()                      # ... and the units that start there
         self.checked_breaks: frozenset[int] = frozenset()    # the guest's, as units were split
+        # translated x87 code records the guest's instruction as its last (FSTENV & co.)
+        self.cpu.connect_fpu_origin(self.fpu_origin)
 
     # -- how guest kernel code runs ---------------------------------------------------
     def kernel_entry(self, eip: int) -> int:
@@ -243,6 +245,13 @@ class BinaryTranslation(Translator, Monitor):
         return False
 
     # -- the guest view: guest addresses, not the translation cache's -----------------------
+    def fpu_origin(self, cs: int, eip: int) -> tuple[int, int]:
+        """The x87's last-instruction pointer for code at ``cs:eip``: translated kernel
+        code stands for the guest's instruction, in the guest's code segment."""
+        if cs == L.SEL_TCODE:
+            return self.vcpu.cs, self.view_eip(eip, cs)
+        return cs, eip
+
     def view_eip(self, eip: int, cs: int) -> int:
         if cs == L.SEL_TCODE:
             g = self.tc.guest_eip(eip)

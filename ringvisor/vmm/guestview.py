@@ -353,11 +353,10 @@ class MonitorView(GuestView):
 
     def fpu_shown(self):
         """The x87 state with its last instruction's pointer (FCS:FIP, which the processor
-        records as it executes) the guest's: under binary translation the translated
-        code's address maps back to the guest's, and a selector of the guest kernel's
-        code -- ring-compressed, or the translation cache's -- is the one it loaded.
-        (The guest's own FNSTENV and FXSAVE still store the real pointer: see
-        docs/virtualization.md.)"""
+        records as it executes) the guest's: a selector of the guest kernel's code --
+        ring-compressed, or the translation cache's in a state recorded before bt
+        mapped its code back (``BinaryTranslator.fpu_origin``) -- is the one it loaded.
+        (The guest's own FNSTENV under trapemu stores RPL 1: docs/virtualization.md.)"""
         fpu = copy.copy(self.cpu.state.fpu)
         fpu.fip = self.mon.view_eip(fpu.fip, fpu.fcs)
         if fpu.fcs == L.SEL_TCODE:

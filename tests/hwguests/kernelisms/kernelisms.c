@@ -64,6 +64,22 @@ static void fpu_row(const char *what, u32 cr0_bits)
     }
 }
 
+/* FSTENV's last-instruction pointer (SDM Vol. 1 §8.1.8, figure 8-9): the address of
+ * the last non-control x87 instruction and the CS it ran in */
+static void fip_check(void)
+{
+    u32 env[7], at;
+    u16 cs;
+    __asm__ volatile("fninit\n\t"
+                     "movl $fip%=, %1\n"
+                     "fip%=:\tfld1\n\t"
+                     "fnstenv %0\n\t"
+                     "fstp %%st(0)" : "=m"(env), "=r"(at) :: "memory");
+    __asm__ volatile("mov %%cs, %0" : "=r"(cs));
+    kprintf("fnstenv after fld1: fip=+%u fcs=%s\n", env[3] - at,
+            (u16)env[4] == cs ? "cs" : "not cs");
+}
+
 int main(void)
 {
     kprintf("kernelisms: start\n");
@@ -106,6 +122,7 @@ int main(void)
     kprintf("user fnop with TS: #%u eip=+%u\n", rt_ring_frame.vector,
             rt_ring_frame.eip - (u32)user_fnop_insn);
     write_cr0(read_cr0() & ~0xeu);
+    fip_check();
 
     kprintf("kernelisms: done\n");
     return 0;
