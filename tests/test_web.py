@@ -67,6 +67,20 @@ def small_tree(store: Path) -> None:
         tree.create(name, m, mon, description=f"at {n}")
 
 
+def first_look(vm, url: str, deadline: float) -> dict:
+    """The live document, once the VM's server answers (the VM must not die first); it
+    follows the documented schema."""
+    while True:
+        try:
+            live = fetch(url)
+            break
+        except OSError:
+            assert vm.poll() is None and time.monotonic() < deadline, vm.stderr.read()
+            time.sleep(0.1)
+    jsonschema.validate(live, json.loads(SCHEMA.read_text()))
+    return live
+
+
 def test_live_view_in_chromium(tmp_path):
     port = free_port()
     small_tree(tmp_path / "store")
@@ -79,14 +93,7 @@ def test_live_view_in_chromium(tmp_path):
     try:
         url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                live = fetch(url)
-                break
-            except OSError:
-                assert vm.poll() is None and time.monotonic() < deadline, vm.stderr.read()
-                time.sleep(0.1)
-        jsonschema.validate(live, json.loads(SCHEMA.read_text()))
+        live = first_look(vm, url, deadline)
         assert live["vm"]["mode"] == "paravirt" and live["vm"]["status"] == "running"
         # on a loaded machine the guest may get little time: wait until it has booted
         # (its timer events flow), and between the two looks until it has moved on
@@ -122,14 +129,7 @@ def test_live_view_of_hvm_in_chromium(tmp_path):
     try:
         url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + 180
-        while True:
-            try:
-                live = fetch(url)
-                break
-            except OSError:
-                assert vm.poll() is None and time.monotonic() < deadline, vm.stderr.read()
-                time.sleep(0.1)
-        jsonschema.validate(live, json.loads(SCHEMA.read_text()))
+        live = first_look(vm, url, deadline)
         while not fetch(url)["highlights"]["exits"]:
             assert vm.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
