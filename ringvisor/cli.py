@@ -185,6 +185,15 @@ def build_parser() -> Parser:
                    help="a raw disk image as the ATA disk on the primary IDE channel (QEMU's "
                         "-drive file=PATH,format=raw,if=ide)")
     r.add_argument("--disk-ro", action="store_true", help="the disk is read-only")
+    r.add_argument("--virtio-disk", metavar="PATH",
+                   help="a raw disk image as a legacy virtio-blk device on PCI bus 0 (QEMU's "
+                        "-device virtio-blk-pci,disable-modern=on,drive=...); the teaching "
+                        "kernel uses it instead of the ATA disk")
+    r.add_argument("--virtio-disk-ro", action="store_true", help="the virtio disk is read-only")
+    r.add_argument("--virtio-console", action="store_true",
+                   help="a legacy virtio console on PCI bus 0 (QEMU's virtio-serial-pci with a "
+                        "virtconsole): it shares COM1's terminal, and the teaching kernel's "
+                        "console goes through it")
     _console_args(r)
     _stop_args(r)
     _record_args(r)
@@ -495,11 +504,28 @@ def cmd_run(args) -> int:
         from ringvisor.vmm.hvm import NOT_SAVED
         raise ConfigError(f"{NOT_SAVED} (no --save, --snapshot, --record, --incoming or "
                           "--migrate-to)")
+    _check_virtio_args(args)
     m, mon = create_vm(image, args.mode, args.append, args.mem, args.engine, mods,
                        image_name=kernel, output=con.output, pace=con.pace,
                        keep_source=bool(con.trace), serial_ports=con.serial_ports,
-                       disk=args.disk, disk_readonly=args.disk_ro, cpus=args.smp)
+                       disk=args.disk, disk_readonly=args.disk_ro, cpus=args.smp,
+                       virtio_disk=args.virtio_disk, virtio_disk_readonly=args.virtio_disk_ro,
+                       virtio_console=args.virtio_console)
     return _run_and_keep(args, con, m, mon, kernel, args.append)
+
+
+def _check_virtio_args(args) -> None:
+    """The virtio devices are not in a saved VM's description yet: a VM with them cannot
+    be saved, recorded, snapshotted or migrated (its destination would lack them)."""
+    if args.virtio_disk_ro and not args.virtio_disk:
+        raise ConfigError("--virtio-disk-ro goes with --virtio-disk PATH")
+    if not (args.virtio_disk or args.virtio_console):
+        return
+    kept = [o for o, v in (("--save", args.save), ("--record", getattr(args, "record", None)),
+                           ("--snapshot", getattr(args, "snapshot", None)),
+                           ("--migrate-to", getattr(args, "migrate_to", None))) if v]
+    if kept:
+        raise ConfigError(f"a VM with virtio devices cannot be kept yet: no {', '.join(kept)}")
 
 
 def _check_kvm_args(args) -> None:

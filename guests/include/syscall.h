@@ -23,7 +23,8 @@
 #define SYS_disk      17  /* disk(op, lba, buf, count): DISK_* below */
 #define NSYSCALLS     18
 
-/* disk operations (the ATA disk of the primary IDE channel):
+/* disk operations (the virtio disk if there is one, else the ATA disk of the
+ * primary IDE channel):
  * DISK_SIZE -> sectors (-1: no disk); READ/WRITE count (1..256) 512-byte
  * sectors at lba -> 0 (-1: refused); FLUSH -> 0 (-1: refused). */
 #define DISK_SIZE  0

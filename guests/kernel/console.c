@@ -1,7 +1,9 @@
 /* Serial console (COM1, 16550A): output by polling the transmitter,
  * input interrupt-driven (IRQ4) into a ring buffer that read() drains.
  * When the ring is full the receive interrupt is switched off so the
- * UART (and the host behind it) holds the data back: no byte is lost. */
+ * UART (and the host behind it) holds the data back: no byte is lost.
+ * With a virtio console on the PCI bus (vcons.c), the console is that
+ * device instead, from the first line the kernel prints. */
 #include "kernel.h"
 
 #define COM1      0x3F8
@@ -38,6 +40,10 @@ void serial_init(void)
 
 void serial_enable_rx_irq(void)
 {
+    if (vcons_present()) {
+        vcons_start_rx();
+        return;
+    }
     rx_irq_on = 1;
     outb(COM1 + UART_IER, 0x01);     /* received data available */
 }
@@ -60,6 +66,20 @@ void serial_irq(void)
         wakeup(rx_buf);
 }
 
+/* Room in the input ring, and bytes into it (the virtio console's, interrupts off). */
+uint32_t console_rx_room(void)
+{
+    return RX_SIZE - (rx_head - rx_tail);
+}
+
+void console_rx_push(const char *p, uint32_t n)
+{
+    for (uint32_t i = 0; i < n && rx_head - rx_tail < RX_SIZE; i++)
+        rx_buf[rx_head++ % RX_SIZE] = p[i];
+    if (n)
+        wakeup(rx_buf);
+}
+
 int console_read(char *buf, uint32_t n)
 {
     uint32_t flags = arch_irq_save();
@@ -75,7 +95,9 @@ int console_read(char *buf, uint32_t n)
         buf[i++] = rx_buf[rx_tail % RX_SIZE];
         rx_tail++;
     }
-    if (!rx_irq_on)
+    if (vcons_present())
+        vcons_refill();               /* buffers back to the device */
+    else if (!rx_irq_on)
         serial_enable_rx_irq();       /* re-raises IRQ4 if data waits */
     arch_irq_restore(flags);
     return (int)i;
@@ -83,6 +105,10 @@ int console_read(char *buf, uint32_t n)
 
 void console_putc(char c)
 {
+    if (vcons_present()) {
+        vcons_putc(c);
+        return;
+    }
     while (!(inb(COM1 + UART_LSR) & LSR_THRE))
         ;
     outb(COM1 + UART_THR, (uint8_t)c);
@@ -92,6 +118,8 @@ void console_write(const char *s, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++)
         console_putc(s[i]);
+    if (vcons_present())
+        vcons_flush();
 }
 
 static void kputc(char c, void *ctx)
@@ -106,12 +134,16 @@ int kprintf(const char *fmt, ...)
     va_start(ap, fmt);
     int n = vformat(kputc, 0, fmt, ap);
     va_end(ap);
+    if (vcons_present())
+        vcons_flush();
     return n;
 }
 
 /* isa-debug-exit (port 0xf4): QEMU exits with status (v << 1) | 1. */
 void machine_exit(uint32_t status)
 {
+    if (vcons_present())
+        vcons_flush();
     arch_cli();
     outb(0xF4, (uint8_t)status);
     for (;;)

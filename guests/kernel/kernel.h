@@ -95,6 +95,8 @@ void serial_irq(void);
 void console_putc(char c);
 void console_write(const char *s, uint32_t n);
 int console_read(char *buf, uint32_t n);     /* blocks; returns >= 1 */
+uint32_t console_rx_room(void);
+void console_rx_push(const char *p, uint32_t n);
 int kprintf(const char *fmt, ...);
 void kpanic_tf(const struct trapframe *tf, const char *fmt, ...) __attribute__((noreturn));
 #define panic(...) kpanic_tf(0, __VA_ARGS__)
@@ -144,6 +146,20 @@ void proc_yield(void);
 void proc_sleep_ms(uint32_t ms);
 void idle_loop(void) __attribute__((noreturn));
 void timer_tick(void);
+
+/* virtio.c, vblk.c, vcons.c: legacy virtio-pci devices, when the PCI bus has them */
+extern int virtio_irq_line;                 /* -1: none */
+void virtio_init(void);
+void virtio_irq(void);
+int vblk_present(void);
+int32_t vblk_size(void);
+int vblk_rw(int write, uint32_t lba, uint32_t n, void *buf);
+int vblk_flush(void);
+int vcons_present(void);
+void vcons_putc(char c);
+void vcons_flush(void);
+void vcons_refill(void);
+void vcons_start_rx(void);
 
 /* ata.c */
 int32_t ata_size(void);                      /* sectors, -1 without a disk */

@@ -24,6 +24,7 @@ void kmain(uint32_t magic, uint32_t mbi_phys)
 
     desc_init();
     mm_init(mbi);
+    virtio_init();               /* a virtio console is the console from here on */
 
     uint32_t hz = 100;
     char val[16];

@@ -92,10 +92,11 @@ static uint8_t disk_bounce[32 * DISK_SECTOR] __attribute__((aligned(4096)));
 
 static int32_t sys_disk(uint32_t op, uint32_t lba, uint32_t ubuf, uint32_t count)
 {
+    int v = vblk_present();       /* a virtio disk, if there is one, else the ATA disk */
     if (op == DISK_SIZE)
-        return ata_size();
+        return v ? vblk_size() : ata_size();
     if (op == DISK_FLUSH)
-        return ata_flush();
+        return v ? vblk_flush() : ata_flush();
     if ((op != DISK_READ && op != DISK_WRITE) || count == 0 || count > 256)
         return -1;
     if (user_check(ubuf, count * DISK_SECTOR, op == DISK_READ))
@@ -104,7 +105,7 @@ static int32_t sys_disk(uint32_t op, uint32_t lba, uint32_t ubuf, uint32_t count
         uint32_t n = count < 32 ? count : 32, bytes = n * DISK_SECTOR;
         if (op == DISK_WRITE && copy_from_user(disk_bounce, ubuf, bytes))
             return -1;
-        if (ata_rw(op == DISK_WRITE, lba, n, disk_bounce) < 0)
+        if ((v ? vblk_rw : ata_rw)(op == DISK_WRITE, lba, n, disk_bounce) < 0)
             return -1;
         if (op == DISK_READ && copy_to_user(ubuf, disk_bounce, bytes))
             return -1;

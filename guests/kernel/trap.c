@@ -104,12 +104,21 @@ void trap_dispatch(struct trapframe *tf)
             timer_tick();
         else if (irq == 4)
             serial_irq();
+        if ((int)irq == virtio_irq_line)
+            virtio_irq();
         if (irq == 7 || irq == 15) {
             /* Spurious unless the in-service register says otherwise. */
             uint16_t port = irq == 7 ? 0x20 : 0xA0;
             outb(port, 0x0B);
-            if (!(inb(port) & 0x80))
+            if (!(inb(port) & 0x80)) {
+                /* A spurious IRQ 15 was still a real request on the master's
+                 * cascade input (IRQ 2): the master needs its EOI (Linux's
+                 * i8259.c does the same).  A level-triggered PCI line that
+                 * drops before the acknowledge makes one. */
+                if (irq == 15)
+                    outb(0x20, 0x20);
                 goto out;
+            }
         }
         if (irq >= 8)
             outb(0xA0, 0x20);

@@ -51,6 +51,9 @@ from .devices.post import PostPorts
 from .devices.reset import ResetControl
 from .chardev import Chardev
 from .devices.uart import Uart16550
+from .devices.virtio import SharedLine, place as place_virtio
+from .devices.virtio_blk import VirtioBlk
+from .devices.virtio_console import VirtioConsole
 from .faults import TripleFault, UnsupportedFeature
 from .memory import PhysicalMemory
 from .state import EDX, IF, REG_NAMES, SEG_NAMES, DescriptorTable, Segment, reset_state
@@ -59,6 +62,7 @@ from .smp import MAX_CPUS, Processors
 
 MAX_MEM_MB = 3584          # below the 4 GiB hole; the machine has no PAE
 ATA_IRQ = 14               # the primary IDE channel's line
+VIRTIO_IO_BASE = 0xC200    # virtio functions' I/O BARs: above the ones i440fx_bus places
 SLICE = 1_000_000          # instructions between polls of host input
 COM = ((0x3F8, 4), (0x2F8, 3))   # the PC's serial ports: (base, IRQ) of COM1, COM2
 
@@ -150,6 +154,9 @@ class Machine:
         # the host's sources of events: objects with fileno() (None: nothing to wait on)
         # and poll(), polled between slices and waited on while the guest is idle
         self.disk = None           # an AtaDisk once attach_disk is called
+        self.virtio_disk = self.virtio_console = None
+        self._pci_lines: dict[int, SharedLine] = {}
+        self._virtio_io = VIRTIO_IO_BASE
         self.sources: list = []
         # a log of the host's input (ringvisor.lifecycle.replay) or None: told of every
         # byte a serial line brings and of how each wait of the halted guest ended; a
@@ -166,12 +173,42 @@ class Machine:
         image = DiskImage(path, readonly)
         self.disk = AtaDisk(self.bus, image, lambda: self.irqs.raise_irq(ATA_IRQ),
                             lambda: self.irqs.lower_irq(ATA_IRQ))
+        self._add_device(self.disk)
+        return self.disk
+
+    def _add_device(self, dev) -> None:
         # saved before the interrupt controllers, which settle the lines last
         last = [self.devices.pop(d.state_name) for d in (self.ioapic, self.pic, self.apic_bus)]
-        self.devices[self.disk.state_name] = self.disk
+        self.devices[dev.state_name] = dev
         for d in last:
             self.devices[d.state_name] = d
-        return self.disk
+
+    def attach_virtio_disk(self, path: str, readonly: bool = False) -> VirtioBlk:
+        """A virtio-blk function on PCI bus 0 backed by a raw image file (QEMU's
+        ``-device virtio-blk-pci,disable-modern=on,drive=...``)."""
+        if self.virtio_disk is not None:
+            raise ConfigError("the PC has one virtio disk")
+        self.virtio_disk = self._add_virtio(VirtioBlk(self.mem, DiskImage(path, readonly)))
+        return self.virtio_disk
+
+    def attach_virtio_console(self) -> VirtioConsole:
+        """A virtio console (one port) on PCI bus 0; it shares COM1's host side: its output
+        goes where COM1's goes, and COM1's input comes to it instead (QEMU's
+        ``-device virtio-serial-pci,disable-modern=on -device virtconsole``)."""
+        if self.virtio_console is not None:
+            raise ConfigError("the PC has one virtio console")
+        self.virtio_console = self._add_virtio(VirtioConsole(self.mem, lambda b: self.uart.output(b)))
+        return self.virtio_console
+
+    def _add_virtio(self, dev):
+        def line(irq: int) -> SharedLine:
+            if irq not in self._pci_lines:
+                self._pci_lines[irq] = SharedLine(lambda: self.irqs.raise_irq(irq),
+                                                  lambda: self.irqs.lower_irq(irq))
+            return self._pci_lines[irq]
+        self._virtio_io = place_virtio(self.pci, dev, line, self._virtio_io)
+        self._add_device(dev)
+        return dev
 
     def components(self) -> list:
         """What a saved machine is made of, in the order it is restored: the CPU (its
@@ -282,13 +319,13 @@ class Machine:
 
     # -- the host's side -------------------------------------------------------------
     def feed_input(self, data: bytes) -> None:
-        self.uart.feed(data)
+        (self.virtio_console or self.uart).feed(data)
 
     def feed_serial(self, index: int, data: bytes) -> None:
         """Bytes from the host for serial port ``index`` (a backend's, or a replay's)."""
         if self.input_log is not None:
             self.input_log.fed(index, data)
-        self.uarts[index].feed(data)
+        (self.virtio_console if index == 0 and self.virtio_console else self.uarts[index]).feed(data)
 
     def connect_serial(self, index: int, backend: Chardev) -> None:
         """Connect serial port ``index`` (0: COM1) to a host backend (chardev.py)."""
@@ -470,6 +507,9 @@ class Machine:
             "post_writes": self.post.writes,
             "post_last": self.post.last,
         }
+        for dev in (self.virtio_disk, self.virtio_console):
+            if dev is not None:
+                s[dev.state_name] = {**dev.stats, "broken": dev.broken}
         if len(cpus) > 1:
             s["cpus"] = [{"apic_id": c.apic.initial_id, "instructions": c.state.icount,
                           "exceptions": c.stats["exceptions"], "interrupts": c.stats["interrupts"],

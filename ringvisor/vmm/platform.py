@@ -22,12 +22,24 @@ device raised it (the real CPU always has interrupts on while a guest runs,
 so the monitor hears of it at once), masked lines latch, the in-service
 register and priorities follow its EOIs.  What it could: a line the guest
 programs level-triggered (ELCR, ICW1.LTIM) still sees each physical
-interrupt as an edge (the ISA devices of this PC are edge-triggered).
+interrupt as an edge (the ISA devices of this PC are edge-triggered; the
+PCI lines the firmware made level are below).
 
 Under trap-and-emulate and binary translation the virtual 8259A's output goes
 to the guest's virtual local APIC (``vapic.py``), whose LINT0 it is, as on the
 PC; the para-virtual monitor gives the guest no APIC, and the virtual PIC's
 output is the guest's interrupt request itself.
+
+Level-triggered lines (the PCI INTx lines 10 and 11, which the firmware makes
+level in the ELCR, as SeaBIOS does): the line stays up until the guest has
+talked to the device (a virtio ISR read), so ending it on the real PIC at once
+would interrupt the monitor again before the guest ran one instruction -- an
+interrupt storm.  The monitor masks such a line on the real PIC and holds the
+virtual line up instead; at each of the guest's writes to its PIC (its EOI) it
+samples the real line: gone, the virtual line drops and the real one is
+unmasked; still up, the guest is interrupted again by its own PIC (Xen masks a
+level-triggered IO-APIC pin until the guest's EOI the same way; KVM's irqfd
+"resample" is the same idea).
 """
 
 from __future__ import annotations
@@ -46,8 +58,8 @@ SPECIFIC_EOI = 0x60
 
 
 class VirtualPlatform:
-    STATE = ("vpic", "vapic", "stats")           # (vmm/state.py)
-    WIRING = ("phys", "bus")
+    STATE = ("vpic", "vapic", "stats")           # (vmm/state.py; and "held", below)
+    WIRING = ("phys", "bus", "pic")
 
     def __init__(self, bus, pic, machine=None, name: str = "monitor") -> None:
         """``machine``: give the guest a virtual local APIC (``vapic.py``) in front of the
@@ -65,15 +77,18 @@ class VirtualPlatform:
             from .vapic import VirtualApic
             self.vapic = VirtualApic(machine, self.vpic, L.APIC_NOTIFY, name)
             self.vpic.set_intr = self.vapic.apic.pic_output
+        self.pic = pic                       # the machine's, to sample level-triggered lines
+        self.held = 0                        # level lines masked on the real PIC for the guest
         self.stats = {"io": 0, "irqs": 0, "spurious": 0}
 
     def get_state(self) -> dict:
-        return S.get_attrs(self)
+        return {**S.get_attrs(self), "held": self.held}
 
     def set_state(self, state: dict) -> None:
         if "vapic" not in state:             # saved before the monitors had a virtual APIC
             state = {**state, "vapic": S.get_attrs(self)["vapic"]}
         S.set_attrs(self, state)
+        self.held = int(state.get("held", 0)) & 0xFFFF     # (absent from older images)
 
     def take_over(self) -> None:
         """Program the physical PICs to the monitor's vectors, every line open."""
@@ -110,8 +125,38 @@ class VirtualPlatform:
             self.stats["spurious"] += 1
             return True
         self.stats["irqs"] += 1
-        self.vpic.pulse_irq(n)
+        if self.pic.chips[n >> 3].s.elcr >> (n & 7) & 1:
+            self._mask_real(n, True)
+            self.held |= 1 << n
+            self.vpic.set_irq(n, True)
+        else:
+            self.vpic.pulse_irq(n)
         return True
+
+    def _mask_real(self, n: int, masked: bool) -> None:
+        port = SLAVE_DATA if n >= 8 else MASTER_DATA
+        imr = self.phys.read(port, 1)
+        bit = 1 << (n & 7)
+        self.phys.write(port, 1, imr | bit if masked else imr & ~bit)
+
+    def _resample(self) -> None:
+        """The held level lines the devices have lowered: down on the virtual PIC, open
+        again on the real one."""
+        for n in range(16):
+            if not self.held >> n & 1:
+                continue
+            bit = 1 << (n & 7)
+            if not self.pic.chips[n >> 3].s.last_irr & bit:
+                self.held &= ~(1 << n)
+                self.vpic.set_irq(n, False)
+                self._mask_real(n, False)
+            else:
+                v = self.vpic.chips[n >> 3].s
+                if not (v.isr | v.irr) & bit:
+                    # still up, and the guest is done with it: a new request, also where
+                    # the guest programmed the line edge-triggered
+                    self.vpic.set_irq(n, False)
+                    self.vpic.set_irq(n, True)
 
     @property
     def intr(self) -> bool:
@@ -155,6 +200,8 @@ class VirtualPlatform:
     def write(self, port: int, size: int, value: int) -> None:
         self.stats["io"] += 1
         self.bus.write(port, size, value)
+        if self.held and port in (MASTER_CMD, SLAVE_CMD):
+            self._resample()
 
 
 class HypervisorTimer:

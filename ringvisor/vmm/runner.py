@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from ringvisor.errors import ConfigError
 from ringvisor.hw.machine import Machine, read_image
 
 from . import layout as L
@@ -51,28 +52,39 @@ class VmResult:
 def create_vm(image: bytes, mode: str = "native", cmdline: str = "", mem_mb: int = 32,
               engine: str = "jit", modules=(), image_name: str = "kernel", output=None,
               tc_size: int | None = None, disk: str | None = None, disk_readonly: bool = False,
-              **kw):
+              virtio_disk: str | None = None, virtio_disk_readonly: bool = False,
+              virtio_console: bool = False, **kw):
     """A machine with ``image`` booted under ``mode``; returns (machine, monitor or None).
 
     ``tc_size``: the translation cache's size in bytes (binary translation only);
-    ``disk``: a raw image for the ATA disk on the primary IDE channel."""
+    ``disk``: a raw image for the ATA disk on the primary IDE channel; ``virtio_disk``,
+    ``virtio_console``: legacy virtio-pci devices on PCI bus 0."""
     if tc_size is not None and mode != "bt":
         raise ValueError("a translation cache size only applies to --mode bt")
+    if mode == "paravirt" and (virtio_disk or virtio_console):
+        raise ConfigError("--mode paravirt: no virtio devices (a para-virtual guest's "
+                          "pseudo-physical addresses are not the bus addresses a device needs)")
+
+    def devices(m) -> None:
+        if disk:
+            m.attach_disk(disk, disk_readonly)
+        if virtio_disk:
+            m.attach_virtio_disk(virtio_disk, virtio_disk_readonly)
+        if virtio_console:
+            m.attach_virtio_console()
     if mode in ("native", "kvm"):
         if mode == "kvm":
             from .kvm import KvmMachine
             m = KvmMachine(mem_mb, engine, output=output, **kw)
         else:
             m = Machine(mem_mb, engine, output=output, **kw)
-        if disk:
-            m.attach_disk(disk, disk_readonly)
+        devices(m)
         m.boot_multiboot(image, cmdline, list(modules), image_name=image_name)
         return m, None
     cls = _monitor_class(mode)
     guest_ram = mem_mb << 20
     m = Machine((guest_ram + L.MONITOR_RAM) >> 20, engine, output=output, **kw)
-    if disk:
-        m.attach_disk(disk, disk_readonly)
+    devices(m)
     m.boot_multiboot(image, cmdline, list(modules), image_name=image_name, ram_size=guest_ram)
     extra = {"cmdline": cmdline} if mode == "paravirt" else {}
     if tc_size is not None:
@@ -84,11 +96,12 @@ def create_vm(image: bytes, mode: str = "native", cmdline: str = "", mem_mb: int
 
 def run_vm(path, mode: str = "native", cmdline: str = "", mem_mb: int = 32, stdin: bytes = b"",
            max_instructions: int | None = None, engine: str = "jit", quiet: bool = False,
-           tsc_probe=None, tc_size: int | None = None, disk: str | None = None) -> VmResult:
+           tsc_probe=None, tc_size: int | None = None, disk: str | None = None,
+           **devices) -> VmResult:
     out = bytearray()
     image = read_image(path, max_bytes=mem_mb << 20)
     m, mon = create_vm(image, mode, cmdline, mem_mb, engine, image_name=str(path), output=out.extend,
-                       tc_size=tc_size, disk=disk)
+                       tc_size=tc_size, disk=disk, **devices)
     m.cpu.tsc_probe = tsc_probe
     if stdin:
         m.feed_input(stdin)
