@@ -213,3 +213,55 @@ def test_bad_virtio_options_say_one_line(args, message):
     r = rv_run("kernel", *args)
     err = r.stderr.decode()
     assert r.returncode == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+# -- a polled guest of its own: QEMU, the emulated PC, hvm and the host's KVM -----------------
+def _guest_run(mode: str, image, disk) -> tuple[bytes, int]:
+    from ringvisor.hw.machine import read_image
+    from ringvisor.vmm import create_vm
+    out = bytearray()
+    m, _ = create_vm(read_image(image), mode, "", 32, output=out.extend,
+                     virtio_disk=str(disk), virtio_console=True)
+    if mode == "kvm":
+        m.wall_limit = 60.0
+        stop = m.run()
+        m.close()
+    else:
+        stop = m.run(20_000_000)
+    return bytes(out).replace(b"\r\n", b"\n"), stop.status
+
+
+@pytest.fixture(scope="module")
+def guest_qemu(tmp_path_factory):
+    if not shutil.which("qemu-system-i386"):
+        pytest.skip("qemu-system-i386 is not installed")
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from hwtests import build_kernel
+    from ringvisor.tools.qemu import run_qemu
+    d = tmp_path_factory.mktemp("virtio-guest")
+    image = build_kernel("virtio")
+    disk, console = blank(d / "q.img", 64), d / "vc.out"
+    q = run_qemu(image, mem_mb=32, timeout=60, extra_args=(
+        "-drive", f"file={disk},format=raw,if=none,id=d0",
+        "-device", "virtio-blk-pci,disable-modern=on,drive=d0",
+        "-chardev", f"file,id=vc,path={console}",
+        "-device", "virtio-serial-pci,disable-modern=on", "-device", "virtconsole,chardev=vc"))
+    return image, q.output.replace(b"\r\n", b"\n") + console.read_bytes(), q.exit_status, disk
+
+
+@pytest.mark.parametrize("mode", ["native", "hvm", "kvm"])
+def test_polled_guest_matches_qemu(guest_qemu, mode, tmp_path):
+    """The registers, requests, statuses and used lengths a driver sees, and one line
+    through the console's transmit queue: on QEMU, on the emulated PC, under the VT-x
+    monitor and on the host's KVM (its IO exits served by the same Python devices)."""
+    image, expected, status, q_disk = guest_qemu
+    assert status == 1 and b"FAIL" not in expected, expected.decode()
+    if mode == "kvm":
+        from ringvisor.hw import kvm as K
+        if K.unusable_reason():
+            pytest.skip(K.unusable_reason())
+    disk = blank(tmp_path / "d.img", 64)
+    out, st = _guest_run(mode, image, disk)
+    assert out == expected
+    assert st == status
+    assert disk.read_bytes() == q_disk.read_bytes()
