@@ -146,7 +146,7 @@ def ratios(costs: list[Cost]) -> list[str]:
 
 
 def to_json(costs: list[Cost], skipped: dict[str, str], n: int) -> dict:
-    return {"n": n, "skipped": skipped,
+    return {"schema": "ringvisor.devbench/1", "n": n, "skipped": skipped,
             "costs": [{"op": c.op, "mode": c.mode, "device": c.device,
                        "instructions_per_op": c.instructions, "exits_per_op": c.exits,
                        "cpu_us_per_op": c.cpu_us} for c in costs]}
