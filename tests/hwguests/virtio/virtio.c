@@ -61,13 +61,22 @@ static int find(u16 device)
     return -1;
 }
 
-static u16 io_of(int devfn, const char *name)
+/* The function's identity printed, its I/O BAR enabled, the device reset and
+ * acknowledged (ACKNOWLEDGE, then DRIVER): its registers' base. */
+static u16 io_of(u16 device, const char *name)
 {
+    int devfn = find(device);
+    if (devfn < 0)
+        fail("no such virtio device");
     u32 id = cfg(devfn, 0), rev = cfg(devfn, 8), sub = cfg(devfn, 0x2C), irq = cfg(devfn, 0x3C);
     kprintf("%s: %04x:%04x rev %u class %06x subsystem %04x:%04x pin %u\n", name, id & 0xFFFF,
             id >> 16, rev & 0xFF, rev >> 8, sub & 0xFFFF, sub >> 16, (irq >> 8) & 0xFF);
     cfg_write(devfn, 4, (cfg(devfn, 4) & 0xFFFF) | 1 | 4);     /* I/O space, bus master */
-    return (u16)(cfg(devfn, 0x10) & ~3u);
+    u16 io = (u16)(cfg(devfn, 0x10) & ~3u);
+    outb(io + STATUS, 0);
+    outb(io + STATUS, 1);
+    outb(io + STATUS, 3);
+    return io;
 }
 
 static void zero(u32 addr, u32 n)
@@ -128,13 +137,7 @@ static u8 isr_after(u16 io)
 
 static void block(void)
 {
-    int devfn = find(0x1001);
-    if (devfn < 0)
-        fail("no virtio-blk");
-    u16 io = io_of(devfn, "virtio-blk");
-    outb(io + STATUS, 0);
-    outb(io + STATUS, 1);
-    outb(io + STATUS, 3);
+    u16 io = io_of(0x1001, "virtio-blk");
     kprintf("virtio-blk: status %u, features %08x, capacity %u:%u sectors\n", inb(io + STATUS),
             inl(io + HOST_FEATURES) & 0x274, inl(io + CONFIG + 4), inl(io + CONFIG));
     outl(io + GUEST_FEATURES, 1u << 9);
@@ -177,12 +180,7 @@ static void block(void)
 
 static void console(void)
 {
-    int devfn = find(0x1003);
-    if (devfn < 0)
-        fail("no virtio console");
-    u16 io = io_of(devfn, "virtio-console");
-    outb(io + STATUS, 0);
-    outb(io + STATUS, 3);
+    u16 io = io_of(0x1003, "virtio-console");
     outl(io + GUEST_FEATURES, 0);          /* no MULTIPORT: port 0 on queues 0 and 1 */
     u16 sizes[2];
     for (u16 q = 0; q < 2; q++) {
