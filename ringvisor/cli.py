@@ -928,6 +928,12 @@ def print_stats(m) -> None:
     if s["post_writes"]:
         print(f"POST codes: {s['post_writes']:,} written, the last {s['post_last']:#04x}",
               file=sys.stderr)
+    for name in ("virtio-blk", "virtio-console"):
+        if name in s:
+            d = dict(s[name])
+            broken = d.pop("broken")
+            print(f"{name}: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in d.items())
+                  + (f" -- broken: {broken}" if broken else ""), file=sys.stderr)
 
 
 def cmd_demo(args) -> int:
@@ -1079,11 +1085,13 @@ def _devbench(args) -> int:
     n = max(1, round(16 * args.scale))
     modes = ["native"] + (args.mode or ["hvm", "kvm"])
     report = (lambda s: None) if args.json else (lambda s: print(s, flush=True))
-    report(f"devices: per operation, from runs of {n} and {2 * n} operations (their difference); "
-           f"a disk request is 16 KiB (blkbench), a console line 40 characters typed, echoed and "
-           f"printed (the shell)")
+    report(f"devices: per operation, from runs of {n} and {2 * n} operations (their difference; "
+           f"host CPU time from the least of {args.repeat} runs each); a disk request is 16 KiB "
+           f"(blkbench), a console line 40 characters typed, echoed and printed (the shell)")
     report(devbench.HEADER)
-    costs, skipped = devbench.measure(modes, n, report)
+    if args.repeat < 1:
+        raise ConfigError("--repeat must be at least 1")
+    costs, skipped = devbench.measure(modes, n, report, repeat=args.repeat)
     if args.json:
         emit_json(devbench.to_json(costs, skipped, n))
     else:
