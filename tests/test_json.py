@@ -42,7 +42,7 @@ def run_json(capsys, *args: str, stream: str = "out", status: int = 0) -> dict:
 
 def test_every_schema_is_documented():
     names = sorted(p.stem for p in SCHEMAS.glob("*.json"))
-    assert names == ["bench", "live", "probe", "run-stats", "vmbench"]
+    assert names == ["bench", "devbench", "live", "probe", "run-stats", "vmbench"]
     text = DOCS.read_text()
     for name in names:
         assert f"ringvisor.{name}/1" in text and f"schemas/{name}.json" in text
