@@ -1085,9 +1085,10 @@ def _devbench(args) -> int:
     n = max(1, round(16 * args.scale))
     modes = ["native"] + (args.mode or ["hvm", "kvm"])
     report = (lambda s: None) if args.json else (lambda s: print(s, flush=True))
-    report(f"devices: per operation, from runs of {n} and {2 * n} operations (their difference; "
-           f"host CPU time from the least of {args.repeat} runs each); a disk request is 16 KiB "
-           f"(blkbench), a console line 40 characters typed, echoed and printed (the shell)")
+    report(f"devices: per operation, the difference of two runs ({2 * n} and {4 * n} disk "
+           f"requests, {4 * n} and {8 * n} console lines; host CPU time: the least of "
+           f"{args.repeat} runs each); a disk request is 16 KiB (blkbench), a console line 40 "
+           f"characters typed, echoed and printed (the shell)")
     report(devbench.HEADER)
     if args.repeat < 1:
         raise ConfigError("--repeat must be at least 1")
