@@ -58,7 +58,7 @@ SPECIFIC_EOI = 0x60
 
 
 class VirtualPlatform:
-    STATE = ("vpic", "vapic", "stats")           # (vmm/state.py; and "held", below)
+    STATE = ("vpic", "vapic", "stats", "held")   # (vmm/state.py)
     WIRING = ("phys", "bus", "pic")
 
     def __init__(self, bus, pic, machine=None, name: str = "monitor") -> None:
@@ -82,13 +82,14 @@ class VirtualPlatform:
         self.stats = {"io": 0, "irqs": 0, "spurious": 0}
 
     def get_state(self) -> dict:
-        return {**S.get_attrs(self), "held": self.held}
+        return S.get_attrs(self)
 
     def set_state(self, state: dict) -> None:
         if "vapic" not in state:             # saved before the monitors had a virtual APIC
             state = {**state, "vapic": S.get_attrs(self)["vapic"]}
+        if "held" not in state:              # saved before level-triggered lines were held
+            state = {**state, "held": 0}
         S.set_attrs(self, state)
-        self.held = int(state.get("held", 0)) & 0xFFFF     # (absent from older images)
 
     def take_over(self) -> None:
         """Program the physical PICs to the monitor's vectors, every line open."""
