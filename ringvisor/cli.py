@@ -395,7 +395,8 @@ def build_parser() -> Parser:
 
     xb = sub.add_parser("xenbench", help="the Xen structure's figures: aggregate throughput of "
                                          "1..16 DomUs, credit fairness and cap, block I/O "
-                                         "through the three structures, xl create latency")
+                                         "through the three structures, the inter-domain "
+                                         "event-channel round trip, xl create latency")
     xb.add_argument("--domains", type=positive_int, action="append", metavar="N",
                     help="DomU counts for the aggregate (repeatable; default 1 2 4 8 16)")
     xb.add_argument("--window", type=positive_int, default=600, metavar="MS",
@@ -404,6 +405,8 @@ def build_parser() -> Parser:
                     help="virtual milliseconds for the fairness and cap runs (default 1500)")
     xb.add_argument("--blk-requests", type=positive_int, default=64, metavar="N",
                     help="16 KiB requests per direction in the block I/O comparison (default 64)")
+    xb.add_argument("--evtchn-trips", type=positive_int, default=2000, metavar="N",
+                    help="event-channel round trips per path (default 2000)")
 
     g = sub.add_parser("build-guests", help="rebuild the bundled guest images from guests/")
     g.add_argument("out", nargs="?", help="output directory (default: the package's images)")
@@ -1122,7 +1125,7 @@ def cmd_xl(args) -> int:
 def cmd_xenbench(args) -> int:
     from ringvisor import xenbench
     xenbench.run(tuple(args.domains or (1, 2, 4, 8, 16)), args.window, args.fair_window,
-                 blk_requests=args.blk_requests)
+                 blk_requests=args.blk_requests, evtchn_trips=args.evtchn_trips)
     return 0
 
 
