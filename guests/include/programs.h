@@ -45,7 +45,8 @@
     X(selftest,   "selftest",   GRP_TEST,    1,   "checks fork/COW, wait, sbrk, sleep, preemption, exec, faults, 64-bit division") \
     X(panic,      "panic",      GRP_TEST,    1,   "makes the kernel dereference NULL: kernel panic") \
     X(blk,        "blk",        GRP_TEST,    1,   "checks the disk's data, writes the next generation, reads it back") \
-    X(blkbench,   "blkbench",   GRP_TEST,    64,  "sequential 16 KiB disk writes then reads, cycles per request")
+    X(blkbench,   "blkbench",   GRP_TEST,    64,  "sequential 16 KiB disk writes then reads, cycles per request") \
+    X(xlist,      "xlist",      GRP_SYSTEM,  1,   "lists the Xen hypervisor's domains (domctl/sysctl through privcmd)")
 
 #define PROG_ENUM(id, name, grp, iters, desc) PROG_##id,
 enum { PROGRAM_LIST(PROG_ENUM) NPROGRAMS };

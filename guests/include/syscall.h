@@ -21,7 +21,9 @@
 #define SYS_stats     15  /* stats(&struct rv_stats) */
 #define SYS_kill      16  /* kill(pid): it exits with KILLED_STATUS(9) */
 #define SYS_disk      17  /* disk(op, lba, buf, count): DISK_* below */
-#define NSYSCALLS     18
+#define SYS_privcmd   18  /* privcmd(&struct privcmd_hypercall) -> the hypercall's result
+                             (Xen's -errno), -ENODEV without a hypervisor (privcmd.h) */
+#define NSYSCALLS     19
 
 /* disk operations (the virtio disk if there is one, else the ATA disk of the
  * primary IDE channel):

@@ -1,5 +1,6 @@
 /* System calls (int 0x80, a DPL-3 trap gate: interrupts stay enabled). */
 #include "kernel.h"
+#include "privcmd.h"
 
 static int32_t sys_write(uint32_t fd, uint32_t buf, uint32_t len)
 {
@@ -116,6 +117,19 @@ static int32_t sys_disk(uint32_t op, uint32_t lba, uint32_t ubuf, uint32_t count
     return 0;
 }
 
+/* A management hypercall for a user program, through the privcmd device
+ * (privcmd.h): the block is copied in, its address given to the device. */
+static int32_t sys_privcmd(uint32_t uptr)
+{
+    struct privcmd_hypercall h;
+    if (copy_from_user(&h, uptr, sizeof(h)))
+        return -PRIVCMD_EFAULT;
+    if (inl(PRIVCMD_ID_PORT) != PRIVCMD_ID)
+        return -PRIVCMD_ENODEV;
+    outl(PRIVCMD_PORT, (uint32_t)&h);
+    return (int32_t)inl(PRIVCMD_PORT);
+}
+
 void syscall_dispatch(struct trapframe *tf)
 {
     uint32_t a = tf->ebx, b = tf->ecx, c = tf->edx;
@@ -139,6 +153,7 @@ void syscall_dispatch(struct trapframe *tf)
     case SYS_stats:    r = sys_stats(a); break;
     case SYS_kill:     r = proc_kill((int)a); break;
     case SYS_disk:     r = sys_disk(a, b, c, tf->esi); break;
+    case SYS_privcmd:  r = sys_privcmd(a); break;
     default:           r = -1;
     }
     tf->eax = (uint32_t)r;

@@ -18,9 +18,12 @@
  *                  crash otherwise;
  *   ATA (0x1F0-0x1F7, 0x3F6) the disk of the primary IDE channel: blkfront
  *                  (blkfront.c), the block split driver's front-end.
+ * In every domain, Domain 0 too, the privcmd device (0x7C0, 0x7C4: 32-bit
+ * only) is the runtime's (privcmd.c): a user program's management hypercall.
  * Other ports read as 0xFF and ignore writes (an absent device). */
 #include "pv.h"
 #include "pvfront.h"
+#include "privcmd.h"
 
 uint32_t pv_port_in(uint32_t size, uint32_t port);
 void pv_port_out(uint32_t size, uint32_t port, uint32_t v);
@@ -228,6 +231,8 @@ static void pit_out(uint32_t port, uint32_t v)
 /* -- what pvcc calls ------------------------------------------------------------------- */
 uint32_t pv_in(uint32_t size, uint32_t port)
 {
+    if (size == 4 && (port == PRIVCMD_PORT || port == PRIVCMD_ID_PORT))
+        return privcmd_in(port);            /* in every domain: the hypervisor decides */
     if (privileged())
         return pv_port_in(size, port);
     uint32_t ones = size == 1 ? 0xFF : size == 2 ? 0xFFFF : 0xFFFFFFFF;
@@ -244,6 +249,10 @@ uint32_t pv_in(uint32_t size, uint32_t port)
 
 void pv_out(uint32_t size, uint32_t port, uint32_t v)
 {
+    if (size == 4 && port == PRIVCMD_PORT) {
+        privcmd_out(v);
+        return;
+    }
     if (privileged()) {
         pv_port_out(size, port, v);
         return;

@@ -16,4 +16,8 @@ long xs_read_num(const char *path);                       /* value, -1 */
 uint32_t blkfront_in(uint32_t size, uint32_t port);
 void blkfront_out(uint32_t size, uint32_t port, uint32_t value);
 
+/* privcmd.c: the privcmd device (guests/include/privcmd.h) */
+void privcmd_out(uint32_t linear);
+uint32_t privcmd_in(uint32_t port);
+
 #endif
