@@ -506,11 +506,6 @@ def cmd_run(args) -> int:
     if args.smp != 1 and args.mode != "native":
         raise ConfigError(f"--smp {args.smp}: the monitors run a uniprocessor guest "
                           f"(--mode native only)")
-    if args.mode == "hvm" and (args.save or getattr(args, "snapshot", None) or args.record or args.incoming or
-                               getattr(args, "migrate_to", None)):
-        from ringvisor.vmm.hvm import NOT_SAVED
-        raise ConfigError(f"{NOT_SAVED} (no --save, --snapshot, --record, --incoming or "
-                          "--migrate-to)")
     _check_virtio_args(args)
     m, mon = create_vm(image, args.mode, args.append, args.mem, args.engine, mods,
                        image_name=kernel, output=con.output, pace=con.pace,

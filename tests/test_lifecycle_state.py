@@ -70,7 +70,7 @@ def test_every_device_implements_the_protocol_and_round_trips():
         assert codec.encode(c.get_state()) == codec.encode(state), c.state_name
 
 
-@pytest.mark.parametrize("mode", ["trapemu", "bt", "paravirt"])
+@pytest.mark.parametrize("mode", ["trapemu", "bt", "paravirt", "hvm"])
 def test_every_monitor_attribute_is_declared_and_round_trips(mode):
     img = read_image(image_path("kernel-pv" if mode == "paravirt" else "kernel"))
     m, mon = create_vm(img, mode, "run=hello", 32)
@@ -83,6 +83,33 @@ def test_every_monitor_attribute_is_declared_and_round_trips(mode):
     state = codec.encode(mon.get_state())
     mon.set_state(codec.decode(state))
     assert codec.encode(mon.get_state()) == state
+
+
+def test_vmx_state_round_trips_and_forgeries_are_refused():
+    """The CPU's VMX state (in its section): VMX operation, the current VMCS and its fields,
+    non-root operation.  A VMX state that no processor could be in is one clear error."""
+    m, mon = create_vm(read_image(image_path("kernel")), "hvm", "run=hello", 32)
+    m.run(50_000)
+    vmx = m.cpu.get_state()["vmx"]
+    assert vmx["on"] and vmx["current"] in vmx["vmcs"] and vmx["vmcs"][vmx["current"]]["launched"]
+    assert vmx["vmcs"][vmx["current"]]["fields"]          # (the guest- and host-state areas)
+    assert m.cpu.nonroot == vmx["nonroot"]
+    secs = capture(m, mon, VmInfo())
+    m2, _, _ = restore(secs, attach_monitor)
+    assert codec.encode(m2.cpu.get_state()) == codec.encode(m.cpu.get_state())
+    assert m2.cpu.vmx.vmcs.fields == m.cpu.vmx.vmcs.fields
+    cpu = next(i for i, s in enumerate(secs) if s.name == "cpu")
+    state = codec.decode(secs[cpu].payload)
+    forgeries = [{"current": 0x1234000}, {"on": False, "current": None, "nonroot": True},
+                 {"vmcs": {0x5000: {"fields": {0x7777: 1}, "launched": True}}},
+                 {"event": [1, 2]}]
+    for bad in forgeries:
+        forged = list(secs)
+        forged[cpu] = stream.Section(stream.STATE, "cpu", 2,
+                                     codec.encode({**state, "vmx": {**state["vmx"], **bad}}))
+        with pytest.raises(stream.BadImage, match="corrupt state for 'cpu'") as e:
+            restore(stream.read_sections(stream.pack_image(forged)), attach_monitor)
+        assert "\n" not in str(e.value)
 
 
 def test_codec_round_trip():

@@ -155,7 +155,7 @@ def test_rounds_stop_on_xens_conditions(pages, rounds):
     assert m2.mem.ram == m.mem.ram and m2.cpu.state.regs == m.cpu.state.regs
 
 
-@pytest.mark.parametrize("mode", ["native", "trapemu"])
+@pytest.mark.parametrize("mode", ["native", "trapemu", "hvm"])
 def test_precopy_is_one_uninterrupted_run(mode, reference):
     out = bytearray()
     m, mon = boot(mode, out)

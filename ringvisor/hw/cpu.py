@@ -119,14 +119,17 @@ class Cpu:
 
     # -- state (the lifecycle protocol: ringvisor.lifecycle) --------------------------
     state_name = "cpu"
-    state_version = 1
+    state_version = 2                     # 2: the VMX state (``vmx``: Vmx.get_state)
 
     def get_state(self) -> dict:
-        return self.state.to_dict()
+        return {**self.state.to_dict(), "vmx": self.vmx.get_state()}
 
     def set_state(self, state: dict) -> None:
         """Load a saved state; everything derived from the old one is dropped."""
+        state = dict(state)
+        vmx = state.pop("vmx", None)      # (version 1: no VMX operation)
         self.state.load(state)
+        self.vmx.set_state(vmx)
         self.stop_requested = False
         self.cache.flush()
         self.update_debug()               # breakpoints from DR7; flushes the TLB

@@ -319,9 +319,58 @@ class Vmx:
         mask = self.read(CR0_MASK if n == 0 else CR4_MASK)
         return (real & ~mask | self.read(CR0_SHADOW if n == 0 else CR4_SHADOW) & mask) & 0xFFFFFFFF
 
-    # -- state (not yet part of the saved machine: see docs/hardware.md) ------------------
+    # -- state (the lifecycle protocol: part of the CPU's section, ``Cpu.get_state``) -----------
     def report(self) -> dict:
         return {"vmx_on": self.on, "vmx_exits": dict(self.exits)}
+
+    def get_state(self) -> dict:
+        """VMX operation as data: VMXON and its region, the current-VMCS pointer, every
+        active VMCS (its fields and launch state: the processor's copy, which VMCLEAR
+        alone writes back to memory, SDM Vol. 3C §24.11.1), root or non-root operation,
+        and what VM entry read from the controls for the run loop (MTF, interrupt window,
+        acknowledge on exit, external-interrupt exiting, the TSC offset in force)."""
+        cpu = self.cpu
+        return {
+            "on": self.on, "vmxon_ptr": self.vmxon_ptr, "current": self.current,
+            "vmcs": {addr: {"fields": dict(v.fields), "launched": v.launched}
+                     for addr, v in self.cache.items()},
+            "event": None if self.event is None else list(self.event),
+            "nonroot": cpu.nonroot, "mtf": self.mtf, "window": self.window, "ack": self.ack,
+            "intr_exits": cpu.intr_exits, "tsc_offset": cpu.vmx_tsc,
+            "exits": dict(self.exits),
+        }
+
+    def set_state(self, state: dict | None) -> None:
+        """Load :meth:`get_state`'s data (``None``: an image from before VMX was saved,
+        whose processor was never in VMX operation)."""
+        state = state or {"on": False, "vmxon_ptr": 0, "current": None, "vmcs": {},
+                          "event": None, "nonroot": False, "mtf": False, "window": False,
+                          "ack": False, "intr_exits": False, "tsc_offset": 0, "exits": {}}
+        cache = {}
+        for addr, v in state["vmcs"].items():
+            fields = {int(enc): int(val) for enc, val in v["fields"].items()}
+            if int(addr) & 0xFFF or any(enc not in V.FIELDS for enc in fields):
+                raise ValueError(f"a VMCS at {addr!r} with fields this processor does not have")
+            cache[int(addr)] = Vmcs(fields, bool(v["launched"]))
+        current = state["current"]
+        if current is not None and int(current) not in cache:
+            raise ValueError(f"the current VMCS {current!r} is not an active one")
+        nonroot = bool(state["nonroot"])
+        if nonroot and (current is None or not state["on"]):
+            raise ValueError("non-root operation without VMX operation and a current VMCS")
+        event = state["event"]
+        if event is not None:
+            vector, typ, err, ilen = event
+            event = (int(vector), int(typ), None if err is None else int(err), int(ilen))
+        self.on, self.vmxon_ptr = bool(state["on"]), int(state["vmxon_ptr"])
+        self.cache = cache
+        self.current = NO_VMCS if current is None else int(current)
+        self.event = event
+        self.mtf, self.window, self.ack = bool(state["mtf"]), bool(state["window"]), bool(state["ack"])
+        self.exits = Counter(state["exits"])
+        cpu = self.cpu
+        cpu.nonroot, cpu.intr_exits = nonroot, bool(state["intr_exits"])
+        cpu.vmx_tsc = int(state["tsc_offset"])
 
 
 # -- the instructions -------------------------------------------------------------------------

@@ -58,7 +58,7 @@ class VmInfo:
 def capture(machine: Machine, monitor=None, info: VmInfo | None = None,
             include_ram: bool = True) -> list[Section]:
     """The VM's sections (RAM last, unless ``include_ram`` is false)."""
-    # the monitor first: one whose state cannot be saved (hvm) refuses before anything is taken
+    # the monitor first: one whose state cannot be saved refuses before anything is taken
     mon_state = None if monitor is None else monitor.get_state()
     info = VmInfo(**asdict(info)) if info else VmInfo()
     info.machine_mb = machine.mem.size >> 20

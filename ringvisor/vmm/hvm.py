@@ -30,7 +30,6 @@ from __future__ import annotations
 import struct
 from collections import Counter
 
-from ringvisor.errors import ConfigError
 from ringvisor.hw.faults import DB, NAMES, PF
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.segments import LDT
@@ -39,7 +38,7 @@ from ringvisor.hw.state import (ATTR_UNUSABLE, CR0_ET, CR0_NE, CR0_PE, CR0_PG,
 from ringvisor.hw import vmcs as V
 from ringvisor.hw.vmcs import EXIT_REASONS
 
-from . import layout as L
+from . import layout as L, state as S
 from .errors import MonitorStop
 from .guestmem import GuestBadFrame, GuestMemory, GuestPageFault
 from .monitor import build_region
@@ -53,13 +52,20 @@ CR0_OWNED = CR0_PE | CR0_NE | CR0_WP | CR0_PG
 CR0_HOST = CR0_PE | CR0_NE | CR0_WP | CR0_PG | CR0_ET
 CR4_GUEST_REAL = ~(CR4_PSE | CR4_PGE) & 0xFFFFFFFF     # the shadow tables use 4 KiB pages
 IO_STRING_SLICE = 4096
-NOT_SAVED = "--mode hvm: the VMX state is not part of a saved VM yet"
 TF, DR6_BS = 1 << 8, 1 << 14
 STRING_IO = 1 << 4
 
 
 class HardwareAssisted:
     name = "hvm"
+    # the lifecycle protocol (vmm/state.py).  The VMCS, VMX operation and the guest's
+    # registers are the CPU's (its section: hw/vmx.py); the host page directory, the MSR
+    # bitmap, the VMXON and VMCS regions and the shadow tables are in the monitor's region
+    # of machine memory; what is left is the monitor's own bookkeeping
+    state_name = "monitor"
+    state_version = 1
+    STATE = ("vcpu", "shadow", "platform", "exits", "stats", "step_page")
+    WIRING = ("machine", "cpu", "mem", "vmx", "guest_ram", "base", "gm")
 
     def __init__(self, machine, guest_ram: int) -> None:
         self.machine = machine
@@ -327,9 +333,15 @@ class HardwareAssisted:
         self.cpu.request_stop()
 
     def get_state(self) -> dict:
-        """Refused: the VMCS, the VMX root state and the shadow tables are not in the state
-        stream yet (savevm and every other way of saving a VM say so in one line)."""
-        raise ConfigError(NOT_SAVED)
+        return S.get_attrs(self)
+
+    def set_state(self, state: dict) -> None:
+        S.set_attrs(self, state)
+        step = self.step_page                 # (a VM saved between an MTF entry and its exit)
+        if step is not None:
+            page, frame, before = step
+            self.step_page = (int(page), int(frame), None if before is None else bytes(before))
+        self.cpu.tlb_flush()
 
 
 from .hvmexits import HANDLERS  # noqa: E402  (one handler per basic exit reason)
