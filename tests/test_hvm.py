@@ -120,3 +120,41 @@ def test_monitor_prompt_under_hvm(tmp_path):
 def test_bench_image_is_native():
     n, h = both(image_path("bench-sieve"))
     assert h.output == n.output and h.status == n.status and h.stop.reason == "exit"
+
+
+def test_saved_inside_a_one_store_window():
+    """A store to a page the shadow keeps read-only is let through once: the monitor opens
+    the page and arms the monitor-trap flag (hvmexits.page_fault).  A VM saved inside that
+    window -- the page open, MTF armed -- restores and runs on as one uninterrupted run
+    (the remap guest makes such stores)."""
+    from ringvisor.hw.machine import read_image
+    from ringvisor.lifecycle import stream
+    from ringvisor.lifecycle.vm import VmInfo, capture, restore
+    from ringvisor.vmm import attach_monitor, create_vm
+    image = read_image(build_hw("remap"))
+    out = bytearray()
+    m, mon = create_vm(image, "hvm", "", 32, output=out.extend)
+    windows = []
+    regions = m.cpu.native.regions
+    for i, (start, end, handler, name) in enumerate(regions):
+        if handler == mon.exit:
+            def on_exit(cpu, handler=handler):
+                handler(cpu)
+                if mon.step_page is not None:
+                    windows.append(cpu.state.icount)
+            regions[i] = (start, end, on_exit, name)
+    m.cpu.cache.flush()
+    end = m.run(LIMIT)
+    assert end.reason == "exit" and windows, windows
+    whole = bytes(out)
+    for n in (windows[0], windows[-1]):
+        out = bytearray()
+        m, mon = create_vm(image, "hvm", "", 32, output=out.extend)
+        assert m.run(n).reason == "limit" and m.cpu.state.icount == n
+        assert mon.step_page is not None and m.cpu.vmx.mtf and m.cpu.nonroot
+        data = stream.pack_image(capture(m, mon, VmInfo()))
+        rest = bytearray()
+        m2, mon2, _ = restore(stream.read_sections(data), attach_monitor, "jit", rest.extend)
+        assert mon2.step_page == mon.step_page
+        assert m2.run(LIMIT) == end
+        assert whole[:len(out)] + bytes(rest) == whole, f"restored at {n}"

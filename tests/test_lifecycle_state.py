@@ -201,6 +201,20 @@ def test_forged_sections_are_one_clear_error(small_image):
         # what must never happen is any other exception
 
 
+def test_a_cpu_section_of_version_1_is_a_processor_never_in_vmx_operation(small_image):
+    """Images from before the VMX state was saved (the ``cpu`` section's version 1, without
+    ``vmx``) restore, the processor outside VMX operation."""
+    secs = stream.read_sections(small_image)
+    cpu = next(i for i, s in enumerate(secs) if s.name == "cpu")
+    assert secs[cpu].version == 2
+    state = codec.decode(secs[cpu].payload)
+    del state["vmx"]
+    secs[cpu] = stream.Section(stream.STATE, "cpu", 1, codec.encode(state))
+    m = load(repack(secs))[0]
+    assert not m.cpu.vmx.on and m.cpu.vmx.current is None and not m.cpu.nonroot
+    assert m.cpu.get_state() == load(small_image)[0].cpu.get_state()
+
+
 def test_cli_restore_of_a_bad_image(tmp_path, small_image):
     bad = tmp_path / "bad.rv"
     bad.write_bytes(small_image[:-5])
