@@ -517,17 +517,20 @@ def cmd_run(args) -> int:
 
 
 def _check_virtio_args(args) -> None:
-    """The virtio devices are not in a saved VM's description yet: a VM with them cannot
-    be saved, recorded, snapshotted or migrated (its destination would lack them)."""
+    """A VM's disks are image files beside it, not part of it (QEMU's raw drives): a saved
+    or migrated VM finds them at the same path, but a recording replays, and a snapshot
+    reverts, against whatever the image holds by then -- refused for a writable disk, as
+    QEMU's savevm refuses a raw drive."""
     if args.virtio_disk_ro and not args.virtio_disk:
         raise ConfigError("--virtio-disk-ro goes with --virtio-disk PATH")
-    if not (args.virtio_disk or args.virtio_console):
-        return
-    kept = [o for o, v in (("--save", args.save), ("--record", getattr(args, "record", None)),
-                           ("--snapshot", getattr(args, "snapshot", None)),
-                           ("--migrate-to", getattr(args, "migrate_to", None))) if v]
-    if kept:
-        raise ConfigError(f"a VM with virtio devices cannot be kept yet: no {', '.join(kept)}")
+    writable = [o for o, path, ro in (("--disk", getattr(args, "disk", None), args.disk_ro),
+                                     ("--virtio-disk", args.virtio_disk, args.virtio_disk_ro))
+                if path and not ro]
+    kept = [o for o, v in (("--record", getattr(args, "record", None)),
+                           ("--snapshot", getattr(args, "snapshot", None))) if v]
+    if writable and kept:
+        raise ConfigError(f"{' and '.join(kept)} with a writable {writable[0]}: the image file "
+                          f"changes as the VM runs (give {writable[0]}-ro, or leave the disk out)")
 
 
 def _check_kvm_args(args) -> None:

@@ -23,6 +23,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
+from ringvisor.errors import ConfigError
 from ringvisor.hw.machine import COM, Machine
 
 from . import codec, mapped as MAPPEDRAM, ram as RAMCODEC
@@ -48,6 +49,13 @@ class VmInfo:
     # the serial ports it has (2: COM2 too), said up front: a migration's destination
     # builds the machine before any device's state arrives (older images: counted)
     serial_ports: int = 1
+    # the disks it has, by host path (a restore or a migration's destination attaches the
+    # same image files: Xen's and QEMU's shared-storage model, the disk is not in the image)
+    ata_disk: str = ""
+    ata_disk_readonly: bool = False
+    virtio_disk: str = ""
+    virtio_disk_readonly: bool = False
+    virtio_console: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> "VmInfo":
@@ -65,6 +73,11 @@ def capture(machine: Machine, monitor=None, info: VmInfo | None = None,
     info.cpu_hz = machine.clock.cpu_hz
     info.icount = machine.cpu.state.icount
     info.serial_ports = len(machine.uarts)
+    for kind, dev in (("ata_disk", machine.disk), ("virtio_disk", machine.virtio_disk)):
+        path = os.path.abspath(dev.image.path) if dev is not None else ""
+        setattr(info, kind, path)
+        setattr(info, kind + "_readonly", bool(dev is not None and dev.image.readonly))
+    info.virtio_console = machine.virtio_console is not None
     if monitor is None:
         info.mode, info.guest_mb = "native", info.machine_mb
     else:
@@ -145,6 +158,7 @@ def new_machine(info: VmInfo, attach_monitor: AttachMonitor | None = None, engin
         raise BadImage(f"{what}: corrupt description ({info.serial_ports!r} serial ports)")
     machine_kw.setdefault("serial_ports", info.serial_ports)
     m = machine_cls(info.machine_mb, engine, cpu_hz=info.cpu_hz, output=output, **machine_kw)
+    _attach_devices(m, info, what)
     monitor = None
     if info.mode != "native":
         if attach_monitor is None:
@@ -154,6 +168,24 @@ def new_machine(info: VmInfo, attach_monitor: AttachMonitor | None = None, engin
         except ValueError as e:
             raise BadImage(f"{what}: cannot restore a VM under {info.mode!r} ({e})") from None
     return m, monitor
+
+
+def _attach_devices(m: Machine, info: VmInfo, what: str) -> None:
+    """The devices the description names beyond the fixed PC: its disks (the same image
+    files) and the virtio console, before any device's state arrives."""
+    for kind, attach in (("ata_disk", m.attach_disk), ("virtio_disk", m.attach_virtio_disk)):
+        path, readonly = getattr(info, kind), getattr(info, kind + "_readonly")
+        if not isinstance(path, str) or not isinstance(readonly, bool):
+            raise BadImage(f"{what}: corrupt description ({kind} {path!r})")
+        if path:
+            try:
+                attach(path, readonly)
+            except ConfigError as e:
+                raise BadImage(f"{what}: the VM's disk: {e}") from None
+    if not isinstance(info.virtio_console, bool):
+        raise BadImage(f"{what}: corrupt description (virtio_console {info.virtio_console!r})")
+    if info.virtio_console:
+        m.attach_virtio_console()
 
 
 def load_states(m: Machine, monitor, sections: list[Section], what: str = "image") -> None:
