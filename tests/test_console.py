@@ -299,3 +299,18 @@ def test_com2_travels_with_the_vm():
     m2, _, info = got["vm"]
     assert info.serial_ports == 2 and len(m2.uarts) == 2
     assert finish(m2, com1, com2) == whole
+
+
+def test_savevm_refuses_a_writable_disk(tmp_path):
+    """The image file is not part of a snapshot: savevm and loadvm refuse a VM that writes a
+    disk (as QEMU's savevm refuses raw drives), and the guest runs on."""
+    img = tmp_path / "disk.img"
+    img.write_bytes(bytes(2048 * 512))
+    keys = b"\x01csavevm held\nloadvm held\ncont\n\x01cexit 3\n"
+    p = rv("run", "kernel", "--disk", str(img), "--serial", "mon:stdio", "-S",
+           "--store", str(tmp_path / "snapshots"), stdin=keys)
+    out = p.stdout.decode()
+    assert p.returncode == (3 << 1) | 1, p.stderr.decode()
+    for cmd in ("savevm", "loadvm"):
+        assert f"{cmd}: not with a writable disk ({img}" in out, out
+    assert not (tmp_path / "snapshots").exists()

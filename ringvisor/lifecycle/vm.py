@@ -170,6 +170,15 @@ def new_machine(info: VmInfo, attach_monitor: AttachMonitor | None = None, engin
     return m, monitor
 
 
+def writable_disk(machine: Machine) -> str | None:
+    """The image file of a disk the VM writes (None: it has none), which a snapshot or a
+    recording cannot hold: a revert or a replay would find the file as it is by then."""
+    for dev in (machine.disk, machine.virtio_disk):
+        if dev is not None and not dev.image.readonly:
+            return dev.image.path
+    return None
+
+
 def _attach_devices(m: Machine, info: VmInfo, what: str) -> None:
     """The devices the description names beyond the fixed PC: its disks (the same image
     files) and the virtio console, before any device's state arrives."""

@@ -199,6 +199,11 @@ class Session:
             return f"{cmd} NAME" + (" [DESCRIPTION]\n" if cmd == "savevm" else "\n")
         self.view.settle()                  # between two guest instructions
         m = self.machine
+        from ringvisor.lifecycle.vm import writable_disk
+        disk = writable_disk(m)
+        if disk is not None:
+            return (f"{cmd}: not with a writable disk ({disk}: the image file is not part of "
+                    f"a snapshot, as QEMU's savevm refuses raw drives)\n")
         try:
             tree = SnapshotTree(self.store)
             if cmd == "loadvm":
