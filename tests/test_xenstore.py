@@ -143,6 +143,20 @@ def test_a_bad_config_file_is_one_line_naming_the_key(text, expect):
     assert str(e.value).startswith(expect) and "\n" not in str(e.value)
 
 
+def test_a_value_python_warns_about_is_still_one_line_on_stderr(tmp_path):
+    """'1and 2' makes Python's tokenizer print a SyntaxWarning on stderr before it fails:
+    ``xl create`` must print only its own line."""
+    import subprocess
+    import sys
+    cfg = tmp_path / "w.cfg"
+    cfg.write_text('name = "a"\nkernel = "kernel-pv"\nmemory = 1and 2\n')
+    p = subprocess.run([sys.executable, "-W", "default", "-m", "ringvisor", "xl", "--state-dir",
+                        str(tmp_path), "create", str(cfg)], capture_output=True, timeout=120)
+    err = p.stderr.decode()
+    assert p.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert "w.cfg:3: memory: cannot read the value" in err
+
+
 def test_the_shipped_example_config_is_valid():
     examples = sorted((Path(__file__).parents[1] / "examples" / "xen").glob("*.cfg"))
     assert examples

@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,8 +100,12 @@ def _strip_comment(line: str) -> str:
 
 def _literal(text: str, where: str, key: str):
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+        with warnings.catch_warnings():
+            # Python's tokenizer warns on stderr about text like '1and 2' before it fails:
+            # the user gets the one line below instead
+            warnings.simplefilter("ignore", SyntaxWarning)
+            return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         raise ConfigFileError(f"{where}: {key}: cannot read the value {text.strip()!r} "
                               "(strings need quotes)") from None
 
