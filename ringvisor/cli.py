@@ -617,8 +617,10 @@ def _run_incoming(args) -> int:
                                         pace=con.pace, keep_source=bool(con.trace))
     finally:
         incoming.close()
-    print(f"ringvisor: received the VM at instruction {m.cpu.state.icount:,}; running it",
-          file=sys.stderr, flush=True)
+    # one write: under post-copy the page server (another process) may print at once
+    sys.stderr.write(f"ringvisor: received the VM at instruction {m.cpu.state.icount:,}; "
+                     f"running it\n")
+    sys.stderr.flush()
     return _run_and_keep(args, con, m, mon, info.image, info.cmdline)
 
 

@@ -186,8 +186,7 @@ def receive(conn, reader, info, what, attach_monitor, engine, output, machine_kw
     try:
         status = _serve(pid, conn, reader, ctl, nonzero, npages, what)
     except BaseException as e:         # nothing may unwind into the caller's code here
-        print(f"ringvisor: {what}: the page server failed ({type(e).__name__}: {e})",
-              file=sys.stderr, flush=True)
+        _say(f"ringvisor: {what}: the page server failed ({type(e).__name__}: {e})")
         os.kill(pid, signal.SIGKILL)
         _wait(pid)
         status = 2
@@ -208,6 +207,13 @@ def _resume(ctl, info, states, what, attach_monitor, engine, output, machine_kw)
     ctl.sendall(b"R")
     _KEEP.append(ctl)           # closed when this process ends: the page server's sign
     return m, monitor, info
+
+
+def _say(line: str) -> None:
+    """One line on stderr in one write: the VM's process shares it, and a line split in two
+    writes may have the other's in the middle."""
+    sys.stderr.flush()
+    os.write(2, (line + "\n").encode())
 
 
 def _wait(pid: int) -> int:
@@ -244,10 +250,9 @@ def _serve(pid, conn, reader, ctl, nonzero, npages, what) -> int:
     t0 = time.perf_counter()
 
     def lost(why: str) -> int:
-        print(f"ringvisor: {what} failed: the source is gone ({why}) with {left:,} of "
+        _say(f"ringvisor: {what} failed: the source is gone ({why}) with {left:,} of "
               f"{len(nonzero):,} pages still there; the VM cannot go on (under post-copy "
-              f"it is split between the hosts until its last page arrives)",
-              file=sys.stderr, flush=True)
+              f"it is split between the hosts until its last page arrives)")
         os.kill(pid, signal.SIGKILL)
         _wait(pid)
         return 2
@@ -296,7 +301,7 @@ def _serve(pid, conn, reader, ctl, nonzero, npages, what) -> int:
         pass                                        # the source has what it needs to know
     conn.close()
     if not left:
-        print(f"ringvisor: post-copy: all {len(nonzero):,} pages are here "
+        _say(f"ringvisor: post-copy: all {len(nonzero):,} pages are here "
               f"{time.perf_counter() - t0:.2f} s after the VM resumed ({faults:,} demand "
-              f"faults)", file=sys.stderr, flush=True)
+              f"faults)")
     return _wait(pid)
