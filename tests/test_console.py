@@ -314,3 +314,12 @@ def test_savevm_refuses_a_writable_disk(tmp_path):
     for cmd in ("savevm", "loadvm"):
         assert f"{cmd}: not with a writable disk ({img}" in out, out
     assert not (tmp_path / "snapshots").exists()
+
+
+def test_a_vm_held_with_nothing_to_resume_it_is_an_error():
+    """-S without a debugger, and a console whose input ends without `cont`: nothing can
+    ever resume the VM -- one line and exit status 2, not a silent success."""
+    p = rv("run", "kernel", "-S", stdin=b"")
+    err = p.stderr.decode().strip()
+    assert p.returncode == 2 and len(err.splitlines()) == 1, err
+    assert "paused with nothing left that could resume it" in err

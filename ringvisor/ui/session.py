@@ -131,8 +131,12 @@ class Session:
         m = self.machine
         while self.paused_by is not None and m.stop is None:
             if not m.wait_host(None):
-                # nothing could ever resume the VM (no console input, no debugger)
-                m.quit("paused with nothing left that could resume it")
+                # nothing could ever resume the VM (no console input, no debugger): an
+                # error for whoever ran it (-S without --gdb and a console that ended)
+                m.stop = Stop("stalled", 2, "the VM is paused with nothing left that could "
+                                            "resume it (no debugger, and the console's input "
+                                            "ended)")
+                m.cpu.request_stop()
 
     # -- the controller the debugger and the monitor prompt use ---------------------------------
     def pause(self, reason: str) -> None:
