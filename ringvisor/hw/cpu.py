@@ -21,7 +21,7 @@ from .memory import PhysicalMemory
 from .mmu import Mmu
 from .native import NativeRegions
 from .segments import Segmentation, is_flat
-from .state import CR0_PE, CR0_PG, CR0_WP, CR4_PGE, CR4_PSE, CR4_SMEP, CS, DS, DF as DF_FLAG, IF, RF, SS, TF, VM, CpuState
+from .state import CR0_PE, CR0_PG, CR0_TRANSLATION, CR4_TRANSLATION, CS, DS, DF as DF_FLAG, IF, RF, SS, TF, VM, CpuState
 from . import identify  # noqa: F401  (files CPUID, RDTSC(P), RDMSR/WRMSR among the helpers)
 from .system import run_helper
 from . import transfers
@@ -241,16 +241,14 @@ class Cpu:
 
     def load_control(self, cr0: int, cr4: int) -> None:
         """MOV to CR0 and to CR4 (a monitor sets the real ones it runs its guest with): the
-        TLB goes when a bit that governs translation changes -- CR0.PG, WP, PE; CR4.PSE,
-        PGE, SMEP (SDM Vol. 3 §4.10.4.1) -- so that, e.g., a guest's new SMEP applies to
-        pages it already fetched from."""
+        TLB goes when a bit that governs translation changes, as MOV to CR does
+        (``CR0_TRANSLATION``, ``CR4_TRANSLATION``) -- so that, e.g., a guest's new SMEP
+        applies to pages it already fetched from."""
         st = self.state
-        if ((st.cr0 ^ cr0) & (CR0_PG | CR0_WP | CR0_PE)
-                or (st.cr4 ^ cr4) & (CR4_PSE | CR4_PGE | CR4_SMEP)):
-            st.cr0, st.cr4 = cr0, cr4
+        changed = (st.cr0 ^ cr0) & CR0_TRANSLATION or (st.cr4 ^ cr4) & CR4_TRANSLATION
+        st.cr0, st.cr4 = cr0, cr4
+        if changed:
             self.tlb_flush()
-        else:
-            st.cr0, st.cr4 = cr0, cr4
 
     def load_descriptor_tables(self, gdt: tuple[int, int], idt: tuple[int, int]) -> None:
         """LGDT and LIDT: (base, limit) of each."""

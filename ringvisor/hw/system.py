@@ -15,7 +15,7 @@ import iced_x86 as ix
 from . import transfers, x87control
 from .faults import BP, BR, DB, GP, NM, NP, OF as OF_VEC, UD, CpuFault, UnsupportedFeature
 from .segments import LDT, TSS16_AVAIL, TSS32_AVAIL, Descriptor, null_segment
-from .state import (ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, Segment, CR0_EM, CR0_ET, CR0_MP, CR0_NW, CR0_CD, CR0_PE, CR0_PG, CR0_TS,
+from .state import (CR0_TRANSLATION, CR4_TRANSLATION, ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, Segment, CR0_EM, CR0_ET, CR0_MP, CR0_NW, CR0_CD, CR0_PE, CR0_PG, CR0_TS,
                     CR4_DE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PCE, CR4_PGE, CR4_PSE, CR4_SMEP,
                     CR4_TSD, CR4_UMIP, CR4_VMXE, CS, DF, IF, IOPL_MASK, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
                     MSR_SYSENTER_ESP, OF, RF, SS, VM, ZF)
@@ -524,7 +524,7 @@ def write_cr(cpu, n: int, v: int) -> None:
             raise CpuFault(GP, 0)
         old = st.cr0
         st.cr0 = v | CR0_ET         # ET is hardwired to 1 (SDM Vol. 3 §2.5)
-        if (old ^ st.cr0) & (CR0_PG | 0x10000 | CR0_PE):
+        if (old ^ st.cr0) & CR0_TRANSLATION:
             cpu.tlb_flush()
     elif n == 2:
         st.cr2 = v
@@ -536,7 +536,7 @@ def write_cr(cpu, n: int, v: int) -> None:
             raise CpuFault(GP, 0)
         old = st.cr4
         st.cr4 = v
-        if (old ^ v) & (CR4_PSE | CR4_PGE | CR4_SMEP):
+        if (old ^ v) & CR4_TRANSLATION:
             cpu.tlb_flush()
     else:
         raise CpuFault(UD)
