@@ -326,9 +326,7 @@ class BinaryTranslation(Translator, Monitor):
                 unit = self.translation(target)
             except GuestPageFault as e:
                 # the jump landed on an unmapped page: the fetch there faults
-                self.vcpu.cr2 = e.address
-                self.traps["#PF (guest)"] += 1
-                self.deliver(f, 14, e.error_code, False, target)
+                self.guest_page_fault(f, e.address, e.error_code, target)
                 return
             s = f.eip - 2
             here = self.tc.unit_at(s)

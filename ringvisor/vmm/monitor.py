@@ -503,23 +503,17 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         write, user = bool(err & 2), bool(err & 4)
         if lin >= L.MLIN:
             # the guest reached for the hypervisor region: as if nothing were mapped there
-            self.traps["#PF (guest)"] += 1
-            self.vcpu.cr2 = lin
-            self.deliver(f, 14, err & ~1, False, self.guest_eip(f))
+            self.guest_page_fault(f, lin, err & ~1)
             return
         try:
             m = self.gm.translate(lin, write, user)
         except GuestPageFault as e:
-            self.traps["#PF (guest)"] += 1
-            self.vcpu.cr2 = e.address
-            self.deliver(f, 14, e.error_code, False, self.guest_eip(f))
+            self.guest_page_fault(f, e.address, e.error_code)
             return
         if err & PF_I and not user and m.user and self.vcpu.cr4 & CR4_SMEP:
             # the kernel fetched from a user page under its own SMEP (the real CR4 carries
             # it): the guest's fault, P and I/D (SDM Vol. 3 §4.6.1, §4.7)
-            self.traps["#PF (guest)"] += 1
-            self.vcpu.cr2 = lin
-            self.deliver(f, 14, err & (PF_I | 1), False, self.guest_eip(f))
+            self.guest_page_fault(f, lin, err & (PF_I | 1))
             return
         frame = m.phys & ~0xFFF
         if frame == APIC_PAGE and not self.gm.translated:
@@ -558,6 +552,14 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             # the store must happen and the page must stay read-only (a table it maps
             # itself through; a user page the kernel writes with WP clear): one step
             self.open_page(f, lin, frame, self.shadow.is_table(ppn) or ppn in self.gdt.frames)
+
+    def guest_page_fault(self, f: Frame, address: int, error_code: int,
+                         eip: int | None = None) -> None:
+        """The fault is the guest's own: its CR2 and its #PF handler, at the guest
+        instruction ``f`` stands for (or at ``eip``)."""
+        self.traps["#PF (guest)"] += 1
+        self.vcpu.cr2 = address
+        self.deliver(f, 14, error_code, False, self.guest_eip(f) if eip is None else eip)
 
     def apic_access(self, f: Frame, offset: int) -> None:
         """The guest touched its local APIC's page, which the shadow never maps: the
