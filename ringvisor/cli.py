@@ -506,7 +506,7 @@ def cmd_run(args) -> int:
     if args.smp != 1 and args.mode != "native":
         raise ConfigError(f"--smp {args.smp}: the monitors run a uniprocessor guest "
                           f"(--mode native only)")
-    _check_virtio_args(args)
+    _check_device_args(args)
     m, mon = create_vm(image, args.mode, args.append, args.mem, args.engine, mods,
                        image_name=kernel, output=con.output, pace=con.pace,
                        keep_source=bool(con.trace), serial_ports=con.serial_ports,
@@ -516,7 +516,7 @@ def cmd_run(args) -> int:
     return _run_and_keep(args, con, m, mon, kernel, args.append)
 
 
-def _check_virtio_args(args) -> None:
+def _check_device_args(args) -> None:
     """A VM's disks are image files beside it, not part of it (QEMU's raw drives): a saved
     or migrated VM finds them at the same path, but a recording replays, and a snapshot
     reverts, against whatever the image holds by then -- refused for a writable disk, as

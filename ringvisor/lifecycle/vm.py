@@ -63,6 +63,12 @@ class VmInfo:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+# a VM's disks: its description's key (and key + "_readonly"), the Machine's attribute
+# holding the device, the Machine's method that attaches one
+DISKS = (("ata_disk", "disk", "attach_disk"),
+         ("virtio_disk", "virtio_disk", "attach_virtio_disk"))
+
+
 def capture(machine: Machine, monitor=None, info: VmInfo | None = None,
             include_ram: bool = True) -> list[Section]:
     """The VM's sections (RAM last, unless ``include_ram`` is false)."""
@@ -73,7 +79,8 @@ def capture(machine: Machine, monitor=None, info: VmInfo | None = None,
     info.cpu_hz = machine.clock.cpu_hz
     info.icount = machine.cpu.state.icount
     info.serial_ports = len(machine.uarts)
-    for kind, dev in (("ata_disk", machine.disk), ("virtio_disk", machine.virtio_disk)):
+    for kind, attr, _ in DISKS:
+        dev = getattr(machine, attr)
         path = os.path.abspath(dev.image.path) if dev is not None else ""
         setattr(info, kind, path)
         setattr(info, kind + "_readonly", bool(dev is not None and dev.image.readonly))
@@ -173,7 +180,8 @@ def new_machine(info: VmInfo, attach_monitor: AttachMonitor | None = None, engin
 def writable_disk(machine: Machine) -> str | None:
     """The image file of a disk the VM writes (None: it has none), which a snapshot or a
     recording cannot hold: a revert or a replay would find the file as it is by then."""
-    for dev in (machine.disk, machine.virtio_disk):
+    for _, attr, _ in DISKS:
+        dev = getattr(machine, attr)
         if dev is not None and not dev.image.readonly:
             return dev.image.path
     return None
@@ -182,13 +190,13 @@ def writable_disk(machine: Machine) -> str | None:
 def _attach_devices(m: Machine, info: VmInfo, what: str) -> None:
     """The devices the description names beyond the fixed PC: its disks (the same image
     files) and the virtio console, before any device's state arrives."""
-    for kind, attach in (("ata_disk", m.attach_disk), ("virtio_disk", m.attach_virtio_disk)):
+    for kind, _, attach in DISKS:
         path, readonly = getattr(info, kind), getattr(info, kind + "_readonly")
         if not isinstance(path, str) or not isinstance(readonly, bool):
             raise BadImage(f"{what}: corrupt description ({kind} {path!r})")
         if path:
             try:
-                attach(path, readonly)
+                getattr(m, attach)(path, readonly)
             except ConfigError as e:
                 raise BadImage(f"{what}: the VM's disk: {e}") from None
     if not isinstance(info.virtio_console, bool):
