@@ -7,34 +7,26 @@ privcmd device.  End to end: `ringvisor xen`, its Domain 0 console on a pipe,
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
 from ringvisor.guests.build import image_path
 from test_guest_kernel import run_platform
+from test_xl_cli import wait_for as _wait_for, xl as _xl
 
 ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+) ([-rbpscd]{6})\s+(\d+)\.(\d)$", re.M)
 
 
-def xl(env, *args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "ringvisor", "xl", *args], env=env,
-                          capture_output=True, text=True, timeout=120, input=stdin)
-
-
-def wait_for(cond, seconds=180):
-    end = time.time() + seconds
-    while time.time() < end:
-        if cond():
-            return True
-        time.sleep(0.2)
-    raise AssertionError("timed out")
+# test_xl_cli's helpers, with this file's longer bounds (a xen host boots here too)
+xl = functools.partial(_xl, timeout=120)
+wait_for = functools.partial(_wait_for, seconds=180)
 
 
 @pytest.fixture(scope="module")
