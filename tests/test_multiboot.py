@@ -392,6 +392,10 @@ GOOD_ELF = elf32([(0x100000, 0x100000, b"\xf4" * 64, 0x1000, 5)], 0x100000)
 @pytest.mark.parametrize("image, message", [
     (b"", "no Multiboot header"),
     (b"\x7fELF" + bytes(100), "without a Multiboot header"),
+    (bytes(0x202) + b"HdrS" + bytes(0x1000), "a Linux kernel (x86 boot protocol)"),
+    (bytes(0x2000) + struct.pack("<IIII", 0xE85250D6, 0, 16, (-(0xE85250D6 + 16)) & 0xFFFFFFFF)
+     + bytes(64), "a Multiboot2 kernel (header at offset 0x2000)"),
+    (b"\x7fELF" + bytes(0x3C) + struct.pack("<I", 0xE85250D6) + bytes(64), "a Multiboot2 kernel"),
     (struct.pack("<III", HEADER_MAGIC, 0, 1) + bytes(64), "bad checksum"),
     (mb_header(0x3 | 0x10) + bytes(64), "unsupported features"),
     (mb_header(0x3) + bytes(64), "not an ELF file"),

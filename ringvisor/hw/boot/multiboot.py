@@ -91,6 +91,11 @@ HEADER_MAGIC = 0x1BADB002
 BOOTLOADER_MAGIC = 0x2BADB002
 SEARCH_LIMIT = 8192
 SEARCH_END = SEARCH_LIMIT - 48   # QEMU looks for the magic at offsets below 8144
+# images this loader recognizes only to refuse them by name: a Multiboot2 header
+# (8-byte aligned in the first 32 KiB, the Multiboot2 specification 3.1.1) and a Linux
+# kernel's setup header ("HdrS" at 0x202, the Linux x86 boot protocol)
+MB2_MAGIC, SEARCH_END_MB2 = 0xE85250D6, 32768
+LINUX_HDRS = 0x202
 
 HDR_PAGE_ALIGN = 1 << 0
 HDR_MEMORY_INFO = 1 << 1
@@ -212,6 +217,13 @@ def _find_header(image: bytes, name: str) -> int:
             bad_checksum = off
     if bad_checksum is not None:
         raise ImageError(f"{name}: Multiboot header at offset {bad_checksum:#x} has a bad checksum")
+    if image[LINUX_HDRS:LINUX_HDRS + 4] == b"HdrS":
+        raise ImageError(f"{name}: a Linux kernel (x86 boot protocol): ringvisor boots Multiboot "
+                         "kernels only")
+    for off in range(0, min(SEARCH_END_MB2, len(image) - 3), 8):
+        if struct.unpack_from("<I", image, off)[0] == MB2_MAGIC:
+            raise ImageError(f"{name}: a Multiboot2 kernel (header at offset {off:#x}): ringvisor, "
+                             "like qemu -kernel, boots Multiboot 1 kernels only")
     if image[:4] == ELF_MAGIC:
         raise ImageError(f"{name}: ELF file without a Multiboot header in its first 8192 bytes")
     raise ImageError(f"{name}: not a Multiboot kernel (no Multiboot header in the first 8192 bytes)")
