@@ -30,6 +30,7 @@ from . import x87
 from .faults import GP, NM, UD, XM, CpuFault
 from .state import CR0_EM, CR0_TS, CR4_OSFXSR, CR4_OSXMMEXCPT, FpuState
 from .translate import GPR, registrar
+from .x87control import MXCSR_MASK
 
 M = ix.Mnemonic
 OK = ix.OpKind
@@ -49,7 +50,6 @@ MASKMOV = (M.MASKMOVQ, M.MASKMOVDQU)
 NO_ACCESS = frozenset({M.PREFETCHNTA, M.PREFETCHT0, M.PREFETCHT1, M.PREFETCHT2})
 UNALIGNED: set[int] = {M.MOVUPS, M.MOVUPD, M.MOVDQU, M.MASKMOVDQU, M.LDDQU}
 MXCSR_FLAGS = 0x3F
-MXCSR_VALID = 0xFFFF                     # writable bits (MXCSR_MASK, DAZ included)
 
 
 class Sinsn:
@@ -383,7 +383,7 @@ def movmskpd(c: Ctx, a, b):
 # --- MXCSR, EMMS, fences, cache control --------------------------------------------------------------------
 @simd(M.LDMXCSR)
 def ldmxcsr(c: Ctx, a, b):
-    if b & ~MXCSR_VALID:
+    if b & ~MXCSR_MASK:
         raise CpuFault(GP, 0)           # reserved bits (SDM Vol. 2 LDMXCSR)
     c.fpu.mxcsr = b
     return None
