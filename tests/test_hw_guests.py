@@ -829,6 +829,14 @@ EXPECTED_CPUFEAT = [
     "smep=0 ring 0 read of a user page: 0xc3",
     "smep=1 ring 0 fetch from a user page: #14 err=0x11 eip=+0 cr2=0x410000",
     "smep=1 ring 0 read of a user page: 0xc3",
+    # a kernel code page made a user page, then not present, then a supervisor page
+    # again, each time with INVLPG (4.10.4.1: the next fetch uses the new entry): it
+    # runs, faults under SMEP, faults as not present, runs again
+    "smep=1 ring 0 fetch from a supervisor page: no exception",
+    "smep=1 ring 0 fetch after the page became a user page: #14 err=0x11 eip=+0 cr2=0x411000",
+    # not present: P=0, and I/D still reported because SMEP is on (4.7)
+    "smep=1 ring 0 fetch after the page went away: #14 err=0x10 eip=+0 cr2=0x411000",
+    "smep=1 ring 0 fetch from a supervisor page: no exception",
     # RDTSCP: EDX:EAX = TSC (later than the RDTSC before it), ECX = IA32_TSC_AUX
     "rdtscp: ecx=0x1234 later=yes",
     "cpufeat: done",

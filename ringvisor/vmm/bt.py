@@ -162,10 +162,18 @@ class BinaryTranslation(Translator, Monitor):
     def follow_mappings(self, pages: list[int]) -> None:
         """The guest flushed its TLB for ``pages`` (INVLPG, a CR3 load): translations
         made from frames those pages no longer map go, and the jumps chained into
-        them become stubs again (SDM Vol. 3 §4.10.4: fetches use the new mapping)."""
+        them become stubs again (SDM Vol. 3 §4.10.4: fetches use the new mapping).  Under
+        the guest's SMEP a page that is now a user page is as good as unmapped: the
+        kernel's next fetch from it must fault (``fetch_phys``), so its units go too."""
+        v = self.vcpu
+        smep = v.paging and v.cr4 & CR4_SMEP
         for page in pages:
             if page in self.tc.by_page:
-                self.tc.remapped(page, self.frame_of(page << 12))
+                frame = self.frame_of(page << 12)
+                if smep and frame is not None and \
+                        self.gm.translate(page << 12, False, False, set_bits=False).user:
+                    frame = None
+                self.tc.remapped(page, frame)
 
     # -- reads through CS -----------------------------------------------------------------
     def cs_reads_through_ss(self) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import iced_x86 as ix
 
+from ringvisor.hw.mmu import PF_I
 from ringvisor.hw.state import CR4_SMEP
 
 from . import emulate as E
@@ -139,12 +140,18 @@ class Translator:
 
     def fetch_phys(self, lin: int) -> int:
         """Where the guest kernel's fetch at ``lin`` reads; under the guest's CR4.SMEP a
-        user page is #PF(P, I/D) (SDM Vol. 3 §4.6.1)."""
-        phys = self.gm.phys(lin)
+        user page is #PF(P, I/D) (SDM Vol. 3 §4.6.1), and every fetch fault reports
+        I/D (§4.7)."""
         v = self.vcpu
-        if v.cr4 & CR4_SMEP and v.paging and \
-                self.gm.translate(lin, False, False, set_bits=False).user:
-            raise GuestPageFault(lin, 0x11)
+        smep = v.cr4 & CR4_SMEP and v.paging
+        try:
+            phys = self.gm.phys(lin)
+        except GuestPageFault as e:
+            if smep:
+                raise GuestPageFault(e.address, e.error_code | PF_I) from None
+            raise
+        if smep and self.gm.translate(lin, False, False, set_bits=False).user:
+            raise GuestPageFault(lin, PF_I | 1)
         return phys
 
     def _fetch(self, eip: int, pages: dict[int, int]) -> tuple[ix.Instruction, bytes]:
@@ -193,7 +200,7 @@ class Translator:
         guest_map: list[int] = []
         lengths: list[int] = []
         sites: dict[int, tuple] = {}
-        first_phys = self.gm.phys(eip)
+        first_phys = self.fetch_phys(eip)
         cs_reads = False
 
         def here() -> int:

@@ -508,12 +508,14 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         try:
             m = self.gm.translate(lin, write, user)
         except GuestPageFault as e:
-            self.guest_page_fault(f, e.address, e.error_code)
+            # (I/D as the real fault has it: the real CR4 carries the guest's SMEP)
+            self.guest_page_fault(f, e.address, e.error_code | (err & PF_I))
             return
         if err & PF_I and not user and m.user and self.vcpu.cr4 & CR4_SMEP:
             # the kernel fetched from a user page under its own SMEP (the real CR4 carries
-            # it): the guest's fault, P and I/D (SDM Vol. 3 §4.6.1, §4.7)
-            self.guest_page_fault(f, lin, err & (PF_I | 1))
+            # it): the guest's fault, P and I/D (SDM Vol. 3 §4.6.1, §4.7) -- P even when
+            # the real fault was the shadow's not-present entry: the guest's is present
+            self.guest_page_fault(f, lin, PF_I | 1)
             return
         frame = m.phys & ~0xFFF
         if frame == APIC_PAGE and not self.gm.translated:

@@ -53,6 +53,7 @@ static void t_umip(void)
 }
 
 #define USER_PAGE 0x00410000u
+#define KERNEL_CODE_PAGE 0x00411000u
 
 static void t_smep(void)
 {
@@ -73,6 +74,28 @@ static void t_smep(void)
         report_exc(smep ? "smep=1 ring 0 fetch from a user page" : "smep=0 ring 0 fetch from a user page");
         u32 v = *(volatile u32 *)USER_PAGE;
         kprintf("smep=%d ring 0 read of a user page: 0x%x\n", smep, v & 0xff);
+    }
+    /* A kernel page that becomes a user page: after INVLPG the next fetch uses the new
+     * entry (SDM Vol. 3 4.10.4.1), so under SMEP the same call now faults; made a
+     * supervisor page again, it runs again.  (A monitor that translated the code
+     * must notice the U bit, not only the frame.) */
+    PT1[0x11] = KERNEL_CODE_PAGE | PTE_P | PTE_W;
+    __asm__ volatile("invlpg (%0)" :: "r"(KERNEL_CODE_PAGE) : "memory");
+    *(volatile u8 *)KERNEL_CODE_PAGE = 0xc3;        /* ret */
+    static const char *const what[4] = {
+        "smep=1 ring 0 fetch from a supervisor page",
+        "smep=1 ring 0 fetch after the page became a user page",
+        "smep=1 ring 0 fetch after the page went away",
+        "smep=1 ring 0 fetch from a supervisor page" };
+    for (int step = 0; step < 4; step++) {
+        PT1[0x11] = step == 2 ? 0 : KERNEL_CODE_PAGE | PTE_P | PTE_W | (step == 1 ? PTE_U : 0);
+        __asm__ volatile("invlpg (%0)" :: "r"(KERNEL_CODE_PAGE) : "memory");
+        rt_expect_reset();
+        __asm__ volatile("movl $2f, rt_resume\n\tmovl $0x411000, rt_mark\n\t"
+                         "call *%0\n2:" :: "r"(KERNEL_CODE_PAGE) : "memory");
+        if (rt_exc.count)
+            __asm__ volatile("addl $4, %%esp" ::: "memory");
+        report_exc(what[step]);
     }
     write_cr4(read_cr4() & ~CR4_SMEP);
     rt_paging_off();
