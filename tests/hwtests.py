@@ -142,6 +142,7 @@ MONITOR_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("debugreg", "debugreg"),
     Kernel("kernelisms", "kernelisms"),
     Kernel("kernelisms-sdm", "kernelisms", cflags=("-DSEGMENT_CHECKS",)),
+    Kernel("ldt", "ldt"),
 ]}
 
 

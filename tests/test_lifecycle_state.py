@@ -112,6 +112,24 @@ def test_vmx_state_round_trips_and_forgeries_are_refused():
         assert "\n" not in str(e.value)
 
 
+def test_a_monitor_state_of_version_2_is_a_guest_without_an_ldt():
+    """Images from before the LDT was virtualized (monitor state 2: no ``ldt``, a virtual
+    CPU without LDTR's base and limit) restore as a guest with no LDT, and run on."""
+    from ringvisor.lifecycle.vm import MONITOR_SECTION
+    m, mon = create_vm(read_image(image_path("kernel")), "trapemu", "run=hello", 32)
+    m.run(100_000)
+    secs = capture(m, mon, VmInfo())
+    i = next(i for i, s in enumerate(secs) if s.name == MONITOR_SECTION)
+    assert secs[i].version == 3
+    state = codec.decode(secs[i].payload)
+    del state["ldt"], state["vcpu"]["ldt_base"], state["vcpu"]["ldt_limit"]
+    state["shadow"].pop("watched_ldt")
+    secs[i] = stream.Section(stream.STATE, MONITOR_SECTION, 2, codec.encode(state))
+    m2, mon2, _ = restore(stream.read_sections(stream.pack_image(secs)), attach_monitor)
+    assert mon2.vcpu.ldtr == 0 and mon2.ldt.n == 0 and not mon2.shadow.watched_ldt
+    assert codec.encode(mon2.get_state()) == codec.encode(mon.get_state())
+
+
 def test_codec_round_trip():
     value = {"a": [1, 2, (3, 4)], "b": b"\x00\xff", "c": {1: "x", (2, 3): None}, "d": {5, 1},
              "e": True, "$x": 1}

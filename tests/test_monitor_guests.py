@@ -203,6 +203,48 @@ EXPECTED["kernelisms-sdm"] = _KERNELISMS_HEAD + [
     "cs read, execute-only segment: #13 err=0x0 eip=+0",
 ] + _KERNELISMS_TAIL
 
+# ldt (tests/hwguests/ldt): a kernel with its segments in an LDT that lies inside
+# its GDT.  LLDT (SDM Vol. 2): #GP(selector) for a TI=1 selector, one beyond the
+# GDT, a data segment or a TSS; #NP(selector) for a not-present LDT descriptor;
+# the RPL is kept in LDTR's selector (SLDT 0x43).  Loads through TI=1 (Vol. 2 MOV,
+# Vol. 3 6.14): the error code is the selector with TI (0x24 not present: #NP,
+# 0x34 past the limit: #GP; with no LDT, 0xc: #GP); a DPL-3 data segment loads at
+# CPL 0.  The accessed bit is set by the first load (Vol. 3 3.4.5).  An edit in
+# place is seen at the next load, not by the loaded FS (0x1004 until reloaded:
+# 0x1044, 0x1084 after a GDT edit in the same frame, 0x10c4 behind paging).  A far
+# call to an LDT code segment runs with that CS (RPL left out: trapemu shows the
+# monitor's ring there).  Ring 3 runs on LDT code and stack segments, and the
+# interrupt frame holds them.  Checked on QEMU 7.2.
+EXPECTED["ldt"] = [
+    "ldt: start",
+    "sldt at boot: 0x0",
+    "lldt of a TI=1 selector: #13 err=0x44 eip=+0",
+    "lldt beyond the GDT: #13 err=0x800 eip=+0",
+    "lldt of a data segment: #13 err=0x10 eip=+0",
+    "lldt of a not-present LDT: #11 err=0x48 eip=+0",
+    "lldt of a TSS: #13 err=0x28 eip=+0",
+    "lldt of the LDT: no exception",
+    "sldt: 0x43",
+    "accessed before the first load: 0x0",
+    "read through the LDT: 0x1004",
+    "load of an LDT data segment: no exception",
+    "accessed after it: 0x1",
+    "load of a not-present LDT entry: #11 err=0x24 eip=+0",
+    "load past the LDT's limit: #13 err=0x34 eip=+0",
+    "load of a DPL-3 LDT data segment at CPL 0: no exception",
+    "after the edit, before a reload: 0x1004",
+    "after the edit, reloaded: 0x1044",
+    "after a GDT and an LDT edit in one page: 0x1084",
+    "far call through the LDT: cs=0x2c, back: cs=0x8",
+    "ring 3: cs=0x1f ds=0x17 read=0x1008 frame cs=0x1f ss=0x17",
+    "with paging, after an edit: 0x10c4",
+    "lldt of the null selector: no exception",
+    "sldt after it: 0x0",
+    "load through TI=1 with no LDT: #13 err=0xc eip=+0",
+    "ldt: done",
+]
+
+
 @functools.lru_cache(maxsize=None)
 def _run(name: str, mode: str) -> tuple[list[str], int]:
     image = build_kernel(name)

@@ -450,6 +450,9 @@ class Hypervisor:
         m = nxt.monitor
         c = nxt.ctx
         m.gdt.reload()                            # the real GDT: its descriptors now
+        if m.vcpu.ldtr & 0xFFFC:
+            m.ldt.reload()                        # the real LDT: its, if it has one
+        m.ldt.install()
         install_flat(self.mem, self.base)
         m.shadow.switch(m.shadow_key())           # CR3: its shadow of its address space
         st.regs[:] = c.regs

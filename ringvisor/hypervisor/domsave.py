@@ -53,9 +53,10 @@ MONITOR_FIELDS = ("vcpu", "platform", "step_state", "shadow_at", "guest_halted",
                   "emulated", "stats", "trap_table", "callbacks", "kstack", "hypercalls",
                   "time_version", "watchpoints")
 # ... and the rest of the monitor's state, each carried in its own way below (or, the
-# shadows and the real GDT's copy, rebuilt); a test checks these cover the monitor's STATE
+# shadows and the real GDT's and LDT's copies, rebuilt: the tables at every switch to the
+# domain, from the vCPU's GDTR and LDTR); a test checks these cover the monitor's STATE
 TRANSLATED = ("events", "gdt_frames", "pinned", "timer", "time_offset_ns", "tsc_offset")
-REBUILT = ("shadow", "gdt")
+REBUILT = ("shadow", "gdt", "ldt")
 PAGE = 0x1000
 
 

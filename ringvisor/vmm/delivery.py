@@ -173,8 +173,8 @@ class Delivery:
         f.ss = ss_real
         f.cs = self.kernel_cs(sel)
         f.eip = self.kernel_entry(offset)
-        self.gdt.reloaded(f.cs)
-        self.gdt.reloaded(f.ss)
+        self.table_of(f.cs).reloaded(f.cs)
+        self.table_of(f.ss).reloaded(f.ss)
         f.eflags = self.real_eflags(f.eflags) & ~(TF | NT | RF | VM)
         if interrupt_gate:
             v.vif = False

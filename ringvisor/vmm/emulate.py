@@ -286,11 +286,7 @@ def e_sgdt(c: Context) -> str:
 @emulates(M.LLDT)
 def e_lldt(c: Context) -> str:
     c.kernel_only()
-    sel = c.op(0, 2) & 0xFFFF
-    if sel & ~3:
-        raise MonitorStop(f"{c.mon.name}: the guest loads an LDT (selector {sel:#x}); "
-                          "LDTs are not virtualized")
-    c.v.ldtr = 0
+    c.mon.ldt.load(c.op(0, 2) & 0xFFFF)
     return NEXT
 
 

@@ -44,6 +44,8 @@ HOT_AFTER = 8           # stores that leave the descriptors alone before a frame
 
 
 class GuestGdt:
+    NAME, TI = "gdt", 0                   # the table selectors with TI = 0 index
+    REAL, MAX = L.GDT, L.FIRST_RESERVED   # the real copy; entries the guest may have there
     STATE = ("tracking", "n", "pages", "frames", "walk", "dirty", "remapped", "unaccessed",
              "held", "hot", "hot_after", "relaxed", "stats")    # (vmm/state.py)
     WIRING = ("mon", "mem", "real")
@@ -52,7 +54,7 @@ class GuestGdt:
     def __init__(self, mon) -> None:
         self.mon = mon
         self.mem = mon.mem
-        self.real = mon.base + L.GDT          # machine address of the real GDT
+        self.real = mon.base + self.REAL      # machine address of the real table
         self.tracking = True                  # para-virtualization gives its GDT by hypercall
         self.n = 0                            # guest entries the real GDT holds
         self.pages: list[int | None] = []     # GDT page i -> guest frame (None: unmapped)
@@ -68,8 +70,18 @@ class GuestGdt:
         self.hot_after: dict[int, int] = {}   # frame -> how many make it relaxed
         self.relaxed: dict[int, bytes] = {}   # frames compared at each entry, not protected
         self.spans: dict[int, list] = {}      # (their GDT bytes: physical spans)
-        self.stats = {"gdt_syncs": 0, "gdt_write_faults": 0, "gdt_load_faults": 0,
-                      "accessed_bits_set": 0, "gdt_frames_relaxed": 0}
+        self.stats = {f"{self.NAME}_{k}": 0 for k in
+                      ("syncs", "write_faults", "load_faults", "frames_relaxed")}
+        if not self.TI:
+            self.stats["accessed_bits_set"] = 0     # (every table's: ``set_accessed``)
+
+    def table(self) -> tuple[int, int]:
+        """The guest table's linear base and limit (GDTR's)."""
+        v = self.mon.vcpu
+        return v.gdt_base, v.gdt_limit
+
+    def guest_bytes(self, offset: int, n: int) -> bytes:
+        return self.mon.guest_gdt_bytes(offset, n)
 
     def get_state(self) -> dict:
         return S.get_attrs(self)
@@ -80,10 +92,11 @@ class GuestGdt:
     # -- building the real table --------------------------------------------------------
     def reload(self) -> None:
         """LGDT, or the GDT's pages may have moved: map them again and copy everything."""
-        mon, v = self.mon, self.mon.vcpu
-        self.n = min((v.gdt_limit + 1) // 8, L.FIRST_RESERVED)
+        mon = self.mon
+        base, limit = self.table()
+        self.n = min((limit + 1) // 8, self.MAX)
         for ppn in self.frames:
-            mon.shadow.unwatch(ppn)
+            mon.shadow.unwatch(ppn, self.TI)
         self.pages, self.frames, self.walk = [], {}, set()
         self.dirty.clear()
         self.hot.clear()
@@ -92,7 +105,7 @@ class GuestGdt:
         self.unaccessed.clear()
         self.remapped = False
         if self.tracking:
-            first, last = v.gdt_base >> 12, (v.gdt_base + self.n * 8 - 1) >> 12 if self.n else -1
+            first, last = base >> 12, (base + self.n * 8 - 1) >> 12 if self.n else -1
             for i, page in enumerate(range(first, last + 1)):
                 try:
                     m = mon.gm.translate(page << 12, False, False, set_bits=False)
@@ -104,20 +117,20 @@ class GuestGdt:
                     self.frames.setdefault(ppn, []).append(i)
                     self.walk.update(a >> 12 for a in (m.pde_addr, m.pte_addr) if a is not None)
             for ppn in self.frames:
-                mon.shadow.watch(ppn)
-        table = bytearray(L.FIRST_RESERVED * 8)
+                mon.shadow.watch(ppn, self.TI)
+        table = bytearray(self.MAX * 8)
         table[:self.n * 8] = self._copy(0, self.n)
         self.mem.write(self.real, bytes(table))
-        self.stats["gdt_syncs"] += 1
+        self.stats[self.NAME + "_syncs"] += 1
 
     def moved(self) -> bool:
         """Paging changed (CR3, CR0.PG, CR4.PSE): are the GDT's pages still the same frames?"""
         if not self.tracking:
             return False
-        v = self.mon.vcpu
+        base = self.table()[0]
         for i, ppn in enumerate(self.pages):
             try:
-                p = self.mon.gm.translate(((v.gdt_base >> 12) + i) << 12, False, False,
+                p = self.mon.gm.translate(((base >> 12) + i) << 12, False, False,
                                           set_bits=False).phys >> 12
             except (GuestPageFault, GuestBadFrame):
                 p = None
@@ -142,7 +155,7 @@ class GuestGdt:
 
     def _guest_raw(self, i: int) -> int | None:
         try:
-            return int.from_bytes(self.mon.guest_gdt_bytes(i * 8, 8), "little")
+            return int.from_bytes(self.guest_bytes(i * 8, 8), "little")
         except (GuestPageFault, GuestBadFrame):
             return None
 
@@ -151,7 +164,7 @@ class GuestGdt:
         CR3 load the guest's paging need not map its GDT any more (a kernel's own tables
         rarely map the loader's), yet its CS and SS keep the descriptors they were loaded
         from, as the processor's segment caches do."""
-        a = (self.mon.vcpu.gdt_base & 0xFFF) + 8 * i
+        a = (self.table()[0] & 0xFFF) + 8 * i
         out = b""
         for lo in (a, (a | 0xFFF) + 1):
             if lo >= a + 8:
@@ -165,13 +178,13 @@ class GuestGdt:
 
     def _entries(self, page: int, lo: int = 0, hi: int = PAGE - 1) -> range:
         """The entries with a byte at offsets ``lo`` .. ``hi`` of GDT page ``page``."""
-        b = self.mon.vcpu.gdt_base & 0xFFF
+        b = self.table()[0] & 0xFFF
         first = max(0, (page * PAGE + lo - b) // 8)
         last = min(self.n, (page * PAGE + hi - b) // 8 + 1)
         return range(first, max(first, last))
 
     def _pages(self, i: int) -> set[int]:
-        b = self.mon.vcpu.gdt_base & 0xFFF
+        b = self.table()[0] & 0xFFF
         return {(b + 8 * i) >> 12, (b + 8 * i + 7) >> 12}
 
     def _sync(self, entries: range) -> bool:
@@ -193,9 +206,9 @@ class GuestGdt:
     def stored(self, ppn: int) -> None:
         """The guest's store to frame ``ppn`` trapped (it is about to happen)."""
         if ppn in self.frames and ppn not in self.dirty:
-            self.stats["gdt_write_faults"] += 1
+            self.stats[self.NAME + "_write_faults"] += 1
             self.dirty.add(ppn)
-            self.mon.shadow.unwatch(ppn)
+            self.mon.shadow.unwatch(ppn, self.TI)
             for page in self.frames[ppn]:
                 self._poison(self._entries(page))
         if ppn in self.walk and not self.remapped:
@@ -217,12 +230,12 @@ class GuestGdt:
         if self.hot[ppn] >= self.hot_after.get(ppn, HOT_AFTER):
             self.spans[ppn] = self._spans(ppn)
             self.relaxed[ppn] = self._snapshot(ppn)
-            self.mon.shadow.unwatch(ppn)
-            self.stats["gdt_frames_relaxed"] += 1
+            self.mon.shadow.unwatch(ppn, self.TI)
+            self.stats[self.NAME + "_frames_relaxed"] += 1
 
     def _spans(self, ppn: int) -> list[tuple[int, int]]:
         """(physical address, length) of the GDT's bytes in frame ``ppn``."""
-        b = self.mon.vcpu.gdt_base & 0xFFF
+        b = self.table()[0] & 0xFFF
         out = []
         for page in self.frames[ppn]:
             lo = max(0, b - page * PAGE)
@@ -254,9 +267,18 @@ class GuestGdt:
                 del self.relaxed[ppn]
                 self.hot[ppn] = 0
                 self.hot_after[ppn] = 2 * self.hot_after.get(ppn, HOT_AFTER)
-                self.mon.shadow.watch(ppn)
+                self.mon.shadow.watch(ppn, self.TI)
             else:
                 self.relaxed[ppn] = self._snapshot(ppn)
+
+    def at_entry(self, cs: int, ss: int) -> None:
+        """At each entry into the monitor: what the guest stored since, copied."""
+        self.release(cs, ss)
+        self.caught_up = False
+        if self.dirty or self.remapped:
+            self.catch_up()
+        if self.relaxed:
+            self.compare()
 
     def catch_up(self) -> None:
         """At the next entry into the monitor, the stores that made frames writable are
@@ -268,7 +290,7 @@ class GuestGdt:
         for ppn in self.dirty:
             for page in self.frames[ppn]:
                 self._sync(self._entries(page))
-            self.mon.shadow.watch(ppn)
+            self.mon.shadow.watch(ppn, self.TI)
         self.dirty.clear()
 
     def written(self, phys: int, n: int) -> None:
@@ -292,7 +314,7 @@ class GuestGdt:
         "step" if it is a first load (the entry is in place with its accessed bit clear),
         None if the fault is the guest's own."""
         i = sel >> 3
-        if sel & 4 or i >= self.n:
+        if sel & 4 != self.TI or i >= self.n:
             return None
         if self.mem.read(self.real + i * 8, 8) != bytes(8):
             # the entry is in place: the guest's own fault -- unless it was put back at
@@ -300,16 +322,16 @@ class GuestGdt:
             return "retry" if self.caught_up else None
         if self.remapped:
             self.reload()
-            self.stats["gdt_load_faults"] += 1
+            self.stats[self.NAME + "_load_faults"] += 1
         else:
             stale = {self.pages[p] for p in self._pages(i) if p < len(self.pages)} & self.dirty
             for ppn in stale:
                 self.dirty.discard(ppn)
                 for page in self.frames[ppn]:
                     self._sync(self._entries(page))
-                self.mon.shadow.watch(ppn)
+                self.mon.shadow.watch(ppn, self.TI)
             if stale:
-                self.stats["gdt_load_faults"] += 1
+                self.stats[self.NAME + "_load_faults"] += 1
             elif i not in self.unaccessed:
                 return None
         if i not in self.unaccessed:
@@ -318,7 +340,7 @@ class GuestGdt:
         if raw is None:
             return None
         self.mem.write(self.real + i * 8, struct.pack("<Q", compress(raw) & ~ACCESSED))
-        self.stats["gdt_load_faults"] += 1
+        self.stats[self.NAME + "_load_faults"] += 1
         return "step"
 
     def loaded(self, sel: int) -> None:
@@ -330,7 +352,7 @@ class GuestGdt:
         if self.mem.read32(self.real + i * 8 + 4) & (ACCESSED >> 32):
             raw = self._guest_raw(i)
             if raw is not None:
-                self.set_accessed(Descriptor(raw, self.mon.vcpu.gdt_base + i * 8))
+                self.set_accessed(Descriptor(raw, self.table()[0] + i * 8))
                 return
         self.mem.write(self.real + i * 8, bytes(8))
 
@@ -339,7 +361,7 @@ class GuestGdt:
         if self.tracking and not d.raw & ACCESSED and d.s:
             d.raw |= ACCESSED
             self.mon.gm.write_u(d.addr + 5, 1, (d.raw >> 40) & 0xFF)
-            self.stats["accessed_bits_set"] += 1
+            self.mon.gdt.stats["accessed_bits_set"] += 1     # (every table's, counted once)
 
     # -- the monitor's own IRET ----------------------------------------------------------
     def hold(self) -> None:
@@ -351,7 +373,7 @@ class GuestGdt:
             return
         for sel in (f.cs, f.ss):
             i = sel >> 3
-            if sel & 4 or i >= L.FIRST_RESERVED or sel in self.held:
+            if sel & 4 != self.TI or i >= self.MAX or sel in self.held:
                 continue
             now = self.mem.read(self.real + i * 8, 8)
             if now == bytes(8) and i < self.n:            # poisoned: as the guest had it
@@ -380,7 +402,7 @@ class GuestGdt:
             return undo                       # nothing is poisoned
         for sel in sels:
             i = sel >> 3
-            if sel & 4 or i >= L.FIRST_RESERVED:
+            if sel & 4 != self.TI or i >= self.MAX:
                 continue
             now = self.mem.read(self.real + i * 8, 8)
             want = self.held.get(sel)

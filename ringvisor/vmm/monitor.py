@@ -45,6 +45,7 @@ from .frame import Frame
 from .gdt import ACCESSED, GuestGdt
 from .guestmem import W, GuestBadFrame, GuestMemory, GuestPageFault
 from .guestview import GuestViewHooks
+from .ldt import GuestLdt
 from .platform import VirtualPlatform
 from .shadow import NO_PAGING, ShadowPaging
 from .stepping import Stepping
@@ -78,9 +79,9 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     name = "monitor"
     # the lifecycle protocol (vmm/state.py: what each attribute is)
     state_name = "monitor"
-    state_version = 2                    # 2: the virtual local APIC (vapic.py)
+    state_version = 3                    # 2: the virtual local APIC (vapic.py); 3: the LDT
     virtual_apic = True                  # the guest gets a local APIC (not para-virtualized)
-    STATE = ("vcpu", "platform", "shadow", "gdt", "step_state", "shadow_at", "guest_halted",
+    STATE = ("vcpu", "platform", "shadow", "gdt", "ldt", "step_state", "shadow_at", "guest_halted",
              "traps", "emulated", "stats", "watchpoints")
     WIRING = ("machine", "cpu", "mem", "guest_ram", "base", "gm")
     TRANSIENT = ("frame", "halting", "delivered", "new_shadow", "step",   # (step: step_state)
@@ -106,6 +107,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
                                         machine if self.virtual_apic else None, self.name)
         self.shadow = ShadowPaging(self.cpu, self.mem, self.base, frames=shadow_pool)
         self.gdt = GuestGdt(self)
+        self.ldt = GuestLdt(self)
         self.gm.use_tlb(self.cpu.mmu, self.shadow)
         self.traps: Counter[str] = Counter()
         self.emulated: Counter[str] = Counter()
@@ -130,6 +132,9 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         return S.get_attrs(self)
 
     def set_state(self, state: dict) -> None:
+        if "ldt" not in state:              # version 2: a guest without an LDT
+            state = dict(state, ldt=GuestLdt(self).get_state(),
+                         vcpu=dict(state["vcpu"], ldt_base=0, ldt_limit=0))
         S.set_attrs(self, state)
         self.cpu.tlb_flush()
 
@@ -150,6 +155,10 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.real_control()
         self.shadow.switch(self.shadow_key())
         self.load_gdt(v.gdt_base, v.gdt_limit)
+        if st.ldtr.selector & 0xFFFC:       # the loader's LDT, as LDTR caches it
+            v.ldtr, v.ldt_base, v.ldt_limit = st.ldtr.selector, st.ldtr.base, st.ldtr.limit
+            self.ldt.reload()
+        self.ldt.install()
         seg = cpu.segmentation
         st.tr = seg.read_descriptor(L.SEL_MTSS).segment(L.SEL_MTSS)
         # restart the guest at ring 1 through a real IRET from the monitor's ring 0; its
@@ -171,9 +180,9 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.mem.write(self.base + L.STACK_TOP - 20, struct.pack(
             "<5I", ret_eip, ret_cs, self.real_eflags(eflags), esp, v.ss | 1))
         st.regs[4] = top
-        undo = self.gdt.unpoison(ret_cs, v.ss | 1)
+        undo = self.unpoison(ret_cs, v.ss | 1)
         cpu.iret()
-        self.gdt.repoison(undo)
+        self.repoison(undo)
         v.cpl = 0
         self.load_debug()
 
@@ -186,20 +195,33 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.stats["gdt_loads"] += 1
 
     def guest_descriptor(self, sel: int) -> int | None:
-        """The guest's raw descriptor for ``sel`` (None if outside its GDT, or in the
-        slots the real GDT keeps for the monitor's own descriptors)."""
-        v = self.vcpu
-        if sel & 4 or (sel | 7) > v.gdt_limit or sel >> 3 >= L.FIRST_RESERVED:
+        """The guest's raw descriptor for ``sel`` (None if outside its GDT or LDT, or in
+        the slots the real GDT keeps for the monitor's own descriptors)."""
+        if sel & 4:
+            return self.ldt.entry(sel)
+        if (sel | 7) > self.vcpu.gdt_limit or sel >> 3 >= L.FIRST_RESERVED:
             return None
         return int.from_bytes(self.guest_gdt_bytes(sel & ~7, 8), "little")
 
     def guest_desc(self, sel: int, vector: int = GP, ext: int = 0) -> Descriptor:
         """The guest's descriptor for a non-null ``sel``, read as the processor reads it:
-        outside the table, ``vector``(selector) (the guest has no LDT: LLDT of one stops)."""
+        outside the table, ``vector``(selector)."""
         raw = self.guest_descriptor(sel)
         if raw is None:
             raise GuestFault(vector, (sel & 0xFFFC) | ext)
-        return Descriptor(raw, (self.vcpu.gdt_base + (sel & ~7)) & 0xFFFFFFFF)
+        return Descriptor(raw, (self.table_of(sel).table()[0] + (sel & ~7)) & 0xFFFFFFFF)
+
+    def table_of(self, sel: int) -> GuestGdt:
+        """The real table (with its bookkeeping) that ``sel`` indexes."""
+        return self.ldt if sel & 4 else self.gdt
+
+    def unpoison(self, *sels: int) -> tuple[list, list]:
+        """The entries of ``sels`` in place for one real IRET (``gdt``); what to undo."""
+        return self.gdt.unpoison(*sels), self.ldt.unpoison(*sels)
+
+    def repoison(self, undo: tuple[list, list]) -> None:
+        self.gdt.repoison(undo[0])
+        self.ldt.repoison(undo[1])
 
     def guest_gdt_bytes(self, offset: int, n: int) -> bytes:
         """Bytes of the guest's GDT (where its GDTR points)."""
@@ -207,10 +229,11 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
 
     def real_descriptor_base(self, sel: int) -> int:
         """The base of the segment the guest has loaded with ``sel`` (CS, SS)."""
-        held = self.gdt.held.get(sel)
+        table = self.table_of(sel)
+        held = table.held.get(sel)
         raw = int.from_bytes(held if held is not None else
-                             self.mem.read(self.base + L.GDT + (sel & ~7), 8), "little")
-        if not raw and sel >> 3 < L.FIRST_RESERVED:
+                             self.mem.read(table.real + (sel & ~7), 8), "little")
+        if not raw and sel >> 3 < table.MAX:
             try:                                           # poisoned (``gdt``)
                 raw = self.guest_descriptor(sel) or 0
             except (GuestPageFault, GuestBadFrame):
@@ -242,12 +265,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         was_halted, self.guest_halted = self.guest_halted, False
         here = (f.cs, f.eip)
         covered = self.shadow_entry(f)
-        self.gdt.release(f.cs, f.ss)
-        self.gdt.caught_up = False
-        if self.gdt.dirty or self.gdt.remapped:
-            self.gdt.catch_up()
-        if self.gdt.relaxed:
-            self.gdt.compare()
+        self.gdt.at_entry(f.cs, f.ss)
+        self.ldt.at_entry(f.cs, f.ss)
         try:
             if self.step is None or not self.step_entry(vector, f):
                 self.dispatch(vector, f)
@@ -273,7 +292,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         guest is waiting in HLT)."""
         cpu = self.cpu
         self.real_control()
-        undo = self.gdt.unpoison(f.cs, f.ss)
+        undo = self.unpoison(f.cs, f.ss)
         try:
             f.resume()
         except CpuFault as e:
@@ -282,7 +301,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             raise MonitorStop(f"{self.name}: cannot resume the guest at {f.cs:#06x}:{f.eip:#010x} "
                               f"({e})") from None
         finally:
-            self.gdt.repoison(undo)
+            self.repoison(undo)
         if self.halting:
             # the real HLT: the CPU waits at ring 1 with interrupts on for the next one
             self.guest_halted = True
@@ -358,8 +377,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             self.soft_interrupt(f, err >> 3, self.soft_interrupt_length(f, err >> 3))
             return
         if err & 0xFFFC and not err & 3:
-            # a segment load on a real GDT entry the monitor keeps poisoned (``gdt``)
-            todo = self.gdt.load_fault(err)
+            # a segment load on a real GDT or LDT entry the monitor keeps poisoned (``gdt``)
+            todo = self.table_of(err).load_fault(err)
             if todo == "retry":
                 self.traps["#GP (stale descriptor)"] += 1
                 return
@@ -388,6 +407,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         """The monitor wrote guest memory on the guest's behalf."""
         self.shadow.written(phys, n)
         self.gdt.written(phys, n)
+        self.ldt.written(phys, n)
 
     # -- flags ---------------------------------------------------------------------------------
     @staticmethod
@@ -436,7 +456,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.gdt.set_accessed(d)
         if i == 2:
             self.frame.ss = (sel & ~3) | (1 if v.cpl == 0 else 3)
-            self.gdt.reloaded(self.frame.ss)
+            self.table_of(self.frame.ss).reloaded(self.frame.ss)
             v.ss = sel
             return
         st.segs[i] = Descriptor(real | ACCESSED, 0).segment(sel)
@@ -469,7 +489,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.gdt.set_accessed(d)
         f.cs = self.kernel_cs(cs)
         f.eip = self.kernel_entry(eip)
-        self.gdt.reloaded(f.cs)
+        self.table_of(f.cs).reloaded(f.cs)
         self.vcpu.cs = cs & ~3
         self.vcpu.cpl = 0
 
@@ -491,8 +511,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.gdt.set_accessed(d)
         self.gdt.set_accessed(sd)
         f.cs, f.eip, f.ss = cs, eip, ss
-        self.gdt.reloaded(cs)
-        self.gdt.reloaded(ss)
+        self.table_of(cs).reloaded(cs)
+        self.table_of(ss).reloaded(ss)
         self.cpu.state.regs[4] = esp
         self.vcpu.cpl = 3
 
@@ -536,11 +556,12 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         # follows protects the frame again
         own_table = ppn in {a >> 12 for a in (m.pde_addr, m.pte_addr) if a is not None}
         if write and ppn in self.gdt.frames and ppn not in self.gdt.relaxed and not own_table \
-                and self.gdt_store(f, lin, m):
+                and ppn not in self.ldt.frames and self.gdt_store(f, lin, m):
             return
         if write and self.shadow.is_protected(ppn):
             if own_table:
                 self.gdt.stored(ppn)
+                self.ldt.stored(ppn)
             else:
                 self.protected_write(f, ppn)
         elif write and err & 1 and not own_table:
@@ -553,7 +574,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         if write and not self.shadow.lookup(lin) & W:
             # the store must happen and the page must stay read-only (a table it maps
             # itself through; a user page the kernel writes with WP clear): one step
-            self.open_page(f, lin, frame, self.shadow.is_table(ppn) or ppn in self.gdt.frames)
+            self.open_page(f, lin, frame, self.shadow.is_table(ppn) or ppn in self.gdt.frames
+                           or ppn in self.ldt.frames)
 
     def guest_page_fault(self, f: Frame, address: int, error_code: int,
                          eip: int | None = None) -> None:
@@ -596,6 +618,9 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         if ppn in self.gdt.frames:
             self.traps["#PF (GDT written)"] += 1
             self.gdt.stored(ppn)
+        if ppn in self.ldt.frames:
+            self.traps["#PF (LDT written)"] += 1
+            self.ldt.stored(ppn)
 
     def shadow_key(self) -> int:
         """Which shadow directory stands for the guest's current address space."""
@@ -640,11 +665,12 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
 
     def paging_changed(self) -> None:
         self.shadow.switch(self.shadow_key())
-        if self.gdt.moved():
-            # the GDT's pages moved (or went: a kernel's own tables need not map the
-            # loader's GDT); the loaded CS and SS are cached, as after LGDT
-            self.gdt.hold()
-            self.gdt.reload()
+        for table in (self.gdt, self.ldt):
+            if table.moved():
+                # the table's pages moved (or went: a kernel's own tables need not map
+                # the loader's GDT); the loaded CS and SS are cached, as after LGDT
+                table.hold()
+                table.reload()
 
     def get_cr(self, n: int) -> int:
         v = self.vcpu
@@ -669,6 +695,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         out.update(self.stats)
         out.update(self.shadow.stats)
         out.update(self.gdt.stats)
+        out.update(self.ldt.stats)
         out["io"] = self.platform.stats["io"]
         out["physical_irqs"] = self.platform.stats["irqs"]
         return out

@@ -61,7 +61,7 @@ class Root:
 
 class ShadowPaging:
     # (vmm/state.py) the tables themselves are in the monitor's region of machine memory
-    STATE = ("roots", "root", "free", "pinned", "watched", "l1_users", "l2_users", "rmap", "stats")
+    STATE = ("roots", "root", "free", "pinned", "watched", "watched_ldt", "l1_users", "l2_users", "rmap", "stats")
     WIRING = ("cpu", "mem", "base", "pool", "max_roots", "region", "top")
 
     def __init__(self, cpu, mem, base: int, max_roots: int = 8, pool_pages: int = L.POOL_PAGES,
@@ -84,6 +84,8 @@ class ShadowPaging:
         self.roots: OrderedDict[int, Root] = OrderedDict()
         self.pinned: set[int] = set()              # frames kept read-only for the monitor
         self.watched: set[int] = set()             # frames of the guest's GDT (``gdt``)
+        self.watched_ldt: set[int] = set()         # ... and of its LDT (each table its own:
+                                                   # the two often share a frame)
         self.l1_users: dict[int, set[tuple[Root, int]]] = {}   # guest page table -> (root, pde index)
         self.l2_users: dict[int, set[Root]] = {}                # guest page directory -> roots
         self.rmap: dict[int, set[tuple[Root, int]]] = {}        # guest frame -> writable (root, linear page)
@@ -109,6 +111,7 @@ class ShadowPaging:
             "free": list(self.free),
             "pinned": set(self.pinned),
             "watched": set(self.watched),
+            "watched_ldt": set(self.watched_ldt),
             "rmap": {ppn: sorted([r.key, lin] for r, lin in users)
                      for ppn, users in self.rmap.items() if users},
             "stats": dict(self.stats),
@@ -132,6 +135,7 @@ class ShadowPaging:
         self.free = [int(p) for p in state["free"]]
         self.pinned = {int(p) for p in state["pinned"]}
         self.watched = {int(p) for p in state["watched"]}
+        self.watched_ldt = {int(p) for p in state.get("watched_ldt", ())}   # (monitor state 2)
         self.rmap = {int(ppn): {(self.roots[k], int(lin)) for k, lin in users if k in self.roots}
                      for ppn, users in state["rmap"].items()}
         self.stats.update(state["stats"])
@@ -139,7 +143,7 @@ class ShadowPaging:
     # -- which frames are read-only -------------------------------------------------------
     def is_protected(self, ppn: int) -> bool:
         return ppn in self.l1_users or ppn in self.l2_users or ppn in self.pinned or \
-            ppn in self.watched
+            ppn in self.watched or ppn in self.watched_ldt
 
     def protect(self, ppn: int) -> None:
         """Keep guest frame ``ppn`` read-only in every shadow mapping until ``unprotect``."""
@@ -149,13 +153,13 @@ class ShadowPaging:
     def unprotect(self, ppn: int) -> None:
         self.pinned.discard(ppn)
 
-    def watch(self, ppn: int) -> None:
-        """Keep a frame of the guest's GDT read-only until ``unwatch`` (see ``gdt``)."""
-        self.watched.add(ppn)
+    def watch(self, ppn: int, ldt: bool = False) -> None:
+        """Keep a frame of the guest's GDT (or LDT) read-only until ``unwatch`` (see ``gdt``)."""
+        (self.watched_ldt if ldt else self.watched).add(ppn)
         self._write_protect(ppn)
 
-    def unwatch(self, ppn: int) -> None:
-        self.watched.discard(ppn)
+    def unwatch(self, ppn: int, ldt: bool = False) -> None:
+        (self.watched_ldt if ldt else self.watched).discard(ppn)
 
     def _write_protect(self, ppn: int) -> None:
         for root, lin in self.rmap.pop(ppn, ()):

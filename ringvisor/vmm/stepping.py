@@ -145,7 +145,7 @@ class Stepping:
                             self.guest_written(frame + off, 4)
         self.gm.tlb_stale = False
         for sel in s.sels:
-            self.gdt.loaded(sel)
+            self.table_of(sel).loaded(sel)
         if trap and s.pushf and not s.guest_tf:
             # the image PUSHF stored holds the monitor's TF: take it out
             st = self.cpu.state

@@ -26,7 +26,9 @@ class VirtualCpu:
     gdt_limit: int = 0xFFFF
     idt_base: int = 0
     idt_limit: int = 0x3FF
-    ldtr: int = 0
+    ldtr: int = 0                # LDTR's selector ...
+    ldt_base: int = 0            # ... and the base and limit it cached at LLDT
+    ldt_limit: int = 0
     tr: int = 0                  # the task register's selector ...
     tr_base: int = 0             # ... and its cached base and limit (the guest TSS)
     tr_limit: int = 0
