@@ -16,7 +16,7 @@ from ringvisor.hw.transfers import check_far_code
 from ringvisor.hw.translate import GPR, registrar
 
 from . import emulate as E
-from .emulate import DONE, NEXT, Context, GuestFault
+from .emulate import DONE, NEXT, TASK_TARGETS, Context, GuestFault, far_to_task
 from .errors import MonitorStop
 
 M = ix.Mnemonic
@@ -71,8 +71,10 @@ def _far(c: Context, sel: int, off: int, call: bool) -> str:
     if not sel & 0xFFFC:
         raise GuestFault(13, 0)
     d = c.mon.guest_desc(sel)
+    if not d.s and d.type in TASK_TARGETS:
+        return far_to_task(c, sel, d)
     if not d.s:
-        raise MonitorStop(f"bt: far transfer to selector {sel:#x} (gates and tasks are not "
+        raise MonitorStop(f"bt: far transfer to selector {sel:#x} (call gates are not "
                           "virtualized)")
     if not d.is_code:
         raise GuestFault(13, sel & 0xFFFC)

@@ -18,6 +18,7 @@ from ringvisor.hw.segments import INT_GATE16, INT_GATE32, TASK_GATE, TRAP_GATE16
     check_access, check_tss_stack
 from ringvisor.hw.transfers import check_gate, check_handler_cs
 
+from . import tasks
 from .errors import MonitorStop
 from .frame import Frame
 from .guestmem import GuestPageFault
@@ -80,11 +81,17 @@ class Delivery:
 
     def _deliver(self, f: Frame, vector: int, err: int | None, soft: bool, ret: int) -> None:
         sel, offset, interrupt_gate = self.guest_gate(vector, soft)
+        if offset is None:            # a task gate: a nested task switch (SDM Vol. 3 §6.12.2)
+            tasks.switch(self, f, vector * 8, sel, tasks.T.CALL, ret, 0 if soft else 1, err)
+            self.stats["reflected"] += 1
+            self.delivered = True
+            return
         self.enter_guest_handler(f, sel, offset, interrupt_gate, err, ret, 0 if soft else 1)
 
-    def guest_gate(self, vector: int, soft: bool) -> tuple[int, int, bool]:
+    def guest_gate(self, vector: int, soft: bool) -> tuple:
         """The guest's handler for ``vector``: (code selector, offset, clears IF), with the
-        faults the hardware raises while reading its gate."""
+        faults the hardware raises while reading its gate; for a task gate, (the gate's
+        descriptor, None, False)."""
         v = self.vcpu
         if vector * 8 + 7 > v.idt_limit:
             raise CpuFault(GP, vector * 8 + 2 + (0 if soft else 1))
@@ -97,8 +104,7 @@ class Delivery:
         gate = Descriptor(raw, addr)
         check_gate(gate, vector, soft, v.cpl)
         if gate.type == TASK_GATE:
-            raise MonitorStop(f"{self.name}: a task gate in the guest IDT (vector {vector:#x}): "
-                              "hardware task switching is not virtualized")
+            return gate, None, False
         if gate.type in (INT_GATE16, TRAP_GATE16):
             raise MonitorStop(f"{self.name}: a 16-bit gate in the guest IDT (vector {vector:#x})")
         if len(_GATES) > 4096:          # a guest writing random tables cannot grow it

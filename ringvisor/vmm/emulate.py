@@ -26,6 +26,7 @@ from ringvisor.hw.translate import GPR, SREG, registrar
 
 from .descriptors import compress, guest_descriptor_fields
 from .guestmem import GuestPageFault
+from . import tasks
 from .errors import GuestFault, MonitorStop
 
 M = ix.Mnemonic
@@ -462,17 +463,27 @@ def far_operand(c: Context) -> tuple[int, int] | None:
 @emulates(M.JMP, M.CALL)
 def e_far_task(c: Context) -> str | None:
     """A far JMP/CALL the processor refused (#GP: system descriptors never reach the real
-    GDT).  To the guest's TSS or task gate it is a task switch, which the monitors do not
-    virtualize: the VM stops rather than give the guest a #GP hardware would not raise.
-    Anything else is reflected as the #GP it is."""
+    GDT).  To the guest's TSS or task gate it is a task switch (``tasks.py``); anything
+    else is reflected as the #GP it is."""
     far = far_operand(c)
     if far is None or not far[0] & 0xFFFC:
         return None
     raw = c.mon.guest_descriptor(far[0])
-    if raw is not None and not raw >> 44 & 1 and (raw >> 40) & 0xF in TASK_TARGETS:
-        raise MonitorStop(f"{c.mon.name}: far {'CALL' if c.ins.mnemonic == M.CALL else 'JMP'} "
-                          f"to task {far[0]:#06x} (hardware task switching is not virtualized)")
-    return None
+    if raw is None or raw >> 44 & 1 or (raw >> 40) & 0xF not in TASK_TARGETS:
+        return None
+    return far_to_task(c, far[0], c.mon.guest_desc(far[0]))
+
+
+def far_to_task(c: Context, sel: int, d: Descriptor) -> str:
+    """A far JMP/CALL to a TSS descriptor or task gate (SDM Vol. 2 JMP/CALL: TASK-GATE,
+    TASK-STATE-SEGMENT): as privileged as CPL and RPL, a TSS in the GDT only and not
+    busy; then the switch."""
+    if d.dpl < c.v.cpl or d.dpl < sel & 3 or (sel & 4 and d.type != TASK_GATE) or \
+            d.type in (TSS16_BUSY, TSS32_BUSY):
+        raise GuestFault(GP, sel & 0xFFFC)
+    tasks.switch(c.mon, c.f, sel, d, tasks.T.CALL if c.ins.mnemonic == M.CALL else tasks.T.JMP,
+                 c.next_eip)
+    return DONE
 
 
 @emulates(M.POP)
@@ -515,13 +526,11 @@ def e_retf(c: Context) -> str:
 def e_iret(c: Context) -> str:
     if c.f.eflags & NT:
         # a return to the task in the back link of the guest's TSS (SDM Vol. 2 IRET:
-        # TASK-RETURN): its faults, or a task switch, which is not virtualized
+        # TASK-RETURN): its checks, then the switch
         link = c.mon.gm.read_u(c.v.tr_base, 2)
         d = check_task_return(link, lambda sel: c.mon.guest_desc(sel, TS))
-        if not d.present:
-            raise GuestFault(NP, link & 0xFFFC)
-        raise MonitorStop(f"{c.mon.name}: IRET with NT set to task {link:#06x} (hardware "
-                          "task switching is not virtualized)")
+        tasks.switch(c.mon, c.f, link, d, tasks.T.IRET, c.next_eip)
+        return DONE
     if c.ins.mnemonic == M.IRET:
         raise MonitorStop(f"{c.mon.name}: a 16-bit IRET is not virtualized")
     if c.v.cpl != 0:

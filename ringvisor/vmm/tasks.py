@@ -1,0 +1,240 @@
+"""Hardware task switching under the monitors (SDM Vol. 3 ch. 7), on the virtual CPU.
+
+A far JMP or CALL to one of the guest's TSS descriptors or task gates, an
+interrupt or exception through a task gate in its IDT, and its IRET with NT set
+switch tasks.  None of them can run on the real processor: its TR is the
+monitor's TSS, and the guest's system descriptors never reach the real GDT.
+They all arrive in the monitor (a #GP or #TS of the real processor, or a guest
+gate the monitor reads while delivering), which performs the switch as the
+processor would (``hw.tasks``): the outgoing state saved into the guest's
+current TSS, the incoming one loaded from the new TSS, the busy bits, the back
+link and NT -- and then runs the new task as it runs any guest code: its kernel
+at ring 1 (or translated), its user code at ring 3, its CR3 through the shadow
+page tables, its LDT through ``ldt.py``.
+
+As on the processor, everything that can fault before the commit point (the
+descriptor, the TSS's limit, the pages of both TSSes and of both descriptors'
+busy bits) faults in the old task; the loads after it (LDT, segment registers,
+EIP within CS) fault in the new task, with #TS(selector) for the type and
+privilege rules of Table 7-1 and #NP or #SS(selector) for absent segments.
+The new task's kernel and user code run at rings 0 and 3 only (as everywhere
+under the monitors), and a TSS whose EFLAGS enter virtual-8086 mode stops the VM.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ringvisor.hw import tasks as T
+from ringvisor.hw.faults import DB, GP, NP, SS, TS, CpuFault
+from ringvisor.hw.segments import Descriptor, null_segment
+from ringvisor.hw.state import CR0_PG, CR0_TS, IF, NT, RF, VM
+
+from .descriptors import compress
+from .errors import MonitorStop
+from .gdt import ACCESSED
+from .guestmem import GuestPageFault
+from .ldt import LDT_TYPE
+
+ES, CS, SREG_SS, DS, FS, GS = range(6)
+M32 = 0xFFFFFFFF
+
+
+class _GuestTables:
+    """What ``hw.tasks.target_tss`` reads descriptors through: the guest's tables."""
+
+    def __init__(self, mon) -> None:
+        self.segmentation = self
+        self.mon = mon
+
+    def read_descriptor(self, sel: int, vector: int = GP, ext: int = 0) -> Descriptor:
+        return self.mon.guest_desc(sel, vector, ext)
+
+
+def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int = 0,
+           error_code: int | None = None) -> None:
+    """Switch the guest to task ``sel``/``d`` (a TSS descriptor or task gate, its DPL
+    already checked).  ``next_eip`` is saved in the outgoing TSS; ``error_code`` (an
+    exception through a task gate) is pushed on the new task's stack.  A fault before
+    the commit point is raised (the old task's); one after it is delivered in the new
+    task here."""
+    v, st, gm = mon.vcpu, mon.cpu.state, mon.gm
+    sel, d = T.target_tss(_GuestTables(mon), sel, d, ext)
+    err = (sel & 0xFFFC) | ext
+    busy = bool(d.type & T.BUSY)
+    if source == T.IRET and not busy:
+        raise CpuFault(TS, err)
+    if source != T.IRET and busy:
+        raise CpuFault(GP, err)
+    new = T.layout(d.type)
+    size = new["size"]
+
+    def rd(off: int, n: int = size) -> int:
+        return gm.read_u((d.base + off) & M32, n)
+
+    # -- the incoming state (a fault here is the old task's) ---------------------------
+    new_cr3 = rd(0x1C, 4) if d.type & 8 else None
+    new_eip = rd(new["eip"])
+    new_eflags = rd(new["eflags"])
+    new_regs = [rd(new["regs"] + i * size) for i in range(8)]
+    new_segs = [rd(new["segs"] + i * new["seg_step"], 2) for i in range(new["nsegs"])] + \
+        [0] * (6 - new["nsegs"])
+    new_ldt = rd(new["ldt"], 2)
+    trap = rd(0x64, 2) & 1 if d.type & 8 else 0
+    old_raw = mon.guest_descriptor(v.tr) if v.tr & 0xFFFC and not v.tr & 4 else None
+    old = T.layout(Descriptor(old_raw, 0).type if old_raw is not None else T.TSS32_BUSY)
+    old_desc = (v.gdt_base + (v.tr & 0xFFF8)) & M32 if old_raw is not None else None
+    for off in (0, old["min_limit"]):
+        gm.translate((v.tr_base + off) & M32, True, False)
+    if source == T.CALL:
+        gm.translate(d.base, True, False)
+    for a in (old_desc, d.addr):
+        if a is not None:
+            gm.translate((a + 5) & M32, True, False)
+
+    # -- the outgoing task ----------------------------------------------------------------
+    if source in (T.JMP, T.IRET) and old_desc is not None:
+        _set_busy(mon, old_desc, False)
+    old_eflags = v.eflags_view(f.eflags)
+    if source == T.IRET:
+        old_eflags &= ~NT
+    osize = old["size"]
+    mask = (1 << (8 * osize)) - 1
+
+    def wr(off: int, n: int, value: int) -> None:
+        gm.write_u((v.tr_base + off) & M32, n, value & ((1 << (8 * n)) - 1))
+
+    wr(old["eip"], osize, next_eip & mask)
+    wr(old["eflags"], osize, old_eflags)
+    for i in range(8):
+        wr(old["regs"] + i * osize, osize, st.regs[i])
+    segs = [st.segs[i].selector for i in range(6)]
+    segs[CS] = f.cs if f.user else mon.kernel_cs_view(f) & ~3
+    segs[SREG_SS] = f.ss if f.user else v.ss
+    for i in range(old["nsegs"]):
+        wr(old["segs"] + i * old["seg_step"], 2, segs[i])
+    if source == T.CALL:
+        gm.write_u(d.base, 2, v.tr)
+        new_eflags |= NT
+    if source in (T.JMP, T.CALL):
+        _set_busy(mon, d.addr, True)
+
+    # -- the commit point: from here on a fault belongs to the new task -------------------
+    mon.stats["task switches"] += 1
+    v.cr0 |= CR0_TS
+    v.tr, v.tr_base, v.tr_limit = sel, d.base, d.limit
+    if new_cr3 is not None and v.cr0 & CR0_PG:
+        mon.set_cr(3, new_cr3)
+    if size == 2:
+        new_regs = [(r & 0xFFFF0000) | n for r, n in zip(st.regs, new_regs)]
+        new_eflags = (v.eflags_view(f.eflags) & 0xFFFF0000) | new_eflags
+    if new_eflags & VM:
+        raise MonitorStop(f"{mon.name}: a task switch into virtual-8086 mode (task "
+                          f"{sel:#06x}): VM86 is not virtualized")
+    st.regs[:] = new_regs
+    v.iopl, v.vif = (new_eflags >> 12) & 3, bool(new_eflags & IF)
+    f.eflags = mon.real_eflags(new_eflags & ~RF)
+    if v.dr[7] & T.DR7_LOCAL:
+        v.dr[7] &= ~T.DR7_LOCAL
+        mon.load_debug()
+    cs, ss = new_segs[CS], new_segs[SREG_SS]
+    cpl = cs & 3
+    if cpl in (1, 2):
+        raise MonitorStop(f"{mon.name}: task {sel:#06x} runs at ring {cpl} ({cs:#06x}:"
+                          f"{new_eip:#010x}); only rings 0 and 3 are virtualized")
+    # the new task's CS, SS and EIP first: a fault in the loads below is delivered in it
+    v.cpl = cpl
+    if cpl == 0:
+        f.cs, f.ss, v.cs, v.ss = mon.kernel_cs(cs), (ss & ~3) | 1, cs & ~3, ss
+    else:
+        f.cs, f.ss = cs, ss
+    try:
+        f.eip = mon.kernel_entry(new_eip) if cpl == 0 else new_eip
+        _load_ldt(mon, new_ldt, ext)
+        for i in (CS, SREG_SS, ES, DS, FS, GS):
+            _load_segment(mon, f, i, new_segs[i], cpl, ext)
+        if new_eip > mon.guest_desc(cs).limit:
+            raise CpuFault(GP, ext)
+        if trap:                                   # the T bit: #DB once the switch is done
+            v.dr[6] |= T.DR6_BT
+            raise CpuFault(DB)
+        if error_code is not None:
+            _push_error_code(mon, f, error_code, size)
+    except CpuFault as e:
+        mon.cpu.mode_changed()
+        mon.deliver(f, e.vector, e.error_code, False, new_eip)
+        return
+    except GuestPageFault as e:
+        mon.cpu.mode_changed()
+        v.cr2 = e.address
+        mon.deliver(f, 14, e.error_code, False, new_eip)
+        return
+    mon.cpu.mode_changed()
+
+
+def _set_busy(mon, desc_addr: int, busy: bool) -> None:
+    a = (desc_addr + 5) & M32
+    b = mon.gm.read_u(a, 1)
+    mon.gm.write_u(a, 1, (b | T.BUSY) if busy else (b & ~T.BUSY))
+
+
+def _load_ldt(mon, sel: int, ext: int) -> None:
+    """The new task's LDTR (Table 7-1: every failure is #TS(LDT selector), and leaves
+    no LDT)."""
+    if sel & 0xFFFC and not sel & 4:
+        d = mon.guest_desc(sel, TS, ext)
+        if not d.s and d.type == LDT_TYPE and d.present:
+            mon.ldt.load(sel)
+            return
+    mon.ldt.load(0)
+    if sel & 0xFFFC:
+        raise CpuFault(TS, (sel & 0xFFFC) | ext)
+
+
+def _load_segment(mon, f, sreg: int, sel: int, cpl: int, ext: int) -> None:
+    """One of the new task's segment registers with the checks of Table 7-1 (those of
+    ``hw.tasks``), on the guest's descriptor; the real register gets its compressed
+    copy (CS and SS are the frame's)."""
+    st = mon.cpu.state
+    err = (sel & 0xFFFC) | ext
+    if not sel & 0xFFFC:
+        if sreg in (CS, SREG_SS):
+            raise CpuFault(TS, err)
+        st.segs[sreg] = null_segment(sel)
+        return
+    d = mon.guest_desc(sel, TS, ext)
+    rpl = sel & 3
+    if not d.s:
+        raise CpuFault(TS, err)
+    if sreg == CS:
+        if not d.is_code or (d.dpl > rpl if d.conforming else d.dpl != rpl):
+            raise CpuFault(TS, err)
+    elif sreg == SREG_SS:
+        if not d.writable or d.dpl != cpl or rpl != cpl:
+            raise CpuFault(TS, err)
+    else:
+        if d.is_code and not d.readable:
+            raise CpuFault(TS, err)
+        if (d.is_data or not d.conforming) and (d.dpl < cpl or d.dpl < rpl):
+            raise CpuFault(TS, err)
+    if not d.present:
+        raise CpuFault(SS if sreg == SREG_SS else NP, err)
+    real = compress(d.raw)
+    if not real:
+        raise CpuFault(TS, err)                # refused by ring compression
+    mon.gdt.set_accessed(d)
+    if sreg in (CS, SREG_SS):
+        real_sel = f.cs if sreg == CS else f.ss
+        mon.table_of(real_sel).reloaded(real_sel)
+        return
+    st.segs[sreg] = Descriptor(real | ACCESSED, 0).segment(sel)
+
+
+def _push_error_code(mon, f, error_code: int, size: int) -> None:
+    """An exception's error code on the new task's stack, in its TSS's size (§6.12.2)."""
+    st = mon.cpu.state
+    ss = f.ss if f.user else mon.vcpu.ss
+    base = mon.guest_desc(ss, SS).base
+    esp = (st.regs[4] - size) & M32
+    mon.gm.write((base + esp) & M32, struct.pack("<I" if size == 4 else "<H", error_code))
+    st.regs[4] = esp
