@@ -143,6 +143,7 @@ MONITOR_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("kernelisms", "kernelisms"),
     Kernel("kernelisms-sdm", "kernelisms", cflags=("-DSEGMENT_CHECKS",)),
     Kernel("ldt", "ldt"),
+    Kernel("segbase", "segbase"),
 ]}
 
 

@@ -244,6 +244,23 @@ EXPECTED["ldt"] = [
     "ldt: done",
 ]
 
+# segbase (tests/hwguests/segbase): code run through a code segment based at 0x80000
+# (linear = base + offset, SDM Vol. 3 3.4): CALL pushes the offset, an indirect call
+# and a read through a based DS (3 * (1 + .. + n) + n calls + 1000 from the table);
+# SYSENTER from ring 3 enters at IA32_SYSENTER_EIP/ESP with CS = IA32_SYSENTER_CS and
+# SS 8 above it, SYSEXIT returns to EDX/ECX with CS 16 and SS 24 above it, RPL 3 (Vol.
+# 2 SYSENTER, SYSEXIT); with IA32_SYSENTER_CS 0, SYSENTER is #GP(0).  Checked on QEMU.
+EXPECTED["segbase"] = [
+    "segbase: start",
+    "based_sum(0) = 1000",
+    "based_sum(5) = 1050",
+    "based_sum(10) = 1175",
+    "sysenter: kernel esp=0x27f000 cs=0x8 ss=0x10; sysexit: eax=0x2345 cs=0x1b ss=0x23 "
+    "esp=0x28fffc",
+    "sysenter with IA32_SYSENTER_CS 0: #13 err=0x0 eip=+0",
+    "segbase: done",
+]
+
 
 @functools.lru_cache(maxsize=None)
 def _run(name: str, mode: str) -> tuple[list[str], int]:

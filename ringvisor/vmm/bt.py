@@ -37,6 +37,7 @@ import iced_x86 as ix
 
 from ringvisor.hw.state import CR4_SMEP, RF, TF
 
+from . import descriptors as D
 from . import emulate as E
 from . import layout as L
 from .btemulate import BT_EMULATORS, is_plain_store
@@ -45,7 +46,7 @@ from .debug import EXEC, breakpoints
 from .descriptors import compress, guest_descriptor_fields
 from .emulate import NEXT, Context, GuestFault
 from .frame import Frame
-from .guestmem import GuestPageFault
+from .guestmem import GuestBadFrame, GuestPageFault
 from .monitor import Monitor, MonitorStop
 from .tcache import TranslationCache, Unit
 from .vcpu import CR0_PG, CR4_PSE
@@ -57,7 +58,7 @@ ADAPT_CHECK = 32       # ... and store callouts after which it must have hit tab
 
 class BinaryTranslation(Translator, Monitor):
     name = "bt"
-    STATE = Monitor.STATE + ("tc", "table_write_traps", "adaptive", "adapt_after")
+    STATE = Monitor.STATE + ("tc", "table_write_traps", "adaptive", "adapt_after", "code_base")
     # a host debugger's breakpoints are the debugger's, not the VM's: never saved
     TRANSIENT = Monitor.TRANSIENT + ("debug_breakpoints", "debug_tc", "checked_breaks")
 
@@ -73,6 +74,7 @@ class BinaryTranslation(Translator, Monitor):
         self.debug_breakpoints: set[int] = set()             # guest EIPs a debugger stops at ...
         self.debug_tc: set[int] = set()                      # ... and the units that start there
         self.checked_breaks: frozenset[int] = frozenset()    # the guest's, as units were split
+        self.code_base = 0            # the base of the guest kernel's CS: guest EIP + it = linear
         # translated x87 code records the guest's instruction as its last (FSTENV & co.)
         self.cpu.connect_fpu_origin(self.fpu_origin)
 
@@ -88,7 +90,8 @@ class BinaryTranslation(Translator, Monitor):
         hit = self.tc.entries.get(eip)
         if hit is not None and eip not in self.tc.units:
             u, addr = hit
-            if u.live and u.pages.get(eip >> 12) == self.frame_of(eip):
+            lin = self.lin(eip)
+            if u.live and u.pages.get(lin >> 12) == self.frame_of(lin):
                 self.tc.stats["mid-unit entries"] += 1
                 return addr
         try:
@@ -97,7 +100,27 @@ class BinaryTranslation(Translator, Monitor):
             return self.fault_stub(eip)
 
     def kernel_cs(self, sel: int) -> int:
+        """Translated code runs in the monitor's flat ring-1 segment, whatever the guest's
+        kernel CS: its base (cached at the load, as the processor caches it) is added
+        to every guest EIP the translator fetches at; a kernel CS with another base
+        (a far transfer to it) makes the translations of the old one stale."""
+        try:
+            raw = self.guest_descriptor(sel)
+        except (GuestPageFault, GuestBadFrame):
+            raw = None
+        base = D.base_of(raw) if raw else 0
+        if base != self.code_base:
+            self.code_base = base
+            self.drop_units(lambda u: True)
+            self.checked_breaks = frozenset(self.guest_breaks())
         return L.SEL_TCODE
+
+    def lin(self, eip: int) -> int:
+        """The linear address of guest kernel code at ``eip``."""
+        return (eip + self.code_base) & 0xFFFFFFFF
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state if "code_base" in state else dict(state, code_base=0))
 
     def code_at(self, f: Frame) -> ix.Instruction:
         if f.cs != L.SEL_TCODE:
@@ -124,11 +147,12 @@ class BinaryTranslation(Translator, Monitor):
         tc.stats["lookups"] += 1
         u = tc.units.get(eip)
         if u is not None:
-            frame = self.frame_of(eip, fetch=True)
+            lin = self.lin(eip)
+            frame = self.frame_of(lin, fetch=True)
             if frame == u.phys >> 12:
                 tc.stats["hits"] += 1
                 return u
-            tc.remapped(eip >> 12, frame)
+            tc.remapped(lin >> 12, frame)
         return self.translate(eip)
 
     # -- the guest's mappings -------------------------------------------------------------
@@ -296,7 +320,8 @@ class BinaryTranslation(Translator, Monitor):
         out: dict[int, int] = {}
         for i, addr, rw, _ in breakpoints(dr):
             if rw == EXEC:
-                out[addr] = out.get(addr, 0) | 1 << i
+                g = (addr - self.code_base) & 0xFFFFFFFF      # (DR0-DR3 hold linear addresses)
+                out[g] = out.get(g, 0) | 1 << i
         return out
 
     def debug_changed(self) -> None:

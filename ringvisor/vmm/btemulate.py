@@ -86,6 +86,7 @@ def _far(c: Context, sel: int, off: int, call: bool) -> str:
         c.push(c.next_eip)
     c.mon.gdt.set_accessed(d)
     c.v.cs = sel & ~3
+    c.mon.kernel_cs(sel)                  # (its base: the code's linear addresses)
     c.f.eip = c.mon.kernel_entry(off)
     return DONE
 
@@ -171,9 +172,9 @@ def is_plain_store(ins: ix.Instruction) -> bool:
             and (ins.op1_kind != OK.REGISTER or ins.op1_register in GPR))
 
 
-@bt_emulates(M.SYSENTER, M.SYSEXIT, M.UD0)
+@bt_emulates(M.UD0)
 def b_fault(c: Context) -> str:
-    raise GuestFault(13 if c.ins.mnemonic != M.UD0 else 6, 0 if c.ins.mnemonic != M.UD0 else None)
+    raise GuestFault(6, None)
 
 
 @bt_emulates(M.LDS, M.LES, M.LFS, M.LGS)

@@ -132,7 +132,7 @@ class Translator:
     def single(self, eip: int) -> Unit:
         """The one-instruction unit of guest ``eip`` (for stepping it)."""
         u = self.tc.singles.get(eip)
-        if u is not None and self.frame_of(eip) == u.phys >> 12:
+        if u is not None and self.frame_of(self.lin(eip)) == u.phys >> 12:
             return u
         u = self.translate(eip, "step")
         self.tc.singles[eip] = u
@@ -159,7 +159,7 @@ class Translator:
         and their frames.  An instruction that runs on into a page that is not there
         faults on that page (CR2 = its first byte), as the hardware's fetch does."""
         data = b""
-        lin = eip
+        lin = first = self.lin(eip)
         missing = None
         while len(data) < 15:
             chunk = min(15 - len(data), 0x1000 - (lin & 0xFFF))
@@ -178,7 +178,7 @@ class Translator:
                 decoder.last_error == ix.DecoderError.NO_MORE_BYTES:
             raise missing
         n = max(ins.len, 1)
-        for page in {eip >> 12, ((eip + n - 1) & 0xFFFFFFFF) >> 12}:
+        for page in {first >> 12, ((first + n - 1) & 0xFFFFFFFF) >> 12}:
             pages[page] = self.gm.phys(page << 12) >> 12
         return ins, data[:ins.len]
 
@@ -200,7 +200,7 @@ class Translator:
         guest_map: list[int] = []
         lengths: list[int] = []
         sites: dict[int, tuple] = {}
-        first_phys = self.fetch_phys(eip)
+        first_phys = self.fetch_phys(self.lin(eip))
         cs_reads = False
 
         def here() -> int:

@@ -19,7 +19,8 @@ import iced_x86 as ix
 from ringvisor.hw.faults import NAMES, CpuFault
 from ringvisor.hw.identify import APIC_MSRS, KNOWN_MSRS, msr_write_ok, read_tsc
 from ringvisor.hw.segments import TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY
-from ringvisor.hw.state import MSR_TSC, MSR_TSC_AUX, NT, RF, TF, VM
+from ringvisor.hw.state import (MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC,
+                                MSR_TSC_AUX, NT, RF, TF, VM)
 from ringvisor.hw.system import ea, get_reg, io_bitmap_permits, set_reg
 from ringvisor.hw.transfers import check_task_return
 from ringvisor.hw.translate import GPR, SREG, registrar
@@ -483,6 +484,44 @@ def far_to_task(c: Context, sel: int, d: Descriptor) -> str:
         raise GuestFault(GP, sel & 0xFFFC)
     tasks.switch(c.mon, c.f, sel, d, tasks.T.CALL if c.ins.mnemonic == M.CALL else tasks.T.JMP,
                  c.next_eip)
+    return DONE
+
+
+@emulates(M.SYSENTER)
+def e_sysenter(c: Context) -> str:
+    """SYSENTER (SDM Vol. 2): into the kernel at IA32_SYSENTER_EIP with the flat ring-0
+    CS of IA32_SYSENTER_CS, SS the selector after it, ESP IA32_SYSENTER_ESP; IF, VM and
+    RF cleared.  The real processor's IA32_SYSENTER_CS is 0, so the guest's SYSENTER
+    is its #GP(0), from user or kernel code; the guest's MSRs decide here."""
+    v, f = c.v, c.f
+    cs = v.msrs.get(MSR_SYSENTER_CS, 0) & 0xFFFC
+    if not cs:
+        raise GuestFault(GP, 0)
+    v.cpl = 0
+    v.vif = False
+    v.cs, v.ss = cs, cs + 8
+    f.cs, f.ss = c.mon.kernel_cs(cs), (cs + 8) | 1
+    f.eflags &= ~(VM | RF)
+    c.cpu.state.regs[4] = v.msrs.get(MSR_SYSENTER_ESP, 0) & 0xFFFFFFFF
+    f.eip = c.mon.kernel_entry(v.msrs.get(MSR_SYSENTER_EIP, 0) & 0xFFFFFFFF)
+    for sel in (f.cs, f.ss):
+        c.mon.table_of(sel).reloaded(sel)
+    return DONE
+
+
+@emulates(M.SYSEXIT)
+def e_sysexit(c: Context) -> str:
+    """SYSEXIT (SDM Vol. 2): from ring 0 to ring 3 at EDX with ESP = ECX, CS and SS the
+    selectors 16 and 24 after IA32_SYSENTER_CS, with RPL 3."""
+    v, f, regs = c.v, c.f, c.cpu.state.regs
+    cs = v.msrs.get(MSR_SYSENTER_CS, 0) & 0xFFFC
+    if v.cpl != 0 or not cs:
+        raise GuestFault(GP, 0)
+    f.cs, f.ss, f.eip = (cs + 16) | 3, (cs + 24) | 3, regs[2]
+    regs[4] = regs[1]
+    v.cpl = 3
+    for sel in (f.cs, f.ss):
+        c.mon.table_of(sel).reloaded(sel)
     return DONE
 
 

@@ -391,12 +391,14 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     def privileged_fault(self, f: Frame, err: int) -> None:
         """A #GP that is not a software interrupt: the guest's own, by default -- except
         the port I/O and CLI/STI of user code the guest's IOPL or I/O bitmap allows (the
-        real IOPL is 0, so that every port access traps)."""
+        real IOPL is 0, so that every port access traps), and SYSENTER (the real
+        IA32_SYSENTER_CS is 0: the guest's is on the virtual CPU)."""
         if f.user and err == 0:
             from .emulate import NEXT, emulate
             ins = self.fetch(f)
-            if ins.mnemonic in USER_IO:
-                self.traps["#GP (user I/O)"] += 1
+            if ins.mnemonic in USER_IO or ins.mnemonic == ix.Mnemonic.SYSENTER:
+                self.traps["#GP (SYSENTER)" if ins.mnemonic == ix.Mnemonic.SYSENTER
+                           else "#GP (user I/O)"] += 1
                 if emulate(self, f, ins, f.eip) == NEXT:
                     f.eip = (f.eip + ins.len) & 0xFFFFFFFF
                 return
