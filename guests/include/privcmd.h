@@ -17,6 +17,13 @@
 #define PRIVCMD_EFAULT  14         /* the argument block is not readable */
 #define PRIVCMD_ENOSYS  38         /* not a hypercall the device passes on */
 
+/* The balloon (guests/kernel/balloon.c, guests/pv/balloon.c), a device of the same
+ * family (present where PRIVCMD_ID_PORT answers): */
+#define BALLOON_PORT    0x7C8      /* in: frames to give back (> 0) or take back (< 0) */
+#define BALLOON_RELEASE 0x7CC      /* out: a frame's physical address, given back to the
+                                      hypervisor; in: 0 if it was, else -1 */
+#define BALLOON_RECLAIM 0x7D0      /* out: a frame given back before, taken again; in: as above */
+
 struct privcmd_hypercall {
     unsigned int op;               /* __HYPERVISOR_domctl, _sysctl or _xen_version */
     unsigned int arg[5];           /* as the hypercall takes them (pointers: the caller's) */

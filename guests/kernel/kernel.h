@@ -117,6 +117,7 @@ uint32_t frame_alloc(int zero);              /* physical address, 0 = none */
 void frame_put(uint32_t phys);
 uint32_t frames_free(void);
 uint32_t frames_total(void);
+void balloon_poll(void);                     /* balloon.c: follow the memory target */
 uint32_t *pd_create(void);
 void as_free(uint32_t *pd);
 uint32_t *as_clone(uint32_t *pd);

@@ -125,6 +125,7 @@ static int runnable_exists(void)
 void idle_loop(void)
 {
     for (;;) {
+        balloon_poll();
         arch_cli();
         if (runnable_exists())
             schedule();

@@ -19,7 +19,8 @@
  *   ATA (0x1F0-0x1F7, 0x3F6) the disk of the primary IDE channel: blkfront
  *                  (blkfront.c), the block split driver's front-end.
  * In every domain, Domain 0 too, the privcmd device (0x7C0, 0x7C4: 32-bit
- * only) is the runtime's (privcmd.c): a user program's management hypercall.
+ * only) is the runtime's (privcmd.c): a user program's management hypercall;
+ * and the balloon (0x7C8-0x7D3, balloon.c).
  * Other ports read as 0xFF and ignore writes (an absent device). */
 #include "pv.h"
 #include "pvfront.h"
@@ -233,6 +234,8 @@ uint32_t pv_in(uint32_t size, uint32_t port)
 {
     if (size == 4 && (port == PRIVCMD_PORT || port == PRIVCMD_ID_PORT))
         return privcmd_in(port);            /* in every domain: the hypervisor decides */
+    if (size == 4 && (port == BALLOON_PORT || port == BALLOON_RELEASE || port == BALLOON_RECLAIM))
+        return balloon_in(port);
     if (privileged())
         return pv_port_in(size, port);
     uint32_t ones = size == 1 ? 0xFF : size == 2 ? 0xFFFF : 0xFFFFFFFF;
@@ -251,6 +254,10 @@ void pv_out(uint32_t size, uint32_t port, uint32_t v)
 {
     if (size == 4 && port == PRIVCMD_PORT) {
         privcmd_out(v);
+        return;
+    }
+    if (size == 4 && (port == BALLOON_RELEASE || port == BALLOON_RECLAIM)) {
+        balloon_out(port, v);
         return;
     }
     if (privileged()) {

@@ -20,4 +20,8 @@ void blkfront_out(uint32_t size, uint32_t port, uint32_t value);
 void privcmd_out(uint32_t linear);
 uint32_t privcmd_in(uint32_t port);
 
+/* balloon.c: the balloon device */
+uint32_t balloon_in(uint32_t port);
+void balloon_out(uint32_t port, uint32_t phys);
+
 #endif

@@ -230,6 +230,9 @@ class Toolstack:
         for sub in ("device", "data"):
             self.xs.set_perms(f"{base}/{sub}", f"n{d}")
         self.xs.set_perms(f"{base}/control", "n0", f"r{d}")
+        # its balloon driver reads the target the toolstack sets (xl mem-set)
+        for node in ("memory", "memory/target", "memory/static-max"):
+            self.xs.set_perms(f"{base}/{node}", "n0", f"r{d}")
 
     # -- lifecycle --------------------------------------------------------------------------
     def _log(self, line: str) -> None:
