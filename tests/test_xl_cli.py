@@ -97,6 +97,13 @@ def test_a_session(xen):
     rows = json.loads(xl(env, "sched-credit", "--json").stdout)
     assert {r["name"]: r["weight"] for r in rows}["alpha"] == 128
     assert {r["name"]: r["weight"] for r in rows}["beta"] == 512      # from its config file
+    # a balloon target beyond what the domain may have, or below what its kernel can
+    # give back, is refused in one line (test_balloon moves a balloon)
+    for size in ("33", "3"):
+        r = xl(env, "mem-set", "alpha", size)
+        assert r.returncode == 1 and r.stderr == (f"ringvisor: mem-set alpha: {size} MiB is "
+                                                  "outside 4..32 (the least a domain runs in "
+                                                  ".. its maxmem)\n")
     assert xl(env, "destroy", "alpha").returncode == 0
     assert "alpha" not in listing(env)
     assert "domain 0 created (dom0_t)" in xl(env, "dmesg").stdout

@@ -11,6 +11,9 @@
 #include "privcmd.h"
 
 #define MAX_HELD 8192                    /* frames out at most (32 MiB) */
+#define RESERVE  256                     /* frames it keeps free (1 MiB) for its processes
+                                            and page tables: below, the target waits, as
+                                            Linux's balloon stops where it cannot allocate */
 
 static uint32_t held[MAX_HELD];          /* physical addresses of the frames out */
 static uint32_t nheld, last_tick;
@@ -26,10 +29,10 @@ void balloon_poll(void)
         return;
     }
     int32_t delta = (int32_t)inl(BALLOON_PORT);
-    while (delta > 0 && nheld < MAX_HELD) {
+    while (delta > 0 && nheld < MAX_HELD && frames_free() > RESERVE) {
         uint32_t f = frame_alloc(0);
         if (!f)
-            break;                       /* the target is below what the kernel needs */
+            break;
         outl(BALLOON_RELEASE, f);
         if (inl(BALLOON_RELEASE) != 0) {
             frame_put(f);

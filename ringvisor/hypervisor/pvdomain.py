@@ -144,6 +144,12 @@ class DomainMonitor(ParaVirt):
             if t["address"]:
                 self.trap_table[t["vector"]] = (t["flags"] & 7, (t["cs"] & 0xFFFC) | 1, t["address"])
         self.map_rings()
+        if not d.nr_ram_pages:
+            # a domain the toolstack built: its kernel's RAM is what the builder gave it
+            # less the ring pages start_info names apart (Xen's builder writes
+            # start_info.nr_pages; here the hypervisor does, from the domain's memory)
+            d.nr_ram_pages = d.tot_pages - sum(p in self.params for p, _ in RINGS)
+            self.guest_ram = d.nr_ram_pages << 12
         if r["eax"] == MULTIBOOT_MAGIC:
             self.cmdline = self._multiboot_cmdline(r["ebx"])
         self.write_start_info()

@@ -38,6 +38,7 @@ BACKENDS = ("dom0", "hypervisor")
 KEYS = {"name", "type", "kernel", "cmdline", "extra", "memory", "maxmem", "vcpus", "disk",
         "on_poweroff", "on_reboot", "on_crash", "seclabel", "weight", "cap", "uuid"}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MIN_MEMORY = 4                    # MiB: the least a domain is built with, or ballooned to
 MAX_MEMORY = 2048
 
 
@@ -161,9 +162,9 @@ def _check(values: dict, source: str) -> DomainConfig:
         raise ConfigFileError(f"{where('extra')}: extra: give cmdline or extra, not both")
     cmdline = get("cmdline", str) if "cmdline" in values else get("extra", str, "")
     memory = get("memory", int, 32)
-    if not 4 <= memory <= MAX_MEMORY:
+    if not MIN_MEMORY <= memory <= MAX_MEMORY:
         raise ConfigFileError(f"{where('memory')}: memory: {memory} MiB is out of range "
-                              f"(4 to {MAX_MEMORY})")
+                              f"({MIN_MEMORY} to {MAX_MEMORY})")
     maxmem = get("maxmem", int, memory)
     if maxmem < memory or maxmem > MAX_MEMORY:
         raise ConfigFileError(f"{where('maxmem')}: maxmem: {maxmem} MiB must be between memory "

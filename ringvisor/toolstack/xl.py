@@ -20,7 +20,7 @@ from ringvisor.abi import DomInfoFlag, Shutdown, XsType
 from ringvisor.errors import ConfigError
 
 from . import builder, migration, saverestore
-from .config import DomainConfig
+from .config import MIN_MEMORY, DomainConfig
 from .blkback import VbdBackend
 from .consoled import ConsoleBackend
 from .xc import Xc, XcError
@@ -524,8 +524,12 @@ class Toolstack:
         """Set the balloon target (memory/target); the guest's balloon driver follows it."""
         m = self.find(name)
         cfg_max = m.config.maxmem if m.config else mb
-        if mb <= 0 or mb > cfg_max:
-            raise XlError(f"mem-set {m.name}: {mb} MiB is outside 1..{cfg_max} (maxmem)")
+        # above maxmem the hypervisor would refuse the frames (libxl: "memory_dynamic_max
+        # must be less than or equal to memory_static_max"); below the least a domain is
+        # built with its kernel could not give the frames back and go on running
+        if not MIN_MEMORY <= mb <= cfg_max:
+            raise XlError(f"mem-set {m.name}: {mb} MiB is outside {MIN_MEMORY}..{cfg_max} "
+                          "(the least a domain runs in .. its maxmem)")
         self.xs.write(f"/local/domain/{m.domid}/memory/target", str(mb << 10))
 
     def sched_credit(self, name: str | None, weight: int | None, cap: int | None) -> list[dict]:
