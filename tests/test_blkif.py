@@ -174,3 +174,34 @@ def test_a_disk_that_cannot_be_opened_fails_the_create_with_one_line(blk):
         blk.create("nodisk", blk.tmp / "missing.img", "dom0")
     assert "cannot open the disk image" in str(e.value) and "\n" not in str(e.value)
     assert set(blk.h.hv.domains) == domains                  # nothing left behind
+
+
+# -- several disks ---------------------------------------------------------------------------
+def labelled(path, text: bytes, sectors: int = SECTORS):
+    path.write_bytes(text.ljust(sectors * 512, b"\0"))
+    return path
+
+
+def test_a_domu_has_a_ring_per_disk_and_reads_each(blk):
+    """xvda..xvdc: three virtual disks, each with its own ring, grant and event channel,
+    two served by Domain 0's blkback and one by the hypervisor's; the kernel finds them
+    as the IDE drives 0..2 and reads each one's sector 0."""
+    t = blk.tmp
+    disks = [Disk(str(labelled(t / "m0.img", b"first of three")), "raw", "xvda", "rw", "dom0"),
+             Disk(str(labelled(t / "m1.img", b"the second disk", 1024)), "raw", "xvdb", "ro", "dom0"),
+             Disk(str(labelled(t / "m2.img", b"third\x01disk")), "raw", "xvdc", "rw", "hypervisor")]
+    blk.h.create("multi", "run=disks", on_poweroff="preserve", disks=disks)
+    blk.run("multi")
+    out = bytes(blk.h.consoles["multi"])
+    assert b'disks: disk 0: 2048 sectors, sector 0 begins "first of three"\n' \
+           b'disks: disk 1: 1024 sectors, sector 0 begins "the second disk"\n' \
+           b'disks: disk 2: 2048 sectors, sector 0 begins "third.disk"\n' \
+           b'disks: 3 found\n' in out, out
+    m = blk.h.ts.find("multi")
+    assert [v.state for v in m.disks] == [XenbusState.Connected] * 3
+    xs = blk.h.ts.xs
+    fronts = [f"/local/domain/{m.domid}/device/vbd/{vbd_device(v)}" for v in ("xvda", "xvdb", "xvdc")]
+    rings = {(xs.read(f"{f}/ring-ref"), xs.read(f"{f}/event-channel")) for f in fronts}
+    assert len(rings) == 3                                   # a ring and a channel each
+    assert m.disks[2].hv_handle and m.disks[2].server is None
+    blk.h.ts.destroy("multi")

@@ -398,7 +398,7 @@ def test_shell_session(platform, images):
               b"echo  two  spaces\nuptime\nstats\nab\x7fc\nexit 5\n")
     out, status = run_platform(platform, images["kernel"], "", stdin=script)
     table = _program_table()
-    assert len(table) == 28 and table[0][0] == "init"
+    assert len(table) == 29 and table[0][0] == "init"
     expected = [BANNER, "ringvisor shell: type help", "$ help", *HELP_TEXT, "$ ls"]
     expected += [f"  {n:<11} {g:<8} {d}" for n, g, d in table if n != "init"]
     expected += [

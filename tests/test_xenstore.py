@@ -119,6 +119,9 @@ def test_a_config_file_reads_as_xl_cfg():
     xl_style = config.parse(GOOD.replace("xvda,rw", "xvda,rw,backend=0"), "web.cfg")
     assert xl_style.disks[0].backend == "dom0"
     assert config.DomainConfig.from_dict(c.to_dict()) == c
+    two = config.parse(GOOD.replace('xvda,rw"]', 'xvda,rw", "/img/b.img,raw,xvdb,ro"]'), "web.cfg")
+    assert [(d.vdev, d.access) for d in two.disks] == [("xvda", "rw"), ("xvdb", "ro")]
+    assert config.DomainConfig.from_dict(two.to_dict()) == two
 
 
 @pytest.mark.parametrize("text,expect", [
@@ -130,8 +133,9 @@ def test_a_config_file_reads_as_xl_cfg():
     ('name = "a"\nkernel = "k"\nmemory = 64\nmaxmem = 32', "web.cfg:4: maxmem:"),
     ('name = "a"\nkernel = "k"\ndisk = ["x.img,qcow2,xvda,rw"]', "web.cfg:3: disk:"),
     ('name = "a"\nkernel = "k"\ndisk = ["x.img,raw,xvda,rw,backend=qemu"]', "web.cfg:3: disk: backend="),
-    ('name = "a"\nkernel = "k"\ndisk = ["x.img,raw,xvdb,rw"]', "web.cfg:3: disk:"),
-    ('name = "a"\nkernel = "k"\ndisk = ["x.img,raw,xvda,rw", "y.img,raw,xvda,ro"]', "web.cfg:3: disk:"),
+    ('name = "a"\nkernel = "k"\ndisk = ["x.img,raw,xvde,rw"]', "web.cfg:3: disk:"),
+    ('name = "a"\nkernel = "k"\ndisk = ["x.img,raw,xvda,rw", "y.img,raw,xvda,ro"]',
+     "web.cfg:3: disk: 'y.img,raw,xvda,ro': xvda is given twice"),
     ('name = "a"\nkernel = "k"\non_crash = "explode"', "web.cfg:3: on_crash:"),
     ('name = "a"\nkernel = "k"\ncolour = "blue"', "web.cfg:3: unknown key 'colour'"),
     ('name = "a b"\nkernel = "k"', "web.cfg:1: name:"),

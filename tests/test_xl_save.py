@@ -150,15 +150,23 @@ def test_a_domain_with_a_disk_reconnects_it_after_restore_and_migration(how, bac
     """blk writes generation 1 and reads it back; the domain is saved (restored on this
     host) or migrated (to another) halfway through syscall:200; the next blk, on the
     new back-end, finds generation 1 on the disk -- its first request went to the old
-    ring, got no answer, and blkfront connected to the new back-end and asked again."""
+    ring, got no answer, and blkfront connected to the new back-end and asked again.
+    Its second disk, xvdb (served the other way), reconnects the same way: disks reads
+    it before and after."""
     img = tmp_path / "xvda.img"
     img.write_bytes(bytes(2048 * 512))
-    disks = (Disk(str(img), "raw", "xvda", "rw", backend),)
+    second = tmp_path / "xvdb.img"
+    second.write_bytes(b"xvdb stays".ljust(512 * 512, b"\0"))
+    other = "dom0" if backend == "hypervisor" else "hypervisor"
+    disks = (Disk(str(img), "raw", "xvda", "rw", backend),
+             Disk(str(second), "raw", "xvdb", "ro", other))
     a = Host(tmp_path / "a")
-    a.create("delta", cmdline="run=blk,syscall:200,blk", disks=disks)
-    assert a.run(lambda: b"blk: a read past the end was refused" in a.out.get("delta", b""))
+    a.create("delta", cmdline="run=blk,disks,syscall:200,blk,disks", disks=disks)
+    assert a.run(lambda: b"disks: 2 found" in a.out.get("delta", b""))
     before = bytes(a.out.pop("delta"))
     assert b"blk: wrote generation 1, read it back" in before
+    xvdb = b'disks: disk 1: 512 sectors, sector 0 begins "xvdb stays"\ndisks: 2 found\n'
+    assert xvdb in before
     if how == "restore":
         saved = []
         a.ts.save("delta", lambda data, err: saved.append(data or err) or "destroy")
@@ -177,10 +185,11 @@ def test_a_domain_with_a_disk_reconnects_it_after_restore_and_migration(how, bac
     b.finish("delta")
     after = bytes(b.out["delta"])
     assert b"blk: generation 1 found and verified (40 sectors)\nblk: wrote generation 2" in after
-    assert b"init: 3 programs run, 0 failed" in after, after
-    vbd = b.ts.find("delta").disks[0]
-    assert vbd.state == XenbusState.Connected
-    assert b.ts.xs.read(f"{vbd.front}/state") == str(int(XenbusState.Connected))
+    assert xvdb in after
+    assert b"init: 5 programs run, 0 failed" in after, after
+    for vbd in b.ts.find("delta").disks:
+        assert vbd.state == XenbusState.Connected
+        assert b.ts.xs.read(f"{vbd.front}/state") == str(int(XenbusState.Connected))
 
 
 def its_time_continues(a: Host, name: str, saved: bytes) -> None:

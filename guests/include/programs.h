@@ -46,7 +46,8 @@
     X(panic,      "panic",      GRP_TEST,    1,   "makes the kernel dereference NULL: kernel panic") \
     X(blk,        "blk",        GRP_TEST,    1,   "checks the disk's data, writes the next generation, reads it back") \
     X(blkbench,   "blkbench",   GRP_TEST,    64,  "sequential 16 KiB disk writes then reads, cycles per request") \
-    X(xlist,      "xlist",      GRP_SYSTEM,  1,   "lists the Xen hypervisor's domains (domctl/sysctl through privcmd)")
+    X(xlist,      "xlist",      GRP_SYSTEM,  1,   "lists the Xen hypervisor's domains (domctl/sysctl through privcmd)") \
+    X(disks,      "disks",      GRP_SYSTEM,  1,   "lists the disks: each one's size and the start of its sector 0")
 
 #define PROG_ENUM(id, name, grp, iters, desc) PROG_##id,
 enum { PROGRAM_LIST(PROG_ENUM) NPROGRAMS };

@@ -25,10 +25,12 @@
                              (Xen's -errno), -ENODEV without a hypervisor (privcmd.h) */
 #define NSYSCALLS     19
 
-/* disk operations (the virtio disk if there is one, else the ATA disk of the
- * primary IDE channel):
+/* disk operations, on disk N (0..3) as op | N << 8: the ATA drives of the two IDE
+ * channels (primary master, slave; secondary master, slave -- a DomU's xvda..xvdd);
+ * disk 0 is the virtio disk instead if there is one.
  * DISK_SIZE -> sectors (-1: no disk); READ/WRITE count (1..256) 512-byte
  * sectors at lba -> 0 (-1: refused); FLUSH -> 0 (-1: refused). */
+#define DISK_ON(op, n) ((op) | (n) << 8)
 #define DISK_SIZE  0
 #define DISK_READ  1
 #define DISK_WRITE 2

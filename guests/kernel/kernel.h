@@ -162,10 +162,10 @@ void vcons_flush(void);
 void vcons_refill(void);
 void vcons_start_rx(void);
 
-/* ata.c */
-int32_t ata_size(void);                      /* sectors, -1 without a disk */
-int ata_rw(int write, uint32_t lba, uint32_t n, void *buf);
-int ata_flush(void);
+/* ata.c: drive 0..3 (primary master, slave; secondary master, slave) */
+int32_t ata_size(int drive);                 /* sectors, -1 without a disk */
+int ata_rw(int drive, int write, uint32_t lba, uint32_t n, void *buf);
+int ata_flush(int drive);
 
 /* syscall.c */
 void syscall_dispatch(struct trapframe *tf);

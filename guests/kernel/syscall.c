@@ -91,13 +91,16 @@ static int32_t sys_stats(uint32_t uptr)
  * that are not there yet (copy_*_user fault them in). */
 static uint8_t disk_bounce[32 * DISK_SECTOR] __attribute__((aligned(4096)));
 
-static int32_t sys_disk(uint32_t op, uint32_t lba, uint32_t ubuf, uint32_t count)
+static int32_t sys_disk(uint32_t op_disk, uint32_t lba, uint32_t ubuf, uint32_t count)
 {
-    int v = vblk_present();       /* a virtio disk, if there is one, else the ATA disk */
+    uint32_t op = op_disk & 0xFF, d = op_disk >> 8;
+    int v = d == 0 && vblk_present();   /* disk 0: a virtio disk, if there is one */
+    if (d >= 4)
+        return -1;
     if (op == DISK_SIZE)
-        return v ? vblk_size() : ata_size();
+        return v ? vblk_size() : ata_size((int)d);
     if (op == DISK_FLUSH)
-        return v ? vblk_flush() : ata_flush();
+        return v ? vblk_flush() : ata_flush((int)d);
     if ((op != DISK_READ && op != DISK_WRITE) || count == 0 || count > 256)
         return -1;
     if (user_check(ubuf, count * DISK_SECTOR, op == DISK_READ))
@@ -106,7 +109,9 @@ static int32_t sys_disk(uint32_t op, uint32_t lba, uint32_t ubuf, uint32_t count
         uint32_t n = count < 32 ? count : 32, bytes = n * DISK_SECTOR;
         if (op == DISK_WRITE && copy_from_user(disk_bounce, ubuf, bytes))
             return -1;
-        if ((v ? vblk_rw : ata_rw)(op == DISK_WRITE, lba, n, disk_bounce) < 0)
+        int r = v ? vblk_rw(op == DISK_WRITE, lba, n, disk_bounce)
+                  : ata_rw((int)d, op == DISK_WRITE, lba, n, disk_bounce);
+        if (r < 0)
             return -1;
         if (op == DISK_READ && copy_to_user(ubuf, disk_bounce, bytes))
             return -1;

@@ -1,43 +1,51 @@
-/* blkfront: the block split driver's front-end, behind the ATA disk's ports.
+/* blkfront: the block split driver's front-end, behind the ATA disks' ports.
  *
- * The teaching kernel drives an ATA disk by programmed I/O (kernel/ata.c);
- * in a DomU of `ringvisor xen` there is no disk, so -- as the console ring
- * stands behind COM1 -- this front-end stands behind the primary IDE
- * channel: it keeps the task file, and turns READ SECTORS, WRITE SECTORS
- * and FLUSH CACHE into Xen blkif requests (io/blkif.h) on a ring shared with
- * the back-end, whose pages it grants.  Native kernel, same driver, same
- * data; a different machine underneath.
+ * The teaching kernel drives ATA disks by programmed I/O (kernel/ata.c); in
+ * a DomU of `ringvisor xen` there are no disks, so -- as the console ring
+ * stands behind COM1 -- this front-end stands behind the two IDE channels:
+ * xvda and xvdb are the primary channel's master and slave (0x1F0-0x1F7,
+ * 0x3F6), xvdc and xvdd the secondary's (0x170-0x177, 0x376), as QEMU's
+ * -hda..-hdd are.  For each channel it keeps the task file, and turns READ
+ * SECTORS, WRITE SECTORS and FLUSH CACHE for the selected drive into Xen
+ * blkif requests (io/blkif.h) on that disk's ring, shared with that disk's
+ * back-end, whose pages it grants.  Native kernel, same driver, same data;
+ * a different machine underneath.
  *
- * Connecting (on the first access to the ports; Xen's xenbus handshake,
- * io/xenbus.h): device/vbd/51712/backend names the back-end's directory;
- * once it says InitWait (2), with the disk's size in `sectors`, the
- * front-end sets up its grant table (GNTTABOP_setup_table, then the frame
- * placed over a page of its own with XENMEM_add_to_physmap, as a
- * translated guest does), grants the ring page and 11 data pages to the
- * back-end's domain, allocates an unbound event channel for it, writes
- * ring-ref, event-channel and protocol, and says Initialised (3); when the
- * back-end says Connected (4), so does it.  Without a device/vbd/51712
- * there is no disk: the ports read as an empty bus (0xFF).
+ * Connecting (each disk on the first access to its channel's ports; Xen's
+ * xenbus handshake, io/xenbus.h): device/vbd/DEV (51712 for xvda, 51728 for
+ * xvdb: Linux's 202 << 8 | index * 16) names the back-end's directory; once
+ * it says InitWait (2), with the disk's size in `sectors`, the front-end
+ * sets up its grant table once (GNTTABOP_setup_table, then the frame placed
+ * over a page of its own with XENMEM_add_to_physmap, as a translated guest
+ * does), grants the disk's ring page to the back-end's domain, allocates an
+ * unbound event channel for it, writes ring-ref, event-channel and
+ * protocol, and says Initialised (3); when the back-end says Connected (4),
+ * so does it.  Without a device/vbd/DEV there is no such disk: a channel
+ * with neither of its disks reads as an empty bus (0xFF), the absent drive
+ * beside a present one reads status 0 (QEMU's IDE).
  *
- * Each command's data move through the 11 data pages, at most 88 sectors
- * per request; the front-end waits for each response (SCHEDOP_yield: the
- * back-end runs in Domain 0 or in the hypervisor) and revokes the grants
- * of the data pages between requests, so the back-end holds access only
- * while a request is out.  A BLKIF_RSP_ERROR aborts the command the way a
- * disk does (status DRDY|ERR, error ABRT); a write past the end is aborted
- * before any data move, as QEMU's IDE does.
+ * Each command's data move through the channel's 11 data pages (a channel
+ * runs one command at a time: ATA's host does not select the other device
+ * while BSY or DRQ is set), at most 88 sectors per request, granted to the
+ * disk's back-end for that request only; the front-end waits for each
+ * response (SCHEDOP_yield: the back-end runs in Domain 0 or in the
+ * hypervisor).  A BLKIF_RSP_ERROR aborts the command the way a disk does
+ * (status DRDY|ERR, error ABRT); a write past the end is aborted before any
+ * data move, as QEMU's IDE does.
  *
- * After xl restore or xl migrate the ring's back-end is gone: a request that
- * gets no answer finds its event channel unbound, and the front-end connects
- * to the new back-end and issues the request again (resumed(), below). */
+ * After xl restore or xl migrate a ring's back-end is gone: a request that
+ * gets no answer finds its event channel unbound, and the front-end
+ * connects that disk to its new back-end and issues the request again
+ * (resumed(), below). */
 #include "pv.h"
 #include "pvfront.h"
 
-#define VBD "device/vbd/51712"
+#define NDISK 4                             /* xvda..xvdd: two channels, two drives each */
 #define NSEG BLKIF_MAX_SEGMENTS_PER_REQUEST
 #define BATCH (NSEG * 8)                   /* sectors per request */
-#define REF_RING 8                         /* the first entry after the reserved ones */
-#define REF_DATA 9
+#define REF_RING 8                         /* the first entry after the reserved ones: */
+#define REF_DATA (REF_RING + NDISK)        /* a ring each, then each channel's data pages */
+#define VBD_FIRST 51712                    /* xvda's device number (202 << 8) */
 #define WAIT_YIELDS 2000000u
 #define RESUME_CHECK 64u                    /* yields without a response before asking why */
 
@@ -48,24 +56,34 @@
 #define ERR 0x01
 #define ABRT 0x04
 
-static uint8_t ring_page[4096] __attribute__((aligned(4096)));
-static uint8_t data[NSEG][4096] __attribute__((aligned(4096)));
+struct vbd {                                /* one virtual disk: its connection */
+    int state;                              /* 0: not tried, 1: connected, -1: none */
+    uint32_t port, backend_id, sectors, readonly, req_prod, rsp_cons;
+    uint64_t next_id;
+    char front[24];                         /* device/vbd/DEV */
+    char bpath[96];                         /* its back-end's directory */
+};
+
+struct channel {                            /* one IDE channel: the task file, the command */
+    uint8_t st, error, nsector, sector, lcyl, hcyl, select, control, cmd;
+    uint32_t pos, avail, remaining, batch_lba;   /* bytes in the batch, sectors to go */
+};
+
+static uint8_t ring_page[NDISK][4096] __attribute__((aligned(4096)));
+static uint8_t data[2][NSEG][4096] __attribute__((aligned(4096)));
 /* its frame is replaced by the grant table's frame 0 (XENMEM_add_to_physmap) */
 static volatile grant_entry_v1_t gnttab[512] __attribute__((aligned(4096)));
 
-static int state;                           /* 0: not tried, 1: connected, -1: no disk */
-static uint32_t port, backend_id, sectors, readonly, ring_gpfn, data_gpfn[NSEG];
-static uint32_t req_prod, rsp_cons;
-static uint64_t next_id;
-static char bpath[96];
+static struct vbd vbds[NDISK];
+static struct channel chans[2] = {
+    { DRDY | DSC, 1, 1, 1, 0, 0, 0xA0, 0, 0, 0, 0, 0, 0 },
+    { DRDY | DSC, 1, 1, 1, 0, 0, 0xA0, 0, 0, 0, 0, 0, 0 },
+};
+static int gnttab_ready;
+static uint32_t data_gpfn[2][NSEG];
 
-/* the task file */
-static uint8_t st = DRDY | DSC, error = 1, nsector = 1, sector = 1, lcyl, hcyl, select = 0xA0;
-static uint8_t control, cmd;
-static uint32_t pos, avail, remaining, batch_lba;   /* bytes in the batch, sectors to go */
-
-#define RING ((volatile struct blkif_sring_header *)ring_page)
-#define SLOT(i) (ring_page + BLKIF_RING_HEADER + ((i) % BLKIF_RING_SIZE) * BLKIF_SLOT_SIZE)
+#define RING(v) ((volatile struct blkif_sring_header *)ring_page[(v) - vbds])
+#define SLOT(v, i) (ring_page[(v) - vbds] + BLKIF_RING_HEADER + ((i) % BLKIF_RING_SIZE) * BLKIF_SLOT_SIZE)
 
 static void cat(char *dst, const char *a, const char *b)
 {
@@ -88,17 +106,24 @@ static void utoa(uint32_t v, char *out)
     *out = 0;
 }
 
-static long back_num(const char *leaf)
+static long node_num(const char *dir, const char *leaf)
 {
     char p[128];
-    cat(p, bpath, leaf);
+    cat(p, dir, leaf);
     return xs_read_num(p);
 }
 
-static int wait_backend(long want)
+static int node_write(const char *dir, const char *leaf, const char *value)
+{
+    char p[64];
+    cat(p, dir, leaf);
+    return xs_write(p, value);
+}
+
+static int wait_backend(struct vbd *v, long want)
 {
     for (uint32_t i = 0; i < WAIT_YIELDS; i++) {
-        long s = back_num("/state");
+        long s = node_num(v->bpath, "/state");
         if (s == want)
             return 0;
         if (s > XenbusStateConnected)
@@ -116,15 +141,15 @@ static uint32_t gpfn_of(const void *va)
     return (uint32_t)f;
 }
 
-static void grant(uint32_t ref, uint32_t gpfn, int ro)
+static void grant(uint32_t ref, uint32_t gpfn, uint32_t domid, int ro)
 {
-    gnttab[ref].domid = (domid_t)backend_id;
+    gnttab[ref].domid = (domid_t)domid;
     gnttab[ref].frame = gpfn;
     __asm__ volatile("" ::: "memory");      /* the entry before the flags that enable it */
     gnttab[ref].flags = (uint16_t)(GTF_permit_access | (ro ? GTF_readonly : 0));
 }
 
-/* Why the disk is not there: one line in the hypervisor's console (xl dmesg). */
+/* Why a disk is not there: one line in the hypervisor's console (xl dmesg). */
 static int fail(const char *why)
 {
     uint32_t n = 0;
@@ -134,20 +159,11 @@ static int fail(const char *why)
     return -1;
 }
 
-static int connect(void)
+/* The grant table: frame 0, put where gnttab[] is (once: a save keeps it there). */
+static int gnttab_setup(void)
 {
-    if (xs_read(VBD "/backend", bpath, sizeof(bpath) - 16) <= 0)
-        return -1;                          /* no virtual disk configured: quietly none */
-    long id = xs_read_num(VBD "/backend-id");
-    if (id < 0 || wait_backend(XenbusStateInitWait) < 0)
-        return fail("blkfront: the back-end did not reach InitWait\n");
-    long n = back_num("/sectors"), info = back_num("/info");
-    if (n <= 0)
-        return fail("blkfront: the back-end published no size\n");
-    backend_id = (uint32_t)id;
-    sectors = (uint32_t)n;
-    readonly = info > 0 && (info & 4);
-    /* the grant table: frame 0, put where gnttab[] is */
+    if (gnttab_ready)
+        return 0;
     uint32_t frame;
     struct gnttab_setup_table su = { .dom = DOMID_SELF, .nr_frames = 1, .frame_list = (uint32_t)&frame };
     if (pv_hypercall4(__HYPERVISOR_grant_table_op, GNTTABOP_setup_table, (uint32_t)&su, 1, 0) < 0
@@ -157,37 +173,63 @@ static int connect(void)
                                      .idx = 0, .gpfn = gpfn_of((const void *)gnttab) };
     if (pv_hypercall4(__HYPERVISOR_memory_op, XENMEM_add_to_physmap, (uint32_t)&ap, 0, 0) < 0)
         return fail("blkfront: the grant table frame could not be placed\n");
-    /* the shared ring (SHARED_RING_INIT) and its grant; the data pages' frames */
-    RING->req_prod = RING->rsp_prod = 0;
-    RING->req_event = RING->rsp_event = 1;
-    ring_gpfn = gpfn_of(ring_page);
-    grant(REF_RING, ring_gpfn, 0);
-    for (int i = 0; i < NSEG; i++)
-        data_gpfn[i] = gpfn_of(data[i]);
-    struct evtchn_alloc_unbound au = { .dom = DOMID_SELF, .remote_dom = (domid_t)backend_id };
-    if (HYPERVISOR_event_channel_op(EVTCHNOP_alloc_unbound, &au) < 0)
-        return fail("blkfront: no event channel for the back-end\n");
-    port = au.port;
-    pv_port_mask(port, 1);                  /* responses are polled: no upcall for them */
-    char num[12];
-    utoa(REF_RING, num);
-    if (xs_write(VBD "/ring-ref", num) < 0)
-        return fail("blkfront: xenstore refused the front-end's nodes\n");
-    utoa(port, num);
-    if (xs_write(VBD "/event-channel", num) < 0 || xs_write(VBD "/protocol", "x86_32-abi") < 0
-        || xs_write(VBD "/state", "3") < 0)
-        return fail("blkfront: xenstore refused the front-end's nodes\n");
-    if (wait_backend(XenbusStateConnected) < 0)
-        return fail("blkfront: the back-end did not connect\n");
-    xs_write(VBD "/state", "4");
+    for (int c = 0; c < 2; c++)
+        for (int i = 0; i < NSEG; i++)
+            data_gpfn[c][i] = gpfn_of(data[c][i]);
+    gnttab_ready = 1;
     return 0;
 }
 
-static int present(void)
+static int connect(struct vbd *v)
 {
-    if (!state)
-        state = connect() == 0 ? 1 : -1;
-    return state > 0 && !(select & 0x10);
+    uint32_t d = (uint32_t)(v - vbds);
+    char num[12];
+    utoa(VBD_FIRST + 16 * d, num);
+    cat(v->front, "device/vbd/", num);
+    char p[48];
+    cat(p, v->front, "/backend");
+    if (xs_read(p, v->bpath, sizeof(v->bpath) - 16) <= 0)
+        return -1;                          /* no such virtual disk configured: quietly none */
+    long id = node_num(v->front, "/backend-id");
+    if (id < 0 || wait_backend(v, XenbusStateInitWait) < 0)
+        return fail("blkfront: the back-end did not reach InitWait\n");
+    long n = node_num(v->bpath, "/sectors"), info = node_num(v->bpath, "/info");
+    if (n <= 0)
+        return fail("blkfront: the back-end published no size\n");
+    v->backend_id = (uint32_t)id;
+    v->sectors = (uint32_t)n;
+    v->readonly = info > 0 && (info & 4);
+    if (gnttab_setup() < 0)
+        return -1;
+    /* the shared ring (SHARED_RING_INIT) and its grant */
+    RING(v)->req_prod = RING(v)->rsp_prod = 0;
+    RING(v)->req_event = RING(v)->rsp_event = 1;
+    v->req_prod = v->rsp_cons = 0;
+    grant(REF_RING + d, gpfn_of(ring_page[d]), v->backend_id, 0);
+    struct evtchn_alloc_unbound au = { .dom = DOMID_SELF, .remote_dom = (domid_t)v->backend_id };
+    if (HYPERVISOR_event_channel_op(EVTCHNOP_alloc_unbound, &au) < 0)
+        return fail("blkfront: no event channel for the back-end\n");
+    v->port = au.port;
+    pv_port_mask(v->port, 1);               /* responses are polled: no upcall for them */
+    utoa(REF_RING + d, num);
+    if (node_write(v->front, "/ring-ref", num) < 0)
+        return fail("blkfront: xenstore refused the front-end's nodes\n");
+    utoa(v->port, num);
+    if (node_write(v->front, "/event-channel", num) < 0
+        || node_write(v->front, "/protocol", "x86_32-abi") < 0
+        || node_write(v->front, "/state", "3") < 0)
+        return fail("blkfront: xenstore refused the front-end's nodes\n");
+    if (wait_backend(v, XenbusStateConnected) < 0)
+        return fail("blkfront: the back-end did not connect\n");
+    node_write(v->front, "/state", "4");
+    return 0;
+}
+
+static int connected(struct vbd *v)
+{
+    if (!v->state)
+        v->state = connect(v) == 0 ? 1 : -1;
+    return v->state > 0;
 }
 
 /* Resumed on another back-end (xl restore, xl migrate)?  The domain is saved
@@ -198,103 +240,112 @@ static int present(void)
  * suspend hypercall's return and does what reconnect() does: blkfront_resume
  * frees the old ring and channel, talk_to_blkback sets up new ones and says
  * Initialised, and blkif_recover issues the requests that were out again. */
-static int resumed(void)
+static int resumed(struct vbd *v)
 {
-    struct evtchn_status s = { .dom = DOMID_SELF, .port = port };
+    struct evtchn_status s = { .dom = DOMID_SELF, .port = v->port };
     return HYPERVISOR_event_channel_op(EVTCHNOP_status, &s) < 0
            || s.status != EVTCHNSTAT_interdomain;
 }
 
-static int reconnect(void)
+static int reconnect(struct vbd *v)
 {
-    struct evtchn_close c = { .port = port };
+    struct evtchn_close c = { .port = v->port };
     HYPERVISOR_event_channel_op(EVTCHNOP_close, &c);   /* the old one, unbound */
-    req_prod = rsp_cons = 0;
-    state = connect() == 0 ? 1 : -1;
-    return state > 0;
+    v->state = connect(v) == 0 ? 1 : -1;
+    return v->state > 0;
 }
 
 /* -- blkif requests ---------------------------------------------------------------- */
-static int16_t request(uint8_t op, uint32_t lba, uint32_t count)
+static int16_t request(struct vbd *v, int chan, uint8_t op, uint32_t lba, uint32_t count)
 {
-    uint32_t segs = (count + 7) / 8;
+    uint32_t segs = (count + 7) / 8, ref0 = REF_DATA + (uint32_t)chan * NSEG;
 again:;
-    volatile struct blkif_request *r = (volatile struct blkif_request *)SLOT(req_prod);
+    volatile struct blkif_request *r = (volatile struct blkif_request *)SLOT(v, v->req_prod);
     r->operation = op;
     r->nr_segments = (uint8_t)segs;
-    r->handle = 0;
-    r->id = ++next_id;
+    r->handle = (uint16_t)(VBD_FIRST + 16 * (v - vbds));
+    r->id = ++v->next_id;
     r->sector_number = lba;
     for (uint32_t i = 0; i < segs; i++) {
-        grant(REF_DATA + i, data_gpfn[i], op != BLKIF_OP_read);
-        r->seg[i].gref = REF_DATA + i;
+        grant(ref0 + i, data_gpfn[chan][i], v->backend_id, op != BLKIF_OP_read);
+        r->seg[i].gref = ref0 + i;
         r->seg[i].first_sect = 0;
         r->seg[i].last_sect = (uint8_t)((count - 8 * i >= 8 ? 8 : count - 8 * i) - 1);
     }
     __asm__ volatile("" ::: "memory");
-    uint32_t old = req_prod++;
-    RING->req_prod = req_prod;
+    uint32_t old = v->req_prod++;
+    RING(v)->req_prod = v->req_prod;
     __asm__ volatile("mfence" ::: "memory");
-    if ((uint32_t)(req_prod - RING->req_event) < (uint32_t)(req_prod - old))
-        pv_notify(port);                    /* RING_PUSH_REQUESTS_AND_CHECK_NOTIFY */
+    if ((uint32_t)(v->req_prod - RING(v)->req_event) < (uint32_t)(v->req_prod - old))
+        pv_notify(v->port);                 /* RING_PUSH_REQUESTS_AND_CHECK_NOTIFY */
     int16_t status = BLKIF_RSP_ERROR;
     for (uint32_t i = 0; i < WAIT_YIELDS; i++) {
-        if (RING->rsp_prod != rsp_cons) {
-            volatile struct blkif_response *rsp = (volatile struct blkif_response *)SLOT(rsp_cons);
-            status = rsp->id == next_id ? rsp->status : BLKIF_RSP_ERROR;
-            rsp_cons++;
-            RING->rsp_event = rsp_cons + 1;
+        if (RING(v)->rsp_prod != v->rsp_cons) {
+            volatile struct blkif_response *rsp =
+                (volatile struct blkif_response *)SLOT(v, v->rsp_cons);
+            status = rsp->id == v->next_id ? rsp->status : BLKIF_RSP_ERROR;
+            v->rsp_cons++;
+            RING(v)->rsp_event = v->rsp_cons + 1;
             break;
         }
-        if (i % RESUME_CHECK == RESUME_CHECK - 1 && resumed()) {
-            if (!reconnect())
+        if (i % RESUME_CHECK == RESUME_CHECK - 1 && resumed(v)) {
+            if (!reconnect(v))
                 return BLKIF_RSP_ERROR;     /* the new back-end refused: the disk is gone */
             goto again;                     /* the request again, on the new ring */
         }
         pv_yield();
     }
     for (uint32_t i = 0; i < segs; i++)
-        gnttab[REF_DATA + i].flags = 0;     /* the back-end's access ends with the request */
+        gnttab[ref0 + i].flags = 0;         /* the back-end's access ends with the request */
     return status;
 }
 
 /* -- the task file --------------------------------------------------------------------- */
-static uint32_t lba_now(void)
+static struct vbd *selected(struct channel *c)
 {
-    return (uint32_t)(select & 0x0F) << 24 | (uint32_t)hcyl << 16 | (uint32_t)lcyl << 8 | sector;
+    return &vbds[2 * (c - chans) + ((c->select >> 4) & 1)];
 }
 
-static void lba_set(uint32_t lba)
+static uint32_t lba_now(struct channel *c)
 {
-    select = (uint8_t)((select & 0xF0) | ((lba >> 24) & 0x0F));
-    hcyl = (uint8_t)(lba >> 16);
-    lcyl = (uint8_t)(lba >> 8);
-    sector = (uint8_t)lba;
+    return (uint32_t)(c->select & 0x0F) << 24 | (uint32_t)c->hcyl << 16
+           | (uint32_t)c->lcyl << 8 | c->sector;
 }
 
-static void abort_cmd(void)
+static void lba_set(struct channel *c, uint32_t lba)
 {
-    st = DRDY | ERR;
-    error = ABRT;
-    remaining = avail = pos = 0;
+    c->select = (uint8_t)((c->select & 0xF0) | ((lba >> 24) & 0x0F));
+    c->hcyl = (uint8_t)(lba >> 16);
+    c->lcyl = (uint8_t)(lba >> 8);
+    c->sector = (uint8_t)lba;
 }
 
-static void next_batch(void)
+static void abort_cmd(struct channel *c)
 {
-    uint32_t n = remaining < BATCH ? remaining : BATCH;
-    batch_lba = lba_now();
-    pos = 0;
-    avail = n * 512;
-    if (cmd == 0x20 && request(BLKIF_OP_read, batch_lba, n) != BLKIF_RSP_OKAY)
-        abort_cmd();
+    c->st = DRDY | ERR;
+    c->error = ABRT;
+    c->remaining = c->avail = c->pos = 0;
+}
+
+static void next_batch(struct channel *c)
+{
+    uint32_t n = c->remaining < BATCH ? c->remaining : BATCH;
+    c->batch_lba = lba_now(c);
+    c->pos = 0;
+    c->avail = n * 512;
+    if (c->cmd == 0x20
+        && request(selected(c), (int)(c - chans), BLKIF_OP_read, c->batch_lba, n) != BLKIF_RSP_OKAY)
+        abort_cmd(c);
     else
-        st = DRDY | DSC | DRQ;
+        c->st = DRDY | DSC | DRQ;
 }
 
-static void identify(void)
+static void identify(struct channel *c)
 {
-    volatile uint16_t *w = (volatile uint16_t *)data[0];
-    static const char model[] = "Xen blkfront xvda                       ";
+    struct vbd *v = selected(c);
+    volatile uint16_t *w = (volatile uint16_t *)data[c - chans][0];
+    char model[41] = "Xen blkfront xvda                       ";
+    model[16] = (char)('a' + (v - vbds));
     for (int i = 0; i < 256; i++)
         w[i] = 0;
     w[0] = 0x0040;
@@ -302,139 +353,173 @@ static void identify(void)
         w[27 + i] = (uint16_t)(model[2 * i] << 8 | model[2 * i + 1]);
     w[47] = 0x8000 | 16;
     w[49] = 1 << 9;                         /* LBA */
-    w[60] = (uint16_t)sectors;
-    w[61] = (uint16_t)(sectors >> 16);
+    w[60] = (uint16_t)v->sectors;
+    w[61] = (uint16_t)(v->sectors >> 16);
     w[83] = 1 << 14 | 1 << 12;              /* FLUSH CACHE */
-    w[100] = (uint16_t)sectors;
-    w[101] = (uint16_t)(sectors >> 16);
-    pos = 0;
-    avail = 512;
-    remaining = 0;
-    st = DRDY | DSC | DRQ;
+    w[100] = (uint16_t)v->sectors;
+    w[101] = (uint16_t)(v->sectors >> 16);
+    c->pos = 0;
+    c->avail = 512;
+    c->remaining = 0;
+    c->st = DRDY | DSC | DRQ;
 }
 
-static void command(uint8_t c)
+static void command(struct channel *c, uint8_t cmd)
 {
-    uint32_t count = nsector ? nsector : 256;
-    cmd = c;
-    error = 0;
-    if (!(select & 0x40) && c != 0xEC && c != 0xE7 && c != 0xEA) {
-        abort_cmd();                        /* CHS: no geometry behind a virtual disk */
+    struct vbd *v = selected(c);
+    uint32_t count = c->nsector ? c->nsector : 256;
+    c->cmd = cmd;
+    c->error = 0;
+    if (!(c->select & 0x40) && cmd != 0xEC && cmd != 0xE7 && cmd != 0xEA) {
+        abort_cmd(c);                       /* CHS: no geometry behind a virtual disk */
         return;
     }
-    switch (c) {
+    switch (cmd) {
     case 0xEC:
-        identify();
+        identify(c);
         break;
     case 0x20: case 0x21:
-        cmd = 0x20;
-        remaining = count;
-        next_batch();
+        c->cmd = 0x20;
+        c->remaining = count;
+        next_batch(c);
         break;
     case 0x30: case 0x31:
-        cmd = 0x30;
-        if (readonly || lba_now() + count > sectors) {
-            abort_cmd();
+        c->cmd = 0x30;
+        if (v->readonly || lba_now(c) + count > v->sectors) {
+            abort_cmd(c);
             return;
         }
-        remaining = count;
-        next_batch();
+        c->remaining = count;
+        next_batch(c);
         break;
     case 0xE7: case 0xEA:
-        if (request(BLKIF_OP_flush_diskcache, 0, 0) == BLKIF_RSP_ERROR)
-            abort_cmd();
+        if (request(v, (int)(c - chans), BLKIF_OP_flush_diskcache, 0, 0) == BLKIF_RSP_ERROR)
+            abort_cmd(c);
         else
-            st = DRDY | DSC;
+            c->st = DRDY | DSC;
         break;
     default:
-        abort_cmd();
+        abort_cmd(c);
     }
 }
 
 /* A batch's bytes have all moved: the sectors are done (a write's go out now). */
-static void batch_done(void)
+static void batch_done(struct channel *c)
 {
-    uint32_t n = avail / 512;
-    if (cmd == 0xEC) {
-        st = DRDY | DSC;
-        avail = 0;
+    uint32_t n = c->avail / 512;
+    if (c->cmd == 0xEC) {
+        c->st = DRDY | DSC;
+        c->avail = 0;
         return;
     }
-    if (cmd == 0x30 && request(BLKIF_OP_write, batch_lba, n) != BLKIF_RSP_OKAY) {
-        abort_cmd();
+    if (c->cmd == 0x30
+        && request(selected(c), (int)(c - chans), BLKIF_OP_write, c->batch_lba, n) != BLKIF_RSP_OKAY) {
+        abort_cmd(c);
         return;
     }
-    lba_set(batch_lba + n);
-    nsector = (uint8_t)(nsector - n);
-    remaining -= n;
-    if (remaining)
-        next_batch();
+    lba_set(c, c->batch_lba + n);
+    c->nsector = (uint8_t)(c->nsector - n);
+    c->remaining -= n;
+    if (c->remaining)
+        next_batch(c);
     else {
-        st = DRDY | DSC;
-        avail = pos = 0;
+        c->st = DRDY | DSC;
+        c->avail = c->pos = 0;
     }
 }
 
-uint32_t blkfront_in(uint32_t size, uint32_t p)
+/* The channel a port belongs to (0: primary, 1: secondary), -1 for none; the
+ * register: 0-7 the task file, 8 the control block (status / device control). */
+int blkfront_port(uint32_t port, uint32_t *reg)
 {
-    if (!present())
-        return state < 0 ? (size == 1 ? 0xFF : size == 2 ? 0xFFFF : 0xFFFFFFFF) : 0;
-    if (p == 0x1F0) {
-        if (!(st & DRQ) || cmd == 0x30)
+    for (int c = 0; c < 2; c++) {
+        uint32_t base = c ? 0x170 : 0x1F0, ctl = c ? 0x376 : 0x3F6;
+        if (port >= base && port <= base + 7) {
+            *reg = port - base;
+            return c;
+        }
+        if (port == ctl) {
+            *reg = 8;
+            return c;
+        }
+    }
+    return -1;
+}
+
+/* Whether the selected drive is there: -1 neither of the channel's, 0 the other only. */
+static int present(struct channel *c)
+{
+    int d = 2 * (int)(c - chans), a = connected(&vbds[d]), b = connected(&vbds[d + 1]);
+    if (!a && !b)
+        return -1;
+    return selected(c)->state > 0;
+}
+
+uint32_t blkfront_in(uint32_t size, uint32_t port)
+{
+    uint32_t reg;
+    struct channel *c = &chans[blkfront_port(port, &reg)];
+    int p = present(c);
+    if (p <= 0)
+        return p < 0 ? (size == 1 ? 0xFF : size == 2 ? 0xFFFF : 0xFFFFFFFF) : 0;
+    if (reg == 0) {
+        if (!(c->st & DRQ) || c->cmd == 0x30)
             return 0;
         uint32_t v = 0;
         for (uint32_t i = 0; i < size; i++)
-            v |= (uint32_t)((uint8_t *)data)[pos + i] << (8 * i);
-        pos += size;
-        if (pos >= avail)
-            batch_done();
+            v |= (uint32_t)((uint8_t *)data[c - chans])[c->pos + i] << (8 * i);
+        c->pos += size;
+        if (c->pos >= c->avail)
+            batch_done(c);
         return v;
     }
-    switch (p) {
-    case 0x1F1: return error;
-    case 0x1F2: return nsector;
-    case 0x1F3: return sector;
-    case 0x1F4: return lcyl;
-    case 0x1F5: return hcyl;
-    case 0x1F6: return select;
-    default:    return st;                  /* status, alternate status */
+    switch (reg) {
+    case 1: return c->error;
+    case 2: return c->nsector;
+    case 3: return c->sector;
+    case 4: return c->lcyl;
+    case 5: return c->hcyl;
+    case 6: return c->select;
+    default: return c->st;                  /* status, alternate status */
     }
 }
 
-void blkfront_out(uint32_t size, uint32_t p, uint32_t v)
+void blkfront_out(uint32_t size, uint32_t port, uint32_t v)
 {
-    if (p == 0x3F6) {
-        if ((control & 0x04) && !(v & 0x04)) {     /* the end of a software reset */
-            st = DRDY | DSC;
-            error = 1;
-            nsector = sector = 1;
-            lcyl = hcyl = 0;
-            remaining = avail = pos = 0;
+    uint32_t reg;
+    struct channel *c = &chans[blkfront_port(port, &reg)];
+    if (reg == 8) {
+        if ((c->control & 0x04) && !(v & 0x04)) {     /* the end of a software reset */
+            c->st = DRDY | DSC;
+            c->error = 1;
+            c->nsector = c->sector = 1;
+            c->lcyl = c->hcyl = 0;
+            c->remaining = c->avail = c->pos = 0;
         }
-        control = (uint8_t)v;
+        c->control = (uint8_t)v;
         return;
     }
-    if (p == 0x1F6) {
-        select = (uint8_t)(v | 0xA0);
+    if (reg == 6) {
+        c->select = (uint8_t)(v | 0xA0);
         return;
     }
-    if (!present())
+    if (present(c) <= 0)
         return;
-    switch (p) {
-    case 0x1F0:
-        if ((st & DRQ) && cmd == 0x30) {
+    switch (reg) {
+    case 0:
+        if ((c->st & DRQ) && c->cmd == 0x30) {
             for (uint32_t i = 0; i < size; i++)
-                ((uint8_t *)data)[pos + i] = (uint8_t)(v >> (8 * i));
-            pos += size;
-            if (pos >= avail)
-                batch_done();
+                ((uint8_t *)data[c - chans])[c->pos + i] = (uint8_t)(v >> (8 * i));
+            c->pos += size;
+            if (c->pos >= c->avail)
+                batch_done(c);
         }
         break;
-    case 0x1F2: nsector = (uint8_t)v; break;
-    case 0x1F3: sector = (uint8_t)v; break;
-    case 0x1F4: lcyl = (uint8_t)v; break;
-    case 0x1F5: hcyl = (uint8_t)v; break;
-    case 0x1F7: command((uint8_t)v); break;
+    case 2: c->nsector = (uint8_t)v; break;
+    case 3: c->sector = (uint8_t)v; break;
+    case 4: c->lcyl = (uint8_t)v; break;
+    case 5: c->hcyl = (uint8_t)v; break;
+    case 7: command(c, (uint8_t)v); break;
     default: break;
     }
 }

@@ -16,8 +16,9 @@
  *                  timer (VCPUOP_set_periodic_timer), delivered as IRQ 0;
  *   isa-debug-exit (0xF4) shuts the domain down: poweroff for status 0,
  *                  crash otherwise;
- *   ATA (0x1F0-0x1F7, 0x3F6) the disk of the primary IDE channel: blkfront
- *                  (blkfront.c), the block split driver's front-end.
+ *   ATA (0x1F0-0x1F7, 0x3F6; 0x170-0x177, 0x376) the disks of the two IDE
+ *                  channels: blkfront (blkfront.c), the block split driver's
+ *                  front-end, one ring per disk (xvda..xvdd).
  * In every domain, Domain 0 too, the privcmd device (0x7C0, 0x7C4: 32-bit
  * only) is the runtime's (privcmd.c): a user program's management hypercall;
  * and the balloon (0x7C8-0x7D3, balloon.c).
@@ -238,10 +239,10 @@ uint32_t pv_in(uint32_t size, uint32_t port)
         return balloon_in(port);
     if (privileged())
         return pv_port_in(size, port);
-    uint32_t ones = size == 1 ? 0xFF : size == 2 ? 0xFFFF : 0xFFFFFFFF;
+    uint32_t ones = size == 1 ? 0xFF : size == 2 ? 0xFFFF : 0xFFFFFFFF, reg;
     if (port >= 0x3F8 && port < 0x400)
         return cons_in(port - 0x3F8);
-    if ((port >= 0x1F0 && port <= 0x1F7) || port == 0x3F6)
+    if (blkfront_port(port, &reg) >= 0)
         return blkfront_in(size, port);
     if (port == 0x21 || port == 0xA1)
         return pic_mask[port == 0xA1];
@@ -264,9 +265,10 @@ void pv_out(uint32_t size, uint32_t port, uint32_t v)
         pv_port_out(size, port, v);
         return;
     }
+    uint32_t reg;
     if (port >= 0x3F8 && port < 0x400)
         cons_out(port - 0x3F8, v & 0xFF);
-    else if ((port >= 0x1F0 && port <= 0x1F7) || port == 0x3F6)
+    else if (blkfront_port(port, &reg) >= 0)
         blkfront_out(size, port, v);
     else if (port == 0x20 || port == 0x21 || port == 0xA0 || port == 0xA1)
         pic_out(port >= 0xA0, port & 1, v & 0xFF);

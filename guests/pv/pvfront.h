@@ -12,7 +12,8 @@ int xs_read(const char *path, char *buf, uint32_t cap);   /* length, -1 */
 int xs_write(const char *path, const char *value);        /* 0, -1 */
 long xs_read_num(const char *path);                       /* value, -1 */
 
-/* blkfront.c: the ATA disk's ports (0x1F0-0x1F7, 0x3F6) in a DomU */
+/* blkfront.c: the ATA disks' ports (0x1F0-0x1F7, 0x3F6; 0x170-0x177, 0x376) in a DomU */
+int blkfront_port(uint32_t port, uint32_t *reg);           /* the channel, -1: not a disk's */
 uint32_t blkfront_in(uint32_t size, uint32_t port);
 void blkfront_out(uint32_t size, uint32_t port, uint32_t value);
 

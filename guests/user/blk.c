@@ -1,5 +1,6 @@
 /* blk and blkbench: the disk workloads (the ATA disk of the primary IDE
- * channel: a real one, ringvisor's emulated one, or a DomU's blkfront).
+ * channel: a real one, ringvisor's emulated one, or a DomU's blkfront);
+ * disks: what disks there are (the four ATA drives: a DomU's xvda..xvdd).
  *
  * blk keeps a *generation* on the disk: sector 0 holds a header (magic,
  * generation g), sectors 1..DATA_SECTORS a pattern that depends on g, the
@@ -25,6 +26,31 @@ static int disk(uint32_t op, uint32_t lba, void *buf, uint32_t count)
                      : "a"(SYS_disk), "b"(op), "c"(lba), "d"((uint32_t)buf), "S"(count)
                      : "memory");
     return r;
+}
+
+int prog_disks(const char *args)
+{
+    (void)args;
+    static uint8_t sec[DISK_SECTOR];
+    int found = 0;
+    for (uint32_t d = 0; d < 4; d++) {
+        int32_t n = disk(DISK_ON(DISK_SIZE, d), 0, 0, 0);
+        if (n < 0)
+            continue;
+        found++;
+        if (disk(DISK_ON(DISK_READ, d), 0, sec, 1) < 0) {
+            printf("disks: disk %u: %d sectors, sector 0 cannot be read\n", d, n);
+            continue;
+        }
+        char text[25];                  /* its first bytes, as text up to a NUL */
+        uint32_t i = 0;
+        for (; i < sizeof(text) - 1 && sec[i]; i++)
+            text[i] = sec[i] >= 0x20 && sec[i] < 0x7F ? (char)sec[i] : '.';
+        text[i] = 0;
+        printf("disks: disk %u: %d sectors, sector 0 begins \"%s\"\n", d, n, text);
+    }
+    printf("disks: %d found\n", found);
+    return found ? 0 : 1;
 }
 
 static uint8_t pattern(uint32_t gen, uint32_t sector, uint32_t off)

@@ -9,8 +9,9 @@
     memory = 32                     # MiB
     maxmem = 48                     # MiB it may balloon up to (default: memory)
     vcpus = 1
-    disk = ['/var/img/web.img,raw,xvda,rw']   # ro; ',backend=hypervisor': the monolithic
-                                              # structure (blkback inside the hypervisor)
+    disk = ['/var/img/web.img,raw,xvda,rw', '/var/img/data.img,raw,xvdb,ro']
+                                    # xvda..xvdd; rw or ro; ',backend=hypervisor': the
+                                    # monolithic structure (blkback inside the hypervisor)
     on_poweroff = "destroy"         # destroy | restart | preserve
     on_reboot = "restart"
     on_crash = "destroy"
@@ -38,6 +39,7 @@ BACKENDS = ("dom0", "hypervisor")
 KEYS = {"name", "type", "kernel", "cmdline", "extra", "memory", "maxmem", "vcpus", "disk",
         "on_poweroff", "on_reboot", "on_crash", "seclabel", "weight", "cap", "uuid"}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+VDEVS = ("xvda", "xvdb", "xvdc", "xvdd")   # the IDE drives blkfront stands behind
 MIN_MEMORY = 4                    # MiB: the least a domain is built with, or ballooned to
 MAX_MEMORY = 2048
 
@@ -188,9 +190,12 @@ def _check(values: dict, source: str) -> DomainConfig:
         if backend not in BACKENDS:
             raise ConfigFileError(f"{where('disk')}: disk: backend={backend!r} is not one of "
                                   f"{', '.join(BACKENDS)}")
-        if parts[2] != "xvda" or disks:
-            raise ConfigFileError(f"{where('disk')}: disk: {spec!r}: one disk, xvda (the guest's "
-                                  "front-end stands behind the primary IDE channel's one disk)")
+        if parts[2] not in VDEVS:
+            raise ConfigFileError(f"{where('disk')}: disk: {spec!r}: {parts[2]} is not one of "
+                                  f"{', '.join(VDEVS)} (the guest's front-end stands behind the "
+                                  "two IDE channels' four drives)")
+        if any(d.vdev == parts[2] for d in disks):
+            raise ConfigFileError(f"{where('disk')}: disk: {spec!r}: {parts[2]} is given twice")
         disks.append(Disk(os.path.abspath(parts[0]), parts[1], parts[2],
                           "ro" if parts[3] in ("r", "ro") else "rw", backend))
     actions = {}
