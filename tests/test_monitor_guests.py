@@ -249,7 +249,12 @@ EXPECTED["ldt"] = [
 # and a read through a based DS (3 * (1 + .. + n) + n calls + 1000 from the table);
 # SYSENTER from ring 3 enters at IA32_SYSENTER_EIP/ESP with CS = IA32_SYSENTER_CS and
 # SS 8 above it, SYSEXIT returns to EDX/ECX with CS 16 and SS 24 above it, RPL 3 (Vol.
-# 2 SYSENTER, SYSEXIT); with IA32_SYSENTER_CS 0, SYSENTER is #GP(0).  Checked on QEMU.
+# 2 SYSENTER, SYSEXIT); with IA32_SYSENTER_CS 0, SYSENTER is #GP(0).  Call gates (Vol. 2
+# CALL/JMP, CALL-GATE): at the same privilege a CALL pushes CS:EIP (8 bytes) and a JMP
+# nothing but the near call before it; from ring 3 to ring 0 the TSS's stack gets SS,
+# ESP, the gate's two parameters, CS and EIP (ESP0 0x280000 - 24), and LRET $8
+# releases the parameters on the user's stack too (Vol. 2 RET); a DPL-0 gate from
+# ring 3 is #GP(gate), a gate not present #NP(gate).  Checked on QEMU.
 EXPECTED["segbase"] = [
     "segbase: start",
     "based_sum(0) = 1000",
@@ -258,6 +263,12 @@ EXPECTED["segbase"] = [
     "sysenter: kernel esp=0x27f000 cs=0x8 ss=0x10; sysexit: eax=0x2345 cs=0x1b ss=0x23 "
     "esp=0x28fffc",
     "sysenter with IA32_SYSENTER_CS 0: #13 err=0x0 eip=+0",
+    "kernel call gate: pushed cs=0x8, esp below by 8",
+    "jmp through a gate: esp below by 4",
+    "user call gate: cs=0x1b params 0x1111 0x2222 user ss=0x23 esp ok 1, ret ok 1, "
+    "kernel ss=0x10 esp=0x27ffe8, back: esp up by 8",
+    "ring 3 call through a DPL-0 gate: #13 err=0x70 eip=+0",
+    "ring 3 call through a gate not present: #11 err=0x80 eip=+0",
     "segbase: done",
 ]
 

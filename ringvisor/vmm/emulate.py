@@ -18,7 +18,8 @@ import iced_x86 as ix
 
 from ringvisor.hw.faults import NAMES, CpuFault
 from ringvisor.hw.identify import APIC_MSRS, KNOWN_MSRS, msr_write_ok, read_tsc
-from ringvisor.hw.segments import TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY
+from ringvisor.hw.segments import (CALL_GATE32, TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL,
+                                   TSS32_BUSY)
 from ringvisor.hw.state import (MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC,
                                 MSR_TSC_AUX, NT, RF, TF, VM)
 from ringvisor.hw.system import ea, get_reg, io_bitmap_permits, set_reg
@@ -28,6 +29,7 @@ from ringvisor.hw.translate import GPR, SREG, registrar
 from .descriptors import compress, guest_descriptor_fields
 from .guestmem import GuestPageFault
 from . import tasks
+from .callgates import through_gate
 from .errors import GuestFault, MonitorStop
 
 M = ix.Mnemonic
@@ -464,13 +466,19 @@ def far_operand(c: Context) -> tuple[int, int] | None:
 @emulates(M.JMP, M.CALL)
 def e_far_task(c: Context) -> str | None:
     """A far JMP/CALL the processor refused (#GP: system descriptors never reach the real
-    GDT).  To the guest's TSS or task gate it is a task switch (``tasks.py``); anything
-    else is reflected as the #GP it is."""
+    GDT).  Through the guest's call gate it is made here (``callgates.py``); to its TSS
+    or task gate it is a task switch (``tasks.py``); anything else is reflected as the
+    #GP it is."""
     far = far_operand(c)
     if far is None or not far[0] & 0xFFFC:
         return None
     raw = c.mon.guest_descriptor(far[0])
-    if raw is None or raw >> 44 & 1 or (raw >> 40) & 0xF not in TASK_TARGETS:
+    if raw is None or raw >> 44 & 1:
+        return None
+    if (raw >> 40) & 0xF == CALL_GATE32:
+        through_gate(c, far[0], c.mon.guest_desc(far[0]), c.ins.mnemonic == M.CALL)
+        return DONE
+    if (raw >> 40) & 0xF not in TASK_TARGETS:
         return None
     return far_to_task(c, far[0], c.mon.guest_desc(far[0]))
 
@@ -554,7 +562,9 @@ def e_retf(c: Context) -> str:
     if cs & 3 == 3:
         esp = c.pop(4, 8 + imm)
         ss = c.pop(2, 12 + imm)
-        c.mon.return_to_user(c.f, eip, cs, None, esp, ss)
+        # the immediate releases the parameters on both stacks (SDM Vol. 2 RET:
+        # RETURN-TO-OUTER-PRIVILEGE-LEVEL)
+        c.mon.return_to_user(c.f, eip, cs, None, (esp + imm) & 0xFFFFFFFF, ss)
         return DONE
     c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 8 + imm) & 0xFFFFFFFF
     c.mon.return_to_kernel(c.f, eip, cs)

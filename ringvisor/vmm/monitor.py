@@ -393,6 +393,15 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         the port I/O and CLI/STI of user code the guest's IOPL or I/O bitmap allows (the
         real IOPL is 0, so that every port access traps), and SYSENTER (the real
         IA32_SYSENTER_CS is 0: the guest's is on the virtual CPU)."""
+        if f.user and err & 0xFFFC and not err & 3:
+            # a far CALL/JMP through a call gate or to a task: system descriptors never
+            # reach the real GDT (``emulate.e_far_task``)
+            from .emulate import e_far_task, emulate
+            ins = self.fetch(f)
+            if ins.mnemonic in (ix.Mnemonic.CALL, ix.Mnemonic.JMP) and \
+                    emulate(self, f, ins, f.eip, ({ins.mnemonic: e_far_task},)) is not None:
+                self.traps["#GP (far transfer)"] += 1
+                return
         if f.user and err == 0:
             from .emulate import NEXT, emulate
             ins = self.fetch(f)

@@ -10,6 +10,37 @@ extern u32 based_sum(u32 n);
 extern void u_sysenter_test(void), sysenter_entry(void);
 extern u32 se_eax_back, se_user_cs, se_user_ss, se_user_esp, se_kernel_esp;
 extern u32 se_kernel_cs, se_kernel_ss;
+extern void gate_kernel_target(void), gate_user_target(void), gate_jmp_target(void);
+extern void u_gate_call(void), u_gate_call_denied(void), u_gate_call_absent(void);
+extern u32 g_pushed_cs, g_same_esp, g_user_cs, g_p0, g_p1, g_user_esp, g_user_ss, g_ret_eip;
+extern u32 g_kernel_esp, g_kernel_ss, g_esp_before, g_esp_after, g_ret_expected, g_jmp_esp;
+
+static void call_gates(void)
+{
+    gdt_set_gate(14, SEL_CODE0, (u32)gate_kernel_target, 0x8c, 0);      /* 0x70, DPL 0 */
+    gdt_set_gate(15, SEL_CODE0, (u32)gate_user_target, 0xec, 2);        /* 0x78, DPL 3 */
+    gdt_set_gate(16, SEL_CODE0, (u32)gate_kernel_target, 0x6c, 0);      /* 0x80, P=0 */
+    gdt_set_gate(17, SEL_CODE0, (u32)gate_jmp_target, 0x8c, 0);         /* 0x88 */
+    u32 esp;
+    __asm__ volatile("movl %%esp, %0\n\tlcall $0x70, $0" : "=r"(esp) :: "eax", "memory");
+    kprintf("kernel call gate: pushed cs=0x%x, esp below by %u\n", g_pushed_cs & 0xfffc,
+            esp - g_same_esp);
+    __asm__ volatile("movl %%esp, %0\n\tcall 1f\n\tjmp 2f\n1:\tljmp $0x88, $0\n2:"
+                     : "=r"(esp) :: "eax", "memory");
+    kprintf("jmp through a gate: esp below by %u\n", esp - g_jmp_esp);
+
+    rt_run_user(u_gate_call);
+    kprintf("user call gate: cs=0x%x params 0x%x 0x%x user ss=0x%x esp ok %d, ret ok %d, "
+            "kernel ss=0x%x esp=0x%x, back: esp up by %u\n", g_user_cs & 0xffff, g_p0, g_p1,
+            g_user_ss & 0xffff, g_user_esp == g_esp_before, g_ret_eip == g_ret_expected,
+            g_kernel_ss & 0xffff, g_kernel_esp, g_esp_after - g_esp_before);
+    rt_expect_reset();
+    rt_run_user(u_gate_call_denied);
+    report_exc("ring 3 call through a DPL-0 gate");
+    rt_expect_reset();
+    rt_run_user(u_gate_call_absent);
+    report_exc("ring 3 call through a gate not present");
+}
 
 static void wrmsr(u32 msr, u32 lo)
 {
@@ -37,6 +68,7 @@ int main(void)
     rt_expect_reset();
     __asm__ volatile(ARM(1f, 2f) "2: sysenter\n1:" ::: "memory");
     report_exc("sysenter with IA32_SYSENTER_CS 0");
+    call_gates();
     kprintf("segbase: done\n");
     return 0;
 }

@@ -91,3 +91,86 @@ se_user_esp: .long 0
 se_kernel_esp: .long 0
 se_kernel_cs: .long 0
 se_kernel_ss: .long 0
+
+        .text
+/* Call gates.  gate_kernel_target: reached through the DPL-0 gate 0x70 from the kernel
+ * (same privilege: CS:EIP pushed) and returns with LRET. */
+        .globl gate_kernel_target, gate_user_target, gate_jmp_target, u_gate_call
+        .globl u_gate_call_denied, u_gate_call_absent, gate_jmp_back
+gate_kernel_target:
+        movl 4(%esp), %eax
+        movl %eax, g_pushed_cs
+        movl %esp, g_same_esp
+        lret
+
+/* through the DPL-3 gate 0x78 (two parameters) from ring 3: the kernel's stack from
+ * the TSS holds the user's SS, ESP, the parameters, CS and EIP; LRET $8 returns and
+ * releases the parameters on the user's stack */
+gate_user_target:
+        movl 4(%esp), %eax
+        movl %eax, g_user_cs
+        movl 8(%esp), %eax
+        movl %eax, g_p0
+        movl 12(%esp), %eax
+        movl %eax, g_p1
+        movl 16(%esp), %eax
+        movl %eax, g_user_esp
+        movl 20(%esp), %eax
+        movl %eax, g_user_ss
+        movl (%esp), %eax
+        movl %eax, g_ret_eip
+        movl %esp, g_kernel_esp
+        movw %ss, %ax
+        andw $0xfffc, %ax
+        movw %ax, g_kernel_ss
+        lret $8
+
+u_gate_call:
+        pushl $0x2222
+        pushl $0x1111
+        movl %esp, g_esp_before
+        lcall $0x7b, $0
+1:      movl %esp, g_esp_after
+        movl $1b, g_ret_expected
+        movl g_esp_before, %esp
+        addl $8, %esp
+        ret
+
+u_gate_call_denied:                  /* the DPL-0 gate from ring 3: #GP(0x70) */
+        movl $1f, rt_resume
+        movl $2f, rt_mark
+2:      lcall $0x73, $0
+1:      ret
+
+u_gate_call_absent:                  /* a gate not present: #NP(0x80) */
+        movl $1f, rt_resume
+        movl $2f, rt_mark
+2:      lcall $0x83, $0
+1:      ret
+
+/* through the DPL-0 gate 0x88 with JMP: nothing pushed; back with a far JMP */
+gate_jmp_target:
+        movl %esp, g_jmp_esp
+        ljmp $0x08, $gate_jmp_back
+gate_jmp_back:
+        ret
+
+        .bss
+        .align 4
+        .globl g_pushed_cs, g_same_esp, g_user_cs, g_p0, g_p1, g_user_esp, g_user_ss
+        .globl g_ret_eip, g_kernel_esp, g_kernel_ss, g_esp_before, g_esp_after
+        .globl g_ret_expected, g_jmp_esp
+g_pushed_cs: .long 0
+g_same_esp: .long 0
+g_user_cs: .long 0
+g_p0: .long 0
+g_p1: .long 0
+g_user_esp: .long 0
+g_user_ss: .long 0
+g_ret_eip: .long 0
+g_kernel_esp: .long 0
+g_kernel_ss: .long 0
+g_esp_before: .long 0
+g_esp_after: .long 0
+g_ret_expected: .long 0
+g_jmp_esp: .long 0

@@ -1,0 +1,84 @@
+"""Far CALL and JMP through the guest's call gates, under the monitors.
+
+A call gate is a system descriptor, and system descriptors never reach the real
+GDT (ring compression: ``descriptors.compress``), so the real processor refuses
+every far transfer through one with #GP(selector) -- from the guest's kernel
+(emulated, or a callout under bt) and from its user code alike.  The monitor
+performs it on the guest's descriptors as the processor would (SDM Vol. 2 CALL,
+JMP: "CALL-GATE"; ``hw.transfers`` is the same on the emulated processor): the
+gate's DPL against CPL and RPL, the target code segment's, and for a CALL to a
+more privileged, non-conforming segment the switch to the stack the guest's TSS
+names, with the gate's parameters copied over.  Under the monitors that is a
+call from user code to the kernel (rings 3 to 0); the kernel's RETF with an
+immediate returns (``emulate.e_retf``).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ringvisor.hw.faults import GP, NP, SS as SS_FAULT, TS
+from ringvisor.hw.segments import CALL_GATE32, Descriptor, check_access, check_tss_stack
+
+from .errors import GuestFault, MonitorStop
+
+M32 = 0xFFFFFFFF
+
+
+def through_gate(c, sel: int, gate: Descriptor, call: bool) -> None:
+    """The far CALL/JMP of ``c`` to ``sel``, a call gate ``gate``; the frame and the
+    virtual CPU are left at the target (``c.f``)."""
+    mon, v, f = c.mon, c.v, c.f
+    err = sel & 0xFFFC
+    if gate.dpl < v.cpl or gate.dpl < sel & 3:
+        raise GuestFault(GP, err)
+    if not gate.present:
+        raise GuestFault(NP, err)
+    if gate.type != CALL_GATE32:
+        raise MonitorStop(f"{mon.name}: a far transfer through a 16-bit call gate "
+                          f"({sel:#06x}) is not virtualized")
+    dest, target = gate.gate_selector, gate.gate_offset
+    if not dest & 0xFFFC:
+        raise GuestFault(GP, 0)
+    cd = mon.guest_desc(dest)
+    derr = dest & 0xFFFC
+    if not cd.is_code or cd.dpl > v.cpl:
+        raise GuestFault(GP, derr)
+    if not call and not cd.conforming and cd.dpl != v.cpl:
+        raise GuestFault(GP, derr)
+    if not cd.present:
+        raise GuestFault(NP, derr)
+    if target > cd.limit:
+        raise GuestFault(GP, 0)
+    st = mon.cpu.state
+    if call and not cd.conforming and cd.dpl < v.cpl:
+        if cd.dpl != 0:
+            raise MonitorStop(f"{mon.name}: a call gate ({sel:#06x}) into ring {cd.dpl}; "
+                              "only rings 0 and 3 are virtualized")
+        # to the kernel's stack in the guest's TSS, the parameters copied over in order
+        ss0, esp0 = mon.kernel_stack(0)
+        ssd = mon.guest_desc(ss0, TS)
+        check_tss_stack(ssd, ss0, 0, 0)
+        user_ss = mon.guest_desc(f.ss, SS_FAULT).base
+        n = gate.gate_params
+        params = [mon.gm.read_u((user_ss + st.regs[4] + 4 * i) & M32, 4, True) for i in range(n)]
+        vals = [f.ss, st.regs[4]] + params[::-1] + [f.cs, c.next_eip]
+        esp = (esp0 - 4 * len(vals)) & M32
+        check_access(ssd.segment((ss0 & ~3) | 1), esp, 4 * len(vals), True, SS_FAULT)
+        mon.gm.write((ssd.base + esp) & M32, struct.pack(f"<{len(vals)}I", *reversed(vals)))
+        mon.gdt.set_accessed(ssd)
+        st.regs[4] = esp
+        f.ss, v.ss = (ss0 & ~3) | 1, ss0 & ~3
+        mon.table_of(f.ss).reloaded(f.ss)
+        v.cpl = 0
+    elif call:
+        c.push(f.cs if v.cpl == 3 else mon.kernel_cs_view(f) & ~3)
+        c.push(c.next_eip)
+    mon.gdt.set_accessed(cd)
+    if v.cpl == 0:
+        f.cs = mon.kernel_cs(dest)
+        f.eip = mon.kernel_entry(target)
+        v.cs = dest & ~3
+    else:
+        f.cs, f.eip = (dest & ~3) | 3, target
+    mon.table_of(f.cs).reloaded(f.cs)
