@@ -534,8 +534,8 @@ def _check_device_args(args) -> None:
 
 
 def _check_kvm_args(args) -> None:
-    """What --mode kvm cannot do: count instructions (so no budgets or stop points), step
-    for a debugger, or trace the translator."""
+    """What --mode kvm cannot do: count instructions (so no budgets or stop points), or
+    trace the translator."""
     from ringvisor.vmm.kvm import NO_COUNT
     counted = [o for o, v in (("--max-instructions", args.max_instructions),
                               ("--stop-at", args.stop_at),
@@ -543,8 +543,9 @@ def _check_kvm_args(args) -> None:
                               ("--record", getattr(args, "record", None))) if v]
     if counted:
         raise ConfigError(f"{NO_COUNT}: {', '.join(counted)} cannot be used")
-    if args.gdb or args.hold or args.trace:
-        raise ConfigError("--mode kvm: no --gdb, -S or --trace (the guest runs on the host's CPU)")
+    if args.trace:
+        raise ConfigError("--mode kvm: no --trace (the host's CPU runs the guest: there are no "
+                          "translations, and its exceptions and interrupts never reach ringvisor)")
 
 
 def _run_bios(args) -> int:

@@ -59,6 +59,8 @@ def test_structures_match_linux_kvm_h():
              K.kvm_cpuid_entry2: 40, K.kvm_dirty_log: 16}
     for t, n in sizes.items():
         assert ctypes.sizeof(t) == n, t.__name__
+    assert ctypes.sizeof(K.kvm_guest_debug) == 72 and ctypes.sizeof(K.kvm_debug_exit_arch) == 32
+    assert K.KVM_SET_GUEST_DEBUG == 0x4048AE9B
     assert K.kvm_run.exit.offset == 32 and K.kvm_run.exit_reason.offset == 8
     assert (K.KVM_RUN, K.KVM_GET_SREGS, K.KVM_SET_USER_MEMORY_REGION, K.KVM_SET_CPUID2,
             K.KVM_GET_VCPU_EVENTS, K.KVM_INTERRUPT) == (
@@ -150,7 +152,7 @@ def rv(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_refuses_what_kvm_cannot_do():
-    for extra in (["--max-instructions", "1000"], ["--stop-at", "5"], ["--gdb", "tcp::0"]):
+    for extra in (["--max-instructions", "1000"], ["--stop-at", "5"], ["--trace", "/dev/null"]):
         p = rv("run", "--mode", "kvm", "bench-sieve", *extra)
         err = p.stderr.decode()
         assert p.returncode == 2 and len(err.strip().splitlines()) == 1, err

@@ -462,21 +462,34 @@ class GdbStub:
         kind, addr, length = int(kind), int(addr_text, 16), int(length_text, 16)
         if kind in (0, 1):
             target = self.sw if kind == 0 else self.hw
+            before = set(target)
             if insert:
                 target.add(addr)
             else:
                 target.discard(addr)
-            self._apply_breakpoints()
+            try:
+                self._apply_breakpoints()
+            except ViewError as e:            # (under kvm: more than the debug registers hold)
+                target.clear()
+                target.update(before)
+                self.log(f"breakpoint at {addr:#x} refused: {e}")
+                raise
             return "OK"
         if kind in WATCH_KINDS:
             key = (addr, max(length, 1), WATCH_KINDS[kind])
+            before = dict(self.watch)
             if insert:
                 self.watch[key] = self.watch.get(key, 0) + 1
             elif key in self.watch:
                 self.watch[key] -= 1
                 if not self.watch[key]:
                     del self.watch[key]
-            self.view.set_watchpoints(list(self.watch))
+            try:
+                self.view.set_watchpoints(list(self.watch))
+            except ViewError as e:
+                self.watch = before
+                self.log(f"watchpoint at {addr:#x} refused: {e}")
+                raise
             return "OK"
         return ""
 

@@ -107,6 +107,13 @@ class kvm_vcpu_events(ctypes.Structure):
                 ("exception_has_payload", u8), ("exception_payload", u64)]
 
 
+class kvm_guest_debug(ctypes.Structure):
+    """KVM_SET_GUEST_DEBUG's argument: ``control`` (KVM_GUESTDBG_*), then x86's
+    ``kvm_guest_debug_arch``: DR0-DR7 as the debugger wants the hardware's (DR4-DR6
+    unused) while the guest runs."""
+    _fields_ = [("control", u32), ("pad", u32), ("debugreg", u64 * 8)]
+
+
 class kvm_userspace_memory_region(ctypes.Structure):
     _fields_ = [("slot", u32), ("flags", u32), ("guest_phys_addr", u64),
                 ("memory_size", u64), ("userspace_addr", u64)]
@@ -159,9 +166,13 @@ class _internal(ctypes.Structure):
     _fields_ = [("suberror", u32), ("ndata", u32), ("data", u64 * 16)]
 
 
+class kvm_debug_exit_arch(ctypes.Structure):
+    _fields_ = [("exception", u32), ("pad", u32), ("pc", u64), ("dr6", u64), ("dr7", u64)]
+
+
 class _exit(ctypes.Union):
     _fields_ = [("io", _io), ("mmio", _mmio), ("fail_entry", _fail_entry),
-                ("internal", _internal), ("padding", u8 * 256)]
+                ("internal", _internal), ("debug", kvm_debug_exit_arch), ("padding", u8 * 256)]
 
 
 class kvm_run(ctypes.Structure):
@@ -211,11 +222,18 @@ KVM_SET_VCPU_EVENTS = _iow(0xA0, kvm_vcpu_events)
 KVM_GET_TSC_KHZ = _io_(0xA3)
 KVM_GET_XSAVE = _ior(0xA4, kvm_xsave)
 KVM_SET_XSAVE = _iow(0xA5, kvm_xsave)
+KVM_SET_GUEST_DEBUG = _iow(0x9B, kvm_guest_debug)
 KVM_GET_DEBUGREGS = _ior(0xA1, kvm_debugregs)
 KVM_SET_DEBUGREGS = _iow(0xA2, kvm_debugregs)
 
 KVM_CAP_USER_MEMORY, KVM_CAP_SET_TSS_ADDR, KVM_CAP_VCPU_EVENTS = 3, 4, 41
 KVM_CAP_SET_IDENTITY_MAP_ADDR, KVM_CAP_DEBUGREGS, KVM_CAP_XSAVE = 37, 50, 55
+KVM_CAP_SET_GUEST_DEBUG = 23
+# KVM_SET_GUEST_DEBUG's control (<linux/kvm.h>, x86's <asm/kvm.h>)
+GUESTDBG_ENABLE, GUESTDBG_SINGLESTEP = 0x1, 0x2
+GUESTDBG_USE_SW_BP, GUESTDBG_USE_HW_BP = 0x10000, 0x20000
+GUESTDBG_INJECT_DB, GUESTDBG_INJECT_BP = 0x40000, 0x80000
+DB_VECTOR, BP_VECTOR = 1, 3
 KVM_MEM_LOG_DIRTY_PAGES = 1
 KVM_VCPUEVENT_VALID_SHADOW = 0x4
 
@@ -223,7 +241,7 @@ KVM_VCPUEVENT_VALID_SHADOW = 0x4
 EXIT_NAMES = {0: "UNKNOWN", 1: "EXCEPTION", 2: "IO", 3: "HYPERCALL", 4: "DEBUG", 5: "HLT",
               6: "MMIO", 7: "IRQ_WINDOW_OPEN", 8: "SHUTDOWN", 9: "FAIL_ENTRY", 10: "INTR",
               17: "INTERNAL_ERROR", 24: "SYSTEM_EVENT"}
-EXIT_IO, EXIT_HLT, EXIT_MMIO, EXIT_IRQ_WINDOW_OPEN = 2, 5, 6, 7
+EXIT_IO, EXIT_DEBUG, EXIT_HLT, EXIT_MMIO, EXIT_IRQ_WINDOW_OPEN = 2, 4, 5, 6, 7
 EXIT_SHUTDOWN, EXIT_FAIL_ENTRY, EXIT_INTR, EXIT_INTERNAL_ERROR = 8, 9, 10, 17
 EXIT_IO_IN, EXIT_IO_OUT = 0, 1
 
@@ -424,6 +442,13 @@ class KvmVcpu:
     def set_debugregs(self, d: kvm_debugregs) -> None:
         ioctl(self.fd, KVM_SET_DEBUGREGS, d, "KVM_SET_DEBUGREGS")
 
+    def set_guest_debug(self, control: int, debugreg=(0,) * 8) -> None:
+        """KVM_SET_GUEST_DEBUG: what of the guest's #DB and #BP exits to us
+        (KVM_EXIT_DEBUG), with the hardware debug registers the debugger's."""
+        g = kvm_guest_debug(control, 0)
+        g.debugreg[:] = list(debugreg)
+        ioctl(self.fd, KVM_SET_GUEST_DEBUG, g, "KVM_SET_GUEST_DEBUG")
+
     def msrs(self, indices: list[int]) -> dict[int, int]:
         buf = _msrs(len(indices))
         buf.nmsrs = len(indices)
@@ -496,6 +521,15 @@ PROBE_HANDLER = bytes.fromhex("cf")   # iret
 
 def _probe(code: bytes) -> str | None:
     """Run a probe guest; None if it reached its OUT to port 0x10, else the exit it met."""
+    reason, port, _ = probe_run(code)
+    if reason == EXIT_IO and port == 0x10:
+        return None
+    return f"KVM_EXIT_{EXIT_NAMES.get(reason, reason)}"
+
+
+def probe_run(code: bytes, prepare=None) -> tuple[int, int, kvm_debug_exit_arch]:
+    """Run ``code`` at 0x1000 in a probe guest until its first exit, ``prepare(vcpu,
+    mem)`` called just before: (exit reason, the port of an IO exit, the debug exit)."""
     system = KvmSystem()
     vm = KvmVm(system)
     mem = mmap.mmap(-1, 1 << 22, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
@@ -522,11 +556,12 @@ def _probe(code: bytes) -> str | None:
         r = vcpu.regs()
         r.rip, r.rflags, r.rsp = 0x1000, 2, 0x8000
         vcpu.set_regs(r)
+        if prepare is not None:
+            prepare(vcpu, mem)
         vcpu.run()
         run = vcpu.run_page
-        if run.exit_reason == EXIT_IO and run.exit.io.port == 0x10:
-            return None
-        return f"KVM_EXIT_{EXIT_NAMES.get(run.exit_reason, run.exit_reason)}"
+        return (run.exit_reason, run.exit.io.port,
+                kvm_debug_exit_arch.from_buffer_copy(run.exit.debug))
     finally:
         if vcpu is not None:
             vcpu.close()

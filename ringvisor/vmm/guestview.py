@@ -280,6 +280,35 @@ class NativeView(GuestView):
             host.stepping = False
 
 
+class KvmView(NativeView):
+    """The guest on the host's processor (``--mode kvm``).  Between two runs the CPU's
+    state is the vCPU's -- read back with KVM_GET_REGS/SREGS/FPU/XSAVE when a run ends,
+    given to KVM with the SET ioctls before the next -- and guest memory is the RAM KVM
+    runs it in, so the bare machine's view serves: registers, memory through the
+    guest's page tables.  Breakpoints, watchpoints and steps are asked of KVM
+    (``hw/kvmdebug.py``), which has four debug registers and, on some hosts, no data
+    breakpoints or int3 reports: what does not fit is refused here, with the reason."""
+
+    name = "kvm"
+
+    def _fits(self, breakpoints, watchpoints) -> None:
+        try:
+            self.machine.debug.check(breakpoints, watchpoints)
+        except ValueError as e:
+            raise ViewError(str(e)) from None
+
+    def set_breakpoints(self, addresses) -> None:
+        watched = [(f, last - f + 1, k) for f, last, k in self.cpu.host.watchpoints]
+        self._fits(set(addresses), watched)
+        super().set_breakpoints(addresses)
+
+    def set_watchpoints(self, ranges) -> None:
+        for addr, length, _ in ranges:
+            self.check_range(addr, length)
+        self._fits(self.cpu.host.breakpoints, list(ranges))
+        super().set_watchpoints(ranges)
+
+
 class MonitorView(GuestView):
     """The guest under a monitor, through the monitor's guest-view hooks."""
 
@@ -447,5 +476,5 @@ class HvmView(MonitorView):
 def view_of(machine, monitor=None) -> GuestView:
     """The guest view of a VM: the monitor's, or the bare machine's."""
     if monitor is None:
-        return NativeView(machine)
+        return KvmView(machine) if getattr(machine, "mode_name", "") == "kvm" else NativeView(machine)
     return (HvmView if monitor.name == "hvm" else MonitorView)(machine, monitor)

@@ -49,6 +49,8 @@ from collections import Counter
 
 from ringvisor.errors import ConfigError
 from ringvisor.hw import kvm as K
+from ringvisor.hw.hostdebug import HostEvent
+from ringvisor.hw.kvmdebug import KvmDebug
 from ringvisor.hw.identify import CPUID_MAX_BASIC, CPUID_MAX_EXTENDED, KNOWN_MSRS, cpuid
 from ringvisor.hw.machine import Machine, Stop
 from ringvisor.hw.memory import PhysicalMemory
@@ -61,6 +63,7 @@ KVM_MSRS = (MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP, MSR_PAT, MSR_TS
 POLL_SECONDS = 0.05          # the host's input is polled at least this often
 KVM_CPUID_FLAG_SIGNIFCANT_INDEX = 1     # (sic, <linux/kvm.h>)
 NO_COUNT = "--mode kvm counts no guest instructions (the host's CPU runs the guest)"
+HLT = 0xF4
 
 
 def cpuid_entries(apic=None) -> list[tuple[int, int, int, int, int, int, int]]:
@@ -99,6 +102,8 @@ class KvmMachine(Machine):
         self.vcpu = K.KvmVcpu(self.vm)
         self.vcpu.set_cpuid(cpuid_entries(self.cpu.apic))
         self.vcpu.unblock_signals_in_run()
+        # a debugger's breakpoints, watchpoints and steps, asked of KVM (hw/kvmdebug.py)
+        self.debug = KvmDebug(self.vcpu, self.mem, self.cpu.host, self.cpu.mmu.probe)
         self.exits: Counter = Counter()
         # IO exits that served a serial port (a line of console output is dozens)
         self.console_exits = 0
@@ -200,7 +205,74 @@ class KvmMachine(Machine):
 
     # -- running -------------------------------------------------------------------------------
     def step(self) -> None:
-        raise ConfigError("--mode kvm cannot single-step the guest (no debugger under kvm)")
+        """One guest instruction for a debugger (KVM_GUESTDBG_SINGLESTEP), taking no
+        interrupt and firing no timer, as on the emulated PC; a watchpoint it hits is the
+        host debugger's event.  (A halted guest is woken by ``run``: guestview._wake.)"""
+        if threading.current_thread() is not threading.main_thread():
+            raise ConfigError("--mode kvm runs the vCPU in the main thread (its timer is a signal)")
+        st = self.cpu.state
+        at = self.cpu.mmu.probe((self.cpu.mode.cs_base + st.eip) & 0xFFFFFFFF)
+        hlt = at is not None and self.mem.is_ram(at) and self.mem.read(at, 1)[0] == HLT
+        self._push_state()
+        try:
+            event = self._step_once()
+        finally:
+            self.debug.disarm()
+            self._pull_state()
+        if event is not None and event.kind != "step":
+            self.cpu.host.event = event
+        elif event is not None and hlt:
+            # a stepped HLT: VT-x KVM reports KVM_EXIT_HLT, kvm-pvm only the step's
+            # trap past it -- the CPU halted all the same
+            self.cpu.halt()
+
+    def _step_once(self) -> HostEvent | None:
+        """KVM_RUN with the single-step trap until the instruction is done (its IO and
+        MMIO served on the way); the event that ended it (None: a HLT, or a stop)."""
+        st, run = self.cpu.state, self.vcpu.run_page
+        self.debug.arm(step=True)
+        run.request_interrupt_window = 0
+        while self.stop is None:
+            if not self.vcpu.run():
+                continue                       # a signal; the instruction is still to run
+            reason = run.exit_reason
+            self.exits[reason] += 1
+            if reason == K.EXIT_DEBUG:
+                event = self.debug.debug_exit(run.exit.debug, run.exit.debug.pc & 0xFFFFFFFF)
+                if event is not None:
+                    return event
+                continue                       # the guest's own #DB or #BP, given back
+            self._serve(reason, run)
+            if reason in (K.EXIT_IO, K.EXIT_MMIO):
+                # the instruction is done once KVM has taken the data back; on some KVMs
+                # (kvm-pvm) the step's trap would only come after the next instruction
+                return self._complete_exit() or HostEvent("step", self._linear_eip())
+            if reason == K.EXIT_HLT or st.halted:
+                return None
+        return None
+
+    def _linear_eip(self) -> int:
+        return (self.cpu.mode.cs_base + self.vcpu.regs().rip) & 0xFFFFFFFF
+
+    def _complete_exit(self) -> HostEvent | None:
+        """Finish the IO or MMIO instruction the last exit left half done: KVM applies
+        what we served (an IN's data, EIP past the instruction) only when KVM_RUN is
+        entered again, so before anyone looks at the state it is entered with
+        ``immediate_exit``, which runs no further instruction (api.rst, KVM_RUN).  A
+        string instruction may need more of its data served on the way.  The
+        debugger's event if the instruction's end is one (a step, a watchpoint)."""
+        run = self.vcpu.run_page
+        run.immediate_exit = 1
+        try:
+            while self.stop is None and self.vcpu.run():
+                reason = run.exit_reason
+                self.exits[reason] += 1
+                if reason == K.EXIT_DEBUG:
+                    return self.debug.debug_exit(run.exit.debug, run.exit.debug.pc & 0xFFFFFFFF)
+                self._serve(reason, run)
+        finally:
+            run.immediate_exit = 0
+        return None
 
     def run(self, max_instructions: int | None = None) -> Stop:
         if max_instructions is not None:
@@ -208,7 +280,20 @@ class KvmMachine(Machine):
         if threading.current_thread() is not threading.main_thread():
             raise ConfigError("--mode kvm runs the vCPU in the main thread (its timer is a signal)")
         self.pause_reason = None
-        self.cpu.host.event = None
+        host = self.cpu.host
+        host.event = None
+        st = self.cpu.state
+        lin = (self.cpu.mode.cs_base + st.eip) & 0xFFFFFFFF
+        # (a halted CPU is not about to run the instruction at EIP: guestview._wake runs it
+        # with break_next until an interrupt wakes it)
+        if not st.halted and (host.break_next or lin in host.breakpoints) and host.hit(lin, st.icount):
+            return Stop("paused", 0, host.event.kind)
+        if not st.halted and lin in host.breakpoints:
+            # resuming from a breakpoint: its instruction runs once with it lifted, as the
+            # emulated CPU passes it (hostdebug.pass_once)
+            self.step()
+            if host.event is not None or self.stop is not None:
+                return self.stop or Stop("paused", 0, host.event.kind)
         t0 = time.perf_counter()
         old_handler = signal.signal(signal.SIGALRM, _kick)
         # the timer's signal is blocked except inside KVM_RUN (KVM_SET_SIGNAL_MASK):
@@ -216,9 +301,14 @@ class KvmMachine(Machine):
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         self._push_state()
         try:
+            self.debug.arm()
             paused = self._loop(t0)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+            try:
+                event = self._complete_exit()
+            finally:
+                self.debug.disarm()
             if self._entered_ns is not None:
                 self._ran_ns += time.monotonic_ns() - self._entered_ns
                 self._entered_ns = None
@@ -227,6 +317,9 @@ class KvmMachine(Machine):
             signal.signal(signal.SIGALRM, old_handler)
             self._pull_state()
             self.wall_seconds += time.perf_counter() - t0
+        if event is not None and self.stop is None:
+            self.cpu.host.event = event
+            paused = Stop("paused", 0, event.kind)
         if paused is not None:
             return paused
         if self.stop.reason == "triple-fault":
@@ -263,6 +356,8 @@ class KvmMachine(Machine):
                     self.vcpu.interrupt(vector)
                     self.injected += 1
                     st.halted = False
+                    if self.cpu.host.break_next:     # a debugger's step of a halted guest
+                        return self._woken()
                 intr = st.intr
             run.request_interrupt_window = 1 if intr else 0
             self._arm_timer()
@@ -276,8 +371,22 @@ class KvmMachine(Machine):
                 signal.sigtimedwait({signal.SIGALRM}, 0)
             reason = run.exit_reason if entered else K.EXIT_INTR
             self.exits[reason] += 1
+            if reason == K.EXIT_DEBUG:
+                event = self.debug.debug_exit(run.exit.debug, run.exit.debug.pc & 0xFFFFFFFF)
+                if event is not None:
+                    self.cpu.host.event = event
+                    return Stop("paused", 0, event.kind)
+                continue                          # the guest's own #DB or #BP, given back
             self._serve(reason, run)
         return None
+
+    def _woken(self) -> Stop:
+        """A debugger stepped the halted guest and an interrupt woke it: stop before the
+        guest runs on (KVM delivers the interrupt when the vCPU next enters)."""
+        host = self.cpu.host
+        host.break_next = False
+        host.event = HostEvent("step", (self.cpu.mode.cs_base + self.cpu.state.eip) & 0xFFFFFFFF)
+        return Stop("paused", 0, "step")
 
     def _arm_timer(self) -> None:
         """Kick the vCPU (SIGALRM) at the next timer's deadline, or to poll the host."""
