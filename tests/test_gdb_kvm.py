@@ -24,7 +24,7 @@ from ringvisor.guests.build import image_path
 from ringvisor.hw import kvm as K
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_gdb import (Client, accessors, free_port, instruction_ends, register,  # noqa: E402
+from test_gdb import (Client, accessors, free_port, gdb, instruction_ends, register,  # noqa: E402
                       start, symbol, symbol_span, untimed)
 
 UNUSABLE = K.unusable_reason()
@@ -52,22 +52,11 @@ def debug_limits() -> dict[str, str]:
     return limits()
 
 
-def gdb(port: int, commands: str, tmp_path, timeout: float = 120) -> str:
-    import subprocess
-    script = tmp_path / "script.gdb"
-    script.write_text("set pagination off\nset confirm off\nset tcp connect-timeout 60\n"
-                      f"target remote 127.0.0.1:{port}\n" + commands)
-    p = subprocess.run(["gdb", "-q", "-nx", "-batch", "-x", str(script),
-                        str(image_path(KERNEL))],
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
-    return p.stdout.decode() + p.stderr.decode()
-
-
 def run_with_gdb(commands: str, tmp_path, cmdline: str = CMDLINE) -> tuple[str, object, str, str]:
     port = free_port()
     vm = start(KERNEL, "kvm", port, "-S", cmdline=cmdline)
     try:
-        out = gdb(port, commands, tmp_path)
+        out = gdb(KERNEL, port, commands, tmp_path)
         stdout, stderr = vm.communicate(timeout=120)
     finally:
         vm.kill()
@@ -84,13 +73,7 @@ break sieve_run
 continue
 info registers eip cs ss ds eflags cr0
 x/4xb &sieve_flags
-stepi
-info registers eip
-stepi
-info registers eip
-stepi
-info registers eip
-x/1i $pc
+""" + "stepi\ninfo registers eip\n" * 3 + """x/1i $pc
 hbreak print
 continue
 info registers eip
