@@ -17,10 +17,19 @@ entries are *parked*: set aside, not dropped, so the first write to a page
 takes the slow path, which logs the page and puts the same entry back.  This is
 QEMU's TLB_NOTDIRTY: the TLB holds exactly what it would have held, so the
 guest sees the same translations (stale ones included) and the same timing.
+
+In VMX non-root operation with EPT (``ept``, set by VM entry: ``ept.py``) the walk
+translates every guest-physical address it uses -- the page-directory and page-table
+entries it reads and updates, and the final page -- and the TLB caches the combined
+linear-to-host-physical translation (SDM Vol. 3C §28.4.1), with the EPT permissions
+ANDed in: a read entry only where EPT allows both reads and fetches (fetches look in
+the read TLB), a write entry only where it allows writes.  Without EPT only the walk
+tests ``ept``: the TLB hits cost the same.
 """
 
 from __future__ import annotations
 
+from .ept import EPT_R, EPT_W, EPT_X
 from .faults import PageFault
 from .memory import PhysicalMemory
 from .state import CR0_PG, CR0_WP, CR4_PSE, CR4_SMEP, CpuState
@@ -53,6 +62,7 @@ class Mmu:
         self.parked_s: dict[int, int] = {}
         self.parked_u: dict[int, int] = {}
         self.host = None       # the host debugger's watchpoints, when it has any (hostdebug.py)
+        self.ept = None        # the EPT of a guest in VMX non-root operation (ept.Ept), or None
 
     # -- TLB management -------------------------------------------------------
     def flush(self) -> None:
@@ -106,13 +116,17 @@ class Mmu:
         st = self.state
         lin &= 0xFFFFFFFF
         page = lin & PAGE
+        ept = self.ept
         if not st.cr0 & CR0_PG:
             phys_page = page
+            sup_w = user_w = user_ok = True
         else:
             self.stats_walks += 1
             mem = self.mem
             m32, size = mem.m32, mem.size
-            pde_addr = (st.cr3 & PAGE) | ((lin >> 20) & 0xFFC)
+            pde_addr = gpde = (st.cr3 & PAGE) | ((lin >> 20) & 0xFFC)
+            if ept is not None:                   # the guest's page directory is guest-physical
+                pde_addr = ept.translate(gpde, EPT_R, lin, False)[0]
             pde = m32[pde_addr >> 2] if pde_addr < size else mem.read32(pde_addr)
             err = (PF_W if write else 0) | (PF_U if user else 0)
             if fetch and st.cr4 & CR4_SMEP:
@@ -125,20 +139,22 @@ class Mmu:
                 self._check(lin, rights, write, user, err)
                 new = pde | PTE_A | (PTE_D if write else 0)
                 if new != pde:
-                    mem.write32(pde_addr, new)
+                    self._update(pde_addr, gpde, new, lin)
                 dirty = bool(new & PTE_D)
             else:
-                pte_addr = (pde & PAGE) | ((lin >> 10) & 0xFFC)
+                pte_addr = gpte = (pde & PAGE) | ((lin >> 10) & 0xFFC)
+                if ept is not None:
+                    pte_addr = ept.translate(gpte, EPT_R, lin, False)[0]
                 pte = m32[pte_addr >> 2] if pte_addr < size else mem.read32(pte_addr)
                 if not pte & PTE_P:
                     raise PageFault(lin, err)
                 rights = pde & pte   # U/S and R/W are the AND of both levels
                 self._check(lin, rights, write, user, err)
                 if not pde & PTE_A:
-                    mem.write32(pde_addr, pde | PTE_A)
+                    self._update(pde_addr, gpde, pde | PTE_A, lin)
                 new = pte | PTE_A | (PTE_D if write else 0)
                 if new != pte:
-                    mem.write32(pte_addr, new)
+                    self._update(pte_addr, gpte, new, lin)
                 dirty = bool(new & PTE_D)
                 phys_page = pte & PAGE
             user_ok = bool(rights & PTE_U)
@@ -146,21 +162,30 @@ class Mmu:
                 raise PageFault(lin, err | PF_P)
             sup_w = dirty and (bool(rights & PTE_W) or not st.cr0 & CR0_WP)
             user_w = dirty and user_ok and bool(rights & PTE_W)
-            if fill and self.mem.is_ram(phys_page) and page not in self.watch_pages:
-                delta = phys_page - page
-                self.tr_s[page] = delta
-                if user_ok:
-                    self.tr_u[page] = delta
-                if (phys_page >> 12) not in self.mem.code_pages:
-                    self._fill_write(page, delta, sup_w, user_w, write)
-            return phys_page | (lin & 0xFFF)
-        if fill and self.mem.is_ram(phys_page) and page not in self.watch_pages:
+        readable = True
+        if ept is not None:                       # the final guest-physical page
+            host, perm = ept.translate(phys_page | (lin & 0xFFF), EPT_X if fetch else
+                                       EPT_W if write else EPT_R, lin, True)
+            phys_page = host & PAGE
+            readable = perm & (EPT_R | EPT_X) == EPT_R | EPT_X
+            if not perm & EPT_W:
+                sup_w = user_w = False
+        if fill and readable and self.mem.is_ram(phys_page) and page not in self.watch_pages:
             delta = phys_page - page
             self.tr_s[page] = delta
-            self.tr_u[page] = delta
+            if user_ok:
+                self.tr_u[page] = delta
             if (phys_page >> 12) not in self.mem.code_pages:
-                self._fill_write(page, delta, True, True, write)
+                self._fill_write(page, delta, sup_w, user_w, write)
         return phys_page | (lin & 0xFFF)
+
+    def _update(self, addr: int, gpa: int, value: int, lin: int) -> None:
+        """Set accessed/dirty bits in the guest paging-structure entry at ``addr``
+        (guest-physical ``gpa``).  Under EPT the update is a write to that guest-physical
+        address, which EPT must allow (SDM Vol. 3C §28.3.3.2)."""
+        if self.ept is not None:
+            self.ept.translate(gpa, EPT_W, lin, False)
+        self.mem.write32(addr, value)
 
     def _fill_write(self, page: int, delta: int, sup_w: bool, user_w: bool, write: bool) -> None:
         dirty = self.mem.dirty
@@ -188,17 +213,21 @@ class Mmu:
     def probe(self, lin: int) -> int | None:
         """Translate without side effects or faults (for debuggers and reports)."""
         st = self.state
+        ept = self.ept
+        phys = (lambda gpa: gpa) if ept is None else ept.probe
         if not st.cr0 & CR0_PG:
-            return lin
-        pde = self.mem.read32((st.cr3 & PAGE) | ((lin >> 20) & 0xFFC))
+            return phys(lin)
+        pde_addr = phys((st.cr3 & PAGE) | ((lin >> 20) & 0xFFC))
+        pde = 0 if pde_addr is None else self.mem.read32(pde_addr)
         if not pde & PTE_P:
             return None
         if pde & PTE_PS and st.cr4 & CR4_PSE:
-            return (pde & 0xFFC00000) | (lin & 0x3FFFFF)
-        pte = self.mem.read32((pde & PAGE) | ((lin >> 10) & 0xFFC))
+            return phys((pde & 0xFFC00000) | (lin & 0x3FFFFF))
+        pte_addr = phys((pde & PAGE) | ((lin >> 10) & 0xFFC))
+        pte = 0 if pte_addr is None else self.mem.read32(pte_addr)
         if not pte & PTE_P:
             return None
-        return (pte & PAGE) | (lin & 0xFFF)
+        return phys((pte & PAGE) | (lin & 0xFFF))
 
     # -- slow-path accesses (misses, unaligned, MMIO) --------------------------------
     def _watched(self, lin: int, size: int, write: bool) -> None:

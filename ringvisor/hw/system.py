@@ -14,6 +14,7 @@ import iced_x86 as ix
 
 from . import transfers, x87control
 from .faults import BP, BR, DB, GP, NM, NP, OF as OF_VEC, UD, CpuFault, UnsupportedFeature
+from .ept import EptExit
 from .segments import LDT, TSS16_AVAIL, TSS32_AVAIL, Descriptor, null_segment
 from .state import (CR0_TRANSLATION, CR4_TRANSLATION, ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, Segment, CR0_EM, CR0_ET, CR0_MP, CR0_NW, CR0_CD, CR0_PE, CR0_PG, CR0_TS,
                     CR4_DE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PCE, CR4_PGE, CR4_PSE, CR4_SMEP,
@@ -641,6 +642,8 @@ def _inspect(cpu, sel: int, valid_system: set):
         return None
     try:
         d = cpu.segmentation.read_descriptor(sel)
+    except EptExit:
+        raise                           # the guest leaves: not an unusable selector
     except CpuFault:
         return None
     if not d.s and d.type not in valid_system:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import struct
 
 from . import transfers
+from .ept import eptp_valid
 from .faults import CpuFault, UnsupportedFeature
 from .identify import msr_write_ok
 from .state import (ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, IF, MSR_SYSENTER_CS,
                     MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC, VM, Segment)
-from .vmcs import (CAPABILITY_MSRS, CPU_CONTROLS, CPU_CONTROLS2, CPU_IO_BITMAPS, CPU_MSR_BITMAPS,
+from .vmcs import (CAPABILITY_MSRS, CPU2_EPT, CPU_CONTROLS, CPU_CONTROLS2, EPTP, CPU_IO_BITMAPS, CPU_MSR_BITMAPS,
                    CPU_INTR_WINDOW, CPU_MTF, CPU_SECONDARY, CPU_TSC_OFFSET, CR0_FIXED0, CR0_FIXED1, CR3_TARGET_COUNT, CR4_FIXED0,
                    ENTRY_CONTROLS, ENTRY_EXCEPTION_ERROR, ENTRY_INSTRUCTION_LEN, ENTRY_INTR_INFO,
                    ENTRY_LOAD_DEBUG, ENTRY_MSR_LOAD_ADDR, ENTRY_MSR_LOAD_COUNT, ERR_BAD_CONTROLS,
@@ -58,6 +59,8 @@ def check_controls(vmx) -> int:
             _allowed(r(ENTRY_CONTROLS), MSR_VMX_TRUE_ENTRY)):
         return ERR_BAD_CONTROLS
     if r(CR3_TARGET_COUNT) > 4:
+        return ERR_BAD_CONTROLS
+    if proc & CPU_SECONDARY and r(CPU_CONTROLS2) & CPU2_EPT and not eptp_valid(r(EPTP)):
         return ERR_BAD_CONTROLS
     if proc & CPU_IO_BITMAPS and (vmx._bad_address(r(IO_BITMAP_A)) or vmx._bad_address(r(IO_BITMAP_B))):
         return ERR_BAD_CONTROLS
@@ -232,7 +235,8 @@ def enter(vmx, resume: bool) -> None:
     vmx.mtf = bool(proc & CPU_MTF)
     vmx.window = bool(proc & CPU_INTR_WINDOW)
     vmx.ack = bool(r(EXIT_CONTROLS) & EXIT_ACK_INT)
-    cpu.update_debug()                   # DR7 and the TLB; ends the dispatch loop
+    vmx.load_ept()
+    cpu.update_debug()                   # DR7 and the TLB (no VPID: §28.4.3.3); ends the dispatch loop
     info = r(ENTRY_INTR_INFO)
     if info & INTR_VALID:
         inject(vmx, info)
@@ -316,6 +320,7 @@ def load_host(vmx) -> None:
     cpu.nonroot = False
     cpu.intr_exits = False
     cpu.vmx_tsc = 0
+    cpu.mmu.ept = None
     vmx.mtf = False
     vmx.event = None
     for _, index, value in _msr_list(vmx, r(EXIT_MSR_LOAD_ADDR), r(EXIT_MSR_LOAD_COUNT)):

@@ -117,7 +117,7 @@ def _vmx_instruction(vmx, ins):
 
 
 for _m in (M.VMCALL, M.VMCLEAR, M.VMLAUNCH, M.VMPTRLD, M.VMPTRST, M.VMREAD, M.VMRESUME,
-           M.VMWRITE, M.VMXOFF, M.VMXON):
+           M.VMWRITE, M.VMXOFF, M.VMXON, M.INVEPT):
     INTERCEPTS[_m] = _vmx_instruction
 
 

@@ -20,7 +20,11 @@ calls the same operations the instructions perform (``vmwrite``, ``vmresume``...
 with the same checks and the same status (0 VMsucceed, -1 VMfailInvalid, n > 0
 VMfailValid(n)).
 
-Not modelled: NMIs and the NMI controls, the VMX-preemption timer, EPT/VPID,
+EPT (the "enable EPT" secondary control, INVEPT) is in ``ept.py``: VM entry gives the
+MMU the EPT of the EPTP (``load_ept``), and a violation or misconfiguration the walk
+raises becomes a VM exit here (``ept_exit``).
+
+Not modelled: NMIs and the NMI controls, the VMX-preemption timer, VPID,
 virtual-8086 guests, SMM and the dual-monitor treatment, and 64-bit hosts and
 guests (this is an IA-32 processor).
 """
@@ -31,6 +35,7 @@ from collections import Counter
 
 import iced_x86 as ix
 
+from .ept import INVEPT_ALL, INVEPT_SINGLE, Ept, EptExit, eptp_valid
 from .faults import GP, PF, DB, UD, CpuFault
 from .state import ARITH_FLAGS, CF, CR0_PE, IF, VM, ZF
 from .system import get_reg, helper, read_mem, read_op, require_cpl0, write_mem, write_op
@@ -76,6 +81,9 @@ class Vmx:
         # controls the run loop tests at each block boundary, read at VM entry
         self.window = self.ack = False
         self.exits: Counter[str] = Counter()     # VM exits by basic reason
+        # the EPT hierarchies in use, by PML4 address, with their cached guest-physical
+        # mappings (kept across VM entries and exits until INVEPT, SDM Vol. 3C §28.4)
+        self.epts: dict[int, Ept] = {}
 
     @property
     def vmcs(self) -> Vmcs:
@@ -219,6 +227,32 @@ class Vmx:
     def vmresume(self) -> int:
         return self.vmlaunch(resume=True)
 
+    def invept(self, typ: int, eptp: int) -> int:
+        """INVEPT (SDM Vol. 3C ch. 30): single-context (the mappings of one EPTP, which
+        must pass VM entry's EPTP checks) or all-context; any other type is VMfail(28).
+        Guest-physical and combined mappings both go."""
+        self._common()
+        if typ == INVEPT_SINGLE and eptp_valid(eptp):
+            self.epts.pop(eptp & 0xFFFFF000, None)
+        elif typ == INVEPT_ALL:
+            self.epts.clear()
+        else:
+            return self._fail(V.ERR_INVEPT_OPERAND)
+        self.cpu.tlb_flush()
+        return 0
+
+    def load_ept(self) -> None:
+        """VM entry: the MMU translates guest-physical addresses through the EPTP's
+        hierarchy, if "enable EPT" is set (``ept.py``)."""
+        r = self.vmcs.fields.__getitem__
+        ept = None
+        if r(V.CPU_CONTROLS) & V.CPU_SECONDARY and r(V.CPU_CONTROLS2) & V.CPU2_EPT:
+            pml4 = r(V.EPTP) & 0xFFFFF000
+            ept = self.epts.get(pml4)
+            if ept is None:
+                ept = self.epts[pml4] = Ept(self.cpu.mem, pml4)
+        self.cpu.mmu.ept = ept
+
     def entry_failure(self, reason: int, qual: int) -> None:
         """A VM entry that fails after the processor state was checked: a VM exit, the
         guest state not saved (SDM §26.8)."""
@@ -256,6 +290,12 @@ class Vmx:
         self.exits[EXIT_REASONS.get(reason, str(reason))] += 1
         save_guest(self, self.cpu.state.eip if rip is None else rip)
         load_host(self)
+
+    def ept_exit(self, fault: EptExit) -> None:
+        """An EPT violation or misconfiguration (SDM Vol. 3C §28.3.3): the guest-physical
+        address, and for a violation the qualification and the guest-linear address."""
+        self._w(V.GUEST_PHYS_ADDR, fault.gpa)
+        self.exit(fault.reason, fault.qualification, linear=fault.linear)
 
     # -- exits from the places the processor already leaves translated code -------------------
     def at_boundary(self) -> bool:
@@ -371,6 +411,11 @@ class Vmx:
         cpu = self.cpu
         cpu.nonroot, cpu.intr_exits = nonroot, bool(state["intr_exits"])
         cpu.vmx_tsc = int(state["tsc_offset"])
+        self.epts = {}                   # (cached guest-physical mappings: walked again)
+        if nonroot:
+            self.load_ept()
+        else:
+            cpu.mmu.ept = None
 
 
 # -- the instructions -------------------------------------------------------------------------
@@ -450,7 +495,18 @@ def h_vmcall(cpu, ins) -> int:
     return _done(cpu, ins, cpu.vmx.vmcall())
 
 
+@helper(M.INVEPT)
+def h_invept(cpu, ins) -> int:
+    cpu.vmx._common()
+    if ins.op1_kind != OK.MEMORY:
+        raise CpuFault(UD)
+    typ = get_reg(cpu, ins.op0_register)
+    # the descriptor's bits 63:0 are the EPTP (bits 127:64 are reserved)
+    eptp = read_mem(cpu, ins, 4) | read_mem(cpu, ins, 4, 4) << 32
+    return _done(cpu, ins, cpu.vmx.invept(typ, eptp))
+
+
 VMX_REASONS = {M.VMCALL: EXIT_VMCALL, M.VMCLEAR: 19, M.VMLAUNCH: 20, M.VMPTRLD: 21,
                M.VMPTRST: 22, M.VMREAD: 23, M.VMRESUME: 24, M.VMWRITE: 25, M.VMXOFF: 26,
-               M.VMXON: 27}
+               M.VMXON: 27, M.INVEPT: V.EXIT_INVEPT}
 from .vmexits import INTERCEPTS  # noqa: E402  (the non-root behaviour of each instruction)

@@ -14,12 +14,13 @@
 #define MSR_VMX_TRUE_EXIT 0x48f
 #define MSR_VMX_TRUE_ENTRY 0x490
 #define MSR_VMX_PROC2 0x48b
+#define MSR_VMX_EPT_VPID_CAP 0x48c
 #define CR4_VMXE 0x2000u
 
 /* VMCS field encodings (SDM Appendix B) */
 enum {
     GUEST_SEL = 0x800, HOST_SEL = 0xc00, IO_BITMAP_A = 0x2000, IO_BITMAP_B = 0x2002,
-    MSR_BITMAP = 0x2004, TSC_OFFSET = 0x2010, VMCS_LINK = 0x2800,
+    MSR_BITMAP = 0x2004, TSC_OFFSET = 0x2010, EPTP = 0x201a, GUEST_PHYS = 0x2400, VMCS_LINK = 0x2800,
     PIN = 0x4000, PROC = 0x4002, EXC_BITMAP = 0x4004, PF_MASK = 0x4006, PF_MATCH = 0x4008,
     CR3_COUNT = 0x400a, EXIT_CTLS = 0x400c, ENTRY_CTLS = 0x4012, ENTRY_INFO = 0x4016,
     ENTRY_ERR = 0x4018, ENTRY_LEN = 0x401a, PROC2 = 0x401e,
@@ -43,7 +44,7 @@ extern char g_cpuid[], g_hlt[], g_outimm[], g_indx[], g_outpass[], g_insb[], g_c
     g_cr3w_target[], g_cr3w_other[], g_crread[], g_cr0w[], g_clts[], g_lmsw[], g_cr4w[],
     g_dr7[], g_rdmsr_exit[], g_msr_pass[], g_wrmsr_exit[], g_rdtsc[], g_rdtsc_exit[],
     g_invlpg[], g_vmcall[], g_ud2[], g_int3[], g_pf[], g_nop[], g_window[], g_spin[],
-    g_vmxon[], gh_soft[], gh_err[], gh_ext[];
+    g_vmxon[], gh_soft[], gh_err[], gh_ext[], g_ept_rw[], g_ept_read[], g_ept_big[], g_invept[];
 
 static u8 vmxon_region[4096] __attribute__((aligned(4096)));
 static u8 vmcs[4096] __attribute__((aligned(4096)));
@@ -381,6 +382,117 @@ static void t_injection(void)
     RUN("triple fault", g_ud2);
 }
 
+/* ---- EPT (SDM Vol. 3C §28.3) ------------------------------------------------------ */
+#define EPT_RWX 7u
+#define EPT_WB (6u << 3)                       /* memory type in a leaf (bits 5:3) */
+u8 ept_target[4096] __attribute__((aligned(4096)));
+static u8 ept_alt[4096] __attribute__((aligned(4096)));
+static u64 ept_pml4[512] __attribute__((aligned(4096)));
+static u64 ept_pdpt[512] __attribute__((aligned(4096)));
+static u64 ept_pd[512] __attribute__((aligned(4096)));
+static u64 ept_pt[2][512] __attribute__((aligned(4096)));   /* 0..4 MiB in 4-KiB pages */
+static u64 ept2_pml4[512] __attribute__((aligned(4096)));
+static u64 ept2_pdpt[512] __attribute__((aligned(4096)));
+u32 ept_desc[4];                               /* the INVEPT descriptor: EPTP, reserved */
+
+static u64 *ept_pte(const void *p) { u32 a = (u32)p; return &ept_pt[a >> 21][(a >> 12) & 511]; }
+
+static u32 invept(u32 type, u32 eptp)
+{
+    u32 f;
+    ept_desc[0] = eptp;
+    __asm__ volatile("invept ept_desc, %1; pushfl; popl %0" : "=r"(f) : "r"(type) : "memory", "cc");
+    return f;
+}
+
+static void show_gpa(const void *base)
+{
+    kprintf("  gpa=+0x%x high=0x%x gla=+0x%x\n", vmr(GUEST_PHYS) - (u32)base, vmr(GUEST_PHYS + 1),
+            vmr(GUEST_LINEAR) - (u32)base);
+}
+
+static void t_ept(void)
+{
+    u32 eptp = (u32)ept_pml4 | 6 | (3 << 3);  /* WB, page-walk length 4 (§24.6.11) */
+    u64 cap = rdmsr(MSR_VMX_EPT_VPID_CAP);
+    kprintf("ept/vpid cap=0x%x high=0x%x proc2 ept allowed=%u\n", (u32)cap, (u32)(cap >> 32),
+            (u32)(rdmsr(MSR_VMX_PROC2) >> 33) & 1);
+    if ((u32)ept_target >> 22 || (u32)ept_pt >> 22)
+        fail("layout: the EPT test pages must lie below 4 MiB");
+    /* identity EPT: 0..4 MiB in 4-KiB pages, 4..32 MiB in 2-MiB pages, read/write/execute */
+    ept_pml4[0] = (u32)ept_pdpt | EPT_RWX;
+    ept_pdpt[0] = (u32)ept_pd | EPT_RWX;
+    ept_pd[0] = (u32)ept_pt[0] | EPT_RWX;
+    ept_pd[1] = (u32)ept_pt[1] | EPT_RWX;
+    for (u32 i = 2; i < 16; i++)
+        ept_pd[i] = (i << 21) | 0x80 | EPT_WB | EPT_RWX;
+    for (u32 i = 0; i < 1024; i++)
+        ept_pt[i >> 9][i & 511] = (i << 12) | EPT_WB | EPT_RWX;
+    /* the guest: ring 0 on the host's page tables (guest-physical = host-physical) */
+    vmw(PROC, vmr(PROC) | (1u << 31));         /* activate secondary controls */
+    vmw(PROC2, ctl(MSR_VMX_PROC2, 1u << 1));   /* enable EPT */
+    vmw(GUEST_IDTR_LIMIT, sizeof guest_idt - 1);
+    vmw(GUEST_CR3, read_cr3());
+    vmw(EPTP, eptp & ~(3u << 3) | (2 << 3));   /* a 3-level walk */
+    RUN("ept eptp walk length 3", g_vmcall);
+    vmw(EPTP, eptp | 0x40);                    /* EPT A/D enable, not supported */
+    RUN("ept eptp a/d", g_vmcall);
+    vmw(EPTP, eptp);
+    vmw(EPTP + 1, 0);
+    *(volatile u32 *)ept_target = 0x1234abcd;
+    *ept_pte(ept_target) = 0;                  /* not present */
+    invept(2, 0);
+    RUN("ept read unmapped", g_ept_rw);
+    show_gpa(ept_target);
+    *ept_pte(ept_target) = (u32)ept_target | EPT_WB | 1;   /* read-only; resume at the read */
+    entry_status = vmx_run(1);
+    show("ept write read-only", g_ept_rw);
+    show_gpa(ept_target);
+    kprintf("  read=0x%x\n", g_val);
+    *ept_pte(ept_target) = (u32)ept_target | EPT_WB | 3;   /* (more permissive: no INVEPT) */
+    entry_status = vmx_run(1);
+    show("ept write mapped", g_ept_rw);
+    kprintf("  target=0x%x\n", *(volatile u32 *)ept_target);
+    ept_target[0] = 0x0f; ept_target[1] = 0x01; ept_target[2] = 0xc1;   /* vmcall */
+    RUN("ept fetch not executable", ept_target);
+    show_gpa(ept_target);
+    *ept_pte(ept_target) = (u32)ept_target | EPT_WB | EPT_RWX;
+    kprintf("invept single: %s\n", status(invept(1, eptp)));
+    entry_status = vmx_run(1);
+    show("ept fetch mapped", ept_target);
+    *ept_pte((void *)PT0_ADDR) = 0;            /* the guest's page table, not its page */
+    invept(1, eptp);                           /* (a mapping made less permissive: §28.4.3.3) */
+    RUN("ept guest page table", g_nop);
+    u32 pte_gpa = PT0_ADDR + (((u32)g_nop >> 12) & 1023) * 4;
+    kprintf("  gpa=pte %u gla=+0x%x\n", vmr(GUEST_PHYS) == pte_gpa, vmr(GUEST_LINEAR) - (u32)g_nop);
+    *ept_pte((void *)PT0_ADDR) = PT0_ADDR | EPT_WB | EPT_RWX;
+    *ept_pte(ept_target) = (u32)ept_target | EPT_WB | 2;   /* write without read */
+    invept(1, eptp);
+    RUN("ept misconfiguration", g_ept_rw);
+    kprintf("  gpa=+0x%x\n", vmr(GUEST_PHYS) - (u32)ept_target);
+    *(volatile u32 *)ept_alt = 0x77777777;
+    *ept_pte(ept_target) = (u32)ept_alt | EPT_WB | EPT_RWX;   /* the same page, another frame */
+    invept(2, 0);
+    RUN("ept remapped", g_ept_read);
+    kprintf("  read=0x%x\n", g_val);
+    *(volatile u32 *)0x800000 = 0xb16b00b5;
+    RUN("ept 2-MiB page", g_ept_big);
+    kprintf("  read=0x%x\n", g_val);
+    report_fail("invept type 3", invept(3, eptp));
+    report_fail("invept single bad eptp", invept(1, eptp | 0x80));
+    kprintf("invept all: %s\n", status(invept(2, 0)));
+    RUN("invept in guest", g_invept);
+    ept2_pml4[0] = (u32)ept2_pdpt | EPT_RWX;
+    ept2_pdpt[0] = 0x80 | EPT_WB | EPT_RWX;    /* one 1-GiB page */
+    vmw(EPTP, (u32)ept2_pml4 | 6 | (3 << 3));
+    RUN("ept 1-GiB page", g_ept_read);
+    kprintf("  read=0x%x\n", g_val);
+    ept2_pdpt[0] |= 1u << 12;                  /* bits 29:12 of a 1-GiB page are reserved */
+    invept(2, 0);
+    RUN("ept 1-GiB reserved bit", g_ept_read);
+    vmw(PROC2, 0);
+}
+
 int main(void)
 {
     t_instructions();
@@ -388,6 +500,7 @@ int main(void)
     t_entry_checks();
     t_exits();
     t_injection();
+    t_ept();
     u32 fl;
     __asm__ volatile("vmxoff; pushfl; popl %0" : "=r"(fl) :: "cc");
     kprintf("vmxoff: %s\n", status(fl));

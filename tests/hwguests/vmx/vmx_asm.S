@@ -139,6 +139,19 @@ gh_err:         movl (%esp), %eax           /* the error code */
 gh_ext:         movl (%esp), %eax
                 movl %eax, g_val
                 vmcall
+/* EPT (vmx.c t_ept): a read, then a write, of the test page; a 2-MiB page; INVEPT */
+                .globl g_ept_rw, g_ept_read, g_ept_big, g_invept
+g_ept_rw:       movl ept_target, %eax
+                movl %eax, g_val
+                movl $0x5a5a, ept_target
+                vmcall
+g_ept_read:     movl ept_target, %eax
+                movl %eax, g_val
+                vmcall
+g_ept_big:      movl 0x800000, %eax
+                movl %eax, g_val
+                vmcall
+g_invept:       invept ept_desc, %eax
 
         .data
 resume_flag:    .long 0
