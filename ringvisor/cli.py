@@ -351,6 +351,8 @@ def build_parser() -> Parser:
     c_.add_argument("-c", dest="console", action="store_true", help="attach its console")
     ls = xs.add_parser("list", help="Name ID Mem VCPUs State Time(s)")
     ls.add_argument("domains", nargs="*", metavar="DOMAIN")
+    ls.add_argument("-v", "--verbose", action="store_true",
+                    help="also each domain's type (pv, bt) and UUID")
     ls.add_argument("--json", action="store_true")
     vl = xs.add_parser("vcpu-list", help="the virtual CPUs")
     vl.add_argument("--json", action="store_true")

@@ -39,8 +39,8 @@ def domaininfo(hv, d) -> dict:
         flags |= DomInfoFlag.paused
     if d.state is State.BLOCKED:
         flags |= DomInfoFlag.blocked
-    if hv.current is d:
-        flags |= DomInfoFlag.running
+    if hv.current is d and d.state is not State.BLOCKED:
+        flags |= DomInfoFlag.running      # (a blocked vCPU waits on the CPU it last had)
     if d.kind == "bt":
         flags |= DomInfoFlag.hvm_guest
     return {"domain": d.domid, "flags": flags, "tot_pages": d.tot_pages,
@@ -109,8 +109,8 @@ def domctl(mon, ptr: int) -> int:
         vc = u["vcpucontext"]
         if vc["vcpu"] != 0:
             _fail(Errno.ENOENT)
-        if not d.paused or d.monitor is None or d.kind != "pv":
-            _fail(Errno.EINVAL)                      # only a paused PV domain's vCPU
+        if not d.paused or d.monitor is None:
+            _fail(Errno.EINVAL)                      # only a paused domain's vCPU
         addr = vc["ctxt"] & 0xFFFFFFFF
         if set_:
             d.monitor.boot(VCPU_GUEST_CONTEXT.unpack(mon._read(addr, VCPU_GUEST_CONTEXT.size)))

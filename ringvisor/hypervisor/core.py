@@ -47,6 +47,7 @@ from .domain import Domain, State
 from .evtchn import DomainEvents
 from .frames import FrameAllocator, OutOfMemory
 from .grant import GrantTable
+from .btdomain import TC_PAGES, BtDomainMonitor
 from .pvdomain import DomainMonitor, install_flat
 from .timers import DomainTimer
 from .xsm import Denied, SecurityModule
@@ -158,7 +159,7 @@ class Hypervisor:
     def create_domain(self, caller, domid: int = 0, *, ssid: str = "domU_t", uuid: bytes = b"",
                       kind: str = "pv", privileged: bool = False, name: str = "") -> Domain:
         """A new, paused, empty domain (domctl createdomain; Domain 0 at boot)."""
-        if kind != "pv":
+        if kind not in ("pv", "bt"):
             raise HypercallError(Errno.EOPNOTSUPP)
         if domid == 0 and self.domains:
             # the next id after the last one given, as Xen does (an id is not reused at once)
@@ -173,21 +174,31 @@ class Hypervisor:
             self.check(caller, d, "domain", "create")
         if privileged:
             d.irqs, d.io_privileged = ISA_IRQS, True
+        got: list[int] = []
         try:
-            pool = self.frames.alloc_xen(SHADOW_PAGES)
-            pages = dict(zip(("start_info", "shared_info", "boot_stack"),
-                             (f << 12 for f in self.frames.alloc_xen(3))))
+            got += self.frames.alloc_xen(SHADOW_PAGES)
+            got += self.frames.alloc_xen(3)
+            if kind == "bt":
+                got += self.frames.alloc_contiguous(DomId.XEN, TC_PAGES)
         except OutOfMemory:
+            for mfn in got:
+                self.frames.release(mfn)
             raise HypercallError(Errno.ENOMEM) from None
-        d.xen_frames = pool + [p >> 12 for p in pages.values()]
+        pool, tc = got[:SHADOW_PAGES], got[SHADOW_PAGES + 3:]
+        pages = dict(zip(("start_info", "shared_info", "boot_stack"),
+                         (f << 12 for f in got[SHADOW_PAGES:SHADOW_PAGES + 3])))
+        d.xen_frames = got
         self.domains[domid] = d
         self.next_domid = domid + 1
         d.events = DomainEvents(self, d, self.mem, pages["shared_info"])
         d.grants = GrantTable(self, d)
-        timer = DomainTimer(self.clock, lambda d=d: self._timer_fired(d))
-        d.monitor = DomainMonitor(self, d, 0, "", pages, pool, timer, d.events)
+        if kind == "bt":
+            d.monitor = BtDomainMonitor(self, d, pages, pool, tc)
+        else:
+            timer = DomainTimer(self.clock, lambda d=d: self._timer_fired(d))
+            d.monitor = DomainMonitor(self, d, 0, "", pages, pool, timer, d.events)
         self.sched.add(d)
-        self.printk(f"domain {domid} created ({ssid})")
+        self.printk(f"domain {domid} created ({ssid}{', binary translation' if kind == 'bt' else ''})")
         return d
 
     def build_dom0(self, image: bytes, cmdline: str, mem_mb: int, image_name: str) -> Domain:
@@ -241,7 +252,7 @@ class Hypervisor:
 
     def _stopped(self, d: Domain, msg: str) -> None:
         self.printk(msg)
-        d.monitor.timer.close()
+        d.monitor.close()
         if d.privileged:
             self.machine.stop = Stop("dom0", 0 if d.shutdown_reason == Shutdown.poweroff else 3,
                                      f"Domain 0 stopped the machine: {msg}")
@@ -260,7 +271,7 @@ class Hypervisor:
             raise HypercallError(Errno.EINVAL)
         if d.state is not State.DYING:
             d.state = State.DYING
-            d.monitor.timer.close()
+            d.monitor.close()
         if d is self.current:
             # it is on the CPU: it is taken apart once the CPU has left it
             if d not in self.dying:
@@ -296,6 +307,15 @@ class Hypervisor:
             if wake:
                 self.sched.wake(d)
         if d is not self.current and d.runnable and self.sched.should_preempt(self.current, d):
+            self.kick()
+
+    def device_interrupt(self, d: Domain) -> None:
+        """A device of a bt domain raised its interrupt line: wake it, and if it is on the
+        CPU, enter the hypervisor to deliver it (as a physical interrupt would)."""
+        if d.dead:
+            return
+        self.event_for(d)
+        if d is self.current:
             self.kick()
 
     def toolstack_event(self) -> None:
@@ -334,6 +354,22 @@ class Hypervisor:
                 m.take_pirqs()                      # ... an event, if its PIC lets it through
             return True
         return vector == L.HV_TIMER
+
+    # -- counters ----------------------------------------------------------------------------
+    def domain_counters(self) -> dict[int, dict[str, int]]:
+        """Each domain's own counts, from its monitor: traps into the hypervisor, a bt
+        domain's callouts and translations, a PV domain's hypercalls, CPU time."""
+        out = {}
+        for d in self.domains.values():
+            m = d.monitor
+            bt = d.kind == "bt"
+            out[d.domid] = {"traps": sum(m.traps.values()),
+                            "callouts": sum(m.emulated.values()) if bt else 0,
+                            "translations": m.tc.stats["translations"] if bt else 0,
+                            "tc_bytes": m.tc.stats["tc_bytes"] if bt else 0,
+                            "hypercalls": 0 if bt else sum(m.hypercalls.values()),
+                            "cpu_time_ns": d.cpu_time_ns}
+        return out
 
     # -- memory ----------------------------------------------------------------------------
     def forget_mappings(self, d: Domain) -> None:
@@ -453,7 +489,7 @@ class Hypervisor:
         if m.vcpu.ldtr & 0xFFFC:
             m.ldt.reload()                        # the real LDT: its, if it has one
         m.ldt.install()
-        install_flat(self.mem, self.base)
+        m.map_region()                            # its own part of the region
         m.shadow.switch(m.shadow_key())           # CR3: its shadow of its address space
         st.regs[:] = c.regs
         if "dr" in c.extra:
@@ -472,16 +508,12 @@ class Hypervisor:
         m.frame = f
         m.vcpu.cpl = 3 if f.user else 0
         m.halting = m.guest_halted = False
-        # what became pending while it was off the CPU is delivered now
-        m.vcpu.vif = not m.events.upcall_mask
-        if m.vcpu.vif and m.events.upcall_pending:
-            try:
-                m.upcall(f)
-            except (UnsupportedFeature, TripleFault) as e:
-                self.crash(nxt, str(e))
-                self._switch(None, self.sched.pick(None, True), f)
-                return
-        m.events.upcall_mask = not m.vcpu.vif
+        try:
+            m.switched_in(f)                      # what became pending while it was off
+        except (UnsupportedFeature, TripleFault) as e:
+            self.crash(nxt, str(e))
+            self._switch(None, self.sched.pick(None, True), f)
+            return
         self._arm_slice(self.clock.now_ns())
         self.last_ns = self.clock.now_ns()
         m.resume(f)

@@ -104,6 +104,8 @@ def get_context(hv, d) -> bytes:
     """The context of paused domain ``d`` (gethvmcontext)."""
     if not d.paused or not d.started or d.dead or d.privileged:
         _fail(Errno.EINVAL)
+    if d.kind != "pv":
+        _fail(Errno.EOPNOTSUPP)            # a bt domain's translations and devices: no record
     if d is hv.current:
         _fail(Errno.EBUSY)                 # (a paused domain leaves the CPU at the next entry)
     m, mem = d.monitor, hv.mem
@@ -145,6 +147,8 @@ def set_context(hv, d, blob: bytes) -> None:
     the same pseudo-physical frames -- the context ``blob`` (sethvmcontext)."""
     if not d.paused or d.started or d.dead or d.privileged:
         _fail(Errno.EINVAL)
+    if d.kind != "pv":
+        _fail(Errno.EOPNOTSUPP)
     try:
         st = codec.decode(blob)
         if st["version"] > CONTEXT_VERSION:

@@ -53,6 +53,20 @@ class FrameAllocator:
     def alloc_xen(self, n: int = 1) -> list[int]:
         return self.alloc(DomId.XEN, n)
 
+    def alloc_contiguous(self, domid: int, n: int) -> list[int]:
+        """``n`` frames in a row (a translation cache: code written by machine address),
+        the lowest such run; OutOfMemory (nothing taken) if there is none."""
+        run: list[int] = []
+        for mfn in sorted(self.free):
+            run = run + [mfn] if run and run[-1] == mfn - 1 else [mfn]
+            if len(run) == n:
+                taken = set(run)
+                self.free = [m for m in self.free if m not in taken]
+                for m in run:
+                    self.owner[m] = domid
+                return run
+        raise OutOfMemory(f"no {n} contiguous free frames")
+
     def release(self, mfn: int) -> None:
         """Give one frame back to the pool (scrubbed)."""
         if self.owner.pop(mfn, None) is None:

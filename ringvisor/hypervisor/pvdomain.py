@@ -161,6 +161,24 @@ class DomainMonitor(ParaVirt):
                    for i, sel in ((0, r["es"]), (3, r["ds"]), (4, r["fs"]), (5, r["gs"]))}
         d.started = True          # (its shadow directory is selected when it is switched in)
 
+    def map_region(self) -> None:
+        """Switched in: Xen's flat segments in the real GDT, and no ring-1 code segment over
+        the whole address space (a bt domain's translated code runs in one: ``btdomain``)."""
+        install_flat(self.mem, self.base)
+        self.mem.write(self.base + L.GDT + (L.SEL_TCODE & ~7), bytes(8))
+
+    def switched_in(self, f) -> None:
+        """The events that became pending while it was off the CPU are delivered now."""
+        v = self.vcpu
+        v.vif = not self.events.upcall_mask
+        if v.vif and self.events.upcall_pending:
+            self.upcall(f)
+        self.events.upcall_mask = not v.vif
+
+    def close(self) -> None:
+        """The domain stopped: its timers go."""
+        self.timer.close()
+
     def map_rings(self) -> None:
         """The shared rings the toolstack set up, at the fixed addresses the guest finds
         them (a frame the domain does not have is -EPERM)."""

@@ -16,7 +16,10 @@ Run by the toolstack in Domain 0, with hypercalls only:
    moment, as ``xc_dom_gnttab_seed`` does); their frames and ports as
    ``HVM_PARAM_*``;
 5. the vCPU's start state (``setvcpucontext``): ringvisor's PV entry
-   convention (``pv_boot_context``).
+   convention (``pv_boot_context``); for a ``bt`` domain (created with
+   ``XEN_DOMCTL_CDF_hvm_guest``: an unmodified kernel under binary
+   translation) the registers the Multiboot loader leaves (``bt_boot_context``),
+   and the hypervisor's UART writes to the console ring in the guest's stead.
 
 The domain stays paused; the caller unpauses it.
 """
@@ -25,9 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ringvisor.abi import (XEN_HVM_PARAM, GnttabOp, GnttabReserved, Gtf, Hypercall, HvmOp,
-                           HvmParam, MapSpace, GNTTAB_SETUP_TABLE, GRANT_ENTRY_V1,
-                           pv_boot_context)
+from ringvisor.abi import (GNTTAB_SETUP_TABLE, GRANT_ENTRY_V1, HYPERCALL_VECTOR, XEN_HVM_PARAM,
+                           CreateFlag, GnttabOp, GnttabReserved, Gtf, Hypercall, HvmOp, HvmParam,
+                           MapSpace, pv_boot_context)
 from ringvisor.hw.boot.multiboot import load_multiboot
 
 from .xc import Xc, XcError
@@ -71,18 +74,50 @@ def set_param(xc: Xc, domid: int, index: HvmParam, value: int) -> None:
                     f"hvm set_param {index.name}", pre=(HvmOp.set_param,))
 
 
-def build(xc: Xc, image: bytes, *, name: str, cmdline: str, mem_mb: int, maxmem_mb: int,
-          ssidref: int = 0, handle: bytes = bytes(16)) -> Built:
-    domid = xc.create(ssidref, handle)
+def is_paravirtual(image: bytes) -> bool:
+    """Is ``image`` a para-virtual kernel: does its code make Xen's x86_32 hypercalls
+    (``int 0x82``)?  (Xen's libxc reads the image's Xen ELF notes instead; ringvisor's PV
+    images carry none, and every one of them traps to the hypervisor this way, which an
+    unmodified kernel never does.)  The executable segments of an ELF image, or the whole
+    of another, decoded in order."""
+    import io
+
+    import iced_x86 as ix
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
     try:
-        return _fill(xc, domid, image, name, cmdline, mem_mb, maxmem_mb)
+        elf = ELFFile(io.BytesIO(image))
+        code = [(seg.data(), seg["p_vaddr"]) for seg in elf.iter_segments()
+                if seg["p_type"] == "PT_LOAD" and seg["p_flags"] & 1]
+    except ELFError:
+        code = [(image, 0)]
+    return any(ins.mnemonic == ix.Mnemonic.INT and ins.immediate8 == HYPERCALL_VECTOR
+               for data, ip in code for ins in ix.Decoder(32, data, ip=ip))
+
+
+def bt_boot_context(info) -> dict:
+    """The ``vcpu_guest_context`` of a bt domain: the Multiboot loader's entry state
+    (``BootInfo.machine_state``: registers, selectors of its GDT, CR0)."""
+    ms = info.machine_state()
+    regs = {n: ms[n] for n in ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp", "eip",
+                               "eflags")}
+    regs.update({n: ms[n]["selector"] for n in ("cs", "ss", "ds", "es", "fs", "gs")})
+    return {"flags": 1 << 2 | 1 << 5, "user_regs": regs,          # VGCF_in_kernel | online
+            "ctrlreg": [ms["cr0"], 0, 0, 0, 0, 0, 0, 0]}
+
+
+def build(xc: Xc, image: bytes, *, name: str, cmdline: str, mem_mb: int, maxmem_mb: int,
+          ssidref: int = 0, handle: bytes = bytes(16), kind: str = "pv") -> Built:
+    domid = xc.create(ssidref, handle, CreateFlag.hvm_guest if kind == "bt" else 0)
+    try:
+        return _fill(xc, domid, image, name, cmdline, mem_mb, maxmem_mb, kind)
     except BaseException:
         xc.destroy_quietly(domid)
         raise
 
 
 def _fill(xc: Xc, domid: int, image: bytes, name: str, cmdline: str, mem_mb: int,
-          maxmem_mb: int) -> Built:
+          maxmem_mb: int, kind: str) -> Built:
     pages = mem_mb << 8
     cons_gpfn, store_gpfn, scratch = pages, pages + 1, pages + 2
     xc.max_vcpus(domid, 1)
@@ -112,7 +147,8 @@ def _fill(xc: Xc, domid: int, image: bytes, name: str, cmdline: str, mem_mb: int
     for index, value in ((HvmParam.CONSOLE_PFN, cons_gpfn), (HvmParam.CONSOLE_EVTCHN, cons_port),
                          (HvmParam.STORE_PFN, store_gpfn), (HvmParam.STORE_EVTCHN, store_port)):
         set_param(xc, domid, index, value)
-    xc.set_vcpu_context(domid, pv_boot_context(info.entry, info.eax, info.ebx))
+    xc.set_vcpu_context(domid, bt_boot_context(info) if kind == "bt" else
+                        pv_boot_context(info.entry, info.eax, info.ebx))
     return Built(domid, cons_gpfn, cons_port, store_gpfn, store_port)
 
 

@@ -70,6 +70,7 @@ def _table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
 
 LIST_COLS = [("Name", "name", ""), ("ID", "id", "d"), ("Mem", "mem", "d"), ("VCPUs", "vcpus", "d"),
              ("State", "state", ""), ("Time(s)", "time", ".1f")]
+LIST_VERBOSE = [("Type", "type", ""), ("UUID", "uuid", "")]     # xl list -v
 VCPU_COLS = [("Name", "name", ""), ("ID", "id", "d"), ("VCPU", "vcpu", "d"), ("CPU", "cpu", "d"),
              ("State", "state", ""), ("Time(s)", "time", ".1f"), ("Affinity (Hard / Soft)", "affinity", "")]
 SCHED_COLS = [("Name", "name", ""), ("ID", "id", "d"), ("Weight", "weight", "d"), ("Cap", "cap", "d")]
@@ -103,7 +104,7 @@ def run_xl(args) -> int:
         rows = request(sdir, "list")
         if args.domains:
             rows = [r for r in rows if r["name"] in args.domains or str(r["id"]) in args.domains]
-        show(rows, LIST_COLS)
+        show(rows, LIST_COLS + (LIST_VERBOSE if args.verbose else []))
         return 0
     if cmd == "vcpu-list":
         show(request(sdir, "vcpu-list"), VCPU_COLS)

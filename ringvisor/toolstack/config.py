@@ -198,6 +198,9 @@ def _check(values: dict, source: str) -> DomainConfig:
             raise ConfigFileError(f"{where('disk')}: disk: {spec!r}: {parts[2]} is given twice")
         disks.append(Disk(os.path.abspath(parts[0]), parts[1], parts[2],
                           "ro" if parts[3] in ("r", "ro") else "rw", backend))
+    if disks and type_ == "bt":
+        raise ConfigFileError(f"{where('disk')}: disk: a bt domain has no disk (its devices are "
+                              "the PIC, PIT, UART and isa-debug-exit)")
     actions = {}
     for key, default in (("on_poweroff", "destroy"), ("on_reboot", "restart"),
                          ("on_crash", "destroy")):

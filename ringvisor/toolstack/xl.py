@@ -69,6 +69,18 @@ def resolve_kernel(kernel: str) -> bytes:
     raise XlError(f"kernel {kernel!r}: no such file or bundled image")
 
 
+def check_kernel_type(image: bytes, cfg: DomainConfig) -> None:
+    """A para-virtual image for ``type = "pv"``, an unmodified one for ``type = "bt"``."""
+    pv = builder.is_paravirtual(image)
+    if cfg.type == "bt" and pv:
+        raise XlError(f"{cfg.source}: kernel {cfg.kernel!r} is a para-virtual image (its "
+                      "code makes Xen hypercalls); type = \"bt\" runs an unmodified kernel")
+    if cfg.type == "pv" and not pv:
+        raise XlError(f"{cfg.source}: kernel {cfg.kernel!r} is not a para-virtual image (its "
+                      "code makes no Xen hypercall); type = \"pv\" needs one built by pvcc "
+                      "(or use type = \"bt\")")
+
+
 class Toolstack:
     def __init__(self, iface, state_dir: Path, dom0_name: str = "Domain-0",
                  dom0_output=None) -> None:
@@ -162,16 +174,14 @@ class Toolstack:
     def create(self, cfg: DomainConfig, paused: bool = False) -> int:
         if any(m.name == cfg.name for m in self.managed.values()):
             raise XlError(f"a domain called {cfg.name!r} exists already")
-        if cfg.type != "pv":
-            raise XlError(f"{cfg.source}: type: {cfg.type!r} domains are not supported by this "
-                          "hypervisor yet (only pv)")
         image = resolve_kernel(cfg.kernel)
+        check_kernel_type(image, cfg)
         ssidref = self.xc.flask_context_to_sid(cfg.seclabel) if cfg.seclabel else 0
         handle = _uuid.uuid4().bytes
         t0 = self.iface.now_ns()
         try:
             b = builder.build(self.xc, image, name=cfg.name, cmdline=cfg.cmdline, mem_mb=cfg.memory,
-                              maxmem_mb=cfg.maxmem, ssidref=ssidref, handle=handle)
+                              maxmem_mb=cfg.maxmem, ssidref=ssidref, handle=handle, kind=cfg.type)
         except XcError as e:
             raise XlError(f"{cfg.name}: cannot build the domain: {e}") from None
         except Exception as e:          # the loader's refusal of a bad image
@@ -344,6 +354,9 @@ class Toolstack:
         m = self.find(name)
         if m.domid == 0 or m.config is None:
             raise XlError("Domain-0 cannot be saved")
+        if m.config.type == "bt":
+            raise XlError(f"save {m.name}: a bt domain cannot be saved or migrated (its "
+                          "translation cache and devices have no record in the stream)")
         try:
             info = self.xc.domain_info(m.domid)
             if info["domain"] != m.domid or info["flags"] & (DomInfoFlag.shutdown |
@@ -564,7 +577,9 @@ class Toolstack:
                 state = state[:3] + "-c" + state[5]
             rows.append({"name": m.name if m else f"(d{info['domain']})", "id": info["domain"],
                          "mem": info["tot_pages"] >> 8, "vcpus": info["nr_online_vcpus"],
-                         "state": state, "time": info["cpu_time"] / 1e9})
+                         "state": state, "time": info["cpu_time"] / 1e9,
+                         "type": "bt" if f & DomInfoFlag.hvm_guest else "pv",
+                         "uuid": str(_uuid.UUID(bytes=bytes(info["handle"])))})
         return rows
 
     def vcpu_list(self) -> list[dict]:

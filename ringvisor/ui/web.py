@@ -218,6 +218,8 @@ class LiveView:
         if hv is not None:
             groups["hypervisor"] = _copy(hv.stats)
             groups["scheduler"] = _copy(hv.sched.stats)
+            for domid, counts in sorted(hv.domain_counters().items()):
+                groups[f"domain {domid}"] = counts
         stop = m.stop
         status = s.status() if stop is None else f"ended: {stop.reason}"
         mode = s.structure or ("native" if mon is None else mon.name)

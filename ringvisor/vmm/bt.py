@@ -62,12 +62,16 @@ class BinaryTranslation(Translator, Monitor):
     # a host debugger's breakpoints are the debugger's, not the VM's: never saved
     TRANSIENT = Monitor.TRANSIENT + ("debug_breakpoints", "debug_tc", "checked_breaks")
 
-    def __init__(self, machine, guest_ram: int, tc_size: int = L.TC_SIZE) -> None:
-        super().__init__(machine, guest_ram)
+    def __init__(self, machine, guest_ram: int, tc_size: int = L.TC_SIZE, *,
+                 tc_phys: int | None = None, **region) -> None:
+        """``tc_phys``, ``region`` (``base``, ``shadow_pool``: ``Monitor``): for a hypervisor
+        running many guests, where this guest's translation cache lies in machine memory
+        (mapped at the region's ``TC`` while the guest runs) and the shared region."""
+        super().__init__(machine, guest_ram, **region)
         if not 0x1000 <= tc_size <= L.TC_SIZE:
             raise ValueError(f"translation cache size must be between 4 KiB and "
                              f"{L.TC_SIZE >> 10} KiB, not {tc_size}")
-        self.tc = TranslationCache(self.mem, self.base, tc_size)
+        self.tc = TranslationCache(self.mem, self.base, tc_size, phys=tc_phys)
         self.table_write_traps: Counter[int] = Counter()    # guest EIP -> trapped table stores
         self.adaptive: dict[int, list[int]] = {}             # store callouts: guest EIP -> [stores, to tables]
         self.adapt_after: dict[int, int] = {}                # a site's threshold (doubles when it goes back)

@@ -109,7 +109,7 @@ class GuestGdt:
             for i, page in enumerate(range(first, last + 1)):
                 try:
                     m = mon.gm.translate(page << 12, False, False, set_bits=False)
-                    ppn = m.phys >> 12 if m.phys < mon.guest_ram else None
+                    ppn = m.phys >> 12 if mon.gm.translated or m.phys < mon.guest_ram else None
                 except (GuestPageFault, GuestBadFrame):
                     m, ppn = None, None
                 self.pages.append(ppn)

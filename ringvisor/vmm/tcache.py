@@ -59,9 +59,9 @@ class TranslationCache:
              "by_page", "page_frame", "singles", "cs_units")
     WIRING = ("mem", "phys", "start", "size")
 
-    def __init__(self, mem, base: int, size: int = L.TC_SIZE) -> None:
+    def __init__(self, mem, base: int, size: int = L.TC_SIZE, phys: int | None = None) -> None:
         self.mem = mem
-        self.phys = base + L.TC
+        self.phys = base + L.TC if phys is None else phys    # (a domain's own: hypervisor)
         self.start = L.MLIN + L.TC
         self.size = size
         self.top = self.start

@@ -1,0 +1,220 @@
+"""bt domains: an unmodified kernel as a domain of the hypervisor, beside PV domains.
+
+One machine for the module: Domain 0, a PV DomU and a bt DomU (the native
+build of the teaching kernel under binary translation) created by the
+toolstack from configurations with ``type = "pv"`` and ``type = "bt"``, run
+at once; then a bt domain with the shell, typed at through its console,
+paused, unpaused and destroyed."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ringvisor.abi import Shutdown
+from ringvisor.guests.build import image_path
+from ringvisor.hypervisor.btdomain import TC_PAGES
+from ringvisor.hypervisor.core import Hypervisor
+from ringvisor.hypervisor.domain import State
+from ringvisor.hypervisor.interface import HypercallInterface
+from ringvisor.toolstack import config
+from ringvisor.toolstack.builder import is_paravirtual
+from ringvisor.toolstack.config import DomainConfig
+from ringvisor.toolstack.xl import Toolstack, XlError
+from ringvisor.vmm import run_vm
+from test_xl_cli import wait_for as _wait_for, xl as _xl
+
+TIMING = re.compile(rb"^\[timing\].*\n", re.M)
+# test_xl_cli's helpers, with longer bounds (a xen host boots here too)
+xl = functools.partial(_xl, timeout=120)
+wait_for = functools.partial(_wait_for, seconds=240)
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "xen" / "bt.cfg"
+WORKLOADS = {"pvdom": ("pv", "kernel-pv", "run=syscall iters=50"),
+             "btdom": ("bt", "kernel", "run=forkwait iters=2")}
+
+
+class Host:
+    def __init__(self, tmp) -> None:
+        self.dom0_out = bytearray()
+        self.hv = Hypervisor(192, output=self.dom0_out.extend)
+        self.hv.build_dom0(image_path("kernel-pv").read_bytes(), "", 32, "kernel-pv")
+        self.hv.start()
+        self.ts = Toolstack(HypercallInterface(self.hv), tmp)
+        self.consoles: dict[str, bytearray] = {}
+
+    def create(self, name: str, type_: str, kernel: str, cmdline: str, **kw) -> int:
+        cfg = DomainConfig(name=name, type=type_, kernel=kernel, cmdline=cmdline, memory=16, **kw)
+        domid = self.ts.create(cfg)
+        buf = self.consoles.setdefault(name, bytearray())
+        self.ts.managed[domid].listeners.append(buf.extend)
+        return domid
+
+    def dom(self, name: str):
+        return self.hv.domains[self.ts.find(name).domid]
+
+    def run_until(self, done, budget: int = 60_000_000) -> bool:
+        return self.hv.run_until(done, budget, step=20_000)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    h = Host(tmp_path_factory.mktemp("xenbt"))
+    for name, (type_, kernel, cmdline) in WORKLOADS.items():
+        h.create(name, type_, kernel, cmdline, on_poweroff="preserve")
+    assert h.run_until(lambda: all(h.dom(n).state is State.SHUTDOWN for n in WORKLOADS))
+    return h
+
+
+def test_a_bt_domu_prints_what_the_kernel_prints_alone_under_bt(host):
+    _, kernel, cmdline = WORKLOADS["btdom"]
+    alone = run_vm(image_path(kernel), "bt", cmdline, mem_mb=16)
+    assert b"forkwait: iters=2" in alone.output
+    got = bytes(host.consoles["btdom"])
+    assert TIMING.sub(b"", got) == TIMING.sub(b"", alone.output)
+    # through the console back-end, as a PV domain's: the log and the listeners
+    assert (host.ts.state_dir / "console" / "btdom.log").read_bytes() == got
+    assert host.dom("btdom").shutdown_reason == Shutdown.poweroff
+    # ... and the PV domain beside it ran its workload to the end
+    assert b"syscall: iters=50 checksum=" in host.consoles["pvdom"]
+    assert host.dom("pvdom").shutdown_reason == Shutdown.poweroff
+
+
+def test_xl_list_shows_the_type_and_both_ran(host):
+    rows = {r["name"]: r for r in host.ts.list()}
+    assert {n: r["type"] for n, r in rows.items()} == {"Domain-0": "pv", "pvdom": "pv",
+                                                       "btdom": "bt"}
+    assert rows["btdom"]["mem"] == 16 and rows["btdom"]["time"] > 0
+    assert rows["btdom"]["state"][3] == "s"
+    assert "domain 2 created (domU_t, binary translation)" in host.ts.dmesg()
+
+
+def test_the_hypervisor_counts_each_domains_traps_and_translations(host):
+    counters = host.hv.domain_counters()
+    bt, pv = counters[host.dom("btdom").domid], counters[host.dom("pvdom").domid]
+    assert bt["translations"] > 100 and bt["callouts"] > 100 and bt["traps"] > 0
+    assert bt["hypercalls"] == 0
+    assert pv["hypercalls"] > 100 and pv["translations"] == 0 and pv["callouts"] == 0
+    assert counters[0]["hypercalls"] > 0
+
+
+def test_the_shell_of_a_bt_domain_through_its_console_paused_and_destroyed(host):
+    d = host.create("shell", "bt", "kernel", "")
+    assert host.run_until(lambda: b"$ " in host.consoles["shell"])
+    dom = host.hv.domains[d]
+    host.ts.type_console("shell", b"echo hello-bt\n")
+    assert host.run_until(lambda: host.consoles["shell"].count(b"hello-bt") == 2)   # echo, answer
+    # paused, it does not answer; unpaused, it does
+    host.ts.pause("shell")
+    assert {r["name"]: r for r in host.ts.list()}["shell"]["state"][2] == "p"
+    host.ts.type_console("shell", b"echo again\n")
+    before = bytes(host.consoles["shell"])
+    host.hv.run_until(lambda: False, 3_000_000, ns=50_000_000)          # 50 ms
+    assert bytes(host.consoles["shell"]) == before and not dom.runnable
+    host.ts.unpause("shell")
+    assert host.run_until(lambda: b"again\n" in host.consoles["shell"][len(before):])
+    # destroyed: its memory, translation cache, shadows and ports go back
+    free_before = host.hv.frames.nr_free
+    owned = len(host.hv.frames.owned_by(d))
+    xen_frames = len(dom.xen_frames)
+    assert xen_frames >= TC_PAGES
+    host.ts.destroy("shell")
+    host.run_until(lambda: d not in host.hv.domains, 2_000_000)
+    assert d not in host.hv.domains and host.hv.frames.owned_by(d) == []
+    assert host.hv.frames.nr_free >= free_before + owned + xen_frames
+    with pytest.raises(XlError):
+        host.ts.find("shell")
+
+
+def test_a_bt_domain_is_scheduled_among_busy_pv_domains(host):
+    """Two CPU-bound domains, one of each type, weights 1:1: both make progress, and
+    neither is starved (the credit scheduler's shares, not their structure, decide)."""
+    names = ("spin-bt", "spin-pv")
+    host.create("spin-bt", "bt", "kernel", "run=sieve iters=200", on_poweroff="preserve")
+    host.create("spin-pv", "pv", "kernel-pv", "run=sieve iters=200", on_poweroff="preserve")
+    t0 = {n: host.dom(n).cpu_time_ns for n in names}
+    host.hv.run_until(lambda: any(host.dom(n).dead for n in names), 40_000_000,
+                      ns=70_000_000)                                    # 70 ms of their time
+    used = {n: host.dom(n).cpu_time_ns - t0[n] for n in names}
+    assert all(used[n] >= 25_000_000 for n in names), used     # each had its 30 ms slices
+    for n in names:
+        host.ts.destroy(n)
+
+
+def test_the_kernel_must_match_the_type(host):
+    assert is_paravirtual(image_path("kernel-pv").read_bytes())
+    assert is_paravirtual(image_path("evping").read_bytes())
+    assert not is_paravirtual(image_path("kernel").read_bytes())
+    with pytest.raises(XlError, match=r"is a para-virtual image .* type = \"bt\" runs an unmodified"):
+        host.create("wrong1", "bt", "kernel-pv", "")
+    with pytest.raises(XlError, match=r"is not a para-virtual image .* type = \"pv\" needs"):
+        host.create("wrong2", "pv", "kernel", "")
+    assert not any(m.name.startswith("wrong") for m in host.ts.managed.values())
+
+
+def test_saving_a_bt_domain_is_refused_in_one_line(host):
+    host.create("nosave", "bt", "kernel", "")
+    with pytest.raises(XlError, match="a bt domain cannot be saved or migrated"):
+        host.ts.save("nosave", lambda stream, err: "destroy")
+    host.ts.destroy("nosave")
+
+
+def test_the_example_config_is_a_bt_domain():
+    cfg = config.load(EXAMPLE)
+    assert cfg.type == "bt" and cfg.kernel == "kernel"
+    assert not is_paravirtual(image_path(cfg.kernel).read_bytes())
+
+
+# -- end to end: `ringvisor xen` and `ringvisor xl`, as a user runs them -----------------------
+
+@pytest.fixture(scope="module")
+def xen(tmp_path_factory):
+    d = tmp_path_factory.mktemp("xenbtcli")
+    env = dict(os.environ, RINGVISOR_STATE_DIR=str(d))
+    proc = subprocess.Popen([sys.executable, "-m", "ringvisor", "xen", "--mem", "96M"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: (d / "xl.sock").exists() or proc.poll() is not None)
+        assert proc.poll() is None, proc.stderr.read()
+        yield env, d
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def test_xl_create_of_a_bt_config(xen, tmp_path):
+    env, d = xen
+    cmdline = "run=syscall iters=50"
+    cfg = tmp_path / "bt.cfg"
+    cfg.write_text(EXAMPLE.read_text().replace('cmdline = ""', f'cmdline = "{cmdline}"')
+                   .replace('on_poweroff = "destroy"', 'on_poweroff = "preserve"'))
+    r = xl(env, "create", str(cfg))
+    assert r.returncode == 0, r.stderr
+    log = d / "console" / "gamma.log"
+    wait_for(lambda: log.exists() and b"kernel: halt" in log.read_bytes())
+    alone = run_vm(image_path("kernel"), "bt", cmdline, mem_mb=32)
+    assert TIMING.sub(b"", log.read_bytes()) == TIMING.sub(b"", alone.output)
+    rows = wait_for(lambda: (lambda rs: rs if rs["gamma"]["state"][3] == "s" else None)(
+        {r["name"]: r for r in json.loads(xl(env, "list", "--json").stdout)}))
+    assert rows["gamma"]["type"] == "bt" and rows["Domain-0"]["type"] == "pv"
+    text = xl(env, "list", "-v").stdout.splitlines()
+    assert text[0].split()[-2:] == ["Type", "UUID"]
+    assert [line.split()[6] for line in text[1:] if line.startswith("gamma")] == ["bt"]
+    # refused in one line each: a bt domain's save, the wrong kind of image for the type
+    r = xl(env, "save", "gamma", str(tmp_path / "gamma.save"))
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+    assert "a bt domain cannot be saved or migrated" in r.stderr
+    bad = tmp_path / "wrong.cfg"
+    bad.write_text('name = "wrong"\ntype = "bt"\nkernel = "kernel-pv"\nmemory = 16\n')
+    r = xl(env, "create", str(bad))
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "is a para-virtual image" in r.stderr
+    assert xl(env, "destroy", "gamma").returncode == 0
+    assert [r["name"] for r in json.loads(xl(env, "list", "--json").stdout)] == ["Domain-0"]
