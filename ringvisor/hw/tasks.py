@@ -200,6 +200,16 @@ def _load_segment(cpu, sreg: int, sel: int, cpl: int, ext: int) -> None:
         return
     seg = cpu.segmentation
     d = seg.read_descriptor(sel, TS, ext)
+    check_segment(d, sreg, sel, cpl, ext)
+    seg.set_accessed(d)
+    st.segs[sreg] = d.segment(sel)
+
+
+def check_segment(d: Descriptor, sreg: int, sel: int, cpl: int, ext: int) -> None:
+    """Table 7-1's checks of the new task's non-null ``sel`` for segment register
+    ``sreg`` (``d`` its descriptor): #TS(selector) for the type and privilege rules,
+    #NP or #SS(selector) if absent.  (The monitors' task switches use them too.)"""
+    err = (sel & 0xFFFC) | ext
     rpl = sel & 3
     if not d.s:
         raise CpuFault(TS, err)
@@ -216,5 +226,3 @@ def _load_segment(cpu, sreg: int, sel: int, cpl: int, ext: int) -> None:
             raise CpuFault(TS, err)
     if not d.present:
         raise CpuFault(SS if sreg == SREG_SS else NP, err)
-    seg.set_accessed(d)
-    st.segs[sreg] = d.segment(sel)

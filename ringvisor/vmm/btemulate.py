@@ -19,7 +19,6 @@ from ringvisor.hw.translate import GPR, registrar
 from . import emulate as E
 from .callgates import through_gate
 from .emulate import DONE, NEXT, TASK_TARGETS, Context, GuestFault, far_to_task
-from .errors import MonitorStop
 
 M = ix.Mnemonic
 OK = ix.OpKind

@@ -19,7 +19,7 @@ import iced_x86 as ix
 from ringvisor.hw.faults import NAMES, CpuFault
 from ringvisor.hw.identify import APIC_MSRS, KNOWN_MSRS, msr_write_ok, read_tsc
 from ringvisor.hw.segments import (CALL_GATE32, TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL,
-                                   TSS32_BUSY)
+                                   TSS32_BUSY, Descriptor)
 from ringvisor.hw.state import (MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC,
                                 MSR_TSC_AUX, NT, RF, TF, VM)
 from ringvisor.hw.system import ea, get_reg, io_bitmap_permits, set_reg

@@ -26,7 +26,7 @@ from __future__ import annotations
 import struct
 
 from ringvisor.hw import tasks as T
-from ringvisor.hw.faults import DB, GP, NP, SS, TS, CpuFault
+from ringvisor.hw.faults import DB, GP, SS, TS, CpuFault
 from ringvisor.hw.segments import Descriptor, null_segment
 from ringvisor.hw.state import CR0_PG, CR0_TS, IF, NT, RF, VM
 
@@ -192,9 +192,9 @@ def _load_ldt(mon, sel: int, ext: int) -> None:
 
 
 def _load_segment(mon, f, sreg: int, sel: int, cpl: int, ext: int) -> None:
-    """One of the new task's segment registers with the checks of Table 7-1 (those of
-    ``hw.tasks``), on the guest's descriptor; the real register gets its compressed
-    copy (CS and SS are the frame's)."""
+    """One of the new task's segment registers with the checks of Table 7-1
+    (``hw.tasks.check_segment``) on the guest's descriptor; the real register gets its
+    compressed copy (CS and SS are the frame's)."""
     st = mon.cpu.state
     err = (sel & 0xFFFC) | ext
     if not sel & 0xFFFC:
@@ -203,22 +203,7 @@ def _load_segment(mon, f, sreg: int, sel: int, cpl: int, ext: int) -> None:
         st.segs[sreg] = null_segment(sel)
         return
     d = mon.guest_desc(sel, TS, ext)
-    rpl = sel & 3
-    if not d.s:
-        raise CpuFault(TS, err)
-    if sreg == CS:
-        if not d.is_code or (d.dpl > rpl if d.conforming else d.dpl != rpl):
-            raise CpuFault(TS, err)
-    elif sreg == SREG_SS:
-        if not d.writable or d.dpl != cpl or rpl != cpl:
-            raise CpuFault(TS, err)
-    else:
-        if d.is_code and not d.readable:
-            raise CpuFault(TS, err)
-        if (d.is_data or not d.conforming) and (d.dpl < cpl or d.dpl < rpl):
-            raise CpuFault(TS, err)
-    if not d.present:
-        raise CpuFault(SS if sreg == SREG_SS else NP, err)
+    T.check_segment(d, sreg, sel, cpl, ext)
     real = compress(d.raw)
     if not real:
         raise CpuFault(TS, err)                # refused by ring compression
