@@ -131,6 +131,7 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("gdbregs", "gdbregs"),       # x87/SSE values for a debugger (test_gdb_fpu.py)
     Kernel("apictimer", "apictimer"),   # the APIC timer natively and under the monitors (test_vapic.py)
     Kernel("virtio", "virtio"),         # legacy virtio-pci, polled (test_virtio.py)
+    Kernel("diskfw", "diskfw"),         # the firmware's report of the IDE disks (test_diskfw.py)
 ]}
 
 # Guests that must run under every monitor exactly as on the hardware

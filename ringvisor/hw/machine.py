@@ -263,7 +263,9 @@ class Machine:
         """Hand the PC over as QEMU's firmware does (hw/boot/firmware.py), then load
         ``image`` as its Multiboot loader does, and set the CPU to the entry state."""
         ram = self.mem.size if ram_size is None else min(ram_size, self.mem.size)
-        firmware.hand_off(self.mem, self.bus, self.cmos, ram, fpu=True)
+        firmware.hand_off(self.mem, self.bus, self.cmos, ram, fpu=True,
+                          drives=(self.disk.geometry,) if self.disk else (),
+                          other_disks=int(self.virtio_disk is not None))
         info = load_multiboot(self.mem, image, cmdline, modules or [], image_name, ram)
         self._firmware_apic()
         self._firmware_tables(ram)

@@ -20,7 +20,9 @@ Devices (programmed through their ports, as SeaBIOS does)
                 read IER and IIR, IER = 0): a port that is there leaves the
                 THR-empty edge it raised latched in the master's IRR (bit 4 for
                 COM1, 3 for COM2), masked, and its base in the BDA
-    CMOS        memory sizes for the RAM the kernel gets (QEMU's pc_cmos_init)
+    CMOS        memory sizes for the RAM the kernel gets (QEMU's pc_cmos_init);
+                the IDE drives' types, geometries and translations (its
+                pc_cmos_init_late: devices/cmos.py)
     8042        status 0x1C: self test passed, keyboard not inhibited
 
 So IRQ 0 is unmasked and the PIT is running: a kernel that sets IF before it
@@ -30,7 +32,8 @@ Memory
 ------
     0x0000-0x03FF   the real-mode IVT (zero here: there is no BIOS code to point at)
     0x0400-0x04FF   the BIOS data area, the fields SeaBIOS sets (``BDA_FIELDS``,
-                    the serial ports found and how many)
+                    the serial ports found and how many, the hard disks it found:
+                    the IDE drives and a virtio disk)
     0x9FC00         the EBDA, 1 KiB (its first byte holds its size in KiB)
     0xF0000-0xFFFFF the BIOS ROM (reserved in the memory map; zero here)
 
@@ -162,11 +165,13 @@ BDA_COM_TIMEOUTS = 0x7C          # one byte each: 10
 COM_TIMEOUT = 0x0A
 EQUIPMENT_SERIAL_SHIFT = 9       # bits 11:9 of the equipment word: how many
 BDA_TICKS = 0x6C                 # timer ticks since midnight (IRQ 0 counts them)
+BDA_HARD_DISKS = 0x75            # hard disks found (SeaBIOS's hdcount: ATA, virtio-blk)
 EQUIPMENT_FPU = 0x02
 PIT_HZ, PIT_PERIOD = 1_193_182, 65536
 
 
-def bda_bytes(seconds_since_midnight: int, fpu: bool, com_ports: list[int]) -> bytes:
+def bda_bytes(seconds_since_midnight: int, fpu: bool, com_ports: list[int],
+              hard_disks: int = 0) -> bytes:
     """The 256 bytes of the BIOS data area."""
     bda = bytearray(256)
     for off, size, value in BDA_FIELDS:
@@ -180,6 +185,7 @@ def bda_bytes(seconds_since_midnight: int, fpu: bool, com_ports: list[int]) -> b
         bda[BDA_COM_TIMEOUTS + i] = COM_TIMEOUT
     ticks = seconds_since_midnight * PIT_HZ // PIT_PERIOD
     struct.pack_into("<I", bda, BDA_TICKS, ticks)
+    bda[BDA_HARD_DISKS] = hard_disks
     return bytes(bda)
 
 
@@ -222,18 +228,23 @@ def program_devices(bus: IoBus) -> list[int]:
     return [port for port in SERIAL_PROBE_ORDER if detect_serial(bus, port)]
 
 
-def hand_off(mem: PhysicalMemory, bus: IoBus, cmos, ram_size: int, fpu: bool = False) -> None:
+def hand_off(mem: PhysicalMemory, bus: IoBus, cmos, ram_size: int, fpu: bool = False,
+             drives: tuple = (), other_disks: int = 0) -> None:
     """Leave the devices and low memory as SeaBIOS does for ``ram_size`` bytes of RAM.
 
     ``cmos`` is the machine's RTC/NVRAM (its memory bytes are set for the RAM
-    the kernel gets); ``fpu`` says whether the CPU has an x87 (the equipment
-    word tells the truth about the machine, as SeaBIOS's does).
+    the kernel gets, its disk bytes for ``drives``: the geometries of IDE drives
+    0-3, None where there is none); ``other_disks`` the hard disks SeaBIOS finds
+    besides them (a virtio disk); ``fpu`` says whether the CPU has an x87 (the
+    equipment word tells the truth about the machine, as SeaBIOS's does).
     """
     below, above = ram_split(ram_size)
     cmos.set_ram_size(below, above)
+    cmos.set_hard_disks(drives)
     com_ports = program_devices(bus)
     seconds = cmos.rtc_ns() // 1_000_000_000 % 86400
-    mem.write(BDA_ADDR, bda_bytes(seconds, fpu, com_ports))
+    hard_disks = sum(g is not None for g in drives) + other_disks
+    mem.write(BDA_ADDR, bda_bytes(seconds, fpu, com_ports, hard_disks))
     ebda = bytearray(EBDA_KIB * KIB)
     ebda[0] = EBDA_KIB
     mem.write(EBDA_ADDR, bytes(ebda))

@@ -22,8 +22,9 @@ Commands: IDENTIFY DEVICE (0xEC), READ SECTORS (0x20, 0x21), WRITE SECTORS
 (0x30, 0x31), FLUSH CACHE (0xE7, 0xEA), INITIALIZE DEVICE PARAMETERS (0x91),
 SET FEATURES (0xEF), READ VERIFY SECTORS (0x40, 0x41); anything else is
 aborted (status DRDY|ERR, error ABRT), as QEMU does.  Addresses are LBA28 or
-CHS with QEMU's guessed geometry for a raw image (16 heads, 63 sectors per
-track).  What QEMU does and this device copies: reset leaves DRDY|DSC
+CHS with QEMU's guessed geometry for a raw image (``guess_geometry``: the
+one its MS-DOS partition table was made for, else 16 heads and 63 sectors
+per track; the firmware tells the kernel the same in CMOS).  What QEMU does and this device copies: reset leaves DRDY|DSC
 (0x50) and the signature (count 1, sector 1, cylinder 0); a read command
 makes each sector ready with DRQ and an interrupt; a write command asks for
 the first sector at once (DRQ, no interrupt) and interrupts after each one;
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 from typing import Callable
 
 from ringvisor.errors import ConfigError
@@ -49,7 +51,6 @@ SECTOR = 512
 BSY, DRDY, DF, DSC, DRQ, ERR = 0x80, 0x40, 0x20, 0x10, 0x08, 0x01
 ABRT, IDNF = 0x04, 0x10
 NIEN, SRST = 0x02, 0x04
-HEADS, SPT = 16, 63                 # QEMU's guess_chs_for_size for a blank raw image
 MULT_MAX = 16                       # MAX_MULT_SECTORS (IDENTIFY word 47)
 LBA28_MAX = 0x0FFFFFFF
 CMD_READ, CMD_WRITE, CMD_IDENTIFY, CMD_FLUSH = (0x20, 0x21), (0x30, 0x31), 0xEC, (0xE7, 0xEA)
@@ -90,6 +91,64 @@ class DiskImage:
             self.fd = -1
 
 
+# -- the geometry ---------------------------------------------------------------------------
+# The BIOS translation of a drive, as CMOS byte 0x39 has it (2 bits a drive): QEMU's
+# BIOS_ATA_TRANSLATION_* (hw/block/block.h) less one.
+TRANSLATION_NONE, TRANSLATION_LBA, TRANSLATION_LARGE = 0, 1, 2
+MBR_SIGNATURE, MBR_PARTITIONS = b"\x55\xaa", 0x1BE
+CHS_MAX_CYLINDERS = 16383
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A drive's physical geometry and the BIOS translation its firmware is told of."""
+
+    cylinders: int
+    heads: int
+    sectors: int
+    translation: int = TRANSLATION_NONE
+
+
+def _chs_for_size(total: int) -> tuple[int, int, int]:
+    """QEMU's guess_chs_for_size: 16 heads, 63 sectors, as many cylinders as fit (2..16383)."""
+    return max(2, min(total // (16 * 63), CHS_MAX_CYLINDERS)), 16, 63
+
+
+def _lchs_from_mbr(total: int, sector0: bytes) -> tuple[int, int, int] | None:
+    """QEMU's guess_disk_lchs: the geometry an MS-DOS partition table was made for (the
+    first entry with sectors and an end head; cylinders the size allows, 1..16383)."""
+    if len(sector0) < SECTOR or sector0[510:512] != MBR_SIGNATURE:
+        return None
+    for i in range(4):
+        entry = sector0[MBR_PARTITIONS + 16 * i:MBR_PARTITIONS + 16 * (i + 1)]
+        end_head, end_sector = entry[5], entry[6] & 63
+        nr_sects, = struct.unpack_from("<I", entry, 12)
+        if not nr_sects or not end_head or not end_sector:
+            continue
+        heads = end_head + 1
+        cylinders = total // (heads * end_sector)
+        if 1 <= cylinders <= CHS_MAX_CYLINDERS:
+            return cylinders, heads, end_sector
+    return None
+
+
+def guess_geometry(image: "DiskImage") -> Geometry:
+    """QEMU's hd_geometry_guess (hw/block/hd-geometry.c) for a raw image: the geometry its
+    partition table was made for, if it has one with at most 16 heads; else 16 heads and
+    63 sectors per track, translated (LBA, or "large" where cylinders x heads fit in
+    131072) beyond what the BIOS's CHS reaches (1024 cylinders)."""
+    total = image.sectors
+    lchs = _lchs_from_mbr(total, image.read(0, 1))
+    if lchs is not None and lchs[1] <= 16:
+        return Geometry(*lchs, TRANSLATION_NONE)
+    cyls, heads, secs = _chs_for_size(total)
+    if lchs is not None:            # a partition table for more than 16 heads: translated
+        trans = TRANSLATION_LARGE if cyls * heads <= 131072 else TRANSLATION_LBA
+    else:                           # hd_bios_chs_auto_trans
+        trans = TRANSLATION_NONE if cyls <= 1024 else TRANSLATION_LBA
+    return Geometry(cyls, heads, secs, trans)
+
+
 def _ata_string(text: str, words: int) -> list[int]:
     """An IDENTIFY string: space-padded, two characters per word, first in the high byte."""
     b = text.encode().ljust(2 * words)[:2 * words]
@@ -101,7 +160,7 @@ class AtaDisk:
                  lower_irq: Callable[[], None], base: int = 0x1F0, ctl: int = 0x3F6) -> None:
         self.image = image
         self.raise_irq, self.lower_irq = raise_irq, lower_irq
-        self.cyls = max(2, min(image.sectors // (HEADS * SPT), 16383))
+        self.geometry = guess_geometry(image)
         bus.register(base, 8, self._read, self._write, "ata", max_access=4, owner=self)
         bus.register(ctl, 1, self._ctl_read, self._ctl_write, "ata-ctl", max_access=1, owner=self)
         self.base = base
@@ -139,7 +198,8 @@ class AtaDisk:
         if self.select & 0x40:
             return (self.select & 0x0F) << 24 | self.hcyl << 16 | self.lcyl << 8 | self.sector
         cyl = self.hcyl << 8 | self.lcyl
-        return (cyl * HEADS + (self.select & 0x0F)) * SPT + self.sector - 1
+        g = self.geometry
+        return (cyl * g.heads + (self.select & 0x0F)) * g.sectors + self.sector - 1
 
     def _set_lba(self, lba: int) -> None:
         """The task file after a sector completes: the next address (QEMU's ide_set_sector)."""
@@ -147,8 +207,9 @@ class AtaDisk:
             self.select = (self.select & 0xF0) | (lba >> 24 & 0x0F)
             self.hcyl, self.lcyl, self.sector = lba >> 16 & 0xFF, lba >> 8 & 0xFF, lba & 0xFF
         else:
-            cyl, r = divmod(lba, HEADS * SPT)
-            head, sect = divmod(r, SPT)
+            g = self.geometry
+            cyl, r = divmod(lba, g.heads * g.sectors)
+            head, sect = divmod(r, g.sectors)
             self.hcyl, self.lcyl = cyl >> 8 & 0xFF, cyl & 0xFF
             self.select = (self.select & 0xF0) | head
             self.sector = sect + 1
@@ -243,10 +304,11 @@ class AtaDisk:
         """IDENTIFY DEVICE's 256 words, as QEMU's ide_identify fills them for a hard disk."""
         w = [0] * 256
         total = self.image.sectors
-        chs = self.cyls * HEADS * SPT
+        g = self.geometry
+        chs = g.cylinders * g.heads * g.sectors
         lba28 = min(total, LBA28_MAX)
         w[0] = 0x0040
-        w[1], w[3], w[4], w[5], w[6] = self.cyls, HEADS, SECTOR * SPT, SECTOR, SPT
+        w[1], w[3], w[4], w[5], w[6] = g.cylinders, g.heads, SECTOR * g.sectors, SECTOR, g.sectors
         w[10:20] = _ata_string("QM00001", 10)
         w[20], w[21], w[22] = 3, 512, 4
         w[23:27] = _ata_string("2.5+", 4)
@@ -255,7 +317,7 @@ class AtaDisk:
         w[48] = 1
         w[49] = 1 << 11 | 1 << 9 | 1 << 8
         w[51], w[52], w[53] = 0x200, 0x200, 1 | 2 | 4
-        w[54], w[55], w[56] = self.cyls, HEADS, SPT
+        w[54], w[55], w[56] = g.cylinders, g.heads, g.sectors
         w[57], w[58] = chs & 0xFFFF, chs >> 16
         w[60], w[61] = lba28 & 0xFFFF, lba28 >> 16
         w[62], w[63], w[64] = 0x07, 0x07, 0x03

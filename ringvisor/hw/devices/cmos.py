@@ -17,12 +17,18 @@ Register map
     0x0B   B: 7 SET, 6 PIE, 5 AIE, 4 UIE, 3 SQWE, 2 DM (1 = binary), 1 24/12, 0 DSE
     0x0C   C: 7 IRQF, 6 PF, 5 AF, 4 UF -- read-only, cleared by reading
     0x0D   D: 7 VRT (battery good)
+    0x12   hard disk types: drive 0 in the high nibble, 1 in the low (0xF: see 0x19/0x1A)
     0x14   equipment byte: bit 1 FPU present, bit 2 PS/2 mouse
     0x15/0x16  base memory in KiB (640)
     0x17/0x18  extended memory above 1 MiB in KiB, capped at 65535 (also 0x30/0x31)
+    0x19/0x1A  drive 0 / 1 extended type: 47, user-defined, its geometry at
+               0x1B / 0x24: cylinders (2 bytes), heads, write precompensation
+               (0xFFFF: none), control byte (0xC0, | 0x08 beyond 8 heads),
+               landing zone (2 bytes: the cylinders), sectors per track
     0x32   century (also 0x37, the PS/2 century byte, set once at power-on)
     0x34/0x35  memory between 16 MiB and 4 GiB in 64 KiB units, capped at 65535
     0x38   boot order, third device (high nibble) | 1 = skip the floppy boot check
+    0x39   the BIOS translation of IDE drives 0-3, 2 bits each (0 none, 1 LBA, 2 large)
     0x3D   boot order, second device (high nibble) | first (1 floppy, 2 disk, 3 CD)
     0x5B-0x5D  memory above 4 GiB in 64 KiB units
     others     plain CMOS RAM, zero at power-on
@@ -38,7 +44,9 @@ second's update.  Periodic, alarm and update-ended interrupts raise IRQ 8
 when enabled (PIE/AIE/UIE); flags are not maintained while disabled.
 Defaults (A = 0x26, B = 0x02, D = 0x80), the memory bytes, the equipment byte
 and QEMU's default boot order "cad" (disk, floppy, CD) follow QEMU
-(hw/rtc/mc146818rtc.c, hw/i386/pc.c pc_cmos_init), read back on QEMU 7.2.
+(hw/rtc/mc146818rtc.c, hw/i386/pc.c pc_cmos_init), read back on QEMU 7.2; the
+hard disk bytes follow pc_cmos_init_late and cmos_init_hd (set by the
+firmware hand-off for the machine's IDE drives; tests/hwguests/diskfw).
 """
 
 from __future__ import annotations
@@ -62,6 +70,8 @@ PS2_CENTURY = 0x37
 EQUIPMENT, EQUIP_FPU, EQUIP_MOUSE = 0x14, 0x02, 0x04
 BOOT_ORDER = {0x38: 0x30, 0x3D: 0x12}   # "cad": disk, floppy, CD; floppy check on
 TIME_REGS = (SEC, MIN, HOUR, WDAY, MDAY, MONTH, YEAR, CENTURY)
+HD_TYPES, HD_TRANSLATION, HD_TYPE_USER = 0x12, 0x39, 47
+HD_PARAMS = ((0x19, 0x1B), (0x1A, 0x24))  # drive 0, 1: (extended type, geometry block)
 
 A_UIP = 0x80
 B_SET, B_PIE, B_AIE, B_UIE, B_DM, B_24H = 0x80, 0x40, 0x20, 0x10, 0x04, 0x02
@@ -114,6 +124,25 @@ class Cmos:
         d[0x30], d[0x31] = ext & 0xFF, ext >> 8
         d[0x34], d[0x35] = above16 & 0xFF, above16 >> 8
         d[0x5B], d[0x5C], d[0x5D] = high & 0xFF, (high >> 8) & 0xFF, (high >> 16) & 0xFF
+
+    def set_hard_disks(self, drives) -> None:
+        """The IDE drives' bytes, as QEMU's pc_cmos_init_late writes them: ``drives``
+        the geometries (``cylinders``, ``heads``, ``sectors``, ``translation``) of drives
+        0-3 -- primary master, slave, secondary master, slave -- None where there is none.
+        Only drives 0 and 1 have a type and a geometry; all four a translation."""
+        d = self.data
+        drives = (list(drives) + [None] * 4)[:4]
+        d[HD_TYPES] = 0
+        for i, (type_reg, info) in enumerate(HD_PARAMS):
+            g = drives[i]
+            if g is None:
+                continue
+            d[HD_TYPES] |= 0xF0 >> 4 * i
+            d[type_reg] = HD_TYPE_USER
+            cyl = (g.cylinders & 0xFF, g.cylinders >> 8 & 0xFF)
+            d[info:info + 9] = [*cyl, g.heads, 0xFF, 0xFF, 0xC0 | (g.heads > 8) << 3, *cyl,
+                                g.sectors]
+        d[HD_TRANSLATION] = sum(g.translation << 2 * i for i, g in enumerate(drives) if g)
 
     def reset(self) -> None:
         """System reset: the RTC keeps time and CMOS RAM (it has a battery);

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import struct
 
-from .ata import HEADS, SECTOR, SPT, DiskImage
+from .ata import SECTOR, DiskImage, guess_geometry
 from .virtio import CLASS_STORAGE_SCSI, VirtioPci, VirtqueueError
 
 F_SEG_MAX, F_GEOMETRY, F_RO, F_BLK_SIZE, F_FLUSH = 1 << 2, 1 << 4, 1 << 5, 1 << 6, 1 << 9
@@ -47,14 +47,15 @@ class VirtioBlk(VirtioPci):
 
     def __init__(self, mem, image: DiskImage) -> None:
         self.image = image
+        self.geometry = guess_geometry(image)      # blkconf_geometry, as the IDE disk's
         self.FEATURES = F_SEG_MAX | F_GEOMETRY | F_BLK_SIZE | F_FLUSH | (F_RO if image.readonly else 0)
         super().__init__(mem)
         self.stats.update(sectors_read=0, sectors_written=0, flushes=0, errors=0)
 
     def device_config(self) -> bytes:
-        cyls = max(2, min(self.image.sectors // (HEADS * SPT), 16383))
-        return struct.pack("<QIIHBBI", self.image.sectors, 0, QUEUE_SIZE - 2, cyls, HEADS, SPT,
-                           SECTOR)
+        g = self.geometry
+        return struct.pack("<QIIHBBI", self.image.sectors, 0, QUEUE_SIZE - 2, g.cylinders,
+                           g.heads, g.sectors, SECTOR)
 
     def serve(self, index: int) -> None:
         q = self.queues[0]
