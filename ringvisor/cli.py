@@ -172,6 +172,10 @@ def build_parser() -> Parser:
                         "paravirt: a kernel built by pvcc, with hypercalls and event channels; "
                         "hvm: the kernel at ring 0 in VMX non-root operation (VT-x); "
                         "kvm: the host's processor through /dev/kvm, with ringvisor's devices")
+    r.add_argument("--no-ept", dest="ept", action="store_false",
+                   help="--mode hvm without EPT: the monitor keeps shadow page tables (the "
+                        "first generation of VT-x, where the guest's CR3 loads, INVLPGs and "
+                        "page faults exit); by default hvm maps guest-physical memory with EPT")
     r.add_argument("--mem", type=parse_size, default=32, metavar="SIZE",
                    help="guest RAM (default 32M)")
     r.add_argument("--smp", type=int, default=1, metavar="N",
@@ -299,10 +303,12 @@ def build_parser() -> Parser:
 
     vb = sub.add_parser("vmbench", help="cost per operation of every workload natively and "
                                          "under each monitor, with ratios to native")
-    vb.add_argument("--mode", action="append", choices=("trapemu", "bt", "paravirt", "hvm", "kvm"),
+    vb.add_argument("--mode", action="append",
+                    choices=("trapemu", "bt", "paravirt", "hvm", "hvm+ept", "kvm"),
                     help="monitors to measure besides native (repeatable; default: trapemu, bt, "
-                         "paravirt and hvm; paravirt runs the pvcc build of the kernel; hvm and "
-                         "kvm add exits per operation)")
+                         "paravirt, hvm and hvm+ept; paravirt runs the pvcc build of the kernel; "
+                         "hvm is VT-x with shadow page tables (run --no-ept), hvm+ept with EPT; "
+                         "hvm, hvm+ept and kvm add exits per operation)")
     vb.add_argument("--workload", action="append", metavar="NAME", help="only this workload (repeatable)")
     vb.add_argument("--scale", type=float, default=1.0, help="multiply the iteration counts")
     vb.add_argument("--engine", choices=("jit", "interp"), default="jit")
@@ -514,7 +520,7 @@ def cmd_run(args) -> int:
                        keep_source=bool(con.trace), serial_ports=con.serial_ports,
                        disk=args.disk, disk_readonly=args.disk_ro, cpus=args.smp,
                        virtio_disk=args.virtio_disk, virtio_disk_readonly=args.virtio_disk_ro,
-                       virtio_console=args.virtio_console)
+                       virtio_console=args.virtio_console, ept=args.ept)
     return _run_and_keep(args, con, m, mon, kernel, args.append)
 
 
@@ -1065,7 +1071,7 @@ def cmd_vmbench(args) -> int:
         raise ConfigError("--scale must be positive")
     if args.repeat < 1:
         raise ConfigError("--repeat must be at least 1")
-    modes = ["native"] + (args.mode or ["trapemu", "bt", "paravirt", "hvm"])
+    modes = ["native"] + (args.mode or ["trapemu", "bt", "paravirt", "hvm", "hvm+ept"])
     from ringvisor.ui.progress import Progress
     progress = Progress(vmbench.plan(modes, names, args.repeat))
     report = (lambda s: None) if args.json else (lambda s: (progress.clear(), print(s, flush=True)))

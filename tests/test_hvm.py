@@ -27,23 +27,35 @@ def untagged(out: bytes) -> list[str]:
     return [l for l in out.decode("utf-8", "replace").splitlines() if not l.startswith("[timing]")]
 
 
-def both(image, cmdline: str = "", stdin: bytes = b""):
+def both(image, cmdline: str = "", stdin: bytes = b"", ept: bool = True):
     n = run_vm(image, "native", cmdline, stdin=stdin, max_instructions=LIMIT, quiet=True)
-    h = run_vm(image, "hvm", cmdline, stdin=stdin, max_instructions=LIMIT, quiet=True)
+    h = run_vm(image, "hvm", cmdline, stdin=stdin, max_instructions=LIMIT, quiet=True, ept=ept)
     return n, h
 
 
-@pytest.mark.parametrize("cmdline", ["run=all-nano,all-lmbench,all-fault,hello iters=2"])
-def test_teaching_kernel_output_is_native(cmdline):
-    n, h = both(image_path("kernel"), cmdline)
+@pytest.mark.parametrize("ept", [True, False], ids=["ept", "shadow"])
+def test_teaching_kernel_output_is_native(ept):
+    n, h = both(image_path("kernel"), "run=all-nano,all-lmbench,all-fault,hello iters=2", ept=ept)
     assert untagged(h.output) == untagged(n.output)
     assert h.status == n.status
     s = h.stats["monitor"]
-    # the kernel ran in non-root operation: its page faults, CR3 loads, port I/O and
-    # the timer's interrupts all came to the monitor as VM exits
-    for reason in ("exception or NMI", "CR access", "I/O instruction", "external interrupt"):
+    # the kernel ran in non-root operation: its port I/O and the timer's interrupts came
+    # to the monitor as VM exits, and a CR0 write turned paging on
+    for reason in ("CR access", "I/O instruction", "external interrupt"):
         assert s["exits"][reason] > 0, reason
-    assert s["#PF (shadow)"] > 0 and s["interrupts injected"] > 0
+    assert s["interrupts injected"] > 0
+    if ept:
+        # EPT: the guest's page faults, CR3 loads and INVLPGs never leave it; guest RAM is
+        # mapped on EPT violations, one per 2 MiB region touched
+        assert s["paging"] == "EPT"
+        assert not {"exception or NMI", "INVLPG"} & set(s["exits"]), s["exits"]
+        assert s["exits"]["CR access"] < 10 and "cr3 writes" in s     # (before paging: identity map)
+        assert 0 < s["exits"]["EPT violation"] == s["EPT regions mapped"] <= 16
+    else:
+        # shadow paging: page faults (the shadow filled), CR3 loads and INVLPGs exit
+        for reason in ("exception or NMI", "INVLPG"):
+            assert s["exits"][reason] > 0, reason
+        assert s["#PF (shadow)"] > 0 and "EPT violation" not in s["exits"]
 
 
 def test_probe_table_is_native():
@@ -66,12 +78,27 @@ def test_foreign_kernel_is_native(name):
     assert run_foreign("hvm", image) == run_foreign("jit", image)
 
 
+def test_paging_guest_is_native_on_shadow_page_tables():
+    """The conformance guest that remaps, write-protects and INVLPGs its own tables, on the
+    first generation of VT-x (--no-ept) as well."""
+    k = KERNELS["paging"]
+    n, h = both(build_hw("paging"), k.cmdline, k.stdin, ept=False)
+    assert h.output == n.output and h.status == n.status
+
+
 def test_cli_stats_count_exits_by_reason():
     r = subprocess.run([sys.executable, "-m", "ringvisor", "run", str(image_path("kernel")),
                         "--mode", "hvm", "--append", "run=hello", "--stats"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1, r.stderr
     assert "monitor: hvm" in r.stderr and "exits: I/O instruction " in r.stderr, r.stderr
+    assert "EPT violation " in r.stderr and "paging: EPT" in r.stderr, r.stderr
+
+
+def test_cli_no_ept_is_for_hvm_only():
+    r = subprocess.run([sys.executable, "-m", "ringvisor", "run", "kernel", "--mode", "bt",
+                        "--no-ept"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--no-ept" in r.stderr
 
 
 
@@ -123,7 +150,7 @@ def test_bench_image_is_native():
 
 
 def test_saved_inside_a_one_store_window():
-    """A store to a page the shadow keeps read-only is let through once: the monitor opens
+    """(Shadow paging.) A store to a page the shadow keeps read-only is let through once: the monitor opens
     the page and arms the monitor-trap flag (hvmexits.page_fault).  A VM saved inside that
     window -- the page open, MTF armed -- restores and runs on as one uninterrupted run
     (the remap guest makes such stores)."""
@@ -133,7 +160,7 @@ def test_saved_inside_a_one_store_window():
     from ringvisor.vmm import attach_monitor, create_vm
     image = read_image(build_hw("remap"))
     out = bytearray()
-    m, mon = create_vm(image, "hvm", "", 32, output=out.extend)
+    m, mon = create_vm(image, "hvm", "", 32, output=out.extend, ept=False)
     windows = []
     regions = m.cpu.native.regions
     for i, (start, end, handler, name) in enumerate(regions):
@@ -149,7 +176,7 @@ def test_saved_inside_a_one_store_window():
     whole = bytes(out)
     for n in (windows[0], windows[-1]):
         out = bytearray()
-        m, mon = create_vm(image, "hvm", "", 32, output=out.extend)
+        m, mon = create_vm(image, "hvm", "", 32, output=out.extend, ept=False)
         assert m.run(n).reason == "limit" and m.cpu.state.icount == n
         assert mon.step_page is not None and m.cpu.vmx.mtf and m.cpu.nonroot
         data = stream.pack_image(capture(m, mon, VmInfo()))

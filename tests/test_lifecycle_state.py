@@ -98,6 +98,8 @@ def test_vmx_state_round_trips_and_forgeries_are_refused():
     m2, _, _ = restore(secs, attach_monitor)
     assert codec.encode(m2.cpu.get_state()) == codec.encode(m.cpu.get_state())
     assert m2.cpu.vmx.vmcs.fields == m.cpu.vmx.vmcs.fields
+    # under EPT (hvm's default) the MMU of a restored guest walks the same EPT
+    assert m.cpu.nonroot and m2.cpu.mmu.ept is not None and m2.cpu.mmu.ept.pml4 == m.cpu.mmu.ept.pml4
     cpu = next(i for i, s in enumerate(secs) if s.name == "cpu")
     state = codec.decode(secs[cpu].payload)
     forgeries = [{"current": 0x1234000}, {"on": False, "current": None, "nonroot": True},

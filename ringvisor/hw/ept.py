@@ -72,14 +72,13 @@ class EptExit(CpuFault):
 class Ept:
     """One EPT hierarchy (an EPTP's) and the guest-physical mappings cached for it."""
 
-    __slots__ = ("mem", "pml4", "cache", "walks")
+    __slots__ = ("mem", "pml4", "cache")
 
     def __init__(self, mem, eptp: int) -> None:
         self.mem = mem
         self.pml4 = eptp & 0xFFFFF000
         # guest-physical page -> (host-physical page, permissions R|W|X)
         self.cache: dict[int, tuple[int, int]] = {}
-        self.walks = 0
 
     def _entry(self, addr: int) -> int:
         return self.mem.read32(addr) | self.mem.read32(addr + 4) << 32
@@ -88,7 +87,6 @@ class Ept:
         """(host-physical page, permissions, exit reason or None) for ``gpa``: the walk of
         §28.3.2 with the misconfiguration checks of §28.3.3.1.  On a violation the
         permissions are those of the entries walked (0 at a non-present one)."""
-        self.walks += 1
         table, combined = self.pml4, 7
         for level in (3, 2, 1, 0):
             e = self._entry(table + ((gpa >> (12 + 9 * level)) & 0x1FF) * 8)
@@ -135,5 +133,4 @@ class Ept:
     def probe(self, gpa: int) -> int | None:
         """The host-physical address of ``gpa``, without side effects (debuggers, reports)."""
         hpage, _, reason = self.walk(gpa)
-        self.walks -= 1
         return None if reason is not None else hpage | (gpa & 0xFFF)

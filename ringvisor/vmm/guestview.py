@@ -451,6 +451,7 @@ class HvmView(MonitorView):
     instructions means in non-root operation, outside a one-store MTF window."""
 
     def phys(self, lin: int) -> int:
+        self.mon.sync_vcpu()                  # (under EPT the guest's CR3 is its own)
         return self.mon.gm.peek(lin)
 
     def check_range(self, addr: int, length: int) -> None:
@@ -463,6 +464,7 @@ class HvmView(MonitorView):
 
     def registers(self) -> dict[str, int]:
         r = NativeView.registers(self)
+        self.mon.sync_vcpu()
         v = self.mon.vcpu
         r.update(cr0=v.cr0, cr3=v.cr3, cr4=v.cr4)
         return r

@@ -8,8 +8,9 @@ nothing is translated: the sensitive instructions that defeat trap-and-emulate
 on x86 (POPF, PUSHF, SGDT, SMSW, MOV from CS...) simply do what they do natively,
 and those the monitor must see cause VM exits, configured in the VMCS:
 
-- CR3 loads and stores, the CR0 bits of paging and protection and every CR4
-  write (guest/host masks; reads come from the read shadows without an exit);
+- the CR0 bits of paging and protection and every CR4 write (guest/host masks;
+  reads come from the read shadows without an exit); CR3 loads and stores under
+  shadow paging, and under EPT while the guest's paging is off;
 - #PF (the exception bitmap), for the shadow page tables -- without EPT the real
   CR3 is a shadow directory filled from the guest's tables (``shadow.py``, as
   under trap-and-emulate);
@@ -41,6 +42,7 @@ from ringvisor.hw.vmcs import EXIT_REASONS
 from . import layout as L, state as S
 from .errors import MonitorStop
 from .guestmem import GuestBadFrame, GuestMemory, GuestPageFault
+from .hvmept import MonitorEpt
 from .monitor import build_region
 from .platform import VirtualPlatform
 from .shadow import NO_PAGING, ShadowPaging
@@ -51,6 +53,10 @@ from .vcpu import VirtualCpu
 CR0_OWNED = CR0_PE | CR0_NE | CR0_WP | CR0_PG
 CR0_HOST = CR0_PE | CR0_NE | CR0_WP | CR0_PG | CR0_ET
 CR4_GUEST_REAL = ~(CR4_PSE | CR4_PGE) & 0xFFFFFFFF     # the shadow tables use 4 KiB pages
+# under EPT the guest's own tables are the real ones: the host owns only PE, NE and PG
+# (fixed 1 in VMX operation: a guest with paging off runs on the EPT identity map)
+CR0_OWNED_EPT = CR0_PE | CR0_NE | CR0_PG
+CR3_EXITING = V.CPU_CR3_LOAD | V.CPU_CR3_STORE
 IO_STRING_SLICE = 4096
 TF, DR6_BS = 1 << 8, 1 << 14
 STRING_IO = 1 << 4
@@ -63,11 +69,11 @@ class HardwareAssisted:
     # bitmap, the VMXON and VMCS regions and the shadow tables are in the monitor's region
     # of machine memory; what is left is the monitor's own bookkeeping
     state_name = "monitor"
-    state_version = 1
-    STATE = ("vcpu", "shadow", "platform", "exits", "stats", "step_page")
-    WIRING = ("machine", "cpu", "mem", "vmx", "guest_ram", "base", "gm")
+    state_version = 2                          # 2: ``ept``, EPT or shadow paging
+    STATE = ("vcpu", "shadow", "platform", "exits", "stats", "step_page", "ept")
+    WIRING = ("machine", "cpu", "mem", "vmx", "guest_ram", "base", "gm", "eptmap")
 
-    def __init__(self, machine, guest_ram: int) -> None:
+    def __init__(self, machine, guest_ram: int, ept: bool = True) -> None:
         self.machine = machine
         self.cpu = machine.cpu
         self.mem = machine.mem
@@ -84,6 +90,8 @@ class HardwareAssisted:
         self.exits: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
         self.step_page = None                  # (page, frame, its bytes) opened for one store (MTF)
+        self.ept = ept                         # EPT (hvmept.py), or shadow page tables
+        self.eptmap = MonitorEpt(self.mem, self.base, guest_ram)
 
     # -- VMX operations: the monitor's instructions ---------------------------------------
     def _ok(self, status: int, what: str) -> None:
@@ -107,6 +115,8 @@ class HardwareAssisted:
         pd = self.base + L.HVM_HOST_PD
         self.mem.write(pd, b"".join(struct.pack("<I", i << 22 | 0x83) for i in range(1024)))
         self.mem.write(self.base + L.HVM_MSR_BITMAP, bytes(4096))
+        if self.ept:
+            self.eptmap.build()
         self.platform.take_over()
         self._become_host(pd)
         self._vmcs_setup(boot)
@@ -153,13 +163,17 @@ class HardwareAssisted:
     def _vmcs_setup(self, boot: dict) -> None:
         w, st, b = self.write, self.cpu.state, self.base
         w(V.PIN_CONTROLS, self._controls(V.MSR_VMX_TRUE_PINBASED, V.PIN_EXT_INT))
+        paging = 0 if self.ept else V.CPU_INVLPG | CR3_EXITING   # (EPT: CR3 exits while unpaged)
         w(V.CPU_CONTROLS, self._controls(V.MSR_VMX_TRUE_PROCBASED,
-                                         V.CPU_HLT | V.CPU_INVLPG | V.CPU_CR3_LOAD | V.CPU_CR3_STORE |
-                                         V.CPU_IO | V.CPU_MSR_BITMAPS | V.CPU_SECONDARY))
-        w(V.CPU_CONTROLS2, self._controls(V.MSR_VMX_PROCBASED_CTLS2, V.CPU2_RDTSCP))
+                                         V.CPU_HLT | paging | V.CPU_IO | V.CPU_MSR_BITMAPS |
+                                         V.CPU_SECONDARY))
+        w(V.CPU_CONTROLS2, self._controls(V.MSR_VMX_PROCBASED_CTLS2,
+                                          V.CPU2_RDTSCP | (V.CPU2_EPT if self.ept else 0)))
         w(V.EXIT_CONTROLS, self._controls(V.MSR_VMX_TRUE_EXIT, V.EXIT_ACK_INT))
         w(V.ENTRY_CONTROLS, self._controls(V.MSR_VMX_TRUE_ENTRY, V.ENTRY_LOAD_DEBUG))
-        w(V.EXCEPTION_BITMAP, 1 << PF)
+        w(V.EXCEPTION_BITMAP, 0 if self.ept else 1 << PF)
+        if self.ept:
+            w(V.EPTP, self.eptmap.eptp)
         w(V.MSR_BITMAP, b + L.HVM_MSR_BITMAP)
         # the VMX MSRs are not the guest's (no nested VMX): reading or writing them exits
         bm = bytearray(4096)
@@ -184,12 +198,11 @@ class HardwareAssisted:
         # guest state: the machine as the loader left it, paging off on the 1:1 shadow
         v = self.vcpu
         v.cr0, v.cr3, v.cr4 = boot["cr0"], boot["cr3"], boot["cr4"]
-        w(V.CR0_MASK, CR0_OWNED)
+        w(V.CR0_MASK, self._cr0_owned)
         w(V.CR4_MASK, 0xFFFFFFFF)
         self._set_cr0_views()
         self._set_cr4_views()
-        self.shadow.switch(self._shadow_key())
-        w(V.GUEST_CR3, self.shadow.cr3)
+        self._paging_changed()
         segs = boot["segs"] + [boot["ldtr"], boot["tr"]]
         for i, s in enumerate(segs):
             attr = s["attr"]
@@ -216,23 +229,57 @@ class HardwareAssisted:
         st.regs[:] = boot["regs"]
 
     # -- the control registers: what the guest believes, what the processor holds --------------
+    @property
+    def _cr0_owned(self) -> int:
+        return CR0_OWNED_EPT if self.ept else CR0_OWNED
+
     def _set_cr0_views(self) -> None:
         v = self.vcpu
+        owned = self._cr0_owned
         self.write(V.CR0_SHADOW, v.cr0)
-        self.write(V.GUEST_CR0, (v.cr0 & ~CR0_OWNED) | CR0_HOST)
+        self.write(V.GUEST_CR0, (v.cr0 & ~owned) | (CR0_HOST & owned) | CR0_ET)
 
     def _set_cr4_views(self) -> None:
         v = self.vcpu
+        if self.ept:                           # the guest's own, PSE for the identity map
+            real = v.cr4 | (0 if v.paging else CR4_PSE)
+        else:
+            real = v.cr4 & CR4_GUEST_REAL
         self.write(V.CR4_SHADOW, v.cr4)
-        self.write(V.GUEST_CR4, (v.cr4 & CR4_GUEST_REAL) | CR4_VMXE)
+        self.write(V.GUEST_CR4, real | CR4_VMXE)
 
     def _shadow_key(self) -> int:
         v = self.vcpu
         return v.cr3 >> 12 if v.paging else NO_PAGING
 
     def _paging_changed(self) -> None:
-        self.shadow.switch(self._shadow_key())
-        self.write(V.GUEST_CR3, self.shadow.cr3)
+        """The guest's CR3 or CR0.PG changed: the real CR3 follows (the shadow directory
+        for it; under EPT the guest's own, or the identity map with CR3 exits while its
+        paging is off)."""
+        if not self.ept:
+            self.shadow.switch(self._shadow_key())
+            self.write(V.GUEST_CR3, self.shadow.cr3)
+            return
+        v = self.vcpu
+        self._set_cr4_views()                  # (PSE for the identity map, or the guest's)
+        self.write(V.GUEST_CR3, v.cr3 if v.paging else self.eptmap.idmap)
+        ctl = self.read(V.CPU_CONTROLS) & ~CR3_EXITING
+        self.write(V.CPU_CONTROLS, ctl | (0 if v.paging else CR3_EXITING))
+
+    def sync_vcpu(self) -> None:
+        """Under EPT the guest loads CR3 and writes the CR0 bits it owns without an exit:
+        what it believes is what the processor holds (in non-root operation) or the VMCS
+        (at an exit)."""
+        if not self.ept or self.vmx.current is None:
+            return
+        if self.cpu.nonroot:
+            cr0, cr3 = self.cpu.state.cr0, self.cpu.state.cr3
+        else:
+            cr0, cr3 = self.read(V.GUEST_CR0), self.read(V.GUEST_CR3)
+        v = self.vcpu
+        v.cr0 = (v.cr0 & CR0_OWNED_EPT) | (cr0 & ~CR0_OWNED_EPT)
+        if v.paging:
+            v.cr3 = cr3
 
     # -- VM exits ------------------------------------------------------------------------------
     def exit(self, cpu) -> None:
@@ -245,6 +292,7 @@ class HardwareAssisted:
             raise MonitorStop(f"hvm: VM entry failed: {name} (qualification "
                               f"{self.read(V.EXIT_QUALIFICATION):#x})")
         self.write(V.ENTRY_INTR_INFO, 0)
+        self.sync_vcpu()
         self._requeue()
         handler = HANDLERS.get(basic)
         if handler is None:
@@ -317,13 +365,16 @@ class HardwareAssisted:
 
     def guest_written(self, phys: int, n: int) -> None:
         """A debugger wrote guest memory: shadow entries those bytes defined are dropped."""
-        self.shadow.written(phys, n)
+        if not self.ept:
+            self.shadow.written(phys, n)
 
     # -- reports -----------------------------------------------------------------------------
     def report(self) -> dict:
         out = {"exits": dict(self.exits)}
         out.update(self.stats)
-        out.update(self.shadow.stats)
+        out["paging"] = "EPT" if self.ept else "shadow page tables"
+        if not self.ept:
+            out.update(self.shadow.stats)
         out["io"] = self.platform.stats["io"]
         out["physical_irqs"] = self.platform.stats["irqs"]
         return out
@@ -336,6 +387,7 @@ class HardwareAssisted:
         return S.get_attrs(self)
 
     def set_state(self, state: dict) -> None:
+        state = {"ept": False, **state}        # (version 1: shadow paging only)
         S.set_attrs(self, state)
         step = self.step_page                 # (a VM saved between an MTF entry and its exit)
         if step is not None:

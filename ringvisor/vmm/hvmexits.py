@@ -13,6 +13,7 @@ from ringvisor.hw.machine import Stop
 from ringvisor.hw.state import CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, CR4_PSE, CR4_SMEP, IF
 from ringvisor.hw.system import CR0_WRITABLE, CR4_SUPPORTED
 from ringvisor.hw import vmcs as V
+from ringvisor.hw.ept import Q_LINEAR_VALID as EPT_Q_LINEAR_VALID
 
 from .errors import MonitorStop
 from .guestmem import W, GuestPageFault
@@ -119,6 +120,28 @@ def page_fault(mon, lin: int, err: int) -> None:
         mon.stats["#PF (one-step store)"] += 1
 
 
+# -- EPT: guest-physical memory (hvmept.py) ------------------------------------------------------
+@handles(V.EXIT_EPT_VIOLATION)
+def ept_violation(mon) -> None:
+    """The first access to a region of guest RAM: map it, and the guest retries the
+    access; an access beyond guest RAM stops the VM (as under shadow paging)."""
+    gpa = mon.read(V.GUEST_PHYS_ADDR)
+    if gpa >= mon.guest_ram or mon.eptmap.mapped(gpa):
+        where = ""
+        if mon.read(V.EXIT_QUALIFICATION) & EPT_Q_LINEAR_VALID:
+            where = f" linear {mon.read(V.GUEST_LINEAR_ADDR):#010x} to"
+        raise MonitorStop(f"hvm: the guest mapped{where} physical {gpa:#x}, beyond its "
+                          f"{mon.guest_ram >> 20} MiB")
+    mon.eptmap.map_region(gpa)
+    mon.stats["EPT regions mapped"] += 1
+
+
+@handles(V.EXIT_EPT_MISCONFIG)
+def ept_misconfiguration(mon) -> None:
+    raise MonitorStop(f"hvm: EPT misconfiguration at guest-physical {mon.read(V.GUEST_PHYS_ADDR):#x} "
+                      f"(the monitor's tables are wrong)")
+
+
 @handles(V.EXIT_MTF)
 def monitor_trap(mon) -> None:
     mon.write(V.CPU_CONTROLS, mon.read(V.CPU_CONTROLS) & ~V.CPU_MTF)
@@ -214,7 +237,7 @@ def set_cr(mon, n: int, value: int) -> bool:
         changed = v.cr0 ^ value
         v.cr0 = value
         mon._set_cr0_views()
-        if changed & CR0_WP:
+        if changed & CR0_WP and not mon.ept:
             mon.shadow.flush()
         if changed & CR0_PG:
             mon._paging_changed()
@@ -227,7 +250,7 @@ def set_cr(mon, n: int, value: int) -> bool:
             return False
         old, v.cr4 = v.cr4, value
         mon._set_cr4_views()
-        if (old ^ value) & CR4_PSE:
+        if (old ^ value) & CR4_PSE and not mon.ept:
             mon.shadow.flush()
             mon._paging_changed()
     return True

@@ -53,14 +53,17 @@ def create_vm(image: bytes, mode: str = "native", cmdline: str = "", mem_mb: int
               engine: str = "jit", modules=(), image_name: str = "kernel", output=None,
               tc_size: int | None = None, disk: str | None = None, disk_readonly: bool = False,
               virtio_disk: str | None = None, virtio_disk_readonly: bool = False,
-              virtio_console: bool = False, **kw):
+              virtio_console: bool = False, ept: bool = True, **kw):
     """A machine with ``image`` booted under ``mode``; returns (machine, monitor or None).
 
     ``tc_size``: the translation cache's size in bytes (binary translation only);
     ``disk``: a raw image for the ATA disk on the primary IDE channel; ``virtio_disk``,
-    ``virtio_console``: legacy virtio-pci devices on PCI bus 0."""
+    ``virtio_console``: legacy virtio-pci devices on PCI bus 0; ``ept``: hvm with EPT
+    (False: shadow page tables, as on the first VT-x processors)."""
     if tc_size is not None and mode != "bt":
         raise ValueError("a translation cache size only applies to --mode bt")
+    if not ept and mode != "hvm":
+        raise ConfigError("--no-ept only applies to --mode hvm (the other monitors have no EPT)")
     if mode == "paravirt" and (virtio_disk or virtio_console):
         raise ConfigError("--mode paravirt: no virtio devices (a para-virtual guest's "
                           "pseudo-physical addresses are not the bus addresses a device needs)")
@@ -89,6 +92,8 @@ def create_vm(image: bytes, mode: str = "native", cmdline: str = "", mem_mb: int
     extra = {"cmdline": cmdline} if mode == "paravirt" else {}
     if tc_size is not None:
         extra["tc_size"] = tc_size
+    if mode == "hvm":
+        extra["ept"] = ept
     mon = cls(m, guest_ram, **extra)
     mon.install()
     return m, mon
@@ -97,11 +102,11 @@ def create_vm(image: bytes, mode: str = "native", cmdline: str = "", mem_mb: int
 def run_vm(path, mode: str = "native", cmdline: str = "", mem_mb: int = 32, stdin: bytes = b"",
            max_instructions: int | None = None, engine: str = "jit", quiet: bool = False,
            tsc_probe=None, tc_size: int | None = None, disk: str | None = None,
-           **devices) -> VmResult:
+           ept: bool = True, **devices) -> VmResult:
     out = bytearray()
     image = read_image(path, max_bytes=mem_mb << 20)
     m, mon = create_vm(image, mode, cmdline, mem_mb, engine, image_name=str(path), output=out.extend,
-                       tc_size=tc_size, disk=disk, **devices)
+                       tc_size=tc_size, disk=disk, ept=ept, **devices)
     m.cpu.tsc_probe = tsc_probe
     if stdin:
         m.feed_input(stdin)
