@@ -11,10 +11,14 @@ and those the monitor must see cause VM exits, configured in the VMCS:
 - the CR0 bits of paging and protection and every CR4 write (guest/host masks;
   reads come from the read shadows without an exit); CR3 loads and stores under
   shadow paging, and under EPT while the guest's paging is off;
-- #PF (the exception bitmap), for the shadow page tables -- without EPT the real
-  CR3 is a shadow directory filled from the guest's tables (``shadow.py``, as
-  under trap-and-emulate);
-- INVLPG, CPUID (the VMX feature is hidden: no nested virtualization), HLT,
+- with EPT (the default, ``hvmept.py``) nothing else of paging: the guest's CR3
+  is the real one, its page faults and INVLPGs stay in the guest, and the monitor
+  maps guest-physical memory on EPT violations;
+- without EPT (``--no-ept``, the first generation of VT-x): #PF (the exception
+  bitmap) and INVLPG, for the shadow page tables -- the real CR3 is a shadow
+  directory filled from the guest's tables (``shadow.py``, as under
+  trap-and-emulate);
+- CPUID (the VMX feature is hidden: no nested virtualization), HLT,
   port I/O (every port: the devices are the machine's, the PIC the guest sees is
   a virtual one, ``platform.py``), the VMX MSRs and instructions;
 - external interrupts, acknowledged on exit: a physical interrupt becomes an edge
@@ -195,7 +199,8 @@ class HardwareAssisted:
         w(V.HOST_IDTR_BASE, st.idtr.base)
         w(V.HOST_RSP, b + L.STACK_TOP)
         w(V.HOST_RIP, b + L.ENTRY)
-        # guest state: the machine as the loader left it, paging off on the 1:1 shadow
+        # guest state: the machine as the loader left it, paging off (on the 1:1 shadow, or
+        # under EPT on the identity map)
         v = self.vcpu
         v.cr0, v.cr3, v.cr4 = boot["cr0"], boot["cr3"], boot["cr4"]
         w(V.CR0_MASK, self._cr0_owned)
