@@ -37,7 +37,8 @@ xl = functools.partial(_xl, timeout=120)
 wait_for = functools.partial(_wait_for, seconds=240)
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "xen" / "bt.cfg"
 WORKLOADS = {"pvdom": ("pv", "kernel-pv", "run=syscall iters=50"),
-             "btdom": ("bt", "kernel", "run=forkwait iters=2")}
+             "btdom": ("bt", "kernel", "run=forkwait:2,blk")}
+DISK_SECTORS = 2048
 
 
 class Host:
@@ -63,21 +64,34 @@ class Host:
         return self.hv.run_until(done, budget, step=20_000)
 
 
+def _blank(path: Path) -> Path:
+    path.write_bytes(bytes(DISK_SECTORS * 512))
+    return path
+
+
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    h = Host(tmp_path_factory.mktemp("xenbt"))
+    tmp = tmp_path_factory.mktemp("xenbt")
+    h = Host(tmp)
+    h.disk = _blank(tmp / "btdom.img")
     for name, (type_, kernel, cmdline) in WORKLOADS.items():
-        h.create(name, type_, kernel, cmdline, on_poweroff="preserve")
+        disks = [config.Disk(str(h.disk), "raw", "xvda", "rw")] if type_ == "bt" else []
+        h.create(name, type_, kernel, cmdline, on_poweroff="preserve", disks=disks)
     assert h.run_until(lambda: all(h.dom(n).state is State.SHUTDOWN for n in WORKLOADS))
     return h
 
 
-def test_a_bt_domu_prints_what_the_kernel_prints_alone_under_bt(host):
+def test_a_bt_domu_prints_what_the_kernel_prints_alone_under_bt(host, tmp_path):
+    """... and its disk (``disk =``: the ATA disk the hypervisor emulates on its primary
+    IDE channel, the hosted structure) ends as the lone VM's ATA disk does."""
     _, kernel, cmdline = WORKLOADS["btdom"]
-    alone = run_vm(image_path(kernel), "bt", cmdline, mem_mb=16)
+    disk = _blank(tmp_path / "alone.img")
+    alone = run_vm(image_path(kernel), "bt", cmdline, mem_mb=16, disk=str(disk))
     assert b"forkwait: iters=2" in alone.output
+    assert b"blk: wrote generation 1, read it back" in alone.output
     got = bytes(host.consoles["btdom"])
     assert TIMING.sub(b"", got) == TIMING.sub(b"", alone.output)
+    assert host.disk.read_bytes() == disk.read_bytes()
     # through the console back-end, as a PV domain's: the log and the listeners
     assert (host.ts.state_dir / "console" / "btdom.log").read_bytes() == got
     assert host.dom("btdom").shutdown_reason == Shutdown.poweroff
@@ -169,6 +183,10 @@ def test_the_example_config_is_a_bt_domain():
     cfg = config.load(EXAMPLE)
     assert cfg.type == "bt" and cfg.kernel == "kernel"
     assert not is_paravirtual(image_path(cfg.kernel).read_bytes())
+    # a bt domain's disk is the hypervisor's emulated one: no back-end to choose
+    with pytest.raises(config.ConfigFileError, match="no backend="):
+        config.parse('name = "x"\ntype = "bt"\nkernel = "kernel"\n'
+                     'disk = ["/tmp/x.img,raw,xvda,rw,backend=hypervisor"]\n')
 
 
 # -- end to end: `ringvisor xen` and `ringvisor xl`, as a user runs them -----------------------

@@ -86,10 +86,13 @@ BLKIF_SRING_HEADER = Struct("blkif_sring_header", [
 class RvBlkbackOp(IntEnum):
     """``rv_blkback_op`` commands (ringvisor's, at ``__HYPERVISOR_arch_1``): Domain 0's
     toolstack hands a negotiated ring to the block back-end inside the hypervisor (the
-    monolithic structure, docs/xen.md), and takes it back."""
+    monolithic structure, docs/xen.md), and takes it back; or gives a bt domain an ATA
+    disk the hypervisor emulates (the hosted structure: ``domid``, ``readonly``,
+    ``path``, ``path_len`` in, ``sectors`` out)."""
 
     attach = 0
     detach = 1
+    attach_ata = 2
 
 
 RV_BLKBACK_OP = Struct("rv_blkback_op", [

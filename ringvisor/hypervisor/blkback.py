@@ -98,11 +98,25 @@ class HypervisorBackend:
 
 def blkback_op(mon, cmd: int, arg: int) -> int:
     hv = mon.hv
-    if cmd not in (RvBlkbackOp.attach, RvBlkbackOp.detach):
+    if cmd not in set(RvBlkbackOp):
         raise HypercallError(Errno.ENOSYS)
     if mon.argmem is None:
         raise HypercallError(Errno.EPERM)          # the toolstack's, not a kernel's
     a = RV_BLKBACK_OP.unpack(mon._read(arg, RV_BLKBACK_OP.size))
+    if cmd == RvBlkbackOp.attach_ata:
+        front = hv.lookup(a["domid"])
+        if front is None or front is mon.caller:
+            raise HypercallError(Errno.ESRCH)
+        hv.check(mon.caller, front, "mmu", "map_write")
+        if front.kind != "bt" or not front.paused or front.dead:
+            raise HypercallError(Errno.EINVAL)     # a paused bt domain's primary IDE channel
+        image = _image(hv, front, mon, a)
+        if not front.monitor.devices.attach_disk(image):
+            image.close()
+            raise HypercallError(Errno.EEXIST)     # it has its one disk
+        a["sectors"] = image.sectors
+        mon._write(arg, RV_BLKBACK_OP.pack(a))
+        return 0
     if cmd == RvBlkbackOp.detach:
         b = hv.blkbacks.get(a["handle"])
         if b is None or b.back is not mon.caller:
@@ -118,14 +132,7 @@ def blkback_op(mon, cmd: int, arg: int) -> int:
     port = back.events.ports[a["port"]] if 0 < a["port"] < len(back.events.ports) else None
     if port is None or a["port"] not in back.events.user_ports or port.remote_dom != front.domid:
         raise HypercallError(Errno.EINVAL)         # a port bound to that front-end, by us
-    if not 0 < a["path_len"] <= MAX_PATH:
-        raise HypercallError(Errno.EINVAL)
-    path = mon._read(a["path"], a["path_len"]).decode("utf-8", "replace")
-    try:
-        image = DiskImage(path, bool(a["readonly"]))
-    except DiskError as e:
-        hv.printk(f"blkback d{front.domid}: {e}")
-        raise HypercallError(Errno.ENOENT) from None
+    image = _image(hv, front, mon, a)
     hv.next_blkback += 1
     b = HypervisorBackend(hv, hv.next_blkback, front, back, a["ring_ref"], a["port"], image)
     hv.blkbacks[b.handle] = b
@@ -134,6 +141,19 @@ def blkback_op(mon, cmd: int, arg: int) -> int:
     a["handle"], a["sectors"] = b.handle, image.sectors
     mon._write(arg, RV_BLKBACK_OP.pack(a))
     return 0
+
+
+def _image(hv, front, mon, a: dict) -> DiskImage:
+    """The image file the request names, opened (``-ENOENT`` with a line in the
+    hypervisor's console if it cannot be)."""
+    if not 0 < a["path_len"] <= MAX_PATH:
+        raise HypercallError(Errno.EINVAL)
+    path = mon._read(a["path"], a["path_len"]).decode("utf-8", "replace")
+    try:
+        return DiskImage(path, bool(a["readonly"]))
+    except DiskError as e:
+        hv.printk(f"blkback d{front.domid}: {e}")
+        raise HypercallError(Errno.ENOENT) from None
 
 
 def release(hv, dom) -> None:

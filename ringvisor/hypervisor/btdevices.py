@@ -19,7 +19,11 @@ SeaBIOS leaves them (``firmware.program_devices``):
   the back-end puts in the ring's ``in`` half is the UART's receive line:
   ``xl console`` and ``console/NAME.log`` serve a bt domain as a PV one;
 - a write to isa-debug-exit shuts the domain down: poweroff for status 0,
-  a crash otherwise (as the PV runtime maps it, ``guests/pv/io.c``).
+  a crash otherwise (as the PV runtime maps it, ``guests/pv/io.c``);
+- a disk, if the toolstack gave it one (``RV_BLKBACK_attach_ata``): the PC's
+  ATA disk on the primary IDE channel (IRQ 14) over a raw image file on the
+  host, emulated in the hypervisor's process -- the chapter's hosted
+  structure, as ``ringvisor run --disk`` gives a lone VM.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import struct
 from ringvisor.abi import XENCONS_IN_SIZE, XENCONS_INTERFACE, XENCONS_OUT_SIZE, Shutdown
 from ringvisor.hw.boot import firmware
 from ringvisor.hw.bus import IoBus
+from ringvisor.hw.devices.ata import AtaDisk
 from ringvisor.hw.devices.debugexit import DebugExit
 from ringvisor.hw.devices.pic import PicPair
 from ringvisor.hw.devices.pit import Pit8254
@@ -37,7 +42,7 @@ from ringvisor.vmm.platform import VirtualPlatform
 
 from .evtchn import EvtchnError
 
-COM1, COM1_IRQ, PIT_IRQ = 0x3F8, 4, 0
+COM1, COM1_IRQ, PIT_IRQ, ATA_IRQ = 0x3F8, 4, 0, 14
 PIT_CONTROL, PIT_CH0_ONESHOT_NO_COUNT = 0x43, 0x30     # channel 0 waits for a count: silent
 O_IN, O_OUT = XENCONS_INTERFACE.offset("in"), XENCONS_INTERFACE.offset("out")
 O_IDX = XENCONS_INTERFACE.offset("in_cons")          # in_cons, in_prod, out_cons, out_prod
@@ -121,7 +126,16 @@ class DomainDevices:
         self.platform = VirtualPlatform(bus, firmware_pic, None, name)
         self.console: ConsoleRing | None = None
         self.early = bytearray()               # printed before the ring was known
+        self.disk: AtaDisk | None = None
         self.closed = False
+
+    def attach_disk(self, image) -> bool:
+        """The ATA disk on the primary IDE channel (False: it has one already)."""
+        if self.disk is not None:
+            return False
+        self.disk = AtaDisk(self.platform.bus, image, lambda: self._line(ATA_IRQ, True),
+                            lambda: self._line(ATA_IRQ, False))
+        return True
 
     def connect_console(self, ring: int, port: int) -> None:
         """The console ring (machine address) and the domain's port for it."""
@@ -151,6 +165,11 @@ class DomainDevices:
         self.hv.shutdown(self.dom, Shutdown.poweroff if value & 0xFF == 0 else Shutdown.crash)
 
     def close(self) -> None:
-        """The domain stopped: its timer falls silent (nothing more is scheduled for it)."""
+        """The domain stopped: its timer falls silent (nothing more is scheduled for it),
+        its disk image is closed."""
+        if self.closed:
+            return
         self.closed = True
         self.bus.write(PIT_CONTROL, 1, PIT_CH0_ONESHOT_NO_COUNT)
+        if self.disk is not None:
+            self.disk.image.close()

@@ -198,9 +198,10 @@ def _check(values: dict, source: str) -> DomainConfig:
             raise ConfigFileError(f"{where('disk')}: disk: {spec!r}: {parts[2]} is given twice")
         disks.append(Disk(os.path.abspath(parts[0]), parts[1], parts[2],
                           "ro" if parts[3] in ("r", "ro") else "rw", backend))
-    if disks and type_ == "bt":
-        raise ConfigFileError(f"{where('disk')}: disk: a bt domain has no disk (its devices are "
-                              "the PIC, PIT, UART and isa-debug-exit)")
+    if type_ == "bt" and (any(d.backend != "dom0" for d in disks) or
+                          [d.vdev for d in disks] not in ([], ["xvda"])):
+        raise ConfigFileError(f"{where('disk')}: disk: a bt domain has one disk, xvda, the ATA "
+                              "disk the hypervisor emulates (the hosted structure): no backend=")
     actions = {}
     for key, default in (("on_poweroff", "destroy"), ("on_reboot", "restart"),
                          ("on_crash", "destroy")):

@@ -367,6 +367,16 @@ class Xc:
                                 f"blkback attach d{domid}", pre=(RvBlkbackOp.attach,))
         return out["handle"], out["sectors"]
 
+    def ata_attach(self, domid: int, path: str, readonly: bool) -> int:
+        """Give a paused bt domain the hypervisor's emulated ATA disk over ``path`` (the
+        hosted structure): its size in sectors."""
+        data = path.encode()
+        out = self._struct_call(Hypercall.rv_blkback_op, RV_BLKBACK_OP,
+                                {"domid": domid, "readonly": int(readonly),
+                                 "path": self._scratch(data), "path_len": len(data)},
+                                f"ata attach d{domid}", pre=(RvBlkbackOp.attach_ata,))
+        return out["sectors"]
+
     def blkback_detach(self, handle: int) -> None:
         self._struct_call(Hypercall.rv_blkback_op, RV_BLKBACK_OP, {"handle": handle},
                           "blkback detach", pre=(RvBlkbackOp.detach,))

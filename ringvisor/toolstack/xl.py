@@ -206,6 +206,9 @@ class Toolstack:
                                        lambda data, m=m: self._output(m, data))
             m.store = RingConnection(self.xc, self.store, d, ports.store_port)
             for disk in cfg.disks:
+                if cfg.type == "bt":           # the hosted structure: the hypervisor's ATA disk
+                    self.xc.ata_attach(d, disk.target, disk.access == "ro")
+                    continue
                 vbd = VbdBackend(self.xc, self.store, d, disk, self._log)
                 m.disks.append(vbd)
                 vbd.publish()

@@ -596,6 +596,7 @@
 /* rv_blkback_op commands (ringvisor) */
 #define RV_BLKBACK_attach                        0
 #define RV_BLKBACK_detach                        1
+#define RV_BLKBACK_attach_ata                    2
 
 /* interface versions and ring sizes */
 #define XEN_DOMCTL_INTERFACE_VERSION             0x10
