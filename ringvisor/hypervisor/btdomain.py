@@ -115,6 +115,13 @@ class BtDomainMonitor(BinaryTranslation):
         """What its devices raised while it was off the CPU is taken now."""
         self.deliver_interrupts(f)
 
+    def physmap_changed(self) -> None:
+        """Its P2M changed under existing mappings (Domain 0 took frames from it): its
+        shadows start again, and translations whose guest pages now map other frames (or
+        none) go, as after a CR3 load."""
+        self.shadow.flush()
+        self.follow_mappings(list(self.tc.by_page))
+
     def close(self) -> None:
         self.devices.close()
 

@@ -375,7 +375,7 @@ class Hypervisor:
     def forget_mappings(self, d: Domain) -> None:
         """``d``'s physmap changed under existing mappings: its shadows start again."""
         if d.monitor is not None:
-            d.monitor.shadow.flush()
+            d.monitor.physmap_changed()
 
     def guest_memory_written(self, ma: int, n: int) -> None:
         """The hypervisor wrote machine memory for a guest (a grant copy): any shadow

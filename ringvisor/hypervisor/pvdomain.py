@@ -175,6 +175,10 @@ class DomainMonitor(ParaVirt):
             self.upcall(f)
         self.events.upcall_mask = not v.vif
 
+    def physmap_changed(self) -> None:
+        """Its P2M changed under existing mappings: its shadows start again."""
+        self.shadow.flush()
+
     def close(self) -> None:
         """The domain stopped: its timers go."""
         self.timer.close()
