@@ -179,6 +179,27 @@ def test_saving_a_bt_domain_is_refused_in_one_line(host):
     host.ts.destroy("nosave")
 
 
+def test_a_bt_domain_whose_code_frame_is_taken_away_crashes_alone(host):
+    """Domain 0 takes a frame of the kernel's code from under a running bt domain
+    (decrease_reservation): its translations of that page go with the mapping, so the
+    next fetch there finds no frame and the domain crashes with a report -- it never
+    runs stale translated code -- while the others run on."""
+    d = host.create("victim", "bt", "kernel", "", on_crash="preserve")
+    assert host.run_until(lambda: b"$ " in host.consoles["victim"])
+    dom = host.hv.domains[d]
+    mon = dom.monitor
+    code = {mfn for u in mon.tc.units.values() if u.live for mfn in u.frames}
+    assert code and all(mfn in dom.rev for mfn in code)          # machine frames of its own
+    gpfns = sorted(dom.rev[mfn] for mfn in code)
+    assert host.ts.xc.decrease_reservation(d, gpfns) == len(gpfns)
+    assert not any(u.live and u.frames & code for u in mon.tc.units.values())
+    host.ts.type_console("victim", b"echo x\n")          # (its shell runs again)
+    assert host.run_until(lambda: dom.state is State.CRASHED)
+    assert "is not backed by a frame of the domain" in dom.crash_report
+    assert host.hv.domains[0].state is not State.CRASHED
+    host.ts.destroy("victim")
+
+
 def test_the_example_config_is_a_bt_domain():
     cfg = config.load(EXAMPLE)
     assert cfg.type == "bt" and cfg.kernel == "kernel"

@@ -35,6 +35,8 @@ from ringvisor.hw.boot import multiboot
 from ringvisor.vmm import layout as L
 from ringvisor.vmm.bt import BinaryTranslation
 from ringvisor.vmm.descriptors import monitor_descriptors
+from ringvisor.vmm.errors import MonitorStop
+from ringvisor.vmm.guestmem import GuestBadFrame, GuestPageFault
 from ringvisor.vmm.paravirt import HypercallError
 
 from .btdevices import DomainDevices
@@ -112,8 +114,12 @@ class BtDomainMonitor(BinaryTranslation):
         self.cpu.connect_fpu_origin(self.fpu_origin)
 
     def switched_in(self, f) -> None:
-        """What its devices raised while it was off the CPU is taken now."""
-        self.deliver_interrupts(f)
+        """What its devices raised while it was off the CPU is taken now (a memory it
+        cannot reach stops it, as in ``Monitor.handle``)."""
+        try:
+            self.deliver_interrupts(f)
+        except (GuestBadFrame, GuestPageFault) as e:
+            raise MonitorStop(f"{self.name}: {e}") from None
 
     def physmap_changed(self) -> None:
         """Its P2M changed under existing mappings (Domain 0 took frames from it): its
