@@ -208,6 +208,9 @@ def test_the_example_config_is_a_bt_domain():
     with pytest.raises(config.ConfigFileError, match="no backend="):
         config.parse('name = "x"\ntype = "bt"\nkernel = "kernel"\n'
                      'disk = ["/tmp/x.img,raw,xvda,rw,backend=hypervisor"]\n')
+    with pytest.raises(config.ConfigFileError, match="a bt domain has one disk, xvda"):
+        config.parse('name = "x"\ntype = "bt"\nkernel = "kernel"\n'
+                     'disk = ["/tmp/x.img,raw,xvda,rw", "/tmp/y.img,raw,xvdb,rw"]\n')
 
 
 # -- end to end: `ringvisor xen` and `ringvisor xl`, as a user runs them -----------------------
