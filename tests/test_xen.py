@@ -34,8 +34,8 @@ class Host:
         self.free_at_start = self.hv.frames.nr_free
         self.consoles: dict[str, bytearray] = {}
 
-    def create(self, name: str, cmdline: str, **kw) -> int:
-        cfg = DomainConfig(name=name, kernel="kernel-pv", cmdline=cmdline, memory=16, **kw)
+    def create(self, name: str, cmdline: str, kernel: str = "kernel-pv", **kw) -> int:
+        cfg = DomainConfig(name=name, kernel=kernel, cmdline=cmdline, memory=16, **kw)
         domid = self.ts.create(cfg)
         buf = self.consoles.setdefault(name, bytearray())
         self.ts.managed[domid].listeners.append(buf.extend)

@@ -21,14 +21,12 @@ import pytest
 from ringvisor.abi import Shutdown
 from ringvisor.guests.build import image_path
 from ringvisor.hypervisor.btdomain import TC_PAGES
-from ringvisor.hypervisor.core import Hypervisor
 from ringvisor.hypervisor.domain import State
-from ringvisor.hypervisor.interface import HypercallInterface
 from ringvisor.toolstack import config
 from ringvisor.toolstack.builder import is_paravirtual
-from ringvisor.toolstack.config import DomainConfig
-from ringvisor.toolstack.xl import Toolstack, XlError
+from ringvisor.toolstack.xl import XlError
 from ringvisor.vmm import run_vm
+from test_xen import Host
 from test_xl_cli import wait_for as _wait_for, xl as _xl
 
 TIMING = re.compile(rb"^\[timing\].*\n", re.M)
@@ -39,29 +37,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "xen" / "bt.cfg"
 WORKLOADS = {"pvdom": ("pv", "kernel-pv", "run=syscall iters=50"),
              "btdom": ("bt", "kernel", "run=forkwait:2,blk")}
 DISK_SECTORS = 2048
-
-
-class Host:
-    def __init__(self, tmp) -> None:
-        self.dom0_out = bytearray()
-        self.hv = Hypervisor(192, output=self.dom0_out.extend)
-        self.hv.build_dom0(image_path("kernel-pv").read_bytes(), "", 32, "kernel-pv")
-        self.hv.start()
-        self.ts = Toolstack(HypercallInterface(self.hv), tmp)
-        self.consoles: dict[str, bytearray] = {}
-
-    def create(self, name: str, type_: str, kernel: str, cmdline: str, **kw) -> int:
-        cfg = DomainConfig(name=name, type=type_, kernel=kernel, cmdline=cmdline, memory=16, **kw)
-        domid = self.ts.create(cfg)
-        buf = self.consoles.setdefault(name, bytearray())
-        self.ts.managed[domid].listeners.append(buf.extend)
-        return domid
-
-    def dom(self, name: str):
-        return self.hv.domains[self.ts.find(name).domid]
-
-    def run_until(self, done, budget: int = 60_000_000) -> bool:
-        return self.hv.run_until(done, budget, step=20_000)
+BUDGET = 100_000_000          # guest instructions a wait may take (a bound, not a timing)
 
 
 def _blank(path: Path) -> Path:
@@ -76,8 +52,9 @@ def host(tmp_path_factory):
     h.disk = _blank(tmp / "btdom.img")
     for name, (type_, kernel, cmdline) in WORKLOADS.items():
         disks = [config.Disk(str(h.disk), "raw", "xvda", "rw")] if type_ == "bt" else []
-        h.create(name, type_, kernel, cmdline, on_poweroff="preserve", disks=disks)
-    assert h.run_until(lambda: all(h.dom(n).state is State.SHUTDOWN for n in WORKLOADS))
+        h.create(name, cmdline, kernel=kernel, type=type_, on_poweroff="preserve", disks=disks)
+    assert h.run_until(lambda: all(h.dom(n).state is State.SHUTDOWN for n in WORKLOADS),
+                       BUDGET)
     return h
 
 
@@ -119,8 +96,8 @@ def test_the_hypervisor_counts_each_domains_traps_and_translations(host):
 
 
 def test_the_shell_of_a_bt_domain_through_its_console_paused_and_destroyed(host):
-    d = host.create("shell", "bt", "kernel", "")
-    assert host.run_until(lambda: b"$ " in host.consoles["shell"])
+    d = host.create("shell", "", kernel="kernel", type="bt")
+    assert host.run_until(lambda: b"$ " in host.consoles["shell"], BUDGET)
     dom = host.hv.domains[d]
     host.ts.type_console("shell", b"echo hello-bt\n")
     assert host.run_until(lambda: host.consoles["shell"].count(b"hello-bt") == 2)   # echo, answer
@@ -150,8 +127,8 @@ def test_a_bt_domain_is_scheduled_among_busy_pv_domains(host):
     """Two CPU-bound domains, one of each type, weights 1:1: both make progress, and
     neither is starved (the credit scheduler's shares, not their structure, decide)."""
     names = ("spin-bt", "spin-pv")
-    host.create("spin-bt", "bt", "kernel", "run=sieve iters=200", on_poweroff="preserve")
-    host.create("spin-pv", "pv", "kernel-pv", "run=sieve iters=200", on_poweroff="preserve")
+    host.create("spin-bt", "run=sieve iters=200", kernel="kernel", type="bt", on_poweroff="preserve")
+    host.create("spin-pv", "run=sieve iters=200", kernel="kernel-pv", type="pv", on_poweroff="preserve")
     t0 = {n: host.dom(n).cpu_time_ns for n in names}
     host.hv.run_until(lambda: any(host.dom(n).dead for n in names), 40_000_000,
                       ns=70_000_000)                                    # 70 ms of their time
@@ -166,14 +143,14 @@ def test_the_kernel_must_match_the_type(host):
     assert is_paravirtual(image_path("evping").read_bytes())
     assert not is_paravirtual(image_path("kernel").read_bytes())
     with pytest.raises(XlError, match=r"is a para-virtual image .* type = \"bt\" runs an unmodified"):
-        host.create("wrong1", "bt", "kernel-pv", "")
+        host.create("wrong1", "", kernel="kernel-pv", type="bt")
     with pytest.raises(XlError, match=r"is not a para-virtual image .* type = \"pv\" needs"):
-        host.create("wrong2", "pv", "kernel", "")
+        host.create("wrong2", "", kernel="kernel", type="pv")
     assert not any(m.name.startswith("wrong") for m in host.ts.managed.values())
 
 
 def test_saving_a_bt_domain_is_refused_in_one_line(host):
-    host.create("nosave", "bt", "kernel", "")
+    host.create("nosave", "", kernel="kernel", type="bt")
     with pytest.raises(XlError, match="a bt domain cannot be saved or migrated"):
         host.ts.save("nosave", lambda stream, err: "destroy")
     host.ts.destroy("nosave")
@@ -184,8 +161,8 @@ def test_a_bt_domain_whose_code_frame_is_taken_away_crashes_alone(host):
     (decrease_reservation): its translations of that page go with the mapping, so the
     next fetch there finds no frame and the domain crashes with a report -- it never
     runs stale translated code -- while the others run on."""
-    d = host.create("victim", "bt", "kernel", "", on_crash="preserve")
-    assert host.run_until(lambda: b"$ " in host.consoles["victim"])
+    d = host.create("victim", "", kernel="kernel", type="bt", on_crash="preserve")
+    assert host.run_until(lambda: b"$ " in host.consoles["victim"], BUDGET)
     dom = host.hv.domains[d]
     mon = dom.monitor
     code = {mfn for u in mon.tc.units.values() if u.live for mfn in u.frames}
