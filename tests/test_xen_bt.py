@@ -95,8 +95,13 @@ def test_the_hypervisor_counts_each_domains_traps_and_translations(host):
     assert counters[0]["hypercalls"] > 0
 
 
-def test_the_shell_of_a_bt_domain_through_its_console_paused_and_destroyed(host):
-    d = host.create("shell", "", kernel="kernel", type="bt")
+def test_the_shell_of_a_bt_domain_paused_robbed_and_destroyed(host):
+    """Its console both ways, pause and unpause; then Domain 0 takes the frames of the
+    kernel's code from under it (decrease_reservation): its translations of those pages
+    go with the mapping, so the next fetch there finds no frame and the domain crashes
+    with a report -- it never runs stale translated code -- while the others run on;
+    destroyed, everything it had goes back."""
+    d = host.create("shell", "", kernel="kernel", type="bt", on_crash="preserve")
     assert host.run_until(lambda: b"$ " in host.consoles["shell"], BUDGET)
     dom = host.hv.domains[d]
     host.ts.type_console("shell", b"echo hello-bt\n")
@@ -110,6 +115,17 @@ def test_the_shell_of_a_bt_domain_through_its_console_paused_and_destroyed(host)
     assert bytes(host.consoles["shell"]) == before and not dom.runnable
     host.ts.unpause("shell")
     assert host.run_until(lambda: b"again\n" in host.consoles["shell"][len(before):])
+    # its code frames taken away
+    mon = dom.monitor
+    code = {mfn for u in mon.tc.units.values() if u.live for mfn in u.frames}
+    assert code and all(mfn in dom.rev for mfn in code)          # machine frames of its own
+    gpfns = sorted(dom.rev[mfn] for mfn in code)
+    assert host.ts.xc.decrease_reservation(d, gpfns) == len(gpfns)
+    assert not any(u.live and u.frames & code for u in mon.tc.units.values())
+    host.ts.type_console("shell", b"echo x\n")          # (its shell runs again)
+    assert host.run_until(lambda: dom.state is State.CRASHED)
+    assert "is not backed by a frame of the domain" in dom.crash_report
+    assert host.hv.domains[0].state is not State.CRASHED
     # destroyed: its memory, translation cache, shadows and ports go back
     free_before = host.hv.frames.nr_free
     owned = len(host.hv.frames.owned_by(d))
@@ -156,27 +172,6 @@ def test_saving_a_bt_domain_is_refused_in_one_line(host):
     host.ts.destroy("nosave")
 
 
-def test_a_bt_domain_whose_code_frame_is_taken_away_crashes_alone(host):
-    """Domain 0 takes a frame of the kernel's code from under a running bt domain
-    (decrease_reservation): its translations of that page go with the mapping, so the
-    next fetch there finds no frame and the domain crashes with a report -- it never
-    runs stale translated code -- while the others run on."""
-    d = host.create("victim", "", kernel="kernel", type="bt", on_crash="preserve")
-    assert host.run_until(lambda: b"$ " in host.consoles["victim"], BUDGET)
-    dom = host.hv.domains[d]
-    mon = dom.monitor
-    code = {mfn for u in mon.tc.units.values() if u.live for mfn in u.frames}
-    assert code and all(mfn in dom.rev for mfn in code)          # machine frames of its own
-    gpfns = sorted(dom.rev[mfn] for mfn in code)
-    assert host.ts.xc.decrease_reservation(d, gpfns) == len(gpfns)
-    assert not any(u.live and u.frames & code for u in mon.tc.units.values())
-    host.ts.type_console("victim", b"echo x\n")          # (its shell runs again)
-    assert host.run_until(lambda: dom.state is State.CRASHED)
-    assert "is not backed by a frame of the domain" in dom.crash_report
-    assert host.hv.domains[0].state is not State.CRASHED
-    host.ts.destroy("victim")
-
-
 def test_the_example_config_is_a_bt_domain():
     cfg = config.load(EXAMPLE)
     assert cfg.type == "bt" and cfg.kernel == "kernel"
@@ -218,8 +213,8 @@ def test_xl_create_of_a_bt_config(xen, tmp_path):
     assert r.returncode == 0, r.stderr
     log = d / "console" / "gamma.log"
     wait_for(lambda: log.exists() and b"kernel: halt" in log.read_bytes())
-    alone = run_vm(image_path("kernel"), "bt", cmdline, mem_mb=32)
-    assert TIMING.sub(b"", log.read_bytes()) == TIMING.sub(b"", alone.output)
+    # (what the kernel prints alone under bt: the in-process test above compares it all)
+    assert b"syscall: iters=50 checksum=0x00000032\n" in log.read_bytes()
     rows = wait_for(lambda: (lambda rs: rs if rs["gamma"]["state"][3] == "s" else None)(
         {r["name"]: r for r in json.loads(xl(env, "list", "--json").stdout)}))
     assert rows["gamma"]["type"] == "bt" and rows["Domain-0"]["type"] == "pv"
