@@ -51,9 +51,9 @@ def _run_checked(image: bytes, mode: str, cmdline: str) -> tuple[str, int]:
     seen: list[int] = []
     handle = mon.handle
 
-    def checked(cpu):
+    def checked(cpu, f=None):
         _check_tlb(mon, "entry", seen)
-        f = handle(cpu)
+        f = handle(cpu, f)
         _check_tlb(mon, "resume", seen)
         return f
 

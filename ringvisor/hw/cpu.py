@@ -275,9 +275,12 @@ class Cpu:
         self.mmu.invlpg(lin)
         self.cache.flush_jump_cache()
 
-    def iret(self) -> None:
-        """Execute a 32-bit IRET (for native handlers returning to their caller)."""
-        transfers.iret(self, 4)
+    def iret(self, frame: tuple[int, int, int, int, int] | None = None) -> None:
+        """Execute a 32-bit IRET (for native handlers returning to their caller).
+        ``frame``: the five values at SS:ESP (EIP, CS, EFLAGS, ESP, SS), for a handler
+        that holds them: the same IRET, without reading back what it just wrote to
+        its own stack (whose reads cannot fault)."""
+        transfers.iret(self, 4, None, frame)
 
     def assert_ferr(self) -> None:
         """A waiting x87 instruction found an unmasked exception pending with CR0.NE=0."""
@@ -346,7 +349,60 @@ class Cpu:
             except TripleFault:
                 self.vmx.exit(EXIT_TRIPLE_FAULT)      # (SDM Vol. 3C §25.2)
             return
-        self._deliver_exception(fault)
+        if self.native.handoff is None or not self.hand_off_fault(fault):
+            self._deliver_exception(fault)
+
+    def hand_off_fault(self, fault: CpuFault, checked: bool = False) -> bool:
+        """Offer the delivery of ``fault`` (raised by the instruction at EIP) to the
+        native handler's owner (native.py's hand-off); whether it took it."""
+        err = fault.error_code
+        if fault.vector in HAS_ERROR_CODE and err is None:
+            err = 0
+        return self.hand_off(fault.vector, err, False, self.state.eip, fault, checked)
+
+    def hand_off(self, vector: int, err: int | None, soft: bool, return_eip: int,
+                 fault: CpuFault | None = None, checked: bool = False) -> bool:
+        """Offer a gate delivery to the native handler's owner (native.py's hand-off);
+        whether it took it.  ``return_eip``: the EIP the frame would hold (the faulting
+        instruction's, or for INT n the next one's, whose retirement the block counts
+        when the helper returns); ``checked``: ``may_hand_off`` allowed it already."""
+        retired = 1 if soft else 0
+        if not checked and not self.may_hand_off(retired):
+            return False
+        handler = self.native.handoff(self, vector, err, soft)
+        if handler is None:
+            return False
+        # what the long way counts: the exception (and CR2), the gate transfer, the
+        # INT n retired before its delivery's handler runs, and the native entry's
+        # instruction (codecache's ``_native_entry``)
+        st = self.state
+        if fault is not None:
+            self.stats["exceptions"] += 1
+            self.exceptions.append((st.eip, str(fault)))
+            if isinstance(fault, PageFault):
+                st.cr2 = fault.address
+        self.deliveries += 1
+        st.icount += 1 + retired
+        st.eip = return_eip
+        handler(self)
+        self.mode_changed()
+        st.icount -= retired
+        return True
+
+    def may_hand_off(self, retired: int = 0) -> bool:
+        """Would a gate delivery now be followed at once by its handler's first
+        instruction, with nothing observable between (native.py's hand-off)?  Not
+        while anything watches or steps (tracing, TF, DR7, the host debugger), an NMI
+        waits, an interrupt shadow holds, or the run ends before the handler's entry
+        (``retired``: instructions that retire before it).  (INTR cannot come
+        between: a hand-off is only for interrupt gates, which clear IF.)"""
+        st = self.state
+        host = self.host
+        return (self.trace is None and not st.eflags & TF and not self.debug_active
+                and not self.mmu.watch and self.mmu.host is None and not host.breakpoints
+                and not host.break_next and not host.stepping and host.event is None
+                and not st.nmi_pending and not st.interrupt_shadow and not self.stop_requested
+                and st.icount + retired < self.bound and not self.nonroot)
 
     def _deliver_exception(self, fault: CpuFault) -> None:
         st = self.state

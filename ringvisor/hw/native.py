@@ -13,6 +13,22 @@ and mappings that real hardware would check.
 At any other CPL the region executes as an invalid opcode (#UD): ring-3 code
 that reaches it has been let through by the page tables, as on real hardware,
 but it gets no Python service.  Each entry retires one instruction.
+
+The owner of a region may also take the exceptions its IDT gates lead there
+*handed off* (``NativeRegions.handoff``): a monitor's entry for a fault the
+guest raised is a gate delivery onto the monitor's stack, the handler, and an
+IRET that unwinds the frame again -- two full protected-mode transfers whose
+every check the monitor's own constant tables pass.  When nothing could come
+between the delivery and the handler's first instruction (``Cpu.may_hand_off``:
+no tracing, single-step, breakpoint, pending NMI or bound in the way), the CPU
+offers the fault, or the software interrupt, to ``handoff(cpu, vector,
+error_code, soft)`` instead.  It declines with None (the architectural delivery
+follows), or returns the handler to run in place of delivery, handler and IRET:
+the CPU counts the exception, the gate transfer and the retired instructions as
+the long way would and sets EIP to the one the frame would hold, and the handler
+sets the ring-0 state the gate would have set before it does its work, and
+leaves the machine as its IRET would.  The owner answers for its own tables: it
+accepts only what its gates would take without a fault.
 """
 
 from __future__ import annotations
@@ -25,6 +41,8 @@ Handler = Callable[[object], None]
 class NativeRegions:
     def __init__(self) -> None:
         self.regions: list[tuple[int, int, Handler, str]] = []
+        # (cpu, vector, error code, soft) -> the handler taking it, or None (module's doc)
+        self.handoff: Callable[[object, int, int | None, bool], Handler | None] | None = None
 
     def bind(self, start: int, length: int, handler: Handler, name: str = "native") -> None:
         """Bind physical ``[start, start + length)`` to ``handler`` (a callable taking the CPU)."""

@@ -146,7 +146,18 @@ def push(cpu, value: int, size: int) -> None:
 @helper(M.INT)
 def h_int(cpu, ins) -> int:
     require_vm86_iopl3(cpu)        # (INT3 and INTO are not IOPL-sensitive)
-    transfers.deliver(cpu, ins.immediate8, None, True, ins.next_ip32)
+    vector = ins.immediate8
+    if cpu.native.handoff is None or not cpu.may_hand_off(1):
+        transfers.deliver(cpu, vector, None, True, ins.next_ip32)
+    elif not cpu.hand_off(vector, None, True, ins.next_ip32, None, True):
+        try:
+            transfers.deliver(cpu, vector, None, True, ins.next_ip32)
+        except CpuFault as e:
+            # (a gate that refuses it: #GP(vector, IDT) at the INT, handed off from here,
+            # the block having stored the state as a fault finds it)
+            if not cpu.hand_off_fault(e, True):
+                raise
+            cpu.state.icount -= 1          # (the block counts the INT when this returns)
     return cpu.state.eip
 
 

@@ -222,22 +222,65 @@ def check_return_ss(d: Descriptor, sel: int, rpl_cs: int) -> None:
         raise CpuFault(SS, err)
 
 
-def _check_return_cs(cpu, sel: int) -> "Descriptor":
+# The outcome of a return's checks on a CS or SS descriptor, keyed by all it depends
+# on (which register, the selector, the descriptor's eight bytes, the CPL or the CS's
+# RPL): the bytes are read at every return, so a changed table is seen at once; only
+# descriptors already accessed are kept (loading them again writes nothing).  An
+# IRET to user mode and a monitor's return to its guest check the same few each time.
+_RETURNS: dict[tuple[bool, int, int, int], tuple[int, int, int]] = {}
+
+
+def _check_return_cs(cpu, sel: int) -> tuple[Segment, Descriptor | None]:
+    """The CS a return loads, and its descriptor if loading it sets the accessed bit
+    (at the commit: ``_commit_cs``)."""
     if (sel & 0xFFFC) == 0:
         raise CpuFault(GP, 0)
-    d = cpu.segmentation.read_descriptor(sel)
-    check_return_cs(d, sel, cpu.cpl)
-    return d
+    seg = cpu.segmentation
+    addr = seg.table_address(sel)
+    raw = seg.raw_at(addr)
+    level = cpu.cpl
+    hit = _RETURNS.get((False, sel, raw, level))
+    if hit is not None:
+        return Segment(sel, *hit), None
+    d = Descriptor(raw, addr)
+    check_return_cs(d, sel, level)
+    if not raw >> 40 & 1:
+        return d.segment(sel), d
+    _keep((False, sel, raw, level), d)
+    return d.segment(sel), None
+
+
+def _commit_cs(cpu, new_cs: Segment, d: Descriptor | None) -> Segment:
+    """The CS segment to load: ``new_cs``, or, if its descriptor's accessed bit was
+    clear, the descriptor's with the bit now set in the table and in the cache."""
+    if d is None:
+        return new_cs
+    cpu.segmentation.set_accessed(d)
+    return d.segment(new_cs.selector)
 
 
 def _check_return_ss(cpu, sel: int, rpl_cs: int) -> Segment:
-    seg = cpu.segmentation
     if (sel & 0xFFFC) == 0:
         raise CpuFault(GP, 0)
-    d = seg.read_descriptor(sel)
+    seg = cpu.segmentation
+    addr = seg.table_address(sel)
+    raw = seg.raw_at(addr)
+    hit = _RETURNS.get((True, sel, raw, rpl_cs))
+    if hit is not None:
+        return Segment(sel, *hit)
+    d = Descriptor(raw, addr)
     check_return_ss(d, sel, rpl_cs)
-    seg.set_accessed(d)
+    if raw >> 40 & 1:
+        _keep((True, sel, raw, rpl_cs), d)
+    else:
+        seg.set_accessed(d)
     return d.segment(sel)
+
+
+def _keep(key: tuple[bool, int, int, int], d: Descriptor) -> None:
+    if len(_RETURNS) > 1024:          # a guest writing random tables cannot grow it
+        _RETURNS.clear()
+    _RETURNS[key] = (d.base, d.limit, d.attr)
 
 
 def check_task_return(link: int, read_descriptor) -> Descriptor:
@@ -260,9 +303,11 @@ def task_return(cpu, next_eip: int) -> None:
     tasks.switch(cpu, link, d, tasks.IRET, next_eip)
 
 
-def iret(cpu, size: int, next_eip: int | None = None) -> None:
+def iret(cpu, size: int, next_eip: int | None = None, frame: tuple | None = None) -> None:
     """IRET (same privilege or to an outer ring, or a task return; or in real mode).
-    ``next_eip`` is the address after the IRET (saved in the TSS by a task return)."""
+    ``next_eip`` is the address after the IRET (saved in the TSS by a task return).
+    ``frame``: the values on the stack (EIP, CS, EFLAGS, ESP, SS), given by ring-0
+    software returning from its own stack, whose reads cannot fault (``Cpu.iret``)."""
     cpu.state.nmi_blocked = False         # IRET ends NMI blocking (SDM Vol. 3 §6.7.1)
     if cpu.state.nmi_pending:
         cpu.limit = 0
@@ -277,18 +322,18 @@ def iret(cpu, size: int, next_eip: int | None = None) -> None:
         return realmode.iret(cpu, size, realmode.VM86_IRET_MASK)
     if st.eflags & NT:
         return task_return(cpu, st.eip if next_eip is None else next_eip)
-    eip, cs_sel, fl = _pop_values(cpu, 3, size)
+    eip, cs_sel, fl = frame[:3] if frame is not None else _pop_values(cpu, 3, size)
     cs_sel &= 0xFFFF
     old_cpl = cpu.cpl
     if size == 4 and fl & VM and old_cpl == 0:
         return _return_to_vm86(cpu, eip, cs_sel, fl)
-    d = _check_return_cs(cpu, cs_sel)
+    new_cs, d = _check_return_cs(cpu, cs_sel)
     rpl = cs_sel & 3
     outer = rpl > old_cpl
     if outer:
-        new_esp, ss_sel = _pop_values(cpu, 2, size, 3 * size)
+        new_esp, ss_sel = frame[3:5] if frame is not None else _pop_values(cpu, 2, size, 3 * size)
         new_ss = _check_return_ss(cpu, ss_sel & 0xFFFF, rpl)
-    if eip > d.limit:
+    if eip > new_cs.limit:
         raise CpuFault(GP, 0)
     # commit
     mask = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | TF | 0x400 | 0x800 | NT
@@ -302,8 +347,7 @@ def iret(cpu, size: int, next_eip: int | None = None) -> None:
         if size == 4:
             mask |= VIF | VIP
     cpu.set_eflags(fl, mask)
-    cpu.segmentation.set_accessed(d)
-    st.segs[CS] = d.segment(cs_sel)
+    st.segs[CS] = _commit_cs(cpu, new_cs, d)
     st.eip = eip if size == 4 else eip & 0xFFFF
     if outer:
         st.segs[SREG_SS] = new_ss
@@ -337,16 +381,15 @@ def far_return(cpu, size: int, imm: int) -> None:
     eip, cs_sel = _pop_values(cpu, 2, size)
     cs_sel &= 0xFFFF
     old_cpl = cpu.cpl
-    d = _check_return_cs(cpu, cs_sel)
+    new_cs, d = _check_return_cs(cpu, cs_sel)
     rpl = cs_sel & 3
     outer = rpl > old_cpl
     if outer:
         new_esp, ss_sel = _pop_values(cpu, 2, size, 2 * size + imm)
         new_ss = _check_return_ss(cpu, ss_sel & 0xFFFF, rpl)
-    if eip > d.limit:
+    if eip > new_cs.limit:
         raise CpuFault(GP, 0)
-    cpu.segmentation.set_accessed(d)
-    st.segs[CS] = d.segment(cs_sel)
+    st.segs[CS] = _commit_cs(cpu, new_cs, d)
     st.eip = eip if size == 4 else eip & 0xFFFF
     if outer:
         st.segs[SREG_SS] = new_ss

@@ -85,7 +85,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
              "traps", "emulated", "stats", "watchpoints")
     WIRING = ("machine", "cpu", "mem", "guest_ram", "base", "gm")
     TRANSIENT = ("frame", "halting", "delivered", "new_shadow", "step",   # (step: step_state)
-                 "db_hits", "db_owed")
+                 "db_hits", "db_owed", "_handoff_from")
 
     def __init__(self, machine, guest_ram: int, *, base: int | None = None,
                  shadow_pool: list[int] | None = None) -> None:
@@ -127,6 +127,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         """Bind the monitor's entry points on the machine.  A restored VM comes this way
         only: its region, its tables and the guest's state all come from the image."""
         self.cpu.native.bind(self.base + L.ENTRY, L.ENTRY_SIZE, self._entry, f"{self.name} monitor")
+        self.cpu.native.handoff = self._handoff
+        self._handoff_from = (0, None)
 
     def get_state(self) -> dict:
         return S.get_attrs(self)
@@ -241,23 +243,70 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         return D.base_of(raw)
 
     # -- entries ------------------------------------------------------------------------------
-    def _entry(self, cpu) -> None:
+    def _entry(self, cpu, f: Frame | None = None) -> None:
         vapic = self.platform.vapic
         if vapic is None:
-            self.resume(self.handle(cpu))
+            self.resume(self.handle(cpu, f))
             return
         vapic.inside = True
         try:
-            f = self.handle(cpu)
+            f = self.handle(cpu, f)
         finally:
             vapic.inside = False
         self.resume(f)
 
-    def handle(self, cpu) -> Frame:
+    def _handoff(self, cpu, vector: int, err: int | None, soft: bool):
+        """The hardware's hand-off (``hw.native``): an exception the guest raised, or a
+        callout its translated code made, comes straight to ``_handed``, without a
+        frame pushed through the TSS stack and read back.  Only while the real tables
+        are the monitor's own, whose gates take it without a fault: every vector's is
+        an interrupt gate to ``SEL_MCODE`` (DPL 0, so a software ``int n`` from the
+        guest is a #GP(n, IDT) instead, handed off as such; the callouts' DPL 1), and
+        its TSS's ring-0 stack is ``SEL_MDATA``; anything else takes the architectural
+        path."""
+        st = cpu.state
+        cpl = cpu.cpl
+        if (cpl == 0 or cpu.mode.vm86 or st.idtr.base != L.MLIN + L.IDT
+                or st.gdtr.base != L.MLIN + L.GDT or st.tr.selector != L.SEL_MTSS):
+            return None
+        if soft:
+            if cpl > 1 or vector not in (L.CALLOUT, L.CHAIN):
+                return None
+        elif (err is None) == (vector in HAS_ERROR_CODE):
+            return None
+        self._handoff_from = (vector, err)
+        return self._handed
+
+    def _handed(self, cpu) -> None:
+        """What the gate, the native entry and ``resume``'s IRET do, without the frame
+        on the monitor's stack: the guest's state becomes the ``Frame`` directly, the CPU
+        takes the ring-0 state the gate gives (its CS and SS loaded as the delivery loads
+        them, IF, TF, NT, RF and VM clear, ESP below the frame, EIP at the entry point)
+        and the entry goes on as any other."""
+        st = cpu.state
+        seg = cpu.segmentation
+        vector, err = self._handoff_from
+        f = Frame.taken(cpu, self.base, err)
+        cd = seg.read_descriptor(L.SEL_MCODE)
+        sd = seg.read_descriptor(L.SEL_MDATA)
+        seg.set_accessed(cd)
+        seg.set_accessed(sd)
+        st.segs[1] = cd.segment(L.SEL_MCODE & 0xFFFC)
+        st.segs[2] = sd.segment(L.SEL_MDATA)
+        st.eflags &= ~(TF | NT | RF | VM | IF)
+        st.regs[4] = L.MLIN + L.STACK_TOP - (20 if err is None else 24)
+        st.eip = L.MLIN + L.ENTRY + 8 * vector
+        cpu.mode_changed()
+        self._entry(cpu, f)
+
+    def handle(self, cpu, f: Frame | None = None) -> Frame:
         """An entry from the guest through the real IDT: do what it asks, deliver what
-        is pending; the frame to resume it with."""
+        is pending; the frame to resume it with (``f``: taken by the hand-off)."""
         vector = (cpu.state.eip - (L.MLIN + L.ENTRY)) // 8
-        f = Frame(cpu, self.base, vector in HAS_ERROR_CODE)
+        if f is None:
+            f = Frame(cpu, self.base, vector in HAS_ERROR_CODE)
+        else:
+            cpu.state.regs[4] = f.esp               # (as ``Frame`` leaves it)
         self.frame = f
         v = self.vcpu
         v.cpl = 3 if f.user else 0
