@@ -208,6 +208,14 @@ class Delivery:
         """Take the interrupts the guest's IF and PIC allow, as the processor takes INTR
         between instructions (a trap gate leaves IF set: the next one nests at once)."""
         v = self.vcpu
+        vapic = self.platform.vapic
+        if vapic is not None and vapic.nmi and not v.nmi_blocked:
+            # an NMI, whatever IF says; the next one waits for the handler's IRET (SDM
+            # Vol. 3 §6.7.1) -- where the monitor sees that IRET (``nmi_blocking``)
+            vapic.nmi = False
+            v.nmi_blocked = self.nmi_blocking
+            self.stats["virtual NMIs"] += 1
+            self.deliver(f, 2, None, False, self.guest_eip(f))
         for _ in range(16):
             if not (v.vif and self.platform.intr):
                 return

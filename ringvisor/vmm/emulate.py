@@ -573,6 +573,7 @@ def e_retf(c: Context) -> str:
 
 @emulates(M.IRET, M.IRETD)
 def e_iret(c: Context) -> str:
+    c.v.nmi_blocked = False                # IRET ends NMI blocking (SDM Vol. 3 §6.7.1)
     if c.f.eflags & NT:
         # a return to the task in the back link of the guest's TSS (SDM Vol. 2 IRET:
         # TASK-RETURN): its checks, then the switch

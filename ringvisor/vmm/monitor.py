@@ -79,8 +79,9 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     name = "monitor"
     # the lifecycle protocol (vmm/state.py: what each attribute is)
     state_name = "monitor"
-    state_version = 3                    # 2: the virtual local APIC (vapic.py); 3: the LDT
+    state_version = 4        # 2: the virtual local APIC (vapic.py); 3: the LDT; 4: virtual NMIs
     virtual_apic = True                  # the guest gets a local APIC (not para-virtualized)
+    nmi_blocking = True                  # the guest's IRETs reach the monitor (``emulate.e_iret``)
     STATE = ("vcpu", "platform", "shadow", "gdt", "ldt", "step_state", "shadow_at", "guest_halted",
              "traps", "emulated", "stats", "watchpoints")
     WIRING = ("machine", "cpu", "mem", "guest_ram", "base", "gm")
@@ -134,9 +135,9 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         return S.get_attrs(self)
 
     def set_state(self, state: dict) -> None:
-        if "ldt" not in state:              # version 2: a guest without an LDT
-            state = dict(state, ldt=GuestLdt(self).get_state(),
-                         vcpu=dict(state["vcpu"], ldt_base=0, ldt_limit=0))
+        # an older image lacks what was added since (version 2: the LDT; 3: a waiting
+        # virtual NMI, its blocking): as a fresh monitor has it -- no LDT, no NMI
+        state = {**S.get_attrs(self), **state}
         S.set_attrs(self, state)
         self.cpu.tlb_flush()
 

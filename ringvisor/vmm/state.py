@@ -74,8 +74,9 @@ def set_attrs(obj, state: dict) -> None:
         if hasattr(cur, "set_state") and not isinstance(cur, type):
             cur.set_state(v)
         elif is_dataclass(cur) and not isinstance(cur, type):
-            for f in fields(cur):
-                setattr(cur, f.name, _like(getattr(cur, f.name), v[f.name]))
+            for f in fields(cur):          # (a field newer than the image keeps its default)
+                if f.name in v:
+                    setattr(cur, f.name, _like(getattr(cur, f.name), v[f.name]))
         elif isinstance(cur, (dict, set)):
             cur.clear()
             cur.update(v)

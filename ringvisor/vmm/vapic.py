@@ -24,10 +24,13 @@ pair behind its LINT0.  Nothing of the guest's reaches the physical APIC:
   the virtual APIC's highest vector when the guest's virtual IF allows, through
   the guest's IDT, with the virtual ISR, TPR/PPR and EOI rules of the model.
 
-What the monitors do not give a guest: NMIs (an NMI IPI, LINT1 or an LVT in NMI
-mode), INIT and SIPI (there is one virtual processor) -- each stops the run with
-one line; and CPUID, which is not privileged, reports the physical processor's
-APIC (present, ID 0) even after the guest hardware-disables its virtual one.
+An NMI the virtual APIC raises (a self-IPI in NMI mode, LINT1 or an LVT in NMI
+mode) is held here until the monitor delivers it through the guest's IDT (vector
+2, blocked until the guest's IRET: ``Delivery.deliver_interrupts``).  What the
+monitors do not give a guest: INIT and SIPI (there is one virtual processor) --
+each stops the run with one line; and CPUID, which is not privileged, reports the
+physical processor's APIC (present, ID 0) even after the guest hardware-disables
+its virtual one.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ ICR_SELF = 1 << 18                      # destination shorthand: self
 class VirtualApic:
     """The guest's local APIC: the model, and the processor side it talks to (the monitor)."""
 
-    STATE = ("apic", "level", "unsupported")       # (vmm/state.py)
+    STATE = ("apic", "level", "unsupported", "nmi")       # (vmm/state.py)
     WIRING = ("phys", "cpu", "notify_vector", "name")
     TRANSIENT = ("inside",)
 
@@ -63,6 +66,7 @@ class VirtualApic:
         # to the guest, so no notification is needed (the virtual PIC's edges come so)
         self.inside = False
         self.unsupported = ""               # what the guest asked that no monitor gives
+        self.nmi = False                    # an NMI waits for the monitor to deliver it
         self.apic = LocalApic(self, machine.clock, ApicBus(), 0, True, pic)
         # exactly what the physical APIC holds at takeover (what the firmware left)
         self._load(self.phys.get_state())
@@ -80,7 +84,9 @@ class VirtualApic:
         self.level = level
 
     def raise_nmi(self) -> None:
-        self._refuse("an NMI through its local APIC (virtual NMIs are not delivered)")
+        self.nmi = True
+        if not self.inside:
+            self._notify()
 
     def init(self) -> None:
         self._refuse("an INIT IPI (one virtual processor)")
@@ -127,11 +133,13 @@ class VirtualApic:
         return v
 
     def get_state(self) -> dict:
-        return {"apic": self.apic.get_state(), "level": self.level, "unsupported": self.unsupported}
+        return {"apic": self.apic.get_state(), "level": self.level, "unsupported": self.unsupported,
+                "nmi": self.nmi}
 
     def set_state(self, state: dict) -> None:
         self._load(state["apic"])
         self.level, self.unsupported = bool(state["level"]), str(state["unsupported"])
+        self.nmi = bool(state.get("nmi", False))          # (monitor state 3 and older)
 
 
 def emulate_access(mon, f, ins: ix.Instruction, offset: int, vapic: VirtualApic) -> None:

@@ -33,6 +33,7 @@ class VirtualCpu:
     tr_base: int = 0             # ... and its cached base and limit (the guest TSS)
     tr_limit: int = 0
     vif: bool = False            # the guest's EFLAGS.IF
+    nmi_blocked: bool = False    # an NMI handler runs: the next NMI waits for its IRET
     iopl: int = 0                # the guest's EFLAGS.IOPL
     cpl: int = 0                 # the guest's privilege level (0 kernel, 3 user)
     cs: int = 0x08               # the guest kernel's CS selector, as it loaded it

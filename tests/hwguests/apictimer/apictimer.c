@@ -1,7 +1,7 @@
 /* apictimer: the local APIC as a kernel drives its clock with it -- the timer
  * periodic and one-shot (halted and busy), the TPR holding a class back,
- * self-IPIs with their ISR/PPR and priority order, EOI, and the 8259A through
- * LINT0 -- written to print the same lines natively, on QEMU, and under the
+ * self-IPIs with their ISR/PPR and priority order, EOI, the 8259A through
+ * LINT0, and NMI IPIs with their blocking -- written to print the same lines natively, on QEMU, and under the
  * monitors (--mode trapemu and bt), which give the guest a virtual APIC: every
  * access to the APIC page below traps and is emulated there.  Only values the
  * SDM (Vol. 3 ch. 10) or QEMU's model fix are printed, never measured counts.
@@ -41,6 +41,21 @@ static void pic_tick(struct frame *f)
 
 static void self_ipi(u32 vec) { aw(ICR2, 0); aw(ICR, 0x40000 | vec); }
 static void spin(u32 n) { for (volatile u32 i = 0; i < n; i++) ; }
+/* an NMI IPI to APIC ID 0, this processor (delivery mode NMI, assert: SDM §10.6.1) */
+static void nmi_to_self(void) { aw(ICR2, 0); aw(ICR, 0x4400); }
+
+static volatile u32 nmis, nmis_in_handler, nmi_if;
+
+static void nmi(struct frame *f)
+{
+    nmis++;
+    nmi_if = (f->eflags >> 9) & 1;
+    if (nmis == 2) {
+        nmi_to_self();          /* blocked until this handler's IRET (§6.7.1) */
+        spin(10);
+        nmis_in_handler = nmis;
+    }
+}
 #define WAIT_FOR(cond) do { while (!(cond)) __asm__ volatile("sti; hlt; cli" ::: "memory"); } while (0)
 
 int main(void)
@@ -121,6 +136,16 @@ int main(void)
     WAIT_FOR(hits[0x20] >= 2);
     outb(0x21, 0xff);
     kprintf("pic irq0 through lint0: ticks>=2 apic isr 0x20=%u\n", bit(ISR, 0x20));
+
+    /* NMIs: taken with IF clear; another one raised in the handler waits for its IRET */
+    rt_isr[2] = nmi;
+    cli();
+    nmi_to_self();
+    spin(10);
+    kprintf("nmi with IF clear: taken=%u if-in-frame=%u\n", nmis, nmi_if);
+    nmi_to_self();
+    spin(10);
+    kprintf("nmi raised in its handler: in handler %u, after its iret %u\n", nmis_in_handler, nmis);
 
     kprintf("apictimer: done\n");
     return 0;
