@@ -86,6 +86,7 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("alu-O2", "alu", optimize="-O2"),
     Kernel("alu-O3", "alu", optimize="-O3"),
     Kernel("cpufeat", "cpufeat", qemu_args=("-cpu", "qemu32,+smep,+umip,+rdtscp")),
+    Kernel("smap", "smap", qemu_args=("-cpu", "qemu32,+smap")),
 ]}
 
 # The x87/SSE guest (tests/hwguests/fpu), one image per code generation; the command line

@@ -65,7 +65,7 @@ def test_probe_table_is_native():
     assert nat and hvm == nat
 
 
-@pytest.mark.parametrize("name", ["privilege", "faults", "paging", "sysinsn", "cpufeat", "tfstep"])
+@pytest.mark.parametrize("name", ["privilege", "faults", "paging", "sysinsn", "cpufeat", "smap", "tfstep"])
 def test_conformance_guest_is_native(name):
     k = KERNELS.get(name) or PC_KERNELS[name]
     n, h = both(build_hw(name), k.cmdline, k.stdin)

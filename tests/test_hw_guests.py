@@ -843,6 +843,50 @@ EXPECTED_CPUFEAT = [
 ]
 
 
+# --------------------------------------------------------------------------
+# smap (tests/hwguests/smap), on QEMU with -cpu qemu32,+smap
+# --------------------------------------------------------------------------
+def _smap_fault(what: str, err: int) -> str:
+    # a supervisor-mode data access to a user-mode page with CR4.SMAP=1 and
+    # EFLAGS.AC=0 is #PF with P=1, U/S=0, W/R the access's (SDM vol. 3 4.6.1, 4.7);
+    # CR2 is the accessed address
+    return f"{what}: #14 err=0x{err:x} eip=+0 cr2=0x410004"
+
+
+EXPECTED_SMAP = [
+    "smap: start",
+    # CPUID.(EAX=07H,ECX=0):EBX[20] SMAP (SDM vol. 2 CPUID, Table 3-8)
+    "cpuid leaf 7: smap=1",
+    # STAC/CLAC: #UD if CPL > 0 (SDM vol. 2 STAC, CLAC), whatever CR4.SMAP is
+    "ring 3 stac: #6 eip=+0",
+    "ring 3 clac: #6 eip=+0",
+    # at CPL 0 they set and clear EFLAGS.AC
+    "ring 0 stac: ac=1",
+    "ring 0 clac: ac=0",
+    # CR4.SMAP=0: ring 0 reads and writes user pages
+    "smap=0 ac=0 read: no exception",
+    "read: 0x1234",
+    "smap=0 ac=0 write: no exception",
+    _smap_fault("smap=1 ac=0 read", 0x1),
+    _smap_fault("smap=1 ac=0 write", 0x3),
+    # SMAP governs data accesses only: a fetch is SMEP's business (off here)
+    "smap=1 ac=0 fetch: no exception",
+    # EFLAGS.AC=1 at CPL < 3: explicit accesses are allowed
+    "smap=1 ac=1 read: no exception",
+    "read: 0x5a5a0000",
+    "smap=1 ac=1 write: no exception",
+    # AC cleared again: the same page faults again (no permission outlives AC)
+    _smap_fault("smap=1 ac=0 again read", 0x1),
+    _smap_fault("smap=1 ac=0 again write", 0x3),
+    # POPF at CPL 0 writes AC as STAC/CLAC do (SDM vol. 2 POPF)
+    "smap=1 popf ac=1 write: no exception",
+    _smap_fault("smap=1 popf ac=0 write", 0x3),
+    "smap=0 ac=0 read again: no exception",
+    "read: 0x5a5a0000",
+    "smap: done",
+]
+
+
 def expected_lines(name: str) -> list[str]:
     if name.startswith("alu-"):
         return alu_expected()
@@ -855,6 +899,7 @@ def expected_lines(name: str) -> list[str]:
         "smc": smc_expected(),
         "sysinsn": EXPECTED_SYSINSN,
         "cpufeat": EXPECTED_CPUFEAT,
+        "smap": EXPECTED_SMAP,
     }[name]
 
 

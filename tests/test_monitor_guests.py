@@ -326,3 +326,16 @@ def test_cpu_features_under_the_monitors(mode: str) -> None:
         lines = [l for l in lines if not l.startswith(skip)]
         expected = [l for l in expected if not l.startswith(skip)]
     assert lines == expected
+
+
+# --------------------------------------------------------------------------
+# smap (tests/hwguests/smap; EXPECTED_SMAP, checked on QEMU, is in test_hw_guests.py):
+# the kernel's ring 1 is supervisor too, so the real CR4.SMAP and EFLAGS.AC (the
+# guest's) decide its accesses; STAC/CLAC are #UD there and emulated, and the
+# monitor's own fills of the real TLB leave user pages alone.
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["trapemu", "bt"])
+def test_smap_under_the_monitors(mode: str) -> None:
+    from test_hw_guests import EXPECTED_SMAP
+    r = run_vm(build_kernel("smap"), mode, max_instructions=LIMIT, quiet=True)
+    assert output_lines(r.output.decode("latin-1").replace("\r\n", "\n")) == EXPECTED_SMAP

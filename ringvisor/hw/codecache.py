@@ -277,7 +277,7 @@ class CodeCache:
         base = mode.cs_base
         # ``page`` and the offsets below are linear; the decoder works in EIP (offsets in CS)
         page = (base + eip) & PAGE
-        data = cpu.mmu.read_bytes(page, 0x1000, user)
+        data = cpu.mmu.read_bytes(page, 0x1000, user, fetch=True)
         decoder = ix.Decoder(bits, data, ip=eip)
         decoder.position = (base + eip) & 0xFFF
         buf = data                         # the decoder's buffer (for each instruction's bytes)
@@ -299,7 +299,7 @@ class CodeCache:
                 nxt = (page + 0x1000) & 0xFFFFFFFF
                 next_page = cpu.mmu.walk(nxt, False, user, fetch=True) >> 12   # a fetch's faults
                 pages.add(next_page)
-                more = cpu.mmu.read_bytes(nxt, 15, user)
+                more = cpu.mmu.read_bytes(nxt, 15, user, fetch=True)
                 buf = data[(base + eip) & 0xFFF:] + more
                 decoder = ix.Decoder(bits, buf, ip=eip)
                 ins = decoder.decode()

@@ -28,7 +28,7 @@ CPUID_MAX_BASIC, CPUID_MAX_EXTENDED = 7, 0x80000001
 CPUID_FEATURES_EDX = sum(1 << b for b in (0, 2, 3, 4, 5, 8, 11, 13, 15, 19, 23, 24, 25, 26))
 CPUID_FEATURES_ECX = 1 << 0 | 1 << 5   # SSE3 (not MONITOR/MWAIT, bit 3), VMX (hw/vmx.py)
 CPUID_FEATURES_EBX = 8 << 8       # CLFLUSH line size: 8 * 8 = 64 bytes
-CPUID_LEAF7_EBX = 1 << 7          # SMEP
+CPUID_LEAF7_EBX = 1 << 7 | 1 << 20  # SMEP, SMAP
 CPUID_LEAF7_ECX = 1 << 2          # UMIP
 CPUID_EXT_FEATURES_EDX = 1 << 27  # RDTSCP (and IA32_TSC_AUX)
 CPUID_APIC = 1 << 9               # leaf 1 EDX: an on-chip APIC (when the PC has one)

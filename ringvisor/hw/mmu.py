@@ -32,11 +32,19 @@ from __future__ import annotations
 from .ept import EPT_R, EPT_W, EPT_X
 from .faults import PageFault
 from .memory import PhysicalMemory
-from .state import CR0_PG, CR0_WP, CR4_PSE, CR4_SMEP, CpuState
+from .state import AC, CR0_PG, CR0_WP, CR4_PSE, CR4_SMAP, CR4_SMEP, CpuState
 
 PTE_P, PTE_W, PTE_U, PTE_A, PTE_D, PTE_PS = 1, 2, 4, 0x20, 0x40, 0x80
 PF_P, PF_W, PF_U, PF_I = 1, 2, 4, 0x10
 PAGE = 0xFFFFF000
+
+
+def smap_blocks(cr4: int, eflags: int, user_page: bool, user: bool, fetch: bool) -> bool:
+    """CR4.SMAP: a supervisor-mode data access to a user-mode page faults unless
+    EFLAGS.AC is set (SDM Vol. 3 §4.6.1; the #PF has P=1 and U/S=0).  Fetches are
+    SMEP's business.  (Implicit supervisor accesses at CPL 3 ignore AC; the CPU makes
+    none to user pages.)"""
+    return bool(user_page and cr4 & CR4_SMAP and not user and not fetch and not eflags & AC)
 
 
 class Mmu:
@@ -120,6 +128,7 @@ class Mmu:
         if not st.cr0 & CR0_PG:
             phys_page = page
             sup_w = user_w = user_ok = True
+            smap = False
         else:
             self.stats_walks += 1
             mem = self.mem
@@ -160,7 +169,13 @@ class Mmu:
             user_ok = bool(rights & PTE_U)
             if fetch and not user and user_ok and st.cr4 & CR4_SMEP:
                 raise PageFault(lin, err | PF_P)
-            sup_w = dirty and (bool(rights & PTE_W) or not st.cr0 & CR0_WP)
+            # under CR4.SMAP user pages get no supervisor TLB entries, so every ring-0
+            # access comes here and sees the AC of the moment (STAC, CLAC and POPF
+            # flush nothing)
+            if smap_blocks(st.cr4, st.eflags, user_ok, user, fetch):
+                raise PageFault(lin, err | PF_P)
+            smap = user_ok and st.cr4 & CR4_SMAP
+            sup_w = dirty and not smap and (bool(rights & PTE_W) or not st.cr0 & CR0_WP)
             user_w = dirty and user_ok and bool(rights & PTE_W)
         readable = True
         if ept is not None:                       # the final guest-physical page
@@ -172,7 +187,8 @@ class Mmu:
                 sup_w = user_w = False
         if fill and readable and self.mem.is_ram(phys_page) and page not in self.watch_pages:
             delta = phys_page - page
-            self.tr_s[page] = delta
+            if not smap:
+                self.tr_s[page] = delta
             if user_ok:
                 self.tr_u[page] = delta
             if (phys_page >> 12) not in self.mem.code_pages:
@@ -286,11 +302,13 @@ class Mmu:
         self.mem.write(p1, data[:first])
         self.mem.write(p2, data[first:])
 
-    def read_bytes(self, lin: int, n: int, user: bool) -> bytes:
+    def read_bytes(self, lin: int, n: int, user: bool, fetch: bool = False) -> bytes:
+        """``n`` bytes from ``lin``; ``fetch``: instruction bytes (SMAP, SMEP and the
+        I/D bit treat them as fetches, not data reads)."""
         out = bytearray()
         while n > 0:
             chunk = min(n, 0x1000 - (lin & 0xFFF))
-            out += self.mem.read(self.walk(lin, False, user), chunk)
+            out += self.mem.read(self.walk(lin, False, user, fetch=fetch), chunk)
             lin = (lin + chunk) & 0xFFFFFFFF
             n -= chunk
         return bytes(out)

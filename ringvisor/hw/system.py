@@ -17,9 +17,9 @@ from .faults import BP, BR, DB, GP, NM, NP, OF as OF_VEC, UD, CpuFault, Unsuppor
 from .ept import EptExit
 from .segments import LDT, TSS16_AVAIL, TSS32_AVAIL, Descriptor, null_segment
 from .state import (CR0_TRANSLATION, CR4_TRANSLATION, ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, Segment, CR0_EM, CR0_ET, CR0_MP, CR0_NW, CR0_CD, CR0_PE, CR0_PG, CR0_TS,
-                    CR4_DE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PCE, CR4_PGE, CR4_PSE, CR4_SMEP,
+                    CR4_DE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PCE, CR4_PGE, CR4_PSE, CR4_SMAP, CR4_SMEP,
                     CR4_TSD, CR4_UMIP, CR4_VMXE, CS, DF, IF, IOPL_MASK, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
-                    MSR_SYSENTER_ESP, OF, RF, SS, VM, ZF)
+                    MSR_SYSENTER_ESP, AC, OF, RF, SS, VM, ZF)
 from .translate import GPR, SREG, registrar
 
 M = ix.Mnemonic
@@ -30,7 +30,7 @@ HELPERS: dict[int, callable] = {}
 
 CR0_WRITABLE = 0xE005003F      # PG CD NW AM WP NE ET TS EM MP PE
 CR4_SUPPORTED = (CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT |
-                 CR4_UMIP | CR4_SMEP | CR4_VMXE)
+                 CR4_UMIP | CR4_SMEP | CR4_SMAP | CR4_VMXE)
 # in VMX operation CR0.PE, NE and PG stay set and CR4.VMXE cannot be cleared (SDM Vol. 3C §23.8)
 VMX_CR0_FIXED = CR0_PE | 0x20 | CR0_PG
 
@@ -479,6 +479,19 @@ def h_lmsw(cpu, ins) -> int:
 def h_clts(cpu, ins) -> int:
     require_cpl0(cpu)
     cpu.state.cr0 &= ~CR0_TS
+    return ins.next_ip32
+
+
+@helper(M.STAC, M.CLAC)
+def h_stac(cpu, ins) -> int:
+    """Set or clear EFLAGS.AC, which lets ring 0 reach user pages under CR4.SMAP
+    (the MMU reads it at each such access).  #UD at CPL > 0 (SDM Vol. 2 STAC, CLAC)."""
+    if cpu.cpl > 0:
+        raise CpuFault(UD)
+    if ins.mnemonic == M.STAC:
+        cpu.state.eflags |= AC
+    else:
+        cpu.state.eflags &= ~AC
     return ins.next_ip32
 
 

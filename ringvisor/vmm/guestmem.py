@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ringvisor.hw.state import CR4_SMAP
+
 from .layout import MLIN
 from .vcpu import CR0_WP, CR4_PSE, VirtualCpu
 
@@ -169,6 +171,8 @@ class GuestMemory:
         every entry into the monitor."""
         writable = (m.writable or (not self.vcpu.cr0 & CR0_WP and not m.user)) and m.dirty
         self.shadow.install(lin, m.phys & PAGE, m.user, writable, m.pde_addr, m.pte_addr)
+        if m.user and self.mmu.state.cr4 & CR4_SMAP:
+            return      # under the guest's SMAP the real TLB keeps no ring-0 entry for it
         self.mmu.walk(lin, False, False)
 
     def cached(self, lin: int) -> int | None:

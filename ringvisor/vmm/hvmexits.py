@@ -10,6 +10,7 @@ from __future__ import annotations
 from ringvisor.hw.faults import GP, PF, UD
 from ringvisor.hw.identify import cpuid as processor_cpuid
 from ringvisor.hw.machine import Stop
+from ringvisor.hw.mmu import smap_blocks
 from ringvisor.hw.state import CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, CR4_PSE, CR4_SMEP, IF
 from ringvisor.hw.system import CR0_WRITABLE, CR4_SUPPORTED
 from ringvisor.hw import vmcs as V
@@ -92,6 +93,10 @@ def page_fault(mon, lin: int, err: int) -> None:
         # a supervisor fetch from a user page under the guest's SMEP (SDM Vol. 3 §4.6):
         # the guest's own fault, whatever the shadow holds
         guest_page_fault(mon, lin, err | 1)
+        return
+    if smap_blocks(mon.vcpu.cr4, mon.read(V.GUEST_RFLAGS), m.user, user, bool(err & PF_FETCH)):
+        # a supervisor data access to a user page under the guest's SMAP, AC clear
+        guest_page_fault(mon, lin, (err & 2) | 1)
         return
     mon.stats["#PF (shadow)"] += 1
     frame = m.phys & ~0xFFF

@@ -27,11 +27,11 @@ import iced_x86 as ix
 
 from ringvisor.hw.faults import DB, GP, HAS_ERROR_CODE, NAMES, TS, UD, CpuFault
 from ringvisor.hw.machine import Stop
-from ringvisor.hw.mmu import PF_I
+from ringvisor.hw.mmu import PF_I, smap_blocks
 from ringvisor.hw.segments import Descriptor, check_segment_load, null_segment
 from ringvisor.hw.state import (CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_TS, CR4_DE, CR4_OSFXSR,
-                                CR4_OSXMMEXCPT, CR4_PCE, CR4_SMEP, CR4_TSD,
-                                CR4_UMIP)
+                                CR4_OSXMMEXCPT, CR4_PCE, CR4_SMAP, CR4_SMEP, CR4_TSD,
+                                CR4_UMIP, AC)
 from ringvisor.hw.system import CR0_WRITABLE, CR4_SUPPORTED
 from ringvisor.hw.transfers import check_return_cs, check_return_ss
 
@@ -72,7 +72,8 @@ GUEST_CR0 = CR0_MP | CR0_EM | CR0_TS | CR0_NE
 # by an IRET the monitor never sees, so they are always in force, and what the
 # kernel's ring 1 then cannot do (RDTSC; SGDT, SIDT, SLDT, STR, SMSW) traps and is
 # emulated.  SMEP: a fetch from a user page by the kernel's ring 1 faults as at ring 0.
-GUEST_CR4 = CR4_DE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_TSD | CR4_UMIP | CR4_SMEP
+GUEST_CR4 = (CR4_DE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_TSD | CR4_UMIP | CR4_SMEP |
+             CR4_SMAP)
 
 
 class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
@@ -368,6 +369,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             self.callout(f, vector)
         elif vector == DB:
             self.real_debug_exception(f)
+        elif vector == UD and not f.user and self.vcpu.cpl == 0 and self.access_control(f):
+            pass
         elif vector == TS and f.eflags & NT and self.code_at(f).mnemonic == ix.Mnemonic.IRETD:
             # IRET with NT set returns to a task; the real TSS the hardware looked in is
             # the monitor's: the guest's back link decides
@@ -412,6 +415,17 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             except GuestPageFault:
                 pass
         return ix.Decoder(32, data, ip=f.eip).decode()
+
+    def access_control(self, f: Frame) -> bool:
+        """STAC/CLAC in the guest kernel: #UD at the real ring 1 (CPL > 0), allowed at the
+        guest's CPL 0 (SDM Vol. 2 STAC, CLAC); EFLAGS.AC in the frame is the guest's."""
+        ins = self.code_at(f)
+        if ins.mnemonic not in (ix.Mnemonic.STAC, ix.Mnemonic.CLAC):
+            return False
+        f.eflags = f.eflags | AC if ins.mnemonic == ix.Mnemonic.STAC else f.eflags & ~AC
+        f.eip = (f.eip + ins.len) & 0xFFFFFFFF
+        self.emulated["stac" if ins.mnemonic == ix.Mnemonic.STAC else "clac"] += 1
+        return True
 
     def code_at(self, f: Frame) -> ix.Instruction:
         """The instruction the real CPU executes at the frame's CS:EIP (binary translation:
@@ -597,6 +611,11 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             # it): the guest's fault, P and I/D (SDM Vol. 3 §4.6.1, §4.7) -- P even when
             # the real fault was the shadow's not-present entry: the guest's is present
             self.guest_page_fault(f, lin, PF_I | 1)
+            return
+        if smap_blocks(self.vcpu.cr4, f.eflags, m.user, user, bool(err & PF_I)):
+            # the kernel (at the real ring 1, supervisor too) touched a user page under
+            # its own SMAP with AC clear (the real CR4 and EFLAGS.AC are the guest's)
+            self.guest_page_fault(f, lin, (err & 2) | 1)
             return
         frame = m.phys & ~0xFFF
         if frame == APIC_PAGE and not self.gm.translated:
