@@ -226,6 +226,13 @@ def sahf(bb: BlockBuilder, ins: ix.Instruction) -> None:
     set_flags_bits(bb, v, ("cf", "pf", "af", "zf", "sf"))
 
 
+@sem(M.SALC)
+def salc(bb: BlockBuilder, ins: ix.Instruction) -> None:
+    """D6, undocumented (the SDM's opcode map leaves it blank): AL = FFh if CF else 0,
+    flags unchanged -- as Intel's processors, QEMU and unicorn execute it."""
+    bb.write_reg(R.AL, f"(0xFF if {bb.flag('cf')} else 0)")
+
+
 # --- stack ---------------------------------------------------------------------
 def stack_size(ins: ix.Instruction) -> int:
     return abs(ins.stack_pointer_increment) or 4
