@@ -113,6 +113,7 @@ PC_KERNELS: dict[str, Kernel] = {k.name: k for k in [
            cflags=("-DBIG_BSS",)),
     Kernel("tfstep", "tfstep"),
     Kernel("straddle", "straddle"),
+    Kernel("rmivt", "rmivt", runtime=False),
     Kernel("cr0et", "cr0et"),
     Kernel("aout-kludge", "elfload", runtime=False, linker_script="elfload/aout.ld",
            cflags=("-DAOUT",)),

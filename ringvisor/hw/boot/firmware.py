@@ -30,12 +30,19 @@ programs the PIC takes IRQ 0 at vector 8, exactly as on QEMU.
 
 Memory
 ------
-    0x0000-0x03FF   the real-mode IVT (zero here: there is no BIOS code to point at)
+    0x0000-0x03FF   the real-mode IVT as SeaBIOS's ivt_init() and its device setup
+                    leave it (``IVT``): every vector at an IRET, the PIC's vectors
+                    at handlers that send EOI, IRQ 0's at the timer handler (BDA
+                    tick count, INT 1Ch, EOI), INT 60h-66h and 79h zero.  The
+                    handlers are small stubs of ours in the F segment (``BIOS_STUBS``),
+                    at SeaBIOS's addresses where the IBM PC fixed them (F000:FF53,
+                    F000:FEA5); the BIOS services (INT 10h, 13h, 15h...) are IRETs
     0x0400-0x04FF   the BIOS data area, the fields SeaBIOS sets (``BDA_FIELDS``,
                     the serial ports found and how many, the hard disks it found:
                     the IDE drives and a virtio disk)
     0x9FC00         the EBDA, 1 KiB (its first byte holds its size in KiB)
-    0xF0000-0xFFFFF the BIOS ROM (reserved in the memory map; zero here)
+    0xF0000-0xFFFFF the BIOS ROM (reserved in the memory map; zero here but for
+                    the interrupt stubs)
 
 The memory map (INT 15h E820, which the option ROM copies into the Multiboot
 information): RAM below the EBDA, the EBDA and the BIOS ROM reserved, RAM from
@@ -228,6 +235,49 @@ def program_devices(bus: IoBus) -> list[int]:
     return [port for port in SERIAL_PROBE_ORDER if detect_serial(bus, port)]
 
 
+# -- the interrupt vector table, as SeaBIOS leaves it ----------------------------------
+# A kernel that enables interrupts before loading its own IDT (in real mode, or with the
+# IVT as its IDT) takes IRQ 0 through these, as under SeaBIOS, instead of jumping to
+# 0000:0000.  Real-mode machine code, offsets in segment F000.
+BIOS_SEG = 0xF000
+IRET_OFF = 0xFF53          # SeaBIOS's entry_iret_official (the IBM PC's dummy IRET)
+TIMER_OFF = 0xFEA5         # SeaBIOS's entry_08 (the IBM PC's INT 08h entry)
+HWPIC1_OFF, HWPIC2_OFF = 0xFF40, 0xFF48
+BIOS_STUBS = {
+    IRET_OFF: bytes([0xCF]),                                        # iret
+    # push ax; mov al, 20h; out 20h, al; pop ax; iret -- SeaBIOS's handle_hwpic1: EOI
+    HWPIC1_OFF: bytes([0x50, 0xB0, 0x20, 0xE6, 0x20, 0x58, 0xCF]),
+    # ... and to the slave, then the master (handle_hwpic2)
+    HWPIC2_OFF: bytes([0x50, 0xB0, 0x20, 0xE6, 0xA0, 0xE6, 0x20, 0x58, 0xCF]),
+    # SeaBIOS's handle_08: the BDA tick count (40:6C) goes up, past a day (0x1800B0
+    # ticks) to 0 with the rollover flag (40:70) set; then INT 1Ch; then EOI
+    TIMER_OFF: bytes([0x1E, 0x66, 0x50,                             # push ds; push eax
+                      0x31, 0xC0, 0x8E, 0xD8,                       # xor ax, ax; mov ds, ax
+                      0x66, 0xA1, 0x6C, 0x04, 0x66, 0x40,           # mov eax, [46Ch]; inc eax
+                      0x66, 0x3D, 0xB0, 0x00, 0x18, 0x00,           # cmp eax, 1800B0h
+                      0x72, 0x07,                                   # jb store
+                      0x66, 0x31, 0xC0, 0xFE, 0x06, 0x70, 0x04,     # xor eax, eax; inc byte [470h]
+                      0x66, 0xA3, 0x6C, 0x04,                       # store: mov [46Ch], eax
+                      0xCD, 0x1C,                                   # int 1Ch
+                      0xB0, 0x20, 0xE6, 0x20,                       # mov al, 20h; out 20h, al
+                      0x66, 0x58, 0x1F, 0xCF]),                     # pop eax; pop ds; iret
+}
+
+
+def ivt_bytes() -> bytes:
+    """The 1 KiB interrupt vector table SeaBIOS leaves (post.c ivt_init and the
+    handlers its timer setup installs)."""
+    vec = [IRET_OFF] * 256
+    for i in range(8):
+        vec[PIC_VECTOR_BASES[0] + i] = HWPIC1_OFF
+        vec[PIC_VECTOR_BASES[1] + i] = HWPIC2_OFF
+    vec[PIC_VECTOR_BASES[0]] = TIMER_OFF
+    out = bytearray(b"".join(struct.pack("<HH", off, BIOS_SEG) for off in vec))
+    for i in (*range(0x60, 0x67), 0x79):     # user vectors and 79h: zero, as SeaBIOS
+        out[4 * i:4 * i + 4] = bytes(4)
+    return bytes(out)
+
+
 def hand_off(mem: PhysicalMemory, bus: IoBus, cmos, ram_size: int, fpu: bool = False,
              drives: tuple = (), other_disks: int = 0) -> None:
     """Leave the devices and low memory as SeaBIOS does for ``ram_size`` bytes of RAM.
@@ -248,3 +298,6 @@ def hand_off(mem: PhysicalMemory, bus: IoBus, cmos, ram_size: int, fpu: bool = F
     ebda = bytearray(EBDA_KIB * KIB)
     ebda[0] = EBDA_KIB
     mem.write(EBDA_ADDR, bytes(ebda))
+    mem.write(0, ivt_bytes())
+    for off, code in BIOS_STUBS.items():
+        mem.write((BIOS_SEG << 4) + off, code)
