@@ -871,6 +871,7 @@ EXPECTED_SMAP = [
     _smap_fault("smap=1 ac=0 write", 0x3),
     # SMAP governs data accesses only: a fetch is SMEP's business (off here)
     "smap=1 ac=0 fetch: no exception",
+    "smap=1 ac=0 fetch, first touch: no exception",
     # EFLAGS.AC=1 at CPL < 3: explicit accesses are allowed
     "smap=1 ac=1 read: no exception",
     "read: 0x5a5a0000",

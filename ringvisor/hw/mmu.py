@@ -47,6 +47,14 @@ def smap_blocks(cr4: int, eflags: int, user_page: bool, user: bool, fetch: bool)
     return bool(user_page and cr4 & CR4_SMAP and not user and not fetch and not eflags & AC)
 
 
+def fetch_fault(err: int, lin: int, code: int) -> bool:
+    """Whether a #PF at ``lin`` came from fetching the instruction at linear ``code``.
+    The error code says so only under SMEP (SDM Vol. 3 §4.7); otherwise a fault at
+    the instruction's own bytes is its fetch (a monitor's test; a data access to
+    those very bytes would pass for a fetch)."""
+    return bool(err & PF_I) or (lin - code) & 0xFFFFFFFF < 16
+
+
 class Mmu:
     def __init__(self, mem: PhysicalMemory, state: CpuState) -> None:
         self.mem = mem

@@ -10,8 +10,8 @@ from __future__ import annotations
 from ringvisor.hw.faults import GP, PF, UD
 from ringvisor.hw.identify import cpuid as processor_cpuid
 from ringvisor.hw.machine import Stop
-from ringvisor.hw.mmu import smap_blocks
-from ringvisor.hw.state import CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, CR4_PSE, CR4_SMEP, IF
+from ringvisor.hw.mmu import fetch_fault, smap_blocks
+from ringvisor.hw.state import CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, CR4_PSE, CR4_SMEP, CS, IF
 from ringvisor.hw.system import CR0_WRITABLE, CR4_SUPPORTED
 from ringvisor.hw import vmcs as V
 from ringvisor.hw.ept import Q_LINEAR_VALID as EPT_Q_LINEAR_VALID
@@ -94,7 +94,9 @@ def page_fault(mon, lin: int, err: int) -> None:
         # the guest's own fault, whatever the shadow holds
         guest_page_fault(mon, lin, err | 1)
         return
-    if smap_blocks(mon.vcpu.cr4, mon.read(V.GUEST_RFLAGS), m.user, user, bool(err & PF_FETCH)):
+    code = (mon.read(V.GUEST_BASE + 2 * CS) + mon.read(V.GUEST_RIP)) & 0xFFFFFFFF
+    if smap_blocks(mon.vcpu.cr4, mon.read(V.GUEST_RFLAGS), m.user, user,
+                   fetch_fault(err & PF_FETCH, lin, code)):
         # a supervisor data access to a user page under the guest's SMAP, AC clear
         guest_page_fault(mon, lin, (err & 2) | 1)
         return

@@ -27,7 +27,7 @@ import iced_x86 as ix
 
 from ringvisor.hw.faults import DB, GP, HAS_ERROR_CODE, NAMES, TS, UD, CpuFault
 from ringvisor.hw.machine import Stop
-from ringvisor.hw.mmu import PF_I, smap_blocks
+from ringvisor.hw.mmu import PF_I, fetch_fault, smap_blocks
 from ringvisor.hw.segments import Descriptor, check_segment_load, null_segment
 from ringvisor.hw.state import (CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_TS, CR4_DE, CR4_OSFXSR,
                                 CR4_OSXMMEXCPT, CR4_PCE, CR4_SMAP, CR4_SMEP, CR4_TSD,
@@ -612,7 +612,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             # the real fault was the shadow's not-present entry: the guest's is present
             self.guest_page_fault(f, lin, PF_I | 1)
             return
-        if smap_blocks(self.vcpu.cr4, f.eflags, m.user, user, bool(err & PF_I)):
+        code = (self.real_descriptor_base(f.cs) + f.eip) & 0xFFFFFFFF
+        if smap_blocks(self.vcpu.cr4, f.eflags, m.user, user, fetch_fault(err, lin, code)):
             # the kernel (at the real ring 1, supervisor too) touched a user page under
             # its own SMAP with AC clear (the real CR4 and EFLAGS.AC are the guest's)
             self.guest_page_fault(f, lin, (err & 2) | 1)

@@ -1,5 +1,6 @@
 /* smap: CR4.SMAP and EFLAGS.AC -- ring 0 data accesses to a user page, STAC and
- * CLAC at ring 0 and ring 3, POPF of AC, fetches (which SMAP leaves alone), and a
+ * CLAC at ring 0 and ring 3, POPF of AC, fetches (which SMAP leaves alone, also as the
+ * first access to a page, which a monitor's shadow fill must tell apart), and a
  * fault after an allowed access to the same page (no stale permission).  QEMU
  * runs it with -cpu qemu32,+smap (tests/hwtests.py); expected values are in
  * tests/test_hw_guests.py.
@@ -10,6 +11,7 @@
 #define EFLAGS_AC 0x40000u
 #define USER_PAGE 0x00410000u
 #define USER_CODE 0x00410800u          /* a "ret" in the same user page */
+#define USER_CODE2 0x00411000u         /* a "ret" in a user page nothing reads first */
 
 static u32 flags(void)
 {
@@ -34,11 +36,12 @@ static void touch(const char *label, int write)
     report_exc(label);
 }
 
-static void fetch(const char *label)
+static void fetch(const char *label, u32 code)
 {
     rt_expect_reset();
-    __asm__ volatile("movl $2f, rt_resume\n\tmovl $0x410800, rt_mark\n\t"
-                     "call *%0\n2:" :: "r"(USER_CODE) : "memory");
+    rt_mark = code;
+    __asm__ volatile("movl $2f, rt_resume\n\t"
+                     "call *%0\n2:" :: "r"(code) : "memory");
     if (rt_exc.count)
         __asm__ volatile("addl $4, %%esp" ::: "memory");
     report_exc(label);
@@ -68,10 +71,12 @@ int main(void)
 
     *(volatile u32 *)(USER_PAGE + 4) = 0x1234;
     *(volatile u8 *)USER_CODE = 0xc3;                 /* ret */
+    *(volatile u8 *)USER_CODE2 = 0xc3;
     rt_paging_init();
     for (int i = 0; i < 1024; i++)
         pt0[i] &= ~PTE_U;                             /* the kernel: supervisor pages */
-    PT1[0x10] = USER_PAGE | PTE_P | PTE_W | PTE_U;    /* one user page */
+    PT1[0x10] = USER_PAGE | PTE_P | PTE_W | PTE_U;    /* two user pages */
+    PT1[0x11] = USER_CODE2 | PTE_P | PTE_W | PTE_U;
     rt_paging_on(1);
 
     touch("smap=0 ac=0 read", 0);
@@ -81,7 +86,8 @@ int main(void)
     write_cr4(read_cr4() | CR4_SMAP);
     touch("smap=1 ac=0 read", 0);
     touch("smap=1 ac=0 write", 1);
-    fetch("smap=1 ac=0 fetch");
+    fetch("smap=1 ac=0 fetch", USER_CODE);
+    fetch("smap=1 ac=0 fetch, first touch", USER_CODE2);
     __asm__ volatile("stac" ::: "memory");
     seen = 0;
     touch("smap=1 ac=1 read", 0);
