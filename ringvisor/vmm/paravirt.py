@@ -255,8 +255,12 @@ class ParaVirt(Monitor):
         return cs, eip, bool(flags & 4)
 
     def guest_gdt_bytes(self, offset: int, n: int) -> bytes:
-        if not self.gdt_frames:
+        frames = self.gdt_frames
+        if not frames:
             return super().guest_gdt_bytes(offset, n)
+        i, o = offset >> 12, offset & 0xFFF
+        if o + n <= 0x1000 and i < len(frames):        # (a descriptor: within one frame)
+            return self.mem.read((frames[i] << 12) + o, n)
         out = bytearray()
         while n:
             i, o = offset >> 12, offset & 0xFFF
