@@ -147,6 +147,7 @@ MONITOR_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("kernelisms-sdm", "kernelisms", cflags=("-DSEGMENT_CHECKS",)),
     Kernel("ldt", "ldt"),
     Kernel("segbase", "segbase"),
+    Kernel("tscwrite-sdm", "tscwrite"),     # QEMU's TCG ignores TSC writes: ringvisor only
 ]}
 
 

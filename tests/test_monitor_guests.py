@@ -272,6 +272,19 @@ EXPECTED["segbase"] = [
     "segbase: done",
 ]
 
+# tscwrite (tests/hwguests/tscwrite): WRMSR to IA32_TIME_STAMP_COUNTER, after which the
+# counter runs on from the value (SDM Vol. 3 17.17) for RDTSC at rings 0 and 3 and for
+# RDMSR; with CR4.TSD, ring 3's RDTSC is #GP(0).  QEMU 7.2's TCG ignores the write, so
+# the expected lines are the SDM's, checked natively and under every monitor.
+EXPECTED["tscwrite-sdm"] = [
+    "tscwrite: start",
+    "ring 3 rdtsc: no exception",
+    "written: rdtsc hi=0x12345678 rdmsr hi=0x12345678 user rdtsc hi=0x12345678 later=yes",
+    "ring 3 rdtsc with TSD: #13 err=0x0 eip=+0",
+    "written back: hi=0x0 below 2^31=yes",
+    "tscwrite: done",
+]
+
 
 @functools.lru_cache(maxsize=None)
 def _run(name: str, mode: str) -> tuple[list[str], int]:

@@ -92,9 +92,10 @@ def _rdtsc(cpu) -> int:
     return read_tsc(cpu)
 
 
-def read_tsc(cpu) -> int:
-    """What RDTSC does once allowed: EDX:EAX = the time-stamp counter."""
-    t = cpu.tsc()
+def read_tsc(cpu, offset: int = 0) -> int:
+    """What RDTSC does once allowed: EDX:EAX = the time-stamp counter (plus ``offset``:
+    a monitor's guest whose TSC was written)."""
+    t = (cpu.tsc() + offset) & 0xFFFFFFFFFFFFFFFF
     if cpu.tsc_probe is not None:
         cpu.tsc_probe(t)
     cpu.state.regs[0] = t & 0xFFFFFFFF

@@ -20,8 +20,8 @@ from ringvisor.hw.faults import NAMES, CpuFault
 from ringvisor.hw.identify import APIC_MSRS, KNOWN_MSRS, msr_write_ok, read_tsc
 from ringvisor.hw.segments import (CALL_GATE32, TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL,
                                    TSS32_BUSY, Descriptor)
-from ringvisor.hw.state import (MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC,
-                                MSR_TSC_AUX, NT, RF, TF, VM)
+from ringvisor.hw.state import (CR4_TSD, MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP,
+                                MSR_TSC, MSR_TSC_AUX, NT, RF, TF, VM)
 from ringvisor.hw.system import ea, get_reg, io_bitmap_permits, set_reg
 from ringvisor.hw.transfers import check_task_return
 from ringvisor.hw.translate import GPR, SREG, registrar
@@ -425,12 +425,15 @@ def e_msr(c: Context) -> str:
     if n != MSR_TSC and n not in KNOWN_MSRS:
         raise GuestFault(GP, 0)
     if c.ins.mnemonic == M.RDMSR:
-        value = c.cpu.tsc() if n == MSR_TSC else c.v.msrs.get(n, KNOWN_MSRS.get(n, 0))
+        value = c.mon.guest_tsc() if n == MSR_TSC else c.v.msrs.get(n, KNOWN_MSRS.get(n, 0))
         regs[0], regs[2] = value & 0xFFFFFFFF, value >> 32
     else:
-        if n == MSR_TSC:
-            raise MonitorStop(f"{c.mon.name}: the guest writes the TSC (not virtualized)")
         value = regs[0] | regs[2] << 32
+        if n == MSR_TSC:
+            # the guest's TSC runs on from the value (SDM Vol. 3 §17.17): an offset to
+            # the real one, and RDTSC traps from now on (``Monitor.real_control``)
+            c.v.tsc_offset = value - c.cpu.tsc()
+            return NEXT
         if not msr_write_ok(n, value):
             raise GuestFault(GP, 0)
         c.v.msrs[n] = value
@@ -442,10 +445,12 @@ def e_msr(c: Context) -> str:
 
 @emulates(M.RDTSC, M.RDTSCP)
 def e_rdtsc(c: Context) -> str:
-    # it traps only because the real CR4.TSD is the guest's (``monitor.GUEST_CR4``):
-    # at (virtual) CPL 0 the guest reads the counter (SDM Vol. 2 RDTSC, RDTSCP)
-    c.kernel_only()
-    read_tsc(c.cpu)
+    # it traps because the real CR4.TSD is the guest's (``monitor.GUEST_CR4``), or is
+    # set for a guest whose TSC was written: at (virtual) CPL 0, or with the guest's
+    # TSD clear, the guest reads its counter (SDM Vol. 2 RDTSC, RDTSCP)
+    if c.v.cpl != 0 and c.v.cr4 & CR4_TSD:
+        raise GuestFault(GP, 0)
+    read_tsc(c.cpu, c.v.tsc_offset)
     if c.ins.mnemonic == M.RDTSCP:
         c.cpu.state.regs[1] = c.v.msrs.get(MSR_TSC_AUX, 0) & 0xFFFFFFFF
     return NEXT

@@ -59,6 +59,10 @@ CR0_NW, CR0_CD, CR0_PE = 1 << 29, 1 << 30, 1
 USER_IO = {ix.Mnemonic.IN, ix.Mnemonic.OUT, ix.Mnemonic.INSB, ix.Mnemonic.INSW,
            ix.Mnemonic.INSD, ix.Mnemonic.OUTSB, ix.Mnemonic.OUTSW, ix.Mnemonic.OUTSD,
            ix.Mnemonic.CLI, ix.Mnemonic.STI}
+# what else user code may do that the real processor refuses: SYSENTER (the real
+# IA32_SYSENTER_CS is 0), RDTSC and RDTSCP (the real CR4.TSD, set for a guest whose TSC
+# was written, when the guest's own is clear)
+USER_EMULATED = {ix.Mnemonic.SYSENTER, ix.Mnemonic.RDTSC, ix.Mnemonic.RDTSCP}
 
 
 # The real CR0 and CR4 are the monitor's (paging on its shadow tables, WP so that
@@ -107,6 +111,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.gm.written_hook = self.guest_written
         self.platform = VirtualPlatform(machine.bus, machine.pic,
                                         machine if self.virtual_apic else None, self.name)
+        if self.platform.vapic is not None:
+            self.platform.vapic.vcpu = self.vcpu
         self.shadow = ShadowPaging(self.cpu, self.mem, self.base, frames=shadow_pool)
         self.gdt = GuestGdt(self)
         self.ldt = GuestLdt(self)
@@ -467,10 +473,10 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
                 self.traps["#GP (far transfer)"] += 1
                 return
         if f.user and err == 0:
-            from .emulate import NEXT, emulate
+            from .emulate import NEXT, emulate, ix_name
             ins = self.fetch(f)
-            if ins.mnemonic in USER_IO or ins.mnemonic == ix.Mnemonic.SYSENTER:
-                self.traps["#GP (SYSENTER)" if ins.mnemonic == ix.Mnemonic.SYSENTER
+            if ins.mnemonic in USER_IO or ins.mnemonic in USER_EMULATED:
+                self.traps[f"#GP (user {ix_name(ins)})" if ins.mnemonic in USER_EMULATED
                            else "#GP (user I/O)"] += 1
                 if emulate(self, f, ins, f.eip) == NEXT:
                     f.eip = (f.eip + ins.len) & 0xFFFFFFFF
@@ -494,7 +500,13 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     def real_control(self) -> None:
         """The real CR0 and CR4 for guest code (``MONITOR_CR0``, ``GUEST_CR4``)."""
         v = self.vcpu
-        self.cpu.load_control(MONITOR_CR0 | (v.cr0 & GUEST_CR0), v.cr4 & GUEST_CR4)
+        self.cpu.load_control(MONITOR_CR0 | (v.cr0 & GUEST_CR0),
+                              v.cr4 & GUEST_CR4 | (CR4_TSD if v.tsc_offset else 0))
+
+    def guest_tsc(self) -> int:
+        """The guest's time-stamp counter: the real one, moved by its WRMSRs to it (a
+        guest that wrote it reads it only through RDTSC's trap: ``real_control``)."""
+        return (self.cpu.tsc() + self.vcpu.tsc_offset) & 0xFFFFFFFFFFFFFFFF
 
     def stop(self, stop: Stop) -> None:
         """The guest is done (it shut down, or halted for good): the run ends."""

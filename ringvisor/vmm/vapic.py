@@ -53,7 +53,7 @@ class VirtualApic:
     """The guest's local APIC: the model, and the processor side it talks to (the monitor)."""
 
     STATE = ("apic", "level", "unsupported", "nmi")       # (vmm/state.py)
-    WIRING = ("phys", "cpu", "notify_vector", "name")
+    WIRING = ("phys", "cpu", "notify_vector", "name", "vcpu")
     TRANSIENT = ("inside",)
 
     def __init__(self, machine, pic, notify_vector: int, name: str) -> None:
@@ -67,6 +67,7 @@ class VirtualApic:
         self.inside = False
         self.unsupported = ""               # what the guest asked that no monitor gives
         self.nmi = False                    # an NMI waits for the monitor to deliver it
+        self.vcpu = None                    # the guest's virtual CPU (the monitor sets it)
         self.apic = LocalApic(self, machine.clock, ApicBus(), 0, True, pic)
         # exactly what the physical APIC holds at takeover (what the firmware left)
         self._load(self.phys.get_state())
@@ -95,7 +96,9 @@ class VirtualApic:
         self._refuse("a start-up IPI (one virtual processor)")
 
     def tsc(self) -> int:
-        return self.cpu.tsc()               # the guest's TSC is the real one
+        """The guest's TSC (the TSC-deadline timer's): the real one, moved by any WRMSR
+        of the guest's to it."""
+        return self.cpu.tsc() + (self.vcpu.tsc_offset if self.vcpu is not None else 0)
 
     def _refuse(self, what: str) -> None:
         # (a timer callback may get here, outside the monitor: the stop waits for the

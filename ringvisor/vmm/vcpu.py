@@ -34,6 +34,7 @@ class VirtualCpu:
     tr_limit: int = 0
     vif: bool = False            # the guest's EFLAGS.IF
     nmi_blocked: bool = False    # an NMI handler runs: the next NMI waits for its IRET
+    tsc_offset: int = 0          # the guest's TSC less the real one (after its WRMSR to it)
     iopl: int = 0                # the guest's EFLAGS.IOPL
     cpl: int = 0                 # the guest's privilege level (0 kernel, 3 user)
     cs: int = 0x08               # the guest kernel's CS selector, as it loaded it
