@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import iced_x86 as ix
 
-from ringvisor.hw.faults import NAMES, CpuFault
+from ringvisor.hw.faults import NAMES, CpuFault, PageFault
 from ringvisor.hw.identify import APIC_MSRS, KNOWN_MSRS, msr_write_ok, read_tsc
 from ringvisor.hw.segments import (CALL_GATE32, TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL,
                                    TSS32_BUSY, Descriptor)
@@ -154,6 +154,8 @@ def emulate(mon, f, ins: ix.Instruction, eip: int, tables=(EMULATORS,)) -> str |
         return result
     except CpuFault as e:           # GuestFault, or the hardware's own rules (hw.segments, ...)
         mon.traps[f"{NAMES.get(e.vector, e.vector)} (guest)"] += 1
+        if isinstance(e, PageFault):    # (an access the emulation made on the real MMU)
+            mon.vcpu.cr2 = e.address
         mon.deliver(f, e.vector, e.error_code, False, eip)
     except GuestPageFault as e:
         mon.vcpu.cr2 = e.address

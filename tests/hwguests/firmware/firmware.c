@@ -196,6 +196,12 @@ int main(void)
            running would tick there too, before the HPET on a slow host.  Mode 0 with a
            count of 1: one last edge, then OUT stays high (8254 data sheet) */
         outb(0x43, 0x30); outb(0x40, 1); outb(0x40, 0);
+        /* wait for that edge (the read-back command's status: OUT in bit 7) before pin 2
+           is unmasked, however late a loaded host's QEMU makes it */
+        for (u32 i = 0; i < 100000000; i++) {
+            outb(0x43, 0xe2);
+            if (inb(0x40) & 0x80) break;
+        }
         for (volatile int i = 0; i < 20000; i++) ;
         *(volatile u32 *)0xfec00000 = 0x14; *(volatile u32 *)0xfec00010 = 0x72;   /* pin 2, edge */
         outb(0x21, 0xff);
