@@ -17,7 +17,7 @@ checks and their error codes follow the SDM and QEMU's ``switch_tss_ra``.
 from __future__ import annotations
 
 from . import realmode
-from .faults import DB, GP, NP, SS, TS, CpuFault
+from .faults import DB, GP, NP, SS, TS, CpuFault, UnsupportedFeature
 from .segments import (LDT, TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY,
                        Descriptor, null_segment)
 from .state import (CR0_PG, CR0_TS, CS, DS, ES, FS, GS, NT, SS as SREG_SS, VM, Segment)
@@ -66,6 +66,12 @@ def switch(cpu, sel: int, d: Descriptor, source: str, next_eip: int, ext: int = 
     whether the new TSS is a 32-bit one (an exception's error code is pushed in its size)."""
     st = cpu.state
     mmu = cpu.mmu
+    if cpu.nonroot:
+        # a task switch in VMX non-root operation always exits (SDM Vol. 3C §26.1.2,
+        # reason 9); that exit is not modelled, and the switch cannot run in the guest
+        # (its CR3 would replace the host's EPT identity map or shadow tables)
+        raise UnsupportedFeature(f"a task switch (to {sel:#06x}) in VMX non-root operation: "
+                                 "the task-switch VM exit is not modelled")
     sel, d = target_tss(cpu, sel, d, ext)
     err = (sel & 0xFFFC) | ext
     busy = bool(d.type & BUSY)
