@@ -60,6 +60,31 @@ def target_tss(cpu, sel: int, d: Descriptor, ext: int) -> tuple[int, Descriptor]
     return sel, d
 
 
+def incoming(d: Descriptor, read) -> tuple:
+    """The new task's state from its TSS ``d`` (``read(offset, size)``): CR3 (None in a
+    16-bit TSS), EIP, EFLAGS, the eight registers, the six selectors (ES CS SS DS FS GS:
+    FS and GS 0 in a 16-bit TSS), the LDT selector and the T bit."""
+    new = layout(d.type)
+    size = new["size"]
+    return (read(0x1C, 4) if d.type & 8 else None, read(new["eip"], size),
+            read(new["eflags"], size), [read(new["regs"] + i * size, size) for i in range(8)],
+            [read(new["segs"] + i * new["seg_step"], 2) for i in range(new["nsegs"])]
+            + [0] * (6 - new["nsegs"]),
+            read(new["ldt"], 2), read(0x64, 2) & 1 if d.type & 8 else 0)
+
+
+def outgoing(old: dict, write, eip: int, eflags: int, regs, selectors) -> None:
+    """The outgoing task's state into its TSS (layout ``old``; ``write(offset, size,
+    value)``): EIP, EFLAGS, the eight registers, the selectors its layout holds."""
+    osize = old["size"]
+    write(old["eip"], osize, eip)
+    write(old["eflags"], osize, eflags)
+    for i in range(8):
+        write(old["regs"] + i * osize, osize, regs[i])
+    for i in range(old["nsegs"]):
+        write(old["segs"] + i * old["seg_step"], 2, selectors[i])
+
+
 def switch(cpu, sel: int, d: Descriptor, source: str, next_eip: int, ext: int = 0) -> bool:
     """Switch to the task ``sel``/``d`` (a TSS descriptor or task gate already read and
     checked for privilege).  ``next_eip`` is the EIP saved in the outgoing TSS.  Returns
@@ -79,21 +104,11 @@ def switch(cpu, sel: int, d: Descriptor, source: str, next_eip: int, ext: int = 
         raise CpuFault(TS, err)
     if source != IRET and busy:                  # (a task cannot be re-entered: §7.2.1)
         raise CpuFault(GP, err)
-    new = layout(d.type)
-    size = new["size"]
-
-    def rd(off: int, n: int = size) -> int:
-        return mmu.read((d.base + off) & 0xFFFFFFFF, n, False)
+    size = layout(d.type)["size"]
 
     # -- read the whole incoming state (a fault here is the old task's) ---------------
-    new_cr3 = rd(0x1C, 4) if d.type & 8 else None
-    new_eip = rd(new["eip"])
-    new_eflags = rd(new["eflags"])
-    new_regs = [rd(new["regs"] + i * size) for i in range(8)]
-    new_segs = [rd(new["segs"] + i * new["seg_step"], 2) for i in range(new["nsegs"])] + \
-        [0] * (6 - new["nsegs"])
-    new_ldt = rd(new["ldt"], 2)
-    trap = rd(0x64, 2) & 1 if d.type & 8 else 0
+    new_cr3, new_eip, new_eflags, new_regs, new_segs, new_ldt, trap = incoming(
+        d, lambda off, n: mmu.read((d.base + off) & 0xFFFFFFFF, n, False))
     # the outgoing TSS must be writable where the state goes, and the descriptors whose
     # busy bits change must be reachable: page faults come now, not half-way
     old_tr = st.tr
@@ -113,17 +128,11 @@ def switch(cpu, sel: int, d: Descriptor, source: str, next_eip: int, ext: int = 
     old_eflags = cpu.get_eflags()
     if source == IRET:
         old_eflags &= ~NT
-    osize = old["size"]
 
     def wr(off: int, n: int, v: int) -> None:
         mmu.write((old_tr.base + off) & 0xFFFFFFFF, n, v & ((1 << (8 * n)) - 1), False)
 
-    wr(old["eip"], osize, next_eip)
-    wr(old["eflags"], osize, old_eflags)
-    for i in range(8):
-        wr(old["regs"] + i * osize, osize, st.regs[i])
-    for i in range(old["nsegs"]):
-        wr(old["segs"] + i * old["seg_step"], 2, st.segs[i].selector)
+    outgoing(old, wr, next_eip, old_eflags, st.regs, [s.selector for s in st.segs])
     if source == CALL:
         mmu.write(d.base, 2, old_tr.selector, False)
         new_eflags |= NT
@@ -198,24 +207,27 @@ def _load_segment(cpu, sreg: int, sel: int, cpl: int, ext: int) -> None:
     """A segment register of the new task, with the checks of SDM Vol. 3 Table 7-1:
     #TS(selector) for the type and privilege rules, #NP or #SS(selector) if absent."""
     st = cpu.state
-    err = (sel & 0xFFFC) | ext
-    if not sel & 0xFFFC:
-        if sreg in (CS, SREG_SS):
-            raise CpuFault(TS, err)
+    seg = cpu.segmentation
+    d = task_segment(seg.read_descriptor, sreg, sel, cpl, ext)
+    if d is None:
         st.segs[sreg] = null_segment(sel)
         return
-    seg = cpu.segmentation
-    d = seg.read_descriptor(sel, TS, ext)
-    check_segment(d, sreg, sel, cpl, ext)
     seg.set_accessed(d)
     st.segs[sreg] = d.segment(sel)
 
 
-def check_segment(d: Descriptor, sreg: int, sel: int, cpl: int, ext: int) -> None:
-    """Table 7-1's checks of the new task's non-null ``sel`` for segment register
-    ``sreg`` (``d`` its descriptor): #TS(selector) for the type and privilege rules,
-    #NP or #SS(selector) if absent.  (The monitors' task switches use them too.)"""
+def task_segment(read_descriptor, sreg: int, sel: int, cpl: int, ext: int) -> Descriptor | None:
+    """Table 7-1's checks of the new task's ``sel`` for segment register ``sreg``, its
+    descriptor read by ``read_descriptor(sel, TS, ext)``: #TS(selector) for a null CS or
+    SS and for the type and privilege rules, #NP or #SS(selector) if absent.  The
+    descriptor, or None for a null selector in a data segment register.  (The monitors'
+    task switches use them too.)"""
     err = (sel & 0xFFFC) | ext
+    if not sel & 0xFFFC:
+        if sreg in (CS, SREG_SS):
+            raise CpuFault(TS, err)
+        return None
+    d = read_descriptor(sel, TS, ext)
     rpl = sel & 3
     if not d.s:
         raise CpuFault(TS, err)
@@ -232,3 +244,4 @@ def check_segment(d: Descriptor, sreg: int, sel: int, cpl: int, ext: int) -> Non
             raise CpuFault(TS, err)
     if not d.present:
         raise CpuFault(SS if sreg == SREG_SS else NP, err)
+    return d

@@ -66,21 +66,11 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
         raise CpuFault(TS, err)
     if source != T.IRET and busy:
         raise CpuFault(GP, err)
-    new = T.layout(d.type)
-    size = new["size"]
-
-    def rd(off: int, n: int = size) -> int:
-        return gm.read_u((d.base + off) & M32, n)
+    size = T.layout(d.type)["size"]
 
     # -- the incoming state (a fault here is the old task's) ---------------------------
-    new_cr3 = rd(0x1C, 4) if d.type & 8 else None
-    new_eip = rd(new["eip"])
-    new_eflags = rd(new["eflags"])
-    new_regs = [rd(new["regs"] + i * size) for i in range(8)]
-    new_segs = [rd(new["segs"] + i * new["seg_step"], 2) for i in range(new["nsegs"])] + \
-        [0] * (6 - new["nsegs"])
-    new_ldt = rd(new["ldt"], 2)
-    trap = rd(0x64, 2) & 1 if d.type & 8 else 0
+    new_cr3, new_eip, new_eflags, new_regs, new_segs, new_ldt, trap = T.incoming(
+        d, lambda off, n: gm.read_u((d.base + off) & M32, n))
     old_raw = mon.guest_descriptor(v.tr) if v.tr & 0xFFFC and not v.tr & 4 else None
     old = T.layout(Descriptor(old_raw, 0).type if old_raw is not None else T.TSS32_BUSY)
     old_desc = (v.gdt_base + (v.tr & 0xFFF8)) & M32 if old_raw is not None else None
@@ -104,15 +94,10 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
     def wr(off: int, n: int, value: int) -> None:
         gm.write_u((v.tr_base + off) & M32, n, value & ((1 << (8 * n)) - 1))
 
-    wr(old["eip"], osize, next_eip & mask)
-    wr(old["eflags"], osize, old_eflags)
-    for i in range(8):
-        wr(old["regs"] + i * osize, osize, st.regs[i])
     segs = [st.segs[i].selector for i in range(6)]
     segs[CS] = f.cs if f.user else mon.kernel_cs_view(f) & ~3
     segs[SREG_SS] = f.ss if f.user else v.ss
-    for i in range(old["nsegs"]):
-        wr(old["segs"] + i * old["seg_step"], 2, segs[i])
+    T.outgoing(old, wr, next_eip & mask, old_eflags, st.regs, segs)
     if source == T.CALL:
         gm.write_u(d.base, 2, v.tr)
         new_eflags |= NT
@@ -193,20 +178,16 @@ def _load_ldt(mon, sel: int, ext: int) -> None:
 
 def _load_segment(mon, f, sreg: int, sel: int, cpl: int, ext: int) -> None:
     """One of the new task's segment registers with the checks of Table 7-1
-    (``hw.tasks.check_segment``) on the guest's descriptor; the real register gets its
+    (``hw.tasks.task_segment``) on the guest's descriptor; the real register gets its
     compressed copy (CS and SS are the frame's)."""
     st = mon.cpu.state
-    err = (sel & 0xFFFC) | ext
-    if not sel & 0xFFFC:
-        if sreg in (CS, SREG_SS):
-            raise CpuFault(TS, err)
+    d = T.task_segment(mon.guest_desc, sreg, sel, cpl, ext)
+    if d is None:
         st.segs[sreg] = null_segment(sel)
         return
-    d = mon.guest_desc(sel, TS, ext)
-    T.check_segment(d, sreg, sel, cpl, ext)
     real = compress(d.raw)
     if not real:
-        raise CpuFault(TS, err)                # refused by ring compression
+        raise CpuFault(TS, (sel & 0xFFFC) | ext)     # refused by ring compression
     mon.gdt.set_accessed(d)
     if sreg in (CS, SREG_SS):
         real_sel = f.cs if sreg == CS else f.ss
