@@ -29,6 +29,30 @@ XENCONS_IN_SIZE = 1024
 XENCONS_OUT_SIZE = 2048
 
 
+def ring_read(read, base: int, size: int, index: int, n: int) -> bytes:
+    """``n`` bytes from the byte ring of ``size`` bytes at ``base``, from free-running
+    index ``index`` on (wrapping at the end: two reads at most); ``read(addr, n)``."""
+    out = b""
+    while n > 0:
+        off = index % size
+        chunk = min(n, size - off)
+        out += read(base + off, chunk)
+        index, n = index + chunk, n - chunk
+    return out
+
+
+def ring_write(write, base: int, size: int, index: int, data: bytes) -> None:
+    """``data`` into the byte ring of ``size`` bytes at ``base``, from free-running index
+    ``index`` on (the caller has checked the room, and publishes the producer index);
+    ``write(addr, data)``."""
+    data = bytes(data)
+    while data:
+        off = index % size
+        chunk = min(len(data), size - off)
+        write(base + off, data[:chunk])
+        index, data = index + chunk, data[chunk:]
+
+
 class XsType(IntEnum):
     """``enum xsd_sockmsg_type``."""
 

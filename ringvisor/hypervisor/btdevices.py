@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import struct
 
-from ringvisor.abi import XENCONS_IN_SIZE, XENCONS_INTERFACE, XENCONS_OUT_SIZE, Shutdown
+from ringvisor.abi import (XENCONS_IN_SIZE, XENCONS_INTERFACE, XENCONS_OUT_SIZE, Shutdown,
+                           ring_read, ring_write)
 from ringvisor.hw.boot import firmware
 from ringvisor.hw.bus import IoBus
 from ringvisor.hw.devices.ata import AtaDisk
@@ -77,9 +78,7 @@ class ConsoleRing:
         _, _, cons, prod = self._idx()
         room = XENCONS_OUT_SIZE - ((prod - cons) & 0xFFFFFFFF)
         n = min(max(room, 0), len(self.pending))
-        for k in range(n):
-            self.mem.write(self.ring + O_OUT + (prod + k) % XENCONS_OUT_SIZE,
-                           self.pending[k:k + 1])
+        ring_write(self.mem.write, self.ring + O_OUT, XENCONS_OUT_SIZE, prod, self.pending[:n])
         if n:
             self.mem.write(self.ring + O_IDX + 12, struct.pack("<I", (prod + n) & 0xFFFFFFFF))
             del self.pending[:n]
@@ -91,8 +90,7 @@ class ConsoleRing:
         cons, prod, _, _ = self._idx()
         n = (prod - cons) & 0xFFFFFFFF
         if 0 < n <= XENCONS_IN_SIZE:
-            data = b"".join(self.mem.read(self.ring + O_IN + (cons + k) % XENCONS_IN_SIZE, 1)
-                            for k in range(n))
+            data = ring_read(self.mem.read, self.ring + O_IN, XENCONS_IN_SIZE, cons, n)
             self.mem.write(self.ring + O_IDX, struct.pack("<I", prod))
             self.stats["bytes_in"] += n
             self.receive(data)

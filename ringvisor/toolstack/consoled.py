@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import struct
 
-from ringvisor.abi import (XENCONS_IN_SIZE, XENCONS_INTERFACE, XENCONS_OUT_SIZE, GnttabReserved)
+from ringvisor.abi import (XENCONS_IN_SIZE, XENCONS_INTERFACE, XENCONS_OUT_SIZE, GnttabReserved,
+                           ring_read, ring_write)
 
 from .xc import Xc, XcError
 
@@ -38,16 +39,10 @@ class ConsoleBackend:
         moved = False
         n = (out_prod - out_cons) & 0xFFFFFFFF
         if 0 < n <= XENCONS_OUT_SIZE:
-            data = bytearray()
-            i = out_cons
-            while i != out_prod:
-                off = i % XENCONS_OUT_SIZE
-                chunk = min((out_prod - i) & 0xFFFFFFFF, XENCONS_OUT_SIZE - off)
-                data += self.xc.iface.read(self.va + O_OUT + off, chunk)
-                i = (i + chunk) & 0xFFFFFFFF
+            data = ring_read(self.xc.iface.read, self.va + O_OUT, XENCONS_OUT_SIZE, out_cons, n)
             self.xc.iface.write(self.va + O_IDX + 8, struct.pack("<I", out_prod))
             self.bytes_out += len(data)
-            self.sink(bytes(data))
+            self.sink(data)
             moved = True
         elif n:
             # a guest that broke the ring's invariant: its output is dropped
@@ -55,8 +50,7 @@ class ConsoleBackend:
         if self.pending_input:
             room = XENCONS_IN_SIZE - ((in_prod - in_cons) & 0xFFFFFFFF)
             data = bytes(self.pending_input[:max(0, room)])
-            for k, b in enumerate(data):
-                self.xc.iface.write(self.va + O_IN + (in_prod + k) % XENCONS_IN_SIZE, bytes([b]))
+            ring_write(self.xc.iface.write, self.va + O_IN, XENCONS_IN_SIZE, in_prod, data)
             if data:
                 self.xc.iface.write(self.va + O_IDX + 4, struct.pack("<I", (in_prod + len(data)) & 0xFFFFFFFF))
                 del self.pending_input[:len(data)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 
 from ringvisor.abi import (XENSTORE_DOMAIN_INTERFACE, XENSTORE_PAYLOAD_MAX, XENSTORE_RING_SIZE,
-                           XSD_SOCKMSG, GnttabReserved, XsType)
+                           XSD_SOCKMSG, GnttabReserved, XsType, ring_read, ring_write)
 
 from .xc import Xc, XcError
 from .xenstore import Connection, Store, XsError
@@ -38,13 +38,7 @@ class RingConnection:
         return list(struct.unpack("<4I", self.xc.iface.read(self.va + O_IDX, 16)))
 
     def _ring_read(self, start: int, n: int) -> bytes:
-        out = bytearray()
-        while n:
-            off = start % XENSTORE_RING_SIZE
-            chunk = min(n, XENSTORE_RING_SIZE - off)
-            out += self.xc.iface.read(self.va + O_REQ + off, chunk)
-            start, n = start + chunk, n - chunk
-        return bytes(out)
+        return ring_read(self.xc.iface.read, self.va + O_REQ, XENSTORE_RING_SIZE, start, n)
 
     def _reply(self, kind: int, req_id: int, tx: int, payload: bytes) -> None:
         self.out += XSD_SOCKMSG.pack(type=kind, req_id=req_id, tx_id=tx, len=len(payload)) + payload
@@ -84,9 +78,8 @@ class RingConnection:
         _, _, rsp_cons, rsp_prod = self._idx()
         room = XENSTORE_RING_SIZE - ((rsp_prod - rsp_cons) & 0xFFFFFFFF)
         n = min(max(room, 0), len(self.out))
-        for k in range(n):
-            self.xc.iface.write(self.va + O_RSP + (rsp_prod + k) % XENSTORE_RING_SIZE,
-                                bytes([self.out[k]]))
+        ring_write(self.xc.iface.write, self.va + O_RSP, XENSTORE_RING_SIZE, rsp_prod,
+                   self.out[:n])
         del self.out[:n]
         if n:
             self.xc.iface.write(self.va + O_IDX + 12, struct.pack("<I", (rsp_prod + n) & 0xFFFFFFFF))
