@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import iced_x86 as ix
 
-from ringvisor.hw.segments import CALL_GATE16, CALL_GATE32
 from ringvisor.hw.transfers import check_far_code
 from ringvisor.hw.translate import GPR, registrar
 
 from . import emulate as E
-from .callgates import through_gate
-from .emulate import DONE, NEXT, TASK_TARGETS, Context, GuestFault, far_to_task
+from .emulate import DONE, NEXT, Context, GuestFault, far_to_system
 
 M = ix.Mnemonic
 OK = ix.OpKind
@@ -72,13 +70,11 @@ def _far(c: Context, sel: int, off: int, call: bool) -> str:
     if not sel & 0xFFFC:
         raise GuestFault(13, 0)
     d = c.mon.guest_desc(sel)
-    if not d.s and d.type in TASK_TARGETS:
-        return far_to_task(c, sel, d)
-    if not d.s and d.type in (CALL_GATE16, CALL_GATE32):
-        through_gate(c, sel, d, call)
-        return DONE
     if not d.s:
-        raise GuestFault(13, sel & 0xFFFC)
+        done = far_to_system(c, sel, d, call)
+        if done is None:
+            raise GuestFault(13, sel & 0xFFFC)
+        return done
     if not d.is_code:
         raise GuestFault(13, sel & 0xFFFC)
     check_far_code(d, sel, c.v.cpl)

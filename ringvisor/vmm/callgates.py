@@ -69,7 +69,7 @@ def through_gate(c, sel: int, gate: Descriptor, call: bool) -> None:
         mon.gdt.set_accessed(ssd)
         st.regs[4] = esp
         f.ss, v.ss = (ss0 & ~3) | 1, ss0 & ~3
-        mon.table_of(f.ss).reloaded(f.ss)
+        mon.reloaded(f.ss)
         v.cpl = 0
     elif call:
         c.push(f.cs if v.cpl == 3 else mon.kernel_cs_view(f) & ~3)
@@ -81,4 +81,4 @@ def through_gate(c, sel: int, gate: Descriptor, call: bool) -> None:
         v.cs = dest & ~3
     else:
         f.cs, f.eip = (dest & ~3) | 3, target
-    mon.table_of(f.cs).reloaded(f.cs)
+    mon.reloaded(f.cs)

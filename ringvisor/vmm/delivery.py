@@ -179,8 +179,7 @@ class Delivery:
         f.ss = ss_real
         f.cs = self.kernel_cs(sel)
         f.eip = self.kernel_entry(offset)
-        self.table_of(f.cs).reloaded(f.cs)
-        self.table_of(f.ss).reloaded(f.ss)
+        self.reloaded(f.cs, f.ss)
         f.eflags = self.real_eflags(f.eflags) & ~(TF | NT | RF | VM)
         if interrupt_gate:
             v.vif = False

@@ -18,7 +18,7 @@ import iced_x86 as ix
 
 from ringvisor.hw.faults import NAMES, CpuFault, PageFault
 from ringvisor.hw.identify import APIC_MSRS, KNOWN_MSRS, msr_write_ok, read_tsc
-from ringvisor.hw.segments import (CALL_GATE32, TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL,
+from ringvisor.hw.segments import (CALL_GATE16, CALL_GATE32, TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL,
                                    TSS32_BUSY, Descriptor)
 from ringvisor.hw.state import (CR4_TSD, MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP,
                                 MSR_TSC, MSR_TSC_AUX, NT, RF, TF, VM)
@@ -473,21 +473,27 @@ def far_operand(c: Context) -> tuple[int, int] | None:
 @emulates(M.JMP, M.CALL)
 def e_far_task(c: Context) -> str | None:
     """A far JMP/CALL the processor refused (#GP: system descriptors never reach the real
-    GDT).  Through the guest's call gate it is made here (``callgates.py``); to its TSS
-    or task gate it is a task switch (``tasks.py``); anything else is reflected as the
-    #GP it is."""
+    GDT): ``far_to_system``; anything else is reflected as the #GP it is."""
     far = far_operand(c)
     if far is None or not far[0] & 0xFFFC:
         return None
-    raw = c.mon.guest_descriptor(far[0])
-    if raw is None or raw >> 44 & 1:
-        return None
-    if (raw >> 40) & 0xF == CALL_GATE32:
-        through_gate(c, far[0], c.mon.guest_desc(far[0]), c.ins.mnemonic == M.CALL)
+    try:
+        d = c.mon.guest_desc(far[0])
+    except GuestFault:
+        return None                       # (beyond the table: the guest's #GP)
+    return None if d.s else far_to_system(c, far[0], d, c.ins.mnemonic == M.CALL)
+
+
+def far_to_system(c: Context, sel: int, d: Descriptor, call: bool) -> str | None:
+    """A far JMP/CALL to the guest's system descriptor ``d``: through a call gate
+    (``callgates.py``), or to a TSS or task gate (a task switch, ``tasks.py``); None
+    for any other (the #GP it is)."""
+    if d.type in (CALL_GATE16, CALL_GATE32):
+        through_gate(c, sel, d, call)
         return DONE
-    if (raw >> 40) & 0xF not in TASK_TARGETS:
-        return None
-    return far_to_task(c, far[0], c.mon.guest_desc(far[0]))
+    if d.type in TASK_TARGETS:
+        return far_to_task(c, sel, d)
+    return None
 
 
 def far_to_task(c: Context, sel: int, d: Descriptor) -> str:
@@ -519,8 +525,7 @@ def e_sysenter(c: Context) -> str:
     f.eflags &= ~(VM | RF)
     c.cpu.state.regs[4] = v.msrs.get(MSR_SYSENTER_ESP, 0) & 0xFFFFFFFF
     f.eip = c.mon.kernel_entry(v.msrs.get(MSR_SYSENTER_EIP, 0) & 0xFFFFFFFF)
-    for sel in (f.cs, f.ss):
-        c.mon.table_of(sel).reloaded(sel)
+    c.mon.reloaded(f.cs, f.ss)
     return DONE
 
 
@@ -535,8 +540,7 @@ def e_sysexit(c: Context) -> str:
     f.cs, f.ss, f.eip = (cs + 16) | 3, (cs + 24) | 3, regs[2]
     regs[4] = regs[1]
     v.cpl = 3
-    for sel in (f.cs, f.ss):
-        c.mon.table_of(sel).reloaded(sel)
+    c.mon.reloaded(f.cs, f.ss)
     return DONE
 
 

@@ -58,20 +58,23 @@ class GuestLdt(GuestGdt):
         leaves no LDT; otherwise the selector must name a present LDT descriptor in the
         GDT -- #GP(selector) if it points into the LDT, beyond the GDT or at anything
         else, #NP(selector) if not present."""
-        mon, v = self.mon, self.mon.vcpu
-        if sel & 0xFFFC:
-            err = sel & 0xFFFC
-            raw = mon.guest_descriptor(sel) if not sel & 4 else None
-            if raw is None:
-                raise GuestFault(GP, err)
-            d = Descriptor(raw, (v.gdt_base + (sel & ~7)) & 0xFFFFFFFF)
-            if d.s or d.type != LDT_TYPE:
-                raise GuestFault(GP, err)
-            if not d.present:
-                raise GuestFault(NP, err)
-            base, limit = d.base, d.limit
-        else:
-            base, limit = 0, 0
+        if not sel & 0xFFFC:
+            self.enter(sel, 0, 0)
+            return
+        err = sel & 0xFFFC
+        if sel & 4:
+            raise GuestFault(GP, err)
+        d = self.mon.guest_desc(sel)              # (#GP(selector) beyond the GDT)
+        if d.s or d.type != LDT_TYPE:
+            raise GuestFault(GP, err)
+        if not d.present:
+            raise GuestFault(NP, err)
+        self.enter(sel, d.base, d.limit)
+
+    def enter(self, sel: int, base: int, limit: int) -> None:
+        """LDTR becomes ``sel`` with ``base`` and ``limit`` (checked by the caller: LLDT,
+        or a task switch by Table 7-1's rules)."""
+        v = self.mon.vcpu
         self.hold()
         v.ldtr, v.ldt_base, v.ldt_limit = sel, base, limit
         self.reload()

@@ -225,6 +225,11 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         """The real table (with its bookkeeping) that ``sel`` indexes."""
         return self.ldt if sel & 4 else self.gdt
 
+    def reloaded(self, *sels: int) -> None:
+        """The monitor loaded these (real) selectors into CS or SS for the guest (``gdt``)."""
+        for sel in sels:
+            self.table_of(sel).reloaded(sel)
+
     def unpoison(self, *sels: int) -> tuple[list, list]:
         """The entries of ``sels`` in place for one real IRET (``gdt``); what to undo."""
         return self.gdt.unpoison(*sels), self.ldt.unpoison(*sels)
@@ -543,7 +548,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.gdt.set_accessed(d)
         if i == 2:
             self.frame.ss = (sel & ~3) | (1 if v.cpl == 0 else 3)
-            self.table_of(self.frame.ss).reloaded(self.frame.ss)
+            self.reloaded(self.frame.ss)
             v.ss = sel
             return
         st.segs[i] = Descriptor(real | ACCESSED, 0).segment(sel)
@@ -576,7 +581,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.gdt.set_accessed(d)
         f.cs = self.kernel_cs(cs)
         f.eip = self.kernel_entry(eip)
-        self.table_of(f.cs).reloaded(f.cs)
+        self.reloaded(f.cs)
         self.vcpu.cs = cs & ~3
         self.vcpu.cpl = 0
 
@@ -598,8 +603,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.gdt.set_accessed(d)
         self.gdt.set_accessed(sd)
         f.cs, f.eip, f.ss = cs, eip, ss
-        self.table_of(cs).reloaded(cs)
-        self.table_of(ss).reloaded(ss)
+        self.reloaded(cs, ss)
         self.cpu.state.regs[4] = esp
         self.vcpu.cpl = 3
 

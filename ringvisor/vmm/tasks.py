@@ -169,9 +169,9 @@ def _load_ldt(mon, sel: int, ext: int) -> None:
     if sel & 0xFFFC and not sel & 4:
         d = mon.guest_desc(sel, TS, ext)
         if not d.s and d.type == LDT_TYPE and d.present:
-            mon.ldt.load(sel)
+            mon.ldt.enter(sel, d.base, d.limit)
             return
-    mon.ldt.load(0)
+    mon.ldt.enter(0, 0, 0)
     if sel & 0xFFFC:
         raise CpuFault(TS, (sel & 0xFFFC) | ext)
 
@@ -190,8 +190,7 @@ def _load_segment(mon, f, sreg: int, sel: int, cpl: int, ext: int) -> None:
         raise CpuFault(TS, (sel & 0xFFFC) | ext)     # refused by ring compression
     mon.gdt.set_accessed(d)
     if sreg in (CS, SREG_SS):
-        real_sel = f.cs if sreg == CS else f.ss
-        mon.table_of(real_sel).reloaded(real_sel)
+        mon.reloaded(f.cs if sreg == CS else f.ss)
         return
     st.segs[sreg] = Descriptor(real | ACCESSED, 0).segment(sel)
 
