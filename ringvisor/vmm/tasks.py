@@ -88,8 +88,6 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
     old_eflags = v.eflags_view(f.eflags)
     if source == T.IRET:
         old_eflags &= ~NT
-    osize = old["size"]
-    mask = (1 << (8 * osize)) - 1
 
     def wr(off: int, n: int, value: int) -> None:
         gm.write_u((v.tr_base + off) & M32, n, value & ((1 << (8 * n)) - 1))
@@ -97,7 +95,7 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
     segs = [st.segs[i].selector for i in range(6)]
     segs[CS] = f.cs if f.user else mon.kernel_cs_view(f) & ~3
     segs[SREG_SS] = f.ss if f.user else v.ss
-    T.outgoing(old, wr, next_eip & mask, old_eflags, st.regs, segs)
+    T.outgoing(old, wr, next_eip, old_eflags, st.regs, segs)
     if source == T.CALL:
         gm.write_u(d.base, 2, v.tr)
         new_eflags |= NT
