@@ -3,6 +3,7 @@ a crashed guest gives a CPU report, and nothing reaches the user as a traceback.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,8 @@ def test_demo_boots_and_compares_the_structures():
     assert "hello from pid" in out and "guest exit status 1" in out
     rows = [l for l in out.splitlines() if l.split()[:1] in (["syscall"], ["pgfault"], ["ctxsw"])]
     assert len(rows) == 3 and all("paravirt:" in r and "bt:" in r and "failed" not in r for r in rows)
+    # each wall time is that of the guest's own timed loop, found by its rdtsc reads
+    syscall = rows[0]
+    assert "A&A 2006" in syscall and "cyc," in syscall
+    walls = [float(w) for w in re.findall(r"([\d.]+) us", syscall)]
+    assert len(walls) == 4 and all(w > 0 for w in walls)

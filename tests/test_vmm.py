@@ -8,7 +8,6 @@ when it fails exactly where the chapter says it must.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,17 +124,6 @@ def test_cli_bad_mode():
                        capture_output=True, timeout=60)
     assert p.returncode == 2 and b"Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) <= 3
-
-
-def test_vmbench_reports_ratios():
-    p = subprocess.run([sys.executable, "-m", "ringvisor", "vmbench", "--workload", "syscall",
-                        "--mode", "bt", "--scale", "0.05"], capture_output=True, timeout=300)
-    assert p.returncode == 0, p.stderr
-    line = [l for l in p.stdout.decode().splitlines() if l.startswith("syscall")][0]
-    assert "native:" in line and "bt:" in line and "cyc," in line and "A&A 2006" in line
-    # the wall time is that of the guest's own timed loop, found by its rdtsc reads
-    walls = [float(w) for w in re.findall(r"([\d.]+) us", line)]
-    assert len(walls) == 2 and all(w > 0 for w in walls)
 
 
 def test_vmbench_bad_workload():

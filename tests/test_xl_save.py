@@ -31,7 +31,7 @@ from ringvisor.toolstack.xl import Toolstack, XlError
 from ringvisor.vmm import run_vm
 
 TIMING = re.compile(rb"^\[timing\].*\n", re.M)
-PROGRAMS = "run=syscall:300,sieve:2,syscall:300"
+PROGRAMS = "run=syscall:100,sieve:1,syscall:100"
 
 
 class Host:
