@@ -492,7 +492,7 @@ class Toolstack:
         """Listen for one domain on ``address``; the port (0 takes a free one)."""
         try:
             lst = migration.Listener(address, lambda data, answer: self.incoming.put((data, answer)),
-                                     self._log)
+                                     self._say)
         except OSError as e:
             raise XlError(f"migrate-receive: cannot listen on {address[0]}:{address[1]}: "
                           f"{e.strerror or e}") from None
@@ -532,7 +532,9 @@ class Toolstack:
         else:
             reply(f"migrate {m.name}: {text}; the domain keeps running here", None)
 
-    def _log(self, msg: str) -> None:
+    def _say(self, msg: str) -> None:
+        """The migration listener's news (a stream that broke off): on stderr, for whoever
+        runs the toolstack; a back-end's complaint goes to :meth:`_log` instead."""
         import sys
         print(f"ringvisor: {msg}", file=sys.stderr, flush=True)
 
