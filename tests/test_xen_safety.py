@@ -100,3 +100,30 @@ def test_a_hostile_domu_reaches_nothing(host, fuzzer, seed):
     assert domid not in h.hv.domains and h.hv.frames.owned_by(domid) == []
     assert h.hv.frames.nr_free == free
     check_books(h.hv)
+
+
+@pytest.mark.parametrize("how", [1, 2], ids=["woken", "while-running"])
+def test_an_event_it_cannot_take_crashes_only_that_domain(host, fuzzer, how):
+    """Its stack unmapped when its timer's event comes: the event's frame cannot be
+    written (Xen: a bounce frame that faults crashes the domain), whether the event
+    is delivered as it wakes (it had blocked) or while it runs."""
+    h = host
+    name = f"badstack{how}"
+    cfg = DomainConfig(name=name, kernel=str(fuzzer), memory=4, on_crash="preserve",
+                       cmdline=f"badstack={how}")
+    domid = h.ts.create(cfg)
+    d = h.hv.domains[domid]
+    assert h.run_until(lambda: d.state is State.CRASHED, 5_000_000)
+    lines = [l.split(") ", 1)[1] for l in h.ts.dmesg().splitlines() if l.startswith(f"(d{domid}) ")]
+    # Xen's flat selectors, which it started the domain on, are the kernel's to name
+    assert lines == ["xenfuzz: start", "set_callbacks 0", "set_trap_table 0", "stack_switch 0",
+                     "bind_virq timer 0", "set_timer_op 0"]
+    assert "0xdeacfff4 is not backed" in d.crash_report, d.crash_report   # (its frame: 3 words)
+    victim = h.dom("victim")
+    n = len(h.consoles["victim"])
+    h.ts.type_console("victim", f"echo after{how}\n".encode())
+    assert h.run_until(lambda: f"after{how}\n".encode() in h.consoles["victim"][n:])
+    h.ts.destroy(name)
+    h.run_until(lambda: domid not in h.hv.domains, 2_000_000)
+    assert h.hv.frames.owned_by(domid) == [] and not victim.dead
+    check_books(h.hv)

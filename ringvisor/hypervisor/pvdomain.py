@@ -43,6 +43,7 @@ from . import blkback, control, grant, memory
 # Xen's flat segments (xen-x86_32.h), present while the guest has no GDT of its own
 FLAT = {FlatSel.RING1_CS: 0x00CF9A000000FFFF, FlatSel.RING1_DS: 0x00CF92000000FFFF,
         FlatSel.RING3_CS: 0x00CFFA000000FFFF, FlatSel.RING3_DS: 0x00CFF2000000FFFF}
+FLAT_AT = {sel & ~7: raw for sel, raw in FLAT.items()}     # by the descriptor's offset
 MAX_GDT_ENTRIES = Misc.FIRST_RESERVED_GDT_ENTRY      # Xen keeps the entries above for itself
 MIN_PERIOD_NS = 1_000_000                             # Xen refuses shorter periodic timers
 MULTIBOOT_MAGIC = 0x2BADB002
@@ -278,6 +279,14 @@ class DomainMonitor(ParaVirt):
         return -2 if mfn is None else mfn          # (an unbacked CR3 faults at the first walk)
 
     # -- the guest's descriptor tables --------------------------------------------------
+    def guest_descriptor(self, sel: int) -> int | None:
+        """Xen's flat selectors are the guest's too, whatever its GDT: a kernel may name
+        FLAT_KERNEL_CS/SS in set_callbacks, set_trap_table, stack_switch or an iret frame
+        (Mini-OS does, for all four)."""
+        if not sel & 4 and (sel & ~7) in FLAT_AT:
+            return FLAT_AT[sel & ~7]
+        return super().guest_descriptor(sel)
+
     def load_gdt(self, base: int, limit: int) -> None:
         super().load_gdt(base, limit)
         install_flat(self.mem, self.base)     # Xen's flat segments stay, whatever the GDT

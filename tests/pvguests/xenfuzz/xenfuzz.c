@@ -120,6 +120,39 @@ static void ring_garbage(void)
     op(__HYPERVISOR_event_channel_op, EVTCHNOP_send, &s, 0);
 }
 
+/* -- an event it cannot take ------------------------------------------------------------
+ * Its stack pointer made unmapped, events on, a one-shot timer armed: the timer's
+ * event must be delivered onto that stack, which cannot be.  `badstack=1` blocks first
+ * (the event comes while it is off the CPU: delivered when it is switched in again),
+ * `badstack=2` spins (the event comes while it runs).  Either way Xen crashes this
+ * domain (a bounce frame it cannot write) and the others go on. */
+#define SI ((volatile shared_info_t *)PV_SHARED_INFO_VA)
+
+static void never(void) { for (;;) ; }
+
+static void bad_stack(u32 how)
+{
+    /* Xen's flat selectors (the ones it started us on) name the kernel's segments in
+     * every hypercall that takes one, as Mini-OS uses them */
+    line("set_callbacks", hypercall(__HYPERVISOR_set_callbacks, FLAT_KERNEL_CS, (u32)never,
+                                    FLAT_KERNEL_CS, (u32)never, 0));
+    static struct trap_info traps[2] = { { 6, 0, FLAT_KERNEL_CS, 0 } };
+    traps[0].address = (u32)never;
+    line("set_trap_table", hypercall(__HYPERVISOR_set_trap_table, (u32)traps, 0, 0, 0, 0));
+    static u32 kstack[256];
+    line("stack_switch", hypercall(__HYPERVISOR_stack_switch, FLAT_KERNEL_SS, (u32)&kstack[256],
+                                   0, 0, 0));
+    struct evtchn_bind_virq bv = { VIRQ_TIMER, 0, 0 };
+    line("bind_virq timer", op(__HYPERVISOR_event_channel_op, EVTCHNOP_bind_virq, &bv, 0));
+    unsigned long long t = SI->vcpu_info[0].time.system_time + 1000000;    /* 1 ms */
+    line("set_timer_op", hypercall(__HYPERVISOR_set_timer_op, (u32)t, (u32)(t >> 32), 0, 0, 0));
+    SI->vcpu_info[0].evtchn_upcall_mask = 0;
+    if (how == 1)
+        __asm__ volatile("movl $0xdead0000, %%esp\n\tint $0x82\n1:\tjmp 1b"
+                         :: "a"(__HYPERVISOR_sched_op), "b"(SCHEDOP_block) : "memory");
+    __asm__ volatile("movl $0xdead0000, %%esp\n1:\tjmp 1b" ::: "memory");
+}
+
 static const u32 ops[] = { __HYPERVISOR_grant_table_op, __HYPERVISOR_event_channel_op,
                            __HYPERVISOR_memory_op, __HYPERVISOR_domctl, __HYPERVISOR_sysctl };
 
@@ -131,6 +164,11 @@ int main(start_info_t *si)
     rng = number_after(si->cmd_line, "seed=") * 2654435761u + 1;
     u32 calls = number_after(si->cmd_line, "calls=");
     puts_("xenfuzz: start\n");
+    if (number_after(si->cmd_line, "spin="))
+        for (;;) ;                    /* a busy neighbour, events masked */
+    u32 how = number_after(si->cmd_line, "badstack=");
+    if (how)
+        bad_stack(how);
     attacks();
     u32 refused = 0;
     for (u32 i = 0; i < calls; i++) {
