@@ -132,7 +132,17 @@ def test_a_config_file_reads_as_xl_cfg():
     ('name = "a"\nkernel = "k"\nvcpus = 2', "web.cfg:3: vcpus: 2:"),
     ('name = "a"\nkernel = "k"\nmemory = 64\nmaxmem = 32', "web.cfg:4: maxmem:"),
     ('name = "a"\nkernel = "k"\ndisk = ["x.img,qcow2,xvda,rw"]', "web.cfg:3: disk:"),
-    ('name = "a"\nkernel = "k"\ndisk = ["x.img,raw,xvda,rw,backend=qemu"]', "web.cfg:3: disk: backend="),
+    ('name = "a"\nkernel = "k"\ndisk = ["x.img,raw,xvda,rw,backend=qemu"]',
+     "web.cfg:3: disk: 'x.img,raw,xvda,rw,backend=qemu': backend=qemu: not one of"),
+    ('name = "a"\nkernel = "k"\ndisk = ["/i.iso,,xvdc,cdrom"]', "web.cfg:3: disk: '/i.iso,,xvdc,cdrom': devtype cdrom"),
+    ('name = "a"\nkernel = "k"\ndisk = ["qcow2:/i.img,xvda,w"]', "web.cfg:3: disk: 'qcow2:/i.img,xvda,w': format qcow2"),
+    ('name = "a"\nkernel = "k"\ndisk = ["/i.img,raw"]', "web.cfg:3: disk: '/i.img,raw': no vdev"),
+    ('name = "a"\nkernel = "k"\ndisk = ["vdev=xvda,script=block"]', "web.cfg:3: disk: 'vdev=xvda,script=block': script="),
+    ('name = "a"\nkernel = "k"\ndisk = ["/a,raw,xvda,rw,extra"]', "web.cfg:3: disk: '/a,raw,xvda,rw,extra': more positional"),
+    ('name = "a"\nkernel = "k"\ndisk = [\n  "/a,raw,xvda,rw",\n', "web.cfg:3: disk: a list whose ']' never comes"),
+    ('name = "a"\nkernel = "k"\nvif = ["bridge=xenbr0"]', "web.cfg:3: vif: ringvisor's domains have no network"),
+    ('name = "a"\nkernel = "k"\nbuilder = "hvm"', "web.cfg:3: builder: 'hvm'"),
+    ('name = "a"\nkernel = "k"\nweight = 5; cpu_weight = 6', "web.cfg:3: cpu_weight: give cpu_weight or weight"),
     ('name = "a"\nkernel = "k"\ndisk = ["x.img,raw,xvde,rw"]', "web.cfg:3: disk:"),
     ('name = "a"\nkernel = "k"\ndisk = ["x.img,raw,xvda,rw", "y.img,raw,xvda,ro"]',
      "web.cfg:3: disk: 'y.img,raw,xvda,ro': xvda is given twice"),
@@ -145,6 +155,28 @@ def test_a_bad_config_file_is_one_line_naming_the_key(text, expect):
     with pytest.raises(config.ConfigFileError) as e:
         config.parse(text, "web.cfg")
     assert str(e.value).startswith(expect) and "\n" not in str(e.value)
+
+
+def test_xl_cfg_syntax_and_disk_specs_as_xl_reads_them():
+    """xl-disk-configuration(5)'s equivalent forms give the same disk; lists may run over
+    lines; ';' ends a setting; root goes before the command line; empty vif is nothing."""
+    forms = ["/img/a.img,raw,xvda,rw", "/img/a.img,,xvda", "format=raw, vdev=xvda, access=rw, "
+             "target=/img/a.img", "phy:/img/a.img,xvda,w", "file:/img/a.img,xvda,w",
+             "tap:aio:/img/a.img,xvda,w", "vdev=xvda, target=/img/a.img", "/img/a.img,,xvda,,"]
+    for form in forms:
+        c = config.parse(f'name = "a"\nkernel = "k"\ndisk = [ {form!r} ]\n', "x.cfg")
+        assert [(d.target, d.vdev, d.access, d.backend) for d in c.disks] == \
+            [("/img/a.img", "xvda", "rw", "dom0")], form
+    c = config.parse('name = "a"; kernel = "k"   # two settings\n'
+                     'disk = [ "/img/a.img,,xvda,ro",   # a comment inside the list\n'
+                     "         'vdev=xvdb, target=/img/b,c.img' ]\n"  # (target= takes the rest)
+                     'memory = 16\nroot = "/dev/xvda1 ro"\nextra = "run=hello"\n'
+                     'vif = []\ncpu_weight = 512\nbuilder = "generic"\n', "x.cfg")
+    assert [(d.target, d.vdev, d.access) for d in c.disks] == \
+        [("/img/a.img", "xvda", "ro"), ("/img/b,c.img", "xvdb", "rw")]
+    assert (c.memory, c.cmdline, c.weight) == (16, "root=/dev/xvda1 ro run=hello", 512)
+    with pytest.raises(config.ConfigFileError, match=r"^x.cfg:4: memory: expected a number"):
+        config.parse('name = "a"\nkernel = "k"\ndisk = [\n]; memory = "x"\n', "x.cfg")
 
 
 def test_a_value_python_warns_about_is_still_one_line_on_stderr(tmp_path):

@@ -16,13 +16,20 @@
     on_reboot = "restart"
     on_crash = "destroy"
     seclabel = "system_u:system_r:domU_t"
-    weight = 256                    # credit scheduler (xl's sched-credit in the file)
-    cap = 0
+    cpu_weight = 256                # credit scheduler (xl's sched-credit in the file;
+    cap = 0                         #  ringvisor's older name ``weight`` is taken too)
 
-Lines are ``key = value`` with Python-like literals (strings in single or
-double quotes, integers, lists in brackets); ``#`` starts a comment.  A bad
-file gets one :class:`ConfigFileError` naming the line, the key and the
-problem.
+Settings are ``key = value`` with xl's literals (strings in single or double
+quotes, integers, lists in brackets that may run over several lines), ended
+by a newline or ``;``; ``#`` starts a comment.  A disk is any form of
+xl-disk-configuration(5): positional ``target,format,vdev,access`` (empty
+fields take the defaults, raw and rw), ``key=value`` parameters
+(``target=`` last: it takes the rest), or the deprecated
+``phy:/path,xvda,w``.  xl's ``root`` goes in front of the command line as
+``root=...``, as xl does.  Xen's keys for what ringvisor has not (network
+interfaces, frame buffers, PCI devices, a ramdisk, a boot loader) are refused
+by name unless empty.  A bad file gets one :class:`ConfigFileError` naming
+the line, the key and the problem.
 """
 
 from __future__ import annotations
@@ -36,8 +43,16 @@ from pathlib import Path
 
 ACTIONS = ("destroy", "restart", "preserve")
 BACKENDS = ("dom0", "hypervisor")
-KEYS = {"name", "type", "kernel", "cmdline", "extra", "memory", "maxmem", "vcpus", "disk",
-        "on_poweroff", "on_reboot", "on_crash", "seclabel", "weight", "cap", "uuid"}
+KEYS = {"name", "type", "kernel", "cmdline", "extra", "root", "memory", "maxmem", "vcpus", "disk",
+        "on_poweroff", "on_reboot", "on_crash", "seclabel", "weight", "cpu_weight", "cap", "uuid",
+        "builder"}
+# xl.cfg keys for what ringvisor does not have: taken only when empty
+ABSENT = {"vif": "network interfaces", "vfb": "a virtual frame buffer", "vkb": "a virtual keyboard",
+          "pci": "PCI pass-through", "usbctrl": "USB", "usbdev": "USB", "channel": "channels",
+          "p9": "9pfs shares", "vtpm": "a virtual TPM", "ramdisk": "an initial ramdisk",
+          "bootloader": "a boot loader (give the kernel itself)", "irqs": "IRQ pass-through",
+          "iomem": "I/O memory pass-through", "ioports": "I/O port pass-through"}
+DISK_PREFIXES = ("tap2:", "tap:", "aio:", "file:", "phy:", "raw:", "qcow2:", "qcow:", "vhd:")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 VDEVS = ("xvda", "xvdb", "xvdc", "xvdd")   # the IDE drives blkfront stands behind
 MIN_MEMORY = 4                    # MiB: the least a domain is built with, or ballooned to
@@ -87,18 +102,60 @@ class DomainConfig:
         return cls(**d)
 
 
-def _strip_comment(line: str) -> str:
-    """The line without a ``#`` comment (a ``#`` inside quotes is kept)."""
-    quote = None
-    for i, c in enumerate(line):
+def _statements(text: str, source: str):
+    """``(line, key, value text)`` for each setting: a setting ends at a newline or ``;``
+    outside quotes and brackets (a list may run over several lines); ``#`` outside
+    quotes starts a comment to the end of the line."""
+    line, start_line, buf = 1, 1, []
+    quote, depth, comment = None, 0, False
+
+    def flush():
+        stmt = "".join(buf).strip()
+        buf.clear()
+        if not stmt:
+            return None
+        where = f"{source}:{start_line}"
+        if "=" not in stmt:
+            raise ConfigFileError(f"{where}: expected 'key = value', found {stmt!r}")
+        key, _, value = stmt.partition("=")
+        return where, key.strip(), value
+
+    for c in text + "\n":
+        if comment:
+            if c != "\n":
+                continue
+            comment = False
         if quote:
-            if c == quote:
+            buf.append(c)
+            if c == quote or c == "\n":      # (a quote left open: the value will not read)
                 quote = None
         elif c in "'\"":
             quote = c
+            buf.append(c)
         elif c == "#":
-            return line[:i]
-    return line
+            comment = True
+            continue
+        elif c in "[(":
+            depth += 1
+            buf.append(c)
+        elif c in "])":
+            depth = max(0, depth - 1)
+            buf.append(c)
+        elif c in "\n;" and depth == 0:
+            got = flush()
+            start_line = line
+            if got:
+                yield got
+        else:
+            buf.append(" " if c == "\n" else c)
+        if c == "\n":
+            line += 1
+            if not buf or not "".join(buf).strip():
+                start_line = line
+    if depth:
+        got = flush()
+        raise ConfigFileError(f"{got[0] if got else source}: {got[1] if got else 'value'}: "
+                              "a list whose ']' never comes")
 
 
 def _literal(text: str, where: str, key: str):
@@ -115,22 +172,98 @@ def _literal(text: str, where: str, key: str):
 
 def parse(text: str, source: str = "config") -> DomainConfig:
     values: dict[str, tuple[object, str]] = {}
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = _strip_comment(raw).strip()
-        if not line:
-            continue
-        where = f"{source}:{lineno}"
-        if "=" not in line:
-            raise ConfigFileError(f"{where}: expected 'key = value', found {line!r}")
-        key, _, value = line.partition("=")
-        key = key.strip()
-        if key not in KEYS:
+    for where, key, value in _statements(text, source):
+        if key not in KEYS and key not in ABSENT:
             raise ConfigFileError(f"{where}: unknown key {key!r} "
                                   f"(known: {', '.join(sorted(KEYS))})")
         if key in values:
             raise ConfigFileError(f"{where}: {key}: given twice")
-        values[key] = (_literal(value, where, key), where)
+        v = _literal(value, where, key)
+        if key in ABSENT:
+            if v not in ([], "", 0):
+                raise ConfigFileError(f"{where}: {key}: ringvisor's domains have no "
+                                      f"{ABSENT[key]}")
+            continue
+        values[key] = (v, where)
     return _check(values, source)
+
+
+def _disk(spec: str, where: str) -> Disk:
+    """One DISKSPEC of xl-disk-configuration(5), as far as ringvisor's disks go."""
+    fields: dict[str, str] = {}
+
+    def bad(why: str):
+        raise ConfigFileError(f"{where}: disk: {spec!r}: {why}")
+
+    def put(name: str, value: str) -> None:
+        if name in fields:
+            bad(f"{name} is given twice")
+        fields[name] = value
+
+    rest, positional = spec, []
+    while rest:
+        part, comma, rest = rest.partition(",")
+        part = part.strip()
+        if part.startswith("target="):
+            put("target", (part + comma + rest)[len("target="):].strip())  # the rest, commas too
+            break
+        if "=" in part:
+            k, _, v = part.partition("=")
+            k, v = k.strip(), v.strip()
+            if k not in ("format", "vdev", "access", "backend", "devtype", "backendtype"):
+                bad(f"{k}= is not a disk parameter ringvisor knows (format, vdev, access, "
+                    "target, backend, devtype)")
+            put(k, v)
+        elif part == "cdrom":
+            put("devtype", "cdrom")
+        else:
+            positional.append(part)
+    legacy = bool(positional) and positional[0].startswith(DISK_PREFIXES)
+    if legacy:
+        # the deprecated form: [prefix:]target,vdev[:devtype],access; the prefix says the format
+        target = positional[0]
+        fmt = "raw"
+        while target.startswith(DISK_PREFIXES):
+            prefix, _, target = target.partition(":")
+            if prefix in ("qcow2", "qcow", "vhd"):
+                fmt = prefix
+        positional[0] = target
+        if len(positional) > 1 and ":" in positional[1]:
+            positional[1], _, devtype = positional[1].partition(":")
+            put("devtype", devtype)
+        names = ("target", "vdev", "access")
+        fields.setdefault("format", fmt)
+    else:
+        names = ("target", "format", "vdev", "access")
+    if len(positional) > len(names):
+        bad(f"more positional parameters than {', '.join(names)}")
+    for name, value in zip(names, positional):
+        if value:                                 # (empty: the default)
+            put(name, value)
+    if fields.get("devtype", "disk") != "disk":
+        bad(f"devtype {fields['devtype']}: ringvisor's disks are disks (no CD-ROM)")
+    if fields.get("backendtype", "phy") not in ("phy", "qdisk"):
+        bad(f"backendtype {fields['backendtype']}: ringvisor's back-end reads a raw image file")
+    if fields.get("format", "raw") != "raw":
+        bad(f"format {fields['format']}: ringvisor reads raw images only")
+    target, vdev = fields.get("target", ""), fields.get("vdev", "")
+    if not target:
+        bad("no target (the image's path)")
+    if not vdev:
+        bad("no vdev (xvda..xvdd)")
+    if vdev not in VDEVS:
+        bad(f"{vdev} is not one of {', '.join(VDEVS)} (the guest's front-end stands behind the "
+            "two IDE channels' four drives)")
+    access = fields.get("access", "rw")
+    if access not in ("r", "ro", "rw", "w"):
+        bad(f"access {access}: rw (w) or ro (r)")
+    backend = fields.get("backend", "dom0")
+    # xl's backend= names the back-end's domain: Domain 0 by its id or name too
+    backend = "dom0" if backend in ("0", "Domain-0") else backend
+    if backend not in BACKENDS:
+        bad(f"backend={backend}: not one of {', '.join(BACKENDS)}")
+    return Disk(os.path.abspath(target), "raw", vdev, "ro" if access in ("r", "ro") else "rw",
+                backend)
 
 
 def _check(values: dict, source: str) -> DomainConfig:
@@ -163,6 +296,13 @@ def _check(values: dict, source: str) -> DomainConfig:
     if "cmdline" in values and "extra" in values:
         raise ConfigFileError(f"{where('extra')}: extra: give cmdline or extra, not both")
     cmdline = get("cmdline", str) if "cmdline" in values else get("extra", str, "")
+    root = get("root", str, "")
+    if root:                            # xl: "root=ROOT EXTRA"
+        cmdline = f"root={root} {cmdline}".rstrip()
+    builder = get("builder", str, "generic")
+    if builder != "generic":            # (xl's old name for type = "pv")
+        raise ConfigFileError(f"{where('builder')}: builder: {builder!r}: ringvisor builds "
+                              "para-virtual ('generic') and bt domains (type = ...)")
     memory = get("memory", int, 32)
     if not MIN_MEMORY <= memory <= MAX_MEMORY:
         raise ConfigFileError(f"{where('memory')}: memory: {memory} MiB is out of range "
@@ -177,27 +317,10 @@ def _check(values: dict, source: str) -> DomainConfig:
                               "CPU and runs one vCPU per domain")
     disks = []
     for spec in get("disk", list, []):
-        parts = [p.strip() for p in str(spec).split(",")]
-        backend = "dom0"
-        if len(parts) == 5 and parts[4].startswith("backend="):
-            backend = parts.pop()[len("backend="):]
-            # xl's backend= names the back-end's domain: Domain 0 by its id or name too
-            backend = "dom0" if backend in ("0", "Domain-0") else backend
-        if len(parts) != 4 or parts[1] != "raw" or parts[3] not in ("r", "rw", "ro", "w") \
-                or not re.fullmatch(r"xvd[a-z]", parts[2]) or not parts[0]:
-            raise ConfigFileError(f"{where('disk')}: disk: {spec!r} is not "
-                                  "'PATH,raw,xvdX,rw' (or ro; optionally ,backend=dom0|hypervisor)")
-        if backend not in BACKENDS:
-            raise ConfigFileError(f"{where('disk')}: disk: backend={backend!r} is not one of "
-                                  f"{', '.join(BACKENDS)}")
-        if parts[2] not in VDEVS:
-            raise ConfigFileError(f"{where('disk')}: disk: {spec!r}: {parts[2]} is not one of "
-                                  f"{', '.join(VDEVS)} (the guest's front-end stands behind the "
-                                  "two IDE channels' four drives)")
-        if any(d.vdev == parts[2] for d in disks):
-            raise ConfigFileError(f"{where('disk')}: disk: {spec!r}: {parts[2]} is given twice")
-        disks.append(Disk(os.path.abspath(parts[0]), parts[1], parts[2],
-                          "ro" if parts[3] in ("r", "ro") else "rw", backend))
+        disk = _disk(str(spec), where("disk"))
+        if any(d.vdev == disk.vdev for d in disks):
+            raise ConfigFileError(f"{where('disk')}: disk: {spec!r}: {disk.vdev} is given twice")
+        disks.append(disk)
     if type_ == "bt" and (any(d.backend != "dom0" for d in disks) or
                           [d.vdev for d in disks] not in ([], ["xvda"])):
         raise ConfigFileError(f"{where('disk')}: disk: a bt domain has one disk, xvda, the ATA "
@@ -209,9 +332,13 @@ def _check(values: dict, source: str) -> DomainConfig:
         if a not in ACTIONS:
             raise ConfigFileError(f"{where(key)}: {key}: {a!r} is not one of {', '.join(ACTIONS)}")
         actions[key] = a
-    weight = get("weight", int, 256)
+    if "weight" in values and "cpu_weight" in values:
+        raise ConfigFileError(f"{where('cpu_weight')}: cpu_weight: give cpu_weight or weight, "
+                              "not both")
+    wkey = "weight" if "weight" in values else "cpu_weight"
+    weight = get(wkey, int, 256)
     if not 1 <= weight <= 65535:
-        raise ConfigFileError(f"{where('weight')}: weight: {weight} is out of range (1 to 65535)")
+        raise ConfigFileError(f"{where(wkey)}: {wkey}: {weight} is out of range (1 to 65535)")
     cap = get("cap", int, 0)
     if not 0 <= cap <= 100:
         raise ConfigFileError(f"{where('cap')}: cap: {cap} is out of range (0 to 100, percent)")
