@@ -96,7 +96,7 @@ class Cpu:
         self.vmx_tsc = 0                  # the VMCS's TSC offset while a guest runs
         self.mmu.smc_hook = self.cache.check_smc
         self.mode = Mode(0, True, True, False, 0)
-        self._modes: dict[tuple, Mode] = {}
+        self._modes: dict[tuple, tuple[Mode, int, bool]] = {}
         self.mode_changed()
 
     # -- flags (kept in the state: state.py) ---------------------------------------------
@@ -140,26 +140,26 @@ class Cpu:
     def mode_changed(self) -> None:
         """Recompute the mode bits after anything that may change them; ends the dispatch loop."""
         st = self.state
-        segs = st.segs
-        es, cs, ss, ds, fs, gs = segs
-        real = not st.cr0 & CR0_PE
-        vm86 = bool(st.eflags & VM) and not real
-        self.cpl = current_privilege_level(st)
-        # virtual-8086 mode loads and checks segments as real mode does (SDM Vol. 3
-        # §20.1.1: base = selector * 16, no descriptors)
-        self.segmentation.real = real or vm86
-        # everything the mode is computed from (a kernel switches between a few modes:
-        # each is computed once)
-        sig = (self.cpl, real, vm86, cs.base, cs.limit, cs.attr, st.eflags & DF_FLAG, st.cr0 & CR0_PG,
-               bool(self.mmu.watch), self.mmu.host is None,
-               es.base, es.limit, es.attr, ss.base, ss.limit, ss.attr,
-               ds.base, ds.limit, ds.attr, fs.base, fs.limit, fs.attr, gs.base, gs.limit, gs.attr)
-        mode = self._modes.get(sig)
-        if mode is None:
-            mode = self._modes[sig] = self._compute_mode()
+        es, cs, ss, ds, fs, gs = st.segs
+        mmu = self.mmu
+        # everything the mode, the CPL and the segmentation's rules are computed from (a
+        # kernel switches between a few modes: each is computed once): CR0.PE, EFLAGS.VM
+        # and SS's DPL give the CPL
+        sig = (st.cr0 & (CR0_PE | CR0_PG), st.eflags & (VM | DF_FLAG), not mmu.watch,
+               mmu.host is None, cs.base, cs.limit, cs.attr, es.base, es.limit, es.attr,
+               ss.base, ss.limit, ss.attr, ds.base, ds.limit, ds.attr, fs.base, fs.limit,
+               fs.attr, gs.base, gs.limit, gs.attr)
+        hit = self._modes.get(sig)
+        if hit is None:
+            real = not st.cr0 & CR0_PE
+            self.cpl = current_privilege_level(st)
+            # virtual-8086 mode loads and checks segments as real mode does (SDM Vol. 3
+            # §20.1.1: base = selector * 16, no descriptors)
+            hit = (self._compute_mode(), self.cpl, real or (bool(st.eflags & VM) and not real))
             if len(self._modes) > 256:
                 self._modes.clear()
-        self.mode = mode
+            self._modes[sig] = hit
+        self.mode, self.cpl, self.segmentation.real = hit
         self.limit = 0
 
     def _compute_mode(self) -> Mode:

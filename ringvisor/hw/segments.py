@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from . import realmode
 from .faults import GP, NP, SS, TS, CpuFault
-from .state import (ATTR_DB, ATTR_P, ATTR_S, ATTR_UNUSABLE, CS, DS, ES, FS, GS, SS as SREG_SS,
+from .state import (ATTR_DB, ATTR_DPL_SHIFT, ATTR_P, ATTR_S, ATTR_UNUSABLE, CS, DS, ES, FS, GS, SS as SREG_SS,
                     Segment)
 
 # system descriptor types
@@ -129,6 +129,28 @@ class Segmentation:
             raise CpuFault(err_vector, (selector & 0xFFFC) | ext)
         return (base + index) & 0xFFFFFFFF
 
+    def entry(self, selector: int, err_vector: int = GP, ext: int = 0) -> tuple[int, int]:
+        """(linear address, eight bytes) of ``selector``'s descriptor: ``table_address``
+        and ``raw_at`` in one call, for the loads and transfers that read one at every
+        use (a kernel reloads four data segments on every entry and exit)."""
+        st = self.cpu.state
+        if selector & 4:
+            table = st.ldtr
+            if table.attr & ATTR_UNUSABLE:
+                raise CpuFault(err_vector, (selector & 0xFFFC) | ext)
+        else:
+            table = st.gdtr
+        if (selector & 0xFFF8) + 7 > table.limit:
+            raise CpuFault(err_vector, (selector & 0xFFFC) | ext)
+        addr = (table.base + (selector & 0xFFF8)) & 0xFFFFFFFF
+        mmu = self.cpu.mmu
+        if (addr & 0xFFF) <= 0xFF8 and not mmu.watch:
+            d = mmu.tr_s.get(addr & 0xFFFFF000)
+            if d is not None:
+                a = addr + d
+                return addr, int.from_bytes(self.cpu.mem.ram[a:a + 8], "little")
+        return addr, self.raw_at(addr)
+
     def read_at(self, addr: int) -> Descriptor:
         """The descriptor at linear ``addr``.
 
@@ -184,22 +206,31 @@ class Segmentation:
             if sreg == SREG_SS:
                 raise CpuFault(GP, 0)
             return self._set(sreg, null_segment(selector))
-        addr = self.table_address(selector)
-        raw = self.raw_at(addr)
+        addr, raw = self.entry(selector)
         # the outcome of the checks depends only on these, and the table's bytes are
         # read every time, so a changed descriptor is never taken from the cache
         key = (sreg == SREG_SS, cpl, selector, raw)
         hit = self._loads.get(key)
         if hit is not None:
-            return self._set(sreg, Segment(selector, *hit))
+            segs = st.segs
+            old = segs[sreg]
+            base, limit, attr = hit
+            segs[sreg] = Segment(selector, base, limit, attr)
+            if old.base == base and old.limit == limit and not (old.attr ^ attr) & MODE_ATTRS:
+                return False
+            cpu.mode_changed()
+            return True
         d = Descriptor(raw, addr)
         check_segment_load(d, selector, sreg == SREG_SS, cpl)
         if d.raw >> 40 & 1:      # accessed already: loading it again writes nothing
-            if len(self._loads) > 1024:
-                self._loads.clear()
-            self._loads[key] = (d.base, d.limit, d.attr)
+            self._keep(key, d)
         self.set_accessed(d)
         return self._set(sreg, d.segment(selector))
+
+    def _keep(self, key: tuple, d: Descriptor) -> None:
+        if len(self._loads) > 1024:       # a guest writing random tables cannot grow it
+            self._loads.clear()
+        self._loads[key] = (d.base, d.limit, d.attr)
 
     def _set(self, sreg: int, new: Segment) -> bool:
         segs = self.cpu.state.segs
@@ -213,28 +244,46 @@ class Segmentation:
 
     def load_tss_stack(self, dpl: int, ext: int) -> tuple[int, int]:
         """SS:ESP for privilege level ``dpl`` from the current TSS (#TS on a bad TSS)."""
-        st = self.cpu.state
-        tr = st.tr
+        cpu = self.cpu
+        tr = cpu.state.tr
+        mmu = cpu.mmu
         if tr.type & 8:   # 32-bit TSS
             off = 4 + dpl * 8
             if off + 5 > tr.limit:
                 raise CpuFault(TS, (tr.selector & 0xFFFC) | ext)
-            esp = self.cpu.mmu.read(tr.base + off, 4, False)
-            ss = self.cpu.mmu.read(tr.base + off + 4, 2, False)
+            addr = (tr.base + off) & 0xFFFFFFFF
+            if (addr & 0xFFF) <= 0xFF8 and not mmu.watch:
+                # ESP and SS in one read of the page, if the TLB holds it
+                d = mmu.tr_s.get(addr & 0xFFFFF000)
+                if d is not None:
+                    a = addr + d
+                    v = int.from_bytes(cpu.mem.ram[a:a + 6], "little")
+                    return v >> 32, v & 0xFFFFFFFF
+            esp = mmu.read(addr, 4, False)
+            ss = mmu.read(tr.base + off + 4, 2, False)
         else:
             off = 2 + dpl * 4
             if off + 3 > tr.limit:
                 raise CpuFault(TS, (tr.selector & 0xFFFC) | ext)
-            esp = self.cpu.mmu.read(tr.base + off, 2, False)
-            ss = self.cpu.mmu.read(tr.base + off + 2, 2, False)
+            esp = mmu.read(tr.base + off, 2, False)
+            ss = mmu.read(tr.base + off + 2, 2, False)
         return ss, esp
 
     def check_new_ss(self, selector: int, dpl: int, ext: int) -> Segment:
         """Validate a stack segment taken from the TSS for a privilege change (#TS/#SS)."""
         if (selector & 0xFFFC) == 0:
             raise CpuFault(TS, ext)
-        d = self.read_descriptor(selector, TS, ext)
+        addr, raw = self.entry(selector, TS, ext)
+        # the rules passed are those of MOV SS at CPL ``dpl`` (RPL = DPL = CPL, writable
+        # data, present: SDM Vol. 3 §6.12.1, Vol. 2 MOV), so that load's cache serves
+        key = (True, dpl, selector, raw)
+        hit = self._loads.get(key)
+        if hit is not None:
+            return Segment(selector, *hit)
+        d = Descriptor(raw, addr)
         check_tss_stack(d, selector, dpl, ext)
+        if raw >> 40 & 1:
+            self._keep(key, d)
         self.set_accessed(d)
         return d.segment(selector)
 
@@ -248,14 +297,13 @@ class Segmentation:
 
     def null_outer_data_segments(self, new_cpl: int) -> None:
         """On a return to an outer ring, data segments the new CPL may not use become null."""
-        st = self.cpu.state
+        segs = self.cpu.state.segs
         for s in (ES, DS, FS, GS):
-            seg = st.segs[s]
-            if seg.attr & ATTR_UNUSABLE:
+            attr = segs[s].attr
+            if attr & ATTR_UNUSABLE or (attr >> ATTR_DPL_SHIFT) & 3 >= new_cpl:
                 continue
-            conforming_code = (seg.attr & ATTR_S) and (seg.attr & 0xC) == 0xC
-            if seg.dpl < new_cpl and not conforming_code:
-                st.segs[s] = null_segment(0)
+            if not (attr & ATTR_S and attr & 0xC == 0xC):      # (conforming code stays)
+                segs[s] = null_segment(0)
 
     # -- access checks for non-flat segments ------------------------------------------
     def linear(self, sreg: int, off: int, size: int, write: bool) -> int:

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import struct
 
-from . import realmode, tasks, vme
+from . import realmode, tasks
 from .faults import GP, NP, SS, TS, CpuFault
 from .segments import (CALL_GATE16, CALL_GATE32, INT_GATE16, INT_GATE32, TASK_GATE, TRAP_GATE16,
                        TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY, Descriptor,
                        TRAP_GATE32, check_access, null_segment)
-from .state import CS, DS, ES, FS, GS, IF, IOPL_MASK, NT, RF, SS as SREG_SS, TF, VM, Segment
+from .state import ATTR_S, ATTR_UNUSABLE, CS, DS, ES, FS, GS, IF, IOPL_MASK, NT, RF, SS as SREG_SS, TF, VM, Segment
 
 AC, ID, VIF, VIP = 0x40000, 0x200000, 0x80000, 0x100000
+# usable, expand-up, writable data: an access within the limit passes ``check_access``
+_EXPAND_UP_RW = ATTR_UNUSABLE | ATTR_S | 0xE
+_EXPAND_UP_RW_DATA = ATTR_S | 0x2
 EFLAGS_DEFINED = 0x3F7FD5     # every EFLAGS bit that is not reserved (SDM Vol. 1 §3.4.3)
 
 
-def _push_frame(cpu, ss: Segment, esp: int, vals: list[int], size: int, user: bool) -> int:
+def _push_frame(cpu, ss: Segment, esp: int, vals, size: int, user: bool) -> int:
     """Write ``vals`` (first pushed first) below ``esp`` on stack ``ss``; return the new ESP."""
     big = ss.big
     m = 0xFFFFFFFF if big else 0xFFFF
@@ -52,27 +55,47 @@ def _push_frame(cpu, ss: Segment, esp: int, vals: list[int], size: int, user: bo
 
 def _pop_values(cpu, n: int, size: int, skip: int = 0) -> list[int]:
     """Read ``n`` stack values starting ``skip`` bytes above ESP (no ESP change)."""
+    vals = _peek_values(cpu, n, size, skip)
+    if vals is not None:
+        return vals
     st = cpu.state
     ss = st.segs[SREG_SS]
     m = 0xFFFFFFFF if ss.big else 0xFFFF
-    esp = st.regs[4]
-    start = (esp + skip) & m
-    total = n * size
-    if start + total <= m + 1:
-        # one run of bytes: one segment check, and one read if a TLB entry covers it
-        lin = check_access(ss, start, total, False, SS)
-        mmu = cpu.mmu
-        if (lin & 0xFFF) + total <= 0x1000 and not mmu.watch:
-            d = (mmu.tr_u if cpu.cpl == 3 else mmu.tr_s).get(lin & 0xFFFFF000)
-            if d is not None:
-                a = lin + d
-                return list(struct.unpack("<" + ("I" if size == 4 else "H") * n,
-                                          cpu.mem.ram[a:a + total]))
     out = []
     for j in range(n):
-        off = (esp + skip + j * size) & m
+        off = (st.regs[4] + skip + j * size) & m
         out.append(cpu.mmu.read(check_access(ss, off, size, False, SS), size, cpu.cpl == 3))
     return out
+
+
+def _peek_values(cpu, n: int, size: int, skip: int = 0) -> list[int] | None:
+    """``_pop_values`` in one step if the values lie, within the stack's limits, in one
+    page whose read entry is in the TLB (no read can fault); None otherwise."""
+    st = cpu.state
+    ss = st.segs[SREG_SS]
+    m = 0xFFFFFFFF if ss.big else 0xFFFF
+    start = (st.regs[4] + skip) & m
+    total = n * size
+    if start + total > m + 1:
+        return None
+    attr = ss.attr
+    if attr & _EXPAND_UP_RW == _EXPAND_UP_RW_DATA:
+        if start + total - 1 > ss.limit:
+            return None
+        lin = (ss.base + start) & 0xFFFFFFFF       # (check_access's rules, passed)
+    else:
+        try:
+            lin = check_access(ss, start, total, False, SS)
+        except CpuFault:
+            return None
+    mmu = cpu.mmu
+    if (lin & 0xFFF) + total > 0x1000 or mmu.watch:
+        return None
+    d = (mmu.tr_u if cpu.cpl == 3 else mmu.tr_s).get(lin & 0xFFFFF000)
+    if d is None:
+        return None
+    a = lin + d
+    return list(struct.unpack("<" + ("I" if size == 4 else "H") * n, cpu.mem.ram[a:a + total]))
 
 
 def _set_esp(cpu, ss: Segment, value: int) -> None:
@@ -83,26 +106,61 @@ def _set_esp(cpu, ss: Segment, value: int) -> None:
         st.regs[4] = (st.regs[4] & 0xFFFF0000) | (value & 0xFFFF)
 
 
+# The outcome of a delivery's checks, keyed by all it depends on: the gate's eight bytes,
+# the vector, whether INT n raised it and the CPL; the value holds the code segment's
+# eight bytes it was checked against, which are read at every delivery (as the gate's
+# are), so a changed IDT or GDT entry is seen at once.  Only interrupt and trap gates
+# to an accessed code segment are kept (using them again writes nothing); the stack of
+# a privilege change is read from the TSS and checked (``check_new_ss``'s cache) each
+# time.  A kernel's system call and its timer interrupt take the same few each time.
+_DELIVERIES: dict[tuple[int, int, bool, int], tuple] = {}
+
+
 def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: int) -> None:
     """Enter the handler for ``vector`` through the IDT (or, in real mode, the IVT)."""
-    if cpu.mode.real:
+    mode = cpu.mode
+    if mode.real:
         return realmode.deliver(cpu, vector, return_eip)
     st = cpu.state
     seg = cpu.segmentation
     ext = 0 if soft else 1
-    idt_err = vector * 8 + 2 + ext
     if vector * 8 + 7 > st.idtr.limit:
-        raise CpuFault(GP, idt_err)
-    addr = (st.idtr.base + vector * 8) & 0xFFFFFFFF
-    gate = cpu.segmentation.read_at(addr)
+        raise CpuFault(GP, vector * 8 + 2 + ext)
+    raw = seg.raw_at((st.idtr.base + vector * 8) & 0xFFFFFFFF)
     cpl = cpu.cpl
+    hit = _DELIVERIES.get((raw, vector, soft, cpl))
+    if hit is not None and not mode.vm86:
+        sel, craw, offset, size, new_cpl, base, limit, attr, clear = hit
+        # (the gate passed its checks: the code segment's descriptor is read next)
+        if seg.entry(sel, GP, ext)[1] == craw:
+            eflags = cpu.get_eflags()
+            segs = st.segs
+            if new_cpl != cpl:
+                ss_sel, new_esp = seg.load_tss_stack(new_cpl, ext)
+                new_ss = seg.check_new_ss(ss_sel, new_cpl, ext)
+                frame = (segs[SREG_SS].selector, st.regs[4], eflags, segs[CS].selector, return_eip)
+                st.regs[4] = _push_frame(cpu, new_ss, new_esp, frame if error_code is None
+                                         else frame + (error_code,), size, new_cpl == 3)
+                segs[SREG_SS] = new_ss
+            else:
+                old = segs[SREG_SS]
+                frame = (eflags, segs[CS].selector, return_eip)
+                _set_esp(cpu, old, _push_frame(cpu, old, st.regs[4], frame if error_code is None
+                                               else frame + (error_code,), size, cpl == 3))
+            segs[CS] = Segment((sel & 0xFFFC) | new_cpl, base, limit, attr)
+            st.eflags &= clear
+            st.eip = offset
+            cpu.deliveries += 1
+            cpu.mode_changed()
+            return
+    gate = cpu.segmentation.read_at((st.idtr.base + vector * 8) & 0xFFFFFFFF)
     check_gate(gate, vector, soft, cpl)
     if gate.type == TASK_GATE:
         return _deliver_to_task(cpu, vector, gate, error_code, return_eip, ext)
     sel = gate.gate_selector
     cd = seg.check_code_target(sel, ext)
     check_handler_cs(cd, sel, cpl, ext)
-    vm86 = cpu.mode.vm86
+    vm86 = mode.vm86
     if vm86 and (cd.conforming or cd.dpl != 0):
         # out of virtual-8086 mode only to a ring-0, non-conforming handler (SDM Vol. 2
         # INT n: INTER-PRIVILEGE-LEVEL-INTERRUPT with VM = 1)
@@ -112,11 +170,20 @@ def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: in
     offset = gate.gate_offset if gate32 else gate.gate_offset & 0xFFFF
     if offset > cd.limit:
         raise CpuFault(GP, ext)
+    new_cpl = cd.dpl if not cd.conforming and cd.dpl < cpl else cpl
+    clear = TF | NT | RF | VM
+    if gate.type in (INT_GATE16, INT_GATE32):
+        clear |= IF
+    if not vm86 and cd.raw >> 40 & 1:
+        if len(_DELIVERIES) > 1024:       # a guest writing random tables cannot grow it
+            _DELIVERIES.clear()
+        _DELIVERIES[(gate.raw, vector, soft, cpl)] = (sel, cd.raw, offset, size, new_cpl,
+                                                      cd.base, cd.limit, cd.attr,
+                                                      ~clear & 0xFFFFFFFF)
     eflags = cpu.get_eflags()
     old_cs = st.segs[CS].selector
     err = [] if error_code is None else [error_code]
-    if not cd.conforming and cd.dpl < cpl:
-        new_cpl = cd.dpl
+    if new_cpl != cpl:
         ss_sel, new_esp = seg.load_tss_stack(new_cpl, ext)
         new_ss = seg.check_new_ss(ss_sel, new_cpl, ext)
         vals = [st.segs[SREG_SS].selector, st.regs[4], eflags, old_cs, return_eip] + err
@@ -129,7 +196,6 @@ def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: in
             for i in (ES, DS, FS, GS):
                 st.segs[i] = null_segment(0)
     else:
-        new_cpl = cpl
         new_ss = st.segs[SREG_SS]
         esp = _push_frame(cpu, new_ss, st.regs[4], [eflags, old_cs, return_eip] + err, size,
                           cpl == 3)
@@ -140,9 +206,6 @@ def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: in
         st.regs[4] = esp
     else:
         _set_esp(cpu, new_ss, esp)
-    clear = TF | NT | RF | VM
-    if gate.type in (INT_GATE16, INT_GATE32):
-        clear |= IF
     st.eflags &= ~clear
     st.eip = offset
     cpu.deliveries += 1
@@ -236,8 +299,7 @@ def _check_return_cs(cpu, sel: int) -> tuple[Segment, Descriptor | None]:
     if (sel & 0xFFFC) == 0:
         raise CpuFault(GP, 0)
     seg = cpu.segmentation
-    addr = seg.table_address(sel)
-    raw = seg.raw_at(addr)
+    addr, raw = seg.entry(sel)
     level = cpu.cpl
     hit = _RETURNS.get((False, sel, raw, level))
     if hit is not None:
@@ -263,8 +325,7 @@ def _check_return_ss(cpu, sel: int, rpl_cs: int) -> Segment:
     if (sel & 0xFFFC) == 0:
         raise CpuFault(GP, 0)
     seg = cpu.segmentation
-    addr = seg.table_address(sel)
-    raw = seg.raw_at(addr)
+    addr, raw = seg.entry(sel)
     hit = _RETURNS.get((True, sel, raw, rpl_cs))
     if hit is not None:
         return Segment(sel, *hit)
@@ -316,17 +377,18 @@ def iret(cpu, size: int, next_eip: int | None = None, frame: tuple | None = None
     st = cpu.state
     if cpu.mode.vm86:
         # IOPL-sensitive in virtual-8086 mode; at IOPL 3 a real-mode IRET that leaves
-        # IOPL (and VM) as they are (SDM Vol. 2 IRET, §20.2.7); below it, with CR4.VME,
-        # a 16-bit IRET on the virtual interrupt flag
-        rule = vme.flags_rule(st.cr4, st.eflags, size)
-        if rule == vme.FAULT:
+        # IOPL (and VM) as they are (SDM Vol. 2 IRET, §20.2.7)
+        if st.eflags & IOPL_MASK != IOPL_MASK:
             raise CpuFault(GP, 0)
-        if rule == vme.VIRTUAL:
-            return realmode.iret_virtual(cpu)
         return realmode.iret(cpu, size, realmode.VM86_IRET_MASK)
     if st.eflags & NT:
         return task_return(cpu, st.eip if next_eip is None else next_eip)
-    eip, cs_sel, fl = frame[:3] if frame is not None else _pop_values(cpu, 3, size)
+    if frame is None:
+        # the five values of a return to an outer ring in one read, if they lie in one
+        # page the TLB holds and within the stack's limit (reading more than a return
+        # to the same ring pops has no effect then); otherwise three, and two later
+        frame = _peek_values(cpu, 5, size) or _pop_values(cpu, 3, size)
+    eip, cs_sel, fl = frame[:3]
     cs_sel &= 0xFFFF
     old_cpl = cpu.cpl
     if size == 4 and fl & VM and old_cpl == 0:
@@ -335,7 +397,7 @@ def iret(cpu, size: int, next_eip: int | None = None, frame: tuple | None = None
     rpl = cs_sel & 3
     outer = rpl > old_cpl
     if outer:
-        new_esp, ss_sel = frame[3:5] if frame is not None else _pop_values(cpu, 2, size, 3 * size)
+        new_esp, ss_sel = frame[3:5] if len(frame) == 5 else _pop_values(cpu, 2, size, 3 * size)
         new_ss = _check_return_ss(cpu, ss_sel & 0xFFFF, rpl)
     if eip > new_cs.limit:
         raise CpuFault(GP, 0)
