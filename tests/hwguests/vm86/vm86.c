@@ -38,14 +38,22 @@
 #define VM          0x20000u
 #define IOPL3       0x3000u
 
+struct vframe {
+    struct frame f;              /* ... eip, cs, eflags, esp3, ss3 */
+    u32 es, ds, fs, gs;          /* pushed only when leaving virtual-8086 mode */
+};
+
 #define SEL_TSS_V   0x48u          /* the VM86 task's 32-bit TSS */
 #define TSS_V_ADDR  0x00206000u
 #define SEL_TSS_G   0x50u          /* the task INT 0x33 switches to */
 #define TSS_G_ADDR  0x00206100u
 
 extern char v86_start[], v86_end[], v86_a[], v86_b[], v86_c[], v86_d[], v86_e[], v86_f[],
-    v86_g[], v86_h21[], v86_msg2[];
+    v86_g[], v86_h21[];
 extern void task_g_entry(void);
+extern void v86_enter(const u32 *frame9);
+extern void rt_ring_return(void) __attribute__((noreturn));
+extern u32 rt_saved_kesp;
 
 #define OFF(label) ((u32)(label) - (u32)v86_start)
 #define D16(off) (*(volatile u16 *)(V86_DATA + (off)))
@@ -191,29 +199,30 @@ __asm__(
     "popl 0x80\n\t"
     "movw %cs, 0x84\n\t"
     "movw %bx, 0x86\n\t"
-    /* string output with 16-bit addressing: SI and CX count and step, the upper
-     * halves of ESI and ECX stay */
-    "movl $0x12340000, %esi\n\t"
-    "movw $(v86_msg2 - v86_start), %si\n\t"
-    "movl $0xabcd0000, %ecx\n\t"
-    "movw $(v86_msg2_end - v86_msg2), %cx\n\t"
-    "movw $0x3f8, %dx\n\t"
-    "rep outsb %cs:(%si), (%dx)\n\t"
-    "movl %ecx, 0x88\n\t"
-    "movl %esi, 0x8c\n\t"
     "int $0xf0\n"
-    "v86_msg2:\n\t"
-    ".ascii \"real-mode code in vm86: rep outsb through COM1\\r\\n\"\n"
-    "v86_msg2_end:\n"
     "v86_end:\n"
     ".code32\n"
+    /* void v86_enter(const u32 frame[9]): IRET to virtual-8086 mode with EIP, CS,
+     * EFLAGS, ESP, SS, ES, DS, FS, GS; INT 0xf0 comes back through rt_ring_return */
+    ".globl v86_enter\n"
+    "v86_enter:\n\t"
+    "pushl %ebp\n\t"
+    "pushl %ebx\n\t"
+    "pushl %esi\n\t"
+    "pushl %edi\n\t"
+    "movl %esp, rt_saved_kesp\n\t"
+    "movl 20(%esp), %esi\n\t"
+    "subl $36, %esp\n\t"
+    "movl %esp, %edi\n\t"
+    "movl $9, %ecx\n\t"
+    "cld\n\t"
+    "rep movsl\n\t"
+    "iret\n"
     /* the task INT 0x33 switches to: its IRET (NT set) is a task return */
     "task_g_entry:\n\t"
     "call g_task\n\t"
     "iret\n\t"
     "jmp task_g_entry\n");
-
-RT_DEFINE_VM86_ENTER;
 
 static struct vframe last;      /* the frame of the last INT 0xf0 or INT 0x30 */
 static u32 handler_eflags;
@@ -514,8 +523,6 @@ int main(void)
             g_saved_cs, g_saved_ip, g_saved_ds, g_saved_ebx);
     kprintf("g: back in vm86: pushfd %08x cs %04x bx %04x; tr %x\n", D32(0x80), D16(0x84),
             D16(0x86), str());
-    kprintf("g: after rep outsb: ecx %08x esi %08x (message at %04x)\n", D32(0x88), D32(0x8c),
-            OFF(v86_msg2));
     kprintf("done\n");
     rt_exit(0);
 }
