@@ -135,9 +135,6 @@ class BinaryTranslation(Translator, Monitor):
     def enters_monitor(self, f: Frame) -> bool:
         return f.cs == L.SEL_TCODE and (f.eip + 2) in self.tc.sites
 
-    def kernel_cs_view(self, f: Frame) -> int:
-        return self.vcpu.cs
-
     def guest_eip(self, f: Frame) -> int:
         if f.cs == L.SEL_TCODE:
             g = self.tc.guest_eip(f.eip)

@@ -90,6 +90,9 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     # the DPL-1 gates of the real IDT through which the guest's ring 1 calls the monitor
     # (the hand-off takes their ``int n`` straight to it: ``_handoff``)
     SOFT_GATES = (L.CALLOUT, L.CHAIN)
+    # the real CS is the guest kernel's own selector at ring 1 (``kernel_cs``), which its far
+    # JMPs and CALLs load without a trap: the virtual CS is read back from it at each entry
+    cs_in_frame = False
     STATE = ("vcpu", "platform", "shadow", "gdt", "ldt", "step_state", "shadow_at", "guest_halted",
              "traps", "emulated", "stats", "watchpoints")
     WIRING = ("machine", "cpu", "mem", "guest_ram", "base", "gm")
@@ -326,6 +329,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.frame = f
         v = self.vcpu
         v.cpl = 3 if f.user else 0
+        if self.cs_in_frame and not f.user:
+            v.cs = f.cs & ~3
         self.halting = self.delivered = False
         was_halted, self.guest_halted = self.guest_halted, False
         here = (f.cs, f.eip)
@@ -404,8 +409,10 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         return sel | 1
 
     def kernel_cs_view(self, f: Frame) -> int:
-        """The CS selector the guest sees in a frame pushed for its kernel code."""
-        return f.cs
+        """The CS selector the guest sees in a frame pushed for its kernel code: the one
+        it loaded, RPL 0, as the hardware pushes it (under trapemu the handler's IRET to
+        it then traps: a return to RPL 0 from the real CPL 1 is #GP)."""
+        return self.vcpu.cs
 
     def guest_eip(self, f: Frame) -> int:
         """The guest EIP corresponding to the frame's (real) EIP."""

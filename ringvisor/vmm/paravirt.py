@@ -238,6 +238,11 @@ class ParaVirt(Monitor):
         super().page_fault(f)
 
     # -- the guest's tables, as the hypercalls gave them --------------------------------------
+    def kernel_cs_view(self, f: Frame) -> int:
+        """A para-virtualized kernel knows it runs at ring 1: its frames hold the real CS
+        (Xen's FLAT_RING1_CS has RPL 1), and its IRET is a hypercall."""
+        return f.cs
+
     def guest_gate(self, vector: int, soft: bool) -> tuple[int, int, bool]:
         v = self.vcpu
         if vector == 14:

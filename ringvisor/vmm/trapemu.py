@@ -8,9 +8,20 @@ are reflected into the guest's own handlers.
 What cannot work: x86 has sensitive instructions that do not trap at ring 1.
 POPF silently leaves IF alone, so a guest that restores interrupts with
 ``push; popf`` (as Linux does) keeps its *virtual* IF clear and never receives
-another virtual interrupt until it next executes a trapping STI; IRET
-likewise; SGDT/SIDT/SMSW return the monitor's values; PUSH CS shows ring 1.
-This monitor does not paper over any of that: it is the failure, shown.
+another virtual interrupt until it next executes a trapping STI; an IRET to
+user mode likewise; SGDT/SIDT/SMSW return the monitor's values; PUSH CS shows
+ring 1.  This monitor does not paper over any of that: it is the failure, shown.
+
+Where the monitor *can* make the hardware's own checks hand it control, it
+does: the frame it pushes for a handler entered from kernel code holds the
+guest's CS as the guest loaded it (RPL 0, as the hardware pushes it:
+``Monitor.kernel_cs_view``; the virtual CS is the real one's, read back at each
+entry: ``cs_in_frame``), so the
+handler's IRET to it is a return to a more privileged RPL than the real CPL 1
+and faults (#GP, SDM Vol. 2 IRET: "return code segment selector RPL < CPL");
+the monitor emulates that IRET, which restores the guest's virtual IF and ends
+its NMI blocking -- a kernel that takes an interrupt in kernel code gets the
+next one after the handler returns, as on the hardware.
 """
 
 from __future__ import annotations
@@ -23,16 +34,25 @@ from .monitor import Monitor
 
 class TrapAndEmulate(Monitor):
     name = "trapemu"
-    # the guest kernel's IRET does not trap (ring 1 to ring 1 or 3): the end of an NMI
-    # handler is invisible, so a virtual NMI does not block the next one (the chapter's
-    # IRET failure again)
-    nmi_blocking = False
+    # a virtual NMI blocks the next one until the handler's IRET (SDM Vol. 3 §6.7.1):
+    # the IRET to kernel code traps (see above), the one to user mode does not
+    # -- but the guest is back in user code only once its handler has returned
+    # (``deliver_interrupts``)
+    nmi_blocking = True
+    cs_in_frame = True
 
     def install(self) -> None:
         super().install()
         # no translated code here: the ring-1 code segment over the whole address space
         # (binary translation's) must not exist, or guest ring 1 could far-jump into it
         self.mem.write(self.base + L.GDT + (L.SEL_TCODE & ~7), bytes(8))
+
+    def deliver_interrupts(self, f: Frame) -> None:
+        if f.user:
+            # the guest's NMI handler left for user code: by an IRET, which did not trap
+            # (ring 1 to ring 3) and which ends the blocking on the hardware
+            self.vcpu.nmi_blocked = False
+        super().deliver_interrupts(f)
 
     def privileged_fault(self, f: Frame, err: int) -> None:
         if f.user:

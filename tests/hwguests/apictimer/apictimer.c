@@ -82,8 +82,7 @@ int main(void)
     kprintf("periodic (halted): ticks=5 reloaded=%u lvt=%08x\n", p > 0 && p <= 100000, ar(LVTT));
 
     /* periodic while the processor computes: the interrupt must come without a trap of
-     * the guest's (one tick: under trap-and-emulate the handler's IRET, which does not
-     * trap at ring 1, leaves the virtual IF clear -- the chapter's failure) */
+     * the guest's */
     aw(LVTT, 0x20041);
     aw(TICR, 50000);
     sti();
@@ -129,6 +128,28 @@ int main(void)
     WAIT_FOR(norder == 3);
     kprintf("self-ipi order: %02x %02x %02x isr-in-handler=%u ppr-in-handler=%02x isr-after=%u\n",
             order[0], order[1], order[2], isr_in, ppr_in, bit(ISR, 0x52));
+
+    /* two self-IPIs with IF clear, then IF set for one instruction: the higher is taken
+     * after the NOP (STI's shadow, SDM Vol. 3 §6.8.3); its handler's EOI lowers the PPR
+     * (§10.8.3.1) and its IRET restores IF (SDM Vol. 2 IRET), so the lower one is taken
+     * at once, before the CLI */
+    norder = 0;
+    self_ipi(0x60);
+    self_ipi(0x61);
+    __asm__ volatile("sti; nop; cli" ::: "memory");
+    kprintf("after the handler's iret: taken=%u order %02x %02x\n", norder, order[0], order[1]);
+
+    /* with IF set, a vector the TPR held back is taken once the TPR is lowered (§10.8.3.1:
+     * the PPR follows the TPR), without a HLT or an STI */
+    aw(TPR, 0x60);
+    self_ipi(0x62);
+    sti();
+    spin(100);
+    u32 held = hits[0x62];
+    aw(TPR, 0);
+    spin(100);
+    cli();
+    kprintf("tpr lowered with IF set: held=%u then taken=%u\n", held, hits[0x62]);
 
     /* the 8259A through LINT0 (ExtINT, as the firmware left it): PIT IRQ 0 at vector 0x20 */
     outb(0x43, 0x34); outb(0x40, 0x00); outb(0x40, 0x10);   /* mode 2, 4096 */
