@@ -148,6 +148,7 @@ MONITOR_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("ldt", "ldt"),
     Kernel("segbase", "segbase"),
     Kernel("tscwrite-sdm", "tscwrite"),     # QEMU's TCG ignores TSC writes: ringvisor only
+    Kernel("gates16", "gates16"),
 ]}
 
 

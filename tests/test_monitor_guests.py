@@ -5,7 +5,8 @@ built on the shared runtime there: its own GDT, IDT, TSS and page tables,
 nothing like the teaching kernel) does what ordinary kernels do and a
 monitor must not notice: it single-steps itself, patches the code it is
 running, remaps its code pages under chained calls, sets its own
-breakpoints, reads constants through CS, keeps NT, takes #UD and #NM.
+breakpoints, reads constants through CS, keeps NT, takes #UD and #NM,
+enters and leaves handlers and call gates of 16 bits.
 
 Every guest runs on ``qemu-system-i386 -kernel`` (the reference), on the
 bare ringvisor PC, and under ``trapemu`` and ``bt``; the serial output must
@@ -283,6 +284,29 @@ EXPECTED["tscwrite-sdm"] = [
     "ring 3 rdtsc with TSD: #13 err=0x0 eip=+0",
     "written back: hi=0x0 below 2^31=yes",
     "tscwrite: done",
+]
+
+# gates16 (tests/hwguests/gates16): the 16-bit transfers, in code segments based so that
+# IP holds the routines' offsets.  A 16-bit interrupt or trap gate pushes FLAGS, CS and
+# IP as words (6 bytes; SDM Vol. 3 §6.12.1, Figure 6-4), and from ring 3 SS and SP
+# first, on the TSS's ring-0 stack (10 bytes), with the error code of #NP(0x60) as a word
+# (the handler steps past the 2-byte MOV to FS); the 16-bit IRET pops them back (CF set
+# in the image comes back, ESP is restored: SDM Vol. 2 IRET).  A far call through a
+# 16-bit call gate pushes CS and IP as words (4 bytes), from ring 3 SS, SP and its two
+# word parameters in order (12 bytes; SDM Vol. 2 CALL), and RETF $4 with a 16-bit operand
+# releases them on both stacks.  The FLAGS image is CMP's ZF and PF with IF clear.
+EXPECTED["gates16"] = [
+    "gates16: start",
+    "int through a 16-bit interrupt gate: ip=+0 cs=0040 flags=0046 frame=6",
+    "its 16-bit iret: cf=1 esp restored=1",
+    "int through a 16-bit trap gate: ip=+0 cs=0040 flags=0046 frame=6 restored=1",
+    "#np through a 16-bit gate: err=0060 ip=+0 cs=0040 resumed=1",
+    "far call through a 16-bit call gate: ip=+0 cs=0040 frame=4 restored=1",
+    "from ring 3, a 16-bit interrupt gate: ip=+0 cs=004b flags=0046 sp=esp:1 ss=0023 frame=10 "
+    "restored=1",
+    "from ring 3, a 16-bit call gate: ip=+0 cs=004b params=2222 1111 sp=esp-4:1 ss=0023 "
+    "frame=12 restored=1",
+    "gates16: done",
 ]
 
 

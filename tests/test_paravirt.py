@@ -220,8 +220,8 @@ def test_the_kernels_own_gates_are_in_its_trap_table(kernels):
     v = mon.vcpu
     for cpl, vector in ((0, 0x20), (0, 3), (3, 0x80)):
         v.cpl = cpl
-        cs, eip, _ = mon.guest_gate(vector, True)
-        assert (cs, eip) == mon.trap_table[vector][1:]
+        cs, eip, _, size = mon.guest_gate(vector, True)
+        assert (cs, eip, size) == (*mon.trap_table[vector][1:], 4)
     v.cpl = 3
     for vector in (0x20, 3):
         with pytest.raises(GuestFault) as e:

@@ -15,11 +15,10 @@ immediate returns (``emulate.e_retf``).
 
 from __future__ import annotations
 
-import struct
-
 from ringvisor.hw.faults import GP, NP, SS as SS_FAULT, TS
 from ringvisor.hw.segments import CALL_GATE32, Descriptor, check_access, check_tss_stack
 
+from .delivery import stack_image
 from .errors import GuestFault, MonitorStop
 
 M32 = 0xFFFFFFFF
@@ -34,10 +33,9 @@ def through_gate(c, sel: int, gate: Descriptor, call: bool) -> None:
         raise GuestFault(GP, err)
     if not gate.present:
         raise GuestFault(NP, err)
-    if gate.type != CALL_GATE32:
-        raise MonitorStop(f"{mon.name}: a far transfer through a 16-bit call gate "
-                          f"({sel:#06x}) is not virtualized")
-    dest, target = gate.gate_selector, gate.gate_offset
+    # a 16-bit gate: a 16-bit offset, and the parameters, CS and IP (SS and SP) as words
+    n = 4 if gate.type == CALL_GATE32 else 2
+    dest, target = gate.gate_selector, gate.gate_offset & ((1 << 8 * n) - 1)
     if not dest & 0xFFFC:
         raise GuestFault(GP, 0)
     cd = mon.guest_desc(dest)
@@ -60,20 +58,20 @@ def through_gate(c, sel: int, gate: Descriptor, call: bool) -> None:
         ssd = mon.guest_desc(ss0, TS)
         check_tss_stack(ssd, ss0, 0, 0)
         user_ss = mon.guest_desc(f.ss, SS_FAULT).base
-        n = gate.gate_params
-        params = [mon.gm.read_u((user_ss + st.regs[4] + 4 * i) & M32, 4, True) for i in range(n)]
+        params = [mon.gm.read_u((user_ss + st.regs[4] + n * i) & M32, n, True)
+                  for i in range(gate.gate_params)]
         vals = [f.ss, st.regs[4]] + params[::-1] + [f.cs, c.next_eip]
-        esp = (esp0 - 4 * len(vals)) & M32
-        check_access(ssd.segment((ss0 & ~3) | 1), esp, 4 * len(vals), True, SS_FAULT)
-        mon.gm.write((ssd.base + esp) & M32, struct.pack(f"<{len(vals)}I", *reversed(vals)))
+        esp = (esp0 - n * len(vals)) & M32
+        check_access(ssd.segment((ss0 & ~3) | 1), esp, n * len(vals), True, SS_FAULT)
+        mon.gm.write((ssd.base + esp) & M32, stack_image(vals, n))
         mon.gdt.set_accessed(ssd)
         st.regs[4] = esp
         f.ss, v.ss = (ss0 & ~3) | 1, ss0 & ~3
         mon.reloaded(f.ss)
         v.cpl = 0
     elif call:
-        c.push(f.cs if v.cpl == 3 else mon.kernel_cs_view(f) & ~3)
-        c.push(c.next_eip)
+        c.push(f.cs if v.cpl == 3 else mon.kernel_cs_view(f) & ~3, n)
+        c.push(c.next_eip & ((1 << 8 * n) - 1), n)
     mon.gdt.set_accessed(cd)
     if v.cpl == 0:
         f.cs = mon.kernel_cs(dest)

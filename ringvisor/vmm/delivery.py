@@ -28,7 +28,15 @@ TF, NT, RF, VM = 1 << 8, 1 << 14, 1 << 16, 1 << 17
 # The outcome of reading a guest gate, keyed by its eight bytes and what the checks
 # depend on (vector, software or not, CPL): the IDT is read at every delivery, so
 # a change to a gate is seen at once; only the decoding and the checks are cached.
-_GATES: dict[tuple[int, int, bool, int], tuple[int, int, bool]] = {}
+_GATES: dict[tuple[int, int, bool, int], tuple[int, int, bool, int]] = {}
+
+
+def stack_image(vals: list[int], size: int) -> bytes:
+    """The bytes of ``vals`` pushed in order (the first highest) as ``size``-byte values:
+    a frame as the guest finds it on its stack, of dwords or, through a 16-bit gate,
+    words."""
+    mask = (1 << 8 * size) - 1
+    return struct.pack(f"<{len(vals)}{'I' if size == 4 else 'H'}", *(x & mask for x in reversed(vals)))
 
 
 class Delivery:
@@ -80,18 +88,18 @@ class Delivery:
         raise TripleFault(f"guest exception delivery loops under {self.name}")
 
     def _deliver(self, f: Frame, vector: int, err: int | None, soft: bool, ret: int) -> None:
-        sel, offset, interrupt_gate = self.guest_gate(vector, soft)
+        sel, offset, interrupt_gate, size = self.guest_gate(vector, soft)
         if offset is None:            # a task gate: a nested task switch (SDM Vol. 3 §6.12.2)
             tasks.switch(self, f, vector * 8, sel, tasks.T.CALL, ret, 0 if soft else 1, err)
             self.stats["reflected"] += 1
             self.delivered = True
             return
-        self.enter_guest_handler(f, sel, offset, interrupt_gate, err, ret, 0 if soft else 1)
+        self.enter_guest_handler(f, sel, offset, interrupt_gate, err, ret, 0 if soft else 1, size)
 
     def guest_gate(self, vector: int, soft: bool) -> tuple:
-        """The guest's handler for ``vector``: (code selector, offset, clears IF), with the
-        faults the hardware raises while reading its gate; for a task gate, (the gate's
-        descriptor, None, False)."""
+        """The guest's handler for ``vector``: (code selector, offset, clears IF, the size
+        of the frame's values: 2 for a 16-bit gate), with the faults the hardware raises
+        while reading its gate; for a task gate, (the gate's descriptor, None, False, 4)."""
         v = self.vcpu
         if vector * 8 + 7 > v.idt_limit:
             raise CpuFault(GP, vector * 8 + 2 + (0 if soft else 1))
@@ -104,12 +112,13 @@ class Delivery:
         gate = Descriptor(raw, addr)
         check_gate(gate, vector, soft, v.cpl)
         if gate.type == TASK_GATE:
-            return gate, None, False
-        if gate.type in (INT_GATE16, TRAP_GATE16):
-            raise MonitorStop(f"{self.name}: a 16-bit gate in the guest IDT (vector {vector:#x})")
+            return gate, None, False, 4
         if len(_GATES) > 4096:          # a guest writing random tables cannot grow it
             _GATES.clear()
-        hit = _GATES[key] = (gate.gate_selector, gate.gate_offset, gate.type == INT_GATE32)
+        # a 16-bit gate: a 16-bit offset, and a frame of words (SDM Vol. 3 §6.12.1)
+        gate16 = gate.type in (INT_GATE16, TRAP_GATE16)
+        hit = _GATES[key] = (gate.gate_selector, gate.gate_offset & 0xFFFF if gate16 else gate.gate_offset,
+                             gate.type in (INT_GATE16, INT_GATE32), 2 if gate16 else 4)
         return hit
 
     def soft_interrupt_length(self, f: Frame, vector: int) -> int:
@@ -129,9 +138,10 @@ class Delivery:
         return self.fetch(f).len
 
     def enter_guest_handler(self, f: Frame, sel: int, offset: int, interrupt_gate: bool,
-                            err: int | None, ret: int, ext: int) -> None:
+                            err: int | None, ret: int, ext: int, size: int = 4) -> None:
         """Push the frame the hardware would (switching to the guest kernel's stack from
-        user mode) and continue at ``sel:offset`` in the guest kernel."""
+        user mode) and continue at ``sel:offset`` in the guest kernel; ``size``: the
+        bytes of each value pushed (2 through a 16-bit gate, as ``hw.transfers.deliver``)."""
         v = self.vcpu
         if not sel & 0xFFFC:
             raise CpuFault(GP, ext)
@@ -161,14 +171,14 @@ class Delivery:
             vals = [geflags, self.kernel_cs_view(f), ret] + tail
             ss_real, esp, ss_guest = f.ss, self.cpu.state.regs[4], v.ss
         # the pushes: the stack segment's limit, then the guest's paging
-        new = (esp - 4 * len(vals)) & 0xFFFFFFFF
+        new = (esp - size * len(vals)) & 0xFFFFFFFF
         if ssd is not None:
             seg = ssd.segment(ss_real)
-            check_access(seg, new, 4 * len(vals), True, SS)
+            check_access(seg, new, size * len(vals), True, SS)
             base = seg.base
         else:
             base = self.real_descriptor_base(ss_real)
-        self.gm.write((base + new) & 0xFFFFFFFF, struct.pack(f"<{len(vals)}I", *reversed(vals)))
+        self.gm.write((base + new) & 0xFFFFFFFF, stack_image(vals, size))
         # committed: the guest is in its handler
         self.gdt.set_accessed(cd)
         if v.cpl == 3:

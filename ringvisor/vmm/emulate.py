@@ -568,16 +568,19 @@ def e_lss(c: Context) -> str:
 @emulates(M.RETF)
 def e_retf(c: Context) -> str:
     imm = c.ins.immediate16 if c.ins.op_count else 0
-    eip = c.pop(4)
-    cs = c.pop(2, 4)
+    # RETF with a 16-bit operand (66 CB, 66 CA: a 16-bit call gate's return) pops IP, CS,
+    # and from an outer ring SP and SS, as words (SDM Vol. 2 RET)
+    n = 2 if c.ins.code in (ix.Code.RETFW, ix.Code.RETFW_IMM16) else 4
+    eip = c.pop(n)
+    cs = c.pop(2, n)
     if cs & 3 == 3:
-        esp = c.pop(4, 8 + imm)
-        ss = c.pop(2, 12 + imm)
+        esp = c.pop(n, 2 * n + imm)
+        ss = c.pop(2, 3 * n + imm)
         # the immediate releases the parameters on both stacks (SDM Vol. 2 RET:
         # RETURN-TO-OUTER-PRIVILEGE-LEVEL)
         c.mon.return_to_user(c.f, eip, cs, None, (esp + imm) & 0xFFFFFFFF, ss)
         return DONE
-    c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 8 + imm) & 0xFFFFFFFF
+    c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 2 * n + imm) & 0xFFFFFFFF
     c.mon.return_to_kernel(c.f, eip, cs)
     return DONE
 
@@ -592,27 +595,29 @@ def e_iret(c: Context) -> str:
         d = check_task_return(link, lambda sel: c.mon.guest_desc(sel, TS))
         tasks.switch(c.mon, c.f, link, d, tasks.T.IRET, c.next_eip)
         return DONE
-    if c.ins.mnemonic == M.IRET:
-        raise MonitorStop(f"{c.mon.name}: a 16-bit IRET is not virtualized")
     if c.v.cpl != 0:
         raise GuestFault(GP, 0)
-    eip = c.pop(4)
-    cs = c.pop(2, 4)
-    eflags = c.pop(4, 8)
-    if eflags & VM:
+    # a 16-bit IRET (66 CF: a 16-bit gate's return) pops IP, CS and FLAGS, and from an
+    # outer ring SP and SS, as words; the upper half of EFLAGS stays (SDM Vol. 2 IRET)
+    n = 2 if c.ins.mnemonic == M.IRET else 4
+    eip = c.pop(n)
+    cs = c.pop(2, n)
+    eflags = c.pop(n, 2 * n)
+    if n == 4 and eflags & VM:
         # at CPL 0 this IRET enters virtual-8086 mode (SDM Vol. 2 IRET): not virtualized,
         # so stop rather than return to a protected-mode segment the guest never meant
         raise MonitorStop(f"{c.mon.name}: IRET to virtual-8086 mode ({cs:04x}:{eip & 0xFFFF:04x}): "
                           "VM86 is not virtualized")
     if cs & 3 == 3:
-        esp = c.pop(4, 12)
-        ss = c.pop(2, 16)
-        c.mon.return_to_user(c.f, eip, cs, eflags, esp, ss)
+        esp = c.pop(n, 3 * n)
+        ss = c.pop(2, 4 * n)
+        c.mon.return_to_user(c.f, eip, cs, eflags, esp, ss, n)
     else:
-        c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 12) & 0xFFFFFFFF
-        c.mon.set_guest_eflags(c.f, eflags)
+        c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 3 * n) & 0xFFFFFFFF
+        c.mon.set_guest_eflags(c.f, eflags, n)
         c.mon.return_to_kernel(c.f, eip, cs)
-    # RF is the image's: it spares the first instruction there a breakpoint
-    c.f.eflags = (c.f.eflags & ~RF) | (eflags & RF)
+    if n == 4:
+        # RF is the image's: it spares the first instruction there a breakpoint
+        c.f.eflags = (c.f.eflags & ~RF) | (eflags & RF)
     return DONE
 

@@ -596,8 +596,9 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.vcpu.cpl = 0
 
     def return_to_user(self, f: Frame, eip: int, cs: int, eflags: int | None, esp: int,
-                       ss: int) -> None:
-        """IRET or far RET to ring 3 (SDM Vol. 2 IRET: RETURN-TO-OUTER-PRIVILEGE-LEVEL)."""
+                       ss: int, size: int = 4) -> None:
+        """IRET or far RET to ring 3 (SDM Vol. 2 IRET: RETURN-TO-OUTER-PRIVILEGE-LEVEL);
+        ``size``: the IRET's operand size (2: the EFLAGS image is FLAGS only)."""
         if not cs & 0xFFFC:
             raise GuestFault(GP, 0)
         d = self.guest_desc(cs)
@@ -609,7 +610,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         if eip > d.limit:
             raise GuestFault(GP, 0)
         if eflags is not None:
-            self.set_guest_eflags(f, eflags)
+            self.set_guest_eflags(f, eflags, size)
         self.gdt.set_accessed(d)
         self.gdt.set_accessed(sd)
         f.cs, f.eip, f.ss = cs, eip, ss

@@ -243,7 +243,7 @@ class ParaVirt(Monitor):
         (Xen's FLAT_RING1_CS has RPL 1), and its IRET is a hypercall."""
         return f.cs
 
-    def guest_gate(self, vector: int, soft: bool) -> tuple[int, int, bool]:
+    def guest_gate(self, vector: int, soft: bool) -> tuple[int, int, bool, int]:
         v = self.vcpu
         if vector == 14:
             self.mem.write32(self.si_phys + SHARED_INFO.offset("vcpu_info[0].arch.cr2"), v.cr2)
@@ -258,7 +258,7 @@ class ParaVirt(Monitor):
         flags, cs, eip = entry
         if soft and (flags & 3) < v.cpl:
             raise GuestFault(13, vector * 8 + 2)
-        return cs, eip, bool(flags & 4)
+        return cs, eip, bool(flags & 4), 4              # (Xen's trap table: 32-bit frames)
 
     def guest_gdt_bytes(self, offset: int, n: int) -> bytes:
         frames = self.gdt_frames
