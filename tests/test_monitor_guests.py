@@ -25,6 +25,7 @@ every mode (hvm: the kernel at ring 0 in VMX non-root operation).
 from __future__ import annotations
 
 import functools
+import re
 
 import pytest
 
@@ -376,3 +377,45 @@ def test_smap_under_the_monitors(mode: str) -> None:
     from test_hw_guests import EXPECTED_SMAP
     r = run_vm(build_kernel("smap"), mode, max_instructions=LIMIT, quiet=True)
     assert output_lines(r.output.decode("latin-1").replace("\r\n", "\n")) == EXPECTED_SMAP
+
+
+# --------------------------------------------------------------------------
+# rings12 (tests/hwguests/rings12): a driver at ring 1, then one at ring 2, each entered
+# by an IRET to its own code and stack segments.  At CPL 1 and 2, MOV from CR0 is #GP(0)
+# (SDM Vol. 3 §5.9), a DPL-0 data segment #GP(selector) (§5.6), IN above IOPL #GP(0)
+# (Vol. 1 §19.5.1); the fault's frame holds the driver's CS.  QEMU, the bare PC and hvm
+# (the guest's rings are the processor's in VMX non-root operation) print these lines;
+# trapemu and bt give a guest rings 0 and 3 only, and stop at the driver with one line
+# (bt at the IRET it translates, trapemu at the first entry from the driver's code).
+# --------------------------------------------------------------------------
+def _rings(ring: int, cs: int, ss: int) -> list[str]:
+    return [f"ring {ring}: cs={cs:04x} ss={ss:04x}",
+            f"ring {ring} mov from cr0: #13 err=0x0 frame cs={cs:04x}",
+            f"ring {ring} load of a DPL-0 data segment: #13 err=0x10",
+            f"ring {ring} in from a port (IOPL 0): #13 err=0x0"]
+
+
+RINGS12 = ["rings12: start", *_rings(1, 0x31, 0x39), *_rings(2, 0x42, 0x4a), "rings12: done"]
+
+
+@pytest.mark.parametrize("platform", [pytest.param("qemu", marks=pytest.mark.qemu), "native", "hvm"])
+def test_drivers_at_rings_1_and_2(platform: str) -> None:
+    if platform == "qemu":
+        if find_qemu() is None:
+            pytest.skip("qemu-system-i386 not installed")
+        lines, code = _run("rings12", "qemu")
+    else:
+        lines, code = _run("rings12", platform)
+    assert (lines, code) == (RINGS12, 0)
+
+
+@pytest.mark.parametrize("mode,ring", [(m, r) for m in ("trapemu", "bt") for r in (1, 2)])
+def test_drivers_at_rings_1_and_2_are_refused(mode: str, ring: int) -> None:
+    r = run_vm(build_kernel("rings12"), mode, cmdline=f"ring={ring}", max_instructions=LIMIT,
+               quiet=True)
+    assert output_lines(r.output.decode("latin-1").replace("\r\n", "\n")) == ["rings12: start"]
+    cs = {1: 0x31, 2: 0x42}[ring]
+    assert r.stop.reason == "unsupported", r.stop
+    assert re.fullmatch(rf"stopped: {mode}: the guest (returns to|runs at) ring {ring} \({cs:#06x}:"
+                        r"0x[0-9a-f]{8}\); only rings 0 and 3 are virtualized",
+                        r.stop.message.splitlines()[0]), r.stop.message

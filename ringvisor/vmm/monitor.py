@@ -92,6 +92,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     SOFT_GATES = (L.CALLOUT, L.CHAIN)
     # the real CS is the guest kernel's own selector at ring 1 (``kernel_cs``), which its far
     # JMPs and CALLs load without a trap: the virtual CS is read back from it at each entry
+    # where it changed (``kernel_cs_loaded``)
     cs_in_frame = False
     STATE = ("vcpu", "platform", "shadow", "gdt", "ldt", "step_state", "shadow_at", "guest_halted",
              "traps", "emulated", "stats", "watchpoints")
@@ -329,8 +330,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.frame = f
         v = self.vcpu
         v.cpl = 3 if f.user else 0
-        if self.cs_in_frame and not f.user:
-            v.cs = f.cs & ~3
+        if self.cs_in_frame and not f.user and f.cs != v.cs | 1:
+            self.kernel_cs_loaded(f)
         self.halting = self.delivered = False
         was_halted, self.guest_halted = self.guest_halted, False
         here = (f.cs, f.eip)

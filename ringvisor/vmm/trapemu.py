@@ -26,9 +26,13 @@ next one after the handler returns, as on the hardware.
 
 from __future__ import annotations
 
+from ringvisor.hw.segments import Descriptor
+
 from . import layout as L
 from .emulate import FAULTED, NEXT, emulate
+from .errors import MonitorStop
 from .frame import Frame
+from .guestmem import GuestBadFrame, GuestPageFault
 from .monitor import Monitor
 
 
@@ -46,6 +50,26 @@ class TrapAndEmulate(Monitor):
         # no translated code here: the ring-1 code segment over the whole address space
         # (binary translation's) must not exist, or guest ring 1 could far-jump into it
         self.mem.write(self.base + L.GDT + (L.SEL_TCODE & ~7), bytes(8))
+
+    def kernel_cs_loaded(self, f: Frame) -> None:
+        """An entry from a CS the monitor did not load: the guest's far JMP, CALL, RETF or
+        IRET at ring 1 loaded it without a trap.  The virtual CS follows -- unless the
+        guest is now running at ring 1 or 2 (a non-conforming code segment of that DPL,
+        or the real ring 2), which the monitor does not give a guest: its ring 1 is the
+        guest kernel's, whose segments a guest ring-1 driver could load, and nothing of
+        the monitor knows a CPL of 2.  One line, at the first entry from there."""
+        ring = f.cs & 3
+        if ring == 1:
+            try:
+                raw = self.guest_descriptor(f.cs)
+            except (GuestPageFault, GuestBadFrame):
+                raw = None
+            d = Descriptor(raw, 0) if raw else None
+            ring = d.dpl if d is not None and d.is_code and not d.conforming else 0
+        if ring:
+            raise MonitorStop(f"{self.name}: the guest runs at ring {ring} ({f.cs:#06x}:"
+                              f"{f.eip:#010x}); only rings 0 and 3 are virtualized")
+        self.vcpu.cs = f.cs & ~3
 
     def deliver_interrupts(self, f: Frame) -> None:
         if f.user:
