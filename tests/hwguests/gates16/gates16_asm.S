@@ -6,6 +6,12 @@
 #define CALL16K  0x50           /* 16-bit call gate, DPL 0, same level */
 #define CALL16U  0x5b           /* 16-bit call gate, DPL 3, to ring 0, 2 word parameters */
 
+/* the word at N(%esp) of a frame, zero-extended into a global */
+        .macro WORD n, dst
+        movzwl \n(%esp), %eax
+        movl %eax, \dst
+        .endm
+
         .section .text
         .globl g16_start, g16_end
         .p2align 4
@@ -62,24 +68,18 @@ r_call16:
         .globl h16
 h16:    movl %eax, save_eax
         movl %esp, h_esp
-        movzwl (%esp), %eax
-        movl %eax, h_ip
-        movzwl 2(%esp), %eax
-        movl %eax, h_cs
-        movzwl 4(%esp), %eax
-        movl %eax, h_flags
+        WORD 0, h_ip
+        WORD 2, h_cs
+        WORD 4, h_flags
         orw $1, 4(%esp)                 /* CF in the FLAGS image: the IRET restores it */
         movl save_eax, %eax
         iretw
 
         .globl h16np
 h16np:  movl %eax, save_eax
-        movzwl (%esp), %eax
-        movl %eax, np_err
-        movzwl 2(%esp), %eax
-        movl %eax, np_ip
-        movzwl 4(%esp), %eax
-        movl %eax, np_cs
+        WORD 0, np_err
+        WORD 2, np_ip
+        WORD 4, np_cs
         addw $2, 2(%esp)                /* past the 2-byte MOV */
         movl save_eax, %eax
         addl $2, %esp                   /* the error code */
@@ -88,26 +88,19 @@ h16np:  movl %eax, save_eax
         .globl h16u
 h16u:   movl %eax, save_eax
         movl %esp, u_h_esp
-        movzwl (%esp), %eax
-        movl %eax, u_ip
-        movzwl 2(%esp), %eax
-        movl %eax, u_cs
-        movzwl 4(%esp), %eax
-        movl %eax, u_flags
-        movzwl 6(%esp), %eax
-        movl %eax, u_sp
-        movzwl 8(%esp), %eax
-        movl %eax, u_ss
+        WORD 0, u_ip
+        WORD 2, u_cs
+        WORD 4, u_flags
+        WORD 6, u_sp
+        WORD 8, u_ss
         movl save_eax, %eax
         iretw
 
         .globl far16
 far16:  movl %esp, c_esp
         movl %eax, save_eax
-        movzwl (%esp), %eax
-        movl %eax, c_ip
-        movzwl 2(%esp), %eax
-        movl %eax, c_cs
+        WORD 0, c_ip
+        WORD 2, c_cs
         movl save_eax, %eax
         lretw
 
@@ -115,18 +108,12 @@ far16:  movl %esp, c_esp
 gate16u:
         movl %eax, save_eax
         movl %esp, g_esp
-        movzwl (%esp), %eax
-        movl %eax, g_words
-        movzwl 2(%esp), %eax
-        movl %eax, g_words+4
-        movzwl 4(%esp), %eax
-        movl %eax, g_words+8
-        movzwl 6(%esp), %eax
-        movl %eax, g_words+12
-        movzwl 8(%esp), %eax
-        movl %eax, g_words+16
-        movzwl 10(%esp), %eax
-        movl %eax, g_words+20
+        WORD 0, g_words
+        WORD 2, g_words+4
+        WORD 4, g_words+8
+        WORD 6, g_words+12
+        WORD 8, g_words+16
+        WORD 10, g_words+20
         movl save_eax, %eax
         lretw $4                        /* the parameters go on both stacks */
 
