@@ -51,7 +51,7 @@ class Unwind:
     code compiled the first time that instruction faults.
     """
 
-    __slots__ = ("snaps", "fused", "env", "compiled", "carry")
+    __slots__ = ("snaps", "fused", "env", "compiled", "carry", "lines")
 
     def __init__(self, snaps: dict, fused: bool, env: dict, carry=None) -> None:
         self.snaps, self.fused, self.env = snaps, fused, env
@@ -59,8 +59,14 @@ class Unwind:
         # a fused loop that does not carry its flag record (CodeCache._carried_flags):
         # the code that rebuilds it from the previous iteration's locals
         self.carry = carry
+        # line of the block's code -> the instruction it belongs to (set by assemble)
+        self.lines: dict[int, int] = {}
 
-    def run(self, n: int, local: dict) -> None:
+    def run(self, local: dict) -> None:
+        """Called by the block's ``except`` clause (``local``: its locals)."""
+        # the traceback's first entry is the block's own frame, where the fault is
+        # handled: its line is in the faulting instruction's code
+        n = self.lines[sys.exc_info()[2].tb_lineno]
         env = self.env
         regs = env["R"]
         eip, code, regmap = self.snaps[n]
@@ -406,9 +412,9 @@ class CodeCache:
             code = bb.flags_store_code(fsrc)
             snaps[index] = (ieip, "\n".join(code), regmap(cur))
         carry = self._carried_flags(bb, fused)
-        unwind = bb.const(Unwind(snaps, fused, self.env,
-                                 compile(carry, "<carry>", "exec") if carry else None))
-        handler = [ind + "except CpuFault:", ind + f"    {unwind}.run(n, locals())", ind + "    raise"]
+        unwinder = Unwind(snaps, fused, self.env, compile(carry, "<carry>", "exec") if carry else None)
+        unwind = bb.const(unwinder)
+        handler = [ind + "except CpuFault:", ind + f"    {unwind}.run(locals())", ind + "    raise"]
         final = regmap(bb.cur)
         loaded = sorted(bb.used | bb.dirty) if fused else sorted(bb.used)
         # one UNPACK_SEQUENCE (or one slice store) costs less than three subscripts
@@ -417,7 +423,8 @@ class CodeCache:
             tail = ["    R[:] = " + ", ".join(final.get(i, f"r{i}") for i in range(8))]
         else:
             tail = [f"    R[{i}] = {v}" for i, v in final.items()]
-        tail.extend("    " + s for s in bb.flags_store_code(bb.fsrc, not bb.body_entry_defined))
+        tail.extend("    " + s for s in bb.flags_store_code(bb.fsrc, not bb.body_entry_defined)
+                    if fused or s != "__ENTRY_STORE__")
         if bb.helper_const is not None:
             tail += [f"    S.icount += {n - 1}", f"    S.eip = {insns[-1].ip32:#x}",
                      f"    nxt = HELP({bb.helper_const})", "    S.icount += 1", "    return nxt"]
@@ -431,23 +438,36 @@ class CodeCache:
         else:
             head += [f"    r{i} = R[{i}]" for i in loaded]
         body = []
+        owner = []        # the instruction each line of the body belongs to
+        index = None
         for line in bb.lines or ["        pass"]:
             stripped = line.lstrip()
+            pad = line[:len(line) - len(stripped)]
+            if stripped.startswith("__N__:"):
+                index = int(stripped[6:])
+                continue
             if stripped.startswith("__LOOP__:"):
-                if fused:
-                    pad = line[:len(line) - len(stripped)]
-                    body.extend(pad + l for l in self._loop_back(bb, int(stripped[9:]), n))
+                more = [pad + l for l in self._loop_back(bb, int(stripped[9:]), n)] if fused else []
             elif stripped.startswith("__WB__:"):
-                pad = line[:len(line) - len(stripped)]
                 wb = regmap(bb.wb_points[int(stripped[7:])])
-                body.extend(f"{pad}R[{i}] = {v}" for i, v in wb.items())
+                more = [f"{pad}R[{i}] = {v}" for i, v in wb.items()]
+            elif stripped == "__ENTRY_STORE__" and not fused:
+                more = []              # the record already holds the entry flags
             else:
-                body.append(line)
-        if fused:
+                more = line.split("\n")
+            body += more
+            owner += [index] * len(more)
+        if not fused:
+            head.append("    try:")
+        else:
             head += ["    lo = S.lf_op; lr = S.lf_res; la = S.lf_a; lb = S.lf_b",
                      "    ic = 0", f"    lim = C.limit - S.icount - {n}", "    while True:",
                      "        try:"]
             body = ["    " + l for l in body]
+        # body line j is line len(head) + j + 2 of the code ``compile`` makes (``def make``
+        # comes first); lines that cannot fault belong to the instruction before them
+        unwinder.lines = {len(head) + j + 2: i for j, i in enumerate(owner) if i is not None}
+        if fused:
             back = [f"        if {bb.next_expr} != {eip:#x} or ic >= lim: break",
                     f"        ic += {n}"]
             if carry is None:
@@ -462,9 +482,7 @@ class CodeCache:
             src = src.replace("__ENTRY_STORE__", "S.lf_op = lo; S.lf_res = lr; S.lf_a = la; S.lf_b = lb")
             src = src.replace("__ENTRY_CF__", "CARRY(lo, lr, la, lb)").replace("__IC__", "ic + ")
             return src.replace("__ENTRY__", "MAT(lo, lr, la, lb)")
-        head.append("    try:")
         src = "\n".join(head + body + handler + tail) + "\n"
-        src = "\n".join(l for l in src.split("\n") if l.strip() != "__ENTRY_STORE__")
         src = src.replace("__ENTRY_CF__", "CARRY(S.lf_op, S.lf_res, S.lf_a, S.lf_b)")
         return src.replace("__ENTRY__", "FL()").replace("__IC__", "")
 

@@ -372,7 +372,14 @@ def alu(bb: BlockBuilder, ins: ix.Instruction) -> None:
         expr = {M.ADD: f"({a} + {b}) & {mask:#x}", M.SUB: f"({a} - {b}) & {mask:#x}",
                 M.CMP: f"({a} - {b}) & {mask:#x}", M.AND: f"{a} & {b}", M.TEST: f"{a} & {b}",
                 M.OR: f"{a} | {b}", M.XOR: f"{a} ^ {b}"}[m]
-        res = bb.let(expr, "v")
+        if writes:
+            res = bb.let(expr, "v")
+        else:
+            # CMP and TEST keep their result as an expression over names that hold
+            # still (their operands are stable): it is computed only where the flags
+            # are read or stored, and a comparison that the next flag writer
+            # overwrites costs nothing (JE/JNE after CMP compare the operands)
+            res = f"({expr})"
         if kind == F.LOGIC:
             a = b = res
         bb.set_group(kind, size, res, a, b)
@@ -436,10 +443,12 @@ def mul(bb: BlockBuilder, ins: ix.Instruction) -> None:
         a = stable(bb, bb.read_op(ins, 1, size))
         b = f"{imm(ins, 2, size):#x}"
     s = SIGN[size]
-    p = bb.let(f"((({a}) ^ {s:#x}) - {s:#x}) * ((({b}) ^ {s:#x}) - {s:#x})", "w")
-    res = bb.let(f"{p} & {MASK[size]:#x}", "v")
-    # CF = OF = "the product does not fit": computed only if something reads them
-    ov = f"(1 if {p} != ((({res}) ^ {s:#x}) - {s:#x}) else 0)"
+    # the low half of a product is the same signed or unsigned (two's complement)
+    res = bb.let(f"({a} * {b}) & {MASK[size]:#x}", "v")
+    # CF = OF = "the signed product does not fit" (SDM Vol. 2A IMUL): the signed
+    # product is computed only if something reads them
+    ov = (f"(1 if ((({a}) ^ {s:#x}) - {s:#x}) * ((({b}) ^ {s:#x}) - {s:#x}) != "
+          f"((({res}) ^ {s:#x}) - {s:#x}) else 0)")
     bb.write_reg(ins.op0_register, res)
     bb.set_group(F.LOGIC, size, res, res, res, ("pf", "zf", "sf", "af"))
     bb.set_flag_var("cf", ov)

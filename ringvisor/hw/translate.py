@@ -7,10 +7,10 @@ comparison of that instruction's operands — and reaches memory through the
 TLB dictionaries of :mod:`ringvisor.hw.mmu`.
 
 Exceptions are precise: an instruction performs all its checks and memory
-accesses before it assigns a register, and the local ``n`` says which
-instruction is executing, so the block's ``except`` clause can write back the
-registers and flags exactly as they stood before the faulting instruction and
-point EIP at it.
+accesses before it assigns a register, and the line a fault comes from says
+which instruction was executing (no code on the fast path keeps count), so the
+block's ``except`` clause can write back the registers and flags exactly as they
+stood before the faulting instruction and point EIP at it.
 
 Instructions that touch system state (control registers, interrupts, I/O,
 far transfers...) are executed by Python *helpers* on the CPU object; such an
@@ -24,6 +24,7 @@ became (``ringvisor run --trace``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import iced_x86 as ix
@@ -166,6 +167,10 @@ class BlockBuilder:
     born: dict = field(default_factory=dict)       # temporary -> index of the instruction assigning it
     start: int = -1                                # the block's first EIP
     loop_points: list = field(default_factory=list)   # side exits back to the start (see side_exit)
+    # a local known to be another plus a constant (mod 2^32), from ADD/SUB/INC/DEC with
+    # an immediate, LEA, PUSH and POP: an address built on it starts from the other
+    # (``add eax, 64`` then ``[eax-64]`` is ``[eax]`` before the add)
+    offsets: dict = field(default_factory=dict)
     cpu: object = None             # the CPU the block is for (FPU/SSE functions are bound to it)
     raw: bytes = b""               # the bytes of the instruction being translated
     may_fault: bool = False        # the instruction calls something that may raise a CpuFault
@@ -183,6 +188,12 @@ class BlockBuilder:
     def let(self, expr: str, prefix: str = "t") -> str:
         v = self.tmp(prefix)
         self.emit(f"{v} = {expr}")
+        m = OFFSET.match(expr)
+        if m and m.group(1) not in self.pinned:
+            # v = x + c (mod 2^32): remembered as (what x is an offset of, offset)
+            base, off = self.offsets.get(m.group(1), (m.group(1), 0))
+            c = int(m.group(3), 0)
+            self.offsets[v] = (base, (off + c if m.group(2) == "+" else off - c) & M32)
         return v
 
     def const(self, obj: object) -> str:
@@ -263,16 +274,22 @@ class BlockBuilder:
         parts = []
         base, index = ins.memory_base, ins.memory_index
         a16 = False
+        disp = ins.memory_displacement
         if base != ix.Register.NONE:
             i, size, _ = GPR[base]
             a16 = size == 2
-            parts.append(reg(i))
+            name = reg(i)
+            # (only where the address is computed anyway: a bare name stays as it is)
+            if not a16 and ins.memory_displ_size != 2 and name in self.offsets and (
+                    disp or index != ix.Register.NONE):
+                name, off = self.offsets[name]
+                disp = (disp + off) & M32
+            parts.append(name)
         if index != ix.Register.NONE:
             i, size, _ = GPR[index]
             a16 = size == 2
             sc = ins.memory_index_scale
             parts.append(reg(i) if sc == 1 else f"{reg(i)} * {sc}")
-        disp = ins.memory_displacement
         if a16 or ins.memory_displ_size == 2:
             a16 = True
         mask = 0xFFFF if a16 else M32
@@ -503,6 +520,10 @@ class BlockBuilder:
         groups = {id(fsrc[f][1]) for f in ALL_FLAGS if fsrc[f][0] == "grp"}
         if kinds == {"grp"} and len(groups) == 1:
             g = fsrc["zf"][1]
+            if g.kind == F.LOGIC and lazy(g.res):
+                # (a TEST: its one value, computed once)
+                return [f"S.lf_op = {F.op_code(g.kind, g.size * 8)}; "
+                        f"S.lf_res = S.lf_a = S.lf_b = {g.res}"]
             return [f"S.lf_op = {F.op_code(g.kind, g.size * 8)}; S.lf_res = {g.res}; "
                     f"S.lf_a = {g.a}; S.lf_b = {g.b}"]
         saved = self.fsrc
@@ -558,15 +579,26 @@ class BlockBuilder:
         """Only an instruction that can fault needs its index recorded for the handler."""
         added = "\n".join(self.lines[self.insn_start:])
         if self.may_fault or any(t in added for t in self.FAULT_TOKENS):
+            # a marker, not code: the lines from here on are this instruction's, and
+            # the unwinding finds it by the line a fault comes from (CodeCache.assemble)
             index = self.pending_snapshot[0]
-            self.lines.insert(self.insn_start, "    " * 2 + f"n = {index}")
+            self.lines.insert(self.insn_start, "    " * 2 + f"__N__:{index}")
             self.snapshots.append(self.pending_snapshot)
         self.pending_snapshot = None
+
+
+# ``(x + c) & 0xffffffff`` or ``(x - c) & 0xFFFFFFFF``, in parentheses or not
+OFFSET = re.compile(r"^\(?\((\w+) ([+-]) (0x[0-9a-fA-F]+|\d+)\) & 0x(?:ffffffff|FFFFFFFF)\)?$")
 
 
 def is_atom(expr: str) -> bool:
     """A local name or a constant: needs no temporary of its own."""
     return expr.isidentifier() or is_const(expr)
+
+
+def lazy(res: str) -> bool:
+    """A flag group's result kept as an expression (CMP, TEST), not computed in a local."""
+    return res.startswith("(")
 
 
 def is_const(expr: str) -> bool:
@@ -598,7 +630,7 @@ def group_flag(g: Group, f: str) -> str:
     k, size, res, a, b = g.kind, g.size, g.res, g.a, g.b
     sign = SIGN[size]
     if f == "zf":
-        return f"({res} == 0)"
+        return f"({a} == {b})" if k == F.SUB and lazy(res) else f"({res} == 0)"
     if f == "sf":
         return f"({res} & {sign:#x})"
     if f == "pf":
@@ -645,7 +677,8 @@ def group_cond(g: Group, base: int) -> str | None:
     k, size, res, a, b = g.kind, g.size, g.res, g.a, g.b
     sign = SIGN[size]
     if base == 2:
-        return f"{res} == 0"
+        # a CMP's result is zero exactly when its (masked) operands are equal
+        return f"{a} == {b}" if k == F.SUB and lazy(res) else f"{res} == 0"
     if base == 4:
         return f"{res} & {sign:#x}"
     if k == F.SUB:
