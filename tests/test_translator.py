@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 import cpuharness as H
-from cpuharness import DATA, STACK_TOP, Case, check
+from cpuharness import DATA, LOW, STACK_TOP, Case, check
 
 
 def _r(eax=0, ecx=0, edx=0, ebx=0, esp=STACK_TOP, ebp=0, esi=0, edi=0):
@@ -67,6 +67,31 @@ CASES = {
         [("label", "top"), b"\x01\xC8", ("rel8", b"\x72", "out"), b"\x46", b"\x4A",
          ("rel8", b"\x75", "top"), ("label", "out")],              # add eax,ecx; jc; inc esi; dec edx
         _r(eax=0xFFFFFF00, ecx=0x40, edx=100)),
+    # CMP's result is computed only where its flags are read: by the #DE frame two
+    # instructions on (the fault is found by the line it comes from, not a counter) ...
+    "cmp_flags_at_a_later_fault": Case(
+        [b"\x39\xD1", LEA_ESI_4, DIV_ESI],                   # cmp ecx,edx; lea; div [esi]
+        _r(eax=5, ecx=0x80000000, edx=1, esi=DATA + 4), patches=[(DATA + 8, H.s32(0))]),
+    # ... by the followers after the block's end, JE comparing the operands themselves,
+    # and TEST of a register with itself
+    "cmp_je_equal_operands": Case(
+        [b"\x39\xD8", ("rel8", b"\x74", "eq"), b"\x41", ("label", "eq")],   # cmp eax,ebx; je; inc ecx
+        _r(eax=0xFFFFFFF0, ebx=0xFFFFFFF0)),
+    "cmp_byte_then_flags_read": Case([b"\x38\xE0"], _r(eax=0x7F80)),   # cmp al, ah
+    "test_reg_itself": Case([b"\x85\xDB", b"\x0F\x0B"], _r(ebx=0x80000000)),   # test ebx,ebx; ud2
+    # IMUL's low half from the plain product, negative operands
+    "imul_negative_then_fault": Case([b"\x0F\xAF\xC3", b"\x0F\x0B"],     # imul eax,ebx; ud2
+                                     _r(eax=0xFFFFFFFD, ebx=0x7FFFFFFF)),
+    # an address on a register just moved by a constant starts from its old value:
+    # add eax,0x40; mov edx,[eax-0x40]; push ebx; mov ecx,[esp+4]; sub esi,8; mov edi,[esi+12]
+    "address_on_a_moved_register": Case(
+        [b"\x83\xC0\x40", b"\x8B\x50\xC0", b"\x53", b"\x8B\x4C\x24\x04",
+         b"\x83\xEE\x08", b"\x8B\x7E\x0C"],
+        _r(eax=DATA + 0x10, ebx=0x1234, esi=DATA + 0x20)),
+    # ... and wraps as the address does: sub eax,0x40 takes EAX below zero (to
+    # 0xFFFFFFD0), [eax+0x40] is back at 0x10
+    "address_on_a_moved_register_wraps": Case(
+        [b"\x83\xE8\x40", b"\x8B\x50\x40"], _r(eax=LOW + 0x10)),
     # a REP string instruction inside a block whose registers are renamed around it
     "rep_stos_between_renames": Case(
         [b"\x8D\x7B\x10", b"\xB9\x03\x00\x00\x00", b"\xF3\xAB", b"\x01\xF9"],
