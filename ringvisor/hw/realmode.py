@@ -20,8 +20,9 @@ The CPU's mode says which of these rules are in force (``Mode.real``,
 
 from __future__ import annotations
 
+from . import vme
 from .faults import GP, SS, CpuFault
-from .state import (ATTR_P, ATTR_S, AC, CS, ID, IF, IOPL_MASK, NT, RF, SS as SREG_SS, TF,
+from .state import (ATTR_P, ATTR_S, AC, CS, ID, IF, IOPL_MASK, NT, RF, SS as SREG_SS, TF, VIF,
                     Segment)
 
 # the EFLAGS bits a real-mode IRET (and POPF) loads besides the arithmetic flags and DF
@@ -112,6 +113,30 @@ def deliver(cpu, vector: int, return_eip: int) -> None:
     push16(cpu, [cpu.get_eflags(), st.segs[CS].selector, return_eip])
     st.eflags &= ~(IF | TF | AC | RF)
     _load_cs(cpu, entry >> 16, entry & 0xFFFF)
+
+
+def redirect(cpu, vector: int, return_ip: int, image: int, eflags: int) -> None:
+    """INT n in virtual-8086 mode sent back to the 8086 program's own handler by CR4.VME
+    (SDM Vol. 3 Table 20-2, methods 5 and 6): its entry in the vector table at linear 0
+    (read at CPL 3), FLAGS ``image``, CS and IP pushed on its stack, then EFLAGS
+    ``eflags`` (``vme.ivt_frame``)."""
+    st = cpu.state
+    entry = cpu.mmu.read(vector * 4, 4, True)
+    push16(cpu, [image, st.segs[CS].selector, return_ip])
+    cpu.set_eflags(eflags, IF | TF | VIF)
+    _load_cs(cpu, entry >> 16, entry & 0xFFFF)
+
+
+def iret_virtual(cpu) -> None:
+    """A 16-bit IRET in virtual-8086 mode below IOPL 3 under CR4.VME: IP, CS and FLAGS,
+    the popped IF going to VIF (``vme.pop_virtual``: #GP(0) for TF, or IF with VIP)."""
+    ip, cs, fl = pop16(cpu, vme.IRET16_WORDS, 2)
+    if ip > cpu.state.segs[CS].limit:
+        raise CpuFault(GP, 0)
+    new = vme.pop_virtual(cpu.get_eflags(), fl)
+    _drop(cpu, 3 * 2)
+    cpu.set_eflags(new, vme.FLAGS16 | VIF)
+    _load_cs(cpu, cs & 0xFFFF, ip)
 
 
 def iret(cpu, size: int, mask: int = IRET_MASK) -> None:

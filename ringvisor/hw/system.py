@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import iced_x86 as ix
 
-from . import transfers, x87control
+from . import realmode, transfers, vme, x87control
 from .faults import BP, BR, DB, GP, NM, NP, OF as OF_VEC, UD, CpuFault, UnsupportedFeature
 from .ept import EptExit
 from .segments import LDT, TSS16_AVAIL, TSS32_AVAIL, Descriptor, null_segment
 from .state import (CR0_TRANSLATION, CR4_TRANSLATION, ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, Segment, CR0_EM, CR0_ET, CR0_MP, CR0_NW, CR0_CD, CR0_PE, CR0_PG, CR0_TS,
                     CR4_DE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PCE, CR4_PGE, CR4_PSE, CR4_SMAP, CR4_SMEP,
-                    CR4_TSD, CR4_UMIP, CR4_VMXE, CS, DF, IF, IOPL_MASK, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
-                    MSR_SYSENTER_ESP, AC, OF, RF, SS, VM, ZF)
+                    CR4_PVI, CR4_TSD, CR4_UMIP, CR4_VME, CR4_VMXE, CS, DF, IF, IOPL_MASK, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
+                    MSR_SYSENTER_ESP, AC, OF, RF, SS, VIF, VM, ZF)
 from .translate import GPR, SREG, registrar
 
 M = ix.Mnemonic
@@ -29,7 +29,7 @@ Rg = ix.Register
 HELPERS: dict[int, callable] = {}
 
 CR0_WRITABLE = 0xE005003F      # PG CD NW AM WP NE ET TS EM MP PE
-CR4_SUPPORTED = (CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT |
+CR4_SUPPORTED = (CR4_VME | CR4_PVI | CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT |
                  CR4_UMIP | CR4_SMEP | CR4_SMAP | CR4_VMXE)
 # in VMX operation CR0.PE, NE and PG stay set and CR4.VMXE cannot be cleared (SDM Vol. 3C §23.8)
 VMX_CR0_FIXED = CR0_PE | 0x20 | CR0_PG
@@ -123,12 +123,34 @@ def require_protected(cpu) -> None:
         raise CpuFault(UD)
 
 
-def require_vm86_iopl3(cpu) -> None:
-    """PUSHF, POPF and INT n are IOPL-sensitive in virtual-8086 mode: #GP(0) below IOPL 3,
-    for a monitor to emulate (SDM Vol. 3 §20.2.7; CLI, STI and IRET too, by their own
-    rules).  CR4.VME's virtual interrupt flag is not modelled (CPUID does not offer it)."""
-    if cpu.mode.vm86 and cpu.state.eflags & IOPL_MASK != IOPL_MASK:
+def vm86_flags_rule(cpu, size: int) -> str:
+    """PUSHF and POPF are IOPL-sensitive in virtual-8086 mode (SDM Vol. 3 §20.2.7): below
+    IOPL 3 #GP(0) for a monitor to emulate, or, with CR4.VME and 16 bits, on the virtual
+    interrupt flag (``vme.flags_rule``); REAL outside virtual-8086 mode."""
+    if not cpu.mode.vm86:
+        return vme.REAL
+    rule = vme.flags_rule(cpu.state.cr4, cpu.state.eflags, size)
+    if rule == vme.FAULT:
         raise CpuFault(GP, 0)
+    return rule
+
+
+def vm86_int_method(cpu, vector: int) -> str:
+    """Where INT n goes in virtual-8086 mode (Table 20-2, ``vme.int_method``): with
+    CR4.VME the vector's bit in the TSS's interrupt redirection bitmap decides."""
+    st = cpu.state
+    redirected = False
+    if st.cr4 & CR4_VME:
+        tr = st.tr
+        if tr.attr & ATTR_UNUSABLE or tr.type not in (9, 0xB):
+            raise CpuFault(GP, 0)
+        read = lambda a, n: cpu.mmu.read(a, n, False)      # noqa: E731 (the TSS, as the CPU reads it)
+        a = vme.redirection_bit_address(tr.base, tr.limit, read(tr.base + 0x66, 2), vector)
+        redirected = not read(a, 1) >> (vector & 7) & 1
+    method = vme.int_method(st.cr4, cpu.get_eflags(), redirected)
+    if method == vme.FAULT:
+        raise CpuFault(GP, 0)
+    return method
 
 
 def require_cpl0(cpu) -> None:
@@ -145,8 +167,12 @@ def push(cpu, value: int, size: int) -> None:
 # --- interrupts and flags ------------------------------------------------------------
 @helper(M.INT)
 def h_int(cpu, ins) -> int:
-    require_vm86_iopl3(cpu)        # (INT3 and INTO are not IOPL-sensitive)
     vector = ins.immediate8
+    # (INT3 and INTO are not IOPL-sensitive, nor redirected: Table 20-2 is INT n's)
+    if cpu.mode.vm86 and vm86_int_method(cpu, vector) == vme.IVT:
+        image, after = vme.ivt_frame(cpu.get_eflags())
+        realmode.redirect(cpu, vector, ins.next_ip32, image, after)
+        return cpu.state.eip
     if cpu.native.handoff is None or not cpu.may_hand_off(1):
         transfers.deliver(cpu, vector, None, True, ins.next_ip32)
     elif not cpu.hand_off(vector, None, True, ins.next_ip32, None, True):
@@ -201,9 +227,14 @@ def _iopl(cpu) -> int:
 
 @helper(M.CLI, M.STI)
 def h_cli(cpu, ins) -> int:
-    if cpu.cpl > _iopl(cpu):
-        raise CpuFault(GP, 0)
     st = cpu.state
+    rule = vme.interrupt_flag_rule(st.cr4, st.eflags, cpu.mode.vm86, cpu.cpl)
+    if rule == vme.FAULT:
+        raise CpuFault(GP, 0)
+    if rule == vme.VIRTUAL:
+        # (VIF is only a flag to the processor: nothing becomes deliverable)
+        st.eflags = st.eflags & ~VIF if ins.mnemonic == M.CLI else vme.sti_virtual(st.eflags)
+        return ins.next_ip32
     if ins.mnemonic == M.CLI:
         st.eflags &= ~IF
     else:
@@ -228,8 +259,15 @@ def h_cld(cpu, ins) -> int:
 def h_popf(cpu, ins) -> int:
     size = 4 if ins.mnemonic == M.POPFD else 2
     st = cpu.state
-    require_vm86_iopl3(cpu)
+    rule = vm86_flags_rule(cpu, size)
     (v,) = transfers._pop_values(cpu, 1, size)
+    if rule == vme.VIRTUAL:
+        new = vme.pop_virtual(cpu.get_eflags(), v)
+        transfers._set_esp(cpu, st.segs[SS], st.regs[4] + size)
+        cpu.set_eflags(new, vme.FLAGS16 | VIF)
+        st.eflags &= ~RF
+        cpu.mode_changed()
+        return ins.next_ip32
     cpl = cpu.cpl
     # Arithmetic flags, TF, DF, NT always; AC and ID with 32 bits; IOPL only at CPL 0;
     # IF only when CPL <= IOPL.  Anything else is silently kept — the reason POPF
@@ -254,8 +292,10 @@ def h_popf(cpu, ins) -> int:
 @helper(M.PUSHF, M.PUSHFD)
 def h_pushf(cpu, ins) -> int:
     """PUSHF in virtual-8086 mode (translated inline elsewhere: semantics.pushf)."""
-    require_vm86_iopl3(cpu)
     size = 4 if ins.mnemonic == M.PUSHFD else 2
+    if vm86_flags_rule(cpu, size) == vme.VIRTUAL:
+        push(cpu, vme.flags_image(cpu.get_eflags()), size)
+        return ins.next_ip32
     # the pushed image has RF and VM clear (SDM Vol. 2 PUSHF)
     push(cpu, cpu.get_eflags() & ~(RF | VM), size)
     return ins.next_ip32

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from . import realmode, tasks
+from . import realmode, tasks, vme
 from .faults import GP, NP, SS, TS, CpuFault
 from .segments import (CALL_GATE16, CALL_GATE32, INT_GATE16, INT_GATE32, TASK_GATE, TRAP_GATE16,
                        TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY, Descriptor,
@@ -377,9 +377,13 @@ def iret(cpu, size: int, next_eip: int | None = None, frame: tuple | None = None
     st = cpu.state
     if cpu.mode.vm86:
         # IOPL-sensitive in virtual-8086 mode; at IOPL 3 a real-mode IRET that leaves
-        # IOPL (and VM) as they are (SDM Vol. 2 IRET, §20.2.7)
-        if st.eflags & IOPL_MASK != IOPL_MASK:
+        # IOPL (and VM) as they are (SDM Vol. 2 IRET, §20.2.7); below it, with CR4.VME,
+        # a 16-bit IRET on the virtual interrupt flag
+        rule = vme.flags_rule(st.cr4, st.eflags, size)
+        if rule == vme.FAULT:
             raise CpuFault(GP, 0)
+        if rule == vme.VIRTUAL:
+            return realmode.iret_virtual(cpu)
         return realmode.iret(cpu, size, realmode.VM86_IRET_MASK)
     if st.eflags & NT:
         return task_return(cpu, st.eip if next_eip is None else next_eip)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import struct
 
 from . import transfers
+from .realmode import VM86_ATTR
 from .ept import eptp_valid
-from .faults import CpuFault, UnsupportedFeature
+from .faults import CpuFault
 from .identify import msr_write_ok
 from .state import (ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, IF, MSR_SYSENTER_CS,
                     MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC, VM, Segment)
@@ -134,40 +135,56 @@ def check_guest(vmx) -> int | None:
     fl = r(GUEST_RFLAGS)
     if fl & RFLAGS_RESERVED or not fl & 2:
         return 0
-    if fl & VM:
-        raise UnsupportedFeature("VM entry to a virtual-8086 guest: VM86 is not modelled")
     info = r(ENTRY_INTR_INFO)
     injecting = bool(info & INTR_VALID)
     ext = injecting and (info >> 8) & 7 == INTR_EXTERNAL
     if ext and not fl & IF:
         return 0
     segs = [_segment(r, i) for i in range(8)]
-    cs, ss, tr, ldtr = segs[CS], segs[SS], segs[TR], segs[LDTR]
+    cs, tr, ldtr = segs[CS], segs[TR], segs[LDTR]
     if tr.selector & 4 or tr.attr & ATTR_UNUSABLE or tr.attr & ATTR_S or \
             tr.type not in (3, 11) or not _usable_ok(tr):
         return 0
     if not ldtr.attr & ATTR_UNUSABLE and (ldtr.selector & 4 or ldtr.attr & ATTR_S or
                                           ldtr.type != 2 or not _usable_ok(ldtr)):
         return 0
-    if cs.attr & ATTR_UNUSABLE or not cs.attr & ATTR_S or cs.type not in (9, 11, 13, 15) or \
-            not _usable_ok(cs):
+    if fl & VM:
+        # a virtual-8086 guest: each of the six segment registers as IRET to VM86 loads
+        # it -- base selector * 16, limit FFFFH, access rights F3H (SDM Vol. 3C §26.3.1.2)
+        if any(s.base != s.selector << 4 or s.limit != 0xFFFF or s.attr != VM86_ATTR
+               for s in segs[:6]):
+            return 0
+    elif cs.attr & ATTR_UNUSABLE or not cs.attr & ATTR_S or cs.type not in (9, 11, 13, 15) or \
+            not _usable_ok(cs) or _protected_segments_bad(segs):
         return 0
+    if r(GUEST_GDTR_LIMIT) >> 16 or r(GUEST_IDTR_LIMIT) >> 16:
+        return 0
+    return _check_activity(vmx, r, fl, segs[SS], info, injecting, ext)
+
+
+def _protected_segments_bad(segs) -> bool:
+    """The checks of CS against SS, of SS, DS, ES, FS and GS outside virtual-8086 mode
+    (§26.3.1.2)."""
+    cs, ss = segs[CS], segs[SS]
     if cs.type in (9, 11) and cs.dpl != ss.dpl or cs.type in (13, 15) and cs.dpl > ss.dpl:
-        return 0
+        return True
     if ss.selector & 3 != cs.selector & 3:
-        return 0
+        return True
     if not ss.attr & ATTR_UNUSABLE and (ss.type not in (3, 7) or ss.dpl != ss.selector & 3 or
                                         not ss.attr & ATTR_S or not _usable_ok(ss)):
-        return 0
+        return True
     for i in (ES, DS, FS, GS):
         s = segs[i]
         if s.attr & ATTR_UNUSABLE:
             continue
         if not s.type & 1 or (s.type & 8 and not s.type & 2) or not s.attr & ATTR_S or \
                 not _usable_ok(s) or (s.type < 12 and s.dpl < s.selector & 3):
-            return 0
-    if r(GUEST_GDTR_LIMIT) >> 16 or r(GUEST_IDTR_LIMIT) >> 16:
-        return 0
+            return True
+    return False
+
+
+def _check_activity(vmx, r, fl, ss, info, injecting, ext) -> int | None:
+    """The activity and interruptibility state and the VMCS link pointer (§26.3.1.5)."""
     act, intr = r(GUEST_ACTIVITY), r(GUEST_INTERRUPTIBILITY)
     if act > 1 or act == 1 and ss.dpl != 0:
         return 0

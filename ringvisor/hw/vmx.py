@@ -25,8 +25,8 @@ MMU the EPT of the EPTP (``load_ept``), and a violation or misconfiguration the 
 raises becomes a VM exit here (``ept_exit``).
 
 Not modelled: NMIs and the NMI controls, the VMX-preemption timer, VPID,
-virtual-8086 guests, SMM and the dual-monitor treatment, and 64-bit hosts and
-guests (this is an IA-32 processor).
+SMM and the dual-monitor treatment, and 64-bit hosts and guests (this is an IA-32
+processor).  A guest with RFLAGS.VM set enters virtual-8086 mode (``vmentry``).
 """
 
 from __future__ import annotations

@@ -127,16 +127,16 @@ class BinaryTranslation(Translator, Monitor):
         super().set_state(state if "code_base" in state else dict(state, code_base=0))
 
     def code_at(self, f: Frame) -> ix.Instruction:
-        if f.cs != L.SEL_TCODE:
+        if not self.in_tc(f):
             return super().code_at(f)
         data = self.mem.read(self.tc.phys + (f.eip - self.tc.start), 15)
         return ix.Decoder(32, data, ip=f.eip).decode()
 
     def enters_monitor(self, f: Frame) -> bool:
-        return f.cs == L.SEL_TCODE and (f.eip + 2) in self.tc.sites
+        return self.in_tc(f) and (f.eip + 2) in self.tc.sites
 
     def guest_eip(self, f: Frame) -> int:
-        if f.cs == L.SEL_TCODE:
+        if self.in_tc(f):
             g = self.tc.guest_eip(f.eip)
             if g is None:
                 raise MonitorStop(f"bt: translated code at {f.eip:#010x} has no guest address")
@@ -217,7 +217,7 @@ class BinaryTranslation(Translator, Monitor):
 
     def before_resume(self, f: Frame) -> None:
         tc = self.tc
-        if tc.cs_units and f.cs == L.SEL_TCODE and not self.cs_reads_through_ss():
+        if tc.cs_units and self.in_tc(f) and not self.cs_reads_through_ss():
             # the guest's CS or SS changed: those reads become callouts again
             for u in tc.cs_units:
                 if not u.gone:
@@ -226,7 +226,7 @@ class BinaryTranslation(Translator, Monitor):
             here = tc.unit_at(f.eip)
             if here is not None and here.gone:
                 f.eip = self.kernel_entry(self.guest_eip(f))
-        if f.cs == L.SEL_TCODE and f.eflags & TF:
+        if self.in_tc(f) and f.eflags & TF:
             # the guest single-steps its kernel: the hardware's trap after each real
             # instruction is the guest's only if each guest instruction is one real
             # instruction followed by stubs (a jump folded into a chained one would
@@ -238,14 +238,14 @@ class BinaryTranslation(Translator, Monitor):
                     f.eip = self.single(g).start
                 except GuestPageFault:
                     f.eip = self.fault_stub(g)
-        if f.cs == L.SEL_TCODE and f.eflags & RF and \
+        if self.in_tc(f) and f.eflags & RF and \
                 self.tc.sites.get(f.eip + len(CALLOUT), ("",))[0] == "break":
             # RF spares the instruction it resumes at its breakpoint (SDM Vol. 3
             # §17.3.1.1), as the IRET that set it resumes past the check
             f.eip += len(CALLOUT)
 
     def privileged_fault(self, f: Frame, err: int) -> None:
-        if f.cs == L.SEL_TCODE and err == 0:
+        if self.in_tc(f) and err == 0:
             ins = self.code_at(f)
             if ins.mnemonic in (M.RDTSC, M.RDTSCP):
                 # translated as itself, it traps only under the guest's CR4.TSD
@@ -256,7 +256,7 @@ class BinaryTranslation(Translator, Monitor):
         super().privileged_fault(f, err)
 
     def dispatch(self, vector: int, f: Frame) -> None:
-        if vector == 12 and f.cs == L.SEL_TCODE and self._beyond_cs(f):
+        if vector == 12 and self.in_tc(f) and self._beyond_cs(f):
             # a read through CS made through SS, past the limit both share: the
             # fault is the code segment's, #GP(0) (SDM Vol. 3 §5.3)
             self.traps["#GP (guest)"] += 1
@@ -346,7 +346,7 @@ class BinaryTranslation(Translator, Monitor):
 
     # -- callouts ------------------------------------------------------------------------
     def callout(self, f: Frame, vector: int) -> None:
-        site = self.tc.sites.get(f.eip) if f.cs == L.SEL_TCODE else None
+        site = self.tc.sites.get(f.eip) if self.in_tc(f) else None
         if site is None:
             # not from translated code: the guest executed INT n on one of these vectors
             self.soft_interrupt_after(f, vector, 2)
@@ -374,7 +374,7 @@ class BinaryTranslation(Translator, Monitor):
         here = self.tc.unit_at(f.eip)
         if E.emulate(self, f, ins, g, (BT_EMULATORS, E.EMULATORS)) is None:
             self.cs_fallback(f, ins, g)
-        if f.cs == L.SEL_TCODE and here is not None and here.gone and \
+        if self.in_tc(f) and here is not None and here.gone and \
                 here.start <= f.eip < here.end:
             # the instruction rewrote the code after it in this very unit (a store
             # the monitor made for it): the rest runs from the new bytes
@@ -396,7 +396,7 @@ class BinaryTranslation(Translator, Monitor):
     def protected_write(self, f: Frame, ppn: int) -> None:
         if ppn in self.shadow.pinned:
             self.traps["#PF (translated code written)"] += 1
-            running = self.tc.unit_at(f.eip) if f.cs == L.SEL_TCODE else None
+            running = self.tc.unit_at(f.eip) if self.in_tc(f) else None
             self.tc.invalidate_frame(ppn)
             self.shadow.unprotect(ppn)
             if running is not None and self._rewrites_ahead(f, running, ppn):
@@ -405,7 +405,7 @@ class BinaryTranslation(Translator, Monitor):
                 # translated again from the new bytes (SDM Vol. 3 §11.6)
                 self.traps["stores into the running unit"] += 1
                 f.eip = self.translate(self.guest_eip(f), "store").start
-        if self.shadow.is_table(ppn) and f.cs == L.SEL_TCODE:
+        if self.shadow.is_table(ppn) and self.in_tc(f):
             self._adapt(f)
         super().protected_write(f, ppn)
 

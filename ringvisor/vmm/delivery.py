@@ -15,13 +15,14 @@ import struct
 
 from ringvisor.hw.faults import CONTRIBUTORY, GP, NAMES, PF, SS, TS, CpuFault, TripleFault
 from ringvisor.hw.segments import INT_GATE16, INT_GATE32, TASK_GATE, TRAP_GATE16, Descriptor, \
-    check_access, check_tss_stack
+    check_access, check_tss_stack, null_segment
 from ringvisor.hw.transfers import check_gate, check_handler_cs
 
 from . import tasks
 from .errors import MonitorStop
 from .frame import Frame
 from .guestmem import GuestPageFault
+from .vm86 import frame_segments
 
 TF, NT, RF, VM = 1 << 8, 1 << 14, 1 << 16, 1 << 17
 
@@ -126,7 +127,7 @@ class Delivery:
         #GP(``vector``, IDT) (its gate's DPL refused it): ``CD n``, ``CC`` and ``CE`` are
         read as they are (EIP is the instruction's first byte, so there is no prefix
         before them); anything else is decoded."""
-        lin = (self.real_descriptor_base(f.cs) + f.eip) & 0xFFFFFFFF
+        lin = (self.frame_code_base(f) + f.eip) & 0xFFFFFFFF
         try:
             b = self.gm.read(lin, 1 if lin & 0xFFF == 0xFFF else 2, f.user)
         except GuestPageFault:
@@ -149,6 +150,11 @@ class Delivery:
         if not cd.is_code:
             raise CpuFault(GP, (sel & 0xFFFC) | ext)
         check_handler_cs(cd, sel, v.cpl, ext)
+        vm86 = f.vm86
+        if vm86 and (cd.conforming or cd.dpl != 0):
+            # out of virtual-8086 mode only to a ring-0, non-conforming handler (SDM Vol. 2
+            # INT n: INTER-PRIVILEGE-LEVEL-INTERRUPT with VM = 1)
+            raise CpuFault(GP, (sel & 0xFFFC) | ext)
         if offset > cd.limit:
             raise CpuFault(GP, ext)
         new_cpl = v.cpl if cd.conforming else cd.dpl
@@ -162,6 +168,9 @@ class Delivery:
             ssd = self.guest_desc(ss0, TS, ext)
             check_tss_stack(ssd, ss0, 0, ext)
             vals = [f.ss, self.cpu.state.regs[4], geflags, f.cs, ret] + tail
+            if vm86:
+                # GS, FS, DS and ES above the usual frame (§20.3.1.1, Figure 20-2)
+                vals = frame_segments(self.cpu.state) + vals
             ss_real, esp, ss_guest = (ss0 & ~3) | 1, esp0, ss0 & ~3
         else:
             try:                      # (the cached SS: its descriptor as the guest has it)
@@ -185,6 +194,10 @@ class Delivery:
             self.gdt.set_accessed(ssd)
         self.stats["reflected"] += 1
         self.delivered = True
+        if vm86:                       # ... and then null in the handler
+            for i in (0, 3, 4, 5):
+                self.cpu.state.segs[i] = null_segment(0)
+            self.cpu.mode_changed()
         self.cpu.state.regs[4] = new
         f.ss = ss_real
         f.cs = self.kernel_cs(sel)

@@ -16,21 +16,22 @@ from __future__ import annotations
 
 import iced_x86 as ix
 
+from ringvisor.hw import vme
 from ringvisor.hw.faults import NAMES, CpuFault, PageFault
 from ringvisor.hw.identify import APIC_MSRS, KNOWN_MSRS, msr_write_ok, read_tsc
 from ringvisor.hw.segments import (CALL_GATE16, CALL_GATE32, TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL,
                                    TSS32_BUSY, Descriptor)
 from ringvisor.hw.state import (CR4_TSD, MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP,
-                                MSR_TSC, MSR_TSC_AUX, NT, RF, TF, VM)
+                                MSR_TSC, MSR_TSC_AUX, NT, RF, TF, VIF, VM)
 from ringvisor.hw.system import ea, get_reg, io_bitmap_permits, set_reg
 from ringvisor.hw.transfers import check_task_return
 from ringvisor.hw.translate import GPR, SREG, registrar
 
 from .descriptors import compress, guest_descriptor_fields
 from .guestmem import GuestPageFault
-from . import tasks
+from . import tasks, vm86
 from .callgates import through_gate
-from .errors import GuestFault, MonitorStop
+from .errors import GuestFault
 
 M = ix.Mnemonic
 OK = ix.OpKind
@@ -61,6 +62,8 @@ class Context:
 
     def seg_base(self, sreg: int) -> int:
         i = SREG[sreg]
+        if i in (1, 2) and self.f.vm86:
+            return (self.f.cs if i == 1 else self.f.ss) << 4
         if i == 1:
             return self.mon.real_descriptor_base(self.f.cs)
         if i == 2:
@@ -171,18 +174,30 @@ def ix_name(ins: ix.Instruction) -> str:
 
 
 # -- the interrupt flag and halting -------------------------------------------------------
+def _interrupt_flag_rule(c: Context) -> str:
+    """CLI and STI in protected mode (``hw.vme``): IF when CPL <= IOPL; VIF at CPL 3 with
+    the guest's CR4.PVI (kept in the real EFLAGS image); else #GP(0)."""
+    v = c.v
+    rule = vme.interrupt_flag_rule(v.cr4, v.eflags_view(c.f.eflags), False, v.cpl)
+    if rule == vme.FAULT:
+        raise GuestFault(GP, 0)
+    return rule
+
+
 @emulates(M.CLI)
 def e_cli(c: Context) -> str:
-    if c.v.cpl > c.v.iopl:
-        raise GuestFault(GP, 0)
+    if _interrupt_flag_rule(c) == vme.VIRTUAL:
+        c.f.eflags &= ~VIF
+        return NEXT
     c.v.vif = False
     return NEXT
 
 
 @emulates(M.STI)
 def e_sti(c: Context) -> str:
-    if c.v.cpl > c.v.iopl:
-        raise GuestFault(GP, 0)
+    if _interrupt_flag_rule(c) == vme.VIRTUAL:
+        c.f.eflags = vme.sti_virtual(c.f.eflags)
+        return NEXT
     if not c.v.vif:
         c.v.vif = True
         c.mon.new_shadow = True     # no interrupt before the next instruction has run
@@ -200,7 +215,7 @@ def e_hlt(c: Context) -> str:
 def _io_allowed(c: Context, port: int, size: int) -> None:
     """IOPL, then the I/O permission bitmap of the guest's own TSS (SDM Vol. 1 §19.5)."""
     v = c.v
-    if v.cpl <= v.iopl:
+    if v.cpl <= v.iopl and not c.f.vm86:      # (in virtual-8086 mode the bitmap alone: §20.2.8.1)
         return
     if not v.tr & 0xFFFC or not io_bitmap_permits(lambda a, n: c.mon.gm.read_u(a, n), v.tr_base,
                                                    v.tr_limit, port, size):
@@ -240,7 +255,11 @@ def e_string_io(c: Context) -> str:
     rep = ins.has_rep_prefix or ins.has_repne_prefix
     port = regs[2] & 0xFFFF
     _io_allowed(c, port, size)
-    count = regs[1] if rep else 1
+    # 16-bit addressing (virtual-8086 mode, without an address-size prefix): SI, DI and
+    # CX, wrapping at 64 KiB, the upper halves of ESI, EDI and ECX untouched
+    a16 = (ins.op1_kind if outs else ins.op0_kind) in (OK.MEMORY_SEG_SI, OK.MEMORY_ESDI)
+    m = 0xFFFF if a16 else 0xFFFFFFFF
+    count = regs[1] & m if rep else 1
     user = c.v.cpl == 3
     # a REP string instruction is interruptible: a slice at a time, then the guest
     # executes it again (so a count of 4 G cannot hold the monitor)
@@ -252,16 +271,17 @@ def e_string_io(c: Context) -> str:
         budget -= 1
         if outs:
             base = c.seg_base(ins.memory_segment)
-            value = c.mon.gm.read_u((base + regs[6]) & 0xFFFFFFFF, size, user)
+            value = c.mon.gm.read_u((base + (regs[6] & m)) & 0xFFFFFFFF, size, user)
             c.mon.platform.write(port, size, value)
-            regs[6] = (regs[6] + step) & 0xFFFFFFFF
+            regs[6] = (regs[6] & ~m) | ((regs[6] + step) & m)
         else:
             value = c.mon.platform.read(port, size)
-            c.mon.gm.write_u((c.cpu.state.segs[0].base + regs[7]) & 0xFFFFFFFF, size, value, user)
-            regs[7] = (regs[7] + step) & 0xFFFFFFFF
+            c.mon.gm.write_u((c.cpu.state.segs[0].base + (regs[7] & m)) & 0xFFFFFFFF, size,
+                             value, user)
+            regs[7] = (regs[7] & ~m) | ((regs[7] + step) & m)
         count -= 1
         if rep:
-            regs[1] = count
+            regs[1] = (regs[1] & ~m) | count
     return NEXT
 
 
@@ -604,17 +624,19 @@ def e_iret(c: Context) -> str:
     cs = c.pop(2, n)
     eflags = c.pop(n, 2 * n)
     if n == 4 and eflags & VM:
-        # at CPL 0 this IRET enters virtual-8086 mode (SDM Vol. 2 IRET): not virtualized,
-        # so stop rather than return to a protected-mode segment the guest never meant
-        raise MonitorStop(f"{c.mon.name}: IRET to virtual-8086 mode ({cs:04x}:{eip & 0xFFFF:04x}): "
-                          "VM86 is not virtualized")
+        # at CPL 0 this IRET enters virtual-8086 mode (SDM Vol. 2 IRET:
+        # RETURN-TO-VIRTUAL-8086-MODE): ESP, SS, ES, DS, FS and GS follow; EFLAGS is
+        # loaded whole, EIP as 16 bits (QEMU helper_iret_protected)
+        esp, ss, es, ds, fs, gs = (c.pop(4, 12 + 4 * i) for i in range(6))
+        vm86.enter(c.mon, c.f, eip & 0xFFFF, cs, eflags, esp, ss, (es, ds, fs, gs))
+        return DONE
     if cs & 3 == 3:
         esp = c.pop(n, 3 * n)
         ss = c.pop(2, 4 * n)
         c.mon.return_to_user(c.f, eip, cs, eflags, esp, ss, n)
     else:
         c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 3 * n) & 0xFFFFFFFF
-        c.mon.set_guest_eflags(c.f, eflags, n)
+        c.mon.set_guest_eflags(c.f, eflags, n, iret=True)
         c.mon.return_to_kernel(c.f, eip, cs)
     if n == 4:
         # RF is the image's: it spares the first instruction there a breakpoint

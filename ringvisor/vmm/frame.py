@@ -8,15 +8,25 @@ hardware's own address arithmetic can serve the emulator); ``resume`` returns to
 the guest with a real IRET through the frame.  An entry the hardware handed off
 (``Monitor._handoff``) pushed no frame: ``Frame.taken`` reads the same values from
 the registers.
+
+From virtual-8086 mode the hardware pushed ES, DS, FS and GS too, above SS, and
+nulled those registers (SDM Vol. 3 §20.3.1.1, Figure 20-2): they are put back,
+as virtual-8086 segments, for the monitor to work with the guest's registers, and
+the IRET that resumes such a frame returns to virtual-8086 mode with all six.
 """
 
 from __future__ import annotations
 
 import struct
 
+from ringvisor.hw.realmode import vm86_segment
+
 from . import layout as L
 
 _FIVE, _SIX = struct.Struct("<5I"), struct.Struct("<6I")      # (error code first)
+_VM86_SEGS = struct.Struct("<4I")                              # ES, DS, FS, GS
+VM = 1 << 17
+ES, DS, FS, GS = 0, 3, 4, 5
 
 
 class Frame:
@@ -25,13 +35,20 @@ class Frame:
     def __init__(self, cpu, monitor_base: int, has_error: bool) -> None:
         self.cpu = cpu
         self.phys_top = monitor_base + L.STACK_TOP
+        top = self.phys_top
+        if L.MLIN + L.STACK_TOP - cpu.state.regs[4] == (40 if has_error else 36):
+            # from virtual-8086 mode: four selectors more, above the usual frame
+            top -= 16
+            segs = _VM86_SEGS.unpack(cpu.mem.read(top, 16))
+            for i, sel in zip((ES, DS, FS, GS), segs):
+                cpu.state.segs[i] = vm86_segment(sel)
         if has_error:
             (self.err, self.eip, self.cs, self.eflags, self.esp,
-             self.ss) = _SIX.unpack(cpu.mem.read(self.phys_top - 24, 24))
+             self.ss) = _SIX.unpack(cpu.mem.read(top - 24, 24))
         else:
             self.err = None
             self.eip, self.cs, self.eflags, self.esp, self.ss = \
-                _FIVE.unpack(cpu.mem.read(self.phys_top - 20, 20))
+                _FIVE.unpack(cpu.mem.read(top - 20, 20))
         self.cs &= 0xFFFF
         self.ss &= 0xFFFF
         cpu.state.regs[4] = self.esp
@@ -52,12 +69,27 @@ class Frame:
 
     @property
     def user(self) -> bool:
-        return self.cs & 3 == 3
+        """Guest code at CPL 3: ring 3, or virtual-8086 mode."""
+        return self.cs & 3 == 3 or bool(self.eflags & VM)
+
+    @property
+    def vm86(self) -> bool:
+        return bool(self.eflags & VM)
 
     def resume(self) -> None:
         """The IRET back to the guest through this frame (the values handed to the CPU:
         the frame on the monitor's stack is the monitor's own, and never read again)."""
         cpu = self.cpu
-        self.esp = cpu.state.regs[4]
-        cpu.state.regs[4] = L.MLIN + L.STACK_TOP - 20
+        st = cpu.state
+        self.esp = st.regs[4]
+        if self.eflags & VM:
+            # IRET to virtual-8086 mode reads its nine values from the stack (SDM Vol. 2
+            # IRET: RETURN-TO-VIRTUAL-8086-MODE): written where the hardware put them
+            vals = (self.eip, self.cs, self.eflags, self.esp, self.ss,
+                    *(st.segs[i].selector for i in (ES, DS, FS, GS)))
+            cpu.mem.write(self.phys_top - 36, struct.pack("<9I", *vals))
+            st.regs[4] = L.MLIN + L.STACK_TOP - 36
+            cpu.iret()
+            return
+        st.regs[4] = L.MLIN + L.STACK_TOP - 20
         cpu.iret((self.eip, self.cs, self.eflags, self.esp, self.ss))

@@ -31,13 +31,14 @@ from ringvisor.hw.mmu import PF_I, fetch_fault, smap_blocks
 from ringvisor.hw.segments import Descriptor, check_segment_load, null_segment
 from ringvisor.hw.state import (CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_TS, CR4_DE, CR4_OSFXSR,
                                 CR4_OSXMMEXCPT, CR4_PCE, CR4_SMAP, CR4_SMEP, CR4_TSD,
-                                CR4_UMIP, AC)
+                                CR4_UMIP, AC, VIF, VIP)
 from ringvisor.hw.system import CR0_WRITABLE, CR4_SUPPORTED
 from ringvisor.hw.transfers import check_return_cs, check_return_ss
 
 from . import descriptors as D
 from . import layout as L
 from . import state as S
+from . import vm86
 from .debug import DR6_B, GuestDebug
 from .delivery import Delivery
 from .errors import GuestFault, MonitorStop
@@ -336,8 +337,10 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         was_halted, self.guest_halted = self.guest_halted, False
         here = (f.cs, f.eip)
         covered = self.shadow_entry(f)
-        self.gdt.at_entry(f.cs, f.ss)
-        self.ldt.at_entry(f.cs, f.ss)
+        # (in virtual-8086 mode CS and SS hold paragraphs, no descriptor of either table)
+        cs, ss = (None, None) if f.vm86 else (f.cs, f.ss)
+        self.gdt.at_entry(cs, ss)
+        self.ldt.at_entry(cs, ss)
         try:
             if self.step is None or not self.step_entry(vector, f):
                 self.dispatch(vector, f)
@@ -363,7 +366,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         guest is waiting in HLT)."""
         cpu = self.cpu
         self.real_control()
-        undo = self.unpoison(f.cs, f.ss)
+        undo = self.unpoison(*(() if f.vm86 else (f.cs, f.ss)))
         try:
             f.resume()
         except CpuFault as e:
@@ -381,6 +384,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     def dispatch(self, vector: int, f: Frame) -> None:
         if self.platform.physical_irq(vector):
             self.traps["interrupt"] += 1
+        elif vector == 13 and f.err == 0 and f.vm86:
+            vm86.general_protection(self, f)
         elif vector == 14:
             self.page_fault(f)
         elif vector == 13:
@@ -409,6 +414,12 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         """The real CS selector for guest kernel code selector ``sel``."""
         return sel | 1
 
+    @staticmethod
+    def in_tc(f: Frame) -> bool:
+        """Is the frame in translated code (binary translation's ring-1 segment)?  Never
+        in virtual-8086 mode, whose CS is a paragraph that may have the same value."""
+        return f.cs == L.SEL_TCODE and not f.eflags & VM
+
     def kernel_cs_view(self, f: Frame) -> int:
         """The CS selector the guest sees in a frame pushed for its kernel code: the one
         it loaded, RPL 0, as the hardware pushes it (under trapemu the handler's IRET to
@@ -426,9 +437,14 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         # only translated code raises these; anything else asked for a software interrupt
         self.soft_interrupt_after(f, vector, 2)
 
+    def frame_code_base(self, f: Frame) -> int:
+        """The base of the guest's code segment at the frame (a paragraph in virtual-8086
+        mode)."""
+        return f.cs << 4 if f.vm86 else self.real_descriptor_base(f.cs)
+
     def fetch(self, f: Frame) -> ix.Instruction:
         """The guest instruction at the frame's CS:EIP (a second page only if readable)."""
-        lin = (self.real_descriptor_base(f.cs) + f.eip) & 0xFFFFFFFF
+        lin = (self.frame_code_base(f) + f.eip) & 0xFFFFFFFF
         first = min(15, 0x1000 - (lin & 0xFFF))
         data = self.gm.read(lin, first, f.user)
         if first < 15:
@@ -436,7 +452,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
                 data += self.gm.read((lin + first) & 0xFFFFFFFF, 15 - first, f.user)
             except GuestPageFault:
                 pass
-        return ix.Decoder(32, data, ip=f.eip).decode()
+        return ix.Decoder(16 if f.vm86 else 32, data, ip=f.eip).decode()
 
     def access_control(self, f: Frame) -> bool:
         """STAC/CLAC in the guest kernel: #UD at the real ring 1 (CPL > 0), allowed at the
@@ -456,7 +472,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
 
     def general_protection(self, f: Frame) -> None:
         err = f.err or 0
-        if err & 3 == 2 and f.cs != L.SEL_TCODE:
+        if err & 3 == 2 and not self.in_tc(f):
             # INT n through a gate of lower privilege: every real gate but the callouts
             # is DPL 0, so every software interrupt the guest executes itself arrives
             # here (the guest's own gate decides)
@@ -565,11 +581,15 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         st.segs[i] = Descriptor(real | ACCESSED, 0).segment(sel)
         self.cpu.mode_changed()
 
-    def set_guest_eflags(self, f: Frame, value: int, size: int = 4) -> None:
+    def set_guest_eflags(self, f: Frame, value: int, size: int = 4, iret: bool = False) -> None:
         """POPF/IRET at (virtual) CPL 0: every flag the guest may set for real, IF and
-        IOPL on the virtual CPU."""
+        IOPL on the virtual CPU; a 32-bit IRET at CPL 0 loads VIF and VIP too (Vol. 2
+        IRET; POPF never does), kept in the real image (the real CR4.VME and PVI are
+        clear: the processor ignores them)."""
         v = self.vcpu
         mask = ARITH | NT | AC | ID
+        if iret and v.cpl == 0:
+            mask |= VIF | VIP
         if size == 2:
             mask &= 0xFFFF
         f.eflags = self.real_eflags((f.eflags & ~mask) | (value & mask))
@@ -611,7 +631,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         if eip > d.limit:
             raise GuestFault(GP, 0)
         if eflags is not None:
-            self.set_guest_eflags(f, eflags, size)
+            self.set_guest_eflags(f, eflags, size, iret=True)
         self.gdt.set_accessed(d)
         self.gdt.set_accessed(sd)
         f.cs, f.eip, f.ss = cs, eip, ss
@@ -640,7 +660,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             # the real fault was the shadow's not-present entry: the guest's is present
             self.guest_page_fault(f, lin, PF_I | 1)
             return
-        code = (self.real_descriptor_base(f.cs) + f.eip) & 0xFFFFFFFF
+        code = (self.frame_code_base(f) + f.eip) & 0xFFFFFFFF
         if smap_blocks(self.vcpu.cr4, f.eflags, m.user, user, fetch_fault(err, lin, code)):
             # the kernel (at the real ring 1, supervisor too) touched a user page under
             # its own SMAP with AC clear (the real CR4 and EFLAGS.AC are the guest's)

@@ -33,7 +33,6 @@ import iced_x86 as ix
 
 from ringvisor.hw.faults import DB
 
-from . import layout as L
 from .frame import Frame
 from .guestmem import GuestPageFault
 
@@ -83,7 +82,7 @@ class Stepping:
         if s is not None:
             self.close_step(s, f, False)
         s = Step(f.cs, f.eip, bool(f.eflags & TF))
-        if f.cs != L.SEL_TCODE:
+        if not self.in_tc(f):
             try:
                 ins = self.fetch(f)
                 if ins.mnemonic in (M.PUSHF, M.PUSHFD):

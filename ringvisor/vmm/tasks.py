@@ -18,7 +18,8 @@ busy bits) faults in the old task; the loads after it (LDT, segment registers,
 EIP within CS) fault in the new task, with #TS(selector) for the type and
 privilege rules of Table 7-1 and #NP or #SS(selector) for absent segments.
 The new task's kernel and user code run at rings 0 and 3 only (as everywhere
-under the monitors), and a TSS whose EFLAGS enter virtual-8086 mode stops the VM.
+under the monitors); a TSS whose EFLAGS has VM set starts a virtual-8086 task, its
+selectors paragraphs (``vm86.enter``), and switching away from one saves them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .errors import MonitorStop
 from .gdt import ACCESSED
 from .guestmem import GuestPageFault
 from .ldt import LDT_TYPE
+from . import vm86
 
 ES, CS, SREG_SS, DS, FS, GS = range(6)
 M32 = 0xFFFFFFFF
@@ -111,10 +113,30 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
     if size == 2:
         new_regs = [(r & 0xFFFF0000) | n for r, n in zip(st.regs, new_regs)]
         new_eflags = (v.eflags_view(f.eflags) & 0xFFFF0000) | new_eflags
-    if new_eflags & VM:
-        raise MonitorStop(f"{mon.name}: a task switch into virtual-8086 mode (task "
-                          f"{sel:#06x}): VM86 is not virtualized")
     st.regs[:] = new_regs
+    if new_eflags & VM:
+        # a 32-bit TSS with VM set: a virtual-8086 task, its six selectors paragraphs,
+        # unchecked (SDM Vol. 3 §20.2.5); its LDT is loaded all the same (Table 7-1)
+        vm86.enter(mon, f, new_eip, new_segs[CS], new_eflags & ~RF, new_regs[4],
+                   new_segs[SREG_SS], [new_segs[i] for i in (ES, DS, FS, GS)])
+        if v.dr[7] & T.DR7_LOCAL:
+            v.dr[7] &= ~T.DR7_LOCAL
+            mon.load_debug()
+        try:
+            _load_ldt(mon, new_ldt, ext)
+            if new_eip > 0xFFFF:
+                raise CpuFault(GP, ext)
+            if trap:
+                v.dr[6] |= T.DR6_BT
+                raise CpuFault(DB)
+            if error_code is not None:
+                vm86.push_error_code(mon, f, error_code, size)
+        except CpuFault as e:
+            mon.deliver(f, e.vector, e.error_code, False, new_eip)
+        except GuestPageFault as e:
+            v.cr2 = e.address
+            mon.deliver(f, 14, e.error_code, False, new_eip)
+        return
     v.iopl, v.vif = (new_eflags >> 12) & 3, bool(new_eflags & IF)
     f.eflags = mon.real_eflags(new_eflags & ~RF)
     if v.dr[7] & T.DR7_LOCAL:

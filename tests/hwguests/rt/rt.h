@@ -162,6 +162,24 @@ extern struct frame rt_ring_frame;
 extern u32 rt_ring_segs_on;     /* set to 1 to use rt_ring_segs for the next rt_run_ring */
 extern u16 rt_ring_segs[4];     /* ds, es, fs, gs */
 
+/* Virtual-8086 mode.  RT_DEFINE_VM86_ENTER (once, at file scope, in a guest that uses
+ * it) defines void v86_enter(const u32 frame[9]): an IRET to virtual-8086 mode with EIP,
+ * CS, EFLAGS (VM set), ESP, SS, ES, DS, FS, GS; the guest's handler of its way out calls
+ * rt_ring_return() to come back from v86_enter.  The frame of an interrupt from VM86 has
+ * ES, DS, FS and GS above the usual one (SDM Vol. 3 Figure 20-2). */
+struct vframe {
+    struct frame f;              /* ... eip, cs, eflags, esp3, ss3 */
+    u32 es, ds, fs, gs;          /* pushed only when leaving virtual-8086 mode */
+};
+void v86_enter(const u32 *frame9);
+extern void rt_ring_return(void) __attribute__((noreturn));
+extern u32 rt_saved_kesp;
+#define RT_DEFINE_VM86_ENTER                                                              \
+    __asm__(".text\n.code32\n.globl v86_enter\nv86_enter:\n\t"                           \
+            "pushl %ebp\n\tpushl %ebx\n\tpushl %esi\n\tpushl %edi\n\t"                     \
+            "movl %esp, rt_saved_kesp\n\tmovl 20(%esp), %esi\n\tsubl $36, %esp\n\t"        \
+            "movl %esp, %edi\n\tmovl $9, %ecx\n\tcld\n\trep movsl\n\tiret\n")
+
 /* Paging: PD at PD_ADDR; PDE0 -> PT0 (identity 0..4 MiB, 4 KiB pages, P|RW|U),
  * PDE1 -> PT1 (all not present), PDE2..7 identity 4 MiB pages (8..32 MiB)
  * with P|RW|U.  rt_paging_on sets CR4.PSE, CR3 and CR0.PG (and WP if asked). */

@@ -38,11 +38,6 @@
 #define VM          0x20000u
 #define IOPL3       0x3000u
 
-struct vframe {
-    struct frame f;              /* ... eip, cs, eflags, esp3, ss3 */
-    u32 es, ds, fs, gs;          /* pushed only when leaving virtual-8086 mode */
-};
-
 #define SEL_TSS_V   0x48u          /* the VM86 task's 32-bit TSS */
 #define TSS_V_ADDR  0x00206000u
 #define SEL_TSS_G   0x50u          /* the task INT 0x33 switches to */
@@ -51,9 +46,6 @@ struct vframe {
 extern char v86_start[], v86_end[], v86_a[], v86_b[], v86_c[], v86_d[], v86_e[], v86_f[],
     v86_g[], v86_h21[];
 extern void task_g_entry(void);
-extern void v86_enter(const u32 *frame9);
-extern void rt_ring_return(void) __attribute__((noreturn));
-extern u32 rt_saved_kesp;
 
 #define OFF(label) ((u32)(label) - (u32)v86_start)
 #define D16(off) (*(volatile u16 *)(V86_DATA + (off)))
@@ -202,27 +194,13 @@ __asm__(
     "int $0xf0\n"
     "v86_end:\n"
     ".code32\n"
-    /* void v86_enter(const u32 frame[9]): IRET to virtual-8086 mode with EIP, CS,
-     * EFLAGS, ESP, SS, ES, DS, FS, GS; INT 0xf0 comes back through rt_ring_return */
-    ".globl v86_enter\n"
-    "v86_enter:\n\t"
-    "pushl %ebp\n\t"
-    "pushl %ebx\n\t"
-    "pushl %esi\n\t"
-    "pushl %edi\n\t"
-    "movl %esp, rt_saved_kesp\n\t"
-    "movl 20(%esp), %esi\n\t"
-    "subl $36, %esp\n\t"
-    "movl %esp, %edi\n\t"
-    "movl $9, %ecx\n\t"
-    "cld\n\t"
-    "rep movsl\n\t"
-    "iret\n"
     /* the task INT 0x33 switches to: its IRET (NT set) is a task return */
     "task_g_entry:\n\t"
     "call g_task\n\t"
     "iret\n\t"
     "jmp task_g_entry\n");
+
+RT_DEFINE_VM86_ENTER;
 
 static struct vframe last;      /* the frame of the last INT 0xf0 or INT 0x30 */
 static u32 handler_eflags;
