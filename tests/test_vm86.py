@@ -93,9 +93,14 @@ EXPECTED = [
     # its state in the current TSS, EFLAGS with VM set and the IP after the INT (§7.3,
     # §20.3.1.2); the new task has NT set and the back link; its IRET returns to VM86,
     # the selectors loaded as paragraphs, with the BX it changed in the saved TSS
+    "real-mode code in vm86: rep outsb through COM1",
     "g: int 33 through a task gate: tr 50 link 28 eflags 00004002; tss 28 holds eflags "
     "00023002 cs 1234 ip 0154 ds 3000 bx 1357",
     "g: back in vm86: pushfd 00003002 cs 1234 bx 2468; tr 28",
+    # REP OUTSB with 16-bit addressing (no address-size prefix in VM86): SI and CX step
+    # and count, ESI's and ECX's upper halves stay (Vol. 2 OUTS, REP); the message went
+    # out through COM1 before the lines above were printed
+    "g: after rep outsb: ecx abcd0000 esi 123401b7 (message at 0187)",
     "done",
 ]
 

@@ -12,7 +12,9 @@ segment limits are checked (#GP, or #SS for the stack).
 Virtual-8086 mode (EFLAGS.VM with CR0.PE, SDM Vol. 3 ch. 20) addresses memory
 the same way, at CPL 3: its segment loads, far JMP/CALL/RET and (at IOPL 3) IRET
 are these, with user-mode memory accesses; its interrupts and exceptions leave it
-through the protected-mode IDT (transfers.py).
+through the protected-mode IDT (transfers.py).  With CR4.VME (vme.py) a 16-bit IRET
+below IOPL 3 acts on VIF (``iret_virtual``), and INT n whose redirection bit is clear
+goes back to the 8086 program's own vector table (``redirect``).
 
 The CPU's mode says which of these rules are in force (``Mode.real``,
 ``Mode.vm86``); these functions are called only in those modes.

@@ -44,7 +44,7 @@
 #define TSS_G_ADDR  0x00206100u
 
 extern char v86_start[], v86_end[], v86_a[], v86_b[], v86_c[], v86_d[], v86_e[], v86_f[],
-    v86_g[], v86_h21[];
+    v86_g[], v86_h21[], v86_msg2[];
 extern void task_g_entry(void);
 
 #define OFF(label) ((u32)(label) - (u32)v86_start)
@@ -191,7 +191,20 @@ __asm__(
     "popl 0x80\n\t"
     "movw %cs, 0x84\n\t"
     "movw %bx, 0x86\n\t"
+    /* string output with 16-bit addressing: SI and CX count and step, the upper
+     * halves of ESI and ECX stay */
+    "movl $0x12340000, %esi\n\t"
+    "movw $(v86_msg2 - v86_start), %si\n\t"
+    "movl $0xabcd0000, %ecx\n\t"
+    "movw $(v86_msg2_end - v86_msg2), %cx\n\t"
+    "movw $0x3f8, %dx\n\t"
+    "rep outsb %cs:(%si), (%dx)\n\t"
+    "movl %ecx, 0x88\n\t"
+    "movl %esi, 0x8c\n\t"
     "int $0xf0\n"
+    "v86_msg2:\n\t"
+    ".ascii \"real-mode code in vm86: rep outsb through COM1\\r\\n\"\n"
+    "v86_msg2_end:\n"
     "v86_end:\n"
     ".code32\n"
     /* the task INT 0x33 switches to: its IRET (NT set) is a task return */
@@ -501,6 +514,8 @@ int main(void)
             g_saved_cs, g_saved_ip, g_saved_ds, g_saved_ebx);
     kprintf("g: back in vm86: pushfd %08x cs %04x bx %04x; tr %x\n", D32(0x80), D16(0x84),
             D16(0x86), str());
+    kprintf("g: after rep outsb: ecx %08x esi %08x (message at %04x)\n", D32(0x88), D32(0x8c),
+            OFF(v86_msg2));
     kprintf("done\n");
     rt_exit(0);
 }
