@@ -141,7 +141,10 @@ def test_vm86_guest_under_the_monitors(image, mode):
 # -- CR4.VME and CR4.PVI: the ``vme`` guest (tests/hwguests/vme) ----------------------------
 # QEMU's TCG implements neither (QEMU 7.2 drops CPUID.01H:EDX.VME, "TCG doesn't support
 # requested feature"), and this host's KVM cannot run a VM86 guest: the expected lines are
-# the SDM's rules, each named.  IPs are offsets in the real-mode block; "op" is the first
+# the SDM's rules, each named (Vol. 2's PUSHF pseudocode omits VME: Vol. 3 §20.3 and
+# Table 20-2 give it), and they agree with Bochs's implementation of the same rules
+# (cpu/flag_ctrl.cc CLI, STI, PUSHF_Fw, POPF_Fw; cpu/vm8086.cc iret16_stack_return_from_v86,
+# v86_redirect_interrupt).  IPs are offsets in the real-mode block; "op" is the first
 # byte of the instruction the #GP(0) came from.
 VME_EXPECTED = [
     "cpuid: vme 1",                      # CPUID.01H:EDX[1] (Vol. 2 CPUID, Table 3-11)
@@ -154,7 +157,7 @@ VME_EXPECTED = [
     "gp: ip 0042 err 0 eflags 000a0202 op cd",
     "gp: ip 0051 err 0 eflags 000a0202 op cf",
     # CLI/STI clear and set VIF (Vol. 2 CLI, STI: VM = 1, IOPL < 3, VME = 1); PUSHF pushes
-    # IOPL 3 and IF = VIF; POPF loads the flags but IF goes to VIF (Vol. 2 PUSHF, POPF)
+    # IOPL 3 and IF = VIF; POPF loads the flags but IF goes to VIF (§20.3, Vol. 2 POPF)
     "p: pushf after cli 3002, after sti 3202, after popf of 0cd5 3cd7, of 0200 3202",
     # INT 0x40, its bit clear: method 6 pushes FLAGS with IOPL 3 and IF = VIF, then
     # clears VIF and TF; the handler's 16-bit IRET puts the popped IF in VIF (Vol. 2 IRET)

@@ -120,12 +120,12 @@ def deliver(cpu, vector: int, return_eip: int) -> None:
 def redirect(cpu, vector: int, return_ip: int, image: int, eflags: int) -> None:
     """INT n in virtual-8086 mode sent back to the 8086 program's own handler by CR4.VME
     (SDM Vol. 3 Table 20-2, methods 5 and 6): its entry in the vector table at linear 0
-    (read at CPL 3), FLAGS ``image``, CS and IP pushed on its stack, then EFLAGS
-    ``eflags`` (``vme.ivt_frame``)."""
+    (``vme.ivt_entry_address``), FLAGS ``image``, CS and IP pushed on its stack, then
+    EFLAGS ``eflags`` (``vme.ivt_frame``)."""
     st = cpu.state
-    entry = cpu.mmu.read(vector * 4, 4, True)
+    entry = cpu.mmu.read(vme.ivt_entry_address(vector), 4, False)
     push16(cpu, [image, st.segs[CS].selector, return_ip])
-    cpu.set_eflags(eflags, IF | TF | VIF)
+    cpu.set_eflags(eflags, IF | TF | VIF | RF)
     _load_cs(cpu, entry >> 16, entry & 0xFFFF)
 
 

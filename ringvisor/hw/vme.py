@@ -17,7 +17,7 @@ These are the rules alone, on EFLAGS values: the processor (``system``,
 from __future__ import annotations
 
 from .faults import GP, CpuFault
-from .state import CR4_PVI, CR4_VME, IF, IOPL_MASK, TF, VIF, VIP
+from .state import CR4_PVI, CR4_VME, IF, IOPL_MASK, RF, TF, VIF, VIP
 
 # what an IOPL-sensitive instruction does under the rules: act on IF (or its real
 # self), act on VIF, or raise #GP(0)
@@ -107,7 +107,14 @@ def redirection_bit_address(tss_base: int, tss_limit: int, io_map_base: int, vec
 def ivt_frame(eflags: int) -> tuple[int, int]:
     """(FLAGS image pushed, EFLAGS after) for INT n redirected to the 8086 program's
     handler: at IOPL 3 (method 5) FLAGS as they are, then IF and TF clear; below it
-    (method 6) the virtual image (``flags_image``), then VIF and TF clear."""
+    (method 6) the virtual image (``flags_image``), then VIF and TF clear; RF clear
+    either way (Bochs ``v86_redirect_interrupt`` does the same)."""
     if _iopl3(eflags):
-        return eflags & 0xFFFF, eflags & ~(IF | TF)
-    return flags_image(eflags), eflags & ~(VIF | TF)
+        return eflags & 0xFFFF, eflags & ~(IF | TF | RF)
+    return flags_image(eflags), eflags & ~(VIF | TF | RF)
+
+
+def ivt_entry_address(vector: int) -> int:
+    """Where the redirected vector's IP and CS are: the 8086 program's vector table at
+    linear 0, read as a supervisor access (the processor's own, as Bochs reads it)."""
+    return vector * 4

@@ -229,8 +229,8 @@ def _int(mon, f, ins) -> bool:
         mon.soft_interrupt(f, vector, ins.len)
         return EMULATED
     # redirected to the 8086 program's handler (methods 5 and 6): its vector table at
-    # linear 0, read at CPL 3
-    entry = mon.gm.read_u(vector * 4, 4, True)
+    # linear 0
+    entry = mon.gm.read_u(vme.ivt_entry_address(vector), 4)
     image, after = vme.ivt_frame(g)
     _push(mon, f, [image, f.cs, (f.eip + ins.len) & 0xFFFF], 2)
     _set_flags(mon, f, after)
