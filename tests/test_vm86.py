@@ -228,3 +228,26 @@ def test_vm86_guest_in_vmx_non_root(image):
     end = EXPECTED.index("d: 1111 6004") + 1
     assert lines == EXPECTED[:end]
     assert "task switch" in str(r.stop) and "non-root" in str(r.stop)
+
+
+def test_vm86_guest_saved_in_vm86_and_restored(image):
+    """A VM saved while its guest runs VM86 code under bt (the real CPU in virtual-8086
+    mode, the monitor's state beside it) and restored on another machine goes on as if
+    never stopped."""
+    from ringvisor.hw.machine import read_image
+    from ringvisor.lifecycle import stream
+    from ringvisor.lifecycle.vm import VmInfo, capture, restore
+    from ringvisor.vmm import attach_monitor, create_vm
+
+    out = bytearray()
+    m, mon = create_vm(read_image(image), "bt", "", 32, "jit", output=out.extend)
+    while not m.cpu.mode.vm86 or not out:          # (in VM86, after its first line)
+        assert m.run(2000).reason == "limit"
+        m.stop = None
+    before, data = len(out), stream.pack_image(capture(m, mon, VmInfo()))
+    assert m.run(LIMIT).reason == "exit"
+    rest = bytearray()
+    m2, _, _ = restore(stream.read_sections(data), attach_monitor, "jit", rest.extend)
+    assert m2.run(LIMIT).reason == "exit"
+    assert bytes(out[:before] + rest) == bytes(out)
+    assert output_lines(out.decode("latin-1").replace("\r\n", "\n")) == EXPECTED
