@@ -360,7 +360,9 @@ def build_parser() -> Parser:
     ls.add_argument("-v", "--verbose", action="store_true",
                     help="also each domain's type (pv, bt) and UUID")
     ls.add_argument("--json", action="store_true")
-    vl = xs.add_parser("vcpu-list", help="the virtual CPUs")
+    vl = xs.add_parser("vcpu-list", help="every vCPU: Name ID VCPU CPU State Time(s) Affinity "
+                       "(State: r running, b blocked, p offline)")
+    vl.add_argument("domains", nargs="*", metavar="DOMAIN", help="only these domains")
     vl.add_argument("--json", action="store_true")
     for name, what in (("pause", "pause a domain"), ("unpause", "let a paused domain run"),
                        ("destroy", "stop a domain at once and free everything it had"),

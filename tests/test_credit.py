@@ -1,6 +1,8 @@
 """The credit scheduler's shares, driven as the hypervisor drives it (hypervisor/core.py):
 charge what ran, account every 30 ms, pick at each entry, wake and preempt for events.
-A virtual CPU in a loop over virtual nanoseconds; no guest.  The real guests' figures
+What it schedules are vCPUs (``Dom`` here: one vCPU of domain ``domid``; several with
+the same ``domid`` are one domain's).  A virtual CPU in a loop over virtual
+nanoseconds; no guest.  The real guests' figures
 come from `ringvisor xenbench` (docs/xen.md)."""
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ class Dom:
     cap: int = 0
     runnable: bool = True
     ran: int = 0
+    vcpu_id: int = 0
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.domid, self.vcpu_id)
 
 
 class Cpu:
@@ -118,12 +125,12 @@ def test_blocked_domains_consume_nothing_and_a_woken_one_runs_first():
     a, b = Dom(1), Dom(2)
     cpu = Cpu([a, b], idle_dom0=False)
     cpu.run(S.ACCT_NS)                # a ran the first slice; the accounting gave b credit
-    assert cpu.s.info[2].credit > 0
+    assert cpu.s.info[(2, 0)].credit > 0
     b.runnable = False                # ... and b blocks before it runs
     cpu.cur = a
     got = cpu.shares([a, b], 300 * MS)
     assert got == [300 * MS, 0]                 # alone, a domain may have the whole CPU
-    assert cpu.s.info[2].credit > 0             # a blocked domain neither earns nor spends
+    assert cpu.s.info[(2, 0)].credit > 0             # a blocked domain neither earns nor spends
     b.runnable = True
     cpu.s.wake(b)
     assert cpu.s.prio(b) is S.Prio.BOOST and cpu.s.should_preempt(a, b)
@@ -139,3 +146,22 @@ def test_a_woken_domain_without_credit_is_not_boosted():
     s.charge(b, 5 * MS)                           # spent: OVER
     s.wake(b)
     assert s.prio(b) is S.Prio.OVER and not s.should_preempt(a, b)
+
+
+def test_a_domains_vcpus_earn_by_its_weight_and_share_its_cap():
+    """Xen's csched_acct: each active vCPU earns in proportion to its domain's weight
+    (``weight_total += weight * active_vcpu_count``), so a busy domain of two vCPUs gets
+    twice what a busy one-vCPU domain of the same weight gets, and a cap is the
+    domain's, divided among its active vCPUs."""
+    a0, a1, b = Dom(1), Dom(1, vcpu_id=1), Dom(2)
+    got = settled(Cpu([a0, a1, b], idle_dom0=False), [a0, a1, b])
+    assert (got[0] + got[1]) / got[2] == pytest.approx(2, rel=0.02)
+    assert got[0] / got[1] == pytest.approx(1, rel=0.02)
+    c0, c1, d = Dom(3, cap=50), Dom(3, cap=50, vcpu_id=1), Dom(4)
+    got = settled(Cpu([c0, c1, d]), [c0, c1, d], 1500 * MS)
+    assert (got[0] + got[1]) / (1500 * MS) == pytest.approx(0.50, abs=0.02)
+    assert got[0] / got[1] == pytest.approx(1, rel=0.05)
+    # a blocked vCPU is not active: the other one earns the domain's share alone
+    c1.runnable = False
+    got = settled(Cpu([c0, c1, d]), [c0, c1, d], 1500 * MS)
+    assert got[1] == 0 and got[0] / (1500 * MS) == pytest.approx(0.50, abs=0.02)

@@ -2,8 +2,8 @@
 
 One machine is booted for the whole module (Domain 0, then DomUs created by
 the toolstack through hypercalls), and the tests look at it from the
-outside: consoles, xl's views, frames, ports and grants, and what the
-security module refused."""
+outside: consoles, xl's views, frames, ports and grants, what the security
+module refused, and a DomU of two vCPUs (tests/pvguests/smpvcpu)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,20 @@ import re
 
 import pytest
 
+from elftools.elf.elffile import ELFFile
+
 from ringvisor.abi import DOMCTL, DOMCTL_INTERFACE_VERSION, Domctl, Errno, Hypercall, Shutdown
 from ringvisor.guests.build import image_path
 from ringvisor.hypervisor.core import Hypervisor
 from ringvisor.hypervisor.domain import State
 from ringvisor.hypervisor.interface import HypercallInterface
+from ringvisor.lifecycle import codec
+from ringvisor.toolstack import saverestore
 from ringvisor.toolstack.config import DomainConfig
+from ringvisor.toolstack.xc import XcError
 from ringvisor.toolstack.xl import Toolstack, XlError
 from ringvisor.vmm import run_vm
+from test_paravirt import build_pv_guest
 
 TIMING = re.compile(rb"^\[timing\].*\n", re.M)
 WORKLOADS = {"alpha": "run=syscall iters=50", "beta": "run=forkwait iters=3"}
@@ -140,3 +146,159 @@ def test_a_domu_is_refused_what_domain0_may_do(host):
     assert info["domain"] == alpha and info["tot_pages"] >= 16 << 8
     # a DomU asking for the same is refused and logged
     assert mon.call(Hypercall.domctl, (va,), buf) == -Errno.EACCES
+
+
+# -- a domain of several vCPUs ------------------------------------------------------------------
+# What smpvcpu prints up to "smpvcpu: phase 1".  Xen's answers (common/domain.c
+# do_vcpu_op, common/event_channel.c): a vCPU the domain does not have is -ENOENT,
+# VCPUOP_up before VCPUOP_initialise -EINVAL, initialise twice -EEXIST, a global VIRQ
+# on a vCPU other than 0 -EINVAL, a VIRQ bound twice on a vCPU -EEXIST, bind_vcpu of an
+# IPI -EINVAL, a one-shot timer for another vCPU -EINVAL; domctl on Domain 0 from a
+# DomU: the security module's -EACCES.
+SMP_PHASE_1 = {
+    "is_up 1": 0, "up 1 before initialise": -22, "is_up 2": -2, "initialise 2": -2,
+    "domctl getvcpuinfo of Domain 0": -13, "domctl max_vcpus of Domain 0": -13,
+    "bind_ipi 0": 0, "bind_ipi 1": 0, "bind_ipi 2": -2,
+    "bind_virq timer 1": 0, "bind_virq timer 1 again": -17, "bind_virq global on 1": -22,
+    "bind_virq timer 0": 0, "bind_vcpu loopback to 1": 0, "bind_vcpu of an ipi": -22,
+    "bind_vcpu to 2": -2, "status vcpu": 1,
+    "initialise 1": 0, "initialise 1 again": -17, "is_up 1 after initialise": 0, "up 1": 0,
+    "is_up 1 after up": 1, "ipi rounds": 1, "vcpu 1 counted": 8, "upcalls on vcpu 1": 1,
+    "both counted": 1, "took turns": 1, "vcpu 1 timer": 1, "singleshot on another vcpu": -22,
+    "loopback on vcpu 1": 1, "loopback on vcpu 0": 0,
+    "vcpu 1 runstate": 2, "vcpu 1 has run": 1, "vcpu 1 has waited": 1,       # (RUNSTATE_blocked)
+    "down 1": 0, "is_up 1 after down": 0, "up 1 again": 0,
+}
+
+
+def said(host, domid: int) -> list[str]:
+    """What domain ``domid`` wrote with console_io (the hypervisor's console)."""
+    tag = f"(d{domid}) "
+    return [l[len(tag):] for l in host.ts.dmesg().splitlines() if l.startswith(tag)]
+
+
+def answers(lines: list[str]) -> dict[str, int]:
+    return {k: int(v) for k, v in (l.rsplit(" ", 1) for l in lines if not l.startswith("smpvcpu:"))}
+
+
+@pytest.fixture(scope="module")
+def smp(host, tmp_path_factory):
+    """smpvcpu in a domain of two vCPUs, run to the end of its first phase."""
+    image = build_pv_guest("smpvcpu", tmp_path_factory.mktemp("smpvcpu"))
+    cfg = DomainConfig(name="smp", kernel=str(image), memory=4, vcpus=2, cmdline="rounds=8",
+                       on_poweroff="preserve")
+    hv = host.hv
+    console = hv.guest_console
+
+    def pause_at_phase_1(dom, data: bytes) -> None:
+        console(dom, data)
+        if b"smpvcpu: phase 1" in data:
+            hv.pause(dom)                 # held there, whatever the clock does meanwhile
+    hv.guest_console = pause_at_phase_1
+    try:
+        domid = host.ts.create(cfg)
+        assert host.run_until(lambda: "smpvcpu: phase 1" in said(host, domid)), said(host, domid)
+    finally:
+        hv.guest_console = console
+    return image, domid
+
+
+def test_a_domain_brings_up_its_second_vcpu_and_they_exchange_ipis(host, smp):
+    _, domid = smp
+    lines = said(host, domid)
+    assert lines[0] == "smpvcpu: start" and lines[-1] == "smpvcpu: phase 1"
+    assert answers(lines) == SMP_PHASE_1
+
+
+def test_xl_shows_each_vcpu(host, smp):
+    image, domid = smp
+    rows = host.ts.vcpu_list(["smp"])
+    assert [(r["name"], r["id"], r["vcpu"]) for r in rows] == [("smp", domid, 0), ("smp", domid, 1)]
+    assert all(r["state"][2] == "-" and r["cpu"] == 0 for r in rows)      # both online
+    assert rows[1]["state"] == "-b-" and rows[1]["time"] > 0             # vCPU 1 waits
+    listed = {r["name"]: r for r in host.ts.list()}
+    assert listed["smp"]["vcpus"] == 2 and listed["alpha"]["vcpus"] == 1
+    info = host.ts.xc.domain_info(domid)
+    assert info["nr_online_vcpus"] == 2 and info["max_vcpu_id"] == 1
+    # vCPU 1's context: in the guest's ap code, on its own stack (the ELF's symbols)
+    with open(image, "rb") as f:
+        syms = {s.name: s["st_value"] for s in ELFFile(f).get_section_by_name(".symtab").iter_symbols()}
+    host.ts.pause("smp")
+    host.run_until(lambda: not host.hv.on_cpu(host.hv.domains[domid]), 1_000_000)
+    try:
+        ctx = host.ts.xc.get_vcpu_context(domid, 1)
+        assert syms["ap_stack"] < ctx["user_regs"]["esp"] <= syms["ap_stack"] + 8192
+        assert ctx["event_callback_eip"] == syms["upcall1"]
+        assert host.ts.xc.get_vcpu_context(domid, 0)["event_callback_eip"] == syms["upcall0"]
+        with pytest.raises(XcError, match="EINVAL|22"):
+            host.ts.xc.get_vcpu_context(domid, 2)
+    finally:
+        host.ts.unpause("smp")
+
+
+def test_save_and_restore_carry_every_vcpu(host, smp, tmp_path):
+    _, domid = smp
+    saved = []
+    host.ts.save("smp", lambda data, err: saved.append((data, err)) or "destroy")
+    assert host.run_until(lambda: saved) and saved[0][1] is None
+    assert domid not in host.hv.domains
+    new = host.ts.restore(saved[0][0], "smp.save")
+    d = host.hv.domains[new]
+    assert [v.online for v in d.vcpus] == [True, True]
+    assert host.run_until(lambda: d.dead), said(host, new)
+    lines = said(host, new)
+    assert lines == ["ipi rounds after 1", "down 1 at the end 0", "vcpu 1 counted in all 16",
+                     "smpvcpu: done"]
+    assert d.shutdown_reason == Shutdown.poweroff
+    host.ts.destroy("smp")
+
+
+def as_version_1(blob: bytes) -> bytes:
+    """A version-2 context of a one-vCPU domain in version 1's layout (before domains had
+    several vCPUs: vCPU 0's records at the top level)."""
+    st = codec.decode(blob)
+    v = st.pop("vcpus")
+    assert len(v) == 1
+    st["version"] = 1
+    st["monitor"].update(v[0]["monitor"])
+    st["gdt_gfns"], st["timer"], st["vcpu"] = v[0]["gdt_gfns"], v[0]["timer"], v[0]["regs"]
+    st["domain"]["blocked"] = v[0]["blocked"]
+    return codec.encode(st, "context")
+
+
+def test_a_version_1_context_still_restores(host, smp):
+    """An image saved before vCPUs were several (context version 1) restores as it was."""
+    image, _ = smp
+    cfg = DomainConfig(name="uni", kernel=str(image), memory=4, vcpus=1, on_poweroff="preserve")
+    domid = host.ts.create(cfg)
+    assert host.run_until(lambda: "initialise 1 -2" in said(host, domid))   # no vCPU 1
+    host.run_until(lambda: host.hv.domains[domid].blocked, 2_000_000)
+    host.ts.pause("uni")
+    host.run_until(lambda: not host.hv.on_cpu(host.hv.domains[domid]), 1_000_000)
+    before = host.ts.xc.get_vcpu_context(domid)
+    saved = []
+    host.ts.save("uni", lambda data, err: saved.append(data) or "destroy")
+    assert host.run_until(lambda: saved)
+    meta, context, frames, memory, used = saverestore.parse_stream(saved[0], "uni.save")
+    new = saverestore.restore_stream(host.ts.xc, meta, as_version_1(context), frames, memory,
+                                     used, 0)
+    try:
+        assert host.ts.xc.get_vcpu_context(new) == before
+        assert host.ts.xc.domain_info(new)["nr_online_vcpus"] == 1
+    finally:
+        host.ts.xc.destroy(new)
+
+
+def test_vcpus_beyond_the_limit_are_refused(host):
+    xc = host.ts.xc
+    domid = xc.create(0, bytes(16), 0)
+    try:
+        with pytest.raises(XcError):
+            xc.max_vcpus(domid, 9)                    # ringvisor's limit is 8
+        xc.max_vcpus(domid, 3)
+        with pytest.raises(XcError):
+            xc.max_vcpus(domid, 2)                    # Xen: vCPUs never go away
+        assert xc.domain_info(domid)["max_vcpu_id"] == 2
+        assert [xc.vcpu_info(domid, k)["online"] for k in range(3)] == [0, 0, 0]
+    finally:
+        xc.destroy(domid)

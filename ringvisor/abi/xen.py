@@ -282,6 +282,15 @@ class VcpuOp(IntEnum):
     register_vcpu_time_memory_area = 13
 
 
+class Runstate(IntEnum):
+    """``RUNSTATE_*``: vcpu_runstate_info.state, where a vCPU's time goes (vcpu.h)."""
+
+    running = 0
+    runnable = 1
+    blocked = 2
+    offline = 3
+
+
 class CallbackType(IntEnum):
     event = 0
     failsafe = 1
@@ -606,6 +615,9 @@ STRUCTS: tuple[Struct, ...] = (
 )
 
 START_INFO_MAGIC = b"xen-3.0-x86_32"
+# ringvisor's limit of vCPUs per domain (domctl max_vcpus, xl.cfg's vcpus): each has its
+# vcpu_info slot in the shared-info page, of which there are XEN_LEGACY_MAX_VCPUS
+RV_MAX_VCPUS = 8
 # ---------------------------------------------------------------------------
 # ringvisor's fixed guest virtual addresses (docs/paravirt.md): just below the
 # hypervisor region (ringvisor.vmm.layout.MLIN), mapped in every address space
@@ -658,6 +670,7 @@ CONSTANT_GROUPS: tuple[tuple[type[IntEnum], str, str], ...] = (
     (EvtchnOp, "EVTCHNOP_", "event_channel_op commands (event_channel.h)"),
     (EvtchnStat, "EVTCHNSTAT_", "evtchn_status.status"),
     (VcpuOp, "VCPUOP_", "vcpu_op commands (vcpu.h)"),
+    (Runstate, "RUNSTATE_", "vcpu_runstate_info.state (vcpu.h)"),
     (CallbackType, "CALLBACKTYPE_", "callback types (callback.h)"),
     (CallbackOp, "CALLBACKOP_", "callback_op commands"),
     (PhysdevOp, "PHYSDEVOP_", "physdev_op commands (physdev.h)"),

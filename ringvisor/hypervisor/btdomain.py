@@ -29,6 +29,7 @@ so): its translation cache and its devices have no record in Xen's stream.
 from __future__ import annotations
 
 import struct
+from contextlib import contextmanager
 
 from ringvisor.abi import Errno, HvmParam
 from ringvisor.hw.boot import multiboot
@@ -97,7 +98,14 @@ class BtDomainMonitor(BinaryTranslation):
         c.eflags, c.ss = self.real_eflags(r["eflags"] & ~IF), v.ss | 1
         c.sregs = {i: r[n] & 0xFFFC for i, n in ((0, "es"), (3, "ds"), (4, "fs"), (5, "gs"))}
         c.extra = {"dr": [0] * 8}
-        d.started = True
+        d.vcpus[0].initialised = d.vcpus[0].online = True
+
+    def load_vcpu(self, k: int) -> None:
+        """(A bt domain has one vCPU: always loaded.)"""
+
+    @contextmanager
+    def on_vcpu(self, k: int):
+        yield self.dom.vcpus[k]
 
     def context(self) -> dict:
         raise HypercallError(Errno.EOPNOTSUPP)     # (no vcpu_guest_context for a bt vCPU)

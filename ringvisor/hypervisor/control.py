@@ -15,7 +15,7 @@ from ringvisor.abi import (CONTEXT_MAX, DOMCTL, DOMCTL_GETDOMAININFO, DOMCTL_INT
                            FlaskOp, SchedCmd, Scheduler, Sysctl)
 from ringvisor.vmm.paravirt import HypercallError
 
-from . import domsave, xsm
+from . import domsave, vcpus, xsm
 from .domain import State
 
 MAX_POLICY = 64 * 1024
@@ -37,16 +37,23 @@ def domaininfo(hv, d) -> dict:
         flags |= (d.shutdown_reason or 0) << DomInfoFlag.shutdownshift
     if d.paused and not d.dead:
         flags |= DomInfoFlag.paused
-    if d.state is State.BLOCKED:
-        flags |= DomInfoFlag.blocked
-    if hv.current is d and d.state is not State.BLOCKED:
+    if d.blocked:
+        flags |= DomInfoFlag.blocked      # (every online vCPU waits for an event)
+    if hv.on_cpu(d) and not hv.current.blocked:
         flags |= DomInfoFlag.running      # (a blocked vCPU waits on the CPU it last had)
     if d.kind == "bt":
         flags |= DomInfoFlag.hvm_guest
     return {"domain": d.domid, "flags": flags, "tot_pages": d.tot_pages,
             "max_pages": d.max_pages, "shared_info_frame": d.monitor.si_phys >> 12 if d.monitor else 0,
-            "cpu_time": d.cpu_time_ns, "nr_online_vcpus": 1 if d.started else 0,
-            "max_vcpu_id": 0, "ssidref": hv.sid_of(d.ssid), "handle": list(d.uuid), "cpupool": 0}
+            "cpu_time": d.cpu_time_ns, "nr_online_vcpus": len(d.online_vcpus),
+            "max_vcpu_id": len(d.vcpus) - 1, "ssidref": hv.sid_of(d.ssid), "handle": list(d.uuid), "cpupool": 0}
+
+
+def _vcpu_of(d, vcpu: int) -> int:
+    """A vCPU ``d`` has (Xen's domctl: -EINVAL past ``max_vcpus``)."""
+    if not 0 <= vcpu < len(d.vcpus):
+        _fail(Errno.EINVAL)
+    return vcpu
 
 
 def _target(mon, domid: int, perm: str):
@@ -100,31 +107,37 @@ def domctl(mon, ptr: int) -> int:
             _fail(Errno.EINVAL)
         d.max_pages = kb >> 2
     elif cmd == Domctl.max_vcpus:
-        _target(mon, domid, "max_vcpus")
-        if u["max_vcpus"]["max"] != 1:
-            _fail(Errno.EINVAL)                      # one vCPU per domain here
+        d = _target(mon, domid, "max_vcpus")
+        if d is mon.dom or d.started:
+            _fail(Errno.EINVAL)                      # (not its own; before it runs)
+        vcpus.set_max_vcpus(hv, d, u["max_vcpus"]["max"])
     elif cmd in (Domctl.setvcpucontext, Domctl.getvcpucontext):
         set_ = cmd == Domctl.setvcpucontext
         d = _target(mon, domid, "setvcpucontext" if set_ else "getvcpucontext")
         vc = u["vcpucontext"]
-        if vc["vcpu"] != 0:
-            _fail(Errno.ENOENT)
+        k = _vcpu_of(d, vc["vcpu"])
         if not d.paused or d.monitor is None:
             _fail(Errno.EINVAL)                      # only a paused domain's vCPU
         addr = vc["ctxt"] & 0xFFFFFFFF
         if set_:
-            d.monitor.boot(VCPU_GUEST_CONTEXT.unpack(mon._read(addr, VCPU_GUEST_CONTEXT.size)))
+            ctx = VCPU_GUEST_CONTEXT.unpack(mon._read(addr, VCPU_GUEST_CONTEXT.size))
+            if k == 0:
+                d.monitor.boot(ctx)
+            elif d.kind == "pv":
+                d.monitor.boot(ctx, k)
+            vcpus.context_set(hv, d.vcpus[k])
         else:
-            if not d.started:
+            if not d.vcpus[k].initialised:
                 _fail(Errno.ENODATA)
-            mon._write(addr, VCPU_GUEST_CONTEXT.pack(d.monitor.context()))
+            with d.monitor.on_vcpu(k):
+                ctx = d.monitor.context()
+            mon._write(addr, VCPU_GUEST_CONTEXT.pack(ctx))
     elif cmd == Domctl.getvcpuinfo:
         d = _target(mon, domid, "getvcpuinfo")
-        if u["getvcpuinfo"]["vcpu"] != 0:
-            _fail(Errno.ENOENT)
-        out = ("getvcpuinfo", {"vcpu": 0, "online": int(d.started), "blocked":
-                               int(d.state is State.BLOCKED), "running": int(hv.current is d),
-                               "cpu_time": d.cpu_time_ns, "cpu": 0})
+        v = d.vcpus[_vcpu_of(d, u["getvcpuinfo"]["vcpu"])]
+        out = ("getvcpuinfo", {"vcpu": v.vcpu_id, "online": int(v.online),
+                               "blocked": int(v.blocked), "running": int(hv.current is v),
+                               "cpu_time": v.cpu_time_ns, "cpu": 0})
     elif cmd == Domctl.scheduler_op:
         d = _target(mon, domid, "scheduler")
         s = u["scheduler_op"]
@@ -134,7 +147,8 @@ def domctl(mon, ptr: int) -> int:
             w, cap = s["u"]["credit"]["weight"], s["u"]["credit"]["cap"]
             if w:
                 d.weight = w
-            d.cap = cap if cap <= 100 else _fail(Errno.EINVAL)
+            # percent of one CPU: up to all of its vCPUs' worth (Xen's cap)
+            d.cap = cap if cap <= 100 * len(d.vcpus) else _fail(Errno.EINVAL)
         elif s["cmd"] == SchedCmd.getinfo:
             s["u"] = {"credit": {"weight": d.weight, "cap": d.cap}}
             out = ("scheduler_op", s)

@@ -7,17 +7,18 @@ frames below it, the physical interrupts (routed to the domain allowed them)
 and the physical timer (the domains' virtual timers and the scheduler's
 deadlines multiplexed on it), the domain table, the credit scheduler, the
 security module and the hypervisor's console.  What is per domain
-(``Domain``, its ``DomainMonitor``) is the vCPU with its saved state, page
-tables and shadows, trap table, callbacks, event channels, grant table and
-P2M.
+(``Domain``, its ``DomainMonitor``) is its vCPUs with their saved state,
+page tables and shadows, trap tables, callbacks, event channels, grant table
+and P2M.
 
 Every entry into the hypervisor comes through the real IDT while some
 domain's vCPU was on the CPU (or the idle vCPU, when nothing could run): that
 domain's monitor handles it (a hypercall, a fault to reflect, a page-table
-store...), then the scheduler decides who runs next.  A context switch saves
-the outgoing vCPU's registers and interrupt frame, loads the incoming
-domain's GDT into the real one, its shadow page directory into CR3, its
-registers, delivers its pending events, and returns to it with a real IRET.
+store...), then the scheduler decides which vCPU runs next.  A context switch
+saves the outgoing vCPU's registers and interrupt frame, loads the incoming
+vCPU's state in its domain's monitor (``load_vcpu``), its GDT into the real
+one, its shadow page directory into CR3, its registers, delivers its pending
+events, and returns to it with a real IRET.
 
 A domain that breaks the rules is stopped alone (crashed, with a report in
 the hypervisor's console); the machine stops only when Domain 0 does.
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import struct
 
 from ringvisor.abi import (VCPU_GUEST_CONTEXT, DomId, Errno, FlatSel, Shutdown, Virq,
                            pv_boot_context)
@@ -41,9 +41,9 @@ from ringvisor.vmm.monitor import build_region
 from ringvisor.vmm.paravirt import HypercallError, pv_region
 from ringvisor.vmm.platform import HypervisorTimer
 
-from . import blkback, memory, sched
+from . import blkback, memory, sched, vcpus
 from .console import HypervisorConsole
-from .domain import Domain, State
+from .domain import Domain, Runstate, State, Vcpu
 from .evtchn import DomainEvents
 from .frames import FrameAllocator, OutOfMemory
 from .grant import GrantTable
@@ -85,7 +85,7 @@ class Hypervisor:
         self.frames = FrameAllocator(self.mem, 0x100, self.base >> 12)
         self.domains: dict[int, Domain] = {}
         self.next_domid = 1
-        self.current: Domain | None = None
+        self.current: Vcpu | None = None        # the vCPU on the CPU (None: idle)
         self.caller: Domain | None = None       # Domain 0 while its toolstack calls
         self.console = HypervisorConsole()
         self.xsm = SecurityModule(self.printk)
@@ -192,12 +192,13 @@ class Hypervisor:
         self.next_domid = domid + 1
         d.events = DomainEvents(self, d, self.mem, pages["shared_info"])
         d.grants = GrantTable(self, d)
+        v0 = d.vcpus[0]
         if kind == "bt":
             d.monitor = BtDomainMonitor(self, d, pages, pool, tc)
         else:
-            timer = DomainTimer(self.clock, lambda d=d: self._timer_fired(d))
-            d.monitor = DomainMonitor(self, d, 0, "", pages, pool, timer, d.events)
-        self.sched.add(d)
+            v0.timer = self._vcpu_timer(v0)
+            d.monitor = DomainMonitor(self, d, 0, "", pages, pool, v0.timer, d.events)
+        self.sched.add(v0)
         self.printk(f"domain {domid} created ({ssid}{', binary translation' if kind == 'bt' else ''})")
         return d
 
@@ -221,22 +222,30 @@ class Hypervisor:
         ctx = VCPU_GUEST_CONTEXT.unpack(VCPU_GUEST_CONTEXT.pack(
             pv_boot_context(info.entry, info.eax, info.ebx)))
         d.monitor.boot(ctx)
+        vcpus.context_set(self, d.vcpus[0])
         # Domain 0's is the virtual PIC the machine's interrupts reach; the physical pair is
         # the hypervisor's, programmed to its vectors
         d.monitor.platform.take_over()
         self.unpause(d)
         return d
 
+    def _vcpu_timer(self, v: Vcpu) -> DomainTimer:
+        return DomainTimer(self.clock, lambda: self._timer_fired(v))
+
     # -- lifecycle --------------------------------------------------------------------------
+    def on_cpu(self, d: Domain) -> bool:
+        """One of ``d``'s vCPUs is the one on the CPU."""
+        return self.current is not None and self.current.dom is d
+
     def pause(self, d: Domain) -> None:
         d.paused += 1
-        if d is self.current:
+        if self.on_cpu(d):
             self.kick()
 
     def unpause(self, d: Domain) -> None:
         d.paused = max(0, d.paused - 1)
-        if d.runnable:
-            self.event_for(d, wake=False)
+        for v in d.vcpus:
+            self.preempt_for(v)
 
     def shutdown(self, d: Domain, reason: int) -> None:
         if d.dead:
@@ -261,7 +270,7 @@ class Hypervisor:
         dom0 = self.domains.get(0)
         if dom0 is not None:
             dom0.events.raise_virq(Virq.DOM_EXC)
-        if d is self.current and not self.in_entry:
+        if self.on_cpu(d) and not self.in_entry:
             self.kick()
         self.domain_changed()
 
@@ -272,7 +281,7 @@ class Hypervisor:
         if d.state is not State.DYING:
             d.state = State.DYING
             d.monitor.close()
-        if d is self.current:
+        if self.on_cpu(d):
             # it is on the CPU: it is taken apart once the CPU has left it
             if d not in self.dying:
                 self.dying.append(d)
@@ -285,7 +294,8 @@ class Hypervisor:
         blkback.release(self, d)
         d.events.close_all()
         d.grants.release_all()
-        self.sched.remove(d)
+        for v in d.vcpus:
+            self.sched.remove(v)
         for other in self.domains.values():
             for gpfn, owner in list(other.foreign.items()):
                 if owner == d.domid:
@@ -300,13 +310,23 @@ class Hypervisor:
         self.domain_changed()
 
     # -- events and timers -------------------------------------------------------------------
-    def event_for(self, d: Domain, wake: bool = True) -> None:
-        """Something is pending for ``d``: wake it, and take the CPU for it if it should."""
-        if d.state is State.BLOCKED:
-            d.state = State.RUNNABLE
+    def event_for(self, v: Vcpu, wake: bool = True) -> None:
+        """Something is pending for vCPU ``v``: wake it, and take the CPU for it if it
+        should (or if the CPU waits in a vCPU that cannot run)."""
+        if v.blocked:
+            v.blocked = False
+            if v is not self.current:
+                v.set_runstate(Runstate.runnable, self.clock.now_ns())
             if wake:
-                self.sched.wake(d)
-        if d is not self.current and d.runnable and self.sched.should_preempt(self.current, d):
+                self.sched.wake(v)
+        self.preempt_for(v)
+
+    def preempt_for(self, v: Vcpu) -> None:
+        """``v`` may run: take the CPU for it if it should have it (or if the CPU waits in
+        a vCPU that cannot run)."""
+        cur = self.current
+        if v is not cur and v.runnable and (self.sched.should_preempt(cur, v) or
+                                           (cur is not None and not cur.runnable)):
             self.kick()
 
     def device_interrupt(self, d: Domain) -> None:
@@ -314,24 +334,25 @@ class Hypervisor:
         CPU, enter the hypervisor to deliver it (as a physical interrupt would)."""
         if d.dead:
             return
-        self.event_for(d)
-        if d is self.current:
+        self.event_for(d.vcpus[0])
+        if self.on_cpu(d):
             self.kick()
 
     def toolstack_event(self) -> None:
         self.toolstack_wakeup()
 
-    def _timer_fired(self, d: Domain) -> None:
+    def _timer_fired(self, v: Vcpu) -> None:
+        d = v.dom
         if d.events is not None and not d.dead:
-            d.events.raise_virq(Virq.TIMER)
-            if d is self.current:
+            d.events.raise_virq(Virq.TIMER, v.vcpu_id)
+            if v is self.current:
                 self.kick()          # to deliver it now: the guest may be in a loop
 
     def _accounting(self) -> None:
         self.sched.account()
         self._acct = self.clock.schedule(self.clock.cycles() + self.clock.ns_to_cycles(sched.ACCT_NS),
                                          self._accounting)
-        if sum(1 for d in self.domains.values() if self.sched.eligible(d)) > 1:
+        if sum(1 for v in self.sched.domains.values() if self.sched.eligible(v)) > 1:
             self.kick()                   # priorities may have changed
 
     def kick(self) -> None:
@@ -342,6 +363,7 @@ class Hypervisor:
         self.kicker.arm(self.clock.now_ns())
 
     def yield_cpu(self, d: Domain) -> None:
+        """SCHEDOP_yield from the running vCPU: its slice ends (it goes behind its equals)."""
         self.slice_end = 0
 
     def external(self, vector: int) -> bool:
@@ -390,7 +412,7 @@ class Hypervisor:
         self.stats["entries"] += 1
         try:
             self._charge()
-            d = self.current
+            d = self.current.dom if self.current is not None else None
             if d is None:
                 f = self._idle_entry(cpu)
             else:
@@ -412,21 +434,22 @@ class Hypervisor:
         return f
 
     def _charge(self) -> None:
-        """The current domain ran since the last entry (unless it was halted, blocked)."""
+        """The current vCPU ran since the last entry (unless it was halted, blocked)."""
         now = self.clock.now_ns()
-        d = self.current
-        if d is not None and d.state is State.RUNNABLE:
+        v = self.current
+        if v is not None and not v.blocked and v.dom.state is State.RUNNABLE:
             ns = now - self.last_ns
-            d.cpu_time_ns += ns
-            self.sched.charge(d, ns)
+            v.cpu_time_ns += ns
+            v.dom.cpu_time_ns += ns
+            self.sched.charge(v, ns)
         self.last_ns = now
 
     def _schedule(self, f: Frame) -> None:
         cur = self.current
         now = self.clock.now_ns()
-        if cur is not None and not cur.dead and cur.monitor.halting:
-            cur.state = State.BLOCKED
-        if cur is not None and cur.monitor.step is not None and cur.runnable:
+        if cur is not None and not cur.dom.dead and cur.dom.monitor.halting:
+            cur.blocked = True
+        if cur is not None and cur.dom.monitor.step is not None and cur.runnable:
             nxt = cur                             # a single-stepped table store: finish it
         else:
             expired = now >= self.slice_end
@@ -434,9 +457,10 @@ class Hypervisor:
                 self.sched.descheduled(cur, expired)
             nxt = self.sched.pick(cur, expired)
         if nxt is None:
-            if cur is not None and cur.state is State.BLOCKED and cur not in self.dying:
-                cur.monitor.halting = True        # wait in its context for the next interrupt
-                cur.monitor.resume(f)
+            if cur is not None and cur.blocked and cur.online and cur.dom.state is State.RUNNABLE \
+                    and cur.dom not in self.dying:
+                cur.dom.monitor.halting = True    # wait in its context for the next interrupt
+                cur.dom.monitor.resume(f)
                 return
             self._switch(cur, None, f)
             return
@@ -445,10 +469,10 @@ class Hypervisor:
             return
         if now >= self.slice_end:
             self._arm_slice(now)
-        cur.monitor.resume(f)
+        cur.dom.monitor.resume(f)
 
-    def _save(self, d: Domain, f: Frame) -> None:
-        c, st = d.ctx, self.cpu.state
+    def _save(self, v: Vcpu, f: Frame) -> None:
+        c, st = v.ctx, self.cpu.state
         c.regs = list(st.regs)
         c.eip, c.cs, c.eflags, c.ss = f.eip, f.cs, f.eflags, f.ss
         c.sregs = {i: st.segs[i].selector for i in (ES, DS, FS, GS)}
@@ -456,20 +480,24 @@ class Hypervisor:
         if hasattr(st, "fpu"):
             c.extra["fpu"] = copy.deepcopy(st.fpu)    # x87/MMX/SSE: each vCPU has its own
 
-    def _switch(self, cur: Domain | None, nxt: Domain | None, f: Frame) -> None:
+    def _switch(self, cur: Vcpu | None, nxt: Vcpu | None, f: Frame) -> None:
         st, cpu = self.cpu.state, self.cpu
-        if cur is not None and not cur.dead:
+        now = self.clock.now_ns()
+        if cur is not None and not cur.dom.dead:
             self._save(cur, f)
         if cur is not None:
-            cur.monitor.halting = cur.monitor.guest_halted = False
+            cur.dom.monitor.halting = cur.dom.monitor.guest_halted = False
+            cur.set_runstate(Runstate.offline if not cur.online else
+                             Runstate.blocked if cur.blocked else Runstate.runnable, now)
+        nd = nxt.dom if nxt is not None else None
         for d in self.dying:
-            if d is not nxt:
+            if d is not nd:
                 self._teardown(d)
-        self.dying = [d for d in self.dying if d.domid in self.domains and d is nxt]
+        self.dying = [d for d in self.dying if d.domid in self.domains and d is nd]
         self.current = nxt
         self.stats["context_switches"] += 1
         # RDTSC reads the running domain's TSC (a restored one continues its own)
-        st.tsc_offset = nxt.monitor.tsc_offset if nxt is not None else 0
+        st.tsc_offset = nd.monitor.tsc_offset if nd is not None else 0
         if nxt is None:
             # the idle vCPU: flat ring-1 segments, an empty address space, halted
             install_flat(self.mem, self.base)
@@ -483,7 +511,9 @@ class Hypervisor:
             st.halted = True
             cpu.limit = 0
             return
-        m = nxt.monitor
+        m = nd.monitor
+        m.load_vcpu(nxt.vcpu_id)                  # its vCPU's state in the monitor
+        nxt.set_runstate(Runstate.running, now)
         c = nxt.ctx
         m.gdt.reload()                            # the real GDT: its descriptors now
         if m.vcpu.ldtr & 0xFFFC:
@@ -511,7 +541,7 @@ class Hypervisor:
         try:
             m.switched_in(f)                      # what became pending while it was off
         except (UnsupportedFeature, TripleFault) as e:
-            self.crash(nxt, str(e))
+            self.crash(nd, str(e))
             self._switch(None, self.sched.pick(None, True), f)
             return
         self._arm_slice(self.clock.now_ns())
@@ -519,8 +549,8 @@ class Hypervisor:
         m.resume(f)
 
     def _arm_slice(self, now: int) -> None:
-        d = self.current
-        self.slice_end = now + (self.sched.slice_for(d) if d is not None else sched.TSLICE_NS)
+        v = self.current
+        self.slice_end = now + (self.sched.slice_for(v) if v is not None else sched.TSLICE_NS)
         self.clock.cancel(getattr(self, "_slice", None))
         self._slice = self.clock.schedule(self.clock.ns_to_cycles(self.slice_end), self.kick)
 

@@ -2,14 +2,17 @@
 
 Xen's ``struct domain``: an id, a name and UUID (the toolstack's), a
 lifecycle state, memory (its P2M: pseudo-physical frame -> machine frame,
-with ``max_pages`` as the ceiling a balloon may reach), its virtual CPU and
-what it left in the real processor when it was last descheduled
-(:class:`VcpuContext`), event channels, a grant table, scheduler
+with ``max_pages`` as the ceiling a balloon may reach), its virtual CPUs
+(:class:`Vcpu`, Xen's ``struct vcpu``: up to ``max_vcpus``, each with what
+it left in the real processor when it was last descheduled,
+:class:`VcpuContext`), event channels, a grant table, scheduler
 parameters, its security label, and the monitor that runs it (``pv``: the
 para-virtual one; ``bt``: binary translation).
 
 The states are xl's: ``r`` running, ``b`` blocked, ``p`` paused, ``s`` shut
-down, ``c`` crashed, ``d`` dying.
+down, ``c`` crashed, ``d`` dying.  Running and blocked are the vCPUs'
+(Xen's ``getdomaininfo``: running if one of them is on the CPU, blocked if
+every online one waits for an event); the others are the domain's.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import uuid as _uuid
 from dataclasses import dataclass, field
 from enum import Enum
 
+from ringvisor.abi import Runstate
+
 
 class State(Enum):
-    RUNNABLE = "runnable"      # ready or running (xl: r, or - while waiting for the CPU)
-    BLOCKED = "blocked"        # waiting for an event (b)
+    RUNNABLE = "runnable"      # alive: its vCPUs run, wait for the CPU or block (r, b, -)
     SHUTDOWN = "shutdown"      # shut down with a reason (s)
     CRASHED = "crashed"        # the hypervisor stopped it, or it said so (c)
     DYING = "dying"            # being destroyed (d)
@@ -44,7 +48,61 @@ class VcpuContext:
     extra: dict = field(default_factory=dict)               # other per-CPU state (debug registers)
 
 
-@dataclass
+@dataclass(eq=False)
+class Vcpu:
+    """One virtual CPU of a domain (Xen's ``struct vcpu``): what the scheduler runs.
+
+    vCPU 0 comes up when its context is set (``setvcpucontext`` with VGCF_online, as
+    Xen's ``arch_set_info_guest``); the others are initialised and brought up by the
+    guest (``VCPUOP_initialise``, ``VCPUOP_up``).  ``slot`` holds the monitor's
+    per-vCPU state (virtual CPU, trap table, callbacks, GDT, kernel stack, timers)
+    while another vCPU of the domain is loaded in the monitor (``pvdomain``)."""
+
+    dom: "Domain"
+    vcpu_id: int
+    initialised: bool = False         # it was given a context
+    online: bool = False              # not VPF_down: it may run
+    blocked: bool = False             # waiting for an event (SCHEDOP_block, a halt)
+    ctx: VcpuContext = field(default_factory=VcpuContext)
+    cpu_time_ns: int = 0
+    slot: dict | None = None
+    timer: object = None              # its one-shot and periodic timers (timers.DomainTimer)
+    runstate: int = Runstate.offline
+    state_entry_ns: int = 0
+    runstate_ns: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+
+    # what the credit scheduler asks of what it schedules (sched.py)
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.dom.domid, self.vcpu_id)
+
+    @property
+    def domid(self) -> int:
+        return self.dom.domid
+
+    @property
+    def weight(self) -> int:
+        return self.dom.weight
+
+    @property
+    def cap(self) -> int:
+        return self.dom.cap
+
+    @property
+    def runnable(self) -> bool:
+        d = self.dom
+        return self.online and not self.blocked and d.state is State.RUNNABLE and not d.paused
+
+    def set_runstate(self, state: int, now_ns: int) -> None:
+        """Enter ``state`` at ``now_ns`` (Xen's vcpu_runstate_change): the time spent in
+        the old one is added to its total."""
+        if state == self.runstate:
+            return
+        self.runstate_ns[self.runstate] += max(0, now_ns - self.state_entry_ns)
+        self.runstate, self.state_entry_ns = int(state), now_ns
+
+
+@dataclass(eq=False)
 class Domain:
     domid: int
     name: str = ""
@@ -63,9 +121,8 @@ class Domain:
     max_vcpus: int = 1
     nr_ram_pages: int = 0             # what the guest was booted with (start_info.nr_pages)
     xen_frames: list[int] = field(default_factory=list)   # the hypervisor's frames for it
-    ctx: VcpuContext = field(default_factory=VcpuContext)
-    started: bool = False             # a vCPU context was set: it can run
-    cpu_time_ns: int = 0
+    vcpus: list[Vcpu] = field(default_factory=list)       # (vCPU 0 from the start)
+    cpu_time_ns: int = 0              # its vCPUs' time, summed
     weight: int = 256
     cap: int = 0
     monitor: object = None            # the per-domain monitor (hypervisor.pvdomain)
@@ -74,6 +131,34 @@ class Domain:
     console: bytearray = field(default_factory=bytearray)   # console_io output (DomU: dmesg)
     irqs: frozenset = frozenset()     # physical IRQs it may bind
     io_privileged: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.vcpus:
+            self.vcpus = [Vcpu(self, 0)]
+
+    @property
+    def ctx(self) -> VcpuContext:
+        """vCPU 0's saved state (a bt domain has no other)."""
+        return self.vcpus[0].ctx
+
+    @ctx.setter
+    def ctx(self, value: VcpuContext) -> None:
+        self.vcpus[0].ctx = value
+
+    @property
+    def started(self) -> bool:
+        """vCPU 0 was given a context: the domain can run."""
+        return self.vcpus[0].initialised
+
+    @property
+    def online_vcpus(self) -> list[Vcpu]:
+        return [v for v in self.vcpus if v.online]
+
+    @property
+    def blocked(self) -> bool:
+        """Every online vCPU waits for an event (and one is online)."""
+        on = self.online_vcpus
+        return bool(on) and all(v.blocked for v in on) and self.state is State.RUNNABLE
 
     @property
     def tot_pages(self) -> int:
@@ -86,14 +171,15 @@ class Domain:
 
     @property
     def runnable(self) -> bool:
-        return self.state is State.RUNNABLE and not self.paused and self.started
+        """One of its vCPUs could run."""
+        return any(v.runnable for v in self.vcpus)
 
     def letter(self, running: bool) -> str:
         """The state column of ``xl list``: six positions, one letter set."""
         flags = ["-"] * 6
         if running:
             flags[0] = "r"
-        if self.state is State.BLOCKED:
+        if self.blocked:
             flags[1] = "b"
         if self.paused and not self.dead:
             flags[2] = "p"

@@ -7,11 +7,13 @@ that context is ringvisor's own record (``CONTEXT_VERSION``, canonical JSON
 through ``lifecycle.codec``): everything of the domain that is not in its
 memory --
 
-- the vCPU as a context switch leaves it (``VcpuContext``: registers, the
-  interrupt frame, segment selectors, debug registers, the x87/MMX/SSE
-  state) and the monitor's virtual CPU (virtual IF, IOPL, CR0-CR4, the GDT
-  and IDT it gave, the interrupt shadow, a halt), its trap table,
-  callbacks, kernel stack, pinned tables, the virtual PIC, the counters;
+- every vCPU (``vcpus``, version 2: one record each) as a context switch
+  leaves it (``VcpuContext``: registers, the interrupt frame, segment
+  selectors, debug registers, the x87/MMX/SSE state) and the monitor's
+  virtual CPU (virtual IF, IOPL, CR0-CR4, the GDT and IDT it gave, the
+  interrupt shadow, a halt), its trap table, callbacks, kernel stack, GDT
+  frames, timers, whether it is initialised, online, blocked, its CPU time
+  and runstate; the domain's pinned tables, virtual PIC and counters;
 - the start-of-day pages the hypervisor keeps for it (start_info,
   shared_info with the event channels' pending and mask bits and the time,
   the boot stack) and its grant table's frames, and where it placed the
@@ -44,14 +46,17 @@ from ringvisor.lifecycle import codec
 from ringvisor.vmm import state as S
 from ringvisor.vmm.paravirt import HypercallError
 
-from .domain import State, VcpuContext
+from . import vcpus
+from .domain import VcpuContext
 from .memory import clear_entry, set_entry
 
-CONTEXT_VERSION = 1
-# the monitor's own state that names no machine frame (the rest is below, translated)
-MONITOR_FIELDS = ("vcpu", "platform", "step_state", "shadow_at", "guest_halted", "traps",
-                  "emulated", "stats", "trap_table", "callbacks", "kstack", "hypercalls",
-                  "time_version", "watchpoints")
+CONTEXT_VERSION = 2        # 2: every vCPU (1: vCPU 0 alone, still restored)
+# the monitor's own state that names no machine frame (the rest is below, translated):
+# each vCPU's, and the domain's
+VCPU_MONITOR_FIELDS = ("vcpu", "step_state", "shadow_at", "guest_halted", "trap_table",
+                       "callbacks", "kstack", "time_version")
+DOMAIN_MONITOR_FIELDS = ("platform", "traps", "emulated", "stats", "hypercalls", "watchpoints")
+MONITOR_FIELDS = VCPU_MONITOR_FIELDS + DOMAIN_MONITOR_FIELDS
 # ... and the rest of the monitor's state, each carried in its own way below (or, the
 # shadows and the real GDT's and LDT's copies, rebuilt: the tables at every switch to the
 # domain, from the vCPU's GDTR and LDTR); a test checks these cover the monitor's STATE
@@ -106,7 +111,7 @@ def get_context(hv, d) -> bytes:
         _fail(Errno.EINVAL)
     if d.kind != "pv":
         _fail(Errno.EOPNOTSUPP)            # a bt domain's translations and devices: no record
-    if d is hv.current:
+    if hv.on_cpu(d):
         _fail(Errno.EBUSY)                 # (a paused domain leaves the CPU at the next entry)
     m, mem = d.monitor, hv.mem
     placed = _xen_placed(d, m)
@@ -117,29 +122,49 @@ def get_context(hv, d) -> bytes:
         if p["state"] == EvtchnStat.interdomain:      # the peer does not come along
             p = {**p, "state": int(EvtchnStat.unbound), "remote": -1}
         ports.append(p)
-    c = d.ctx
-    fpu = c.extra.get("fpu")
     state = {
         "version": CONTEXT_VERSION,
-        "monitor": S.get_attrs(_Fields(m)),
-        "gdt_gfns": [m._gfn(f << 12) for f in m.gdt_frames],
+        "monitor": S.get_attrs(_DomainFields(m)),
+        "vcpus": [_vcpu_record(m, v) for v in d.vcpus],
         "pinned_gfns": sorted(m._gfn(f << 12) for f in m.pinned),
         "params": dict(m.params), "cmdline": m.cmdline, "guest_ram": m.guest_ram,
         "events": {**d.events.get_state(), "ports": ports},
-        "timer": m.timer.get_state(),
         # its clock as it read at the save: a restore continues it (Xen's save records
         # the time base), where the machine's clock there may be anywhere
         "time": {"system_ns": m.system_ns(), "tsc": m.guest_tsc()},
         "pages": {name: mem.read(addr, PAGE) for name, addr in _pages(m).items()},
         "grant_frames": [mem.read(f << 12, PAGE) for f in d.grants.frames],
         "xen_placed": placed,
-        "vcpu": {"regs": list(c.regs), "eip": c.eip, "cs": c.cs, "eflags": c.eflags,
-                 "ss": c.ss, "sregs": dict(c.sregs), "dr": list(c.extra.get("dr", [])),
-                 "fpu": fpu.to_dict() if fpu is not None else None},
         "domain": {"nr_ram_pages": d.nr_ram_pages, "max_pages": d.max_pages,
-                   "blocked": d.state is State.BLOCKED, "cpu_time_ns": d.cpu_time_ns},
+                   "cpu_time_ns": d.cpu_time_ns},
     }
     return codec.encode(state, "context")
+
+
+def _vcpu_record(m, v) -> dict:
+    """vCPU ``v``'s part of the context."""
+    c = v.ctx
+    fpu = c.extra.get("fpu")
+    with m.on_vcpu(v.vcpu_id):
+        return {"monitor": S.get_attrs(_VcpuFields(m)),
+                "gdt_gfns": [m._gfn(f << 12) for f in m.gdt_frames],
+                "timer": v.timer.get_state(),
+                "regs": {"regs": list(c.regs), "eip": c.eip, "cs": c.cs, "eflags": c.eflags,
+                         "ss": c.ss, "sregs": dict(c.sregs), "dr": list(c.extra.get("dr", [])),
+                         "fpu": fpu.to_dict() if fpu is not None else None},
+                "initialised": v.initialised, "online": v.online, "blocked": v.blocked,
+                "cpu_time_ns": v.cpu_time_ns,
+                "runstate": [v.runstate, *v.runstate_ns]}
+
+
+def _version_1(st: dict) -> dict:
+    """A version-1 context (vCPU 0 alone, at the top level) in version 2's shape."""
+    mon = st["monitor"]
+    st["vcpus"] = [{"monitor": {k: mon[k] for k in VCPU_MONITOR_FIELDS},
+                    "gdt_gfns": st["gdt_gfns"], "timer": st["timer"], "regs": st["vcpu"],
+                    "initialised": True, "online": True, "blocked": st["domain"]["blocked"],
+                    "cpu_time_ns": st["domain"]["cpu_time_ns"]}]
+    return st
 
 
 def set_context(hv, d, blob: bytes) -> None:
@@ -153,6 +178,10 @@ def set_context(hv, d, blob: bytes) -> None:
         st = codec.decode(blob)
         if st["version"] > CONTEXT_VERSION:
             _fail(Errno.EOPNOTSUPP)
+        if st["version"] == 1:
+            st = _version_1(st)
+        if len(st["vcpus"]) != len(d.vcpus):
+            _fail(Errno.EINVAL)            # (the toolstack sets max_vcpus from the stream)
         _apply(hv, d, st)
     except HypercallError:
         raise
@@ -166,7 +195,7 @@ def _apply(hv, d, st: dict) -> None:
     if set(pages) != set(_pages(m)) or any(len(v) != PAGE for v in pages.values()):
         raise ValueError("start-of-day pages")
     # everything that names a frame first: a frame the domain does not have is -EPERM
-    gdt_frames = [m._frame(g) >> 12 for g in st["gdt_gfns"]]
+    gdt_frames = [[m._frame(g) >> 12 for g in rec["gdt_gfns"]] for rec in st["vcpus"]]
     pinned = {m._frame(g) >> 12 for g in st["pinned_gfns"]}
     params = {int(k): int(v) for k, v in st["params"].items()}
     grants = st["grant_frames"]
@@ -178,8 +207,8 @@ def _apply(hv, d, st: dict) -> None:
     for f, data in zip(d.grants.frames, grants):
         mem.write(f << 12, bytes(data).ljust(PAGE, b"\0")[:PAGE])
     _place(hv, d, m, st.get("xen_placed", []))
-    S.set_attrs(_Fields(m), st["monitor"])
-    m.gdt_frames, m.pinned, m.params = gdt_frames, pinned, params
+    S.set_attrs(_DomainFields(m), st["monitor"])
+    m.pinned, m.params = pinned, params
     m.cmdline, m.guest_ram = str(st["cmdline"]), int(st["guest_ram"])
     m.map_rings()
     for name, addr in _pages(m).items():
@@ -189,29 +218,42 @@ def _apply(hv, d, st: dict) -> None:
     if t is not None:
         m.time_offset_ns = hv.clock.now_ns() - int(t["system_ns"])
         m.tsc_offset = int(t["tsc"]) - (hv.cpu.tsc() - hv.cpu.state.tsc_offset)
-    m.timer.set_state(st["timer"])
-    v = st["vcpu"]
-    extra = {"dr": [int(x) for x in v["dr"]]} if v["dr"] else {}
-    if v["fpu"] is not None:
-        extra["fpu"] = FpuState.from_dict(v["fpu"])
-    d.ctx = VcpuContext(regs=[int(r) for r in v["regs"]][:8], eip=int(v["eip"]),
-                        cs=int(v["cs"]), eflags=int(v["eflags"]), ss=int(v["ss"]),
-                        sregs={int(k): int(s) for k, s in v["sregs"].items()}, extra=extra)
-    if len(d.ctx.regs) != 8:
-        raise ValueError("registers")
+    for v, rec, frames in zip(d.vcpus, st["vcpus"], gdt_frames):
+        with m.on_vcpu(v.vcpu_id):
+            S.set_attrs(_VcpuFields(m), rec["monitor"])
+            m.gdt_frames = frames
+            m.update_time()                # its own time (above) in its vcpu_info
+        _apply_vcpu(hv, v, rec)
     dom = st["domain"]
     d.nr_ram_pages, d.max_pages = int(dom["nr_ram_pages"]), int(dom["max_pages"])
     d.cpu_time_ns = int(dom["cpu_time_ns"])
-    d.state = State.BLOCKED if dom["blocked"] else State.RUNNABLE
-    m.update_time()                        # its own time (above) in shared_info
     hv.forget_mappings(d)
-    d.started = True
+    if not d.vcpus[0].initialised:
+        raise ValueError("vCPU 0 without a context")
+
+
+def _apply_vcpu(hv, v, rec: dict) -> None:
+    v.timer.set_state(rec["timer"])
+    r = rec["regs"]
+    extra = {"dr": [int(x) for x in r["dr"]]} if r["dr"] else {}
+    if r["fpu"] is not None:
+        extra["fpu"] = FpuState.from_dict(r["fpu"])
+    v.ctx = VcpuContext(regs=[int(x) for x in r["regs"]][:8], eip=int(r["eip"]),
+                        cs=int(r["cs"]), eflags=int(r["eflags"]), ss=int(r["ss"]),
+                        sregs={int(k): int(s) for k, s in r["sregs"].items()}, extra=extra)
+    if len(v.ctx.regs) != 8:
+        raise ValueError("registers")
+    v.initialised, v.online = bool(rec["initialised"]), bool(rec["online"])
+    v.blocked, v.cpu_time_ns = bool(rec["blocked"]), int(rec["cpu_time_ns"])
+    vcpus.context_set(hv, v)
+    if "runstate" in rec:
+        v.runstate_ns = [int(x) for x in rec["runstate"][1:5]]
 
 
 class _Fields:
-    """The monitor seen through ``MONITOR_FIELDS`` only (for ``state.set_attrs``)."""
+    """The monitor seen through some of its fields only (for ``state.set_attrs``)."""
 
-    STATE = MONITOR_FIELDS
+    STATE: tuple = ()
 
     def __init__(self, m) -> None:
         object.__setattr__(self, "_m", m)
@@ -222,3 +264,11 @@ class _Fields:
     def __setattr__(self, name, value) -> None:
         setattr(self._m, name, value)
 
+
+
+class _VcpuFields(_Fields):
+    STATE = VCPU_MONITOR_FIELDS
+
+
+class _DomainFields(_Fields):
+    STATE = DOMAIN_MONITOR_FIELDS

@@ -11,7 +11,18 @@ console channels), the other side binds it (``bind_interdomain``).  Closing
 one end leaves the other unbound, as does destroying a domain.
 
 Physical IRQs go only to domains allowed them (Domain 0: the ISA interrupts);
-a virtual IRQ is per domain.  Every inter-domain step is checked by the
+a virtual IRQ is per domain.
+
+A domain with several vCPUs (Xen's ``event_channel.h``): every port notifies
+one vCPU -- its ``vcpu_info`` slot in the shared-info page gets the selector
+bit and ``evtchn_upcall_pending``, and that vCPU is woken.  ``bind_ipi``
+binds a port to a vCPU (a send on it wakes that vCPU), ``bind_virq`` binds a
+per-vCPU VIRQ (``VIRQ_TIMER``, ``VIRQ_DEBUG``, ...: one port per vCPU) or a
+global one (vCPU 0 only), and ``bind_vcpu`` moves an unbound, inter-domain,
+physical-IRQ or global-VIRQ port to another vCPU (the per-vCPU ones and IPIs
+stay where they were bound: -EINVAL), as Xen's ``evtchn_bind_vcpu``.  The
+vCPU the domain's monitor has loaded is the one whose mask and pending flag
+``upcall_mask``/``upcall_pending`` read (``select``).  Every inter-domain step is checked by the
 security module (class ``event``: create, bind, send, status).
 
 Ports the toolstack binds (Domain 0's user space, through its hypercall
@@ -25,10 +36,20 @@ from __future__ import annotations
 
 from collections import deque
 
-from ringvisor.abi import DomId, Errno, EvtchnStat
-from ringvisor.vmm.evtchn import EvtchnError, EventChannels, Port
+from ringvisor.abi import SHARED_INFO, VCPU_INFO, DomId, Errno, EvtchnStat, Virq
+from ringvisor.vmm.evtchn import VIRQS, EvtchnError, EventChannels, Port
 
 from .xsm import Denied
+
+# Xen's virq_is_global: these are per vCPU, the others the domain's (bound on vCPU 0)
+PER_VCPU_VIRQS = frozenset({Virq.TIMER, Virq.DEBUG, Virq.XENOPROF, Virq.XENPMU})
+PORT_STATES_MOVABLE = (EvtchnStat.unbound, EvtchnStat.interdomain, EvtchnStat.pirq)
+
+
+def virq_key(virq: int, vcpu: int) -> int:
+    """``by_virq``'s key: the VIRQ for vCPU 0 (and for a global one, whichever vCPU it
+    notifies), above it the vCPU's number (Xen's per-vCPU ``virq_to_evtchn``)."""
+    return virq | (vcpu << 8 if virq in PER_VCPU_VIRQS else 0)
 
 
 class DomainEvents(EventChannels):
@@ -39,6 +60,26 @@ class DomainEvents(EventChannels):
         self.user_ports: set[int] = set()        # bound by the toolstack
         self.user_pending: deque[int] = deque()   # signalled, for the toolstack to read
         self.kernel_ports: dict = {}               # served inside the hypervisor: port -> fn
+        o = SHARED_INFO.offset
+        self.o_info0 = self.si + o("vcpu_info[0]")
+        # each field's place in a vcpu_info slot
+        self.r_sel, self.r_upcall, self.r_mask = (
+            o(f"vcpu_info[0].{f}") - o("vcpu_info[0]")
+            for f in ("evtchn_pending_sel", "evtchn_upcall_pending", "evtchn_upcall_mask"))
+        self.selected = 0
+
+    # -- the vCPUs' slots in the shared-info page ----------------------------------------
+    def select(self, vcpu: int) -> None:
+        """The monitor loaded ``vcpu``: its mask and pending flag are the ones read."""
+        self.selected = vcpu
+        base = self.o_info0 + vcpu * VCPU_INFO.size
+        self.o_sel, self.o_upcall, self.o_upcall_mask = (
+            base + self.r_sel, base + self.r_upcall, base + self.r_mask)
+
+    def _vcpu(self, vcpu: int):
+        if not 0 <= vcpu < len(self.dom.vcpus):
+            raise EvtchnError(Errno.ENOENT)
+        return self.dom.vcpus[vcpu]
 
     # -- signalling ---------------------------------------------------------------------
     def set_pending(self, port: int) -> None:
@@ -55,8 +96,23 @@ class DomainEvents(EventChannels):
         super().set_pending(port)
 
     def _notify(self, port: int) -> None:
-        super()._notify(port)
-        self.hv.event_for(self.dom)
+        """Mark the port's vCPU: its selector bit, its upcall pending; wake it."""
+        k = self.ports[port].vcpu
+        base = self.o_info0 + k * VCPU_INFO.size
+        self.mem.write32(base + self.r_sel, self.mem.read32(base + self.r_sel) | 1 << (port >> 5))
+        self.mem.write8(base + self.r_upcall, 1)
+        self.hv.event_for(self.dom.vcpus[k])
+
+    def vcpu_masked(self, vcpu: int, on: bool) -> None:
+        """Set ``vcpu``'s upcall mask (a new vCPU starts with events masked)."""
+        self.mem.write8(self.o_info0 + vcpu * VCPU_INFO.size + self.r_mask, int(on))
+
+    def raise_virq(self, virq: int, vcpu: int = 0) -> None:
+        port = self.by_virq.get(virq_key(virq, vcpu))
+        if port is None:
+            self.stats["events_dropped"] += 1
+            return
+        self.set_pending(port)
 
     # -- checks -------------------------------------------------------------------------
     def _check(self, target, perm: str) -> None:
@@ -112,6 +168,36 @@ class DomainEvents(EventChannels):
             self.user_ports.add(port)
         return port
 
+    def bind_virq(self, virq: int, vcpu: int) -> int:
+        if virq not in VIRQS:
+            raise EvtchnError(Errno.EINVAL)
+        self._vcpu(vcpu)
+        if virq not in PER_VCPU_VIRQS and vcpu != 0:
+            raise EvtchnError(Errno.EINVAL)          # a global VIRQ is bound on vCPU 0
+        key = virq_key(virq, vcpu)
+        if key in self.by_virq:
+            raise EvtchnError(Errno.EEXIST)
+        port = self._alloc()
+        self.ports[port] = Port(EvtchnStat.virq, virq=virq, vcpu=vcpu)
+        self.by_virq[key] = port
+        return port
+
+    def bind_ipi(self, vcpu: int) -> int:
+        self._vcpu(vcpu)
+        port = self._alloc()
+        self.ports[port] = Port(EvtchnStat.ipi, vcpu=vcpu)
+        return port
+
+    def bind_vcpu(self, port: int, vcpu: int) -> None:
+        """Notify ``vcpu`` for ``port`` from now on (EVTCHNOP_bind_vcpu)."""
+        p = self._port(port)
+        self._vcpu(vcpu)
+        if p.state in PORT_STATES_MOVABLE or (p.state == EvtchnStat.virq and
+                                              p.virq not in PER_VCPU_VIRQS):
+            p.vcpu = vcpu
+        else:
+            raise EvtchnError(Errno.EINVAL)
+
     def bind_pirq(self, pirq: int) -> int:
         if pirq not in self.dom.irqs:
             raise EvtchnError(Errno.EPERM)           # not this domain's to have
@@ -124,6 +210,10 @@ class DomainEvents(EventChannels):
             if remote is not None and remote.events is not None:
                 peer = remote.events.ports[p.remote]
                 peer.state, peer.remote, peer.remote_dom = EvtchnStat.unbound, -1, self.dom.domid
+            self.ports[port] = Port()
+            self._set_bit(self.o_pending, port, False)
+        elif p.state == EvtchnStat.virq:
+            del self.by_virq[virq_key(p.virq, p.vcpu)]
             self.ports[port] = Port()
             self._set_bit(self.o_pending, port, False)
         else:
@@ -145,6 +235,7 @@ class DomainEvents(EventChannels):
     def status(self, port: int) -> dict:
         out = super().status(port)
         p = self.ports[port]
+        out["vcpu"] = p.vcpu
         if p.state == EvtchnStat.interdomain:
             out["u"] = {"interdomain": {"dom": p.remote_dom, "port": p.remote}}
         elif p.state == EvtchnStat.unbound:

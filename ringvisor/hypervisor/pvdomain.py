@@ -23,22 +23,36 @@ changes when the machine is shared:
   grant_table_op) exist, each checked by the security module; a DomU's
   ``console_io`` goes to the hypervisor's console (``xl dmesg``), as Xen's;
 - stopping is the domain's, not the machine's: a shutdown or a crash ends
-  this domain and the others go on.
+  this domain and the others go on;
+- a domain has up to ``max_vcpus`` vCPUs.  What is a vCPU's own in the monitor
+  (``VCPU_FIELDS``: its virtual CPU -- control registers, GDTR, LDTR, virtual
+  IF --, its GDT and LDT shadows, trap table, callbacks, kernel stack, timers,
+  halt) is *loaded* for the vCPU that runs and parked in the vCPU's ``slot``
+  while another runs (``load_vcpu``, at the context switch): the hypercalls
+  act on the loaded vCPU, as Xen's act on ``current``.  The domain's own
+  (memory, shadows, event channels, grants) is shared.  vCPU 0 starts when
+  its context is set; the guest starts the others (``VCPUOP_initialise``
+  with a ``vcpu_guest_context``, ``VCPUOP_up``/``down``/``is_up``).
 """
 
 from __future__ import annotations
 
 import struct
+from contextlib import contextmanager
 
-from ringvisor.abi import (PV_CONSOLE_VA, PV_XENSTORE_VA, SCHED_REMOTE_SHUTDOWN, SCHED_SHUTDOWN,
+from ringvisor.abi import (EVTCHN_BIND_VCPU, SHARED_INFO, VCPU_GUEST_CONTEXT, VCPU_INFO,
+                           VCPU_RUNSTATE_INFO, PV_CONSOLE_VA, PV_XENSTORE_VA, SCHED_REMOTE_SHUTDOWN, SCHED_SHUTDOWN,
                            VCPU_SET_PERIODIC_TIMER, XEN_HVM_PARAM, DomId, Errno, FlatSel,
-                           Hypercall, HvmOp, HvmParam, Misc, SchedOp, Shutdown, Sif, VcpuOp,
-                           XenFeat, XenVer)
+                           EvtchnOp, Hypercall, HvmOp, HvmParam, Misc, SchedOp, Shutdown, Sif,
+                           VcpuOp, Vgcf, XenFeat, XenVer)
 from ringvisor.vmm import layout as L
 from ringvisor.vmm.descriptors import compress
+from ringvisor.vmm.gdt import GuestGdt
+from ringvisor.vmm.ldt import GuestLdt
 from ringvisor.vmm.paravirt import HypercallError, ParaVirt, hypercall_table
+from ringvisor.vmm.vcpu import VirtualCpu
 
-from . import blkback, control, grant, memory
+from . import blkback, control, grant, memory, vcpus
 
 # Xen's flat segments (xen-x86_32.h), present while the guest has no GDT of its own
 FLAT = {FlatSel.RING1_CS: 0x00CF9A000000FFFF, FlatSel.RING1_DS: 0x00CF92000000FFFF,
@@ -47,6 +61,11 @@ FLAT_AT = {sel & ~7: raw for sel, raw in FLAT.items()}     # by the descriptor's
 MAX_GDT_ENTRIES = Misc.FIRST_RESERVED_GDT_ENTRY      # Xen keeps the entries above for itself
 MIN_PERIOD_NS = 1_000_000                             # Xen refuses shorter periodic timers
 MULTIBOOT_MAGIC = 0x2BADB002
+VCPU_INFO_TIME = SHARED_INFO.offset("vcpu_info[0].time")
+VCPU_INFO_CR2 = SHARED_INFO.offset("vcpu_info[0].arch.cr2")
+# what is a vCPU's own in the monitor: loaded for the vCPU that runs, parked in its slot
+VCPU_FIELDS = ("vcpu", "gdt", "ldt", "trap_table", "callbacks", "gdt_frames", "kstack", "timer",
+               "time_version", "halting", "guest_halted", "frame", "step", "shadow_at")
 
 # hypercalls the toolstack (Domain 0's user space) may make through its interface;
 # the others act on the calling vCPU and make no sense from user space
@@ -83,8 +102,46 @@ class DomainMonitor(ParaVirt):
         # (hypervisor/domsave.py), when they continue from where they were saved
         self.time_offset_ns = 0
         self.tsc_offset = 0
+        self.loaded = 0                         # the vCPU whose state is in the fields
 
     STATE = ParaVirt.STATE + ("time_offset_ns", "tsc_offset")
+    WIRING = ParaVirt.WIRING + ("loaded",)
+
+    # -- its vCPUs ---------------------------------------------------------------------------
+    def new_vcpu_slot(self, timer) -> dict:
+        """A new vCPU's own state, as a fresh monitor has it (down, no context)."""
+        gdt, ldt = GuestGdt(self), GuestLdt(self)
+        gdt.tracking = False                    # (its GDT comes by set_gdt, as vCPU 0's)
+        return {"vcpu": VirtualCpu(), "gdt": gdt, "ldt": ldt, "trap_table": {}, "callbacks": {},
+                "gdt_frames": [], "kstack": None, "timer": timer, "time_version": 0,
+                "halting": False, "guest_halted": False, "frame": None, "step": None,
+                "shadow_at": None}
+
+    def load_vcpu(self, k: int) -> None:
+        """Make vCPU ``k``'s state the monitor's (the one before it goes to its slot)."""
+        if k == self.loaded:
+            return
+        vs = self.dom.vcpus
+        vs[self.loaded].slot = {name: getattr(self, name) for name in VCPU_FIELDS}
+        slot, vs[k].slot = vs[k].slot, None
+        for name, value in slot.items():
+            setattr(self, name, value)
+        self.gm.vcpu = self.vcpu
+        self.events.select(k)
+        self.o_time = self.si_phys + VCPU_INFO_TIME + k * VCPU_INFO.size
+        self.o_cr2 = self.si_phys + VCPU_INFO_CR2 + k * VCPU_INFO.size
+        self.loaded = k
+
+    @contextmanager
+    def on_vcpu(self, k: int):
+        """Act on vCPU ``k`` (another vCPU's hypercall, the toolstack's domctl), then put
+        back the one that was loaded."""
+        was = self.loaded
+        self.load_vcpu(k)
+        try:
+            yield self.dom.vcpus[k]
+        finally:
+            self.load_vcpu(was)
 
     @property
     def caller(self):
@@ -119,17 +176,42 @@ class DomainMonitor(ParaVirt):
                                         "evtchn": p.get(HvmParam.CONSOLE_EVTCHN, 0)}}
         return info
 
-    def boot(self, ctx: dict) -> None:
-        """Take the start state Xen's ``vcpu_guest_context`` gives (setvcpucontext)."""
-        v, d = self.vcpu, self.dom
+    def boot(self, ctx: dict, vcpu: int = 0) -> None:
+        """Take the start state Xen's ``vcpu_guest_context`` gives (setvcpucontext,
+        VCPUOP_initialise) for vCPU ``vcpu``; vCPU 0's is the domain's start of day too."""
+        if ctx["gdt_ents"] > MAX_GDT_ENTRIES:
+            raise HypercallError(Errno.EINVAL)
+        with self.on_vcpu(vcpu) as target:
+            self._load_context(ctx, target)
+            if vcpu == 0:
+                self._start_of_day(ctx)
+            else:
+                self.events.vcpu_masked(vcpu, True)   # events masked, as vCPU 0 starts
+        target.initialised = True
+        target.online = bool(ctx["flags"] & Vgcf.online)   # (Xen's arch_set_info_guest)
+
+    def _start_of_day(self, ctx: dict) -> None:
+        d, r = self.dom, ctx["user_regs"]
+        self.map_rings()
+        if not d.nr_ram_pages:
+            # a domain the toolstack built: its kernel's RAM is what the builder gave it
+            # less the ring pages start_info names apart (Xen's builder writes
+            # start_info.nr_pages; here the hypervisor does, from the domain's memory)
+            d.nr_ram_pages = d.tot_pages - sum(p in self.params for p, _ in RINGS)
+            self.guest_ram = d.nr_ram_pages << 12
+        if r["eax"] == MULTIBOOT_MAGIC:
+            self.cmdline = self._multiboot_cmdline(r["ebx"])
+        self.write_start_info()
+
+    def _load_context(self, ctx: dict, target) -> None:
+        """The loaded vCPU's registers, tables and callbacks from ``ctx``."""
+        v = self.vcpu
         r = ctx["user_regs"]
         cr = ctx["ctrlreg"]
         v.cr0, v.cr3, v.cr4 = cr[0] | 1, cr[3], cr[4]
         v.gdt_base, v.gdt_limit = 0, 0
         self.gdt_frames = []
         if ctx["gdt_ents"]:
-            if ctx["gdt_ents"] > MAX_GDT_ENTRIES:
-                raise HypercallError(Errno.EINVAL)
             n = (ctx["gdt_ents"] * 8 + 0xFFF) >> 12
             self.gdt_frames = [self._frame(g) >> 12 for g in ctx["gdt_frames"][:n]]
             v.gdt_limit = ctx["gdt_ents"] * 8 - 1
@@ -144,23 +226,13 @@ class DomainMonitor(ParaVirt):
         for t in ctx["trap_ctxt"]:
             if t["address"]:
                 self.trap_table[t["vector"]] = (t["flags"] & 7, (t["cs"] & 0xFFFC) | 1, t["address"])
-        self.map_rings()
-        if not d.nr_ram_pages:
-            # a domain the toolstack built: its kernel's RAM is what the builder gave it
-            # less the ring pages start_info names apart (Xen's builder writes
-            # start_info.nr_pages; here the hypervisor does, from the domain's memory)
-            d.nr_ram_pages = d.tot_pages - sum(p in self.params for p, _ in RINGS)
-            self.guest_ram = d.nr_ram_pages << 12
-        if r["eax"] == MULTIBOOT_MAGIC:
-            self.cmdline = self._multiboot_cmdline(r["ebx"])
-        self.write_start_info()
-        c = d.ctx
+        c = target.ctx
         c.regs = [r["eax"], r["ecx"], r["edx"], r["ebx"], r["esp"], r["ebp"], r["esi"], r["edi"]]
         c.eip, c.eflags = r["eip"], self.real_eflags(r["eflags"])
         c.cs, c.ss = self.kernel_cs(r["cs"]), (r["ss"] & 0xFFFC) | 1
         c.sregs = {i: (sel | 1 if sel & 0xFFFC else 0)
                    for i, sel in ((0, r["es"]), (3, r["ds"]), (4, r["fs"]), (5, r["gs"]))}
-        d.started = True          # (its shadow directory is selected when it is switched in)
+        # (its shadow directory is selected when it is switched in)
 
     def map_region(self) -> None:
         """Switched in: Xen's flat segments in the real GDT, and no ring-1 code segment over
@@ -181,8 +253,9 @@ class DomainMonitor(ParaVirt):
         self.shadow.flush()
 
     def close(self) -> None:
-        """The domain stopped: its timers go."""
-        self.timer.close()
+        """The domain stopped: its vCPUs' timers go."""
+        for v in self.dom.vcpus:
+            v.timer.close()
 
     def map_rings(self) -> None:
         """The shared rings the toolstack set up, at the fixed addresses the guest finds
@@ -209,8 +282,9 @@ class DomainMonitor(ParaVirt):
             return ""                         # (no memory there: no command line)
 
     def context(self) -> dict:
-        """The vCPU's state as ``vcpu_guest_context`` (getvcpucontext; the domain is paused)."""
-        v, c = self.vcpu, self.dom.ctx
+        """The loaded vCPU's state as ``vcpu_guest_context`` (getvcpucontext; the domain
+        is paused)."""
+        v, c = self.vcpu, self.dom.vcpus[self.loaded].ctx
         regs = dict(zip(("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"), c.regs))
         regs.update(eip=c.eip, cs=c.cs, ss=c.ss, eflags=v.eflags_view(c.eflags),
                     es=c.sregs.get(0, 0), ds=c.sregs.get(3, 0), fs=c.sregs.get(4, 0),
@@ -220,7 +294,8 @@ class DomainMonitor(ParaVirt):
         ev = self.callbacks.get(0, (0, 0))
         fs = self.callbacks.get(1, (0, 0))
         ks = self.kstack or (0, 0)
-        return {"flags": (1 << 5) | (0 if c.cs & 3 == 3 else 1 << 2), "user_regs": regs,
+        online = Vgcf.online if self.dom.vcpus[self.loaded].online else 0
+        return {"flags": online | (0 if c.cs & 3 == 3 else Vgcf.in_kernel), "user_regs": regs,
                 "trap_ctxt": traps,
                 "gdt_frames": [self._gfn(f << 12) for f in self.gdt_frames][:16],
                 "gdt_ents": (v.gdt_limit + 1) // 8 if self.gdt_frames else 0,
@@ -391,18 +466,59 @@ class DomainMonitor(ParaVirt):
         return super().hc_sched_op(f, cmd, arg, *rest)
 
     def hc_vcpu_op(self, f, cmd, vcpu, arg, *rest):
-        if vcpu != 0:
+        """VCPUOP_* on a vCPU of this domain (Xen's ``do_vcpu_op``: -ENOENT for one it
+        does not have)."""
+        d = self.dom
+        if not 0 <= vcpu < len(d.vcpus):
             raise HypercallError(Errno.ENOENT)
+        v = d.vcpus[vcpu]
+        if cmd == VcpuOp.initialise:
+            ctx = VCPU_GUEST_CONTEXT.unpack(self._read(arg, VCPU_GUEST_CONTEXT.size))
+            if v.initialised:
+                raise HypercallError(Errno.EEXIST)
+            self.boot(ctx, vcpu)
+            if v.online:
+                vcpus.up(self.hv, v)
+            return 0
+        if cmd == VcpuOp.up:
+            if not v.initialised:
+                raise HypercallError(Errno.EINVAL)   # no context yet (Xen: -EINVAL)
+            vcpus.up(self.hv, v)
+            return 0
+        if cmd == VcpuOp.down:
+            vcpus.down(self.hv, v)
+            return 0
+        if cmd == VcpuOp.is_up:
+            return int(v.online)
+        if cmd == VcpuOp.get_runstate_info:
+            # (any vCPU of its own, Xen's too; times in its system time, ns)
+            now = self.hv.clock.now_ns()
+            times = list(v.runstate_ns)
+            times[v.runstate] += max(0, now - v.state_entry_ns)
+            self._write(arg, VCPU_RUNSTATE_INFO.pack({
+                "state": v.runstate, "time": times,
+                "state_entry_time": max(0, v.state_entry_ns - self.time_offset_ns)}))
+            return 0
         if cmd == VcpuOp.set_periodic_timer:
             period = VCPU_SET_PERIODIC_TIMER.unpack(self._read(arg, 8))["period_ns"]
             if period < MIN_PERIOD_NS:
                 raise HypercallError(Errno.EINVAL)
-            self.timer.set_periodic(period)
+            v.timer.set_periodic(period)
             return 0
         if cmd == VcpuOp.stop_periodic_timer:
-            self.timer.stop_periodic()
+            v.timer.stop_periodic()
             return 0
-        return super().hc_vcpu_op(f, cmd, vcpu, arg, *rest)
+        if cmd in (VcpuOp.set_singleshot_timer, VcpuOp.stop_singleshot_timer) and \
+                vcpu != self.loaded:
+            raise HypercallError(Errno.EINVAL)       # only the calling vCPU's (Xen)
+        return super().hc_vcpu_op(f, cmd, 0, arg, *rest)
+
+    def hc_event_channel_op(self, f, cmd, arg, *rest):
+        if cmd == EvtchnOp.bind_vcpu:
+            b = EVTCHN_BIND_VCPU.unpack(self._read(arg, EVTCHN_BIND_VCPU.size))
+            self.events.bind_vcpu(b["port"], b["vcpu"])
+            return 0
+        return super().hc_event_channel_op(f, cmd, arg, *rest)
 
     def hc_rv_blkback_op(self, f, cmd, arg, *rest):
         return blkback.blkback_op(self, cmd, arg)

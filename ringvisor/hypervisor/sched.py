@@ -1,10 +1,16 @@
 """Xen's credit scheduler (credit1) on the one physical CPU.
 
-Each domain has a *weight* (default 256) and an optional *cap* (percent of a
-CPU, 0 = none).  Every accounting period (30 ms of virtual time) the period's
-CPU time is handed out as credit to the domains that are active, in
-proportion to their weights (a capped domain gets no more than its cap);
-running consumes credit, nanosecond for nanosecond.  Priorities follow:
+What it schedules are virtual CPUs (``domain.Vcpu``: anything with a ``key``,
+its domain's ``domid``, ``weight`` and ``cap``, and ``runnable``).  Each
+domain has a *weight* (default 256) and an optional *cap* (percent of one
+CPU, 0 = none), which its vCPUs share as in Xen's ``csched_acct``: every
+accounting period (30 ms of virtual time) the period's CPU time is handed
+out as credit to the active vCPUs, a domain's share in proportion to its
+weight times its number of active vCPUs (``weight_total += weight *
+active_vcpu_count``), split evenly among them -- so each active vCPU earns
+in proportion to its domain's weight -- and a domain's cap is divided among
+its active vCPUs (``credit_cap / active_vcpu_count``); running consumes
+credit, nanosecond for nanosecond.  Priorities follow:
 
 - BOOST: a domain that wakes from blocking while it still has credit runs
   before the others (I/O-bound domains get low latency) until it is next
@@ -16,7 +22,8 @@ running consumes credit, nanosecond for nanosecond.  Priorities follow:
 - a capped domain that has spent its credit is *parked*: not runnable until
   the next period gives it more, so it never takes more than its cap.
 
-Blocked domains consume nothing and earn nothing (they are not active).
+Blocked vCPUs consume nothing and earn nothing (they are not active).  (The
+docstrings below say "domain" for what is scheduled: a vCPU.)
 Credit is bounded by one time slice either way, as Xen's is, so a domain
 cannot bank an idle spell.  (Xen's csched_acct, csched_vcpu_wake,
 csched_schedule.)
@@ -63,17 +70,17 @@ class CreditScheduler:
 
     # -- membership -------------------------------------------------------------------
     def add(self, dom) -> None:
-        self.domains[dom.domid] = dom
-        self.info[dom.domid] = Credit(order=self._next_order())
+        self.domains[dom.key] = dom
+        self.info[dom.key] = Credit(order=self._next_order())
 
     def remove(self, dom) -> None:
-        self.domains.pop(dom.domid, None)
-        self.info.pop(dom.domid, None)
+        self.domains.pop(dom.key, None)
+        self.info.pop(dom.key, None)
 
     # -- time -------------------------------------------------------------------------
     def charge(self, dom, ns: int) -> None:
         """``dom`` ran for ``ns``."""
-        c = self.info.get(dom.domid)
+        c = self.info.get(dom.key)
         if c is None or ns <= 0:
             return
         c.credit = max(c.credit - ns, -TSLICE_NS)
@@ -91,35 +98,39 @@ class CreditScheduler:
         the busy domains would all end up OVER and share the CPU equally."""
         self.stats["accountings"] += 1
         active = [d for d in self.domains.values()
-                  if d.runnable or self.info[d.domid].used]
+                  if d.runnable or self.info[d.key].used]
+        per_domain: dict[int, int] = {}       # domid -> its active vCPUs
+        for d in active:
+            per_domain[d.domid] = per_domain.get(d.domid, 0) + 1
         pool = ACCT_NS
         open_ = list(active)
         while open_ and pool > 0:
             total = sum(d.weight for d in open_)
             full = []
             for d in open_:
-                c = self.info[d.domid]
+                c = self.info[d.key]
                 room = TSLICE_NS - c.credit
                 if d.cap:
-                    room = min(room, ACCT_NS * d.cap // 100 - c.given)
+                    # the domain's cap, shared by its active vCPUs
+                    room = min(room, ACCT_NS * d.cap // 100 // per_domain[d.domid] - c.given)
                 share = pool * d.weight // total
                 if share >= room:
                     full.append((d, max(room, 0)))
             if not full:
                 for d in open_:
-                    c = self.info[d.domid]
+                    c = self.info[d.key]
                     share = pool * d.weight // total
                     c.credit += share
                     c.given += share
                 break
             for d, room in full:
-                c = self.info[d.domid]
+                c = self.info[d.key]
                 c.credit += room
                 c.given += room
                 pool -= room
                 open_.remove(d)
         for d in active:
-            c = self.info[d.domid]
+            c = self.info[d.key]
             c.used = c.given = 0
             if c.parked and c.credit > 0:
                 c.parked = False
@@ -127,14 +138,14 @@ class CreditScheduler:
     # -- events -----------------------------------------------------------------------
     def wake(self, dom) -> None:
         """``dom`` was blocked and has an event: boost it if it has credit left."""
-        c = self.info.get(dom.domid)
+        c = self.info.get(dom.key)
         if c is not None and c.credit > 0 and not c.parked:
             c.boost = True
             self.stats["boosts"] += 1
 
     def descheduled(self, dom, expired: bool) -> None:
         """``dom`` leaves the CPU; at the end of its slice it goes behind its equals."""
-        c = self.info.get(dom.domid)
+        c = self.info.get(dom.key)
         if c is None:
             return
         c.boost = False
@@ -143,13 +154,13 @@ class CreditScheduler:
 
     # -- choice -----------------------------------------------------------------------
     def prio(self, dom) -> Prio:
-        c = self.info[dom.domid]
+        c = self.info[dom.key]
         if c.boost:
             return Prio.BOOST
         return Prio.UNDER if c.credit > 0 else Prio.OVER
 
     def eligible(self, dom) -> bool:
-        c = self.info.get(dom.domid)
+        c = self.info.get(dom.key)
         return c is not None and dom.runnable and not c.parked
 
     def pick(self, current, expired: bool):
@@ -158,7 +169,7 @@ class CreditScheduler:
         ready = [d for d in self.domains.values() if self.eligible(d)]
         if not ready:
             return None
-        best = min(ready, key=lambda d: (self.prio(d), self.info[d.domid].order))
+        best = min(ready, key=lambda d: (self.prio(d), self.info[d.key].order))
         if current is not None and self.eligible(current) and not expired and \
                 self.prio(current) <= self.prio(best):
             return current
@@ -170,7 +181,7 @@ class CreditScheduler:
                 # equals, as Xen's __runq_insert puts it after every vCPU of its priority.
                 # Left in front, it would win every tie against its equals after each of
                 # Domain 0's 10 ms ticks and take the OVER time alone.
-                c = self.info[current.domid]
+                c = self.info[current.key]
                 c.boost = False
                 c.order = self._next_order()
         return best
@@ -187,12 +198,12 @@ class CreditScheduler:
         tick that a vCPU has gone OVER and lets the UNDER ones run; the slice ends
         exactly there instead, so a light domain does not overrun its share by up to a
         tick each period, and a capped one is parked on time)."""
-        c = self.info.get(dom.domid)
+        c = self.info.get(dom.key)
         if c is None or (c.credit <= 0 and not dom.cap):
             return TSLICE_NS
         return max(MIN_SLICE_NS, min(TSLICE_NS, c.credit))
 
     def params(self, dom) -> dict:
-        c = self.info[dom.domid]
+        c = self.info[dom.key]
         return {"weight": dom.weight, "cap": dom.cap, "credit": c.credit, "prio": self.prio(dom).name,
                 "parked": c.parked}

@@ -107,20 +107,20 @@ def bt_boot_context(info) -> dict:
 
 
 def build(xc: Xc, image: bytes, *, name: str, cmdline: str, mem_mb: int, maxmem_mb: int,
-          ssidref: int = 0, handle: bytes = bytes(16), kind: str = "pv") -> Built:
+          ssidref: int = 0, handle: bytes = bytes(16), kind: str = "pv", vcpus: int = 1) -> Built:
     domid = xc.create(ssidref, handle, CreateFlag.hvm_guest if kind == "bt" else 0)
     try:
-        return _fill(xc, domid, image, name, cmdline, mem_mb, maxmem_mb, kind)
+        return _fill(xc, domid, image, name, cmdline, mem_mb, maxmem_mb, kind, vcpus)
     except BaseException:
         xc.destroy_quietly(domid)
         raise
 
 
 def _fill(xc: Xc, domid: int, image: bytes, name: str, cmdline: str, mem_mb: int,
-          maxmem_mb: int, kind: str) -> Built:
+          maxmem_mb: int, kind: str, vcpus: int) -> Built:
     pages = mem_mb << 8
     cons_gpfn, store_gpfn, scratch = pages, pages + 1, pages + 2
-    xc.max_vcpus(domid, 1)
+    xc.max_vcpus(domid, vcpus)
     xc.max_mem(domid, (max(maxmem_mb, mem_mb) << 10) + 2 * 4)
     gpfns = list(range(pages)) + [cons_gpfn, store_gpfn]
     if xc.populate_physmap(domid, gpfns) != len(gpfns):

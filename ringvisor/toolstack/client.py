@@ -71,7 +71,7 @@ def _table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
 LIST_COLS = [("Name", "name", ""), ("ID", "id", "d"), ("Mem", "mem", "d"), ("VCPUs", "vcpus", "d"),
              ("State", "state", ""), ("Time(s)", "time", ".1f")]
 LIST_VERBOSE = [("Type", "type", ""), ("UUID", "uuid", "")]     # xl list -v
-VCPU_COLS = [("Name", "name", ""), ("ID", "id", "d"), ("VCPU", "vcpu", "d"), ("CPU", "cpu", "d"),
+VCPU_COLS = [("Name", "name", ""), ("ID", "id", "d"), ("VCPU", "vcpu", "d"), ("CPU", "cpu", ""),
              ("State", "state", ""), ("Time(s)", "time", ".1f"), ("Affinity (Hard / Soft)", "affinity", "")]
 SCHED_COLS = [("Name", "name", ""), ("ID", "id", "d"), ("Weight", "weight", "d"), ("Cap", "cap", "d")]
 
@@ -107,7 +107,7 @@ def run_xl(args) -> int:
         show(rows, LIST_COLS + (LIST_VERBOSE if args.verbose else []))
         return 0
     if cmd == "vcpu-list":
-        show(request(sdir, "vcpu-list"), VCPU_COLS)
+        show(request(sdir, "vcpu-list", names=args.domains), VCPU_COLS)
         return 0
     if cmd in ("pause", "unpause", "destroy"):
         request(sdir, cmd, name=args.domain)

@@ -8,7 +8,8 @@
     cmdline = "run=syscall iters=100"   # (or: extra = ...)
     memory = 32                     # MiB
     maxmem = 48                     # MiB it may balloon up to (default: memory)
-    vcpus = 1
+    vcpus = 1                       # virtual CPUs, 1 to 8 (vCPU 0 starts; the guest brings
+                                    # up the others: VCPUOP_initialise/up); bt: one
     disk = ['/var/img/web.img,raw,xvda,rw', '/var/img/data.img,raw,xvdb,ro']
                                     # xvda..xvdd; rw or ro; ',backend=hypervisor': the
                                     # monolithic structure (blkback inside the hypervisor)
@@ -40,6 +41,8 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ringvisor.abi import RV_MAX_VCPUS
 
 ACTIONS = ("destroy", "restart", "preserve")
 BACKENDS = ("dom0", "hypervisor")
@@ -312,9 +315,12 @@ def _check(values: dict, source: str) -> DomainConfig:
         raise ConfigFileError(f"{where('maxmem')}: maxmem: {maxmem} MiB must be between memory "
                               f"({memory}) and {MAX_MEMORY}")
     vcpus = get("vcpus", int, 1)
-    if vcpus != 1:
-        raise ConfigFileError(f"{where('vcpus')}: vcpus: {vcpus}: ringvisor's machine has one "
-                              "CPU and runs one vCPU per domain")
+    if not 1 <= vcpus <= RV_MAX_VCPUS:
+        raise ConfigFileError(f"{where('vcpus')}: vcpus: {vcpus} is out of range (1 to "
+                              f"{RV_MAX_VCPUS})")
+    if vcpus > 1 and type_ == "bt":
+        raise ConfigFileError(f"{where('vcpus')}: vcpus: a bt domain has one vCPU (its kernel "
+                              "runs as on a uniprocessor PC)")
     disks = []
     for spec in get("disk", list, []):
         disk = _disk(str(spec), where("disk"))

@@ -41,7 +41,7 @@ from ringvisor.lifecycle.stream import (META, PAGES, STATE, BadImage, Section, p
 from .xc import PAGE, Xc, XcError
 
 DOMAIN = 2                      # header flag: a DomU's stream (not a whole machine's)
-DOMAIN_VERSION = 1
+DOMAIN_VERSION = 2         # 2: the context carries every vCPU (domsave CONTEXT_VERSION 2)
 MAP_CHUNK = 256                 # frames mapped at once
 # xenstore entries the toolstack writes itself for every domain (xl.py): not saved
 OWN_ENTRIES = ("name", "domid", "vm", "memory", "console", "store")
@@ -114,7 +114,7 @@ def parse_stream(data: bytes, what: str) -> tuple[dict, bytes, list[int], bytear
     try:
         meta = decode(meta_s.payload)
         gpfns = [g for first, n in meta["frames"] for g in range(int(first), int(first) + int(n))]
-        str(meta["config"]["name"]), int(meta["max_pages"])
+        str(meta["config"]["name"]), int(meta["max_pages"]), int(meta["config"].get("vcpus", 1))
         int(meta["console_port"]), int(meta["store_port"]), dict(meta["xenstore"])
     except (StateError, KeyError, TypeError, ValueError) as e:
         raise BadImage(f"{what}: corrupt domain description ({e})") from None
@@ -130,7 +130,7 @@ def restore_stream(xc: Xc, meta: dict, context: bytes, gpfns: list[int], memory,
     """Build the domain the stream describes (paused); its new id."""
     domid = xc.create(ssidref, _uuid.UUID(meta["uuid"]).bytes)
     try:
-        xc.max_vcpus(domid, 1)
+        xc.max_vcpus(domid, int(meta["config"].get("vcpus", 1)))
         xc.max_mem(domid, int(meta["max_pages"]) * 4)
         if xc.populate_physmap(domid, gpfns) != len(gpfns):
             raise XcError(12, f"not enough free memory for {len(gpfns) * PAGE >> 20} MiB")

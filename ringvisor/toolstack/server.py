@@ -189,7 +189,7 @@ class Server:
         if cmd == "shutdown":
             return ts.shutdown(args["name"], Shutdown[args.get("reason", "poweroff")])
         if cmd == "vcpu-list":
-            return ts.vcpu_list()
+            return ts.vcpu_list(list(args.get("names") or []))
         if cmd == "sched-credit":
             return ts.sched_credit(args.get("name"), args.get("weight"), args.get("cap"))
         if cmd == "mem-set":

@@ -113,20 +113,20 @@ class Xc:
         """getdomaininfo of the first domain with an id >= ``domid``."""
         return self.domctl(Domctl.getdomaininfo, domid)["u"]["getdomaininfo"]
 
-    def vcpu_info(self, domid: int) -> dict:
-        return self.domctl(Domctl.getvcpuinfo, domid, getvcpuinfo={"vcpu": 0})["u"]["getvcpuinfo"]
+    def vcpu_info(self, domid: int, vcpu: int = 0) -> dict:
+        return self.domctl(Domctl.getvcpuinfo, domid, getvcpuinfo={"vcpu": vcpu})["u"]["getvcpuinfo"]
 
-    def set_vcpu_context(self, domid: int, ctx: dict) -> None:
+    def set_vcpu_context(self, domid: int, ctx: dict, vcpu: int = 0) -> None:
         va = self._scratch(VCPU_GUEST_CONTEXT.pack(ctx))
         op = {"cmd": Domctl.setvcpucontext, "interface_version": DOMCTL_INTERFACE_VERSION,
-              "domain": domid, "u": {"vcpucontext": {"vcpu": 0, "ctxt": va}}}
+              "domain": domid, "u": {"vcpucontext": {"vcpu": vcpu, "ctxt": va}}}
         dva = self._scratch(DOMCTL.pack(op))
         self.hypercall(Hypercall.domctl, dva, what=f"setvcpucontext d{domid}")
 
-    def get_vcpu_context(self, domid: int) -> dict:
+    def get_vcpu_context(self, domid: int, vcpu: int = 0) -> dict:
         va = self._scratch(VCPU_GUEST_CONTEXT.size)
         op = {"cmd": Domctl.getvcpucontext, "interface_version": DOMCTL_INTERFACE_VERSION,
-              "domain": domid, "u": {"vcpucontext": {"vcpu": 0, "ctxt": va}}}
+              "domain": domid, "u": {"vcpucontext": {"vcpu": vcpu, "ctxt": va}}}
         dva = self._scratch(DOMCTL.pack(op))
         try:
             rc = self.iface.call(Hypercall.domctl, dva)

@@ -181,7 +181,8 @@ class Toolstack:
         t0 = self.iface.now_ns()
         try:
             b = builder.build(self.xc, image, name=cfg.name, cmdline=cfg.cmdline, mem_mb=cfg.memory,
-                              maxmem_mb=cfg.maxmem, ssidref=ssidref, handle=handle, kind=cfg.type)
+                              maxmem_mb=cfg.maxmem, ssidref=ssidref, handle=handle, kind=cfg.type,
+                              vcpus=cfg.vcpus)
         except XcError as e:
             raise XlError(f"{cfg.name}: cannot build the domain: {e}") from None
         except Exception as e:          # the loader's refusal of a bad image
@@ -587,16 +588,26 @@ class Toolstack:
                          "uuid": str(_uuid.UUID(bytes=bytes(info["handle"])))})
         return rows
 
-    def vcpu_list(self) -> list[dict]:
+    def vcpu_list(self, names: list[str] | None = None) -> list[dict]:
+        """Every vCPU of the domains (or of those named), as xl's vcpu-list prints them:
+        State is r (running), b (blocked), p (offline: xl shows a vCPU that is down
+        as paused), CPU is '-' for an offline vCPU."""
+        doms = sorted(self.managed.values(), key=lambda m: m.domid)
+        if names:
+            doms = [self.find(n) for n in names]
         rows = []
-        for m in sorted(self.managed.values(), key=lambda m: m.domid):
+        for m in doms:
             try:
-                v = self.xc.vcpu_info(m.domid)
+                last = self.xc.domain_info(m.domid)["max_vcpu_id"]
+                infos = [self.xc.vcpu_info(m.domid, k) for k in range(last + 1)]
             except XcError:
                 continue
-            state = ("r" if v["running"] else "-") + ("b" if v["blocked"] else "-")
-            rows.append({"name": m.name, "id": m.domid, "vcpu": 0, "cpu": 0, "state": state,
-                         "time": v["cpu_time"] / 1e9, "affinity": "all"})
+            for v in infos:
+                state = ("r" if v["running"] else "-") + ("b" if v["blocked"] else "-") + \
+                    ("-" if v["online"] else "p")
+                rows.append({"name": m.name, "id": m.domid, "vcpu": v["vcpu"],
+                             "cpu": v["cpu"] if v["online"] else "-", "state": state,
+                             "time": v["cpu_time"] / 1e9, "affinity": "all / all"})
         return rows
 
     def info(self) -> dict:

@@ -39,6 +39,7 @@ class Port:
     virq: int = -1
     remote: int = -1             # interdomain: the peer port; unbound: -1
     remote_dom: int = DomId.SELF
+    vcpu: int = 0                # the vCPU notified (a hypervisor's domain: ``bind_vcpu``)
 
 
 class EventChannels:

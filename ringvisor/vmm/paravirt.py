@@ -88,7 +88,7 @@ class ParaVirt(Monitor):
     STATE = Monitor.STATE + ("events", "trap_table", "callbacks", "gdt_frames", "kstack", "pinned",
                              "timer", "hypercalls", "time_version")
     WIRING = Monitor.WIRING + ("cmdline", "si_phys", "start_info_phys", "fixed", "time_scale",
-                               "io_privileged")
+                               "io_privileged", "o_time", "o_cr2")
 
     def __init__(self, machine, guest_ram: int, cmdline: str = "", *, base: int | None = None,
                  shadow_pool: list[int] | None = None, pages: dict[str, int] | None = None,
@@ -106,6 +106,10 @@ class ParaVirt(Monitor):
                      "boot_stack": self.base + L.PV_BOOT_STACK}
         self.si_phys = pages["shared_info"]
         self.start_info_phys = pages["start_info"]
+        # the running vCPU's vcpu_info fields the monitor writes (a domain of several
+        # vCPUs points them at the loaded one's slot: hypervisor/pvdomain.py)
+        self.o_time = self.si_phys + SHARED_INFO.offset("vcpu_info[0].time")
+        self.o_cr2 = self.si_phys + SHARED_INFO.offset("vcpu_info[0].arch.cr2")
         self.events = events if events is not None else EventChannels(self.mem, self.si_phys)
         # the fixed pages: linear page -> (machine frame, writable)
         self.fixed = {PV_BOOT_STACK_VA: (pages["boot_stack"], True),
@@ -203,10 +207,9 @@ class ParaVirt(Monitor):
 
     def update_time(self) -> None:
         """vcpu_time_info: system time in ns and the TSC it was read at."""
-        o = self.si_phys + SHARED_INFO.offset("vcpu_info[0].time")
         mul, shift = self.time_scale
         self.time_version += 2
-        self.mem.write(o, struct.pack("<IIQQIbB2x", self.time_version, 0, self.guest_tsc(),
+        self.mem.write(self.o_time, struct.pack("<IIQQIbB2x", self.time_version, 0, self.guest_tsc(),
                                       self.system_ns(), mul, shift, 0))
 
     def system_ns(self) -> int:
@@ -246,7 +249,7 @@ class ParaVirt(Monitor):
     def guest_gate(self, vector: int, soft: bool) -> tuple[int, int, bool, int]:
         v = self.vcpu
         if vector == 14:
-            self.mem.write32(self.si_phys + SHARED_INFO.offset("vcpu_info[0].arch.cr2"), v.cr2)
+            self.mem.write32(self.o_cr2, v.cr2)
         entry = self.trap_table.get(vector)
         ext = 0 if soft else 1
         if not self.trap_table:

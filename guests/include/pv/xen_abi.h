@@ -194,6 +194,12 @@
 #define VCPUOP_get_physid                        12
 #define VCPUOP_register_vcpu_time_memory_area    13
 
+/* vcpu_runstate_info.state (vcpu.h) */
+#define RUNSTATE_running                         0
+#define RUNSTATE_runnable                        1
+#define RUNSTATE_blocked                         2
+#define RUNSTATE_offline                         3
+
 /* callback types (callback.h) */
 #define CALLBACKTYPE_event                       0
 #define CALLBACKTYPE_failsafe                    1
