@@ -215,8 +215,10 @@ class Delivery:
         v = self.vcpu
         if v.tr_limit < 9:
             raise CpuFault(TS, (v.tr & 0xFFFC) | ext)
-        esp0 = self.gm.read32(v.tr_base + 4)
-        ss0 = self.gm.read_u(v.tr_base + 8, 2)
+        # ESP0 and SS0 in one read (a fault in it is at the address either read
+        # would have reported: the first byte of the page that refuses it)
+        stack = self.gm.read_u(v.tr_base + 4, 6)
+        esp0, ss0 = stack & 0xFFFFFFFF, stack >> 32
         if not ss0 & 0xFFFC:
             raise CpuFault(TS, ext)
         return ss0, esp0

@@ -202,7 +202,10 @@ class GuestMemory:
     # -- accesses ------------------------------------------------------------------------
     def read(self, lin: int, n: int, user: bool = False) -> bytes:
         if (lin & 0xFFF) + n <= 0x1000:
-            return self.mem.read(self.phys(lin, False, user), n)
+            p = self.phys(lin, False, user)
+            if p + n <= self.ram_size and self.p2m is None:
+                return bytes(self.mem.ram[p:p + n])        # (``mem.read``'s RAM case)
+            return self.mem.read(p, n)
         out = bytearray()
         while n:
             chunk = min(n, 0x1000 - (lin & 0xFFF))

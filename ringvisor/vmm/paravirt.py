@@ -161,7 +161,8 @@ class ParaVirt(Monitor):
             self.hypercall(f)
         else:
             super().dispatch(vector, f)
-        self.events.upcall_mask = not v.vif
+        if self.events.upcall_mask == v.vif:     # (a store only if it changes: a read is cheaper)
+            self.events.upcall_mask = not v.vif
         self.take_pirqs()
         if v.vif and self.events.upcall_pending:
             self.upcall(f)
