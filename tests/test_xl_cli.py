@@ -84,6 +84,13 @@ def test_a_session(xen):
     assert {x["name"]: x["id"] for x in view["domains"]}["Domain-0"] == 0
     text = xl(env, "list").stdout.splitlines()
     assert text[0].split() == ["Name", "ID", "Mem", "VCPUs", "State", "Time(s)"]
+    # every vCPU, in Xen's columns; one domain's only when it is named
+    text = xl(env, "vcpu-list", "alpha").stdout.splitlines()
+    assert text[0].split() == ["Name", "ID", "VCPU", "CPU", "State", "Time(s)", "Affinity",
+                               "(Hard", "/", "Soft)"]
+    assert len(text) == 2 and text[1].split()[:3] == ["alpha", str(rows["alpha"]["id"]), "0"]
+    r = xl(env, "vcpu-list", "nosuch")
+    assert r.returncode == 1 and r.stderr.strip() == "ringvisor: no domain called 'nosuch'"
     assert wait_for(lambda: b"$ " in (d / "console" / "alpha.log").read_bytes())
     assert b"forkwait: iters=5" in (d / "console" / "beta.log").read_bytes()
     # the console, from a script: what is typed goes in, what it prints comes out

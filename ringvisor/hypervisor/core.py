@@ -312,7 +312,7 @@ class Hypervisor:
     # -- events and timers -------------------------------------------------------------------
     def event_for(self, v: Vcpu, wake: bool = True) -> None:
         """Something is pending for vCPU ``v``: wake it, and take the CPU for it if it
-        should (or if the CPU waits in a vCPU that cannot run)."""
+        should."""
         if v.blocked:
             v.blocked = False
             if v is not self.current:
@@ -322,11 +322,9 @@ class Hypervisor:
         self.preempt_for(v)
 
     def preempt_for(self, v: Vcpu) -> None:
-        """``v`` may run: take the CPU for it if it should have it (or if the CPU waits in
-        a vCPU that cannot run)."""
+        """``v`` may run: take the CPU for it if it should have it."""
         cur = self.current
-        if v is not cur and v.runnable and (self.sched.should_preempt(cur, v) or
-                                           (cur is not None and not cur.runnable)):
+        if v is not cur and v.runnable and self.sched.should_preempt(cur, v):
             self.kick()
 
     def device_interrupt(self, d: Domain) -> None:

@@ -71,10 +71,12 @@ class Vcpu:
     state_entry_ns: int = 0
     runstate_ns: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 
+    key: tuple = ()                   # (domid, vcpu_id): the scheduler's name for it
+
+    def __post_init__(self) -> None:
+        self.key = (self.dom.domid, self.vcpu_id)
+
     # what the credit scheduler asks of what it schedules (sched.py)
-    @property
-    def key(self) -> tuple[int, int]:
-        return (self.dom.domid, self.vcpu_id)
 
     @property
     def domid(self) -> int:
