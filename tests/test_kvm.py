@@ -54,7 +54,7 @@ def untagged(text: str) -> list[str]:
 def test_structures_match_linux_kvm_h():
     """Sizes and ioctl numbers as <linux/kvm.h> defines them for x86 (a mismatch would
     make every ioctl fail with ENOTTY or, worse, move the wrong bytes)."""
-    sizes = {K.kvm_regs: 144, K.kvm_sregs: 312, K.kvm_fpu: 416, K.kvm_vcpu_events: 64,
+    sizes = {K.kvm_regs: 144, K.kvm_sregs: 312, K.kvm_sregs2: 320, K.kvm_fpu: 416, K.kvm_vcpu_events: 64,
              K.kvm_debugregs: 128, K.kvm_userspace_memory_region: 32, K.kvm_segment: 24,
              K.kvm_cpuid_entry2: 40, K.kvm_dirty_log: 16}
     for t, n in sizes.items():
@@ -144,6 +144,29 @@ def test_state_goes_to_the_vcpu_and_back_unchanged():
     # a guest's TSC there is always the host's)
     after.pop("tsc_offset"), before.pop("tsc_offset")
     assert after == before
+
+
+def test_pae_pdptes_go_to_the_vcpu_and_back(limits):
+    """CR4.PAE with CR0.PG travels in kvm_sregs, and the PDPTE registers in kvm_sregs2
+    (KVM_CAP_SREGS2): the ones the CPU holds, not what the PDPT in memory says now
+    (SDM Vol. 3A §4.4.1: an edited PDPT is seen only at the next load)."""
+    from ringvisor.hw.state import CR0_PE, CR0_PG, CR4_PAE
+    from ringvisor.vmm import create_vm
+    if "paging" in limits:
+        pytest.skip(limits["paging"])
+    m, _ = create_vm(read_image(image_path("bench-sieve")), "kvm", "", 32)
+    if not m.vcpu.vm.system.has(K.KVM_CAP_SREGS2):
+        m.close()
+        pytest.skip("this host's KVM has no KVM_CAP_SREGS2")
+    st = m.cpu.state
+    m.mem.write(0x9000, (0x0A001).to_bytes(8, "little") + bytes(24))   # PDPT: one PDPTE
+    st.cr3, st.cr4, st.cr0 = 0x9000, CR4_PAE, st.cr0 | CR0_PE | CR0_PG
+    st.pdpte = [0x0B001, 0, 0x0C001, 0]               # loaded before the PDPT was edited
+    m._push_state()
+    m._pull_state()
+    pulled = list(m.cpu.state.pdpte)
+    m.close()
+    assert pulled == [0x0B001, 0, 0x0C001, 0]
 
 
 def rv(*args: str) -> subprocess.CompletedProcess:

@@ -25,11 +25,11 @@ information for EPT violations, VPID and INVVPID.
 from __future__ import annotations
 
 from .faults import CpuFault
+from .pae import ADDR, MAXPHYADDR     # the processor's physical-address width (36: pae.py)
 
 EPT_R, EPT_W, EPT_X = 1, 2, 4
 EXIT_EPT_VIOLATION, EXIT_EPT_MISCONFIG, EXIT_INVEPT = 48, 49, 50
 INVEPT_SINGLE, INVEPT_ALL = 1, 2
-MAXPHYADDR = 32                       # CPUID has no leaf 80000008H and no PAE/PSE-36 here
 ADDR_RESERVED = ((1 << 52) - 1) & ~((1 << MAXPHYADDR) - 1)    # bits 51:MAXPHYADDR
 EPTP_MT_UC, EPTP_MT_WB = 0, 6
 LEAF_MT_BAD = frozenset({2, 3, 7})    # memory types an EPT leaf may not name (§28.3.3.1)
@@ -76,7 +76,7 @@ class Ept:
 
     def __init__(self, mem, eptp: int) -> None:
         self.mem = mem
-        self.pml4 = eptp & 0xFFFFF000
+        self.pml4 = eptp & ADDR
         # guest-physical page -> (host-physical page, permissions R|W|X)
         self.cache: dict[int, tuple[int, int]] = {}
 
@@ -101,10 +101,10 @@ class Ept:
                 size = 1 << (12 + 9 * level)
                 if (e >> 3) & 7 in LEAF_MT_BAD or e & (size - 1) & ~0xFFF:
                     return 0, 0, EXIT_EPT_MISCONFIG          # a bad type; reserved 29:12 / 20:12
-                return (e & 0xFFFFF000) | (gpa & (size - 1) & ~0xFFF), combined, None
+                return (e & ADDR & ~(size - 1)) | (gpa & (size - 1) & ~0xFFF), combined, None
             if e & 0xF8:                                     # bits 7:3 of a non-leaf entry
                 return 0, 0, EXIT_EPT_MISCONFIG
-            table = e & 0xFFFFF000
+            table = e & ADDR
         raise AssertionError("unreachable")
 
     def translate(self, gpa: int, access: int, linear: int | None, final: bool) -> tuple[int, int]:

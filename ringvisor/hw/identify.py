@@ -24,9 +24,9 @@ M = ix.Mnemonic
 # CPUID: a family-6 core that reports exactly what the model implements (SDM Vol. 2 CPUID).
 CPUID_SIGNATURE = 0x00000633      # family 6, model 3, stepping 3
 CPUID_MAX_BASIC, CPUID_MAX_EXTENDED = 7, 0x80000001
-# leaf 1 EDX: FPU VME DE PSE TSC MSR CX8 SEP PGE CMOV CLFSH MMX FXSR SSE SSE2 (VME: CR4.VME
-# and CR4.PVI, hw/vme.py)
-CPUID_FEATURES_EDX = sum(1 << b for b in (0, 1, 2, 3, 4, 5, 8, 11, 13, 15, 19, 23, 24, 25, 26))
+# leaf 1 EDX: FPU VME DE PSE TSC MSR PAE CX8 SEP PGE CMOV CLFSH MMX FXSR SSE SSE2 (VME: CR4.VME
+# and CR4.PVI, hw/vme.py; PAE: hw/pae.py)
+CPUID_FEATURES_EDX = sum(1 << b for b in (0, 1, 2, 3, 4, 5, 6, 8, 11, 13, 15, 19, 23, 24, 25, 26))
 CPUID_FEATURES_ECX = 1 << 0 | 1 << 5   # SSE3 (not MONITOR/MWAIT, bit 3), VMX (hw/vmx.py)
 CPUID_FEATURES_EBX = 8 << 8       # CLFLUSH line size: 8 * 8 = 64 bytes
 CPUID_LEAF7_EBX = 1 << 7 | 1 << 20  # SMEP, SMAP

@@ -63,6 +63,11 @@ class kvm_sregs(ctypes.Structure):
         ("efer", u64), ("apic_base", u64), ("interrupt_bitmap", u64 * 4)]
 
 
+class kvm_sregs2(ctypes.Structure):
+    """kvm_sregs without the interrupt bitmap, with the PAE PDPTE registers (KVM_CAP_SREGS2)."""
+    _fields_ = kvm_sregs._fields_[:-1] + [("flags", u64), ("pdptrs", u64 * 4)]
+
+
 class kvm_fpu(ctypes.Structure):
     _fields_ = [("fpr", (u8 * 16) * 8), ("fcw", u16), ("fsw", u16), ("ftwx", u8),
                 ("pad1", u8), ("last_opcode", u16), ("last_ip", u64), ("last_dp", u64),
@@ -210,6 +215,9 @@ KVM_GET_REGS = _ior(0x81, kvm_regs)
 KVM_SET_REGS = _iow(0x82, kvm_regs)
 KVM_GET_SREGS = _ior(0x83, kvm_sregs)
 KVM_SET_SREGS = _iow(0x84, kvm_sregs)
+KVM_GET_SREGS2 = _ior(0xCC, kvm_sregs2)
+KVM_SET_SREGS2 = _iow(0xCD, kvm_sregs2)
+KVM_SREGS2_FLAGS_PDPTRS_VALID = 1
 KVM_INTERRUPT = _iow(0x86, kvm_interrupt)
 KVM_GET_MSRS = _iowr(0x88, kvm_msrs_header)
 KVM_SET_MSRS = _iow(0x89, kvm_msrs_header)
@@ -229,6 +237,7 @@ KVM_SET_DEBUGREGS = _iow(0xA2, kvm_debugregs)
 KVM_CAP_USER_MEMORY, KVM_CAP_SET_TSS_ADDR, KVM_CAP_VCPU_EVENTS = 3, 4, 41
 KVM_CAP_SET_IDENTITY_MAP_ADDR, KVM_CAP_DEBUGREGS, KVM_CAP_XSAVE = 37, 50, 55
 KVM_CAP_SET_GUEST_DEBUG = 23
+KVM_CAP_SREGS2 = 200
 # KVM_SET_GUEST_DEBUG's control (<linux/kvm.h>, x86's <asm/kvm.h>)
 GUESTDBG_ENABLE, GUESTDBG_SINGLESTEP = 0x1, 0x2
 GUESTDBG_USE_SW_BP, GUESTDBG_USE_HW_BP = 0x10000, 0x20000
@@ -401,6 +410,25 @@ class KvmVcpu:
 
     def set_sregs(self, s: kvm_sregs) -> None:
         ioctl(self.fd, KVM_SET_SREGS, s, "KVM_SET_SREGS")
+
+    def pdptes(self) -> list[int] | None:
+        """The PDPTE registers of PAE paging (KVM_GET_SREGS2), or None where this KVM
+        lacks KVM_CAP_SREGS2 or holds none."""
+        if not self.vm.system.has(KVM_CAP_SREGS2):
+            return None
+        s = self.get(KVM_GET_SREGS2, kvm_sregs2(), "KVM_GET_SREGS2")
+        return list(s.pdptrs) if s.flags & KVM_SREGS2_FLAGS_PDPTRS_VALID else None
+
+    def set_pdptes(self, pdptes: list[int]) -> bool:
+        """Load the PDPTE registers (KVM_SET_SREGS2); False without KVM_CAP_SREGS2 (then
+        KVM_SET_SREGS has loaded them from the guest's CR3, as a MOV to CR3 does)."""
+        if not self.vm.system.has(KVM_CAP_SREGS2):
+            return False
+        s = self.get(KVM_GET_SREGS2, kvm_sregs2(), "KVM_GET_SREGS2")
+        s.pdptrs[:] = pdptes
+        s.flags |= KVM_SREGS2_FLAGS_PDPTRS_VALID
+        ioctl(self.fd, KVM_SET_SREGS2, s, "KVM_SET_SREGS2")
+        return True
 
     def fpu(self) -> kvm_fpu:
         return self.get(KVM_GET_FPU, kvm_fpu(), "KVM_GET_FPU")

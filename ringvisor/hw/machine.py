@@ -60,7 +60,7 @@ from .state import EDX, IF, REG_NAMES, SEG_NAMES, DescriptorTable, Segment, rese
 from .identify import CPUID_SIGNATURE
 from .smp import MAX_CPUS, Processors
 
-MAX_MEM_MB = 3584          # below the 4 GiB hole; the machine has no PAE
+MAX_MEM_MB = 3584          # below the 4 GiB hole (no RAM above 4 GiB, even for PAE's 36 bits)
 ATA_IRQ = 14               # the primary IDE channel's line
 VIRTIO_IO_BASE = 0xC200    # virtio functions' I/O BARs: above the ones i440fx_bus places
 SLICE = 1_000_000          # instructions between polls of host input

@@ -137,7 +137,9 @@ class PhysicalMemory:
                     self.on_code_write(ppn, addr, n)
 
     def _read_sized(self, addr: int, size: int) -> int:
-        addr &= 0xFFFFFFFF
+        if addr >> 32:
+            # at or above 4 GiB (a PAE translation reaches 36 bits): nothing on this bus
+            return (1 << (8 * size)) - 1
         if addr + size <= self.size:
             return int.from_bytes(self.ram[addr:addr + size], "little")
         hit = self._mmio_at(addr)
@@ -149,7 +151,8 @@ class PhysicalMemory:
         return (1 << (8 * size)) - 1
 
     def _write_sized(self, addr: int, size: int, value: int) -> None:
-        addr &= 0xFFFFFFFF
+        if addr >> 32:
+            return
         if addr + size <= self.size:
             self.ram[addr:addr + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
             if self.dirty is not None:

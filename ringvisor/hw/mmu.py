@@ -1,4 +1,5 @@
-"""Linear-to-physical translation: two-level paging, 4 KiB and 4 MiB pages, the TLB.
+"""Linear-to-physical translation: 32-bit paging (4 KiB and 4 MiB pages), PAE paging
+(4 KiB and 2 MiB pages, ``pae.py``), the TLB.
 
 The TLB is four dictionaries — reads and writes, supervisor and user — from a
 linear page base to ``delta = physical page - linear page``.  Translated code
@@ -25,17 +26,22 @@ linear-to-host-physical translation (SDM Vol. 3C §28.4.1), with the EPT permiss
 ANDed in: a read entry only where EPT allows both reads and fetches (fetches look in
 the read TLB), a write entry only where it allows writes.  Without EPT only the walk
 tests ``ept``: the TLB hits cost the same.
+
+PAE paging (CR4.PAE with CR0.PG) changes only the walk: its entries are the same TLB
+entries, so the translator's fast paths, INVLPG, the code cache's physical-page tracking
+and write logging are the same for both; a 32-bit walk pays one more bit test.
 """
 
 from __future__ import annotations
 
 from .ept import EPT_R, EPT_W, EPT_X
-from .faults import PageFault
+from .faults import GP, CpuFault, PageFault
 from .memory import PhysicalMemory
-from .state import AC, CR0_PG, CR0_WP, CR4_PSE, CR4_SMAP, CR4_SMEP, CpuState
+from .pae import ADDR, ADDR_2M, PDE_RESERVED_2M, PTE_RESERVED, pde_offset, pte_offset, read_pdptes
+from .state import AC, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, CR4_SMAP, CR4_SMEP, CpuState
 
 PTE_P, PTE_W, PTE_U, PTE_A, PTE_D, PTE_PS = 1, 2, 4, 0x20, 0x40, 0x80
-PF_P, PF_W, PF_U, PF_I = 1, 2, 4, 0x10
+PF_P, PF_W, PF_U, PF_RSVD, PF_I = 1, 2, 4, 8, 0x10
 PAGE = 0xFFFFF000
 
 
@@ -141,39 +147,42 @@ class Mmu:
             self.stats_walks += 1
             mem = self.mem
             m32, size = mem.m32, mem.size
-            pde_addr = gpde = (st.cr3 & PAGE) | ((lin >> 20) & 0xFFC)
-            if ept is not None:                   # the guest's page directory is guest-physical
-                pde_addr = ept.translate(gpde, EPT_R, lin, False)[0]
-            pde = m32[pde_addr >> 2] if pde_addr < size else mem.read32(pde_addr)
             err = (PF_W if write else 0) | (PF_U if user else 0)
             if fetch and st.cr4 & CR4_SMEP:
                 err |= PF_I
-            if not pde & PTE_P:
-                raise PageFault(lin, err)
-            if pde & PTE_PS and st.cr4 & CR4_PSE:
-                rights = pde
-                phys_page = (pde & 0xFFC00000) | (lin & 0x003FF000)
-                self._check(lin, rights, write, user, err)
-                new = pde | PTE_A | (PTE_D if write else 0)
-                if new != pde:
-                    self._update(pde_addr, gpde, new, lin)
-                dirty = bool(new & PTE_D)
+            if st.cr4 & CR4_PAE:
+                phys_page, rights, dirty = self._walk_pae(lin, write, user, err)
             else:
-                pte_addr = gpte = (pde & PAGE) | ((lin >> 10) & 0xFFC)
-                if ept is not None:
-                    pte_addr = ept.translate(gpte, EPT_R, lin, False)[0]
-                pte = m32[pte_addr >> 2] if pte_addr < size else mem.read32(pte_addr)
-                if not pte & PTE_P:
+                pde_addr = gpde = (st.cr3 & PAGE) | ((lin >> 20) & 0xFFC)
+                if ept is not None:               # the guest's page directory is guest-physical
+                    pde_addr = ept.translate(gpde, EPT_R, lin, False)[0]
+                pde = m32[pde_addr >> 2] if pde_addr < size else mem.read32(pde_addr)
+                if not pde & PTE_P:
                     raise PageFault(lin, err)
-                rights = pde & pte   # U/S and R/W are the AND of both levels
-                self._check(lin, rights, write, user, err)
-                if not pde & PTE_A:
-                    self._update(pde_addr, gpde, pde | PTE_A, lin)
-                new = pte | PTE_A | (PTE_D if write else 0)
-                if new != pte:
-                    self._update(pte_addr, gpte, new, lin)
-                dirty = bool(new & PTE_D)
-                phys_page = pte & PAGE
+                elif pde & PTE_PS and st.cr4 & CR4_PSE:
+                    rights = pde
+                    phys_page = (pde & 0xFFC00000) | (lin & 0x003FF000)
+                    self._check(lin, rights, write, user, err)
+                    new = pde | PTE_A | (PTE_D if write else 0)
+                    if new != pde:
+                        self._update(pde_addr, gpde, new, lin)
+                    dirty = bool(new & PTE_D)
+                else:
+                    pte_addr = gpte = (pde & PAGE) | ((lin >> 10) & 0xFFC)
+                    if ept is not None:
+                        pte_addr = ept.translate(gpte, EPT_R, lin, False)[0]
+                    pte = m32[pte_addr >> 2] if pte_addr < size else mem.read32(pte_addr)
+                    if not pte & PTE_P:
+                        raise PageFault(lin, err)
+                    rights = pde & pte   # U/S and R/W are the AND of both levels
+                    self._check(lin, rights, write, user, err)
+                    if not pde & PTE_A:
+                        self._update(pde_addr, gpde, pde | PTE_A, lin)
+                    new = pte | PTE_A | (PTE_D if write else 0)
+                    if new != pte:
+                        self._update(pte_addr, gpte, new, lin)
+                    dirty = bool(new & PTE_D)
+                    phys_page = pte & PAGE
             user_ok = bool(rights & PTE_U)
             if fetch and not user and user_ok and st.cr4 & CR4_SMEP:
                 raise PageFault(lin, err | PF_P)
@@ -189,7 +198,7 @@ class Mmu:
         if ept is not None:                       # the final guest-physical page
             host, perm = ept.translate(phys_page | (lin & 0xFFF), EPT_X if fetch else
                                        EPT_W if write else EPT_R, lin, True)
-            phys_page = host & PAGE
+            phys_page = host & ~0xFFF
             readable = perm & (EPT_R | EPT_X) == EPT_R | EPT_X
             if not perm & EPT_W:
                 sup_w = user_w = False
@@ -202,6 +211,75 @@ class Mmu:
             if (phys_page >> 12) not in self.mem.code_pages:
                 self._fill_write(page, delta, sup_w, user_w, write)
         return phys_page | (lin & 0xFFF)
+
+    def _entry64(self, addr: int) -> int:
+        """A 64-bit paging-structure entry (8-byte aligned) at host-physical ``addr``."""
+        mem = self.mem
+        if addr + 8 <= mem.size:
+            m32 = mem.m32
+            return m32[addr >> 2] | m32[(addr >> 2) + 1] << 32
+        return mem.read32(addr) | mem.read32(addr + 4) << 32
+
+    def _walk_pae(self, lin: int, write: bool, user: bool, err: int) -> tuple[int, int, bool]:
+        """The PAE walk (SDM Vol. 3A §4.4.2): (physical page, combined rights, dirty).
+        The PDPTE comes from the registers CR3's last load filled (``pae.py``); a PDE or
+        PTE with a reserved bit is #PF with P and RSVD set (§4.7).  As QEMU does
+        (target/i386/tcg/sysemu/excp_helper.c), a PDE's accessed bit is set when the walk
+        uses it to reach the page table, before that table's entry is checked (§4.8)."""
+        ept = self.ept
+        pdpte = self.state.pdpte[lin >> 30]
+        if not pdpte & PTE_P:
+            raise PageFault(lin, err)
+        pde_addr = gpde = (pdpte & ADDR) | pde_offset(lin)
+        if ept is not None:
+            pde_addr = ept.translate(gpde, EPT_R, lin, False)[0]
+        pde = self._entry64(pde_addr)
+        if not pde & PTE_P:
+            raise PageFault(lin, err)
+        if pde & PTE_PS:                          # a 2 MiB page, whatever CR4.PSE says
+            if pde & PDE_RESERVED_2M:
+                raise PageFault(lin, err | PF_P | PF_RSVD)
+            self._check(lin, pde, write, user, err)
+            new = pde | PTE_A | (PTE_D if write else 0)
+            if new != pde:
+                self._update(pde_addr, gpde, new & 0xFFFFFFFF, lin)
+            return (pde & ADDR_2M) | (lin & 0x1FF000), pde, bool(new & PTE_D)
+        if pde & PTE_RESERVED:
+            raise PageFault(lin, err | PF_P | PF_RSVD)
+        if not pde & PTE_A:
+            self._update(pde_addr, gpde, (pde | PTE_A) & 0xFFFFFFFF, lin)
+        pte_addr = gpte = (pde & ADDR) | pte_offset(lin)
+        if ept is not None:
+            pte_addr = ept.translate(gpte, EPT_R, lin, False)[0]
+        pte = self._entry64(pte_addr)
+        if not pte & PTE_P:
+            raise PageFault(lin, err)
+        if pte & PTE_RESERVED:
+            raise PageFault(lin, err | PF_P | PF_RSVD)
+        rights = pde & pte                        # U/S and R/W: the AND of both levels (§4.6)
+        self._check(lin, rights, write, user, err)
+        new = pte | PTE_A | (PTE_D if write else 0)
+        if new != pte:
+            self._update(pte_addr, gpte, new & 0xFFFFFFFF, lin)
+        return pte & ADDR, rights, bool(new & PTE_D)
+
+    def pdptes(self, cr3: int) -> list[int] | None:
+        """The PDPTEs a load from ``cr3`` gives, or None (a reserved bit: #GP(0)).  In VMX
+        non-root operation with EPT, CR3 is guest-physical (SDM Vol. 3C §28.3.1)."""
+        ept = self.ept
+        if ept is None:
+            return read_pdptes(self._entry64, cr3)
+        return read_pdptes(lambda gpa: self._entry64(ept.translate(gpa, EPT_R, None, False)[0]), cr3)
+
+    def reload_pdptes(self, cr0: int, cr4: int, cr3: int) -> None:
+        """With PAE paging in use under ``cr0``/``cr4``, load the four PDPTEs from ``cr3``
+        (before the MOV or task switch commits): a present one with a reserved bit is
+        #GP(0) and the registers keep their values (``pae.py``)."""
+        if cr0 & CR0_PG and cr4 & CR4_PAE:
+            pdptes = self.pdptes(cr3)
+            if pdptes is None:
+                raise CpuFault(GP, 0)
+            self.state.pdpte[:] = pdptes
 
     def _update(self, addr: int, gpa: int, value: int, lin: int) -> None:
         """Set accessed/dirty bits in the guest paging-structure entry at ``addr``
@@ -241,6 +319,8 @@ class Mmu:
         phys = (lambda gpa: gpa) if ept is None else ept.probe
         if not st.cr0 & CR0_PG:
             return phys(lin)
+        if st.cr4 & CR4_PAE:
+            return self._probe_pae(lin, phys)
         pde_addr = phys((st.cr3 & PAGE) | ((lin >> 20) & 0xFFC))
         pde = 0 if pde_addr is None else self.mem.read32(pde_addr)
         if not pde & PTE_P:
@@ -252,6 +332,22 @@ class Mmu:
         if not pte & PTE_P:
             return None
         return phys((pte & PAGE) | (lin & 0xFFF))
+
+    def _probe_pae(self, lin: int, phys) -> int | None:
+        pdpte = self.state.pdpte[lin >> 30]
+        if not pdpte & PTE_P:
+            return None
+        a = phys((pdpte & ADDR) | pde_offset(lin))
+        pde = 0 if a is None else self._entry64(a)
+        if not pde & PTE_P or pde & (PDE_RESERVED_2M if pde & PTE_PS else PTE_RESERVED):
+            return None
+        if pde & PTE_PS:
+            return phys((pde & ADDR_2M) | (lin & 0x1FFFFF))
+        a = phys((pde & ADDR) | pte_offset(lin))
+        pte = 0 if a is None else self._entry64(a)
+        if not pte & PTE_P or pte & PTE_RESERVED:
+            return None
+        return phys((pte & ADDR) | (lin & 0xFFF))
 
     # -- slow-path accesses (misses, unaligned, MMIO) --------------------------------
     def _watched(self, lin: int, size: int, write: bool) -> None:

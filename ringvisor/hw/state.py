@@ -37,9 +37,12 @@ CR0_WP, CR0_AM, CR0_NW, CR0_CD, CR0_PG = 1 << 16, 1 << 18, 1 << 29, 1 << 30, 1 <
 CR4_VME, CR4_PVI, CR4_TSD, CR4_DE, CR4_PSE, CR4_PAE = 1, 2, 4, 8, 0x10, 0x20
 CR4_PGE, CR4_PCE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_UMIP = 0x80, 0x100, 0x200, 0x400, 0x800
 CR4_VMXE, CR4_SMEP, CR4_SMAP = 1 << 13, 1 << 20, 1 << 21
+# CR3: bits 31:12 the page directory (31:5 the PDPT with PAE), PWT and PCD; bits 2:0 are
+# ignored and read as 0 here (SDM Vol. 3A Figures 4-4 and 4-7)
+CR3_MASK = 0xFFFFFFF8
 # the bits whose change invalidates the TLB's translations (SDM Vol. 3 §4.10.4.1)
 CR0_TRANSLATION = CR0_PG | CR0_WP | CR0_PE
-CR4_TRANSLATION = CR4_PSE | CR4_PGE | CR4_SMEP | CR4_SMAP
+CR4_TRANSLATION = CR4_PSE | CR4_PAE | CR4_PGE | CR4_SMEP | CR4_SMAP
 
 # Model-specific registers (SDM Vol. 4).
 MSR_TSC, MSR_APIC_BASE, MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = (
@@ -214,6 +217,9 @@ class CpuState:
     cr2: int = 0
     cr3: int = 0
     cr4: int = 0
+    # the four PDPTE registers of PAE paging, loaded from CR3 by MOV to CR3/CR0/CR4
+    # (SDM Vol. 3A §4.4.1; KVM's kvm_sregs2.pdptrs, the VMCS guest PDPTE fields)
+    pdpte: list[int] = field(default_factory=lambda: [0] * 4)
     dr: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0xFFFF0FF0, 0x400, 0xFFFF0FF0, 0x400])
     msrs: dict[int, int] = field(default_factory=dict)
     tsc_offset: int = 0
@@ -303,6 +309,10 @@ class CpuState:
                 v = [int(x) & 0xFFFFFFFF for x in v]
                 if len(v) != 8:
                     raise ValueError("the CPU state needs eight general registers")
+            elif name == "pdpte":
+                v = [int(x) for x in v]
+                if len(v) != 4:
+                    raise ValueError("the CPU state needs four PDPTE registers")
             elif name == "dr":
                 v = [int(x) for x in v]
                 if len(v) != 8:

@@ -17,7 +17,7 @@ from .faults import BP, BR, DB, GP, NM, NP, OF as OF_VEC, UD, CpuFault, Unsuppor
 from .ept import EptExit
 from .segments import LDT, TSS16_AVAIL, TSS32_AVAIL, Descriptor, null_segment
 from .state import (CR0_TRANSLATION, CR4_TRANSLATION, ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, Segment, CR0_EM, CR0_ET, CR0_MP, CR0_NW, CR0_CD, CR0_PE, CR0_PG, CR0_TS,
-                    CR4_DE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PCE, CR4_PGE, CR4_PSE, CR4_SMAP, CR4_SMEP,
+                    CR3_MASK, CR4_DE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PAE, CR4_PCE, CR4_PGE, CR4_PSE, CR4_SMAP, CR4_SMEP,
                     CR4_PVI, CR4_TSD, CR4_UMIP, CR4_VME, CR4_VMXE, CS, DF, IF, IOPL_MASK, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
                     MSR_SYSENTER_ESP, AC, OF, RF, SS, VIF, VM, ZF)
 from .translate import GPR, SREG, registrar
@@ -29,7 +29,7 @@ Rg = ix.Register
 HELPERS: dict[int, callable] = {}
 
 CR0_WRITABLE = 0xE005003F      # PG CD NW AM WP NE ET TS EM MP PE
-CR4_SUPPORTED = (CR4_VME | CR4_PVI | CR4_TSD | CR4_DE | CR4_PSE | CR4_PGE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT |
+CR4_SUPPORTED = (CR4_VME | CR4_PVI | CR4_TSD | CR4_DE | CR4_PSE | CR4_PAE | CR4_PGE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT |
                  CR4_UMIP | CR4_SMEP | CR4_SMAP | CR4_VMXE)
 # in VMX operation CR0.PE, NE and PG stay set and CR4.VMXE cannot be cleared (SDM Vol. 3C §23.8)
 VMX_CR0_FIXED = CR0_PE | 0x20 | CR0_PG
@@ -588,23 +588,35 @@ def write_cr(cpu, n: int, v: int) -> None:
         if cpu.vmx.on and v & VMX_CR0_FIXED != VMX_CR0_FIXED:
             raise CpuFault(GP, 0)
         old = st.cr0
-        st.cr0 = v | CR0_ET         # ET is hardwired to 1 (SDM Vol. 3 §2.5)
+        v |= CR0_ET                 # ET is hardwired to 1 (SDM Vol. 3 §2.5)
+        if (old ^ v) & CR0_PDPTE_RELOAD:
+            cpu.mmu.reload_pdptes(v, st.cr4, st.cr3)
+        st.cr0 = v
         if (old ^ st.cr0) & CR0_TRANSLATION:
             cpu.tlb_flush()
     elif n == 2:
         st.cr2 = v
     elif n == 3:
-        st.cr3 = v & 0xFFFFF018
+        cpu.mmu.reload_pdptes(st.cr0, st.cr4, v)
+        st.cr3 = v & CR3_MASK
         cpu.tlb_flush()
     elif n == 4:
         if v & ~CR4_SUPPORTED or (cpu.vmx.on and not v & CR4_VMXE):
             raise CpuFault(GP, 0)
         old = st.cr4
+        if (old ^ v) & CR4_PDPTE_RELOAD:
+            cpu.mmu.reload_pdptes(st.cr0, v, st.cr3)
         st.cr4 = v
         if (old ^ v) & CR4_TRANSLATION:
             cpu.tlb_flush()
     else:
         raise CpuFault(UD)
+
+
+# the MOVs to CR0 and CR4 that load the PDPTEs when PAE paging is in use after them
+# (SDM Vol. 3A §4.4.1); MOV to CR3 always does
+CR0_PDPTE_RELOAD = CR0_PG | CR0_CD | CR0_NW
+CR4_PDPTE_RELOAD = CR4_PAE | CR4_PGE | CR4_PSE | CR4_SMEP
 
 
 def read_cr(cpu, n: int) -> int:

@@ -20,7 +20,7 @@ from . import realmode
 from .faults import DB, GP, NP, SS, TS, CpuFault, UnsupportedFeature
 from .segments import (LDT, TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY,
                        Descriptor, null_segment)
-from .state import (CR0_PG, CR0_TS, CS, DS, ES, FS, GS, NT, SS as SREG_SS, VM, Segment)
+from .state import (CR0_PG, CR3_MASK, CR0_TS, CS, DS, ES, FS, GS, NT, SS as SREG_SS, VM, Segment)
 
 JMP, CALL, IRET = "jmp", "call", "iret"   # what started the switch (an interrupt is a CALL)
 BUSY = 2                                   # the busy bit in a TSS descriptor's type
@@ -143,7 +143,8 @@ def switch(cpu, sel: int, d: Descriptor, source: str, next_eip: int, ext: int = 
     st.cr0 |= CR0_TS
     st.tr = Segment(sel, d.base, d.limit, d.attr | BUSY)
     if new_cr3 is not None and st.cr0 & CR0_PG:
-        st.cr3 = new_cr3 & 0xFFFFF018
+        mmu.reload_pdptes(st.cr0, st.cr4, new_cr3)     # #GP(0) in the new task (SDM §7.3)
+        st.cr3 = new_cr3 & CR3_MASK
         cpu.tlb_flush()
     st.eip = new_eip
     if size == 4:

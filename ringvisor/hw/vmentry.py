@@ -14,9 +14,10 @@ import struct
 from . import transfers
 from .realmode import VM86_ATTR
 from .ept import eptp_valid
-from .faults import CpuFault
+from .faults import CpuFault, UnsupportedFeature
+from .pae import PDPTE_RESERVED, read_pdptes
 from .identify import msr_write_ok
-from .state import (ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, IF, MSR_SYSENTER_CS,
+from .state import (CR0_PG, CR4_PAE, ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, IF, MSR_SYSENTER_CS,
                     MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC, VM, Segment)
 from .vmcs import (CAPABILITY_MSRS, CPU2_EPT, CPU_CONTROLS, CPU_CONTROLS2, EPTP, CPU_IO_BITMAPS, CPU_MSR_BITMAPS,
                    CPU_INTR_WINDOW, CPU_MTF, CPU_SECONDARY, CPU_TSC_OFFSET, CR0_FIXED0, CR0_FIXED1, CR3_TARGET_COUNT, CR4_FIXED0,
@@ -24,7 +25,7 @@ from .vmcs import (CAPABILITY_MSRS, CPU2_EPT, CPU_CONTROLS, CPU_CONTROLS2, EPTP,
                    ENTRY_LOAD_DEBUG, ENTRY_MSR_LOAD_ADDR, ENTRY_MSR_LOAD_COUNT, ERR_BAD_CONTROLS,
                    ERR_BAD_HOST, EXIT_ACK_INT, EXIT_BAD_MSR_LOAD, EXIT_CONTROLS, EXIT_MSR_LOAD_ADDR,
                    EXIT_MSR_LOAD_COUNT, EXIT_MSR_STORE_ADDR, EXIT_MSR_STORE_COUNT,
-                   GUEST_ACTIVITY, GUEST_AR, GUEST_BASE, GUEST_CR0, GUEST_CR3, GUEST_CR4,
+                   GUEST_ACTIVITY, GUEST_AR, GUEST_PDPTE, GUEST_BASE, GUEST_CR0, GUEST_CR3, GUEST_CR4,
                    GUEST_DR7, GUEST_GDTR_BASE, GUEST_GDTR_LIMIT, GUEST_IDTR_BASE,
                    GUEST_IDTR_LIMIT, GUEST_INTERRUPTIBILITY, GUEST_LIMIT, GUEST_PENDING_DBG,
                    GUEST_RFLAGS, GUEST_RIP, GUEST_RSP, GUEST_SEL, GUEST_SYSENTER_CS,
@@ -41,6 +42,26 @@ HAS_ERROR = frozenset({8, 10, 11, 12, 13, 14, 17})
 AR_RESERVED = 0xFFFE0F00            # access-rights bits 11:8 and 31:17 (SDM §26.3.1.2)
 RFLAGS_RESERVED = 0xFFC08028        # bits 31:22, 15, 5, 3 must be 0; bit 1 must be 1
 QUAL_LINK = 4                       # exit qualification of a bad VMCS link pointer (§26.8)
+QUAL_PDPTE = 2                      # ... of PDPTEs loaded from the guest's CR3 with a reserved bit
+
+
+def ept_on(r) -> bool:
+    """Is "enable EPT" set (the secondary controls active)?"""
+    return bool(r(CPU_CONTROLS) & CPU_SECONDARY and r(CPU_CONTROLS2) & CPU2_EPT)
+
+
+def guest_pdptes(vmx) -> list[int] | None:
+    """The PDPTEs VM entry gives a guest with PAE paging (§26.3.2.4): under EPT the VMCS
+    fields (§26.3.1.6 checks them), else a load from the guest's CR3 (physical); None if
+    a present one sets a reserved bit; [] without PAE paging."""
+    r = vmx.vmcs.fields.__getitem__
+    if not (r(GUEST_CR0) & CR0_PG and r(GUEST_CR4) & CR4_PAE):
+        return []
+    if ept_on(r):
+        out = [r(GUEST_PDPTE + 2 * i) for i in range(4)]
+        return None if any(e & 1 and e & PDPTE_RESERVED for e in out) else out
+    return read_pdptes(lambda a: vmx.cpu.mem.read32(a) | vmx.cpu.mem.read32(a + 4) << 32,
+                       r(GUEST_CR3))
 ES, CS, SS, DS, FS, GS, LDTR, TR = range(8)
 
 
@@ -197,6 +218,8 @@ def _check_activity(vmx, r, fl, ss, info, injecting, ext) -> int | None:
     if link != 0xFFFFFFFFFFFFFFFF and (vmx._bad_address(link) or
                                        vmx.cpu.mem.read32(link) != VMCS_REVISION):
         return QUAL_LINK
+    if guest_pdptes(vmx) is None:
+        return 0 if ept_on(r) else QUAL_PDPTE
     return None
 
 
@@ -221,6 +244,9 @@ def _wrmsr(cpu, index: int, value: int) -> bool:
 def enter(vmx, resume: bool) -> None:
     cpu, st, r = vmx.cpu, vmx.cpu.state, vmx.vmcs.fields.__getitem__
     st.cr0, st.cr3, st.cr4 = r(GUEST_CR0), r(GUEST_CR3), r(GUEST_CR4)
+    pdptes = guest_pdptes(vmx)           # (checked by check_guest)
+    if pdptes:
+        st.pdpte[:] = pdptes
     if r(ENTRY_CONTROLS) & ENTRY_LOAD_DEBUG:
         st.dr[7] = (r(GUEST_DR7) & 0xFFFF2BFF) | 0x400
     st.msrs[MSR_SYSENTER_CS] = r(GUEST_SYSENTER_CS)
@@ -283,6 +309,9 @@ def save_guest(vmx, rip: int) -> None:
     w(GUEST_CR3, st.cr3)
     w(GUEST_CR4, st.cr4)
     w(GUEST_DR7, st.dr[7])
+    if cpu.mmu.ept is not None and st.cr0 & CR0_PG and st.cr4 & CR4_PAE:
+        for i in range(4):               # §27.3.4: under EPT the PDPTEs are saved
+            w(GUEST_PDPTE + 2 * i, st.pdpte[i])
     for i, s in enumerate(list(st.segs) + [st.ldtr, st.tr]):
         w(GUEST_SEL + 2 * i, s.selector)
         w(GUEST_BASE + 2 * i, s.base)
@@ -338,6 +367,11 @@ def load_host(vmx) -> None:
     cpu.intr_exits = False
     cpu.vmx_tsc = 0
     cpu.mmu.ept = None
+    if st.cr0 & CR0_PG and st.cr4 & CR4_PAE:
+        pdptes = cpu.mmu.pdptes(st.cr3)  # §27.5.4: the host's, from its CR3
+        if pdptes is None:
+            raise UnsupportedFeature("a VMX abort (the host's PDPTEs set reserved bits) is not modelled")
+        st.pdpte[:] = pdptes
     vmx.mtf = False
     vmx.event = None
     for _, index, value in _msr_list(vmx, r(EXIT_MSR_LOAD_ADDR), r(EXIT_MSR_LOAD_COUNT)):

@@ -36,6 +36,7 @@ from collections import Counter
 import iced_x86 as ix
 
 from .ept import INVEPT_ALL, INVEPT_SINGLE, Ept, EptExit, eptp_valid
+from .pae import ADDR
 from .faults import GP, PF, DB, UD, CpuFault
 from .state import ARITH_FLAGS, CF, CR0_PE, IF, VM, ZF
 from .system import get_reg, helper, read_mem, read_op, require_cpl0, write_mem, write_op
@@ -233,7 +234,7 @@ class Vmx:
         Guest-physical and combined mappings both go."""
         self._common()
         if typ == INVEPT_SINGLE and eptp_valid(eptp):
-            self.epts.pop(eptp & 0xFFFFF000, None)
+            self.epts.pop(eptp & ADDR, None)
         elif typ == INVEPT_ALL:
             self.epts.clear()
         else:
@@ -247,7 +248,7 @@ class Vmx:
         r = self.vmcs.fields.__getitem__
         ept = None
         if r(V.CPU_CONTROLS) & V.CPU_SECONDARY and r(V.CPU_CONTROLS2) & V.CPU2_EPT:
-            pml4 = r(V.EPTP) & 0xFFFFF000
+            pml4 = r(V.EPTP) & ADDR
             ept = self.epts.get(pml4)
             if ept is None:
                 ept = self.epts[pml4] = Ept(self.cpu.mem, pml4)

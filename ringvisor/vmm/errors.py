@@ -15,3 +15,9 @@ class GuestFault(CpuFault):
     The rules the hardware applies (``hw.segments``, ``hw.transfers``) raise plain
     ``CpuFault``; the monitor applies them to the guest's own descriptors, so it
     treats both alike: delivered to the guest, never to the monitor."""
+
+
+def pae_refused(name: str, tables: str) -> str:
+    """The line a monitor stops with when its guest sets CR4.PAE."""
+    return (f"{name}: the guest set CR4.PAE: PAE paging is not virtualized here ({tables} "
+            "are 32-bit); it runs on the bare PC and under --mode kvm")

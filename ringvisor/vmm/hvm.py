@@ -39,7 +39,7 @@ from ringvisor.hw.faults import DB, NAMES, PF
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.segments import LDT
 from ringvisor.hw.state import (ATTR_UNUSABLE, CR0_ET, CR0_NE, CR0_PE, CR0_PG,
-                                CR0_WP, CR4_PGE, CR4_PSE, CR4_VMXE, IF)
+                                CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, CR4_VMXE, IF)
 from ringvisor.hw import vmcs as V
 from ringvisor.hw.vmcs import EXIT_REASONS
 
@@ -247,7 +247,7 @@ class HardwareAssisted:
     def _set_cr4_views(self) -> None:
         v = self.vcpu
         if self.ept:                           # the guest's own, PSE for the identity map
-            real = v.cr4 | (0 if v.paging else CR4_PSE)
+            real = v.cr4 if v.paging else (v.cr4 & ~CR4_PAE) | CR4_PSE
         else:
             real = v.cr4 & CR4_GUEST_REAL
         self.write(V.CR4_SHADOW, v.cr4)

@@ -11,12 +11,14 @@ from ringvisor.hw.faults import GP, PF, UD
 from ringvisor.hw.identify import cpuid as processor_cpuid
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.mmu import fetch_fault, smap_blocks
-from ringvisor.hw.state import CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, CR4_PSE, CR4_SMEP, CS, IF
-from ringvisor.hw.system import CR0_WRITABLE, CR4_SUPPORTED
+from ringvisor.hw.pae import read_pdptes
+from ringvisor.hw.state import (CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, CR3_MASK, CR4_PAE,
+                                CR4_PSE, CR4_SMEP, CS, IF)
+from ringvisor.hw.system import CR0_PDPTE_RELOAD, CR0_WRITABLE, CR4_PDPTE_RELOAD, CR4_SUPPORTED
 from ringvisor.hw import vmcs as V
 from ringvisor.hw.ept import Q_LINEAR_VALID as EPT_Q_LINEAR_VALID
 
-from .errors import MonitorStop
+from .errors import MonitorStop, pae_refused
 from .guestmem import W, GuestPageFault
 
 HANDLERS: dict = {}
@@ -230,6 +232,23 @@ def cr_access(mon) -> None:
     mon.skip()
 
 
+def load_pdptes(mon, cr0: int, cr4: int, cr3: int) -> bool:
+    """A MOV to CR0/CR3/CR4 the monitor emulates that leaves the guest with PAE paging
+    loads its PDPTEs (SDM Vol. 3A §4.4.1) -- into the VMCS, where VM entry under EPT
+    takes them (§26.3.2.4), as KVM's ept_load_pdptrs does.  False: a present one sets a
+    reserved bit, #GP(0) injected and nothing changed."""
+    if not (cr0 & CR0_PG and cr4 & CR4_PAE):
+        return True
+    pdptes = read_pdptes(lambda gpa: mon.mem.read32(mon.gm.machine(gpa)) |
+                         mon.mem.read32(mon.gm.machine(gpa + 4)) << 32, cr3)
+    if pdptes is None:
+        mon.inject_exception(GP, 0)
+        return False
+    for i, e in enumerate(pdptes):
+        mon.write(V.GUEST_PDPTE + 2 * i, e)
+    return True
+
+
 def set_cr(mon, n: int, value: int) -> bool:
     """MOV to CR0/CR3/CR4 with the processor's checks; False if it faulted (#GP injected)."""
     v = mon.vcpu
@@ -242,6 +261,8 @@ def set_cr(mon, n: int, value: int) -> bool:
             raise MonitorStop("hvm: the guest left protected mode (real mode is not virtualized)")
         value |= CR0_ET
         changed = v.cr0 ^ value
+        if changed & CR0_PDPTE_RELOAD and not load_pdptes(mon, value, v.cr4, v.cr3):
+            return False
         v.cr0 = value
         mon._set_cr0_views()
         if changed & CR0_WP and not mon.ept:
@@ -249,11 +270,17 @@ def set_cr(mon, n: int, value: int) -> bool:
         if changed & CR0_PG:
             mon._paging_changed()
     elif n == 3:
-        v.cr3 = value & 0xFFFFF018
+        if not load_pdptes(mon, v.cr0, v.cr4, value):
+            return False
+        v.cr3 = value & CR3_MASK
         mon._paging_changed()
     elif n == 4:
         if value & ~CR4_GUEST_SUPPORTED:
             mon.inject_exception(GP, 0)
+            return False
+        if value & CR4_PAE and not mon.ept:
+            raise MonitorStop(pae_refused("hvm --no-ept", "the shadow page tables"))
+        if (v.cr4 ^ value) & CR4_PDPTE_RELOAD and not load_pdptes(mon, v.cr0, value, v.cr3):
             return False
         old, v.cr4 = v.cr4, value
         mon._set_cr4_views()

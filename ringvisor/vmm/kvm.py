@@ -54,7 +54,7 @@ from ringvisor.hw.kvmdebug import KvmDebug
 from ringvisor.hw.identify import CPUID_MAX_BASIC, CPUID_MAX_EXTENDED, KNOWN_MSRS, cpuid
 from ringvisor.hw.machine import Machine, Stop
 from ringvisor.hw.memory import PhysicalMemory
-from ringvisor.hw.state import (MSR_EFER, MSR_PAT, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
+from ringvisor.hw.state import (CR0_PG, CR4_PAE, MSR_EFER, MSR_PAT, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
                                 MSR_SYSENTER_ESP, MSR_TSC, MSR_TSC_AUX, REG_NAMES, SEG_NAMES,
                                 FpuState, Segment)
 
@@ -149,6 +149,11 @@ class KvmMachine(Machine):
         for i in range(4):
             s.interrupt_bitmap[i] = 0
         v.set_sregs(s)
+        if st.cr0 & CR0_PG and st.cr4 & CR4_PAE:
+            # the PDPTE registers travel as they are (a PDPT edited since the last MOV to
+            # CR3 must not be seen: SDM Vol. 3A §4.4.1); without KVM_CAP_SREGS2, KVM
+            # loaded them from CR3 at KVM_SET_SREGS
+            v.set_pdptes(st.pdpte)
         f = K.kvm_fpu()
         kf = st.fpu.to_kvm()
         for i, raw in enumerate(kf["fpr"]):
@@ -184,6 +189,9 @@ class KvmMachine(Machine):
         state["idtr"] = {"base": s.idt.base, "limit": s.idt.limit}
         state["cr0"], state["cr2"], state["cr3"], state["cr4"] = (
             s.cr0 & 0xFFFFFFFF, s.cr2 & 0xFFFFFFFF, s.cr3 & 0xFFFFFFFF, s.cr4 & 0xFFFFFFFF)
+        if state["cr0"] & CR0_PG and state["cr4"] & CR4_PAE:
+            # KVM_GET_SREGS2's PDPTEs; without it, what a load from CR3 gives now
+            state["pdpte"] = v.pdptes() or self.cpu.mmu.pdptes(state["cr3"]) or st.pdpte
         state["dr"] = [*d.db, 0, 0, d.dr6 & 0xFFFFFFFF, d.dr7 & 0xFFFFFFFF]
         state["dr"][4], state["dr"][5] = state["dr"][6], state["dr"][7]
         # (an MSR the guest never wrote stays out of the state while it holds its reset value)

@@ -29,7 +29,7 @@ from ringvisor.hw.faults import DB, GP, HAS_ERROR_CODE, NAMES, TS, UD, CpuFault
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.mmu import PF_I, fetch_fault, smap_blocks
 from ringvisor.hw.segments import Descriptor, check_segment_load, null_segment
-from ringvisor.hw.state import (CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_TS, CR4_DE, CR4_OSFXSR,
+from ringvisor.hw.state import (CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_TS, CR4_DE, CR4_OSFXSR, CR4_PAE,
                                 CR4_OSXMMEXCPT, CR4_PCE, CR4_SMAP, CR4_SMEP, CR4_TSD,
                                 CR4_UMIP, AC, VIF, VIP)
 from ringvisor.hw.system import CR0_WRITABLE, CR4_SUPPORTED
@@ -41,7 +41,7 @@ from . import state as S
 from . import vm86
 from .debug import DR6_B, GuestDebug
 from .delivery import Delivery
-from .errors import GuestFault, MonitorStop
+from .errors import GuestFault, MonitorStop, pae_refused
 from .frame import Frame
 from .gdt import ACCESSED, GuestGdt
 from .guestmem import W, GuestBadFrame, GuestMemory, GuestPageFault
@@ -784,6 +784,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         elif n == 4:
             if value & ~CR4_SUPPORTED:
                 raise GuestFault(GP, 0)
+            if value & CR4_PAE:
+                raise MonitorStop(pae_refused(self.name, "the shadow page tables"))
             old, v.cr4 = v.cr4, value
             if (old ^ value) & CR4_PSE:
                 self.shadow.flush()

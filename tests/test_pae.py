@@ -1,0 +1,215 @@
+"""PAE paging (SDM Vol. 3A §4.4) on the bare PC.
+
+The ``pae`` guest (tests/hwguests/pae) prints the same lines on ``qemu-system-i386
+-kernel`` and on ringvisor's two engines, but for one rule where QEMU's TCG is not the
+hardware: a reserved-bit #PF sets P (bit 0) with RSVD (bit 3) -- "the P flag is 0 if
+there is no translation ... because the P flag was 0 in one of the paging-structure
+entries" (§4.7), and a reserved bit is only checked in a present entry; real processors
+(and KVM) report 0x9 where QEMU's excp_helper.c reports 0x8.  The PDPTE registers
+(§4.4.1) are checked below on ringvisor alone: QEMU's TCG reads the PDPT at every walk
+and never raises #GP for a bad PDPTE.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from hwtests import build_kernel, guest_lines
+from ringvisor.hw.faults import GP, CpuFault, PageFault
+from ringvisor.hw.machine import Machine
+from ringvisor.hw.state import CR0_PE, CR0_PG, CR4_PAE, CpuState
+from ringvisor.hw.system import write_cr
+
+
+def _rsvd(what: str, err: int, cr2: int, platform: str) -> str:
+    # err: P|RSVD plus W/U of the access; QEMU's TCG leaves P out (see above)
+    return f"{what}: #14 err={err & ~1 if platform == 'qemu' else err:#x} eip=+0 cr2={cr2:#x}"
+
+
+def expected(platform: str) -> list[str]:
+    return [
+        "pae: start",
+        "cpuid.1:edx.pae=1",                       # CPUID.1:EDX bit 6 (qemu32 has it)
+        "cr0.pg=1 cr4.pae=1 cr3=0x310020",         # CR3 bits 31:5 hold the PDPT (Figure 4-7)
+        # §4.8: A in every entry the walk uses, D in the entry that maps the page on a
+        # write; a PDE that references a page table has no D (bit 6 ignored).  A/D are
+        # written in the low dword of the 64-bit entry; the high dword is untouched.
+        "4K pte before: 0x003 pde: 0x003",
+        "4K read: 0xa0a0a0a0 pte: 0x023 pde: 0x023",
+        "4K write: phys=0x12345678 pte: 0x063 pde: 0x023",
+        "pte high dword after A/D: 0x0",
+        # a PDE with PS maps 2 MiB (bits 35:21 of the address, §4.4.2, Table 4-9)
+        "2M pde before: 0x083",
+        "2M read: 0xc4c4c4c4 pde: 0x0a3",
+        "2M write: phys 0xd02000=0x44444444 pde: 0x0e3",
+        # the PAT bit (12 of a 2 MiB PDE, 7 of a PTE), PCD and PWT are not reserved
+        "2M PAT bit: 0x10101010; PAT/PCD/PWT 4K: 0xa3a3a3a3",
+        # a not-present entry at any level: P=0 in the error code, W/R of the access
+        "read not-present PTE: #14 err=0x0 eip=+0 cr2=0x40001008",
+        "write not-present PTE: #14 err=0x2 eip=+0 cr2=0x4000100c",
+        "read not-present PDE: #14 err=0x0 eip=+0 cr2=0x40c00000",
+        "read not-present PDPTE: #14 err=0x0 eip=+0 cr2=0x80000010",
+        "write not-present PDPTE: #14 err=0x2 eip=+0 cr2=0xc0000020",
+        # reserved bits (§4.4.2): 62:MAXPHYADDR (36), 20:13 of a 2 MiB PDE, XD (63)
+        # without EFER.NXE -- #PF with RSVD, and the entry's A bit is not set
+        _rsvd("read PTE bit 40", 0x9, 0x40002004, platform),
+        _rsvd("write PTE bit 40", 0xB, 0x40002008, platform),
+        _rsvd("read 2M PDE bit 13", 0x9, 0x40400000, platform),
+        _rsvd("read PTE XD without NXE", 0x9, 0x40007000, platform),
+        _rsvd("user read PTE bit 40", 0xD, 0x40002000, platform),
+        "rsvd pte untouched: 0x003",
+        # CR0.WP (§4.6.1): WP=1 faults (P|W), nothing written; WP=0 writes and sets D
+        "WP=1 supervisor write to read-only page: #14 err=0x3 eip=+0 cr2=0x40003008",
+        "  value=0x0 pte: 0x001",
+        "WP=0 supervisor write to read-only page: no exception",
+        "  value=0x66666666 pte: 0x061",
+        # U/S and R/W are the AND over the PDE and the PTE (§4.6.1; PDPTEs have neither)
+        "user read, PDE U=0 PTE U=1: #14 err=0x5 eip=+0 cr2=0x40600010",
+        "user write, PDE R/W=0 PTE R/W=1: #14 err=0x7 eip=+0 cr2=0x40800010",
+        "user read, PDE R/W=0 PTE R/W=1: no exception",
+        "  value=0x77777777",
+        # §4.4.1: MOV CR3, and MOV CR4 changing PGE, load the PDPTEs again
+        "PDPTE 2 after MOV CR3: 0xfeedf00d",
+        "PDPTE 3 after MOV CR4 (PGE=1): 0xfeedf00d",
+        "PDPTE 3 cleared, MOV CR4: #14 err=0x0 eip=+0 cr2=0xc0000100",
+        # a store into code on a PAE-mapped page, directly and through an alias, runs
+        # the new code at the next call (§8.1.3)
+        "smc: 0x11111111 0x22222222 0x33333333",
+        "paging off: cr0=0x11 cr4=0x0",
+        "pae: done",
+    ]
+
+
+@pytest.fixture(scope="module")
+def image():
+    return build_kernel("pae")
+
+
+@pytest.mark.parametrize("platform", ["qemu", "jit", "interp"])
+def test_pae_guest(image, platform):
+    lines, code = guest_lines(platform, image)
+    assert lines == expected(platform)
+    assert code == 0
+
+
+# -- the PDPTE registers, on ringvisor's CPU ---------------------------------------------
+PDPT, PD, PT = 0x3020, 0x4000, 0x5000
+
+
+def pae_machine() -> Machine:
+    """1 MiB machine: PDPT[0] -> PD; PD[0] -> PT (PT[1]: 0x1000 -> 0x7000);
+    PD[1]: 2 MiB page at 0; paging on with CR4.PAE."""
+    m = Machine(1, "jit")
+    mem = m.mem
+    mem.write(PDPT, (PD | 1).to_bytes(8, "little") + bytes(24))
+    mem.write(PD, (PT | 3).to_bytes(8, "little") + (0x83).to_bytes(8, "little"))
+    mem.write(PT + 8, (0x7003).to_bytes(8, "little"))
+    mem.write(0x7010, (0x5A5A5A5A).to_bytes(4, "little"))
+    st = m.cpu.state
+    st.cr0 |= CR0_PE
+    write_cr(m.cpu, 3, PDPT)
+    write_cr(m.cpu, 4, CR4_PAE)
+    write_cr(m.cpu, 0, st.cr0 | CR0_PG)
+    return m
+
+
+def test_pdptes_load_at_mov_cr3_and_paging_enable():
+    m = pae_machine()
+    st, mmu = m.cpu.state, m.cpu.mmu
+    assert st.pdpte == [PD | 1, 0, 0, 0]
+    assert mmu.read(0x1010, 4, False) == 0x5A5A5A5A
+    assert mmu.read(0x207010, 4, False) == 0x5A5A5A5A        # the 2 MiB page at 0
+    # an edited PDPT is not seen until the PDPTEs load again, even after a TLB flush
+    m.mem.write(PDPT, bytes(8))
+    m.cpu.tlb_flush()
+    assert mmu.read(0x1010, 4, False) == 0x5A5A5A5A
+    write_cr(m.cpu, 3, PDPT)
+    with pytest.raises(PageFault) as e:
+        mmu.read(0x1010, 4, False)
+    assert (e.value.address, e.value.error_code) == (0x1010, 0)
+
+
+@pytest.mark.parametrize("bad", [1 << 1, 1 << 2, 1 << 5, 1 << 8, 1 << 36, 1 << 63])
+def test_a_reserved_pdpte_bit_is_gp_at_the_mov(bad):
+    """Table 4-8: bits 2:1, 8:5 and 63:MAXPHYADDR of a present PDPTE are reserved; the
+    MOV raises #GP(0) and changes nothing (§4.4.1).  In a not-present one they are not."""
+    m = pae_machine()
+    st = m.cpu.state
+    m.mem.write(0x6000 + 16, (PD | 1 | bad).to_bytes(8, "little"))
+    with pytest.raises(CpuFault) as e:
+        write_cr(m.cpu, 3, 0x6000)
+    assert (e.value.vector, e.value.error_code) == (GP, 0)
+    assert (st.cr3, st.pdpte) == (PDPT, [PD | 1, 0, 0, 0])
+    write_cr(m.cpu, 0, st.cr0 & ~CR0_PG)
+    write_cr(m.cpu, 3, 0x6000)                        # no PAE paging: nothing is loaded
+    with pytest.raises(CpuFault):
+        write_cr(m.cpu, 0, st.cr0 | CR0_PG)
+    assert not st.cr0 & CR0_PG
+    m.mem.write(0x6000 + 16, (PD | bad).to_bytes(8, "little"))   # not present
+    write_cr(m.cpu, 0, st.cr0 | CR0_PG)
+    assert st.pdpte == [0, 0, PD | bad, 0]
+
+
+def test_reserved_bit_fault_reports_p_and_rsvd():
+    m = pae_machine()
+    m.mem.write(PT + 8, (0x7003 | 1 << 50).to_bytes(8, "little"))   # bits 62:36 (§4.4.2)
+    m.cpu.tlb_flush()
+    with pytest.raises(PageFault) as e:
+        m.cpu.mmu.write(0x1000, 4, 0, False)
+    assert e.value.error_code == 0xB                                  # P | W | RSVD
+
+
+def test_above_4gib_is_open_bus_and_probe_walks_pae():
+    """A PTE may name a frame up to bit 35: nothing answers above 4 GiB on this PC (it
+    must not alias the low 4 GiB).  ``probe`` (the debugger's walk) follows PAE."""
+    m = pae_machine()
+    mmu = m.cpu.mmu
+    m.mem.write(PT + 16, (0x100007003).to_bytes(8, "little"))       # 0x2000 -> 0x1_0000_7000
+    assert mmu.read(0x2010, 4, False) == 0xFFFFFFFF
+    mmu.write(0x2010, 4, 0, False)
+    assert m.mem.read32(0x7010) == 0x5A5A5A5A
+    assert mmu.probe(0x1010) == 0x7010
+    assert mmu.probe(0x2010) == 0x100007010
+    assert mmu.probe(0x203456) == 0x3456
+    assert mmu.probe(0x40000000) is None
+
+
+def test_pdptes_are_state():
+    m = pae_machine()
+    d = m.cpu.state.to_dict()
+    assert d["pdpte"] == [PD | 1, 0, 0, 0]
+    assert CpuState.from_dict(d).pdpte == [PD | 1, 0, 0, 0]
+    with pytest.raises(ValueError):
+        CpuState.from_dict({**d, "pdpte": [0]})
+
+
+# -- under the monitors ----------------------------------------------------------------------
+def run_under(image, mode: str, **kw):
+    from ringvisor.hw.machine import read_image
+    from ringvisor.vmm import create_vm
+    out = bytearray()
+    m, _ = create_vm(read_image(image), mode, "", 32, output=out.extend, **kw)
+    stop = m.run(20_000_000)
+    return out.decode("latin-1").replace("\r\n", "\n"), stop
+
+
+@pytest.mark.parametrize("mode,kw,name", [("trapemu", {}, "trapemu"), ("bt", {}, "bt"),
+                                          ("hvm", {"ept": False}, "hvm --no-ept")])
+def test_shadow_paging_monitors_refuse_pae_with_one_line(image, mode, kw, name):
+    """Their shadow page tables are 32-bit: the guest's MOV to CR4 setting PAE stops the
+    VM with a line naming the limit, before the guest runs on a wrong translation."""
+    text, stop = run_under(image, mode, **kw)
+    assert text.split("\n")[:2] == ["pae: start", "cpuid.1:edx.pae=1"]
+    assert "cr0.pg" not in text
+    assert stop.message.split("\n")[0] == (f"stopped: {name}: the guest set CR4.PAE: PAE paging is not virtualized "
+                            "here (the shadow page tables are 32-bit); it runs on the bare PC "
+                            "and under --mode kvm")
+
+
+def test_hvm_with_ept_runs_pae_guests(image):
+    """In VMX non-root operation with EPT the guest's PAE paging is the processor's: its
+    PDPTEs go through the VMCS guest PDPTE fields (SDM Vol. 3C §26.3.2.4, §27.3.4), loaded
+    by the monitor when it emulates MOV CR0/CR4 and by the CPU at a guest MOV CR3."""
+    text, stop = run_under(image, "hvm")
+    assert text.split("\n")[:-1] == expected("jit")
+    assert stop.status == 1
