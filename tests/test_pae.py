@@ -93,6 +93,33 @@ def test_pae_guest(image, platform):
     assert code == 0
 
 
+# the pdptes=1 part, after "PDPTE 3 cleared, MOV CR4" (§4.4.1; ringvisor only, see above)
+EXPECTED_PDPTES = [
+    # the PDPTE register still holds PDPTE 2: an INVLPG flushes the TLB, not it
+    "PDPTE 2 cleared, INVLPG only: 0xfeedf00d",
+    # a present PDPTE with bit 1 set (Table 4-8): #GP(0) at the MOV, nothing loaded
+    "MOV CR3, PDPTE 2 bit 1: #13 err=0x0 eip=+0",
+    "  cr3=0x310020 0x80000100: 0xfeedf00d",
+    "MOV CR4 (PGE), PDPTE 2 bit 1: #13 err=0x0 eip=+0",
+    "  cr4=0x20",
+    "PDPTE 2 cleared, MOV CR3: #14 err=0x0 eip=+0 cr2=0x80000100",
+]
+
+
+def expected_pdptes() -> list[str]:
+    lines = expected("jit")
+    at = lines.index("PDPTE 3 cleared, MOV CR4: #14 err=0x0 eip=+0 cr2=0xc0000100") + 1
+    return lines[:at] + EXPECTED_PDPTES + lines[at:]
+
+
+@pytest.mark.parametrize("engine", ["jit", "interp"])
+def test_pdpte_registers_in_the_guest(image, engine):
+    from hwtests import output_lines, run_platform
+    out, code = run_platform(engine, image, cmdline="pdptes=1")
+    assert output_lines(out) == expected_pdptes()
+    assert code == 0
+
+
 # -- the PDPTE registers, on ringvisor's CPU ---------------------------------------------
 PDPT, PD, PT = 0x3020, 0x4000, 0x5000
 
@@ -185,11 +212,11 @@ def test_pdptes_are_state():
 
 
 # -- under the monitors ----------------------------------------------------------------------
-def run_under(image, mode: str, **kw):
+def run_under(image, mode: str, cmdline: str = "", **kw):
     from ringvisor.hw.machine import read_image
     from ringvisor.vmm import create_vm
     out = bytearray()
-    m, _ = create_vm(read_image(image), mode, "", 32, output=out.extend, **kw)
+    m, _ = create_vm(read_image(image), mode, cmdline, 32, output=out.extend, **kw)
     stop = m.run(20_000_000)
     return out.decode("latin-1").replace("\r\n", "\n"), stop
 
@@ -210,9 +237,10 @@ def test_shadow_paging_monitors_refuse_pae_with_one_line(image, mode, kw, name):
 def test_hvm_with_ept_runs_pae_guests(image):
     """In VMX non-root operation with EPT the guest's PAE paging is the processor's: its
     PDPTEs go through the VMCS guest PDPTE fields (SDM Vol. 3C §26.3.2.4, §27.3.4), loaded
-    by the monitor when it emulates MOV CR0/CR4 and by the CPU at a guest MOV CR3."""
-    text, stop = run_under(image, "hvm")
-    assert text.split("\n")[:-1] == expected("jit")
+    by the monitor when it emulates MOV CR0/CR4 (#GP(0) injected for a bad one) and by the
+    CPU at a guest MOV CR3 (which does not exit)."""
+    text, stop = run_under(image, "hvm", cmdline="pdptes=1")
+    assert text.split("\n")[:-1] == expected_pdptes()
     assert stop.status == 1
 
 

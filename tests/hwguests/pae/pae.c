@@ -180,6 +180,29 @@ int main(void)
     write_cr4(read_cr4() ^ 0x80);
     probe_read("PDPTE 3 cleared, MOV CR4", 0xc0000100);
 
+    /* pdptes=1 (not on QEMU, whose TCG re-reads the PDPT at every walk and never raises
+     * #GP for it): the PDPTE registers keep what they loaded, and a MOV that would load
+     * a PDPTE with a reserved bit is #GP(0) and changes nothing (§4.4.1) */
+    u32 arg;
+    if (rt_arg("pdptes", &arg)) {
+        PDPT[2] = 0;
+        invlpg(0x80000100);
+        kprintf("PDPTE 2 cleared, INVLPG only: 0x%x\n", *LIN(0x80000100));
+        PDPT[2] = PD1_ADDR | PTE_P | 0x2;            /* bit 1: reserved */
+        rt_expect_reset();
+        __asm__ volatile(ARM(1f, 2f) "2: mov %0, %%cr3\n1:" :: "r"(read_cr3()) : "memory");
+        report_exc("MOV CR3, PDPTE 2 bit 1");
+        invlpg(0x80000100);
+        kprintf("  cr3=0x%x 0x80000100: 0x%x\n", read_cr3(), *LIN(0x80000100));
+        rt_expect_reset();
+        __asm__ volatile(ARM(1f, 2f) "2: mov %0, %%cr4\n1:" :: "r"(read_cr4() ^ 0x80) : "memory");
+        report_exc("MOV CR4 (PGE), PDPTE 2 bit 1");
+        kprintf("  cr4=0x%x\n", read_cr4());
+        PDPT[2] = 0;
+        write_cr3(read_cr3());
+        probe_read("PDPTE 2 cleared, MOV CR3", 0x80000100);
+    }
+
     /* self-modifying code on a PAE-mapped page: mov $imm32, %eax; ret */
     volatile u8 *code = (volatile u8 *)0x40005000;
     code[0] = 0xb8; *(volatile u32 *)(code + 1) = 0x11111111; code[5] = 0xc3;
