@@ -45,6 +45,7 @@ def expected(platform: str) -> list[str]:
         "2M write: phys 0xd02000=0x44444444 pde: 0x0e3",
         # the PAT bit (12 of a 2 MiB PDE, 7 of a PTE), PCD and PWT are not reserved
         "2M PAT bit: 0x10101010; PAT/PCD/PWT 4K: 0xa3a3a3a3",
+        "rep outsb from a PAE page",
         # a not-present entry at any level: P=0 in the error code, W/R of the access
         "read not-present PTE: #14 err=0x0 eip=+0 cr2=0x40001008",
         "write not-present PTE: #14 err=0x2 eip=+0 cr2=0x4000100c",

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ringvisor.hw.state import CR4_SMAP
+from ringvisor.hw.pae import ADDR as PAE_ADDR, ADDR_2M, PDE_RESERVED_2M, PTE_RESERVED, pde_offset, pte_offset
+from ringvisor.hw.state import CR4_PAE, CR4_SMAP
 
 from .layout import MLIN
 from .vcpu import CR0_WP, CR4_PSE, VirtualCpu
 
-P, W, U, A, D, PS = 1, 2, 4, 0x20, 0x40, 0x80
+P, W, U, RSVD, A, D, PS = 1, 2, 4, 8, 0x20, 0x40, 0x80
 PAGE = 0xFFFFF000
 
 
@@ -60,6 +61,8 @@ class GuestMemory:
         self.mmu = None
         self.shadow = None
         self.tlb_stale = False    # a single-stepped store may have changed a guest table
+        # the guest's PDPTE registers, for a monitor whose guest may use PAE paging
+        self.pdptes = lambda: [0, 0, 0, 0]
 
     def use_tlb(self, mmu, shadow) -> None:
         """Look guest pages up in the real TLB before walking the guest's tables.
@@ -99,6 +102,53 @@ class GuestMemory:
         if not v.paging:
             return Mapping(self.machine(lin), True, True, True, False)
         err = (2 if write else 0) | (4 if user else 0)
+        if v.cr4 & CR4_PAE:
+            entries, phys, rights, large = self._walk_pae(lin, err)
+        else:
+            entries, phys, rights, large = self._walk_32(lin, err)
+        if user and not rights & U:
+            raise GuestPageFault(lin, err | 1)
+        if write and not rights & W and (user or v.cr0 & CR0_WP):
+            raise GuestPageFault(lin, err | 1)
+        last_addr, last = entries[-1]
+        if set_bits:
+            for addr, e in entries[:-1]:
+                if not e & A:
+                    self.mem.write32(addr, (e | A) & 0xFFFFFFFF)
+            new = last | A | (D if write else 0)
+            if new != last:
+                self.mem.write32(last_addr, new & 0xFFFFFFFF)
+                last = new
+        return Mapping(phys, bool(rights & U), bool(rights & W), bool(last & D), large,
+                       entries[0][0], None if large else entries[1][0])
+
+    def _walk_pae(self, lin: int, err: int) -> tuple[list, int, int, bool]:
+        """PAE paging (hw/pae.py), for the one monitor that lets a guest use it (hvm with
+        EPT): the PDPTEs are the guest's registers (``pdptes``), the entries 64-bit."""
+        pdpte = self.pdptes()[lin >> 30]
+        if not pdpte & P:
+            raise GuestPageFault(lin, err)
+        pde_addr = self.machine((pdpte & PAE_ADDR) | pde_offset(lin))
+        pde = self._read_table(pde_addr) | self._read_table(pde_addr + 4) << 32
+        if not pde & P:
+            raise GuestPageFault(lin, err)
+        if pde & PS:
+            if pde & PDE_RESERVED_2M:
+                raise GuestPageFault(lin, err | 1 | RSVD)
+            return [(pde_addr, pde)], self.machine((pde & ADDR_2M) | (lin & 0x1FFFFF)), pde, True
+        if pde & PTE_RESERVED:
+            raise GuestPageFault(lin, err | 1 | RSVD)
+        pte_addr = self.machine((pde & PAE_ADDR) | pte_offset(lin))
+        pte = self._read_table(pte_addr) | self._read_table(pte_addr + 4) << 32
+        if not pte & P:
+            raise GuestPageFault(lin, err)
+        if pte & PTE_RESERVED:
+            raise GuestPageFault(lin, err | 1 | RSVD)
+        return ([(pde_addr, pde), (pte_addr, pte)], self.machine((pte & PAE_ADDR) | (lin & 0xFFF)),
+                pde & pte, False)
+
+    def _walk_32(self, lin: int, err: int) -> tuple[list, int, int, bool]:
+        v = self.vcpu
         pde_addr = self.machine(v.cr3 & 0xFFFFF000) + (lin >> 22) * 4
         pde = self._read_table(pde_addr)
         if not pde & P:
@@ -117,21 +167,7 @@ class GuestMemory:
             entries = [(pde_addr, pde), (pte_addr, pte)]
             phys = self.machine((pte & 0xFFFFF000) | (lin & 0xFFF))
             large = False
-        if user and not rights & U:
-            raise GuestPageFault(lin, err | 1)
-        if write and not rights & W and (user or v.cr0 & CR0_WP):
-            raise GuestPageFault(lin, err | 1)
-        last_addr, last = entries[-1]
-        if set_bits:
-            for addr, e in entries[:-1]:
-                if not e & A:
-                    self.mem.write32(addr, e | A)
-            new = last | A | (D if write else 0)
-            if new != last:
-                self.mem.write32(last_addr, new)
-                last = new
-        return Mapping(phys, bool(rights & U), bool(rights & W), bool(last & D), large,
-                       pde_addr, None if large else entries[1][0])
+        return entries, phys, rights, large
 
     def _read_table(self, addr: int) -> int:
         if self.p2m is None and addr + 4 > self.ram_size:

@@ -90,6 +90,9 @@ class HardwareAssisted:
         self.gm = GuestMemory(self.mem, self.vcpu, guest_ram)
         self.shadow = ShadowPaging(self.cpu, self.mem, self.base, region=False)
         self.gm.written_hook = self.shadow.written
+        # a PAE guest's PDPTEs, as VM exit saved them under EPT (SDM Vol. 3C §27.3.4)
+        self.gm.pdptes = lambda: [self.read(V.GUEST_PDPTE + 2 * i) & 0xFFFFFFFF |
+                                  self.read(V.GUEST_PDPTE + 2 * i + 1) << 32 for i in range(4)]
         self.platform = VirtualPlatform(machine.bus, machine.pic)
         self.exits: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()

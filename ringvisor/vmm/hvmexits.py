@@ -244,8 +244,9 @@ def load_pdptes(mon, cr0: int, cr4: int, cr3: int) -> bool:
     if pdptes is None:
         mon.inject_exception(GP, 0)
         return False
-    for i, e in enumerate(pdptes):
-        mon.write(V.GUEST_PDPTE + 2 * i, e)
+    for i, e in enumerate(pdptes):            # (a VMWRITE is 32 bits: both halves)
+        mon.write(V.GUEST_PDPTE + 2 * i, e & 0xFFFFFFFF)
+        mon.write(V.GUEST_PDPTE + 2 * i + 1, e >> 32)
     return True
 
 

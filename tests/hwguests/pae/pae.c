@@ -130,6 +130,12 @@ int main(void)
     kprintf("2M write: phys 0xd02000=0x%x pde: 0x%03x\n", *PHYS(0x00d02000), low(&PD1[1]));
     kprintf("2M PAT bit: 0x%x; PAT/PCD/PWT 4K: 0x%x\n", *LIN(0x40a00020), *LIN(0x40004010));
 
+    /* a string instruction reading through PAE (under hvm, the monitor emulates it) */
+    static const char line[] = "rep outsb from a PAE page\n";
+    memcpy((void *)0x00a03100, line, sizeof line - 1);
+    u32 si = 0x40004100, cx = sizeof line - 1;
+    __asm__ volatile("cld; rep outsb" : "+S"(si), "+c"(cx) : "d"(COM1) : "memory");
+
     /* not present: at the PTE, at the PDE, at the PDPTE */
     probe_read("read not-present PTE", 0x40001008);
     probe_write("write not-present PTE", 0x4000100c, 1);
