@@ -142,8 +142,12 @@ def switch(cpu, sel: int, d: Descriptor, source: str, next_eip: int, ext: int = 
     # -- the commit point: from here on a fault belongs to the new task ----------------
     st.cr0 |= CR0_TS
     st.tr = Segment(sel, d.base, d.limit, d.attr | BUSY)
+    bad_pdpte = False
     if new_cr3 is not None and st.cr0 & CR0_PG:
-        mmu.reload_pdptes(st.cr0, st.cr4, new_cr3)     # #GP(0) in the new task (SDM §7.3)
+        try:                              # PAE: the PDPTEs load with CR3 (SDM Vol. 3A §4.4.1)
+            mmu.reload_pdptes(st.cr0, st.cr4, new_cr3)
+        except CpuFault:
+            bad_pdpte = True              # a reserved bit: #GP(0), in the new task
         st.cr3 = new_cr3 & CR3_MASK
         cpu.tlb_flush()
     st.eip = new_eip
@@ -162,6 +166,8 @@ def switch(cpu, sel: int, d: Descriptor, source: str, next_eip: int, ext: int = 
         st.dr[7] &= ~DR7_LOCAL
         cpu.update_debug()
     try:
+        if bad_pdpte:
+            raise CpuFault(GP, 0)
         _load_ldt(cpu, new_ldt, ext)
         if st.eflags & VM:
             # a 32-bit TSS whose EFLAGS has VM set: the task runs in virtual-8086 mode,
