@@ -346,3 +346,45 @@ def test_pae_walk_matches_unicorn():
         assert _ringvisor(pde, pte, write, wp) == _unicorn(pde, pte, write, wp)
 
     check()
+
+
+def test_a_task_switch_to_a_bad_pdpt_faults_in_the_new_task():
+    """A task switch loads CR3 from the new TSS, and with PAE paging the PDPTEs with it
+    (§4.4.1).  A reserved bit makes it #GP(0) past the commit point -- delivered in the new
+    task (its TR and CR3, at its first instruction, SDM Vol. 3A §7.3 and Table 7-1) -- and
+    the PDPTE registers keep what they held."""
+    import struct
+    from ringvisor.hw.state import ATTR_DB, ATTR_G, ATTR_P, ATTR_S, Segment
+    m = Machine(1, "jit")
+    w = m.mem.write
+    w(0x100, bytes.fromhex("ea00000000" "2000") + b"\xf4")            # jmp far 0x20:0; hlt
+    w(0x500, b"\xf4")                                                  # the #GP handler: hlt
+    gdt = [0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF,
+           0x00008B0020000067, 0x0000890030000067]                    # TSS A (busy), TSS B
+    w(0x1000, b"".join(struct.pack("<Q", e) for e in gdt))
+    w(0x4000 + 13 * 8, struct.pack("<HHHH", 0x500, 0x08, 0x8E00, 0))  # #GP: interrupt gate
+    tss = bytearray(0x68)
+    struct.pack_into("<III", tss, 0x1C, 0x6000, 0x600, 2)             # CR3, EIP, EFLAGS
+    struct.pack_into("<I", tss, 0x38, 0x7000)                         # ESP
+    struct.pack_into("<6I", tss, 0x48, 0x10, 0x08, 0x10, 0x10, 0x10, 0x10)
+    w(0x3000, bytes(tss))
+    w(0x5000, struct.pack("<Q", 0x8001))                              # the good PDPT
+    w(0x6000, struct.pack("<Q", 0x8001 | 2))                          # bit 1: reserved
+    w(0x8000, struct.pack("<Q", 0x83))                                # 2 MiB at 0
+    st = m.cpu.state
+    code = Segment(0x08, 0, 0xFFFFFFFF, ATTR_P | ATTR_S | ATTR_DB | ATTR_G | 0xB)
+    data = Segment(0x10, 0, 0xFFFFFFFF, ATTR_P | ATTR_S | ATTR_DB | ATTR_G | 0x3)
+    st.segs = [data.copy(), code, data.copy(), data.copy(), data.copy(), data.copy()]
+    st.gdtr.base, st.gdtr.limit = 0x1000, 0x27
+    st.idtr.base, st.idtr.limit = 0x4000, 0x7FF
+    st.tr = Segment(0x18, 0x2000, 0x67, ATTR_P | 0xB)
+    st.regs[4], st.eip = 0x9000, 0x100
+    write_cr(m.cpu, 0, st.cr0 | CR0_PE)
+    write_cr(m.cpu, 3, 0x5000)
+    write_cr(m.cpu, 4, CR4_PAE)
+    write_cr(m.cpu, 0, st.cr0 | CR0_PG)
+    m.cpu.mode_changed()
+    stop = m.run(1000)
+    assert st.halted and st.eip == 0x501, stop
+    assert (st.tr.selector, st.cr3, st.pdpte) == (0x20, 0x6000, [0x8001, 0, 0, 0])
+    assert struct.unpack("<4I", m.mem.read(0x7000 - 16, 16)) == (0, 0x600, 0x08, 2)

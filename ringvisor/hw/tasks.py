@@ -166,8 +166,6 @@ def switch(cpu, sel: int, d: Descriptor, source: str, next_eip: int, ext: int = 
         st.dr[7] &= ~DR7_LOCAL
         cpu.update_debug()
     try:
-        if bad_pdpte:
-            raise CpuFault(GP, 0)
         _load_ldt(cpu, new_ldt, ext)
         if st.eflags & VM:
             # a 32-bit TSS whose EFLAGS has VM set: the task runs in virtual-8086 mode,
@@ -179,6 +177,8 @@ def switch(cpu, sel: int, d: Descriptor, source: str, next_eip: int, ext: int = 
             cpl = new_segs[CS] & 3
             for i in (CS, SREG_SS, ES, DS, FS, GS):
                 _load_segment(cpu, i, new_segs[i], cpl, ext)
+        if bad_pdpte:                    # (its handler runs on the new task's segments)
+            raise CpuFault(GP, 0)
         if new_eip > st.segs[CS].limit:
             raise CpuFault(GP, ext)
         if trap:                                 # the T bit: #DB once the switch is done
