@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections import deque
 
 from .codecache import CodeCache, SmcRestart
-from .ept import EptExit
-from .faults import CONTRIBUTORY, DB, DF, HAS_ERROR_CODE, PF, CpuFault, PageFault, TripleFault
+from .faults import (CONTRIBUTORY, DB, DF, HAS_ERROR_CODE, PF, CpuFault, PageFault, TripleFault,
+                     VmExitFault)
 from .vmcs import EXIT_TRIPLE_FAULT
 from .hostdebug import PAGE, HostDebug
 from .memory import PhysicalMemory
@@ -341,8 +341,8 @@ class Cpu:
     def deliver_exception(self, fault: CpuFault) -> None:
         """Deliver a fault or trap raised by an instruction, with the double-fault rules."""
         if self.nonroot:
-            if isinstance(fault, EptExit):
-                self.vmx.ept_exit(fault)              # (SDM Vol. 3C §28.3.3)
+            if isinstance(fault, VmExitFault):
+                fault.take(self.vmx)                  # (EPT, SDM Vol. 3C §28.3.3; task switch, §25.4.2)
                 return
             try:
                 self._deliver_exception(fault)
@@ -433,8 +433,8 @@ class Cpu:
                 vmx.event = None
                 return
             except CpuFault as second:
-                if isinstance(second, EptExit):
-                    vmx.ept_exit(second)          # with ``first`` as the IDT-vectoring information
+                if isinstance(second, VmExitFault):
+                    second.take(vmx)              # with ``first`` as the IDT-vectoring information
                     return
                 if second.in_new_task:
                     # delivery switched tasks, and the new task faulted: a new event there

@@ -24,7 +24,7 @@ information for EPT violations, VPID and INVVPID.
 
 from __future__ import annotations
 
-from .faults import CpuFault
+from .faults import VmExitFault
 from .pae import ADDR, MAXPHYADDR     # the processor's physical-address width (36: pae.py)
 
 EPT_R, EPT_W, EPT_X = 1, 2, 4
@@ -54,7 +54,7 @@ def eptp_valid(eptp: int) -> bool:
             not eptp & 0x40 and not eptp & 0xF80 and not eptp >> MAXPHYADDR)
 
 
-class EptExit(CpuFault):
+class EptExit(VmExitFault):
     """An EPT violation or misconfiguration: the access does not happen, the guest
     leaves (a VM exit, not an exception through the guest's IDT)."""
 
@@ -63,6 +63,9 @@ class EptExit(CpuFault):
     def __init__(self, reason: int, qualification: int, gpa: int, linear: int | None) -> None:
         super().__init__(-1)
         self.reason, self.qualification, self.gpa, self.linear = reason, qualification, gpa, linear
+
+    def take(self, vmx) -> None:
+        vmx.ept_exit(self)
 
     def __str__(self) -> str:
         what = "EPT violation" if self.reason == EXIT_EPT_VIOLATION else "EPT misconfiguration"

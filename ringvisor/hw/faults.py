@@ -68,6 +68,16 @@ class TripleFault(Exception):
     """The CPU shut down: a fault while delivering a double fault."""
 
 
+class VmExitFault(CpuFault):
+    """An event that in VMX non-root operation leaves the guest instead of reaching its
+    IDT (an EPT violation, a task switch): ``take(vmx)`` performs the VM exit."""
+
+    __slots__ = ()
+
+    def take(self, vmx) -> None:
+        raise NotImplementedError
+
+
 class UnsupportedFeature(Exception):
     """The guest used something this machine does not model (e.g. a hardware task switch).
 

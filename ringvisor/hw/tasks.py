@@ -17,10 +17,12 @@ checks and their error codes follow the SDM and QEMU's ``switch_tss_ra``.
 from __future__ import annotations
 
 from . import realmode
-from .faults import DB, GP, NP, SS, TS, CpuFault, UnsupportedFeature
+from .faults import DB, GP, NP, SS, TS, CpuFault, VmExitFault
 from .segments import (LDT, TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY,
                        Descriptor, null_segment)
 from .state import (CR0_PG, CR3_MASK, CR0_TS, CS, DS, ES, FS, GS, NT, SS as SREG_SS, VM, Segment)
+from .vmcs import (EXIT_TASK_SWITCH, TS_SOURCE_CALL, TS_SOURCE_IDT, TS_SOURCE_IRET,
+                   TS_SOURCE_JMP)
 
 JMP, CALL, IRET = "jmp", "call", "iret"   # what started the switch (an interrupt is a CALL)
 BUSY = 2                                   # the busy bit in a TSS descriptor's type
@@ -34,6 +36,28 @@ TSS32 = {"eip": 0x20, "eflags": 0x24, "regs": 0x28, "segs": 0x48, "ldt": 0x60, "
          "seg_step": 4, "nsegs": 6, "min_limit": 0x67}
 TSS16 = {"eip": 0x0E, "eflags": 0x10, "regs": 0x12, "segs": 0x22, "ldt": 0x2A, "size": 2,
          "seg_step": 2, "nsegs": 4, "min_limit": 0x2B}
+
+
+class TaskSwitchExit(VmExitFault):
+    """A task switch attempted in VMX non-root operation: a VM exit (reason 9), fault-like
+    (the guest's state is the one before the switch), with the TSS selector and the
+    source in the qualification and the instruction's length (for an event through a
+    task gate, the IDT-vectoring information says which; SDM Vol. 3C §25.4.2, §27.2.1)."""
+
+    __slots__ = ("qualification", "length")
+
+    def __init__(self, sel: int, source: str, idt: bool, length: int) -> None:
+        super().__init__(-1)
+        src = TS_SOURCE_IDT if idt else {CALL: TS_SOURCE_CALL, IRET: TS_SOURCE_IRET,
+                                         JMP: TS_SOURCE_JMP}[source]
+        self.qualification = (sel & 0xFFFF) | src << 30
+        self.length = 0 if idt else length & 0xF
+
+    def take(self, vmx) -> None:
+        vmx.exit(EXIT_TASK_SWITCH, self.qualification, self.length)
+
+    def __str__(self) -> str:
+        return f"task switch to {self.qualification & 0xFFFF:#06x} (a VM exit)"
 
 
 def layout(tss_type: int) -> dict:
@@ -58,6 +82,16 @@ def target_tss(cpu, sel: int, d: Descriptor, ext: int) -> tuple[int, Descriptor]
     if d.limit < layout(d.type)["min_limit"]:
         raise CpuFault(TS, (sel & 0xFFFC) | ext)
     return sel, d
+
+
+def check_busy(d: Descriptor, source: str, err: int) -> None:
+    """IRET returns to a busy task; anything else goes to an available one (a task cannot
+    be re-entered: SDM Vol. 3 §7.2.1, §7.3 step 3)."""
+    busy = bool(d.type & BUSY)
+    if source == IRET and not busy:
+        raise CpuFault(TS, err)
+    if source != IRET and busy:
+        raise CpuFault(GP, err)
 
 
 def incoming(d: Descriptor, read) -> tuple:
@@ -85,25 +119,22 @@ def outgoing(old: dict, write, eip: int, eflags: int, regs, selectors) -> None:
         write(old["segs"] + i * old["seg_step"], 2, selectors[i])
 
 
-def switch(cpu, sel: int, d: Descriptor, source: str, next_eip: int, ext: int = 0) -> bool:
+def switch(cpu, sel: int, d: Descriptor, source: str, next_eip: int, ext: int = 0,
+           idt: bool = False) -> bool:
     """Switch to the task ``sel``/``d`` (a TSS descriptor or task gate already read and
-    checked for privilege).  ``next_eip`` is the EIP saved in the outgoing TSS.  Returns
-    whether the new TSS is a 32-bit one (an exception's error code is pushed in its size)."""
+    checked for privilege).  ``next_eip`` is the EIP saved in the outgoing TSS; ``idt``:
+    an event through a task gate in the IDT (a CALL otherwise).  Returns whether the
+    new TSS is a 32-bit one (an exception's error code is pushed in its size)."""
     st = cpu.state
     mmu = cpu.mmu
-    if cpu.nonroot:
-        # a task switch in VMX non-root operation always exits (SDM Vol. 3C §26.1.2,
-        # reason 9); that exit is not modelled, and the switch cannot run in the guest
-        # (its CR3 would replace the host's EPT identity map or shadow tables)
-        raise UnsupportedFeature(f"a task switch (to {sel:#06x}) in VMX non-root operation: "
-                                 "the task-switch VM exit is not modelled")
     sel, d = target_tss(cpu, sel, d, ext)
-    err = (sel & 0xFFFC) | ext
-    busy = bool(d.type & BUSY)
-    if source == IRET and not busy:
-        raise CpuFault(TS, err)
-    if source != IRET and busy:                  # (a task cannot be re-entered: §7.2.1)
-        raise CpuFault(GP, err)
+    check_busy(d, source, (sel & 0xFFFC) | ext)
+    if cpu.nonroot:
+        # in VMX non-root operation a task switch exits once the gate and the TSS
+        # descriptor passed their checks (type, busy, P, limit: SDM Vol. 3C §25.4.2);
+        # whether page faults on the TSSes come first is implementation-specific:
+        # here the exit does, and the monitor finds them
+        raise TaskSwitchExit(sel, source, idt, next_eip - st.eip)
     size = layout(d.type)["size"]
 
     # -- read the whole incoming state (a fault here is the old task's) ---------------

@@ -217,7 +217,7 @@ def _deliver_to_task(cpu, vector: int, gate: Descriptor, error_code: int | None,
     """An interrupt or exception through a task gate: a nested task switch (SDM Vol. 3
     §6.12.2), then the error code, if any, pushed on the new task's stack in the size
     of its TSS."""
-    big = tasks.switch(cpu, vector * 8, gate, tasks.CALL, return_eip, ext)
+    big = tasks.switch(cpu, vector * 8, gate, tasks.CALL, return_eip, ext, idt=True)
     if error_code is not None:
         st = cpu.state
         try:

@@ -190,6 +190,7 @@ CAPABILITY_MSRS = {
 # -- basic exit reasons (SDM Appendix C) -----------------------------------------------------
 EXIT_REASONS = {
     0: "exception or NMI", 1: "external interrupt", 2: "triple fault", 7: "interrupt window",
+    9: "task switch",
     10: "CPUID", 12: "HLT", 13: "INVD", 14: "INVLPG", 15: "RDPMC", 16: "RDTSC", 18: "VMCALL",
     19: "VMCLEAR", 20: "VMLAUNCH", 21: "VMPTRLD", 22: "VMPTRST", 23: "VMREAD", 24: "VMRESUME",
     25: "VMWRITE", 26: "VMXOFF", 27: "VMXON", 28: "CR access", 29: "MOV DR", 30: "I/O instruction",
@@ -200,6 +201,10 @@ EXIT_REASONS = {
 (EXIT_EXCEPTION, EXIT_EXT_INT, EXIT_TRIPLE_FAULT, EXIT_INTR_WINDOW, EXIT_CPUID, EXIT_HLT,
  EXIT_INVD, EXIT_INVLPG, EXIT_RDPMC, EXIT_RDTSC, EXIT_VMCALL) = 0, 1, 2, 7, 10, 12, 13, 14, 15, 16, 18
 EXIT_CR, EXIT_DR, EXIT_IO, EXIT_RDMSR, EXIT_WRMSR = 28, 29, 30, 31, 32
+EXIT_TASK_SWITCH = 9
+# the task-switch exit qualification (SDM Vol. 3C Table 27-2): bits 15:0 the selector of
+# the TSS the guest tried to switch to, bits 31:30 the source
+TS_SOURCE_CALL, TS_SOURCE_IRET, TS_SOURCE_JMP, TS_SOURCE_IDT = 0, 1, 2, 3
 EXIT_BAD_GUEST, EXIT_BAD_MSR_LOAD, EXIT_MTF, EXIT_RDTSCP, EXIT_WBINVD = 33, 34, 37, 51, 54
 EXIT_ENTRY_FAILURE = 1 << 31
 

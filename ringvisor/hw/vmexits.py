@@ -21,6 +21,7 @@ from .vmcs import (CPU2_RDTSCP, CPU2_WBINVD, CPU_CONTROLS, CPU_CONTROLS2, CPU_CR
                    CPU_CR3_STORE, CPU_HLT, CPU_INVLPG, CPU_IO, CPU_IO_BITMAPS, CPU_MOV_DR,
                    CPU_MSR_BITMAPS, CPU_RDPMC, CPU_RDTSC, CPU_SECONDARY, CR0_MASK, CR0_SHADOW,
                    CR3_TARGET, CR3_TARGET_COUNT, CR4_MASK, CR4_SHADOW, EXCEPTION_BITMAP, EXIT_CPUID,
+                   EXIT_INSTRUCTION_INFO,
                    EXIT_CR, EXIT_DR, EXIT_EXCEPTION, EXIT_HLT, EXIT_INVD, EXIT_INVLPG, EXIT_IO,
                    EXIT_RDMSR, EXIT_RDPMC, EXIT_RDTSC, EXIT_RDTSCP, EXIT_WBINVD, EXIT_WRMSR,
                    INTR_PRIV_SOFT_EXC, INTR_SOFT_EXC, INTR_SOFT_INT, INTR_VALID,
@@ -262,9 +263,16 @@ def x_io(vmx, ins):
     qual = (size - 1) | int(into) << 3 | int(string) << 4 | int(rep) << 5 | int(imm) << 6 | port << 16
     linear = None
     if string:
+        # the guest-linear address of the string operand, with the instruction's address
+        # size (16-bit addressing takes SI or DI alone), which the VM-exit
+        # instruction-information field records in bits 9:7 with the segment in bits
+        # 17:15 (SDM Vol. 3C §27.2.5, Table 27-8)
         st = cpu.state
         seg = 0 if into else SREG[ins.memory_segment]
-        linear = (st.segs[seg].base + st.regs[7 if into else 6]) & 0xFFFFFFFF
+        wide = ins.memory_base in (ix.Register.ESI, ix.Register.EDI)
+        offset = st.regs[7 if into else 6] & (0xFFFFFFFF if wide else 0xFFFF)
+        linear = (st.segs[seg].base + offset) & 0xFFFFFFFF
+        vmx.vmcs.write(EXIT_INSTRUCTION_INFO, int(wide) << 7 | seg << 15)
     return vmx.instruction_exit(ins, EXIT_IO, qual, linear)
 
 

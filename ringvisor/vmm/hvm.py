@@ -301,7 +301,9 @@ class HardwareAssisted:
                               f"{self.read(V.EXIT_QUALIFICATION):#x})")
         self.write(V.ENTRY_INTR_INFO, 0)
         self.sync_vcpu()
-        self._requeue()
+        if not (basic == V.EXIT_TASK_SWITCH and
+                self.read(V.EXIT_QUALIFICATION) >> 30 == V.TS_SOURCE_IDT):
+            self._requeue()                   # (a task gate's event: the switch takes it)
         handler = HANDLERS.get(basic)
         if handler is None:
             raise MonitorStop(f"hvm: unexpected VM exit: {name} at eip={self.read(V.GUEST_RIP):#010x}")
@@ -405,3 +407,4 @@ class HardwareAssisted:
 
 
 from .hvmexits import HANDLERS  # noqa: E402  (one handler per basic exit reason)
+from . import hvmtasks  # noqa: E402,F401  (exit reason 9: the guest's task switches)

@@ -317,7 +317,10 @@ def string_io(mon, q: int, size: int, into: bool, port: int) -> None:
     step = -size if mon.read(V.GUEST_RFLAGS) & 0x400 else size
     user = mon.read(V.GUEST_SEL + 2 * 2) & 3 == 3      # CPL: SS.RPL
     lin = mon.read(V.GUEST_LINEAR_ADDR)
-    count = regs[1] if rep else 1
+    # the address size (the instruction-information field, bits 9:7): 16-bit addressing
+    # steps SI or DI and counts CX, the upper halves untouched (Vol. 2 INS/OUTS, REP)
+    mask = 0xFFFFFFFF if mon.read(V.EXIT_INSTRUCTION_INFO) >> 7 & 7 else 0xFFFF
+    count = regs[1] & mask if rep else 1
     ri = 7 if into else 6
     done = 0
     while count and done < IO_STRING_SLICE:
@@ -325,11 +328,12 @@ def string_io(mon, q: int, size: int, into: bool, port: int) -> None:
             mon.gm.write_u(lin, size, mon.platform.read(port, size), user)
         else:
             mon.platform.write(port, size, mon.gm.read_u(lin, size, user))
-        lin = (lin + step) & 0xFFFFFFFF
-        regs[ri] = (regs[ri] + step) & 0xFFFFFFFF
+        base = (lin - (regs[ri] & mask)) & 0xFFFFFFFF
+        regs[ri] = (regs[ri] & ~mask) | ((regs[ri] + step) & mask)
+        lin = (base + (regs[ri] & mask)) & 0xFFFFFFFF
         count -= 1
         done += 1
         if rep:
-            regs[1] = count
+            regs[1] = (regs[1] & ~mask) | count
     if not count:
         mon.skip()

@@ -62,12 +62,7 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
     task here."""
     v, st, gm = mon.vcpu, mon.cpu.state, mon.gm
     sel, d = T.target_tss(_GuestTables(mon), sel, d, ext)
-    err = (sel & 0xFFFC) | ext
-    busy = bool(d.type & T.BUSY)
-    if source == T.IRET and not busy:
-        raise CpuFault(TS, err)
-    if source != T.IRET and busy:
-        raise CpuFault(GP, err)
+    T.check_busy(d, source, (sel & 0xFFFC) | ext)
     size = T.layout(d.type)["size"]
 
     # -- the incoming state (a fault here is the old task's) ---------------------------
