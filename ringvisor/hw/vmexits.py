@@ -269,7 +269,7 @@ def x_io(vmx, ins):
         # 17:15 (SDM Vol. 3C §27.2.5, Table 27-8)
         st = cpu.state
         seg = 0 if into else SREG[ins.memory_segment]
-        wide = ins.memory_base in (ix.Register.ESI, ix.Register.EDI)
+        wide = (ins.op0_kind if into else ins.op1_kind) in (OK.MEMORY_ESEDI, OK.MEMORY_SEG_ESI)
         offset = st.regs[7 if into else 6] & (0xFFFFFFFF if wide else 0xFFFF)
         linear = (st.segs[seg].base + offset) & 0xFFFFFFFF
         vmx.vmcs.write(EXIT_INSTRUCTION_INFO, int(wide) << 7 | seg << 15)
