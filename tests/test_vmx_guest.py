@@ -102,6 +102,22 @@ EXPECTED = [
      "external-interrupt exiting with IF=0, acknowledged on exit: the vector (§25.2, §27.2.2)"),
     ("triple fault: reason=2 qual=0x0 len=0 rip=+0 idt=0x80000b08 idt-err=0x0",
      "a triple fault exits (§25.2), while the #DF was being delivered (§27.2.4)"),
+    # task switches (SDM Vol. 3C §25.4.2): every one exits (reason 9), fault-like: RIP at
+    # the instruction, nothing of the switch done; the qualification is the TSS selector
+    # with the source in bits 31:30 (Table 27-2: 0 CALL, 1 IRET, 2 JMP, 3 IDT) and the
+    # instruction length is saved (§27.2.5)
+    ("lcall tss: reason=9 qual=0x48 len=7 rip=+0", "a far CALL to a TSS: source 0"),
+    ("  tr=0x28 tss a type=9 guest cr0.ts=0",
+     "the exit comes before the switch: old TR, the new TSS not busy, CR0.TS clear"),
+    ("ljmp tss: reason=9 qual=0x80000048 len=7 rip=+0", "a far JMP to a TSS: source 2"),
+    ("int task gate: reason=9 qual=0xc0000048 len=2 rip=+0 idt=0x80000443",
+     "INT n through a task gate in the IDT: source 3, the gate's TSS selector, the "
+     "software interrupt in the IDT-vectoring information (§27.2.4)"),
+    ("lcall busy tss: reason=0 qual=0x0 len=0 rip=+0 info=0x80000b0d err=0x28",
+     "the TSS descriptor's checks come before the exit (§25.4.2 step 4): a busy TSS is "
+     "#GP(selector), which the exception bitmap intercepts"),
+    ("iret nt: reason=9 qual=0x40000050 len=1 rip=+0",
+     "IRET with NT set: source 1, the back link's selector"),
     # EPT (SDM Vol. 3C §28.3; the capability MSR is Appendix A.10's layout of what hw/ept.py does)
     ("ept/vpid cap=0x6134140 high=0x0 proc2 ept allowed=1",
      "A.10: walk length 4 (bit 6), UC/WB (8, 14), 2M/1G pages (16, 17), INVEPT (20) single/all "

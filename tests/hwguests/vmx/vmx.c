@@ -44,7 +44,8 @@ extern char g_cpuid[], g_hlt[], g_outimm[], g_indx[], g_outpass[], g_insb[], g_c
     g_cr3w_target[], g_cr3w_other[], g_crread[], g_cr0w[], g_clts[], g_lmsw[], g_cr4w[],
     g_dr7[], g_rdmsr_exit[], g_msr_pass[], g_wrmsr_exit[], g_rdtsc[], g_rdtsc_exit[],
     g_invlpg[], g_vmcall[], g_ud2[], g_int3[], g_pf[], g_nop[], g_window[], g_spin[],
-    g_vmxon[], gh_soft[], gh_err[], gh_ext[], g_ept_rw[], g_ept_read[], g_ept_big[], g_invept[];
+    g_vmxon[], gh_soft[], gh_err[], gh_ext[], g_ept_rw[], g_ept_read[], g_ept_big[], g_invept[],
+    g_lcall_tss[], g_ljmp_tss[], g_int_task[], g_lcall_busy[], g_iret[];
 
 static u8 vmxon_region[4096] __attribute__((aligned(4096)));
 static u8 vmcs[4096] __attribute__((aligned(4096)));
@@ -382,6 +383,40 @@ static void t_injection(void)
     RUN("triple fault", g_ud2);
 }
 
+/* ---- task switches (SDM Vol. 3C §25.4.2, §27.2.1 Table 27-2) ------------------------ */
+#define SEL_TSS_A 0x48                         /* an available 32-bit TSS */
+#define SEL_TSS_B 0x50                         /* a busy one, the back link of IRET */
+static u8 tss_a[0x68] __attribute__((aligned(16)));
+
+static u32 desc_type(u32 sel)
+{
+    struct __attribute__((packed)) { u16 limit; u32 base; } gdtr;
+    __asm__ volatile("sgdt %0" : "=m"(gdtr));
+    return (((volatile u32 *)gdtr.base)[(sel >> 3) * 2 + 1] >> 8) & 0xf;
+}
+
+static void t_tasks(void)
+{
+    gdt_set(SEL_TSS_A >> 3, (u32)tss_a, 0x67, 0x89, 0);
+    gdt_set(SEL_TSS_B >> 3, (u32)tss_a, 0x67, 0x8b, 0);
+    vmw(GUEST_IDTR_LIMIT, sizeof guest_idt - 1);
+    guest_idt[0x43 * 2] = SEL_TSS_A << 16;     /* a task gate, DPL 0 */
+    guest_idt[0x43 * 2 + 1] = 0x8500;
+    vmw(GUEST_CR0, vmr(GUEST_CR0) & ~0x8u);
+    RUN("lcall tss", g_lcall_tss);
+    kprintf("  tr=0x%x tss a type=%x guest cr0.ts=%u\n", vmr(GUEST_SEL + 14), desc_type(SEL_TSS_A),
+            (vmr(GUEST_CR0) >> 3) & 1);
+    RUN("ljmp tss", g_ljmp_tss);
+    RUN("int task gate", g_int_task);
+    vmw(EXC_BITMAP, 1u << 13);
+    RUN("lcall busy tss", g_lcall_busy);
+    vmw(EXC_BITMAP, 0);
+    ((volatile struct tss *)TSS_ADDR)->link = SEL_TSS_B;
+    vmw(GUEST_RFLAGS, 0x4002);                 /* NT */
+    RUN("iret nt", g_iret);
+    vmw(GUEST_RFLAGS, 0x2);
+}
+
 /* ---- EPT (SDM Vol. 3C §28.3) ------------------------------------------------------ */
 #define EPT_RWX 7u
 #define EPT_WB (6u << 3)                       /* memory type in a leaf (bits 5:3) */
@@ -500,6 +535,7 @@ int main(void)
     t_entry_checks();
     t_exits();
     t_injection();
+    t_tasks();
     t_ept();
     u32 fl;
     __asm__ volatile("vmxoff; pushfl; popl %0" : "=r"(fl) :: "cc");

@@ -139,6 +139,13 @@ gh_err:         movl (%esp), %eax           /* the error code */
 gh_ext:         movl (%esp), %eax
                 movl %eax, g_val
                 vmcall
+/* task switches (vmx.c t_tasks): each exits before anything of it happens */
+                .globl g_lcall_tss, g_ljmp_tss, g_int_task, g_lcall_busy, g_iret
+g_lcall_tss:    lcall $0x48, $0
+g_ljmp_tss:     ljmp $0x48, $0
+g_int_task:     int $0x43
+g_lcall_busy:   lcall $0x28, $0
+g_iret:         iret
 /* EPT (vmx.c t_ept): a read, then a write, of the test page; a 2-MiB page; INVEPT */
                 .globl g_ept_rw, g_ept_read, g_ept_big, g_invept
 g_ept_rw:       movl ept_target, %eax
