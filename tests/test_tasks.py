@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hwtests import build_kernel, guest_lines, monitor_stop_line, output_lines
+from hwtests import build_kernel, guest_lines, output_lines
 
 EXPECTED = [
     # CALL to a TSS (§7.3, Table 7-2): the new task gets NT=1 and a back link to the

@@ -33,6 +33,7 @@ from ringvisor.hw.vmentry import RFLAGS_RESERVED
 
 from .guestmem import GuestPageFault
 from .hvmexits import guest_page_fault, handles, set_cr
+from .tasks import set_busy
 
 ES, CS, SREG_SS, DS, FS, GS, LDTR, TR = range(8)
 M32 = 0xFFFFFFFF
@@ -68,12 +69,6 @@ def _put(mon, i: int, s: Segment) -> None:
     mon.write(V.GUEST_BASE + 2 * i, s.base)
     mon.write(V.GUEST_LIMIT + 2 * i, s.limit)
     mon.write(V.GUEST_AR + 2 * i, s.attr)
-
-
-def _set_busy(mon, desc_addr: int, busy: bool) -> None:
-    a = (desc_addr + 5) & M32
-    b = mon.gm.read_u(a, 1)
-    mon.gm.write_u(a, 1, (b | T.BUSY) if busy else (b & ~T.BUSY))
 
 
 @handles(V.EXIT_TASK_SWITCH)
@@ -121,7 +116,7 @@ def _switch(mon, sel: int, source: str, next_eip: int, ext: int, error_code) -> 
 
     # -- the outgoing task ----------------------------------------------------------------
     if source in (T.JMP, T.IRET):
-        _set_busy(mon, old_desc, False)
+        set_busy(mon, old_desc, False)
     old_eflags = mon.read(V.GUEST_RFLAGS)
     if source == T.IRET:
         old_eflags &= ~NT
@@ -136,7 +131,7 @@ def _switch(mon, sel: int, source: str, next_eip: int, ext: int, error_code) -> 
         gm.write_u(d.base, 2, tr_sel)
         new_eflags |= NT
     if source in (T.JMP, T.CALL):
-        _set_busy(mon, d.addr, True)
+        set_busy(mon, d.addr, True)
 
     # -- the commit point: from here on a fault belongs to the new task ---------------------
     v = mon.vcpu

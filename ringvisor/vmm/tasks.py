@@ -81,7 +81,7 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
 
     # -- the outgoing task ----------------------------------------------------------------
     if source in (T.JMP, T.IRET) and old_desc is not None:
-        _set_busy(mon, old_desc, False)
+        set_busy(mon, old_desc, False)
     old_eflags = v.eflags_view(f.eflags)
     if source == T.IRET:
         old_eflags &= ~NT
@@ -97,7 +97,7 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
         gm.write_u(d.base, 2, v.tr)
         new_eflags |= NT
     if source in (T.JMP, T.CALL):
-        _set_busy(mon, d.addr, True)
+        set_busy(mon, d.addr, True)
 
     # -- the commit point: from here on a fault belongs to the new task -------------------
     mon.stats["task switches"] += 1
@@ -172,7 +172,7 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
     mon.cpu.mode_changed()
 
 
-def _set_busy(mon, desc_addr: int, busy: bool) -> None:
+def set_busy(mon, desc_addr: int, busy: bool) -> None:
     a = (desc_addr + 5) & M32
     b = mon.gm.read_u(a, 1)
     mon.gm.write_u(a, 1, (b | T.BUSY) if busy else (b & ~T.BUSY))
