@@ -126,6 +126,7 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("hostile", "hostile"),       # attacks the monitor's region (tests/test_hostile.py)
     Kernel("com2", "com2"),             # the second serial port, with two lines (test_console.py)
     Kernel("tasks", "tasks"),           # hardware task switching (test_tasks.py)
+    Kernel("nmiwait", "nmiwait"),       # NMIs from the NMI input, held until IRET (test_hvm.py)
     Kernel("vm86", "vm86"),             # virtual-8086 mode and a #GP monitor (test_vm86.py)
     Kernel("vme", "vme"),               # CR4.VME and CR4.PVI (test_vm86.py)
     Kernel("apic", "apic"),             # local APIC and IO-APIC (test_apic.py)

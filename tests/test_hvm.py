@@ -185,3 +185,40 @@ def test_saved_inside_a_one_store_window():
         assert mon2.step_page == mon.step_page
         assert m2.run(LIMIT) == end
         assert whole[:len(out)] + bytes(rest) == whole, f"restored at {n}"
+
+
+# the nmiwait guest (tests/hwguests/nmiwait): two NMIs from the machine's NMI input, the
+# second raised while the handler of the first runs.  Vol. 3 §6.7: IF does not mask NMIs
+# (IF 0 in both frames: the guest waits with interrupts disabled); §6.7.1: NMIs are
+# blocked from the delivery of one to the next IRET, so the second is taken only after
+# the first handler returned
+NMI_EXPECTED = ["waiting", "nmi handler", "nmis 2; in the first handler 1; if in frames 0 0",
+                "done"]
+
+
+@pytest.mark.parametrize("mode,ept", [("native", None), ("hvm", True), ("hvm", False)],
+                         ids=["native", "hvm-ept", "hvm-shadow"])
+def test_nmis_reach_the_guest_blocked_until_its_iret(mode, ept):
+    """Under hvm an NMI exits (NMI exiting) and the monitor injects it as a virtual NMI
+    (virtual NMIs): the guest's IRET ends virtual-NMI blocking, and the second NMI, held
+    by the monitor until then, waits in an NMI-window exit (SDM Vol. 3C §24.6.1, §25.3)."""
+    from hwtests import output_lines
+    from ringvisor.hw.machine import read_image
+    from ringvisor.vmm import create_vm
+    out = bytearray()
+    m, mon = create_vm(read_image(build_hw("nmiwait")), mode, "", 32, "jit", output=out.extend,
+                       **({} if ept is None else {"ept": ept}))
+
+    def run_until(text: bytes) -> None:            # (paused on the guest's output)
+        while text not in out:
+            assert m.run(5000).reason == "limit", bytes(out)
+            m.stop = None
+
+    run_until(b"waiting")
+    m.cpu.raise_nmi()
+    run_until(b"nmi handler")
+    m.cpu.raise_nmi()
+    assert m.run(LIMIT).reason == "exit"
+    assert output_lines(out.decode("latin-1").replace("\r\n", "\n")) == NMI_EXPECTED
+    if mode == "hvm":
+        assert (mon.stats["NMIs"], mon.stats["NMIs injected"], mon.exits["NMI window"]) == (2, 2, 1)

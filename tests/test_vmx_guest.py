@@ -118,6 +118,27 @@ EXPECTED = [
      "#GP(selector), which the exception bitmap intercepts"),
     ("iret nt: reason=9 qual=0x40000050 len=1 rip=+0",
      "IRET with NT set: source 1, the back link's selector"),
+    # NMIs (SDM Vol. 3C §26.2.1.1: virtual NMIs need NMI exiting, NMI-window exiting needs
+    # virtual NMIs; error 7, invalid control fields)
+    ("virtual nmis alone: VMfailValid error=7", "virtual NMIs need NMI exiting"),
+    ("nmi window alone: VMfailValid error=7", "NMI-window exiting needs virtual NMIs"),
+    ("nmi exiting: reason=0 qual=0x0 len=0 rip=+20 info=0x80000202",
+     "with NMI exiting an NMI exits (§25.2): exception or NMI, type 2, vector 2 (§27.2.2), "
+     "RIP at the instruction it interrupted (the spin after the ICR write)"),
+    ("  guest nmi handler ran=0", "the NMI does not reach the guest's IDT"),
+    ("inject nmi: reason=18 qual=0x0 len=3 rip=+9",
+     "an injected NMI is delivered through the guest's vector 2 (§26.6.1.2)"),
+    ("  in handler=1 blocking by nmi=1",
+     "with virtual NMIs its delivery sets virtual-NMI blocking, saved as interruptibility "
+     "bit 3 (§26.6.1.2, §27.3.4)"),
+    ("  after its iret: reason=18 at g_nmi_after=1 blocking by nmi=0",
+     "the guest's IRET ends virtual-NMI blocking (§25.3)"),
+    ("inject nmi while blocked: reason=33 qual=0x0 len=3 rip=+0 entry-failure",
+     "no NMI injection under virtual-NMI blocking (§26.3.1.5): a VM-entry failure, the "
+     "other exit fields unmodified (§26.8)"),
+    ("nmi window: reason=8 qual=0x0 len=0 rip=+8",
+     "NMI-window exiting: an exit before the first instruction without virtual-NMI "
+     "blocking (§25.2), right after the IRET that ended it"),
     # EPT (SDM Vol. 3C §28.3; the capability MSR is Appendix A.10's layout of what hw/ept.py does)
     ("ept/vpid cap=0x6134140 high=0x0 proc2 ept allowed=1",
      "A.10: walk length 4 (bit 6), UC/WB (8, 14), 2M/1G pages (16, 17), INVEPT (20) single/all "

@@ -369,9 +369,10 @@ def iret(cpu, size: int, next_eip: int | None = None, frame: tuple | None = None
     ``next_eip`` is the address after the IRET (saved in the TSS by a task return).
     ``frame``: the values on the stack (EIP, CS, EFLAGS, ESP, SS), given by ring-0
     software returning from its own stack, whose reads cannot fault (``Cpu.iret``)."""
-    cpu.state.nmi_blocked = False         # IRET ends NMI blocking (SDM Vol. 3 §6.7.1)
-    if cpu.state.nmi_pending:
-        cpu.limit = 0
+    if not (cpu.nonroot and cpu.vmx.iret_unblocks()):
+        cpu.state.nmi_blocked = False     # IRET ends NMI blocking (SDM Vol. 3 §6.7.1)
+        if cpu.state.nmi_pending:
+            cpu.limit = 0
     if cpu.mode.real:
         return realmode.iret(cpu, size)
     st = cpu.state

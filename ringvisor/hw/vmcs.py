@@ -48,7 +48,7 @@ PIN_VIRTUAL_NMI = 1 << 5
 CPU_INTR_WINDOW, CPU_TSC_OFFSET, CPU_HLT, CPU_INVLPG = 1 << 2, 1 << 3, 1 << 7, 1 << 9
 CPU_RDPMC, CPU_RDTSC, CPU_CR3_LOAD, CPU_CR3_STORE = 1 << 11, 1 << 12, 1 << 15, 1 << 16
 CPU_MOV_DR, CPU_IO, CPU_IO_BITMAPS, CPU_MTF = 1 << 23, 1 << 24, 1 << 25, 1 << 27
-CPU_MSR_BITMAPS, CPU_SECONDARY = 1 << 28, 1 << 31
+CPU_MSR_BITMAPS, CPU_SECONDARY, CPU_NMI_WINDOW = 1 << 28, 1 << 31, 1 << 22
 # Secondary processor-based controls (Table 24-7).
 CPU2_EPT, CPU2_RDTSCP, CPU2_WBINVD = 1 << 1, 1 << 3, 1 << 6
 # VM-exit controls (Table 24-11) and VM-entry controls (Table 24-13).
@@ -57,16 +57,17 @@ ENTRY_LOAD_DEBUG, ENTRY_IA32E = 1 << 2, 1 << 9
 
 # (allowed-0, allowed-1): a bit set in allowed-0 must be 1, a bit clear in allowed-1 must be 0.
 # The "default1" classes are those of SDM Appendix A.2-A.5; this processor implements
-# only what is listed in allowed-1 (no NMI sources, no preemption timer, no TPR shadow,
+# only what is listed in allowed-1 (NMI exiting, virtual NMIs and NMI-window exiting among
+# them; no preemption timer, no TPR shadow,
 # no MONITOR/MWAIT/PAUSE, no 64-bit host or guest: it is an IA-32 processor).
 PIN_DEFAULT1 = 0x00000016
 PROC_DEFAULT1 = 0x0401E172
 EXIT_DEFAULT1 = 0x00036DFF
 ENTRY_DEFAULT1 = 0x000011FF
-PIN_ALLOWED1 = PIN_DEFAULT1 | PIN_EXT_INT
+PIN_ALLOWED1 = PIN_DEFAULT1 | PIN_EXT_INT | PIN_NMI | PIN_VIRTUAL_NMI
 PROC_ALLOWED1 = (PROC_DEFAULT1 | CPU_INTR_WINDOW | CPU_TSC_OFFSET | CPU_HLT | CPU_INVLPG |
                  CPU_RDPMC | CPU_RDTSC | CPU_CR3_LOAD | CPU_CR3_STORE | CPU_MOV_DR | CPU_IO |
-                 CPU_IO_BITMAPS | CPU_MTF | CPU_MSR_BITMAPS | CPU_SECONDARY)
+                 CPU_IO_BITMAPS | CPU_MTF | CPU_MSR_BITMAPS | CPU_SECONDARY | CPU_NMI_WINDOW)
 PROC2_ALLOWED1 = CPU2_EPT | CPU2_RDTSCP | CPU2_WBINVD
 EXIT_ALLOWED1 = EXIT_DEFAULT1 | EXIT_ACK_INT
 ENTRY_ALLOWED1 = ENTRY_DEFAULT1
@@ -190,6 +191,7 @@ CAPABILITY_MSRS = {
 # -- basic exit reasons (SDM Appendix C) -----------------------------------------------------
 EXIT_REASONS = {
     0: "exception or NMI", 1: "external interrupt", 2: "triple fault", 7: "interrupt window",
+    8: "NMI window",
     9: "task switch",
     10: "CPUID", 12: "HLT", 13: "INVD", 14: "INVLPG", 15: "RDPMC", 16: "RDTSC", 18: "VMCALL",
     19: "VMCLEAR", 20: "VMLAUNCH", 21: "VMPTRLD", 22: "VMPTRST", 23: "VMREAD", 24: "VMRESUME",
@@ -201,7 +203,9 @@ EXIT_REASONS = {
 (EXIT_EXCEPTION, EXIT_EXT_INT, EXIT_TRIPLE_FAULT, EXIT_INTR_WINDOW, EXIT_CPUID, EXIT_HLT,
  EXIT_INVD, EXIT_INVLPG, EXIT_RDPMC, EXIT_RDTSC, EXIT_VMCALL) = 0, 1, 2, 7, 10, 12, 13, 14, 15, 16, 18
 EXIT_CR, EXIT_DR, EXIT_IO, EXIT_RDMSR, EXIT_WRMSR = 28, 29, 30, 31, 32
-EXIT_TASK_SWITCH = 9
+EXIT_TASK_SWITCH, EXIT_NMI_WINDOW = 9, 8
+# guest interruptibility state (SDM Table 24-3): blocking by STI, MOV SS, NMI
+BLOCK_STI, BLOCK_MOV_SS, BLOCK_NMI = 1, 2, 8
 # the task-switch exit qualification (SDM Vol. 3C Table 27-2): bits 15:0 the selector of
 # the TSS the guest tried to switch to, bits 31:30 the source
 TS_SOURCE_CALL, TS_SOURCE_IRET, TS_SOURCE_JMP, TS_SOURCE_IDT = 0, 1, 2, 3

@@ -19,7 +19,8 @@ from .pae import PDPTE_RESERVED, read_pdptes
 from .identify import msr_write_ok
 from .state import (CR0_PG, CR4_PAE, ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, IF, MSR_SYSENTER_CS,
                     MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC, VM, Segment)
-from .vmcs import (CAPABILITY_MSRS, CPU2_EPT, CPU_CONTROLS, CPU_CONTROLS2, EPTP, CPU_IO_BITMAPS, CPU_MSR_BITMAPS,
+from .vmcs import (BLOCK_MOV_SS, BLOCK_NMI, CPU_NMI_WINDOW, PIN_NMI, PIN_VIRTUAL_NMI,
+                   CAPABILITY_MSRS, CPU2_EPT, CPU_CONTROLS, CPU_CONTROLS2, EPTP, CPU_IO_BITMAPS, CPU_MSR_BITMAPS,
                    CPU_INTR_WINDOW, CPU_MTF, CPU_SECONDARY, CPU_TSC_OFFSET, CR0_FIXED0, CR0_FIXED1, CR3_TARGET_COUNT, CR4_FIXED0,
                    ENTRY_CONTROLS, ENTRY_EXCEPTION_ERROR, ENTRY_INSTRUCTION_LEN, ENTRY_INTR_INFO,
                    ENTRY_LOAD_DEBUG, ENTRY_MSR_LOAD_ADDR, ENTRY_MSR_LOAD_COUNT, ERR_BAD_CONTROLS,
@@ -81,6 +82,11 @@ def check_controls(vmx) -> int:
             _allowed(r(ENTRY_CONTROLS), MSR_VMX_TRUE_ENTRY)):
         return ERR_BAD_CONTROLS
     if r(CR3_TARGET_COUNT) > 4:
+        return ERR_BAD_CONTROLS
+    # virtual NMIs need NMI exiting, and NMI-window exiting needs virtual NMIs (§26.2.1.1)
+    pin = r(PIN_CONTROLS)
+    if pin & PIN_VIRTUAL_NMI and not pin & PIN_NMI or \
+            proc & CPU_NMI_WINDOW and not pin & PIN_VIRTUAL_NMI:
         return ERR_BAD_CONTROLS
     if proc & CPU_SECONDARY and r(CPU_CONTROLS2) & CPU2_EPT and not eptp_valid(r(EPTP)):
         return ERR_BAD_CONTROLS
@@ -214,6 +220,11 @@ def _check_activity(vmx, r, fl, ss, info, injecting, ext) -> int | None:
         return 0
     if intr >> 5 or intr & 3 == 3 or (intr & 1 and not fl & IF) or (ext and intr & 3):
         return 0
+    # an NMI is injected only without MOV-SS blocking, and with virtual NMIs only without
+    # (virtual-)NMI blocking (§26.3.1.5)
+    if injecting and (info >> 8) & 7 == INTR_NMI and (
+            intr & BLOCK_MOV_SS or r(PIN_CONTROLS) & PIN_VIRTUAL_NMI and intr & BLOCK_NMI):
+        return 0
     link = r(VMCS_LINK)
     if link != 0xFFFFFFFFFFFFFFFF and (vmx._bad_address(link) or
                                        vmx.cpu.mem.read32(link) != VMCS_REVISION):
@@ -261,6 +272,16 @@ def enter(vmx, resume: bool) -> None:
     st.eip = r(GUEST_RIP)
     cpu.set_eflags(r(GUEST_RFLAGS))
     st.interrupt_shadow = bool(r(GUEST_INTERRUPTIBILITY) & 3)
+    # NMIs (§24.6.1, §26.6.1): with "virtual NMIs" the interruptibility state's blocking
+    # by NMI is virtual-NMI blocking, and physical NMIs keep their own; otherwise it is
+    # the processor's blocking of NMIs
+    pin = r(PIN_CONTROLS)
+    vmx.nmi_exits, vmx.vnmi = bool(pin & PIN_NMI), bool(pin & PIN_VIRTUAL_NMI)
+    blocked = bool(r(GUEST_INTERRUPTIBILITY) & BLOCK_NMI)
+    if vmx.vnmi:
+        vmx.vnmi_blocked = blocked
+    else:
+        st.nmi_blocked = blocked
     st.halted = r(GUEST_ACTIVITY) == 1
     # §26.4: the VM-entry MSR-load area, after the guest state; a failure is a VM exit
     # with reason 34 and the (1-based) entry number as its qualification
@@ -277,6 +298,7 @@ def enter(vmx, resume: bool) -> None:
     cpu.intr_exits = bool(r(PIN_CONTROLS) & 1)
     vmx.mtf = bool(proc & CPU_MTF)
     vmx.window = bool(proc & CPU_INTR_WINDOW)
+    vmx.nmi_window = bool(proc & CPU_NMI_WINDOW)
     vmx.ack = bool(r(EXIT_CONTROLS) & EXIT_ACK_INT)
     vmx.load_ept()
     cpu.update_debug()                   # DR7 and the TLB (no VPID: §28.4.3.3); ends the dispatch loop
@@ -295,6 +317,8 @@ def inject(vmx, info: int) -> None:
     soft = typ in (INTR_SOFT_INT, INTR_SOFT_EXC)    # the gate's DPL is checked against CPL
     ret = (st.eip + ilen) & 0xFFFFFFFF if typ in (INTR_SOFT_INT, INTR_PRIV_SOFT_EXC, INTR_SOFT_EXC) else st.eip
     st.halted = False
+    if typ == INTR_NMI:                  # an injected NMI blocks NMIs until the guest's IRET
+        vmx.block_nmi()
     vmx.event = (vector, typ, err, ilen)
     try:
         transfers.deliver(cpu, vector, err, soft, ret)
@@ -328,7 +352,8 @@ def save_guest(vmx, rip: int) -> None:
     w(GUEST_SYSENTER_ESP, st.msrs.get(MSR_SYSENTER_ESP, 0))
     w(GUEST_SYSENTER_EIP, st.msrs.get(MSR_SYSENTER_EIP, 0))
     # blocking by STI (IF was set by it) or by MOV SS (SDM Table 24-3)
-    w(GUEST_INTERRUPTIBILITY, (1 if st.eflags & IF else 2) if st.interrupt_shadow else 0)
+    w(GUEST_INTERRUPTIBILITY, ((1 if st.eflags & IF else 2) if st.interrupt_shadow else 0) |
+      (BLOCK_NMI if (vmx.vnmi_blocked if vmx.vnmi else st.nmi_blocked) else 0))
     w(GUEST_ACTIVITY, 1 if st.halted else 0)
     w(GUEST_PENDING_DBG, 0)
     for i, index, _ in _msr_list(vmx, vmx.read(EXIT_MSR_STORE_ADDR), vmx.read(EXIT_MSR_STORE_COUNT)):

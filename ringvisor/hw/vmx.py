@@ -24,7 +24,7 @@ EPT (the "enable EPT" secondary control, INVEPT) is in ``ept.py``: VM entry give
 MMU the EPT of the EPTP (``load_ept``), and a violation or misconfiguration the walk
 raises becomes a VM exit here (``ept_exit``).
 
-Not modelled: NMIs and the NMI controls, the VMX-preemption timer, VPID,
+Not modelled: the VMX-preemption timer, VPID,
 SMM and the dual-monitor treatment, and 64-bit hosts and guests (this is an IA-32
 processor).  A guest with RFLAGS.VM set enters virtual-8086 mode (``vmentry``).
 """
@@ -37,7 +37,7 @@ import iced_x86 as ix
 
 from .ept import INVEPT_ALL, INVEPT_SINGLE, Ept, EptExit, eptp_valid
 from .pae import ADDR
-from .faults import GP, PF, DB, UD, CpuFault
+from .faults import GP, NMI, PF, DB, UD, CpuFault
 from .state import ARITH_FLAGS, CF, CR0_PE, IF, VM, ZF
 from .system import get_reg, helper, read_mem, read_op, require_cpl0, write_mem, write_op
 from .vmcs import (CAPABILITY_MSRS, CR0_FIXED0, CR0_FIXED1,
@@ -48,7 +48,8 @@ from .vmcs import (CAPABILITY_MSRS, CR0_FIXED0, CR0_FIXED1,
                    ERR_VMRESUME_NOT_LAUNCHED, ERR_VMXON_IN_ROOT, EXCEPTION_BITMAP,
                    EXIT_BAD_GUEST, EXIT_ENTRY_FAILURE, EXIT_EXCEPTION, EXIT_EXT_INT,
                    EXIT_INSTRUCTION_LEN, EXIT_INTR_ERROR, EXIT_INTR_INFO, EXIT_INTR_WINDOW,
-                   EXIT_MTF, EXIT_QUALIFICATION, EXIT_REASON, EXIT_REASONS, EXIT_VMCALL,
+                   EXIT_MTF, EXIT_NMI_WINDOW, EXIT_QUALIFICATION, EXIT_REASON, EXIT_REASONS,
+                   EXIT_VMCALL, INTR_NMI,
                    FC_LOCK, FC_VMX_OUTSIDE_SMX, GUEST_LINEAR_ADDR, IDT_VECTORING_ERROR,
                    IDT_VECTORING_INFO, INTR_ERROR_VALID, INTR_EXTERNAL, INTR_HW_EXCEPTION,
                    INTR_PRIV_SOFT_EXC, INTR_SOFT_EXC, INTR_SOFT_INT, INTR_VALID,
@@ -81,6 +82,9 @@ class Vmx:
         self.mtf = False
         # controls the run loop tests at each block boundary, read at VM entry
         self.window = self.ack = False
+        # NMIs (SDM Vol. 3C §24.6.1, §25.3): NMI exiting, virtual NMIs and the guest's
+        # virtual-NMI blocking, NMI-window exiting (read at VM entry)
+        self.nmi_exits = self.vnmi = self.vnmi_blocked = self.nmi_window = False
         self.exits: Counter[str] = Counter()     # VM exits by basic reason
         # the EPT hierarchies in use, by PML4 address, with their cached guest-physical
         # mappings (kept across VM entries and exits until INVEPT, SDM Vol. 3C §28.4)
@@ -310,6 +314,16 @@ class Vmx:
             if cpu.nonroot:
                 self.exit(EXIT_MTF)
             return True
+        if st.nmi_pending and not st.nmi_blocked and self.nmi_exits:
+            # an NMI exits ("exception or NMI", type 2, vector 2) instead of reaching the
+            # guest's IDT; NMIs stay blocked after it, until the host's IRET (§27.2.2)
+            st.nmi_pending = st.halted = False
+            self.exit(EXIT_EXCEPTION, intr_info=INTR_VALID | INTR_NMI << 8 | NMI)
+            st.nmi_blocked = True
+            return True
+        if self.nmi_window and not self.vnmi_blocked:
+            self.exit(EXIT_NMI_WINDOW)         # (§25.2: no virtual-NMI blocking, no MOV SS)
+            return True
         if self.window and st.eflags & IF:
             self.exit(EXIT_INTR_WINDOW)
             return True
@@ -340,6 +354,26 @@ class Vmx:
         info = INTR_VALID | typ << 8 | vector | (INTR_ERROR_VALID if err is not None else 0)
         self.event = during
         self.exit(EXIT_EXCEPTION, qual, intr_info=info, intr_err=err)
+        return True
+
+    def block_nmi(self) -> None:
+        """An NMI delivered in non-root operation blocks NMIs: the virtual ones with
+        "virtual NMIs", else the processor's (SDM Vol. 3C §26.6.1.2, Vol. 3 §6.7.1)."""
+        if self.vnmi:
+            self.vnmi_blocked = True
+        else:
+            self.cpu.state.nmi_blocked = True
+
+    def iret_unblocks(self) -> bool:
+        """IRET in non-root operation: with NMI exiting it leaves the processor's NMI
+        blocking alone, and with virtual NMIs it ends virtual-NMI blocking (§25.3).  Whether
+        the VMX rules decided (else IRET ends NMI blocking as usual)."""
+        if not self.nmi_exits:
+            return False
+        if self.vnmi:
+            self.vnmi_blocked = False
+            if self.nmi_window:
+                self.cpu.limit = 0             # (an NMI-window exit is due at the boundary)
         return True
 
     def intercept(self, ins: ix.Instruction) -> int | None:
@@ -377,6 +411,7 @@ class Vmx:
                      for addr, v in self.cache.items()},
             "event": None if self.event is None else list(self.event),
             "nonroot": cpu.nonroot, "mtf": self.mtf, "window": self.window, "ack": self.ack,
+            "nmi": [self.nmi_exits, self.vnmi, self.vnmi_blocked, self.nmi_window],
             "intr_exits": cpu.intr_exits, "tsc_offset": cpu.vmx_tsc,
             "exits": dict(self.exits),
         }
@@ -408,6 +443,9 @@ class Vmx:
         self.current = NO_VMCS if current is None else int(current)
         self.event = event
         self.mtf, self.window, self.ack = bool(state["mtf"]), bool(state["window"]), bool(state["ack"])
+        # (saved before the NMI controls were modelled: none in force)
+        self.nmi_exits, self.vnmi, self.vnmi_blocked, self.nmi_window = (
+            bool(x) for x in state.get("nmi", [False] * 4))
         self.exits = Counter(state["exits"])
         cpu = self.cpu
         cpu.nonroot, cpu.intr_exits = nonroot, bool(state["intr_exits"])

@@ -35,7 +35,7 @@ from __future__ import annotations
 import struct
 from collections import Counter
 
-from ringvisor.hw.faults import DB, NAMES, PF
+from ringvisor.hw.faults import DB, NAMES, NMI, PF
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.segments import LDT
 from ringvisor.hw.state import (ATTR_UNUSABLE, CR0_ET, CR0_NE, CR0_PE, CR0_PG,
@@ -74,7 +74,7 @@ class HardwareAssisted:
     # of machine memory; what is left is the monitor's own bookkeeping
     state_name = "monitor"
     state_version = 2                          # 2: ``ept``, EPT or shadow paging
-    STATE = ("vcpu", "shadow", "platform", "exits", "stats", "step_page", "ept")
+    STATE = ("vcpu", "shadow", "platform", "exits", "stats", "step_page", "ept", "nmi")
     WIRING = ("machine", "cpu", "mem", "vmx", "guest_ram", "base", "gm", "eptmap")
 
     def __init__(self, machine, guest_ram: int, ept: bool = True) -> None:
@@ -99,6 +99,7 @@ class HardwareAssisted:
         self.step_page = None                  # (page, frame, its bytes) opened for one store (MTF)
         self.ept = ept                         # EPT (hvmept.py), or shadow page tables
         self.eptmap = MonitorEpt(self.mem, self.base, guest_ram)
+        self.nmi = False                       # a virtual NMI waits for the guest
 
     # -- VMX operations: the monitor's instructions ---------------------------------------
     def _ok(self, status: int, what: str) -> None:
@@ -169,7 +170,8 @@ class HardwareAssisted:
 
     def _vmcs_setup(self, boot: dict) -> None:
         w, st, b = self.write, self.cpu.state, self.base
-        w(V.PIN_CONTROLS, self._controls(V.MSR_VMX_TRUE_PINBASED, V.PIN_EXT_INT))
+        w(V.PIN_CONTROLS, self._controls(V.MSR_VMX_TRUE_PINBASED,
+                                         V.PIN_EXT_INT | V.PIN_NMI | V.PIN_VIRTUAL_NMI))
         paging = 0 if self.ept else V.CPU_INVLPG | CR3_EXITING   # (EPT: CR3 exits while unpaged)
         w(V.CPU_CONTROLS, self._controls(V.MSR_VMX_TRUE_PROCBASED,
                                          V.CPU_HLT | paging | V.CPU_IO | V.CPU_MSR_BITMAPS |
@@ -323,6 +325,10 @@ class HardwareAssisted:
         if not idt & V.INTR_VALID:
             return
         self.write(V.ENTRY_INTR_INFO, idt & ~0x1000)
+        if (idt >> 8) & 7 == V.INTR_NMI:
+            # the NMI was not delivered: the virtual-NMI blocking its delivery began goes
+            # (KVM's __vmx_complete_interrupts), or VM entry refuses to inject it
+            self.write(V.GUEST_INTERRUPTIBILITY, self.read(V.GUEST_INTERRUPTIBILITY) & ~V.BLOCK_NMI)
         if idt & V.INTR_ERROR_VALID:
             self.write(V.ENTRY_EXCEPTION_ERROR, self.read(V.IDT_VECTORING_ERROR))
         self.write(V.ENTRY_INSTRUCTION_LEN, self.read(V.EXIT_INSTRUCTION_LEN))
@@ -332,8 +338,9 @@ class HardwareAssisted:
         """The exiting instruction is done: the guest continues after it, with the
         single-step trap it owes if the guest's TF is set (SDM Vol. 3 §17.3.1.4)."""
         self.write(V.GUEST_RIP, (self.read(V.GUEST_RIP) + self.read(V.EXIT_INSTRUCTION_LEN)) & 0xFFFFFFFF)
-        # (its interrupt shadow, if any, ends with it)
-        self.write(V.GUEST_INTERRUPTIBILITY, 0)
+        # (its interrupt shadow, if any, ends with it; blocking by NMI stays)
+        self.write(V.GUEST_INTERRUPTIBILITY,
+                   self.read(V.GUEST_INTERRUPTIBILITY) & ~(V.BLOCK_STI | V.BLOCK_MOV_SS))
         if self.read(V.GUEST_RFLAGS) & TF:
             self.cpu.state.dr[6] |= DR6_BS         # DR6 is the guest's (a VM exit leaves it)
             self.inject_exception(DB)
@@ -354,9 +361,18 @@ class HardwareAssisted:
         self.stats[f"{NAMES.get(vector, vector)} reflected"] += 1
 
     def inject_pending(self) -> None:
-        """A virtual interrupt the guest can take now is injected; otherwise an
-        interrupt-window exit is asked for."""
-        ctl = self.read(V.CPU_CONTROLS) & ~V.CPU_INTR_WINDOW
+        """A virtual NMI, then a virtual interrupt, the guest can take now is injected;
+        otherwise an NMI-window or interrupt-window exit is asked for."""
+        ctl = self.read(V.CPU_CONTROLS) & ~(V.CPU_INTR_WINDOW | V.CPU_NMI_WINDOW)
+        if self.nmi:
+            if not self.read(V.ENTRY_INTR_INFO) & V.INTR_VALID and not \
+                    self.read(V.GUEST_INTERRUPTIBILITY) & (V.BLOCK_MOV_SS | V.BLOCK_NMI):
+                self.write(V.ENTRY_INTR_INFO, V.INTR_VALID | V.INTR_NMI << 8 | NMI)
+                self.write(V.GUEST_ACTIVITY, 0)
+                self.nmi = False
+                self.stats["NMIs injected"] += 1
+            else:
+                ctl |= V.CPU_NMI_WINDOW
         if self.platform.intr:
             if not self.read(V.ENTRY_INTR_INFO) & V.INTR_VALID and \
                     self.read(V.GUEST_RFLAGS) & IF and not self.read(V.GUEST_INTERRUPTIBILITY) & 3:
@@ -397,7 +413,7 @@ class HardwareAssisted:
         return S.get_attrs(self)
 
     def set_state(self, state: dict) -> None:
-        state = {"ept": False, **state}        # (version 1: shadow paging only)
+        state = {"ept": False, "nmi": False, **state}   # (version 1: shadow paging only; no NMIs)
         S.set_attrs(self, state)
         step = self.step_page                 # (a VM saved between an MTF entry and its exit)
         if step is not None:

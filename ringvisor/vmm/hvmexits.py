@@ -49,6 +49,21 @@ def interrupt_window(mon) -> None:
     """The guest can take an interrupt now (``inject_pending`` does it)."""
 
 
+@handles(V.EXIT_NMI_WINDOW)
+def nmi_window(mon) -> None:
+    """The guest can take an NMI now (``inject_pending`` does it)."""
+
+
+def nmi(mon) -> None:
+    """A physical NMI exited (NMI exiting): it becomes the guest's, injected as a virtual
+    NMI when its virtual-NMI blocking allows.  The processor blocks NMIs until the host's
+    handler returns with IRET (SDM Vol. 3C §27.2.2, Vol. 3 §6.7.1): this monitor's
+    handler is the exit handler, and its return unblocks them."""
+    mon.nmi = True
+    mon.cpu.state.nmi_blocked = False
+    mon.stats["NMIs"] += 1
+
+
 @handles(V.EXIT_HLT)
 def hlt(mon) -> None:
     mon.skip()
@@ -71,6 +86,9 @@ def triple_fault(mon) -> None:
 def exception(mon) -> None:
     info = mon.read(V.EXIT_INTR_INFO)
     vector = info & 0xFF
+    if (info >> 8) & 7 == V.INTR_NMI:
+        nmi(mon)
+        return
     if vector != PF:
         raise MonitorStop(f"hvm: unexpected exception exit, vector {vector}")
     page_fault(mon, mon.read(V.EXIT_QUALIFICATION), mon.read(V.EXIT_INTR_ERROR))

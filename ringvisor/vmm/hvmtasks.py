@@ -147,7 +147,8 @@ def _switch(mon, sel: int, source: str, next_eip: int, ext: int, error_code) -> 
     mon.write(V.GUEST_RSP, new_regs[4])
     mon.write(V.GUEST_RIP, new_eip)
     mon.write(V.GUEST_RFLAGS, (new_eflags & ~RFLAGS_RESERVED & ~RF) | 2)
-    mon.write(V.GUEST_INTERRUPTIBILITY, 0)
+    mon.write(V.GUEST_INTERRUPTIBILITY,
+              mon.read(V.GUEST_INTERRUPTIBILITY) & ~(V.BLOCK_STI | V.BLOCK_MOV_SS))
     dr7 = mon.read(V.GUEST_DR7)
     mon.write(V.GUEST_DR7, dr7 & ~T.DR7_LOCAL)
     try:

@@ -45,7 +45,8 @@ extern char g_cpuid[], g_hlt[], g_outimm[], g_indx[], g_outpass[], g_insb[], g_c
     g_dr7[], g_rdmsr_exit[], g_msr_pass[], g_wrmsr_exit[], g_rdtsc[], g_rdtsc_exit[],
     g_invlpg[], g_vmcall[], g_ud2[], g_int3[], g_pf[], g_nop[], g_window[], g_spin[],
     g_vmxon[], gh_soft[], gh_err[], gh_ext[], g_ept_rw[], g_ept_read[], g_ept_big[], g_invept[],
-    g_lcall_tss[], g_ljmp_tss[], g_int_task[], g_lcall_busy[], g_iret[];
+    g_lcall_tss[], g_ljmp_tss[], g_int_task[], g_lcall_busy[], g_iret[],
+    g_nmi_self[], g_nmi_after[], gh_nmi[], g_nmi_iret[];
 
 static u8 vmxon_region[4096] __attribute__((aligned(4096)));
 static u8 vmcs[4096] __attribute__((aligned(4096)));
@@ -417,6 +418,47 @@ static void t_tasks(void)
     vmw(GUEST_RFLAGS, 0x2);
 }
 
+/* ---- NMIs (SDM Vol. 3C §24.6.1, §25.3, §26.6.1.2, §27.2.2) ------------------------------ */
+static void t_nmi(void)
+{
+    /* the local APIC's page: a 4-MiB page, uncached (host and guest share these tables) */
+    ((volatile u32 *)(read_cr3() & ~0xfffu))[0xfee00000u >> 22] = 0xfec00000u | 0x93;
+    __asm__ volatile("invlpg 0xfee00000" ::: "memory");
+    *(volatile u32 *)0xfee000f0 = 0x1ff;      /* the local APIC software-enabled */
+    vmw(GUEST_IDTR_LIMIT, sizeof guest_idt - 1);
+    gate(2, gh_nmi);
+    g_val = 0;
+    vmw(PIN, vmr(PIN) | (1u << 5));            /* virtual NMIs without NMI exiting */
+    RUN("virtual nmis alone", g_nop);
+    vmw(PIN, vmr(PIN) & ~(1u << 5));
+    vmw(PROC, vmr(PROC) | (1u << 22));         /* NMI-window exiting without virtual NMIs */
+    RUN("nmi window alone", g_nop);
+    vmw(PROC, vmr(PROC) & ~(1u << 22));
+    vmw(PIN, vmr(PIN) | (1u << 3));            /* NMI exiting */
+    RUN("nmi exiting", g_nmi_self);
+    kprintf("  guest nmi handler ran=%u\n", g_val);
+    /* NMIs stay blocked after the exit until an IRET of the host's */
+    __asm__ volatile("pushfl; pushl %%cs; pushl $1f; iret; 1:" ::: "memory");
+    vmw(PIN, vmr(PIN) | (1u << 5));            /* ... and virtual NMIs */
+    vmw(ENTRY_INFO, 0x80000202);               /* inject an NMI */
+    RUN("inject nmi", g_nmi_after);
+    kprintf("  in handler=%u blocking by nmi=%u\n", vmr(GUEST_RIP) == (u32)gh_nmi + 6,
+            (vmr(GUEST_INTR) >> 3) & 1);
+    vmw(GUEST_RIP, vmr(GUEST_RIP) + 3);        /* on past its VMCALL: its IRET, then a VMCALL */
+    entry_status = vmx_run(1);
+    kprintf("  after its iret: reason=%u at g_nmi_after=%u blocking by nmi=%u\n",
+            vmr(EXIT_REASON), vmr(GUEST_RIP) == (u32)g_nmi_after, (vmr(GUEST_INTR) >> 3) & 1);
+    vmw(ENTRY_INFO, 0x80000202);
+    vmw(GUEST_INTR, 8);                        /* ... not while NMIs are blocked */
+    RUN("inject nmi while blocked", g_nop);
+    vmw(ENTRY_INFO, 0);
+    vmw(PROC, vmr(PROC) | (1u << 22));         /* NMI-window exiting, virtual-NMI blocking */
+    RUN("nmi window", g_nmi_iret);
+    vmw(PROC, vmr(PROC) & ~(1u << 22));
+    vmw(PIN, vmr(PIN) & ~((1u << 3) | (1u << 5)));
+    vmw(GUEST_INTR, 0);
+}
+
 /* ---- EPT (SDM Vol. 3C §28.3) ------------------------------------------------------ */
 #define EPT_RWX 7u
 #define EPT_WB (6u << 3)                       /* memory type in a leaf (bits 5:3) */
@@ -536,6 +578,7 @@ int main(void)
     t_exits();
     t_injection();
     t_tasks();
+    t_nmi();
     t_ept();
     u32 fl;
     __asm__ volatile("vmxoff; pushfl; popl %0" : "=r"(fl) :: "cc");

@@ -146,6 +146,22 @@ g_ljmp_tss:     ljmp $0x48, $0
 g_int_task:     int $0x43
 g_lcall_busy:   lcall $0x28, $0
 g_iret:         iret
+/* NMIs (vmx.c t_nmi): an NMI IPI to this processor (ICR2 = 0, ICR = NMI, assert), then
+ * a spin the NMI interrupts; the guest's NMI handler exits before and after its IRET;
+ * an IRET that ends virtual-NMI blocking */
+                .globl g_nmi_self, g_nmi_after, gh_nmi, g_nmi_iret
+g_nmi_self:     movl $0, 0xfee00310
+                movl $0x4400, 0xfee00300
+1:              jmp 1b
+g_nmi_after:    vmcall
+gh_nmi:         incl g_val
+                vmcall
+                iret
+g_nmi_iret:     pushfl
+                pushl %cs
+                pushl $1f
+                iret
+1:              vmcall
 /* EPT (vmx.c t_ept): a read, then a write, of the test page; a 2-MiB page; INVEPT */
                 .globl g_ept_rw, g_ept_read, g_ept_big, g_invept
 g_ept_rw:       movl ept_target, %eax
