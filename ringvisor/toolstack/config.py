@@ -109,15 +109,23 @@ def _statements(text: str, source: str):
     """``(line, key, value text)`` for each setting: a setting ends at a newline or ``;``
     outside quotes and brackets (a list may run over several lines); ``#`` outside
     quotes starts a comment to the end of the line."""
-    line, start_line, buf = 1, 1, []
+    line, start, buf = 1, None, []          # start: the line of the setting's first character
     quote, depth, comment = None, 0, False
 
+    def put(ch: str) -> None:
+        nonlocal start
+        if start is None and not ch.isspace():
+            start = line
+        buf.append(ch)
+
     def flush():
+        nonlocal start
         stmt = "".join(buf).strip()
+        where = f"{source}:{start}"
         buf.clear()
+        start = None
         if not stmt:
             return None
-        where = f"{source}:{start_line}"
         if "=" not in stmt:
             raise ConfigFileError(f"{where}: expected 'key = value', found {stmt!r}")
         key, _, value = stmt.partition("=")
@@ -129,32 +137,29 @@ def _statements(text: str, source: str):
                 continue
             comment = False
         if quote:
-            buf.append(c)
+            put(c)
             if c == quote or c == "\n":      # (a quote left open: the value will not read)
                 quote = None
         elif c in "'\"":
             quote = c
-            buf.append(c)
+            put(c)
         elif c == "#":
             comment = True
             continue
         elif c in "[(":
             depth += 1
-            buf.append(c)
+            put(c)
         elif c in "])":
             depth = max(0, depth - 1)
-            buf.append(c)
+            put(c)
         elif c in "\n;" and depth == 0:
             got = flush()
-            start_line = line
             if got:
                 yield got
         else:
-            buf.append(" " if c == "\n" else c)
+            put(" " if c == "\n" else c)
         if c == "\n":
             line += 1
-            if not buf or not "".join(buf).strip():
-                start_line = line
     if depth:
         got = flush()
         raise ConfigFileError(f"{got[0] if got else source}: {got[1] if got else 'value'}: "
