@@ -33,7 +33,7 @@ from ringvisor.hw.vmentry import RFLAGS_RESERVED
 
 from .guestmem import GuestPageFault
 from .hvmexits import guest_page_fault, handles, set_cr
-from .tasks import set_busy
+from .tasks import reach_before_commit, set_busy
 
 ES, CS, SREG_SS, DS, FS, GS, LDTR, TR = range(8)
 M32 = 0xFFFFFFFF
@@ -106,13 +106,8 @@ def _switch(mon, sel: int, source: str, next_eip: int, ext: int, error_code) -> 
         d, lambda off, n: gm.read_u((d.base + off) & M32, n))
     tr_sel, tr_base = mon.read(V.GUEST_SEL + 2 * TR), mon.read(V.GUEST_BASE + 2 * TR)
     old = T.layout(mon.read(V.GUEST_AR + 2 * TR) & 0xF)
-    for off in (0, old["min_limit"]):
-        gm.translate((tr_base + off) & M32, True, False)
-    if source == T.CALL:
-        gm.translate(d.base, True, False)
     old_desc = (mon.read(V.GUEST_GDTR_BASE) + (tr_sel & 0xFFF8)) & M32
-    for a in (old_desc, d.addr):
-        gm.translate((a + 5) & M32, True, False)
+    reach_before_commit(gm, tr_base, old, d, source, old_desc)
 
     # -- the outgoing task ----------------------------------------------------------------
     if source in (T.JMP, T.IRET):

@@ -71,13 +71,7 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
     old_raw = mon.guest_descriptor(v.tr) if v.tr & 0xFFFC and not v.tr & 4 else None
     old = T.layout(Descriptor(old_raw, 0).type if old_raw is not None else T.TSS32_BUSY)
     old_desc = (v.gdt_base + (v.tr & 0xFFF8)) & M32 if old_raw is not None else None
-    for off in (0, old["min_limit"]):
-        gm.translate((v.tr_base + off) & M32, True, False)
-    if source == T.CALL:
-        gm.translate(d.base, True, False)
-    for a in (old_desc, d.addr):
-        if a is not None:
-            gm.translate((a + 5) & M32, True, False)
+    reach_before_commit(gm, v.tr_base, old, d, source, old_desc)
 
     # -- the outgoing task ----------------------------------------------------------------
     if source in (T.JMP, T.IRET) and old_desc is not None:
@@ -170,6 +164,20 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
         mon.deliver(f, 14, e.error_code, False, new_eip)
         return
     mon.cpu.mode_changed()
+
+
+def reach_before_commit(gm, tr_base: int, old: dict, d: Descriptor, source: str,
+                        old_desc: int | None) -> None:
+    """Every page the switch writes, made to fault now, in the old task: the outgoing
+    TSS (its first and last bytes of ``old`` layout), the new TSS's back link (a CALL),
+    and the busy bytes of both descriptors (``old_desc`` None: the old TR has none)."""
+    for off in (0, old["min_limit"]):
+        gm.translate((tr_base + off) & M32, True, False)
+    if source == T.CALL:
+        gm.translate(d.base, True, False)
+    for a in (old_desc, d.addr):
+        if a is not None:
+            gm.translate((a + 5) & M32, True, False)
 
 
 def set_busy(mon, desc_addr: int, busy: bool) -> None:
