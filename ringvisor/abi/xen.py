@@ -584,6 +584,12 @@ VCPU_SET_SINGLESHOT_TIMER = Struct("vcpu_set_singleshot_timer", [
     Field("timeout_abs_ns", U64), Field("flags", U32)])
 VCPU_RUNSTATE_INFO = Struct("vcpu_runstate_info", [
     Field("state", INT), Field("state_entry_time", U64), Field("time", U64, 4)])
+VCPU_REGISTER_RUNSTATE_MEMORY_AREA = Struct("vcpu_register_runstate_memory_area", [
+    Field("addr", U64, comment="the area's guest virtual address (the union's uint64_t p)")])
+VCPU_REGISTER_VCPU_INFO = Struct("vcpu_register_vcpu_info", [
+    Field("mfn", U64, comment="frame of the page (a gpfn: auto-translated)"),
+    Field("offset", U32, comment="within the page; the slot must not cross it"),
+    Field("rsvd", U32)])
 
 PHYSDEV_EOI = Struct("physdev_eoi", [Field("irq", U32)])
 PHYSDEV_IRQ_STATUS_QUERY = Struct("physdev_irq_status_query", [
@@ -610,6 +616,7 @@ STRUCTS: tuple[Struct, ...] = (
     SCHED_SHUTDOWN, SCHED_POLL, SCHED_REMOTE_SHUTDOWN,
     XEN_CALLBACK, CALLBACK_REGISTER, CALLBACK_UNREGISTER,
     VCPU_SET_PERIODIC_TIMER, VCPU_SET_SINGLESHOT_TIMER, VCPU_RUNSTATE_INFO,
+    VCPU_REGISTER_RUNSTATE_MEMORY_AREA, VCPU_REGISTER_VCPU_INFO,
     PHYSDEV_EOI, PHYSDEV_IRQ_STATUS_QUERY, PHYSDEV_SET_IOPL,
     XEN_FEATURE_INFO, XEN_PLATFORM_PARAMETERS, XEN_HVM_PARAM, PV_IRET_FRAME,
 )

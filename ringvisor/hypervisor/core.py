@@ -41,7 +41,7 @@ from ringvisor.vmm.monitor import build_region
 from ringvisor.vmm.paravirt import HypercallError, pv_region
 from ringvisor.vmm.platform import HypervisorTimer
 
-from . import blkback, memory, sched, vcpus
+from . import blkback, memory, sched, vcpuinfo, vcpus
 from .console import HypervisorConsole
 from .domain import Domain, Runstate, State, Vcpu
 from .evtchn import DomainEvents
@@ -487,6 +487,8 @@ class Hypervisor:
             cur.dom.monitor.halting = cur.dom.monitor.guest_halted = False
             cur.set_runstate(Runstate.offline if not cur.online else
                              Runstate.blocked if cur.blocked else Runstate.runnable, now)
+            if cur.runstate_va:
+                vcpuinfo.update_runstate_area(cur)    # (Xen: at every context switch)
         nd = nxt.dom if nxt is not None else None
         for d in self.dying:
             if d is not nd:
@@ -512,6 +514,8 @@ class Hypervisor:
         m = nd.monitor
         m.load_vcpu(nxt.vcpu_id)                  # its vCPU's state in the monitor
         nxt.set_runstate(Runstate.running, now)
+        if nxt.runstate_va:
+            vcpuinfo.update_runstate_area(nxt)
         c = nxt.ctx
         m.gdt.reload()                            # the real GDT: its descriptors now
         if m.vcpu.ldtr & 0xFFFC:

@@ -70,6 +70,10 @@ class Vcpu:
     runstate: int = Runstate.offline
     state_entry_ns: int = 0
     runstate_ns: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    # where the guest asked for its vcpu_info and runstate (hypervisor/vcpuinfo.py)
+    vcpu_info_at: tuple[int, int] | None = None    # (gpfn, offset) it registered
+    vcpu_info_ma: int | None = None                # ... as a machine address
+    runstate_va: int = 0                           # its runstate area (0: none)
 
     key: tuple = ()                   # (domid, vcpu_id): the scheduler's name for it
 

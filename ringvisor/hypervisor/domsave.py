@@ -13,7 +13,9 @@ memory --
   virtual CPU (virtual IF, IOPL, CR0-CR4, the GDT and IDT it gave, the
   interrupt shadow, a halt), its trap table, callbacks, kernel stack, GDT
   frames, timers, whether it is initialised, online, blocked, its CPU time
-  and runstate; the domain's pinned tables, virtual PIC and counters;
+  and runstate, where it registered its vcpu_info (a pseudo-physical frame
+  and offset) and its runstate area (version 3); the domain's pinned
+  tables, virtual PIC and counters;
 - the start-of-day pages the hypervisor keeps for it (start_info,
   shared_info with the event channels' pending and mask bits and the time,
   the boot stack) and its grant table's frames, and where it placed the
@@ -46,11 +48,12 @@ from ringvisor.lifecycle import codec
 from ringvisor.vmm import state as S
 from ringvisor.vmm.paravirt import HypercallError
 
-from . import vcpus
+from . import vcpuinfo, vcpus
 from .domain import VcpuContext
 from .memory import clear_entry, set_entry
 
-CONTEXT_VERSION = 2        # 2: every vCPU (1: vCPU 0 alone, still restored)
+CONTEXT_VERSION = 3        # 3: registered vcpu_info and runstate areas; 2: every vCPU
+                           # (1: vCPU 0 alone); 1 and 2 still restore
 # the monitor's own state that names no machine frame (the rest is below, translated):
 # each vCPU's, and the domain's
 VCPU_MONITOR_FIELDS = ("vcpu", "step_state", "shadow_at", "guest_halted", "trap_table",
@@ -154,7 +157,7 @@ def _vcpu_record(m, v) -> dict:
                          "fpu": fpu.to_dict() if fpu is not None else None},
                 "initialised": v.initialised, "online": v.online, "blocked": v.blocked,
                 "cpu_time_ns": v.cpu_time_ns,
-                "runstate": [v.runstate, *v.runstate_ns]}
+                "runstate": [v.runstate, *v.runstate_ns], **vcpuinfo.saved(v)}
 
 
 def _version_1(st: dict) -> dict:
@@ -218,6 +221,8 @@ def _apply(hv, d, st: dict) -> None:
     if t is not None:
         m.time_offset_ns = hv.clock.now_ns() - int(t["system_ns"])
         m.tsc_offset = int(t["tsc"]) - (hv.cpu.tsc() - hv.cpu.state.tsc_offset)
+    for v, rec in zip(d.vcpus, st["vcpus"]):
+        vcpuinfo.restored(m, v, rec)       # (before its time is written in its vcpu_info)
     for v, rec, frames in zip(d.vcpus, st["vcpus"], gdt_frames):
         with m.on_vcpu(v.vcpu_id):
             S.set_attrs(_VcpuFields(m), rec["monitor"])

@@ -20,8 +20,11 @@ binds a port to a vCPU (a send on it wakes that vCPU), ``bind_virq`` binds a
 per-vCPU VIRQ (``VIRQ_TIMER``, ``VIRQ_DEBUG``, ...: one port per vCPU) or a
 global one (vCPU 0 only), and ``bind_vcpu`` moves an unbound, inter-domain,
 physical-IRQ or global-VIRQ port to another vCPU (the per-vCPU ones and IPIs
-stay where they were bound: -EINVAL), as Xen's ``evtchn_bind_vcpu``.  The
-vCPU the domain's monitor has loaded is the one whose mask and pending flag
+stay where they were bound: -EINVAL), as Xen's ``evtchn_bind_vcpu``; a port
+moved while pending and unmasked is signalled to its new vCPU at once.  A
+vCPU's ``vcpu_info`` is its slot in the shared-info page until it registers
+one of its own (``info``, ``hypervisor.vcpuinfo``).  The vCPU the domain's
+monitor has loaded is the one whose mask and pending flag
 ``upcall_mask``/``upcall_pending`` read (``select``).  Every inter-domain step is checked by the
 security module (class ``event``: create, bind, send, status).
 
@@ -69,10 +72,16 @@ class DomainEvents(EventChannels):
         self.selected = 0
 
     # -- the vCPUs' slots in the shared-info page ----------------------------------------
+    def info(self, vcpu: int) -> int:
+        """The machine address of ``vcpu``'s vcpu_info: where it registered one
+        (VCPUOP_register_vcpu_info, ``vcpuinfo``), else its slot in the shared-info page."""
+        ma = self.dom.vcpus[vcpu].vcpu_info_ma
+        return self.o_info0 + vcpu * VCPU_INFO.size if ma is None else ma
+
     def select(self, vcpu: int) -> None:
         """The monitor loaded ``vcpu``: its mask and pending flag are the ones read."""
         self.selected = vcpu
-        base = self.o_info0 + vcpu * VCPU_INFO.size
+        base = self.info(vcpu)
         self.o_sel, self.o_upcall, self.o_upcall_mask = (
             base + self.r_sel, base + self.r_upcall, base + self.r_mask)
 
@@ -98,14 +107,14 @@ class DomainEvents(EventChannels):
     def _notify(self, port: int) -> None:
         """Mark the port's vCPU: its selector bit, its upcall pending; wake it."""
         k = self.ports[port].vcpu
-        base = self.o_info0 + k * VCPU_INFO.size
+        base = self.info(k)
         self.mem.write32(base + self.r_sel, self.mem.read32(base + self.r_sel) | 1 << (port >> 5))
         self.mem.write8(base + self.r_upcall, 1)
         self.hv.event_for(self.dom.vcpus[k])
 
     def vcpu_masked(self, vcpu: int, on: bool) -> None:
         """Set ``vcpu``'s upcall mask (a new vCPU starts with events masked)."""
-        self.mem.write8(self.o_info0 + vcpu * VCPU_INFO.size + self.r_mask, int(on))
+        self.mem.write8(self.info(vcpu) + self.r_mask, int(on))
 
     def raise_virq(self, virq: int, vcpu: int = 0) -> None:
         port = self.by_virq.get(virq_key(virq, vcpu))
@@ -197,6 +206,11 @@ class DomainEvents(EventChannels):
             p.vcpu = vcpu
         else:
             raise EvtchnError(Errno.EINVAL)
+        # an event already pending (and unmasked) is the new vCPU's to take: its selector
+        # and upcall flag are set now, as Xen re-evaluates a pending port when it is moved
+        # (the old vCPU's selector bit may stay: a spurious scan, which guests cope with)
+        if self._bit(self.o_pending, port) and not self._bit(self.o_mask, port):
+            self._notify(port)
 
     def bind_pirq(self, pirq: int) -> int:
         if pirq not in self.dom.irqs:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import struct
 from contextlib import contextmanager
 
-from ringvisor.abi import (EVTCHN_BIND_VCPU, SHARED_INFO, VCPU_GUEST_CONTEXT, VCPU_INFO,
+from ringvisor.abi import (EVTCHN_BIND_VCPU, VCPU_GUEST_CONTEXT, VCPU_INFO,
                            VCPU_RUNSTATE_INFO, PV_CONSOLE_VA, PV_XENSTORE_VA, SCHED_REMOTE_SHUTDOWN, SCHED_SHUTDOWN,
                            VCPU_SET_PERIODIC_TIMER, XEN_HVM_PARAM, DomId, Errno, FlatSel,
                            EvtchnOp, Hypercall, HvmOp, HvmParam, Misc, SchedOp, Shutdown, Sif,
@@ -52,7 +52,7 @@ from ringvisor.vmm.ldt import GuestLdt
 from ringvisor.vmm.paravirt import HypercallError, ParaVirt, hypercall_table
 from ringvisor.vmm.vcpu import VirtualCpu
 
-from . import blkback, control, grant, memory, vcpus
+from . import blkback, control, grant, memory, vcpuinfo, vcpus
 
 # Xen's flat segments (xen-x86_32.h), present while the guest has no GDT of its own
 FLAT = {FlatSel.RING1_CS: 0x00CF9A000000FFFF, FlatSel.RING1_DS: 0x00CF92000000FFFF,
@@ -61,8 +61,8 @@ FLAT_AT = {sel & ~7: raw for sel, raw in FLAT.items()}     # by the descriptor's
 MAX_GDT_ENTRIES = Misc.FIRST_RESERVED_GDT_ENTRY      # Xen keeps the entries above for itself
 MIN_PERIOD_NS = 1_000_000                             # Xen refuses shorter periodic timers
 MULTIBOOT_MAGIC = 0x2BADB002
-VCPU_INFO_TIME = SHARED_INFO.offset("vcpu_info[0].time")
-VCPU_INFO_CR2 = SHARED_INFO.offset("vcpu_info[0].arch.cr2")
+VCPU_INFO_TIME = VCPU_INFO.offset("time")
+VCPU_INFO_CR2 = VCPU_INFO.offset("arch.cr2")
 # what is a vCPU's own in the monitor: loaded for the vCPU that runs, parked in its slot
 VCPU_FIELDS = ("vcpu", "gdt", "ldt", "trap_table", "callbacks", "gdt_frames", "kstack", "timer",
                "time_version", "halting", "guest_halted", "frame", "step", "shadow_at")
@@ -127,10 +127,15 @@ class DomainMonitor(ParaVirt):
         for name, value in slot.items():
             setattr(self, name, value)
         self.gm.vcpu = self.vcpu
-        self.events.select(k)
-        self.o_time = self.si_phys + VCPU_INFO_TIME + k * VCPU_INFO.size
-        self.o_cr2 = self.si_phys + VCPU_INFO_CR2 + k * VCPU_INFO.size
         self.loaded = k
+        self.point_at_vcpu_info()
+
+    def point_at_vcpu_info(self) -> None:
+        """The loaded vCPU's vcpu_info (its shared-info slot, or where it registered one)
+        is where its mask, pending flags, time and CR2 are read and written."""
+        self.events.select(self.loaded)
+        base = self.events.info(self.loaded)
+        self.o_time, self.o_cr2 = base + VCPU_INFO_TIME, base + VCPU_INFO_CR2
 
     @contextmanager
     def on_vcpu(self, k: int):
@@ -492,13 +497,13 @@ class DomainMonitor(ParaVirt):
             return int(v.online)
         if cmd == VcpuOp.get_runstate_info:
             # (any vCPU of its own, Xen's too; times in its system time, ns)
-            now = self.hv.clock.now_ns()
-            times = list(v.runstate_ns)
-            times[v.runstate] += max(0, now - v.state_entry_ns)
-            self._write(arg, VCPU_RUNSTATE_INFO.pack({
-                "state": v.runstate, "time": times,
-                "state_entry_time": max(0, v.state_entry_ns - self.time_offset_ns)}))
+            self._write(arg, VCPU_RUNSTATE_INFO.pack(vcpuinfo.runstate_info(
+                v, self.hv.clock.now_ns(), self.time_offset_ns)))
             return 0
+        if cmd == VcpuOp.register_vcpu_info:
+            return vcpuinfo.register_vcpu_info(self, v, arg)
+        if cmd == VcpuOp.register_runstate_memory_area:
+            return vcpuinfo.register_runstate_area(self, v, arg)
         if cmd == VcpuOp.set_periodic_timer:
             period = VCPU_SET_PERIODIC_TIMER.unpack(self._read(arg, 8))["period_ns"]
             if period < MIN_PERIOD_NS:

@@ -800,6 +800,12 @@
 #define OFFSETOF_vcpu_runstate_info_state        0
 #define OFFSETOF_vcpu_runstate_info_state_entry_time 4
 #define OFFSETOF_vcpu_runstate_info_time         12
+#define SIZEOF_vcpu_register_runstate_memory_area 8
+#define OFFSETOF_vcpu_register_runstate_memory_area_addr 0
+#define SIZEOF_vcpu_register_vcpu_info           16
+#define OFFSETOF_vcpu_register_vcpu_info_mfn     0
+#define OFFSETOF_vcpu_register_vcpu_info_offset  8
+#define OFFSETOF_vcpu_register_vcpu_info_rsvd    12
 #define SIZEOF_physdev_eoi                       4
 #define OFFSETOF_physdev_eoi_irq                 0
 #define SIZEOF_physdev_irq_status_query          8
@@ -1494,6 +1500,18 @@ struct vcpu_runstate_info {
     uint64_t time[4];
 };
 typedef struct vcpu_runstate_info vcpu_runstate_info_t;
+
+struct vcpu_register_runstate_memory_area {
+    uint64_t addr;  /* the area's guest virtual address (the union's uint64_t p) */
+};
+typedef struct vcpu_register_runstate_memory_area vcpu_register_runstate_memory_area_t;
+
+struct vcpu_register_vcpu_info {
+    uint64_t mfn;  /* frame of the page (a gpfn: auto-translated) */
+    uint32_t offset;  /* within the page; the slot must not cross it */
+    uint32_t rsvd;
+};
+typedef struct vcpu_register_vcpu_info vcpu_register_vcpu_info_t;
 
 struct physdev_eoi {
     uint32_t irq;

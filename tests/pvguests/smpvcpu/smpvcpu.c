@@ -20,10 +20,15 @@ extern void upcall0(void), upcall1(void), ap_entry(void);
 static volatile u32 counts[NV], spins[NV], upcalls[NV];
 static volatile u32 seen[NV][NPORTS];     /* events taken, per vCPU and port */
 static volatile u32 owner[NPORTS];        /* the vCPU a port notifies */
-static volatile u32 go_rounds, stop_spin, ap_result, timer_port1;
+static volatile u32 go_rounds, stop_spin, ap_result, ap_result2, timer_port1;
 static u32 ipi[NV];
 static unsigned char ctx[SIZEOF_vcpu_guest_context] __attribute__((aligned(8)));
 static unsigned char ap_stack[8192] __attribute__((aligned(16)));
+/* each vCPU's vcpu_info: its shared-info slot, then where it was registered (a page of
+ * its own, vCPU 0's slot at its very end); and each vCPU's runstate area */
+static vcpu_info_t *volatile vi[NV];
+static unsigned char pcpu[4096] __attribute__((aligned(4096)));
+static volatile struct vcpu_runstate_info runstate[NV];
 
 static void line(const char *what, long v) { puts_(what); puts_(" "); puti(v); puts_("\n"); }
 static long evtchn(u32 cmd, void *arg) { return hypercall(__HYPERVISOR_event_channel_op, cmd, (u32)arg, 0, 0, 0); }
@@ -31,12 +36,40 @@ static long vcpu_op(u32 cmd, u32 vcpu, void *arg) { return hypercall(__HYPERVISO
 static long send(u32 port) { struct evtchn_send s = { port }; return evtchn(EVTCHNOP_send, &s); }
 static void yield(void) { hypercall(__HYPERVISOR_sched_op, SCHEDOP_yield, 0, 0, 0, 0); }
 
+static long register_info(u32 k, u32 offset)
+{
+    struct vcpu_register_vcpu_info r = { 0, offset, 0 };
+    r.mfn = hypercall(__HYPERVISOR_rv_machine_op, RV_VA_TO_MFN, (u32)pcpu, 0, 0, 0);
+    long rc = vcpu_op(VCPUOP_register_vcpu_info, k, &r);
+    if (rc == 0 && k < NV)
+        vi[k] = (vcpu_info_t *)(pcpu + offset);
+    return rc;
+}
+
+static long register_runstate(u32 k, u32 va)
+{
+    struct vcpu_register_runstate_memory_area a = { va };
+    return vcpu_op(VCPUOP_register_runstate_memory_area, k, &a);
+}
+
+/* the area of vCPU k as the hypervisor last wrote it agrees with VCPUOP_get_runstate_info
+ * (the time of the state it is in runs on in the latter only) */
+static u32 area_agrees(u32 k)
+{
+    struct vcpu_runstate_info rs;
+    vcpu_op(VCPUOP_get_runstate_info, k, &rs);
+    u32 ok = rs.state == runstate[k].state && rs.state_entry_time == runstate[k].state_entry_time;
+    for (u32 s = 0; s < 4; s++)
+        ok &= s == rs.state ? rs.time[s] >= runstate[k].time[s] : rs.time[s] == runstate[k].time[s];
+    return ok;
+}
+
 static u32 ctz(u32 x) { u32 n = 0; while (!(x & 1)) { x >>= 1; n++; } return n; }
 
 /* the event callback of vCPU k: the ports its selector names that are bound to it */
 void on_upcall(u32 k)
 {
-    vcpu_info_t *v = &SI->vcpu_info[k];
+    vcpu_info_t *v = vi[k];
     upcalls[k]++;
     v->evtchn_upcall_pending = 0;
     u32 sel = __sync_lock_test_and_set(&v->evtchn_pending_sel, 0);
@@ -59,7 +92,7 @@ void on_upcall(u32 k)
  * SCHEDOP_block, which unmasks and sleeps only if nothing is pending (no lost wake-up) */
 static void wait_for(u32 k, u32 port, u32 n)
 {
-    vcpu_info_t *v = &SI->vcpu_info[k];
+    vcpu_info_t *v = vi[k];
     for (;;) {
         v->evtchn_upcall_mask = 1;
         __asm__ volatile("" ::: "memory");
@@ -72,7 +105,7 @@ static void wait_for(u32 k, u32 port, u32 n)
 
 static unsigned long long now_ns(u32 k)
 {
-    vcpu_info_t *v = &SI->vcpu_info[k];
+    vcpu_info_t *v = vi[k];
     u32 ver;
     unsigned long long t;
     do {
@@ -95,16 +128,17 @@ static void ap_rounds(u32 base, u32 n)
 void ap_main(void)
 {
     u32 n = go_rounds;
+    ap_result = register_info(1, 128);          /* once only, even by itself: -EINVAL */
     ap_rounds(0, n);
     /* both vCPUs count, taking turns */
-    SI->vcpu_info[1].evtchn_upcall_mask = 0;
+    vi[1]->evtchn_upcall_mask = 0;
     while (!stop_spin) {
         spins[1]++;
         yield();
     }
     /* a one-shot timer of its own, and not another vCPU's */
     struct vcpu_set_singleshot_timer t = { now_ns(0) + 1000000ull, 0 };
-    ap_result = vcpu_op(VCPUOP_set_singleshot_timer, 0, &t);
+    ap_result2 = vcpu_op(VCPUOP_set_singleshot_timer, 0, &t);
     vcpu_op(VCPUOP_set_singleshot_timer, 1, &t);
     wait_for(1, timer_port1, 1);
     send(ipi[0]);
@@ -155,6 +189,28 @@ int main(start_info_t *si)
     dc.cmd = XEN_DOMCTL_max_vcpus;
     line("domctl max_vcpus of Domain 0", hypercall(__HYPERVISOR_domctl, (u32)&dc, 0, 0, 0, 0));
 
+    /* vcpu_info in a page of its own (public/vcpu.h: within one page, once per vCPU, by
+     * itself or for a vCPU that is down), runstate areas below the hypervisor */
+    vi[0] = &SI->vcpu_info[0];
+    vi[1] = &SI->vcpu_info[1];
+    if (number_after((const char *)si->cmd_line, "legacy="))
+        goto ports;                       /* a guest of before: the shared-info slots */
+    line("vcpu_info across a page", register_info(0, 4096 - sizeof(vcpu_info_t) + 1));
+    line("vcpu_info of vcpu 2", register_info(2, 0));
+    struct vcpu_register_vcpu_info far = { 0xFFFFF, 0, 0 };
+    line("vcpu_info in a frame not its own", vcpu_op(VCPUOP_register_vcpu_info, 0, &far));
+    line("vcpu_info 0", register_info(0, 4096 - sizeof(vcpu_info_t)));
+    line("vcpu_info 0 all pending", vi[0]->evtchn_pending_sel == 0xFFFFFFFFu &&
+         vi[0]->evtchn_upcall_pending == 1 && vi[0]->evtchn_upcall_mask == 1);
+    line("vcpu_info 0 again", register_info(0, 0));
+    line("vcpu_info 1 while down", register_info(1, 64));
+    line("runstate area in the hypervisor", register_runstate(0, 0xFFC00000u));
+    line("runstate area 0", register_runstate(0, (u32)&runstate[0]));
+    line("runstate area 1", register_runstate(1, (u32)&runstate[1]));
+    line("runstate 0 now", runstate[0].state);
+    line("runstate 1 now", runstate[1].state);
+
+ports:
     /* the ports: an IPI on each vCPU, vCPU 1's timer, a loopback pair moved to vCPU 1 */
     struct evtchn_bind_ipi bi = { 0, 0 };
     line("bind_ipi 0", evtchn(EVTCHNOP_bind_ipi, &bi));
@@ -210,6 +266,7 @@ int main(start_info_t *si)
     line("is_up 1 after initialise", vcpu_op(VCPUOP_is_up, 1, 0));
     line("up 1", vcpu_op(VCPUOP_up, 1, 0));
     line("is_up 1 after up", vcpu_op(VCPUOP_is_up, 1, 0));
+    line("vcpu_info 1 while up", register_info(1, 192));
 
     /* IPIs, both ways, n times */
     line("ipi rounds", rounds(0, 0, n));
@@ -217,7 +274,7 @@ int main(start_info_t *si)
     line("upcalls on vcpu 1", upcalls[1] >= n);
 
     /* both count, taking turns with SCHEDOP_yield */
-    SI->vcpu_info[0].evtchn_upcall_mask = 0;
+    vi[0]->evtchn_upcall_mask = 0;
     u32 turns = 0, last = spins[1];
     while (spins[1] < 100) {
         spins[0]++;
@@ -233,15 +290,36 @@ int main(start_info_t *si)
     send(au.port);
     wait_for(0, ipi[0], n + 1);                 /* vCPU 1 says it was woken by its timer */
     line("vcpu 1 timer", seen[1][timer_port1]);
-    line("singleshot on another vcpu", ap_result);
+    line("singleshot on another vcpu", ap_result2);
+    line("vcpu_info 1 again by itself", ap_result);
     line("loopback on vcpu 1", seen[1][bd.local_port]);
     line("loopback on vcpu 0", seen[0][bd.local_port]);
+
+    /* a port pending while vCPU 0 has events masked, moved to vCPU 1: vCPU 1 is told at
+     * once (a bounded number of yields lets it run) */
+    struct evtchn_alloc_unbound au2 = { DOMID_SELF, DOMID_SELF, 0 };
+    evtchn(EVTCHNOP_alloc_unbound, &au2);
+    struct evtchn_bind_interdomain bd2 = { DOMID_SELF, au2.port, 0 };
+    evtchn(EVTCHNOP_bind_interdomain, &bd2);
+    u32 moved = bd2.local_port;
+    vi[0]->evtchn_upcall_mask = 1;
+    send(au2.port);
+    owner[moved] = 1;
+    struct evtchn_bind_vcpu bm = { moved, 1 };
+    line("bind_vcpu of a pending port", evtchn(EVTCHNOP_bind_vcpu, &bm));
+    for (u32 i = 0; i < 1000 && !seen[1][moved]; i++)
+        yield();
+    line("pending port taken on vcpu 1", seen[1][moved]);
+    vi[0]->evtchn_upcall_mask = 0;
 
     struct vcpu_runstate_info rs;
     vcpu_op(VCPUOP_get_runstate_info, 1, &rs);
     line("vcpu 1 runstate", rs.state);
     line("vcpu 1 has run", rs.time[RUNSTATE_running] > 0);
     line("vcpu 1 has waited", rs.time[RUNSTATE_blocked] > 0);
+    line("runstate area 0 running", runstate[0].state);
+    line("runstate area 1 agrees", area_agrees(1));
+    line("runstate area 1 has run", runstate[1].time[RUNSTATE_running] > 0);
 
     /* down and up again: it goes on where it stopped */
     line("down 1", vcpu_op(VCPUOP_down, 1, 0));
@@ -255,6 +333,7 @@ int main(start_info_t *si)
               (u32)((now_ns(0) + 20000000ull) >> 32), 0, 0, 0);
     wait_for(0, timer0, 1);
     line("ipi rounds after", rounds(n + 1, n, n));
+    line("runstate areas after", runstate[0].state == RUNSTATE_running && area_agrees(1));
     line("down 1 at the end", vcpu_op(VCPUOP_down, 1, 0));
     line("vcpu 1 counted in all", counts[1]);
     puts_("smpvcpu: done\n");
