@@ -153,6 +153,8 @@ MONITOR_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("segbase", "segbase"),
     Kernel("tscwrite-sdm", "tscwrite"),     # QEMU's TCG ignores TSC writes: ringvisor only
     Kernel("gates16", "gates16"),
+    Kernel("gatecache", "gatecache"),
+    Kernel("gatecache-sdm", "gatecache", cflags=("-DLIMIT_CHECK",)),
 ]}
 
 

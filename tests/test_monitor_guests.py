@@ -311,6 +311,42 @@ EXPECTED["gates16"] = [
 ]
 
 
+# gatecache (tests/hwguests/gatecache): between two INT 0x81 from ring 3, the program
+# rewrites in user mode, with no other entry into its kernel between, the gate (a new
+# handler B in a code segment of its own, 0x48), the TSS's ESP0 and SS0, the handler's
+# code descriptor in place (not present: #NP(0x48); a data segment: #GP(0x48); in the
+# -sdm build a 64 KiB limit below the entry point: #GP(0), which QEMU 7.2 does not
+# check) and the gate's access byte (DPL 0: #GP(0x81 * 8 + 2); not present:
+# #NP(0x40a)), each fault at the INT itself (SDM Vol. 2 INT n; Vol. 3 §6.12.1.1).  The
+# hardware reads all three at every delivery: a monitor that caches them must see each
+# store at the next trap.  CS and SS in the handler are printed without their RPL.
+_GATECACHE = [
+    "gatecache: start",
+    "0: handler A stack=esp0 ss=0010 cs=0008",
+    "1: handler A stack=esp0 ss=0010 cs=0008",
+    "2: handler B stack=esp0 ss=0010 cs=0048",
+    "3: handler B stack=esp0 ss=0010 cs=0048",
+    "4: handler B stack=alt ss=0010 cs=0048",
+    "5: handler B stack=alt ss=0050 cs=0048",
+    "6: handler B stack=alt ss=0050 cs=0048",
+    "7: fault #11 err=0x48 eip=+0 count=1",
+    "8: fault #13 err=0x48 eip=+0 count=1",
+    "9: handler B stack=alt ss=0050 cs=0048",
+    "10: fault #13 err=0x40a eip=+0 count=1",
+    "11: fault #11 err=0x40a eip=+0 count=1",
+    "12: handler B stack=alt ss=0050 cs=0048",
+    "13: handler A stack=esp0 ss=0010 cs=0008",
+    "14: handler A stack=esp0 ss=0010 cs=0008",
+    "esp0=280000 ss0=10",
+    "gatecache: done",
+]
+EXPECTED["gatecache"] = _GATECACHE
+EXPECTED["gatecache-sdm"] = _GATECACHE[:11] + [
+    "10: fault #13 err=0x0 eip=+0 count=1",
+    "11: handler B stack=alt ss=0050 cs=0048",
+] + [f"{int(x.split(':')[0]) + 2}:{x.split(':', 1)[1]}" for x in _GATECACHE[11:16]] + _GATECACHE[16:]
+
+
 @functools.lru_cache(maxsize=None)
 def _run(name: str, mode: str) -> tuple[list[str], int]:
     image = build_kernel(name)
