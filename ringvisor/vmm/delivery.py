@@ -22,14 +22,19 @@ from . import tasks
 from .errors import MonitorStop
 from .frame import Frame
 from .guestmem import GuestPageFault
+from .layout import FIRST_RESERVED, MLIN
 from .vm86 import frame_segments
 
 TF, NT, RF, VM = 1 << 8, 1 << 14, 1 << 16, 1 << 17
+ACCESSED = 1 << 40
 
 # The outcome of reading a guest gate, keyed by its eight bytes and what the checks
 # depend on (vector, software or not, CPL): the IDT is read at every delivery, so
 # a change to a gate is seen at once; only the decoding and the checks are cached.
 _GATES: dict[tuple[int, int, bool, int], tuple[int, int, bool, int]] = {}
+# The same for a whole delivery from ring 3 (``Delivery._deliver_known``), keyed by the
+# gate's, the handler's code descriptor's and the TSS stack segment's bytes.
+_KNOWN: dict[tuple, tuple[int, bool, int, object]] = {}
 
 
 def stack_image(vals: list[int], size: int) -> bytes:
@@ -44,6 +49,9 @@ class Delivery:
     """Entering the guest's handlers (mixed into ``Monitor``)."""
 
     delivered = False            # the guest was sent to a handler during this entry
+    # the guest's gates are in its IDT, its descriptors in its GDT and its ring-0 stack in
+    # its TSS, where ``_deliver_known`` reads them (not para-virtualization's trap table)
+    tables_in_memory = True
 
     def soft_interrupt(self, f: Frame, vector: int, length: int) -> None:
         """``int n`` executed by the guest (it trapped: every real gate but the callouts is DPL 0)."""
@@ -89,6 +97,9 @@ class Delivery:
         raise TripleFault(f"guest exception delivery loops under {self.name}")
 
     def _deliver(self, f: Frame, vector: int, err: int | None, soft: bool, ret: int) -> None:
+        if self.tables_in_memory and f.cs & 3 == 3 and not f.eflags & VM and self.vcpu.cpl == 3 and \
+                self._deliver_known(f, vector, err, soft, ret):
+            return
         sel, offset, interrupt_gate, size = self.guest_gate(vector, soft)
         if offset is None:            # a task gate: a nested task switch (SDM Vol. 3 §6.12.2)
             tasks.switch(self, f, vector * 8, sel, tasks.T.CALL, ret, 0 if soft else 1, err)
@@ -121,6 +132,101 @@ class Delivery:
         hit = _GATES[key] = (gate.gate_selector, gate.gate_offset & 0xFFFF if gate16 else gate.gate_offset,
                              gate.type in (INT_GATE16, INT_GATE32), 2 if gate16 else 4)
         return hit
+
+    # -- from user mode, through a gate seen before -------------------------------------------
+    def _peek8(self, a: int, b: int) -> tuple[int, int] | None:
+        """The eight bytes a supervisor read at guest linear ``a``, and at ``b``, finds, if
+        the real TLB holds their pages (a hit is what the guest's walk would find, its
+        accessed bit already set: ``GuestMemory.use_tlb``); else None: the caller takes
+        the long way, which walks (and fills the TLB)."""
+        gm = self.gm
+        mmu = gm.mmu
+        if mmu is None or gm.tlb_stale or gm.p2m is not None or \
+                mmu.state.cr3 & 0xFFFFF000 != gm.shadow.root.pd:
+            return None
+        tr = mmu.tr_s
+        da, db = tr.get(a & 0xFFFFF000), tr.get(b & 0xFFFFF000)
+        if da is None or db is None or a & 0xFFF > 0xFF8 or b & 0xFFF > 0xFF8 or a >= MLIN \
+                or b >= MLIN:
+            return None
+        a += da
+        b += db
+        top = gm.ram_size - 8
+        if a > top or b > top:
+            return None
+        ram = self.mem.ram
+        return int.from_bytes(ram[a:a + 8], "little"), int.from_bytes(ram[b:b + 8], "little")
+
+    def _deliver_known(self, f: Frame, vector: int, err: int | None, soft: bool, ret: int) -> bool:
+        """Deliver from ring 3 through a gate, a handler's code descriptor and a TSS stack
+        segment whose bytes are those an earlier delivery checked (``_KNOWN``): the
+        processor reads all three at every delivery (a kernel may rewrite its IDT, GDT or
+        TSS between two traps, from user mode), and so do these reads, but through the
+        real TLB in one step each; what the checks of ``check_gate``,
+        ``check_handler_cs`` and ``check_tss_stack`` concluded from the same bytes is
+        reused.  False (nothing done) where anything differs, a read would need a walk,
+        or a check could fail: the long way then reads, checks and raises."""
+        v = self.vcpu
+        if vector * 8 + 7 > v.idt_limit or v.tr_limit < 9:
+            return False
+        # (the TSS: ESP0, SS0 and the two bytes after)
+        got = self._peek8((v.idt_base + vector * 8) & 0xFFFFFFFF, (v.tr_base + 4) & 0xFFFFFFFF)
+        if got is None:
+            return False
+        gate, stack = got
+        sel, ss0 = (gate >> 16) & 0xFFFF, (stack >> 32) & 0xFFFF
+        # both in the GDT (an LDT's entries have bookkeeping of their own) and inside it
+        limit = v.gdt_limit
+        if sel & 4 or ss0 & 4 or not sel & 0xFFFC or not ss0 & 0xFFFC or (sel | 7) > limit \
+                or (ss0 | 7) > limit or sel >> 3 >= FIRST_RESERVED or ss0 >> 3 >= FIRST_RESERVED:
+            return False
+        got = self._peek8((v.gdt_base + (sel & ~7)) & 0xFFFFFFFF, (v.gdt_base + (ss0 & ~7)) & 0xFFFFFFFF)
+        if got is None:
+            return False
+        cd, sd = got
+        key = (gate, vector, soft, cd, ss0, sd)
+        known = _KNOWN.get(key)
+        if known is None:
+            known = self._know(key)
+            if known is None:
+                return False
+        offset, interrupt_gate, size, seg = known
+        tail = [] if err is None else [err]
+        vals = [f.ss, self.cpu.state.regs[4], v.eflags_view(f.eflags), f.cs, ret] + tail
+        n = size * len(vals)
+        new = ((stack & 0xFFFFFFFF) - n) & 0xFFFFFFFF
+        check_access(seg, new, n, True, SS)
+        self.gm.write((seg.base + new) & 0xFFFFFFFF, stack_image(vals, size))
+        self._entered(f, sel, offset, interrupt_gate, new, seg.selector, ss0 & ~3)
+        return True
+
+    def _know(self, key: tuple) -> tuple | None:
+        """Check a gate, its handler's code descriptor and the TSS's stack segment as the
+        long way does (``guest_gate``, ``enter_guest_handler``) for a delivery from ring 3
+        to ring 0; what the checks leave to each delivery, or None if any check fails, a
+        descriptor's accessed bit is still to be set, or the gate is a task gate: those
+        take the long way every time."""
+        gate, vector, soft, cd, ss0, sd = key
+        v = self.vcpu
+        try:
+            sel, offset, interrupt_gate, size = self.guest_gate(vector, soft)
+        except (CpuFault, GuestPageFault):
+            return None
+        if offset is None or not cd & ACCESSED or not sd & ACCESSED:
+            return None
+        code = Descriptor(cd, v.gdt_base + (sel & ~7))
+        stack = Descriptor(sd, v.gdt_base + (ss0 & ~7))
+        if not code.is_code or code.conforming or code.dpl != 0 or offset > code.limit:
+            return None
+        try:
+            check_handler_cs(code, sel, 3, 0)
+            check_tss_stack(stack, ss0, 0, 0)
+        except CpuFault:
+            return None
+        if len(_KNOWN) > 4096:          # a guest writing random tables cannot grow it
+            _KNOWN.clear()
+        known = _KNOWN[key] = (offset, interrupt_gate, size, stack.segment((ss0 & ~3) | 1))
+        return known
 
     def soft_interrupt_length(self, f: Frame, vector: int) -> int:
         """The length of the INT n, INT3 or INTO at the frame's CS:EIP that raised
@@ -192,13 +298,20 @@ class Delivery:
         self.gdt.set_accessed(cd)
         if v.cpl == 3:
             self.gdt.set_accessed(ssd)
-        self.stats["reflected"] += 1
-        self.delivered = True
         if vm86:                       # ... and then null in the handler
             for i in (0, 3, 4, 5):
                 self.cpu.state.segs[i] = null_segment(0)
             self.cpu.mode_changed()
-        self.cpu.state.regs[4] = new
+        self._entered(f, sel, offset, interrupt_gate, new, ss_real, ss_guest)
+
+    def _entered(self, f: Frame, sel: int, offset: int, interrupt_gate: bool, esp: int,
+                 ss_real: int, ss_guest: int) -> None:
+        """The frame is pushed: the guest is in its handler at ``sel:offset`` (the real
+        CS, SS and EIP for it in ``f``), on the stack ``ss_real:esp``, at CPL 0."""
+        v = self.vcpu
+        self.stats["reflected"] += 1
+        self.delivered = True
+        self.cpu.state.regs[4] = esp
         f.ss = ss_real
         f.cs = self.kernel_cs(sel)
         f.eip = self.kernel_entry(offset)

@@ -85,6 +85,7 @@ class ParaVirt(Monitor):
     name = "paravirt"
     virtual_apic = False                 # events and a timer hypercall instead
     SOFT_GATES = Monitor.SOFT_GATES + (HYPERCALL_VECTOR,)     # (``pv_region``'s gate)
+    tables_in_memory = False             # a trap table, GDT frames and a stack by hypercall
     STATE = Monitor.STATE + ("events", "trap_table", "callbacks", "gdt_frames", "kstack", "pinned",
                              "timer", "hypercalls", "time_version")
     WIRING = Monitor.WIRING + ("cmdline", "si_phys", "start_info_phys", "fixed", "time_scale",
