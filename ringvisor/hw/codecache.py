@@ -394,6 +394,9 @@ class CodeCache:
         """
         n = len(insns)
         fused = (bb.helper_const is None and (eip in bb.targets or bool(bb.loop_points)) and n > 0)
+        # (a fused loop that carries its flag record stores it every iteration)
+        carry = self._carried_flags(bb, fused)
+        bb.settle_lazy(not fused or carry is None)
         ind = "    " * (2 if fused else 1)
 
         def regmap(cur: dict) -> dict:
@@ -411,7 +414,6 @@ class CodeCache:
         for index, ieip, fsrc, cur in bb.snapshots:
             code = bb.flags_store_code(fsrc)
             snaps[index] = (ieip, "\n".join(code), regmap(cur))
-        carry = self._carried_flags(bb, fused)
         unwinder = Unwind(snaps, fused, self.env, compile(carry, "<carry>", "exec") if carry else None)
         unwind = bb.const(unwinder)
         handler = [ind + "except CpuFault:", ind + f"    {unwind}.run(locals())", ind + "    raise"]

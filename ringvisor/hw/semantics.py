@@ -379,7 +379,7 @@ def alu(bb: BlockBuilder, ins: ix.Instruction) -> None:
             # still (their operands are stable): it is computed only where the flags
             # are read or stored, and a comparison that the next flag writer
             # overwrites costs nothing (JE/JNE after CMP compare the operands)
-            res = f"({expr})"
+            res = bb.lazy_result(a if m == M.TEST and a == b else expr)
         if kind == F.LOGIC:
             a = b = res
         bb.set_group(kind, size, res, a, b)
@@ -422,18 +422,30 @@ def unary(bb: BlockBuilder, ins: ix.Instruction) -> None:
 def mul(bb: BlockBuilder, ins: ix.Instruction) -> None:
     size = opsize(bb, ins)
     fn = "MUL" if ins.mnemonic == M.MUL else "IMUL"
+    s = SIGN[size]
     if ins.op_count == 1:
+        # inline, with the flags of alu.mul and alu.imul kept lazily: SF, ZF and PF of
+        # the low half, AF clear (a logical group), CF = OF = "the high half is
+        # needed" — computed only if something reads them
         b = stable(bb, bb.read_op(ins, 0, size))
         a = stable(bb, bb.read_reg({1: R.AL, 2: R.AX, 4: R.EAX}[size]))
-        fb = flags_bits(bb)
-        lo, hi, fl = bb.tmp("v"), bb.tmp("v"), bb.tmp("fl")
-        bb.emit(f"{lo}, {hi}, {fl} = {fn}({a}, {b}, {size}, {fb})")
+        bits, mask = size * 8, MASK[size]
+        if fn == "MUL":
+            p = bb.let(f"{a} * {b}", "w")
+        else:
+            p = bb.let(f"((({a}) ^ {s:#x}) - {s:#x}) * ((({b}) ^ {s:#x}) - {s:#x})", "w")
+        lo = bb.let(f"{p} & {mask:#x}", "v")
+        hi = bb.let(f"({p} >> {bits}) & {mask:#x}", "v")
         if size == 1:
             bb.write_reg(R.AX, f"({hi} << 8 | {lo})")
         else:
             bb.write_reg({2: R.AX, 4: R.EAX}[size], lo)
             bb.write_reg({2: R.DX, 4: R.EDX}[size], hi)
-        set_flags_bits(bb, fl)
+        ov = (f"(1 if {hi} else 0)" if fn == "MUL" else
+              f"(1 if {p} != ((({lo}) ^ {s:#x}) - {s:#x}) else 0)")
+        bb.set_group(F.LOGIC, size, lo, lo, lo, ("pf", "zf", "sf", "af"))
+        bb.set_flag_var("cf", ov)
+        bb.set_flag_var("of", ov)
         return
     # two- and three-operand IMUL: the destination is a register
     if ins.op_count == 2:
@@ -442,7 +454,6 @@ def mul(bb: BlockBuilder, ins: ix.Instruction) -> None:
     else:
         a = stable(bb, bb.read_op(ins, 1, size))
         b = f"{imm(ins, 2, size):#x}"
-    s = SIGN[size]
     # the low half of a product is the same signed or unsigned (two's complement)
     res = bb.let(f"({a} * {b}) & {MASK[size]:#x}", "v")
     # CF = OF = "the signed product does not fit" (SDM Vol. 2A IMUL): the signed

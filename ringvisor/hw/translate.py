@@ -171,6 +171,7 @@ class BlockBuilder:
     # an immediate, LEA, PUSH and POP: an address built on it starts from the other
     # (``add eax, 64`` then ``[eax-64]`` is ``[eax]`` before the add)
     offsets: dict = field(default_factory=dict)
+    lazies: list = field(default_factory=list)     # CMP/TEST results not computed (lazy_result)
     cpu: object = None             # the CPU the block is for (FPU/SSE functions are bound to it)
     raw: bytes = b""               # the bytes of the instruction being translated
     may_fault: bool = False        # the instruction calls something that may raise a CpuFault
@@ -195,6 +196,42 @@ class BlockBuilder:
             c = int(m.group(3), 0)
             self.offsets[v] = (base, (off + c if m.group(2) == "+" else off - c) & M32)
         return v
+
+    def lazy_result(self, expr: str) -> str:
+        """A flag group's result left as an expression (``lazy``); where the block's
+        end stores or carries it anyway, ``settle_lazy`` computes it once, here."""
+        self.emit(f"__LAZY__:{len(self.lazies)}")
+        res = f"({expr})"
+        self.lazies.append((res, self.index))
+        return res
+
+    def settle_lazy(self, stored: bool) -> None:
+        """Compute in a local each lazy result that the block's end stores (``stored``:
+        each time it runs; a fused loop stores its flags once, when it leaves) and
+        the straight path reads too (it would be computed twice); drop the markers of
+        the others.  (Equal expressions are equal values: every name in them is
+        assigned once.)"""
+        ending = {id(src[1]): src[1] for src in self.fsrc.values() if src[0] == "grp"}
+        for k, (res, index) in enumerate(self.lazies):
+            at = next(j for j, line in enumerate(self.lines) if line.strip() == f"__LAZY__:{k}")
+            mine = [g for g in ending.values() if g.res == res]
+            depth = len(self.lines[at]) - len(self.lines[at].lstrip())
+            reads = sum(1 for line in self.lines[at + 1:]
+                        if res in line and len(line) - len(line.lstrip()) <= depth)
+            if not mine or reads + stored < 2:
+                del self.lines[at]
+                continue
+            name = self.tmp("z")
+            self.born[name] = index
+            line = self.lines[at]
+            self.lines[at] = line[:len(line) - len(line.lstrip())] + f"{name} = {res}"
+            for j in range(at + 1, len(self.lines)):
+                self.lines[j] = self.lines[j].replace(res, name)
+            for g in mine:
+                g.res = name
+                if g.a == res:           # (a TEST's group: a = b = its result)
+                    g.a = g.b = name
+        self.lazies.clear()
 
     def const(self, obj: object) -> str:
         self.consts.append(obj)
