@@ -82,6 +82,21 @@ CASES = {
     # IMUL's low half from the plain product, negative operands
     "imul_negative_then_fault": Case([b"\x0F\xAF\xC3", b"\x0F\x0B"],     # imul eax,ebx; ud2
                                      _r(eax=0xFFFFFFFD, ebx=0x7FFFFFFF)),
+    # one-operand MUL and IMUL inline: EDX:EAX, and the flags (SF/ZF/PF of the low
+    # half, AF clear, CF = OF = the high half is needed) read by the #UD frame
+    "mul32_high_half_then_fault": Case([b"\xF7\xE3", b"\x0F\x0B"],      # mul ebx; ud2
+                                       _r(eax=0xCCCCCCCD, ebx=0x1234567), eflags=0x8D7),
+    "mul32_fits_then_fault": Case([b"\xF7\xE3", b"\x0F\x0B"], _r(eax=7, ebx=9, edx=5)),
+    "imul32_negative_then_fault": Case([b"\xF7\xEB", b"\x0F\x0B"],     # imul ebx; ud2
+                                       _r(eax=0xFFFFFFFD, ebx=7)),
+    "imul32_overflow_then_fault": Case([b"\xF7\xEB", b"\x0F\x0B"],
+                                       _r(eax=0x80000000, ebx=0xFFFFFFFF)),
+    "mul8_then_flags_read": Case([b"\xF6\xE3"], _r(eax=0xFFFF12F0, ebx=0x11)),   # mul bl
+    "imul16_then_flags_read": Case([b"\x66\xF7\xEB"], _r(eax=0x1234FFF0, ebx=0x7FFF, edx=0xAAAA5555)),
+    # TEST of a register with itself read twice on the straight path (JE and the
+    # block's end): its result is computed once
+    "test_itself_je_then_end": Case(
+        [b"\x85\xC0", ("rel8", b"\x74", "z"), b"\x41", ("label", "z")], _r(eax=0x100)),
     # an address on a register just moved by a constant starts from its old value:
     # add eax,0x40; mov edx,[eax-0x40]; push ebx; mov ecx,[esp+4]; sub esi,8; mov edi,[esi+12]
     "address_on_a_moved_register": Case(
