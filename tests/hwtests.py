@@ -155,6 +155,7 @@ MONITOR_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("gates16", "gates16"),
     Kernel("gatecache", "gatecache"),
     Kernel("gatecache-sdm", "gatecache", cflags=("-DLIMIT_CHECK",)),
+    Kernel("tschalt", "tschalt"),
 ]}
 
 

@@ -310,6 +310,16 @@ EXPECTED["gates16"] = [
     "gates16: done",
 ]
 
+# tschalt (tests/hwguests/tschalt): the TSC counts on while the processor waits in HLT
+# (SDM Vol. 3 §17.17): over the same number of PIT periods it gives about the same count
+# spinning and halted.
+EXPECTED["tschalt"] = [
+    "tschalt: start",
+    "tsc counted while spinning: yes",
+    "tsc over the same ticks halted: the same",
+    "tschalt: done",
+]
+
 
 # gatecache (tests/hwguests/gatecache): between two INT 0x81 from ring 3, the program
 # rewrites in user mode, with no other entry into its kernel between, the gate (a new

@@ -94,6 +94,9 @@ class Cpu:
         self.nonroot = False
         self.intr_exits = False           # external interrupts exit, whatever the guest's IF
         self.vmx_tsc = 0                  # the VMCS's TSC offset while a guest runs
+        # the machine's cycle counter (hw/clock.py), which the time-stamp counter follows;
+        # without a machine, the instructions this CPU retired
+        self.cycles = None
         self.mmu.smc_hook = self.cache.check_smc
         self.mode = Mode(0, True, True, False, 0)
         self._modes: dict[tuple, tuple[Mode, int, bool]] = {}
@@ -292,8 +295,14 @@ class Cpu:
         self.ferr_line(False)
         self.ignne = False
 
+    def tsc_base(self) -> int:
+        """What the time-stamp counter counts: the machine's cycles, which go on while the
+        processor is halted (SDM Vol. 3 §17.17: the TSC increments at a constant rate,
+        HLT or not), and which every processor of the machine shares."""
+        return self.state.icount if self.cycles is None else self.cycles()
+
     def tsc(self) -> int:
-        return (self.state.icount + self.state.tsc_offset + self.vmx_tsc) & 0xFFFFFFFFFFFFFFFF
+        return (self.tsc_base() + self.state.tsc_offset + self.vmx_tsc) & 0xFFFFFFFFFFFFFFFF
 
     def _run_helper(self, ins) -> int:
         return run_helper(self, ins)

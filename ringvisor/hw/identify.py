@@ -149,7 +149,7 @@ def h_wrmsr(cpu, ins) -> int:
     n = st.regs[1]
     v = st.regs[0] | st.regs[2] << 32
     if n == MSR_TSC:
-        st.tsc_offset = v - st.icount
+        st.tsc_offset = v - cpu.tsc_base()
     elif n in APIC_MSRS and cpu.apic is not None:
         if not cpu.apic.write_msr(n, v):
             raise CpuFault(GP, 0)     # a reserved bit of IA32_APIC_BASE

@@ -110,6 +110,8 @@ class Machine:
         else:
             self.clock.attach(self.smp.cycles)
             self.clock.on_schedule = self.smp.shorten
+        for cpu in self.cpus:
+            cpu.cycles = self.clock.cycles      # one time-stamp counter rate for them all
         self.ioapic = IoApic(self.apic_bus, self.pic)
         self.irqs = IsaIrqs(self.pic, self.ioapic)
         self.mem.add_mmio(APIC_DEFAULT_BASE, APIC_WINDOW, self.apic_bus)

@@ -244,7 +244,7 @@ def _msr_list(vmx, addr: int, count: int):
 
 def _wrmsr(cpu, index: int, value: int) -> bool:
     if index == MSR_TSC:
-        cpu.state.tsc_offset = value - cpu.state.icount
+        cpu.state.tsc_offset = value - cpu.tsc_base()
         return True
     if msr_write_ok(index, value):
         cpu.state.msrs[index] = value

@@ -200,7 +200,7 @@ class KvmMachine(Machine):
         if s.efer or MSR_EFER in st.msrs:
             kept[str(MSR_EFER)] = s.efer
         state["msrs"] = {**state["msrs"], **kept}
-        state["tsc_offset"] = (msrs.get(MSR_TSC, 0) - st.icount) & 0xFFFFFFFFFFFFFFFF
+        state["tsc_offset"] = (msrs.get(MSR_TSC, 0) - self.cpu.tsc_base()) & 0xFFFFFFFFFFFFFFFF
         state["interrupt_shadow"] = bool(e.interrupt.shadow)
         state["fpu"] = FpuState.from_kvm({
             "fpr": [bytes(x) for x in f.fpr], "fcw": f.fcw, "fsw": f.fsw, "ftwx": f.ftwx,
