@@ -13,6 +13,7 @@ from the new bytes, as on real hardware.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 
@@ -33,6 +34,26 @@ IDENT = re.compile(r"\b[A-Za-z_]\w*")
 CARRY_WORDS = frozenset({"lo", "lr", "la", "lb", "PAR", "if", "else", "not", "and", "or"})
 STRING_OPS = frozenset(getattr(ix.Mnemonic, f"{op}{s}") for op in ("MOVS", "STOS", "LODS", "CMPS", "SCAS")
                        for s in "BWD")
+
+# Python's compile() of a block's source is the larger part of translating it.  The
+# same source at the same address compiles to the same code object, which is
+# immutable: a block made again (another machine booting the same kernel in this
+# process, a restored VM re-translating, a flushed cache refilling) takes the code
+# object made before.  Keyed by a digest of the source (the sources themselves would
+# hold more memory than the code); bounded, oldest first out.
+_CODE_MEMO: dict[tuple[bytes, str], object] = {}
+CODE_MEMO_SIZE = 8192
+
+
+def _compiled(source: str, filename: str):
+    key = (hashlib.blake2b(source.encode(), digest_size=20).digest(), filename)
+    code = _CODE_MEMO.get(key)
+    if code is None:
+        code = compile(source, filename, "exec")
+        if len(_CODE_MEMO) >= CODE_MEMO_SIZE:
+            del _CODE_MEMO[next(iter(_CODE_MEMO))]
+        _CODE_MEMO[key] = code
+    return code
 
 
 class SmcRestart(CpuFault):
@@ -539,7 +560,7 @@ class CodeCache:
         names = ", ".join(f"K{i}" for i in range(len(consts)))
         factory = f"def make({names}):\n" + "".join("    " + l + "\n" for l in src.splitlines()) + \
             "    return blk\n"
-        code = compile(factory, f"<block {eip:#010x}>", "exec")
+        code = _compiled(factory, f"<block {eip:#010x}>")
         ns: dict = {}
         exec(code, self.env, ns)
         return ns["make"](*consts)
