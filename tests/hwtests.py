@@ -123,6 +123,7 @@ PC_KERNELS: dict[str, Kernel] = {k.name: k for k in [
 EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("hang", "hang"),
     Kernel("pae", "pae"),               # PAE paging (test_pae.py)
+    Kernel("paeshadow", "paeshadow"),   # PAE mappings that change, under the monitors (test_pae.py)
     Kernel("hostile", "hostile"),       # attacks the monitor's region (tests/test_hostile.py)
     Kernel("com2", "com2"),             # the second serial port, with two lines (test_console.py)
     Kernel("tasks", "tasks"),           # hardware task switching (test_tasks.py)

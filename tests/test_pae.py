@@ -222,17 +222,26 @@ def run_under(image, mode: str, cmdline: str = "", **kw):
     return out.decode("latin-1").replace("\r\n", "\n"), stop
 
 
-@pytest.mark.parametrize("mode,kw,name", [("trapemu", {}, "trapemu"), ("bt", {}, "bt"),
-                                          ("hvm", {"ept": False}, "hvm --no-ept")])
-def test_shadow_paging_monitors_refuse_pae_with_one_line(image, mode, kw, name):
-    """Their shadow page tables are 32-bit: the guest's MOV to CR4 setting PAE stops the
-    VM with a line naming the limit, before the guest runs on a wrong translation."""
-    text, stop = run_under(image, mode, **kw)
+def test_hvm_without_ept_refuses_pae_with_one_line(image):
+    """hvm's own shadow page tables (no EPT) do not follow PAE: the guest's MOV to CR4
+    setting PAE stops the VM with a line naming the limit, before the guest runs on a
+    wrong translation."""
+    text, stop = run_under(image, "hvm", ept=False)
     assert text.split("\n")[:2] == ["pae: start", "cpuid.1:edx.pae=1"]
     assert "cr0.pg" not in text
-    assert stop.message.split("\n")[0] == (f"stopped: {name}: the guest set CR4.PAE: PAE paging is not virtualized "
-                            "here (the shadow page tables are 32-bit); it runs on the bare PC "
-                            "and under --mode kvm")
+    assert stop.message.split("\n")[0] == (
+        "stopped: hvm --no-ept: the guest set CR4.PAE: PAE paging is not virtualized here; "
+        "it runs on the bare PC and under --mode trapemu, bt, kvm and hvm with EPT")
+
+
+@pytest.mark.parametrize("mode", ["trapemu", "bt"])
+def test_shadow_paging_monitors_run_pae_guests(image, mode):
+    """trapemu and bt shadow the guest's PAE tables into their 32-bit shadow page tables
+    (``vmm/shadow.py``), with the PDPTE registers the guest's MOVs load (#GP(0) for a bad
+    one): the guest prints what it prints on the bare PC, the pdptes=1 part included."""
+    text, stop = run_under(image, mode, cmdline="pdptes=1")
+    assert text.split("\n")[:-1] == expected_pdptes()
+    assert stop.status == 1
 
 
 def test_hvm_with_ept_runs_pae_guests(image):
@@ -388,3 +397,71 @@ def test_a_task_switch_to_a_bad_pdpt_faults_in_the_new_task():
     assert st.halted and st.eip == 0x501, stop
     assert (st.tr.selector, st.cr3, st.pdpte) == (0x20, 0x6000, [0x8001, 0, 0, 0])
     assert struct.unpack("<4I", m.mem.read(0x7000 - 16, 16)) == (0, 0x600, 0x08, 2)
+
+
+# -- mappings that change, natively and under the shadow-paging monitors ---------------------
+def expected_paeshadow(platform: str) -> list[str]:
+    return [
+        "paeshadow: start",
+        "A: cr3=0x320040 0x40000000=0x11111111",     # CR3 bits 31:5: a PDPT need not be page aligned
+        # §4.10.4.1: after a PTE change and INVLPG the new frame is used
+        "remap, invlpg: 0x22222222",
+        # a store through the page table's own mapping of itself; A on the read, D on
+        # the write (§4.8), the window's own PTE dirty from the store through it
+        "own window: 0x33333333 pte: 0x023 after write: 0x063 window pte: 0x063",
+        "unmapped through the window: #14 err=0x0 eip=+0 cr2=0x40000000",
+        "code remap: 1 2",                            # instruction fetches too (§4.10.4.1)
+        "halves: 0x33333333 0xc0c0c0c0 sum=0xcfcfcfcc",
+        # INVLPG of any address in a 2 MiB page invalidates all of it (§4.10.4.1, §4.10.2.3)
+        "2M remap: 0xe0e0e0e0 4K half: 0x33333333 pde: 0x0a3",
+        # two PDPTs in one page; a CR3 load switches; each sees the edits made to its
+        # tables while the other was loaded
+        "B: cr3=0x320060 0x40000000=0x55555555",
+        "A after an edit on B: 0x11111111",
+        "B after an edit on A: 0x44444444",
+        "data page as a table: 0x22222222 then 0x11111111",
+        "global page: 0x11111111 then 0x22222222",  # INVLPG drops a global entry too
+        "32-bit: cr4=0x0 0x40000000=0x55555555",
+        # the PDPTEs load when PAE paging comes back (§4.4.1): PDPT_A[1] edited meanwhile
+        "PAE again: cr4=0x20 0x40000000=0x44444444",
+        "PDPT restored: 0x33333333",
+        "before: 0x11111111",
+        _rsvd("reserved bit 40", 0x9, 0x40002000, platform),
+        "paeshadow: done",
+    ]
+
+
+@pytest.fixture(scope="module")
+def paeshadow():
+    return build_kernel("paeshadow")
+
+
+@pytest.mark.parametrize("platform", ["qemu", "jit"])
+def test_paeshadow_guest(paeshadow, platform):
+    lines, code = guest_lines(platform, paeshadow)
+    assert lines == expected_paeshadow(platform)
+    assert code == 0
+
+
+@pytest.mark.parametrize("mode", ["trapemu", "bt"])
+def test_paeshadow_guest_under_the_monitors(paeshadow, mode):
+    """The same lines under trapemu and bt, and at every entry into the monitor and
+    before every resume, each page the real TLB holds is what a walk of the guest's own
+    PAE tables gives (``test_monitor_tlb``): the shadow followed every change."""
+    from test_monitor_tlb import _run_checked
+    from ringvisor.hw.machine import read_image
+    text, _ = _run_checked(read_image(str(paeshadow)), mode, "")
+    assert text.replace("\r\n", "\n").split("\n")[:-1] == expected_paeshadow("jit")
+
+
+def test_invlpg_in_a_large_page_drops_all_of_it():
+    """The TLB holds a 2 MiB (or 4 MiB) page as 4 KiB entries; INVLPG of any address in
+    it invalidates the whole page (SDM Vol. 3A §4.10.4.1)."""
+    m = pae_machine()
+    mmu = m.cpu.mmu
+    m.mem.write(0x6010, (0x6B6B6B6B).to_bytes(4, "little"))
+    m.mem.write(PT + 7 * 8, (0x6003).to_bytes(8, "little"))
+    assert mmu.read(0x207010, 4, False) == 0x5A5A5A5A     # PD[1]: 2 MiB at 0
+    m.mem.write(PD + 8, (PT | 3).to_bytes(8, "little"))   # now the page table: 0x207000 -> 0x6000
+    m.cpu.invlpg(0x3FF000)                                # another 4 KiB of the old 2 MiB page
+    assert mmu.read(0x207010, 4, False) == 0x6B6B6B6B

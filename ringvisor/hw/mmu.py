@@ -85,6 +85,11 @@ class Mmu:
         self.parked_u: dict[int, int] = {}
         self.host = None       # the host debugger's watchpoints, when it has any (hostdebug.py)
         self.ept = None        # the EPT of a guest in VMX non-root operation (ept.Ept), or None
+        # the 2 MiB regions (linear >> 21) where entries of a large page were filled: the
+        # TLB holds a 4 MiB or 2 MiB page as 4 KiB entries, and an INVLPG anywhere in the
+        # page must drop them all (SDM Vol. 3A §4.10.4.1); QEMU's tlb_flush_page flushes
+        # everything for an address in its large-page region, and so does ``invlpg``
+        self.large: set[int] = set()
 
     # -- TLB management -------------------------------------------------------
     def flush(self) -> None:
@@ -95,8 +100,12 @@ class Mmu:
         self.tw_u.clear()
         self.parked_s.clear()
         self.parked_u.clear()
+        self.large.clear()
 
     def invlpg(self, lin: int) -> None:
+        if (lin & 0xFFFFFFFF) >> 21 in self.large:
+            self.flush()
+            return
         page = lin & PAGE
         for t in (self.tr_s, self.tw_s, self.tr_u, self.tw_u, self.parked_s, self.parked_u):
             t.pop(page, None)
@@ -142,7 +151,7 @@ class Mmu:
         if not st.cr0 & CR0_PG:
             phys_page = page
             sup_w = user_w = user_ok = True
-            smap = False
+            smap = big = False
         else:
             self.stats_walks += 1
             mem = self.mem
@@ -152,7 +161,9 @@ class Mmu:
                 err |= PF_I
             if st.cr4 & CR4_PAE:
                 phys_page, rights, dirty = self._walk_pae(lin, write, user, err)
+                big = 21 if rights & PTE_PS else 0    # (a PDE referencing a table has PS 0)
             else:
+                big = 0
                 pde_addr = gpde = (st.cr3 & PAGE) | ((lin >> 20) & 0xFFC)
                 if ept is not None:               # the guest's page directory is guest-physical
                     pde_addr = ept.translate(gpde, EPT_R, lin, False)[0]
@@ -160,6 +171,7 @@ class Mmu:
                 if not pde & PTE_P:
                     raise PageFault(lin, err)
                 elif pde & PTE_PS and st.cr4 & CR4_PSE:
+                    big = 22
                     rights = pde
                     phys_page = (pde & 0xFFC00000) | (lin & 0x003FF000)
                     self._check(lin, rights, write, user, err)
@@ -203,6 +215,10 @@ class Mmu:
             if not perm & EPT_W:
                 sup_w = user_w = False
         if fill and readable and self.mem.is_ram(phys_page) and page not in self.watch_pages:
+            if big:
+                self.large.add(lin >> 21)
+                if big == 22:
+                    self.large.add(lin >> 21 ^ 1)
             delta = phys_page - page
             if not smap:
                 self.tr_s[page] = delta

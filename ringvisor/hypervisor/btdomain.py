@@ -50,6 +50,7 @@ IF = 1 << 9
 class BtDomainMonitor(BinaryTranslation):
     name = "domain-bt"
     virtual_apic = False            # a domain gets no local APIC (the 8259A's output is its INTR)
+    pae = False                     # (its saved context, ``ctrlreg``, carries no PDPTEs)
 
     def __init__(self, hv, dom, pages: dict[str, int], shadow_pool: list[int],
                  tc_frames: list[int]) -> None:

@@ -522,7 +522,7 @@ class Hypervisor:
             m.ldt.reload()                        # the real LDT: its, if it has one
         m.ldt.install()
         m.map_region()                            # its own part of the region
-        m.shadow.switch(m.shadow_key())           # CR3: its shadow of its address space
+        m.switch_shadow()                         # CR3: its shadow of its address space
         st.regs[:] = c.regs
         if "dr" in c.extra:
             st.dr[:] = c.extra["dr"]

@@ -35,7 +35,7 @@ from collections import Counter
 
 import iced_x86 as ix
 
-from ringvisor.hw.state import CR4_SMEP, RF, TF
+from ringvisor.hw.state import CR4_PAE, CR4_SMEP, RF, TF
 
 from . import descriptors as D
 from . import emulate as E
@@ -158,23 +158,29 @@ class BinaryTranslation(Translator, Monitor):
 
     # -- the guest's mappings -------------------------------------------------------------
     def invlpg(self, lin: int) -> None:
+        shift = self.gm.page_shift(lin)        # (before the shadow forgets: the guest's PDE)
         super().invlpg(lin)
-        v = self.vcpu
-        if v.paging and v.cr4 & CR4_PSE and self.mem.read32(
-                (v.cr3 & ~0xFFF) + (lin >> 22) * 4) & 0x81 == 0x81:
-            self.follow_mappings([p for p in self.tc.by_page if p >> 10 == lin >> 22])
+        if shift > 12:
+            self.follow_mappings([p for p in self.tc.by_page if p >> (shift - 12) == lin >> shift])
         else:
             self.follow_mappings([lin >> 12])
 
     def set_cr(self, n: int, value: int) -> None:
         v = self.vcpu
-        paging, smep = (v.cr0 & CR0_PG, v.cr4 & CR4_PSE), v.cr4 & CR4_SMEP
+        rules = lambda: (v.cr0 & CR0_PG, v.cr4 & (CR4_PSE | CR4_PAE), tuple(v.pdpte))
+        paging, smep = rules(), v.cr4 & CR4_SMEP
         super().set_cr(n, value)
-        if n == 3 or paging != (v.cr0 & CR0_PG, v.cr4 & CR4_PSE):
+        if n == 3 or paging != rules():
             self.follow_mappings(list(self.tc.by_page))
         if smep != v.cr4 & CR4_SMEP:
             # which kernel fetches fault changed: every unit is fetched again
             self.drop_units(lambda u: True)
+
+    def task_cr3(self, value: int) -> bool:
+        ok = super().task_cr3(value)
+        if not ok:                            # (set_cr followed them when it loaded CR3)
+            self.follow_mappings(list(self.tc.by_page))
+        return ok
 
     def drop_units(self, doomed) -> None:
         """Invalidate the current units ``doomed(unit)`` picks (a callout running in

@@ -17,7 +17,7 @@ class GuestFault(CpuFault):
     treats both alike: delivered to the guest, never to the monitor."""
 
 
-def pae_refused(name: str, tables: str) -> str:
+def pae_refused(name: str) -> str:
     """The line a monitor stops with when its guest sets CR4.PAE."""
-    return (f"{name}: the guest set CR4.PAE: PAE paging is not virtualized here ({tables} "
-            "are 32-bit); it runs on the bare PC and under --mode kvm")
+    return (f"{name}: the guest set CR4.PAE: PAE paging is not virtualized here; it runs "
+            "on the bare PC and under --mode trapemu, bt, kvm and hvm with EPT")

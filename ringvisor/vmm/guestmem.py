@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ringvisor.hw.pae import ADDR as PAE_ADDR, ADDR_2M, PDE_RESERVED_2M, PTE_RESERVED, pde_offset, pte_offset
+from ringvisor.hw.pae import (ADDR as PAE_ADDR, ADDR_2M, PDE_RESERVED_2M, PTE_RESERVED, pde_offset,
+                              pte_offset, read_pdptes)
 from ringvisor.hw.state import CR4_PAE, CR4_SMAP
 
 from .layout import MLIN
@@ -122,9 +123,35 @@ class GuestMemory:
         return Mapping(phys, bool(rights & U), bool(rights & W), bool(last & D), large,
                        entries[0][0], None if large else entries[1][0])
 
+    def read_pdptes(self, cr3: int) -> list[int] | None:
+        """The four PDPTEs a MOV to CR3 = ``cr3`` loads from guest-physical memory, or None
+        when a present one sets a reserved bit (the MOV is #GP(0), SDM Vol. 3A §4.4.1)."""
+        return read_pdptes(lambda gpa: self.mem.read32(self.machine(gpa)) |
+                           self.mem.read32(self.machine(gpa + 4)) << 32, cr3)
+
+    def page_shift(self, lin: int) -> int:
+        """log2 of the size of the guest page that maps ``lin`` (22: 4 MiB, 21: 2 MiB;
+        12 otherwise, unmapped too): what a guest INVLPG of ``lin`` invalidates."""
+        v = self.vcpu
+        if not v.paging:
+            return 12
+        try:
+            if v.cr4 & CR4_PAE:
+                pdpte = self.pdptes()[lin >> 30]
+                if not pdpte & P:
+                    return 12
+                pde = self._read_table(self.machine((pdpte & PAE_ADDR) | pde_offset(lin)))
+                return 21 if pde & (PS | P) == PS | P else 12
+            if not v.cr4 & CR4_PSE:
+                return 12
+            pde = self._read_table(self.machine(v.cr3 & PAGE) + (lin >> 22) * 4)
+        except GuestBadFrame:
+            return 12
+        return 22 if pde & (PS | P) == PS | P else 12
+
     def _walk_pae(self, lin: int, err: int) -> tuple[list, int, int, bool]:
-        """PAE paging (hw/pae.py), for the one monitor that lets a guest use it (hvm with
-        EPT): the PDPTEs are the guest's registers (``pdptes``), the entries 64-bit."""
+        """PAE paging (hw/pae.py): the PDPTEs are the guest's registers (``pdptes``),
+        the entries 64-bit."""
         pdpte = self.pdptes()[lin >> 30]
         if not pdpte & P:
             raise GuestPageFault(lin, err)

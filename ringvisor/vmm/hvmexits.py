@@ -11,7 +11,6 @@ from ringvisor.hw.faults import GP, PF, UD
 from ringvisor.hw.identify import cpuid as processor_cpuid
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.mmu import fetch_fault, smap_blocks
-from ringvisor.hw.pae import read_pdptes
 from ringvisor.hw.state import (CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, CR3_MASK, CR4_PAE,
                                 CR4_PSE, CR4_SMEP, CS, IF)
 from ringvisor.hw.system import CR0_PDPTE_RELOAD, CR0_WRITABLE, CR4_PDPTE_RELOAD, CR4_SUPPORTED
@@ -257,8 +256,7 @@ def load_pdptes(mon, cr0: int, cr4: int, cr3: int) -> bool:
     reserved bit, #GP(0) injected and nothing changed."""
     if not (cr0 & CR0_PG and cr4 & CR4_PAE):
         return True
-    pdptes = read_pdptes(lambda gpa: mon.mem.read32(mon.gm.machine(gpa)) |
-                         mon.mem.read32(mon.gm.machine(gpa + 4)) << 32, cr3)
+    pdptes = mon.gm.read_pdptes(cr3)
     if pdptes is None:
         mon.inject_exception(GP, 0)
         return False
@@ -298,7 +296,7 @@ def set_cr(mon, n: int, value: int) -> bool:
             mon.inject_exception(GP, 0)
             return False
         if value & CR4_PAE and not mon.ept:
-            raise MonitorStop(pae_refused("hvm --no-ept", "the shadow page tables"))
+            raise MonitorStop(pae_refused("hvm --no-ept"))
         if (v.cr4 ^ value) & CR4_PDPTE_RELOAD and not load_pdptes(mon, v.cr0, value, v.cr3):
             return False
         old, v.cr4 = v.cr4, value

@@ -29,10 +29,11 @@ from ringvisor.hw.faults import DB, GP, HAS_ERROR_CODE, NAMES, TS, UD, CpuFault
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.mmu import PF_I, fetch_fault, smap_blocks
 from ringvisor.hw.segments import Descriptor, check_segment_load, null_segment
-from ringvisor.hw.state import (CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_TS, CR4_DE, CR4_OSFXSR, CR4_PAE,
-                                CR4_OSXMMEXCPT, CR4_PCE, CR4_SMAP, CR4_SMEP, CR4_TSD,
+from ringvisor.hw.pae import PDPT_ALIGN
+from ringvisor.hw.state import (CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_TS, CR3_MASK, CR4_DE, CR4_OSFXSR,
+                                CR4_PAE, CR4_OSXMMEXCPT, CR4_PCE, CR4_SMAP, CR4_SMEP, CR4_TSD,
                                 CR4_UMIP, AC, VIF, VIP)
-from ringvisor.hw.system import CR0_WRITABLE, CR4_SUPPORTED
+from ringvisor.hw.system import CR0_PDPTE_RELOAD, CR0_WRITABLE, CR4_PDPTE_RELOAD, CR4_SUPPORTED
 from ringvisor.hw.transfers import check_return_cs, check_return_ss
 
 from . import descriptors as D
@@ -48,7 +49,7 @@ from .guestmem import W, GuestBadFrame, GuestMemory, GuestPageFault
 from .guestview import GuestViewHooks
 from .ldt import GuestLdt
 from .platform import VirtualPlatform
-from .shadow import NO_PAGING, ShadowPaging
+from .shadow import NO_PAGING, PAE_KEY, ShadowPaging
 from .stepping import Stepping
 from .vapic import APIC_PAGE, emulate_access
 from .vcpu import CR0_PG, CR0_WP, CR4_PSE, IF, VirtualCpu
@@ -87,6 +88,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     state_name = "monitor"
     state_version = 4        # 2: the virtual local APIC (vapic.py); 3: the LDT; 4: virtual NMIs
     virtual_apic = True                  # the guest gets a local APIC (not para-virtualized)
+    pae = True                           # the guest may use PAE paging (shadowed: shadow.py)
     nmi_blocking = True                  # the guest's IRETs reach the monitor (``emulate.e_iret``)
     # the DPL-1 gates of the real IDT through which the guest's ring 1 calls the monitor
     # (the hand-off takes their ``int n`` straight to it: ``_handoff``)
@@ -117,6 +119,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.vcpu = VirtualCpu()
         self.gm = GuestMemory(self.mem, self.vcpu, guest_ram)
         self.gm.written_hook = self.guest_written
+        self.gm.pdptes = lambda: self.vcpu.pdpte
         self.platform = VirtualPlatform(machine.bus, machine.pic,
                                         machine if self.virtual_apic else None, self.name)
         if self.platform.vapic is not None:
@@ -159,6 +162,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     def _takeover(self) -> None:
         cpu, st, v = self.cpu, self.cpu.state, self.vcpu
         v.cr0, v.cr3, v.cr4 = st.cr0, st.cr3, st.cr4
+        v.pdpte[:] = st.pdpte
         v.gdt_base, v.gdt_limit = st.gdtr.base, st.gdtr.limit
         v.idt_base, v.idt_limit = st.idtr.base, st.idtr.limit
         v.vif = bool(st.eflags & IF)
@@ -171,7 +175,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         cpu.load_descriptor_tables((L.MLIN + L.GDT, L.GDT_ENTRIES * 8 - 1),
                                    (L.MLIN + L.IDT, 256 * 8 - 1))
         self.real_control()
-        self.shadow.switch(self.shadow_key())
+        self.switch_shadow()
         self.load_gdt(v.gdt_base, v.gdt_limit)
         if st.ldtr.selector & 0xFFFC:       # the loader's LDT, as LDTR caches it
             v.ldtr, v.ldt_base, v.ldt_limit = st.ldtr.selector, st.ldtr.base, st.ldtr.limit
@@ -754,7 +758,28 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     def shadow_key(self) -> int:
         """Which shadow directory stands for the guest's current address space."""
         v = self.vcpu
-        return v.cr3 >> 12 if v.paging else NO_PAGING
+        if not v.paging:
+            return NO_PAGING
+        return PAE_KEY | (v.cr3 & PDPT_ALIGN) if v.cr4 & CR4_PAE else v.cr3 >> 12
+
+    def switch_shadow(self) -> None:
+        """Run the guest on the shadow of its current address space (with PAE paging,
+        one filled from the PDPTEs it loaded last)."""
+        key = self.shadow_key()
+        self.shadow.switch(key, self.vcpu.pdpte if key >= PAE_KEY else None)
+
+    def load_pdptes(self, cr0: int, cr4: int, cr3: int) -> bool:
+        """A MOV to a control register that leaves PAE paging in use under ``cr0``/``cr4``
+        loads the PDPTE registers from ``cr3`` (SDM Vol. 3A §4.4.1), checked before the
+        MOV changes anything: a present PDPTE with a reserved bit is #GP(0) and the
+        registers keep their values.  True if they were loaded."""
+        if not (cr0 & CR0_PG and cr4 & CR4_PAE):
+            return False
+        pdptes = self.gm.read_pdptes(cr3)
+        if pdptes is None:
+            raise GuestFault(GP, 0)
+        self.vcpu.pdpte[:] = pdptes
+        return True
 
     # -- control registers -----------------------------------------------------------------
     def set_cr(self, n: int, value: int) -> None:
@@ -769,33 +794,52 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
                                   "not virtualized)")
             value |= CR0_ET                   # hardwired to 1 (SDM Vol. 3 §2.5)
             changed = v.cr0 ^ value
+            loaded = bool(changed & CR0_PDPTE_RELOAD) and self.load_pdptes(value, v.cr4, v.cr3)
             v.cr0 = value
             if changed & CR0_WP:              # what a kernel store may do changed
                 self.shadow.flush()
-            if changed & CR0_PG:
+            if changed & CR0_PG or loaded:
                 self.paging_changed()
         elif n == 2:
             v.cr2 = value
         elif n == 3:
             # every change to the guest's tables was seen (they are write-protected),
-            # so the shadow of this address space, if there is one, is still right
-            v.cr3 = value & 0xFFFFF018
+            # so the shadow of this address space, if there is one, is still right (with
+            # PAE, if filled from the PDPTEs this MOV loads)
+            self.load_pdptes(v.cr0, v.cr4, value)
+            v.cr3 = value & CR3_MASK
             self.paging_changed()
         elif n == 4:
             if value & ~CR4_SUPPORTED:
                 raise GuestFault(GP, 0)
-            if value & CR4_PAE:
-                raise MonitorStop(pae_refused(self.name, "the shadow page tables"))
+            if value & CR4_PAE and not self.pae:
+                raise MonitorStop(pae_refused(self.name))
+            loaded = bool((v.cr4 ^ value) & CR4_PDPTE_RELOAD) and \
+                self.load_pdptes(v.cr0, value, v.cr3)
             old, v.cr4 = v.cr4, value
             if (old ^ value) & CR4_PSE:
                 self.shadow.flush()
-                self.paging_changed()
+            if (old ^ value) & (CR4_PSE | CR4_PAE) or loaded:
+                self.paging_changed()       # (PAE: another shadow, or other PDPTEs)
         else:
             raise GuestFault(UD)
         self.stats[f"cr{n} writes"] += 1
 
+    def task_cr3(self, value: int) -> bool:
+        """A task switch loads CR3 past its commit point: as a MOV to CR3, except that a
+        PDPTE with a reserved bit leaves CR3 loaded and the PDPTE registers as they were,
+        and the #GP(0) is the new task's (SDM Vol. 3A §4.4.1, §7.3; ``hw/tasks.py``):
+        False then."""
+        try:
+            self.set_cr(3, value)
+            return True
+        except GuestFault:
+            self.vcpu.cr3 = value & CR3_MASK
+            self.paging_changed()
+            return False
+
     def paging_changed(self) -> None:
-        self.shadow.switch(self.shadow_key())
+        self.switch_shadow()
         for table in (self.gdt, self.ldt):
             if table.moved():
                 # the table's pages moved (or went: a kernel's own tables need not map
@@ -810,12 +854,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         return {0: v.cr0, 2: v.cr2, 3: v.cr3, 4: v.cr4}[n]
 
     def invlpg(self, lin: int) -> None:
-        v = self.vcpu
-        large = False
-        if v.paging and v.cr4 & CR4_PSE:
-            pde = self.mem.read32((v.cr3 & ~0xFFF) + (lin >> 22) * 4)
-            large = pde & 0x81 == 0x81
-        if large:
+        if self.gm.page_shift(lin) > 12:      # a large page: all of it (the shadow splits it)
             self.shadow.invalidate_region(lin)
         else:
             self.shadow.invalidate(lin)

@@ -84,6 +84,7 @@ def _fail(errno: Errno):
 class ParaVirt(Monitor):
     name = "paravirt"
     virtual_apic = False                 # events and a timer hypercall instead
+    pae = False                          # its page tables are 32-bit (the PV ABI's)
     SOFT_GATES = Monitor.SOFT_GATES + (HYPERCALL_VECTOR,)     # (``pv_region``'s gate)
     tables_in_memory = False             # a trap table, GDT frames and a stack by hypercall
     STATE = Monitor.STATE + ("events", "trap_table", "callbacks", "gdt_frames", "kstack", "pinned",

@@ -34,29 +34,65 @@ GDT, ``watch``) also stay read-only in every shadow mapping.
 
 The last PDE of every shadow directory maps the hypervisor region (supervisor
 pages; the guest's segments stop below it).
+
+A guest with PAE paging (SDM Vol. 3A §4.4) is shadowed the same way: the shadow
+stays a 32-bit page directory with 4 KiB page tables, the real CPU keeps 32-bit
+paging, and each shadow entry is filled from the guest's 64-bit entries.  That
+suffices because a guest here has no physical memory at or above 4 GiB (its RAM
+starts at 0 and is smaller than the hypervisor region's linear base), and it
+keeps one shadow format, one fill and one protection scheme: a guest 2 MiB page
+becomes 4 KiB shadow entries as a 4 MiB page does, and a shadow page table
+(4 MiB) stands for two guest page tables (2 MiB each), one per half
+(``Root.halves``).  The root of a PAE address space is keyed by its PDPT's
+address (CR3 bits 31:5) and holds the four PDPTEs the guest's last MOV to CR3,
+CR0 or CR4 loaded (§4.4.1): the guest's page directories are those the PDPTEs
+name, write-protected and tracked as a 32-bit page directory is; the PDPT itself
+is not, as the processor reads it only at those loads -- a root whose PDPTEs
+differ from the ones just loaded is emptied (``switch``).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
+from ringvisor.hw.pae import ADDR as PAE_ADDR
+
 from . import layout as L
 from .guestmem import P, U, W, A, D
 
 PAGE = 0x1000
 NO_PAGING = -1                   # the key of the shadow used while guest paging is off
+PAE_KEY = 1 << 32                # a PAE address space's key: this bit | its PDPT's address
 
 
 class Root:
     """One shadow page directory, standing for one guest CR3."""
 
-    __slots__ = ("key", "pd", "tables", "tracked")
+    __slots__ = ("key", "pd", "tables", "tracked", "pdptes", "halves")
 
-    def __init__(self, key: int, pd: int) -> None:
-        self.key = key            # the guest page directory's frame number, or NO_PAGING
+    def __init__(self, key: int, pd: int, pdptes: list[int] | None = None) -> None:
+        self.key = key            # the guest page directory's frame number, NO_PAGING, or
+                                  # PAE_KEY | the guest PDPT's address
         self.pd = pd              # machine address of the shadow directory
         self.tables: dict[int, tuple[int, int | None]] = {}   # pde index -> (shadow table, guest table ppn)
-        self.tracked = False      # the guest directory frame is write-protected for it
+        self.tracked = False      # the guest directory frames are write-protected for it
+        self.pdptes = pdptes      # PAE: the four PDPTEs it was filled from (None: 32-bit)
+        # PAE: 2 MiB index (linear >> 21) -> the guest page table its half of a shadow
+        # table was filled from (None: a 2 MiB page); ``tables`` then holds no source
+        self.halves: dict[int, int | None] = {}
+
+    def directories(self) -> list[int]:
+        """The frames of the guest page directories this address space walks."""
+        if self.pdptes is not None:
+            return sorted({(e & PAE_ADDR) >> 12 for e in self.pdptes if e & P})
+        return [] if self.key == NO_PAGING else [self.key]
+
+    def sources(self, i: int) -> set[int]:
+        """The guest page tables shadow table ``i`` was filled from."""
+        if self.pdptes is None:
+            src = self.tables[i][1]
+            return set() if src is None else {src}
+        return {s for h in (2 * i, 2 * i + 1) if (s := self.halves.get(h)) is not None}
 
 
 class ShadowPaging:
@@ -106,6 +142,8 @@ class ShadowPaging:
         return {
             "roots": [[r.key, r.pd, r.tracked, [[i, t, -1 if s is None else s]
                                                 for i, (t, s) in r.tables.items()]]
+                      + ([] if r.pdptes is None else
+                         [list(r.pdptes), [[h, -1 if s is None else s] for h, s in r.halves.items()]])
                       for r in self.roots.values()],
             "current": self.root.key,
             "free": list(self.free),
@@ -121,15 +159,18 @@ class ShadowPaging:
         self.roots.clear()
         self.l1_users.clear()
         self.l2_users.clear()
-        for key, pd, tracked, tables in state["roots"]:
-            root = Root(int(key), int(pd))
+        for key, pd, tracked, tables, *pae in state["roots"]:
+            root = Root(int(key), int(pd), [int(e) for e in pae[0]] if pae else None)
             root.tracked = bool(tracked)
+            for h, src in pae[1] if pae else ():
+                root.halves[int(h)] = None if src < 0 else int(src)
             for i, t, src in tables:
                 root.tables[int(i)] = (int(t), None if src < 0 else int(src))
-                if src >= 0:
-                    self.l1_users.setdefault(int(src), set()).add((root, int(i)))
+                for s in root.sources(int(i)):
+                    self.l1_users.setdefault(s, set()).add((root, int(i)))
             if root.tracked:
-                self.l2_users.setdefault(root.key, set()).add(root)
+                for ppn in root.directories():
+                    self.l2_users.setdefault(ppn, set()).add(root)
             self.roots[root.key] = root
         self.root = self.roots[int(state["current"])]
         self.free = [int(p) for p in state["free"]]
@@ -184,11 +225,11 @@ class ShadowPaging:
         self.mem.write(page, bytes(PAGE))
         return page
 
-    def _new_root(self, key: int) -> Root:
+    def _new_root(self, key: int, pdptes: list[int] | None = None) -> Root:
         if len(self.roots) >= self.max_roots:
             _, old = self.roots.popitem(last=False)
             self._free_root(old)
-        root = Root(key, self._alloc())
+        root = Root(key, self._alloc(), pdptes)
         if self.region:
             self.mem.write32(root.pd + 1023 * 4, (self.base + L.MONITOR_PT) | P | W)
         self.roots[key] = root
@@ -197,14 +238,16 @@ class ShadowPaging:
 
     def _clear_root(self, root: Root) -> None:
         """Empty a shadow directory (its tables go back to the pool)."""
-        for i, (table, src) in root.tables.items():
+        for i, (table, _) in root.tables.items():
             self.mem.write32(root.pd + i * 4, 0)
             self.free.append(table)
-            if src is not None:
+            for src in root.sources(i):
                 self._untrack(self.l1_users, src, (root, i))
         root.tables.clear()
+        root.halves.clear()
         if root.tracked:
-            self._untrack(self.l2_users, root.key, root)
+            for ppn in root.directories():
+                self._untrack(self.l2_users, ppn, root)
             root.tracked = False
         if root is self.root:
             self.cpu.tlb_flush()
@@ -229,14 +272,20 @@ class ShadowPaging:
         self._clear_root(self.root)
         self.rmap.clear()
 
-    def switch(self, key: int) -> None:
-        """The guest loaded CR3 (or turned paging on or off): select its shadow."""
+    def switch(self, key: int, pdptes: list[int] | None = None) -> None:
+        """The guest loaded CR3 (or turned paging on or off, or loaded its PDPTEs):
+        select its shadow.  ``pdptes``: with PAE paging, the four PDPTEs just loaded;
+        a shadow of the same PDPT filled from other ones starts again (§4.4.1: an edit
+        of the PDPT counts from the next load)."""
         root = self.roots.get(key)
         if root is None:
-            root = self._new_root(key)
+            root = self._new_root(key, None if pdptes is None else list(pdptes))
         else:
             self.roots.move_to_end(key)
             self.stats["shadow_root_hits"] += 1
+            if pdptes is not None and root.pdptes != list(pdptes):
+                self._clear_root(root)
+                root.pdptes = list(pdptes)
         self.root = root
         self.cpu.load_cr3(root.pd)
 
@@ -261,26 +310,30 @@ class ShadowPaging:
         i = lin >> 22
         src = None if pte_addr is None else pte_addr >> 12
         root = self.root
+        pae = root.pdptes is not None
         t = root.tables.get(i)
-        if t is not None and t[1] != src:
-            # the slot was filled from another guest table (a 4 MiB page before,
-            # say): start it again
+        if t is not None and (root.halves.get(lin >> 21, src) if pae else t[1]) != src:
+            # the slot (PAE: its half) was filled from another guest table (a large
+            # page before, say): start it again
             self._drop_table(root, i)
             t = None
         if t is None:
             table = self._alloc()
             root = self.root                      # (an exhausted pool emptied it)
-            root.tables[i] = (table, src)
+            root.tables[i] = (table, None if pae else src)
             self.mem.write32(root.pd + i * 4, table | P | W | U)
-            if src is not None:
-                self.l1_users.setdefault(src, set()).add((root, i))
-                self._write_protect(src)
         else:
             table = t[0]
+        if pae:
+            root.halves[lin >> 21] = src
+        if src is not None and (root, i) not in self.l1_users.get(src, ()):
+            self.l1_users.setdefault(src, set()).add((root, i))
+            self._write_protect(src)
         if pde_addr is not None and not root.tracked:
             root.tracked = True
-            self.l2_users.setdefault(root.key, set()).add(root)
-            self._write_protect(root.key)
+            for ppn in root.directories():
+                self.l2_users.setdefault(ppn, set()).add(root)
+                self._write_protect(ppn)
         if self.is_protected(frame >> 12):
             writable = False
         flags = P | A | (U if user else 0) | ((W | D) if writable else 0)
@@ -321,11 +374,13 @@ class ShadowPaging:
 
     # -- forgetting --------------------------------------------------------------------------
     def _drop_table(self, root: Root, i: int) -> None:
-        table, src = root.tables.pop(i)
+        for src in root.sources(i):
+            self._untrack(self.l1_users, src, (root, i))
+        table, _ = root.tables.pop(i)
+        root.halves.pop(2 * i, None)
+        root.halves.pop(2 * i + 1, None)
         self.mem.write32(root.pd + i * 4, 0)
         self.free.append(table)
-        if src is not None:
-            self._untrack(self.l1_users, src, (root, i))
         if root is self.root:
             self.cpu.tlb_flush()
 
@@ -367,16 +422,27 @@ class ShadowPaging:
             lo = max(phys, ppn << 12) & 0xFFF
             hi = min(end, (ppn + 1) << 12) - (ppn << 12)
             slots = range(lo >> 2, ((hi - 1) >> 2) + 1)
+            wide = range(lo >> 3, ((hi - 1) >> 3) + 1)      # PAE: 8-byte entries
             users = self.l1_users.get(ppn)
             if users:
                 self.stats["table_writes_seen"] += 1
                 for root, i in list(users):
-                    for k in slots:
-                        self._drop_entry(root, (i << 22) | (k << 12))
+                    if root.pdptes is None:
+                        lins = [(i << 22) | (k << 12) for k in slots]
+                    else:                 # the half (or halves) filled from this table
+                        lins = [(h << 21) | (k << 12) for h in (2 * i, 2 * i + 1)
+                                if root.halves.get(h, -1) == ppn for k in wide]
+                    for lin in lins:
+                        self._drop_entry(root, lin)
             roots = self.l2_users.get(ppn)
             if roots:
                 self.stats["table_writes_seen"] += 1
                 for root in list(roots):
-                    for k in slots:
+                    if root.pdptes is None:
+                        pdes = slots
+                    else:                 # each quarter whose page directory this is
+                        pdes = {(q << 8) | (k >> 1) for q, e in enumerate(root.pdptes)
+                                if e & P and (e & PAE_ADDR) >> 12 == ppn for k in wide}
+                    for k in pdes:
                         if k in root.tables:
                             self._drop_table(root, k)

@@ -97,8 +97,8 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
     mon.stats["task switches"] += 1
     v.cr0 |= CR0_TS
     v.tr, v.tr_base, v.tr_limit = sel, d.base, d.limit
-    if new_cr3 is not None and v.cr0 & CR0_PG:
-        mon.set_cr(3, new_cr3)
+    # (PAE: a PDPTE with a reserved bit is the new task's #GP(0), after its segments)
+    bad_pdpte = new_cr3 is not None and v.cr0 & CR0_PG and not mon.task_cr3(new_cr3)
     if size == 2:
         new_regs = [(r & 0xFFFF0000) | n for r, n in zip(st.regs, new_regs)]
         new_eflags = (v.eflags_view(f.eflags) & 0xFFFF0000) | new_eflags
@@ -113,6 +113,8 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
             mon.load_debug()
         try:
             _load_ldt(mon, new_ldt, ext)
+            if bad_pdpte:
+                raise CpuFault(GP, 0)
             if new_eip > 0xFFFF:
                 raise CpuFault(GP, ext)
             if trap:
@@ -147,6 +149,8 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
         _load_ldt(mon, new_ldt, ext)
         for i in (CS, SREG_SS, ES, DS, FS, GS):
             _load_segment(mon, f, i, new_segs[i], cpl, ext)
+        if bad_pdpte:
+            raise CpuFault(GP, 0)
         if new_eip > mon.guest_desc(cs).limit:
             raise CpuFault(GP, ext)
         if trap:                                   # the T bit: #DB once the switch is done

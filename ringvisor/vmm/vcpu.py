@@ -39,6 +39,9 @@ class VirtualCpu:
     cpl: int = 0                 # the guest's privilege level (0 kernel, 3 user)
     cs: int = 0x08               # the guest kernel's CS selector, as it loaded it
     ss: int = 0x10               # the guest kernel's SS selector, as it loaded it
+    # the PDPTE registers (PAE paging): loaded from the guest's PDPT at the MOVs to CR3,
+    # CR0 and CR4 that the SDM says load them (Vol. 3A §4.4.1), read at every walk
+    pdpte: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     msrs: dict[int, int] = field(default_factory=dict)
     dr: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0xFFFF0FF0, 0x400, 0xFFFF0FF0, 0x400])
 
