@@ -419,6 +419,9 @@ def expected_paeshadow(platform: str) -> list[str]:
         "B: cr3=0x320060 0x40000000=0x55555555",
         "A after an edit on B: 0x11111111",
         "B after an edit on A: 0x44444444",
+        # a task switch loads CR3 and the PDPTEs from the new TSS; its IRET, the old
+        # task's (SDM Vol. 3A §4.4.1, §7.3)
+        "task: cr3=0x320060 0x40000000=0x44444444 back: cr3=0x320040 0x11111111",
         "data page as a table: 0x22222222 then 0x11111111",
         "global page: 0x11111111 then 0x22222222",  # INVLPG drops a global entry too
         "32-bit: cr4=0x0 0x40000000=0x55555555",
@@ -445,13 +448,36 @@ def test_paeshadow_guest(paeshadow, platform):
 
 @pytest.mark.parametrize("mode", ["trapemu", "bt"])
 def test_paeshadow_guest_under_the_monitors(paeshadow, mode):
-    """The same lines under trapemu and bt, and at every entry into the monitor and
-    before every resume, each page the real TLB holds is what a walk of the guest's own
-    PAE tables gives (``test_monitor_tlb``): the shadow followed every change."""
+    """The same lines under trapemu and bt (with the pdptes=1 part, as on the bare PC),
+    and at every entry into the monitor and before every resume, each page the real TLB
+    holds is what a walk of the guest's own PAE tables gives (``test_monitor_tlb``): the
+    shadow followed every change."""
     from test_monitor_tlb import _run_checked
     from ringvisor.hw.machine import read_image
-    text, _ = _run_checked(read_image(str(paeshadow)), mode, "")
-    assert text.replace("\r\n", "\n").split("\n")[:-1] == expected_paeshadow("jit")
+    text, _ = _run_checked(read_image(str(paeshadow)), mode, "pdptes=1")
+    assert text.replace("\r\n", "\n").split("\n")[:-1] == expected_paeshadow_pdptes()
+
+
+# the pdptes=1 part, after the task line (ringvisor only: QEMU's TCG has no PDPTE
+# registers and never raises #GP for a PDPTE)
+PAESHADOW_PDPTES = (
+    # §4.4.1, §7.3: the switch commits (the back link is written, CR3 loaded), then
+    # #GP(0) at the new task's first instruction with the PDPTE registers unchanged
+    # (0x40000000 still through A's PDPTE 1); the new task's IRET goes back
+    "bad PDPT task: #GP err=0x0 at entry=1 link=0x28 cr3=0x320080 0x40000000=0x11111111 "
+    "back: cr3=0x320040 0x11111111")
+
+
+def expected_paeshadow_pdptes() -> list[str]:
+    lines = expected_paeshadow("jit")
+    at = next(i for i, line in enumerate(lines) if line.startswith("task: ")) + 1
+    return lines[:at] + [PAESHADOW_PDPTES] + lines[at:]
+
+
+def test_paeshadow_pdptes_on_the_bare_pc(paeshadow):
+    from hwtests import output_lines, run_platform
+    out, code = run_platform("jit", paeshadow, cmdline="pdptes=1")
+    assert (output_lines(out), code) == (expected_paeshadow_pdptes(), 0)
 
 
 def test_invlpg_in_a_large_page_drops_all_of_it():

@@ -4,7 +4,9 @@
  * with a page directory of its own for 1..2 GiB; a page table that maps itself (its
  * entries written through that window); a 4 MiB region half 4 KiB pages, half a 2 MiB
  * page; a page written as data and then used as a page table; a global page under
- * CR4.PGE; PAE turned off and on again, with edits made meanwhile.  Every change is
+ * CR4.PGE; a task switch to the other address space and back; PAE turned off and on
+ * again, with edits made meanwhile (pdptes=1, ringvisor only: a task switch to a PDPT
+ * with a reserved bit, #GP(0) in the new task).  Every change is
  * followed by INVLPG or a CR3 load before the next access, as §4.10.4 requires, so the
  * results do not depend on what a TLB keeps.  Expected lines: tests/test_pae.py. */
 #include "rt.h"
@@ -24,6 +26,11 @@ typedef volatile u64 pte_t;
 #define PT32_ADDR   0x0032a000u        /* ... identity 0..4 MiB ... */
 #define PT32B_ADDR  0x0032b000u        /* ... and 0x40000000.. */
 #define WINDOW      0x40010000u        /* PT_A, through PT_A[16] */
+#define TSS_T_ADDR  0x00206000u        /* the task whose CR3 is B's PDPT */
+#define SEL_TSS_T   0x48
+#define TSS_U_ADDR  0x00206100u        /* pdptes=1: a task whose PDPT has a reserved bit */
+#define SEL_TSS_U   0x50
+#define PDPT_BAD_ADDR 0x00320080u
 #define X1 0x00a00000u
 #define X2 0x00a01000u
 #define X3 0x00a02000u
@@ -33,6 +40,7 @@ typedef volatile u64 pte_t;
 #define C2 0x00a07000u
 #define PDPT_A ((pte_t *)PDPT_A_ADDR)
 #define PDPT_B ((pte_t *)PDPT_B_ADDR)
+#define PDPT_BAD ((pte_t *)PDPT_BAD_ADDR)
 #define PD0  ((pte_t *)PD0_ADDR)
 #define PD_A ((pte_t *)PD_A_ADDR)
 #define PT_A ((pte_t *)PT_A_ADDR)
@@ -68,6 +76,51 @@ static void pae_on(u32 pdpt)
 static u32 call(u32 lin)
 {
     return ((u32 (*)(void))lin)();
+}
+
+/* a task on B's address space: a task switch loads CR3, and with it the PDPTEs (§4.4.1,
+ * §7.3); its IRET goes back to the runtime's task, whose TSS names A's PDPT */
+static u8 stack_t[4096] __attribute__((aligned(16)));
+static volatile u32 t_val, t_cr3;
+
+static void task_t(void)
+{
+    for (;;) {
+        t_val = AT(0x40000000);
+        t_cr3 = read_cr3();
+        __asm__ volatile("iret" ::: "memory");
+    }
+}
+
+static void task_init(u32 addr, void (*entry)(void), u32 cr3)
+{
+    volatile struct tss *t = (volatile struct tss *)addr;
+    memset((void *)addr, 0, 104);
+    t->eip = (u32)entry;
+    t->eflags = 0x2;
+    t->esp = (u32)(stack_t + sizeof stack_t);
+    t->cs = SEL_CODE0;
+    t->ss = t->ds = t->es = t->fs = t->gs = SEL_DATA0;
+    t->cr3 = cr3;
+    t->iomap = 104;
+}
+
+/* pdptes=1 (not on QEMU, whose TCG loads no PDPTE registers and never raises #GP for
+ * one): a task switch to a CR3 whose PDPT has a reserved bit commits, then raises
+ * #GP(0) in the new task at its first instruction, the PDPTE registers unchanged
+ * (§4.4.1, §7.3); the handler goes back to the old task with the new one's IRET */
+extern void task_u(void), task_u_back(void);
+__asm__(".text\ntask_u: hlt\ntask_u_back: iret\n");
+static volatile u32 u_err, u_eip, u_link, u_cr3, u_val;
+
+static void gp_in_task_u(struct frame *f)
+{
+    u_err = f->err;
+    u_eip = f->eip;
+    u_link = ((volatile struct tss *)TSS_U_ADDR)->link;   /* (STR would show trapemu) */
+    u_cr3 = read_cr3();
+    u_val = AT(0x40000000);
+    f->eip = (u32)task_u_back;                  /* NT is set in the frame: a task return */
 }
 
 int main(void)
@@ -147,6 +200,28 @@ int main(void)
     write_cr3(PDPT_B_ADDR);
     kprintf("B after an edit on A: 0x%x\n", AT(0x40000000));
     write_cr3(PDPT_A_ADDR);
+    task_init(TSS_T_ADDR, task_t, PDPT_B_ADDR);
+    TSS->cr3 = PDPT_A_ADDR;
+    gdt_set(SEL_TSS_T >> 3, TSS_T_ADDR, 0x67, 0x89, 0);
+    __asm__ volatile("lcall $0x48, $0" ::: "memory", "cc");
+    __asm__ volatile("clts");
+    u32 back = AT(0x40000000);
+    kprintf("task: cr3=0x%x 0x40000000=0x%x back: cr3=0x%x 0x%x\n", t_cr3, t_val, read_cr3(), back);
+    u32 arg;
+    if (rt_arg("pdptes", &arg)) {
+        PDPT_BAD[0] = PD0_ADDR | PTE_P;
+        PDPT_BAD[1] = PD_B_ADDR | PTE_P | 0x2;       /* bit 1: reserved (Table 4-8) */
+        task_init(TSS_U_ADDR, task_u, PDPT_BAD_ADDR);
+        gdt_set(SEL_TSS_U >> 3, TSS_U_ADDR, 0x67, 0x89, 0);
+        rt_isr[13] = gp_in_task_u;
+        __asm__ volatile("lcall $0x50, $0" ::: "memory", "cc");
+        __asm__ volatile("clts");
+        rt_isr[13] = 0;
+        back = AT(0x40000000);
+        kprintf("bad PDPT task: #GP err=0x%x at entry=%u link=0x%x cr3=0x%x 0x40000000=0x%x "
+                "back: cr3=0x%x 0x%x\n", u_err, u_eip == (u32)task_u, u_link, u_cr3, u_val,
+                read_cr3(), back);
+    }
 
     /* a page written as data, then a page table, then written as data again */
     T[0] = X2 | RW;
