@@ -491,3 +491,32 @@ def test_invlpg_in_a_large_page_drops_all_of_it():
     m.mem.write(PD + 8, (PT | 3).to_bytes(8, "little"))   # now the page table: 0x207000 -> 0x6000
     m.cpu.invlpg(0x3FF000)                                # another 4 KiB of the old 2 MiB page
     assert mmu.read(0x207010, 4, False) == 0x6B6B6B6B
+
+
+def test_a_pae_guest_under_trapemu_is_saved_and_restored(paeshadow):
+    """Mid-run, with two PAE address spaces shadowed, the VM's image (the virtual CPU's
+    PDPTE registers, each shadow's PDPTEs and the guest table of each half) restores to
+    the same monitor state, and the restored VM prints what the original prints."""
+    from ringvisor.hw.machine import read_image
+    from ringvisor.lifecycle import codec, stream
+    from ringvisor.lifecycle.vm import VmInfo, capture, restore
+    from ringvisor.vmm import attach_monitor, create_vm
+    out = bytearray()
+    m, mon = create_vm(read_image(str(paeshadow)), "trapemu", "", 32, output=out.extend)
+    for _ in range(1000):                          # (pause on the guest's own progress)
+        if b"B after an edit on A" in out:
+            break
+        m.run(20_000)
+        m.stop = None
+    else:
+        raise AssertionError(out.decode(errors="replace"))
+    assert sum(r.pdptes is not None for r in mon.shadow.roots.values()) == 2
+    secs = capture(m, mon, VmInfo())
+    after = bytearray()
+    m2, mon2, _ = restore(stream.read_sections(stream.pack_image(secs)), attach_monitor,
+                          output=after.extend)
+    assert codec.encode(mon2.get_state()) == codec.encode(mon.get_state())
+    mark = len(out)
+    for machine in (m, m2):
+        assert machine.run(20_000_000).status == 1
+    assert bytes(after) == bytes(out[mark:]) and b"paeshadow: done" in after
