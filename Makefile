@@ -6,8 +6,10 @@ PYTHON ?= python3
 demo: setup
 	ringvisor demo
 
+# --dist loadscope: a module's tests stay on one worker, so a booted machine a module
+# shares (its module-scoped fixtures) is booted once, not once per worker
 test: setup-test
-	$(PYTHON) -m pytest -q -n 2
+	$(PYTHON) -m pytest -q -n 2 --dist loadscope
 
 setup:
 	$(PYTHON) -m pip install -q -e .
