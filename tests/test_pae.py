@@ -520,3 +520,24 @@ def test_a_pae_guest_under_trapemu_is_saved_and_restored(paeshadow):
     for machine in (m, m2):
         assert machine.run(20_000_000).status == 1
     assert bytes(after) == bytes(out[mark:]) and b"paeshadow: done" in after
+
+
+@pytest.mark.parametrize("mode", ["trapemu", "bt"])
+def test_a_pdpt_beyond_guest_ram_is_gp_not_the_monitors_memory(paeshadow, mode):
+    """A CR3 naming a PDPT above the guest's RAM -- where the hypervisor region lies in
+    machine memory -- loads nothing from there: it reads as open bus (all ones: present
+    with reserved bits), so the MOV is #GP(0) and the PDPTE registers keep their values."""
+    from ringvisor.hw.machine import read_image
+    from ringvisor.hw.state import CR0_PE, CR0_PG, CR4_PAE
+    from ringvisor.vmm import create_vm
+    from ringvisor.vmm.errors import GuestFault
+    m, mon = create_vm(read_image(str(paeshadow)), mode, "", 32)
+    region = mon.base + 0x1000                    # machine memory the monitor owns
+    m.mem.write(region, (0x1001).to_bytes(8, "little") * 4)   # good PDPTEs, if it were read
+    assert mon.gm.read_pdptes(region) is None
+    before = list(mon.vcpu.pdpte)
+    with pytest.raises(GuestFault) as e:
+        mon.load_pdptes(CR0_PE | CR0_PG, CR4_PAE, region)
+    assert (e.value.vector, e.value.error_code, mon.vcpu.pdpte) == (13, 0, before)
+    m.mem.write(0x7000, (0x1001).to_bytes(8, "little") * 4)   # the same in guest RAM
+    assert mon.gm.read_pdptes(0x7000) == [0x1001] * 4

@@ -125,9 +125,14 @@ class GuestMemory:
 
     def read_pdptes(self, cr3: int) -> list[int] | None:
         """The four PDPTEs a MOV to CR3 = ``cr3`` loads from guest-physical memory, or None
-        when a present one sets a reserved bit (the MOV is #GP(0), SDM Vol. 3A §4.4.1)."""
-        return read_pdptes(lambda gpa: self.mem.read32(self.machine(gpa)) |
-                           self.mem.read32(self.machine(gpa + 4)) << 32, cr3)
+        when a present one sets a reserved bit (the MOV is #GP(0), SDM Vol. 3A §4.4.1).
+        A PDPT beyond the guest's RAM reads all ones, as open bus does on the bare PC
+        (present, reserved bits: #GP): never the monitor's memory above it."""
+        def entry(gpa: int) -> int:
+            if self.p2m is None and gpa + 8 > self.ram_size:
+                return (1 << 64) - 1
+            return self.mem.read32(self.machine(gpa)) | self.mem.read32(self.machine(gpa + 4)) << 32
+        return read_pdptes(entry, cr3)
 
     def page_shift(self, lin: int) -> int:
         """log2 of the size of the guest page that maps ``lin`` (22: 4 MiB, 21: 2 MiB;
