@@ -21,7 +21,7 @@ import pytest
 from foreign import build_kernel, run
 from ringvisor.tools.qemu import find_qemu
 
-KERNELS = ["lnx", "segs", "jos"]
+KERNELS = ["lnx", "segs", "jos", "xv6"]
 PLATFORMS = ["jit", "interp", "trapemu", "bt"]
 
 
