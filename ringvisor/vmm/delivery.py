@@ -33,8 +33,9 @@ ACCESSED = 1 << 40
 # a change to a gate is seen at once; only the decoding and the checks are cached.
 _GATES: dict[tuple[int, int, bool, int], tuple[int, int, bool, int]] = {}
 # The same for a whole delivery from ring 3 (``Delivery._deliver_known``), keyed by the
-# gate's, the handler's code descriptor's and the TSS stack segment's bytes.
-_KNOWN: dict[tuple, tuple[int, bool, int, object]] = {}
+# gate's (or a trap table's entry), the handler's code descriptor's and the TSS stack
+# segment's bytes, and whether the monitor sets the guest's accessed bits.
+_KNOWN: dict[tuple, tuple | bool] = {}
 
 
 def stack_image(vals: list[int], size: int) -> bytes:
@@ -49,9 +50,6 @@ class Delivery:
     """Entering the guest's handlers (mixed into ``Monitor``)."""
 
     delivered = False            # the guest was sent to a handler during this entry
-    # the guest's gates are in its IDT, its descriptors in its GDT and its ring-0 stack in
-    # its TSS, where ``_deliver_known`` reads them (not para-virtualization's trap table)
-    tables_in_memory = True
 
     def soft_interrupt(self, f: Frame, vector: int, length: int) -> None:
         """``int n`` executed by the guest (it trapped: every real gate but the callouts is DPL 0)."""
@@ -97,7 +95,7 @@ class Delivery:
         raise TripleFault(f"guest exception delivery loops under {self.name}")
 
     def _deliver(self, f: Frame, vector: int, err: int | None, soft: bool, ret: int) -> None:
-        if self.tables_in_memory and f.cs & 3 == 3 and not f.eflags & VM and self.vcpu.cpl == 3 and \
+        if f.cs & 3 == 3 and not f.eflags & VM and self.vcpu.cpl == 3 and \
                 self._deliver_known(f, vector, err, soft, ret):
             return
         sel, offset, interrupt_gate, size = self.guest_gate(vector, soft)
@@ -166,66 +164,85 @@ class Delivery:
         ``check_handler_cs`` and ``check_tss_stack`` concluded from the same bytes is
         reused.  False (nothing done) where anything differs, a read would need a walk,
         or a check could fail: the long way then reads, checks and raises."""
-        v = self.vcpu
-        if vector * 8 + 7 > v.idt_limit or v.tr_limit < 9:
-            return False
-        # (the TSS: ESP0, SS0 and the two bytes after)
-        got = self._peek8((v.idt_base + vector * 8) & 0xFFFFFFFF, (v.tr_base + 4) & 0xFFFFFFFF)
+        got = self.known_tables(vector)
         if got is None:
             return False
-        gate, stack = got
-        sel, ss0 = (gate >> 16) & 0xFFFF, (stack >> 32) & 0xFFFF
+        gate, sel, esp0, ss0 = got
         # both in the GDT (an LDT's entries have bookkeeping of their own) and inside it
+        v = self.vcpu
         limit = v.gdt_limit
         if sel & 4 or ss0 & 4 or not sel & 0xFFFC or not ss0 & 0xFFFC or (sel | 7) > limit \
                 or (ss0 | 7) > limit or sel >> 3 >= FIRST_RESERVED or ss0 >> 3 >= FIRST_RESERVED:
             return False
-        got = self._peek8((v.gdt_base + (sel & ~7)) & 0xFFFFFFFF, (v.gdt_base + (ss0 & ~7)) & 0xFFFFFFFF)
+        got = self.known_descriptors(sel, ss0)
         if got is None:
             return False
         cd, sd = got
-        key = (gate, vector, soft, cd, ss0, sd)
+        key = (gate, vector, soft, cd, ss0, sd, self.gdt.tracking)
         known = _KNOWN.get(key)
         if known is None:
             known = self._know(key)
-            if known is None:
-                return False
+        if not known:
+            return False
         offset, interrupt_gate, size, seg = known
         tail = [] if err is None else [err]
         vals = [f.ss, self.cpu.state.regs[4], v.eflags_view(f.eflags), f.cs, ret] + tail
         n = size * len(vals)
-        new = ((stack & 0xFFFFFFFF) - n) & 0xFFFFFFFF
+        new = (esp0 - n) & 0xFFFFFFFF
         check_access(seg, new, n, True, SS)
         self.gm.write((seg.base + new) & 0xFFFFFFFF, stack_image(vals, size))
         self._entered(f, sel, offset, interrupt_gate, new, seg.selector, ss0 & ~3)
         return True
 
-    def _know(self, key: tuple) -> tuple | None:
+    def known_tables(self, vector: int) -> tuple | None:
+        """For ``_deliver_known``: (the gate's bytes, its selector, ESP0, SS0) as a supervisor
+        read finds them in the IDT and the TSS, when the real TLB holds both pages; else
+        None."""
+        v = self.vcpu
+        if vector * 8 + 7 > v.idt_limit or v.tr_limit < 9:
+            return None
+        # (the TSS: ESP0, SS0 and the two bytes after)
+        got = self._peek8((v.idt_base + vector * 8) & 0xFFFFFFFF, (v.tr_base + 4) & 0xFFFFFFFF)
+        if got is None:
+            return None
+        gate, stack = got
+        return gate, (gate >> 16) & 0xFFFF, stack & 0xFFFFFFFF, (stack >> 32) & 0xFFFF
+
+    def known_descriptors(self, a: int, b: int) -> tuple[int, int] | None:
+        """For ``_deliver_known``: the bytes of GDT selectors ``a`` and ``b`` (inside the
+        table), or None where only the long way can read them."""
+        base = self.vcpu.gdt_base
+        return self._peek8((base + (a & ~7)) & 0xFFFFFFFF, (base + (b & ~7)) & 0xFFFFFFFF)
+
+    def _know(self, key: tuple) -> tuple | bool:
         """Check a gate, its handler's code descriptor and the TSS's stack segment as the
         long way does (``guest_gate``, ``enter_guest_handler``) for a delivery from ring 3
-        to ring 0; what the checks leave to each delivery, or None if any check fails, a
-        descriptor's accessed bit is still to be set, or the gate is a task gate: those
-        take the long way every time."""
-        gate, vector, soft, cd, ss0, sd = key
+        to ring 0: what the checks leave to each delivery, or False (kept too) if any
+        check fails, a descriptor's accessed bit is still to be set, or the gate is a task
+        gate: those take the long way every time."""
+        gate, vector, soft, cd, ss0, sd, tracking = key
         v = self.vcpu
         try:
             sel, offset, interrupt_gate, size = self.guest_gate(vector, soft)
         except (CpuFault, GuestPageFault):
-            return None
-        if offset is None or not cd & ACCESSED or not sd & ACCESSED:
-            return None
+            return False
+        if offset is None:              # a task gate
+            _KNOWN[key] = False
+            return False
         code = Descriptor(cd, v.gdt_base + (sel & ~7))
         stack = Descriptor(sd, v.gdt_base + (ss0 & ~7))
-        if not code.is_code or code.conforming or code.dpl != 0 or offset > code.limit:
-            return None
-        try:
-            check_handler_cs(code, sel, 3, 0)
-            check_tss_stack(stack, ss0, 0, 0)
-        except CpuFault:
-            return None
+        known = (not tracking or cd & sd & ACCESSED) and \
+            code.is_code and not code.conforming and code.dpl == 0 and offset <= code.limit
+        if known:
+            try:
+                check_handler_cs(code, sel, 3, 0)
+                check_tss_stack(stack, ss0, 0, 0)
+            except CpuFault:
+                known = False
         if len(_KNOWN) > 4096:          # a guest writing random tables cannot grow it
             _KNOWN.clear()
-        known = _KNOWN[key] = (offset, interrupt_gate, size, stack.segment((ss0 & ~3) | 1))
+        _KNOWN[key] = known = known and (offset, interrupt_gate, size,
+                                         stack.segment((ss0 & ~3) | 1))
         return known
 
     def soft_interrupt_length(self, f: Frame, vector: int) -> int:

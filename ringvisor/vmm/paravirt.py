@@ -86,7 +86,6 @@ class ParaVirt(Monitor):
     virtual_apic = False                 # events and a timer hypercall instead
     pae = False                          # its page tables are 32-bit (the PV ABI's)
     SOFT_GATES = Monitor.SOFT_GATES + (HYPERCALL_VECTOR,)     # (``pv_region``'s gate)
-    tables_in_memory = False             # a trap table, GDT frames and a stack by hypercall
     STATE = Monitor.STATE + ("events", "trap_table", "callbacks", "gdt_frames", "kstack", "pinned",
                              "timer", "hypercalls", "time_version")
     WIRING = Monitor.WIRING + ("cmdline", "si_phys", "start_info_phys", "fixed", "time_scale",
@@ -283,6 +282,35 @@ class ParaVirt(Monitor):
             offset += chunk
             n -= chunk
         return bytes(out)
+
+    def known_tables(self, vector: int) -> tuple | None:
+        # the trap table's entry stands for the gate (``Delivery._deliver_known``); not for
+        # #PF, whose gate also publishes CR2 (``guest_gate``)
+        entry = self.trap_table.get(vector)
+        if entry is None or vector == 14:
+            return None
+        entry = tuple(entry)            # (a restored state holds lists)
+        if self.kstack is not None:
+            return entry, entry[1], self.kstack[1], self.kstack[0]
+        v = self.vcpu                   # (no stack_switch: the TSS's, as ``kernel_stack``)
+        tss = (v.tr_base + 4) & 0xFFFFFFFF
+        got = self._peek8(tss, tss) if v.tr_limit >= 9 else None
+        if got is None:
+            return None
+        return entry, entry[1], got[0] & 0xFFFFFFFF, (got[0] >> 32) & 0xFFFF
+
+    def known_descriptors(self, a: int, b: int) -> tuple[int, int] | None:
+        frames, ram = self.gdt_frames, self.mem.ram
+        if not frames:
+            return super().known_descriptors(a, b)
+        out = []
+        for sel in (a, b):
+            i, o = (sel & ~7) >> 12, sel & 0xFF8
+            if i >= len(frames) or (frames[i] << 12) + 0x1000 > len(ram):
+                return None
+            p = (frames[i] << 12) | o
+            out.append(int.from_bytes(ram[p:p + 8], "little"))
+        return out[0], out[1]
 
     def kernel_stack(self, ext: int) -> tuple[int, int]:
         if self.kstack is not None:
