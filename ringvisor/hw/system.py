@@ -31,7 +31,8 @@ HELPERS: dict[int, callable] = {}
 CR0_WRITABLE = 0xE005003F      # PG CD NW AM WP NE ET TS EM MP PE
 CR4_SUPPORTED = (CR4_VME | CR4_PVI | CR4_TSD | CR4_DE | CR4_PSE | CR4_PAE | CR4_PGE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT |
                  CR4_UMIP | CR4_SMEP | CR4_SMAP | CR4_VMXE)
-# in VMX operation CR0.PE, NE and PG stay set and CR4.VMXE cannot be cleared (SDM Vol. 3C §23.8)
+# in VMX operation CR0.PE, NE and PG stay set and CR4.VMXE cannot be cleared (SDM Vol. 3C §23.8;
+# an unrestricted guest may clear PE and PG: Vmx.cr0_fixed)
 VMX_CR0_FIXED = CR0_PE | 0x20 | CR0_PG
 
 helper = registrar(HELPERS)
@@ -585,7 +586,7 @@ def write_cr(cpu, n: int, v: int) -> None:
             raise CpuFault(GP, 0)
         if (v & CR0_PG and not v & CR0_PE) or (v & CR0_NW and not v & CR0_CD):
             raise CpuFault(GP, 0)
-        if cpu.vmx.on and v & VMX_CR0_FIXED != VMX_CR0_FIXED:
+        if cpu.vmx.on and v & (fixed := cpu.vmx.cr0_fixed()) != fixed:
             raise CpuFault(GP, 0)
         old = st.cr0
         v |= CR0_ET                 # ET is hardwired to 1 (SDM Vol. 3 §2.5)

@@ -17,9 +17,9 @@ from .ept import eptp_valid
 from .faults import CpuFault, UnsupportedFeature
 from .pae import PDPTE_RESERVED, read_pdptes
 from .identify import msr_write_ok
-from .state import (CR0_PG, CR4_PAE, ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, IF, MSR_SYSENTER_CS,
+from .state import (CR0_PE, CR0_PG, CR4_PAE, ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, IF, MSR_SYSENTER_CS,
                     MSR_SYSENTER_EIP, MSR_SYSENTER_ESP, MSR_TSC, VM, Segment)
-from .vmcs import (BLOCK_MOV_SS, BLOCK_NMI, CPU_NMI_WINDOW, PIN_NMI, PIN_VIRTUAL_NMI,
+from .vmcs import (CPU2_UNRESTRICTED, BLOCK_MOV_SS, BLOCK_NMI, CPU_NMI_WINDOW, PIN_NMI, PIN_VIRTUAL_NMI,
                    CAPABILITY_MSRS, CPU2_EPT, CPU_CONTROLS, CPU_CONTROLS2, EPTP, CPU_IO_BITMAPS, CPU_MSR_BITMAPS,
                    CPU_INTR_WINDOW, CPU_MTF, CPU_SECONDARY, CPU_TSC_OFFSET, CR0_FIXED0, CR0_FIXED1, CR3_TARGET_COUNT, CR4_FIXED0,
                    ENTRY_CONTROLS, ENTRY_EXCEPTION_ERROR, ENTRY_INSTRUCTION_LEN, ENTRY_INTR_INFO,
@@ -90,6 +90,10 @@ def check_controls(vmx) -> int:
         return ERR_BAD_CONTROLS
     if proc & CPU_SECONDARY and r(CPU_CONTROLS2) & CPU2_EPT and not eptp_valid(r(EPTP)):
         return ERR_BAD_CONTROLS
+    # "unrestricted guest" needs "enable EPT" (§26.2.1.1)
+    if proc & CPU_SECONDARY and r(CPU_CONTROLS2) & CPU2_UNRESTRICTED and \
+            not r(CPU_CONTROLS2) & CPU2_EPT:
+        return ERR_BAD_CONTROLS
     if proc & CPU_IO_BITMAPS and (vmx._bad_address(r(IO_BITMAP_A)) or vmx._bad_address(r(IO_BITMAP_B))):
         return ERR_BAD_CONTROLS
     if proc & CPU_MSR_BITMAPS and vmx._bad_address(r(MSR_BITMAP)):
@@ -106,8 +110,10 @@ def check_controls(vmx) -> int:
             return ERR_BAD_CONTROLS
         if typ == INTR_NMI and vector != 2 or typ == INTR_HW_EXCEPTION and vector > 31:
             return ERR_BAD_CONTROLS
-        # an error code with exactly the hardware exceptions that push one (CR0.PE is 1)
-        if bool(info & INTR_ERROR_VALID) != (typ == INTR_HW_EXCEPTION and vector in HAS_ERROR):
+        # an error code with exactly the hardware exceptions that push one, and only in
+        # protected mode: with "unrestricted guest" CR0.PE may be clear (§26.2.1.3)
+        if bool(info & INTR_ERROR_VALID) != (typ == INTR_HW_EXCEPTION and vector in HAS_ERROR
+                                             and bool(r(GUEST_CR0) & CR0_PE)):
             return ERR_BAD_CONTROLS
         if info & INTR_ERROR_VALID and r(ENTRY_EXCEPTION_ERROR) >> 16:
             return ERR_BAD_CONTROLS
@@ -156,8 +162,13 @@ def check_guest(vmx) -> int | None:
     from .vmx import cr4_fixed1
     r = vmx.vmcs.fields.__getitem__      # (whole fields: a 64-bit one with both halves)
     cr0, cr4 = r(GUEST_CR0), r(GUEST_CR4)
-    if (cr0 & CR0_FIXED0) != CR0_FIXED0 or cr0 & ~CR0_FIXED1 or \
-            (cr4 & CR4_FIXED0) != CR4_FIXED0 or cr4 & ~cr4_fixed1():
+    # §26.3.1.1: under "unrestricted guest" PE and PG are not checked against
+    # IA32_VMX_CR0_FIXED0; PG set needs PE set whatever the controls
+    unrestricted = vmx.unrestricted()
+    fixed0 = CR0_FIXED0 & ~(CR0_PE | CR0_PG) if unrestricted else CR0_FIXED0
+    if (cr0 & fixed0) != fixed0 or cr0 & ~CR0_FIXED1 or \
+            (cr4 & CR4_FIXED0) != CR4_FIXED0 or cr4 & ~cr4_fixed1() or \
+            cr0 & CR0_PG and not cr0 & CR0_PE:
         return 0
     fl = r(GUEST_RFLAGS)
     if fl & RFLAGS_RESERVED or not fl & 2:
@@ -181,31 +192,39 @@ def check_guest(vmx) -> int | None:
         if any(s.base != s.selector << 4 or s.limit != 0xFFFF or s.attr != VM86_ATTR
                for s in segs[:6]):
             return 0
-    elif cs.attr & ATTR_UNUSABLE or not cs.attr & ATTR_S or cs.type not in (9, 11, 13, 15) or \
-            not _usable_ok(cs) or _protected_segments_bad(segs):
+    elif segments_bad(segs, unrestricted, bool(cr0 & CR0_PE)):
         return 0
     if r(GUEST_GDTR_LIMIT) >> 16 or r(GUEST_IDTR_LIMIT) >> 16:
         return 0
     return _check_activity(vmx, r, fl, segs[SS], info, injecting, ext)
 
 
-def _protected_segments_bad(segs) -> bool:
-    """The checks of CS against SS, of SS, DS, ES, FS and GS outside virtual-8086 mode
-    (§26.3.1.2)."""
+def segments_bad(segs, unrestricted: bool, pe: bool) -> bool:
+    """The checks on CS, SS, DS, ES, FS and GS of a guest that will not be virtual-8086
+    (§26.3.1.2).  "Unrestricted guest" relaxes four of them, for the segment caches real
+    mode leaves (its segment loads change only selector and base): CS may be read/write
+    accessed data (type 3, then DPL 0), SS.RPL need not equal CS.RPL nor SS.DPL its RPL,
+    and DS-GS DPL may be below their RPL.  SS.DPL (the CPL) is 0 with CR0.PE clear."""
     cs, ss = segs[CS], segs[SS]
-    if cs.type in (9, 11) and cs.dpl != ss.dpl or cs.type in (13, 15) and cs.dpl > ss.dpl:
+    if cs.attr & ATTR_UNUSABLE or not cs.attr & ATTR_S or not _usable_ok(cs) or \
+            cs.type not in ((3, 9, 11, 13, 15) if unrestricted else (9, 11, 13, 15)):
         return True
-    if ss.selector & 3 != cs.selector & 3:
+    if cs.type == 3 and cs.dpl != 0 or cs.type in (9, 11) and cs.dpl != ss.dpl or \
+            cs.type in (13, 15) and cs.dpl > ss.dpl:
         return True
-    if not ss.attr & ATTR_UNUSABLE and (ss.type not in (3, 7) or ss.dpl != ss.selector & 3 or
-                                        not ss.attr & ATTR_S or not _usable_ok(ss)):
+    if not unrestricted and (ss.selector & 3 != cs.selector & 3 or ss.dpl != ss.selector & 3):
+        return True
+    if ss.dpl != 0 and (cs.type == 3 or not pe):
+        return True
+    if not ss.attr & ATTR_UNUSABLE and (ss.type not in (3, 7) or not ss.attr & ATTR_S or
+                                        not _usable_ok(ss)):
         return True
     for i in (ES, DS, FS, GS):
         s = segs[i]
         if s.attr & ATTR_UNUSABLE:
             continue
         if not s.type & 1 or (s.type & 8 and not s.type & 2) or not s.attr & ATTR_S or \
-                not _usable_ok(s) or (s.type < 12 and s.dpl < s.selector & 3):
+                not _usable_ok(s) or (not unrestricted and s.type < 12 and s.dpl < s.selector & 3):
             return True
     return False
 

@@ -38,7 +38,7 @@ import iced_x86 as ix
 from .ept import INVEPT_ALL, INVEPT_SINGLE, Ept, EptExit, eptp_valid
 from .pae import ADDR
 from .faults import GP, NMI, PF, DB, UD, CpuFault
-from .state import ARITH_FLAGS, CF, CR0_PE, IF, VM, ZF
+from .state import ARITH_FLAGS, CF, CR0_PE, CR0_PG, IF, VM, ZF
 from .system import get_reg, helper, read_mem, read_op, require_cpl0, write_mem, write_op
 from .vmcs import (CAPABILITY_MSRS, CR0_FIXED0, CR0_FIXED1,
                    CR0_MASK, CR0_SHADOW, CR4_FIXED0, CR4_MASK, CR4_SHADOW, ENTRY_INTR_INFO,
@@ -292,8 +292,15 @@ class Vmx:
         if linear is not None:
             w(GUEST_LINEAR_ADDR, linear)
         w(ENTRY_INTR_INFO, self.read(ENTRY_INTR_INFO) & ~INTR_VALID)   # SDM §27.2.4... cleared
-        self.exits[EXIT_REASONS.get(reason, str(reason))] += 1
-        save_guest(self, self.cpu.state.eip if rip is None else rip)
+        name = EXIT_REASONS.get(reason, str(reason))
+        self.exits[name] += 1
+        st = self.cpu.state
+        rip = st.eip if rip is None else rip
+        if self.cpu.trace:
+            real = "" if st.cr0 & CR0_PE else " (real mode)"
+            self.cpu.trace(f"[{st.icount}] VM exit: {name}, qualification {qual:#x}, "
+                           f"at eip={rip:#010x}{real}\n")
+        save_guest(self, rip)
         load_host(self)
 
     def ept_exit(self, fault: EptExit) -> None:
@@ -386,6 +393,24 @@ class Vmx:
     def instruction_exit(self, ins, reason: int, qual: int = 0, linear: int | None = None) -> int:
         self.exit(reason, qual, ins.len, rip=ins.ip32, linear=linear)
         return self.cpu.state.eip
+
+    def unrestricted(self) -> bool:
+        """The current VMCS has "unrestricted guest" (secondary control bit 7, SDM Vol. 3C
+        §26.8) in force: its guest may run with CR0.PE and CR0.PG clear."""
+        if self.current is NO_VMCS:
+            return False
+        r = self.vmcs.fields.get
+        return bool(r(V.CPU_CONTROLS, 0) & V.CPU_SECONDARY and
+                    r(V.CPU_CONTROLS2, 0) & V.CPU2_UNRESTRICTED)
+
+    def cr0_fixed(self) -> int:
+        """The CR0 bits MOV to CR0 must leave set in VMX operation (§23.8): PE, NE and PG;
+        in non-root operation under unrestricted guest PE and PG may be cleared (§26.8,
+        the footnote to §23.8) -- NE stays fixed."""
+        from .system import VMX_CR0_FIXED
+        if self.cpu.nonroot and self.unrestricted():
+            return VMX_CR0_FIXED & ~(CR0_PE | CR0_PG)
+        return VMX_CR0_FIXED
 
     def guest_cr(self, n: int) -> int:
         """What MOV from CR0/CR4 and SMSW read in non-root operation: the read shadow for

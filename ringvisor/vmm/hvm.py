@@ -177,7 +177,8 @@ class HardwareAssisted:
                                          V.CPU_HLT | paging | V.CPU_IO | V.CPU_MSR_BITMAPS |
                                          V.CPU_SECONDARY))
         w(V.CPU_CONTROLS2, self._controls(V.MSR_VMX_PROCBASED_CTLS2,
-                                          V.CPU2_RDTSCP | (V.CPU2_EPT if self.ept else 0)))
+                                          V.CPU2_RDTSCP | (V.CPU2_EPT | V.CPU2_UNRESTRICTED
+                                                           if self.ept else 0)))
         w(V.EXIT_CONTROLS, self._controls(V.MSR_VMX_TRUE_EXIT, V.EXIT_ACK_INT))
         w(V.ENTRY_CONTROLS, self._controls(V.MSR_VMX_TRUE_ENTRY, V.ENTRY_LOAD_DEBUG))
         w(V.EXCEPTION_BITMAP, 0 if self.ept else 1 << PF)
@@ -247,7 +248,12 @@ class HardwareAssisted:
         v = self.vcpu
         owned = self._cr0_owned
         self.write(V.CR0_SHADOW, v.cr0)
-        self.write(V.GUEST_CR0, (v.cr0 & ~owned) | (CR0_HOST & owned) | CR0_ET)
+        host = CR0_HOST
+        if self.ept and not v.cr0 & CR0_PE:
+            # an unrestricted guest (SDM Vol. 3C §26.3.1.1) in real mode: PE and PG
+            # really clear, guest-physical addresses straight into EPT
+            host &= ~(CR0_PE | CR0_PG)
+        self.write(V.GUEST_CR0, (v.cr0 & ~owned) | (host & owned) | CR0_ET)
 
     def _set_cr4_views(self) -> None:
         v = self.vcpu
@@ -354,6 +360,8 @@ class HardwareAssisted:
                 and not ((pending & 0xFF) != 14 and vector == 14):
             vector, err = 8, 0
         info = V.INTR_VALID | V.INTR_HW_EXCEPTION << 8 | vector
+        if not self.vcpu.cr0 & CR0_PE:
+            err = None                         # real mode pushes no error code (§26.2.1.3)
         if err is not None:
             info |= V.INTR_ERROR_VALID
             self.write(V.ENTRY_EXCEPTION_ERROR, err)

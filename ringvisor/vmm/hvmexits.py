@@ -274,12 +274,19 @@ def set_cr(mon, n: int, value: int) -> bool:
                 or (value & CR0_NW and not value & CR0_CD):
             mon.inject_exception(GP, 0)
             return False
-        if not value & CR0_PE:
-            raise MonitorStop("hvm: the guest left protected mode (real mode is not virtualized)")
+        if not value & CR0_PE and not mon.ept:
+            # real mode in VMX non-root needs "unrestricted guest", and that needs EPT
+            # (SDM Vol. 3C §26.2.1.1); without it VM entry refuses CR0.PE clear (§26.3.1.1)
+            raise MonitorStop(f"hvm --no-ept: the guest cleared CR0.PE at "
+                              f"{mon.read(V.GUEST_SEL + 2 * CS):04x}:{mon.read(V.GUEST_RIP):08x}: "
+                              f"real mode needs unrestricted "
+                              f"guest, which needs EPT (run without --no-ept)")
         value |= CR0_ET
         changed = v.cr0 ^ value
         if changed & CR0_PDPTE_RELOAD and not load_pdptes(mon, value, v.cr4, v.cr3):
             return False
+        if changed & CR0_PE:                  # (shown by --stats: the guest's mode switches)
+            mon.stats["to real mode" if v.cr0 & CR0_PE else "to protected mode"] += 1
         v.cr0 = value
         mon._set_cr0_views()
         if changed & CR0_WP and not mon.ept:

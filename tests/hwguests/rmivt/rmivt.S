@@ -144,44 +144,7 @@ same:   movw $(m_same - low_start), %si
 1:      call puts
         ret
 
-hex4:   pushw %ax
-        movb %ah, %al
-        call hex2
-        popw %ax
-hex2:   pushw %ax
-        shrb $4, %al
-        call hex1
-        popw %ax
-hex1:   pushw %ax
-        andb $0x0f, %al
-        addb $'0', %al
-        cmpb $'9', %al
-        jbe 1f
-        addb $('a' - '0' - 10), %al
-1:      call putc
-        popw %ax
-        ret
-
-newline:
-        movb $'\n', %al
-putc:   pushw %dx
-        pushw %ax
-        movw $0x3fd, %dx
-1:      inb %dx, %al
-        testb $0x20, %al
-        jz 1b
-        popw %ax
-        movw $0x3f8, %dx
-        outb %al, %dx
-        popw %dx
-        ret
-
-puts:   lodsb
-        testb %al, %al
-        jz 1f
-        call putc
-        jmp puts
-1:      ret
+#include "com16.h"
 
 ivt_ptr:  .word 0x3ff
           .long 0
