@@ -19,7 +19,8 @@ import pytest
 
 from hwtests import build_kernel, guest_lines, output_lines
 from ringvisor.hw import vmcs as V
-from ringvisor.hw.state import ATTR_P, ATTR_S, ATTR_UNUSABLE, CR0_CD, CR0_ET, CR0_NE, CR0_PE, CR0_PG
+from ringvisor.hw.state import (ATTR_P, ATTR_S, ATTR_UNUSABLE, CR0_CD, CR0_ET, CR0_NE, CR0_PE, CR0_PG,
+                                FS)
 from ringvisor.hw.vmentry import check_controls, check_guest
 from ringvisor.vmm.runner import run_vm
 
@@ -215,3 +216,33 @@ def test_vm_entry_without_unrestricted_guest_fails_as_the_sdm_says(vmx):
     assert not vmx.cpu.nonroot
     cr0 = vmx.cpu.state.cr0
     assert cr0 & CR0_PE and cr0 & CR0_PG and not cr0 & CR0_CD
+
+
+def test_saved_in_real_mode_restores_as_one_run(image, hvm_run):
+    """A VM saved while its guest runs real-mode code in VMX non-root (the real CR0.PE
+    clear, the VMCS the processor's) restores and runs on as the one uninterrupted run:
+    saved in each of its two trips to real mode."""
+    from ringvisor.hw.machine import read_image
+    from ringvisor.lifecycle import stream
+    from ringvisor.lifecycle.vm import VmInfo, capture, restore
+    from ringvisor.vmm import attach_monitor, create_vm
+    whole = hvm_run.output
+    out = bytearray()
+    m, mon = create_vm(read_image(image), "hvm", "", 32, output=out.extend)
+    # saved at the first stop in real mode, and at the first in unreal mode (the second
+    # trip: FS's cache holds the 4-GiB limit)
+    saved, unreal = [], [False, True]
+    while m.run(97).reason == "limit":
+        m.stop = None
+        if unreal and m.cpu.nonroot and not m.cpu.state.cr0 & CR0_PE and \
+                (m.cpu.state.segs[FS].limit == 0xFFFFFFFF) == unreal[0]:
+            saved.append((len(out), m.cpu.state.icount, stream.pack_image(capture(m, mon, VmInfo()))))
+            unreal.pop(0)
+    assert len(saved) == 2 and bytes(out) == whole
+    for before, n, data in saved:
+        rest = bytearray()
+        m2, _, _ = restore(stream.read_sections(data), attach_monitor, "jit", rest.extend)
+        assert m2.cpu.state.icount == n and not m2.cpu.state.cr0 & CR0_PE
+        assert (m2.cpu.state.segs[FS].limit == 0xFFFFFFFF) == (n == saved[-1][1])
+        assert m2.run(LIMIT).reason == "exit"
+        assert whole[:before] + bytes(rest) == whole, f"restored at {n}"
