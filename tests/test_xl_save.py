@@ -211,6 +211,10 @@ def test_the_context_covers_the_monitors_state():
     from ringvisor.hypervisor.pvdomain import DomainMonitor
     parts = domsave.MONITOR_FIELDS + domsave.TRANSLATED + domsave.REBUILT
     assert sorted(parts) == sorted(DomainMonitor.STATE)
+    from ringvisor.hypervisor import btsave
+    from ringvisor.hypervisor.btdomain import BtDomainMonitor
+    parts = btsave.MONITOR_FIELDS + btsave.REBUILT + btsave.BY_RULE
+    assert sorted(parts) == sorted(BtDomainMonitor.STATE)
 
 
 def only_a_paused_domu_gives_its_context(a: Host) -> None:

@@ -111,9 +111,13 @@ def blkback_op(mon, cmd: int, arg: int) -> int:
         if front.kind != "bt" or not front.paused or front.dead:
             raise HypercallError(Errno.EINVAL)     # a paused bt domain's primary IDE channel
         image = _image(hv, front, mon, a)
-        if not front.monitor.devices.attach_disk(image):
+        try:
+            attached = front.monitor.devices.attach_disk(image)
+        except DiskError:
+            attached = None                        # not the disk its saved registers had
+        if not attached:
             image.close()
-            raise HypercallError(Errno.EEXIST)     # it has its one disk
+            raise HypercallError(Errno.EEXIST if attached is False else Errno.EINVAL)
         a["sectors"] = image.sectors
         mon._write(arg, RV_BLKBACK_OP.pack(a))
         return 0

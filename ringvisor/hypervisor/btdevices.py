@@ -125,14 +125,21 @@ class DomainDevices:
         self.console: ConsoleRing | None = None
         self.early = bytearray()               # printed before the ring was known
         self.disk: AtaDisk | None = None
+        self.saved_disk: dict | None = None   # a restored domain's disk registers (btsave)
         self.closed = False
 
     def attach_disk(self, image) -> bool:
         """The ATA disk on the primary IDE channel (False: it has one already)."""
         if self.disk is not None:
             return False
-        self.disk = AtaDisk(self.platform.bus, image, lambda: self._line(ATA_IRQ, True),
-                            lambda: self._line(ATA_IRQ, False))
+        disk = AtaDisk(self.platform.bus, image, lambda: self._line(ATA_IRQ, True),
+                       lambda: self._line(ATA_IRQ, False))
+        if self.saved_disk is not None:
+            # the disk a restored domain had: its registers, a transfer under way (a disk
+            # of another size is refused: DiskError, and the domain has none)
+            disk.set_state(self.saved_disk)
+            self.saved_disk = None
+        self.disk = disk
         return True
 
     def connect_console(self, ring: int, port: int) -> None:

@@ -22,8 +22,9 @@ machine is shared:
 - stopping is the domain's, not the machine's: a halt with interrupts off,
   a triple fault or a monitor stop crashes this domain, the others go on.
 
-Saving, restoring and migrating a bt domain are refused (the toolstack says
-so): its translation cache and its devices have no record in Xen's stream.
+Saving, restoring and migrating a bt domain carry its vCPU in the guest's
+terms, its devices and the monitor's state, not its translations or shadows
+(``btsave``).
 """
 
 from __future__ import annotations
@@ -90,9 +91,7 @@ class BtDomainMonitor(BinaryTranslation):
         v.idt_base, v.idt_limit = 0, 0x3FF
         v.vif, v.iopl, v.cpl = False, 0, 0
         v.cs, v.ss = r["cs"] & 0xFFFC, r["ss"] & 0xFFFC
-        if HvmParam.CONSOLE_PFN in self.params and HvmParam.CONSOLE_EVTCHN in self.params:
-            self.devices.connect_console(self._frame(self.params[HvmParam.CONSOLE_PFN]),
-                                         self.params[HvmParam.CONSOLE_EVTCHN])
+        self.connect_console()
         c = d.ctx
         c.regs = [r["eax"], r["ecx"], r["edx"], r["ebx"], r["esp"], r["ebp"], r["esi"], r["edi"]]
         c.eip, c.cs = self.kernel_entry(r["eip"]), self.kernel_cs(v.cs)
@@ -100,6 +99,13 @@ class BtDomainMonitor(BinaryTranslation):
         c.sregs = {i: r[n] & 0xFFFC for i, n in ((0, "es"), (3, "ds"), (4, "fs"), (5, "gs"))}
         c.extra = {"dr": [0] * 8}
         d.vcpus[0].initialised = d.vcpus[0].online = True
+
+    def connect_console(self) -> None:
+        """Its UART writes into the console ring the builder set up (HVM_PARAM_CONSOLE_*),
+        once it knows both the ring's frame and its port."""
+        if HvmParam.CONSOLE_PFN in self.params and HvmParam.CONSOLE_EVTCHN in self.params:
+            self.devices.connect_console(self._frame(self.params[HvmParam.CONSOLE_PFN]),
+                                         self.params[HvmParam.CONSOLE_EVTCHN])
 
     def load_vcpu(self, k: int) -> None:
         """(A bt domain has one vCPU: always loaded.)"""

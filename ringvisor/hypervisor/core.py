@@ -29,8 +29,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-from ringvisor.abi import (VCPU_GUEST_CONTEXT, DomId, Errno, FlatSel, Shutdown, Virq,
-                           pv_boot_context)
+from ringvisor.abi import (RV_MAX_VCPUS, VCPU_GUEST_CONTEXT, DomId, Errno, FlatSel, Shutdown,
+                           Virq, pv_boot_context)
 from ringvisor.errors import ConfigError
 from ringvisor.hw.boot.multiboot import load_multiboot
 from ringvisor.hw.faults import HAS_ERROR_CODE, TripleFault, UnsupportedFeature
@@ -202,11 +202,16 @@ class Hypervisor:
         self.printk(f"domain {domid} created ({ssid}{', binary translation' if kind == 'bt' else ''})")
         return d
 
-    def build_dom0(self, image: bytes, cmdline: str, mem_mb: int, image_name: str) -> Domain:
+    def build_dom0(self, image: bytes, cmdline: str, mem_mb: int, image_name: str,
+                   max_vcpus: int = 1) -> Domain:
         """Domain 0, built by the hypervisor itself (Xen's construct_dom0): its memory, the
-        kernel loaded as a Multiboot loader would, its vCPU at the entry point."""
+        kernel loaded as a Multiboot loader would, vCPU 0 at the entry point; of its
+        ``max_vcpus`` (Xen's ``dom0_max_vcpus``) the kernel brings up the others."""
         from .interface import BUFFER_PAGES, WINDOW_GPFN
+        if not 1 <= max_vcpus <= RV_MAX_VCPUS:
+            raise ConfigError(f"Domain 0 may have 1 to {RV_MAX_VCPUS} vCPUs, not {max_vcpus}")
         d = self.create_domain(None, 0, ssid="dom0_t", privileged=True, name="Domain-0")
+        vcpus.set_max_vcpus(self, d, max_vcpus)
         pages = mem_mb << 8
         d.nr_ram_pages = pages
         d.max_pages = pages + BUFFER_PAGES
@@ -447,8 +452,9 @@ class Hypervisor:
         now = self.clock.now_ns()
         if cur is not None and not cur.dom.dead and cur.dom.monitor.halting:
             cur.blocked = True
-        if cur is not None and cur.dom.monitor.step is not None and cur.runnable:
-            nxt = cur                             # a single-stepped table store: finish it
+        if cur is not None and cur.dom.monitor.step is not None and cur.online and \
+                not cur.blocked and cur.dom.state is State.RUNNABLE:
+            nxt = cur       # a single-stepped instruction is finished, even if just paused
         else:
             expired = now >= self.slice_end
             if cur is not None and (expired or not cur.runnable):

@@ -27,6 +27,9 @@ memory --
   so that both continue from there, instead of jumping to this host's), its ring
   parameters (``HVM_PARAM_*``), its memory figures and scheduler state.
 
+A bt domain's record is ``btsave``'s (its vCPU in the guest's terms, its devices),
+with its event channels and grant table frames as here.
+
 No machine frame number leaves: a frame is named by its pseudo-physical
 number (the guests are auto-translated, so their own page tables already
 are), and a restore on any host maps them through the new P2M.  Dropped and
@@ -48,12 +51,13 @@ from ringvisor.lifecycle import codec
 from ringvisor.vmm import state as S
 from ringvisor.vmm.paravirt import HypercallError
 
-from . import vcpuinfo, vcpus
+from . import btsave, vcpuinfo, vcpus
 from .domain import VcpuContext
+from .grant import GrantFailure
 from .memory import clear_entry, set_entry
 
-CONTEXT_VERSION = 3        # 3: registered vcpu_info and runstate areas; 2: every vCPU
-                           # (1: vCPU 0 alone); 1 and 2 still restore
+CONTEXT_VERSION = 3        # 3: registered vcpu_info and runstate areas, bt domains
+                           # (btsave); 2: every vCPU (1: vCPU 0 alone); 1 and 2 restore
 # the monitor's own state that names no machine frame (the rest is below, translated):
 # each vCPU's, and the domain's
 VCPU_MONITOR_FIELDS = ("vcpu", "step_state", "shadow_at", "guest_halted", "trap_table",
@@ -108,12 +112,18 @@ def _place(hv, d, m, placed) -> None:
         set_entry(hv, d, int(gpfn), mfn, DomId.XEN)
 
 
+def set_grant_frames(d, pages: list) -> None:
+    """The grant table's frames as saved (more than a table may have: -EINVAL)."""
+    try:
+        d.grants.set_contents(pages)
+    except GrantFailure:
+        _fail(Errno.EINVAL)
+
+
 def get_context(hv, d) -> bytes:
     """The context of paused domain ``d`` (gethvmcontext)."""
     if not d.paused or not d.started or d.dead or d.privileged:
         _fail(Errno.EINVAL)
-    if d.kind != "pv":
-        _fail(Errno.EOPNOTSUPP)            # a bt domain's translations and devices: no record
     if hv.on_cpu(d):
         _fail(Errno.EBUSY)                 # (a paused domain leaves the CPU at the next entry)
     m, mem = d.monitor, hv.mem
@@ -125,6 +135,11 @@ def get_context(hv, d) -> bytes:
         if p["state"] == EvtchnStat.interdomain:      # the peer does not come along
             p = {**p, "state": int(EvtchnStat.unbound), "remote": -1}
         ports.append(p)
+    if d.kind == "bt":
+        if placed:
+            _fail(Errno.EBUSY)             # (a bt domain places no Xen frame of its own)
+        return codec.encode({"version": CONTEXT_VERSION, **btsave.context(hv, d, ports),
+                             "grant_frames": d.grants.contents()}, "context")
     state = {
         "version": CONTEXT_VERSION,
         "monitor": S.get_attrs(_DomainFields(m)),
@@ -136,7 +151,7 @@ def get_context(hv, d) -> bytes:
         # the time base), where the machine's clock there may be anywhere
         "time": {"system_ns": m.system_ns(), "tsc": m.guest_tsc()},
         "pages": {name: mem.read(addr, PAGE) for name, addr in _pages(m).items()},
-        "grant_frames": [mem.read(f << 12, PAGE) for f in d.grants.frames],
+        "grant_frames": d.grants.contents(),
         "xen_placed": placed,
         "domain": {"nr_ram_pages": d.nr_ram_pages, "max_pages": d.max_pages,
                    "cpu_time_ns": d.cpu_time_ns},
@@ -175,12 +190,16 @@ def set_context(hv, d, blob: bytes) -> None:
     the same pseudo-physical frames -- the context ``blob`` (sethvmcontext)."""
     if not d.paused or d.started or d.dead or d.privileged:
         _fail(Errno.EINVAL)
-    if d.kind != "pv":
-        _fail(Errno.EOPNOTSUPP)
     try:
         st = codec.decode(blob)
         if st["version"] > CONTEXT_VERSION:
             _fail(Errno.EOPNOTSUPP)
+        if st.get("kind", "pv") != d.kind:
+            _fail(Errno.EINVAL)            # a bt domain's context for a PV domain, or back
+        if d.kind == "bt":
+            set_grant_frames(d, st["grant_frames"])
+            btsave.apply(hv, d, st)
+            return
         if st["version"] == 1:
             st = _version_1(st)
         if len(st["vcpus"]) != len(d.vcpus):
@@ -201,14 +220,7 @@ def _apply(hv, d, st: dict) -> None:
     gdt_frames = [[m._frame(g) >> 12 for g in rec["gdt_gfns"]] for rec in st["vcpus"]]
     pinned = {m._frame(g) >> 12 for g in st["pinned_gfns"]}
     params = {int(k): int(v) for k, v in st["params"].items()}
-    grants = st["grant_frames"]
-    if grants:
-        try:
-            d.grants.grow(len(grants))
-        except Exception:                  # noqa: BLE001 -- GrantFailure: too many frames
-            _fail(Errno.EINVAL)
-    for f, data in zip(d.grants.frames, grants):
-        mem.write(f << 12, bytes(data).ljust(PAGE, b"\0")[:PAGE])
+    set_grant_frames(d, st["grant_frames"])
     _place(hv, d, m, st.get("xen_placed", []))
     S.set_attrs(_DomainFields(m), st["monitor"])
     m.pinned, m.params = pinned, params
@@ -255,25 +267,9 @@ def _apply_vcpu(hv, v, rec: dict) -> None:
         v.runstate_ns = [int(x) for x in rec["runstate"][1:5]]
 
 
-class _Fields:
-    """The monitor seen through some of its fields only (for ``state.set_attrs``)."""
-
-    STATE: tuple = ()
-
-    def __init__(self, m) -> None:
-        object.__setattr__(self, "_m", m)
-
-    def __getattr__(self, name):
-        return getattr(self._m, name)
-
-    def __setattr__(self, name, value) -> None:
-        setattr(self._m, name, value)
-
-
-
-class _VcpuFields(_Fields):
+class _VcpuFields(S.View):
     STATE = VCPU_MONITOR_FIELDS
 
 
-class _DomainFields(_Fields):
+class _DomainFields(S.View):
     STATE = DOMAIN_MONITOR_FIELDS

@@ -79,6 +79,17 @@ class GrantTable:
             self.frames += self.hv.frames.alloc_xen(1)
             self.dom.xen_frames.append(self.frames[-1])
 
+    def contents(self) -> list[bytes]:
+        """Its frames' bytes (a save: the entries name pseudo-physical frames only)."""
+        return [self.hv.mem.read(f << 12, 0x1000) for f in self.frames]
+
+    def set_contents(self, pages: list) -> None:
+        """A restore: as many frames as saved, with their bytes (too many: GrantFailure)."""
+        if pages:
+            self.grow(len(pages))
+        for f, data in zip(self.frames, pages):
+            self.hv.mem.write(f << 12, bytes(data).ljust(0x1000, b"\0")[:0x1000])
+
     def _entry_addr(self, ref: int) -> int:
         if not 0 <= ref < self.nr_entries:
             raise GrantFailure(Gntst.bad_gntref)

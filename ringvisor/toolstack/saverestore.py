@@ -5,7 +5,8 @@ Done from Domain 0 with hypercalls only, as Xen's toolstack does: the domain
 is paused and off the CPU; its memory is read through foreign mappings of its
 pseudo-physical frames (its P2M: which frames it has); everything else of it
 comes from ``gethvmcontext`` (``hypervisor/domsave.py``: the vCPU, the
-start-of-day pages, event channels, grant table, timers).  A restore builds
+start-of-day pages, event channels, grant table, timers; for a bt domain
+``hypervisor/btsave.py``: its vCPU in guest terms, its devices).  A restore builds
 the domain as the builder does -- createdomain, max_mem, the same frames by
 ``populate_physmap`` -- writes the memory through foreign mappings, gives it
 the context with ``sethvmcontext``, then the toolstack connects its console
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import uuid as _uuid
 
+from ringvisor.abi import CreateFlag
 from ringvisor.lifecycle.codec import StateError, decode, encode
 from ringvisor.lifecycle.ram import decode_pages_into, encode_pages, nonzero_pages
 from ringvisor.lifecycle.stream import (META, PAGES, STATE, BadImage, Section, pack_end,
@@ -41,7 +43,8 @@ from ringvisor.lifecycle.stream import (META, PAGES, STATE, BadImage, Section, p
 from .xc import PAGE, Xc, XcError
 
 DOMAIN = 2                      # header flag: a DomU's stream (not a whole machine's)
-DOMAIN_VERSION = 2         # 2: the context carries every vCPU (domsave CONTEXT_VERSION 2)
+DOMAIN_VERSION = 3         # 3: bt domains, registered vcpu_infos (domsave CONTEXT_VERSION 3);
+                           # 2: the context carries every vCPU
 MAP_CHUNK = 256                 # frames mapped at once
 # xenstore entries the toolstack writes itself for every domain (xl.py): not saved
 OWN_ENTRIES = ("name", "domid", "vm", "memory", "console", "store")
@@ -128,7 +131,8 @@ def parse_stream(data: bytes, what: str) -> tuple[dict, bytes, list[int], bytear
 def restore_stream(xc: Xc, meta: dict, context: bytes, gpfns: list[int], memory,
                    used: list[int], ssidref: int) -> int:
     """Build the domain the stream describes (paused); its new id."""
-    domid = xc.create(ssidref, _uuid.UUID(meta["uuid"]).bytes)
+    bt = meta["config"].get("type", "pv") == "bt"        # (under binary translation)
+    domid = xc.create(ssidref, _uuid.UUID(meta["uuid"]).bytes, CreateFlag.hvm_guest if bt else 0)
     try:
         xc.max_vcpus(domid, int(meta["config"].get("vcpus", 1)))
         xc.max_mem(domid, int(meta["max_pages"]) * 4)

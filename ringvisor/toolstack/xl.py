@@ -358,9 +358,6 @@ class Toolstack:
         m = self.find(name)
         if m.domid == 0 or m.config is None:
             raise XlError("Domain-0 cannot be saved")
-        if m.config.type == "bt":
-            raise XlError(f"save {m.name}: a bt domain cannot be saved or migrated (its "
-                          "translation cache and devices have no record in the stream)")
         try:
             info = self.xc.domain_info(m.domid)
             if info["domain"] != m.domid or info["flags"] & (DomInfoFlag.shutdown |

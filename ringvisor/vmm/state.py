@@ -61,6 +61,23 @@ def _plain(v):
     return v
 
 
+class View:
+    """An object seen through some of its fields only (a subclass's ``STATE``): what
+    :func:`get_attrs` and :func:`set_attrs` read and write of it (a part of a monitor's
+    state that is saved one way, the rest another: ``hypervisor/domsave.py``)."""
+
+    STATE: tuple = ()
+
+    def __init__(self, obj) -> None:
+        object.__setattr__(self, "_obj", obj)
+
+    def __getattr__(self, name):
+        return getattr(self._obj, name)
+
+    def __setattr__(self, name, value) -> None:
+        setattr(self._obj, name, value)
+
+
 def get_attrs(obj) -> dict:
     """``{name: plain value}`` for each name in the class's ``STATE``."""
     return {n: _plain(getattr(obj, n)) for n in type(obj).STATE}
