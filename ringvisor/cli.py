@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from ringvisor.abi import RV_MAX_VCPUS
 from ringvisor.errors import ConfigError, RingvisorError
 
 EXIT_USAGE = 2
@@ -53,6 +54,14 @@ def port_number(text: str) -> int:
 def _version() -> str:
     from ringvisor import __version__
     return __version__
+
+
+def vcpu_count(text: str) -> int:
+    """A domain's number of vCPUs: 1 to ringvisor's limit."""
+    v = positive_int(text)
+    if v > RV_MAX_VCPUS:
+        raise argparse.ArgumentTypeError(f"at most {RV_MAX_VCPUS} vCPUs, not {v}")
+    return v
 
 
 def positive_int(text: str) -> int:
@@ -333,6 +342,9 @@ def build_parser() -> Parser:
     x.add_argument("--dom0-mem", type=parse_size, default=32, metavar="SIZE",
                    help="Domain 0's memory (default 32M)")
     x.add_argument("--dom0-append", default="", metavar="CMDLINE", help="Domain 0's command line")
+    x.add_argument("--dom0-max-vcpus", type=vcpu_count, default=1, metavar="N",
+                   help="Domain 0's vCPUs, 1 to 8 (Xen's dom0_max_vcpus; default 1): its "
+                        "kernel brings up all but vCPU 0 (the bundled kernel-pv uses one)")
     x.add_argument("--mem", type=parse_size, default=512, metavar="SIZE",
                    help="the machine's memory, for the hypervisor and every domain (default 512M)")
     x.add_argument("--state-dir", metavar="DIR",

@@ -117,6 +117,7 @@ def test_image_larger_than_memory(tmp_path):
     (["run", "x", "--max-instructions", "-3"], "positive"),
     (["frobnicate"], "invalid choice"),
     (["bench", "--workload", "nope", "--no-qemu"], "unknown workload"),
+    (["xen", "--dom0-max-vcpus", "9"], "at most 8 vCPUs"),
 ])
 def test_bad_arguments(args, expect):
     p = rv(*args)

@@ -13,6 +13,7 @@ import pytest
 
 from elftools.elf.elffile import ELFFile
 
+from ringvisor.errors import ConfigError
 from ringvisor.abi import DOMCTL, DOMCTL_INTERFACE_VERSION, Domctl, Errno, Hypercall, Shutdown
 from ringvisor.guests.build import image_path
 from ringvisor.hypervisor.core import Hypervisor
@@ -303,6 +304,35 @@ def test_a_version_1_context_still_restores(host, smp):
         assert host.ts.xc.domain_info(new)["nr_online_vcpus"] == 1
     finally:
         host.ts.xc.destroy(new)
+
+
+def test_domain_0_of_two_vcpus(smp):
+    """Domain 0 with ``dom0_max_vcpus`` 2 (``ringvisor xen --dom0-max-vcpus 2``): smpvcpu
+    as Domain 0 brings its vCPU 1 up and the two exchange IPIs as in a DomU; the
+    privileged domain may ask the domctls a DomU is refused; its shutdown stops the
+    machine.  (The bundled kernel-pv is uniprocessor: docs/xen.md.)"""
+    image, _ = smp
+    out = bytearray()
+    hv = Hypervisor(64, output=out.extend)
+    with pytest.raises(ConfigError, match="1 to 8 vCPUs"):
+        hv.build_dom0(image.read_bytes(), "", 4, "smpvcpu", max_vcpus=9)
+    hv = Hypervisor(64, output=out.extend)
+    hv.build_dom0(image.read_bytes(), "rounds=2", 4, "smpvcpu", max_vcpus=2)
+    d = hv.domains[0]
+    assert [(v.initialised, v.online) for v in d.vcpus] == [(True, True), (False, False)]
+    hv.start()
+    hv.run_until(lambda: False, 60_000_000, step=200_000)      # until Domain 0 stops it
+    assert hv.machine.stop is not None and hv.machine.stop.reason == "dom0", hv.machine.stop
+    lines = out.decode().splitlines()
+    assert lines[0] == "smpvcpu: start" and lines[-1] == "smpvcpu: done", lines
+    got = answers(lines)
+    expect = {**SMP_PHASE_1, "vcpu 1 counted": 2, "ipi rounds after": 1,
+              "runstate areas after": 1, "down 1 at the end": 0, "vcpu 1 counted in all": 4,
+              # Domain 0's own vCPUs are its to ask about (default.policy: dom0_t self
+              # getvcpuinfo), not to add to once it runs (no max_vcpus on self: -EACCES)
+              "domctl getvcpuinfo of Domain 0": 0, "domctl max_vcpus of Domain 0": -13}
+    assert got == expect
+    assert d.shutdown_reason == Shutdown.poweroff
 
 
 def test_vcpus_beyond_the_limit_are_refused(host):
