@@ -20,6 +20,7 @@ import sys
 import iced_x86 as ix
 
 from . import alu, flags as F
+from .blockstore import STORE
 from .faults import GP, UD, CpuFault
 from .state import CR4_SMEP
 from . import fpsem  # noqa: F401  (files the x87/SSE emitters in EMITTERS)
@@ -39,17 +40,22 @@ STRING_OPS = frozenset(getattr(ix.Mnemonic, f"{op}{s}") for op in ("MOVS", "STOS
 # same source at the same address compiles to the same code object, which is
 # immutable: a block made again (another machine booting the same kernel in this
 # process, a restored VM re-translating, a flushed cache refilling) takes the code
-# object made before.  Keyed by a digest of the source (the sources themselves would
-# hold more memory than the code); bounded, oldest first out.
-_CODE_MEMO: dict[tuple[bytes, str], object] = {}
+# object made before -- from this process's memo, or from the block store on disk
+# (hw/blockstore.py), which keeps blocks between runs.  Keyed by a digest of the
+# source (the sources themselves would hold more memory than the code); the memo
+# is bounded, oldest first out.
+_CODE_MEMO: dict[str, object] = {}
 CODE_MEMO_SIZE = 8192
 
 
 def _compiled(source: str, filename: str):
-    key = (hashlib.blake2b(source.encode(), digest_size=20).digest(), filename)
+    key = hashlib.blake2b(f"{filename}\0{source}".encode(), digest_size=20).hexdigest()
     code = _CODE_MEMO.get(key)
     if code is None:
-        code = compile(source, filename, "exec")
+        code = STORE.load(key)
+        if code is None:
+            code = compile(source, filename, "exec")
+            STORE.store(key, code)
         if len(_CODE_MEMO) >= CODE_MEMO_SIZE:
             del _CODE_MEMO[next(iter(_CODE_MEMO))]
         _CODE_MEMO[key] = code
