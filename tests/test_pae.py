@@ -222,16 +222,20 @@ def run_under(image, mode: str, cmdline: str = "", **kw):
     return out.decode("latin-1").replace("\r\n", "\n"), stop
 
 
-def test_hvm_without_ept_refuses_pae_with_one_line(image):
-    """hvm's own shadow page tables (no EPT) do not follow PAE: the guest's MOV to CR4
-    setting PAE stops the VM with a line naming the limit, before the guest runs on a
-    wrong translation."""
-    text, stop = run_under(image, "hvm", ept=False)
-    assert text.split("\n")[:2] == ["pae: start", "cpuid.1:edx.pae=1"]
-    assert "cr0.pg" not in text
-    assert stop.message.split("\n")[0] == (
-        "stopped: hvm --no-ept: the guest set CR4.PAE: PAE paging is not virtualized here; "
-        "it runs on the bare PC and under --mode trapemu, bt, kvm and hvm with EPT")
+def test_paravirt_refuses_pae_with_one_line():
+    """A para-virtualized guest's page tables are the PV ABI's 32-bit ones: its request
+    to set CR4.PAE stops the VM with one line naming where PAE runs."""
+    from ringvisor.guests.build import image_path
+    from ringvisor.hw.machine import read_image
+    from ringvisor.vmm import create_vm
+    from ringvisor.vmm.errors import MonitorStop
+    _, mon = create_vm(read_image(image_path("kernel-pv")), "paravirt", "", 32)
+    with pytest.raises(MonitorStop) as e:
+        mon.set_cr(4, CR4_PAE)
+    assert str(e.value) == ("paravirt: the guest set CR4.PAE: PAE paging is not virtualized "
+                            "here; it runs on the bare PC and under --mode trapemu, bt, hvm "
+                            "and kvm")
+    assert not mon.vcpu.cr4 & CR4_PAE
 
 
 @pytest.mark.parametrize("mode", ["trapemu", "bt"])
@@ -472,6 +476,15 @@ def expected_paeshadow_pdptes() -> list[str]:
     lines = expected_paeshadow("jit")
     at = next(i for i, line in enumerate(lines) if line.startswith("task: ")) + 1
     return lines[:at] + [PAESHADOW_PDPTES] + lines[at:]
+
+
+@pytest.mark.parametrize("ept", [False, True])
+def test_paeshadow_guest_under_hvm(paeshadow, ept):
+    """hvm on shadow page tables (``--no-ept``, shadowed as under trapemu) and with EPT
+    (the processor's own PAE walk): the same lines, the task switch to a bad PDPT
+    included (CR3 loaded, the PDPTE registers kept, the new task's #GP)."""
+    text, stop = run_under(paeshadow, "hvm", cmdline="pdptes=1", ept=ept)
+    assert (text.split("\n")[:-1], stop.status) == (expected_paeshadow_pdptes(), 1)
 
 
 def test_paeshadow_pdptes_on_the_bare_pc(paeshadow):

@@ -20,4 +20,4 @@ class GuestFault(CpuFault):
 def pae_refused(name: str) -> str:
     """The line a monitor stops with when its guest sets CR4.PAE."""
     return (f"{name}: the guest set CR4.PAE: PAE paging is not virtualized here; it runs "
-            "on the bare PC and under --mode trapemu, bt, kvm and hvm with EPT")
+            "on the bare PC and under --mode trapemu, bt, hvm and kvm")

@@ -49,14 +49,15 @@ from .guestmem import GuestBadFrame, GuestMemory, GuestPageFault
 from .hvmept import MonitorEpt
 from .monitor import build_region
 from .platform import VirtualPlatform
-from .shadow import NO_PAGING, ShadowPaging
+from .shadow import ShadowPaging, address_space
 from .vcpu import VirtualCpu
 
 # CR0 bits the host owns: PE and PG (real paging is always on, on the shadow tables),
 # NE and WP (what a fixed-1 bit and the shadow's write protection need)
 CR0_OWNED = CR0_PE | CR0_NE | CR0_WP | CR0_PG
 CR0_HOST = CR0_PE | CR0_NE | CR0_WP | CR0_PG | CR0_ET
-CR4_GUEST_REAL = ~(CR4_PSE | CR4_PGE) & 0xFFFFFFFF     # the shadow tables use 4 KiB pages
+# the shadow tables are 32-bit, with 4 KiB pages (a PAE guest's are shadowed into them)
+CR4_GUEST_REAL = ~(CR4_PSE | CR4_PGE | CR4_PAE) & 0xFFFFFFFF
 # under EPT the guest's own tables are the real ones: the host owns only PE, NE and PG
 # (fixed 1 in VMX operation: a guest with paging off runs on the EPT identity map)
 CR0_OWNED_EPT = CR0_PE | CR0_NE | CR0_PG
@@ -90,9 +91,11 @@ class HardwareAssisted:
         self.gm = GuestMemory(self.mem, self.vcpu, guest_ram)
         self.shadow = ShadowPaging(self.cpu, self.mem, self.base, region=False)
         self.gm.written_hook = self.shadow.written
-        # a PAE guest's PDPTEs, as VM exit saved them under EPT (SDM Vol. 3C §27.3.4)
+        # a PAE guest's PDPTEs: as VM exit saved them under EPT (SDM Vol. 3C §27.3.4); on
+        # shadow tables, the virtual CPU's, loaded where the monitor emulates the MOV
         self.gm.pdptes = lambda: [self.read(V.GUEST_PDPTE + 2 * i) & 0xFFFFFFFF |
-                                  self.read(V.GUEST_PDPTE + 2 * i + 1) << 32 for i in range(4)]
+                                  self.read(V.GUEST_PDPTE + 2 * i + 1) << 32 for i in range(4)] \
+            if self.ept else self.vcpu.pdpte
         self.platform = VirtualPlatform(machine.bus, machine.pic)
         self.exits: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
@@ -264,16 +267,12 @@ class HardwareAssisted:
         self.write(V.CR4_SHADOW, v.cr4)
         self.write(V.GUEST_CR4, real | CR4_VMXE)
 
-    def _shadow_key(self) -> int:
-        v = self.vcpu
-        return v.cr3 >> 12 if v.paging else NO_PAGING
-
     def _paging_changed(self) -> None:
         """The guest's CR3 or CR0.PG changed: the real CR3 follows (the shadow directory
         for it; under EPT the guest's own, or the identity map with CR3 exits while its
         paging is off)."""
         if not self.ept:
-            self.shadow.switch(self._shadow_key())
+            self.shadow.switch(*address_space(self.vcpu))
             self.write(V.GUEST_CR3, self.shadow.cr3)
             return
         v = self.vcpu

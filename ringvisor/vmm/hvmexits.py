@@ -17,7 +17,7 @@ from ringvisor.hw.system import CR0_PDPTE_RELOAD, CR0_WRITABLE, CR4_PDPTE_RELOAD
 from ringvisor.hw import vmcs as V
 from ringvisor.hw.ept import Q_LINEAR_VALID as EPT_Q_LINEAR_VALID
 
-from .errors import MonitorStop, pae_refused
+from .errors import MonitorStop
 from .guestmem import W, GuestPageFault
 
 HANDLERS: dict = {}
@@ -202,11 +202,7 @@ def invd(mon) -> None:
 @handles(V.EXIT_INVLPG)
 def invlpg(mon) -> None:
     lin = mon.read(V.EXIT_QUALIFICATION)
-    v = mon.vcpu
-    large = False
-    if v.paging and v.cr4 & CR4_PSE:
-        large = mon.mem.read32((v.cr3 & ~0xFFF) + (lin >> 22) * 4) & 0x81 == 0x81
-    if large:
+    if mon.gm.page_shift(lin) > 12:          # a large page: all of it (the shadow splits it)
         mon.shadow.invalidate_region(lin)
     else:
         mon.shadow.invalidate(lin)
@@ -260,6 +256,7 @@ def load_pdptes(mon, cr0: int, cr4: int, cr3: int) -> bool:
     if pdptes is None:
         mon.inject_exception(GP, 0)
         return False
+    mon.vcpu.pdpte[:] = pdptes                # (what the shadow tables are filled from)
     for i, e in enumerate(pdptes):            # (a VMWRITE is 32 bits: both halves)
         mon.write(V.GUEST_PDPTE + 2 * i, e & 0xFFFFFFFF)
         mon.write(V.GUEST_PDPTE + 2 * i + 1, e >> 32)
@@ -291,8 +288,9 @@ def set_cr(mon, n: int, value: int) -> bool:
         mon._set_cr0_views()
         if changed & CR0_WP and not mon.ept:
             mon.shadow.flush()
-        if changed & CR0_PG:
-            mon._paging_changed()
+        if changed & CR0_PG or (changed & CR0_PDPTE_RELOAD and value & CR0_PG and
+                                v.cr4 & CR4_PAE and not mon.ept):
+            mon._paging_changed()             # (shadow tables: perhaps other PDPTEs)
     elif n == 3:
         if not load_pdptes(mon, v.cr0, v.cr4, value):
             return False
@@ -302,15 +300,14 @@ def set_cr(mon, n: int, value: int) -> bool:
         if value & ~CR4_GUEST_SUPPORTED:
             mon.inject_exception(GP, 0)
             return False
-        if value & CR4_PAE and not mon.ept:
-            raise MonitorStop(pae_refused("hvm --no-ept"))
         if (v.cr4 ^ value) & CR4_PDPTE_RELOAD and not load_pdptes(mon, v.cr0, value, v.cr3):
             return False
         old, v.cr4 = v.cr4, value
         mon._set_cr4_views()
         if (old ^ value) & CR4_PSE and not mon.ept:
             mon.shadow.flush()
-            mon._paging_changed()
+        if (old ^ value) & CR4_PDPTE_RELOAD and not mon.ept:
+            mon._paging_changed()             # (PAE: another shadow, or other PDPTEs)
     return True
 
 

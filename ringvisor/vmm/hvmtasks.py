@@ -28,7 +28,7 @@ from ringvisor.hw import vmcs as V
 from ringvisor.hw.faults import DB, GP, TS, CpuFault
 from ringvisor.hw.realmode import vm86_segment
 from ringvisor.hw.segments import LDT, Descriptor, null_segment
-from ringvisor.hw.state import ATTR_UNUSABLE, CR0_PG, CR0_TS, NT, RF, VM, Segment
+from ringvisor.hw.state import ATTR_UNUSABLE, CR0_PG, CR0_TS, CR3_MASK, CR4_PAE, NT, RF, VM, Segment
 from ringvisor.hw.vmentry import RFLAGS_RESERVED
 
 from .guestmem import GuestPageFault
@@ -133,8 +133,16 @@ def _switch(mon, sel: int, source: str, next_eip: int, ext: int, error_code) -> 
     v.cr0 |= CR0_TS                          # (TS is the guest's: no read shadow for it)
     mon.write(V.GUEST_CR0, mon.read(V.GUEST_CR0) | CR0_TS)
     _put(mon, TR, Segment(sel, d.base, d.limit, d.attr | T.BUSY))
+    bad_pdpte = False
     if new_cr3 is not None and v.cr0 & CR0_PG:
-        set_cr(mon, 3, new_cr3)              # (the TLB: VM entry flushes it, no VPID)
+        if v.cr4 & CR4_PAE and mon.gm.read_pdptes(new_cr3) is None:
+            # a PDPTE with a reserved bit: CR3 is loaded, the PDPTE registers keep their
+            # values, and the #GP(0) is the new task's, after its segments (§4.4.1, §7.3)
+            bad_pdpte = True
+            v.cr3 = new_cr3 & CR3_MASK
+            mon._paging_changed()
+        else:
+            set_cr(mon, 3, new_cr3)          # (the TLB: VM entry flushes it, no VPID)
     if T.layout(d.type)["size"] == 2:
         new_regs = [(r & 0xFFFF0000) | n for r, n in zip(cur, new_regs)]
         new_eflags |= old_eflags & 0xFFFF0000
@@ -148,6 +156,8 @@ def _switch(mon, sel: int, source: str, next_eip: int, ext: int, error_code) -> 
     mon.write(V.GUEST_DR7, dr7 & ~T.DR7_LOCAL)
     try:
         _load_new_task(mon, new_eip, new_eflags, new_segs, new_ldt, ext)
+        if bad_pdpte:
+            raise CpuFault(GP, 0)
         if trap:                             # the T bit: #DB once the switch is done
             mon.cpu.state.dr[6] |= T.DR6_BT
             raise CpuFault(DB)

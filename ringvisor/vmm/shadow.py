@@ -55,7 +55,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ringvisor.hw.pae import ADDR as PAE_ADDR
+from ringvisor.hw.pae import ADDR as PAE_ADDR, PDPT_ALIGN
+from ringvisor.hw.state import CR4_PAE
 
 from . import layout as L
 from .guestmem import P, U, W, A, D
@@ -63,6 +64,16 @@ from .guestmem import P, U, W, A, D
 PAGE = 0x1000
 NO_PAGING = -1                   # the key of the shadow used while guest paging is off
 PAE_KEY = 1 << 32                # a PAE address space's key: this bit | its PDPT's address
+
+
+def address_space(vcpu) -> tuple[int, list[int] | None]:
+    """The key of the shadow that stands for ``vcpu``'s current address space, and with
+    PAE paging the PDPTE registers it is filled from (``ShadowPaging.switch``)."""
+    if not vcpu.paging:
+        return NO_PAGING, None
+    if vcpu.cr4 & CR4_PAE:
+        return PAE_KEY | (vcpu.cr3 & PDPT_ALIGN), vcpu.pdpte
+    return vcpu.cr3 >> 12, None
 
 
 class Root:
