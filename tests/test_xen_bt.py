@@ -166,6 +166,15 @@ def test_the_kernel_must_match_the_type(host):
     assert not any(m.name.startswith("wrong") for m in host.ts.managed.values())
 
 
+def _devices(dom) -> tuple:
+    """What a bt domain's kernel programmed in its devices (not their times)."""
+    dev = dom.monitor.devices
+    pit = [{k: v for k, v in ch.items() if k != "load_cycle"}
+           for ch in dev.pit.get_state()["channels"]]
+    uart = {k: v for k, v in dev.uart.get_state().items() if k != "timeout_at"}
+    return pit, uart, dev.platform.vpic.get_state()
+
+
 def test_a_bt_domain_saved_in_the_middle_of_work_finishes_as_an_unsaved_one(host, tmp_path):
     """``btdom``'s workload again, on a blank disk of its own: saved (and destroyed) when
     its first program has printed -- the pause taken at that UART write, so in the same
@@ -193,6 +202,7 @@ def test_a_bt_domain_saved_in_the_middle_of_work_finishes_as_an_unsaved_one(host
     ring.write = pause_after_first_program
     ts.unpause("btsave")
     assert host.run_until(lambda: hv.domains[d].paused and not hv.on_cpu(hv.domains[d]), BUDGET)
+    devices = _devices(hv.domains[d])
     saved = []
     ts.save("btsave", lambda stream, err: saved.append((stream, err)) or "destroy")
     assert host.run_until(lambda: saved) and saved[0][1] is None, saved
@@ -213,6 +223,7 @@ def test_a_bt_domain_saved_in_the_middle_of_work_finishes_as_an_unsaved_one(host
     ts.managed[new].listeners.append(out.extend)
     dom = hv.domains[new]
     assert dom.kind == "bt" and dom.monitor.tc.stats["translations"] < 50    # made again
+    assert _devices(dom) == devices          # the kernel's 100 Hz PIT, its PIC, its UART
     assert host.run_until(lambda: dom.dead, BUDGET), bytes(out)
     assert dom.shutdown_reason == Shutdown.poweroff
     assert TIMING.sub(b"", bytes(out)) == TIMING.sub(b"", bytes(host.consoles["btdom"]))
