@@ -166,6 +166,7 @@ SMP_PHASE_1 = {
     "vcpu_info across a page": -22, "vcpu_info of vcpu 2": -2,
     "vcpu_info in a frame not its own": -22, "vcpu_info 0": 0, "vcpu_info 0 all pending": 1,
     "vcpu_info 0 again": -22, "vcpu_info 1 while down": 0,
+    "vcpu_info page given back": 0,                    # (extents done: none)
     "runstate area in the hypervisor": -14, "runstate area 0": 0, "runstate area 1": 0,
     "runstate 0 now": 0, "runstate 1 now": 3,
     "bind_ipi 0": 0, "bind_ipi 1": 0, "bind_ipi 2": -2,

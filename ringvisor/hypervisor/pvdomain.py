@@ -310,10 +310,12 @@ class DomainMonitor(ParaVirt):
                 "failsafe_callback_cs": fs[0], "failsafe_callback_eip": fs[1]}
 
     def pinned_gfns(self) -> set[int]:
-        """Frames the hypervisor uses for the domain's sake (its GDT, its rings): the
-        domain may not give them back while it does (Xen's page type references)."""
+        """Frames the hypervisor uses for the domain's sake (its GDT, its rings, the
+        vcpu_infos it registered): the domain may not give them back while it does (Xen's
+        page references; a freed frame would take the hypervisor's writes elsewhere)."""
         out = {self._gfn(f << 12) for f in self.gdt_frames if (f in self.dom.rev)}
         out |= {self.params[p] for p, _ in RINGS if p in self.params}
+        out |= {v.vcpu_info_at[0] for v in self.dom.vcpus if v.vcpu_info_at is not None}
         return out
 
     # -- pseudo-physical memory ------------------------------------------------------------

@@ -204,6 +204,11 @@ int main(start_info_t *si)
          vi[0]->evtchn_upcall_pending == 1 && vi[0]->evtchn_upcall_mask == 1);
     line("vcpu_info 0 again", register_info(0, 0));
     line("vcpu_info 1 while down", register_info(1, 64));
+    /* the page is the hypervisor's to write now: not given back while it holds the slots */
+    u32 gfn = hypercall(__HYPERVISOR_rv_machine_op, RV_VA_TO_MFN, (u32)pcpu, 0, 0, 0);
+    struct xen_memory_reservation give = { (u32)&gfn, 1, 0, 0, DOMID_SELF };
+    line("vcpu_info page given back", hypercall(__HYPERVISOR_memory_op,
+                                                XENMEM_decrease_reservation, (u32)&give, 0, 0, 0));
     line("runstate area in the hypervisor", register_runstate(0, 0xFFC00000u));
     line("runstate area 0", register_runstate(0, (u32)&runstate[0]));
     line("runstate area 1", register_runstate(1, (u32)&runstate[1]));
