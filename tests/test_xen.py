@@ -174,7 +174,7 @@ SMP_PHASE_1 = {
     "bind_virq timer 0": 0, "bind_vcpu loopback to 1": 0, "bind_vcpu of an ipi": -22,
     "bind_vcpu to 2": -2, "status vcpu": 1,
     "initialise 1": 0, "initialise 1 again": -17, "is_up 1 after initialise": 0, "up 1": 0,
-    "is_up 1 after up": 1, "vcpu_info 1 while up": -22, "ipi rounds": 1, "vcpu 1 counted": 8, "upcalls on vcpu 1": 1,
+    "is_up 1 after up": 1, "vcpu 1 gdt page given back": 0, "vcpu_info 1 while up": -22, "ipi rounds": 1, "vcpu 1 counted": 8, "upcalls on vcpu 1": 1,
     "both counted": 1, "took turns": 1, "vcpu 1 timer": 1, "singleshot on another vcpu": -22,
     "vcpu_info 1 again by itself": -22,
     "loopback on vcpu 1": 1, "loopback on vcpu 0": 0,

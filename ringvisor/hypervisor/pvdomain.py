@@ -313,7 +313,11 @@ class DomainMonitor(ParaVirt):
         """Frames the hypervisor uses for the domain's sake (its GDT, its rings, the
         vcpu_infos it registered): the domain may not give them back while it does (Xen's
         page references; a freed frame would take the hypervisor's writes elsewhere)."""
-        out = {self._gfn(f << 12) for f in self.gdt_frames if (f in self.dom.rev)}
+        frames = list(self.gdt_frames)          # the loaded vCPU's, and every other's
+        for v in self.dom.vcpus:
+            if v.slot is not None:
+                frames += v.slot["gdt_frames"]
+        out = {self._gfn(f << 12) for f in frames if (f in self.dom.rev)}
         out |= {self.params[p] for p, _ in RINGS if p in self.params}
         out |= {v.vcpu_info_at[0] for v in self.dom.vcpus if v.vcpu_info_at is not None}
         return out

@@ -24,6 +24,7 @@ static volatile u32 go_rounds, stop_spin, ap_result, ap_result2, timer_port1;
 static u32 ipi[NV];
 static unsigned char ctx[SIZEOF_vcpu_guest_context] __attribute__((aligned(8)));
 static unsigned char ap_stack[8192] __attribute__((aligned(16)));
+static unsigned char ap_gdt[4096] __attribute__((aligned(4096)));   /* vCPU 1's GDT page */
 /* each vCPU's vcpu_info: its shared-info slot, then where it was registered (a page of
  * its own, vCPU 0's slot at its very end); and each vCPU's runstate area */
 static vcpu_info_t *volatile vi[NV];
@@ -266,11 +267,18 @@ ports:
     CTX(failsafe_callback_cs) = cs;
     CTX(failsafe_callback_eip) = (u32)upcall1;
     CTX(ctrlreg) = 0x11;
+    CTX(gdt_frames) = hypercall(__HYPERVISOR_rv_machine_op, RV_VA_TO_MFN, (u32)ap_gdt, 0, 0, 0);
+    CTX(gdt_ents) = 16;                   /* a GDT page of its own (its selectors: FLAT) */
     line("initialise 1", vcpu_op(VCPUOP_initialise, 1, ctx));
     line("initialise 1 again", vcpu_op(VCPUOP_initialise, 1, ctx));
     line("is_up 1 after initialise", vcpu_op(VCPUOP_is_up, 1, 0));
     line("up 1", vcpu_op(VCPUOP_up, 1, 0));
     line("is_up 1 after up", vcpu_op(VCPUOP_is_up, 1, 0));
+    /* vCPU 1's GDT frame is the hypervisor's to read while vCPU 0 runs: not given back */
+    u32 gdt_gfn = CTX(gdt_frames);
+    struct xen_memory_reservation give_gdt = { (u32)&gdt_gfn, 1, 0, 0, DOMID_SELF };
+    line("vcpu 1 gdt page given back", hypercall(__HYPERVISOR_memory_op,
+                                                 XENMEM_decrease_reservation, (u32)&give_gdt, 0, 0, 0));
     line("vcpu_info 1 while up", register_info(1, 192));
 
     /* IPIs, both ways, n times */
