@@ -115,17 +115,18 @@ def test_vmx_state_round_trips_and_forgeries_are_refused():
 
 
 def test_a_monitor_state_of_version_2_is_a_guest_without_an_ldt():
-    """Images from before the LDT and NMIs were virtualized (monitor state 2: no ``ldt``,
-    a virtual CPU without LDTR's base and limit or NMI blocking, a virtual APIC without
-    a waiting NMI) restore as a guest with no LDT and no NMI."""
+    """Images from before the LDT, NMIs and real mode were virtualized (monitor state 2:
+    no ``ldt``, a virtual CPU without LDTR's base and limit or NMI blocking, a virtual
+    APIC without a waiting NMI, no ``real``) restore as a guest with no LDT and no NMI,
+    in protected mode."""
     from ringvisor.lifecycle.vm import MONITOR_SECTION
     m, mon = create_vm(read_image(image_path("kernel")), "trapemu", "run=hello", 32)
     m.run(100_000)
     secs = capture(m, mon, VmInfo())
     i = next(i for i, s in enumerate(secs) if s.name == MONITOR_SECTION)
-    assert secs[i].version == 4
+    assert secs[i].version == 5
     state = codec.decode(secs[i].payload)
-    del state["ldt"], state["vcpu"]["ldt_base"], state["vcpu"]["ldt_limit"]
+    del state["real"], state["ldt"], state["vcpu"]["ldt_base"], state["vcpu"]["ldt_limit"]
     del state["vcpu"]["nmi_blocked"], state["platform"]["vapic"]["nmi"]
     state["shadow"].pop("watched_ldt")
     secs[i] = stream.Section(stream.STATE, MONITOR_SECTION, 2, codec.encode(state))

@@ -35,6 +35,7 @@ from collections import Counter
 
 import iced_x86 as ix
 
+from ringvisor.hw.segments import Descriptor
 from ringvisor.hw.state import CR4_PAE, CR4_SMEP, RF, TF
 
 from . import descriptors as D
@@ -113,11 +114,18 @@ class BinaryTranslation(Translator, Monitor):
         except (GuestPageFault, GuestBadFrame):
             raw = None
         base = D.base_of(raw) if raw else 0
+        if raw and not Descriptor(raw, 0).segment(sel).big:
+            # 16-bit code: the translator's is 32-bit; the monitor's interpreter runs it
+            # (``realmode``) until a far transfer loads a 32-bit CS again
+            self.real.engaged = True
         if base != self.code_base:
             self.code_base = base
             self.drop_units(lambda u: True)
             self.checked_breaks = frozenset(self.guest_breaks())
         return L.SEL_TCODE
+
+    def direct_cs(self, cs) -> bool:
+        return cs.big
 
     def lin(self, eip: int) -> int:
         """The linear address of guest kernel code at ``eip``."""

@@ -70,6 +70,9 @@ class Delivery:
 
         ``ret`` is the EIP the frame holds; ``at`` the instruction's own, saved instead
         when delivering it faults (a software interrupt's; default ``ret``)."""
+        if self.real.active:          # real-address mode: the IVT (``realmode``)
+            self.real.deliver(f, vector, soft, ret)
+            return
         first = vector
         for _ in range(3):
             try:

@@ -49,6 +49,7 @@ from .guestmem import W, GuestBadFrame, GuestMemory, GuestPageFault
 from .guestview import GuestViewHooks
 from .ldt import GuestLdt
 from .platform import VirtualPlatform
+from .realmode import RealMode
 from .shadow import NO_PAGING, PAE_KEY, ShadowPaging
 from .stepping import Stepping
 from .vapic import APIC_PAGE, emulate_access
@@ -65,6 +66,13 @@ USER_IO = {ix.Mnemonic.IN, ix.Mnemonic.OUT, ix.Mnemonic.INSB, ix.Mnemonic.INSW,
 # IA32_SYSENTER_CS is 0), RDTSC and RDTSCP (the real CR4.TSD, set for a guest whose TSC
 # was written, when the guest's own is clear)
 USER_EMULATED = {ix.Mnemonic.SYSENTER, ix.Mnemonic.RDTSC, ix.Mnemonic.RDTSCP}
+
+
+# the exceptions from virtual-8086 mode standing for the guest's real mode that the
+# monitor's interpreter takes (the instruction executed again by real mode's rules):
+# all but #DB (a trap: the guest's single step or breakpoint, or the monitor's step),
+# NMI and #MC (not the instruction's), and #PF (a shadow fill: the guest has no paging)
+REAL_MODE_TRAPS = frozenset(range(32)) - {DB, 2, 14, 18}
 
 
 # The real CR0 and CR4 are the monitor's (paging on its shadow tables, WP so that
@@ -86,7 +94,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     name = "monitor"
     # the lifecycle protocol (vmm/state.py: what each attribute is)
     state_name = "monitor"
-    state_version = 4        # 2: the virtual local APIC (vapic.py); 3: the LDT; 4: virtual NMIs
+    state_version = 5        # 2: the virtual local APIC (vapic.py); 3: the LDT; 4: virtual NMIs;
+    #                          5: real-address mode (realmode.py)
     virtual_apic = True                  # the guest gets a local APIC (not para-virtualized)
     pae = True                           # the guest may use PAE paging (shadowed: shadow.py)
     nmi_blocking = True                  # the guest's IRETs reach the monitor (``emulate.e_iret``)
@@ -98,7 +107,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     # where it changed (``kernel_cs_loaded``)
     cs_in_frame = False
     STATE = ("vcpu", "platform", "shadow", "gdt", "ldt", "step_state", "shadow_at", "guest_halted",
-             "traps", "emulated", "stats", "watchpoints")
+             "traps", "emulated", "stats", "watchpoints", "real")
     WIRING = ("machine", "cpu", "mem", "guest_ram", "base", "gm")
     TRANSIENT = ("frame", "halting", "delivered", "new_shadow", "step",   # (step: step_state)
                  "db_hits", "db_owed", "_handoff_from")
@@ -127,6 +136,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.shadow = ShadowPaging(self.cpu, self.mem, self.base, frames=shadow_pool)
         self.gdt = GuestGdt(self)
         self.ldt = GuestLdt(self)
+        self.real = RealMode(self)         # the guest's real-address mode, when it is in it
         self.gm.use_tlb(self.cpu.mmu, self.shadow)
         self.traps: Counter[str] = Counter()
         self.emulated: Counter[str] = Counter()
@@ -350,6 +360,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
                 self.dispatch(vector, f)
             elif vector == DB and self.cpu.state.dr[6] & DR6_B:
                 self.real_debug_exception(f)      # the step was the monitor's, the hit is not
+            if self.real.engaged or not v.cr0 & CR0_PE:
+                self.real.settle(f)               # (it left protected mode: ``realmode``)
             self.deliver_debug(f)
             if not self.shadowed(f, covered, here):
                 self.deliver_interrupts(f)
@@ -357,6 +369,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
                 # woken by an interrupt the guest does not take: it is still in its HLT
                 self.halting = True
             self.step_exit(f)
+            if self.real.active:
+                self.real.settle(f)               # (an interrupt's handler, say)
         except GuestBadFrame as e:
             raise MonitorStop(f"{self.name}: {e}") from None
         except GuestPageFault as e:
@@ -388,6 +402,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     def dispatch(self, vector: int, f: Frame) -> None:
         if self.platform.physical_irq(vector):
             self.traps["interrupt"] += 1
+        elif self.real.active and f.vm86 and vector in REAL_MODE_TRAPS:
+            self.real.trapped(f, vector)          # real mode's instruction or exception
         elif vector == 13 and f.err == 0 and f.vm86:
             vm86.general_protection(self, f)
         elif vector == 14:
@@ -417,6 +433,11 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     def kernel_cs(self, sel: int) -> int:
         """The real CS selector for guest kernel code selector ``sel``."""
         return sel | 1
+
+    def direct_cs(self, cs) -> bool:
+        """Can guest kernel code with this CS cache run as the monitor runs kernel code
+        (else the monitor's interpreter runs it: ``realmode``)?"""
+        return True
 
     @staticmethod
     def in_tc(f: Frame) -> bool:
@@ -536,8 +557,11 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     def real_control(self) -> None:
         """The real CR0 and CR4 for guest code (``MONITOR_CR0``, ``GUEST_CR4``)."""
         v = self.vcpu
+        # in real mode UMIP too: the 8086 program's SGDT, SIDT, SMSW, SLDT and STR (CPL 3 in
+        # virtual-8086 mode, unprivileged) trap and show the guest's registers
         self.cpu.load_control(MONITOR_CR0 | (v.cr0 & GUEST_CR0),
-                              v.cr4 & GUEST_CR4 | (CR4_TSD if v.tsc_offset else 0))
+                              v.cr4 & GUEST_CR4 | (CR4_TSD if v.tsc_offset else 0) |
+                              (CR4_UMIP if self.real.active else 0))
 
     def guest_tsc(self) -> int:
         """The guest's time-stamp counter: the real one, moved by its WRMSRs to it (a
@@ -789,9 +813,6 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             if value & ~CR0_WRITABLE & 0xFFFFFFFF or (value & CR0_PG and not value & CR0_PE) \
                     or (value & CR0_NW and not value & CR0_CD):
                 raise GuestFault(GP, 0)
-            if not value & CR0_PE:
-                raise MonitorStop(f"{self.name}: the guest left protected mode (real mode is "
-                                  "not virtualized)")
             value |= CR0_ET                   # hardwired to 1 (SDM Vol. 3 §2.5)
             changed = v.cr0 ^ value
             loaded = bool(changed & CR0_PDPTE_RELOAD) and self.load_pdptes(value, v.cr4, v.cr3)
