@@ -233,6 +233,14 @@ class Cpu:
     # (DESIGN.md, "The boundary between monitors and the CPU": a monitor never sets an
     # engine field; vmm/kvm.py drives a KVM vCPU through the same operations, as QEMU's
     # accelerators implement one set of CPU ops)
+    def retire(self, n: int) -> None:
+        """``n`` instructions the ring-0 software running now executed for the guest by
+        other means (a monitor's interpreter, ``vmm/realmode.py``) took the processor's
+        time: the instruction count, and the virtual clock that follows it, move on; the
+        current ``run`` ends at its bound as usual."""
+        self.state.icount += n
+        self.limit = 0
+
     def halt(self) -> None:
         """HLT: the processor waits for an interrupt (or NMI/reset); ``run`` returns."""
         self.state.halted = True

@@ -106,6 +106,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     # JMPs and CALLs load without a trap: the virtual CS is read back from it at each entry
     # where it changed (``kernel_cs_loaded``)
     cs_in_frame = False
+    # a guest that clears CR0.PE runs on in real-address mode (``realmode``)
+    real_mode = True
     STATE = ("vcpu", "platform", "shadow", "gdt", "ldt", "step_state", "shadow_at", "guest_halted",
              "traps", "emulated", "stats", "watchpoints", "real")
     WIRING = ("machine", "cpu", "mem", "guest_ram", "base", "gm")
@@ -813,6 +815,9 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             if value & ~CR0_WRITABLE & 0xFFFFFFFF or (value & CR0_PG and not value & CR0_PE) \
                     or (value & CR0_NW and not value & CR0_CD):
                 raise GuestFault(GP, 0)
+            if not value & CR0_PE and not self.real_mode:
+                raise MonitorStop(f"{self.name}: the guest left protected mode (real mode is "
+                                  "not virtualized)")
             value |= CR0_ET                   # hardwired to 1 (SDM Vol. 3 §2.5)
             changed = v.cr0 ^ value
             loaded = bool(changed & CR0_PDPTE_RELOAD) and self.load_pdptes(value, v.cr4, v.cr3)

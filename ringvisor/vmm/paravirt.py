@@ -86,10 +86,14 @@ class ParaVirt(Monitor):
     virtual_apic = False                 # events and a timer hypercall instead
     pae = False                          # its page tables are 32-bit (the PV ABI's)
     SOFT_GATES = Monitor.SOFT_GATES + (HYPERCALL_VECTOR,)     # (``pv_region``'s gate)
-    STATE = Monitor.STATE + ("events", "trap_table", "callbacks", "gdt_frames", "kstack", "pinned",
-                             "timer", "hypercalls", "time_version")
+    # a para-virtualized kernel never leaves protected mode (``real_mode``): its real-mode
+    # part holds nothing to save
+    real_mode = False
+    STATE = tuple(n for n in Monitor.STATE if n != "real") + (
+        "events", "trap_table", "callbacks", "gdt_frames", "kstack", "pinned", "timer",
+        "hypercalls", "time_version")
     WIRING = Monitor.WIRING + ("cmdline", "si_phys", "start_info_phys", "fixed", "time_scale",
-                               "io_privileged", "o_time", "o_cr2")
+                               "io_privileged", "o_time", "o_cr2", "real")
 
     def __init__(self, machine, guest_ram: int, cmdline: str = "", *, base: int | None = None,
                  shadow_pool: list[int] | None = None, pages: dict[str, int] | None = None,

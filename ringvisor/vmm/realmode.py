@@ -256,6 +256,10 @@ class RealMode:
         if (s.gdtr.base, s.gdtr.limit) != (v.gdt_base, v.gdt_limit):
             mon.load_gdt(s.gdtr.base, s.gdtr.limit)
         v.idt_base, v.idt_limit = s.idtr.base, s.idtr.limit
+        if s.ldtr.selector != v.ldtr:             # (LLDT, LTR: in the PE stretch only)
+            mon.ldt.load(s.ldtr.selector)
+        if s.tr.selector != v.tr:
+            v.tr, v.tr_base, v.tr_limit = s.tr.selector, s.tr.base, s.tr.limit
         v.cr2 = s.cr2
         for n in (4, 3, 0):         # (the processor checked each write: these are its values)
             if getattr(s, f"cr{n}") != getattr(v, f"cr{n}"):
@@ -281,11 +285,11 @@ class RealMode:
 
     def _retire(self) -> None:
         """The instructions the interpreter retired are the guest's: virtual time moves."""
-        st = self.mon.cpu.state
-        retired = self.cpu.state.icount - st.icount
+        mon = self.mon
+        retired = self.cpu.state.icount - mon.cpu.state.icount
         if retired > 0:
-            st.icount += retired
-            self.mon.stats["interpreted instructions"] += retired
+            mon.cpu.retire(retired)
+            mon.stats["interpreted instructions"] += retired
 
     # -- when virtual-8086 mode, or protected mode, can take over ------------------------
     def runnable(self) -> bool:
