@@ -52,6 +52,11 @@ class BtDomainMonitor(BinaryTranslation):
     name = "domain-bt"
     virtual_apic = False            # a domain gets no local APIC (the 8259A's output is its INTR)
     pae = False                     # (its saved context, ``ctrlreg``, carries no PDPTEs)
+    # a domain's memory is its P2M's: it stops where it would leave protected mode (as a
+    # para-virtualized one does), and its real-mode part holds nothing to save
+    real_mode = False
+    STATE = tuple(n for n in BinaryTranslation.STATE if n != "real")
+    WIRING = BinaryTranslation.WIRING + ("real",)
 
     def __init__(self, hv, dom, pages: dict[str, int], shadow_pool: list[int],
                  tc_frames: list[int]) -> None:
