@@ -253,6 +253,14 @@ def test_build_produces_multiboot_elfs(images):
                                    + int.from_bytes(head[o + 8:o + 12], "little")) & M32 == 0
                    for o in offsets), f"{name}: no Multiboot header in the first 8 KiB"
         assert len(data) < 256 * 1024, name
+        # the shipped image is what the sources build (the build is reproducible), so the
+        # tests that run the shipped images test the sources: a stale one is caught here
+        assert data == guest_build.image_path(name).read_bytes(), (
+            f"{name}: the shipped image differs from a fresh build: "
+            "rebuild with 'python -m ringvisor.guests.build'")
+    report = "kernel-pv" + guest_build.PV_REPORT_SUFFIX
+    assert ((images["kernel-pv"].parent / report).read_text()
+            == (guest_build.IMAGES_DIR / report).read_text())
 
 
 def test_image_path():
