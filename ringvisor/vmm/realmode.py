@@ -41,9 +41,11 @@ and a 16-bit translator would have to re-derive every real-mode rule the
 interpreter already has.
 
 Time passes while the interpreter works: the instructions it retires are the
-guest's and count in the machine's virtual clock, due timers fire between its
-slices, and physical interrupts are taken there (and reach the guest's IVT when
-its IF allows), as they would reach a monitor interpreting on a real CPU.
+guest's and count in the machine's virtual clock (``Cpu.retire``), and it stops at
+the processor's bound (the next timer, the machine's slice), leaving the guest
+where its next fetch faults back into the monitor: the machine runs its timers,
+the physical interrupts come through the real IDT as for any guest code (and reach
+the guest's IVT when its IF allows), a debugger or an instruction limit stops it.
 
 Back to protected mode: the interpreter runs from the guest's MOV CR0 setting PE
 until CS, SS and the data segments hold descriptors of its GDT at CPL 0, and the
@@ -146,7 +148,7 @@ class RealMode:
 
     STATE = ("active", "engaged", "caches", "in_vm86", "halted")
     WIRING = ("mon",)
-    TRANSIENT = ("cpu", "ram", "code_snap")
+    TRANSIENT = ("cpu", "ram", "code_snap", "yielded")
 
     def __init__(self, mon) -> None:
         self.mon = mon
@@ -163,6 +165,7 @@ class RealMode:
         self.cpu: Cpu | None = None
         self.ram: GuestRam | None = None
         self.code_snap: dict[int, bytes] = {}
+        self.yielded = False         # ``run`` gave the processor back mid-way
 
     # -- the lifecycle protocol ---------------------------------------------------------
     def get_state(self) -> dict:
@@ -277,6 +280,9 @@ class RealMode:
                 st.segs[i] = vm86_segment(s.segs[i].selector)
             mon.cpu.mode_changed()
             self.in_vm86 = self.runnable()
+            if self.yielded and not self.in_vm86:
+                self._fence(f)
+        self.yielded = False
         if s.interrupt_shadow:
             mon.new_shadow = True            # (STI, MOV SS: the next instruction first)
         self.halted = s.halted
@@ -414,38 +420,33 @@ class RealMode:
 
     def run(self, f) -> None:
         """Interpret until virtual-8086 mode or protected mode can take over, the guest
-        halts or the machine stops; between slices virtual time moves and the
-        interrupts it brings are taken."""
+        halts, the machine stops, or the processor's time slice is spent (its bound: the
+        next timer, the machine's own slice): then the machine runs its timers and takes
+        its interrupts as for any guest code, and the guest comes back here (``_fence``)."""
         mon, c = self.mon, self.cpu
         s = c.state
-        clock = mon.machine.clock
         n = 1
+        first = True
         while not self.runnable():
             if mon.machine.stop is not None or mon.cpu.stop_requested:
                 return
             self._retire()
-            clock.run_due()
-            self._physical_interrupts()
             s.intr = mon.platform.intr
             if s.halted and not (s.intr and s.eflags & IF):
                 return                       # (the real CPU waits: ``Monitor.halt``)
-            bound = n
-            due = clock.next_deadline()
-            if due is not None:
-                bound = max(1, min(n, due - clock.cycles()))
-            c.run(s.icount + bound)
+            left = mon.cpu.bound - mon.cpu.state.icount
+            if left <= 0 and not first and s.eip <= VM86_LIMIT:
+                self.yielded = True
+                return
+            first = False
+            c.run(s.icount + max(1, min(n, left)))
             n = min(2 * n, SLICE)
 
-    def _physical_interrupts(self) -> None:
-        """The machine's interrupts that came while the interpreter ran, taken as the real
-        CPU's INTA cycle would take them (the monitor owns the physical PICs)."""
-        mon = self.mon
-        st = mon.cpu.state
-        for _ in range(16):
-            if not st.intr:
-                return
-            vector = mon.cpu.acknowledge()
-            if vector is None:
-                return
-            if mon.platform.physical_irq(vector):
-                mon.traps["interrupt"] += 1
+    def _fence(self, f) -> None:
+        """The guest resumes in virtual-8086 mode where virtual-8086 mode cannot run it
+        (its time slice was spent): the page its first fetch there reads is taken out
+        of the shadow, so that fetch faults (#PF) and the monitor goes on interpreting
+        before a single instruction runs with the wrong segment bases."""
+        lin = (f.cs << 4) + (f.eip & VM86_LIMIT)
+        for page in {lin & ~0xFFF, (lin + 15) & ~0xFFF}:
+            self.mon.shadow.invalidate(page)
