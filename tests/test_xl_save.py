@@ -101,7 +101,9 @@ def test_save_and_restore_continue_the_console(alone, tmp_path):
     assert all(m.name != "alpha" for m in a.ts.managed.values())
     assert a.hv.frames.nr_free > free + 8 * 256           # its memory went back
     before = bytes(a.out.pop("alpha"))
-    assert not a.run(lambda: False, 5_000_000)              # the host goes on (>= 50 ms)
+    # the host goes on for 50 ms of its time (its_time_continues needs no more; a budget
+    # of instructions instead ran it for seconds of idle virtual time)
+    assert not a.hv.run_until(lambda: False, 5_000_000, step=20_000, ns=50_000_000)
     a.listen(a.ts.restore(read_file(path), str(path)))
     its_time_continues(a, "alpha", read_file(path))
     a.finish("alpha")
