@@ -24,6 +24,7 @@ LINKER_SCRIPT = GUEST_DIR / "link.ld"
 BUILD_DIR = Path(os.environ.get("RINGVISOR_HWGUEST_BUILD", GUEST_DIR / "build"))
 
 PLATFORMS = ("qemu", "jit", "interp")
+MONITORS = ("trapemu", "bt")            # the full-virtualization monitors, on the jit engine
 QEMU_TIMEOUT = 30.0                 # seconds per guest run
 EMULATOR_MAX_INSTRUCTIONS = 50_000_000
 MEM_MB = 32
@@ -136,6 +137,7 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("vmx", "vmx"),               # VMX: QEMU's TCG has none (tests/test_vmx_guest.py)
     Kernel("gdbregs", "gdbregs"),       # x87/SSE values for a debugger (test_gdb_fpu.py)
     Kernel("apictimer", "apictimer"),   # the APIC timer natively and under the monitors (test_vapic.py)
+    Kernel("mmio", "mmio"),             # MMIO instruction forms natively and under the monitors (test_mmio.py)
     Kernel("virtio", "virtio"),         # legacy virtio-pci, polled (test_virtio.py)
     Kernel("diskfw", "diskfw"),         # the firmware's report of the IDE disks (test_diskfw.py)
     Kernel("rings12", "rings12"),       # drivers at rings 1 and 2: refused by the monitors (test_monitor_guests.py)
@@ -200,7 +202,8 @@ def run_platform(platform: str, image: Path, cmdline: str = "", stdin: bytes = b
 
     Returns the COM1 output (decoded as latin-1, CR LF folded to LF) and the
     guest's exit code: the byte it wrote to port 0xf4, or -1 if the machine
-    stopped some other way (triple fault, instruction limit).
+    stopped some other way (triple fault, instruction limit, a monitor's stop).
+    ``platform`` may also be a monitor of ``MONITORS``: the guest runs under it.
     """
     if platform == "qemu":
         from ringvisor.tools.qemu import run_qemu
@@ -219,8 +222,28 @@ def run_platform(platform: str, image: Path, cmdline: str = "", stdin: bytes = b
                                 max_instructions=EMULATOR_MAX_INSTRUCTIONS, engine=platform,
                                 modules=list(modules), serial_ports=serial_ports, cpus=smp)
         code = status >> 1 if status & 1 else -1
+    elif platform in MONITORS:
+        return monitor_output(run_monitor(platform, image, cmdline, mem_mb, stdin))
     else:
-        raise ValueError(f"unknown platform {platform!r} (expected one of {PLATFORMS})")
+        raise ValueError(f"unknown platform {platform!r} (expected one of {PLATFORMS + MONITORS})")
+    return out.decode("latin-1").replace("\r\n", "\n"), code
+
+
+def run_monitor(mode: str, image: Path, cmdline: str = "", mem_mb: int = MEM_MB,
+                stdin: bytes = b""):
+    """Run ``image`` under monitor ``mode``: the runner's VmResult (machine and monitor
+    in hand, for a test to look inside)."""
+    from ringvisor.vmm.runner import run_vm
+    return run_vm(Path(image), mode, cmdline, mem_mb, stdin,
+                  max_instructions=EMULATOR_MAX_INSTRUCTIONS, quiet=True)
+
+
+def monitor_output(r) -> tuple[str, int]:
+    """``run_platform``'s (output, exit code) of a run under a monitor; a monitor's stop
+    is the output's last line, in brackets."""
+    out = r.output + (f"\n[{r.stop.message.splitlines()[0]}]".encode()
+                      if r.stop.reason != "exit" and r.stop.message else b"")
+    code = r.status >> 1 if r.stop.reason == "exit" else -1
     return out.decode("latin-1").replace("\r\n", "\n"), code
 
 

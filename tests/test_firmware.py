@@ -3,7 +3,9 @@
 ``tests/hwguests/firmware`` reads fw_cfg, walks the ACPI tables from the RSDP the
 standard scan finds, reads the PM timer, enumerates PCI bus 0, runs the pci-testdev's
 tests, raises a pc-testdev interrupt line into the IO-APIC and fires the HPET's
-timer 0 (one-shot, periodic).  The lines below are what QEMU 7.2 prints (with
+timer 0 (one-shot, periodic).  Under the monitors ``trapemu`` and ``bt`` the same
+kernel meets a virtual IO-APIC and HPET, and the pci-testdev's BAR mapped through
+(``ringvisor/vmm/mmio.py``).  The lines below are what QEMU 7.2 prints (with
 ``-device pc-testdev -device pci-testdev``, which ringvisor's PC always has); every
 table's checksum is checked by the guest itself (ACPI 5.2.6: the bytes sum to 0).
 """
@@ -14,9 +16,13 @@ import functools
 
 import pytest
 
-from hwtests import MEM_MB, build_kernel, output_lines, run_platform
+from hwtests import EMULATOR_MAX_INSTRUCTIONS, MEM_MB, MONITORS, build_kernel, monitor_output, output_lines, run_monitor, run_platform
 from ringvisor.hw.boot import acpi
-from ringvisor.hw.machine import Machine
+from ringvisor.hw.devices.pci import PciTestDev
+from ringvisor.hw.machine import Machine, read_image
+from ringvisor.lifecycle import stream
+from ringvisor.lifecycle.vm import VmInfo, capture, restore
+from ringvisor.vmm.runner import attach_monitor, create_vm
 
 QEMU_DEVICES = ["-device", "pc-testdev", "-device", "pci-testdev"]
 
@@ -84,8 +90,15 @@ EXPECTED = [
 
 
 @functools.lru_cache(maxsize=None)
+def _vm(mode: str):
+    return run_monitor(mode, build_kernel("firmware"))
+
+
+@functools.lru_cache(maxsize=None)
 def _run(platform: str) -> tuple[str, int]:
     image = build_kernel("firmware")
+    if platform in MONITORS:
+        return monitor_output(_vm(platform))
     if platform == "qemu":
         from ringvisor.tools.qemu import run_qemu
         r = run_qemu(image, mem_mb=MEM_MB, extra_args=QEMU_DEVICES, timeout=30)
@@ -93,11 +106,47 @@ def _run(platform: str) -> tuple[str, int]:
     return run_platform(platform, image)
 
 
-@pytest.mark.parametrize("platform", [pytest.param("qemu", marks=pytest.mark.qemu), "jit"])
+@pytest.mark.parametrize("platform", [pytest.param("qemu", marks=pytest.mark.qemu), "jit", *MONITORS])
 def test_firmware_guest(platform):
     out, code = _run(platform)
     assert output_lines(out) == EXPECTED, out
     assert code == 0
+    if platform in MONITORS:
+        # the guest's HPET was the monitor's virtual one (it counted and fired; the
+        # machine's never ran), and the pci-testdev's BAR was mapped into the shadow
+        # once, after which the guest's stores reached the machine's own device without
+        # a trap (its counters show the 16 writes of the guest's MMIO test)
+        mon, m = _vm(platform).monitor, _vm(platform).machine
+        assert m.hpet.counter() == 0 and not m.hpet.s.config & 1
+        assert mon.platform.vhpet.counter() > 0 and mon.platform.vhpet.s.period[0] == 50_000
+        assert mon.traps["#PF (device page mapped)"] == 1
+        testdev = [f for f in m.pci.functions.values() if isinstance(f, PciTestDev)][0]
+        assert testdev.counts[0] == 16
+
+
+def test_save_and_restore_under_a_monitor_keep_the_virtual_ioapic_and_hpet():
+    """A VM saved under binary translation while the guest's HPET timer runs periodic
+    through its virtual IO-APIC restores with both (the timer armed, the redirection
+    entry programmed) and goes on to the output of the run that was not saved."""
+    out = bytearray()
+    m, mon = create_vm(read_image(build_kernel("firmware")), "bt", output=out.extend)
+    hpet = mon.platform.vhpet
+    while hpet._timers[0] is None or not hpet.s.timer_config[0] & 8 or hpet.s.period[0] != 50_000:
+        m.stop = None
+        assert m.run(500).reason == "limit"     # until timer 0 runs periodic
+    assert mon.platform.vioapic.s.redir[2] & 0x1FFFF == 0x72          # pin 2, edge, unmasked
+    image = stream.pack_image(capture(m, mon, VmInfo(description="mmio")))
+    before = bytes(out)
+    m.stop = None
+    m.run(EMULATOR_MAX_INSTRUCTIONS)
+    r, rmon, _ = restore(stream.read_sections(image, "x"), attach_monitor, "jit", None, "x")
+    saved = rmon.platform
+    assert saved.vioapic.s.redir[2] & 0x1FFFF == 0x72 and saved.vhpet._timers[0] is not None
+    more = bytearray()
+    r.output = more.extend
+    r.uart.output = r._serial_out
+    r.run(EMULATOR_MAX_INSTRUCTIONS)
+    assert bytes(out) == before + bytes(more) and b"firmware: done" in more
 
 
 def test_tables_sum_to_zero_and_list_every_cpu():

@@ -103,13 +103,3 @@ def test_save_and_restore_keep_the_virtual_apic():
     r.run(EMULATOR_MAX_INSTRUCTIONS)
     assert bytes(out) == before + bytes(more) and b"apictimer: done" in more
 
-
-def test_what_the_monitors_do_not_virtualize_stops_with_one_line():
-    """The IO-APIC is not given to a guest under a monitor: the run stops with a line
-    naming it (the apic guest reaches for it after its local APIC checks)."""
-    r = run_vm(build_kernel("apic"), "trapemu", max_instructions=EMULATOR_MAX_INSTRUCTIONS,
-               quiet=True)
-    assert b"APIC_BASE=fee00900" in r.output
-    assert r.stop.reason != "exit"
-    first = r.stop.message.splitlines()[0]
-    assert "ioapic at 0xfec00000" in first and "do not give a guest" in first, first

@@ -135,8 +135,10 @@ class Context:
             raise GuestFault(GP, 0)
 
 
-def emulate(mon, f, ins: ix.Instruction, eip: int, tables=(EMULATORS,)) -> str | None:
-    """Emulate ``ins`` (at guest ``eip``) with the first of ``tables`` that has it.
+def emulate(mon, f, ins: ix.Instruction, eip: int, tables=(EMULATORS,),
+            context: type = None) -> str | None:
+    """Emulate ``ins`` (at guest ``eip``) with the first of ``tables`` that has it, on a
+    ``context`` (a :class:`Context`, or one whose accesses reach devices: ``mmio.py``).
 
     None if no table has it.  An exception the instruction raises for the guest is
     delivered to it (the result is then ``FAULTED``: the guest is in its handler).
@@ -151,7 +153,7 @@ def emulate(mon, f, ins: ix.Instruction, eip: int, tables=(EMULATORS,)) -> str |
     tf = bool(f.eflags & TF)               # (the monitor's own TF is never in the frame)
     mon.db_hits = 0
     try:
-        result = fn(Context(mon, f, ins, eip))
+        result = fn((context or Context)(mon, f, ins, eip))
         if result is not None:
             mon.completed(f, tf, ins.mnemonic in (M.IRET, M.IRETD))
         return result

@@ -56,6 +56,7 @@ SEL_TCODE = (SEL_MCODE + 24) | 1        # ring 1 code over everything: translate
 
 # Real IDT vectors the monitor uses for itself.
 PIC_BASE = 0x50                  # the physical PICs deliver IRQ n at PIC_BASE + n
+GSI_BASE = 0x60                  # the physical IO-APIC's inputs 16-23 at GSI_BASE + n - 16 (platform.py)
 CALLOUT = 0xF0                   # translated code calls the monitor (gate DPL 1)
 CHAIN = 0xF1                     # translated code asks for the translation of a target
 HV_TIMER = 0xF2                  # the hypervisor's own one-shot timer (para-virtualization)

@@ -52,7 +52,7 @@ from .platform import VirtualPlatform
 from .realmode import RealMode
 from .shadow import NO_PAGING, PAE_KEY, ShadowPaging
 from .stepping import Stepping
-from .vapic import APIC_PAGE, emulate_access
+from .mmio import mmio_fault
 from .vcpu import CR0_PG, CR0_WP, CR4_PSE, IF, VirtualCpu
 
 TF, NT, RF, VM, AC, ID = 1 << 8, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 21
@@ -697,16 +697,15 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             self.guest_page_fault(f, lin, (err & 2) | 1)
             return
         frame = m.phys & ~0xFFF
-        if frame == APIC_PAGE and not self.gm.translated:
-            self.apic_access(f, m.phys & 0xFFF)
-            return
+        if not self.gm.translated and frame >= self.guest_ram and mmio_fault(self, f, m, lin, err):
+            return                      # a device's page (``mmio.py``)
         self.traps["#PF (shadow)"] += 1
         if not self.gm.translated and frame >= self.guest_ram:
             device = self.machine.mem.device_at(frame)
             if device is not None:
                 raise MonitorStop(f"{self.name}: the guest reached for the machine's "
-                                  f"{device} at {m.phys:#x}, which the monitors do not give a "
-                                  f"guest (its RAM, the port-I/O devices and a local APIC)")
+                                  f"{device} at {m.phys:#x}, which {self.name} does not give a "
+                                  f"guest")
             raise MonitorStop(f"{self.name}: the guest mapped linear {lin:#010x} to physical "
                               f"{frame:#x}, beyond its {self.guest_ram >> 20} MiB")
         ppn = frame >> 12
@@ -743,16 +742,6 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.traps["#PF (guest)"] += 1
         self.vcpu.cr2 = address
         self.deliver(f, 14, error_code, False, self.guest_eip(f) if eip is None else eip)
-
-    def apic_access(self, f: Frame, offset: int) -> None:
-        """The guest touched its local APIC's page, which the shadow never maps: the
-        access is emulated on its virtual APIC (``vapic.py``)."""
-        vapic = self.platform.vapic
-        if vapic is None:
-            raise MonitorStop(f"{self.name}: the guest reached for the local APIC at "
-                              f"{APIC_PAGE + offset:#x}; {self.name} gives a guest no APIC")
-        self.traps["#PF (APIC page)"] += 1
-        emulate_access(self, f, self.code_at(f), offset, vapic)
 
     def gdt_store(self, f: Frame, lin: int, m) -> bool:
         """A store into a page holding the guest's GDT (and maybe hot data): done by the

@@ -30,6 +30,23 @@ to the guest's virtual local APIC (``vapic.py``), whose LINT0 it is, as on the
 PC; the para-virtual monitor gives the guest no APIC, and the virtual PIC's
 output is the guest's interrupt request itself.
 
+The IO-APIC and the HPET (under trap-and-emulate and binary translation): the
+monitor owns the machine's -- at takeover it masks every redirection entry of the
+physical IO-APIC and halts the physical HPET -- and gives the guest instances of
+the same models (``hw.devices.ioapic``, ``hw.devices.hpet``: the rules are written
+once, in hw), starting in the state the hardware held at takeover, whose MMIO
+pages are trapped and emulated (``mmio.py``).  The guest's virtual IRQ lines are
+wired as the PC's are (``IsaIrqs``: line n to the virtual 8259A and to virtual
+IO-APIC pin n, IRQ 0 to pin 2), so a line the monitor raises for a physical
+interrupt reaches both, and the guest's redirection entries decide: masking,
+edge or level, remote IRR until the virtual local APIC's EOI broadcast (its
+``ApicBus``, private to the guest, carries the IO-APIC's messages to it and its
+EOIs back).  The virtual HPET runs on the machine's virtual clock, the guest's
+time under these monitors (the monitors do not offset it; a guest's WRMSR to its
+TSC moves only its TSC, as on the PC), and its timers raise the guest's virtual
+lines or virtual IO-APIC pins; the virtual APIC then notifies the monitor as for
+its own timer (``vapic.py``).
+
 Level-triggered lines (the PCI INTx lines 10 and 11, which the firmware makes
 level in the ELCR, as SeaBIOS does): the line stays up until the guest has
 talked to the device (a virtio ISR read), so ending it on the real PIC at once
@@ -39,12 +56,22 @@ virtual line up instead; at each of the guest's writes to its PIC (its EOI) it
 samples the real line: gone, the virtual line drops and the real one is
 unmasked; still up, the guest is interrupted again by its own PIC (Xen masks a
 level-triggered IO-APIC pin until the guest's EOI the same way; KVM's irqfd
-"resample" is the same idea).
+"resample" is the same idea).  A guest that routes the line through its IO-APIC
+ends it at its local APIC instead: the EOI broadcast samples the real lines
+before the virtual IO-APIC sees it, so a line still up is delivered again by
+the IO-APIC's own remote-IRR rule.  The IO-APIC's inputs 16-23, which no 8259A
+line reaches (the pc-testdev's lines there), are held the same way: the
+monitor programs those pins of the physical IO-APIC level-triggered at its own
+vectors (``GSI_BASE``), masks a pin when it interrupts and raises the guest's
+virtual pin, and at the guest's EOIs samples the physical input: low, the
+virtual pin drops and the physical one is unmasked.
 """
 
 from __future__ import annotations
 
 from ringvisor.hw.bus import IoBus
+from ringvisor.hw.devices.hpet import CFG_ENABLE, Hpet
+from ringvisor.hw.devices.ioapic import NUM_PINS, RED_LEVEL, RED_MASKED, IoApic, IsaIrqs
 from ringvisor.hw.devices.pic import PicPair
 
 from . import layout as L
@@ -55,11 +82,13 @@ PIC_DEVICES = ("pic-master", "pic-slave", "elcr")
 ICW1_ICW4, ICW4_8086 = 0x11, 0x01
 OCW3_READ_ISR = 0x0B
 SPECIFIC_EOI = 0x60
+GSI_FIRST = 16                   # IO-APIC inputs no 8259A line reaches (QEMU's PC: 16-23)
+IOREGSEL, IOWIN, APIC_EOI = 0x00, 0x10, 0xB0
 
 
 class VirtualPlatform:
-    STATE = ("vpic", "vapic", "stats", "held")   # (vmm/state.py)
-    WIRING = ("phys", "bus", "pic")
+    STATE = ("vpic", "vapic", "vioapic", "vhpet", "stats", "held")   # (vmm/state.py)
+    WIRING = ("phys", "bus", "pic", "virqs", "mmio", "machine")
 
     def __init__(self, bus, pic, machine=None, name: str = "monitor") -> None:
         """``machine``: give the guest a virtual local APIC (``vapic.py``) in front of the
@@ -72,13 +101,27 @@ class VirtualPlatform:
                                   owner=r.owner)
         self.vpic = PicPair(self.bus, lambda level: None)
         self.vpic.set_state(pic.get_state())  # exactly what the hardware holds at takeover
-        self.vapic = None
+        self.vapic = self.vioapic = self.vhpet = self.mmio = None
+        self.machine = machine
         if machine is not None:
+            from .mmio import GuestMmio
             from .vapic import VirtualApic
             self.vapic = VirtualApic(machine, self.vpic, L.APIC_NOTIFY, name)
             self.vpic.set_intr = self.vapic.apic.pic_output
+            apic_bus = self.vapic.apic.bus            # the guest's own APIC bus
+            self.vioapic = IoApic(apic_bus, self.vpic)
+            self.vioapic.set_state(machine.ioapic.get_state())
+            # (first: a held level line the device lowered drops before the IO-APIC
+            # looks at it again)
+            apic_bus.eoi_listeners.insert(0, lambda vector: self.held and self._resample())
+            self.virqs = IsaIrqs(self.vpic, self.vioapic)
+            self.vhpet = Hpet(machine.clock, self.virqs)
+            self.vhpet.set_state(machine.hpet.get_state())
+            self.mmio = GuestMmio(machine, self)
+        else:
+            self.virqs = IsaIrqs(self.vpic, None)
         self.pic = pic                       # the machine's, to sample level-triggered lines
-        self.held = 0                        # level lines masked on the real PIC for the guest
+        self.held = 0                        # level lines held for the guest: PIC 0-15, IO-APIC 16-23
         self.stats = {"io": 0, "irqs": 0, "spurious": 0}
 
     def get_state(self) -> dict:
@@ -89,6 +132,9 @@ class VirtualPlatform:
             state = {**state, "vapic": S.get_attrs(self)["vapic"]}
         if "held" not in state:              # saved before level-triggered lines were held
             state = {**state, "held": 0}
+        for k in ("vioapic", "vhpet"):       # saved before the monitors had them
+            if k not in state:
+                state = {**state, k: S.get_attrs(self)[k]}
         S.set_attrs(self, state)
 
     def take_over(self) -> None:
@@ -102,6 +148,24 @@ class VirtualPlatform:
             w(data, 1, ICW4_8086)
             w(data, 1, 0)                    # OCW1: nothing masked (the guest's IMR is virtual)
             w(cmd, 1, OCW3_READ_ISR)         # reads of the command port show the ISR
+        m = self.machine
+        if m is not None:
+            # the guest's IO-APIC and HPET are virtual: nothing of the machine's may
+            # interrupt the monitor at a vector of the guest's choosing; the inputs only
+            # the IO-APIC has come to the monitor's vectors (level: held, see above)
+            for pin in range(NUM_PINS):
+                self._ioapic_entry(pin, RED_MASKED if pin < GSI_FIRST else
+                                   RED_LEVEL | (L.GSI_BASE + pin - GSI_FIRST), hi=0)
+            m.hpet.mmio_write(0x010, 4, m.hpet.mmio_read(0x010, 4) & ~CFG_ENABLE)
+
+    def _ioapic_entry(self, pin: int, lo: int, hi: int | None = None) -> None:
+        """Program the physical IO-APIC's entry ``pin`` (low dword, and high if given)."""
+        io = self.machine.ioapic
+        if hi is not None:
+            io.mmio_write(IOREGSEL, 4, 0x11 + 2 * pin)
+            io.mmio_write(IOWIN, 4, hi)
+        io.mmio_write(IOREGSEL, 4, 0x10 + 2 * pin)
+        io.mmio_write(IOWIN, 4, lo)
 
     # -- physical interrupts -------------------------------------------------------------
     def physical_irq(self, real_vector: int) -> bool:
@@ -109,6 +173,16 @@ class VirtualPlatform:
         the virtual one.  False if the vector is not a PIC's."""
         if self.vapic is not None and self.vapic.physical_irq(real_vector):
             self.stats["irqs"] += 1
+            return True
+        pin = real_vector - L.GSI_BASE + GSI_FIRST
+        if self.machine is not None and GSI_FIRST <= pin < NUM_PINS:
+            # an input only the IO-APIC has: held up for the guest, masked on the machine
+            # until the device lowers it (``_resample``)
+            self._ioapic_entry(pin, RED_MASKED | RED_LEVEL | real_vector)
+            self.machine.lapic.mmio_write(APIC_EOI, 4, 0)
+            self.stats["irqs"] += 1
+            self.held |= 1 << pin
+            self.virqs.set_gsi(pin, True)
             return True
         n = real_vector - L.PIC_BASE
         if not 0 <= n < 16:
@@ -129,9 +203,10 @@ class VirtualPlatform:
         if self.pic.chips[n >> 3].s.elcr >> (n & 7) & 1:
             self._mask_real(n, True)
             self.held |= 1 << n
-            self.vpic.set_irq(n, True)
+            self.virqs.set_irq(n, True)
         else:
-            self.vpic.pulse_irq(n)
+            self.virqs.raise_irq(n)
+            self.virqs.lower_irq(n)
         return True
 
     def _mask_real(self, n: int, masked: bool) -> None:
@@ -149,7 +224,7 @@ class VirtualPlatform:
             bit = 1 << (n & 7)
             if not self.pic.chips[n >> 3].s.last_irr & bit:
                 self.held &= ~(1 << n)
-                self.vpic.set_irq(n, False)
+                self.virqs.set_irq(n, False)
                 self._mask_real(n, False)
             else:
                 v = self.vpic.chips[n >> 3].s
@@ -158,6 +233,11 @@ class VirtualPlatform:
                     # the guest programmed the line edge-triggered
                     self.vpic.set_irq(n, False)
                     self.vpic.set_irq(n, True)
+        for pin in range(GSI_FIRST, NUM_PINS):
+            if self.held >> pin & 1 and not self.machine.ioapic.s.irr >> pin & 1:
+                self.held &= ~(1 << pin)
+                self.virqs.set_gsi(pin, False)
+                self._ioapic_entry(pin, RED_LEVEL | (L.GSI_BASE + pin - GSI_FIRST))
 
     @property
     def intr(self) -> bool:

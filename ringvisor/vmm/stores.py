@@ -56,34 +56,39 @@ def emulate_store(mon, f: Frame, ins: ix.Instruction) -> bool:
     if m == M.MOV:
         c.write(size, b)
     else:
-        a = c.read(size)
-        cf = f.eflags & CF
-        if m == M.NOT:
-            res = ~a & mask
-        elif m in (M.ADD, M.ADC):
-            res = (a + b + (cf if m == M.ADC else 0)) & mask
-        elif m in (M.SUB, M.SBB):
-            res = (a - b - (cf if m == M.SBB else 0)) & mask
-        elif m == M.AND:
-            res = a & b
-        elif m == M.OR:
-            res = a | b
-        elif m == M.XOR:
-            res = a ^ b
-        elif m == M.INC:
-            res, b = (a + 1) & mask, cf
-        elif m == M.DEC:
-            res, b = (a - 1) & mask, cf
-        else:                                   # NEG
-            res = -a & mask
+        res, f.eflags = arith(m, c.read(size), b, size, f.eflags)
         c.write(size, res)
-        if m != M.NOT:
-            kind = KIND[m]
-            if kind in (F.ADC, F.SBB) and not cf:
-                kind = F.ADD if kind == F.ADC else F.SUB    # (the records' ADC/SBB carry in 1)
-            fl = F.materialize(F.op_code(kind, 8 * size), res, a, b)
-            f.eflags = (f.eflags & ~ARITH_FLAGS) | fl
     f.eip = (f.eip + ins.len) & 0xFFFFFFFF
     mon.completed(f, tf)
     mon.stats["stores emulated"] += 1
     return True
+
+
+def arith(m: int, a: int, b: int, size: int, eflags: int) -> tuple[int, int]:
+    """The result of arithmetic or logic instruction ``m`` on ``a`` (its destination) and
+    ``b`` (its source), and EFLAGS after it (the processor's, ``hw.flags``)."""
+    mask = MASK[size]
+    cf = eflags & CF
+    if m == M.NOT:
+        return ~a & mask, eflags
+    if m in (M.ADD, M.ADC):
+        res = (a + b + (cf if m == M.ADC else 0)) & mask
+    elif m in (M.SUB, M.SBB):
+        res = (a - b - (cf if m == M.SBB else 0)) & mask
+    elif m == M.AND:
+        res = a & b
+    elif m == M.OR:
+        res = a | b
+    elif m == M.XOR:
+        res = a ^ b
+    elif m == M.INC:
+        res, b = (a + 1) & mask, cf
+    elif m == M.DEC:
+        res, b = (a - 1) & mask, cf
+    else:                                   # NEG
+        res = -a & mask
+    kind = KIND[m]
+    if kind in (F.ADC, F.SBB) and not cf:
+        kind = F.ADD if kind == F.ADC else F.SUB    # (the records' ADC/SBB carry in 1)
+    fl = F.materialize(F.op_code(kind, 8 * size), res, a, b)
+    return res, (eflags & ~ARITH_FLAGS) | fl

@@ -9,8 +9,8 @@ pair behind its LINT0.  Nothing of the guest's reaches the physical APIC:
 * **The APIC page.**  The shadow page tables never map the guest's APIC page
   (guest physical 0xFEE00000), so every access to it faults into the monitor,
   which decodes the instruction, performs the read or write on the virtual APIC
-  and steps past it (:func:`emulate_access`) -- trap-and-emulate of MMIO, as
-  VMware's VMM and Xen's HVM emulate the xAPIC page.
+  and steps past it (``mmio.py``, with the guest's other device pages) --
+  trap-and-emulate of MMIO, as VMware's VMM and Xen's HVM emulate the xAPIC page.
 * **The MSRs.**  RDMSR/WRMSR of IA32_APIC_BASE and IA32_TSC_DEADLINE trap (they
   are privileged) and go to the virtual APIC.
 * **Its timer** runs on the machine's virtual clock (one-shot, periodic,
@@ -35,15 +35,10 @@ its virtual one.
 
 from __future__ import annotations
 
-import iced_x86 as ix
-
 from ringvisor.hw.devices.lapic import APIC_DEFAULT_BASE, ApicBus, LocalApic
-from ringvisor.hw.system import get_reg, set_reg
 
 from .errors import MonitorStop
 
-M = ix.Mnemonic
-OK = ix.OpKind
 APIC_PAGE = APIC_DEFAULT_BASE           # QEMU's TCG does not relocate the APIC either
 ICR_LO, EOI = 0x300, 0x0B0
 ICR_SELF = 1 << 18                      # destination shorthand: self
@@ -144,24 +139,3 @@ class VirtualApic:
         self.level, self.unsupported = bool(state["level"]), str(state["unsupported"])
         self.nmi = bool(state.get("nmi", False))          # (monitor state 3 and older)
 
-
-def emulate_access(mon, f, ins: ix.Instruction, offset: int, vapic: VirtualApic) -> None:
-    """The guest's access to its APIC page at ``offset`` by ``ins`` (the instruction at the
-    frame's EIP): performed on the virtual APIC, and the guest continues after it.
-
-    The forms compilers emit for MMIO: MOV (register or immediate) to it, MOV or MOVZX
-    from it.  Anything else stops the run with one line."""
-    m = ins.mnemonic
-    size = ix.MemorySizeExt.size(ins.memory_size)
-    cpu = mon.cpu
-    if m == M.MOV and ins.op0_kind == OK.MEMORY and ins.op1_kind != OK.MEMORY:
-        value = get_reg(cpu, ins.op1_register) if ins.op1_kind == OK.REGISTER else ins.immediate(1)
-        vapic.apic.mmio_write(offset, size, value & (1 << 8 * size) - 1)
-    elif m in (M.MOV, M.MOVZX) and ins.op0_kind == OK.REGISTER and ins.op1_kind == OK.MEMORY:
-        set_reg(cpu, ins.op0_register, vapic.apic.mmio_read(offset, size))
-    else:
-        raise MonitorStop(f"{mon.name}: the guest's {ins} on its local APIC page (offset "
-                          f"{offset:#x}) is not emulated: only MOV to and MOV/MOVZX from it")
-    f.eip = (f.eip + ins.len) & 0xFFFFFFFF
-    mon.stats["apic_accesses"] += 1
-    vapic.check()

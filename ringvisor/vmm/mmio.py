@@ -1,0 +1,289 @@
+"""The PC's memory-mapped devices under trap-and-emulate and binary translation.
+
+Above its RAM the guest's physical address space holds what QEMU's PC has there:
+the local APIC page (0xFEE00000), the IO-APIC (0xFEC00000), the HPET
+(0xFED00000), the PCI devices' memory BARs (the pci-testdev's at 0xFEBFF000 as
+the firmware placed it) and the pc-testdev's scratch memory (0xFF000000).  The
+monitor treats them in two ways:
+
+* **Trapped and emulated on a virtual device** -- the devices whose state is
+  interrupt routing or time, which the monitor must own on the machine: the
+  local APIC (``vapic.py``), the IO-APIC and the HPET (``platform.py`` holds the
+  guest's instances of the machine's own models, ``hw.devices.ioapic`` and
+  ``hw.devices.hpet``).  The shadow page tables never map these pages, so every
+  access faults into the monitor, which decodes the instruction and performs it
+  on the virtual device (:func:`mmio_fault`), as VMware's VMM and Xen's HVM
+  emulate the IO-APIC and HPET pages (Xen's ``vioapic.c``, ``hpet.c``).
+* **Mapped through** -- every other device region of the machine (the
+  pci-testdev's BAR, the pc-testdev's memory, any BAR a device of the machine
+  decodes): such a device has no interrupt or time state the monitor must own
+  (its interrupts, if any, reach the physical 8259A, which the monitor owns and
+  forwards to the guest's virtual lines), so the shadow maps its page to the
+  machine's device and the guest's accesses reach it without a trap (a device
+  assigned to the guest, as Xen's PCI pass-through maps a BAR).  The guest
+  programs the BARs itself (its port I/O reaches the PCI host): a BAR it moves
+  is found where it now decodes at the next fault.  Only a page above the
+  machine's RAM is ever mapped through: a BAR the guest moves over RAM is
+  shadowed by the RAM there, as on the PC, and the monitor's own memory above
+  the guest's is never a device.
+
+An access where nothing decodes (above the machine's RAM) reads open bus, all
+ones, and a write there is dropped, as on the PC: such a page is trapped and
+emulated too.
+
+The emulated instructions are the ones kernels use on MMIO: MOV to and from it,
+MOVZX/MOVSX from it, the arithmetic and logic read-modify-writes (ADD ADC SUB
+SBB AND OR XOR INC DEC NEG NOT) on it, CMP and TEST of it, the ALU forms that
+read it into a register, XCHG, and MOVS/STOS/LODS with or without REP (either
+side may be RAM: the RAM side goes through the guest's memory with its paging
+rules).  Each access is one access of the instruction's width on the device.
+Every other memory operand, and the guest's paging rules on either side, raise
+what the processor would (``emulate.emulate`` delivers them at the instruction);
+an instruction not listed stops the run with one line naming it.
+"""
+
+from __future__ import annotations
+
+import iced_x86 as ix
+
+from ringvisor.hw.devices.hpet import HPET_BASE, HPET_SIZE
+from ringvisor.hw.devices.ioapic import IOAPIC_BASE, IOAPIC_SIZE
+from ringvisor.hw.devices.lapic import APIC_WINDOW
+from ringvisor.hw.system import get_reg, set_reg
+from ringvisor.hw.translate import registrar
+
+from .emulate import DONE, NEXT, STRING_IO_SLICE, Context, emulate
+from .errors import MonitorStop
+from .stores import MASK, arith
+from .vapic import APIC_PAGE
+
+M = ix.Mnemonic
+OK = ix.OpKind
+R = ix.Register
+PAGE = 0xFFFFF000
+PF_I = 0x10
+DF = 0x400
+
+MMIO_EMULATORS: dict = {}
+mmio_emulates = registrar(MMIO_EMULATORS)
+
+
+class GuestMmio:
+    """The guest's physical address space above its RAM: which device answers where."""
+
+    def __init__(self, machine, platform) -> None:
+        self.mem = machine.mem
+        p = platform
+        # the virtual devices' windows, each as the machine maps its own (the local
+        # APIC's is QEMU's 1 MiB "apic-msi" region; the HPET decodes 1 KiB of its page,
+        # the rest of the page is open bus there as on the machine)
+        self.virtual = [(APIC_PAGE, APIC_WINDOW, p.vapic.apic), (IOAPIC_BASE, IOAPIC_SIZE, p.vioapic),
+                        (HPET_BASE, HPET_SIZE, p.vhpet)]
+
+    def _virtual(self, addr: int, page: bool = False) -> tuple[int, object] | None:
+        """(offset, device) of the virtual device decoding ``addr`` (with ``page``: whose
+        window touches the page at ``addr``)."""
+        for base, size, dev in self.virtual:
+            end = (base + size + 0xFFF) & PAGE if page else base + size
+            if base <= addr < end:
+                return addr - base, dev
+        return None
+
+    def owns(self, frame: int) -> bool:
+        """The monitor answers for the page at ``frame`` (machine RAM is never it)."""
+        return frame >= self.mem.size or self._virtual(frame, True) is not None
+
+    def passes_through(self, frame: int) -> bool:
+        """A machine device decodes the page and is not one the monitor virtualizes."""
+        return frame >= self.mem.size and self._virtual(frame, True) is None and \
+            self.mem.device_at(frame) is not None
+
+    def read(self, gpa: int, size: int) -> int:
+        hit = self._virtual(gpa)
+        if hit is not None:
+            return hit[1].mmio_read(hit[0], size) & MASK[size]
+        if self._virtual(gpa, True) is not None:
+            return MASK[size]            # a virtual device's page, beyond what it decodes
+        # a device of the machine's (or nothing: open bus, all ones)
+        return int.from_bytes(self.mem.read(gpa, size), "little")
+
+    def write(self, gpa: int, size: int, value: int) -> None:
+        hit = self._virtual(gpa)
+        if hit is not None:
+            hit[1].mmio_write(hit[0], size, value & MASK[size])
+        elif self._virtual(gpa, True) is None:
+            {1: self.mem.write8, 2: self.mem.write16, 4: self.mem.write32}[size](gpa, value)
+
+
+def mmio_fault(mon, f, m, lin: int, err: int) -> bool:
+    """The guest's access at ``lin`` faulted in the shadow and its tables map it to ``m``
+    above its RAM: map a pass-through device's page, or emulate the instruction on the
+    device.  False if the page is not a device's the monitors give (the caller stops)."""
+    mmio = mon.platform.mmio
+    frame = m.phys & PAGE
+    if mmio is None or not mmio.owns(frame) or err & PF_I:
+        return False                    # (code is never fetched from a device)
+    if mmio.passes_through(frame):
+        mon.traps["#PF (device page mapped)"] += 1
+        write = bool(err & 2)
+        mon.shadow.install(lin, frame, m.user, m.writable and (m.dirty or write),
+                           m.pde_addr, m.pte_addr)
+        return True
+    apic = APIC_PAGE <= frame < APIC_PAGE + APIC_WINDOW
+    mon.traps["#PF (APIC page)" if apic else "#PF (device page)"] += 1
+    ins = mon.code_at(f)
+    if ins.mnemonic not in MMIO_EMULATORS:
+        raise MonitorStop(f"{mon.name}: the guest's {ins} on the device page at "
+                          f"{frame:#x} is not emulated (MOV, MOVZX/MOVSX, the ALU forms, "
+                          f"XCHG and MOVS/STOS/LODS are)")
+    if emulate(mon, f, ins, mon.guest_eip(f), (MMIO_EMULATORS,), MmioContext) == NEXT:
+        f.eip = (f.eip + ins.len) & 0xFFFFFFFF
+    mon.stats["apic_accesses" if apic else "mmio_accesses"] += 1
+    mon.platform.vapic.check()
+    return True
+
+
+class MmioContext(Context):
+    """An emulation context whose memory accesses reach a device where the guest's tables
+    map one (its paging rules checked first: a fault is the guest's, precise)."""
+
+    def _device(self, lin: int, size: int, write: bool) -> int | None:
+        mon = self.mon
+        if (lin ^ (lin + size - 1)) & PAGE:
+            return None                  # (across pages: RAM's rules, byte by byte)
+        m = mon.gm.translate(lin, write, self.v.cpl == 3)
+        if m.phys < mon.guest_ram or not mon.platform.mmio.owns(m.phys & PAGE):
+            return None
+        mon.watch(lin, size, write)
+        return m.phys
+
+    def read_at(self, lin: int, size: int) -> int:
+        gpa = self._device(lin, size, False)
+        if gpa is None:
+            value = self.mon.gm.read_u(lin, size, self.v.cpl == 3)
+            self.mon.watch(lin, size, False)
+            return value
+        return self.mon.platform.mmio.read(gpa, size)
+
+    def write_at(self, lin: int, size: int, value: int) -> None:
+        gpa = self._device(lin, size, True)
+        if gpa is None:
+            self.mon.gm.write_u(lin, size, value, self.v.cpl == 3)
+            self.mon.watch(lin, size, True)
+        else:
+            self.mon.platform.mmio.write(gpa, size, value)
+
+    def read(self, size: int, extra: int = 0) -> int:
+        return self.read_at(self.linear(extra, size), size)
+
+    def write(self, size: int, value: int, extra: int = 0) -> None:
+        self.write_at(self.linear(extra, size, True), size, value & MASK[size])
+
+
+def _size(c: Context) -> int:
+    return ix.MemorySizeExt.size(c.ins.memory_size)
+
+
+@mmio_emulates(M.MOV)
+def e_mov(c: MmioContext) -> str:
+    ins = c.ins
+    if ins.op0_kind == OK.MEMORY:
+        size = _size(c)
+        c.write(size, c.op(1, size))
+    else:
+        set_reg(c.cpu, ins.op0_register, c.read(_size(c)))
+    return NEXT
+
+
+@mmio_emulates(M.MOVZX, M.MOVSX)
+def e_movx(c: MmioContext) -> str:
+    size = _size(c)
+    v = c.read(size)
+    if c.ins.mnemonic == M.MOVSX and v >> (8 * size - 1):
+        v -= 1 << 8 * size
+    set_reg(c.cpu, c.ins.op0_register, v & 0xFFFFFFFF)
+    return NEXT
+
+
+ALU = (M.ADD, M.ADC, M.SUB, M.SBB, M.AND, M.OR, M.XOR)
+
+
+@mmio_emulates(*ALU, M.INC, M.DEC, M.NEG, M.NOT, M.CMP, M.TEST)
+def e_alu(c: MmioContext) -> str:
+    """Read-modify-write of the device register (one read, one write, as the processor's
+    locked or unlocked RMW reaches the bus), or a register computed from it; the flags
+    are the processor's (``stores.arith``)."""
+    ins, f = c.ins, c.f
+    size = _size(c)
+    mem_dest = ins.op0_kind == OK.MEMORY
+    if mem_dest:
+        a = c.read(size)
+        b = c.op(1, size) & MASK[size] if ins.op_count > 1 else 0
+    else:
+        a, b = get_reg(c.cpu, ins.op0_register), c.read(size)
+    m = {M.CMP: M.SUB, M.TEST: M.AND}.get(ins.mnemonic, ins.mnemonic)
+    res, f.eflags = arith(m, a, b, size, f.eflags)
+    if ins.mnemonic in (M.CMP, M.TEST):
+        return NEXT
+    if mem_dest:
+        c.write(size, res)
+    else:
+        set_reg(c.cpu, ins.op0_register, res)
+    return NEXT
+
+
+@mmio_emulates(M.XCHG)
+def e_xchg(c: MmioContext) -> str:
+    ins = c.ins
+    size = _size(c)
+    reg = ins.op1_register if ins.op0_kind == OK.MEMORY else ins.op0_register
+    old = c.read(size)
+    c.write(size, get_reg(c.cpu, reg))
+    set_reg(c.cpu, reg, old)
+    return NEXT
+
+
+STRINGS = {M.MOVSB: 1, M.MOVSW: 2, M.MOVSD: 4, M.STOSB: 1, M.STOSW: 2, M.STOSD: 4,
+           M.LODSB: 1, M.LODSW: 2, M.LODSD: 4}
+ACC = {1: R.AL, 2: R.AX, 4: R.EAX}
+
+
+@mmio_emulates(*STRINGS)
+def e_string(c: MmioContext) -> str:
+    """MOVS, STOS, LODS (REP: ECX times), one element at a time: ESI, EDI and ECX step
+    after each, so a fault part-way leaves them where the processor would (SDM Vol. 2
+    REP: the registers are updated per iteration, the fault reported at the instruction)."""
+    ins, regs = c.ins, c.cpu.state.regs
+    if ins.op_kind(0) in (OK.MEMORY_SEG_SI, OK.MEMORY_ESDI) or \
+            ins.op_kind(ins.op_count - 1) in (OK.MEMORY_SEG_SI, OK.MEMORY_ESDI):
+        raise MonitorStop(f"{c.mon.name}: the guest's {ins} on a device page uses 16-bit "
+                          f"addressing, which the monitors do not emulate there")
+    m = ins.mnemonic
+    size = STRINGS[m]
+    step = -size if c.f.eflags & DF else size
+    rep = ins.has_rep_prefix or ins.has_repne_prefix
+    src = c.seg_base(ins.memory_segment) if m not in (M.STOSB, M.STOSW, M.STOSD) else 0
+    dst = c.seg_base(R.ES)
+    budget = STRING_IO_SLICE
+    while not rep or regs[1]:
+        if not budget:
+            # interruptible, as REP is: the frame stays at the instruction, which faults
+            # again for the rest (ECX says how much)
+            return DONE
+        budget -= 1
+        if m in (M.STOSB, M.STOSW, M.STOSD):
+            c.write_at((dst + regs[7]) & 0xFFFFFFFF, size, get_reg(c.cpu, ACC[size]))
+            regs[7] = (regs[7] + step) & 0xFFFFFFFF
+        else:
+            v = c.read_at((src + regs[6]) & 0xFFFFFFFF, size)
+            if m in (M.LODSB, M.LODSW, M.LODSD):
+                set_reg(c.cpu, ACC[size], v)
+            else:
+                c.write_at((dst + regs[7]) & 0xFFFFFFFF, size, v)
+                regs[7] = (regs[7] + step) & 0xFFFFFFFF
+            regs[6] = (regs[6] + step) & 0xFFFFFFFF
+        if not rep:
+            break
+        regs[1] = (regs[1] - 1) & 0xFFFFFFFF
+    return NEXT
+
