@@ -25,6 +25,9 @@ BUILD_DIR = Path(os.environ.get("RINGVISOR_HWGUEST_BUILD", GUEST_DIR / "build"))
 
 PLATFORMS = ("qemu", "jit", "interp")
 MONITORS = ("trapemu", "bt")            # the full-virtualization monitors, on the jit engine
+# the monitors that give the guest the PC's memory-mapped devices (a virtual local APIC,
+# IO-APIC and HPET, BARs mapped through): those two, and hardware assist with EPT
+PC_MONITORS = (*MONITORS, "hvm")
 QEMU_TIMEOUT = 30.0                 # seconds per guest run
 EMULATOR_MAX_INSTRUCTIONS = 50_000_000
 MEM_MB = 32
@@ -203,7 +206,7 @@ def run_platform(platform: str, image: Path, cmdline: str = "", stdin: bytes = b
     Returns the COM1 output (decoded as latin-1, CR LF folded to LF) and the
     guest's exit code: the byte it wrote to port 0xf4, or -1 if the machine
     stopped some other way (triple fault, instruction limit, a monitor's stop).
-    ``platform`` may also be a monitor of ``MONITORS``: the guest runs under it.
+    ``platform`` may also be a monitor of ``PC_MONITORS``: the guest runs under it.
     """
     if platform == "qemu":
         from ringvisor.tools.qemu import run_qemu
@@ -222,10 +225,10 @@ def run_platform(platform: str, image: Path, cmdline: str = "", stdin: bytes = b
                                 max_instructions=EMULATOR_MAX_INSTRUCTIONS, engine=platform,
                                 modules=list(modules), serial_ports=serial_ports, cpus=smp)
         code = status >> 1 if status & 1 else -1
-    elif platform in MONITORS:
+    elif platform in PC_MONITORS:
         return monitor_output(run_monitor(platform, image, cmdline, mem_mb, stdin))
     else:
-        raise ValueError(f"unknown platform {platform!r} (expected one of {PLATFORMS + MONITORS})")
+        raise ValueError(f"unknown platform {platform!r} (expected one of {PLATFORMS + PC_MONITORS})")
     return out.decode("latin-1").replace("\r\n", "\n"), code
 
 
@@ -236,6 +239,21 @@ def run_monitor(mode: str, image: Path, cmdline: str = "", mem_mb: int = MEM_MB,
     from ringvisor.vmm.runner import run_vm
     return run_vm(Path(image), mode, cmdline, mem_mb, stdin,
                   max_instructions=EMULATOR_MAX_INSTRUCTIONS, quiet=True)
+
+
+def device_page_traps(mon) -> int:
+    """The traps a monitor of ``PC_MONITORS`` took on the device pages it emulates (the
+    APIC's and the others'): under hvm, the EPT violations that neither mapped a region
+    of guest RAM nor a page mapped through."""
+    if mon.name == "hvm":
+        return mon.exits["EPT violation"] - mon.stats["EPT regions mapped"] - \
+            mon.stats["device pages mapped"]
+    return mon.traps["#PF (device page)"] + mon.traps["#PF (APIC page)"]
+
+
+def device_pages_mapped(mon) -> int:
+    """The device pages a monitor of ``PC_MONITORS`` mapped through (into the shadow, or EPT)."""
+    return mon.stats["device pages mapped"] if mon.name == "hvm" else mon.traps["#PF (device page mapped)"]
 
 
 def monitor_output(r) -> tuple[str, int]:

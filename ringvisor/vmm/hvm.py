@@ -36,6 +36,7 @@ import struct
 from collections import Counter
 
 from ringvisor.hw.faults import DB, NAMES, NMI, PF
+from ringvisor.hw.identify import APIC_MSRS
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.segments import LDT
 from ringvisor.hw.state import (ATTR_UNUSABLE, CR0_ET, CR0_NE, CR0_PE, CR0_PG,
@@ -96,7 +97,9 @@ class HardwareAssisted:
         self.gm.pdptes = lambda: [self.read(V.GUEST_PDPTE + 2 * i) & 0xFFFFFFFF |
                                   self.read(V.GUEST_PDPTE + 2 * i + 1) << 32 for i in range(4)] \
             if self.ept else self.vcpu.pdpte
-        self.platform = VirtualPlatform(machine.bus, machine.pic)
+        # the PC's devices: a virtual local APIC, IO-APIC and HPET, the machine's other
+        # device pages mapped through (``hvmmmio.py``)
+        self.platform = VirtualPlatform(machine.bus, machine.pic, machine, self.name)
         self.exits: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
         self.step_page = None                  # (page, frame, its bytes) opened for one store (MTF)
@@ -190,7 +193,8 @@ class HardwareAssisted:
         w(V.MSR_BITMAP, b + L.HVM_MSR_BITMAP)
         # the VMX MSRs are not the guest's (no nested VMX): reading or writing them exits
         bm = bytearray(4096)
-        for n in [V.MSR_FEATURE_CONTROL] + list(range(V.MSR_VMX_BASIC, V.MSR_VMX_TRUE_ENTRY + 1)):
+        # and the local APIC's are the virtual APIC's (``hvmmmio.apic_msr``)
+        for n in [V.MSR_FEATURE_CONTROL, *APIC_MSRS] + list(range(V.MSR_VMX_BASIC, V.MSR_VMX_TRUE_ENTRY + 1)):
             for off in (0, 2048):
                 bm[off + (n >> 3)] |= 1 << (n & 7)
         self.mem.write(b + L.HVM_MSR_BITMAP, bytes(bm))
@@ -314,13 +318,17 @@ class HardwareAssisted:
         handler = HANDLERS.get(basic)
         if handler is None:
             raise MonitorStop(f"hvm: unexpected VM exit: {name} at eip={self.read(V.GUEST_RIP):#010x}")
+        vapic = self.platform.vapic
+        vapic.inside = True                   # (what it raises now is injected before entry)
         try:
             handler(self)
+            if self.machine.stop is not None:
+                return
+            self.inject_pending()
         except (GuestBadFrame, GuestPageFault) as e:
             raise MonitorStop(f"hvm: {e} at eip={self.read(V.GUEST_RIP):#010x}") from None
-        if self.machine.stop is not None:
-            return
-        self.inject_pending()
+        finally:
+            vapic.inside = False
         self._ok(self.vmx.vmresume(), "VMRESUME")
 
     def _requeue(self) -> None:
@@ -339,10 +347,13 @@ class HardwareAssisted:
         self.write(V.ENTRY_INSTRUCTION_LEN, self.read(V.EXIT_INSTRUCTION_LEN))
         self.stats["events re-injected"] += 1
 
-    def skip(self) -> None:
-        """The exiting instruction is done: the guest continues after it, with the
-        single-step trap it owes if the guest's TF is set (SDM Vol. 3 §17.3.1.4)."""
-        self.write(V.GUEST_RIP, (self.read(V.GUEST_RIP) + self.read(V.EXIT_INSTRUCTION_LEN)) & 0xFFFFFFFF)
+    def skip(self, length: int | None = None) -> None:
+        """The exiting instruction (``length`` bytes, or the exit's instruction length) is
+        done: the guest continues after it, with the single-step trap it owes if the
+        guest's TF is set (SDM Vol. 3 §17.3.1.4)."""
+        if length is None:
+            length = self.read(V.EXIT_INSTRUCTION_LEN)
+        self.write(V.GUEST_RIP, (self.read(V.GUEST_RIP) + length) & 0xFFFFFFFF)
         # (its interrupt shadow, if any, ends with it; blocking by NMI stays)
         self.write(V.GUEST_INTERRUPTIBILITY,
                    self.read(V.GUEST_INTERRUPTIBILITY) & ~(V.BLOCK_STI | V.BLOCK_MOV_SS))
@@ -371,6 +382,9 @@ class HardwareAssisted:
         """A virtual NMI, then a virtual interrupt, the guest can take now is injected;
         otherwise an NMI-window or interrupt-window exit is asked for."""
         ctl = self.read(V.CPU_CONTROLS) & ~(V.CPU_INTR_WINDOW | V.CPU_NMI_WINDOW)
+        vapic = self.platform.vapic
+        if vapic.nmi:                          # the virtual APIC's (an NMI IPI, LINT1, an LVT)
+            vapic.nmi, self.nmi = False, True
         if self.nmi:
             if not self.read(V.ENTRY_INTR_INFO) & V.INTR_VALID and not \
                     self.read(V.GUEST_INTERRUPTIBILITY) & (V.BLOCK_MOV_SS | V.BLOCK_NMI):
@@ -384,9 +398,10 @@ class HardwareAssisted:
             if not self.read(V.ENTRY_INTR_INFO) & V.INTR_VALID and \
                     self.read(V.GUEST_RFLAGS) & IF and not self.read(V.GUEST_INTERRUPTIBILITY) & 3:
                 _, vector = self.platform.acknowledge()
-                self.write(V.ENTRY_INTR_INFO, V.INTR_VALID | V.INTR_EXTERNAL << 8 | vector)
-                self.write(V.GUEST_ACTIVITY, 0)
-                self.stats["interrupts injected"] += 1
+                if vector is not None:        # (None: the request went away, its TPR rose)
+                    self.write(V.ENTRY_INTR_INFO, V.INTR_VALID | V.INTR_EXTERNAL << 8 | vector)
+                    self.write(V.GUEST_ACTIVITY, 0)
+                    self.stats["interrupts injected"] += 1
             else:
                 ctl |= V.CPU_INTR_WINDOW
         self.write(V.CPU_CONTROLS, ctl)

@@ -18,9 +18,14 @@ address in the monitor's region that EPT maps read-only -- KVM's "EPT identity
 map" (``ept_identity_map_addr``) -- with CR3 load and store exiting until the
 guest turns paging on.
 
+Device pages above the guest's RAM are never mapped, except those of the
+machine's devices the monitor passes through (``hvmmmio.py``): each is mapped
+1:1, uncacheable, in a 4-KByte page at its first access, from up to three page
+tables of their own (``map_device``: a 2-MByte region each).
+
 The tables live in the monitor's region (``layout.HVM_EPT``...): PML4, one PDPT,
-four page directories (one per GiB of the 32-bit guest-physical space) and two
-page tables; everything about them is in machine memory, so a saved VM carries
+four page directories (one per GiB of the 32-bit guest-physical space), two
+page tables and the device pages' three; everything about them is in machine memory, so a saved VM carries
 them, and ``mapped`` is read back from them.
 """
 
@@ -31,9 +36,11 @@ import struct
 from ringvisor.hw.ept import EPT_R, EPT_W, EPT_X
 
 from . import layout as L
+from .errors import MonitorStop
 
 REGION = 1 << 21                  # what one EPT page-directory entry maps
 WB = 6 << 3                       # the write-back memory type, in a leaf entry (bits 5:3)
+UC = 0 << 3                       # uncacheable: a device's page
 LEAF_2M = 1 << 7
 RWX = EPT_R | EPT_W | EPT_X
 EPTP_WB_WALK4 = 6 | 3 << 3        # EPTP: write-back structures, a 4-level walk (§24.6.11)
@@ -71,7 +78,8 @@ class MonitorEpt:
     def build(self) -> None:
         """Empty EPT: the PML4 and PDPT entries, no mapping but the identity map's page."""
         mem, b = self.mem, self.base
-        mem.write(b + L.HVM_EPT_PML4, bytes(0x1000 * (L.HVM_EPT_IDMAP + 0x1000 - L.HVM_EPT_PML4 >> 12)))
+        end = L.HVM_EPT_DEVICE_PT + 0x1000 * L.HVM_EPT_DEVICE_PTS
+        mem.write(b + L.HVM_EPT_PML4, bytes(end - L.HVM_EPT_PML4))
         self._w64(self.pml4, (b + L.HVM_EPT_PDPT) | RWX)
         for i in range(4):
             self._w64(b + L.HVM_EPT_PDPT + 8 * i, (b + L.HVM_EPT_PD + 0x1000 * i) | RWX)
@@ -86,9 +94,9 @@ class MonitorEpt:
             self._w64(pde, self._pt_for(gpa) | RWX)
 
     def mapped(self, gpa: int) -> bool:
-        return bool(self._r64(self._pde_addr(gpa)) & 7) and (
-            bool(self._r64(self._pde_addr(gpa)) & LEAF_2M) or
-            bool(self._r64(self._pt_for(gpa) + ((gpa >> 12) & 0x1FF) * 8) & 7))
+        pde = self._r64(self._pde_addr(gpa))
+        return bool(pde & 7) and (bool(pde & LEAF_2M) or
+                                  bool(self._r64((pde & ~0xFFF) + ((gpa >> 12) & 0x1FF) * 8) & 7))
 
     def map_region(self, gpa: int) -> None:
         """Map the 2-MByte region of guest RAM holding ``gpa`` 1:1 (the EPT-violation
@@ -101,3 +109,32 @@ class MonitorEpt:
         pt = self._pt_for(gpa)
         for page in range(start, self.guest_ram, 0x1000):
             self._w64(pt + ((page >> 12) & 0x1FF) * 8, page | WB | RWX)
+
+    def map_device(self, frame: int) -> None:
+        """Map the machine device's page at ``frame`` (above all RAM) 1:1, uncacheable:
+        the guest's accesses reach the device without an exit."""
+        pde = self._pde_addr(frame)
+        entry = self._r64(pde)
+        if not entry & 7:
+            pts = [self.base + L.HVM_EPT_DEVICE_PT + 0x1000 * i for i in range(L.HVM_EPT_DEVICE_PTS)]
+            free = [pt for pt in pts if pt not in self._device_tables_used()]
+            if not free:
+                raise MonitorStop(f"hvm: the guest reached device pages in more than "
+                                  f"{L.HVM_EPT_DEVICE_PTS} 2-MByte regions (at {frame:#x}); "
+                                  f"the monitor maps devices in that many")
+            entry = free[0] | RWX
+            self._w64(pde, entry)
+        self._w64((entry & ~0xFFF) + ((frame >> 12) & 0x1FF) * 8, frame | UC | RWX)
+
+    def _device_tables_used(self) -> set[int]:
+        """The device page tables some page-directory entry points to (read back from the
+        tables: a saved VM carries them)."""
+        first = self.base + L.HVM_EPT_DEVICE_PT
+        last = first + 0x1000 * L.HVM_EPT_DEVICE_PTS
+        used = set()
+        for gib in range(4):
+            pd = self.mem.read(self.base + L.HVM_EPT_PD + gib * 0x1000, 0x1000)
+            for e in struct.unpack("<512Q", pd):
+                if e & 7 and not e & LEAF_2M and first <= e & ~0xFFF < last:
+                    used.add(e & ~0xFFF)
+        return used

@@ -15,10 +15,11 @@ from ringvisor.hw.state import (CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, 
                                 CR4_PSE, CR4_SMEP, CS, IF)
 from ringvisor.hw.system import CR0_PDPTE_RELOAD, CR0_WRITABLE, CR4_PDPTE_RELOAD, CR4_SUPPORTED
 from ringvisor.hw import vmcs as V
-from ringvisor.hw.ept import Q_LINEAR_VALID as EPT_Q_LINEAR_VALID
+from ringvisor.hw.ept import Q_FETCH as EPT_Q_FETCH, Q_LINEAR_VALID as EPT_Q_LINEAR_VALID
 
 from .errors import MonitorStop
 from .guestmem import W, GuestPageFault
+from .hvmmmio import apic_msr, device_access
 
 HANDLERS: dict = {}
 CPUID_VMX = 1 << 5            # CPUID.1:ECX: this monitor offers no nested VMX
@@ -121,11 +122,15 @@ def page_fault(mon, lin: int, err: int) -> None:
         return
     mon.stats["#PF (shadow)"] += 1
     frame = m.phys & ~0xFFF
+    shadow = mon.shadow
+    if frame >= mon.guest_ram and device_access(
+            mon, frame, err & PF_FETCH,
+            lambda f: shadow.install(lin, f, m.user, m.writable and (m.dirty or write), m.pde_addr, m.pte_addr)):
+        return                                # a device's page (``hvmmmio.py``)
     if frame >= mon.guest_ram:
         raise MonitorStop(f"hvm: the guest mapped linear {lin:#010x} to physical {frame:#x}, "
                           f"beyond its {mon.guest_ram >> 20} MiB")
     ppn = frame >> 12
-    shadow = mon.shadow
     own_table = ppn in {a >> 12 for a in (m.pde_addr, m.pte_addr) if a is not None}
     if write and shadow.is_table(ppn) and not own_table:
         shadow.stats["table_write_faults"] += 0        # (counted by write_fault)
@@ -150,8 +155,12 @@ def page_fault(mon, lin: int, err: int) -> None:
 @handles(V.EXIT_EPT_VIOLATION)
 def ept_violation(mon) -> None:
     """The first access to a region of guest RAM: map it, and the guest retries the
-    access; an access beyond guest RAM stops the VM (as under shadow paging)."""
+    access; a device page above it is mapped through or emulated; an access beyond
+    both stops the VM (as under shadow paging)."""
     gpa = mon.read(V.GUEST_PHYS_ADDR)
+    if gpa >= mon.guest_ram and device_access(mon, gpa, mon.read(V.EXIT_QUALIFICATION) & EPT_Q_FETCH,
+                                              mon.eptmap.map_device):
+        return                                # a device's page (``hvmmmio.py``)
     if gpa >= mon.guest_ram or mon.eptmap.mapped(gpa):
         where = ""
         if mon.read(V.EXIT_QUALIFICATION) & EPT_Q_LINEAR_VALID:
@@ -187,7 +196,7 @@ def monitor_trap(mon) -> None:
 @handles(V.EXIT_CPUID)
 def cpuid(mon) -> None:
     r = mon.cpu.state.regs
-    a, b, c, d = processor_cpuid(r[0], r[1], mon.cpu.apic)
+    a, b, c, d = processor_cpuid(r[0], r[1], mon.platform.vapic.apic)   # (the guest's APIC)
     if r[0] == 1:
         c &= ~CPUID_VMX
     r[0], r[3], r[1], r[2] = a, b, c, d
@@ -217,8 +226,10 @@ def vmx_instruction(mon) -> None:
 
 @handles(V.EXIT_RDMSR, V.EXIT_WRMSR)
 def msr(mon) -> None:
-    """The VMX MSRs (the only ones the MSR bitmaps intercept): not this guest's."""
-    mon.inject_exception(GP, 0)
+    """The local APIC's MSRs are the virtual APIC's; the VMX MSRs (the only others the
+    MSR bitmaps intercept) are not this guest's."""
+    if not apic_msr(mon, mon.read(V.EXIT_REASON) & 0xFFFF == V.EXIT_WRMSR):
+        mon.inject_exception(GP, 0)
 
 
 @handles(V.EXIT_CR)

@@ -129,13 +129,10 @@ def mmio_fault(mon, f, m, lin: int, err: int) -> bool:
         mon.shadow.install(lin, frame, m.user, m.writable and (m.dirty or write),
                            m.pde_addr, m.pte_addr)
         return True
-    apic = APIC_PAGE <= frame < APIC_PAGE + APIC_WINDOW
+    apic = is_apic(frame)
     mon.traps["#PF (APIC page)" if apic else "#PF (device page)"] += 1
     ins = mon.code_at(f)
-    if ins.mnemonic not in MMIO_EMULATORS:
-        raise MonitorStop(f"{mon.name}: the guest's {ins} on the device page at "
-                          f"{frame:#x} is not emulated (MOV, MOVZX/MOVSX, the ALU forms, "
-                          f"XCHG and MOVS/STOS/LODS are)")
+    check_emulated(mon.name, ins, frame)
     if emulate(mon, f, ins, mon.guest_eip(f), (MMIO_EMULATORS,), MmioContext) == NEXT:
         f.eip = (f.eip + ins.len) & 0xFFFFFFFF
     mon.stats["apic_accesses" if apic else "mmio_accesses"] += 1
@@ -143,33 +140,57 @@ def mmio_fault(mon, f, m, lin: int, err: int) -> bool:
     return True
 
 
+def is_apic(frame: int) -> bool:
+    return APIC_PAGE <= frame < APIC_PAGE + APIC_WINDOW
+
+
+def check_emulated(name: str, ins: ix.Instruction, frame: int) -> None:
+    """Stop the run, with one line, on an instruction no monitor emulates on a device."""
+    if ins.mnemonic not in MMIO_EMULATORS:
+        raise MonitorStop(f"{name}: the guest's {ins} on the device page at "
+                          f"{frame:#x} is not emulated (MOV, MOVZX/MOVSX, the ALU forms, "
+                          f"XCHG and MOVS/STOS/LODS are)")
+
+
 class MmioContext(Context):
     """An emulation context whose memory accesses reach a device where the guest's tables
-    map one (its paging rules checked first: a fault is the guest's, precise)."""
+    map one (its paging rules checked first: a fault is the guest's, precise).
+
+    What it asks of the monitor is the guest's memory (``mon.gm``: its own page tables,
+    whether the processor runs on shadows of them or, under EPT, on them), its platform
+    and ``user`` (CPL 3), ``seg_base`` and ``watch`` -- which a monitor without a frame of
+    the guest's (``hvmmmio.py``) answers from its VMCS."""
+
+    @property
+    def user(self) -> bool:
+        return self.v.cpl == 3
+
+    def watch(self, lin: int, size: int, write: bool) -> None:
+        self.mon.watch(lin, size, write)
 
     def _device(self, lin: int, size: int, write: bool) -> int | None:
         mon = self.mon
         if (lin ^ (lin + size - 1)) & PAGE:
             return None                  # (across pages: RAM's rules, byte by byte)
-        m = mon.gm.translate(lin, write, self.v.cpl == 3)
+        m = mon.gm.translate(lin, write, self.user)
         if m.phys < mon.guest_ram or not mon.platform.mmio.owns(m.phys & PAGE):
             return None
-        mon.watch(lin, size, write)
+        self.watch(lin, size, write)
         return m.phys
 
     def read_at(self, lin: int, size: int) -> int:
         gpa = self._device(lin, size, False)
         if gpa is None:
-            value = self.mon.gm.read_u(lin, size, self.v.cpl == 3)
-            self.mon.watch(lin, size, False)
+            value = self.mon.gm.read_u(lin, size, self.user)
+            self.watch(lin, size, False)
             return value
         return self.mon.platform.mmio.read(gpa, size)
 
     def write_at(self, lin: int, size: int, value: int) -> None:
         gpa = self._device(lin, size, True)
         if gpa is None:
-            self.mon.gm.write_u(lin, size, value, self.v.cpl == 3)
-            self.mon.watch(lin, size, True)
+            self.mon.gm.write_u(lin, size, value, self.user)
+            self.watch(lin, size, True)
         else:
             self.mon.platform.mmio.write(gpa, size, value)
 

@@ -128,12 +128,12 @@ class VirtualPlatform:
         return S.get_attrs(self)
 
     def set_state(self, state: dict) -> None:
-        if "vapic" not in state:             # saved before the monitors had a virtual APIC
-            state = {**state, "vapic": S.get_attrs(self)["vapic"]}
         if "held" not in state:              # saved before level-triggered lines were held
             state = {**state, "held": 0}
-        for k in ("vioapic", "vhpet"):       # saved before the monitors had them
-            if k not in state:
+        # saved before the monitors had a virtual APIC, IO-APIC and HPET (none in the
+        # state), or under hvm before it had them (None): the ones the monitor was built with
+        for k in ("vapic", "vioapic", "vhpet"):
+            if state.get(k) is None:
                 state = {**state, k: S.get_attrs(self)[k]}
         S.set_attrs(self, state)
 
