@@ -115,3 +115,21 @@ def test_an_hvm_platform_saved_before_hvm_had_the_devices_restores():
     p.vioapic.s.redir[2] = 0x72
     p.set_state(old)
     assert p.vioapic.s.redir[2] == 0x72 and p.vapic.apic is not None
+
+
+def test_hvm_maps_device_pages_into_ept_from_its_three_tables():
+    """A page mapped through goes into EPT 1:1, uncacheable, from the device page tables;
+    a fourth 2-MByte region of device pages stops the VM with one line."""
+    from ringvisor.hw.machine import read_image
+    from ringvisor.vmm.errors import MonitorStop
+    from ringvisor.vmm.runner import create_vm
+    m, mon = create_vm(read_image(build_kernel("mmio")), "hvm", output=lambda b: None)
+    ept = mon.eptmap
+    for frame in (0xFEBFF000, 0xFF000000, 0xF0000000):
+        assert not ept.mapped(frame)
+        ept.map_device(frame)
+        assert ept.mapped(frame) and not ept.mapped(frame + 0x1000)
+    ept.map_device(0xFEBFE000)                        # (a region it has a table for)
+    assert ept.mapped(0xFEBFE000)
+    with pytest.raises(MonitorStop, match="more than 3 2-MByte regions"):
+        ept.map_device(0xE0000000)
