@@ -119,7 +119,8 @@ def test_an_hvm_platform_saved_before_hvm_had_the_devices_restores():
 
 def test_hvm_maps_device_pages_into_ept_from_its_three_tables():
     """A page mapped through goes into EPT 1:1, uncacheable, from the device page tables;
-    a fourth 2-MByte region of device pages stops the VM with one line."""
+    a fourth 2-MByte region of device pages stops the VM with one line, and so does an
+    access to an emulated page that an instruction's operand did not make."""
     from ringvisor.hw.machine import read_image
     from ringvisor.vmm.errors import MonitorStop
     from ringvisor.vmm.runner import create_vm
@@ -133,3 +134,10 @@ def test_hvm_maps_device_pages_into_ept_from_its_three_tables():
     assert ept.mapped(0xFEBFE000)
     with pytest.raises(MonitorStop, match="more than 3 2-MByte regions"):
         ept.map_device(0xE0000000)
+    # a walk of guest page tables kept in an emulated device's page is no instruction's
+    # operand: one line, not a wrong emulation (pass-through pages are mapped, retried)
+    from ringvisor.hw.ept import Q_LINEAR_VALID, Q_READ
+    from ringvisor.vmm.hvmmmio import ept_device_access
+    with pytest.raises(MonitorStop, match="a walk of its page tables reached the device page at 0xfee00000"):
+        ept_device_access(mon, 0xFEE00020, Q_READ | Q_LINEAR_VALID)
+    assert ept_device_access(mon, 0xFEBFF010, Q_READ | Q_LINEAR_VALID)

@@ -15,11 +15,11 @@ from ringvisor.hw.state import (CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, 
                                 CR4_PSE, CR4_SMEP, CS, IF)
 from ringvisor.hw.system import CR0_PDPTE_RELOAD, CR0_WRITABLE, CR4_PDPTE_RELOAD, CR4_SUPPORTED
 from ringvisor.hw import vmcs as V
-from ringvisor.hw.ept import Q_FETCH as EPT_Q_FETCH, Q_LINEAR_VALID as EPT_Q_LINEAR_VALID
+from ringvisor.hw.ept import Q_LINEAR_VALID as EPT_Q_LINEAR_VALID
 
 from .errors import MonitorStop
 from .guestmem import W, GuestPageFault
-from .hvmmmio import apic_msr, device_access
+from .hvmmmio import apic_msr, device_access, ept_device_access
 
 HANDLERS: dict = {}
 CPUID_VMX = 1 << 5            # CPUID.1:ECX: this monitor offers no nested VMX
@@ -158,8 +158,7 @@ def ept_violation(mon) -> None:
     access; a device page above it is mapped through or emulated; an access beyond
     both stops the VM (as under shadow paging)."""
     gpa = mon.read(V.GUEST_PHYS_ADDR)
-    if gpa >= mon.guest_ram and device_access(mon, gpa, mon.read(V.EXIT_QUALIFICATION) & EPT_Q_FETCH,
-                                              mon.eptmap.map_device):
+    if gpa >= mon.guest_ram and ept_device_access(mon, gpa, mon.read(V.EXIT_QUALIFICATION)):
         return                                # a device's page (``hvmmmio.py``)
     if gpa >= mon.guest_ram or mon.eptmap.mapped(gpa):
         where = ""

@@ -41,12 +41,14 @@ from __future__ import annotations
 import iced_x86 as ix
 
 from ringvisor.hw import vmcs as V
+from ringvisor.hw.ept import Q_FETCH, Q_FINAL, Q_LINEAR_VALID
 from ringvisor.hw.faults import GP, PF, CpuFault, PageFault
 from ringvisor.hw.identify import APIC_MSRS
 from ringvisor.hw.state import CS, SS
 from ringvisor.hw.translate import SREG
 
 from .emulate import NEXT
+from .errors import MonitorStop
 from .guestmem import GuestPageFault
 from .mmio import MMIO_EMULATORS, PAGE, MmioContext, check_emulated, is_apic
 
@@ -97,6 +99,27 @@ def fetch(mon) -> ix.Instruction:
             pass
     bits = 32 if mon.read(V.GUEST_AR + 2 * CS) & AR_DB else 16
     return ix.Decoder(bits, data, ip=eip).decode()
+
+
+def ept_device_access(mon, gpa: int, q: int) -> bool:
+    """An EPT violation at ``gpa`` above the guest's RAM, with exit qualification ``q``:
+    ``device_access``.  An access the instruction did not make itself cannot be emulated
+    by performing the instruction: a walk of guest page tables kept in a device page
+    (the qualification's "final translation" bit clear, SDM Vol. 3C Table 27-7), or the
+    delivery of an event (the IDT-vectoring information valid) -- either stops the VM
+    with one line, unless the page is mapped through (then the processor retries it)."""
+    mmio = mon.platform.mmio
+    if mmio.owns(gpa & PAGE) and not mmio.passes_through(gpa & PAGE) and not q & Q_FETCH:
+        what = ""
+        if q & Q_LINEAR_VALID and not q & Q_FINAL:
+            what = "a walk of its page tables"
+        elif mon.read(V.IDT_VECTORING_INFO) & V.INTR_VALID:
+            what = "an event's delivery"
+        if what:
+            raise MonitorStop(f"hvm: {what} reached the device page at {gpa & PAGE:#x} "
+                              f"(eip={mon.read(V.GUEST_RIP):#010x}): only the accesses of an "
+                              f"instruction's operands are emulated there")
+    return device_access(mon, gpa, bool(q & Q_FETCH), mon.eptmap.map_device)
 
 
 def device_access(mon, gpa: int, fetch_: bool, map_through) -> bool:
