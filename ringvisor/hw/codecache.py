@@ -26,7 +26,7 @@ from .state import CR4_SMEP
 from . import fpsem  # noqa: F401  (files the x87/SSE emitters in EMITTERS)
 from .semantics import EMITTERS, LOCKABLE, helper as helper_emit
 from .system import fpu_class
-from .translate import ALL_FLAGS, BlockBuilder, Mode, Translation, Unsupported
+from .translate import ALL_FLAGS, RELIM, BlockBuilder, Mode, Translation, Unsupported
 
 PAGE = 0xFFFFF000
 UNPACK_MIN = 3         # registers from which a block loads (and stores) all eight at once
@@ -510,8 +510,11 @@ class CodeCache:
             src = "\n".join(head + body + handler + back + tail) + "\n"
             src = src.replace("__ENTRY_STORE__", "S.lf_op = lo; S.lf_res = lr; S.lf_a = la; S.lf_b = lb")
             src = src.replace("__ENTRY_CF__", "CARRY(lo, lr, la, lb)").replace("__IC__", "ic + ")
+            # a store that may have reached a device reads the bound again: an interrupt
+            # it made pending ends the loop at this iteration's end (translate.RELIM)
+            src = src.replace(RELIM, f"; lim = C.limit - S.icount - {n}")
             return src.replace("__ENTRY__", "MAT(lo, lr, la, lb)")
-        src = "\n".join(head + body + handler + tail) + "\n"
+        src = "\n".join(head + body + handler + tail).replace(RELIM, "") + "\n"
         src = src.replace("__ENTRY_CF__", "CARRY(S.lf_op, S.lf_res, S.lf_a, S.lf_b)")
         return src.replace("__ENTRY__", "FL()").replace("__IC__", "")
 

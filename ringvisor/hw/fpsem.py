@@ -20,7 +20,16 @@ import iced_x86 as ix
 
 from . import sse, x87, x87arith, x87control  # noqa: F401  (they file functions in x87.X87)
 from .semantics import EMITTERS, flags_bits, helper, set_flags_bits, sem
-from .translate import GPR, SREG, BlockBuilder
+from .translate import GPR, RELIM, SREG, BlockBuilder
+
+_INFO = ix.InstructionInfoFactory()
+_WRITES = (ix.OpAccess.WRITE, ix.OpAccess.READ_WRITE, ix.OpAccess.COND_WRITE,
+           ix.OpAccess.READ_COND_WRITE)
+
+
+def _stores(ins: ix.Instruction) -> str:
+    """RELIM after a call that writes memory (it may be MMIO: see translate.RELIM)."""
+    return RELIM if any(m.access in _WRITES for m in _INFO.info(ins).used_memory()) else ""
 
 M = ix.Mnemonic
 OK = ix.OpKind
@@ -71,7 +80,7 @@ def emit_x87(bb: BlockBuilder, ins: ix.Instruction) -> None:
     if m in (M.FNSTSW, M.FSTSW) and seg is None:
         bb.write_reg(R.AX, bb.let(call, "v"))
         return
-    bb.emit(call)
+    bb.emit(call + (_stores(ins) if seg is not None else ""))
 
 
 for _m in x87.X87:
@@ -101,7 +110,7 @@ def emit_simd(bb: BlockBuilder, ins: ix.Instruction) -> None:
     if gpr_out is not None:
         bb.write_reg(gpr_out, bb.let(call, "v"))
         return
-    bb.emit(call)
+    bb.emit(call + (_stores(ins) if seg is not None else ""))
 
 
 def _shared(string_emitter):

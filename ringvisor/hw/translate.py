@@ -59,6 +59,12 @@ MASK = {1: 0xFF, 2: 0xFFFF, 4: M32}
 SIGN = {1: 0x80, 2: 0x8000, 4: 0x80000000}
 ALIGN_KEY = {1: 0xFFFFF000, 2: 0xFFFFF001, 4: 0xFFFFF003}
 VIEW = {1: ("M8", 0), 2: ("M16", 1), 4: ("M32", 2)}
+# Appended to every store that leaves the RAM fast path (only there can a store reach
+# MMIO: the write TLBs hold RAM pages alone).  A device written there may make an
+# interrupt pending and lower the CPU's budget (``CPU.irq_check``); a fused loop, which
+# read its bound once at entry, reads it again there so that it leaves at the end of
+# the iteration (``CodeCache.assemble``); elsewhere the token is dropped.
+RELIM = "; __RELIM__"
 
 
 
@@ -373,7 +379,7 @@ class BlockBuilder:
         view, sh = VIEW[size]
         idx = f"{lin} + {d}" if not sh else f"({lin} + {d}) >> {sh}"
         self.emit(f"if {d} is not None: {view}[{idx}] = {val}")
-        self.emit(f"else: WR({lin}, {size}, {val}, {int(self.mode.user)})")
+        self.emit(f"else: WR({lin}, {size}, {val}, {int(self.mode.user)}){RELIM}")
 
     # A TLB hit is a dictionary subscript; a miss raises KeyError, which costs
     # nothing until it happens (zero-cost exceptions) and sends the access to the
@@ -405,7 +411,7 @@ class BlockBuilder:
         tlb = "TWU" if self.mode.user else "TWS"
         idx = f"{lin} + {tlb}[{lin} & {ALIGN_KEY[size]:#x}]"
         self.emit(f"try: {view}[{idx if not sh else f'({idx}) >> {sh}'}] = {val}")
-        self.emit(f"except KeyError: WR({lin}, {size}, {val}, {int(self.mode.user)})")
+        self.emit(f"except KeyError: WR({lin}, {size}, {val}, {int(self.mode.user)}){RELIM}")
 
     def rmw_begin(self, lin: str, size: int) -> tuple[str, str]:
         """Read for a read-modify-write: probes the write TLB so the write cannot miss."""
