@@ -170,7 +170,8 @@ def build_parser() -> Parser:
                         "image: kernel, bench-sieve, bench-crc32, ...")
     r.add_argument("--bios", metavar="ROM",
                    help="instead of a kernel: a firmware ROM image (a multiple of 64 KiB), "
-                        "started at the reset vector in real mode as qemu -bios does")
+                        "started at the reset vector in real mode as qemu -bios does "
+                        "(bare, or under --mode hvm)")
     r.add_argument("--post-log", metavar="FILE",
                    help="write every POST code (ports 0x80 and 0x190) to FILE: instruction "
                         "count, port, value")
@@ -572,27 +573,30 @@ def _check_kvm_args(args) -> None:
 
 def _run_bios(args) -> int:
     """run --bios ROM: the PC from RESET, with the ROM mapped (hw/boot/rom.py)."""
-    from ringvisor.hw.machine import Machine, read_image
+    from ringvisor.hw.machine import read_image
+    from ringvisor.vmm import create_bios_vm
     if not args.bios:
         raise ConfigError("--post-log goes with --bios ROM")
     if args.kernel or args.append or args.module:
         raise ConfigError("--bios runs a ROM from RESET: no KERNEL, --append or --module with it")
-    if args.mode != "native":
-        raise ConfigError(f"--bios runs on the bare machine only, not under --mode {args.mode}")
     if args.incoming or args.stop_at or getattr(args, "migrate_to", None):
         raise ConfigError("--bios cannot be combined with --incoming, --stop-at or --migrate-to")
     image = read_image(args.bios, "ROM")           # (boot/rom.py says what sizes are ROMs)
     con = _console(args)
-    m = Machine(args.mem, args.engine, output=con.output, pace=con.pace,
-                keep_source=bool(con.trace), serial_ports=con.serial_ports, cpus=args.smp)
-    m.boot_bios(image, args.bios)
+    if args.smp != 1 and args.mode != "native":
+        raise ConfigError(f"--smp {args.smp}: the monitors run a uniprocessor guest "
+                          f"(--mode native only)")
+    m, mon = create_bios_vm(image, args.mode, args.mem, args.engine, args.bios,
+                            output=con.output, ept=args.ept, pace=con.pace,
+                            keep_source=bool(con.trace), serial_ports=con.serial_ports,
+                            cpus=args.smp)
     try:
-        stop = con.run(m, None, args.max_instructions, args.bios)
+        stop = con.run(m, mon, args.max_instructions, args.bios)
     finally:
         if args.post_log:
             from ringvisor.lifecycle.stream import write_atomic
             write_atomic(args.post_log, m.post.log_text().encode())
-    return _finish(args, m, None, stop, args.bios, "")
+    return _finish(args, m, mon, stop, args.bios, "")
 
 
 def _check_stop_args(args) -> None:

@@ -87,6 +87,13 @@ def test_no_ept_refuses_real_mode_with_one_line(image):
     first = r.stderr.strip().splitlines()[0]
     assert first == ("ringvisor: stopped: hvm --no-ept: the guest cleared CR0.PE at 0030:00000014: "
                      "real mode needs unrestricted guest, which needs EPT (run without --no-ept)")
+    # the report is the guest's, from the VMCS guest-state area, with the exit that stopped
+    # it -- not the monitor's registers at VMX root (its GDT in its region, its CR3)
+    lines = r.stderr.strip().splitlines()
+    assert lines[1] == "  VM exit: CR access (reason 28, qualification 0x0); the guest, in protected mode:"
+    assert lines[3].startswith("  eip=00000014 ") and " cpl=0 cr0=00000011 " in lines[3]
+    assert lines[4].startswith("  es=0020 cs=0030 ss=0020 ") and " ldtr=0000 tr=0000" in lines[4]
+    assert lines[5:7] == ["  instructions at eip:", "    00000014: mov cr0,eax"]
 
 
 # -- the VM-entry checks (SDM Vol. 3C §26.2.1, §26.3.1), on the monitor's VMCS ------------

@@ -269,7 +269,7 @@ class Machine:
                           drives=(self.disk.geometry,) if self.disk else (),
                           other_disks=int(self.virtio_disk is not None))
         info = load_multiboot(self.mem, image, cmdline, modules or [], image_name, ram)
-        self._firmware_apic()
+        self.firmware_apic()
         self._firmware_tables(ram)
         ms = info.machine_state()
         st = self.cpu.state
@@ -286,7 +286,7 @@ class Machine:
         self.cpu.set_eflags(ms["eflags"])
         self.cpu.mode_changed()
 
-    def _firmware_apic(self) -> None:
+    def firmware_apic(self) -> None:
         """The local APIC as SeaBIOS leaves it on QEMU (read back there by tests/hwguests/apic):
         software-enabled with spurious vector 0xFF, LINT0 ExtINT and LINT1 NMI, both
         level-triggered -- the 8259A's interrupts reach the processor through LINT0."""

@@ -4,6 +4,6 @@
 runs it under the chosen mode; ``native`` is the bare hardware.
 """
 
-from .runner import MODES, VmResult, attach_monitor, create_vm, run_vm
+from .runner import MODES, VmResult, attach_monitor, create_bios_vm, create_vm, run_vm
 
-__all__ = ["MODES", "VmResult", "attach_monitor", "create_vm", "run_vm"]
+__all__ = ["MODES", "VmResult", "attach_monitor", "create_bios_vm", "create_vm", "run_vm"]

@@ -35,12 +35,16 @@ from __future__ import annotations
 import struct
 from collections import Counter
 
-from ringvisor.hw.faults import DB, NAMES, NMI, PF
+import iced_x86 as ix
+
+from ringvisor.hw.boot.rom import RomRegion
+from ringvisor.hw.faults import DB, MF, NAMES, NMI, PF
 from ringvisor.hw.identify import APIC_MSRS
 from ringvisor.hw.machine import Stop
-from ringvisor.hw.segments import LDT
-from ringvisor.hw.state import (ATTR_UNUSABLE, CR0_ET, CR0_NE, CR0_PE, CR0_PG,
-                                CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, CR4_VMXE, IF)
+from ringvisor.hw.segments import LDT, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY
+from ringvisor.hw.state import (ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, CR0_ET,
+                                CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE,
+                                CR4_VMXE, IF, REG_NAMES, SEG_NAMES)
 from ringvisor.hw import vmcs as V
 from ringvisor.hw.vmcs import EXIT_REASONS
 
@@ -68,6 +72,34 @@ TF, DR6_BS = 1 << 8, 1 << 14
 STRING_IO = 1 << 4
 
 
+def entry_attr(i: int, attr: int) -> int:
+    """The access rights VM entry is given for the guest's segment register ``i`` (ES..GS,
+    LDTR, TR) as the hand-off or RESET left it: what the checks of SDM Vol. 3C §26.3.1.2
+    require of a cache the guest can never observe, and nothing else.
+
+    - ES..GS usable: the accessed bit set (loading a segment sets it; RESET's caches have
+      it, a loader's may not -- KVM sets it too, vmx.c ``__vmx_set_segment``);
+    - LDTR: usable only as an LDT (type 2, S clear, present), else unusable -- RESET's is
+      "present, R/W" (Table 9-1), which this machine holds as an LDT of limit FFFF (82H);
+      nothing reads LDTR until an LLDT or a selector with TI set in protected mode;
+    - TR: must be usable, a *busy* TSS (type 3 or 11, S clear, present) even for an
+      unrestricted guest in real mode: an available TSS becomes busy (what LTR leaves),
+      anything else a busy 32-bit TSS (8BH, KVM's ``vmx_vcpu_reset``).  RESET's TR here
+      is 8BH already, QEMU's too, so the reset state enters unchanged; in real mode no
+      instruction reads TR (no task switch, no I/O bitmap, no stack switch), and LTR
+      replaces the whole cache before protected mode can."""
+    system = not attr & (ATTR_UNUSABLE | ATTR_S)
+    if i < 6:
+        return attr | 1 if not attr & ATTR_UNUSABLE and attr & ATTR_S else attr
+    if i == 6:
+        return attr if system and attr & ATTR_P and attr & 0xF == LDT else ATTR_UNUSABLE
+    if system and attr & ATTR_P and attr & 0xF in (TSS16_BUSY, TSS32_BUSY):
+        return attr
+    if system and attr & 0xF in (TSS16_AVAIL, TSS32_AVAIL):
+        return attr | ATTR_P | 2
+    return attr & ATTR_G | ATTR_P | TSS32_BUSY   # (G kept: it must agree with the limit)
+
+
 class HardwareAssisted:
     name = "hvm"
     # the lifecycle protocol (vmm/state.py).  The VMCS, VMX operation and the guest's
@@ -76,7 +108,8 @@ class HardwareAssisted:
     # of machine memory; what is left is the monitor's own bookkeeping
     state_name = "monitor"
     state_version = 2                          # 2: ``ept``, EPT or shadow paging
-    STATE = ("vcpu", "shadow", "platform", "exits", "stats", "step_page", "ept", "nmi")
+    STATE = ("vcpu", "shadow", "platform", "exits", "stats", "step_page", "ept", "nmi",
+             "fpu_step")
     WIRING = ("machine", "cpu", "mem", "vmx", "guest_ram", "base", "gm", "eptmap")
 
     def __init__(self, machine, guest_ram: int, ept: bool = True) -> None:
@@ -106,6 +139,7 @@ class HardwareAssisted:
         self.ept = ept                         # EPT (hvmept.py), or shadow page tables
         self.eptmap = MonitorEpt(self.mem, self.base, guest_ram)
         self.nmi = False                       # a virtual NMI waits for the guest
+        self.fpu_step = False                  # a waiting x87 instruction runs under MTF (NE=0)
 
     # -- VMX operations: the monitor's instructions ---------------------------------------
     def _ok(self, status: int, what: str) -> None:
@@ -131,6 +165,9 @@ class HardwareAssisted:
         self.mem.write(self.base + L.HVM_MSR_BITMAP, bytes(4096))
         if self.ept:
             self.eptmap.build()
+            for start, end, dev in self.mem.mmio_regions():
+                if isinstance(dev, RomRegion):     # run --bios: the ROM's copy at 4 GiB
+                    self.eptmap.map_rom(start, end)
         self.platform.take_over()
         self._become_host(pd)
         self._vmcs_setup(boot)
@@ -187,7 +224,6 @@ class HardwareAssisted:
                                                            if self.ept else 0)))
         w(V.EXIT_CONTROLS, self._controls(V.MSR_VMX_TRUE_EXIT, V.EXIT_ACK_INT))
         w(V.ENTRY_CONTROLS, self._controls(V.MSR_VMX_TRUE_ENTRY, V.ENTRY_LOAD_DEBUG))
-        w(V.EXCEPTION_BITMAP, 0 if self.ept else 1 << PF)
         if self.ept:
             w(V.EPTP, self.eptmap.eptp)
         w(V.MSR_BITMAP, b + L.HVM_MSR_BITMAP)
@@ -223,15 +259,10 @@ class HardwareAssisted:
         self._paging_changed()
         segs = boot["segs"] + [boot["ldtr"], boot["tr"]]
         for i, s in enumerate(segs):
-            attr = s["attr"]
-            if i < 6 and not attr & ATTR_UNUSABLE and attr & 0x10:
-                attr |= 1                          # loading a segment sets its accessed bit
-            if i == 6 and (attr & ATTR_UNUSABLE or attr & 0x1F != LDT):
-                attr = ATTR_UNUSABLE
             w(V.GUEST_SEL + 2 * i, s["selector"])
             w(V.GUEST_BASE + 2 * i, s["base"])
             w(V.GUEST_LIMIT + 2 * i, s["limit"])
-            w(V.GUEST_AR + 2 * i, attr)
+            w(V.GUEST_AR + 2 * i, entry_attr(i, s["attr"]))
         w(V.GUEST_GDTR_BASE, boot["gdtr"]["base"])
         w(V.GUEST_GDTR_LIMIT, boot["gdtr"]["limit"])
         w(V.GUEST_IDTR_BASE, boot["idtr"]["base"])
@@ -255,6 +286,11 @@ class HardwareAssisted:
         v = self.vcpu
         owned = self._cr0_owned
         self.write(V.CR0_SHADOW, v.cr0)
+        # #PF for the shadow tables; #MF while the guest's NE is clear: the processor's NE
+        # is fixed to 1 in VMX operation (SDM Vol. 3C §23.8), so its x87 errors must become
+        # the PC's FERR# (``hvmexits.fpu_error``), as the guest believes NE clear gives
+        self.write(V.EXCEPTION_BITMAP, (0 if self.ept else 1 << PF) |
+                   (0 if v.cr0 & CR0_NE else 1 << MF))
         host = CR0_HOST
         if self.ept and not v.cr0 & CR0_PE:
             # an unrestricted guest (SDM Vol. 3C §26.3.1.1) in real mode: PE and PG
@@ -302,7 +338,14 @@ class HardwareAssisted:
 
     # -- VM exits ------------------------------------------------------------------------------
     def exit(self, cpu) -> None:
-        """HOST_RIP: one VM exit, handled; then VMRESUME."""
+        """HOST_RIP: one VM exit, handled; then VMRESUME.  A stop of the monitor's reports
+        the guest's state, not the host's the processor now holds (``guest_report``)."""
+        try:
+            self._exit()
+        except MonitorStop as e:
+            self.stop(Stop("unsupported", 3, f"stopped: {e}\n{self.guest_report()}"))
+
+    def _exit(self) -> None:
         reason = self.read(V.EXIT_REASON)
         basic = reason & 0xFFFF
         name = EXIT_REASONS.get(basic, str(basic))
@@ -385,6 +428,11 @@ class HardwareAssisted:
         vapic = self.platform.vapic
         if vapic.nmi:                          # the virtual APIC's (an NMI IPI, LINT1, an LVT)
             vapic.nmi, self.nmi = False, True
+        if self.fpu_step:
+            # the waiting instruction FERR# interrupted runs first (its MTF exit comes
+            # next): the IRQ 13 it raised is taken after it, as on the bare PC
+            self.write(V.CPU_CONTROLS, ctl)
+            return
         if self.nmi:
             if not self.read(V.ENTRY_INTR_INFO) & V.INTR_VALID and not \
                     self.read(V.GUEST_INTERRUPTIBILITY) & (V.BLOCK_MOV_SS | V.BLOCK_NMI):
@@ -427,6 +475,45 @@ class HardwareAssisted:
         out["physical_irqs"] = self.platform.stats["irqs"]
         return out
 
+    def guest_report(self) -> str:
+        """The guest's state at the VM exit that stopped it, for the crash report: the exit,
+        the guest-state area of the VMCS (its general registers are the register file's,
+        SDM Vol. 3C §27.5), its control registers as it believes them (the read shadows),
+        and the instructions at its CS:EIP through its own paging."""
+        r, st = self.read, self.cpu.state
+        self.sync_vcpu()
+        v = self.vcpu
+        reason = r(V.EXIT_REASON)
+        name = EXIT_REASONS.get(reason & 0xFFFF, str(reason & 0xFFFF))
+        failed = " (VM-entry failure)" if reason & V.EXIT_ENTRY_FAILURE else ""
+        eip, cs32 = r(V.GUEST_RIP), bool(r(V.GUEST_AR + 2 * 1) & ATTR_DB)
+        regs = list(st.regs)
+        regs[4] = r(V.GUEST_RSP)
+        sel = [r(V.GUEST_SEL + 2 * i) for i in range(8)]
+        mode = "protected" if v.cr0 & CR0_PE else "real-address"
+        lines = [f"  VM exit: {name}{failed} (reason {reason & 0xFFFF}, qualification "
+                 f"{r(V.EXIT_QUALIFICATION):#x}); the guest, in {mode} mode:",
+                 "  " + " ".join(f"{n}={regs[i]:08x}" for i, n in enumerate(REG_NAMES)),
+                 f"  eip={eip:08x} eflags={r(V.GUEST_RFLAGS):08x} "
+                 f"cpl={r(V.GUEST_AR + 2 * 2) >> 5 & 3} cr0={v.cr0:08x} cr2={st.cr2:08x} "
+                 f"cr3={v.cr3:08x} cr4={v.cr4:08x}",
+                 "  " + " ".join(f"{n}={sel[i]:04x}" for i, n in enumerate(SEG_NAMES)) +
+                 f" gdt={r(V.GUEST_GDTR_BASE):08x}/{r(V.GUEST_GDTR_LIMIT):x} "
+                 f"idt={r(V.GUEST_IDTR_BASE):08x}/{r(V.GUEST_IDTR_LIMIT):x} "
+                 f"ldtr={sel[6]:04x} tr={sel[7]:04x}",
+                 "  instructions at eip:"]
+        lin = (r(V.GUEST_BASE + 2 * 1) + eip) & 0xFFFFFFFF
+        try:
+            code = b"".join(self.mem.read(self.gm.peek(a), 1) for a in range(lin, lin + 45))
+        except (GuestBadFrame, GuestPageFault):
+            lines.append(f"    {eip:08x}: <not in the guest's RAM>")
+            return "\n".join(lines)
+        for n, ins in enumerate(ix.Decoder(32 if cs32 else 16, code, ip=eip)):
+            lines.append(f"    {ins.ip:08x}: {ins}")
+            if n == 2 or ins.flow_control != ix.FlowControl.NEXT:
+                break
+        return "\n".join(lines)
+
     def stop(self, stop: Stop) -> None:
         self.machine.stop = stop
         self.cpu.request_stop()
@@ -435,7 +522,8 @@ class HardwareAssisted:
         return S.get_attrs(self)
 
     def set_state(self, state: dict) -> None:
-        state = {"ept": False, "nmi": False, **state}   # (version 1: shadow paging only; no NMIs)
+        # (version 1: shadow paging only; then no NMIs, no x87 step)
+        state = {"ept": False, "nmi": False, "fpu_step": False, **state}
         S.set_attrs(self, state)
         step = self.step_page                 # (a VM saved between an MTF entry and its exit)
         if step is not None:

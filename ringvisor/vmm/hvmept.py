@@ -88,6 +88,26 @@ class MonitorEpt:
         pt = self._pt_for(self.idmap)
         self._w64(pt + ((self.idmap >> 12) & 0x1FF) * 8, self.idmap | WB | EPT_R)
 
+    def map_rom(self, start: int, end: int) -> None:
+        """A firmware ROM at the top of the 4 GiB space (``run --bios``): guest-physical
+        = machine address, the processor's reset fetch at FFFFFFF0 and every read of the
+        high copy reach the machine's ROM region, as KVM maps a read-only memory slot.
+        Mapped at once (an access there is not a RAM region an EPT violation could
+        fill): 2-MByte pages where the ROM covers the region, 4-KByte pages in the ROM's
+        own page table for the one region it starts inside (a ROM is a multiple of 64
+        KiB, so only its lowest region can be partial).  Writable in EPT as in the
+        machine: the ROM region drops writes, as the hardware's ROM ignores them."""
+        for region in range(start & ~(REGION - 1), end, REGION):
+            pde = self._pde_addr(region)
+            if start <= region and region + REGION <= end:
+                self._w64(pde, region | LEAF_2M | WB | RWX)
+                continue
+            pt = self.base + L.HVM_EPT_ROM_PT
+            self.mem.write(pt, bytes(0x1000))
+            self._w64(pde, pt | RWX)
+            for page in range(max(start, region), min(end, region + REGION), 0x1000):
+                self._w64(pt + ((page >> 12) & 0x1FF) * 8, page | WB | RWX)
+
     def _link_pt(self, gpa: int) -> None:
         pde = self._pde_addr(gpa)
         if not self._r64(pde) & 7:

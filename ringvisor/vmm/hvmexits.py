@@ -7,7 +7,7 @@ leaves them alone); ESP, EIP and EFLAGS are in the VMCS.
 
 from __future__ import annotations
 
-from ringvisor.hw.faults import GP, PF, UD
+from ringvisor.hw.faults import GP, MF, PF, UD
 from ringvisor.hw.identify import cpuid as processor_cpuid
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.mmu import fetch_fault, smap_blocks
@@ -16,6 +16,7 @@ from ringvisor.hw.state import (CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, 
 from ringvisor.hw.system import CR0_PDPTE_RELOAD, CR0_WRITABLE, CR4_PDPTE_RELOAD, CR4_SUPPORTED
 from ringvisor.hw import vmcs as V
 from ringvisor.hw.ept import Q_LINEAR_VALID as EPT_Q_LINEAR_VALID
+from ringvisor.hw.x87 import BUSY, ES, update_summary
 
 from .errors import MonitorStop
 from .guestmem import W, GuestPageFault
@@ -89,9 +90,27 @@ def exception(mon) -> None:
     if (info >> 8) & 7 == V.INTR_NMI:
         nmi(mon)
         return
+    if vector == MF:
+        fpu_error(mon)
+        return
     if vector != PF:
         raise MonitorStop(f"hvm: unexpected exception exit, vector {vector}")
     page_fault(mon, mon.read(V.EXIT_QUALIFICATION), mon.read(V.EXIT_INTR_ERROR))
+
+
+def fpu_error(mon) -> None:
+    """#MF while the guest's CR0.NE is clear (the exception bitmap has it only then): the
+    guest chose the PC's legacy x87 error reporting (SDM Vol. 1 §8.7, Vol. 3 §2.5), which
+    the processor's NE, fixed to 1 in VMX operation, does not give.  As with NE clear on
+    the bare PC (``hw/x87.py`` signal_pending), the machine's FERR# is asserted -- IRQ 13,
+    unless IGNNE# holds (a write to port F0: ``hw/cpu.py``) -- and the waiting instruction
+    goes on: it runs once under the monitor trap flag with the error summary (ES, B)
+    cleared, which ``monitor_trap`` recomputes from the flags and masks it leaves."""
+    mon.cpu.assert_ferr()
+    mon.cpu.state.fpu.fsw &= ~(ES | BUSY)
+    mon.fpu_step = True
+    mon.write(V.CPU_CONTROLS, mon.read(V.CPU_CONTROLS) | V.CPU_MTF)
+    mon.stats["#MF as FERR# (NE=0)"] += 1
 
 
 def guest_page_fault(mon, lin: int, err: int) -> None:
@@ -179,6 +198,9 @@ def ept_misconfiguration(mon) -> None:
 @handles(V.EXIT_MTF)
 def monitor_trap(mon) -> None:
     mon.write(V.CPU_CONTROLS, mon.read(V.CPU_CONTROLS) & ~V.CPU_MTF)
+    if mon.fpu_step:                          # (the x87 instruction after FERR#: fpu_error)
+        mon.fpu_step = False
+        update_summary(mon.cpu.state.fpu)
     if mon.step_page is None:
         return
     page, frame, before = mon.step_page

@@ -29,6 +29,7 @@ VOID = 0x01D000                  # a page of 0xFF, for guest frames that do not 
 PV_START_INFO = 0x020000         # para-virtualization: the pages the guest sees at fixed
 PV_SHARED_INFO = 0x021000        # addresses just below the region (start_info, shared_info,
 PV_BOOT_STACK = 0x022000         # its boot stack); physical-only here
+HVM_EPT_ROM_PT = 0x02F000        # (hvm, run --bios: the EPT page table of the ROM's lowest 2 MiB)
 HVM_VMXON = 0x030000             # hardware-assisted virtualization: the VMXON region,
 HVM_VMCS = 0x031000              # the guest's VMCS, the MSR bitmaps and the host's page
 HVM_MSR_BITMAP = 0x032000        # directory (4 MiB pages mapping machine memory 1:1)

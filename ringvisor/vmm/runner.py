@@ -99,6 +99,36 @@ def create_vm(image: bytes, mode: str = "native", cmdline: str = "", mem_mb: int
     return m, mon
 
 
+def create_bios_vm(rom: bytes, mode: str = "native", mem_mb: int = 32, engine: str = "jit",
+                   rom_name: str = "ROM", output=None, ept: bool = True, **kw):
+    """A machine started from RESET with a firmware ROM mapped (``Machine.boot_bios``),
+    bare or under ``hvm``; returns (machine, monitor or None).  Under hvm the monitor
+    enters the reset state itself -- real mode at F000:FFF0 with CS base FFFF0000, as a
+    VMM with "unrestricted guest" does -- with the ROM's copy at 4 GiB mapped through
+    EPT beside guest RAM; the other monitors start from a Multiboot hand-off only."""
+    if mode == "native":
+        m = Machine(mem_mb, engine, output=output, **kw)
+        m.boot_bios(rom, rom_name)
+        return m, None
+    if mode != "hvm":
+        raise ConfigError(f"--bios runs on the bare machine or under --mode hvm, not under "
+                          f"--mode {mode}")
+    if not ept:
+        raise ConfigError("--bios --mode hvm needs EPT: the CPU starts in real mode, which "
+                          "VMX non-root runs only as an unrestricted guest (drop --no-ept)")
+    guest_ram = mem_mb << 20
+    m = Machine((guest_ram + L.MONITOR_RAM) >> 20, engine, output=output, **kw)
+    m.cmos.set_ram_size(guest_ram, 0)         # the guest's RAM, not the monitor's region
+    m.boot_bios(rom, rom_name)
+    # the hypervisor's processor as its own firmware left it: the local APIC passing the
+    # 8259A's INTR on (after RESET LINT0 is masked, SDM Vol. 3 §10.4.7.1), or no physical
+    # interrupt would ever reach the monitor; the guest's RESET is the VMCS's
+    m.firmware_apic()
+    mon = _monitor_class(mode)(m, guest_ram, ept=True)
+    mon.install()
+    return m, mon
+
+
 def run_vm(path, mode: str = "native", cmdline: str = "", mem_mb: int = 32, stdin: bytes = b"",
            max_instructions: int | None = None, engine: str = "jit", quiet: bool = False,
            tsc_probe=None, tc_size: int | None = None, disk: str | None = None,

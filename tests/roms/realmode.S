@@ -355,50 +355,7 @@ farproc2:
         lret
 
 /* --- COM1 output ----------------------------------------------------------------- */
-putc:   push    %dx
-        mov     $COM1, %dx
-        out     %al, %dx
-        pop     %dx
-        ret
-puts:   push    %ax
-1:      mov     %cs:(%si), %al
-        test    %al, %al
-        jz      2f
-        call    putc
-        inc     %si
-        jmp     1b
-2:      pop     %ax
-        ret
-nl:     push    %ax
-        mov     $'\n', %al
-        call    putc
-        pop     %ax
-        ret
-space:  push    %ax
-        mov     $' ', %al
-        call    putc
-        pop     %ax
-        ret
-hex32:  push    %eax
-        shr     $16, %eax
-        call    hex16
-        pop     %eax
-hex16:  push    %cx
-        push    %ax
-        mov     $4, %cx
-1:      rol     $4, %ax
-        push    %ax
-        and     $0xF, %al
-        add     $'0', %al
-        cmp     $'9', %al
-        jbe     2f
-        add     $('a' - '9' - 1), %al
-2:      call    putc
-        pop     %ax
-        loop    1b
-        pop     %ax
-        pop     %cx
-        ret
+        .include "com1.inc"
 
         .code32
 puts32: push    %edx
