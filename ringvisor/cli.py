@@ -581,11 +581,11 @@ def _run_bios(args) -> int:
         raise ConfigError("--bios runs a ROM from RESET: no KERNEL, --append or --module with it")
     if args.incoming or args.stop_at or getattr(args, "migrate_to", None):
         raise ConfigError("--bios cannot be combined with --incoming, --stop-at or --migrate-to")
-    image = read_image(args.bios, "ROM")           # (boot/rom.py says what sizes are ROMs)
-    con = _console(args)
     if args.smp != 1 and args.mode != "native":
         raise ConfigError(f"--smp {args.smp}: the monitors run a uniprocessor guest "
                           f"(--mode native only)")
+    image = read_image(args.bios, "ROM")           # (boot/rom.py says what sizes are ROMs)
+    con = _console(args)
     m, mon = create_bios_vm(image, args.mode, args.mem, args.engine, args.bios,
                             output=con.output, ept=args.ept, pace=con.pace,
                             keep_source=bool(con.trace), serial_ports=con.serial_ports,
