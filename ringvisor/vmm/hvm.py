@@ -503,11 +503,14 @@ class HardwareAssisted:
                  f"ldtr={sel[6]:04x} tr={sel[7]:04x}",
                  "  instructions at eip:"]
         lin = (r(V.GUEST_BASE + 2 * 1) + eip) & 0xFFFFFFFF
-        try:
-            code = b"".join(self.mem.read(self.gm.peek(a), 1) for a in range(lin, lin + 45))
-        except (GuestBadFrame, GuestPageFault):
+        code = bytearray()
+        for a in range(lin, lin + 45):            # (up to where its paging or RAM ends)
+            try:
+                code += self.mem.read(self.gm.peek(a & 0xFFFFFFFF), 1)
+            except (GuestBadFrame, GuestPageFault):
+                break
+        if not code:
             lines.append(f"    {eip:08x}: <not in the guest's RAM>")
-            return "\n".join(lines)
         for n, ins in enumerate(ix.Decoder(32 if cs32 else 16, code, ip=eip)):
             lines.append(f"    {ins.ip:08x}: {ins}")
             if n == 2 or ins.flow_control != ix.FlowControl.NEXT:
