@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hwtests import build_kernel
-from test_realmode import build_rom, qemu_bios
+from test_realmode import EXPECTED as REALMODE_EXPECTED, POST_CODES, build_rom, qemu_bios
 from ringvisor.hw import vmcs as V
 from ringvisor.hw.state import ATTR_UNUSABLE
 from ringvisor.hw.vmentry import check_guest
@@ -72,6 +72,15 @@ def test_rom_under_hvm(hvm_rom):
     assert rep["exits"].get("CR access") == 1 and rep["to protected mode"] == 1
     assert rep["#MF as FERR# (NE=0)"] == 1 and "#MF reflected" not in rep
     assert rep["EPT regions mapped"] == 1      # guest RAM below 2 MiB; the ROM mapped at once
+
+
+def test_realmode_rom_under_hvm():
+    """tests/roms/realmode.S from RESET under hvm: its trips to protected mode and back,
+    unreal mode, and IRQ 0 through the LINT0 it programs on its virtual local APIC
+    (RESET's: masked until then) -- QEMU's lines, as natively (tests/test_realmode.py)."""
+    out, stop, m, _ = _run_rom(build_rom("realmode"), "hvm")
+    assert (out, stop.status) == (REALMODE_EXPECTED, 1), stop.message
+    assert [(p, v) for _, p, v in m.post.codes] == [(0x80, c) for c in POST_CODES]
 
 
 def test_reset_tr_ldtr_enter_as_vm_entry_requires(hvm_rom):

@@ -120,11 +120,13 @@ def create_bios_vm(rom: bytes, mode: str = "native", mem_mb: int = 32, engine: s
     m = Machine((guest_ram + L.MONITOR_RAM) >> 20, engine, output=output, **kw)
     m.cmos.set_ram_size(guest_ram, 0)         # the guest's RAM, not the monitor's region
     m.boot_bios(rom, rom_name)
-    # the hypervisor's processor as its own firmware left it: the local APIC passing the
-    # 8259A's INTR on (after RESET LINT0 is masked, SDM Vol. 3 §10.4.7.1), or no physical
-    # interrupt would ever reach the monitor; the guest's RESET is the VMCS's
-    m.firmware_apic()
+    # the guest's virtual local APIC copies the physical one as RESET left it (LVTs masked,
+    # software-disabled: SDM Vol. 3 §10.4.7.1), as the guest's processor would have it
     mon = _monitor_class(mode)(m, guest_ram, ept=True)
+    # then the hypervisor's processor as its own firmware leaves it: the physical APIC
+    # enabled, passing the 8259A's INTR on (LINT0 ExtINT), or no physical interrupt, and
+    # no notification of the virtual APIC's, would ever reach the monitor
+    m.firmware_apic()
     mon.install()
     return m, mon
 
