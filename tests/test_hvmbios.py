@@ -31,6 +31,7 @@ rom both copies 53525652 53525652
 low copy cs f000
 ne=0: sw, irq13 before/after fwait, #MF count 8084 0000 0020 0000
 tr ldtr, rom after store 00000000 00000000 53525652
+irq13 taken in protected mode 00000001
 done
 """
 TR, LDTR = 7, 6

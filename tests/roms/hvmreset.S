@@ -12,10 +12,10 @@
  *   - CR0.NE = 0 (Vol. 1 §8.7, Vol. 3 §2.5): an unmasked x87 exception is reported by the
  *     next waiting instruction (FWAIT) through FERR#, which the PC routes to IRQ 13 (slave
  *     PIC input 5), not by #MF; a write to port F0 clears it and asserts IGNNE#.
- *     The PICs are programmed with everything masked: IRQ 13 is read from the slave's
- *     IRR (after RESET the local APIC masks the 8259A's INTR, LINT0, and QEMU 7.2
- *     asserts if FWAIT itself interrupts the CPU); tests/hwguests/fpu takes it through
- *     its IDT.
+ *     The PICs are programmed with everything masked, so IRQ 13 is read from the
+ *     slave's IRR (QEMU 7.2 asserts if FWAIT itself interrupts the CPU); the edge stays
+ *     latched there, and in protected mode, once the local APIC passes the 8259A's INTR
+ *     on (RESET masks LINT0) and IRQ 13 is unmasked, it is taken through the IDT, once.
  * The ROM leaves through isa-debug-exit (port F4).
  */
         .code16
@@ -185,12 +185,49 @@ pm32:
         mov     $'\n', %al
         call    putc32
 
+        /* the IRQ 13 FERR# raised above is still requested (the PIC latched its edge):
+         * with the local APIC passing the 8259A's INTR on (software-enabled, LINT0
+         * ExtINT, as a BIOS leaves it: RESET masks it) and IRQ 13 unmasked, it is taken
+         * through the IDT, once */
+        movl    $0x1FF, 0xFEE000F0      /* spurious vector register: APIC enabled */
+        movl    $0x700, 0xFEE00350      /* LVT LINT0: ExtINT, unmasked */
+        mov     $(ROM + irq13_32), %eax
+        mov     %ax, 0x8000 + 0x75*8    /* an interrupt gate, 32-bit, to 08:irq13_32 */
+        movw    $0x08, 0x8000 + 0x75*8 + 2
+        movw    $0x8E00, 0x8000 + 0x75*8 + 4
+        shr     $16, %eax
+        mov     %ax, 0x8000 + 0x75*8 + 6
+        lidt    ROM + idtdesc
+        movl    $0, 0x9310
+        mov     $0xFB, %al              /* unmask the cascade, then IRQ 13 */
+        out     %al, $0x21
+        mov     $0xDF, %al
+        out     %al, $0xA1
+        sti                             /* STI; HLT: taken once HLT has begun (QEMU */
+        hlt                             /* checks interrupts only between blocks) */
+        cli
+        mov     $(ROM + s_taken), %esi
+        call    puts32
+        mov     0x9310, %eax
+        call    hex32_32
+        mov     $'\n', %al
+        call    putc32
+
         mov     $(ROM + s_done), %esi
         call    puts32
         mov     $0, %al
         outb    %al, $0xF4
 1:      hlt
         jmp     1b
+
+irq13_32:
+        push    %eax
+        incl    0x9310
+        mov     $0x20, %al              /* EOI: slave, then master */
+        out     %al, $0xA0
+        out     %al, $0x20
+        pop     %eax
+        iret
 
 putc32: push    %edx
         mov     $COM1, %dx
@@ -249,6 +286,9 @@ gdt_end:
 gdtdesc:
         .word   gdt_end - gdt - 1
         .long   ROM + gdt
+idtdesc:
+        .word   0x75 * 8 + 7
+        .long   0x8000
 cw_zm_clear:
         .word   0x037B                  /* every exception masked but ZE */
 sig:    .ascii  "RVRS"
@@ -262,6 +302,7 @@ s_sig:    .asciz "rom both copies "
 s_low:    .asciz "low copy cs "
 s_ferr:   .asciz "ne=0: sw, irq13 before/after fwait, #MF count "
 s_pm:     .asciz "tr ldtr, rom after store "
+s_taken:  .asciz "irq13 taken in protected mode "
 s_done:   .asciz "done\n"
 
         .org    0xFFF0
