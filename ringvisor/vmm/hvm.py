@@ -23,7 +23,10 @@ and those the monitor must see cause VM exits, configured in the VMCS:
   a virtual one, ``platform.py``), the VMX MSRs and instructions;
 - external interrupts, acknowledged on exit: a physical interrupt becomes an edge
   on the virtual PIC, and the monitor injects the guest's vector on VM entry when
-  the guest's IF allows, or asks for an interrupt-window exit.
+  the guest's IF allows, or asks for an interrupt-window exit;
+- the PC's memory-mapped devices (``hvmmmio.py``): an access to the page of the
+  guest's virtual local APIC, IO-APIC or HPET (never mapped) is emulated, another
+  device page of the machine's is mapped through; RDMSR/WRMSR of the APIC's MSRs.
 
 The monitor runs in Python at HOST_RIP (a native entry, ``hw/native.py``) with
 the host state of the VMCS; the guest's general registers are in the register

@@ -1,4 +1,5 @@
-"""The PC's memory-mapped devices under trap-and-emulate and binary translation.
+"""The PC's memory-mapped devices under trap-and-emulate and binary translation (and,
+with the same emulators on the VMCS's guest state, under hardware assist: ``hvmmmio.py``).
 
 Above its RAM the guest's physical address space holds what QEMU's PC has there:
 the local APIC page (0xFEE00000), the IO-APIC (0xFEC00000), the HPET

@@ -25,12 +25,13 @@ programs level-triggered (ELCR, ICW1.LTIM) still sees each physical
 interrupt as an edge (the ISA devices of this PC are edge-triggered; the
 PCI lines the firmware made level are below).
 
-Under trap-and-emulate and binary translation the virtual 8259A's output goes
-to the guest's virtual local APIC (``vapic.py``), whose LINT0 it is, as on the
+Under trap-and-emulate, binary translation and hardware assist the virtual
+8259A's output goes to the guest's virtual local APIC (``vapic.py``), whose LINT0 it is, as on the
 PC; the para-virtual monitor gives the guest no APIC, and the virtual PIC's
 output is the guest's interrupt request itself.
 
-The IO-APIC and the HPET (under trap-and-emulate and binary translation): the
+The IO-APIC and the HPET (under trap-and-emulate, binary translation and hardware
+assist): the
 monitor owns the machine's -- at takeover it masks every redirection entry of the
 physical IO-APIC and halts the physical HPET -- and gives the guest instances of
 the same models (``hw.devices.ioapic``, ``hw.devices.hpet``: the rules are written

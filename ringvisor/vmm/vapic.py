@@ -1,4 +1,6 @@
-"""The guest's local APIC under trap-and-emulate and binary translation.
+"""The guest's local APIC under trap-and-emulate and binary translation (and under
+hardware assist, where EPT never maps its page and its vectors are injected on VM
+entry: ``hvmmmio.py``).
 
 The monitor owns the physical local APIC (the 8259A's interrupts reach it
 through LINT0, as the firmware left it) and gives the guest a *virtual* one:
