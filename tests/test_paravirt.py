@@ -227,3 +227,37 @@ def test_the_kernels_own_gates_are_in_its_trap_table(kernels):
         with pytest.raises(GuestFault) as e:
             mon.guest_gate(vector, True)
         assert (e.value.vector, e.value.error_code) == (13, vector * 8 + 2)
+
+
+# What tests/pvguests/gdtguard prints, under --mode paravirt and as a domain (test_xen.py):
+# Xen's answers (xen/arch/x86/mm.c: a PGT_seg_desc_page frame has no writable mapping)
+_EINVAL = "-22"
+GDTGUARD = {
+    "set_trap_table": "0", "new_baseptr": "0", "paging on": "0", "probe fault": "1",
+    "set_gdt of a writable page": _EINVAL, "update_va_mapping read-only": "0",
+    "set_gdt of it read-only": "0", "update_va_mapping writable": _EINVAL,
+    "mmu_update writable": _EINVAL, "mmu_update writable alias": _EINVAL,
+    "mmu_update read-only alias": "0", "mmu_update alias gone": "0",
+    "direct writable alias faults": "1", "its error code": "3",
+    "its cr2 is the entry": "1", "the entry stays": "0",
+    "direct read-only alias faults": "0", "the entry is": "1",
+    "update_va_mapping b read-only": "0", "set_gdt of b": "0",
+    "a writable again": "0", "b writable": _EINVAL,
+    "direct writable alias of b faults": "1", "direct writable alias of a faults": "0",
+    "set_gdt of a mapped writable": _EINVAL}
+
+
+def test_gdt_frames_are_typed_as_in_xen(tmp_path):
+    """tests/pvguests/gdtguard: a GDT frame takes Xen's PGT_seg_desc_page type, which no
+    writable mapping may share (xen/arch/x86/mm.c): set_gdt of a page mapped writable,
+    and mmu_update/update_va_mapping that would map a GDT page writable, fail with
+    -EINVAL; a direct store into a page table that would is not done and the guest gets
+    its #PF (present, write: 3), as from Xen's ptwr emulation; a set_gdt elsewhere
+    releases the old page."""
+    image = build_pv_guest("gdtguard", tmp_path)
+    r = run_vm(image, "paravirt", "", max_instructions=5_000_000, quiet=True)
+    assert r.stop.reason == "shutdown", r.stop
+    lines = r.output.decode().splitlines()
+    assert lines[0] == "gdtguard: start" and lines[-1] == "gdtguard: done", lines
+    got = dict(l.rsplit(" ", 1) for l in lines[1:-1])
+    assert got == GDTGUARD

@@ -25,7 +25,7 @@ from ringvisor.toolstack.config import DomainConfig
 from ringvisor.toolstack.xc import XcError
 from ringvisor.toolstack.xl import Toolstack, XlError
 from ringvisor.vmm import run_vm
-from test_paravirt import build_pv_guest
+from test_paravirt import GDTGUARD, build_pv_guest
 
 TIMING = re.compile(rb"^\[timing\].*\n", re.M)
 WORKLOADS = {"alpha": "run=syscall iters=50", "beta": "run=forkwait iters=3"}
@@ -183,6 +183,8 @@ SMP_PHASE_1 = {
     "vcpu 1 runstate": 2, "vcpu 1 has run": 1, "vcpu 1 has waited": 1,       # (RUNSTATE_blocked)
     "runstate area 0 running": 0, "runstate area 1 agrees": 1, "runstate area 1 has run": 1,
     "down 1": 0, "is_up 1 after down": 0, "up 1 again": 0,
+    # its GDT page keeps PGT_seg_desc_page: no writable mapping (xen/arch/x86/mm.c)
+    "vcpu 1's gdt mapped writable while down": -22, "vcpu 1's gdt mapped read-only while down": 0,
 }
 
 
@@ -223,6 +225,19 @@ def test_a_domain_brings_up_its_second_vcpu_and_they_exchange_ipis(host, smp):
     lines = said(host, domid)
     assert lines[0] == "smpvcpu: start" and lines[-1] == "smpvcpu: phase 1"
     assert answers(lines) == SMP_PHASE_1
+
+
+def test_a_domains_gdt_frames_are_typed_as_in_xen(host, tmp_path):
+    """gdtguard as a DomU: the same answers as under --mode paravirt (test_paravirt.py),
+    with the domain's pseudo-physical frames (mmu_update, update_va_mapping, set_gdt and
+    the trapped direct store all check the type)."""
+    image = build_pv_guest("gdtguard", tmp_path)
+    domid = host.ts.create(DomainConfig(name="gdtguard", kernel=str(image), memory=4,
+                                        on_poweroff="preserve"))
+    assert host.run_until(lambda: "gdtguard: done" in said(host, domid)), said(host, domid)
+    lines = said(host, domid)
+    assert lines[0] == "gdtguard: start", lines
+    assert dict(l.rsplit(" ", 1) for l in lines[1:-1]) == GDTGUARD
 
 
 def test_xl_shows_each_vcpu(host, smp):

@@ -2,8 +2,11 @@
  * para-virtualized kernel.  It runs in the kernel's higher half (C sites
  * only), at ring 1, and talks to the hypervisor only with hypercalls.
  *
- *   pv_lgdt: Xen wants the GDT in whole pages of its own: copy the kernel's
- *            table to a page-aligned buffer and hand over its frames.
+ *   pv_lgdt: Xen wants the GDT in whole pages of its own, which no mapping may
+ *            leave writable while they hold it (their type, PGT_seg_desc_page):
+ *            copy the kernel's table to a page-aligned buffer, map the buffer
+ *            read-only, hand over its frames; of two buffers, the one not in use
+ *            takes the next copy (and is writable again once the GDT left it).
  *   pv_lidt: the hypervisor delivers exceptions and software interrupts
  *            through a trap table (set_trap_table) and interrupts as events
  *            through one callback (pv_upcall, upcall.S), which finds the
@@ -13,7 +16,8 @@
 #define GDT_PAGES 2
 #define NR_ISA_IRQS 16
 
-static uint64_t pv_gdt[GDT_PAGES * 512] __attribute__((aligned(4096)));
+static uint64_t pv_gdt[2][GDT_PAGES * 512] __attribute__((aligned(4096)));
+static int pv_gdt_now = -1;                  /* the buffer the hypervisor holds */
 static trap_info_t pv_traps[257];
 static int pv_irqs_bound;
 
@@ -34,25 +38,51 @@ void pv_panic(const char *msg)
         HYPERVISOR_sched_op(SCHEDOP_shutdown, &s);
 }
 
+/* Map the buffer's pages read-only or writable again (with paging on: without it
+ * nothing maps them); 0, or the hypercall's refusal. */
+static long pv_gdt_map(const uint64_t *buf, uint32_t pages, int writable)
+{
+    if (!(HYPERVISOR_rv_machine_op(RV_READ_CR, 0, 0) & 0x80000000u))
+        return 0;
+    for (uint32_t p = 0; p < pages; p++) {
+        uint32_t va = (uint32_t)buf + p * 4096;
+        long mfn = HYPERVISOR_rv_machine_op(RV_VA_TO_MFN, va, 0);
+        if (mfn < 0)
+            return mfn;
+        uint32_t pte = ((uint32_t)mfn << 12) | 0x61 | (writable ? 2 : 0);   /* P, A, D */
+        long r = pv_hypercall4(__HYPERVISOR_update_va_mapping, va, pte, 0, UVMF_INVLPG);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
 void pv_lgdt(const struct pv_dtr *d)
 {
     uint32_t bytes = (uint32_t)d->limit + 1;
-    if (bytes > sizeof(pv_gdt) || bytes % 8)
+    if (bytes > sizeof(pv_gdt[0]) || bytes % 8)
         pv_panic("pv: lgdt: the GDT must be whole descriptors, at most 1024\n");
+    int next = pv_gdt_now == 0;
     const volatile uint8_t *src = (const uint8_t *)d->base;
-    volatile uint8_t *dst = (volatile uint8_t *)pv_gdt;
+    volatile uint8_t *dst = (volatile uint8_t *)pv_gdt[next];
     uint32_t pages = (bytes + 4095) / 4096;
     for (uint32_t i = 0; i < pages * 4096; i++)
         dst[i] = i < bytes ? src[i] : 0;
+    if (pv_gdt_map(pv_gdt[next], pages, 0) < 0)
+        pv_panic("pv: lgdt: the GDT copy cannot be mapped read-only\n");
     xen_pfn_t frames[GDT_PAGES];
     for (uint32_t p = 0; p < pages; p++) {
-        long mfn = HYPERVISOR_rv_machine_op(RV_VA_TO_MFN, (uint32_t)pv_gdt + p * 4096, 0);
+        long mfn = HYPERVISOR_rv_machine_op(RV_VA_TO_MFN, (uint32_t)pv_gdt[next] + p * 4096, 0);
         if (mfn < 0)
             pv_panic("pv: lgdt: no frame behind the GDT copy\n");
         frames[p] = (xen_pfn_t)mfn;
     }
     if (HYPERVISOR_set_gdt(frames, bytes / 8) < 0)
         pv_panic("pv: lgdt: set_gdt refused the GDT\n");
+    /* the GDT left the other buffer: writable again, for the next copy */
+    if (pv_gdt_now >= 0 && pv_gdt_map(pv_gdt[pv_gdt_now], GDT_PAGES, 1) < 0)
+        pv_panic("pv: lgdt: the old GDT copy cannot be mapped writable again\n");
+    pv_gdt_now = next;
 }
 
 static void bind_isa_irqs(void)

@@ -45,7 +45,7 @@ from ringvisor.abi import (EVTCHN_BIND_VCPU, VCPU_GUEST_CONTEXT, VCPU_INFO,
                            VCPU_SET_PERIODIC_TIMER, XEN_HVM_PARAM, DomId, Errno, FlatSel,
                            EvtchnOp, Hypercall, HvmOp, HvmParam, Misc, SchedOp, Shutdown, Sif,
                            VcpuOp, Vgcf, XenFeat, XenVer)
-from ringvisor.vmm import layout as L
+from ringvisor.vmm import gdttype, layout as L
 from ringvisor.vmm.descriptors import compress
 from ringvisor.vmm.gdt import GuestGdt
 from ringvisor.vmm.ldt import GuestLdt
@@ -186,6 +186,9 @@ class DomainMonitor(ParaVirt):
         VCPUOP_initialise) for vCPU ``vcpu``; vCPU 0's is the domain's start of day too."""
         if ctx["gdt_ents"] > MAX_GDT_ENTRIES:
             raise HypercallError(Errno.EINVAL)
+        n = (ctx["gdt_ents"] * 8 + 0xFFF) >> 12
+        if n and gdttype.mapped_writable(self, set(ctx["gdt_frames"][:n])):
+            raise HypercallError(Errno.EINVAL)   # (Xen's arch_set_info_guest: its set_gdt)
         with self.on_vcpu(vcpu) as target:
             self._load_context(ctx, target)
             if vcpu == 0:
@@ -313,13 +316,25 @@ class DomainMonitor(ParaVirt):
         """Frames the hypervisor uses for the domain's sake (its GDT, its rings, the
         vcpu_infos it registered): the domain may not give them back while it does (Xen's
         page references; a freed frame would take the hypervisor's writes elsewhere)."""
+        out = self.gdt_typed()
+        out |= {self.params[p] for p, _ in RINGS if p in self.params}
+        out |= {v.vcpu_info_at[0] for v in self.dom.vcpus if v.vcpu_info_at is not None}
+        return out
+
+    def gdt_typed(self) -> set[int]:
+        """The GDT frames of every vCPU, up or down (a vCPU that went down keeps its GDT,
+        as in Xen), as the domain's frame numbers."""
         frames = list(self.gdt_frames)          # the loaded vCPU's, and every other's
         for v in self.dom.vcpus:
             if v.slot is not None:
                 frames += v.slot["gdt_frames"]
-        out = {self._gfn(f << 12) for f in frames if (f in self.dom.rev)}
-        out |= {self.params[p] for p, _ in RINGS if p in self.params}
-        out |= {v.vcpu_info_at[0] for v in self.dom.vcpus if v.vcpu_info_at is not None}
+        return {self.dom.rev[f] for f in frames if f in self.dom.rev}
+
+    def address_spaces(self) -> list[int]:
+        out = super().address_spaces()          # the loaded vCPU's, and every other's
+        for v in self.dom.vcpus:
+            if v.slot is not None and v.slot["vcpu"].paging:
+                out.append(v.slot["vcpu"].cr3)
         return out
 
     # -- pseudo-physical memory ------------------------------------------------------------

@@ -41,6 +41,7 @@ from ringvisor.hw.faults import CpuFault
 from ringvisor.hw.machine import Stop
 
 from . import emulate as E
+from . import gdttype
 from . import layout as L
 from .descriptors import compress, guest_descriptor_fields
 from .evtchn import EvtchnError, EventChannels
@@ -244,6 +245,10 @@ class ParaVirt(Monitor):
                 self.traps["#PF (fixed page)"] += 1
                 self.shadow.install_fixed(lin, frame, writable)
                 return
+        if (f.err or 0) & 2 and self.gdt_typed() and gdttype.table_store_refused(self, f, lin):
+            self.traps["#PF (GDT frame mapped writable: refused)"] += 1
+            self.guest_page_fault(f, lin, 3 | (f.err & 4))     # (Xen: pv_ro_page_fault)
+            return
         super().page_fault(f)
 
     # -- the guest's tables, as the hypercalls gave them --------------------------------------
@@ -268,6 +273,15 @@ class ParaVirt(Monitor):
         if soft and (flags & 3) < v.cpl:
             raise GuestFault(13, vector * 8 + 2)
         return cs, eip, bool(flags & 4), 4              # (Xen's trap table: 32-bit frames)
+
+    # -- the GDT's frames are typed (gdttype) ---------------------------------------------
+    def gdt_typed(self) -> set[int]:
+        """The guest's frame numbers of its GDT (those no mapping may make writable)."""
+        return set(self.gdt_frames)
+
+    def address_spaces(self) -> list[int]:
+        """The CR3 of every vCPU whose virtual paging is on."""
+        return [self.vcpu.cr3] if self.vcpu.paging else []
 
     def guest_gdt_bytes(self, offset: int, n: int) -> bytes:
         frames = self.gdt_frames
@@ -395,6 +409,8 @@ class ParaVirt(Monitor):
             _fail(Errno.EINVAL)
         ma = self._guest_address(ma)
         self._check_pte(val)
+        if gdttype.entry_refused(self, ma, val):
+            _fail(Errno.EINVAL)               # a GDT frame mapped writable (Xen's mod_l1_entry)
         self.mem.write32(ma, val & 0xFFFFFFFF)
         self.guest_written(ma, 4)
 
@@ -492,6 +508,8 @@ class ParaVirt(Monitor):
         n = (entries * 8 + 0xFFF) >> 12
         mfns = struct.unpack(f"<{n}I", self._read(frames_ptr, 4 * n))
         frames = [self._frame(m) >> 12 for m in mfns]
+        if gdttype.mapped_writable(self, set(mfns)):
+            _fail(Errno.EINVAL)    # a frame mapped writable cannot become a GDT (Xen's set_gdt)
         self.gdt.hold()
         self.gdt_frames = frames
         self.load_gdt(0, entries * 8 - 1)

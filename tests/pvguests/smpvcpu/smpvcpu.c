@@ -25,6 +25,7 @@ static u32 ipi[NV];
 static unsigned char ctx[SIZEOF_vcpu_guest_context] __attribute__((aligned(8)));
 static unsigned char ap_stack[8192] __attribute__((aligned(16)));
 static unsigned char ap_gdt[4096] __attribute__((aligned(4096)));   /* vCPU 1's GDT page */
+static unsigned int scratch_pt[1024] __attribute__((aligned(4096)));  /* an entry to write */
 /* each vCPU's vcpu_info: its shared-info slot, then where it was registered (a page of
  * its own, vCPU 0's slot at its very end); and each vCPU's runstate area */
 static vcpu_info_t *volatile vi[NV];
@@ -337,6 +338,20 @@ ports:
     /* down and up again: it goes on where it stopped */
     line("down 1", vcpu_op(VCPUOP_down, 1, 0));
     line("is_up 1 after down", vcpu_op(VCPUOP_is_up, 1, 0));
+    /* a vCPU that is down keeps its GDT (Xen's VCPUOP_down only deschedules it): its
+     * page keeps its type, which no writable mapping may share (gdtguard has the rest) */
+    {
+        static struct mmu_update req;
+        u32 gfn = hypercall(__HYPERVISOR_rv_machine_op, RV_VA_TO_MFN, (u32)ap_gdt, 0, 0, 0);
+        req.ptr = (unsigned long long)hypercall(__HYPERVISOR_rv_machine_op, RV_VA_TO_MFN,
+                                                (u32)scratch_pt, 0, 0, 0) << 12;
+        req.val = gfn << 12 | 3;
+        line("vcpu 1's gdt mapped writable while down",
+             hypercall(__HYPERVISOR_mmu_update, (u32)&req, 1, 0, DOMID_SELF, 0));
+        req.val = gfn << 12 | 1;
+        line("vcpu 1's gdt mapped read-only while down",
+             hypercall(__HYPERVISOR_mmu_update, (u32)&req, 1, 0, DOMID_SELF, 0));
+    }
     line("up 1 again", vcpu_op(VCPUOP_up, 1, 0));
     puts_("smpvcpu: phase 1\n");
 
