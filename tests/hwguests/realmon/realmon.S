@@ -173,11 +173,11 @@ int30_ret:
         movw $O(m_int30_after), %si
         call puts
         movw %cx, %ax
-        call hex16
+        call hex4
         movw $O(m_flags), %si
         call puts
         movw %bx, %ax
-        call hex16
+        call hex4
         call newline
         /* POPF loads IOPL at CPL 0; CLI and STI act on IF */
         pushw $0x3002
@@ -193,13 +193,13 @@ int30_ret:
         movw $O(m_popf), %si
         call puts
         movw %bx, %ax
-        call hex16
+        call hex4
         call space
         movw %cx, %ax
-        call hex16
+        call hex4
         call space
         movw %dx, %ax
-        call hex16
+        call hex4
         call newline
         pushw $0x0002
         popfw
@@ -243,21 +243,21 @@ irq_ret:
         movw $O(m_irq), %si
         call puts
         movw O(irq_ip), %ax
-        call hex16
+        call hex4
         call space
         movw O(irq_cs), %ax
-        call hex16
+        call hex4
         call space
         movw O(irq_flags), %ax
         andw $0x0200, %ax               /* IF as it was (the arithmetic flags: HLT's) */
-        call hex16
+        call hex4
         movw $O(m_isr), %si
         call puts
         movb $0x0b, %al                 /* OCW3: read the ISR: the handler's EOI */
         outb %al, $0x20
         inb $0x20, %al
         xorb %ah, %ah
-        call hex16
+        call hex4
         call newline
 
         /* 4: unreal mode */
@@ -283,7 +283,7 @@ irq_ret:
         movw $O(m_fs), %si
         call puts
         movw %cx, %ax
-        call hex16
+        call hex4
         call space
         movl %edx, %eax
         call hex32
@@ -321,7 +321,7 @@ again:  movw $0x0800, %ax
         movw $O(m_int30_after), %si
         call puts
         movw %cx, %ax
-        call hex16
+        call hex4
         call newline
         movl %cr0, %eax
         orb $1, %al
@@ -336,17 +336,17 @@ h_int30:
         movw $O(m_int30), %si
         call puts
         movw 2(%bp), %ax                /* IP */
-        call hex16
+        call hex4
         call space
         movw 4(%bp), %ax                /* CS */
-        call hex16
+        call hex4
         call space
         movw 6(%bp), %ax                /* FLAGS */
-        call hex16
+        call hex4
         movw $O(m_inside), %si
         call puts
         popw %ax                        /* FLAGS in the handler */
-        call hex16
+        call hex4
         call newline
         popw %bp
         movw $0x600d, %ax
@@ -370,16 +370,16 @@ exc:    movw %sp, %bp
         movw $O(m_exc), %si
         call puts
         movw (%bp), %ax                 /* vector */
-        call hex16
+        call hex4
         movw $O(m_at), %si
         call puts
         movw 4(%bp), %ax                /* the saved IP */
         subw 2(%bp), %ax                /* ... less the faulting instruction's */
-        call hex16
+        call hex4
         movw $O(m_cs), %si
         call puts
         movw 6(%bp), %ax
-        call hex16
+        call hex4
         call newline
         addw $4, %sp                    /* IP, CS, FLAGS: on at the resume address */
         movw %sp, %bp
@@ -406,46 +406,14 @@ spurious:
         iret
 
 /* -- output ---------------------------------------------------------------------------- */
-putc:   pushw %dx
-        pushw %ax
-        movw $0x3fd, %dx
-8:      inb %dx, %al
-        testb $0x20, %al
-        jz 8b
-        popw %ax
-        movw $0x3f8, %dx
-        outb %al, %dx
-        popw %dx
-        ret
-puts:   lodsb
-        testb %al, %al
-        jz 9f
-        call putc
-        jmp puts
-9:      ret
-newline:
-        movb $'\n', %al
-        jmp putc
+#include "com16.h"
 space:  movb $' ', %al
         jmp putc
 hex32:  pushl %eax
         shrl $16, %eax
-        call hex16
+        call hex4
         popl %eax
-hex16:  pushw %cx
-        movw $4, %cx
-10:     rolw $4, %ax
-        pushw %ax
-        andb $0xf, %al
-        addb $'0', %al
-        cmpb $'9', %al
-        jbe 11f
-        addb $('a' - '9' - 1), %al
-11:     call putc
-        popw %ax
-        loop 10b
-        popw %cx
-        ret
+        jmp hex4
 
 ivt_ptr:
         .word 0x3ff

@@ -1,4 +1,4 @@
-/* COM1 output for 16-bit real-mode code in .S guests (rmivt, hvmreal): include it
+/* COM1 output for 16-bit real-mode code in .S guests (rmivt, hvmreal, realmon): include it
  * inside their .code16 block.  putc prints AL (waiting for THRE), newline a line
  * feed, puts the NUL-terminated string at DS:SI, hex4/hex2/hex1 AX, AL and AL's low
  * nibble in lower-case hex; every register but SI (puts) is kept. */
