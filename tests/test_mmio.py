@@ -141,3 +141,20 @@ def test_hvm_maps_device_pages_into_ept_from_its_three_tables():
     with pytest.raises(MonitorStop, match="a walk of its page tables reached the device page at 0xfee00000"):
         ept_device_access(mon, 0xFEE00020, Q_READ | Q_LINEAR_VALID)
     assert ept_device_access(mon, 0xFEBFF010, Q_READ | Q_LINEAR_VALID)
+
+
+def test_mmio_guest_under_hvm_on_shadow_page_tables():
+    """Without EPT (``--no-ept``) the shadow never maps a virtual device's page either:
+    each access is a #PF exit, emulated with the same emulators, and the guest prints
+    what it prints natively (the BAR-less guest: its pages are all emulated)."""
+    from pathlib import Path
+    from ringvisor.vmm.runner import run_vm
+    from hwtests import EMULATOR_MAX_INSTRUCTIONS
+    r = run_vm(Path(build_kernel("mmio")), "hvm", max_instructions=EMULATOR_MAX_INSTRUCTIONS,
+               quiet=True, ept=False)
+    out, code = monitor_output(r)
+    assert output_lines(out) == EXPECTED, out
+    assert code == 0
+    mon = r.monitor
+    assert mon.report()["paging"] == "shadow page tables" and "EPT violation" not in mon.exits
+    assert mon.stats["mmio_accesses"] >= 40 and mon.stats["apic_accesses"] > 0
