@@ -55,6 +55,11 @@ from .mmio import MMIO_EMULATORS, PAGE, MmioContext, check_emulated, is_apic
 AR_DB = 1 << 14                 # the segment's D/B bit in a VMCS access-rights field
 
 
+def _user(mon) -> bool:
+    """The guest runs at CPL 3 (SS's DPL, which VM exit saved)."""
+    return (mon.read(V.GUEST_AR + 2 * SS) >> 5) & 3 == 3
+
+
 class _Flags:
     """The guest's EFLAGS, as the emulators keep them in a trap frame."""
 
@@ -67,7 +72,7 @@ class HvmMmioContext(MmioContext):
 
     @property
     def user(self) -> bool:
-        return (self.mon.read(V.GUEST_AR + 2 * SS) >> 5) & 3 == 3
+        return _user(self.mon)
 
     def watch(self, lin: int, size: int, write: bool) -> None:
         """(No data breakpoints on emulated accesses: see the module's note.)"""
@@ -89,7 +94,7 @@ def fetch(mon) -> ix.Instruction:
     readable); decoded 16- or 32-bit as CS's D bit says."""
     eip = mon.read(V.GUEST_RIP)
     lin = (mon.read(V.GUEST_BASE + 2 * CS) + eip) & 0xFFFFFFFF
-    user = (mon.read(V.GUEST_AR + 2 * SS) >> 5) & 3 == 3
+    user = _user(mon)
     first = min(15, 0x1000 - (lin & 0xFFF))
     data = mon.gm.read(lin, first, user)
     if first < 15:
