@@ -29,10 +29,9 @@ from ringvisor.hw.faults import DB, GP, HAS_ERROR_CODE, NAMES, TS, UD, CpuFault
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.mmu import PF_I, fetch_fault, smap_blocks
 from ringvisor.hw.segments import Descriptor, check_segment_load, null_segment
-from ringvisor.hw.pae import PDPT_ALIGN
 from ringvisor.hw.state import (CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_TS, CR3_MASK, CR4_DE, CR4_OSFXSR,
                                 CR4_PAE, CR4_OSXMMEXCPT, CR4_PCE, CR4_SMAP, CR4_SMEP, CR4_TSD,
-                                CR4_UMIP, AC, VIF, VIP)
+                                CR4_UMIP, AC, ID, IOPL_MASK, NT, RF, TF, VIF, VIP, VM)
 from ringvisor.hw.system import CR0_PDPTE_RELOAD, CR0_WRITABLE, CR4_PDPTE_RELOAD, CR4_SUPPORTED
 from ringvisor.hw.transfers import check_return_cs, check_return_ss
 
@@ -50,13 +49,11 @@ from .guestview import GuestViewHooks
 from .ldt import GuestLdt
 from .platform import VirtualPlatform
 from .realmode import RealMode
-from .shadow import NO_PAGING, PAE_KEY, ShadowPaging
+from .shadow import PAE_KEY, ShadowPaging, address_space
 from .stepping import Stepping
 from .mmio import mmio_fault
 from .vcpu import CR0_PG, CR0_WP, CR4_PSE, IF, VirtualCpu
 
-TF, NT, RF, VM, AC, ID = 1 << 8, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 21
-IOPL_MASK = 3 << 12
 ARITH = 0x8D5 | 0x400 | TF          # CF PF AF ZF SF OF, DF, TF
 CR0_NW, CR0_CD, CR0_PE = 1 << 29, 1 << 30, 1
 USER_IO = {ix.Mnemonic.IN, ix.Mnemonic.OUT, ix.Mnemonic.INSB, ix.Mnemonic.INSW,
@@ -772,10 +769,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
 
     def shadow_key(self) -> int:
         """Which shadow directory stands for the guest's current address space."""
-        v = self.vcpu
-        if not v.paging:
-            return NO_PAGING
-        return PAE_KEY | (v.cr3 & PDPT_ALIGN) if v.cr4 & CR4_PAE else v.cr3 >> 12
+        return address_space(self.vcpu)[0]
 
     def switch_shadow(self) -> None:
         """Run the guest on the shadow of its current address space (with PAE paging,
