@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from types import CodeType
 
 STORE_LIMIT = 4096
 DIR_LIMIT = 200_000
@@ -60,7 +61,7 @@ class BlockStore:
             code = marshal.loads(data)
         except (ValueError, EOFError, TypeError):
             return None
-        return code if type(code) is type(_directory.__code__) else None
+        return code if isinstance(code, CodeType) else None
 
     def store(self, key: str, code) -> None:
         if self.dir is None or self.stored >= STORE_LIMIT:

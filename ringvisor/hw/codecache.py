@@ -26,7 +26,7 @@ from .state import CR4_SMEP
 from . import fpsem  # noqa: F401  (files the x87/SSE emitters in EMITTERS)
 from .semantics import EMITTERS, LOCKABLE, helper as helper_emit
 from .system import fpu_class
-from .translate import ALL_FLAGS, RELIM, BlockBuilder, Mode, Translation, Unsupported
+from .translate import RELIM, BlockBuilder, Mode, Translation, Unsupported
 
 PAGE = 0xFFFFF000
 UNPACK_MIN = 3         # registers from which a block loads (and stores) all eight at once
