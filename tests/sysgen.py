@@ -1,0 +1,653 @@
+"""sysgen: random system-level test kernels, run on QEMU, natively and under the monitors.
+
+``generate(seed)`` writes a small Multiboot kernel (``tests/sysgen/``: a runtime with its
+own GDT, LDT, IDT, two TSSes and page tables, plus the generated ``steps.S``): a sequence
+of steps drawn from ``random.Random(seed)``, each a system-level operation -- segment
+loads of random descriptors (present or not, DPL/RPL, expand-down, conforming, limits,
+bases that wrap around 4 GiB) and accesses through them; far JMP/CALL/RET and IRET across
+rings 0-3 and through call gates; INT n through interrupt, trap and task gates of random
+DPL and presence; IRET with NT; PTE changes followed by INVLPG or a CR3 reload, U/S, R/W,
+WP, 4 MiB pages; stores into the code about to run; TF single-stepping; debug registers;
+port I/O at IOPL 0 and 3 and through the I/O bitmap; CR0/CR4 bits; and Robin & Irvine's
+sensitive instructions.  Every exception goes to one handler that prints the vector,
+error code, saved CS:EIP, EFLAGS and registers, then returns (traps) or abandons the
+operation; every step ends with a line of its registers, and the kernel with checksums of
+its tables and memory.
+
+``run_seed(seed)`` runs a kernel on ``qemu-system-i386 -kernel`` (the reference), on the
+bare ringvisor PC and under ``trapemu`` and ``bt`` and returns the differences.  Under
+trapemu, steps holding a sensitive instruction (marked ``*`` in the output: SGDT, SIDT,
+SLDT, STR, SMSW, LAR, LSL, VERR, VERW, PUSHF, MOV/PUSH of CS and SS, and IRET to an outer
+ring with IOPL or IF set, which trap-and-emulate loses) are left out of the comparison:
+that is Robin & Irvine's list, documented in docs/virtualization.md.
+
+    python tests/sysgen.py 0-299              # run seeds, print one line per seed
+    python tests/sysgen.py 17 --show          # the kernel's output on every platform
+    python tests/sysgen.py 17 --minimize      # the smallest set of steps that still differs
+    python tests/sysgen.py 17 --steps 3,9 --asm   # print the generated steps.S
+
+Cases where QEMU's TCG departs from the SDM are not generated (each says why below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ringvisor.guests.toolchain import CFLAGS, LDFLAGS, Target, build  # noqa: E402
+
+SYSGEN_DIR = Path(__file__).resolve().parent / "sysgen"
+BUILD_DIR = Path(os.environ.get("RINGVISOR_SYSGEN_BUILD", SYSGEN_DIR / "build"))
+PLATFORMS = ("qemu", "native", "trapemu", "bt")
+MAX_INSTRUCTIONS = 20_000_000
+MEM_MB = 32
+
+KCODE, KDATA, TSS_SEL, LDT_SEL, KCONF, TSSB_SEL = 0x08, 0x10, 0x18, 0x20, 0x58, 0x60
+CS = {0: 0x08, 1: 0x29, 2: 0x3a, 3: 0x4b}
+SS = {0: 0x10, 1: 0x31, 2: 0x42, 3: 0x53}
+SCRATCH = 0x500000              # 0x3000 bytes that random segments and stores reach
+FARPTR = SCRATCH + 0x2ff0       # a far pointer for LDS & co. (in the scratch area)
+PLAY_VIRT, PLAY_PHYS = 0xc00000, 0x600000   # 16 pages whose PTEs the steps rewrite
+PSE_ALIAS = 0x1000000           # 4 MiB page at physical 4 MiB (the play frames at +2 MiB)
+CODE_ALIAS = 0x1400000          # 4 MiB page at physical 0 (the kernel's code at +2 MiB)
+GDT_SLOTS = range(16, 32)       # descriptors the steps rewrite
+LDT_SLOTS = range(0, 8)
+SOFT = range(0x40, 0x48)        # vectors whose gates the steps rewrite
+IOPORT = 0x3ff                  # COM1's scratch register: reads back what was written
+
+
+@dataclass
+class Step:
+    lines: list[str] = field(default_factory=list)
+    sensitive: bool = False     # holds a sensitive instruction (Robin & Irvine)
+
+
+class Gen:
+    """The steps of one kernel, drawn from ``seed``."""
+
+    def __init__(self, seed: int, rings12: bool | None = None):
+        self.rng = random.Random(seed)
+        self.paging = self.rng.random() < 0.7
+        self.rings12 = (seed % 2 == 0) if rings12 is None else rings12
+        self.n = 0
+        self.label = 0
+
+    # -- helpers ----------------------------------------------------------------------
+    def L(self) -> str:
+        self.label += 1
+        return f".Ls{self.n}_{self.label}"
+
+    def ring(self, zero_bias: float = 0.4) -> int:
+        if self.rng.random() < zero_bias:
+            return 0
+        return self.rng.choice((1, 2, 3, 3, 3) if self.rings12 else (3,))
+
+    def enter(self, st: Step, ring: int, eflags: int = 2) -> None:
+        """Continue at ``ring`` (an IRET from ring 0), with ``eflags``."""
+        if ring == 0:
+            return
+        if eflags & 0x3200:     # IF or IOPL through an IRET to an outer ring: lost under trapemu
+            st.sensitive = True
+        lab = self.L()
+        # data segments of the new ring (an IRET outward nulls those of a lower DPL)
+        st.lines += [f"pushl ${SS[ring]:#x}", "pop %ds", f"pushl ${SS[ring]:#x}", "pop %es"]
+        st.lines += [f"pushl ${SS[ring]:#x}", f"pushl $xstack_top{ring}", f"pushl ${eflags:#x}",
+                     f"pushl ${CS[ring]:#x}", f"pushl ${lab}", "iret", f"{lab}:"]
+
+    def leave(self, st: Step, ring: int) -> None:
+        if ring:
+            st.lines.append("int $0x3f")
+
+    def rand_regs(self, st: Step) -> None:
+        for r in ("eax", "ecx", "edx", "ebx", "esi", "edi", "ebp"):
+            st.lines.append(f"mov ${self.rng.getrandbits(32):#x}, %{r}")
+
+    def slot(self) -> tuple[int, str]:
+        """A descriptor slot the step may rewrite: (selector without RPL, its address)."""
+        if self.rng.random() < 0.75:
+            i = self.rng.choice(GDT_SLOTS)
+            return i * 8, f"gdt+{i * 8}"
+        i = self.rng.choice(LDT_SLOTS)
+        return i * 8 | 4, f"ldt+{i * 8}"
+
+    @staticmethod
+    def desc(base: int, limit: int, access: int, flags: int) -> tuple[int, int]:
+        lo = (limit & 0xffff) | ((base & 0xffff) << 16)
+        hi = ((base >> 16) & 0xff) | (access << 8) | (((limit >> 16) & 0xf) << 16) \
+            | (flags << 20) | (base & 0xff000000)
+        return lo, hi
+
+    def write_desc(self, st: Step, addr: str, lo: int, hi: int) -> None:
+        st.lines += [f"movl ${lo:#x}, {addr}", f"movl ${hi:#x}, {addr}+4"]
+
+    @staticmethod
+    def write_gate(st: Step, addr: str, sel: int, offset: str, gtype: int, dpl: int,
+                   present: bool, params: int = 0) -> None:
+        """A gate at ``addr`` (the offset a symbol: written at run time, clobbers EAX)."""
+        acc = gtype | (dpl << 5) | (0x80 if present else 0)
+        st.lines += [f"mov ${offset}, %eax", f"movw %ax, {addr}", f"movw ${sel:#x}, {addr}+2",
+                     f"movb ${params}, {addr}+4", f"movb ${acc:#x}, {addr}+5", "shr $16, %eax",
+                     f"movw %ax, {addr}+6"]
+
+    # -- operations -------------------------------------------------------------------
+    def op_segment(self, st: Step) -> None:
+        rng = self.rng
+        ring = self.ring()
+        sel, addr = self.slot()
+        dpl = rng.randrange(4)
+        present = rng.random() < 0.85
+        big = rng.random() < 0.8                # D/B
+        kind = rng.choice(("data", "data", "data", "down", "code", "conf", "sys"))
+        if kind == "data":
+            typ = rng.choice((0x0, 0x2, 0x1, 0x3))
+        elif kind == "down":
+            typ = rng.choice((0x4, 0x6, 0x7))
+        elif kind == "code":
+            typ = rng.choice((0x8, 0xa, 0xb))
+        elif kind == "conf":
+            typ = rng.choice((0xc, 0xe, 0xf))
+        else:
+            typ = rng.choice((0x2, 0x0, 0x4, 0xc))  # LDT, reserved, call gate 16: as segments
+        access = typ | (0x10 if kind != "sys" else 0) | (dpl << 5) | (0x80 if present else 0)
+        gran = rng.random() < 0.4
+        raw_limit = rng.choice((0, 1, 0xf, 0xff, 0xfff, 0xffff, 0xfffff, rng.randrange(0x100000)))
+        limit = ((raw_limit << 12) | 0xfff) if gran else raw_limit
+        size = rng.choice((1, 2, 4))
+        upper = 0xffffffff if big else 0xffff
+        # Only offsets inside the limit: QEMU's TCG checks no segment limit on data
+        # accesses in protected mode (SDM Vol. 3 §5.3 wants #GP/#SS), so an access beyond
+        # it has no reference here (the limit checks are in tests/hwguests/kernelisms-sdm).
+        lo_ok, hi_ok = (limit + 1, upper - size + 1) if kind == "down" else (0, limit - size + 1)
+        if lo_ok > hi_ok:
+            size = 0            # no valid offset: the load alone
+            lo_ok = hi_ok = 0
+        off = rng.choice((lo_ok, hi_ok, rng.randrange(lo_ok, hi_ok + 1), rng.randrange(lo_ok, hi_ok + 1)))
+        off &= 0xffffffff
+        target = SCRATCH + rng.randrange(0, 0x2f00)
+        base = (target - off) & 0xffffffff     # large offsets wrap around 4 GiB
+        lo, hi = self.desc(base, raw_limit, access, (0x8 if gran else 0) | (0x4 if big else 0))
+        self.write_desc(st, addr, lo, hi)
+        rpl = rng.randrange(4) if rng.random() < 0.5 else ring
+        s = sel | rpl
+        # SS only at an outer ring: a fault at ring 0 pushes its frame on the current stack
+        seg = rng.choice(("ds", "es", "fs", "gs", "ss") if ring else ("ds", "es", "fs", "gs"))
+        how = rng.choice(("mov", "pop", "lxs"))
+        self.rand_regs(st)
+        if how == "lxs":
+            st.lines += [f"movl ${rng.getrandbits(32):#x}, {FARPTR:#x}", f"movw ${s:#x}, {FARPTR + 4:#x}"]
+        self.enter(st, ring)
+        reg = {1: "%al", 2: "%ax", 4: "%eax", 0: ""}[size]
+        sfx = {1: "b", 2: "w", 4: "l", 0: ""}[size]
+        if how == "mov":
+            st.lines += [f"mov ${s:#x}, %ebx", f"mov %bx, %{seg}"]
+        elif how == "pop":
+            st.lines += [f"pushl ${s:#x}", f"pop %{seg}"]
+        else:
+            st.lines += [f"l{seg} {FARPTR:#x}, %ebx"]
+        if size:
+            st.lines.append(f"mov{sfx} %{seg}:{off:#x}, {reg}")
+        # stores only through writable data segments: QEMU's TCG checks the type at the
+        # load, not at the access (a read-only or code segment in DS takes the store)
+        if size and kind in ("data", "down") and typ & 2 and rng.random() < 0.5:
+            st.lines += [f"mov ${rng.getrandbits(32):#x}, %edx",
+                         f"mov{sfx} {reg.replace('a', 'd')}, %{seg}:{off:#x}"]
+        if seg == "ss":     # never leave a random stack: back to this ring's own
+            st.lines += [f"mov ${SS[ring]:#x}, %ecx", "mov %cx, %ss"]
+        self.leave(st, ring)
+
+    def op_far(self, st: Step) -> None:
+        rng = self.rng
+        ring = self.ring()
+        how = rng.choice(("ljmp", "lcall", "lcall", "lret", "iret"))
+        target, back = self.L(), self.L()
+        choice = rng.random()
+        rpl = rng.randrange(4)
+        params = 0
+        if choice < 0.35:       # a fixed code segment of some ring
+            t = rng.choice([r for r in CS if self.rings12 or r in (0, 3)])
+            sel = (CS[t] & ~3) | rpl
+            if rng.random() < 0.2:
+                sel = KCONF | rpl
+        else:
+            s, addr = self.slot()
+            sel = s | rpl
+            if choice < 0.7 and how in ("ljmp", "lcall"):   # a call gate
+                t = rng.choice([r for r in CS if self.rings12 or r in (0, 3)])
+                tsel = rng.choice((CS[t], CS[t] & ~3, KCONF, KDATA, 0))
+                params = rng.randrange(4)
+                self.write_gate(st, addr, tsel, target, 0xc, rng.randrange(4), rng.random() < 0.9,
+                                params)
+            else:               # a code descriptor, base 0, accessed (see rt.c: QEMU sets no
+                typ = rng.choice((0xb, 0x9, 0xf, 0xd, 0x3))     # accessed bit on CS loads)
+                dpl = rng.randrange(4) if self.rings12 else rng.choice((0, 3))
+                acc = 0x10 | typ | (dpl << 5) | (0x80 if rng.random() < 0.9 else 0)
+                lo, hi = self.desc(0, 0xfffff, acc, 0xc)
+                self.write_desc(st, addr, lo, hi)
+        self.rand_regs(st)
+        self.enter(st, ring)
+        if how == "ljmp":
+            st.lines += [f"ljmp ${sel:#x}, ${target}"]
+        elif how == "lcall":
+            for _ in range(3):
+                st.lines.append(f"pushl ${rng.getrandbits(32):#x}")
+            st.lines += [f"lcall ${sel:#x}, ${target}", f"{back}:"]
+            self.leave(st, ring)
+            st.lines.append(f"jmp {back}_end")
+        else:
+            out = rng.choice([r for r in CS if r >= ring and (self.rings12 or r in (0, 3))])
+            ssel = rng.choice((SS[out], SS[out], SS[out] & ~3, KDATA | out, CS[out]))
+            st.lines += [f"pushl ${ssel:#x}", f"pushl $xstack_top{max(out, 1)}"]
+            if how == "iret":
+                fl = 2 | rng.choice((0, 0, 0x400, 0x1, 0x80, 0x800))
+                st.lines.append(f"pushl ${fl:#x}")
+            st.lines += [f"pushl ${sel:#x}", f"pushl ${target}", how]
+        # the target: reads what the transfer left on its stack, returns or comes back
+        st.lines.append(f"{target}:")
+        if how == "lcall":
+            st.lines += ["mov 0(%esp), %esi", "mov 8(%esp), %edi", "mov 12(%esp), %ebp",
+                         f"lret ${4 * rng.choice((0, params))}"]
+        else:
+            st.lines.append("int $0x3f")
+        st.lines.append(f"{back}_end:")
+
+    def op_int(self, st: Step) -> None:
+        rng = self.rng
+        ring = self.ring()
+        vec = rng.choice(SOFT)
+        gtype = rng.choice((0xe, 0xe, 0xf, 0xf, 0x5, 0xc, 0x6, 0x1))
+        dpl = rng.randrange(4)
+        present = rng.random() < 0.85
+        if gtype == 0x5:
+            sel = rng.choice((TSSB_SEL, TSSB_SEL, TSS_SEL, KCODE))
+        else:
+            sel = rng.choice((KCODE, KCODE, KCODE, KCONF, KDATA, 0, CS[3]) +
+                             ((CS[1], CS[2]) if self.rings12 else ()))
+        self.write_gate(st, f"idt+{vec * 8}", sel, f"stub_{vec}", gtype, dpl, present)
+        self.rand_regs(st)
+        self.enter(st, ring)
+        what = rng.choice(("int", "int", "int", "int3", "into"))
+        if what == "int":
+            st.lines.append(f"int ${vec:#x}")
+        elif what == "int3":
+            st.lines.append("int3")
+        else:
+            st.lines += ["mov $0x7fffffff, %eax", "add $1, %eax", "into"]
+        st.lines.append("add $1, %ebx")
+        self.leave(st, ring)
+
+    def op_iret_nt(self, st: Step) -> None:
+        rng = self.rng
+        # not the running TSS: QEMU reads the new image before it saves the old one, so a
+        # switch to itself resumes a stale state
+        link = rng.choice((TSSB_SEL, 0, KDATA, self.slot()[0]))
+        st.lines.append(f"movw ${link:#x}, tss")
+        ring = self.ring(0.6)
+        self.rand_regs(st)
+        self.enter(st, ring, 2 | 0x4000)
+        lab = self.L()
+        st.lines += ["pushl $0x4002", "popf", "iret", f"{lab}:"] if ring == 0 else ["iret"]
+        self.leave(st, ring)
+
+    def op_pte(self, st: Step) -> None:
+        rng = self.rng
+        if not self.paging:
+            return self.op_segment(st)
+        for _ in range(rng.randrange(1, 3)):
+            page = rng.randrange(16)
+            pte = (PLAY_PHYS + 0x1000 * rng.randrange(16)) | (1 if rng.random() < 0.8 else 0) \
+                | rng.choice((0, 2)) | rng.choice((0, 4)) | rng.choice((0, 0, 0x20, 0x40, 0x60))
+            st.lines.append(f"movl ${pte:#x}, play_pt+{4 * page}")
+            if rng.random() < 0.6:
+                st.lines.append(f"invlpg {PLAY_VIRT + 0x1000 * page:#x}")
+            else:
+                st.lines += ["mov %cr3, %eax", "mov %eax, %cr3"]
+        if rng.random() < 0.3:
+            bit = "or" if rng.random() < 0.5 else "and"
+            mask = 0x10000 if bit == "or" else 0xfffeffff
+            st.lines += ["mov %cr0, %eax", f"{bit} ${mask:#x}, %eax", "mov %eax, %cr0"]
+        self.rand_regs(st)
+        ring = self.ring(0.5)
+        self.enter(st, ring)
+        for _ in range(rng.randrange(1, 4)):
+            page = rng.randrange(16)
+            off = rng.choice((0, rng.randrange(0x1000), 0xffe, 0xffd, 0xfff))
+            va = PLAY_VIRT + 0x1000 * page + off
+            if page == 15 and off > 0xffc:
+                off = 0
+            if rng.random() < 0.2:
+                va = PSE_ALIAS + 0x200000 + rng.randrange(0x10000 - 4)
+            r = rng.choice(("%esi", "%edi", "%ebp"))
+            if rng.random() < 0.5:
+                st.lines.append(f"mov {va:#x}, {r}")
+            else:
+                st.lines.append(f"mov {r}, {va:#x}")
+        self.leave(st, ring)
+
+    def op_smc(self, st: Step) -> None:
+        rng = self.rng
+        self.rand_regs(st)
+        lab = self.L()
+        base = lab
+        if self.paging and rng.random() < 0.3:
+            base = f"({lab}+{CODE_ALIAS:#x})"     # the same code through another mapping
+        form = rng.randrange(4)
+        filler = [rng.choice(("add $3, %ebx", "inc %edx", "nop", "mov %eax, %ecx"))
+                  for _ in range(rng.randrange(0, 4))]
+        imm = rng.getrandbits(8)
+        if form == 0:       # the immediate of an instruction ahead
+            st.lines += [f"movb ${imm:#x}, {base}+1", *filler, f"{lab}: mov $0x11223344, %eax"]
+        elif form == 1:     # two NOPs ahead become INC EAX; INC ECX
+            st.lines += [f"movw $0x4140, {base}", *filler, f"{lab}: nop", "nop"]
+        elif form == 2:     # REP STOSB over the bytes ahead (NOPs -> INC EAX)
+            st.lines += [f"lea {base}, %edi", "mov $0x40, %al", "mov $3, %ecx", "rep stosb",
+                         *filler, f"{lab}: nop", "nop", "nop"]
+        else:               # the next instruction, stored by the one before it
+            st.lines += [f"movl $0x90904343, {base}", f"{lab}: mov $0x5, %eax", "nop"]
+        if rng.random() < 0.3:      # single-stepped
+            st.lines[0:0] = ["pushl $0x102", "popf"]
+            st.lines += ["pushl $2", "popf"]
+
+    def op_tf(self, st: Step) -> None:
+        rng = self.rng
+        ring = self.ring(0.6)
+        self.rand_regs(st)
+        st.lines += [f"mov $0x{SCRATCH + 0x100:x}, %esi", f"mov $0x{SCRATCH + 0x200:x}, %edi",
+                     f"mov $0x{KDATA:x}, %ecx", "mov %cx, %es"]
+        if ring == 0:
+            st.lines += ["pushl $0x102", "popf"]
+        else:
+            st.lines += [f"mov ${SS[ring]:#x}, %ecx", "mov %cx, %ds", "mov %cx, %es"]
+            self.enter(st, ring, 0x102)
+        body = []
+        for _ in range(rng.randrange(2, 9)):
+            k = rng.randrange(10)
+            if k == 0:
+                body += [f"mov ${rng.randrange(1, 5)}, %ecx", "rep movsb"]
+            elif k == 1:
+                lab = self.L()
+                body += [f"call {lab}", f"jmp {lab}_e", f"{lab}: add $7, %edx", "ret", f"{lab}_e:"]
+            elif k == 2:
+                body += ["push %eax", "pop %ebx"]
+            elif k == 3:
+                body += [f"int ${rng.choice(SOFT):#x}"]
+            elif k == 4 and ring == 0:
+                body += [f"mov ${IOPORT:#x}, %dx", "out %al, (%dx)", "in (%dx), %al"]
+            elif k == 5:
+                body += [f"mov %cs:{SCRATCH + rng.randrange(0x100):#x}, %ebx"]
+            elif k == 6:
+                lab = self.L()
+                body += ["mov $2, %ecx", f"{lab}: add $1, %eax", f"loop {lab}"]
+            else:
+                body.append(rng.choice(("add $0x11, %eax", "inc %ebp", "sub %eax, %ebx", "nop",
+                                        "lea 4(%esi), %esi", "neg %edx")))
+        st.lines += body
+        if ring == 0:
+            st.lines += ["pushl $2", "popf"]
+        self.leave(st, ring)
+
+    def op_debug(self, st: Step) -> None:
+        rng = self.rng
+        n = rng.randrange(4)
+        ring = self.ring(0.5)
+        lab = self.L()
+        if rng.random() < 0.4:      # an instruction breakpoint on code ahead
+            st.lines += [f"mov ${lab}, %eax", f"mov %eax, %dr{n}"]
+            dr7 = (1 << (2 * n)) | 0x100
+        else:
+            length = rng.choice((0, 1, 3))
+            addr = SCRATCH + 0x400 + rng.randrange(0x40) * 4
+            st.lines += [f"mov ${addr:#x}, %eax", f"mov %eax, %dr{n}"]
+            rw = rng.choice((1, 3))
+            dr7 = (rng.choice((1, 2, 3)) << (2 * n)) | (rw << (16 + 4 * n)) | (length << (18 + 4 * n))
+        if rng.random() < 0.1:
+            dr7 |= 0x2000           # GD: the next debug-register access is #DB
+        if rng.random() < 0.2:
+            de = rng.choice(("or $8, %eax", "and $0xfffffff7, %eax"))
+            st.lines += ["mov %cr4, %eax", de, "mov %eax, %cr4"]
+        st.lines += ["xor %eax, %eax", "mov %eax, %dr6", f"mov ${dr7:#x}, %eax"]
+        self.rand_regs(st)
+        st.lines += [f"mov ${dr7:#x}, %eax", "mov %eax, %dr7", f"mov ${SCRATCH + 0x400:#x}, %esi"]
+        if ring == 0 and rng.random() < 0.3:
+            st.lines.append(rng.choice(("mov %dr0, %ebx", "mov %dr4, %ebx", "mov %dr5, %ebx",
+                                        "mov %ebx, %dr5")))
+        self.enter(st, ring)
+        body = [f"mov {rng.randrange(0x40) * 4}(%esi), %ebx",
+                f"mov %edx, {rng.randrange(0x40) * 4}(%esi)",
+                f"movw %dx, {rng.randrange(0x80) * 2}(%esi)"]
+        rng.shuffle(body)
+        st.lines += body[:2] + [f"{lab}: add $5, %ebp", "nop"]
+        self.leave(st, ring)
+        st.lines += ["mov %dr6, %edi", "xor %eax, %eax", "mov %eax, %dr7"]
+
+    def op_io(self, st: Step) -> None:
+        rng = self.rng
+        ring = self.ring(0.3)
+        iopl = rng.choice((0, 0, 3, 1))
+        st.lines += [f"mov ${IOPORT:#x}, %dx", f"mov ${rng.getrandbits(8):#x}, %al", "out %al, (%dx)"]
+        bits = rng.getrandbits(8)
+        st.lines += [f"movb ${bits:#x}, tss+104+0x7f", f"movb ${rng.getrandbits(8):#x}, tss+104+0x10"]
+        st.lines.append(f"movw ${rng.choice((104, 104, 104, 0xffff, 104 + 8190)):#x}, tss+102")
+        self.rand_regs(st)
+        st.lines += [f"mov ${IOPORT:#x}, %edx", f"mov ${SCRATCH + 0x800:#x}, %edi",
+                     f"mov ${SCRATCH + 0x900:#x}, %esi", "mov $2, %ecx"]
+        if ring:
+            st.lines += [f"mov ${SS[ring]:#x}, %eax", "mov %ax, %es", "mov %ax, %ds"]
+        self.enter(st, ring, 2 | (iopl << 12))
+        for _ in range(rng.randrange(1, 5)):
+            st.lines.append(rng.choice((
+                "out %al, (%dx)", "in (%dx), %al", "out %al, $0x80", "cli", "sti; nop; cli",
+                "insb", "outsb", "rep insb", "mov $0x3fe, %dx; outw %ax, (%dx); mov $0x3ff, %dx",
+                "add $1, %eax")))
+        self.leave(st, ring)
+
+    def op_cr(self, st: Step) -> None:
+        rng = self.rng
+        k = rng.randrange(6)
+        if k == 0:      # CR0.WP, then a ring-0 store to a play page (read-only or not)
+            if not self.paging:
+                return self.op_segment(st)
+            st.lines += ["mov %cr0, %eax", rng.choice(("xor $0x10000, %eax", "or $0x10000, %eax")),
+                         "mov %eax, %cr0", f"movl $7, {PLAY_VIRT + 0x1000 * rng.randrange(16):#x}"]
+        elif k == 1:    # CR0.TS / EM / MP, then an x87 instruction
+            bits = rng.choice((0x8, 0x4, 0x2, 0xa, 0x0))
+            st.lines += ["mov %cr0, %eax", "and $0xfffffff1, %eax", f"or ${bits:#x}, %eax",
+                         "mov %eax, %cr0", rng.choice(("fnop", "fwait", "fninit")), "clts",
+                         "mov %cr0, %eax", "and $0xfffffff1, %eax", "or $0x2, %eax", "mov %eax, %cr0"]
+        elif k == 2:    # CR4.TSD, then RDTSC at ring 3 (the value itself is not printed)
+            st.lines += ["mov %cr4, %eax", rng.choice(("or $4, %eax", "and $0xfffffffb, %eax")),
+                         "mov %eax, %cr4"]
+            self.enter(st, 3)
+            st.lines += ["rdtsc", "xor %eax, %eax", "xor %edx, %edx"]
+            self.leave(st, 3)
+        elif k == 3:    # CR0.ET is hardwired to 1
+            st.lines += ["mov %cr0, %eax", "and $0xffffffef, %eax", "mov %eax, %cr0", "mov %cr0, %ebx"]
+        elif k == 4:    # CR4.PGE toggled (flushes everything)
+            st.lines += ["mov %cr4, %eax", "xor $0x80, %eax", "mov %eax, %cr4", "mov %cr4, %esi"]
+        else:           # CR0.AM: QEMU's TCG never raises #AC, so no AC is set anywhere
+            st.lines += ["mov %cr0, %eax", "xor $0x40000, %eax", "mov %eax, %cr0", "mov %cr0, %edi"]
+
+    def op_sensitive(self, st: Step) -> None:
+        rng = self.rng
+        st.sensitive = True
+        sel = rng.choice((KCODE, KDATA, TSS_SEL, LDT_SEL, CS[3], SS[3], TSSB_SEL,
+                          self.slot()[0] | rng.randrange(4), 0x1f8, 0x200))
+        ring = self.ring(0.6)
+        self.rand_regs(st)
+        self.enter(st, ring)
+        tmp = SCRATCH + 0x2f80      # stored, read back into a register, cleared again
+        st.lines.append(rng.choice((
+            f"sgdt {tmp:#x}; mov {tmp + 2:#x}, %ebx", f"sidt {tmp:#x}; mov {tmp:#x}, %ebx",
+            "sldt %ebx", "str %ebx", "smsw %ebx", f"mov ${sel:#x}, %ecx; lar %ecx, %ebx",
+            f"mov ${sel:#x}, %ecx; lsl %ecx, %ebx", f"mov ${sel:#x}, %ecx; verr %cx",
+            f"mov ${sel:#x}, %ecx; verw %cx", "pushf; pop %ebx", "mov %cs, %ebx",
+            "mov %ss, %ebx", "push %cs; pop %ebx")))
+        st.lines.append(f"movl $0, {tmp:#x}; movl $0, {tmp + 4:#x}")
+        self.leave(st, ring)
+
+    OPS = (("op_segment", 5), ("op_far", 4), ("op_int", 3), ("op_iret_nt", 1), ("op_pte", 3),
+           ("op_smc", 2), ("op_tf", 2), ("op_debug", 2), ("op_io", 2), ("op_cr", 2),
+           ("op_sensitive", 1))
+
+    def steps(self, count: int) -> list[Step]:
+        names = [n for n, w in self.OPS for _ in range(w)]
+        out = []
+        for self.n in range(count):
+            st = Step()
+            getattr(self, self.rng.choice(names))(st)
+            out.append(st)
+        return out
+
+
+def steps_source(seed: int, count: int = 40, keep: set[int] | None = None,
+                 rings12: bool | None = None) -> tuple[str, set[int]]:
+    """steps.S of kernel ``seed`` (only the steps in ``keep``), and its sensitive steps."""
+    g = Gen(seed, rings12)
+    steps = g.steps(count)
+    out = [f"# sysgen seed {seed}", ".data", ".globl cfg_paging", f"cfg_paging: .long {int(g.paging)}",
+           ".text", ".globl steps_start", "steps_start:"]
+    sensitive = set()
+    for n, st in enumerate(steps):
+        if keep is not None and n not in keep:
+            continue
+        sensitive |= {n} if st.sensitive else set()
+        out += [f"# step {n}", f"movl ${n}, cur_step", f"movl ${int(st.sensitive)}, cur_mark",
+                f"movl $.Lend{n}, resume", "movl $0, dbcount", "call step_reset",
+                *st.lines, f".Lend{n}:", "call step_end"]
+    out += ["call finish", ""]
+    return "\n".join(out), sensitive
+
+
+def build_kernel(seed: int, count: int = 40, keep: set[int] | None = None,
+                 rings12: bool | None = None) -> tuple[Path, set[int]]:
+    src, sensitive = steps_source(seed, count, keep, rings12)
+    rt = [SYSGEN_DIR / "entry.S", SYSGEN_DIR / "rt.c"]
+    h = hashlib.sha256(src.encode())
+    for part in (*CFLAGS, *LDFLAGS, *(p.read_bytes() for p in rt), (SYSGEN_DIR / "link.ld").read_bytes()):
+        h.update(part if isinstance(part, bytes) else part.encode())
+    out = BUILD_DIR / f"sysgen-{seed}-{h.hexdigest()[:16]}.elf"
+    if not out.exists():
+        with tempfile.TemporaryDirectory(prefix="sysgen-") as tmp:
+            steps = Path(tmp) / "steps.S"
+            steps.write_text(src)
+            build(Target(name=f"sysgen-{seed}", sources=[*rt, steps],
+                         linker_script=SYSGEN_DIR / "link.ld", optimize="-O2"),
+                  out.with_suffix(f".{os.getpid()}.tmp"))
+            os.replace(out.with_suffix(f".{os.getpid()}.tmp"), out)
+    return out, sensitive
+
+
+def run(platform: str, image: Path) -> list[str]:
+    """The kernel's output lines on ``platform``; a stop other than the kernel's exit is
+    the last line, in brackets."""
+    if platform == "qemu":
+        from ringvisor.tools.qemu import run_qemu
+        res = run_qemu(image, mem_mb=MEM_MB, timeout=60)
+        out, code = res.output, res.guest_exit_code
+        tail = "" if code == 0 else f"[exit {code}]"
+    else:
+        from ringvisor.vmm.runner import run_vm
+        r = run_vm(image, platform, "", MEM_MB, max_instructions=MAX_INSTRUCTIONS, quiet=True)
+        out = r.output
+        code = r.status >> 1 if r.stop.reason == "exit" else None
+        tail = "" if code == 0 else f"[{(r.stop.message or r.stop.reason).splitlines()[0]}]"
+    lines = out.decode("latin-1").replace("\r\n", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines + ([tail] if tail else [])
+
+
+def comparable(lines: list[str], platform: str, sensitive: set[int]) -> list[str]:
+    """The lines compared with QEMU's: under trapemu, without the sensitive steps'."""
+    if platform != "trapemu":
+        return lines
+    return [ln for ln in lines if not (ln.startswith("s") and ln[4:5] == "*")]
+
+
+def differences(seed: int, platforms=PLATFORMS[1:], count: int = 40, keep=None,
+                rings12: bool | None = None, show: bool = False) -> dict[str, tuple[int, str, str]]:
+    """{platform: (line index, QEMU's line, the platform's line)} for each platform whose
+    output differs from QEMU's."""
+    image, sensitive = build_kernel(seed, count, keep, rings12)
+    ref = run("qemu", image)
+    if show:
+        print("== qemu", *ref, sep="\n")
+    diffs = {}
+    for p in platforms:
+        got = run(p, image)
+        if show:
+            print(f"== {p}", *got, sep="\n")
+        a, b = comparable(ref, p, sensitive), comparable(got, p, sensitive)
+        if a != b:
+            i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            diffs[p] = (i, a[i] if i < len(a) else "<end>", b[i] if i < len(b) else "<end>")
+    return diffs
+
+
+def step_of(line: str) -> int | None:
+    return int(line[1:4], 16) if line.startswith("s") and line[1:4].isalnum() and line[1:4] != "ysg" else None
+
+
+def minimize(seed: int, platform: str, count: int = 40, rings12=None) -> set[int]:
+    """The smallest set of steps (greedy, one at a time) whose kernel still differs on
+    ``platform``."""
+    d = differences(seed, (platform,), count, None, rings12)
+    if platform not in d:
+        return set()
+    first = [step_of(x) for x in d[platform][1:] if step_of(x) is not None]
+    keep = set(range((max(first) + 1) if first else count))
+    for n in sorted(keep, reverse=True):
+        trial = keep - {n}
+        if trial and platform in differences(seed, (platform,), count, trial, rings12):
+            keep = trial
+    return keep
+
+
+def _seeds(spec: str) -> list[int]:
+    out = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out += range(int(lo), int(hi or lo) + 1)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="sysgen", description=__doc__.split("\n\n")[0])
+    ap.add_argument("seeds", help="seeds: 17, 0-299, 1,5,9")
+    ap.add_argument("--platforms", default=",".join(PLATFORMS[1:]))
+    ap.add_argument("--count", type=int, default=40, help="steps per kernel")
+    ap.add_argument("--steps", help="keep only these steps (comma-separated)")
+    ap.add_argument("--rings12", choices=("yes", "no"), help="default: even seeds only")
+    ap.add_argument("--show", action="store_true", help="print every platform's output")
+    ap.add_argument("--asm", action="store_true", help="print the generated steps.S")
+    ap.add_argument("--minimize", action="store_true")
+    a = ap.parse_args(argv)
+    keep = {int(x) for x in a.steps.split(",")} if a.steps else None
+    r12 = None if a.rings12 is None else a.rings12 == "yes"
+    plats = tuple(a.platforms.split(","))
+    bad = 0
+    for seed in _seeds(a.seeds):
+        if a.asm:
+            print(steps_source(seed, a.count, keep, r12)[0])
+            continue
+        if a.minimize:
+            for p in plats:
+                k = minimize(seed, p, a.count, r12)
+                print(f"seed {seed} {p}: " + (f"--steps {','.join(map(str, sorted(k)))}" if k else "same"))
+            continue
+        d = differences(seed, plats, a.count, keep, r12, a.show)
+        bad += bool(d)
+        print(f"seed {seed}: " + ("same" if not d else "; ".join(
+            f"{p} line {i}: qemu {q!r} / {g!r}" for p, (i, q, g) in d.items())), flush=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
