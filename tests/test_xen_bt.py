@@ -28,7 +28,7 @@ from ringvisor.toolstack.xc import XcError
 from ringvisor.toolstack.xl import XlError
 from ringvisor.vmm import run_vm
 from test_xen import Host
-from test_xl_cli import wait_for as _wait_for, xl as _xl
+from test_xl_cli import wait_for as _wait_for, xl as _xl, xl_here
 
 TIMING = re.compile(rb"^\[timing\].*\n", re.M)
 # test_xl_cli's helpers, with longer bounds (a xen host boots here too)
@@ -275,14 +275,15 @@ def test_xl_create_of_a_bt_config(xen, tmp_path):
     # (what the kernel prints alone under bt: the in-process test above compares it all)
     assert b"syscall: iters=50 checksum=0x00000032\n" in log.read_bytes()
     rows = wait_for(lambda: (lambda rs: rs if rs["gamma"]["state"][3] == "s" else None)(
-        {r["name"]: r for r in json.loads(xl(env, "list", "--json").stdout)}))
+        {r["name"]: r for r in json.loads(xl_here(env, "list", "--json").stdout)}))
     assert rows["gamma"]["type"] == "bt" and rows["Domain-0"]["type"] == "pv"
-    text = xl(env, "list", "-v").stdout.splitlines()
+    text = xl_here(env, "list", "-v").stdout.splitlines()
     assert text[0].split()[-2:] == ["Type", "UUID"]
     assert [line.split()[6] for line in text[1:] if line.startswith("gamma")] == ["bt"]
     # refused in one line each: the save of a domain that has shut down, the wrong kind of
-    # image for the type
-    r = xl(env, "save", "gamma", str(tmp_path / "gamma.save"))
+    # image for the type (the queries run in this process, test_xl_cli.xl_here; the
+    # creates are the user's own processes)
+    r = xl_here(env, "save", "gamma", str(tmp_path / "gamma.save"))
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
     assert "shut down" in r.stderr and not (tmp_path / "gamma.save").exists()
     bad = tmp_path / "wrong.cfg"
@@ -290,5 +291,5 @@ def test_xl_create_of_a_bt_config(xen, tmp_path):
     r = xl(env, "create", str(bad))
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "is a para-virtual image" in r.stderr
-    assert xl(env, "destroy", "gamma").returncode == 0
-    assert [r["name"] for r in json.loads(xl(env, "list", "--json").stdout)] == ["Domain-0"]
+    assert xl_here(env, "destroy", "gamma").returncode == 0
+    assert [r["name"] for r in json.loads(xl_here(env, "list", "--json").stdout)] == ["Domain-0"]
