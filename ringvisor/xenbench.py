@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass
 
 from ringvisor.guests.build import image_path
+from ringvisor.hw.clock import TSC_PER_CYCLE
 from ringvisor.hypervisor.core import Hypervisor
 from ringvisor.hypervisor.sched import ACCT_NS
 from ringvisor.hypervisor.interface import HypercallInterface
@@ -136,7 +137,7 @@ class BlockPath:
     cycles: dict                   # "write"/"read" -> guest cycles per request
     wall_us: dict                  # "write"/"read" -> wall microseconds per request
     size: int                      # bytes per request
-    hz: int                        # the guest's TSC rate (the machine's clock)
+    hz: int                        # the machine's clock rate (cycles per second)
 
 
 class _Timed:
@@ -167,7 +168,9 @@ class _Timed:
         # the wall time between the lines that end each phase
         wall = {"write": (at["write"] - at["start"]) / n * 1e6,
                 "read": (at["read"] - at["write"]) / n * 1e6}
-        return BlockPath(name, {k: v[1] for k, v in found.items()}, wall, found["write"][0], hz)
+        # the guest printed TSC ticks; the table gives cycles of the machine's clock
+        return BlockPath(name, {k: v[1] // TSC_PER_CYCLE for k, v in found.items()}, wall,
+                         found["write"][0], hz)
 
 
 def _image(tmp) -> str:
@@ -212,7 +215,7 @@ EVPING_RE = re.compile(rb"\[timing\] evping: (\d+) round trips, (\d+) cycles/rou
 @dataclass
 class RoundTrip:
     name: str
-    cycles: int                    # guest cycles per round trip (the pinging domain's TSC)
+    cycles: int                    # guest cycles per round trip (from the pinging domain's TSC)
     wall_us: float                 # wall microseconds per round trip
 
 
@@ -231,7 +234,7 @@ def _timed_trips(b: Bench, name: str, d: int, sink: _Timed, n: int) -> RoundTrip
     if m is None:
         raise RuntimeError(f"{name}: evping did not finish:\n{bytes(sink.data).decode()}"
                            + b.ts.dmesg())
-    return RoundTrip(name, int(m.group(2)),
+    return RoundTrip(name, int(m.group(2)) // TSC_PER_CYCLE,
                      (sink.at(b"evping: done") - sink.at(b"evping: start")) / n * 1e6)
 
 
@@ -317,9 +320,10 @@ def run(counts=(1, 2, 4, 8, 16), window_ms: int = 600, fair_ms: int = 1500, tmp=
             say(f"{p.name:<40} {op:<5} {c:>12,} {size * p.hz / c / 1e6:>11.1f} "
                 f"{w / 1e3:>9.1f} {size * 1e3 / w:>11.1f} {c / blk[0].cycles[op]:>6.2f}x "
                 f"{w / blk[0].wall_us[op]:>5.2f}x")
-    say(f"    (against the Dom0 row. Guest cycles: the guest's TSC at {blk[0].hz // 1_000_000} MHz, "
-        "one instruction a cycle, counting every instruction any domain or the guest kernel ran "
-        "for the request; work done in the host process -- the toolstack's blkback, the "
+    say(f"    (against the Dom0 row. Guest cycles: the guest's TSC in cycles of the machine's "
+        f"{blk[0].hz // 1_000_000} MHz clock, one instruction a cycle, counting every "
+        "instruction any domain or the guest kernel ran for the request; work done in the "
+        "host process -- the toolstack's blkback, the "
         "hypervisor's, the emulated ATA disk -- shows in wall time only)")
     trips = event_round_trip(tmp, evtchn_trips)
     say()

@@ -229,9 +229,14 @@ def test_tsc_deadline_mode():
     tsc = m.cpu.tsc()
     assert lapic.write_msr(0x6E0, tsc + 5000)
     assert lapic.read_msr(0x6E0) == tsc + 5000
-    assert lapic._timer.cycle == clock.cycles() + 5000
+    at = lapic._timer.cycle                              # the first cycle the TSC reaches it
+    clock.advance_to(at - 1)
+    assert m.cpu.tsc() < tsc + 5000
+    clock.advance_to(at)
+    assert m.cpu.tsc() >= tsc + 5000
     assert lapic.write_msr(0x6E0, 0)                    # disarmed
     assert lapic._timer is None
+    tsc = m.cpu.tsc()
     lapic.write_msr(0x6E0, tsc + 300)
     clock.advance_to(lapic._timer.cycle)
     clock.run_due()

@@ -23,6 +23,7 @@ from .mmu import Mmu
 from .native import NativeRegions
 from .segments import Segmentation, is_flat
 from .state import CR0_PE, CR0_PG, CR0_TRANSLATION, CR4_TRANSLATION, CS, DS, DF as DF_FLAG, IF, RF, SS, TF, VM, CpuState
+from .clock import TSC_PER_CYCLE
 from . import identify  # noqa: F401  (files CPUID, RDTSC(P), RDMSR/WRMSR among the helpers)
 from .system import run_helper
 from . import transfers
@@ -304,10 +305,11 @@ class Cpu:
         self.ignne = False
 
     def tsc_base(self) -> int:
-        """What the time-stamp counter counts: the machine's cycles, which go on while the
-        processor is halted (SDM Vol. 3 §17.17: the TSC increments at a constant rate,
-        HLT or not), and which every processor of the machine shares."""
-        return self.state.icount if self.cycles is None else self.cycles()
+        """What the time-stamp counter counts: the machine's cycles (``TSC_PER_CYCLE``
+        ticks each), which go on while the processor is halted (SDM Vol. 3 §17.17: the
+        TSC increments at a constant rate, HLT or not), and which every processor of the
+        machine shares."""
+        return (self.state.icount if self.cycles is None else self.cycles()) * TSC_PER_CYCLE
 
     def tsc(self) -> int:
         return (self.tsc_base() + self.state.tsc_offset + self.vmx_tsc) & 0xFFFFFFFFFFFFFFFF

@@ -9,8 +9,8 @@ TCG round-robins its vCPUs the same way, with a time slice instead of a count).
 Virtual time is the sum of the instructions all processors have retired (one
 processor: its own count, exactly as before), so a quantum is a slice of time in
 which one processor runs; timers fire between quanta, and a quantum ends early
-when a device arms a timer that falls due within it.  Each processor's TSC is its
-own instruction count (plus its TSC offset), as on one processor.
+when a device arms a timer that falls due within it.  Every processor reads the
+same TSC, the machine's cycles (``Cpu.tsc_base``), plus its own TSC offset.
 
 Start-up (SDM Vol. 3 §8.4.3, the MP initialization protocol): at power-on every
 application processor (AP) waits for a start-up IPI, halted with its local APIC

@@ -198,7 +198,7 @@ def sysctl(mon, ptr: int) -> int:
         hv.check(mon.caller, None, "xen", "physinfo")
         f = hv.frames
         out = {"threads_per_core": 1, "cores_per_socket": 1, "nr_cpus": 1, "max_cpu_id": 0,
-               "nr_nodes": 1, "max_node_id": 0, "cpu_khz": hv.machine.clock.cpu_hz // 1000,
+               "nr_nodes": 1, "max_node_id": 0, "cpu_khz": hv.machine.clock.tsc_hz // 1000,
                "capabilities": 0, "total_pages": f.total, "free_pages": f.nr_free,
                "max_mfn": f.end - 1}
         op["u"] = {"physinfo": out}

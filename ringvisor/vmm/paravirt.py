@@ -132,7 +132,7 @@ class ParaVirt(Monitor):
         self.timer = timer if timer is not None else HypervisorTimer(machine, L.HV_TIMER)
         self.hypercalls: Counter[str] = Counter()
         self.time_version = 0
-        self.time_scale = _tsc_scale(machine.clock.cpu_hz)
+        self.time_scale = _tsc_scale(machine.clock.tsc_hz)
 
     # -- start of day ---------------------------------------------------------------------
     def _takeover(self) -> None:

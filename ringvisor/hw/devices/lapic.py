@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 from ..state import MSR_APIC_BASE, MSR_TSC_DEADLINE
+from ..clock import TSC_PER_CYCLE
 
 APIC_DEFAULT_BASE = 0xFEE00000
 APIC_WINDOW = 0x100000          # QEMU's "apic-msi" region: the registers and MSI writes
@@ -421,8 +422,9 @@ class LocalApic:
         mode = self._timer_mode()
         if mode == TIMER_TSC_DEADLINE:
             if self.s.tsc_deadline and not self.s.lvt[LVT_TIMER] & LVT_MASKED:
-                # TSC ticks are cycles of the virtual clock (RDTSC is the instruction count)
-                at = self.clock.cycles() + max(0, self.s.tsc_deadline - self.cpu.tsc())
+                # TSC_PER_CYCLE ticks to a cycle of the virtual clock; a deadline is never early
+                ticks = max(0, self.s.tsc_deadline - self.cpu.tsc())
+                at = self.clock.cycles() + -(-ticks // TSC_PER_CYCLE)
                 self._timer = self.clock.schedule(at, self._deadline_fired)
             return
         t = self._next_expiry(self.clock.now_ns() if now_ns is None else now_ns)
