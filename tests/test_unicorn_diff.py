@@ -14,6 +14,7 @@ default the examples are fixed (derandomized) and the file takes under a minute 
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 
@@ -116,6 +117,13 @@ CODE_NAMES = {v: k for k, v in vars(C).items() if isinstance(v, int) and not k.s
 
 def codes_for(*mnemonics, exclude=()) -> list[int]:
     """Every legacy encoding of the mnemonics that exists in 32-bit protected mode."""
+    return list(_codes_for(mnemonics, tuple(exclude)))
+
+
+@functools.lru_cache(maxsize=None)
+def _codes_for(mnemonics: tuple, exclude: tuple) -> tuple[int, ...]:
+    # (once per set: a walk over every code iced-x86 knows costs ~5 ms, and some strategies
+    # ask for their codes at every draw)
     out = []
     for code, name in sorted(CODE_NAMES.items()):
         info = ix.OpCodeInfo(code)
@@ -127,7 +135,7 @@ def codes_for(*mnemonics, exclude=()) -> list[int]:
             continue
         out.append(code)
     assert out, mnemonics
-    return out
+    return tuple(out)
 
 
 # --- operands ----------------------------------------------------------------------------
