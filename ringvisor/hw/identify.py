@@ -34,13 +34,21 @@ CPUID_LEAF7_ECX = 1 << 2          # UMIP
 CPUID_EXT_FEATURES_EDX = 1 << 27  # RDTSCP (and IA32_TSC_AUX)
 CPUID_APIC = 1 << 9               # leaf 1 EDX: an on-chip APIC (when the PC has one)
 APIC_MSRS = (MSR_APIC_BASE, MSR_TSC_DEADLINE)   # the local APIC's (devices/lapic.py)
+# CPUID faulting (Intel's "Virtualization Technology FlexMigration" application note; SDM
+# Vol. 4 Table 2-12): MSR_PLATFORM_INFO bit 31 says the processor has it, and bit 0 of
+# MSR_MISC_FEATURES_ENABLES makes CPUID at CPL > 0 raise #GP(0) -- how a monitor without
+# hardware assist shows each virtual processor its own CPUID (Xen does for PV guests)
+MSR_PLATFORM_INFO, MSR_MISC_FEATURES_ENABLES = 0xCE, 0x140
+PLATFORM_INFO_CPUID_FAULTING = 1 << 31
+CPUID_FAULTING = 1 << 0
 
 KNOWN_MSRS = {MSR_SYSENTER_CS: 0, MSR_SYSENTER_ESP: 0, MSR_SYSENTER_EIP: 0,
               MSR_PLATFORM_ID: 0, MSR_BIOS_SIGN: 0, MSR_MISC_ENABLE: 1,
               MSR_PAT: 0x0007040600070406, MSR_EFER: 0, MSR_TSC_AUX: 0,
               # IA32_FEATURE_CONTROL: clear at reset; firmware (or the kernel) enables VMX
               # outside SMX and locks it (SDM Vol. 3C §23.7)
-              MSR_FEATURE_CONTROL: 0}
+              MSR_FEATURE_CONTROL: 0,
+              MSR_PLATFORM_INFO: PLATFORM_INFO_CPUID_FAULTING, MSR_MISC_FEATURES_ENABLES: 0}
 # the VMX capability MSRs (hw/vmcs.py), read-only
 VMX_CAPABILITY_MSRS = frozenset(CAPABILITY_MSRS) | {MSR_VMX_CR4_FIXED1}
 # bits a WRMSR may set (the others are reserved: #GP(0)); MSRs not listed take any value
@@ -48,8 +56,9 @@ MSR_WRITABLE = {MSR_TSC_AUX: 0xFFFFFFFF,
                 # no SMX: "enable VMX inside SMX" (bit 1) is reserved
                 MSR_FEATURE_CONTROL: FC_LOCK | FC_VMX_OUTSIDE_SMX,
                 # EFER: no long mode, no NX, no SYSCALL on this CPU, so every bit is reserved
-                MSR_EFER: 0}
-READ_ONLY_MSRS = frozenset({MSR_PLATFORM_ID})
+                MSR_EFER: 0,
+                MSR_MISC_FEATURES_ENABLES: CPUID_FAULTING}
+READ_ONLY_MSRS = frozenset({MSR_PLATFORM_ID, MSR_PLATFORM_INFO})
 
 
 def cpuid(leaf: int, sub: int = 0, apic=None) -> tuple[int, int, int, int]:
@@ -82,7 +91,10 @@ def cpuid(leaf: int, sub: int = 0, apic=None) -> tuple[int, int, int, int]:
 
 @helper(M.CPUID)
 def h_cpuid(cpu, ins) -> int:
-    r = cpu.state.regs
+    st = cpu.state
+    if st.msrs.get(MSR_MISC_FEATURES_ENABLES, 0) & CPUID_FAULTING and cpu.cpl:
+        raise CpuFault(GP, 0)
+    r = st.regs
     r[0], r[3], r[1], r[2] = cpuid(r[0], r[1], cpu.apic)
     return ins.next_ip32
 

@@ -92,6 +92,9 @@ class Machine:
         self.clock = VirtualClock(cpu_hz, pace=pace)
         self.cpus = [Cpu(self.mem, self.bus, engine, keep_source=keep_source) for _ in range(cpus)]
         self.cpu = self.cpus[0]            # the bootstrap processor
+        # the processors fw_cfg and the MADT describe: this machine's, or the virtual ones a
+        # monitor multiplexes on its one processor (vmm/vcpus.py)
+        self.firmware_cpus = cpus
         self.output = output or (lambda b: None)
         # the interrupt architecture of QEMU's i440FX PC: the 8259A pair's INT output is the
         # BSP's local APIC's LINT0, the ISA lines also drive the IO-APIC (devices/ioapic.py)
@@ -295,7 +298,7 @@ class Machine:
 
     def _firmware_tables(self, ram_size: int) -> None:
         """fw_cfg's items and the ACPI tables, as QEMU and SeaBIOS leave them for a kernel."""
-        cpus = len(self.cpus)
+        cpus = self.firmware_cpus
         f = self.fw_cfg
         f.add(fwcfg.RAM_SIZE, struct.pack("<Q", ram_size))
         f.add(fwcfg.NOGRAPHIC, struct.pack("<H", 0))
