@@ -527,8 +527,7 @@ def cmd_run(args) -> int:
     image = read_image(kernel, max_bytes=size)
     mods = [read_module(p, size) for p in args.module]
     if args.smp != 1 and args.mode != "native":
-        raise ConfigError(f"--smp {args.smp}: the monitors run a uniprocessor guest "
-                          f"(--mode native only)")
+        _check_smp_monitor_args(args)
     _check_device_args(args)
     m, mon = create_vm(image, args.mode, args.append, args.mem, args.engine, mods,
                        image_name=kernel, output=con.output, pace=con.pace,
@@ -537,6 +536,22 @@ def cmd_run(args) -> int:
                        virtio_disk=args.virtio_disk, virtio_disk_readonly=args.virtio_disk_ro,
                        virtio_console=args.virtio_console, ept=args.ept)
     return _run_and_keep(args, con, m, mon, kernel, args.append)
+
+
+def _check_smp_monitor_args(args) -> None:
+    """--smp N under a monitor (vmm/vcpus.py): trapemu and bt only, and never saved."""
+    from ringvisor.vmm.runner import SMP_MODES
+    if args.mode not in SMP_MODES:
+        raise ConfigError(f"--smp {args.smp}: --mode {args.mode} runs a uniprocessor guest "
+                          f"(several processors: --mode native, {', '.join(SMP_MODES)})")
+    kept = [o for o, v in (("--save", getattr(args, "save", None)),
+                           ("--snapshot", getattr(args, "snapshot", None)),
+                           ("--record", getattr(args, "record", None)),
+                           ("--migrate-to", getattr(args, "migrate_to", None))) if v]
+    if kept:
+        raise ConfigError(f"--smp {args.smp} --mode {args.mode}: {kept[0]} cannot be used (a VM "
+                          f"with several virtual processors under a monitor is not saved; "
+                          f"--mode native saves one)")
 
 
 def _check_device_args(args) -> None:
@@ -924,6 +939,7 @@ def emit_json(doc: dict, stream=None) -> None:
 
 def print_monitor_stats(mon) -> None:
     r = mon.report()
+    vcpus = r.pop("vcpus", ())
     lines = [f"monitor: {mon.name}"]
     for key in ("exits", "traps", "emulated", "callouts", "hypercalls"):
         if key in r and r[key]:
@@ -932,6 +948,10 @@ def print_monitor_stats(mon) -> None:
     rest = {k: v for k, v in r.items() if not isinstance(v, dict)}
     lines.append(", ".join(f"{k.replace('_', ' ')}: {v:,}" if isinstance(v, int) else
                            f"{k.replace('_', ' ')}: {v}" for k, v in rest.items()))
+    for c in vcpus:
+        lines.append(f"  vCPU {c['apic_id']}: {c['instructions']:,} instructions, {c['traps']:,} "
+                     f"traps, {c['interrupts']:,} interrupts"
+                     + ("" if c["started"] else " (never started: waiting for a SIPI)"))
     print("\n".join(lines), file=sys.stderr)
 
 

@@ -136,6 +136,7 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("vme", "vme"),               # CR4.VME and CR4.PVI (test_vm86.py)
     Kernel("apic", "apic"),             # local APIC and IO-APIC (test_apic.py)
     Kernel("smp", "smp"),               # several processors (test_smp.py)
+    Kernel("smptlb", "smptlb"),         # faults, a spinlock and a TLB shootdown on them (test_smp.py)
     Kernel("firmware", "firmware"),     # fw_cfg, ACPI, HPET, PCI, QEMU's test devices (test_firmware.py)
     Kernel("vmx", "vmx"),               # VMX: QEMU's TCG has none (tests/test_vmx_guest.py)
     Kernel("gdbregs", "gdbregs"),       # x87/SSE values for a debugger (test_gdb_fpu.py)

@@ -22,9 +22,13 @@ def monitor_report(mon) -> dict | None:
     if mon is None:
         return None
     r = mon.report()
+    vcpus = r.pop("vcpus", None)        # (several virtual processors: vmm/vcpus.py)
     tables = {k: dict(v) for k, v in r.items() if isinstance(v, dict)}
     counters = {k: v for k, v in r.items() if not isinstance(v, dict)}
-    return {"name": mon.name, "tables": tables, "counters": counters}
+    out = {"name": mon.name, "tables": tables, "counters": counters}
+    if vcpus is not None:
+        out["vcpus"] = vcpus
+    return out
 
 
 def run_stats(machine, mon, stop, image: str, cmdline: str, engine: str) -> dict:

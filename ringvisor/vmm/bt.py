@@ -261,9 +261,10 @@ class BinaryTranslation(Translator, Monitor):
     def privileged_fault(self, f: Frame, err: int) -> None:
         if self.in_tc(f) and err == 0:
             ins = self.code_at(f)
-            if ins.mnemonic in (M.RDTSC, M.RDTSCP):
+            if ins.mnemonic in (M.RDTSC, M.RDTSCP, M.CPUID):
                 # translated as itself, it traps only under the guest's CR4.TSD
-                # (``monitor.GUEST_CR4``): the kernel may read the counter
+                # (``monitor.GUEST_CR4``): the kernel may read the counter; CPUID only
+                # where the monitor made it fault (several virtual processors: ``vcpus``)
                 if E.emulate(self, f, ins, self.guest_eip(f)) == NEXT:
                     f.eip = (f.eip + ins.len) & 0xFFFFFFFF
                 return

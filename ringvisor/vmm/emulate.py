@@ -18,7 +18,8 @@ import iced_x86 as ix
 
 from ringvisor.hw import vme
 from ringvisor.hw.faults import NAMES, CpuFault, PageFault
-from ringvisor.hw.identify import APIC_MSRS, KNOWN_MSRS, msr_write_ok, read_tsc
+from ringvisor.hw.identify import (APIC_MSRS, CPUID_FAULTING, KNOWN_MSRS, MSR_MISC_FEATURES_ENABLES,
+                                  cpuid, msr_write_ok, read_tsc)
 from ringvisor.hw.segments import (CALL_GATE16, CALL_GATE32, TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL,
                                    TSS32_BUSY, Descriptor)
 from ringvisor.hw.state import (CR4_TSD, MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP,
@@ -464,6 +465,20 @@ def e_msr(c: Context) -> str:
         if n == MSR_TSC_AUX:
             # the guest's own RDTSCP reads it from the real MSR (SDM Vol. 2 RDTSCP)
             c.cpu.state.msrs[MSR_TSC_AUX] = value
+    return NEXT
+
+
+@emulates(M.CPUID)
+def e_cpuid(c: Context) -> str:
+    """CPUID where the monitor makes the real one fault (several virtual processors:
+    ``vcpus.py``): the model's table with the running virtual processor's local APIC --
+    or #GP(0) above CPL 0 if the guest enabled CPUID faulting itself."""
+    if c.v.msrs.get(MSR_MISC_FEATURES_ENABLES, 0) & CPUID_FAULTING and c.f.user:
+        raise GuestFault(GP, 0)
+    regs = c.cpu.state.regs
+    vapic = c.mon.platform.vapic
+    regs[0], regs[3], regs[1], regs[2] = cpuid(regs[0], regs[1],
+                                               vapic.apic if vapic is not None else None)
     return NEXT
 
 

@@ -49,7 +49,7 @@ class GuestGdt:
     STATE = ("tracking", "n", "pages", "frames", "walk", "dirty", "remapped", "unaccessed",
              "held", "hot", "hot_after", "relaxed", "stats")    # (vmm/state.py)
     WIRING = ("mon", "mem", "real")
-    TRANSIENT = ("caught_up", "changed", "spans")
+    TRANSIENT = ("caught_up", "changed", "spans", "source")
 
     def __init__(self, mon) -> None:
         self.mon = mon
@@ -70,6 +70,9 @@ class GuestGdt:
         self.hot_after: dict[int, int] = {}   # frame -> how many make it relaxed
         self.relaxed: dict[int, bytes] = {}   # frames compared at each entry, not protected
         self.spans: dict[int, list] = {}      # (their GDT bytes: physical spans)
+        # the guest table (base, limit) the real one was copied from: with several virtual
+        # processors, the one that loaded it last (``vcpus.py``)
+        self.source: tuple[int, int] | None = None
         self.stats = {f"{self.NAME}_{k}": 0 for k in
                       ("syncs", "write_faults", "load_faults", "frames_relaxed")}
         if not self.TI:
@@ -93,7 +96,7 @@ class GuestGdt:
     def reload(self) -> None:
         """LGDT, or the GDT's pages may have moved: map them again and copy everything."""
         mon = self.mon
-        base, limit = self.table()
+        base, limit = self.source = self.table()
         self.n = min((limit + 1) // 8, self.MAX)
         for ppn in self.frames:
             mon.shadow.unwatch(ppn, self.TI)

@@ -78,7 +78,9 @@ class GuestMmio:
         # the virtual devices' windows, each as the machine maps its own (the local
         # APIC's is QEMU's 1 MiB "apic-msi" region; the HPET decodes 1 KiB of its page,
         # the rest of the page is open bus there as on the machine)
-        self.virtual = [(APIC_PAGE, APIC_WINDOW, p.vapic.apic), (IOAPIC_BASE, IOAPIC_SIZE, p.vioapic),
+        # the APIC page through the guest's APIC bus: each virtual processor sees its own
+        # there (``vcpus.py`` makes the running one current), as on the PC
+        self.virtual = [(APIC_PAGE, APIC_WINDOW, p.vapic.apic.bus), (IOAPIC_BASE, IOAPIC_SIZE, p.vioapic),
                         (HPET_BASE, HPET_SIZE, p.vhpet)]
 
     def _virtual(self, addr: int, page: bool = False) -> tuple[int, object] | None:

@@ -25,6 +25,7 @@ from collections import Counter
 
 import iced_x86 as ix
 
+from ringvisor.errors import ConfigError
 from ringvisor.hw.faults import DB, GP, HAS_ERROR_CODE, NAMES, TS, UD, CpuFault
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.mmu import PF_I, fetch_fault, smap_blocks
@@ -61,8 +62,9 @@ USER_IO = {ix.Mnemonic.IN, ix.Mnemonic.OUT, ix.Mnemonic.INSB, ix.Mnemonic.INSW,
            ix.Mnemonic.CLI, ix.Mnemonic.STI}
 # what else user code may do that the real processor refuses: SYSENTER (the real
 # IA32_SYSENTER_CS is 0), RDTSC and RDTSCP (the real CR4.TSD, set for a guest whose TSC
-# was written, when the guest's own is clear)
-USER_EMULATED = {ix.Mnemonic.SYSENTER, ix.Mnemonic.RDTSC, ix.Mnemonic.RDTSCP}
+# was written, when the guest's own is clear), CPUID (faulting, with several virtual
+# processors: ``vcpus.py``)
+USER_EMULATED = {ix.Mnemonic.SYSENTER, ix.Mnemonic.RDTSC, ix.Mnemonic.RDTSCP, ix.Mnemonic.CPUID}
 
 
 # the exceptions from virtual-8086 mode standing for the guest's real mode that the
@@ -107,7 +109,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
     real_mode = True
     STATE = ("vcpu", "platform", "shadow", "gdt", "ldt", "step_state", "shadow_at", "guest_halted",
              "traps", "emulated", "stats", "watchpoints", "real")
-    WIRING = ("machine", "cpu", "mem", "guest_ram", "base", "gm")
+    WIRING = ("machine", "cpu", "mem", "guest_ram", "base", "gm", "vcpus")
     TRANSIENT = ("frame", "halting", "delivered", "new_shadow", "step",   # (step: step_state)
                  "db_hits", "db_owed", "_handoff_from")
 
@@ -143,6 +145,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.frame: Frame | None = None
         self.halting = False             # the guest executed HLT with IF set ...
         self.guest_halted = False        # ... and the real CPU waits in it
+        self.vcpus = None                # several virtual processors (``vcpus.py``)
 
     # -- building the hypervisor region ------------------------------------------------
     def install(self) -> None:
@@ -159,9 +162,16 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self._handoff_from = (0, None)
 
     def get_state(self) -> dict:
+        self._one_vcpu("saved")
         return S.get_attrs(self)
 
+    def _one_vcpu(self, what: str) -> None:
+        if self.vcpus is not None:
+            raise ConfigError(f"{self.name}: a VM with several virtual processors cannot be "
+                              f"{what} (only --mode native saves one with --smp)")
+
     def set_state(self, state: dict) -> None:
+        self._one_vcpu("restored into")
         # an older image lacks what was added since (version 2: the LDT; 3: a waiting
         # virtual NMI, its blocking): as a fresh monitor has it -- no LDT, no NMI
         state = {**S.get_attrs(self), **state}
@@ -375,6 +385,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         except GuestPageFault as e:
             # a guest #PF no emulation path turned into a reflected fault: never a crash
             raise MonitorStop(f"{self.name}: unhandled {e} at eip={self.guest_eip(f):#010x}") from None
+        if self.vcpus is not None:
+            self.vcpus.schedule(f)
         self.before_resume(f)
         return f
 
@@ -573,10 +585,12 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         self.cpu.request_stop()
 
     def halt(self, f: Frame) -> None:
-        if not self.vcpu.vif:
+        if not self.vcpu.vif and self.vcpus is None:
             self.stop(Stop("halted", 0, f"the guest halted with interrupts disabled "
                                         f"at eip={self.guest_eip(f):#010x} ({self.name})"))
-        elif not self.interrupt_waiting():
+        elif not (self.vcpu.vif and self.interrupt_waiting()):
+            # (with several processors, one halted with IF clear waits for an NMI, INIT or
+            # SIPI while the others run: ``vcpus.py``)
             self.halting = True
         self.stats["halts"] += 1
 
@@ -877,6 +891,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         out.update(self.ldt.stats)
         out["io"] = self.platform.stats["io"]
         out["physical_irqs"] = self.platform.stats["irqs"]
+        if self.vcpus is not None:
+            out["vcpus"] = self.vcpus.report()
         return out
 
 

@@ -189,6 +189,13 @@ class RealMode:
             # instruction the guest can tell)
             cpu.exact = False
             cpu.connect_interrupt_controller(self._acknowledge)
+            # the guest's virtual devices at their addresses (its local APIC through the
+            # guest's APIC bus: the running virtual processor's), as its code reaches them
+            # outside real mode (an SMP trampoline runs on to its protected-mode code here)
+            mmio = mon.platform.mmio
+            for base, size, dev in (mmio.virtual if mmio is not None else ()):
+                if base >= self.ram.size:
+                    self.ram.add_mmio(base, size, dev)
             self.cpu = cpu
         return self.cpu
 
@@ -242,6 +249,8 @@ class RealMode:
         s.fpu = st.fpu                           # (the guest's x87 and SSE state is live)
         s.icount, s.tsc_offset = st.icount, st.tsc_offset + v.tsc_offset
         s.halted = s.interrupt_shadow = s.intr = s.nmi_pending = False
+        vapic = mon.platform.vapic
+        c.apic = vapic.apic if vapic is not None else None     # (its MSRs, CPUID's APIC ID)
         c.stop_requested = False
         c.mmu.flush()
         c.mode_changed()

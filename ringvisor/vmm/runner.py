@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 
 from ringvisor.errors import ConfigError
 from ringvisor.hw.machine import Machine, read_image
+from ringvisor.hw.smp import MAX_CPUS
 
 from . import layout as L
 
 MODES = ("native", "trapemu", "bt", "paravirt", "hvm", "kvm")
+SMP_MODES = ("trapemu", "bt")     # the monitors that give a guest several processors (vcpus.py)
 
 
 def _monitor_class(mode: str):
@@ -85,8 +87,17 @@ def create_vm(image: bytes, mode: str = "native", cmdline: str = "", mem_mb: int
         m.boot_multiboot(image, cmdline, list(modules), image_name=image_name)
         return m, None
     cls = _monitor_class(mode)
+    vcpus = kw.pop("cpus", 1)
+    if vcpus != 1 and mode not in SMP_MODES:
+        raise ConfigError(f"--smp {vcpus}: --mode {mode} runs a uniprocessor guest (several "
+                          f"processors: --mode {', '.join(('native',) + SMP_MODES)})")
+    if not 1 <= vcpus <= MAX_CPUS:
+        raise ConfigError(f"the PC has 1 to {MAX_CPUS} processors, not {vcpus}")
     guest_ram = mem_mb << 20
     m = Machine((guest_ram + L.MONITOR_RAM) >> 20, engine, output=output, **kw)
+    # the monitor's machine has one processor; the firmware the guest reads describes its
+    # virtual ones (``vcpus.py``)
+    m.firmware_cpus = vcpus
     devices(m)
     m.boot_multiboot(image, cmdline, list(modules), image_name=image_name, ram_size=guest_ram)
     extra = {"cmdline": cmdline} if mode == "paravirt" else {}
@@ -96,6 +107,9 @@ def create_vm(image: bytes, mode: str = "native", cmdline: str = "", mem_mb: int
         extra["ept"] = ept
     mon = cls(m, guest_ram, **extra)
     mon.install()
+    if vcpus > 1:
+        from .vcpus import VirtualProcessors
+        mon.vcpus = VirtualProcessors(mon, vcpus)
     return m, mon
 
 

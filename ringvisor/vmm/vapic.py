@@ -28,11 +28,17 @@ pair behind its LINT0.  Nothing of the guest's reaches the physical APIC:
 
 An NMI the virtual APIC raises (a self-IPI in NMI mode, LINT1 or an LVT in NMI
 mode) is held here until the monitor delivers it through the guest's IDT (vector
-2, blocked until the guest's IRET: ``Delivery.deliver_interrupts``).  What the
-monitors do not give a guest: INIT and SIPI (there is one virtual processor) --
-each stops the run with one line; and CPUID, which is not privileged, reports the
-physical processor's APIC (present, ID 0) even after the guest hardware-disables
-its virtual one.
+2, blocked until the guest's IRET: ``Delivery.deliver_interrupts``).
+
+With ``--smp N`` each virtual processor has one of these (APIC IDs 0 to N-1) on
+one APIC bus of the guest's, so IPIs, broadcasts and logical destinations reach
+the others' as on the PC, and INIT and SIPI go to the scheduler's context of the
+processor (``vcpus.py``); the notification is the same for all (it only makes the
+monitor look).  With one virtual processor INIT and SIPI stop the run with one
+line.  CPUID, which is not privileged, reports the physical processor's APIC
+(present, ID 0) to a uniprocessor guest, even after it hardware-disables its
+virtual one; with several, CPUID faults and reports each one's own
+(``vcpus.py``).
 """
 
 from __future__ import annotations
@@ -50,10 +56,14 @@ class VirtualApic:
     """The guest's local APIC: the model, and the processor side it talks to (the monitor)."""
 
     STATE = ("apic", "level", "unsupported", "nmi")       # (vmm/state.py)
-    WIRING = ("phys", "cpu", "notify_vector", "name", "vcpu")
+    WIRING = ("phys", "cpu", "notify_vector", "name", "vcpu", "processor")
     TRANSIENT = ("inside",)
 
-    def __init__(self, machine, pic, notify_vector: int, name: str) -> None:
+    def __init__(self, machine, pic, notify_vector: int, name: str, bus: ApicBus | None = None,
+                 apic_id: int = 0) -> None:
+        """The BSP's (``apic_id`` 0) copies the physical APIC as the firmware left it;
+        an application processor's (on the BSP's ``bus``) starts as RESET leaves one:
+        waiting for a SIPI (SDM Vol. 3 §8.4.1)."""
         self.phys = machine.lapic           # the physical APIC, the monitor's
         self.cpu = machine.cpu
         self.notify_vector = notify_vector
@@ -65,9 +75,13 @@ class VirtualApic:
         self.unsupported = ""               # what the guest asked that no monitor gives
         self.nmi = False                    # an NMI waits for the monitor to deliver it
         self.vcpu = None                    # the guest's virtual CPU (the monitor sets it)
-        self.apic = LocalApic(self, machine.clock, ApicBus(), 0, True, pic)
-        # exactly what the physical APIC holds at takeover (what the firmware left)
-        self._load(self.phys.get_state())
+        self.processor = None               # its context when there are several (``vcpus.py``)
+        bsp = apic_id == 0
+        self.apic = LocalApic(self, machine.clock, ApicBus() if bus is None else bus, apic_id,
+                              bsp, pic if bsp else None)
+        if bsp:
+            # exactly what the physical APIC holds at takeover (what the firmware left)
+            self._load(self.phys.get_state())
 
     def _load(self, state: dict) -> None:
         """The model's registers from ``state``: its output level follows, without a
@@ -87,10 +101,16 @@ class VirtualApic:
             self._notify()
 
     def init(self) -> None:
-        self._refuse("an INIT IPI (one virtual processor)")
+        if self.processor is not None:
+            self.processor.init()
+        else:
+            self._refuse("an INIT IPI (one virtual processor)")
 
     def startup(self, vector: int) -> None:
-        self._refuse("a start-up IPI (one virtual processor)")
+        if self.processor is not None:
+            self.processor.startup(vector)
+        else:
+            self._refuse("a start-up IPI (one virtual processor)")
 
     def tsc(self) -> int:
         """The guest's TSC (the TSC-deadline timer's): the real one, moved by any WRMSR
