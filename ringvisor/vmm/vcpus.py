@@ -56,7 +56,7 @@ from ringvisor.hw.state import CS, EDX, MSR_TSC_AUX, VM, FpuState, Segment, rese
 
 from . import layout as L
 from .vapic import VirtualApic
-from .vcpu import VirtualCpu
+from .vcpu import CR0_WP, CR4_PSE, VirtualCpu
 
 DATA = (0, 3, 4, 5)                     # ES, DS, FS, GS
 
@@ -258,6 +258,8 @@ class VirtualProcessors:
             st.segs[i] = seg
         st.fpu = nxt.fpu
         st.msrs[MSR_TSC_AUX] = v.msrs.get(MSR_TSC_AUX, 0)
+        if (cur.vcpu.cr0 ^ v.cr0) & CR0_WP or (cur.vcpu.cr4 ^ v.cr4) & CR4_PSE:
+            mon.shadow.flush()        # (what a shadow entry allows follows them: ``set_cr``)
         mon.switch_shadow()
         if not mon.real.active:
             # the real GDT and LDT hold the tables of the processor that loaded them last
