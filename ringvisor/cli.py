@@ -64,6 +64,15 @@ def vcpu_count(text: str) -> int:
     return v
 
 
+def cpu_count(text: str) -> int:
+    """The PC's number of processors: 1 to its limit (hw/smp.py)."""
+    from ringvisor.hw.smp import MAX_CPUS
+    v = positive_int(text)
+    if v > MAX_CPUS:
+        raise argparse.ArgumentTypeError(f"the PC has at most {MAX_CPUS} processors, not {v}")
+    return v
+
+
 def positive_int(text: str) -> int:
     try:
         v = int(text.replace("_", ""), 0)
@@ -346,6 +355,9 @@ def build_parser() -> Parser:
     x.add_argument("--dom0-max-vcpus", type=vcpu_count, default=1, metavar="N",
                    help="Domain 0's vCPUs, 1 to 8 (Xen's dom0_max_vcpus; default 1): its "
                         "kernel brings up all but vCPU 0 (the bundled kernel-pv uses one)")
+    x.add_argument("--cpus", type=cpu_count, default=1, metavar="N",
+                   help="the machine's processors, 1 to 8 (default 1): the hypervisor's "
+                        "physical CPUs, each with its credit scheduler's run queue")
     x.add_argument("--mem", type=parse_size, default=512, metavar="SIZE",
                    help="the machine's memory, for the hypervisor and every domain (default 512M)")
     x.add_argument("--state-dir", metavar="DIR",
@@ -377,6 +389,11 @@ def build_parser() -> Parser:
                        "(State: r running, b blocked, p offline)")
     vl.add_argument("domains", nargs="*", metavar="DOMAIN", help="only these domains")
     vl.add_argument("--json", action="store_true")
+    vp = xs.add_parser("vcpu-pin", help="let a domain's vCPU run only on these CPUs (its "
+                       "hard affinity)")
+    vp.add_argument("domain", metavar="DOMAIN")
+    vp.add_argument("vcpu", metavar="VCPU", help="a vCPU number, or all")
+    vp.add_argument("cpus", metavar="CPUS", help="a CPU list: all, 0-1, 0,2, ^1 ...")
     for name, what in (("pause", "pause a domain"), ("unpause", "let a paused domain run"),
                        ("destroy", "stop a domain at once and free everything it had"),
                        ("reboot", "ask a domain to reboot"),
@@ -430,6 +447,10 @@ def build_parser() -> Parser:
                     help="16 KiB requests per direction in the block I/O comparison (default 64)")
     xb.add_argument("--evtchn-trips", type=positive_int, default=2000, metavar="N",
                     help="event-channel round trips per path (default 2000)")
+    xb.add_argument("--smp-domains", type=positive_int, action="append", metavar="N",
+                    help="DomU counts run on 1 and on 2 pCPUs (repeatable; default 1 2 4 8)")
+    xb.add_argument("--smp-only", action="store_true",
+                    help="only the several-pCPUs section (1 against 2 pCPUs, 256:256:512)")
 
     g = sub.add_parser("build-guests", help="rebuild the bundled guest images from guests/")
     g.add_argument("out", nargs="?", help="output directory (default: the package's images)")
@@ -1172,7 +1193,8 @@ def cmd_xl(args) -> int:
 def cmd_xenbench(args) -> int:
     from ringvisor import xenbench
     xenbench.run(tuple(args.domains or (1, 2, 4, 8, 16)), args.window, args.fair_window,
-                 blk_requests=args.blk_requests, evtchn_trips=args.evtchn_trips)
+                 blk_requests=args.blk_requests, evtchn_trips=args.evtchn_trips,
+                 smp_counts=tuple(args.smp_domains or (1, 2, 4, 8)), smp_only=args.smp_only)
     return 0
 
 

@@ -9,6 +9,13 @@
   128 domains; the target here is at most 5% at 16.
 - **Credit-scheduler fairness**: two CPU-bound DomUs of weights 256 and 512
   (1:2), and one DomU capped at 25% of the CPU.
+- **Several physical CPUs** (``ringvisor xen --cpus N``): the aggregate of 1,
+  2, 4, 8 CPU-bound DomUs on one pCPU and on two, side by side (the DomUs'
+  share of the machine's CPU time -- its processors share one timeline,
+  ``hw/smp.py``, so two pCPUs give the DomUs no more guest instructions a
+  virtual second than one; what shows is what the second pCPU's scheduling,
+  IPIs and turns cost, in guest cycles and in wall time), and three DomUs
+  weighted 256:256:512 on two pCPUs (Xen gives them 1:1:2).
 - **Block I/O, the chapter's three structures**: the same workload
   (``blkbench``: sequential 16 KiB writes, then reads, on ``xvda`` or the
   ATA disk) through blkfront to blkback in Domain 0 (Xen's split driver),
@@ -66,8 +73,8 @@ class Share:
 class Bench:
     """One machine: Domain 0 idle, DomUs as asked."""
 
-    def __init__(self, n_domus: int, tmp) -> None:
-        self.hv = Hypervisor(64 + n_domus * (DOMU_MB + 4))
+    def __init__(self, n_domus: int, tmp, cpus: int = 1) -> None:
+        self.hv = Hypervisor(64 + n_domus * (DOMU_MB + 4), cpus=cpus)
         self.hv.build_dom0(image_path("kernel-pv").read_bytes(), "", 16, "kernel-pv")
         self.hv.start()
         self.ts = Toolstack(HypercallInterface(self.hv), tmp)
@@ -93,10 +100,10 @@ class Bench:
         return {d.domid: d.cpu_time_ns - b for d, b in zip(doms, before)}, wall
 
 
-def aggregate(counts, window_ns: int, tmp) -> list[Share]:
+def aggregate(counts, window_ns: int, tmp, cpus: int = 1) -> list[Share]:
     out = []
     for n in counts:
-        b = Bench(n, tmp / f"agg{n}")
+        b = Bench(n, tmp / f"agg{n}-{cpus}", cpus)
         ids = [b.create(f"cpu{i}", CPU_CMDLINE) for i in range(n)]
         b.hv.run_until(lambda: b.started(ids), 10 ** 10, step=200_000)
         got, wall = b.window(ids, window_ns)
@@ -125,6 +132,36 @@ def fairness(window_ns: int, tmp) -> dict:
     capped.window([d], WARMUP_NS)
     got_cap, _ = capped.window([d], window_ns)
     return {"ratio": got[c] / max(1, got[a]), "cap_share": got_cap[d] / window_ns}
+
+
+def smp_fairness(window_ns: int, tmp) -> list[float]:
+    """Three CPU-bound DomUs weighted 256:256:512 on two pCPUs: each one's share of the
+    machine's CPU time."""
+    b = Bench(3, tmp / "fair-smp", cpus=2)
+    ids = [b.create(f"w{w}-{i}", CPU_CMDLINE, weight=w) for i, w in enumerate((256, 256, 512))]
+    b.hv.run_until(lambda: b.started(ids), 10 ** 10, step=200_000)
+    b.window(ids, WARMUP_NS)
+    got, _ = b.window(ids, window_ns)
+    return [got[d] / window_ns for d in ids]
+
+
+def smp_section(say, counts, window_ms: int, fair_ms: int, tmp) -> None:
+    say(f"several pCPUs (ringvisor xen --cpus N): N CPU-bound DomUs ({CPU_CMDLINE}), "
+        f"{window_ms} ms of virtual time each, Domain 0 idle, on 1 and on 2 pCPUs")
+    say(f"{'N':>3} {'pCPUs':>5} {'DomUs share':>12} {'instr/s (wall)':>15} {'vs 1 pCPU':>9} "
+        f"{'max/min':>8} {'wall s':>7}")
+    one = aggregate(counts, window_ms * 1_000_000, tmp, cpus=1)
+    two = aggregate(counts, window_ms * 1_000_000, tmp, cpus=2)
+    for a, b in zip(one, two):
+        for cpus, r in ((1, a), (2, b)):
+            say(f"{r.n:>3} {cpus:>5} {100 * r.share:>11.2f}% {r.ips / 1e6:>13.2f} M "
+                f"{r.ips / a.ips:>8.2f}x {r.spread:>8.3f} {r.wall:>7.1f}")
+    say("    (share: of the machine's CPU time, the sum of its processors' instructions; "
+        "instr/s: the DomUs' guest instructions a second of wall time)")
+    shares = smp_fairness(fair_ms * 1_000_000, tmp)
+    say(f"credit scheduler on 2 pCPUs over {fair_ms} ms: weights 256:256:512 -> "
+        + ":".join(f"{100 * s:.2f}%" for s in shares)
+        + f" of the machine (Xen: 25:25:50); 512/256 = {shares[2] / max(shares[0], 1e-9):.3f}")
 
 
 BLK_RE = re.compile(rb"blkbench: (write|read) \d+ x (\d+) B: (\d+) cycles/request")
@@ -282,7 +319,8 @@ def create_latency(tmp, repeat: int = 3) -> list[tuple[float, float]]:
 
 
 def run(counts=(1, 2, 4, 8, 16), window_ms: int = 600, fair_ms: int = 1500, tmp=None,
-        blk_requests: int = 64, evtchn_trips: int = 2000) -> str:
+        blk_requests: int = 64, evtchn_trips: int = 2000, smp_counts=(1, 2, 4, 8),
+        smp_only: bool = False) -> str:
     import tempfile
     from pathlib import Path
     tmp = Path(tmp or tempfile.mkdtemp(prefix="rv-xenbench-"))
@@ -290,6 +328,9 @@ def run(counts=(1, 2, 4, 8, 16), window_ms: int = 600, fair_ms: int = 1500, tmp=
     def say(s: str = "") -> None:
         print(s, flush=True)
         lines.append(s)
+    if smp_only:
+        smp_section(say, smp_counts, window_ms, fair_ms, tmp)
+        return "\n".join(lines)
     say(f"aggregate throughput: N CPU-bound DomUs ({CPU_CMDLINE}), {window_ms} ms of virtual "
         "time each, Domain 0 idle")
     say(f"{'N':>3} {'DomUs share':>12} {'lost':>7} {'instr/s (wall)':>15} {'lost':>7} "
@@ -307,6 +348,8 @@ def run(counts=(1, 2, 4, 8, 16), window_ms: int = 600, fair_ms: int = 1500, tmp=
     say(f"credit scheduler over {fair_ms} ms: weights 256:512 -> CPU 1:{f['ratio']:.3f} "
         f"(off by {100 * abs(f['ratio'] - 2) / 2:.2f}%, target within 2%); "
         f"cap 25% -> {100 * f['cap_share']:.2f}% (target 25 +- 2)")
+    say()
+    smp_section(say, smp_counts, window_ms, fair_ms, tmp)
     blk = block_io(tmp, blk_requests)
     say()
     size = blk[0].size

@@ -53,7 +53,7 @@ def run_xen(args) -> int:
             super().write(data)
 
     pace = interactive if args.pace == "auto" else args.pace == "on"
-    hv = Hypervisor(args.mem, args.engine, output=output, pace=pace)
+    hv = Hypervisor(args.mem, args.engine, output=output, pace=pace, cpus=args.cpus)
     hv.build_dom0(image, args.dom0_append, args.dom0_mem, args.dom0, args.dom0_max_vcpus)
     hv.start()
     ts = Toolstack(HypercallInterface(hv), sdir)

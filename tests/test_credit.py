@@ -165,3 +165,114 @@ def test_a_domains_vcpus_earn_by_its_weight_and_share_its_cap():
     c1.runnable = False
     got = settled(Cpu([c0, c1, d]), [c0, c1, d], 1500 * MS)
     assert got[1] == 0 and got[0] / (1500 * MS) == pytest.approx(0.50, abs=0.02)
+
+
+# -- several physical CPUs ------------------------------------------------------------------
+QUANTUM_NS = 4096 * 10          # hw/smp.py: a processor's turn, 4096 instructions at 100 MHz
+
+
+class Pcpus:
+    """``n`` physical CPUs under one scheduler, as the hypervisor drives them on the PC's
+    processors (hw/smp.py): they take turns of one quantum, virtual time is the sum of
+    their turns, each pCPU's own time (what a vCPU on it is charged, what its slice is
+    measured in) only its own turns; every 30 ms of virtual time the accounting, after
+    which every pCPU looks again, as the hypervisor kicks them all."""
+
+    def __init__(self, n: int, doms: list[Dom]) -> None:
+        self.s = S.CreditScheduler(n)
+        for d in doms:
+            self.s.add(d)
+        self.n = n
+        self.now = 0
+        self.own = [0] * n
+        self.slice_end = [0] * n
+        self.cur = [None] * n
+        for p in range(n):
+            self._pick(p, True)
+
+    def _pick(self, p: int, expired: bool) -> None:
+        cur = self.cur[p]
+        if cur is not None and (expired or not cur.runnable or self.s.cpu_of(cur) != p):
+            self.s.descheduled(cur, expired)
+        nxt = self.s.pick(cur, expired, p)
+        if nxt is not cur or expired:
+            self.slice_end[p] = self.own[p] + (self.s.slice_for(nxt) if nxt else S.TSLICE_NS)
+        self.cur[p] = nxt
+
+    def run(self, ns: int) -> None:
+        end = self.now + ns
+        acct = (self.now // S.ACCT_NS + 1) * S.ACCT_NS
+        while self.now < end:
+            for p in range(self.n):
+                d = self.cur[p]
+                if d is None:
+                    continue
+                t = min(QUANTUM_NS, self.slice_end[p] - self.own[p], acct - self.now)
+                self.s.charge(d, t)
+                d.ran += t
+                self.own[p] += t
+                self.now += t
+                if self.now >= acct:
+                    self.s.account()
+                    acct += S.ACCT_NS
+                    for q in range(self.n):
+                        self._pick(q, self.own[q] >= self.slice_end[q])
+                elif self.own[p] >= self.slice_end[p]:
+                    self._pick(p, True)
+            if all(c is None for c in self.cur):
+                self.now = acct
+
+    def shares(self, doms, ns: int) -> list[int]:
+        before = [d.ran for d in doms]
+        self.run(ns)
+        return [d.ran - b for d, b in zip(doms, before)]
+
+
+def test_weights_hold_across_two_pcpus():
+    """Weights 256:256:512, three CPU-bound vCPUs, two pCPUs: Xen gives the 512 one a whole
+    pCPU and the two others half of the other each -- 1:1:2 of the machine's CPU time.
+    Per pCPU run queues, the 512 one alone on one of them: the 256 ones share the other,
+    and the one that sits on the busy queue OVER is stolen by the other pCPU when its own
+    vCPU is OVER and the first is UNDER, so the credit the accounting hands out by weight is
+    what each gets.  Over 40 periods the shares are right to a slice in 1200 ms (2.5%)."""
+    a, b, c = Dom(1), Dom(2), Dom(3, 512)
+    m = Pcpus(2, [a, b, c])
+    m.run(5 * S.ACCT_NS)
+    got = m.shares([a, b, c], 40 * S.ACCT_NS)
+    assert sum(got) == 40 * S.ACCT_NS
+    assert m.s.stats["steals"] > 0
+    assert got[2] / got[0] == pytest.approx(2, rel=0.02)
+    assert got[1] / got[0] == pytest.approx(1, rel=0.02)
+
+
+def test_a_vcpu_runs_on_one_pcpu_at_a_time_and_within_its_affinity():
+    a, b, c, d = Dom(1), Dom(2), Dom(3), Dom(4)
+    m = Pcpus(2, [a, b, c, d])
+    with pytest.raises(ValueError):
+        m.s.set_affinity(a, {5})                  # no such pCPU: Xen's -EINVAL
+    assert m.s.affinity(a) == {0, 1}
+    for d in (a, b):
+        for p in m.s.set_affinity(d, {1}):       # the pCPUs that must look again
+            m._pick(p, False)
+    seen = set()
+    for _ in range(400):
+        m.run(QUANTUM_NS * 10)
+        running = [x for x in m.cur if x is not None]
+        assert len(running) == len(set(map(id, running)))     # never on two pCPUs at once
+        for p, x in enumerate(m.cur):
+            if x is not None:
+                seen.add((x.domid, p))
+                assert p in m.s.affinity(x)
+    assert {p for dom, p in seen if dom in (1, 2)} == {1}
+    assert {dom for dom, p in seen} == {1, 2, 3, 4}
+
+
+def test_a_cap_is_a_share_of_one_pcpu():
+    """Two pCPUs: a cap of 50 is half of one pCPU's worth, a quarter of the machine's CPU
+    time (the processors share one timeline: tests/test_credit.py's Pcpus, hw/smp.py)."""
+    a, b, c = Dom(1, cap=50), Dom(2), Dom(3)
+    m = Pcpus(2, [a, b, c])
+    m.run(5 * S.ACCT_NS)
+    got = m.shares([a, b, c], 40 * S.ACCT_NS)
+    assert got[0] / (40 * S.ACCT_NS) == pytest.approx(0.25, abs=0.01)
+    assert got[1] / got[2] == pytest.approx(1, rel=0.02)

@@ -32,9 +32,9 @@ WORKLOADS = {"alpha": "run=syscall iters=50", "beta": "run=forkwait iters=3"}
 
 
 class Host:
-    def __init__(self, tmp) -> None:
+    def __init__(self, tmp, cpus: int = 1) -> None:
         self.dom0_out = bytearray()
-        self.hv = Hypervisor(192, output=self.dom0_out.extend)
+        self.hv = Hypervisor(192, output=self.dom0_out.extend, cpus=cpus)
         self.hv.build_dom0(image_path("kernel-pv").read_bytes(), "", 32, "kernel-pv")
         self.hv.start()
         self.ts = Toolstack(HypercallInterface(self.hv), tmp)
@@ -64,14 +64,20 @@ def host(tmp_path_factory):
     return h
 
 
-def test_two_domus_print_what_they_print_alone(host):
-    for name, cmdline in WORKLOADS.items():
+def consoles_are_as_alone(host, workloads: dict[str, str]) -> None:
+    """Each DomU printed (to its console and its log) what the same kernel prints alone
+    under --mode paravirt, and powered off."""
+    for name, cmdline in workloads.items():
         alone = run_vm(image_path("kernel-pv"), "paravirt", cmdline, mem_mb=16)
         assert alone.output.strip(), name
         assert TIMING.sub(b"", bytes(host.consoles[name])) == TIMING.sub(b"", alone.output), name
         log = (host.ts.state_dir / "console" / f"{name}.log").read_bytes()
         assert log == bytes(host.consoles[name])
         assert host.dom(name).shutdown_reason == Shutdown.poweroff
+
+
+def test_two_domus_print_what_they_print_alone(host):
+    consoles_are_as_alone(host, WORKLOADS)
 
 
 def test_xl_list_shows_every_domain(host):
@@ -266,8 +272,9 @@ def test_xl_shows_each_vcpu(host, smp):
         host.ts.unpause("smp")
 
 
-def test_save_and_restore_carry_every_vcpu(host, smp, tmp_path):
-    _, domid = smp
+def save_restore_and_finish(host, domid: int, check=lambda d: None) -> None:
+    """smpvcpu held at its phase 1: saved (and destroyed), restored, ``check``-ed, run to
+    its end (``check``: of the restored domain, before it runs again)."""
     saved = []
     host.ts.save("smp", lambda data, err: saved.append((data, err)) or "destroy")
     assert host.run_until(lambda: saved) and saved[0][1] is None
@@ -275,6 +282,7 @@ def test_save_and_restore_carry_every_vcpu(host, smp, tmp_path):
     new = host.ts.restore(saved[0][0], "smp.save")
     d = host.hv.domains[new]
     assert [v.online for v in d.vcpus] == [True, True]
+    check(d)
     assert host.run_until(lambda: d.dead), said(host, new)
     lines = said(host, new)
     # (its vcpu_info and runstate areas where it registered them: the rounds need both)
@@ -282,6 +290,10 @@ def test_save_and_restore_carry_every_vcpu(host, smp, tmp_path):
                      "vcpu 1 counted in all 16", "smpvcpu: done"]
     assert d.shutdown_reason == Shutdown.poweroff
     host.ts.destroy("smp")
+
+
+def test_save_and_restore_carry_every_vcpu(host, smp, tmp_path):
+    save_restore_and_finish(host, smp[1])
 
 
 def as_version_1(blob: bytes) -> bytes:

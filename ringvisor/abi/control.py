@@ -128,6 +128,14 @@ class SchedCmd(IntEnum):
     getvcpuinfo = 3
 
 
+class VcpuAffinity(IntEnum):
+    """``XEN_VCPUAFFINITY_*``: set/getvcpuaffinity's ``flags``."""
+
+    hard = 1 << 0
+    soft = 1 << 1
+    force = 1 << 2
+
+
 class PhysCap(IntEnum):
     """``XEN_SYSCTL_PHYSCAP_*``."""
 
@@ -192,6 +200,11 @@ DOMCTL_GETVCPUINFO = Struct("xen_domctl_getvcpuinfo", [
     Field("vcpu", U32), Field("online", U8), Field("blocked", U8), Field("running", U8),
     Field("cpu_time", U64A, comment="ns"), Field("cpu", U32)])
 DOMCTL_MAX_VCPUS = Struct("xen_domctl_max_vcpus", [Field("max", U32)])
+XENCTL_BITMAP = Struct("xenctl_bitmap", [
+    Field("bitmap", HANDLE64, comment="uint8_t *"), Field("nr_bits", U32)])
+DOMCTL_VCPUAFFINITY = Struct("xen_domctl_vcpuaffinity", [
+    Field("vcpu", U32), Field("flags", U32, comment="XEN_VCPUAFFINITY_*"),
+    Field("cpumap_hard", XENCTL_BITMAP), Field("cpumap_soft", XENCTL_BITMAP)])
 SCHED_CREDIT = Struct("xen_domctl_sched_credit", [Field("weight", U16), Field("cap", U16)])
 _SCHED_U = Struct("", [Field("credit", SCHED_CREDIT), Field("_pad", U64A, 2)],
                   union=True, inline=True)
@@ -213,6 +226,7 @@ _DOMCTL_U = Struct("", [
     Field("vcpucontext", DOMCTL_VCPUCONTEXT),
     Field("getvcpuinfo", DOMCTL_GETVCPUINFO),
     Field("max_vcpus", DOMCTL_MAX_VCPUS),
+    Field("vcpuaffinity", DOMCTL_VCPUAFFINITY),
     Field("scheduler_op", DOMCTL_SCHEDULER_OP),
     Field("setdomainhandle", DOMCTL_SETDOMAINHANDLE),
     Field("settimeoffset", DOMCTL_SETTIMEOFFSET),
@@ -324,7 +338,8 @@ CONTEXT_MAX = 256
 
 STRUCTS: tuple[Struct, ...] = (
     ARCH_DOMAINCONFIG, DOMCTL_CREATEDOMAIN, DOMCTL_GETDOMAININFO, DOMCTL_MAX_MEM,
-    DOMCTL_VCPUCONTEXT, DOMCTL_GETVCPUINFO, DOMCTL_MAX_VCPUS, SCHED_CREDIT, DOMCTL_SCHEDULER_OP,
+    DOMCTL_VCPUCONTEXT, DOMCTL_GETVCPUINFO, DOMCTL_MAX_VCPUS, XENCTL_BITMAP, DOMCTL_VCPUAFFINITY,
+    SCHED_CREDIT, DOMCTL_SCHEDULER_OP,
     DOMCTL_SETDOMAINHANDLE, DOMCTL_SETTIMEOFFSET, DOMCTL_HVMCONTEXT, DOMCTL, CPU_USER_REGS, VCPU_GUEST_CONTEXT,
     SYSCTL_READCONSOLE, SYSCTL_PHYSINFO, SYSCTL_SCHED_ID, SYSCTL_GETDOMAININFOLIST, SYSCTL,
     FLASK_LOAD, FLASK_SETENFORCE, FLASK_SID_CONTEXT, FLASK_ACCESS, FLASK_OP,
@@ -337,6 +352,7 @@ CONSTANT_GROUPS = (
     (CreateFlag, "XEN_DOMCTL_CDF_", "createdomain flags"),
     (Scheduler, "XEN_SCHEDULER_", "scheduler ids"),
     (SchedCmd, "XEN_DOMCTL_SCHEDOP_", "scheduler_op commands"),
+    (VcpuAffinity, "XEN_VCPUAFFINITY_", "set/getvcpuaffinity flags"),
     (PhysCap, "XEN_SYSCTL_PHYSCAP_", "physinfo capabilities"),
     (Vgcf, "VGCF_", "vcpu_guest_context flags"),
     (FlaskOp, "FLASK_", "xsm_op (FLASK) commands (xsm/flask_op.h)"),

@@ -43,6 +43,9 @@ class Processors:
         self.m = machine
         self.signature = signature         # EDX after RESET and INIT: the CPUID signature
         self.current = machine.cpus[0]
+        # told when the turn passes to another processor (a hypervisor that keeps per-CPU
+        # state in shared memory puts the incoming one's back)
+        self.turn_hook = None
         for cpu in machine.cpus:
             cpu.on_init = self.init
             cpu.on_startup = self.startup
@@ -107,6 +110,10 @@ class Processors:
                         budget = min(budget, max(deadline - clock.cycles(), 1))
                     if limit is not None:
                         budget = min(budget, limit - now)
+                    if cpu is not self.current and self.turn_hook is not None:
+                        self.current = cpu
+                        m.apic_bus.current = cpu.apic
+                        self.turn_hook(cpu)
                     self.current = cpu
                     m.apic_bus.current = cpu.apic
                     cpu.run(cpu.state.icount + budget)

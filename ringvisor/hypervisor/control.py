@@ -12,7 +12,7 @@ from __future__ import annotations
 from ringvisor.abi import (CONTEXT_MAX, DOMCTL, DOMCTL_GETDOMAININFO, DOMCTL_INTERFACE_VERSION,
                            FLASK_INTERFACE_VERSION, FLASK_OP, SYSCTL, SYSCTL_INTERFACE_VERSION,
                            VCPU_GUEST_CONTEXT, CreateFlag, DomId, DomInfoFlag, Domctl, Errno,
-                           FlaskOp, SchedCmd, Scheduler, Sysctl)
+                           FlaskOp, SchedCmd, Scheduler, Sysctl, VcpuAffinity)
 from ringvisor.vmm.paravirt import HypercallError
 
 from . import domsave, vcpus, xsm
@@ -39,7 +39,7 @@ def domaininfo(hv, d) -> dict:
         flags |= DomInfoFlag.paused
     if d.blocked:
         flags |= DomInfoFlag.blocked      # (every online vCPU waits for an event)
-    if hv.on_cpu(d) and not hv.current.blocked:
+    if any(not v.blocked for v in hv.on_cpus(d)):
         flags |= DomInfoFlag.running      # (a blocked vCPU waits on the CPU it last had)
     if d.kind == "bt":
         flags |= DomInfoFlag.hvm_guest
@@ -136,8 +136,11 @@ def domctl(mon, ptr: int) -> int:
         d = _target(mon, domid, "getvcpuinfo")
         v = d.vcpus[_vcpu_of(d, u["getvcpuinfo"]["vcpu"])]
         out = ("getvcpuinfo", {"vcpu": v.vcpu_id, "online": int(v.online),
-                               "blocked": int(v.blocked), "running": int(hv.current is v),
-                               "cpu_time": v.cpu_time_ns, "cpu": 0})
+                               "blocked": int(v.blocked),
+                               "running": int(hv.running(v) and not v.blocked),
+                               "cpu_time": v.cpu_time_ns, "cpu": hv.sched.cpu_of(v)})
+    elif cmd in (Domctl.setvcpuaffinity, Domctl.getvcpuaffinity):
+        out = _vcpuaffinity(mon, cmd == Domctl.setvcpuaffinity, domid, u["vcpuaffinity"])
     elif cmd == Domctl.scheduler_op:
         d = _target(mon, domid, "scheduler")
         s = u["scheduler_op"]
@@ -166,6 +169,32 @@ def domctl(mon, ptr: int) -> int:
         op["u"] = {out[0]: out[1]}
         mon._write(ptr, DOMCTL.pack(op))
     return 0
+
+
+def _vcpuaffinity(mon, set_: bool, domid: int, a: dict):
+    """A vCPU's hard affinity as a CPU bitmap (Xen's vcpu_affinity_domctl): set -- -EINVAL
+    when it names no pCPU the machine has, or a soft affinity is asked for (credit here
+    has none) -- or read back, as many bytes as the caller's ``nr_bits`` hold."""
+    hv = mon.hv
+    d = _target(mon, domid, "setvcpuaffinity" if set_ else "getvcpuaffinity")
+    v = d.vcpus[_vcpu_of(d, a["vcpu"])]
+    if a["flags"] & ~(VcpuAffinity.hard | VcpuAffinity.force) or not a["flags"] & VcpuAffinity.hard:
+        _fail(Errno.EINVAL)
+    bm = a["cpumap_hard"]
+    # (ringvisor's pCPUs fit in the first bytes: 32 of them, 256 CPUs, are read or written)
+    buf, nbits = bm["bitmap"] & 0xFFFFFFFF, min(bm["nr_bits"], 256)
+    if not buf or not nbits:
+        _fail(Errno.EINVAL)
+    nbytes = (nbits + 7) // 8
+    if set_:
+        bits = int.from_bytes(mon._read(buf, nbytes), "little") & ((1 << nbits) - 1)
+        try:
+            hv.set_affinity(v, {c for c in range(bits.bit_length()) if bits >> c & 1})
+        except ValueError:
+            _fail(Errno.EINVAL)
+    bits = sum(1 << c for c in hv.sched.affinity(v) if c < nbits)
+    mon._write(buf, bits.to_bytes(nbytes, "little"))
+    return None
 
 
 def _hvmcontext(mon, set_: bool, domid: int, hc: dict):
@@ -197,7 +226,8 @@ def sysctl(mon, ptr: int) -> int:
     if cmd == Sysctl.physinfo:
         hv.check(mon.caller, None, "xen", "physinfo")
         f = hv.frames
-        out = {"threads_per_core": 1, "cores_per_socket": 1, "nr_cpus": 1, "max_cpu_id": 0,
+        out = {"threads_per_core": 1, "cores_per_socket": hv.ncpus, "nr_cpus": hv.ncpus,
+               "max_cpu_id": hv.ncpus - 1,
                "nr_nodes": 1, "max_node_id": 0, "cpu_khz": hv.machine.clock.tsc_hz // 1000,
                "capabilities": 0, "total_pages": f.total, "free_pages": f.nr_free,
                "max_mfn": f.end - 1}

@@ -11,14 +11,12 @@ security module and the hypervisor's console.  What is per domain
 page tables and shadows, trap tables, callbacks, event channels, grant table
 and P2M.
 
-Every entry into the hypervisor comes through the real IDT while some
-domain's vCPU was on the CPU (or the idle vCPU, when nothing could run): that
+Every entry into the hypervisor comes through the real IDT of one of its
+physical CPUs (``pcpus``: the machine's processors, ``--cpus N``) while some
+domain's vCPU was on it (or the idle vCPU, when nothing could run): that
 domain's monitor handles it (a hypercall, a fault to reflect, a page-table
-store...), then the scheduler decides which vCPU runs next.  A context switch
-saves the outgoing vCPU's registers and interrupt frame, loads the incoming
-vCPU's state in its domain's monitor (``load_vcpu``), its GDT into the real
-one, its shadow page directory into CR3, its registers, delivers its pending
-events, and returns to it with a real IRET.
+store...), then that pCPU's scheduler decides which vCPU runs next there, and
+the context switch (``switch``) saves the outgoing vCPU and loads the incoming.
 
 A domain that breaks the rules is stopped alone (crashed, with a report in
 the hypervisor's console); the machine stops only when Domain 0 does.
@@ -26,10 +24,8 @@ the hypervisor's console); the machine stops only when Domain 0 does.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 
-from ringvisor.abi import (RV_MAX_VCPUS, VCPU_GUEST_CONTEXT, DomId, Errno, FlatSel, Shutdown,
+from ringvisor.abi import (RV_MAX_VCPUS, VCPU_GUEST_CONTEXT, DomId, Errno, Shutdown,
                            Virq, pv_boot_context)
 from ringvisor.errors import ConfigError
 from ringvisor.hw.boot.multiboot import load_multiboot
@@ -41,7 +37,7 @@ from ringvisor.vmm.monitor import build_region
 from ringvisor.vmm.paravirt import HypercallError, pv_region
 from ringvisor.vmm.platform import HypervisorTimer
 
-from . import blkback, memory, sched, vcpuinfo, vcpus
+from . import blkback, memory, pcpus, sched, switch, vcpus
 from .console import HypervisorConsole
 from .domain import Domain, Runstate, State, Vcpu
 from .evtchn import DomainEvents
@@ -54,8 +50,6 @@ from .xsm import Denied, SecurityModule
 
 SHADOW_PAGES = 512            # each domain's shadow page-table pool (Xen: shadow_op allocation)
 ISA_IRQS = frozenset(range(16))
-ES, DS, FS, GS = 0, 3, 4, 5
-IF = 1 << 9
 
 
 class PseudoPhysical:
@@ -76,39 +70,72 @@ class PseudoPhysical:
 
 class Hypervisor:
     def __init__(self, mem_mb: int = 256, engine: str = "jit", output=None,
-                 pace: bool = False) -> None:
-        self.machine = m = Machine(mem_mb, engine, output=output, pace=pace)
+                 pace: bool = False, cpus: int = 1) -> None:
+        self.machine = m = Machine(mem_mb, engine, output=output, pace=pace, cpus=cpus)
         self.cpu, self.mem, self.clock = m.cpu, m.mem, m.clock
+        self.ncpus = cpus
+        self.pcpus = [pcpus.PCpu(i, c, smp=cpus > 1) for i, c in enumerate(m.cpus)]
+        self.here = 0                           # the pCPU entering, or whose turn it is
+        self.region_vcpu: Vcpu | None = None    # whose part of the region is installed
         self.base = self.mem.size - L.MONITOR_RAM
         if self.base < 16 << 20:
             raise ConfigError(f"{mem_mb} MiB is too little for the hypervisor and a domain")
         self.frames = FrameAllocator(self.mem, 0x100, self.base >> 12)
         self.domains: dict[int, Domain] = {}
         self.next_domid = 1
-        self.current: Vcpu | None = None        # the vCPU on the CPU (None: idle)
         self.caller: Domain | None = None       # Domain 0 while its toolstack calls
         self.console = HypervisorConsole()
         self.xsm = SecurityModule(self.printk)
-        self.sched = sched.CreditScheduler()
+        self.sched = sched.CreditScheduler(cpus)
         self.in_entry = False
-        self.slice_end = 0
-        self.last_ns = 0
         self.dying: list[Domain] = []
         self.blkbacks: dict = {}                # handle -> the in-hypervisor block back-ends
         self.next_blkback = 0                   # the last handle given out
         self.toolstack_wakeup = lambda: None    # set by the toolstack: events for it
         self.domain_changed = lambda: None      # ... and a domain stopped or went
-        self.stats = {"entries": 0, "context_switches": 0, "idle_entries": 0, "kicks": 0}
+        self.stats = {"entries": 0, "context_switches": 0, "idle_entries": 0, "kicks": 0,
+                      "ipis": 0, "region_reloads": 0}
         build_region(self.mem, self.base)
-        self.cpu.native.bind(self.base + L.ENTRY, L.ENTRY_SIZE, self._entry, "hypervisor")
+        for c in m.cpus:
+            c.native.bind(self.base + L.ENTRY, L.ENTRY_SIZE, self._entry, "hypervisor")
+        for c in m.cpus[1:]:
+            c.native.bind(pcpus.TRAMPOLINE, 0x1000, lambda cpu: pcpus.ap_start(self, cpu),
+                          "hypervisor AP start-up")
+        if m.smp is not None:
+            m.smp.turn_hook = lambda cpu: pcpus.turn(self, cpu)
         pv_region(self.mem, self.base)
         install_flat(self.mem, self.base)
         self.kicker = HypervisorTimer(m, L.HV_TIMER)
         self.idle_pd = self.frames.alloc_xen(1)[0] << 12
         self.mem.write32(self.idle_pd + 1023 * 4, (self.base + L.MONITOR_PT) | 3)
         self._accounting()
-        self.printk(f"ringvisor hypervisor: {self.mem.size >> 20} MiB machine, "
-                    f"{self.frames.total} frames for domains, credit scheduler")
+        self.printk(f"ringvisor hypervisor: {self.mem.size >> 20} MiB machine, {cpus} "
+                    f"CPU{'s' if cpus > 1 else ''}, {self.frames.total} frames for domains, "
+                    "credit scheduler")
+
+    # -- the pCPUs -----------------------------------------------------------------------
+    @property
+    def current(self) -> Vcpu | None:
+        """The vCPU on the pCPU entering, or whose turn it is (None: idle)."""
+        return self.pcpus[self.here].current
+
+    def on_cpus(self, d: Domain) -> list[Vcpu]:
+        """``d``'s vCPUs that are on a pCPU."""
+        return [pc.current for pc in self.pcpus if pc.current is not None and pc.current.dom is d]
+
+    def running(self, v: Vcpu) -> bool:
+        return any(pc.current is v for pc in self.pcpus)
+
+    def kick_domain(self, d: Domain) -> None:
+        """Every pCPU that runs one of ``d``'s vCPUs enters the hypervisor."""
+        for pc in self.pcpus:
+            if pc.current is not None and pc.current.dom is d:
+                self.kick(pc.index)
+
+    def set_affinity(self, v: Vcpu, cpus) -> None:
+        """xl vcpu-pin: ``v`` runs only on ``cpus`` from now on (ValueError: none is a pCPU)."""
+        for p in self.sched.set_affinity(v, cpus):
+            self.kick(p)
 
     # -- the console -------------------------------------------------------------------
     def printk(self, msg: str) -> None:
@@ -239,13 +266,12 @@ class Hypervisor:
 
     # -- lifecycle --------------------------------------------------------------------------
     def on_cpu(self, d: Domain) -> bool:
-        """One of ``d``'s vCPUs is the one on the CPU."""
-        return self.current is not None and self.current.dom is d
+        """One of ``d``'s vCPUs is on a pCPU."""
+        return bool(self.on_cpus(d))
 
     def pause(self, d: Domain) -> None:
         d.paused += 1
-        if self.on_cpu(d):
-            self.kick()
+        self.kick_domain(d)
 
     def unpause(self, d: Domain) -> None:
         d.paused = max(0, d.paused - 1)
@@ -275,8 +301,7 @@ class Hypervisor:
         dom0 = self.domains.get(0)
         if dom0 is not None:
             dom0.events.raise_virq(Virq.DOM_EXC)
-        if self.on_cpu(d) and not self.in_entry:
-            self.kick()
+        self.kick_domain(d)
         self.domain_changed()
 
     def destroy(self, d: Domain) -> None:
@@ -290,12 +315,11 @@ class Hypervisor:
             # it is on the CPU: it is taken apart once the CPU has left it
             if d not in self.dying:
                 self.dying.append(d)
-            if not self.in_entry:
-                self.kick()
+            self.kick_domain(d)
             return
-        self._teardown(d)
+        self.teardown(d)
 
-    def _teardown(self, d: Domain) -> None:
+    def teardown(self, d: Domain) -> None:
         blkback.release(self, d)
         d.events.close_all()
         d.grants.release_all()
@@ -316,21 +340,23 @@ class Hypervisor:
 
     # -- events and timers -------------------------------------------------------------------
     def event_for(self, v: Vcpu, wake: bool = True) -> None:
-        """Something is pending for vCPU ``v``: wake it, and take the CPU for it if it
-        should."""
+        """Something is pending for vCPU ``v``: wake it, and take a pCPU for it if it
+        should; if it is on a pCPU, that one enters the hypervisor to deliver it (Xen's
+        vcpu_kick: the event-check IPI to another pCPU)."""
         if v.blocked:
             v.blocked = False
-            if v is not self.current:
+            if not self.running(v):
                 v.set_runstate(Runstate.runnable, self.clock.now_ns())
             if wake:
                 self.sched.wake(v)
         self.preempt_for(v)
+        self.kick_domain_vcpu(v)
 
     def preempt_for(self, v: Vcpu) -> None:
         """``v`` may run: take the CPU for it if it should have it."""
-        cur = self.current
-        if v is not cur and v.runnable and self.sched.should_preempt(cur, v):
-            self.kick()
+        if v.runnable:
+            for p in self.sched.tickle(v):
+                self.kick(p)
 
     def device_interrupt(self, d: Domain) -> None:
         """A device of a bt domain raised its interrupt line: wake it, and if it is on the
@@ -338,8 +364,7 @@ class Hypervisor:
         if d.dead:
             return
         self.event_for(d.vcpus[0])
-        if self.on_cpu(d):
-            self.kick()
+        self.kick_domain(d)
 
     def toolstack_event(self) -> None:
         self.toolstack_wakeup()
@@ -348,26 +373,40 @@ class Hypervisor:
         d = v.dom
         if d.events is not None and not d.dead:
             d.events.raise_virq(Virq.TIMER, v.vcpu_id)
-            if v is self.current:
-                self.kick()          # to deliver it now: the guest may be in a loop
+            self.kick_domain_vcpu(v)     # to deliver it now: the guest may be in a loop
 
     def _accounting(self) -> None:
         self.sched.account()
         self._acct = self.clock.schedule(self.clock.cycles() + self.clock.ns_to_cycles(sched.ACCT_NS),
                                          self._accounting)
         if sum(1 for v in self.sched.domains.values() if self.sched.eligible(v)) > 1:
-            self.kick()                   # priorities may have changed
+            for pc in self.pcpus:         # priorities may have changed
+                if pc.online:
+                    self.kick(pc.index)
 
-    def kick(self) -> None:
-        """Make the CPU enter the hypervisor at the next instruction (its own timer line)."""
-        if self.in_entry:
+    def kick_domain_vcpu(self, v: Vcpu) -> None:
+        """The pCPU ``v`` is on (if it is on one) enters the hypervisor."""
+        for pc in self.pcpus:
+            if pc.current is v:
+                self.kick(pc.index)
+
+    def kick(self, p: int | None = None) -> None:
+        """Make pCPU ``p`` (by default the one entering, or whose turn it is) enter the
+        hypervisor at its next instruction: the boot processor through its own timer line,
+        an AP by an IPI (``pcpus``)."""
+        p = self.here if p is None else p
+        if self.in_entry and p == self.here:
             return
         self.stats["kicks"] += 1
-        self.kicker.arm(self.clock.now_ns())
+        if p == 0:
+            self.kicker.arm(self.clock.now_ns())
+        elif self.pcpus[p].online:
+            self.stats["ipis"] += 1
+            pcpus.kick_ap(self, self.pcpus[p])
 
     def yield_cpu(self, d: Domain) -> None:
         """SCHEDOP_yield from the running vCPU: its slice ends (it goes behind its equals)."""
-        self.slice_end = 0
+        self.pcpus[self.here].slice_end = 0
 
     def external(self, vector: int) -> bool:
         """A physical interrupt (to the domain that bound it) or the hypervisor's timer."""
@@ -378,6 +417,8 @@ class Hypervisor:
                 m.platform.physical_irq(vector)     # an edge on its virtual PIC ...
                 m.take_pirqs()                      # ... an event, if its PIC lets it through
             return True
+        if vector == L.HV_TIMER and self.here:
+            pcpus.ack(self.pcpus[self.here])        # an AP's kick: its IPI is done
         return vector == L.HV_TIMER
 
     # -- counters ----------------------------------------------------------------------------
@@ -413,6 +454,8 @@ class Hypervisor:
     def _entry(self, cpu) -> None:
         self.in_entry = True
         self.stats["entries"] += 1
+        if self.ncpus > 1:
+            self.here = self.machine.cpus.index(cpu)
         try:
             self._charge()
             d = self.current.dom if self.current is not None else None
@@ -437,150 +480,63 @@ class Hypervisor:
         return f
 
     def _charge(self) -> None:
-        """The current vCPU ran since the last entry (unless it was halted, blocked)."""
-        now = self.clock.now_ns()
-        v = self.current
+        """The current vCPU ran since the last entry (unless it was halted, blocked): the
+        pCPU's own time (``pcpus``)."""
+        pc = self.pcpus[self.here]
+        now = pc.now_ns(self.clock)
+        v = pc.current
         if v is not None and not v.blocked and v.dom.state is State.RUNNABLE:
-            ns = now - self.last_ns
+            ns = now - pc.last_ns
             v.cpu_time_ns += ns
             v.dom.cpu_time_ns += ns
             self.sched.charge(v, ns)
-        self.last_ns = now
+        pc.last_ns = now
 
     def _schedule(self, f: Frame) -> None:
-        cur = self.current
-        now = self.clock.now_ns()
+        pc = self.pcpus[self.here]
+        cur = pc.current
+        now = pc.now_ns(self.clock)
         if cur is not None and not cur.dom.dead and cur.dom.monitor.halting:
             cur.blocked = True
         if cur is not None and cur.dom.monitor.step is not None and cur.online and \
                 not cur.blocked and cur.dom.state is State.RUNNABLE:
             nxt = cur       # a single-stepped instruction is finished, even if just paused
         else:
-            expired = now >= self.slice_end
-            if cur is not None and (expired or not cur.runnable):
+            expired = now >= pc.slice_end
+            if cur is not None and (expired or not cur.runnable or
+                                    self.sched.cpu_of(cur) != self.here):
                 self.sched.descheduled(cur, expired)
-            nxt = self.sched.pick(cur, expired)
+            nxt = self.sched.pick(cur, expired, self.here)
         if nxt is None:
             if cur is not None and cur.blocked and cur.online and cur.dom.state is State.RUNNABLE \
-                    and cur.dom not in self.dying:
+                    and not cur.dom.paused and cur.dom not in self.dying \
+                    and self.sched.cpu_of(cur) == self.here:
                 cur.dom.monitor.halting = True    # wait in its context for the next interrupt
+                self.sched.running[self.here] = cur     # (still this pCPU's: not stolen)
+                switch.set_runstate(self, cur, Runstate.blocked)   # (for Xen, a switch to idle)
                 cur.dom.monitor.resume(f)
                 return
-            self._switch(cur, None, f)
+            switch.switch(self, cur, None, f)
             return
         if nxt is not cur:
-            self._switch(cur, nxt, f)
+            switch.switch(self, cur, nxt, f)
             return
-        if now >= self.slice_end:
-            self._arm_slice(now)
+        switch.set_runstate(self, cur, Runstate.running)     # (back from waiting in its context)
+        if now >= pc.slice_end:
+            switch.arm_slice(self, now)
+        elif self.ncpus > 1:
+            switch.arm_slice(self, now, pc.slice_end)    # (its own time runs slower than the clock)
         cur.dom.monitor.resume(f)
-
-    def _save(self, v: Vcpu, f: Frame) -> None:
-        c, st = v.ctx, self.cpu.state
-        c.regs = list(st.regs)
-        c.eip, c.cs, c.eflags, c.ss = f.eip, f.cs, f.eflags, f.ss
-        c.sregs = {i: st.segs[i].selector for i in (ES, DS, FS, GS)}
-        c.extra = {"dr": list(st.dr)}
-        if hasattr(st, "fpu"):
-            c.extra["fpu"] = copy.deepcopy(st.fpu)    # x87/MMX/SSE: each vCPU has its own
-
-    def _switch(self, cur: Vcpu | None, nxt: Vcpu | None, f: Frame) -> None:
-        st, cpu = self.cpu.state, self.cpu
-        now = self.clock.now_ns()
-        if cur is not None and not cur.dom.dead:
-            self._save(cur, f)
-        if cur is not None:
-            cur.dom.monitor.halting = cur.dom.monitor.guest_halted = False
-            cur.set_runstate(Runstate.offline if not cur.online else
-                             Runstate.blocked if cur.blocked else Runstate.runnable, now)
-            if cur.runstate_va:
-                vcpuinfo.update_runstate_area(cur)    # (Xen: at every context switch)
-        nd = nxt.dom if nxt is not None else None
-        for d in self.dying:
-            if d is not nd:
-                self._teardown(d)
-        self.dying = [d for d in self.dying if d.domid in self.domains and d is nd]
-        self.current = nxt
-        self.stats["context_switches"] += 1
-        # RDTSC reads the running domain's TSC (a restored one continues its own)
-        st.tsc_offset = nd.monitor.tsc_offset if nd is not None else 0
-        if nxt is None:
-            # the idle vCPU: flat ring-1 segments, an empty address space, halted
-            install_flat(self.mem, self.base)
-            st.cr3 = self.idle_pd
-            cpu.tlb_flush()
-            for i in (ES, DS, FS, GS):
-                cpu.segmentation.load(i, 0)
-            f.eip, f.cs, f.ss, f.eflags = 0, FlatSel.RING1_CS, FlatSel.RING1_DS, IF | 2
-            st.regs[4] = 0
-            f.resume()
-            st.halted = True
-            cpu.limit = 0
-            return
-        m = nd.monitor
-        m.load_vcpu(nxt.vcpu_id)                  # its vCPU's state in the monitor
-        nxt.set_runstate(Runstate.running, now)
-        if nxt.runstate_va:
-            vcpuinfo.update_runstate_area(nxt)
-        c = nxt.ctx
-        m.gdt.reload()                            # the real GDT: its descriptors now
-        if m.vcpu.ldtr & 0xFFFC:
-            m.ldt.reload()                        # the real LDT: its, if it has one
-        m.ldt.install()
-        m.map_region()                            # its own part of the region
-        m.switch_shadow()                         # CR3: its shadow of its address space
-        st.regs[:] = c.regs
-        if "dr" in c.extra:
-            st.dr[:] = c.extra["dr"]
-        if hasattr(st, "fpu"):
-            # into the CPU's own object (translated code may hold it): a new vCPU's is reset
-            fresh = c.extra.get("fpu") or type(st.fpu)()
-            for fld in dataclasses.fields(fresh):
-                setattr(st.fpu, fld.name, copy.deepcopy(getattr(fresh, fld.name)))
-        for i, sel in c.sregs.items():
-            try:
-                cpu.segmentation.load(i, sel)
-            except Exception:                      # noqa: BLE001 -- a stale selector: null
-                cpu.segmentation.load(i, 0)
-        f.eip, f.cs, f.eflags, f.ss = c.eip, c.cs, c.eflags, c.ss
-        m.frame = f
-        m.vcpu.cpl = 3 if f.user else 0
-        m.halting = m.guest_halted = False
-        try:
-            m.switched_in(f)                      # what became pending while it was off
-        except (UnsupportedFeature, TripleFault) as e:
-            self.crash(nd, str(e))
-            self._switch(None, self.sched.pick(None, True), f)
-            return
-        self._arm_slice(self.clock.now_ns())
-        self.last_ns = self.clock.now_ns()
-        m.resume(f)
-
-    def _arm_slice(self, now: int) -> None:
-        v = self.current
-        self.slice_end = now + (self.sched.slice_for(v) if v is not None else sched.TSLICE_NS)
-        self.clock.cancel(getattr(self, "_slice", None))
-        self._slice = self.clock.schedule(self.clock.ns_to_cycles(self.slice_end), self.kick)
 
     # -- running -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Put the CPU in the hypervisor's hands and enter the first domain to run."""
-        st, cpu = self.cpu.state, self.cpu
-        st.gdtr.base, st.gdtr.limit = L.MLIN + L.GDT, L.GDT_ENTRIES * 8 - 1
-        st.idtr.base, st.idtr.limit = L.MLIN + L.IDT, 256 * 8 - 1
-        st.cr0 = 0x80010031
-        st.cr4 = 0
-        st.cr3 = self.idle_pd
-        seg = cpu.segmentation
-        st.tr = seg.read_descriptor(L.SEL_MTSS).segment(L.SEL_MTSS)
-        st.segs[1] = seg.read_descriptor(L.SEL_MCODE).segment(L.SEL_MCODE)
-        st.segs[2] = seg.read_descriptor(L.SEL_MDATA).segment(L.SEL_MDATA)
-        cpu.mode_changed()
-        f = Frame.__new__(Frame)
-        f.cpu, f.phys_top, f.err = cpu, self.base + L.STACK_TOP, None
-        f.eip = f.cs = f.eflags = f.esp = f.ss = 0
-        self.last_ns = self.clock.now_ns()
-        self._switch(None, self.sched.pick(None, True), f)
+        """Put the CPU in the hypervisor's hands and enter the first domain to run; the
+        APs are started (``pcpus``) and enter their schedulers when their turn comes."""
+        self.here = 0
+        f = pcpus.take_cpu(self, self.cpu)
+        if self.ncpus > 1:
+            pcpus.start_aps(self)
+        switch.switch(self, None, self.sched.pick(None, True, 0), f)
 
     def run(self, max_instructions: int | None = None) -> Stop:
         return self.machine.run(max_instructions)

@@ -34,7 +34,7 @@ CLASSES: dict[str, frozenset[str]] = {
     "domain": frozenset({"create", "destroy", "pause", "unpause", "getdomaininfo",
                          "setvcpucontext", "getvcpucontext", "getvcpuinfo", "max_vcpus",
                          "setdomainmaxmem", "setdomainhandle", "scheduler", "shutdown",
-                         "settime"}),
+                         "settime", "setvcpuaffinity", "getvcpuaffinity"}),
     "mmu": frozenset({"map_read", "map_write", "physmap", "adjust", "stat"}),
     "event": frozenset({"bind", "send", "status", "create"}),
     "grant": frozenset({"map_read", "map_write", "unmap", "copy", "setup", "query"}),

@@ -109,6 +109,9 @@ def run_xl(args) -> int:
     if cmd == "vcpu-list":
         show(request(sdir, "vcpu-list", names=args.domains), VCPU_COLS)
         return 0
+    if cmd == "vcpu-pin":
+        request(sdir, "vcpu-pin", name=args.domain, vcpu=args.vcpu, cpus=args.cpus)
+        return 0
     if cmd in ("pause", "unpause", "destroy"):
         request(sdir, cmd, name=args.domain)
         return 0

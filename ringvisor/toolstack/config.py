@@ -19,6 +19,9 @@
     seclabel = "system_u:system_r:domU_t"
     cpu_weight = 256                # credit scheduler (xl's sched-credit in the file;
     cap = 0                         #  ringvisor's older name ``weight`` is taken too)
+    cpus = "0-1"                    # the pCPUs its vCPUs may run on (hard affinity): a
+                                    # CPU list ("all", "0-3,5", "^1" takes one out), or a
+                                    # list of them, one per vCPU (the others: all)
 
 Settings are ``key = value`` with xl's literals (strings in single or double
 quotes, integers, lists in brackets that may run over several lines), ended
@@ -48,7 +51,7 @@ ACTIONS = ("destroy", "restart", "preserve")
 BACKENDS = ("dom0", "hypervisor")
 KEYS = {"name", "type", "kernel", "cmdline", "extra", "root", "memory", "maxmem", "vcpus", "disk",
         "on_poweroff", "on_reboot", "on_crash", "seclabel", "weight", "cpu_weight", "cap", "uuid",
-        "builder"}
+        "builder", "cpus"}
 # xl.cfg keys for what ringvisor does not have: taken only when empty
 ABSENT = {"vif": "network interfaces", "vfb": "a virtual frame buffer", "vkb": "a virtual keyboard",
           "pci": "PCI pass-through", "usbctrl": "USB", "usbdev": "USB", "channel": "channels",
@@ -91,6 +94,7 @@ class DomainConfig:
     seclabel: str = ""
     weight: int = 256
     cap: int = 0
+    cpus: list[str] = field(default_factory=list)   # hard affinity: [all vCPUs'] or per vCPU
     source: str = ""
 
     def to_dict(self) -> dict:
@@ -103,6 +107,31 @@ class DomainConfig:
         d = dict(d)
         d["disks"] = [Disk(**x) for x in d.get("disks", [])]
         return cls(**d)
+
+
+MAX_CPU = 255                     # (a CPU list names CPUs 0..255; the host says which exist)
+
+
+def parse_cpulist(text: str) -> frozenset[int]:
+    """xl's CPU list: ``all``, or CPUs and ranges (``0-3,5``), ``^N``/``^N-M`` taking some
+    out again; ValueError (saying why) if it is not one or names no CPU."""
+    cpus: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        neg = part.startswith("^")
+        part = part[1:] if neg else part
+        if part == "all" and not neg:
+            cpus |= set(range(MAX_CPU + 1))
+            continue
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if m is None:
+            raise ValueError(f"{part or text!r} is not a CPU, a range or 'all'")
+        lo, hi = int(m[1]), int(m[2] or m[1])
+        if lo > hi or hi > MAX_CPU:
+            raise ValueError(f"{part!r} is not a range of CPUs 0 to {MAX_CPU}")
+        (cpus.difference_update if neg else cpus.update)(range(lo, hi + 1))
+    if not cpus:
+        raise ValueError(f"{text!r} names no CPU")
+    return frozenset(cpus)
 
 
 def _statements(text: str, source: str):
@@ -285,6 +314,10 @@ def _check(values: dict, source: str) -> DomainConfig:
             raise ConfigFileError(f"{where}: {key}: expected a string in quotes, found {v!r}")
         if kind is list and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
             raise ConfigFileError(f"{where}: {key}: expected a list of strings, found {v!r}")
+        if kind == (str, list) and not (isinstance(v, str) or isinstance(v, list) and
+                                        all(isinstance(x, str) for x in v)):
+            raise ConfigFileError(f"{where}: {key}: expected a string or a list of strings, "
+                                  f"found {v!r}")
         return v
 
     def where(key: str) -> str:
@@ -353,12 +386,21 @@ def _check(values: dict, source: str) -> DomainConfig:
     cap = get("cap", int, 0)
     if not 0 <= cap <= 100:
         raise ConfigFileError(f"{where('cap')}: cap: {cap} is out of range (0 to 100, percent)")
+    cpus = get("cpus", (str, list), None)
+    cpus = [] if cpus is None else [cpus] if isinstance(cpus, str) else cpus
+    if len(cpus) > vcpus:
+        raise ConfigFileError(f"{where('cpus')}: cpus: {len(cpus)} CPU lists for {vcpus} vCPUs")
+    for c in cpus:
+        try:
+            parse_cpulist(c)
+        except ValueError as e:
+            raise ConfigFileError(f"{where('cpus')}: cpus: {e}") from None
     seclabel = get("seclabel", str, "")
     if seclabel and seclabel.count(":") != 2:
         raise ConfigFileError(f"{where('seclabel')}: seclabel: {seclabel!r} is not user:role:type")
     return DomainConfig(name=name, kernel=kernel, type=type_, cmdline=cmdline, memory=memory,
                         maxmem=maxmem, vcpus=vcpus, disks=disks, seclabel=seclabel, weight=weight,
-                        cap=cap, source=source, **actions)
+                        cap=cap, cpus=cpus, source=source, **actions)
 
 
 def load(path: str | Path) -> DomainConfig:

@@ -190,6 +190,8 @@ class Server:
             return ts.shutdown(args["name"], Shutdown[args.get("reason", "poweroff")])
         if cmd == "vcpu-list":
             return ts.vcpu_list(list(args.get("names") or []))
+        if cmd == "vcpu-pin":
+            return ts.vcpu_pin(args["name"], str(args["vcpu"]), str(args["cpus"]))
         if cmd == "sched-credit":
             return ts.sched_credit(args.get("name"), args.get("weight"), args.get("cap"))
         if cmd == "mem-set":

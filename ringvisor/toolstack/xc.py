@@ -18,7 +18,7 @@ from ringvisor.abi import (DOMCTL, DOMCTL_GETDOMAININFO, DOMCTL_INTERFACE_VERSIO
                            XEN_ADD_TO_PHYSMAP_BATCHED, XEN_MEMORY_RESERVATION,
                            XEN_REMOVE_FROM_PHYSMAP, DomId, Domctl, Errno, EvtchnOp, FlaskOp,
                            Gntmap, GnttabOp, Gntst, Hypercall, MapSpace, MemOp, SchedCmd,
-                           Scheduler, Sysctl)
+                           Scheduler, Sysctl, VcpuAffinity)
 
 PAGE = 0x1000
 
@@ -177,6 +177,27 @@ class Xc:
     def sysctl(self, cmd: Sysctl, **u) -> dict:
         op = {"cmd": cmd, "interface_version": SYSCTL_INTERFACE_VERSION, "u": u}
         return self._struct_call(Hypercall.sysctl, SYSCTL, op, f"sysctl {cmd.name}")["u"]
+
+    def vcpu_affinity(self, domid: int, vcpu: int, cpus=None, nr_bits: int = 256) -> frozenset:
+        """A vCPU's hard affinity (first set to ``cpus``, if given): the pCPUs it may run
+        on."""
+        nbytes = (nr_bits + 7) // 8
+        bits = sum(1 << c for c in cpus) if cpus is not None else 0
+        va = self._scratch(bits.to_bytes(nbytes, "little"))
+        cmd = Domctl.setvcpuaffinity if cpus is not None else Domctl.getvcpuaffinity
+        op = {"cmd": cmd, "interface_version": DOMCTL_INTERFACE_VERSION, "domain": domid,
+              "u": {"vcpuaffinity": {"vcpu": vcpu, "flags": VcpuAffinity.hard,
+                                     "cpumap_hard": {"bitmap": va, "nr_bits": nr_bits},
+                                     "cpumap_soft": {"bitmap": 0, "nr_bits": 0}}}}
+        dva = self._scratch(DOMCTL.pack(op))
+        try:
+            rc = self.iface.call(Hypercall.domctl, dva)
+            out = int.from_bytes(self.iface.read(va, nbytes), "little")
+        finally:
+            self._top = self.va0
+        if rc < 0:
+            raise XcError(-rc, f"{cmd.name} d{domid} vCPU {vcpu}")
+        return frozenset(c for c in range(nr_bits) if out >> c & 1)
 
     def physinfo(self) -> dict:
         return self.sysctl(Sysctl.physinfo)["physinfo"]

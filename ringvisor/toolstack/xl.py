@@ -19,7 +19,7 @@ from pathlib import Path
 from ringvisor.abi import DomInfoFlag, Shutdown, XsType
 from ringvisor.errors import ConfigError
 
-from . import builder, migration, saverestore
+from . import builder, config, migration, saverestore
 from .config import MIN_MEMORY, DomainConfig
 from .blkback import VbdBackend
 from .consoled import ConsoleBackend
@@ -199,6 +199,12 @@ class Toolstack:
         self.managed[d] = m
         try:
             self.xc.sched_credit(d, weight=cfg.weight, cap=cfg.cap)
+            for k, cpus in enumerate(cfg.cpus):
+                try:
+                    self.xc.vcpu_affinity(d, k, config.parse_cpulist(cpus))
+                except XcError as e:
+                    raise XlError(f"cpus = {cpus!r}: not a CPU of this host "
+                                  f"(it has {self.xc.physinfo()['nr_cpus']}): {e}") from None
             self._xenstore_entries(m, ports, handle)
             for rel, value in sorted(entries.items()):
                 self.xs.write(f"/local/domain/{d}/{rel}", str(value))
@@ -602,10 +608,46 @@ class Toolstack:
             for v in infos:
                 state = ("r" if v["running"] else "-") + ("b" if v["blocked"] else "-") + \
                     ("-" if v["online"] else "p")
+                hard = self.xc.vcpu_affinity(m.domid, v["vcpu"])
                 rows.append({"name": m.name, "id": m.domid, "vcpu": v["vcpu"],
                              "cpu": v["cpu"] if v["online"] else "-", "state": state,
-                             "time": v["cpu_time"] / 1e9, "affinity": "all / all"})
+                             "time": v["cpu_time"] / 1e9,
+                             "affinity": f"{self._cpulist(hard)} / all"})
         return rows
+
+    def _cpulist(self, cpus) -> str:
+        """A CPU set as xl prints it: ``all`` for every pCPU, else ranges (``0,2-3``)."""
+        if cpus >= set(range(self.xc.physinfo()["nr_cpus"])):
+            return "all"
+        out, run = [], []
+        for c in sorted(cpus):
+            if run and c != run[-1] + 1:
+                out.append(run)
+                run = []
+            run.append(c)
+        out.append(run)
+        return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in out)
+
+    def vcpu_pin(self, name: str, vcpu: str, cpus: str) -> None:
+        """xl vcpu-pin DOMAIN VCPU CPUS: VCPU a number or ``all``; CPUS a CPU list."""
+        m = self.find(name)
+        try:
+            want = config.parse_cpulist(cpus)
+        except ValueError as e:
+            raise XlError(f"vcpu-pin: {e}") from None
+        n = self.xc.domain_info(m.domid)["max_vcpu_id"] + 1
+        if vcpu == "all":
+            which = range(n)
+        elif vcpu.isdigit() and int(vcpu) < n:
+            which = [int(vcpu)]
+        else:
+            raise XlError(f"vcpu-pin: {m.name} has no vCPU {vcpu!r} (0 to {n - 1}, or all)")
+        for k in which:
+            try:
+                self.xc.vcpu_affinity(m.domid, k, want)
+            except XcError as e:
+                raise XlError(f"vcpu-pin: {m.name} vCPU {k} to CPUs {cpus}: {e} (the host has "
+                              f"{self.xc.physinfo()['nr_cpus']} CPUs)") from None
 
     def info(self) -> dict:
         p = self.xc.physinfo()

@@ -415,6 +415,11 @@
 #define XEN_DOMCTL_SCHEDOP_putvcpuinfo           2
 #define XEN_DOMCTL_SCHEDOP_getvcpuinfo           3
 
+/* set/getvcpuaffinity flags */
+#define XEN_VCPUAFFINITY_hard                    1
+#define XEN_VCPUAFFINITY_soft                    2
+#define XEN_VCPUAFFINITY_force                   4
+
 /* physinfo capabilities */
 #define XEN_SYSCTL_PHYSCAP_hvm                   1
 #define XEN_SYSCTL_PHYSCAP_hvm_directio          2
@@ -868,6 +873,18 @@
 #define OFFSETOF_xen_domctl_getvcpuinfo_cpu      16
 #define SIZEOF_xen_domctl_max_vcpus              4
 #define OFFSETOF_xen_domctl_max_vcpus_max        0
+#define SIZEOF_xenctl_bitmap                     16
+#define OFFSETOF_xenctl_bitmap_bitmap            0
+#define OFFSETOF_xenctl_bitmap_nr_bits           8
+#define SIZEOF_xen_domctl_vcpuaffinity           40
+#define OFFSETOF_xen_domctl_vcpuaffinity_vcpu    0
+#define OFFSETOF_xen_domctl_vcpuaffinity_flags   4
+#define OFFSETOF_xen_domctl_vcpuaffinity_cpumap_hard 8
+#define OFFSETOF_xen_domctl_vcpuaffinity_cpumap_hard_bitmap 8
+#define OFFSETOF_xen_domctl_vcpuaffinity_cpumap_hard_nr_bits 16
+#define OFFSETOF_xen_domctl_vcpuaffinity_cpumap_soft 24
+#define OFFSETOF_xen_domctl_vcpuaffinity_cpumap_soft_bitmap 24
+#define OFFSETOF_xen_domctl_vcpuaffinity_cpumap_soft_nr_bits 32
 #define SIZEOF_xen_domctl_sched_credit           4
 #define OFFSETOF_xen_domctl_sched_credit_weight  0
 #define OFFSETOF_xen_domctl_sched_credit_cap     2
@@ -928,6 +945,15 @@
 #define OFFSETOF_xen_domctl_u_getvcpuinfo_cpu    32
 #define OFFSETOF_xen_domctl_u_max_vcpus          16
 #define OFFSETOF_xen_domctl_u_max_vcpus_max      16
+#define OFFSETOF_xen_domctl_u_vcpuaffinity       16
+#define OFFSETOF_xen_domctl_u_vcpuaffinity_vcpu  16
+#define OFFSETOF_xen_domctl_u_vcpuaffinity_flags 20
+#define OFFSETOF_xen_domctl_u_vcpuaffinity_cpumap_hard 24
+#define OFFSETOF_xen_domctl_u_vcpuaffinity_cpumap_hard_bitmap 24
+#define OFFSETOF_xen_domctl_u_vcpuaffinity_cpumap_hard_nr_bits 32
+#define OFFSETOF_xen_domctl_u_vcpuaffinity_cpumap_soft 40
+#define OFFSETOF_xen_domctl_u_vcpuaffinity_cpumap_soft_bitmap 40
+#define OFFSETOF_xen_domctl_u_vcpuaffinity_cpumap_soft_nr_bits 48
 #define OFFSETOF_xen_domctl_u_scheduler_op       16
 #define OFFSETOF_xen_domctl_u_scheduler_op_sched_id 16
 #define OFFSETOF_xen_domctl_u_scheduler_op_cmd   20
@@ -1616,6 +1642,20 @@ struct xen_domctl_max_vcpus {
 };
 typedef struct xen_domctl_max_vcpus xen_domctl_max_vcpus_t;
 
+struct xenctl_bitmap {
+    uint64_aligned_t bitmap;  /* uint8_t * */
+    uint32_t nr_bits;
+};
+typedef struct xenctl_bitmap xenctl_bitmap_t;
+
+struct xen_domctl_vcpuaffinity {
+    uint32_t vcpu;
+    uint32_t flags;  /* XEN_VCPUAFFINITY_* */
+    struct xenctl_bitmap cpumap_hard;
+    struct xenctl_bitmap cpumap_soft;
+};
+typedef struct xen_domctl_vcpuaffinity xen_domctl_vcpuaffinity_t;
+
 struct xen_domctl_sched_credit {
     uint16_t weight;
     uint16_t cap;
@@ -1660,6 +1700,7 @@ struct xen_domctl {
         struct xen_domctl_vcpucontext vcpucontext;
         struct xen_domctl_getvcpuinfo getvcpuinfo;
         struct xen_domctl_max_vcpus max_vcpus;
+        struct xen_domctl_vcpuaffinity vcpuaffinity;
         struct xen_domctl_scheduler_op scheduler_op;
         struct xen_domctl_setdomainhandle setdomainhandle;
         struct xen_domctl_settimeoffset settimeoffset;

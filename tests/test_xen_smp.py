@@ -1,0 +1,142 @@
+"""``ringvisor xen --cpus 2``: the hypervisor on a PC of two processors.
+
+One machine of two pCPUs is booted for the module (Domain 0, then DomUs built by the
+toolstack), and the tests look at it from the outside: each DomU's console against the
+same kernel run alone, where xl says vCPUs are and may be, a domain of two vCPUs
+pinned to different pCPUs (tests/pvguests/smpvcpu: IPIs over event channels between
+them), its save and restore, and the hypervisor's answer to a pin it cannot do.  The
+credit scheduler's shares on several pCPUs are checked in tests/test_credit.py (the
+scheduler driven as the hypervisor drives it); the real guests' figures come from
+``ringvisor xenbench`` (docs/xen.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ringvisor.abi import Errno
+from ringvisor.hypervisor.domain import State
+from ringvisor.toolstack.config import ConfigFileError, DomainConfig, parse
+from ringvisor.toolstack.xc import XcError
+from ringvisor.toolstack.xl import XlError
+from test_paravirt import build_pv_guest
+from test_xen import (SMP_PHASE_1, Host, answers, consoles_are_as_alone, said,
+                      save_restore_and_finish)
+
+WORKLOADS = {"alpha": "run=syscall iters=5", "beta": "run=forkwait iters=1"}
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    h = Host(tmp_path_factory.mktemp("xensmp"), cpus=2)
+    for name in WORKLOADS:
+        h.create(name, WORKLOADS[name], on_poweroff="preserve")
+    h.placed = set()                 # (domid, pCPU) seen running
+
+    def done() -> bool:
+        h.placed.update((pc.current.domid, pc.index) for pc in h.hv.pcpus if pc.current)
+        return all(h.dom(n).state is State.SHUTDOWN for n in WORKLOADS)
+    assert h.run_until(done)
+    return h
+
+
+def test_each_domus_console_is_what_it_prints_alone(host):
+    consoles_are_as_alone(host, WORKLOADS)
+    assert b"ringvisor shell" in host.dom0_out               # Domain 0 too
+    # both pCPUs ran DomUs (their first vCPUs are queued on different pCPUs)
+    assert {p for d, p in host.placed if d} == {0, 1}
+    assert host.hv.stats["ipis"] > 0
+
+
+def test_xl_info_and_vcpu_list_say_where(host):
+    assert host.ts.info()["nr_cpus"] == 2
+    p = host.ts.xc.physinfo()
+    assert (p["nr_cpus"], p["max_cpu_id"]) == (2, 1)
+    rows = {r["name"]: r for r in host.ts.vcpu_list()}
+    assert rows["Domain-0"]["cpu"] in (0, 1) and rows["Domain-0"]["affinity"] == "all / all"
+
+
+def test_a_pin_to_a_cpu_the_host_lacks_is_einval(host):
+    d = host.ts.find("alpha").domid
+    with pytest.raises(XcError) as e:
+        host.ts.xc.vcpu_affinity(d, 0, {2})
+    assert e.value.errno == Errno.EINVAL                     # Xen's vcpu_set_hard_affinity
+    with pytest.raises(XlError) as e:
+        host.ts.vcpu_pin("alpha", "0", "2")
+    assert "\n" not in str(e.value) and "EINVAL" in str(e.value) and "2 CPUs" in str(e.value)
+    with pytest.raises(XlError, match="no vCPU '1'"):
+        host.ts.vcpu_pin("alpha", "1", "0")
+    with pytest.raises(XlError, match="not a CPU"):
+        host.ts.vcpu_pin("alpha", "0", "one")
+    host.ts.vcpu_pin("alpha", "all", "1")
+    assert host.ts.xc.vcpu_affinity(d, 0) == {1}
+    assert host.hv.sched.cpu_of(host.dom("alpha").vcpus[0]) == 1
+    assert [r["affinity"] for r in host.ts.vcpu_list(["alpha"])] == ["1 / all"]
+    host.ts.vcpu_pin("alpha", "0", "all")
+    assert [r["affinity"] for r in host.ts.vcpu_list(["alpha"])] == ["all / all"]
+
+
+def test_the_cpus_key_of_a_domain_config():
+    cfg = parse('name = "x"\nkernel = "kernel-pv"\nvcpus = 2\ncpus = ["0", "1"]\n', "x.cfg")
+    assert cfg.cpus == ["0", "1"]
+    assert parse('name = "x"\nkernel = "k"\ncpus = "0-3,^1"\n', "x.cfg").cpus == ["0-3,^1"]
+    for bad, why in (('"0-"', "not a CPU"), ('"3-1"', "not a range"), ('"^0"', "names no CPU"),
+                     ('["0", "1"]', "2 CPU lists for 1 vCPUs"), ("3", "expected a string")):
+        with pytest.raises(ConfigFileError, match=why) as e:
+            parse(f'name = "x"\nkernel = "k"\ncpus = {bad}\n', "x.cfg")
+        assert str(e.value).startswith("x.cfg:3: cpus: ")
+
+
+@pytest.fixture(scope="module")
+def pinned(host, tmp_path_factory):
+    """smpvcpu's two vCPUs pinned to pCPUs 0 and 1, run to the end of its first phase
+    (held there, as test_xen.py's fixture does)."""
+    image = build_pv_guest("smpvcpu", tmp_path_factory.mktemp("smpvcpu"))
+    cfg = DomainConfig(name="smp", kernel=str(image), memory=4, vcpus=2, cmdline="rounds=8",
+                       on_poweroff="preserve", cpus=["0", "1"])
+    hv = host.hv
+    console = hv.guest_console
+    together = []
+
+    def pause_at_phase_1(dom, data: bytes) -> None:
+        console(dom, data)
+        if b"smpvcpu: phase 1" in data:
+            hv.pause(dom)
+
+    def both_on() -> bool:
+        on = [(pc.index, pc.current.vcpu_id) for pc in hv.pcpus
+              if pc.current is not None and pc.current.domid == domid]
+        if len(on) == 2:
+            together.append(sorted(on))
+        return "smpvcpu: phase 1" in said(host, domid)
+    hv.guest_console = pause_at_phase_1
+    try:
+        domid = host.ts.create(cfg)
+        assert host.run_until(both_on), said(host, domid)
+    finally:
+        hv.guest_console = console
+    return domid, together
+
+
+def test_two_vcpus_pinned_apart_both_progress(host, pinned):
+    """On pCPUs of their own the vCPUs run at once: every answer is Xen's, as on one pCPU
+    (tests/test_xen.py), but for the one that needs them to share a CPU -- vCPU 0's
+    yields hand nothing over, so it sees vCPU 1 count without taking turns."""
+    domid, together = pinned
+    lines = said(host, domid)
+    assert lines[0] == "smpvcpu: start" and lines[-1] == "smpvcpu: phase 1"
+    got = answers(lines)
+    assert got["took turns"] == 0
+    assert {k: v for k, v in got.items() if k != "took turns"} == \
+        {k: v for k, v in SMP_PHASE_1.items() if k != "took turns"}
+    assert [(0, 0), (1, 1)] in together            # each on its own pCPU, at the same time
+    rows = host.ts.vcpu_list(["smp"])
+    assert [r["affinity"] for r in rows] == ["0 / all", "1 / all"]
+    assert [r["cpu"] for r in rows] == [0, 1]
+
+
+def test_save_and_restore_on_two_pcpus(host, pinned):
+    """The pCPU a vCPU is on is not part of its saved state: the restored domain's vCPUs are
+    placed again, pinned as its configuration says, and the second phase runs."""
+    def pinned_again(d) -> None:
+        assert [host.hv.sched.affinity(v) for v in d.vcpus] == [{0}, {1}]
+    save_restore_and_finish(host, pinned[0], pinned_again)
