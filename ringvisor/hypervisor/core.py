@@ -520,6 +520,8 @@ class Hypervisor:
             return
         if nxt is not cur:
             switch.switch(self, cur, nxt, f)
+            if cur is not None and cur.runnable:
+                self.preempt_for(cur)         # (queued again: an idle pCPU may steal it)
             return
         switch.set_runstate(self, cur, Runstate.running)     # (back from waiting in its context)
         if now >= pc.slice_end:

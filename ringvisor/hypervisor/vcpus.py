@@ -54,9 +54,9 @@ def down(hv, v: Vcpu) -> None:
     if not v.online:
         return
     v.online = False
-    if v is not hv.current:
+    if not hv.running(v):
         v.set_runstate(Runstate.offline, hv.clock.now_ns())   # (else at the switch)
     if not d.online_vcpus:
         hv.shutdown(d, Shutdown.poweroff)
-    elif v is hv.current:
-        hv.kick()                                # (within a hypercall: at its end)
+    else:
+        hv.kick_domain_vcpu(v)                   # its pCPU (within its own hypercall: at its end)
