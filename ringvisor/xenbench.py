@@ -134,15 +134,20 @@ def fairness(window_ns: int, tmp) -> dict:
     return {"ratio": got[c] / max(1, got[a]), "cap_share": got_cap[d] / window_ns}
 
 
-def smp_fairness(window_ns: int, tmp) -> list[float]:
+def smp_fairness(window_ns: int, tmp) -> tuple[list[float], float]:
     """Three CPU-bound DomUs weighted 256:256:512 on two pCPUs: each one's share of the
-    machine's CPU time."""
+    machine's CPU time; and a DomU capped at 50 (half of one pCPU) alone on two."""
     b = Bench(3, tmp / "fair-smp", cpus=2)
     ids = [b.create(f"w{w}-{i}", CPU_CMDLINE, weight=w) for i, w in enumerate((256, 256, 512))]
     b.hv.run_until(lambda: b.started(ids), 10 ** 10, step=200_000)
     b.window(ids, WARMUP_NS)
     got, _ = b.window(ids, window_ns)
-    return [got[d] / window_ns for d in ids]
+    capped = Bench(1, tmp / "cap-smp", cpus=2)
+    d = capped.create("cap50", CPU_CMDLINE, cap=50)
+    capped.hv.run_until(lambda: capped.started([d]), 10 ** 10, step=200_000)
+    capped.window([d], WARMUP_NS)
+    got_cap, _ = capped.window([d], window_ns)
+    return [got[d] / window_ns for d in ids], got_cap[d] / window_ns
 
 
 def smp_section(say, counts, window_ms: int, fair_ms: int, tmp) -> None:
@@ -158,10 +163,11 @@ def smp_section(say, counts, window_ms: int, fair_ms: int, tmp) -> None:
                 f"{r.ips / a.ips:>8.2f}x {r.spread:>8.3f} {r.wall:>7.1f}")
     say("    (share: of the machine's CPU time, the sum of its processors' instructions; "
         "instr/s: the DomUs' guest instructions a second of wall time)")
-    shares = smp_fairness(fair_ms * 1_000_000, tmp)
+    shares, cap = smp_fairness(fair_ms * 1_000_000, tmp)
     say(f"credit scheduler on 2 pCPUs over {fair_ms} ms: weights 256:256:512 -> "
         + ":".join(f"{100 * s:.2f}%" for s in shares)
-        + f" of the machine (Xen: 25:25:50); 512/256 = {shares[2] / max(shares[0], 1e-9):.3f}")
+        + f" of the machine (Xen: 25:25:50); 512/256 = {shares[2] / max(shares[0], 1e-9):.3f}; "
+        f"cap 50 (half of one pCPU) alone -> {100 * cap:.2f}% (target 25)")
 
 
 BLK_RE = re.compile(rb"blkbench: (write|read) \d+ x (\d+) B: (\d+) cycles/request")
