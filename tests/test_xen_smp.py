@@ -75,6 +75,21 @@ def test_a_pin_to_a_cpu_the_host_lacks_is_einval(host):
     assert [r["affinity"] for r in host.ts.vcpu_list(["alpha"])] == ["all / all"]
 
 
+def test_a_running_domain_moves_where_it_is_pinned(host):
+    """Domain 0 pinned to the pCPU it is not on goes there (a vCPU queued elsewhere moves
+    to its queue, one running elsewhere leaves at its pCPU's next entry) and runs there."""
+    v = host.hv.domains[0].vcpus[0]
+    other = 1 - host.hv.sched.cpu_of(v)
+    host.ts.vcpu_pin("Domain-0", "0", str(other))
+    try:
+        assert host.hv.sched.cpu_of(v) == other
+        assert host.run_until(lambda: host.hv.pcpus[other].current is v, 4_000_000)
+        assert not any(pc.current is v for pc in host.hv.pcpus if pc.index != other)
+        assert host.ts.vcpu_list(["Domain-0"])[0]["cpu"] == other
+    finally:
+        host.ts.vcpu_pin("Domain-0", "0", "all")
+
+
 def test_the_cpus_key_of_a_domain_config():
     cfg = parse('name = "x"\nkernel = "kernel-pv"\nvcpus = 2\ncpus = ["0", "1"]\n', "x.cfg")
     assert cfg.cpus == ["0", "1"]
