@@ -143,6 +143,7 @@ class CodeCache:
             "RD": mmu.read, "WR": mmu.write, "LIN": cpu.segmentation.linear,
             "FL": cpu.arith_flags, "MAT": F.materialize, "CARRY": F.carry, "PAR": F.PARITY, "CpuFault": CpuFault,
             "HELP": cpu._run_helper, "SEGLOAD": cpu.segmentation.load,
+            "SEGAGAIN": cpu.segmentation.load_again,
             "SHIFT": alu.shift, "SHLD": alu.shld, "SHRD": alu.shrd, "MUL": alu.mul,
             "IMUL": alu.imul, "DIV": alu.div, "IDIV": alu.idiv, "BSF": alu.bsf, "BSR": alu.bsr,
             "DAA": alu.daa, "DAS": alu.das, "AAA": alu.aaa, "AAM": alu.aam, "AAD": alu.aad,

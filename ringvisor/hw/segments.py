@@ -104,8 +104,8 @@ class Segmentation:
 
     def __init__(self, cpu) -> None:
         self.cpu = cpu
-        # (stack?, CPL, selector, descriptor bytes) -> (base, limit, attr) of loads that passed
-        self._loads: dict[tuple, tuple[int, int, int]] = {}
+        # (stack?, CPL, selector, descriptor bytes) -> the segment of a load that passed
+        self._loads: dict[tuple, Segment] = {}
         self._descs: dict[tuple[int, int], Descriptor] = {}     # see read_at
         self.real = False          # real mode (set with the CPU's mode): realmode.py's rules
 
@@ -133,23 +133,39 @@ class Segmentation:
         """(linear address, eight bytes) of ``selector``'s descriptor: ``table_address``
         and ``raw_at`` in one call, for the loads and transfers that read one at every
         use (a kernel reloads four data segments on every entry and exit)."""
-        st = self.cpu.state
-        if selector & 4:
-            table = st.ldtr
-            if table.attr & ATTR_UNUSABLE:
-                raise CpuFault(err_vector, (selector & 0xFFFC) | ext)
-        else:
-            table = st.gdtr
-        if (selector & 0xFFF8) + 7 > table.limit:
+        cpu = self.cpu
+        table = cpu.state.ldtr if selector & 4 else cpu.state.gdtr
+        index = selector & 0xFFF8
+        # (an unusable LDTR and an index beyond the limit give the same #GP(selector))
+        if index + 7 > table.limit or selector & 4 and table.attr & ATTR_UNUSABLE:
             raise CpuFault(err_vector, (selector & 0xFFFC) | ext)
-        addr = (table.base + (selector & 0xFFF8)) & 0xFFFFFFFF
-        mmu = self.cpu.mmu
-        if (addr & 0xFFF) <= 0xFF8 and not mmu.watch:
+        addr = (table.base + index) & 0xFFFFFFFF
+        if (addr & 0xFFF) <= 0xFF8:
+            mmu = cpu.mmu
             d = mmu.tr_s.get(addr & 0xFFFFF000)
-            if d is not None:
+            if d is not None and not mmu.watch:
                 a = addr + d
-                return addr, int.from_bytes(self.cpu.mem.ram[a:a + 8], "little")
+                return addr, int.from_bytes(cpu.mem.ram[a:a + 8], "little")
         return addr, self.raw_at(addr)
+
+    def gdt_raw(self, selector: int) -> int | None:
+        """The eight bytes of GDT ``selector``'s descriptor where reading them is simple
+        (inside the limit, in a page the TLB holds, no data breakpoint armed); None
+        otherwise, where ``entry`` reads them or raises the fault."""
+        if selector & 4:
+            return None
+        cpu = self.cpu
+        gdtr = cpu.state.gdtr
+        index = selector & 0xFFF8
+        addr = (gdtr.base + index) & 0xFFFFFFFF
+        if index + 7 > gdtr.limit or (addr & 0xFFF) > 0xFF8:
+            return None
+        mmu = cpu.mmu
+        d = mmu.tr_s.get(addr & 0xFFFFF000)
+        if d is None or mmu.watch:
+            return None
+        a = addr + d
+        return int.from_bytes(cpu.mem.ram[a:a + 8], "little")
 
     def read_at(self, addr: int) -> Descriptor:
         """The descriptor at linear ``addr``.
@@ -194,10 +210,51 @@ class Segmentation:
         same shape — base, limit and the attributes the translator depends on — as the
         one it replaces (a kernel reloading its data segments on every system call)
         leaves the mode, and the translated code, as they are."""
-        cpu = self.cpu
-        st = cpu.state
-        cpl = cpu.cpl
         selector &= 0xFFFF
+        if selector & 0xFFFC and sreg != CS and not self.real:
+            # the common case in one step: a GDT selector (not null) whose descriptor
+            # ``gdt_raw`` reads, with bytes that passed this load's checks before at this
+            # CPL (the key holds everything their outcome depends on, and the bytes are
+            # read now, so a changed descriptor is never taken from the cache); anything
+            # else, and every fault, takes ``_load``
+            raw = self.gdt_raw(selector)
+            if raw is not None:
+                cpu = self.cpu
+                new = self._loads.get((sreg == SREG_SS, cpu.cpl, selector, raw))
+                if new is not None:
+                    segs = cpu.state.segs
+                    old = segs[sreg]
+                    segs[sreg] = new
+                    if old is new or (old.base == new.base and old.limit == new.limit and
+                                      not (old.attr ^ new.attr) & MODE_ATTRS):
+                        return False
+                    cpu.mode_changed()
+                    return True
+        return self._load(sreg, selector)
+
+    def load_again(self, sreg: int, selector: int, prev: int, walks: int | None = None) -> bool:
+        """``load`` of a data segment register right after the instruction before loaded
+        data segment register ``prev`` (the translator's promise: nothing between them
+        wrote memory, and ``walks``, if given, is the MMU's walk count taken after that
+        load): with the same selector, that load's segment is what this one would read
+        and check, so it is copied.  Otherwise, ``load``."""
+        segs = self.cpu.state.segs
+        new = segs[prev]
+        if new.selector != selector & 0xFFFF or self.real or (
+                walks is not None and (walks != self.cpu.mmu.stats_walks or self.cpu.mmu.ept is not None)):
+            return self.load(sreg, selector)
+        old = segs[sreg]
+        segs[sreg] = new
+        if old is new or (old.base == new.base and old.limit == new.limit and
+                          not (old.attr ^ new.attr) & MODE_ATTRS):
+            return False
+        self.cpu.mode_changed()
+        return True
+
+    def _load(self, sreg: int, selector: int) -> bool:
+        """``load``, the whole way: every check, in the SDM's order."""
+        cpu = self.cpu
+        cpl = cpu.cpl
         if sreg == CS:
             raise CpuFault(6)
         if self.real:
@@ -207,30 +264,25 @@ class Segmentation:
                 raise CpuFault(GP, 0)
             return self._set(sreg, null_segment(selector))
         addr, raw = self.entry(selector)
-        # the outcome of the checks depends only on these, and the table's bytes are
-        # read every time, so a changed descriptor is never taken from the cache
         key = (sreg == SREG_SS, cpl, selector, raw)
         hit = self._loads.get(key)
-        if hit is not None:
-            segs = st.segs
-            old = segs[sreg]
-            base, limit, attr = hit
-            segs[sreg] = Segment(selector, base, limit, attr)
-            if old.base == base and old.limit == limit and not (old.attr ^ attr) & MODE_ATTRS:
-                return False
-            cpu.mode_changed()
-            return True
+        if hit is not None:        # (an LDT selector, or a page the TLB does not hold)
+            return self._set(sreg, hit)
         d = Descriptor(raw, addr)
         check_segment_load(d, selector, sreg == SREG_SS, cpl)
         if d.raw >> 40 & 1:      # accessed already: loading it again writes nothing
-            self._keep(key, d)
+            new = d.segment(selector)
+            self._keep(key, new)
+            return self._set(sreg, new)
         self.set_accessed(d)
         return self._set(sreg, d.segment(selector))
 
-    def _keep(self, key: tuple, d: Descriptor) -> None:
+    def _keep(self, key: tuple, new: Segment) -> None:
+        # the Segment itself is kept and shared by every register it is loaded into
+        # (nothing changes a Segment in place: a load replaces the register's object)
         if len(self._loads) > 1024:       # a guest writing random tables cannot grow it
             self._loads.clear()
-        self._loads[key] = (d.base, d.limit, d.attr)
+        self._loads[key] = new
 
     def _set(self, sreg: int, new: Segment) -> bool:
         segs = self.cpu.state.segs
@@ -273,17 +325,21 @@ class Segmentation:
         """Validate a stack segment taken from the TSS for a privilege change (#TS/#SS)."""
         if (selector & 0xFFFC) == 0:
             raise CpuFault(TS, ext)
-        addr, raw = self.entry(selector, TS, ext)
+        raw = self.gdt_raw(selector)
+        if raw is None:
+            raw = self.entry(selector, TS, ext)[1]
         # the rules passed are those of MOV SS at CPL ``dpl`` (RPL = DPL = CPL, writable
         # data, present: SDM Vol. 3 §6.12.1, Vol. 2 MOV), so that load's cache serves
         key = (True, dpl, selector, raw)
         hit = self._loads.get(key)
         if hit is not None:
-            return Segment(selector, *hit)
-        d = Descriptor(raw, addr)
+            return hit
+        d = Descriptor(raw, self.table_address(selector, TS, ext))
         check_tss_stack(d, selector, dpl, ext)
         if raw >> 40 & 1:
-            self._keep(key, d)
+            new = d.segment(selector)
+            self._keep(key, new)
+            return new
         self.set_accessed(d)
         return d.segment(selector)
 
@@ -298,12 +354,16 @@ class Segmentation:
     def null_outer_data_segments(self, new_cpl: int) -> None:
         """On a return to an outer ring, data segments the new CPL may not use become null."""
         segs = self.cpu.state.segs
-        for s in (ES, DS, FS, GS):
-            attr = segs[s].attr
-            if attr & ATTR_UNUSABLE or (attr >> ATTR_DPL_SHIFT) & 3 >= new_cpl:
-                continue
-            if not (attr & ATTR_S and attr & 0xC == 0xC):      # (conforming code stays)
-                segs[s] = null_segment(0)
+        # (unrolled: a kernel's return to user mode passes here with four usable ones)
+        if (segs[ES].attr >> ATTR_DPL_SHIFT & 3 < new_cpl or segs[DS].attr >> ATTR_DPL_SHIFT & 3 < new_cpl
+                or segs[FS].attr >> ATTR_DPL_SHIFT & 3 < new_cpl
+                or segs[GS].attr >> ATTR_DPL_SHIFT & 3 < new_cpl):
+            for s in (ES, DS, FS, GS):
+                attr = segs[s].attr
+                if attr & ATTR_UNUSABLE or (attr >> ATTR_DPL_SHIFT) & 3 >= new_cpl:
+                    continue
+                if not (attr & ATTR_S and attr & 0xC == 0xC):      # (conforming code stays)
+                    segs[s] = null_segment(0)
 
     # -- access checks for non-flat segments ------------------------------------------
     def linear(self, sreg: int, off: int, size: int, write: bool) -> int:

@@ -106,11 +106,32 @@ def mov(bb: BlockBuilder, ins: ix.Instruction) -> None:
 DATA_SREGS = (0, 3, 4, 5)     # ES, DS, FS, GS: loads without an interrupt shadow
 
 
-def seg_load(bb: BlockBuilder, ins: ix.Instruction, sreg: int, sel: str) -> None:
+def seg_load(bb: BlockBuilder, ins: ix.Instruction, sreg: int, sel: str, walks: str = "") -> None:
     """Load a data segment register inside the block (all the checks of
     ``Segmentation.load``, which may fault); the block ends there only if the new
-    segment changes the CPU mode its code was translated for."""
-    bb.side_exit(f"SEGLOAD({sreg}, {sel})", ins.next_ip, loop=False)
+    segment changes the CPU mode its code was translated for.
+
+    Right after another data segment load (a kernel's ``mov ds, ax; mov es, ax`` and
+    ``pop gs; pop fs``), ``Segmentation.load_again`` copies that register if the
+    selector is the same: nothing has written memory since its descriptor was read
+    (``walks``: the page walks counted before a POP's stack read, which could set an
+    accessed bit), so a second read would find the same bytes and pass the same checks."""
+    prev = bb.seg_loaded
+    if prev is not None and prev[0] == bb.index - 1 and not bb.mode.real and not bb.mode.vm86:
+        call = f"SEGAGAIN({sreg}, {sel}, {prev[1]}{', ' + walks if walks else ''})"
+    else:
+        call = f"SEGLOAD({sreg}, {sel})"
+    bb.side_exit(call, ins.next_ip, loop=False)
+    bb.seg_loaded = (bb.index, sreg)
+
+
+def walks_before(bb: BlockBuilder) -> str:
+    """The MMU's walk count, read before a POP's stack read if a data segment load came
+    just before (``seg_load``); "" otherwise."""
+    prev = bb.seg_loaded
+    if prev is not None and prev[0] == bb.index - 1:
+        return bb.let("C.mmu.stats_walks", "w")
+    return ""
 
 
 @sem(M.MOVZX, M.MOVSX)
@@ -261,9 +282,10 @@ def pop(bb: BlockBuilder, ins: ix.Instruction) -> None:
         sreg = SREG[ins.op0_register]
         if sreg not in DATA_SREGS:
             return helper(bb, ins)          # POP SS opens an interrupt shadow
+        walks = walks_before(bb)
         (v,) = bb.stack_pop(1, size)
         bb.pop_commit()                     # the fault path restores ESP from its snapshot
-        return seg_load(bb, ins, sreg, v)
+        return seg_load(bb, ins, sreg, v, walks)
     (v,) = bb.stack_pop(1, size)
     if k == OK.REGISTER:
         bb.pop_commit()

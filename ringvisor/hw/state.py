@@ -251,7 +251,8 @@ class CpuState:
 
     def set_eflags(self, value: int, mask: int = 0xFFFFFFFF) -> None:
         if mask & ARITH_FLAGS:
-            cur = self.arith_flags()
+            # (all six replaced, as by POPF and IRET: the old ones need not be computed)
+            cur = self.arith_flags() if ~mask & ARITH_FLAGS else 0
             self.lf_op = 0                  # CONCRETE: the flag bits themselves in lf_res
             self.lf_res = (cur & ~mask | value & mask) & ARITH_FLAGS
         other = mask & ~ARITH_FLAGS

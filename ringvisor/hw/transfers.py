@@ -16,20 +16,47 @@ from .faults import GP, NP, SS, TS, CpuFault
 from .segments import (CALL_GATE16, CALL_GATE32, INT_GATE16, INT_GATE32, TASK_GATE, TRAP_GATE16,
                        TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY, Descriptor,
                        TRAP_GATE32, check_access, null_segment)
-from .state import ATTR_S, ATTR_UNUSABLE, CS, DS, ES, FS, GS, IF, IOPL_MASK, NT, RF, SS as SREG_SS, TF, VM, Segment
+from .state import ATTR_DB, ATTR_S, ATTR_UNUSABLE, CS, DS, ES, FS, GS, IF, IOPL_MASK, NT, RF, SS as SREG_SS, TF, VM, Segment
 
 AC, ID, VIF, VIP = 0x40000, 0x200000, 0x80000, 0x100000
 # usable, expand-up, writable data: an access within the limit passes ``check_access``
 _EXPAND_UP_RW = ATTR_UNUSABLE | ATTR_S | 0xE
 _EXPAND_UP_RW_DATA = ATTR_S | 0x2
+_EXPAND_UP_RW_BIG = _EXPAND_UP_RW | ATTR_DB       # ... and 32-bit (B: ESP, 4 GiB wrap)
+_EXPAND_UP_RW_DATA_BIG = _EXPAND_UP_RW_DATA | ATTR_DB
 EFLAGS_DEFINED = 0x3F7FD5     # every EFLAGS bit that is not reserved (SDM Vol. 1 §3.4.3)
+
+
+# a 32-bit frame of n values, as ``_push_frame`` stores it in one step
+_FRAMES = {n: struct.Struct("<" + "I" * n) for n in range(1, 40)}
+_FRAMES16 = {n: struct.Struct("<" + "H" * n) for n in range(1, 40)}
 
 
 def _push_frame(cpu, ss: Segment, esp: int, vals, size: int, user: bool) -> int:
     """Write ``vals`` (first pushed first) below ``esp`` on stack ``ss``; return the new ESP."""
-    big = ss.big
+    n = len(vals)
+    total = size * n
+    attr = ss.attr
+    if size == 4 and attr & _EXPAND_UP_RW_BIG == _EXPAND_UP_RW_DATA_BIG:
+        # a 32-bit frame on a 32-bit expand-up writable stack (a kernel's): within the
+        # limit and in one page whose write entry is in the TLB, no write can fault
+        # and it is stored in one step (``check_access``'s rules, in line)
+        new = (esp - total) & 0xFFFFFFFF
+        if new + total - 1 <= ss.limit and new + total <= 0x100000000:
+            lin = (ss.base + new) & 0xFFFFFFFF
+            mmu = cpu.mmu
+            if (lin & 0xFFF) + total <= 0x1000 and not mmu.watch:
+                d = (mmu.tw_u if user else mmu.tw_s).get(lin & 0xFFFFF000)
+                if d is not None:
+                    a = lin + d
+                    try:
+                        cpu.mem.ram[a:a + total] = _FRAMES[n].pack(*reversed(vals))
+                    except struct.error:        # (a value wider than 32 bits: its low half)
+                        cpu.mem.ram[a:a + total] = _FRAMES[n].pack(
+                            *(v & 0xFFFFFFFF for v in reversed(vals)))
+                    return new
+    big = attr & ATTR_DB
     m = 0xFFFFFFFF if big else 0xFFFF
-    total = size * len(vals)
     new = (esp - total) & m
     if new + total <= m + 1:
         # the frame is one run of bytes: one segment check covers it (the checks of
@@ -40,13 +67,13 @@ def _push_frame(cpu, ss: Segment, esp: int, vals, size: int, user: bool) -> int:
             d = (cpu.mmu.tw_u if user else cpu.mmu.tw_s).get(lin & 0xFFFFF000)
             if d is not None:
                 mask = (1 << (8 * size)) - 1
-                fmt = "<" + ("I" if size == 4 else "H") * len(vals)
                 a = lin + d
-                cpu.mem.ram[a:a + total] = struct.pack(fmt, *(v & mask for v in reversed(vals)))
+                cpu.mem.ram[a:a + total] = struct.pack("<" + ("I" if size == 4 else "H") * n,
+                                                       *(v & mask for v in reversed(vals)))
                 return (esp & ~m & 0xFFFFFFFF) | new if not big else new
     addrs = []
-    for j in range(len(vals)):
-        off = (new + (len(vals) - 1 - j) * size) & m
+    for j in range(n):
+        off = (new + (n - 1 - j) * size) & m
         addrs.append(check_access(ss, off, size, True, SS))
     for a, v in zip(addrs, vals):
         cpu.mmu.write(a, size, v & ((1 << (8 * size)) - 1), user)
@@ -95,7 +122,7 @@ def _peek_values(cpu, n: int, size: int, skip: int = 0) -> list[int] | None:
     if d is None:
         return None
     a = lin + d
-    return list(struct.unpack("<" + ("I" if size == 4 else "H") * n, cpu.mem.ram[a:a + total]))
+    return (_FRAMES[n] if size == 4 else _FRAMES16[n]).unpack_from(cpu.mem.ram, a)
 
 
 def _set_esp(cpu, ss: Segment, value: int) -> None:
@@ -130,10 +157,10 @@ def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: in
     cpl = cpu.cpl
     hit = _DELIVERIES.get((raw, vector, soft, cpl))
     if hit is not None and not mode.vm86:
-        sel, craw, offset, size, new_cpl, base, limit, attr, clear = hit
+        sel, craw, offset, size, new_cpl, new_cs, clear = hit
         # (the gate passed its checks: the code segment's descriptor is read next)
-        if seg.entry(sel, GP, ext)[1] == craw:
-            eflags = cpu.get_eflags()
+        if (seg.gdt_raw(sel) or seg.entry(sel, GP, ext)[1]) == craw:
+            eflags = st.get_eflags()
             segs = st.segs
             if new_cpl != cpl:
                 ss_sel, new_esp = seg.load_tss_stack(new_cpl, ext)
@@ -143,11 +170,11 @@ def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: in
                                          else frame + (error_code,), size, new_cpl == 3)
                 segs[SREG_SS] = new_ss
             else:
-                old = segs[SREG_SS]
+                new_ss = segs[SREG_SS]
                 frame = (eflags, segs[CS].selector, return_eip)
-                _set_esp(cpu, old, _push_frame(cpu, old, st.regs[4], frame if error_code is None
-                                               else frame + (error_code,), size, cpl == 3))
-            segs[CS] = Segment((sel & 0xFFFC) | new_cpl, base, limit, attr)
+                _set_esp(cpu, new_ss, _push_frame(cpu, new_ss, st.regs[4], frame if error_code
+                                                  is None else frame + (error_code,), size, cpl == 3))
+            segs[CS] = new_cs
             st.eflags &= clear
             st.eip = offset
             cpu.deliveries += 1
@@ -178,7 +205,7 @@ def deliver(cpu, vector: int, error_code: int | None, soft: bool, return_eip: in
         if len(_DELIVERIES) > 1024:       # a guest writing random tables cannot grow it
             _DELIVERIES.clear()
         _DELIVERIES[(gate.raw, vector, soft, cpl)] = (sel, cd.raw, offset, size, new_cpl,
-                                                      cd.base, cd.limit, cd.attr,
+                                                      cd.segment((sel & 0xFFFC) | new_cpl),
                                                       ~clear & 0xFFFFFFFF)
     eflags = cpu.get_eflags()
     old_cs = st.segs[CS].selector
@@ -290,7 +317,7 @@ def check_return_ss(d: Descriptor, sel: int, rpl_cs: int) -> None:
 # RPL): the bytes are read at every return, so a changed table is seen at once; only
 # descriptors already accessed are kept (loading them again writes nothing).  An
 # IRET to user mode and a monitor's return to its guest check the same few each time.
-_RETURNS: dict[tuple[bool, int, int, int], tuple[int, int, int]] = {}
+_RETURNS: dict[tuple[bool, int, int, int], Segment] = {}
 
 
 def _check_return_cs(cpu, sel: int) -> tuple[Segment, Descriptor | None]:
@@ -299,17 +326,18 @@ def _check_return_cs(cpu, sel: int) -> tuple[Segment, Descriptor | None]:
     if (sel & 0xFFFC) == 0:
         raise CpuFault(GP, 0)
     seg = cpu.segmentation
-    addr, raw = seg.entry(sel)
+    raw = seg.gdt_raw(sel)
+    if raw is None:
+        raw = seg.entry(sel)[1]
     level = cpu.cpl
     hit = _RETURNS.get((False, sel, raw, level))
     if hit is not None:
-        return Segment(sel, *hit), None
-    d = Descriptor(raw, addr)
+        return hit, None
+    d = Descriptor(raw, seg.table_address(sel))
     check_return_cs(d, sel, level)
     if not raw >> 40 & 1:
         return d.segment(sel), d
-    _keep((False, sel, raw, level), d)
-    return d.segment(sel), None
+    return _keep((False, sel, raw, level), d.segment(sel)), None
 
 
 def _commit_cs(cpu, new_cs: Segment, d: Descriptor | None) -> Segment:
@@ -325,23 +353,26 @@ def _check_return_ss(cpu, sel: int, rpl_cs: int) -> Segment:
     if (sel & 0xFFFC) == 0:
         raise CpuFault(GP, 0)
     seg = cpu.segmentation
-    addr, raw = seg.entry(sel)
+    raw = seg.gdt_raw(sel)
+    if raw is None:
+        raw = seg.entry(sel)[1]
     hit = _RETURNS.get((True, sel, raw, rpl_cs))
     if hit is not None:
-        return Segment(sel, *hit)
-    d = Descriptor(raw, addr)
+        return hit
+    d = Descriptor(raw, seg.table_address(sel))
     check_return_ss(d, sel, rpl_cs)
     if raw >> 40 & 1:
-        _keep((True, sel, raw, rpl_cs), d)
-    else:
-        seg.set_accessed(d)
+        return _keep((True, sel, raw, rpl_cs), d.segment(sel))
+    seg.set_accessed(d)
     return d.segment(sel)
 
 
-def _keep(key: tuple[bool, int, int, int], d: Descriptor) -> None:
+def _keep(key: tuple[bool, int, int, int], new: Segment) -> Segment:
+    # (the Segment itself, shared: nothing changes a Segment in place)
     if len(_RETURNS) > 1024:          # a guest writing random tables cannot grow it
         _RETURNS.clear()
-    _RETURNS[key] = (d.base, d.limit, d.attr)
+    _RETURNS[key] = new
+    return new
 
 
 def check_task_return(link: int, read_descriptor) -> Descriptor:
@@ -364,6 +395,26 @@ def task_return(cpu, next_eip: int) -> None:
     tasks.switch(cpu, link, d, tasks.IRET, next_eip)
 
 
+def _iret_mask(size: int, cpl: int, if_allowed: bool) -> int:
+    """The EFLAGS bits an IRET of ``size`` at ``cpl`` loads (SDM Vol. 2 IRET: IF only at
+    CPL <= IOPL, IOPL, VIF and VIP only at CPL 0, RF, AC and ID only in 32 bits)."""
+    mask = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | TF | 0x400 | 0x800 | NT
+    if size == 4:
+        mask |= RF | AC | ID
+    if if_allowed:
+        mask |= IF
+    if cpl == 0:
+        mask |= IOPL_MASK
+        if size == 4:
+            mask |= VIF | VIP
+    return mask
+
+
+# [32-bit][CPL][CPL <= IOPL]
+_IRET_MASKS = tuple(tuple(tuple(_iret_mask(4 if big else 2, cpl, ok) for ok in (False, True))
+                          for cpl in range(4)) for big in (False, True))
+
+
 def iret(cpu, size: int, next_eip: int | None = None, frame: tuple | None = None) -> None:
     """IRET (same privilege or to an outer ring, or a task return; or in real mode).
     ``next_eip`` is the address after the IRET (saved in the TSS by a task return).
@@ -373,10 +424,11 @@ def iret(cpu, size: int, next_eip: int | None = None, frame: tuple | None = None
         cpu.state.nmi_blocked = False     # IRET ends NMI blocking (SDM Vol. 3 §6.7.1)
         if cpu.state.nmi_pending:
             cpu.limit = 0
-    if cpu.mode.real:
+    mode = cpu.mode
+    if mode.real:
         return realmode.iret(cpu, size)
     st = cpu.state
-    if cpu.mode.vm86:
+    if mode.vm86:
         # IOPL-sensitive in virtual-8086 mode; at IOPL 3 a real-mode IRET that leaves
         # IOPL (and VM) as they are (SDM Vol. 2 IRET, §20.2.7); below it, with CR4.VME,
         # a 16-bit IRET on the virtual interrupt flag
@@ -407,25 +459,19 @@ def iret(cpu, size: int, next_eip: int | None = None, frame: tuple | None = None
     if eip > new_cs.limit:
         raise CpuFault(GP, 0)
     # commit
-    mask = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | TF | 0x400 | 0x800 | NT
-    if size == 4:
-        mask |= RF | AC | ID
-    iopl = (st.eflags & IOPL_MASK) >> 12
-    if old_cpl <= iopl:
-        mask |= IF
-    if old_cpl == 0:
-        mask |= IOPL_MASK
-        if size == 4:
-            mask |= VIF | VIP
-    cpu.set_eflags(fl, mask)
-    st.segs[CS] = _commit_cs(cpu, new_cs, d)
+    st.set_eflags(fl, _IRET_MASKS[size == 4][old_cpl][old_cpl <= (st.eflags & IOPL_MASK) >> 12])
+    segs = st.segs
+    segs[CS] = new_cs if d is None else _commit_cs(cpu, new_cs, d)
     st.eip = eip if size == 4 else eip & 0xFFFF
     if outer:
-        st.segs[SREG_SS] = new_ss
-        _set_esp(cpu, new_ss, new_esp)
+        segs[SREG_SS] = new_ss
+        if new_ss.attr & ATTR_DB:
+            st.regs[4] = new_esp & 0xFFFFFFFF
+        else:
+            _set_esp(cpu, new_ss, new_esp)
         cpu.segmentation.null_outer_data_segments(rpl)
     else:
-        _set_esp(cpu, st.segs[SREG_SS], st.regs[4] + 3 * size)
+        _set_esp(cpu, segs[SREG_SS], st.regs[4] + 3 * size)
     cpu.mode_changed()
 
 
@@ -525,7 +571,7 @@ def far_transfer(cpu, sel: int, offset: int, size: int, call: bool, return_eip: 
         nparams = d.gate_params
         # parameters keep their order on the new stack: the one at the old ESP ends up lowest
         params = _pop_values(cpu, nparams, gsize) if nparams else []
-        vals = [st.segs[SREG_SS].selector, st.regs[4]] + params[::-1] + \
+        vals = [st.segs[SREG_SS].selector, st.regs[4]] + list(params[::-1]) + \
             [st.segs[CS].selector, return_eip]
         esp = _push_frame(cpu, new_ss, new_esp, vals, gsize, new_cpl == 3)
         seg.set_accessed(cd)

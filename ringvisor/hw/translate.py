@@ -181,6 +181,7 @@ class BlockBuilder:
     cpu: object = None             # the CPU the block is for (FPU/SSE functions are bound to it)
     raw: bytes = b""               # the bytes of the instruction being translated
     may_fault: bool = False        # the instruction calls something that may raise a CpuFault
+    seg_loaded: tuple | None = None   # (index, register) of the last data segment load
 
     # -- emission ----------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -616,7 +617,7 @@ class BlockBuilder:
         self.insn_start = len(self.lines)
         self.pending_snapshot = (index, eip, dict(self.fsrc), dict(self.cur))
 
-    FAULT_TOKENS = ("RD(", "WR(", "LIN(", "DIV(", "AAM(", "SEGLOAD(", "raise")
+    FAULT_TOKENS = ("RD(", "WR(", "LIN(", "DIV(", "AAM(", "SEGLOAD(", "SEGAGAIN(", "raise")
 
     def end_insn(self) -> None:
         """Only an instruction that can fault needs its index recorded for the handler."""
