@@ -87,3 +87,37 @@ def test_a_changed_descriptor_is_checked_again():
         _iret(cpu, [0x10, 0x1B, 0x202, 0x7000, 0x23])
     assert (e.value.vector, e.value.error_code) == (NP, 0x18)
     assert cpu.cpl == 0 and cpu.state.regs[4] == STACK   # nothing committed
+
+
+def test_a_monitor_checks_a_return_to_user_mode_again_when_a_descriptor_changes():
+    # Delivery.known_return (an iret hypercall, an emulated IRET to ring 3): what the
+    # checks concluded is kept by the descriptors' bytes, so each change below -- which
+    # the guest may make between two returns with no entry into the monitor -- is
+    # checked again and sent the long way, which raises the SDM's fault
+    from types import SimpleNamespace
+
+    from ringvisor.vmm.delivery import Delivery
+
+    table = {0x1B: _descriptor(0xFB), 0x23: _descriptor(0xF3)}
+    mon = SimpleNamespace(vcpu=SimpleNamespace(gdt_limit=0xFF, cpl=0),
+                          gdt=SimpleNamespace(tracking=False),
+                          known_descriptors=lambda a, b: (table[a | 3], table[b | 3]))
+
+    def known() -> int | None:
+        return Delivery.known_return(mon, 0x1B, 0x23)
+
+    assert known() == known() == 0xFFFFFFFF
+    table[0x1B] = _descriptor(0x7B)                  # the user code not present: #NP
+    assert known() is None
+    table[0x1B] = _descriptor(0xFB) & ~(0xF << 48)   # back, with a limit of 256 MiB
+    assert known() == 0xFFFFFFF
+    table[0x23] = _descriptor(0xF1)                  # the user stack read-only: #GP
+    assert known() is None
+    table[0x23] = _descriptor(0xF2)                  # writable, accessed bit clear:
+    assert known() == 0xFFFFFFF                      # nothing to set when not tracking
+    mon.gdt.tracking = True
+    assert known() is None                           # the long way sets it
+    mon.vcpu.cpl = 3                                 # (at CPL 3 too: RPL 3 >= CPL)
+    table[0x23] = _descriptor(0xF3)
+    assert known() == 0xFFFFFFF
+    assert Delivery.known_return(mon, 0x1B, 0x20) is None    # RPL 0 stack from ring 3

@@ -16,7 +16,7 @@ import struct
 from ringvisor.hw.faults import CONTRIBUTORY, GP, NAMES, PF, SS, TS, CpuFault, TripleFault
 from ringvisor.hw.segments import INT_GATE16, INT_GATE32, TASK_GATE, TRAP_GATE16, Descriptor, \
     check_access, check_tss_stack, null_segment
-from ringvisor.hw.transfers import check_gate, check_handler_cs
+from ringvisor.hw.transfers import check_gate, check_handler_cs, check_return_cs, check_return_ss
 
 from . import tasks
 from .errors import MonitorStop
@@ -36,6 +36,11 @@ _GATES: dict[tuple[int, int, bool, int], tuple[int, int, bool, int]] = {}
 # gate's (or a trap table's entry), the handler's code descriptor's and the TSS stack
 # segment's bytes, and whether the monitor sets the guest's accessed bits.
 _KNOWN: dict[tuple, tuple | bool] = {}
+# The same for a return to ring 3 (``Delivery.known_return``): keyed by the CS and SS
+# selectors, their descriptors' bytes, the CPL and whether the monitor sets accessed
+# bits, the CS's limit, or False if the long way must run (a check fails, or a bit is
+# still to be set).
+_RETURNS: dict[tuple, int | bool] = {}
 
 
 def stack_image(vals: list[int], size: int) -> bytes:
@@ -196,6 +201,36 @@ class Delivery:
         self._push_frame((seg.base + new) & 0xFFFFFFFF, stack_image(vals, size))
         self._entered(f, sel, offset, interrupt_gate, new, seg.selector, ss0 & ~3)
         return True
+
+    def known_return(self, cs: int, ss: int) -> int | None:
+        """For ``Monitor.return_to_user``: the limit of the guest's CS when the guest's
+        GDT descriptors of ``cs`` and ``ss`` hold the bytes that passed its checks before
+        (``check_return_cs`` at this CPL, ``check_return_ss`` at RPL 3) with nothing left
+        to set accessed; the processor reads both at every return, and so does this,
+        through the real TLB or the GDT frames as ``_deliver_known`` does.  None (nothing
+        done) where anything differs: the long way then reads, checks and raises."""
+        v = self.vcpu
+        limit = v.gdt_limit
+        if cs & 4 or ss & 4 or not cs & 0xFFFC or not ss & 0xFFFC or (cs | 7) > limit \
+                or (ss | 7) > limit or cs >> 3 >= FIRST_RESERVED or ss >> 3 >= FIRST_RESERVED:
+            return None
+        got = self.known_descriptors(cs, ss)
+        if got is None:
+            return None
+        key = (cs, ss, got[0], got[1], v.cpl, self.gdt.tracking)
+        known = _RETURNS.get(key)
+        if known is None:
+            cd, sd = Descriptor(got[0], 0), Descriptor(got[1], 0)
+            try:
+                check_return_cs(cd, cs, v.cpl)
+                check_return_ss(sd, ss, 3)
+                known = cd.limit if not self.gdt.tracking or got[0] & got[1] & ACCESSED else False
+            except CpuFault:
+                known = False
+            if len(_RETURNS) > 1024:          # a guest writing random tables cannot grow it
+                _RETURNS.clear()
+            _RETURNS[key] = known
+        return None if known is False else known
 
     def _push_frame(self, lin: int, data: bytes) -> None:
         """Write a frame on the guest kernel's stack: in one step where the real TLB holds

@@ -661,20 +661,25 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
                        ss: int, size: int = 4) -> None:
         """IRET or far RET to ring 3 (SDM Vol. 2 IRET: RETURN-TO-OUTER-PRIVILEGE-LEVEL);
         ``size``: the IRET's operand size (2: the EFLAGS image is FLAGS only)."""
-        if not cs & 0xFFFC:
-            raise GuestFault(GP, 0)
-        d = self.guest_desc(cs)
-        check_return_cs(d, cs, self.vcpu.cpl)
-        if not ss & 0xFFFC:
-            raise GuestFault(GP, 0)
-        sd = self.guest_desc(ss)
-        check_return_ss(sd, ss, 3)
-        if eip > d.limit:
+        d = sd = None
+        limit = self.known_return(cs, ss)        # (descriptors checked before: ``delivery``)
+        if limit is None:
+            if not cs & 0xFFFC:
+                raise GuestFault(GP, 0)
+            d = self.guest_desc(cs)
+            check_return_cs(d, cs, self.vcpu.cpl)
+            if not ss & 0xFFFC:
+                raise GuestFault(GP, 0)
+            sd = self.guest_desc(ss)
+            check_return_ss(sd, ss, 3)
+            limit = d.limit
+        if eip > limit:
             raise GuestFault(GP, 0)
         if eflags is not None:
             self.set_guest_eflags(f, eflags, size, iret=True)
-        self.gdt.set_accessed(d)
-        self.gdt.set_accessed(sd)
+        if d is not None:                         # (known: nothing to set)
+            self.gdt.set_accessed(d)
+            self.gdt.set_accessed(sd)
         f.cs, f.eip, f.ss = cs, eip, ss
         self.reloaded(cs, ss)
         self.cpu.state.regs[4] = esp
