@@ -1,7 +1,7 @@
 /* smptlb: what the processors of a PC share, as a kernel unlike the teaching one
  * uses it -- one page directory that every application processor loads itself, a
  * page fault each AP takes and handles by writing a page-table entry, a fixed IPI
- * each AP takes, a spinlock (XCHG, SDM Vol. 3 §8.1.2.1) around a counter
+ * each AP takes, each AP's own APIC timer (one-shot, SDM Vol. 3 §10.5.4), a spinlock (XCHG, SDM Vol. 3 §8.1.2.1) around a counter
  * incremented without LOCK, and a TLB shootdown: the BSP remaps a page every AP
  * has read (and so holds in its TLB), invalidates it with INVLPG and sends an IPI;
  * each AP's handler runs INVLPG itself (SDM Vol. 3 §4.10.5: a processor's TLB is
@@ -27,6 +27,7 @@ extern char ap_tramp_start[], ap_tramp_end[];
 static volatile u32 lock_word, shared_count, online, acks, done;
 static volatile u32 paging[MAXCPU], fault_cr2[MAXCPU], faults[MAXCPU], stored[MAXCPU];
 static volatile u32 hello[MAXCPU], shot[MAXCPU], before[MAXCPU], after[MAXCPU];
+static volatile u32 ticks[MAXCPU], timer_left[MAXCPU];
 static volatile u32 go_shoot;
 
 static void lock(void)
@@ -64,6 +65,8 @@ static void page_fault(struct frame *f)
 
 static void hello_ipi(struct frame *f) { (void)f; hello[apic_id()]++; aw(0xb0, 0); }
 
+static void apic_timer(struct frame *f) { (void)f; ticks[apic_id()]++; aw(0xb0, 0); }
+
 static void shootdown(struct frame *f)
 {
     (void)f;
@@ -85,6 +88,12 @@ void ap_main(u32 index)
     *(volatile u32 *)FAULTING(id) = 0x100 * id + 0x42;  /* #PF, mapped by the handler */
     stored[id] = *(volatile u32 *)FAULT_FRAME(id);
     count();
+    aw(0x3e0, 0xb);                     /* its timer: divide by 1, one-shot, vector 0x62 */
+    aw(0x320, 0x62);
+    aw(0x380, 20000 + 5000 * id);
+    while (!ticks[id])
+        __asm__ volatile("sti; hlt; cli" ::: "memory");
+    timer_left[id] = ar(0x390);         /* a one-shot timer stops at 0 */
     __asm__ volatile("lock incl %0" : "+m"(online));
     while (!hello[id] || !shot[id])
         __asm__ volatile("sti; hlt; cli" ::: "memory");
@@ -107,6 +116,7 @@ int main(void)
     rt_isr[14] = page_fault;
     rt_isr[0x61] = hello_ipi;
     rt_isr[0x60] = shootdown;
+    rt_isr[0x62] = apic_timer;
     *(volatile u32 *)FRAME_A = 0xa0a0;
     *(volatile u32 *)FRAME_B = 0xb0b0;
     rt_paging_init();
@@ -136,11 +146,11 @@ int main(void)
         __asm__ volatile("pause");
     after[0] = *(volatile u32 *)SHARED;
     for (u32 id = 1; id < ncpu; id++)
-        kprintf("cpu %u: paging=%u fault cr2=%08x faults=%u stored=%x hello=%u shootdown=%u "
-                "before=%x after=%x\n", id, paging[id], fault_cr2[id], faults[id], stored[id],
-                hello[id], shot[id], before[id], after[id]);
-    kprintf("bsp: before=%x after=%x count=%u of %u\n", before[0], after[0], shared_count,
-            ROUNDS * ncpu);
+        kprintf("cpu %u: paging=%u fault cr2=%08x faults=%u stored=%x timer=%u left=%u hello=%u "
+                "shootdown=%u before=%x after=%x\n", id, paging[id], fault_cr2[id], faults[id],
+                stored[id], ticks[id], timer_left[id], hello[id], shot[id], before[id], after[id]);
+    kprintf("bsp: before=%x after=%x count=%u of %u timer=%u\n", before[0], after[0],
+            shared_count, ROUNDS * ncpu, ticks[0]);
     kprintf("smptlb: done\n");
     return 0;
 }
