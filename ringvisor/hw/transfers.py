@@ -245,6 +245,9 @@ def _deliver_to_task(cpu, vector: int, gate: Descriptor, error_code: int | None,
     §6.12.2), then the error code, if any, pushed on the new task's stack in the size
     of its TSS."""
     big = tasks.switch(cpu, vector * 8, gate, tasks.CALL, return_eip, ext, idt=True)
+    # a gate transfer like the others: INT n through a task gate with TF set owes no
+    # single-step trap in the new task (as QEMU: the INT n rule, SDM Vol. 3 §17.3.1.4)
+    cpu.deliveries += 1
     if error_code is not None:
         st = cpu.state
         try:

@@ -61,7 +61,8 @@ class BinaryTranslation(Translator, Monitor):
     name = "bt"
     STATE = Monitor.STATE + ("tc", "table_write_traps", "adaptive", "adapt_after", "code_base")
     # a host debugger's breakpoints are the debugger's, not the VM's: never saved
-    TRANSIENT = Monitor.TRANSIENT + ("debug_breakpoints", "debug_tc", "checked_breaks")
+    TRANSIENT = Monitor.TRANSIENT + ("debug_breakpoints", "debug_tc", "checked_breaks", "entered")
+    entered: tuple[int, int] | None = None  # the last kernel_entry: (real EIP, guest EIP)
 
     def __init__(self, machine, guest_ram: int, tc_size: int = L.TC_SIZE, *,
                  tc_phys: int | None = None, **region) -> None:
@@ -92,6 +93,16 @@ class BinaryTranslation(Translator, Monitor):
         instruction's place in the unit, rather than getting a unit of its own
         (every tick would otherwise translate code anew).
         """
+        addr = self._unit_entry(eip)
+        # the guest EIP of this entry, until the guest resumes: the address of a JMP
+        # translated as a chain stub stands for the JMP's target (which a fault or an
+        # interrupt there may well report) -- but an emulated RET, IRET or far transfer
+        # to a JMP has not run the JMP yet: a #DB it owes, or the guest's single step,
+        # must stop at the JMP
+        self.entered = (addr, eip)     # (until the guest resumes: before_resume)
+        return addr
+
+    def _unit_entry(self, eip: int) -> int:
         hit = self.tc.entries.get(eip)
         if hit is not None and eip not in self.tc.units:
             u, addr = hit
@@ -145,6 +156,8 @@ class BinaryTranslation(Translator, Monitor):
 
     def guest_eip(self, f: Frame) -> int:
         if self.in_tc(f):
+            if self.entered and self.entered[0] == f.eip:
+                return self.entered[1]
             g = self.tc.guest_eip(f.eip)
             if g is None:
                 raise MonitorStop(f"bt: translated code at {f.eip:#010x} has no guest address")
@@ -257,6 +270,7 @@ class BinaryTranslation(Translator, Monitor):
             # RF spares the instruction it resumes at its breakpoint (SDM Vol. 3
             # §17.3.1.1), as the IRET that set it resumes past the check
             f.eip += len(CALLOUT)
+        self.entered = None
 
     def privileged_fault(self, f: Frame, err: int) -> None:
         if self.in_tc(f) and err == 0:

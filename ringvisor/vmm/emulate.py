@@ -617,8 +617,9 @@ def e_retf(c: Context) -> str:
         # RETURN-TO-OUTER-PRIVILEGE-LEVEL)
         c.mon.return_to_user(c.f, eip, cs, None, (esp + imm) & 0xFFFFFFFF, ss)
         return DONE
-    c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 2 * n + imm) & 0xFFFFFFFF
+    # the checks first: a return that faults leaves ESP as it was (SDM Vol. 2 RET)
     c.mon.return_to_kernel(c.f, eip, cs)
+    c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 2 * n + imm) & 0xFFFFFFFF
     return DONE
 
 
@@ -652,9 +653,10 @@ def e_iret(c: Context) -> str:
         ss = c.pop(2, 4 * n)
         c.mon.return_to_user(c.f, eip, cs, eflags, esp, ss, n)
     else:
+        # the checks first: an IRET that faults leaves EFLAGS and ESP as they were
+        c.mon.return_to_kernel(c.f, eip, cs)
         c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 3 * n) & 0xFFFFFFFF
         c.mon.set_guest_eflags(c.f, eflags, n, iret=True)
-        c.mon.return_to_kernel(c.f, eip, cs)
     if n == 4:
         # RF is the image's: it spares the first instruction there a breakpoint
         c.f.eflags = (c.f.eflags & ~RF) | (eflags & RF)

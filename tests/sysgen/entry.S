@@ -90,7 +90,8 @@ resume_step:
     mov rs_regs+28, %eax
     iret
 
-/* step_reset: DS..GS flat, EFLAGS = 2 (IRET to an RPL-0 frame), DR7 = 0 */
+/* step_reset: DS..GS flat, EFLAGS = 2 (IRET to an RPL-0 frame), DR7 = 0, and the
+ * general registers 0 (nothing a step left, a sensitive step's result, reaches the next) */
     .globl step_reset
 step_reset:
     mov $KDATA, %ax
@@ -104,7 +105,13 @@ step_reset:
     pushl $KCODE
     pushl $1f
     iret
-1:  ret
+1:  xor %ecx, %ecx
+    xor %edx, %edx
+    xor %ebx, %ebx
+    xor %esi, %esi
+    xor %edi, %edi
+    xor %ebp, %ebp
+    ret
 
 /* step_end: the registers at the end of a step, to rt.c (step_done).
  * Flags by LAHF/SETO: PUSHF is sensitive under trap-and-emulate. */

@@ -60,7 +60,8 @@ static void field(const char *name, u32 v, int digits) { putc(' '); puts(name); 
 static void step_tag(void)
 {
     putc('s'); hex(cur_step, 3);
-    if (cur_mark) putc('*');    /* a step with a sensitive instruction (Robin & Irvine) */
+    /* a step with a sensitive instruction (Robin & Irvine), '+' where it runs in user mode */
+    if (cur_mark) putc(cur_mark == 2 ? '+' : '*');
 }
 
 static void set_desc(u32 *slot, u32 base, u32 limit, u32 access, u32 flags)
@@ -167,6 +168,7 @@ u32 trap(struct frame *f)
     field("at=", f->cs & 0xffff, 4); putc(':'); hex(f->eip, 8);
     field("fl=", f->eflags & EFL_MASK, 5);
     if ((f->cs & 3) != 0) { field("ss=", f->ss & 0xffff, 4); field("sp=", f->esp, 8); }
+    else field("sp=", (u32)&f->esp, 8);     /* where ESP was: the frame is pushed below it */
     if (f->vec == 14) { u32 cr2; __asm__ volatile("mov %%cr2,%0" : "=r"(cr2)); field("cr2=", cr2, 8); }
     if (f->vec == 1) {
         u32 dr6;

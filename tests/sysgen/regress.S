@@ -1,0 +1,86 @@
+# The differences tests/sysgen.py found, minimised: fixed steps on the sysgen runtime
+# (rt.c, entry.S), run by tests/test_sysgen.py on QEMU, natively and under trapemu and bt.
+# Each step is written as the generator writes one (step number, sensitive mark, resume
+# label, step_reset ... step_end).
+
+.macro STEP n
+    movl $\n, cur_step
+    movl $0, cur_mark
+    movl $.Lend\n, resume
+    movl $0, dbcount
+    call step_reset
+.endm
+.macro END n
+.Lend\n:
+    call step_end
+.endm
+
+.data
+.globl cfg_paging
+cfg_paging: .long 1
+.text
+.globl steps_start
+steps_start:
+
+# 0: single-stepping a RET (and the IRET of each #DB) to a JMP.  Under bt the RET and
+# the IRET are emulated and resume in the unit of the JMP's target, which a chained JMP
+# costs nothing to reach: the trap after the RET was reported past the JMP, and the JMP
+# never stepped (SDM Vol. 3 §17.3.1.4: a trap after every instruction).
+    STEP 0
+    mov $0x11, %eax
+    pushl $0x102
+    popf
+    call 1f
+    jmp 2f
+1:  ret
+2:  add $1, %eax
+    call 3f
+    jmp 4f
+3:  add $2, %eax
+    ret
+4:  pushl $2
+    popf
+    END 0
+
+# 1: INT n through a task gate with TF set.  The bare PC raised a single-step trap at
+# the new task's first instruction; INT n owes none (the gate's transfer clears TF,
+# SDM Vol. 3 §17.3.1.4, as for interrupt and trap gates; QEMU too).
+    STEP 1
+    mov $task_entry, %eax
+    movw $0x0, idt+0x40*8
+    movw $0x60, idt+0x40*8+2        # task B's TSS
+    movb $0, idt+0x40*8+4
+    movb $0xe5, idt+0x40*8+5        # present, DPL 3, task gate
+    movw $0, idt+0x40*8+6
+    mov $0x22, %ebx
+    pushl $0x102
+    popf
+    int $0x40
+    add $1, %ebx
+    pushl $2
+    popf
+    END 1
+
+# 2: IRET and RETF to the kernel's ring that fault on the new CS (a conforming code
+# segment of DPL 3 for RPL 0: #GP(selector)).  trapemu and bt loaded EFLAGS from the
+# image and released the stack before the checks, so the handler saw the image's flags
+# and the frame 12 (IRET) or 8 (RETF) bytes higher (SDM Vol. 2 IRET, RET: a fault
+# leaves the state as it was).
+    STEP 2
+    movl $0x0000ffff, ldt+8         # LDT 1: base 0, limit 4 GiB,
+    movl $0x00cffd00, ldt+8+4       # present, DPL 3, conforming code, accessed
+    xor %eax, %eax                  # ZF PF
+    pushl $0x8d5                    # CF PF AF ZF SF OF
+    pushl $0x0c
+    pushl $.Lend2
+    iret
+    END 2
+
+    STEP 3
+    xor %eax, %eax
+    pushl $0x0c
+    pushl $.Lend3
+    lret
+    END 3
+
+    call finish
