@@ -45,7 +45,8 @@ def test_seed_matches_qemu(seed):
 def test_regressions_match_qemu():
     """tests/sysgen/regress.S: what the generator found, minimised (a single-stepped RET
     to a JMP under bt; INT n through a task gate with TF set on the bare PC; an IRET and
-    a RETF to the kernel's ring that fault on the new CS under trapemu and bt)."""
+    a RETF to the kernel's ring that fault on the new CS under trapemu and bt; INT n from
+    user code to a ring-3 handler, refused by both monitors)."""
     image = sysgen.build_steps((sysgen.SYSGEN_DIR / "regress.S").read_text(), "sysgen-regress")
     ref = sysgen.run("qemu", image)
     # QEMU's lines are the SDM's: the trap after the RET at the JMP, one task line and no
@@ -54,5 +55,8 @@ def test_regressions_match_qemu():
     assert len(s0) == 10 and [ln for ln in ref if ln.startswith("s001")][0].startswith("s001 task")
     assert [ln.split()[4:6] for ln in ref if ln.startswith(("s002 v", "s003 v"))] == \
         [["fl=00044", "sp=00203ff4"], ["fl=00044", "sp=00203ff8"]]
+    # the ring-3 handler's load of the kernel's DS: the stub's frame on the user stack
+    assert [ln.split()[1:4] + ln.split()[5:7] for ln in ref if ln.startswith("s004 v")] == \
+        [["v=0d", "e=0010", "at=004b:00200163", "ss=0053", "sp=00205fbc"]]
     for platform in ("native", "trapemu", "bt"):
         assert sysgen.run(platform, image) == ref, platform

@@ -343,6 +343,9 @@ class Delivery:
         if offset > cd.limit:
             raise CpuFault(GP, ext)
         new_cpl = v.cpl if cd.conforming else cd.dpl
+        if new_cpl == 3 and v.cpl == 3 and not vm86:
+            self._user_handler(f, cd, sel, offset, interrupt_gate, err, ret, size)
+            return
         if new_cpl != 0:
             raise MonitorStop(f"{self.name}: a guest handler at {sel:#06x}:{offset:#010x} runs "
                               f"at ring {new_cpl} (only ring-0 handlers are virtualized)")
@@ -382,6 +385,28 @@ class Delivery:
                 self.cpu.state.segs[i] = null_segment(0)
             self.cpu.mode_changed()
         self._entered(f, sel, offset, interrupt_gate, new, ss_real, ss_guest)
+
+    def _user_handler(self, f: Frame, cd: Descriptor, sel: int, offset: int,
+                      interrupt_gate: bool, err: int | None, ret: int, size: int) -> None:
+        """A delivery from user code to a handler at ring 3 (a DPL-3 or conforming code
+        segment): no privilege change, so EFLAGS, CS and EIP go on the user's own stack
+        and the handler runs as user code does, directly (SDM Vol. 2 INT n:
+        INTRA-PRIVILEGE-LEVEL-INTERRUPT)."""
+        v = self.vcpu
+        vals = [v.eflags_view(f.eflags), f.cs, ret] + ([] if err is None else [err])
+        seg = self.cpu.state.segs[SREG_SS]          # the user's SS, as loaded
+        new = (self.cpu.state.regs[4] - size * len(vals)) & 0xFFFFFFFF
+        check_access(seg, new, size * len(vals), True, SS)
+        self._push_frame((seg.base + new) & 0xFFFFFFFF, stack_image(vals, size))
+        self.gdt.set_accessed(cd)
+        self.stats["reflected"] += 1
+        self.delivered = True
+        self.cpu.state.regs[4] = new
+        f.cs, f.eip = (sel & ~3) | 3, offset
+        self.reloaded(f.cs)
+        f.eflags = self.real_eflags(f.eflags) & ~(TF | NT | RF | VM)
+        if interrupt_gate:
+            v.vif = False
 
     def _entered(self, f: Frame, sel: int, offset: int, interrupt_gate: bool, esp: int,
                  ss_real: int, ss_guest: int) -> None:

@@ -83,4 +83,33 @@ steps_start:
     lret
     END 3
 
+# 4: INT n from user code through a gate to a ring-3 handler (a DPL-3 code segment): an
+# interrupt without a privilege change, its frame on the user's stack (SDM Vol. 2 INT n:
+# INTRA-PRIVILEGE-LEVEL-INTERRUPT).  The monitors stopped ("only ring-0 handlers are
+# virtualized").  The handler here is the runtime's stub, whose load of the kernel's DS
+# at ring 3 then faults: #GP(0x10) with the stub's CS:EIP and the user stack holding
+# the frame of the INT.
+    STEP 4
+    mov $stub_65, %eax
+    movw %ax, idt+0x41*8
+    movw $0x4b, idt+0x41*8+2        # ring-3 code
+    movb $0, idt+0x41*8+4
+    movb $0xee, idt+0x41*8+5        # present, DPL 3, 32-bit interrupt gate
+    shr $16, %eax
+    movw %ax, idt+0x41*8+6
+    pushl $0x53
+    pop %ds
+    pushl $0x53
+    pop %es
+    pushl $0x53
+    pushl $xstack_top3
+    pushl $0x2
+    pushl $0x4b
+    pushl $5f
+    iret
+5:  mov $0x44, %ebx
+    int $0x41
+    int $0x3f
+    END 4
+
     call finish
