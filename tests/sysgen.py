@@ -27,7 +27,10 @@ that is Robin & Irvine's list, documented in docs/virtualization.md.
     python tests/sysgen.py 17 --minimize      # the smallest set of steps that still differs
     python tests/sysgen.py 17 --steps 3,9 --asm   # print the generated steps.S
 
-Cases where QEMU's TCG departs from the SDM are not generated (each says why below).
+    python tests/sysgen.py 0-99 --sdm         # what QEMU does not check too, against native
+
+Cases where QEMU's TCG departs from the SDM are not generated (each says why in
+sysgen_ops.py), unless ``--sdm``: then the bare ringvisor PC is the reference.
 """
 
 from __future__ import annotations
@@ -52,9 +55,10 @@ MEM_MB = 32
 
 
 def steps_source(seed: int, count: int = 40, keep: set[int] | None = None,
-                 rings12: bool | None = None, avoid_gaps: bool = False) -> tuple[str, set[int]]:
+                 rings12: bool | None = None, avoid_gaps: bool = False,
+                 sdm: bool = False) -> tuple[str, set[int]]:
     """steps.S of kernel ``seed`` (only the steps in ``keep``), and its sensitive steps."""
-    g = Gen(seed, rings12, avoid_gaps)
+    g = Gen(seed, rings12, avoid_gaps, sdm)
     steps = g.steps(count)
     out = [f"# sysgen seed {seed}", ".data", ".globl cfg_paging", f"cfg_paging: .long {int(g.paging)}",
            ".text", ".globl steps_start", "steps_start:"]
@@ -72,8 +76,9 @@ def steps_source(seed: int, count: int = 40, keep: set[int] | None = None,
 
 
 def build_kernel(seed: int, count: int = 40, keep: set[int] | None = None,
-                 rings12: bool | None = None, avoid_gaps: bool = False) -> tuple[Path, set[int]]:
-    src, sensitive = steps_source(seed, count, keep, rings12, avoid_gaps)
+                 rings12: bool | None = None, avoid_gaps: bool = False,
+                 sdm: bool = False) -> tuple[Path, set[int]]:
+    src, sensitive = steps_source(seed, count, keep, rings12, avoid_gaps, sdm)
     return build_steps(src, f"sysgen-{seed}"), sensitive
 
 
@@ -126,13 +131,15 @@ def comparable(lines: list[str], platform: str, sensitive: set[int]) -> list[str
 
 def differences(seed: int, platforms=PLATFORMS[1:], count: int = 40, keep=None,
                 rings12: bool | None = None, show: bool = False,
-                avoid_gaps: bool = False) -> dict[str, tuple[int, str, str]]:
+                avoid_gaps: bool = False, sdm: bool = False) -> dict[str, tuple[int, str, str]]:
     """{platform: (line index, QEMU's line, the platform's line)} for each platform whose
-    output differs from QEMU's."""
-    image, sensitive = build_kernel(seed, count, keep, rings12, avoid_gaps)
-    ref = run("qemu", image)
+    output differs from QEMU's (``sdm``: from the bare ringvisor PC's, QEMU not run)."""
+    image, sensitive = build_kernel(seed, count, keep, rings12, avoid_gaps, sdm)
+    reference = "native" if sdm else "qemu"
+    platforms = [p for p in platforms if p != reference]
+    ref = run(reference, image)
     if show:
-        print("== qemu", *ref, sep="\n")
+        print(f"== {reference}", *ref, sep="\n")
     diffs = {}
     for p in platforms:
         got = run(p, image)
@@ -149,10 +156,11 @@ def step_of(line: str) -> int | None:
     return int(line[1:4], 16) if line.startswith("s") and line[1:4].isalnum() and line[1:4] != "ysg" else None
 
 
-def minimize(seed: int, platform: str, count: int = 40, rings12=None, avoid_gaps=False) -> set[int]:
+def minimize(seed: int, platform: str, count: int = 40, rings12=None, avoid_gaps=False,
+             sdm=False) -> set[int]:
     """The smallest set of steps (greedy, one at a time) whose kernel still differs on
     ``platform``."""
-    d = differences(seed, (platform,), count, None, rings12, avoid_gaps=avoid_gaps)
+    d = differences(seed, (platform,), count, None, rings12, avoid_gaps=avoid_gaps, sdm=sdm)
     if platform not in d:
         return set()
     first = [step_of(x) for x in d[platform][1:] if step_of(x) is not None]
@@ -160,7 +168,7 @@ def minimize(seed: int, platform: str, count: int = 40, rings12=None, avoid_gaps
     for n in sorted(keep, reverse=True):
         trial = keep - {n}
         if trial and platform in differences(seed, (platform,), count, trial, rings12,
-                                             avoid_gaps=avoid_gaps):
+                                             avoid_gaps=avoid_gaps, sdm=sdm):
             keep = trial
     return keep
 
@@ -182,6 +190,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rings12", choices=("yes", "no"), help="default: even seeds only")
     ap.add_argument("--avoid-gaps", action="store_true",
                     help="leave out the monitors' known gaps (docs/debugging.md)")
+    ap.add_argument("--sdm", action="store_true",
+                    help="also what QEMU does not check (segment limits and types at each "
+                         "access): the monitors against the bare ringvisor PC")
     ap.add_argument("--show", action="store_true", help="print every platform's output")
     ap.add_argument("--asm", action="store_true", help="print the generated steps.S")
     ap.add_argument("--minimize", action="store_true")
@@ -192,17 +203,18 @@ def main(argv=None) -> int:
     bad = 0
     for seed in _seeds(a.seeds):
         if a.asm:
-            print(steps_source(seed, a.count, keep, r12, a.avoid_gaps)[0])
+            print(steps_source(seed, a.count, keep, r12, a.avoid_gaps, a.sdm)[0])
             continue
         if a.minimize:
             for p in plats:
-                k = minimize(seed, p, a.count, r12, a.avoid_gaps)
+                k = minimize(seed, p, a.count, r12, a.avoid_gaps, a.sdm)
                 print(f"seed {seed} {p}: " + (f"--steps {','.join(map(str, sorted(k)))}" if k else "same"))
             continue
-        d = differences(seed, plats, a.count, keep, r12, a.show, a.avoid_gaps)
+        d = differences(seed, plats, a.count, keep, r12, a.show, a.avoid_gaps, a.sdm)
         bad += bool(d)
         print(f"seed {seed}: " + ("same" if not d else "; ".join(
-            f"{p} line {i}: qemu {q!r} / {g!r}" for p, (i, q, g) in d.items())), flush=True)
+            f"{p} line {i}: {'native' if a.sdm else 'qemu'} {q!r} / {g!r}"
+            for p, (i, q, g) in d.items())), flush=True)
     return 1 if bad else 0
 
 

@@ -36,13 +36,17 @@ class Step:
 class Gen:
     """The steps of one kernel, drawn from ``seed``."""
 
-    def __init__(self, seed: int, rings12: bool | None = None, avoid_gaps: bool = False):
+    def __init__(self, seed: int, rings12: bool | None = None, avoid_gaps: bool = False,
+                 sdm: bool = False):
         self.rng = random.Random(seed)
         self.paging = self.rng.random() < 0.7
         # avoid_gaps: nothing the monitors are known to refuse or to get wrong (code at
         # rings 1 and 2, segments reaching their region at the top 4 MiB or wrapping
         # around 4 GiB, kernel segment loads with RPL 1)
         self.avoid_gaps = avoid_gaps
+        # sdm: also what QEMU does not check (accesses across a segment's limit, stores
+        # through read-only and code segments): for ringvisor alone, native the reference
+        self.sdm = sdm
         self.rings12 = False if avoid_gaps else (seed % 2 == 0) if rings12 is None else rings12
         self.n = 0
         self.label = 0
@@ -135,10 +139,16 @@ class Gen:
         # accesses in protected mode (SDM Vol. 3 §5.3 wants #GP/#SS), so an access beyond
         # it has no reference here (the limit checks are in tests/hwguests/kernelisms-sdm).
         lo_ok, hi_ok = (limit + 1, upper - size + 1) if kind == "down" else (0, limit - size + 1)
-        if lo_ok > hi_ok:
+        if self.sdm:            # across the limit too: #GP, or #SS through SS
+            lo_ok, hi_ok = min(lo_ok, hi_ok), max(lo_ok, hi_ok)
+            off = rng.choice((lo_ok, hi_ok, hi_ok + 1, hi_ok + size - 1, lo_ok - 1,
+                              rng.randrange(lo_ok, hi_ok + 1)))
+        elif lo_ok > hi_ok:
             size = 0            # no valid offset: the load alone
-            lo_ok = hi_ok = 0
-        off = rng.choice((lo_ok, hi_ok, rng.randrange(lo_ok, hi_ok + 1), rng.randrange(lo_ok, hi_ok + 1)))
+            off = 0
+        else:
+            off = rng.choice((lo_ok, hi_ok, rng.randrange(lo_ok, hi_ok + 1),
+                              rng.randrange(lo_ok, hi_ok + 1)))
         off &= 0xffffffff
         target = SCRATCH + rng.randrange(0, 0x2f00)
         if self.avoid_gaps and off > target:    # no base that wraps around 4 GiB
@@ -172,7 +182,7 @@ class Gen:
             st.lines.append(f"mov{sfx} %{seg}:{off:#x}, {reg}")
         # stores only through writable data segments: QEMU's TCG checks the type at the
         # load, not at the access (a read-only or code segment in DS takes the store)
-        if size and kind in ("data", "down") and typ & 2 and rng.random() < 0.5:
+        if size and (self.sdm or kind in ("data", "down") and typ & 2) and rng.random() < 0.5:
             st.lines += [f"mov ${rng.getrandbits(32):#x}, %edx",
                          f"mov{sfx} {reg.replace('a', 'd')}, %{seg}:{off:#x}"]
         if seg == "ss":     # never leave a random stack: back to this ring's own
