@@ -26,7 +26,6 @@ that is Robin & Irvine's list, documented in docs/virtualization.md.
     python tests/sysgen.py 17 --show          # the kernel's output on every platform
     python tests/sysgen.py 17 --minimize      # the smallest set of steps that still differs
     python tests/sysgen.py 17 --steps 3,9 --asm   # print the generated steps.S
-
     python tests/sysgen.py 0-99 --sdm         # what QEMU does not check too, against native
 
 Cases where QEMU's TCG departs from the SDM are not generated (each says why in
