@@ -58,5 +58,8 @@ def test_regressions_match_qemu():
     # the ring-3 handler's load of the kernel's DS: the stub's frame on the user stack
     assert [ln.split()[1:4] + ln.split()[5:7] for ln in ref if ln.startswith("s004 v")] == \
         [["v=0d", "e=0010", "at=004b:00200163", "ss=0053", "sp=00205fbc"]]
+    # a ring-3 handler that is user code: its frame on the user stack, back by IRET
+    s5 = [ln.split() for ln in ref if ln.startswith("s005 f")][0]
+    assert (s5[5], s5[8], s5[6], s5[4]) == ("b=00000016", "di=0000004b", "bp=00000002", "d=00205ff4")
     for platform in ("native", "trapemu", "bt"):
         assert sysgen.run(platform, image) == ref, platform

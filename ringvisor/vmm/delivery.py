@@ -394,10 +394,11 @@ class Delivery:
         INTRA-PRIVILEGE-LEVEL-INTERRUPT)."""
         v = self.vcpu
         vals = [v.eflags_view(f.eflags), f.cs, ret] + ([] if err is None else [err])
-        seg = self.cpu.state.segs[SREG_SS]          # the user's SS, as loaded
+        seg = self.guest_desc(f.ss, SS, 0).segment(f.ss)     # the user's SS, as it has it
         new = (self.cpu.state.regs[4] - size * len(vals)) & 0xFFFFFFFF
         check_access(seg, new, size * len(vals), True, SS)
-        self._push_frame((seg.base + new) & 0xFFFFFFFF, stack_image(vals, size))
+        self._push_frame((self.real_descriptor_base(f.ss) + new) & 0xFFFFFFFF,
+                         stack_image(vals, size))
         self.gdt.set_accessed(cd)
         self.stats["reflected"] += 1
         self.delivered = True

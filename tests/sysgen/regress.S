@@ -112,4 +112,37 @@ steps_start:
     int $0x3f
     END 4
 
+# 5: the same with a handler that is user code: it reads its frame (EIP, CS, EFLAGS
+# image) off the user's stack and returns by IRET at ring 3.
+    STEP 5
+    mov $.Lh5, %eax
+    movw %ax, idt+0x42*8
+    movw $0x4b, idt+0x42*8+2
+    movb $0, idt+0x42*8+4
+    movb $0xef, idt+0x42*8+5        # present, DPL 3, 32-bit trap gate
+    shr $16, %eax
+    movw %ax, idt+0x42*8+6
+    pushl $0x53
+    pop %ds
+    pushl $0x53
+    pop %es
+    pushl $0x53
+    pushl $xstack_top3
+    pushl $0x2
+    pushl $0x4b
+    pushl $6f
+    iret
+6:  mov $0x5, %ebx
+    int $0x42
+    add $1, %ebx
+    int $0x3f
+.Lh5:
+    add $0x10, %ebx
+    mov 0(%esp), %esi
+    mov 4(%esp), %edi
+    mov 8(%esp), %ebp
+    mov %esp, %edx
+    iret
+    END 5
+
     call finish
