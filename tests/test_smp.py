@@ -168,14 +168,16 @@ def test_monitor_interleaving_is_deterministic():
 
 
 # -- tests/hwguests/smptlb: one page directory, a #PF, an IPI and its own APIC timer on each
-#    AP, a spinlock, a TLB shootdown (read on QEMU 7.2; SDM Vol. 3 §4.10.5, §8.1.2.1,
-#    §10.5.4: a one-shot timer's current count stays 0 after it fired) ---------------------
+#    AP, a spinlock, a TLB shootdown, INIT and SIPI to a running AP (read on QEMU 7.2; SDM
+#    Vol. 3 §4.10.5, §8.1.2.1, §10.5.4: a one-shot timer's current count stays 0 after it
+#    fired; §8.4.1, §10.4.7.3: INIT leaves paging off and the APIC's SVR at 0xff) ---------
 
 def expected_tlb(n: int) -> list[str]:
     return (["smptlb: start", f"cpus: {n}"] +
             [f"cpu {i}: paging=1 fault cr2={0x400000 + (i << 12):08x} faults=1 stored={i}42 "
              f"timer=1 left=0 hello=1 shootdown=1 before=a0a0 after=b0b0" for i in range(1, n)] +
-            [f"bsp: before=a0a0 after=b0b0 count={3000 * n} of {3000 * n} timer=0",
+            ["cpu 1 after INIT and SIPI: paging=0 svr=ff",
+             f"bsp: before=a0a0 after=b0b0 count={3000 * n} of {3000 * n} timer=0",
              "smptlb: done"])
 
 

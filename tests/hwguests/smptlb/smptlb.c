@@ -5,7 +5,10 @@
  * incremented without LOCK, and a TLB shootdown: the BSP remaps a page every AP
  * has read (and so holds in its TLB), invalidates it with INVLPG and sends an IPI;
  * each AP's handler runs INVLPG itself (SDM Vol. 3 §4.10.5: a processor's TLB is
- * its own) and then reads the page's new contents.  Results are printed by the BSP
+ * its own) and then reads the page's new contents.  Last, AP 1 is sent INIT and a
+ * SIPI again while it waits in its HLT loop: it comes back through the trampoline
+ * in the state INIT leaves (paging off, its APIC's spurious-vector register back
+ * at 0xff: SDM Vol. 3 §8.4.1, §10.4.7.3).  Results are printed by the BSP
  * at the end, in APIC ID order.  Expected lines: tests/test_smp.py. */
 #include "rt.h"
 
@@ -28,7 +31,7 @@ static volatile u32 lock_word, shared_count, online, acks, done;
 static volatile u32 paging[MAXCPU], fault_cr2[MAXCPU], faults[MAXCPU], stored[MAXCPU];
 static volatile u32 hello[MAXCPU], shot[MAXCPU], before[MAXCPU], after[MAXCPU];
 static volatile u32 ticks[MAXCPU], timer_left[MAXCPU];
-static volatile u32 go_shoot;
+static volatile u32 restarting, restarted, re_paging, re_svr;
 
 static void lock(void)
 {
@@ -80,6 +83,13 @@ static void shootdown(struct frame *f)
 void ap_main(u32 index)
 {
     (void)index;
+    if (restarting) {
+        re_paging = read_cr0() >> 31;
+        re_svr = ar(0xf0);
+        __asm__ volatile("lock incl %0" : "+m"(restarted));
+        for (;;)
+            __asm__ volatile("sti; hlt; cli" ::: "memory");
+    }
     rt_paging_on(0);                    /* the BSP's page directory, loaded here */
     u32 id = apic_id();
     paging[id] = read_cr0() >> 31;
@@ -145,10 +155,17 @@ int main(void)
     for (u32 guard = 0; (acks < ncpu - 1 || done < ncpu - 1) && guard < 200000000; guard++)
         __asm__ volatile("pause");
     after[0] = *(volatile u32 *)SHARED;
+    restarting = 1;
+    ipi(1, 0x4500);                     /* INIT to APIC 1, running its HLT loop */
+    delay(10000);
+    ipi(1, 0x4608);                     /* and a SIPI: the trampoline again */
+    for (u32 guard = 0; !restarted && guard < 200000000; guard++)
+        __asm__ volatile("pause");
     for (u32 id = 1; id < ncpu; id++)
         kprintf("cpu %u: paging=%u fault cr2=%08x faults=%u stored=%x timer=%u left=%u hello=%u "
                 "shootdown=%u before=%x after=%x\n", id, paging[id], fault_cr2[id], faults[id],
                 stored[id], ticks[id], timer_left[id], hello[id], shot[id], before[id], after[id]);
+    kprintf("cpu 1 after INIT and SIPI: paging=%u svr=%x\n", re_paging, re_svr);
     kprintf("bsp: before=%x after=%x count=%u of %u timer=%u\n", before[0], after[0],
             shared_count, ROUNDS * ncpu, ticks[0]);
     kprintf("smptlb: done\n");
