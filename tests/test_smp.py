@@ -209,3 +209,18 @@ def test_every_virtual_processor_halted_stops_the_run():
     assert r.stop.reason == "halted" and r.output == b"hang: start\r\n"
     assert r.stop.message == "every virtual processor halted with interrupts disabled (trapemu)"
     assert [c["started"] for c in r.stats["monitor"]["vcpus"]] == [True, False]
+
+
+def test_init_to_the_bsp_stops_with_one_line():
+    """An INIT IPI reaching the bootstrap processor (the monitors restart application
+    processors only): the run stops at the next entry with one line."""
+    from ringvisor.vmm.runner import create_vm
+    m, mon = create_vm(read_image(build_kernel("smp")), "bt", mem_mb=MEM_MB, cpus=2)
+    assert m.run(100_000).reason == "limit"
+    bsp = mon.vcpus.contexts[0].vapic.apic
+    bsp.receive(5, 0, False)                         # delivery mode INIT (SDM Table 10-1)
+    m.stop = None
+    stop = m.run(EMULATOR_MAX_INSTRUCTIONS)
+    assert stop.reason == "unsupported" and stop.message.splitlines()[0] == (
+        "stopped: bt: the guest sent an INIT IPI to the bootstrap processor (the monitors restart "
+        "application processors only)")
