@@ -265,14 +265,3 @@ def test_a_vcpu_runs_on_one_pcpu_at_a_time_and_within_its_affinity():
                 assert p in m.s.affinity(x)
     assert {p for dom, p in seen if dom in (1, 2)} == {1}
     assert {dom for dom, p in seen} == {1, 2, 3, 4}
-
-
-def test_a_cap_is_a_share_of_one_pcpu():
-    """Two pCPUs: a cap of 50 is half of one pCPU's worth, a quarter of the machine's CPU
-    time (the processors share one timeline: tests/test_credit.py's Pcpus, hw/smp.py)."""
-    a, b, c = Dom(1, cap=50), Dom(2), Dom(3)
-    m = Pcpus(2, [a, b, c])
-    m.run(5 * S.ACCT_NS)
-    got = m.shares([a, b, c], 40 * S.ACCT_NS)
-    assert got[0] / (40 * S.ACCT_NS) == pytest.approx(0.25, abs=0.01)
-    assert got[1] / got[2] == pytest.approx(1, rel=0.02)

@@ -4,20 +4,23 @@ One machine of two pCPUs is booted for the module (Domain 0, then DomUs built by
 toolstack), and the tests look at it from the outside: each DomU's console against the
 same kernel run alone, where xl says vCPUs are and may be, a domain of two vCPUs
 pinned to different pCPUs (tests/pvguests/smpvcpu: IPIs over event channels between
-them), its save and restore, and the hypervisor's answer to a pin it cannot do.  The
-credit scheduler's shares on several pCPUs are checked in tests/test_credit.py (the
-scheduler driven as the hypervisor drives it); the real guests' figures come from
-``ringvisor xenbench`` (docs/xen.md)."""
+them), its save and restore, and the hypervisor's answer to a pin it cannot do.  A
+second host, on a slower clock, runs three CPU-bound DomUs for the credit scheduler's
+weights and a cap across two pCPUs (tests/test_credit.py drives the scheduler alone,
+closer; ``ringvisor xenbench`` has the teaching kernel's figures, docs/xen.md)."""
 
 from __future__ import annotations
 
 import pytest
 
 from ringvisor.abi import Errno
+from ringvisor.hypervisor.core import Hypervisor
 from ringvisor.hypervisor.domain import State
+from ringvisor.hypervisor.interface import HypercallInterface
+from ringvisor.hypervisor.sched import ACCT_NS
 from ringvisor.toolstack.config import ConfigFileError, DomainConfig, parse
 from ringvisor.toolstack.xc import XcError
-from ringvisor.toolstack.xl import XlError
+from ringvisor.toolstack.xl import Toolstack, XlError
 from test_paravirt import build_pv_guest
 from test_xen import (SMP_PHASE_1, Host, answers, consoles_are_as_alone, said,
                       save_restore_and_finish)
@@ -155,3 +158,53 @@ def test_save_and_restore_on_two_pcpus(host, pinned):
     def pinned_again(d) -> None:
         assert [host.hv.sched.affinity(v) for v in d.vcpus] == [{0}, {1}]
     save_restore_and_finish(host, pinned[0], pinned_again)
+
+
+# -- the credit scheduler's shares, on real guests ------------------------------------------
+SLOW_HZ = 5_000_000     # the machine's clock for these: every scheduling constant is in ns,
+                        # so a 30 ms period is 150,000 guest instructions instead of 3,000,000
+PERIODS = 30
+
+
+@pytest.fixture(scope="module")
+def spinners(tmp_path_factory):
+    """A host of two pCPUs at SLOW_HZ whose Domain 0 blocks forever (tests/pvguests/spin
+    idle=1: no load), and three CPU-bound DomUs (spin) weighted 256:256:512."""
+    tmp = tmp_path_factory.mktemp("spin")
+    image = build_pv_guest("spin", tmp)
+    hv = Hypervisor(64, cpus=2, cpu_hz=SLOW_HZ)
+    hv.build_dom0(image.read_bytes(), "idle=1", 4, "spin")
+    hv.start()
+    ts = Toolstack(HypercallInterface(hv), tmp)
+    ids = [ts.create(DomainConfig(name=f"w{i}", kernel=str(image), memory=4, weight=w))
+           for i, w in enumerate((256, 256, 512))]
+    return hv, ts, [hv.domains[d] for d in ids]
+
+
+def shares(hv, doms, periods: int) -> list[float]:
+    """Each domain's CPU time (its guest instructions, as a pCPU's own time) over about
+    ``periods`` accounting periods, as a part of the machine's (the virtual time that
+    passed: when every pCPU idles, it jumps to the next timer)."""
+    before, t0 = [d.cpu_time_ns for d in doms], hv.clock.now_ns()
+    hv.run_until(lambda: False, 10 ** 12, ns=periods * ACCT_NS)
+    span = hv.clock.now_ns() - t0
+    return [(d.cpu_time_ns - b) / span for d, b in zip(doms, before)]
+
+
+def test_weights_and_a_cap_hold_across_two_pcpus(spinners):
+    """Weights 256:256:512, three CPU-bound domains, two pCPUs: Xen's credit1 gives them
+    25:25:50 of the machine (the 512 one a pCPU, the others half of the other each).
+    Within 3 points over 30 periods: one domain's 30 ms slice is 3.3% of the 900 ms, and
+    the window's two edges may each cut a slice.  Then a cap of 50 -- half of one pCPU --
+    is a quarter of the machine, alone on it (parked when its credit is spent)."""
+    hv, ts, (a, b, c) = spinners
+    shares(hv, [a, b, c], 5)                        # (from the start: credit to settle)
+    got = shares(hv, [a, b, c], PERIODS)
+    assert got == pytest.approx([0.25, 0.25, 0.50], abs=0.03), got
+    assert hv.sched.stats["steals"] > 0
+    ts.destroy("w0")
+    ts.destroy("w1")
+    ts.sched_credit("w2", None, 50)
+    shares(hv, [c], 3)
+    assert shares(hv, [c], 10) == pytest.approx([0.25], abs=0.01)
+    assert hv.sched.stats["parks"] > 0

@@ -70,8 +70,8 @@ class PseudoPhysical:
 
 class Hypervisor:
     def __init__(self, mem_mb: int = 256, engine: str = "jit", output=None,
-                 pace: bool = False, cpus: int = 1) -> None:
-        self.machine = m = Machine(mem_mb, engine, output=output, pace=pace, cpus=cpus)
+                 pace: bool = False, cpus: int = 1, cpu_hz: int = 100_000_000) -> None:
+        self.machine = m = Machine(mem_mb, engine, cpu_hz, output=output, pace=pace, cpus=cpus)
         self.cpu, self.mem, self.clock = m.cpu, m.mem, m.clock
         self.ncpus = cpus
         self.pcpus = [pcpus.PCpu(i, c, smp=cpus > 1) for i, c in enumerate(m.cpus)]
