@@ -77,6 +77,7 @@ class Hypervisor:
         self.pcpus = [pcpus.PCpu(i, c, smp=cpus > 1) for i, c in enumerate(m.cpus)]
         self.here = 0                           # the pCPU entering, or whose turn it is
         self.region_vcpu: Vcpu | None = None    # whose part of the region is installed
+        self.region_saved: dict = {}            # vCPU -> the region its pCPU left (pcpus)
         self.base = self.mem.size - L.MONITOR_RAM
         if self.base < 16 << 20:
             raise ConfigError(f"{mem_mb} MiB is too little for the hypervisor and a domain")
@@ -94,7 +95,7 @@ class Hypervisor:
         self.toolstack_wakeup = lambda: None    # set by the toolstack: events for it
         self.domain_changed = lambda: None      # ... and a domain stopped or went
         self.stats = {"entries": 0, "context_switches": 0, "idle_entries": 0, "kicks": 0,
-                      "ipis": 0, "region_reloads": 0}
+                      "ipis": 0, "region_reloads": 0, "region_put_back": 0}
         build_region(self.mem, self.base)
         for c in m.cpus:
             c.native.bind(self.base + L.ENTRY, L.ENTRY_SIZE, self._entry, "hypervisor")

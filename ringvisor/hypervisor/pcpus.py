@@ -27,9 +27,11 @@ The region's per-domain part (the real GDT's guest descriptors, the LDT, a bt
 domain's translation-cache window) is one copy in machine memory, and each pCPU must
 see its own vCPU's: the processors' turns are the only moments another pCPU can run,
 so at each turn (``hw/smp``'s ``turn_hook``) the hypervisor puts back the incoming
-pCPU's vCPU's if another pCPU's is there (and flushes that pCPU's TLB, whose entries
-for the region, or for a domain whose shadows another pCPU changed, may be stale) --
-what a pCPU sees is what per-pCPU GDTs and mappings would give it.
+pCPU's vCPU's if another pCPU's is there -- the bytes the pCPU left, kept at the turn
+away, for a domain of one vCPU, else rebuilt from the guest's tables -- and flushes
+that pCPU's TLB, whose entries for the region, or for a domain whose shadows another
+pCPU changed, may be stale: what a pCPU sees is what per-pCPU GDTs and mappings would
+give it.
 """
 
 from __future__ import annotations
@@ -119,6 +121,31 @@ def install(hv, v) -> None:
     hv.stats["region_reloads"] += 1
 
 
+def _kept(v) -> bool:
+    """Whether the region as ``v``'s pCPU left it may be put back as it was when the
+    pCPU's turn comes again: a domain of one vCPU, which no other pCPU runs meanwhile
+    -- its GDT and LDT frames are typed, so no other domain (nor the toolstack) writes
+    them, and its monitor acts only on its own pCPU.  (A domain of several vCPUs is
+    reinstalled from its guest tables: another of its vCPUs may have changed them.)"""
+    return len(v.dom.vcpus) == 1 and not v.dom.dead
+
+
+def _put_back(hv, v, saved) -> None:
+    """The region as ``v``'s pCPU left it: its real GDT (with the accessed bits the
+    processor set) and LDT, bytes for bytes, what ``install`` would rebuild."""
+    m = v.dom.monitor
+    move_monitor(m, hv.pcpus[hv.here].cpu)
+    gdt, ldt = saved
+    hv.mem.write(hv.base + L.GDT, gdt)
+    if ldt is not None:
+        hv.mem.write(hv.base + L.LDT, ldt)
+    m.ldt.install()
+    if v.dom.kind == "bt":
+        m.map_region()              # (its translation cache's window: page-table entries)
+    hv.region_vcpu = v
+    hv.stats["region_put_back"] += 1
+
+
 def turn(hv, cpu) -> None:
     """The processors' turn passes to ``cpu`` (``hw/smp``): the hypervisor's view and
     the region become its pCPU's (``pcpus``)."""
@@ -129,7 +156,15 @@ def turn(hv, cpu) -> None:
     spans = len(hv.on_cpus(v.dom)) > 1
     old = hv.region_vcpu
     if v is not old:
-        install(hv, v)
+        saved = hv.region_saved.pop(v, None)
+        if old is not None and _kept(old):
+            hv.region_saved[old] = (hv.mem.read(hv.base + L.GDT, L.GDT_ENTRIES * 8),
+                                    hv.mem.read(hv.base + L.LDT, L.LDT_ENTRIES * 8)
+                                    if old.dom.monitor.vcpu.ldtr & 0xFFFC else None)
+        if saved is not None and _kept(v):
+            _put_back(hv, v, saved)
+        else:
+            install(hv, v)
     # its TLB: stale if another pCPU changed its domain's shadows, or the region's
     # mappings changed (a bt domain's translation-cache window); the GDT and LDT are
     # copied into the same pages, which need no flush

@@ -59,6 +59,7 @@ def switch(hv, cur: Vcpu | None, nxt: Vcpu | None, f: Frame) -> None:
             vcpuinfo.update_runstate_area(cur)    # (Xen: at every context switch)
     nd = nxt.dom if nxt is not None else None
     pc.current = hv.sched.running[hv.here] = nxt
+    hv.region_saved.pop(cur, None)                # (what its pCPU left is gone with it)
     for d in hv.dying:
         if not hv.on_cpu(d):
             hv.teardown(d)
