@@ -102,6 +102,7 @@ def test_a_monitor_checks_a_return_to_user_mode_again_when_a_descriptor_changes(
     mon = SimpleNamespace(vcpu=SimpleNamespace(gdt_limit=0xFF, cpl=0),
                           gdt=SimpleNamespace(tracking=False),
                           known_descriptors=lambda a, b: (table[a | 3], table[b | 3]))
+    mon._gdt_pair = lambda a, b: Delivery._gdt_pair(mon, a, b)
 
     def known() -> int | None:
         return Delivery.known_return(mon, 0x1B, 0x23)

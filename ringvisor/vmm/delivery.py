@@ -176,16 +176,11 @@ class Delivery:
         if got is None:
             return False
         gate, sel, esp0, ss0 = got
-        # both in the GDT (an LDT's entries have bookkeeping of their own) and inside it
-        v = self.vcpu
-        limit = v.gdt_limit
-        if sel & 4 or ss0 & 4 or not sel & 0xFFFC or not ss0 & 0xFFFC or (sel | 7) > limit \
-                or (ss0 | 7) > limit or sel >> 3 >= FIRST_RESERVED or ss0 >> 3 >= FIRST_RESERVED:
-            return False
-        got = self.known_descriptors(sel, ss0)
+        got = self._gdt_pair(sel, ss0)
         if got is None:
             return False
         cd, sd = got
+        v = self.vcpu
         key = (gate, vector, soft, cd, ss0, sd, self.gdt.tracking)
         known = _KNOWN.get(key)
         if known is None:
@@ -202,6 +197,17 @@ class Delivery:
         self._entered(f, sel, offset, interrupt_gate, new, seg.selector, ss0 & ~3)
         return True
 
+    def _gdt_pair(self, a: int, b: int) -> tuple[int, int] | None:
+        """The bytes of the descriptors of selectors ``a`` and ``b`` where both are GDT
+        selectors (an LDT's entries have bookkeeping of their own), not null, inside the
+        guest's GDT and outside the monitor's slots, and ``known_descriptors`` reads
+        them in one step; None otherwise."""
+        limit = self.vcpu.gdt_limit
+        if a & 4 or b & 4 or not a & 0xFFFC or not b & 0xFFFC or (a | 7) > limit \
+                or (b | 7) > limit or a >> 3 >= FIRST_RESERVED or b >> 3 >= FIRST_RESERVED:
+            return None
+        return self.known_descriptors(a, b)
+
     def known_return(self, cs: int, ss: int) -> int | None:
         """For ``Monitor.return_to_user``: the limit of the guest's CS when the guest's
         GDT descriptors of ``cs`` and ``ss`` hold the bytes that passed its checks before
@@ -209,14 +215,10 @@ class Delivery:
         to set accessed; the processor reads both at every return, and so does this,
         through the real TLB or the GDT frames as ``_deliver_known`` does.  None (nothing
         done) where anything differs: the long way then reads, checks and raises."""
-        v = self.vcpu
-        limit = v.gdt_limit
-        if cs & 4 or ss & 4 or not cs & 0xFFFC or not ss & 0xFFFC or (cs | 7) > limit \
-                or (ss | 7) > limit or cs >> 3 >= FIRST_RESERVED or ss >> 3 >= FIRST_RESERVED:
-            return None
-        got = self.known_descriptors(cs, ss)
+        got = self._gdt_pair(cs, ss)
         if got is None:
             return None
+        v = self.vcpu
         key = (cs, ss, got[0], got[1], v.cpl, self.gdt.tracking)
         known = _RETURNS.get(key)
         if known is None:

@@ -297,6 +297,15 @@ class GuestMemory:
         return int.from_bytes(self.read(lin, 4, user), "little")
 
     def read_u(self, lin: int, size: int, user: bool = False) -> int:
+        # a value within one page the real TLB holds (``phys``'s first case, in line: an
+        # emulated RET or POP reads the guest's stack at every callout)
+        mmu = self.mmu
+        if mmu is not None and lin < MLIN and (lin & 0xFFF) + size <= 0x1000 and \
+                self.p2m is None and not self.tlb_stale and mmu.state.cr3 & PAGE == self.shadow.root.pd:
+            d = (mmu.tr_u if user else mmu.tr_s).get(lin & PAGE)
+            if d is not None and lin + d + size <= self.ram_size:
+                p = lin + d
+                return int.from_bytes(self.mem.ram[p:p + size], "little")
         return int.from_bytes(self.read(lin, size, user), "little")
 
     def write_u(self, lin: int, size: int, value: int, user: bool = False) -> None:
