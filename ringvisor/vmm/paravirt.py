@@ -321,14 +321,12 @@ class ParaVirt(Monitor):
         frames, ram = self.gdt_frames, self.mem.ram
         if not frames:
             return super().known_descriptors(a, b)
-        out = []
-        for sel in (a, b):
-            i, o = (sel & ~7) >> 12, sel & 0xFF8
-            if i >= len(frames) or (frames[i] << 12) + 0x1000 > len(ram):
-                return None
-            p = (frames[i] << 12) | o
-            out.append(int.from_bytes(ram[p:p + 8], "little"))
-        return out[0], out[1]
+        # (each selector's frame and offset; both inside the frames and RAM)
+        ia, ib, n, top = a >> 12, b >> 12, len(frames), len(ram) - 0x1000
+        if ia >= n or ib >= n or frames[ia] << 12 > top or frames[ib] << 12 > top:
+            return None
+        pa, pb = frames[ia] << 12 | a & 0xFF8, frames[ib] << 12 | b & 0xFF8
+        return int.from_bytes(ram[pa:pa + 8], "little"), int.from_bytes(ram[pb:pb + 8], "little")
 
     def kernel_stack(self, ext: int) -> tuple[int, int]:
         if self.kstack is not None:
@@ -640,10 +638,13 @@ class ParaVirt(Monitor):
         """Xen's iret: the guest's stack holds eax, eip, cs, eflags [, esp, ss]."""
         st = self.cpu.state
         sp = (self.real_descriptor_base(f.ss) + st.regs[4]) & 0xFFFFFFFF
-        eax, eip, cs, eflags = struct.unpack("<4I", self._read(sp, 16))
+        # (all six values in one read where they lie in one page: the two a return to
+        # user mode adds cannot fault where the first four did not)
+        whole = struct.unpack("<6I", self._read(sp, 24)) if sp & 0xFFF <= 0xFE8 else None
+        eax, eip, cs, eflags = whole[:4] if whole else struct.unpack("<4I", self._read(sp, 16))
         try:
             if cs & 3 == 3:
-                esp, ss = struct.unpack("<2I", self._read(sp + 16, 8))
+                esp, ss = whole[4:] if whole else struct.unpack("<2I", self._read(sp + 16, 8))
                 self.return_to_user(f, eip, cs & 0xFFFF, eflags, esp, ss & 0xFFFF)
             else:
                 # the kernel's selectors carry RPL 1 (it runs at ring 1): its ring is 0
