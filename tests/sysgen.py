@@ -173,16 +173,20 @@ def minimize(seed: int, platform: str, count: int = 40, rings12=None, avoid_gaps
 
 
 def _seeds(spec: str) -> list[int]:
+    """Seeds from "17", "0-299", "1,5,9" (argparse's type: a bad one is a usage error)."""
     out = []
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        out += range(int(lo), int(hi or lo) + 1)
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            out += range(int(lo), int(hi or lo) + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not seeds: {spec!r} (e.g. 17, 0-299, 1,5,9)") from None
     return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="sysgen", description=__doc__.split("\n\n")[0])
-    ap.add_argument("seeds", help="seeds: 17, 0-299, 1,5,9")
+    ap.add_argument("seeds", type=_seeds, help="seeds: 17, 0-299, 1,5,9")
     ap.add_argument("--platforms", default=",".join(PLATFORMS[1:]))
     ap.add_argument("--count", type=int, default=40, help="steps per kernel")
     ap.add_argument("--steps", help="keep only these steps (comma-separated)")
@@ -196,11 +200,15 @@ def main(argv=None) -> int:
     ap.add_argument("--asm", action="store_true", help="print the generated steps.S")
     ap.add_argument("--minimize", action="store_true")
     a = ap.parse_args(argv)
+    if a.steps and not all(x.strip().isdigit() for x in a.steps.split(",")):
+        ap.error(f"--steps takes step numbers separated by commas, not {a.steps!r}")
     keep = {int(x) for x in a.steps.split(",")} if a.steps else None
     r12 = None if a.rings12 is None else a.rings12 == "yes"
     plats = tuple(a.platforms.split(","))
+    if not set(plats) <= set(PLATFORMS[1:]):
+        ap.error(f"--platforms: choose from {','.join(PLATFORMS[1:])}, not {a.platforms!r}")
     bad = 0
-    for seed in _seeds(a.seeds):
+    for seed in a.seeds:
         if a.asm:
             print(steps_source(seed, a.count, keep, r12, a.avoid_gaps, a.sdm)[0])
             continue
