@@ -239,6 +239,9 @@ void finish(void)
     for (int i = 0; i < 32; i++) field("", L.gdt[2 * i + 1], 8);
     for (int i = 0; i < 8; i++) field("", L.ldt[2 * i + 1], 8);
     putc('\n');
+    puts("tss:");                               /* what task switches saved there */
+    for (int i = 0; i < 26; i++) field("", ((u32 *)&L.tss.t)[i], 8);
+    putc('\n');
     field("idt=", fnv(L.idt, sizeof L.idt), 8);
     field("tss=", fnv(&L.tss, sizeof L.tss), 8);
     field("tssb=", fnv(&L.tssb.link, 2), 4);
