@@ -110,12 +110,11 @@ class Processors:
                         budget = min(budget, max(deadline - clock.cycles(), 1))
                     if limit is not None:
                         budget = min(budget, limit - now)
-                    if cpu is not self.current and self.turn_hook is not None:
-                        self.current = cpu
-                        m.apic_bus.current = cpu.apic
-                        self.turn_hook(cpu)
+                    turn = cpu is not self.current
                     self.current = cpu
                     m.apic_bus.current = cpu.apic
+                    if turn and self.turn_hook is not None:
+                        self.turn_hook(cpu)
                     cpu.run(cpu.state.icount + budget)
                     ran = True
                     clock.run_due()
