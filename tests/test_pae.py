@@ -19,7 +19,7 @@ from hwtests import build_kernel, guest_lines
 from ringvisor.hw.faults import GP, CpuFault, PageFault
 from ringvisor.hw.machine import Machine
 from ringvisor.hw.state import CR0_PE, CR0_PG, CR4_PAE, CpuState
-from ringvisor.hw.system import write_cr
+from ringvisor.hw.controlregs import write_cr
 
 
 def _rsvd(what: str, err: int, cr2: int, platform: str) -> str:

@@ -104,7 +104,7 @@ def test_probe_table(probe):
     # the handler's IRET to it traps (vmm/trapemu.py)
     assert te["INT"][0] == nat["INT"][0]
     # ... but SMSW: the real CR0's MSW bits are the guest's (PE, MP, EM, TS, ET, NE:
-    # vmm/monitor.py GUEST_CR0), so it reads what it reads natively
+    # vmm/guestcr.py GUEST_CR0), so it reads what it reads natively
     assert te["SMSW"][0] == nat["SMSW"][0]
     # user code runs directly under both: the Red Pill sees the monitor's IDT
     for mode in (te, bt):

@@ -25,6 +25,7 @@ from .segments import Segmentation, is_flat
 from .state import CR0_PE, CR0_PG, CR0_TRANSLATION, CR4_TRANSLATION, CS, DS, DF as DF_FLAG, IF, RF, SS, TF, VM, CpuState
 from .clock import TSC_PER_CYCLE
 from . import identify  # noqa: F401  (files CPUID, RDTSC(P), RDMSR/WRMSR among the helpers)
+from . import controlregs, desctables, portio  # noqa: F401  (file theirs among the helpers)
 from .system import run_helper
 from . import transfers
 from .translate import Mode

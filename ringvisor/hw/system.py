@@ -13,12 +13,9 @@ from __future__ import annotations
 import iced_x86 as ix
 
 from . import realmode, transfers, vme, x87control
-from .faults import BP, BR, DB, GP, NM, NP, OF as OF_VEC, UD, CpuFault, UnsupportedFeature
-from .ept import EptExit
-from .segments import LDT, TSS16_AVAIL, TSS32_AVAIL, Descriptor, null_segment
-from .state import (CR0_TRANSLATION, CR4_TRANSLATION, ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, Segment, CR0_EM, CR0_ET, CR0_MP, CR0_NW, CR0_CD, CR0_PE, CR0_PG, CR0_TS,
-                    CR3_MASK, CR4_DE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PAE, CR4_PCE, CR4_PGE, CR4_PSE, CR4_SMAP, CR4_SMEP,
-                    CR4_PVI, CR4_TSD, CR4_UMIP, CR4_VME, CR4_VMXE, CS, DF, IF, IOPL_MASK, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
+from .faults import BP, BR, DB, GP, NM, OF as OF_VEC, UD, CpuFault
+from .state import (ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, Segment, CR0_EM, CR0_MP, CR0_TS,
+                    CR4_OSFXSR, CR4_VME, CS, DF, IF, IOPL_MASK, MSR_SYSENTER_CS, MSR_SYSENTER_EIP,
                     MSR_SYSENTER_ESP, AC, OF, RF, SS, VIF, VM, ZF)
 from .translate import GPR, SREG, registrar
 
@@ -27,13 +24,6 @@ OK = ix.OpKind
 Rg = ix.Register
 
 HELPERS: dict[int, callable] = {}
-
-CR0_WRITABLE = 0xE005003F      # PG CD NW AM WP NE ET TS EM MP PE
-CR4_SUPPORTED = (CR4_VME | CR4_PVI | CR4_TSD | CR4_DE | CR4_PSE | CR4_PAE | CR4_PGE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT |
-                 CR4_UMIP | CR4_SMEP | CR4_SMAP | CR4_VMXE)
-# in VMX operation CR0.PE, NE and PG stay set and CR4.VMXE cannot be cleared (SDM Vol. 3C §23.8;
-# an unrestricted guest may clear PE and PG: Vmx.cr0_fixed)
-VMX_CR0_FIXED = CR0_PE | 0x20 | CR0_PG
 
 helper = registrar(HELPERS)
 
@@ -165,6 +155,10 @@ def push(cpu, value: int, size: int) -> None:
                                              size, cpu.cpl == 3))
 
 
+def set_zf(cpu, on: bool) -> None:
+    cpu.set_eflags(ZF if on else 0, ZF)
+
+
 # --- interrupts and flags ------------------------------------------------------------
 @helper(M.INT)
 def h_int(cpu, ins) -> int:
@@ -222,7 +216,7 @@ def h_hlt(cpu, ins) -> int:
     return ins.next_ip32
 
 
-def _iopl(cpu) -> int:
+def iopl(cpu) -> int:
     return (cpu.state.eflags & IOPL_MASK) >> 12
 
 
@@ -278,7 +272,7 @@ def h_popf(cpu, ins) -> int:
         mask |= 0x40000 | 0x200000
     if cpl == 0:
         mask |= IOPL_MASK
-    if cpl <= _iopl(cpu):
+    if cpl <= iopl(cpu):
         mask |= IF
     was_if = st.eflags & IF
     transfers._set_esp(cpu, st.segs[SS], st.regs[4] + size)
@@ -302,98 +296,20 @@ def h_pushf(cpu, ins) -> int:
     return ins.next_ip32
 
 
-# --- I/O -----------------------------------------------------------------------------
-def io_permitted(cpu, port: int, size: int) -> None:
-    """IOPL, then the TSS I/O permission bitmap (SDM Vol. 1 §19.5); in virtual-8086 mode
-    the bitmap alone, whatever IOPL (SDM Vol. 3 §20.2.8.1)."""
-    if cpu.cpl <= _iopl(cpu) and not cpu.mode.vm86:
-        return
-    tr = cpu.state.tr
-    if tr.attr & ATTR_UNUSABLE or tr.type not in (9, 0xB) or \
-            not io_bitmap_permits(lambda a, n: cpu.mmu.read(a, n, False), tr.base, tr.limit,
-                                  port, size):
-        raise CpuFault(GP, 0)
-
-
-def io_bitmap_permits(read, tss_base: int, tss_limit: int, port: int, size: int) -> bool:
-    """Does the I/O permission bitmap of the 32-bit TSS at ``tss_base`` allow ``size``
-    bytes at ``port``?  ``read(linear, n)`` reads the TSS.  The processor reads two
-    bytes at the map base + port / 8; both must lie within the TSS limit."""
-    if tss_limit < 0x67:
-        return False
-    byte = read(tss_base + 0x66, 2) + (port >> 3)
-    if byte + 1 > tss_limit:
-        return False
-    return not (read(tss_base + byte, 2) >> (port & 7)) & ((1 << size) - 1)
-
-
-def _acc_size(ins, i: int) -> int:
-    return GPR[ins.op_register(i)][1]
-
-
-@helper(M.IN)
-def h_in(cpu, ins) -> int:
-    size = _acc_size(ins, 0)
-    port = ins.immediate8 if ins.op1_kind == OK.IMMEDIATE8 else cpu.state.regs[2] & 0xFFFF
-    io_permitted(cpu, port, size)
-    set_reg(cpu, ins.op0_register, cpu.bus.read(port, size))
+@helper(M.STAC, M.CLAC)
+def h_stac(cpu, ins) -> int:
+    """Set or clear EFLAGS.AC, which lets ring 0 reach user pages under CR4.SMAP
+    (the MMU reads it at each such access).  #UD at CPL > 0 (SDM Vol. 2 STAC, CLAC)."""
+    if cpu.cpl > 0:
+        raise CpuFault(UD)
+    if ins.mnemonic == M.STAC:
+        cpu.state.eflags |= AC
+    else:
+        cpu.state.eflags &= ~AC
     return ins.next_ip32
 
 
-@helper(M.OUT)
-def h_out(cpu, ins) -> int:
-    size = _acc_size(ins, 1)
-    port = ins.immediate8 if ins.op0_kind == OK.IMMEDIATE8 else cpu.state.regs[2] & 0xFFFF
-    io_permitted(cpu, port, size)
-    cpu.bus.write(port, size, get_reg(cpu, ins.op1_register))
-    return ins.next_ip32
-
-
-def _string_io(cpu, ins, size: int, out: bool) -> int:
-    st = cpu.state
-    port = st.regs[2] & 0xFFFF
-    io_permitted(cpu, port, size)
-    a32 = ins.op_kind(0 if not out else 1) in (OK.MEMORY_ESEDI, OK.MEMORY_SEG_ESI)
-    am = 0xFFFFFFFF if a32 else 0xFFFF
-    step = -size if st.eflags & DF else size
-    rep = ins.has_rep_prefix or ins.has_repne_prefix
-    ri = 6 if out else 7
-    while True:
-        if rep and not st.regs[1] & am:
-            break
-        off = st.regs[ri] & am
-        if out:
-            lin = cpu.segmentation.linear(SREG[ins.memory_segment], off, size, False)
-            cpu.bus.write(port, size, cpu.mmu.read(lin, size, cpu.cpl == 3))
-        else:
-            lin = cpu.segmentation.linear(0, off, size, True)
-            # the destination is checked before the port is read
-            cpu.mmu.walk(lin, True, cpu.cpl == 3)
-            cpu.mmu.write(lin, size, cpu.bus.read(port, size), cpu.cpl == 3)
-        st.regs[ri] = (st.regs[ri] & ~am & 0xFFFFFFFF) | ((off + step) & am)
-        if not rep:
-            break
-        st.regs[1] = (st.regs[1] & ~am & 0xFFFFFFFF) | (((st.regs[1] & am) - 1) & am)
-        st.icount += 1
-        if st.icount >= cpu.limit and st.regs[1] & am:
-            # suspended between iterations at the CPU's bound, as the translated
-            # string instructions are (semantics.string); the block's tail counts
-            # this instruction once more, so take that back
-            st.icount -= 1
-            return ins.ip32
-    return ins.next_ip32
-
-
-@helper(M.INSB, M.INSW, M.INSD)
-def h_ins(cpu, ins) -> int:
-    return _string_io(cpu, ins, {M.INSB: 1, M.INSW: 2, M.INSD: 4}[ins.mnemonic], False)
-
-
-@helper(M.OUTSB, M.OUTSW, M.OUTSD)
-def h_outs(cpu, ins) -> int:
-    return _string_io(cpu, ins, {M.OUTSB: 1, M.OUTSW: 2, M.OUTSD: 4}[ins.mnemonic], True)
-
-
+# --- #UD and fast system calls -----------------------------------------------------------
 @helper(M.UD0, M.UD1, M.UD2)
 def h_ud(cpu, ins) -> int:
     raise CpuFault(UD)
@@ -435,348 +351,6 @@ def h_sysexit(cpu, ins) -> int:
     st.regs[4] = st.regs[1]
     cpu.mode_changed()
     return st.regs[2]
-
-
-# --- descriptor tables ------------------------------------------------------------------
-@helper(M.LGDT, M.LIDT)
-def h_lgdt(cpu, ins) -> int:
-    require_cpl0(cpu)
-    limit = read_mem(cpu, ins, 2)
-    base = read_mem(cpu, ins, 4, 2)
-    if ix_code_is_16(ins.code):
-        base &= 0xFFFFFF
-    t = cpu.state.gdtr if ins.mnemonic == M.LGDT else cpu.state.idtr
-    t.base, t.limit = base, limit
-    return ins.next_ip32
-
-
-def check_umip(cpu) -> None:
-    """CR4.UMIP: SGDT, SIDT, SLDT, SMSW and STR at CPL > 0 raise #GP(0) (SDM Vol. 3 §2.5)."""
-    if cpu.state.cr4 & CR4_UMIP and cpu.cpl > 0:
-        raise CpuFault(GP, 0)
-
-
-@helper(M.SGDT, M.SIDT)
-def h_sgdt(cpu, ins) -> int:
-    # Not privileged: ring 3 reads the real table addresses (the "Red Pill"), unless UMIP.
-    check_umip(cpu)
-    t = cpu.state.gdtr if ins.mnemonic == M.SGDT else cpu.state.idtr
-    base = t.base & (0xFFFFFF if ix_code_is_16(ins.code) else 0xFFFFFFFF)
-    lin0 = mem_linear(cpu, ins, 2, True)
-    lin1 = mem_linear(cpu, ins, 4, True, 2)
-    cpu.mmu.walk(lin1, True, cpu.cpl == 3)
-    cpu.mmu.write(lin0, 2, t.limit, cpu.cpl == 3)
-    cpu.mmu.write(lin1, 4, base, cpu.cpl == 3)
-    return ins.next_ip32
-
-
-def _store_selector(cpu, ins, value: int) -> None:
-    if ins.op0_kind == OK.REGISTER:
-        set_reg(cpu, ins.op0_register, value)   # zero-extended into a 32-bit register
-    else:
-        write_mem(cpu, ins, 2, value)
-
-
-@helper(M.SLDT)
-def h_sldt(cpu, ins) -> int:
-    require_protected(cpu)
-    check_umip(cpu)
-    _store_selector(cpu, ins, cpu.state.ldtr.selector)
-    return ins.next_ip32
-
-
-@helper(M.STR)
-def h_str(cpu, ins) -> int:
-    require_protected(cpu)
-    check_umip(cpu)
-    _store_selector(cpu, ins, cpu.state.tr.selector)
-    return ins.next_ip32
-
-
-@helper(M.SMSW)
-def h_smsw(cpu, ins) -> int:
-    check_umip(cpu)
-    if ins.op0_kind == OK.REGISTER:
-        set_reg(cpu, ins.op0_register, cpu.state.cr0)
-    else:
-        write_mem(cpu, ins, 2, cpu.state.cr0 & 0xFFFF)
-    return ins.next_ip32
-
-
-@helper(M.LMSW)
-def h_lmsw(cpu, ins) -> int:
-    require_cpl0(cpu)
-    v = read_op(cpu, ins, 0, 2)
-    cr0 = cpu.state.cr0
-    # LMSW loads PE, MP, EM and TS; it can set PE but never clear it
-    cpu.state.cr0 = (cr0 & ~0xE) | (v & 0xE) | (cr0 & 1) | (v & 1)
-    if (cr0 ^ cpu.state.cr0) & CR0_PE:
-        cpu.tlb_flush()
-        cpu.mode_changed()
-    return ins.next_ip32
-
-
-@helper(M.CLTS)
-def h_clts(cpu, ins) -> int:
-    require_cpl0(cpu)
-    cpu.state.cr0 &= ~CR0_TS
-    return ins.next_ip32
-
-
-@helper(M.STAC, M.CLAC)
-def h_stac(cpu, ins) -> int:
-    """Set or clear EFLAGS.AC, which lets ring 0 reach user pages under CR4.SMAP
-    (the MMU reads it at each such access).  #UD at CPL > 0 (SDM Vol. 2 STAC, CLAC)."""
-    if cpu.cpl > 0:
-        raise CpuFault(UD)
-    if ins.mnemonic == M.STAC:
-        cpu.state.eflags |= AC
-    else:
-        cpu.state.eflags &= ~AC
-    return ins.next_ip32
-
-
-@helper(M.LLDT)
-def h_lldt(cpu, ins) -> int:
-    require_protected(cpu)
-    require_cpl0(cpu)
-    sel = read_op(cpu, ins, 0, 2) & 0xFFFF   # "ltr ax" names EAX; the selector is 16 bits
-    st = cpu.state
-    if (sel & 0xFFFC) == 0:
-        st.ldtr = null_segment(sel)
-        return ins.next_ip32
-    if sel & 4:
-        raise CpuFault(GP, sel & 0xFFFC)
-    d = cpu.segmentation.read_descriptor(sel)
-    if d.s or d.type != LDT:
-        raise CpuFault(GP, sel & 0xFFFC)
-    if not d.present:
-        raise CpuFault(NP, sel & 0xFFFC)
-    st.ldtr = d.segment(sel)
-    return ins.next_ip32
-
-
-@helper(M.LTR)
-def h_ltr(cpu, ins) -> int:
-    require_protected(cpu)
-    require_cpl0(cpu)
-    sel = read_op(cpu, ins, 0, 2) & 0xFFFF
-    if (sel & 0xFFFC) == 0:
-        raise CpuFault(GP, 0)
-    if sel & 4:
-        raise CpuFault(GP, sel & 0xFFFC)
-    d = cpu.segmentation.read_descriptor(sel)
-    if d.s or d.type not in (TSS16_AVAIL, TSS32_AVAIL):
-        raise CpuFault(GP, sel & 0xFFFC)
-    if not d.present:
-        raise CpuFault(NP, sel & 0xFFFC)
-    # mark the TSS busy in the GDT
-    b = cpu.mmu.read(d.addr + 5, 1, False)
-    cpu.mmu.write(d.addr + 5, 1, b | 2, False)
-    # (a new object: descriptors read from the tables may be shared, see Segmentation.read_at)
-    cpu.state.tr = Descriptor(d.raw | 2 << 40, d.addr).segment(sel)
-    return ins.next_ip32
-
-
-# --- control and debug registers -------------------------------------------------------------
-def write_cr(cpu, n: int, v: int) -> None:
-    st = cpu.state
-    if n == 0:
-        if v & ~CR0_WRITABLE & 0xFFFFFFFF:
-            raise CpuFault(GP, 0)
-        if (v & CR0_PG and not v & CR0_PE) or (v & CR0_NW and not v & CR0_CD):
-            raise CpuFault(GP, 0)
-        if cpu.vmx.on and v & (fixed := cpu.vmx.cr0_fixed()) != fixed:
-            raise CpuFault(GP, 0)
-        old = st.cr0
-        v |= CR0_ET                 # ET is hardwired to 1 (SDM Vol. 3 §2.5)
-        if (old ^ v) & CR0_PDPTE_RELOAD:
-            cpu.mmu.reload_pdptes(v, st.cr4, st.cr3)
-        st.cr0 = v
-        if (old ^ st.cr0) & CR0_TRANSLATION:
-            cpu.tlb_flush()
-    elif n == 2:
-        st.cr2 = v
-    elif n == 3:
-        cpu.mmu.reload_pdptes(st.cr0, st.cr4, v)
-        st.cr3 = v & CR3_MASK
-        cpu.tlb_flush()
-    elif n == 4:
-        if v & ~CR4_SUPPORTED or (cpu.vmx.on and not v & CR4_VMXE):
-            raise CpuFault(GP, 0)
-        old = st.cr4
-        if (old ^ v) & CR4_PDPTE_RELOAD:
-            cpu.mmu.reload_pdptes(st.cr0, v, st.cr3)
-        st.cr4 = v
-        if (old ^ v) & CR4_TRANSLATION:
-            cpu.tlb_flush()
-    else:
-        raise CpuFault(UD)
-
-
-# the MOVs to CR0 and CR4 that load the PDPTEs when PAE paging is in use after them
-# (SDM Vol. 3A §4.4.1); MOV to CR3 always does
-CR0_PDPTE_RELOAD = CR0_PG | CR0_CD | CR0_NW
-CR4_PDPTE_RELOAD = CR4_PAE | CR4_PGE | CR4_PSE | CR4_SMEP
-
-
-def read_cr(cpu, n: int) -> int:
-    st = cpu.state
-    if n in (0, 2, 3, 4):
-        return (st.cr0, 0, st.cr2, st.cr3, st.cr4)[n]
-    raise CpuFault(UD)
-
-
-CR_REGS = {getattr(Rg, f"CR{i}"): i for i in range(8) if hasattr(Rg, f"CR{i}")}
-DR_REGS = {getattr(Rg, f"DR{i}"): i for i in range(8) if hasattr(Rg, f"DR{i}")}
-
-
-def debug_register(cr4: int, n: int) -> int:
-    """The debug register MOV DRn reaches: DR4/DR5 are DR6/DR7, unless CR4.DE makes
-    them #UD (SDM Vol. 3 §17.2.2)."""
-    if n in (4, 5):
-        if cr4 & CR4_DE:
-            raise CpuFault(UD)
-        n += 2
-    return n
-
-
-def debug_register_value(n: int, v: int) -> int:
-    """What DRn holds after MOV of ``v`` to it: DR6 and DR7 keep their reserved bits
-    (DR6 reads 0xffff0ff0 with no event, DR7 has bit 10 set; SDM Vol. 3 §17.2.3-4)."""
-    if n == 6:
-        return (v & 0x0000E00F) | 0xFFFF0FF0
-    if n == 7:
-        return (v & 0xFFFF2BFF) | 0x400
-    return v
-
-
-@helper(M.MOV)
-def h_mov(cpu, ins) -> int:
-    r0, r1 = ins.op0_register, ins.op1_register
-    st = cpu.state
-    if r0 in CR_REGS or r1 in CR_REGS:
-        require_cpl0(cpu)
-        if r0 in CR_REGS:
-            write_cr(cpu, CR_REGS[r0], get_reg(cpu, r1))
-            cpu.mode_changed()
-        else:
-            set_reg(cpu, r0, read_cr(cpu, CR_REGS[r1]))
-        return ins.next_ip32
-    if r0 in DR_REGS or r1 in DR_REGS:
-        require_cpl0(cpu)
-        if r0 in DR_REGS:
-            n = debug_register(st.cr4, DR_REGS[r0])
-            st.dr[n] = debug_register_value(n, get_reg(cpu, r1))
-            if n in (0, 1, 2, 3, 7):
-                cpu.update_debug()
-        else:
-            set_reg(cpu, r0, st.dr[debug_register(st.cr4, DR_REGS[r1])])
-        return ins.next_ip32
-    # mov sreg, r/m16
-    s = SREG[r0]
-    sel = read_op(cpu, ins, 1, 2)
-    cpu.segmentation.load(s, sel)
-    if s == SS:
-        cpu.open_interrupt_shadow()
-    return ins.next_ip32
-
-
-@helper(M.POP)
-def h_pop_sreg(cpu, ins) -> int:
-    st = cpu.state
-    size = abs(ins.stack_pointer_increment) or 4
-    (v,) = transfers._pop_values(cpu, 1, size)
-    s = SREG[ins.op0_register]
-    cpu.segmentation.load(s, v & 0xFFFF)
-    transfers._set_esp(cpu, st.segs[SS], st.regs[4] + size)
-    if s == SS:
-        cpu.open_interrupt_shadow()
-    return ins.next_ip32
-
-
-@helper(M.INVLPG)
-def h_invlpg(cpu, ins) -> int:
-    require_cpl0(cpu)
-    s = cpu.state.segs[SREG[ins.memory_segment]]
-    cpu.invlpg((s.base + ea(cpu, ins)) & 0xFFFFFFFF)
-    return ins.next_ip32
-
-
-@helper(M.INVD, M.WBINVD)
-def h_invd(cpu, ins) -> int:
-    require_cpl0(cpu)
-    return ins.next_ip32
-
-
-# --- descriptor inspection (unprivileged, and sensitive) ----------------------------------------
-LAR_TYPES = {1, 2, 3, 4, 5, 9, 0xB, 0xC}
-LSL_TYPES = {1, 2, 3, 9, 0xB}
-
-
-def _inspect(cpu, sel: int, valid_system: set):
-    if (sel & 0xFFFC) == 0:
-        return None
-    try:
-        d = cpu.segmentation.read_descriptor(sel)
-    except EptExit:
-        raise                           # the guest leaves: not an unusable selector
-    except CpuFault:
-        return None
-    if not d.s and d.type not in valid_system:
-        return None
-    if not d.conforming:
-        if d.dpl < cpu.cpl or d.dpl < (sel & 3):
-            return None
-    return d
-
-
-def _set_zf(cpu, on: bool) -> None:
-    cpu.set_eflags(ZF if on else 0, ZF)
-
-
-@helper(M.LAR, M.LSL)
-def h_lar(cpu, ins) -> int:
-    require_protected(cpu)
-    sel = read_op(cpu, ins, 1, 2)
-    lar = ins.mnemonic == M.LAR
-    d = _inspect(cpu, sel, LAR_TYPES if lar else LSL_TYPES)
-    if d is None:
-        _set_zf(cpu, False)
-        return ins.next_ip32
-    size = GPR[ins.op0_register][1]
-    if lar:
-        v = (d.raw >> 32) & (0x00F0FF00 if size == 4 else 0xFF00)
-    else:
-        v = d.limit & (0xFFFFFFFF if size == 4 else 0xFFFF)
-    set_reg(cpu, ins.op0_register, v)
-    _set_zf(cpu, True)
-    return ins.next_ip32
-
-
-@helper(M.VERR, M.VERW)
-def h_verr(cpu, ins) -> int:
-    require_protected(cpu)
-    sel = read_op(cpu, ins, 0, 2)
-    d = _inspect(cpu, sel, set())
-    ok = d is not None and d.s
-    if ok:
-        ok = d.readable if ins.mnemonic == M.VERR else d.writable
-    _set_zf(cpu, bool(ok))
-    return ins.next_ip32
-
-
-@helper(M.ARPL)
-def h_arpl(cpu, ins) -> int:
-    require_protected(cpu)
-    dst = read_op(cpu, ins, 0, 2)
-    src = get_reg(cpu, ins.op1_register)
-    if dst & 3 < src & 3:
-        write_op(cpu, ins, 0, 2, (dst & ~3) | (src & 3))
-        _set_zf(cpu, True)
-    else:
-        _set_zf(cpu, False)
-    return ins.next_ip32
 
 
 # --- far pointers and far transfers --------------------------------------------------------------
@@ -898,12 +472,12 @@ def h_cmpxchg8b(cpu, ins) -> int:
     if old == (r[0] | r[2] << 32):
         cpu.mmu.write(lin, 4, r[3], user)
         cpu.mmu.write(lin + 4, 4, r[1], user)
-        _set_zf(cpu, True)
+        set_zf(cpu, True)
     else:
         cpu.mmu.write(lin, 4, old & 0xFFFFFFFF, user)
         cpu.mmu.write(lin + 4, 4, old >> 32, user)
         r[0], r[2] = old & 0xFFFFFFFF, old >> 32
-        _set_zf(cpu, False)
+        set_zf(cpu, False)
     return ins.next_ip32
 
 

@@ -14,8 +14,10 @@ import iced_x86 as ix
 
 from .faults import BP, DB, GP, OF as OF_VEC, UD, CpuFault
 from .state import CR0_PE, CR0_TS, CR4_DE, CR4_TSD, OF
-from .system import (CR_REGS, DR_REGS, check_umip, ea, get_reg, io_permitted, require_cpl0,
-                     set_reg, write_cr, write_mem)
+from .controlregs import CR_REGS, DR_REGS, write_cr
+from .desctables import check_umip
+from .portio import io_permitted
+from .system import ea, get_reg, require_cpl0, set_reg, write_mem
 from .translate import GPR, SREG, registrar
 from .vmcs import (CPU2_RDTSCP, CPU2_WBINVD, CPU_CONTROLS, CPU_CONTROLS2, CPU_CR3_LOAD,
                    CPU_CR3_STORE, CPU_HLT, CPU_INVLPG, CPU_IO, CPU_IO_BITMAPS, CPU_MOV_DR,

@@ -65,7 +65,7 @@ NO_VMCS = None
 
 
 def cr4_fixed1() -> int:
-    from .system import CR4_SUPPORTED
+    from .controlregs import CR4_SUPPORTED
     return CR4_SUPPORTED | V.CR4_VMXE
 
 
@@ -407,7 +407,7 @@ class Vmx:
         """The CR0 bits MOV to CR0 must leave set in VMX operation (§23.8): PE, NE and PG;
         in non-root operation under unrestricted guest PE and PG may be cleared (§26.8,
         the footnote to §23.8) -- NE stays fixed."""
-        from .system import VMX_CR0_FIXED
+        from .controlregs import VMX_CR0_FIXED
         if self.cpu.nonroot and self.unrestricted():
             return VMX_CR0_FIXED & ~(CR0_PE | CR0_PG)
         return VMX_CR0_FIXED

@@ -25,7 +25,7 @@ from __future__ import annotations
 from ringvisor.abi import BLKIF_RING_SIZE, RV_BLKBACK_OP, Errno, RvBlkbackOp
 from ringvisor.backend.blk import BlockServer, GrantRefused
 from ringvisor.hw.devices.ata import DiskError, DiskImage
-from ringvisor.vmm.paravirt import HypercallError
+from ringvisor.vmm.errors import HypercallError
 
 from .grant import GrantFailure
 

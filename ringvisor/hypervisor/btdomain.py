@@ -39,7 +39,7 @@ from ringvisor.vmm.bt import BinaryTranslation
 from ringvisor.vmm.descriptors import monitor_descriptors
 from ringvisor.vmm.errors import MonitorStop
 from ringvisor.vmm.guestmem import GuestBadFrame, GuestPageFault
-from ringvisor.vmm.paravirt import HypercallError
+from ringvisor.vmm.errors import HypercallError
 
 from .btdevices import DomainDevices
 

@@ -41,7 +41,7 @@ from ringvisor.abi import Errno, HvmParam
 from ringvisor.hw.state import VM, FpuState
 from ringvisor.vmm import layout as L
 from ringvisor.vmm import state as S
-from ringvisor.vmm.paravirt import HypercallError
+from ringvisor.vmm.errors import HypercallError
 
 from . import vcpus
 from .domain import VcpuContext

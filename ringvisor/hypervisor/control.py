@@ -13,7 +13,7 @@ from ringvisor.abi import (CONTEXT_MAX, DOMCTL, DOMCTL_GETDOMAININFO, DOMCTL_INT
                            FLASK_INTERFACE_VERSION, FLASK_OP, SYSCTL, SYSCTL_INTERFACE_VERSION,
                            VCPU_GUEST_CONTEXT, CreateFlag, DomId, DomInfoFlag, Domctl, Errno,
                            FlaskOp, SchedCmd, Scheduler, Sysctl, VcpuAffinity)
-from ringvisor.vmm.paravirt import HypercallError
+from ringvisor.vmm.errors import HypercallError
 
 from . import domsave, vcpus, xsm
 from .domain import State

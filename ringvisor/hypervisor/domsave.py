@@ -49,7 +49,7 @@ from ringvisor.abi import PV_BOOT_STACK_VA, DomId, Errno, EvtchnStat, MapSpace
 from ringvisor.hw.state import FpuState
 from ringvisor.lifecycle import codec
 from ringvisor.vmm import state as S
-from ringvisor.vmm.paravirt import HypercallError
+from ringvisor.vmm.errors import HypercallError
 
 from . import btsave, vcpuinfo, vcpus
 from .domain import VcpuContext

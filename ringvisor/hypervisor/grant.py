@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from ringvisor.abi import (GNTTAB_COPY, GNTTAB_MAP_GRANT_REF, GNTTAB_QUERY_SIZE, GNTTAB_SETUP_TABLE,
                            GNTTAB_UNMAP_GRANT_REF, GRANT_ENTRY_V1, DomId, Errno, Gntcopy, Gntmap,
                            GnttabOp, Gntst, Gtf)
-from ringvisor.vmm.paravirt import HypercallError
+from ringvisor.vmm.errors import HypercallError
 
 from . import memory
 from .xsm import Denied

@@ -26,7 +26,7 @@ import struct
 from ringvisor.abi import (XEN_ADD_TO_PHYSMAP, XEN_ADD_TO_PHYSMAP_BATCHED, XEN_MEMORY_RESERVATION,
                            XEN_REMOVE_FROM_PHYSMAP, DomId, Errno, MapSpace, MemOp)
 
-from ringvisor.vmm.paravirt import HypercallError
+from ringvisor.vmm.errors import HypercallError
 
 from .frames import OutOfMemory
 

@@ -49,7 +49,8 @@ from ringvisor.vmm import gdttype, layout as L
 from ringvisor.vmm.descriptors import compress
 from ringvisor.vmm.gdt import GuestGdt
 from ringvisor.vmm.ldt import GuestLdt
-from ringvisor.vmm.paravirt import HypercallError, ParaVirt, hypercall_table
+from ringvisor.vmm.errors import HypercallError
+from ringvisor.vmm.paravirt import ParaVirt, hypercall_table
 from ringvisor.vmm.vcpu import VirtualCpu
 
 from . import blkback, control, grant, memory, vcpuinfo, vcpus

@@ -32,7 +32,7 @@ from ringvisor.abi import (VCPU_INFO, VCPU_REGISTER_RUNSTATE_MEMORY_AREA,
                            VCPU_REGISTER_VCPU_INFO, VCPU_RUNSTATE_INFO, Errno)
 from ringvisor.vmm import layout as L
 from ringvisor.vmm.guestmem import GuestBadFrame, GuestPageFault
-from ringvisor.vmm.paravirt import HypercallError
+from ringvisor.vmm.errors import HypercallError
 
 from .domain import Vcpu
 

@@ -14,7 +14,7 @@ when it comes back up, where it stopped.
 from __future__ import annotations
 
 from ringvisor.abi import RV_MAX_VCPUS, Errno, Shutdown
-from ringvisor.vmm.paravirt import HypercallError
+from ringvisor.vmm.errors import HypercallError
 
 from .domain import Domain, Runstate, Vcpu
 

@@ -17,7 +17,7 @@ import time
 
 from ringvisor.hw.machine import Machine
 from ringvisor.hw.state import CR0_PE, CR0_PG, CR4_PAE
-from ringvisor.hw.system import write_cr
+from ringvisor.hw.controlregs import write_cr
 
 PAGES = 1024
 PD32, PT32 = 0x400000, 0x401000

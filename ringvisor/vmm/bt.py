@@ -277,7 +277,7 @@ class BinaryTranslation(Translator, Monitor):
             ins = self.code_at(f)
             if ins.mnemonic in (M.RDTSC, M.RDTSCP, M.CPUID):
                 # translated as itself, it traps only under the guest's CR4.TSD
-                # (``monitor.GUEST_CR4``): the kernel may read the counter; CPUID only
+                # (``guestcr.GUEST_CR4``): the kernel may read the counter; CPUID only
                 # where the monitor made it fault (several virtual processors: ``vcpus``)
                 if E.emulate(self, f, ins, self.guest_eip(f)) == NEXT:
                     f.eip = (f.eip + ins.len) & 0xFFFFFFFF

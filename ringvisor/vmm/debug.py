@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from ringvisor.hw.faults import DB
 from ringvisor.hw.state import RF
-from ringvisor.hw.system import debug_register, debug_register_value
+from ringvisor.hw.controlregs import debug_register, debug_register_value
 
 from . import layout as L
 from .frame import Frame

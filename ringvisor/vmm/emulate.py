@@ -24,7 +24,8 @@ from ringvisor.hw.segments import (CALL_GATE16, CALL_GATE32, TASK_GATE, TSS16_AV
                                    TSS32_BUSY, Descriptor)
 from ringvisor.hw.state import (CR4_TSD, MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP,
                                 MSR_TSC, MSR_TSC_AUX, NT, RF, TF, VIF, VM)
-from ringvisor.hw.system import ea, get_reg, io_bitmap_permits, set_reg
+from ringvisor.hw.portio import io_bitmap_permits
+from ringvisor.hw.system import ea, get_reg, set_reg
 from ringvisor.hw.transfers import check_task_return
 from ringvisor.hw.translate import GPR, SREG, registrar
 
@@ -484,7 +485,7 @@ def e_cpuid(c: Context) -> str:
 
 @emulates(M.RDTSC, M.RDTSCP)
 def e_rdtsc(c: Context) -> str:
-    # it traps because the real CR4.TSD is the guest's (``monitor.GUEST_CR4``), or is
+    # it traps because the real CR4.TSD is the guest's (``guestcr.GUEST_CR4``), or is
     # set for a guest whose TSC was written: at (virtual) CPL 0, or with the guest's
     # TSD clear, the guest reads its counter (SDM Vol. 2 RDTSC, RDTSCP)
     if c.v.cpl != 0 and c.v.cr4 & CR4_TSD:

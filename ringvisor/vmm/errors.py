@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ringvisor.abi import Errno
 from ringvisor.hw.faults import CpuFault, UnsupportedFeature
 
 
@@ -21,3 +22,16 @@ def pae_refused(name: str) -> str:
     """The line a monitor stops with when its guest sets CR4.PAE."""
     return (f"{name}: the guest set CR4.PAE: PAE paging is not virtualized here; it runs "
             "on the bare PC and under --mode trapemu, bt, hvm and kvm")
+
+
+class HypercallError(Exception):
+    """A hypercall refused: the guest gets ``-errno`` in EAX (``ParaVirt.do_hypercall``)."""
+
+    def __init__(self, errno: Errno) -> None:
+        super().__init__(errno.name)
+        self.errno = errno
+
+
+def fail(errno: Errno):
+    """Refuse the hypercall being handled with ``errno``."""
+    raise HypercallError(errno)

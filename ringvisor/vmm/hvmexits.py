@@ -13,7 +13,7 @@ from ringvisor.hw.machine import Stop
 from ringvisor.hw.mmu import fetch_fault, smap_blocks
 from ringvisor.hw.state import (CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, CR3_MASK, CR4_PAE,
                                 CR4_PSE, CR4_SMEP, CS, IF)
-from ringvisor.hw.system import CR0_PDPTE_RELOAD, CR0_WRITABLE, CR4_PDPTE_RELOAD, CR4_SUPPORTED
+from ringvisor.hw.controlregs import CR0_PDPTE_RELOAD, CR0_WRITABLE, CR4_PDPTE_RELOAD, CR4_SUPPORTED
 from ringvisor.hw import vmcs as V
 from ringvisor.hw.ept import Q_LINEAR_VALID as EPT_Q_LINEAR_VALID
 from ringvisor.hw.x87 import BUSY, ES, update_summary

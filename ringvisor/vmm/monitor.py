@@ -28,13 +28,8 @@ import iced_x86 as ix
 from ringvisor.errors import ConfigError
 from ringvisor.hw.faults import DB, GP, HAS_ERROR_CODE, NAMES, TS, UD, CpuFault
 from ringvisor.hw.machine import Stop
-from ringvisor.hw.mmu import PF_I, fetch_fault, smap_blocks
-from ringvisor.hw.segments import Descriptor, check_segment_load, null_segment
-from ringvisor.hw.state import (CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_TS, CR3_MASK, CR4_DE, CR4_OSFXSR,
-                                CR4_PAE, CR4_OSXMMEXCPT, CR4_PCE, CR4_SMAP, CR4_SMEP, CR4_TSD,
-                                CR4_UMIP, AC, ID, IOPL_MASK, NT, RF, TF, VIF, VIP, VM)
-from ringvisor.hw.system import CR0_PDPTE_RELOAD, CR0_WRITABLE, CR4_PDPTE_RELOAD, CR4_SUPPORTED
-from ringvisor.hw.transfers import check_return_cs, check_return_ss
+from ringvisor.hw.segments import Descriptor, null_segment
+from ringvisor.hw.state import CR0_PE, AC, IOPL_MASK, NT, RF, TF, VM
 
 from . import descriptors as D
 from . import layout as L
@@ -42,21 +37,21 @@ from . import state as S
 from . import vm86
 from .debug import DR6_B, GuestDebug
 from .delivery import Delivery
-from .errors import GuestFault, MonitorStop, pae_refused
+from .errors import GuestFault, MonitorStop
 from .frame import Frame
 from .gdt import ACCESSED, GuestGdt
-from .guestmem import W, GuestBadFrame, GuestMemory, GuestPageFault
+from .guestcr import GuestControlRegisters
+from .guestmem import GuestBadFrame, GuestMemory, GuestPageFault
 from .guestview import GuestViewHooks
 from .ldt import GuestLdt
+from .pagefault import ShadowFaults
 from .platform import VirtualPlatform
 from .realmode import RealMode
-from .shadow import PAE_KEY, ShadowPaging, address_space
+from .returns import GuestReturns
+from .shadow import ShadowPaging
 from .stepping import Stepping
-from .mmio import mmio_fault
-from .vcpu import CR0_PG, CR0_WP, CR4_PSE, IF, VirtualCpu
+from .vcpu import IF, VirtualCpu
 
-ARITH = 0x8D5 | 0x400 | TF          # CF PF AF ZF SF OF, DF, TF
-CR0_NW, CR0_CD, CR0_PE = 1 << 29, 1 << 30, 1
 USER_IO = {ix.Mnemonic.IN, ix.Mnemonic.OUT, ix.Mnemonic.INSB, ix.Mnemonic.INSW,
            ix.Mnemonic.INSD, ix.Mnemonic.OUTSB, ix.Mnemonic.OUTSW, ix.Mnemonic.OUTSD,
            ix.Mnemonic.CLI, ix.Mnemonic.STI}
@@ -74,22 +69,9 @@ USER_EMULATED = {ix.Mnemonic.SYSENTER, ix.Mnemonic.RDTSC, ix.Mnemonic.RDTSCP, ix
 REAL_MODE_TRAPS = frozenset(range(32)) - {DB, 2, 14, 18}
 
 
-# The real CR0 and CR4 are the monitor's (paging on its shadow tables, WP so that
-# ring 1 cannot write what the shadows keep read-only), except for the bits that
-# govern instructions the guest's code executes itself: those are the guest's, so
-# that x87/MMX/SSE instructions raise #NM and #UD as natively (SDM Vol. 3 §2.5,
-# §9.2, §13.1) and the FPU reports errors as the guest chose (NE).
-MONITOR_CR0 = (1 << 31) | (1 << 16) | CR0_ET | 1          # PG, WP, ET, PE
-GUEST_CR0 = CR0_MP | CR0_EM | CR0_TS | CR0_NE
-# TSD and UMIP too, though they restrict CPL 3 only: guest user code may enter ring 3
-# by an IRET the monitor never sees, so they are always in force, and what the
-# kernel's ring 1 then cannot do (RDTSC; SGDT, SIDT, SLDT, STR, SMSW) traps and is
-# emulated.  SMEP: a fetch from a user page by the kernel's ring 1 faults as at ring 0.
-GUEST_CR4 = (CR4_DE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_TSD | CR4_UMIP | CR4_SMEP |
-             CR4_SMAP)
 
-
-class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
+class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug, ShadowFaults, GuestControlRegisters,
+              GuestReturns):
     name = "monitor"
     # the lifecycle protocol (vmm/state.py: what each attribute is)
     state_name = "monitor"
@@ -565,15 +547,6 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
         port access, CLI and STI trap), no VM; TF, NT and RF are the guest's."""
         return (guest & ~(IOPL_MASK | VM)) | IF | 2
 
-    def real_control(self) -> None:
-        """The real CR0 and CR4 for guest code (``MONITOR_CR0``, ``GUEST_CR4``)."""
-        v = self.vcpu
-        # in real mode UMIP too: the 8086 program's SGDT, SIDT, SMSW, SLDT and STR (CPL 3 in
-        # virtual-8086 mode, unprivileged) trap and show the guest's registers
-        self.cpu.load_control(MONITOR_CR0 | (v.cr0 & GUEST_CR0),
-                              v.cr4 & GUEST_CR4 | (CR4_TSD if v.tsc_offset else 0) |
-                              (CR4_UMIP if self.real.active else 0))
-
     def guest_tsc(self) -> int:
         """The guest's time-stamp counter: the real one, moved by its WRMSRs to it (a
         guest that wrote it reads it only through RDTSC's trap: ``real_control``)."""
@@ -593,299 +566,6 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug):
             # SIPI while the others run: ``vcpus.py``)
             self.halting = True
         self.stats["halts"] += 1
-
-    # -- segment registers and returns ------------------------------------------------
-    def load_sreg(self, i: int, sel: int) -> None:
-        """The guest loads segment register ``i`` (0 ES .. 5 GS) with ``sel``: the
-        processor's checks on the guest's own descriptor (SDM Vol. 2 MOV)."""
-        v, st = self.vcpu, self.cpu.state
-        if i == 1:
-            raise GuestFault(UD)
-        sel &= 0xFFFF
-        if not sel & 0xFFFC:
-            if i == 2:
-                raise GuestFault(GP, 0)
-            st.segs[i] = null_segment(sel)
-            self.cpu.mode_changed()
-            return
-        d = self.guest_desc(sel)
-        check_segment_load(d, sel, i == 2, v.cpl)
-        real = D.compress(d.raw)
-        if not real:
-            raise GuestFault(GP, sel & 0xFFFC)     # refused by ring compression
-        self.gdt.set_accessed(d)
-        if i == 2:
-            self.frame.ss = (sel & ~3) | (1 if v.cpl == 0 else 3)
-            self.reloaded(self.frame.ss)
-            v.ss = sel
-            return
-        st.segs[i] = Descriptor(real | ACCESSED, 0).segment(sel)
-        self.cpu.mode_changed()
-
-    def set_guest_eflags(self, f: Frame, value: int, size: int = 4, iret: bool = False) -> None:
-        """POPF/IRET at (virtual) CPL 0: every flag the guest may set for real, IF and
-        IOPL on the virtual CPU; a 32-bit IRET at CPL 0 loads VIF and VIP too (Vol. 2
-        IRET; POPF never does), kept in the real image (the real CR4.VME and PVI are
-        clear: the processor ignores them)."""
-        v = self.vcpu
-        mask = ARITH | NT | AC | ID
-        if iret and v.cpl == 0:
-            mask |= VIF | VIP
-        if size == 2:
-            mask &= 0xFFFF
-        f.eflags = self.real_eflags((f.eflags & ~mask) | (value & mask))
-        if v.cpl == 0:
-            v.iopl = (value & IOPL_MASK) >> 12
-        if v.cpl <= v.iopl:
-            v.vif = bool(value & IF)
-
-    def return_to_kernel(self, f: Frame, eip: int, cs: int) -> None:
-        """IRET or far RET to the guest kernel's ring, with the processor's checks."""
-        if not cs & 0xFFFC:
-            raise GuestFault(GP, 0)
-        d = self.guest_desc(cs)
-        check_return_cs(d, cs, self.vcpu.cpl)
-        if cs & 3:
-            raise MonitorStop(f"{self.name}: the guest returns to ring {cs & 3} "
-                              f"({cs:#06x}:{eip:#010x}); only rings 0 and 3 are virtualized")
-        if eip > d.limit:
-            raise GuestFault(GP, 0)
-        self.gdt.set_accessed(d)
-        f.cs = self.kernel_cs(cs)
-        f.eip = self.kernel_entry(eip)
-        self.reloaded(f.cs)
-        self.vcpu.cs = cs & ~3
-        self.vcpu.cpl = 0
-
-    def return_to_user(self, f: Frame, eip: int, cs: int, eflags: int | None, esp: int,
-                       ss: int, size: int = 4) -> None:
-        """IRET or far RET to ring 3 (SDM Vol. 2 IRET: RETURN-TO-OUTER-PRIVILEGE-LEVEL);
-        ``size``: the IRET's operand size (2: the EFLAGS image is FLAGS only)."""
-        d = sd = None
-        limit = self.known_return(cs, ss)        # (descriptors checked before: ``delivery``)
-        if limit is None:
-            if not cs & 0xFFFC:
-                raise GuestFault(GP, 0)
-            d = self.guest_desc(cs)
-            check_return_cs(d, cs, self.vcpu.cpl)
-            if not ss & 0xFFFC:
-                raise GuestFault(GP, 0)
-            sd = self.guest_desc(ss)
-            check_return_ss(sd, ss, 3)
-            limit = d.limit
-        if eip > limit:
-            raise GuestFault(GP, 0)
-        if eflags is not None:
-            self.set_guest_eflags(f, eflags, size, iret=True)
-        if d is not None:                         # (known: nothing to set)
-            self.gdt.set_accessed(d)
-            self.gdt.set_accessed(sd)
-        f.cs, f.eip, f.ss = cs, eip, ss
-        self.reloaded(cs, ss)
-        self.cpu.state.regs[4] = esp
-        self.vcpu.cpl = 3
-
-    # -- shadow paging -----------------------------------------------------------------------
-    def page_fault(self, f: Frame) -> None:
-        st = self.cpu.state
-        lin, err = st.cr2, f.err
-        write, user = bool(err & 2), bool(err & 4)
-        if lin >= L.MLIN:
-            # the guest reached for the hypervisor region: as if nothing were mapped there
-            self.guest_page_fault(f, lin, err & ~1)
-            return
-        try:
-            m = self.gm.translate(lin, write, user)
-        except GuestPageFault as e:
-            # (I/D as the real fault has it: the real CR4 carries the guest's SMEP)
-            self.guest_page_fault(f, e.address, e.error_code | (err & PF_I))
-            return
-        if err & PF_I and not user and m.user and self.vcpu.cr4 & CR4_SMEP:
-            # the kernel fetched from a user page under its own SMEP (the real CR4 carries
-            # it): the guest's fault, P and I/D (SDM Vol. 3 §4.6.1, §4.7) -- P even when
-            # the real fault was the shadow's not-present entry: the guest's is present
-            self.guest_page_fault(f, lin, PF_I | 1)
-            return
-        code = (self.frame_code_base(f) + f.eip) & 0xFFFFFFFF
-        if smap_blocks(self.vcpu.cr4, f.eflags, m.user, user, fetch_fault(err, lin, code)):
-            # the kernel (at the real ring 1, supervisor too) touched a user page under
-            # its own SMAP with AC clear (the real CR4 and EFLAGS.AC are the guest's)
-            self.guest_page_fault(f, lin, (err & 2) | 1)
-            return
-        frame = m.phys & ~0xFFF
-        if not self.gm.translated and frame >= self.guest_ram and mmio_fault(self, f, m, lin, err):
-            return                      # a device's page (``mmio.py``)
-        self.traps["#PF (shadow)"] += 1
-        if not self.gm.translated and frame >= self.guest_ram:
-            device = self.machine.mem.device_at(frame)
-            if device is not None:
-                raise MonitorStop(f"{self.name}: the guest reached for the machine's "
-                                  f"{device} at {m.phys:#x}, which {self.name} does not give a "
-                                  f"guest")
-            raise MonitorStop(f"{self.name}: the guest mapped linear {lin:#010x} to physical "
-                              f"{frame:#x}, beyond its {self.guest_ram >> 20} MiB")
-        ppn = frame >> 12
-        # a store into a table its own mapping comes from (the live page directory, a
-        # self-mapped table): unprotecting cannot let it through, as the fill that
-        # follows protects the frame again
-        own_table = ppn in {a >> 12 for a in (m.pde_addr, m.pte_addr) if a is not None}
-        if write and ppn in self.gdt.frames and ppn not in self.gdt.relaxed and not own_table \
-                and ppn not in self.ldt.frames and self.gdt_store(f, lin, m):
-            return
-        if write and self.shadow.is_protected(ppn):
-            if own_table:
-                self.gdt.stored(ppn)
-                self.ldt.stored(ppn)
-            else:
-                self.protected_write(f, ppn)
-        elif write and err & 1 and not own_table:
-            self.shadow.stats["dirty_faults"] += 1
-        # with CR0.WP clear a supervisor store ignores R/W (SDM Vol. 3 §4.6.1): a page
-        # only the kernel reaches can be writable in the shadow
-        writable = m.writable or (not self.vcpu.cr0 & CR0_WP and not m.user)
-        self.shadow.install(lin, frame, m.user, writable and (m.dirty or write),
-                            m.pde_addr, m.pte_addr)
-        if write and not self.shadow.lookup(lin) & W:
-            # the store must happen and the page must stay read-only (a table it maps
-            # itself through; a user page the kernel writes with WP clear): one step
-            self.open_page(f, lin, frame, self.shadow.is_table(ppn) or ppn in self.gdt.frames
-                           or ppn in self.ldt.frames)
-
-    def guest_page_fault(self, f: Frame, address: int, error_code: int,
-                         eip: int | None = None) -> None:
-        """The fault is the guest's own: its CR2 and its #PF handler, at the guest
-        instruction ``f`` stands for (or at ``eip``)."""
-        self.traps["#PF (guest)"] += 1
-        self.vcpu.cr2 = address
-        self.deliver(f, 14, error_code, False, self.guest_eip(f) if eip is None else eip)
-
-    def gdt_store(self, f: Frame, lin: int, m) -> bool:
-        """A store into a page holding the guest's GDT (and maybe hot data): done by the
-        monitor if it can (``stores``), the page staying protected."""
-        ppn = m.phys >> 12
-        if f.user or self.shadow.is_table(ppn) or ppn in self.shadow.pinned:
-            return False
-        from .stores import emulate_store
-        self.shadow.install(lin, m.phys & ~0xFFF, m.user, False, m.pde_addr, m.pte_addr)
-        self.gdt.changed = False
-        if emulate_store(self, f, self.code_at(f)):
-            self.traps["#PF (GDT page store emulated)"] += 1
-            self.gdt.monitor_store(ppn)
-            return True
-        return False
-
-    def protected_write(self, f: Frame, ppn: int) -> None:
-        """The guest stores to a frame the monitor keeps read-only."""
-        if self.shadow.is_table(ppn):
-            self.traps["#PF (page table written)"] += 1
-            self.shadow.write_fault(ppn)
-        if ppn in self.gdt.frames:
-            self.traps["#PF (GDT written)"] += 1
-            self.gdt.stored(ppn)
-        if ppn in self.ldt.frames:
-            self.traps["#PF (LDT written)"] += 1
-            self.ldt.stored(ppn)
-
-    def shadow_key(self) -> int:
-        """Which shadow directory stands for the guest's current address space."""
-        return address_space(self.vcpu)[0]
-
-    def switch_shadow(self) -> None:
-        """Run the guest on the shadow of its current address space (with PAE paging,
-        one filled from the PDPTEs it loaded last)."""
-        key = self.shadow_key()
-        self.shadow.switch(key, self.vcpu.pdpte if key >= PAE_KEY else None)
-
-    def load_pdptes(self, cr0: int, cr4: int, cr3: int) -> bool:
-        """A MOV to a control register that leaves PAE paging in use under ``cr0``/``cr4``
-        loads the PDPTE registers from ``cr3`` (SDM Vol. 3A §4.4.1), checked before the
-        MOV changes anything: a present PDPTE with a reserved bit is #GP(0) and the
-        registers keep their values.  True if they were loaded."""
-        if not (cr0 & CR0_PG and cr4 & CR4_PAE):
-            return False
-        pdptes = self.gm.read_pdptes(cr3)
-        if pdptes is None:
-            raise GuestFault(GP, 0)
-        self.vcpu.pdpte[:] = pdptes
-        return True
-
-    # -- control registers -----------------------------------------------------------------
-    def set_cr(self, n: int, value: int) -> None:
-        """MOV to CR0/CR2/CR3/CR4 on the virtual CPU, with the checks of ``hw.system``."""
-        v = self.vcpu
-        if n == 0:
-            if value & ~CR0_WRITABLE & 0xFFFFFFFF or (value & CR0_PG and not value & CR0_PE) \
-                    or (value & CR0_NW and not value & CR0_CD):
-                raise GuestFault(GP, 0)
-            if not value & CR0_PE and not self.real_mode:
-                raise MonitorStop(f"{self.name}: the guest left protected mode (real mode is "
-                                  "not virtualized)")
-            value |= CR0_ET                   # hardwired to 1 (SDM Vol. 3 §2.5)
-            changed = v.cr0 ^ value
-            loaded = bool(changed & CR0_PDPTE_RELOAD) and self.load_pdptes(value, v.cr4, v.cr3)
-            v.cr0 = value
-            if changed & CR0_WP:              # what a kernel store may do changed
-                self.shadow.flush()
-            if changed & CR0_PG or loaded:
-                self.paging_changed()
-        elif n == 2:
-            v.cr2 = value
-        elif n == 3:
-            # every change to the guest's tables was seen (they are write-protected),
-            # so the shadow of this address space, if there is one, is still right (with
-            # PAE, if filled from the PDPTEs this MOV loads)
-            self.load_pdptes(v.cr0, v.cr4, value)
-            v.cr3 = value & CR3_MASK
-            self.paging_changed()
-        elif n == 4:
-            if value & ~CR4_SUPPORTED:
-                raise GuestFault(GP, 0)
-            if value & CR4_PAE and not self.pae:
-                raise MonitorStop(pae_refused(self.name))
-            loaded = bool((v.cr4 ^ value) & CR4_PDPTE_RELOAD) and \
-                self.load_pdptes(v.cr0, value, v.cr3)
-            old, v.cr4 = v.cr4, value
-            if (old ^ value) & CR4_PSE:
-                self.shadow.flush()
-            if (old ^ value) & (CR4_PSE | CR4_PAE) or loaded:
-                self.paging_changed()       # (PAE: another shadow, or other PDPTEs)
-        else:
-            raise GuestFault(UD)
-        self.stats[f"cr{n} writes"] += 1
-
-    def task_cr3(self, value: int) -> bool:
-        """A task switch loads CR3 past its commit point: as a MOV to CR3, except that a
-        PDPTE with a reserved bit leaves CR3 loaded and the PDPTE registers as they were,
-        and the #GP(0) is the new task's (SDM Vol. 3A §4.4.1, §7.3; ``hw/tasks.py``):
-        False then."""
-        try:
-            self.set_cr(3, value)
-            return True
-        except GuestFault:
-            self.vcpu.cr3 = value & CR3_MASK
-            self.paging_changed()
-            return False
-
-    def paging_changed(self) -> None:
-        self.switch_shadow()
-        for table in (self.gdt, self.ldt):
-            if table.moved():
-                # the table's pages moved (or went: a kernel's own tables need not map
-                # the loader's GDT); the loaded CS and SS are cached, as after LGDT
-                table.hold()
-                table.reload()
-
-    def get_cr(self, n: int) -> int:
-        v = self.vcpu
-        if n in (1, 5, 6, 7) or n > 7:
-            raise GuestFault(UD)
-        return {0: v.cr0, 2: v.cr2, 3: v.cr3, 4: v.cr4}[n]
-
-    def invlpg(self, lin: int) -> None:
-        if self.gm.page_shift(lin) > 12:      # a large page: all of it (the shadow splits it)
-            self.shadow.invalidate_region(lin)
-        else:
-            self.shadow.invalidate(lin)
 
     # -- reports ----------------------------------------------------------------------------
     def report(self) -> dict:

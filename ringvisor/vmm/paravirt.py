@@ -29,41 +29,35 @@ import struct
 from collections import Counter
 
 from ringvisor.abi import (CALLBACK_REGISTER, EVTCHN_ALLOC_UNBOUND, EVTCHN_BIND_INTERDOMAIN,
-                    EVTCHN_BIND_IPI, EVTCHN_BIND_PIRQ, EVTCHN_BIND_VIRQ, EVTCHN_CLOSE,
-                    EVTCHN_SEND, EVTCHN_STATUS, EVTCHN_UNMASK, HYPERCALL_VECTOR, MMU_UPDATE,
-                    MMUEXT_OP, PHYSDEV_IRQ_STATUS_QUERY, PHYSDEV_SET_IOPL, PV_BOOT_STACK_TOP,
-                    PV_BOOT_STACK_VA, PV_SHARED_INFO_VA, PV_START_INFO_VA, SCHED_SHUTDOWN,
-                    SHARED_INFO, START_INFO, START_INFO_MAGIC, TRAP_INFO, CallbackOp, CallbackType,
-                    ConsoleIO, DomId, Errno, EvtchnOp, Hypercall, Mmu, Mmuext, PhysdevOp,
-                    RvMachineOp, SchedOp, Shutdown, Sif, Uvmf, VcpuOp, Virq, VmAssistCmd,
-                    VmAssistType, XenVer)
+                           EVTCHN_BIND_IPI, EVTCHN_BIND_PIRQ, EVTCHN_BIND_VIRQ, EVTCHN_CLOSE,
+                           EVTCHN_SEND, EVTCHN_STATUS, EVTCHN_UNMASK, HYPERCALL_VECTOR,
+                           PHYSDEV_IRQ_STATUS_QUERY, PHYSDEV_SET_IOPL, PV_BOOT_STACK_TOP,
+                           PV_BOOT_STACK_VA, PV_SHARED_INFO_VA, PV_START_INFO_VA, SCHED_SHUTDOWN,
+                           SHARED_INFO, START_INFO, START_INFO_MAGIC, CallbackOp, CallbackType,
+                           ConsoleIO, Errno, EvtchnOp, Hypercall, PhysdevOp, RvMachineOp, SchedOp,
+                           Shutdown, Sif, VcpuOp, Virq, VmAssistCmd, VmAssistType, XenVer)
 from ringvisor.hw.faults import CpuFault
 from ringvisor.hw.machine import Stop
 
 from . import emulate as E
 from . import gdttype
 from . import layout as L
-from .descriptors import compress, guest_descriptor_fields
+from .descriptors import guest_descriptor_fields
 from .evtchn import EvtchnError, EventChannels
 from .frame import Frame
 from .guestmem import GuestBadFrame, GuestPageFault
-from .errors import GuestFault, MonitorStop
+from .errors import GuestFault, HypercallError, fail
 from .monitor import Monitor
 from .platform import HypervisorTimer
+from .pvmm import PvMemory
+from .pvtables import PvTables
 
 KEEP = object()                  # a hypercall that set the guest's registers itself (iret)
-MAX_BATCH = 1024                 # entries per mmu_update / mmuext_op call
 MAX_CONSOLE = 4096
 TS = 1 << 3
 
 IO_EMULATORS = {m: E.EMULATORS[m] for m in (E.M.IN, E.M.OUT, E.M.INSB, E.M.INSW, E.M.INSD,
                                             E.M.OUTSB, E.M.OUTSW, E.M.OUTSD) if m in E.EMULATORS}
-
-
-class HypercallError(Exception):
-    def __init__(self, errno: Errno) -> None:
-        super().__init__(errno.name)
-        self.errno = errno
 
 
 def _tsc_scale(hz: int) -> tuple[int, int]:
@@ -78,11 +72,7 @@ def _tsc_scale(hz: int) -> tuple[int, int]:
     return int(ratio * (1 << 32)), shift
 
 
-def _fail(errno: Errno):
-    raise HypercallError(errno)
-
-
-class ParaVirt(Monitor):
+class ParaVirt(PvMemory, PvTables, Monitor):
     name = "paravirt"
     virtual_apic = False                 # events and a timer hypercall instead
     pae = False                          # its page tables are 32-bit (the PV ABI's)
@@ -251,88 +241,6 @@ class ParaVirt(Monitor):
             return
         super().page_fault(f)
 
-    # -- the guest's tables, as the hypercalls gave them --------------------------------------
-    def kernel_cs_view(self, f: Frame) -> int:
-        """A para-virtualized kernel knows it runs at ring 1: its frames hold the real CS
-        (Xen's FLAT_RING1_CS has RPL 1), and its IRET is a hypercall."""
-        return f.cs
-
-    def guest_gate(self, vector: int, soft: bool) -> tuple[int, int, bool, int]:
-        v = self.vcpu
-        if vector == 14:
-            self.mem.write32(self.o_cr2, v.cr2)
-        entry = self.trap_table.get(vector)
-        ext = 0 if soft else 1
-        if not self.trap_table:
-            raise MonitorStop(f"paravirt: the guest took vector {vector:#x} at "
-                              f"{self.frame.eip:#010x} before it registered a trap table "
-                              "(is the kernel built para-virtualized, by ringvisor pvcc?)")
-        if entry is None:
-            raise GuestFault(13, vector * 8 + 2 + ext)
-        flags, cs, eip = entry
-        if soft and (flags & 3) < v.cpl:
-            raise GuestFault(13, vector * 8 + 2)
-        return cs, eip, bool(flags & 4), 4              # (Xen's trap table: 32-bit frames)
-
-    # -- the GDT's frames are typed (gdttype) ---------------------------------------------
-    def gdt_typed(self) -> set[int]:
-        """The guest's frame numbers of its GDT (those no mapping may make writable)."""
-        return set(self.gdt_frames)
-
-    def address_spaces(self) -> list[int]:
-        """The CR3 of every vCPU whose virtual paging is on."""
-        return [self.vcpu.cr3] if self.vcpu.paging else []
-
-    def guest_gdt_bytes(self, offset: int, n: int) -> bytes:
-        frames = self.gdt_frames
-        if not frames:
-            return super().guest_gdt_bytes(offset, n)
-        i, o = offset >> 12, offset & 0xFFF
-        if o + n <= 0x1000 and i < len(frames):        # (a descriptor: within one frame)
-            return self.mem.read((frames[i] << 12) + o, n)
-        out = bytearray()
-        while n:
-            i, o = offset >> 12, offset & 0xFFF
-            if i >= len(self.gdt_frames):
-                raise GuestFault(13, 0)
-            chunk = min(n, 0x1000 - o)
-            out += self.mem.read((self.gdt_frames[i] << 12) + o, chunk)
-            offset += chunk
-            n -= chunk
-        return bytes(out)
-
-    def known_tables(self, vector: int) -> tuple | None:
-        # the trap table's entry stands for the gate (``Delivery._deliver_known``); not for
-        # #PF, whose gate also publishes CR2 (``guest_gate``)
-        entry = self.trap_table.get(vector)
-        if entry is None or vector == 14:
-            return None
-        entry = tuple(entry)            # (a restored state holds lists)
-        if self.kstack is not None:
-            return entry, entry[1], self.kstack[1], self.kstack[0]
-        v = self.vcpu                   # (no stack_switch: the TSS's, as ``kernel_stack``)
-        tss = (v.tr_base + 4) & 0xFFFFFFFF
-        got = self._peek8(tss, tss) if v.tr_limit >= 9 else None
-        if got is None:
-            return None
-        return entry, entry[1], got[0] & 0xFFFFFFFF, (got[0] >> 32) & 0xFFFF
-
-    def known_descriptors(self, a: int, b: int) -> tuple[int, int] | None:
-        frames, ram = self.gdt_frames, self.mem.ram
-        if not frames:
-            return super().known_descriptors(a, b)
-        # (each selector's frame and offset; both inside the frames and RAM)
-        ia, ib, n, top = a >> 12, b >> 12, len(frames), len(ram) - 0x1000
-        if ia >= n or ib >= n or frames[ia] << 12 > top or frames[ib] << 12 > top:
-            return None
-        pa, pb = frames[ia] << 12 | a & 0xFF8, frames[ib] << 12 | b & 0xFF8
-        return int.from_bytes(ram[pa:pa + 8], "little"), int.from_bytes(ram[pb:pb + 8], "little")
-
-    def kernel_stack(self, ext: int) -> tuple[int, int]:
-        if self.kstack is not None:
-            return self.kstack
-        return super().kernel_stack(ext)
-
     def privileged_fault(self, f: Frame, err: int) -> None:
         """Ring 1 executed a privileged instruction: port I/O is emulated, the rest is the
         guest's #GP (a PV kernel has no business executing them)."""
@@ -381,167 +289,6 @@ class ParaVirt(Monitor):
     def _write(self, lin: int, data: bytes) -> None:
         self.gm.write(lin, data)
 
-    def _frame(self, mfn: int) -> int:
-        """The machine address of one of the guest's own frames (or -EPERM)."""
-        if not 0 <= mfn < self.guest_ram >> 12:
-            _fail(Errno.EPERM)
-        return mfn << 12
-
-    def _check_pte(self, val: int) -> None:
-        """A page-table entry the guest may write: it maps nothing beyond its RAM."""
-        if val & 1 and (val & 0xFFFFF000) >= self.guest_ram:
-            _fail(Errno.EPERM)
-
-    def _guest_address(self, gpa: int) -> int:
-        """The machine address of a guest physical address the guest passed (or -EINVAL)."""
-        if not 0 <= gpa < self.guest_ram:
-            _fail(Errno.EINVAL)
-        return gpa
-
-    def _gfn(self, ma: int) -> int:
-        """The guest's frame number for machine address ``ma`` (what RV_VA_TO_MFN returns)."""
-        return ma >> 12
-
-    def _write_table_entry(self, ma: int, val: int) -> None:
-        if ma & 3:
-            _fail(Errno.EINVAL)
-        ma = self._guest_address(ma)
-        self._check_pte(val)
-        if gdttype.entry_refused(self, ma, val):
-            _fail(Errno.EINVAL)               # a GDT frame mapped writable (Xen's mod_l1_entry)
-        self.mem.write32(ma, val & 0xFFFFFFFF)
-        self.guest_written(ma, 4)
-
-    def hc_set_trap_table(self, f, ptr, *_):
-        if ptr == 0:
-            self.trap_table.clear()
-            return 0
-        for i in range(257):
-            e = TRAP_INFO.unpack(self._read(ptr + i * TRAP_INFO.size, TRAP_INFO.size))
-            if e["address"] == 0:
-                return 0
-            # the kernel's selectors have RPL 0; it runs at ring 1 (Xen fixes them the same way)
-            self.trap_table[e["vector"]] = (e["flags"] & 7, self._kernel_code(e["cs"]), e["address"])
-        _fail(Errno.E2BIG)
-
-    def _batch(self, items: int, count: int, done_ptr: int, dom: int, layout, op) -> int:
-        """Apply ``op`` to ``count`` structures at ``items``, stopping at the first refusal;
-        how many were done goes to ``done_ptr`` (Xen's batched MMU interface)."""
-        self._own(dom)
-        if count > MAX_BATCH:
-            _fail(Errno.EINVAL)
-        done = 0
-        try:
-            for i in range(count):
-                op(layout.unpack(self._read(items + i * layout.size, layout.size)))
-                done += 1
-        finally:
-            if done_ptr:
-                self._write(done_ptr, struct.pack("<I", done))
-        return 0
-
-    def hc_mmu_update(self, f, reqs, count, done_ptr, dom, *_):
-        return self._batch(reqs, count, done_ptr, dom, MMU_UPDATE, self._mmu_update)
-
-    def _mmu_update(self, e: dict) -> None:
-        cmd, ma, val = e["ptr"] & 3, e["ptr"] & ~3, e["val"]
-        if ma >> 32 or val >> 32:
-            _fail(Errno.EINVAL)
-        if cmd in (Mmu.NORMAL_PT_UPDATE, Mmu.PT_UPDATE_PRESERVE_AD):
-            if cmd == Mmu.PT_UPDATE_PRESERVE_AD and not ma & 3:
-                val = (val & ~0x60) | (self.mem.read32(self._guest_address(ma)) & 0x60)
-            self._write_table_entry(ma, val)
-        elif cmd == Mmu.MACHPHYS_UPDATE:
-            self._machphys_update(ma >> 12, val)
-        else:
-            _fail(Errno.ENOSYS)
-
-    def _machphys_update(self, mfn: int, gfn: int) -> None:
-        # pseudo-physical = machine here: the only valid entry is the identity
-        if mfn != gfn or mfn >= self.guest_ram >> 12:
-            _fail(Errno.EINVAL)
-
-    def hc_mmuext_op(self, f, ops, count, done_ptr, dom, *_):
-        return self._batch(ops, count, done_ptr, dom, MMUEXT_OP,
-                           lambda op: self._mmuext(op["cmd"], op["arg1"], op["arg2"]))
-
-    def _mmuext(self, cmd: int, arg1: dict, arg2: dict) -> None:
-        if cmd in (Mmuext.PIN_L1_TABLE, Mmuext.PIN_L2_TABLE):
-            ppn = self._frame(arg1["mfn"]) >> 12
-            if ppn in self.pinned:
-                _fail(Errno.EINVAL)
-            self.pinned.add(ppn)
-        elif cmd == Mmuext.UNPIN_TABLE:
-            ppn = self._frame(arg1["mfn"]) >> 12
-            if ppn not in self.pinned:
-                _fail(Errno.EINVAL)
-            self.pinned.discard(ppn)
-        elif cmd == Mmuext.NEW_BASEPTR:
-            self._frame(arg1["mfn"])                 # the guest's own frame (-EPERM otherwise)
-            self.set_cr(3, arg1["mfn"] << 12)
-        elif cmd in (Mmuext.TLB_FLUSH_LOCAL, Mmuext.TLB_FLUSH_MULTI, Mmuext.TLB_FLUSH_ALL):
-            self.cpu.tlb_flush()       # the shadows saw every table store: nothing stale
-        elif cmd in (Mmuext.INVLPG_LOCAL, Mmuext.INVLPG_MULTI, Mmuext.INVLPG_ALL):
-            self.invlpg(arg1["linear_addr"] & 0xFFFFFFFF)
-        elif cmd in (Mmuext.FLUSH_CACHE, Mmuext.FLUSH_CACHE_GLOBAL):
-            pass
-        elif cmd == Mmuext.CLEAR_PAGE:
-            ma = self._frame(arg1["mfn"])
-            self.mem.write(ma, bytes(0x1000))
-            self.guest_written(ma, 0x1000)
-        elif cmd == Mmuext.COPY_PAGE:
-            dst, src = self._frame(arg1["mfn"]), self._frame(arg2["src_mfn"])
-            self.mem.write(dst, self.mem.read(src, 0x1000))
-            self.guest_written(dst, 0x1000)
-        else:
-            _fail(Errno.ENOSYS)
-
-    def _own(self, dom: int) -> None:
-        if dom not in (DomId.SELF, 0):
-            _fail(Errno.ESRCH)
-
-    def hc_set_gdt(self, f, frames_ptr, entries, *_):
-        if not 0 < entries <= L.FIRST_RESERVED:
-            _fail(Errno.EINVAL)
-        n = (entries * 8 + 0xFFF) >> 12
-        mfns = struct.unpack(f"<{n}I", self._read(frames_ptr, 4 * n))
-        frames = [self._frame(m) >> 12 for m in mfns]
-        if gdttype.mapped_writable(self, set(mfns)):
-            _fail(Errno.EINVAL)    # a frame mapped writable cannot become a GDT (Xen's set_gdt)
-        self.gdt.hold()
-        self.gdt_frames = frames
-        self.load_gdt(0, entries * 8 - 1)
-        return 0
-
-    def hc_update_descriptor(self, f, ma_lo, ma_hi, d_lo, d_hi, *_):
-        if ma_hi or ma_lo & 7:
-            _fail(Errno.EINVAL)
-        ma_lo = self._guest_address(ma_lo)
-        for i, fr in enumerate(self.gdt_frames):
-            if fr << 12 <= ma_lo < (fr + 1) << 12:
-                index = (i << 9) + ((ma_lo & 0xFFF) >> 3)
-                if index * 8 + 7 > self.vcpu.gdt_limit:
-                    _fail(Errno.EINVAL)
-                raw = d_lo | d_hi << 32
-                self.mem.write(ma_lo, struct.pack("<Q", raw))
-                self.mem.write(self.base + L.GDT + index * 8, struct.pack("<Q", compress(raw)))
-                return 0
-        _fail(Errno.EINVAL)
-
-    def hc_stack_switch(self, f, ss, esp, *_):
-        raw = self.guest_descriptor(ss) if ss & ~3 else None
-        if raw is None or (raw >> 43) & 1 or not (raw >> 41) & 1 or (raw >> 45) & 3 != 0:
-            _fail(Errno.EINVAL)      # a writable data segment of the guest kernel
-        self.kstack = (ss & ~3, esp)
-        return 0
-
-    def _kernel_code(self, sel: int) -> int:
-        """A code selector of the guest kernel's own (with RPL 1), or -EINVAL."""
-        raw = self.guest_descriptor(sel & 0xFFFF) if sel & 0xFFFC else None
-        if raw is None or not (raw >> 43) & 1 or not (raw >> 44) & 1 or (raw >> 45) & 3 != 0:
-            _fail(Errno.EINVAL)
-        return (sel & 0xFFFC) | 1
-
     def hc_set_callbacks(self, f, ev_cs, ev_eip, fs_cs, fs_eip, *_):
         ev, fs = (self._kernel_code(ev_cs), ev_eip), (self._kernel_code(fs_cs), fs_eip)
         self.callbacks[CallbackType.event], self.callbacks[CallbackType.failsafe] = ev, fs
@@ -551,35 +298,19 @@ class ParaVirt(Monitor):
         if cmd == CallbackOp.register:
             cb = CALLBACK_REGISTER.unpack(self._read(arg, CALLBACK_REGISTER.size))
             if cb["type"] not in (CallbackType.event, CallbackType.failsafe):
-                _fail(Errno.EINVAL)
+                fail(Errno.EINVAL)
             self.callbacks[cb["type"]] = (self._kernel_code(cb["address"]["cs"]), cb["address"]["eip"])
             return 0
         if cmd == CallbackOp.unregister:
             t = struct.unpack("<H", self._read(arg, 2))[0]
             if self.callbacks.pop(t, None) is None:
-                _fail(Errno.EINVAL)
+                fail(Errno.EINVAL)
             return 0
-        _fail(Errno.ENOSYS)
+        fail(Errno.ENOSYS)
 
     def hc_fpu_taskswitch(self, f, set_, *_):
         v = self.vcpu
         v.cr0 = v.cr0 | TS if set_ else v.cr0 & ~TS
-        return 0
-
-    def hc_update_va_mapping(self, f, va, lo, hi, flags, *_):
-        v = self.vcpu
-        if hi or va >= L.MLIN or va & ~0xFFF in self.fixed or not v.paging:
-            _fail(Errno.EINVAL)
-        pde = self.mem.read32(self._frame(v.cr3 >> 12) + (va >> 22) * 4)
-        if not pde & 1 or pde & 0x80:
-            _fail(Errno.EINVAL)
-        self._frame(pde >> 12)
-        self._write_table_entry((pde & 0xFFFFF000) + ((va >> 12) & 0x3FF) * 4, lo)
-        kind = flags & Uvmf.FLUSHTYPE_MASK
-        if kind == Uvmf.INVLPG:
-            self.invlpg(va)
-        elif kind == Uvmf.TLB_FLUSH:
-            self.cpu.tlb_flush()
         return 0
 
     def hc_set_timer_op(self, f, lo, hi, *_):
@@ -611,17 +342,17 @@ class ParaVirt(Monitor):
             return 0
         if cmd == XenVer.pagesize:
             return 0x1000
-        _fail(Errno.ENOSYS)
+        fail(Errno.ENOSYS)
 
     def hc_console_io(self, f, cmd, count, buf, *_):
         if cmd == ConsoleIO.write:
             if count > MAX_CONSOLE:
-                _fail(Errno.EINVAL)
+                fail(Errno.EINVAL)
             self.console_write(self._read(buf, count))
             return 0
         if cmd == ConsoleIO.read:
             return 0
-        _fail(Errno.ENOSYS)
+        fail(Errno.ENOSYS)
 
     def console_write(self, data: bytes) -> None:
         """``console_io`` output: the machine's console (a lone guest owns it)."""
@@ -629,9 +360,9 @@ class ParaVirt(Monitor):
 
     def hc_vm_assist(self, f, cmd, type_, *_):
         if cmd not in (VmAssistCmd.enable, VmAssistCmd.disable):
-            _fail(Errno.EINVAL)
+            fail(Errno.EINVAL)
         if type_ != VmAssistType.writable_pagetables:
-            _fail(Errno.EINVAL)
+            fail(Errno.EINVAL)
         return 0                       # page-table stores always trap and are validated
 
     def hc_iret(self, f, *_):
@@ -652,14 +383,14 @@ class ParaVirt(Monitor):
                 self.set_guest_eflags(f, eflags)     # (as ring 0 executes it: IOPL too)
                 st.regs[4] = (st.regs[4] + 16) & 0xFFFFFFFF
         except CpuFault:
-            _fail(Errno.EINVAL)
+            fail(Errno.EINVAL)
         self.vcpu.vif = bool(eflags & (1 << 9))      # Xen: the mask follows the frame's IF
         st.regs[0] = eax
         return KEEP
 
     def hc_vcpu_op(self, f, cmd, vcpu, arg, *_):
         if vcpu != 0:
-            _fail(Errno.ENOENT)
+            fail(Errno.ENOENT)
         if cmd == VcpuOp.is_up:
             return 1
         if cmd == VcpuOp.up:
@@ -676,7 +407,7 @@ class ParaVirt(Monitor):
         if cmd == VcpuOp.stop_singleshot_timer:
             self._timer(0)
             return 0
-        _fail(Errno.ENOSYS)
+        fail(Errno.ENOSYS)
 
     def hc_sched_op(self, f, cmd, arg, *_):
         if cmd == SchedOp.yield_:
@@ -693,13 +424,13 @@ class ParaVirt(Monitor):
             try:
                 why = Shutdown(reason).name
             except ValueError:
-                _fail(Errno.EINVAL)
+                fail(Errno.EINVAL)
             self.stop(Stop("shutdown", 0 if reason == Shutdown.poweroff else 1,
                            f"the guest shut down ({why})"))
             return 0
         if cmd == SchedOp.shutdown_code:
             return 0
-        _fail(Errno.ENOSYS)
+        fail(Errno.ENOSYS)
 
     def hc_event_channel_op(self, f, cmd, arg, *_):
         ev = self.events
@@ -735,13 +466,13 @@ class ParaVirt(Monitor):
             d.update(ev.status(d["port"]))
             self._write(arg, EVTCHN_STATUS.pack(d))
             return 0
-        _fail(Errno.ENOSYS)
+        fail(Errno.ENOSYS)
 
     def hc_physdev_op(self, f, cmd, arg, *_):
         if cmd == PhysdevOp.eoi:
             irq = struct.unpack("<I", self._read(arg, 4))[0]
             if not 0 <= irq < 16:
-                _fail(Errno.EINVAL)
+                fail(Errno.EINVAL)
             self.platform.end_of_interrupt(irq)     # (or the guest's own port write)
             return 0
         if cmd == PhysdevOp.set_iopl:
@@ -750,30 +481,30 @@ class ParaVirt(Monitor):
         if cmd == PhysdevOp.irq_status_query:
             d = PHYSDEV_IRQ_STATUS_QUERY.unpack(self._read(arg, PHYSDEV_IRQ_STATUS_QUERY.size))
             if not 0 <= d["irq"] < 16:
-                _fail(Errno.EINVAL)
+                fail(Errno.EINVAL)
             d["flags"] = 0
             self._write(arg, PHYSDEV_IRQ_STATUS_QUERY.pack(d))
             return 0
-        _fail(Errno.ENOSYS)
+        fail(Errno.ENOSYS)
 
     def hc_rv_machine_op(self, f, cmd, a, b, *_):
         v = self.vcpu
         if cmd == RvMachineOp.WRITE_CR:
             if a not in (0, 4):
-                _fail(Errno.EINVAL)
+                fail(Errno.EINVAL)
             try:
                 self.set_cr(a, b)
             except GuestFault:
-                _fail(Errno.EINVAL)
+                fail(Errno.EINVAL)
             return 0
         if cmd == RvMachineOp.READ_CR:
             if a not in (0, 3, 4):
-                _fail(Errno.EINVAL)
+                fail(Errno.EINVAL)
             return self.get_cr(a)
         if cmd == RvMachineOp.LTR:
             raw = self.guest_descriptor(a) if a & ~3 else None
             if raw is None or (raw >> 40) & 0x1F not in (0x09, 0x0B) or not (raw >> 47) & 1:
-                _fail(Errno.EINVAL)
+                fail(Errno.EINVAL)
             base, limit, _, _ = guest_descriptor_fields(raw)
             v.tr, v.tr_base, v.tr_limit = a & 0xFFFC, base, limit
             return 0
@@ -781,12 +512,12 @@ class ParaVirt(Monitor):
             try:
                 return self._gfn(self.gm.phys(a))
             except (GuestPageFault, GuestBadFrame):
-                _fail(Errno.EFAULT)
+                fail(Errno.EFAULT)
         if cmd == RvMachineOp.IRQ_VECTOR:
             if not 0 <= a < 16:
-                _fail(Errno.EINVAL)
+                fail(Errno.EINVAL)
             return self.platform.irq_vector(a)
-        _fail(Errno.ENOSYS)
+        fail(Errno.ENOSYS)
 
     # -- reports -------------------------------------------------------------------------------
     def report(self) -> dict:
