@@ -33,9 +33,8 @@ from ringvisor.hw.faults import HAS_ERROR_CODE, TripleFault, UnsupportedFeature
 from ringvisor.hw.machine import Machine, Stop
 from ringvisor.vmm import layout as L
 from ringvisor.vmm.frame import Frame
-from ringvisor.vmm.monitor import build_region
 from ringvisor.vmm.errors import HypercallError
-from ringvisor.vmm.paravirt import pv_region
+from ringvisor.vmm.region import build_region, pv_region
 from ringvisor.vmm.platform import HypervisorTimer
 
 from . import blkback, memory, pcpus, sched, switch, vcpus

@@ -55,7 +55,7 @@ from . import layout as L, state as S
 from .errors import MonitorStop
 from .guestmem import GuestBadFrame, GuestMemory, GuestPageFault
 from .hvmept import MonitorEpt
-from .monitor import build_region
+from .region import build_region
 from .platform import VirtualPlatform
 from .shadow import ShadowPaging, address_space
 from .vcpu import VirtualCpu

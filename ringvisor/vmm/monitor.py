@@ -47,6 +47,7 @@ from .ldt import GuestLdt
 from .pagefault import ShadowFaults
 from .platform import VirtualPlatform
 from .realmode import RealMode
+from .region import build_region
 from .returns import GuestReturns
 from .shadow import ShadowPaging
 from .stepping import Stepping
@@ -579,32 +580,3 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug, ShadowFaults, Gues
         if self.vcpus is not None:
             out["vcpus"] = self.vcpus.report()
         return out
-
-
-def build_region(mem, base: int) -> None:
-    """Lay out the hypervisor region at machine address ``base``: its page table, the
-    real IDT (every vector to a native entry point), TSS and the monitor's descriptors in
-    the real GDT.  One per machine: a hypervisor running many guests builds it once."""
-    b = base
-    mem.write(b, bytes(L.MAPPED))
-    # the region's page table: MLIN + off -> base + off, supervisor
-    pt = b"".join(struct.pack("<I", (b + off) | 0x63) for off in range(0, L.MAPPED, 0x1000))
-    mem.write(b + L.MONITOR_PT, pt)
-    mem.write(b + L.VOID, b"\xFF" * 0x1000)
-    # IDT: interrupt gates to the native entry points; only the callout vectors
-    # can be raised by software (from ring 1, i.e. translated code)
-    idt = bytearray()
-    for v in range(256):
-        off = L.MLIN + L.ENTRY + 8 * v
-        dpl = 1 if v in (L.CALLOUT, L.CHAIN) else 0
-        access = 0x8E | dpl << 5
-        idt += struct.pack("<HHBBH", off & 0xFFFF, L.SEL_MCODE, 0, access, off >> 16)
-    mem.write(b + L.IDT, bytes(idt))
-    # TSS: ring-0 stack = the monitor's; no I/O bitmap (all port I/O traps)
-    tss = bytearray(104)
-    struct.pack_into("<II", tss, 4, L.MLIN + L.STACK_TOP, L.SEL_MDATA)
-    struct.pack_into("<H", tss, 102, 104)
-    mem.write(b + L.TSS, bytes(tss))
-    for sel, raw in D.monitor_descriptors().items():
-        mem.write(b + L.GDT + sel, struct.pack("<Q", raw))
-    mem.write(b + L.GDT + L.SEL_MTSS, struct.pack("<Q", D.tss_descriptor(L.MLIN + L.TSS, 103)))

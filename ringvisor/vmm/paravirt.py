@@ -51,6 +51,7 @@ from .monitor import Monitor
 from .platform import HypervisorTimer
 from .pvmm import PvMemory
 from .pvtables import PvTables
+from .region import pv_region
 
 KEEP = object()                  # a hypercall that set the guest's registers itself (iret)
 MAX_CONSOLE = 4096
@@ -525,16 +526,6 @@ class ParaVirt(PvMemory, PvTables, Monitor):
         out["hypercalls"] = dict(self.hypercalls)
         out.update(self.events.stats)
         return out
-
-
-def pv_region(mem, base: int) -> None:
-    """The region as para-virtualization wants it: hypercalls come from ring 1 (the
-    ``int $0x82`` gate is DPL 1); no translated code here, so no ring-1 code segment
-    over the whole address space either."""
-    off = L.MLIN + L.ENTRY + 8 * HYPERCALL_VECTOR
-    mem.write(base + L.IDT + 8 * HYPERCALL_VECTOR,
-              struct.pack("<HHBBH", off & 0xFFFF, L.SEL_MCODE, 0, 0x8E | 1 << 5, off >> 16))
-    mem.write(base + L.GDT + (L.SEL_TCODE & ~7), bytes(8))
 
 
 # the counters' names of the hypercalls Xen's ABI defines (``do_hypercall``)
