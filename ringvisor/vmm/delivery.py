@@ -193,7 +193,8 @@ class Delivery:
         n = size * len(vals)
         new = (esp0 - n) & 0xFFFFFFFF
         check_access(seg, new, n, True, SS)
-        self._push_frame((seg.base + new) & 0xFFFFFFFF, stack_image(vals, size))
+        self.gm.push_frame((seg.base + new) & 0xFFFFFFFF, stack_image(vals, size),
+                           (self.gdt.frames, self.ldt.frames))
         self._entered(f, sel, offset, interrupt_gate, new, seg.selector, ss0 & ~3)
         return True
 
@@ -233,30 +234,6 @@ class Delivery:
                 _RETURNS.clear()
             _RETURNS[key] = known
         return None if known is False else known
-
-    def _push_frame(self, lin: int, data: bytes) -> None:
-        """Write a frame on the guest kernel's stack: in one step where the real TLB holds
-        the page writable for the supervisor and it holds none of the guest's descriptor
-        tables.  Such an entry comes from a shadow entry made writable after a walk that
-        allowed the write and set the dirty bit, and the shadow never maps writable what
-        the monitor must see written (the guest's page tables, the frames of translated
-        code, the GDT and LDT frames it keeps read-only), so the bookkeeping
-        ``GuestMemory.write`` calls after a write (``guest_written``) has nothing to do --
-        except for a GDT or LDT frame the monitor left writable (hot data beside the
-        table), which is excluded.  Elsewhere ``GuestMemory.write``, which walks."""
-        gm = self.gm
-        mmu = gm.mmu
-        n = len(data)
-        if mmu is not None and not gm.tlb_stale and gm.p2m is None and lin < MLIN and \
-                (lin & 0xFFF) + n <= 0x1000 and mmu.state.cr3 & 0xFFFFF000 == gm.shadow.root.pd:
-            d = mmu.tw_s.get(lin & 0xFFFFF000)
-            if d is not None:
-                p = lin + d
-                if p + n <= gm.ram_size and p >> 12 not in self.gdt.frames and \
-                        p >> 12 not in self.ldt.frames:
-                    self.mem.write(p, data)
-                    return
-        gm.write(lin, data)
 
     def known_tables(self, vector: int) -> tuple | None:
         """For ``_deliver_known``: (the gate's bytes, its selector, ESP0, SS0) as a supervisor
@@ -377,7 +354,8 @@ class Delivery:
             base = seg.base
         else:
             base = self.real_descriptor_base(ss_real)
-        self._push_frame((base + new) & 0xFFFFFFFF, stack_image(vals, size))
+        self.gm.push_frame((base + new) & 0xFFFFFFFF, stack_image(vals, size),
+                           (self.gdt.frames, self.ldt.frames))
         # committed: the guest is in its handler
         self.gdt.set_accessed(cd)
         if v.cpl == 3:
@@ -399,8 +377,8 @@ class Delivery:
         seg = self.guest_desc(f.ss, SS, 0).segment(f.ss)     # the user's SS, as it has it
         new = (self.cpu.state.regs[4] - size * len(vals)) & 0xFFFFFFFF
         check_access(seg, new, size * len(vals), True, SS)
-        self._push_frame((self.real_descriptor_base(f.ss) + new) & 0xFFFFFFFF,
-                         stack_image(vals, size))
+        self.gm.push_frame((self.real_descriptor_base(f.ss) + new) & 0xFFFFFFFF,
+                           stack_image(vals, size), (self.gdt.frames, self.ldt.frames))
         self.gdt.set_accessed(cd)
         self.stats["reflected"] += 1
         self.delivered = True

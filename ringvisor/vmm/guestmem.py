@@ -293,6 +293,31 @@ class GuestMemory:
             self.mem.write(p, d)
             self.written_hook(p, len(d))
 
+    def push_frame(self, lin: int, data: bytes, tables: tuple[set, set]) -> None:
+        """Write a frame on the guest kernel's stack (an exception or interrupt delivered
+        through its gate): in one step where the real TLB holds the page writable for the
+        supervisor and it holds none of the frames in ``tables`` (the guest's GDT's and
+        LDT's, as the monitor keeps them), as ``read_u`` reads.  Such an entry comes from
+        a shadow entry made writable after a walk that allowed the write and set the dirty
+        bit, and the shadow never maps writable what the monitor must see written (the
+        guest's page tables, the frames of translated code, the GDT and LDT frames it
+        keeps read-only), so the bookkeeping ``write`` calls after a write
+        (``written_hook``) has nothing to do -- except for a GDT or LDT frame the monitor
+        left writable (hot data beside the table), which is excluded.  Elsewhere
+        ``write``, which walks."""
+        mmu = self.mmu
+        n = len(data)
+        if mmu is not None and not self.tlb_stale and self.p2m is None and lin < MLIN and \
+                (lin & 0xFFF) + n <= 0x1000 and mmu.state.cr3 & PAGE == self.shadow.root.pd:
+            d = mmu.tw_s.get(lin & PAGE)
+            if d is not None:
+                p = lin + d
+                gdt, ldt = tables
+                if p + n <= self.ram_size and p >> 12 not in gdt and p >> 12 not in ldt:
+                    self.mem.write(p, data)
+                    return
+        self.write(lin, data)
+
     def read32(self, lin: int, user: bool = False) -> int:
         return int.from_bytes(self.read(lin, 4, user), "little")
 
