@@ -20,6 +20,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from ringvisor import pvcc
+from ringvisor.pvcc import rewriter
 from ringvisor.guests import build as guest_build
 from ringvisor.guests.toolchain import CFLAGS, Target
 from ringvisor import abi
@@ -63,8 +64,8 @@ def fmt(i: ix.Instruction) -> str:
     return ix.Formatter(ix.FormatterSyntax.GAS).format(i)
 
 
-def rewrite(text: str, origin: str = "asm") -> tuple[str, list[pvcc.Site]]:
-    return pvcc.rewrite_asm("\t.text\n" + text + "\n", "t.S", origin)
+def rewrite(text: str, origin: str = "asm") -> tuple[str, list[rewriter.Site]]:
+    return rewriter.rewrite_asm("\t.text\n" + text + "\n", "t.S", origin)
 
 
 def hypercalls(ins: list[ix.Instruction]) -> list[int]:
@@ -315,8 +316,8 @@ BAD = [
 
 @pytest.mark.parametrize("src,origin", BAD, ids=[b[0] for b in BAD])
 def test_unknown_privileged_instructions_are_refused(src, origin):
-    with pytest.raises(pvcc.PvccError) as e:
-        pvcc.rewrite_asm(f"\t.text\n\tnop\n\t{src}\n", "bad.S", origin)
+    with pytest.raises(rewriter.PvccError) as e:
+        rewriter.rewrite_asm(f"\t.text\n\tnop\n\t{src}\n", "bad.S", origin)
     msg = str(e.value)
     assert msg.startswith("bad.S:3: ") and "\n" not in msg
 
