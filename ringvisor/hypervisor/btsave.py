@@ -41,7 +41,7 @@ from ringvisor.abi import Errno, HvmParam
 from ringvisor.hw.state import VM, FpuState
 from ringvisor.vmm import layout as L
 from ringvisor.vmm import state as S
-from ringvisor.vmm.errors import HypercallError
+from ringvisor.vmm.errors import fail
 
 from . import vcpus
 from .domain import VcpuContext
@@ -55,10 +55,6 @@ BY_RULE = ("step_state", "shadow_at")
 PAGE = 0x1000
 
 
-def _fail(errno: Errno):
-    raise HypercallError(errno)
-
-
 class _Fields(S.View):
     STATE = MONITOR_FIELDS
 
@@ -69,13 +65,13 @@ def context(hv, d, ports: list[dict]) -> dict:
     m, v = d.monitor, d.vcpus[0]
     c = v.ctx
     if m.step is not None:
-        _fail(Errno.EBUSY)
+        fail(Errno.EBUSY)
     kernel = c.cs == L.SEL_TCODE and not c.eflags & VM      # (Monitor.in_tc)
     eip = c.eip
     if kernel:
         eip = m.tc.guest_eip(c.eip)
         if eip is None:
-            _fail(Errno.EBUSY)
+            fail(Errno.EBUSY)
     dev = m.devices
     cycles = hv.clock.cycles()
     pit = dev.pit.get_state()

@@ -13,7 +13,7 @@ from ringvisor.abi import (CONTEXT_MAX, DOMCTL, DOMCTL_GETDOMAININFO, DOMCTL_INT
                            FLASK_INTERFACE_VERSION, FLASK_OP, SYSCTL, SYSCTL_INTERFACE_VERSION,
                            VCPU_GUEST_CONTEXT, CreateFlag, DomId, DomInfoFlag, Domctl, Errno,
                            FlaskOp, SchedCmd, Scheduler, Sysctl, VcpuAffinity)
-from ringvisor.vmm.errors import HypercallError
+from ringvisor.vmm.errors import HypercallError, fail
 
 from . import domsave, vcpus, xsm
 from .domain import State
@@ -21,10 +21,6 @@ from .domain import State
 MAX_POLICY = 64 * 1024
 MAX_CONTEXT = 192 * 1024       # a domain's context records (they fit the toolstack's buffers)
 MAX_DOMID = DomId.FIRST_RESERVED - 1
-
-
-def _fail(errno: Errno):
-    raise HypercallError(errno)
 
 
 def domaininfo(hv, d) -> dict:
@@ -52,14 +48,14 @@ def domaininfo(hv, d) -> dict:
 def _vcpu_of(d, vcpu: int) -> int:
     """A vCPU ``d`` has (Xen's domctl: -EINVAL past ``max_vcpus``)."""
     if not 0 <= vcpu < len(d.vcpus):
-        _fail(Errno.EINVAL)
+        fail(Errno.EINVAL)
     return vcpu
 
 
 def _target(mon, domid: int, perm: str):
     d = mon.hv.lookup(domid)
     if d is None:
-        _fail(Errno.ESRCH)
+        fail(Errno.ESRCH)
     mon.hv.check(mon.caller, d, "domain", perm)
     return d
 
@@ -68,7 +64,7 @@ def domctl(mon, ptr: int) -> int:
     hv = mon.hv
     op = DOMCTL.unpack(mon._read(ptr, DOMCTL.size))
     if op["interface_version"] != DOMCTL_INTERFACE_VERSION:
-        _fail(Errno.EACCES)
+        fail(Errno.EACCES)
     cmd, domid, u = op["cmd"], op["domain"], op["u"]
     out = None                                        # (union member, its new value)
     if cmd == Domctl.createdomain:
@@ -87,29 +83,29 @@ def domctl(mon, ptr: int) -> int:
                 out = ("getdomaininfo", domaininfo(hv, d))
                 break
         else:
-            _fail(Errno.ESRCH)
+            fail(Errno.ESRCH)
     elif cmd == Domctl.destroydomain:
         hv.destroy(_target(mon, domid, "destroy"))
     elif cmd == Domctl.pausedomain:
         d = _target(mon, domid, "pause")
         if d is mon.dom or d.dead:
-            _fail(Errno.EINVAL)
+            fail(Errno.EINVAL)
         hv.pause(d)
     elif cmd == Domctl.unpausedomain:
         d = _target(mon, domid, "unpause")
         if not d.paused or d.dead:
-            _fail(Errno.EINVAL)
+            fail(Errno.EINVAL)
         hv.unpause(d)
     elif cmd == Domctl.max_mem:
         d = _target(mon, domid, "setdomainmaxmem")
         kb = u["max_mem"]["max_memkb"]
         if kb >> 2 > hv.frames.total:
-            _fail(Errno.EINVAL)
+            fail(Errno.EINVAL)
         d.max_pages = kb >> 2
     elif cmd == Domctl.max_vcpus:
         d = _target(mon, domid, "max_vcpus")
         if d is mon.dom or d.started:
-            _fail(Errno.EINVAL)                      # (not its own; before it runs)
+            fail(Errno.EINVAL)                      # (not its own; before it runs)
         vcpus.set_max_vcpus(hv, d, u["max_vcpus"]["max"])
     elif cmd in (Domctl.setvcpucontext, Domctl.getvcpucontext):
         set_ = cmd == Domctl.setvcpucontext
@@ -117,7 +113,7 @@ def domctl(mon, ptr: int) -> int:
         vc = u["vcpucontext"]
         k = _vcpu_of(d, vc["vcpu"])
         if not d.paused or d.monitor is None:
-            _fail(Errno.EINVAL)                      # only a paused domain's vCPU
+            fail(Errno.EINVAL)                      # only a paused domain's vCPU
         addr = vc["ctxt"] & 0xFFFFFFFF
         if set_:
             ctx = VCPU_GUEST_CONTEXT.unpack(mon._read(addr, VCPU_GUEST_CONTEXT.size))
@@ -128,7 +124,7 @@ def domctl(mon, ptr: int) -> int:
             vcpus.context_set(hv, d.vcpus[k])
         else:
             if not d.vcpus[k].initialised:
-                _fail(Errno.ENODATA)
+                fail(Errno.ENODATA)
             with d.monitor.on_vcpu(k):
                 ctx = d.monitor.context()
             mon._write(addr, VCPU_GUEST_CONTEXT.pack(ctx))
@@ -145,18 +141,18 @@ def domctl(mon, ptr: int) -> int:
         d = _target(mon, domid, "scheduler")
         s = u["scheduler_op"]
         if s["sched_id"] != Scheduler.credit:
-            _fail(Errno.EINVAL)
+            fail(Errno.EINVAL)
         if s["cmd"] == SchedCmd.putinfo:
             w, cap = s["u"]["credit"]["weight"], s["u"]["credit"]["cap"]
             if w:
                 d.weight = w
             # percent of one CPU: up to all of its vCPUs' worth (Xen's cap)
-            d.cap = cap if cap <= 100 * len(d.vcpus) else _fail(Errno.EINVAL)
+            d.cap = cap if cap <= 100 * len(d.vcpus) else fail(Errno.EINVAL)
         elif s["cmd"] == SchedCmd.getinfo:
             s["u"] = {"credit": {"weight": d.weight, "cap": d.cap}}
             out = ("scheduler_op", s)
         else:
-            _fail(Errno.EINVAL)
+            fail(Errno.EINVAL)
     elif cmd == Domctl.setdomainhandle:
         _target(mon, domid, "setdomainhandle").uuid = bytes(u["setdomainhandle"]["handle"])
     elif cmd == Domctl.settimeoffset:
@@ -164,7 +160,7 @@ def domctl(mon, ptr: int) -> int:
     elif cmd in (Domctl.gethvmcontext, Domctl.sethvmcontext):
         out = _hvmcontext(mon, cmd == Domctl.sethvmcontext, domid, u["hvmcontext"])
     else:
-        _fail(Errno.ENOSYS)
+        fail(Errno.ENOSYS)
     if out is not None:
         op["u"] = {out[0]: out[1]}
         mon._write(ptr, DOMCTL.pack(op))
@@ -179,19 +175,19 @@ def _vcpuaffinity(mon, set_: bool, domid: int, a: dict):
     d = _target(mon, domid, "setvcpuaffinity" if set_ else "getvcpuaffinity")
     v = d.vcpus[_vcpu_of(d, a["vcpu"])]
     if a["flags"] & ~(VcpuAffinity.hard | VcpuAffinity.force) or not a["flags"] & VcpuAffinity.hard:
-        _fail(Errno.EINVAL)
+        fail(Errno.EINVAL)
     bm = a["cpumap_hard"]
     # (ringvisor's pCPUs fit in the first bytes: 32 of them, 256 CPUs, are read or written)
     buf, nbits = bm["bitmap"] & 0xFFFFFFFF, min(bm["nr_bits"], 256)
     if not buf or not nbits:
-        _fail(Errno.EINVAL)
+        fail(Errno.EINVAL)
     nbytes = (nbits + 7) // 8
     if set_:
         bits = int.from_bytes(mon._read(buf, nbytes), "little") & ((1 << nbits) - 1)
         try:
             hv.set_affinity(v, {c for c in range(bits.bit_length()) if bits >> c & 1})
         except ValueError:
-            _fail(Errno.EINVAL)
+            fail(Errno.EINVAL)
     bits = sum(1 << c for c in hv.sched.affinity(v) if c < nbits)
     mon._write(buf, bits.to_bytes(nbytes, "little"))
     return None
@@ -202,17 +198,17 @@ def _hvmcontext(mon, set_: bool, domid: int, hc: dict):
     size; too small a buffer is -ENOSPC) or given to a new domain."""
     d = _target(mon, domid, "setvcpucontext" if set_ else "getvcpucontext")
     if d.monitor is None:
-        _fail(Errno.EINVAL)
+        fail(Errno.EINVAL)
     buf, size = hc["buffer"] & 0xFFFFFFFF, hc["size"]
     if set_:
         if not buf or size > MAX_CONTEXT:
-            _fail(Errno.EINVAL)
+            fail(Errno.EINVAL)
         domsave.set_context(mon.hv, d, mon._read(buf, size))
         return None
     blob = domsave.get_context(mon.hv, d)
     if buf:
         if size < len(blob):
-            _fail(Errno.ENOSPC)
+            fail(Errno.ENOSPC)
         mon._write(buf, blob)
     return ("hvmcontext", {"size": len(blob), "buffer": hc["buffer"]})
 
@@ -221,7 +217,7 @@ def sysctl(mon, ptr: int) -> int:
     hv = mon.hv
     op = SYSCTL.unpack(mon._read(ptr, SYSCTL.size))
     if op["interface_version"] != SYSCTL_INTERFACE_VERSION:
-        _fail(Errno.EACCES)
+        fail(Errno.EACCES)
     cmd, u = op["cmd"], op["u"]
     if cmd == Sysctl.physinfo:
         hv.check(mon.caller, None, "xen", "physinfo")
@@ -265,7 +261,7 @@ def sysctl(mon, ptr: int) -> int:
         g["num_domains"] = n
         op["u"] = {"getdomaininfolist": g}
     else:
-        _fail(Errno.ENOSYS)
+        fail(Errno.ENOSYS)
     mon._write(ptr, SYSCTL.pack(op))
     return 0
 
@@ -274,19 +270,19 @@ def xsm_op(mon, ptr: int) -> int:
     hv = mon.hv
     op = FLASK_OP.unpack(mon._read(ptr, FLASK_OP.size))
     if op["interface_version"] != FLASK_INTERFACE_VERSION:
-        _fail(Errno.EACCES)
+        fail(Errno.EACCES)
     cmd, u = op["cmd"], op["u"]
     if cmd == FlaskOp.load:
         hv.check(mon.caller, None, "security", "load_policy")
         size = u["load"]["size"]
         if size > MAX_POLICY:
-            _fail(Errno.EINVAL)
+            fail(Errno.EINVAL)
         text = mon._read(u["load"]["buffer"], size).decode("utf-8", "replace")
         try:
             hv.xsm.load(text)
         except xsm.PolicyError as e:
             hv.printk(f"xsm: policy refused: {e}")
-            _fail(Errno.EINVAL)
+            fail(Errno.EINVAL)
         return 0
     if cmd == FlaskOp.getenforce:
         return int(hv.xsm.enforcing)
@@ -298,14 +294,14 @@ def xsm_op(mon, ptr: int) -> int:
         sc = u["sid_context"]
         if cmd == FlaskOp.context_to_sid:
             if sc["size"] > CONTEXT_MAX:
-                _fail(Errno.EINVAL)
+                fail(Errno.EINVAL)
             ctx = mon._read(sc["context"], sc["size"]).decode(errors="replace").rstrip("\0")
-            sc["sid"] = hv.sid_of(ctx.rsplit(":", 1)[-1]) or _fail(Errno.EINVAL)
+            sc["sid"] = hv.sid_of(ctx.rsplit(":", 1)[-1]) or fail(Errno.EINVAL)
         else:
             t = hv.type_of_sid(sc["sid"])
             text = xsm.CONTEXT.format(t).encode()
             if sc["size"] < len(text):
-                _fail(Errno.ERANGE)
+                fail(Errno.ERANGE)
             mon._write(sc["context"], text)
             sc["size"] = len(text)
         op["u"] = {"sid_context": sc}
@@ -316,7 +312,7 @@ def xsm_op(mon, ptr: int) -> int:
         a = u["access"]
         classes = list(xsm.CLASSES)
         if not 1 <= a["tclass"] <= len(classes):
-            _fail(Errno.EINVAL)
+            fail(Errno.EINVAL)
         cls = classes[a["tclass"] - 1]
         perms = sorted(xsm.CLASSES[cls])
         src, tgt = hv.type_of_sid(a["ssid"]), hv.type_of_sid(a["tsid"])
@@ -325,5 +321,5 @@ def xsm_op(mon, ptr: int) -> int:
         op["u"] = {"access": a}
         mon._write(ptr, FLASK_OP.pack(op))
         return 0
-    _fail(Errno.ENOSYS)
+    fail(Errno.ENOSYS)
 

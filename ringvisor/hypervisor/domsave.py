@@ -49,7 +49,7 @@ from ringvisor.abi import PV_BOOT_STACK_VA, DomId, Errno, EvtchnStat, MapSpace
 from ringvisor.hw.state import FpuState
 from ringvisor.lifecycle import codec
 from ringvisor.vmm import state as S
-from ringvisor.vmm.errors import HypercallError
+from ringvisor.vmm.errors import HypercallError, fail
 
 from . import btsave, vcpuinfo, vcpus
 from .domain import VcpuContext
@@ -70,10 +70,6 @@ MONITOR_FIELDS = VCPU_MONITOR_FIELDS + DOMAIN_MONITOR_FIELDS
 TRANSLATED = ("events", "gdt_frames", "pinned", "timer", "time_offset_ns", "tsc_offset")
 REBUILT = ("shadow", "gdt", "ldt")
 PAGE = 0x1000
-
-
-def _fail(errno: Errno):
-    raise HypercallError(errno)
 
 
 def _pages(m) -> dict[str, int]:
@@ -117,19 +113,19 @@ def set_grant_frames(d, pages: list) -> None:
     try:
         d.grants.set_contents(pages)
     except GrantFailure:
-        _fail(Errno.EINVAL)
+        fail(Errno.EINVAL)
 
 
 def get_context(hv, d) -> bytes:
     """The context of paused domain ``d`` (gethvmcontext)."""
     if not d.paused or not d.started or d.dead or d.privileged:
-        _fail(Errno.EINVAL)
+        fail(Errno.EINVAL)
     if hv.on_cpu(d):
-        _fail(Errno.EBUSY)                 # (a paused domain leaves the CPU at the next entry)
+        fail(Errno.EBUSY)                 # (a paused domain leaves the CPU at the next entry)
     m, mem = d.monitor, hv.mem
     placed = _xen_placed(d, m)
     if placed is None or d.grants.maptrack:
-        _fail(Errno.EBUSY)
+        fail(Errno.EBUSY)
     ports = []
     for p in d.events.get_state()["ports"]:
         if p["state"] == EvtchnStat.interdomain:      # the peer does not come along
@@ -137,7 +133,7 @@ def get_context(hv, d) -> bytes:
         ports.append(p)
     if d.kind == "bt":
         if placed:
-            _fail(Errno.EBUSY)             # (a bt domain places no Xen frame of its own)
+            fail(Errno.EBUSY)             # (a bt domain places no Xen frame of its own)
         return codec.encode({"version": CONTEXT_VERSION, **btsave.context(hv, d, ports),
                              "grant_frames": d.grants.contents()}, "context")
     state = {
@@ -189,13 +185,13 @@ def set_context(hv, d, blob: bytes) -> None:
     """Give new, paused, never started domain ``d`` -- its memory already in place at
     the same pseudo-physical frames -- the context ``blob`` (sethvmcontext)."""
     if not d.paused or d.started or d.dead or d.privileged:
-        _fail(Errno.EINVAL)
+        fail(Errno.EINVAL)
     try:
         st = codec.decode(blob)
         if st["version"] > CONTEXT_VERSION:
-            _fail(Errno.EOPNOTSUPP)
+            fail(Errno.EOPNOTSUPP)
         if st.get("kind", "pv") != d.kind:
-            _fail(Errno.EINVAL)            # a bt domain's context for a PV domain, or back
+            fail(Errno.EINVAL)            # a bt domain's context for a PV domain, or back
         if d.kind == "bt":
             set_grant_frames(d, st["grant_frames"])
             btsave.apply(hv, d, st)
@@ -203,12 +199,12 @@ def set_context(hv, d, blob: bytes) -> None:
         if st["version"] == 1:
             st = _version_1(st)
         if len(st["vcpus"]) != len(d.vcpus):
-            _fail(Errno.EINVAL)            # (the toolstack sets max_vcpus from the stream)
+            fail(Errno.EINVAL)            # (the toolstack sets max_vcpus from the stream)
         _apply(hv, d, st)
     except HypercallError:
         raise
     except (codec.StateError, KeyError, TypeError, ValueError, IndexError, AttributeError):
-        _fail(Errno.EINVAL)
+        fail(Errno.EINVAL)
 
 
 def _apply(hv, d, st: dict) -> None:
