@@ -41,8 +41,7 @@ class Gen:
         self.rng = random.Random(seed)
         self.paging = self.rng.random() < 0.7
         # avoid_gaps: nothing the monitors are known to refuse or to get wrong (code at
-        # rings 1 and 2, segments reaching their region at the top 4 MiB or wrapping
-        # around 4 GiB, kernel segment loads with RPL 1)
+        # rings 1 and 2, kernel segment loads with RPL 1)
         self.avoid_gaps = avoid_gaps
         # sdm: also what QEMU does not check (accesses across a segment's limit, stores
         # through read-only and code segments): for ringvisor alone, native the reference
@@ -117,8 +116,6 @@ class Gen:
         present = rng.random() < 0.85
         big = rng.random() < 0.8                # D/B
         kind = rng.choice(("data", "data", "data", "down", "code", "conf", "sys"))
-        if self.avoid_gaps and kind == "down":
-            big = False         # a 32-bit expand-down segment reaches the monitors' region
         if kind == "data":
             typ = rng.choice((0x0, 0x2, 0x1, 0x3))
         elif kind == "down":
@@ -151,9 +148,6 @@ class Gen:
                               rng.randrange(lo_ok, hi_ok + 1)))
         off &= 0xffffffff
         target = SCRATCH + rng.randrange(0, 0x2f00)
-        if self.avoid_gaps and off > target:    # no base that wraps around 4 GiB
-            off = lo_ok if lo_ok <= target else 0
-            size = size if lo_ok <= target else 0
         base = (target - off) & 0xffffffff     # large offsets wrap around 4 GiB
         lo, hi = self.desc(base, raw_limit, access, (0x8 if gran else 0) | (0x4 if big else 0))
         self.write_desc(st, addr, lo, hi)

@@ -46,7 +46,11 @@ def test_regressions_match_qemu():
     """tests/sysgen/regress.S: what the generator found, minimised (a single-stepped RET
     to a JMP under bt; INT n through a task gate with TF set on the bare PC; an IRET and
     a RETF to the kernel's ring that fault on the new CS under trapemu and bt; INT n from
-    user code to a ring-3 handler, refused by both monitors)."""
+    user code to a ring-3 handler, refused by both monitors; INT n executed with RF set,
+    directly and through a task gate, whose saved EFLAGS lacked RF on the bare PC;
+    accesses through a 32-bit expand-down segment, one based in the monitors' region and
+    one wrapping around 4 GiB, and a kernel stack in a 32-bit expand-down SS, whose loads
+    both monitors refused)."""
     image = sysgen.build_steps((sysgen.SYSGEN_DIR / "regress.S").read_text(), "sysgen-regress")
     ref = sysgen.run("qemu", image)
     # QEMU's lines are the SDM's: the trap after the RET at the JMP, one task line and no
@@ -61,5 +65,34 @@ def test_regressions_match_qemu():
     # a ring-3 handler that is user code: its frame on the user stack, back by IRET
     s5 = [ln.split() for ln in ref if ln.startswith("s005 f")][0]
     assert (s5[5], s5[8], s5[6], s5[4]) == ("b=00000016", "di=0000004b", "bp=00000002", "d=00205ff4")
+    # the INT's EFLAGS image keeps RF, on the handler's stack and in the outgoing TSS
+    assert [ln.split()[7] for ln in ref if ln.startswith("s006 f")] == ["si=00010002"]
+    assert [ln.split()[10] for ln in ref if ln.startswith("tss:")] == ["00010002"]
+    # the segments reaching the monitors' region: the values stored and read through them
+    regs = {ln[:4]: dict(f.split("=") for f in ln.split()[1:]) for ln in ref
+            if ln.startswith(("s008 f", "s009 f", "s00a f", "s00b f"))}
+    assert (regs["s008"]["b"], regs["s008"]["c"]) == ("12345678", "12345679")
+    assert (regs["s009"]["si"], regs["s009"]["bp"], regs["s009"]["a"]) == \
+        ("12345679", "12345679", "abcdef01")
+    assert (regs["s00a"]["a"], regs["s00a"]["b"]) == ("55aa55aa", "55aa5faa")
+    # ... and the stack through an expand-down SS: what was pushed, read back and popped
+    assert [regs["s00b"][k] for k in ("b", "c", "d", "di")] == \
+        ["12345679", "12345679", "00000011", "0000005a"]
     for platform in ("native", "trapemu", "bt"):
+        assert sysgen.run(platform, image) == ref, platform
+
+
+def test_cut_segments_fault_as_on_the_bare_pc():
+    """tests/sysgen/regress-sdm.S: accesses that segments reaching the monitors' region
+    (a 32-bit expand-down one, one that wraps around 4 GiB) forbid: #GP(0) under the
+    monitors as on the bare PC, which checks limits and types as the SDM says (QEMU does
+    not: no reference there)."""
+    image = sysgen.build_steps((sysgen.SYSGEN_DIR / "regress-sdm.S").read_text(), "sysgen-regress-sdm")
+    ref = sysgen.run("native", image)
+    faults = [ln.split()[:3] for ln in ref if " v=" in ln]
+    assert faults == [["s000", "v=0d", "e=0000"], ["s001", "v=0d", "e=0000"],
+                      ["s002", "v=0d", "e=0000"]]
+    assert [f for ln in ref if ln.startswith("s002 v") for f in ln.split() if f[:2] == "b="] \
+        == ["b=00000077"]
+    for platform in ("trapemu", "bt"):
         assert sysgen.run(platform, image) == ref, platform

@@ -521,9 +521,12 @@ class Cpu:
             # at itself while iterations remain, so the single-step and data
             # breakpoint traps come after each iteration (SDM Vol. 3 §17.3.1)
             self.limit = st.icount + 1
-        # RF only spares the instruction it was set for; an IRET may set it again for
-        # the next one (SDM Vol. 3 §17.3.1.1), so it is cleared before, not after
-        st.eflags &= ~RF
+        # RF spares the instruction it was set for, and is cleared when that instruction
+        # completes -- unless the instruction loaded it (IRET, a task switch: SDM Vol. 3
+        # §17.3.1.1).  Until then it is in EFLAGS: an INT n, a fault or a task switch of
+        # this instruction saves it (as QEMU does; a fault delivered clears it)
+        rf = st.eflags & RF
+        rf_loads = st.rf_loads
         try:
             fn = self.cache.lookup(st.eip, self.mode, single=True)
             st.eip = fn()
@@ -532,6 +535,8 @@ class Cpu:
                 return
             self.deliver_exception(f)
             return
+        if rf and st.rf_loads == rf_loads:
+            st.eflags &= ~RF
         if self.nonroot != nonroot:
             # a VM exit (the instruction did not complete: the host owes the guest its
             # trap, SDM Vol. 3C §27.1) or a VM entry: nothing more to report here
@@ -574,12 +579,12 @@ class Cpu:
                 self.deliver_interrupt()
             if st.halted:
                 return
-            if st.eflags & TF or self.debug_active or until - st.icount <= slack or (
+            if st.eflags & (TF | RF) or self.debug_active or until - st.icount <= slack or (
                     host.pages and (self.mode.cs_base + st.eip) & PAGE in host.pages):
+                # (RF: one instruction runs with it, and it is cleared after that one)
                 self.limit = until
                 self.step()
                 continue
-            st.eflags &= ~RF    # RF only matters to the next instruction's breakpoint check
             self.limit = until - slack
             mode = self.mode
             jc = cache.jump.setdefault(mode.key, {})

@@ -249,7 +249,14 @@ class CpuState:
     def get_eflags(self) -> int:
         return (self.eflags & ~ARITH_FLAGS) | self.arith_flags() | EFLAGS_FIXED
 
+    # EFLAGS loads that set RF as their image says (IRET, a task switch): how many so
+    # far.  Not state: ``Cpu.step`` compares it around one instruction (RF is cleared
+    # when an instruction completes, unless the instruction loaded it)
+    rf_loads = 0
+
     def set_eflags(self, value: int, mask: int = 0xFFFFFFFF) -> None:
+        if mask & RF:
+            self.rf_loads += 1
         if mask & ARITH_FLAGS:
             # (all six replaced, as by POPF and IRET: the old ones need not be computed)
             cur = self.arith_flags() if ~mask & ARITH_FLAGS else 0

@@ -47,13 +47,8 @@ def compress(raw: int) -> int:
         return _pack(0, 0, access, flags & 4)
     gran = flags & 8
     size = ((limit << 12) | 0xFFF) if gran else limit
-    expand_down = not access & 8 and access & 4
-    if expand_down:
-        # an expand-down segment covers (limit, top]; its top is 4 GiB or 64 KiB
-        top = 0xFFFFFFFF if flags & 4 else 0xFFFF
-        if base + top > L.GUEST_LIMIT:
-            return 0               # would reach the monitor: refused outright
-        return _pack(base, limit, access, flags)
+    if not access & 8:
+        return _data_segment(base, size, access, flags)
     if base > L.GUEST_LIMIT:
         return 0
     end = min(base + size, L.GUEST_LIMIT)
@@ -67,6 +62,59 @@ def compress(raw: int) -> int:
         if limit > 0xFFFFF:
             limit, flags = (size + 1 >> 12) - 1, flags | 8
     return _pack(base, limit, access, flags)
+
+
+def allowed_offsets(base: int, limit: int, expand_down: bool, big: bool,
+                    region: bool = False) -> list[tuple[int, int]]:
+    """The offsets a data segment allows (``limit`` byte-granular), as intervals: all of
+    them, or (``region``) those that do not reach the hypervisor region."""
+    top = 0xFFFFFFFF if big or not expand_down else 0xFFFF
+    spans = [(limit + 1, top)] if expand_down else [(0, limit)]
+    spans = [(lo, hi) for lo, hi in spans if lo <= hi]
+    if not region:
+        return spans
+    # the offsets that reach the region: [m, m + its size) modulo 4 GiB
+    m = (L.MLIN - base) & 0xFFFFFFFF
+    size = 0x100000000 - L.MLIN
+    cut = [(m, min(m + size, 0x100000000) - 1)]
+    if m + size > 0x100000000:
+        cut.append((0, m + size - 0x100000000 - 1))
+    for clo, chi in cut:
+        spans = [piece for lo, hi in spans
+                 for piece in ((lo, min(hi, clo - 1)), (max(lo, chi + 1), hi)) if piece[0] <= piece[1]]
+    return spans
+
+
+def _data_segment(base: int, limit: int, access: int, flags: int) -> int:
+    """A data segment (``limit`` byte-granular) as the hardware may hold it: the same base,
+    and the largest run of the guest's offsets that stays out of the hypervisor region
+    and that a descriptor can bound -- from 0 (expand-up) or up to the top (expand-down).
+    The guest's other offsets fault and are emulated (``segcut.py``); a segment with none
+    left is an expand-down one that holds no offset at all.  Its base and size (D/B) are
+    the guest's, so the addresses and a stack's width are."""
+    big = bool(flags & 4)
+    top = 0xFFFFFFFF if big else 0xFFFF
+    keep = flags & 5                        # AVL, D/B
+    best, real = -1, _pack(base, 0xFFFFF if big else 0xFFFF, access | 4, keep | (8 if big else 0))
+    for lo, hi in allowed_offsets(base, limit, bool(access & 4), big, region=True):
+        if lo == 0:                         # expand-up [0, hi]
+            if hi > 0xFFFFF:
+                hi = ((hi + 1) & ~0xFFF) - 1
+                cand = _pack(base, hi >> 12, access & ~4, keep | 8)
+            else:
+                cand = _pack(base, hi, access & ~4, keep)
+            if hi + 1 > best:
+                best, real = hi + 1, cand
+        if hi == top:                       # expand-down (low, top]
+            low = max(lo - 1, 0)
+            if low > 0xFFFFF:
+                low |= 0xFFF
+                cand = _pack(base, low >> 12, access | 4, keep | 8)
+            else:
+                cand = _pack(base, low, access | 4, keep)
+            if top - low > best:
+                best, real = top - low, cand
+    return real
 
 
 def monitor_descriptors() -> dict[int, int]:

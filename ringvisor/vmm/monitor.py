@@ -26,7 +26,7 @@ from collections import Counter
 import iced_x86 as ix
 
 from ringvisor.errors import ConfigError
-from ringvisor.hw.faults import DB, GP, HAS_ERROR_CODE, NAMES, TS, UD, CpuFault
+from ringvisor.hw.faults import DB, GP, HAS_ERROR_CODE, NAMES, SS as SS_FAULT, TS, UD, CpuFault
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.segments import Descriptor, null_segment
 from ringvisor.hw.state import CR0_PE, AC, IOPL_MASK, NT, RF, TF, VM
@@ -49,6 +49,7 @@ from .platform import VirtualPlatform
 from .realmode import RealMode
 from .region import build_region
 from .returns import GuestReturns
+from .segcut import cut_access
 from .shadow import ShadowPaging
 from .stepping import Stepping
 from .vcpu import IF, VirtualCpu
@@ -415,6 +416,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug, ShadowFaults, Gues
             # the monitor's: the guest's back link decides
             from .emulate import emulate
             emulate(self, f, self.fetch(f), f.eip)
+        elif vector == SS_FAULT and f.err == 0 and cut_access(self, f):
+            pass
         else:
             self.traps[NAMES.get(vector, f"vector {vector:#x}")] += 1
             self.deliver(f, vector, f.err, False, self.guest_eip(f))
@@ -532,6 +535,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug, ShadowFaults, Gues
                 if emulate(self, f, ins, f.eip) == NEXT:
                     f.eip = (f.eip + ins.len) & 0xFFFFFFFF
                 return
+        if err == 0 and cut_access(self, f):
+            return
         self.traps["#GP (guest)"] += 1
         self.deliver(f, 13, err, False, self.guest_eip(f))
 

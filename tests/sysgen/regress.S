@@ -145,4 +145,130 @@ steps_start:
     iret
     END 5
 
+# 6: INT n executed with RF set (the IRET before it loaded RF from its image, as a #DB
+# handler's IRET does).  RF is cleared when an instruction completes, so the INT's
+# EFLAGS image keeps it (SDM Vol. 3 §17.3.1.1; Vol. 2 INT n pushes EFLAGS, then clears
+# RF); QEMU pushes it.  The bare PC cleared RF as each instruction began: the handler
+# (which takes the image into ESI) saw it clear.
+    STEP 6
+    mov $.Lh6, %eax
+    movw %ax, idt+0x43*8
+    movw $0x08, idt+0x43*8+2
+    movb $0, idt+0x43*8+4
+    movb $0x8e, idt+0x43*8+5        # present, DPL 0, 32-bit interrupt gate
+    shr $16, %eax
+    movw %ax, idt+0x43*8+6
+    pushl $0x10002                  # RF
+    pushl $0x08
+    pushl $7f
+    iret
+7:  int $0x43
+    mov $0x66, %ebx
+    jmp 8f
+.Lh6:
+    mov 8(%esp), %esi
+    iret
+8:
+    END 6
+
+# 7: the same INT n through a task gate: the outgoing task's EFLAGS in its TSS (the
+# kernel's last line, "tss:", word 9) keeps RF.
+    STEP 7
+    movw $0x0, idt+0x40*8
+    movw $0x60, idt+0x40*8+2        # task B's TSS
+    movb $0, idt+0x40*8+4
+    movb $0xe5, idt+0x40*8+5        # present, DPL 3, task gate
+    movw $0, idt+0x40*8+6
+    mov $0x77, %ebx
+    pushl $0x10002                  # RF
+    pushl $0x08
+    pushl $9f
+    iret
+9:  int $0x40
+    add $1, %ebx
+    END 7
+
+# 8: a 32-bit expand-down data segment (base 0, limit 0x4fffff: offsets above it).  Its
+# offsets run up to 4 GiB, through the monitors' region at the top: the monitors
+# refused the load with #GP(selector).  Now the hardware holds none of its offsets and
+# each access is emulated by the guest's rules: a store, a load and an ALU update above
+# the limit.  (Below the limit it is #GP(0), SDM Vol. 3 §5.3, which QEMU does not check:
+# tests/test_sysgen.py compares that one with the bare PC.)
+    STEP 8
+    movl $0x000004ff, gdt+128       # limit 0x4ff, base 0
+    movl $0x00c09700, gdt+128+4     # present, DPL 0, data expand-down writable, G, B
+    mov $0x80, %ax
+    mov %ax, %es
+    movl $0x12345678, %es:0x500010
+    mov %es:0x500010, %ebx
+    addl $1, %es:0x500010
+    mov %es:0x500010, %ecx
+    END 8
+
+# 9: a data segment whose base lies in the monitors' region (0xffc00000, 4 GiB): its
+# low offsets reach the region, the rest wraps around to 0; and the kernel's own
+# mapping of the region (a 4 MiB page at 0xffc00000 over physical 4 MiB), reached
+# through it and through the flat DS.  The monitors refused the load; the flat DS
+# faulted at 0xffd00010 (cut short below the region).
+    STEP 9
+    movl $0x400087, pd+1023*4       # 4 MiB, present, writable, user
+    mov %cr3, %eax
+    mov %eax, %cr3
+    movl $0x0000ffff, gdt+136
+    movl $0xffcf93c0, gdt+136+4     # base 0xffc00000, limit 4 GiB, data writable
+    mov $0x88, %ax
+    mov %ax, %fs
+    mov %fs:0x00900010, %esi        # linear 0x500010 (step 8's store)
+    movl $0xabcdef01, %fs:0x100020  # linear 0xffd00020: physical 0x500020
+    mov 0x500020, %edi
+    mov 0xffd00010, %ebp
+    xchg %eax, %fs:0x100020
+    mov 0x500020, %edx
+    END 9
+
+# 10: a data segment that wraps around 4 GiB (base 0x40000000, limit 4 GiB, the "GDT
+# trick"): offsets from 0xc0000000 reach linear 0 up.  The monitors cut it below the
+# region and faulted beyond the cut.
+    STEP 10
+    movl $0x0000ffff, gdt+144
+    movl $0x40cf9300, gdt+144+4     # base 0x40000000, limit 4 GiB, data writable
+    mov $0x90, %ax
+    mov %ax, %gs
+    movl $0x55aa55aa, %gs:0xc0500030
+    mov 0x500030, %eax
+    orl $0x0f00, %gs:0xc0500030
+    mov %gs:0xc0500030, %ebx
+    mov %gs:0x10000000, %ecx        # below the cut, the hardware's own: #PF at 0x50000000
+    END 10
+
+# 11: the kernel's stack through a 32-bit expand-down SS (base 0, offsets above
+# 0x1fffff): the hardware under a monitor holds none of it, so each stack access traps
+# and is emulated -- PUSH of an immediate and of memory, a near CALL and RET, an access
+# through ESP, PUSH EBP / MOV / LEAVE, PUSHAD / POPAD, POP, PUSH and POP of ES.
+    STEP 11
+    movl $0x000001ff, gdt+152       # limit 0x1ff (G): offsets above 0x1fffff
+    movl $0x00c09700, gdt+152+4     # present, DPL 0, data expand-down writable, G, B
+    mov $0x10, %esi                 # (the kernel's SS, back at the end: MOV from SS
+    mov $0x98, %ax                  # is one of Robin & Irvine's under trapemu)
+    mov %ax, %ss
+    pushl $0x11
+    pushl 0x500010
+    call 1f
+    jmp 2f
+1:  mov 4(%esp), %ebx
+    push %ebp
+    mov %esp, %ebp
+    mov $0x5a, %edi
+    pushal
+    mov $0, %edi
+    popal
+    leave
+    ret
+2:  pop %ecx
+    pop %edx
+    push %es
+    pop %es
+    mov %si, %ss
+    END 11
+
     call finish
