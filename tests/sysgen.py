@@ -100,6 +100,12 @@ def build_steps(src: str, name: str) -> Path:
     return out
 
 
+def fixed_steps(name: str) -> str:
+    """A fixed steps file of tests/sysgen (regress.S, regress-sdm.S) after the prelude
+    they share (fixed.inc: the STEP and END macros)."""
+    return (SYSGEN_DIR / "fixed.inc").read_text() + (SYSGEN_DIR / name).read_text()
+
+
 def run(platform: str, image: Path) -> list[str]:
     """The kernel's output lines on ``platform``; a stop other than the kernel's exit is
     the last line, in brackets."""

@@ -51,7 +51,7 @@ def test_regressions_match_qemu():
     accesses through a 32-bit expand-down segment, one based in the monitors' region and
     one wrapping around 4 GiB, and a kernel stack in a 32-bit expand-down SS, whose loads
     both monitors refused)."""
-    image = sysgen.build_steps((sysgen.SYSGEN_DIR / "regress.S").read_text(), "sysgen-regress")
+    image = sysgen.build_steps(sysgen.fixed_steps("regress.S"), "sysgen-regress")
     ref = sysgen.run("qemu", image)
     # QEMU's lines are the SDM's: the trap after the RET at the JMP, one task line and no
     # trap in the task, the faulting returns with the flags of before and ESP untouched
@@ -87,7 +87,8 @@ def test_cut_segments_fault_as_on_the_bare_pc():
     (a 32-bit expand-down one, one that wraps around 4 GiB) forbid: #GP(0) under the
     monitors as on the bare PC, which checks limits and types as the SDM says (QEMU does
     not: no reference there)."""
-    image = sysgen.build_steps((sysgen.SYSGEN_DIR / "regress-sdm.S").read_text(), "sysgen-regress-sdm")
+    image = sysgen.build_steps(sysgen.fixed_steps("regress-sdm.S"),
+                               "sysgen-regress-sdm")
     ref = sysgen.run("native", image)
     faults = [ln.split()[:3] for ln in ref if " v=" in ln]
     assert faults == [["s000", "v=0d", "e=0000"], ["s001", "v=0d", "e=0000"],

@@ -1,26 +1,8 @@
 # Accesses through segments the monitors cannot hold whole (tests/sysgen/regress.S,
 # steps 8-10) that the guest's own segment forbids: #GP(0) as the SDM says (Vol. 3
 # §5.3, §5.6).  QEMU does not check data segment limits and types at each access, so
-# tests/test_sysgen.py compares trapemu and bt with the bare ringvisor PC here.
-
-.macro STEP n
-    movl $\n, cur_step
-    movl $0, cur_mark
-    movl $.Lend\n, resume
-    movl $0, dbcount
-    call step_reset
-.endm
-.macro END n
-.Lend\n:
-    call step_end
-.endm
-
-.data
-.globl cfg_paging
-cfg_paging: .long 1
-.text
-.globl steps_start
-steps_start:
+# tests/test_sysgen.py compares trapemu and bt with the bare ringvisor PC here.  After
+# tests/sysgen/fixed.inc (sysgen.fixed_steps).
 
 # 0: a 32-bit expand-down segment (offsets above 0x4fffff): a load above the limit, then
 # one below it (#GP(0)).

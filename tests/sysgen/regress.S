@@ -1,26 +1,6 @@
 # The differences tests/sysgen.py found, minimised: fixed steps on the sysgen runtime
 # (rt.c, entry.S), run by tests/test_sysgen.py on QEMU, natively and under trapemu and bt.
-# Each step is written as the generator writes one (step number, sensitive mark, resume
-# label, step_reset ... step_end).
-
-.macro STEP n
-    movl $\n, cur_step
-    movl $0, cur_mark
-    movl $.Lend\n, resume
-    movl $0, dbcount
-    call step_reset
-.endm
-.macro END n
-.Lend\n:
-    call step_end
-.endm
-
-.data
-.globl cfg_paging
-cfg_paging: .long 1
-.text
-.globl steps_start
-steps_start:
+# After tests/sysgen/fixed.inc (the STEP and END macros: sysgen.fixed_steps).
 
 # 0: single-stepping a RET (and the IRET of each #DB) to a JMP.  Under bt the RET and
 # the IRET are emulated and resume in the unit of the JMP's target, which a chained JMP
