@@ -248,7 +248,14 @@ GDTGUARD = {
     "update_va_mapping b read-only": "0", "set_gdt of b": "0",
     "a writable again": "0", "b writable": _EINVAL,
     "direct writable alias of b faults": "1", "direct writable alias of a faults": "0",
-    "set_gdt of a mapped writable": _EINVAL}
+    "set_gdt of a mapped writable": _EINVAL,
+    "pin_l1 of a table mapping the gdt writable": _EINVAL,
+    "pin_l2 of a directory bringing it in": _EINVAL, "new_baseptr of that directory": _EINVAL,
+    "new_baseptr once it maps the gdt read-only": "0", "new_baseptr back": "0",
+    # ringvisor's unpaged start (its RV_WRITE_CR): paging on validates the directory too
+    "paging off": "0", "new_baseptr while paging is off": "0",
+    "paging on over a writable mapping of the gdt": _EINVAL,
+    "paging on once it is read-only": "0", "new_baseptr back at last": "0"}
 
 
 def test_gdt_frames_are_typed_as_in_xen(tmp_path):

@@ -41,6 +41,8 @@ struct __attribute__((packed)) pv_dtr {
 };
 void pv_lgdt(const struct pv_dtr *d);
 void pv_lidt(const struct pv_dtr *d);
+/* ... and `mov r, %cr3` in C into a call of this with r. */
+void pv_write_cr3(uint32_t cr3);
 
 /* pvcc turns `in` and `out` in C into calls of these (io.c). */
 uint32_t pv_in(uint32_t size, uint32_t port);

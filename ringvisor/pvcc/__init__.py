@@ -24,9 +24,11 @@ the replacement sequences:
   instruction.
 * They are position independent and call nothing in ``.text`` -- code in
   ``boot.S`` runs at physical addresses before paging is on -- except
-  ``lgdt``/``lidt`` from C, which become calls to the runtime's
-  ``pv_lgdt``/``pv_lidt`` (C runs in the higher half).  ``lgdt``/``lidt`` in
-  an assembly source are refused.
+  ``lgdt``/``lidt`` and ``mov`` to ``%cr3`` from C, which become calls to the
+  runtime's ``pv_lgdt``/``pv_lidt``/``pv_write_cr3`` (C runs in the higher
+  half).  ``lgdt``/``lidt`` in an assembly source are refused; ``mov`` to
+  ``%cr3`` there stays the bare hypercall (``boot.S`` loads its first
+  directory before any GDT is the hypervisor's).
 * Local labels are numeric (``98761:`` ...), so sequences also work inside
   ``.macro``/``.irp`` bodies and never capture the source's own ``1f``/``1b``.
 

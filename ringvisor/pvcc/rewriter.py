@@ -21,7 +21,8 @@ from ringvisor.guests.toolchain import BuildError
 from .operands import ACC, REG32, gpr32, is_memory, reg_name, split_operands, split_statements
 from .sequences import (seq_cli, seq_hlt, seq_invlpg, seq_iret, seq_load_ss, seq_lret, seq_ltr,
                         seq_popf, seq_port_io, seq_pushf, seq_read_cr, seq_runtime_call,
-                        seq_safe_halt, seq_sti, seq_write_cr, seq_write_cr3)
+                        seq_runtime_value_call, seq_safe_halt, seq_sti, seq_write_cr,
+                        seq_write_cr3)
 
 
 class PvccError(BuildError):
@@ -407,6 +408,9 @@ class Rewriter:
             if reg is None or reg == "esp" or reg_name(src) not in REG32:
                 self._fail(st, "mov to a control register needs a 32-bit general register "
                                "other than %esp")
+            if n == 3 and self.origin == "c":
+                return seq_runtime_value_call("pv_write_cr3", reg), \
+                    "call pv_write_cr3 (mmuext_op(MMUEXT_NEW_BASEPTR))"
             if n == 3:
                 return seq_write_cr3(reg, keep), "mmuext_op(MMUEXT_NEW_BASEPTR)"
             if n in (0, 4):

@@ -149,6 +149,14 @@ def seq_runtime_call(func: str, mem: str) -> list[str]:
             "leal 4(%esp), %esp", *_pop(*regs)]
 
 
+def seq_runtime_value_call(func: str, reg: str) -> list[str]:
+    """``func(reg)`` with the caller-saved registers kept (pushed before the argument:
+    ``reg`` may be one of them)."""
+    regs = ("eax", "ecx", "edx")
+    return [*_push(*regs), f"pushl %{reg}", f"call {func}", "leal 4(%esp), %esp",
+            *_pop(*regs)]
+
+
 def seq_port_io(kind: str, size: int, port: str) -> list[str]:
     """``in``/``out`` of ``size`` bytes at ``port`` (``%dx`` or ``$n``) as a call of the
     runtime's pv_in(size, port) / pv_out(size, port, value); every register but the

@@ -17,14 +17,17 @@ vCPU context) releases the old frames; a vCPU that goes down keeps its GDT
 
 Here the check is made where a mapping is made, over the guest's page tables as
 they stand: an entry written into an L1 (or a 4 MiB entry), a directory entry
-that brings in an L1 holding such a mapping, and, at ``set_gdt``, the tables of
-every vCPU's address space.  Frame numbers are the guest's (pseudo-physical in a
+that brings in an L1 holding such a mapping, a frame that becomes a table (pinned,
+or a directory loaded by ``NEW_BASEPTR`` or made live by turning paging on: its
+entries as it holds them), and, at ``set_gdt``, the tables of every vCPU's address
+space.  Frame numbers are the guest's (pseudo-physical in a
 hypervisor domain); the monitor answers ``gdt_typed`` (those of its GDT frames)
 and ``address_spaces`` (its vCPUs' CR3s).
 """
 
 from __future__ import annotations
 
+import re
 import struct
 
 import iced_x86 as ix
@@ -55,14 +58,35 @@ def _machine(mon, gfn: int) -> int | None:
     return ma if ma + 0x1000 <= len(mon.mem.ram) else None
 
 
-def _entries(mon, gfn: int) -> tuple[int, ...] | None:
+def _table(mon, gfn: int) -> bytes | None:
+    """The 1024 entries of the guest's frame ``gfn``, as bytes (None: not its frame)."""
     ma = _machine(mon, gfn)
-    return None if ma is None else struct.unpack("<1024I", mon.mem.read(ma, 0x1000))
+    return None if ma is None else mon.mem.read(ma, 0x1000)
+
+
+# A table is searched, not looped over: a directory's present entries are the odd low
+# bytes of its words, and an entry mapping frame g has g >> 4 in its upper half; both
+# found at C speed (a NEW_BASEPTR validates a whole tree: one page-table walk per CR3
+# load of a kernel that does not pin, as Xen does for it).
+_PRESENT = re.compile(b"[" + b"".join(re.escape(bytes([b])) for b in range(1, 256, 2)) + b"]")
+
+
+def _writable_entry(raw: bytes, gfn: int) -> bool:
+    """Does the table ``raw`` hold a present, writable entry mapping frame ``gfn``?"""
+    upper = struct.pack("<H", (gfn >> 4) & 0xFFFF)
+    at = raw.find(upper, 2)
+    while at >= 0:
+        if at & 3 == 2:
+            e = int.from_bytes(raw[at - 2:at + 2], "little")
+            if e & 3 == 3 and e >> 12 == gfn:
+                return True
+        at = raw.find(upper, at + 1)
+    return False
 
 
 def _l1_maps(mon, l1_gfn: int, gfns: set[int]) -> bool:
-    entries = _entries(mon, l1_gfn)
-    return entries is not None and any(e & 3 == 3 and e >> 12 in gfns for e in entries)
+    raw = _table(mon, l1_gfn)
+    return raw is not None and any(_writable_entry(raw, g) for g in gfns)
 
 
 def _pde_maps(mon, pde: int, gfns: set[int]) -> bool:
@@ -75,13 +99,31 @@ def _pde_maps(mon, pde: int, gfns: set[int]) -> bool:
     return _l1_maps(mon, pde >> 12, gfns)
 
 
+def _directory_maps(mon, pd_gfn: int, gfns: set[int]) -> bool:
+    raw = _table(mon, pd_gfn)
+    return raw is not None and any(
+        _pde_maps(mon, int.from_bytes(raw[4 * i:4 * i + 4], "little"), gfns)
+        for i in (m.start() for m in _PRESENT.finditer(raw[::4])))
+
+
 def mapped_writable(mon, gfns: set[int]) -> bool:
     """Does any address space of the guest map one of ``gfns`` writable?"""
-    for cr3 in set(mon.address_spaces()):
-        pd = _entries(mon, cr3 >> 12)
-        if pd is not None and any(_pde_maps(mon, e, gfns) for e in pd):
-            return True
-    return False
+    return any(_directory_maps(mon, cr3 >> 12, gfns) for cr3 in set(mon.address_spaces()))
+
+
+def table_refused(mon, gfn: int, level: int) -> bool:
+    """May frame ``gfn`` not become a page table of ``level`` (1 or 2)?  A frame takes
+    the L2 type when the guest pins it or loads it into CR3 (``MMUEXT_PIN_L2_TABLE``,
+    ``MMUEXT_NEW_BASEPTR``), the L1 type when pinned (``MMUEXT_PIN_L1_TABLE``) or
+    brought in by such a directory, and Xen validates every entry then
+    (``promote_l2_table``/``promote_l1_table``: an L1 entry mapping a
+    ``PGT_seg_desc_page`` frame writable fails ``get_page_from_l1e``), so a table the
+    guest filled by plain stores while it was an ordinary page cannot bring its GDT in
+    writable."""
+    gfns = mon.gdt_typed()
+    if not gfns:
+        return False
+    return _directory_maps(mon, gfn, gfns) if level == 2 else _l1_maps(mon, gfn, gfns)
 
 
 def entry_refused(mon, ma: int, val: int) -> bool:

@@ -52,6 +52,7 @@ from .platform import HypervisorTimer
 from .pvmm import PvMemory
 from .pvtables import PvTables
 from .region import pv_region
+from .vcpu import CR0_PG
 
 KEEP = object()                  # a hypercall that set the guest's registers itself (iret)
 MAX_CONSOLE = 4096
@@ -492,6 +493,11 @@ class ParaVirt(PvMemory, PvTables, Monitor):
         v = self.vcpu
         if cmd == RvMachineOp.WRITE_CR:
             if a not in (0, 4):
+                fail(Errno.EINVAL)
+            if a == 0 and b & CR0_PG and not v.paging \
+                    and gdttype.table_refused(self, v.cr3 >> 12, 2):
+                # paging on makes the directory NEW_BASEPTR recorded live: the same check
+                # (ringvisor's start state; a Xen guest never runs unpaged)
                 fail(Errno.EINVAL)
             try:
                 self.set_cr(a, b)

@@ -104,8 +104,9 @@ class PvMemory:
     def _mmuext(self, cmd: int, arg1: dict, arg2: dict) -> None:
         if cmd in (Mmuext.PIN_L1_TABLE, Mmuext.PIN_L2_TABLE):
             ppn = self._frame(arg1["mfn"]) >> 12
-            if ppn in self.pinned:
-                fail(Errno.EINVAL)
+            level = 1 if cmd == Mmuext.PIN_L1_TABLE else 2
+            if ppn in self.pinned or gdttype.table_refused(self, arg1["mfn"], level):
+                fail(Errno.EINVAL)               # (Xen: pinned already, or validation fails)
             self.pinned.add(ppn)
         elif cmd == Mmuext.UNPIN_TABLE:
             ppn = self._frame(arg1["mfn"]) >> 12
@@ -114,6 +115,8 @@ class PvMemory:
             self.pinned.discard(ppn)
         elif cmd == Mmuext.NEW_BASEPTR:
             self._frame(arg1["mfn"])                 # the guest's own frame (-EPERM otherwise)
+            if gdttype.table_refused(self, arg1["mfn"], 2):
+                fail(Errno.EINVAL)                   # it would bring a GDT frame in writable
             self.set_cr(3, arg1["mfn"] << 12)
         elif cmd in (Mmuext.TLB_FLUSH_LOCAL, Mmuext.TLB_FLUSH_MULTI, Mmuext.TLB_FLUSH_ALL):
             self.cpu.tlb_flush()       # the shadows saw every table store: nothing stale

@@ -10,7 +10,11 @@
  *     map the GDT page writable: not done, the guest's #PF (error code 3, CR2 at the
  *     entry) instead; a read-only alias by the same store: done;
  *   - set_gdt of a second page moves the type: the first page may be mapped
- *     writable again, the second may not.
+ *     writable again, the second may not;
+ *   - a table filled while it was an ordinary page, mapping the GDT page writable,
+ *     cannot be pinned (L1 or L2) nor loaded by NEW_BASEPTR: -EINVAL; once it maps
+ *     the page read-only it can; nor can paging be turned on over a directory that
+ *     gained such a mapping after NEW_BASEPTR recorded it with paging off.
  * Every answer is fixed by Xen's rules; the test compares them to Xen's errno. */
 #include "pvlib.h"
 
@@ -21,6 +25,10 @@
 
 static u32 pd[1024] __attribute__((aligned(4096)));
 static u32 pt[1024] __attribute__((aligned(4096)));
+static u32 pd2[1024] __attribute__((aligned(4096)));    /* filled as ordinary pages */
+static u32 pt2[1024] __attribute__((aligned(4096)));
+static u32 pd3[1024] __attribute__((aligned(4096)));    /* recorded with paging off */
+static u32 pt3[1024] __attribute__((aligned(4096)));
 static unsigned char gdt_a[4096] __attribute__((aligned(4096)));
 static unsigned char gdt_b[4096] __attribute__((aligned(4096)));
 
@@ -53,6 +61,14 @@ static long mmu_update(u32 va, u32 val)
     req.ptr = ((unsigned long long)mfn_of(pt) << 12) + ((va >> 12) & 1023) * 4;
     req.val = val;
     return hypercall(__HYPERVISOR_mmu_update, (u32)&req, 1, 0, DOMID_SELF, 0);
+}
+
+static long mmuext(u32 cmd, const void *table)
+{
+    static struct mmuext_op op;
+    op.cmd = cmd;
+    op.arg1.mfn = mfn_of(table);
+    return hypercall(__HYPERVISOR_mmuext_op, (u32)&op, 1, 0, DOMID_SELF, 0);
 }
 
 static long uva(u32 va, u32 val)
@@ -90,9 +106,7 @@ int main(void)
     for (u32 i = 0; i < 1024; i++)
         pt[i] = i < 1023 ? (i * PAGE) | P | W : 0;
     pd[0] = mfn_of(pt) << 12 | P | W;
-    static struct mmuext_op op = { MMUEXT_NEW_BASEPTR, { 0 } };
-    op.arg1.mfn = mfn_of(pd);
-    line("new_baseptr", hypercall(__HYPERVISOR_mmuext_op, (u32)&op, 1, 0, DOMID_SELF, 0));
+    line("new_baseptr", mmuext(MMUEXT_NEW_BASEPTR, pd));
     long cr0 = machine_op(RV_READ_CR, 0, 0);
     line("paging on", machine_op(RV_WRITE_CR, 0, (u32)cr0 | 0x80000000u));
 
@@ -134,6 +148,36 @@ int main(void)
     direct(ALIAS_VA, ma | P | W);
     line("direct writable alias of a faults", pf_count - 1);
     line("set_gdt of a mapped writable", set_gdt(gdt_a));
+
+    /* tables filled by plain stores while they were ordinary pages: pt2 as pt, but
+     * mapping b (the GDT) writable; Xen validates every entry when a frame becomes a
+     * table (pinned, or loaded as the directory), so none of these may happen */
+    for (u32 i = 0; i < 1024; i++)
+        pt2[i] = pt[i];
+    pt2[(b >> 12) & 1023] = mb | P | W;
+    pd2[0] = mfn_of(pt2) << 12 | P | W;
+    line("pin_l1 of a table mapping the gdt writable", mmuext(MMUEXT_PIN_L1_TABLE, pt2));
+    line("pin_l2 of a directory bringing it in", mmuext(MMUEXT_PIN_L2_TABLE, pd2));
+    line("new_baseptr of that directory", mmuext(MMUEXT_NEW_BASEPTR, pd2));
+    pt2[(b >> 12) & 1023] = mb | P;
+    line("new_baseptr once it maps the gdt read-only", mmuext(MMUEXT_NEW_BASEPTR, pd2));
+    line("new_baseptr back", mmuext(MMUEXT_NEW_BASEPTR, pd));
+
+    /* ringvisor's start state, which a Xen guest never has: with paging off a directory
+     * NEW_BASEPTR records is validated then, and again when paging on makes it live --
+     * pt3 gains a writable mapping of the GDT by a plain store in between */
+    for (u32 i = 0; i < 1024; i++)
+        pt3[i] = pt[i];
+    pt3[(b >> 12) & 1023] = mb | P;
+    pd3[0] = mfn_of(pt3) << 12 | P | W;
+    line("paging off", machine_op(RV_WRITE_CR, 0, (u32)cr0));
+    line("new_baseptr while paging is off", mmuext(MMUEXT_NEW_BASEPTR, pd3));
+    pt3[(b >> 12) & 1023] = mb | P | W;
+    line("paging on over a writable mapping of the gdt",
+         machine_op(RV_WRITE_CR, 0, (u32)cr0 | 0x80000000u));
+    pt3[(b >> 12) & 1023] = mb | P;
+    line("paging on once it is read-only", machine_op(RV_WRITE_CR, 0, (u32)cr0 | 0x80000000u));
+    line("new_baseptr back at last", mmuext(MMUEXT_NEW_BASEPTR, pd));
     puts_("gdtguard: done\n");
     shutdown();
     return 0;
