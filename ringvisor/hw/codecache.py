@@ -25,6 +25,7 @@ from .faults import GP, UD, CpuFault
 from .state import CR4_SMEP
 from . import fpsem  # noqa: F401  (files the x87/SSE emitters in EMITTERS)
 from .semantics import EMITTERS, LOCKABLE, helper as helper_emit
+from .speculate import forget, speculate
 from .system import fpu_class
 from .translate import RELIM, BlockBuilder, Mode, Translation, Unsupported
 
@@ -130,6 +131,9 @@ class CodeCache:
         self.translations = 0
         self.invalidations = 0
         self.bytes = 0
+        # physical page -> {an indirect transfer's site (physical address, mode key) ->
+        # the target it is predicted to take, or None: never predicted} (hw/speculate.py)
+        self.predicted: dict[int, dict[tuple[int, int], int | None]] = {}
         self.env = self._environment()
         cpu.mem.add_code_cache(self)
 
@@ -245,6 +249,7 @@ class CodeCache:
                       or tr.overlaps(addr, end)}
             if not doomed:
                 return
+        forget(self, ppn, addr, addr + n if addr is not None else 0)
         if doomed is keys or len(doomed) == len(keys):
             del self.by_page[ppn]
             self.cpu.mem.release_code_page(ppn, self)
@@ -258,16 +263,27 @@ class CodeCache:
                 self.bytes -= tr.size
         self.flush_jump_cache()
 
-    def _drop(self, key: tuple[int, int]) -> None:
+    def _drop(self, key: tuple[int, int], invalidated: bool = True) -> None:
         """Forget one block."""
         tr = self.blocks.pop(key)
         for ppn in tr.phys_pages:
             keys = self.by_page.get(ppn)
             if keys is not None:
                 keys.discard(key)
-        self.invalidations += 1
+        self.invalidations += invalidated
         self.by_code.pop(tr.fn.__code__, None)
         self.bytes -= tr.size
+
+    def retranslate(self, key: tuple[int, int], eip: int) -> None:
+        """Forget the block at ``key`` (entered at ``eip``) so that the next lookup
+        translates it again, with what has been learned since (hw/speculate.py)."""
+        tr = self.blocks.get(key)
+        if tr is None:
+            return
+        self._drop(key, invalidated=False)
+        for d in self.jump.values():
+            if d.get(eip) is tr.fn:
+                del d[eip]
 
     def check_smc(self, phys: int, size: int) -> None:
         """Called before a slow-path write to a code page: refuse writes into the running block."""
@@ -321,6 +337,7 @@ class CodeCache:
         runs: list[list[int]] = []         # the byte ranges the instructions came from
         cs_end = mode.cs_limit
         visited = {eip}
+        shadow: list[int] = []             # return addresses pushed by the calls followed
         next_page = None
         insns = []
         last_end = eip
@@ -352,6 +369,10 @@ class CodeCache:
                 bb.emit("raise CpuFault(6)")
                 bb.ends = True
                 bb.next_expr = "None"
+            follow = None
+            if bb.indirect is not None and not single and bb.helper_const is None and mode.cs32:
+                follow = speculate(self, bb, ins, (phys & PAGE) + ((base + ins.ip32) & 0xFFF),
+                                   shadow, (phys, eip), page, visited, len(insns) < limit)
             bb.end_insn()
             off = (base + ins.ip32 - page) & 0xFFFFFFFF
             if runs and runs[-1][1] == off:
@@ -359,6 +380,12 @@ class CodeCache:
             else:
                 runs.append([off, off + ins.len])
             last_end = ins.next_ip32
+            if follow is not None:
+                visited.add(follow)
+                decoder.position = (base + follow) & 0xFFF
+                decoder.ip = follow
+                last_end = follow
+                continue
             if not bb.ends:
                 if (ins.has_rep_prefix or ins.has_repne_prefix) and ins.mnemonic in STRING_OPS:
                     break        # it retires once per iteration: it ends the block (Cpu.run)
@@ -370,6 +397,8 @@ class CodeCache:
                     (base + target) & PAGE == page and target not in visited and
                     target <= cs_end and len(insns) < limit):
                 # keep going at the target: the block becomes a superblock
+                if ins.mnemonic == ix.Mnemonic.CALL and mode.cs32:
+                    shadow.append(ins.next_ip32)
                 visited.add(target)
                 bb.ends = False
                 bb.next_expr = None
@@ -460,6 +489,8 @@ class CodeCache:
                      f"    nxt = HELP({bb.helper_const})", "    S.icount += 1", "    return nxt"]
         elif fused:
             tail += [f"    S.icount += ic + {n}", f"    return {bb.next_expr}"]
+        elif bb.learner is not None:
+            tail += [f"    S.icount += {n}", f"    return {bb.learner}({bb.next_expr})"]
         else:
             tail += [f"    S.icount += {n}", f"    return {bb.next_expr}"]
         head = ["def blk():"]

@@ -748,6 +748,7 @@ def jmp(bb: BlockBuilder, ins: ix.Instruction) -> None:
     size = bb.op_size(ins, 0)
     t = stable(bb, bb.read_op(ins, 0, size))
     end(bb, t)
+    bb.indirect = t
 
 
 @sem(M.JO, M.JNO, M.JB, M.JAE, M.JE, M.JNE, M.JBE, M.JA, M.JS, M.JNS, M.JP, M.JNP,
@@ -802,6 +803,7 @@ def call(bb: BlockBuilder, ins: ix.Instruction) -> None:
         t = f"{ins.near_branch_target:#x}"
     else:
         t = stable(bb, bb.read_op(ins, 0, bb.op_size(ins, 0)))
+        bb.indirect = t
     bb.stack_push([f"{ins.next_ip & MASK[size]:#x}"], size)
     end(bb, t)
 
@@ -813,6 +815,7 @@ def ret(bb: BlockBuilder, ins: ix.Instruction) -> None:
     (v,) = bb.stack_pop(1, size, extra)
     bb.pop_commit()
     end(bb, v)
+    bb.indirect = v
 
 
 @sem(M.CLD, M.STD)

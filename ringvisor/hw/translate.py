@@ -182,6 +182,8 @@ class BlockBuilder:
     raw: bytes = b""               # the bytes of the instruction being translated
     may_fault: bool = False        # the instruction calls something that may raise a CpuFault
     seg_loaded: tuple | None = None   # (index, register) of the last data segment load
+    indirect: str | None = None    # the target of the indirect transfer just emitted (speculate.py)
+    learner: str | None = None     # the constant the block's exit tells its target (speculate.py)
 
     # -- emission ----------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -585,7 +587,7 @@ class BlockBuilder:
             self.fsrc = saved
         return [f"S.lf_res = {bits}; S.lf_op = 0"]
 
-    def side_exit(self, cond: str, target: int, loop: bool = True) -> None:
+    def side_exit(self, cond: str, target: int | str, loop: bool = True) -> None:
         """Leave the block when ``cond`` holds; translation goes on along the fall-through.
 
         The exit writes back what the block has changed so far, exactly as the
@@ -593,6 +595,8 @@ class BlockBuilder:
         A branch to the block's own start (``loop``: a branch, not a segment load)
         makes the block a loop: there the exit starts the next iteration instead,
         while the instruction budget lasts (``__LOOP__``, settled at assembly).
+        A target not known at translation (``str``: a name) is a guard's exit, after an
+        indirect transfer predicted to go elsewhere (``speculate.py``).
         """
         self.emit(f"if {cond}:")
         self.ind += 1
@@ -607,13 +611,14 @@ class BlockBuilder:
         for line in self.flags_store_code(self.fsrc, not self.body_entry_defined):
             self.emit(line)
         self.emit(f"S.icount += __IC__{self.index + 1}")
-        self.emit(f"return {target:#x}")
+        self.emit(f"return {target}" if isinstance(target, str) else f"return {target:#x}")
         self.ind -= 1
 
     # -- per-instruction bookkeeping ---------------------------------------------
     def begin_insn(self, index: int, eip: int) -> None:
         self.index = index
         self.may_fault = False
+        self.indirect = None
         self.insn_start = len(self.lines)
         self.pending_snapshot = (index, eip, dict(self.fsrc), dict(self.cur))
 
