@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 import sys
 
 import iced_x86 as ix
@@ -28,6 +29,9 @@ from .semantics import EMITTERS, LOCKABLE, helper as helper_emit
 from .speculate import forget, speculate
 from .system import fpu_class
 from .translate import RELIM, BlockBuilder, Mode, Translation, Unsupported
+
+# PUSHAD's and POPAD's eight dwords in one step (``BlockBuilder._whole_frame``)
+_FRAME8 = struct.Struct("<8I")
 
 PAGE = 0xFFFFF000
 UNPACK_MIN = 3         # registers from which a block loads (and stores) all eight at once
@@ -148,6 +152,7 @@ class CodeCache:
             "FL": cpu.arith_flags, "MAT": F.materialize, "CARRY": F.carry, "PAR": F.PARITY, "CpuFault": CpuFault,
             "HELP": cpu._run_helper, "SEGLOAD": cpu.segmentation.load,
             "SEGAGAIN": cpu.segmentation.load_again,
+            "PACK8": _FRAME8.pack_into, "UNPACK8": _FRAME8.unpack_from,
             "SHIFT": alu.shift, "SHLD": alu.shld, "SHRD": alu.shrd, "MUL": alu.mul,
             "IMUL": alu.imul, "DIV": alu.div, "IDIV": alu.idiv, "BSF": alu.bsf, "BSR": alu.bsr,
             "DAA": alu.daa, "DAS": alu.das, "AAA": alu.aaa, "AAM": alu.aam, "AAD": alu.aad,

@@ -444,15 +444,21 @@ class BlockBuilder:
         """Push values (first pushed first). Memory is written before ESP changes."""
         sp = self.reg(4)
         if self.mode.ss32:
-            addrs = []
-            for j, _ in enumerate(vals):
-                addrs.append(f"({sp} - {(j + 1) * size}) & 0xFFFFFFFF")
-            new_sp = self.let(addrs[-1], "s")
+            new_sp = self.let(f"({sp} - {len(vals) * size}) & 0xFFFFFFFF", "s")
+            whole = self._whole_frame(new_sp, len(vals), size, "TWU" if self.mode.user else "TWS")
+            if whole:
+                # PUSHAD: in one step where the frame lies in one page the write TLB holds
+                self.emit(f"if {whole} is not None: PACK8(M8, {new_sp} + {whole}, "
+                          f"{', '.join(reversed(vals))})")
+                self.emit("else:")
+                self.ind += 1
             for j, v in enumerate(vals):
                 off = (len(vals) - 1 - j) * size
                 a = new_sp if off == 0 else self.let(f"({new_sp} + {off}) & 0xFFFFFFFF", "s")
                 lin = self.linear(2, a, size, True)
                 self.store(lin, size, v)
+            if whole:
+                self.ind -= 1
             self.set_reg32(4, new_sp)
         else:
             new_sp = self.let(f"({sp} - {len(vals) * size}) & 0xFFFF", "s")
@@ -463,15 +469,36 @@ class BlockBuilder:
                 self.store(lin, size, v)
             self.set_reg32(4, f"({sp} & 0xFFFF0000) | {new_sp}")
 
+    def _whole_frame(self, sp: str, count: int, size: int, tlb: str) -> str | None:
+        """For PUSHAD and POPAD (eight dwords at ``sp`` on a flat 32-bit stack): a local
+        holding the TLB's delta for the page if the frame is aligned and lies in it
+        (None otherwise, and "" if the block cannot take that path): one store or load
+        of the whole frame then stands for eight, none of which could fault."""
+        mode = self.mode
+        if not (count == 8 and size == 4 and mode.ss32 and mode.flat >> 2 & 1 and
+                mode.flat_limit == 0xFFFFFFFF) or (tlb[:2] == "TR" and mode.direct):
+            return ""
+        d = self.tmp("d")
+        self.emit(f"{d} = {tlb}.get({sp} & 0xfffff003) if {sp} & 0xFFF <= 0xFE0 else None")
+        return d
+
     def stack_pop(self, count: int, size: int, extra: int = 0) -> list[str]:
         """Pop values (returns them in pop order); ESP is updated by the caller via pop_commit."""
         sp = self.reg(4)
         vals = []
         m = 0xFFFFFFFF if self.mode.ss32 else 0xFFFF
+        whole = self._whole_frame(sp, count, size, "TRU" if self.mode.user else "TRS")
+        if whole:
+            self.emit(f"if {whole} is None:")
+            self.ind += 1
         for j in range(count):
             a = sp if j == 0 and m == M32 else self.let(f"({sp} + {j * size}) & {m:#x}", "s")
             lin = self.linear(2, a, size, False)
             vals.append(self.load(lin, size))
+        if whole:
+            # POPAD: in one step where the frame lies in one page the read TLB holds
+            self.ind -= 1
+            self.emit(f"else: {', '.join(vals)} = UNPACK8(M8, {sp} + {whole})")
         self._pending_sp = (count * size + extra, m)
         return vals
 
