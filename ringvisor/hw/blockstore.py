@@ -5,8 +5,12 @@ and a kernel boots through the same blocks every time.  A block's code object is
 stored under a digest of its source and its address (the source says everything
 the code does: a changed translator makes other sources, so nothing goes stale),
 in a directory named for the interpreter's bytecode version (``marshal``'s format
-is that version's).  The store is a cache: a missing, unreadable or corrupt entry
+is that version's) and for the format of the entries.  The store is a cache: a missing, unreadable or corrupt entry
 is compiled again, and a full disk or a read-only directory only stops storing.
+Each entry begins with a digest of the marshal data after it, checked before that
+data is read: ``marshal`` is not made for damaged input (random bytes after a code
+object's type byte can claim a size of gigabytes: a MemoryError, or minutes of
+allocating), so only what this store wrote reaches it.
 
 Where: ``$RINGVISOR_CACHE_DIR``, else ``$XDG_CACHE_HOME/ringvisor``, else
 ``~/.cache/ringvisor``; ``RINGVISOR_CACHE_DIR=off`` turns it off.  Each process
@@ -16,6 +20,7 @@ disk), and the directory is emptied when it holds more than ``DIR_LIMIT``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import marshal
 import os
@@ -27,6 +32,11 @@ from types import CodeType
 
 STORE_LIMIT = 4096
 DIR_LIMIT = 200_000
+DIGEST = 16            # bytes of the digest an entry begins with
+
+
+def _digest(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=DIGEST).digest()
 
 
 def _directory() -> Path | None:
@@ -37,7 +47,9 @@ def _directory() -> Path | None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         where = os.path.join(base, "ringvisor")
     tag = sys.implementation.cache_tag or "python"
-    return Path(where) / f"blocks-{tag}-{importlib.util.MAGIC_NUMBER.hex()}"
+    # ("v2": entries with a digest; a version that reads entries without one, whose
+    # marshal would take ours for damaged data, keeps to its own directory)
+    return Path(where) / f"blocks-v2-{tag}-{importlib.util.MAGIC_NUMBER.hex()}"
 
 
 class BlockStore:
@@ -57,8 +69,11 @@ class BlockStore:
             data = self._path(key).read_bytes()
         except OSError:
             return None
+        body = data[DIGEST:]
+        if data[:DIGEST] != _digest(body):
+            return None
         try:
-            code = marshal.loads(data)
+            code = marshal.loads(body)
         except (ValueError, EOFError, TypeError):
             return None
         return code if isinstance(code, CodeType) else None
@@ -76,7 +91,8 @@ class BlockStore:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as f:
-                    f.write(marshal.dumps(code))
+                    body = marshal.dumps(code)
+                    f.write(_digest(body) + body)
                 os.replace(tmp, path)
             except BaseException:
                 os.unlink(tmp)
