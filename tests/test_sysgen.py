@@ -50,7 +50,7 @@ def test_regressions_match_qemu():
     directly and through a task gate, whose saved EFLAGS lacked RF on the bare PC;
     accesses through a 32-bit expand-down segment, one based in the monitors' region and
     one wrapping around 4 GiB, and a kernel stack in a 32-bit expand-down SS, whose loads
-    both monitors refused)."""
+    both monitors refused; an instruction breakpoint with DR7 LEN 11, which bt missed)."""
     image = sysgen.build_steps(sysgen.fixed_steps("regress.S"), "sysgen-regress")
     ref = sysgen.run("qemu", image)
     # QEMU's lines are the SDM's: the trap after the RET at the JMP, one task line and no
@@ -75,6 +75,9 @@ def test_regressions_match_qemu():
     assert (regs["s009"]["si"], regs["s009"]["bp"], regs["s009"]["a"]) == \
         ("12345679", "12345679", "abcdef01")
     assert (regs["s00a"]["a"], regs["s00a"]["b"]) == ("55aa55aa", "55aa5faa")
+    # the instruction breakpoint with LEN 11 stops at its address (1 modulo 4)
+    s12 = [ln.split() for ln in ref if ln.startswith("s00c v")]
+    assert [(x[1], int(x[3].split(":")[1], 16) % 4) for x in s12] == [("v=01", 1)]
     # ... and the stack through an expand-down SS: what was pushed, read back and popped
     assert [regs["s00b"][k] for k in ("b", "c", "d", "di")] == \
         ["12345679", "12345679", "00000011", "0000005a"]

@@ -46,13 +46,15 @@ EXEC, WRITE, IO, ACCESS = 0, 1, 2, 3     # DR7 R/W encodings
 
 def breakpoints(dr: list[int]) -> list[tuple[int, int, int, int]]:
     """The breakpoints DR7 enables: (index, first byte, R/W, length), the address
-    aligned down to the length as the hardware matches it (SDM Vol. 3 §17.2.4-5)."""
+    aligned down to the length as the hardware matches it (SDM Vol. 3 §17.2.4-5) --
+    but an instruction breakpoint's is its address, one byte: its LEN should be 00,
+    and another is ignored, as on the bare PC (``hw/cpu.py: update_debug``) and QEMU."""
     dr7 = dr[7]
     out = []
     for i in range(4):
         if (dr7 >> (2 * i)) & 3:
             rw = (dr7 >> (16 + 4 * i)) & 3
-            length = (1, 2, 8, 4)[(dr7 >> (18 + 4 * i)) & 3]
+            length = (1, 2, 8, 4)[(dr7 >> (18 + 4 * i)) & 3] if rw != EXEC else 1
             out.append((i, dr[i] & ~(length - 1) & 0xFFFFFFFF, rw, length))
     return out
 
