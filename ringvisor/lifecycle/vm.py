@@ -59,8 +59,19 @@ class VmInfo:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VmInfo":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """The description ``d`` gives; a value of the wrong type (a forged or damaged
+        image whose checksums are right) is a TypeError naming the key."""
+        if not isinstance(d, dict):
+            raise TypeError(f"expected an object, found {type(d).__name__}")
+        kinds = {f.name: type(f.default) for f in fields(cls)}
+        for k, v in d.items():
+            kind = kinds.get(k)
+            # exact types: bool is an int to Python, not to a description
+            if kind is not None and type(v) is not kind:
+                raise TypeError(f"{k}: expected {kind.__name__}, found {type(v).__name__}")
+            if kind is int and v < 0:
+                raise TypeError(f"{k}: {v} is negative")
+        return cls(**{k: v for k, v in d.items() if k in kinds})
 
 
 # a VM's disks: its description's key (and key + "_readonly"), the Machine's attribute

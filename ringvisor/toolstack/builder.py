@@ -37,6 +37,7 @@ from .xc import Xc, XcError
 
 PAGE = 0x1000
 MAP_CHUNK = 256                 # frames mapped at once while loading
+EXTRA_PAGES = 2                 # beyond its memory: the console and xenstore rings' pages
 
 
 @dataclass
@@ -121,7 +122,7 @@ def _fill(xc: Xc, domid: int, image: bytes, name: str, cmdline: str, mem_mb: int
     pages = mem_mb << 8
     cons_gpfn, store_gpfn, scratch = pages, pages + 1, pages + 2
     xc.max_vcpus(domid, vcpus)
-    xc.max_mem(domid, (max(maxmem_mb, mem_mb) << 10) + 2 * 4)
+    xc.max_mem(domid, (max(maxmem_mb, mem_mb) << 10) + EXTRA_PAGES * 4)
     gpfns = list(range(pages)) + [cons_gpfn, store_gpfn]
     if xc.populate_physmap(domid, gpfns) != len(gpfns):
         raise XcError(12, f"{name}: not enough free memory for {mem_mb} MiB")

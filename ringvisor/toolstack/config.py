@@ -59,6 +59,7 @@ ABSENT = {"vif": "network interfaces", "vfb": "a virtual frame buffer", "vkb": "
           "bootloader": "a boot loader (give the kernel itself)", "irqs": "IRQ pass-through",
           "iomem": "I/O memory pass-through", "ioports": "I/O port pass-through"}
 DISK_PREFIXES = ("tap2:", "tap:", "aio:", "file:", "phy:", "raw:", "qcow2:", "qcow:", "vhd:")
+KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 VDEVS = ("xvda", "xvdb", "xvdc", "xvdd")   # the IDE drives blkfront stands behind
 MIN_MEMORY = 4                    # MiB: the least a domain is built with, or ballooned to
@@ -104,9 +105,48 @@ class DomainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DomainConfig":
+        """The configuration ``to_dict`` gave (a saved domain's), checked as a file's is:
+        a damaged or forged one is a ValueError naming the key, never a domain built from
+        values no configuration file could give."""
+        if not isinstance(d, dict) or not all(isinstance(x, dict) for x in d.get("disks", [])):
+            raise ValueError("not a configuration")
         d = dict(d)
         d["disks"] = [Disk(**x) for x in d.get("disks", [])]
-        return cls(**d)
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """ValueError naming the first value no configuration file could have given."""
+        kinds = {"name": str, "kernel": str, "type": str, "cmdline": str, "memory": int,
+                 "maxmem": int, "vcpus": int, "on_poweroff": str, "on_reboot": str,
+                 "on_crash": str, "seclabel": str, "weight": int, "cap": int, "source": str}
+        for key, kind in kinds.items():
+            if type(getattr(self, key)) is not kind:
+                raise ValueError(f"{key}: expected {kind.__name__}, found "
+                                 f"{type(getattr(self, key)).__name__}")
+        checks = [("name", NAME.fullmatch(self.name) and self.name != "Domain-0"),
+                  ("kernel", self.kernel), ("type", self.type in ("pv", "bt")),
+                  ("memory", MIN_MEMORY <= self.memory <= MAX_MEMORY),
+                  ("maxmem", self.maxmem == 0 or self.memory <= self.maxmem <= MAX_MEMORY),
+                  ("vcpus", 1 <= self.vcpus <= RV_MAX_VCPUS and
+                   (self.vcpus == 1 or self.type == "pv")),
+                  ("on_poweroff", self.on_poweroff in ACTIONS),
+                  ("on_reboot", self.on_reboot in ACTIONS), ("on_crash", self.on_crash in ACTIONS),
+                  ("seclabel", not self.seclabel or self.seclabel.count(":") == 2),
+                  ("weight", 1 <= self.weight <= 65535), ("cap", 0 <= self.cap <= 100),
+                  ("cpus", isinstance(self.cpus, list) and len(self.cpus) <= self.vcpus and
+                   all(isinstance(c, str) for c in self.cpus)),
+                  ("disk", len(self.disks) <= len(VDEVS) and
+                   len({x.vdev for x in self.disks}) == len(self.disks) and
+                   all(isinstance(x.target, str) and x.target and x.format == "raw" and
+                       x.vdev in VDEVS and x.access in ("ro", "rw") and x.backend in BACKENDS
+                       for x in self.disks))]
+        for key, ok in checks:
+            if not ok:
+                raise ValueError(f"{key}: not a value a configuration file can give")
+        for c in self.cpus:
+            parse_cpulist(c)
 
 
 MAX_CPU = 255                     # (a CPU list names CPUs 0..255; the host says which exist)
@@ -158,6 +198,8 @@ def _statements(text: str, source: str):
         if "=" not in stmt:
             raise ConfigFileError(f"{where}: expected 'key = value', found {stmt!r}")
         key, _, value = stmt.partition("=")
+        if not KEY.fullmatch(key.strip()):        # (xl's keys are C identifiers)
+            raise ConfigFileError(f"{where}: expected 'key = value', found {stmt!r}")
         return where, key.strip(), value
 
     for c in text + "\n":

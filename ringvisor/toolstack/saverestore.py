@@ -40,6 +40,8 @@ from ringvisor.lifecycle.ram import decode_pages_into, encode_pages, nonzero_pag
 from ringvisor.lifecycle.stream import (META, PAGES, STATE, BadImage, Section, pack_end,
                                         pack_header, pack_section, read_sections)
 
+from .builder import EXTRA_PAGES
+from .config import DomainConfig
 from .xc import PAGE, Xc, XcError
 
 DOMAIN = 2                      # header flag: a DomU's stream (not a whole machine's)
@@ -116,12 +118,27 @@ def parse_stream(data: bytes, what: str) -> tuple[dict, bytes, list[int], bytear
         raise BadImage(f"{what}: corrupt (no {'context' if ctx is None else 'memory'} section)")
     try:
         meta = decode(meta_s.payload)
-        gpfns = [g for first, n in meta["frames"] for g in range(int(first), int(first) + int(n))]
-        str(meta["config"]["name"]), int(meta["max_pages"]), int(meta["config"].get("vcpus", 1))
-        int(meta["console_port"]), int(meta["store_port"]), dict(meta["xenstore"])
-    except (StateError, KeyError, TypeError, ValueError) as e:
+        cfg = DomainConfig.from_dict(meta["config"])
+        # the frame list is checked against what the configuration allows before anything
+        # is allocated for it: a forged run of 2**40 frames is a corrupt stream, not 4 TiB
+        limit = min(meta["max_pages"], (max(cfg.maxmem, cfg.memory) << 8) + EXTRA_PAGES)
+        runs = meta["frames"]
+        if (not isinstance(runs, list) or not all(
+                isinstance(r, list) and len(r) == 2 and all(type(x) is int and x >= 0 for x in r)
+                for r in runs) or sum(n for _, n in runs) > limit):
+            raise ValueError("its frame list")
+        gpfns = [g for first, n in runs for g in range(first, first + n)]
+        _uuid.UUID(meta["uuid"])
+        for key in ("max_pages", "console_port", "store_port"):
+            if type(meta[key]) is not int or not 0 <= meta[key] < 1 << 32:
+                raise ValueError(f"{key}: {meta[key]!r}")
+        store = meta["xenstore"]
+        if not isinstance(store, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in store.items()):
+            raise ValueError("its xenstore entries are not text")
+    except (StateError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise BadImage(f"{what}: corrupt domain description ({e})") from None
-    if not gpfns or len(gpfns) > 1 << 20 or len(set(gpfns)) != len(gpfns):
+    if not gpfns or len(set(gpfns)) != len(gpfns):
         raise BadImage(f"{what}: corrupt domain description (its frame list)")
     memory = bytearray(len(gpfns) * PAGE)
     used = decode_pages_into(mem.payload, memory, what)

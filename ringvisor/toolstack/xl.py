@@ -222,8 +222,8 @@ class Toolstack:
             self.store.fire({"@introduceDomain"})
             if not paused:
                 self.xc.unpause(d)
-        except (XcError, XsError, OSError, ValueError, ConfigError) as e:
-            self._forget(m)
+        except (XcError, XsError, XlError, OSError, ValueError, ConfigError) as e:
+            self._forget(m)             # (XlError: a cpus = list this host cannot give)
             self.xc.destroy_quietly(d)
             raise XlError(f"{what}: {e}") from None
         return d

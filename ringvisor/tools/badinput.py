@@ -1,0 +1,672 @@
+"""A seeded mutation fuzzer for everything a user hands ringvisor: saved images, configs,
+kernels and command lines.
+
+The project's promise on bad input is one clear line on stderr and exit status 2,
+never a Python traceback, and a saved file never left half-written.  This tool takes
+valid inputs that ringvisor itself produces or ships -- a saved VM (``run --stop-at
+--save``), a mapped one (``--mapped``), a recording (``--record``), a snapshot node
+(``snapshot-export``), xl.cfg files (``examples/xen`` and the syntax variants of
+xl.cfg(5)), the bundled Multiboot ELF kernels, and command lines -- mutates them
+(truncate, flip, splice, grow; and, knowing each format, forge the fields its
+checksums do not guard: re-checksummed sections with changed versions, names, lengths
+and JSON values; ELF header and program-header fields) and runs the real command on
+each, in this process (``cli.main(argv)``).  A case fails when:
+
+- anything escapes as an exception (a traceback a user would see);
+- the exit status is not one the command documents (2: bad input; 3: triple fault;
+  4: ``--max-instructions`` ran out; 0; a guest's isa-debug-exit status, odd);
+- status 2 comes with anything but exactly one line on stderr starting ``ringvisor``;
+- a file the command was asked to save is left changed after a failure, or a
+  temporary file is left beside it.
+
+Hangs are bounded by the guest's instruction budget (every run gets
+``--max-instructions``); the many-seeds command also has a wall-clock alarm per case,
+reported as a hang.  Deterministic: the same seed gives the same cases.
+
+    python -m ringvisor.tools.badinput --seeds 2000              # every target
+    python -m ringvisor.tools.badinput --target elf --seeds 500 --first 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import random
+import signal
+import struct
+import sys
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+BUDGET = "3000"                          # guest instructions per run: the hang bound
+INTERESTING32 = [0, 1, 0x7F, 0x80, 0xFF, 0x100, 0x1000, 0xFFFF, 0x10000, 0x7FFFFFFF,
+                 0x80000000, 0xFFFFFFFF, 0xFFFFFFFE, 0x100000, 0xA0000, 0xFFFFF000]
+OK_STATUSES = {0, 2, 3, 4}               # plus odd guest exit statuses (isa-debug-exit)
+
+
+# -- the corpus: valid inputs, made by ringvisor itself ------------------------------------
+CONFIG_VARIANTS = [
+    # xl.cfg(5): quoting styles, lists over lines, comments, ';', empty values, suffixes
+    'name = "a"\nkernel = "kernel-pv"\nmemory = 16\n',
+    "name='b'; kernel='kernel-pv'; memory=16; vcpus=2 # two\n",
+    'name = "c"\nkernel = "kernel-pv"\nextra = "run=syscall"\nroot = "/dev/xvda1"\n',
+    'name="d"\nkernel="kernel-pv"\nmemory=32\nmaxmem=64\ncpus=["0","1"]\nvcpus=2\n',
+    'name = "e"\nkernel = "kernel-pv"\ndisk = [ \'/tmp/d.img,raw,xvda,rw\',\n'
+    "         'format=raw, vdev=xvdb, access=ro, target=/tmp/e.img' ,\n]\n",
+    'name = "f"\nkernel = "kernel-pv"\non_crash = "preserve"\non_reboot="restart"\n'
+    'cpu_weight = 512\ncap = 25\nvif = []\npci = []\n',
+    'name = "g"\ntype = "bt"\nkernel = "kernel"\ndisk = ["phy:/tmp/g.img,xvda,w"]\n',
+    'name = "h"\nbuilder = "generic"\nkernel = "kernel-pv"\nseclabel = "system_u:system_r:domU_t"\n'
+    'uuid = "6f3b4c1e-0000-4000-8000-000000000001"\n',
+    '# only a comment\nname = "i" # trailing\n\nkernel = "kernel-pv"\ncmdline = ""\n',
+]
+CONFIG_TOKENS = ['"', "'", "[", "]", ",", ";", "#", "=", "\n", " = ", "0x10", "1e3", "16M",
+                 "-1", "99999999999999999999", "''", '""', "[]", "[,]", "None", "True",
+                 "memory", "vcpus", "maxmem", "name", "kernel", "disk", "cpus", "cap",
+                 "unknown_key", "vif", "ramdisk", "\\", "\x00", "\t", "é", "(1,2)", "{}",
+                 "'a' 'b'", "\"\"\"x\"\"\"", "1_0", "0o7", "0b1", "nan", "-0", "8", "9"]
+
+BAD_VALUES = ["", "-1", "0", "0x", "1e9", "99999999999999999999", "abc", "3.5", "-",
+              "--", "4K", "1.5G", "/nonexistent/dir/file", "/", ".", "tcp::0", "unix:",
+              "file:", "file:/nonexistent/x", "null,null", "x" * 300, "é", " ", "0x7fffffff"]
+NEVER = {"-S", "-s", "--gdb", "--incoming", "--migrate-to", "--web", "--postcopy"}
+
+
+@dataclass
+class Corpus:
+    dir: Path
+    image: bytes          # a saved VM
+    mapped: bytes         # a mapped image (--save --mapped)
+    recording: bytes      # run --record
+    node: bytes           # snapshot-export of a snapshot-tree node
+    elves: list[bytes]    # bundled Multiboot ELF kernels
+    configs: list[str]
+    monitored: list[bytes]  # VMs saved under the monitors (MONITORED)
+
+
+def _quiet(fn, *a):
+    with contextlib.redirect_stdout(_Sink()), contextlib.redirect_stderr(io.StringIO()):
+        return fn(*a)
+
+
+class _Sink(io.TextIOWrapper):
+    """A text stream with a ``buffer`` (the serial console writes bytes to stdout)."""
+
+    def __init__(self) -> None:
+        super().__init__(io.BytesIO(), encoding="utf-8", errors="replace")
+
+    def text(self) -> str:
+        self.flush()
+        return self.buffer.getvalue().decode("utf-8", "replace")
+
+
+MONITORED = [("paravirt", "kernel-pv"), ("bt", "kernel"), ("hvm", "kernel"),
+             ("trapemu", "kernel")]
+
+
+def make_corpus(directory: Path, monitors: int = len(MONITORED)) -> Corpus:
+    from ringvisor.cli import main
+    from ringvisor.guests.build import image_path
+    d = Path(directory)
+    run = ["run", "bench-sieve", "--mem", "8", "--serial", "null", "--pace", "off"]
+    _quiet(main, run + ["--stop-at", "30000", "--save", str(d / "vm.rv")])
+    monitored = []           # the monitors' state sections: much of what a forgery can reach
+    for mode, kernel in MONITORED[:monitors]:
+        p = d / f"{mode}.rv"
+        _quiet(main, ["run", kernel, "--mode", mode, "--mem", "8", "--serial", "null", "--pace",
+                      "off", "--stop-at", "60000", "--save", str(p)])
+        monitored.append(p.read_bytes())
+    _quiet(main, run + ["--stop-at", "30000", "--save", str(d / "mapped.rv"), "--mapped"])
+    _quiet(main, run + ["--record", str(d / "r.rec"), "--max-instructions", "40000",
+                        "--checkpoint-every", "20000"])
+    store = str(d / "store")
+    _quiet(main, run + ["--stop-at", "30000", "--snapshot", "n", "--store", store])
+    _quiet(main, ["snapshot-export", "n", str(d / "node.rv"), "--store", store])
+    examples = Path(__file__).resolve().parents[2] / "examples" / "xen"
+    configs = [p.read_text() for p in sorted(examples.glob("*.cfg"))] + CONFIG_VARIANTS
+    elves = [Path(image_path(n)).read_bytes() for n in ("bench-sieve", "probe")]
+    return Corpus(d, *(Path(d / n).read_bytes() for n in ("vm.rv", "mapped.rv", "r.rec",
+                                                          "node.rv")), elves, configs, monitored)
+
+
+# -- mutators --------------------------------------------------------------------------------
+def mutate_bytes(rng: random.Random, data: bytes, others: list[bytes]) -> bytes:
+    b = bytearray(data)
+    for _ in range(rng.choice((1, 1, 2, 3))):
+        op = rng.randrange(7)
+        n = len(b)
+        if n == 0:
+            b += rng.randbytes(rng.randint(1, 64))
+        elif op == 0:                                            # truncate
+            del b[rng.randrange(n):]
+        elif op == 1:                                            # flip bits
+            for _ in range(rng.randint(1, 4)):
+                b[rng.randrange(n)] ^= 1 << rng.randrange(8)
+        elif op == 2:                                            # an interesting u32
+            at = rng.randrange(n) & ~3
+            b[at:at + 4] = struct.pack("<I", rng.choice(INTERESTING32))
+        elif op == 3:                                            # splice another input
+            o = rng.choice(others) or b"x"
+            at, src = rng.randrange(n), rng.randrange(len(o))
+            b[at:at + rng.randint(1, 256)] = o[src:src + rng.randint(1, 256)]
+        elif op == 4:                                            # grow: append junk
+            b += rng.randbytes(rng.randint(1, 4096))
+        elif op == 5:                                            # delete a chunk
+            at = rng.randrange(n)
+            del b[at:at + rng.randint(1, 64)]
+        else:                                                    # duplicate a chunk
+            at = rng.randrange(n)
+            b[at:at] = b[at:at + rng.randint(1, 64)]
+    return bytes(b)
+
+
+def _junk_json(rng: random.Random):
+    return rng.choice(["x", -1, [None], {"y": 1}, 2 ** 80, None, True, 1.5, "", [], {},
+                       {"$b": "!!"}, {"$d": 5}, {"$s": [[]]}, 2 ** 31, -(2 ** 63)])
+
+
+def _mutate_json(rng: random.Random, value):
+    """One value somewhere inside ``value`` replaced, removed or added."""
+    if isinstance(value, dict) and value and rng.random() < 0.8:
+        k = rng.choice(sorted(value, key=str))
+        out = dict(value)
+        r = rng.random()
+        if r < 0.15:
+            del out[k]
+        elif r < 0.25:
+            out["zz_unknown"] = _junk_json(rng)
+        elif r < 0.6:
+            out[k] = _junk_json(rng)
+        else:
+            out[k] = _mutate_json(rng, value[k])
+        return out
+    if isinstance(value, list) and value and rng.random() < 0.8:
+        out = list(value)
+        i = rng.randrange(len(out))
+        r = rng.random()
+        if r < 0.2:
+            del out[i]
+        elif r < 0.3:
+            out.append(out[i])
+        else:
+            out[i] = _mutate_json(rng, out[i]) if rng.random() < 0.6 else _junk_json(rng)
+        return out
+    if isinstance(value, bool) or value is None:
+        return _junk_json(rng)
+    if isinstance(value, int):
+        return rng.choice([value + 1, value - 1, -value, value ^ (1 << rng.randrange(32)),
+                           rng.choice(INTERESTING32), 2 ** 64, -1])
+    if isinstance(value, str):
+        return rng.choice(["", value + "x", value[:-1], "é" * 3, "\n"])
+    return _junk_json(rng)
+
+
+def mutate_image(rng: random.Random, data: bytes, others: list[bytes]) -> bytes:
+    """Re-checksummed forgeries (what a CRC cannot catch) or raw byte damage."""
+    from ringvisor.lifecycle import stream
+    if rng.random() < 0.35:
+        return mutate_bytes(rng, data, others)
+    secs = stream.read_sections(data)
+    tail = data[_consumed(data):]                 # a mapped image's pages follow END
+    i = rng.randrange(len(secs))
+    s = secs[i]
+    op = rng.randrange(8)
+    if op == 0:
+        secs[i] = stream.Section(s.kind, s.name, rng.choice([0, s.version + 1, 2 ** 32 - 1]),
+                                 s.payload)
+    elif op == 1:
+        secs[i] = stream.Section(s.kind, rng.choice(["", s.name + "x", "cpu", "ram", "vm"]),
+                                 s.version, s.payload)
+    elif op == 2:
+        del secs[i]
+    elif op == 3:
+        secs.insert(i, s)
+    elif op == 4 and s.payload[:1] in (b"{", b"["):
+        try:
+            v = json.loads(s.payload)
+        except ValueError:
+            v = None
+        if v is not None:
+            for _ in range(rng.randint(1, 3)):
+                v = _mutate_json(rng, v)
+            secs[i] = stream.Section(s.kind, s.name, s.version,
+                                     json.dumps(v, sort_keys=True).encode())
+    elif op == 5 and s.kind == stream.IMAGE:      # a recording's checkpoint: recurse
+        secs[i] = stream.Section(s.kind, s.name, s.version,
+                                 mutate_image(rng, s.payload, others))
+    elif op == 6:
+        secs[i] = stream.Section(rng.choice(sorted(stream.KIND_NAMES)), s.name, s.version,
+                                 s.payload)
+    else:                                         # binary payload damage, re-checksummed
+        secs[i] = stream.Section(s.kind, s.name, s.version,
+                                 mutate_bytes(rng, s.payload, others))
+    out = data[:20] + b"".join(stream.pack_section(x.kind, x.name, x.version, x.payload)
+                               for x in secs) + stream.pack_end(len(secs))
+    return out + tail
+
+
+def _consumed(data: bytes) -> int:
+    from ringvisor.lifecycle import stream
+    f = io.BytesIO(data)
+    r = stream.SectionReader(f)
+    for _ in r:
+        pass
+    return f.tell()
+
+
+ELF_FIELDS = {   # offset, struct format: the ELF32 header (System V ABI, ch. 4)
+    "ei_class": (4, "B"), "ei_data": (5, "B"), "ei_version": (6, "B"), "e_type": (16, "<H"),
+    "e_machine": (18, "<H"), "e_version": (20, "<I"), "e_entry": (24, "<I"),
+    "e_phoff": (28, "<I"), "e_shoff": (32, "<I"), "e_flags": (36, "<I"),
+    "e_ehsize": (40, "<H"), "e_phentsize": (42, "<H"), "e_phnum": (44, "<H"),
+    "e_shentsize": (46, "<H"), "e_shnum": (48, "<H"), "e_shstrndx": (50, "<H")}
+PHDR_FIELDS = ["p_type", "p_offset", "p_vaddr", "p_paddr", "p_filesz", "p_memsz", "p_flags",
+               "p_align"]
+
+
+def mutate_elf(rng: random.Random, data: bytes, others: list[bytes]) -> bytes:
+    if rng.random() < 0.3 or len(data) < 52:
+        return mutate_bytes(rng, data, others)
+    b = bytearray(data)
+    for _ in range(rng.choice((1, 1, 2))):
+        r = rng.random()
+        if r < 0.3:
+            off, fmt = ELF_FIELDS[rng.choice(sorted(ELF_FIELDS))]
+            size = struct.calcsize(fmt)
+            v = rng.choice(INTERESTING32 + [2, 3, 62]) & ((1 << (8 * size)) - 1)
+            struct.pack_into(fmt, b, off, v)
+        elif r < 0.85:                    # a program-header field
+            phoff, phnum = struct.unpack_from("<I", b, 28)[0], struct.unpack_from("<H", b, 44)[0]
+            if phnum == 0 or phoff + 32 * phnum > len(b):
+                continue
+            ph = phoff + 32 * rng.randrange(phnum)
+            field = rng.randrange(8)
+            old = struct.unpack_from("<I", b, ph + 4 * field)[0]
+            if field in (4, 5) and rng.random() < 0.5:       # huge sizes
+                v = rng.choice([0xFFFFFFFF, 0x7FFFFFFF, old * 4096, old + 0x1000000])
+            elif field in (2, 3) and phnum > 1 and rng.random() < 0.5:   # overlap another
+                other = phoff + 32 * rng.randrange(phnum)
+                v = struct.unpack_from("<I", b, other + 4 * field)[0] + rng.choice([0, 1, 0x800])
+            else:
+                v = rng.choice(INTERESTING32 + [old ^ (1 << rng.randrange(32))])
+            struct.pack_into("<I", b, ph + 4 * field, v & 0xFFFFFFFF)
+        else:                             # section-header garbage, or an entry elsewhere
+            shoff = struct.unpack_from("<I", b, 32)[0]
+            if 0 < shoff < len(b):
+                at = shoff + rng.randrange(max(1, min(len(b) - shoff, 400)))
+                b[at:at + 8] = rng.randbytes(8)
+            else:
+                struct.pack_into("<I", b, 24, rng.choice(INTERESTING32))
+    return bytes(b)
+
+
+def mutate_config(rng: random.Random, text: str, others: list[str]) -> str:
+    if rng.random() < 0.15:
+        return mutate_bytes(rng, text.encode(), [o.encode() for o in others]).decode(
+            "utf-8", "replace")
+    lines = text.split("\n")
+    for _ in range(rng.choice((1, 1, 2, 3))):
+        r = rng.random()
+        i = rng.randrange(len(lines))
+        if r < 0.15:
+            del lines[i]
+            lines = lines or [""]
+        elif r < 0.3:
+            lines.insert(i, lines[i])                           # a duplicate key
+        elif r < 0.45:
+            lines.insert(i, rng.choice(rng.choice(others).split("\n")))   # splice
+        else:
+            line = lines[i]
+            at = rng.randrange(len(line) + 1)
+            tok = rng.choice(CONFIG_TOKENS)
+            if rng.random() < 0.5 and line:
+                end = min(len(line), at + rng.randint(1, 8))
+                line = line[:at] + tok + line[end:]
+            else:
+                line = line[:at] + tok + line[at:]
+            lines[i] = line
+    return "\n".join(lines)
+
+
+ARGV_TEMPLATES = [
+    ["run", "{elf}", "--mem", "8", "--max-instructions", BUDGET],
+    ["run", "bench-sieve", "--mem", "8", "--mode", "bt", "--max-instructions", BUDGET],
+    ["run", "bench-sieve", "--mem", "8", "--append", "x=1", "--module", "{cfg} a b",
+     "--max-instructions", BUDGET],
+    ["run", "bench-sieve", "--mem", "8", "--stop-at", "2000", "--save", "{out}"],
+    ["run", "bench-sieve", "--mem", "8", "--stop-at", "2000", "--snapshot", "s",
+     "--store", "{store}"],
+    ["run", "bench-sieve", "--mem", "8", "--record", "{out}", "--checkpoint-every", "1000",
+     "--max-instructions", BUDGET],
+    ["run", "bench-sieve", "--mem", "8", "--trace", "{out}", "--stats", "--json",
+     "--max-instructions", "200"],
+    ["run", "bench-sieve", "--mem", "8", "--disk", "{cfg}", "--disk-ro",
+     "--max-instructions", BUDGET],
+    ["restore", "{image}", "--max-instructions", BUDGET, "--engine", "interp"],
+    ["restore", "{image}", "--lazy", "--max-instructions", BUDGET],
+    ["replay", "{recording}", "--goto", "30000", "--save", "{out}"],
+    ["clone", "{image}", "{out}"],
+    ["snapshot-create", "x", "--from", "{image}", "--store", "{store}"],
+    ["snapshot-import", "{image}", "y", "--store", "{store}"],
+    ["snapshot-export", "n", "{out}", "--store", "{store}"],
+    ["snapshot-list", "--store", "{store}"],
+    ["snapshot-diff", "n", "n", "--store", "{store}"],
+    ["snapshot-current", "n", "--store", "{store}"],
+    ["snapshot-delete", "zz", "--store", "{store}"],
+    ["snapshot-revert", "n", "--max-instructions", BUDGET, "--store", "{store}"],
+    ["pvabi-header", "--output", "{out}"],
+]
+
+
+def mutate_argv(rng: random.Random, argv: list[str]) -> list[str]:
+    a = list(argv)
+    for _ in range(rng.choice((1, 1, 2))):
+        r = rng.random()
+        i = rng.randrange(len(a))
+        if r < 0.5 and i > 0:
+            a[i] = rng.choice(BAD_VALUES)
+        elif r < 0.65 and i > 0:
+            del a[i]
+        elif r < 0.8:
+            a.insert(i + 1, a[i])
+        else:
+            a.insert(rng.randrange(1, len(a) + 1), rng.choice(
+                ["--mode", "--engine", "--smp", "--mem", "--serial", "--pace", "--stats",
+                 "--mapped", "--lazy", "--goto", "--stop-at", "--save", "--record",
+                 "--disk", "--virtio-disk", "--virtio-console", "--bios", "--trace", "--json",
+                 "--append", "--module", "--max-instructions", "--checkpoint-every"]))
+    return a
+
+
+# -- running a case --------------------------------------------------------------------------
+@dataclass
+class Finding:
+    target: str
+    seed: int
+    what: str
+    argv: list[str]
+    detail: str
+
+    def __str__(self) -> str:
+        return (f"[{self.target} seed {self.seed}] {self.what}: ringvisor "
+                f"{' '.join(self.argv)}\n    {self.detail}")
+
+
+class Hang(Exception):
+    pass
+
+
+def run_cli(argv: list[str], alarm: int = 0) -> tuple[int | None, str, str | None]:
+    """(exit status, stderr, traceback or None), ringvisor's ``main`` run in this process."""
+    import traceback
+    from ringvisor.cli import main
+    out, err = _Sink(), io.StringIO()
+    tb = None
+    if alarm:
+        def on_alarm(*_):
+            raise Hang(f"no answer after {alarm} s")
+        old = signal.signal(signal.SIGALRM, on_alarm)
+        signal.alarm(alarm)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main(argv)
+            except SystemExit as e:
+                status = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except BaseException:                               # noqa: BLE001 -- the finding itself
+        status, tb = None, traceback.format_exc(limit=-6)
+    finally:
+        if alarm:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+    return status, err.getvalue(), tb
+
+
+def _listing(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+
+
+def check_cli(target: str, seed: int, argv: list[str], work: Path, saved: Path | None,
+              alarm: int = 0) -> Finding | None:
+    before = _listing(work)
+    cwd = os.getcwd()
+    os.chdir(work)                   # a mutated relative path lands in the case's directory
+    try:
+        status, err, tb = run_cli(argv, alarm)
+    finally:
+        os.chdir(cwd)
+
+    def found(what, detail):
+        return Finding(target, seed, what, argv, detail)
+
+    if tb is not None:
+        return found("hang" if "Hang:" in tb else "traceback", tb.strip().splitlines()[-1]
+                     + "\n    " + tb.strip().replace("\n", "\n    "))
+    if "Traceback (most recent call last)" in err:
+        return found("traceback on stderr", err.strip()[-600:])
+    if status not in OK_STATUSES and not (isinstance(status, int) and status & 1):
+        return found(f"exit status {status}", err.strip()[-300:])
+    if status == 2:
+        lines = err.strip("\n").split("\n")
+        if len(lines) != 1 or not lines[0].startswith("ringvisor") or not lines[0].strip():
+            return found("not one line for bad input", repr(err[:400]))
+    after = _listing(work)
+    leftovers = [n for n in after if n not in before and n.endswith(".tmp")]
+    if leftovers:
+        return found("temporary file left behind", ", ".join(leftovers))
+    if status != 0 and saved is not None and before.get(saved.name) != after.get(saved.name):
+        return found("saved file changed by a failed command", str(saved))
+    return None
+
+
+def check_config(seed: int, text: str) -> Finding | None:
+    import traceback
+    from ringvisor.toolstack import config
+    try:
+        config.parse(text, "f.cfg")
+    except config.ConfigFileError as e:
+        msg = str(e)
+        if "\n" in msg or not msg.startswith("f.cfg"):
+            return Finding("config", seed, "not one line naming the file", [], repr(msg[:300]))
+    except Exception:                                    # noqa: BLE001 -- the finding itself
+        return Finding("config", seed, "traceback", [], repr(text[:300]) + "\n    "
+                       + traceback.format_exc(limit=-4).strip().replace("\n", "\n    "))
+    return None
+
+
+class XenHost:
+    """A hypervisor with Domain 0 and its toolstack in this process (as ``ringvisor xen``
+    runs them), and one DomU's ``xl save`` stream: the ``domain`` target restores mutated
+    streams (``xl restore``) and creates domains from mutated configurations (``xl
+    create``), and checks that every failure is one line and leaves no domain and no
+    frame behind, and that a restored domain runs without bringing the hypervisor down."""
+
+    def __init__(self, directory: Path) -> None:
+        from ringvisor.guests.build import image_path
+        from ringvisor.hypervisor.core import Hypervisor
+        from ringvisor.hypervisor.interface import HypercallInterface
+        from ringvisor.toolstack.config import DomainConfig
+        from ringvisor.toolstack.xl import Toolstack
+        self.hv = hv = Hypervisor(96)
+        hv.build_dom0(image_path("kernel-pv").read_bytes(), "", 16, "kernel-pv")
+        hv.start()
+        self.ts = Toolstack(HypercallInterface(hv), directory)
+        self.ts.create(DomainConfig(name="a", kernel="kernel-pv", cmdline="run=syscall:5",
+                                    memory=8, on_poweroff="preserve"))
+        hv.run_until(lambda: False, 100_000, step=20_000)
+        got: list = []
+        self.ts.save("a", lambda data, err: (got.append(data or err), "destroy")[1])
+        hv.run_until(lambda: bool(got), 4_000_000, step=20_000)
+        if not isinstance(got[0], bytes):
+            raise RuntimeError(f"xl save failed: {got[0]}")
+        self.stream = got[0]
+        self.settle()
+        self.free = hv.frames.nr_free
+
+    def settle(self) -> None:
+        self.hv.run_until(lambda: False, 40_000, step=20_000)
+
+    def case(self, seed: int, what: str, action) -> Finding | None:
+        import traceback
+        from ringvisor.toolstack.config import ConfigFileError
+        from ringvisor.toolstack.xl import XlError
+        hv, ts = self.hv, self.ts
+        found = None
+        try:
+            try:
+                domid = action()
+            except (XlError, ConfigFileError) as e:
+                if "\n" in str(e) or not str(e).strip():
+                    found = Finding("domain", seed, f"{what}: not one line", [], repr(str(e)))
+            else:
+                hv.run_until(lambda: False, 60_000, step=20_000)   # a forged domain runs
+                for m in [m for m in ts.managed.values() if m.domid != 0]:
+                    ts.destroy(m.name)        # (on_crash = "restart" gives it a new id)
+            self.settle()
+        except Exception:                               # noqa: BLE001 -- the finding itself
+            tb = traceback.format_exc(limit=-6).strip()
+            found = Finding("domain", seed, f"{what}: traceback", [],
+                            tb.splitlines()[-1] + "\n    " + tb.replace("\n", "\n    "))
+        left = [d for d in hv.domains if d != 0]
+        if found is None and (left or hv.frames.nr_free != self.free):
+            found = Finding("domain", seed, f"{what}: left behind", [],
+                            f"domains {left}, {hv.frames.nr_free} free frames, not {self.free}")
+        if left or hv.frames.nr_free != self.free:       # the next case starts clean
+            for d in left:
+                ts.managed.pop(d, None)
+                ts.xc.destroy_quietly(d)
+            self.settle()
+            self.free = hv.frames.nr_free
+        return found
+
+
+def run_domain_case(corpus: Corpus, host: XenHost, seed: int) -> Finding | None:
+    from ringvisor.toolstack import config
+    rng = random.Random(f"domain:{seed}")
+    if rng.random() < 0.7:
+        data = mutate_image(rng, host.stream, [corpus.image])
+        return host.case(seed, "xl restore", lambda: host.ts.restore(data, "f.save",
+                                                                     rng.random() < 0.3))
+    text = mutate_config(rng, rng.choice(corpus.configs), corpus.configs)
+    return host.case(seed, "xl create", lambda: host.ts.create(config.parse(text, "f.cfg"),
+                                                               rng.random() < 0.3))
+
+
+TARGETS = ("config", "elf", "image", "mapped", "recording", "node", "argv", "domain")
+
+
+def run_case(corpus: Corpus, target: str, seed: int, alarm: int = 0) -> Finding | None:
+    rng = random.Random(f"{target}:{seed}")
+    if target == "config":
+        return check_config(seed, mutate_config(rng, rng.choice(corpus.configs), corpus.configs))
+    work = Path(tempfile.mkdtemp(prefix="case.", dir=corpus.dir))
+    try:
+        return _run_file_case(corpus, target, seed, rng, work, alarm)
+    finally:
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_file_case(corpus, target, seed, rng, work: Path, alarm) -> Finding | None:
+    blobs = [corpus.image, corpus.recording, corpus.node] + corpus.elves
+    inp = work / "input"
+    out = work / "saved.rv"
+    out.write_bytes(b"a file the user saved before\n")
+    budget = ["--max-instructions", BUDGET, "--serial", "null", "--pace", "off"]
+    if target == "elf":
+        inp.write_bytes(mutate_elf(rng, rng.choice(corpus.elves), blobs))
+        argv = ["run", str(inp), "--mem", "8"] + budget
+        if rng.random() < 0.2:
+            argv[3:3] = ["--mode", rng.choice(["bt", "trapemu", "hvm"])]
+    elif target in ("image", "mapped", "node"):
+        src = {"image": rng.choice([corpus.image] + corpus.monitored), "mapped": corpus.mapped,
+               "node": corpus.node}[target]
+        inp.write_bytes(mutate_image(rng, src, blobs))
+        argv = rng.choice([["restore", str(inp)] + budget,
+                           ["restore", str(inp), "--lazy"] + budget,
+                           ["clone", str(inp), str(out)],
+                           ["snapshot-create", "x", "--from", str(inp), "--store",
+                            str(work / "store")]])
+        if target == "mapped" and rng.random() < 0.5:
+            argv = ["restore", str(inp), "--lazy"] + budget
+    elif target == "recording":
+        inp.write_bytes(mutate_image(rng, corpus.recording, blobs))
+        argv = rng.choice([["replay", str(inp)], ["replay", str(inp), "--goto", "25000",
+                                                   "--save", str(out)]])
+    else:
+        template = rng.choice(ARGV_TEMPLATES)
+        _copy_store(corpus, work / "store")
+        (work / "image.rv").write_bytes(corpus.image)
+        (work / "rec.rec").write_bytes(corpus.recording)
+        (work / "cfg").write_bytes(b"\0" * 1024)
+        elf = work / "k.elf"
+        elf.write_bytes(corpus.elves[0])
+        subst = {"{elf}": str(elf), "{out}": str(out), "{store}": str(work / "store"),
+                 "{image}": str(work / "image.rv"), "{recording}": str(work / "rec.rec"),
+                 "{cfg}": str(work / "cfg")}
+        argv = [subst.get(a, a).replace("{cfg}", str(work / "cfg")) for a in template]
+        argv = mutate_argv(rng, argv)
+        argv = [a for a in argv if a not in NEVER and not a.startswith(("tcp:", "unix:"))]
+        if argv and argv[0] in ("run", "restore", "snapshot-revert") and "--stop-at" not in argv:
+            argv += ["--max-instructions", BUDGET]
+        if argv and argv[0] in ("run", "restore", "snapshot-revert"):
+            argv += ["--serial", "null", "--pace", "off"]
+    return check_cli(target, seed, argv, work, out, alarm)
+
+
+def _copy_store(corpus: Corpus, dest: Path) -> None:
+    import shutil
+    shutil.copytree(corpus.dir / "store", dest, dirs_exist_ok=True)
+
+
+def fuzz(targets, seeds: int, first: int = 0, alarm: int = 0, directory: Path | None = None,
+         on_finding=None) -> list[Finding]:
+    own = directory is None
+    d = Path(tempfile.mkdtemp(prefix="rv-badinput.")) if own else Path(directory)
+    try:
+        corpus = make_corpus(d)
+        host = XenHost(d) if "domain" in targets else None
+        findings = []
+        for target in targets:
+            for seed in range(first, first + seeds):
+                if target == "domain":
+                    f = run_domain_case(corpus, host, seed)
+                else:
+                    f = run_case(corpus, target, seed, alarm)
+                if f is not None:
+                    findings.append(f)
+                    if on_finding:
+                        on_finding(f)
+        return findings
+    finally:
+        if own:
+            import shutil
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ringvisor.tools.badinput",
+                                description="Mutation-fuzz ringvisor's inputs (see the module).")
+    p.add_argument("--target", action="append", choices=TARGETS,
+                   help="what to fuzz (repeatable; default: all)")
+    p.add_argument("--seeds", type=int, default=200, help="cases per target (default 200)")
+    p.add_argument("--first", type=int, default=0, help="the first seed (default 0)")
+    p.add_argument("--alarm", type=int, default=60,
+                   help="report a case still running after this many seconds as a hang")
+    args = p.parse_args(argv)
+    os.environ.setdefault("RINGVISOR_CACHE_DIR", "off")
+    fd = os.open(os.devnull, os.O_RDONLY)          # no case may wait on a terminal
+    os.dup2(fd, 0)
+    found = fuzz(args.target or TARGETS, args.seeds, args.first, args.alarm,
+                 on_finding=lambda f: print(f, flush=True))
+    print(f"{len(found)} finding(s) in {args.seeds} seed(s) of {', '.join(args.target or TARGETS)}")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

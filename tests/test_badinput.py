@@ -1,0 +1,164 @@
+"""Bad input is one clear line and exit status 2, never a traceback, and loses nothing a
+user saved: the mutation fuzzer (``ringvisor/tools/badinput.py``) on fixed seeds, and
+the bugs it found, each pinned by its own case.
+
+Many seeds: ``python -m ringvisor.tools.badinput --seeds 2000`` (docs/debugging.md)."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from ringvisor.lifecycle import codec, stream
+from ringvisor.lifecycle.ram import encode_pages
+from ringvisor.tools import badinput
+from ringvisor.toolstack.config import ConfigFileError, DomainConfig, parse
+from ringvisor.toolstack.saverestore import DOMAIN_VERSION, parse_stream
+from ringvisor.toolstack.xl import XlError
+
+# cases per target: a few seconds of CPU in all (the corpus and the Xen host are made once)
+SEEDS = {"config": 300, "elf": 15, "image": 12, "mapped": 6, "recording": 8, "node": 8,
+         "argv": 20, "domain": 8}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return badinput.make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    return badinput.XenHost(tmp_path_factory.mktemp("xen"))
+
+
+@pytest.mark.parametrize("target", [t for t in badinput.TARGETS if t != "domain"])
+def test_mutated_inputs_are_one_clear_line(corpus, target):
+    found = [badinput.run_case(corpus, target, seed) for seed in range(SEEDS[target])]
+    assert [str(f) for f in found if f] == []
+
+
+def test_mutated_domains_are_one_clear_line_and_leave_nothing(corpus, host):
+    found = [badinput.run_domain_case(corpus, host, seed) for seed in range(SEEDS["domain"])]
+    assert [str(f) for f in found if f] == []
+
+
+def test_the_fuzzer_sees_what_it_must_flag(corpus, tmp_path, monkeypatch):
+    """The oracle itself: a traceback, a second line and a clobbered file are findings."""
+    import ringvisor.cli as cli
+    saved = tmp_path / "saved.rv"
+    saved.write_bytes(b"mine")
+
+    def boom(args):
+        raise KeyError("x")
+
+    def two_lines(args):
+        import sys
+        print("ringvisor: one\nringvisor: two", file=sys.stderr)
+        return 2
+
+    def clobber(args):
+        import sys
+        saved.write_bytes(b"half")
+        print("ringvisor: no", file=sys.stderr)
+        return 2
+
+    for fn, what in ((boom, "traceback"), (two_lines, "not one line"),
+                     (clobber, "saved file changed")):
+        monkeypatch.setitem(cli.COMMANDS, "snapshot-list", fn)
+        f = badinput.check_cli("t", 0, ["snapshot-list"], tmp_path, saved)
+        assert f is not None and what in f.what, (what, f)
+        saved.write_bytes(b"mine")
+
+
+# -- the bugs it found --------------------------------------------------------------------
+def test_a_description_of_the_wrong_type_is_a_corrupt_image(corpus, tmp_path, capsys):
+    """snapshot-create printed the node with an ``icount`` that was a JSON object."""
+    secs = stream.read_sections(corpus.image)
+    meta = next(i for i, s in enumerate(secs) if s.kind == stream.META)
+    for key, value in (("icount", {"y": 1}), ("machine_mb", "32"), ("icount", -5),
+                       ("virtio_console", 1), ("mode", None)):
+        info = json.loads(secs[meta].payload)
+        info[key] = value
+        forged = list(secs)
+        forged[meta] = stream.Section(stream.META, "vm", secs[meta].version,
+                                      json.dumps(info).encode())
+        (tmp_path / "f.rv").write_bytes(stream.pack_image(forged))
+        for argv in (["snapshot-create", "x", "--from", str(tmp_path / "f.rv"), "--store",
+                      str(tmp_path / "store")], ["restore", str(tmp_path / "f.rv")]):
+            status, err, tb = badinput.run_cli(argv)
+            assert tb is None and status == 2, (key, err, tb)
+            assert err.count("\n") == 1 and f"corrupt description ({key}" in err, err
+
+
+def _domain_stream(**changes) -> bytes:
+    cfg = DomainConfig(name="a", kernel="kernel-pv", memory=8).to_dict()
+    meta = {"version": DOMAIN_VERSION, "config": cfg, "uuid": "f1f43083-f9ae-4396-9898-43a15c58dced",
+            "frames": [[0, 2050]], "max_pages": 2050, "console_port": 1, "store_port": 2,
+            "xenstore": {}}
+    for k, v in changes.items():
+        if k.startswith("config_"):
+            cfg[k[7:]] = v
+        else:
+            meta[k] = v
+    memory = bytearray(2050 * 4096)
+    return b"".join([stream.pack_header(), stream.pack_section(stream.META, "domain", DOMAIN_VERSION,
+                                                               codec.encode(meta, "domain")),
+                     stream.pack_section(stream.STATE, "context", 1, b"{}"),
+                     stream.pack_section(stream.PAGES, "memory", 1, encode_pages(memory, [])),
+                     stream.pack_end(3)])
+
+
+def test_a_domain_stream_is_checked_before_it_is_built():
+    """xl restore built the domain from a stream whose xenstore entries were bytes (an
+    AttributeError that took ``ringvisor xen`` down with every domain), allocated 4 KiB
+    for every frame a forged frame list claimed (2**40: the host ran out of memory) and
+    took any configuration values (memory -5, vcpus 100, a name with a slash)."""
+    parse_stream(_domain_stream(), "ok")
+    bad = [("xenstore", b""), ("frames", [[0, 1 << 40]]), ("frames", [[0, 2051]]),
+           ("frames", [[-1, 2]]), ("max_pages", "2050"), ("uuid", "nope"),
+           ("config_memory", -5), ("config_vcpus", 100), ("config_name", "a/b"),
+           ("config_disks", [{"target": "/x", "format": "qcow2", "vdev": "xvda",
+                              "access": "rw"}]),
+           ("config_on_crash", "explode"), ("config_cpus", ["99999"]), ("config", [1])]
+    for key, value in bad:
+        with pytest.raises(stream.BadImage, match="corrupt domain description") as e:
+            parse_stream(_domain_stream(**{key: value}), "f.save")
+        assert "\n" not in str(e.value)
+
+
+def test_a_domain_that_cannot_start_is_destroyed(host):
+    """A ``cpus =`` naming a CPU this host does not have was refused after the domain was
+    built, and the domain stayed, running, with its memory."""
+    free = host.hv.frames.nr_free
+    cfg = parse('name = "d"\nkernel = "kernel-pv"\nvcpus = 2\ncpus = ["0", "7"]\n', "d.cfg")
+    with pytest.raises(XlError, match="not a CPU of this host"):
+        host.ts.create(cfg)
+    host.settle()
+    assert [d for d in host.hv.domains if d != 0] == [] and "d" not in [
+        m.name for m in host.ts.managed.values()]
+    assert host.hv.frames.nr_free == free
+
+
+def test_config_syntax_variants_of_xl_cfg(corpus):
+    """The corpus's xl.cfg(5) variants all parse, so mutations start from valid files;
+    a key that is not one (it ran over a newline inside an open quote and a list that is
+    never closed) was printed as it was, newline and all."""
+    for text in badinput.CONFIG_VARIANTS:
+        parse(text, "v.cfg")
+    for text, error in (('name = "a"\nname = "b"\nkernel = "k"\n', "dup.cfg:2: name: given twice"),
+                        ('name="a"\non_reboot ["rest\nart"\nkernel="k"\n',
+                         "dup.cfg:2: expected 'key = value', found 'on_reboot"),
+                        ("mem ory = 3\n", "dup.cfg:1: expected 'key = value'")):
+        with pytest.raises(ConfigFileError) as e:
+            parse(text, "dup.cfg")
+        assert str(e.value).startswith(error) and "\n" not in str(e.value), str(e.value)
+
+
+def test_mutations_are_deterministic(corpus):
+    import random
+    a = badinput.mutate_elf(random.Random(5), corpus.elves[0], [corpus.image])
+    b = badinput.mutate_elf(random.Random(5), corpus.elves[0], [corpus.image])
+    assert a == b and a != corpus.elves[0]
+    assert struct.unpack_from("<I", corpus.image, 8)[0] == stream.FORMAT_VERSION
