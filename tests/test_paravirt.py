@@ -256,6 +256,9 @@ GDTGUARD = {
     "paging off": "0", "new_baseptr while paging is off": "0",
     "paging on over a writable mapping of the gdt": _EINVAL,
     "paging on once it is read-only": "0", "new_baseptr back at last": "0"}
+# ... and in a domain of two vCPUs (test_xen.py), a vCPU context's directory likewise
+GDTGUARD_SMP = {"initialise over a writable mapping of the gdt": _EINVAL,
+                "initialise once it is read-only": "0"}
 
 
 def test_gdt_frames_are_typed_as_in_xen(tmp_path):

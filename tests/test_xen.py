@@ -25,7 +25,7 @@ from ringvisor.toolstack.config import DomainConfig
 from ringvisor.toolstack.xc import XcError
 from ringvisor.toolstack.xl import Toolstack, XlError
 from ringvisor.vmm import run_vm
-from test_paravirt import GDTGUARD, build_pv_guest
+from test_paravirt import GDTGUARD, GDTGUARD_SMP, build_pv_guest
 
 TIMING = re.compile(rb"^\[timing\].*\n", re.M)
 WORKLOADS = {"alpha": "run=syscall iters=50", "beta": "run=forkwait iters=3"}
@@ -236,14 +236,15 @@ def test_a_domain_brings_up_its_second_vcpu_and_they_exchange_ipis(host, smp):
 def test_a_domains_gdt_frames_are_typed_as_in_xen(host, tmp_path):
     """gdtguard as a DomU: the same answers as under --mode paravirt (test_paravirt.py),
     with the domain's pseudo-physical frames (mmu_update, update_va_mapping, set_gdt and
-    the trapped direct store all check the type)."""
+    the trapped direct store all check the type), and with a second vCPU, a context's
+    directory validated as a NEW_BASEPTR's (Xen's arch_set_info_guest)."""
     image = build_pv_guest("gdtguard", tmp_path)
     domid = host.ts.create(DomainConfig(name="gdtguard", kernel=str(image), memory=4,
-                                        on_poweroff="preserve"))
+                                        vcpus=2, on_poweroff="preserve"))
     assert host.run_until(lambda: "gdtguard: done" in said(host, domid)), said(host, domid)
     lines = said(host, domid)
     assert lines[0] == "gdtguard: start", lines
-    assert dict(l.rsplit(" ", 1) for l in lines[1:-1]) == GDTGUARD
+    assert dict(l.rsplit(" ", 1) for l in lines[1:-1]) == {**GDTGUARD, **GDTGUARD_SMP}
 
 
 def test_xl_shows_each_vcpu(host, smp):

@@ -51,7 +51,7 @@ from ringvisor.vmm.gdt import GuestGdt
 from ringvisor.vmm.ldt import GuestLdt
 from ringvisor.vmm.errors import HypercallError
 from ringvisor.vmm.paravirt import ParaVirt, hypercall_table
-from ringvisor.vmm.vcpu import VirtualCpu
+from ringvisor.vmm.vcpu import CR0_PG, VirtualCpu
 
 from . import blkback, control, grant, memory, vcpuinfo, vcpus
 
@@ -188,9 +188,17 @@ class DomainMonitor(ParaVirt):
         if ctx["gdt_ents"] > MAX_GDT_ENTRIES:
             raise HypercallError(Errno.EINVAL)
         n = (ctx["gdt_ents"] * 8 + 0xFFF) >> 12
-        if n and gdttype.mapped_writable(self, set(ctx["gdt_frames"][:n])):
+        gdt = ctx["gdt_frames"][:n]
+        if n and gdttype.mapped_writable(self, set(gdt)):
             raise HypercallError(Errno.EINVAL)   # (Xen's arch_set_info_guest: its set_gdt)
         with self.on_vcpu(vcpu) as target:
+            cr = ctx["ctrlreg"]
+            # then its CR3 takes the root type, validated against the GDTs as they will be
+            # (its own the context's): -EINVAL if its tree maps one writable (a context
+            # with paging off is checked when paging goes on, as a recorded NEW_BASEPTR)
+            typed = self.gdt_typed([self._frame(g) >> 12 for g in gdt])
+            if cr[0] & CR0_PG and gdttype.table_refused(self, cr[3] >> 12, 2, typed):
+                raise HypercallError(Errno.EINVAL)
             self._load_context(ctx, target)
             if vcpu == 0:
                 self._start_of_day(ctx)
@@ -322,10 +330,11 @@ class DomainMonitor(ParaVirt):
         out |= {v.vcpu_info_at[0] for v in self.dom.vcpus if v.vcpu_info_at is not None}
         return out
 
-    def gdt_typed(self) -> set[int]:
+    def gdt_typed(self, loaded: list[int] | None = None) -> set[int]:
         """The GDT frames of every vCPU, up or down (a vCPU that went down keeps its GDT,
-        as in Xen), as the domain's frame numbers."""
-        frames = list(self.gdt_frames)          # the loaded vCPU's, and every other's
+        as in Xen), as the domain's frame numbers; with ``loaded``, those (machine
+        frames) in place of the loaded vCPU's (the GDT a new context gives it)."""
+        frames = list(self.gdt_frames if loaded is None else loaded)   # and every other's
         for v in self.dom.vcpus:
             if v.slot is not None:
                 frames += v.slot["gdt_frames"]

@@ -111,7 +111,7 @@ def mapped_writable(mon, gfns: set[int]) -> bool:
     return any(_directory_maps(mon, cr3 >> 12, gfns) for cr3 in set(mon.address_spaces()))
 
 
-def table_refused(mon, gfn: int, level: int) -> bool:
+def table_refused(mon, gfn: int, level: int, gfns: set[int] | None = None) -> bool:
     """May frame ``gfn`` not become a page table of ``level`` (1 or 2)?  A frame takes
     the L2 type when the guest pins it or loads it into CR3 (``MMUEXT_PIN_L2_TABLE``,
     ``MMUEXT_NEW_BASEPTR``), the L1 type when pinned (``MMUEXT_PIN_L1_TABLE``) or
@@ -119,8 +119,8 @@ def table_refused(mon, gfn: int, level: int) -> bool:
     (``promote_l2_table``/``promote_l1_table``: an L1 entry mapping a
     ``PGT_seg_desc_page`` frame writable fails ``get_page_from_l1e``), so a table the
     guest filled by plain stores while it was an ordinary page cannot bring its GDT in
-    writable."""
-    gfns = mon.gdt_typed()
+    writable.  (``gfns``: the GDT frames to check against, if not the guest's now.)"""
+    gfns = mon.gdt_typed() if gfns is None else gfns
     if not gfns:
         return False
     return _directory_maps(mon, gfn, gfns) if level == 2 else _l1_maps(mon, gfn, gfns)

@@ -14,7 +14,8 @@
  *   - a table filled while it was an ordinary page, mapping the GDT page writable,
  *     cannot be pinned (L1 or L2) nor loaded by NEW_BASEPTR: -EINVAL; once it maps
  *     the page read-only it can; nor can paging be turned on over a directory that
- *     gained such a mapping after NEW_BASEPTR recorded it with paging off.
+ *     gained such a mapping after NEW_BASEPTR recorded it with paging off, nor (in a
+ *     domain of two vCPUs) start a vCPU on one with VCPUOP_initialise.
  * Every answer is fixed by Xen's rules; the test compares them to Xen's errno. */
 #include "pvlib.h"
 
@@ -29,6 +30,11 @@ static u32 pd2[1024] __attribute__((aligned(4096)));    /* filled as ordinary pa
 static u32 pt2[1024] __attribute__((aligned(4096)));
 static u32 pd3[1024] __attribute__((aligned(4096)));    /* recorded with paging off */
 static u32 pt3[1024] __attribute__((aligned(4096)));
+static u32 pd4[1024] __attribute__((aligned(4096)));    /* named by a vCPU context */
+static u32 pt4[1024] __attribute__((aligned(4096)));
+static unsigned char ctx[SIZEOF_vcpu_guest_context] __attribute__((aligned(8)));
+#define CTX(field) (*(u32 *)(ctx + OFFSETOF_vcpu_guest_context_##field))
+#define CTX16(field) (*(unsigned short *)(ctx + OFFSETOF_vcpu_guest_context_##field))
 static unsigned char gdt_a[4096] __attribute__((aligned(4096)));
 static unsigned char gdt_b[4096] __attribute__((aligned(4096)));
 
@@ -178,6 +184,28 @@ int main(void)
     pt3[(b >> 12) & 1023] = mb | P;
     line("paging on once it is read-only", machine_op(RV_WRITE_CR, 0, (u32)cr0 | 0x80000000u));
     line("new_baseptr back at last", mmuext(MMUEXT_NEW_BASEPTR, pd));
+
+    /* in a domain of two vCPUs (not under --mode paravirt: one vCPU, -ENOENT): a vCPU
+     * context with paging on names its directory, which takes the root type then
+     * (Xen's arch_set_info_guest), validated as a NEW_BASEPTR's; vCPU 1 is not started */
+    if (hypercall(__HYPERVISOR_vcpu_op, VCPUOP_is_up, 1, 0, 0, 0) == 0) {
+        for (u32 i = 0; i < 1024; i++)
+            pt4[i] = pt[i];
+        pt4[(b >> 12) & 1023] = mb | P | W;
+        pd4[0] = mfn_of(pt4) << 12 | P | W;
+        CTX(flags) = VGCF_in_kernel;
+        CTX(user_regs_eip) = (u32)main;
+        CTX(user_regs_eflags) = 2;
+        CTX16(user_regs_cs) = FLAT_KERNEL_CS;
+        CTX16(user_regs_ss) = CTX16(user_regs_ds) = CTX16(user_regs_es) = FLAT_KERNEL_SS;
+        CTX(ctrlreg) = (u32)cr0 | 0x80000000u;
+        (&CTX(ctrlreg))[3] = mfn_of(pd4) << 12;
+        line("initialise over a writable mapping of the gdt",
+             hypercall(__HYPERVISOR_vcpu_op, VCPUOP_initialise, 1, (u32)ctx, 0, 0));
+        pt4[(b >> 12) & 1023] = mb | P;
+        line("initialise once it is read-only",
+             hypercall(__HYPERVISOR_vcpu_op, VCPUOP_initialise, 1, (u32)ctx, 0, 0));
+    }
     puts_("gdtguard: done\n");
     shutdown();
     return 0;
