@@ -518,6 +518,8 @@ class Hypervisor:
                 cur.dom.monitor.resume(f)
                 return
             switch.switch(self, cur, None, f)
+            if cur is not None and cur.runnable:
+                self.preempt_for(cur)   # (left for another pCPU's queue, by a pin: it must look)
             return
         if nxt is not cur:
             switch.switch(self, cur, nxt, f)
