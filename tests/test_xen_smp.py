@@ -82,6 +82,10 @@ def test_a_running_domain_moves_where_it_is_pinned(host):
     """Domain 0 pinned to the pCPU it is not on goes there (a vCPU queued elsewhere moves
     to its queue, one running elsewhere leaves at its pCPU's next entry) and runs there."""
     v = host.hv.domains[0].vcpus[0]
+    # pinned while it runs (not while it waits for its next tick): the pCPU it leaves may
+    # find nothing else to run, and the one it goes to must still be told
+    assert host.run_until(lambda: any(pc.current is v for pc in host.hv.pcpus)
+                          and not v.dom.monitor.halting, 4_000_000)
     other = 1 - host.hv.sched.cpu_of(v)
     host.ts.vcpu_pin("Domain-0", "0", str(other))
     try:
