@@ -1,8 +1,10 @@
 """Ring compression: the guest's descriptors, as the real GDT holds them.
 
 The guest kernel's ring-0 segments become ring-1 segments (the guest kernel
-runs at ring 1), and every code and data segment is cut short below the
-hypervisor region, so no selector the guest can load reaches the monitor.
+runs at ring 1), and every code and data segment is kept out of the
+hypervisor region, so no selector the guest can load reaches the monitor: a
+code segment cut short below it, a data segment reduced to the largest run of
+its offsets one descriptor can bound there (the rest is emulated: ``segcut.py``).
 System descriptors (TSS, LDT, gates) are not given to the hardware: the
 monitor emulates LTR/LLDT and far transfers through gates itself.
 """

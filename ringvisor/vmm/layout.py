@@ -4,8 +4,9 @@ The guest owns machine physical memory ``[0, guest_ram)``; the monitor owns the
 ``MONITOR_RAM`` bytes above it.  The top 4 MiB of the linear address space
 (one page-directory entry) map the monitor's tables, stack, native entry points
 and translation cache; they are supervisor pages, and every segment the guest
-can load is truncated below them (ring compression), so neither guest ring 1
-nor guest ring 3 can reach them.  Physical-only pages (shadow page tables) need
+can load is held by the hardware short of them (ring compression: the rest of
+a data segment is emulated, ``segcut.py``), so neither guest ring 1 nor guest
+ring 3 can reach them.  Physical-only pages (shadow page tables) need
 no linear mapping: the monitor is Python and reaches them directly.
 
 Offsets below are from the region's linear base ``MLIN`` and, identically,
