@@ -27,8 +27,8 @@ the replacement sequences:
   ``lgdt``/``lidt`` and ``mov`` to ``%cr3`` from C, which become calls to the
   runtime's ``pv_lgdt``/``pv_lidt``/``pv_write_cr3`` (C runs in the higher
   half).  ``lgdt``/``lidt`` in an assembly source are refused; ``mov`` to
-  ``%cr3`` there stays the bare hypercall (``boot.S`` loads its first
-  directory before any GDT is the hypervisor's).
+  ``%cr3`` there stays the hypercall, which crashes the domain if refused
+  (``boot.S`` loads its first directory before any GDT is the hypervisor's).
 * Local labels are numeric (``98761:`` ...), so sequences also work inside
   ``.macro``/``.irp`` bodies and never capture the source's own ``1f``/``1b``.
 

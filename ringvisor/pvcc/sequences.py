@@ -12,7 +12,8 @@ with the hypervisor (``ringvisor.abi``), and the rewriter only chooses one.
 from __future__ import annotations
 
 from ringvisor import abi
-from ringvisor.abi import DomId, Hypercall, Mmuext, RvMachineOp, SchedOp, VcpuOp, XenVer
+from ringvisor.abi import (DomId, Hypercall, Mmuext, RvMachineOp, SchedOp, Shutdown, VcpuOp,
+                           XenVer)
 
 from .operands import ACC, REG16, deeper, gpr32
 
@@ -108,18 +109,28 @@ def seq_iret() -> list[str]:
     return ["pushl %eax", f"movl ${Hypercall.iret}, %eax", INT]
 
 
-def _mmuext(load_arg1: list[str], cmd: int) -> list[str]:
+def _mmuext(load_arg1: list[str], cmd: int, refused: list[str] = ()) -> list[str]:
     """mmuext_op({cmd, arg1 = eax after load_arg1}, 1, NULL, DOMID_SELF), the
-    one-element array built on the stack."""
+    one-element array built on the stack; ``refused`` right after the call."""
     regs = ("eax", "ebx", "ecx", "edx", "esi")
     return [*_push(*regs), *load_arg1, "pushl $0", "pushl %eax", f"pushl ${cmd}",
             "movl %esp, %ebx", "movl $1, %ecx", "movl $0, %edx", f"movl ${DomId.SELF:#x}, %esi",
-            f"movl ${Hypercall.mmuext_op}, %eax", INT, "leal 12(%esp), %esp", *_pop(*regs)]
+            f"movl ${Hypercall.mmuext_op}, %eax", INT, *refused, "leal 12(%esp), %esp",
+            *_pop(*regs)]
+
+
+def _crash_if_refused() -> list[str]:
+    """A negative eax (the hypercall refused) stops the domain: sched_op(SCHEDOP_shutdown,
+    {SHUTDOWN_crash}), issued again should it return -- as a Linux guest BUG()s on a failed
+    MMU hypercall; going on would run on the tables it had."""
+    return ["testl %eax, %eax", f"jns {L1}f", f"pushl ${Shutdown.crash}", "movl %esp, %ecx",
+            f"movl ${SchedOp.shutdown}, %ebx", f"{L2}:", f"movl ${Hypercall.sched_op}, %eax",
+            INT, f"jmp {L2}b", f"{L1}:"]
 
 
 def seq_write_cr3(reg: str, keep: bool) -> list[str]:
     return _keep_flags(lambda d: _mmuext([f"movl %{reg}, %eax", "shrl $12, %eax"],
-                                         Mmuext.NEW_BASEPTR), keep)
+                                         Mmuext.NEW_BASEPTR, _crash_if_refused()), keep)
 
 
 def seq_write_cr(n: int, reg: str) -> list[str]:
