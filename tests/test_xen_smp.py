@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from ringvisor.abi import Errno
+from ringvisor.abi import HYPERCALL_VECTOR, Errno
 from ringvisor.hypervisor.core import Hypervisor
 from ringvisor.hypervisor.domain import State
 from ringvisor.hypervisor.interface import HypercallInterface
@@ -24,6 +24,11 @@ from ringvisor.toolstack.xl import Toolstack, XlError
 from test_paravirt import build_pv_guest
 from test_xen import (SMP_PHASE_1, Host, answers, consoles_are_as_alone, said,
                       save_restore_and_finish)
+
+
+def said_by(ts, domid: int) -> list[str]:
+    tag = f"(d{domid}) "
+    return [l[len(tag):] for l in ts.dmesg().splitlines() if l.startswith(tag)]
 
 WORKLOADS = {"alpha": "run=syscall iters=5", "beta": "run=forkwait iters=1"}
 
@@ -162,6 +167,49 @@ def test_save_and_restore_on_two_pcpus(host, pinned):
     def pinned_again(d) -> None:
         assert [host.hv.sched.affinity(v) for v in d.vcpus] == [{0}, {1}]
     save_restore_and_finish(host, pinned[0], pinned_again)
+
+
+def test_a_turn_that_ends_between_an_entry_and_its_handler(tmp_path):
+    """Each pCPU enters the hypervisor on a ring-0 stack of its own (pcpus.own_tss), as
+    Xen's CPUs do.  Here every hypercall is the last instruction of its pCPU's turn
+    (hw/smp) -- its frame pushed, its handler not yet run, as the end of a quantum leaves
+    it now and then -- so the other pCPU runs, and enters the hypervisor, before that
+    handler does.  On one shared stack the other's frame took the place of the first's,
+    whose vCPU was resumed at the other vCPU's EIP: smpvcpu's two vCPUs, pinned apart,
+    both ran vCPU 0's loop and stalled (docs/xen.md).  Each must go on where it was:
+    smpvcpu runs to its end with Xen's answers (Domain 0 blocks forever: a cheap host)."""
+    spin, smp = build_pv_guest("spin", tmp_path), build_pv_guest("smpvcpu", tmp_path)
+    hv = Hypervisor(64, cpus=2)
+    hv.build_dom0(spin.read_bytes(), "idle=1", 4, "spin")
+    hv.start()
+    ts = Toolstack(HypercallInterface(hv), tmp_path)
+    ended = []
+
+    def end_turn_at(cpu, vector: int, err, soft: bool):
+        if soft and vector == HYPERCALL_VECTOR:
+            cpu.shorten(cpu.state.icount + 1)  # the INT retires last; its handler waits
+            ended.append(cpu.state.eip)
+        return None                            # (delivered as ever)
+    for cpu in hv.machine.cpus:
+        assert cpu.native.handoff is None      # (every entry is a delivery on its stack)
+        cpu.native.handoff = end_turn_at
+    hv.domain_changed = lambda: hv.machine.pause("a domain changed")
+    domid = ts.create(DomainConfig(name="smp", kernel=str(smp), memory=4, vcpus=2,
+                                   cmdline="rounds=8", cpus=["0", "1"]))
+    d = hv.domains[domid]
+    # (it takes some 25,000 instructions; the stall spun through all of the budget)
+    assert hv.run_until(lambda: d.dead, 1_000_000, step=100_000), said_by(ts, domid)[-3:]
+    lines = said_by(ts, domid)
+    assert d.state is State.SHUTDOWN and lines[-1] == "smpvcpu: done"
+    # (but for what depends on how the two interleave: whether vCPU 1 was seen taking
+    # turns, running or waiting)
+    timing = {"took turns", "vcpu 1 runstate", "vcpu 1 has waited", "runstate area 1 has run"}
+    got = answers(lines)
+    assert {k: v for k, v in got.items() if k not in timing} == {
+        **{k: v for k, v in SMP_PHASE_1.items() if k not in timing},
+        "ipi rounds after": 1, "runstate areas after": 1, "down 1 at the end": 0,
+        "vcpu 1 counted in all": 16}
+    assert len(ended) > 200                    # (smpvcpu's hypercalls, on both)
 
 
 # -- the credit scheduler's shares, on real guests ------------------------------------------

@@ -13,7 +13,8 @@ INIT IPI, then a start-up IPI through the boot processor's ICR, pointing each AP
 trampoline page below 1 MiB (below the frame allocator's first frame, so no domain
 has it).  The trampoline is the hypervisor's own code, native like its entry points
 (``hw/native.py``: an AP in real mode is at CPL 0): it gives the AP the hypervisor's
-GDT, IDT, TSS and idle page directory, enables its local APIC (the spurious-vector
+GDT, IDT and idle page directory, a TSS and a ring-0 stack of its own
+(``own_tss``), enables its local APIC (the spurious-vector
 register, as Xen's ``setup_local_APIC``) and enters its scheduler.
 
 Kicks: a pCPU must enter the hypervisor when something changed for it (an event for
@@ -36,11 +37,13 @@ give it.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from ringvisor.hw.devices.lapic import DM_FIXED, DM_INIT, DM_SIPI, SV_ENABLE
+from ringvisor.hw.state import Segment
 from ringvisor.vmm import layout as L
-from ringvisor.vmm.frame import Frame
+from ringvisor.vmm.frame import Frame, stack_top
 
 TRAMPOLINE = 0x8000            # the APs' start-up page (SIPI vector 8)
 ICR_LO, ICR_HI, SVR, EOI = 0x300, 0x310, 0xF0, 0xB0     # local APIC registers (SDM Table 10-1)
@@ -172,6 +175,24 @@ def turn(hv, cpu) -> None:
         cpu.tlb_flush()
 
 
+def own_tss(hv, p: int, tr: Segment) -> Segment:
+    """Processor ``p``'s task register: its own TSS, whose ring-0 stack is its own
+    (``layout.PCPU_STACK``).  Xen gives each CPU a TSS and stacks of its own, at the
+    same selector of its per-CPU GDT; here the GDT is one copy, so the TSS is told
+    apart by the base in the register's hidden part, as loading a per-CPU GDT's
+    descriptor would leave it (SDM Vol. 3 §7.2.4).  An interrupt or trap pushes its
+    frame on the stack the TSS names: with one stack for all, a processor whose turn
+    ended between a delivery and its handler (an INT as the last instruction of its
+    quantum, ``hw/smp``) found the frame the other processor's next entry had pushed
+    over its own, and resumed its vCPU at the other one's EIP (docs/xen.md)."""
+    if p == 0:
+        return tr                             # (the region's TSS: build_region's)
+    tss = bytearray(hv.mem.read(hv.base + L.TSS, tr.limit + 1))
+    struct.pack_into("<I", tss, 4, L.MLIN + L.STACK_TOP - p * L.PCPU_STACK)    # ESP0
+    hv.mem.write(hv.base + L.TSS + p * L.TSS_STRIDE, bytes(tss))
+    return Segment(tr.selector, tr.base + p * L.TSS_STRIDE, tr.limit, tr.attr)
+
+
 def ap_start(hv, cpu) -> None:
     """The trampoline: an AP, in real mode at CPL 0, becomes the hypervisor's pCPU."""
     from .switch import switch                 # (the switch installs through this module)
@@ -196,12 +217,14 @@ def take_cpu(hv, cpu) -> Frame:
     st.cr4 = 0
     st.cr3 = hv.idle_pd
     seg = cpu.segmentation
-    st.tr = seg.read_descriptor(L.SEL_MTSS).segment(L.SEL_MTSS)
+    st.tr = own_tss(hv, pc.index, seg.read_descriptor(L.SEL_MTSS).segment(L.SEL_MTSS))
     st.segs[1] = seg.read_descriptor(L.SEL_MCODE).segment(L.SEL_MCODE)
     st.segs[2] = seg.read_descriptor(L.SEL_MDATA).segment(L.SEL_MDATA)
     cpu.mode_changed()
     f = Frame.__new__(Frame)
-    f.cpu, f.phys_top, f.err = cpu, hv.base + L.STACK_TOP, None
+    f.cpu, f.err = cpu, None
+    f.top = stack_top(cpu, hv.base)
+    f.phys_top = hv.base + f.top - L.MLIN
     f.eip = f.cs = f.eflags = f.esp = f.ss = 0
     pc.last_ns = pc.now_ns(hv.clock)
     pc.online = True

@@ -13,6 +13,12 @@ From virtual-8086 mode the hardware pushed ES, DS, FS and GS too, above SS, and
 nulled those registers (SDM Vol. 3 §20.3.1.1, Figure 20-2): they are put back,
 as virtual-8086 segments, for the monitor to work with the guest's registers, and
 the IRET that resumes such a frame returns to virtual-8086 mode with all six.
+
+The frame is at the top of the stack the processor's TSS names (its ESP0, read
+where the delivery read it): a monitor's one stack, or, on a hypervisor of several
+processors, the processor's own (``hypervisor/pcpus.py``: each has a TSS and a
+stack of its own, as each of Xen's CPUs has, so the frame one processor's delivery
+pushed is still there when its handler runs, whatever another ran in between).
 """
 
 from __future__ import annotations
@@ -29,14 +35,20 @@ VM = 1 << 17
 ES, DS, FS, GS = 0, 3, 4, 5
 
 
+def stack_top(cpu, monitor_base: int) -> int:
+    """The linear top of ``cpu``'s ring-0 stack: ESP0 of the TSS its task register holds
+    (SDM Vol. 3 Figure 7-2: offset 4), in the region at ``monitor_base``."""
+    return cpu.mem.read32(monitor_base + cpu.state.tr.base - L.MLIN + 4)
+
+
 class Frame:
-    __slots__ = ("cpu", "phys_top", "err", "eip", "cs", "eflags", "esp", "ss")
+    __slots__ = ("cpu", "phys_top", "top", "err", "eip", "cs", "eflags", "esp", "ss")
 
     def __init__(self, cpu, monitor_base: int, has_error: bool) -> None:
         self.cpu = cpu
-        self.phys_top = monitor_base + L.STACK_TOP
-        top = self.phys_top
-        if L.MLIN + L.STACK_TOP - cpu.state.regs[4] == (40 if has_error else 36):
+        self.top = stack_top(cpu, monitor_base)
+        self.phys_top = top = monitor_base + self.top - L.MLIN
+        if self.top - cpu.state.regs[4] == (40 if has_error else 36):
             # from virtual-8086 mode: four selectors more, above the usual frame
             top -= 16
             segs = _VM86_SEGS.unpack(cpu.mem.read(top, 16))
@@ -61,7 +73,8 @@ class Frame:
         f = cls.__new__(cls)
         st = cpu.state
         f.cpu = cpu
-        f.phys_top = monitor_base + L.STACK_TOP
+        f.top = stack_top(cpu, monitor_base)
+        f.phys_top = monitor_base + f.top - L.MLIN
         f.err = err
         f.eip, f.cs, f.eflags = st.eip, st.segs[1].selector, cpu.get_eflags()
         f.esp, f.ss = st.regs[4], st.segs[2].selector
@@ -88,8 +101,8 @@ class Frame:
             vals = (self.eip, self.cs, self.eflags, self.esp, self.ss,
                     *(st.segs[i].selector for i in (ES, DS, FS, GS)))
             cpu.mem.write(self.phys_top - 36, struct.pack("<9I", *vals))
-            st.regs[4] = L.MLIN + L.STACK_TOP - 36
+            st.regs[4] = self.top - 36
             cpu.iret()
             return
-        st.regs[4] = L.MLIN + L.STACK_TOP - 20
+        st.regs[4] = self.top - 20
         cpu.iret((self.eip, self.cs, self.eflags, self.esp, self.ss))

@@ -20,11 +20,13 @@ MONITOR_RAM = 8 << 20            # machine memory the monitor keeps for itself
 GDT = 0x000000                   # the real GDT: 8192 descriptors (64 KiB)
 GDT_ENTRIES = 8192
 IDT = 0x010000                   # the real IDT: 256 gates
-TSS = 0x011000                   # the real TSS (ring-0 stack = the monitor's)
+TSS = 0x011000                   # the real TSS (ring-0 stack = the monitor's); a hypervisor's
+TSS_STRIDE = 0x80                # processor p has its own at TSS + p * TSS_STRIDE (pcpus.py)
 ENTRY = 0x012000                 # native entry points: vector v at ENTRY + 8 * v
 ENTRY_SIZE = 0x1000
-STACK = 0x014000                 # the monitor's ring-0 stack
-STACK_TOP = 0x01C000
+STACK = 0x014000                 # the monitor's ring-0 stack; a hypervisor's processor p has
+STACK_TOP = 0x01C000             # its own, the PCPU_STACK bytes below STACK_TOP - p * PCPU_STACK
+PCPU_STACK = 0x1000              # (8 processors: STACK to STACK_TOP)
 MONITOR_PT = 0x01C000            # the page table behind the region's PDE
 VOID = 0x01D000                  # a page of 0xFF, for guest frames that do not exist
 PV_START_INFO = 0x020000         # para-virtualization: the pages the guest sees at fixed
