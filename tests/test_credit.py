@@ -138,6 +138,22 @@ def test_blocked_domains_consume_nothing_and_a_woken_one_runs_first():
     assert cpu.s.prio(a) is not S.Prio.BOOST
 
 
+def test_a_stopped_domain_takes_no_share_of_the_next_period():
+    """A domain that ran in this period and then shut down earns nothing at the
+    accounting: the period's credit goes to the live ones (here, all of it to one)."""
+    a, b = Dom(1), Dom(2)
+    s = S.CreditScheduler()
+    s.add(a)
+    s.add(b)
+    s.charge(a, 5 * MS)
+    s.charge(b, 5 * MS)
+    b.runnable = False                            # (its domain shut down)
+    s.stopped(b)
+    s.account()
+    assert s.info[(2, 0)].credit == -5 * MS       # (what it ran stays spent)
+    assert s.info[(1, 0)].credit == S.ACCT_NS - 5 * MS       # (not half of it each)
+
+
 def test_a_woken_domain_without_credit_is_not_boosted():
     a, b = Dom(1), Dom(2)
     s = S.CreditScheduler()

@@ -14,11 +14,14 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from ringvisor.errors import ConfigError
-from ringvisor.abi import DOMCTL, DOMCTL_INTERFACE_VERSION, Domctl, Errno, Hypercall, Shutdown
+from ringvisor.abi import (DOMCTL, DOMCTL_INTERFACE_VERSION, Domctl, Errno, Hypercall, Runstate,
+                           Shutdown)
 from ringvisor.guests.build import image_path
 from ringvisor.hypervisor.core import Hypervisor
 from ringvisor.hypervisor.domain import State
 from ringvisor.hypervisor.interface import HypercallInterface
+from ringvisor.hypervisor.sched import ACCT_NS
+from ringvisor.hypervisor.vcpuinfo import runstate_info
 from ringvisor.lifecycle import codec
 from ringvisor.toolstack import saverestore
 from ringvisor.toolstack.config import DomainConfig
@@ -87,6 +90,23 @@ def test_xl_list_shows_every_domain(host):
     assert rows["alpha"]["state"][3] == "s" and rows["alpha"]["mem"] == 16
     assert rows["alpha"]["time"] > 0
     assert b"ringvisor shell" in host.dom0_out       # Domain 0 is up, on the first console
+
+
+def test_a_shut_down_domains_vcpus_are_offline_and_charged_nothing(host):
+    """Xen's domain_shutdown pauses every vCPU of the domain: off the CPU they are
+    RUNSTATE_offline (not runnable, as one waiting for the CPU is), and while Domain 0
+    runs on they are neither scheduled, charged nor given credit."""
+    hv = host.hv
+    vs = [v for n in WORKLOADS for v in host.dom(n).vcpus]
+
+    def seen():
+        return [(v.runstate, runstate_info(v, hv.clock.now_ns(), 0)["time"][:Runstate.offline],
+                 v.cpu_time_ns, hv.sched.info[v.key].credit) for v in vs]
+    before = seen()
+    assert {b[0] for b in before} == {Runstate.offline}
+    n = hv.sched.stats["accountings"]
+    assert hv.run_until(lambda: hv.sched.stats["accountings"] > n, 3_000_000, step=20_000)
+    assert seen() == before and not any(hv.sched.eligible(v) for v in vs)
 
 
 def test_dmesg_has_the_hypervisors_story(host):

@@ -294,6 +294,11 @@ class Hypervisor:
     def _stopped(self, d: Domain, msg: str) -> None:
         self.printk(msg)
         d.monitor.close()
+        now = self.clock.now_ns()
+        for v in d.vcpus:
+            self.sched.stopped(v)                 # (no share of the next period's credit)
+            if not self.running(v):
+                v.set_runstate(v.off_cpu_runstate, now)    # (offline; else at the switch)
         if d.privileged:
             self.machine.stop = Stop("dom0", 0 if d.shutdown_reason == Shutdown.poweroff else 3,
                                      f"Domain 0 stopped the machine: {msg}")

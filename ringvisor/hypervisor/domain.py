@@ -99,6 +99,15 @@ class Vcpu:
         d = self.dom
         return self.online and not self.blocked and d.state is State.RUNNABLE and not d.paused
 
+    @property
+    def off_cpu_runstate(self) -> int:
+        """Its runstate while no pCPU runs it: offline while it is down or its domain has
+        stopped (Xen's domain_shutdown pauses every vCPU, and vcpu_sleep takes a queued
+        one offline), blocked while it waits for an event, else runnable."""
+        if not self.online or self.dom.dead:
+            return Runstate.offline
+        return Runstate.blocked if self.blocked else Runstate.runnable
+
     def set_runstate(self, state: int, now_ns: int) -> None:
         """Enter ``state`` at ``now_ns`` (Xen's vcpu_runstate_change): the time spent in
         the old one is added to its total."""

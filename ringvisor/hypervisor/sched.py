@@ -22,7 +22,8 @@ credit, nanosecond for nanosecond.  Priorities follow:
 - a capped domain that has spent its credit is *parked*: not runnable until
   the next period gives it more, so it never takes more than its cap.
 
-Blocked vCPUs consume nothing and earn nothing (they are not active).  (The
+Blocked vCPUs, and those of a domain that shut down or crashed, consume nothing and
+earn nothing (they are not active).  (The
 docstrings below say "domain" for what is scheduled: a vCPU.)
 Credit is bounded by one time slice either way, as Xen's is, so a domain
 cannot bank an idle spell.  (Xen's csched_acct, csched_vcpu_wake,
@@ -194,6 +195,16 @@ class CreditScheduler:
         if c is not None and c.credit > 0 and not c.parked:
             c.boost = True
             self.stats["boosts"] += 1
+
+    def stopped(self, dom) -> None:
+        """``dom``'s domain shut down or crashed: it is never runnable again (until a
+        restore makes a new domain of it), so what it ran in this period takes it into no
+        accounting -- it would be given a share of the credit the live ones earn -- and a
+        boost it had goes."""
+        c = self.info.get(dom.key)
+        if c is not None:
+            c.used = c.given = 0
+            c.boost = False
 
     def descheduled(self, dom, expired: bool) -> None:
         """``dom`` leaves the CPU; at the end of its slice it goes behind its equals."""

@@ -53,8 +53,7 @@ def switch(hv, cur: Vcpu | None, nxt: Vcpu | None, f: Frame) -> None:
         save(hv, cur, f)
     if cur is not None:
         cur.dom.monitor.halting = cur.dom.monitor.guest_halted = False
-        cur.set_runstate(Runstate.offline if not cur.online else
-                         Runstate.blocked if cur.blocked else Runstate.runnable, now)
+        cur.set_runstate(cur.off_cpu_runstate, now)
         if cur.runstate_va:
             vcpuinfo.update_runstate_area(cur)    # (Xen: at every context switch)
     nd = nxt.dom if nxt is not None else None

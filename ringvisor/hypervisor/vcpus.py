@@ -34,8 +34,7 @@ def set_max_vcpus(hv, d: Domain, n: int) -> None:
 
 def context_set(hv, v: Vcpu) -> None:
     """``v`` was given its context (setvcpucontext, a restore): its runstate starts."""
-    v.set_runstate(Runstate.offline if not v.online else Runstate.blocked if v.blocked
-                   else Runstate.runnable, hv.clock.now_ns())
+    v.set_runstate(v.off_cpu_runstate, hv.clock.now_ns())
 
 
 def up(hv, v: Vcpu) -> None:
@@ -43,7 +42,7 @@ def up(hv, v: Vcpu) -> None:
     if v.online:
         return
     v.online = True
-    v.set_runstate(Runstate.blocked if v.blocked else Runstate.runnable, hv.clock.now_ns())
+    v.set_runstate(v.off_cpu_runstate, hv.clock.now_ns())
     hv.preempt_for(v)
 
 
