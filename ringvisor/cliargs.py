@@ -56,20 +56,60 @@ def port_number(text: str) -> int:
     return v
 
 
+def _up_to(text: str, top: int, too_many: str) -> int:
+    """A positive number no greater than ``top`` (``too_many``: what to say of one that is,
+    with ``{v}`` and ``{top}``)."""
+    v = positive_int(text)
+    if v > top:
+        raise argparse.ArgumentTypeError(too_many.format(v=v, top=top))
+    return v
+
+
 def vcpu_count(text: str) -> int:
     """A domain's number of vCPUs: 1 to ringvisor's limit."""
-    v = positive_int(text)
-    if v > RV_MAX_VCPUS:
-        raise argparse.ArgumentTypeError(f"at most {RV_MAX_VCPUS} vCPUs, not {v}")
-    return v
+    return _up_to(text, RV_MAX_VCPUS, "at most {top} vCPUs, not {v}")
 
 
 def cpu_count(text: str) -> int:
     """The PC's number of processors: 1 to its limit (hw/smp.py)."""
     from ringvisor.hw.smp import MAX_CPUS
-    v = positive_int(text)
-    if v > MAX_CPUS:
-        raise argparse.ArgumentTypeError(f"the PC has at most {MAX_CPUS} processors, not {v}")
+    return _up_to(text, MAX_CPUS, "the PC has at most {top} processors, not {v}")
+
+
+def cpu_list(text: str) -> str:
+    """xl's CPU list (``all``, ``0-1``, ``0,2``, ``^1``...), checked here and passed on as
+    written: which CPUs the host has is the toolstack's to say (exit status 1)."""
+    from ringvisor.toolstack.config import parse_cpulist
+    try:
+        parse_cpulist(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def vcpu_choice(text: str) -> str:
+    """A vCPU number or ``all`` (which vCPUs the domain has is the toolstack's to say)."""
+    if text != "all" and not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a vCPU number or 'all'")
+    return text
+
+
+def credit_weight(text: str) -> int:
+    """A credit-scheduler weight: 1 to 65535, as in a domain's configuration file."""
+    from ringvisor.hypervisor.sched import MAX_WEIGHT
+    return _up_to(text, MAX_WEIGHT, "weight {v} is out of range (1 to {top})")
+
+
+def credit_cap(text: str) -> int:
+    """A cap in percent of one CPU, 0 (none) up to all of a domain's vCPUs' worth (whether
+    the domain has that many is the hypervisor's to say)."""
+    try:
+        v = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= v <= 100 * RV_MAX_VCPUS:
+        raise argparse.ArgumentTypeError(f"cap {v} is out of range (0 to {100 * RV_MAX_VCPUS}, "
+                                         "percent of one CPU)")
     return v
 
 
@@ -392,8 +432,8 @@ def build_parser() -> Parser:
     vp = xs.add_parser("vcpu-pin", help="let a domain's vCPU run only on these CPUs (its "
                        "hard affinity)")
     vp.add_argument("domain", metavar="DOMAIN")
-    vp.add_argument("vcpu", metavar="VCPU", help="a vCPU number, or all")
-    vp.add_argument("cpus", metavar="CPUS", help="a CPU list: all, 0-1, 0,2, ^1 ...")
+    vp.add_argument("vcpu", type=vcpu_choice, metavar="VCPU", help="a vCPU number, or all")
+    vp.add_argument("cpus", type=cpu_list, metavar="CPUS", help="a CPU list: all, 0-1, 0,2, ^1 ...")
     for name, what in (("pause", "pause a domain"), ("unpause", "let a paused domain run"),
                        ("destroy", "stop a domain at once and free everything it had"),
                        ("reboot", "ask a domain to reboot"),
@@ -405,8 +445,10 @@ def build_parser() -> Parser:
     sh.add_argument("-w", dest="wait", action="store_true", help="wait until it has")
     sc = xs.add_parser("sched-credit", help="the credit scheduler's weight and cap")
     sc.add_argument("-d", dest="domain", metavar="DOMAIN")
-    sc.add_argument("-w", dest="weight", type=int, metavar="WEIGHT")
-    sc.add_argument("-c", dest="cap", type=int, metavar="CAP")
+    sc.add_argument("-w", dest="weight", type=credit_weight, metavar="WEIGHT",
+                    help="1 to 65535 (with -d)")
+    sc.add_argument("-c", dest="cap", type=credit_cap, metavar="CAP",
+                    help="percent of one CPU, 0 for none (with -d)")
     sc.add_argument("--json", action="store_true")
     ms = xs.add_parser("mem-set", help="set a domain's memory target (its balloon)")
     ms.add_argument("domain", metavar="DOMAIN")

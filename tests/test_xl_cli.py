@@ -35,7 +35,10 @@ def xl_here(env, *args):
     as the user's own processes."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(["xl", "--state-dir", env["RINGVISOR_STATE_DIR"], *args])
+        try:
+            code = cli.main(["xl", "--state-dir", env["RINGVISOR_STATE_DIR"], *args])
+        except SystemExit as e:            # (a usage error: argparse exits)
+            code = e.code
     return subprocess.CompletedProcess(["xl", *args], code, out.getvalue(), err.getvalue())
 
 
@@ -131,6 +134,46 @@ def test_a_session(xen):
     assert info["nr_cpus"] == 1 and info["xen_scheduler"] == "credit"
     r = xl(env, "destroy", "alpha")
     assert r.returncode == 1 and r.stderr.strip() == "ringvisor: no domain called 'alpha'"
+
+
+def test_bad_arguments_are_usage_errors_before_any_host_is_asked(tmp_path):
+    """A malformed argument is the user's mistake: one line, exit status 2, found before
+    the client connects (no host runs here); what only the host can judge -- a vCPU or
+    CPU it lacks, a cap beyond the domain's vCPUs -- is its refusal, exit status 1."""
+    env = dict(os.environ, RINGVISOR_STATE_DIR=str(tmp_path / "none"))
+    for args, why in ((("vcpu-pin", "alpha", "0", "one"), "'one' is not a CPU"),
+                      (("vcpu-pin", "alpha", "0", "3-1"), "'3-1' is not a range"),
+                      (("vcpu-pin", "alpha", "first", "0"), "'first' is not a vCPU number"),
+                      (("sched-credit", "-d", "alpha", "-w", "0"), "must be positive"),
+                      (("sched-credit", "-d", "alpha", "-w", "65536"), "out of range (1 to 65535)"),
+                      (("sched-credit", "-d", "alpha", "-c", "-5"), "cap -5 is out of range"),
+                      (("sched-credit", "-w", "512"), "-w and -c need -d DOMAIN"),
+                      (("save", "alpha", str(tmp_path / "no" / "alpha.save")), "no such directory")):
+        r = xl_here(env, *args)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and why in r.stderr, (args, r)
+
+
+def test_a_save_to_nowhere_is_refused_and_the_host_goes_on(tmp_path):
+    """The host writes an ``xl save`` stream in its machine loop: a path it cannot write
+    to is an answer to the client, not an error that ends ``ringvisor xen``."""
+    from ringvisor.toolstack.server import Server
+
+    class Saving:                        # (a toolstack whose domain is saved at once)
+        requests_hook = None
+
+        def save(self, name, write):
+            self.then = write(b"a stream", None)
+    ts = Saving()
+    server = Server(ts, tmp_path / "xl.sock")
+    mine, theirs = socket.socketpair()
+    try:
+        server._save("save", {"name": "alpha", "path": str(tmp_path / "no" / "a.save")}, theirs)
+        reply = json.loads(mine.makefile("rb").readline())
+    finally:
+        mine.close()
+        server.close()
+    assert ts.then == "resume" and not reply["ok"]
+    assert reply["error"] == f"save alpha: {tmp_path / 'no' / 'a.save'}: no such directory"
 
 
 def test_bad_input_is_one_line(xen, tmp_path):

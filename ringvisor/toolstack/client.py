@@ -122,6 +122,9 @@ def run_xl(args) -> int:
             print(f"Domain {args.domain} is shut down" + (f" ({r['reason']})" if r.get("reason") else ""))
         return 0
     if cmd == "sched-credit":
+        if args.domain is None and (args.weight is not None or args.cap is not None):
+            raise ConfigError("xl sched-credit: -w and -c need -d DOMAIN (as xl's: the "
+                              "domain to set)")
         rows = request(sdir, "sched-credit", name=args.domain, weight=args.weight, cap=args.cap)
         if args.weight is None and args.cap is None:
             if not as_json:
@@ -161,6 +164,8 @@ def run_xl(args) -> int:
         return 0
     if cmd == "save":
         path = str(Path(args.file).resolve())
+        if not Path(path).parent.is_dir():
+            raise ConfigError(f"xl save: {args.file}: no such directory")
         r = request(sdir, "save", name=args.domain, path=path, keep=args.keep)
         print(f"Saved domain {args.domain} to {args.file} ({r['bytes']:,} bytes)")
         return 0

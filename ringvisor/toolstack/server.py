@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from ringvisor.abi import Shutdown
+from ringvisor.errors import ImageError, RingvisorError
 
 from .config import ConfigFileError, DomainConfig
 from .xl import Toolstack, XlError
@@ -140,7 +141,9 @@ class Server:
                 keep = True
             else:
                 self._send(conn, {"ok": True, "result": self.dispatch(cmd, args)})
-        except (XlError, ConfigFileError) as e:
+        except (XlError, ConfigFileError, RingvisorError) as e:
+            # (any refusal is the client's to print: raised here, in the machine's loop, it
+            # would end the host)
             self._send(conn, {"ok": False, "error": str(e)})
         except (KeyError, TypeError, ValueError) as e:
             self._send(conn, {"ok": False, "error": f"a bad {cmd!r} request ({e})"})
@@ -166,6 +169,10 @@ class Server:
                 return "resume"
             try:
                 write_atomic(args["path"], stream)
+            except ImageError as e:
+                # (a refusal for the client: in the machine's loop it would end the host)
+                answer(f"save {args['name']}: {e}")
+                return "resume"
             except OSError as e:
                 answer(f"save {args['name']}: cannot write {args['path']}: {e.strerror or e}")
                 return "resume"
