@@ -48,16 +48,17 @@ import time
 from typing import Callable
 
 NS_PER_S = 1_000_000_000
-# The time-stamp counter runs at a nominal 1.6 GHz, 16 ticks per cycle of the 100 MHz
+# The time-stamp counter runs at a nominal 3.2 GHz, 32 ticks per cycle of the 100 MHz
 # instruction clock: a real TSC runs at the processor's nominal rate whatever the
 # instructions retire (SDM Vol. 3 §17.17), as QEMU's does under TCG (the host's TSC rate,
-# a few GHz); a tick is exactly 5/8 ns, so para-virtual time scales exactly (shift 0).
-# A kernel that calibrates it against the PIT finds 1.6 GHz.  At one tick per
-# instruction, a test that loops until 2^30 ticks have passed (the kvm-unit-tests vmexit
-# benchmarks) needed 2^31 instructions, half an hour here; at 16, 2^27.  (At 3.2 GHz,
-# where the time scale's shift is negative, tests/test_xen_smp.py's pinned domain stalled
-# after Domain 0 had moved between pCPUs: a cause not found yet.)
-TSC_PER_CYCLE = 16
+# a few GHz); 3.2 GHz is a common nominal rate (the Pentium 4 of Adams and Agesen's
+# measurements, vmbench's), and a tick is exactly 5/16 ns, so para-virtual time scales
+# exactly (tsc_shift -1).  A kernel that calibrates it against the PIT finds 3.2 GHz.  At
+# one tick per instruction, a test that loops until 2^30 ticks have passed (the
+# kvm-unit-tests vmexit benchmarks) needed 2^31 instructions, half an hour here; at 32,
+# 2^26.  (It ran at 1.6 GHz for a while: at 3.2 GHz a pinned two-vCPU Xen domain stalled,
+# whose cause was the hypervisor's pCPUs sharing one ring-0 stack -- docs/xen.md.)
+TSC_PER_CYCLE = 32
 
 
 class TimerHandle:
