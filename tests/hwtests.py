@@ -165,7 +165,11 @@ MONITOR_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("gates16", "gates16"),
     Kernel("gatecache", "gatecache"),
     Kernel("gatecache-sdm", "gatecache", cflags=("-DLIMIT_CHECK",)),
-    Kernel("tschalt", "tschalt"),
+    # QEMU's TSC and PIT follow the host's clock under TCG: on a loaded host a period
+    # of the spinning half can stretch by the host's scheduling, so QEMU counts
+    # instructions instead (-icount: the TSC and the timers on one virtual clock, HLT
+    # skipping ahead to the next timer as ringvisor's clock does).
+    Kernel("tschalt", "tschalt", qemu_args=("-icount", "shift=0,sleep=off")),
 ]}
 
 
@@ -182,14 +186,19 @@ def _fingerprint(kernel: Kernel) -> str:
     return h.hexdigest()[:16]
 
 
+def kernel_named(name: str) -> Kernel:
+    """The guest ``name`` of any of the tables above."""
+    return (KERNELS.get(name) or FPU_KERNELS.get(name) or PC_KERNELS.get(name)
+            or EXTRA_KERNELS.get(name) or MONITOR_KERNELS[name])
+
+
 def build_kernel(name: str) -> Path:
     """Build (or reuse a cached build of) the guest ``name``; returns the ELF path.
 
     Images are cached by a hash of their sources and flags, so concurrent test
     workers and repeated runs share builds.
     """
-    kernel = (KERNELS.get(name) or FPU_KERNELS.get(name) or PC_KERNELS.get(name)
-              or EXTRA_KERNELS.get(name) or MONITOR_KERNELS[name])
+    kernel = kernel_named(name)
     out = BUILD_DIR / f"{name}-{_fingerprint(kernel)}.elf"
     if not out.exists():
         # build under a private name, then rename: safe with parallel workers

@@ -29,7 +29,7 @@ import re
 
 import pytest
 
-from hwtests import MONITOR_KERNELS, build_kernel, output_lines, run_platform
+from hwtests import MONITOR_KERNELS, build_kernel, kernel_named, output_lines, run_platform
 from ringvisor.tools.qemu import find_qemu
 from ringvisor.vmm.runner import run_vm
 
@@ -361,7 +361,7 @@ EXPECTED["gatecache-sdm"] = _GATECACHE[:11] + [
 def _run(name: str, mode: str) -> tuple[list[str], int]:
     image = build_kernel(name)
     if mode == "qemu":
-        out, code = run_platform("qemu", image)
+        out, code = run_platform("qemu", image, qemu_args=kernel_named(name).qemu_args)
         return output_lines(out), code
     r = run_vm(image, mode, max_instructions=LIMIT, quiet=True)
     code = r.status >> 1 if r.status & 1 else -1
