@@ -169,6 +169,22 @@ def test_save_and_restore_on_two_pcpus(host, pinned):
     save_restore_and_finish(host, pinned[0], pinned_again)
 
 
+def test_saving_a_domain_that_waits_on_a_pcpu(host):
+    """A blocked vCPU waits in its context on the pCPU it last had.  ``xl save`` pauses
+    its domain and reads the context once the domain is off every CPU -- Xen's
+    domain_pause returns only then -- so the "running" flag it waits on must stay set
+    until that pCPU has switched the vCPU out, not read EBUSY from gethvmcontext."""
+    domid = host.create("idle", "", cpus=["1"])
+    v = host.hv.domains[domid].vcpus[0]
+    assert host.run_until(lambda: v.blocked and host.hv.pcpus[1].current is v
+                          and b"$ " in host.consoles["idle"])
+    saved = []
+    host.ts.save("idle", lambda data, err: saved.append(data or err) or "destroy")
+    assert host.run_until(lambda: saved)
+    assert isinstance(saved[0], bytes), saved[0]
+    assert all(m.name != "idle" for m in host.ts.managed.values())
+
+
 def test_a_turn_that_ends_between_an_entry_and_its_handler(tmp_path):
     """Each pCPU enters the hypervisor on a ring-0 stack of its own (pcpus.own_tss), as
     Xen's CPUs do.  Here every hypercall is the last instruction of its pCPU's turn

@@ -35,8 +35,12 @@ def domaininfo(hv, d) -> dict:
         flags |= DomInfoFlag.paused
     if d.blocked:
         flags |= DomInfoFlag.blocked      # (every online vCPU waits for an event)
-    if any(not v.blocked for v in hv.on_cpus(d)):
-        flags |= DomInfoFlag.running      # (a blocked vCPU waits on the CPU it last had)
+    if any(not v.blocked or d.paused for v in hv.on_cpus(d)):
+        # A blocked vCPU waits on the CPU it last had (Xen would show it off the CPU);
+        # once its domain is paused it is "running" until that CPU has switched it out,
+        # as Xen's domain_pause returns only then (vcpu_sleep_sync): a toolstack that
+        # waits for the flag to clear before it reads the context finds it off the CPU.
+        flags |= DomInfoFlag.running
     if d.kind == "bt":
         flags |= DomInfoFlag.hvm_guest
     return {"domain": d.domid, "flags": flags, "tot_pages": d.tot_pages,
