@@ -14,7 +14,8 @@ from ringvisor.commands.snapshots import (cmd_clone, cmd_replay, cmd_snapshot_cr
                                           cmd_snapshot_current, cmd_snapshot_delete,
                                           cmd_snapshot_diff, cmd_snapshot_export,
                                           cmd_snapshot_list, cmd_snapshot_revert)
-from ringvisor.errors import RingvisorError
+from ringvisor.errors import ConfigError, RingvisorError
+from ringvisor.lifecycle.stream import check_target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,8 +58,13 @@ def cmd_pvabi_header(args) -> int:
     from ringvisor.guests.build import write_abi_header
     if args.output == "-":
         sys.stdout.write(c_header())
-    else:
+        return 0
+    if args.output is not None:
+        check_target(args.output, "--output")
+    try:
         print(write_abi_header(args.output and Path(args.output)))
+    except OSError as e:
+        raise ConfigError(f"--output {args.output}: cannot write: {e.strerror}") from None
     return 0
 
 

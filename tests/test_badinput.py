@@ -162,3 +162,36 @@ def test_mutations_are_deterministic(corpus):
     b = badinput.mutate_elf(random.Random(5), corpus.elves[0], [corpus.image])
     assert a == b and a != corpus.elves[0]
     assert struct.unpack_from("<I", corpus.image, 8)[0] == stream.FORMAT_VERSION
+
+
+def test_a_refused_run_leaves_the_files_it_names_as_they_were(corpus, tmp_path):
+    """A run refused for a bad argument had emptied its --trace file already; a --save,
+    --record, clone or --output naming a directory failed only after the run, its error
+    following the CPU state replay --goto printed, or as a traceback (pvabi-header)."""
+    trace = tmp_path / "t.trace"
+    trace.write_text("an earlier trace\n")
+    status, err, tb = badinput.run_cli(["run", "bench-sieve", "--mem", "9999", "--trace",
+                                        str(trace), "--serial", "null"])
+    assert (status, tb) == (2, None) and trace.read_text() == "an earlier trace\n"
+    new = tmp_path / "new.trace"
+    badinput.run_cli(["run", "bench-sieve", "--mem", "9999", "--trace", str(new)])
+    assert not new.exists()
+    status, err, tb = badinput.run_cli(["run", "bench-sieve", "--mem", "8", "--trace", str(trace),
+                                        "--serial", "null", "--max-instructions", "50"])
+    assert status == 4 and trace.read_text().startswith("[0] translate"), trace.read_text()[:80]
+    rec = tmp_path / "r.rec"
+    rec.write_bytes(corpus.recording)
+    image = tmp_path / "vm.rv"
+    image.write_bytes(corpus.image)
+    for argv, error in ((["replay", str(rec), "--goto", "25000", "--save", str(tmp_path)],
+                         "--save"),
+                        (["run", "bench-sieve", "--stop-at", "100", "--save", str(tmp_path)],
+                         "--save"),
+                        (["run", "bench-sieve", "--record", str(tmp_path / "no" / "r.rec")],
+                         "--record"),
+                        (["clone", str(image), str(tmp_path)], "clone"),
+                        (["pvabi-header", "--output", str(tmp_path)], "--output"),
+                        (["pvabi-header", "--output", ""], "--output")):
+        status, err, tb = badinput.run_cli(argv)
+        assert tb is None and status == 2 and err.count("\n") == 1, (argv, err, tb)
+        assert err.startswith(f"ringvisor: {error}"), err

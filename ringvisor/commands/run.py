@@ -13,6 +13,7 @@ import os
 import sys
 
 from ringvisor.errors import ConfigError, RingvisorError
+from ringvisor.lifecycle.stream import check_target
 
 from .output import emit_json, print_monitor_stats, print_stats
 
@@ -70,18 +71,19 @@ def cmd_run(args) -> int:
     if args.mode == "kvm":
         _check_kvm_args(args)
     con = console(args)
-    size = args.mem << 20
-    image = read_image(kernel, max_bytes=size)
-    mods = [read_module(p, size) for p in args.module]
-    if args.smp != 1 and args.mode != "native":
-        _check_smp_monitor_args(args)
-    _check_device_args(args)
-    m, mon = create_vm(image, args.mode, args.append, args.mem, args.engine, mods,
-                       image_name=kernel, output=con.output, pace=con.pace,
-                       keep_source=bool(con.trace), serial_ports=con.serial_ports,
-                       disk=args.disk, disk_readonly=args.disk_ro, cpus=args.smp,
-                       virtio_disk=args.virtio_disk, virtio_disk_readonly=args.virtio_disk_ro,
-                       virtio_console=args.virtio_console, ept=args.ept)
+    with con.closed_on_error():
+        size = args.mem << 20
+        image = read_image(kernel, max_bytes=size)
+        mods = [read_module(p, size) for p in args.module]
+        if args.smp != 1 and args.mode != "native":
+            _check_smp_monitor_args(args)
+        _check_device_args(args)
+        m, mon = create_vm(image, args.mode, args.append, args.mem, args.engine, mods,
+                           image_name=kernel, output=con.output, pace=con.pace,
+                           keep_source=bool(con.trace), serial_ports=con.serial_ports,
+                           disk=args.disk, disk_readonly=args.disk_ro, cpus=args.smp,
+                           virtio_disk=args.virtio_disk, virtio_disk_readonly=args.virtio_disk_ro,
+                           virtio_console=args.virtio_console, ept=args.ept)
     return run_and_keep(args, con, m, mon, kernel, args.append)
 
 
@@ -181,6 +183,9 @@ def check_stop_args(args) -> None:
         raise ConfigError("--migrate-at and --stop-at cannot be combined")
     if getattr(args, "incoming", None) and (to or args.stop_at):
         raise ConfigError("--incoming receives a VM; it cannot also stop or migrate it")
+    for option in ("save", "record"):
+        if getattr(args, option, None) is not None:
+            check_target(getattr(args, option), f"--{option}")
 
 
 def _run_incoming(args) -> int:
@@ -328,6 +333,8 @@ def cmd_restore(args) -> int:
         _check_kvm_args(args)
         extra["machine_cls"] = KvmMachine
     con = console(args)
-    m, mon, info = load_file(args.image, attach_monitor, args.engine, con.output, not args.lazy,
-                             pace=con.pace, keep_source=bool(con.trace), **extra)
+    with con.closed_on_error():
+        m, mon, info = load_file(args.image, attach_monitor, args.engine, con.output,
+                                 not args.lazy, pace=con.pace, keep_source=bool(con.trace),
+                                 **extra)
     return run_and_keep(args, con, m, mon, info.image, info.cmdline)

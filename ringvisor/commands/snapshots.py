@@ -12,6 +12,7 @@ import os
 import sys
 
 from ringvisor.errors import ConfigError
+from ringvisor.lifecycle.stream import check_target
 
 from .run import check_stop_args, console, keep_vm, run_and_keep
 
@@ -104,6 +105,8 @@ def cmd_replay(args) -> int:
     from ringvisor.vmm import attach_monitor
     if (args.save or args.snapshot) and not args.goto:
         raise ConfigError("--save and --snapshot need --goto N (where to stop the replay)")
+    if args.save is not None:
+        check_target(args.save, "--save")
     rec = Recording.load(args.recording)
     out = sys.stdout.buffer
 
@@ -141,6 +144,7 @@ def _bytes(outputs) -> str:
 
 def cmd_clone(args) -> int:
     from ringvisor.lifecycle.vm import clone_file
+    check_target(args.new, "clone")
     if args.snapshot:
         size = _tree(args).export(args.source, args.new, mapped=True)
         stored = os.stat(args.new).st_blocks * 512

@@ -187,6 +187,21 @@ def open_file(path: str | os.PathLike):
         raise BadImage(f"{p}: cannot read: {e.strerror}") from None
 
 
+def check_target(path: str | os.PathLike, option: str) -> None:
+    """Refuse, before a VM runs, a file name ``write_atomic`` could not write: one line
+    then, rather than one after the run, following what the run printed."""
+    p = Path(path)
+    if not str(path):
+        raise ImageError(f"{option}: an empty file name")
+    if p.is_dir():
+        raise ImageError(f"{option} {p}: is a directory")
+    directory = p.parent if str(p.parent) else Path(".")
+    if not directory.is_dir():
+        raise ImageError(f"{option} {p}: no such directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ImageError(f"{option} {p}: permission denied")
+
+
 def write_atomic(path: str | os.PathLike, data) -> None:
     """Write ``data`` to ``path`` so that the name holds either the old file or all of the new.
 

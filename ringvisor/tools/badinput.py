@@ -16,8 +16,8 @@ each, in this process (``cli.main(argv)``).  A case fails when:
 - the exit status is not one the command documents (2: bad input; 3: triple fault;
   4: ``--max-instructions`` ran out; 0; a guest's isa-debug-exit status, odd);
 - status 2 comes with anything but exactly one line on stderr starting ``ringvisor``;
-- a file the command was asked to save is left changed after a failure, or a
-  temporary file is left beside it.
+- a file the command was asked to save is left changed after a refusal (status 2), or
+  a temporary file is left beside it.
 
 Hangs are bounded by the guest's instruction budget (every run gets
 ``--max-instructions``); the many-seeds command also has a wall-clock alarm per case,
@@ -459,7 +459,8 @@ def check_cli(target: str, seed: int, argv: list[str], work: Path, saved: Path |
     leftovers = [n for n in after if n not in before and n.endswith(".tmp")]
     if leftovers:
         return found("temporary file left behind", ", ".join(leftovers))
-    if status != 0 and saved is not None and before.get(saved.name) != after.get(saved.name):
+    # (a run that stops on its own -- a budget, a triple fault -- has written its --trace)
+    if status == 2 and saved is not None and before.get(saved.name) != after.get(saved.name):
         return found("saved file changed by a failed command", str(saved))
     return None
 

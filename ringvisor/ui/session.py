@@ -265,9 +265,22 @@ class Foreground:
                 self.backends.append((spec, open_chardev(spec)))
             if cfg.trace:
                 try:
-                    self.trace = open(cfg.trace, "w")
+                    # opened to append, and emptied only when the VM runs: a run refused for
+                    # another bad argument leaves an earlier trace as it was
+                    self._trace_new = not os.path.exists(cfg.trace)
+                    self.trace = open(cfg.trace, "a")
                 except OSError as e:
                     raise ConfigError(f"--trace {cfg.trace}: cannot write: {e.strerror}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    @contextlib.contextmanager
+    def closed_on_error(self):
+        """Close everything opened (a listening socket, a trace file created for the run)
+        if making the VM fails: ``run`` never comes."""
+        try:
+            yield self
         except BaseException:
             self.close()
             raise
@@ -276,8 +289,11 @@ class Foreground:
         for _, b in self.backends:
             b.close()
         self.backends = []
-        if self.trace is not None:
+        if self.trace is not None:           # never attached: nothing was traced
             self.trace.close()
+            if self._trace_new:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.trace.name)
             self.trace = None
 
     def run(self, machine, monitor, max_instructions: int | None, image: str,
@@ -307,6 +323,8 @@ class Foreground:
                                       (spec == "stdio" and os.isatty(0)))
             self.backends = []
             if self.trace is not None:
+                if os.path.isfile(self.trace.name):     # (not /dev/stdout, a pipe)
+                    self.trace.truncate(0)
                 machine.cpu.trace = self.trace.write
                 session._closers.append(self.trace.close)
                 self.trace = None
