@@ -158,8 +158,9 @@ def test_config_syntax_variants_of_xl_cfg(corpus):
 
 def test_mutations_are_deterministic(corpus):
     import random
-    a = badinput.mutate_elf(random.Random(5), corpus.elves[0], [corpus.image])
-    b = badinput.mutate_elf(random.Random(5), corpus.elves[0], [corpus.image])
+    from ringvisor.tools.mutate import mutate_elf
+    a = mutate_elf(random.Random(5), corpus.elves[0], [corpus.image])
+    b = mutate_elf(random.Random(5), corpus.elves[0], [corpus.image])
     assert a == b and a != corpus.elves[0]
     assert struct.unpack_from("<I", corpus.image, 8)[0] == stream.FORMAT_VERSION
 
@@ -191,7 +192,11 @@ def test_a_refused_run_leaves_the_files_it_names_as_they_were(corpus, tmp_path):
                          "--record"),
                         (["clone", str(image), str(tmp_path)], "clone"),
                         (["pvabi-header", "--output", str(tmp_path)], "--output"),
-                        (["pvabi-header", "--output", ""], "--output")):
+                        (["pvabi-header", "--output", ""], "--output"),
+                        (["pvabi-header", "--output", "x" * 300], "--output"),
+                        (["run", "bench-sieve", "--stop-at", "9", "--save", "x" * 300], "--save"),
+                        (["snapshot-list", "--store", "x" * 300], "x"),
+                        (["snapshot-list", "--store", str(image)], str(image))):
         status, err, tb = badinput.run_cli(argv)
         assert tb is None and status == 2 and err.count("\n") == 1, (argv, err, tb)
         assert err.startswith(f"ringvisor: {error}"), err

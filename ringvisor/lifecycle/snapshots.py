@@ -52,8 +52,13 @@ class SnapshotTree:
         self.tree_path = self.dir / "tree.json"
         self.nodes: dict[str, Node] = {}
         self.current: str | None = None
-        if self.tree_path.exists():
-            self._load()
+        try:
+            if self.dir.exists() and not self.dir.is_dir():
+                raise BadImage(f"{self.dir}: not a snapshot store (a file, not a directory)")
+            if self.tree_path.exists():
+                self._load()
+        except OSError as e:             # a name too long, a tree.json that is unreadable
+            raise BadImage(f"{self.dir}: not a snapshot store ({e.strerror})") from None
 
     # -- the tree file -----------------------------------------------------------------------
     def _load(self) -> None:
@@ -67,7 +72,10 @@ class SnapshotTree:
             raise BadImage(f"{self.tree_path}: not a snapshot tree ({e})") from None
 
     def _save(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:             # a file of that name, no permission
+            raise BadImage(f"{self.dir}: cannot make the snapshot store ({e.strerror})") from None
         d = {"version": TREE_VERSION, "current": self.current,
              "nodes": [asdict(n) for n in self.nodes.values()]}
         write_atomic(self.tree_path, json.dumps(d, indent=1).encode())

@@ -193,10 +193,16 @@ def check_target(path: str | os.PathLike, option: str) -> None:
     p = Path(path)
     if not str(path):
         raise ImageError(f"{option}: an empty file name")
-    if p.is_dir():
-        raise ImageError(f"{option} {p}: is a directory")
     directory = p.parent if str(p.parent) else Path(".")
-    if not directory.is_dir():
+    try:
+        if os.path.isdir(p):
+            raise ImageError(f"{option} {p}: is a directory")
+        os.stat(p)
+    except FileNotFoundError:
+        pass
+    except OSError as e:                  # a name too long, a file where a directory should be
+        raise ImageError(f"{option} {p}: {e.strerror}") from None
+    if not os.path.isdir(directory):
         raise ImageError(f"{option} {p}: no such directory")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise ImageError(f"{option} {p}: permission denied")
@@ -228,11 +234,13 @@ def write_atomic(path: str | os.PathLike, data) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
-    except OSError as e:
+    except BaseException as e:        # (Ctrl-C, or a writer's own error: no .tmp left)
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if not isinstance(e, OSError):
+            raise
         raise ImageError(f"{p}: cannot write: {e.strerror}") from None
     try:       # the rename itself must reach the disk too
         dfd = os.open(directory, os.O_RDONLY)
