@@ -176,6 +176,39 @@ def test_a_save_to_nowhere_is_refused_and_the_host_goes_on(tmp_path):
     assert reply["error"] == f"save alpha: {tmp_path / 'no' / 'a.save'}: no such directory"
 
 
+def test_a_fault_of_the_toolstack_is_an_answer_and_the_host_goes_on(tmp_path):
+    """An exception the toolstack did not expect, raised while the host serves a request,
+    is one line to the client and a traceback in the state directory's log -- not the end
+    of ``ringvisor xen`` and every domain on it; the next request is served."""
+    from ringvisor.toolstack.server import Server
+
+    class Broken:
+        requests_hook = None
+        state_dir = tmp_path
+        calls = 0
+
+        def list(self):
+            Broken.calls += 1
+            if Broken.calls == 1:
+                raise RuntimeError("a bug")
+            return []
+    server = Server(Broken(), tmp_path / "xl.sock")
+    replies = []
+    try:
+        for _ in range(2):
+            mine, theirs = socket.socketpair()
+            server._do({"cmd": "list"}, theirs, None)
+            replies.append(json.loads(mine.makefile("rb").readline()))
+            mine.close()
+    finally:
+        server.close()
+    log = tmp_path / "toolstack-errors.log"
+    assert not replies[0]["ok"] and "\n" not in replies[0]["error"]
+    assert "RuntimeError: a bug" in replies[0]["error"] and str(log) in replies[0]["error"]
+    assert replies[1] == {"ok": True, "result": []}
+    assert "Traceback" in log.read_text() and "RuntimeError: a bug" in log.read_text()
+
+
 def test_bad_input_is_one_line(xen, tmp_path):
     env, _ = xen
     bad = tmp_path / "bad.cfg"

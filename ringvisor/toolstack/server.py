@@ -14,6 +14,7 @@ import os
 import queue
 import socket
 import threading
+import traceback
 from pathlib import Path
 
 from ringvisor.abi import Shutdown
@@ -147,6 +148,18 @@ class Server:
             self._send(conn, {"ok": False, "error": str(e)})
         except (KeyError, TypeError, ValueError) as e:
             self._send(conn, {"ok": False, "error": f"a bad {cmd!r} request ({e})"})
+        except Exception as e:
+            # A fault of the toolstack itself: raised in the machine's loop it would end the
+            # host and every domain with it (xend logged such a request and served on).
+            # The traceback goes to the state directory's log, one line to the client.
+            log = self.ts.state_dir / "toolstack-errors.log"
+            try:
+                with open(log, "a") as f:
+                    f.write(f"request {cmd!r}:\n{traceback.format_exc()}\n")
+            except OSError:
+                pass
+            self._send(conn, {"ok": False, "error": f"the toolstack failed on {cmd!r} "
+                              f"({type(e).__name__}: {e}; traceback in {log}); the host goes on"})
         finally:
             if done is not None:
                 done.set()
