@@ -105,7 +105,26 @@ def rewritten_target(L):
             ("label", "out")]
 
 
-PROGRAMS = [direct_calls, ret_elsewhere, pointer_calls, ret_loop, jump_table, fault_after_return,
+def nested_loops(L):
+    # the block after the inner loop goes on at the outer loop's head (a backward
+    # branch followed, not taken a side exit); a #DE there in the last outer iteration
+    return [b"\xB9" + s32(12), b"\x31\xDB", b"\xBF" + s32(11),
+            ("label", "outer"), b"\xBA" + s32(5),                 # mov edx, 5
+            ("label", "inner"), b"\x01\xD3", b"\x4A", ("jcc", 5, "inner"),   # add ebx, edx; dec edx
+            b"\x8D\x04\x0B", b"\x31\xD2", b"\xF7\xF7", b"\x4F",       # lea eax, [ebx+ecx]; xor edx, edx; div edi; dec edi
+            b"\x01\xC6", b"\x49", ("jcc", 5, "outer")]              # add esi, eax; dec ecx
+
+
+def loop_exit_to_start(L):
+    # a backward branch followed whose not-taken side exit leads to the block's start
+    return [b"\xB9" + s32(30), b"\x31\xDB",
+            ("label", "a"), b"\x49", ("jcc", 4, "out"), b"\xF6\xC1\x03", ("jcc", 4, "c"),
+            ("label", "b"), b"\x01\xCB", ("jmp", "a"),
+            ("label", "c"), b"\x29\xCB", b"\xF6\xC1\x04", ("jcc", 5, "b"), ("jmp", "a"),
+            ("label", "out")]
+
+
+PROGRAMS = [nested_loops, loop_exit_to_start, direct_calls, ret_elsewhere, pointer_calls, ret_loop, jump_table, fault_after_return,
             fault_in_callee, rewritten_target]
 
 

@@ -343,6 +343,7 @@ class CodeCache:
         cs_end = mode.cs_limit
         visited = {eip}
         shadow: list[int] = []             # return addresses pushed by the calls followed
+        done: set[int] = set()             # the instructions translated (their EIPs)
         next_page = None
         insns = []
         last_end = eip
@@ -366,7 +367,10 @@ class CodeCache:
             # room for at least a few more instructions after a branch's side exit
             bb.side_exits = (not single and len(insns) < limit - 4 and
                              (base + ins.next_ip32) & PAGE == page)
+            bb.back_ok = (lambda t: (base + t) & PAGE == page and t not in done and t <= cs_end) \
+                if bb.side_exits else None
             bb.begin_insn(len(insns) - 1, ins.ip32)
+            done.add(ins.ip32)
             bb.raw = buf[decoder.position - ins.len:decoder.position]
             try:
                 self.emit(bb, ins)
@@ -374,7 +378,7 @@ class CodeCache:
                 bb.emit("raise CpuFault(6)")
                 bb.ends = True
                 bb.next_expr = "None"
-            follow = None
+            follow = bb.follow
             if bb.indirect is not None and not single and bb.helper_const is None and mode.cs32:
                 follow = speculate(self, bb, ins, (phys & PAGE) + ((base + ins.ip32) & 0xFFF),
                                    shadow, (phys, eip), page, visited, len(insns) < limit)

@@ -758,6 +758,13 @@ def jcc(bb: BlockBuilder, ins: ix.Instruction) -> None:
     if bb.side_exits and ins.near_branch_target > ins.ip:
         # a forward branch: taken is a side exit, the block goes on along the fall-through
         return bb.side_exit(c, ins.near_branch_target)
+    t = ins.near_branch_target
+    if t != bb.start and bb.back_ok is not None and bb.back_ok(t):
+        # a backward branch (a loop's, mostly taken) to code this block has not
+        # translated: not taken is a side exit, the block goes on at the target
+        bb.side_exit(f"not {c}", ins.next_ip)
+        bb.follow = t
+        return
     end(bb, bb.let(f"{ins.near_branch_target:#x} if {c} else {ins.next_ip:#x}", "j"),
         ins.near_branch_target, ins.next_ip)
 

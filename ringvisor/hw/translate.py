@@ -162,6 +162,10 @@ class BlockBuilder:
     helper_const: str | None = None
     next_expr: str | None = None
     side_exits: bool = False       # may a forward branch leave the block mid-way?
+    # may the block go on at a backward branch's target (``jcc``), leaving when it is
+    # not taken?  (set by the translator: a target in the page not translated yet)
+    back_ok: object = None
+    follow: int | None = None      # where the translator goes on after this instruction
     # Copy propagation: a register written in the block lives in a fresh local
     # (or is a constant), named here, until the block writes it back.  The locals
     # ``r0``..``r7`` hold the values at block entry (in a fused loop: at the start
@@ -646,6 +650,7 @@ class BlockBuilder:
         self.index = index
         self.may_fault = False
         self.indirect = None
+        self.follow = None
         self.insn_start = len(self.lines)
         self.pending_snapshot = (index, eip, dict(self.fsrc), dict(self.cur))
 
