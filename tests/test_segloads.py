@@ -27,8 +27,8 @@ def _descriptor(access: int) -> int:
     return 0xFFFF | 0xF << 48 | 0xC << 52 | access << 40
 
 
-def _machine(code: bytes, data: Segment) -> Cpu:
-    cpu = Cpu(PhysicalMemory(1 << 20), IoBus())
+def _machine(code: bytes, data: Segment, engine: str = "jit") -> Cpu:
+    cpu = Cpu(PhysicalMemory(1 << 20), IoBus(), engine=engine)
     st = cpu.state
     st.cr0 |= CR0_PE
     st.segs[1] = Segment(0x08, 0, FLAT, 0xC09B)
@@ -92,3 +92,28 @@ def test_a_page_walk_between_two_pops_is_seen_by_the_second_load():
     assert (st.segs[5].selector, st.segs[5].limit) == (0x08, 0xF9003)
     assert (st.segs[4].selector, st.segs[4].limit) == (0x08, 0xF9023)
     assert st.segs[4].attr & 0xFF == st.segs[5].attr & 0xFF == 0x93
+
+
+def test_a_copied_load_that_changes_the_segments_shape_changes_the_mode():
+    """``mov ds, ax; mov es, ax`` with DS already of the selector's shape (based at
+    0x3000) and ES flat: the first load leaves the mode as it is and the block goes
+    on; the second, a copy of DS, changes it, so what follows must address ES:0 at
+    0x3000 (SDM Vol. 3 §3.4.3: the base is the segment's)."""
+    code = bytes.fromhex("66b81800" "8ed8" "8ec0"   # mov ax, 0x18; mov ds, ax; mov es, ax
+                         "26a100000000" "f4")      # mov eax, es:[0]; hlt
+    for engine in ("jit", "interp"):
+        cpu = _machine(code, Segment(0x20, 0, FLAT, 0xC093), engine)
+        based = 0xFFFF | 0x3000 << 16 | 0x93 << 40 | 0xF << 48 | 0xC << 52   # base 0x3000, accessed
+        gdt = [0, _descriptor(0x9B), _descriptor(0x93), based, _descriptor(0x93)]
+        cpu.mem.write(0x1000, struct.pack("<5Q", *gdt))
+        cpu.mem.write(0x3000, struct.pack("<I", 0x12345678))
+        cpu.mem.write(0x0000, struct.pack("<I", 0xDEADBEEF))
+        st = cpu.state
+        st.gdtr.base, st.gdtr.limit = 0x1000, len(gdt) * 8 - 1
+        st.regs[4] = 0x8000
+        # DS of the shape the load gives (its load leaves the mode as it is), ES flat
+        st.segs[3] = Segment(0x18, 0x3000, FLAT, 0xC093)
+        cpu.mode_changed()
+        cpu.run(1_000)
+        assert st.halted and st.regs[0] == 0x12345678, (engine, hex(st.regs[0]))
+        assert st.segs[0].base == st.segs[3].base == 0x3000

@@ -15,6 +15,7 @@ from __future__ import annotations
 import iced_x86 as ix
 
 from . import flags as F
+from .segments import MODE_ATTRS
 from .translate import (ALL_FLAGS, FLAG_BITS, GPR, MASK, SIGN, SREG, BlockBuilder, Unsupported,
                         imm, is_atom, registrar)
 
@@ -118,7 +119,18 @@ def seg_load(bb: BlockBuilder, ins: ix.Instruction, sreg: int, sel: str, walks: 
     accessed bit), so a second read would find the same bytes and pass the same checks."""
     prev = bb.seg_loaded
     if prev is not None and prev[0] == bb.index - 1 and not bb.mode.real and not bb.mode.vm86:
-        call = f"SEGAGAIN({sreg}, {sel}, {prev[1]}{', ' + walks if walks else ''})"
+        # ``load_again``'s copy in line (its two Python calls cost more than the copy)
+        new, old, changed = bb.tmp("k"), bb.tmp("k"), bb.tmp("k")
+        same = f"{new}.selector == ({sel}) & 0xFFFF" + (
+            f" and {walks} == C.mmu.stats_walks and C.mmu.ept is None" if walks else "")
+        bb.emit(f"{new} = SEGS[{prev[1]}]")
+        bb.emit(f"if {same}:")
+        bb.emit(f"    {old} = SEGS[{sreg}]; SEGS[{sreg}] = {new}")
+        bb.emit(f"    {changed} = {old} is not {new} and ({old}.base != {new}.base or "
+                f"{old}.limit != {new}.limit or ({old}.attr ^ {new}.attr) & {MODE_ATTRS:#x})")
+        bb.emit(f"    if {changed}: C.mode_changed()")
+        bb.emit(f"else: {changed} = SEGAGAIN({sreg}, {sel}, {prev[1]}{', ' + walks if walks else ''})")
+        call = changed
     else:
         call = f"SEGLOAD({sreg}, {sel})"
     bb.side_exit(call, ins.next_ip, loop=False)
