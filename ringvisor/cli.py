@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +42,15 @@ def _run_command(command, args) -> int:
 
 def cmd_build_guests(args) -> int:
     from ringvisor.guests.build import build_all
+    if args.out:                     # (before minutes of compiling, not after)
+        out = Path(args.out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"build-guests {out}: cannot make the directory: "
+                              f"{e.strerror}") from None
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise ConfigError(f"build-guests {out}: permission denied")
     built = build_all(Path(args.out) if args.out else None, opt=args.opt)
     for name, path in built.items():
         print(f"{name}: {path}")
@@ -55,6 +65,7 @@ def cmd_pvcc(argv: list[str]) -> int:
 def cmd_pvabi_header(args) -> int:
     from ringvisor.abi.header import c_header
     from ringvisor.guests.build import write_abi_header
+    from ringvisor.guests.toolchain import BuildError
     if args.output == "-":
         sys.stdout.write(c_header())
         return 0
@@ -64,6 +75,8 @@ def cmd_pvabi_header(args) -> int:
         print(write_abi_header(args.output and Path(args.output)))
     except OSError as e:
         raise ConfigError(f"--output {args.output}: cannot write: {e.strerror}") from None
+    except BuildError as e:          # (write_atomic's refusal names the file already)
+        raise ConfigError(f"--output {e}") from None
     return 0
 
 

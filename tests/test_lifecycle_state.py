@@ -248,3 +248,24 @@ def test_cli_restore_of_a_bad_image(tmp_path, small_image):
     p = subprocess.run([sys.executable, "-m", "ringvisor", "restore", str(tmp_path / "none.rv")],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "no such image" in p.stderr
+
+
+def test_a_save_to_a_device_or_pipe_writes_it_in_place(tmp_path):
+    """``--save /dev/null`` or a FIFO a script reads: the stream goes into it, and the
+    node stays what it was (a temporary file renamed over it would replace it); a
+    device that refuses the data (/dev/full's ENOSPC) is one ImageError."""
+    import os
+    import stat
+    import threading
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    stream.write_atomic(fifo, [b"ab", b"cd"])
+    reader.join(60)
+    assert got == [b"abcd"] and stat.S_ISFIFO(fifo.stat().st_mode)
+    if os.path.exists("/dev/full") and stat.S_ISCHR(os.stat("/dev/full").st_mode):
+        with pytest.raises(stream.ImageError, match="No space left"):
+            stream.write_atomic("/dev/full", b"x")
+        assert stat.S_ISCHR(os.stat("/dev/full").st_mode)

@@ -10,8 +10,10 @@ import os
 import random
 import re
 import shutil
+import stat
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -355,6 +357,39 @@ def test_cli_reports_a_bad_instruction_in_one_line(tmp_path):
     assert len(lines) == 1 and "Traceback" not in p.stderr
     assert re.match(r"ringvisor: bad\.c:3: clts: privileged instruction", lines[0]), lines[0]
     assert not (tmp_path / "bad.o").exists()
+
+
+def test_an_output_pvcc_cannot_write_is_one_line(tmp_path):
+    """-o naming a directory, or where no file can be made (under /proc), and a report
+    file likewise: one line and status 2, nothing left beside it; a FIFO (a device) is
+    written in place, never renamed over."""
+    src = tmp_path / "x.S"
+    src.write_text("\t.text\n\tcli\n")
+    for args in (["-o", str(tmp_path)], ["-o", "/proc/x.s"],
+                 ["-o", str(tmp_path / "x.s"), "--report-file", "/proc/r.txt"]):
+        p = _pvcc_cli("-S", str(src), *args, cwd=tmp_path)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+        assert lines[0].startswith("ringvisor: ") and "cannot write" in lines[0] or \
+            "is a directory" in lines[0], lines[0]
+    assert not list(tmp_path.glob("*.tmp"))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    p = _pvcc_cli("-S", str(src), "-o", str(fifo), cwd=tmp_path)
+    reader.join(60)
+    assert p.returncode == 0, p.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and b"cli" in got[0]
+    # build-guests into a file, or under /proc: refused before anything is compiled
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(SRC.parent), os.environ.get("PYTHONPATH", "")])}
+    for out in (str(src), "/proc/guests"):
+        p = subprocess.run([sys.executable, "-m", "ringvisor", "build-guests", out],
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+        assert p.stderr.startswith(f"ringvisor: build-guests {out}: cannot make"), p.stderr
 
 
 # ------------------------------------------------- the para-virtual kernel

@@ -61,17 +61,32 @@ def _run(cmd: list[str]) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old file or the new
-    one, never half of either (a temporary file beside it, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    one, never half of either (a temporary file beside it, flushed to the disk, then
+    a rename).  A name that cannot be written is a BuildError naming it (one line)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise BuildError(f"{path}: is a directory")
+        if path.exists() and not path.is_file():
+            with open(path, "wb") as f:   # a device or a pipe: in place, not renamed over
+                f.write(data)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise BuildError(f"{path}: cannot write: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o644)             # mkstemp makes it private; images are shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise BuildError(f"{path}: cannot write: {e.strerror}") from None
         raise
 
 

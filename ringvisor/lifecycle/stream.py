@@ -216,6 +216,16 @@ def write_atomic(path: str | os.PathLike, data) -> None:
     p = Path(path)
     parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) or callable(data) else data
     directory = p.parent if str(p.parent) else Path(".")
+    if p.exists() and not p.is_file() and not p.is_dir():
+        # a device or a pipe (/dev/null, a FIFO a script reads): written in place --
+        # renaming a file over it would replace the device node
+        try:
+            with open(p, "wb") as f:
+                for part in parts:
+                    part(f) if callable(part) else f.write(part)
+        except OSError as e:
+            raise ImageError(f"{p}: cannot write: {e.strerror}") from None
+        return
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)
     except FileNotFoundError:
