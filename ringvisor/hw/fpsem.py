@@ -20,16 +20,14 @@ import iced_x86 as ix
 
 from . import sse, x87, x87arith, x87control  # noqa: F401  (they file functions in x87.X87)
 from .semantics import EMITTERS, flags_bits, helper, set_flags_bits, sem
-from .translate import GPR, RELIM, SREG, BlockBuilder
+from .translate import GPR, RELIM, SREG, WRITE_ACCESSES, BlockBuilder
 
 _INFO = ix.InstructionInfoFactory()
-_WRITES = (ix.OpAccess.WRITE, ix.OpAccess.READ_WRITE, ix.OpAccess.COND_WRITE,
-           ix.OpAccess.READ_COND_WRITE)
 
 
 def _stores(ins: ix.Instruction) -> str:
     """RELIM after a call that writes memory (it may be MMIO: see translate.RELIM)."""
-    return RELIM if any(m.access in _WRITES for m in _INFO.info(ins).used_memory()) else ""
+    return RELIM if any(m.access in WRITE_ACCESSES for m in _INFO.info(ins).used_memory()) else ""
 
 M = ix.Mnemonic
 OK = ix.OpKind

@@ -56,6 +56,9 @@ GPR = _build_regs()
 SREG = {ix.Register.ES: 0, ix.Register.CS: 1, ix.Register.SS: 2, ix.Register.DS: 3,
         ix.Register.FS: 4, ix.Register.GS: 5}
 MASK = {1: 0xFF, 2: 0xFFFF, 4: M32}
+# the accesses of a memory operand (iced-x86's InstructionInfo) that may store to it
+WRITE_ACCESSES = frozenset((ix.OpAccess.WRITE, ix.OpAccess.READ_WRITE, ix.OpAccess.COND_WRITE,
+                            ix.OpAccess.READ_COND_WRITE))
 SIGN = {1: 0x80, 2: 0x8000, 4: 0x80000000}
 ALIGN_KEY = {1: 0xFFFFF000, 2: 0xFFFFF001, 4: 0xFFFFF003}
 VIEW = {1: ("M8", 0), 2: ("M16", 1), 4: ("M32", 2)}

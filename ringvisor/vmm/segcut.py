@@ -35,7 +35,7 @@ import iced_x86 as ix
 
 from ringvisor.hw.segments import Descriptor
 from ringvisor.hw.system import get_reg
-from ringvisor.hw.translate import GPR
+from ringvisor.hw.translate import GPR, SREG, WRITE_ACCESSES
 
 from . import descriptors as D
 from .emulate import DONE, EMULATORS, NEXT, emulate, registrar
@@ -46,11 +46,8 @@ from .mmio import MMIO_EMULATORS, MmioContext
 M = ix.Mnemonic
 OK = ix.OpKind
 R = ix.Register
-OA = ix.OpAccess
 M32 = 0xFFFFFFFF
 _INFO = ix.InstructionInfoFactory()
-_SREG = {R.ES: 0, R.CS: 1, R.SS: 2, R.DS: 3, R.FS: 4, R.GS: 5}
-_WRITES = (OA.WRITE, OA.COND_WRITE, OA.READ_WRITE, OA.READ_COND_WRITE)
 
 
 def _inside(spans: list[tuple[int, int]], off: int, size: int) -> bool:
@@ -123,7 +120,7 @@ def _gpr_or_value(c: StackContext) -> bool:
     return c.ins.op0_kind != OK.REGISTER or c.ins.op0_register in GPR
 
 
-DATA_SREGS = {R.ES: 0, R.DS: 3, R.FS: 4, R.GS: 5}
+DATA_SREGS = {r: i for r, i in SREG.items() if r not in (R.CS, R.SS)}
 
 
 @stack_emulates(M.PUSH)
@@ -223,7 +220,7 @@ def cut_access(mon, f) -> bool:
     info = _INFO.info(ins)
     beyond = False
     for mem in info.used_memory():
-        i = _SREG.get(mem.segment)
+        i = SREG.get(mem.segment)
         if i is None:
             return False
         seg = _segment(mon, f, i)
@@ -236,7 +233,7 @@ def cut_access(mon, f) -> bool:
             off += get_reg(mon.cpu, mem.index) * mem.scale
         off &= 0xFFFFFFFF
         size = ix.MemorySizeExt.size(mem.memory_size)
-        write = mem.access in _WRITES
+        write = mem.access in WRITE_ACCESSES
         spans, writable = _fields(seg[0])
         if not _inside(spans, off, size) or write and not writable:
             return False                # the guest's own fault
