@@ -57,12 +57,18 @@ def h_clts(cpu, ins) -> int:
 
 
 # --- control and debug registers -------------------------------------------------------------
+def cr0_refused(v: int) -> bool:
+    """Does MOV to CR0 of ``v`` raise #GP(0) on any processor (SDM Vol. 2 MOV CRn): a
+    reserved bit set, PG without PE, or NW without CD?  (The monitors' virtual CPUs ask
+    too.)"""
+    return bool(v & ~CR0_WRITABLE & 0xFFFFFFFF or (v & CR0_PG and not v & CR0_PE)
+                or (v & CR0_NW and not v & CR0_CD))
+
+
 def write_cr(cpu, n: int, v: int) -> None:
     st = cpu.state
     if n == 0:
-        if v & ~CR0_WRITABLE & 0xFFFFFFFF:
-            raise CpuFault(GP, 0)
-        if (v & CR0_PG and not v & CR0_PE) or (v & CR0_NW and not v & CR0_CD):
+        if cr0_refused(v):
             raise CpuFault(GP, 0)
         if cpu.vmx.on and v & (fixed := cpu.vmx.cr0_fixed()) != fixed:
             raise CpuFault(GP, 0)

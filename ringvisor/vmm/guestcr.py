@@ -16,10 +16,10 @@ few methods only.
 from __future__ import annotations
 
 from ringvisor.hw.faults import GP, UD
-from ringvisor.hw.state import (CR0_CD, CR0_NW, CR0_PE, CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_TS,
+from ringvisor.hw.state import (CR0_PE, CR0_EM, CR0_ET, CR0_MP, CR0_NE, CR0_TS,
                                 CR3_MASK, CR4_DE, CR4_OSFXSR, CR4_PAE, CR4_OSXMMEXCPT, CR4_PCE,
                                 CR4_SMAP, CR4_SMEP, CR4_TSD, CR4_UMIP)
-from ringvisor.hw.controlregs import CR0_PDPTE_RELOAD, CR0_WRITABLE, CR4_PDPTE_RELOAD, CR4_SUPPORTED
+from ringvisor.hw.controlregs import CR0_PDPTE_RELOAD, cr0_refused, CR4_PDPTE_RELOAD, CR4_SUPPORTED
 
 from .errors import GuestFault, MonitorStop, pae_refused
 from .shadow import PAE_KEY, address_space
@@ -80,8 +80,7 @@ class GuestControlRegisters:
         """MOV to CR0/CR2/CR3/CR4 on the virtual CPU, with the checks of ``hw.controlregs``."""
         v = self.vcpu
         if n == 0:
-            if value & ~CR0_WRITABLE & 0xFFFFFFFF or (value & CR0_PG and not value & CR0_PE) \
-                    or (value & CR0_NW and not value & CR0_CD):
+            if cr0_refused(value):
                 raise GuestFault(GP, 0)
             if not value & CR0_PE and not self.real_mode:
                 raise MonitorStop(f"{self.name}: the guest left protected mode (real mode is "

@@ -11,9 +11,9 @@ from ringvisor.hw.faults import GP, MF, PF, UD
 from ringvisor.hw.identify import cpuid as processor_cpuid
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.mmu import fetch_fault, smap_blocks
-from ringvisor.hw.state import (CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG, CR0_WP, CR3_MASK, CR4_PAE,
+from ringvisor.hw.state import (CR0_ET, CR0_PE, CR0_PG, CR0_WP, CR3_MASK, CR4_PAE,
                                 CR4_PSE, CR4_SMEP, CS, IF)
-from ringvisor.hw.controlregs import CR0_PDPTE_RELOAD, CR0_WRITABLE, CR4_PDPTE_RELOAD, CR4_SUPPORTED
+from ringvisor.hw.controlregs import CR0_PDPTE_RELOAD, cr0_refused, CR4_PDPTE_RELOAD, CR4_SUPPORTED
 from ringvisor.hw import vmcs as V
 from ringvisor.hw.ept import Q_LINEAR_VALID as EPT_Q_LINEAR_VALID
 from ringvisor.hw.x87 import BUSY, ES, update_summary
@@ -299,8 +299,7 @@ def set_cr(mon, n: int, value: int) -> bool:
     """MOV to CR0/CR3/CR4 with the processor's checks; False if it faulted (#GP injected)."""
     v = mon.vcpu
     if n == 0:
-        if value & ~CR0_WRITABLE & 0xFFFFFFFF or (value & CR0_PG and not value & CR0_PE) \
-                or (value & CR0_NW and not value & CR0_CD):
+        if cr0_refused(value):
             mon.inject_exception(GP, 0)
             return False
         if not value & CR0_PE and not mon.ept:
