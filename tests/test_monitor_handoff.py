@@ -3,13 +3,14 @@
 
 The same guest runs twice under each monitor, once with the hand-off and once with
 every fault delivered the architectural way (through the real IDT onto the monitor's
-stack, the native entry, and the IRET back).  At every entry into the monitor the CPU
-must be in the same state -- retired instruction count, EIP at the same entry point,
-the ring-0 CS and SS the gate loads, EFLAGS, the registers -- and the monitor must see
-the same frame; after every resume the guest's state must be the same again; and at
-the end the console output, the CPU's whole state, its counts of exceptions and gate
-transfers, the monitor's counts and the guest's RAM must be equal.
-Only the monitor's own stack page may differ (the long way leaves the frame there).
+stack, the native entry, and the IRET back).  At every entry into the monitor the
+monitor must see the same frame and the same guest registers and data segments, with
+the same retired instruction count (the hand-off never puts the CPU in the monitor's
+ring 0: that state is the monitor's own); after every resume the CPU's whole state
+must be the same again; and at the end the console output, the CPU's whole state, its
+counts of exceptions and gate transfers, the monitor's counts and the guest's RAM
+must be equal.  Only the monitor's own stack page may differ (the long way leaves the
+frame there).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _run(mode: str, handoff: bool, slice_: int | None = None) -> tuple:
     handle, resume = mon.handle, mon.resume
 
     def traced_handle(cpu, f=None):
-        trace.append(("entry", _state(cpu)))
+        trace.append(("entry", cpu.state.icount))
         f = handle(cpu, f)
         trace.append(("frame", f.err, f.eip, f.cs, f.eflags, f.ss, cpu.state.regs[4]))
         return f
@@ -59,7 +60,17 @@ def _run(mode: str, handoff: bool, slice_: int | None = None) -> tuple:
         resume(f)
         trace.append(("resumed", _state(m.cpu)))
 
-    mon.handle, mon.resume = traced_handle, traced_resume
+    shadow_entry = mon.shadow_entry
+
+    def traced_shadow_entry(f):
+        # (called by every entry as soon as it holds the frame, before any work)
+        st = m.cpu.state
+        trace.append(("taken", f.err, f.eip, f.cs, f.eflags, f.esp, f.ss, tuple(st.regs),
+                      tuple((s.selector, s.base, s.limit, s.attr)
+                            for i, s in enumerate(st.segs) if i not in (1, 2))))
+        return shadow_entry(f)
+
+    mon.handle, mon.resume, mon.shadow_entry = traced_handle, traced_resume, traced_shadow_entry
     cpu_run = m.cpu.run
     ends = []                # where each run of the CPU stopped (at its bound, or halted)
 

@@ -288,12 +288,16 @@ class Cpu:
         self.mmu.invlpg(lin)
         self.cache.flush_jump_cache()
 
-    def iret(self, frame: tuple[int, int, int, int, int] | None = None) -> None:
+    def iret(self, frame: tuple[int, int, int, int, int] | None = None,
+             ring0: bool = False) -> None:
         """Execute a 32-bit IRET (for native handlers returning to their caller).
         ``frame``: the five values at SS:ESP (EIP, CS, EFLAGS, ESP, SS), for a handler
         that holds them: the same IRET, without reading back what it just wrote to
-        its own stack (whose reads cannot fault)."""
-        transfers.iret(self, 4, None, frame)
+        its own stack (whose reads cannot fault).  ``ring0``: the handler was handed
+        the entry (native.py) and the CPU still holds the state it was taken in; the
+        IRET executes as at CPL 0 with NT clear, where the gate would have put it (a
+        return to an outer ring, not to virtual-8086 mode: ``frame`` is required)."""
+        transfers.iret(self, 4, None, frame, ring0)
 
     def assert_ferr(self) -> None:
         """A waiting x87 instruction found an unmasked exception pending with CR0.NE=0."""
@@ -404,8 +408,7 @@ class Cpu:
         self.deliveries += 1
         st.icount += 1 + retired
         st.eip = return_eip
-        handler(self)
-        self.mode_changed()
+        handler(self)          # (which leaves the mode current, as its IRET does)
         st.icount -= retired
         return True
 

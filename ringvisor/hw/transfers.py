@@ -323,16 +323,15 @@ def check_return_ss(d: Descriptor, sel: int, rpl_cs: int) -> None:
 _RETURNS: dict[tuple[bool, int, int, int], Segment] = {}
 
 
-def _check_return_cs(cpu, sel: int) -> tuple[Segment, Descriptor | None]:
-    """The CS a return loads, and its descriptor if loading it sets the accessed bit
-    (at the commit: ``_commit_cs``)."""
+def _check_return_cs(cpu, sel: int, level: int) -> tuple[Segment, Descriptor | None]:
+    """The CS a return at CPL ``level`` loads, and its descriptor if loading it sets
+    the accessed bit (at the commit: ``_commit_cs``)."""
     if (sel & 0xFFFC) == 0:
         raise CpuFault(GP, 0)
     seg = cpu.segmentation
     raw = seg.gdt_raw(sel)
     if raw is None:
         raw = seg.entry(sel)[1]
-    level = cpu.cpl
     hit = _RETURNS.get((False, sel, raw, level))
     if hit is not None:
         return hit, None
@@ -418,31 +417,36 @@ _IRET_MASKS = tuple(tuple(tuple(_iret_mask(4 if big else 2, cpl, ok) for ok in (
                           for cpl in range(4)) for big in (False, True))
 
 
-def iret(cpu, size: int, next_eip: int | None = None, frame: tuple | None = None) -> None:
+def iret(cpu, size: int, next_eip: int | None = None, frame: tuple | None = None,
+         ring0: bool = False) -> None:
     """IRET (same privilege or to an outer ring, or a task return; or in real mode).
     ``next_eip`` is the address after the IRET (saved in the TSS by a task return).
     ``frame``: the values on the stack (EIP, CS, EFLAGS, ESP, SS), given by ring-0
-    software returning from its own stack, whose reads cannot fault (``Cpu.iret``)."""
+    software returning from its own stack, whose reads cannot fault (``Cpu.iret``);
+    ``ring0``: executed by such software for a processor whose gate was handed off
+    without entering ring 0 (native.py): as at CPL 0 with NT clear (the gate cleared
+    it), on a ``frame`` without VM."""
     if not (cpu.nonroot and cpu.vmx.iret_unblocks()):
         cpu.state.nmi_blocked = False     # IRET ends NMI blocking (SDM Vol. 3 §6.7.1)
         if cpu.state.nmi_pending:
             cpu.limit = 0
-    mode = cpu.mode
-    if mode.real:
-        return realmode.iret(cpu, size)
     st = cpu.state
-    if mode.vm86:
-        # IOPL-sensitive in virtual-8086 mode; at IOPL 3 a real-mode IRET that leaves
-        # IOPL (and VM) as they are (SDM Vol. 2 IRET, §20.2.7); below it, with CR4.VME,
-        # a 16-bit IRET on the virtual interrupt flag
-        rule = vme.flags_rule(st.cr4, st.eflags, size)
-        if rule == vme.FAULT:
-            raise CpuFault(GP, 0)
-        if rule == vme.VIRTUAL:
-            return realmode.iret_virtual(cpu)
-        return realmode.iret(cpu, size, realmode.VM86_IRET_MASK)
-    if st.eflags & NT:
-        return task_return(cpu, st.eip if next_eip is None else next_eip)
+    if not ring0:
+        mode = cpu.mode
+        if mode.real:
+            return realmode.iret(cpu, size)
+        if mode.vm86:
+            # IOPL-sensitive in virtual-8086 mode; at IOPL 3 a real-mode IRET that leaves
+            # IOPL (and VM) as they are (SDM Vol. 2 IRET, §20.2.7); below it, with
+            # CR4.VME, a 16-bit IRET on the virtual interrupt flag
+            rule = vme.flags_rule(st.cr4, st.eflags, size)
+            if rule == vme.FAULT:
+                raise CpuFault(GP, 0)
+            if rule == vme.VIRTUAL:
+                return realmode.iret_virtual(cpu)
+            return realmode.iret(cpu, size, realmode.VM86_IRET_MASK)
+        if st.eflags & NT:
+            return task_return(cpu, st.eip if next_eip is None else next_eip)
     if frame is None:
         # the five values of a return to an outer ring in one read, if they lie in one
         # page the TLB holds and within the stack's limit (reading more than a return
@@ -450,10 +454,10 @@ def iret(cpu, size: int, next_eip: int | None = None, frame: tuple | None = None
         frame = _peek_values(cpu, 5, size) or _pop_values(cpu, 3, size)
     eip, cs_sel, fl = frame[:3]
     cs_sel &= 0xFFFF
-    old_cpl = cpu.cpl
+    old_cpl = 0 if ring0 else cpu.cpl
     if size == 4 and fl & VM and old_cpl == 0:
         return _return_to_vm86(cpu, eip, cs_sel, fl)
-    new_cs, d = _check_return_cs(cpu, cs_sel)
+    new_cs, d = _check_return_cs(cpu, cs_sel, old_cpl)
     rpl = cs_sel & 3
     outer = rpl > old_cpl
     if outer:
@@ -501,7 +505,7 @@ def far_return(cpu, size: int, imm: int) -> None:
     eip, cs_sel = _pop_values(cpu, 2, size)
     cs_sel &= 0xFFFF
     old_cpl = cpu.cpl
-    new_cs, d = _check_return_cs(cpu, cs_sel)
+    new_cs, d = _check_return_cs(cpu, cs_sel, old_cpl)
     rpl = cs_sel & 3
     outer = rpl > old_cpl
     if outer:

@@ -222,7 +222,7 @@ def take_cpu(hv, cpu) -> Frame:
     st.segs[2] = seg.read_descriptor(L.SEL_MDATA).segment(L.SEL_MDATA)
     cpu.mode_changed()
     f = Frame.__new__(Frame)
-    f.cpu, f.err = cpu, None
+    f.cpu, f.err, f.handed = cpu, None, False
     f.top = stack_top(cpu, hv.base)
     f.phys_top = hv.base + f.top - L.MLIN
     f.eip = f.cs = f.eflags = f.esp = f.ss = 0

@@ -6,8 +6,12 @@ pushed SS, ESP, EFLAGS, CS, EIP and, for some exceptions, an error code.  While
 the monitor works, the guest's ESP sits in the real ESP register (so the
 hardware's own address arithmetic can serve the emulator); ``resume`` returns to
 the guest with a real IRET through the frame.  An entry the hardware handed off
-(``Monitor._handoff``) pushed no frame: ``Frame.taken`` reads the same values from
-the registers.
+(``Monitor._handoff``) pushed no frame and never entered ring 0: ``Frame.taken``
+reads the same values from the registers, the CPU keeps the guest's state while the
+monitor works, and the IRET that resumes it executes as at CPL 0, where the gate
+would have put it (``Cpu.iret``'s ``ring0``); the monitor's ring-0 state is built
+only for an IRET that must read its frame from the monitor's stack (a return to
+virtual-8086 mode: ``enter_ring0``).
 
 From virtual-8086 mode the hardware pushed ES, DS, FS and GS too, above SS, and
 nulled those registers (SDM Vol. 3 §20.3.1.1, Figure 20-2): they are put back,
@@ -26,6 +30,7 @@ from __future__ import annotations
 import struct
 
 from ringvisor.hw.realmode import vm86_segment
+from ringvisor.hw.state import IF, NT, RF, TF
 
 from . import layout as L
 
@@ -41,11 +46,32 @@ def stack_top(cpu, monitor_base: int) -> int:
     return cpu.mem.read32(monitor_base + cpu.state.tr.base - L.MLIN + 4)
 
 
+def enter_ring0(cpu, monitor_base: int, vector: int, err: int | None) -> None:
+    """What the monitor's gate for ``vector`` gives the CPU (SDM Vol. 3 §6.12.1): CS
+    and SS loaded from the monitor's GDT as a delivery loads them, IF, TF, NT, RF and
+    VM clear, ESP below a frame of five values (six with an error code) at the top of
+    the TSS's stack, EIP at the vector's entry point."""
+    st = cpu.state
+    seg = cpu.segmentation
+    cd = seg.read_descriptor(L.SEL_MCODE)
+    sd = seg.read_descriptor(L.SEL_MDATA)
+    seg.set_accessed(cd)
+    seg.set_accessed(sd)
+    st.segs[1] = cd.segment(L.SEL_MCODE & 0xFFFC)
+    st.segs[2] = sd.segment(L.SEL_MDATA)
+    st.eflags &= ~(TF | NT | RF | VM | IF)
+    st.regs[4] = stack_top(cpu, monitor_base) - (20 if err is None else 24)
+    st.eip = L.MLIN + L.ENTRY + 8 * vector
+    cpu.mode_changed()
+
+
 class Frame:
-    __slots__ = ("cpu", "phys_top", "top", "err", "eip", "cs", "eflags", "esp", "ss")
+    __slots__ = ("cpu", "phys_top", "top", "err", "eip", "cs", "eflags", "esp", "ss",
+                 "handed", "vector", "base")
 
     def __init__(self, cpu, monitor_base: int, has_error: bool) -> None:
         self.cpu = cpu
+        self.handed = False
         self.top = stack_top(cpu, monitor_base)
         self.phys_top = top = monitor_base + self.top - L.MLIN
         if self.top - cpu.state.regs[4] == (40 if has_error else 36):
@@ -66,15 +92,14 @@ class Frame:
         cpu.state.regs[4] = self.esp
 
     @classmethod
-    def taken(cls, cpu, monitor_base: int, err: int | None) -> "Frame":
+    def taken(cls, cpu, monitor_base: int, vector: int, err: int | None) -> "Frame":
         """The frame the hardware would push for a fault at the CPU's current state,
         taken from the registers (the hand-off: ``Monitor._handoff``); the guest's ESP
-        stays in the real ESP."""
+        stays in the real ESP, and the CPU in the guest's state (``resume``)."""
         f = cls.__new__(cls)
         st = cpu.state
         f.cpu = cpu
-        f.top = stack_top(cpu, monitor_base)
-        f.phys_top = monitor_base + f.top - L.MLIN
+        f.handed, f.vector, f.base = True, vector, monitor_base
         f.err = err
         f.eip, f.cs, f.eflags = st.eip, st.segs[1].selector, cpu.get_eflags()
         f.esp, f.ss = st.regs[4], st.segs[2].selector
@@ -95,6 +120,19 @@ class Frame:
         cpu = self.cpu
         st = cpu.state
         self.esp = st.regs[4]
+        if self.handed:
+            if not self.eflags & VM and self.cs & 3:
+                # the IRET the monitor's ring 0 would execute, from the state the
+                # hand-off left: the same checks and the same result
+                cpu.iret((self.eip, self.cs, self.eflags, self.esp, self.ss), ring0=True)
+                return
+            # (into virtual-8086 mode, the IRET reads nine values from the stack: the
+            # monitor's ring 0 and its stack as the gate would have left them)
+            enter_ring0(cpu, self.base, self.vector, self.err)
+            self.handed = False
+            self.top = stack_top(cpu, self.base)
+            self.phys_top = self.base + self.top - L.MLIN
+            st.regs[4] = self.esp
         if self.eflags & VM:
             # IRET to virtual-8086 mode reads its nine values from the stack (SDM Vol. 2
             # IRET: RETURN-TO-VIRTUAL-8086-MODE): written where the hardware put them

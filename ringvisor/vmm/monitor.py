@@ -29,7 +29,7 @@ from ringvisor.errors import ConfigError
 from ringvisor.hw.faults import DB, GP, HAS_ERROR_CODE, NAMES, SS as SS_FAULT, TS, UD, CpuFault
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.segments import Descriptor, null_segment
-from ringvisor.hw.state import CR0_PE, AC, IOPL_MASK, NT, RF, TF, VM
+from ringvisor.hw.state import CR0_PE, AC, IOPL_MASK, NT, VM
 
 from . import descriptors as D
 from . import layout as L
@@ -307,34 +307,22 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug, ShadowFaults, Gues
 
     def _handed(self, cpu) -> None:
         """What the gate, the native entry and ``resume``'s IRET do, without the frame
-        on the monitor's stack: the guest's state becomes the ``Frame`` directly, the CPU
-        takes the ring-0 state the gate gives (its CS and SS loaded as the delivery loads
-        them, IF, TF, NT, RF and VM clear, ESP below the frame, EIP at the entry point)
-        and the entry goes on as any other."""
-        st = cpu.state
-        seg = cpu.segmentation
+        on the monitor's stack and without the monitor's ring 0: the guest's state
+        becomes the ``Frame`` directly, the CPU keeps it while the monitor works (the
+        monitor reads the guest's registers, never its own CS, SS or EFLAGS), and
+        ``resume``'s IRET executes as the monitor's ring 0 would, on the values it
+        holds (``Frame.resume``)."""
         vector, err = self._handoff_from
-        f = Frame.taken(cpu, self.base, err)
-        cd = seg.read_descriptor(L.SEL_MCODE)
-        sd = seg.read_descriptor(L.SEL_MDATA)
-        seg.set_accessed(cd)
-        seg.set_accessed(sd)
-        st.segs[1] = cd.segment(L.SEL_MCODE & 0xFFFC)
-        st.segs[2] = sd.segment(L.SEL_MDATA)
-        st.eflags &= ~(TF | NT | RF | VM | IF)
-        st.regs[4] = L.MLIN + L.STACK_TOP - (20 if err is None else 24)
-        st.eip = L.MLIN + L.ENTRY + 8 * vector
-        cpu.mode_changed()
-        self._entry(cpu, f)
+        self._entry(cpu, Frame.taken(cpu, self.base, vector, err))
 
     def handle(self, cpu, f: Frame | None = None) -> Frame:
         """An entry from the guest through the real IDT: do what it asks, deliver what
         is pending; the frame to resume it with (``f``: taken by the hand-off)."""
-        vector = (cpu.state.eip - (L.MLIN + L.ENTRY)) // 8
         if f is None:
+            vector = (cpu.state.eip - (L.MLIN + L.ENTRY)) // 8
             f = Frame(cpu, self.base, vector in HAS_ERROR_CODE)
         else:
-            cpu.state.regs[4] = f.esp               # (as ``Frame`` leaves it)
+            vector = f.vector                       # (the guest's ESP is in ESP already)
         self.frame = f
         v = self.vcpu
         v.cpl = 3 if f.user else 0
