@@ -23,12 +23,15 @@ between the delivery and the handler's first instruction (``Cpu.may_hand_off``:
 no tracing, single-step, breakpoint, pending NMI or bound in the way), the CPU
 offers the fault, or the software interrupt, to ``handoff(cpu, vector,
 error_code, soft)`` instead.  It declines with None (the architectural delivery
-follows), or returns the handler to run in place of delivery, handler and IRET:
-the CPU counts the exception, the gate transfer and the retired instructions as
-the long way would and sets EIP to the one the frame would hold, and the handler
-sets the ring-0 state the gate would have set before it does its work, and
-leaves the machine as its IRET would.  The owner answers for its own tables: it
-accepts only what its gates would take without a fault.
+follows); or, for a software interrupt its own gate refuses, raises the fault the
+delivery would raise (``CpuFault(GP, vector * 8 + 2)`` for a gate whose DPL is
+below the CPL, SDM Vol. 2 INT n), which is offered to it in turn; or returns the
+handler to run in place of delivery, handler and IRET: the CPU counts the
+exception, the gate transfer and the retired instructions as the long way would
+and sets EIP to the one the frame would hold, and the handler runs with the CPU
+as the fault found it and leaves the machine as its IRET would (``Cpu.iret``'s
+``ring0``: that IRET as at CPL 0; the mode recomputed).  The owner answers for
+its own tables: it accepts only what its gates would take without a fault.
 """
 
 from __future__ import annotations

@@ -170,15 +170,17 @@ def h_int(cpu, ins) -> int:
         return cpu.state.eip
     if cpu.native.handoff is None or not cpu.may_hand_off(1):
         transfers.deliver(cpu, vector, None, True, ins.next_ip32)
-    elif not cpu.hand_off(vector, None, True, ins.next_ip32, None, True):
-        try:
+        return cpu.state.eip
+    try:
+        if not cpu.hand_off(vector, None, True, ins.next_ip32, None, True):
             transfers.deliver(cpu, vector, None, True, ins.next_ip32)
-        except CpuFault as e:
-            # (a gate that refuses it: #GP(vector, IDT) at the INT, handed off from here,
-            # the block having stored the state as a fault finds it)
-            if not cpu.hand_off_fault(e, True):
-                raise
-            cpu.state.icount -= 1          # (the block counts the INT when this returns)
+    except CpuFault as e:
+        # (a gate that refuses it -- #GP(vector, IDT) at the INT, raised by the delivery
+        # or by the owner of the gates, who knows its own: native.py -- handed off from
+        # here, the block having stored the state as a fault finds it)
+        if not cpu.hand_off_fault(e, True):
+            raise
+        cpu.state.icount -= 1              # (the block counts the INT when this returns)
     return cpu.state.eip
 
 

@@ -289,8 +289,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug, ShadowFaults, Gues
         frame pushed through the TSS stack and read back.  Only while the real tables
         are the monitor's own, whose gates take it without a fault: every vector's is
         an interrupt gate to ``SEL_MCODE`` (DPL 0, so a software ``int n`` from the
-        guest is a #GP(n, IDT) instead, handed off as such; the gates of
-        ``SOFT_GATES``, DPL 1), and its TSS's ring-0 stack is ``SEL_MDATA``; anything
+        guest is a #GP(n, IDT) instead, raised here and handed off as such; the gates
+        of ``SOFT_GATES``, DPL 1), and its TSS's ring-0 stack is ``SEL_MDATA``; anything
         else takes the architectural path."""
         st = cpu.state
         cpl = cpu.cpl
@@ -299,7 +299,9 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug, ShadowFaults, Gues
             return None
         if soft:
             if cpl > 1 or vector not in self.SOFT_GATES:
-                return None
+                # the gate's DPL (0; the soft gates' 1) is below the CPL (SDM Vol. 2 INT
+                # n), whether or not the vector is inside the IDT's limit (all 256 are)
+                raise CpuFault(GP, vector * 8 + 2)
         elif (err is None) == (vector in HAS_ERROR_CODE):
             return None
         self._handoff_from = (vector, err)
