@@ -15,7 +15,14 @@ monitor, in one process, one after the other.  Per workload and mode it reports
   warm run counts (the first pays for translating code).  Each run is repeated, the
   modes taking turns so that a change in the machine's load falls on all of them, and
   the fastest is kept, as these machines are shared and noisy; beside it the spread of
-  the repeats (half the range, relative to the fastest) says how far it can be trusted;
+  the repeats (half the range, relative to the fastest) says how far it can be trusted.
+  The CPU-bound workloads, whose ratios to native are close to 1 and so drown in a
+  shared machine's noise, run in every mode at once instead: one boot per mode, the
+  machines taking turns every ``TURN`` guest instructions (a few milliseconds), each
+  turn's host time charged to its own machine, so that whatever the machine's load does
+  falls on every mode alike within each timed loop; each round's ratio to native is
+  taken within the round, and the ratio printed is the median of the rounds with their
+  spread (half the range of the rounds' ratios, as ±%), in wall and in CPU time;
 
 and the ratio of both to native.  ``paravirt`` runs the pvcc build of the
 kernel (``kernel-pv``), the others the unmodified one.  Beside the
@@ -49,10 +56,12 @@ from ringvisor.vmm.runner import create_vm
 NANO = ["syscall", "in", "crwr", "callret", "pgfault", "divzero", "ptemod"]
 LMBENCH = ["null", "ctxsw", "forkwait", "pagefault"]
 CPU = ["sieve", "crc32", "matmul", "qsort", "strings", "dhrystone"]
+# (the CPU-bound loops run 2-3 M guest instructions: some 50 turns of ``TURN`` each)
 ITERS = {"syscall": 400, "in": 2000, "crwr": 2000, "callret": 4000, "pgfault": 200,
          "divzero": 400, "ptemod": 2000, "null": 400, "ctxsw": 100, "forkwait": 10,
-         "pagefault": 200, "sieve": 3, "crc32": 20, "matmul": 6, "qsort": 4, "strings": 40,
-         "dhrystone": 150}
+         "pagefault": 200, "sieve": 30, "crc32": 250, "matmul": 60, "qsort": 40, "strings": 400,
+         "dhrystone": 1500}
+TURN = 50_000              # guest instructions per turn of the interleaved CPU-bound runs
 TIMING = re.compile(r"\[timing\] (\S+): (\d+) cycles/op \(iters=(\d+), cycles=(\d+)\)")
 
 # Adams & Agesen, "A Comparison of Software and Hardware Techniques for x86
@@ -109,6 +118,57 @@ def _run(kernel, mode: str, name: str, iters: int, engine: str) -> dict:
     return {"ok": wall is not None, "cycles": total // (TSC_PER_CYCLE * n), "iters": n,
             "wall_us": (wall or 0.0) / n * 1e6, "instructions": m.stats()["instructions"],
             "exits_per_op": nexits / n if mode in HVM_MODES else None}
+
+
+def _interleaved(modes, name: str, iters: int, engine: str) -> dict:
+    """One boot per mode of ``name``, run in turns of ``TURN`` guest instructions (module
+    doc); per mode the figures ``_run`` gives, with the CPU time of the timed loop
+    (``cpu_us``) beside its wall time, each counting only that machine's turns."""
+    vms = {}
+    for mode in modes:
+        out = bytearray()
+        m, _ = create_vm(read_image(_kernel(mode)), "hvm" if mode in HVM_MODES else mode,
+                         f"run={name},{name} iters={iters}", engine=engine, output=out.extend,
+                         ept=mode != "hvm")
+        vm = {"m": m, "out": out, "reads": [], "spent": [0.0, 0.0], "turn": [0.0, 0.0]}
+
+        def probe(t, vm=vm, exits=m.cpu.vmx.exits):
+            (w0, c0), (w, c) = vm["turn"], vm["spent"]
+            vm["reads"].append((t, w + time.perf_counter() - w0, c + time.process_time() - c0,
+                                sum(exits.values())))
+        m.cpu.tsc_probe = probe
+        vms[mode] = vm
+    running = list(modes)
+    budget = 2_000_000_000
+    while running:
+        for mode in list(running):
+            vm = vms[mode]
+            m = vm["m"]
+            vm["turn"] = [time.perf_counter(), time.process_time()]
+            stop = m.run(TURN)
+            vm["spent"][0] += time.perf_counter() - vm["turn"][0]
+            vm["spent"][1] += time.process_time() - vm["turn"][1]
+            budget -= TURN
+            if stop.reason == "limit" and budget > 0:
+                m.stop = None            # (its turn ended: it goes on at the next)
+            else:
+                vm["stop"] = stop
+                running.remove(mode)
+    res = {}
+    for mode, vm in vms.items():
+        found = [x for x in TIMING.findall(vm["out"].decode(errors="replace")) if x[0] == name]
+        if vm["stop"].status != 1 or not found:
+            res[mode] = {"ok": False}
+            continue
+        n, total = int(found[-1][2]), int(found[-1][3])
+        wall = _bracket([(t, w, x) for t, w, _, x in vm["reads"]], total)
+        cpu = _bracket([(t, c, 0) for t, _, c, _ in vm["reads"]], total)
+        res[mode] = {"ok": wall is not None, "cycles": total // (TSC_PER_CYCLE * n), "iters": n,
+                     "wall_us": (wall[0] if wall else 0.0) / n * 1e6,
+                     "cpu_us": (cpu[0] if cpu else 0.0) / n * 1e6,
+                     "instructions": vm["m"].stats()["instructions"],
+                     "exits_per_op": wall[1] / n if wall and mode in HVM_MODES else None}
+    return res
 
 
 REAL_TSC = ("kvm",)        # modes whose rdtsc is the host's clock, not retired instructions
@@ -191,11 +251,27 @@ def _bracket(reads: list[tuple[int, float, int]], total: int) -> tuple[float, in
     return None
 
 
+def _turns(modes) -> list[str]:
+    """The modes a CPU-bound workload runs in turns (kvm's runs on the host's processor
+    count no instructions: alone, as for the other workloads)."""
+    return [m for m in modes if m != "kvm"]
+
+
 def plan(modes, workloads, repeat: int) -> list[tuple[str, str]]:
     """Every boot ``measure`` makes, in order, as (label, kind) for a progress line;
-    a mode's boots cost alike, so the mode is the kind an estimate learns from."""
-    return [(f"vmbench: {name} under {mode}" + (f" (run {k + 1}/{repeat})" if repeat > 1 else ""),
-             mode) for name in workloads for k in range(repeat) for mode in modes]
+    a mode's boots cost alike, so the mode is the kind an estimate learns from (the
+    CPU-bound workloads' boots in turns: one step for all of a round's)."""
+    out = []
+    for name in workloads:
+        for k in range(repeat):
+            run = f" (run {k + 1}/{repeat})" if repeat > 1 else ""
+            if name in CPU and len(_turns(modes)) > 1:
+                out.append((f"vmbench: {name} under {', '.join(_turns(modes))} in turns{run}",
+                            "turns"))
+                out += [(f"vmbench: {name} under {m}{run}", m) for m in modes if m == "kvm"]
+            else:
+                out += [(f"vmbench: {name} under {mode}{run}", mode) for mode in modes]
+    return out
 
 
 def measure(modes=("native", "trapemu", "bt", "paravirt", "hvm", "hvm+ept"), workloads=None, scale: float = 1.0,
@@ -214,16 +290,29 @@ def measure(modes=("native", "trapemu", "bt", "paravirt", "hvm", "hvm+ept"), wor
         # the spread of its boots says how far its figure can be trusted
         samples: dict[str, list] = {mode: [] for mode in modes}
         failed: dict[str, dict] = {}
+        turns = _turns(modes) if name in CPU and len(_turns(modes)) > 1 else []
+        rounds = []                 # (CPU-bound) each round's figures, mode by mode
         for _ in range(repeat):
-            for mode in modes:
+            if turns:
                 step += 1
-                if mode in failed:
-                    continue
                 if progress is not None:
                     progress.start(step - 1)
-                c = _run(_kernel(mode), mode, name, iters, engine)
+                got = _interleaved(turns, name, iters, engine)
                 if progress is not None:
                     progress.done(step - 1)
+                rounds.append(got)
+            for mode in modes:
+                if mode in turns:
+                    c = got[mode]
+                else:
+                    step += 1
+                    if mode in failed:
+                        continue
+                    if progress is not None:
+                        progress.start(step - 1)
+                    c = _run(_kernel(mode), mode, name, iters, engine)
+                    if progress is not None:
+                        progress.done(step - 1)
                 if c["ok"]:
                     samples[mode].append(c)
                 else:
@@ -236,6 +325,12 @@ def measure(modes=("native", "trapemu", "bt", "paravirt", "hvm", "hvm+ept"), wor
             walls = [c["wall_us"] for c in samples[mode]]
             row[mode] = dict(min(samples[mode], key=lambda c: c["wall_us"]),
                              spread=max(walls) / min(walls) - 1 if min(walls) else 0.0)
+            if turns and mode in turns and mode != "native" and "native" not in failed:
+                # the ratios taken within each round (the same turns of the same load)
+                row[mode]["rounds"] = [(r[mode]["wall_us"] / r["native"]["wall_us"],
+                                        r[mode]["cpu_us"] / r["native"]["cpu_us"])
+                                       for r in rounds if r[mode]["ok"] and r["native"]["ok"]
+                                       and r["native"]["wall_us"] and r["native"]["cpu_us"]]
         results[name] = row
         report(_line(name, iters, row, modes))
     if any(n in HW_PUBLISHED for n in names) and {"kvm", *HVM_MODES} & set(modes):
@@ -264,7 +359,11 @@ def _line(name: str, iters: int, row: dict, modes) -> str:
         if mode != "native" and nat and nat["ok"]:
             # (kvm's cycles are the host's TSC, not retired instructions: no cycle ratio)
             cyc = "" if mode in REAL_TSC else f"x{_ratio(c['cycles'], nat['cycles']):.2f} cyc, "
-            txt += f" ({cyc}x{_ratio(c['wall_us'], nat['wall_us']):.2f} wall)"
+            if c.get("rounds"):
+                (w, ws), (u, us) = (_median_spread([r[i] for r in c["rounds"]]) for i in (0, 1))
+                txt += f" ({cyc}x{w:.3f} wall ±{100 * ws:.1f}%, x{u:.3f} cpu ±{100 * us:.1f}%)"
+            else:
+                txt += f" ({cyc}x{_ratio(c['wall_us'], nat['wall_us']):.2f} wall)"
         parts.append(txt)
     if name in PUBLISHED:
         native, vmm = PUBLISHED[name]
@@ -273,22 +372,43 @@ def _line(name: str, iters: int, row: dict, modes) -> str:
     return "  ".join(parts)
 
 
+def _median_spread(xs) -> tuple[float, float]:
+    """The median of ``xs`` and half their range relative to it."""
+    xs = sorted(xs)
+    k = len(xs) // 2
+    med = xs[k] if len(xs) % 2 else (xs[k - 1] + xs[k]) / 2
+    return med, (xs[-1] - xs[0]) / 2 / med if med else 0.0
+
+
+def _geomean(xs) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
 def throughput(names, results, modes) -> dict:
     """The CPU-bound suite's throughput under each monitor relative to native, in percent
-    (geometric mean of the per-workload ratios): mode -> (guest cycles, wall time)."""
+    (geometric mean of the per-workload ratios): mode -> (guest cycles, wall time), and
+    where the workloads ran in turns, per round (the round's geometric mean, each
+    workload's ratio taken within the round): mode -> (..., wall's spread, CPU time, its
+    spread), median and half the range of the rounds."""
     out = {}
-    g = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))
     for mode in modes:
         if mode == "native":
             continue
-        cyc, wall = [], []
+        cyc, wall, per_round = [], [], []
         for n in names:
             nat, c = results[n]["native"], results[n][mode]
             if nat["ok"] and c["ok"]:
                 cyc.append(_ratio(nat["cycles"], c["cycles"]))
                 wall.append(_ratio(nat["wall_us"], c["wall_us"]))
-        if wall:
-            out[mode] = (None if mode in REAL_TSC else 100 * g(cyc), 100 * g(wall))
+                per_round.append(c.get("rounds") or [])
+        if not wall:
+            continue
+        out[mode] = (None if mode in REAL_TSC else 100 * _geomean(cyc), 100 * _geomean(wall))
+        k = min(len(r) for r in per_round)
+        if k:
+            w = _median_spread([100 / _geomean([r[i][0] for r in per_round]) for i in range(k)])
+            u = _median_spread([100 / _geomean([r[i][1] for r in per_round]) for i in range(k)])
+            out[mode] = (out[mode][0], w[0], w[1], u[0], u[1])
     return out
 
 
@@ -324,9 +444,15 @@ def hardware_vs_bt(results: dict, modes) -> list[str]:
 def _throughput(names, results, modes) -> str:
     out = ["CPU-bound suite throughput relative to native (geometric mean over "
            f"{', '.join(names)}):"]
-    for mode, (cyc, wall) in throughput(names, results, modes).items():
+    for mode, (cyc, wall, *rounds) in throughput(names, results, modes).items():
         cycles = "host TSC cycles, not comparable" if cyc is None else f"{cyc:.1f}% in guest cycles"
-        out.append(f"  {mode}: {cycles}, {wall:.1f}% in wall time")
+        if rounds:
+            ws, cpu, cs = rounds
+            out.append(f"  {mode}: {cycles}, {wall:.1f}% in wall time (±{100 * ws:.1f}%), "
+                       f"{cpu:.1f}% in CPU time (±{100 * cs:.1f}%): medians of the rounds "
+                       f"run in turns, with half their range")
+        else:
+            out.append(f"  {mode}: {cycles}, {wall:.1f}% in wall time")
     if "paravirt" in modes:
         out.append(f"  published for Xen (Barham et al., SOSP 2003): {XEN_SOSP03}")
     return "\n".join(out)
@@ -340,9 +466,13 @@ def to_json(results: dict, modes, scale: float, engine: str, repeat: int) -> dic
         cells = {}
         for mode in modes:
             c = dict(row[mode])
+            rounds = c.pop("rounds", None)
             if mode != "native" and c["ok"] and nat and nat["ok"]:
                 c["cycles_ratio"] = None if mode in REAL_TSC else _ratio(c["cycles"], nat["cycles"])
                 c["wall_ratio"] = _ratio(c["wall_us"], nat["wall_us"])
+                if rounds:
+                    (c["wall_ratio"], c["wall_ratio_spread"]), (c["cpu_ratio"], c["cpu_ratio_spread"]) \
+                        = (_median_spread([r[i] for r in rounds]) for i in (0, 1))
             cells[mode] = c
         published = None
         if name in PUBLISHED:
@@ -356,4 +486,11 @@ def to_json(results: dict, modes, scale: float, engine: str, repeat: int) -> dic
     tp = throughput(cpu, results, modes) if cpu and "native" in modes else {}
     return {"schema": "ringvisor.vmbench/1", "engine": engine, "scale": scale, "repeat": repeat,
             "modes": list(modes), "workloads": rows,
-            "throughput": {m: {"cycles_percent": c, "wall_percent": w} for m, (c, w) in tp.items()}}
+            "throughput": {m: _throughput_json(t) for m, t in tp.items()}}
+
+
+def _throughput_json(t: tuple) -> dict:
+    out = {"cycles_percent": t[0], "wall_percent": t[1]}
+    if len(t) > 2:
+        out.update(wall_spread=t[2], cpu_percent=t[3], cpu_spread=t[4])
+    return out

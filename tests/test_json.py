@@ -87,6 +87,15 @@ def test_vmbench(capsys):
     nat, te = syscall["results"]["native"], syscall["results"]["trapemu"]
     assert te["cycles_ratio"] == pytest.approx(te["cycles"] / nat["cycles"])
     assert set(doc["throughput"]) == {"trapemu", "hvm"}
+    # the CPU-bound workload ran in every mode at once, in turns: its ratios are the
+    # rounds' (one here, so no spread), in wall and in CPU time
+    sieve = doc["workloads"][1]["results"]
+    assert sieve["native"]["cpu_us"] > 0 and sieve["trapemu"]["cpu_us"] > 0
+    assert sieve["trapemu"]["cpu_ratio"] == pytest.approx(
+        sieve["trapemu"]["cpu_us"] / sieve["native"]["cpu_us"])
+    assert sieve["trapemu"]["wall_ratio_spread"] == 0 and sieve["hvm"]["exits_per_op"] is not None
+    assert doc["throughput"]["trapemu"]["cpu_percent"] == pytest.approx(
+        100 / sieve["trapemu"]["cpu_ratio"])
     # a system call needs no VM exit: the kernel handles it at ring 0 in non-root operation
     assert syscall["results"]["hvm"]["ok"] and syscall["results"]["hvm"]["exits_per_op"] < 0.5
 
