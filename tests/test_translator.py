@@ -49,6 +49,12 @@ CASES = {
     "fault_at_loop_start_inc_keeps_cf": Case(
         _loop(DIV_ESI, LEA_ESI_4, b"\x47", CMP_ESI_EDI),          # inc edi
         _r(eax=1000, esi=DATA + 8, edi=DATA + 0x40), patches=[(DATA + 8, DIVISORS)]),
+    # the record names a load of this iteration (mov ecx,[esi] ... cmp ecx,edi), which
+    # the faulting iteration has already reassigned when its DIV faults: the loop
+    # keeps a copy of the load from the iteration before for the unwinding
+    "fault_in_loop_record_from_a_reloaded_register": Case(
+        _loop(b"\x8B\x0E", b"\xBA\x00\x00\x00\x00", DIV_ESI, LEA_ESI_4, b"\x39\xF9"),
+        _r(eax=1000, esi=DATA + 8, edi=5), patches=[(DATA + 8, DIVISORS)]),
     # IMUL's CF/OF are computed only when read: here by the #UD frame's EFLAGS ...
     "imul_overflow_then_fault": Case([b"\x0F\xAF\xC3", b"\x0F\x0B"],      # imul eax,ebx; ud2
                                      _r(eax=0x10000, ebx=0x10000)),

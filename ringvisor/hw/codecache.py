@@ -28,7 +28,7 @@ from . import fpsem  # noqa: F401  (files the x87/SSE emitters in EMITTERS)
 from .semantics import EMITTERS, LOCKABLE, helper as helper_emit
 from .speculate import forget, speculate
 from .system import fpu_class
-from .translate import RELIM, BlockBuilder, Mode, Translation, Unsupported
+from .translate import RELIM, BlockBuilder, Mode, Translation, Unsupported, is_const
 
 # PUSHAD's and POPAD's eight dwords in one step (``BlockBuilder._whole_frame``)
 _FRAME8 = struct.Struct("<8I")
@@ -36,6 +36,9 @@ _FRAME8 = struct.Struct("<8I")
 PAGE = 0xFFFFF000
 UNPACK_MIN = 3         # registers from which a block loads (and stores) all eight at once
 IDENT = re.compile(r"\b[A-Za-z_]\w*")
+# a conditional branch's target chosen in a local (semantics.jcc): ``j = A if C else B``
+RECORD = re.compile(r"\bl[orab]\b")      # the carried flag record's locals
+JCC_LINE = re.compile(r"^(\s*)(j\d+) = (0x[0-9a-f]+) if (.*) else (0x[0-9a-f]+)$")
 # the words of a flag store that are not the block's locals
 CARRY_WORDS = frozenset({"lo", "lr", "la", "lb", "PAR", "if", "else", "not", "and", "or"})
 STRING_OPS = frozenset(getattr(ix.Mnemonic, f"{op}{s}") for op in ("MOVS", "STOS", "LODS", "CMPS", "SCAS")
@@ -117,10 +120,13 @@ class Unwind:
                                    if self.fused else "").replace("__ENTRY__", entry)
                 c = self.compiled[n] = compile(src, "<unwind>", "exec")
             loc = dict(local)
-            if self.carry is not None and loc["ic"]:
-                exec(self.carry, env, loc)
+            if self.carry is not None:
+                if loc["ic"]:
+                    exec(self.carry, env, loc)
+                else:       # (the first iteration: the record is still the entry's)
+                    loc.update(lo=st.lf_op, lr=st.lf_res, la=st.lf_a, lb=st.lf_b)
             exec(c, env, loc)
-        st.icount += n + (local["ic"] if self.fused else 0)
+        st.icount += n + (local["ic"] + local.get("xc", 0) if self.fused else 0)
 
 
 class CodeCache:
@@ -150,7 +156,7 @@ class CodeCache:
             "TRS": mmu.tr_s, "TWS": mmu.tw_s, "TRU": mmu.tr_u, "TWU": mmu.tw_u,
             "RD": mmu.read, "WR": mmu.write, "LIN": cpu.segmentation.linear,
             "FL": cpu.arith_flags, "MAT": F.materialize, "CARRY": F.carry, "PAR": F.PARITY, "CpuFault": CpuFault,
-            "HELP": cpu._run_helper, "SEGLOAD": cpu.segmentation.load,
+            "ONCE": (0,), "HELP": cpu._run_helper, "SEGLOAD": cpu.segmentation.load,
             "SEGAGAIN": cpu.segmentation.load_again,
             "PACK8": _FRAME8.pack_into, "UNPACK8": _FRAME8.unpack_from,
             "SHIFT": alu.shift, "SHLD": alu.shld, "SHRD": alu.shrd, "MUL": alu.mul,
@@ -461,9 +467,10 @@ class CodeCache:
         n = len(insns)
         fused = (bb.helper_const is None and (eip in bb.targets or bool(bb.loop_points)) and n > 0)
         # (a fused loop that carries its flag record stores it every iteration)
-        carry = self._carried_flags(bb, fused)
+        carried_flags = self._carried_flags(bb, fused)
+        carry, copies = carried_flags if carried_flags else (None, [])
         bb.settle_lazy(not fused or carry is None)
-        ind = "    " * (2 if fused else 1)
+        ind = "    "
 
         def regmap(cur: dict) -> dict:
             # in a fused loop an exit taken in a later iteration must write back
@@ -497,7 +504,8 @@ class CodeCache:
             tail += [f"    S.icount += {n - 1}", f"    S.eip = {insns[-1].ip32:#x}",
                      f"    nxt = HELP({bb.helper_const})", "    S.icount += 1", "    return nxt"]
         elif fused:
-            tail += [f"    S.icount += ic + {n}", f"    return {bb.next_expr}"]
+            tail += [f"    S.icount += ic{' + xc' if bb.loop_points else ''} + {n}",
+                     f"    return {bb.next_expr}"]
         elif bb.learner is not None:
             tail += [f"    S.icount += {n}", f"    return {bb.learner}({bb.next_expr})"]
         else:
@@ -520,7 +528,10 @@ class CodeCache:
                 more = [pad + l for l in self._loop_back(bb, int(stripped[9:]), n)] if fused else []
             elif stripped.startswith("__WB__:"):
                 wb = regmap(bb.wb_points[int(stripped[7:])])
-                more = [f"{pad}R[{i}] = {v}" for i, v in wb.items()]
+                if unpack and len(wb) > UNPACK_MIN:
+                    more = [pad + "R[:] = " + ", ".join(wb.get(i, f"r{i}") for i in range(8))]
+                else:
+                    more = [f"{pad}R[{i}] = {v}" for i, v in wb.items()]
             elif stripped == "__ENTRY_STORE__" and not fused:
                 more = []              # the record already holds the entry flags
             else:
@@ -530,30 +541,59 @@ class CodeCache:
         if not fused:
             head.append("    try:")
         else:
-            head += ["    lo = S.lf_op; lr = S.lf_res; la = S.lf_a; lb = S.lf_b",
-                     "    ic = 0", f"    lim = C.limit - S.icount - {n}", "    while True:",
-                     "        try:"]
+            # The iterations are a ``for`` over the instruction budget: the loop variable
+            # ``ic`` counts the instructions of the iterations before this one (less
+            # ``xc``, what the iterations that went back early at a side exit left out,
+            # where there are such exits), and the range ends where the next iteration
+            # could not start before ``C.limit`` (the dispatch loop's rule: a block may
+            # start while the count is below the limit); the first iteration always runs.
+            # A store that may have reached a device (translate.RELIM) ends the range
+            # there if it lowered the limit: the dispatch loop enters the block again,
+            # with the new bound, or takes the interrupt the store made pending.
+            relim = any(RELIM in line for line in body)
+            rng = f"range(0, lim - S.icount, {n}) or ONCE"
+            if carry is None:
+                head.append("    lo = S.lf_op; lr = S.lf_res; la = S.lf_a; lb = S.lf_b")
+            head.append("    lim = C.limit")
+            if relim:
+                head.append(f"    it = iter({rng})")
+            if bb.loop_points:
+                head.append("    xc = 0")
+            head += ["    try:", f"        for ic in {'it' if relim else rng}:"]
             body = ["    " + l for l in body]
         # body line j is line len(head) + j + 2 of the code ``compile`` makes (``def make``
         # comes first); lines that cannot fault belong to the instruction before them
         unwinder.lines = {len(head) + j + 2: i for j, i in enumerate(owner) if i is not None}
         if fused:
-            back = [f"        if {bb.next_expr} != {eip:#x} or ic >= lim: break",
-                    f"        ic += {n}"]
+            back = self._back_edge(body, bb.next_expr, eip)
             if carry is None:
-                back += ["        " + s for s in self._loop_flags(bb)]
+                back += ["            " + s for s in self._loop_flags(bb)]
+            elif copies:
+                back.append("            " + ", ".join(f"p_{w}" for w in copies) + " = " +
+                            ", ".join(copies))
             # the next iteration starts from r0..r7 (one parallel assignment: a
             # register may have been renamed to another's entry value)
             carried = {i: v for i, v in final.items() if v != f"r{i}"}
             if carried:
-                back.append("        " + ", ".join(f"r{i}" for i in carried) + " = " +
+                back.append("            " + ", ".join(f"r{i}" for i in carried) + " = " +
                             ", ".join(carried.values()))
-            src = "\n".join(head + body + handler + back + tail) + "\n"
+            # the range ran out: the state is the next iteration's start, in r0..r7
+            # and the carried record (or the locals it is made of)
+            dirty = sorted(bb.dirty)
+            if len(dirty) >= UNPACK_MIN:
+                out = ["R[:] = " + ", ".join(f"r{i}" for i in range(8))]
+            else:
+                out = [f"R[{i}] = r{i}" for i in dirty]
+            out.append(RECORD.sub(lambda m: "S.lf_" + {"lo": "op", "lr": "res"}.get(
+                m.group(), m.group()[1]), carry) if carry is not None else
+                       "S.lf_op = lo; S.lf_res = lr; S.lf_a = la; S.lf_b = lb")
+            out += [f"S.icount += ic{' + xc' if bb.loop_points else ''} + {n}", f"return {eip:#x}"]
+            back += ["        else:"] + ["            " + line for line in out]
+            src = "\n".join(head + body + back + handler + tail) + "\n"
             src = src.replace("__ENTRY_STORE__", "S.lf_op = lo; S.lf_res = lr; S.lf_a = la; S.lf_b = lb")
-            src = src.replace("__ENTRY_CF__", "CARRY(lo, lr, la, lb)").replace("__IC__", "ic + ")
-            # a store that may have reached a device reads the bound again: an interrupt
-            # it made pending ends the loop at this iteration's end (translate.RELIM)
-            src = src.replace(RELIM, f"; lim = C.limit - S.icount - {n}")
+            ic = "ic + xc + " if bb.loop_points else "ic + "
+            src = src.replace("__ENTRY_CF__", "CARRY(lo, lr, la, lb)").replace("__IC__", ic)
+            src = src.replace(RELIM, "; C.limit < lim and it.__setstate__(lim)")
             return src.replace("__ENTRY__", "MAT(lo, lr, la, lb)")
         src = "\n".join(head + body + handler + tail).replace(RELIM, "") + "\n"
         src = src.replace("__ENTRY_CF__", "CARRY(S.lf_op, S.lf_res, S.lf_a, S.lf_b)")
@@ -571,40 +611,65 @@ class CodeCache:
                 if s != "__ENTRY_STORE__"]
 
     def _loop_back(self, bb: BlockBuilder, i: int, n: int) -> list[str]:
-        """A side exit to the block's start inside a fused loop: the next iteration, if
-        the budget allows (else the exit below it is taken)."""
+        """A side exit to the block's start inside a fused loop: the next iteration (the
+        loop's range says whether the budget allows one: an iteration that went back
+        early ran fewer instructions than the range counts, ``xc`` the difference)."""
         k, cur, fsrc, entry = bb.loop_points[i]
-        lines = [f"if ic < lim + {n - k}:" if n != k else "if ic < lim:", f"    ic += {k}"]
-        lines += ["    " + s for s in self._loop_flags(bb, fsrc, entry)]
+        lines = [f"xc -= {n - k}"] if n != k else []
+        lines += self._loop_flags(bb, fsrc, entry)
         carried = {j: v for j, v in sorted(cur.items()) if v != f"r{j}"}
         if carried:
-            lines.append("    " + ", ".join(f"r{j}" for j in carried) + " = " + ", ".join(carried.values()))
-        lines.append("    continue")
+            lines.append(", ".join(f"r{j}" for j in carried) + " = " + ", ".join(carried.values()))
+        lines.append("continue")
         return lines
 
-    def _carried_flags(self, bb: BlockBuilder, fused: bool) -> str | None:
+    @staticmethod
+    def _back_edge(body: list[str], nxt: str, eip: int) -> list[str]:
+        """The test that ends an iteration of a fused loop, leaving it unless the block
+        goes back to its start; where the body ends with the conditional branch that
+        decides (``j = A if C else B``), the branch becomes the test, and the target
+        local is assigned only when leaving."""
+        pad = " " * 12
+        m = JCC_LINE.match(body[-1]) if body else None
+        if m and m.group(1) == pad and m.group(2) == nxt and eip in (int(m.group(3), 16),
+                                                                      int(m.group(5), 16)):
+            body.pop()
+            _, j, a, c, b = m.groups()
+            if int(a, 16) == eip:
+                return [f"{pad}if not ({c}):", f"{pad}    {j} = {b}", f"{pad}    break"]
+            return [f"{pad}if {c}:", f"{pad}    {j} = {a}", f"{pad}    break"]
+        if is_const(nxt) and int(nxt, 0) == eip:
+            return []
+        return [f"{pad}if {nxt} != {eip:#x}: break"]
+
+    def _carried_flags(self, bb: BlockBuilder, fused: bool) -> tuple[str, list[str]] | None:
         """In a fused loop, the flag record carried to the next iteration is needed only
         where the flags of the iteration's start are read: by the body, a side exit, or
-        an instruction that faults before writing them.  When the body reads none and
-        the locals that the record would be made of still hold the previous iteration's
-        values at every such fault, the loop does not carry the record; the unwind path
-        rebuilds it from those locals (returned: the code that does so)."""
+        an instruction that faults before writing them.  When the body reads none, the
+        loop does not carry the record: the unwind path rebuilds it from the locals it
+        would be made of (returned: the code that does so, and the locals the back edge
+        copies for it -- r0..r7 that the back edge reassigns, and those that an
+        instruction faulting before the flags are written may already have reassigned
+        in this iteration; the others still hold the previous iteration's values there,
+        and when the loop's range runs out)."""
         if not fused or bb.loop_points or any(f[0] == "entry" for f in bb.fsrc.values()):
             return None
         if any("__ENTRY" in line for line in bb.lines):
             return None
         code = "\n".join(self._loop_flags(bb))
         names = {w for w in IDENT.findall(code) if w not in CARRY_WORDS}
+        # r0..r7 are reassigned between iterations
+        copied = {w for w in names if w[0] == "r" and w[1:].isdigit() and int(w[1:]) in bb.dirty}
         for index, _, fsrc, _ in bb.snapshots:
             if not any(f[0] == "entry" for f in fsrc.values()):
                 continue
             for w in names:
-                if w[0] == "r" and w[1:].isdigit():
-                    if int(w[1:]) in bb.dirty:       # r0..r7 are reassigned between iterations
-                        return None
-                elif bb.born.get(w, -1) <= index:    # assigned before the fault: this iteration's
-                    return None
-        return code
+                if not (w[0] == "r" and w[1:].isdigit()) and bb.born.get(w, -1) <= index:
+                    copied.add(w)                # assigned before the fault: this iteration's
+        if len(copied) > 3:
+            return None                  # (four stores cost less than four copies)
+        code = IDENT.sub(lambda m: f"p_{m.group()}" if m.group() in copied else m.group(), code)
+        return code, sorted(copied)
 
     def compile(self, src: str, consts: list, eip: int):
         names = ", ".join(f"K{i}" for i in range(len(consts)))
