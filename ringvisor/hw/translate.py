@@ -191,6 +191,9 @@ class BlockBuilder:
     seg_loaded: tuple | None = None   # (index, register) of the last data segment load
     indirect: str | None = None    # the target of the indirect transfer just emitted (speculate.py)
     learner: str | None = None     # the constant the block's exit tells its target (speculate.py)
+    # a local loaded from memory by a byte or word access -> that size: its value fits
+    # (every read path masks to the access size), so reading AL or AX of it needs no mask
+    narrow: dict = field(default_factory=dict)
 
     # -- emission ----------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -269,6 +272,8 @@ class BlockBuilder:
             return v
         if high:
             return f"(({v} >> 8) & 0xFF)"
+        if self.narrow.get(v, 4) <= size:
+            return v
         return f"({v} & {MASK[size]:#x})"
 
     def write_reg(self, r: int, expr: str) -> None:
@@ -279,6 +284,12 @@ class BlockBuilder:
         v = self.reg(i)
         if high:
             self.set_reg32(i, f"({v} & 0xFFFF00FF) | ({expr} << 8)")
+        elif self.narrow.get(v, 4) <= size:
+            # (no bits above the part written: the register becomes the value, which fits)
+            self.set_reg32(i, expr)
+            name = self.cur[i]
+            if name.isidentifier() and name not in self.pinned and not REG_LOCAL.match(name):
+                self.narrow[name] = size
         else:
             self.set_reg32(i, f"({v} & {M32 ^ MASK[size]:#x}) | {expr}")
 
@@ -379,6 +390,8 @@ class BlockBuilder:
         view, sh = VIEW[size]
         d = self.tmp("d")
         v = self.tmp()
+        if size < 4:
+            self.narrow[v] = size
         idx = f"({lin} + {d})" if not sh else f"({lin} + {d}) >> {sh}"
         self.emit(f"{d} = {tlb}.get({lin} & {ALIGN_KEY[size]:#x})")
         self.emit(f"{v} = {view}[{idx}] if {d} is not None else RD({lin}, {size}, {int(self.mode.user)})")
@@ -397,6 +410,8 @@ class BlockBuilder:
     def load(self, lin: str, size: int) -> str:
         view, sh = VIEW[size]
         v = self.tmp()
+        if size < 4:
+            self.narrow[v] = size
         if self.mode.direct:
             # no paging: the linear address is the physical one, and RAM is one
             # array; unaligned accesses and addresses beyond RAM (IndexError) take
@@ -673,6 +688,9 @@ class BlockBuilder:
 
 # ``(x + c) & 0xffffffff`` or ``(x - c) & 0xFFFFFFFF``, in parentheses or not
 OFFSET = re.compile(r"^\(?\((\w+) ([+-]) (0x[0-9a-fA-F]+|\d+)\) & 0x(?:ffffffff|FFFFFFFF)\)?$")
+
+
+REG_LOCAL = re.compile(r"^r[0-7]$")       # a register's value at block (or iteration) entry
 
 
 def is_atom(expr: str) -> bool:
