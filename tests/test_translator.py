@@ -113,6 +113,15 @@ CASES = {
     # 0xFFFFFFD0), [eax+0x40] is back at 0x10
     "address_on_a_moved_register_wraps": Case(
         [b"\x83\xE8\x40", b"\x8B\x50\x40"], _r(eax=LOW + 0x10)),
+    # a register loaded by a byte (word) access needs no mask to be read as CL (DX) and
+    # keeps no upper bits when CL is written; a word's upper byte stays when DL is:
+    # movzx ecx,byte [esi]; mov cl,[esi+1]; add al,cl; movzx edx,word [esi]; mov dl,ah;
+    # mov bh,[esi]; add dx,cx
+    "byte_and_word_loads_then_partial_registers": Case(
+        [b"\x0F\xB6\x0E", b"\x8A\x4E\x01", b"\x00\xC8", b"\x0F\xB7\x16", b"\x88\xE2",
+         b"\x8A\x3E", b"\x66\x01\xCA"],
+        _r(eax=0x12345678, ebx=0xAABBCCDD, ecx=0xFFFFFFFF, edx=0xFFFFFFFF, esi=DATA),
+        patches=[(DATA, b"\x81\xF2")]),
     # a REP string instruction inside a block whose registers are renamed around it
     "rep_stos_between_renames": Case(
         [b"\x8D\x7B\x10", b"\xB9\x03\x00\x00\x00", b"\xF3\xAB", b"\x01\xF9"],
