@@ -142,6 +142,8 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("gdbregs", "gdbregs"),       # x87/SSE values for a debugger (test_gdb_fpu.py)
     Kernel("apictimer", "apictimer"),   # the APIC timer natively and under the monitors (test_vapic.py)
     Kernel("mmio", "mmio"),             # MMIO instruction forms natively and under the monitors (test_mmio.py)
+    # unaligned and page-straddling device accesses, cut as QEMU cuts them (test_mmio.py)
+    Kernel("mmiosplit", "mmiosplit", qemu_args=("-device", "pc-testdev", "-device", "pci-testdev")),
     Kernel("irqloop", "irqloop"),       # an interrupt a store makes pending inside a loop (test_apic.py)
     Kernel("virtio", "virtio"),         # legacy virtio-pci, polled (test_virtio.py)
     Kernel("diskfw", "diskfw"),         # the firmware's report of the IDE disks (test_diskfw.py)

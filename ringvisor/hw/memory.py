@@ -27,6 +27,29 @@ from typing import Callable, Protocol
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
+# the widths whose misaligned accesses are cut into pieces before they reach a device
+SPLIT_SIZES = (2, 4)
+
+
+def split_load(addr: int, size: int, load: Callable[[int, int], int]) -> int:
+    """A misaligned load of ``size`` bytes (2 or 4) at ``addr`` as the PC's bus makes it
+    when it is not all RAM: two aligned loads of that width, from ``addr`` rounded down
+    and from the next aligned address, put together.  ``load(address, size)`` makes one
+    (the caller wraps a linear address at 4 GiB).  The SDM leaves the cut of a misaligned
+    uncacheable access to the platform (Vol. 3 §11.3); this is QEMU's (softmmu's
+    load_helper, "slow unaligned access"), which kernels have been checked against, and
+    each piece reaches whatever decodes its address -- RAM, a device, or nothing."""
+    first = addr & -size
+    shift = 8 * (addr - first)
+    value = load(first, size) >> shift | load(first + size, size) << (8 * size - shift)
+    return value & ((1 << (8 * size)) - 1)
+
+
+def split_store(addr: int, size: int, value: int, store: Callable[[int, int, int], None]) -> None:
+    """A misaligned store's counterpart of :func:`split_load`: one byte store at a time,
+    lowest address first (QEMU's store_helper_unaligned), each reaching what decodes it."""
+    for i in range(size):
+        store(addr + i, 1, value >> (8 * i) & 0xFF)
 
 
 class MmioDevice(Protocol):
@@ -142,6 +165,9 @@ class PhysicalMemory:
             return (1 << (8 * size)) - 1
         if addr + size <= self.size:
             return int.from_bytes(self.ram[addr:addr + size], "little")
+        if addr & (size - 1) and size in SPLIT_SIZES:
+            # a device never sees a misaligned access: it gets the aligned pieces
+            return split_load(addr, size, self._read_sized)
         hit = self._mmio_at(addr)
         if hit is not None:
             start, dev = hit
@@ -160,6 +186,9 @@ class PhysicalMemory:
                 self.dirty.add((addr + size - 1) >> PAGE_SHIFT)
             if self.code_pages:
                 self._check_code(addr, size)
+            return
+        if addr & (size - 1) and size in SPLIT_SIZES:
+            split_store(addr, size, value, self._write_sized)
             return
         hit = self._mmio_at(addr)
         if hit is not None:

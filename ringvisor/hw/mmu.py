@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from .ept import EPT_R, EPT_W, EPT_X
 from .faults import GP, CpuFault, PageFault
-from .memory import PhysicalMemory
+from .memory import SPLIT_SIZES, PhysicalMemory, split_load
 from .pae import ADDR, ADDR_2M, PDE_RESERVED_2M, PTE_RESERVED, pde_offset, pte_offset, read_pdptes
 from .state import AC, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, CR4_SMAP, CR4_SMEP, CpuState
 
@@ -390,6 +390,12 @@ class Mmu:
         first = 0x1000 - (lin & 0xFFF)
         p1 = self.walk(lin, False, user)
         p2 = self.walk((lin + first) & 0xFFFFFFFF, False, user)
+        if size in SPLIT_SIZES:
+            # two aligned loads, one in each page (the same bytes from RAM; what a device
+            # in either page answers: memory.split_load)
+            low = lin & -size
+            return split_load(lin, size, lambda a, n: self.mem._read_sized(
+                p1 & -size if a == low else p2, n))
         lo = self.mem.read(p1, first)
         hi = self.mem.read(p2, size - first)
         return int.from_bytes(lo + hi, "little")

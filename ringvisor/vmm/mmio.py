@@ -37,7 +37,10 @@ MOVZX/MOVSX from it, the arithmetic and logic read-modify-writes (ADD ADC SUB
 SBB AND OR XOR INC DEC NEG NOT) on it, CMP and TEST of it, the ALU forms that
 read it into a register, XCHG, and MOVS/STOS/LODS with or without REP (either
 side may be RAM: the RAM side goes through the guest's memory with its paging
-rules).  Each access is one access of the instruction's width on the device.
+rules).  Each access is one access of the instruction's width on the device; a
+misaligned one, or one straddling a device's page and another, is cut into the aligned
+pieces the machine's bus makes of it (``hw.memory.split_load``), each reaching what
+decodes it.
 Every other memory operand, and the guest's paging rules on either side, raise
 what the processor would (``emulate.emulate`` delivers them at the instruction);
 an instruction not listed stops the run with one line naming it.
@@ -50,6 +53,7 @@ import iced_x86 as ix
 from ringvisor.hw.devices.hpet import HPET_BASE, HPET_SIZE
 from ringvisor.hw.devices.ioapic import IOAPIC_BASE, IOAPIC_SIZE
 from ringvisor.hw.devices.lapic import APIC_WINDOW
+from ringvisor.hw.memory import SPLIT_SIZES, split_load, split_store
 from ringvisor.hw.system import get_reg, set_reg
 from ringvisor.hw.translate import registrar
 
@@ -102,13 +106,15 @@ class GuestMmio:
             self.mem.device_at(frame) is not None
 
     def read(self, gpa: int, size: int) -> int:
+        """One access of ``size`` bytes at ``gpa``, aligned to its size (``MmioContext``
+        cuts a misaligned one first, as the machine's bus does)."""
         hit = self._virtual(gpa)
         if hit is not None:
             return hit[1].mmio_read(hit[0], size) & MASK[size]
         if self._virtual(gpa, True) is not None:
             return MASK[size]            # a virtual device's page, beyond what it decodes
         # a device of the machine's (or nothing: open bus, all ones)
-        return int.from_bytes(self.mem.read(gpa, size), "little")
+        return {1: self.mem.read8, 2: self.mem.read16, 4: self.mem.read32}[size](gpa)
 
     def write(self, gpa: int, size: int, value: int) -> None:
         hit = self._virtual(gpa)
@@ -171,31 +177,53 @@ class MmioContext(Context):
     def watch(self, lin: int, size: int, write: bool) -> None:
         self.mon.watch(lin, size, write)
 
-    def _device(self, lin: int, size: int, write: bool) -> int | None:
-        mon = self.mon
-        if (lin ^ (lin + size - 1)) & PAGE:
-            return None                  # (across pages: RAM's rules, byte by byte)
-        m = mon.gm.translate(lin, write, self.user)
-        if m.phys < mon.guest_ram or not mon.platform.mmio.owns(m.phys & PAGE):
-            return None
-        self.watch(lin, size, write)
-        return m.phys
+    def _is_device(self, phys: int) -> bool:
+        return phys >= self.mon.guest_ram and self.mon.platform.mmio.owns(phys & PAGE)
 
-    def read_at(self, lin: int, size: int) -> int:
-        gpa = self._device(lin, size, False)
+    def _device(self, lin: int, size: int, write: bool) -> int | None:
+        if (lin ^ (lin + size - 1)) & PAGE:
+            return None                  # (across pages, all RAM: RAM's rules)
+        m = self.mon.gm.translate(lin, write, self.user)
+        return m.phys if self._is_device(m.phys) else None
+
+    def _split(self, lin: int, size: int, write: bool) -> bool:
+        """A misaligned access with a device's page under either end: cut into pieces as
+        the machine's bus cuts it (``hw.memory.split_load``/``split_store``), so that
+        each device answers what it answers natively -- after both pages' checks, which
+        the processor makes before the access."""
+        if not lin & (size - 1) or size not in SPLIT_SIZES:
+            return False
+        ends = (lin, (lin + size - 1) & 0xFFFFFFFF)
+        return any([self._is_device(self.mon.gm.translate(a, write, self.user).phys)
+                    for a in ends])
+
+    def _read_piece(self, lin: int, size: int) -> int:
+        gpa = self._device(lin & 0xFFFFFFFF, size, False)
         if gpa is None:
-            value = self.mon.gm.read_u(lin, size, self.user)
-            self.watch(lin, size, False)
-            return value
+            return self.mon.gm.read_u(lin & 0xFFFFFFFF, size, self.user)
         return self.mon.platform.mmio.read(gpa, size)
 
-    def write_at(self, lin: int, size: int, value: int) -> None:
-        gpa = self._device(lin, size, True)
+    def _write_piece(self, lin: int, size: int, value: int) -> None:
+        gpa = self._device(lin & 0xFFFFFFFF, size, True)
         if gpa is None:
-            self.mon.gm.write_u(lin, size, value, self.user)
-            self.watch(lin, size, True)
+            self.mon.gm.write_u(lin & 0xFFFFFFFF, size, value, self.user)
         else:
             self.mon.platform.mmio.write(gpa, size, value)
+
+    def read_at(self, lin: int, size: int) -> int:
+        if self._split(lin, size, False):
+            value = split_load(lin, size, self._read_piece)
+        else:
+            value = self._read_piece(lin, size)
+        self.watch(lin, size, False)
+        return value
+
+    def write_at(self, lin: int, size: int, value: int) -> None:
+        if self._split(lin, size, True):
+            split_store(lin, size, value, self._write_piece)
+        else:
+            self._write_piece(lin, size, value)
+        self.watch(lin, size, True)
 
     def read(self, size: int, extra: int = 0) -> int:
         return self.read_at(self.linear(extra, size), size)

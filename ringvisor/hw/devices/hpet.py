@@ -146,10 +146,16 @@ class Hpet:
         return 0
 
     def mmio_read(self, offset: int, size: int) -> int:
+        if size < 4:
+            # "32-bit or 64-bit accesses" only (HPET specification 1.0a §2.4); QEMU's
+            # HPET (valid.min_access_size 4) reads anything narrower as 0, drops writes
+            return 0
         v = self._read64(offset & ~7)
         return (v >> (8 * (offset & 7))) & ((1 << (8 * size)) - 1)
 
     def mmio_write(self, offset: int, size: int, value: int) -> None:
+        if size < 4:
+            return
         reg, shift = offset & ~7, 8 * (offset & 7)
         width = ((1 << (8 * size)) - 1) << shift
         old = self._read64(reg)
