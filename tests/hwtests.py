@@ -172,6 +172,12 @@ MONITOR_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     # instructions instead (-icount: the TSC and the timers on one virtual clock, HLT
     # skipping ahead to the next timer as ringvisor's clock does).
     Kernel("tschalt", "tschalt", qemu_args=("-icount", "shift=0,sleep=off")),
+    # kernels written as elsewhere (tests/hwguests/osdev: no shared runtime), one program each
+    Kernel("osdev-pse", "osdev", runtime=False, linker_script="osdev/link.ld", cflags=("-DPROG_PSE",)),
+    # (QEMU counts instructions, as for tschalt: its PIT then never fires during a switch)
+    Kernel("osdev-sched", "osdev", runtime=False, linker_script="osdev/link.ld",
+           cflags=("-DPROG_SCHED",), qemu_args=("-icount", "shift=0,sleep=off")),
+    Kernel("osdev-demand", "osdev", runtime=False, linker_script="osdev/link.ld", cflags=("-DPROG_DEMAND",)),
 ]}
 
 

@@ -36,7 +36,7 @@ from collections import Counter
 import iced_x86 as ix
 
 from ringvisor.hw.segments import Descriptor
-from ringvisor.hw.state import CR4_PAE, CR4_SMEP, RF, TF
+from ringvisor.hw.state import CR4_PAE, CR4_PGE, CR4_SMEP, RF, TF
 
 from . import descriptors as D
 from . import emulate as E
@@ -188,7 +188,9 @@ class BinaryTranslation(Translator, Monitor):
 
     def set_cr(self, n: int, value: int) -> None:
         v = self.vcpu
-        rules = lambda: (v.cr0 & CR0_PG, v.cr4 & (CR4_PSE | CR4_PAE), tuple(v.pdpte))
+        # a change of PGE flushes every TLB entry, the global ones too (SDM Vol. 3
+        # §4.10.4.1): a global page remapped meanwhile runs its new frame's code
+        rules = lambda: (v.cr0 & CR0_PG, v.cr4 & (CR4_PSE | CR4_PAE | CR4_PGE), tuple(v.pdpte))
         paging, smep = rules(), v.cr4 & CR4_SMEP
         super().set_cr(n, value)
         if n == 3 or paging != rules():
