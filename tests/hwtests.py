@@ -150,6 +150,13 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("rings12", "rings12"),       # drivers at rings 1 and 2: refused by the monitors (test_monitor_guests.py)
     Kernel("hvmreal", "hvmreal", runtime=False),  # real mode and back, under hvm's unrestricted guest (test_hvmreal.py)
     Kernel("realmon", "realmon", runtime=False),  # real mode under the monitors (test_realmode_monitors.py)
+    # kernels written as elsewhere (tests/hwguests/osdev: no shared runtime), one program each,
+    # on QEMU, natively and under trapemu and bt (test_osdev.py)
+    Kernel("osdev-pse", "osdev", runtime=False, linker_script="osdev/link.ld", cflags=("-DPROG_PSE",)),
+    # (QEMU counts instructions, as for tschalt: its PIT then never fires during a switch)
+    Kernel("osdev-sched", "osdev", runtime=False, linker_script="osdev/link.ld",
+           cflags=("-DPROG_SCHED",), qemu_args=("-icount", "shift=0,sleep=off")),
+    Kernel("osdev-demand", "osdev", runtime=False, linker_script="osdev/link.ld", cflags=("-DPROG_DEMAND",)),
 ]}
 
 # Guests that must run under every monitor exactly as on the hardware
@@ -172,12 +179,6 @@ MONITOR_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     # instructions instead (-icount: the TSC and the timers on one virtual clock, HLT
     # skipping ahead to the next timer as ringvisor's clock does).
     Kernel("tschalt", "tschalt", qemu_args=("-icount", "shift=0,sleep=off")),
-    # kernels written as elsewhere (tests/hwguests/osdev: no shared runtime), one program each
-    Kernel("osdev-pse", "osdev", runtime=False, linker_script="osdev/link.ld", cflags=("-DPROG_PSE",)),
-    # (QEMU counts instructions, as for tschalt: its PIT then never fires during a switch)
-    Kernel("osdev-sched", "osdev", runtime=False, linker_script="osdev/link.ld",
-           cflags=("-DPROG_SCHED",), qemu_args=("-icount", "shift=0,sleep=off")),
-    Kernel("osdev-demand", "osdev", runtime=False, linker_script="osdev/link.ld", cflags=("-DPROG_DEMAND",)),
 ]}
 
 
