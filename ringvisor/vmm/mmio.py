@@ -193,9 +193,11 @@ class MmioContext(Context):
         the processor makes before the access."""
         if not lin & (size - 1) or size not in SPLIT_SIZES:
             return False
-        ends = (lin, (lin + size - 1) & 0xFFFFFFFF)
+        # (a fault on the second page is at its first byte, as the processor reports it)
+        second = (lin + size - 1) & PAGE
+        pages = (lin,) if second == lin & PAGE else (lin, second)
         return any([self._is_device(self.mon.gm.translate(a, write, self.user).phys)
-                    for a in ends])
+                    for a in pages])
 
     def _read_piece(self, lin: int, size: int) -> int:
         gpa = self._device(lin & 0xFFFFFFFF, size, False)
