@@ -41,7 +41,8 @@ class Gen:
         self.rng = random.Random(seed)
         self.paging = self.rng.random() < 0.7
         # avoid_gaps: nothing the monitors are known to refuse or to get wrong (code at
-        # rings 1 and 2, kernel segment loads with RPL 1)
+        # rings 1 and 2, kernel segment loads with RPL 1: without it, those are left out
+        # under trapemu only, as sensitive steps are)
         self.avoid_gaps = avoid_gaps
         # sdm: also what QEMU does not check (accesses across a segment's limit, stores
         # through read-only and code segments): for ringvisor alone, native the reference
@@ -152,10 +153,14 @@ class Gen:
         lo, hi = self.desc(base, raw_limit, access, (0x8 if gran else 0) | (0x4 if big else 0))
         self.write_desc(st, addr, lo, hi)
         rpl = rng.randrange(4) if rng.random() < 0.5 else ring
-        if self.avoid_gaps and ring == 0 and rpl == 1:
-            # the monitors run the kernel at ring 1 with its DPL-0 descriptors made DPL 1:
-            # a load with RPL 1, #GP on the hardware, succeeds there (ring compression)
-            rpl = 0
+        if ring == 0 and rpl == 1:
+            # trapemu runs the kernel at ring 1 with its DPL-0 descriptors made DPL 1: a
+            # load with RPL 1, #GP on the hardware, succeeds there (ring compression,
+            # docs/virtualization.md); bt checks it as the hardware does
+            if self.avoid_gaps:
+                rpl = 0
+            else:
+                st.sensitive = True
         s = sel | rpl
         # SS only at an outer ring: a fault at ring 0 pushes its frame on the current stack
         seg = rng.choice(("ds", "es", "fs", "gs", "ss") if ring else ("ds", "es", "fs", "gs"))

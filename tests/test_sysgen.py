@@ -50,7 +50,9 @@ def test_regressions_match_qemu():
     directly and through a task gate, whose saved EFLAGS lacked RF on the bare PC;
     accesses through a 32-bit expand-down segment, one based in the monitors' region and
     one wrapping around 4 GiB, and a kernel stack in a 32-bit expand-down SS, whose loads
-    both monitors refused; an instruction breakpoint with DR7 LEN 11, which bt missed)."""
+    both monitors refused; an instruction breakpoint with DR7 LEN 11, which bt missed; a
+    descriptor made not present in place, in a GDT page with hot data beside it, loaded
+    before any entry into the monitor, which both monitors loaded from the old copy)."""
     image = sysgen.build_steps(sysgen.fixed_steps("regress.S"), "sysgen-regress")
     ref = sysgen.run("qemu", image)
     # QEMU's lines are the SDM's: the trap after the RET at the JMP, one task line and no
@@ -81,6 +83,9 @@ def test_regressions_match_qemu():
     # ... and the stack through an expand-down SS: what was pushed, read back and popped
     assert [regs["s00b"][k] for k in ("b", "c", "d", "di")] == \
         ["12345679", "12345679", "00000011", "0000005a"]
+    # the descriptor made not present in place: #NP(selector) at its next load
+    assert [ln.split()[1:3] + ln.split()[9:10] for ln in ref if ln.startswith("s00d v")] == \
+        [["v=0b", "e=00a0", "b=00001313"]]
     for platform in ("native", "trapemu", "bt"):
         assert sysgen.run(platform, image) == ref, platform
 
@@ -100,3 +105,26 @@ def test_cut_segments_fault_as_on_the_bare_pc():
         == ["b=00000077"]
     for platform in ("trapemu", "bt"):
         assert sysgen.run(platform, image) == ref, platform
+
+
+@pytest.mark.skipif(find_qemu() is None, reason="qemu-system-i386 is not installed")
+def test_kernel_segment_loads_with_rpl_1():
+    """tests/sysgen/regress-rpl.S: the kernel's loads of DS, ES, FS, GS (MOV from a
+    register and from memory, POP, LFS), SS (MOV, POP) and CS (far JMP, far CALL) with
+    a selector of RPL 1 for its DPL-0 descriptors: #GP(selector) on QEMU, on the bare
+    PC and under bt (which let the data-segment MOV and POP through: ring 1 passes
+    them).  Under trapemu they all succeed, ring compression's documented limit (the
+    kernel's loads run on the real processor at ring 1, where RPL 1 passes every check
+    RPL 0 does): what is pinned here is exactly that -- no fault, the rest the same."""
+    image = sysgen.build_steps(sysgen.fixed_steps("regress-rpl.S"), "sysgen-regress-rpl")
+    ref = sysgen.run("qemu", image)
+    faults = [ln.split()[:3] for ln in ref if " v=" in ln]
+    assert faults == [[f"s00{i}", "v=0d", "e=0008" if i >= 8 else "e=0010"]
+                      for i in (0, 1, 2, 3, 4, 6, 7, 8, 9)]
+    for platform in ("native", "bt"):
+        assert sysgen.run(platform, image) == ref, platform
+    te = sysgen.run("trapemu", image)
+    assert not [ln for ln in te if " v=" in ln]
+    done = [ln.split()[5] for ln in te if ln[:2] == "s0" and ln.split()[0] != "s005"]
+    assert done == [f"b=0000100{i}" for i in (0, 1, 2, 3, 4, 6, 7, 8, 9)]
+    assert [ln for ln in te if ln.startswith("s005")] == [ln for ln in ref if ln.startswith("s005")]

@@ -23,6 +23,7 @@ from . import layout as L
 from .btemulate import BT_EMULATORS, is_plain_store
 from .guestmem import GuestBadFrame, GuestPageFault
 from .monitor import MonitorStop
+from .segcut import DATA_SREGS
 from .tcache import CHAIN_STUB, Unit
 
 M = ix.Mnemonic
@@ -90,6 +91,40 @@ def _through_ss(ins: ix.Instruction) -> bytes:
     enc = ix.Encoder(32)
     enc.encode(copy, ins.ip32)
     return bytes(enc.take_buffer())
+
+
+SET_IMM = (ix.Code.MOV_R32_IMM32, ix.Code.MOV_R16_IMM16, ix.Code.MOV_RM32_IMM32,
+           ix.Code.MOV_RM16_IMM16)
+WRITES = (ix.OpAccess.WRITE, ix.OpAccess.READ_WRITE, ix.OpAccess.COND_WRITE,
+          ix.OpAccess.READ_COND_WRITE)
+RPL1 = 1
+
+
+def _sreg_load_exact(ins: ix.Instruction, known: dict[int, int]) -> bool:
+    """Does the real processor check a MOV or POP into DS, ES, FS or GS in kernel code
+    as the guest's would?  At the real ring 1 a selector of RPL 1 passes the check of a
+    DPL-0 descriptor (real DPL 1) that the guest's ring 0 fails (max(CPL, RPL) > DPL:
+    SDM Vol. 3 §5.7); every other RPL is judged the same.  Exact when the selector is
+    known at translation time (a register set from an immediate earlier in the unit,
+    ``known``: the kernel's ``mov $KDATA, %eax; mov %ax, %ds``) and its RPL is not 1;
+    any other load is a callout, checked on the guest's descriptor (``load_sreg``)."""
+    if not (ins.op_count and ins.op0_kind == OK.REGISTER and ins.op0_register in DATA_SREGS
+            and ins.mnemonic in (M.MOV, M.POP)):
+        return True
+    if ins.mnemonic == M.MOV and ins.op1_kind == OK.REGISTER:
+        value = known.get(ix.RegisterExt.full_register32(ins.op1_register))
+        return value is not None and value & 3 != RPL1
+    return False
+
+
+def _track(ins: ix.Instruction, known: dict[int, int]) -> None:
+    """What ``ins`` leaves in the registers whose values ``known`` holds."""
+    if ins.code in SET_IMM and ins.op0_kind == OK.REGISTER:
+        known[ix.RegisterExt.full_register32(ins.op0_register)] = ins.immediate(1)
+    elif known:
+        for r in _INFO.info(ins).used_registers():
+            if r.access in WRITES:
+                known.pop(ix.RegisterExt.full_register32(r.register), None)
 
 
 def _emulated(ins: ix.Instruction) -> bool:
@@ -202,6 +237,7 @@ class Translator:
         sites: dict[int, tuple] = {}
         first_phys = self.fetch_phys(self.lin(eip))
         cs_reads = False
+        known: dict[int, int] = {}      # full register -> value set from an immediate
 
         def here() -> int:
             return start + len(code)
@@ -244,6 +280,8 @@ class Translator:
                 stub(g)
                 break
             kind = _classify(ins) if not ins.is_invalid else "ident"
+            if kind == "ident" and not _sreg_load_exact(ins, known):
+                kind = "callout"
             if kind == "ident" and g in self.adaptive and is_plain_store(ins) and not single:
                 kind = "callout"
             if kind == "csread":
@@ -257,12 +295,14 @@ class Translator:
                 # does at ring 0 (#UD for UD2 and its kind)
                 kind = "ident"
             if kind == "ident":
+                _track(ins, known)
                 mark(g, ins.len)
                 code.extend(raw)
                 if ins.flow_control != FC.NEXT:
                     stub(ins.next_ip32)
                     break
             elif kind == "callout":
+                known.clear()
                 mark(g, ins.len)
                 code.extend(CALLOUT)
                 sites[here()] = ("callout", ins, g, raw)     # (raw: for a saved VM)

@@ -585,12 +585,13 @@ def e_sysexit(c: Context) -> str:
 @emulates(M.POP)
 def e_pop(c: Context) -> str | None:
     r = c.ins.op0_register if c.ins.op0_kind == OK.REGISTER else R.NONE
-    if r != R.SS:
+    if r not in SREG or r == R.CS:
         return None
     sel = c.pop(2)
-    c.mon.load_sreg(2, sel)
-    c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 4) & 0xFFFFFFFF
-    c.mon.new_shadow = True                  # no interrupt before the next instruction
+    c.mon.load_sreg(SREG[r], sel)
+    c.cpu.state.regs[4] = (c.cpu.state.regs[4] + c.ins.stack_pointer_increment) & 0xFFFFFFFF
+    if r == R.SS:
+        c.mon.new_shadow = True              # no interrupt before the next instruction
     return NEXT
 
 

@@ -20,6 +20,13 @@ goes stale, and when the guest loads one for the first time:
   single-steps the load.  If the real processor set the bit in the copy, the
   load happened, and the monitor sets it in the guest's descriptor -- exactly
   when the hardware would have.
+- A frame whose stores keep leaving the descriptors alone (the GDT shares its page
+  with hot data) is *relaxed*: writable, its entries poisoned, for as long as the
+  guest loads none of them.  The first load faults, finds the descriptors as they
+  are then, and protects the frame again: a store and a later load of a descriptor
+  in place always have a trap between them, as they must under trapemu, where the
+  guest's segment loads run on the real processor (and under bt, whose translated
+  loads do too).
 - The monitor's own IRET back into the guest loads CS and SS: a poisoned entry
   is put in place for the length of that IRET only.
 
@@ -41,6 +48,7 @@ from .guestmem import GuestBadFrame, GuestPageFault
 ACCESSED = 1 << 40
 PAGE = 0x1000
 HOT_AFTER = 8           # stores that leave the descriptors alone before a frame is relaxed
+SAMPLE = 8              # rounds relaxed at their first store between two that emulate it
 
 
 class GuestGdt:
@@ -49,7 +57,8 @@ class GuestGdt:
     STATE = ("tracking", "n", "pages", "frames", "walk", "dirty", "remapped", "unaccessed",
              "held", "hot", "hot_after", "relaxed", "stats")    # (vmm/state.py)
     WIRING = ("mon", "mem", "real")
-    TRANSIENT = ("caught_up", "changed", "spans", "source")
+    TRANSIENT = ("caught_up", "changed", "spans", "source", "run", "bursts", "sampling",
+                 "skipped")
 
     def __init__(self, mon) -> None:
         self.mon = mon
@@ -68,8 +77,12 @@ class GuestGdt:
         self.changed = False                  # ``written`` changed a real entry
         self.hot: dict[int, int] = {}         # frame -> stores in a row that left the GDT alone
         self.hot_after: dict[int, int] = {}   # frame -> how many make it relaxed
-        self.relaxed: dict[int, bytes] = {}   # frames compared at each entry, not protected
+        self.relaxed: dict[int, bytes] = {}   # writable frames, entries poisoned -> GDT bytes then
         self.spans: dict[int, list] = {}      # (their GDT bytes: physical spans)
+        self.run = 0                          # stores trapped since a segment load seen (``ripe``)
+        self.bursts = False                   # ... rounds have more than one store
+        self.sampling = False                 # this round's first store was emulated to see
+        self.skipped = 0                      # rounds relaxed at once since the last sample
         # the guest table (base, limit) the real one was copied from: with several virtual
         # processors, the one that loaded it last (``vcpus.py``)
         self.source: tuple[int, int] | None = None
@@ -208,7 +221,7 @@ class GuestGdt:
     # -- the guest's stores ------------------------------------------------------------
     def stored(self, ppn: int) -> None:
         """The guest's store to frame ``ppn`` trapped (it is about to happen)."""
-        if ppn in self.frames and ppn not in self.dirty:
+        if ppn in self.frames and ppn not in self.dirty and ppn not in self.relaxed:
             self.stats[self.NAME + "_write_faults"] += 1
             self.dirty.add(ppn)
             self.mon.shadow.unwatch(ppn, self.TI)
@@ -223,18 +236,63 @@ class GuestGdt:
         """The monitor performed a guest store to frame ``ppn`` (``stores``); ``changed``
         says whether it changed a real descriptor.  A frame whose stores keep leaving the
         descriptors alone holds hot data beside the GDT (the teaching kernel's counters,
-        xv6's ``struct cpu``): after ``HOT_AFTER`` in a row it is *relaxed* -- writable,
-        and compared with a copy at each entry into the monitor instead.  An edit found
-        that way protects it again, with twice the patience."""
-        if self.changed:
+        xv6's ``struct cpu``): after ``HOT_AFTER`` in a row it is ``ripe``."""
+        self.hot[ppn] = 0 if self.changed else self.hot.get(ppn, 0) + 1
+
+    def ripe(self, ppn: int) -> bool:
+        """Should the store that trapped on hot frame ``ppn`` relax it rather than be
+        emulated?  A *round* is what the guest does between two segment loads the
+        monitor sees (its own: deliveries and emulated returns, ``reloaded``; a fault on
+        a poisoned entry); relaxed, a round costs a store fault and a load fault.  A
+        round of one store (a system call's counter, between the monitor's delivery of
+        the call and the kernel's loads on its way out) is cheaper emulated: one trap.
+        So the second store of a round relaxes the frame, and once a round had a
+        second, the first of the next rounds does -- but one round in ``SAMPLE``
+        emulates its first store again, to find out whether rounds are still bursts."""
+        self.run += 1
+        if self.hot.get(ppn, 0) < self.hot_after.get(ppn, HOT_AFTER):
+            return False
+        if self.run > 1:
+            self.bursts = True
+            return True
+        if self.bursts and self.skipped < SAMPLE:
+            self.skipped += 1
+            return True
+        self.skipped, self.sampling = 0, True
+        return False
+
+    def _round(self) -> None:
+        """The monitor saw a segment load: a round of stores ends (``ripe``)."""
+        if self.sampling and self.run == 1:
+            self.bursts = False                 # a lone store: emulate them again
+        self.sampling = False
+        self.run = 0
+
+    def relax(self, ppn: int) -> None:
+        """Make frame ``ppn`` writable, its real entries poisoned until the guest loads one
+        of them (``load_fault``: ``protect``): its stores cost nothing meanwhile."""
+        self.spans[ppn] = self._spans(ppn)
+        self.relaxed[ppn] = self._snapshot(ppn)
+        self.mon.shadow.unwatch(ppn, self.TI)
+        for page in self.frames[ppn]:
+            self._poison(self._entries(page))
+        self.stats[self.NAME + "_frames_relaxed"] += 1
+
+    def protect(self, ppn: int) -> None:
+        """A load of a relaxed frame's entry faulted: copy the frame's descriptors as they
+        are now and protect the frame again.  Its next store relaxes it again at once if
+        the guest edited no descriptor meanwhile (a round costs a store fault and a load
+        fault); an edit doubles the stores it takes (a kernel that keeps editing its GDT
+        in place ends up with it protected, each store emulated)."""
+        if self._snapshot(ppn) != self.relaxed.pop(ppn):
+            self.hot_after[ppn] = 2 * self.hot_after.get(ppn, HOT_AFTER)
             self.hot[ppn] = 0
-            return
-        self.hot[ppn] = self.hot.get(ppn, 0) + 1
-        if self.hot[ppn] >= self.hot_after.get(ppn, HOT_AFTER):
-            self.spans[ppn] = self._spans(ppn)
-            self.relaxed[ppn] = self._snapshot(ppn)
-            self.mon.shadow.unwatch(ppn, self.TI)
-            self.stats[self.NAME + "_frames_relaxed"] += 1
+        else:
+            self.hot[ppn] = self.hot_after.get(ppn, HOT_AFTER)
+        self._round()
+        for page in self.frames[ppn]:
+            self._sync(self._entries(page))
+        self.mon.shadow.watch(ppn, self.TI)
 
     def _spans(self, ppn: int) -> list[tuple[int, int]]:
         """(physical address, length) of the GDT's bytes in frame ``ppn``."""
@@ -255,33 +313,12 @@ class GuestGdt:
             return self.mem.read(*spans[0])
         return b"".join(self.mem.read(a, n) for a, n in spans)
 
-    def compare(self) -> None:
-        """At each entry: has a relaxed frame's GDT changed since?  Copy what changed; a
-        real descriptor changed protects the frame again."""
-        for ppn, old in list(self.relaxed.items()):
-            if self._snapshot(ppn) == old:
-                continue
-            changed = False
-            for page in self.frames[ppn]:
-                changed |= self._sync(self._entries(page))
-            if changed:
-                # a load that faulted on the old entry retries on the new one
-                self.caught_up = True
-                del self.relaxed[ppn]
-                self.hot[ppn] = 0
-                self.hot_after[ppn] = 2 * self.hot_after.get(ppn, HOT_AFTER)
-                self.mon.shadow.watch(ppn, self.TI)
-            else:
-                self.relaxed[ppn] = self._snapshot(ppn)
-
     def at_entry(self, cs: int, ss: int) -> None:
         """At each entry into the monitor: what the guest stored since, copied."""
         self.release(cs, ss)
         self.caught_up = False
         if self.dirty or self.remapped:
             self.catch_up()
-        if self.relaxed:
-            self.compare()
 
     def catch_up(self) -> None:
         """At the next entry into the monitor, the stores that made frames writable are
@@ -302,14 +339,17 @@ class GuestGdt:
             if ppn in self.walk:
                 self.reload()
                 return
+            if ppn in self.relaxed:
+                # poisoned until the next load: the monitor's own store (an accessed
+                # bit) is no edit of the guest's
+                self.relaxed[ppn] = self._snapshot(ppn)
+                continue
             if ppn not in self.frames or ppn in self.dirty:
                 continue
             lo = max(phys, ppn << 12) - (ppn << 12)
             hi = min(phys + n, (ppn + 1) << 12) - 1 - (ppn << 12)
             for page in self.frames[ppn]:
                 self.changed |= self._sync(self._entries(page, lo, hi))
-            if ppn in self.relaxed:
-                self.relaxed[ppn] = self._snapshot(ppn)
 
     # -- the guest's loads ---------------------------------------------------------------
     def load_fault(self, sel: int) -> str | None:
@@ -327,12 +367,16 @@ class GuestGdt:
             self.reload()
             self.stats[self.NAME + "_load_faults"] += 1
         else:
-            stale = {self.pages[p] for p in self._pages(i) if p < len(self.pages)} & self.dirty
+            frames = {self.pages[p] for p in self._pages(i) if p < len(self.pages)}
+            stale = frames & self.dirty
             for ppn in stale:
                 self.dirty.discard(ppn)
                 for page in self.frames[ppn]:
                     self._sync(self._entries(page))
                 self.mon.shadow.watch(ppn, self.TI)
+            for ppn in frames & self.relaxed.keys():
+                self.protect(ppn)
+                stale.add(ppn)
             if stale:
                 self.stats[self.NAME + "_load_faults"] += 1
             elif i not in self.unaccessed:
@@ -396,12 +440,13 @@ class GuestGdt:
     def reloaded(self, sel: int) -> None:
         """The monitor loaded ``sel`` into CS or SS for the guest."""
         self.held.pop(sel, None)
+        self._round()
 
     def unpoison(self, *sels: int) -> list[tuple[int, bytes]]:
         """Put the entries of ``sels`` in place for one real IRET (as they were when the
         guest loaded them, or its descriptor now); what to put back after."""
         undo = []
-        if not (self.held or self.unaccessed or self.dirty or self.remapped):
+        if not (self.held or self.unaccessed or self.dirty or self.remapped or self.relaxed):
             return undo                       # nothing is poisoned
         for sel in sels:
             i = sel >> 3

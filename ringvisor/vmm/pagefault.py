@@ -82,10 +82,7 @@ class ShadowFaults:
                 self.protected_write(f, ppn)
         elif write and err & 1 and not own_table:
             self.shadow.stats["dirty_faults"] += 1
-        # with CR0.WP clear a supervisor store ignores R/W (SDM Vol. 3 §4.6.1): a page
-        # only the kernel reaches can be writable in the shadow
-        writable = m.writable or (not self.vcpu.cr0 & CR0_WP and not m.user)
-        self.shadow.install(lin, frame, m.user, writable and (m.dirty or write),
+        self.shadow.install(lin, frame, m.user, self.shadow_writable(m) and (m.dirty or write),
                             m.pde_addr, m.pte_addr)
         if write and not self.shadow.lookup(lin) & W:
             # the store must happen and the page must stay read-only (a table it maps
@@ -108,13 +105,28 @@ class ShadowFaults:
         if f.user or self.shadow.is_table(ppn) or ppn in self.shadow.pinned:
             return False
         from .stores import emulate_store
-        self.shadow.install(lin, m.phys & ~0xFFF, m.user, False, m.pde_addr, m.pte_addr)
+        ripe = self.gdt.ripe(ppn)
         self.gdt.changed = False
-        if emulate_store(self, f, self.code_at(f)):
-            self.traps["#PF (GDT page store emulated)"] += 1
-            self.gdt.monitor_store(ppn)
-            return True
-        return False
+        if not emulate_store(self, f, self.code_at(f)):
+            return False
+        self.traps["#PF (GDT page store emulated)"] += 1
+        self.gdt.monitor_store(ppn)
+        writable = False
+        if ripe and not self.gdt.changed:
+            # hot data: the page writable from here on, its descriptors poisoned (the
+            # store is done already: a retry would be seen twice by a watchpoint)
+            self.gdt.relax(ppn)
+            self.traps["#PF (GDT page relaxed)"] += 1
+            writable = self.shadow_writable(m)
+        # (after the store: its own read and write found the page in the real TLB)
+        self.shadow.install(lin, m.phys & ~0xFFF, m.user, writable, m.pde_addr, m.pte_addr)
+        return True
+
+    def shadow_writable(self, m) -> bool:
+        """May the shadow map the guest's mapping ``m`` writable?  With CR0.WP clear a
+        supervisor store ignores R/W (SDM Vol. 3 §4.6.1): a page only the kernel
+        reaches can be writable in the shadow."""
+        return m.writable or (not self.vcpu.cr0 & CR0_WP and not m.user)
 
     def protected_write(self, f: Frame, ppn: int) -> None:
         """The guest stores to a frame the monitor keeps read-only."""

@@ -267,4 +267,24 @@
     mov %eax, %dr7
     END 12
 
+# 13: a descriptor edited in place in a GDT page that also holds hot data, loaded at
+# once.  After eight stores beside the GDT that left the descriptors alone, the
+# monitors stopped protecting the page and compared it at their next entry only: the
+# descriptor made not present here loaded the old present copy (sysgen seed 4014).
+# The next segment load reads the descriptor from memory (SDM Vol. 3 §3.4.3):
+# #NP(0xa0) (Vol. 2 MOV: a not-present data segment).
+    STEP 13
+    movl $0x0000ffff, gdt+160
+    movl $0x00cf9300, gdt+160+4     # entry 20: base 0, limit 4 GiB, data writable
+    mov $0xa0, %ax
+    mov %ax, %fs
+    mov $40, %ecx
+1:  incl gdt-0x100                  # hot data beside the GDT (the layout's padding)
+    loop 1b
+    movb $0x13, gdt+160+5           # not present now
+    mov $0x1313, %ebx
+    mov %ax, %fs
+    mov $0x1414, %ebx
+    END 13
+
     call finish
