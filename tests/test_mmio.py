@@ -178,10 +178,15 @@ SPLIT_EXPECTED = [
     "  stored: ram=a1010203 sel=10",
     "ram|apic: 0000a2b2 w=00a2 stored: ram=7766c2d2",
     "ram|testmem: 0201a3b3 01a3b3c3 stored: ram=aab3c3d3 mem=04ddccbb",
-    "testmem|nothing: stored 22110b0a",
+    "testmem|nothing: stored 22110b0a, loaded ff22110b",
     "pcitest|ioapic: 003e0000 00003e00 stored: sel=00 hdr=00000100",
     "mmiosplit: done",
 ]
+
+
+# the piece where nothing decodes reads all ones on the PC's bus, 0 on QEMU (as above)
+SPLIT_ON_QEMU = {"testmem|nothing: stored 22110b0a, loaded ff22110b":
+                 "testmem|nothing: stored 22110b0a, loaded 0022110b"}
 
 
 @pytest.mark.parametrize("platform", [pytest.param("qemu", marks=pytest.mark.qemu), "jit", *PC_MONITORS])
@@ -191,5 +196,7 @@ def test_misaligned_and_straddling_device_accesses(platform):
     from hwtests import kernel_named
     out, code = run_platform(platform, build_kernel("mmiosplit"),
                              qemu_args=kernel_named("mmiosplit").qemu_args)
-    assert output_lines(out) == SPLIT_EXPECTED, out
+    expected = [SPLIT_ON_QEMU.get(line, line) for line in SPLIT_EXPECTED] if platform == "qemu" \
+        else SPLIT_EXPECTED
+    assert output_lines(out) == expected, out
     assert code == 0

@@ -96,7 +96,7 @@ int main(void)
     kprintf(" stored: ram=%08x mem=%08x\n", ld32(W(7) - 4), ld32(W(7)));
     st32(W(9) - 4, 0x0d0c0b0au);
     st32(W(9) - 2, 0x44332211u);
-    kprintf("testmem|nothing: stored %08x\n", ld32(W(9) - 4));
+    kprintf("testmem|nothing: stored %08x, loaded %08x\n", ld32(W(9) - 4), ld32(W(9) - 3));
     st32(W(10), 0);                               /* the pci-testdev's test 0 */
     st32(IOAPIC, 0x3e);
     kprintf("pcitest|ioapic: %08x %08x", ld32(W(11) - 2), ld32(W(11) - 1));
