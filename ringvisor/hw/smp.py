@@ -43,6 +43,14 @@ class Processors:
         self.m = machine
         self.signature = signature         # EDX after RESET and INIT: the CPUID signature
         self.current = machine.cpus[0]
+        # where a run that stopped mid-round takes up again: the index of the processor
+        # whose turn comes next, the count at which a turn cut short by the run's
+        # instruction limit would have ended (None: a whole turn), the cycle of the next
+        # host poll and whether a processor has run in the round, so that runs of N and
+        # then M instructions interleave, poll and idle exactly as one run of N + M -- a
+        # debugger, a replay or a hypervisor stepping the machine in short runs gives
+        # every processor its turn
+        self._resume: tuple[int, int | None, int | None, bool] = (0, None, None, False)
         # told when the turn passes to another processor (a hypervisor that keeps per-CPU
         # state in shared memory puts the incoming one's back)
         self.turn_hook = None
@@ -87,37 +95,49 @@ class Processors:
 
     def run(self, max_instructions: int | None):
         from .machine import Stop          # (the machine imports this module)
-        m, clock = self.m, self.m.clock
+        m, clock, cpus = self.m, self.m.clock, self.m.cpus
         limit = None if max_instructions is None else self.cycles() + max_instructions
-        next_poll = (self.cycles() // m.slice + 1) * m.slice
+        first, turn_end, next_poll, ran = self._resume
+        if next_poll is None:
+            next_poll = (self.cycles() // m.slice + 1) * m.slice
         try:
             while m.stop is None:
                 if m.pause_reason is not None:
                     return Stop("paused", 0, m.pause_reason)
-                ran = False
-                for cpu in m.cpus:
+                for i in range(first, len(cpus)):
+                    cpu = cpus[i]
                     if m.stop is not None:
                         break
                     if not runnable(cpu):
+                        turn_end = None
                         continue
                     now = self.cycles()
                     if limit is not None and now >= limit:
+                        self._resume = (i, turn_end, next_poll, ran)
                         m.stop = Stop("limit", 4, f"stopped after {max_instructions} instructions")
                         break
-                    budget = QUANTUM
+                    start = cpu.state.icount
+                    full = QUANTUM if turn_end is None else max(turn_end - start, 1)
                     deadline = clock.next_deadline()
                     if deadline is not None:
-                        budget = min(budget, max(deadline - clock.cycles(), 1))
-                    if limit is not None:
-                        budget = min(budget, limit - now)
+                        full = min(full, max(deadline - clock.cycles(), 1))
+                    budget = full if limit is None else min(full, limit - now)
+                    turn_end = None
                     turn = cpu is not self.current
                     self.current = cpu
                     m.apic_bus.current = cpu.apic
                     if turn and self.turn_hook is not None:
                         self.turn_hook(cpu)
-                    cpu.run(cpu.state.icount + budget)
+                    cpu.run(start + budget)
                     ran = True
                     clock.run_due()
+                    if budget < full and cpu.state.icount == start + budget and m.stop is None:
+                        # the run's limit cut this turn short: the next run finishes it
+                        self._resume = (i, start + full, next_poll, True)
+                        m.stop = Stop("limit", 4, f"stopped after {max_instructions} instructions")
+                        break
+                    self._resume = (i + 1, None, next_poll, True)
+                first = 0
                 if m.stop is not None:
                     break
                 if self.cycles() >= next_poll:
@@ -125,12 +145,14 @@ class Processors:
                     m._poll_host()
                 if not ran:
                     self._idle()
+                ran = False
+                self._resume = (0, None, None, False)
         except TripleFault as e:
             m.stop = Stop("triple-fault", 3, f"triple fault on CPU {self.index()}: {e}\n{m.report(self.current)}")
         except UnsupportedFeature as e:
             m.stop = Stop("unsupported", 3, f"stopped on CPU {self.index()}: {e}\n{m.report(self.current)}")
         finally:
-            m.apic_bus.current = m.cpus[0].apic
+            m.apic_bus.current = cpus[0].apic
         return m.stop
 
     def index(self) -> int:
