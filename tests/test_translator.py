@@ -122,6 +122,14 @@ CASES = {
          b"\x8A\x3E", b"\x66\x01\xCA"],
         _r(eax=0x12345678, ebx=0xAABBCCDD, ecx=0xFFFFFFFF, edx=0xFFFFFFFF, esi=DATA),
         patches=[(DATA, b"\x81\xF2")]),
+    # with paging off a read indexes RAM by its address unmasked: one that wraps past
+    # 4 GiB (here to DATA + 0x10) must still read there, through the slow path:
+    # mov edx,[ebx+0x7ffffff0]; movzx eax,byte [ebx+0x7ffffff1]; mov ecx,[ebx+esi+0x7ffffff4]
+    "read_wrapping_past_4g_with_paging_off": Case(
+        [b"\x8B\x93\xF0\xFF\xFF\x7F", b"\x0F\xB6\x83\xF1\xFF\xFF\x7F",
+         b"\x8B\x8C\x33\xF4\xFF\xFF\x7F"],
+        _r(ebx=(DATA + 0x10 - 0x7FFFFFF0) & 0xFFFFFFFF, esi=4),
+        patches=[(DATA + 0x10, bytes(range(0x41, 0x51)))]),
     # a REP string instruction inside a block whose registers are renamed around it
     "rep_stos_between_renames": Case(
         [b"\x8D\x7B\x10", b"\xB9\x03\x00\x00\x00", b"\xF3\xAB", b"\x01\xF9"],

@@ -374,6 +374,13 @@ class BlockBuilder:
         if self.mode.flat >> seg & 1:
             limit = self.mode.flat_limit
             if limit == 0xFFFFFFFF:
+                m = WRAPPED.match(off)
+                if m and not write and self.mode.direct and not NEGATIVE.search(m.group(1)):
+                    # a read indexes RAM by the address itself (``load``): one that wrapped
+                    # past 4 GiB is beyond RAM unmasked too, and the slow path, which
+                    # masks it, reads it (only reads: a store goes through the write TLB;
+                    # and not with a negative displacement, which always wraps)
+                    return self.let(m.group(1), "a")
                 return off if is_atom(off) else self.let(off, "a")
             # base 0 but cut short (a monitor's ring compression): past the limit
             # the checked path raises the fault
@@ -690,6 +697,8 @@ class BlockBuilder:
 OFFSET = re.compile(r"^\(?\((\w+) ([+-]) (0x[0-9a-fA-F]+|\d+)\) & 0x(?:ffffffff|FFFFFFFF)\)?$")
 
 
+WRAPPED = re.compile(r"^\(\((.*)\) & 0xffffffff\)$")   # an address as ``ea`` masks it
+NEGATIVE = re.compile(r"\+ 0x[89a-f][0-9a-f]{7}$")   # a displacement of 2 GiB or more
 REG_LOCAL = re.compile(r"^r[0-7]$")       # a register's value at block (or iteration) entry
 
 
