@@ -31,7 +31,7 @@ def _run_command(command, args) -> int:
     try:
         return command(args)
     except RingvisorError as e:
-        print(f"ringvisor: {e}", file=sys.stderr)
+        print(f"{e.diagnostics}ringvisor: {e}", file=sys.stderr)
         return e.exit_status
     except KeyboardInterrupt:
         print("ringvisor: interrupted", file=sys.stderr)

@@ -5,6 +5,7 @@ class RingvisorError(Exception):
     """Base class: the message is shown to the user as is, with exit status 2."""
 
     exit_status = 2
+    diagnostics = ""     # what another program said (a compiler's errors): shown before the line
 
 
 class ImageError(RingvisorError):

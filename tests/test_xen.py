@@ -132,6 +132,32 @@ def test_pause_holds_a_domain_and_unpause_lets_it_go(host):
     assert d in host.hv.domains
 
 
+def test_run_until_stops_when_nothing_can_wake_any_domain():
+    """Domain 0 paused at its shell prompt, the only domain: every pCPU idles and only the
+    hypervisor's own timers fire, so a wait for anything skipped virtual time for ever,
+    retiring almost nothing, until its instruction budget ran out (one 500,000-instruction
+    step took four minutes).  It stops within a step with one line; unpaused, Domain 0
+    answers input typed meanwhile (a serial line's waiting input wakes it)."""
+    import itertools
+    from ringvisor.hypervisor.stall import Stalled
+    out = bytearray()
+    hv = Hypervisor(64, output=out.extend)
+    hv.build_dom0(image_path("kernel-pv").read_bytes(), "", 16, "kernel-pv")
+    hv.start()
+    assert hv.run_until(lambda: b"$ " in out, 40_000_000, step=20_000)
+    hv.pause(hv.domains[0])
+    polls = itertools.count()         # (without the check: true after 40 idle steps)
+    with pytest.raises(Stalled) as e:
+        hv.run_until(lambda: next(polls) > 40, 10 ** 12, step=1000)
+    assert str(e.value) == ("every domain is blocked with nothing pending (no timer, event or "
+                            "input can wake a vCPU): nothing more will happen")
+    assert next(polls) < 10 and e.value.exit_status == 1
+    hv.machine.feed_input(b"echo woken\n")
+    hv.unpause(hv.domains[0])
+    assert hv.run_until(lambda: b"woken\n" in out.split(b"echo woken")[-1], 40_000_000,
+                        step=20_000)
+
+
 def test_destroy_returns_frames_ports_and_grants(host):
     d = host.create("delta", "")
     host.run_until(lambda: b"$ " in host.consoles["delta"])

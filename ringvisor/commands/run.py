@@ -61,7 +61,7 @@ def cmd_run(args) -> int:
     from ringvisor.vmm import create_vm
 
     check_stop_args(args)
-    if args.bios or args.post_log:
+    if args.bios is not None or args.post_log is not None:
         return _run_bios(args)
     if args.incoming:
         return _run_incoming(args)
@@ -140,7 +140,8 @@ def _run_bios(args) -> int:
     from ringvisor.hw.machine import read_image
     from ringvisor.vmm import create_bios_vm
     if not args.bios:
-        raise ConfigError("--post-log goes with --bios ROM")
+        raise ConfigError("--post-log goes with --bios ROM" if args.bios is None else
+                          "--bios: an empty file name")
     if args.kernel or args.append or args.module:
         raise ConfigError("--bios runs a ROM from RESET: no KERNEL, --append or --module with it")
     if args.incoming or args.stop_at or getattr(args, "migrate_to", None):
@@ -148,7 +149,11 @@ def _run_bios(args) -> int:
     if args.smp != 1 and args.mode != "native":
         raise ConfigError(f"--smp {args.smp}: the monitors run a uniprocessor guest "
                           f"(--mode native only)")
-    image = read_image(args.bios, "ROM")           # (boot/rom.py says what sizes are ROMs)
+    if args.post_log is not None:    # (refused before the run, not after what it printed)
+        check_target(args.post_log, "--post-log")
+    from ringvisor.hw.boot.rom import ROM_MAX
+    # (boot/rom.py says what sizes are ROMs; the bound keeps a device from being read for ever)
+    image = read_image(args.bios, "ROM", ROM_MAX, "a ROM can be")
     con = console(args)
     m, mon = create_bios_vm(image, args.mode, args.mem, args.engine, args.bios,
                             output=con.output, ept=args.ept, pace=con.pace,

@@ -49,14 +49,24 @@ class Target:
 
 def _run(cmd: list[str]) -> None:
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        # (a diagnostic quotes the source: its bytes need not be UTF-8)
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     except FileNotFoundError as e:
         raise BuildError(f"guest build needs {cmd[0]!r}, which is not installed") from e
     if proc.returncode != 0:
         msg = (proc.stderr or proc.stdout).strip().splitlines()
-        raise BuildError(f"{Path(cmd[0]).name} failed: {msg[0] if msg else proc.returncode}"
-                         + ("" if len(msg) <= 1 else f" (+{len(msg) - 1} more lines)\n"
-                            + "\n".join(msg[:40])))
+        # the tool's own diagnostics go to stderr as it wrote them, before ringvisor's one
+        # line (cli._run_command), as make shows a failing compiler's
+        # the line that says what is wrong: an error, else the first that is not context
+        # (gcc's "In function", ld's "in function", a warning or a note before it)
+        context = ("in function", "in file included", "warning:", "note:")
+        first = next((line for line in msg if "error" in line.lower()),
+                     next((line for line in msg if not any(c in line.lower() for c in context)),
+                          msg[0] if msg else f"exit status {proc.returncode}"))
+        e = BuildError(f"{Path(cmd[0]).name} failed: {first}"
+                       + ("" if len(msg) <= 1 else f" (and {len(msg) - 1} more lines above)"))
+        e.diagnostics = "".join(f"{line}\n" for line in msg[:40]) if len(msg) > 1 else ""
+        raise e
 
 
 def write_atomic(path: Path, data: bytes) -> None:

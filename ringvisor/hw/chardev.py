@@ -150,6 +150,16 @@ class FileChardev(Chardev):
         self.f.close()
 
 
+def _drop_stdout() -> None:
+    """Forget what stdout still buffers, so that Python's own flush at exit (which would
+    fail the same way) prints nothing after ringvisor's one line."""
+    import sys
+    try:
+        sys.stdout = open(os.devnull, "w")
+    except OSError:
+        pass
+
+
 class StdioChardev(Chardev):
     """The terminal: stdin in raw mode when it is one (keys one at a time, unechoed)."""
 
@@ -158,6 +168,13 @@ class StdioChardev(Chardev):
     def __init__(self, raw: bool | None = None, out: Callable[[bytes], None] | None = None) -> None:
         raw = os.isatty(0) if raw is None else raw
         self.input = HostInput(0, raw=raw)
+        # a pipe, a socket or a file on stdin: its end is the end of the input (a terminal's
+        # Ctrl-D is not, nor /dev/null's nothing): Machine.end_of_input
+        try:
+            mode = os.fstat(0).st_mode
+            self.input_ends = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISREG(mode)
+        except OSError:
+            self.input_ends = False
         self._crlf = self.input.raw and os.isatty(1)
         self._out = out
 
@@ -172,8 +189,14 @@ class StdioChardev(Chardev):
             self._out(data)
             return
         import sys
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise                # (a reader that went away: ends quietly, as Unix tools do)
+        except OSError as e:     # a full device, a closed descriptor: the run ends, one line
+            _drop_stdout()
+            raise ConfigError(f"standard output: cannot write: {e.strerror or e}") from None
 
     def fileno(self) -> int | None:
         return None if self.input.eof else self.input.fd

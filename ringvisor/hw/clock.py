@@ -142,6 +142,10 @@ class VirtualClock:
         if handle is not None:
             handle.callback = None  # dropped lazily when it reaches the top
 
+    def pending(self) -> list[Callable[[], None]]:
+        """The callbacks still scheduled, in no order (what could yet happen)."""
+        return [h.callback for h in self._heap if h.callback is not None]
+
     def next_deadline(self) -> int | None:
         heap = self._heap
         while heap and heap[0].callback is None:

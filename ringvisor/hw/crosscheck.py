@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .machine import Machine
+from .faults import TripleFault, UnsupportedFeature
+from .machine import Machine, Stop
 from .state import REG_NAMES, SEG_NAMES
 
 
@@ -60,7 +61,11 @@ def crosscheck(image: bytes, cmdline: str = "", max_instructions: int = 10_000_0
         while (sb.icount < sa.icount or
                b.cpu.stats["exceptions"] < a.cpu.stats["exceptions"]) and \
                 b.stop is None and not sb.halted:
-            b.cpu.step()
+            try:
+                b.cpu.step()
+            except (TripleFault, UnsupportedFeature) as e:    # (as Machine.run stops)
+                b.stop = Stop("triple-fault" if isinstance(e, TripleFault) else "unsupported",
+                              3, str(e))
         blocks += 1
         if sb.icount != sa.icount:
             return CrossCheck(sa.icount, blocks, False,
@@ -78,6 +83,9 @@ def crosscheck(image: bytes, cmdline: str = "", max_instructions: int = 10_000_0
                               f"states differ after the block at {before:#010x} "
                               f"(instruction {sa.icount}): {what}\n{src}")
         if a.stop and a.stop.reason != "limit":
+            if b.stop is not None and b.stop.reason != a.stop.reason:
+                return CrossCheck(sa.icount, blocks, False, f"jit stopped ({a.stop.reason}), "
+                                  f"interp stopped ({b.stop.reason})")
             same = a.mem.ram == b.mem.ram
             return CrossCheck(sa.icount, blocks, same,
                               f"guest stopped ({a.stop.reason}); "

@@ -14,18 +14,16 @@ cannot tell, as its time is the instruction count.
 
 from __future__ import annotations
 
-import os
 import struct
 import select
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import iced_x86 as ix
 
-from ringvisor.errors import ConfigError, ImageError
+from ringvisor.errors import ConfigError
 
 from .boot import acpi, firmware
 from .boot.multiboot import load_multiboot
@@ -55,6 +53,7 @@ from .devices.virtio import SharedLine, place as place_virtio
 from .devices.virtio_blk import VirtioBlk
 from .devices.virtio_console import VirtioConsole
 from .faults import TripleFault, UnsupportedFeature
+from .images import read_image, read_module  # noqa: F401 (re-exported)
 from .memory import PhysicalMemory
 from .state import EDX, IF, REG_NAMES, SEG_NAMES, DescriptorTable, Segment, reset_state
 from .identify import CPUID_SIGNATURE
@@ -64,6 +63,7 @@ MAX_MEM_MB = 3584          # below the 4 GiB hole (no RAM above 4 GiB, even for 
 ATA_IRQ = 14               # the primary IDE channel's line
 VIRTIO_IO_BASE = 0xC200    # virtio functions' I/O BARs: above the ones i440fx_bus places
 SLICE = 1_000_000          # instructions between polls of host input
+IDLE_AFTER_INPUT = 10      # seconds of virtual time a guest may idle after its input ended
 COM = ((0x3F8, 4), (0x2F8, 3))   # the PC's serial ports: (base, IRQ) of COM1, COM2
 
 
@@ -71,7 +71,8 @@ COM = ((0x3F8, 4), (0x2F8, 3))   # the PC's serial ports: (base, IRQ) of COM1, C
 class Stop:
     """Why a run ended: ``status`` is the process exit status ringvisor reports."""
 
-    reason: str            # "exit", "reset", "triple-fault", "halted", "limit", "quit", "paused"
+    reason: str            # "exit", "reset", "triple-fault", "halted", "limit", "quit", "paused",
+    #                        "input-ended" (end_of_input)
     status: int
     message: str = ""
 
@@ -167,6 +168,11 @@ class Machine:
         # byte a serial line brings and of how each wait of the halted guest ended; a
         # replay's log (``scripted``) decides how the waits end, from the recording
         self.input_log = None
+        # a piped session (``end_of_input``): pace virtual time while input may still come;
+        # once it has ended, a guest halted and silent for IDLE_AFTER_INPUT ends the run
+        self.pace_while_input = False
+        self.input_ended = False
+        self._quiet_cycles = 0
         self.slice = SLICE
         self.pause_reason: str | None = None
         self.stop: Stop | None = None
@@ -337,8 +343,27 @@ class Machine:
     def connect_serial(self, index: int, backend: Chardev) -> None:
         """Connect serial port ``index`` (0: COM1) to a host backend (chardev.py)."""
         uart = self.uarts[index]
-        uart.output = backend.write
+
+        def write(data: bytes) -> None:
+            self._quiet_cycles = 0              # the guest talks: it is not waiting idle
+            backend.write(data)
+        uart.output = write
         self.sources.append(_SerialLine(backend, self, index))
+
+    def _input_live(self) -> bool:
+        """May input still come on a serial line (a pipe or a terminal not at its end)?"""
+        return any(isinstance(s, _SerialLine) and s.live and not s.backend.eof
+                   for s in self.sources)
+
+    def end_of_input(self) -> None:
+        """A serial line's input ended (a script piped in): nothing more will come, so
+        time is skipped freely again and a guest that waits for more, halted and silent,
+        for IDLE_AFTER_INPUT of virtual time ends the run (``skip_to_next_event``) -- a
+        shell at its prompt after the script's last line, which QEMU would keep for ever."""
+        self.input_ended = True
+        self._quiet_cycles = 0
+        if self.pace_while_input:
+            self.clock.pacing = False
 
     def quit(self, message: str = "stopped by the user") -> None:
         """End the run at the next instruction boundary (the user asked)."""
@@ -390,6 +415,8 @@ class Machine:
         limit = None if max_instructions is None else st.icount + max_instructions
         self.pause_reason = None
         cpu.host.event = None
+        if self.pace_while_input and not clock.pacing and self._input_live():
+            clock.pacing = True       # (its timers at their wall-clock times, as on QEMU)
         t0 = time.perf_counter()
         try:
             while self.stop is None:
@@ -456,6 +483,13 @@ class Machine:
                 return
             self.stop = Stop("halted", 0, nothing)
             return
+        if self.input_ended and not any(u.has_pending_input() for u in self.uarts):
+            self._quiet_cycles += max(0, deadline - clock.cycles())
+            if self._quiet_cycles >= IDLE_AFTER_INPUT * clock.cpu_hz:
+                self.stop = Stop("input-ended", 0, f"the input has ended and the guest has "
+                                 f"waited {IDLE_AFTER_INPUT} s (virtual time) for more without "
+                                 f"writing anything: stopped")
+                return
         clock.advance_to(deadline)
 
     # -- reports --------------------------------------------------------------------------
@@ -532,6 +566,8 @@ class _SerialLine:
         self.backend = backend
         self.machine = machine
         self.index = index
+        # input that ends, after which nothing more can come: a script piped in, a file
+        self.live = getattr(backend, "input_ends", False)
 
     def fileno(self) -> int | None:
         return None if self.backend.eof else self.backend.fileno()
@@ -540,31 +576,8 @@ class _SerialLine:
         data = self.backend.read()
         if data:
             self.machine.feed_serial(self.index, data)
-
-
-def read_image(path: str | os.PathLike, what: str = "kernel", max_bytes: int | None = None) -> bytes:
-    p = Path(path)
-    try:
-        size = p.stat().st_size
-        if max_bytes is not None and size > max_bytes:
-            raise ImageError(f"{p}: {what} image is {size} bytes, more than the "
-                             f"{max_bytes >> 20} MiB of guest memory")
-        return p.read_bytes()
-    except IsADirectoryError:
-        raise ImageError(f"{p}: is a directory, not a {what} image") from None
-    except FileNotFoundError:
-        raise ImageError(f"{p}: no such {what} image") from None
-    except PermissionError:
-        raise ImageError(f"{p}: permission denied") from None
-    except OSError as e:
-        raise ImageError(f"{p}: cannot read: {e.strerror}") from None
-
-
-def read_module(spec: str, max_bytes: int | None = None) -> tuple[str, bytes, str]:
-    """A module given as ``"FILE ARGS"`` (QEMU's -initrd syntax): the file is read,
-    and the module's string is the whole ``spec``, file name and arguments."""
-    path, _, args = spec.strip().partition(" ")
-    return path, read_image(path, "module", max_bytes), args.strip()
+        if self.live and self.backend.eof and not self.machine.input_ended:
+            self.machine.end_of_input()
 
 
 def run_image(path, cmdline: str = "", mem_mb: int = 32, stdin: bytes = b"",

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
+from ringvisor.errors import ImageError
+
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 # the widths whose misaligned accesses are cut into pieces before they reach a device
@@ -66,7 +68,11 @@ class PhysicalMemory:
         if backing is not None and len(backing) != size:
             raise ValueError(f"RAM backing of {len(backing)} bytes for {size} bytes of memory")
         self.size = size
-        self.ram = bytearray(size) if backing is None else backing
+        try:
+            self.ram = bytearray(size) if backing is None else backing
+        except MemoryError:     # (the host's limit: overcommit off, ulimit -v, a cgroup)
+            raise ImageError(f"the host cannot give the machine {size >> 20} MiB of memory "
+                             f"(give a smaller --mem)") from None
         self.m8 = memoryview(self.ram)
         self.m16 = self.m8.cast("H")
         self.m32 = self.m8.cast("I")

@@ -37,7 +37,7 @@ from ringvisor.vmm.errors import HypercallError
 from ringvisor.vmm.region import build_region, pv_region
 from ringvisor.vmm.platform import HypervisorTimer
 
-from . import blkback, memory, pcpus, sched, switch, vcpus
+from . import blkback, memory, pcpus, sched, stall, switch, vcpus
 from .console import HypervisorConsole
 from .domain import Domain, Runstate, State, Vcpu
 from .evtchn import DomainEvents
@@ -45,6 +45,7 @@ from .frames import FrameAllocator, OutOfMemory
 from .grant import GrantTable
 from .btdomain import TC_PAGES, BtDomainMonitor
 from .pvdomain import DomainMonitor, install_flat
+from .stall import STALLED, Stalled
 from .timers import DomainTimer
 from .xsm import Denied, SecurityModule
 
@@ -89,6 +90,8 @@ class Hypervisor:
         self.xsm = SecurityModule(self.printk)
         self.sched = sched.CreditScheduler(cpus)
         self.in_entry = False
+        self.watch_stall = False                # run_until waits: stop if nothing can wake
+        self.stalled_since: int | None = None   # ... since when nothing could (stall.watch)
         self.dying: list[Domain] = []
         self.blkbacks: dict = {}                # handle -> the in-hypervisor block back-ends
         self.next_blkback = 0                   # the last handle given out
@@ -109,7 +112,7 @@ class Hypervisor:
         self.kicker = HypervisorTimer(m, L.HV_TIMER)
         self.idle_pd = self.frames.alloc_xen(1)[0] << 12
         self.mem.write32(self.idle_pd + 1023 * 4, (self.base + L.MONITOR_PT) | 3)
-        self._accounting()
+        self.accounting()
         self.printk(f"ringvisor hypervisor: {self.mem.size >> 20} MiB machine, {cpus} "
                     f"CPU{'s' if cpus > 1 else ''}, {self.frames.total} frames for domains, "
                     "credit scheduler")
@@ -381,10 +384,10 @@ class Hypervisor:
             d.events.raise_virq(Virq.TIMER, v.vcpu_id)
             self.kick_domain_vcpu(v)     # to deliver it now: the guest may be in a loop
 
-    def _accounting(self) -> None:
+    def accounting(self) -> None:
         self.sched.account()
         self._acct = self.clock.schedule(self.clock.cycles() + self.clock.ns_to_cycles(sched.ACCT_NS),
-                                         self._accounting)
+                                         self.accounting)
         if sum(1 for v in self.sched.domains.values() if self.sched.eligible(v)) > 1:
             for pc in self.pcpus:         # priorities may have changed
                 if pc.online:
@@ -474,6 +477,8 @@ class Hypervisor:
                     f = d.monitor.frame
                     self.crash(d, str(e))
             self._schedule(f)
+            if self.watch_stall:
+                stall.watch(self)
         finally:
             self.in_entry = False
 
@@ -554,9 +559,18 @@ class Hypervisor:
     def run_until(self, done, budget: int, step: int = 500_000, ns: int | None = None) -> bool:
         """Run until ``done()`` is true (checked every ``step`` instructions) or ``budget``
         instructions (or ``ns`` of virtual time) have run; whether it became true.  The
-        machine stopping for another reason (Domain 0 stopped it) ends the wait too."""
+        machine stopping for another reason (Domain 0 stopped it) ends the wait too.
+        Without ``ns``, a domain set that nothing can ever wake raises :class:`Stalled`
+        (idle pCPUs retire almost nothing: the budget would take for ever to run out)."""
         spent = 0
         end = None if ns is None else self.clock.now_ns() + ns
+        self.watch_stall, self.stalled_since = end is None, None
+        try:
+            return self._run_until(done, budget, step, end, spent)
+        finally:
+            self.watch_stall = False
+
+    def _run_until(self, done, budget, step, end, spent) -> bool:
         while not done():
             if spent >= budget or (end is not None and self.clock.now_ns() >= end):
                 return False
@@ -564,6 +578,11 @@ class Hypervisor:
                 step = min(step, max(1000, self.clock.ns_to_cycles(end - self.clock.now_ns())))
             stop = self.machine.run(min(step, budget - spent))
             spent += step
+            if stop.reason == "paused" and self.machine.pause_reason == STALLED:
+                if done():
+                    return True
+                raise Stalled("every domain is blocked with nothing pending (no timer, event "
+                              "or input can wake a vCPU): nothing more will happen")
             if stop.reason != "limit":
                 return done()
             self.machine.stop = None

@@ -51,6 +51,7 @@ KIND_NAMES = {STATE: "state", RAM: "ram", RAMREF: "ram-ref", META: "meta", PAGES
 MIGRATION = 1                  # header flag: a live migration's stream (``migrate.py``)
 POSTCOPY = 2                   # header flag: ... whose memory follows the VM (``postcopy.py``)
 MAX_SECTION = 1 << 34          # 16 GiB: nothing in a VM of at most 3.5 GiB is bigger
+READ_CHUNK = 1 << 20
 
 
 class BadImage(ImageError):
@@ -114,7 +115,9 @@ class SectionReader:
     def _read(self, n: int, where: str) -> bytes:
         out = bytearray()
         while len(out) < n:
-            chunk = self.stream.read(n - len(out))
+            # a megabyte at a time: a read allocates what it asks for, and a length a
+            # forged header or a hostile peer claims (up to MAX_SECTION) is no promise
+            chunk = self.stream.read(min(n - len(out), READ_CHUNK))
             if not chunk:
                 raise BadImage(f"{self.what}: truncated (it ends inside {where})")
             out += chunk

@@ -50,7 +50,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ringvisor.errors import ImageError
 from ringvisor.guests.toolchain import CFLAGS, LDFLAGS, BuildError, Target, _run, write_atomic
+from ringvisor.hw.boot.multiboot import check_header
 
 from .rewriter import Site, rewrite_asm
 
@@ -122,6 +124,25 @@ def compile_object(src: Path, obj: Path, target: Target, root: Path | None = Non
     return sites
 
 
+# The link without -T: a Multiboot kernel at 1 MiB, loaded where it is linked (ld's own
+# default, 0x08048000, is beyond a small machine's RAM and puts the Multiboot header
+# wherever an orphan section lands).  The kernel brings its Multiboot header (a
+# .multiboot section, or the first bytes of .text) and _start.
+DEFAULT_LINKER_SCRIPT = """\
+/* ringvisor pvcc's default link: a Multiboot kernel loaded at 1 MiB */
+ENTRY(_start)
+SECTIONS
+{
+    . = 0x100000;
+    .text : { KEEP(*(.multiboot)) *(.text.multiboot) *(.text .text.*) }
+    .rodata : { *(.rodata .rodata.*) }
+    .data : { *(.data .data.*) }
+    .bss : { *(.bss .bss.*) *(COMMON) }
+    /DISCARD/ : { *(.comment) *(.note*) *(.eh_frame*) }
+}
+"""
+
+
 def build(target: Target, out: Path, *, runtime: Path | None = None,
           root: Path | None = None, report_path: Path | None = None) -> Report:
     """Compile and link ``target`` through pvcc into the ELF ``out``
@@ -147,10 +168,19 @@ def build(target: Target, out: Path, *, runtime: Path | None = None,
             objs.append(str(obj))
         linked = Path(tmp) / "image.elf"
         cmd = [_tool("RINGVISOR_LD", "ld"), *LDFLAGS, "--strip-debug"]
-        if target.linker_script:
-            cmd += ["-T", str(target.linker_script)]
-        _run(cmd + ["-o", str(linked), *objs])
-        write_atomic(out, linked.read_bytes())
+        script = target.linker_script
+        if not script:
+            script = Path(tmp) / "default.lds"
+            script.write_text(DEFAULT_LINKER_SCRIPT)
+        _run(cmd + ["-T", str(script), "-o", str(linked), *objs])
+        image = linked.read_bytes()
+        if not target.linker_script:
+            try:
+                check_header(image, str(out))
+            except ImageError as e:
+                raise BuildError(f"pvcc: {e}: give the kernel one (a .multiboot section: "
+                                 "0x1BADB002, flags, checksum), or link with -T SCRIPT") from None
+        write_atomic(out, image)
     if report_path is not None:
         write_atomic(report_path, report.text().encode())
     return report
@@ -167,7 +197,9 @@ USAGE = """usage: ringvisor pvcc [-c | -S] [-o OUT] [-T LINKER_SCRIPT] [-I DIR] 
 Compile guest C and assembly sources for ringvisor's para-virtual mode: every
 privileged or sensitive instruction becomes a hypercall, a shared-info access
 or a call into the PV runtime (docs/paravirt.md).  Without -c or -S the objects
-are linked, with the PV runtime, into OUT (an ELF image).
+are linked, with the PV runtime, into OUT (an ELF image; default a.elf): with
+-T SCRIPT as the script says, otherwise as a Multiboot kernel at 1 MiB (the
+kernel's .multiboot section first; its entry point _start).
   -S             write the rewritten assembly (one source, or OUT as a directory)
   -c             write objects
   --no-runtime   do not link the PV runtime (guests/pv)
@@ -236,7 +268,8 @@ def parse_args(argv: list[str]) -> PvccArgs:
             raise ConfigError("pvcc: no source files (see ringvisor pvcc --help)")
         for s in a.sources:
             if not s.is_file():
-                raise ConfigError(f"pvcc: {s}: no such file")
+                raise ConfigError(f"pvcc: {s}: " + ("not a file" if s.exists() else
+                                                    "no such file"))
             if s.suffix not in (".c", ".S", ".s", ".o"):
                 raise ConfigError(f"pvcc: {s}: not a .c, .S, .s or .o file")
         if a.mode == "link" and a.output is None:
@@ -264,7 +297,11 @@ def main(argv: list[str]) -> int:
         outdir = None
         if len(a.sources) > 1 or a.output is None:
             outdir = a.output or Path(".")
-            outdir.mkdir(parents=True, exist_ok=True)
+            try:
+                outdir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:      # a file there, a directory that cannot be made
+                raise BuildError(f"pvcc: -o {outdir}: cannot make the directory for "
+                                 f"{len(a.sources)} outputs: {e.strerror}") from None
         for src in a.sources:
             suffix = ".s" if a.mode == "asm" else ".o"
             out = (outdir / (src.stem + suffix)) if outdir is not None else a.output

@@ -37,10 +37,10 @@ import random
 import signal
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .mutate import mutate_argv, mutate_config, mutate_elf, mutate_image
+from .mutate import mutate_argv, mutate_bytes, mutate_config, mutate_elf, mutate_image
 
 BUDGET = "3000"                          # guest instructions per run: the hang bound
 OK_STATUSES = {0, 2, 3, 4}               # plus odd guest exit statuses (isa-debug-exit)
@@ -75,6 +75,27 @@ class Corpus:
     elves: list[bytes]    # bundled Multiboot ELF kernels
     configs: list[str]
     monitored: list[bytes]  # VMs saved under the monitors (MONITORED)
+    roms: list[bytes] = field(default_factory=list)   # BIOS ROMs (``tiny_rom``)
+    x64_object: bytes = b""  # an x86-64 relocatable object (pvcc: ld -m elf_i386 refuses it)
+    _migration: object = None
+
+    def migration(self):
+        """The recorded migration stream and its reference (made on first use)."""
+        if self._migration is None:
+            from .badpeers import MigrationCorpus
+            self._migration = MigrationCorpus()
+        return self._migration
+
+
+def tiny_rom() -> bytes:
+    """A 64 KiB ROM: at the reset vector (F000:FFF0) a far jump to F000:0000, which prints
+    'k' on COM1 and halts (real-mode code, by hand: mov dx,0x3f8; mov al,'k'; out dx,al;
+    cli; hlt)."""
+    rom = bytearray(b"\xff" * 0x10000)
+    code = bytes.fromhex("baf803b06beefaf4")
+    rom[:len(code)] = code
+    rom[0xFFF0:0xFFF5] = bytes.fromhex("ea000000f0")
+    return bytes(rom)
 
 
 def _quiet(fn, *a):
@@ -119,7 +140,20 @@ def make_corpus(directory: Path, monitors: int = len(MONITORED)) -> Corpus:
     configs = [p.read_text() for p in sorted(examples.glob("*.cfg"))] + CONFIG_VARIANTS
     elves = [Path(image_path(n)).read_bytes() for n in ("bench-sieve", "probe")]
     return Corpus(d, *(Path(d / n).read_bytes() for n in ("vm.rv", "mapped.rv", "r.rec",
-                                                          "node.rv")), elves, configs, monitored)
+                                                          "node.rv")), elves, configs, monitored,
+                  [tiny_rom()], _x64_object(d))
+
+
+def _x64_object(d: Path) -> bytes:
+    """``extern int y; int f(void) { return y; }`` built for x86-64 (R_X86_64_PC32)."""
+    import subprocess
+    (d / "x64.c").write_text("extern int y; int f(void) { return y; }\n")
+    try:
+        subprocess.run(["gcc", "-m64", "-c", str(d / "x64.c"), "-o", str(d / "x64.o")],
+                       check=True, capture_output=True)
+        return (d / "x64.o").read_bytes()
+    except (OSError, subprocess.CalledProcessError):
+        return b"\x7fELF\x02\x01\x01" + bytes(57)      # (an ELF64 header, no more)
 
 
 ARGV_TEMPLATES = [
@@ -201,7 +235,8 @@ def _listing(d: Path) -> dict[str, bytes]:
 
 
 def check_cli(target: str, seed: int, argv: list[str], work: Path, saved: Path | None,
-              alarm: int = 0) -> Finding | None:
+              alarm: int = 0, refusals=(2,)) -> Finding | None:
+    """``refusals``: the exit statuses that must come with one line (xl's refusals are 1)."""
     before = _listing(work)
     cwd = os.getcwd()
     os.chdir(work)                   # a mutated relative path lands in the case's directory
@@ -220,8 +255,10 @@ def check_cli(target: str, seed: int, argv: list[str], work: Path, saved: Path |
         return found("traceback on stderr", err.strip()[-600:])
     if status not in OK_STATUSES and not (isinstance(status, int) and status & 1):
         return found(f"exit status {status}", err.strip()[-300:])
-    if status == 2:
+    if status in refusals:
         lines = err.strip("\n").split("\n")
+        if lines[-1].endswith(" more lines above)") and len(lines) - 1 <= 40:
+            lines = lines[-1:]       # a compiler's own diagnostics, then ringvisor's line
         if len(lines) != 1 or not lines[0].startswith("ringvisor") or not lines[0].strip():
             return found("not one line for bad input", repr(err[:400]))
     after = _listing(work)
@@ -268,7 +305,7 @@ class XenHost:
         self.ts = Toolstack(HypercallInterface(hv), directory)
         self.ts.create(DomainConfig(name="a", kernel="kernel-pv", cmdline="run=syscall:5",
                                     memory=8, on_poweroff="preserve"))
-        hv.run_until(lambda: False, 100_000, step=20_000)
+        self.run(100_000)
         got: list = []
         self.ts.save("a", lambda data, err: (got.append(data or err), "destroy")[1])
         hv.run_until(lambda: bool(got), 4_000_000, step=20_000)
@@ -278,8 +315,16 @@ class XenHost:
         self.settle()
         self.free = hv.frames.nr_free
 
+    def run(self, budget: int) -> None:
+        """Let the domains run for ``budget`` instructions, or until nothing can wake one."""
+        from ringvisor.hypervisor.stall import Stalled
+        try:
+            self.hv.run_until(lambda: False, budget, step=20_000)
+        except Stalled:
+            pass
+
     def settle(self) -> None:
-        self.hv.run_until(lambda: False, 40_000, step=20_000)
+        self.run(40_000)
 
     def case(self, seed: int, what: str, action) -> Finding | None:
         import traceback
@@ -294,7 +339,7 @@ class XenHost:
                 if "\n" in str(e) or not str(e).strip():
                     found = Finding("domain", seed, f"{what}: not one line", [], repr(str(e)))
             else:
-                hv.run_until(lambda: False, 60_000, step=20_000)   # a forged domain runs
+                self.run(60_000)                                   # a forged domain runs
                 for m in [m for m in ts.managed.values() if m.domid != 0]:
                     ts.destroy(m.name)        # (on_crash = "restart" gives it a new id)
             self.settle()
@@ -327,13 +372,18 @@ def run_domain_case(corpus: Corpus, host: XenHost, seed: int) -> Finding | None:
                                                                rng.random() < 0.3))
 
 
-TARGETS = ("config", "elf", "image", "mapped", "recording", "node", "argv", "domain")
+TARGETS = ("config", "elf", "image", "mapped", "recording", "node", "argv", "domain",
+           "migration", "xl", "bios", "pvcc")
 
 
 def run_case(corpus: Corpus, target: str, seed: int, alarm: int = 0) -> Finding | None:
     rng = random.Random(f"{target}:{seed}")
     if target == "config":
         return check_config(seed, mutate_config(rng, rng.choice(corpus.configs), corpus.configs))
+    if target == "migration":        # both ends: a hostile source, then a hostile destination
+        from .badpeers import run_destination_case, run_source_case
+        return (run_destination_case(corpus.migration(), seed)
+                or run_source_case(corpus.migration(), seed))
     work = Path(tempfile.mkdtemp(prefix="case.", dir=corpus.dir))
     try:
         return _run_file_case(corpus, target, seed, rng, work, alarm)
@@ -364,6 +414,19 @@ def _run_file_case(corpus, target, seed, rng, work: Path, alarm) -> Finding | No
                             str(work / "store")]])
         if target == "mapped" and rng.random() < 0.5:
             argv = ["restore", str(inp), "--lazy"] + budget
+    elif target == "xl":
+        from .badpeers import xl_case
+        (work / "image.rv").write_bytes(corpus.image)
+        argv, host = xl_case(seed, work)
+        try:
+            return check_cli(target, seed, argv, work, out, alarm, refusals=(1, 2))
+        finally:
+            if host is not None:
+                host.join(30)
+    elif target == "bios":
+        argv = bios_case(rng, work, inp, corpus)
+    elif target == "pvcc":
+        argv = pvcc_case(rng, work, out, corpus.x64_object)
     elif target == "recording":
         inp.write_bytes(mutate_image(rng, corpus.recording, blobs))
         argv = rng.choice([["replay", str(inp)], ["replay", str(inp), "--goto", "25000",
@@ -387,6 +450,82 @@ def _run_file_case(corpus, target, seed, rng, work: Path, alarm) -> Finding | No
         if argv and argv[0] in ("run", "restore", "snapshot-revert"):
             argv += ["--serial", "null", "--pace", "off"]
     return check_cli(target, seed, argv, work, out, alarm)
+
+
+def bios_case(rng: random.Random, work: Path, inp: Path, corpus: Corpus) -> list[str]:
+    """run --bios: ROMs empty, oversized, of a size no ROM has, garbage, a directory,
+    missing, a device that never ends; --post-log where it cannot be written."""
+    from ringvisor.hw.boot.rom import ROM_MAX, ROM_UNIT
+    r = rng.random()
+    rom = str(inp)
+    if r < 0.1:
+        inp.write_bytes(b"")
+    elif r < 0.2:
+        with open(inp, "wb") as f:                  # sparse: no 16 MiB written
+            f.truncate(ROM_MAX + rng.choice([ROM_UNIT, 1, 1 << 20]))
+    elif r < 0.3:
+        inp.write_bytes(rng.randbytes(rng.choice([1, 4095, ROM_UNIT - 1, ROM_UNIT + 1])))
+    elif r < 0.4:
+        rom = rng.choice([str(work), str(work / "missing.rom"), "/dev/zero", "/dev/null", ""])
+    else:                 # a ROM's size: garbage, or a real ROM's code mutated
+        base = corpus.roms[rng.randrange(len(corpus.roms))] if corpus.roms and \
+            rng.random() < 0.6 else rng.randbytes(ROM_UNIT)
+        data = mutate_bytes(rng, base, corpus.roms)
+        inp.write_bytes(data[:len(base)].ljust(len(base), b"\xff"))
+    argv = ["run", "--bios", rom, "--mem", "8", "--max-instructions", "500",
+            "--serial", "null", "--pace", "off"]
+    if rng.random() < 0.3:
+        argv += ["--mode", rng.choice(["native", "hvm", "bt", "kvm"])]
+    if rng.random() < 0.3:
+        argv += ["--post-log", rng.choice([str(work / "saved.rv"), str(work),
+                                           str(work / "no" / "log"), "", "x" * 300])]
+    return mutate_argv(rng, argv) if rng.random() < 0.2 else argv
+
+
+PVCC_SOURCES = {
+    "ok.c": '__attribute__((section(".multiboot"), used)) static const unsigned mb[3] = '
+            '{0x1BADB002, 0, -(0x1BADB002)};\nvoid _start(void) { for (;;) '
+            'asm volatile("hlt"); }\n',
+    "nomb.c": "void _start(void) { for (;;); }\n",
+    "bad.c": "int f( { return 0 }\n",
+    "priv.s": ".text\n.globl _start\n_start: cli\n lgdt (%eax)\n mov %eax, %cr0\n clts\n hlt\n",
+    "macro.S": "#define X(r) mov r, %cr3\n.text\n.globl _start\n_start: X(%eax)\n"
+               ".macro m a\n mov \\a, %ss\n.endm\n m %ax\n",
+    "bad.s": ".text\n foo %eax, %ebx\n .byte 1,\n",
+    "bin.c": "\x00\xff\xfe garbage \x80\n",
+    "x.txt": "not a source\n",
+}
+
+
+def pvcc_case(rng: random.Random, work: Path, out: Path, x64_object: bytes) -> list[str]:
+    """ringvisor pvcc and pvabi-header: missing flags and values, linker scripts that
+    are missing, garbage or directories, sources that do not compile, an object of
+    another machine (x86-64 relocations ld -m elf_i386 refuses), huge inputs, outputs
+    that cannot be written."""
+    for name, text in PVCC_SOURCES.items():
+        (work / name).write_bytes(text.encode("latin-1"))
+    (work / "good.ld").write_text("ENTRY(_start)\nSECTIONS { . = 0x100000; "
+                                  ".text : { *(.multiboot) *(.text*) } }\n")
+    (work / "bad.ld").write_text("SECTIONS { .text : { *(.text) \n")
+    (work / "x64.o").write_bytes(x64_object)
+    (work / "cut.o").write_bytes(x64_object[:rng.randrange(1, 200)])
+    if rng.random() < 0.15:   # a huge input: many megabytes of assembly
+        (work / "huge.s").write_text(".text\n" + " nop\n" * rng.choice([200_000, 600_000]))
+    if rng.random() < 0.1:
+        return ["pvabi-header", "--output", rng.choice([str(out), str(work), str(work / "n" / "h.h"),
+                                                        "-", "", str(work / "ok.c") + "/x"])]
+    srcs = rng.sample(sorted(p.name for p in work.iterdir() if p.suffix in
+                             (".c", ".s", ".S", ".o", ".txt")), rng.randint(1, 2))
+    argv = ["pvcc", *[str(work / s) for s in srcs]]
+    for _ in range(rng.randint(0, 3)):
+        argv += rng.choice([["-c"], ["-S"], ["-o", str(out)], ["-o", str(work)],
+                            ["-o", str(work / "new" / "k.elf")], ["-T", str(work / "good.ld")],
+                            ["-T", str(work / "bad.ld")], ["-T", str(work)], ["-T"], ["-o"],
+                            ["-I"], ["-D"], ["-Tmissing.ld"], ["--no-runtime"], ["--report"],
+                            ["--report-file", str(out)], ["--report-file", str(work)],
+                            ["-O7"], ["-mfoo"], ["-x", "c"], ["-I", str(work / "none")],
+                            ["-DX=1"], ["--report-file"]])
+    return mutate_argv(rng, argv) if rng.random() < 0.2 else argv
 
 
 def _copy_store(corpus: Corpus, dest: Path) -> None:

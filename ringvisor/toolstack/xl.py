@@ -111,6 +111,12 @@ class Toolstack:
             self._scheduled = True
             self.iface.after(0, self._run)
 
+    def quiet(self) -> bool:
+        """Its periodic poll can wake nobody by itself: no migrated domain waits to be taken
+        in (what else it moves -- console input, ring requests, a stopped domain's
+        lifecycle -- it moves within a second, or for a domain that cannot run)."""
+        return self.incoming.empty()
+
     def _domain_changed(self) -> None:
         self.lifecycle_due = True
         self.wake()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 
@@ -322,11 +323,14 @@ class Foreground:
                 session.attach_serial(i, backend, escapes=spec == "mon:stdio" or
                                       (spec == "stdio" and os.isatty(0)))
             self.backends = []
+            # --pace auto and a script piped in: paced while more may come (end_of_input)
+            machine.pace_while_input = self.cfg.pace == "auto" and _piped(0) and \
+                any(spec in STDIO for spec in self.cfg.serial)
             if self.trace is not None:
                 if os.path.isfile(self.trace.name):     # (not /dev/stdout, a pipe)
                     self.trace.truncate(0)
-                machine.cpu.trace = self.trace.write
-                session._closers.append(self.trace.close)
+                machine.cpu.trace, close = _guarded(self.trace, f"--trace {self.cfg.trace}")
+                session._closers.append(close)
                 self.trace = None
             if self.cfg.gdb is not None:
                 session.attach_debugger(self.cfg.gdb)
@@ -340,3 +344,43 @@ class Foreground:
             raise
         self.session = session
         return session
+
+
+def _guarded(f, what: str):
+    """(write, close) of a file the run writes as it goes, a full device or a lost disk
+    ending the run in one line naming ``what`` (no traceback from the middle of a block)."""
+    def write(text: str) -> None:
+        try:
+            f.write(text)
+        except OSError as e:
+            _discard(f)
+            raise ConfigError(f"{what}: cannot write: {e.strerror or e}") from None
+
+    def close() -> None:
+        try:
+            f.close()
+        except OSError as e:
+            _discard(f)
+            raise ConfigError(f"{what}: cannot write: {e.strerror or e}") from None
+    return write, close
+
+
+def _discard(f) -> None:
+    """Close ``f`` without writing what it buffers (that write failed already)."""
+    try:
+        os.close(f.fileno())
+    except (OSError, ValueError):
+        pass
+    try:
+        f.close()
+    except (OSError, ValueError):
+        pass
+
+
+def _piped(fd: int) -> bool:
+    """``fd`` is a pipe or a socket: input that may come later, at the writer's pace."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)

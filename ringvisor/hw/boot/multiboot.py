@@ -204,6 +204,12 @@ class BootInfo:
 # -- the header ----------------------------------------------------------------------
 
 
+def check_header(image: bytes, name: str) -> None:
+    """Refuse in one line an image no Multiboot loader would boot (``_find_header``'s
+    reasons), as the loader itself would."""
+    _find_header(image, name)
+
+
 def _find_header(image: bytes, name: str) -> int:
     """Offset of a valid Multiboot header."""
     bad_checksum = None
