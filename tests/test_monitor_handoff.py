@@ -19,6 +19,7 @@ import pytest
 
 from ringvisor.guests.build import image_path
 from ringvisor.hw.machine import read_image
+from ringvisor.vmm import bt as btmod
 from ringvisor.vmm.runner import create_vm
 
 WORKLOADS = "run=syscall,divzero,forkwait iters=2"
@@ -30,7 +31,7 @@ def _state(cpu) -> tuple:
             tuple((s.selector, s.base, s.limit, s.attr) for s in st.segs))
 
 
-def _run(mode: str, handoff: bool, slice_: int | None = None) -> tuple:
+def _run(monkeypatch, mode: str, handoff: bool, slice_: int | None = None) -> tuple:
     out = bytearray()
     kernel = image_path("kernel-pv" if mode == "paravirt" else "kernel")
     m, mon = create_vm(read_image(kernel), mode, WORKLOADS, engine="jit", output=out.extend)
@@ -49,6 +50,19 @@ def _run(mode: str, handoff: bool, slice_: int | None = None) -> tuple:
     m.cpu.native.handoff = counting if handoff else None
     trace = []
     handle, resume = mon.handle, mon.resume
+    quick = set()            # (bt) the entries whose return was taken in the hand-off
+    if mode == "bt":
+        took = btmod.quick_return
+
+        def traced_quick(mon_, cpu):
+            icount = cpu.state.icount
+            if not took(mon_, cpu):
+                return False
+            quick.add(icount)
+            trace.append(("entry", icount))
+            trace.append(("resumed", _state(cpu)))
+            return True
+        monkeypatch.setattr(btmod, "quick_return", traced_quick)
 
     def traced_handle(cpu, f=None):
         trace.append(("entry", cpu.state.icount))
@@ -85,20 +99,40 @@ def _run(mode: str, handoff: bool, slice_: int | None = None) -> tuple:
     for name in ("syscall", "divzero", "forkwait"):
         assert f"{name}: iters=2" in text, text[-400:]
     trace.append(("ends", ends))
-    return (taken, trace, text, m.cpu.get_state(), bytes(m.mem.ram[:mon.guest_ram]),
-            (dict(mon.traps), mon.stats["reflected"], dict(m.cpu.stats), list(m.cpu.exceptions),
-             m.cpu.deliveries))
+    return (taken, trace, quick, text, m.cpu.get_state(), bytes(m.mem.ram[:mon.guest_ram]),
+            (dict(mon.traps), dict(mon.emulated), mon.stats["reflected"], dict(m.cpu.stats),
+             list(m.cpu.exceptions), m.cpu.deliveries,
+             dict(mon.tc.stats) if mode == "bt" else None))
+
+
+def _without_frames(trace: list, quick: set) -> list:
+    """``trace`` less the frames of the entries at the retired-instruction counts of
+    ``quick``."""
+    out, skip = [], False
+    for item in trace:
+        if item[0] == "entry":
+            skip = item[1] in quick
+        elif skip and item[0] in ("taken", "frame"):
+            continue
+        out.append(item)
+    return out
 
 
 @pytest.mark.parametrize("mode, slice_", [("trapemu", None), ("bt", None), ("paravirt", None),
                                           ("bt", 7)])
-def test_handoff_is_invisible(mode, slice_):
+def test_handoff_is_invisible(monkeypatch, mode, slice_):
     # (slices of 7 instructions: the run's bound falls everywhere, between a fault and
     # its handler too, where the CPU must not hand off: the handler's entry is the next
     # slice's first instruction, after the devices' due work)
-    taken, trace, text, cpu_state, ram, counts = _run(mode, True, slice_)
-    taken0, trace0, text0, cpu_state0, ram0, counts0 = _run(mode, False, slice_)
+    taken, trace, quick, text, cpu_state, ram, counts = _run(monkeypatch, mode, True, slice_)
+    taken0, trace0, _, text0, cpu_state0, ram0, counts0 = _run(monkeypatch, mode, False, slice_)
     assert not taken0
+    if mode == "bt":
+        # the kernel's returns and indirect jumps done in the hand-off (``btreturn``):
+        # the long way's entries there are compared by their count and the CPU's whole
+        # state after them (no frame is taken in the hand-off)
+        assert len(quick) > 10
+        trace0 = _without_frames(trace0, quick)
     # the workloads' system calls came the short way (each an int 0x80 refused by the
     # real gate: #GP with the IDT bit and the vector), and so did the page faults
     assert taken.count((13, 0x80 * 8 + 2, False)) >= 2 * 2, taken[:5]

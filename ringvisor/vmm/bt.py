@@ -43,6 +43,7 @@ from . import emulate as E
 from . import layout as L
 from .btemulate import BT_EMULATORS, is_plain_store
 from .bttranslate import CALLOUT, Translator, writes_memory
+from .btreturn import quick_return
 from .debug import EXEC, breakpoints
 from .descriptors import compress, guest_descriptor_fields
 from .emulate import NEXT, Context, GuestFault
@@ -243,6 +244,20 @@ class BinaryTranslation(Translator, Monitor):
         sbase, slimit, sacc, _ = guest_descriptor_fields(compress(ss))
         return (cacc & 0x8A == 0x8A and sacc & 0x8E == 0x82 and
                 (cbase, climit) == (sbase, slimit))
+
+    # a near ``ret``'s callout done in the hand-off where an entry has nothing else to do
+    # (``btreturn``); False: every callout a whole entry
+    quick_returns = True
+
+    def _handoff(self, cpu, vector: int, err: int | None, soft: bool):
+        h = super()._handoff(cpu, vector, err, soft)
+        if h is not None and soft and vector == L.CALLOUT and self.quick_returns:
+            return self._handed_callout
+        return h
+
+    def _handed_callout(self, cpu) -> None:
+        if not quick_return(self, cpu):
+            self._handed(cpu)
 
     def before_resume(self, f: Frame) -> None:
         tc = self.tc

@@ -1,0 +1,133 @@
+"""Binary translation's near returns taken in the hand-off itself.
+
+A kernel's ``ret`` is a callout of translated code (``bttranslate``): its target is
+a guest address, known only when it runs.  Handed off (``Monitor._handoff``), the
+callout still made a whole entry of it -- the frame taken, ``handle``'s bookkeeping,
+the emulation through ``emulate.Context``, ``resume``'s IRET as at CPL 0 -- about
+2,500 Python bytecodes to pop four bytes and look a unit up; a system call of the
+teaching kernel makes two such returns and an indirect jump's worth of them.
+
+``quick_return`` does the same work directly where every part of an entry but the
+emulation itself has nothing to do, and declines (the entry then goes the usual
+way, nothing having changed) otherwise:
+
+- the callout's site is a near ``ret`` (``ret imm16`` too) of the guest kernel;
+- the monitor is in no state an entry must look at: no step of its own or
+  interrupt shadow open (``stepping``), no virtual-8086 or real-mode emulation, no
+  debug trap owed and no data breakpoint that the stack read could hit (``debug``),
+  no second virtual processor to schedule, no real descriptor changed by the GDT's
+  or LDT's entry work (``gdt.at_entry``, done here as ``handle`` does it: no dirty or
+  remapped frame to copy, no relaxed frame whose descriptors changed), nothing pending that ``deliver_interrupts`` would deliver (an NMI, or an
+  interrupt with the virtual IF set), no translated code reading through CS
+  (``before_resume``'s check of CS and SS);
+- the return address lies in one page the real TLB holds for the supervisor
+  (``GuestMemory.cached``: no walk, no accessed bit to set), and its target's
+  translation exists and still maps the frame it was made from (no translation,
+  no walk).
+
+Then the resume's IRET would reload the CS and SS the CPU holds from real GDT
+entries nothing changed since the last resume loaded them, restore the EFLAGS it
+holds but RF (which an emulated instruction clears: ``debug.completed``), null no
+data segment (the last IRET to ring 1 did), and end NMI blocking and the dispatch
+loop; ``quick_return`` does those last three, counts what the emulation counts
+(the callout, the ``ret`` emulated, the look-up of the unit), pops the address and
+jumps to the unit.  ``tests/test_monitor_handoff.py`` compares the CPU's whole state
+after every entry, the counters, the console and the guest's RAM with the long way.
+"""
+
+from __future__ import annotations
+
+import iced_x86 as ix
+
+from ringvisor.hw.state import RF, VM
+from ringvisor.hw.system import ea
+
+from . import layout as L
+
+M = ix.Mnemonic
+OK = ix.OpKind
+R = ix.Register
+_GPR32 = {r: i for i, r in enumerate((R.EAX, R.ECX, R.EDX, R.EBX, R.ESP, R.EBP, R.ESI, R.EDI))}
+_SEGS = {R.ES: 0, R.SS: 2, R.DS: 3, R.FS: 4, R.GS: 5}
+_NAME = {M.RET: "ret", M.JMP: "jmp"}      # (``emulate.ix_name``'s, as ``emulate`` counts)
+
+
+def quick_return(mon, cpu) -> bool:
+    """The callout at the CPU's EIP (just past its ``int``), done here if it is a near
+    ``ret`` that needs no more (module doc); whether it was."""
+    st = cpu.state
+    tc = mon.tc
+    site = tc.sites.get(st.eip)
+    if site is None or site[0] != "callout" or site[1].mnemonic not in (M.RET, M.JMP) \
+            or st.segs[1].selector != L.SEL_TCODE or st.eflags & VM:
+        return False
+    v = mon.vcpu
+    gdt, ldt = mon.gdt, mon.ldt
+    vapic = mon.platform.vapic
+    if (mon.step is not None or mon.shadow_at is not None or mon.db_owed or mon.watchpoints
+            or mon.vcpus is not None or mon.real.active or mon.real.engaged or tc.cs_units
+            or gdt.dirty or gdt.remapped or ldt.dirty or ldt.remapped or v.cpl != 0
+            or (vapic is not None and vapic.nmi and not v.nmi_blocked)
+            or (v.vif and mon.interrupt_waiting())):
+        return False
+    # the entry's work on the tables, as ``handle`` begins it (done again there, with
+    # nothing left to do, if this declines): a relaxed frame whose descriptors changed
+    # has changed real entries, which the resume's IRET would load
+    ss = st.segs[2].selector
+    gdt.at_entry(L.SEL_TCODE, ss)
+    ldt.at_entry(L.SEL_TCODE, ss)
+    if gdt.caught_up or ldt.caught_up:
+        return False
+    ins = site[1]
+    esp = st.regs[4]
+    if ins.mnemonic == M.RET:
+        lin = st.segs[2].base + esp
+        esp += 4 + (ins.immediate16 if ins.op_count else 0)
+    elif ins.op0_kind == OK.REGISTER and ins.op0_register in _GPR32:
+        lin = None
+        target = st.regs[_GPR32[ins.op0_register]]
+    elif ins.op0_kind == OK.MEMORY and ins.memory_size == ix.MemorySize.DWORD_OFFSET \
+            and ins.memory_segment in _SEGS:
+        # (``Context.linear``: a data segment's base is the one the CPU holds; SS's the
+        # real descriptor's, which the CPU loaded and nothing changed since)
+        lin = st.segs[_SEGS[ins.memory_segment]].base + ea(cpu, ins)
+    else:
+        return False                   # (a far JMP, a 16-bit one, or through CS)
+    if lin is not None:
+        lin &= 0xFFFFFFFF
+        p = mon.gm.cached(lin) if mon.gm.p2m is None else None
+        if p is None or lin & 0xFFF > 0xFFC or p + 4 > mon.guest_ram:
+            return False
+        target = int.from_bytes(mon.mem.ram[p:p + 4], "little")
+    glin = mon.lin(target)
+    frame = mon.gm.cached(glin)
+    if frame is None:
+        return False
+    frame >>= 12
+    # (``BinaryTranslation._unit_entry``'s look-up, without a translation)
+    hit = tc.entries.get(target)
+    if hit is not None and target not in tc.units:
+        u, addr = hit
+        if not (u.live and u.pages.get(glin >> 12) == frame):
+            return False
+        counted = ("mid-unit entries",)
+    else:
+        u = tc.units.get(target)
+        if u is None or u.phys >> 12 != frame:
+            return False
+        addr = u.start
+        counted = ("lookups", "hits")
+    # committed: what ``handle``, the emulation and ``resume`` would have done
+    mon.new_shadow = mon.halting = mon.delivered = False
+    mon.traps["callout"] += 1
+    mon.emulated[_NAME[ins.mnemonic]] += 1
+    for k in counted:
+        tc.stats[k] += 1
+    mon.db_hits = 0
+    mon.entered = None
+    st.regs[4] = esp & 0xFFFFFFFF
+    st.eip = addr
+    st.eflags &= ~RF
+    st.nmi_blocked = False             # (the IRET's: SDM Vol. 3 §6.7.1)
+    cpu.limit = 0                      # (as the IRET's mode change ends the dispatch loop)
+    return True
