@@ -18,7 +18,7 @@ import sys
 
 from ringvisor.guests.build import image_path
 from ringvisor.hw.machine import read_image
-from ringvisor.vmbench import LMBENCH, NANO, TIMING, _bracket
+from ringvisor.vmbench import CPU, LMBENCH, NANO, TIMING, _bracket
 from ringvisor.vmm.runner import create_vm
 
 MODES = ("native", "trapemu", "bt", "paravirt")
@@ -73,8 +73,8 @@ def count(name: str, mode: str, iters: int) -> tuple[float, float]:
 
 def main(argv: list[str]) -> int:
     name = argv[0] if argv else "syscall"
-    if name not in NANO + LMBENCH:
-        print(f"opcost: no such workload {name!r} (one of {', '.join(NANO + LMBENCH)})",
+    if name not in NANO + LMBENCH + CPU:
+        print(f"opcost: no such workload {name!r} (one of {', '.join(NANO + LMBENCH + CPU)})",
               file=sys.stderr)
         return 2
     try:
