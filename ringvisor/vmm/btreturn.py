@@ -65,7 +65,8 @@ def quick_return(mon, cpu) -> bool:
     gdt, ldt = mon.gdt, mon.ldt
     vapic = mon.platform.vapic
     if (mon.step is not None or mon.shadow_at is not None or mon.db_owed or mon.watchpoints
-            or mon.vcpus is not None or mon.real.active or mon.real.engaged or tc.cs_units
+            or mon.vcpus is not None or mon.real.active or mon.real.engaged or not v.cr0 & 1
+            or tc.cs_units
             or gdt.dirty or gdt.remapped or ldt.dirty or ldt.remapped or v.cpl != 0
             or (vapic is not None and vapic.nmi and not v.nmi_blocked)
             or (v.vif and mon.interrupt_waiting())):
