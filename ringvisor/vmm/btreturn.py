@@ -26,7 +26,9 @@ way, nothing having changed) otherwise:
   no walk).
 
 Then the resume's IRET would reload the CS and SS the CPU holds from real GDT
-entries nothing changed since the last resume loaded them, restore the EFLAGS it
+entries nothing changed since the last resume loaded them (an SS entry the monitor
+poisoned and does not hold, which that IRET takes from the guest's table as it is
+now, must give the segment the CPU holds), restore the EFLAGS it
 holds but RF (which an emulated instruction clears: ``debug.completed``), null no
 data segment (the last IRET to ring 1 did), and end NMI blocking and the dispatch
 loop; ``quick_return`` does those last three, counts what the emulation counts
@@ -39,10 +41,13 @@ from __future__ import annotations
 
 import iced_x86 as ix
 
+from ringvisor.hw.segments import Descriptor
 from ringvisor.hw.state import RF, VM
 from ringvisor.hw.system import ea
 
 from . import layout as L
+from .descriptors import compress
+from .gdt import ACCESSED
 
 M = ix.Mnemonic
 OK = ix.OpKind
@@ -75,6 +80,20 @@ def quick_return(mon, cpu) -> bool:
     # nothing left to do, if this declines): a relaxed frame whose descriptors changed
     # has changed real entries, which the resume's IRET would load
     ss = st.segs[2].selector
+    table = ldt if ss & 4 else gdt
+    i = ss >> 3
+    if ss not in table.held and i < table.MAX and mon.mem.read(table.real + i * 8, 8) == bytes(8):
+        # SS's entry poisoned and not held: the IRET would load the guest's descriptor as
+        # it is now (``gdt.unpoison``'s rule, read as it reads it): the same one only
+        # if the guest did not edit it in place since
+        raw = table._guest_raw(i) if i < table.n else None
+        real = compress(raw) if raw else 0
+        cur = st.segs[2]
+        if not real:
+            return False
+        new = Descriptor(real | ACCESSED, 0).segment(ss)
+        if (new.base, new.limit, new.attr) != (cur.base, cur.limit, cur.attr):
+            return False
     gdt.at_entry(L.SEL_TCODE, ss)
     ldt.at_entry(L.SEL_TCODE, ss)
     if gdt.caught_up or ldt.caught_up:
