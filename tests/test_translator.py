@@ -130,6 +130,12 @@ CASES = {
          b"\x8B\x8C\x33\xF4\xFF\xFF\x7F"],
         _r(ebx=(DATA + 0x10 - 0x7FFFFFF0) & 0xFFFFFFFF, esi=4),
         patches=[(DATA + 0x10, bytes(range(0x41, 0x51)))]),
+    # ... and a store, by its address unmasked and the write TLB's (zero) delta:
+    # mov [ebx+0x7ffffff0],ecx; mov [ebx+0x7ffffff5],al; mov edx,[ebx+0x7ffffff0]
+    "store_wrapping_past_4g_with_paging_off": Case(
+        [b"\x89\x8B\xF0\xFF\xFF\x7F", b"\x88\x83\xF5\xFF\xFF\x7F",
+         b"\x8B\x93\xF0\xFF\xFF\x7F"],
+        _r(eax=0x5A, ebx=(DATA + 0x20 - 0x7FFFFFF0) & 0xFFFFFFFF, ecx=0x11223344)),
     # a REP string instruction inside a block whose registers are renamed around it
     "rep_stos_between_renames": Case(
         [b"\x8D\x7B\x10", b"\xB9\x03\x00\x00\x00", b"\xF3\xAB", b"\x01\xF9"],

@@ -97,7 +97,7 @@ def mov(bb: BlockBuilder, ins: ix.Instruction) -> None:
     size = opsize(bb, ins)
     if k0 == OK.MEMORY:
         v = bb.read_op(ins, 1, size)
-        lin = bb.mem_linear(ins, size, True)
+        lin = bb.mem_linear(ins, size, True, store=True)
         bb.store(lin, size, v)
     else:
         v = bb.read_op(ins, 1, size)

@@ -369,17 +369,21 @@ class BlockBuilder:
             return parts[0]
         return f"(({' + '.join(parts)}) & {mask:#x})"
 
-    def linear(self, seg: int, off: str, size: int, write: bool) -> str:
-        """A local holding the linear address of ``seg:off`` (checked if not flat)."""
+    def linear(self, seg: int, off: str, size: int, write: bool, store: bool = False) -> str:
+        """A local holding the linear address of ``seg:off`` (checked if not flat;
+        ``store``: the address is only stored to, by ``store``)."""
         if self.mode.flat >> seg & 1:
             limit = self.mode.flat_limit
             if limit == 0xFFFFFFFF:
                 m = WRAPPED.match(off)
-                if m and not write and self.mode.direct and not NEGATIVE.search(m.group(1)):
-                    # a read indexes RAM by the address itself (``load``): one that wrapped
-                    # past 4 GiB is beyond RAM unmasked too, and the slow path, which
-                    # masks it, reads it (only reads: a store goes through the write TLB;
-                    # and not with a negative displacement, which always wraps)
+                if m and (store or not write) and self.mode.direct and \
+                        not NEGATIVE.search(m.group(1)):
+                    # a read indexes RAM by the address itself (``load``), and a store by
+                    # it and the write TLB's delta, which is zero without paging: one that
+                    # wrapped past 4 GiB is beyond RAM unmasked too, and the slow path,
+                    # which masks it, reads or writes it (not a read-modify-write, whose
+                    # probe does not catch that; and not with a negative displacement,
+                    # which always wraps)
                     return self.let(m.group(1), "a")
                 return off if is_atom(off) else self.let(off, "a")
             # base 0 but cut short (a monitor's ring compression): past the limit
@@ -389,8 +393,8 @@ class BlockBuilder:
             return a
         return self.let(f"LIN({seg}, {off}, {size}, {int(write)})", "a")
 
-    def mem_linear(self, ins: ix.Instruction, size: int, write: bool) -> str:
-        return self.linear(SREG[ins.memory_segment], self.ea(ins), size, write)
+    def mem_linear(self, ins: ix.Instruction, size: int, write: bool, store: bool = False) -> str:
+        return self.linear(SREG[ins.memory_segment], self.ea(ins), size, write, store)
 
     def _probe(self, lin: str, size: int, tlb: str) -> tuple[str, str]:
         """Read through TLB dictionary ``tlb``; returns (value, delta) locals."""
@@ -443,7 +447,9 @@ class BlockBuilder:
         tlb = "TWU" if self.mode.user else "TWS"
         idx = f"{lin} + {tlb}[{lin} & {ALIGN_KEY[size]:#x}]"
         self.emit(f"try: {view}[{idx if not sh else f'({idx}) >> {sh}'}] = {val}")
-        self.emit(f"except KeyError: WR({lin}, {size}, {val}, {int(self.mode.user)}){RELIM}")
+        # (without paging an address may be unmasked: beyond RAM, an IndexError)
+        miss = "LookupError" if self.mode.direct else "KeyError"
+        self.emit(f"except {miss}: WR({lin}, {size}, {val}, {int(self.mode.user)}){RELIM}")
 
     def rmw_begin(self, lin: str, size: int) -> tuple[str, str]:
         """Read for a read-modify-write: probes the write TLB so the write cannot miss."""
