@@ -422,6 +422,9 @@ def _run_file_case(corpus, target, seed, rng, work: Path, alarm) -> Finding | No
             return check_cli(target, seed, argv, work, out, alarm, refusals=(1, 2))
         finally:
             if host is not None:
+                host.join(1)
+                if host.is_alive():          # (never asked: a refusal before connecting)
+                    host.release()
                 host.join(30)
     elif target == "bios":
         argv = bios_case(rng, work, inp, corpus)

@@ -125,6 +125,16 @@ def _serve_once(handler, srv=None) -> tuple[tuple[str, int], threading.Thread]:
         finally:
             conn.close()
     t = threading.Thread(target=run, daemon=True)
+
+    def release() -> None:
+        """A command that never connected (refused before asking): end the accept."""
+        family = socket.AF_UNIX if isinstance(where, str) else srv.family
+        try:
+            with socket.socket(family) as c:
+                c.connect(where)
+        except OSError:
+            pass
+    t.release = release
     t.start()
     return (where if isinstance(where, str) else where[:2]), t
 
