@@ -128,3 +128,11 @@ def test_kernel_segment_loads_with_rpl_1():
     done = [ln.split()[5] for ln in te if ln[:2] == "s0" and ln.split()[0] != "s005"]
     assert done == [f"b=0000100{i}" for i in (0, 1, 2, 3, 4, 6, 7, 8, 9)]
     assert [ln for ln in te if ln.startswith("s005")] == [ln for ln in ref if ln.startswith("s005")]
+
+
+def test_user_esp_on_a_16_bit_stack_keeps_its_high_half():
+    """Seed 7025, minimised: ring-3 code on a 16-bit stack segment (B=0), resumed by the
+    monitor after an entry: the monitor's IRET to the 16-bit stack loaded only SP and left
+    the high half of the monitor's own ESP in the guest's (0xffc16000 where the bare PC
+    keeps 0x00206000 -- espfix's leak), under both monitors."""
+    assert sysgen.differences(7025, keep=[13], sdm=True) == {}

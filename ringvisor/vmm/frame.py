@@ -30,7 +30,7 @@ from __future__ import annotations
 import struct
 
 from ringvisor.hw.realmode import vm86_segment
-from ringvisor.hw.state import IF, NT, RF, TF
+from ringvisor.hw.state import IF, NT, RF, SS, TF
 
 from . import layout as L
 
@@ -144,3 +144,8 @@ class Frame:
             return
         st.regs[4] = self.top - 20
         cpu.iret((self.eip, self.cs, self.eflags, self.esp, self.ss))
+        if not st.segs[SS].big:
+            # an IRET to a 16-bit stack loads only SP and keeps the high half of the
+            # IRETting ESP (SDM Vol. 2 IRET) -- here the monitor's stack, which the guest
+            # never had (the leak Linux's espfix closes): its ESP is the frame's, whole
+            st.regs[4] = self.esp & 0xFFFFFFFF
