@@ -52,7 +52,10 @@ def test_regressions_match_qemu():
     one wrapping around 4 GiB, and a kernel stack in a 32-bit expand-down SS, whose loads
     both monitors refused; an instruction breakpoint with DR7 LEN 11, which bt missed; a
     descriptor made not present in place, in a GDT page with hot data beside it, loaded
-    before any entry into the monitor, which both monitors loaded from the old copy)."""
+    before any entry into the monitor, which both monitors loaded from the old copy;
+    readable code segments that no CS may hold under a monitor -- based in its region, or
+    leaving less than a page below it -- loaded into data registers and read, which both
+    monitors refused)."""
     image = sysgen.build_steps(sysgen.fixed_steps("regress.S"), "sysgen-regress")
     ref = sysgen.run("qemu", image)
     # QEMU's lines are the SDM's: the trap after the RET at the JMP, one task line and no
@@ -86,6 +89,10 @@ def test_regressions_match_qemu():
     # the descriptor made not present in place: #NP(selector) at its next load
     assert [ln.split()[1:3] + ln.split()[9:10] for ln in ref if ln.startswith("s00d v")] == \
         [["v=0b", "e=00a0", "b=00001313"]]
+    # the code segments read as data: step 8's value through both, then the guest's #PF
+    s14 = [ln.split() for ln in ref if ln.startswith("s00e v")][0]
+    assert s14[1:3] + s14[6:7] + s14[8:9] + s14[11:13] == \
+        ["v=0e", "e=0000", "cr2=ffbff810", "c=12345679", "si=12345679", "di=12345679"]
     for platform in ("native", "trapemu", "bt"):
         assert sysgen.run(platform, image) == ref, platform
 

@@ -51,6 +51,26 @@ def compress(raw: int) -> int:
     size = ((limit << 12) | 0xFFF) if gran else limit
     if not access & 8:
         return _data_segment(base, size, access, flags)
+    code = _code_segment(base, size, access, flags)
+    if code or not access & 2:
+        return code
+    # A readable code segment of which nothing can be held as code (its base lies in the
+    # region, or what is left below it is shorter than its granularity): no CS may hold
+    # it -- the guest's code must lie below the region -- but the guest may load it into
+    # a data register and read through it as natively (SDM Vol. 3 §5.6; Vol. 2 MOV:
+    # "readable code segment").  The hardware holds it as a read-only data segment,
+    # its offsets cut as a data segment's are (the reads beyond emulated: ``segcut.py``),
+    # which a far transfer, IRET or gate cannot load into CS (#GP(selector), as the null
+    # entry it used to be).  A conforming one is loaded into DS at any CPL and RPL
+    # (no DPL check, Vol. 2 MOV), so its stand-in is DPL 3.
+    dpl = 3 if access & 4 else (access >> 5) & 3
+    return _data_segment(base, size, 0x90 | dpl << 5 | (access & 1), flags)
+
+
+def _code_segment(base: int, size: int, access: int, flags: int) -> int:
+    """A code segment (``size``: its byte-granular limit) cut short below the region from
+    offset 0, or 0 if nothing is left."""
+    gran = flags & 8
     if base > L.GUEST_LIMIT:
         return 0
     end = min(base + size, L.GUEST_LIMIT)

@@ -25,8 +25,9 @@ forms, XCHG, MOVS/STOS/LODS without REP) and the stack's (PUSH and POP of regist
 DS, ES, FS, GS, immediates and memory, PUSHAD, POPAD, near CALL and RET, LEAVE: a 32-bit expand-down
 stack segment with base 0 holds no offset on the hardware, so each of them traps);
 another instruction making such an access stops the run with one line naming it.  A code segment is only cut short, from offset 0
-(one based in the region is refused): the guest's code must lie below the region; a
-readable one loaded into a data register is read beyond the cut as above.
+(a CS load of one based in the region is refused): the guest's code must lie below the
+region; a readable one loaded into a data register is read beyond the cut as above (one
+that cannot be held as code at all is held as read-only data: ``descriptors.compress``).
 """
 
 from __future__ import annotations

@@ -287,4 +287,32 @@
     mov $0x1414, %ebx
     END 13
 
+# 14: readable code segments loaded into data registers, one based in the monitors'
+# region (conforming, DPL 1, base 0xffe3d6e5, 16 MiB: its offsets wrap around 4 GiB to
+# linear 0 up), one below it whose code the region leaves less than a page of (base
+# 0xffbff800, 4 GiB, nonconforming DPL 0).  Both load into DS..GS and read as data (SDM
+# Vol. 3 §5.6; Vol. 2 MOV); the monitors refused both loads (#GP(selector)), since no
+# code segment may reach the region (sysgen seed 6017).  Read: step 8's store at linear
+# 0x500010 through each, and step 9's at 0xffd00020 (the kernel's own mapping of the
+# region) through the second, then its offset 0x10 (linear 0xffbff810, not mapped: the
+# guest's #PF); a store through a code segment is #GP(0) (QEMU does not check it: not
+# here).
+    STEP 14
+    movl $0xd6e50fff, gdt+168
+    movl $0xffc0bfe3, gdt+168+4     # entry 21: conforming readable code, DPL 1, G, D
+    movl $0xf800ffff, gdt+176
+    movl $0xffcf9bbf, gdt+176+4     # entry 22: readable code, DPL 0, G, D
+    mov $0xa8, %ax
+    mov %ax, %fs
+    mov %fs:0x6c292b, %esi          # linear 0x100500010: 0x500010
+    mov $0xb0, %ax
+    mov %ax, %gs
+    mov %gs:0x900810, %edi          # linear 0x100500010
+    mov %gs:0x100820, %ebp          # linear 0xffd00020
+    mov $0xab, %ax                  # RPL 3: a conforming one takes any RPL and CPL
+    mov %ax, %es
+    mov %es:0x6c292b, %ecx
+    mov %gs:0x10, %edx              # linear 0xffbff810, not mapped: #PF
+    END 14
+
     call finish
