@@ -30,11 +30,13 @@ from ringvisor.errors import ImageError
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 # the widths whose misaligned accesses are cut into pieces before they reach a device
-SPLIT_SIZES = (2, 4)
+# (8: MOVQ, FILD/FISTP of a quadword, CMPXCHG8B -- two aligned quadword loads, as QEMU 7.2
+# cuts them: tests/hwguests/mmiosplit)
+SPLIT_SIZES = (2, 4, 8)
 
 
 def split_load(addr: int, size: int, load: Callable[[int, int], int]) -> int:
-    """A misaligned load of ``size`` bytes (2 or 4) at ``addr`` as the PC's bus makes it
+    """A misaligned load of ``size`` bytes (2, 4 or 8) at ``addr`` as the PC's bus makes it
     when it is not all RAM: two aligned loads of that width, from ``addr`` rounded down
     and from the next aligned address, put together.  ``load(address, size)`` makes one
     (the caller wraps a linear address at 4 GiB).  The SDM leaves the cut of a misaligned

@@ -470,14 +470,15 @@ def h_cmpxchg8b(cpu, ins) -> int:
     user = cpu.cpl == 3
     cpu.mmu.walk(lin, True, user)
     cpu.mmu.walk(lin + 7, True, user)
-    old = cpu.mmu.read(lin, 4, user) | cpu.mmu.read(lin + 4, 4, user) << 32
+    # one quadword read and one quadword write, the old value written back when they
+    # differ (SDM Vol. 2 CMPXCHG8B); on a device a quadword access is not two doublewords
+    # (QEMU's helper_cmpxchg8b_unlocked: tests/hwguests/mmiosplit)
+    old = cpu.mmu.read(lin, 8, user)
     if old == (r[0] | r[2] << 32):
-        cpu.mmu.write(lin, 4, r[3], user)
-        cpu.mmu.write(lin + 4, 4, r[1], user)
+        cpu.mmu.write(lin, 8, r[3] | r[1] << 32, user)
         set_zf(cpu, True)
     else:
-        cpu.mmu.write(lin, 4, old & 0xFFFFFFFF, user)
-        cpu.mmu.write(lin + 4, 4, old >> 32, user)
+        cpu.mmu.write(lin, 8, old, user)
         r[0], r[2] = old & 0xFFFFFFFF, old >> 32
         set_zf(cpu, False)
     return ins.next_ip32

@@ -37,7 +37,8 @@ MOVZX/MOVSX from it, the arithmetic and logic read-modify-writes (ADD ADC SUB
 SBB AND OR XOR INC DEC NEG NOT) on it, CMP and TEST of it, the ALU forms that
 read it into a register, XCHG, and MOVS/STOS/LODS with or without REP (either
 side may be RAM: the RAM side goes through the guest's memory with its paging
-rules).  Each access is one access of the instruction's width on the device; a
+rules), MOVD/MOVQ between the device and an MMX, XMM or general register, and
+CMPXCHG8B.  Each access is one access of the instruction's width on the device; a
 misaligned one, or one straddling a device's page and another, is cut into the aligned
 pieces the machine's bus makes of it (``hw.memory.split_load``), each reaching what
 decodes it.
@@ -54,6 +55,7 @@ from ringvisor.hw.devices.hpet import HPET_BASE, HPET_SIZE
 from ringvisor.hw.devices.ioapic import IOAPIC_BASE, IOAPIC_SIZE
 from ringvisor.hw.devices.lapic import APIC_WINDOW
 from ringvisor.hw.memory import SPLIT_SIZES, split_load, split_store
+from ringvisor.hw.sse import MMX_EXPONENT, enter_mmx
 from ringvisor.hw.system import get_reg, set_reg
 from ringvisor.hw.translate import registrar
 
@@ -68,6 +70,7 @@ R = ix.Register
 PAGE = 0xFFFFF000
 PF_I = 0x10
 DF = 0x400
+ZF = 0x40
 
 MMIO_EMULATORS: dict = {}
 mmio_emulates = registrar(MMIO_EMULATORS)
@@ -114,14 +117,14 @@ class GuestMmio:
         if self._virtual(gpa, True) is not None:
             return MASK[size]            # a virtual device's page, beyond what it decodes
         # a device of the machine's (or nothing: open bus, all ones)
-        return {1: self.mem.read8, 2: self.mem.read16, 4: self.mem.read32}[size](gpa)
+        return self.mem._read_sized(gpa, size)
 
     def write(self, gpa: int, size: int, value: int) -> None:
         hit = self._virtual(gpa)
         if hit is not None:
             hit[1].mmio_write(hit[0], size, value & MASK[size])
         elif self._virtual(gpa, True) is None:
-            {1: self.mem.write8, 2: self.mem.write16, 4: self.mem.write32}[size](gpa, value)
+            self.mem._write_sized(gpa, size, value)
 
 
 def mmio_fault(mon, f, m, lin: int, err: int) -> bool:
@@ -158,7 +161,7 @@ def check_emulated(name: str, ins: ix.Instruction, frame: int) -> None:
     if ins.mnemonic not in MMIO_EMULATORS:
         raise MonitorStop(f"{name}: the guest's {ins} on the device page at "
                           f"{frame:#x} is not emulated (MOV, MOVZX/MOVSX, the ALU forms, "
-                          f"XCHG and MOVS/STOS/LODS are)")
+                          f"XCHG, MOVS/STOS/LODS, MOVD/MOVQ and CMPXCHG8B are)")
 
 
 class MmioContext(Context):
@@ -341,3 +344,56 @@ def e_string(c: MmioContext) -> str:
         regs[1] = (regs[1] - 1) & 0xFFFFFFFF
     return NEXT
 
+
+
+MMX_REGS = {getattr(R, f"MM{i}"): i for i in range(8)}
+XMM_REGS = {getattr(R, f"XMM{i}"): i for i in range(8)}
+
+
+@mmio_emulates(M.MOVD, M.MOVQ)
+def e_movq(c: MmioContext) -> str | None:
+    """MOVD and MOVQ between an MMX or XMM register (or, for MOVD, a general one) and the
+    device: one access of 4 or 8 bytes (a misaligned quadword is two aligned ones, as
+    the machine's bus cuts it).  The processor checked CR0.EM/TS and CR4.OSFXSR before
+    the access faulted; an MMX form enters MMX state (SDM Vol. 1 §9.5.1), a load into
+    an XMM register clears its upper bits."""
+    ins, fpu = c.ins, c.cpu.state.fpu
+    size = _size(c)
+    mask = MASK[size]
+    if ins.op0_kind == OK.MEMORY:
+        r = ins.op1_register
+        if r in MMX_REGS:
+            value = fpu.st[MMX_REGS[r]]
+            enter_mmx(fpu)
+        elif r in XMM_REGS:
+            value = fpu.xmm[XMM_REGS[r]]
+        else:
+            value = get_reg(c.cpu, r)
+        c.write(size, value & mask)
+        return NEXT
+    value = c.read(size) & mask
+    r = ins.op0_register
+    if r in MMX_REGS:
+        enter_mmx(fpu)
+        fpu.st[MMX_REGS[r]] = value | MMX_EXPONENT
+    elif r in XMM_REGS:
+        fpu.xmm[XMM_REGS[r]] = value
+    else:
+        set_reg(c.cpu, r, value)
+    return NEXT
+
+
+@mmio_emulates(M.CMPXCHG8B)
+def e_cmpxchg8b(c: MmioContext) -> str:
+    """One quadword read, and one quadword write of the new value or (when they differ)
+    the old one back, as the processor (SDM Vol. 2 CMPXCHG8B) and QEMU make them."""
+    regs, f = c.cpu.state.regs, c.f
+    old = c.read(8)
+    if old == (regs[0] | regs[2] << 32):
+        c.write(8, regs[3] | regs[1] << 32)
+        f.eflags |= ZF
+    else:
+        c.write(8, old)
+        regs[0], regs[2] = old & 0xFFFFFFFF, old >> 32
+        f.eflags &= ~ZF
+    return NEXT

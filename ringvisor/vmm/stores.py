@@ -30,7 +30,7 @@ from .frame import Frame
 M = ix.Mnemonic
 OK = ix.OpKind
 R = ix.Register
-MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
+MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: (1 << 64) - 1}
 ARITH_FLAGS = 0x8D5
 KIND = {M.ADD: F.ADD, M.ADC: F.ADC, M.SUB: F.SUB, M.SBB: F.SBB, M.AND: F.LOGIC, M.OR: F.LOGIC,
         M.XOR: F.LOGIC, M.INC: F.INC, M.DEC: F.DEC, M.NEG: F.NEG}

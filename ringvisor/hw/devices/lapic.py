@@ -450,7 +450,10 @@ class LocalApic:
     # -- MMIO ----------------------------------------------------------------------------
     def mmio_read(self, offset: int, size: int) -> int:
         s = self.s
-        if size < 4:
+        if size != 4:
+            # narrower: QEMU's apic_mem_read answers 0; wider (a MOVQ, a CMPXCHG8B): beyond
+            # QEMU's valid.max_access_size 4, an invalid access that reads 0 (the SDM wants
+            # aligned 32-bit accesses, §10.4.1; tests/hwguests/mmiosplit)
             return 0
         index = (offset >> 4) & 0xFF
         if index == 0x02:
@@ -490,8 +493,8 @@ class LocalApic:
         return 0
 
     def mmio_write(self, offset: int, size: int, value: int) -> None:
-        if size < 4:
-            return
+        if size != 4:
+            return                      # (dropped, narrower or wider: as mmio_read)
         index = (offset >> 4) & 0xFF
         if offset > 0xFFF or index == 0:
             self.bus.msi(APIC_DEFAULT_BASE + offset, value)

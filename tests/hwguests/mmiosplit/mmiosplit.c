@@ -36,6 +36,39 @@ static u32 ld16(u32 a) { u32 v; __asm__ volatile("movzwl (%1), %0" : "=r"(v) : "
 static void st32(u32 a, u32 v) { __asm__ volatile("movl %1, (%0)" :: "r"(a), "r"(v) : "memory"); }
 static void st16(u32 a, u32 v) { __asm__ volatile("movw %w1, (%0)" :: "r"(a), "r"(v) : "memory"); }
 
+/* 8-byte accesses: MMX MOVQ, x87 FILD/FISTP of a quadword, CMPXCHG8B */
+static u32 q[2];
+static u32 *ld64(u32 a)
+{
+    __asm__ volatile("movq (%0), %%mm0; movq %%mm0, (%1); emms" :: "r"(a), "r"(q) : "memory");
+    return q;
+}
+static void st64(u32 a, u32 lo, u32 hi)
+{
+    q[0] = lo; q[1] = hi;
+    __asm__ volatile("movq (%1), %%mm0; movq %%mm0, (%0); emms" :: "r"(a), "r"(q) : "memory");
+}
+static u32 *fild64(u32 a)
+{
+    __asm__ volatile("fildq (%0); fistpq (%1)" :: "r"(a), "r"(q) : "memory");
+    return q;
+}
+static void fist64(u32 a, u32 lo, u32 hi)
+{
+    q[0] = lo; q[1] = hi;
+    __asm__ volatile("fildq (%1); fistpq (%0)" :: "r"(a), "r"(q) : "memory");
+}
+/* CMPXCHG8B with EDX:EAX = cmp, ECX:EBX = new: ZF, and EDX:EAX after it in q */
+static u32 cx8(u32 a, u32 cmplo, u32 cmphi, u32 newlo, u32 newhi)
+{
+    u8 z;
+    __asm__ volatile("cmpxchg8b (%4); setz %2" : "+a"(cmplo), "+d"(cmphi), "=q"(z)
+                     : "b"(newlo), "S"(a), "c"(newhi) : "memory", "cc");
+    q[0] = cmplo; q[1] = cmphi;
+    return z;
+}
+#define Q(p) (p)[1], (p)[0]
+
 int main(void)
 {
     kprintf("mmiosplit: start\n");
@@ -102,6 +135,73 @@ int main(void)
     kprintf("pcitest|ioapic: %08x %08x", ld32(W(11) - 2), ld32(W(11) - 1));
     st32(W(11) - 3, 0x00050000u);
     kprintf(" stored: sel=%02x hdr=%08x\n", ld32(IOAPIC), ld32(W(10)));
+
+    /* 8-byte accesses: aligned and not, inside a device and straddling a page */
+    kprintf("q hpet: +0=%08x%08x", Q(ld64(HPET)));
+    kprintf(" +4=%08x%08x", Q(ld64(HPET + 4)));
+    kprintf(" +1=%08x%08x", Q(ld64(HPET + 1)));
+    kprintf(" +6=%08x%08x\n", Q(ld64(HPET + 6)));
+    st64(HPET + 0x148, 0x55667788u, 0x11223344u);
+    kprintf("q hpet stores: %08x %08x", ld32(HPET + 0x148), ld32(HPET + 0x14c));
+    st64(HPET + 0x144, 0x99aabbccu, 0x01020304u);
+    kprintf(" %08x %08x", ld32(HPET + 0x148), ld32(HPET + 0x14c));
+    st64(HPET + 0x14a, 0xddeeff00u, 0x05060708u);
+    kprintf(" %08x %08x\n", ld32(HPET + 0x148), ld32(HPET + 0x14c));
+    kprintf("q apic: +30=%08x%08x", Q(ld64(APIC + 0x30)));
+    kprintf(" +2c=%08x%08x", Q(ld64(APIC + 0x2c)));
+    kprintf(" +32=%08x%08x\n", Q(ld64(APIC + 0x32)));
+    st32(IOAPIC, 0x01);
+    kprintf("q ioapic: +0=%08x%08x", Q(ld64(IOAPIC)));
+    kprintf(" +10=%08x%08x", Q(ld64(IOAPIC + 0x10)));
+    kprintf(" +c=%08x%08x", Q(ld64(IOAPIC + 0xc)));
+    st64(IOAPIC, 0x02u, 0x11111111u);
+    kprintf(" sel=%02x\n", ld32(IOAPIC));
+    st32(IOAPIC, 0);
+    kprintf("q ram|hpet: -4=%08x%08x", Q(ld64(W(1) - 4)));
+    kprintf(" -2=%08x%08x", Q(ld64(W(1) - 2)));
+    kprintf(" -7=%08x%08x\n", Q(ld64(W(1) - 7)));
+    st64(W(7) + 8, 0x0a0b0c0du, 0x01020304u);
+    st64(W(7) + 0x13, 0x1a1b1c1du, 0x11121314u);
+    kprintf("q testmem: %08x %08x %08x %08x %08x", ld32(W(7) + 8), ld32(W(7) + 12),
+            ld32(W(7) + 0x10), ld32(W(7) + 0x14), ld32(W(7) + 0x18));
+    kprintf(" +9=%08x%08x", Q(ld64(W(7) + 9)));
+    kprintf(" +13=%08x%08x\n", Q(ld64(W(7) + 0x13)));
+    st64(W(7) - 5, 0x31323334u, 0x35363738u);
+    kprintf("q ram|testmem: -4=%08x%08x", Q(ld64(W(7) - 4)));
+    kprintf(" -3=%08x%08x", Q(ld64(W(7) - 3)));
+    kprintf(" ram=%08x mem=%08x\n", ld32(W(7) - 8), ld32(W(7)));
+    st32(W(9) - 4, 0x0d0c0b0au);
+    kprintf("q testmem|nothing: -4=%08x%08x", Q(ld64(W(9) - 4)));
+    kprintf(" -6=%08x%08x", Q(ld64(W(9) - 6)));
+    st64(W(9) - 3, 0x41424344u, 0x45464748u);
+    kprintf(" stored %08x\n", ld32(W(9) - 4));
+    u32 x87 = 0;
+    if (rt_arg("x87", &x87) && x87) {      /* (x87 on a device page: natively and on QEMU) */
+        __asm__ volatile("fninit");
+        kprintf("q fild: hpet=%08x%08x", Q(fild64(HPET)));
+        kprintf(" +4=%08x%08x", Q(fild64(HPET + 4)));
+        fist64(W(7) + 0x21, 0x76543210u, 0x00fedcbau);
+        kprintf(" fistp=%08x %08x %08x", ld32(W(7) + 0x20), ld32(W(7) + 0x24), ld32(W(7) + 0x28));
+        fist64(W(7) - 3, 0x89abcdefu, 0x00012345u);
+        kprintf(" ram=%08x mem=%08x\n", ld32(W(7) - 4), ld32(W(7)));
+    }
+    st64(W(7) + 0x30, 0x01234567u, 0x89abcdefu);
+    u32 z1 = cx8(W(7) + 0x31, 0xef012345u, 0x0089abcdu, 0xcafef00du, 0x00c0ffeeu);
+    kprintf("q cmpxchg8b: z=%d %08x%08x mem=%08x %08x %08x", z1, Q(q),
+            ld32(W(7) + 0x30), ld32(W(7) + 0x34), ld32(W(7) + 0x38));
+    u32 z2 = cx8(W(7) + 0x31, 0, 0, 0x11111111u, 0x22222222u);
+    kprintf(" z=%d %08x%08x", z2, Q(q));
+    u32 z3 = cx8(HPET, 0, 0, 0x33333333u, 0x44444444u);
+    kprintf(" hpet z=%d %08x%08x cap=%08x", z3, Q(q), ld32(HPET));
+    u32 z4 = cx8(W(7) - 2, 0, 0, 0x55555555u, 0x66666666u);
+    kprintf(" ram|mem z=%d %08x%08x", z4, Q(q));
+    u32 z5 = cx8(APIC + 0x80, 0, 0, 0x20u, 0x30u);    /* the TPR: a quadword reads 0 */
+    kprintf(" apic z=%d %08x%08x tpr=%02x\n", z5, Q(q), ld32(APIC + 0x80));
+    st32(APIC + 0x80, 0);
+    st32(W(10), 0);
+    st32(IOAPIC, 0x3e);
+    kprintf("q pcitest|ioapic: -4=%08x%08x", Q(ld64(W(11) - 4)));
+    kprintf(" -1=%08x%08x\n", Q(ld64(W(11) - 1)));
     kprintf("mmiosplit: done\n");
     return 0;
 }
