@@ -41,20 +41,24 @@ from __future__ import annotations
 
 import iced_x86 as ix
 
-from ringvisor.hw.segments import Descriptor
+from ringvisor.hw.faults import CpuFault
+from ringvisor.hw.segments import Descriptor, check_segment_load, null_segment
 from ringvisor.hw.state import RF, VM
 from ringvisor.hw.system import ea
 
 from . import layout as L
 from .descriptors import compress
 from .gdt import ACCESSED
+from .segcut import DATA_SREGS
 
 M = ix.Mnemonic
 OK = ix.OpKind
 R = ix.Register
 _GPR32 = {r: i for i, r in enumerate((R.EAX, R.ECX, R.EDX, R.EBX, R.ESP, R.EBP, R.ESI, R.EDI))}
 _SEGS = {R.ES: 0, R.SS: 2, R.DS: 3, R.FS: 4, R.GS: 5}
-_NAME = {M.RET: "ret", M.JMP: "jmp"}      # (``emulate.ix_name``'s, as ``emulate`` counts)
+_NAME = {M.RET: "ret", M.JMP: "jmp", M.POP: "pop", M.MOV: "mov"}  # (``emulate.ix_name``'s)
+_QUICK = frozenset(_NAME)
+_LOADS: dict[tuple, object] = {}          # (selector, descriptor bytes, tracking) -> Segment | False
 
 
 def quick_return(mon, cpu) -> bool:
@@ -63,7 +67,7 @@ def quick_return(mon, cpu) -> bool:
     st = cpu.state
     tc = mon.tc
     site = tc.sites.get(st.eip)
-    if site is None or site[0] != "callout" or site[1].mnemonic not in (M.RET, M.JMP) \
+    if site is None or site[0] != "callout" or site[1].mnemonic not in _QUICK \
             or st.segs[1].selector != L.SEL_TCODE or st.eflags & VM:
         return False
     v = mon.vcpu
@@ -100,6 +104,8 @@ def quick_return(mon, cpu) -> bool:
         return False
     ins = site[1]
     esp = st.regs[4]
+    if ins.mnemonic in (M.POP, M.MOV):
+        return _quick_load(mon, cpu, ins, esp)
     if ins.mnemonic == M.RET:
         lin = st.segs[2].base + esp
         esp += 4 + (ins.immediate16 if ins.op_count else 0)
@@ -151,3 +157,81 @@ def quick_return(mon, cpu) -> bool:
     st.nmi_blocked = False             # (the IRET's: SDM Vol. 3 §6.7.1)
     cpu.limit = 0                      # (as the IRET's mode change ends the dispatch loop)
     return True
+
+
+def _quick_load(mon, cpu, ins, esp: int) -> bool:
+    """A MOV or POP into DS, ES, FS or GS that translated code calls out for (its
+    selector may have RPL 1, which the real ring 1 would let pass: ``bttranslate``),
+    done here as ``Monitor.load_sreg`` does it at the guest's CPL 0, where the selector
+    is null or a GDT selector whose descriptor a supervisor read finds through the real
+    TLB (``Delivery._peek8``) and whose checks (``check_segment_load``, ring compression)
+    pass with no accessed bit left to set; the load's result is kept by those bytes
+    (``_LOADS``: the processor reads the descriptor at every load, and so does this).
+    Anything else, and every load that faults, declines: the entry then goes the long
+    way, which reads, checks and raises."""
+    st = cpu.state
+    if ins.op0_kind != OK.REGISTER or ins.op0_register not in DATA_SREGS:
+        return False
+    i = DATA_SREGS[ins.op0_register]
+    if ins.mnemonic == M.POP:
+        lin = (st.segs[2].base + esp) & 0xFFFFFFFF
+        p = mon.gm.cached(lin) if mon.gm.p2m is None else None
+        if p is None or lin & 0xFFF > 0xFFE or p + 2 > mon.guest_ram:
+            return False
+        sel = mon.mem.ram[p] | mon.mem.ram[p + 1] << 8
+        esp += ins.stack_pointer_increment
+    elif ins.op1_kind == OK.REGISTER:
+        r = ix.RegisterExt.full_register32(ins.op1_register)
+        if r not in _GPR32:
+            return False
+        sel = st.regs[_GPR32[r]] & 0xFFFF
+    else:
+        return False                   # (from memory: the long way)
+    if sel & 0xFFFC:
+        v = mon.vcpu
+        if sel & 4 or (sel | 7) > v.gdt_limit or sel >> 3 >= L.FIRST_RESERVED:
+            return False
+        addr = (v.gdt_base + (sel & ~7)) & 0xFFFFFFFF
+        got = mon._peek8(addr, addr)
+        if got is None:
+            return False
+        tracking = mon.gdt.tracking
+        key = (sel, got[0], tracking)
+        seg = _LOADS.get(key)
+        if seg is None:
+            seg = _load_checked(sel, got[0], tracking)
+            if len(_LOADS) > 1024:        # a guest writing random tables cannot grow it
+                _LOADS.clear()
+            _LOADS[key] = seg
+        if seg is False:
+            return False
+    else:
+        seg = null_segment(sel)
+    # committed: what ``handle``, ``e_pop`` or ``e_mov`` and ``resume`` would have done
+    mon.new_shadow = mon.halting = mon.delivered = False
+    mon.traps["callout"] += 1
+    mon.emulated[_NAME[ins.mnemonic]] += 1
+    mon.db_hits = 0
+    mon.entered = None
+    st.segs[i] = seg
+    cpu.mode_changed()
+    st.regs[4] = esp & 0xFFFFFFFF
+    st.eflags &= ~RF
+    st.nmi_blocked = False
+    cpu.limit = 0
+    return True
+
+
+def _load_checked(sel: int, raw: int, tracking: bool):
+    """The segment a load of ``sel`` at CPL 0 gives from the guest's descriptor ``raw``
+    (``Monitor.load_sreg``'s rules), or False where it faults, ring compression refuses
+    it, or its accessed bit is still to be set."""
+    d = Descriptor(raw, 0)
+    try:
+        check_segment_load(d, sel, False, 0)
+    except CpuFault:
+        return False
+    real = compress(raw)
+    if not real or tracking and d.s and not raw & ACCESSED:
+        return False
+    return Descriptor(real | ACCESSED, 0).segment(sel)
