@@ -157,6 +157,10 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("osdev-sched", "osdev", runtime=False, linker_script="osdev/link.ld",
            cflags=("-DPROG_SCHED",), qemu_args=("-icount", "shift=0,sleep=off")),
     Kernel("osdev-demand", "osdev", runtime=False, linker_script="osdev/link.ld", cflags=("-DPROG_DEMAND",)),
+    # more kernels written as elsewhere, each in the manner of another author (tests/hwguests/
+    # osdev2: no shared runtime, a directory each), on QEMU, natively and under trapemu and bt
+    # (test_osdev2.py)
+    Kernel("osdev2-jit", "osdev2/jit", runtime=False, linker_script="osdev2/jit/link.ld"),
 ]}
 
 # Guests that must run under every monitor exactly as on the hardware

@@ -134,8 +134,8 @@ class CodeCache:
         self.cpu = cpu
         self.max_insns = max_insns
         self.keep_source = keep_source
-        self.blocks: dict[tuple[int, int], Translation] = {}
-        self.by_page: dict[int, set[tuple[int, int]]] = {}
+        self.blocks: dict[tuple[int, int, int], Translation] = {}
+        self.by_page: dict[int, set[tuple[int, int, int]]] = {}
         self.jump: dict[int, dict[int, object]] = {}
         self.by_code: dict[object, Translation] = {}
         self.translations = 0
@@ -187,7 +187,11 @@ class CodeCache:
             hit = cpu.native.find(phys)
             if hit is not None:
                 return self._native_entry(hit, mode)
-        key = (phys, mode.key | (1 << 20 if single else 0))
+        # (the EIP too: a block's exits and the EIPs it saves are the EIPs it was
+        # translated at, so the same frame run through another linear page -- a JIT's
+        # second mapping of its code -- or another CS base is another block, as QEMU's
+        # tb_lookup matches the TB's pc as well as its physical address)
+        key = (phys, mode.key | (1 << 20 if single else 0), eip)
         tr = self.blocks.get(key)
         if tr is not None and tr.next_page is not None:
             # the block's instruction straddles into the next page: it is valid only
@@ -274,7 +278,7 @@ class CodeCache:
                 self.bytes -= tr.size
         self.flush_jump_cache()
 
-    def _drop(self, key: tuple[int, int], invalidated: bool = True) -> None:
+    def _drop(self, key: tuple[int, int, int], invalidated: bool = True) -> None:
         """Forget one block."""
         tr = self.blocks.pop(key)
         for ppn in tr.phys_pages:
@@ -285,7 +289,7 @@ class CodeCache:
         self.by_code.pop(tr.fn.__code__, None)
         self.bytes -= tr.size
 
-    def retranslate(self, key: tuple[int, int], eip: int) -> None:
+    def retranslate(self, key: tuple[int, int, int], eip: int) -> None:
         """Forget the block at ``key`` (entered at ``eip``) so that the next lookup
         translates it again, with what has been learned since (hw/speculate.py)."""
         tr = self.blocks.get(key)

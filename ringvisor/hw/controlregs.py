@@ -18,7 +18,7 @@ from __future__ import annotations
 import iced_x86 as ix
 
 from . import transfers
-from .faults import GP, UD, CpuFault
+from .faults import DB, GP, UD, CpuFault
 from .state import (CR0_TRANSLATION, CR4_TRANSLATION, CR0_ET, CR0_NW, CR0_CD, CR0_PE, CR0_PG,
                     CR0_TS, CR3_MASK, CR4_DE, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PAE, CR4_PCE, CR4_PGE,
                     CR4_PSE, CR4_SMAP, CR4_SMEP, CR4_PVI, CR4_TSD, CR4_UMIP, CR4_VME, CR4_VMXE, SS)
@@ -125,6 +125,22 @@ def debug_register(cr4: int, n: int) -> int:
     return n
 
 
+DR7_GD = 1 << 13                 # general detect: MOV to or from any DRn is #DB first
+DR6_BD = 1 << 13                 # ... and DR6 says so (SDM Vol. 3 §17.2.3-4)
+
+
+def general_detect(dr: list[int]) -> bool:
+    """MOV DRn with DR7.GD set (SDM Vol. 3 §17.2.4, Vol. 2 MOV DR): instead of the
+    move, a #DB fault (EIP at the MOV) with DR6.BD set; GD is cleared so that the
+    handler may use the debug registers.  True if that #DB is due (DR6 and DR7 updated
+    here); the caller raises it.  (QEMU's TCG does not do this: tests/test_osdev2.py.)"""
+    if not dr[7] & DR7_GD:
+        return False
+    dr[7] &= ~DR7_GD
+    dr[6] |= DR6_BD
+    return True
+
+
 def debug_register_value(n: int, v: int) -> int:
     """What DRn holds after MOV of ``v`` to it: DR6 and DR7 keep their reserved bits
     (DR6 reads 0xffff0ff0 with no event, DR7 has bit 10 set; SDM Vol. 3 §17.2.3-4)."""
@@ -149,6 +165,9 @@ def h_mov(cpu, ins) -> int:
         return ins.next_ip32
     if r0 in DR_REGS or r1 in DR_REGS:
         require_cpl0(cpu)
+        debug_register(st.cr4, DR_REGS[r0 if r0 in DR_REGS else r1])   # DR4/DR5's #UD first
+        if general_detect(st.dr):
+            raise CpuFault(DB)
         if r0 in DR_REGS:
             n = debug_register(st.cr4, DR_REGS[r0])
             st.dr[n] = debug_register_value(n, get_reg(cpu, r1))
@@ -162,7 +181,7 @@ def h_mov(cpu, ins) -> int:
     sel = read_op(cpu, ins, 1, 2)
     cpu.segmentation.load(s, sel)
     if s == SS:
-        cpu.open_interrupt_shadow()
+        cpu.open_interrupt_shadow(stack=True)
     return ins.next_ip32
 
 
@@ -175,7 +194,7 @@ def h_pop_sreg(cpu, ins) -> int:
     cpu.segmentation.load(s, v & 0xFFFF)
     transfers._set_esp(cpu, st.segs[SS], st.regs[4] + size)
     if s == SS:
-        cpu.open_interrupt_shadow()
+        cpu.open_interrupt_shadow(stack=True)
     return ins.next_ip32
 
 

@@ -26,6 +26,7 @@ from .state import CR0_PE, CR0_PG, CR0_TRANSLATION, CR4_TRANSLATION, CS, DS, DF 
 from .clock import TSC_PER_CYCLE
 from . import identify  # noqa: F401  (files CPUID, RDTSC(P), RDMSR/WRMSR among the helpers)
 from . import controlregs, desctables, portio  # noqa: F401  (file theirs among the helpers)
+from .controlregs import DR7_GD
 from .system import run_helper
 from . import transfers
 from .translate import Mode
@@ -85,6 +86,11 @@ class Cpu:
         self.on_init = None               # INIT received: the machine puts the CPU in wait-for-SIPI
         self.on_startup = None            # SIPI received (the vector): the machine starts the CPU
         self.debug_active = False         # DR7 enables a breakpoint: execute one instruction at a time
+        # MOV SS and POP SS hold the debug traps they raise until after the next instruction
+        # (SDM Vol. 3 §6.8.3): set while the instruction that holds them executes, and the
+        # data breakpoints they matched (B0-B3), which go with the next instruction's #DB
+        self.holds_debug = False
+        self.held_hits = 0
         self.exec_breakpoints: list[tuple[int, int]] = []
         self.host = HostDebug()           # the host debugger's breakpoints (hostdebug.py)
         self.exceptions = deque(maxlen=12)   # recent (eip, exception), for crash reports
@@ -214,9 +220,13 @@ class Cpu:
         self.cache.flush_jump_cache()
         self.update_debug()
 
-    def open_interrupt_shadow(self) -> None:
-        """STI (from IF=0), MOV SS and POP SS: the next instruction runs before any interrupt."""
+    def open_interrupt_shadow(self, stack: bool = False) -> None:
+        """STI (from IF=0), MOV SS and POP SS (``stack``): the next instruction runs before
+        any interrupt; after MOV SS and POP SS, before any debug trap too (SDM Vol. 3
+        §6.8.3: the single-step trap and data breakpoints wait for the instruction
+        boundary after the next instruction; STI holds interrupts only, as QEMU does)."""
         self.state.interrupt_shadow = True
+        self.holds_debug = stack
         self.limit = 0                    # so the run loop single-steps that instruction
 
     def shorten(self, icount: int) -> None:
@@ -448,6 +458,8 @@ class Cpu:
                 self.trace(f"[{st.icount}] exception {first} at eip={st.eip:#010x} cpl={self.cpl}\n")
             if isinstance(first, PageFault):
                 st.cr2 = first.address
+            elif first.vector == DB:
+                st.dr[7] &= ~DR7_GD      # so the handler may use DR0-DR7 (SDM Vol. 3 §17.2.4)
             err = first.error_code
             if first.vector in HAS_ERROR_CODE and err is None:
                 err = 0
@@ -530,6 +542,7 @@ class Cpu:
         # this instruction saves it (as QEMU does; a fault delivered clears it)
         rf = st.eflags & RF
         rf_loads = st.rf_loads
+        self.holds_debug = False
         try:
             fn = self.cache.lookup(st.eip, self.mode, single=True)
             st.eip = fn()
@@ -549,7 +562,14 @@ class Cpu:
             # instruction is next; the single-step trap comes after the IRET's
             # successor instead (SDM Vol. 3 §17.3.1.4, and QEMU)
             tf = 0
-        hits = self.mmu.watch_hits
+        hits = self.mmu.watch_hits | self.held_hits
+        if self.holds_debug:
+            # MOV SS, POP SS: no trap before the next instruction has run (its single
+            # step, if TF is still set then, is the one #DB; B0-B3 matched here go with it)
+            self.holds_debug = False
+            self.held_hits = hits
+            return
+        self.held_hits = 0
         if hits or tf:
             if hits:   # a data breakpoint is a trap: after the access
                 st.dr[6] = (st.dr[6] & ~0xF) | hits

@@ -41,7 +41,7 @@ class Learner:
 
     __slots__ = ("cache", "key", "eip", "site", "last", "runs", "changes")
 
-    def __init__(self, cache, key: tuple[int, int], eip: int, site: tuple[int, int]) -> None:
+    def __init__(self, cache, key: tuple[int, int, int], eip: int, site: tuple[int, int]) -> None:
         self.cache, self.key, self.eip, self.site = cache, key, eip, site
         self.last = None
         self.runs = 0
@@ -87,7 +87,7 @@ def speculate(cache, bb, ins, at: int, shadow: list[int], start: tuple[int, int]
         target = sites.get(site)
     if target is None:
         if site not in sites:
-            bb.learner = bb.const(Learner(cache, (phys, mode.key), eip, site))
+            bb.learner = bb.const(Learner(cache, (phys, mode.key, eip), eip, site))
         return None
     if target == eip:
         bb.targets.add(eip)        # the block is a loop: its back edge compares the target

@@ -5,8 +5,9 @@ Vol. 3 ch. 17).  Its DR0-DR7 are virtual (``VirtualCpu.dr``); what they ask
 for, the hardware does wherever it sees what the guest does:
 
 - the guest's breakpoints are loaded into the real DR0-DR3/DR7 (addresses
-  below the hypervisor region; not DR7.GD nor I/O breakpoints, which the PC
-  does not model), so the data accesses of the guest's own code, and the
+  below the hypervisor region; not I/O breakpoints, which the PC does not
+  model, nor DR7.GD: the guest's MOV DRn traps anyway, and the monitor raises
+  its general-detect #DB, ``general_detect``), so the data accesses of the guest's own code, and the
   execution of code that runs as itself (all of it under trap-and-emulate,
   user code under binary translation), raise real #DBs;
 - TF and RF are the guest's in the real EFLAGS, so the hardware single-steps
@@ -32,7 +33,9 @@ from __future__ import annotations
 
 from ringvisor.hw.faults import DB
 from ringvisor.hw.state import RF
-from ringvisor.hw.controlregs import debug_register, debug_register_value
+from ringvisor.hw.controlregs import DR7_GD, debug_register, debug_register_value, general_detect
+
+from .errors import GuestFault
 
 from . import layout as L
 from .frame import Frame
@@ -40,7 +43,6 @@ from .frame import Frame
 DR6_B = 0xF                    # B0-B3: which breakpoint matched
 DR6_BS = 1 << 14               # the single-step trap
 DR6_INIT = 0xFFFF0FF0          # DR6 with no event (reserved bits read as 1)
-DR7_GD = 1 << 13
 EXEC, WRITE, IO, ACCESS = 0, 1, 2, 3     # DR7 R/W encodings
 
 
@@ -70,6 +72,13 @@ class GuestDebug:
     def read_dr(self, n: int) -> int:
         """MOV from DRn at (virtual) CPL 0."""
         return self.vcpu.dr[debug_register(self.vcpu.cr4, n)]
+
+    def general_detect(self, n: int) -> None:
+        """Before MOV to or from DRn at (virtual) CPL 0: DR4/DR5's #UD, then the #DB
+        fault DR7.GD asks for (DR6.BD set, GD cleared: ``hw.controlregs.general_detect``)."""
+        debug_register(self.vcpu.cr4, n)
+        if general_detect(self.vcpu.dr):
+            raise GuestFault(DB)
 
     def write_dr(self, n: int, value: int) -> None:
         """MOV to DRn at (virtual) CPL 0."""
@@ -127,6 +136,7 @@ class GuestDebug:
     def debug_exception(self, f: Frame, bits: int) -> None:
         """Reflect a #DB with the guest's DR6 updated as the hardware updates DR6."""
         v = self.vcpu
+        v.dr[7] &= ~DR7_GD               # the handler may use DR0-DR7 (SDM Vol. 3 §17.2.4)
         if bits & DR6_B:
             v.dr[6] = (v.dr[6] & ~DR6_B) | (bits & DR6_B)
         if bits & DR6_BS:

@@ -157,7 +157,10 @@ def emulate(mon, f, ins: ix.Instruction, eip: int, tables=(EMULATORS,),
     try:
         result = fn((context or Context)(mon, f, ins, eip))
         if result is not None:
-            mon.completed(f, tf, ins.mnemonic in (M.IRET, M.IRETD))
+            # (MOV SS and POP SS hold their single-step trap until after the next
+            # instruction, SDM Vol. 3 §6.8.3: that one's step, with TF still set, is the #DB)
+            mon.completed(f, tf and not (ins.mnemonic in (M.MOV, M.POP) and ins.op0_register == R.SS),
+                          ins.mnemonic in (M.IRET, M.IRETD))
         return result
     except CpuFault as e:           # GuestFault, or the hardware's own rules (hw.segments, ...)
         mon.traps[f"{NAMES.get(e.vector, e.vector)} (guest)"] += 1
@@ -367,10 +370,12 @@ def e_mov(c: Context) -> str | None:
         return NEXT
     if R.DR0 <= r0 <= R.DR7:
         c.kernel_only()
+        c.mon.general_detect(r0 - R.DR0)
         c.mon.write_dr(r0 - R.DR0, get_reg(c.cpu, r1))
         return NEXT
     if R.DR0 <= r1 <= R.DR7:
         c.kernel_only()
+        c.mon.general_detect(r1 - R.DR0)
         set_reg(c.cpu, r0, c.mon.read_dr(r1 - R.DR0))
         return NEXT
     if r0 in SREG:
