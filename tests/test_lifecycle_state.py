@@ -124,7 +124,7 @@ def test_a_monitor_state_of_version_2_is_a_guest_without_an_ldt():
     m.run(100_000)
     secs = capture(m, mon, VmInfo())
     i = next(i for i, s in enumerate(secs) if s.name == MONITOR_SECTION)
-    assert secs[i].version == 5
+    assert secs[i].version == 6
     state = codec.decode(secs[i].payload)
     del state["real"], state["ldt"], state["vcpu"]["ldt_base"], state["vcpu"]["ldt_limit"]
     del state["vcpu"]["nmi_blocked"], state["platform"]["vapic"]["nmi"]
@@ -133,6 +133,32 @@ def test_a_monitor_state_of_version_2_is_a_guest_without_an_ldt():
     m2, mon2, _ = restore(stream.read_sections(stream.pack_image(secs)), attach_monitor)
     assert mon2.vcpu.ldtr == 0 and mon2.ldt.n == 0 and not mon2.shadow.watched_ldt
     assert codec.encode(mon2.get_state()) == codec.encode(mon.get_state())
+
+
+def test_a_monitor_state_of_version_5_has_no_gdt_rounds():
+    """Images from before the GDT's rounds were saved (monitor state 5) restore with a
+    fresh table's rounds; one of a newer version than this ringvisor's is refused in one
+    line."""
+    from ringvisor.lifecycle.vm import MONITOR_SECTION
+    from ringvisor.vmm.gdt import ROUNDS
+    m, mon = create_vm(read_image(image_path("kernel")), "trapemu", "run=pgfault,syscall", 32)
+    m.run(200_000)
+    assert mon.gdt.bursts
+    secs = capture(m, mon, VmInfo())
+    i = next(i for i, s in enumerate(secs) if s.name == MONITOR_SECTION)
+    state = codec.decode(secs[i].payload)
+    for table in ("gdt", "ldt"):
+        for k in ROUNDS:
+            del state[table][k]
+    old = list(secs)
+    old[i] = stream.Section(stream.STATE, MONITOR_SECTION, 5, codec.encode(state))
+    m2, mon2, _ = restore(stream.read_sections(stream.pack_image(old)), attach_monitor)
+    assert {k: getattr(mon2.gdt, k) for k in ROUNDS} == ROUNDS
+    assert mon2.gdt.relaxed == mon.gdt.relaxed and mon2.gdt.hot == mon.gdt.hot
+    newer = list(secs)
+    newer[i] = stream.Section(stream.STATE, MONITOR_SECTION, 7, secs[i].payload)
+    with pytest.raises(stream.BadImage, match="version 7; this ringvisor reads version 6"):
+        restore(stream.read_sections(stream.pack_image(newer)), attach_monitor)
 
 
 def test_codec_round_trip():

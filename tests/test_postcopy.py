@@ -72,7 +72,7 @@ def test_missing_pages_are_supplied_by_another_process():
 
 @pytest.mark.parametrize("mode", ["native", "trapemu"])
 def test_cli_postcopy_is_one_uninterrupted_run(mode, reference):  # noqa: F811
-    dst = _rv("run", "kernel", "--mode", mode, "--incoming", "127.0.0.1:0")
+    dst = _rv("run", "kernel", "--mode", mode, "--incoming", "127.0.0.1:0", "--stats")
     port = _wait_port(dst)
     src = _rv("run", "kernel", "--mode", mode, "--append", CMDLINE, "--migrate-to",
               f"127.0.0.1:{port}", "--migrate-at", str(AT), "--postcopy")
@@ -83,6 +83,8 @@ def test_cli_postcopy_is_one_uninterrupted_run(mode, reference):  # noqa: F811
     assert b"(post-copy): downtime" in s_err and b"on demand" in s_err, s_err
     assert b"post-copy: all" in d_err, d_err
     assert s_out + d_out == reference(mode)
+    # and at the same instruction (the monitor's state came along: its entries are time)
+    assert f"instructions retired: {reference.icount(mode):,}\n".encode() in d_err, d_err
 
 
 def test_a_source_that_dies_after_the_switch_loses_the_vm():

@@ -49,16 +49,22 @@ ACCESSED = 1 << 40
 PAGE = 0x1000
 HOT_AFTER = 8           # stores that leave the descriptors alone before a frame is relaxed
 SAMPLE = 8              # rounds relaxed at their first store between two that emulate it
+ROUNDS = {"run": 0, "bursts": False, "sampling": False, "skipped": 0}   # (``ripe``) at start
 
 
 class GuestGdt:
     NAME, TI = "gdt", 0                   # the table selectors with TI = 0 index
     REAL, MAX = L.GDT, L.FIRST_RESERVED   # the real copy; entries the guest may have there
+    # (vmm/state.py) The rounds (``run``, ``bursts``, ``sampling``, ``skipped``) outlive an
+    # entry into the monitor: they decide whether the next store is emulated or relaxes the
+    # frame, and a relaxed round costs one more entry (the poisoned load's #GP), which is an
+    # instruction of virtual time -- a VM restored without them retired a few instructions
+    # more or fewer than the run it continues.
     STATE = ("tracking", "n", "pages", "frames", "walk", "dirty", "remapped", "unaccessed",
-             "held", "hot", "hot_after", "relaxed", "stats")    # (vmm/state.py)
+             "held", "hot", "hot_after", "relaxed", "run", "bursts", "sampling", "skipped",
+             "stats")
     WIRING = ("mon", "mem", "real")
-    TRANSIENT = ("caught_up", "changed", "spans", "source", "run", "bursts", "sampling",
-                 "skipped")
+    TRANSIENT = ("caught_up", "changed", "spans", "source")
 
     def __init__(self, mon) -> None:
         self.mon = mon
@@ -103,7 +109,9 @@ class GuestGdt:
         return S.get_attrs(self)
 
     def set_state(self, state: dict) -> None:
-        S.set_attrs(self, state)
+        # an image older than the monitor's state version 6 has no rounds: a fresh table's
+        # (its restored run may then differ from the one it continues by a few entries)
+        S.set_attrs(self, {**ROUNDS, **state})
 
     # -- building the real table --------------------------------------------------------
     def reload(self) -> None:

@@ -77,8 +77,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug, ShadowFaults, Gues
     name = "monitor"
     # the lifecycle protocol (vmm/state.py: what each attribute is)
     state_name = "monitor"
-    state_version = 5        # 2: the virtual local APIC (vapic.py); 3: the LDT; 4: virtual NMIs;
-    #                          5: real-address mode (realmode.py)
+    state_version = 6        # 2: the virtual local APIC (vapic.py); 3: the LDT; 4: virtual NMIs;
+    #                          5: real-address mode (realmode.py); 6: the GDT's rounds (gdt.py)
     virtual_apic = True                  # the guest gets a local APIC (not para-virtualized)
     pae = True                           # the guest may use PAE paging (shadowed: shadow.py)
     nmi_blocking = True                  # the guest's IRETs reach the monitor (``emulate.e_iret``)
