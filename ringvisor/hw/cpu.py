@@ -17,7 +17,7 @@ from .codecache import CodeCache, SmcRestart
 from .faults import (CONTRIBUTORY, DB, DF, HAS_ERROR_CODE, PF, CpuFault, PageFault, TripleFault,
                      VmExitFault)
 from .vmcs import EXIT_TRIPLE_FAULT
-from .hostdebug import PAGE, HostDebug
+from .hostdebug import KINDS, PAGE, HostDebug
 from .memory import PhysicalMemory
 from .mmu import Mmu
 from .native import NativeRegions
@@ -547,6 +547,12 @@ class Cpu:
             fn = self.cache.lookup(st.eip, self.mode, single=True)
             st.eip = fn()
         except CpuFault as f:
+            if host.event is not None and host.event.kind in KINDS:
+                # a host watchpoint stops after an access that completed, as a data
+                # breakpoint's trap comes after its instruction (SDM Vol. 3 §17.3.1.2): an
+                # instruction that faults made none (its retry will), and the DR7 hits
+                # above are dropped the same way
+                host.event = None
             if isinstance(f, SmcRestart):
                 return
             self.deliver_exception(f)

@@ -113,6 +113,11 @@ class GuestDebug:
         for i, addr, rw, length in self.watchpoints:
             if (write or rw == ACCESS) and lin <= addr + length - 1 and addr <= last:
                 self.db_hits |= 1 << i
+        host = self.cpu.mmu.host
+        if host is not None:
+            # the host debugger's watchpoints see it too: the guest's own attempt faulted
+            # and made no access (``Cpu.step``), this one completes the instruction
+            host.watched(lin, size, write)
 
     def completed(self, f: Frame, tf: bool, keeps_rf: bool = False) -> None:
         """An instruction the monitor emulated has completed: it owes the traps the
