@@ -80,6 +80,18 @@ def test_guest_under_hvm_runs_real_mode_in_non_root(hvm_run):
     assert not any("reflected" in k for k in mon), mon
 
 
+def test_real_mode_reaches_guest_physical_memory_through_ept():
+    """With paging off the processor used to index RAM by linear address directly
+    (``Mode.direct``), EPT or not: an unrestricted guest's unreal-mode load beyond its
+    32 MiB read the monitor's memory there.  Its addresses are guest-physical, and EPT
+    translates them (SDM Vol. 3C §28.3.1): an EPT violation, and the monitor stops the VM
+    with its report, as for any access beyond the guest's RAM."""
+    r = run_vm(build_kernel("hvmreal-beyond"), "hvm", max_instructions=LIMIT, quiet=True)
+    assert r.stop.reason == "unsupported", r.stop
+    assert "beyond its 32 MiB" in r.stop.message and "EPT violation (reason 48" in r.stop.message
+    assert "mov eax,fs:[2100000h]" in r.stop.message, r.stop.message
+
+
 def test_no_ept_refuses_real_mode_with_one_line(image):
     r = subprocess.run([sys.executable, "-m", "ringvisor", "run", str(image), "--mode", "hvm",
                         "--no-ept"], capture_output=True, text=True, timeout=300)

@@ -184,7 +184,12 @@ class Cpu:
             if s.limit == ds_limit and is_flat(s, any_limit=True):
                 flat |= 1 << i
         cs = st.segs[CS]
-        direct = not st.cr0 & CR0_PG and not self.mmu.watch and self.mmu.host is None
+        # direct: loads and stores index RAM by linear address -- which is the physical one
+        # only with paging off and no EPT: a VMX guest with EPT and paging off ("unrestricted
+        # guest" real mode) reaches guest-physical addresses, which EPT translates (its
+        # violations are the host's; beyond the guest's RAM lies the host's memory)
+        direct = not st.cr0 & CR0_PG and not self.mmu.watch and self.mmu.host is None \
+            and self.mmu.ept is None
         return Mode(self.cpl, cs.big, st.segs[SS].big, bool(st.eflags & DF_FLAG), flat,
                     cs.base, cs.limit, ds_limit, direct, not st.cr0 & CR0_PE,
                     bool(st.eflags & VM) and bool(st.cr0 & CR0_PE))

@@ -255,6 +255,11 @@ unreal: xorw %ax, %ax
         movw %ax, %fs                   /* base 0; the limit stays */
         addr32 movl %fs:MAGIC_AT, %eax
         addr32 movl $0x12345678, %fs:(MAGIC_AT + 4)
+#ifdef BEYOND_RAM
+        /* beyond the guest's 32 MiB (tests/test_hvmreal.py: under hvm, an EPT violation
+         * there stops the VM; it read the monitor's memory with paging off) */
+        addr32 movl %fs:0x02100000, %eax
+#endif
         movl %eax, %edi
         movw $(m_unreal - low_start), %si
         call puts
