@@ -162,6 +162,7 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     # osdev2: no shared runtime, a directory each), on QEMU, natively and under trapemu and bt
     # (test_osdev2.py)
     Kernel("osdev2-jit", "osdev2/jit", runtime=False, linker_script="osdev2/jit/link.ld"),
+    Kernel("osdev2-tss", "osdev2/tss", runtime=False, linker_script="osdev2/tss/link.ld"),
 ]}
 
 # Guests that must run under every monitor exactly as on the hardware

@@ -14,6 +14,15 @@ execution breakpoint on the first alias fired), the single-step trap after MOV S
 SS (SDM Vol. 3 §6.8.3 holds it until after the next instruction; natively, and under bt
 for the loads it emulates), and DR7.GD, which nothing modelled (QEMU's TCG does not
 either).
+
+``osdev2-tss``: every task a TSS -- JMP and CALL to TSSs and back (busy bits, NT, the back
+link, a TSS with its own CR3), the faults of bad switches (busy, a limit below 67H, IRET to a
+back link not busy, a DPL-0 TSS from ring 3), a ring-3 task with its own I/O bitmap reaching
+task gates in the IDT and GDT, and double faults through a task gate: the kernel stack
+overflowing into its guard page, by recursion and by an INT, mended by the double-fault task.
+It found that the monitors pushed a guest's exception frame in one write and so reported the
+frame's lowest address in CR2 when it did not fit: the processor pushes a value at a time
+from the top, and CR2 is the first push that faults (the #PF that became the #DF).
 """
 
 from __future__ import annotations
@@ -54,7 +63,27 @@ JIT = [
     "jitk: done",
 ]
 
-EXPECTED = {"osdev2-jit": JIT}
+TSS = [
+    "tssk: start",
+    "jmp to A twice: runs 2, A's link 0, main's type seen by A 9, A's type now 9",
+    "call B twice: runs 2, B's link 28 nt 1 cr3 pd_b 1 window 22, "
+    "main's type seen by B b, B calling main: #GP 28; back: B's type 9, main's nt 0, window 11",
+    "jmp to itself (busy): #13 err 28",
+    "jmp to a TSS of limit 60: #10 err 48, its type 9",
+    "iret with nt to a back link not busy: #10 err 38, nt after 0",
+    "ring 3 task: in from a port not in its bitmap: #GP 0 from cs 1b; "
+    "int 0x50: task C link 58 nt 1, U's type b, U's cs 1b, eip user+8; "
+    "jmp to main's TSS from ring 3: #GP 28; back through a task gate",
+    "types: main b df 9 A 9 B 9 C 9 U 9",
+    # CR2: the first push of the #PF's frame (EFLAGS), the processor pushing from the top
+    "double fault 1: link 28 err 0 cr2=guard+f68, main esp=guard+f6c eip=dive+d, df busy 1",
+    "recovered from the overflow, main's type b, df's 9",
+    "double fault 2: link 28 err 0 cr2=guard+ffc, main esp=guard+1008 eip=int_site+0, df busy 1",
+    "recovered again, main's type b, df's 9",
+    "tssk: done",
+]
+
+EXPECTED = {"osdev2-jit": JIT, "osdev2-tss": TSS}
 
 # Where QEMU's TCG departs from the SDM: the SDM's line, and QEMU's.
 QEMU = {

@@ -194,7 +194,7 @@ class Delivery:
         new = (esp0 - n) & 0xFFFFFFFF
         check_access(seg, new, n, True, SS)
         self.gm.push_frame((seg.base + new) & 0xFFFFFFFF, stack_image(vals, size),
-                           (self.gdt.frames, self.ldt.frames))
+                           (self.gdt.frames, self.ldt.frames), size)
         self._entered(f, sel, offset, interrupt_gate, new, seg.selector, ss0 & ~3)
         return True
 
@@ -355,7 +355,7 @@ class Delivery:
         else:
             base = self.real_descriptor_base(ss_real)
         self.gm.push_frame((base + new) & 0xFFFFFFFF, stack_image(vals, size),
-                           (self.gdt.frames, self.ldt.frames))
+                           (self.gdt.frames, self.ldt.frames), size)
         # committed: the guest is in its handler
         self.gdt.set_accessed(cd)
         if v.cpl == 3:
@@ -378,7 +378,7 @@ class Delivery:
         new = (self.cpu.state.regs[4] - size * len(vals)) & 0xFFFFFFFF
         check_access(seg, new, size * len(vals), True, SS)
         self.gm.push_frame((self.real_descriptor_base(f.ss) + new) & 0xFFFFFFFF,
-                           stack_image(vals, size), (self.gdt.frames, self.ldt.frames))
+                           stack_image(vals, size), (self.gdt.frames, self.ldt.frames), size)
         self.gdt.set_accessed(cd)
         self.stats["reflected"] += 1
         self.delivered = True

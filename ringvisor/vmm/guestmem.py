@@ -293,7 +293,7 @@ class GuestMemory:
             self.mem.write(p, d)
             self.written_hook(p, len(d))
 
-    def push_frame(self, lin: int, data: bytes, tables: tuple[set, set]) -> None:
+    def push_frame(self, lin: int, data: bytes, tables: tuple[set, set], size: int = 4) -> None:
         """Write a frame on the guest kernel's stack (an exception or interrupt delivered
         through its gate): in one step where the real TLB holds the page writable for the
         supervisor and it holds none of the frames in ``tables`` (the guest's GDT's and
@@ -304,7 +304,11 @@ class GuestMemory:
         keeps read-only), so the bookkeeping ``write`` calls after a write
         (``written_hook``) has nothing to do -- except for a GDT or LDT frame the monitor
         left writable (hot data beside the table), which is excluded.  Elsewhere
-        ``write``, which walks."""
+        ``write``, which walks; if that faults, the values (``size`` bytes each) are
+        pushed one at a time from the top, as the processor pushes them, so that the
+        fault and CR2 are the first push's that cannot be written (not the frame's
+        lowest address: a kernel stack overflowing into its guard page, osdev2-tss)
+        and the values above it are written."""
         mmu = self.mmu
         n = len(data)
         if mmu is not None and not self.tlb_stale and self.p2m is None and lin < MLIN and \
@@ -316,7 +320,11 @@ class GuestMemory:
                 if p + n <= self.ram_size and p >> 12 not in gdt and p >> 12 not in ldt:
                     self.mem.write(p, data)
                     return
-        self.write(lin, data)
+        try:
+            self.write(lin, data)
+        except GuestPageFault:
+            for off in range(n - size, -1, -size):
+                self.write((lin + off) & 0xFFFFFFFF, data[off:off + size])
 
     def read32(self, lin: int, user: bool = False) -> int:
         return int.from_bytes(self.read(lin, 4, user), "little")
