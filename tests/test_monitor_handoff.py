@@ -56,11 +56,14 @@ def _run(monkeypatch, mode: str, handoff: bool, slice_: int | None = None) -> tu
 
         def traced_quick(mon_, cpu):
             icount = cpu.state.icount
+            at = len(trace)
             if not took(mon_, cpu):
+                assert len(trace) == at         # (declined: nothing done)
                 return False
             quick.add(icount)
-            trace.append(("entry", icount))
-            trace.append(("resumed", _state(cpu)))
+            trace.insert(at, ("entry", icount))
+            if len(trace) == at + 1:            # (an IRET's resumes through ``resume``)
+                trace.append(("resumed", _state(cpu)))
             return True
         monkeypatch.setattr(btmod, "quick_return", traced_quick)
 

@@ -39,15 +39,18 @@ after every entry, the counters, the console and the guest's RAM with the long w
 
 from __future__ import annotations
 
+import struct
+
 import iced_x86 as ix
 
 from ringvisor.hw.faults import CpuFault
 from ringvisor.hw.segments import Descriptor, check_segment_load, null_segment
-from ringvisor.hw.state import RF, VM
+from ringvisor.hw.state import IF, NT, RF, VM
 from ringvisor.hw.system import ea
 
 from . import layout as L
 from .descriptors import compress
+from .frame import Frame
 from .gdt import ACCESSED
 from .segcut import DATA_SREGS
 
@@ -56,7 +59,8 @@ OK = ix.OpKind
 R = ix.Register
 _GPR32 = {r: i for i, r in enumerate((R.EAX, R.ECX, R.EDX, R.EBX, R.ESP, R.EBP, R.ESI, R.EDI))}
 _SEGS = {R.ES: 0, R.SS: 2, R.DS: 3, R.FS: 4, R.GS: 5}
-_NAME = {M.RET: "ret", M.JMP: "jmp", M.POP: "pop", M.MOV: "mov"}  # (``emulate.ix_name``'s)
+_NAME = {M.RET: "ret", M.JMP: "jmp", M.POP: "pop", M.MOV: "mov",
+         M.IRETD: "iretd"}                  # (``emulate.ix_name``'s, as ``emulate`` counts)
 _QUICK = frozenset(_NAME)
 _LOADS: dict[tuple, object] = {}          # (selector, descriptor bytes, tracking) -> Segment | False
 
@@ -106,6 +110,8 @@ def quick_return(mon, cpu) -> bool:
     esp = st.regs[4]
     if ins.mnemonic in (M.POP, M.MOV):
         return _quick_load(mon, cpu, ins, esp)
+    if ins.mnemonic == M.IRETD:
+        return _quick_iret(mon, cpu, esp)
     if ins.mnemonic == M.RET:
         lin = st.segs[2].base + esp
         esp += 4 + (ins.immediate16 if ins.op_count else 0)
@@ -235,3 +241,53 @@ def _load_checked(sel: int, raw: int, tracking: bool):
     if not real or tracking and d.s and not raw & ACCESSED:
         return False
     return Descriptor(real | ACCESSED, 0).segment(sel)
+
+
+_IRET = struct.Struct("<5I")
+
+
+def _quick_iret(mon, cpu, esp: int) -> bool:
+    """The kernel's 32-bit IRET to user mode (``emulate.e_iret``'s RETURN-TO-OUTER-
+    PRIVILEGE-LEVEL), done here where its five values lie in one page the real TLB holds
+    for the supervisor, NT is clear, the image returns to ring 3 outside virtual-8086
+    mode through CS and SS descriptors that passed the return's checks before
+    (``Delivery.known_return``), EIP is inside CS, and nothing would be delivered after
+    it (no virtual NMI; no interrupt waiting if the image sets IF).  Then what ``handle``
+    does around the emulation has nothing to do, and the resume is ``Monitor.resume``'s
+    own, on the frame the IRET leaves.  Anything else declines (the long way)."""
+    st = cpu.state
+    if st.eflags & NT:
+        return False
+    lin = (st.segs[2].base + esp) & 0xFFFFFFFF
+    p = mon.gm.cached(lin) if mon.gm.p2m is None else None
+    if p is None or lin & 0xFFF > 0xFEC or p + 20 > mon.guest_ram:
+        return False
+    eip, cs, eflags, uesp, ss = _IRET.unpack_from(mon.mem.ram, p)
+    cs &= 0xFFFF
+    ss &= 0xFFFF
+    if eflags & VM or cs & 3 != 3:
+        return False
+    vapic = mon.platform.vapic
+    if eflags & IF and mon.interrupt_waiting() or vapic is not None and vapic.nmi:
+        return False
+    limit = mon.known_return(cs, ss)
+    if limit is None or eip > limit:
+        return False
+    # committed: what ``handle``, ``e_iret`` (``return_to_user``) and ``resume`` do
+    f = Frame.taken(cpu, mon.base, L.CALLOUT, None)
+    mon.frame = f
+    mon.new_shadow = mon.halting = mon.delivered = False
+    mon.traps["callout"] += 1
+    mon.emulated["iretd"] += 1
+    mon.db_hits = 0
+    mon.entered = None
+    v = mon.vcpu
+    v.nmi_blocked = False
+    mon.set_guest_eflags(f, eflags, 4, iret=True)
+    f.eflags = (f.eflags & ~RF) | (eflags & RF)
+    f.cs, f.eip, f.ss = cs, eip, ss
+    mon.reloaded(cs, ss)
+    st.regs[4] = uesp
+    v.cpl = 3
+    mon.resume(f)
+    return True
