@@ -136,6 +136,25 @@ CASES = {
         [b"\x89\x8B\xF0\xFF\xFF\x7F", b"\x88\x83\xF5\xFF\xFF\x7F",
          b"\x8B\x93\xF0\xFF\xFF\x7F"],
         _r(eax=0x5A, ebx=(DATA + 0x20 - 0x7FFFFFF0) & 0xFFFFFFFF, ecx=0x11223344)),
+    # registers written in place in a fused loop (CodeCache._coalesce): ESI's new value
+    # is what the #DE of the third iteration's DIV shows, its frame rebuilt from the
+    # register the back edge no longer copies into (lea esi,[esi+4]; mov ecx,[esi];
+    # xor edx,edx; mov eax,1000; div ecx; cmp esi,edi; jne)
+    "coalesced_register_at_a_later_fault": Case(
+        _loop(LEA_ESI_4, b"\x8B\x0E", b"\x31\xD2", b"\xB8\xE8\x03\x00\x00", b"\xF7\xF1",
+              CMP_ESI_EDI),
+        _r(esi=DATA + 4, edi=DATA + 0x40), patches=[(DATA + 8, DIVISORS)]),
+    # ... but not where a fault after the new value is made needs the old one: ADD's
+    # flag record names EDI's entry value, read by the DIV's frame (AF: 0x0F + 1 in
+    # the faulting iteration; taken from the new EDI it would be clear)
+    "not_coalesced_where_a_fault_reads_the_entry_value": Case(
+        _loop(b"\x01\xCF", DIV_ESI, LEA_ESI_4, b"\x39\xDE"),     # add edi,ecx; div; lea; cmp esi,ebx
+        _r(eax=1000, ecx=1, esi=DATA + 8, edi=0x0D, ebx=DATA + 0x40),
+        patches=[(DATA + 8, DIVISORS)]),
+    # ... nor where another register is carried from the entry value (mov ebx,eax;
+    # lea eax,[eax-4]; dec edx; jne: EBX takes EAX's entry value, EAX its new one)
+    "not_coalesced_where_another_register_takes_the_entry_value": Case(
+        _loop(b"\x89\xC3", b"\x8D\x40\xFC", b"\x4A"), _r(eax=0x1000, edx=5)),
     # a REP string instruction inside a block whose registers are renamed around it
     "rep_stos_between_renames": Case(
         [b"\x8D\x7B\x10", b"\xB9\x03\x00\x00\x00", b"\xF3\xAB", b"\x01\xF9"],

@@ -77,6 +77,127 @@ class SmcRestart(CpuFault):
         super().__init__(-1)
 
 
+def _rename(text: str, renamed: dict[str, str]) -> str:
+    """``text`` with each local named in ``renamed`` replaced by its new name."""
+    return IDENT.sub(lambda m: renamed.get(m.group(), m.group()), text)
+
+
+COPY_LINE = re.compile(r"^(\s*)(r\d(?:, r\d)*) = (.+)$")
+REGNAME = re.compile(r"^r\d$")
+
+
+def _def_line(line: str, name: str) -> bool:
+    """Whether ``line`` is one plain assignment to ``name`` (after ``try:``, ``except
+    X:`` or ``else:``): if it raises, ``name`` was not assigned."""
+    s = line.strip()
+    for p in ("try: ", "else: "):
+        if s.startswith(p):
+            s = s[len(p):]
+    if s.startswith("except ") and ": " in s:
+        s = s.split(": ", 1)[1]
+    return ";" not in s and s.startswith(name + " = ") and not s.startswith(name + " == ")
+
+
+CALL = re.compile(r"\b[A-Za-z_]\w*\(")
+
+
+def _may_fault(line: str) -> bool:
+    """Whether a CpuFault can come from ``line`` of a block: only a call (the slow
+    paths, the helpers) or a ``raise`` makes one; arithmetic, compares and the RAM and
+    TLB subscripts do not."""
+    return "raise" in line or CALL.search(line) is not None
+
+
+def _copies(line: str) -> list[tuple[str, str]] | None:
+    """The (register, value) pairs of a back edge's parallel copy ``r0, r2 = t2, v4``;
+    None for any other line."""
+    m = COPY_LINE.match(line)
+    if not m:
+        return None
+    left, right = m.group(2).split(", "), m.group(3).split(", ")
+    if len(left) != len(right) or not all(IDENT.fullmatch(b) or b.startswith("0x") or b.isdigit()
+                                          for b in right):
+        return None
+    return list(zip(left, right))
+
+
+def _coalesce(body: list[str], owner: list, back: list[str], carried: dict[int, str],
+              snaps: dict, tail: list[str]) -> dict[str, str]:
+    """Registers of a fused loop written in place: where the local ``v`` that register
+    ``k`` is carried from into the next iteration is assigned at a point after which
+    nothing reads ``rk``'s entry value -- no line of the iteration's rest (a side exit, a
+    flag record, the back edge) names it, nor does the state a fault in a later line
+    would be rebuilt from (the snapshot of that line's instruction) -- ``v`` is renamed
+    ``rk`` and the back edge's copy goes (``r0, r2 = t2, v4`` at the end of every
+    iteration).  A line that assigns ``v`` alone may fault: ``v`` is not assigned then.
+    Neither may the block's exit after the loop (``tail``) or another register's copy
+    name ``rk`` (``r3 = r0``: the entry value of r0, which ``v`` would have overwritten).
+    Returns the renaming (edits ``body`` and ``back`` in place: the copies dropped)."""
+    counts: dict[str, int] = {}
+    for v in carried.values():
+        counts[v] = counts.get(v, 0) + 1
+    late = set()                   # read after the iteration's end: by the exit, the copies
+    for line in tail:
+        late.update(IDENT.findall(line))
+    late.update(carried.values())
+    words = [set(IDENT.findall(line)) for line in body]
+    end = next((j for j, line in enumerate(back) if line.strip() == "else:"), len(back))
+    renamed: dict[str, str] = {}
+    for k, v in carried.items():
+        rk = f"r{k}"
+        if (counts[v] != 1 or not v.isidentifier() or REGNAME.match(v) or v.startswith("p_")
+                or rk in late):
+            continue
+        d = next((j for j, w in enumerate(words) if v in w), None)
+        if d is None or not _def_line(body[d], v):
+            continue
+        ok = True
+        for j in range(d + 1, len(body)):
+            line = body[j]
+            if _def_line(line, v):
+                continue
+            pairs = _copies(line)
+            if pairs is not None:
+                if any((a == rk) != (b == v) or b == rk for a, b in pairs):
+                    ok = False
+                    break
+            elif rk in words[j]:
+                ok = False
+                break
+            i = owner[j] if j < len(owner) else None
+            if i is not None and i in snaps and _may_fault(line):
+                _, code, rm = snaps[i]
+                if rk in rm.values() or rk in IDENT.findall(code):
+                    ok = False
+                    break
+        if ok:
+            for line in back[:end]:
+                pairs = _copies(line)
+                if pairs is not None:
+                    if any((a == rk) != (b == v) or b == rk for a, b in pairs):
+                        ok = False
+                        break
+                elif rk in IDENT.findall(line):
+                    ok = False
+                    break
+        if ok:
+            renamed[v] = rk
+    if not renamed:
+        return renamed
+    for lines in (body, back):
+        for j, line in enumerate(lines):
+            every = _copies(line)
+            if every is None:
+                continue
+            pairs = [(a, b) for a, b in every if renamed.get(b) != a]
+            if len(pairs) == len(every):
+                continue
+            pad = line[:len(line) - len(line.lstrip())]
+            lines[j] = (pad + ", ".join(a for a, _ in pairs) + " = " +
+                        ", ".join(b for _, b in pairs)) if pairs else pad + "pass"
+    return renamed
+
+
 class Unwind:
     """Rebuild the architectural state when an instruction of a block faults.
 
@@ -578,6 +699,15 @@ class CodeCache:
             # the next iteration starts from r0..r7 (one parallel assignment: a
             # register may have been renamed to another's entry value)
             carried = {i: v for i, v in final.items() if v != f"r{i}"}
+            renamed = _coalesce(body, owner, back, carried, snaps, tail) if carried else {}
+            if renamed:
+                carried = {i: v for i, v in carried.items() if v not in renamed}
+                final = {i: renamed.get(v, v) for i, v in final.items()}
+                if carry is not None:
+                    carry = _rename(carry, renamed)
+                    unwinder.carry = compile(carry, "<carry>", "exec")
+                for k, (ieip, code, rm) in list(snaps.items()):
+                    snaps[k] = (ieip, _rename(code, renamed), {i: renamed.get(v, v) for i, v in rm.items()})
             if carried:
                 back.append("            " + ", ".join(f"r{i}" for i in carried) + " = " +
                             ", ".join(carried.values()))
@@ -594,6 +724,8 @@ class CodeCache:
             out += [f"S.icount += ic{' + xc' if bb.loop_points else ''} + {n}", f"return {eip:#x}"]
             back += ["        else:"] + ["            " + line for line in out]
             src = "\n".join(head + body + back + handler + tail) + "\n"
+            if renamed:
+                src = _rename(src, renamed)
             src = src.replace("__ENTRY_STORE__", "S.lf_op = lo; S.lf_res = lr; S.lf_a = la; S.lf_b = lb")
             ic = "ic + xc + " if bb.loop_points else "ic + "
             src = src.replace("__ENTRY_CF__", "CARRY(lo, lr, la, lb)").replace("__IC__", ic)
