@@ -194,6 +194,10 @@ class BlockBuilder:
     # a local loaded from memory by a byte or word access -> that size: its value fits
     # (every read path masks to the access size), so reading AL or AX of it needs no mask
     narrow: dict = field(default_factory=dict)
+    # a flat address expression -> the local the body's top level computed it in: every
+    # name in it is assigned once (outside a REP loop), so a later access to the same
+    # expression reuses it (``[esp+8]`` stored, then loaded, in one iteration)
+    addrs: dict = field(default_factory=dict)
 
     # -- emission ----------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -384,14 +388,26 @@ class BlockBuilder:
                     # which masks it, reads or writes it (not a read-modify-write, whose
                     # probe does not catch that; and not with a negative displacement,
                     # which always wraps)
-                    return self.let(m.group(1), "a")
-                return off if is_atom(off) else self.let(off, "a")
+                    return self._address(m.group(1))
+                return off if is_atom(off) else self._address(off)
             # base 0 but cut short (a monitor's ring compression): past the limit
             # the checked path raises the fault
             a = self.let(off, "a")
             self.emit(f"if {a} > {limit - (size - 1)}: {a} = LIN({seg}, {a}, {size}, {int(write)})")
             return a
         return self.let(f"LIN({seg}, {off}, {size}, {int(write)})", "a")
+
+    def _address(self, expr: str) -> str:
+        """A local holding the flat address ``expr``: the one computed before where the
+        body's top level did (it is assigned on every path that reaches here)."""
+        if self.pinned:
+            return self.let(expr, "a")
+        a = self.addrs.get(expr)
+        if a is None:
+            a = self.let(expr, "a")
+            if self.ind == 2:
+                self.addrs[expr] = a
+        return a
 
     def mem_linear(self, ins: ix.Instruction, size: int, write: bool, store: bool = False) -> str:
         return self.linear(SREG[ins.memory_segment], self.ea(ins), size, write, store)
