@@ -155,6 +155,13 @@ CASES = {
     # lea eax,[eax-4]; dec edx; jne: EBX takes EAX's entry value, EAX its new one)
     "not_coalesced_where_another_register_takes_the_entry_value": Case(
         _loop(b"\x89\xC3", b"\x8D\x40\xFC", b"\x4A"), _r(eax=0x1000, edx=5)),
+    # a flat address reused by a later access to the same expression, and not across a
+    # change of its register: mov [esi+8],eax; mov ebx,[esi+8]; add esi,4;
+    # mov [esi+8],ecx; mov edi,[esi+8]; add eax,ebx; dec edx; jnz
+    "address_reused_only_while_its_registers_hold": Case(
+        _loop(b"\x89\x46\x08", b"\x8B\x5E\x08", b"\x83\xC6\x04", b"\x89\x4E\x08",
+              b"\x8B\x7E\x08", b"\x01\xD8", b"\x4A"),
+        _r(eax=3, ecx=0x55, edx=4, esi=DATA)),
     # a REP string instruction inside a block whose registers are renamed around it
     "rep_stos_between_renames": Case(
         [b"\x8D\x7B\x10", b"\xB9\x03\x00\x00\x00", b"\xF3\xAB", b"\x01\xF9"],
