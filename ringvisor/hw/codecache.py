@@ -77,9 +77,11 @@ class SmcRestart(CpuFault):
         super().__init__(-1)
 
 
-def _rename(text: str, renamed: dict[str, str]) -> str:
-    """``text`` with each local named in ``renamed`` replaced by its new name."""
-    return IDENT.sub(lambda m: renamed.get(m.group(), m.group()), text)
+def _renamer(renamed: dict[str, str]):
+    """A function giving a text with each local named in ``renamed`` replaced by its
+    new name."""
+    names = re.compile(r"\b(?:" + "|".join(renamed) + r")\b")
+    return lambda text: names.sub(lambda m: renamed[m.group()], text)
 
 
 COPY_LINE = re.compile(r"^(\s*)(r\d(?:, r\d)*) = (.+)$")
@@ -140,14 +142,17 @@ def _coalesce(body: list[str], owner: list, back: list[str], carried: dict[int, 
     for line in tail:
         late.update(IDENT.findall(line))
     late.update(carried.values())
+    todo = [(k, v) for k, v in carried.items()
+            if counts[v] == 1 and v.isidentifier() and not REGNAME.match(v) and
+            not v.startswith("p_") and f"r{k}" not in late]
+    if not todo:
+        return {}
     words = [set(IDENT.findall(line)) for line in body]
-    end = next((j for j, line in enumerate(back) if line.strip() == "else:"), len(back))
+    seen: dict[int, set] = {}      # a snapshot's names (its registers' locals, its flag code)
+    end = len(back)
     renamed: dict[str, str] = {}
-    for k, v in carried.items():
+    for k, v in todo:
         rk = f"r{k}"
-        if (counts[v] != 1 or not v.isidentifier() or REGNAME.match(v) or v.startswith("p_")
-                or rk in late):
-            continue
         d = next((j for j, w in enumerate(words) if v in w), None)
         if d is None or not _def_line(body[d], v):
             continue
@@ -166,8 +171,11 @@ def _coalesce(body: list[str], owner: list, back: list[str], carried: dict[int, 
                 break
             i = owner[j] if j < len(owner) else None
             if i is not None and i in snaps and _may_fault(line):
-                _, code, rm = snaps[i]
-                if rk in rm.values() or rk in IDENT.findall(code):
+                names = seen.get(i)
+                if names is None:
+                    _, code, rm = snaps[i]
+                    names = seen[i] = set(IDENT.findall(code)) | set(rm.values())
+                if rk in names:
                     ok = False
                     break
         if ok:
@@ -700,14 +708,15 @@ class CodeCache:
             # register may have been renamed to another's entry value)
             carried = {i: v for i, v in final.items() if v != f"r{i}"}
             renamed = _coalesce(body, owner, back, carried, snaps, tail) if carried else {}
+            rename = _renamer(renamed) if renamed else None
             if renamed:
                 carried = {i: v for i, v in carried.items() if v not in renamed}
-                final = {i: renamed.get(v, v) for i, v in final.items()}
                 if carry is not None:
-                    carry = _rename(carry, renamed)
+                    carry = rename(carry)
                     unwinder.carry = compile(carry, "<carry>", "exec")
                 for k, (ieip, code, rm) in list(snaps.items()):
-                    snaps[k] = (ieip, _rename(code, renamed), {i: renamed.get(v, v) for i, v in rm.items()})
+                    snaps[k] = (ieip, rename(code) if code else code,
+                                {i: renamed.get(v, v) for i, v in rm.items()})
             if carried:
                 back.append("            " + ", ".join(f"r{i}" for i in carried) + " = " +
                             ", ".join(carried.values()))
@@ -725,7 +734,7 @@ class CodeCache:
             back += ["        else:"] + ["            " + line for line in out]
             src = "\n".join(head + body + back + handler + tail) + "\n"
             if renamed:
-                src = _rename(src, renamed)
+                src = rename(src)
             src = src.replace("__ENTRY_STORE__", "S.lf_op = lo; S.lf_res = lr; S.lf_a = la; S.lf_b = lb")
             ic = "ic + xc + " if bb.loop_points else "ic + "
             src = src.replace("__ENTRY_CF__", "CARRY(lo, lr, la, lb)").replace("__IC__", ic)
