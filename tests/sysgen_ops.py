@@ -161,6 +161,14 @@ class Gen:
                 rpl = 0
             else:
                 st.sensitive = True
+                # ... and a load that succeeds there must not leave a trace the kernel's
+                # last lines would show: the descriptor is accessed already (sysgen seed
+                # 7177: trapemu's LDT checksum, the accessed bit its load set)
+                if kind != "sys":
+                    del st.lines[-2:]
+                    lo, hi = self.desc(base, raw_limit, access | 1,
+                                       (0x8 if gran else 0) | (0x4 if big else 0))
+                    self.write_desc(st, addr, lo, hi)
         s = sel | rpl
         # SS only at an outer ring: a fault at ring 0 pushes its frame on the current stack
         seg = rng.choice(("ds", "es", "fs", "gs", "ss") if ring else ("ds", "es", "fs", "gs"))
