@@ -162,6 +162,21 @@ CASES = {
         _loop(b"\x89\x46\x08", b"\x8B\x5E\x08", b"\x83\xC6\x04", b"\x89\x4E\x08",
               b"\x8B\x7E\x08", b"\x01\xD8", b"\x4A"),
         _r(eax=3, ecx=0x55, edx=4, esi=DATA)),
+    # a load of the address the store before it wrote takes the stored value (the RAM
+    # fast path), in a loop (mov [esi+8],eax; lea ecx,[eax+esi]; mov ebx,[esi+8];
+    # add eax,ebx; dec edx; jnz) ...
+    "load_after_a_store_to_its_address": Case(
+        _loop(b"\x89\x46\x08", b"\x8D\x0C\x30", b"\x8B\x5E\x08", b"\x01\xD8", b"\x4A"),
+        _r(eax=3, edx=4, esi=DATA)),
+    # ... but not across another write, which may change the same bytes (EDI = ESI + 8):
+    # mov [esi+8],eax; add [edi],ecx; mov ebx,[esi+8]; inc eax; dec edx; jnz
+    "load_after_a_store_and_another_write": Case(
+        _loop(b"\x89\x46\x08", b"\x01\x0F", b"\x8B\x5E\x08", b"\x40", b"\x4A"),
+        _r(eax=3, ecx=0x77, edx=2, esi=DATA, edi=DATA + 8)),
+    # ... nor of another size: mov [esi+8],eax; movzx ebx,byte [esi+8]; inc eax; dec edx; jnz
+    "load_of_another_size_after_a_store": Case(
+        _loop(b"\x89\x46\x08", b"\x0F\xB6\x5E\x08", b"\x40", b"\x4A"),
+        _r(eax=0x11223344, edx=2, esi=DATA)),
     # a REP string instruction inside a block whose registers are renamed around it
     "rep_stos_between_renames": Case(
         [b"\x8D\x7B\x10", b"\xB9\x03\x00\x00\x00", b"\xF3\xAB", b"\x01\xF9"],
@@ -327,3 +342,24 @@ def test_rep_stos_that_faults_midway_keeps_its_progress(engine):
     assert m.mem.read(0x11FF0, 16) == bytes.fromhex("11223344") * 4
     # mov, mov, mov, mov, mov, four iterations, the hlt in the handler
     assert st.icount == 5 + 4 + 1, st.icount
+
+
+@pytest.mark.parametrize("engine", ["jit", "interp"])
+def test_a_load_after_a_store_to_a_device_reads_the_device(engine):
+    """The stored value stands for a load of the same address only where the store
+    wrote RAM: the I/O APIC's version register (selected through IOREGSEL, then written
+    through IOWIN, which it ignores: read-only) reads back its version, 0x00170020 as
+    on QEMU (hw/devices/ioapic.py), not what was written."""
+    from test_codecache import flat_machine
+    m = flat_machine(engine)
+    st = m.cpu.state
+    code = (b"\xC7\x03\x01\x00\x00\x00"   # mov dword [ebx], 1 (IOREGSEL: the version)
+            b"\x89\x4B\x10"                  # mov [ebx+0x10], ecx (IOWIN: ignored)
+            b"\x8B\x43\x10"                  # mov eax, [ebx+0x10]
+            b"\xF4")
+    m.mem.write(0x1000, code)
+    st.eip = 0x1000
+    st.regs[3], st.regs[1] = 0xFEC00000, 0x12345678
+    m.cpu.run(100)
+    assert st.halted
+    assert st.regs[0] == 0x00170020, hex(st.regs[0])

@@ -198,6 +198,9 @@ class BlockBuilder:
     # name in it is assigned once (outside a REP loop), so a later access to the same
     # expression reuses it (``[esp+8]`` stored, then loaded, in one iteration)
     addrs: dict = field(default_factory=dict)
+    # the last store at the body's top level, for a load of the same address right after
+    # it (``forward``): (address, size, value, its ``try`` line, the line's start)
+    stored: tuple | None = None
 
     # -- emission ----------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -434,7 +437,40 @@ class BlockBuilder:
     # A TLB hit is a dictionary subscript; a miss raises KeyError, which costs
     # nothing until it happens (zero-cost exceptions) and sends the access to the
     # slow path.  This is cheaper than dict.get and a None test on every hit.
+    def forward(self, lin: str, size: int) -> str | None:
+        """A load of the address the last store wrote, with nothing between them that
+        could write memory or reach a device (no call, no subscript, no attribute): the
+        store, where it took the RAM fast path, keeps its value in a local, and the load
+        takes that (the RAM holds it); where it took the slow path (a device, a code page,
+        beyond RAM) the local is None and the load reads as before."""
+        st = self.stored
+        self.stored = None
+        if st is None or st[0] != lin or st[1] != size or self.pinned:
+            return None
+        _, _, val, store, head = st
+        # (found by its text: a marker may have been inserted before it since)
+        at = len(self.lines) - 2
+        while at >= 0 and self.lines[at] is not store:
+            at -= 1
+        if at < 0 or not all(QUIET.match(line) for line in self.lines[at + 2:]):
+            return None
+        fw = self.tmp("fw")
+        pad = self.lines[at][:len(self.lines[at]) - len(self.lines[at].lstrip())]
+        # (targets are assigned left to right: ``fw`` only once the RAM store is done)
+        self.lines[at] = f"{pad}{head} = {fw} = {val}"
+        miss = self.lines[at + 1]
+        k = miss.index(": WR(")
+        self.lines[at + 1] = f"{miss[:k]}: {fw} = None; {miss[k + 2:]}"
+        v = self.tmp()
+        if size < 4:
+            self.narrow[v] = size
+        self.emit(f"{v} = {fw} if {fw} is not None else RD({lin}, {size}, {int(self.mode.user)})")
+        return v
+
     def load(self, lin: str, size: int) -> str:
+        fwd = self.forward(lin, size) if self.stored is not None else None
+        if fwd is not None:
+            return fwd
         view, sh = VIEW[size]
         v = self.tmp()
         if size < 4:
@@ -462,10 +498,13 @@ class BlockBuilder:
         view, sh = VIEW[size]
         tlb = "TWU" if self.mode.user else "TWS"
         idx = f"{lin} + {tlb}[{lin} & {ALIGN_KEY[size]:#x}]"
-        self.emit(f"try: {view}[{idx if not sh else f'({idx}) >> {sh}'}] = {val}")
+        head = f"try: {view}[{idx if not sh else f'({idx}) >> {sh}'}]"
+        self.emit(f"{head} = {val}")
         # (without paging an address may be unmasked: beyond RAM, an IndexError)
         miss = "LookupError" if self.mode.direct else "KeyError"
         self.emit(f"except {miss}: WR({lin}, {size}, {val}, {int(self.mode.user)}){RELIM}")
+        self.stored = (lin, size, val, self.lines[-2], head) \
+            if self.ind == 2 and not self.pinned else None
 
     def rmw_begin(self, lin: str, size: int) -> tuple[str, str]:
         """Read for a read-modify-write: probes the write TLB so the write cannot miss."""
@@ -721,7 +760,10 @@ OFFSET = re.compile(r"^\(?\((\w+) ([+-]) (0x[0-9a-fA-F]+|\d+)\) & 0x(?:ffffffff|
 
 WRAPPED = re.compile(r"^\(\((.*)\) & 0xffffffff\)$")   # an address as ``ea`` masks it
 NEGATIVE = re.compile(r"\+ 0x[89a-f][0-9a-f]{7}$")   # a displacement of 2 GiB or more
-REG_LOCAL = re.compile(r"^r[0-7]$")       # a register's value at block (or iteration) entry
+REG_LOCAL = re.compile(r"^r[0-7]$")
+# a line that can neither write memory nor reach a device: a local assigned arithmetic
+# of locals and constants (no call, subscript or attribute), or a marker
+QUIET = re.compile(r"^(?!.*\w\()\s*(?:__N__:\d+|__LAZY__:\d+|[a-z]\w* = [\w\s()+\-*&|^~<>]*)$")       # a register's value at block (or iteration) entry
 
 
 def is_atom(expr: str) -> bool:
