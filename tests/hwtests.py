@@ -163,6 +163,8 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     # (test_osdev2.py)
     Kernel("osdev2-jit", "osdev2/jit", runtime=False, linker_script="osdev2/jit/link.ld"),
     Kernel("osdev2-tss", "osdev2/tss", runtime=False, linker_script="osdev2/tss/link.ld"),
+    Kernel("osdev2-sysenter", "osdev2/sysenter", runtime=False,
+           linker_script="osdev2/sysenter/link.ld"),
 ]}
 
 # Guests that must run under every monitor exactly as on the hardware

@@ -94,6 +94,8 @@ def write_cr(cpu, n: int, v: int) -> None:
         st.cr4 = v
         if (old ^ v) & CR4_TRANSLATION:
             cpu.tlb_flush()
+        if (old ^ v) & CR4_DE:
+            cpu.update_debug()            # DR7's R/W = 10 entries become I/O breakpoints
     else:
         raise CpuFault(UD)
 

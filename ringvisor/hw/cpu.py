@@ -22,7 +22,7 @@ from .memory import PhysicalMemory
 from .mmu import Mmu
 from .native import NativeRegions
 from .segments import Segmentation, is_flat
-from .state import CR0_PE, CR0_PG, CR0_TRANSLATION, CR4_TRANSLATION, CS, DS, DF as DF_FLAG, IF, RF, SS, TF, VM, CpuState
+from .state import CR0_PE, CR0_PG, CR0_TRANSLATION, CR4_DE, CR4_TRANSLATION, CS, DS, DF as DF_FLAG, IF, RF, SS, TF, VM, CpuState
 from .clock import TSC_PER_CYCLE
 from . import identify  # noqa: F401  (files CPUID, RDTSC(P), RDMSR/WRMSR among the helpers)
 from . import controlregs, desctables, portio  # noqa: F401  (file theirs among the helpers)
@@ -92,6 +92,7 @@ class Cpu:
         self.holds_debug = False
         self.held_hits = 0
         self.exec_breakpoints: list[tuple[int, int]] = []
+        self.io_breakpoints: list[tuple[int, int, int]] = []   # (DRn, first port, last port)
         self.host = HostDebug()           # the host debugger's breakpoints (hostdebug.py)
         self.exceptions = deque(maxlen=12)   # recent (eip, exception), for crash reports
         self.stats = {"exceptions": 0, "interrupts": 0, "smc_restarts": 0}
@@ -198,7 +199,7 @@ class Cpu:
         """DR0-DR3/DR7 changed: recompute the breakpoints (SDM Vol. 3 §17.2)."""
         st = self.state
         dr7 = st.dr[7]
-        execs, watch = [], []
+        execs, watch, ports = [], [], []
         for i in range(4):
             if not (dr7 >> (2 * i)) & 3:
                 continue
@@ -209,13 +210,17 @@ class Cpu:
                 execs.append((i, st.dr[i]))
             elif rw in (1, 3):
                 watch.append((i, addr, addr + length - 1, rw == 1))
-            # rw == 2 (I/O breakpoints) is not modelled
+            elif st.cr4 & CR4_DE:
+                # an I/O breakpoint (R/W = 10 with CR4.DE; undefined without it): a trap
+                # after an IN, OUT, INS or OUTS touching its ports (SDM Vol. 3 §17.2.5)
+                ports.append((i, addr & 0xFFFF, (addr & 0xFFFF) + length - 1))
         self.exec_breakpoints = execs
+        self.io_breakpoints = ports
         self.mmu.watch = watch
         self.mmu.watch_pages = {a & 0xFFFFF000 for _, a, e, _ in watch} | \
             {e & 0xFFFFF000 for _, a, e, _ in watch} | self.host.watch_pages()
         self.mmu.host = self.host if self.host.watchpoints else None
-        self.debug_active = bool(execs or watch or self.host.watchpoints or self.host.break_next)
+        self.debug_active = bool(execs or watch or ports or self.host.watchpoints or self.host.break_next)
         self.tlb_flush()
         self.mode_changed()           # data breakpoints end direct RAM loads (Mode.direct)
 

@@ -4,7 +4,8 @@ The check is the processor's (SDM Vol. 1 §19.5): IOPL first, then the I/O
 permission bitmap of the current 32-bit TSS (in virtual-8086 mode the bitmap
 alone, SDM Vol. 3 §20.2.8.1).  It is named once here: a monitor that emulates
 a guest's port I/O asks the same rule of the guest's own TSS
-(``io_bitmap_permits``), and VMX's I/O exits check it before they exit.
+(``io_bitmap_permits``), and VMX's I/O exits check it before they exit.  The
+I/O breakpoints (DR7 R/W = 10 under CR4.DE) are matched here too (``io_breakpoint``).
 
 Apart from ``system.py`` because it is one of the sensitive instruction groups
 the chapter names (an I/O instruction must trap under any monitor), as Bochs
@@ -37,6 +38,14 @@ def io_permitted(cpu, port: int, size: int) -> None:
         raise CpuFault(GP, 0)
 
 
+def io_breakpoint(cpu, port: int, size: int) -> None:
+    """An access to ``size`` ports at ``port``: the I/O breakpoints it matches trap after
+    the instruction (B0-B3, as a data breakpoint's: ``Cpu.step``)."""
+    for i, lo, hi in cpu.io_breakpoints:
+        if port <= hi and lo <= port + size - 1:
+            cpu.mmu.watch_hits |= 1 << i
+
+
 def io_bitmap_permits(read, tss_base: int, tss_limit: int, port: int, size: int) -> bool:
     """Does the I/O permission bitmap of the 32-bit TSS at ``tss_base`` allow ``size``
     bytes at ``port``?  ``read(linear, n)`` reads the TSS.  The processor reads two
@@ -59,6 +68,8 @@ def h_in(cpu, ins) -> int:
     port = ins.immediate8 if ins.op1_kind == OK.IMMEDIATE8 else cpu.state.regs[2] & 0xFFFF
     io_permitted(cpu, port, size)
     set_reg(cpu, ins.op0_register, cpu.bus.read(port, size))
+    if cpu.io_breakpoints:
+        io_breakpoint(cpu, port, size)
     return ins.next_ip32
 
 
@@ -68,6 +79,8 @@ def h_out(cpu, ins) -> int:
     port = ins.immediate8 if ins.op0_kind == OK.IMMEDIATE8 else cpu.state.regs[2] & 0xFFFF
     io_permitted(cpu, port, size)
     cpu.bus.write(port, size, get_reg(cpu, ins.op1_register))
+    if cpu.io_breakpoints:
+        io_breakpoint(cpu, port, size)
     return ins.next_ip32
 
 
@@ -93,6 +106,8 @@ def _string_io(cpu, ins, size: int, out: bool) -> int:
             cpu.mmu.walk(lin, True, cpu.cpl == 3)
             cpu.mmu.write(lin, size, cpu.bus.read(port, size), cpu.cpl == 3)
         st.regs[ri] = (st.regs[ri] & ~am & 0xFFFFFFFF) | ((off + step) & am)
+        if cpu.io_breakpoints:
+            io_breakpoint(cpu, port, size)
         if not rep:
             break
         st.regs[1] = (st.regs[1] & ~am & 0xFFFFFFFF) | (((st.regs[1] & am) - 1) & am)

@@ -247,8 +247,8 @@ class Translator:
             guest_map.append(g)
             lengths.append(n)
 
-        def stub(target: int) -> None:
-            mark(target)
+        def stub(target: int, at: int | None = None, n: int = 0) -> None:
+            mark(target if at is None else at, n)
             u = tc.units.get(target) if single is None else None
             if u is not None and u.live:
                 site = here()
@@ -317,7 +317,12 @@ class Translator:
                     # a jump of its own, so that stepping it traps after it
                     mark(g, ins.len)
                     code.extend(b"\xE9" + bytes(4))
-                stub(ins.near_branch32)
+                    stub(ins.near_branch32)
+                else:
+                    # the jump is the stub: it stands for the JMP, not for its target, so
+                    # that a trap after the instruction before it (a data breakpoint the
+                    # hardware raises there) reports the JMP's EIP, as it has not run
+                    stub(ins.near_branch32, g, ins.len)
                 break
             elif kind == "call":
                 mark(g, ins.len)

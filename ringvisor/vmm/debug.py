@@ -5,8 +5,8 @@ Vol. 3 ch. 17).  Its DR0-DR7 are virtual (``VirtualCpu.dr``); what they ask
 for, the hardware does wherever it sees what the guest does:
 
 - the guest's breakpoints are loaded into the real DR0-DR3/DR7 (addresses
-  below the hypervisor region; not I/O breakpoints, which the PC does not
-  model, nor DR7.GD: the guest's MOV DRn traps anyway, and the monitor raises
+  below the hypervisor region; not I/O breakpoints, whose port I/O traps anyway
+  and whose hits the monitor owes (``watch_port``), nor DR7.GD: the guest's MOV DRn traps anyway, and the monitor raises
   its general-detect #DB, ``general_detect``), so the data accesses of the guest's own code, and the
   execution of code that runs as itself (all of it under trap-and-emulate,
   user code under binary translation), raise real #DBs;
@@ -32,7 +32,7 @@ at hand.
 from __future__ import annotations
 
 from ringvisor.hw.faults import DB
-from ringvisor.hw.state import RF
+from ringvisor.hw.state import CR4_DE, RF
 from ringvisor.hw.controlregs import DR7_GD, debug_register, debug_register_value, general_detect
 
 from .errors import GuestFault
@@ -106,6 +106,18 @@ class GuestDebug:
         """The guest's breakpoints changed (binary translation recompiles its checks)."""
 
     # -- what the monitor does for the guest ----------------------------------------------
+    def watch_port(self, port: int, size: int) -> None:
+        """Port I/O the monitor emulates (all of the guest's traps): its I/O breakpoints
+        (R/W = 10 under its CR4.DE) are owed after the instruction (SDM Vol. 3 §17.2.5;
+        a REP INS/OUTS owes them after the slice it emulates, not after each iteration)."""
+        v = self.vcpu
+        if not v.dr[7] & 0xFF or not v.cr4 & CR4_DE:
+            return
+        for i, addr, rw, length in breakpoints(v.dr):
+            lo = addr & 0xFFFF
+            if rw == IO and port <= lo + length - 1 and lo <= port + size - 1:
+                self.db_hits |= 1 << i
+
     def watch(self, lin: int, size: int, write: bool) -> None:
         """An access the monitor makes as part of an instruction it emulates: a data
         breakpoint on it is owed after the instruction (SDM Vol. 3 §17.2.5)."""

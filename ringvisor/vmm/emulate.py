@@ -240,6 +240,7 @@ def e_in(c: Context) -> str:
     size, port = GPR[ins.op0_register][1], _port(c, ins.op1_kind)
     _io_allowed(c, port, size)
     set_reg(c.cpu, ins.op0_register, c.mon.platform.read(port, size))
+    c.mon.watch_port(port, size)
     return NEXT
 
 
@@ -249,6 +250,7 @@ def e_out(c: Context) -> str:
     size, port = GPR[ins.op1_register][1], _port(c, ins.op0_kind)
     _io_allowed(c, port, size)
     c.mon.platform.write(port, size, get_reg(c.cpu, ins.op1_register))
+    c.mon.watch_port(port, size)
     return NEXT
 
 
@@ -289,6 +291,7 @@ def e_string_io(c: Context) -> str:
         count -= 1
         if rep:
             regs[1] = (regs[1] & ~m) | count
+        c.mon.watch_port(port, size)
     return NEXT
 
 
