@@ -211,6 +211,12 @@ SPLIT_EXPECTED = [
     "hpet z=0 009896808086a201 cap=8086a201 ram|mem z=0 0000043536373831 "
     "apic z=1 0000000000000000 tpr=00",
     "q pcitest|ioapic: -4=0000003e00000000 -1=0000000000003e00",
+    # 16 bytes (SSE MOVDQU): two quadword accesses, the low one first, each cut as above
+    "o hpet: +100=ffffffffffffffff0000000400000030 +f8=00000004000000300000000000000000 "
+    "+104=00000000ffffffffffffffff00000004",
+    "o hpet stores: 11111111 22222222 11111111 22222222 ram=99999999 aaaaaaaa "
+    "apic: +30=00000000000000000000000000000000 ioapic: +0=00000000000000000000000000000001",
+    "o ram|hpet: -8=009896808086a201aaaaaaaa99999999 -5=000000009896808086a201aaaaaaaa99",
     "mmiosplit: done",
 ]
 

@@ -173,6 +173,10 @@ class PhysicalMemory:
             return (1 << (8 * size)) - 1
         if addr + size <= self.size:
             return int.from_bytes(self.ram[addr:addr + size], "little")
+        if size == 16:
+            # an SSE access is two quadword accesses, the low one first (QEMU's TCG makes
+            # it so: tests/hwguests/mmiosplit), each cut as a quadword is
+            return self._read_sized(addr, 8) | self._read_sized(addr + 8, 8) << 64
         if addr & (size - 1) and size in SPLIT_SIZES:
             # a device never sees a misaligned access: it gets the aligned pieces
             return split_load(addr, size, self._read_sized)
@@ -194,6 +198,10 @@ class PhysicalMemory:
                 self.dirty.add((addr + size - 1) >> PAGE_SHIFT)
             if self.code_pages:
                 self._check_code(addr, size)
+            return
+        if size == 16:                  # (two quadwords: as _read_sized)
+            self._write_sized(addr, 8, value & ((1 << 64) - 1))
+            self._write_sized(addr + 8, 8, value >> 64)
             return
         if addr & (size - 1) and size in SPLIT_SIZES:
             split_store(addr, size, value, self._write_sized)

@@ -390,6 +390,9 @@ class Mmu:
         first = 0x1000 - (lin & 0xFFF)
         p1 = self.walk(lin, False, user)
         p2 = self.walk((lin + first) & 0xFFFFFFFF, False, user)
+        if size == 16:
+            # two quadwords, each cut as it is (memory._read_sized; both pages checked first)
+            return self.read(lin, 8, user) | self.read(lin + 8, 8, user) << 64
         if size in SPLIT_SIZES:
             # two aligned loads, one in each page (the same bytes from RAM; what a device
             # in either page answers: memory.split_load)
@@ -420,6 +423,10 @@ class Mmu:
         first = 0x1000 - (lin & 0xFFF)
         p1 = self.walk(lin, True, user)
         p2 = self.walk((lin + first) & 0xFFFFFFFF, True, user)
+        if size == 16:                  # (two quadwords: as read)
+            self.write(lin, 8, value & ((1 << 64) - 1), user)
+            self.write(lin + 8, 8, value >> 64, user)
+            return
         if self.smc_hook is not None:
             for p, n in ((p1, first), (p2, size - first)):
                 if (p >> 12) in self.mem.code_pages:

@@ -37,8 +37,8 @@ MOVZX/MOVSX from it, the arithmetic and logic read-modify-writes (ADD ADC SUB
 SBB AND OR XOR INC DEC NEG NOT) on it, CMP and TEST of it, the ALU forms that
 read it into a register, XCHG, and MOVS/STOS/LODS with or without REP (either
 side may be RAM: the RAM side goes through the guest's memory with its paging
-rules), MOVD/MOVQ between the device and an MMX, XMM or general register, and
-CMPXCHG8B.  Each access is one access of the instruction's width on the device; a
+rules), MOVD/MOVQ between the device and an MMX, XMM or general register, the
+16-byte SSE moves, and CMPXCHG8B.  Each access is one access of the instruction's width on the device; a
 misaligned one, or one straddling a device's page and another, is cut into the aligned
 pieces the machine's bus makes of it (``hw.memory.split_load``), each reaching what
 decodes it.
@@ -161,7 +161,7 @@ def check_emulated(name: str, ins: ix.Instruction, frame: int) -> None:
     if ins.mnemonic not in MMIO_EMULATORS:
         raise MonitorStop(f"{name}: the guest's {ins} on the device page at "
                           f"{frame:#x} is not emulated (MOV, MOVZX/MOVSX, the ALU forms, "
-                          f"XCHG, MOVS/STOS/LODS, MOVD/MOVQ and CMPXCHG8B are)")
+                          f"XCHG, MOVS/STOS/LODS, MOVD/MOVQ, the SSE moves and CMPXCHG8B are)")
 
 
 class MmioContext(Context):
@@ -350,16 +350,29 @@ MMX_REGS = {getattr(R, f"MM{i}"): i for i in range(8)}
 XMM_REGS = {getattr(R, f"XMM{i}"): i for i in range(8)}
 
 
-@mmio_emulates(M.MOVD, M.MOVQ)
+SSE_MOVES = (M.MOVDQU, M.MOVDQA, M.MOVUPS, M.MOVAPS, M.MOVUPD, M.MOVAPD)
+
+
+@mmio_emulates(M.MOVD, M.MOVQ, *SSE_MOVES)
 def e_movq(c: MmioContext) -> str | None:
     """MOVD and MOVQ between an MMX or XMM register (or, for MOVD, a general one) and the
     device: one access of 4 or 8 bytes (a misaligned quadword is two aligned ones, as
     the machine's bus cuts it).  The processor checked CR0.EM/TS and CR4.OSFXSR before
     the access faulted; an MMX form enters MMX state (SDM Vol. 1 §9.5.1), a load into
-    an XMM register clears its upper bits."""
+    an XMM register clears its upper bits.  A 16-byte move (MOVDQU & co., whose
+    alignment the processor checked too) is two quadword accesses, the low one first,
+    as the machine's bus makes it."""
     ins, fpu = c.ins, c.cpu.state.fpu
     size = _size(c)
-    mask = MASK[size]
+    mask = (1 << 8 * size) - 1
+    if size == 16:
+        if ins.op0_kind == OK.MEMORY:
+            value = fpu.xmm[XMM_REGS[ins.op1_register]]
+            c.write(8, value & MASK[8])
+            c.write(8, value >> 64, 8)
+        else:
+            fpu.xmm[XMM_REGS[ins.op0_register]] = c.read(8) | c.read(8, 8) << 64
+        return NEXT
     if ins.op0_kind == OK.MEMORY:
         r = ins.op1_register
         if r in MMX_REGS:

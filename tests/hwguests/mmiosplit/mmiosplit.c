@@ -68,6 +68,19 @@ static u32 cx8(u32 a, u32 cmplo, u32 cmphi, u32 newlo, u32 newhi)
     return z;
 }
 #define Q(p) (p)[1], (p)[0]
+/* 16-byte SSE accesses (MOVDQU): QEMU's TCG makes them two quadword accesses */
+static u32 o[4];
+static u32 *ld128(u32 a)
+{
+    __asm__ volatile("movdqu (%0), %%xmm0; movdqu %%xmm0, (%1)" :: "r"(a), "r"(o) : "memory");
+    return o;
+}
+static void st128(u32 a, u32 w0, u32 w1, u32 w2, u32 w3)
+{
+    o[0] = w0; o[1] = w1; o[2] = w2; o[3] = w3;
+    __asm__ volatile("movdqu (%1), %%xmm0; movdqu %%xmm0, (%0)" :: "r"(a), "r"(o) : "memory");
+}
+#define O(p) (p)[3], (p)[2], (p)[1], (p)[0]
 
 int main(void)
 {
@@ -202,6 +215,25 @@ int main(void)
     st32(IOAPIC, 0x3e);
     kprintf("q pcitest|ioapic: -4=%08x%08x", Q(ld64(W(11) - 4)));
     kprintf(" -1=%08x%08x\n", Q(ld64(W(11) - 1)));
+    u32 cr4;
+    __asm__ volatile("mov %%cr4, %0" : "=r"(cr4));
+    __asm__ volatile("mov %0, %%cr4" :: "r"(cr4 | 0x200));          /* OSFXSR */
+    kprintf("o hpet: +100=%08x%08x%08x%08x", O(ld128(HPET + 0x100)));
+    kprintf(" +f8=%08x%08x%08x%08x", O(ld128(HPET + 0xf8)));
+    kprintf(" +104=%08x%08x%08x%08x\n", O(ld128(HPET + 0x104)));
+    /* (the quadword after timer 2's comparator is its FSB route, not modelled here) */
+    st128(HPET + 0x148, 0x11111111u, 0x22222222u, 0x33333333u, 0x44444444u);
+    kprintf("o hpet stores: %08x %08x", ld32(HPET + 0x148), ld32(HPET + 0x14c));
+    st128(HPET + 0x144, 0x55555555u, 0x66666666u, 0x77777777u, 0x88888888u);
+    kprintf(" %08x %08x", ld32(HPET + 0x148), ld32(HPET + 0x14c));
+    st128(W(1) - 8, 0x99999999u, 0xaaaaaaaau, 0xbbbbbbbbu, 0xccccccccu);
+    kprintf(" ram=%08x %08x", ld32(W(1) - 8), ld32(W(1) - 4));
+    kprintf(" apic: +30=%08x%08x%08x%08x", O(ld128(APIC + 0x30)));
+    st32(IOAPIC, 0x01);
+    kprintf(" ioapic: +0=%08x%08x%08x%08x\n", O(ld128(IOAPIC)));
+    st32(IOAPIC, 0);
+    kprintf("o ram|hpet: -8=%08x%08x%08x%08x", O(ld128(W(1) - 8)));
+    kprintf(" -5=%08x%08x%08x%08x\n", O(ld128(W(1) - 5)));
     kprintf("mmiosplit: done\n");
     return 0;
 }
