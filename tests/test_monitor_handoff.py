@@ -20,6 +20,7 @@ import pytest
 from ringvisor.guests.build import image_path
 from ringvisor.hw.machine import read_image
 from ringvisor.vmm import bt as btmod
+from ringvisor.vmm import paravirt as pvmod
 from ringvisor.vmm.runner import create_vm
 
 WORKLOADS = "run=syscall,divzero,forkwait iters=2"
@@ -50,9 +51,10 @@ def _run(monkeypatch, mode: str, handoff: bool, slice_: int | None = None) -> tu
     m.cpu.native.handoff = counting if handoff else None
     trace = []
     handle, resume = mon.handle, mon.resume
-    quick = set()            # (bt) the entries whose return was taken in the hand-off
-    if mode == "bt":
-        took = btmod.quick_return
+    quick = set()            # (bt, paravirt) the entries whose return was taken in the hand-off
+    if mode in ("bt", "paravirt"):
+        module, name = (btmod, "quick_return") if mode == "bt" else (pvmod, "quick_iret")
+        took = getattr(module, name)
 
         def traced_quick(mon_, cpu):
             icount = cpu.state.icount
@@ -65,7 +67,7 @@ def _run(monkeypatch, mode: str, handoff: bool, slice_: int | None = None) -> tu
             if len(trace) == at + 1:            # (an IRET's resumes through ``resume``)
                 trace.append(("resumed", _state(cpu)))
             return True
-        monkeypatch.setattr(btmod, "quick_return", traced_quick)
+        monkeypatch.setattr(module, name, traced_quick)
 
     def traced_handle(cpu, f=None):
         trace.append(("entry", cpu.state.icount))
@@ -105,7 +107,8 @@ def _run(monkeypatch, mode: str, handoff: bool, slice_: int | None = None) -> tu
     return (taken, trace, quick, text, m.cpu.get_state(), bytes(m.mem.ram[:mon.guest_ram]),
             (dict(mon.traps), dict(mon.emulated), mon.stats["reflected"], dict(m.cpu.stats),
              list(m.cpu.exceptions), m.cpu.deliveries,
-             dict(mon.tc.stats) if mode == "bt" else None))
+             dict(mon.tc.stats) if mode == "bt" else None,
+             dict(mon.hypercalls) if mode == "paravirt" else None))
 
 
 def _without_frames(trace: list, quick: set) -> list:
@@ -130,10 +133,11 @@ def test_handoff_is_invisible(monkeypatch, mode, slice_):
     taken, trace, quick, text, cpu_state, ram, counts = _run(monkeypatch, mode, True, slice_)
     taken0, trace0, _, text0, cpu_state0, ram0, counts0 = _run(monkeypatch, mode, False, slice_)
     assert not taken0
-    if mode == "bt":
-        # the kernel's returns and indirect jumps done in the hand-off (``btreturn``):
-        # the long way's entries there are compared by their count and the CPU's whole
-        # state after them (no frame is taken in the hand-off)
+    if mode in ("bt", "paravirt"):
+        # the kernel's returns, indirect jumps, segment loads and IRETs done in the
+        # hand-off (``btreturn``; paravirt's ``iret`` hypercall: ``pvreturn``): the long
+        # way's entries there are compared by their count and the CPU's whole state after
+        # them (no frame is taken in the hand-off)
         assert len(quick) > 10
         trace0 = _without_frames(trace0, quick)
     # the workloads' system calls came the short way (each an int 0x80 refused by the

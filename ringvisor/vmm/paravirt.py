@@ -50,6 +50,7 @@ from .errors import GuestFault, HypercallError, fail
 from .monitor import Monitor
 from .platform import HypervisorTimer
 from .pvmm import PvMemory
+from .pvreturn import IRET, quick_iret
 from .pvtables import PvTables
 from .region import pv_region
 from .vcpu import CR0_PG
@@ -150,6 +151,21 @@ class ParaVirt(PvMemory, PvTables, Monitor):
         self.update_time()
 
     # -- entries --------------------------------------------------------------------------
+    # the ``iret`` hypercall to user mode done in the hand-off where an entry has nothing
+    # else to do (``pvreturn``); False: every hypercall a whole entry
+    quick_irets = True
+
+    def _handoff(self, cpu, vector: int, err: int | None, soft: bool):
+        h = super()._handoff(cpu, vector, err, soft)
+        if h is not None and soft and vector == HYPERCALL_VECTOR and self.quick_irets \
+                and cpu.state.regs[0] == IRET:
+            return self._handed_iret
+        return h
+
+    def _handed_iret(self, cpu) -> None:
+        if not quick_iret(self, cpu):
+            self._handed(cpu)
+
     def dispatch(self, vector: int, f: Frame) -> None:
         v = self.vcpu
         v.vif = not self.events.upcall_mask          # the guest's virtual IF, as it left it
@@ -264,15 +280,20 @@ class ParaVirt(PvMemory, PvTables, Monitor):
         if result is not KEEP:
             r[0] = result & 0xFFFFFFFF
 
-    def do_hypercall(self, f: Frame | None, nr: int, args: tuple):
-        """Run hypercall ``nr``: its result (0 or positive, or -errno), or KEEP."""
+    @staticmethod
+    def hypercall_name(nr: int) -> str:
+        """How ``hypercalls`` counts hypercall ``nr``."""
         name = _NAMES.get(nr)
         if name is None:
             try:
                 name = f"{Hypercall(nr).name} ({nr})"
             except ValueError:
                 name = f"#{nr}"
-        self.hypercalls[name] += 1
+        return name
+
+    def do_hypercall(self, f: Frame | None, nr: int, args: tuple):
+        """Run hypercall ``nr``: its result (0 or positive, or -errno), or KEEP."""
+        self.hypercalls[self.hypercall_name(nr)] += 1
         handler = self.HYPERCALLS.get(nr)
         try:
             result = -Errno.ENOSYS if handler is None else handler(self, f, *args)
