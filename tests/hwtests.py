@@ -165,6 +165,9 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("osdev2-tss", "osdev2/tss", runtime=False, linker_script="osdev2/tss/link.ld"),
     Kernel("osdev2-sysenter", "osdev2/sysenter", runtime=False,
            linker_script="osdev2/sysenter/link.ld"),
+    # (QEMU counts instructions, as for osdev-sched: its PIT on the same clock as the code)
+    Kernel("osdev2-xv6", "osdev2/xv6", runtime=False, linker_script="osdev2/xv6/link.ld",
+           qemu_args=("-icount", "shift=0,sleep=off")),
 ]}
 
 # Guests that must run under every monitor exactly as on the hardware
