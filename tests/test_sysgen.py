@@ -137,6 +137,25 @@ def test_kernel_segment_loads_with_rpl_1():
     assert [ln for ln in te if ln.startswith("s005")] == [ln for ln in ref if ln.startswith("s005")]
 
 
+@pytest.mark.skipif(find_qemu() is None, reason="qemu-system-i386 is not installed")
+def test_kernel_code_in_a_segment_that_wraps_around_4g():
+    """tests/sysgen/regress-code.S: a higher-half kernel's "GDT trick" code segment (base
+    0x40000000, offsets from 0xc0000000 reaching linear 0 up) runs under bt as on QEMU and
+    the bare PC, and so does a far JMP to a code segment based in the region (the guest's
+    own #PF at its unmapped address); under trapemu the real CS is cut below the region:
+    the far JMP to the first is #GP(0), to the second #GP(selector), the documented limit."""
+    image = sysgen.build_steps(sysgen.fixed_steps("regress-code.S"), "sysgen-regress-code")
+    ref = sysgen.run("qemu", image)
+    s0 = [ln.split() for ln in ref if ln.startswith("s000")]
+    assert [x[3:6] + x[7:8] for x in s0] == [["c=00001616", "d=00001717", "b=00001515", "si=00001818"]]
+    for platform in ("native", "bt"):
+        assert sysgen.run(platform, image) == ref, platform
+    assert [ln.split()[1:4] + ln.split()[6:7] for ln in ref if ln.startswith("s001 v")] == \
+        [["v=0e", "e=0000", "at=00c0:00000010", "cr2=ffc00010"]]
+    te = [ln.split()[:3] for ln in sysgen.run("trapemu", image) if " v=" in ln]
+    assert te == [["s000", "v=0d", "e=0000"], ["s001", "v=0d", "e=00c0"]]
+
+
 def test_user_esp_on_a_16_bit_stack_keeps_its_high_half():
     """Seed 7025, minimised: ring-3 code on a 16-bit stack segment (B=0), resumed by the
     monitor after an entry: the monitor's IRET to the 16-bit stack loaded only SP and left
