@@ -46,7 +46,7 @@ from ringvisor.hw.identify import APIC_MSRS
 from ringvisor.hw.machine import Stop
 from ringvisor.hw.segments import LDT, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL, TSS32_BUSY
 from ringvisor.hw.state import (ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, CR0_ET,
-                                CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE,
+                                CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_DE, CR4_PAE, CR4_PGE, CR4_PSE,
                                 CR4_VMXE, IF, REG_NAMES, SEG_NAMES)
 from ringvisor.hw import vmcs as V
 from ringvisor.hw.vmcs import EXIT_REASONS
@@ -393,19 +393,40 @@ class HardwareAssisted:
         self.write(V.ENTRY_INSTRUCTION_LEN, self.read(V.EXIT_INSTRUCTION_LEN))
         self.stats["events re-injected"] += 1
 
-    def skip(self, length: int | None = None) -> None:
+    def skip(self, length: int | None = None, hits: int = 0) -> None:
         """The exiting instruction (``length`` bytes, or the exit's instruction length) is
         done: the guest continues after it, with the single-step trap it owes if the
-        guest's TF is set (SDM Vol. 3 §17.3.1.4)."""
+        guest's TF is set (SDM Vol. 3 §17.3.1.4) and the breakpoints it matched (``hits``:
+        DR6's B0-B3, an emulated port I/O's I/O breakpoints: ``io_breakpoints``)."""
         if length is None:
             length = self.read(V.EXIT_INSTRUCTION_LEN)
         self.write(V.GUEST_RIP, (self.read(V.GUEST_RIP) + length) & 0xFFFFFFFF)
         # (its interrupt shadow, if any, ends with it; blocking by NMI stays)
         self.write(V.GUEST_INTERRUPTIBILITY,
                    self.read(V.GUEST_INTERRUPTIBILITY) & ~(V.BLOCK_STI | V.BLOCK_MOV_SS))
-        if self.read(V.GUEST_RFLAGS) & TF:
-            self.cpu.state.dr[6] |= DR6_BS         # DR6 is the guest's (a VM exit leaves it)
+        tf = self.read(V.GUEST_RFLAGS) & TF
+        if tf or hits:
+            dr = self.cpu.state.dr                 # DR6 is the guest's (a VM exit leaves it)
+            if hits:
+                dr[6] = (dr[6] & ~0xF) | hits
+            if tf:
+                dr[6] |= DR6_BS
             self.inject_exception(DB)
+
+    def io_breakpoints(self, port: int, size: int) -> int:
+        """The guest's I/O breakpoints (DR7 R/W = 10 under its CR4.DE) that an access to
+        ``size`` ports at ``port`` matches: its DR6 B bits (SDM Vol. 3 §17.2.5)."""
+        dr7 = self.read(V.GUEST_DR7)
+        if not dr7 & 0xFF or not self.vcpu.cr4 & CR4_DE:
+            return 0
+        hits = 0
+        for i in range(4):
+            if (dr7 >> (2 * i)) & 3 and (dr7 >> (16 + 4 * i)) & 3 == 2:
+                length = (1, 2, 8, 4)[(dr7 >> (18 + 4 * i)) & 3]
+                lo = self.cpu.state.dr[i] & ~(length - 1) & 0xFFFF
+                if port <= lo + length - 1 and lo <= port + size - 1:
+                    hits |= 1 << i
+        return hits
 
     def inject_exception(self, vector: int, err: int | None = None) -> None:
         """Reflect an exception into the guest (the double-fault rules against an event

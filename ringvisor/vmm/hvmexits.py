@@ -353,7 +353,7 @@ def io(mon) -> None:
             regs[0] = (regs[0] & ~mask & 0xFFFFFFFF) | mon.platform.read(port, size)
         else:
             mon.platform.write(port, size, regs[0] & mask)
-        mon.skip()
+        mon.skip(hits=mon.io_breakpoints(port, size))
         return
     string_io(mon, q, size, into, port)
 
@@ -387,4 +387,4 @@ def string_io(mon, q: int, size: int, into: bool, port: int) -> None:
         if rep:
             regs[1] = (regs[1] & ~mask) | count
     if not count:
-        mon.skip()
+        mon.skip(hits=mon.io_breakpoints(port, size))
