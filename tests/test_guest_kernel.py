@@ -399,6 +399,9 @@ def test_command_line_errors(platform, images):
     out, status = run_platform(platform, images["kernel"], "run=sieve hz=5")
     assert untagged(out) == ["kernel: hz must be a number from 10 to 10000, not '5'", ""]
     assert status == 2
+    out, status = run_platform(platform, images["kernel"], "run=sieve gdt=own")
+    assert untagged(out) == ["kernel: gdt must be 'page' or 'shared', not 'own'", ""]
+    assert status == 2
 
 
 def _program_table() -> list[tuple[str, str, str]]:
@@ -479,6 +482,7 @@ CROSS_CHECK_CMDLINES = [
     "run=null:500,ctxsw:50,forkwait:4,pagefault:32,selftest",
     "run=all-fault,hello",
     "run=panic",
+    "run=null:50,ctxsw:10,forkwait:2,hello gdt=shared",
 ]
 
 
@@ -542,3 +546,28 @@ def test_other_optimisation_levels(platform, images, build_at, opt):
     bench_out, bench_status = run_platform(platform, built["bench-dhrystone"], "iters=77")
     assert untagged(bench_out) == [result_line("dhrystone", 77, ref_dhrystone(77)), ""]
     assert bench_status == 0
+
+
+@pytest.mark.parametrize("mode", ["trapemu", "bt"])
+def test_the_gdt_has_a_page_of_its_own(images, mode):
+    """The kernel's GDT is alone on its page (as Linux's gdt_page): no store of a system
+    call or a context switch reaches it, so no monitor traps one.  With gdt=shared it sits
+    beside the counters, whose every store reaches it (the monitors' adaptive case)."""
+    from elftools.elf.elffile import ELFFile
+
+    from ringvisor.hw.machine import read_image
+    from ringvisor.vmm import create_vm
+    with open(images["kernel"], "rb") as f:
+        syms = {s.name: s for s in ELFFile(f).get_section_by_name(".symtab").iter_symbols()}
+    page, shared = syms["gdt_page"], syms["gdt_shared"]
+    assert page["st_value"] % 4096 == 0 and page["st_size"] == 4096
+    assert shared["st_value"] >> 12 == syms["kstats"]["st_value"] >> 12
+    gdt_traps = {}
+    for layout in ("page", "shared"):
+        m, mon = create_vm(read_image(images["kernel"]), mode,
+                           f"run=syscall:300,ctxsw:20 gdt={layout}", 32, output=lambda b: None)
+        assert m.run(RINGVISOR_MAX_INSTRUCTIONS).reason == "exit"
+        gdt_traps[layout] = sum(n for k, n in mon.traps.items() if "GDT" in k)
+        gdt_traps[layout] += sum(mon.gdt.stats[k] for k in ("gdt_write_faults",
+                                                            "gdt_frames_relaxed"))
+    assert gdt_traps["page"] == 0 and gdt_traps["shared"] > 300, gdt_traps

@@ -141,7 +141,8 @@ def test_a_monitor_state_of_version_5_has_no_gdt_rounds():
     line."""
     from ringvisor.lifecycle.vm import MONITOR_SECTION
     from ringvisor.vmm.gdt import ROUNDS
-    m, mon = create_vm(read_image(image_path("kernel")), "trapemu", "run=pgfault,syscall", 32)
+    m, mon = create_vm(read_image(image_path("kernel")), "trapemu",
+                       "run=pgfault,syscall gdt=shared", 32)
     m.run(200_000)
     assert mon.gdt.bursts
     secs = capture(m, mon, VmInfo())

@@ -9,8 +9,22 @@ struct __attribute__((packed)) tss {
     uint16_t trap, iomap_base;
 };
 
+/* The GDT in a page of its own, as Linux's gdt_page: nothing else is stored to
+ * that page.  A monitor keeps the page write-protected (its descriptors are
+ * copied into the real GDT, and an edit must be seen at the next load), so a
+ * counter or the TSS beside the table would cost a trap per store under
+ * trap-and-emulate and binary translation (docs/virtualization.md).
+ * With "gdt=shared" on the command line the table is kept beside the kernel's
+ * counters instead (gdt_shared, proc.c), in a page it stores to at every
+ * system call (as xv6 keeps its GDT in struct cpu): what the monitors do with
+ * such a page (docs/virtualization.md, "GDT").  The page is first in .bss
+ * (kernel.lds), so that its alignment leaves the rest of .bss as it was: the
+ * TSS, the counters and the process table share a page, as before. */
+static struct gdt_page {
+    uint64_t gdt[6];
+} __attribute__((aligned(4096))) gdt_page __attribute__((section(".bss..page_aligned")));
+
 static struct tss tss;
-static uint64_t gdt[6];
 
 static uint64_t seg_desc(uint32_t base, uint32_t limit, uint8_t access, uint8_t flags)
 {
@@ -19,8 +33,9 @@ static uint64_t seg_desc(uint32_t base, uint32_t limit, uint8_t access, uint8_t 
            ((uint64_t)(flags & 0xF) << 52) | ((uint64_t)(base >> 24) << 56);
 }
 
-void desc_init(void)
+void desc_init(int shared)
 {
+    uint64_t *gdt = shared ? gdt_shared : gdt_page.gdt;
     gdt[0] = 0;
     gdt[1] = seg_desc(0, 0xFFFFF, 0x9A, 0xC);    /* 0x08 kernel code */
     gdt[2] = seg_desc(0, 0xFFFFF, 0x92, 0xC);    /* 0x10 kernel data */
@@ -31,7 +46,7 @@ void desc_init(void)
     tss.ss0 = SEL_KDATA;
     tss.iomap_base = sizeof(tss);                /* no I/O bitmap: IOPL rules */
 
-    struct dtr d = { sizeof(gdt) - 1, (uint32_t)gdt };
+    struct dtr d = { 6 * sizeof(gdt[0]) - 1, (uint32_t)gdt };
     arch_lgdt(&d);
     arch_load_segments(SEL_KCODE, SEL_KDATA);
     arch_ltr(SEL_TSS);

@@ -103,7 +103,8 @@ void kpanic_tf(const struct trapframe *tf, const char *fmt, ...) __attribute__((
 void machine_exit(uint32_t status) __attribute__((noreturn));
 
 /* desc.c */
-void desc_init(void);
+void desc_init(int shared);   /* shared: the GDT in gdt_shared, not in a page of its own */
+extern uint64_t gdt_shared[6];
 void tss_set_kstack(uint32_t esp0);
 
 /* trap.c */

@@ -22,12 +22,20 @@ void kmain(uint32_t magic, uint32_t mbi_phys)
         strncpy0(cmdline, P2V(mbi->cmdline), sizeof(cmdline));
     }
 
-    desc_init();
+    char val[16];
+    int shared = 0;
+    if (cmdline_get(cmdline, "gdt", val, sizeof(val))) {
+        shared = strcmp(val, "shared") == 0;
+        if (!shared && strcmp(val, "page") != 0) {
+            kprintf("kernel: gdt must be 'page' or 'shared', not '%s'\n", val);
+            machine_exit(2);
+        }
+    }
+    desc_init(shared);
     mm_init(mbi);
     virtio_init();               /* a virtio console is the console from here on */
 
     uint32_t hz = 100;
-    char val[16];
     if (cmdline_get(cmdline, "hz", val, sizeof(val))) {
         const char *end;
         hz = parse_u32(val, &end);

@@ -28,6 +28,7 @@ volatile int need_resched;
 volatile uint32_t ticks;
 uint32_t timer_hz = 100;
 struct rv_stats kstats;
+uint64_t gdt_shared[6];          /* the GDT with gdt=shared: beside the counters (desc.c) */
 static int next_pid = 1;
 static struct proc *initproc;
 
