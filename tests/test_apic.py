@@ -32,6 +32,9 @@ EXPECTED = [
     # 82093AA: version 0x20 (QEMU), 24 entries, all masked at reset
     "ioapic: id=00000000 ver=00170020 arb=00000000",
     "ioapic: redir0=00000000.00010000 redir2=00000000.00010000 redir23=00000000.00010000",
+    # the arbitration ID is the ID, read-only (82093AA; QEMU returns the ID)
+    "ioapic: after id=0f000000: id=0f000000 arb=0f000000",
+    "ioapic: after id=0: arb=00000000",
     # PPR = TPR when no vector is in service (Vol. 3 §10.8.3.1)
     "tpr=2f ppr=2f",
     "self-ipi 0x40 pending: irr=1 isr=0",

@@ -83,6 +83,7 @@ EXPECTED = [
     'pci-testdev mmio test 2: width=1 off=2050 data=fa count 0->0 name=mmio-datamatch-eventfd portio: off=133 count=0',
     'testdev line 10 high: vector 0x71 hits=1 redir10 in handler=c071',
     'after eoi: redir10=8071',
+    'testdev line 14 high over the eoi: vector 0x72 hits=2 redir14=8072',
     'hpet one-shot: fired=1 counter past comparator=1',
     'hpet periodic: 4 more, timer0 config=43c',
     'firmware: done',

@@ -61,11 +61,13 @@ level-triggered IO-APIC pin until the guest's EOI the same way; KVM's irqfd
 ends it at its local APIC instead: the EOI broadcast samples the real lines
 before the virtual IO-APIC sees it, so a line still up is delivered again by
 the IO-APIC's own remote-IRR rule.  The IO-APIC's inputs 16-23, which no 8259A
-line reaches (the pc-testdev's lines there), are held the same way: the
+line reaches, are held the same way: the
 monitor programs those pins of the physical IO-APIC level-triggered at its own
 vectors (``GSI_BASE``), masks a pin when it interrupts and raises the guest's
 virtual pin, and at the guest's EOIs samples the physical input: low, the
-virtual pin drops and the physical one is unmasked.
+virtual pin drops and the physical one is unmasked.  The pc-testdev's line ports
+are the guest's own device: they drive the guest's virtual lines directly, at the
+level written (``_testdev_line``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ from __future__ import annotations
 from ringvisor.hw.bus import IoBus
 from ringvisor.hw.devices.hpet import CFG_ENABLE, Hpet
 from ringvisor.hw.devices.ioapic import NUM_PINS, RED_LEVEL, RED_MASKED, IoApic, IsaIrqs
+from ringvisor.hw.devices.testdev import IRQ_LINES as TESTDEV_IRQ_LINES
 from ringvisor.hw.devices.pic import PicPair
 
 from . import layout as L
@@ -83,6 +86,7 @@ PIC_DEVICES = ("pic-master", "pic-slave", "elcr")
 ICW1_ICW4, ICW4_8086 = 0x11, 0x01
 OCW3_READ_ISR = 0x0B
 SPECIFIC_EOI = 0x60
+TESTDEV_IRQ_RANGE = "pc-testdev-irq"   # (hw/devices/testdev.py's port range)
 GSI_FIRST = 16                   # IO-APIC inputs no 8259A line reaches (QEMU's PC: 16-23)
 IOREGSEL, IOWIN, APIC_EOI = 0x00, 0x10, 0xB0
 
@@ -98,7 +102,12 @@ class VirtualPlatform:
         self.bus = IoBus()                   # the guest's: the machine's devices but the PICs
         for r in bus.ranges():
             if r.name not in PIC_DEVICES:
-                self.bus.register(r.first, r.count, r.read, r.write, r.name, r.max_access,
+                # the pc-testdev's interrupt lines are the guest's own: they drive its
+                # virtual lines at the level written (through the machine's lines, a line
+                # of the 8259A's edge-triggered IRQs would reach the guest as one edge, and a
+                # level-triggered IO-APIC pin kept high over the EOI was never delivered again)
+                write = self._testdev_line if r.name == TESTDEV_IRQ_RANGE else r.write
+                self.bus.register(r.first, r.count, r.read, write, r.name, r.max_access,
                                   owner=r.owner)
         self.vpic = PicPair(self.bus, lambda level: None)
         self.vpic.set_state(pic.get_state())  # exactly what the hardware holds at takeover
@@ -124,6 +133,9 @@ class VirtualPlatform:
         self.pic = pic                       # the machine's, to sample level-triggered lines
         self.held = 0                        # level lines held for the guest: PIC 0-15, IO-APIC 16-23
         self.stats = {"io": 0, "irqs": 0, "spurious": 0}
+
+    def _testdev_line(self, port: int, size: int, value: int) -> None:
+        self.virqs.set_gsi(port - TESTDEV_IRQ_LINES, bool(value))
 
     def get_state(self) -> dict:
         return S.get_attrs(self)

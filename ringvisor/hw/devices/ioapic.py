@@ -10,7 +10,8 @@ Indirect registers (IOREGSEL)
 -----------------------------
     0x00  ID (bits 27:24)
     0x01  version: 0x00170020 (version 0x20, 24 redirection entries)
-    0x02  arbitration ID (0)
+    0x02  arbitration ID (bits 27:24): the ID, read-only (82093AA: loaded from the ID
+          register; QEMU returns the ID)
     0x10 + 2n, 0x11 + 2n   redirection entry n, low and high dword:
           7:0 vector  10:8 delivery mode  11 destination mode (1 logical)
           12 delivery status (RO)  13 polarity (1 low)  14 remote IRR (RO)
@@ -128,7 +129,7 @@ class IoApic:
         if index == 1:
             return IOAPIC_VERSION
         if index == 2:
-            return 0
+            return (s.id & 0xF) << 24
         n = (index - 0x10) >> 1
         if 0 <= n < NUM_PINS:
             return (s.redir[n] >> (32 * (index & 1))) & 0xFFFFFFFF

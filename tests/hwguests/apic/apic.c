@@ -75,6 +75,12 @@ int main(void)
     kprintf("ioapic: id=%08x ver=%08x arb=%08x\n", ior(0), ior(1), ior(2));
     kprintf("ioapic: redir0=%08x.%08x redir2=%08x.%08x redir23=%08x.%08x\n",
             ior(0x11), ior(0x10), ior(0x15), ior(0x14), ior(0x3f), ior(0x3e));
+    /* the arbitration ID follows the ID and is read-only (82093AA) */
+    iow(0, 0x0f000000);
+    iow(2, 0);
+    kprintf("ioapic: after id=0f000000: id=%08x arb=%08x\n", ior(0), ior(2));
+    iow(0, 0);
+    kprintf("ioapic: after id=0: arb=%08x\n", ior(2));
 
     /* TPR and PPR (SDM Vol. 3 §10.8.3.1) */
     aw(TPR, 0x2f);

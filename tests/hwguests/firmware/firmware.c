@@ -30,6 +30,8 @@ static void irq_handler(struct frame *f)
         redir_in_handler = *(volatile u32 *)0xfec00010;
         outb(0x2000 + 10, 0);
     }
+    if (f->vector == 0x72 && hits[0x72] == 2)        /* line 14: kept high over the first EOI */
+        outb(0x2000 + 14, 0);
     *(volatile u32 *)0xfee000b0 = 0;
 }
 
@@ -187,6 +189,17 @@ int main(void)
     sti(); __asm__ volatile("nop"); cli();
     kprintf("testdev line 10 high: vector 0x71 hits=%u redir10 in handler=%x\n", hits[0x71], redir_in_handler);
     *(volatile u32 *)0xfec00000 = 0x10 + 2 * 10; kprintf("after eoi: redir10=%x\n", *(volatile u32 *)0xfec00010);
+    *(volatile u32 *)0xfec00010 = 0x10000;
+    /* line 14 (an ISA line the 8259A takes edge-triggered) into IO-APIC pin 14 programmed
+       level: still high at the EOI, the remote IRR rule delivers it again (82093AA) */
+    *(volatile u32 *)0xfec00000 = 0x10 + 2 * 14; *(volatile u32 *)0xfec00010 = 0x8072;
+    outb(0x2000 + 14, 1);
+    sti();
+    for (int i = 0; i < 100000 && hits[0x72] < 2; i++) __asm__ volatile("nop");
+    cli();
+    *(volatile u32 *)0xfec00000 = 0x10 + 2 * 14;
+    kprintf("testdev line 14 high over the eoi: vector 0x72 hits=%u redir14=%x\n", hits[0x72],
+            *(volatile u32 *)0xfec00010);
     *(volatile u32 *)0xfec00010 = 0x10000;
 
     /* the HPET's timer 0 through IO-APIC pin 2: one-shot, then periodic */
