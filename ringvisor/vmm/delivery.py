@@ -27,6 +27,7 @@ from .vm86 import frame_segments
 
 TF, NT, RF, VM = 1 << 8, 1 << 14, 1 << 16, 1 << 17
 ACCESSED = 1 << 40
+_Q = struct.Struct("<Q").unpack_from
 
 # The outcome of reading a guest gate, keyed by its eight bytes and what the checks
 # depend on (vector, software or not, CPL): the IDT is read at every delivery, so
@@ -47,8 +48,14 @@ def stack_image(vals: list[int], size: int) -> bytes:
     """The bytes of ``vals`` pushed in order (the first highest) as ``size``-byte values:
     a frame as the guest finds it on its stack, of dwords or, through a 16-bit gate,
     words."""
-    mask = (1 << 8 * size) - 1
-    return struct.pack(f"<{len(vals)}{'I' if size == 4 else 'H'}", *(x & mask for x in reversed(vals)))
+    pack = _IMAGES.get((len(vals), size))
+    if pack is None:
+        pack = _IMAGES[len(vals), size] = struct.Struct(f"<{len(vals)}{'I' if size == 4 else 'H'}").pack
+    mask = 0xFFFFFFFF if size == 4 else 0xFFFF
+    return pack(*[x & mask for x in vals[::-1]])
+
+
+_IMAGES: dict[tuple[int, int], object] = {}       # (values, size) -> its Struct's pack
 
 
 class Delivery:
@@ -147,13 +154,13 @@ class Delivery:
         the long way, which walks (and fills the TLB)."""
         gm = self.gm
         mmu = gm.mmu
-        if mmu is None or gm.tlb_stale or gm.p2m is not None or \
+        if mmu is None or gm.tlb_stale or gm.p2m is not None or a >= MLIN or b >= MLIN or \
+                a & 0xFFF > 0xFF8 or b & 0xFFF > 0xFF8 or \
                 mmu.state.cr3 & 0xFFFFF000 != gm.shadow.root.pd:
             return None
         tr = mmu.tr_s
         da, db = tr.get(a & 0xFFFFF000), tr.get(b & 0xFFFFF000)
-        if da is None or db is None or a & 0xFFF > 0xFF8 or b & 0xFFF > 0xFF8 or a >= MLIN \
-                or b >= MLIN:
+        if da is None or db is None:
             return None
         a += da
         b += db
@@ -161,7 +168,7 @@ class Delivery:
         if a > top or b > top:
             return None
         ram = self.mem.ram
-        return int.from_bytes(ram[a:a + 8], "little"), int.from_bytes(ram[b:b + 8], "little")
+        return _Q(ram, a)[0], _Q(ram, b)[0]
 
     def _deliver_known(self, f: Frame, vector: int, err: int | None, soft: bool, ret: int) -> bool:
         """Deliver from ring 3 through a gate, a handler's code descriptor and a TSS stack
@@ -292,8 +299,21 @@ class Delivery:
         read as they are (EIP is the instruction's first byte, so there is no prefix
         before them); anything else is decoded."""
         lin = (self.frame_code_base(f) + f.eip) & 0xFFFFFFFF
+        gm = self.gm
+        mmu = gm.mmu
+        if mmu is not None and f.user and lin < MLIN and lin & 0xFFF != 0xFFF and \
+                not gm.tlb_stale and gm.p2m is None and \
+                mmu.state.cr3 & 0xFFFFF000 == gm.shadow.root.pd:
+            # (``GuestMemory.read``'s user read where the real TLB holds the page: the
+            # two bytes in one step)
+            d = mmu.tr_u.get(lin & 0xFFFFF000)
+            if d is not None and lin + d + 2 <= gm.ram_size:
+                ram = self.mem.ram
+                p = lin + d
+                if ram[p] == 0xCD and ram[p + 1] == vector:
+                    return 2
         try:
-            b = self.gm.read(lin, 1 if lin & 0xFFF == 0xFFF else 2, f.user)
+            b = gm.read(lin, 1 if lin & 0xFFF == 0xFFF else 2, f.user)
         except GuestPageFault:
             b = b""
         if len(b) == 2 and b[0] == 0xCD and b[1] == vector:
