@@ -316,6 +316,16 @@ def test_fault_in_a_loop_closed_by_a_side_exit():
                                  patches=[(DATA + 8, DIVISORS)]))
 
 
+def test_fault_in_the_first_iteration_of_a_loop_that_sets_its_record_first():
+    """#DE at the first divisor, the block's first instruction in its first iteration:
+    every way into the next iteration sets the flag record, so the loop does not load
+    the record it was entered with, and the frame's EFLAGS (the CMP before the loop,
+    ESI - EDI = -0x40: PF, SF, CF set) come from the CPU's state, not the loop's locals."""
+    check(_closed_by_a_side_exit(CMP_ESI_EDI, [DIV_ESI, LEA_ESI_4],
+                                 _r(eax=1000, esi=DATA + 8, edi=DATA + 0x48),
+                                 patches=[(DATA + 8, H.s32(0))]))
+
+
 @pytest.mark.parametrize("engine", ["jit", "interp"])
 def test_rep_stos_that_faults_midway_keeps_its_progress(engine):
     """REP STOSD whose fifth store crosses ES's limit: #GP(0) with ECX and EDI holding the

@@ -254,6 +254,10 @@ class Unwind:
                     exec(self.carry, env, loc)
                 else:       # (the first iteration: the record is still the entry's)
                     loc.update(lo=st.lf_op, lr=st.lf_res, la=st.lf_a, lb=st.lf_b)
+            elif self.fused and "lo" not in loc:
+                # a loop that sets its record before reading it (CodeCache._record_set_first)
+                # faulted in its first iteration: the record is still the entry's
+                loc.update(lo=st.lf_op, lr=st.lf_res, la=st.lf_a, lb=st.lf_b)
             exec(c, env, loc)
         st.icount += n + (local["ic"] + local.get("xc", 0) if self.fused else 0)
 
@@ -685,7 +689,7 @@ class CodeCache:
             # with the new bound, or takes the interrupt the store made pending.
             relim = any(RELIM in line for line in body)
             rng = f"range(0, lim - S.icount, {n}) or ONCE"
-            if carry is None:
+            if carry is None and not self._record_set_first(bb, tail):
                 head.append("    lo = S.lf_op; lr = S.lf_res; la = S.lf_a; lb = S.lf_b")
             head.append("    lim = C.limit")
             if relim:
@@ -743,6 +747,26 @@ class CodeCache:
         src = "\n".join(head + body + handler + tail).replace(RELIM, "") + "\n"
         src = src.replace("__ENTRY_CF__", "CARRY(S.lf_op, S.lf_res, S.lf_a, S.lf_b)")
         return src.replace("__ENTRY__", "FL()").replace("__IC__", "")
+
+    def _record_set_first(self, bb: BlockBuilder, tail: list[str]) -> bool:
+        """Whether a fused loop that carries its flag record in ``lo``..``lb`` never reads
+        the record it was entered with: no line of the body, its exits or the block's
+        exit after the loop reads the entry flags (``__ENTRY``: the only way the code
+        reads the record), and every way into the next iteration (the back edge, each
+        side exit back to the start) assigns all four.  The block then does not load the
+        record at its head: ``lo``..``lb`` are bound from the end of the first iteration
+        on (the loop's ``else`` runs after one), and a fault in the first iteration
+        finds them unbound and the entry record still in the CPU's state
+        (``Unwind.run``)."""
+        if any("__ENTRY" in line for line in bb.lines) or any("__ENTRY" in line for line in tail):
+            return False
+        ends = [self._loop_flags(bb)] + [self._loop_flags(bb, fsrc, entry)
+                                         for _, _, fsrc, entry in bb.loop_points]
+        for lines in ends:
+            code = "; ".join(lines)
+            if "__ENTRY" in code or not all(re.search(rf"\b{w} = ", code) for w in ("lo", "lr", "la", "lb")):
+                return False
+        return True
 
     @staticmethod
     def _loop_flags(bb: BlockBuilder, fsrc: dict | None = None, entry: bool | None = None) -> list[str]:
