@@ -760,10 +760,10 @@ OFFSET = re.compile(r"^\(?\((\w+) ([+-]) (0x[0-9a-fA-F]+|\d+)\) & 0x(?:ffffffff|
 
 WRAPPED = re.compile(r"^\(\((.*)\) & 0xffffffff\)$")   # an address as ``ea`` masks it
 NEGATIVE = re.compile(r"\+ 0x[89a-f][0-9a-f]{7}$")   # a displacement of 2 GiB or more
-REG_LOCAL = re.compile(r"^r[0-7]$")
+REG_LOCAL = re.compile(r"^r[0-7]$")       # a register's value at block (or iteration) entry
 # a line that can neither write memory nor reach a device: a local assigned arithmetic
 # of locals and constants (no call, subscript or attribute), or a marker
-QUIET = re.compile(r"^(?!.*\w\()\s*(?:__N__:\d+|__LAZY__:\d+|[a-z]\w* = [\w\s()+\-*&|^~<>]*)$")       # a register's value at block (or iteration) entry
+QUIET = re.compile(r"^(?!.*\w\()\s*(?:__N__:\d+|__LAZY__:\d+|[a-z]\w* = [\w\s()+\-*&|^~<>]*)$")
 
 
 def is_atom(expr: str) -> bool:
