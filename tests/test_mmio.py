@@ -77,15 +77,20 @@ def test_mmio_guest(platform):
     assert code == 0
 
 
-@pytest.mark.parametrize("platform", [pytest.param("qemu", marks=pytest.mark.qemu), "jit"])
+@pytest.mark.parametrize("platform", [pytest.param("qemu", marks=pytest.mark.qemu), "jit", *PC_MONITORS])
 def test_x87_quadwords_on_device_pages(platform):
     """FILD and FISTP of a quadword, on the HPET and across RAM and the pc-testdev's memory
-    (misaligned): cut as MOVQ's accesses are, on QEMU 7.2 as on the PC."""
+    (misaligned): cut as MOVQ's accesses are, on QEMU 7.2 as on the PC; x87, MMX and SSE
+    arithmetic with an operand on the HPET (FADD m32, FILD m32, FCOMP m32, FSTP m64, a
+    FLD m64 across RAM|HPET, ADDSS, CVTTSS2SI, CVTSI2SD, COMISS, MULSS, MOVSS, PMADDWD).
+    Under the monitors each is the hardware's own x87/SIMD function run on the device
+    (vmm/mmio.DeviceCpu); before, the run stopped at the FILD with one line."""
     from hwtests import kernel_named
     out, code = run_platform(platform, build_kernel("mmiosplit"), cmdline="x87=1",
                              qemu_args=kernel_named("mmiosplit").qemu_args)
     lines = output_lines(out)
     assert [ln for ln in lines if ln.startswith("q fild")] == SPLIT_X87, out
+    assert [ln for ln in lines if ln.startswith(("x87 dev", "sse dev"))] == DEVICE_FP, out
     assert [ln.split("ram|mem ")[1] for ln in lines if ln.startswith("q cmpxchg8b")] == \
         ["z=0 000001234589abcd apic z=1 0000000000000000 tpr=00"]
     assert code == 0
@@ -228,12 +233,18 @@ SPLIT_ON_QEMU = {"testmem|nothing: stored 22110b0a, loaded ff22110b":
                  "q testmem|nothing: -4=ffffffff0d0c0b0a -6=ffff0d0c0b0a0000 stored 4243440a":
                  "q testmem|nothing: -4=000000000d0c0b0a -6=00000d0c0b0a0000 stored 4243440a"}
 
-# x87 quadword loads and stores (FILD, FISTP) on device pages, natively (the monitors do
-# not emulate x87 instructions there: the run stops with one line); the CMPXCHG8B line
-# then finds FISTP's bytes across the RAM|pc-testdev boundary
+# x87 quadword loads and stores (FILD, FISTP) on device pages; the CMPXCHG8B line then
+# finds FISTP's bytes across the RAM|pc-testdev boundary
 SPLIT_X87 = [
     "q fild: hpet=009896808086a201 +4=0000000000989680 fistp=54321000 fedcba76 00000000 "
     "ram=abcdef33 mem=01234589",
+]
+# x87, MMX and SSE arithmetic with a device operand (printed by qemu-system-i386 7.2)
+DEVICE_FP = [
+    "x87 dev: fadds=40a487ee fildl=40000000 fcomps sw=0000 fstpl=400921fb54442d18 "
+    "ram|hpet fldl=8086a201aaaaaaaa",
+    "sse dev: addss=40600000 cvttss2si=1 cvtsi2sd=401c000000000000 comiss zf=0 mulss=40a80000 "
+    "movss=40a80000 pmaddwd=00000005 00000009",
 ]
 
 

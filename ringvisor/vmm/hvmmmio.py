@@ -67,6 +67,24 @@ class _Flags:
         self.eflags = eflags
 
 
+class _Selector:
+    __slots__ = ("selector",)
+
+    def __init__(self, selector: int) -> None:
+        self.selector = selector
+
+
+class _GuestFpState:
+    """What ``hw.x87`` and ``hw.sse`` read of the processor state, the guest's after a VM
+    exit: CR0, CR4 and the selectors (FSTENV's FCS and FDS) from the VMCS."""
+
+    def __init__(self, mon) -> None:
+        st = mon.cpu.state
+        self.fpu, self.regs = st.fpu, st.regs
+        self.cr0, self.cr4 = mon.read(V.GUEST_CR0), mon.read(V.GUEST_CR4)
+        self.segs = [_Selector(mon.read(V.GUEST_SEL + 2 * i)) for i in range(6)]
+
+
 class HvmMmioContext(MmioContext):
     """``MmioContext`` with the guest's state from the VMCS."""
 
@@ -79,6 +97,11 @@ class HvmMmioContext(MmioContext):
 
     def seg_base(self, sreg: int) -> int:
         return self.mon.read(V.GUEST_BASE + 2 * SREG[sreg])
+
+    def fp_state(self):
+        """The guest's CR0, CR4 and selectors from the VMCS (the host's are loaded), its
+        registers and FPU the processor's."""
+        return _GuestFpState(self.mon)
 
     def code_segment(self, off: int, size: int, write: bool) -> int:
         """A data access through CS (SDM Vol. 3 §5.5): readable, within the limit, never

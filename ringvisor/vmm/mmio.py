@@ -38,7 +38,8 @@ SBB AND OR XOR INC DEC NEG NOT) on it, CMP and TEST of it, the ALU forms that
 read it into a register, XCHG, and MOVS/STOS/LODS with or without REP (either
 side may be RAM: the RAM side goes through the guest's memory with its paging
 rules), MOVD/MOVQ between the device and an MMX, XMM or general register, the
-16-byte SSE moves, and CMPXCHG8B.  Each access is one access of the instruction's width on the device; a
+16-byte SSE moves, CMPXCHG8B, and every x87, MMX and SSE instruction (the hardware's own
+function on ``DeviceCpu``).  Each access is one access of the instruction's width on the device; a
 misaligned one, or one straddling a device's page and another, is cut into the aligned
 pieces the machine's bus makes of it (``hw.memory.split_load``), each reaching what
 decodes it.
@@ -54,10 +55,11 @@ import iced_x86 as ix
 from ringvisor.hw.devices.hpet import HPET_BASE, HPET_SIZE
 from ringvisor.hw.devices.ioapic import IOAPIC_BASE, IOAPIC_SIZE
 from ringvisor.hw.devices.lapic import APIC_WINDOW
+from ringvisor.hw import sse, x87
 from ringvisor.hw.memory import SPLIT_SIZES, split_load, split_store
 from ringvisor.hw.sse import MMX_EXPONENT, enter_mmx
-from ringvisor.hw.system import get_reg, set_reg
-from ringvisor.hw.translate import registrar
+from ringvisor.hw.system import ea, get_reg, set_reg
+from ringvisor.hw.translate import SREG, registrar
 
 from .emulate import DONE, NEXT, STRING_IO_SLICE, Context, emulate
 from .errors import MonitorStop
@@ -161,7 +163,8 @@ def check_emulated(name: str, ins: ix.Instruction, frame: int) -> None:
     if ins.mnemonic not in MMIO_EMULATORS:
         raise MonitorStop(f"{name}: the guest's {ins} on the device page at "
                           f"{frame:#x} is not emulated (MOV, MOVZX/MOVSX, the ALU forms, "
-                          f"XCHG, MOVS/STOS/LODS, MOVD/MOVQ, the SSE moves and CMPXCHG8B are)")
+                          f"XCHG, MOVS/STOS/LODS, CMPXCHG8B and the x87, MMX and SSE "
+                          f"instructions are)")
 
 
 class MmioContext(Context):
@@ -229,6 +232,53 @@ class MmioContext(Context):
         else:
             self._write_piece(lin, size, value)
         self.watch(lin, size, True)
+
+    def access(self, lin: int, size: int, write: bool, value: int = 0) -> int:
+        """One access of any width the processor makes (an x87 or SIMD operand, an FXSAVE
+        area...), cut as the machine's MMU cuts it (``hw.mmu.MMU.read``/``write``): 1, 2,
+        4 and 8 bytes as ``read_at``/``write_at``; 16 as two quadwords; any other width
+        whole to a device that decodes all of it, and across a page boundary (both pages
+        checked first) one part per page, a byte at a time on a device's."""
+        lin &= 0xFFFFFFFF
+        if size in (1, 2, 4, 8):
+            if write:
+                self.write_at(lin, size, value)
+                return 0
+            return self.read_at(lin, size)
+        first = min(size, 0x1000 - (lin & 0xFFF))
+        parts = [(lin, first)]
+        if first < size:
+            parts.append(((lin + first) & 0xFFFFFFFF, size - first))
+        gm, user, mmio = self.mon.gm, self.user, self.mon.platform.mmio
+        phys = [gm.translate(a, write, user).phys for a, _ in parts]
+        if size == 16:
+            if write:
+                self.write_at(lin, 8, value & MASK[8])
+                self.write_at((lin + 8) & 0xFFFFFFFF, 8, value >> 64 & MASK[8])
+                return 0
+            return self.read_at(lin, 8) | self.read_at((lin + 8) & 0xFFFFFFFF, 8) << 64
+        out = shift = 0
+        for (a, n), p in zip(parts, phys):
+            if not self._is_device(p):
+                if write:
+                    gm.write_u(a, n, value >> shift, user)
+                else:
+                    out |= gm.read_u(a, n, user) << shift
+                shift += 8 * n
+                continue
+            for q, k in [(p, n)] if len(parts) == 1 else [(p + i, 1) for i in range(n)]:
+                if write:
+                    mmio.write(q, k, value >> shift & ((1 << 8 * k) - 1))
+                else:
+                    out |= mmio.read(q, k) << shift
+                shift += 8 * k
+        self.watch(lin, size, write)
+        return out
+
+    def fp_state(self):
+        """The processor state the guest's x87 and SIMD instruction ran with (the real one:
+        the monitor changes none of what they read)."""
+        return self.cpu.state
 
     def read(self, size: int, extra: int = 0) -> int:
         return self.read_at(self.linear(extra, size), size)
@@ -410,3 +460,116 @@ def e_cmpxchg8b(c: MmioContext) -> str:
         regs[0], regs[2] = old & 0xFFFFFFFF, old >> 32
         f.eflags &= ~ZF
     return NEXT
+
+
+# -- x87, MMX and SSE instructions with a device operand -----------------------------------
+SEG_REGS = {i: r for r, i in SREG.items()}
+ARITH_FLAGS = 0x8D5                     # CF PF AF ZF SF OF
+
+
+class _DeviceMmu:
+    """The MMU the hardware's x87 and SIMD functions access memory through, for one
+    emulated instruction: the guest's paging, its devices where its tables map them."""
+
+    def __init__(self, c: MmioContext) -> None:
+        self.c = c
+
+    def walk(self, lin: int, write: bool, user: bool, *_args, **_kw) -> int:
+        return self.c.mon.gm.translate(lin & 0xFFFFFFFF, write, user).phys
+
+    def read(self, lin: int, size: int, user: bool) -> int:
+        return self.c.access(lin, size, False)
+
+    def write(self, lin: int, size: int, value: int, user: bool) -> None:
+        self.c.access(lin, size, True, value)
+
+
+class DeviceCpu:
+    """The processor as ``hw.x87`` and ``hw.sse`` see it, for one instruction the monitor
+    performs on a device page: the guest's registers, FPU, control registers and
+    segments, and memory through ``MmioContext.access``.  The instruction is the
+    hardware's own function, so it computes, faults (#MF, #XM, #GP on alignment...) and
+    orders its accesses exactly as natively; the processor already made the checks it
+    makes before any access (CR0.EM/TS, CR4.OSFXSR, the segment's limit)."""
+
+    def __init__(self, c: MmioContext) -> None:
+        self._c = c
+        self.state = c.fp_state()
+        self.mmu = _DeviceMmu(c)
+        self.segmentation = self
+        self.cpl = 3 if c.user else 0
+        self.fpu_origin = c.cpu.fpu_origin
+
+    def linear(self, seg: int, off: int, size: int, write: bool) -> int:
+        r = SEG_REGS[seg]
+        if r == R.CS:
+            return self._c.code_segment(off & 0xFFFFFFFF, size, write)
+        return (self._c.seg_base(r) + off) & 0xFFFFFFFF
+
+    def __getattr__(self, name: str):
+        return getattr(self._c.cpu, name)       # (FERR#: the machine's line, as natively)
+
+
+def _raw(ins: ix.Instruction) -> bytes:
+    """The instruction's bytes, for the opcode FSTENV and FXSAVE report (its escape byte
+    and ModR/M: the encoder keeps the displacement's size)."""
+    e = ix.Encoder(32)
+    try:
+        e.encode(ins, ins.ip)
+    except ValueError:
+        return b""
+    return bytes(e.take_buffer())
+
+
+@mmio_emulates(*(m for m in x87.X87 if m != M.WAIT))
+def e_x87(c: MmioContext) -> str:
+    """An x87 instruction with its memory operand on a device page (FILD, FISTP, FLD,
+    FADD m32...): the hardware's function on ``DeviceCpu``."""
+    ins = c.ins
+    seg = SREG[ins.memory_segment]
+    fn = x87.bind(DeviceCpu(c), ins, _raw(ins), seg)
+    fn(ea(c.cpu, ins))
+    return NEXT
+
+
+def e_simd(c: MmioContext) -> str:
+    """An MMX, SSE or SSE2 instruction with its memory operand on a device page (ADDSS,
+    PADDD, CVTSI2SD, COMISS...): the hardware's function on ``DeviceCpu``, with the
+    general register it reads or writes and the flags it sets."""
+    ins = c.ins
+    fn, gpr_in, gpr_out, eflags_out = sse.bind(DeviceCpu(c), ins, SREG[ins.memory_segment])
+    if ins.op0_kind in (OK.MEMORY_SEG_EDI, OK.MEMORY_SEG_DI):      # MASKMOVQ/MASKMOVDQU
+        args = [c.cpu.state.regs[7] & (0xFFFF if ins.op0_kind == OK.MEMORY_SEG_DI else 0xFFFFFFFF)]
+    else:
+        args = [ea(c.cpu, ins)]
+    if gpr_in is not None:
+        args.append(get_reg(c.cpu, gpr_in))
+    if eflags_out:
+        fl = fn(*args, c.f.eflags & ARITH_FLAGS)
+        c.f.eflags = (c.f.eflags & ~ARITH_FLAGS) | (fl & ARITH_FLAGS)
+        return NEXT
+    r = fn(*args)
+    if gpr_out is not None:
+        set_reg(c.cpu, gpr_out, r)
+    return NEXT
+
+
+def _shared(string_emulator):
+    """MOVSD and CMPSD name both a string instruction and an SSE2 one: by operands."""
+    def emulate_(c: MmioContext) -> str:
+        if any(c.ins.op_kind(k) == OK.REGISTER for k in range(c.ins.op_count)):
+            return e_simd(c)
+        if string_emulator is None:
+            raise MonitorStop(f"{c.mon.name}: the guest's {c.ins} on a device page is not "
+                              f"emulated")
+        return string_emulator(c)
+    return emulate_
+
+
+for _m in sse.SIMD:
+    if _m in (M.MOVD, M.MOVQ, *SSE_MOVES):
+        continue                        # (e_movq: the moves kernels use on device registers)
+    if _m in (M.MOVSD, M.CMPSD):
+        MMIO_EMULATORS[_m] = _shared(MMIO_EMULATORS.get(_m))
+    else:
+        MMIO_EMULATORS[_m] = e_simd

@@ -234,6 +234,42 @@ int main(void)
     st32(IOAPIC, 0);
     kprintf("o ram|hpet: -8=%08x%08x%08x%08x", O(ld128(W(1) - 8)));
     kprintf(" -5=%08x%08x%08x%08x\n", O(ld128(W(1) - 5)));
+    if (x87) {
+        /* x87, MMX and SSE arithmetic with an operand on a device (timer 2's comparator as
+         * a 64-bit scratch register), and across RAM|HPET: each operand one access of its
+         * width, as QEMU makes it (cpu_ldl/cpu_ldq/cpu_stq...) */
+        static u32 r[4];
+        u32 cmp = HPET + 0x148;
+        st32(cmp, 0x40490fdbu);                  /* pi as a single */
+        st32(cmp + 4, 0x40000000u);              /* 2.0 as a single; 0x40000000 as an int */
+        u16 sw;
+        __asm__ volatile("fninit; flds (%1); fadds 4(%1); fstps (%2); fildl 4(%1); fistpl 4(%2);"
+                         "flds (%2); fcomps (%1); fnstsw %%ax; mov %%ax, %0; fstp %%st(0)"
+                         : "=m"(sw) : "r"(cmp), "r"(r) : "eax", "memory");
+        kprintf("x87 dev: fadds=%08x fildl=%08x fcomps sw=%04x", r[0], r[1], sw & 0x4700);
+        __asm__ volatile("fldpi; fstpl (%0)" :: "r"(cmp) : "memory");
+        kprintf(" fstpl=%08x%08x", ld32(cmp + 4), ld32(cmp));
+        __asm__ volatile("fldl -4(%0); fstpl (%1)" :: "r"(W(1)), "r"(r) : "memory");
+        kprintf(" ram|hpet fldl=%08x%08x\n", r[1], r[0]);
+        st32(cmp, 0x3fc00000u);                  /* 1.5 */
+        st32(cmp + 4, 7u);
+        u32 t, zf;
+        __asm__ volatile("mov $0x40000000, %%eax; movd %%eax, %%xmm1; addss (%2), %%xmm1;"
+                         "movd %%xmm1, %0; cvttss2si (%2), %1" : "=r"(r[0]), "=r"(t)
+                         : "r"(cmp) : "eax", "memory");
+        __asm__ volatile("cvtsi2sd 4(%2), %%xmm2; movsd %%xmm2, (%3); comiss (%2), %%xmm1;"
+                         "setz %%al; movzbl %%al, %0; mulss (%2), %%xmm1; movss %%xmm1, (%2);"
+                         "movd %%xmm1, %1"
+                         : "=r"(zf), "=r"(r[1]) : "r"(cmp), "r"(r + 2) : "eax", "memory", "cc");
+        kprintf("sse dev: addss=%08x cvttss2si=%d cvtsi2sd=%08x%08x comiss zf=%d mulss=%08x"
+                " movss=%08x", r[0], t, r[3], r[2], zf, r[1], ld32(cmp));
+        st32(cmp, 0x00030002u);
+        st32(cmp + 4, 0x00050004u);
+        __asm__ volatile("mov $0x00010001, %%eax; movd %%eax, %%mm1; punpckldq %%mm1, %%mm1;"
+                         "pmaddwd (%1), %%mm1; movq %%mm1, (%0); emms"
+                         :: "r"(r), "r"(cmp) : "eax", "memory");
+        kprintf(" pmaddwd=%08x %08x\n", r[0], r[1]);
+    }
     kprintf("mmiosplit: done\n");
     return 0;
 }
