@@ -122,7 +122,8 @@ def test_a_domain_stream_is_checked_before_it_is_built():
            ("config_memory", -5), ("config_vcpus", 100), ("config_name", "a/b"),
            ("config_disks", [{"target": "/x", "format": "qcow2", "vdev": "xvda",
                               "access": "rw"}]),
-           ("config_on_crash", "explode"), ("config_cpus", ["99999"]), ("config", [1])]
+           ("config_on_crash", "explode"), ("config_cpus", ["99999"]), ("config", [1]),
+           ("config_uuid", "nope"), ("config_uuid", 7)]
     for key, value in bad:
         with pytest.raises(stream.BadImage, match="corrupt domain description") as e:
             parse_stream(_domain_stream(**{key: value}), "f.save")
@@ -140,6 +141,32 @@ def test_a_domain_that_cannot_start_is_destroyed(host):
     assert [d for d in host.hv.domains if d != 0] == [] and "d" not in [
         m.name for m in host.ts.managed.values()]
     assert host.hv.frames.nr_free == free
+
+
+def test_a_configured_uuid_is_the_domains_and_is_unique(host):
+    """``uuid =`` was taken and ignored: the domain got a random handle.  It is the
+    domain's handle now (xl list -v, its /vm/UUID in xenstore), a second domain asking
+    for the same one is refused (they would share that directory), the nil UUID asks
+    for a random one as libxl takes it, and a value that is not a UUID is one line."""
+    text = 'name = "{}"\nkernel = "kernel-pv"\nmemory = 8\nuuid = "{}"\n'
+    given = "5D1C6A62-8B1E-4C2A-9F61-0B7E2D3C4A55"
+    cfg = parse(text.format("u", given), "u.cfg")
+    assert cfg.uuid == given.lower()
+    host.ts.create(cfg)
+    try:
+        assert {r["name"]: r["uuid"] for r in host.ts.list()}["u"] == given.lower()
+        with pytest.raises(XlError, match="a domain with this UUID exists already"):
+            host.ts.create(parse(text.format("v", given.lower()), "v.cfg"))
+        assert "v" not in [m.name for m in host.ts.managed.values()]
+    finally:
+        host.ts.destroy("u")
+        host.settle()
+    assert parse(text.format("n", "00000000-0000-0000-0000-000000000000"), "n.cfg").uuid == ""
+    for bad in ("zzz", given[:-1], "{" + given + "}", given.replace("-", "")):
+        with pytest.raises(ConfigFileError) as e:
+            parse(text.format("b", bad), "b.cfg")
+        assert str(e.value) == (f"b.cfg:4: uuid: {bad!r} is not a UUID "
+                                "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, hexadecimal)")
 
 
 def test_config_syntax_variants_of_xl_cfg(corpus):

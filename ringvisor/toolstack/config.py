@@ -17,6 +17,7 @@
     on_reboot = "restart"
     on_crash = "destroy"
     seclabel = "system_u:system_r:domU_t"
+    uuid = "5d1c6a62-8b1e-4c2a-9f61-0b7e2d3c4a55"   # its handle (default: a new random one)
     cpu_weight = 256                # credit scheduler (xl's sched-credit in the file;
     cap = 0                         #  ringvisor's older name ``weight`` is taken too)
     cpus = "0-1"                    # the pCPUs its vCPUs may run on (hard affinity): a
@@ -41,6 +42,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import uuid as _uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +98,7 @@ class DomainConfig:
     weight: int = 256
     cap: int = 0
     cpus: list[str] = field(default_factory=list)   # hard affinity: [all vCPUs'] or per vCPU
+    uuid: str = ""                  # canonical form; "": a random one at creation
     source: str = ""
 
     def to_dict(self) -> dict:
@@ -120,7 +123,8 @@ class DomainConfig:
         """ValueError naming the first value no configuration file could have given."""
         kinds = {"name": str, "kernel": str, "type": str, "cmdline": str, "memory": int,
                  "maxmem": int, "vcpus": int, "on_poweroff": str, "on_reboot": str,
-                 "on_crash": str, "seclabel": str, "weight": int, "cap": int, "source": str}
+                 "on_crash": str, "seclabel": str, "weight": int, "cap": int, "uuid": str,
+                 "source": str}
         for key, kind in kinds.items():
             if type(getattr(self, key)) is not kind:
                 raise ValueError(f"{key}: expected {kind.__name__}, found "
@@ -135,6 +139,7 @@ class DomainConfig:
                   ("on_reboot", self.on_reboot in ACTIONS), ("on_crash", self.on_crash in ACTIONS),
                   ("seclabel", not self.seclabel or self.seclabel.count(":") == 2),
                   ("weight", 1 <= self.weight <= 65535), ("cap", 0 <= self.cap <= 100),
+                  ("uuid", not self.uuid or _canonical_uuid(self.uuid) == self.uuid),
                   ("cpus", isinstance(self.cpus, list) and len(self.cpus) <= self.vcpus and
                    all(isinstance(c, str) for c in self.cpus)),
                   ("disk", len(self.disks) <= len(VDEVS) and
@@ -147,6 +152,15 @@ class DomainConfig:
                 raise ValueError(f"{key}: not a value a configuration file can give")
         for c in self.cpus:
             parse_cpulist(c)
+
+
+def _canonical_uuid(text: str) -> str | None:
+    """xl's UUID, 32 hexadecimal digits grouped 8-4-4-4-12, in lower case; "" for the nil
+    UUID, which asks for a random one as libxl takes it; None if ``text`` is not one."""
+    if not re.fullmatch(r"[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}", text):
+        return None
+    u = _uuid.UUID(text)
+    return "" if u.int == 0 else str(u)
 
 
 MAX_CPU = 255                     # (a CPU list names CPUs 0..255; the host says which exist)
@@ -440,9 +454,16 @@ def _check(values: dict, source: str) -> DomainConfig:
     seclabel = get("seclabel", str, "")
     if seclabel and seclabel.count(":") != 2:
         raise ConfigFileError(f"{where('seclabel')}: seclabel: {seclabel!r} is not user:role:type")
+    uuid = get("uuid", str, "")
+    if uuid:
+        canonical = _canonical_uuid(uuid)
+        if canonical is None:
+            raise ConfigFileError(f"{where('uuid')}: uuid: {uuid!r} is not a UUID "
+                                  "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, hexadecimal)")
+        uuid = canonical
     return DomainConfig(name=name, kernel=kernel, type=type_, cmdline=cmdline, memory=memory,
                         maxmem=maxmem, vcpus=vcpus, disks=disks, seclabel=seclabel, weight=weight,
-                        cap=cap, cpus=cpus, source=source, **actions)
+                        cap=cap, cpus=cpus, uuid=uuid, source=source, **actions)
 
 
 def load(path: str | Path) -> DomainConfig:

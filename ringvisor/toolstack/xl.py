@@ -183,7 +183,13 @@ class Toolstack:
         image = resolve_kernel(cfg.kernel)
         check_kernel_type(image, cfg)
         ssidref = self.xc.flask_context_to_sid(cfg.seclabel) if cfg.seclabel else 0
-        handle = _uuid.uuid4().bytes
+        if cfg.uuid:
+            handle = _uuid.UUID(cfg.uuid).bytes
+            # (its xenstore directory /vm/UUID is the domain's own: two cannot share it)
+            if any(bytes(info["handle"]) == handle for info in self.xc.list_domains()):
+                raise XlError(f"uuid = {cfg.uuid!r}: a domain with this UUID exists already")
+        else:
+            handle = _uuid.uuid4().bytes
         t0 = self.iface.now_ns()
         try:
             b = builder.build(self.xc, image, name=cfg.name, cmdline=cfg.cmdline, mem_mb=cfg.memory,
