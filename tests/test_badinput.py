@@ -169,6 +169,23 @@ def test_a_configured_uuid_is_the_domains_and_is_unique(host):
                                 "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, hexadecimal)")
 
 
+def test_a_domain_the_host_cannot_give_is_refused_by_what_it_lacks(host):
+    """A seclabel the policy has no type for failed as a toolstack fault (its traceback
+    logged, 'the toolstack failed on create'); memory beyond the host's was a bare
+    'domctl max_mem: EINVAL' from the builder."""
+    text = 'name = "m"\nkernel = "kernel-pv"\n'
+    for extra, message in (('seclabel = "system_u:system_r:nosuch_t"\n',
+                            "seclabel = 'system_u:system_r:nosuch_t': not a security context "
+                            "of the loaded policy"),
+                           ("memory = 2048\n", "memory = 2048: more than this host's memory"),
+                           ("memory = 8\nmaxmem = 2048\n", "maxmem = 2048: more than"),
+                           ("memory = 80\n", "memory = 80: this host has ")):
+        with pytest.raises(XlError) as e:
+            host.ts.create(parse(text + extra, "m.cfg"))
+        assert str(e.value).startswith(message) and "\n" not in str(e.value), str(e.value)
+    assert "m" not in [m.name for m in host.ts.managed.values()]
+
+
 def test_config_syntax_variants_of_xl_cfg(corpus):
     """The corpus's xl.cfg(5) variants all parse, so mutations start from valid files;
     a key that is not one (it ran over a newline inside an open quote and a list that is

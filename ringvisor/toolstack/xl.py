@@ -182,7 +182,21 @@ class Toolstack:
             raise XlError(f"a domain called {cfg.name!r} exists already")
         image = resolve_kernel(cfg.kernel)
         check_kernel_type(image, cfg)
-        ssidref = self.xc.flask_context_to_sid(cfg.seclabel) if cfg.seclabel else 0
+        try:
+            ssidref = self.xc.flask_context_to_sid(cfg.seclabel) if cfg.seclabel else 0
+        except XcError:
+            raise XlError(f"seclabel = {cfg.seclabel!r}: not a security context of the loaded "
+                          "policy (ringvisor xen --policy, xl loadpolicy)") from None
+        # (the hypervisor's refusal would be a bare EINVAL or ENOMEM from the builder)
+        phys = self.xc.physinfo()
+        total, free = phys["total_pages"] >> 8, phys["free_pages"] >> 8
+        if max(cfg.maxmem, cfg.memory) > total:
+            raise XlError(f"{'maxmem' if cfg.maxmem > cfg.memory else 'memory'} = "
+                          f"{max(cfg.maxmem, cfg.memory)}: more than this host's memory "
+                          f"({total} MiB for domains)")
+        if cfg.memory > free:
+            raise XlError(f"memory = {cfg.memory}: this host has {free} MiB free "
+                          "(xl list shows what the domains hold; xl mem-set can take some back)")
         if cfg.uuid:
             handle = _uuid.UUID(cfg.uuid).bytes
             # (its xenstore directory /vm/UUID is the domain's own: two cannot share it)
