@@ -168,6 +168,8 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     # (QEMU counts instructions, as for osdev-sched: its PIT on the same clock as the code)
     Kernel("osdev2-xv6", "osdev2/xv6", runtime=False, linker_script="osdev2/xv6/link.ld",
            qemu_args=("-icount", "shift=0,sleep=off")),
+    # and more (tests/hwguests/osdev3, test_osdev3.py): also under hvm
+    Kernel("osdev3-strpg", "osdev3/strpg", runtime=False, linker_script="osdev3/strpg/link.ld"),
 ]}
 
 # Guests that must run under every monitor exactly as on the hardware

@@ -16,6 +16,7 @@ import struct
 from ringvisor.hw.faults import CONTRIBUTORY, GP, NAMES, PF, SS, TS, CpuFault, TripleFault
 from ringvisor.hw.segments import INT_GATE16, INT_GATE32, TASK_GATE, TRAP_GATE16, Descriptor, \
     check_access, check_tss_stack, null_segment
+from ringvisor.hw.state import ATTR_DB
 from ringvisor.hw.transfers import check_gate, check_handler_cs, check_return_cs, check_return_ss
 
 from . import tasks
@@ -195,6 +196,8 @@ class Delivery:
         if not known:
             return False
         offset, interrupt_gate, size, seg = known
+        if not seg.attr & ATTR_DB:
+            return False                # (a 16-bit stack: SP only, the long way)
         tail = [] if err is None else [err]
         vals = [f.ss, self.cpu.state.regs[4], v.eflags_view(f.eflags), f.cs, ret] + tail
         n = size * len(vals)
@@ -366,16 +369,22 @@ class Delivery:
                 ssd = None
             vals = [geflags, self.kernel_cs_view(f), ret] + tail
             ss_real, esp, ss_guest = f.ss, self.cpu.state.regs[4], v.ss
-        # the pushes: the stack segment's limit, then the guest's paging
-        new = (esp - size * len(vals)) & 0xFFFFFFFF
+        # the pushes: the stack segment's limit, then the guest's paging; through SP
+        # alone on a 16-bit stack (B=0), the upper half of ESP kept (SDM Vol. 3 §6.12.1)
+        m = 0xFFFFFFFF
         if ssd is not None:
             seg = ssd.segment(ss_real)
+            if not seg.attr & ATTR_DB:
+                m = 0xFFFF
+            new = (esp - size * len(vals)) & m
             check_access(seg, new, size * len(vals), True, SS)
             base = seg.base
         else:
+            new = (esp - size * len(vals)) & m
             base = self.real_descriptor_base(ss_real)
         self.gm.push_frame((base + new) & 0xFFFFFFFF, stack_image(vals, size),
                            (self.gdt.frames, self.ldt.frames), size)
+        new |= esp & ~m & 0xFFFFFFFF
         # committed: the guest is in its handler
         self.gdt.set_accessed(cd)
         if v.cpl == 3:
@@ -395,10 +404,13 @@ class Delivery:
         v = self.vcpu
         vals = [v.eflags_view(f.eflags), f.cs, ret] + ([] if err is None else [err])
         seg = self.guest_desc(f.ss, SS, 0).segment(f.ss)     # the user's SS, as it has it
-        new = (self.cpu.state.regs[4] - size * len(vals)) & 0xFFFFFFFF
+        esp = self.cpu.state.regs[4]
+        m = 0xFFFFFFFF if seg.attr & ATTR_DB else 0xFFFF     # (a 16-bit stack: SP)
+        new = (esp - size * len(vals)) & m
         check_access(seg, new, size * len(vals), True, SS)
         self.gm.push_frame((self.real_descriptor_base(f.ss) + new) & 0xFFFFFFFF,
                            stack_image(vals, size), (self.gdt.frames, self.ldt.frames), size)
+        new |= esp & ~m & 0xFFFFFFFF
         self.gdt.set_accessed(cd)
         self.stats["reflected"] += 1
         self.delivered = True

@@ -22,7 +22,7 @@ from ringvisor.hw.identify import (APIC_MSRS, CPUID_FAULTING, KNOWN_MSRS, MSR_MI
                                   cpuid, msr_write_ok, read_tsc)
 from ringvisor.hw.segments import (CALL_GATE16, CALL_GATE32, TASK_GATE, TSS16_AVAIL, TSS16_BUSY, TSS32_AVAIL,
                                    TSS32_BUSY, Descriptor)
-from ringvisor.hw.state import (CR4_TSD, MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP,
+from ringvisor.hw.state import (ATTR_DB, CR4_TSD, MSR_SYSENTER_CS, MSR_SYSENTER_EIP, MSR_SYSENTER_ESP,
                                 MSR_TSC, MSR_TSC_AUX, NT, RF, TF, VIF, VM)
 from ringvisor.hw.portio import io_bitmap_permits
 from ringvisor.hw.system import ea, get_reg, set_reg
@@ -117,17 +117,28 @@ class Context:
         else:
             self.write(size, value)
 
+    def sp_mask(self) -> int:
+        """SP alone is the stack pointer on a 16-bit stack (SS's B bit clear: the real SS
+        has the guest's), the upper half of ESP kept (SDM Vol. 3 §6.2.3)."""
+        return 0xFFFFFFFF if self.cpu.state.segs[2].attr & ATTR_DB else 0xFFFF
+
+    def release(self, n: int) -> None:
+        """ESP past ``n`` bytes of the stack (SP only on a 16-bit one)."""
+        regs, m = self.cpu.state.regs, self.sp_mask()
+        regs[4] = (regs[4] & ~m & 0xFFFFFFFF) | ((regs[4] + n) & m)
+
     def push(self, value: int, size: int = 4) -> None:
         st = self.cpu.state
-        esp = (st.regs[4] - size) & 0xFFFFFFFF
-        lin = (self.seg_base(R.SS) + esp) & 0xFFFFFFFF
+        m = self.sp_mask()
+        sp = (st.regs[4] - size) & m
+        lin = (self.seg_base(R.SS) + sp) & 0xFFFFFFFF
         self.mon.gm.write_u(lin, size, value, self.v.cpl == 3)
         self.mon.watch(lin, size, True)
-        st.regs[4] = esp
+        st.regs[4] = (st.regs[4] & ~m & 0xFFFFFFFF) | sp
 
     def pop(self, size: int = 4, skip: int = 0) -> int:
         st = self.cpu.state
-        lin = (self.seg_base(R.SS) + st.regs[4] + skip) & 0xFFFFFFFF
+        lin = (self.seg_base(R.SS) + ((st.regs[4] + skip) & self.sp_mask())) & 0xFFFFFFFF
         value = self.mon.gm.read_u(lin, size, self.v.cpl == 3)
         self.mon.watch(lin, size, False)
         return value
@@ -629,7 +640,7 @@ def e_retf(c: Context) -> str:
         return DONE
     # the checks first: a return that faults leaves ESP as it was (SDM Vol. 2 RET)
     c.mon.return_to_kernel(c.f, eip, cs)
-    c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 2 * n + imm) & 0xFFFFFFFF
+    c.release(2 * n + imm)
     return DONE
 
 
@@ -665,7 +676,7 @@ def e_iret(c: Context) -> str:
     else:
         # the checks first: an IRET that faults leaves EFLAGS and ESP as they were
         c.mon.return_to_kernel(c.f, eip, cs)
-        c.cpu.state.regs[4] = (c.cpu.state.regs[4] + 3 * n) & 0xFFFFFFFF
+        c.release(3 * n)
         c.mon.set_guest_eflags(c.f, eflags, n, iret=True)
     if n == 4:
         # RF is the image's: it spares the first instruction there a breakpoint
