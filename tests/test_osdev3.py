@@ -12,6 +12,15 @@ CALL/RET and an interrupt on it with the upper half of ESP set.  It found the mo
 pushing an interrupt's frame at SS:ESP and popping it (IRET, RETF, POP) from SS:ESP on such
 a stack, where the processor uses SP alone and keeps ESP's upper half (SDM Vol. 3 §6.2.3,
 §6.12.1): the guest's #SS became a triple fault.
+
+``osdev3-dtab``: a kernel moving its descriptor tables and walking their edges -- the GDT
+copied and loaded elsewhere (the old copy edited after), GDT and IDT limits one byte
+either side of a descriptor's end, a #DF through a task gate when #GP's gate lies beyond
+the IDT's limit, a GDT and an IDT straddling into a not-present page (the segment load's
+and INT n's #PF, the page mapped by the handler, the instruction restarted), and LGDT and
+LIDT with a 16-bit operand (24 bits of base).  It found bt delivering #GP(selector) for a
+segment load copied into a translation whose descriptor lies in a not-present page, where
+the processor's read of the descriptor faults (#PF).
 """
 
 from __future__ import annotations
@@ -49,7 +58,18 @@ STRPG = [
     "strpg: done",
 ]
 
-EXPECTED = {"osdev3-strpg": STRPG}
+DTAB = [
+    "dtab: start",
+    "moved gdt: fs:0=11110000 limit 27: 11110000 limit 26: #13 err=20 at=1",
+    "straddling gdt: #14 err=0 cr2=202000 then fs:0=11110000 access=93",
+    "idt limit 107: int 20 x1 limit 106: #13 err=102 limit 47: #DF x1 err=0 link=28 busy "
+    "main=b df=b now df=9",
+    "straddling idt: #PF x1 err=0 cr2=204008 then int 21 x1",
+    "o16 lidt: int 30 through the low copy x1, the high x0; o16 lgdt: fs:0=11110000",
+    "dtab: done",
+]
+
+EXPECTED = {"osdev3-strpg": STRPG, "osdev3-dtab": DTAB}
 
 # Where QEMU's TCG departs from the SDM: the SDM's line, and QEMU's.
 QEMU = {

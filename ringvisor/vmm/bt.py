@@ -299,6 +299,18 @@ class BinaryTranslation(Translator, Monitor):
                 if E.emulate(self, f, ins, self.guest_eip(f)) == NEXT:
                     f.eip = (f.eip + ins.len) & 0xFFFFFFFF
                 return
+        if self.in_tc(f) and err & 0xFFFC and not err & 3:
+            ins = self.code_at(f)
+            if ins.mnemonic == M.MOV and ins.op0_kind == ix.OpKind.REGISTER and \
+                    ins.op0_register in (R.DS, R.ES, R.FS, R.GS):
+                # a load copied into the translation, on an entry the monitor keeps
+                # poisoned and could not fill (``gdt.load_fault``: the guest's descriptor
+                # unreadable, its page not present): the guest's own load decides, as
+                # trapemu's emulation does -- a #PF on the descriptor's read, CR2 where it
+                # faulted, at the MOV (osdev3-dtab: was #GP(selector))
+                if E.emulate(self, f, ins, self.guest_eip(f)) == NEXT:
+                    f.eip = (f.eip + ins.len) & 0xFFFFFFFF
+                return
         super().privileged_fault(f, err)
 
     def dispatch(self, vector: int, f: Frame) -> None:
