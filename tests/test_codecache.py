@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from ringvisor.hw.machine import Machine
-from ringvisor.hw.state import ATTR_DB, ATTR_G, ATTR_P, ATTR_S, CR0_PE, Segment
+from ringvisor.hw.state import ATTR_DB, ATTR_DPL_SHIFT, ATTR_G, ATTR_P, ATTR_S, CR0_PE, CR0_PG, CR4_PSE, Segment
 
 
 def flat_machine(engine: str) -> Machine:
@@ -98,3 +98,64 @@ def test_data_written_beside_code_keeps_the_code_translated():
     st.eip, st.halted = 0x1000, False
     m.cpu.run(10)
     assert st.regs[0] == 6 and cache.invalidations > before
+
+
+def _user_cut_machine(engine: str) -> Machine:
+    """Ring 3 under paging (4 MiB pages, all user, writable), DS/ES/SS of base 0 cut at
+    0xFFBFFFFF as a monitor cuts them, FS flat to 4 GiB; the last 4 MiB are mapped (a
+    user page past the limit); #GP/#SS handlers at ring 0 that halt."""
+    m = Machine(16, engine)
+    st = m.cpu.state
+    m.mem.write(0x2000, struct.pack("<3Q", 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF))
+    st.gdtr.base, st.gdtr.limit = 0x2000, 3 * 8 - 1
+    st.idtr.base, st.idtr.limit = 0x3000, 256 * 8 - 1
+    for vec in (12, 13):
+        handler = 0x4000 + vec * 0x10
+        m.mem.write(0x3000 + vec * 8, struct.pack("<HHBBH", handler & 0xFFFF, 0x08, 0, 0x8E, handler >> 16))
+        m.mem.write(handler, b"\xF4")                        # hlt
+    m.mem.write(0x6000, struct.pack("<IIII", 0, 0x9000, 0x10, 0))    # TSS: ESP0, SS0
+    st.tr = Segment(0x18, 0x6000, 0x67, ATTR_P | 0xB)
+    for i in range(4):                                       # 0-16 MiB, identity
+        m.mem.write32(0x5000 + 4 * i, i << 22 | 0x87)
+    m.mem.write32(0x5000 + 4 * 1022, 2 << 22 | 0x87)          # 0xFF800000 -> 8 MiB
+    m.mem.write32(0x5000 + 4 * 1023, 1 << 22 | 0x87)          # 0xFFC00000 -> 4 MiB
+    m.mem.write32(0xBFFFFC, 0x55667788)                       # at 0xFFBFFFFC
+    m.mem.write32(0x400000, 0x11223344)
+    st.cr3, st.cr4 = 0x5000, st.cr4 | CR4_PSE
+    st.cr0 |= CR0_PE | CR0_PG
+    dpl3 = 3 << ATTR_DPL_SHIFT
+    cut = Segment(0x23, 0, 0xFFBFFFFF, ATTR_P | ATTR_S | ATTR_DB | ATTR_G | dpl3 | 0x3)
+    full = Segment(0x23, 0, 0xFFFFFFFF, ATTR_P | ATTR_S | ATTR_DB | ATTR_G | dpl3 | 0x3)
+    code = Segment(0x1B, 0, 0xFFFFFFFF, ATTR_P | ATTR_S | ATTR_DB | ATTR_G | dpl3 | 0xB)
+    st.segs = [cut.copy(), code, cut.copy(), cut.copy(), full, cut.copy()]
+    st.regs[4] = 0x8000
+    m.cpu.mode_changed()
+    return m
+
+
+def test_user_code_under_a_cut_segment_faults_past_the_limit_after_the_page_was_reached():
+    """User code under a monitor's cut checks the limit only when the user TLB misses:
+    the TLB keeps no user page reaching past the limit, so a load through FS (4 GiB)
+    of a user page past it, in the same block, cannot let the next access through DS
+    (#GP(0)) or SS (#SS(0)) hit; an access within the limit runs (both engines)."""
+    at = 0x1003                                       # the access, after the FS load
+    for engine in ("jit", "interp"):
+        for code, fault in ((b"\x8B\x03", 13),              # mov eax,[ebx]
+                            (b"\x89\x03", 13),              # mov [ebx],eax
+                            (b"\x01\x03", 13),              # add [ebx],eax
+                            (b"\x8B\x45\x00", 12),          # mov eax,[ebp]
+                            (b"\x8B\x43\xFC", None)):       # mov eax,[ebx-4]
+            m = _user_cut_machine(engine)
+            st = m.cpu.state
+            m.mem.write(0x1000, b"\x64\x8B\x0B" + code + b"\xF4")   # mov ecx,fs:[ebx]; ...; hlt
+            st.eip, st.regs[3], st.regs[5] = 0x1000, 0xFFC00000, 0xFFC00000
+            m.cpu.run(50)
+            assert st.regs[1] == 0x11223344, engine
+            if fault is None:               # the access ran; HLT at ring 3 is #GP(0)
+                assert st.regs[0] == 0x55667788, engine
+                fault, at_ = 13, at + len(code)
+            else:
+                at_ = at
+            assert st.eip == 0x4000 + fault * 0x10 + 1, (engine, code, hex(st.eip))
+            frame = [m.mem.read32(0x9000 - 24 + 4 * i) for i in range(6)]
+            assert frame == [0, at_, 0x1B, 2, 0x8000, 0x23], (engine, code, frame)   # error code, EIP ...

@@ -29,7 +29,7 @@ from . import controlregs, desctables, portio  # noqa: F401  (file theirs among 
 from .controlregs import DR7_GD
 from .system import run_helper
 from . import transfers
-from .translate import Mode
+from .translate import USER_CUT_MIN, Mode
 from .vmx import Vmx
 
 
@@ -180,6 +180,9 @@ class Cpu:
         # expand-up, all with one limit (4 GiB, or the DS limit a monitor cut short)
         ds = st.segs[DS]
         ds_limit = ds.limit if is_flat(ds, any_limit=True) else 0xFFFFFFFF
+        if self.cpl == 3 and USER_CUT_MIN <= ds_limit != 0xFFFFFFFF and not st.eflags & VM:
+            # (before any block of this mode runs: it checks the limit only on a TLB miss)
+            self.mmu.lower_user_ceiling(ds_limit)
         flat = 0
         for i, s in enumerate(st.segs):
             if s.limit == ds_limit and is_flat(s, any_limit=True):

@@ -90,6 +90,10 @@ class Mmu:
         # page must drop them all (SDM Vol. 3A §4.10.4.1); QEMU's tlb_flush_page flushes
         # everything for an address in its large-page region, and so does ``invlpg``
         self.large: set[int] = set()
+        # the user TLB holds no page reaching past this address: user code under a
+        # segment limit below 4 GiB (a monitor's cut) then checks the limit only on a
+        # miss (translate.BlockBuilder.linear); lowered by ``lower_user_ceiling``
+        self.user_ceiling = 0xFFFFFFFF
 
     # -- TLB management -------------------------------------------------------
     def flush(self) -> None:
@@ -109,6 +113,16 @@ class Mmu:
         page = lin & PAGE
         for t in (self.tr_s, self.tw_s, self.tr_u, self.tw_u, self.parked_s, self.parked_u):
             t.pop(page, None)
+
+    def lower_user_ceiling(self, limit: int) -> None:
+        """From now on keep no user entry for a page reaching past ``limit`` (and drop
+        those there are): a user access there takes the slow path."""
+        if limit >= self.user_ceiling:
+            return
+        self.user_ceiling = limit
+        for t in (self.tr_u, self.tw_u, self.parked_u):
+            for page in [p for p in t if p | 0xFFF > limit]:
+                del t[page]
 
     def log_writes(self, on: bool = True) -> None:
         """Start a round of write logging (park every write entry), or end logging
@@ -222,6 +236,8 @@ class Mmu:
             delta = phys_page - page
             if not smap:
                 self.tr_s[page] = delta
+            if page | 0xFFF > self.user_ceiling:
+                user_ok = user_w = False
             if user_ok:
                 self.tr_u[page] = delta
             if (phys_page >> 12) not in self.mem.code_pages:

@@ -83,6 +83,12 @@ def registrar(table: dict):
         return deco
     return register
 
+# the lowest segment limit under which user code checks the limit only on a TLB miss
+# (a monitor's cut leaves the guest all but the top 4 MiB; a low limit, as a vm86 DS of
+# 64 KiB, would keep most user pages out of the TLB)
+USER_CUT_MIN = 0xBFFFFFFF
+
+
 @dataclass
 class Mode:
     """The CPU mode bits that change what a block of code means."""
@@ -201,6 +207,9 @@ class BlockBuilder:
     # the last store at the body's top level, for a load of the same address right after
     # it (``forward``): (address, size, value, its ``try`` line, the line's start)
     stored: tuple | None = None
+    # user code under a segment limit below 4 GiB (a monitor's cut): an address local ->
+    # (segment, limit) of the access just made through it, checked in its slow path only
+    cut: dict = field(default_factory=dict)
 
     # -- emission ----------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -393,6 +402,15 @@ class BlockBuilder:
                     # which always wraps)
                     return self._address(m.group(1))
                 return off if is_atom(off) else self._address(off)
+            if self.mode.user and not self.mode.direct and not self.mode.vm86 and limit >= USER_CUT_MIN:
+                # user code: no page that reaches past the limit is in the user TLB
+                # (Mmu.lower_user_ceiling, when the mode was made), so an access that
+                # hits it is within the limit; one that misses is checked in the slow
+                # path (``checked``) before the page walk, as the processor checks the
+                # limit before paging
+                a = off if is_atom(off) else self._address(off)
+                self.cut[a] = (seg, limit)
+                return a
             # base 0 but cut short (a monitor's ring compression): past the limit
             # the checked path raises the fault
             a = self.let(off, "a")
@@ -412,6 +430,16 @@ class BlockBuilder:
                 self.addrs[expr] = a
         return a
 
+    def checked(self, lin: str, size: int, write: bool) -> str:
+        """The linear address a slow path reads or writes: ``lin``, checked against the
+        segment's limit where ``linear`` left that check to the slow path (the fault
+        the segment raises, #GP(0) or #SS(0), comes before the walk)."""
+        cut = self.cut.get(lin)
+        if cut is None:
+            return lin
+        seg, limit = cut
+        return f"(LIN({seg}, {lin}, {size}, {int(write)}) if {lin} > {limit - (size - 1):#x} else {lin})"
+
     def mem_linear(self, ins: ix.Instruction, size: int, write: bool, store: bool = False) -> str:
         return self.linear(SREG[ins.memory_segment], self.ea(ins), size, write, store)
 
@@ -424,7 +452,8 @@ class BlockBuilder:
             self.narrow[v] = size
         idx = f"({lin} + {d})" if not sh else f"({lin} + {d}) >> {sh}"
         self.emit(f"{d} = {tlb}.get({lin} & {ALIGN_KEY[size]:#x})")
-        self.emit(f"{v} = {view}[{idx}] if {d} is not None else RD({lin}, {size}, {int(self.mode.user)})")
+        self.emit(f"{v} = {view}[{idx}] if {d} is not None else "
+                  f"RD({self.checked(lin, size, tlb[1] == 'W')}, {size}, {int(self.mode.user)})")
         return v, d
 
     def _put(self, lin: str, size: int, d: str, val: str) -> None:
@@ -491,7 +520,7 @@ class BlockBuilder:
         tlb = "TRU" if self.mode.user else "TRS"
         idx = f"{lin} + {tlb}[{lin} & {ALIGN_KEY[size]:#x}]"
         self.emit(f"try: {v} = {view}[{idx if not sh else f'({idx}) >> {sh}'}]")
-        self.emit(f"except KeyError: {v} = RD({lin}, {size}, {int(self.mode.user)})")
+        self.emit(f"except KeyError: {v} = RD({self.checked(lin, size, False)}, {size}, {int(self.mode.user)})")
         return v
 
     def store(self, lin: str, size: int, val: str) -> None:
@@ -502,7 +531,8 @@ class BlockBuilder:
         self.emit(f"{head} = {val}")
         # (without paging an address may be unmasked: beyond RAM, an IndexError)
         miss = "LookupError" if self.mode.direct else "KeyError"
-        self.emit(f"except {miss}: WR({lin}, {size}, {val}, {int(self.mode.user)}){RELIM}")
+        self.emit(f"except {miss}: WR({self.checked(lin, size, True)}, {size}, {val}, "
+                  f"{int(self.mode.user)}){RELIM}")
         self.stored = (lin, size, val, self.lines[-2], head) \
             if self.ind == 2 and not self.pinned else None
 
