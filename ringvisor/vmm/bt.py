@@ -60,7 +60,10 @@ ADAPT_CHECK = 32       # ... and store callouts after which it must have hit tab
 
 class BinaryTranslation(Translator, Monitor):
     name = "bt"
-    STATE = Monitor.STATE + ("tc", "table_write_traps", "adaptive", "adapt_after", "code_base")
+    STATE = Monitor.STATE + ("tc", "table_write_traps", "adaptive", "adapt_after", "code_base",
+                             "ring_units")
+    rings12 = True              # guest code at rings 1 and 2 runs translated (``code_ring``)
+    ring_units = False          # units may have been made for code at ring 1 or 2
     # a host debugger's breakpoints are the debugger's, not the VM's: never saved
     TRANSIENT = Monitor.TRANSIENT + ("debug_breakpoints", "debug_tc", "checked_breaks", "entered")
     entered: tuple[int, int] | None = None  # the last kernel_entry: (real EIP, guest EIP)
@@ -136,6 +139,19 @@ class BinaryTranslation(Translator, Monitor):
             self.checked_breaks = frozenset(self.guest_breaks())
         return L.SEL_TCODE
 
+    def code_ring(self, cpl: int) -> None:
+        """Guest code at virtual CPL ``cpl`` runs next.  Code at rings 1 and 2 runs
+        translated as ring-0 code does, at the real ring 1, where the processor's checks of
+        a segment load are not the guest's (a DPL-0 or DPL-1 descriptor is DPL 1 there,
+        which ring 2 may not load, nor ring 1 a DPL-0 one): its units make every load of
+        DS, ES, FS and GS a callout, checked at the virtual CPL (``load_sreg``).  The
+        units of one kind are dropped when code of the other runs (units chain into
+        each other, and code may be shared between the rings)."""
+        ring = cpl != 0
+        if ring != self.ring_units:
+            self.ring_units = ring
+            self.drop_units(lambda u: True)
+
     def direct_cs(self, cs) -> bool:
         return cs.big
 
@@ -144,7 +160,8 @@ class BinaryTranslation(Translator, Monitor):
         return (eip + self.code_base) & 0xFFFFFFFF
 
     def set_state(self, state: dict) -> None:
-        super().set_state(state if "code_base" in state else dict(state, code_base=0))
+        state = state if "code_base" in state else dict(state, code_base=0)
+        super().set_state(state if "ring_units" in state else dict(state, ring_units=False))
 
     def code_at(self, f: Frame) -> ix.Instruction:
         if not self.in_tc(f):

@@ -84,7 +84,7 @@ def _far(c: Context, sel: int, off: int, call: bool) -> str:
         c.push(c.v.cs)
         c.push(c.next_eip)
     c.mon.gdt.set_accessed(d)
-    c.v.cs = sel & ~3
+    c.v.cs = (sel & ~3) | c.v.cpl
     c.mon.kernel_cs(sel)                  # (its base: the code's linear addresses)
     c.f.eip = c.mon.kernel_entry(off)
     return DONE

@@ -100,17 +100,20 @@ WRITES = (ix.OpAccess.WRITE, ix.OpAccess.READ_WRITE, ix.OpAccess.COND_WRITE,
 RPL1 = 1
 
 
-def _sreg_load_exact(ins: ix.Instruction, known: dict[int, int]) -> bool:
+def _sreg_load_exact(ins: ix.Instruction, known: dict[int, int], ring12: bool = False) -> bool:
     """Does the real processor check a MOV or POP into DS, ES, FS or GS in kernel code
     as the guest's would?  At the real ring 1 a selector of RPL 1 passes the check of a
     DPL-0 descriptor (real DPL 1) that the guest's ring 0 fails (max(CPL, RPL) > DPL:
     SDM Vol. 3 §5.7); every other RPL is judged the same.  Exact when the selector is
     known at translation time (a register set from an immediate earlier in the unit,
     ``known``: the kernel's ``mov $KDATA, %eax; mov %ax, %ds``) and its RPL is not 1;
-    any other load is a callout, checked on the guest's descriptor (``load_sreg``)."""
+    any other load is a callout, checked on the guest's descriptor (``load_sreg``).
+    In units for code at rings 1 and 2 (``ring12``: ``bt.code_ring``) none is exact."""
     if not (ins.op_count and ins.op0_kind == OK.REGISTER and ins.op0_register in DATA_SREGS
             and ins.mnemonic in (M.MOV, M.POP)):
         return True
+    if ring12:
+        return False
     if ins.mnemonic == M.MOV and ins.op1_kind == OK.REGISTER:
         value = known.get(ix.RegisterExt.full_register32(ins.op1_register))
         return value is not None and value & 3 != RPL1
@@ -280,7 +283,7 @@ class Translator:
                 stub(g)
                 break
             kind = _classify(ins) if not ins.is_invalid else "ident"
-            if kind == "ident" and not _sreg_load_exact(ins, known):
+            if kind == "ident" and not _sreg_load_exact(ins, known, self.ring_units):
                 kind = "callout"
             if kind == "ident" and g in self.adaptive and is_plain_store(ins) and not single:
                 kind = "callout"

@@ -19,7 +19,7 @@ from ringvisor.hw.faults import GP, NP, SS as SS_FAULT, TS
 from ringvisor.hw.segments import CALL_GATE32, Descriptor, check_access, check_tss_stack
 
 from .delivery import stack_image
-from .errors import GuestFault, MonitorStop
+from .errors import GuestFault
 
 M32 = 0xFFFFFFFF
 
@@ -49,34 +49,39 @@ def through_gate(c, sel: int, gate: Descriptor, call: bool) -> None:
     if target > cd.limit:
         raise GuestFault(GP, 0)
     st = mon.cpu.state
-    if call and not cd.conforming and cd.dpl < v.cpl:
-        if cd.dpl != 0:
-            raise MonitorStop(f"{mon.name}: a call gate ({sel:#06x}) into ring {cd.dpl}; "
-                              "only rings 0 and 3 are virtualized")
-        # to the kernel's stack in the guest's TSS, the parameters copied over in order
-        ss0, esp0 = mon.kernel_stack(0)
+    cpl = v.cpl
+    if call and not cd.conforming and cd.dpl < cpl:
+        ring = cd.dpl
+        if ring:
+            mon.outer_ring_stop(f"a call gate ({sel:#06x}) into ring {ring}")
+        # to the inner ring's stack in the guest's TSS, the parameters copied over in order
+        ss0, esp0 = mon.kernel_stack(0, ring)
         ssd = mon.guest_desc(ss0, TS)
-        check_tss_stack(ssd, ss0, 0, 0)
-        user_ss = mon.guest_desc(f.ss, SS_FAULT).base
-        params = [mon.gm.read_u((user_ss + st.regs[4] + n * i) & M32, n, True)
+        check_tss_stack(ssd, ss0, ring, 0)
+        old_ss = f.ss if cpl == 3 else v.ss
+        old_base = mon.guest_desc(old_ss, SS_FAULT).base
+        params = [mon.gm.read_u((old_base + st.regs[4] + n * i) & M32, n, cpl == 3)
                   for i in range(gate.gate_params)]
-        vals = [f.ss, st.regs[4]] + params[::-1] + [f.cs, c.next_eip]
+        vals = [old_ss, st.regs[4]] + params[::-1] + \
+            [f.cs if cpl == 3 else (mon.kernel_cs_view(f) & ~3) | cpl, c.next_eip]
         esp = (esp0 - n * len(vals)) & M32
         check_access(ssd.segment((ss0 & ~3) | 1), esp, n * len(vals), True, SS_FAULT)
         mon.gm.write((ssd.base + esp) & M32, stack_image(vals, n))
         mon.gdt.set_accessed(ssd)
         st.regs[4] = esp
+        if ring:
+            mon.gdt.set_accessed(cd)
+            mon.enter_ring(f, dest, target, ring, (ss0 & ~3) | ring)
+            return
         f.ss, v.ss = (ss0 & ~3) | 1, ss0 & ~3
         mon.reloaded(f.ss)
         v.cpl = 0
     elif call:
-        c.push(f.cs if v.cpl == 3 else mon.kernel_cs_view(f) & ~3, n)
+        c.push(f.cs if cpl == 3 else (mon.kernel_cs_view(f) & ~3) | cpl, n)
         c.push(c.next_eip & ((1 << 8 * n) - 1), n)
     mon.gdt.set_accessed(cd)
-    if v.cpl == 0:
-        f.cs = mon.kernel_cs(dest)
-        f.eip = mon.kernel_entry(target)
-        v.cs = dest & ~3
+    if v.cpl != 3:
+        mon.enter_ring(f, dest, target, v.cpl)
     else:
         f.cs, f.eip = (dest & ~3) | 3, target
-    mon.reloaded(f.cs)
+        mon.reloaded(f.cs)

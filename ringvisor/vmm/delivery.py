@@ -348,20 +348,22 @@ class Delivery:
         if new_cpl == 3 and v.cpl == 3 and not vm86:
             self._user_handler(f, cd, sel, offset, interrupt_gate, err, ret, size)
             return
-        if new_cpl != 0:
+        if new_cpl != 0 and not self.rings12:
             raise MonitorStop(f"{self.name}: a guest handler at {sel:#06x}:{offset:#010x} runs "
                               f"at ring {new_cpl} (only ring-0 handlers are virtualized)")
         geflags = v.eflags_view(f.eflags)
         tail = [] if err is None else [err]
-        if v.cpl == 3:
-            ss0, esp0 = self.kernel_stack(ext)
+        if new_cpl < v.cpl:
+            # to an inner ring: its stack in the guest's TSS (rings 1 and 2: ``rings12``)
+            ss0, esp0 = self.kernel_stack(ext, new_cpl)
             ssd = self.guest_desc(ss0, TS, ext)
-            check_tss_stack(ssd, ss0, 0, ext)
-            vals = [f.ss, self.cpu.state.regs[4], geflags, f.cs, ret] + tail
+            check_tss_stack(ssd, ss0, new_cpl, ext)
+            vals = [f.ss if v.cpl == 3 else v.ss, self.cpu.state.regs[4], geflags,
+                    f.cs if v.cpl == 3 else self.kernel_cs_view(f), ret] + tail
             if vm86:
                 # GS, FS, DS and ES above the usual frame (§20.3.1.1, Figure 20-2)
                 vals = frame_segments(self.cpu.state) + vals
-            ss_real, esp, ss_guest = (ss0 & ~3) | 1, esp0, ss0 & ~3
+            ss_real, esp, ss_guest = (ss0 & ~3) | 1, esp0, ss0 & ~3 | new_cpl
         else:
             try:                      # (the cached SS: its descriptor as the guest has it)
                 ssd = self.guest_desc(v.ss, GP, 0) if v.ss & 0xFFFC else None
@@ -387,13 +389,27 @@ class Delivery:
         new |= esp & ~m & 0xFFFFFFFF
         # committed: the guest is in its handler
         self.gdt.set_accessed(cd)
-        if v.cpl == 3:
+        if new_cpl < v.cpl:
             self.gdt.set_accessed(ssd)
         if vm86:                       # ... and then null in the handler
             for i in (0, 3, 4, 5):
                 self.cpu.state.segs[i] = null_segment(0)
             self.cpu.mode_changed()
+        if new_cpl:
+            self._entered_ring(f, sel, offset, interrupt_gate, new, ss_guest, new_cpl)
+            return
         self._entered(f, sel, offset, interrupt_gate, new, ss_real, ss_guest)
+
+    def _entered_ring(self, f: Frame, sel: int, offset: int, interrupt_gate: bool, esp: int,
+                      ss: int, cpl: int) -> None:
+        """``_entered`` for a handler at ring 1 or 2 (``rings12``)."""
+        self.stats["reflected"] += 1
+        self.delivered = True
+        self.cpu.state.regs[4] = esp
+        self.enter_ring(f, sel, offset, cpl, ss)
+        f.eflags = self.real_eflags(f.eflags) & ~(TF | NT | RF | VM)
+        if interrupt_gate:
+            self.vcpu.vif = False
 
     def _user_handler(self, f: Frame, cd: Descriptor, sel: int, offset: int,
                       interrupt_gate: bool, err: int | None, ret: int, size: int) -> None:
@@ -439,15 +455,16 @@ class Delivery:
         v.cpl = 0
         v.cs, v.ss = sel & ~3, ss_guest
 
-    def kernel_stack(self, ext: int) -> tuple[int, int]:
+    def kernel_stack(self, ext: int, ring: int = 0) -> tuple[int, int]:
         """(SS, ESP) for entering the guest kernel from user mode: its TSS's ring-0 stack
-        (#TS if the TSS is too short or the selector null, as the hardware checks)."""
+        (``ring``: 1 or 2, that ring's), #TS if the TSS is too short or the selector
+        null, as the hardware checks."""
         v = self.vcpu
-        if v.tr_limit < 9:
+        if v.tr_limit < 9 + 8 * ring:
             raise CpuFault(TS, (v.tr & 0xFFFC) | ext)
         # ESP0 and SS0 in one read (a fault in it is at the address either read
         # would have reported: the first byte of the page that refuses it)
-        stack = self.gm.read_u(v.tr_base + 4, 6)
+        stack = self.gm.read_u(v.tr_base + 4 + 8 * ring, 6)
         esp0, ss0 = stack & 0xFFFFFFFF, stack >> 32
         if not ss0 & 0xFFFC:
             raise CpuFault(TS, ext)

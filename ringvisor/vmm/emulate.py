@@ -82,7 +82,7 @@ class Context:
         """A data access through the guest's CS (SDM Vol. 3 §5.5): code segments are
         never writable, and must be readable and hold the bytes accessed."""
         v = self.v
-        sel = v.cs if v.cpl == 0 else self.f.cs
+        sel = v.cs if v.cpl != 3 else self.f.cs
         raw = self.mon.guest_descriptor(sel)
         if raw is None or write:
             raise GuestFault(GP, 0)
@@ -406,9 +406,9 @@ def _store_sreg(c: Context, i: int) -> str:
     """``mov r/m, sreg``: the guest sees the selector it loaded (CS and SS as its own)."""
     v = c.v
     if i == 1:
-        sel = v.cs if v.cpl == 0 else c.f.cs
+        sel = v.cs if v.cpl != 3 else c.f.cs
     elif i == 2:
-        sel = v.ss if v.cpl == 0 else c.f.ss
+        sel = v.ss if v.cpl != 3 else c.f.ss
     else:
         sel = c.cpu.state.segs[i].selector
     reg = c.ins.op0_kind == OK.REGISTER
@@ -631,12 +631,15 @@ def e_retf(c: Context) -> str:
     n = 2 if c.ins.code in (ix.Code.RETFW, ix.Code.RETFW_IMM16) else 4
     eip = c.pop(n)
     cs = c.pop(2, n)
-    if cs & 3 == 3:
+    if cs & 3 > c.v.cpl:
         esp = c.pop(n, 2 * n + imm)
         ss = c.pop(2, 3 * n + imm)
         # the immediate releases the parameters on both stacks (SDM Vol. 2 RET:
         # RETURN-TO-OUTER-PRIVILEGE-LEVEL)
-        c.mon.return_to_user(c.f, eip, cs, None, (esp + imm) & 0xFFFFFFFF, ss)
+        if cs & 3 == 3:
+            c.mon.return_to_user(c.f, eip, cs, None, (esp + imm) & 0xFFFFFFFF, ss)
+        else:
+            c.mon.return_to_outer_ring(c.f, eip, cs, None, (esp + imm) & 0xFFFFFFFF, ss, n)
         return DONE
     # the checks first: a return that faults leaves ESP as it was (SDM Vol. 2 RET)
     c.mon.return_to_kernel(c.f, eip, cs)
@@ -654,7 +657,7 @@ def e_iret(c: Context) -> str:
         d = check_task_return(link, lambda sel: c.mon.guest_desc(sel, TS))
         tasks.switch(c.mon, c.f, link, d, tasks.T.IRET, c.next_eip)
         return DONE
-    if c.v.cpl != 0:
+    if c.v.cpl == 3:
         raise GuestFault(GP, 0)
     # a 16-bit IRET (66 CF: a 16-bit gate's return) pops IP, CS and FLAGS, and from an
     # outer ring SP and SS, as words; the upper half of EFLAGS stays (SDM Vol. 2 IRET)
@@ -662,17 +665,20 @@ def e_iret(c: Context) -> str:
     eip = c.pop(n)
     cs = c.pop(2, n)
     eflags = c.pop(n, 2 * n)
-    if n == 4 and eflags & VM:
+    if n == 4 and eflags & VM and c.v.cpl == 0:
         # at CPL 0 this IRET enters virtual-8086 mode (SDM Vol. 2 IRET:
         # RETURN-TO-VIRTUAL-8086-MODE): ESP, SS, ES, DS, FS and GS follow; EFLAGS is
         # loaded whole, EIP as 16 bits (QEMU helper_iret_protected)
         esp, ss, es, ds, fs, gs = (c.pop(4, 12 + 4 * i) for i in range(6))
         vm86.enter(c.mon, c.f, eip & 0xFFFF, cs, eflags, esp, ss, (es, ds, fs, gs))
         return DONE
-    if cs & 3 == 3:
+    if cs & 3 > c.v.cpl:
         esp = c.pop(n, 3 * n)
         ss = c.pop(2, 4 * n)
-        c.mon.return_to_user(c.f, eip, cs, eflags, esp, ss, n)
+        if cs & 3 == 3:
+            c.mon.return_to_user(c.f, eip, cs, eflags, esp, ss, n)
+        else:
+            c.mon.return_to_outer_ring(c.f, eip, cs, eflags, esp, ss, n)
     else:
         # the checks first: an IRET that faults leaves EFLAGS and ESP as they were
         c.mon.return_to_kernel(c.f, eip, cs)

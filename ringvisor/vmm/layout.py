@@ -59,6 +59,7 @@ SEL_MCODE = FIRST_RESERVED * 8          # ring 0 code, flat
 SEL_MDATA = SEL_MCODE + 8               # ring 0 data, flat
 SEL_MTSS = SEL_MCODE + 16               # the monitor's TSS
 SEL_TCODE = (SEL_MCODE + 24) | 1        # ring 1 code over everything: translated code runs here
+SEL_RSTACK = (SEL_MCODE + 32) | 1       # bt: the guest's ring-2 stack segment, as DPL 1 (returns.real_ss)
 
 # Real IDT vectors the monitor uses for itself.
 PIC_BASE = 0x50                  # the physical PICs deliver IRQ n at PIC_BASE + n

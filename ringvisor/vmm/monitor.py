@@ -327,7 +327,7 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug, ShadowFaults, Gues
             vector = f.vector                       # (the guest's ESP is in ESP already)
         self.frame = f
         v = self.vcpu
-        v.cpl = 3 if f.user else 0
+        v.cpl = 3 if f.user else v.cs & 3 if self.rings12 else 0   # (0-2: ``enter_ring``)
         if self.cs_in_frame and not f.user and f.cs != v.cs | 1:
             self.kernel_cs_loaded(f)
         self.halting = self.delivered = False

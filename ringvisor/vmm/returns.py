@@ -24,6 +24,7 @@ from . import descriptors as D
 from .errors import GuestFault, MonitorStop
 from .frame import Frame
 from .gdt import ACCESSED
+from . import layout as L
 from .vcpu import IF
 
 ARITH = 0x8D5 | 0x400 | TF          # CF PF AF ZF SF OF, DF, TF
@@ -31,6 +32,71 @@ ARITH = 0x8D5 | 0x400 | TF          # CF PF AF ZF SF OF, DF, TF
 
 class GuestReturns:
     """MOV/POP to a segment register, POPF/IRET's EFLAGS, IRET and far RET's returns."""
+
+    # guest code at rings 1 and 2 (a virtual CPL of 1 or 2, ``vcpu.cpl``): binary
+    # translation runs it translated, as ring-0 code; elsewhere a transfer to it stops
+    rings12 = False
+
+    def outer_ring_stop(self, what: str) -> None:
+        """A transfer to guest code at ring 1 or 2 (``what``): a stop where not virtualized."""
+        if not self.rings12:
+            raise MonitorStop(f"{self.name}: {what}; only rings 0 and 3 are virtualized")
+
+    def code_ring(self, cpl: int) -> None:
+        """Guest code at virtual CPL ``cpl`` (0-2) runs next (``bt``: its translations)."""
+
+    def real_ss(self, sel: int, cpl: int) -> int:
+        """The real SS selector standing for the guest's stack selector ``sel`` at virtual
+        CPL ``cpl`` below 3, for code the real processor runs at ring 1: the guest's entry
+        with RPL 1 -- a DPL-0 or DPL-1 descriptor is DPL 1 in the real table -- and for
+        ring 2, whose stack descriptor is DPL 2 there (which ring 1 cannot load into SS),
+        a copy with DPL 1 in the monitor's slot ``SEL_RSTACK``, written at each load (the
+        guest's SS cache: the processor caches the descriptor when it loads it)."""
+        if cpl < 2:
+            return (sel & ~3) | 1
+        raw = self.guest_descriptor(sel) or 0
+        real = D.compress(raw)
+        if not real:                   # (refused by the checks that follow)
+            return (sel & ~3) | 1
+        real = (real & ~(3 << 45)) | (1 << 45) | ACCESSED
+        self.mem.write(self.gdt.real + (L.SEL_RSTACK & ~7), real.to_bytes(8, "little"))
+        return L.SEL_RSTACK
+
+    def enter_ring(self, f: Frame, cs: int, eip: int, cpl: int, ss: int | None = None) -> None:
+        """Guest code at ``cs:eip`` runs next at virtual CPL ``cpl`` below 3 (translated
+        under bt, at the real ring 1): the frame's real CS and EIP (and, given the guest's
+        stack selector ``ss``, its SS) and the virtual CPU's CPL, CS (RPL = CPL) and SS."""
+        v = self.vcpu
+        v.cpl = cpl
+        self.code_ring(cpl)
+        f.cs = self.kernel_cs(cs)
+        f.eip = self.kernel_entry(eip)
+        v.cs = (cs & ~3) | cpl
+        if ss is not None:
+            f.ss = self.real_ss(ss, cpl)
+            v.ss = ss
+            self.reloaded(f.cs, f.ss)
+        else:
+            self.reloaded(f.cs)
+
+    def null_outer_segments(self, cpl: int) -> None:
+        """A return to the outer ring ``cpl`` (1 or 2) the real processor does not see
+        (its ring stays 1): DS, ES, FS and GS whose guest descriptor's DPL is below the
+        new CPL become null, conforming code excepted (SDM Vol. 2 IRET, RET)."""
+        st = self.cpu.state
+        for i in (0, 3, 4, 5):
+            s = st.segs[i]
+            if not s.selector & 0xFFFC:
+                continue
+            raw = self.guest_descriptor(s.selector)
+            if raw is None:
+                continue
+            access = (raw >> 40) & 0xFF
+            if access & 0x1C == 0x1C:            # conforming code
+                continue
+            if (access >> 5) & 3 < cpl:
+                st.segs[i] = null_segment(0)
+        self.cpu.mode_changed()
 
     def load_sreg(self, i: int, sel: int) -> None:
         """The guest loads segment register ``i`` (0 ES .. 5 GS) with ``sel``: the
@@ -52,7 +118,7 @@ class GuestReturns:
             raise GuestFault(GP, sel & 0xFFFC)     # refused by ring compression
         self.gdt.set_accessed(d)
         if i == 2:
-            self.frame.ss = (sel & ~3) | (1 if v.cpl == 0 else 3)
+            self.frame.ss = (sel & ~3) | 3 if v.cpl == 3 else self.real_ss(sel, v.cpl)
             self.reloaded(self.frame.ss)
             v.ss = sel
             return
@@ -77,22 +143,45 @@ class GuestReturns:
             v.vif = bool(value & IF)
 
     def return_to_kernel(self, f: Frame, eip: int, cs: int) -> None:
-        """IRET or far RET to the guest kernel's ring, with the processor's checks."""
+        """IRET or far RET to the guest's own ring (0, 1 or 2), with the processor's checks."""
+        if not cs & 0xFFFC:
+            raise GuestFault(GP, 0)
+        d = self.guest_desc(cs)
+        cpl = self.vcpu.cpl
+        check_return_cs(d, cs, cpl)
+        if cs & 3:
+            self.outer_ring_stop(f"the guest returns to ring {cs & 3} ({cs:#06x}:{eip:#010x})")
+        if eip > d.limit:
+            raise GuestFault(GP, 0)
+        self.gdt.set_accessed(d)
+        self.enter_ring(f, cs, eip, cpl)
+
+    def return_to_outer_ring(self, f: Frame, eip: int, cs: int, eflags: int | None, esp: int,
+                             ss: int, size: int = 4) -> None:
+        """IRET or far RET from ring 0 or 1 to ring 1 or 2 (SDM Vol. 2 IRET, RET:
+        RETURN-TO-OUTER-PRIVILEGE-LEVEL), which the real processor never sees: the
+        checks of CS and SS at the new CPL, EFLAGS at the old one, and the data
+        segments the new CPL may not use made null."""
+        rpl = cs & 3
         if not cs & 0xFFFC:
             raise GuestFault(GP, 0)
         d = self.guest_desc(cs)
         check_return_cs(d, cs, self.vcpu.cpl)
-        if cs & 3:
-            raise MonitorStop(f"{self.name}: the guest returns to ring {cs & 3} "
-                              f"({cs:#06x}:{eip:#010x}); only rings 0 and 3 are virtualized")
+        self.outer_ring_stop(f"the guest returns to ring {rpl} ({cs:#06x}:{eip:#010x})")
+        if not ss & 0xFFFC:
+            raise GuestFault(GP, 0)
+        sd = self.guest_desc(ss)
+        check_return_ss(sd, ss, rpl)
         if eip > d.limit:
             raise GuestFault(GP, 0)
+        if eflags is not None:
+            self.set_guest_eflags(f, eflags, size, iret=True)
         self.gdt.set_accessed(d)
-        f.cs = self.kernel_cs(cs)
-        f.eip = self.kernel_entry(eip)
-        self.reloaded(f.cs)
-        self.vcpu.cs = cs & ~3
-        self.vcpu.cpl = 0
+        self.gdt.set_accessed(sd)
+        self.enter_ring(f, cs, eip, rpl, ss)
+        self.cpu.state.regs[4] = esp if sd.segment(ss).big else \
+            (self.cpu.state.regs[4] & 0xFFFF0000) | (esp & 0xFFFF)
+        self.null_outer_segments(rpl)
 
     def return_to_user(self, f: Frame, eip: int, cs: int, eflags: int | None, esp: int,
                        ss: int, size: int = 4) -> None:

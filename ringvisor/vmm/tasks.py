@@ -84,7 +84,7 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
         gm.write_u((v.tr_base + off) & M32, n, value & ((1 << (8 * n)) - 1))
 
     segs = [st.segs[i].selector for i in range(6)]
-    segs[CS] = f.cs if f.user else mon.kernel_cs_view(f) & ~3
+    segs[CS] = f.cs if f.user else (mon.kernel_cs_view(f) & ~3) | v.cpl
     segs[SREG_SS] = f.ss if f.user else v.ss
     T.outgoing(old, wr, next_eip, old_eflags, st.regs, segs)
     if source == T.CALL:
@@ -136,16 +136,19 @@ def switch(mon, f, sel: int, d: Descriptor, source: str, next_eip: int, ext: int
     cs, ss = new_segs[CS], new_segs[SREG_SS]
     cpl = cs & 3
     if cpl in (1, 2):
-        raise MonitorStop(f"{mon.name}: task {sel:#06x} runs at ring {cpl} ({cs:#06x}:"
-                          f"{new_eip:#010x}); only rings 0 and 3 are virtualized")
+        mon.outer_ring_stop(f"task {sel:#06x} runs at ring {cpl} ({cs:#06x}:{new_eip:#010x})")
     # the new task's CS, SS and EIP first: a fault in the loads below is delivered in it
     v.cpl = cpl
-    if cpl == 0:
-        f.cs, f.ss, v.cs, v.ss = mon.kernel_cs(cs), (ss & ~3) | 1, cs & ~3, ss
+    if cpl != 3:
+        mon.code_ring(cpl)
+        f.cs, v.cs, v.ss = mon.kernel_cs(cs), (cs & ~3) | cpl, ss
+        f.ss = (ss & ~3) | 1
     else:
         f.cs, f.ss = cs, ss
     try:
-        f.eip = mon.kernel_entry(new_eip) if cpl == 0 else new_eip
+        if cpl == 2:
+            f.ss = mon.real_ss(ss, cpl)     # (a descriptor the loads below check)
+        f.eip = mon.kernel_entry(new_eip) if cpl != 3 else new_eip
         _load_ldt(mon, new_ldt, ext)
         for i in (CS, SREG_SS, ES, DS, FS, GS):
             _load_segment(mon, f, i, new_segs[i], cpl, ext)
