@@ -147,7 +147,8 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("irqloop", "irqloop"),       # an interrupt a store makes pending inside a loop (test_apic.py)
     Kernel("virtio", "virtio"),         # legacy virtio-pci, polled (test_virtio.py)
     Kernel("diskfw", "diskfw"),         # the firmware's report of the IDE disks (test_diskfw.py)
-    Kernel("rings12", "rings12"),       # drivers at rings 1 and 2: refused by the monitors (test_monitor_guests.py)
+    Kernel("rings12", "rings12"),       # drivers at rings 1 and 2: refused by trapemu (test_monitor_guests.py)
+    Kernel("ringcalls", "ringcalls"),   # gates, handlers, returns and checks at rings 1 and 2 (test_monitor_guests.py)
     Kernel("hvmreal", "hvmreal", runtime=False),  # real mode and back, under hvm's unrestricted guest (test_hvmreal.py)
     Kernel("hvmreal-beyond", "hvmreal", runtime=False, cflags=("-DBEYOND_RAM",)),  # ... reading beyond its RAM
     Kernel("realmon", "realmon", runtime=False),  # real mode under the monitors (test_realmode_monitors.py)

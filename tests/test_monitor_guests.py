@@ -456,6 +456,73 @@ def test_drivers_at_rings_1_and_2(platform: str) -> None:
     assert (lines, code) == (RINGS12, 0)
 
 
+# ringcalls (tests/hwguests/ringcalls): the transfers into and out of rings 1 and 2 and
+# the checks made there -- call gates with parameters into ring 1 (from rings 3 and 2)
+# and ring 2 (from ring 3) on the TSS's SS1:ESP1 and SS2:ESP2, RET imm back nulling the
+# data segments of lower DPL (SDM Vol. 2 RET), a gate of DPL 2 from ring 3 (#GP(gate)),
+# an interrupt handler at ring 1 entered from rings 3, 2 and 1 and refused from ring 0
+# (#GP(selector), Vol. 3 §6.12.1.1), IRET from ring 0 to rings 1 and 2 (the data segments
+# of lower DPL null), faults at ring 2 delivered to ring 0 with its SS:ESP in the frame,
+# CLI/STI/POPF/OUT against IOPL at rings 1 and 2, and rings 1 and 2 as supervisor for
+# paging (a supervisor page read, a read-only user page written under CR0.WP clear and
+# set).  QEMU, the bare PC, hvm and bt print these lines; trapemu stops at the first gate.
+RINGCALLS = [
+    'ringcalls: start',
+    'gate 3->1: cs=0031 ss=0039 esp=top-24',
+    'gate 3->1 frame: eip=back cs=001b p=22222222,11111111 esp=top-12 ss=0023',
+    'gate 3->1 back: result=11111111 esp=top-4 ds=0000 es=0000 fs=0023 gs=0023',
+    'gate 2->1: cs=0031 ss=0039 esp=top-24',
+    'gate 2->1 frame: eip=back cs=0042 p=22222222,11111111 esp=top-12 ss=004a',
+    'gate 2->1 back: result=11111111 esp=top-4 ds=0000 es=004a fs=0023 gs=004a',
+    'gate 3->2: cs=0042 ss=004a esp=top-24',
+    'gate 3->2 frame: eip=back cs=001b p=22222222,11111111 esp=top-12 ss=0023',
+    'gate 3->2 back: result=11111111 esp=top-4 ds=0023 es=0023 fs=0023 gs=0023',
+    'gate of DPL 2 from ring 3: #13 err=0x60 cs=001b',
+    'gate 2->1 (1 parameter): esp=top-20 p=33333333 esp=top-8 ss=004a result=33333333 back esp=top-4',
+    'int 0x61 from ring 3: cs=0031 ss=0039 esp=top-20 eflags=3',
+    'int 0x61 from ring 3 frame: eip=back cs=001b eflags=3 esp=top-4 ss=0023',
+    'int 0x61 from ring 3 back: esp=top-4',
+    'int 0x61 from ring 2: cs=0031 ss=0039 esp=top-20 eflags=3',
+    'int 0x61 from ring 2 frame: eip=back cs=0042 eflags=3 esp=top-4 ss=004a',
+    'int 0x61 from ring 2 back: esp=top-4',
+    'int 0x61 from ring 1: cs=0031 ss=0039 esp=top-16 eflags=3',
+    'int 0x61 from ring 1 frame: eip=back cs=0031 eflags=3',
+    'int 0x61 from ring 1 back: esp=top-4',
+    'int 0x61 from ring 0: #13 err=0x30',
+    'iret to ring 2 with ds=004a es=0010 fs=0039 gs=0023: cs=0042 ss=004a esp=top-4 ds=004a es=0000 fs=0000 gs=0023',
+    'iret to ring 1 with ds=004a es=0010 fs=0039 gs=0023: cs=0031 ss=0039 esp=top-4 ds=004a es=0000 fs=0039 gs=0023',
+    'ring 2 mov from cr0: #13 err=0x0 eip=+0 cs=0042 esp=top-16 ss=004a',
+    'ring 2 DPL-1 data into es: #13 err=0x38 eip=+0',
+    'ring 2 DPL-1 data into ss: #13 err=0x38 eip=+0',
+    'ring 2 RPL-3 selector of DPL-2 data into fs: #13 err=0x48',
+    'ring 2 store to a page not present: #14 err=0x2 cr2=400010',
+    'ring 1 iopl 1: eflags=1000 cli #255 (eflags=1000) sti #255 (eflags=1200) popf 3002 -> 1000 out #255',
+    'ring 1 iopl 0: eflags=0 cli #13 (eflags=0) sti #13 (eflags=0) popf 3002 -> 0 out #13',
+    'ring 2 iopl 1: eflags=1000 cli #13 (eflags=1000) sti #13 (eflags=1000) popf 3002 -> 1000 out #13',
+    'ring 2 read of a supervisor page: #255 value=5eed',
+    'ring 2 write to a read-only user page, wp=0: #255 value=2222',
+    'ring 2 write to a read-only user page, wp=1: #14 err=0x3 cr2=3e1000 value=2222',
+    'ring 3 read of a supervisor page: #14 err=0x5',
+    'ringcalls: done',
+]
+
+
+@pytest.mark.parametrize("platform", [pytest.param("qemu", marks=pytest.mark.qemu), "native", "hvm",
+                                      "bt"])
+def test_rings_1_and_2_transfers(platform: str) -> None:
+    if platform == "qemu" and find_qemu() is None:
+        pytest.skip("qemu-system-i386 not installed")
+    assert _run("ringcalls", platform) == (RINGCALLS, 0)
+
+
+def test_rings_1_and_2_stop_trapemu() -> None:
+    r = run_vm(build_kernel("ringcalls"), "trapemu", max_instructions=LIMIT, quiet=True)
+    assert output_lines(r.output.decode("latin-1").replace("\r\n", "\n")) == ["ringcalls: start"]
+    assert r.stop.reason == "unsupported", r.stop
+    assert r.stop.message.splitlines()[0] == (
+        "stopped: trapemu: a call gate (0x0053) into ring 1; only rings 0 and 3 are virtualized")
+
+
 @pytest.mark.parametrize("mode,ring", [("trapemu", 1), ("trapemu", 2)])
 def test_drivers_at_rings_1_and_2_are_refused(mode: str, ring: int) -> None:
     r = run_vm(build_kernel("rings12"), mode, cmdline=f"ring={ring}", max_instructions=LIMIT,
