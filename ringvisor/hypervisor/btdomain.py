@@ -128,6 +128,8 @@ class BtDomainMonitor(BinaryTranslation):
         flushes the TLB), and the x87's view of translated code is its."""
         tcode = L.SEL_TCODE & ~3
         self.mem.write(self.base + L.GDT + tcode, struct.pack("<Q", monitor_descriptors()[tcode]))
+        # (and its ring-2 stack's stand-in, which another domain's may have replaced)
+        self.mem.write(self.base + L.GDT + (L.SEL_RSTACK & ~7), struct.pack("<Q", self.rstack))
         pt = self.base + L.MONITOR_PT + (L.TC >> 12) * 4
         self.mem.write(pt, b"".join(struct.pack("<I", (f << 12) | PTE_FLAGS)
                                     for f in self.tc_frames))

@@ -256,6 +256,7 @@ class DomainMonitor(ParaVirt):
         the whole address space (a bt domain's translated code runs in one: ``btdomain``)."""
         install_flat(self.mem, self.base)
         self.mem.write(self.base + L.GDT + (L.SEL_TCODE & ~7), bytes(8))
+        self.mem.write(self.base + L.GDT + (L.SEL_RSTACK & ~7), bytes(8))   # (nor a bt ring-2 stack)
 
     def switched_in(self, f) -> None:
         """The events that became pending while it was off the CPU are delivered now."""

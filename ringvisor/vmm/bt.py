@@ -61,7 +61,7 @@ ADAPT_CHECK = 32       # ... and store callouts after which it must have hit tab
 class BinaryTranslation(Translator, Monitor):
     name = "bt"
     STATE = Monitor.STATE + ("tc", "table_write_traps", "adaptive", "adapt_after", "code_base",
-                             "ring_units")
+                             "ring_units", "rstack")
     rings12 = True              # guest code at rings 1 and 2 runs translated (``code_ring``)
     ring_units = False          # units may have been made for code at ring 1 or 2
     # a host debugger's breakpoints are the debugger's, not the VM's: never saved
@@ -161,7 +161,7 @@ class BinaryTranslation(Translator, Monitor):
 
     def set_state(self, state: dict) -> None:
         state = state if "code_base" in state else dict(state, code_base=0)
-        super().set_state(state if "ring_units" in state else dict(state, ring_units=False))
+        super().set_state({"ring_units": False, "rstack": 0, **state})
 
     def code_at(self, f: Frame) -> ix.Instruction:
         if not self.in_tc(f):

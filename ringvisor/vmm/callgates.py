@@ -8,9 +8,10 @@ performs it on the guest's descriptors as the processor would (SDM Vol. 2 CALL,
 JMP: "CALL-GATE"; ``hw.transfers`` is the same on the emulated processor): the
 gate's DPL against CPL and RPL, the target code segment's, and for a CALL to a
 more privileged, non-conforming segment the switch to the stack the guest's TSS
-names, with the gate's parameters copied over.  Under the monitors that is a
-call from user code to the kernel (rings 3 to 0); the kernel's RETF with an
-immediate returns (``emulate.e_retf``).
+names, with the gate's parameters copied over: from user code to the kernel
+(rings 3 to 0), and under bt into and out of rings 1 and 2 too
+(``GuestReturns.rings12``); the RETF with an immediate returns
+(``emulate.e_retf``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def through_gate(c, sel: int, gate: Descriptor, call: bool) -> None:
         if ring:
             mon.outer_ring_stop(f"a call gate ({sel:#06x}) into ring {ring}")
         # to the inner ring's stack in the guest's TSS, the parameters copied over in order
-        ss0, esp0 = mon.kernel_stack(0, ring)
+        ss0, esp0 = mon.kernel_stack(0, ring) if ring else mon.kernel_stack(0)
         ssd = mon.guest_desc(ss0, TS)
         check_tss_stack(ssd, ss0, ring, 0)
         old_ss = f.ss if cpl == 3 else v.ss

@@ -355,7 +355,7 @@ class Delivery:
         tail = [] if err is None else [err]
         if new_cpl < v.cpl:
             # to an inner ring: its stack in the guest's TSS (rings 1 and 2: ``rings12``)
-            ss0, esp0 = self.kernel_stack(ext, new_cpl)
+            ss0, esp0 = self.kernel_stack(ext, new_cpl) if new_cpl else self.kernel_stack(ext)
             ssd = self.guest_desc(ss0, TS, ext)
             check_tss_stack(ssd, ss0, new_cpl, ext)
             vals = [f.ss if v.cpl == 3 else v.ss, self.cpu.state.regs[4], geflags,

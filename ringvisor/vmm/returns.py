@@ -36,6 +36,7 @@ class GuestReturns:
     # guest code at rings 1 and 2 (a virtual CPL of 1 or 2, ``vcpu.cpl``): binary
     # translation runs it translated, as ring-0 code; elsewhere a transfer to it stops
     rings12 = False
+    rstack = 0               # the real descriptor in ``SEL_RSTACK`` (``real_ss``)
 
     def outer_ring_stop(self, what: str) -> None:
         """A transfer to guest code at ring 1 or 2 (``what``): a stop where not virtualized."""
@@ -51,14 +52,15 @@ class GuestReturns:
         with RPL 1 -- a DPL-0 or DPL-1 descriptor is DPL 1 in the real table -- and for
         ring 2, whose stack descriptor is DPL 2 there (which ring 1 cannot load into SS),
         a copy with DPL 1 in the monitor's slot ``SEL_RSTACK``, written at each load (the
-        guest's SS cache: the processor caches the descriptor when it loads it)."""
+        guest's SS cache: the processor caches the descriptor when it loads it; the slot
+        lies in machine memory, which a snapshot saves)."""
         if cpl < 2:
             return (sel & ~3) | 1
         raw = self.guest_descriptor(sel) or 0
         real = D.compress(raw)
         if not real:                   # (refused by the checks that follow)
             return (sel & ~3) | 1
-        real = (real & ~(3 << 45)) | (1 << 45) | ACCESSED
+        self.rstack = real = (real & ~(3 << 45)) | (1 << 45) | ACCESSED
         self.mem.write(self.gdt.real + (L.SEL_RSTACK & ~7), real.to_bytes(8, "little"))
         return L.SEL_RSTACK
 

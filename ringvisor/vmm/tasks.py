@@ -17,8 +17,8 @@ descriptor, the TSS's limit, the pages of both TSSes and of both descriptors'
 busy bits) faults in the old task; the loads after it (LDT, segment registers,
 EIP within CS) fault in the new task, with #TS(selector) for the type and
 privilege rules of Table 7-1 and #NP or #SS(selector) for absent segments.
-The new task's kernel and user code run at rings 0 and 3 only (as everywhere
-under the monitors); a TSS whose EFLAGS has VM set starts a virtual-8086 task, its
+The new task's code may run at rings 1 and 2 under bt (``GuestReturns.rings12``;
+elsewhere rings 0 and 3 only, as everywhere under the monitors); a TSS whose EFLAGS has VM set starts a virtual-8086 task, its
 selectors paragraphs (``vm86.enter``), and switching away from one saves them.
 """
 

@@ -36,8 +36,8 @@ class VirtualCpu:
     nmi_blocked: bool = False    # an NMI handler runs: the next NMI waits for its IRET
     tsc_offset: int = 0          # the guest's TSC less the real one (after its WRMSR to it)
     iopl: int = 0                # the guest's EFLAGS.IOPL
-    cpl: int = 0                 # the guest's privilege level (0 kernel, 3 user)
-    cs: int = 0x08               # the guest kernel's CS selector, as it loaded it
+    cpl: int = 0                 # the guest's privilege level (0 kernel, 3 user; 1, 2 under bt)
+    cs: int = 0x08               # the guest kernel's CS selector, as it loaded it (RPL = CPL)
     ss: int = 0x10               # the guest kernel's SS selector, as it loaded it
     # the PDPTE registers (PAE paging): loaded from the guest's PDPT at the MOVs to CR3,
     # CR0 and CR4 that the SDM says load them (Vol. 3A §4.4.1), read at every walk
