@@ -465,7 +465,9 @@ def test_drivers_at_rings_1_and_2(platform: str) -> None:
 # of lower DPL null), faults at ring 2 delivered to ring 0 with its SS:ESP in the frame,
 # CLI/STI/POPF/OUT against IOPL at rings 1 and 2, and rings 1 and 2 as supervisor for
 # paging (a supervisor page read, a read-only user page written under CR0.WP clear and
-# set).  QEMU, the bare PC, hvm and bt print these lines; trapemu stops at the first gate.
+# set), and a selector beyond the GDT's limit loaded from an immediate at ring 0 (#GP:
+# the monitor's slot standing for a ring-2 stack does not show).  QEMU, the bare PC, hvm
+# and bt print these lines; trapemu stops at the first gate.
 RINGCALLS = [
     'ringcalls: start',
     'gate 3->1: cs=0031 ss=0039 esp=top-24',
@@ -503,6 +505,7 @@ RINGCALLS = [
     'ring 2 write to a read-only user page, wp=0: #255 value=2222',
     'ring 2 write to a read-only user page, wp=1: #14 err=0x3 cr2=3e1000 value=2222',
     'ring 3 read of a supervisor page: #14 err=0x5',
+    'ring 0 load of 0xffe0 into ds: #13 err=0xffe0',
     'ringcalls: done',
 ]
 

@@ -63,7 +63,6 @@ class BinaryTranslation(Translator, Monitor):
     STATE = Monitor.STATE + ("tc", "table_write_traps", "adaptive", "adapt_after", "code_base",
                              "ring_units", "rstack")
     rings12 = True              # guest code at rings 1 and 2 runs translated (``code_ring``)
-    ring_units = False          # units may have been made for code at ring 1 or 2
     # a host debugger's breakpoints are the debugger's, not the VM's: never saved
     TRANSIENT = Monitor.TRANSIENT + ("debug_breakpoints", "debug_tc", "checked_breaks", "entered")
     entered: tuple[int, int] | None = None  # the last kernel_entry: (real EIP, guest EIP)

@@ -116,7 +116,10 @@ def _sreg_load_exact(ins: ix.Instruction, known: dict[int, int], ring12: bool = 
         return False
     if ins.mnemonic == M.MOV and ins.op1_kind == OK.REGISTER:
         value = known.get(ix.RegisterExt.full_register32(ins.op1_register))
-        return value is not None and value & 3 != RPL1
+        # (and never one of the monitor's slots, which the real GDT holds beyond the
+        # guest's entries: ``SEL_RSTACK`` is a DPL-1 data segment, loadable at ring 1)
+        return value is not None and value & 3 != RPL1 and \
+            (value & 0xFFFF) >> 3 < L.FIRST_RESERVED
     return False
 
 

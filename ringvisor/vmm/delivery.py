@@ -442,6 +442,8 @@ class Delivery:
         """The frame is pushed: the guest is in its handler at ``sel:offset`` (the real
         CS, SS and EIP for it in ``f``), on the stack ``ss_real:esp``, at CPL 0."""
         v = self.vcpu
+        if self.ring_units:           # (bt: the units made for rings 1 and 2 go)
+            self.code_ring(0)
         self.stats["reflected"] += 1
         self.delivered = True
         self.cpu.state.regs[4] = esp

@@ -37,6 +37,7 @@ class GuestReturns:
     # translation runs it translated, as ring-0 code; elsewhere a transfer to it stops
     rings12 = False
     rstack = 0               # the real descriptor in ``SEL_RSTACK`` (``real_ss``)
+    ring_units = False       # bt: units may have been made for code at ring 1 or 2
 
     def outer_ring_stop(self, what: str) -> None:
         """A transfer to guest code at ring 1 or 2 (``what``): a stop where not virtualized."""
@@ -156,7 +157,13 @@ class GuestReturns:
         if eip > d.limit:
             raise GuestFault(GP, 0)
         self.gdt.set_accessed(d)
-        self.enter_ring(f, cs, eip, cpl)
+        if cpl or self.ring_units:
+            self.enter_ring(f, cs, eip, cpl)
+            return
+        f.cs = self.kernel_cs(cs)                 # (``enter_ring`` at CPL 0, inline)
+        f.eip = self.kernel_entry(eip)
+        self.reloaded(f.cs)
+        self.vcpu.cs = cs & ~3
 
     def return_to_outer_ring(self, f: Frame, eip: int, cs: int, eflags: int | None, esp: int,
                              ss: int, size: int = 4) -> None:

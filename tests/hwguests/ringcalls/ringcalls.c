@@ -15,7 +15,8 @@
  *   5. CLI, STI, POPF and port I/O at ring 1 with IOPL 1 and IOPL 0, at ring 2 with
  *      IOPL 1 (Vol. 1 §19.5.1, Vol. 2 CLI/POPF);
  *   6. paging: rings 1 and 2 are supervisor (§4.6): a supervisor page read from ring 2,
- *      a read-only user page written from ring 2 with CR0.WP clear and set.
+ *      a read-only user page written from ring 2 with CR0.WP clear and set;
+ *   7. a selector beyond the GDT's limit into DS at ring 0: #GP(selector).
  *
  * Every line is the same on QEMU, natively, under hvm and under bt; trapemu, which
  * gives a guest rings 0 and 3 only, stops at the first entry from ring-1 code. */
@@ -297,6 +298,13 @@ int main(void)
     iopl(1, SEL_CODE1, SEL_DATA1, RUN1_TOP, 0x0002);
     iopl(2, SEL_CODE2, SEL_DATA2, RUN2_TOP, 0x1002);
     paging();
+    /* a selector beyond the GDT's limit, from an immediate: #GP(selector) (what the
+     * monitor keeps at the top of the real GDT must not show through) */
+    rt_expect_reset();
+    __asm__ volatile(ARM(1f, 2f) "movl $0xffe0, %%eax\n2: movw %%ax, %%ds\n1:\n\t"
+                     "movw %w0, %%ds" :: "r"(SEL_DATA0) : "eax", "memory");
+    kprintf("ring 0 load of 0xffe0 into ds: #%u err=0x%x\n", rt_exc.count ? rt_exc.vector : 0xff,
+            rt_exc.err);
     kprintf("ringcalls: done\n");
     return 0;
 }
