@@ -94,7 +94,8 @@ class Cpu:
         self.exec_breakpoints: list[tuple[int, int]] = []
         self.io_breakpoints: list[tuple[int, int, int]] = []   # (DRn, first port, last port)
         self.host = HostDebug()           # the host debugger's breakpoints (hostdebug.py)
-        self.exceptions = deque(maxlen=12)   # recent (eip, exception), for crash reports
+        # recent (eip, exception: a CpuFault or its text), for crash reports
+        self.exceptions = deque(maxlen=12)
         self.stats = {"exceptions": 0, "interrupts": 0, "smc_restarts": 0}
         self.trace = None                 # a callable taking text: translations, traps, interrupts
         self.cache = CodeCache(self, 1 if engine == "interp" else max_block, keep_source)
@@ -425,7 +426,8 @@ class Cpu:
         st = self.state
         if fault is not None:
             self.stats["exceptions"] += 1
-            self.exceptions.append((st.eip, str(fault)))
+            fault.__traceback__ = None         # (kept, to be named only in a crash report)
+            self.exceptions.append((st.eip, fault))
             if isinstance(fault, PageFault):
                 st.cr2 = fault.address
         self.deliveries += 1

@@ -105,6 +105,36 @@ class BinaryTranslation(Translator, Monitor):
         self.entered = (addr, eip)     # (until the guest resumes: before_resume)
         return addr
 
+    quick_kind = 1           # (``softint``)
+
+    def quick_code(self, sel: int, cd: int) -> tuple[int, int | None] | None:
+        # (``kernel_cs`` with nothing else to do: 32-bit code, at the translations' base)
+        d = Descriptor(cd, 0)
+        return (L.SEL_TCODE, D.base_of(cd)) if d.segment(sel).big else None
+
+    def quick_entry(self, eip: int) -> tuple[int, tuple] | None:
+        """For ``softint``: (the address ``kernel_entry`` resumes ``eip`` at, the counts
+        its look-up makes) where the unit exists and still maps the frame it was made
+        from, as the real TLB holds it (``btreturn``'s look-up); None otherwise."""
+        glin = (eip + self.code_base) & 0xFFFFFFFF
+        frame = self.gm.cached(glin)
+        if frame is None:
+            return None
+        frame >>= 12
+        tc = self.tc
+        if tc.cs_units:                # (``before_resume`` has work: the long way)
+            return None
+        hit = tc.entries.get(eip)
+        if hit is not None and eip not in tc.units:
+            u, addr = hit
+            if not (u.live and u.pages.get(glin >> 12) == frame):
+                return None
+            return addr, ("mid-unit entries",)
+        u = tc.units.get(eip)
+        if u is None or u.phys >> 12 != frame:
+            return None
+        return u.start, ("lookups", "hits")
+
     def _unit_entry(self, eip: int) -> int:
         hit = self.tc.entries.get(eip)
         if hit is not None and eip not in self.tc.units:

@@ -51,6 +51,7 @@ from .region import build_region
 from .returns import GuestReturns
 from .segcut import cut_access
 from .shadow import ShadowPaging
+from .softint import quick_int, refused
 from .stepping import Stepping
 from .vcpu import IF, VirtualCpu
 
@@ -300,7 +301,11 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug, ShadowFaults, Gues
         if soft:
             if cpl > 1 or vector not in self.SOFT_GATES:
                 # the gate's DPL (0; the soft gates' 1) is below the CPL (SDM Vol. 2 INT
-                # n), whether or not the vector is inside the IDT's limit (all 256 are)
+                # n), whether or not the vector is inside the IDT's limit (all 256 are):
+                # from user mode, the #GP's entry is ``_handed_int``'s to take
+                if cpl == 3 and self.quick_ints:
+                    self._handoff_from = (vector, st.eip)
+                    return self._handed_int
                 raise CpuFault(GP, vector * 8 + 2)
         elif (err is None) == (vector in HAS_ERROR_CODE):
             return None
@@ -316,6 +321,33 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug, ShadowFaults, Gues
         holds (``Frame.resume``)."""
         vector, err = self._handoff_from
         self._entry(cpu, Frame.taken(cpu, self.base, vector, err))
+
+    # a user ``int n`` delivered in the hand-off where the entry has nothing else to do
+    # (``softint``); False: every one a whole entry (its #GP's)
+    quick_ints = True
+    quick_kind = 0           # (``softint``: 1, binary translation's; 2, para-virtualization's)
+
+    def _handed_int(self, cpu) -> None:
+        """A user ``int n`` handed off (EIP past it, counted as retired, for now): its real
+        gate's #GP(n * 8 + 2) taken as the hand-off takes a fault (``Cpu.hand_off``'s
+        counts), then delivered in ``softint.quick_int``, or else a whole entry."""
+        vector, at = self._handoff_from
+        st = cpu.state
+        st.icount -= 1                       # (the INT faulted: the #GP's entry counts one)
+        fault = refused(vector)
+        cpu.stats["exceptions"] += 1
+        cpu.exceptions.append((at, fault))
+        if quick_int(self, cpu, vector, at):
+            return
+        st.eip = at
+        self._handoff_from = (GP, fault.error_code)
+        self._handed(cpu)
+
+    def quick_code(self, sel: int, cd: int) -> tuple[int, int | None] | None:
+        """For ``softint``: the real CS of a handler in guest code selector ``sel``
+        (descriptor bytes ``cd``) and the code base it needs (None: any), where
+        ``kernel_cs`` would give it with nothing else to do; None otherwise."""
+        return sel | 1, None
 
     def handle(self, cpu, f: Frame | None = None) -> Frame:
         """An entry from the guest through the real IDT: do what it asks, deliver what
@@ -385,7 +417,9 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug, ShadowFaults, Gues
             cpu.halt()
 
     def dispatch(self, vector: int, f: Frame) -> None:
-        if self.platform.physical_irq(vector):
+        # (an exception's vector is no interrupt's: the real PICs', IO-APIC's and local
+        # APIC's vectors are the region's, from 0x50 up)
+        if vector >= 32 and self.platform.physical_irq(vector):
             self.traps["interrupt"] += 1
         elif self.real.active and f.vm86 and vector in REAL_MODE_TRAPS:
             self.real.trapped(f, vector)          # real mode's instruction or exception

@@ -154,6 +154,7 @@ class ParaVirt(PvMemory, PvTables, Monitor):
     # the ``iret`` hypercall to user mode done in the hand-off where an entry has nothing
     # else to do (``pvreturn``); False: every hypercall a whole entry
     quick_irets = True
+    quick_kind = 2           # (``softint``)
 
     def _handoff(self, cpu, vector: int, err: int | None, soft: bool):
         h = super()._handoff(cpu, vector, err, soft)
@@ -184,7 +185,7 @@ class ParaVirt(PvMemory, PvTables, Monitor):
     def external(self, vector: int) -> bool:
         """A physical interrupt (to the virtual PIC) or the hypervisor's timer (an event)
         -- False: not one."""
-        if self.platform.physical_irq(vector):
+        if vector >= 32 and self.platform.physical_irq(vector):     # (``Monitor.dispatch``)
             self.traps["interrupt"] += 1
         elif vector == L.HV_TIMER:
             self.traps["timer"] += 1
