@@ -153,6 +153,7 @@ class Gen:
         lo, hi = self.desc(base, raw_limit, access, (0x8 if gran else 0) | (0x4 if big else 0))
         self.write_desc(st, addr, lo, hi)
         rpl = rng.randrange(4) if rng.random() < 0.5 else ring
+        rpl1 = False
         if ring == 0 and rpl == 1:
             # trapemu runs the kernel at ring 1 with its DPL-0 descriptors made DPL 1: a
             # load with RPL 1, #GP on the hardware, succeeds there (ring compression,
@@ -160,7 +161,7 @@ class Gen:
             if self.avoid_gaps:
                 rpl = 0
             else:
-                st.sensitive = True
+                st.sensitive = rpl1 = True
                 # ... and a load that succeeds there must not leave a trace the kernel's
                 # last lines would show: the descriptor is accessed already (sysgen seed
                 # 7177: trapemu's LDT checksum, the accessed bit its load set)
@@ -190,8 +191,12 @@ class Gen:
         # stores only through writable data segments: QEMU's TCG checks the type at the
         # load, not at the access (a read-only or code segment in DS takes the store)
         if size and (self.sdm or kind in ("data", "down") and typ & 2) and rng.random() < 0.5:
-            st.lines += [f"mov ${rng.getrandbits(32):#x}, %edx",
-                         f"mov{sfx} {reg.replace('a', 'd')}, %{seg}:{off:#x}"]
+            value = rng.getrandbits(32)
+            # (not after an RPL-1 load: one that succeeds under trapemu alone would leave
+            # its store in the scratch checksum -- sysgen seed 7281)
+            if not rpl1:
+                st.lines += [f"mov ${value:#x}, %edx",
+                             f"mov{sfx} {reg.replace('a', 'd')}, %{seg}:{off:#x}"]
         if seg == "ss":     # never leave a random stack: back to this ring's own
             st.lines += [f"mov ${SS[ring]:#x}, %ecx", "mov %cx, %ss"]
         self.leave(st, ring)
