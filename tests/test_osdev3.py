@@ -21,6 +21,14 @@ and INT n's #PF, the page mapped by the handler, the instruction restarted), and
 LIDT with a 16-bit operand (24 bits of base).  It found bt delivering #GP(selector) for a
 segment load copied into a translation whose descriptor lies in a not-present page, where
 the processor's read of the descriptor faults (#PF).
+
+``osdev3-bigpg``: 4-MByte and global pages -- a large page's accessed and dirty bits in its
+PDE, INVLPG of an address inside a large page, a 4-MByte PDE turned into a page table's and
+back, CR4.PGE with global pages (INVLPG and a PGE toggle flush them, a CR3 load the
+others), CR4.PSE clear (PS ignored: the frame read as a page table), WP on a read-only
+large page, and a reserved bit (21) in a 4-MByte PDE.  It found the reserved bits of a
+4-MByte PDE unchecked natively and under the monitors: without PSE-36 bits 21:13 are
+reserved (SDM Vol. 3A Table 4-4), a #PF with P and RSVD.
 """
 
 from __future__ import annotations
@@ -69,13 +77,27 @@ DTAB = [
     "dtab: done",
 ]
 
-EXPECTED = {"osdev3-strpg": STRPG, "osdev3-dtab": DTAB}
+BIGPG = [
+    "bigpg: start",
+    "4M page: c0000001 b0000400 pde a/d after read 20 after write 60",
+    "invlpg inside: a0000800 b0000800; page table: c0000001 c0000003; back: c0000003",
+    "global: c0000001, invlpg a0000800, pge toggled c0000001; not global a0000800, cr3 load "
+    "c0000001",
+    "pde bit 21: #14 err=9 cr2=c01234 | pse off: c0000003 c0000002, on: a0000800",
+    "read-only 4M page: wp=0 wrote 5a5a, wp=1 #14 err=3 cr2=c00020 mem=5a5a pde=4000e1",
+    "bigpg: done",
+]
+
+EXPECTED = {"osdev3-strpg": STRPG, "osdev3-dtab": DTAB, "osdev3-bigpg": BIGPG}
 
 # Where QEMU's TCG departs from the SDM: the SDM's line, and QEMU's.
 QEMU = {
     # no limit check at a data access through SS (QEMU checks limits at the load only):
     # the store below the expand-down stack's limit is made, no #SS
     STRPG[10]: STRPG[10].replace("below limit #12 err=0 at=1", "below limit #4 err=0 at=0"),
+    # a reserved bit's #PF without P in its error code (SDM Vol. 3A §4.7: RSVD "can be set
+    # only if bit 0 is also set")
+    BIGPG[4]: BIGPG[4].replace("err=9", "err=8"),
 }
 
 

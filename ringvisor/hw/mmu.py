@@ -42,6 +42,9 @@ from .state import AC, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, CR4_SMAP, CR4_SMEP, Cpu
 
 PTE_P, PTE_W, PTE_U, PTE_A, PTE_D, PTE_PS = 1, 2, 4, 0x20, 0x40, 0x80
 PF_P, PF_W, PF_U, PF_RSVD, PF_I = 1, 2, 4, 8, 0x10
+# a 4-MByte PDE's bits 21:13: bits 39:32 of the address with PSE-36, which this processor
+# does not report (CPUID.1:EDX[17]: MAXPHYADDR 32), so all reserved (SDM Vol. 3A Table 4-4)
+PSE_RESERVED = 0x003FE000
 PAGE = 0xFFFFF000
 
 
@@ -185,6 +188,8 @@ class Mmu:
                 if not pde & PTE_P:
                     raise PageFault(lin, err)
                 elif pde & PTE_PS and st.cr4 & CR4_PSE:
+                    if pde & PSE_RESERVED:
+                        raise PageFault(lin, err | PF_P | PF_RSVD)
                     big = 22
                     rights = pde
                     phys_page = (pde & 0xFFC00000) | (lin & 0x003FF000)

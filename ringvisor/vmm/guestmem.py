@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ringvisor.hw.pae import (ADDR as PAE_ADDR, ADDR_2M, PDE_RESERVED_2M, PTE_RESERVED, pde_offset,
                               pte_offset, read_pdptes)
 from ringvisor.hw.state import CR4_PAE, CR4_SMAP
+from ringvisor.hw.mmu import PSE_RESERVED
 
 from .layout import MLIN
 from .vcpu import CR0_WP, CR4_PSE, VirtualCpu
@@ -186,6 +187,8 @@ class GuestMemory:
         if not pde & P:
             raise GuestPageFault(lin, err)
         if pde & PS and v.cr4 & CR4_PSE:
+            if pde & PSE_RESERVED:          # (hw.mmu: no PSE-36, bits 21:13 reserved)
+                raise GuestPageFault(lin, err | 1 | 8)
             rights = pde
             entries = [(pde_addr, pde)]
             phys = self.machine((pde & 0xFFC00000) | (lin & 0x3FFFFF))
