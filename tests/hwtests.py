@@ -173,6 +173,7 @@ EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("osdev3-strpg", "osdev3/strpg", runtime=False, linker_script="osdev3/strpg/link.ld"),
     Kernel("osdev3-dtab", "osdev3/dtab", runtime=False, linker_script="osdev3/dtab/link.ld"),
     Kernel("osdev3-bigpg", "osdev3/bigpg", runtime=False, linker_script="osdev3/bigpg/link.ld"),
+    Kernel("osdev3-cow", "osdev3/cow", runtime=False, linker_script="osdev3/cow/link.ld"),
 ]}
 
 # Guests that must run under every monitor exactly as on the hardware

@@ -29,6 +29,11 @@ others), CR4.PSE clear (PS ignored: the frame read as a page table), WP on a rea
 large page, and a reserved bit (21) in a 4-MByte PDE.  It found the reserved bits of a
 4-MByte PDE unchecked natively and under the monitors: without PSE-36 bits 21:13 are
 reserved (SDM Vol. 3A Table 4-4), a #PF with P and RSVD.
+
+``osdev3-cow``: a hobby kernel with processes (a page directory and kernel stack each, a C
+scheduler switching them by swtch with TSS.ESP0 set for the next, INT 0x80 system calls)
+and fork by copy-on-write (write faults copying a shared page, or giving it back writable
+once it is not shared).  Nothing differed.
 """
 
 from __future__ import annotations
@@ -88,7 +93,20 @@ BIGPG = [
     "bigpg: done",
 ]
 
-EXPECTED = {"osdev3-strpg": STRPG, "osdev3-dtab": DTAB, "osdev3-bigpg": BIGPG}
+COW = [
+    "cowk: start",
+    "p1: 5",
+    "cow: pid 2 page 40001000 copied (err 7)",
+    "p2: 69",
+    "cow: pid 1 page 40001000 reused (err 7)",
+    "p1: 6",
+    "p1: 2",
+    "cow: pid 2 page 40002000 reused (err 7)",
+    "p2: 69",
+    "all exited; frames in use 2",
+]
+
+EXPECTED = {"osdev3-strpg": STRPG, "osdev3-dtab": DTAB, "osdev3-bigpg": BIGPG, "osdev3-cow": COW}
 
 # Where QEMU's TCG departs from the SDM: the SDM's line, and QEMU's.
 QEMU = {
