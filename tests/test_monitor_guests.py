@@ -465,9 +465,11 @@ def test_drivers_at_rings_1_and_2(platform: str) -> None:
 # of lower DPL null), faults at ring 2 delivered to ring 0 with its SS:ESP in the frame,
 # CLI/STI/POPF/OUT against IOPL at rings 1 and 2, and rings 1 and 2 as supervisor for
 # paging (a supervisor page read, a read-only user page written under CR0.WP clear and
-# set), and a selector beyond the GDT's limit loaded from an immediate at ring 0 (#GP:
-# the monitor's slot standing for a ring-2 stack does not show).  QEMU, the bare PC, hvm
-# and bt print these lines; trapemu stops at the first gate.
+# set), a selector beyond the GDT's limit loaded from an immediate at ring 0 (#GP: the
+# monitor's slot standing for a ring-2 stack does not show), tasks at rings 1 and 2 (by
+# CALL and through a task gate from ring 3: segments, NT, back link, a fault there, the
+# IRET back, the state saved).  QEMU, the bare PC, hvm and bt print these lines; trapemu
+# stops at the first gate.
 RINGCALLS = [
     'ringcalls: start',
     'gate 3->1: cs=0031 ss=0039 esp=top-24',
@@ -505,6 +507,16 @@ RINGCALLS = [
     'ring 2 write to a read-only user page, wp=0: #255 value=2222',
     'ring 2 write to a read-only user page, wp=1: #14 err=0x3 cr2=3e1000 value=2222',
     'ring 3 read of a supervisor page: #14 err=0x5',
+    'task at ring 1 (call): cs=0031 ss=0039 esp=top-0 ds=0039 es=004a fs=0023 gs=0000 eflags=4002 link=0028',
+    'task at ring 1 (call) mov from cr0: #13 err=0x0 eip=+0 cs=0031',
+    'task at ring 1 (call) saved: eip=back cs=0031 ss=0039 esp=top-0',
+    'task at ring 1 (int from ring 3): cs=0031 ss=0039 esp=top-0 ds=0039 es=004a fs=0023 gs=0000 eflags=4002 link=0028',
+    'task at ring 1 (int from ring 3) mov from cr0: #13 err=0x0 eip=+0 cs=0031',
+    'task at ring 1 (int from ring 3) saved: eip=back cs=0031 ss=0039 esp=top-0',
+    'task at ring 1 (int from ring 3) back: cs=001b ss=0023 esp=top-4',
+    'task at ring 2 (call): cs=0042 ss=004a esp=top-0 ds=004a es=0023 fs=0000 gs=004a eflags=4002 link=0028',
+    'task at ring 2 (call) mov from cr0: #13 err=0x0 eip=+0 cs=0042',
+    'task at ring 2 (call) saved: eip=back cs=0042 ss=004a esp=top-0',
     'ring 0 load of 0xffe0 into ds: #13 err=0xffe0',
     'ringcalls: done',
 ]

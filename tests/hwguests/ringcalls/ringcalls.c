@@ -16,7 +16,10 @@
  *      IOPL 1 (Vol. 1 §19.5.1, Vol. 2 CLI/POPF);
  *   6. paging: rings 1 and 2 are supervisor (§4.6): a supervisor page read from ring 2,
  *      a read-only user page written from ring 2 with CR0.WP clear and set;
- *   7. a selector beyond the GDT's limit into DS at ring 0: #GP(selector).
+ *   7. a selector beyond the GDT's limit into DS at ring 0: #GP(selector);
+ *   8. a task at ring 1, entered by CALL from ring 0 and through a task gate from ring
+ *      3, and one at ring 2: its segments, NT and back link, a fault there (on its TSS's SS0:ESP0), the
+ *      IRET back to the calling task and the state saved in its TSS.
  *
  * Every line is the same on QEMU, natively, under hvm and under bt; trapemu, which
  * gives a guest rings 0 and 3 only, stops at the first entry from ring-1 code. */
@@ -260,6 +263,70 @@ static void paging(void)
     kprintf("ring 3 read of a supervisor page: #%u err=0x%x\n", probe[3][0], probe[3][1]);
 }
 
+/* ---- 8. a task at ring 1 -------------------------------------------------------------- */
+#define SEL_TSS1 0x68                   /* descriptor 13 */
+#define TASK1_TOP 0x0029c000u
+#define TASK1_KTOP 0x0029b000u          /* its SS0:ESP0 */
+extern void task1_entry(void), task1_back(void), int62(void), int62_back(void);
+struct tss tss1 __attribute__((aligned(128)));
+
+static void task_report(const char *what)
+{
+    kprintf("%s: cs=%04x ss=%04x esp=top-%u ds=%04x es=%04x fs=%04x gs=%04x eflags=%x link=%04x\n",
+            what, rc_cs & 0xffff, rc_ss & 0xffff, TASK1_TOP - rc_esp, rc_segs[0], rc_segs[1],
+            rc_segs[2], rc_segs[3], rc_flags, rc_result);
+    kprintf("%s mov from cr0: #%u err=0x%x eip=+%u cs=%04x\n", what,
+            rt_exc.count ? rt_exc.vector : 0xff, rt_exc.err, rt_exc.eip - rt_mark, rt_exc.cs);
+    kprintf("%s saved: eip=%s cs=%04x ss=%04x esp=top-%u\n", what,
+            tss1.eip == (u32)task1_back ? "back" : "?", tss1.cs & 0xffff, tss1.ss & 0xffff,
+            TASK1_TOP - tss1.esp);
+}
+
+static void tasks(void)
+{
+    memset(&tss1, 0, sizeof tss1);
+    tss1.cs = SEL_CODE1;
+    tss1.ss = SEL_DATA1;
+    tss1.ds = SEL_DATA1;
+    tss1.es = SEL_DATA2;
+    tss1.fs = SEL_DATA3;
+    tss1.gs = 0;
+    tss1.eip = (u32)task1_entry;
+    tss1.esp = TASK1_TOP;
+    tss1.eflags = 0x2;
+    tss1.ss0 = SEL_DATA0;
+    tss1.esp0 = TASK1_KTOP;
+    tss1.cr3 = read_cr3();
+    tss1.iomap = 104;
+    gdt_set(13, (u32)&tss1, 103, 0x89, 0);
+    clear();
+    rt_expect_reset();
+    __asm__ volatile("lcall $0x68, $0" ::: "memory");
+    task_report("task at ring 1 (call)");
+    gdt_set(13, (u32)&tss1, 103, 0x89, 0);            /* (available again after the IRET) */
+    idt_set(0x62, 0, SEL_TSS1, 0xe5);                  /* task gate, DPL 3 */
+    clear();
+    rt_expect_reset();
+    rt_run_ring(int62, SEL_CODE3, SEL_DATA3, RUN3_TOP, 0x2);
+    task_report("task at ring 1 (int from ring 3)");
+    kprintf("task at ring 1 (int from ring 3) back: cs=%04x ss=%04x esp=top-%u\n",
+            rc_frame[0] & 0xffff, rc_frame[1] & 0xffff, RUN3_TOP - rc_after);
+    /* the same TSS made a ring-2 task */
+    tss1.cs = SEL_CODE2;
+    tss1.ss = SEL_DATA2;
+    tss1.ds = SEL_DATA2;
+    tss1.es = SEL_DATA3;
+    tss1.fs = 0;
+    tss1.gs = SEL_DATA2;
+    tss1.eip = (u32)task1_entry;
+    tss1.esp = TASK1_TOP;
+    gdt_set(13, (u32)&tss1, 103, 0x89, 0);
+    clear();
+    rt_expect_reset();
+    __asm__ volatile("lcall $0x68, $0" ::: "memory");
+    task_report("task at ring 2 (call)");
+}
+
 static void catch_gp(struct frame *f)
 {
     /* a #GP nobody armed for (MOV to CR0 at ring 2 in pages2): back to ring 0 */
@@ -298,6 +365,7 @@ int main(void)
     iopl(1, SEL_CODE1, SEL_DATA1, RUN1_TOP, 0x0002);
     iopl(2, SEL_CODE2, SEL_DATA2, RUN2_TOP, 0x1002);
     paging();
+    tasks();
     /* a selector beyond the GDT's limit, from an immediate: #GP(selector) (what the
      * monitor keeps at the top of the real GDT must not show through) */
     rt_expect_reset();

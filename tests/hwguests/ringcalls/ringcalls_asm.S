@@ -112,3 +112,36 @@ rc_result: .long 0
 rc_after: .long 0
 rc_segs: .space 8
 rc_far: .long 0, 0
+
+/* A task at ring 1 (ringcalls.c's tss1): what it runs with, a fault there, and the task
+ * return by IRET (NT); switched to again, it starts over. */
+        .text
+        .globl task1_entry, task1_back
+task1_entry:
+        movl %esp, %ss:rc_esp
+        movw %cs, %ss:rc_cs
+        movw %ss, %ss:rc_ss
+        movw %ds, %ss:rc_segs
+        movw %es, %ss:rc_segs+2
+        movw %fs, %ss:rc_segs+4
+        movw %gs, %ss:rc_segs+6
+        pushfl
+        popl %ss:rc_flags
+        movzwl %ss:tss1, %eax
+        movl %eax, %ss:rc_result
+        movl $1f, %ss:rt_resume
+        movl $2f, %ss:rt_mark
+2:      movl %cr0, %eax
+1:      iret
+task1_back:
+        jmp task1_entry
+
+/* int 0x62 (a task gate of DPL 3) from ring 3 */
+        .globl int62, int62_back
+int62:
+        int $0x62
+int62_back:
+        movw %cs, %ss:rc_frame
+        movw %ss, %ss:rc_frame+4
+        movl %esp, %ss:rc_after
+        int $0xf0
