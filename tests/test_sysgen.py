@@ -41,6 +41,17 @@ def test_seed_matches_qemu(seed):
     assert sysgen.differences(seed, count=10, avoid_gaps=True) == {}
 
 
+# seeds whose first 12 steps enter rings 1 and 2 (IRETs, far transfers, gates and faults
+# there), compared under bt, which runs them, with QEMU (trapemu stops at them)
+RINGS12_SEEDS = (4, 10)
+
+
+@pytest.mark.skipif(find_qemu() is None, reason="qemu-system-i386 is not installed")
+@pytest.mark.parametrize("seed", RINGS12_SEEDS)
+def test_rings12_seed_matches_qemu_under_bt(seed):
+    assert sysgen.differences(seed, ("bt",), count=12, rings12=True) == {}
+
+
 @pytest.mark.skipif(find_qemu() is None, reason="qemu-system-i386 is not installed")
 def test_regressions_match_qemu():
     """tests/sysgen/regress.S: what the generator found, minimised (a single-stepped RET
