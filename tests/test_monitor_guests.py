@@ -468,8 +468,9 @@ def test_drivers_at_rings_1_and_2(platform: str) -> None:
 # set), a selector beyond the GDT's limit loaded from an immediate at ring 0 (#GP: the
 # monitor's slot standing for a ring-2 stack does not show), tasks at rings 1 and 2 (by
 # CALL and through a task gate from ring 3: segments, NT, back link, a fault there, the
-# IRET back, the state saved).  QEMU, the bare PC, hvm and bt print these lines; trapemu
-# stops at the first gate.
+# IRET back, the state saved), 16-bit code at ring 1 (CLI at IOPL 0: bt's interpreter of
+# 16-bit code at the virtual CPL).  QEMU, the bare PC, hvm and bt print these lines;
+# trapemu stops at the first gate.
 RINGCALLS = [
     'ringcalls: start',
     'gate 3->1: cs=0031 ss=0039 esp=top-24',
@@ -517,6 +518,7 @@ RINGCALLS = [
     'task at ring 2 (call): cs=0042 ss=004a esp=top-0 ds=004a es=0023 fs=0000 gs=004a eflags=4002 link=0028',
     'task at ring 2 (call) mov from cr0: #13 err=0x0 eip=+0 cs=0042',
     'task at ring 2 (call) saved: eip=back cs=0042 ss=004a esp=top-0',
+    '16-bit code at ring 1: cs=0071 eip=5 ax=0071 cli #13 err=0x0 eip=+0 cs=0071',
     'ring 0 load of 0xffe0 into ds: #13 err=0xffe0',
     'ringcalls: done',
 ]

@@ -19,7 +19,8 @@
  *   7. a selector beyond the GDT's limit into DS at ring 0: #GP(selector);
  *   8. a task at ring 1, entered by CALL from ring 0 and through a task gate from ring
  *      3, and one at ring 2: its segments, NT and back link, a fault there (on its TSS's SS0:ESP0), the
- *      IRET back to the calling task and the state saved in its TSS.
+ *      IRET back to the calling task and the state saved in its TSS;
+ *   9. 16-bit code at ring 1 (an IRET to a 16-bit DPL-1 code segment): CLI at IOPL 0.
  *
  * Every line is the same on QEMU, natively, under hvm and under bt; trapemu, which
  * gives a guest rings 0 and 3 only, stops at the first entry from ring-1 code. */
@@ -347,6 +348,21 @@ static void catch_gp(struct frame *f)
     }
 }
 
+extern void r1_code16(void), r1_code16_gp(void), r1_code16_back(void);
+
+/* ---- 9. 16-bit code at ring 1 (an IRET to a 16-bit DPL-1 code segment) -------------- */
+static void seg16(void)
+{
+    gdt_set(14, (u32)r1_code16, 0xffff, ACC_CODE | ACC_DPL(1), 0);
+    rt_expect_reset();
+    rt_resume = (u32)r1_code16_back - (u32)r1_code16;
+    rt_mark = (u32)r1_code16_gp - (u32)r1_code16;
+    rt_run_ring((void (*)(void))0, 0x71, SEL_DATA1, RUN1_TOP, 0x2);
+    kprintf("16-bit code at ring 1: cs=%04x eip=%x ax=%04x cli #%u err=0x%x eip=+%u cs=%04x\n",
+            rt_ring_frame.cs & 0xffff, rt_ring_frame.eip, rt_ring_frame.eax & 0xffff,
+            rt_exc.count ? rt_exc.vector : 0xff, rt_exc.err, rt_exc.eip - rt_mark, rt_exc.cs);
+}
+
 int main(void)
 {
     kprintf("ringcalls: start\n");
@@ -366,6 +382,7 @@ int main(void)
     iopl(2, SEL_CODE2, SEL_DATA2, RUN2_TOP, 0x1002);
     paging();
     tasks();
+    seg16();
     /* a selector beyond the GDT's limit, from an immediate: #GP(selector) (what the
      * monitor keeps at the top of the real GDT must not show through) */
     rt_expect_reset();

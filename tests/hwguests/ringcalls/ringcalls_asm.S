@@ -145,3 +145,16 @@ int62_back:
         movw %ss, %ss:rc_frame+4
         movl %esp, %ss:rc_after
         int $0xf0
+
+/* 16-bit code at ring 1, at offset 0 of its own segment */
+        .text
+        .globl r1_code16
+        .code16
+r1_code16:
+        movw %cs, %ax
+        .globl r1_code16_gp, r1_code16_back
+r1_code16_gp:
+        cli                             /* IOPL 0: #GP(0) */
+r1_code16_back:
+        int $0xf0
+        .code32
