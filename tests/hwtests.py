@@ -126,6 +126,7 @@ PC_KERNELS: dict[str, Kernel] = {k.name: k for k in [
 # Images that are not conformance guests (runner self-tests).
 EXTRA_KERNELS: dict[str, Kernel] = {k.name: k for k in [
     Kernel("hang", "hang"),
+    Kernel("movss", "movss"),           # debug traps held by MOV SS/POP SS, ICEBP, I/O breakpoints (test_movss_held.py)
     Kernel("pae", "pae"),               # PAE paging (test_pae.py)
     Kernel("paeshadow", "paeshadow"),   # PAE mappings that change, under the monitors (test_pae.py)
     Kernel("hostile", "hostile"),       # attacks the monitor's region (tests/test_hostile.py)

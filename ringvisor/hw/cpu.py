@@ -87,10 +87,9 @@ class Cpu:
         self.on_startup = None            # SIPI received (the vector): the machine starts the CPU
         self.debug_active = False         # DR7 enables a breakpoint: execute one instruction at a time
         # MOV SS and POP SS hold the debug traps they raise until after the next instruction
-        # (SDM Vol. 3 §6.8.3): set while the instruction that holds them executes, and the
-        # data breakpoints they matched (B0-B3), which go with the next instruction's #DB
+        # (SDM Vol. 3 §6.8.3): set while the instruction that holds them executes (the
+        # data breakpoints they matched are held in ``state.pending_db``)
         self.holds_debug = False
-        self.held_hits = 0
         self.exec_breakpoints: list[tuple[int, int]] = []
         self.io_breakpoints: list[tuple[int, int, int]] = []   # (DRn, first port, last port)
         self.host = HostDebug()           # the host debugger's breakpoints (hostdebug.py)
@@ -240,6 +239,7 @@ class Cpu:
         §6.8.3: the single-step trap and data breakpoints wait for the instruction
         boundary after the next instruction; STI holds interrupts only, as QEMU does)."""
         self.state.interrupt_shadow = True
+        self.state.stack_shadow = stack
         self.holds_debug = stack
         self.limit = 0                    # so the run loop single-steps that instruction
 
@@ -533,7 +533,10 @@ class Cpu:
         if host.armed and host.hit((self.mode.cs_base + st.eip) & 0xFFFFFFFF, st.icount):
             self.limit = 0                # stopped before the instruction, for the debugger
             return
-        if self.exec_breakpoints and not st.eflags & RF:
+        # after MOV SS or POP SS the next instruction's instruction breakpoint is not taken
+        # (SDM Vol. 3 §17.3.1.1: "POP SS/MOV SS will inhibit such interrupts")
+        stack = st.stack_shadow
+        if self.exec_breakpoints and not st.eflags & RF and not stack:
             lin = (self.mode.cs_base + st.eip) & 0xFFFFFFFF
             hits = 0
             for i, addr in self.exec_breakpoints:
@@ -558,10 +561,15 @@ class Cpu:
         rf = st.eflags & RF
         rf_loads = st.rf_loads
         self.holds_debug = False
+        st.stack_shadow = False
         try:
             fn = self.cache.lookup(st.eip, self.mode, single=True)
             st.eip = fn()
         except CpuFault as f:
+            if stack and not isinstance(f, SmcRestart):
+                # a fault in the instruction after MOV SS or POP SS: the debug traps they
+                # held are dropped (as the hardware does: Linux's selftests/x86/mov_ss_trap.c)
+                st.pending_db = 0
             if host.event is not None and host.event.kind in KINDS:
                 # a host watchpoint stops after an access that completed, as a data
                 # breakpoint's trap comes after its instruction (SDM Vol. 3 §17.3.1.2): an
@@ -569,6 +577,7 @@ class Cpu:
                 # above are dropped the same way
                 host.event = None
             if isinstance(f, SmcRestart):
+                st.stack_shadow = stack       # (the instruction starts again)
                 return
             self.deliver_exception(f)
             return
@@ -583,14 +592,15 @@ class Cpu:
             # instruction is next; the single-step trap comes after the IRET's
             # successor instead (SDM Vol. 3 §17.3.1.4, and QEMU)
             tf = 0
-        hits = self.mmu.watch_hits | self.held_hits
+        hits = self.mmu.watch_hits | st.pending_db
         if self.holds_debug:
             # MOV SS, POP SS: no trap before the next instruction has run (its single
-            # step, if TF is still set then, is the one #DB; B0-B3 matched here go with it)
+            # step, if TF is still set then, is the one #DB; B0-B3 matched here go with it;
+            # an INT n, INT3 or INTO enters its handler first, ICEBP's #DB takes them)
             self.holds_debug = False
-            self.held_hits = hits
+            st.pending_db = hits
             return
-        self.held_hits = 0
+        st.pending_db = 0
         if hits or tf:
             if hits:   # a data breakpoint is a trap: after the access
                 st.dr[6] = (st.dr[6] & ~0xF) | hits

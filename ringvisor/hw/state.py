@@ -228,6 +228,13 @@ class CpuState:
     # STI / MOV SS / POP SS just ran: the next instruction runs before any interrupt
     # (SDM Vol. 3 §6.8.3; KVM's kvm_vcpu_events.interrupt.shadow)
     interrupt_shadow: bool = False
+    # the shadow is MOV SS's or POP SS's (blocking by MOV SS, SDM Vol. 3C §24.4.2): it
+    # holds the debug traps too, and the next instruction's instruction breakpoint is not
+    # taken (§17.3.1.1); and the B0-B3 bits of the data breakpoints that MOV SS or POP SS
+    # matched, held until the next instruction completes (§6.8.3; the VMCS's pending
+    # debug exceptions, Vol. 3C §24.4.2)
+    stack_shadow: bool = False
+    pending_db: int = 0
     intr: bool = False       # the level of the INTR input pin (the PIC's INT output)
     # an NMI waits for delivery; NMIs are blocked until the next IRET (SDM Vol. 3 §6.7.1;
     # KVM's kvm_vcpu_events.nmi.pending / .masked)
@@ -327,7 +334,8 @@ class CpuState:
                     raise ValueError("the CPU state needs eight debug registers")
             elif name == "msrs":
                 v = {int(k): int(val) for k, val in v.items()}
-            elif name in ("halted", "interrupt_shadow", "intr", "nmi_pending", "nmi_blocked"):
+            elif name in ("halted", "interrupt_shadow", "stack_shadow", "intr", "nmi_pending",
+                          "nmi_blocked"):
                 v = bool(v)
             elif name == "fpu":
                 v = FpuState.from_dict(v)

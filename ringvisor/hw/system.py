@@ -200,6 +200,13 @@ def h_into(cpu, ins) -> int:
 
 @helper(M.INT1)
 def h_int1(cpu, ins) -> int:
+    st = cpu.state
+    if st.pending_db:
+        # right after MOV SS or POP SS: ICEBP's #DB is the one that reports the data
+        # breakpoints they held (one #DB, not two: kvm-unit-tests' debug "MOV SS +
+        # watchpoint + ICEBP", written against the hardware)
+        st.dr[6] = (st.dr[6] & ~0xF) | st.pending_db
+        st.pending_db = 0
     transfers.deliver(cpu, DB, None, False, ins.next_ip32)
     return cpu.state.eip
 

@@ -14,7 +14,7 @@ import struct
 from . import transfers
 from .realmode import VM86_ATTR
 from .ept import eptp_valid
-from .faults import CpuFault, UnsupportedFeature
+from .faults import DB, CpuFault, UnsupportedFeature
 from .pae import PDPTE_RESERVED, read_pdptes
 from .identify import msr_write_ok
 from .state import (CR0_PE, CR0_PG, CR4_PAE, ATTR_DB, ATTR_G, ATTR_P, ATTR_S, ATTR_UNUSABLE, IF, MSR_SYSENTER_CS,
@@ -291,6 +291,12 @@ def enter(vmx, resume: bool) -> None:
     st.eip = r(GUEST_RIP)
     cpu.set_eflags(r(GUEST_RFLAGS))
     st.interrupt_shadow = bool(r(GUEST_INTERRUPTIBILITY) & 3)
+    # blocking by MOV SS holds the pending debug exceptions' B0-B3 until after the next
+    # instruction (§26.6.3, as MOV SS does); without it they are delivered after the entry
+    # (below), unless an event is injected (which loses them, as a fault does natively)
+    st.stack_shadow = bool(r(GUEST_INTERRUPTIBILITY) & 2)
+    pending = r(GUEST_PENDING_DBG) & 0x400F      # B0-B3, BS
+    st.pending_db = pending & 0xF if st.stack_shadow else 0
     # NMIs (§24.6.1, §26.6.1): with "virtual NMIs" the interruptibility state's blocking
     # by NMI is virtual-NMI blocking, and physical NMIs keep their own; otherwise it is
     # the processor's blocking of NMIs
@@ -324,6 +330,11 @@ def enter(vmx, resume: bool) -> None:
     info = r(ENTRY_INTR_INFO)
     if info & INTR_VALID:
         inject(vmx, info)
+    elif pending and not st.stack_shadow:
+        # the trap of the instruction before the exit, owed to the guest: a #DB with DR6's
+        # B0-B3 (and BS) as the field says (§26.6.3)
+        st.dr[6] = (st.dr[6] & ~0xF) | pending
+        cpu.deliver_exception(CpuFault(DB, None, trap=True))
 
 
 def inject(vmx, info: int) -> None:
@@ -371,10 +382,13 @@ def save_guest(vmx, rip: int) -> None:
     w(GUEST_SYSENTER_ESP, st.msrs.get(MSR_SYSENTER_ESP, 0))
     w(GUEST_SYSENTER_EIP, st.msrs.get(MSR_SYSENTER_EIP, 0))
     # blocking by STI (IF was set by it) or by MOV SS (SDM Table 24-3)
-    w(GUEST_INTERRUPTIBILITY, ((1 if st.eflags & IF else 2) if st.interrupt_shadow else 0) |
+    w(GUEST_INTERRUPTIBILITY, ((2 if st.stack_shadow or not st.eflags & IF else 1)
+                               if st.interrupt_shadow else 0) |
       (BLOCK_NMI if (vmx.vnmi_blocked if vmx.vnmi else st.nmi_blocked) else 0))
     w(GUEST_ACTIVITY, 1 if st.halted else 0)
-    w(GUEST_PENDING_DBG, 0)
+    # the data breakpoints a MOV SS or POP SS matched, held (B0-B3, and bit 12: an enabled
+    # breakpoint among them, §24.4.2 Table 24-4)
+    w(GUEST_PENDING_DBG, st.pending_db | 0x1000 if st.pending_db else 0)
     for i, index, _ in _msr_list(vmx, vmx.read(EXIT_MSR_STORE_ADDR), vmx.read(EXIT_MSR_STORE_COUNT)):
         value = cpu.tsc() if index == MSR_TSC else st.msrs.get(index, 0)
         cpu.mem.write(vmx.read(EXIT_MSR_STORE_ADDR) + 16 * i + 8, struct.pack("<Q", value))

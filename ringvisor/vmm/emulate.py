@@ -303,6 +303,11 @@ def e_string_io(c: Context) -> str:
         if rep:
             regs[1] = (regs[1] & ~m) | count
         c.mon.watch_port(port, size)
+        if count and c.mon.db_hits:
+            # an I/O breakpoint on the port: its trap after this iteration, EIP at the
+            # instruction while iterations remain (SDM Vol. 3 §17.3.1.2, as natively)
+            c.f.eip = c.eip if user else c.mon.kernel_entry(c.eip)
+            return DONE
     return NEXT
 
 

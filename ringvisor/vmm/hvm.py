@@ -405,6 +405,12 @@ class HardwareAssisted:
         self.write(V.GUEST_INTERRUPTIBILITY,
                    self.read(V.GUEST_INTERRUPTIBILITY) & ~(V.BLOCK_STI | V.BLOCK_MOV_SS))
         tf = self.read(V.GUEST_RFLAGS) & TF
+        # data breakpoints a MOV SS or POP SS right before it matched, held until now
+        # (the exit saved them in the pending debug exceptions): they go with its #DB
+        held = self.read(V.GUEST_PENDING_DBG) & 0xF
+        if held:
+            self.write(V.GUEST_PENDING_DBG, 0)
+            hits |= held
         if tf or hits:
             dr = self.cpu.state.dr                 # DR6 is the guest's (a VM exit leaves it)
             if hits:

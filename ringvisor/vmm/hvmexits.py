@@ -374,7 +374,16 @@ def string_io(mon, q: int, size: int, into: bool, port: int) -> None:
     count = regs[1] & mask if rep else 1
     ri = 7 if into else 6
     done = 0
+    # an I/O breakpoint on the port (or the guest's TF) traps after each iteration, EIP at
+    # the instruction while iterations remain (SDM Vol. 3 §17.3.1.2, §17.3.1.4, as natively)
+    hits = mon.io_breakpoints(port, size)
+    tf = mon.read(V.GUEST_RFLAGS) & 0x100
     while count and done < IO_STRING_SLICE:
+        if done and (hits or tf):
+            dr = mon.cpu.state.dr
+            dr[6] = (dr[6] & ~0xF) | hits | (0x4000 if tf else 0)
+            mon.inject_exception(1)
+            return
         if into:
             mon.gm.write_u(lin, size, mon.platform.read(port, size), user)
         else:
@@ -387,4 +396,4 @@ def string_io(mon, q: int, size: int, into: bool, port: int) -> None:
         if rep:
             regs[1] = (regs[1] & ~mask) | count
     if not count:
-        mon.skip(hits=mon.io_breakpoints(port, size))
+        mon.skip(hits=hits)
