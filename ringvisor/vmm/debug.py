@@ -36,6 +36,7 @@ from ringvisor.hw.state import CR4_DE, RF
 from ringvisor.hw.controlregs import DR7_GD, debug_register, debug_register_value, general_detect
 
 from .errors import GuestFault
+from .guestmem import GuestPageFault
 
 from . import layout as L
 from .frame import Frame
@@ -142,6 +143,32 @@ class GuestDebug:
             self.db_owed = bits
         if not keeps_rf:
             f.eflags &= ~RF
+
+    def held_debug(self, f: Frame, here: tuple, bits: int, eip: int, length: int) -> None:
+        """The instruction right after a MOV SS or POP SS (at guest ``eip``, ``length``
+        bytes; real CS:EIP ``here``) faulted into the monitor, and the processor dropped
+        the data breakpoints the load matched (``bits``), as it does for a fault.  What the
+        monitor made of the instruction decides their fate as natively (SDM Vol. 3
+        §6.8.3): it runs again (a shadow fill): held again; it completed (emulated): its
+        #DB carries them; it entered a handler as an INT n, INT3 or INTO (the frame holds
+        the EIP after it): the #DB follows at the handler's first instruction; it raised
+        a fault of the guest's: dropped."""
+        if not self.delivered:
+            if (f.cs, f.eip) == here:
+                st = self.cpu.state
+                st.interrupt_shadow = st.stack_shadow = True
+                st.pending_db = bits
+            else:
+                self.db_owed |= bits
+            return
+        st = self.cpu.state
+        try:
+            ret = self.gm.read_u((self.real_descriptor_base(f.ss) + st.regs[4]) & 0xFFFFFFFF, 4,
+                                 False)
+        except GuestPageFault:
+            return
+        if ret == (eip + length) & 0xFFFFFFFF:
+            self.debug_exception(f, bits)
 
     def deliver_debug(self, f: Frame) -> None:
         """The #DB an emulated instruction owes, before any interrupt is taken (SDM

@@ -365,6 +365,15 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug, ShadowFaults, Gues
         self.halting = self.delivered = False
         was_halted, self.guest_halted = self.guest_halted, False
         here = (f.cs, f.eip)
+        # a fault of the instruction right after a MOV SS or POP SS entered: what it does
+        # here decides what becomes of the data breakpoints they held (``held_debug``)
+        held, cpu.dropped_db = cpu.dropped_db, 0
+        if held:
+            try:            # (translated code is not the guest's: no INT n is seen there)
+                length = 0 if self.in_tc(f) else self.fetch(f).len
+            except GuestPageFault:
+                length = 0
+            held = (held, self.guest_eip(f), length)
         covered = self.shadow_entry(f)
         # (in virtual-8086 mode CS and SS hold paragraphs, no descriptor of either table)
         cs, ss = (None, None) if f.vm86 else (f.cs, f.ss)
@@ -377,6 +386,8 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug, ShadowFaults, Gues
                 self.real_debug_exception(f)      # the step was the monitor's, the hit is not
             if self.real.engaged or not v.cr0 & CR0_PE:
                 self.real.settle(f)               # (it left protected mode: ``realmode``)
+            if held:
+                self.held_debug(f, here, *held)
             self.deliver_debug(f)
             if not self.shadowed(f, covered, here):
                 self.deliver_interrupts(f)
