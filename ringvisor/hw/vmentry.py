@@ -419,7 +419,8 @@ def load_host(vmx) -> None:
     st.regs[4] = r(HOST_RSP)
     st.eip = r(HOST_RIP)
     cpu.set_eflags(2)
-    st.interrupt_shadow = False
+    st.interrupt_shadow = st.stack_shadow = False
+    st.pending_db = 0                    # (the guest's are in the VMCS: ``save_guest``)
     st.halted = False
     cpu.nonroot = False
     cpu.intr_exits = False
