@@ -92,7 +92,7 @@ class Cpu:
         self.holds_debug = False
         # the B0-B3 a fault of the instruction right after them dropped (a monitor that
         # emulates that instruction still owes them: vmm/debug.py ``held_debug``)
-        self.dropped_db = 0
+        self.dropped_db = (0, 0)          # (the instruction count it faulted at, B0-B3)
         self.exec_breakpoints: list[tuple[int, int]] = []
         self.io_breakpoints: list[tuple[int, int, int]] = []   # (DRn, first port, last port)
         self.host = HostDebug()           # the host debugger's breakpoints (hostdebug.py)
@@ -572,7 +572,7 @@ class Cpu:
             if stack and not isinstance(f, SmcRestart):
                 # a fault in the instruction after MOV SS or POP SS: the debug traps they
                 # held are dropped (as the hardware does: Linux's selftests/x86/mov_ss_trap.c)
-                self.dropped_db, st.pending_db = st.pending_db, 0
+                self.dropped_db, st.pending_db = (st.icount, st.pending_db), 0
             if host.event is not None and host.event.kind in KINDS:
                 # a host watchpoint stops after an access that completed, as a data
                 # breakpoint's trap comes after its instruction (SDM Vol. 3 §17.3.1.2): an

@@ -367,13 +367,17 @@ class Monitor(Delivery, Stepping, GuestViewHooks, GuestDebug, ShadowFaults, Gues
         here = (f.cs, f.eip)
         # a fault of the instruction right after a MOV SS or POP SS entered: what it does
         # here decides what becomes of the data breakpoints they held (``held_debug``)
-        held, cpu.dropped_db = cpu.dropped_db, 0
-        if held:
+        (at, held), cpu.dropped_db = cpu.dropped_db, (0, 0)
+        # (it entered now -- the delivery counts one -- not at some entry before: a user
+        # INT n the hand-off delivers itself, ``softint``, never comes this way)
+        if held and 0 <= cpu.state.icount - at <= 1:
             try:            # (translated code is not the guest's: no INT n is seen there)
                 length = 0 if self.in_tc(f) else self.fetch(f).len
             except GuestPageFault:
                 length = 0
             held = (held, self.guest_eip(f), length)
+        else:
+            held = None
         covered = self.shadow_entry(f)
         # (in virtual-8086 mode CS and SS hold paragraphs, no descriptor of either table)
         cs, ss = (None, None) if f.vm86 else (f.cs, f.ss)
