@@ -34,6 +34,8 @@ EXPECTED = [
     # one #DB, after the instruction that follows the load, B0 (DR0 on the selector / slot)
     "result 2; mov ss, inc: count=1 [eip=+0 dr6=0xffff0ff1]",
     "result 1; pop ss, mov esp: count=1 [eip=+0 dr6=0xffff0ff1]",
+    # an instruction breakpoint on the next instruction is not taken (§17.3.1.1)
+    "result 2; mov ss, exec breakpoint on the next: count=1 [eip=+0 dr6=0xffff0ff1]",
     # the next instruction's own data breakpoint (DR1) goes with it: B0 and B1 in one #DB
     "mov ss, a watched store: count=1 [eip=+0 dr6=0xffff0ff3]",
     # a fault in the next instruction: the fault alone, the held trap dropped

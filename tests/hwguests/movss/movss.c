@@ -103,6 +103,16 @@ int main(void)
     kprintf("result %u; ", r);
     show("pop ss, mov esp", (u32)popss_next_after);
 
+    /* an instruction breakpoint (DR1) on the instruction after MOV SS: not taken
+     * (SDM Vol. 3 §17.3.1.1), the held trap alone after it */
+    arm((u32)&sel, 1, 0);
+    __asm__ volatile("mov %0, %%dr1" :: "r"(movss_next_after - 1));
+    wr_dr7(1u | (3u << 16) | (1u << 18) | (1u << 2));
+    r = movss_next(&sel);
+    wr_dr7(0);
+    kprintf("result %u; ", r);
+    show("mov ss, exec breakpoint on the next", (u32)movss_next_after);
+
     arm((u32)&sel, 1, 1);
     movss_store(&sel, &other);
     wr_dr7(0);
