@@ -62,6 +62,7 @@ _SEGS = {R.ES: 0, R.SS: 2, R.DS: 3, R.FS: 4, R.GS: 5}
 _NAME = {M.RET: "ret", M.JMP: "jmp", M.POP: "pop", M.MOV: "mov",
          M.IRETD: "iretd"}                  # (``emulate.ix_name``'s, as ``emulate`` counts)
 _QUICK = frozenset(_NAME)
+_Q = struct.Struct("<Q").unpack_from
 _LOADS: dict[tuple, object] = {}          # (selector, descriptor bytes, tracking) -> Segment | False
 
 
@@ -90,7 +91,7 @@ def quick_return(mon, cpu) -> bool:
     ss = st.segs[2].selector
     table = ldt if ss & 4 else gdt
     i = ss >> 3
-    if ss not in table.held and i < table.MAX and mon.mem.read(table.real + i * 8, 8) == bytes(8):
+    if ss not in table.held and i < table.MAX and not _Q(mon.mem.ram, table.real + i * 8)[0]:
         # SS's entry poisoned and not held: the IRET would load the guest's descriptor as
         # it is now (``gdt.unpoison``'s rule, read as it reads it): the same one only
         # if the guest did not edit it in place since
@@ -102,10 +103,12 @@ def quick_return(mon, cpu) -> bool:
         new = Descriptor(real | ACCESSED, 0).segment(ss)
         if (new.base, new.limit, new.attr) != (cur.base, cur.limit, cur.attr):
             return False
-    gdt.at_entry(L.SEL_TCODE, ss)
-    ldt.at_entry(L.SEL_TCODE, ss)
-    if gdt.caught_up or ldt.caught_up:
-        return False
+    # (``at_entry`` with no frame dirty or remapped: ``release`` only, nothing caught up)
+    if gdt.held:
+        gdt.release(L.SEL_TCODE, ss)
+    if ldt.held:
+        ldt.release(L.SEL_TCODE, ss)
+    gdt.caught_up = ldt.caught_up = False
     ins = site[1]
     esp = st.regs[4]
     if ins.mnemonic in (M.POP, M.MOV):
@@ -161,7 +164,10 @@ def quick_return(mon, cpu) -> bool:
     st.eip = addr
     st.eflags &= ~RF
     st.nmi_blocked = False             # (the IRET's: SDM Vol. 3 §6.7.1)
-    cpu.limit = 0                      # (as the IRET's mode change ends the dispatch loop)
+    # (the IRET's mode change would end the dispatch loop; here the mode is the same, so
+    # its jump cache holds, and what the loop's top would look at cannot be there: an
+    # NMI or INTR becoming pending, a bound or a stop set ``limit`` when they came, and
+    # RF, TF, the debug registers and the host's breakpoints refused the hand-off)
     return True
 
 

@@ -50,10 +50,12 @@ def quick_iret(mon, cpu) -> bool:
             or gdt.dirty or gdt.remapped or ldt.dirty or ldt.remapped):
         return False
     kcs, kss = st.segs[1].selector, st.segs[2].selector
-    gdt.at_entry(kcs, kss)
-    ldt.at_entry(kcs, kss)
-    if gdt.caught_up or ldt.caught_up:
-        return False
+    # (``at_entry`` with no frame dirty or remapped: ``release`` only, nothing caught up)
+    if gdt.held:
+        gdt.release(kcs, kss)
+    if ldt.held:
+        ldt.release(kcs, kss)
+    gdt.caught_up = ldt.caught_up = False
     lin = (mon.real_descriptor_base(kss) + st.regs[4]) & 0xFFFFFFFF
     p = mon.gm.cached(lin)
     if p is None or lin & 0xFFF > 0xFE8 or p + 24 > mon.guest_ram:
