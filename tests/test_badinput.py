@@ -273,6 +273,25 @@ def test_a_section_claiming_gigabytes_is_never_asked_for_at_once():
     assert max(peer.asked) == READ_CHUNK
 
 
+def test_a_description_claiming_exabytes_is_refused_before_memory_is_sized(tmp_path):
+    """snapshot-create (and clone) sized the image's memory from its description before
+    any check: machine_mb 2**50 was an OverflowError traceback (badinput node seed 9089);
+    restore had the check, the image readers did not."""
+    from ringvisor.lifecycle.vm import META_VERSION, VmInfo
+    for mb in (1 << 50, 0, 4000):
+        meta = dict(VmInfo().__dict__, machine_mb=mb)
+        path = tmp_path / f"m{mb}.img"
+        path.write_bytes(stream.pack_header() + stream.pack_section(
+            stream.META, "vm", META_VERSION, codec.encode(meta, "vm")) + stream.pack_end(1))
+        for argv in (["snapshot-create", "x", "--from", str(path), "--store",
+                      str(tmp_path / "store")],
+                     ["clone", str(path), str(tmp_path / "c.img")], ["restore", str(path)]):
+            status, err, tb = badinput.run_cli(argv)
+            assert tb is None and status == 2, (argv, tb)
+            assert err == f"ringvisor: {path}: corrupt description (machine of {mb} MiB at " \
+                          "100000000 Hz)\n", err
+
+
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
 def test_an_image_that_never_ends_is_refused_at_its_bound(device):
     """run KERNEL and run --bios ROM read a device to its end: /dev/zero for ever."""

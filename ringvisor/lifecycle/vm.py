@@ -112,6 +112,13 @@ def capture(machine: Machine, monitor=None, info: VmInfo | None = None,
     return out
 
 
+def _check_shape(info: VmInfo, what: str) -> None:
+    if not (isinstance(info.machine_mb, int) and 1 <= info.machine_mb <= 3584 and
+            isinstance(info.cpu_hz, int) and info.cpu_hz > 0):
+        raise BadImage(f"{what}: corrupt description (machine of {info.machine_mb!r} MiB "
+                       f"at {info.cpu_hz!r} Hz)")
+
+
 def read_info(sections: list[Section], what: str = "image") -> VmInfo:
     for s in sections:
         if s.kind == META and s.name == "vm":
@@ -119,9 +126,11 @@ def read_info(sections: list[Section], what: str = "image") -> VmInfo:
                 raise BadImage(f"{what}: made by a newer ringvisor (its description is "
                                f"version {s.version})")
             try:
-                return VmInfo.from_dict(codec.decode(s.payload))
+                info = VmInfo.from_dict(codec.decode(s.payload))
             except (TypeError, AttributeError, codec.StateError) as e:
                 raise BadImage(f"{what}: corrupt description ({e})") from None
+            _check_shape(info, what)     # (before any reader sizes memory by it)
+            return info
     raise BadImage(f"{what}: not a VM image (it has no description section)")
 
 
@@ -166,9 +175,7 @@ def new_machine(info: VmInfo, attach_monitor: AttachMonitor | None = None, engin
     ``machine_cls``: the PC to restore into -- a bare machine's state (CPU, devices,
     RAM) is the same whatever runs its CPU, so a VM saved on the emulated CPU resumes
     on KVM (``vmm.kvm.KvmMachine``) and back, as QEMU's savevm ignores the accelerator."""
-    if not 1 <= info.machine_mb <= 3584 or info.cpu_hz <= 0:
-        raise BadImage(f"{what}: corrupt description (machine of {info.machine_mb} MiB "
-                       f"at {info.cpu_hz} Hz)")
+    _check_shape(info, what)
     if machine_cls is not Machine and info.mode != "native":
         raise BadImage(f"{what}: a VM under {info.mode!r} resumes under its monitor on the "
                        f"emulated CPU, not under {getattr(machine_cls, 'mode_name', '?')}")
