@@ -31,9 +31,12 @@ poisoned and does not hold, which that IRET takes from the guest's table as it i
 now, must give the segment the CPU holds), restore the EFLAGS it
 holds but RF (which an emulated instruction clears: ``debug.completed``), null no
 data segment (the last IRET to ring 1 did), and end NMI blocking and the dispatch
-loop; ``quick_return`` does those last three, counts what the emulation counts
+loop; ``quick_return`` clears RF and ends NMI blocking, counts what the emulation counts
 (the callout, the ``ret`` emulated, the look-up of the unit), pops the address and
-jumps to the unit.  ``tests/test_monitor_handoff.py`` compares the CPU's whole state
+jumps to the unit -- in the same dispatch loop: the mode is the same, so its jump
+cache holds, and nothing the loop's top would look at can be there (a pending NMI or
+interrupt, a bound or a stop end the loop themselves when they come; TF, the debug
+registers and the host's breakpoints refuse the hand-off).  ``tests/test_monitor_handoff.py`` compares the CPU's whole state
 after every entry, the counters, the console and the guest's RAM with the long way.
 """
 
