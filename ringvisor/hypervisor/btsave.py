@@ -13,7 +13,7 @@ mappings of its pseudo-physical frames); this is the rest, its record in
   address (``MONITOR_FIELDS``: the virtual CPU -- control registers, GDTR,
   IDTR, virtual IF and IOPL --, its virtual PIC, the halt, the CS base the
   translations assume, the counters and the adaptive sites, which are keyed by
-  guest EIP); an interrupt shadow (after STI or MOV SS) still covering the
+  guest EIP, and the ring-2 stack's stand-in descriptor); an interrupt shadow (after STI or MOV SS) still covering the
   instruction it stopped at, as a flag;
 - its devices (``btdevices``): the PIT's counters and the UART's registers with
   their times kept *relative* (a restore continues them from the machine's
@@ -47,8 +47,11 @@ from . import vcpus
 from .domain import VcpuContext
 
 MONITOR_FIELDS = ("vcpu", "platform", "guest_halted", "traps", "emulated", "stats",
-                  "watchpoints", "code_base", "table_write_traps", "adaptive", "adapt_after")
-REBUILT = ("tc", "shadow", "gdt", "ldt")
+                  "watchpoints", "code_base", "table_write_traps", "adaptive", "adapt_after",
+                  "rstack")
+# (ring_units: whether the translation cache holds units made for rings 1 and 2 -- a
+# restored domain's cache is new, so none)
+REBUILT = ("tc", "shadow", "gdt", "ldt", "ring_units")
 # the single step (none at a save) and the interrupt shadow (a flag on the vCPU's place);
 # a test checks that these three cover the monitor's STATE
 BY_RULE = ("step_state", "shadow_at")
@@ -118,7 +121,10 @@ def apply(hv, d, st: dict) -> None:
     si = bytes(st["shared_info"])
     if len(si) != PAGE:
         raise ValueError("shared info page")
-    S.set_attrs(_Fields(m), st["monitor"])
+    if not isinstance(st["monitor"], dict):
+        raise ValueError("monitor state")
+    # (a domain saved before rings 1 and 2 ran under bt has no ring-2 stack stand-in)
+    S.set_attrs(_Fields(m), {"rstack": 0, **st["monitor"]})
     m.params = params
     hv.mem.write(m.si_phys, si)
     d.events.set_state(st["events"])
