@@ -461,7 +461,8 @@ def test_drivers_at_rings_1_and_2(platform: str) -> None:
 # and ring 2 (from ring 3) on the TSS's SS1:ESP1 and SS2:ESP2, RET imm back nulling the
 # data segments of lower DPL (SDM Vol. 2 RET), a gate of DPL 2 from ring 3 (#GP(gate)),
 # an interrupt handler at ring 1 entered from rings 3, 2 and 1 and refused from ring 0
-# (#GP(selector), Vol. 3 §6.12.1.1), IRET from ring 0 to rings 1 and 2 (the data segments
+# (#GP(selector), Vol. 3 §6.12.1.1), the same at ring 2 (SS2:ESP2 from ring 3, refused
+# from ring 1), IRET from ring 0 to rings 1 and 2 (the data segments
 # of lower DPL null), faults at ring 2 delivered to ring 0 with its SS:ESP in the frame,
 # CLI/STI/POPF/OUT against IOPL at rings 1 and 2, and rings 1 and 2 as supervisor for
 # paging (a supervisor page read, a read-only user page written under CR0.WP clear and
@@ -494,6 +495,13 @@ RINGCALLS = [
     'int 0x61 from ring 1 frame: eip=back cs=0031 eflags=3',
     'int 0x61 from ring 1 back: esp=top-4',
     'int 0x61 from ring 0: #13 err=0x30',
+    'int 0x61 from ring 3 (ring-2 handler): cs=0042 ss=004a esp=top-20 eflags=3',
+    'int 0x61 from ring 3 (ring-2 handler) frame: eip=back cs=001b eflags=3 esp=top-4 ss=0023',
+    'int 0x61 from ring 3 (ring-2 handler) back: esp=top-4',
+    'int 0x61 from ring 2 (ring-2 handler): cs=0042 ss=004a esp=top-16 eflags=3',
+    'int 0x61 from ring 2 (ring-2 handler) frame: eip=back cs=0042 eflags=3',
+    'int 0x61 from ring 2 (ring-2 handler) back: esp=top-4',
+    'int 0x61 from ring 1 (ring-2 handler): #13 err=0x40 cs=0031',
     'iret to ring 2 with ds=004a es=0010 fs=0039 gs=0023: cs=0042 ss=004a esp=top-4 ds=004a es=0000 fs=0000 gs=0023',
     'iret to ring 1 with ds=004a es=0010 fs=0039 gs=0023: cs=0031 ss=0039 esp=top-4 ds=004a es=0000 fs=0039 gs=0023',
     'ring 2 mov from cr0: #13 err=0x0 eip=+0 cs=0042 esp=top-16 ss=004a',

@@ -7,7 +7,8 @@
  *      outer ring may not use (§5.8.5, Vol. 2 RET);
  *   2. an interrupt handler at ring 1 (a DPL-1 code segment, an interrupt gate of DPL
  *      3) entered from rings 3, 2 (through SS1:ESP1) and 1 (no stack switch); from
- *      ring 0 it is #GP(selector) (§6.12.1.1);
+ *      ring 0 it is #GP(selector) (§6.12.1.1); the same at ring 2 (SS2:ESP2 from ring
+ *      3, #GP(selector) from ring 1);
  *   3. IRET from ring 0 to rings 1 and 2, the data segments of lower DPL made null;
  *   4. faults at ring 2 delivered to ring 0: #GP(0) for MOV from CR0, #GP(selector)
  *      for a DPL-1 data segment into ES and into SS, an RPL-3 selector, #PF with the
@@ -95,14 +96,14 @@ static void gates(void)
 }
 
 /* ---- 2. an interrupt handler at ring 1 --------------------------------------------- */
-static void isr_from(const char *what, u16 cs, u16 ss, u32 top)
+static void isr_from(const char *what, u16 cs, u16 ss, u32 top, int hring, u32 htop)
 {
     clear();
     rt_run_ring(int61, cs, ss, top, 0x2);
-    u32 inner = (cs & 3) == 1 ? top : STACK1_TOP;
+    u32 inner = (int)(cs & 3) == hring ? top : htop;
     kprintf("int 0x61 from %s: cs=%04x ss=%04x esp=top-%u eflags=%x\n", what, rc_cs & 0xffff,
             rc_ss & 0xffff, inner - rc_esp, rc_flags);
-    if ((cs & 3) == 1)
+    if ((int)(cs & 3) == hring)
         kprintf("int 0x61 from %s frame: eip=%s cs=%04x eflags=%x\n", what,
                 rc_frame[0] == (u32)int61_back ? "back" : "?", rc_frame[1] & 0xffff, rc_frame[2]);
     else
@@ -115,12 +116,22 @@ static void isr_from(const char *what, u16 cs, u16 ss, u32 top)
 static void isr(void)
 {
     idt_set(0x61, (u32)r1_isr, SEL_CODE1, 0xee);        /* interrupt gate, DPL 3 */
-    isr_from("ring 3", SEL_CODE3, SEL_DATA3, RUN3_TOP);
-    isr_from("ring 2", SEL_CODE2, SEL_DATA2, RUN2_TOP);
-    isr_from("ring 1", SEL_CODE1, SEL_DATA1, RUN1_TOP);
+    isr_from("ring 3", SEL_CODE3, SEL_DATA3, RUN3_TOP, 1, STACK1_TOP);
+    isr_from("ring 2", SEL_CODE2, SEL_DATA2, RUN2_TOP, 1, STACK1_TOP);
+    isr_from("ring 1", SEL_CODE1, SEL_DATA1, RUN1_TOP, 1, STACK1_TOP);
     rt_expect_reset();
     __asm__ volatile(ARM(1f, 2f) "2: int $0x61\n1:" ::: "memory");
     kprintf("int 0x61 from ring 0: #%u err=0x%x\n", rt_exc.vector, rt_exc.err);
+    /* the same handler in a ring-2 code segment: SS2:ESP2 from ring 3, refused at ring 1 */
+    idt_set(0x61, (u32)r1_isr, SEL_CODE2, 0xee);
+    isr_from("ring 3 (ring-2 handler)", SEL_CODE3, SEL_DATA3, RUN3_TOP, 2, STACK2_TOP);
+    isr_from("ring 2 (ring-2 handler)", SEL_CODE2, SEL_DATA2, RUN2_TOP, 2, STACK2_TOP);
+    clear();
+    rt_expect_reset();
+    rt_resume = (u32)int61_back;
+    rt_run_ring(int61, SEL_CODE1, SEL_DATA1, RUN1_TOP, 0x2);
+    kprintf("int 0x61 from ring 1 (ring-2 handler): #%u err=0x%x cs=%04x\n",
+            rt_exc.count ? rt_exc.vector : 0xff, rt_exc.err, rt_exc.cs);
 }
 
 /* ---- 3. IRET to rings 1 and 2: the data segments ------------------------------------ */
